@@ -1,0 +1,1 @@
+//! Checks every Provider must pass. (Filled in by the mock task.)

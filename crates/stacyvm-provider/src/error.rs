@@ -1,0 +1,44 @@
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("provider not found: {0}")]
+    ProviderNotFound(String),
+    #[error("sandbox not found: {0}")]
+    SandboxNotFound(String),
+    /// Carries the path as the caller gave it, never a host path.
+    #[error("file not found: {0}")]
+    FileNotFound(String),
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("exec timeout")]
+    Timeout,
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    #[error("image not found: {0}")]
+    ImageNotFound(String),
+    /// The message is safe to show callers; the source (with host detail) is only logged.
+    #[error("{message}")]
+    Internal {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl ProviderError {
+    pub fn internal(message: impl Into<String>) -> Self {
+        ProviderError::Internal {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn internal_with(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        ProviderError::Internal {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Isolation backends. Every backend implements [`Provider`] and passes `conformance`.
+
+mod error;
+mod mock;
+mod registry;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+pub use error::ProviderError;
+pub use mock::MockProvider;
+pub use registry::ProviderRegistry;
+use stacyvm_types::{ExecMode, FileInfo, SandboxState, StreamChunk};
+use tokio::sync::mpsc;
+
+/// What the control plane asks a provider to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxSpec {
+    /// Minted by the caller; providers use it as (or to derive) the runtime id.
+    pub id: String,
+    pub image: String,
+    pub memory_mb: i64,
+    pub vcpus: i64,
+    pub owner_id: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spawned {
+    /// The id the provider knows the sandbox by; often equal to `SandboxSpec::id`.
+    pub runtime_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ExecRequest {
+    pub command: String,
+    pub args: Vec<String>,
+    pub mode: ExecMode,
+    pub env: BTreeMap<String, String>,
+    /// Absolute path inside the sandbox; `None` = `/workspace`.
+    pub workdir: Option<String>,
+    /// `None` = no limit. On expiry the command's whole process group is killed and
+    /// `ProviderError::Timeout` is returned; the sandbox stays up.
+    pub timeout: Option<Duration>,
+}
+
+impl ExecRequest {
+    /// The argv to run: `sh -c '<command> <quoted args>'` in shell mode, literal in argv mode.
+    pub fn argv(&self) -> Vec<String> {
+        match self.mode {
+            ExecMode::Shell => {
+                let mut cmd = self.command.clone();
+                for a in &self.args {
+                    cmd.push(' ');
+                    cmd.push_str(&shell_quote(a));
+                }
+                vec!["sh".into(), "-c".into(), cmd]
+            }
+            ExecMode::Argv => {
+                let mut v = vec![self.command.clone()];
+                v.extend(self.args.iter().cloned());
+                v
+            }
+        }
+    }
+}
+
+/// Single-quotes `s` for POSIX sh.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Live output goes here; a closed receiver means the caller went away, and the provider kills
+/// the command.
+pub type ChunkSender = mpsc::Sender<StreamChunk>;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    pub cpu_pct: f64,
+    pub mem_bytes: u64,
+    pub mem_limit_bytes: u64,
+}
+
+/// A runtime a provider can enumerate (for reconciliation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeInfo {
+    pub runtime_id: String,
+    /// The control-plane sandbox id recorded on the runtime (label), if any.
+    pub sandbox_id: Option<String>,
+    pub image: String,
+    pub running: bool,
+}
+
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Registry name (`mock`, `docker`, `microvm`).
+    fn name(&self) -> &str;
+    fn capabilities(&self) -> Vec<&'static str>;
+    /// Non-secret configuration shown by `GET /providers/{name}`.
+    fn config_summary(&self) -> serde_json::Value;
+    /// Whether the backend gives real isolation (the mock does not).
+    fn isolated(&self) -> bool {
+        true
+    }
+
+    async fn health(&self) -> Result<(), ProviderError>;
+    async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError>;
+    /// `SandboxNotFound` when the runtime does not exist.
+    async fn destroy(&self, runtime_id: &str) -> Result<(), ProviderError>;
+    async fn status(&self, runtime_id: &str) -> Result<SandboxState, ProviderError>;
+
+    /// Runs a command, sending output chunks to `out` as they arrive, and returns the exit code.
+    async fn exec(
+        &self,
+        runtime_id: &str,
+        req: ExecRequest,
+        out: ChunkSender,
+    ) -> Result<i32, ProviderError>;
+
+    /// Creates parent directories. `mode` is `"0755"`-style octal text or `"executable"`.
+    async fn write_file(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        content: Bytes,
+        mode: Option<&str>,
+    ) -> Result<(), ProviderError>;
+    async fn read_file(&self, runtime_id: &str, path: &str) -> Result<Bytes, ProviderError>;
+    async fn list_files(&self, runtime_id: &str, path: &str)
+        -> Result<Vec<FileInfo>, ProviderError>;
+    async fn stat_file(&self, runtime_id: &str, path: &str) -> Result<FileInfo, ProviderError>;
+    async fn glob(&self, runtime_id: &str, pattern: &str) -> Result<Vec<String>, ProviderError>;
+    /// A missing path is `FileNotFound` unless `recursive`.
+    async fn delete_file(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), ProviderError>;
+    async fn move_file(&self, runtime_id: &str, old: &str, new: &str)
+        -> Result<(), ProviderError>;
+    async fn chmod(&self, runtime_id: &str, path: &str, mode: &str) -> Result<(), ProviderError>;
+
+    /// The last `lines` console lines.
+    async fn logs(&self, runtime_id: &str, lines: usize) -> Result<Vec<String>, ProviderError>;
+    /// `None` when the backend has no stats.
+    async fn stats(&self, _runtime_id: &str) -> Result<Option<Stats>, ProviderError> {
+        Ok(None)
+    }
+    /// `None` when the backend cannot enumerate its runtimes.
+    async fn list_runtimes(&self) -> Result<Option<Vec<RuntimeInfo>>, ProviderError> {
+        Ok(None)
+    }
+}
+
+/// Parses octal mode text (`"755"`, `"0755"`); `"executable"` means 0755.
+pub fn parse_mode(s: &str) -> Option<u32> {
+    let s = s.trim();
+    if s == "executable" {
+        return Some(0o755);
+    }
+    if s.is_empty() || s.len() > 6 {
+        return None;
+    }
+    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_shapes() {
+        let mut r = ExecRequest {
+            command: "echo".into(),
+            args: vec!["a b".into(), "it's".into()],
+            ..Default::default()
+        };
+        assert_eq!(r.argv(), vec!["sh", "-c", r"echo 'a b' 'it'\''s'"]);
+        r.mode = ExecMode::Argv;
+        assert_eq!(r.argv(), vec!["echo", "a b", "it's"]);
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0755"), Some(0o755));
+        assert_eq!(parse_mode("644"), Some(0o644));
+        assert_eq!(parse_mode("executable"), Some(0o755));
+        assert_eq!(parse_mode("9"), None);
+        assert_eq!(parse_mode(""), None);
+        assert_eq!(parse_mode("77777"), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! StacyVM control plane.

@@ -1,0 +1,1 @@
+//! Store conformance suite. (Filled in by the store task.)

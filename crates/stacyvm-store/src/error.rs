@@ -1,0 +1,36 @@
+use stacyvm_types::InvalidTransition;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found: {kind} {id:?}")]
+    NotFound { kind: &'static str, id: String },
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    InvalidTransition(#[from] InvalidTransition),
+    /// A stored value could not be decoded (corrupt row, unknown state).
+    #[error("corrupt {what} in store")]
+    Corrupt { what: &'static str },
+    #[error("{0}")]
+    Unsupported(String),
+    /// The schema in the database is newer than this binary knows.
+    #[error("database schema version {found} is newer than this binary supports ({supported})")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
+        StoreError::NotFound {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}

@@ -1,0 +1,127 @@
+//! Persistence for StacyVM. One [`Store`] trait; one module per backend with mirrored file names.
+//! `sqlx::Error` never leaves this crate: backends translate it into [`StoreError`].
+
+mod error;
+mod records;
+mod sqlite;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+use std::sync::Arc;
+
+pub use error::StoreError;
+pub use records::{
+    AdminAuditRecord, AuditFilter, ExecLog, Lease, NewAdminAudit, OwnerQuota, Template,
+    TemplateSecret, WorkerRecord,
+};
+pub use sqlite::SqliteStore;
+use stacyvm_types::{Sandbox, SandboxState, Timestamp};
+
+/// Counts used by admission control.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActiveCounts {
+    /// Sandboxes not destroyed and not expired.
+    pub total: i64,
+    /// Of those, the ones whose `owner_id` equals the asked owner (0 when no owner was asked).
+    pub owner: i64,
+}
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip used by health and diagnostics.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    // --- sandboxes -------------------------------------------------------------------------
+    /// Inserts a new record. `Conflict` when the id exists (even destroyed).
+    async fn insert_sandbox(&self, sb: &Sandbox) -> Result<(), StoreError>;
+    /// Any record, destroyed ones included. `NotFound` when absent.
+    async fn get_sandbox(&self, id: &str) -> Result<Sandbox, StoreError>;
+    /// Every record not destroyed, newest `created_at` first.
+    async fn list_sandboxes(&self) -> Result<Vec<Sandbox>, StoreError>;
+    /// Moves a record to `state` if the transition is valid (`InvalidTransition` otherwise) and
+    /// returns the updated record. Setting the current state again is a no-op success.
+    async fn set_sandbox_state(&self, id: &str, state: SandboxState)
+        -> Result<Sandbox, StoreError>;
+    /// Sets `expires_at` on a live record (`NotFound` for destroyed or absent ones).
+    async fn set_sandbox_expiry(&self, id: &str, expires_at: Timestamp)
+        -> Result<Sandbox, StoreError>;
+    /// Live records (not destroyed, not expired) with `expires_at < now`.
+    async fn list_expired_sandboxes(&self, now: Timestamp) -> Result<Vec<Sandbox>, StoreError>;
+    /// Active counts for admission; `owner` is counted only when `Some` and non-empty.
+    async fn count_active_sandboxes(&self, owner: Option<&str>)
+        -> Result<ActiveCounts, StoreError>;
+
+    // --- exec logs -------------------------------------------------------------------------
+    async fn insert_exec_log(&self, log: &ExecLog) -> Result<(), StoreError>;
+    /// Newest first, at most `limit`.
+    async fn list_exec_logs(&self, sandbox_id: &str, limit: i64)
+        -> Result<Vec<ExecLog>, StoreError>;
+
+    // --- templates -------------------------------------------------------------------------
+    /// `Conflict` when the name exists.
+    async fn create_template(&self, t: &Template) -> Result<(), StoreError>;
+    async fn get_template(&self, name: &str) -> Result<Template, StoreError>;
+    /// Ordered by name.
+    async fn list_templates(&self) -> Result<Vec<Template>, StoreError>;
+    /// Full replace of an existing template (`NotFound` when absent); keeps `created_at`.
+    async fn replace_template(&self, t: &Template) -> Result<(), StoreError>;
+    async fn delete_template(&self, name: &str) -> Result<(), StoreError>;
+
+    // --- owner quotas ----------------------------------------------------------------------
+    /// Insert or update; `created_at` is kept on update. Returns the stored row.
+    async fn upsert_quota(&self, q: &OwnerQuota) -> Result<OwnerQuota, StoreError>;
+    async fn get_quota(&self, owner_id: &str) -> Result<OwnerQuota, StoreError>;
+    /// Ordered by owner id.
+    async fn list_quotas(&self) -> Result<Vec<OwnerQuota>, StoreError>;
+    async fn delete_quota(&self, owner_id: &str) -> Result<(), StoreError>;
+
+    // --- workers ---------------------------------------------------------------------------
+    /// Records a heartbeat: insert or update everything but `created_at`; sets
+    /// `last_heartbeat = updated_at = now`. Returns the stored row.
+    async fn upsert_worker(&self, w: &WorkerRecord) -> Result<WorkerRecord, StoreError>;
+    async fn get_worker(&self, id: &str) -> Result<WorkerRecord, StoreError>;
+    /// Ordered by id.
+    async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
+    async fn delete_worker(&self, id: &str) -> Result<(), StoreError>;
+
+    // --- leases ----------------------------------------------------------------------------
+    /// Grants the lease when it is free, expired, or already held by `holder`: generation + 1
+    /// (1 for a new row), `expires_at = now + ttl`. `Conflict` when another holder has it live.
+    async fn acquire_lease(
+        &self,
+        resource_id: &str,
+        resource_type: &str,
+        holder_id: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Lease, StoreError>;
+    /// Only the current holder of an unexpired lease: generation + 1, new expiry. `Conflict`
+    /// otherwise.
+    async fn renew_lease(
+        &self,
+        resource_id: &str,
+        holder_id: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Lease, StoreError>;
+    /// Deletes the lease when `holder_id` holds it; `NotFound` otherwise.
+    async fn release_lease(&self, resource_id: &str, holder_id: &str) -> Result<(), StoreError>;
+    async fn get_lease(&self, resource_id: &str) -> Result<Lease, StoreError>;
+    async fn list_leases(&self) -> Result<Vec<Lease>, StoreError>;
+
+    // --- admin audit -----------------------------------------------------------------------
+    async fn insert_admin_audit(&self, rec: &NewAdminAudit) -> Result<(), StoreError>;
+    /// Newest first, filtered.
+    async fn list_admin_audit(&self, filter: &AuditFilter)
+        -> Result<Vec<AdminAuditRecord>, StoreError>;
+    /// Deletes rows older than `before`; returns how many.
+    async fn prune_admin_audit(&self, before: Timestamp) -> Result<u64, StoreError>;
+}
+
+/// Opens the backend named by `driver` (`sqlite` with `path`). Runs migrations.
+pub async fn open(driver: &str, path_or_dsn: &str) -> Result<Arc<dyn Store>, StoreError> {
+    match driver {
+        "" | "sqlite" => Ok(Arc::new(SqliteStore::open(path_or_dsn).await?)),
+        other => Err(StoreError::Unsupported(format!(
+            "database driver {other:?} is not supported by this build"
+        ))),
+    }
+}

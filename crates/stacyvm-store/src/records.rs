@@ -1,0 +1,121 @@
+//! Rows the store keeps besides sandboxes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use stacyvm_types::Timestamp;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecLog {
+    pub sandbox_id: String,
+    pub command: String,
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+    pub duration_ms: i64,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TemplateSecret {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub inject_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub name: String,
+    pub version: i64,
+    pub image: String,
+    pub description: String,
+    pub setup: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+    pub memory_mb: i64,
+    pub cpu_cores: i64,
+    pub ttl_seconds: i64,
+    pub env: BTreeMap<String, String>,
+    pub secrets: Vec<TemplateSecret>,
+    pub pool_size: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnerQuota {
+    pub owner_id: String,
+    /// 0 = not set.
+    pub max_sandboxes: i64,
+    /// 0 = not set.
+    pub max_ttl_seconds: i64,
+    /// 0 = not set.
+    pub max_exec_timeout_seconds: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRecord {
+    pub id: String,
+    pub hostname: String,
+    /// Verbatim from the heartbeat (`online`, `draining`, ...).
+    pub status: String,
+    /// `None` = not sent (supports every provider).
+    pub providers: Option<Vec<String>>,
+    pub capabilities: Option<Vec<String>>,
+    /// Free-form; the control plane reads `max_sandboxes`, `rpc_url`, `preview_domain`.
+    pub capacity: serde_json::Map<String, serde_json::Value>,
+    pub last_heartbeat: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub resource_id: String,
+    pub resource_type: String,
+    pub holder_id: String,
+    pub generation: i64,
+    pub expires_at: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAdminAudit {
+    pub actor: String,
+    pub method: String,
+    pub path: String,
+    pub status: i64,
+    pub duration_ms: i64,
+    pub request_id: String,
+    pub remote_addr: String,
+    pub user_agent: String,
+    pub tenant_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminAuditRecord {
+    pub id: i64,
+    pub actor: String,
+    pub method: String,
+    pub path: String,
+    pub status: i64,
+    pub duration_ms: i64,
+    pub request_id: String,
+    pub remote_addr: String,
+    pub user_agent: String,
+    pub tenant_id: String,
+    pub created_at: Timestamp,
+}
+
+/// Filter for the admin audit listing; empty strings and `None` match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub limit: i64,
+    pub actor: String,
+    pub method: String,
+    pub path: String,
+    pub status: Option<i64>,
+}

@@ -1,0 +1,1 @@
+//! SQLite backend. (Filled in by the store task.)

@@ -1,0 +1,13 @@
+//! Domain vocabulary shared by every StacyVM crate. Pure data and parsing, no I/O.
+
+mod duration;
+mod id;
+mod sandbox;
+mod state;
+mod time;
+
+pub use duration::{format_go_duration, parse_go_duration, DurationError, GoDuration};
+pub use id::{new_sandbox_id, validate_owner_id, OwnerIdError};
+pub use sandbox::{ExecMode, FileInfo, Sandbox, StreamChunk, StreamKind};
+pub use state::{InvalidTransition, SandboxState, UnknownState};
+pub use time::{format_rfc3339_go, format_rfc3339_secs, parse_rfc3339, serde_go, Timestamp};

@@ -1,0 +1,96 @@
+//! The sandbox record and the small value types that cross every layer.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{SandboxState, Timestamp};
+
+/// One sandbox as the control plane records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sandbox {
+    pub id: String,
+    pub state: SandboxState,
+    pub provider: String,
+    pub image: String,
+    pub memory_mb: i64,
+    pub vcpus: i64,
+    pub metadata: BTreeMap<String, String>,
+    pub template: String,
+    pub owner_id: String,
+    /// Runtime id on the owning worker when it differs from `id` (remote sandboxes).
+    pub vm_id: String,
+    /// `local` for sandboxes the control plane runs itself.
+    pub worker_id: String,
+    pub tenant_id: String,
+    pub preview_domain: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Sandbox {
+    /// The id the provider knows this sandbox by.
+    pub fn runtime_id(&self) -> &str {
+        if self.vm_id.is_empty() {
+            &self.id
+        } else {
+            &self.vm_id
+        }
+    }
+
+    pub fn is_remote(&self) -> bool {
+        !self.worker_id.is_empty() && self.worker_id != "local"
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecMode {
+    /// `sh -c command`, with `args` single-quoted and appended.
+    #[default]
+    Shell,
+    /// `command` is the program, `args` its literal argv.
+    Argv,
+}
+
+impl ExecMode {
+    /// `""`/`shell` or `argv` (whitespace trimmed), as the wire accepts.
+    pub fn parse(s: &str) -> Option<ExecMode> {
+        match s.trim() {
+            "" | "shell" => Some(ExecMode::Shell),
+            "argv" => Some(ExecMode::Argv),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecMode::Shell => "shell",
+            ExecMode::Argv => "argv",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    Stdout,
+    Stderr,
+}
+
+/// One slice of live command output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamChunk {
+    pub stream: StreamKind,
+    pub data: Vec<u8>,
+}
+
+/// A file entry as the API reports it (`mode` is provider-specific text; see wire reference §6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    pub path: String,
+    pub size: i64,
+    pub mode: String,
+    pub is_dir: bool,
+    pub mod_time: String,
+}
