@@ -1,1 +1,4 @@
-//! In-memory/host-directory provider for tests and demos. No isolation. (Filled in by the mock task.)
+//! In-memory/host-directory provider for tests and demos. No isolation. (Placeholder: the mock task replaces this file.)
+
+/// Placeholder until the mock task lands.
+pub struct MockProvider;
