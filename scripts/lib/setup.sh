@@ -1,0 +1,108 @@
+# Machine setup for scripts/test.sh: every dependency the test suite needs is installed and
+# started here, so a fresh Debian 12 machine (as root) passes without manual steps.
+# Each setup_* function is idempotent: a second run finds everything present and does nothing.
+# Source after common.sh.
+
+TEST_IMAGE="stacyvm-test/busybox:latest"
+
+# ---------------------------------------------------------------------------------------------
+# Python: a venv at $REPO_ROOT/.venv with tests/e2e/requirements.txt installed.
+# ---------------------------------------------------------------------------------------------
+VENV_DIR="$REPO_ROOT/.venv"
+
+setup_python() {
+    have python3 || apt_install python3
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        apt_install python3-venv
+    fi
+    if ! "$VENV_DIR/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        info "creating venv at $VENV_DIR"
+        rm -rf "$VENV_DIR"
+        python3 -m venv "$VENV_DIR" || die "python3 -m venv failed"
+    fi
+    local req="$REPO_ROOT/tests/e2e/requirements.txt" stamp="$VENV_DIR/.requirements.sha256" sum
+    sum="$(sha256sum "$req" | cut -d' ' -f1)"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]; then
+        info "pip install -r tests/e2e/requirements.txt"
+        "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check -r "$req" \
+            || die "pip install of e2e requirements failed"
+        echo "$sum" >"$stamp"
+    fi
+    "$VENV_DIR/bin/python" -c 'import stacyvm, pytest, httpx, websockets' \
+        || die "e2e Python requirements are not importable"
+}
+
+# ---------------------------------------------------------------------------------------------
+# HOOK setup_docker: Docker Engine answering on the default socket, plus the local test image
+# $TEST_IMAGE (no registry is reachable, so it is imported from a busybox rootfs).
+# ---------------------------------------------------------------------------------------------
+DOCKERD_LOG="$WORK_DIR/dockerd.log"
+
+setup_docker() {
+    if ! have dockerd; then
+        apt_install docker.io
+    fi
+    have docker || apt_install docker.io
+    if ! docker info >/dev/null 2>&1; then
+        info "starting dockerd (log: $DOCKERD_LOG)"
+        # setsid: the daemon outlives this script so a second run reuses it.
+        # STACYVM_DOCKERD_ARGS lets a host with odd storage pass e.g. --storage-driver=vfs.
+        # shellcheck disable=SC2086
+        setsid dockerd ${STACYVM_DOCKERD_ARGS:-} >"$DOCKERD_LOG" 2>&1 </dev/null &
+        if ! wait_for 60 "docker info" docker info; then
+            tail -30 "$DOCKERD_LOG" >&2 || true
+            return 1
+        fi
+    fi
+    build_test_image
+}
+
+build_test_image() {
+    if docker image inspect "$TEST_IMAGE" >/dev/null 2>&1; then
+        info "image $TEST_IMAGE present"
+        return 0
+    fi
+    apt_install busybox-static
+    local bb root tarball applet
+    bb="$(dpkg -L busybox-static | grep -E '/busybox$' | head -n1)"
+    [ -x "$bb" ] || die "busybox-static installed but its binary was not found"
+    root="$WORK_DIR/busybox-rootfs"
+    tarball="$WORK_DIR/busybox-rootfs.tar"
+    rm -rf "$root" "$tarball"
+    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,root,tmp,workspace,proc,sys,dev}
+    chmod 1777 "$root/tmp"
+    cp "$bb" "$root/bin/busybox"
+    # Same links as `busybox --install -s`, but pointing at /bin/busybox inside the image rather
+    # than at the host path of the binary that ran the install.
+    while IFS= read -r applet; do
+        [ "$applet" = "bin/busybox" ] && continue
+        [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
+    done < <("$bb" --list-full)
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
+        >"$root/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+    tar -C "$root" --numeric-owner -cf "$tarball" .
+    info "docker import $TEST_IMAGE"
+    docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'CMD ["/bin/sh"]' \
+        "$tarball" "$TEST_IMAGE" >/dev/null || die "docker import of $TEST_IMAGE failed"
+    docker run --rm "$TEST_IMAGE" /bin/sh -c 'echo ok' >/dev/null 2>&1 \
+        || info "warning: $TEST_IMAGE imported but 'docker run' of it failed (see $DOCKERD_LOG)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# HOOK setup_postgres: to be filled by the Postgres store task (install, initdb in $WORK_DIR,
+# start on loopback, export the DSN the tests read). No-op until then.
+# ---------------------------------------------------------------------------------------------
+setup_postgres() {
+    :
+}
+
+# ---------------------------------------------------------------------------------------------
+# HOOK setup_qemu: to be filled by the microvm provider task (qemu-system-x86, guest kernel and
+# rootfs assets, export their paths). No-op until then.
+# ---------------------------------------------------------------------------------------------
+setup_qemu() {
+    :
+}

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# THE test command: installs what is missing, then runs format check, clippy, the Rust tests
+# (nextest, profile ci) and the end-to-end suite (official Python SDK against the built binary).
+#
+#   bash scripts/test.sh              # every step, in order, stopping at the first failure
+#   bash scripts/test.sh e2e          # only the named steps: setup fmt clippy nextest build e2e
+#
+# Env: CI=true makes tests that need a missing backend fail instead of skip.
+#      STACYVM_RELEASE=1 builds and tests the release binary instead of the debug one.
+#      PYTEST_ARGS="-k exec -x" is passed to pytest.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export REPO_ROOT
+cd "$REPO_ROOT"
+
+# shellcheck source=lib/common.sh
+. "$REPO_ROOT/scripts/lib/common.sh"
+# shellcheck source=lib/setup.sh
+. "$REPO_ROOT/scripts/lib/setup.sh"
+
+ALL_STEPS=(setup fmt clippy nextest build e2e)
+if [ "$#" -gt 0 ]; then
+    STEPS=("$@")
+else
+    STEPS=("${ALL_STEPS[@]}")
+fi
+
+if [ "${STACYVM_RELEASE:-0}" = "1" ]; then
+    BUILD_FLAGS=(--release)
+    DEFAULT_BIN="$REPO_ROOT/target/release/stacyvm"
+else
+    BUILD_FLAGS=()
+    DEFAULT_BIN="$REPO_ROOT/target/debug/stacyvm"
+fi
+export STACYVM_BIN="${STACYVM_BIN:-$DEFAULT_BIN}"
+
+# A backend that cannot be set up fails CI; locally its tests skip with a reason.
+backend_unavailable() {
+    if is_ci; then
+        die "$1 is required in CI but could not be set up"
+    fi
+    info "warning: $1 unavailable; its tests will be skipped"
+}
+
+step_setup() {
+    have cargo || die "cargo not found (the Rust toolchain is expected on the machine)"
+    cargo nextest --version >/dev/null 2>&1 || die "cargo-nextest not found"
+    setup_python
+    setup_docker || backend_unavailable docker
+    setup_postgres || backend_unavailable postgres
+    setup_qemu || backend_unavailable qemu
+}
+
+step_fmt() {
+    cargo fmt --all -- --check
+}
+
+step_clippy() {
+    cargo clippy --workspace --all-targets -- -D warnings
+}
+
+step_nextest() {
+    cargo nextest run --workspace --profile ci
+}
+
+step_build() {
+    cargo build -p stacyvm "${BUILD_FLAGS[@]}"
+    [ -x "$STACYVM_BIN" ] || die "binary $STACYVM_BIN was not produced"
+}
+
+step_e2e() {
+    [ -x "$VENV_DIR/bin/python" ] || setup_python
+    [ -x "$STACYVM_BIN" ] || die "binary $STACYVM_BIN missing; run the build step first"
+    local rc=0
+    # shellcheck disable=SC2086
+    "$VENV_DIR/bin/python" -m pytest "$REPO_ROOT/tests/e2e" -ra ${PYTEST_ARGS:-} || rc=$?
+    case "$rc" in
+        0) ;;
+        5) die "pytest collected no tests (exit 5): the e2e suite must not be empty" ;;
+        *) die "pytest exited with $rc" ;;
+    esac
+}
+
+START_ALL=$SECONDS
+for step in "${STEPS[@]}"; do
+    declare -F "step_$step" >/dev/null || die "unknown step '$step' (known: ${ALL_STEPS[*]})"
+    section "$step"
+    start=$SECONDS
+    "step_$step"
+    info "$step ok ($((SECONDS - start))s)"
+done
+section "all steps passed in $((SECONDS - START_ALL))s: ${STEPS[*]}"
