@@ -1,0 +1,182 @@
+"""API-key auth, admin routes, CORS preflight and X-Request-ID."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import httpx
+import pytest
+import stacyvm
+from conftest import ADMIN_KEY, API_KEY, Server, assert_error
+
+BOTH_KEYS = {"auth": {"api_key": API_KEY, "admin_api_key": ADMIN_KEY}}
+
+
+@pytest.fixture(scope="module")
+def auth_server(_clean_work_root):
+    srv = Server(BOTH_KEYS, "auth").start()
+    yield srv
+    srv.stop()
+
+
+def _raw(srv: Server, headers: dict | None = None) -> httpx.Client:
+    return httpx.Client(base_url=srv.base_url, headers=headers or {}, timeout=30)
+
+
+def test_sdk_without_key_is_unauthorized(auth_server, sdk_kind):
+    client = auth_server.sdk(sdk_kind, api_key=None)
+    try:
+        for call in (client.spawn, client.list, client.health, lambda: client.get("sb-00000000")):
+            with pytest.raises(stacyvm.StacyVMError) as ei:
+                call()
+            assert ei.value.code == "UNAUTHORIZED"
+    finally:
+        client.close()
+
+
+def test_sdk_wrong_key_is_unauthorized(auth_server, sdk_kind):
+    client = auth_server.sdk(sdk_kind, api_key="wrong-key")
+    try:
+        with pytest.raises(stacyvm.StacyVMError) as ei:
+            client.spawn()
+        assert ei.value.code == "UNAUTHORIZED"
+    finally:
+        client.close()
+
+
+def test_sdk_with_key_works(auth_server, sdk_kind):
+    client = auth_server.sdk(sdk_kind)
+    try:
+        with client.spawn() as sb:
+            assert sb.exec("echo authed").stdout == "authed\n"
+            sb.write_file("/workspace/a.txt", "a")
+            assert sb.read_file("/workspace/a.txt") == "a"
+            chunks = list(sb.exec_stream("echo s"))
+            assert "".join(c.data for c in chunks if c.stream == "stdout") == "s\n"
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("headers", [
+    {},
+    {"X-API-Key": "nope"},
+    {"X-Admin-API-Key": "nope"},
+    {"Authorization": f"Bearer {API_KEY}"},  # API keys are only read from the key headers
+])
+@pytest.mark.parametrize("path", ["/api/v1/sandboxes", "/api/v1/health", "/api/v1/templates",
+                                  "/api/v1/no-such-route", "/api/v1/admin/quotas"])
+def test_raw_unauthorized(auth_server, headers, path):
+    with _raw(auth_server, headers) as c:
+        body = assert_error(c.get(path), 401, "UNAUTHORIZED", auth_server)
+        assert body["message"] == "invalid or missing API key"
+
+
+@pytest.mark.parametrize("headers", [{"X-API-Key": API_KEY}, {"X-Admin-API-Key": API_KEY},
+                                     {"X-API-Key": ADMIN_KEY}, {"X-Admin-API-Key": ADMIN_KEY}])
+def test_either_key_in_either_header(auth_server, headers):
+    with _raw(auth_server, headers) as c:
+        assert c.get("/api/v1/sandboxes").status_code == 200
+
+
+def test_admin_route_needs_admin_key(auth_server):
+    with _raw(auth_server, {"X-API-Key": API_KEY}) as c:
+        body = assert_error(c.get("/api/v1/admin/quotas"), 403, "FORBIDDEN", auth_server)
+        assert body["message"] == "admin API key required"
+    with _raw(auth_server, {"X-Admin-API-Key": ADMIN_KEY}) as c:
+        r = c.get("/api/v1/admin/quotas")
+        assert r.status_code == 200, r.text
+        assert isinstance(r.json(), list)
+    with _raw(auth_server, {"X-API-Key": ADMIN_KEY}) as c:
+        assert c.get("/api/v1/admin/quotas").status_code == 200
+
+
+def test_admin_fallback_to_api_key(server_factory):
+    srv = server_factory({"auth": {"api_key": API_KEY}}, name="fallback")
+    with _raw(srv, {"X-API-Key": API_KEY}) as c:
+        assert c.get("/api/v1/admin/quotas").status_code == 200
+    with _raw(srv) as c:
+        assert_error(c.get("/api/v1/admin/quotas"), 401, "UNAUTHORIZED", srv)
+
+
+def test_admin_fallback_disabled(server_factory):
+    srv = server_factory({"auth": {"api_key": API_KEY, "admin_fallback_enabled": False}},
+                         name="no-fallback")
+    with _raw(srv, {"X-API-Key": API_KEY}) as c:
+        assert c.get("/api/v1/sandboxes").status_code == 200
+        assert_error(c.get("/api/v1/admin/quotas"), 403, "FORBIDDEN", srv)
+
+
+def test_no_auth_configured_is_open(http):
+    assert http.get("/api/v1/admin/quotas").status_code == 200
+
+
+# ----------------------------------------------------------------------------------------------
+# CORS (DECISIONS: preflight answered before auth)
+# ----------------------------------------------------------------------------------------------
+
+PREFLIGHT = {"Origin": "http://example.test", "Access-Control-Request-Method": "POST",
+             "Access-Control-Request-Headers": "content-type,x-api-key"}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/sandboxes", "/api/v1/sandboxes/sb-00000000/exec",
+                                  "/api/v1/health"])
+def test_cors_preflight_without_key(auth_server, path):
+    with _raw(auth_server) as c:
+        r = c.options(path, headers=PREFLIGHT)
+    assert r.status_code == 200, (r.status_code, r.text)
+    assert r.headers.get("access-control-allow-origin") == "*"
+    methods = {m.strip() for m in r.headers.get("access-control-allow-methods", "").split(",")}
+    assert {"GET", "POST", "PUT", "DELETE", "OPTIONS"} <= methods, methods
+    allowed = {h.strip().lower() for h in r.headers.get("access-control-allow-headers", "").split(",")}
+    assert {"content-type", "x-api-key", "x-admin-api-key", "x-request-id", "x-user-id",
+            "authorization"} <= allowed, allowed
+
+
+def test_cors_on_normal_response(server):
+    with _raw(server, {"Origin": "http://example.test"}) as c:
+        r = c.get("/api/v1/sandboxes")
+    assert r.status_code == 200
+    assert r.headers.get("access-control-allow-origin") == "*"
+
+
+def test_cors_restricted_origins(server_factory):
+    srv = server_factory({"server": {"cors_allowed_origins": ["http://good.test"]}}, name="cors")
+    with _raw(srv) as c:
+        ok = c.options("/api/v1/sandboxes", headers={**PREFLIGHT, "Origin": "http://good.test"})
+        assert ok.status_code == 200
+        assert ok.headers.get("access-control-allow-origin") == "http://good.test"
+        assert "origin" in ok.headers.get("vary", "").lower()
+        bad = c.options("/api/v1/sandboxes", headers={**PREFLIGHT, "Origin": "http://evil.test"})
+        assert bad.status_code == 403
+        assert bad.headers.get("access-control-allow-origin") is None
+
+
+# ----------------------------------------------------------------------------------------------
+# X-Request-ID
+# ----------------------------------------------------------------------------------------------
+
+UUID_RE = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+
+
+@pytest.mark.parametrize("path,status", [("/api/v1/health", 200),
+                                         ("/api/v1/sandboxes/sb-00000000", 404)])
+def test_request_id_echoed(http, path, status):
+    rid = f"e2e-{uuid.uuid4()}"
+    r = http.get(path, headers={"X-Request-ID": rid})
+    assert r.status_code == status
+    assert r.headers.get("x-request-id") == rid
+
+
+def test_request_id_generated(http):
+    a = http.get("/api/v1/health").headers.get("x-request-id", "")
+    b = http.get("/api/v1/health").headers.get("x-request-id", "")
+    assert re.match(UUID_RE, a), a
+    assert re.match(UUID_RE, b) and a != b
+
+
+def test_request_id_on_unauthorized(auth_server):
+    with _raw(auth_server, {"X-Request-ID": "rid-401"}) as c:
+        r = c.get("/api/v1/sandboxes")
+    assert r.status_code == 401
+    assert r.headers.get("x-request-id") == "rid-401"
