@@ -6,11 +6,12 @@ import asyncio
 import re
 
 import pytest
+import pytest_asyncio
 import stacyvm
 from conftest import SANDBOX_ID_RE
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def aclient(server):
     async with stacyvm.AsyncClient(server.base_url, api_key=server.api_key) as client:
         yield client

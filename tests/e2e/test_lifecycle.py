@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 import stacyvm
@@ -122,6 +123,7 @@ def test_list_is_newest_first_and_excludes_destroyed(http):
         r = http.post("/api/v1/sandboxes", json={"image": "alpine:latest"})
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
+        time.sleep(0.05)
     try:
         listed = [s["id"] for s in http.get("/api/v1/sandboxes").json() if s["id"] in ids]
         assert listed == list(reversed(ids))
