@@ -1,1 +1,64 @@
-//! StacyVM control plane.
+//! StacyVM control plane: the service layer every transport calls, the HTTP API, and the
+//! background tasks. The binary calls [`serve`] with a validated config.
+
+pub mod config;
+mod error;
+mod events;
+mod http;
+mod ops;
+mod reconcile;
+mod service;
+mod settings;
+mod tasks;
+
+use std::time::Duration;
+
+pub use error::ServiceError;
+pub use http::router;
+pub use service::{
+    AdmissionDecision, Caller, ExecParams, ExecResult, ExecStream, OwnerUsage, ProviderHealth,
+    QuotaInput, QuotaSummary, ReadyReport, Service, SpawnParams, StreamItem,
+};
+pub use settings::{AuthSettings, Limits, RateKeyBy, RateLimitSettings, Settings, SpawnOverflow};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Serves the API on `listener` until `shutdown` fires, then finishes in-flight requests (up to
+/// `grace`), stops background tasks and joins them.
+pub async fn serve(
+    listener: TcpListener,
+    svc: Service,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    if let Err(e) = svc.heartbeat_local().await {
+        tracing::warn!(error = %e, "initial local worker registration failed");
+    }
+    reconcile::startup(&svc).await;
+    let tracker = TaskTracker::new();
+    let bg = svc.shutdown.child_token();
+    tracker.spawn(tasks::reaper(svc.clone(), bg.clone()));
+    tracker.spawn(tasks::local_heartbeat(svc.clone(), bg.clone()));
+    tracker.close();
+
+    let app = router(svc.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let stop = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+    let result = tokio::select! {
+        r = server => r,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("graceful shutdown timed out; closing remaining connections");
+            Ok(())
+        }
+    };
+    // Streams and background loops end with the service token.
+    svc.shutdown.cancel();
+    svc.tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), svc.tasks.wait()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    result
+}

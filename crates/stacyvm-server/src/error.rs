@@ -1,0 +1,82 @@
+//! The service layer's error: every transport maps it (HTTP does so in `http/error.rs`).
+
+use stacyvm_provider::ProviderError;
+use stacyvm_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("invalid input: {0}")]
+    BadRequest(String),
+    #[error("sandbox not found: {0}")]
+    SandboxNotFound(String),
+    #[error("provider not found: {0}")]
+    ProviderNotFound(String),
+    #[error("file not found: {0}")]
+    FileNotFound(String),
+    /// Store-level not found (`not found: template "x"`).
+    #[error("{0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("exec timeout: {0}")]
+    Timeout(String),
+    #[error("resource limit exceeded: {0}")]
+    ResourceLimit(String),
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// Safe message for callers; `source` carries detail that is only logged.
+    #[error("{message}")]
+    Internal {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl ServiceError {
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        ServiceError::BadRequest(msg.into())
+    }
+
+    pub fn internal(msg: impl Into<String>) -> Self {
+        ServiceError::Internal {
+            message: msg.into(),
+            source: None,
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { kind, id } => {
+                ServiceError::NotFound(format!("not found: {kind} {id:?}"))
+            }
+            StoreError::Conflict(m) => ServiceError::Conflict(m),
+            StoreError::InvalidTransition(t) => ServiceError::Conflict(t.to_string()),
+            other => ServiceError::Internal {
+                message: "store error".into(),
+                source: Some(Box::new(other)),
+            },
+        }
+    }
+}
+
+impl From<ProviderError> for ServiceError {
+    fn from(e: ProviderError) -> Self {
+        match e {
+            ProviderError::ProviderNotFound(n) => ServiceError::ProviderNotFound(n),
+            ProviderError::SandboxNotFound(id) => ServiceError::SandboxNotFound(id),
+            ProviderError::FileNotFound(p) => ServiceError::FileNotFound(p),
+            ProviderError::InvalidInput(m) => ServiceError::BadRequest(m),
+            ProviderError::Timeout => ServiceError::Timeout(String::new()),
+            ProviderError::Unavailable(m) => ServiceError::Unavailable(m),
+            ProviderError::ImageNotFound(m) => ServiceError::BadRequest(format!("image not found: {m}")),
+            ProviderError::Internal { message, source } => ServiceError::Internal { message, source },
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;

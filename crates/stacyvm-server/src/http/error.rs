@@ -1,0 +1,113 @@
+//! The one place errors become HTTP: status, stable upper-case `code`, and a message that
+//! never carries internal detail.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::json_response;
+use crate::error::ServiceError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    Service(ServiceError),
+    /// Transport-level errors (auth, body decoding) with an explicit status and code.
+    Plain {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+}
+
+impl ApiError {
+    pub fn plain(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Plain {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::plain(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+    }
+
+    pub fn status_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Plain { status, code, .. } => (*status, code),
+            ApiError::Service(e) => service_status(e),
+        }
+    }
+}
+
+/// Every service error variant and its HTTP status and code.
+pub fn service_status(e: &ServiceError) -> (StatusCode, &'static str) {
+    match e {
+        ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+        ServiceError::SandboxNotFound(_)
+        | ServiceError::ProviderNotFound(_)
+        | ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        ServiceError::FileNotFound(_) => (StatusCode::NOT_FOUND, "FILE_NOT_FOUND"),
+        ServiceError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
+        ServiceError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "TIMEOUT"),
+        ServiceError::ResourceLimit(_) => (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_LIMIT"),
+        ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        ServiceError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        ApiError::Service(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_code();
+        let message = match &self {
+            ApiError::Plain { message, .. } => message.clone(),
+            ApiError::Service(e @ ServiceError::Internal { source, .. }) => {
+                // Detail goes to the log only.
+                tracing::error!(error = %e, source = ?source, "internal error");
+                e.to_string()
+            }
+            ApiError::Service(e) => e.to_string(),
+        };
+        json_response(status, &json!({"code": code, "message": message}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_status() {
+        let cases: Vec<(ServiceError, u16, &str)> = vec![
+            (ServiceError::bad_request("x"), 400, "BAD_REQUEST"),
+            (ServiceError::SandboxNotFound("sb".into()), 404, "NOT_FOUND"),
+            (ServiceError::ProviderNotFound("p".into()), 404, "NOT_FOUND"),
+            (ServiceError::NotFound("t".into()), 404, "NOT_FOUND"),
+            (ServiceError::FileNotFound("/x".into()), 404, "FILE_NOT_FOUND"),
+            (ServiceError::Conflict("c".into()), 409, "CONFLICT"),
+            (ServiceError::Timeout("sb".into()), 408, "TIMEOUT"),
+            (ServiceError::ResourceLimit("r".into()), 429, "RESOURCE_LIMIT"),
+            (ServiceError::Unavailable("u".into()), 503, "UNAVAILABLE"),
+            (ServiceError::Forbidden("f".into()), 403, "FORBIDDEN"),
+            (ServiceError::internal("boom"), 500, "INTERNAL_ERROR"),
+        ];
+        for (e, status, code) in cases {
+            let (s, c) = service_status(&e);
+            assert_eq!((s.as_u16(), c), (status, code), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn missing_target_maps_to_not_found() {
+        let e: ServiceError = stacyvm_store::StoreError::not_found("template", "x").into();
+        assert_eq!(service_status(&e).0, StatusCode::NOT_FOUND);
+        assert_eq!(e.to_string(), "not found: template \"x\"");
+    }
+}

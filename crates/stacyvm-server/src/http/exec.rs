@@ -1,0 +1,159 @@
+//! Exec: JSON result, NDJSON stream (ending with an exit line), and WebSocket.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use stacyvm_types::StreamKind;
+
+use super::error::ApiError;
+use super::extract::{parse_json, JsonBody};
+use super::{ok, AppState};
+use crate::service::{ExecParams, ExecStream, StreamItem};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/sandboxes/{id}/exec", post(exec))
+        .route("/sandboxes/{id}/exec/ws", get(exec_ws))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ExecBody {
+    command: String,
+    args: Vec<String>,
+    mode: String,
+    env: BTreeMap<String, String>,
+    workdir: String,
+    timeout: String,
+    stream: bool,
+}
+
+impl ExecBody {
+    fn params(self) -> ExecParams {
+        ExecParams {
+            command: self.command,
+            args: self.args,
+            mode: self.mode,
+            env: self.env,
+            workdir: self.workdir,
+            timeout: self.timeout,
+        }
+    }
+}
+
+fn stream_name(k: StreamKind) -> &'static str {
+    match k {
+        StreamKind::Stdout => "stdout",
+        StreamKind::Stderr => "stderr",
+    }
+}
+
+/// One stream item as the JSON object both NDJSON and WebSocket carry.
+fn item_json(item: &StreamItem) -> Value {
+    match item {
+        StreamItem::Chunk(c) => {
+            json!({"stream": stream_name(c.stream), "data": String::from_utf8_lossy(&c.data)})
+        }
+        StreamItem::Exit { exit_code, duration, error } => {
+            let mut v = json!({"stream": "exit", "data": "", "exit_code": exit_code,
+                "duration": duration.to_string()});
+            if let Some(e) = error {
+                v["error"] = json!(e);
+            }
+            v
+        }
+    }
+}
+
+async fn exec(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ExecBody>,
+) -> Result<Response, ApiError> {
+    if body.stream {
+        let stream = st.svc.exec_stream(&id, body.params()).await?;
+        return Ok(ndjson(stream));
+    }
+    let r = st.svc.exec(&id, body.params()).await?;
+    Ok(ok(&json!({"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr,
+        "duration": r.duration.to_string()})))
+}
+
+fn ndjson(stream: ExecStream) -> Response {
+    let body = futures_util::stream::unfold(stream, |mut s| async move {
+        let item = s.next().await?;
+        let mut line = serde_json::to_vec(&item_json(&item)).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, std::convert::Infallible>(line), s))
+    });
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+async fn exec_ws(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    // Unknown sandboxes fail before the upgrade, with a normal JSON error.
+    st.svc.get_sandbox(&id).await?;
+    Ok(ws.on_upgrade(move |socket| ws_session(st, id, socket)))
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))
+        .await;
+}
+
+async fn ws_session(st: AppState, id: String, mut socket: WebSocket) {
+    // Protocol: one text message with the exec request, then chunks, then `{"type":"done"}`.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), socket.recv()).await;
+    let body: Option<ExecBody> = match first {
+        Ok(Some(Ok(Message::Text(t)))) => parse_json(t.as_bytes()).ok(),
+        Ok(Some(Ok(Message::Binary(b)))) => parse_json(&b).ok(),
+        _ => None,
+    };
+    let Some(body) = body else {
+        close(&mut socket, 1007, "invalid request").await;
+        return;
+    };
+    let mut stream = match st.svc.exec_stream(&id, body.params()).await {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = json!({"error": e.to_string()}).to_string();
+            let _ = socket.send(Message::Text(msg.into())).await;
+            close(&mut socket, 1011, "exec failed").await;
+            return;
+        }
+    };
+    let mut exit = Value::Null;
+    while let Some(item) = stream.next().await {
+        if let StreamItem::Exit { exit_code, .. } = &item {
+            exit = json!(exit_code);
+            break;
+        }
+        let msg = item_json(&item).to_string();
+        if socket.send(Message::Text(msg.into())).await.is_err() {
+            return;
+        }
+    }
+    let done = json!({"type": "done", "exit_code": exit}).to_string();
+    let _ = socket.send(Message::Text(done.into())).await;
+    close(&mut socket, 1000, "").await;
+}

@@ -1,0 +1,113 @@
+//! The eight file operations.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::extract::JsonBody;
+use super::{ok, AppState};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/sandboxes/{id}/files", post(write).get(read).delete(delete))
+        .route("/sandboxes/{id}/files/list", get(list))
+        .route("/sandboxes/{id}/files/stat", get(stat))
+        .route("/sandboxes/{id}/files/glob", get(glob))
+        .route("/sandboxes/{id}/files/move", post(move_file))
+        .route("/sandboxes/{id}/files/chmod", post(chmod))
+}
+
+type Q = Query<HashMap<String, String>>;
+
+fn required<'a>(q: &'a HashMap<String, String>, key: &str) -> Result<&'a str, ApiError> {
+    q.get(key)
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request(format!("{key} query parameter required")))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WriteBody {
+    path: String,
+    content: String,
+    mode: Option<String>,
+}
+
+async fn write(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<WriteBody>,
+) -> Result<Response, ApiError> {
+    st.svc
+        .write_file(&id, &b.path, b.content.into_bytes().into(), b.mode.as_deref())
+        .await?;
+    Ok(ok(&json!({"status": "written"})))
+}
+
+async fn read(State(st): State<AppState>, Path(id): Path<String>, Query(q): Q) -> Result<Response, ApiError> {
+    let path = required(&q, "path")?;
+    let bytes = st.svc.read_file(&id, path).await?;
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+async fn delete(State(st): State<AppState>, Path(id): Path<String>, Query(q): Q) -> Result<Response, ApiError> {
+    let path = required(&q, "path")?;
+    let recursive = q.get("recursive").map(String::as_str) == Some("true");
+    st.svc.delete_file(&id, path, recursive).await?;
+    Ok(ok(&json!({"status": "deleted"})))
+}
+
+async fn list(State(st): State<AppState>, Path(id): Path<String>, Query(q): Q) -> Result<Response, ApiError> {
+    let path = q.get("path").map(String::as_str).unwrap_or("/");
+    Ok(ok(&st.svc.list_files(&id, path).await?))
+}
+
+async fn stat(State(st): State<AppState>, Path(id): Path<String>, Query(q): Q) -> Result<Response, ApiError> {
+    let path = required(&q, "path")?;
+    Ok(ok(&st.svc.stat_file(&id, path).await?))
+}
+
+async fn glob(State(st): State<AppState>, Path(id): Path<String>, Query(q): Q) -> Result<Response, ApiError> {
+    let pattern = required(&q, "pattern")?;
+    Ok(ok(&st.svc.glob_files(&id, pattern).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct MoveBody {
+    old_path: String,
+    new_path: String,
+}
+
+async fn move_file(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<MoveBody>,
+) -> Result<Response, ApiError> {
+    st.svc.move_file(&id, &b.old_path, &b.new_path).await?;
+    Ok(ok(&json!({"status": "moved"})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ChmodBody {
+    path: String,
+    mode: String,
+}
+
+async fn chmod(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<ChmodBody>,
+) -> Result<Response, ApiError> {
+    st.svc.chmod_file(&id, &b.path, &b.mode).await?;
+    Ok(ok(&json!({"status": "chmod applied"})))
+}

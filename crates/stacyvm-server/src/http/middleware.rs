@@ -1,0 +1,233 @@
+//! Request id, CORS (preflight before auth), API-key auth, admin check and audit, rate limit.
+
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use stacyvm_store::NewAdminAudit;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::service::Caller;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Constant-time equality for secrets (length may leak; contents do not).
+pub fn ct_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+#[derive(Clone)]
+struct RequestId(String);
+
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = Instant::now();
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    tracing::info!(request_id = %id, %method, %path, status = resp.status().as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0, "request");
+    resp
+}
+
+const ALLOW_METHODS: &str = "GET, POST, PUT, DELETE, OPTIONS";
+const ALLOW_HEADERS: &str =
+    "Content-Type, X-API-Key, X-Admin-API-Key, X-Request-ID, X-User-ID, X-Tenant-ID, Authorization";
+
+pub async fn cors(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let origins = &st.svc.settings().cors_allowed_origins;
+    let any = origins.is_empty() || origins.iter().any(|o| o == "*");
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let allowed_origin = if any {
+        Some("*".to_string())
+    } else {
+        origin.clone().filter(|o| origins.iter().any(|a| a == o))
+    };
+    let is_preflight = req.method() == Method::OPTIONS;
+    let mut resp = if is_preflight {
+        if !any && origin.is_some() && allowed_origin.is_none() {
+            (StatusCode::FORBIDDEN, "CORS origin is not allowed").into_response()
+        } else {
+            StatusCode::OK.into_response()
+        }
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(ALLOW_METHODS));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOW_HEADERS));
+    if !any {
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    if let Some(o) = allowed_origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+    }
+    resp
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let auth = &st.svc.settings().auth;
+    let user_id = header_str(req.headers(), "x-user-id").map(str::to_string);
+    let mut caller = Caller { user_id, role: "", key_header: "" };
+    if auth.enabled() {
+        let mut matched = false;
+        for hname in ["X-Admin-API-Key", "X-API-Key"] {
+            let Some(v) = header_str(req.headers(), hname) else { continue };
+            if !auth.admin_api_key.is_empty() && ct_eq(v, &auth.admin_api_key) {
+                caller.role = "admin";
+                caller.key_header = if hname == "X-API-Key" { "X-API-Key" } else { "X-Admin-API-Key" };
+                matched = true;
+                break;
+            }
+            if !auth.api_key.is_empty() && ct_eq(v, &auth.api_key) && !matched {
+                caller.role = "api";
+                caller.key_header = if hname == "X-API-Key" { "X-API-Key" } else { "X-Admin-API-Key" };
+                matched = true;
+            }
+        }
+        if !matched {
+            return ApiError::plain(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "invalid or missing API key")
+                .into_response();
+        }
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+pub async fn require_admin(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let auth = &st.svc.settings().auth;
+    if auth.enabled() {
+        let role = req.extensions().get::<Caller>().map(|c| c.role).unwrap_or("");
+        let ok = if !auth.admin_api_key.is_empty() {
+            role == "admin"
+        } else {
+            auth.admin_fallback_enabled && role == "api"
+        };
+        if !ok {
+            let msg = if auth.admin_api_key.is_empty() {
+                "required authorization scope missing"
+            } else {
+                "admin API key required"
+            };
+            return ApiError::plain(StatusCode::FORBIDDEN, "FORBIDDEN", msg).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Records every admin request (after it ran) in the audit log.
+pub async fn admin_audit(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let caller = req.extensions().get::<Caller>().cloned().unwrap_or_default();
+    let actor = match (&caller.user_id, caller.role) {
+        (Some(u), _) => u.clone(),
+        (None, "") => "admin".to_string(),
+        (None, role) => format!("{role}:{}", caller.key_header),
+    };
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let remote_addr = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let user_agent = header_str(req.headers(), "user-agent").unwrap_or("").to_string();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let rec = NewAdminAudit {
+        actor,
+        method,
+        path,
+        status: i64::from(resp.status().as_u16()),
+        duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+        request_id,
+        remote_addr,
+        user_agent,
+        tenant_id: String::new(),
+    };
+    let store = st.svc.store.clone();
+    let retention = st.svc.settings().admin_audit_retention;
+    if let Err(e) = store.insert_admin_audit(&rec).await {
+        tracing::warn!(error = %e, "admin audit record not stored");
+    }
+    if !retention.is_zero() {
+        let before = chrono::Utc::now() - retention.to_chrono();
+        if let Err(e) = store.prune_admin_audit(before).await {
+            tracing::warn!(error = %e, "admin audit prune failed");
+        }
+    }
+    resp
+}
+
+pub async fn rate_limit(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if !st.limiter.enabled() {
+        return next.run(req).await;
+    }
+    let remote = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let key = st.limiter.key_for(req.headers(), &remote);
+    match st.limiter.check(&key) {
+        Ok((limit, remaining)) => {
+            let mut resp = next.run(req).await;
+            let h = resp.headers_mut();
+            h.insert("x-ratelimit-limit", HeaderValue::from(limit));
+            h.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+            resp
+        }
+        Err(retry_after) => {
+            let mut resp = ApiError::plain(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RESOURCE_LIMIT",
+                format!("rate limit exceeded; retry after {retry_after}s"),
+            )
+            .into_response();
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            resp
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ct_eq;
+
+    #[test]
+    fn constant_time_eq() {
+        assert!(ct_eq("abc", "abc"));
+        assert!(!ct_eq("abc", "abd"));
+        assert!(!ct_eq("abc", "abcd"));
+        assert!(!ct_eq("", "a"));
+        assert!(ct_eq("", ""));
+    }
+}

@@ -1,0 +1,95 @@
+//! HTTP transport: routes, middleware, encoding. Handlers decode, call the service, encode.
+
+mod admin;
+mod dto;
+pub mod error;
+mod exec;
+mod extract;
+mod files;
+mod middleware;
+mod openapi;
+mod prometheus;
+mod quotas;
+mod rate_limit;
+mod sandboxes;
+mod system;
+mod templates;
+mod workers;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::Serialize;
+
+use crate::service::Service;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub svc: Service,
+    pub limiter: Arc<rate_limit::RateLimiter>,
+}
+
+/// JSON like Go's encoder writes it: compact, with a trailing newline.
+pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
+    let mut body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    body.push(b'\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
+}
+
+pub fn ok<T: Serialize + ?Sized>(value: &T) -> Response {
+    json_response(StatusCode::OK, value)
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "404 page not found\n",
+    )
+        .into_response()
+}
+
+/// The whole HTTP API.
+pub fn router(svc: Service) -> Router {
+    let limiter = Arc::new(rate_limit::RateLimiter::new(svc.settings().rate_limit.clone()));
+    let state = AppState { svc, limiter };
+    let max_body = state.svc.settings().max_body_bytes;
+
+    let admin = Router::new()
+        .merge(admin::routes())
+        .merge(workers::admin_routes())
+        .merge(quotas::routes())
+        .merge(system::admin_routes())
+        .layer(from_fn_with_state(state.clone(), middleware::admin_audit))
+        .layer(from_fn_with_state(state.clone(), middleware::require_admin));
+
+    let api = Router::new()
+        .merge(sandboxes::routes())
+        .merge(exec::routes())
+        .merge(files::routes())
+        .merge(templates::routes())
+        .merge(quotas::routes())
+        .merge(system::routes())
+        .merge(workers::routes())
+        .nest("/admin", admin)
+        .fallback(not_found)
+        .layer(from_fn_with_state(state.clone(), middleware::rate_limit))
+        .layer(from_fn_with_state(state.clone(), middleware::authenticate))
+        .layer(from_fn_with_state(state.clone(), middleware::cors));
+
+    Router::new()
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(middleware::request_id))
+        .with_state(state)
+}

@@ -1,0 +1,242 @@
+//! Command execution: synchronous (collected) and streamed.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde_json::json;
+use stacyvm_provider::{ExecRequest, ProviderError};
+use stacyvm_store::ExecLog;
+use stacyvm_types::{parse_go_duration, ExecMode, GoDuration, Sandbox, StreamChunk, StreamKind};
+use tokio::sync::mpsc;
+
+use super::Service;
+use crate::error::{ServiceError, ServiceResult};
+
+/// Collected output per stream is capped so one chatty command cannot exhaust memory; use the
+/// stream API for more.
+const SYNC_OUTPUT_CAP: usize = 64 << 20;
+/// Exec logs keep a prefix of the output.
+const LOG_OUTPUT_CAP: usize = 64 << 10;
+/// Exit code reported on the stream when the command hit its timeout (as `timeout(1)` does).
+pub const TIMEOUT_EXIT_CODE: i32 = 124;
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecParams {
+    pub command: String,
+    pub args: Vec<String>,
+    pub mode: String,
+    pub env: BTreeMap<String, String>,
+    pub workdir: String,
+    pub timeout: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub duration: GoDuration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamItem {
+    Chunk(StreamChunk),
+    /// Always the last item.
+    Exit {
+        exit_code: i32,
+        duration: GoDuration,
+        error: Option<String>,
+    },
+}
+
+/// A running streamed command. Dropping it kills the command.
+pub struct ExecStream {
+    rx: mpsc::Receiver<StreamItem>,
+}
+
+impl ExecStream {
+    pub async fn next(&mut self) -> Option<StreamItem> {
+        self.rx.recv().await
+    }
+}
+
+impl Service {
+    async fn build_exec(&self, sb: &Sandbox, p: &ExecParams) -> ServiceResult<ExecRequest> {
+        let mode = ExecMode::parse(&p.mode).ok_or_else(|| {
+            ServiceError::bad_request(format!("unsupported exec mode {:?}", p.mode))
+        })?;
+        if p.command.trim().is_empty() {
+            return Err(ServiceError::bad_request("command is required"));
+        }
+        let limits = self.owner_limits(&sb.owner_id).await?;
+        let timeout = if p.timeout.trim().is_empty() {
+            self.settings.limits.default_exec_timeout
+        } else {
+            parse_go_duration(p.timeout.trim())
+                .map_err(|e| ServiceError::bad_request(format!("invalid timeout: {e}")))?
+        };
+        if timeout.is_negative() {
+            return Err(ServiceError::bad_request("exec timeout cannot be negative"));
+        }
+        let max = limits.max_exec_timeout;
+        if !max.is_zero() && timeout > max {
+            return Err(ServiceError::ResourceLimit(format!(
+                "exec timeout {timeout} exceeds max exec timeout {max}"
+            )));
+        }
+        // No timeout asked: the max still bounds the command.
+        let effective = if timeout.is_zero() { max } else { timeout };
+        Ok(ExecRequest {
+            command: p.command.clone(),
+            args: p.args.clone(),
+            mode,
+            env: p.env.clone(),
+            workdir: Some(p.workdir.trim().to_string()).filter(|w| !w.is_empty()),
+            timeout: effective.to_std().filter(|d| !d.is_zero()),
+        })
+    }
+
+    pub async fn exec(&self, id: &str, p: ExecParams) -> ServiceResult<ExecResult> {
+        let sb = self.get_sandbox(id).await?;
+        let provider = self.provider_for(&sb)?;
+        let req = self.build_exec(&sb, &p).await?;
+        let command_line = req.argv().join(" ");
+        self.events.publish("exec.started", Some(id), None);
+        let started = Instant::now();
+        let (tx, mut rx) = mpsc::channel::<StreamChunk>(64);
+        let collect = async move {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            while let Some(c) = rx.recv().await {
+                let buf = match c.stream {
+                    StreamKind::Stdout => &mut out,
+                    StreamKind::Stderr => &mut err,
+                };
+                let room = SYNC_OUTPUT_CAP.saturating_sub(buf.len());
+                buf.extend_from_slice(&c.data[..c.data.len().min(room)]);
+            }
+            (out, err)
+        };
+        let (res, (out, err)) = tokio::join!(provider.exec(sb.runtime_id(), req, tx), collect);
+        let elapsed = started.elapsed();
+        let exit_code = match res {
+            Ok(code) => code,
+            Err(ProviderError::Timeout) => {
+                self.ops.observe("exec", &sb.provider, elapsed, Some("timeout"));
+                self.events.publish(
+                    "exec.timeout",
+                    Some(id),
+                    Some(json!({"operation":"exec","provider":sb.provider,"error":"exec timeout"})),
+                );
+                return Err(ServiceError::Timeout(id.to_string()));
+            }
+            Err(e) => {
+                let err = ServiceError::from(e);
+                self.ops.observe("exec", &sb.provider, elapsed, Some(&err.to_string()));
+                self.events.publish(
+                    "exec.failed",
+                    Some(id),
+                    Some(json!({"operation":"exec","provider":sb.provider,"error":err.to_string()})),
+                );
+                return Err(err);
+            }
+        };
+        let result = ExecResult {
+            exit_code,
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+            duration: GoDuration::from_std(elapsed),
+        };
+        self.ops.observe("exec", &sb.provider, elapsed, None);
+        let log = ExecLog {
+            sandbox_id: id.to_string(),
+            command: truncate(&command_line, LOG_OUTPUT_CAP),
+            exit_code: i64::from(exit_code),
+            stdout: truncate(&result.stdout, LOG_OUTPUT_CAP),
+            stderr: truncate(&result.stderr, LOG_OUTPUT_CAP),
+            duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
+            created_at: chrono::Utc::now(),
+        };
+        if let Err(e) = self.store.insert_exec_log(&log).await {
+            tracing::warn!(sandbox_id = %id, error = %e, "exec log not stored");
+        }
+        self.events.publish("exec.completed", Some(id), None);
+        Ok(result)
+    }
+
+    /// Starts a command and returns its live output. Validation and lookup errors come back
+    /// before anything is streamed.
+    pub async fn exec_stream(&self, id: &str, p: ExecParams) -> ServiceResult<ExecStream> {
+        let sb = self.get_sandbox(id).await?;
+        let provider = self.provider_for(&sb)?;
+        let req = self.build_exec(&sb, &p).await?;
+        let (out_tx, out_rx) = mpsc::channel::<StreamItem>(64);
+        let svc = self.clone();
+        let id = id.to_string();
+        self.tasks.spawn(async move {
+            let started = Instant::now();
+            let (tx, mut rx) = mpsc::channel::<StreamChunk>(64);
+            let forward_tx = out_tx.clone();
+            let forward = async move {
+                while let Some(c) = rx.recv().await {
+                    if forward_tx.send(StreamItem::Chunk(c)).await.is_err() {
+                        // Client went away: dropping `rx` makes the provider kill the command.
+                        break;
+                    }
+                }
+            };
+            let run = async {
+                tokio::select! {
+                    r = provider.exec(sb.runtime_id(), req, tx) => Some(r),
+                    () = svc.shutdown.cancelled() => None,
+                }
+            };
+            let (res, ()) = tokio::join!(run, forward);
+            let duration = GoDuration::from_std(started.elapsed());
+            let last = match res {
+                Some(Ok(code)) => {
+                    svc.ops.observe("exec_stream", &sb.provider, started.elapsed(), None);
+                    vec![StreamItem::Exit { exit_code: code, duration, error: None }]
+                }
+                Some(Err(ProviderError::Timeout)) => {
+                    svc.ops.observe("exec_stream", &sb.provider, started.elapsed(), Some("timeout"));
+                    let msg = format!("exec timeout: {id}");
+                    vec![
+                        StreamItem::Chunk(StreamChunk { stream: StreamKind::Stderr, data: msg.clone().into_bytes() }),
+                        StreamItem::Exit { exit_code: TIMEOUT_EXIT_CODE, duration, error: Some(msg) },
+                    ]
+                }
+                Some(Err(e)) => {
+                    let msg = ServiceError::from(e).to_string();
+                    svc.ops.observe("exec_stream", &sb.provider, started.elapsed(), Some(&msg));
+                    vec![
+                        StreamItem::Chunk(StreamChunk { stream: StreamKind::Stderr, data: msg.clone().into_bytes() }),
+                        StreamItem::Exit { exit_code: -1, duration, error: Some(msg) },
+                    ]
+                }
+                None => vec![StreamItem::Exit {
+                    exit_code: -1,
+                    duration,
+                    error: Some("server shutting down".into()),
+                }],
+            };
+            for item in last {
+                if out_tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(ExecStream { rx: out_rx })
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+

@@ -1,0 +1,132 @@
+//! File operations inside a sandbox. Paths are passed to the provider, which confines them.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::json;
+use stacyvm_types::FileInfo;
+
+use super::Service;
+use crate::error::{ServiceError, ServiceResult};
+
+/// Longest path accepted: far beyond any real need, short enough to bound work.
+const MAX_PATH: usize = 4096;
+
+fn check_path(path: &str) -> ServiceResult<&str> {
+    if path.trim().is_empty() {
+        return Err(ServiceError::bad_request("path is required"));
+    }
+    if path.len() > MAX_PATH || path.contains('\0') {
+        return Err(ServiceError::bad_request("path is too long or contains NUL"));
+    }
+    Ok(path)
+}
+
+impl Service {
+    /// Runs one file operation with metrics and failure events.
+    async fn file_op<T, F, Fut>(&self, id: &str, op: &'static str, f: F) -> ServiceResult<T>
+    where
+        F: FnOnce(std::sync::Arc<dyn stacyvm_provider::Provider>, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, stacyvm_provider::ProviderError>>,
+    {
+        let sb = self.get_sandbox(id).await?;
+        let provider = self.provider_for(&sb)?;
+        let started = Instant::now();
+        let res = f(provider, sb.runtime_id().to_string()).await;
+        match res {
+            Ok(v) => {
+                self.ops.observe(op, &sb.provider, started.elapsed(), None);
+                Ok(v)
+            }
+            Err(e) => {
+                let err = ServiceError::from(e);
+                self.ops.observe(op, &sb.provider, started.elapsed(), Some(&err.to_string()));
+                if matches!(err, ServiceError::Internal { .. } | ServiceError::Unavailable(_)) {
+                    self.events.publish(
+                        "operation.failed",
+                        Some(id),
+                        Some(json!({"operation":op,"provider":sb.provider,"error":err.to_string()})),
+                    );
+                }
+                Err(err)
+            }
+        }
+    }
+
+    pub async fn write_file(
+        &self,
+        id: &str,
+        path: &str,
+        content: Bytes,
+        mode: Option<&str>,
+    ) -> ServiceResult<()> {
+        let path = check_path(path)?;
+        let mode = mode.map(str::trim).filter(|m| !m.is_empty());
+        if let Some(m) = mode {
+            if stacyvm_provider::parse_mode(m).is_none() {
+                return Err(ServiceError::bad_request(format!("invalid file mode {m:?}")));
+            }
+        }
+        self.file_op(id, "file_write", |p, rid| async move {
+            p.write_file(&rid, path, content, mode).await
+        })
+        .await?;
+        self.events.publish("file.written", Some(id), None);
+        Ok(())
+    }
+
+    pub async fn read_file(&self, id: &str, path: &str) -> ServiceResult<Bytes> {
+        let path = check_path(path)?;
+        let b = self
+            .file_op(id, "file_read", |p, rid| async move { p.read_file(&rid, path).await })
+            .await?;
+        self.events.publish("file.read", Some(id), None);
+        Ok(b)
+    }
+
+    pub async fn list_files(&self, id: &str, path: &str) -> ServiceResult<Vec<FileInfo>> {
+        let path = if path.trim().is_empty() { "/" } else { path };
+        let path = check_path(path)?;
+        self.file_op(id, "file_list", |p, rid| async move { p.list_files(&rid, path).await })
+            .await
+    }
+
+    pub async fn stat_file(&self, id: &str, path: &str) -> ServiceResult<FileInfo> {
+        let path = check_path(path)?;
+        self.file_op(id, "file_stat", |p, rid| async move { p.stat_file(&rid, path).await })
+            .await
+    }
+
+    pub async fn glob_files(&self, id: &str, pattern: &str) -> ServiceResult<Vec<String>> {
+        if pattern.trim().is_empty() {
+            return Err(ServiceError::bad_request("pattern is required"));
+        }
+        let pattern = check_path(pattern)?;
+        self.file_op(id, "file_glob", |p, rid| async move { p.glob(&rid, pattern).await })
+            .await
+    }
+
+    pub async fn delete_file(&self, id: &str, path: &str, recursive: bool) -> ServiceResult<()> {
+        let path = check_path(path)?;
+        self.file_op(id, "file_delete", |p, rid| async move {
+            p.delete_file(&rid, path, recursive).await
+        })
+        .await
+    }
+
+    pub async fn move_file(&self, id: &str, old: &str, new: &str) -> ServiceResult<()> {
+        let old = check_path(old)?;
+        let new = check_path(new)?;
+        self.file_op(id, "file_move", |p, rid| async move { p.move_file(&rid, old, new).await })
+            .await
+    }
+
+    pub async fn chmod_file(&self, id: &str, path: &str, mode: &str) -> ServiceResult<()> {
+        let path = check_path(path)?;
+        if stacyvm_provider::parse_mode(mode).is_none() {
+            return Err(ServiceError::bad_request(format!("invalid file mode {mode:?}")));
+        }
+        self.file_op(id, "file_chmod", |p, rid| async move { p.chmod(&rid, path, mode).await })
+            .await
+    }
+}

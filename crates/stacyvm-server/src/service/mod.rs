@@ -1,0 +1,130 @@
+//! The one internal API. HTTP handlers, the CLI, worker RPC and tests all call these methods;
+//! transports only decode, call and encode.
+
+mod admission;
+mod exec;
+mod files;
+mod quotas;
+mod sandboxes;
+mod system;
+mod templates;
+mod workers;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub use admission::AdmissionDecision;
+pub use exec::{ExecParams, ExecResult, ExecStream, StreamItem};
+pub use quotas::{OwnerUsage, QuotaInput, QuotaSummary};
+pub use sandboxes::SpawnParams;
+use stacyvm_provider::ProviderRegistry;
+use stacyvm_store::Store;
+pub use system::{ProviderHealth, ReadyReport};
+pub use templates::TemplateInput;
+use tokio::sync::Notify;
+pub use workers::{HeartbeatInput, LOCAL_WORKER};
+
+use crate::events::EventBus;
+use crate::ops::OpMetrics;
+use crate::settings::Settings;
+
+/// Who is calling, as the transport authenticated them.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// `X-User-ID`, if sent.
+    pub user_id: Option<String>,
+    /// `api`, `admin`, or empty when auth is off.
+    pub role: &'static str,
+    /// Which header carried the key (`X-API-Key` / `X-Admin-API-Key`), for audit.
+    pub key_header: &'static str,
+}
+
+/// Admission reservations not yet visible in the store (spawns in flight).
+#[derive(Default)]
+pub(crate) struct Pending {
+    total: i64,
+    by_owner: HashMap<String, i64>,
+}
+
+pub(crate) struct QueueStats {
+    pub depth: i64,
+    pub queued_total: u64,
+    pub dequeued_total: u64,
+    pub timeouts: u64,
+    pub wait_count: u64,
+    pub wait_total_ms: f64,
+    pub wait_max_ms: f64,
+}
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub providers: ProviderRegistry,
+    pub settings: Settings,
+    pub events: EventBus,
+    pub ops: OpMetrics,
+    pub started: Instant,
+    pending: tokio::sync::Mutex<Pending>,
+    /// Woken when capacity may have freed (destroy, quota change).
+    capacity_freed: Notify,
+    queue: Mutex<QueueStats>,
+    /// Set when an admin deleted `local`: keep it out of placement until re-added.
+    local_removed: AtomicBool,
+    /// Owns background work started on behalf of requests (streams); joined on shutdown.
+    pub tasks: tokio_util::task::TaskTracker,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub version: &'static str,
+}
+
+/// Cheap to clone; shared by every transport.
+#[derive(Clone)]
+pub struct Service(Arc<Inner>);
+
+impl std::ops::Deref for Service {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Service {
+    pub fn new(store: Arc<dyn Store>, providers: ProviderRegistry, settings: Settings) -> Self {
+        Service(Arc::new(Inner {
+            store,
+            providers,
+            settings,
+            events: EventBus::new(),
+            ops: OpMetrics::default(),
+            started: Instant::now(),
+            pending: tokio::sync::Mutex::new(Pending::default()),
+            capacity_freed: Notify::new(),
+            queue: Mutex::new(QueueStats {
+                depth: 0,
+                queued_total: 0,
+                dequeued_total: 0,
+                timeouts: 0,
+                wait_count: 0,
+                wait_total_ms: 0.0,
+                wait_max_ms: 0.0,
+            }),
+            local_removed: AtomicBool::new(false),
+            tasks: tokio_util::task::TaskTracker::new(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            version: env!("CARGO_PKG_VERSION"),
+        }))
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// Wakes queued spawns: capacity may have freed.
+    pub(crate) fn notify_capacity(&self) {
+        self.capacity_freed.notify_waiters();
+    }
+}

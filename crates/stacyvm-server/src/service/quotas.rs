@@ -1,0 +1,130 @@
+//! Per-owner quotas and usage.
+
+use serde_json::json;
+use stacyvm_store::OwnerQuota;
+use stacyvm_types::{parse_go_duration, validate_owner_id, GoDuration};
+
+use super::Service;
+use crate::error::{ServiceError, ServiceResult};
+
+#[derive(Debug, Clone, Default)]
+pub struct QuotaInput {
+    pub max_sandboxes: i64,
+    pub max_ttl: String,
+    pub max_exec_timeout: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaSummary {
+    pub total: i64,
+    pub with_max_sandboxes: i64,
+    pub with_max_ttl: i64,
+    pub with_max_exec_timeout: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnerUsage {
+    pub owner_id: String,
+    pub active_sandboxes: i64,
+    pub max_sandboxes: i64,
+    pub max_ttl: GoDuration,
+    pub max_exec_timeout: GoDuration,
+    pub quota_configured: bool,
+}
+
+/// `""`, `"0"`, `"0s"` = unset; otherwise whole seconds, at least one.
+fn quota_secs(field: &str, raw: &str) -> ServiceResult<i64> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(0);
+    }
+    let d = parse_go_duration(raw)
+        .map_err(|e| ServiceError::bad_request(format!("{field}: {e}")))?;
+    if d.is_zero() {
+        return Ok(0);
+    }
+    if d.is_negative() || d.nanos() % 1_000_000_000 != 0 || d.whole_secs() < 1 {
+        return Err(ServiceError::bad_request(format!(
+            "{field} must be a whole number of seconds, at least 1s"
+        )));
+    }
+    Ok(d.whole_secs())
+}
+
+pub(crate) fn owner(raw: &str) -> ServiceResult<String> {
+    validate_owner_id(raw).map_err(|e| ServiceError::bad_request(format!("owner_id {e}")))
+}
+
+impl Service {
+    pub async fn put_quota(&self, owner_id: &str, input: QuotaInput) -> ServiceResult<OwnerQuota> {
+        let owner_id = owner(owner_id)?;
+        if input.max_sandboxes < 0 {
+            return Err(ServiceError::bad_request("max_sandboxes must not be negative"));
+        }
+        let now = chrono::Utc::now();
+        let q = OwnerQuota {
+            owner_id: owner_id.clone(),
+            max_sandboxes: input.max_sandboxes,
+            max_ttl_seconds: quota_secs("max_ttl", &input.max_ttl)?,
+            max_exec_timeout_seconds: quota_secs("max_exec_timeout", &input.max_exec_timeout)?,
+            created_at: now,
+            updated_at: now,
+        };
+        let stored = self.store.upsert_quota(&q).await?;
+        self.events.publish(
+            "quota.saved",
+            None,
+            Some(json!({"owner_id": stored.owner_id, "max_sandboxes": stored.max_sandboxes,
+                "max_ttl": GoDuration::from_secs(stored.max_ttl_seconds).to_string(),
+                "max_exec_timeout": GoDuration::from_secs(stored.max_exec_timeout_seconds).to_string()})),
+        );
+        self.notify_capacity();
+        Ok(stored)
+    }
+
+    pub async fn get_quota(&self, owner_id: &str) -> ServiceResult<OwnerQuota> {
+        Ok(self.store.get_quota(&owner(owner_id)?).await?)
+    }
+
+    pub async fn list_quotas(&self) -> ServiceResult<Vec<OwnerQuota>> {
+        Ok(self.store.list_quotas().await?)
+    }
+
+    pub async fn delete_quota(&self, owner_id: &str) -> ServiceResult<()> {
+        let owner_id = owner(owner_id)?;
+        self.store.delete_quota(&owner_id).await?;
+        self.events.publish("quota.deleted", None, Some(json!({"owner_id": owner_id})));
+        self.notify_capacity();
+        Ok(())
+    }
+
+    pub async fn quota_summary(&self) -> ServiceResult<QuotaSummary> {
+        let qs = self.store.list_quotas().await?;
+        let count = |f: fn(&OwnerQuota) -> bool| qs.iter().filter(|q| f(q)).count() as i64;
+        Ok(QuotaSummary {
+            total: qs.len() as i64,
+            with_max_sandboxes: count(|q| q.max_sandboxes > 0),
+            with_max_ttl: count(|q| q.max_ttl_seconds > 0),
+            with_max_exec_timeout: count(|q| q.max_exec_timeout_seconds > 0),
+        })
+    }
+
+    pub async fn owner_usage(&self, owner_id: &str) -> ServiceResult<OwnerUsage> {
+        let owner_id = owner(owner_id)?;
+        let limits = self.owner_limits(&owner_id).await?;
+        let configured = match self.store.get_quota(&owner_id).await {
+            Ok(_) => true,
+            Err(e) if e.is_not_found() => false,
+            Err(e) => return Err(e.into()),
+        };
+        let counts = self.store.count_active_sandboxes(Some(&owner_id)).await?;
+        Ok(OwnerUsage {
+            owner_id,
+            active_sandboxes: counts.owner,
+            max_sandboxes: limits.max_sandboxes,
+            max_ttl: limits.max_ttl,
+            max_exec_timeout: limits.max_exec_timeout,
+            quota_configured: configured,
+        })
+    }
+}

@@ -1,0 +1,302 @@
+//! Sandbox lifecycle: spawn, get, list, destroy, prune, extend, logs, stats.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde_json::json;
+use stacyvm_provider::{Provider, SandboxSpec};
+use stacyvm_types::{new_sandbox_id, parse_go_duration, validate_owner_id, GoDuration, Sandbox, SandboxState};
+
+use super::{Caller, Service, LOCAL_WORKER};
+use crate::error::{ServiceError, ServiceResult};
+
+/// Largest memory and vCPU counts accepted (1 TiB, 256 vCPUs): anything above is a typo.
+const MAX_MEMORY_MB: i64 = 1 << 20;
+const MAX_VCPUS: i64 = 256;
+
+#[derive(Debug, Clone, Default)]
+pub struct SpawnParams {
+    pub image: String,
+    pub provider: String,
+    pub memory_mb: i64,
+    pub vcpus: i64,
+    /// Go duration text; empty = default.
+    pub ttl: String,
+    pub owner_id: String,
+    pub template: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Spawn parameters after defaults and validation.
+pub(crate) struct ResolvedSpawn {
+    pub provider: std::sync::Arc<dyn Provider>,
+    pub provider_name: String,
+    pub image: String,
+    pub memory_mb: i64,
+    pub vcpus: i64,
+    pub ttl: GoDuration,
+    pub owner: String,
+}
+
+pub(crate) fn parse_ttl(raw: &str, default: GoDuration) -> ServiceResult<GoDuration> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(default);
+    }
+    let d = parse_go_duration(raw)
+        .map_err(|e| ServiceError::bad_request(format!("invalid ttl format: {e}")))?;
+    if d.is_negative() {
+        return Err(ServiceError::bad_request("ttl must not be negative"));
+    }
+    Ok(d)
+}
+
+fn validate_image(image: &str) -> ServiceResult<()> {
+    if image.len() > 512 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ServiceError::bad_request("image must be a reference without whitespace (≤512 chars)"));
+    }
+    Ok(())
+}
+
+impl Service {
+    /// Owner precedence: `X-User-ID` over the body's `owner_id`.
+    pub(crate) fn resolve_owner(caller: &Caller, body_owner: &str) -> ServiceResult<String> {
+        let raw = caller
+            .user_id
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or(body_owner);
+        if raw.trim().is_empty() {
+            return Ok(String::new());
+        }
+        validate_owner_id(raw).map_err(|e| ServiceError::bad_request(format!("owner_id {e}")))
+    }
+
+    pub(crate) fn resolve_spawn(&self, p: &SpawnParams, caller: &Caller) -> ServiceResult<ResolvedSpawn> {
+        let provider = self.providers.get(p.provider.trim())?;
+        let provider_name = provider.name().to_string();
+        let ttl = parse_ttl(&p.ttl, self.settings.limits.default_ttl)?;
+        let owner = Self::resolve_owner(caller, &p.owner_id)?;
+        let l = &self.settings.limits;
+        let memory_mb = match p.memory_mb {
+            0 => l.default_memory_mb,
+            n if !(1..=MAX_MEMORY_MB).contains(&n) => {
+                return Err(ServiceError::bad_request(format!("memory_mb must be between 1 and {MAX_MEMORY_MB}")))
+            }
+            n => n,
+        };
+        let vcpus = match p.vcpus {
+            0 => l.default_vcpus.max(1),
+            n if !(1..=MAX_VCPUS).contains(&n) => {
+                return Err(ServiceError::bad_request(format!("vcpus must be between 1 and {MAX_VCPUS}")))
+            }
+            n => n,
+        };
+        let image = if p.image.trim().is_empty() {
+            l.default_image.clone()
+        } else {
+            p.image.trim().to_string()
+        };
+        validate_image(&image)?;
+        if p.metadata.len() > 64
+            || p.metadata.iter().any(|(k, v)| k.len() > 256 || v.len() > 4096)
+        {
+            return Err(ServiceError::bad_request("metadata is limited to 64 keys of ≤256 bytes with values ≤4096 bytes"));
+        }
+        Ok(ResolvedSpawn { provider, provider_name, image, memory_mb, vcpus, ttl, owner })
+    }
+
+    pub async fn spawn(&self, p: SpawnParams, caller: &Caller) -> ServiceResult<Sandbox> {
+        let r = self.resolve_spawn(&p, caller)?;
+        let slot = self.reserve_slot(&r.provider_name, &r.owner, r.ttl).await?;
+        let result = if slot.placement.worker_id.as_deref() == Some(LOCAL_WORKER) {
+            self.spawn_local(&r, &p).await
+        } else {
+            Err(ServiceError::ResourceLimit("selected worker requires remote worker RPC".into()))
+        };
+        self.release_slot(slot).await;
+        if result.is_err() {
+            // A failed spawn may have freed a slot another queued spawn waits for.
+            self.notify_capacity();
+        }
+        result
+    }
+
+    async fn spawn_local(&self, r: &ResolvedSpawn, p: &SpawnParams) -> ServiceResult<Sandbox> {
+        let started = Instant::now();
+        let now = chrono::Utc::now();
+        let mut sb = Sandbox {
+            id: new_sandbox_id(),
+            state: SandboxState::Creating,
+            provider: r.provider_name.clone(),
+            image: r.image.clone(),
+            memory_mb: r.memory_mb,
+            vcpus: r.vcpus,
+            metadata: p.metadata.clone(),
+            template: p.template.clone(),
+            owner_id: r.owner.clone(),
+            vm_id: String::new(),
+            worker_id: LOCAL_WORKER.into(),
+            tenant_id: String::new(),
+            preview_domain: self.settings.preview_domain.clone(),
+            created_at: now,
+            expires_at: now + r.ttl.to_chrono(),
+            updated_at: now,
+        };
+        // Record first: a crash during the provider call leaves a `creating` row that startup
+        // reconciliation cleans up, never an unrecorded runtime.
+        self.store.insert_sandbox(&sb).await?;
+        let spec = SandboxSpec {
+            id: sb.id.clone(),
+            image: sb.image.clone(),
+            memory_mb: sb.memory_mb,
+            vcpus: sb.vcpus,
+            owner_id: sb.owner_id.clone(),
+            metadata: sb.metadata.clone(),
+        };
+        let spawned = match r.provider.spawn(&spec).await {
+            Ok(s) => s,
+            Err(e) => {
+                let err = ServiceError::from(e);
+                self.ops.observe("spawn", &r.provider_name, started.elapsed(), Some(&err.to_string()));
+                self.events.publish(
+                    "provider.failed",
+                    Some(&sb.id),
+                    Some(json!({"operation":"spawn","provider":r.provider_name,"error":err.to_string()})),
+                );
+                if let Err(se) = self.store.set_sandbox_state(&sb.id, SandboxState::Error).await {
+                    tracing::warn!(sandbox_id = %sb.id, error = %se, "could not mark failed spawn");
+                }
+                return Err(err);
+            }
+        };
+        if spawned.runtime_id != sb.id {
+            sb.vm_id = spawned.runtime_id.clone();
+        }
+        let stored = self.store.set_sandbox_running(&sb.id, &sb.vm_id).await;
+        match stored {
+            Ok(s) => {
+                self.ops.observe("spawn", &r.provider_name, started.elapsed(), None);
+                self.events.publish("sandbox.created", Some(&s.id), None);
+                self.events.publish("sandbox.running", Some(&s.id), None);
+                Ok(s)
+            }
+            Err(e) => {
+                // Never leave a runtime the store does not know about.
+                if let Err(de) = r.provider.destroy(&spawned.runtime_id).await {
+                    tracing::error!(sandbox_id = %sb.id, error = %de, "cleanup after failed store write failed");
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A live sandbox record, or `SandboxNotFound` (destroyed ones count as not found).
+    pub async fn get_sandbox(&self, id: &str) -> ServiceResult<Sandbox> {
+        match self.store.get_sandbox(id).await {
+            Ok(sb) if sb.state == SandboxState::Destroyed => Err(ServiceError::SandboxNotFound(id.into())),
+            Ok(sb) => Ok(sb),
+            Err(e) if e.is_not_found() => Err(ServiceError::SandboxNotFound(id.into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn list_sandboxes(&self) -> ServiceResult<Vec<Sandbox>> {
+        let mut v = self.store.list_sandboxes().await?;
+        v.retain(|s| s.state != SandboxState::Creating);
+        Ok(v)
+    }
+
+    pub(crate) fn provider_for(&self, sb: &Sandbox) -> ServiceResult<std::sync::Arc<dyn Provider>> {
+        if sb.is_remote() {
+            return Err(ServiceError::Unavailable(format!(
+                "sandbox {} is owned by worker {}; remote routing is not available",
+                sb.id, sb.worker_id
+            )));
+        }
+        Ok(self.providers.get(&sb.provider)?)
+    }
+
+    /// Destroys a sandbox. Unknown ids are `SandboxNotFound`; an already destroyed sandbox
+    /// succeeds again (idempotent).
+    pub async fn destroy(&self, id: &str) -> ServiceResult<()> {
+        let sb = match self.store.get_sandbox(id).await {
+            Ok(sb) => sb,
+            Err(e) if e.is_not_found() => return Err(ServiceError::SandboxNotFound(id.into())),
+            Err(e) => return Err(e.into()),
+        };
+        if sb.state == SandboxState::Destroyed {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let provider = self.provider_for(&sb)?;
+        match provider.destroy(sb.runtime_id()).await {
+            Ok(()) | Err(stacyvm_provider::ProviderError::SandboxNotFound(_)) => {}
+            Err(e) => {
+                let err = ServiceError::from(e);
+                self.ops.observe("destroy", &sb.provider, started.elapsed(), Some(&err.to_string()));
+                self.events.publish(
+                    "operation.failed",
+                    Some(id),
+                    Some(json!({"operation":"destroy","provider":sb.provider,"error":err.to_string()})),
+                );
+                return Err(err);
+            }
+        }
+        self.store.set_sandbox_state(id, SandboxState::Destroyed).await?;
+        self.ops.observe("destroy", &sb.provider, started.elapsed(), None);
+        self.events.publish("sandbox.destroyed", Some(id), None);
+        self.notify_capacity();
+        Ok(())
+    }
+
+    /// Destroys every live sandbox past its expiry; returns how many were destroyed.
+    pub async fn prune(&self) -> ServiceResult<usize> {
+        let expired = self.store.list_expired_sandboxes(chrono::Utc::now()).await?;
+        let mut n = 0;
+        for sb in expired {
+            match self.destroy(&sb.id).await {
+                Ok(()) => n += 1,
+                Err(e) => tracing::warn!(sandbox_id = %sb.id, error = %e, "prune: destroy failed"),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Sets `expires_at = now + ttl`, within the owner's max TTL.
+    pub async fn extend(&self, id: &str, ttl: &str) -> ServiceResult<Sandbox> {
+        if ttl.trim().is_empty() {
+            return Err(ServiceError::bad_request("ttl is required"));
+        }
+        let d = parse_ttl(ttl, GoDuration::ZERO)?;
+        if d.nanos() <= 0 {
+            return Err(ServiceError::bad_request("ttl must be positive"));
+        }
+        let sb = self.get_sandbox(id).await?;
+        let limits = self.owner_limits(&sb.owner_id).await?;
+        if !limits.max_ttl.is_zero() && d > limits.max_ttl {
+            return Err(ServiceError::ResourceLimit(format!("ttl exceeds max ttl {}", limits.max_ttl)));
+        }
+        let expires = chrono::Utc::now() + d.to_chrono();
+        match self.store.set_sandbox_expiry(id, expires).await {
+            Ok(s) => Ok(s),
+            Err(e) if e.is_not_found() => Err(ServiceError::SandboxNotFound(id.into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn logs(&self, id: &str, lines: usize) -> ServiceResult<Vec<String>> {
+        let sb = self.get_sandbox(id).await?;
+        let p = self.provider_for(&sb)?;
+        Ok(p.logs(sb.runtime_id(), lines).await?)
+    }
+
+    pub async fn stats(&self, id: &str) -> ServiceResult<Option<stacyvm_provider::Stats>> {
+        let sb = self.get_sandbox(id).await?;
+        if sb.is_remote() {
+            return Ok(None);
+        }
+        let p = self.provider_for(&sb)?;
+        Ok(p.stats(sb.runtime_id()).await?)
+    }
+}

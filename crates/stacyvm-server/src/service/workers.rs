@@ -1,0 +1,266 @@
+//! Worker registry and placement (wire reference §2.5, §9.6).
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{json, Map, Value};
+use stacyvm_store::WorkerRecord;
+use stacyvm_types::format_rfc3339_secs;
+
+use super::Service;
+use crate::error::{ServiceError, ServiceResult};
+
+pub const LOCAL_WORKER: &str = "local";
+
+/// Where a spawn goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    /// `None` when no worker is eligible.
+    pub worker_id: Option<String>,
+    pub reason: &'static str,
+    pub eligible: usize,
+    /// A remote worker was chosen but cannot be called.
+    pub rpc_unavailable: bool,
+}
+
+impl Placement {
+    pub fn local() -> Self {
+        Placement {
+            worker_id: Some(LOCAL_WORKER.into()),
+            reason: "local_fallback",
+            eligible: 1,
+            rpc_unavailable: false,
+        }
+    }
+}
+
+/// What a heartbeat says about a worker.
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatInput {
+    pub hostname: String,
+    pub status: String,
+    pub providers: Option<Vec<String>>,
+    pub capabilities: Option<Vec<String>>,
+    pub capacity: Map<String, Value>,
+}
+
+impl Service {
+    fn is_stale(&self, w: &WorkerRecord) -> bool {
+        let age = chrono::Utc::now() - w.last_heartbeat;
+        age.to_std().unwrap_or_default() > self.settings.worker_stale_after
+    }
+
+    pub fn worker_json(&self, w: &WorkerRecord) -> Value {
+        json!({
+            "id": w.id,
+            "hostname": w.hostname,
+            "status": w.status,
+            "providers": w.providers,
+            "capabilities": w.capabilities,
+            "capacity": Value::Object(w.capacity.clone()),
+            "last_heartbeat": format_rfc3339_secs(&w.last_heartbeat),
+            "created_at": format_rfc3339_secs(&w.created_at),
+            "updated_at": format_rfc3339_secs(&w.updated_at),
+            "stale": self.is_stale(w),
+        })
+    }
+
+    fn eligible(&self, w: &WorkerRecord, provider: &str) -> bool {
+        if w.id.trim().is_empty() || !w.status.eq_ignore_ascii_case("online") || self.is_stale(w)
+        {
+            return false;
+        }
+        match &w.providers {
+            None => true,
+            Some(list) if list.is_empty() => true,
+            Some(list) => list.iter().any(|p| p.eq_ignore_ascii_case(provider)),
+        }
+    }
+
+    /// Placement per §9.6: `local` whenever eligible, else the eligible worker with the fewest
+    /// active sandboxes (ties by id); a remote choice needs an RPC endpoint.
+    pub(crate) async fn place(&self, provider: &str) -> ServiceResult<Placement> {
+        let workers = match self.store.list_workers().await {
+            Ok(w) => w,
+            Err(_) => return Ok(Placement::local()),
+        };
+        if workers.is_empty() {
+            return Ok(Placement::local());
+        }
+        let eligible: Vec<&WorkerRecord> =
+            workers.iter().filter(|w| self.eligible(w, provider)).collect();
+        let mut candidates: Vec<&WorkerRecord> = Vec::new();
+        let needs_counts = eligible.iter().any(|w| {
+            w.id != LOCAL_WORKER && w.capacity.get("max_sandboxes").and_then(Value::as_i64) > Some(0)
+        }) || (eligible.len() > 1 && !eligible.iter().any(|w| w.id == LOCAL_WORKER));
+        let mut counts = std::collections::HashMap::<String, i64>::new();
+        if needs_counts {
+            for sb in self.store.list_sandboxes().await? {
+                if sb.state.is_active() {
+                    let wid = if sb.worker_id.is_empty() {
+                        LOCAL_WORKER.to_string()
+                    } else {
+                        sb.worker_id
+                    };
+                    *counts.entry(wid).or_insert(0) += 1;
+                }
+            }
+        }
+        for w in &eligible {
+            let max = w.capacity.get("max_sandboxes").and_then(Value::as_i64).unwrap_or(0);
+            if w.id != LOCAL_WORKER && max > 0 && counts.get(&w.id).copied().unwrap_or(0) >= max {
+                continue;
+            }
+            candidates.push(w);
+        }
+        let n = candidates.len();
+        if n == 0 {
+            return Ok(Placement {
+                worker_id: None,
+                reason: "no_eligible_worker",
+                eligible: 0,
+                rpc_unavailable: false,
+            });
+        }
+        if candidates.iter().any(|w| w.id == LOCAL_WORKER) {
+            return Ok(Placement {
+                worker_id: Some(LOCAL_WORKER.into()),
+                reason: "local_preferred",
+                eligible: n,
+                rpc_unavailable: false,
+            });
+        }
+        let chosen = candidates
+            .iter()
+            .min_by_key(|w| (counts.get(&w.id).copied().unwrap_or(0), w.id.clone()))
+            .map(|w| (*w).clone());
+        let Some(w) = chosen else {
+            return Ok(Placement::local());
+        };
+        // Remote routing arrives with the worker RPC client; until then a remote choice
+        // cannot be served.
+        Ok(Placement {
+            worker_id: Some(w.id.clone()),
+            reason: "remote_worker_selected",
+            eligible: n,
+            rpc_unavailable: true,
+        })
+    }
+
+    pub async fn list_workers(&self) -> ServiceResult<Vec<WorkerRecord>> {
+        Ok(self.store.list_workers().await?)
+    }
+
+    pub async fn get_worker(&self, id: &str) -> ServiceResult<WorkerRecord> {
+        Ok(self.store.get_worker(id).await?)
+    }
+
+    pub async fn delete_worker(&self, id: &str) -> ServiceResult<()> {
+        self.store.delete_worker(id).await?;
+        if id == LOCAL_WORKER {
+            self.local_removed.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Records a heartbeat for `id` (admin route, and the local self-registration).
+    pub async fn heartbeat(&self, id: &str, hb: HeartbeatInput) -> ServiceResult<WorkerRecord> {
+        if id.trim().is_empty() {
+            return Err(ServiceError::bad_request("worker id is required"));
+        }
+        if id == LOCAL_WORKER {
+            self.local_removed.store(false, Ordering::SeqCst);
+        }
+        let now = chrono::Utc::now();
+        let rec = WorkerRecord {
+            id: id.to_string(),
+            hostname: hb.hostname,
+            status: if hb.status.trim().is_empty() {
+                "online".into()
+            } else {
+                hb.status
+            },
+            providers: hb.providers,
+            capabilities: hb.capabilities,
+            capacity: hb.capacity,
+            last_heartbeat: now,
+            created_at: now,
+            updated_at: now,
+        };
+        Ok(self.store.upsert_worker(&rec).await?)
+    }
+
+    /// The control plane's own registration as worker `local`; skipped after an admin removed
+    /// it, until an admin re-adds it.
+    pub async fn heartbeat_local(&self) -> ServiceResult<()> {
+        if self.local_removed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let capacity = match self.limits_json() {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        let hb = HeartbeatInput {
+            hostname: self.settings.hostname.clone(),
+            status: "online".into(),
+            providers: Some(self.providers.names()),
+            capabilities: Some(
+                ["api", "single_node", "spawn", "exec", "files"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            ),
+            capacity,
+        };
+        // Re-check: an admin delete may have raced this tick.
+        if self.local_removed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.store
+            .upsert_worker(&WorkerRecord {
+                id: LOCAL_WORKER.into(),
+                hostname: hb.hostname,
+                status: hb.status,
+                providers: hb.providers,
+                capabilities: hb.capabilities,
+                capacity: hb.capacity,
+                last_heartbeat: chrono::Utc::now(),
+                created_at: chrono::Utc::now(),
+                updated_at: chrono::Utc::now(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub fn limits_json(&self) -> Value {
+        let l = &self.settings.limits;
+        json!({
+            "max_sandboxes": l.max_sandboxes,
+            "max_sandboxes_per_owner": l.max_sandboxes_per_owner,
+            "default_exec_timeout": l.default_exec_timeout.to_string(),
+            "max_exec_timeout": l.max_exec_timeout.to_string(),
+            "max_ttl": l.max_ttl.to_string(),
+            "spawn_overflow": l.spawn_overflow.as_str(),
+            "spawn_queue_timeout": l.spawn_queue_timeout.to_string(),
+            "max_spawn_queue": l.max_spawn_queue,
+        })
+    }
+
+    pub async fn workers_summary(&self) -> Value {
+        match self.store.list_workers().await {
+            Ok(ws) => {
+                let stale = ws.iter().filter(|w| self.is_stale(w)).count();
+                let online = ws
+                    .iter()
+                    .filter(|w| w.status.eq_ignore_ascii_case("online") && !self.is_stale(w))
+                    .count();
+                let unhealthy = ws
+                    .iter()
+                    .filter(|w| !w.status.eq_ignore_ascii_case("online") && !w.status.eq_ignore_ascii_case("draining"))
+                    .count();
+                json!({"total": ws.len(), "online": online, "stale": stale, "unhealthy": unhealthy,
+                    "items": ws.iter().map(|w| self.worker_json(w)).collect::<Vec<_>>()})
+            }
+            Err(e) => json!({"total":0,"online":0,"stale":0,"unhealthy":0,"items":[],"error":e.to_string()}),
+        }
+    }
+}

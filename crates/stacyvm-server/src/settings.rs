@@ -1,0 +1,139 @@
+//! The runtime settings the service layer reads, derived from the validated config in one place
+//! (`run.rs`) so tests can build them directly.
+
+use std::time::Duration;
+
+use stacyvm_types::GoDuration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpawnOverflow {
+    #[default]
+    Reject,
+    Queue,
+}
+
+impl SpawnOverflow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpawnOverflow::Reject => "reject",
+            SpawnOverflow::Queue => "queue",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub default_image: String,
+    pub default_memory_mb: i64,
+    pub default_vcpus: i64,
+    pub default_ttl: GoDuration,
+    /// 0 = unlimited.
+    pub max_ttl: GoDuration,
+    pub default_exec_timeout: GoDuration,
+    /// 0 = unlimited.
+    pub max_exec_timeout: GoDuration,
+    /// 0 = unlimited.
+    pub max_sandboxes: i64,
+    pub max_sandboxes_per_owner: i64,
+    pub spawn_overflow: SpawnOverflow,
+    pub spawn_queue_timeout: GoDuration,
+    pub max_spawn_queue: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            default_image: "alpine:latest".into(),
+            default_memory_mb: 1024,
+            default_vcpus: 1,
+            default_ttl: GoDuration::from_secs(30 * 60),
+            max_ttl: GoDuration::from_secs(24 * 3600),
+            default_exec_timeout: GoDuration::ZERO,
+            max_exec_timeout: GoDuration::from_secs(600),
+            max_sandboxes: 0,
+            max_sandboxes_per_owner: 0,
+            spawn_overflow: SpawnOverflow::Reject,
+            spawn_queue_timeout: GoDuration::from_secs(30),
+            max_spawn_queue: 100,
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct AuthSettings {
+    pub api_key: String,
+    pub admin_api_key: String,
+    pub admin_fallback_enabled: bool,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = |s: &str| if s.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("AuthSettings")
+            .field("api_key", &r(&self.api_key))
+            .field("admin_api_key", &r(&self.admin_api_key))
+            .field("admin_fallback_enabled", &self.admin_fallback_enabled)
+            .finish()
+    }
+}
+
+impl AuthSettings {
+    pub fn enabled(&self) -> bool {
+        !self.api_key.is_empty() || !self.admin_api_key.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateKeyBy {
+    #[default]
+    Owner,
+    ApiKey,
+    Ip,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub requests_per_minute: i64,
+    pub burst: i64,
+    pub key_by: RateKeyBy,
+    pub bucket_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub limits: Limits,
+    pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
+    pub preview_domain: String,
+    /// Empty or containing `*` = any origin.
+    pub cors_allowed_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub reaper_interval: Duration,
+    pub local_heartbeat_interval: Duration,
+    /// After how long without a heartbeat a worker counts as stale.
+    pub worker_stale_after: Duration,
+    pub admin_audit_retention: GoDuration,
+    pub hostname: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            limits: Limits::default(),
+            auth: AuthSettings {
+                admin_fallback_enabled: true,
+                ..Default::default()
+            },
+            rate_limit: RateLimitSettings::default(),
+            preview_domain: "localhost".into(),
+            cors_allowed_origins: vec!["*".into()],
+            max_body_bytes: 64 << 20,
+            reaper_interval: Duration::from_secs(30),
+            local_heartbeat_interval: Duration::from_secs(30),
+            worker_stale_after: Duration::from_secs(120),
+            admin_audit_retention: GoDuration::ZERO,
+            hostname: "localhost".into(),
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Background loops. Each runs until its `CancellationToken` fires.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::service::Service;
+
+/// Destroys expired sandboxes every `reaper_interval`.
+pub async fn reaper(svc: Service, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(svc.settings().reaper_interval.max(Duration::from_millis(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match svc.prune().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(destroyed = n, "reaper destroyed expired sandboxes"),
+            Err(e) => tracing::warn!(error = %e, "reaper pass failed"),
+        }
+    }
+}
+
+/// Keeps the control plane's own `local` worker registration fresh.
+pub async fn local_heartbeat(svc: Service, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(svc.settings().local_heartbeat_interval.max(Duration::from_millis(50)));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = svc.heartbeat_local().await {
+            tracing::warn!(error = %e, "local worker heartbeat failed");
+        }
+    }
+}
