@@ -1,11 +1,11 @@
 //! Persistence for StacyVM. One [`Store`] trait; one module per backend with mirrored file names.
 //! `sqlx::Error` never leaves this crate: backends translate it into [`StoreError`].
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod error;
 mod records;
 mod sqlite;
-#[cfg(any(test, feature = "conformance"))]
-pub mod conformance;
 
 use std::sync::Arc;
 
@@ -42,9 +42,23 @@ pub trait Store: Send + Sync + 'static {
     /// returns the updated record. Setting the current state again is a no-op success.
     async fn set_sandbox_state(&self, id: &str, state: SandboxState)
         -> Result<Sandbox, StoreError>;
+    /// Marks a `creating` record `running` and records the provider's runtime id (`vm_id`,
+    /// empty when it equals the sandbox id).
+    async fn set_sandbox_running(&self, id: &str, vm_id: &str) -> Result<Sandbox, StoreError> {
+        if vm_id.is_empty() {
+            self.set_sandbox_state(id, SandboxState::Running).await
+        } else {
+            Err(StoreError::Unsupported(
+                "recording a runtime id is not implemented by this backend".into(),
+            ))
+        }
+    }
     /// Sets `expires_at` on a live record (`NotFound` for destroyed or absent ones).
-    async fn set_sandbox_expiry(&self, id: &str, expires_at: Timestamp)
-        -> Result<Sandbox, StoreError>;
+    async fn set_sandbox_expiry(
+        &self,
+        id: &str,
+        expires_at: Timestamp,
+    ) -> Result<Sandbox, StoreError>;
     /// Live records (not destroyed, not expired) with `expires_at < now`.
     async fn list_expired_sandboxes(&self, now: Timestamp) -> Result<Vec<Sandbox>, StoreError>;
     /// Active counts for admission; `owner` is counted only when `Some` and non-empty.
@@ -54,8 +68,11 @@ pub trait Store: Send + Sync + 'static {
     // --- exec logs -------------------------------------------------------------------------
     async fn insert_exec_log(&self, log: &ExecLog) -> Result<(), StoreError>;
     /// Newest first, at most `limit`.
-    async fn list_exec_logs(&self, sandbox_id: &str, limit: i64)
-        -> Result<Vec<ExecLog>, StoreError>;
+    async fn list_exec_logs(
+        &self,
+        sandbox_id: &str,
+        limit: i64,
+    ) -> Result<Vec<ExecLog>, StoreError>;
 
     // --- templates -------------------------------------------------------------------------
     /// `Conflict` when the name exists.
@@ -110,8 +127,10 @@ pub trait Store: Send + Sync + 'static {
     // --- admin audit -----------------------------------------------------------------------
     async fn insert_admin_audit(&self, rec: &NewAdminAudit) -> Result<(), StoreError>;
     /// Newest first, filtered.
-    async fn list_admin_audit(&self, filter: &AuditFilter)
-        -> Result<Vec<AdminAuditRecord>, StoreError>;
+    async fn list_admin_audit(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AdminAuditRecord>, StoreError>;
     /// Deletes rows older than `before`; returns how many.
     async fn prune_admin_audit(&self, before: Timestamp) -> Result<u64, StoreError>;
 }
@@ -119,11 +138,7 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the backend named by `driver` (`sqlite` with `path`). Runs migrations.
 pub async fn open(driver: &str, path_or_dsn: &str) -> Result<Arc<dyn Store>, StoreError> {
     match driver {
-        // STORE-TASK: wire SqliteStore here once it implements Store.
-        "" | "sqlite" => {
-            let _ = SqliteStore::open(path_or_dsn).await?;
-            Err(StoreError::Unsupported("sqlite store not built yet".into()))
-        }
+        "" | "sqlite" => Ok(Arc::new(SqliteStore::open(path_or_dsn).await?)),
         other => Err(StoreError::Unsupported(format!(
             "database driver {other:?} is not supported by this build"
         ))),

@@ -1,12 +1,376 @@
-//! SQLite backend. (Placeholder: the store task replaces this file.)
+//! SQLite backend. Writes go through a pool of exactly one connection: SQLite admits one writer
+//! at a time anyway, and queueing writers in the pool is far cheaper than letting several
+//! connections collide and sleep in the busy handler. Reads use a small separate pool, which WAL
+//! lets run beside the writer. Other processes on the same file are covered by `busy_timeout`.
 
-use crate::StoreError;
+mod audit;
+mod exec_logs;
+mod leases;
+mod quotas;
+mod sandboxes;
+mod templates;
+mod workers;
 
-/// Placeholder until the store task lands.
-pub struct SqliteStore;
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+use stacyvm_types::{Sandbox, SandboxState, Timestamp};
+
+use crate::{
+    ActiveCounts, AdminAuditRecord, AuditFilter, ExecLog, Lease, NewAdminAudit, OwnerQuota, Store,
+    StoreError, Template, WorkerRecord,
+};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Reader connections: enough to keep both cores busy beside the writer on a 2-core box.
+const READERS: u32 = 2;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The one text shape of every stored timestamp: exact to the nanosecond, sortable as a string.
+const TS_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.9fZ";
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
 
 impl SqliteStore {
-    pub async fn open(_path: &str) -> Result<Self, StoreError> {
-        Err(StoreError::Unsupported("sqlite store not built yet".into()))
+    /// Opens (creating if missing) the database at `path` and migrates it. `:memory:` gives a
+    /// private in-memory database on a single connection.
+    pub async fn open(path: &str) -> Result<Self, StoreError> {
+        if path.is_empty() {
+            return Err(StoreError::Unsupported(
+                "sqlite database path must not be empty".into(),
+            ));
+        }
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true);
+        let single = || {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        };
+        let (writer, reader) = if path == ":memory:" {
+            // One connection serves both roles; it is never recycled, or the data would vanish.
+            let pool = single()
+                .connect_with(base.in_memory(true))
+                .await
+                .map_err(db_err("database"))?;
+            (pool.clone(), pool)
+        } else {
+            // Only the writer switches the file to WAL: the switch needs an exclusive lock that
+            // busy_timeout cannot wait for, and readers inherit the mode from the file.
+            let writer = single()
+                .connect_with(base.clone().journal_mode(SqliteJournalMode::Wal))
+                .await
+                .map_err(db_err("database"))?;
+            let reader = SqlitePoolOptions::new()
+                .max_connections(READERS)
+                .connect_with(base)
+                .await
+                .map_err(db_err("database"))?;
+            (writer, reader)
+        };
+        migrate(&writer).await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// Closes both pools, waiting for checked-out connections to come back.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// Refuses a database migrated by a newer binary, then applies the embedded migrations.
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let supported = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let tracked: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(db_err("schema version"))?;
+    if tracked.is_some() {
+        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(pool)
+            .await
+            .map_err(db_err("schema version"))?;
+        if let Some(found) = found.filter(|&v| v > supported) {
+            return Err(StoreError::SchemaTooNew { found, supported });
+        }
+    }
+    MIGRATOR.run(pool).await.map_err(StoreError::Migrate)
+}
+
+/// The one place `sqlx::Error` becomes a `StoreError`; `what` names the record in messages.
+pub(super) fn db_err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| match e {
+        sqlx::Error::RowNotFound => StoreError::not_found(what, ""),
+        sqlx::Error::Database(ref d) if d.is_unique_violation() => {
+            StoreError::Conflict(format!("{what} already exists"))
+        }
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt { what },
+        other => StoreError::Database(other),
+    }
+}
+
+pub(super) fn now() -> Timestamp {
+    Utc::now()
+}
+
+pub(super) fn ts(t: &Timestamp) -> String {
+    t.format(TS_FORMAT).to_string()
+}
+
+/// `now + ttl`, saturating at the last instant the text format can hold (year 9999).
+pub(super) fn deadline(now: Timestamp, ttl: Duration) -> Timestamp {
+    let last = NaiveDateTime::parse_from_str("9999-12-31T23:59:59.999999999Z", TS_FORMAT)
+        .map(|n| n.and_utc())
+        .unwrap_or(now);
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .map_or(last, |t| t.min(last))
+}
+
+/// Reads a column, reporting an undecodable value as `Corrupt`.
+pub(super) fn col<'r, T>(row: &'r SqliteRow, name: &'static str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(name)
+        .map_err(|_| StoreError::Corrupt { what: name })
+}
+
+pub(super) fn ts_col(row: &SqliteRow, name: &'static str) -> Result<Timestamp, StoreError> {
+    let text: String = col(row, name)?;
+    NaiveDateTime::parse_from_str(&text, TS_FORMAT)
+        .map(|n| n.and_utc())
+        .map_err(|_| StoreError::Corrupt { what: name })
+}
+
+pub(super) fn json_col<T: DeserializeOwned>(
+    row: &SqliteRow,
+    name: &'static str,
+) -> Result<T, StoreError> {
+    let text: String = col(row, name)?;
+    serde_json::from_str(&text).map_err(|_| StoreError::Corrupt { what: name })
+}
+
+pub(super) fn to_json<T: Serialize>(value: &T, what: &'static str) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|_| StoreError::Corrupt { what })
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map(|_| ())
+            .map_err(db_err("ping"))
+    }
+
+    async fn insert_sandbox(&self, sb: &Sandbox) -> Result<(), StoreError> {
+        sandboxes::insert(self, sb).await
+    }
+
+    async fn get_sandbox(&self, id: &str) -> Result<Sandbox, StoreError> {
+        sandboxes::get(self, id).await
+    }
+
+    async fn list_sandboxes(&self) -> Result<Vec<Sandbox>, StoreError> {
+        sandboxes::list(self).await
+    }
+
+    async fn set_sandbox_state(
+        &self,
+        id: &str,
+        state: SandboxState,
+    ) -> Result<Sandbox, StoreError> {
+        sandboxes::set_state(self, id, state).await
+    }
+
+    async fn set_sandbox_expiry(
+        &self,
+        id: &str,
+        expires_at: Timestamp,
+    ) -> Result<Sandbox, StoreError> {
+        sandboxes::set_expiry(self, id, expires_at).await
+    }
+
+    async fn list_expired_sandboxes(&self, now: Timestamp) -> Result<Vec<Sandbox>, StoreError> {
+        sandboxes::list_expired(self, now).await
+    }
+
+    async fn count_active_sandboxes(
+        &self,
+        owner: Option<&str>,
+    ) -> Result<ActiveCounts, StoreError> {
+        sandboxes::count_active(self, owner).await
+    }
+
+    async fn insert_exec_log(&self, log: &ExecLog) -> Result<(), StoreError> {
+        exec_logs::insert(self, log).await
+    }
+
+    async fn list_exec_logs(
+        &self,
+        sandbox_id: &str,
+        limit: i64,
+    ) -> Result<Vec<ExecLog>, StoreError> {
+        exec_logs::list(self, sandbox_id, limit).await
+    }
+
+    async fn create_template(&self, t: &Template) -> Result<(), StoreError> {
+        templates::create(self, t).await
+    }
+
+    async fn get_template(&self, name: &str) -> Result<Template, StoreError> {
+        templates::get(self, name).await
+    }
+
+    async fn list_templates(&self) -> Result<Vec<Template>, StoreError> {
+        templates::list(self).await
+    }
+
+    async fn replace_template(&self, t: &Template) -> Result<(), StoreError> {
+        templates::replace(self, t).await
+    }
+
+    async fn delete_template(&self, name: &str) -> Result<(), StoreError> {
+        templates::delete(self, name).await
+    }
+
+    async fn upsert_quota(&self, q: &OwnerQuota) -> Result<OwnerQuota, StoreError> {
+        quotas::upsert(self, q).await
+    }
+
+    async fn get_quota(&self, owner_id: &str) -> Result<OwnerQuota, StoreError> {
+        quotas::get(self, owner_id).await
+    }
+
+    async fn list_quotas(&self) -> Result<Vec<OwnerQuota>, StoreError> {
+        quotas::list(self).await
+    }
+
+    async fn delete_quota(&self, owner_id: &str) -> Result<(), StoreError> {
+        quotas::delete(self, owner_id).await
+    }
+
+    async fn upsert_worker(&self, w: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
+        workers::upsert(self, w).await
+    }
+
+    async fn get_worker(&self, id: &str) -> Result<WorkerRecord, StoreError> {
+        workers::get(self, id).await
+    }
+
+    async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        workers::list(self).await
+    }
+
+    async fn delete_worker(&self, id: &str) -> Result<(), StoreError> {
+        workers::delete(self, id).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        resource_id: &str,
+        resource_type: &str,
+        holder_id: &str,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError> {
+        leases::acquire(self, resource_id, resource_type, holder_id, ttl).await
+    }
+
+    async fn renew_lease(
+        &self,
+        resource_id: &str,
+        holder_id: &str,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError> {
+        leases::renew(self, resource_id, holder_id, ttl).await
+    }
+
+    async fn release_lease(&self, resource_id: &str, holder_id: &str) -> Result<(), StoreError> {
+        leases::release(self, resource_id, holder_id).await
+    }
+
+    async fn get_lease(&self, resource_id: &str) -> Result<Lease, StoreError> {
+        leases::get(self, resource_id).await
+    }
+
+    async fn list_leases(&self) -> Result<Vec<Lease>, StoreError> {
+        leases::list(self).await
+    }
+
+    async fn insert_admin_audit(&self, rec: &NewAdminAudit) -> Result<(), StoreError> {
+        audit::insert(self, rec).await
+    }
+
+    async fn list_admin_audit(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AdminAuditRecord>, StoreError> {
+        audit::list(self, filter).await
+    }
+
+    async fn prune_admin_audit(&self, before: Timestamp) -> Result<u64, StoreError> {
+        audit::prune(self, before).await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_exactly_and_sort() {
+        let a =
+            Utc.with_ymd_and_hms(2026, 5, 8, 10, 30, 0).unwrap() + chrono::Duration::nanoseconds(7);
+        let b = a + chrono::Duration::nanoseconds(1);
+        assert_eq!(ts(&a), "2026-05-08T10:30:00.000000007Z");
+        assert!(ts(&a) < ts(&b));
+        let year_one = Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(ts(&year_one), "0001-01-01T00:00:00.000000000Z");
+        for t in [a, b, year_one, Utc::now()] {
+            let parsed = NaiveDateTime::parse_from_str(&ts(&t), TS_FORMAT)
+                .unwrap()
+                .and_utc();
+            assert_eq!(parsed, t);
+        }
+    }
+
+    #[test]
+    fn deadline_saturates_at_year_9999() {
+        let now = Utc::now();
+        assert_eq!(
+            deadline(now, Duration::from_millis(1500)),
+            now + chrono::Duration::milliseconds(1500)
+        );
+        let far = deadline(now, Duration::from_secs(u64::MAX));
+        assert_eq!(ts(&far), "9999-12-31T23:59:59.999999999Z");
     }
 }

@@ -1,0 +1,147 @@
+//! Leases: fencing tokens for sandbox ownership. Every grant (acquire or renew) bumps
+//! `generation`, and a release only clears the holder, so a resource's generation increases
+//! forever. Acquire and renew are single statements whose WHERE clause carries the whole rule,
+//! which makes them atomic however many connections or processes race.
+
+use std::time::Duration;
+
+use sqlx::sqlite::SqliteRow;
+
+use super::{col, db_err, deadline, now, ts, ts_col, SqliteStore};
+use crate::{Lease, StoreError};
+
+const COLUMNS: &str =
+    "resource_id, resource_type, holder_id, generation, expires_at, created_at, updated_at";
+
+fn from_row(row: &SqliteRow) -> Result<Lease, StoreError> {
+    Ok(Lease {
+        resource_id: col(row, "resource_id")?,
+        resource_type: col(row, "resource_type")?,
+        holder_id: col(row, "holder_id")?,
+        generation: col(row, "generation")?,
+        expires_at: ts_col(row, "expires_at")?,
+        created_at: ts_col(row, "created_at")?,
+        updated_at: ts_col(row, "updated_at")?,
+    })
+}
+
+/// Granted when the row is absent, released, expired (`expires_at <= now`) or already held by
+/// `holder_id`; otherwise the upsert's WHERE rejects it and nothing comes back. `created_at`
+/// marks the start of the current holder's tenure.
+pub(super) async fn acquire(
+    db: &SqliteStore,
+    resource_id: &str,
+    resource_type: &str,
+    holder_id: &str,
+    ttl: Duration,
+) -> Result<Lease, StoreError> {
+    let now = now();
+    let sql = format!(
+        "INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5) \
+         ON CONFLICT (resource_id) DO UPDATE SET \
+           resource_type = excluded.resource_type, \
+           holder_id = excluded.holder_id, \
+           generation = leases.generation + 1, \
+           expires_at = excluded.expires_at, \
+           created_at = CASE \
+             WHEN leases.holder_id = excluded.holder_id AND leases.expires_at > excluded.updated_at \
+             THEN leases.created_at ELSE excluded.created_at END, \
+           updated_at = excluded.updated_at \
+         WHERE leases.holder_id IS NULL \
+            OR leases.holder_id = excluded.holder_id \
+            OR leases.expires_at <= excluded.updated_at \
+         RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(resource_id)
+        .bind(resource_type)
+        .bind(holder_id)
+        .bind(ts(&deadline(now, ttl)))
+        .bind(ts(&now))
+        .fetch_optional(&db.writer)
+        .await
+        .map_err(db_err("lease"))?;
+    match row {
+        Some(row) => from_row(&row),
+        None => Err(StoreError::Conflict(
+            "lease is held by another worker".into(),
+        )),
+    }
+}
+
+/// Only the holder of a live lease may renew it.
+pub(super) async fn renew(
+    db: &SqliteStore,
+    resource_id: &str,
+    holder_id: &str,
+    ttl: Duration,
+) -> Result<Lease, StoreError> {
+    let now = now();
+    let sql = format!(
+        "UPDATE leases SET generation = generation + 1, expires_at = ?3, updated_at = ?4 \
+         WHERE resource_id = ?1 AND holder_id = ?2 AND expires_at > ?4 \
+         RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(resource_id)
+        .bind(holder_id)
+        .bind(ts(&deadline(now, ttl)))
+        .bind(ts(&now))
+        .fetch_optional(&db.writer)
+        .await
+        .map_err(db_err("lease"))?;
+    match row {
+        Some(row) => from_row(&row),
+        None => Err(StoreError::Conflict(
+            "lease is not held by this holder or has expired".into(),
+        )),
+    }
+}
+
+/// Frees the lease if `holder_id` holds it (even past expiry, as long as nobody took it over).
+pub(super) async fn release(
+    db: &SqliteStore,
+    resource_id: &str,
+    holder_id: &str,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE leases SET holder_id = NULL, updated_at = ?3 \
+         WHERE resource_id = ?1 AND holder_id = ?2",
+    )
+    .bind(resource_id)
+    .bind(holder_id)
+    .bind(ts(&now()))
+    .execute(&db.writer)
+    .await
+    .map_err(db_err("lease"))?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::not_found("lease", resource_id));
+    }
+    Ok(())
+}
+
+/// The held lease, expired or not; `NotFound` when absent or released.
+pub(super) async fn get(db: &SqliteStore, resource_id: &str) -> Result<Lease, StoreError> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM leases WHERE resource_id = ?1 AND holder_id IS NOT NULL");
+    let row = sqlx::query(&sql)
+        .bind(resource_id)
+        .fetch_optional(&db.reader)
+        .await
+        .map_err(db_err("lease"))?;
+    row.map_or_else(
+        || Err(StoreError::not_found("lease", resource_id)),
+        |r| from_row(&r),
+    )
+}
+
+/// Held leases (expired ones included) ordered by resource id.
+pub(super) async fn list(db: &SqliteStore) -> Result<Vec<Lease>, StoreError> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM leases WHERE holder_id IS NOT NULL ORDER BY resource_id");
+    let rows = sqlx::query(&sql)
+        .fetch_all(&db.reader)
+        .await
+        .map_err(db_err("lease"))?;
+    rows.iter().map(from_row).collect()
+}
