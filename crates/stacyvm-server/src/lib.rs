@@ -7,6 +7,7 @@ mod events;
 mod http;
 mod ops;
 mod reconcile;
+mod run;
 mod service;
 mod settings;
 mod tasks;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use error::ServiceError;
 pub use http::router;
+pub use run::{build_providers, run, settings_from, RunError};
 pub use service::{
     AdmissionDecision, Caller, ExecParams, ExecResult, ExecStream, OwnerUsage, ProviderHealth,
     QuotaInput, QuotaSummary, ReadyReport, Service, SpawnParams, StreamItem,

@@ -1,0 +1,150 @@
+//! Turns a validated config into a running control plane: settings, store, providers, listener.
+
+use std::sync::Arc;
+
+use stacyvm_provider::{MockProvider, Provider, ProviderRegistry};
+use stacyvm_store::StoreError;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CorsOrigins, DatabaseTarget, Overflow, ProviderChoice, RateLimitKey, ValidConfig};
+use crate::settings::{AuthSettings, Limits, RateKeyBy, RateLimitSettings, Settings, SpawnOverflow};
+use crate::Service;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("opening the store")]
+    Store(#[source] StoreError),
+    #[error("binding {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("provider {name}: {message}")]
+    Provider { name: &'static str, message: String },
+    #[error("serving HTTP")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The service-layer settings a config implies.
+pub fn settings_from(cfg: &ValidConfig) -> Settings {
+    let c = cfg.config();
+    let limits = Limits {
+        default_image: c.defaults.image.clone(),
+        default_memory_mb: c.defaults.memory_mb,
+        default_vcpus: c.defaults.vcpus,
+        default_ttl: cfg.default_ttl(),
+        max_ttl: cfg.max_ttl().unwrap_or_default(),
+        default_exec_timeout: cfg.default_exec_timeout().unwrap_or_default(),
+        max_exec_timeout: cfg.max_exec_timeout().unwrap_or_default(),
+        max_sandboxes: cfg.max_sandboxes().map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+        max_sandboxes_per_owner: cfg
+            .max_sandboxes_per_owner()
+            .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+        spawn_overflow: match cfg.spawn_overflow() {
+            Overflow::Queue => SpawnOverflow::Queue,
+            Overflow::Reject => SpawnOverflow::Reject,
+        },
+        spawn_queue_timeout: stacyvm_types::GoDuration::from_std(cfg.spawn_queue_timeout()),
+        max_spawn_queue: i64::try_from(cfg.max_spawn_queue()).unwrap_or(i64::MAX),
+    };
+    let hostname = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    Settings {
+        limits,
+        auth: AuthSettings {
+            api_key: c.auth.api_key.clone(),
+            admin_api_key: c.auth.admin_api_key.clone(),
+            admin_fallback_enabled: c.auth.admin_fallback_enabled,
+        },
+        rate_limit: RateLimitSettings {
+            enabled: c.rate_limit.enabled,
+            requests_per_minute: c.rate_limit.requests_per_minute,
+            burst: c.rate_limit.burst,
+            key_by: match cfg.rate_limit_key() {
+                RateLimitKey::Owner => RateKeyBy::Owner,
+                RateLimitKey::ApiKey => RateKeyBy::ApiKey,
+                RateLimitKey::Ip => RateKeyBy::Ip,
+            },
+            bucket_ttl: c.rate_limit.bucket_ttl.to_std().unwrap_or_default(),
+        },
+        preview_domain: if c.server.preview_domain.is_empty() {
+            "localhost".into()
+        } else {
+            c.server.preview_domain.clone()
+        },
+        cors_allowed_origins: match cfg.cors() {
+            CorsOrigins::Any => vec!["*".into()],
+            CorsOrigins::List(l) => l.clone(),
+        },
+        max_body_bytes: cfg.max_body_bytes(),
+        reaper_interval: cfg.reconcile_interval(),
+        local_heartbeat_interval: std::time::Duration::from_secs(30),
+        worker_stale_after: std::time::Duration::from_secs(120),
+        admin_audit_retention: c.auth.admin_audit_retention,
+        hostname,
+    }
+}
+
+/// Registers the providers the config asks for and resolves `auto`.
+pub async fn build_providers(cfg: &ValidConfig) -> Result<ProviderRegistry, RunError> {
+    let mut reg = ProviderRegistry::new();
+    let choice = cfg.provider_default();
+    if cfg.wants_provider(ProviderChoice::Mock) || choice == ProviderChoice::Auto {
+        reg.register(Arc::new(MockProvider::new()) as Arc<dyn Provider>);
+    }
+    let default = match choice {
+        ProviderChoice::Auto => {
+            tracing::warn!(
+                "providers.default is auto and no isolating provider is available: using the mock \
+                 provider. COMMANDS RUN UNISOLATED ON THIS HOST. Do not expose this server."
+            );
+            "mock"
+        }
+        ProviderChoice::Mock => "mock",
+        ProviderChoice::Docker => {
+            return Err(RunError::Provider {
+                name: "docker",
+                message: "this build does not include the docker provider".into(),
+            })
+        }
+        ProviderChoice::Microvm => {
+            return Err(RunError::Provider {
+                name: "microvm",
+                message: "this build does not include the microvm provider".into(),
+            })
+        }
+    };
+    if !reg.set_default(default) {
+        tracing::warn!(provider = default, "default provider is not registered");
+    }
+    Ok(reg)
+}
+
+/// Opens the store, builds providers, binds, and serves until `shutdown`.
+pub async fn run(cfg: ValidConfig, shutdown: CancellationToken) -> Result<(), RunError> {
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
+    let store = match cfg.database() {
+        DatabaseTarget::Sqlite { path } => {
+            stacyvm_store::open("sqlite", &path.to_string_lossy()).await
+        }
+        DatabaseTarget::Postgres { dsn } => stacyvm_store::open("postgres", dsn).await,
+    }
+    .map_err(RunError::Store)?;
+    let providers = build_providers(&cfg).await?;
+    let settings = settings_from(&cfg);
+    let svc = Service::new(store, providers, settings);
+    let addr = cfg.listen_addr();
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| RunError::Bind { addr: addr.clone(), source })?;
+    tracing::info!(%addr, version = svc.version, "stacyvm control plane listening");
+    crate::serve(listener, svc, shutdown, cfg.server_shutdown_timeout())
+        .await
+        .map_err(RunError::Serve)
+}

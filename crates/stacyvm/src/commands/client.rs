@@ -1,0 +1,113 @@
+//! Client commands: talk to a control plane over HTTP.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::cli::{ClientArgs, ExecArgs, SpawnArgs};
+
+struct Client {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(a: &ClientArgs) -> Self {
+        Client {
+            base: a.server.trim_end_matches('/').to_string(),
+            key: a.api_key.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .header("Content-Type", "application/json");
+        if !self.key.is_empty() {
+            req = req.header("X-API-Key", &self.key);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("contacting {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.context("reading response")?;
+        if !status.is_success() {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let msg = v["message"].as_str().unwrap_or(text.trim());
+            let code = v["code"].as_str().unwrap_or("ERROR");
+            bail!("{} {code}: {msg}", status.as_u16());
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+}
+
+fn print(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+pub async fn spawn(c: &ClientArgs, a: SpawnArgs) -> anyhow::Result<ExitCode> {
+    let mut body = json!({"image": a.image});
+    if !a.provider.is_empty() {
+        body["provider"] = json!(a.provider);
+    }
+    if !a.ttl.is_empty() {
+        body["ttl"] = json!(a.ttl);
+    }
+    if a.memory > 0 {
+        body["memory_mb"] = json!(a.memory);
+    }
+    if a.vcpus > 0 {
+        body["vcpus"] = json!(a.vcpus);
+    }
+    print(&Client::new(c).call(reqwest::Method::POST, "/sandboxes", Some(body)).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn exec(c: &ClientArgs, a: ExecArgs) -> anyhow::Result<ExitCode> {
+    let mut body = if a.shell {
+        json!({"command": a.command.join(" ")})
+    } else {
+        let (cmd, args) = a.command.split_first().context("a command is required")?;
+        json!({"command": cmd, "args": args, "mode": "argv"})
+    };
+    if !a.timeout.is_empty() {
+        body["timeout"] = json!(a.timeout);
+    }
+    let path = format!("/sandboxes/{}/exec", a.id);
+    let r = Client::new(c).call(reqwest::Method::POST, &path, Some(body)).await?;
+    print!("{}", r["stdout"].as_str().unwrap_or(""));
+    eprint!("{}", r["stderr"].as_str().unwrap_or(""));
+    let code = r["exit_code"].as_i64().unwrap_or(1);
+    if code != 0 {
+        bail!("command exited with status {code}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn list(c: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let v = Client::new(c).call(reqwest::Method::GET, "/sandboxes", None).await?;
+    let items = v.as_array().cloned().unwrap_or_default();
+    println!("{:<12} {:<10} {:<8} {:<24} EXPIRES", "ID", "STATE", "PROVIDER", "IMAGE");
+    for s in items {
+        println!(
+            "{:<12} {:<10} {:<8} {:<24} {}",
+            s["id"].as_str().unwrap_or(""),
+            s["state"].as_str().unwrap_or(""),
+            s["provider"].as_str().unwrap_or(""),
+            s["image"].as_str().unwrap_or(""),
+            s["expires_at"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn kill(c: &ClientArgs, id: &str) -> anyhow::Result<ExitCode> {
+    Client::new(c).call(reqwest::Method::DELETE, &format!("/sandboxes/{id}"), None).await?;
+    println!("{id} destroyed");
+    Ok(ExitCode::SUCCESS)
+}

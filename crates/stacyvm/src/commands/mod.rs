@@ -1,0 +1,27 @@
+//! One file per subcommand. anyhow with context is allowed here only.
+
+mod client;
+mod serve;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve => serve::run().await,
+        Command::Spawn(a) => client::spawn(&cli.client, a).await,
+        Command::Exec(a) => client::exec(&cli.client, a).await,
+        Command::List => client::list(&cli.client).await,
+        Command::Kill { id } => client::kill(&cli.client, &id).await,
+        Command::Version => {
+            println!(
+                "stacyvm {} ({}/{})",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
