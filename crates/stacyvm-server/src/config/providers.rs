@@ -1,0 +1,271 @@
+//! `providers.*`: the sandbox backends. Only mock, docker and microvm ship; the original's
+//! firecracker, e2b, custom and proot sections still parse so existing files load, and
+//! `validate()` refuses to enable them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use stacyvm_types::GoDuration;
+
+use super::de;
+use super::secrets::Redacted;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvidersSection {
+    /// `auto` (or empty), `mock`, `docker` or `microvm`. Ours defaults to `auto`.
+    pub default: String,
+    pub mock: MockSection,
+    pub firecracker: FirecrackerSection,
+    pub docker: DockerSection,
+    pub e2b: E2bSection,
+    pub custom: CustomSection,
+    pub proot: ProotSection,
+    pub microvm: MicrovmSection,
+}
+
+impl Default for ProvidersSection {
+    fn default() -> Self {
+        ProvidersSection {
+            default: "auto".into(),
+            mock: MockSection::default(),
+            firecracker: FirecrackerSection::default(),
+            docker: DockerSection::default(),
+            e2b: E2bSection::default(),
+            custom: CustomSection::default(),
+            proot: ProotSection::default(),
+            microvm: MicrovmSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MockSection {
+    pub enabled: bool,
+}
+
+/// Parsed for compatibility only; `enabled: true` is a startup error pointing to microvm.
+/// Default `enabled` is false here (the original's true would make every default config fail).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FirecrackerSection {
+    pub enabled: bool,
+    pub firecracker_path: String,
+    pub kernel_path: String,
+    pub default_rootfs: String,
+    pub agent_path: String,
+    pub data_dir: String,
+}
+
+impl Default for FirecrackerSection {
+    fn default() -> Self {
+        FirecrackerSection {
+            enabled: false,
+            firecracker_path: "/usr/local/bin/firecracker".into(),
+            kernel_path: "/var/lib/stacyvm/vmlinux.bin".into(),
+            default_rootfs: String::new(),
+            agent_path: "./bin/stacyvm-agent".into(),
+            data_dir: "/var/lib/stacyvm".into(),
+        }
+    }
+}
+
+/// Docker backend. `enabled` defaults to false; `providers.default: auto|docker` selects it at
+/// runtime regardless.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerSection {
+    pub enabled: bool,
+    /// Engine socket; empty = the platform default.
+    pub socket: String,
+    pub runtime: String,
+    pub default_image: String,
+    pub network_mode: String,
+    pub seccomp_profile: String,
+    pub read_only_rootfs: bool,
+    /// Docker memory syntax (`512m`, `1g`); empty = no limit.
+    pub memory: String,
+    pub cpus: f64,
+    pub pids_limit: i64,
+    pub user: String,
+    pub dropped_caps: Vec<String>,
+    pub added_caps: Vec<String>,
+    /// Container path → mount options.
+    #[serde(deserialize_with = "de::string_map_or_list")]
+    pub tmpfs: BTreeMap<String, String>,
+    pub pool_security: PoolSecuritySection,
+}
+
+impl Default for DockerSection {
+    fn default() -> Self {
+        DockerSection {
+            enabled: false,
+            socket: String::new(),
+            runtime: "runc".into(),
+            default_image: "alpine:latest".into(),
+            network_mode: "bridge".into(),
+            seccomp_profile: "default".into(),
+            read_only_rootfs: false,
+            memory: "512m".into(),
+            cpus: 1.0,
+            pids_limit: 256,
+            user: String::new(),
+            dropped_caps: vec!["ALL".into()],
+            added_caps: Vec::new(),
+            tmpfs: BTreeMap::new(),
+            pool_security: PoolSecuritySection::default(),
+        }
+    }
+}
+
+/// `providers.docker.pool_security.*`: belongs to the unimplemented pool mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolSecuritySection {
+    pub per_user_uid: bool,
+    pub pid_namespace: bool,
+    pub workspace_permissions: bool,
+    pub hidepid: bool,
+}
+
+impl Default for PoolSecuritySection {
+    fn default() -> Self {
+        PoolSecuritySection {
+            per_user_uid: false,
+            pid_namespace: false,
+            workspace_permissions: true,
+            hidepid: false,
+        }
+    }
+}
+
+/// Not shipped. `Debug` redacts the API key.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct E2bSection {
+    pub enabled: bool,
+    pub api_key: String,
+    pub base_url: String,
+}
+
+impl Default for E2bSection {
+    fn default() -> Self {
+        E2bSection {
+            enabled: false,
+            api_key: String::new(),
+            base_url: "https://api.e2b.dev".into(),
+        }
+    }
+}
+
+impl fmt::Debug for E2bSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("E2bSection")
+            .field("enabled", &self.enabled)
+            .field("api_key", &Redacted(&self.api_key))
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+/// Not shipped. `Debug` redacts the API key.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CustomSection {
+    pub enabled: bool,
+    pub name: String,
+    pub base_url: String,
+    pub api_key: String,
+    #[serde(deserialize_with = "de::duration")]
+    pub timeout: GoDuration,
+}
+
+impl Default for CustomSection {
+    fn default() -> Self {
+        CustomSection {
+            enabled: false,
+            name: "custom".into(),
+            base_url: String::new(),
+            api_key: String::new(),
+            timeout: GoDuration::from_secs(60),
+        }
+    }
+}
+
+impl fmt::Debug for CustomSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CustomSection")
+            .field("enabled", &self.enabled)
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key", &Redacted(&self.api_key))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Not shipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProotSection {
+    pub enabled: bool,
+    pub rootfs_path: String,
+    pub proot_binary: String,
+    pub workspace_base: String,
+    #[serde(deserialize_with = "de::duration")]
+    pub default_timeout: GoDuration,
+    pub max_sandboxes: i64,
+    pub max_memory_mb: i64,
+    pub max_disk_mb: i64,
+    pub languages: Vec<String>,
+}
+
+impl Default for ProotSection {
+    fn default() -> Self {
+        ProotSection {
+            enabled: false,
+            rootfs_path: "/var/lib/stacyvm/rootfs".into(),
+            proot_binary: "proot".into(),
+            workspace_base: "/var/lib/stacyvm/workspaces".into(),
+            default_timeout: GoDuration::from_secs(60),
+            max_sandboxes: 10,
+            max_memory_mb: 512,
+            max_disk_mb: 1024,
+            languages: vec!["python3".into(), "node".into(), "bash".into()],
+        }
+    }
+}
+
+/// Ours: QEMU `microvm` machine with an in-guest agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MicrovmSection {
+    pub enabled: bool,
+    pub qemu_path: String,
+    pub kernel_path: String,
+    pub initrd_path: String,
+    pub data_dir: String,
+    /// `auto` (KVM when usable, else TCG), `kvm` or `tcg`.
+    pub accel: String,
+    /// Booted VMs kept ready for spawns; 0 = none.
+    pub warm_pool: i64,
+    /// `none` (no guest network) or `user` (QEMU user-mode networking).
+    pub network_mode: String,
+}
+
+impl Default for MicrovmSection {
+    fn default() -> Self {
+        MicrovmSection {
+            enabled: false,
+            qemu_path: "qemu-system-x86_64".into(),
+            kernel_path: String::new(),
+            initrd_path: String::new(),
+            data_dir: String::new(),
+            accel: "auto".into(),
+            warm_pool: 0,
+            network_mode: "none".into(),
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The raw, serde-facing sections of the config file (wire-reference §11), with the original's
+//! defaults except where DECISIONS.md says otherwise. Durations are Go strings; counts are `i64`
+//! so negative values reach `validate()` and get a message naming the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use stacyvm_types::GoDuration;
+
+use super::de;
+use super::secrets::{Redacted, RedactedMap};
+
+const MIB: i64 = 1024 * 1024;
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_string()).collect()
+}
+
+/// `server.*`: the control plane's HTTP listener and background loops.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    pub host: String,
+    pub port: i64,
+    pub preview_domain: String,
+    pub cors_allowed_origins: Vec<String>,
+    /// Ours: period of the continuous reconciler.
+    #[serde(deserialize_with = "de::duration")]
+    pub reconcile_interval: GoDuration,
+    /// Ours: cap on a request body, in bytes.
+    pub max_body_bytes: i64,
+    /// Ours: how long graceful shutdown waits for in-flight requests.
+    #[serde(deserialize_with = "de::duration")]
+    pub shutdown_timeout: GoDuration,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            host: "0.0.0.0".into(),
+            port: 7423,
+            preview_domain: "localhost".into(),
+            cors_allowed_origins: strings(&["*"]),
+            reconcile_interval: GoDuration::from_secs(30),
+            max_body_bytes: 64 * MIB,
+            shutdown_timeout: GoDuration::from_secs(30),
+        }
+    }
+}
+
+/// `worker.*`: settings of `stacyvm worker` (ignored by `serve`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSection {
+    pub id: String,
+    pub control_plane_url: String,
+    pub listen_addr: String,
+    pub preview_domain: String,
+    #[serde(deserialize_with = "de::duration")]
+    pub heartbeat_interval: GoDuration,
+    #[serde(deserialize_with = "de::duration")]
+    pub shutdown_timeout: GoDuration,
+    /// Ours: a worker silent for this many heartbeat intervals is stale.
+    pub stale_after_intervals: i64,
+    pub rpc_tls: RpcTlsSection,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        WorkerSection {
+            id: String::new(),
+            control_plane_url: "http://localhost:7423".into(),
+            listen_addr: String::new(),
+            preview_domain: String::new(),
+            heartbeat_interval: GoDuration::from_secs(30),
+            shutdown_timeout: GoDuration::from_secs(10),
+            stale_after_intervals: 3,
+            rpc_tls: RpcTlsSection::default(),
+        }
+    }
+}
+
+/// `worker.rpc_tls.*`: optional mTLS on CP ↔ worker RPC. Worker side uses the server cert/key
+/// (and `client_ca_file` to require client certs); CP side uses `ca_file`, the client cert/key
+/// and `server_name`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpcTlsSection {
+    pub enabled: bool,
+    pub server_cert_file: String,
+    pub server_key_file: String,
+    pub client_ca_file: String,
+    pub ca_file: String,
+    pub client_cert_file: String,
+    pub client_key_file: String,
+    pub server_name: String,
+    pub insecure_skip_verify: bool,
+}
+
+/// `defaults.*`: spawn defaults and global limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DefaultsSection {
+    #[serde(deserialize_with = "de::duration")]
+    pub ttl: GoDuration,
+    pub image: String,
+    pub memory_mb: i64,
+    pub vcpus: i64,
+    pub disk_size_mb: i64,
+    pub pool_size: i64,
+    pub pool_template: String,
+    /// 0 = unlimited.
+    #[serde(deserialize_with = "de::duration")]
+    pub max_ttl: GoDuration,
+    #[serde(deserialize_with = "de::duration")]
+    pub default_exec_timeout: GoDuration,
+    /// 0 = unlimited.
+    #[serde(deserialize_with = "de::duration")]
+    pub max_exec_timeout: GoDuration,
+    /// 0 = unlimited.
+    pub max_sandboxes: i64,
+    /// 0 = unlimited.
+    pub max_sandboxes_per_owner: i64,
+    pub spawn_overflow: String,
+    #[serde(deserialize_with = "de::duration")]
+    pub spawn_queue_timeout: GoDuration,
+    pub max_spawn_queue: i64,
+}
+
+impl Default for DefaultsSection {
+    fn default() -> Self {
+        DefaultsSection {
+            ttl: GoDuration::from_secs(30 * 60),
+            image: "alpine:latest".into(),
+            memory_mb: 1024,
+            vcpus: 1,
+            disk_size_mb: 1024,
+            pool_size: 0,
+            pool_template: String::new(),
+            max_ttl: GoDuration::from_secs(24 * 3600),
+            default_exec_timeout: GoDuration::ZERO,
+            max_exec_timeout: GoDuration::from_secs(10 * 60),
+            max_sandboxes: 0,
+            max_sandboxes_per_owner: 0,
+            spawn_overflow: "reject".into(),
+            spawn_queue_timeout: GoDuration::from_secs(30),
+            max_spawn_queue: 100,
+        }
+    }
+}
+
+/// `auth.*`. After `validate()` the `*_file` keys are resolved into their value keys.
+/// `Debug` redacts every secret.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    pub api_key: String,
+    pub admin_api_key: String,
+    pub admin_fallback_enabled: bool,
+    pub worker_token: String,
+    pub worker_token_file: String,
+    pub worker_tokens: BTreeMap<String, String>,
+    pub worker_signing_key: String,
+    pub worker_signing_key_file: String,
+    pub worker_signing_keys: Vec<String>,
+    pub worker_revoked_token_ids: Vec<String>,
+    #[serde(deserialize_with = "de::duration")]
+    pub admin_audit_retention: GoDuration,
+    pub oidc_issuer: String,
+    pub oidc_audience: String,
+    pub oidc_jwks_url: String,
+    pub oidc_public_key: String,
+    pub oidc_public_key_file: String,
+    pub oidc_groups_claim: String,
+    pub oidc_tenant_claim: String,
+    pub oidc_admin_groups: Vec<String>,
+    pub oidc_operator_groups: Vec<String>,
+    pub oidc_viewer_groups: Vec<String>,
+    /// Ignored, as in the original: auth is on when an API key is set.
+    pub enabled: bool,
+    /// Ignored, as in the original.
+    pub oidc_enabled: bool,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            api_key: String::new(),
+            admin_api_key: String::new(),
+            admin_fallback_enabled: true,
+            worker_token: String::new(),
+            worker_token_file: String::new(),
+            worker_tokens: BTreeMap::new(),
+            worker_signing_key: String::new(),
+            worker_signing_key_file: String::new(),
+            worker_signing_keys: Vec::new(),
+            worker_revoked_token_ids: Vec::new(),
+            admin_audit_retention: GoDuration::ZERO,
+            oidc_issuer: String::new(),
+            oidc_audience: String::new(),
+            oidc_jwks_url: String::new(),
+            oidc_public_key: String::new(),
+            oidc_public_key_file: String::new(),
+            oidc_groups_claim: "groups".into(),
+            oidc_tenant_claim: "tenant_id".into(),
+            oidc_admin_groups: Vec::new(),
+            oidc_operator_groups: Vec::new(),
+            oidc_viewer_groups: Vec::new(),
+            enabled: false,
+            oidc_enabled: false,
+        }
+    }
+}
+
+impl fmt::Debug for AuthSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSection")
+            .field("api_key", &Redacted(&self.api_key))
+            .field("admin_api_key", &Redacted(&self.admin_api_key))
+            .field("admin_fallback_enabled", &self.admin_fallback_enabled)
+            .field("worker_token", &Redacted(&self.worker_token))
+            .field("worker_token_file", &self.worker_token_file)
+            .field("worker_tokens", &RedactedMap(&self.worker_tokens))
+            .field("worker_signing_key", &Redacted(&self.worker_signing_key))
+            .field("worker_signing_key_file", &self.worker_signing_key_file)
+            .field(
+                "worker_signing_keys",
+                &self
+                    .worker_signing_keys
+                    .iter()
+                    .map(|k| Redacted(k))
+                    .collect::<Vec<_>>(),
+            )
+            .field("worker_revoked_token_ids", &self.worker_revoked_token_ids)
+            .field("admin_audit_retention", &self.admin_audit_retention)
+            .field("oidc_issuer", &self.oidc_issuer)
+            .field("oidc_audience", &self.oidc_audience)
+            .field("oidc_jwks_url", &self.oidc_jwks_url)
+            .field("oidc_public_key", &Redacted(&self.oidc_public_key))
+            .field("oidc_public_key_file", &self.oidc_public_key_file)
+            .field("oidc_groups_claim", &self.oidc_groups_claim)
+            .field("oidc_tenant_claim", &self.oidc_tenant_claim)
+            .field("oidc_admin_groups", &self.oidc_admin_groups)
+            .field("oidc_operator_groups", &self.oidc_operator_groups)
+            .field("oidc_viewer_groups", &self.oidc_viewer_groups)
+            .field("enabled", &self.enabled)
+            .field("oidc_enabled", &self.oidc_enabled)
+            .finish()
+    }
+}
+
+/// `rate_limit.*`: token buckets on the public API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSection {
+    pub enabled: bool,
+    pub requests_per_minute: i64,
+    pub burst: i64,
+    pub key_by: String,
+    #[serde(deserialize_with = "de::duration")]
+    pub bucket_ttl: GoDuration,
+    #[serde(deserialize_with = "de::duration")]
+    pub cleanup_interval: GoDuration,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        RateLimitSection {
+            enabled: false,
+            requests_per_minute: 120,
+            burst: 60,
+            key_by: "owner".into(),
+            bucket_ttl: GoDuration::from_secs(15 * 60),
+            cleanup_interval: GoDuration::from_secs(60),
+        }
+    }
+}
+
+/// `database.*`. `Debug` redacts the DSN (it usually carries a password).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSection {
+    pub driver: String,
+    pub path: String,
+    pub dsn: String,
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        DatabaseSection {
+            driver: "sqlite".into(),
+            path: "stacyvm.db".into(),
+            dsn: String::new(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSection")
+            .field("driver", &self.driver)
+            .field("path", &self.path)
+            .field("dsn", &Redacted(&self.dsn))
+            .finish()
+    }
+}
+
+/// `logging.*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingSection {
+    pub level: String,
+    pub format: String,
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        LoggingSection {
+            level: "info".into(),
+            format: "json".into(),
+        }
+    }
+}
+
+/// `pool.*`: the original's shared-VM pool mode. Parsed, not implemented (warned about).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolSection {
+    pub enabled: bool,
+    pub max_vms: i64,
+    pub max_users_per_vm: i64,
+    pub image: String,
+    pub memory_mb: i64,
+    pub vcpus: i64,
+    pub overflow: String,
+}
+
+impl Default for PoolSection {
+    fn default() -> Self {
+        PoolSection {
+            enabled: false,
+            max_vms: 10,
+            max_users_per_vm: 5,
+            image: "alpine:latest".into(),
+            memory_mb: 2048,
+            vcpus: 2,
+            overflow: "reject".into(),
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! `Config::validate()`: every rule of wire-reference §11 plus ours, first failure wins; then
+//! the warnings for settings we parse but do not act on.
+
+use stacyvm_types::GoDuration;
+
+use super::env::leaves;
+use super::formats::{check_host_port, check_http_url, check_origin, parse_docker_memory};
+use super::secrets::resolve_secret_files;
+use super::valid::{
+    Accel, CorsOrigins, DatabaseTarget, LogFormat, LogLevel, MicrovmNetwork, Overflow,
+    ProviderChoice, RateLimitKey, ValidConfig,
+};
+use super::{defaults_tree, Config, ConfigError};
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+pub(crate) fn validate(mut c: Config) -> Result<ValidConfig> {
+    resolve_secret_files(&mut c)?;
+    check_durations(&c)?;
+    check_counts(&c)?;
+    let cors = check_server(&c)?;
+    check_worker(&c)?;
+    let provider = check_providers(&c)?;
+    let docker_memory_bytes = parse_docker_memory(&c.providers.docker.memory)
+        .map_err(|r| ConfigError::invalid("providers.docker.memory", r))?;
+    let accel = parse_enum::<Accel>("providers.microvm.accel", &c.providers.microvm.accel)?;
+    let microvm_network = parse_enum::<MicrovmNetwork>(
+        "providers.microvm.network_mode",
+        &c.providers.microvm.network_mode,
+    )?;
+    let spawn_overflow = parse_overflow("defaults.spawn_overflow", &c.defaults.spawn_overflow)?;
+    parse_overflow("pool.overflow", &c.pool.overflow)?;
+    let rate_limit_key = check_rate_limit(&c)?;
+    check_auth(&c)?;
+    let database = check_database(&c)?;
+    let log_level = parse_enum::<LogLevel>("logging.level", &c.logging.level)?;
+    let log_format = parse_enum::<LogFormat>("logging.format", &c.logging.format)?;
+    let warnings = warnings(&c);
+    Ok(ValidConfig {
+        inner: c,
+        warnings,
+        provider,
+        log_level,
+        log_format,
+        spawn_overflow,
+        rate_limit_key,
+        accel,
+        microvm_network,
+        cors,
+        database,
+        docker_memory_bytes,
+    })
+}
+
+trait Named: Sized + Copy {
+    fn parse_name(s: &str) -> Option<Self>;
+    fn all_names() -> String;
+}
+
+macro_rules! named {
+    ($($t:ty),*) => {$(
+        impl Named for $t {
+            fn parse_name(s: &str) -> Option<Self> { <$t>::parse(s) }
+            fn all_names() -> String { <$t>::names() }
+        }
+    )*};
+}
+named!(
+    Accel,
+    MicrovmNetwork,
+    LogLevel,
+    LogFormat,
+    Overflow,
+    RateLimitKey,
+    ProviderChoice
+);
+
+fn parse_enum<T: Named>(key: &str, value: &str) -> Result<T> {
+    T::parse_name(value).ok_or_else(|| {
+        ConfigError::invalid(key, format!("{value:?} is not one of: {}", T::all_names()))
+    })
+}
+
+/// Empty means the default, as in the original.
+fn parse_overflow(key: &str, value: &str) -> Result<Overflow> {
+    if value.trim().is_empty() {
+        return Ok(Overflow::Reject);
+    }
+    parse_enum(key, value)
+}
+
+fn check_durations(c: &Config) -> Result<()> {
+    let all: [(&str, GoDuration); 14] = [
+        ("server.reconcile_interval", c.server.reconcile_interval),
+        ("server.shutdown_timeout", c.server.shutdown_timeout),
+        ("worker.heartbeat_interval", c.worker.heartbeat_interval),
+        ("worker.shutdown_timeout", c.worker.shutdown_timeout),
+        ("defaults.ttl", c.defaults.ttl),
+        ("defaults.max_ttl", c.defaults.max_ttl),
+        (
+            "defaults.default_exec_timeout",
+            c.defaults.default_exec_timeout,
+        ),
+        ("defaults.max_exec_timeout", c.defaults.max_exec_timeout),
+        (
+            "defaults.spawn_queue_timeout",
+            c.defaults.spawn_queue_timeout,
+        ),
+        ("auth.admin_audit_retention", c.auth.admin_audit_retention),
+        ("rate_limit.bucket_ttl", c.rate_limit.bucket_ttl),
+        ("rate_limit.cleanup_interval", c.rate_limit.cleanup_interval),
+        ("providers.custom.timeout", c.providers.custom.timeout),
+        (
+            "providers.proot.default_timeout",
+            c.providers.proot.default_timeout,
+        ),
+    ];
+    for (key, d) in all {
+        if d.is_negative() {
+            return Err(ConfigError::invalid(
+                key,
+                format!("duration {d} is negative"),
+            ));
+        }
+    }
+    let mut positive = vec![
+        ("server.reconcile_interval", c.server.reconcile_interval),
+        ("worker.heartbeat_interval", c.worker.heartbeat_interval),
+        ("defaults.ttl", c.defaults.ttl),
+    ];
+    if c.rate_limit.enabled {
+        positive.push(("rate_limit.bucket_ttl", c.rate_limit.bucket_ttl));
+        positive.push(("rate_limit.cleanup_interval", c.rate_limit.cleanup_interval));
+    }
+    for (key, d) in positive {
+        if d.is_zero() {
+            return Err(ConfigError::invalid(key, "must be greater than 0"));
+        }
+    }
+    Ok(())
+}
+
+fn check_counts(c: &Config) -> Result<()> {
+    let d = &c.defaults;
+    let p = &c.pool;
+    let pr = &c.providers.proot;
+    let non_negative = [
+        ("defaults.max_sandboxes", d.max_sandboxes),
+        (
+            "defaults.max_sandboxes_per_owner",
+            d.max_sandboxes_per_owner,
+        ),
+        ("defaults.max_spawn_queue", d.max_spawn_queue),
+        ("defaults.disk_size_mb", d.disk_size_mb),
+        ("defaults.pool_size", d.pool_size),
+        (
+            "rate_limit.requests_per_minute",
+            c.rate_limit.requests_per_minute,
+        ),
+        ("rate_limit.burst", c.rate_limit.burst),
+        ("pool.max_vms", p.max_vms),
+        ("pool.max_users_per_vm", p.max_users_per_vm),
+        ("pool.memory_mb", p.memory_mb),
+        ("pool.vcpus", p.vcpus),
+        ("providers.proot.max_sandboxes", pr.max_sandboxes),
+        ("providers.proot.max_memory_mb", pr.max_memory_mb),
+        ("providers.proot.max_disk_mb", pr.max_disk_mb),
+        ("providers.microvm.warm_pool", c.providers.microvm.warm_pool),
+    ];
+    for (key, n) in non_negative {
+        if n < 0 {
+            return Err(ConfigError::invalid(key, format!("{n} is negative")));
+        }
+    }
+    let mut positive = vec![
+        ("defaults.memory_mb", d.memory_mb),
+        ("defaults.vcpus", d.vcpus),
+        ("server.max_body_bytes", c.server.max_body_bytes),
+        (
+            "worker.stale_after_intervals",
+            c.worker.stale_after_intervals,
+        ),
+    ];
+    if c.rate_limit.enabled {
+        positive.push((
+            "rate_limit.requests_per_minute",
+            c.rate_limit.requests_per_minute,
+        ));
+        positive.push(("rate_limit.burst", c.rate_limit.burst));
+    }
+    for (key, n) in positive {
+        if n <= 0 {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{n} must be greater than 0"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_server(c: &Config) -> Result<CorsOrigins> {
+    let s = &c.server;
+    if !(0..=65535).contains(&s.port) {
+        return Err(ConfigError::invalid(
+            "server.port",
+            format!("{} is outside 0..65535", s.port),
+        ));
+    }
+    if s.host.chars().any(char::is_whitespace) {
+        return Err(ConfigError::invalid("server.host", "contains whitespace"));
+    }
+    let mut any = false;
+    for (i, origin) in s.cors_allowed_origins.iter().enumerate() {
+        if origin == "*" {
+            any = true;
+            continue;
+        }
+        check_origin(origin).map_err(|reason| {
+            ConfigError::invalid(format!("server.cors_allowed_origins[{i}]"), reason)
+        })?;
+    }
+    Ok(if any {
+        CorsOrigins::Any
+    } else {
+        CorsOrigins::List(s.cors_allowed_origins.clone())
+    })
+}
+
+fn check_worker(c: &Config) -> Result<()> {
+    let w = &c.worker;
+    if !w.control_plane_url.trim().is_empty() {
+        check_http_url(w.control_plane_url.trim())
+            .map_err(|r| ConfigError::invalid("worker.control_plane_url", r))?;
+    }
+    if !w.listen_addr.trim().is_empty() {
+        check_host_port(w.listen_addr.trim())
+            .map_err(|r| ConfigError::invalid("worker.listen_addr", r))?;
+    }
+    let tls = &w.rpc_tls;
+    if tls.enabled {
+        let pairs = [
+            (
+                "worker.rpc_tls.server_cert_file",
+                &tls.server_cert_file,
+                "worker.rpc_tls.server_key_file",
+                &tls.server_key_file,
+            ),
+            (
+                "worker.rpc_tls.client_cert_file",
+                &tls.client_cert_file,
+                "worker.rpc_tls.client_key_file",
+                &tls.client_key_file,
+            ),
+        ];
+        for (a, av, b, bv) in pairs {
+            if av.trim().is_empty() != bv.trim().is_empty() {
+                let (set, unset) = if av.trim().is_empty() { (b, a) } else { (a, b) };
+                return Err(ConfigError::invalid(
+                    unset,
+                    format!("required when {set} is set"),
+                ));
+            }
+        }
+        if !w.listen_addr.trim().is_empty() && tls.server_cert_file.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "worker.rpc_tls.server_cert_file",
+                "required when worker.rpc_tls.enabled is true and worker.listen_addr is set",
+            ));
+        }
+    }
+    Ok(())
+}
+
+const NOT_SHIPPED: [&str; 3] = ["e2b", "custom", "proot"];
+
+fn check_providers(c: &Config) -> Result<ProviderChoice> {
+    let p = &c.providers;
+    if p.firecracker.enabled {
+        return Err(ConfigError::FirecrackerUnavailable);
+    }
+    for (name, enabled) in [
+        ("e2b", p.e2b.enabled),
+        ("custom", p.custom.enabled),
+        ("proot", p.proot.enabled),
+    ] {
+        if enabled {
+            return Err(ConfigError::ProviderNotShipped {
+                key: format!("providers.{name}.enabled"),
+                provider: name.to_string(),
+            });
+        }
+    }
+    let default = p.default.trim();
+    if default.is_empty() {
+        return Ok(ProviderChoice::Auto);
+    }
+    let lower = default.to_ascii_lowercase();
+    if lower == "firecracker" {
+        return Err(ConfigError::invalid(
+            "providers.default",
+            "the firecracker provider is not available in this build; use microvm",
+        ));
+    }
+    if NOT_SHIPPED.contains(&lower.as_str()) || lower == p.custom.name.to_ascii_lowercase() {
+        return Err(ConfigError::ProviderNotShipped {
+            key: "providers.default".into(),
+            provider: default.to_string(),
+        });
+    }
+    let choice = parse_enum::<ProviderChoice>("providers.default", default)?;
+    if p.microvm.enabled && p.microvm.qemu_path.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "providers.microvm.qemu_path",
+            "required when the microvm provider is enabled",
+        ));
+    }
+    let cpus = p.docker.cpus;
+    if !cpus.is_finite() || cpus < 0.0 {
+        return Err(ConfigError::invalid(
+            "providers.docker.cpus",
+            format!("{cpus} is not a non-negative number"),
+        ));
+    }
+    Ok(choice)
+}
+
+fn check_rate_limit(c: &Config) -> Result<RateLimitKey> {
+    let key_by = c.rate_limit.key_by.trim();
+    if key_by.is_empty() {
+        return Ok(RateLimitKey::Owner);
+    }
+    parse_enum("rate_limit.key_by", key_by)
+}
+
+fn check_auth(c: &Config) -> Result<()> {
+    for (id, token) in &c.auth.worker_tokens {
+        if id.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.worker_tokens",
+                "a worker id is empty",
+            ));
+        }
+        if token.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("auth.worker_tokens.{id}"),
+                "token is empty",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_database(c: &Config) -> Result<DatabaseTarget> {
+    let db = &c.database;
+    match db.driver.trim().to_ascii_lowercase().as_str() {
+        "" | "sqlite" => {
+            if db.path.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    "database.path",
+                    "required when database.driver is sqlite",
+                ));
+            }
+            Ok(DatabaseTarget::Sqlite {
+                path: db.path.trim().into(),
+            })
+        }
+        "postgres" => {
+            if db.dsn.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    "database.dsn",
+                    "required when database.driver is postgres",
+                ));
+            }
+            Ok(DatabaseTarget::Postgres {
+                dsn: db.dsn.trim().to_string(),
+            })
+        }
+        _ => Err(ConfigError::invalid(
+            "database.driver",
+            format!("{:?} is not one of: sqlite, postgres", db.driver),
+        )),
+    }
+}
+
+/// Keys whose value differs from the default, as dotted paths.
+fn changed_keys(c: &Config) -> Vec<String> {
+    let defaults = defaults_tree();
+    let Ok(actual) = serde_yaml::to_value(c) else {
+        return Vec::new();
+    };
+    leaves(&defaults)
+        .into_iter()
+        .filter(|leaf| {
+            let get = |tree: &serde_yaml::Value| {
+                leaf.path
+                    .iter()
+                    .try_fold(tree, |node, seg| node.get(seg.as_str()))
+                    .cloned()
+            };
+            get(&actual) != get(&defaults)
+        })
+        .map(|leaf| leaf.dotted())
+        .collect()
+}
+
+fn warnings(c: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in changed_keys(c) {
+        let why = if key.starts_with("pool.") || key.starts_with("providers.docker.pool_security.")
+        {
+            "pool mode is not implemented"
+        } else if key.starts_with("auth.oidc_") && key != "auth.oidc_enabled" {
+            "OIDC (and its tenant and group mapping) is not implemented"
+        } else if key == "auth.enabled" || key == "auth.oidc_enabled" {
+            "this key has no effect; API-key auth is on whenever auth.api_key or auth.admin_api_key is set"
+        } else if let Some(p) = ["firecracker", "e2b", "custom", "proot"]
+            .into_iter()
+            .find(|p| key.starts_with(&format!("providers.{p}.")))
+        {
+            if p == "firecracker" {
+                "the firecracker provider is not available in this build (use providers.microvm)"
+            } else {
+                "that provider is not shipped"
+            }
+        } else if matches!(
+            key.as_str(),
+            "defaults.disk_size_mb" | "defaults.pool_size" | "defaults.pool_template"
+        ) {
+            "this key is not used by StacyVM"
+        } else {
+            continue;
+        };
+        out.push(format!("{key} is set but ignored: {why}"));
+    }
+    if c.worker.rpc_tls.insecure_skip_verify {
+        out.push(
+            "worker.rpc_tls.insecure_skip_verify is true: worker RPC certificates are not verified; use only for testing"
+                .into(),
+        );
+    }
+    let d = &c.defaults;
+    if !d.max_ttl.is_zero() && d.ttl > d.max_ttl {
+        out.push(format!(
+            "defaults.ttl ({}) is longer than defaults.max_ttl ({}); spawns relying on the default ttl exceed max_ttl",
+            d.ttl, d.max_ttl
+        ));
+    }
+    let short = |k: &str| k.trim().len() < 32 && !k.trim().is_empty();
+    if short(&c.auth.worker_signing_key) || c.auth.worker_signing_keys.iter().any(|k| short(k)) {
+        out.push("a worker signing key is shorter than 32 bytes; use a long random key".into());
+    }
+    out
+}
