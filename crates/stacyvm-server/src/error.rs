@@ -73,8 +73,12 @@ impl From<ProviderError> for ServiceError {
             ProviderError::InvalidInput(m) => ServiceError::BadRequest(m),
             ProviderError::Timeout => ServiceError::Timeout(String::new()),
             ProviderError::Unavailable(m) => ServiceError::Unavailable(m),
-            ProviderError::ImageNotFound(m) => ServiceError::BadRequest(format!("image not found: {m}")),
-            ProviderError::Internal { message, source } => ServiceError::Internal { message, source },
+            ProviderError::ImageNotFound(m) => {
+                ServiceError::BadRequest(format!("image not found: {m}"))
+            }
+            ProviderError::Internal { message, source } => {
+                ServiceError::Internal { message, source }
+            }
         }
     }
 }

@@ -24,7 +24,10 @@ impl Event {
         if let Some(sb) = &self.sandbox_id {
             m.insert("sandbox_id".into(), json!(sb));
         }
-        m.insert("timestamp".into(), json!(format_rfc3339_go(&self.timestamp)));
+        m.insert(
+            "timestamp".into(),
+            json!(format_rfc3339_go(&self.timestamp)),
+        );
         if let Some(d) = &self.data {
             m.insert("data".into(), Value::Object(d.clone()));
         }

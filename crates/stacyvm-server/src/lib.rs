@@ -46,7 +46,8 @@ pub async fn serve(
 
     let app = router(svc.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let stop = shutdown.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
     let result = tokio::select! {
         r = server => r,
         () = async {

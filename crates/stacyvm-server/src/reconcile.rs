@@ -22,18 +22,39 @@ pub async fn startup(svc: &Service) {
     for sb in records.iter().filter(|s| !s.is_remote()) {
         known.insert(sb.runtime_id().to_string());
         let Ok(provider) = svc.providers.get(&sb.provider) else {
-            mark(svc, &sb.id, SandboxState::Error, "provider_missing", &sb.provider).await;
+            mark(
+                svc,
+                &sb.id,
+                SandboxState::Error,
+                "provider_missing",
+                &sb.provider,
+            )
+            .await;
             continue;
         };
         if sb.state == SandboxState::Creating {
             // The spawn never finished: remove whatever half-made runtime exists.
             let _ = provider.destroy(sb.runtime_id()).await;
-            mark(svc, &sb.id, SandboxState::Destroyed, "spawn_interrupted", &sb.provider).await;
+            mark(
+                svc,
+                &sb.id,
+                SandboxState::Destroyed,
+                "spawn_interrupted",
+                &sb.provider,
+            )
+            .await;
             continue;
         }
         match provider.status(sb.runtime_id()).await {
             Ok(SandboxState::Destroyed) | Err(ProviderError::SandboxNotFound(_)) => {
-                mark(svc, &sb.id, SandboxState::Destroyed, "runtime_missing", &sb.provider).await;
+                mark(
+                    svc,
+                    &sb.id,
+                    SandboxState::Destroyed,
+                    "runtime_missing",
+                    &sb.provider,
+                )
+                .await;
             }
             Ok(st) if st != sb.state && sb.state != SandboxState::Running => {
                 mark(svc, &sb.id, st, "runtime_state", &sb.provider).await;
@@ -41,13 +62,22 @@ pub async fn startup(svc: &Service) {
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(sandbox_id = %sb.id, error = %e, "reconcile: status failed");
-                mark(svc, &sb.id, SandboxState::Error, "status_failed", &sb.provider).await;
+                mark(
+                    svc,
+                    &sb.id,
+                    SandboxState::Error,
+                    "status_failed",
+                    &sb.provider,
+                )
+                .await;
             }
         }
     }
     // Runtimes labelled ours that no live record wants are orphans.
     for p in svc.providers.all() {
-        let Ok(Some(runtimes)) = p.list_runtimes().await else { continue };
+        let Ok(Some(runtimes)) = p.list_runtimes().await else {
+            continue;
+        };
         for rt in runtimes {
             if known.contains(&rt.runtime_id)
                 || rt.sandbox_id.as_ref().is_some_and(|id| known.contains(id))

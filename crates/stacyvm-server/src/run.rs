@@ -6,8 +6,12 @@ use stacyvm_provider::{MockProvider, Provider, ProviderRegistry};
 use stacyvm_store::StoreError;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CorsOrigins, DatabaseTarget, Overflow, ProviderChoice, RateLimitKey, ValidConfig};
-use crate::settings::{AuthSettings, Limits, RateKeyBy, RateLimitSettings, Settings, SpawnOverflow};
+use crate::config::{
+    CorsOrigins, DatabaseTarget, Overflow, ProviderChoice, RateLimitKey, ValidConfig,
+};
+use crate::settings::{
+    AuthSettings, Limits, RateKeyBy, RateLimitSettings, Settings, SpawnOverflow,
+};
 use crate::Service;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +41,9 @@ pub fn settings_from(cfg: &ValidConfig) -> Settings {
         max_ttl: cfg.max_ttl().unwrap_or_default(),
         default_exec_timeout: cfg.default_exec_timeout().unwrap_or_default(),
         max_exec_timeout: cfg.max_exec_timeout().unwrap_or_default(),
-        max_sandboxes: cfg.max_sandboxes().map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+        max_sandboxes: cfg
+            .max_sandboxes()
+            .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
         max_sandboxes_per_owner: cfg
             .max_sandboxes_per_owner()
             .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
@@ -142,7 +148,10 @@ pub async fn run(cfg: ValidConfig, shutdown: CancellationToken) -> Result<(), Ru
     let addr = cfg.listen_addr();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
-        .map_err(|source| RunError::Bind { addr: addr.clone(), source })?;
+        .map_err(|source| RunError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
     tracing::info!(%addr, version = svc.version, "stacyvm control plane listening");
     crate::serve(listener, svc, shutdown, cfg.server_shutdown_timeout())
         .await

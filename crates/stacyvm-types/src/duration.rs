@@ -237,7 +237,9 @@ impl GoDuration {
 
     /// `None` for negative durations.
     pub fn to_std(self) -> Option<std::time::Duration> {
-        u64::try_from(self.0).ok().map(std::time::Duration::from_nanos)
+        u64::try_from(self.0)
+            .ok()
+            .map(std::time::Duration::from_nanos)
     }
 
     pub fn to_chrono(self) -> chrono::Duration {
@@ -312,8 +314,14 @@ mod tests {
             ("3h30m", (3 * HOUR + 30 * MIN) as i64),
             ("10.5s4m", (4 * MIN + 10 * SEC + 500 * MS) as i64),
             ("-2m3.4s", -((2 * MIN + 3 * SEC + 400 * MS) as i64)),
-            ("1h2m3s4ms5us6ns", (HOUR + 2 * MIN + 3 * SEC + 4 * MS + 5 * US + 6) as i64),
-            ("39h9m14.425907423s", (39 * HOUR + 9 * MIN + 14 * SEC + 425_907_423) as i64),
+            (
+                "1h2m3s4ms5us6ns",
+                (HOUR + 2 * MIN + 3 * SEC + 4 * MS + 5 * US + 6) as i64,
+            ),
+            (
+                "39h9m14.425907423s",
+                (39 * HOUR + 9 * MIN + 14 * SEC + 425_907_423) as i64,
+            ),
             ("52763797000ns", 52_763_797_000),
             ("0.3333333333333333333h", 20 * MIN as i64),
             ("9007199254740993ns", 9_007_199_254_740_993),
@@ -321,7 +329,10 @@ mod tests {
             ("9223372036854775.807us", i64::MAX),
             ("-9223372036854775808ns", i64::MIN),
             ("0.100000000000000000000h", 6 * MIN as i64),
-            ("0.830103483285477580700h", (49 * MIN + 48 * SEC + 372_539_827) as i64),
+            (
+                "0.830103483285477580700h",
+                (49 * MIN + 48 * SEC + 372_539_827) as i64,
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(parse_go_duration(input), Ok(GoDuration(*want)), "{input}");
@@ -331,9 +342,24 @@ mod tests {
     #[test]
     fn rejects_go_invalid() {
         for bad in [
-            "", "3", "-", "s", ".", "-.", ".s", "+.s", "1d", "\u{85}\u{85}", "9223372036854775808ns",
-            "9223372036854775.808us", "9223372036854ms775us808ns", "-9223372036854775809ns", "1.5",
-            " 1s", "1s ", "1 s",
+            "",
+            "3",
+            "-",
+            "s",
+            ".",
+            "-.",
+            ".s",
+            "+.s",
+            "1d",
+            "\u{85}\u{85}",
+            "9223372036854775808ns",
+            "9223372036854775.808us",
+            "9223372036854ms775us808ns",
+            "-9223372036854775809ns",
+            "1.5",
+            " 1s",
+            "1s ",
+            "1 s",
         ] {
             assert!(parse_go_duration(bad).is_err(), "{bad:?} should fail");
         }

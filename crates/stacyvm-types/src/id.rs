@@ -61,7 +61,10 @@ mod tests {
         assert_eq!(validate_owner_id("a\\b"), Err(OwnerIdError::Separator));
         assert_eq!(validate_owner_id("a b"), Err(OwnerIdError::Control));
         assert_eq!(validate_owner_id("a\u{7}b"), Err(OwnerIdError::Control));
-        assert_eq!(validate_owner_id(&"x".repeat(129)), Err(OwnerIdError::TooLong));
+        assert_eq!(
+            validate_owner_id(&"x".repeat(129)),
+            Err(OwnerIdError::TooLong)
+        );
         assert!(validate_owner_id(&"x".repeat(128)).is_ok());
     }
 }

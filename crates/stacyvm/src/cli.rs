@@ -3,7 +3,11 @@
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "stacyvm", version, about = "Disposable computers for AI agents")]
+#[command(
+    name = "stacyvm",
+    version,
+    about = "Disposable computers for AI agents"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub client: ClientArgs,
@@ -17,7 +21,13 @@ pub struct ClientArgs {
     #[arg(long, global = true, default_value = "http://localhost:7423")]
     pub server: String,
     /// API key sent as X-API-Key.
-    #[arg(long, global = true, env = "STACYVM_API_KEY", hide_env_values = true, default_value = "")]
+    #[arg(
+        long,
+        global = true,
+        env = "STACYVM_API_KEY",
+        hide_env_values = true,
+        default_value = ""
+    )]
     pub api_key: String,
 }
 

@@ -26,14 +26,19 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-async fn audit(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+async fn audit(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     let limit = match q.get("limit").filter(|s| !s.is_empty()) {
         None => 100,
         Some(l) => l
             .parse::<i64>()
             .ok()
             .filter(|n| *n > 0)
-            .ok_or_else(|| ApiError::bad_request("invalid input: limit must be a positive integer"))?
+            .ok_or_else(|| {
+                ApiError::bad_request("invalid input: limit must be a positive integer")
+            })?
             .min(500),
     };
     let status = match q.get("status").filter(|s| !s.is_empty()) {
@@ -42,12 +47,25 @@ async fn audit(State(st): State<AppState>, Query(q): Query<HashMap<String, Strin
             s.parse::<i64>()
                 .ok()
                 .filter(|n| (100..600).contains(n))
-                .ok_or_else(|| ApiError::bad_request("invalid input: status must be an HTTP status code"))?,
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid input: status must be an HTTP status code")
+                })?,
         ),
     };
     let get = |k: &str| q.get(k).cloned().unwrap_or_default();
-    let filter = AuditFilter { limit, actor: get("actor"), method: get("method"), path: get("path"), status };
-    let rows = st.svc.store.list_admin_audit(&filter).await.map_err(crate::error::ServiceError::from)?;
+    let filter = AuditFilter {
+        limit,
+        actor: get("actor"),
+        method: get("method"),
+        path: get("path"),
+        status,
+    };
+    let rows = st
+        .svc
+        .store
+        .list_admin_audit(&filter)
+        .await
+        .map_err(crate::error::ServiceError::from)?;
     if q.get("format").map(String::as_str) == Some("csv") {
         let mut out = String::from("id,created_at,actor,method,path,status,duration_ms,request_id,remote_addr,user_agent\n");
         for r in &rows {
@@ -69,7 +87,10 @@ async fn audit(State(st): State<AppState>, Query(q): Query<HashMap<String, Strin
         return Ok((
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (header::CONTENT_DISPOSITION, "attachment; filename=\"stacyvm-admin-audit.csv\""),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"stacyvm-admin-audit.csv\"",
+                ),
             ],
             out,
         )

@@ -62,7 +62,11 @@ fn item_json(item: &StreamItem) -> Value {
         StreamItem::Chunk(c) => {
             json!({"stream": stream_name(c.stream), "data": String::from_utf8_lossy(&c.data)})
         }
-        StreamItem::Exit { exit_code, duration, error } => {
+        StreamItem::Exit {
+            exit_code,
+            duration,
+            error,
+        } => {
             let mut v = json!({"stream": "exit", "data": "", "exit_code": exit_code,
                 "duration": duration.to_string()});
             if let Some(e) = error {
@@ -83,8 +87,10 @@ async fn exec(
         return Ok(ndjson(stream));
     }
     let r = st.svc.exec(&id, body.params()).await?;
-    Ok(ok(&json!({"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr,
-        "duration": r.duration.to_string()})))
+    Ok(ok(
+        &json!({"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr,
+        "duration": r.duration.to_string()}),
+    ))
 }
 
 fn ndjson(stream: ExecStream) -> Response {
@@ -117,7 +123,10 @@ async fn exec_ws(
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let _ = socket
-        .send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
         .await;
 }
 

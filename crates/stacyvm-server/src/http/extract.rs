@@ -17,7 +17,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::plain(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "request body too large")
+                ApiError::plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    "request body too large",
+                )
             } else {
                 ApiError::bad_request("invalid request body")
             }
@@ -47,6 +51,8 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        Ok(OptionalJson(serde_json::from_slice(&bytes).unwrap_or_default()))
+        Ok(OptionalJson(
+            serde_json::from_slice(&bytes).unwrap_or_default(),
+        ))
     }
 }

@@ -16,7 +16,10 @@ use super::{ok, AppState};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/sandboxes/{id}/files", post(write).get(read).delete(delete))
+        .route(
+            "/sandboxes/{id}/files",
+            post(write).get(read).delete(delete),
+        )
         .route("/sandboxes/{id}/files/list", get(list))
         .route("/sandboxes/{id}/files/stat", get(stat))
         .route("/sandboxes/{id}/files/glob", get(glob))
@@ -47,35 +50,65 @@ async fn write(
     JsonBody(b): JsonBody<WriteBody>,
 ) -> Result<Response, ApiError> {
     st.svc
-        .write_file(&id, &b.path, b.content.into_bytes().into(), b.mode.as_deref())
+        .write_file(
+            &id,
+            &b.path,
+            b.content.into_bytes().into(),
+            b.mode.as_deref(),
+        )
         .await?;
     Ok(ok(&json!({"status": "written"})))
 }
 
-async fn read(State(st): State<AppState>, Path(id): Path<String>, Query(q): Q) -> Result<Response, ApiError> {
+async fn read(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
     let path = required(&q, "path")?;
     let bytes = st.svc.read_file(&id, path).await?;
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
 }
 
-async fn delete(State(st): State<AppState>, Path(id): Path<String>, Query(q): Q) -> Result<Response, ApiError> {
+async fn delete(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
     let path = required(&q, "path")?;
     let recursive = q.get("recursive").map(String::as_str) == Some("true");
     st.svc.delete_file(&id, path, recursive).await?;
     Ok(ok(&json!({"status": "deleted"})))
 }
 
-async fn list(State(st): State<AppState>, Path(id): Path<String>, Query(q): Q) -> Result<Response, ApiError> {
+async fn list(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
     let path = q.get("path").map(String::as_str).unwrap_or("/");
     Ok(ok(&st.svc.list_files(&id, path).await?))
 }
 
-async fn stat(State(st): State<AppState>, Path(id): Path<String>, Query(q): Q) -> Result<Response, ApiError> {
+async fn stat(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
     let path = required(&q, "path")?;
     Ok(ok(&st.svc.stat_file(&id, path).await?))
 }
 
-async fn glob(State(st): State<AppState>, Path(id): Path<String>, Query(q): Q) -> Result<Response, ApiError> {
+async fn glob(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
     let pattern = required(&q, "pattern")?;
     Ok(ok(&st.svc.glob_files(&id, pattern).await?))
 }

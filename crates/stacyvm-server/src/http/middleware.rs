@@ -78,8 +78,14 @@ pub async fn cors(State(st): State<AppState>, req: Request, next: Next) -> Respo
         next.run(req).await
     };
     let h = resp.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(ALLOW_METHODS));
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOW_HEADERS));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(ALLOW_METHODS),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOW_HEADERS),
+    );
     if !any {
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
@@ -90,32 +96,53 @@ pub async fn cors(State(st): State<AppState>, req: Request, next: Next) -> Respo
 }
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let auth = &st.svc.settings().auth;
     let user_id = header_str(req.headers(), "x-user-id").map(str::to_string);
-    let mut caller = Caller { user_id, role: "", key_header: "" };
+    let mut caller = Caller {
+        user_id,
+        role: "",
+        key_header: "",
+    };
     if auth.enabled() {
         let mut matched = false;
         for hname in ["X-Admin-API-Key", "X-API-Key"] {
-            let Some(v) = header_str(req.headers(), hname) else { continue };
+            let Some(v) = header_str(req.headers(), hname) else {
+                continue;
+            };
             if !auth.admin_api_key.is_empty() && ct_eq(v, &auth.admin_api_key) {
                 caller.role = "admin";
-                caller.key_header = if hname == "X-API-Key" { "X-API-Key" } else { "X-Admin-API-Key" };
+                caller.key_header = if hname == "X-API-Key" {
+                    "X-API-Key"
+                } else {
+                    "X-Admin-API-Key"
+                };
                 matched = true;
                 break;
             }
             if !auth.api_key.is_empty() && ct_eq(v, &auth.api_key) && !matched {
                 caller.role = "api";
-                caller.key_header = if hname == "X-API-Key" { "X-API-Key" } else { "X-Admin-API-Key" };
+                caller.key_header = if hname == "X-API-Key" {
+                    "X-API-Key"
+                } else {
+                    "X-Admin-API-Key"
+                };
                 matched = true;
             }
         }
         if !matched {
-            return ApiError::plain(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "invalid or missing API key")
-                .into_response();
+            return ApiError::plain(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "invalid or missing API key",
+            )
+            .into_response();
         }
     }
     req.extensions_mut().insert(caller);
@@ -125,7 +152,11 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
 pub async fn require_admin(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let auth = &st.svc.settings().auth;
     if auth.enabled() {
-        let role = req.extensions().get::<Caller>().map(|c| c.role).unwrap_or("");
+        let role = req
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.role)
+            .unwrap_or("");
         let ok = if !auth.admin_api_key.is_empty() {
             role == "admin"
         } else {
@@ -146,19 +177,29 @@ pub async fn require_admin(State(st): State<AppState>, req: Request, next: Next)
 /// Records every admin request (after it ran) in the audit log.
 pub async fn admin_audit(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let caller = req.extensions().get::<Caller>().cloned().unwrap_or_default();
+    let caller = req
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_default();
     let actor = match (&caller.user_id, caller.role) {
         (Some(u), _) => u.clone(),
         (None, "") => "admin".to_string(),
         (None, role) => format!("{role}:{}", caller.key_header),
     };
-    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
     let remote_addr = req
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.to_string())
         .unwrap_or_default();
-    let user_agent = header_str(req.headers(), "user-agent").unwrap_or("").to_string();
+    let user_agent = header_str(req.headers(), "user-agent")
+        .unwrap_or("")
+        .to_string();
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let resp = next.run(req).await;
@@ -212,7 +253,8 @@ pub async fn rate_limit(State(st): State<AppState>, req: Request, next: Next) ->
                 format!("rate limit exceeded; retry after {retry_after}s"),
             )
             .into_response();
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             resp
         }
     }

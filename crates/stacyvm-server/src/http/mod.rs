@@ -39,7 +39,10 @@ pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Re
     body.push(b'\n');
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response()
@@ -60,7 +63,9 @@ async fn not_found() -> Response {
 
 /// The whole HTTP API.
 pub fn router(svc: Service) -> Router {
-    let limiter = Arc::new(rate_limit::RateLimiter::new(svc.settings().rate_limit.clone()));
+    let limiter = Arc::new(rate_limit::RateLimiter::new(
+        svc.settings().rate_limit.clone(),
+    ));
     let state = AppState { svc, limiter };
     let max_body = state.svc.settings().max_body_bytes;
 

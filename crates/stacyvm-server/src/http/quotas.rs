@@ -28,11 +28,16 @@ async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
 async fn summary(State(st): State<AppState>) -> Result<Response, ApiError> {
     let s = st.svc.quota_summary().await?;
     // Exactly these keys: the Python SDK's dataclass rejects others.
-    Ok(ok(&json!({"total": s.total, "with_max_sandboxes": s.with_max_sandboxes,
-        "with_max_ttl": s.with_max_ttl, "with_max_exec_timeout": s.with_max_exec_timeout})))
+    Ok(ok(
+        &json!({"total": s.total, "with_max_sandboxes": s.with_max_sandboxes,
+        "with_max_ttl": s.with_max_ttl, "with_max_exec_timeout": s.with_max_exec_timeout}),
+    ))
 }
 
-async fn get_one(State(st): State<AppState>, Path(owner): Path<String>) -> Result<Response, ApiError> {
+async fn get_one(
+    State(st): State<AppState>,
+    Path(owner): Path<String>,
+) -> Result<Response, ApiError> {
     Ok(ok(&dto::quota(&st.svc.get_quota(&owner).await?)))
 }
 
@@ -51,16 +56,29 @@ async fn put(
 ) -> Result<Response, ApiError> {
     let q = st
         .svc
-        .put_quota(&owner, QuotaInput { max_sandboxes: b.max_sandboxes, max_ttl: b.max_ttl, max_exec_timeout: b.max_exec_timeout })
+        .put_quota(
+            &owner,
+            QuotaInput {
+                max_sandboxes: b.max_sandboxes,
+                max_ttl: b.max_ttl,
+                max_exec_timeout: b.max_exec_timeout,
+            },
+        )
         .await?;
     Ok(ok(&dto::quota(&q)))
 }
 
-async fn delete(State(st): State<AppState>, Path(owner): Path<String>) -> Result<Response, ApiError> {
+async fn delete(
+    State(st): State<AppState>,
+    Path(owner): Path<String>,
+) -> Result<Response, ApiError> {
     st.svc.delete_quota(&owner).await?;
     Ok(ok(&json!({"status": "deleted"})))
 }
 
-async fn usage(State(st): State<AppState>, Path(owner): Path<String>) -> Result<Response, ApiError> {
+async fn usage(
+    State(st): State<AppState>,
+    Path(owner): Path<String>,
+) -> Result<Response, ApiError> {
     Ok(ok(&dto::usage(&st.svc.owner_usage(&owner).await?)))
 }

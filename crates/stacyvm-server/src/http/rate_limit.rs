@@ -84,9 +84,13 @@ impl RateLimiter {
             let ttl = self.cfg.bucket_ttl.max(Duration::from_secs(60));
             let before = map.len();
             map.retain(|_, b| now.duration_since(b.last) < ttl);
-            self.evicted.fetch_add((before - map.len()) as u64, Ordering::Relaxed);
+            self.evicted
+                .fetch_add((before - map.len()) as u64, Ordering::Relaxed);
         }
-        let b = map.entry(key.to_string()).or_insert(Bucket { tokens: cap, last: now });
+        let b = map.entry(key.to_string()).or_insert(Bucket {
+            tokens: cap,
+            last: now,
+        });
         let elapsed = now.duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + elapsed * rate).min(cap);
         b.last = now;

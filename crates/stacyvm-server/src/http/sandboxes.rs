@@ -74,7 +74,13 @@ async fn admission(
 }
 
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let v: Vec<_> = st.svc.list_sandboxes().await?.iter().map(dto::sandbox).collect();
+    let v: Vec<_> = st
+        .svc
+        .list_sandboxes()
+        .await?
+        .iter()
+        .map(dto::sandbox)
+        .collect();
     Ok(ok(&v))
 }
 

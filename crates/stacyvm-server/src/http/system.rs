@@ -59,22 +59,40 @@ async fn ready(State(st): State<AppState>) -> Response {
     let body = json!({"status": if r.ready {"ready"} else {"not_ready"}, "version": st.svc.version,
         "uptime": st.svc.uptime_string(), "providers": providers, "ready_providers": ready_n,
         "total_providers": r.providers.len()});
-    let status = if r.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     json_response(status, &body)
 }
 
 async fn providers(State(st): State<AppState>) -> Response {
-    let v: Vec<Value> = st.svc.provider_health().await.iter().map(|p| p.to_json()).collect();
+    let v: Vec<Value> = st
+        .svc
+        .provider_health()
+        .await
+        .iter()
+        .map(|p| p.to_json())
+        .collect();
     ok(&v)
 }
 
 async fn providers_test(State(st): State<AppState>) -> Response {
-    let m: Map<String, Value> =
-        st.svc.provider_health().await.into_iter().map(|p| (p.name, json!(p.healthy))).collect();
+    let m: Map<String, Value> = st
+        .svc
+        .provider_health()
+        .await
+        .into_iter()
+        .map(|p| (p.name, json!(p.healthy)))
+        .collect();
     ok(&Value::Object(m))
 }
 
-async fn provider_detail(State(st): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn provider_detail(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     Ok(ok(&st.svc.provider_detail(&name).await?))
 }
 
@@ -87,7 +105,12 @@ async fn pool_status() -> Response {
 }
 
 async fn openapi_doc() -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], openapi::DOCUMENT).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi::DOCUMENT,
+    )
+        .into_response()
 }
 
 /// Resident and virtual memory of this process, from /proc (0 where unavailable).
@@ -115,12 +138,15 @@ async fn common(st: &AppState) -> Map<String, Value> {
     m.insert("scheduler".into(), st.svc.queue_json());
     m.insert("rate_limit".into(), st.limiter.to_json());
     let q = st.svc.quota_summary().await.ok();
-    m.insert("quotas".into(), json!({
-        "total": q.as_ref().map_or(0, |q| q.total),
-        "with_max_sandboxes": q.as_ref().map_or(0, |q| q.with_max_sandboxes),
-        "with_max_ttl": q.as_ref().map_or(0, |q| q.with_max_ttl),
-        "with_max_exec_timeout": q.as_ref().map_or(0, |q| q.with_max_exec_timeout),
-    }));
+    m.insert(
+        "quotas".into(),
+        json!({
+            "total": q.as_ref().map_or(0, |q| q.total),
+            "with_max_sandboxes": q.as_ref().map_or(0, |q| q.with_max_sandboxes),
+            "with_max_ttl": q.as_ref().map_or(0, |q| q.with_max_ttl),
+            "with_max_exec_timeout": q.as_ref().map_or(0, |q| q.with_max_exec_timeout),
+        }),
+    );
     m
 }
 
@@ -134,9 +160,12 @@ async fn metrics(State(st): State<AppState>) -> Response {
     m.insert("memory_sys".into(), json!(vsz));
     m.insert("memory_heap_alloc".into(), json!(rss));
     m.insert("gc_cycles".into(), json!(0));
-    m.insert("providers".into(), json!({"total": health.len(),
+    m.insert(
+        "providers".into(),
+        json!({"total": health.len(),
         "healthy": health.iter().filter(|h| h.healthy).count(),
-        "items": health.iter().map(|h| h.to_json()).collect::<Vec<_>>()}));
+        "items": health.iter().map(|h| h.to_json()).collect::<Vec<_>>()}),
+    );
     ok(&Value::Object(m))
 }
 
@@ -145,43 +174,84 @@ async fn diagnostics(State(st): State<AppState>) -> Response {
     let (rss, vsz) = memory();
     let started = std::time::Instant::now();
     let store = st.svc.store.ping().await;
-    let mut store_v = json!({"healthy": store.is_ok(), "latency_ms": started.elapsed().as_secs_f64() * 1000.0});
+    let mut store_v =
+        json!({"healthy": store.is_ok(), "latency_ms": started.elapsed().as_secs_f64() * 1000.0});
     if let Err(e) = store {
         store_v["error"] = json!(e.to_string());
     }
     let health = st.svc.provider_health().await;
-    m.insert("generated_at".into(), json!(stacyvm_types::format_rfc3339_secs(&chrono::Utc::now())));
-    m.insert("build".into(), json!({"version": st.svc.version, "goos": std::env::consts::OS,
-        "goarch": std::env::consts::ARCH}));
-    m.insert("process".into(), json!({"uptime": st.svc.uptime_string(), "goroutines": st.svc.tasks.len(),
-        "memory": {"alloc": rss, "sys": vsz, "heap_alloc": rss, "gc_cycles": 0}}));
+    m.insert(
+        "generated_at".into(),
+        json!(stacyvm_types::format_rfc3339_secs(&chrono::Utc::now())),
+    );
+    m.insert(
+        "build".into(),
+        json!({"version": st.svc.version, "goos": std::env::consts::OS,
+        "goarch": std::env::consts::ARCH}),
+    );
+    m.insert(
+        "process".into(),
+        json!({"uptime": st.svc.uptime_string(), "goroutines": st.svc.tasks.len(),
+        "memory": {"alloc": rss, "sys": vsz, "heap_alloc": rss, "gc_cycles": 0}}),
+    );
     m.insert("store".into(), store_v);
     m.insert("limits".into(), st.svc.limits_json());
-    m.insert("providers".into(), json!(health.iter().map(|h| {
-        let mut v = h.to_json();
-        v["isolated"] = json!(h.isolated);
-        v
-    }).collect::<Vec<_>>()));
-    m.insert("remediation".into(), json!({
-        "provider_unhealthy": "docs/configuration.md#providers",
-        "store_unhealthy": "docs/store.md",
-        "worker_stale": "docs/architecture.md#workers",
-        "spawn_queue_full": "docs/configuration.md#defaults",
-        "rate_limited": "docs/configuration.md#rate_limit",
-    }));
-    m.insert("redactions".into(), json!(["provider secrets", "registry credentials", "environment secrets", "API keys"]));
+    m.insert(
+        "providers".into(),
+        json!(health
+            .iter()
+            .map(|h| {
+                let mut v = h.to_json();
+                v["isolated"] = json!(h.isolated);
+                v
+            })
+            .collect::<Vec<_>>()),
+    );
+    m.insert(
+        "remediation".into(),
+        json!({
+            "provider_unhealthy": "docs/configuration.md#providers",
+            "store_unhealthy": "docs/store.md",
+            "worker_stale": "docs/architecture.md#workers",
+            "spawn_queue_full": "docs/configuration.md#defaults",
+            "rate_limited": "docs/configuration.md#rate_limit",
+        }),
+    );
+    m.insert(
+        "redactions".into(),
+        json!([
+            "provider secrets",
+            "registry credentials",
+            "environment secrets",
+            "API keys"
+        ]),
+    );
     ok(&Value::Object(m))
 }
 
 async fn prometheus(State(st): State<AppState>) -> Response {
     let text = super::prometheus::render(&st, common(&st).await, memory()).await;
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn system_stats() -> Response {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load1: f64 = load.split_whitespace().next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
-    ok(&json!({"cpu_pct": 0.0, "mem_pct": 0.0, "disk_pct": 0.0, "net_rx_bps": 0.0, "net_tx_bps": 0.0, "load1": load1}))
+    let load1: f64 = load
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    ok(
+        &json!({"cpu_pct": 0.0, "mem_pct": 0.0, "disk_pct": 0.0, "net_rx_bps": 0.0, "net_tx_bps": 0.0, "load1": load1}),
+    )
 }
 
 /// Server-sent events: `data: <json>\n\n` per event, live only.

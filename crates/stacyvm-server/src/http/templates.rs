@@ -17,21 +17,36 @@ use crate::service::Caller;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/templates", post(create).get(list))
-        .route("/templates/{name}", get(get_one).put(replace).delete(delete))
+        .route(
+            "/templates/{name}",
+            get(get_one).put(replace).delete(delete),
+        )
         .route("/templates/{name}/spawn", post(spawn))
 }
 
-async fn create(State(st): State<AppState>, JsonBody(b): JsonBody<TemplateBody>) -> Result<Response, ApiError> {
+async fn create(
+    State(st): State<AppState>,
+    JsonBody(b): JsonBody<TemplateBody>,
+) -> Result<Response, ApiError> {
     let t = st.svc.create_template(b.into()).await?;
     Ok(json_response(StatusCode::CREATED, &dto::template(&t)))
 }
 
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let v: Vec<_> = st.svc.list_templates().await?.iter().map(dto::template).collect();
+    let v: Vec<_> = st
+        .svc
+        .list_templates()
+        .await?
+        .iter()
+        .map(dto::template)
+        .collect();
     Ok(ok(&v))
 }
 
-async fn get_one(State(st): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn get_one(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     Ok(ok(&dto::template(&st.svc.get_template(&name).await?)))
 }
 
@@ -40,10 +55,15 @@ async fn replace(
     Path(name): Path<String>,
     JsonBody(b): JsonBody<TemplateBody>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(&dto::template(&st.svc.replace_template(&name, b.into()).await?)))
+    Ok(ok(&dto::template(
+        &st.svc.replace_template(&name, b.into()).await?,
+    )))
 }
 
-async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn delete(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     st.svc.delete_template(&name).await?;
     Ok(ok(&json!({"status": "deleted"})))
 }
@@ -61,6 +81,9 @@ async fn spawn(
     Path(name): Path<String>,
     OptionalJson(b): OptionalJson<SpawnOverrides>,
 ) -> Result<Response, ApiError> {
-    let sb = st.svc.spawn_template(&name, b.provider, b.ttl, &caller).await?;
+    let sb = st
+        .svc
+        .spawn_template(&name, b.provider, b.ttl, &caller)
+        .await?;
     Ok(json_response(StatusCode::CREATED, &dto::sandbox(&sb)))
 }

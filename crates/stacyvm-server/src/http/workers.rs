@@ -26,7 +26,13 @@ pub fn admin_routes() -> Router<AppState> {
 }
 
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let v: Vec<Value> = st.svc.list_workers().await?.iter().map(|w| st.svc.worker_json(w)).collect();
+    let v: Vec<Value> = st
+        .svc
+        .list_workers()
+        .await?
+        .iter()
+        .map(|w| st.svc.worker_json(w))
+        .collect();
     Ok(ok(&v))
 }
 

@@ -53,10 +53,7 @@ impl AdmissionDecision {
     /// The 429 message a denied spawn answers with.
     fn limit_message(&self) -> String {
         match self.reason {
-            Some("max_ttl") => format!(
-                "ttl exceeds max ttl {}",
-                self.max_ttl.unwrap_or_default()
-            ),
+            Some("max_ttl") => format!("ttl exceeds max ttl {}", self.max_ttl.unwrap_or_default()),
             Some("max_sandboxes") => format!("max sandboxes reached ({})", self.max_sandboxes),
             Some("max_sandboxes_per_owner") => format!(
                 "max sandboxes per owner reached ({})",
@@ -216,7 +213,9 @@ impl Service {
             {
                 let mut pending = self.pending.lock().await;
                 let po = pending.by_owner.get(owner).copied().unwrap_or(0);
-                let d = self.evaluate(provider, owner, ttl, pending.total, po).await?;
+                let d = self
+                    .evaluate(provider, owner, ttl, pending.total, po)
+                    .await?;
                 if d.allowed {
                     pending.total += 1;
                     if !owner.is_empty() {
@@ -246,7 +245,10 @@ impl Service {
                 }
                 if queued_at.is_none() {
                     let max = self.settings.limits.max_spawn_queue;
-                    let mut q = self.queue.lock().map_err(|_| ServiceError::internal("queue lock"))?;
+                    let mut q = self
+                        .queue
+                        .lock()
+                        .map_err(|_| ServiceError::internal("queue lock"))?;
                     if max > 0 && q.depth >= max {
                         return Err(ServiceError::ResourceLimit(format!(
                             "spawn queue full ({max})"
@@ -266,9 +268,7 @@ impl Service {
             }
             let waited = queued_at.map(|t| t.elapsed()).unwrap_or_default();
             let remaining = deadline.saturating_sub(waited);
-            if remaining.is_zero()
-                || tokio::time::timeout(remaining, notified).await.is_err()
-            {
+            if remaining.is_zero() || tokio::time::timeout(remaining, notified).await.is_err() {
                 let waited = queued_at.map(|t| t.elapsed()).unwrap_or_default();
                 self.leave_queue(waited);
                 if let Ok(mut q) = self.queue.lock() {
@@ -281,8 +281,10 @@ impl Service {
                 self.events.publish(
                     "spawn.queue_timeout",
                     None,
-                    Some(json!({"operation":"spawn","provider":provider,"owner_id":owner,
-                        "error":msg,"wait_ms":waited.as_millis() as u64})),
+                    Some(
+                        json!({"operation":"spawn","provider":provider,"owner_id":owner,
+                        "error":msg,"wait_ms":waited.as_millis() as u64}),
+                    ),
                 );
                 return Err(ServiceError::ResourceLimit(msg));
             }
@@ -307,8 +309,10 @@ impl Service {
         self.events.publish(
             "spawn.dequeued",
             None,
-            Some(json!({"operation":"spawn","provider":provider,"owner_id":owner,
-                "wait_ms":waited.as_millis() as u64})),
+            Some(
+                json!({"operation":"spawn","provider":provider,"owner_id":owner,
+                "wait_ms":waited.as_millis() as u64}),
+            ),
         );
     }
 

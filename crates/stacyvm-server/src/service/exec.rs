@@ -121,7 +121,8 @@ impl Service {
         let exit_code = match res {
             Ok(code) => code,
             Err(ProviderError::Timeout) => {
-                self.ops.observe("exec", &sb.provider, elapsed, Some("timeout"));
+                self.ops
+                    .observe("exec", &sb.provider, elapsed, Some("timeout"));
                 self.events.publish(
                     "exec.timeout",
                     Some(id),
@@ -131,11 +132,14 @@ impl Service {
             }
             Err(e) => {
                 let err = ServiceError::from(e);
-                self.ops.observe("exec", &sb.provider, elapsed, Some(&err.to_string()));
+                self.ops
+                    .observe("exec", &sb.provider, elapsed, Some(&err.to_string()));
                 self.events.publish(
                     "exec.failed",
                     Some(id),
-                    Some(json!({"operation":"exec","provider":sb.provider,"error":err.to_string()})),
+                    Some(
+                        json!({"operation":"exec","provider":sb.provider,"error":err.to_string()}),
+                    ),
                 );
                 return Err(err);
             }
@@ -194,23 +198,48 @@ impl Service {
             let duration = GoDuration::from_std(started.elapsed());
             let last = match res {
                 Some(Ok(code)) => {
-                    svc.ops.observe("exec_stream", &sb.provider, started.elapsed(), None);
-                    vec![StreamItem::Exit { exit_code: code, duration, error: None }]
+                    svc.ops
+                        .observe("exec_stream", &sb.provider, started.elapsed(), None);
+                    vec![StreamItem::Exit {
+                        exit_code: code,
+                        duration,
+                        error: None,
+                    }]
                 }
                 Some(Err(ProviderError::Timeout)) => {
-                    svc.ops.observe("exec_stream", &sb.provider, started.elapsed(), Some("timeout"));
+                    svc.ops.observe(
+                        "exec_stream",
+                        &sb.provider,
+                        started.elapsed(),
+                        Some("timeout"),
+                    );
                     let msg = format!("exec timeout: {id}");
                     vec![
-                        StreamItem::Chunk(StreamChunk { stream: StreamKind::Stderr, data: msg.clone().into_bytes() }),
-                        StreamItem::Exit { exit_code: TIMEOUT_EXIT_CODE, duration, error: Some(msg) },
+                        StreamItem::Chunk(StreamChunk {
+                            stream: StreamKind::Stderr,
+                            data: msg.clone().into_bytes(),
+                        }),
+                        StreamItem::Exit {
+                            exit_code: TIMEOUT_EXIT_CODE,
+                            duration,
+                            error: Some(msg),
+                        },
                     ]
                 }
                 Some(Err(e)) => {
                     let msg = ServiceError::from(e).to_string();
-                    svc.ops.observe("exec_stream", &sb.provider, started.elapsed(), Some(&msg));
+                    svc.ops
+                        .observe("exec_stream", &sb.provider, started.elapsed(), Some(&msg));
                     vec![
-                        StreamItem::Chunk(StreamChunk { stream: StreamKind::Stderr, data: msg.clone().into_bytes() }),
-                        StreamItem::Exit { exit_code: -1, duration, error: Some(msg) },
+                        StreamItem::Chunk(StreamChunk {
+                            stream: StreamKind::Stderr,
+                            data: msg.clone().into_bytes(),
+                        }),
+                        StreamItem::Exit {
+                            exit_code: -1,
+                            duration,
+                            error: Some(msg),
+                        },
                     ]
                 }
                 None => vec![StreamItem::Exit {
@@ -239,4 +268,3 @@ fn truncate(s: &str, max: usize) -> String {
     }
     s[..end].to_string()
 }
-

@@ -17,7 +17,9 @@ fn check_path(path: &str) -> ServiceResult<&str> {
         return Err(ServiceError::bad_request("path is required"));
     }
     if path.len() > MAX_PATH || path.contains('\0') {
-        return Err(ServiceError::bad_request("path is too long or contains NUL"));
+        return Err(ServiceError::bad_request(
+            "path is too long or contains NUL",
+        ));
     }
     Ok(path)
 }
@@ -40,12 +42,18 @@ impl Service {
             }
             Err(e) => {
                 let err = ServiceError::from(e);
-                self.ops.observe(op, &sb.provider, started.elapsed(), Some(&err.to_string()));
-                if matches!(err, ServiceError::Internal { .. } | ServiceError::Unavailable(_)) {
+                self.ops
+                    .observe(op, &sb.provider, started.elapsed(), Some(&err.to_string()));
+                if matches!(
+                    err,
+                    ServiceError::Internal { .. } | ServiceError::Unavailable(_)
+                ) {
                     self.events.publish(
                         "operation.failed",
                         Some(id),
-                        Some(json!({"operation":op,"provider":sb.provider,"error":err.to_string()})),
+                        Some(
+                            json!({"operation":op,"provider":sb.provider,"error":err.to_string()}),
+                        ),
                     );
                 }
                 Err(err)
@@ -64,7 +72,9 @@ impl Service {
         let mode = mode.map(str::trim).filter(|m| !m.is_empty());
         if let Some(m) = mode {
             if stacyvm_provider::parse_mode(m).is_none() {
-                return Err(ServiceError::bad_request(format!("invalid file mode {m:?}")));
+                return Err(ServiceError::bad_request(format!(
+                    "invalid file mode {m:?}"
+                )));
             }
         }
         self.file_op(id, "file_write", |p, rid| async move {
@@ -78,7 +88,9 @@ impl Service {
     pub async fn read_file(&self, id: &str, path: &str) -> ServiceResult<Bytes> {
         let path = check_path(path)?;
         let b = self
-            .file_op(id, "file_read", |p, rid| async move { p.read_file(&rid, path).await })
+            .file_op(id, "file_read", |p, rid| async move {
+                p.read_file(&rid, path).await
+            })
             .await?;
         self.events.publish("file.read", Some(id), None);
         Ok(b)
@@ -87,14 +99,18 @@ impl Service {
     pub async fn list_files(&self, id: &str, path: &str) -> ServiceResult<Vec<FileInfo>> {
         let path = if path.trim().is_empty() { "/" } else { path };
         let path = check_path(path)?;
-        self.file_op(id, "file_list", |p, rid| async move { p.list_files(&rid, path).await })
-            .await
+        self.file_op(id, "file_list", |p, rid| async move {
+            p.list_files(&rid, path).await
+        })
+        .await
     }
 
     pub async fn stat_file(&self, id: &str, path: &str) -> ServiceResult<FileInfo> {
         let path = check_path(path)?;
-        self.file_op(id, "file_stat", |p, rid| async move { p.stat_file(&rid, path).await })
-            .await
+        self.file_op(id, "file_stat", |p, rid| async move {
+            p.stat_file(&rid, path).await
+        })
+        .await
     }
 
     pub async fn glob_files(&self, id: &str, pattern: &str) -> ServiceResult<Vec<String>> {
@@ -102,8 +118,10 @@ impl Service {
             return Err(ServiceError::bad_request("pattern is required"));
         }
         let pattern = check_path(pattern)?;
-        self.file_op(id, "file_glob", |p, rid| async move { p.glob(&rid, pattern).await })
-            .await
+        self.file_op(id, "file_glob", |p, rid| async move {
+            p.glob(&rid, pattern).await
+        })
+        .await
     }
 
     pub async fn delete_file(&self, id: &str, path: &str, recursive: bool) -> ServiceResult<()> {
@@ -117,16 +135,22 @@ impl Service {
     pub async fn move_file(&self, id: &str, old: &str, new: &str) -> ServiceResult<()> {
         let old = check_path(old)?;
         let new = check_path(new)?;
-        self.file_op(id, "file_move", |p, rid| async move { p.move_file(&rid, old, new).await })
-            .await
+        self.file_op(id, "file_move", |p, rid| async move {
+            p.move_file(&rid, old, new).await
+        })
+        .await
     }
 
     pub async fn chmod_file(&self, id: &str, path: &str, mode: &str) -> ServiceResult<()> {
         let path = check_path(path)?;
         if stacyvm_provider::parse_mode(mode).is_none() {
-            return Err(ServiceError::bad_request(format!("invalid file mode {mode:?}")));
+            return Err(ServiceError::bad_request(format!(
+                "invalid file mode {mode:?}"
+            )));
         }
-        self.file_op(id, "file_chmod", |p, rid| async move { p.chmod(&rid, path, mode).await })
-            .await
+        self.file_op(id, "file_chmod", |p, rid| async move {
+            p.chmod(&rid, path, mode).await
+        })
+        .await
     }
 }

@@ -38,8 +38,8 @@ fn quota_secs(field: &str, raw: &str) -> ServiceResult<i64> {
     if raw.is_empty() {
         return Ok(0);
     }
-    let d = parse_go_duration(raw)
-        .map_err(|e| ServiceError::bad_request(format!("{field}: {e}")))?;
+    let d =
+        parse_go_duration(raw).map_err(|e| ServiceError::bad_request(format!("{field}: {e}")))?;
     if d.is_zero() {
         return Ok(0);
     }
@@ -59,7 +59,9 @@ impl Service {
     pub async fn put_quota(&self, owner_id: &str, input: QuotaInput) -> ServiceResult<OwnerQuota> {
         let owner_id = owner(owner_id)?;
         if input.max_sandboxes < 0 {
-            return Err(ServiceError::bad_request("max_sandboxes must not be negative"));
+            return Err(ServiceError::bad_request(
+                "max_sandboxes must not be negative",
+            ));
         }
         let now = chrono::Utc::now();
         let q = OwnerQuota {
@@ -93,7 +95,8 @@ impl Service {
     pub async fn delete_quota(&self, owner_id: &str) -> ServiceResult<()> {
         let owner_id = owner(owner_id)?;
         self.store.delete_quota(&owner_id).await?;
-        self.events.publish("quota.deleted", None, Some(json!({"owner_id": owner_id})));
+        self.events
+            .publish("quota.deleted", None, Some(json!({"owner_id": owner_id})));
         self.notify_capacity();
         Ok(())
     }

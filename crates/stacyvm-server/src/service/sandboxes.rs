@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use serde_json::json;
 use stacyvm_provider::{Provider, SandboxSpec};
-use stacyvm_types::{new_sandbox_id, parse_go_duration, validate_owner_id, GoDuration, Sandbox, SandboxState};
+use stacyvm_types::{
+    new_sandbox_id, parse_go_duration, validate_owner_id, GoDuration, Sandbox, SandboxState,
+};
 
 use super::{Caller, Service, LOCAL_WORKER};
 use crate::error::{ServiceError, ServiceResult};
@@ -53,7 +55,9 @@ pub(crate) fn parse_ttl(raw: &str, default: GoDuration) -> ServiceResult<GoDurat
 
 fn validate_image(image: &str) -> ServiceResult<()> {
     if image.len() > 512 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ServiceError::bad_request("image must be a reference without whitespace (≤512 chars)"));
+        return Err(ServiceError::bad_request(
+            "image must be a reference without whitespace (≤512 chars)",
+        ));
     }
     Ok(())
 }
@@ -72,7 +76,11 @@ impl Service {
         validate_owner_id(raw).map_err(|e| ServiceError::bad_request(format!("owner_id {e}")))
     }
 
-    pub(crate) fn resolve_spawn(&self, p: &SpawnParams, caller: &Caller) -> ServiceResult<ResolvedSpawn> {
+    pub(crate) fn resolve_spawn(
+        &self,
+        p: &SpawnParams,
+        caller: &Caller,
+    ) -> ServiceResult<ResolvedSpawn> {
         let provider = self.providers.get(p.provider.trim())?;
         let provider_name = provider.name().to_string();
         let ttl = parse_ttl(&p.ttl, self.settings.limits.default_ttl)?;
@@ -81,14 +89,18 @@ impl Service {
         let memory_mb = match p.memory_mb {
             0 => l.default_memory_mb,
             n if !(1..=MAX_MEMORY_MB).contains(&n) => {
-                return Err(ServiceError::bad_request(format!("memory_mb must be between 1 and {MAX_MEMORY_MB}")))
+                return Err(ServiceError::bad_request(format!(
+                    "memory_mb must be between 1 and {MAX_MEMORY_MB}"
+                )))
             }
             n => n,
         };
         let vcpus = match p.vcpus {
             0 => l.default_vcpus.max(1),
             n if !(1..=MAX_VCPUS).contains(&n) => {
-                return Err(ServiceError::bad_request(format!("vcpus must be between 1 and {MAX_VCPUS}")))
+                return Err(ServiceError::bad_request(format!(
+                    "vcpus must be between 1 and {MAX_VCPUS}"
+                )))
             }
             n => n,
         };
@@ -99,11 +111,23 @@ impl Service {
         };
         validate_image(&image)?;
         if p.metadata.len() > 64
-            || p.metadata.iter().any(|(k, v)| k.len() > 256 || v.len() > 4096)
+            || p.metadata
+                .iter()
+                .any(|(k, v)| k.len() > 256 || v.len() > 4096)
         {
-            return Err(ServiceError::bad_request("metadata is limited to 64 keys of ≤256 bytes with values ≤4096 bytes"));
+            return Err(ServiceError::bad_request(
+                "metadata is limited to 64 keys of ≤256 bytes with values ≤4096 bytes",
+            ));
         }
-        Ok(ResolvedSpawn { provider, provider_name, image, memory_mb, vcpus, ttl, owner })
+        Ok(ResolvedSpawn {
+            provider,
+            provider_name,
+            image,
+            memory_mb,
+            vcpus,
+            ttl,
+            owner,
+        })
     }
 
     pub async fn spawn(&self, p: SpawnParams, caller: &Caller) -> ServiceResult<Sandbox> {
@@ -112,7 +136,9 @@ impl Service {
         let result = if slot.placement.worker_id.as_deref() == Some(LOCAL_WORKER) {
             self.spawn_local(&r, &p).await
         } else {
-            Err(ServiceError::ResourceLimit("selected worker requires remote worker RPC".into()))
+            Err(ServiceError::ResourceLimit(
+                "selected worker requires remote worker RPC".into(),
+            ))
         };
         self.release_slot(slot).await;
         if result.is_err() {
@@ -158,13 +184,22 @@ impl Service {
             Ok(s) => s,
             Err(e) => {
                 let err = ServiceError::from(e);
-                self.ops.observe("spawn", &r.provider_name, started.elapsed(), Some(&err.to_string()));
+                self.ops.observe(
+                    "spawn",
+                    &r.provider_name,
+                    started.elapsed(),
+                    Some(&err.to_string()),
+                );
                 self.events.publish(
                     "provider.failed",
                     Some(&sb.id),
                     Some(json!({"operation":"spawn","provider":r.provider_name,"error":err.to_string()})),
                 );
-                if let Err(se) = self.store.set_sandbox_state(&sb.id, SandboxState::Error).await {
+                if let Err(se) = self
+                    .store
+                    .set_sandbox_state(&sb.id, SandboxState::Error)
+                    .await
+                {
                     tracing::warn!(sandbox_id = %sb.id, error = %se, "could not mark failed spawn");
                 }
                 return Err(err);
@@ -176,7 +211,8 @@ impl Service {
         let stored = self.store.set_sandbox_running(&sb.id, &sb.vm_id).await;
         match stored {
             Ok(s) => {
-                self.ops.observe("spawn", &r.provider_name, started.elapsed(), None);
+                self.ops
+                    .observe("spawn", &r.provider_name, started.elapsed(), None);
                 self.events.publish("sandbox.created", Some(&s.id), None);
                 self.events.publish("sandbox.running", Some(&s.id), None);
                 Ok(s)
@@ -194,7 +230,9 @@ impl Service {
     /// A live sandbox record, or `SandboxNotFound` (destroyed ones count as not found).
     pub async fn get_sandbox(&self, id: &str) -> ServiceResult<Sandbox> {
         match self.store.get_sandbox(id).await {
-            Ok(sb) if sb.state == SandboxState::Destroyed => Err(ServiceError::SandboxNotFound(id.into())),
+            Ok(sb) if sb.state == SandboxState::Destroyed => {
+                Err(ServiceError::SandboxNotFound(id.into()))
+            }
             Ok(sb) => Ok(sb),
             Err(e) if e.is_not_found() => Err(ServiceError::SandboxNotFound(id.into())),
             Err(e) => Err(e.into()),
@@ -234,7 +272,12 @@ impl Service {
             Ok(()) | Err(stacyvm_provider::ProviderError::SandboxNotFound(_)) => {}
             Err(e) => {
                 let err = ServiceError::from(e);
-                self.ops.observe("destroy", &sb.provider, started.elapsed(), Some(&err.to_string()));
+                self.ops.observe(
+                    "destroy",
+                    &sb.provider,
+                    started.elapsed(),
+                    Some(&err.to_string()),
+                );
                 self.events.publish(
                     "operation.failed",
                     Some(id),
@@ -243,8 +286,11 @@ impl Service {
                 return Err(err);
             }
         }
-        self.store.set_sandbox_state(id, SandboxState::Destroyed).await?;
-        self.ops.observe("destroy", &sb.provider, started.elapsed(), None);
+        self.store
+            .set_sandbox_state(id, SandboxState::Destroyed)
+            .await?;
+        self.ops
+            .observe("destroy", &sb.provider, started.elapsed(), None);
         self.events.publish("sandbox.destroyed", Some(id), None);
         self.notify_capacity();
         Ok(())
@@ -252,7 +298,10 @@ impl Service {
 
     /// Destroys every live sandbox past its expiry; returns how many were destroyed.
     pub async fn prune(&self) -> ServiceResult<usize> {
-        let expired = self.store.list_expired_sandboxes(chrono::Utc::now()).await?;
+        let expired = self
+            .store
+            .list_expired_sandboxes(chrono::Utc::now())
+            .await?;
         let mut n = 0;
         for sb in expired {
             match self.destroy(&sb.id).await {
@@ -275,7 +324,10 @@ impl Service {
         let sb = self.get_sandbox(id).await?;
         let limits = self.owner_limits(&sb.owner_id).await?;
         if !limits.max_ttl.is_zero() && d > limits.max_ttl {
-            return Err(ServiceError::ResourceLimit(format!("ttl exceeds max ttl {}", limits.max_ttl)));
+            return Err(ServiceError::ResourceLimit(format!(
+                "ttl exceeds max ttl {}",
+                limits.max_ttl
+            )));
         }
         let expires = chrono::Utc::now() + d.to_chrono();
         match self.store.set_sandbox_expiry(id, expires).await {

@@ -79,7 +79,10 @@ impl Service {
     }
 
     pub async fn provider_detail(&self, name: &str) -> ServiceResult<Value> {
-        let p = self.providers.get(name).map_err(|_| ServiceError::ProviderNotFound(name.into()))?;
+        let p = self
+            .providers
+            .get(name)
+            .map_err(|_| ServiceError::ProviderNotFound(name.into()))?;
         if name.is_empty() {
             return Err(ServiceError::ProviderNotFound(String::new()));
         }
@@ -121,7 +124,9 @@ impl Service {
                 json!({"total": list.len(), "active": active, "by_state": by_state,
                     "by_provider": by_provider, "by_worker": by_worker})
             }
-            Err(e) => json!({"total":0,"active":0,"by_state":{},"by_provider":{},"by_worker":{},"error":e.to_string()}),
+            Err(e) => {
+                json!({"total":0,"active":0,"by_state":{},"by_provider":{},"by_worker":{},"error":e.to_string()})
+            }
         }
     }
 
@@ -136,7 +141,9 @@ impl Service {
                 }
                 json!({"total": ls.len(), "active": active, "expired": ls.len() - active, "by_holder": by_holder})
             }
-            Err(e) => json!({"total":0,"active":0,"expired":0,"by_holder":{},"error":e.to_string()}),
+            Err(e) => {
+                json!({"total":0,"active":0,"expired":0,"by_holder":{},"error":e.to_string()})
+            }
         }
     }
 

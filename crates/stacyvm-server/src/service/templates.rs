@@ -28,7 +28,11 @@ fn validate_name(name: &str) -> ServiceResult<()> {
     if name.trim().is_empty() {
         return Err(ServiceError::bad_request("template name is required"));
     }
-    if name.len() > 128 || name.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control()) {
+    if name.len() > 128
+        || name
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    {
         return Err(ServiceError::bad_request(
             "template name must be ≤128 characters without '/', whitespace or control characters",
         ));
@@ -51,7 +55,9 @@ impl TemplateInput {
             ("pool_size", self.pool_size),
         ] {
             if v < 0 {
-                return Err(ServiceError::bad_request(format!("{field} must not be negative")));
+                return Err(ServiceError::bad_request(format!(
+                    "{field} must not be negative"
+                )));
             }
         }
         let now = chrono::Utc::now();
@@ -96,7 +102,11 @@ impl Service {
     }
 
     /// Full replace; the name comes from the path.
-    pub async fn replace_template(&self, name: &str, mut input: TemplateInput) -> ServiceResult<Template> {
+    pub async fn replace_template(
+        &self,
+        name: &str,
+        mut input: TemplateInput,
+    ) -> ServiceResult<Template> {
         input.name = name.to_string();
         let t = input.into_template()?;
         self.store.replace_template(&t).await?;
@@ -122,7 +132,9 @@ impl Service {
             provider: provider.unwrap_or_default(),
             memory_mb: t.memory_mb,
             vcpus: t.cpu_cores,
-            ttl: ttl.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| format!("{}s", t.ttl_seconds)),
+            ttl: ttl
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| format!("{}s", t.ttl_seconds)),
             owner_id: String::new(),
             template: t.name.clone(),
             metadata,

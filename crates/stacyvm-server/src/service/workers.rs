@@ -65,8 +65,7 @@ impl Service {
     }
 
     fn eligible(&self, w: &WorkerRecord, provider: &str) -> bool {
-        if w.id.trim().is_empty() || !w.status.eq_ignore_ascii_case("online") || self.is_stale(w)
-        {
+        if w.id.trim().is_empty() || !w.status.eq_ignore_ascii_case("online") || self.is_stale(w) {
             return false;
         }
         match &w.providers {
@@ -86,12 +85,16 @@ impl Service {
         if workers.is_empty() {
             return Ok(Placement::local());
         }
-        let eligible: Vec<&WorkerRecord> =
-            workers.iter().filter(|w| self.eligible(w, provider)).collect();
+        let eligible: Vec<&WorkerRecord> = workers
+            .iter()
+            .filter(|w| self.eligible(w, provider))
+            .collect();
         let mut candidates: Vec<&WorkerRecord> = Vec::new();
         let needs_counts = eligible.iter().any(|w| {
-            w.id != LOCAL_WORKER && w.capacity.get("max_sandboxes").and_then(Value::as_i64) > Some(0)
-        }) || (eligible.len() > 1 && !eligible.iter().any(|w| w.id == LOCAL_WORKER));
+            w.id != LOCAL_WORKER
+                && w.capacity.get("max_sandboxes").and_then(Value::as_i64) > Some(0)
+        }) || (eligible.len() > 1
+            && !eligible.iter().any(|w| w.id == LOCAL_WORKER));
         let mut counts = std::collections::HashMap::<String, i64>::new();
         if needs_counts {
             for sb in self.store.list_sandboxes().await? {
@@ -106,7 +109,11 @@ impl Service {
             }
         }
         for w in &eligible {
-            let max = w.capacity.get("max_sandboxes").and_then(Value::as_i64).unwrap_or(0);
+            let max = w
+                .capacity
+                .get("max_sandboxes")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             if w.id != LOCAL_WORKER && max > 0 && counts.get(&w.id).copied().unwrap_or(0) >= max {
                 continue;
             }
@@ -255,12 +262,17 @@ impl Service {
                     .count();
                 let unhealthy = ws
                     .iter()
-                    .filter(|w| !w.status.eq_ignore_ascii_case("online") && !w.status.eq_ignore_ascii_case("draining"))
+                    .filter(|w| {
+                        !w.status.eq_ignore_ascii_case("online")
+                            && !w.status.eq_ignore_ascii_case("draining")
+                    })
                     .count();
                 json!({"total": ws.len(), "online": online, "stale": stale, "unhealthy": unhealthy,
                     "items": ws.iter().map(|w| self.worker_json(w)).collect::<Vec<_>>()})
             }
-            Err(e) => json!({"total":0,"online":0,"stale":0,"unhealthy":0,"items":[],"error":e.to_string()}),
+            Err(e) => {
+                json!({"total":0,"online":0,"stale":0,"unhealthy":0,"items":[],"error":e.to_string()})
+            }
         }
     }
 }

@@ -8,7 +8,11 @@ use crate::service::Service;
 
 /// Destroys expired sandboxes every `reaper_interval`.
 pub async fn reaper(svc: Service, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(svc.settings().reaper_interval.max(Duration::from_millis(50)));
+    let mut tick = tokio::time::interval(
+        svc.settings()
+            .reaper_interval
+            .max(Duration::from_millis(50)),
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -25,7 +29,11 @@ pub async fn reaper(svc: Service, cancel: CancellationToken) {
 
 /// Keeps the control plane's own `local` worker registration fresh.
 pub async fn local_heartbeat(svc: Service, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(svc.settings().local_heartbeat_interval.max(Duration::from_millis(50)));
+    let mut tick = tokio::time::interval(
+        svc.settings()
+            .local_heartbeat_interval
+            .max(Duration::from_millis(50)),
+    );
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,

@@ -22,7 +22,12 @@ impl Client {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let mut req = self
             .http
             .request(method, format!("{}/api/v1{path}", self.base))
@@ -33,7 +38,10 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.with_context(|| format!("contacting {}", self.base))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("contacting {}", self.base))?;
         let status = resp.status();
         let text = resp.text().await.context("reading response")?;
         if !status.is_success() {
@@ -64,7 +72,11 @@ pub async fn spawn(c: &ClientArgs, a: SpawnArgs) -> anyhow::Result<ExitCode> {
     if a.vcpus > 0 {
         body["vcpus"] = json!(a.vcpus);
     }
-    print(&Client::new(c).call(reqwest::Method::POST, "/sandboxes", Some(body)).await?);
+    print(
+        &Client::new(c)
+            .call(reqwest::Method::POST, "/sandboxes", Some(body))
+            .await?,
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -79,7 +91,9 @@ pub async fn exec(c: &ClientArgs, a: ExecArgs) -> anyhow::Result<ExitCode> {
         body["timeout"] = json!(a.timeout);
     }
     let path = format!("/sandboxes/{}/exec", a.id);
-    let r = Client::new(c).call(reqwest::Method::POST, &path, Some(body)).await?;
+    let r = Client::new(c)
+        .call(reqwest::Method::POST, &path, Some(body))
+        .await?;
     print!("{}", r["stdout"].as_str().unwrap_or(""));
     eprint!("{}", r["stderr"].as_str().unwrap_or(""));
     let code = r["exit_code"].as_i64().unwrap_or(1);
@@ -90,9 +104,14 @@ pub async fn exec(c: &ClientArgs, a: ExecArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn list(c: &ClientArgs) -> anyhow::Result<ExitCode> {
-    let v = Client::new(c).call(reqwest::Method::GET, "/sandboxes", None).await?;
+    let v = Client::new(c)
+        .call(reqwest::Method::GET, "/sandboxes", None)
+        .await?;
     let items = v.as_array().cloned().unwrap_or_default();
-    println!("{:<12} {:<10} {:<8} {:<24} EXPIRES", "ID", "STATE", "PROVIDER", "IMAGE");
+    println!(
+        "{:<12} {:<10} {:<8} {:<24} EXPIRES",
+        "ID", "STATE", "PROVIDER", "IMAGE"
+    );
     for s in items {
         println!(
             "{:<12} {:<10} {:<8} {:<24} {}",
@@ -107,7 +126,9 @@ pub async fn list(c: &ClientArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn kill(c: &ClientArgs, id: &str) -> anyhow::Result<ExitCode> {
-    Client::new(c).call(reqwest::Method::DELETE, &format!("/sandboxes/{id}"), None).await?;
+    Client::new(c)
+        .call(reqwest::Method::DELETE, &format!("/sandboxes/{id}"), None)
+        .await?;
     println!("{id} destroyed");
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 pub fn init_logging(cfg: &ValidConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STACYVM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cfg.log_level().as_str()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cfg.log_format() {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.with_ansi(true).init(),
