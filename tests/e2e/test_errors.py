@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import stacyvm
 from conftest import SyncView, assert_error, sandbox_ids
@@ -13,21 +15,37 @@ def test_not_found_class(sdk):
     assert ei.value.code == "NOT_FOUND"
 
 
-def test_provider_error_for_5xx(sdk, server):
-    # A program that cannot be started is a provider failure (5xx), not a non-zero exit.
-    with sdk.spawn() as sb:
+def _break_mock_tmpdir(srv) -> None:
+    # The mock provider makes each sandbox a host temp dir under TMPDIR (wire §6). Turning the
+    # server's TMPDIR into a regular file makes every later spawn fail on the host side.
+    tmp = srv.dir / "tmp"
+    shutil.rmtree(tmp)
+    tmp.write_text("not a directory")
+
+
+def test_provider_error_for_5xx(server_factory, sdk_kind):
+    srv = server_factory(name="broken-tmp")
+    client = srv.sdk(sdk_kind)
+    try:
+        keep = client.spawn()
+        _break_mock_tmpdir(srv)
         with pytest.raises(stacyvm.ProviderError) as ei:
-            sb.exec("/nonexistent/e2e-binary", mode="argv")
+            client.spawn()
         assert ei.value.code == "INTERNAL_ERROR", ei.value.code
         msg = str(ei.value)
-        assert server.host_tmp not in msg and "/tmp/stacyvm-" not in msg, msg
+        assert srv.host_tmp not in msg and "/tmp/stacyvm-" not in msg, msg
+        # the failed spawn stored nothing; the existing sandbox is untouched
+        assert [s.id for s in client.list()] == [keep.id]
+    finally:
+        client.close()
 
 
-def test_provider_error_wire(http, raw_sandbox, server):
-    r = http.post(f"/api/v1/sandboxes/{raw_sandbox}/exec",
-                  json={"command": "/nonexistent/e2e-binary", "mode": "argv"})
-    assert r.status_code >= 500, r.text
-    assert_error(r, r.status_code, "INTERNAL_ERROR", server)
+def test_provider_error_wire(server_factory):
+    srv = server_factory(name="broken-tmp-wire")
+    _break_mock_tmpdir(srv)
+    with srv.http() as http:
+        assert_error(http.post("/api/v1/sandboxes", json={}), 500, "INTERNAL_ERROR", srv)
+        assert sandbox_ids(http) == set()
 
 
 def test_error_with_code(sdk):
