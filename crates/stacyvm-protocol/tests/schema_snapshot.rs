@@ -1,0 +1,263 @@
+//! Freezes the JSON of every protocol message. Re-bless: `STACYVM_BLESS=1 cargo test -p stacyvm-protocol`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use stacyvm_protocol::*;
+
+fn samples() -> BTreeMap<&'static str, Value> {
+    let target = Target {
+        sandbox_id: "sb-0000abcd".into(),
+        provider: "mock".into(),
+        runtime_id: "rt-1".into(),
+    };
+    let lease = LeaseToken {
+        resource_id: "sb-0000abcd".into(),
+        holder_id: "worker-a".into(),
+        generation: 3,
+        expires_at: "2026-05-08T10:30:00Z".into(),
+    };
+    let mut m = BTreeMap::new();
+    let v = |x: &dyn Erased| x.value();
+    m.insert("protocol_version", json!(PROTOCOL_VERSION));
+    m.insert("methods", json!(method::ALL));
+    m.insert("lease", v(&lease));
+    m.insert(
+        "request",
+        v(&RpcRequest {
+            id: "spawn-sb-0000abcd".into(),
+            method: method::SPAWN.into(),
+            worker_id: "worker-a".into(),
+            lease: Some(lease.clone()),
+            params: Some(json!({"k": 1})),
+        }),
+    );
+    m.insert(
+        "request_minimal",
+        v(&RpcRequest {
+            id: "x".into(),
+            method: method::SHUTDOWN.into(),
+            worker_id: "w".into(),
+            lease: None,
+            params: None,
+        }),
+    );
+    m.insert(
+        "response_ok",
+        v(&RpcResponse {
+            id: "x".into(),
+            worker_id: "w".into(),
+            error: None,
+            result: Some(json!({})),
+        }),
+    );
+    m.insert(
+        "response_err",
+        v(&RpcResponse {
+            id: "x".into(),
+            worker_id: "w".into(),
+            error: Some("boom".into()),
+            result: None,
+        }),
+    );
+    m.insert(
+        "spawn_params",
+        v(&SpawnParams {
+            sandbox_id: "sb-0000abcd".into(),
+            image: "alpine".into(),
+            provider: "mock".into(),
+            memory_mb: 512,
+            vcpus: 1,
+            owner_id: String::new(),
+            ttl: "5m0s".into(),
+            metadata: BTreeMap::new(),
+        }),
+    );
+    m.insert(
+        "spawn_result",
+        v(&SpawnResult {
+            sandbox_id: "sb-0000abcd".into(),
+            runtime_id: "rt-1".into(),
+            state: "running".into(),
+            provider: "mock".into(),
+            worker_id: "worker-a".into(),
+            metadata: BTreeMap::new(),
+        }),
+    );
+    m.insert(
+        "status_result",
+        v(&StatusResult {
+            sandbox_id: "sb-0000abcd".into(),
+            state: "running".into(),
+            provider: "mock".into(),
+            worker_id: "worker-a".into(),
+            error: String::new(),
+        }),
+    );
+    m.insert("target", v(&target));
+    m.insert(
+        "exec_params",
+        v(&ExecParams {
+            target: target.clone(),
+            command: "echo".into(),
+            args: vec!["hi".into()],
+            mode: "argv".into(),
+            env: BTreeMap::new(),
+            workdir: String::new(),
+            timeout: "5s".into(),
+        }),
+    );
+    m.insert(
+        "exec_result",
+        v(&ExecResult {
+            sandbox_id: "sb-0000abcd".into(),
+            exit_code: 0,
+            stdout: "hi\n".into(),
+            stderr: String::new(),
+        }),
+    );
+    m.insert(
+        "stream_chunk",
+        v(&StreamChunk {
+            stream: "stdout".into(),
+            data: "x".into(),
+            exit_code: None,
+        }),
+    );
+    m.insert(
+        "stream_exit",
+        v(&StreamChunk {
+            stream: "exit".into(),
+            data: String::new(),
+            exit_code: Some(3),
+        }),
+    );
+    m.insert(
+        "file_params_write",
+        v(&FileParams {
+            target: target.clone(),
+            path: "/workspace/a".into(),
+            content: base64::encode(b"hi"),
+            mode: "0644".into(),
+            ..Default::default()
+        }),
+    );
+    m.insert(
+        "file_params_move",
+        v(&FileParams {
+            target: target.clone(),
+            old_path: "/a".into(),
+            new_path: "/b".into(),
+            ..Default::default()
+        }),
+    );
+    m.insert(
+        "file_read_result",
+        v(&FileReadResult {
+            sandbox_id: "sb-0000abcd".into(),
+            content: base64::encode(b"hi"),
+        }),
+    );
+    m.insert(
+        "file_list_result",
+        v(&FileListResult {
+            sandbox_id: "sb-0000abcd".into(),
+            files: vec![FileInfo {
+                path: "workspace/a".into(),
+                size: 2,
+                mode: "-rw-r--r--".into(),
+                is_dir: false,
+                mod_time: "2026-05-08T10:30:00Z".into(),
+            }],
+        }),
+    );
+    m.insert(
+        "file_stat_result",
+        v(&FileStatResult {
+            sandbox_id: "sb-0000abcd".into(),
+            file: FileInfo::default(),
+        }),
+    );
+    m.insert(
+        "file_glob_result",
+        v(&FileGlobResult {
+            sandbox_id: "sb-0000abcd".into(),
+            matches: vec!["/workspace/a".into()],
+        }),
+    );
+    m.insert(
+        "logs_params",
+        v(&LogsParams {
+            target: target.clone(),
+            lines: 50,
+        }),
+    );
+    m.insert(
+        "logs_result",
+        v(&LogsResult {
+            sandbox_id: "sb-0000abcd".into(),
+            lines: vec!["l".into()],
+        }),
+    );
+    m.insert(
+        "renew_params",
+        v(&RenewLeaseParams {
+            resource_id: "sb-0000abcd".into(),
+            ttl: "30s".into(),
+        }),
+    );
+    m.insert("renew_result", v(&RenewLeaseResult { lease }));
+    m.insert(
+        "heartbeat",
+        v(&HeartbeatBody {
+            hostname: "h".into(),
+            status: "online".into(),
+            providers: Some(vec!["mock".into()]),
+            capabilities: None,
+            capacity: serde_json::Map::new(),
+        }),
+    );
+    m.insert(
+        "lease_renew_body",
+        v(&LeaseRenewBody {
+            ttl: "30s".into(),
+            resource_id: String::new(),
+        }),
+    );
+    m
+}
+
+trait Erased {
+    fn value(&self) -> Value;
+}
+
+impl<T: serde::Serialize> Erased for T {
+    fn value(&self) -> Value {
+        serde_json::to_value(self).expect("serialisable")
+    }
+}
+
+#[test]
+fn schema_snapshot() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots/schema.json");
+    let got = serde_json::to_string_pretty(&samples()).expect("json") + "\n";
+    if std::env::var("STACYVM_BLESS").is_ok() {
+        std::fs::write(path, &got).expect("write snapshot");
+        return;
+    }
+    let want = std::fs::read_to_string(path).expect("snapshot exists (bless with STACYVM_BLESS=1)");
+    assert_eq!(got, want, "protocol shapes changed; see VERSIONING.md");
+}
+
+#[test]
+fn go_worker_messages_decode() {
+    // Shapes the original Go side sends, decoded by our types (unknown keys ignored).
+    let req: RpcRequest = serde_json::from_str(
+        r#"{"id":"exec-sb-1","method":"worker.exec","worker_id":"w","params":{"sandbox_id":"sb-1","provider":"mock","command":"ls","extra":1}}"#,
+    ).expect("request");
+    let p: ExecParams = serde_json::from_value(req.params.expect("params")).expect("params decode");
+    assert_eq!(p.target.runtime(), "sb-1");
+    assert_eq!(p.command, "ls");
+    let c: StreamChunk = serde_json::from_str(r#"{"stream":"stdout","data":"x"}"#).expect("chunk");
+    assert_eq!(c.exit_code, None);
+}
