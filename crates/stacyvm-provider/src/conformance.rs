@@ -1,1 +1,796 @@
-//! Checks every Provider must pass. (Filled in by the mock task.)
+//! Checks every [`Provider`] must pass (STYLE.md convention 9). Each check spawns its own
+//! sandbox from `image`, runs, destroys it (also when the check fails) and returns the first
+//! broken expectation as a [`CheckFailure`].
+//!
+//! Only behaviour every backend shares is asserted here: paths under `/workspace` as seen both
+//! by the files API and by commands (whose default cwd is `/workspace`), exit codes, error
+//! variants. Backend-specific formats (the mock's symbolic list modes, relative list paths) are
+//! tested next to each backend.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use stacyvm_types::{new_sandbox_id, ExecMode, SandboxState, StreamChunk, StreamKind};
+use tokio::sync::mpsc;
+
+use crate::{ExecRequest, Provider, ProviderError, SandboxSpec};
+
+/// A check that did not hold.
+#[derive(Debug, thiserror::Error)]
+#[error("{check}: {message}")]
+pub struct CheckFailure {
+    pub check: &'static str,
+    pub message: String,
+}
+
+type Outcome = Result<(), String>;
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+/// Unwraps a provider result inside a check, turning an error into a failure message.
+macro_rules! ok {
+    ($e:expr) => {
+        $e.map_err(|err| format!("{} failed: {err:?}", stringify!($e)))?
+    };
+}
+
+/// The spec the suite spawns: a fresh `sb-` id and small resources.
+pub fn spec(image: &str) -> SandboxSpec {
+    SandboxSpec {
+        id: new_sandbox_id(),
+        image: image.to_string(),
+        memory_mb: 256,
+        vcpus: 1,
+        owner_id: "conformance".into(),
+        metadata: BTreeMap::new(),
+    }
+}
+
+/// Output of one exec, collected.
+#[derive(Debug)]
+pub struct Collected {
+    pub result: Result<i32, ProviderError>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Collected {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Runs `req` and gathers all its output.
+pub async fn exec_collect(p: &dyn Provider, id: &str, req: ExecRequest) -> Collected {
+    let (tx, mut rx) = mpsc::channel::<StreamChunk>(64);
+    let gather = async {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        while let Some(c) = rx.recv().await {
+            match c.stream {
+                StreamKind::Stdout => stdout.extend_from_slice(&c.data),
+                StreamKind::Stderr => stderr.extend_from_slice(&c.data),
+            }
+        }
+        (stdout, stderr)
+    };
+    let (result, (stdout, stderr)) = tokio::join!(p.exec(id, req, tx), gather);
+    Collected {
+        result,
+        stdout,
+        stderr,
+    }
+}
+
+/// A shell-mode request for `cmd`.
+pub fn sh(cmd: &str) -> ExecRequest {
+    ExecRequest {
+        command: cmd.into(),
+        ..Default::default()
+    }
+}
+
+async fn run_sh(p: &dyn Provider, id: &str, cmd: &str) -> Result<Collected, String> {
+    let c = exec_collect(p, id, sh(cmd)).await;
+    ensure!(c.result.is_ok(), "exec {cmd:?} failed: {:?}", c.result);
+    Ok(c)
+}
+
+/// Spawns a sandbox, runs `body` on it, and destroys it whatever the outcome.
+async fn with_sandbox<'a, F, Fut>(
+    check: &'static str,
+    p: &'a dyn Provider,
+    image: &str,
+    body: F,
+) -> Result<(), CheckFailure>
+where
+    F: FnOnce(&'a dyn Provider, String) -> Fut,
+    Fut: Future<Output = Outcome> + 'a,
+{
+    let fail = |message: String| CheckFailure { check, message };
+    let spawned = p
+        .spawn(&spec(image))
+        .await
+        .map_err(|e| fail(format!("spawn failed: {e:?}")))?;
+    let id = spawned.runtime_id;
+    let outcome = body(p, id.clone()).await;
+    let cleanup = match p.destroy(&id).await {
+        Ok(()) | Err(ProviderError::SandboxNotFound(_)) => Ok(()),
+        Err(e) => Err(format!("cleanup destroy failed: {e:?}")),
+    };
+    outcome.and(cleanup).map_err(fail)
+}
+
+fn failed(check: &'static str, outcome: Outcome) -> Result<(), CheckFailure> {
+    outcome.map_err(|message| CheckFailure { check, message })
+}
+
+fn is_not_found<T>(r: &Result<T, ProviderError>) -> bool {
+    matches!(r, Err(ProviderError::SandboxNotFound(_)))
+}
+
+/// spawn → running → exec → destroy → destroyed (or not found); second destroy is idempotent or
+/// not found; later calls are not found.
+pub async fn lifecycle(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    failed(
+        "lifecycle",
+        async {
+            ok!(p.health().await);
+            let spawned = ok!(p.spawn(&spec(image)).await);
+            let id = spawned.runtime_id;
+            ensure!(!id.is_empty(), "empty runtime id");
+            let st = ok!(p.status(&id).await);
+            ensure!(st == SandboxState::Running, "status after spawn: {st:?}");
+            let c = run_sh(p, &id, "echo hello").await?;
+            ensure!(c.stdout_str() == "hello\n", "stdout {:?}", c.stdout_str());
+            ok!(p.destroy(&id).await);
+            let st = p.status(&id).await;
+            ensure!(
+                matches!(st, Ok(SandboxState::Destroyed)) || is_not_found(&st),
+                "status after destroy: {st:?}"
+            );
+            let again = p.destroy(&id).await;
+            ensure!(
+                again.is_ok() || is_not_found(&again),
+                "second destroy: {again:?}"
+            );
+            let c = exec_collect(p, &id, sh("true")).await;
+            ensure!(
+                is_not_found(&c.result),
+                "exec after destroy: {:?}",
+                c.result
+            );
+            let r = p.read_file(&id, "/workspace/x").await;
+            ensure!(is_not_found(&r), "read after destroy: {r:?}");
+            Ok(())
+        }
+        .await,
+    )
+}
+
+/// Unknown runtime ids are `SandboxNotFound` everywhere.
+pub async fn unknown_sandbox(p: &dyn Provider) -> Result<(), CheckFailure> {
+    failed(
+        "unknown_sandbox",
+        async {
+            let id = "sb-nonexistent";
+            let r = p.destroy(id).await;
+            ensure!(is_not_found(&r), "destroy: {r:?}");
+            let r = p.status(id).await;
+            ensure!(is_not_found(&r), "status: {r:?}");
+            let c = exec_collect(p, id, sh("true")).await;
+            ensure!(is_not_found(&c.result), "exec: {:?}", c.result);
+            let r = p
+                .write_file(id, "/workspace/a", Bytes::from_static(b"x"), None)
+                .await;
+            ensure!(is_not_found(&r), "write_file: {r:?}");
+            let r = p.list_files(id, "/workspace").await;
+            ensure!(is_not_found(&r), "list_files: {r:?}");
+            let r = p.logs(id, 10).await;
+            ensure!(is_not_found(&r), "logs: {r:?}");
+            Ok(())
+        }
+        .await,
+    )
+}
+
+/// Exit codes pass through, including 42; a non-zero exit is not an error.
+pub async fn exec_exit_codes(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("exec_exit_codes", p, image, |p, id| async move {
+        for (cmd, want) in [("true", 0), ("false", 1), ("exit 42", 42), ("exit 3", 3)] {
+            let c = run_sh(p, &id, cmd).await?;
+            ensure!(
+                c.result.as_ref().ok() == Some(&want),
+                "{cmd}: {:?}",
+                c.result
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// stderr is captured separately from stdout.
+pub async fn exec_stderr(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("exec_stderr", p, image, |p, id| async move {
+        let c = run_sh(p, &id, "echo out; echo err >&2; exit 2").await?;
+        ensure!(matches!(c.result, Ok(2)), "exit: {:?}", c.result);
+        ensure!(c.stdout_str() == "out\n", "stdout {:?}", c.stdout_str());
+        ensure!(c.stderr_str() == "err\n", "stderr {:?}", c.stderr_str());
+        Ok(())
+    })
+    .await
+}
+
+/// Argv mode passes arguments literally: spaces, quotes and `$` survive.
+pub async fn exec_argv_mode(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("exec_argv_mode", p, image, |p, id| async move {
+        let req = ExecRequest {
+            command: "printf".into(),
+            args: vec!["%s|".into(), "a b".into(), "it's".into(), "$HOME".into()],
+            mode: ExecMode::Argv,
+            ..Default::default()
+        };
+        let c = exec_collect(p, &id, req).await;
+        ensure!(matches!(c.result, Ok(0)), "exit: {:?}", c.result);
+        ensure!(
+            c.stdout_str() == "a b|it's|$HOME|",
+            "stdout {:?}",
+            c.stdout_str()
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Shell mode runs `command` through `sh -c` and quotes each arg.
+pub async fn exec_shell_args(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("exec_shell_args", p, image, |p, id| async move {
+        let req = ExecRequest {
+            command: "X=1; printf '%s|' \"$X\"".into(),
+            args: vec!["a b".into(), "it's".into(), "$X".into(), ";exit 9".into()],
+            ..Default::default()
+        };
+        let c = exec_collect(p, &id, req).await;
+        ensure!(matches!(c.result, Ok(0)), "exit: {:?}", c.result);
+        ensure!(
+            c.stdout_str() == "1|a b|it's|$X|;exit 9|",
+            "stdout {:?}",
+            c.stdout_str()
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// `env` reaches the command.
+pub async fn exec_env(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("exec_env", p, image, |p, id| async move {
+        let mut req = sh("printf '%s' \"$CONFORMANCE_VAR\"");
+        req.env
+            .insert("CONFORMANCE_VAR".into(), "bar baz 'q'".into());
+        let c = exec_collect(p, &id, req).await;
+        ensure!(matches!(c.result, Ok(0)), "exit: {:?}", c.result);
+        ensure!(
+            c.stdout_str() == "bar baz 'q'",
+            "stdout {:?}",
+            c.stdout_str()
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// The default cwd is `/workspace` (where the files API writes), and `workdir` moves it.
+pub async fn exec_workdir(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("exec_workdir", p, image, |p, id| async move {
+        ok!(p
+            .write_file(&id, "/workspace/top.txt", Bytes::from_static(b"top"), None)
+            .await);
+        ok!(p
+            .write_file(
+                &id,
+                "/workspace/sub/in.txt",
+                Bytes::from_static(b"in"),
+                None
+            )
+            .await);
+        let c = run_sh(p, &id, "cat top.txt").await?;
+        ensure!(
+            c.stdout_str() == "top",
+            "default cwd: {:?} {:?}",
+            c.stdout_str(),
+            c.stderr_str()
+        );
+        let mut req = sh("cat in.txt");
+        req.workdir = Some("/workspace/sub".into());
+        let c = exec_collect(p, &id, req).await;
+        ensure!(
+            matches!(c.result, Ok(0)),
+            "exit: {:?} {}",
+            c.result,
+            c.stderr_str()
+        );
+        ensure!(c.stdout_str() == "in", "workdir cwd: {:?}", c.stdout_str());
+        Ok(())
+    })
+    .await
+}
+
+/// A timeout returns `Timeout` promptly, kills the whole process group (a background child
+/// never gets to write its marker) and leaves the sandbox usable.
+pub async fn exec_timeout(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("exec_timeout", p, image, |p, id| async move {
+        let mut req = sh("(sleep 2; echo leaked > marker) & sleep 30");
+        req.timeout = Some(Duration::from_secs(1));
+        let start = Instant::now();
+        let c = exec_collect(p, &id, req).await;
+        ensure!(
+            matches!(c.result, Err(ProviderError::Timeout)),
+            "result: {:?}",
+            c.result
+        );
+        ensure!(
+            start.elapsed() < Duration::from_secs(10),
+            "timeout took {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(3500).saturating_sub(start.elapsed())).await;
+        let r = p.read_file(&id, "/workspace/marker").await;
+        ensure!(
+            matches!(r, Err(ProviderError::FileNotFound(_))),
+            "background child survived the timeout: {r:?}"
+        );
+        let c = run_sh(p, &id, "echo ok").await?;
+        ensure!(
+            c.stdout_str() == "ok\n",
+            "after timeout: {:?}",
+            c.stdout_str()
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Output arrives while the command still runs, not only at the end.
+pub async fn exec_streams_live(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("exec_streams_live", p, image, |p, id| async move {
+        let (tx, mut rx) = mpsc::channel::<StreamChunk>(64);
+        let exec = async {
+            let r = p.exec(&id, sh("echo a; sleep 1; echo b"), tx).await;
+            (r, Instant::now())
+        };
+        let gather = async {
+            let mut chunks = Vec::new();
+            while let Some(c) = rx.recv().await {
+                chunks.push((c, Instant::now()));
+            }
+            chunks
+        };
+        let ((result, done), chunks) = tokio::join!(exec, gather);
+        ensure!(matches!(result, Ok(0)), "exit: {result:?}");
+        let Some((first, at)) = chunks.first() else {
+            return Err("no output".into());
+        };
+        ensure!(
+            first.stream == StreamKind::Stdout && first.data == b"a\n",
+            "first chunk {first:?}"
+        );
+        ensure!(
+            done.duration_since(*at) >= Duration::from_millis(500),
+            "first chunk only {:?} before the end",
+            done.duration_since(*at)
+        );
+        let all: Vec<u8> = chunks.iter().flat_map(|(c, _)| c.data.clone()).collect();
+        ensure!(
+            all == b"a\nb\n",
+            "output {:?}",
+            String::from_utf8_lossy(&all)
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Two execs on one sandbox run side by side.
+pub async fn exec_concurrent(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("exec_concurrent", p, image, |p, id| async move {
+        let start = Instant::now();
+        let (a, b) = tokio::join!(
+            exec_collect(p, &id, sh("sleep 1; echo a")),
+            exec_collect(p, &id, sh("sleep 1; echo b")),
+        );
+        ensure!(
+            a.stdout_str() == "a\n" && b.stdout_str() == "b\n",
+            "{a:?} {b:?}"
+        );
+        ensure!(
+            start.elapsed() < Duration::from_millis(1900),
+            "serialised: {:?}",
+            start.elapsed()
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Every byte value and a 1 MiB file round-trip exactly.
+pub async fn files_binary_roundtrip(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("files_binary_roundtrip", p, image, |p, id| async move {
+        let all: Vec<u8> = (0..=255u8).collect();
+        let mut seed = 0x9e37_79b9_u32;
+        let big: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                seed.to_be_bytes()[0]
+            })
+            .collect();
+        for (path, data) in [
+            ("/workspace/bytes.bin", all),
+            ("/workspace/big.bin", big),
+            ("/workspace/empty.bin", Vec::new()),
+        ] {
+            ok!(p
+                .write_file(&id, path, Bytes::from(data.clone()), None)
+                .await);
+            let back = ok!(p.read_file(&id, path).await);
+            ensure!(
+                back.as_ref() == data.as_slice(),
+                "{path}: {} bytes back, want {}",
+                back.len(),
+                data.len()
+            );
+            let st = ok!(p.stat_file(&id, path).await);
+            ensure!(
+                st.size == data.len() as i64,
+                "{path}: stat size {}",
+                st.size
+            );
+        }
+        // Overwrite replaces, not appends.
+        ok!(p
+            .write_file(
+                &id,
+                "/workspace/bytes.bin",
+                Bytes::from_static(b"new"),
+                None
+            )
+            .await);
+        let back = ok!(p.read_file(&id, "/workspace/bytes.bin").await);
+        ensure!(back.as_ref() == b"new", "overwrite: {back:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// Writes create missing parent directories; commands see the file.
+pub async fn files_nested_parents(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("files_nested_parents", p, image, |p, id| async move {
+        let path = "/workspace/a/b/c/d.txt";
+        ok!(p
+            .write_file(&id, path, Bytes::from_static(b"deep"), None)
+            .await);
+        let back = ok!(p.read_file(&id, path).await);
+        ensure!(back.as_ref() == b"deep", "read {back:?}");
+        let st = ok!(p.stat_file(&id, "/workspace/a/b").await);
+        ensure!(st.is_dir, "parent not a dir: {st:?}");
+        let c = run_sh(p, &id, "cat a/b/c/d.txt").await?;
+        ensure!(
+            c.stdout_str() == "deep",
+            "command sees {:?}",
+            c.stdout_str()
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Listing shows each entry once, with the right kind and size.
+pub async fn files_list(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("files_list", p, image, |p, id| async move {
+        ok!(p
+            .write_file(&id, "/workspace/l/one.txt", Bytes::from_static(b"1"), None)
+            .await);
+        ok!(p
+            .write_file(&id, "/workspace/l/two.txt", Bytes::from_static(b"22"), None)
+            .await);
+        ok!(p
+            .write_file(&id, "/workspace/l/sub/x", Bytes::new(), None)
+            .await);
+        let mut items = ok!(p.list_files(&id, "/workspace/l").await);
+        items.sort_by(|a, b| a.path.cmp(&b.path));
+        let names: Vec<&str> = items
+            .iter()
+            .map(|f| f.path.rsplit('/').next().unwrap_or(""))
+            .collect();
+        ensure!(names == ["one.txt", "sub", "two.txt"], "names {names:?}");
+        for f in &items {
+            ensure!(f.path.contains("workspace/l/"), "path {:?}", f.path);
+            ensure!(!f.mode.is_empty() && !f.mod_time.is_empty(), "entry {f:?}");
+        }
+        ensure!(
+            !items[0].is_dir && items[0].size == 1,
+            "one.txt {:?}",
+            items[0]
+        );
+        ensure!(items[1].is_dir, "sub {:?}", items[1]);
+        ensure!(
+            !items[2].is_dir && items[2].size == 2,
+            "two.txt {:?}",
+            items[2]
+        );
+        let r = p.list_files(&id, "/workspace/nope").await;
+        ensure!(
+            matches!(r, Err(ProviderError::FileNotFound(_))),
+            "missing dir: {r:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Stat reports size and kind; a missing path is `FileNotFound` with the caller's path.
+pub async fn files_stat(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("files_stat", p, image, |p, id| async move {
+        ok!(p
+            .write_file(
+                &id,
+                "/workspace/s.txt",
+                Bytes::from_static(b"hello world"),
+                None
+            )
+            .await);
+        let st = ok!(p.stat_file(&id, "/workspace/s.txt").await);
+        ensure!(st.size == 11 && !st.is_dir, "file {st:?}");
+        ensure!(st.path == "/workspace/s.txt", "path {:?}", st.path);
+        let st = ok!(p.stat_file(&id, "/workspace").await);
+        ensure!(st.is_dir, "dir {st:?}");
+        let r = p.stat_file(&id, "/workspace/missing.txt").await;
+        ensure!(
+            matches!(&r, Err(ProviderError::FileNotFound(p)) if p == "/workspace/missing.txt"),
+            "missing: {r:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Shell globs return absolute sandbox paths; no match is an empty list.
+pub async fn files_glob(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("files_glob", p, image, |p, id| async move {
+        for f in ["a.log", "b.log", "c.txt"] {
+            let path = format!("/workspace/g/{f}");
+            ok!(p
+                .write_file(&id, &path, Bytes::from_static(b"x"), None)
+                .await);
+        }
+        let mut got = ok!(p.glob(&id, "/workspace/g/*.log").await);
+        got.sort();
+        ensure!(
+            got == ["/workspace/g/a.log", "/workspace/g/b.log"],
+            "got {got:?}"
+        );
+        let got = ok!(p.glob(&id, "/workspace/g/*.none").await);
+        ensure!(got.is_empty(), "no-match {got:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// Move creates destination parents; the source is gone afterwards.
+pub async fn files_move(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("files_move", p, image, |p, id| async move {
+        ok!(p
+            .write_file(
+                &id,
+                "/workspace/m/src.txt",
+                Bytes::from_static(b"moved"),
+                None
+            )
+            .await);
+        ok!(p
+            .move_file(&id, "/workspace/m/src.txt", "/workspace/m/new/dir/dst.txt")
+            .await);
+        let back = ok!(p.read_file(&id, "/workspace/m/new/dir/dst.txt").await);
+        ensure!(back.as_ref() == b"moved", "dst {back:?}");
+        let r = p.read_file(&id, "/workspace/m/src.txt").await;
+        ensure!(
+            matches!(r, Err(ProviderError::FileNotFound(_))),
+            "src: {r:?}"
+        );
+        let r = p
+            .move_file(&id, "/workspace/m/absent", "/workspace/m/x")
+            .await;
+        ensure!(
+            matches!(r, Err(ProviderError::FileNotFound(_))),
+            "missing source: {r:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// chmod `0755` makes a script runnable; a bad mode is `InvalidInput`.
+pub async fn files_chmod(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("files_chmod", p, image, |p, id| async move {
+        let script = Bytes::from_static(b"#!/bin/sh\necho ran\n");
+        ok!(p.write_file(&id, "/workspace/s.sh", script, None).await);
+        ok!(p.chmod(&id, "/workspace/s.sh", "0755").await);
+        let st = ok!(p.stat_file(&id, "/workspace/s.sh").await);
+        ensure!(st.mode.ends_with("755"), "mode {:?}", st.mode);
+        let c = run_sh(p, &id, "./s.sh").await?;
+        ensure!(
+            c.stdout_str() == "ran\n",
+            "script: {:?} {:?}",
+            c.stdout_str(),
+            c.stderr_str()
+        );
+        ok!(p.chmod(&id, "/workspace/s.sh", "644").await);
+        let st = ok!(p.stat_file(&id, "/workspace/s.sh").await);
+        ensure!(st.mode.ends_with("644"), "mode {:?}", st.mode);
+        let r = p.chmod(&id, "/workspace/s.sh", "rwx").await;
+        ensure!(
+            matches!(r, Err(ProviderError::InvalidInput(_))),
+            "bad mode: {r:?}"
+        );
+        let r = p.chmod(&id, "/workspace/none", "644").await;
+        ensure!(
+            matches!(r, Err(ProviderError::FileNotFound(_))),
+            "missing: {r:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Delete: missing is `FileNotFound` unless recursive; recursive removes whole trees.
+pub async fn files_delete(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("files_delete", p, image, |p, id| async move {
+        ok!(p
+            .write_file(&id, "/workspace/d.txt", Bytes::from_static(b"x"), None)
+            .await);
+        ok!(p.delete_file(&id, "/workspace/d.txt", false).await);
+        let r = p.read_file(&id, "/workspace/d.txt").await;
+        ensure!(
+            matches!(r, Err(ProviderError::FileNotFound(_))),
+            "after delete: {r:?}"
+        );
+        let r = p.delete_file(&id, "/workspace/d.txt", false).await;
+        ensure!(
+            matches!(&r, Err(ProviderError::FileNotFound(p)) if p == "/workspace/d.txt"),
+            "missing: {r:?}"
+        );
+        ok!(p.delete_file(&id, "/workspace/never", true).await);
+        ok!(p
+            .write_file(
+                &id,
+                "/workspace/tree/a/b.txt",
+                Bytes::from_static(b"x"),
+                None
+            )
+            .await);
+        ok!(p
+            .write_file(&id, "/workspace/tree/c.txt", Bytes::from_static(b"x"), None)
+            .await);
+        ok!(p.delete_file(&id, "/workspace/tree", true).await);
+        let r = p.stat_file(&id, "/workspace/tree").await;
+        ensure!(
+            matches!(r, Err(ProviderError::FileNotFound(_))),
+            "tree: {r:?}"
+        );
+        let st = ok!(p.stat_file(&id, "/workspace").await);
+        ensure!(st.is_dir, "workspace went away");
+        Ok(())
+    })
+    .await
+}
+
+/// Relative paths climbing out of the sandbox are `InvalidInput`, for every operation.
+pub async fn files_path_escape(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("files_path_escape", p, image, |p, id| async move {
+        let bad = "../../etc/passwd";
+        let inv = |r: &Result<_, ProviderError>| matches!(r, Err(ProviderError::InvalidInput(_)));
+        let r = p.read_file(&id, bad).await.map(drop);
+        ensure!(inv(&r), "read: {r:?}");
+        let r = p
+            .write_file(&id, "../../tmp/escape.txt", Bytes::from_static(b"x"), None)
+            .await;
+        ensure!(inv(&r), "write: {r:?}");
+        let r = p.stat_file(&id, bad).await.map(drop);
+        ensure!(inv(&r), "stat: {r:?}");
+        let r = p.list_files(&id, "../..").await.map(drop);
+        ensure!(inv(&r), "list: {r:?}");
+        let r = p.delete_file(&id, bad, true).await;
+        ensure!(inv(&r), "delete: {r:?}");
+        let r = p.move_file(&id, bad, "/workspace/p").await;
+        ensure!(inv(&r), "move from: {r:?}");
+        let r = p.chmod(&id, bad, "777").await;
+        ensure!(inv(&r), "chmod: {r:?}");
+        let r = p.glob(&id, "../../etc/*").await.map(drop);
+        ensure!(inv(&r), "glob: {r:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// Console logs are available and respect the line limit.
+pub async fn logs(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("logs", p, image, |p, id| async move {
+        let all = ok!(p.logs(&id, 100).await);
+        ensure!(all.len() <= 100, "{} lines", all.len());
+        let one = ok!(p.logs(&id, 1).await);
+        ensure!(one.len() <= 1, "limit 1 gave {one:?}");
+        ensure!(
+            one.last() == all.last(),
+            "last line differs: {one:?} vs {all:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Runs every check; returns all failures joined, if any.
+pub async fn run_all(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    let results = [
+        lifecycle(p, image).await,
+        unknown_sandbox(p).await,
+        exec_exit_codes(p, image).await,
+        exec_stderr(p, image).await,
+        exec_argv_mode(p, image).await,
+        exec_shell_args(p, image).await,
+        exec_env(p, image).await,
+        exec_workdir(p, image).await,
+        exec_timeout(p, image).await,
+        exec_streams_live(p, image).await,
+        exec_concurrent(p, image).await,
+        files_binary_roundtrip(p, image).await,
+        files_nested_parents(p, image).await,
+        files_list(p, image).await,
+        files_stat(p, image).await,
+        files_glob(p, image).await,
+        files_move(p, image).await,
+        files_chmod(p, image).await,
+        files_delete(p, image).await,
+        files_path_escape(p, image).await,
+        logs(p, image).await,
+    ];
+    let failures: Vec<String> = results
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|f| f.to_string())
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(CheckFailure {
+            check: "run_all",
+            message: failures.join("; "),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MockProvider;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mock_passes_everything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = MockProvider::with_base_dir(dir.path());
+        if let Err(e) = run_all(&p, "mock").await {
+            panic!("{e}");
+        }
+    }
+}

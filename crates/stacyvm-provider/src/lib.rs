@@ -1,17 +1,17 @@
 //! Isolation backends. Every backend implements [`Provider`] and passes `conformance`.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod error;
 mod mock;
 mod registry;
-#[cfg(any(test, feature = "conformance"))]
-pub mod conformance;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 pub use error::ProviderError;
-pub use mock::MockProvider;
+pub use mock::{MockCall, MockProvider};
 pub use registry::ProviderRegistry;
 use stacyvm_types::{ExecMode, FileInfo, SandboxState, StreamChunk};
 use tokio::sync::mpsc;
@@ -129,8 +129,11 @@ pub trait Provider: Send + Sync + 'static {
         mode: Option<&str>,
     ) -> Result<(), ProviderError>;
     async fn read_file(&self, runtime_id: &str, path: &str) -> Result<Bytes, ProviderError>;
-    async fn list_files(&self, runtime_id: &str, path: &str)
-        -> Result<Vec<FileInfo>, ProviderError>;
+    async fn list_files(
+        &self,
+        runtime_id: &str,
+        path: &str,
+    ) -> Result<Vec<FileInfo>, ProviderError>;
     async fn stat_file(&self, runtime_id: &str, path: &str) -> Result<FileInfo, ProviderError>;
     async fn glob(&self, runtime_id: &str, pattern: &str) -> Result<Vec<String>, ProviderError>;
     /// A missing path is `FileNotFound` unless `recursive`.
@@ -140,8 +143,7 @@ pub trait Provider: Send + Sync + 'static {
         path: &str,
         recursive: bool,
     ) -> Result<(), ProviderError>;
-    async fn move_file(&self, runtime_id: &str, old: &str, new: &str)
-        -> Result<(), ProviderError>;
+    async fn move_file(&self, runtime_id: &str, old: &str, new: &str) -> Result<(), ProviderError>;
     async fn chmod(&self, runtime_id: &str, path: &str, mode: &str) -> Result<(), ProviderError>;
 
     /// The last `lines` console lines.

@@ -1,0 +1,219 @@
+//! Runs a command for a mock sandbox directly on the host.
+//!
+//! The command gets its own process group. The group is SIGKILLed when the command's main
+//! process exits (so `sleep 100 &` leftovers die with the exec instead of lingering on the host
+//! or holding the output pipes open), when the timeout expires, when the output receiver goes
+//! away, when the sandbox is destroyed, and when the exec future is dropped. A process that
+//! leaves the group on purpose (`setsid`) is beyond reach; the mock gives no isolation.
+//!
+//! Exit codes: the command's own code; `128 + signal` when a signal killed it; `127` (with a
+//! shell-like message on stderr) when the program does not exist and `126` when it is not
+//! executable, as `sh` would report in shell mode.
+
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+
+use stacyvm_types::{StreamChunk, StreamKind};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use super::paths::resolve;
+use crate::{ChunkSender, ExecRequest, ProviderError};
+
+/// Largest chunk handed to the sender (the original mock's read size).
+const CHUNK: usize = 4096;
+
+pub(super) async fn run(
+    id: &str,
+    root: &Path,
+    req: ExecRequest,
+    out: ChunkSender,
+    cancel: CancellationToken,
+) -> Result<i32, ProviderError> {
+    let cwd = match req.workdir.as_deref() {
+        None | Some("") => root.join("workspace"),
+        Some(w) => {
+            let dir = resolve(root, w, true)?.host;
+            if !tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_dir()) {
+                return Err(ProviderError::InvalidInput(format!(
+                    "workdir {w:?} is not a directory"
+                )));
+            }
+            dir
+        }
+    };
+    let argv = req.argv();
+    let Some((prog, args)) = argv.split_first().filter(|(p, _)| !p.trim().is_empty()) else {
+        return Err(ProviderError::InvalidInput("command is required".into()));
+    };
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
+        .current_dir(&cwd)
+        .envs(&req.env)
+        .env("HOME", root)
+        .env("WORKSPACE", root.join("workspace"))
+        .env("SANDBOX_ROOT", root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return spawn_failure(prog, e, &out).await,
+    };
+    let mut group = Group::new(child);
+    let (Some(stdout), Some(stderr)) = (group.child.stdout.take(), group.child.stderr.take())
+    else {
+        return Err(ProviderError::internal("command output pipes missing"));
+    };
+
+    let pgid = group.pgid;
+    let child = &mut group.child;
+    let body = async {
+        let wait = async {
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| ProviderError::internal_with("waiting for the command failed", e))?;
+            // The main process is gone; take whatever it left running in its group too.
+            if let Some(p) = pgid {
+                kill_group(p);
+            }
+            Ok::<_, ProviderError>(status)
+        };
+        let (_, _, status) = tokio::try_join!(
+            pump(stdout, StreamKind::Stdout, &out),
+            pump(stderr, StreamKind::Stderr, &out),
+            wait,
+        )?;
+        Ok(exit_code(status))
+    };
+    let timed = async {
+        match req.timeout {
+            Some(d) => tokio::time::timeout(d, body)
+                .await
+                .unwrap_or(Err(ProviderError::Timeout)),
+            None => body.await,
+        }
+    };
+    // Biased: a finished command beats a receiver that closed at the same moment, and a
+    // destroy is reported as such.
+    let outcome = tokio::select! {
+        biased;
+        r = timed => r,
+        () = cancel.cancelled() => Err(ProviderError::SandboxNotFound(id.to_string())),
+        () = out.closed() => Err(receiver_gone()),
+    };
+    // On success the group was already killed right after the main process exited; killing
+    // again after reaping could hit a recycled process group id.
+    group.finished = outcome.is_ok();
+    outcome
+}
+
+fn receiver_gone() -> ProviderError {
+    ProviderError::internal("exec output receiver closed")
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .unwrap_or_else(|| status.signal().map_or(-1, |s| 128 + s))
+}
+
+async fn spawn_failure(prog: &str, e: io::Error, out: &ChunkSender) -> Result<i32, ProviderError> {
+    let (code, what) = match e.kind() {
+        io::ErrorKind::NotFound => (127, "command not found"),
+        io::ErrorKind::PermissionDenied => (126, "permission denied"),
+        io::ErrorKind::InvalidInput => {
+            return Err(ProviderError::InvalidInput(
+                "command, arguments and environment must not contain NUL bytes".into(),
+            ))
+        }
+        _ => {
+            return Err(ProviderError::internal_with(
+                "starting the command failed",
+                e,
+            ))
+        }
+    };
+    let chunk = StreamChunk {
+        stream: StreamKind::Stderr,
+        data: format!("{prog}: {what}\n").into_bytes(),
+    };
+    out.send(chunk).await.map_err(|_| receiver_gone())?;
+    Ok(code)
+}
+
+/// Forwards raw read slices of one pipe until EOF.
+async fn pump(
+    mut pipe: impl AsyncRead + Unpin,
+    stream: StreamKind,
+    out: &ChunkSender,
+) -> Result<(), ProviderError> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = pipe
+            .read(&mut buf)
+            .await
+            .map_err(|e| ProviderError::internal_with("reading command output failed", e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        let chunk = StreamChunk {
+            stream,
+            data: buf[..n].to_vec(),
+        };
+        out.send(chunk).await.map_err(|_| receiver_gone())?;
+    }
+}
+
+/// The running command. Dropping it unfinished SIGKILLs the whole process group before the
+/// child handle goes (its `kill_on_drop` and tokio's orphan reaping then collect the leader),
+/// so the group id cannot have been recycled yet.
+struct Group {
+    child: Child,
+    /// `None` if the pid is unknown or unusable as a group id; then only the leader is killed.
+    pgid: Option<i32>,
+    finished: bool,
+}
+
+impl Group {
+    fn new(child: Child) -> Self {
+        // With `process_group(0)` the leader's pid is the group id. Never 0 or 1: kill(2) would
+        // read those as "my group" / "every process".
+        let pgid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|p| *p > 1);
+        Group {
+            child,
+            pgid,
+            finished: false,
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if !self.finished {
+            if let Some(p) = self.pgid {
+                kill_group(p);
+            }
+        }
+    }
+}
+
+/// SIGKILLs every process in group `pgid` (> 1). Errors (the group is already empty) are moot.
+#[expect(unsafe_code, reason = "std has no safe way to signal a process group")]
+fn kill_group(pgid: i32) {
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) only takes integers and touches no memory of this process; a negative
+    // pid > 1 in magnitude addresses exactly one process group.
+    let _ = unsafe { libc::kill(-pgid, libc::SIGKILL) };
+}

@@ -1,0 +1,421 @@
+//! The mock provider: each sandbox is a host temp directory and commands run on the host.
+//! **No isolation.** Kept as the reference test double (the SDK live tests run against it, wire
+//! reference §6) and as a hand-written fake for control-plane tests: it records calls, can be
+//! told to fail, and can slow spawns down.
+
+mod exec;
+mod files;
+mod paths;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use stacyvm_types::{FileInfo, SandboxState};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+use crate::{ChunkSender, ExecRequest, Provider, ProviderError, RuntimeInfo, SandboxSpec, Spawned};
+
+/// One recorded provider call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MockCall {
+    /// The trait method name (`spawn`, `exec`, `read_file`, ...).
+    pub method: &'static str,
+    /// The runtime id it targeted (`SandboxSpec::id` for spawn; empty for `health`).
+    pub runtime_id: String,
+}
+
+struct Sandbox {
+    /// `None` once destroyed; dropping it removes the directory.
+    dir: Option<TempDir>,
+    /// Canonical, so symlink checks compare like with like.
+    root: PathBuf,
+    image: String,
+    /// Cancels running execs when the sandbox is destroyed.
+    cancel: CancellationToken,
+}
+
+#[derive(Default)]
+struct Faults {
+    /// Method name → how many upcoming calls fail.
+    fail_next: HashMap<String, usize>,
+    /// Spawns left before every further spawn fails; `None` = no limit.
+    spawns_left: Option<usize>,
+    spawn_delay: Option<Duration>,
+}
+
+pub struct MockProvider {
+    base_dir: PathBuf,
+    sandboxes: Mutex<HashMap<String, Sandbox>>,
+    faults: Mutex<Faults>,
+    calls: Mutex<Vec<MockCall>>,
+}
+
+impl Default for MockProvider {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A poisoned lock only means another test thread panicked; the data is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MockProvider {
+    /// Sandboxes go under the system temp directory.
+    pub fn new() -> Self {
+        Self::with_base_dir(std::env::temp_dir())
+    }
+
+    /// Sandboxes go under `base` (created on first spawn).
+    pub fn with_base_dir(base: impl Into<PathBuf>) -> Self {
+        MockProvider {
+            base_dir: base.into(),
+            sandboxes: Mutex::default(),
+            faults: Mutex::default(),
+            calls: Mutex::default(),
+        }
+    }
+
+    /// Every call made so far, oldest first.
+    pub fn calls(&self) -> Vec<MockCall> {
+        lock(&self.calls).clone()
+    }
+
+    /// How many times `method` was called.
+    pub fn call_count(&self, method: &str) -> usize {
+        lock(&self.calls)
+            .iter()
+            .filter(|c| c.method == method)
+            .count()
+    }
+
+    pub fn clear_calls(&self) {
+        lock(&self.calls).clear();
+    }
+
+    /// The next `n` calls of `method` (a trait method name, e.g. `"exec"`) fail with
+    /// `ProviderError::Internal` before doing anything.
+    pub fn fail_next(&self, method: &str, n: usize) {
+        lock(&self.faults).fail_next.insert(method.to_string(), n);
+    }
+
+    /// The next `n` spawns succeed; every spawn after them fails with `Internal`.
+    pub fn fail_spawn_after(&self, n: usize) {
+        lock(&self.faults).spawns_left = Some(n);
+    }
+
+    /// Every spawn sleeps this long first (`None` to stop).
+    pub fn set_spawn_delay(&self, delay: Option<Duration>) {
+        lock(&self.faults).spawn_delay = delay;
+    }
+
+    /// Drops all pending failures and the spawn delay.
+    pub fn clear_faults(&self) {
+        *lock(&self.faults) = Faults::default();
+    }
+
+    /// The host directory of a live sandbox (for tests; never put it in an error).
+    pub fn host_root(&self, runtime_id: &str) -> Option<PathBuf> {
+        lock(&self.sandboxes)
+            .get(runtime_id)
+            .filter(|s| s.dir.is_some())
+            .map(|s| s.root.clone())
+    }
+
+    /// Records the call and applies an injected failure, if one is pending.
+    fn enter(&self, method: &'static str, runtime_id: &str) -> Result<(), ProviderError> {
+        lock(&self.calls).push(MockCall {
+            method,
+            runtime_id: runtime_id.to_string(),
+        });
+        let mut f = lock(&self.faults);
+        if let Some(n) = f.fail_next.get_mut(method).filter(|n| **n > 0) {
+            *n -= 1;
+            return Err(ProviderError::internal(format!(
+                "injected {method} failure"
+            )));
+        }
+        if method == "spawn" {
+            match f.spawns_left {
+                Some(0) => return Err(ProviderError::internal("injected spawn failure")),
+                Some(ref mut n) => *n -= 1,
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Root and cancel token of a live (not destroyed) sandbox.
+    fn live(&self, runtime_id: &str) -> Result<(PathBuf, CancellationToken), ProviderError> {
+        lock(&self.sandboxes)
+            .get(runtime_id)
+            .filter(|s| s.dir.is_some())
+            .map(|s| (s.root.clone(), s.cancel.clone()))
+            .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))
+    }
+
+    /// Runs a blocking file operation on a live sandbox's root.
+    async fn on_root<T, F>(
+        &self,
+        method: &'static str,
+        runtime_id: &str,
+        f: F,
+    ) -> Result<T, ProviderError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path) -> Result<T, ProviderError> + Send + 'static,
+    {
+        self.enter(method, runtime_id)?;
+        let (root, _) = self.live(runtime_id)?;
+        tokio::task::spawn_blocking(move || f(&root))
+            .await
+            .map_err(|e| ProviderError::internal_with("file task failed", e))?
+    }
+
+    fn create_root(&self, id: &str) -> Result<(TempDir, PathBuf), ProviderError> {
+        let fail = |e| ProviderError::internal_with("creating the sandbox directory failed", e);
+        std::fs::create_dir_all(&self.base_dir).map_err(fail)?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("stacyvm-{id}-"))
+            .tempdir_in(&self.base_dir)
+            .map_err(fail)?;
+        let root = dir.path().canonicalize().map_err(fail)?;
+        std::fs::create_dir(root.join("workspace")).map_err(fail)?;
+        Ok((dir, root))
+    }
+}
+
+/// Ids become part of a host directory name, so keep them to a safe alphabet.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !id.starts_with('.')
+}
+
+#[async_trait::async_trait]
+impl Provider for MockProvider {
+    fn name(&self) -> &str {
+        "mock"
+    }
+
+    fn capabilities(&self) -> Vec<&'static str> {
+        vec![
+            "spawn",
+            "exec",
+            "exec_stream",
+            "files",
+            "console",
+            "health",
+            "test_provider",
+        ]
+    }
+
+    fn config_summary(&self) -> serde_json::Value {
+        serde_json::json!({ "type": "mock" })
+    }
+
+    fn isolated(&self) -> bool {
+        false
+    }
+
+    async fn health(&self) -> Result<(), ProviderError> {
+        self.enter("health", "")
+    }
+
+    async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
+        self.enter("spawn", &spec.id)?;
+        let delay = lock(&self.faults).spawn_delay;
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        if !valid_id(&spec.id) {
+            return Err(ProviderError::InvalidInput(format!(
+                "invalid sandbox id {:?}",
+                spec.id
+            )));
+        }
+        if self.live(&spec.id).is_ok() {
+            return Err(ProviderError::InvalidInput(format!(
+                "sandbox {} already exists",
+                spec.id
+            )));
+        }
+        let (dir, root) = self.create_root(&spec.id)?;
+        let sandbox = Sandbox {
+            dir: Some(dir),
+            root,
+            image: spec.image.clone(),
+            cancel: CancellationToken::new(),
+        };
+        let mut map = lock(&self.sandboxes);
+        if map.get(&spec.id).is_some_and(|s| s.dir.is_some()) {
+            // Lost a race with a concurrent spawn of the same id; our directory is dropped.
+            return Err(ProviderError::InvalidInput(format!(
+                "sandbox {} already exists",
+                spec.id
+            )));
+        }
+        map.insert(spec.id.clone(), sandbox);
+        Ok(Spawned {
+            runtime_id: spec.id.clone(),
+        })
+    }
+
+    async fn destroy(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        self.enter("destroy", runtime_id)?;
+        let dir = {
+            let mut map = lock(&self.sandboxes);
+            let sb = map
+                .get_mut(runtime_id)
+                .filter(|s| s.dir.is_some())
+                .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
+            sb.cancel.cancel();
+            sb.dir.take()
+        };
+        if let Some(dir) = dir {
+            tokio::task::spawn_blocking(move || dir.close())
+                .await
+                .map_err(|e| ProviderError::internal_with("removing the sandbox failed", e))?
+                .map_err(|e| ProviderError::internal_with("removing the sandbox failed", e))?;
+        }
+        Ok(())
+    }
+
+    async fn status(&self, runtime_id: &str) -> Result<SandboxState, ProviderError> {
+        self.enter("status", runtime_id)?;
+        match lock(&self.sandboxes).get(runtime_id) {
+            Some(s) if s.dir.is_some() => Ok(SandboxState::Running),
+            Some(_) => Ok(SandboxState::Destroyed),
+            None => Err(ProviderError::SandboxNotFound(runtime_id.to_string())),
+        }
+    }
+
+    async fn exec(
+        &self,
+        runtime_id: &str,
+        req: ExecRequest,
+        out: ChunkSender,
+    ) -> Result<i32, ProviderError> {
+        self.enter("exec", runtime_id)?;
+        let (root, cancel) = self.live(runtime_id)?;
+        exec::run(runtime_id, &root, req, out, cancel).await
+    }
+
+    async fn write_file(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        content: Bytes,
+        mode: Option<&str>,
+    ) -> Result<(), ProviderError> {
+        let (path, mode) = (path.to_string(), mode.map(str::to_string));
+        self.on_root("write_file", runtime_id, move |root| {
+            files::write(root, &path, &content, mode.as_deref())
+        })
+        .await
+    }
+
+    async fn read_file(&self, runtime_id: &str, path: &str) -> Result<Bytes, ProviderError> {
+        let path = path.to_string();
+        self.on_root("read_file", runtime_id, move |root| {
+            files::read(root, &path)
+        })
+        .await
+        .map(Bytes::from)
+    }
+
+    async fn list_files(
+        &self,
+        runtime_id: &str,
+        path: &str,
+    ) -> Result<Vec<FileInfo>, ProviderError> {
+        let path = path.to_string();
+        self.on_root("list_files", runtime_id, move |root| {
+            files::list(root, &path)
+        })
+        .await
+    }
+
+    async fn stat_file(&self, runtime_id: &str, path: &str) -> Result<FileInfo, ProviderError> {
+        let path = path.to_string();
+        self.on_root("stat_file", runtime_id, move |root| {
+            files::stat(root, &path)
+        })
+        .await
+    }
+
+    async fn glob(&self, runtime_id: &str, pattern: &str) -> Result<Vec<String>, ProviderError> {
+        let pattern = pattern.to_string();
+        self.on_root("glob", runtime_id, move |root| files::glob(root, &pattern))
+            .await
+    }
+
+    async fn delete_file(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), ProviderError> {
+        let path = path.to_string();
+        self.on_root("delete_file", runtime_id, move |root| {
+            files::delete(root, &path, recursive)
+        })
+        .await
+    }
+
+    async fn move_file(&self, runtime_id: &str, old: &str, new: &str) -> Result<(), ProviderError> {
+        let (old, new) = (old.to_string(), new.to_string());
+        self.on_root("move_file", runtime_id, move |root| {
+            files::rename(root, &old, &new)
+        })
+        .await
+    }
+
+    async fn chmod(&self, runtime_id: &str, path: &str, mode: &str) -> Result<(), ProviderError> {
+        let (path, mode) = (path.to_string(), mode.to_string());
+        self.on_root("chmod", runtime_id, move |root| {
+            files::chmod(root, &path, &mode)
+        })
+        .await
+    }
+
+    /// Three synthetic console lines; kept after destroy, like the status entry.
+    async fn logs(&self, runtime_id: &str, lines: usize) -> Result<Vec<String>, ProviderError> {
+        self.enter("logs", runtime_id)?;
+        if !lock(&self.sandboxes).contains_key(runtime_id) {
+            return Err(ProviderError::SandboxNotFound(runtime_id.to_string()));
+        }
+        let all = [
+            format!("[INFO] mock sandbox {runtime_id} started"),
+            "[INFO] workspace initialized at /workspace".to_string(),
+            "[INFO] sandbox ready".to_string(),
+        ];
+        let skip = all.len().saturating_sub(lines);
+        Ok(all.into_iter().skip(skip).collect())
+    }
+
+    /// Live sandboxes only: a destroyed one has no runtime left.
+    async fn list_runtimes(&self) -> Result<Option<Vec<RuntimeInfo>>, ProviderError> {
+        self.enter("list_runtimes", "")?;
+        let mut out: Vec<RuntimeInfo> = lock(&self.sandboxes)
+            .iter()
+            .filter(|(_, s)| s.dir.is_some())
+            .map(|(id, s)| RuntimeInfo {
+                runtime_id: id.clone(),
+                sandbox_id: Some(id.clone()),
+                image: s.image.clone(),
+                running: true,
+            })
+            .collect();
+        out.sort_by(|a, b| a.runtime_id.cmp(&b.runtime_id));
+        Ok(Some(out))
+    }
+}

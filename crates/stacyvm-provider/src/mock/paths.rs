@@ -1,0 +1,230 @@
+//! Maps sandbox paths onto the sandbox's host directory without letting them leave it.
+//!
+//! Every symlink met on the way is resolved by hand, component by component, and the walk fails
+//! as soon as a link (absolute or relative, dangling or not) would lead outside the root. The
+//! result contains no symlinks, so the caller's file operation cannot be redirected by one that
+//! was checked. Commands run unconfined on the host anyway (the mock gives no isolation), so a
+//! symlink swapped between the check and the use is out of scope.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use crate::ProviderError;
+
+/// Linux's own limit on symlinks followed while resolving one path.
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// A sandbox path resolved to the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Resolved {
+    /// Host path, free of symlinks (except the final component when not followed).
+    pub host: PathBuf,
+    /// Components of `host` below the root; empty for the root itself.
+    pub rel: Vec<OsString>,
+}
+
+impl Resolved {
+    pub fn is_root(&self) -> bool {
+        self.rel.is_empty()
+    }
+}
+
+fn escapes(given: &str) -> ProviderError {
+    ProviderError::InvalidInput(format!("path {given:?} escapes the sandbox"))
+}
+
+/// Lexically cleans `path` (`/`-separated, absolute or relative to the root): drops empty and
+/// `.` components and applies `..`. A `..` above the root is an error, not clamped.
+pub(super) fn clean(path: &str) -> Result<Vec<String>, ProviderError> {
+    if path.contains('\0') {
+        return Err(ProviderError::InvalidInput(
+            "path must not contain NUL bytes".into(),
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if out.pop().is_none() {
+                    return Err(escapes(path));
+                }
+            }
+            name => out.push(name.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves `path` under `root` (which must be canonical). With `follow_final` false a final
+/// symlink is left as is, so delete and move act on the link itself.
+pub(super) fn resolve(
+    root: &Path,
+    path: &str,
+    follow_final: bool,
+) -> Result<Resolved, ProviderError> {
+    let mut queue: VecDeque<OsString> = clean(path)?.into_iter().map(OsString::from).collect();
+    let mut rel: Vec<OsString> = Vec::new();
+    let mut hops = 0;
+    while let Some(comp) = queue.pop_front() {
+        if comp == ".." {
+            // `rel` holds no symlinks, so popping it is the physical parent.
+            if rel.pop().is_none() {
+                return Err(escapes(path));
+            }
+            continue;
+        }
+        let host = join(root, &rel).join(&comp);
+        let is_link = fs::symlink_metadata(&host).is_ok_and(|m| m.file_type().is_symlink());
+        // Splices never add to the back of the queue, so an empty queue means this is the
+        // caller's own final component.
+        if !is_link || (queue.is_empty() && !follow_final) {
+            rel.push(comp);
+            continue;
+        }
+        hops += 1;
+        if hops > MAX_SYMLINK_HOPS {
+            return Err(ProviderError::InvalidInput(format!(
+                "path {path:?} has too many levels of symbolic links"
+            )));
+        }
+        let target = fs::read_link(&host)
+            .map_err(|e| ProviderError::internal_with("reading a symlink failed", e))?;
+        let rest = if target.is_absolute() {
+            // Absolute targets must name the root itself or something below it.
+            let below = target.strip_prefix(root).map_err(|_| escapes(path))?;
+            rel.clear();
+            below.to_path_buf()
+        } else {
+            target
+        };
+        for c in rest.components().rev() {
+            match c {
+                Component::Normal(n) => queue.push_front(n.to_os_string()),
+                Component::ParentDir => queue.push_front(OsString::from("..")),
+                Component::CurDir => {}
+                Component::RootDir | Component::Prefix(_) => return Err(escapes(path)),
+            }
+        }
+    }
+    Ok(Resolved {
+        host: join(root, &rel),
+        rel,
+    })
+}
+
+fn join(root: &Path, rel: &[OsString]) -> PathBuf {
+    let mut p = root.to_path_buf();
+    p.extend(rel);
+    p
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    fn root() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().canonicalize().unwrap();
+        fs::create_dir_all(r.join("workspace/sub")).unwrap();
+        (d, r)
+    }
+
+    #[test]
+    fn clean_rules() {
+        assert_eq!(
+            clean("/workspace//a/./b/../c").unwrap(),
+            ["workspace", "a", "c"]
+        );
+        assert_eq!(clean("workspace/a").unwrap(), ["workspace", "a"]);
+        assert!(clean("/").unwrap().is_empty());
+        assert!(clean("").unwrap().is_empty());
+        assert!(matches!(
+            clean("../../etc/passwd"),
+            Err(ProviderError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            clean("/a/../../b"),
+            Err(ProviderError::InvalidInput(_))
+        ));
+        assert!(matches!(clean("a\0b"), Err(ProviderError::InvalidInput(_))));
+    }
+
+    #[test]
+    fn plain_paths_map_under_root() {
+        let (_d, r) = root();
+        let got = resolve(&r, "/workspace/new/file.txt", true).unwrap();
+        assert_eq!(got.host, r.join("workspace/new/file.txt"));
+        assert_eq!(got.rel.len(), 3);
+        assert!(resolve(&r, "/", true).unwrap().is_root());
+        assert_eq!(
+            resolve(&r, "workspace", true).unwrap().host,
+            r.join("workspace")
+        );
+    }
+
+    #[test]
+    fn symlinks_inside_are_followed() {
+        let (_d, r) = root();
+        symlink("sub", r.join("workspace/rel")).unwrap();
+        symlink(r.join("workspace/sub"), r.join("workspace/abs")).unwrap();
+        symlink("../workspace/sub/x", r.join("workspace/dangling")).unwrap();
+        for p in ["/workspace/rel/f", "/workspace/abs/f"] {
+            assert_eq!(
+                resolve(&r, p, true).unwrap().host,
+                r.join("workspace/sub/f")
+            );
+        }
+        assert_eq!(
+            resolve(&r, "/workspace/dangling", true).unwrap().host,
+            r.join("workspace/sub/x")
+        );
+        // Not following the final component keeps the link itself.
+        assert_eq!(
+            resolve(&r, "/workspace/rel", false).unwrap().host,
+            r.join("workspace/rel")
+        );
+        // `..` after a link is taken physically, from the link's target.
+        assert_eq!(
+            resolve(&r, "/workspace/rel/../sub", true).unwrap().host,
+            r.join("workspace/sub")
+        );
+    }
+
+    #[test]
+    fn symlinks_outside_are_rejected() {
+        let (_d, r) = root();
+        let outside = tempfile::tempdir().unwrap();
+        symlink("/etc", r.join("workspace/etc")).unwrap();
+        symlink("../../..", r.join("workspace/up")).unwrap();
+        symlink(outside.path().join("nope"), r.join("workspace/dangling")).unwrap();
+        symlink("loop", r.join("workspace/loop")).unwrap();
+        for p in [
+            "/workspace/etc/passwd",
+            "/workspace/etc",
+            "/workspace/up",
+            "/workspace/up/x",
+            "/workspace/dangling",
+        ] {
+            let err = resolve(&r, p, true).unwrap_err();
+            assert!(matches!(err, ProviderError::InvalidInput(_)), "{p}: {err}");
+            assert!(!err.to_string().contains(r.to_str().unwrap()), "{err}");
+        }
+        assert!(matches!(
+            resolve(&r, "/workspace/loop", true),
+            Err(ProviderError::InvalidInput(_))
+        ));
+        // The link itself may still be named (deleted, moved) without following it.
+        assert_eq!(
+            resolve(&r, "/workspace/etc", false).unwrap().host,
+            r.join("workspace/etc")
+        );
+        // ...but never traversed.
+        assert!(resolve(&r, "/workspace/etc/x", false).is_err());
+    }
+}
