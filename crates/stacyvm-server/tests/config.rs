@@ -219,149 +219,65 @@ fn defaults_match_the_reference_with_our_changes() {
 /// Every key of §11 (plus ours) set to a non-default value.
 const EVERY_KEY: &str = r#"
 server:
-  host: "::1"
-  port: 8080
-  preview_domain: preview.example.com
-  cors_allowed_origins: ["https://app.example.com", "http://localhost:3000"]
-  reconcile_interval: 45s
-  max_body_bytes: 1048576
-  shutdown_timeout: 5s
+  {host: "::1", port: 8080, preview_domain: preview.example.com, reconcile_interval: 45s,
+   cors_allowed_origins: ["https://app.example.com", "http://localhost:3000"],
+   max_body_bytes: 1048576, shutdown_timeout: 5s}
 worker:
-  id: w1
-  control_plane_url: https://cp.example.com
-  listen_addr: 0.0.0.0:7430
-  preview_domain: w1.example.com
-  heartbeat_interval: 5s
-  shutdown_timeout: 20s
-  stale_after_intervals: 4
-  rpc_tls:
-    enabled: true
-    server_cert_file: /tls/server.crt
-    server_key_file: /tls/server.key
-    client_ca_file: /tls/clients.pem
-    ca_file: /tls/ca.pem
-    client_cert_file: /tls/client.crt
-    client_key_file: /tls/client.key
-    server_name: worker.internal
-    insecure_skip_verify: true
+  {id: w1, control_plane_url: https://cp.example.com, listen_addr: 0.0.0.0:7430,
+   preview_domain: w1.example.com, heartbeat_interval: 5s, shutdown_timeout: 20s,
+   stale_after_intervals: 4, rpc_tls:
+     {enabled: true, server_cert_file: /tls/server.crt, server_key_file: /tls/server.key,
+      client_ca_file: /tls/clients.pem, ca_file: /tls/ca.pem, client_cert_file: /tls/client.crt,
+      client_key_file: /tls/client.key, server_name: worker.internal, insecure_skip_verify: true}}
 providers:
   default: docker
   mock: {enabled: true}
   firecracker:
-    enabled: true
-    firecracker_path: /opt/fc
-    kernel_path: /opt/vmlinux
-    default_rootfs: /opt/rootfs.ext4
-    agent_path: /opt/agent
-    data_dir: /opt/data
+    {enabled: true, firecracker_path: /opt/fc, kernel_path: /opt/vmlinux,
+     default_rootfs: /opt/rootfs.ext4, agent_path: /opt/agent, data_dir: /opt/data}
   docker:
-    enabled: true
-    socket: unix:///run/docker.sock
-    runtime: runsc
-    default_image: ubuntu:24.04
-    network_mode: none
-    seccomp_profile: /etc/seccomp.json
-    read_only_rootfs: true
-    memory: 1g
-    cpus: 2.5
-    pids_limit: 128
-    user: "1000:1000"
-    dropped_caps: [NET_RAW]
-    added_caps: [CHOWN]
-    tmpfs: {/tmp: "rw,size=64m"}
-    pool_security:
-      per_user_uid: true
-      pid_namespace: true
-      workspace_permissions: false
-      hidepid: true
-  e2b: {enabled: true, api_key: e2b-secret, base_url: https://e2b.example.com}
+    {enabled: true, socket: "unix:///run/docker.sock", runtime: runsc,
+     default_image: "ubuntu:24.04", network_mode: none, seccomp_profile: /etc/seccomp.json,
+     read_only_rootfs: true, memory: 1g, cpus: 2.5, pids_limit: 128, user: "1000:1000",
+     dropped_caps: [NET_RAW], added_caps: [CHOWN], tmpfs: {/tmp: "rw,size=64m"},
+     pool_security:
+       {per_user_uid: true, pid_namespace: true, workspace_permissions: false, hidepid: true}}
+  e2b: {enabled: true, api_key: e2b-secret, base_url: "https://e2b.example.com"}
   custom:
-    enabled: true
-    name: mine
-    base_url: https://custom.example.com
-    api_key: custom-secret
-    timeout: 2m
+    {enabled: true, name: mine, base_url: "https://custom.example.com", api_key: custom-secret,
+     timeout: 2m}
   proot:
-    enabled: true
-    rootfs_path: /r
-    proot_binary: /usr/bin/proot
-    workspace_base: /w
-    default_timeout: 90s
-    max_sandboxes: 3
-    max_memory_mb: 256
-    max_disk_mb: 2048
-    languages: [ruby]
+    {enabled: true, rootfs_path: /r, proot_binary: /usr/bin/proot, workspace_base: /w,
+     default_timeout: 90s, max_sandboxes: 3, max_memory_mb: 256, max_disk_mb: 2048,
+     languages: [ruby]}
   microvm:
-    enabled: true
-    qemu_path: /usr/bin/qemu-system-x86_64
-    kernel_path: /var/lib/stacyvm/vmlinux
-    initrd_path: /var/lib/stacyvm/initrd.img
-    data_dir: /var/lib/stacyvm/vms
-    accel: tcg
-    warm_pool: 2
-    network_mode: user
+    {enabled: true, qemu_path: /usr/bin/qemu-system-x86_64, kernel_path: /vm/vmlinux,
+     initrd_path: /vm/initrd.img, data_dir: /vm/data, accel: tcg, warm_pool: 2,
+     network_mode: user}
 defaults:
-  ttl: 1h
-  image: python:3.12
-  memory_mb: 2048
-  vcpus: 2
-  disk_size_mb: 4096
-  pool_size: 3
-  pool_template: py
-  max_ttl: 48h
-  default_exec_timeout: 30s
-  max_exec_timeout: 20m
-  max_sandboxes: 50
-  max_sandboxes_per_owner: 5
-  spawn_overflow: queue
-  spawn_queue_timeout: 1m
-  max_spawn_queue: 10
+  {ttl: 1h, image: "python:3.12", memory_mb: 2048, vcpus: 2, disk_size_mb: 4096, pool_size: 3,
+   pool_template: py, max_ttl: 48h, default_exec_timeout: 30s, max_exec_timeout: 20m,
+   max_sandboxes: 50, max_sandboxes_per_owner: 5, spawn_overflow: queue,
+   spawn_queue_timeout: 1m, max_spawn_queue: 10}
 auth:
-  api_key: api-secret
-  admin_api_key: admin-secret
-  admin_fallback_enabled: false
-  worker_token: shared-secret
-  worker_token_file: /secrets/worker-token
-  worker_tokens: {w1: w1-secret}
-  worker_signing_key: signing-secret
-  worker_signing_key_file: /secrets/signing-key
-  worker_signing_keys: [old-signing-secret]
-  worker_revoked_token_ids: [abc123]
-  admin_audit_retention: 720h
-  oidc_issuer: https://idp.example.com
-  oidc_audience: stacyvm
-  oidc_jwks_url: https://idp.example.com/jwks
-  oidc_public_key: oidc-key
-  oidc_public_key_file: /secrets/oidc.pem
-  oidc_groups_claim: roles
-  oidc_tenant_claim: org
-  oidc_admin_groups: [admins]
-  oidc_operator_groups: [ops]
-  oidc_viewer_groups: [viewers]
-  enabled: true
-  oidc_enabled: true
+  {api_key: api-secret, admin_api_key: admin-secret, admin_fallback_enabled: false,
+   worker_token: shared-secret, worker_token_file: /secrets/worker-token,
+   worker_tokens: {w1: w1-secret}, worker_signing_key: signing-secret,
+   worker_signing_key_file: /secrets/signing-key, worker_signing_keys: [old-signing-secret],
+   worker_revoked_token_ids: [abc123], admin_audit_retention: 720h,
+   oidc_issuer: "https://idp.example.com", oidc_audience: stacyvm,
+   oidc_jwks_url: "https://idp.example.com/jwks", oidc_public_key: oidc-key,
+   oidc_public_key_file: /secrets/oidc.pem, oidc_groups_claim: roles, oidc_tenant_claim: org,
+   oidc_admin_groups: [admins], oidc_operator_groups: [ops], oidc_viewer_groups: [viewers],
+   enabled: true, oidc_enabled: true}
 rate_limit:
-  enabled: true
-  requests_per_minute: 600
-  burst: 100
-  key_by: ip
-  bucket_ttl: 30m
-  cleanup_interval: 2m
-database:
-  driver: postgres
-  path: other.db
-  dsn: postgres://stacy:pg-secret@db/stacyvm
-logging:
-  level: debug
-  format: pretty
+  {enabled: true, requests_per_minute: 600, burst: 100, key_by: ip, bucket_ttl: 30m,
+   cleanup_interval: 2m}
+database: {driver: postgres, path: other.db, dsn: "postgres://stacy:pg-secret@db/stacyvm"}
+logging: {level: debug, format: pretty}
 pool:
-  enabled: true
-  max_vms: 20
-  max_users_per_vm: 8
-  image: debian:12
-  memory_mb: 4096
-  vcpus: 4
-  overflow: queue
+  {enabled: true, max_vms: 20, max_users_per_vm: 8, image: "debian:12", memory_mb: 4096,
+   vcpus: 4, overflow: queue}
 "#;
 
 #[test]
@@ -394,48 +310,22 @@ fn every_key_parses() {
 #[test]
 fn key_list_covers_reference_section_11() {
     let keys: BTreeSet<String> = Config::keys().into_iter().map(|(k, _)| k).collect();
-    for key in [
-        "server.host",
-        "server.port",
-        "server.preview_domain",
-        "server.cors_allowed_origins",
-        "worker.id",
-        "worker.control_plane_url",
-        "worker.listen_addr",
-        "worker.preview_domain",
-        "worker.heartbeat_interval",
-        "worker.shutdown_timeout",
-        "worker.rpc_tls.client_ca_file",
-        "worker.rpc_tls.insecure_skip_verify",
-        "providers.default",
-        "providers.mock.enabled",
-        "providers.firecracker.agent_path",
-        "providers.docker.pool_security.hidepid",
-        "providers.docker.tmpfs",
-        "providers.e2b.base_url",
-        "providers.custom.timeout",
-        "providers.proot.languages",
-        "defaults.pool_template",
-        "defaults.max_spawn_queue",
-        "auth.worker_tokens",
-        "auth.worker_signing_keys",
-        "auth.worker_revoked_token_ids",
-        "auth.admin_audit_retention",
-        "auth.oidc_public_key_file",
-        "auth.oidc_viewer_groups",
-        "auth.enabled",
-        "auth.oidc_enabled",
-        "rate_limit.cleanup_interval",
-        "database.dsn",
-        "logging.format",
-        "pool.max_users_per_vm",
-        "pool.overflow",
-        "providers.microvm.initrd_path",
-        "worker.stale_after_intervals",
-        "server.reconcile_interval",
-        "server.max_body_bytes",
-        "server.shutdown_timeout",
-    ] {
+    let wanted = "
+        server.host server.port server.preview_domain server.cors_allowed_origins worker.id
+        worker.control_plane_url worker.listen_addr worker.preview_domain
+        worker.heartbeat_interval worker.shutdown_timeout worker.rpc_tls.client_ca_file
+        worker.rpc_tls.insecure_skip_verify providers.default providers.mock.enabled
+        providers.firecracker.agent_path providers.docker.pool_security.hidepid
+        providers.docker.tmpfs providers.e2b.base_url providers.custom.timeout
+        providers.proot.languages defaults.pool_template defaults.max_spawn_queue
+        auth.worker_tokens auth.worker_signing_keys auth.worker_revoked_token_ids
+        auth.admin_audit_retention auth.oidc_public_key_file auth.oidc_viewer_groups
+        auth.enabled auth.oidc_enabled rate_limit.cleanup_interval database.dsn logging.format
+        pool.max_users_per_vm pool.overflow providers.microvm.initrd_path
+        worker.stale_after_intervals server.reconcile_interval server.max_body_bytes
+        server.shutdown_timeout
+    ";
+    for key in wanted.split_whitespace() {
         assert!(keys.contains(key), "{key} missing");
     }
 }
@@ -778,98 +668,49 @@ fn secret_files() {
 
 #[test]
 fn validation_rules_name_their_key() {
-    let cases: &[(&str, &str)] = &[
-        ("database: {driver: mysql}", "database.driver"),
-        ("database: {driver: sqlite, path: \"\"}", "database.path"),
-        ("database: {driver: postgres}", "database.dsn"),
-        ("defaults: {max_sandboxes: -1}", "defaults.max_sandboxes"),
-        (
-            "defaults: {max_sandboxes_per_owner: -2}",
-            "defaults.max_sandboxes_per_owner",
-        ),
-        (
-            "defaults: {max_spawn_queue: -1}",
-            "defaults.max_spawn_queue",
-        ),
-        (
-            "rate_limit: {requests_per_minute: -1}",
-            "rate_limit.requests_per_minute",
-        ),
-        ("rate_limit: {burst: -1}", "rate_limit.burst"),
-        ("rate_limit: {enabled: true, burst: 0}", "rate_limit.burst"),
-        (
-            "defaults: {spawn_overflow: drop}",
-            "defaults.spawn_overflow",
-        ),
-        ("pool: {overflow: wait}", "pool.overflow"),
-        ("rate_limit: {key_by: user}", "rate_limit.key_by"),
-        (
-            "server: {cors_allowed_origins: [\"https://ok.example\", \"https://a.com/\"]}",
-            "server.cors_allowed_origins[1]",
-        ),
-        (
-            "server: {cors_allowed_origins: [example.com]}",
-            "server.cors_allowed_origins[0]",
-        ),
-        ("logging: {level: verbose}", "logging.level"),
-        ("logging: {format: xml}", "logging.format"),
-        (
-            "providers: {firecracker: {enabled: true}}",
-            "providers.firecracker.enabled",
-        ),
-        ("providers: {e2b: {enabled: true}}", "providers.e2b.enabled"),
-        (
-            "providers: {custom: {enabled: true}}",
-            "providers.custom.enabled",
-        ),
-        (
-            "providers: {proot: {enabled: true}}",
-            "providers.proot.enabled",
-        ),
-        ("providers: {default: firecracker}", "providers.default"),
-        ("providers: {default: e2b}", "providers.default"),
-        ("providers: {default: lxc}", "providers.default"),
-        (
-            "providers: {microvm: {accel: hvf}}",
-            "providers.microvm.accel",
-        ),
-        (
-            "providers: {microvm: {network_mode: bridge}}",
-            "providers.microvm.network_mode",
-        ),
-        (
-            "providers: {microvm: {warm_pool: -1}}",
-            "providers.microvm.warm_pool",
-        ),
-        (
-            "providers: {docker: {memory: lots}}",
-            "providers.docker.memory",
-        ),
-        ("providers: {docker: {cpus: -1}}", "providers.docker.cpus"),
-        ("server: {port: 65536}", "server.port"),
-        ("server: {port: -1}", "server.port"),
-        ("server: {max_body_bytes: 0}", "server.max_body_bytes"),
-        (
-            "worker: {stale_after_intervals: 0}",
-            "worker.stale_after_intervals",
-        ),
-        (
-            "worker: {listen_addr: \"http://0.0.0.0:7430\"}",
-            "worker.listen_addr",
-        ),
-        (
-            "worker: {control_plane_url: \"cp:7423\"}",
-            "worker.control_plane_url",
-        ),
-        (
-            "worker: {rpc_tls: {enabled: true, server_cert_file: /c}}",
-            "worker.rpc_tls.server_key_file",
-        ),
-        ("auth: {worker_tokens: {w1: \"\"}}", "auth.worker_tokens.w1"),
-        ("defaults: {memory_mb: 0}", "defaults.memory_mb"),
-    ];
-    for (yaml, key) in cases {
-        assert_eq!(invalid_key(yaml), *key, "{yaml}");
+    // expected key <= YAML that must fail validation naming it
+    let cases = r#"
+database.driver                    <= database: {driver: mysql}
+database.path                      <= database: {driver: sqlite, path: ""}
+database.dsn                       <= database: {driver: postgres}
+defaults.max_sandboxes             <= defaults: {max_sandboxes: -1}
+defaults.max_sandboxes_per_owner   <= defaults: {max_sandboxes_per_owner: -2}
+defaults.max_spawn_queue           <= defaults: {max_spawn_queue: -1}
+rate_limit.requests_per_minute     <= rate_limit: {requests_per_minute: -1}
+rate_limit.burst                   <= rate_limit: {burst: -1}
+rate_limit.burst                   <= rate_limit: {enabled: true, burst: 0}
+defaults.spawn_overflow            <= defaults: {spawn_overflow: drop}
+pool.overflow                      <= pool: {overflow: wait}
+rate_limit.key_by                  <= rate_limit: {key_by: user}
+server.cors_allowed_origins[1]     <= server: {cors_allowed_origins: ["https://ok.example", "https://a.com/"]}
+server.cors_allowed_origins[0]     <= server: {cors_allowed_origins: [example.com]}
+logging.level                      <= logging: {level: verbose}
+logging.format                     <= logging: {format: xml}
+providers.firecracker.enabled      <= providers: {firecracker: {enabled: true}}
+providers.e2b.enabled              <= providers: {e2b: {enabled: true}}
+providers.custom.enabled           <= providers: {custom: {enabled: true}}
+providers.proot.enabled            <= providers: {proot: {enabled: true}}
+providers.default                  <= providers: {default: firecracker}
+providers.default                  <= providers: {default: e2b}
+providers.default                  <= providers: {default: lxc}
+providers.microvm.accel            <= providers: {microvm: {accel: hvf}}
+providers.microvm.network_mode     <= providers: {microvm: {network_mode: bridge}}
+providers.microvm.warm_pool        <= providers: {microvm: {warm_pool: -1}}
+providers.docker.memory            <= providers: {docker: {memory: lots}}
+providers.docker.cpus              <= providers: {docker: {cpus: -1}}
+server.port                        <= server: {port: 65536}
+server.port                        <= server: {port: -1}
+server.max_body_bytes              <= server: {max_body_bytes: 0}
+worker.stale_after_intervals       <= worker: {stale_after_intervals: 0}
+worker.listen_addr                 <= worker: {listen_addr: "http://0.0.0.0:7430"}
+worker.control_plane_url           <= worker: {control_plane_url: "cp:7423"}
+worker.rpc_tls.server_key_file     <= worker: {rpc_tls: {enabled: true, server_cert_file: /c}}
+auth.worker_tokens.w1              <= auth: {worker_tokens: {w1: ""}}
+defaults.memory_mb                 <= defaults: {memory_mb: 0}
+"#;
+    for line in cases.lines().filter(|l| !l.trim().is_empty()) {
+        let (key, yaml) = line.split_once(" <= ").unwrap();
+        assert_eq!(invalid_key(yaml), key.trim(), "{yaml}");
     }
     let err = Config::from_yaml_str("providers: {firecracker: {enabled: true}}")
         .unwrap()
