@@ -63,6 +63,31 @@ fn is_zero_i64(n: &i64) -> bool {
     *n == 0
 }
 
+/// Error classes a worker reports in [`RpcResponse::code`].
+pub mod code {
+    pub const SANDBOX_NOT_FOUND: &str = "SANDBOX_NOT_FOUND";
+    pub const FILE_NOT_FOUND: &str = "FILE_NOT_FOUND";
+    pub const PROVIDER_NOT_FOUND: &str = "PROVIDER_NOT_FOUND";
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    pub const TIMEOUT: &str = "TIMEOUT";
+    pub const LEASE_REJECTED: &str = "LEASE_REJECTED";
+    pub const DRAINING: &str = "DRAINING";
+    pub const UNAVAILABLE: &str = "UNAVAILABLE";
+    pub const INTERNAL: &str = "INTERNAL";
+}
+
+/// Keys our workers put in heartbeat `capacity` besides the original's `max_sandboxes`,
+/// `max_sandboxes_per_owner`, `preview_domain` and `rpc_url`.
+pub mod capacity {
+    /// [`super::PROTOCOL_VERSION`] of the worker.
+    pub const PROTOCOL_VERSION: &str = "protocol_version";
+    /// The worker's heartbeat interval in milliseconds (the control plane's stale window is a
+    /// multiple of it).
+    pub const HEARTBEAT_INTERVAL_MS: &str = "heartbeat_interval_ms";
+    /// Control-plane sandbox ids whose runtimes the worker holds (for reconciliation).
+    pub const SANDBOXES: &str = "sandboxes";
+}
+
 /// Ownership proof for one resource (sandbox id). `expires_at` is RFC 3339.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseToken {
@@ -89,6 +114,10 @@ pub struct RpcResponse {
     pub worker_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Our addition: a stable error class (see [`code`]) so the control plane can tell a missing
+    /// file from a missing sandbox. Absent from the original Go worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
 }

@@ -48,6 +48,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
             id: "x".into(),
             worker_id: "w".into(),
             error: None,
+            code: None,
             result: Some(json!({})),
         }),
     );
@@ -57,6 +58,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
             id: "x".into(),
             worker_id: "w".into(),
             error: Some("boom".into()),
+            code: Some(code::FILE_NOT_FOUND.into()),
             result: None,
         }),
     );
