@@ -2,6 +2,8 @@
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+#[cfg(feature = "docker")]
+mod docker;
 mod error;
 mod mock;
 mod registry;
@@ -10,6 +12,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+#[cfg(feature = "docker")]
+pub use docker::{DockerConfig, DockerProvider};
 pub use error::ProviderError;
 pub use mock::{MockCall, MockProvider};
 pub use registry::ProviderRegistry;

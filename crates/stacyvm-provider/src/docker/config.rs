@@ -1,0 +1,332 @@
+//! `providers.docker.*` (wire reference §11) as the provider consumes it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::ProviderError;
+
+/// Settings for [`super::DockerProvider`]. The server maps its `providers.docker` section into
+/// this; `Default` gives §11's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerConfig {
+    /// `unix:///path`, `/path`, `tcp://host:port` or `http://host:port`; empty = `DOCKER_HOST`,
+    /// else `/var/run/docker.sock`.
+    pub socket: String,
+    /// OCI runtime: `runc` (or empty) or `runsc` (gVisor), or any runtime the daemon knows.
+    pub runtime: String,
+    /// Used when a spawn names no image.
+    pub default_image: String,
+    /// `bridge`, `none`, or a user-defined network. `host` and `container:*` are refused.
+    pub network_mode: String,
+    /// `default` (or empty) = Docker's default profile; `unconfined`; else a path to a JSON
+    /// profile on the provider's host.
+    pub seccomp_profile: String,
+    /// Root filesystem read-only; `/tmp` and `/workspace` stay writable.
+    pub read_only_rootfs: bool,
+    /// Fallback memory limit in Docker syntax (`512m`, `1g`) when a spawn asks for none;
+    /// empty = no limit.
+    pub memory: String,
+    /// Fallback CPU count when a spawn asks for none; 0 = no limit.
+    pub cpus: f64,
+    /// Maximum processes per sandbox; 0 or negative = Docker's default (unlimited).
+    pub pids_limit: i64,
+    /// Container user (`name`, `uid`, `uid:gid`); empty = the image's.
+    pub user: String,
+    pub dropped_caps: Vec<String>,
+    pub added_caps: Vec<String>,
+    /// Extra tmpfs mounts: container path → mount options. Not reachable through the files API
+    /// (Docker's archive API cannot see inside tmpfs mounts).
+    pub tmpfs: BTreeMap<String, String>,
+    /// Domain of the Traefik preview route `3000-<id>.<domain>` (`server.preview_domain`).
+    pub preview_domain: String,
+    /// How long a pull of a missing image may take before spawn gives up.
+    pub pull_timeout: Duration,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            socket: String::new(),
+            runtime: "runc".into(),
+            default_image: "alpine:latest".into(),
+            network_mode: "bridge".into(),
+            seccomp_profile: "default".into(),
+            read_only_rootfs: false,
+            memory: "512m".into(),
+            cpus: 1.0,
+            pids_limit: 256,
+            user: String::new(),
+            dropped_caps: vec!["ALL".into()],
+            added_caps: Vec::new(),
+            tmpfs: BTreeMap::new(),
+            preview_domain: "localhost".into(),
+            pull_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// `DockerConfig` checked and reduced to what container creation needs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Settings {
+    pub runtime: Option<String>,
+    pub default_image: String,
+    pub network_mode: String,
+    /// `security_opt` entry for seccomp, if not Docker's default.
+    pub seccomp_opt: Option<String>,
+    pub read_only_rootfs: bool,
+    pub memory_bytes: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub pids_limit: Option<i64>,
+    pub user: Option<String>,
+    pub dropped_caps: Vec<String>,
+    pub added_caps: Vec<String>,
+    pub tmpfs: BTreeMap<String, String>,
+    pub preview_domain: String,
+    pub pull_timeout: Duration,
+}
+
+fn invalid(key: &str, why: impl std::fmt::Display) -> ProviderError {
+    ProviderError::InvalidInput(format!("providers.docker.{key}: {why}"))
+}
+
+impl DockerConfig {
+    /// Checks every field; reads the seccomp profile file when one is named.
+    pub(crate) fn validate(&self) -> Result<Settings, ProviderError> {
+        let runtime = match self.runtime.trim() {
+            "" | "runc" => None,
+            r if valid_word(r) => Some(r.to_string()),
+            r => return Err(invalid("runtime", format!("invalid runtime {r:?}"))),
+        };
+        let network_mode = match self.network_mode.trim() {
+            "" => "bridge".to_string(),
+            "host" => {
+                return Err(invalid(
+                    "network_mode",
+                    "host networking gives no isolation",
+                ))
+            }
+            m if m.contains(':') => {
+                return Err(invalid(
+                    "network_mode",
+                    format!("{m:?} shares another namespace"),
+                ))
+            }
+            m if valid_word(m) => m.to_string(),
+            m => return Err(invalid("network_mode", format!("invalid network {m:?}"))),
+        };
+        let seccomp_opt = match self.seccomp_profile.trim() {
+            "" | "default" => None,
+            "unconfined" => Some("seccomp=unconfined".to_string()),
+            path => {
+                let json = std::fs::read_to_string(path)
+                    .map_err(|e| invalid("seccomp_profile", format!("cannot read {path}: {e}")))?;
+                serde_json::from_str::<serde_json::Value>(&json)
+                    .map_err(|e| invalid("seccomp_profile", format!("{path} is not JSON: {e}")))?;
+                // The Engine API takes the profile's content, not its path.
+                Some(format!("seccomp={json}"))
+            }
+        };
+        let memory_bytes = parse_memory(&self.memory).map_err(|e| invalid("memory", e))?;
+        if !self.cpus.is_finite() || self.cpus < 0.0 {
+            return Err(invalid(
+                "cpus",
+                format!("{} is not a non-negative number", self.cpus),
+            ));
+        }
+        let nano_cpus = cpus_to_nano(self.cpus);
+        let caps = |key: &str, list: &[String]| -> Result<Vec<String>, ProviderError> {
+            list.iter()
+                .map(|c| c.trim().to_ascii_uppercase())
+                .filter(|c| !c.is_empty())
+                .map(|c| {
+                    if valid_word(&c) {
+                        Ok(c)
+                    } else {
+                        Err(invalid(key, format!("invalid capability {c:?}")))
+                    }
+                })
+                .collect()
+        };
+        for path in self.tmpfs.keys() {
+            if !path.starts_with('/') || path.contains(',') {
+                return Err(invalid(
+                    "tmpfs",
+                    format!("{path:?} is not an absolute path"),
+                ));
+            }
+        }
+        if self.pull_timeout.is_zero() {
+            return Err(invalid("pull_timeout", "must be positive"));
+        }
+        Ok(Settings {
+            runtime,
+            default_image: match self.default_image.trim() {
+                "" => "alpine:latest".to_string(),
+                i => i.to_string(),
+            },
+            network_mode,
+            seccomp_opt,
+            read_only_rootfs: self.read_only_rootfs,
+            memory_bytes,
+            nano_cpus,
+            pids_limit: (self.pids_limit > 0).then_some(self.pids_limit),
+            user: Some(self.user.trim().to_string()).filter(|u| !u.is_empty()),
+            dropped_caps: caps("dropped_caps", &self.dropped_caps)?,
+            added_caps: caps("added_caps", &self.added_caps)?,
+            tmpfs: self.tmpfs.clone(),
+            preview_domain: match self.preview_domain.trim() {
+                "" => "localhost".to_string(),
+                d => d.to_string(),
+            },
+            pull_timeout: self.pull_timeout,
+        })
+    }
+}
+
+impl Settings {
+    /// Whether commands run as someone other than root (so `/workspace` must be opened up).
+    pub fn non_root(&self) -> bool {
+        self.user
+            .as_deref()
+            .is_some_and(|u| !matches!(u.split(':').next(), Some("root" | "0")))
+    }
+}
+
+/// Letters, digits and `-_.` (runtime, network and capability names).
+fn valid_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Docker's memory syntax: a number with an optional `b`, `k`, `m` or `g` suffix (binary
+/// units). Empty means no limit.
+pub(crate) fn parse_memory(s: &str) -> Result<Option<i64>, String> {
+    let s = s.trim().to_ascii_lowercase();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let (num, mult): (&str, u64) = match s.as_bytes()[s.len() - 1] {
+        b'b' => (&s[..s.len() - 1], 1),
+        b'k' => (&s[..s.len() - 1], 1 << 10),
+        b'm' => (&s[..s.len() - 1], 1 << 20),
+        b'g' => (&s[..s.len() - 1], 1 << 30),
+        b't' => (&s[..s.len() - 1], 1 << 40),
+        _ => (s.as_str(), 1),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 512m"))?;
+    let bytes = n * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= i64::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok((bytes > 0.0).then_some(bytes as i64))
+}
+
+/// CPUs → the Engine API's `NanoCpus`; `None` for no limit.
+pub(crate) fn cpus_to_nano(cpus: f64) -> Option<i64> {
+    let nano = (cpus * 1e9).round();
+    (nano >= 1.0 && nano < i64::MAX as f64).then_some(nano as i64)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_syntax() {
+        assert_eq!(parse_memory("512m").unwrap(), Some(512 << 20));
+        assert_eq!(parse_memory("1g").unwrap(), Some(1 << 30));
+        assert_eq!(parse_memory("1.5G").unwrap(), Some(3 << 29));
+        assert_eq!(parse_memory("1024").unwrap(), Some(1024));
+        assert_eq!(parse_memory("").unwrap(), None);
+        assert_eq!(parse_memory("0").unwrap(), None);
+        assert!(parse_memory("lots").is_err());
+        assert!(parse_memory("-1m").is_err());
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let s = DockerConfig::default().validate().unwrap();
+        assert_eq!(s.runtime, None);
+        assert_eq!(s.network_mode, "bridge");
+        assert_eq!(s.memory_bytes, Some(512 << 20));
+        assert_eq!(s.nano_cpus, Some(1_000_000_000));
+        assert_eq!(s.pids_limit, Some(256));
+        assert_eq!(s.dropped_caps, ["ALL"]);
+        assert_eq!(s.seccomp_opt, None);
+        assert!(!s.non_root());
+    }
+
+    #[test]
+    fn refuses_unisolated_or_odd_values() {
+        let bad = [
+            DockerConfig {
+                network_mode: "host".into(),
+                ..Default::default()
+            },
+            DockerConfig {
+                network_mode: "container:abc".into(),
+                ..Default::default()
+            },
+            DockerConfig {
+                runtime: "run c".into(),
+                ..Default::default()
+            },
+            DockerConfig {
+                cpus: -1.0,
+                ..Default::default()
+            },
+            DockerConfig {
+                memory: "x".into(),
+                ..Default::default()
+            },
+            DockerConfig {
+                seccomp_profile: "/nonexistent/profile.json".into(),
+                ..Default::default()
+            },
+            DockerConfig {
+                added_caps: vec!["NET ADMIN".into()],
+                ..Default::default()
+            },
+            DockerConfig {
+                tmpfs: BTreeMap::from([("run".to_string(), String::new())]),
+                ..Default::default()
+            },
+        ];
+        for c in bad {
+            assert!(
+                matches!(c.validate(), Err(ProviderError::InvalidInput(_))),
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn seccomp_file_is_inlined_and_user_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.json");
+        std::fs::write(&p, r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#).unwrap();
+        let c = DockerConfig {
+            seccomp_profile: p.to_str().unwrap().into(),
+            user: "nobody".into(),
+            runtime: "runsc".into(),
+            ..Default::default()
+        };
+        let s = c.validate().unwrap();
+        assert_eq!(
+            s.seccomp_opt.as_deref(),
+            Some(r#"seccomp={"defaultAction":"SCMP_ACT_ALLOW"}"#)
+        );
+        assert!(s.non_root());
+        assert_eq!(s.runtime.as_deref(), Some("runsc"));
+        let root = DockerConfig {
+            user: "0:0".into(),
+            ..Default::default()
+        };
+        assert!(!root.validate().unwrap().non_root());
+    }
+}

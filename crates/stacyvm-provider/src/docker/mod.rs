@@ -1,0 +1,374 @@
+//! Sandboxes as hardened containers on a Docker engine, driven through the Engine API.
+//!
+//! Containers are named after the sandbox id and labelled `stacyvm.managed=true`; the provider
+//! refuses to touch any container without that label. Commands run through the exec API, files
+//! move through the archive API (tar), and a handful of file operations the archive API lacks
+//! (delete, move, chmod) run the image's own `rm`/`mv`/`chmod` through exec.
+
+mod archive;
+mod config;
+mod container;
+mod exec;
+mod files;
+mod image;
+mod kill;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use bollard::errors::Error as DockerError;
+use bollard::Docker;
+use bytes::Bytes;
+pub use config::DockerConfig;
+use config::Settings;
+use stacyvm_types::{FileInfo, SandboxState};
+
+use crate::{
+    ChunkSender, ExecRequest, Provider, ProviderError, RuntimeInfo, SandboxSpec, Spawned, Stats,
+};
+
+/// Label every sandbox container carries; the provider manages nothing else.
+pub(crate) const LABEL_MANAGED: &str = "stacyvm.managed";
+pub(crate) const LABEL_SANDBOX_ID: &str = "stacyvm.sandbox_id";
+pub(crate) const LABEL_OWNER_ID: &str = "stacyvm.owner_id";
+
+/// Per-request deadline for Engine API calls (response headers; streams are not cut).
+const API_TIMEOUT: Duration = Duration::from_secs(300);
+/// How many destroyed ids are remembered so `status` can answer `destroyed`.
+const DESTROYED_MEMORY: usize = 4096;
+
+/// The `docker` provider.
+pub struct DockerProvider {
+    docker: Docker,
+    config: DockerConfig,
+    settings: Settings,
+    /// runtime id → full container id, for containers already checked to be ours.
+    known: Mutex<HashMap<String, String>>,
+    destroyed: Mutex<(HashSet<String>, VecDeque<String>)>,
+    /// image → keep-alive command.
+    keepalive_cache: Mutex<HashMap<String, Vec<String>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl DockerProvider {
+    /// Validates `config` and connects (negotiating the API version). Does not require the
+    /// daemon to be up unless `socket` names a TCP address; [`Provider::health`] pings it.
+    pub async fn connect(config: DockerConfig) -> Result<Self, ProviderError> {
+        let settings = config.validate()?;
+        let docker = connect_client(&config.socket)?;
+        // An old daemon (20.10 speaks 1.41) rejects newer client versions; negotiate down when
+        // it answers, and keep the default when it does not (health reports that later).
+        let docker = match docker.clone().negotiate_version().await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "docker API version negotiation failed");
+                docker
+            }
+        };
+        Ok(DockerProvider {
+            docker,
+            config,
+            settings,
+            known: Mutex::new(HashMap::new()),
+            destroyed: Mutex::new((HashSet::new(), VecDeque::new())),
+            keepalive_cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The full id of the container for `runtime_id`, after checking it is one of ours.
+    async fn container(&self, runtime_id: &str) -> Result<String, ProviderError> {
+        if !valid_runtime_id(runtime_id) {
+            return Err(ProviderError::SandboxNotFound(runtime_id.to_string()));
+        }
+        if let Some(id) = lock(&self.known).get(runtime_id) {
+            return Ok(id.clone());
+        }
+        let info = self
+            .docker
+            .inspect_container(runtime_id, None)
+            .await
+            .map_err(|e| self.not_found_or(runtime_id, e, "inspecting the sandbox failed"))?;
+        let ours = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .is_some_and(|l| l.get(LABEL_MANAGED).is_some_and(|v| v == "true"));
+        // Docker also resolves id prefixes; only an exact name match counts.
+        let named = info.name.as_deref() == Some(&format!("/{runtime_id}"));
+        let id = info.id.filter(|_| ours && named);
+        let id = id.ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
+        lock(&self.known).insert(runtime_id.to_string(), id.clone());
+        Ok(id)
+    }
+
+    /// Maps a 404 to `SandboxNotFound` (forgetting the container), anything else via
+    /// [`api_err`].
+    fn not_found_or(&self, runtime_id: &str, e: DockerError, what: &str) -> ProviderError {
+        if is_status(&e, 404) {
+            lock(&self.known).remove(runtime_id);
+            ProviderError::SandboxNotFound(runtime_id.to_string())
+        } else {
+            api_err(what, e)
+        }
+    }
+
+    fn remember_destroyed(&self, runtime_id: &str) {
+        lock(&self.known).remove(runtime_id);
+        let mut d = lock(&self.destroyed);
+        let (set, order) = &mut *d;
+        if set.insert(runtime_id.to_string()) {
+            order.push_back(runtime_id.to_string());
+            if order.len() > DESTROYED_MEMORY {
+                if let Some(old) = order.pop_front() {
+                    set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn was_destroyed(&self, runtime_id: &str) -> bool {
+        lock(&self.destroyed).0.contains(runtime_id)
+    }
+
+    fn forget_destroyed(&self, runtime_id: &str) {
+        let mut d = lock(&self.destroyed);
+        let (set, order) = &mut *d;
+        if set.remove(runtime_id) {
+            order.retain(|x| x != runtime_id);
+        }
+    }
+}
+
+fn connect_client(socket: &str) -> Result<Docker, ProviderError> {
+    let socket = socket.trim();
+    let secs = API_TIMEOUT.as_secs();
+    let v = bollard::API_DEFAULT_VERSION;
+    let res = if socket.is_empty() {
+        Docker::connect_with_defaults()
+    } else if let Some(rest) = socket.strip_prefix("tcp://") {
+        Docker::connect_with_http(&format!("http://{rest}"), secs, v)
+    } else if socket.starts_with("http://") {
+        Docker::connect_with_http(socket, secs, v)
+    } else if socket.starts_with("unix://") || socket.starts_with('/') {
+        Docker::connect_with_unix(socket, secs, v)
+    } else {
+        return Err(ProviderError::InvalidInput(format!(
+            "providers.docker.socket: unsupported address {socket:?} (use unix:// or tcp://)"
+        )));
+    };
+    res.map(|d| d.with_timeout(API_TIMEOUT))
+        .map_err(|e| ProviderError::Unavailable(format!("docker is not reachable: {e}")))
+}
+
+/// Container names Docker accepts, which are also safe in an API path.
+fn valid_runtime_id(id: &str) -> bool {
+    let mut bytes = id.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && id.len() <= 128
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Whether `e` is the daemon answering with HTTP `status`.
+pub(crate) fn is_status(e: &DockerError, status: u16) -> bool {
+    matches!(e, DockerError::DockerResponseServerError { status_code, .. } if *status_code == status)
+}
+
+/// The daemon's own message for an error response.
+pub(crate) fn server_message(e: &DockerError) -> Option<&str> {
+    match e {
+        DockerError::DockerResponseServerError { message, .. } => Some(message),
+        _ => None,
+    }
+}
+
+/// Transport failures mean the daemon is unreachable; everything else is internal.
+pub(crate) fn api_err(what: &str, e: DockerError) -> ProviderError {
+    match e {
+        DockerError::HyperResponseError { .. }
+        | DockerError::HyperLegacyError { .. }
+        | DockerError::IOError { .. }
+        | DockerError::RequestTimeoutError
+        | DockerError::SocketNotFoundError(_) => {
+            ProviderError::Unavailable(format!("docker daemon unreachable ({what}): {e}"))
+        }
+        e => ProviderError::internal_with(what, e),
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for DockerProvider {
+    fn name(&self) -> &str {
+        "docker"
+    }
+
+    fn capabilities(&self) -> Vec<&'static str> {
+        vec![
+            "spawn",
+            "exec",
+            "exec_stream",
+            "files",
+            "console",
+            "health",
+            "stats",
+        ]
+    }
+
+    fn config_summary(&self) -> serde_json::Value {
+        let c = &self.config;
+        let seccomp = match c.seccomp_profile.trim() {
+            "" | "default" => "default",
+            "unconfined" => "unconfined",
+            _ => "custom",
+        };
+        serde_json::json!({
+            "type": "docker",
+            "runtime": self.settings.runtime.as_deref().unwrap_or("runc"),
+            "default_image": self.settings.default_image,
+            "network_mode": self.settings.network_mode,
+            "seccomp_profile": seccomp,
+            "read_only_rootfs": c.read_only_rootfs,
+            "memory": c.memory,
+            "cpus": c.cpus,
+            "pids_limit": c.pids_limit,
+            "user": c.user,
+            "dropped_caps": self.settings.dropped_caps,
+            "added_caps": self.settings.added_caps,
+            "tmpfs": c.tmpfs,
+        })
+    }
+
+    async fn health(&self) -> Result<(), ProviderError> {
+        match tokio::time::timeout(Duration::from_secs(5), self.docker.ping()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(ProviderError::Unavailable(format!(
+                "docker ping failed: {e}"
+            ))),
+            Err(_) => Err(ProviderError::Unavailable("docker ping timed out".into())),
+        }
+    }
+
+    async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
+        self.spawn_container(spec).await
+    }
+
+    async fn destroy(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        self.destroy_container(runtime_id).await
+    }
+
+    async fn status(&self, runtime_id: &str) -> Result<SandboxState, ProviderError> {
+        self.container_status(runtime_id).await
+    }
+
+    async fn exec(
+        &self,
+        runtime_id: &str,
+        req: ExecRequest,
+        out: ChunkSender,
+    ) -> Result<i32, ProviderError> {
+        let cid = self.container(runtime_id).await?;
+        self.run_exec(runtime_id, &cid, req, out).await
+    }
+
+    async fn write_file(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        content: Bytes,
+        mode: Option<&str>,
+    ) -> Result<(), ProviderError> {
+        let cid = self.container(runtime_id).await?;
+        self.write(&cid, path, content, mode).await
+    }
+
+    async fn read_file(&self, runtime_id: &str, path: &str) -> Result<Bytes, ProviderError> {
+        let cid = self.container(runtime_id).await?;
+        self.read(&cid, path).await
+    }
+
+    async fn list_files(
+        &self,
+        runtime_id: &str,
+        path: &str,
+    ) -> Result<Vec<FileInfo>, ProviderError> {
+        let cid = self.container(runtime_id).await?;
+        self.list(&cid, path).await
+    }
+
+    async fn stat_file(&self, runtime_id: &str, path: &str) -> Result<FileInfo, ProviderError> {
+        let cid = self.container(runtime_id).await?;
+        self.stat(&cid, path).await
+    }
+
+    async fn glob(&self, runtime_id: &str, pattern: &str) -> Result<Vec<String>, ProviderError> {
+        let cid = self.container(runtime_id).await?;
+        self.glob_paths(&cid, pattern).await
+    }
+
+    async fn delete_file(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), ProviderError> {
+        let cid = self.container(runtime_id).await?;
+        self.delete(&cid, path, recursive).await
+    }
+
+    async fn move_file(&self, runtime_id: &str, old: &str, new: &str) -> Result<(), ProviderError> {
+        let cid = self.container(runtime_id).await?;
+        self.rename(&cid, old, new).await
+    }
+
+    async fn chmod(&self, runtime_id: &str, path: &str, mode: &str) -> Result<(), ProviderError> {
+        let cid = self.container(runtime_id).await?;
+        self.set_mode(&cid, path, mode).await
+    }
+
+    async fn logs(&self, runtime_id: &str, lines: usize) -> Result<Vec<String>, ProviderError> {
+        let cid = self.container(runtime_id).await?;
+        self.console(runtime_id, &cid, lines).await
+    }
+
+    async fn stats(&self, runtime_id: &str) -> Result<Option<Stats>, ProviderError> {
+        let cid = self.container(runtime_id).await?;
+        self.container_stats(runtime_id, &cid).await.map(Some)
+    }
+
+    async fn list_runtimes(&self) -> Result<Option<Vec<RuntimeInfo>>, ProviderError> {
+        self.managed_containers().await.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_ids() {
+        assert!(valid_runtime_id("sb-0123abcd"));
+        assert!(valid_runtime_id("a.b_c-d"));
+        for bad in ["", "-x", ".x", "a/b", "../x", "a b", "a?b", "a%2Fb"] {
+            assert!(!valid_runtime_id(bad), "{bad}");
+        }
+        assert!(!valid_runtime_id(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn transport_errors_are_unavailable() {
+        assert!(matches!(
+            api_err("x", DockerError::RequestTimeoutError),
+            ProviderError::Unavailable(_)
+        ));
+        let e = DockerError::DockerResponseServerError {
+            status_code: 500,
+            message: "boom".into(),
+        };
+        assert!(is_status(&e, 500));
+        assert_eq!(server_message(&e), Some("boom"));
+        assert!(matches!(api_err("x", e), ProviderError::Internal { .. }));
+    }
+}

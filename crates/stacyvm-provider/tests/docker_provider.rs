@@ -1,0 +1,314 @@
+//! The docker provider against a real daemon: lifecycle, exec, files, logs, stats.
+#![cfg(feature = "docker")]
+#![allow(clippy::unwrap_used)]
+
+mod docker_support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use docker_support::*;
+use stacyvm_provider::{DockerConfig, ExecRequest, Provider, ProviderError};
+use stacyvm_types::{SandboxState, StreamKind};
+
+#[tokio::test]
+async fn lifecycle_labels_and_reconciliation() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    assert_eq!(p.status(&id).await.unwrap(), SandboxState::Running);
+
+    let info = client().inspect_container(&id, None).await.unwrap();
+    let labels = info.config.as_ref().unwrap().labels.clone().unwrap();
+    assert_eq!(labels["stacyvm.managed"], "true");
+    assert_eq!(labels["stacyvm.sandbox_id"], id);
+    assert_eq!(
+        labels[&format!("traefik.http.routers.{id}.rule")],
+        format!("Host(`3000-{id}.localhost`)")
+    );
+    assert_eq!(
+        labels[&format!("traefik.http.services.{id}.loadbalancer.server.port")],
+        "3000"
+    );
+    let host = info.host_config.unwrap();
+    assert_eq!(host.cap_drop.unwrap(), ["ALL"]);
+    assert_eq!(host.pids_limit, Some(256));
+    assert_eq!(host.memory, Some(256 << 20));
+    assert_eq!(host.nano_cpus, Some(1_000_000_000));
+    assert!(host
+        .security_opt
+        .unwrap()
+        .contains(&"no-new-privileges:true".to_string()));
+    let volumes: Vec<String> = info
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.name)
+        .collect();
+    assert_eq!(volumes.len(), 1, "one anonymous volume for /workspace");
+
+    let runtimes = p.list_runtimes().await.unwrap().unwrap();
+    let me = runtimes.iter().find(|r| r.runtime_id == id).unwrap();
+    assert_eq!(me.sandbox_id.as_deref(), Some(id.as_str()));
+    assert!(me.running);
+    assert_eq!(me.image, IMAGE);
+
+    p.destroy(&id).await.unwrap();
+    assert_eq!(p.status(&id).await.unwrap(), SandboxState::Destroyed);
+    assert!(matches!(
+        p.destroy(&id).await,
+        Err(ProviderError::SandboxNotFound(_))
+    ));
+    let runtimes = p.list_runtimes().await.unwrap().unwrap();
+    assert!(runtimes.iter().all(|r| r.runtime_id != id));
+    for v in volumes {
+        assert!(
+            client().inspect_volume(&v).await.is_err(),
+            "volume {v} left behind"
+        );
+    }
+    assert!(matches!(
+        p.status("sb-nothere").await,
+        Err(ProviderError::SandboxNotFound(_))
+    ));
+    assert!(p.health().await.is_ok());
+}
+
+#[tokio::test]
+async fn foreign_containers_are_not_ours() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    let name = new_id();
+    let _guard = Cleanup(name.clone());
+    let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+        .name(&name)
+        .build();
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(IMAGE.into()),
+        cmd: Some(vec!["sleep".into(), "60".into()]),
+        ..Default::default()
+    };
+    client().create_container(Some(opts), body).await.unwrap();
+    client().start_container(&name, None).await.unwrap();
+    assert!(matches!(
+        p.status(&name).await,
+        Err(ProviderError::SandboxNotFound(_))
+    ));
+    assert!(matches!(
+        p.destroy(&name).await,
+        Err(ProviderError::SandboxNotFound(_))
+    ));
+    let r = exec_req(&p, &name, argv("true", &[])).await;
+    assert!(matches!(r, Err(ProviderError::SandboxNotFound(_))));
+    // Path tricks in the id never reach the Engine API.
+    assert!(matches!(
+        p.status("../containers/x").await,
+        Err(ProviderError::SandboxNotFound(_))
+    ));
+    // A taken name is refused, not adopted.
+    let taken = p.spawn(&spec(&name, IMAGE)).await;
+    assert!(
+        matches!(taken, Err(ProviderError::InvalidInput(_))),
+        "{taken:?}"
+    );
+}
+
+#[tokio::test]
+async fn exec_modes_env_workdir_and_exit_codes() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+
+    let mut req = ExecRequest {
+        command: "printf '%s|' \"$FOO\" \"$(pwd)\"; echo oops >&2; exit 3".into(),
+        ..Default::default()
+    };
+    req.env.insert("FOO".into(), "bar baz".into());
+    let o = exec_req(&p, &id, req).await.unwrap();
+    assert_eq!(o.code, 3);
+    assert_eq!(o.stdout, "bar baz|/workspace|");
+    assert_eq!(o.stderr, "oops\n");
+
+    // Shell mode quotes args; argv mode passes them literally.
+    let req = ExecRequest {
+        command: "printf '[%s]'".into(),
+        args: vec!["a b".into(), "it's".into(), "$HOME".into()],
+        ..Default::default()
+    };
+    assert_eq!(
+        exec_req(&p, &id, req).await.unwrap().stdout,
+        "[a b][it's][$HOME]"
+    );
+    let o = exec_req(&p, &id, argv("printf", &["[%s]", "x y", "*"]))
+        .await
+        .unwrap();
+    assert_eq!((o.code, o.stdout.as_str()), (0, "[x y][*]"));
+
+    let mut req = argv("pwd", &[]);
+    req.workdir = Some("/tmp".into());
+    assert_eq!(exec_req(&p, &id, req).await.unwrap().stdout, "/tmp\n");
+    let mut req = argv("pwd", &[]);
+    req.workdir = Some("/nope".into());
+    assert!(matches!(
+        exec_req(&p, &id, req).await,
+        Err(ProviderError::InvalidInput(_))
+    ));
+
+    let o = exec_req(&p, &id, argv("no-such-cmd", &[])).await.unwrap();
+    assert_eq!(o.code, 127);
+    assert!(o.stderr.contains("command not found"), "{o:?}");
+    let o = sh(&p, &id, "no-such-cmd").await;
+    assert_eq!(o.code, 127);
+    assert!(matches!(
+        exec_req(&p, &id, argv("  ", &[])).await,
+        Err(ProviderError::InvalidInput(_))
+    ));
+
+    // Large output arrives complete and in order.
+    let o = sh(&p, &id, "seq 1 50000").await;
+    let expected: String = (1..=50000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(o.stdout, expected);
+}
+
+#[tokio::test]
+async fn output_streams_live() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let req = ExecRequest {
+        command: "echo first; sleep 2; echo second >&2".into(),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let run = {
+        let id = id.clone();
+        let p = std::sync::Arc::new(p);
+        let p2 = p.clone();
+        (tokio::spawn(async move { p2.exec(&id, req, tx).await }), p)
+    };
+    let first = rx.recv().await.unwrap();
+    assert_eq!(first.stream, StreamKind::Stdout);
+    assert_eq!(first.data, b"first\n");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "first chunk was not live"
+    );
+    let second = rx.recv().await.unwrap();
+    assert_eq!(second.stream, StreamKind::Stderr);
+    assert_eq!(run.0.await.unwrap().unwrap(), 0);
+    assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn timeout_kills_the_command_not_the_sandbox() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    let req = ExecRequest {
+        // A child in its own session, a grandchild, and the foreground sleep.
+        command: "setsid sleep 301 & (sleep 302 &) ; echo started; sleep 303".into(),
+        timeout: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let r = exec_req(&p, &id, req).await;
+    assert!(matches!(r, Err(ProviderError::Timeout)), "{r:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(p.status(&id).await.unwrap(), SandboxState::Running);
+    let ps = sh(&p, &id, "ps -o args").await.stdout;
+    assert!(!ps.contains("sleep 30"), "leftovers: {ps}");
+
+    // Background work is also taken down when the command itself ends.
+    let t = Instant::now();
+    let o = sh(&p, &id, "sleep 304 & echo bg").await;
+    assert_eq!((o.code, o.stdout.as_str()), (0, "bg\n"));
+    assert!(t.elapsed() < Duration::from_secs(8));
+    let ps = sh(&p, &id, "ps -o args").await.stdout;
+    assert!(!ps.contains("sleep 304"), "leftovers: {ps}");
+}
+
+#[tokio::test]
+async fn argv_mode_needs_no_shell() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    noshell_image().await;
+    let (id, _guard) = spawn(&p, NOSHELL_IMAGE).await;
+    let o = exec_req(&p, &id, argv("echo", &["no", "shell"]))
+        .await
+        .unwrap();
+    assert_eq!((o.code, o.stdout.as_str()), (0, "no shell\n"));
+    assert_eq!(
+        sh(&p, &id, "echo hi").await.code,
+        127,
+        "there is no sh to run"
+    );
+    p.write_file(&id, "/workspace/a.txt", Bytes::from_static(b"hi"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        &p.read_file(&id, "/workspace/a.txt").await.unwrap()[..],
+        b"hi"
+    );
+    // A timeout still ends the call, though nothing in the sandbox can sweep.
+    let mut req = argv("sleep", &["30"]);
+    req.timeout = Some(Duration::from_millis(500));
+    assert!(matches!(
+        exec_req(&p, &id, req).await,
+        Err(ProviderError::Timeout)
+    ));
+    p.destroy(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn missing_image_is_image_not_found() {
+    let cfg = DockerConfig {
+        pull_timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let Some(p) = provider(cfg).await else { return };
+    let id = new_id();
+    let _guard = Cleanup(id.clone());
+    let t = Instant::now();
+    let r = p
+        .spawn(&spec(&id, "stacyvm-test/does-not-exist:nope"))
+        .await;
+    match r {
+        Err(ProviderError::ImageNotFound(msg)) => {
+            assert!(msg.contains("stacyvm-test/does-not-exist:nope"), "{msg}")
+        }
+        other => panic!("expected ImageNotFound, got {other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert!(matches!(
+        p.status(&id).await,
+        Err(ProviderError::SandboxNotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn logs_and_stats() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    assert!(p.logs(&id, 10).await.unwrap().len() <= 10);
+    let st = p.stats(&id).await.unwrap().unwrap();
+    assert_eq!(st.mem_limit_bytes, 256 << 20);
+    assert!(st.mem_bytes > 0);
+    assert!(st.cpu_pct >= 0.0);
+    assert!(matches!(
+        p.logs("sb-nothere", 5).await,
+        Err(ProviderError::SandboxNotFound(_))
+    ));
+}

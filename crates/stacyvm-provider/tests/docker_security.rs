@@ -1,0 +1,192 @@
+//! The docker provider's hardening, tested from inside a sandbox.
+#![cfg(feature = "docker")]
+#![allow(clippy::unwrap_used)]
+
+mod docker_support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use docker_support::*;
+use stacyvm_provider::{DockerConfig, ExecRequest, Provider, ProviderError};
+use stacyvm_types::SandboxState;
+
+#[tokio::test]
+async fn no_privileges_no_mounts_no_host_processes() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+
+    let o = sh(&p, &id, "mkdir -p /tmp/m && mount -t tmpfs none /tmp/m").await;
+    assert_ne!(o.code, 0, "mount must fail: {o:?}");
+    let o = sh(
+        &p,
+        &id,
+        "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status",
+    )
+    .await;
+    assert!(
+        o.stdout.contains("CapEff:\t0000000000000000"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("CapBnd:\t0000000000000000"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("NoNewPrivs:\t1"), "{}", o.stdout);
+    let o = sh(&p, &id, "grep Seccomp: /proc/self/status").await;
+    assert!(
+        o.stdout.contains("Seccomp:\t2"),
+        "seccomp filter active: {}",
+        o.stdout
+    );
+
+    // Only the sandbox's own processes: init, the keep-alive, and this command.
+    let o = sh(&p, &id, "ps -o pid,args").await;
+    let procs: Vec<&str> = o.stdout.lines().skip(1).collect();
+    assert!(procs.len() <= 5, "{}", o.stdout);
+    assert!(
+        !o.stdout.contains("dockerd") && !o.stdout.contains("containerd"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("sleep 2147483647"), "{}", o.stdout);
+}
+
+#[tokio::test]
+async fn fork_bomb_is_contained() {
+    let cfg = DockerConfig {
+        pids_limit: 64,
+        ..Default::default()
+    };
+    let Some(p) = provider(cfg).await else { return };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    let req = ExecRequest {
+        command: "f() { f | f & }; f; sleep 60".into(),
+        timeout: Some(Duration::from_secs(3)),
+        ..Default::default()
+    };
+    let r = exec_req(&p, &id, req).await;
+    assert!(matches!(r, Err(ProviderError::Timeout)), "{r:?}");
+    assert!(p.health().await.is_ok());
+    assert_eq!(p.status(&id).await.unwrap(), SandboxState::Running);
+    // The sandbox recovers: the bomb's processes are gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(o) = exec_req(&p, &id, argv("ps", &["-o", "pid"])).await {
+            if o.code == 0 && o.stdout.lines().count() <= 6 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "fork bomb still running");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(sh(&p, &id, "echo alive").await.stdout, "alive\n");
+}
+
+#[tokio::test]
+async fn memory_limit_kills_the_command() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    let id = new_id();
+    let _guard = Cleanup(id.clone());
+    let mut sp = spec(&id, IMAGE);
+    sp.memory_mb = 48;
+    p.spawn(&sp).await.unwrap();
+    // dd allocates (and fills) a 100 MiB buffer.
+    let o = sh(&p, &id, "dd if=/dev/zero of=/dev/null bs=100M count=1").await;
+    assert_ne!(o.code, 0, "{o:?}");
+    assert_eq!(p.status(&id).await.unwrap(), SandboxState::Running);
+    assert_eq!(sh(&p, &id, "echo still here").await.stdout, "still here\n");
+}
+
+#[tokio::test]
+async fn read_only_rootfs_keeps_tmp_and_workspace_writable() {
+    let cfg = DockerConfig {
+        read_only_rootfs: true,
+        ..Default::default()
+    };
+    let Some(p) = provider(cfg).await else { return };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    for path in ["/etc/x", "/bin/x", "/x"] {
+        let o = sh(&p, &id, &format!("touch {path}")).await;
+        assert_ne!(o.code, 0, "{path} must not be writable");
+        let w = p
+            .write_file(&id, path, Bytes::from_static(b"x"), None)
+            .await;
+        assert!(
+            matches!(w, Err(ProviderError::InvalidInput(_))),
+            "{path}: {w:?}"
+        );
+    }
+    let o = sh(&p, &id, "touch /tmp/a /workspace/b && echo ok").await;
+    assert_eq!(o.stdout, "ok\n", "{o:?}");
+    for path in ["/tmp/api.txt", "/workspace/sub/api.txt"] {
+        p.write_file(&id, path, Bytes::from_static(b"api"), None)
+            .await
+            .unwrap();
+        assert_eq!(sh(&p, &id, &format!("cat {path}")).await.stdout, "api");
+    }
+    assert!(p.delete_file(&id, "/etc/passwd", false).await.is_err());
+}
+
+#[tokio::test]
+async fn non_root_user_owns_its_workspace() {
+    let cfg = DockerConfig {
+        user: "nobody".into(),
+        read_only_rootfs: true,
+        ..Default::default()
+    };
+    let Some(p) = provider(cfg).await else { return };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    assert_eq!(sh(&p, &id, "id -u").await.stdout, "65534\n");
+    let o = sh(
+        &p,
+        &id,
+        "echo me > /workspace/mine && echo t > /tmp/t && cat /workspace/mine",
+    )
+    .await;
+    assert_eq!(o.stdout, "me\n", "{o:?}");
+    p.write_file(
+        &id,
+        "/workspace/api.txt",
+        Bytes::from_static(b"x"),
+        Some("0600"),
+    )
+    .await
+    .unwrap();
+    let o = sh(
+        &p,
+        &id,
+        "stat -c %U /workspace/api.txt && echo more >> /workspace/api.txt && echo ok",
+    )
+    .await;
+    assert_eq!(o.stdout, "nobody\nok\n", "{o:?}");
+    p.chmod(&id, "/workspace/api.txt", "644").await.unwrap();
+    p.move_file(&id, "/workspace/api.txt", "/workspace/moved.txt")
+        .await
+        .unwrap();
+    p.delete_file(&id, "/workspace/moved.txt", false)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn network_none_has_only_loopback() {
+    let cfg = DockerConfig {
+        network_mode: "none".into(),
+        ..Default::default()
+    };
+    let Some(p) = provider(cfg).await else { return };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    let o = sh(&p, &id, "ls /sys/class/net").await;
+    assert_eq!(
+        o.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["lo"],
+        "{o:?}"
+    );
+}

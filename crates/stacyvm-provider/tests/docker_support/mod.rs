@@ -1,0 +1,239 @@
+//! Shared helpers for the docker provider's tests (`tests/docker_*.rs`).
+//!
+//! Without a reachable daemon the tests print a notice and pass, except under `CI=true`, where
+//! they fail: CI must really run them. `scripts/setup-docker.sh` prepares a machine.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::{StreamExt, TryStreamExt};
+use stacyvm_provider::{
+    DockerConfig, DockerProvider, ExecRequest, Provider, ProviderError, SandboxSpec,
+};
+use stacyvm_types::{ExecMode, StreamChunk, StreamKind};
+use tokio::sync::mpsc;
+
+/// Built by `scripts/setup-docker.sh` (and `scripts/test.sh`): busybox with a shell.
+pub const IMAGE: &str = "stacyvm-test/busybox:latest";
+/// Built on demand by [`noshell_image`]: busybox applets as symlinks, but no `sh`.
+pub const NOSHELL_IMAGE: &str = "stacyvm-test/noshell:latest";
+
+pub fn in_ci() -> bool {
+    matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
+}
+
+/// A provider for the tests, or `None` (after a notice) when docker is not usable here.
+pub async fn provider(config: DockerConfig) -> Option<DockerProvider> {
+    let unusable = |why: String| {
+        assert!(!in_ci(), "docker tests must run in CI: {why}");
+        eprintln!("NOTICE: skipping docker test: {why} (run scripts/setup-docker.sh)");
+        None
+    };
+    let p = match DockerProvider::connect(config).await {
+        Ok(p) => p,
+        Err(e) => return unusable(format!("cannot connect: {e}")),
+    };
+    if let Err(e) = p.health().await {
+        return unusable(format!("daemon not healthy: {e}"));
+    }
+    let docker = client();
+    if docker.inspect_image(IMAGE).await.is_err() {
+        return unusable(format!("test image {IMAGE} is missing"));
+    }
+    Some(p)
+}
+
+pub fn client() -> Docker {
+    Docker::connect_with_defaults().unwrap()
+}
+
+/// Whether the daemon has a `runsc` runtime registered.
+pub async fn has_runsc() -> bool {
+    match client().info().await {
+        Ok(info) => info.runtimes.is_some_and(|r| r.contains_key("runsc")),
+        Err(_) => false,
+    }
+}
+
+/// A fresh sandbox id (`sb-` + 8 hex), unique across parallel test processes.
+pub fn new_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    format!("sb-{:08x}", h.finish() as u32)
+}
+
+pub fn spec(id: &str, image: &str) -> SandboxSpec {
+    SandboxSpec {
+        id: id.to_string(),
+        image: image.to_string(),
+        memory_mb: 256,
+        vcpus: 1,
+        owner_id: "tester".into(),
+        metadata: BTreeMap::new(),
+    }
+}
+
+/// Removes the container when dropped, even if the test panicked (uses the docker CLI).
+pub struct Cleanup(pub String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", "-v", &self.0])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Spawns a sandbox of `image`, with a guard that removes it.
+pub async fn spawn(p: &DockerProvider, image: &str) -> (String, Cleanup) {
+    let id = new_id();
+    let guard = Cleanup(id.clone());
+    let spawned = p.spawn(&spec(&id, image)).await.unwrap();
+    assert_eq!(spawned.runtime_id, id);
+    (id, guard)
+}
+
+/// What an exec produced.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub chunks: Vec<StreamChunk>,
+}
+
+pub async fn exec_req(
+    p: &dyn Provider,
+    id: &str,
+    req: ExecRequest,
+) -> Result<Output, ProviderError> {
+    let (tx, mut rx) = mpsc::channel(64);
+    let collect = tokio::spawn(async move {
+        let mut v = Vec::new();
+        while let Some(c) = rx.recv().await {
+            v.push(c);
+        }
+        v
+    });
+    let res = p.exec(id, req, tx).await;
+    let chunks = collect.await.unwrap();
+    let text = |k: StreamKind| {
+        let bytes: Vec<u8> = chunks
+            .iter()
+            .filter(|c| c.stream == k)
+            .flat_map(|c| c.data.clone())
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let (stdout, stderr) = (text(StreamKind::Stdout), text(StreamKind::Stderr));
+    res.map(|code| Output {
+        code,
+        stdout,
+        stderr,
+        chunks,
+    })
+}
+
+/// Runs `cmd` through `sh -c`.
+pub async fn sh(p: &dyn Provider, id: &str, cmd: &str) -> Output {
+    let req = ExecRequest {
+        command: cmd.to_string(),
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    exec_req(p, id, req).await.unwrap()
+}
+
+pub fn argv(cmd: &str, args: &[&str]) -> ExecRequest {
+    ExecRequest {
+        command: cmd.to_string(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        mode: ExecMode::Argv,
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    }
+}
+
+/// Makes [`NOSHELL_IMAGE`] from the test image's busybox: only `sleep`, `echo`, `cat`, `ls`
+/// exist, as symlinks, and no shell at all.
+pub async fn noshell_image() {
+    let docker = client();
+    if docker.inspect_image(NOSHELL_IMAGE).await.is_ok() {
+        return;
+    }
+    let probe = format!("stacyvm-test-bb-{}", std::process::id());
+    let opts = CreateContainerOptionsBuilder::default()
+        .name(&probe)
+        .build();
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(IMAGE.into()),
+        cmd: Some(vec!["true".into()]),
+        ..Default::default()
+    };
+    docker.create_container(Some(opts), body).await.unwrap();
+    let dl = DownloadFromContainerOptionsBuilder::default()
+        .path("/bin/busybox")
+        .build();
+    let tar_bytes: Vec<u8> = docker
+        .download_from_container(&probe, Some(dl))
+        .try_fold(Vec::new(), |mut acc, b| async move {
+            acc.extend_from_slice(&b);
+            Ok(acc)
+        })
+        .await
+        .unwrap();
+    let rm = RemoveContainerOptionsBuilder::default().force(true).build();
+    docker.remove_container(&probe, Some(rm)).await.unwrap();
+    let mut ar = tar::Archive::new(&tar_bytes[..]);
+    let mut entry = ar.entries().unwrap().next().unwrap().unwrap();
+    let mut busybox = Vec::new();
+    std::io::Read::read_to_end(&mut entry, &mut busybox).unwrap();
+
+    let mut b = tar::Builder::new(Vec::new());
+    for dir in ["bin", "tmp", "workspace", "etc", "proc", "sys", "dev"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(if dir == "tmp" { 0o1777 } else { 0o755 });
+        h.set_size(0);
+        b.append_data(&mut h, format!("{dir}/"), std::io::empty())
+            .unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(busybox.len() as u64);
+    b.append_data(&mut h, "bin/busybox", &busybox[..]).unwrap();
+    for applet in ["sleep", "echo", "cat", "ls"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .unwrap();
+    }
+    let rootfs = b.into_inner().unwrap();
+    let opts = CreateImageOptionsBuilder::default()
+        .from_src("-")
+        .repo("stacyvm-test/noshell")
+        .tag("latest")
+        .changes(vec!["ENV PATH=/bin".into()])
+        .build();
+    let mut s = docker.create_image(Some(opts), Some(bollard::body_full(rootfs.into())), None);
+    while let Some(item) = s.next().await {
+        item.unwrap();
+    }
+}
