@@ -14,9 +14,9 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export REPO_ROOT
 cd "$REPO_ROOT"
 
-# shellcheck source=lib/common.sh
+# shellcheck source=scripts/lib/common.sh
 . "$REPO_ROOT/scripts/lib/common.sh"
-# shellcheck source=lib/setup.sh
+# shellcheck source=scripts/lib/setup.sh
 . "$REPO_ROOT/scripts/lib/setup.sh"
 
 ALL_STEPS=(setup fmt clippy nextest build e2e)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for scripts/*.sh. Source, do not execute.
 # Expects: set -euo pipefail in the caller, REPO_ROOT set.
 
@@ -35,24 +36,32 @@ pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
 }
 
-# apt_install PKG... installs only the packages not already present.
+# apt_install PKG... installs only the packages not already present. Returns non-zero (with
+# the log tail printed) on failure, so each caller decides whether that is fatal.
 apt_install() {
     local missing=() p
     for p in "$@"; do
         pkg_installed "$p" || missing+=("$p")
     done
     [ "${#missing[@]}" -eq 0 ] && return 0
-    have apt-get || die "need packages ${missing[*]} but apt-get is not available"
+    if ! have apt-get || [ "$(id -u)" -ne 0 ]; then
+        info "need packages ${missing[*]}: install them (apt-get as root)"
+        return 1
+    fi
     if [ "$_APT_UPDATED" -eq 0 ]; then
         info "apt-get update"
-        DEBIAN_FRONTEND=noninteractive apt-get update -q >"$WORK_DIR/apt-update.log" 2>&1 \
-            || { tail -20 "$WORK_DIR/apt-update.log" >&2; die "apt-get update"; }
+        if ! DEBIAN_FRONTEND=noninteractive apt-get update -q >"$WORK_DIR/apt-update.log" 2>&1; then
+            tail -20 "$WORK_DIR/apt-update.log" >&2
+            return 1
+        fi
         _APT_UPDATED=1
     fi
     info "apt-get install ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" \
-        >"$WORK_DIR/apt-install.log" 2>&1 \
-        || { tail -30 "$WORK_DIR/apt-install.log" >&2; die "apt-get install ${missing[*]}"; }
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" \
+        >"$WORK_DIR/apt-install.log" 2>&1; then
+        tail -30 "$WORK_DIR/apt-install.log" >&2
+        return 1
+    fi
 }
 
 # wait_for SECONDS DESCRIPTION CMD...: poll CMD once a second until it succeeds or time runs out.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Machine setup for scripts/test.sh: every dependency the test suite needs is installed and
 # started here, so a fresh Debian 12 machine (as root) passes without manual steps.
 # Each setup_* function is idempotent: a second run finds everything present and does nothing.
@@ -11,9 +12,9 @@ TEST_IMAGE="stacyvm-test/busybox:latest"
 VENV_DIR="$REPO_ROOT/.venv"
 
 setup_python() {
-    have python3 || apt_install python3
+    have python3 || apt_install python3 || die "python3 is missing"
     if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-        apt_install python3-venv
+        apt_install python3-venv || die "python3-venv is missing"
     fi
     if ! "$VENV_DIR/bin/python" -c 'import sys' >/dev/null 2>&1; then
         info "creating venv at $VENV_DIR"
@@ -38,11 +39,11 @@ setup_python() {
 # ---------------------------------------------------------------------------------------------
 DOCKERD_LOG="$WORK_DIR/dockerd.log"
 
+# Called as `setup_docker || ...`, so errexit is off in here: every step checks explicitly.
 setup_docker() {
-    if ! have dockerd; then
-        apt_install docker.io
+    if ! have dockerd || ! have docker; then
+        apt_install docker.io || return 1
     fi
-    have docker || apt_install docker.io
     if ! docker info >/dev/null 2>&1; then
         info "starting dockerd (log: $DOCKERD_LOG)"
         # setsid: the daemon outlives this script so a second run reuses it.
@@ -54,7 +55,7 @@ setup_docker() {
             return 1
         fi
     fi
-    build_test_image
+    build_test_image || return 1
 }
 
 build_test_image() {
@@ -62,16 +63,19 @@ build_test_image() {
         info "image $TEST_IMAGE present"
         return 0
     fi
-    apt_install busybox-static
+    apt_install busybox-static || return 1
     local bb root tarball applet
     bb="$(dpkg -L busybox-static | grep -E '/busybox$' | head -n1)"
-    [ -x "$bb" ] || die "busybox-static installed but its binary was not found"
+    if [ ! -x "$bb" ]; then
+        info "busybox-static installed but its binary was not found"
+        return 1
+    fi
     root="$WORK_DIR/busybox-rootfs"
     tarball="$WORK_DIR/busybox-rootfs.tar"
     rm -rf "$root" "$tarball"
-    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,root,tmp,workspace,proc,sys,dev}
+    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,root,tmp,workspace,proc,sys,dev} || return 1
     chmod 1777 "$root/tmp"
-    cp "$bb" "$root/bin/busybox"
+    cp "$bb" "$root/bin/busybox" || return 1
     # Same links as `busybox --install -s`, but pointing at /bin/busybox inside the image rather
     # than at the host path of the binary that ran the install.
     while IFS= read -r applet; do
@@ -81,14 +85,19 @@ build_test_image() {
     printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
         >"$root/etc/passwd"
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-    tar -C "$root" --numeric-owner -cf "$tarball" .
+    tar -C "$root" --numeric-owner -cf "$tarball" . || return 1
     info "docker import $TEST_IMAGE"
-    docker import \
+    if ! docker import \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'CMD ["/bin/sh"]' \
-        "$tarball" "$TEST_IMAGE" >/dev/null || die "docker import of $TEST_IMAGE failed"
-    docker run --rm "$TEST_IMAGE" /bin/sh -c 'echo ok' >/dev/null 2>&1 \
-        || info "warning: $TEST_IMAGE imported but 'docker run' of it failed (see $DOCKERD_LOG)"
+        "$tarball" "$TEST_IMAGE" >/dev/null; then
+        info "docker import of $TEST_IMAGE failed"
+        return 1
+    fi
+    if [ "$(docker run --rm "$TEST_IMAGE" /bin/sh -c 'echo ok' 2>&1)" != "ok" ]; then
+        info "$TEST_IMAGE imported but 'docker run' of it failed (see $DOCKERD_LOG)"
+        return 1
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------
