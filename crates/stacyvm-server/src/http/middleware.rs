@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -201,7 +201,11 @@ pub async fn admin_audit(State(st): State<AppState>, req: Request, next: Next) -
         .unwrap_or("")
         .to_string();
     let method = req.method().to_string();
-    let path = req.uri().path().to_string();
+    // Nesting strips `/api/v1/admin` from the URI; the audit log records the full path.
+    let path = req
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| req.uri().path().to_string(), |u| u.0.path().to_string());
     let resp = next.run(req).await;
     let rec = NewAdminAudit {
         actor,
