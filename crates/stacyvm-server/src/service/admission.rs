@@ -8,7 +8,7 @@ use serde_json::json;
 use stacyvm_types::GoDuration;
 
 use super::workers::Placement;
-use super::{Service, LOCAL_WORKER};
+use super::{Pending, Service, LOCAL_WORKER};
 use crate::error::{ServiceError, ServiceResult};
 use crate::settings::SpawnOverflow;
 
@@ -75,10 +75,23 @@ pub(crate) struct OwnerLimits {
     pub max_exec_timeout: GoDuration,
 }
 
-/// A reserved admission slot; released by [`Service::release_slot`].
+/// A reserved admission slot; released by [`Service::release_slot`] or turned into a stored
+/// record by [`Service::insert_reserved`].
 pub(crate) struct Slot {
     owner: String,
     pub placement: Placement,
+}
+
+fn unreserve(pending: &mut Pending, owner: &str) {
+    pending.total = (pending.total - 1).max(0);
+    if !owner.is_empty() {
+        if let Some(n) = pending.by_owner.get_mut(owner) {
+            *n -= 1;
+            if *n <= 0 {
+                pending.by_owner.remove(owner);
+            }
+        }
+    }
 }
 
 impl Service {
@@ -318,15 +331,20 @@ impl Service {
 
     pub(crate) async fn release_slot(&self, slot: Slot) {
         let mut pending = self.pending.lock().await;
-        pending.total = (pending.total - 1).max(0);
-        if !slot.owner.is_empty() {
-            if let Some(n) = pending.by_owner.get_mut(&slot.owner) {
-                *n -= 1;
-                if *n <= 0 {
-                    pending.by_owner.remove(&slot.owner);
-                }
-            }
-        }
+        unreserve(&mut pending, &slot.owner);
+    }
+
+    /// Stores the spawn's first record and drops its reservation in one step, as seen by
+    /// admission: from then on the stored row counts instead, never both.
+    pub(crate) async fn insert_reserved(
+        &self,
+        slot: Slot,
+        sb: &stacyvm_types::Sandbox,
+    ) -> ServiceResult<()> {
+        let mut pending = self.pending.lock().await;
+        let res = self.store.insert_sandbox(sb).await;
+        unreserve(&mut pending, &slot.owner);
+        Ok(res?)
     }
 
     pub(crate) fn queue_json(&self) -> serde_json::Value {

@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde_json::json;
-use stacyvm_provider::{Provider, SandboxSpec};
+use stacyvm_provider::{Provider, ProviderError, SandboxSpec};
 use stacyvm_types::{
     new_sandbox_id, parse_go_duration, validate_owner_id, GoDuration, Sandbox, SandboxState,
 };
 
+use super::admission::Slot;
 use super::{Caller, Service, LOCAL_WORKER};
 use crate::error::{ServiceError, ServiceResult};
 
@@ -134,13 +135,13 @@ impl Service {
         let r = self.resolve_spawn(&p, caller)?;
         let slot = self.reserve_slot(&r.provider_name, &r.owner, r.ttl).await?;
         let result = if slot.placement.worker_id.as_deref() == Some(LOCAL_WORKER) {
-            self.spawn_local(&r, &p).await
+            self.spawn_local(&r, &p, slot).await
         } else {
+            self.release_slot(slot).await;
             Err(ServiceError::ResourceLimit(
                 "selected worker requires remote worker RPC".into(),
             ))
         };
-        self.release_slot(slot).await;
         if result.is_err() {
             // A failed spawn may have freed a slot another queued spawn waits for.
             self.notify_capacity();
@@ -148,7 +149,12 @@ impl Service {
         result
     }
 
-    async fn spawn_local(&self, r: &ResolvedSpawn, p: &SpawnParams) -> ServiceResult<Sandbox> {
+    async fn spawn_local(
+        &self,
+        r: &ResolvedSpawn,
+        p: &SpawnParams,
+        slot: Slot,
+    ) -> ServiceResult<Sandbox> {
         let started = Instant::now();
         let now = chrono::Utc::now();
         let mut sb = Sandbox {
@@ -171,7 +177,7 @@ impl Service {
         };
         // Record first: a crash during the provider call leaves a `creating` row that startup
         // reconciliation cleans up, never an unrecorded runtime.
-        self.store.insert_sandbox(&sb).await?;
+        self.insert_reserved(slot, &sb).await?;
         let spec = SandboxSpec {
             id: sb.id.clone(),
             image: sb.image.clone(),
@@ -195,11 +201,16 @@ impl Service {
                     Some(&sb.id),
                     Some(json!({"operation":"spawn","provider":r.provider_name,"error":err.to_string()})),
                 );
-                if let Err(se) = self
-                    .store
-                    .set_sandbox_state(&sb.id, SandboxState::Error)
-                    .await
-                {
+                // Nothing was created, so the record must neither hold capacity nor be listed.
+                // Only if a partial runtime may remain is it kept as `error` for the reaper.
+                let state = match r.provider.destroy(&sb.id).await {
+                    Ok(()) | Err(ProviderError::SandboxNotFound(_)) => SandboxState::Destroyed,
+                    Err(de) => {
+                        tracing::warn!(sandbox_id = %sb.id, error = %de, "cleanup after failed spawn failed");
+                        SandboxState::Error
+                    }
+                };
+                if let Err(se) = self.store.set_sandbox_state(&sb.id, state).await {
                     tracing::warn!(sandbox_id = %sb.id, error = %se, "could not mark failed spawn");
                 }
                 return Err(err);
