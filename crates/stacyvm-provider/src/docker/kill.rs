@@ -18,14 +18,15 @@ const PASSES: usize = 20;
 /// Bound on the whole kill, whichever way it goes.
 const KILL_BUDGET: Duration = Duration::from_secs(15);
 
-/// In-container sweep: `$1` is the marker. Uses only `sh` builtins plus `grep`.
+/// In-container sweep: `$1` is the marker. Needs `sh`, `tr` and `grep` in the image.
 const SWEEP_SCRIPT: &str = r#"m="STACYVM_EXEC_ID=$1"; i=0
 while [ "$i" -lt 20 ]; do
   hit=
   for d in /proc/[0-9]*; do
     p=${d#/proc/}
     [ "$p" = "$$" ] && continue
-    if grep -qsF "$m" "$d/environ" 2>/dev/null; then
+    # tr: grep stops at the NUL separators.
+    if tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -qxF "$m"; then
       kill -9 "$p" 2>/dev/null; kill -9 "-$p" 2>/dev/null; hit=1
     fi
   done
