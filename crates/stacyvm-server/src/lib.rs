@@ -7,6 +7,7 @@ mod events;
 mod http;
 mod ops;
 mod reconcile;
+mod remote;
 mod run;
 mod service;
 mod settings;

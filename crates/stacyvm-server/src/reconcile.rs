@@ -107,3 +107,157 @@ async fn mark(svc: &Service, id: &str, state: SandboxState, reason: &str, provid
         Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "reconcile: could not mark"),
     }
 }
+
+/// One pass over remote-owned sandboxes: owners silent past their stale window turn the
+/// sandbox `unhealthy` (or `expired`, releasing the lease, once past `expires_at`); a returning
+/// owner is asked for the real state; leases close to expiry are renewed.
+pub async fn remote_pass(svc: &Service) {
+    let Ok(records) = svc.store.list_sandboxes().await else {
+        return;
+    };
+    let now = chrono::Utc::now();
+    for sb in records.into_iter().filter(|s| s.is_remote()) {
+        let worker = svc.store.get_worker(&sb.worker_id).await.ok();
+        let reason = match &worker {
+            None => Some("worker_missing".to_string()),
+            Some(w) if svc.is_stale(w) => Some("worker_stale".to_string()),
+            Some(w)
+                if w.status.eq_ignore_ascii_case("online")
+                    || w.status.eq_ignore_ascii_case("draining") =>
+            {
+                None
+            }
+            Some(w) => Some(format!("worker_{}", w.status.to_lowercase())),
+        };
+        match reason {
+            Some(reason) => {
+                if sb.expires_at <= now && sb.state != SandboxState::Expired {
+                    if svc
+                        .store
+                        .set_sandbox_state(&sb.id, SandboxState::Expired)
+                        .await
+                        .is_ok()
+                    {
+                        let _ = svc.store.release_lease(&sb.id, &sb.worker_id).await;
+                        svc.events.publish("reconcile.action", Some(&sb.id),
+                            Some(json!({"action": "marked_expired", "reason": reason, "worker": sb.worker_id})));
+                        svc.notify_capacity();
+                    }
+                } else if matches!(sb.state, SandboxState::Running | SandboxState::Error)
+                    && svc
+                        .store
+                        .set_sandbox_state(&sb.id, SandboxState::Unhealthy)
+                        .await
+                        .is_ok()
+                {
+                    tracing::warn!(sandbox_id = %sb.id, worker = %sb.worker_id, %reason, "owner unreachable: sandbox unhealthy");
+                    svc.events.publish("reconcile.action", Some(&sb.id),
+                        Some(json!({"action": "marked_unhealthy", "reason": reason, "worker": sb.worker_id})));
+                }
+            }
+            None => {
+                if sb.expires_at <= now {
+                    // Past its TTL and the owner answers again: finish the destroy.
+                    if let Err(e) = svc.destroy(&sb.id).await {
+                        tracing::warn!(sandbox_id = %sb.id, error = %e, "reconcile: destroy of expired sandbox failed");
+                    }
+                    continue;
+                }
+                if matches!(sb.state, SandboxState::Unhealthy | SandboxState::Error) {
+                    if let Ok(p) = svc.provider_for(&sb).await {
+                        match p.status(sb.runtime_id()).await {
+                            Ok(st) if st != sb.state => {
+                                let marked = svc.store.set_sandbox_state(&sb.id, st).await.is_ok();
+                                if marked {
+                                    svc.events.publish("reconcile.action", Some(&sb.id),
+                                        Some(json!({"action": format!("marked_{st}"), "reason": "worker_returned", "worker": sb.worker_id})));
+                                }
+                            }
+                            Err(ProviderError::SandboxNotFound(_)) => {
+                                let _ = svc
+                                    .store
+                                    .set_sandbox_state(&sb.id, SandboxState::Error)
+                                    .await;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                renew_if_due(svc, &sb).await;
+            }
+        }
+    }
+}
+
+async fn renew_if_due(svc: &Service, sb: &stacyvm_types::Sandbox) {
+    let Ok(lease) = svc.store.get_lease(&sb.id).await else {
+        return;
+    };
+    if lease.holder_id != sb.worker_id {
+        return;
+    }
+    let now = chrono::Utc::now();
+    let left = (lease.expires_at - now).to_std().unwrap_or_default();
+    let wanted = crate::service::lease_ttl((sb.expires_at - now).to_std().unwrap_or_default());
+    // Renew when the lease would run out before the sandbox does (plus slack).
+    if left + svc.settings().reaper_interval * 2 < wanted {
+        if let Err(e) = svc.store.renew_lease(&sb.id, &sb.worker_id, wanted).await {
+            tracing::warn!(sandbox_id = %sb.id, error = %e, "lease renewal failed");
+        }
+    }
+}
+
+/// Destroys runtimes a worker reports holding that the store does not assign to it.
+pub async fn destroy_orphans(svc: &Service, worker_id: &str, held: Vec<String>) {
+    for id in held {
+        let record = svc.store.get_sandbox(&id).await.ok();
+        let wanted = record.as_ref().is_some_and(|r| {
+            r.worker_id == worker_id
+                && !matches!(r.state, SandboxState::Destroyed | SandboxState::Expired)
+        });
+        if wanted {
+            continue;
+        }
+        let provider = match &record {
+            Some(r) => r.provider.clone(),
+            None => svc
+                .store
+                .get_worker(worker_id)
+                .await
+                .ok()
+                .and_then(|w| w.providers.and_then(|p| p.into_iter().next()))
+                .unwrap_or_else(|| "mock".into()),
+        };
+        let expires = chrono::Utc::now() + chrono::Duration::minutes(5);
+        let rp = match svc
+            .remote_provider(&id, worker_id, &provider, expires)
+            .await
+        {
+            Ok(rp) => rp,
+            Err(e) => {
+                tracing::warn!(sandbox_id = %id, error = %e, "orphan cleanup: no route to worker");
+                continue;
+            }
+        };
+        use stacyvm_provider::Provider as _;
+        let runtime = record
+            .as_ref()
+            .map_or(id.clone(), |r| r.runtime_id().to_string());
+        match rp.destroy(&runtime).await {
+            Ok(()) => {
+                tracing::info!(sandbox_id = %id, worker = worker_id, "destroyed orphaned runtime on worker");
+                if let Some(r) = record {
+                    if r.state != SandboxState::Destroyed && r.worker_id == worker_id {
+                        let _ = svc
+                            .store
+                            .set_sandbox_state(&id, SandboxState::Destroyed)
+                            .await;
+                    }
+                }
+                svc.events.publish("reconcile.action", Some(&id),
+                    Some(json!({"action": "destroyed_orphan", "provider": provider, "worker": worker_id})));
+            }
+            Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "orphan cleanup failed"),
+        }
+    }
+}

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use stacyvm_auth::{Secret, Verifier, WorkerAuthenticator};
 use stacyvm_provider::{MockProvider, Provider, ProviderRegistry};
 use stacyvm_store::StoreError;
 use tokio_util::sync::CancellationToken;
@@ -9,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{
     CorsOrigins, DatabaseTarget, Overflow, ProviderChoice, RateLimitKey, ValidConfig,
 };
+use crate::remote::{RpcTlsClient, WorkerClient};
 use crate::settings::{
     AuthSettings, Limits, RateKeyBy, RateLimitSettings, Settings, SpawnOverflow,
 };
@@ -90,6 +92,7 @@ pub fn settings_from(cfg: &ValidConfig) -> Settings {
         reaper_interval: cfg.reconcile_interval(),
         local_heartbeat_interval: std::time::Duration::from_secs(30),
         worker_stale_after: std::time::Duration::from_secs(120),
+        worker_stale_intervals: u32::try_from(c.worker.stale_after_intervals.max(1)).unwrap_or(3),
         admin_audit_retention: c.auth.admin_audit_retention,
         hostname,
     }
@@ -130,6 +133,59 @@ pub async fn build_providers(cfg: &ValidConfig) -> Result<ProviderRegistry, RunE
     Ok(reg)
 }
 
+/// Worker authentication and the RPC client (with `worker.rpc_tls` when enabled).
+pub fn worker_rpc(
+    cfg: &ValidConfig,
+) -> Result<(Arc<WorkerAuthenticator>, Arc<WorkerClient>), RunError> {
+    let c = cfg.config();
+    let auth = Arc::new(WorkerAuthenticator::new(
+        cfg.worker_token().map(Secret::inline),
+        c.auth.worker_tokens.clone(),
+        Verifier::new(
+            cfg.worker_signing_keys(),
+            c.auth.worker_revoked_token_ids.clone(),
+        ),
+    ));
+    let t = &c.worker.rpc_tls;
+    let tls = if t.enabled {
+        let read = |what: &'static str, path: &str| -> Result<Option<Vec<u8>>, RunError> {
+            if path.is_empty() {
+                return Ok(None);
+            }
+            std::fs::read(path)
+                .map(Some)
+                .map_err(|e| RunError::Provider {
+                    name: "worker.rpc_tls",
+                    message: format!("{what}: {e}"),
+                })
+        };
+        let mut identity = read("client_cert_file", &t.client_cert_file)?;
+        if let (Some(id), Some(key)) = (&mut identity, read("client_key_file", &t.client_key_file)?)
+        {
+            id.push(b'\n');
+            id.extend_from_slice(&key);
+        }
+        if t.insecure_skip_verify {
+            tracing::warn!(
+                "worker.rpc_tls.insecure_skip_verify is set: worker certificates are NOT verified"
+            );
+        }
+        Some(RpcTlsClient {
+            ca_pem: read("ca_file", &t.ca_file)?,
+            identity_pem: identity,
+            server_name: Some(t.server_name.clone()).filter(|s| !s.is_empty()),
+            insecure_skip_verify: t.insecure_skip_verify,
+        })
+    } else {
+        None
+    };
+    let client = WorkerClient::new(tls, auth.clone()).map_err(|e| RunError::Provider {
+        name: "worker.rpc_tls",
+        message: e.to_string(),
+    })?;
+    Ok((auth, Arc::new(client)))
+}
+
 /// Opens the store, builds providers, binds, and serves until `shutdown`.
 pub async fn run(cfg: ValidConfig, shutdown: CancellationToken) -> Result<(), RunError> {
     for w in cfg.warnings() {
@@ -144,7 +200,15 @@ pub async fn run(cfg: ValidConfig, shutdown: CancellationToken) -> Result<(), Ru
     .map_err(RunError::Store)?;
     let providers = build_providers(&cfg).await?;
     let settings = settings_from(&cfg);
-    let svc = Service::new(store, providers, settings);
+    let (auth, client) = worker_rpc(&cfg)?;
+    let svc = Service::with_worker_auth(
+        store,
+        providers,
+        settings,
+        Some(client),
+        Some(auth),
+        cfg.worker_signing_keys().into_iter().next(),
+    );
     let addr = cfg.listen_addr();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

@@ -111,8 +111,11 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub reaper_interval: Duration,
     pub local_heartbeat_interval: Duration,
-    /// After how long without a heartbeat a worker counts as stale.
+    /// After how long without a heartbeat a worker that does not report its interval counts
+    /// as stale (the original's fixed 2 minutes).
     pub worker_stale_after: Duration,
+    /// A worker reporting `heartbeat_interval_ms` is stale after this many silent intervals.
+    pub worker_stale_intervals: u32,
     pub admin_audit_retention: GoDuration,
     pub hostname: String,
 }
@@ -132,6 +135,7 @@ impl Default for Settings {
             reaper_interval: Duration::from_secs(30),
             local_heartbeat_interval: Duration::from_secs(30),
             worker_stale_after: Duration::from_secs(120),
+            worker_stale_intervals: 3,
             admin_audit_retention: GoDuration::ZERO,
             hostname: "localhost".into(),
         }

@@ -151,18 +151,18 @@ async fn ws_session(st: AppState, id: String, mut socket: WebSocket) {
             return;
         }
     };
-    let mut exit = Value::Null;
+    // Chunks, then the exit message (DECISIONS: streams end with an exit line), then done.
     while let Some(item) = stream.next().await {
-        if let StreamItem::Exit { exit_code, .. } = &item {
-            exit = json!(exit_code);
-            break;
-        }
+        let is_exit = matches!(item, StreamItem::Exit { .. });
         let msg = item_json(&item).to_string();
         if socket.send(Message::Text(msg.into())).await.is_err() {
             return;
         }
+        if is_exit {
+            break;
+        }
     }
-    let done = json!({"type": "done", "exit_code": exit}).to_string();
+    let done = json!({"type": "done"}).to_string();
     let _ = socket.send(Message::Text(done.into())).await;
     close(&mut socket, 1000, "").await;
 }

@@ -31,6 +31,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every request body is an object; serde would otherwise accept `[]` for a struct.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "invalid request body: expected a JSON object",
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         // serde's message names the field and type, never server internals.
         ApiError::bad_request(format!("invalid request body: {e}"))

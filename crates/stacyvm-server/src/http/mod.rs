@@ -14,6 +14,7 @@ mod rate_limit;
 mod sandboxes;
 mod system;
 mod templates;
+mod worker_api;
 mod workers;
 
 use std::sync::Arc;
@@ -72,6 +73,7 @@ pub fn router(svc: Service) -> Router {
     let admin = Router::new()
         .merge(admin::routes())
         .merge(workers::admin_routes())
+        .merge(worker_api::admin_routes())
         .merge(quotas::routes())
         .merge(system::admin_routes())
         .layer(from_fn_with_state(state.clone(), middleware::admin_audit))
@@ -91,10 +93,38 @@ pub fn router(svc: Service) -> Router {
         .layer(from_fn_with_state(state.clone(), middleware::authenticate))
         .layer(from_fn_with_state(state.clone(), middleware::cors));
 
-    Router::new()
-        .nest("/api/v1", api)
+    // Worker-facing routes: worker credentials only, no API key, CORS or rate limit.
+    let worker =
+        worker_api::routes().layer(from_fn_with_state(state.clone(), worker_api::authenticate));
+    let inner = Router::new()
+        .nest("/api/v1", worker.merge(api))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(middleware::request_id))
-        .with_state(state)
+        .with_state(state);
+    // `/api/v1/sandboxes/` and `/api/v1/sandboxes` reach the same handler (as in the original);
+    // the path is normalised before routing, so this wraps the whole router.
+    Router::new()
+        .fallback_service(inner)
+        .layer(axum::middleware::map_request(strip_trailing_slash))
+}
+
+async fn strip_trailing_slash(mut req: axum::extract::Request) -> axum::extract::Request {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let pq = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(p) = pq.parse() {
+            parts.path_and_query = Some(p);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
 }

@@ -98,7 +98,7 @@ impl Service {
 
     pub async fn exec(&self, id: &str, p: ExecParams) -> ServiceResult<ExecResult> {
         let sb = self.get_sandbox(id).await?;
-        let provider = self.provider_for(&sb)?;
+        let provider = self.provider_for(&sb).await?;
         let req = self.build_exec(&sb, &p).await?;
         let command_line = req.argv().join(" ");
         self.events.publish("exec.started", Some(id), None);
@@ -171,7 +171,7 @@ impl Service {
     /// before anything is streamed.
     pub async fn exec_stream(&self, id: &str, p: ExecParams) -> ServiceResult<ExecStream> {
         let sb = self.get_sandbox(id).await?;
-        let provider = self.provider_for(&sb)?;
+        let provider = self.provider_for(&sb).await?;
         let req = self.build_exec(&sb, &p).await?;
         let (out_tx, out_rx) = mpsc::channel::<StreamItem>(64);
         let svc = self.clone();

@@ -32,7 +32,7 @@ impl Service {
         Fut: std::future::Future<Output = Result<T, stacyvm_provider::ProviderError>>,
     {
         let sb = self.get_sandbox(id).await?;
-        let provider = self.provider_for(&sb)?;
+        let provider = self.provider_for(&sb).await?;
         let started = Instant::now();
         let res = f(provider, sb.runtime_id().to_string()).await;
         match res {

@@ -18,6 +18,7 @@ use std::time::Instant;
 pub use admission::AdmissionDecision;
 pub use exec::{ExecParams, ExecResult, ExecStream, StreamItem};
 pub use quotas::{OwnerUsage, QuotaInput, QuotaSummary};
+pub(crate) use sandboxes::lease_ttl;
 pub use sandboxes::SpawnParams;
 use stacyvm_provider::ProviderRegistry;
 use stacyvm_store::Store;
@@ -75,6 +76,12 @@ pub struct Inner {
     pub tasks: tokio_util::task::TaskTracker,
     pub shutdown: tokio_util::sync::CancellationToken,
     pub version: &'static str,
+    /// Worker RPC client; `None` = remote workers cannot be called.
+    pub remote: Option<Arc<crate::remote::WorkerClient>>,
+    /// Checks `/api/v1/worker/*` callers and picks credentials for calling workers.
+    pub worker_auth: Option<Arc<stacyvm_auth::WorkerAuthenticator>>,
+    /// Primary HMAC key for `POST /admin/worker-tokens`.
+    pub worker_signing_key: Option<String>,
 }
 
 /// Cheap to clone; shared by every transport.
@@ -90,7 +97,36 @@ impl std::ops::Deref for Service {
 
 impl Service {
     pub fn new(store: Arc<dyn Store>, providers: ProviderRegistry, settings: Settings) -> Self {
+        Self::with_remote(store, providers, settings, None)
+    }
+
+    /// Adds worker authentication (and the signing key for issued tokens).
+    pub fn with_worker_auth(
+        store: Arc<dyn Store>,
+        providers: ProviderRegistry,
+        settings: Settings,
+        remote: Option<Arc<crate::remote::WorkerClient>>,
+        worker_auth: Option<Arc<stacyvm_auth::WorkerAuthenticator>>,
+        worker_signing_key: Option<String>,
+    ) -> Self {
+        let mut s = Self::with_remote(store, providers, settings, remote);
+        if let Some(inner) = Arc::get_mut(&mut s.0) {
+            inner.worker_auth = worker_auth;
+            inner.worker_signing_key = worker_signing_key;
+        }
+        s
+    }
+
+    pub fn with_remote(
+        store: Arc<dyn Store>,
+        providers: ProviderRegistry,
+        settings: Settings,
+        remote: Option<Arc<crate::remote::WorkerClient>>,
+    ) -> Self {
         Service(Arc::new(Inner {
+            remote,
+            worker_auth: None,
+            worker_signing_key: None,
             store,
             providers,
             settings,

@@ -12,6 +12,15 @@ use stacyvm_types::{
 use super::admission::Slot;
 use super::{Caller, Service, LOCAL_WORKER};
 use crate::error::{ServiceError, ServiceResult};
+use crate::remote::{Endpoint, RemoteProvider};
+
+/// Leases outlive the sandbox's TTL by this much, so a destroy at expiry still holds one.
+const LEASE_SLACK: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Lease lifetime for a sandbox with `remaining` TTL: remaining + 5 min.
+pub(crate) fn lease_ttl(remaining: std::time::Duration) -> std::time::Duration {
+    remaining + LEASE_SLACK
+}
 
 /// Largest memory and vCPU counts accepted (1 TiB, 256 vCPUs): anything above is a typo.
 const MAX_MEMORY_MB: i64 = 1 << 20;
@@ -134,14 +143,7 @@ impl Service {
     pub async fn spawn(&self, p: SpawnParams, caller: &Caller) -> ServiceResult<Sandbox> {
         let r = self.resolve_spawn(&p, caller)?;
         let slot = self.reserve_slot(&r.provider_name, &r.owner, r.ttl).await?;
-        let result = if slot.placement.worker_id.as_deref() == Some(LOCAL_WORKER) {
-            self.spawn_local(&r, &p, slot).await
-        } else {
-            self.release_slot(slot).await;
-            Err(ServiceError::ResourceLimit(
-                "selected worker requires remote worker RPC".into(),
-            ))
-        };
+        let result = self.spawn_placed(&r, &p, slot).await;
         if result.is_err() {
             // A failed spawn may have freed a slot another queued spawn waits for.
             self.notify_capacity();
@@ -149,12 +151,19 @@ impl Service {
         result
     }
 
-    async fn spawn_local(
+    /// Records, creates and marks running a sandbox where placement put it: on `local`, or on
+    /// a remote worker through its RPC.
+    async fn spawn_placed(
         &self,
         r: &ResolvedSpawn,
         p: &SpawnParams,
         slot: Slot,
     ) -> ServiceResult<Sandbox> {
+        let remote = slot
+            .placement
+            .worker_id
+            .clone()
+            .filter(|w| w != LOCAL_WORKER);
         let started = Instant::now();
         let now = chrono::Utc::now();
         let mut sb = Sandbox {
@@ -168,12 +177,39 @@ impl Service {
             template: p.template.clone(),
             owner_id: r.owner.clone(),
             vm_id: String::new(),
-            worker_id: LOCAL_WORKER.into(),
+            worker_id: remote.clone().unwrap_or_else(|| LOCAL_WORKER.into()),
             tenant_id: String::new(),
             preview_domain: self.settings.preview_domain.clone(),
             created_at: now,
             expires_at: now + r.ttl.to_chrono(),
             updated_at: now,
+        };
+        let provider: std::sync::Arc<dyn Provider> = match &remote {
+            None => r.provider.clone(),
+            Some(w) => {
+                let rp = match self
+                    .remote_provider(&sb.id, w, &r.provider_name, sb.expires_at)
+                    .await
+                {
+                    Ok(rp) => rp,
+                    Err(e) => {
+                        self.release_slot(slot).await;
+                        return Err(e);
+                    }
+                };
+                if let Ok(rec) = self.store.get_worker(w).await {
+                    if let Some(d) = rec
+                        .capacity
+                        .get("preview_domain")
+                        .and_then(serde_json::Value::as_str)
+                    {
+                        if !d.is_empty() {
+                            sb.preview_domain = d.to_string();
+                        }
+                    }
+                }
+                std::sync::Arc::new(rp)
+            }
         };
         // Record first: a crash during the provider call leaves a `creating` row that startup
         // reconciliation cleans up, never an unrecorded runtime.
@@ -186,7 +222,7 @@ impl Service {
             owner_id: sb.owner_id.clone(),
             metadata: sb.metadata.clone(),
         };
-        let spawned = match r.provider.spawn(&spec).await {
+        let spawned = match provider.spawn(&spec).await {
             Ok(s) => s,
             Err(e) => {
                 let err = ServiceError::from(e);
@@ -203,7 +239,7 @@ impl Service {
                 );
                 // Nothing was created, so the record must neither hold capacity nor be listed.
                 // Only if a partial runtime may remain is it kept as `error` for the reaper.
-                let state = match r.provider.destroy(&sb.id).await {
+                let state = match provider.destroy(&sb.id).await {
                     Ok(()) | Err(ProviderError::SandboxNotFound(_)) => SandboxState::Destroyed,
                     Err(de) => {
                         tracing::warn!(sandbox_id = %sb.id, error = %de, "cleanup after failed spawn failed");
@@ -230,7 +266,7 @@ impl Service {
             }
             Err(e) => {
                 // Never leave a runtime the store does not know about.
-                if let Err(de) = r.provider.destroy(&spawned.runtime_id).await {
+                if let Err(de) = provider.destroy(&spawned.runtime_id).await {
                     tracing::error!(sandbox_id = %sb.id, error = %de, "cleanup after failed store write failed");
                 }
                 Err(e.into())
@@ -256,14 +292,61 @@ impl Service {
         Ok(v)
     }
 
-    pub(crate) fn provider_for(&self, sb: &Sandbox) -> ServiceResult<std::sync::Arc<dyn Provider>> {
-        if sb.is_remote() {
-            return Err(ServiceError::Unavailable(format!(
-                "sandbox {} is owned by worker {}; remote routing is not available",
-                sb.id, sb.worker_id
-            )));
+    /// The provider that runs `sb`: a local backend, or a [`RemoteProvider`] that forwards to the
+    /// owning worker.
+    pub(crate) async fn provider_for(
+        &self,
+        sb: &Sandbox,
+    ) -> ServiceResult<std::sync::Arc<dyn Provider>> {
+        if !sb.is_remote() {
+            return Ok(self.providers.get(&sb.provider)?);
         }
-        Ok(self.providers.get(&sb.provider)?)
+        let remote = self
+            .remote_provider(&sb.id, &sb.worker_id, &sb.provider, sb.expires_at)
+            .await?;
+        Ok(std::sync::Arc::new(remote))
+    }
+
+    pub(crate) async fn remote_provider(
+        &self,
+        sandbox_id: &str,
+        worker_id: &str,
+        provider: &str,
+        expires_at: stacyvm_types::Timestamp,
+    ) -> ServiceResult<RemoteProvider> {
+        let client = self.remote.clone().ok_or_else(|| {
+            ServiceError::Unavailable("remote worker RPC is not configured".into())
+        })?;
+        let w = match self.store.get_worker(worker_id).await {
+            Ok(w) => w,
+            Err(e) if e.is_not_found() => {
+                return Err(ServiceError::Unavailable(format!(
+                    "worker {worker_id} is not registered"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let rpc_url = w
+            .capacity
+            .get("rpc_url")
+            .and_then(serde_json::Value::as_str)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| ServiceError::Unavailable(format!("worker {worker_id} has no rpc_url")))?
+            .to_string();
+        let now = chrono::Utc::now();
+        let remaining = (expires_at - now).to_std().unwrap_or_default();
+        Ok(RemoteProvider {
+            client,
+            endpoint: Endpoint {
+                worker_id: worker_id.to_string(),
+                rpc_url,
+            },
+            store: self.store.clone(),
+            provider: provider.to_string(),
+            sandbox_id: sandbox_id.to_string(),
+            lease_ttl: lease_ttl(remaining),
+            ttl: GoDuration::from_std(remaining),
+        })
     }
 
     /// Destroys a sandbox. Unknown ids are `SandboxNotFound`; an already destroyed sandbox
@@ -278,7 +361,7 @@ impl Service {
             return Ok(());
         }
         let started = Instant::now();
-        let provider = self.provider_for(&sb)?;
+        let provider = self.provider_for(&sb).await?;
         match provider.destroy(sb.runtime_id()).await {
             Ok(()) | Err(stacyvm_provider::ProviderError::SandboxNotFound(_)) => {}
             Err(e) => {
@@ -350,7 +433,7 @@ impl Service {
 
     pub async fn logs(&self, id: &str, lines: usize) -> ServiceResult<Vec<String>> {
         let sb = self.get_sandbox(id).await?;
-        let p = self.provider_for(&sb)?;
+        let p = self.provider_for(&sb).await?;
         Ok(p.logs(sb.runtime_id(), lines).await?)
     }
 
@@ -359,7 +442,7 @@ impl Service {
         if sb.is_remote() {
             return Ok(None);
         }
-        let p = self.provider_for(&sb)?;
+        let p = self.provider_for(&sb).await?;
         Ok(p.stats(sb.runtime_id()).await?)
     }
 }

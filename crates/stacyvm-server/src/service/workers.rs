@@ -44,9 +44,29 @@ pub struct HeartbeatInput {
 }
 
 impl Service {
-    fn is_stale(&self, w: &WorkerRecord) -> bool {
+    /// How long `w` may stay silent: `stale_after_intervals` of its own heartbeat interval
+    /// when it reports one, else the fixed window.
+    pub(crate) fn stale_window(&self, w: &WorkerRecord) -> std::time::Duration {
+        w.capacity
+            .get(stacyvm_protocol::capacity::HEARTBEAT_INTERVAL_MS)
+            .and_then(Value::as_u64)
+            .filter(|ms| *ms > 0)
+            .map(|ms| {
+                std::time::Duration::from_millis(ms) * self.settings.worker_stale_intervals.max(1)
+            })
+            .unwrap_or(self.settings.worker_stale_after)
+    }
+
+    pub(crate) fn is_stale(&self, w: &WorkerRecord) -> bool {
+        if w.id == LOCAL_WORKER {
+            // The control plane's own record; it is refreshed by this process.
+            return (chrono::Utc::now() - w.last_heartbeat)
+                .to_std()
+                .unwrap_or_default()
+                > self.settings.worker_stale_after;
+        }
         let age = chrono::Utc::now() - w.last_heartbeat;
-        age.to_std().unwrap_or_default() > self.settings.worker_stale_after
+        age.to_std().unwrap_or_default() > self.stale_window(w)
     }
 
     pub fn worker_json(&self, w: &WorkerRecord) -> Value {
@@ -143,13 +163,21 @@ impl Service {
         let Some(w) = chosen else {
             return Ok(Placement::local());
         };
-        // Remote routing arrives with the worker RPC client; until then a remote choice
-        // cannot be served.
+        let has_url = w
+            .capacity
+            .get("rpc_url")
+            .and_then(Value::as_str)
+            .is_some_and(|u| !u.is_empty());
+        let can_call = has_url
+            && self
+                .remote
+                .as_ref()
+                .is_some_and(|c| c.has_credential(&w.id));
         Ok(Placement {
             worker_id: Some(w.id.clone()),
             reason: "remote_worker_selected",
             eligible: n,
-            rpc_unavailable: true,
+            rpc_unavailable: !can_call,
         })
     }
 
@@ -274,5 +302,48 @@ impl Service {
                 json!({"total":0,"online":0,"stale":0,"unhealthy":0,"items":[],"error":e.to_string()})
             }
         }
+    }
+}
+
+impl Service {
+    /// Asks worker `id` to drain (`worker.shutdown`): it refuses new spawns and keeps serving
+    /// the sandboxes it holds.
+    pub async fn drain_worker(&self, id: &str) -> ServiceResult<()> {
+        if id == LOCAL_WORKER {
+            return Err(ServiceError::bad_request(
+                "the control plane's local worker cannot be drained",
+            ));
+        }
+        let w = self.store.get_worker(id).await?;
+        let client = self.remote.clone().ok_or_else(|| {
+            ServiceError::Unavailable("remote worker RPC is not configured".into())
+        })?;
+        let rpc_url = w
+            .capacity
+            .get("rpc_url")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| ServiceError::Unavailable(format!("worker {id} has no rpc_url")))?;
+        let ep = crate::remote::Endpoint {
+            worker_id: id.to_string(),
+            rpc_url: rpc_url.to_string(),
+        };
+        client
+            .call(
+                &ep,
+                stacyvm_protocol::method::SHUTDOWN,
+                format!("shutdown-{id}"),
+                None,
+                None,
+                Some(std::time::Duration::from_secs(30)),
+            )
+            .await
+            .map_err(|e| ServiceError::from(e.into_provider("")))?;
+        self.events.publish(
+            "reconcile.action",
+            None,
+            Some(json!({"action": "worker_draining", "reason": "admin_drain", "worker": id})),
+        );
+        Ok(())
     }
 }

@@ -24,6 +24,7 @@ pub async fn reaper(svc: Service, cancel: CancellationToken) {
             Ok(n) => tracing::info!(destroyed = n, "reaper destroyed expired sandboxes"),
             Err(e) => tracing::warn!(error = %e, "reaper pass failed"),
         }
+        crate::reconcile::remote_pass(&svc).await;
     }
 }
 

@@ -1,0 +1,382 @@
+//! HTTP(S) client for worker `/rpc`. No hidden caps: calls take the time their work needs (exec
+//! is bounded by its own timeout plus a margin), streams and bodies have no size limit beyond a
+//! per-line guard.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use stacyvm_protocol::{
+    code, LeaseToken, RpcRequest, RpcResponse, StreamChunk, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    STREAM_HEADER,
+};
+use stacyvm_provider::{ChunkSender, ProviderError};
+use stacyvm_types::{StreamChunk as Chunk, StreamKind};
+
+/// Longest NDJSON line accepted from a worker (a chunk is a few KiB; this only stops a runaway).
+const MAX_LINE: usize = 64 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The credential presented to worker `worker_id` (per-worker token, shared token, or a
+/// freshly signed `worker:rpc` token). `Ok(None)` = none configured.
+pub trait RpcCredentials: Send + Sync {
+    fn credential_for(&self, worker_id: &str) -> Result<Option<String>, String>;
+}
+
+/// Client side of `worker.rpc_tls`.
+#[derive(Debug, Clone, Default)]
+pub struct RpcTlsClient {
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and key, PEM (mTLS).
+    pub identity_pem: Option<Vec<u8>>,
+    /// Expected name in the worker's certificate when it differs from the URL host.
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub worker_id: String,
+    pub rpc_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("worker {0} has no RPC credential configured")]
+    NoCredential(String),
+    #[error("worker unreachable")]
+    Transport(#[source] reqwest::Error),
+    #[error("worker RPC failed: HTTP {status}: {message}")]
+    Rejected {
+        status: u16,
+        code: Option<String>,
+        message: String,
+    },
+    #[error("invalid worker RPC response")]
+    Decode,
+    #[error("invalid worker RPC TLS configuration: {0}")]
+    Tls(String),
+}
+
+impl RemoteError {
+    /// Maps a worker failure onto the provider error the service layer already understands.
+    pub fn into_provider(self, path: &str) -> ProviderError {
+        match &self {
+            RemoteError::Rejected {
+                status,
+                code: c,
+                message,
+            } => match (c.as_deref(), status) {
+                (Some(code::SANDBOX_NOT_FOUND), _) => {
+                    ProviderError::SandboxNotFound(message.clone())
+                }
+                (Some(code::FILE_NOT_FOUND), _) => ProviderError::FileNotFound(path.to_string()),
+                (Some(code::PROVIDER_NOT_FOUND), _) => {
+                    ProviderError::ProviderNotFound(message.clone())
+                }
+                (Some(code::BAD_REQUEST), _) | (None, 400) => {
+                    ProviderError::InvalidInput(message.clone())
+                }
+                (Some(code::TIMEOUT), _) | (None, 408 | 504) => ProviderError::Timeout,
+                (None, 404) if message.contains("sandbox not found") => {
+                    ProviderError::SandboxNotFound(message.clone())
+                }
+                (Some(code::DRAINING | code::UNAVAILABLE | code::LEASE_REJECTED), _)
+                | (None, 503) => ProviderError::Unavailable(self.to_string()),
+                _ => ProviderError::internal(self.to_string()),
+            },
+            RemoteError::Transport(_) | RemoteError::NoCredential(_) => {
+                ProviderError::Unavailable(self.to_string())
+            }
+            RemoteError::Decode | RemoteError::Tls(_) => ProviderError::internal(self.to_string()),
+        }
+    }
+}
+
+pub struct WorkerClient {
+    tls: Option<RpcTlsClient>,
+    creds: Arc<dyn RpcCredentials>,
+    /// One client per worker URL (TLS server-name overrides are per host).
+    clients: Mutex<HashMap<String, reqwest::Client>>,
+}
+
+impl WorkerClient {
+    pub fn new(
+        tls: Option<RpcTlsClient>,
+        creds: Arc<dyn RpcCredentials>,
+    ) -> Result<Self, RemoteError> {
+        let c = WorkerClient {
+            tls,
+            creds,
+            clients: Mutex::new(HashMap::new()),
+        };
+        // Fail at startup, not at the first call, on bad certificates.
+        c.build_client("http://127.0.0.1:1")?;
+        Ok(c)
+    }
+
+    pub fn has_credential(&self, worker_id: &str) -> bool {
+        matches!(self.creds.credential_for(worker_id), Ok(Some(_)))
+    }
+
+    fn build_client(&self, url: &str) -> Result<reqwest::Client, RemoteError> {
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60));
+        if let Some(tls) = &self.tls {
+            b = b
+                .use_rustls_tls()
+                .min_tls_version(reqwest::tls::Version::TLS_1_2);
+            if let Some(ca) = &tls.ca_pem {
+                for cert in reqwest::Certificate::from_pem_bundle(ca)
+                    .map_err(|e| RemoteError::Tls(e.to_string()))?
+                {
+                    b = b.add_root_certificate(cert);
+                }
+                b = b.tls_built_in_root_certs(false);
+            }
+            if let Some(id) = &tls.identity_pem {
+                b = b.identity(
+                    reqwest::Identity::from_pem(id).map_err(|e| RemoteError::Tls(e.to_string()))?,
+                );
+            }
+            if tls.insecure_skip_verify {
+                b = b.danger_accept_invalid_certs(true);
+            }
+            if let (Some(name), Ok(u)) = (&tls.server_name, reqwest::Url::parse(url)) {
+                // Connect to the URL's address but verify the certificate for `server_name`.
+                if let (Some(host), Some(port)) = (u.host_str(), u.port_or_known_default()) {
+                    if let Ok(mut addrs) = std::net::ToSocketAddrs::to_socket_addrs(&(host, port)) {
+                        if let Some(a) = addrs.next() {
+                            b = b.resolve(name, a);
+                        }
+                    }
+                }
+            }
+        }
+        b.build().map_err(|e| RemoteError::Tls(e.to_string()))
+    }
+
+    /// The request URL and client for a worker (server-name override applied).
+    fn target(&self, ep: &Endpoint) -> Result<(reqwest::Client, String), RemoteError> {
+        let mut url = format!("{}/rpc", ep.rpc_url.trim_end_matches('/'));
+        if let Some(name) = self.tls.as_ref().and_then(|t| t.server_name.clone()) {
+            if let Ok(mut u) = reqwest::Url::parse(&url) {
+                if u.set_host(Some(&name)).is_ok() {
+                    url = u.to_string();
+                }
+            }
+        }
+        let mut map = self.clients.lock().map_err(|_| RemoteError::Decode)?;
+        let client = match map.get(&ep.rpc_url) {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.build_client(&ep.rpc_url)?;
+                map.insert(ep.rpc_url.clone(), c.clone());
+                c
+            }
+        };
+        Ok((client, url))
+    }
+
+    fn request(
+        &self,
+        ep: &Endpoint,
+        method: &str,
+        req_id: String,
+        params: Option<Value>,
+        lease: Option<LeaseToken>,
+    ) -> Result<reqwest::RequestBuilder, RemoteError> {
+        let token = self
+            .creds
+            .credential_for(&ep.worker_id)
+            .map_err(|_| RemoteError::NoCredential(ep.worker_id.clone()))?
+            .ok_or_else(|| RemoteError::NoCredential(ep.worker_id.clone()))?;
+        let (client, url) = self.target(ep)?;
+        let body = RpcRequest {
+            id: req_id,
+            method: method.to_string(),
+            worker_id: ep.worker_id.clone(),
+            lease,
+            params,
+        };
+        Ok(client
+            .post(url)
+            .header("X-Worker-ID", &ep.worker_id)
+            .header("X-Worker-Token", token)
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+            .json(&body))
+    }
+
+    /// One request/response call. `timeout` bounds the whole call when given.
+    pub async fn call(
+        &self,
+        ep: &Endpoint,
+        method: &str,
+        req_id: String,
+        params: Option<Value>,
+        lease: Option<LeaseToken>,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Value>, RemoteError> {
+        let mut rb = self.request(ep, method, req_id, params, lease)?;
+        if let Some(t) = timeout {
+            rb = rb.timeout(t);
+        }
+        let resp = rb.send().await.map_err(RemoteError::Transport)?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(RemoteError::Transport)?;
+        let parsed: Option<RpcResponse> = serde_json::from_slice(&bytes).ok();
+        if status >= 300 {
+            let (c, message) = match &parsed {
+                Some(r) => (r.code.clone(), r.error.clone().unwrap_or_default()),
+                None => {
+                    // Pre-dispatch failures use the REST error shape {code, message}.
+                    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    let msg = v["message"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| {
+                            String::from_utf8_lossy(&bytes)
+                                .trim()
+                                .chars()
+                                .take(512)
+                                .collect()
+                        });
+                    (None, msg)
+                }
+            };
+            return Err(RemoteError::Rejected {
+                status,
+                code: c,
+                message,
+            });
+        }
+        let r = parsed.ok_or(RemoteError::Decode)?;
+        if let Some(e) = r.error.filter(|e| !e.is_empty()) {
+            return Err(RemoteError::Rejected {
+                status: 500,
+                code: r.code,
+                message: e,
+            });
+        }
+        Ok(r.result)
+    }
+
+    /// `worker.exec_stream` with live NDJSON: forwards chunks to `out` as they arrive and
+    /// returns the exit code from the worker's exit line.
+    pub async fn exec_stream(
+        &self,
+        ep: &Endpoint,
+        req_id: String,
+        params: Value,
+        out: ChunkSender,
+    ) -> Result<i32, RemoteError> {
+        let rb = self
+            .request(
+                ep,
+                stacyvm_protocol::method::EXEC_STREAM,
+                req_id,
+                Some(params),
+                None,
+            )?
+            .header(STREAM_HEADER, "ndjson")
+            .header("Accept", "application/x-ndjson");
+        let resp = rb.send().await.map_err(RemoteError::Transport)?;
+        let status = resp.status().as_u16();
+        if status >= 300 {
+            let bytes = resp.bytes().await.map_err(RemoteError::Transport)?;
+            let r: Option<RpcResponse> = serde_json::from_slice(&bytes).ok();
+            let message = r.as_ref().and_then(|r| r.error.clone()).unwrap_or_else(|| {
+                let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                v["message"].as_str().unwrap_or("").to_string()
+            });
+            return Err(RemoteError::Rejected {
+                status,
+                code: r.and_then(|r| r.code),
+                message,
+            });
+        }
+        let mut body = resp.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            let next = body.next().await;
+            let bytes = match next {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => return Err(RemoteError::Transport(e)),
+                None => break,
+            };
+            buf.extend_from_slice(&bytes);
+            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                if let Some(code) = handle_line(&line, &out).await? {
+                    return Ok(code);
+                }
+            }
+            if buf.len() > MAX_LINE {
+                return Err(RemoteError::Decode);
+            }
+        }
+        if !buf.is_empty() {
+            if let Some(code) = handle_line(&buf, &out).await? {
+                return Ok(code);
+            }
+        }
+        // The original Go worker sends no exit line; its streams simply end.
+        Ok(0)
+    }
+}
+
+/// Processes one NDJSON line; `Some(code)` on the exit line.
+async fn handle_line(line: &[u8], out: &ChunkSender) -> Result<Option<i32>, RemoteError> {
+    let text = line.trim_ascii();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let r: RpcResponse = serde_json::from_slice(text).map_err(|_| RemoteError::Decode)?;
+    if let Some(e) = r.error.filter(|e| !e.is_empty()) {
+        return Err(RemoteError::Rejected {
+            status: 500,
+            code: r.code,
+            message: e,
+        });
+    }
+    let Some(result) = r.result else {
+        return Ok(None);
+    };
+    let chunk: StreamChunk = serde_json::from_value(result).map_err(|_| RemoteError::Decode)?;
+    let stream = match chunk.stream.as_str() {
+        "exit" => {
+            return Ok(Some(
+                chunk
+                    .exit_code
+                    .and_then(|c| i32::try_from(c).ok())
+                    .unwrap_or(-1),
+            ))
+        }
+        "stderr" => StreamKind::Stderr,
+        _ => StreamKind::Stdout,
+    };
+    if out
+        .send(Chunk {
+            stream,
+            data: chunk.data.into_bytes(),
+        })
+        .await
+        .is_err()
+    {
+        // The caller went away; dropping the response closes the connection and the worker
+        // kills the command.
+        return Ok(Some(-1));
+    }
+    Ok(None)
+}
+
+impl RpcCredentials for stacyvm_auth::WorkerAuthenticator {
+    fn credential_for(&self, worker_id: &str) -> Result<Option<String>, String> {
+        self.rpc_credential_for(worker_id, chrono::Utc::now().timestamp())
+            .map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,9 @@
+//! Calling remote workers: the RPC client (`client.rs`) and a [`Provider`] that forwards every
+//! call of one sandbox to its owning worker (`provider.rs`), so the service layer treats local
+//! and remote sandboxes alike.
+
+mod client;
+mod provider;
+
+pub use client::{Endpoint, RemoteError, RpcTlsClient, WorkerClient};
+pub use provider::RemoteProvider;

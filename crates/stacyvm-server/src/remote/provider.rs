@@ -1,0 +1,372 @@
+//! A [`Provider`] bound to one remote sandbox: every call becomes a worker RPC. Spawn and
+//! destroy carry a lease from the store (holder = the worker), which the worker fences on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use stacyvm_protocol::{self as proto, base64, method, LeaseToken, Target};
+use stacyvm_provider::{ChunkSender, ExecRequest, Provider, ProviderError, SandboxSpec, Spawned};
+use stacyvm_store::{Lease, Store};
+use stacyvm_types::{format_rfc3339_go, FileInfo, GoDuration, SandboxState};
+
+use super::{Endpoint, RemoteError, WorkerClient};
+
+/// Non-streaming calls that only touch metadata.
+const QUICK: Duration = Duration::from_secs(30);
+/// Calls that move data or build runtimes (image pulls, large files).
+const SLOW: Duration = Duration::from_secs(600);
+/// Added to a command's own timeout before the control plane gives up on the worker.
+const EXEC_MARGIN: Duration = Duration::from_secs(30);
+
+pub fn lease_token(l: &Lease) -> LeaseToken {
+    LeaseToken {
+        resource_id: l.resource_id.clone(),
+        holder_id: l.holder_id.clone(),
+        generation: l.generation,
+        expires_at: format_rfc3339_go(&l.expires_at),
+    }
+}
+
+pub struct RemoteProvider {
+    pub client: Arc<WorkerClient>,
+    pub endpoint: Endpoint,
+    pub store: Arc<dyn Store>,
+    /// Provider name on the worker.
+    pub provider: String,
+    /// Control-plane sandbox id (the lease resource).
+    pub sandbox_id: String,
+    /// Lease lifetime for spawn/destroy.
+    pub lease_ttl: Duration,
+    /// Go duration text sent with spawn.
+    pub ttl: GoDuration,
+}
+
+impl RemoteProvider {
+    fn target(&self, runtime_id: &str) -> Target {
+        Target {
+            sandbox_id: self.sandbox_id.clone(),
+            provider: self.provider.clone(),
+            runtime_id: if runtime_id == self.sandbox_id {
+                String::new()
+            } else {
+                runtime_id.to_string()
+            },
+        }
+    }
+
+    fn req_id(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.sandbox_id)
+    }
+
+    async fn call<R: DeserializeOwned>(
+        &self,
+        m: &str,
+        prefix: &str,
+        params: Value,
+        lease: Option<LeaseToken>,
+        timeout: Duration,
+        path: &str,
+    ) -> Result<Option<R>, ProviderError> {
+        let res = self
+            .client
+            .call(
+                &self.endpoint,
+                m,
+                self.req_id(prefix),
+                Some(params),
+                lease,
+                Some(timeout),
+            )
+            .await
+            .map_err(|e| e.into_provider(path))?;
+        match res {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(|_| RemoteError::Decode.into_provider(path)),
+        }
+    }
+
+    async fn call_void(
+        &self,
+        m: &str,
+        prefix: &str,
+        params: Value,
+        timeout: Duration,
+        path: &str,
+    ) -> Result<(), ProviderError> {
+        self.call::<Value>(m, prefix, params, None, timeout, path)
+            .await
+            .map(|_| ())
+    }
+
+    async fn acquire(&self) -> Result<Lease, ProviderError> {
+        self.store
+            .acquire_lease(
+                &self.sandbox_id,
+                "sandbox",
+                &self.endpoint.worker_id,
+                self.lease_ttl,
+            )
+            .await
+            .map_err(|e| ProviderError::Unavailable(format!("lease for {}: {e}", self.sandbox_id)))
+    }
+
+    fn file_params(&self, runtime_id: &str, extra: Value) -> Value {
+        let mut v = serde_json::to_value(self.target(runtime_id)).unwrap_or_else(|_| json!({}));
+        if let (Some(m), Value::Object(e)) = (v.as_object_mut(), extra) {
+            m.extend(e);
+        }
+        v
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for RemoteProvider {
+    fn name(&self) -> &str {
+        &self.provider
+    }
+
+    fn capabilities(&self) -> Vec<&'static str> {
+        vec![
+            "spawn",
+            "exec",
+            "exec_stream",
+            "files",
+            "console",
+            "remote_worker",
+        ]
+    }
+
+    fn config_summary(&self) -> Value {
+        json!({"type": "remote", "worker_id": self.endpoint.worker_id})
+    }
+
+    async fn health(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
+        let lease = self.acquire().await?;
+        let params = proto::SpawnParams {
+            sandbox_id: self.sandbox_id.clone(),
+            image: spec.image.clone(),
+            provider: self.provider.clone(),
+            memory_mb: spec.memory_mb,
+            vcpus: spec.vcpus,
+            owner_id: spec.owner_id.clone(),
+            ttl: self.ttl.to_string(),
+            metadata: spec.metadata.clone(),
+        };
+        let res: Result<Option<proto::SpawnResult>, _> = self
+            .call(
+                method::SPAWN,
+                "spawn",
+                serde_json::to_value(params).unwrap_or_default(),
+                Some(lease_token(&lease)),
+                SLOW,
+                "",
+            )
+            .await;
+        match res {
+            Ok(r) => {
+                let runtime_id = r
+                    .map(|r| r.runtime_id)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| self.sandbox_id.clone());
+                Ok(Spawned { runtime_id })
+            }
+            Err(e) => {
+                // The worker did not take the sandbox: free the lease for a retry elsewhere.
+                let _ = self
+                    .store
+                    .release_lease(&self.sandbox_id, &self.endpoint.worker_id)
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn destroy(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        // A fresh grant (same holder ⇒ newer generation) proves this control plane is current.
+        let lease = self.acquire().await?;
+        let params = serde_json::to_value(self.target(runtime_id)).unwrap_or_default();
+        let res = self
+            .call::<Value>(
+                method::DESTROY,
+                "destroy",
+                params,
+                Some(lease_token(&lease)),
+                SLOW,
+                "",
+            )
+            .await;
+        match res {
+            Ok(_) | Err(ProviderError::SandboxNotFound(_)) => {
+                let _ = self
+                    .store
+                    .release_lease(&self.sandbox_id, &self.endpoint.worker_id)
+                    .await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn status(&self, runtime_id: &str) -> Result<SandboxState, ProviderError> {
+        let params = serde_json::to_value(self.target(runtime_id)).unwrap_or_default();
+        let r: Option<proto::StatusResult> = self
+            .call(method::STATUS, "status", params, None, QUICK, "")
+            .await?;
+        let r = r.ok_or_else(|| RemoteError::Decode.into_provider(""))?;
+        if !r.error.is_empty() {
+            return Err(ProviderError::internal(format!(
+                "worker status: {}",
+                r.error
+            )));
+        }
+        r.state.parse().map_err(|_| {
+            ProviderError::internal(format!("worker reported unknown state {:?}", r.state))
+        })
+    }
+
+    async fn exec(
+        &self,
+        runtime_id: &str,
+        req: ExecRequest,
+        out: ChunkSender,
+    ) -> Result<i32, ProviderError> {
+        let timeout = req.timeout;
+        let params = proto::ExecParams {
+            target: self.target(runtime_id),
+            command: req.command.clone(),
+            args: req.args.clone(),
+            mode: req.mode.as_str().to_string(),
+            env: req.env.clone(),
+            workdir: req.workdir.clone().unwrap_or_default(),
+            timeout: timeout
+                .map(|t| GoDuration::from_std(t).to_string())
+                .unwrap_or_default(),
+        };
+        let call = self.client.exec_stream(
+            &self.endpoint,
+            self.req_id("exec-stream"),
+            serde_json::to_value(params).unwrap_or_default(),
+            out,
+        );
+        let res = match timeout {
+            Some(t) => tokio::time::timeout(t + EXEC_MARGIN, call)
+                .await
+                .map_err(|_| ProviderError::Timeout)?,
+            None => call.await,
+        };
+        match res {
+            Ok(124) if timeout.is_some() => Err(ProviderError::Timeout),
+            Ok(code) => Ok(code),
+            Err(e) => Err(e.into_provider("")),
+        }
+    }
+
+    async fn write_file(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        content: Bytes,
+        mode: Option<&str>,
+    ) -> Result<(), ProviderError> {
+        let p = self.file_params(
+            runtime_id,
+            json!({"path": path, "content": base64::encode(&content), "mode": mode.unwrap_or("")}),
+        );
+        self.call_void(method::FILE_WRITE, "file-write", p, SLOW, path)
+            .await
+    }
+
+    async fn read_file(&self, runtime_id: &str, path: &str) -> Result<Bytes, ProviderError> {
+        let p = self.file_params(runtime_id, json!({"path": path}));
+        let r: Option<proto::FileReadResult> = self
+            .call(method::FILE_READ, "file-read", p, None, SLOW, path)
+            .await?;
+        let content = r.map(|r| r.content).unwrap_or_default();
+        base64::decode(&content)
+            .map(Bytes::from)
+            .ok_or_else(|| RemoteError::Decode.into_provider(path))
+    }
+
+    async fn list_files(
+        &self,
+        runtime_id: &str,
+        path: &str,
+    ) -> Result<Vec<FileInfo>, ProviderError> {
+        let p = self.file_params(runtime_id, json!({"path": path}));
+        let r: Option<proto::FileListResult> = self
+            .call(method::FILE_LIST, "file-list", p, None, QUICK, path)
+            .await?;
+        Ok(r.map(|r| r.files.into_iter().map(info).collect())
+            .unwrap_or_default())
+    }
+
+    async fn stat_file(&self, runtime_id: &str, path: &str) -> Result<FileInfo, ProviderError> {
+        let p = self.file_params(runtime_id, json!({"path": path}));
+        let r: Option<proto::FileStatResult> = self
+            .call(method::FILE_STAT, "file-stat", p, None, QUICK, path)
+            .await?;
+        r.map(|r| info(r.file))
+            .ok_or_else(|| RemoteError::Decode.into_provider(path))
+    }
+
+    async fn glob(&self, runtime_id: &str, pattern: &str) -> Result<Vec<String>, ProviderError> {
+        let p = self.file_params(runtime_id, json!({"pattern": pattern}));
+        let r: Option<proto::FileGlobResult> = self
+            .call(method::FILE_GLOB, "file-glob", p, None, QUICK, pattern)
+            .await?;
+        Ok(r.map(|r| r.matches).unwrap_or_default())
+    }
+
+    async fn delete_file(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), ProviderError> {
+        let mut extra = json!({"path": path});
+        if recursive {
+            extra["recursive"] = json!(true);
+        }
+        let p = self.file_params(runtime_id, extra);
+        self.call_void(method::FILE_DELETE, "file-delete", p, SLOW, path)
+            .await
+    }
+
+    async fn move_file(&self, runtime_id: &str, old: &str, new: &str) -> Result<(), ProviderError> {
+        let p = self.file_params(runtime_id, json!({"old_path": old, "new_path": new}));
+        self.call_void(method::FILE_MOVE, "file-move", p, SLOW, old)
+            .await
+    }
+
+    async fn chmod(&self, runtime_id: &str, path: &str, mode: &str) -> Result<(), ProviderError> {
+        let p = self.file_params(runtime_id, json!({"path": path, "mode": mode}));
+        self.call_void(method::FILE_CHMOD, "file-chmod", p, QUICK, path)
+            .await
+    }
+
+    async fn logs(&self, runtime_id: &str, lines: usize) -> Result<Vec<String>, ProviderError> {
+        let p = self.file_params(runtime_id, json!({"lines": lines}));
+        let r: Option<proto::LogsResult> =
+            self.call(method::LOGS, "logs", p, None, QUICK, "").await?;
+        Ok(r.map(|r| r.lines).unwrap_or_default())
+    }
+}
+
+fn info(f: proto::FileInfo) -> FileInfo {
+    FileInfo {
+        path: f.path,
+        size: f.size,
+        mode: f.mode,
+        is_dir: f.is_dir,
+        mod_time: f.mod_time,
+    }
+}
