@@ -58,8 +58,11 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true);
+        // A local file connection does not drop like a socket: skip sqlx's ping on every
+        // checkout, which would double the round trips to the connection's thread.
+        let pool = || SqlitePoolOptions::new().test_before_acquire(false);
         let single = || {
-            SqlitePoolOptions::new()
+            pool()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
@@ -79,7 +82,7 @@ impl SqliteStore {
                 .connect_with(base.clone().journal_mode(SqliteJournalMode::Wal))
                 .await
                 .map_err(db_err("database"))?;
-            let reader = SqlitePoolOptions::new()
+            let reader = pool()
                 .max_connections(READERS)
                 .connect_with(base)
                 .await
@@ -342,9 +345,232 @@ impl Store for SqliteStore {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use chrono::TimeZone;
 
     use super::*;
+
+    struct TempStore {
+        _dir: tempfile::TempDir,
+        path: String,
+        store: SqliteStore,
+    }
+
+    async fn temp_store() -> TempStore {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested.db").display().to_string();
+        let store = SqliteStore::open(&path).await.unwrap();
+        TempStore {
+            _dir: dir,
+            path,
+            store,
+        }
+    }
+
+    fn sandbox(id: &str) -> Sandbox {
+        let t = Utc::now();
+        Sandbox {
+            id: id.into(),
+            state: SandboxState::Running,
+            provider: "mock".into(),
+            image: "alpine".into(),
+            memory_mb: 64,
+            vcpus: 1,
+            metadata: BTreeMap::new(),
+            template: String::new(),
+            owner_id: "alice".into(),
+            vm_id: String::new(),
+            worker_id: "local".into(),
+            tenant_id: String::new(),
+            preview_domain: String::new(),
+            created_at: t,
+            expires_at: t,
+            updated_at: t,
+        }
+    }
+
+    #[tokio::test]
+    async fn pragmas_apply_to_every_connection() {
+        let t = temp_store().await;
+        for pool in [&t.store.writer, &t.store.reader] {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(mode, "wal");
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(sync, 1, "NORMAL");
+            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(fk, 1);
+            let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(busy, 5000);
+        }
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_data_and_refuses_a_newer_schema() {
+        let t = temp_store().await;
+        t.store.insert_sandbox(&sandbox("sb-1")).await.unwrap();
+        t.store.close().await;
+        let again = SqliteStore::open(&t.path).await.unwrap();
+        assert_eq!(again.get_sandbox("sb-1").await.unwrap().owner_id, "alice");
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+               execution_time) VALUES (9999, 'from the future', TRUE, x'00', 0)",
+        )
+        .execute(&again.writer)
+        .await
+        .unwrap();
+        again.close().await;
+        match SqliteStore::open(&t.path).await {
+            Err(StoreError::SchemaTooNew { found, supported }) => {
+                assert_eq!((found, supported), (9999, 1));
+            }
+            Err(e) => panic!("expected SchemaTooNew, got {e:?}"),
+            Ok(_) => panic!("expected SchemaTooNew, got a store"),
+        }
+    }
+
+    #[tokio::test]
+    async fn undecodable_rows_are_corrupt() {
+        let t = temp_store().await;
+        for (id, column, value) in [
+            ("sb-state", "state", "idle"),
+            ("sb-time", "created_at", "yesterday"),
+            ("sb-meta", "metadata", "{not json"),
+        ] {
+            t.store.insert_sandbox(&sandbox(id)).await.unwrap();
+            let sql = format!("UPDATE sandboxes SET {column} = ?1 WHERE id = ?2");
+            sqlx::query(&sql)
+                .bind(value)
+                .bind(id)
+                .execute(&t.store.writer)
+                .await
+                .unwrap();
+            match t.store.get_sandbox(id).await {
+                Err(StoreError::Corrupt { what }) => assert_eq!(what, column),
+                other => panic!("{column}: expected Corrupt, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            t.store.list_sandboxes().await,
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    /// The hot sandbox queries must read the partial indexes, never the whole table (which
+    /// keeps every destroyed row forever).
+    #[tokio::test]
+    async fn sandbox_queries_use_partial_indexes() {
+        let t = temp_store().await;
+        let partial = [
+            "sandboxes_live_by_created",
+            "sandboxes_active_by_owner",
+            "sandboxes_active_by_expiry",
+        ];
+        for sql in [
+            sandboxes::COUNT_ACTIVE,
+            sandboxes::LIST_EXPIRED,
+            sandboxes::LIST,
+        ] {
+            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .bind("alice")
+                .fetch_all(&t.store.reader)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect();
+            let reads: Vec<&String> = plan.iter().filter(|d| d.contains("sandboxes")).collect();
+            assert!(!reads.is_empty(), "plan: {plan:?}");
+            for read in reads {
+                assert!(
+                    partial.iter().any(|i| read.contains(i)),
+                    "{sql}\nreads the table without a partial index: {plan:?}"
+                );
+            }
+        }
+    }
+
+    /// The control plane's budget: ≥ 2,000 spawn+destroy pairs per second, each pair being
+    /// what spawn and destroy ask of the store. Timing-sensitive, so opt-in:
+    /// `cargo test -p stacyvm-store --release -- --ignored --nocapture throughput`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "throughput figure; run on its own, ideally with --release"]
+    async fn spawn_destroy_throughput() {
+        const PAIRS: usize = 8_000;
+        const TASKS: usize = 8;
+        let t = temp_store().await;
+        let store = std::sync::Arc::new(t.store);
+        let started = std::time::Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..TASKS {
+            let store = std::sync::Arc::clone(&store);
+            tasks.spawn(async move {
+                for n in (task..PAIRS).step_by(TASKS) {
+                    let sb = sandbox(&format!("sb-{n:08x}"));
+                    store.count_active_sandboxes(Some("alice")).await.unwrap();
+                    store.insert_sandbox(&sb).await.unwrap();
+                    let ttl = Duration::from_secs(1800);
+                    store
+                        .acquire_lease(&sb.id, "sandbox", "local", ttl)
+                        .await
+                        .unwrap();
+                    store
+                        .acquire_lease(&sb.id, "sandbox", "local", ttl)
+                        .await
+                        .unwrap();
+                    store
+                        .set_sandbox_state(&sb.id, SandboxState::Destroyed)
+                        .await
+                        .unwrap();
+                    store.release_lease(&sb.id, "local").await.unwrap();
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        let rate = PAIRS as f64 / started.elapsed().as_secs_f64();
+        println!("{rate:.0} spawn+destroy pairs/s ({PAIRS} pairs, {TASKS} tasks)");
+        assert!(
+            rate >= 2_000.0,
+            "{rate:.0} pairs/s is below the 2,000/s budget"
+        );
+    }
+
+    #[tokio::test]
+    async fn open_by_driver_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("by-name.db").display().to_string();
+        for driver in ["", "sqlite"] {
+            let store = crate::open(driver, &path).await.unwrap();
+            store.ping().await.unwrap();
+        }
+        assert!(matches!(
+            crate::open("mysql", "x").await,
+            Err(StoreError::Unsupported(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn memory_database_works_on_one_connection() {
+        let store = SqliteStore::open(":memory:").await.unwrap();
+        store.insert_sandbox(&sandbox("sb-1")).await.unwrap();
+        assert_eq!(store.list_sandboxes().await.unwrap().len(), 1);
+        let empty = SqliteStore::open("").await;
+        assert!(matches!(empty, Err(StoreError::Unsupported(_))));
+    }
 
     #[test]
     fn timestamps_round_trip_exactly_and_sort() {

@@ -6,8 +6,41 @@ use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 use super::{col, db_err, json_col, now, to_json, ts, ts_col, SqliteStore};
 use crate::{ActiveCounts, StoreError};
 
-const COLUMNS: &str = "id, state, provider, image, memory_mb, vcpus, metadata, template, \
-     owner_id, vm_id, worker_id, tenant_id, preview_domain, created_at, expires_at, updated_at";
+macro_rules! columns {
+    () => {
+        "id, state, provider, image, memory_mb, vcpus, metadata, template, owner_id, vm_id, \
+         worker_id, tenant_id, preview_domain, created_at, expires_at, updated_at"
+    };
+}
+
+const INSERT: &str = concat!(
+    "INSERT INTO sandboxes (",
+    columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+);
+const GET: &str = concat!("SELECT ", columns!(), " FROM sandboxes WHERE id = ?1");
+// The state predicates below repeat the partial indexes' WHERE clauses word for word.
+pub(super) const LIST: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM sandboxes WHERE state <> 'destroyed' ORDER BY created_at DESC, id DESC"
+);
+const SET_EXPIRY: &str = concat!(
+    "UPDATE sandboxes SET expires_at = ?2, updated_at = ?3 \
+     WHERE id = ?1 AND state <> 'destroyed' RETURNING ",
+    columns!()
+);
+pub(super) const LIST_EXPIRED: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') AND expires_at < ?1 \
+     ORDER BY expires_at, id"
+);
+/// Both counts read only the partial index of active rows; the owner one seeks into it.
+pub(super) const COUNT_ACTIVE: &str = "SELECT \
+       (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired')), \
+       (SELECT COUNT(*) FROM sandboxes \
+          WHERE state NOT IN ('destroyed', 'expired') AND owner_id = ?1 AND ?1 <> '')";
 
 /// Retries of the compare-and-set in `set_state` when other writers keep moving the record.
 const STATE_CAS_ATTEMPTS: usize = 8;
@@ -37,11 +70,7 @@ fn from_row(row: &SqliteRow) -> Result<Sandbox, StoreError> {
 }
 
 pub(super) async fn insert(db: &SqliteStore, sb: &Sandbox) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO sandboxes ({COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-    );
-    sqlx::query(&sql)
+    sqlx::query(INSERT)
         .bind(&sb.id)
         .bind(sb.state.as_str())
         .bind(&sb.provider)
@@ -65,8 +94,7 @@ pub(super) async fn insert(db: &SqliteStore, sb: &Sandbox) -> Result<(), StoreEr
 }
 
 pub(super) async fn get(db: &SqliteStore, id: &str) -> Result<Sandbox, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?1");
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(GET)
         .bind(id)
         .fetch_optional(&db.reader)
         .await
@@ -78,11 +106,7 @@ pub(super) async fn get(db: &SqliteStore, id: &str) -> Result<Sandbox, StoreErro
 }
 
 pub(super) async fn list(db: &SqliteStore) -> Result<Vec<Sandbox>, StoreError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM sandboxes WHERE state <> 'destroyed' \
-         ORDER BY created_at DESC, id DESC"
-    );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query(LIST)
         .fetch_all(&db.reader)
         .await
         .map_err(db_err("sandbox"))?;
@@ -113,7 +137,8 @@ pub(super) async fn set_state(
     } else {
         Some(format!(
             "UPDATE sandboxes SET state = ?2, updated_at = ?3 \
-             WHERE id = ?1 AND state IN ({sources}) RETURNING {COLUMNS}"
+             WHERE id = ?1 AND state IN ({sources}) RETURNING {}",
+            columns!()
         ))
     };
     for _ in 0..STATE_CAS_ATTEMPTS {
@@ -147,11 +172,7 @@ pub(super) async fn set_expiry(
     id: &str,
     expires_at: Timestamp,
 ) -> Result<Sandbox, StoreError> {
-    let sql = format!(
-        "UPDATE sandboxes SET expires_at = ?2, updated_at = ?3 \
-         WHERE id = ?1 AND state <> 'destroyed' RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(SET_EXPIRY)
         .bind(id)
         .bind(ts(&expires_at))
         .bind(ts(&now()))
@@ -168,12 +189,7 @@ pub(super) async fn list_expired(
     db: &SqliteStore,
     now: Timestamp,
 ) -> Result<Vec<Sandbox>, StoreError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM sandboxes \
-         WHERE state NOT IN ('destroyed', 'expired') AND expires_at < ?1 \
-         ORDER BY expires_at, id"
-    );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query(LIST_EXPIRED)
         .bind(ts(&now))
         .fetch_all(&db.reader)
         .await
@@ -185,17 +201,11 @@ pub(super) async fn count_active(
     db: &SqliteStore,
     owner: Option<&str>,
 ) -> Result<ActiveCounts, StoreError> {
-    // Both counts read only the partial index of active rows; the owner one seeks into it.
-    let (total, owner): (i64, i64) = sqlx::query_as(
-        "SELECT \
-           (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired')), \
-           (SELECT COUNT(*) FROM sandboxes \
-              WHERE state NOT IN ('destroyed', 'expired') AND owner_id = ?1 AND ?1 <> '')",
-    )
-    .bind(owner.unwrap_or(""))
-    .fetch_one(&db.reader)
-    .await
-    .map_err(db_err("sandbox count"))?;
+    let (total, owner): (i64, i64) = sqlx::query_as(COUNT_ACTIVE)
+        .bind(owner.unwrap_or(""))
+        .fetch_one(&db.reader)
+        .await
+        .map_err(db_err("sandbox count"))?;
     Ok(ActiveCounts { total, owner })
 }
 
