@@ -238,6 +238,51 @@ async fn timeout_kills_the_command_not_the_sandbox() {
 }
 
 #[tokio::test]
+async fn a_vanished_caller_kills_the_command() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let req = ExecRequest {
+        command: "echo go; sleep 305".into(),
+        ..Default::default()
+    };
+    let p = std::sync::Arc::new(p);
+    let run = {
+        let (p, id) = (p.clone(), id.clone());
+        tokio::spawn(async move { p.exec(&id, req, tx).await })
+    };
+    assert_eq!(rx.recv().await.unwrap().data, b"go\n");
+    drop(rx);
+    let r = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("exec did not notice the caller left")
+        .unwrap();
+    assert!(r.is_err(), "{r:?}");
+    let ps = sh(p.as_ref(), &id, "ps -o args").await.stdout;
+    assert!(!ps.contains("sleep 305"), "left running: {ps}");
+}
+
+#[tokio::test]
+async fn docker_like_output_is_not_mistaken_for_a_start_failure() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    let o = sh(
+        &p,
+        &id,
+        "echo 'OCI runtime exec failed: not really'; sleep 0.3; echo after; exit 126",
+    )
+    .await;
+    assert_eq!(o.code, 126);
+    assert_eq!(o.stdout, "OCI runtime exec failed: not really\nafter\n");
+    let o = sh(&p, &id, "printf 'OCI runtime exec failed'; exit 4").await;
+    assert_eq!((o.code, o.stdout.as_str()), (4, "OCI runtime exec failed"));
+}
+
+#[tokio::test]
 async fn argv_mode_needs_no_shell() {
     let Some(p) = provider(DockerConfig::default()).await else {
         return;

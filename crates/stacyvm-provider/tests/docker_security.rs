@@ -190,3 +190,37 @@ async fn network_none_has_only_loopback() {
         "{o:?}"
     );
 }
+
+#[tokio::test]
+async fn runsc_sandboxes_run_under_gvisor() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    drop(p);
+    if !has_runsc().await {
+        eprintln!("NOTICE: skipping: no runsc runtime (scripts/setup-docker.sh --runsc)");
+        return;
+    }
+    let cfg = DockerConfig {
+        runtime: "runsc".into(),
+        network_mode: "none".into(),
+        read_only_rootfs: true,
+        ..Default::default()
+    };
+    let Some(p) = provider(cfg).await else {
+        return;
+    };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    // gVisor's own kernel log, not the host's.
+    let o = sh(&p, &id, "dmesg").await;
+    assert!(o.stdout.contains("gVisor"), "{o:?}");
+    let o = sh(&p, &id, "mkdir -p /tmp/m && mount -t tmpfs none /tmp/m").await;
+    assert_ne!(o.code, 0, "mount must fail: {o:?}");
+    assert_ne!(sh(&p, &id, "touch /etc/x").await.code, 0);
+    let ps = sh(&p, &id, "ps -o pid").await.stdout;
+    assert!(ps.lines().count() <= 5, "{ps}");
+    p.write_file(&id, "/tmp/a", Bytes::from_static(b"a"), None)
+        .await
+        .unwrap();
+    assert_eq!(sh(&p, &id, "cat /tmp/a").await.stdout, "a");
+}

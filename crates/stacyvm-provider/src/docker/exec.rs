@@ -307,7 +307,16 @@ impl DockerProvider {
                         held = Some(data);
                         continue;
                     }
-                    match sink.push(stream, data, deadline).await {
+                    // More output: what was held back was the command's own, in order.
+                    let earlier = held.take().map(|h| (StreamKind::Stdout, h));
+                    let mut push = Push::Sent;
+                    for (stream, data) in earlier.into_iter().chain([(stream, data)]) {
+                        push = sink.push(stream, data, deadline).await;
+                        if !matches!(push, Push::Sent) {
+                            break;
+                        }
+                    }
+                    match push {
                         Push::Sent => {}
                         Push::Gone => {
                             kill().await;
@@ -348,18 +357,19 @@ impl DockerProvider {
         let (code, pid) = self
             .wait_exit(&exec_id, deadline, closed.as_ref(), kill)
             .await?;
-        if let Some(msg) = held {
-            let failed_to_start = code == 126 && pid == 0;
-            let (stream, data) = if failed_to_start {
+        let (code, text) = match held {
+            // Docker's message when the process never started (pid 0): say it like a shell.
+            Some(msg) if code == 126 && pid == 0 => {
                 let (code, text) = start_failure(&prog, &msg);
-                let chunk = Bytes::from(text.into_bytes());
-                if let Push::Gone = sink.push(StreamKind::Stderr, chunk, deadline).await {
-                    return Err(receiver_gone());
-                }
-                return Ok(code);
-            } else {
-                (StreamKind::Stdout, msg)
-            };
+                (
+                    code,
+                    Some((StreamKind::Stderr, Bytes::from(text.into_bytes()))),
+                )
+            }
+            Some(msg) => (code, Some((StreamKind::Stdout, msg))),
+            None => (code, None),
+        };
+        if let Some((stream, data)) = text {
             if let Push::Gone = sink.push(stream, data, deadline).await {
                 return Err(receiver_gone());
             }
