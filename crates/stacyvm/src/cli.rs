@@ -49,6 +49,21 @@ pub enum Command {
     },
     /// Print the version.
     Version,
+    /// Remote worker commands: `stacyvm worker token ...` (see docs/worker-auth.md).
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct WorkerArgs {
+    #[command(subcommand)]
+    pub command: Option<WorkerCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// Issue (`token <worker-id>`), inspect, verify signed worker tokens; plan key rotation.
+    Token(Box<crate::cli_token::TokenArgs>),
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! The `stacyvm` binary: parse, init logging, dispatch, map the error to an exit code.
 
 mod cli;
+mod cli_token;
 mod commands;
 
 use std::process::ExitCode;

@@ -2,10 +2,11 @@
 
 mod client;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, WorkerCommand};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -14,6 +15,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(a) => client::exec(&cli.client, a).await,
         Command::List => client::list(&cli.client).await,
         Command::Kill { id } => client::kill(&cli.client, &id).await,
+        Command::Worker(w) => match w.command {
+            Some(WorkerCommand::Token(t)) => token::run(*t),
+            None => anyhow::bail!("the worker process is not part of this build yet"),
+        },
         Command::Version => {
             println!(
                 "stacyvm {} ({}/{})",
