@@ -98,14 +98,88 @@ pub fn settings_from(cfg: &ValidConfig) -> Settings {
     }
 }
 
-/// Registers the providers the config asks for and resolves `auto`.
+#[cfg(feature = "docker")]
+async fn docker_provider(cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
+    let d = &cfg.config().providers.docker;
+    let dc = stacyvm_provider::DockerConfig {
+        socket: d.socket.clone(),
+        runtime: d.runtime.clone(),
+        default_image: d.default_image.clone(),
+        network_mode: d.network_mode.clone(),
+        seccomp_profile: d.seccomp_profile.clone(),
+        read_only_rootfs: d.read_only_rootfs,
+        memory: d.memory.clone(),
+        cpus: d.cpus,
+        pids_limit: d.pids_limit,
+        user: d.user.clone(),
+        dropped_caps: d.dropped_caps.clone(),
+        added_caps: d.added_caps.clone(),
+        tmpfs: d.tmpfs.clone(),
+        preview_domain: if cfg.config().server.preview_domain.is_empty() {
+            "localhost".into()
+        } else {
+            cfg.config().server.preview_domain.clone()
+        },
+        ..Default::default()
+    };
+    let p = stacyvm_provider::DockerProvider::connect(dc)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(p))
+}
+
+#[cfg(not(feature = "docker"))]
+async fn docker_provider(_cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
+    Err("this build does not include the docker provider".into())
+}
+
+/// Registers the providers the config asks for and resolves `auto`: docker when its daemon
+/// answers, else mock with a loud warning (commands then run unisolated).
 pub async fn build_providers(cfg: &ValidConfig) -> Result<ProviderRegistry, RunError> {
     let mut reg = ProviderRegistry::new();
     let choice = cfg.provider_default();
-    if cfg.wants_provider(ProviderChoice::Mock) || choice == ProviderChoice::Auto {
+    let want_docker = cfg.wants_provider(ProviderChoice::Docker);
+    let mut docker_ok = false;
+    if want_docker || choice == ProviderChoice::Auto {
+        match docker_provider(cfg).await {
+            Ok(p) => {
+                let healthy = tokio::time::timeout(std::time::Duration::from_secs(5), p.health())
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+                if healthy || want_docker {
+                    // An explicitly enabled docker provider is registered even when the daemon is
+                    // down: `/ready` reports it until it answers.
+                    reg.register(p);
+                    docker_ok = healthy;
+                }
+                if !healthy {
+                    tracing::warn!("docker provider: daemon not answering");
+                }
+            }
+            Err(e) if want_docker => {
+                return Err(RunError::Provider {
+                    name: "docker",
+                    message: e,
+                });
+            }
+            Err(e) => tracing::info!(reason = %e, "auto: docker not available"),
+        }
+    }
+    if cfg.wants_provider(ProviderChoice::Microvm) {
+        return Err(RunError::Provider {
+            name: "microvm",
+            message: "this build does not include the microvm provider".into(),
+        });
+    }
+    let auto_mock = choice == ProviderChoice::Auto && !docker_ok;
+    if cfg.wants_provider(ProviderChoice::Mock) || auto_mock {
         reg.register(Arc::new(MockProvider::new()) as Arc<dyn Provider>);
     }
     let default = match choice {
+        ProviderChoice::Auto if docker_ok => {
+            tracing::info!("providers.default is auto: using docker");
+            "docker"
+        }
         ProviderChoice::Auto => {
             tracing::warn!(
                 "providers.default is auto and no isolating provider is available: using the mock \
@@ -114,18 +188,8 @@ pub async fn build_providers(cfg: &ValidConfig) -> Result<ProviderRegistry, RunE
             "mock"
         }
         ProviderChoice::Mock => "mock",
-        ProviderChoice::Docker => {
-            return Err(RunError::Provider {
-                name: "docker",
-                message: "this build does not include the docker provider".into(),
-            })
-        }
-        ProviderChoice::Microvm => {
-            return Err(RunError::Provider {
-                name: "microvm",
-                message: "this build does not include the microvm provider".into(),
-            })
-        }
+        ProviderChoice::Docker => "docker",
+        ProviderChoice::Microvm => "microvm",
     };
     if !reg.set_default(default) {
         tracing::warn!(provider = default, "default provider is not registered");
