@@ -176,6 +176,28 @@ async fn non_root_user_owns_its_workspace() {
 }
 
 #[tokio::test]
+async fn an_image_user_also_owns_its_workspace() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    nobody_image().await;
+    let (id, _guard) = spawn(&p, NOBODY_IMAGE).await;
+    assert_eq!(sh(&p, &id, "id -u").await.stdout, "65534\n");
+    let o = sh(&p, &id, "echo me > /workspace/mine && cat /workspace/mine").await;
+    assert_eq!(o.stdout, "me\n", "{o:?}");
+    p.write_file(&id, "/workspace/api.txt", Bytes::from_static(b"x"), None)
+        .await
+        .unwrap();
+    let o = sh(
+        &p,
+        &id,
+        "stat -c %U /workspace/api.txt && echo y >> /workspace/api.txt && echo ok",
+    )
+    .await;
+    assert_eq!(o.stdout, "nobody\nok\n", "{o:?}");
+}
+
+#[tokio::test]
 async fn network_none_has_only_loopback() {
     let cfg = DockerConfig {
         network_mode: "none".into(),

@@ -131,17 +131,16 @@ impl DockerProvider {
         tar: Vec<u8>,
         given: &str,
     ) -> Result<(), ProviderError> {
-        let mut opts = UploadToContainerOptionsBuilder::default()
+        let opts = UploadToContainerOptionsBuilder::default()
             .path(dir)
             // Never replace a directory with a file (Docker would delete the directory).
-            .no_overwrite_dir_non_dir("true");
-        if self.settings.non_root() {
-            // Files belong to the sandbox user, so its commands can change them.
-            opts = opts.copy_uidgid("1");
-        }
+            .no_overwrite_dir_non_dir("true")
+            // Files belong to the container's user, so its commands can change them.
+            .copy_uidgid("1")
+            .build();
         match self
             .docker
-            .upload_to_container(cid, Some(opts.build()), body_full(Bytes::from(tar)))
+            .upload_to_container(cid, Some(opts), body_full(Bytes::from(tar)))
             .await
         {
             Ok(()) => Ok(()),

@@ -186,10 +186,13 @@ impl DockerConfig {
 impl Settings {
     /// Whether commands run as someone other than root (so `/workspace` must be opened up).
     pub fn non_root(&self) -> bool {
-        self.user
-            .as_deref()
-            .is_some_and(|u| !matches!(u.split(':').next(), Some("root" | "0")))
+        self.user.as_deref().is_some_and(is_non_root)
     }
+}
+
+/// Whether a Docker `user` (`name`, `uid`, `name:group`…) is someone other than root.
+pub(crate) fn is_non_root(user: &str) -> bool {
+    !matches!(user.trim().split(':').next(), Some("root" | "0" | ""))
 }
 
 /// Letters, digits and `-_.` (runtime, network and capability names).

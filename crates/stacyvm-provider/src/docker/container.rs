@@ -14,7 +14,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use stacyvm_types::SandboxState;
 
-use super::config::Settings;
+use super::config::{is_non_root, Settings};
 use super::{
     api_err, is_status, lock, server_message, valid_runtime_id, DockerProvider, LABEL_MANAGED,
     LABEL_OWNER_ID, LABEL_SANDBOX_ID,
@@ -146,15 +146,31 @@ impl DockerProvider {
 
     async fn finish_spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
         self.forget_destroyed(&spec.id);
-        if self.settings.non_root() {
+        let cid = lock(&self.known)
+            .get(&spec.id)
+            .cloned()
+            .unwrap_or_else(|| spec.id.clone());
+        // The configured user, else the image's own `USER`.
+        let non_root = match &self.settings.user {
+            Some(u) => is_non_root(u),
+            None => self
+                .docker
+                .inspect_container(&cid, None)
+                .await
+                .ok()
+                .and_then(|i| i.config.and_then(|c| c.user))
+                .is_some_and(|u| is_non_root(&u)),
+        };
+        if non_root {
             // Fresh volumes belong to root; without CAP_CHOWN root may still open them up.
-            let mut dirs = vec![WORKSPACE.to_string()];
+            let mut argv = vec![
+                "chmod".to_string(),
+                "1777".to_string(),
+                WORKSPACE.to_string(),
+            ];
             if self.settings.read_only_rootfs {
-                dirs.push("/tmp".into());
+                argv.push("/tmp".into());
             }
-            let mut argv = vec!["chmod".to_string(), "1777".to_string()];
-            argv.extend(dirs);
-            let cid = self.container(&spec.id).await?;
             match self.exec_capture(&cid, argv, Some("0")).await {
                 Ok(o) if o.code == 0 => {}
                 Ok(o) => tracing::warn!(

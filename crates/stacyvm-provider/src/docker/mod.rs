@@ -14,6 +14,7 @@ mod image;
 mod kill;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -43,6 +44,8 @@ pub struct DockerProvider {
     docker: Docker,
     config: DockerConfig,
     settings: Settings,
+    /// Whether the API version was agreed with the daemon.
+    negotiated: AtomicBool,
     /// runtime id → full container id, for containers already checked to be ours.
     known: Mutex<HashMap<String, String>>,
     destroyed: Mutex<(HashSet<String>, VecDeque<String>)>,
@@ -60,23 +63,27 @@ impl DockerProvider {
     pub async fn connect(config: DockerConfig) -> Result<Self, ProviderError> {
         let settings = config.validate()?;
         let docker = connect_client(&config.socket)?;
-        // An old daemon (20.10 speaks 1.41) rejects newer client versions; negotiate down when
-        // it answers, and keep the default when it does not (health reports that later).
-        let docker = match docker.clone().negotiate_version().await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "docker API version negotiation failed");
-                docker
-            }
-        };
-        Ok(DockerProvider {
+        let p = DockerProvider {
             docker,
             config,
             settings,
+            negotiated: AtomicBool::new(false),
             known: Mutex::new(HashMap::new()),
             destroyed: Mutex::new((HashSet::new(), VecDeque::new())),
             keepalive_cache: Mutex::new(HashMap::new()),
-        })
+        };
+        p.negotiate().await;
+        Ok(p)
+    }
+
+    /// An old daemon (20.10 speaks 1.41) rejects newer client versions, so the client steps
+    /// down to the daemon's. Clones share the version, so negotiating on one updates all; a
+    /// daemon that is down now is negotiated with by the next successful health check.
+    async fn negotiate(&self) {
+        match self.docker.clone().negotiate_version().await {
+            Ok(_) => self.negotiated.store(true, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "docker API version negotiation failed"),
+        }
     }
 
     /// The full id of the container for `runtime_id`, after checking it is one of ours.
@@ -243,7 +250,12 @@ impl Provider for DockerProvider {
 
     async fn health(&self) -> Result<(), ProviderError> {
         match tokio::time::timeout(Duration::from_secs(5), self.docker.ping()).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => {
+                if !self.negotiated.load(Ordering::Relaxed) {
+                    self.negotiate().await;
+                }
+                Ok(())
+            }
             Ok(Err(e)) => Err(ProviderError::Unavailable(format!(
                 "docker ping failed: {e}"
             ))),

@@ -23,6 +23,8 @@ use tokio::sync::mpsc;
 pub const IMAGE: &str = "stacyvm-test/busybox:latest";
 /// Built on demand by [`noshell_image`]: busybox applets as symlinks, but no `sh`.
 pub const NOSHELL_IMAGE: &str = "stacyvm-test/noshell:latest";
+/// Built on demand by [`nobody_image`]: the test image with `USER nobody`.
+pub const NOBODY_IMAGE: &str = "stacyvm-test/nobody:latest";
 
 pub fn in_ci() -> bool {
     matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
@@ -236,4 +238,34 @@ pub async fn noshell_image() {
     while let Some(item) = s.next().await {
         item.unwrap();
     }
+}
+
+/// Makes [`NOBODY_IMAGE`]: [`IMAGE`] committed with `USER nobody`.
+pub async fn nobody_image() {
+    let docker = client();
+    if docker.inspect_image(NOBODY_IMAGE).await.is_ok() {
+        return;
+    }
+    let probe = format!("stacyvm-test-nobody-{}", std::process::id());
+    let opts = CreateContainerOptionsBuilder::default()
+        .name(&probe)
+        .build();
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(IMAGE.into()),
+        cmd: Some(vec!["true".into()]),
+        ..Default::default()
+    };
+    docker.create_container(Some(opts), body).await.unwrap();
+    let commit = bollard::query_parameters::CommitContainerOptionsBuilder::default()
+        .container(&probe)
+        .repo("stacyvm-test/nobody")
+        .tag("latest")
+        .changes("USER nobody")
+        .build();
+    let committed = docker
+        .commit_container(commit, bollard::models::ContainerConfig::default())
+        .await;
+    let rm = RemoveContainerOptionsBuilder::default().force(true).build();
+    docker.remove_container(&probe, Some(rm)).await.unwrap();
+    committed.unwrap();
 }
