@@ -405,3 +405,47 @@ fn decode_unverified_ignores_signature_and_claim_rules() {
     assert_eq!(claims.worker_id, "w");
     assert_eq!(claims.exp, 5);
 }
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_claims_round_trip(
+            worker_id in "\\PC{1,40}",
+            jti in "[0-9a-f]{32}",
+            scopes in proptest::collection::vec("\\PC{0,20}", 0..4),
+            life in 1i64..=MAX_LIFETIME_SECS,
+            age in 0i64..=MAX_LIFETIME_SECS,
+        ) {
+            prop_assume!(age < life);
+            let c = Claims {
+                worker_id, jti, aud: AUD_RPC.into(), scopes,
+                iat: NOW - age, exp: NOW - age + life, nbf: 0,
+            };
+            let token = sign(KEY, &c);
+            prop_assert_eq!(verifier().verify(&token, AUD_RPC, NOW).unwrap(), c.clone());
+            prop_assert_eq!(decode_unverified(&token).unwrap(), c);
+        }
+
+        #[test]
+        fn any_single_byte_change_is_rejected(pos in any::<prop::sample::Index>(), byte in 0x21u8..0x7f) {
+            let token = sign(KEY, &good_claims());
+            let mut bytes = token.clone().into_bytes();
+            let i = pos.index(bytes.len());
+            prop_assume!(bytes[i] != byte);
+            bytes[i] = byte;
+            let changed = String::from_utf8(bytes).unwrap();
+            prop_assert!(check_token(&changed).is_err(), "{changed}");
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics(s in "\\PC{0,200}") {
+            let _ = decode_unverified(&s);
+            let _ = check_token(&s);
+            let _ = check_token(&format!("{TOKEN_PREFIX}.{s}"));
+        }
+    }
+}
