@@ -183,13 +183,6 @@ impl DockerConfig {
     }
 }
 
-impl Settings {
-    /// Whether commands run as someone other than root (so `/workspace` must be opened up).
-    pub fn non_root(&self) -> bool {
-        self.user.as_deref().is_some_and(is_non_root)
-    }
-}
-
 /// Whether a Docker `user` (`name`, `uid`, `name:group`…) is someone other than root.
 pub(crate) fn is_non_root(user: &str) -> bool {
     !matches!(user.trim().split(':').next(), Some("root" | "0" | ""))
@@ -261,7 +254,7 @@ mod tests {
         assert_eq!(s.pids_limit, Some(256));
         assert_eq!(s.dropped_caps, ["ALL"]);
         assert_eq!(s.seccomp_opt, None);
-        assert!(!s.non_root());
+        assert_eq!(s.user, None);
     }
 
     #[test]
@@ -324,12 +317,14 @@ mod tests {
             s.seccomp_opt.as_deref(),
             Some(r#"seccomp={"defaultAction":"SCMP_ACT_ALLOW"}"#)
         );
-        assert!(s.non_root());
+        assert!(is_non_root(s.user.as_deref().unwrap()));
         assert_eq!(s.runtime.as_deref(), Some("runsc"));
         let root = DockerConfig {
             user: "0:0".into(),
             ..Default::default()
         };
-        assert!(!root.validate().unwrap().non_root());
+        assert!(!is_non_root(&root.user));
+        assert!(!is_non_root("root:wheel"));
+        assert!(is_non_root("1000:1000"));
     }
 }
