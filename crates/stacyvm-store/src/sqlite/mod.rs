@@ -13,7 +13,7 @@ mod workers;
 
 use std::time::Duration;
 
-use chrono::{NaiveDateTime, Utc};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::migrate::Migrator;
@@ -121,8 +121,9 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     MIGRATOR.run(pool).await.map_err(StoreError::Migrate)
 }
 
-/// The one place `sqlx::Error` becomes a `StoreError`; `what` names the record in messages.
-pub(super) fn db_err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+/// The one place `sqlx::Error` becomes a `StoreError` (exec logs add the foreign-key case);
+/// `what` names the record in messages.
+fn db_err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| match e {
         sqlx::Error::RowNotFound => StoreError::not_found(what, ""),
         sqlx::Error::Database(ref d) if d.is_unique_violation() => {
@@ -135,27 +136,30 @@ pub(super) fn db_err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     }
 }
 
-pub(super) fn now() -> Timestamp {
+fn now() -> Timestamp {
     Utc::now()
 }
 
-pub(super) fn ts(t: &Timestamp) -> String {
+fn ts(t: &Timestamp) -> String {
     t.format(TS_FORMAT).to_string()
 }
 
-/// `now + ttl`, saturating at the last instant the text format can hold (year 9999).
-pub(super) fn deadline(now: Timestamp, ttl: Duration) -> Timestamp {
-    let last = NaiveDateTime::parse_from_str("9999-12-31T23:59:59.999999999Z", TS_FORMAT)
-        .map(|n| n.and_utc())
-        .unwrap_or(now);
+/// `now + ttl`, saturating at the last instant the text format can hold (end of year 9999).
+fn deadline(now: Timestamp, ttl: Duration) -> Timestamp {
     chrono::Duration::from_std(ttl)
         .ok()
         .and_then(|d| now.checked_add_signed(d))
-        .map_or(last, |t| t.min(last))
+        .filter(|t| t.year() <= 9999)
+        .or_else(|| {
+            NaiveDate::from_ymd_opt(9999, 12, 31)
+                .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 999_999_999))
+                .map(|n| n.and_utc())
+        })
+        .unwrap_or(now)
 }
 
 /// Reads a column, reporting an undecodable value as `Corrupt`.
-pub(super) fn col<'r, T>(row: &'r SqliteRow, name: &'static str) -> Result<T, StoreError>
+fn col<'r, T>(row: &'r SqliteRow, name: &'static str) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
 {
@@ -163,22 +167,19 @@ where
         .map_err(|_| StoreError::Corrupt { what: name })
 }
 
-pub(super) fn ts_col(row: &SqliteRow, name: &'static str) -> Result<Timestamp, StoreError> {
+fn ts_col(row: &SqliteRow, name: &'static str) -> Result<Timestamp, StoreError> {
     let text: String = col(row, name)?;
     NaiveDateTime::parse_from_str(&text, TS_FORMAT)
         .map(|n| n.and_utc())
         .map_err(|_| StoreError::Corrupt { what: name })
 }
 
-pub(super) fn json_col<T: DeserializeOwned>(
-    row: &SqliteRow,
-    name: &'static str,
-) -> Result<T, StoreError> {
+fn json_col<T: DeserializeOwned>(row: &SqliteRow, name: &'static str) -> Result<T, StoreError> {
     let text: String = col(row, name)?;
     serde_json::from_str(&text).map_err(|_| StoreError::Corrupt { what: name })
 }
 
-pub(super) fn to_json<T: Serialize>(value: &T, what: &'static str) -> Result<String, StoreError> {
+fn to_json<T: Serialize>(value: &T, what: &'static str) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|_| StoreError::Corrupt { what })
 }
 
