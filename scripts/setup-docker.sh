@@ -53,7 +53,7 @@ start_dockerd() {
     log "starting dockerd (log: $DOCKERD_LOG)"
     # setsid: the daemon must outlive this script and not share its process group.
     setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
-    wait_docker || { tail -30 "$DOCKERD_LOG" >&2; log "dockerd did not come up"; return 1; }
+    wait_docker || { tail -30 "$DOCKERD_LOG" | cut -c1-300 >&2; log "dockerd did not come up"; return 1; }
 }
 
 stop_dockerd() {
@@ -63,7 +63,8 @@ stop_dockerd() {
     log "stopping dockerd (pid $pid)"
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 60); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        # dockerd removes its pid file last; starting again before that fails.
+        kill -0 "$pid" 2>/dev/null || [ -e /var/run/docker.pid ] || return 0
         sleep 0.5
     done
 }
