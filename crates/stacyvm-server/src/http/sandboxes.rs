@@ -90,7 +90,7 @@ async fn prune(State(st): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let sb = st.svc.get_sandbox(&id).await?;
+    let sb = st.svc.get_sandbox_refreshed(&id).await?;
     Ok(ok(&dto::sandbox(&sb)))
 }
 

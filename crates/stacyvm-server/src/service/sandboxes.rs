@@ -286,6 +286,27 @@ impl Service {
         }
     }
 
+    /// `GET /sandboxes/{id}`: a remote sandbox's state is refreshed from its worker first
+    /// (`worker.status`); if the worker cannot answer, the stored record is returned.
+    pub async fn get_sandbox_refreshed(&self, id: &str) -> ServiceResult<Sandbox> {
+        let sb = self.get_sandbox(id).await?;
+        if !sb.is_remote() || sb.state == SandboxState::Creating {
+            return Ok(sb);
+        }
+        let Ok(p) = self.provider_for(&sb).await else {
+            return Ok(sb);
+        };
+        match p.status(sb.runtime_id()).await {
+            Ok(st) if st != sb.state && sb.state.valid_transition(st).is_ok() => {
+                match self.store.set_sandbox_state(id, st).await {
+                    Ok(updated) => Ok(updated),
+                    Err(_) => Ok(sb),
+                }
+            }
+            _ => Ok(sb),
+        }
+    }
+
     pub async fn list_sandboxes(&self) -> ServiceResult<Vec<Sandbox>> {
         let mut v = self.store.list_sandboxes().await?;
         v.retain(|s| s.state != SandboxState::Creating);
