@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod agent;
+
 /// Bumped only for additions that a peer may want to detect; see VERSIONING.md.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Header carrying [`PROTOCOL_VERSION`] on RPC requests and responses.

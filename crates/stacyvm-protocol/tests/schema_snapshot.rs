@@ -226,7 +226,195 @@ fn samples() -> BTreeMap<&'static str, Value> {
             resource_id: String::new(),
         }),
     );
+    agent_samples(&mut m);
     m
+}
+
+/// Host ↔ guest agent messages (`stacyvm_protocol::agent`), keyed `agent_*`.
+fn agent_samples(m: &mut BTreeMap<&'static str, Value>) {
+    use stacyvm_protocol::agent::*;
+    let v = |x: &dyn Erased| x.value();
+    let host = |id: u64, msg: HostMsg| v(&HostFrame { id, msg });
+    let guest = |id: u64, msg: GuestMsg| v(&GuestFrame { id, msg });
+    m.insert(
+        "agent_constants",
+        json!({
+            "version": AGENT_PROTOCOL_VERSION,
+            "min_version": AGENT_PROTOCOL_MIN_VERSION,
+            "port": PORT_NAME,
+            "magic": String::from_utf8_lossy(&MAGIC),
+            "max_frame": MAX_FRAME_LEN,
+            "file_chunk": FILE_CHUNK,
+        }),
+    );
+    let file = AgentFileInfo {
+        path: "/workspace/a".into(),
+        size: 2,
+        mode: 0o100644,
+        is_dir: false,
+        mtime: 1_778_236_200,
+    };
+    let p = || "/workspace/a".to_string();
+    let hosts = [
+        (
+            "hello",
+            HostMsg::Hello {
+                min_version: 1,
+                max_version: 1,
+                hostname: "sb-0000abcd".into(),
+            },
+        ),
+        ("ping", HostMsg::Ping),
+        (
+            "exec",
+            HostMsg::Exec(ExecStart {
+                argv: vec!["sh".into(), "-c".into(), "echo hi".into()],
+                env: BTreeMap::from([("A".into(), "1".into())]),
+                workdir: "/workspace".into(),
+                timeout_ms: Some(1500),
+            }),
+        ),
+        (
+            "exec_minimal",
+            HostMsg::Exec(ExecStart {
+                argv: vec!["true".into()],
+                ..Default::default()
+            }),
+        ),
+        ("cancel", HostMsg::Cancel { target: 3 }),
+        (
+            "write_open",
+            HostMsg::WriteOpen {
+                path: p(),
+                mode: Some(0o644),
+            },
+        ),
+        (
+            "write_chunk",
+            HostMsg::WriteChunk {
+                handle: 1,
+                data: stacyvm_protocol::base64::encode(b"hi"),
+            },
+        ),
+        (
+            "write_close",
+            HostMsg::WriteClose {
+                handle: 1,
+                commit: true,
+            },
+        ),
+        (
+            "read",
+            HostMsg::Read {
+                path: p(),
+                offset: 0,
+                len: 524_288,
+            },
+        ),
+        (
+            "list",
+            HostMsg::List {
+                path: "/workspace".into(),
+            },
+        ),
+        ("stat", HostMsg::Stat { path: p() }),
+        (
+            "glob",
+            HostMsg::Glob {
+                pattern: "/workspace/*.log".into(),
+            },
+        ),
+        (
+            "delete",
+            HostMsg::Delete {
+                path: p(),
+                recursive: true,
+            },
+        ),
+        (
+            "move",
+            HostMsg::Move {
+                from: p(),
+                to: "/workspace/b".into(),
+            },
+        ),
+        (
+            "chmod",
+            HostMsg::Chmod {
+                path: p(),
+                mode: 0o755,
+            },
+        ),
+    ];
+    for (i, (name, msg)) in hosts.into_iter().enumerate() {
+        let key: &'static str = Box::leak(format!("agent_host_{name}").into_boxed_str());
+        m.insert(key, host(i as u64 + 1, msg));
+    }
+    let guests = [
+        (
+            "hello_ack",
+            GuestMsg::HelloAck {
+                version: 1,
+                agent_version: "0.1.0".into(),
+            },
+        ),
+        ("pong", GuestMsg::Pong),
+        (
+            "output",
+            GuestMsg::Output {
+                stream: OutputStream::Stderr,
+                data: "eA==".into(),
+            },
+        ),
+        ("exit", GuestMsg::Exit { code: 42 }),
+        ("timed_out", GuestMsg::TimedOut),
+        ("ok", GuestMsg::Ok),
+        ("opened", GuestMsg::Opened { handle: 1 }),
+        (
+            "data",
+            GuestMsg::Data {
+                data: "aGk=".into(),
+                eof: true,
+            },
+        ),
+        (
+            "entries",
+            GuestMsg::Entries {
+                files: vec![file.clone()],
+            },
+        ),
+        ("stat", GuestMsg::Stat { file }),
+        ("matches", GuestMsg::Matches { paths: vec![p()] }),
+        (
+            "error",
+            GuestMsg::Error {
+                code: ErrorCode::NotFound,
+                message: "no such file".into(),
+            },
+        ),
+        (
+            "log",
+            GuestMsg::Log {
+                line: "agent ready".into(),
+            },
+        ),
+    ];
+    for (i, (name, msg)) in guests.into_iter().enumerate() {
+        let key: &'static str = Box::leak(format!("agent_guest_{name}").into_boxed_str());
+        m.insert(key, guest(i as u64, msg));
+    }
+}
+
+#[test]
+fn agent_frames_decode_from_snapshot_shapes() {
+    use stacyvm_protocol::agent::*;
+    // Unknown keys are ignored, so a newer peer's additions do not break an older one.
+    let f: HostFrame =
+        serde_json::from_str(r#"{"id":9,"op":"exec","argv":["true"],"future":1}"#).expect("exec");
+    assert_eq!(f.id, 9);
+    assert!(matches!(f.msg, HostMsg::Exec(ExecStart { ref argv, .. }) if argv == &["true"]));
+    let g: GuestFrame = serde_json::from_str(r#"{"id":0,"op":"log","line":"x"}"#).expect("log");
+    assert_eq!(g.msg, GuestMsg::Log { line: "x".into() });
 }
 
 trait Erased {

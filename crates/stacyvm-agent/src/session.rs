@@ -1,0 +1,207 @@
+//! The request loop: reads frames from the port, answers them, and resets whenever the host
+//! goes away. Replies go through one writer thread so frames never interleave.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use stacyvm_protocol::agent::{
+    decode_body, encode_frame, negotiate, parse_header, ErrorCode, GuestFrame, GuestMsg, HostFrame,
+    HostMsg, EVENT_ID,
+};
+
+use crate::exec::{self, Running};
+use crate::files::{self, Writes};
+use crate::{port, sys};
+
+/// Frames queued for the writer; bounded so a slow host slows exec output down.
+const OUT_QUEUE: usize = 256;
+
+/// A cheap handle for sending frames to the host.
+#[derive(Clone)]
+pub struct Out {
+    tx: SyncSender<Vec<u8>>,
+}
+
+impl Out {
+    pub fn send(&self, id: u64, msg: GuestMsg) {
+        match encode_frame(&GuestFrame { id, msg }) {
+            Ok(b) => {
+                // The writer only stops when the process does.
+                let _ = self.tx.send(b);
+            }
+            Err(e) => eprintln!("stacyvm-agent: encoding a reply failed: {e}"),
+        }
+    }
+
+    pub fn error(&self, id: u64, code: ErrorCode, message: impl Into<String>) {
+        self.send(
+            id,
+            GuestMsg::Error {
+                code,
+                message: message.into(),
+            },
+        );
+    }
+
+    /// A console line: to the guest console (stderr) and to the host.
+    pub fn log(&self, line: impl Into<String>) {
+        let line = line.into();
+        eprintln!("stacyvm-agent: {line}");
+        self.send(EVENT_ID, GuestMsg::Log { line });
+    }
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn writer(mut f: File, rx: Receiver<Vec<u8>>) {
+    for frame in rx {
+        match port::write_frame(&mut f, &frame) {
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("stacyvm-agent: port write failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Per-connection state, dropped when the host disconnects.
+struct Session {
+    version: Option<u32>,
+    writes: Writes,
+}
+
+impl Session {
+    fn new() -> Self {
+        Session {
+            version: None,
+            writes: Writes::default(),
+        }
+    }
+}
+
+/// Serves the port until an unrecoverable I/O error.
+pub fn serve(port_file: File) -> io::Result<()> {
+    let (tx, rx) = sync_channel(OUT_QUEUE);
+    let wf = port_file.try_clone()?;
+    std::thread::spawn(move || writer(wf, rx));
+    let out = Out { tx };
+    let running: Running = Arc::new(Mutex::new(HashMap::new()));
+    let mut rf = port_file;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut session = Session::new();
+    let mut connected = false;
+    loop {
+        match port::read_some(&mut rf, &mut chunk)? {
+            port::ReadOutcome::Idle => continue,
+            port::ReadOutcome::Disconnected => {
+                if connected {
+                    eprintln!("stacyvm-agent: host disconnected");
+                    session.writes.clear();
+                    session = Session::new();
+                    buf.clear();
+                    connected = false;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            port::ReadOutcome::Data(n) => {
+                connected = true;
+                buf.extend_from_slice(&chunk[..n]);
+                if let Err(e) = drain_frames(&mut buf, &mut session, &out, &running) {
+                    // A desynchronised stream cannot be trusted any further: drop it and wait
+                    // for the host to start over with a new handshake.
+                    out.log(format!("protocol error, resetting session: {e}"));
+                    buf.clear();
+                    session.writes.clear();
+                    session = Session::new();
+                }
+            }
+        }
+    }
+}
+
+fn drain_frames(
+    buf: &mut Vec<u8>,
+    session: &mut Session,
+    out: &Out,
+    running: &Running,
+) -> Result<(), stacyvm_protocol::agent::FrameError> {
+    loop {
+        let Some(header) = buf.first_chunk::<8>() else {
+            return Ok(());
+        };
+        let len = parse_header(header)?;
+        if buf.len() < 8 + len {
+            return Ok(());
+        }
+        let parsed: Result<HostFrame, _> = decode_body(&buf[8..8 + len]);
+        buf.drain(..8 + len);
+        match parsed {
+            Ok(frame) => handle(frame, session, out, running),
+            // A well-framed body we cannot decode (a newer host's message): answer, go on.
+            Err(e) => out.error(
+                EVENT_ID,
+                ErrorCode::InvalidInput,
+                format!("bad request: {e}"),
+            ),
+        }
+    }
+}
+
+fn handle(frame: HostFrame, session: &mut Session, out: &Out, running: &Running) {
+    let id = frame.id;
+    if let HostMsg::Hello {
+        min_version,
+        max_version,
+        hostname,
+    } = &frame.msg
+    {
+        match negotiate(*min_version, *max_version) {
+            Some(v) => {
+                session.version = Some(v);
+                if !hostname.is_empty() {
+                    if let Err(e) = sys::set_hostname(hostname) {
+                        out.log(format!("setting hostname failed: {e}"));
+                    }
+                }
+                out.send(
+                    id,
+                    GuestMsg::HelloAck {
+                        version: v,
+                        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                    },
+                );
+            }
+            None => out.error(
+                id,
+                ErrorCode::Version,
+                format!("no common protocol version in {min_version}..={max_version}"),
+            ),
+        }
+        return;
+    }
+    if session.version.is_none() {
+        out.error(id, ErrorCode::Version, "handshake required first");
+        return;
+    }
+    match frame.msg {
+        HostMsg::Hello { .. } => {}
+        HostMsg::Ping => out.send(id, GuestMsg::Pong),
+        HostMsg::Exec(start) => exec::start(id, start, out.clone(), running.clone()),
+        HostMsg::Cancel { target } => {
+            exec::cancel(target, running);
+            out.send(id, GuestMsg::Ok);
+        }
+        other => {
+            let reply = files::handle(other, &mut session.writes);
+            out.send(id, reply);
+        }
+    }
+}
