@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::SqliteRow;
 
-use super::{col, db_err, deadline, now, ts, ts_col, SqliteStore};
+use super::{col, db_err, deadline, now, one, touched, ts, ts_col, SqliteStore};
 use crate::{Lease, StoreError};
 
 const COLUMNS: &str =
@@ -114,10 +114,7 @@ pub(super) async fn release(
     .execute(&db.writer)
     .await
     .map_err(db_err("lease"))?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::not_found("lease", resource_id));
-    }
-    Ok(())
+    touched(done, "lease", resource_id)
 }
 
 /// The held lease, expired or not; `NotFound` when absent or released.
@@ -129,10 +126,7 @@ pub(super) async fn get(db: &SqliteStore, resource_id: &str) -> Result<Lease, St
         .fetch_optional(&db.reader)
         .await
         .map_err(db_err("lease"))?;
-    row.map_or_else(
-        || Err(StoreError::not_found("lease", resource_id)),
-        |r| from_row(&r),
-    )
+    one(row, "lease", resource_id, from_row)
 }
 
 /// Held leases (expired ones included) ordered by resource id.

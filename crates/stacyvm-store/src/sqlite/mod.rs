@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::Row;
 use stacyvm_types::{Sandbox, SandboxState, Timestamp};
@@ -156,6 +156,24 @@ fn deadline(now: Timestamp, ttl: Duration) -> Timestamp {
                 .map(|n| n.and_utc())
         })
         .unwrap_or(now)
+}
+
+/// Decodes the row a keyed statement returned, or reports the key as `NotFound`.
+fn one<T>(
+    row: Option<SqliteRow>,
+    kind: &'static str,
+    key: &str,
+    decode: fn(&SqliteRow) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    row.map_or_else(|| Err(StoreError::not_found(kind, key)), |r| decode(&r))
+}
+
+/// `NotFound` when a keyed update or delete touched no row.
+fn touched(done: SqliteQueryResult, kind: &'static str, key: &str) -> Result<(), StoreError> {
+    if done.rows_affected() == 0 {
+        return Err(StoreError::not_found(kind, key));
+    }
+    Ok(())
 }
 
 /// Reads a column, reporting an undecodable value as `Corrupt`.

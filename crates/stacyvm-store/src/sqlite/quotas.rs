@@ -2,7 +2,7 @@
 
 use sqlx::sqlite::SqliteRow;
 
-use super::{col, db_err, ts, ts_col, SqliteStore};
+use super::{col, db_err, one, touched, ts, ts_col, SqliteStore};
 use crate::{OwnerQuota, StoreError};
 
 const COLUMNS: &str = "owner_id, max_sandboxes, max_ttl_seconds, max_exec_timeout_seconds, \
@@ -50,10 +50,7 @@ pub(super) async fn get(db: &SqliteStore, owner_id: &str) -> Result<OwnerQuota, 
         .fetch_optional(&db.reader)
         .await
         .map_err(db_err("owner_quota"))?;
-    row.map_or_else(
-        || Err(StoreError::not_found("owner_quota", owner_id)),
-        |r| from_row(&r),
-    )
+    one(row, "owner_quota", owner_id, from_row)
 }
 
 pub(super) async fn list(db: &SqliteStore) -> Result<Vec<OwnerQuota>, StoreError> {
@@ -71,8 +68,5 @@ pub(super) async fn delete(db: &SqliteStore, owner_id: &str) -> Result<(), Store
         .execute(&db.writer)
         .await
         .map_err(db_err("owner_quota"))?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::not_found("owner_quota", owner_id));
-    }
-    Ok(())
+    touched(done, "owner_quota", owner_id)
 }

@@ -3,7 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 
-use super::{col, db_err, json_col, now, to_json, ts, ts_col, SqliteStore};
+use super::{col, db_err, json_col, now, one, to_json, ts, ts_col, SqliteStore};
 use crate::{ActiveCounts, StoreError};
 
 macro_rules! columns {
@@ -99,10 +99,7 @@ pub(super) async fn get(db: &SqliteStore, id: &str) -> Result<Sandbox, StoreErro
         .fetch_optional(&db.reader)
         .await
         .map_err(db_err("sandbox"))?;
-    row.map_or_else(
-        || Err(StoreError::not_found("sandbox", id)),
-        |r| from_row(&r),
-    )
+    one(row, "sandbox", id, from_row)
 }
 
 pub(super) async fn list(db: &SqliteStore) -> Result<Vec<Sandbox>, StoreError> {
@@ -179,10 +176,7 @@ pub(super) async fn set_expiry(
         .fetch_optional(&db.writer)
         .await
         .map_err(db_err("sandbox"))?;
-    row.map_or_else(
-        || Err(StoreError::not_found("sandbox", id)),
-        |r| from_row(&r),
-    )
+    one(row, "sandbox", id, from_row)
 }
 
 pub(super) async fn list_expired(

@@ -2,7 +2,7 @@
 
 use sqlx::sqlite::SqliteRow;
 
-use super::{col, db_err, json_col, to_json, ts, ts_col, SqliteStore};
+use super::{col, db_err, json_col, one, to_json, touched, ts, ts_col, SqliteStore};
 use crate::{StoreError, Template};
 
 const COLUMNS: &str = "name, version, image, description, setup, allowed_hosts, memory_mb, \
@@ -60,10 +60,7 @@ pub(super) async fn get(db: &SqliteStore, name: &str) -> Result<Template, StoreE
         .fetch_optional(&db.reader)
         .await
         .map_err(db_err("template"))?;
-    row.map_or_else(
-        || Err(StoreError::not_found("template", name)),
-        |r| from_row(&r),
-    )
+    one(row, "template", name, from_row)
 }
 
 pub(super) async fn list(db: &SqliteStore) -> Result<Vec<Template>, StoreError> {
@@ -99,10 +96,7 @@ pub(super) async fn replace(db: &SqliteStore, t: &Template) -> Result<(), StoreE
     .execute(&db.writer)
     .await
     .map_err(db_err("template"))?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::not_found("template", &t.name));
-    }
-    Ok(())
+    touched(done, "template", &t.name)
 }
 
 pub(super) async fn delete(db: &SqliteStore, name: &str) -> Result<(), StoreError> {
@@ -111,8 +105,5 @@ pub(super) async fn delete(db: &SqliteStore, name: &str) -> Result<(), StoreErro
         .execute(&db.writer)
         .await
         .map_err(db_err("template"))?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::not_found("template", name));
-    }
-    Ok(())
+    touched(done, "template", name)
 }

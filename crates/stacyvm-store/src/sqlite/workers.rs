@@ -2,7 +2,7 @@
 
 use sqlx::sqlite::SqliteRow;
 
-use super::{col, db_err, json_col, now, to_json, ts, ts_col, SqliteStore};
+use super::{col, db_err, json_col, now, one, to_json, touched, ts, ts_col, SqliteStore};
 use crate::{StoreError, WorkerRecord};
 
 const COLUMNS: &str = "id, hostname, status, providers, capabilities, capacity, last_heartbeat, \
@@ -69,10 +69,7 @@ pub(super) async fn get(db: &SqliteStore, id: &str) -> Result<WorkerRecord, Stor
         .fetch_optional(&db.reader)
         .await
         .map_err(db_err("worker"))?;
-    row.map_or_else(
-        || Err(StoreError::not_found("worker", id)),
-        |r| from_row(&r),
-    )
+    one(row, "worker", id, from_row)
 }
 
 pub(super) async fn list(db: &SqliteStore) -> Result<Vec<WorkerRecord>, StoreError> {
@@ -90,8 +87,5 @@ pub(super) async fn delete(db: &SqliteStore, id: &str) -> Result<(), StoreError>
         .execute(&db.writer)
         .await
         .map_err(db_err("worker"))?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::not_found("worker", id));
-    }
-    Ok(())
+    touched(done, "worker", id)
 }
