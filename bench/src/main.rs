@@ -1,1 +1,195 @@
-fn main() {}
+//! Control-plane benchmarks: start a private `stacyvm serve` (mock provider, SQLite) and print
+//! throughput, exec overhead and memory figures. Prints numbers; asserts nothing about timing.
+
+mod api;
+mod exec;
+mod memory;
+mod probe;
+mod server;
+mod stats;
+mod throughput;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("server: {0}")]
+    Server(String),
+    #[error("{0}")]
+    Unexpected(String),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "StacyVM control-plane benchmarks (prints figures; not a test)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// The `stacyvm` binary to benchmark.
+    #[arg(long, global = true, default_value = "target/release/stacyvm")]
+    bin: PathBuf,
+    /// Short smoke run (CI): proves the benchmarks still run; figures are not meaningful.
+    #[arg(long, global = true)]
+    quick: bool,
+    /// Client concurrency levels of the spawn benchmark.
+    #[arg(long, global = true, value_delimiter = ',', default_value = "1,8,32")]
+    levels: Vec<usize>,
+    /// Measured seconds per concurrency level (default 5; 0.5 with --quick).
+    #[arg(long, global = true)]
+    duration_secs: Option<f64>,
+    /// Measured execs of each kind (default 500; 50 with --quick).
+    #[arg(long, global = true)]
+    exec_n: Option<usize>,
+    /// Live sandboxes of the memory benchmark (default 10000; 300 with --quick).
+    #[arg(long, global = true)]
+    sandboxes: Option<usize>,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq)]
+enum Cmd {
+    /// All three benchmarks (the default).
+    All,
+    /// Spawn+destroy throughput at each concurrency level.
+    Spawn,
+    /// Sync exec of `true` over HTTP versus a direct fork.
+    Exec,
+    /// Server RSS before and after creating many live sandboxes.
+    Memory,
+}
+
+/// A relative `--bin` is tried against the CWD, then the workspace root.
+fn resolve_bin(bin: &Path) -> Result<PathBuf, BenchError> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let candidates = [bin.to_path_buf(), workspace.join(bin)];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .and_then(|p| p.canonicalize().ok())
+        .ok_or_else(|| {
+            BenchError::Server(format!(
+                "{} not found; build it with `cargo build --release -p stacyvm`",
+                bin.display()
+            ))
+        })
+}
+
+fn first_line(path: &str, prefix: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(prefix))?;
+    Some(
+        line.split_once(':')
+            .map_or(line, |(_, v)| v)
+            .trim()
+            .to_string(),
+    )
+}
+
+fn print_context(bin: &Path, quick: bool) {
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = first_line("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let bench_profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let server_profile = if bin.components().any(|c| c.as_os_str() == "release") {
+        "release"
+    } else if bin.components().any(|c| c.as_os_str() == "debug") {
+        "debug"
+    } else {
+        "unknown"
+    };
+    println!(
+        "# StacyVM control-plane benchmarks{}",
+        if quick { " (--quick smoke run)" } else { "" }
+    );
+    println!(
+        "   date         {}",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    println!(
+        "   machine      nproc={nproc}, {cpu}, Linux {}",
+        kernel.trim()
+    );
+    println!(
+        "   load avg     {} (client and server share these cores)",
+        load.trim()
+    );
+    println!("   bench build  {bench_profile}");
+    println!("   server       {} ({server_profile} build)", bin.display());
+    if bench_profile == "debug" || server_profile != "release" {
+        println!("   ! not a release build on both sides: figures are not representative");
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), BenchError> {
+    let bin = resolve_bin(&cli.bin)?;
+    print_context(&bin, cli.quick);
+    let cmd = cli.cmd.unwrap_or(Cmd::All);
+    let duration = cli
+        .duration_secs
+        .unwrap_or(if cli.quick { 0.5 } else { 5.0 });
+    if cmd == Cmd::All || cmd == Cmd::Spawn {
+        let o = throughput::Opts {
+            levels: cli.levels.iter().copied().filter(|&c| c > 0).collect(),
+            warmup: Duration::from_secs_f64(if cli.quick { 0.2 } else { 1.0 }),
+            duration: Duration::try_from_secs_f64(duration)
+                .map_err(|e| BenchError::Unexpected(format!("--duration-secs: {e}")))?,
+            probe_n: if cli.quick { 100 } else { 1000 },
+        };
+        throughput::run(&bin, &o).await?;
+    }
+    if cmd == Cmd::All || cmd == Cmd::Exec {
+        let n = cli
+            .exec_n
+            .unwrap_or(if cli.quick { 50 } else { 500 })
+            .max(1);
+        exec::run(
+            &bin,
+            &exec::Opts {
+                n,
+                warmup: (n / 10).clamp(1, 50),
+            },
+        )
+        .await?;
+    }
+    if cmd == Cmd::All || cmd == Cmd::Memory {
+        let sandboxes = cli
+            .sandboxes
+            .unwrap_or(if cli.quick { 300 } else { 10_000 });
+        memory::run(&bin, &memory::Opts { sandboxes }).await?;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Dropping the benchmark future on Ctrl-C drops its `Server`, which kills the child.
+    let result = tokio::select! {
+        r = run(cli) => r,
+        _ = tokio::signal::ctrl_c() => Err(BenchError::Interrupted),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stacyvm-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
