@@ -184,6 +184,7 @@ fn respond(state: &WorkerState, id: &str, outcome: Result<Reply, RpcError>) -> R
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
