@@ -56,6 +56,13 @@ setup_docker() {
         fi
     fi
     build_test_image || return 1
+    # gVisor (runsc) registered in dockerd: the provider conformance suite runs on it too.
+    if DOCKERD_LOG="$DOCKERD_LOG" bash "$REPO_ROOT/scripts/setup-docker.sh" --runsc; then
+        export STACYVM_REQUIRE_RUNSC=1
+    elif is_ci; then
+        info "gVisor (runsc) could not be set up"
+        return 1
+    fi
 }
 
 build_test_image() {
