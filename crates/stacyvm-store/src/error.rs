@@ -16,6 +16,9 @@ pub enum StoreError {
     /// The schema in the database is newer than this binary knows.
     #[error("database schema version {found} is newer than this binary supports ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
+    /// The database server could not be reached or refused the login when the store opened.
+    #[error("cannot connect to the database at {target}: {reason}")]
+    Unreachable { target: String, reason: String },
     #[error("database error")]
     Database(#[source] sqlx::Error),
     #[error("migration failed")]

@@ -4,12 +4,17 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
+mod postgres;
 mod records;
 mod sqlite;
 
 use std::sync::Arc;
 
 pub use error::StoreError;
+/// Throwaway databases on the Postgres test server (`STACYVM_TEST_PG_DSN`).
+#[cfg(any(test, feature = "conformance"))]
+pub use postgres::test_db as pg_test_db;
+pub use postgres::PgStore;
 pub use records::{
     AdminAuditRecord, AuditFilter, ExecLog, Lease, NewAdminAudit, OwnerQuota, Template,
     TemplateSecret, WorkerRecord,
@@ -135,10 +140,12 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_admin_audit(&self, before: Timestamp) -> Result<u64, StoreError>;
 }
 
-/// Opens the backend named by `driver` (`sqlite` with `path`). Runs migrations.
+/// Opens the backend named by `driver` (`sqlite` with a path, `postgres` with a DSN). Runs
+/// migrations.
 pub async fn open(driver: &str, path_or_dsn: &str) -> Result<Arc<dyn Store>, StoreError> {
     match driver {
         "" | "sqlite" => Ok(Arc::new(SqliteStore::open(path_or_dsn).await?)),
+        "postgres" | "postgresql" => Ok(Arc::new(PgStore::open(path_or_dsn).await?)),
         other => Err(StoreError::Unsupported(format!(
             "database driver {other:?} is not supported by this build"
         ))),

@@ -1,0 +1,81 @@
+//! Admin audit trail: append, filtered listing, pruning by age.
+
+use sqlx::postgres::PgRow;
+use stacyvm_types::Timestamp;
+
+use super::{col, db_err, ts, ts_col, PgStore};
+use crate::{AdminAuditRecord, AuditFilter, NewAdminAudit, StoreError};
+
+fn from_row(row: &PgRow) -> Result<AdminAuditRecord, StoreError> {
+    Ok(AdminAuditRecord {
+        id: col(row, "id")?,
+        actor: col(row, "actor")?,
+        method: col(row, "method")?,
+        path: col(row, "path")?,
+        status: col(row, "status")?,
+        duration_ms: col(row, "duration_ms")?,
+        request_id: col(row, "request_id")?,
+        remote_addr: col(row, "remote_addr")?,
+        user_agent: col(row, "user_agent")?,
+        tenant_id: col(row, "tenant_id")?,
+        created_at: ts_col(row, "created_at")?,
+    })
+}
+
+/// `created_at` is the database clock at insert.
+pub(super) async fn insert(db: &PgStore, rec: &NewAdminAudit) -> Result<(), StoreError> {
+    sqlx::query(concat!(
+        "INSERT INTO admin_audit_logs (actor, method, path, status, duration_ms, request_id, \
+           remote_addr, user_agent, tenant_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ",
+        now_ts!(),
+        ")"
+    ))
+    .bind(&rec.actor)
+    .bind(&rec.method)
+    .bind(&rec.path)
+    .bind(rec.status)
+    .bind(rec.duration_ms)
+    .bind(&rec.request_id)
+    .bind(&rec.remote_addr)
+    .bind(&rec.user_agent)
+    .bind(&rec.tenant_id)
+    .execute(&db.pool)
+    .await
+    .map_err(db_err("admin audit record"))?;
+    Ok(())
+}
+
+/// Newest first. Empty strings and `None` match everything; `limit <= 0` means no limit
+/// (`LIMIT NULL`; the API layer applies its own default and cap).
+pub(super) async fn list(
+    db: &PgStore,
+    f: &AuditFilter,
+) -> Result<Vec<AdminAuditRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, actor, method, path, status, duration_ms, request_id, remote_addr, \
+           user_agent, tenant_id, created_at \
+         FROM admin_audit_logs \
+         WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR method = $2) AND ($3 = '' OR path = $3) \
+           AND ($4::BIGINT IS NULL OR status = $4) \
+         ORDER BY created_at DESC, id DESC LIMIT $5",
+    )
+    .bind(&f.actor)
+    .bind(&f.method)
+    .bind(&f.path)
+    .bind(f.status)
+    .bind((f.limit > 0).then_some(f.limit))
+    .fetch_all(&db.pool)
+    .await
+    .map_err(db_err("admin audit record"))?;
+    rows.iter().map(from_row).collect()
+}
+
+pub(super) async fn prune(db: &PgStore, before: Timestamp) -> Result<u64, StoreError> {
+    let done = sqlx::query("DELETE FROM admin_audit_logs WHERE created_at < $1")
+        .bind(ts(&before))
+        .execute(&db.pool)
+        .await
+        .map_err(db_err("admin audit record"))?;
+    Ok(done.rows_affected())
+}

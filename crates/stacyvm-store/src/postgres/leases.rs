@@ -1,0 +1,165 @@
+//! Leases: fencing tokens for resource ownership, with the SQLite backend's rules. Every grant
+//! (acquire or renew) bumps `generation`, and a release only clears the holder, so a
+//! resource's generation increases forever.
+//!
+//! Each operation is one statement whose WHERE clause carries the whole rule. Postgres locks
+//! the row for `INSERT .. ON CONFLICT DO UPDATE` and `UPDATE`; under READ COMMITTED a statement
+//! that waited for another's lock re-evaluates its WHERE clause on the committed row version,
+//! so racing control planes serialise on the row and never both win. Time is the database's
+//! `now()` (one value per statement), never a control plane's clock.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgRow;
+
+use super::{col, db_err, one, touched, ts_col, ttl_interval, PgStore};
+use crate::{Lease, StoreError};
+
+macro_rules! columns {
+    () => {
+        "resource_id, resource_type, holder_id, generation, expires_at, created_at, updated_at"
+    };
+}
+
+/// Granted when the row is absent, released, expired (`expires_at <= now`) or already held by
+/// `$3`. `created_at` marks the start of the current holder's tenure.
+const ACQUIRE: &str = concat!(
+    "INSERT INTO leases (",
+    columns!(),
+    ") VALUES ($1, $2, $3, 1, ",
+    deadline_ts!("$4"),
+    ", ",
+    now_ts!(),
+    ", ",
+    now_ts!(),
+    ") ON CONFLICT (resource_id) DO UPDATE SET \
+       resource_type = excluded.resource_type, \
+       holder_id = excluded.holder_id, \
+       generation = leases.generation + 1, \
+       expires_at = excluded.expires_at, \
+       created_at = CASE \
+         WHEN leases.holder_id = excluded.holder_id AND leases.expires_at > excluded.updated_at \
+         THEN leases.created_at ELSE excluded.created_at END, \
+       updated_at = excluded.updated_at \
+     WHERE leases.holder_id IS NULL \
+        OR leases.holder_id = excluded.holder_id \
+        OR leases.expires_at <= excluded.updated_at \
+     RETURNING ",
+    columns!()
+);
+
+/// Only the holder of a live lease.
+const RENEW: &str = concat!(
+    "UPDATE leases SET generation = generation + 1, expires_at = ",
+    deadline_ts!("$3"),
+    ", updated_at = ",
+    now_ts!(),
+    " WHERE resource_id = $1 AND holder_id = $2 AND expires_at > ",
+    now_ts!(),
+    " RETURNING ",
+    columns!()
+);
+
+/// The holder, even past expiry as long as nobody took the lease over.
+const RELEASE: &str = concat!(
+    "UPDATE leases SET holder_id = NULL, updated_at = ",
+    now_ts!(),
+    " WHERE resource_id = $1 AND holder_id = $2"
+);
+
+fn from_row(row: &PgRow) -> Result<Lease, StoreError> {
+    Ok(Lease {
+        resource_id: col(row, "resource_id")?,
+        resource_type: col(row, "resource_type")?,
+        holder_id: col(row, "holder_id")?,
+        generation: col(row, "generation")?,
+        expires_at: ts_col(row, "expires_at")?,
+        created_at: ts_col(row, "created_at")?,
+        updated_at: ts_col(row, "updated_at")?,
+    })
+}
+
+pub(super) async fn acquire(
+    db: &PgStore,
+    resource_id: &str,
+    resource_type: &str,
+    holder_id: &str,
+    ttl: Duration,
+) -> Result<Lease, StoreError> {
+    let row = sqlx::query(ACQUIRE)
+        .bind(resource_id)
+        .bind(resource_type)
+        .bind(holder_id)
+        .bind(ttl_interval(ttl))
+        .fetch_optional(&db.pool)
+        .await
+        .map_err(db_err("lease"))?;
+    match row {
+        Some(row) => from_row(&row),
+        None => Err(StoreError::Conflict(
+            "lease is held by another worker".into(),
+        )),
+    }
+}
+
+pub(super) async fn renew(
+    db: &PgStore,
+    resource_id: &str,
+    holder_id: &str,
+    ttl: Duration,
+) -> Result<Lease, StoreError> {
+    let row = sqlx::query(RENEW)
+        .bind(resource_id)
+        .bind(holder_id)
+        .bind(ttl_interval(ttl))
+        .fetch_optional(&db.pool)
+        .await
+        .map_err(db_err("lease"))?;
+    match row {
+        Some(row) => from_row(&row),
+        None => Err(StoreError::Conflict(
+            "lease is not held by this holder or has expired".into(),
+        )),
+    }
+}
+
+pub(super) async fn release(
+    db: &PgStore,
+    resource_id: &str,
+    holder_id: &str,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(RELEASE)
+        .bind(resource_id)
+        .bind(holder_id)
+        .execute(&db.pool)
+        .await
+        .map_err(db_err("lease"))?;
+    touched(done, "lease", resource_id)
+}
+
+/// The held lease, expired or not; `NotFound` when absent or released.
+pub(super) async fn get(db: &PgStore, resource_id: &str) -> Result<Lease, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM leases WHERE resource_id = $1 AND holder_id IS NOT NULL"
+    ))
+    .bind(resource_id)
+    .fetch_optional(&db.pool)
+    .await
+    .map_err(db_err("lease"))?;
+    one(row, "lease", resource_id, from_row)
+}
+
+/// Held leases (expired ones included) ordered by resource id.
+pub(super) async fn list(db: &PgStore) -> Result<Vec<Lease>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM leases WHERE holder_id IS NOT NULL ORDER BY resource_id"
+    ))
+    .fetch_all(&db.pool)
+    .await
+    .map_err(db_err("lease"))?;
+    rows.iter().map(from_row).collect()
+}

@@ -1,0 +1,72 @@
+//! Per-owner quotas (0 = limit not set).
+
+use sqlx::postgres::PgRow;
+
+use super::{col, db_err, one, touched, ts, ts_col, PgStore};
+use crate::{OwnerQuota, StoreError};
+
+const COLUMNS: &str = "owner_id, max_sandboxes, max_ttl_seconds, max_exec_timeout_seconds, \
+     created_at, updated_at";
+
+fn from_row(row: &PgRow) -> Result<OwnerQuota, StoreError> {
+    Ok(OwnerQuota {
+        owner_id: col(row, "owner_id")?,
+        max_sandboxes: col(row, "max_sandboxes")?,
+        max_ttl_seconds: col(row, "max_ttl_seconds")?,
+        max_exec_timeout_seconds: col(row, "max_exec_timeout_seconds")?,
+        created_at: ts_col(row, "created_at")?,
+        updated_at: ts_col(row, "updated_at")?,
+    })
+}
+
+/// One statement: inserts, or updates everything but `created_at`.
+pub(super) async fn upsert(db: &PgStore, q: &OwnerQuota) -> Result<OwnerQuota, StoreError> {
+    let sql = format!(
+        "INSERT INTO owner_quotas ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (owner_id) DO UPDATE SET \
+           max_sandboxes = excluded.max_sandboxes, \
+           max_ttl_seconds = excluded.max_ttl_seconds, \
+           max_exec_timeout_seconds = excluded.max_exec_timeout_seconds, \
+           updated_at = excluded.updated_at \
+         RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(&q.owner_id)
+        .bind(q.max_sandboxes)
+        .bind(q.max_ttl_seconds)
+        .bind(q.max_exec_timeout_seconds)
+        .bind(ts(&q.created_at))
+        .bind(ts(&q.updated_at))
+        .fetch_one(&db.pool)
+        .await
+        .map_err(db_err("owner_quota"))?;
+    from_row(&row)
+}
+
+pub(super) async fn get(db: &PgStore, owner_id: &str) -> Result<OwnerQuota, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM owner_quotas WHERE owner_id = $1");
+    let row = sqlx::query(&sql)
+        .bind(owner_id)
+        .fetch_optional(&db.pool)
+        .await
+        .map_err(db_err("owner_quota"))?;
+    one(row, "owner_quota", owner_id, from_row)
+}
+
+pub(super) async fn list(db: &PgStore) -> Result<Vec<OwnerQuota>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM owner_quotas ORDER BY owner_id");
+    let rows = sqlx::query(&sql)
+        .fetch_all(&db.pool)
+        .await
+        .map_err(db_err("owner_quota"))?;
+    rows.iter().map(from_row).collect()
+}
+
+pub(super) async fn delete(db: &PgStore, owner_id: &str) -> Result<(), StoreError> {
+    let done = sqlx::query("DELETE FROM owner_quotas WHERE owner_id = $1")
+        .bind(owner_id)
+        .execute(&db.pool)
+        .await
+        .map_err(db_err("owner_quota"))?;
+    touched(done, "owner_quota", owner_id)
+}

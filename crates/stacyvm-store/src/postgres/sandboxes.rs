@@ -1,0 +1,217 @@
+//! Sandbox records. Destroy is a state change; rows are never deleted.
+
+use sqlx::postgres::PgRow;
+use stacyvm_types::{Sandbox, SandboxState, Timestamp};
+
+use super::{col, db_err, json_col, one, to_json, ts, ts_col, PgStore};
+use crate::{ActiveCounts, StoreError};
+
+macro_rules! columns {
+    () => {
+        "id, state, provider, image, memory_mb, vcpus, metadata, template, owner_id, vm_id, \
+         worker_id, tenant_id, preview_domain, created_at, expires_at, updated_at"
+    };
+}
+
+const INSERT: &str = concat!(
+    "INSERT INTO sandboxes (",
+    columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+);
+const GET: &str = concat!("SELECT ", columns!(), " FROM sandboxes WHERE id = $1");
+// The state predicates below repeat the partial indexes' WHERE clauses with literal strings.
+pub(super) const LIST: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM sandboxes WHERE state <> 'destroyed' ORDER BY created_at DESC, id DESC"
+);
+const SET_EXPIRY: &str = concat!(
+    "UPDATE sandboxes SET expires_at = $2, updated_at = ",
+    now_ts!(),
+    " WHERE id = $1 AND state <> 'destroyed' RETURNING ",
+    columns!()
+);
+pub(super) const LIST_EXPIRED: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') AND expires_at < $1 \
+     ORDER BY expires_at, id"
+);
+/// Both counts read only the partial index of active rows; the owner one seeks into it.
+pub(super) const COUNT_ACTIVE: &str = "SELECT \
+       (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired')), \
+       (SELECT COUNT(*) FROM sandboxes \
+          WHERE state NOT IN ('destroyed', 'expired') AND owner_id = $1 AND $1 <> '')";
+
+/// Retries of the compare-and-set in `set_state` when other writers keep moving the record.
+const STATE_CAS_ATTEMPTS: usize = 8;
+
+fn from_row(row: &PgRow) -> Result<Sandbox, StoreError> {
+    let state: String = col(row, "state")?;
+    Ok(Sandbox {
+        id: col(row, "id")?,
+        state: state
+            .parse()
+            .map_err(|_| StoreError::Corrupt { what: "state" })?,
+        provider: col(row, "provider")?,
+        image: col(row, "image")?,
+        memory_mb: col(row, "memory_mb")?,
+        vcpus: col(row, "vcpus")?,
+        metadata: json_col(row, "metadata")?,
+        template: col(row, "template")?,
+        owner_id: col(row, "owner_id")?,
+        vm_id: col(row, "vm_id")?,
+        worker_id: col(row, "worker_id")?,
+        tenant_id: col(row, "tenant_id")?,
+        preview_domain: col(row, "preview_domain")?,
+        created_at: ts_col(row, "created_at")?,
+        expires_at: ts_col(row, "expires_at")?,
+        updated_at: ts_col(row, "updated_at")?,
+    })
+}
+
+pub(super) async fn insert(db: &PgStore, sb: &Sandbox) -> Result<(), StoreError> {
+    sqlx::query(INSERT)
+        .bind(&sb.id)
+        .bind(sb.state.as_str())
+        .bind(&sb.provider)
+        .bind(&sb.image)
+        .bind(sb.memory_mb)
+        .bind(sb.vcpus)
+        .bind(to_json(&sb.metadata, "metadata")?)
+        .bind(&sb.template)
+        .bind(&sb.owner_id)
+        .bind(&sb.vm_id)
+        .bind(&sb.worker_id)
+        .bind(&sb.tenant_id)
+        .bind(&sb.preview_domain)
+        .bind(ts(&sb.created_at))
+        .bind(ts(&sb.expires_at))
+        .bind(ts(&sb.updated_at))
+        .execute(&db.pool)
+        .await
+        .map_err(db_err("sandbox"))?;
+    Ok(())
+}
+
+pub(super) async fn get(db: &PgStore, id: &str) -> Result<Sandbox, StoreError> {
+    let row = sqlx::query(GET)
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await
+        .map_err(db_err("sandbox"))?;
+    one(row, "sandbox", id, from_row)
+}
+
+pub(super) async fn list(db: &PgStore) -> Result<Vec<Sandbox>, StoreError> {
+    let rows = sqlx::query(LIST)
+        .fetch_all(&db.pool)
+        .await
+        .map_err(db_err("sandbox"))?;
+    rows.iter().map(from_row).collect()
+}
+
+/// The states `to` may be reached from, as an SQL list of literals (all from a closed enum).
+/// `to` itself is left out: re-setting the current state is answered without a write.
+fn sources_of(to: SandboxState) -> String {
+    SandboxState::ALL
+        .into_iter()
+        .filter(|&from| from != to && from.valid_transition(to).is_ok())
+        .map(|from| format!("'{}'", from.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A compare-and-set: the update applies only while the stored state is one `to` may follow.
+/// Under READ COMMITTED a concurrent writer's row lock makes this statement wait and then
+/// re-check the WHERE clause on the new row version, so no invalid transition slips through.
+pub(super) async fn set_state(
+    db: &PgStore,
+    id: &str,
+    to: SandboxState,
+) -> Result<Sandbox, StoreError> {
+    let sources = sources_of(to);
+    let sql = if sources.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "UPDATE sandboxes SET state = $2, updated_at = {} \
+             WHERE id = $1 AND state IN ({sources}) RETURNING {}",
+            now_ts!(),
+            columns!()
+        ))
+    };
+    for _ in 0..STATE_CAS_ATTEMPTS {
+        if let Some(sql) = &sql {
+            let updated = sqlx::query(sql)
+                .bind(id)
+                .bind(to.as_str())
+                .fetch_optional(&db.pool)
+                .await
+                .map_err(db_err("sandbox"))?;
+            if let Some(row) = updated {
+                return from_row(&row);
+            }
+        }
+        // Not updated: absent, already `to`, or not allowed. Decide on the current row.
+        let current = get(db, id).await?;
+        if current.state == to {
+            return Ok(current);
+        }
+        current.state.valid_transition(to)?;
+        // The state changed between the two statements to one that allows `to`: try again.
+    }
+    Err(StoreError::Conflict(format!(
+        "sandbox {id} state keeps changing; gave up moving it to {to}"
+    )))
+}
+
+pub(super) async fn set_expiry(
+    db: &PgStore,
+    id: &str,
+    expires_at: Timestamp,
+) -> Result<Sandbox, StoreError> {
+    let row = sqlx::query(SET_EXPIRY)
+        .bind(id)
+        .bind(ts(&expires_at))
+        .fetch_optional(&db.pool)
+        .await
+        .map_err(db_err("sandbox"))?;
+    one(row, "sandbox", id, from_row)
+}
+
+pub(super) async fn list_expired(db: &PgStore, now: Timestamp) -> Result<Vec<Sandbox>, StoreError> {
+    let rows = sqlx::query(LIST_EXPIRED)
+        .bind(ts(&now))
+        .fetch_all(&db.pool)
+        .await
+        .map_err(db_err("sandbox"))?;
+    rows.iter().map(from_row).collect()
+}
+
+pub(super) async fn count_active(
+    db: &PgStore,
+    owner: Option<&str>,
+) -> Result<ActiveCounts, StoreError> {
+    let (total, owner): (i64, i64) = sqlx::query_as(COUNT_ACTIVE)
+        .bind(owner.unwrap_or(""))
+        .fetch_one(&db.pool)
+        .await
+        .map_err(db_err("sandbox count"))?;
+    Ok(ActiveCounts { total, owner })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_follow_the_transition_table() {
+        assert_eq!(sources_of(SandboxState::Creating), "");
+        assert_eq!(
+            sources_of(SandboxState::Running),
+            "'creating', 'error', 'unhealthy', 'expired'"
+        );
+        assert!(!sources_of(SandboxState::Destroyed).contains("'destroyed'"));
+    }
+}

@@ -1,0 +1,109 @@
+//! Sandbox templates, keyed by name. List fields and maps are stored as JSON text.
+
+use sqlx::postgres::PgRow;
+
+use super::{col, db_err, json_col, one, to_json, touched, ts, ts_col, PgStore};
+use crate::{StoreError, Template};
+
+const COLUMNS: &str = "name, version, image, description, setup, allowed_hosts, memory_mb, \
+     cpu_cores, ttl_seconds, env, secrets, pool_size, created_at, updated_at";
+
+fn from_row(row: &PgRow) -> Result<Template, StoreError> {
+    Ok(Template {
+        name: col(row, "name")?,
+        version: col(row, "version")?,
+        image: col(row, "image")?,
+        description: col(row, "description")?,
+        setup: json_col(row, "setup")?,
+        allowed_hosts: json_col(row, "allowed_hosts")?,
+        memory_mb: col(row, "memory_mb")?,
+        cpu_cores: col(row, "cpu_cores")?,
+        ttl_seconds: col(row, "ttl_seconds")?,
+        env: json_col(row, "env")?,
+        secrets: json_col(row, "secrets")?,
+        pool_size: col(row, "pool_size")?,
+        created_at: ts_col(row, "created_at")?,
+        updated_at: ts_col(row, "updated_at")?,
+    })
+}
+
+pub(super) async fn create(db: &PgStore, t: &Template) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO templates ({COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    );
+    sqlx::query(&sql)
+        .bind(&t.name)
+        .bind(t.version)
+        .bind(&t.image)
+        .bind(&t.description)
+        .bind(to_json(&t.setup, "setup")?)
+        .bind(to_json(&t.allowed_hosts, "allowed_hosts")?)
+        .bind(t.memory_mb)
+        .bind(t.cpu_cores)
+        .bind(t.ttl_seconds)
+        .bind(to_json(&t.env, "env")?)
+        .bind(to_json(&t.secrets, "secrets")?)
+        .bind(t.pool_size)
+        .bind(ts(&t.created_at))
+        .bind(ts(&t.updated_at))
+        .execute(&db.pool)
+        .await
+        .map_err(db_err("template"))?;
+    Ok(())
+}
+
+pub(super) async fn get(db: &PgStore, name: &str) -> Result<Template, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM templates WHERE name = $1");
+    let row = sqlx::query(&sql)
+        .bind(name)
+        .fetch_optional(&db.pool)
+        .await
+        .map_err(db_err("template"))?;
+    one(row, "template", name, from_row)
+}
+
+pub(super) async fn list(db: &PgStore) -> Result<Vec<Template>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM templates ORDER BY name");
+    let rows = sqlx::query(&sql)
+        .fetch_all(&db.pool)
+        .await
+        .map_err(db_err("template"))?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Replaces every field but `name` and `created_at`.
+pub(super) async fn replace(db: &PgStore, t: &Template) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE templates SET version = $2, image = $3, description = $4, setup = $5, \
+           allowed_hosts = $6, memory_mb = $7, cpu_cores = $8, ttl_seconds = $9, env = $10, \
+           secrets = $11, pool_size = $12, updated_at = $13 \
+         WHERE name = $1",
+    )
+    .bind(&t.name)
+    .bind(t.version)
+    .bind(&t.image)
+    .bind(&t.description)
+    .bind(to_json(&t.setup, "setup")?)
+    .bind(to_json(&t.allowed_hosts, "allowed_hosts")?)
+    .bind(t.memory_mb)
+    .bind(t.cpu_cores)
+    .bind(t.ttl_seconds)
+    .bind(to_json(&t.env, "env")?)
+    .bind(to_json(&t.secrets, "secrets")?)
+    .bind(t.pool_size)
+    .bind(ts(&t.updated_at))
+    .execute(&db.pool)
+    .await
+    .map_err(db_err("template"))?;
+    touched(done, "template", &t.name)
+}
+
+pub(super) async fn delete(db: &PgStore, name: &str) -> Result<(), StoreError> {
+    let done = sqlx::query("DELETE FROM templates WHERE name = $1")
+        .bind(name)
+        .execute(&db.pool)
+        .await
+        .map_err(db_err("template"))?;
+    touched(done, "template", name)
+}

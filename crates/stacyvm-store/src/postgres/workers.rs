@@ -1,0 +1,105 @@
+//! Worker registry rows, written by heartbeats.
+
+use sqlx::postgres::PgRow;
+
+use super::{col, db_err, json_col, one, to_json, touched, ts_col, PgStore};
+use crate::{StoreError, WorkerRecord};
+
+macro_rules! columns {
+    () => {
+        "id, hostname, status, providers, capabilities, capacity, last_heartbeat, created_at, \
+         updated_at"
+    };
+}
+
+/// The database clock stamps `last_heartbeat`, `updated_at` and (first beat) `created_at`.
+const UPSERT: &str = concat!(
+    "INSERT INTO workers (",
+    columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, ",
+    now_ts!(),
+    ", ",
+    now_ts!(),
+    ", ",
+    now_ts!(),
+    ") ON CONFLICT (id) DO UPDATE SET \
+       hostname = excluded.hostname, status = excluded.status, \
+       providers = excluded.providers, capabilities = excluded.capabilities, \
+       capacity = excluded.capacity, last_heartbeat = excluded.last_heartbeat, \
+       updated_at = excluded.updated_at \
+     RETURNING ",
+    columns!()
+);
+
+/// A nullable JSON list: NULL means "not sent", which differs from an empty list.
+fn list_col(row: &PgRow, name: &'static str) -> Result<Option<Vec<String>>, StoreError> {
+    let text: Option<String> = col(row, name)?;
+    text.map(|t| serde_json::from_str(&t).map_err(|_| StoreError::Corrupt { what: name }))
+        .transpose()
+}
+
+fn list_json(
+    value: &Option<Vec<String>>,
+    what: &'static str,
+) -> Result<Option<String>, StoreError> {
+    value.as_ref().map(|v| to_json(v, what)).transpose()
+}
+
+fn from_row(row: &PgRow) -> Result<WorkerRecord, StoreError> {
+    Ok(WorkerRecord {
+        id: col(row, "id")?,
+        hostname: col(row, "hostname")?,
+        status: col(row, "status")?,
+        providers: list_col(row, "providers")?,
+        capabilities: list_col(row, "capabilities")?,
+        capacity: json_col(row, "capacity")?,
+        last_heartbeat: ts_col(row, "last_heartbeat")?,
+        created_at: ts_col(row, "created_at")?,
+        updated_at: ts_col(row, "updated_at")?,
+    })
+}
+
+/// A heartbeat; the caller's timestamps are ignored.
+pub(super) async fn upsert(db: &PgStore, w: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
+    let row = sqlx::query(UPSERT)
+        .bind(&w.id)
+        .bind(&w.hostname)
+        .bind(&w.status)
+        .bind(list_json(&w.providers, "providers")?)
+        .bind(list_json(&w.capabilities, "capabilities")?)
+        .bind(to_json(&w.capacity, "capacity")?)
+        .fetch_one(&db.pool)
+        .await
+        .map_err(db_err("worker"))?;
+    from_row(&row)
+}
+
+pub(super) async fn get(db: &PgStore, id: &str) -> Result<WorkerRecord, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM workers WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await
+    .map_err(db_err("worker"))?;
+    one(row, "worker", id, from_row)
+}
+
+pub(super) async fn list(db: &PgStore) -> Result<Vec<WorkerRecord>, StoreError> {
+    let rows = sqlx::query(concat!("SELECT ", columns!(), " FROM workers ORDER BY id"))
+        .fetch_all(&db.pool)
+        .await
+        .map_err(db_err("worker"))?;
+    rows.iter().map(from_row).collect()
+}
+
+pub(super) async fn delete(db: &PgStore, id: &str) -> Result<(), StoreError> {
+    let done = sqlx::query("DELETE FROM workers WHERE id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .map_err(db_err("worker"))?;
+    touched(done, "worker", id)
+}
