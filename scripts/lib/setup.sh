@@ -108,11 +108,16 @@ build_test_image() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# HOOK setup_postgres: to be filled by the Postgres store task (install, initdb in $WORK_DIR,
-# start on loopback, export the DSN the tests read). No-op until then.
+# HOOK setup_postgres: scripts/setup-postgres.sh installs postgresql when missing, runs a
+# cluster in $WORK_DIR/pg on loopback, and prints the export of STACYVM_TEST_PG_DSN, which the
+# Postgres store tests read (each creates and drops its own database).
 # ---------------------------------------------------------------------------------------------
 setup_postgres() {
-    :
+    local exports
+    exports="$(STACYVM_WORK_DIR="$WORK_DIR" "$REPO_ROOT/scripts/setup-postgres.sh")" || return 1
+    eval "$exports"
+    [ -n "${STACYVM_TEST_PG_DSN:-}" ] || return 1
+    export STACYVM_TEST_PG_DSN
 }
 
 # ---------------------------------------------------------------------------------------------
