@@ -49,7 +49,7 @@ pub enum Command {
     },
     /// Print the version.
     Version,
-    /// Remote worker commands: `stacyvm worker token ...` (see docs/worker-auth.md).
+    /// Run a remote worker (docs/worker.md), or manage tokens: `stacyvm worker token ...`.
     Worker(WorkerArgs),
 }
 
@@ -58,6 +58,54 @@ pub enum Command {
 pub struct WorkerArgs {
     #[command(subcommand)]
     pub command: Option<WorkerCommand>,
+    /// Flags of the worker process (used when no subcommand is given).
+    #[command(flatten)]
+    pub run: WorkerRunArgs,
+}
+
+/// `stacyvm worker`: run a remote worker (config: $STACYVM_CONFIG, ./stacyvm.yaml, ...).
+#[derive(Debug, Args)]
+pub struct WorkerRunArgs {
+    /// Worker id (default: worker.id, else the hostname).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Control plane URL (default: worker.control_plane_url).
+    #[arg(long)]
+    pub control_plane: Option<String>,
+    /// Static worker token for heartbeats and RPC (default: auth.worker_token).
+    #[arg(long, env = "STACYVM_AUTH_WORKER_TOKEN", hide_env_values = true)]
+    pub worker_token: Option<String>,
+    /// File holding the worker token, re-read on every request.
+    #[arg(long)]
+    pub worker_token_file: Option<std::path::PathBuf>,
+    /// File holding the HMAC key for self-signed tokens (and RPC token verification).
+    #[arg(long)]
+    pub worker_signing_key_file: Option<std::path::PathBuf>,
+    /// Admin API key used to fetch a fresh worker token from the control plane per request.
+    #[arg(
+        long,
+        env = "STACYVM_WORKER_BOOTSTRAP_ADMIN_KEY",
+        hide_env_values = true
+    )]
+    pub bootstrap_admin_key: Option<String>,
+    /// File holding the bootstrap admin key.
+    #[arg(long)]
+    pub bootstrap_admin_key_file: Option<std::path::PathBuf>,
+    /// Lifetime of bootstrap-issued tokens (Go duration, at most 15m).
+    #[arg(long, default_value = "5m")]
+    pub bootstrap_token_ttl: String,
+    /// Heartbeat interval (Go duration; default: worker.heartbeat_interval).
+    #[arg(long)]
+    pub heartbeat_interval: Option<String>,
+    /// host:port for the worker RPC server (default: worker.listen_addr; empty = RPC off).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Preview domain advertised to the control plane (default: worker.preview_domain).
+    #[arg(long)]
+    pub preview_domain: Option<String>,
+    /// Send one heartbeat and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 mod client;
 mod serve;
 mod token;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -17,7 +18,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kill { id } => client::kill(&cli.client, &id).await,
         Command::Worker(w) => match w.command {
             Some(WorkerCommand::Token(t)) => token::run(*t),
-            None => anyhow::bail!("the worker process is not part of this build yet"),
+            None => worker::run(w.run).await,
         },
         Command::Version => {
             println!(
