@@ -43,6 +43,7 @@ pub async fn serve(
     let bg = svc.shutdown.child_token();
     tracker.spawn(tasks::reaper(svc.clone(), bg.clone()));
     tracker.spawn(tasks::local_heartbeat(svc.clone(), bg.clone()));
+    tracker.spawn(tasks::reconciler(svc.clone(), bg.clone()));
     tracker.close();
 
     let app = router(svc.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -108,6 +108,9 @@ async fn mark(svc: &Service, id: &str, state: SandboxState, reason: &str, provid
     }
 }
 
+/// Longest one sandbox's RPCs may take within a pass, so one frozen worker cannot stall it.
+const RPC_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One pass over remote-owned sandboxes: owners silent past their stale window turn the
 /// sandbox `unhealthy` (or `expired`, releasing the lease, once past `expires_at`); a returning
 /// owner is asked for the real state; leases close to expiry are renewed.
@@ -156,16 +159,21 @@ pub async fn remote_pass(svc: &Service) {
                 }
             }
             None => {
-                if sb.expires_at <= now {
-                    // Past its TTL and the owner answers again: finish the destroy.
-                    if let Err(e) = svc.destroy(&sb.id).await {
+                if sb.state == SandboxState::Expired {
+                    // It expired while the owner was away and the owner answers again: finish the
+                    // destroy. (Live sandboxes past their TTL are the reaper's.)
+                    let r = tokio::time::timeout(RPC_BUDGET, svc.destroy(&sb.id)).await;
+                    if let Ok(Err(e)) = r {
                         tracing::warn!(sandbox_id = %sb.id, error = %e, "reconcile: destroy of expired sandbox failed");
                     }
                     continue;
                 }
                 if matches!(sb.state, SandboxState::Unhealthy | SandboxState::Error) {
                     if let Ok(p) = svc.provider_for(&sb).await {
-                        match p.status(sb.runtime_id()).await {
+                        let status = tokio::time::timeout(RPC_BUDGET, p.status(sb.runtime_id()))
+                            .await
+                            .unwrap_or(Err(ProviderError::Unavailable("status timed out".into())));
+                        match status {
                             Ok(st) if st != sb.state => {
                                 let marked = svc.store.set_sandbox_state(&sb.id, st).await.is_ok();
                                 if marked {

@@ -18,6 +18,8 @@ use super::{Endpoint, RemoteError, WorkerClient};
 const QUICK: Duration = Duration::from_secs(30);
 /// Calls that move data or build runtimes (image pulls, large files).
 const SLOW: Duration = Duration::from_secs(600);
+/// Tearing a runtime down; bounded so a frozen worker cannot hold a caller for long.
+const TEARDOWN: Duration = Duration::from_secs(60);
 /// Added to a command's own timeout before the control plane gives up on the worker.
 const EXEC_MARGIN: Duration = Duration::from_secs(30);
 
@@ -200,7 +202,7 @@ impl Provider for RemoteProvider {
                 "destroy",
                 params,
                 Some(lease_token(&lease)),
-                SLOW,
+                TEARDOWN,
                 "",
             )
             .await;

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use serde_json::json;
 use stacyvm_provider::{Provider, ProviderError, SandboxSpec};
 use stacyvm_types::{
@@ -411,20 +412,37 @@ impl Service {
         Ok(())
     }
 
-    /// Destroys every live sandbox past its expiry; returns how many were destroyed.
+    /// Destroys every live sandbox past its expiry; returns how many were destroyed. Remote
+    /// sandboxes whose worker is stale or gone are left to reconciliation (they turn `expired`
+    /// and are destroyed when the worker returns), so one dead worker cannot stall the reaper.
     pub async fn prune(&self) -> ServiceResult<usize> {
         let expired = self
             .store
             .list_expired_sandboxes(chrono::Utc::now())
             .await?;
-        let mut n = 0;
+        let mut todo = Vec::with_capacity(expired.len());
         for sb in expired {
-            match self.destroy(&sb.id).await {
-                Ok(()) => n += 1,
-                Err(e) => tracing::warn!(sandbox_id = %sb.id, error = %e, "prune: destroy failed"),
+            if sb.is_remote() {
+                match self.store.get_worker(&sb.worker_id).await {
+                    Ok(w) if !self.is_stale(&w) => {}
+                    _ => continue,
+                }
             }
+            todo.push(sb.id);
         }
-        Ok(n)
+        // A few at a time: bounded work, and one slow runtime does not hold up the rest.
+        let results = futures_util::stream::iter(todo)
+            .map(|id| async move {
+                let r = self.destroy(&id).await;
+                if let Err(e) = &r {
+                    tracing::warn!(sandbox_id = %id, error = %e, "prune: destroy failed");
+                }
+                r.is_ok()
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<bool>>()
+            .await;
+        Ok(results.into_iter().filter(|ok| *ok).count())
     }
 
     /// Sets `expires_at = now + ttl`, within the owner's max TTL.

@@ -24,7 +24,6 @@ pub async fn reaper(svc: Service, cancel: CancellationToken) {
             Ok(n) => tracing::info!(destroyed = n, "reaper destroyed expired sandboxes"),
             Err(e) => tracing::warn!(error = %e, "reaper pass failed"),
         }
-        crate::reconcile::remote_pass(&svc).await;
     }
 }
 
@@ -42,6 +41,27 @@ pub async fn local_heartbeat(svc: Service, cancel: CancellationToken) {
         }
         if let Err(e) = svc.heartbeat_local().await {
             tracing::warn!(error = %e, "local worker heartbeat failed");
+        }
+    }
+}
+
+/// Reconciles remote-owned sandboxes with their workers every `reaper_interval` (its own loop,
+/// so a slow destroy in the reaper never delays health marking).
+pub async fn reconciler(svc: Service, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(
+        svc.settings()
+            .reaper_interval
+            .max(Duration::from_millis(50)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = crate::reconcile::remote_pass(&svc) => {}
         }
     }
 }
