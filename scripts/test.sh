@@ -3,7 +3,7 @@
 # (nextest, profile ci) and the end-to-end suite (official Python SDK against the built binary).
 #
 #   bash scripts/test.sh              # every step, in order, stopping at the first failure
-#   bash scripts/test.sh e2e          # only the named steps: setup fmt clippy nextest build e2e
+#   bash scripts/test.sh e2e          # only the named steps: setup fmt clippy nextest build e2e smoke bench
 #
 # Env: CI=true makes tests that need a missing backend fail instead of skip.
 #      STACYVM_RELEASE=1 builds and tests the release binary instead of the debug one.
@@ -19,7 +19,7 @@ cd "$REPO_ROOT"
 # shellcheck source=scripts/lib/setup.sh
 . "$REPO_ROOT/scripts/lib/setup.sh"
 
-ALL_STEPS=(setup fmt clippy nextest build e2e)
+ALL_STEPS=(setup fmt clippy nextest build e2e smoke bench)
 if [ "$#" -gt 0 ]; then
     STEPS=("$@")
 else
@@ -80,6 +80,22 @@ step_e2e() {
         5) die "pytest collected no tests (exit 5): the e2e suite must not be empty" ;;
         *) die "pytest exited with $rc" ;;
     esac
+}
+
+# The staging guide's flow, in its three credential modes (shared, signed, mTLS).
+step_smoke() {
+    [ -x "$STACYVM_BIN" ] || die "binary $STACYVM_BIN missing; run the build step first"
+    local mode
+    for mode in "" --signed --mtls; do
+        info "smoke-remote-worker ${mode:-(shared tokens)}"
+        bash "$REPO_ROOT/scripts/smoke-remote-worker.sh" "$STACYVM_BIN" $mode \
+            || die "smoke-remote-worker ${mode:-default} failed"
+    done
+}
+
+# The benchmark program still runs (figures are printed, never asserted).
+step_bench() {
+    cargo run -p stacyvm-bench "${BUILD_FLAGS[@]}" -- --quick --bin "$STACYVM_BIN"
 }
 
 START_ALL=$SECONDS
