@@ -142,6 +142,8 @@ pub struct WorkerConfig {
     pub(crate) signing_keys: Vec<String>,
     pub(crate) revoked_token_ids: Vec<String>,
     pub(crate) tls: Option<TlsFiles>,
+    /// PEM of `worker.rpc_tls.ca_file`: CAs trusted for an `https` control plane.
+    pub(crate) control_plane_ca: Option<Vec<u8>>,
     pub(crate) max_sandboxes: i64,
     pub(crate) max_sandboxes_per_owner: i64,
     /// Built from the config by `run` unless injected with [`WorkerConfig::with_providers`].
@@ -280,6 +282,19 @@ impl WorkerConfig {
             })
             .transpose()?;
 
+        let ca_file = t.ca_file.trim();
+        let control_plane_ca = if ca_file.is_empty() {
+            None
+        } else {
+            let path = PathBuf::from(ca_file);
+            let pem = std::fs::read(&path).map_err(|source| WorkerConfigError::ReadFile {
+                flag: "worker.rpc_tls.ca_file",
+                path,
+                source,
+            })?;
+            Some(pem)
+        };
+
         Ok(WorkerConfig {
             id,
             hostname,
@@ -295,6 +310,7 @@ impl WorkerConfig {
             signing_keys,
             revoked_token_ids: cfg.auth.worker_revoked_token_ids.clone(),
             tls,
+            control_plane_ca,
             max_sandboxes: cfg.defaults.max_sandboxes,
             max_sandboxes_per_owner: cfg.defaults.max_sandboxes_per_owner,
             source: cfg.clone(),

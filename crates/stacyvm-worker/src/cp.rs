@@ -65,15 +65,23 @@ struct TokenResponse {
 }
 
 impl ControlPlane {
+    /// `ca_pem`: extra CA certificates to trust for an `https` control plane (this build has
+    /// no built-in roots).
     pub(crate) fn new(
         base: &str,
         worker_id: &str,
         credential: Credential,
+        ca_pem: Option<&[u8]>,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let mut b = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(pem) = ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        let http = b.build()?;
         Ok(ControlPlane {
             http,
             base: base.trim_end_matches('/').to_string(),
@@ -235,12 +243,12 @@ mod tests {
 
     #[test]
     fn urls_are_encoded_under_the_base() {
-        let cp = ControlPlane::new("http://cp:7423/", "w a", Credential::Missing).unwrap();
+        let cp = ControlPlane::new("http://cp:7423/", "w a", Credential::Missing, None).unwrap();
         let u = cp
             .url(&["api", "v1", "worker", "w a", "heartbeat"])
             .unwrap();
         assert_eq!(u.as_str(), "http://cp:7423/api/v1/worker/w%20a/heartbeat");
-        let cp = ControlPlane::new("http://cp/prefix", "w", Credential::Missing).unwrap();
+        let cp = ControlPlane::new("http://cp/prefix", "w", Credential::Missing, None).unwrap();
         let u = cp.url(&["api", "v1"]).unwrap();
         assert_eq!(u.as_str(), "http://cp/prefix/api/v1");
     }
@@ -253,7 +261,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_credential_is_reported() {
-        let cp = ControlPlane::new("http://127.0.0.1:9", "w", Credential::Missing).unwrap();
+        let cp = ControlPlane::new("http://127.0.0.1:9", "w", Credential::Missing, None).unwrap();
         let e = cp.heartbeat(&HeartbeatBody::default()).await.unwrap_err();
         assert!(matches!(e, ControlPlaneError::NoCredential));
         assert!(e.to_string().contains("worker token is required"));

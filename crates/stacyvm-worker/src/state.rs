@@ -42,8 +42,13 @@ impl WorkerState {
                 "no worker token or signing key configured: every worker RPC call will be refused"
             );
         }
-        let cp = ControlPlane::new(&cfg.control_plane_url, &cfg.id, cfg.credential.clone())
-            .map_err(WorkerError::Client)?;
+        let cp = ControlPlane::new(
+            &cfg.control_plane_url,
+            &cfg.id,
+            cfg.credential.clone(),
+            cfg.control_plane_ca.as_deref(),
+        )
+        .map_err(WorkerError::Client)?;
         Ok(WorkerState {
             inner: Arc::new(Inner {
                 id: cfg.id.clone(),

@@ -278,3 +278,79 @@ async fn bad_tls_files_fail_startup() {
         "{err:?}"
     );
 }
+
+/// An `https` control plane whose certificate comes from `worker.rpc_tls.ca_file`'s CA.
+#[tokio::test]
+async fn https_control_plane_trusted_through_ca_file() {
+    use std::sync::{Arc, Mutex};
+
+    use axum::routing::post;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let pki = Pki::new();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pki.path("server.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.path("server.key")).unwrap();
+    let tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let seen2 = seen.clone();
+    let router = axum::Router::new().route(
+        "/api/v1/worker/{id}/heartbeat",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let seen = seen2.clone();
+            async move {
+                seen.lock().unwrap().push(body);
+                axum::Json(serde_json::json!({}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, router) = (acceptor.clone(), router.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        tower::ServiceExt::oneshot(router.clone(), req.map(axum::body::Body::new))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+
+    let cp_url = format!("https://127.0.0.1:{}", addr.port());
+    let once = |ca: Option<PathBuf>| {
+        let yaml = match &ca {
+            Some(p) => format!("  rpc_tls:\n    ca_file: {}\n", p.display()),
+            None => String::new(),
+        };
+        let flags = WorkerOverrides {
+            once: true,
+            ..Default::default()
+        };
+        config_with(&cp_url, &yaml, flags).with_providers(mock_registry().1)
+    };
+    // Without the CA the certificate is not trusted: the (first) heartbeat fails.
+    assert!(run(once(None), CancellationToken::new()).await.is_err());
+    assert!(seen.lock().unwrap().is_empty());
+    run(once(Some(pki.path("ca.pem"))), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
