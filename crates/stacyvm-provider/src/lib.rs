@@ -5,6 +5,8 @@ pub mod conformance;
 #[cfg(feature = "docker")]
 mod docker;
 mod error;
+#[cfg(feature = "microvm")]
+mod microvm;
 mod mock;
 mod registry;
 
@@ -15,6 +17,8 @@ use bytes::Bytes;
 #[cfg(feature = "docker")]
 pub use docker::{DockerConfig, DockerProvider};
 pub use error::ProviderError;
+#[cfg(feature = "microvm")]
+pub use microvm::{MicrovmConfig, MicrovmProvider, DEFAULT_DATA_DIR as MICROVM_DEFAULT_DATA_DIR};
 pub use mock::{MockCall, MockProvider};
 pub use registry::ProviderRegistry;
 use stacyvm_types::{ExecMode, FileInfo, SandboxState, StreamChunk};

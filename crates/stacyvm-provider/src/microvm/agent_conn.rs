@@ -1,0 +1,209 @@
+//! Host side of the agent protocol: one connection per VM over the unix socket QEMU binds to
+//! the guest's virtio-serial port. Requests are multiplexed by id; a reader task routes each
+//! reply to its waiter, and dropping every waiter when the stream ends makes all in-flight
+//! calls fail at once (the guest powers off when its agent dies).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use stacyvm_protocol::agent::{
+    decode_body, encode_frame, parse_header, ErrorCode, FrameError, GuestFrame, GuestMsg,
+    HostFrame, HostMsg, AGENT_PROTOCOL_MIN_VERSION, AGENT_PROTOCOL_VERSION, EVENT_ID,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    #[error("agent connection closed")]
+    Closed,
+    #[error("agent did not answer in time")]
+    Timeout,
+    #[error("agent socket i/o")]
+    Io(#[source] std::io::Error),
+    #[error("agent frame")]
+    Frame(#[source] FrameError),
+    #[error("agent protocol: {0}")]
+    Protocol(String),
+    /// The agent refused the request.
+    #[error("{message}")]
+    Agent { code: ErrorCode, message: String },
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<GuestMsg>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) struct AgentConn {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    waiters: Waiters,
+    next_id: AtomicU64,
+    closed: Arc<AtomicBool>,
+    reader: JoinHandle<()>,
+    /// The negotiated protocol version.
+    pub version: u32,
+}
+
+impl Drop for AgentConn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Connects to `sock`, retrying while QEMU has not created it yet.
+pub(crate) async fn connect(sock: &Path, deadline: Instant) -> Result<UnixStream, ConnError> {
+    loop {
+        match UnixStream::connect(sock).await {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() >= deadline => return Err(ConnError::Io(e)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+impl AgentConn {
+    /// Says hello and waits (until `deadline`) for the agent's answer: during a cold boot this
+    /// is where the host waits for the guest.
+    pub(crate) async fn handshake(
+        stream: UnixStream,
+        hostname: &str,
+        deadline: Instant,
+    ) -> Result<Self, ConnError> {
+        let (r, w) = stream.into_split();
+        let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
+        let closed = Arc::new(AtomicBool::new(false));
+        let reader = tokio::spawn(read_loop(r, waiters.clone(), closed.clone()));
+        let mut conn = AgentConn {
+            writer: tokio::sync::Mutex::new(w),
+            waiters,
+            next_id: AtomicU64::new(1),
+            closed,
+            reader,
+            version: 0,
+        };
+        let hello = HostMsg::Hello {
+            min_version: AGENT_PROTOCOL_MIN_VERSION,
+            max_version: AGENT_PROTOCOL_VERSION,
+            hostname: hostname.to_string(),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match conn.call(hello, left).await? {
+            GuestMsg::HelloAck { version, .. }
+                if (AGENT_PROTOCOL_MIN_VERSION..=AGENT_PROTOCOL_VERSION).contains(&version) =>
+            {
+                conn.version = version;
+                Ok(conn)
+            }
+            other => Err(ConnError::Protocol(format!(
+                "unexpected handshake answer {other:?}"
+            ))),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Sends `msg` and returns the id and the stream of everything the agent answers to it.
+    /// The caller must [`Self::forget`] the id when done.
+    pub(crate) async fn start(
+        &self,
+        msg: HostMsg,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<GuestMsg>), ConnError> {
+        if self.is_closed() {
+            return Err(ConnError::Closed);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.waiters).insert(id, tx);
+        // The reader may have ended (and cleared the waiters) since the check above.
+        if self.is_closed() {
+            self.forget(id);
+            return Err(ConnError::Closed);
+        }
+        if let Err(e) = self.send(id, msg).await {
+            self.forget(id);
+            return Err(e);
+        }
+        Ok((id, rx))
+    }
+
+    pub(crate) fn forget(&self, id: u64) {
+        lock(&self.waiters).remove(&id);
+    }
+
+    async fn send(&self, id: u64, msg: HostMsg) -> Result<(), ConnError> {
+        let frame = encode_frame(&HostFrame { id, msg }).map_err(ConnError::Frame)?;
+        let mut w = self.writer.lock().await;
+        w.write_all(&frame).await.map_err(ConnError::Io)
+    }
+
+    /// A request with exactly one answer; an agent `Error` becomes [`ConnError::Agent`].
+    pub(crate) async fn call(
+        &self,
+        msg: HostMsg,
+        timeout: Duration,
+    ) -> Result<GuestMsg, ConnError> {
+        let (id, mut rx) = self.start(msg).await?;
+        let r = tokio::time::timeout(timeout, rx.recv()).await;
+        self.forget(id);
+        match r {
+            Err(_) => Err(ConnError::Timeout),
+            Ok(None) => Err(ConnError::Closed),
+            Ok(Some(GuestMsg::Error { code, message })) => Err(ConnError::Agent { code, message }),
+            Ok(Some(m)) => Ok(m),
+        }
+    }
+
+    /// Asks the agent to kill the process group of exec `target`; best effort.
+    pub(crate) async fn cancel(&self, target: u64) {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let _ = self.send(id, HostMsg::Cancel { target }).await;
+    }
+}
+
+async fn read_frame(r: &mut OwnedReadHalf) -> Result<GuestFrame, ConnError> {
+    let mut h = [0u8; 8];
+    r.read_exact(&mut h).await.map_err(ConnError::Io)?;
+    let len = parse_header(&h).map_err(ConnError::Frame)?;
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await.map_err(ConnError::Io)?;
+    decode_body(&body).map_err(ConnError::Frame)
+}
+
+async fn read_loop(mut r: OwnedReadHalf, waiters: Waiters, closed: Arc<AtomicBool>) {
+    loop {
+        match read_frame(&mut r).await {
+            Ok(GuestFrame { id: EVENT_ID, msg }) => match msg {
+                GuestMsg::Log { line } => {
+                    tracing::debug!(target: "stacyvm::microvm::guest", "{line}")
+                }
+                other => tracing::warn!(?other, "unsolicited agent message"),
+            },
+            Ok(GuestFrame { id, msg }) => {
+                if let Some(tx) = lock(&waiters).get(&id) {
+                    let _ = tx.send(msg);
+                }
+            }
+            Err(e) => {
+                if !matches!(&e, ConnError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
+                {
+                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "agent connection failed");
+                }
+                break;
+            }
+        }
+    }
+    closed.store(true, Ordering::SeqCst);
+    // Dropping the senders ends every waiter's stream.
+    lock(&waiters).clear();
+}

@@ -1,0 +1,221 @@
+//! `providers.microvm.*` as the provider consumes it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::ProviderError;
+
+/// Where `scripts/setup-microvm.sh` puts the assets unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/stacyvm/microvm";
+
+/// Settings for [`super::MicrovmProvider`]. The server maps its `providers.microvm` section
+/// into this; `Default` gives that section's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MicrovmConfig {
+    /// QEMU binary (name looked up in `PATH`, or a path).
+    pub qemu_path: String,
+    /// Uncompressed guest kernel; empty = `<data_dir>/vmlinux`.
+    pub kernel_path: String,
+    /// Initramfs with the agent; empty = `<data_dir>/initramfs.cpio.gz`.
+    pub initrd_path: String,
+    /// Assets, image cache (`images/`) and per-VM state (`vms/`); empty = [`DEFAULT_DATA_DIR`].
+    pub data_dir: String,
+    /// `auto`, `kvm` or `tcg`.
+    pub accel: String,
+    /// Restored, paused clones kept per image (not implemented yet: must be 0).
+    pub warm_pool: i64,
+    /// `none` or `user`.
+    pub network_mode: String,
+    /// How long a cold boot may take until the agent answers.
+    pub boot_timeout: Duration,
+    /// Guest TSC frequency in kHz for `tsc_early_khz`; `None` = read from the host.
+    pub tsc_khz: Option<u64>,
+    /// Run QEMU as this user after it opened its files (`-runas`); empty = as the caller.
+    /// Ignored unless the provider runs as root.
+    pub run_as: String,
+    /// Memory / vCPUs when a spawn asks for none (≤ 0).
+    pub default_memory_mb: i64,
+    pub default_vcpus: i64,
+}
+
+impl Default for MicrovmConfig {
+    fn default() -> Self {
+        MicrovmConfig {
+            qemu_path: "qemu-system-x86_64".into(),
+            kernel_path: String::new(),
+            initrd_path: String::new(),
+            data_dir: String::new(),
+            accel: "auto".into(),
+            warm_pool: 0,
+            network_mode: "none".into(),
+            boot_timeout: Duration::from_secs(90),
+            tsc_khz: None,
+            run_as: String::new(),
+            default_memory_mb: 256,
+            default_vcpus: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkMode {
+    None,
+    /// QEMU user-mode networking (outbound only, port 3000 forwarded to a host port).
+    User,
+}
+
+/// `MicrovmConfig` checked, with defaults resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Settings {
+    pub qemu: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub data_dir: PathBuf,
+    pub accel: Accel,
+    pub network: NetworkMode,
+    pub boot_timeout: Duration,
+    pub tsc_khz: Option<u64>,
+    pub run_as: Option<String>,
+    pub default_memory_mb: i64,
+    pub default_vcpus: i64,
+}
+
+fn invalid(key: &str, why: impl std::fmt::Display) -> ProviderError {
+    ProviderError::InvalidInput(format!("providers.microvm.{key}: {why}"))
+}
+
+impl MicrovmConfig {
+    /// Checks every field and resolves `auto`/empty values (`kvm_usable` decides `accel: auto`).
+    pub(crate) fn validate(&self, kvm_usable: bool) -> Result<Settings, ProviderError> {
+        let data_dir = PathBuf::from(match self.data_dir.trim() {
+            "" => DEFAULT_DATA_DIR,
+            d => d,
+        });
+        let asset = |given: &str, name: &str| match given.trim() {
+            "" => data_dir.join(name),
+            p => PathBuf::from(p),
+        };
+        let accel = match self.accel.trim() {
+            "" | "auto" if kvm_usable => Accel::Kvm,
+            "" | "auto" | "tcg" => Accel::Tcg,
+            "kvm" => Accel::Kvm,
+            a => return Err(invalid("accel", format!("{a:?} is not auto, kvm or tcg"))),
+        };
+        let network = match self.network_mode.trim() {
+            "" | "none" => NetworkMode::None,
+            "user" => NetworkMode::User,
+            m => {
+                return Err(invalid(
+                    "network_mode",
+                    format!("{m:?} is not none or user"),
+                ))
+            }
+        };
+        if self.warm_pool != 0 {
+            return Err(invalid(
+                "warm_pool",
+                "warm pools are not implemented yet; use 0",
+            ));
+        }
+        if self.qemu_path.trim().is_empty() {
+            return Err(invalid("qemu_path", "must not be empty"));
+        }
+        if self.boot_timeout.is_zero() {
+            return Err(invalid("boot_timeout", "must be positive"));
+        }
+        let run_as = match self.run_as.trim() {
+            "" => None,
+            u if u
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            {
+                Some(u.to_string())
+            }
+            u => return Err(invalid("run_as", format!("invalid user name {u:?}"))),
+        };
+        Ok(Settings {
+            qemu: PathBuf::from(self.qemu_path.trim()),
+            kernel: asset(&self.kernel_path, "vmlinux"),
+            initrd: asset(&self.initrd_path, "initramfs.cpio.gz"),
+            data_dir,
+            accel,
+            network,
+            boot_timeout: self.boot_timeout,
+            tsc_khz: self.tsc_khz,
+            run_as,
+            default_memory_mb: self.default_memory_mb.max(64),
+            default_vcpus: self.default_vcpus.max(1),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_resolve_under_data_dir() {
+        let s = MicrovmConfig::default().validate(false).unwrap();
+        assert_eq!(s.kernel, PathBuf::from(DEFAULT_DATA_DIR).join("vmlinux"));
+        assert_eq!(
+            s.initrd,
+            PathBuf::from(DEFAULT_DATA_DIR).join("initramfs.cpio.gz")
+        );
+        assert_eq!(s.accel, Accel::Tcg);
+        assert_eq!(s.network, NetworkMode::None);
+        let s = MicrovmConfig::default().validate(true).unwrap();
+        assert_eq!(s.accel, Accel::Kvm);
+    }
+
+    #[test]
+    fn explicit_values_and_refusals() {
+        let c = MicrovmConfig {
+            accel: "tcg".into(),
+            network_mode: "user".into(),
+            kernel_path: "/k".into(),
+            ..Default::default()
+        };
+        let s = c.validate(true).unwrap();
+        assert_eq!((s.accel, s.network), (Accel::Tcg, NetworkMode::User));
+        assert_eq!(s.kernel, PathBuf::from("/k"));
+        for bad in [
+            MicrovmConfig {
+                accel: "hvf".into(),
+                ..Default::default()
+            },
+            MicrovmConfig {
+                network_mode: "bridge".into(),
+                ..Default::default()
+            },
+            MicrovmConfig {
+                warm_pool: 2,
+                ..Default::default()
+            },
+            MicrovmConfig {
+                run_as: "a b".into(),
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(false), Err(ProviderError::InvalidInput(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

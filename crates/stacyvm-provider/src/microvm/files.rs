@@ -1,0 +1,250 @@
+//! The files API over the agent. Paths are cleaned here (relative to `/`, `..` above the root
+//! refused) before they reach the guest; content moves in [`FILE_CHUNK`] pieces so files of
+//! any size stay within the frame limit.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::DateTime;
+use stacyvm_protocol::agent::{AgentFileInfo, ErrorCode, GuestMsg, HostMsg, FILE_CHUNK};
+use stacyvm_protocol::base64;
+use stacyvm_types::{format_rfc3339_secs, FileInfo};
+
+use super::agent_conn::{AgentConn, ConnError};
+use crate::{parse_mode, ProviderError};
+
+/// Per-request deadline for file operations (one chunk, one listing).
+const FILE_OP_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub(crate) fn clean_path(path: &str) -> Result<String, ProviderError> {
+    if path.contains('\0') {
+        return Err(ProviderError::InvalidInput(
+            "path must not contain NUL bytes".into(),
+        ));
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if out.pop().is_none() {
+                    return Err(ProviderError::InvalidInput(format!(
+                        "path {path:?} escapes the sandbox"
+                    )));
+                }
+            }
+            p => out.push(p),
+        }
+    }
+    Ok(format!("/{}", out.join("/")))
+}
+
+/// Maps a failed agent call; `given` is the caller's path for `FileNotFound`.
+pub(crate) fn map_err(e: ConnError, given: &str) -> ProviderError {
+    match e {
+        ConnError::Agent {
+            code: ErrorCode::NotFound,
+            ..
+        } => ProviderError::FileNotFound(given.to_string()),
+        ConnError::Agent {
+            code: ErrorCode::InvalidInput,
+            message,
+        } => ProviderError::InvalidInput(message),
+        ConnError::Agent { message, .. } => ProviderError::internal(message),
+        ConnError::Closed | ConnError::Io(_) => {
+            ProviderError::Unavailable("sandbox agent unreachable".into())
+        }
+        ConnError::Timeout => ProviderError::Unavailable("sandbox agent did not answer".into()),
+        e => ProviderError::internal_with("sandbox agent protocol error", e),
+    }
+}
+
+fn unexpected(m: GuestMsg) -> ProviderError {
+    ProviderError::internal(format!("unexpected agent answer {m:?}"))
+}
+
+fn to_info(f: AgentFileInfo) -> FileInfo {
+    let t = DateTime::from_timestamp(f.mtime, 0).unwrap_or_default();
+    FileInfo {
+        mode: format!("{:o}", f.perm()),
+        size: i64::try_from(f.size).unwrap_or(i64::MAX),
+        is_dir: f.is_dir,
+        mod_time: format_rfc3339_secs(&t),
+        path: f.path,
+    }
+}
+
+async fn call(conn: &AgentConn, msg: HostMsg, given: &str) -> Result<GuestMsg, ProviderError> {
+    conn.call(msg, FILE_OP_TIMEOUT)
+        .await
+        .map_err(|e| map_err(e, given))
+}
+
+async fn expect_ok(conn: &AgentConn, msg: HostMsg, given: &str) -> Result<(), ProviderError> {
+    match call(conn, msg, given).await? {
+        GuestMsg::Ok => Ok(()),
+        m => Err(unexpected(m)),
+    }
+}
+
+pub(crate) async fn write(
+    conn: &AgentConn,
+    given: &str,
+    content: Bytes,
+    mode: Option<&str>,
+) -> Result<(), ProviderError> {
+    let path = clean_path(given)?;
+    if path == "/" {
+        return Err(ProviderError::InvalidInput(format!(
+            "is a directory: {given}"
+        )));
+    }
+    let mode = match mode.map(str::trim).filter(|m| !m.is_empty()) {
+        None => None,
+        Some(m) => Some(
+            parse_mode(m)
+                .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {m:?}")))?,
+        ),
+    };
+    let handle = match call(conn, HostMsg::WriteOpen { path, mode }, given).await? {
+        GuestMsg::Opened { handle } => handle,
+        m => return Err(unexpected(m)),
+    };
+    let mut sent = Ok(());
+    for chunk in content.chunks(FILE_CHUNK) {
+        let data = base64::encode(chunk);
+        sent = expect_ok(conn, HostMsg::WriteChunk { handle, data }, given).await;
+        if sent.is_err() {
+            break;
+        }
+    }
+    let commit = sent.is_ok();
+    let closed = expect_ok(conn, HostMsg::WriteClose { handle, commit }, given).await;
+    sent.and(closed)
+}
+
+pub(crate) async fn read(conn: &AgentConn, given: &str) -> Result<Bytes, ProviderError> {
+    let path = clean_path(given)?;
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let msg = HostMsg::Read {
+            path: path.clone(),
+            offset: buf.len() as u64,
+            len: FILE_CHUNK as u64,
+        };
+        match call(conn, msg, given).await? {
+            GuestMsg::Data { data, eof } => {
+                let bytes = base64::decode(&data)
+                    .ok_or_else(|| ProviderError::internal("agent sent invalid base64"))?;
+                let empty = bytes.is_empty();
+                buf.extend_from_slice(&bytes);
+                if eof || empty {
+                    return Ok(Bytes::from(buf));
+                }
+            }
+            m => return Err(unexpected(m)),
+        }
+    }
+}
+
+pub(crate) async fn list(conn: &AgentConn, given: &str) -> Result<Vec<FileInfo>, ProviderError> {
+    let path = clean_path(if given.trim().is_empty() { "/" } else { given })?;
+    match call(conn, HostMsg::List { path }, given).await? {
+        GuestMsg::Entries { files } => Ok(files.into_iter().map(to_info).collect()),
+        m => Err(unexpected(m)),
+    }
+}
+
+pub(crate) async fn stat(conn: &AgentConn, given: &str) -> Result<FileInfo, ProviderError> {
+    let path = clean_path(given)?;
+    match call(conn, HostMsg::Stat { path }, given).await? {
+        GuestMsg::Stat { file } => Ok(to_info(file)),
+        m => Err(unexpected(m)),
+    }
+}
+
+pub(crate) async fn glob(conn: &AgentConn, pattern: &str) -> Result<Vec<String>, ProviderError> {
+    let pattern = clean_path(pattern)?;
+    match call(
+        conn,
+        HostMsg::Glob {
+            pattern: pattern.clone(),
+        },
+        &pattern,
+    )
+    .await?
+    {
+        GuestMsg::Matches { paths } => Ok(paths),
+        m => Err(unexpected(m)),
+    }
+}
+
+pub(crate) async fn delete(
+    conn: &AgentConn,
+    given: &str,
+    recursive: bool,
+) -> Result<(), ProviderError> {
+    let path = clean_path(given)?;
+    if path == "/" {
+        return Err(ProviderError::InvalidInput(format!(
+            "cannot delete the sandbox root: {given:?}"
+        )));
+    }
+    expect_ok(conn, HostMsg::Delete { path, recursive }, given).await
+}
+
+pub(crate) async fn rename(conn: &AgentConn, old: &str, new: &str) -> Result<(), ProviderError> {
+    let from = clean_path(old)?;
+    let to = clean_path(new)?;
+    if from == "/" || to == "/" {
+        return Err(ProviderError::InvalidInput(
+            "cannot move the sandbox root".into(),
+        ));
+    }
+    expect_ok(conn, HostMsg::Move { from, to }, old).await
+}
+
+pub(crate) async fn chmod(conn: &AgentConn, given: &str, mode: &str) -> Result<(), ProviderError> {
+    let path = clean_path(given)?;
+    let mode = parse_mode(mode)
+        .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {mode:?}")))?;
+    expect_ok(conn, HostMsg::Chmod { path, mode }, given).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            clean_path("/workspace/./a//b").ok().as_deref(),
+            Some("/workspace/a/b")
+        );
+        assert_eq!(
+            clean_path("workspace/x/../y").ok().as_deref(),
+            Some("/workspace/y")
+        );
+        assert!(matches!(
+            clean_path("../../etc/passwd"),
+            Err(ProviderError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            clean_path("/a\0b"),
+            Err(ProviderError::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn info_conversion() {
+        let f = to_info(AgentFileInfo {
+            path: "/workspace/a".into(),
+            size: 3,
+            mode: 0o100755,
+            is_dir: false,
+            mtime: 0,
+        });
+        assert_eq!(f.mode, "755");
+        assert_eq!(f.mod_time, "1970-01-01T00:00:00Z");
+    }
+}

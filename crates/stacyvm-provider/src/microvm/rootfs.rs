@@ -1,0 +1,191 @@
+//! Root filesystems: a read-only ext4 base per image, built once and cached, and a qcow2
+//! overlay per sandbox on top of it.
+//!
+//! Lookup order for an image: when the local Docker knows it, `images/by-digest/<id>.ext4`
+//! (built on first use from `docker export` with `mkfs.ext4 -d`: no loop mount, no root
+//! needed); otherwise a prebuilt `images/<name>.ext4` (what `scripts/setup-microvm.sh` writes).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::ProviderError;
+
+/// Size of a freshly built base disk (sparse); the guest's free space comes from it.
+const BASE_DISK_MB: u64 = 1024;
+const TOOL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The file name of an image: every byte outside `[A-Za-z0-9._-]` becomes `_` (as in the
+/// setup script).
+pub(crate) fn image_file_stem(image: &str) -> String {
+    image
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                b as char
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+pub(crate) struct Rootfs {
+    images: PathBuf,
+    /// One build at a time: two spawns of a new image must not both build it.
+    build: tokio::sync::Mutex<()>,
+}
+
+async fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>, ProviderError> {
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(TOOL_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| ProviderError::internal(format!("{what} timed out")))?
+        .map_err(|e| ProviderError::internal_with(format!("{what} could not start"), e))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        tracing::warn!(what, stderr = %err.trim(), "rootfs tool failed");
+        return Err(ProviderError::internal(format!("{what} failed")));
+    }
+    Ok(out.stdout)
+}
+
+impl Rootfs {
+    pub fn new(data_dir: &Path) -> Self {
+        Rootfs {
+            images: data_dir.join("images"),
+            build: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The base disk for `image`, building it when needed.
+    pub async fn base(&self, image: &str) -> Result<PathBuf, ProviderError> {
+        if let Some(digest) = docker_image_id(image).await {
+            let hex: String = digest
+                .trim_start_matches("sha256:")
+                .chars()
+                .filter(char::is_ascii_hexdigit)
+                .collect();
+            if !hex.is_empty() {
+                let path = self.images.join("by-digest").join(format!("{hex}.ext4"));
+                let _guard = self.build.lock().await;
+                if !path.exists() {
+                    build_from_docker(image, &path).await?;
+                }
+                return Ok(path);
+            }
+        }
+        let named = self.images.join(format!("{}.ext4", image_file_stem(image)));
+        if named.is_file() {
+            return Ok(named);
+        }
+        Err(ProviderError::ImageNotFound(image.to_string()))
+    }
+}
+
+/// The local Docker's image id, if docker is installed and has the image.
+async fn docker_image_id(image: &str) -> Option<String> {
+    let mut cmd = Command::new("docker");
+    cmd.args(["image", "inspect", "--format", "{{.Id}}", "--", image])
+        .stderr(Stdio::null());
+    let out = run(&mut cmd, "docker image inspect").await.ok()?;
+    let id = String::from_utf8_lossy(&out).trim().to_string();
+    (!id.is_empty()).then_some(id)
+}
+
+async fn build_from_docker(image: &str, out: &Path) -> Result<(), ProviderError> {
+    let dir = out
+        .parent()
+        .ok_or_else(|| ProviderError::internal("image cache has no parent directory"))?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| ProviderError::internal_with("creating the image cache failed", e))?;
+    let work = tempfile::Builder::new()
+        .prefix(".build-")
+        .tempdir_in(dir)
+        .map_err(|e| ProviderError::internal_with("creating a build directory failed", e))?;
+    let tree = work.path().join("tree");
+    let tar = work.path().join("rootfs.tar");
+    tracing::info!(image, "building a microvm base disk from docker export");
+    let cid = run(
+        Command::new("docker").args(["create", "--", image, "/bin/true"]),
+        "docker create",
+    )
+    .await?;
+    let cid = String::from_utf8_lossy(&cid).trim().to_string();
+    let exported = run(
+        Command::new("docker")
+            .arg("export")
+            .arg("-o")
+            .arg(&tar)
+            .arg(&cid),
+        "docker export",
+    )
+    .await;
+    let _ = run(Command::new("docker").args(["rm", "-f", &cid]), "docker rm").await;
+    exported?;
+    tokio::fs::create_dir_all(&tree)
+        .await
+        .map_err(|e| ProviderError::internal_with("creating a build directory failed", e))?;
+    run(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&tree)
+            .arg("-xf")
+            .arg(&tar),
+        "unpacking the image",
+    )
+    .await?;
+    for d in ["proc", "sys", "dev", "tmp", "workspace"] {
+        tokio::fs::create_dir_all(tree.join(d))
+            .await
+            .map_err(|e| ProviderError::internal_with("preparing the image tree failed", e))?;
+    }
+    let tmp_img = work.path().join("disk.ext4");
+    let f = std::fs::File::create(&tmp_img)
+        .map_err(|e| ProviderError::internal_with("creating the base disk failed", e))?;
+    f.set_len(BASE_DISK_MB << 20)
+        .map_err(|e| ProviderError::internal_with("sizing the base disk failed", e))?;
+    drop(f);
+    run(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "stacyvm-root", "-d"])
+            .arg(&tree)
+            .arg(&tmp_img),
+        "mkfs.ext4",
+    )
+    .await?;
+    tokio::fs::rename(&tmp_img, out)
+        .await
+        .map_err(|e| ProviderError::internal_with("storing the base disk failed", e))
+}
+
+/// A qcow2 overlay over the read-only `base` (raw ext4).
+pub(crate) async fn create_overlay(base: &Path, overlay: &Path) -> Result<(), ProviderError> {
+    run(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(base)
+            .arg(overlay),
+        "qemu-img create",
+    )
+    .await
+    .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stems() {
+        assert_eq!(
+            image_file_stem("stacyvm-test/busybox:latest"),
+            "stacyvm-test_busybox_latest"
+        );
+        assert_eq!(image_file_stem("../x"), ".._x");
+        assert!(!image_file_stem("a/../../b").contains('/'));
+    }
+}
