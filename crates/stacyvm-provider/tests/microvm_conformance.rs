@@ -1,0 +1,381 @@
+//! The shared provider suite (`stacyvm_provider::conformance`) on the microvm provider, plus
+//! its security checks. Guests run under TCG here, so VM boots are kept few: most checks share
+//! one booted VM through [`SharedVm`], which hands that VM to every spawn and wipes
+//! `/workspace` in between; `lifecycle` and the agent-kill test boot their own.
+//!
+//! Needs `scripts/setup-microvm.sh` (assets in `$STACYVM_MICROVM_DIR`, default
+//! /var/lib/stacyvm/microvm). Without them the tests print a notice and pass, except under
+//! `CI=true`, where they fail.
+#![cfg(feature = "microvm")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use stacyvm_provider::conformance::{self, exec_collect, sh, spec, CheckFailure};
+use stacyvm_provider::{
+    ChunkSender, ExecRequest, MicrovmConfig, MicrovmProvider, Provider, ProviderError, RuntimeInfo,
+    SandboxSpec, Spawned, MICROVM_DEFAULT_DATA_DIR,
+};
+use stacyvm_types::{FileInfo, SandboxState};
+use tokio::time::timeout;
+
+/// Bound for anything that boots a VM under TCG on a busy 2-core machine.
+const BOOT_BOUND: Duration = Duration::from_secs(180);
+
+/// One VM test at a time in this process: they are CPU-bound under TCG.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn image() -> String {
+    std::env::var("STACYVM_MICROVM_TEST_IMAGE")
+        .unwrap_or_else(|_| "stacyvm-test/busybox:latest".into())
+}
+
+/// The provider config when every asset is present; otherwise a notice (or a CI failure).
+fn config() -> Option<MicrovmConfig> {
+    let dir = PathBuf::from(
+        std::env::var("STACYVM_MICROVM_DIR").unwrap_or_else(|_| MICROVM_DEFAULT_DATA_DIR.into()),
+    );
+    let stem: String = image()
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                b as char
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let qemu = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join("qemu-system-x86_64").is_file());
+    let missing: Vec<String> = [
+        (!qemu).then(|| "qemu-system-x86_64".to_string()),
+        (!dir.join("vmlinux").is_file()).then(|| "vmlinux".into()),
+        (!dir.join("initramfs.cpio.gz").is_file()).then(|| "initramfs.cpio.gz".into()),
+        (!dir.join("images").join(format!("{stem}.ext4")).is_file())
+            .then(|| format!("images/{stem}.ext4")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !missing.is_empty() {
+        let msg = format!(
+            "microvm assets missing in {}: {missing:?} (run scripts/setup-microvm.sh)",
+            dir.display()
+        );
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{msg}");
+        eprintln!("NOTICE: skipping microvm tests: {msg}");
+        return None;
+    }
+    Some(MicrovmConfig {
+        data_dir: dir.to_string_lossy().into_owned(),
+        boot_timeout: Duration::from_secs(150),
+        ..Default::default()
+    })
+}
+
+fn provider() -> Option<Arc<MicrovmProvider>> {
+    Some(Arc::new(
+        MicrovmProvider::new(config()?).expect("valid config"),
+    ))
+}
+
+/// Hands one booted VM to every spawn of the suite; destroy only forgets it.
+struct SharedVm {
+    inner: Arc<MicrovmProvider>,
+    id: String,
+}
+
+#[async_trait::async_trait]
+impl Provider for SharedVm {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn capabilities(&self) -> Vec<&'static str> {
+        self.inner.capabilities()
+    }
+    fn config_summary(&self) -> serde_json::Value {
+        self.inner.config_summary()
+    }
+    async fn health(&self) -> Result<(), ProviderError> {
+        self.inner.health().await
+    }
+    async fn spawn(&self, _spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
+        let c = exec_collect(
+            &*self.inner,
+            &self.id,
+            sh("rm -rf /workspace && mkdir -p /workspace"),
+        )
+        .await;
+        match &c.result {
+            Ok(0) => Ok(Spawned {
+                runtime_id: self.id.clone(),
+            }),
+            other => Err(ProviderError::internal(format!(
+                "wiping /workspace: {other:?} {}",
+                c.stderr_str()
+            ))),
+        }
+    }
+    async fn destroy(&self, _id: &str) -> Result<(), ProviderError> {
+        Ok(())
+    }
+    async fn status(&self, id: &str) -> Result<SandboxState, ProviderError> {
+        self.inner.status(id).await
+    }
+    async fn exec(
+        &self,
+        id: &str,
+        req: ExecRequest,
+        out: ChunkSender,
+    ) -> Result<i32, ProviderError> {
+        self.inner.exec(id, req, out).await
+    }
+    async fn write_file(
+        &self,
+        id: &str,
+        path: &str,
+        content: Bytes,
+        mode: Option<&str>,
+    ) -> Result<(), ProviderError> {
+        self.inner.write_file(id, path, content, mode).await
+    }
+    async fn read_file(&self, id: &str, path: &str) -> Result<Bytes, ProviderError> {
+        self.inner.read_file(id, path).await
+    }
+    async fn list_files(&self, id: &str, path: &str) -> Result<Vec<FileInfo>, ProviderError> {
+        self.inner.list_files(id, path).await
+    }
+    async fn stat_file(&self, id: &str, path: &str) -> Result<FileInfo, ProviderError> {
+        self.inner.stat_file(id, path).await
+    }
+    async fn glob(&self, id: &str, pattern: &str) -> Result<Vec<String>, ProviderError> {
+        self.inner.glob(id, pattern).await
+    }
+    async fn delete_file(
+        &self,
+        id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), ProviderError> {
+        self.inner.delete_file(id, path, recursive).await
+    }
+    async fn move_file(&self, id: &str, old: &str, new: &str) -> Result<(), ProviderError> {
+        self.inner.move_file(id, old, new).await
+    }
+    async fn chmod(&self, id: &str, path: &str, mode: &str) -> Result<(), ProviderError> {
+        self.inner.chmod(id, path, mode).await
+    }
+    async fn logs(&self, id: &str, lines: usize) -> Result<Vec<String>, ProviderError> {
+        self.inner.logs(id, lines).await
+    }
+    async fn list_runtimes(&self) -> Result<Option<Vec<RuntimeInfo>>, ProviderError> {
+        self.inner.list_runtimes().await
+    }
+}
+
+async fn boot(p: &MicrovmProvider) -> String {
+    let t = Instant::now();
+    let s = timeout(BOOT_BOUND, p.spawn(&spec(&image())))
+        .await
+        .expect("spawn within bound")
+        .expect("spawn");
+    eprintln!("microvm cold boot to agent ready: {:?}", t.elapsed());
+    s.runtime_id
+}
+
+/// Every check except `lifecycle` on one VM; all failures are reported together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_on_one_vm() {
+    let Some(p) = provider() else { return };
+    let _serial = SERIAL.lock().await;
+    let id = boot(&p).await;
+    let shared = SharedVm {
+        inner: p.clone(),
+        id: id.clone(),
+    };
+    macro_rules! checks {
+        ($($check:ident),* $(,)?) => {{
+            let mut failures: Vec<CheckFailure> = Vec::new();
+            $(
+                let t = Instant::now();
+                match timeout(Duration::from_secs(120), conformance::$check(&shared, &image())).await {
+                    Ok(Ok(())) => eprintln!("ok   {} ({:?})", stringify!($check), t.elapsed()),
+                    Ok(Err(f)) => failures.push(f),
+                    Err(_) => failures.push(CheckFailure { check: stringify!($check), message: "timed out".into() }),
+                }
+            )*
+            failures
+        }};
+    }
+    let failures = checks!(
+        exec_exit_codes,
+        exec_stderr,
+        exec_argv_mode,
+        exec_shell_args,
+        exec_env,
+        exec_workdir,
+        exec_timeout,
+        exec_streams_live,
+        exec_concurrent,
+        files_binary_roundtrip,
+        files_nested_parents,
+        files_list,
+        files_stat,
+        files_glob,
+        files_move,
+        files_chmod,
+        files_delete,
+        files_path_escape,
+        logs,
+    );
+    let unknown = conformance::unknown_sandbox(&*p).await;
+    timeout(Duration::from_secs(30), p.destroy(&id))
+        .await
+        .expect("destroy bound")
+        .expect("destroy");
+    let listed = p.list_runtimes().await.expect("list").expect("enumerable");
+    assert!(
+        listed.iter().all(|r| r.runtime_id != id),
+        "destroyed VM still listed: {listed:?}"
+    );
+    let mut all: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    if let Err(f) = unknown {
+        all.push(f.to_string());
+    }
+    assert!(
+        all.is_empty(),
+        "{} checks failed:\n{}",
+        all.len(),
+        all.join("\n")
+    );
+}
+
+/// Cold boot, exec, destroy, and everything after destroy: its own VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle() {
+    let Some(p) = provider() else { return };
+    let _serial = SERIAL.lock().await;
+    let r = timeout(BOOT_BOUND, conformance::lifecycle(&*p, &image()))
+        .await
+        .expect("lifecycle bound");
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
+/// The guest sees its own root filesystem: no host file is reachable, no host directory is
+/// mounted, and guest writes stay in the guest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_cannot_read_host_files() {
+    let Some(p) = provider() else { return };
+    let _serial = SERIAL.lock().await;
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("host-secret.txt");
+    std::fs::write(&secret, b"host-only-7f3a").unwrap();
+    let secret = secret.to_string_lossy().into_owned();
+    let id = boot(&p).await;
+    let bound = Duration::from_secs(60);
+
+    let c = timeout(
+        bound,
+        exec_collect(&*p, &id, sh(&format!("cat {secret}; echo rc=$?"))),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(c.result, Ok(0)), "{c:?}");
+    assert!(
+        !c.stdout_str().contains("host-only-7f3a"),
+        "guest read the host file: {c:?}"
+    );
+    assert!(c.stdout_str().contains("rc=1"), "{c:?}");
+    let r = timeout(bound, p.read_file(&id, &secret)).await.unwrap();
+    assert!(
+        matches!(r, Err(ProviderError::FileNotFound(_))),
+        "files API reached the host: {r:?}"
+    );
+    let c = timeout(
+        bound,
+        exec_collect(&*p, &id, sh("cat /proc/mounts; echo HOSTNAME=$(hostname)")),
+    )
+    .await
+    .unwrap();
+    let mounts = c.stdout_str();
+    for fs in ["9p", "virtiofs", "nfs"] {
+        assert!(!mounts.contains(fs), "host share {fs} mounted: {mounts}");
+    }
+    assert!(
+        mounts.contains("/dev/vda"),
+        "root disk not mounted: {mounts}"
+    );
+    assert!(
+        mounts.contains(&format!("HOSTNAME={id}")),
+        "hostname is not the sandbox id: {mounts}"
+    );
+    // A guest write must not appear anywhere on the host side of the provider.
+    let c = timeout(
+        bound,
+        exec_collect(
+            &*p,
+            &id,
+            sh(&format!(
+                "mkdir -p {0} && echo guest > {secret}",
+                secret_dir.path().display()
+            )),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(c.result, Ok(0)), "{c:?}");
+    assert_eq!(
+        std::fs::read(&secret).unwrap(),
+        b"host-only-7f3a",
+        "guest write reached the host"
+    );
+    timeout(bound, p.destroy(&id)).await.unwrap().unwrap();
+}
+
+/// Killing the agent inside the guest fails the running exec cleanly (the guest powers off),
+/// the sandbox turns unhealthy, later calls fail fast, and destroy still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_agent_fails_exec_without_hanging() {
+    let Some(p) = provider() else { return };
+    let _serial = SERIAL.lock().await;
+    let id = boot(&p).await;
+    let c = timeout(
+        Duration::from_secs(60),
+        exec_collect(&*p, &id, sh("kill -9 $PPID; sleep 30")),
+    )
+    .await
+    .expect("exec must not hang when the agent dies");
+    assert!(
+        matches!(c.result, Err(ProviderError::Unavailable(_))),
+        "{:?}",
+        c.result
+    );
+    let st = timeout(Duration::from_secs(10), p.status(&id))
+        .await
+        .unwrap();
+    assert!(matches!(st, Ok(SandboxState::Unhealthy)), "{st:?}");
+    let t = Instant::now();
+    let c = timeout(Duration::from_secs(10), exec_collect(&*p, &id, sh("true")))
+        .await
+        .unwrap();
+    assert!(
+        matches!(c.result, Err(ProviderError::Unavailable(_))),
+        "{:?}",
+        c.result
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "exec on a dead agent took {:?}",
+        t.elapsed()
+    );
+    timeout(Duration::from_secs(30), p.destroy(&id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(p.status(&id).await, Ok(SandboxState::Destroyed)));
+}
