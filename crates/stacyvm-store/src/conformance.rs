@@ -39,6 +39,7 @@ macro_rules! store_conformance_tests {
             sandbox_get_missing,
             sandbox_list_live_newest_first,
             sandbox_state_transitions,
+            sandbox_set_running,
             sandbox_set_expiry,
             sandbox_list_expired,
             sandbox_count_active,

@@ -49,15 +49,7 @@ pub trait Store: Send + Sync + 'static {
         -> Result<Sandbox, StoreError>;
     /// Marks a `creating` record `running` and records the provider's runtime id (`vm_id`,
     /// empty when it equals the sandbox id).
-    async fn set_sandbox_running(&self, id: &str, vm_id: &str) -> Result<Sandbox, StoreError> {
-        if vm_id.is_empty() {
-            self.set_sandbox_state(id, SandboxState::Running).await
-        } else {
-            Err(StoreError::Unsupported(
-                "recording a runtime id is not implemented by this backend".into(),
-            ))
-        }
-    }
+    async fn set_sandbox_running(&self, id: &str, vm_id: &str) -> Result<Sandbox, StoreError>;
     /// Sets `expires_at` on a live record (`NotFound` for destroyed or absent ones).
     async fn set_sandbox_expiry(
         &self,

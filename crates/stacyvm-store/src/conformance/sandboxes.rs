@@ -136,6 +136,48 @@ pub async fn sandbox_state_transitions(store: &dyn Store) {
     );
 }
 
+pub async fn sandbox_set_running(store: &dyn Store) {
+    let sb = sandbox("sb-0000c0de", "", SandboxState::Creating, t0());
+    insert(store, &sb).await;
+    let running = store
+        .set_sandbox_running(&sb.id, "rt-42")
+        .await
+        .expect("mark running");
+    assert_eq!(running.state, SandboxState::Running);
+    assert_eq!(running.vm_id, "rt-42");
+    assert_eq!(store.get_sandbox(&sb.id).await.expect("get"), running);
+    // Repeating it is a no-op; a destroyed record cannot come back.
+    assert_eq!(
+        store
+            .set_sandbox_running(&sb.id, "rt-42")
+            .await
+            .expect("again")
+            .state,
+        SandboxState::Running
+    );
+    store
+        .set_sandbox_state(&sb.id, SandboxState::Destroyed)
+        .await
+        .expect("destroy");
+    assert!(store.set_sandbox_running(&sb.id, "rt-42").await.is_err());
+    assert_not_found(
+        store.set_sandbox_running("sb-00000000", "").await,
+        "sandbox",
+        "mark a missing sandbox running",
+    );
+    // An empty runtime id keeps `vm_id` empty.
+    let other = sandbox("sb-0000c0df", "", SandboxState::Creating, t0());
+    insert(store, &other).await;
+    assert_eq!(
+        store
+            .set_sandbox_running(&other.id, "")
+            .await
+            .expect("running")
+            .vm_id,
+        ""
+    );
+}
+
 pub async fn sandbox_set_expiry(store: &dyn Store) {
     let sb = sandbox("sb-live", "", SandboxState::Running, t0());
     insert(store, &sb).await;

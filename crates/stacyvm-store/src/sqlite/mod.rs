@@ -231,6 +231,10 @@ impl Store for SqliteStore {
         sandboxes::set_state(self, id, state).await
     }
 
+    async fn set_sandbox_running(&self, id: &str, vm_id: &str) -> Result<Sandbox, StoreError> {
+        sandboxes::set_running(self, id, vm_id).await
+    }
+
     async fn set_sandbox_expiry(
         &self,
         id: &str,

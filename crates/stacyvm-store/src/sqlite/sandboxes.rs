@@ -217,3 +217,35 @@ mod tests {
         assert!(!sources_of(SandboxState::Destroyed).contains("'destroyed'"));
     }
 }
+
+/// `creating` → `running`, recording the provider's runtime id in the same statement.
+pub(super) async fn set_running(
+    db: &SqliteStore,
+    id: &str,
+    vm_id: &str,
+) -> Result<Sandbox, StoreError> {
+    let sql = format!(
+        "UPDATE sandboxes SET state = 'running', vm_id = ?2, updated_at = ?3 \
+         WHERE id = ?1 AND state = 'creating' RETURNING {}",
+        columns!()
+    );
+    let updated = sqlx::query(&sql)
+        .bind(id)
+        .bind(vm_id)
+        .bind(ts(&now()))
+        .fetch_optional(&db.writer)
+        .await
+        .map_err(db_err("sandbox"))?;
+    if let Some(row) = updated {
+        return from_row(&row);
+    }
+    let current = get(db, id).await?;
+    if current.state == SandboxState::Running && current.vm_id == vm_id {
+        return Ok(current);
+    }
+    current.state.valid_transition(SandboxState::Running)?;
+    Err(StoreError::Conflict(format!(
+        "sandbox {id} is {} and cannot be marked running",
+        current.state
+    )))
+}
