@@ -379,3 +379,71 @@ async fn killing_the_agent_fails_exec_without_hanging() {
         .unwrap();
     assert!(matches!(p.status(&id).await, Ok(SandboxState::Destroyed)));
 }
+
+/// A restarted provider (a new instance on the same data dir) still sees a VM left by the old
+/// one, with its sandbox id, and destroying it kills QEMU and removes its files; QEMU does not
+/// run as root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_provider_lists_and_destroys_orphans() {
+    let Some(old) = provider() else { return };
+    let _serial = SERIAL.lock().await;
+    let id = boot(&old).await;
+    let cfg = config().expect("assets present");
+    let vm_dir = PathBuf::from(&cfg.data_dir).join("vms").join(&id);
+    let fresh = MicrovmProvider::new(cfg).expect("valid config");
+    let listed = fresh.list_runtimes().await.unwrap().unwrap();
+    let me = listed
+        .iter()
+        .find(|r| r.runtime_id == id)
+        .expect("orphan listed");
+    assert!(me.running, "{me:?}");
+    assert_eq!(me.sandbox_id.as_deref(), Some(id.as_str()));
+    assert_eq!(me.image, image());
+    let pid = std::fs::read_to_string(vm_dir.join("vm.json")).unwrap();
+    let pid: serde_json::Value = serde_json::from_str(&pid).unwrap();
+    let pid = pid["pid"].as_i64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    let running_as_root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if running_as_root {
+        assert_ne!(
+            uid_line.split_whitespace().nth(1),
+            Some("0"),
+            "qemu runs as root: {uid_line}"
+        );
+    }
+    timeout(Duration::from_secs(30), fresh.destroy(&id))
+        .await
+        .unwrap()
+        .unwrap();
+    let gone = async {
+        // The old instance is QEMU's parent and reaps it only later: a zombie counts as dead.
+        while std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("State:") && l.contains("Z"))
+        }) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    timeout(Duration::from_secs(10), gone)
+        .await
+        .expect("qemu killed by the new provider");
+    assert!(!vm_dir.exists(), "VM files left behind");
+    let listed = fresh.list_runtimes().await.unwrap().unwrap();
+    assert!(listed.iter().all(|r| r.runtime_id != id), "{listed:?}");
+    // The old instance's handle now sees a dead VM, not a hang.
+    let c = timeout(
+        Duration::from_secs(10),
+        exec_collect(&*old, &id, sh("true")),
+    )
+    .await
+    .unwrap();
+    assert!(c.result.is_err(), "{:?}", c.result);
+}

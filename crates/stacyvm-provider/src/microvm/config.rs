@@ -30,8 +30,8 @@ pub struct MicrovmConfig {
     pub boot_timeout: Duration,
     /// Guest TSC frequency in kHz for `tsc_early_khz`; `None` = read from the host.
     pub tsc_khz: Option<u64>,
-    /// Run QEMU as this user after it opened its files (`-runas`); empty = as the caller.
-    /// Ignored unless the provider runs as root.
+    /// Run QEMU as this user after it opened its files (`-runas`). Empty = `nobody` when the
+    /// provider runs as root and that user exists, else as the caller; `-` = as the caller.
     pub run_as: String,
     /// Memory / vCPUs when a spawn asks for none (≤ 0).
     pub default_memory_mb: i64,
@@ -139,6 +139,8 @@ impl MicrovmConfig {
             return Err(invalid("boot_timeout", "must be positive"));
         }
         let run_as = match self.run_as.trim() {
+            "-" => None,
+            "" if running_as_root() && user_exists("nobody") => Some("nobody".to_string()),
             "" => None,
             u if u
                 .bytes()
@@ -162,6 +164,17 @@ impl MicrovmConfig {
             default_vcpus: self.default_vcpus.max(1),
         })
     }
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the effective user.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn user_exists(name: &str) -> bool {
+    std::fs::read_to_string("/etc/passwd")
+        .is_ok_and(|p| p.lines().any(|l| l.split(':').next() == Some(name)))
 }
 
 #[cfg(test)]

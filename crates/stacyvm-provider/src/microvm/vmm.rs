@@ -94,12 +94,10 @@ pub(crate) fn qemu_args(
         Accel::Tcg => ("tcg", "max"),
     };
     let path = |x: &Path| x.to_string_lossy().into_owned();
-    // seccomp: no obsolete syscalls, no spawning, no resource control; setuid only for -runas.
-    let elevate = if s.run_as.is_some() {
-        "children"
-    } else {
-        "deny"
-    };
+    // seccomp: no obsolete syscalls, no spawning, no resource control. `-runas` drops to the
+    // user after the filter is installed, so it needs setuid allowed (QEMU 7.2 kills itself
+    // with `children`); once unprivileged it cannot regain anything.
+    let elevate = if s.run_as.is_some() { "allow" } else { "deny" };
     let mut a: Vec<String> = vec![
         "-M".into(),
         "microvm".into(),
@@ -217,6 +215,7 @@ mod tests {
     fn command_line() {
         let s = MicrovmConfig {
             data_dir: "/d".into(),
+            run_as: "-".into(),
             ..Default::default()
         }
         .validate(false)
@@ -245,10 +244,31 @@ mod tests {
         ] {
             assert!(joined.contains(want), "{want} missing in {joined}");
         }
+        assert!(!joined.contains("-runas"), "{joined}");
         assert!(!joined.contains("netdev"), "network must be off by default");
         assert!(
             !joined.contains("virtfs") && !joined.contains("9p"),
             "no host sharing"
         );
+    }
+
+    #[test]
+    fn runas_allows_the_privilege_drop() {
+        let s = MicrovmConfig {
+            run_as: "nobody".into(),
+            ..Default::default()
+        }
+        .validate(false)
+        .unwrap();
+        let p = VmPaths::new(Path::new("/d/vms"), "sb-1");
+        let shape = VmShape {
+            memory_mb: 128,
+            vcpus: 1,
+            preview_port: None,
+        };
+        let joined = qemu_args(&s, &p, &shape, None).join(" ");
+        assert!(joined.contains("-runas nobody"), "{joined}");
+        assert!(joined.contains("elevateprivileges=allow"), "{joined}");
+        assert!(!joined.contains("tsc_early_khz"), "{joined}");
     }
 }
