@@ -172,6 +172,12 @@ else
     mkdir -p /workspace /tmp
 fi
 mkdir -p "$root/dev/pts" && mount -t devpts devpts "$root/dev/pts" 2>/dev/null
+ip link set lo up
+# network_mode: user gives a virtio NIC on QEMU's user-mode network (fixed addresses).
+if [ -e /sys/class/net/eth0 ]; then
+    ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && ip route add default via 10.0.2.2
+    [ -d "$root/etc" ] && echo "nameserver 10.0.2.3" >"$root/etc/resolv.conf"
+fi
 echo "stacyvm-init: starting agent"
 /sbin/stacyvm-agent --root "$root"
 echo "stacyvm-init: agent exited with $?, powering off"

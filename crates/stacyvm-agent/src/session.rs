@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -20,18 +21,41 @@ use crate::{port, sys};
 /// Frames queued for the writer; bounded so a slow host slows exec output down.
 const OUT_QUEUE: usize = 256;
 
-/// A cheap handle for sending frames to the host.
+/// Generation of frames that belong to no session (log lines): always sent.
+const ANY_SESSION: u64 = 0;
+
+/// A cheap handle for sending frames to the host, bound to one session: once the host
+/// reconnects, frames of an earlier session are dropped, so a new session never sees replies
+/// to request ids it did not send.
 #[derive(Clone)]
 pub struct Out {
-    tx: SyncSender<Vec<u8>>,
+    tx: SyncSender<(u64, Vec<u8>)>,
+    current: Arc<AtomicU64>,
+    session: u64,
 }
 
 impl Out {
+    /// A handle for the current session.
+    fn bound(&self) -> Out {
+        Out {
+            session: self.current.load(Ordering::SeqCst),
+            ..self.clone()
+        }
+    }
+
+    /// Ends the current session: its pending and future frames are dropped.
+    fn next_session(&self) {
+        self.current.fetch_add(1, Ordering::SeqCst);
+    }
+
     pub fn send(&self, id: u64, msg: GuestMsg) {
+        if self.session != ANY_SESSION && self.session != self.current.load(Ordering::SeqCst) {
+            return;
+        }
         match encode_frame(&GuestFrame { id, msg }) {
             Ok(b) => {
                 // The writer only stops when the process does.
-                let _ = self.tx.send(b);
+                let _ = self.tx.send((self.session, b));
             }
             Err(e) => eprintln!("stacyvm-agent: encoding a reply failed: {e}"),
         }
@@ -59,8 +83,11 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn writer(mut f: File, rx: Receiver<Vec<u8>>) {
-    for frame in rx {
+fn writer(mut f: File, rx: Receiver<(u64, Vec<u8>)>, current: Arc<AtomicU64>) {
+    for (session, frame) in rx {
+        if session != ANY_SESSION && session != current.load(Ordering::SeqCst) {
+            continue;
+        }
         match port::write_frame(&mut f, &frame) {
             Ok(_) => {}
             Err(e) => {
@@ -75,14 +102,27 @@ fn writer(mut f: File, rx: Receiver<Vec<u8>>) {
 struct Session {
     version: Option<u32>,
     writes: Writes,
+    out: Out,
 }
 
 impl Session {
-    fn new() -> Self {
+    fn new(out: &Out) -> Self {
         Session {
             version: None,
             writes: Writes::default(),
+            out: out.bound(),
         }
+    }
+
+    /// Ends this session: unfinished writes are discarded and its commands killed (nobody is
+    /// left to receive their output).
+    fn end(mut self, running: &Running) -> Session {
+        self.writes.clear();
+        self.out.next_session();
+        for pgid in lock(running).values() {
+            sys::kill_group(*pgid);
+        }
+        Session::new(&self.out)
     }
 }
 
@@ -90,13 +130,19 @@ impl Session {
 pub fn serve(port_file: File) -> io::Result<()> {
     let (tx, rx) = sync_channel(OUT_QUEUE);
     let wf = port_file.try_clone()?;
-    std::thread::spawn(move || writer(wf, rx));
-    let out = Out { tx };
+    let current = Arc::new(AtomicU64::new(ANY_SESSION + 1));
+    let wcurrent = current.clone();
+    std::thread::spawn(move || writer(wf, rx, wcurrent));
+    let out = Out {
+        tx,
+        current,
+        session: ANY_SESSION,
+    };
     let running: Running = Arc::new(Mutex::new(HashMap::new()));
     let mut rf = port_file;
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut session = Session::new();
+    let mut session = Session::new(&out);
     let mut connected = false;
     loop {
         match port::read_some(&mut rf, &mut chunk)? {
@@ -104,8 +150,7 @@ pub fn serve(port_file: File) -> io::Result<()> {
             port::ReadOutcome::Disconnected => {
                 if connected {
                     eprintln!("stacyvm-agent: host disconnected");
-                    session.writes.clear();
-                    session = Session::new();
+                    session = session.end(&running);
                     buf.clear();
                     connected = false;
                 }
@@ -114,13 +159,12 @@ pub fn serve(port_file: File) -> io::Result<()> {
             port::ReadOutcome::Data(n) => {
                 connected = true;
                 buf.extend_from_slice(&chunk[..n]);
-                if let Err(e) = drain_frames(&mut buf, &mut session, &out, &running) {
+                if let Err(e) = drain_frames(&mut buf, &mut session, &running) {
                     // A desynchronised stream cannot be trusted any further: drop it and wait
                     // for the host to start over with a new handshake.
                     out.log(format!("protocol error, resetting session: {e}"));
                     buf.clear();
-                    session.writes.clear();
-                    session = Session::new();
+                    session = session.end(&running);
                 }
             }
         }
@@ -130,7 +174,6 @@ pub fn serve(port_file: File) -> io::Result<()> {
 fn drain_frames(
     buf: &mut Vec<u8>,
     session: &mut Session,
-    out: &Out,
     running: &Running,
 ) -> Result<(), stacyvm_protocol::agent::FrameError> {
     loop {
@@ -144,9 +187,9 @@ fn drain_frames(
         let parsed: Result<HostFrame, _> = decode_body(&buf[8..8 + len]);
         buf.drain(..8 + len);
         match parsed {
-            Ok(frame) => handle(frame, session, out, running),
+            Ok(frame) => handle(frame, session, running),
             // A well-framed body we cannot decode (a newer host's message): answer, go on.
-            Err(e) => out.error(
+            Err(e) => session.out.error(
                 EVENT_ID,
                 ErrorCode::InvalidInput,
                 format!("bad request: {e}"),
@@ -155,8 +198,9 @@ fn drain_frames(
     }
 }
 
-fn handle(frame: HostFrame, session: &mut Session, out: &Out, running: &Running) {
+fn handle(frame: HostFrame, session: &mut Session, running: &Running) {
     let id = frame.id;
+    let out = session.out.clone();
     if let HostMsg::Hello {
         min_version,
         max_version,

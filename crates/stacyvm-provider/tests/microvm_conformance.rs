@@ -447,3 +447,45 @@ async fn restarted_provider_lists_and_destroys_orphans() {
     .unwrap();
     assert!(c.result.is_err(), "{:?}", c.result);
 }
+
+/// Figures for docs/microvm.md, not a check: `cargo test -p stacyvm-provider --features
+/// microvm --test microvm_conformance -- --ignored --nocapture measure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run by hand"]
+async fn measure_boot_and_exec() {
+    let Some(p) = provider() else { return };
+    let _serial = SERIAL.lock().await;
+    let mut boots = Vec::new();
+    for _ in 0..5 {
+        let id = boot(&p).await;
+        boots.push(p.boot_time(&id).unwrap());
+        let mut rtt = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let c = exec_collect(
+                &*p,
+                &id,
+                ExecRequest {
+                    command: "true".into(),
+                    mode: stacyvm_types::ExecMode::Argv,
+                    ..Default::default()
+                },
+            )
+            .await;
+            assert!(matches!(c.result, Ok(0)), "{c:?}");
+            rtt.push(t.elapsed());
+        }
+        rtt.sort();
+        eprintln!(
+            "exec `true` round trip: median {:?}, max {:?}",
+            rtt[rtt.len() / 2],
+            rtt[rtt.len() - 1]
+        );
+        p.destroy(&id).await.unwrap();
+    }
+    boots.sort();
+    eprintln!(
+        "cold boot (spawn → agent ready): {boots:?}; median {:?}",
+        boots[boots.len() / 2]
+    );
+}
