@@ -2,6 +2,7 @@
 //! throughput, exec overhead and memory figures. Prints numbers; asserts nothing about timing.
 
 mod api;
+mod docker;
 mod exec;
 mod memory;
 mod probe;
@@ -56,6 +57,15 @@ struct Cli {
     /// Live sandboxes of the memory benchmark (default 10000; 300 with --quick).
     #[arg(long, global = true)]
     sandboxes: Option<usize>,
+    /// Local image of the docker benchmark.
+    #[arg(long, global = true, default_value = "stacyvm-test/busybox:latest")]
+    image: String,
+    /// Measured spawns and execs of each kind in the docker benchmark (default 20; 5 with --quick).
+    #[arg(long, global = true)]
+    docker_n: Option<usize>,
+    /// Concurrent spawns of the docker benchmark.
+    #[arg(long, global = true, default_value_t = 20)]
+    concurrent: usize,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq)]
@@ -68,6 +78,8 @@ enum Cmd {
     Exec,
     /// Server RSS before and after creating many live sandboxes.
     Memory,
+    /// Docker provider vs the bare Engine API (needs dockerd and the local image; not in `all`).
+    Docker,
 }
 
 /// A relative `--bin` is tried against the CWD, then the workspace root.
@@ -173,6 +185,19 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             .sandboxes
             .unwrap_or(if cli.quick { 300 } else { 10_000 });
         memory::run(&bin, &memory::Opts { sandboxes }).await?;
+    }
+    if cmd == Cmd::Docker {
+        let n = cli
+            .docker_n
+            .unwrap_or(if cli.quick { 5 } else { 20 })
+            .max(1);
+        let o = docker::Opts {
+            image: cli.image.clone(),
+            n,
+            warmup: (n / 10).clamp(1, 3),
+            concurrent: cli.concurrent.max(1),
+        };
+        docker::run(&bin, &o).await?;
     }
     Ok(())
 }

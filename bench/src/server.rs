@@ -53,8 +53,16 @@ pub fn cpu_time_of(path: &str) -> Result<Duration, BenchError> {
     }
 }
 
+/// The `providers:` flow mapping of the default benchmark server.
+const MOCK_PROVIDERS: &str = "{default: \"mock\", mock: {enabled: true}}";
+
 impl Server {
     pub async fn start(bin: &Path) -> Result<Server, BenchError> {
+        Self::start_with(bin, MOCK_PROVIDERS).await
+    }
+
+    /// Like [`Server::start`] with another `providers:` flow mapping (e.g. docker).
+    pub async fn start_with(bin: &Path, providers: &str) -> Result<Server, BenchError> {
         let dir = tempfile::Builder::new()
             .prefix("stacyvm-bench-")
             .tempdir()
@@ -63,7 +71,7 @@ impl Server {
         let db = dir.path().join("bench.db");
         let config = format!(
             "server: {{host: \"127.0.0.1\", port: {port}}}\n\
-             providers: {{default: \"mock\", mock: {{enabled: true}}}}\n\
+             providers: {providers}\n\
              database: {{driver: \"sqlite\", path: \"{}\"}}\n\
              logging: {{level: \"warn\", format: \"json\"}}\n\
              defaults: {{max_ttl: \"0s\"}}\n",
