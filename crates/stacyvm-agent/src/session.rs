@@ -200,13 +200,19 @@ fn drain_frames(
 
 fn handle(frame: HostFrame, session: &mut Session, running: &Running) {
     let id = frame.id;
-    let out = session.out.clone();
     if let HostMsg::Hello {
         min_version,
         max_version,
         hostname,
     } = &frame.msg
     {
+        // A hello always starts a new session: a host that reconnected quickly may never have
+        // shown up as a hang-up on the port.
+        if session.version.is_some() {
+            let fresh = Session::new(&session.out);
+            *session = std::mem::replace(session, fresh).end(running);
+        }
+        let out = session.out.clone();
         match negotiate(*min_version, *max_version) {
             Some(v) => {
                 session.version = Some(v);
@@ -231,6 +237,7 @@ fn handle(frame: HostFrame, session: &mut Session, running: &Running) {
         }
         return;
     }
+    let out = session.out.clone();
     if session.version.is_none() {
         out.error(id, ErrorCode::Version, "handshake required first");
         return;
@@ -249,3 +256,7 @@ fn handle(frame: HostFrame, session: &mut Session, running: &Running) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -1,0 +1,207 @@
+//! The agent's request loop over a socket pair standing in for the virtio port.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use stacyvm_protocol::agent::{
+    encode_frame, read_frame, ErrorCode, ExecStart, GuestFrame, GuestMsg, HostFrame, HostMsg,
+    OutputStream,
+};
+use stacyvm_protocol::base64;
+
+use super::serve;
+
+struct Host {
+    s: UnixStream,
+}
+
+impl Host {
+    fn start() -> Host {
+        let (host, agent) = UnixStream::pair().expect("socketpair");
+        agent.set_nonblocking(true).expect("nonblocking");
+        let file = std::fs::File::from(OwnedFd::from(agent));
+        std::thread::spawn(move || serve(file));
+        host.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        Host { s: host }
+    }
+
+    fn send(&mut self, id: u64, msg: HostMsg) {
+        let f = encode_frame(&HostFrame { id, msg }).expect("encode");
+        self.s.write_all(&f).expect("write");
+    }
+
+    fn recv(&mut self) -> GuestFrame {
+        loop {
+            let f: GuestFrame = read_frame(&mut self.s).expect("frame").expect("not eof");
+            if f.id != 0 {
+                return f;
+            }
+        }
+    }
+
+    fn hello(&mut self) {
+        self.send(
+            1,
+            HostMsg::Hello {
+                min_version: 1,
+                max_version: 1,
+                hostname: String::new(),
+            },
+        );
+        assert!(matches!(
+            self.recv().msg,
+            GuestMsg::HelloAck { version: 1, .. }
+        ));
+    }
+
+    /// Runs a command to its end: (stdout, stderr, final message).
+    fn exec(
+        &mut self,
+        id: u64,
+        script: &str,
+        timeout_ms: Option<u64>,
+    ) -> (Vec<u8>, Vec<u8>, GuestMsg) {
+        self.send(
+            id,
+            HostMsg::Exec(ExecStart {
+                argv: vec!["sh".into(), "-c".into(), script.into()],
+                workdir: "/tmp".into(),
+                timeout_ms,
+                ..Default::default()
+            }),
+        );
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        loop {
+            let f = self.recv();
+            assert_eq!(f.id, id, "{f:?}");
+            match f.msg {
+                GuestMsg::Output { stream, data } => {
+                    let bytes = base64::decode(&data).expect("base64");
+                    match stream {
+                        OutputStream::Stdout => out.extend(bytes),
+                        OutputStream::Stderr => err.extend(bytes),
+                    }
+                }
+                other => return (out, err, other),
+            }
+        }
+    }
+}
+
+#[test]
+fn handshake_is_required_and_versions_are_checked() {
+    let mut h = Host::start();
+    h.send(3, HostMsg::Ping);
+    let f = h.recv();
+    assert!(
+        matches!(
+            f.msg,
+            GuestMsg::Error {
+                code: ErrorCode::Version,
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+    h.send(
+        4,
+        HostMsg::Hello {
+            min_version: 9,
+            max_version: 12,
+            hostname: String::new(),
+        },
+    );
+    assert!(matches!(
+        h.recv().msg,
+        GuestMsg::Error {
+            code: ErrorCode::Version,
+            ..
+        }
+    ));
+    h.hello();
+    h.send(5, HostMsg::Ping);
+    assert_eq!(h.recv().msg, GuestMsg::Pong);
+}
+
+#[test]
+fn exec_streams_exit_codes_and_kills_the_group_on_timeout() {
+    let mut h = Host::start();
+    h.hello();
+    let (out, err, end) = h.exec(10, "echo out; echo err >&2; exit 42", None);
+    assert_eq!(
+        (out.as_slice(), err.as_slice()),
+        (&b"out\n"[..], &b"err\n"[..])
+    );
+    assert_eq!(end, GuestMsg::Exit { code: 42 });
+
+    let marker = std::env::temp_dir().join(format!("agent-leak-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let t = Instant::now();
+    let script = format!("(sleep 1; echo leaked > {}) & sleep 30", marker.display());
+    let (_, _, end) = h.exec(11, &script, Some(300));
+    assert_eq!(end, GuestMsg::TimedOut);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!marker.exists(), "a background child survived the timeout");
+
+    h.send(
+        12,
+        HostMsg::Exec(ExecStart {
+            argv: vec!["/nonexistent/cmd".into()],
+            workdir: "/tmp".into(),
+            ..Default::default()
+        }),
+    );
+    let mut last = h.recv();
+    while matches!(last.msg, GuestMsg::Output { .. }) {
+        last = h.recv();
+    }
+    assert_eq!(last.msg, GuestMsg::Exit { code: 127 });
+}
+
+#[test]
+fn cancel_kills_a_running_command_and_a_new_hello_resets_the_session() {
+    let mut h = Host::start();
+    h.hello();
+    h.send(
+        20,
+        HostMsg::Exec(ExecStart {
+            argv: vec!["sleep".into(), "30".into()],
+            workdir: "/tmp".into(),
+            ..Default::default()
+        }),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    h.send(21, HostMsg::Cancel { target: 20 });
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.push(h.recv());
+    }
+    assert!(
+        got.iter().any(|f| f.id == 21 && f.msg == GuestMsg::Ok),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|f| f.id == 20 && f.msg == GuestMsg::Exit { code: 137 }),
+        "{got:?}"
+    );
+
+    // A command of the old session is killed and its reply never reaches the new one.
+    h.send(
+        30,
+        HostMsg::Exec(ExecStart {
+            argv: vec!["sleep".into(), "30".into()],
+            workdir: "/tmp".into(),
+            ..Default::default()
+        }),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    h.hello();
+    h.send(31, HostMsg::Ping);
+    let f = h.recv();
+    assert_eq!((f.id, f.msg), (31, GuestMsg::Pong));
+}
