@@ -131,12 +131,21 @@ impl Service {
         ttl: GoDuration,
         pending_total: i64,
         pending_owner: i64,
+        report_counts: bool,
     ) -> ServiceResult<AdmissionDecision> {
         let limits = self.owner_limits(owner).await?;
-        let counts = self
-            .store
-            .count_active_sandboxes(Some(owner).filter(|o| !o.is_empty()))
-            .await?;
+        // Counting costs a query per spawn; skip it when no count limit applies and nobody
+        // asked to see the figures (the admission endpoint does).
+        let counts = if report_counts
+            || self.settings.limits.max_sandboxes > 0
+            || limits.max_sandboxes > 0
+        {
+            self.store
+                .count_active_sandboxes(Some(owner).filter(|o| !o.is_empty()))
+                .await?
+        } else {
+            stacyvm_store::ActiveCounts::default()
+        };
         let queue_mode = self.settings.limits.spawn_overflow == SpawnOverflow::Queue;
         let mut d = AdmissionDecision {
             allowed: true,
@@ -201,7 +210,7 @@ impl Service {
         let po = pending.by_owner.get(owner).copied().unwrap_or(0);
         let total = pending.total;
         drop(pending);
-        self.evaluate(provider, owner, ttl, total, po).await
+        self.evaluate(provider, owner, ttl, total, po, true).await
     }
 
     /// Admits a spawn (waiting in the queue when configured) and reserves its slot.
@@ -227,7 +236,7 @@ impl Service {
                 let mut pending = self.pending.lock().await;
                 let po = pending.by_owner.get(owner).copied().unwrap_or(0);
                 let d = self
-                    .evaluate(provider, owner, ttl, pending.total, po)
+                    .evaluate(provider, owner, ttl, pending.total, po, false)
                     .await?;
                 if d.allowed {
                     pending.total += 1;

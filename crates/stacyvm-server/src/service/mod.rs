@@ -80,6 +80,9 @@ pub struct Inner {
     pub remote: Option<Arc<crate::remote::WorkerClient>>,
     /// Checks `/api/v1/worker/*` callers and picks credentials for calling workers.
     pub worker_auth: Option<Arc<stacyvm_auth::WorkerAuthenticator>>,
+    /// Recent `list_workers` result for placement (refreshed at most every second, and at once
+    /// after this process changes the registry) so a spawn does not cost a registry query.
+    pub(crate) workers_cache: Mutex<Option<(Instant, Arc<Vec<stacyvm_store::WorkerRecord>>)>>,
     /// Primary HMAC key for `POST /admin/worker-tokens`.
     pub worker_signing_key: Option<String>,
 }
@@ -126,6 +129,7 @@ impl Service {
         Service(Arc::new(Inner {
             remote,
             worker_auth: None,
+            workers_cache: Mutex::new(None),
             worker_signing_key: None,
             store,
             providers,

@@ -1,6 +1,7 @@
 //! Worker registry and placement (wire reference §2.5, §9.6).
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 use stacyvm_store::WorkerRecord;
@@ -10,6 +11,9 @@ use super::Service;
 use crate::error::{ServiceError, ServiceResult};
 
 pub const LOCAL_WORKER: &str = "local";
+
+/// How stale the placement view of the registry may be (heartbeats arrive every few seconds).
+const WORKERS_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where a spawn goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,8 +101,30 @@ impl Service {
 
     /// Placement per §9.6: `local` whenever eligible, else the eligible worker with the fewest
     /// active sandboxes (ties by id); a remote choice needs an RPC endpoint.
+    /// The registry, from a cache at most [`WORKERS_CACHE_TTL`] old.
+    async fn cached_workers(&self) -> Result<Arc<Vec<WorkerRecord>>, ServiceError> {
+        if let Ok(c) = self.workers_cache.lock() {
+            if let Some((at, w)) = c.as_ref() {
+                if at.elapsed() < WORKERS_CACHE_TTL {
+                    return Ok(w.clone());
+                }
+            }
+        }
+        let fresh = Arc::new(self.store.list_workers().await?);
+        if let Ok(mut c) = self.workers_cache.lock() {
+            *c = Some((std::time::Instant::now(), fresh.clone()));
+        }
+        Ok(fresh)
+    }
+
+    pub(crate) fn invalidate_workers(&self) {
+        if let Ok(mut c) = self.workers_cache.lock() {
+            *c = None;
+        }
+    }
+
     pub(crate) async fn place(&self, provider: &str) -> ServiceResult<Placement> {
-        let workers = match self.store.list_workers().await {
+        let workers = match self.cached_workers().await {
             Ok(w) => w,
             Err(_) => return Ok(Placement::local()),
         };
@@ -191,6 +217,7 @@ impl Service {
 
     pub async fn delete_worker(&self, id: &str) -> ServiceResult<()> {
         self.store.delete_worker(id).await?;
+        self.invalidate_workers();
         if id == LOCAL_WORKER {
             self.local_removed.store(true, Ordering::SeqCst);
         }
@@ -221,7 +248,9 @@ impl Service {
             created_at: now,
             updated_at: now,
         };
-        Ok(self.store.upsert_worker(&rec).await?)
+        let stored = self.store.upsert_worker(&rec).await?;
+        self.invalidate_workers();
+        Ok(stored)
     }
 
     /// The control plane's own registration as worker `local`; skipped after an admin removed
