@@ -201,21 +201,6 @@ pub(super) async fn count_active(
     Ok(ActiveCounts { total, owner })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sources_follow_the_transition_table() {
-        assert_eq!(sources_of(SandboxState::Creating), "");
-        assert_eq!(
-            sources_of(SandboxState::Running),
-            "'creating', 'error', 'unhealthy', 'expired'"
-        );
-        assert!(!sources_of(SandboxState::Destroyed).contains("'destroyed'"));
-    }
-}
-
 /// `creating` → `running`, recording the provider's runtime id in the same statement.
 pub(super) async fn set_running(
     db: &PgStore,
@@ -246,4 +231,19 @@ pub(super) async fn set_running(
         "sandbox {id} is {} and cannot be marked running",
         current.state
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_follow_the_transition_table() {
+        assert_eq!(sources_of(SandboxState::Creating), "");
+        assert_eq!(
+            sources_of(SandboxState::Running),
+            "'creating', 'error', 'unhealthy', 'expired'"
+        );
+        assert!(!sources_of(SandboxState::Destroyed).contains("'destroyed'"));
+    }
 }
