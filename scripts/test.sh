@@ -62,6 +62,8 @@ step_clippy() {
 
 step_nextest() {
     cargo nextest run --workspace --profile ci
+    # The guest agent is its own workspace (static build, own lockfile).
+    (cd "$REPO_ROOT/crates/stacyvm-agent" && cargo test)
 }
 
 step_build() {

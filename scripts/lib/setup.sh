@@ -125,5 +125,5 @@ setup_postgres() {
 # rootfs assets, export their paths). No-op until then.
 # ---------------------------------------------------------------------------------------------
 setup_qemu() {
-    :
+    bash "$REPO_ROOT/scripts/setup-microvm.sh"
 }

@@ -133,6 +133,42 @@ async fn docker_provider(_cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String
     Err("this build does not include the docker provider".into())
 }
 
+#[cfg(feature = "microvm")]
+fn microvm_provider(cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
+    let m = &cfg.config().providers.microvm;
+    let mut mc = stacyvm_provider::MicrovmConfig {
+        accel: m.accel.clone(),
+        warm_pool: m.warm_pool,
+        network_mode: m.network_mode.clone(),
+        ..Default::default()
+    };
+    let set = |dst: &mut String, v: &str| {
+        if !v.is_empty() {
+            *dst = v.to_string();
+        }
+    };
+    set(&mut mc.qemu_path, &m.qemu_path);
+    set(&mut mc.kernel_path, &m.kernel_path);
+    set(&mut mc.initrd_path, &m.initrd_path);
+    set(&mut mc.data_dir, &m.data_dir);
+    let p = stacyvm_provider::MicrovmProvider::new(mc).map_err(|e| e.to_string())?;
+    Ok(Arc::new(p))
+}
+
+#[cfg(not(feature = "microvm"))]
+fn microvm_provider(_cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
+    Err("this build does not include the microvm provider".into())
+}
+
+/// Whether hardware virtualisation is usable (a stock guest kernel runs under KVM only with
+/// VT-x/AMD-V; the PVM-only /dev/kvm of some hosts does not count).
+fn hardware_kvm() -> bool {
+    std::path::Path::new("/dev/kvm").exists()
+        && ["/sys/module/kvm_intel", "/sys/module/kvm_amd"]
+            .iter()
+            .any(|p| std::path::Path::new(p).exists())
+}
+
 /// Registers the providers the config asks for and resolves `auto`: docker when its daemon
 /// answers, else mock with a loud warning (commands then run unisolated).
 pub async fn build_providers(cfg: &ValidConfig) -> Result<ProviderRegistry, RunError> {
@@ -165,13 +201,33 @@ pub async fn build_providers(cfg: &ValidConfig) -> Result<ProviderRegistry, RunE
             Err(e) => tracing::info!(reason = %e, "auto: docker not available"),
         }
     }
-    if cfg.wants_provider(ProviderChoice::Microvm) {
-        return Err(RunError::Provider {
-            name: "microvm",
-            message: "this build does not include the microvm provider".into(),
-        });
+    let want_microvm = cfg.wants_provider(ProviderChoice::Microvm);
+    let mut microvm_ok = false;
+    // `auto` takes microvm only with hardware virtualisation; TCG is no isolation boundary.
+    if want_microvm || (choice == ProviderChoice::Auto && !docker_ok && hardware_kvm()) {
+        match microvm_provider(cfg) {
+            Ok(p) => {
+                let healthy = p.health().await.is_ok();
+                if healthy || want_microvm {
+                    reg.register(p);
+                    microvm_ok = healthy;
+                }
+                if !healthy {
+                    tracing::warn!(
+                        "microvm provider: assets missing (run scripts/setup-microvm.sh)"
+                    );
+                }
+            }
+            Err(e) if want_microvm => {
+                return Err(RunError::Provider {
+                    name: "microvm",
+                    message: e,
+                });
+            }
+            Err(e) => tracing::info!(reason = %e, "auto: microvm not available"),
+        }
     }
-    let auto_mock = choice == ProviderChoice::Auto && !docker_ok;
+    let auto_mock = choice == ProviderChoice::Auto && !docker_ok && !microvm_ok;
     if cfg.wants_provider(ProviderChoice::Mock) || auto_mock {
         reg.register(Arc::new(MockProvider::new()) as Arc<dyn Provider>);
     }
@@ -179,6 +235,10 @@ pub async fn build_providers(cfg: &ValidConfig) -> Result<ProviderRegistry, RunE
         ProviderChoice::Auto if docker_ok => {
             tracing::info!("providers.default is auto: using docker");
             "docker"
+        }
+        ProviderChoice::Auto if microvm_ok => {
+            tracing::info!("providers.default is auto: using microvm (KVM)");
+            "microvm"
         }
         ProviderChoice::Auto => {
             tracing::warn!(
