@@ -11,6 +11,13 @@ use stacyvm_types::SandboxState;
 use crate::service::Service;
 
 pub async fn startup(svc: &Service) {
+    local_pass(svc, None).await;
+}
+
+/// Reconciles local sandboxes with their providers. At startup (`creating_grace: None`) every
+/// `creating` row is a spawn that died with the previous process; in the periodic pass only
+/// rows older than the grace are (a spawn in flight is younger).
+pub async fn local_pass(svc: &Service, creating_grace: Option<std::time::Duration>) {
     let records = match svc.store.list_sandboxes().await {
         Ok(r) => r,
         Err(e) => {
@@ -33,6 +40,12 @@ pub async fn startup(svc: &Service) {
             continue;
         };
         if sb.state == SandboxState::Creating {
+            let age = (chrono::Utc::now() - sb.updated_at)
+                .to_std()
+                .unwrap_or_default();
+            if creating_grace.is_some_and(|g| age < g) {
+                continue;
+            }
             // The spawn never finished: remove whatever half-made runtime exists.
             let _ = provider.destroy(sb.runtime_id()).await;
             mark(

@@ -48,6 +48,7 @@ pub async fn local_heartbeat(svc: Service, cancel: CancellationToken) {
 /// Reconciles remote-owned sandboxes with their workers every `reaper_interval` (its own loop,
 /// so a slow destroy in the reaper never delays health marking).
 pub async fn reconciler(svc: Service, cancel: CancellationToken) {
+    let mut last_local = std::time::Instant::now();
     let mut tick = tokio::time::interval(
         svc.settings()
             .reaper_interval
@@ -63,5 +64,18 @@ pub async fn reconciler(svc: Service, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             () = crate::reconcile::remote_pass(&svc) => {}
         }
+        // Local runtimes change rarely; checking every one costs a provider call each.
+        if last_local.elapsed() >= LOCAL_RECONCILE_EVERY {
+            last_local = std::time::Instant::now();
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = crate::reconcile::local_pass(&svc, Some(CREATING_GRACE)) => {}
+            }
+        }
     }
 }
+
+/// How often the periodic pass compares local runtimes with the store.
+const LOCAL_RECONCILE_EVERY: Duration = Duration::from_secs(60);
+/// A `creating` row older than this belongs to a spawn that will not finish.
+const CREATING_GRACE: Duration = Duration::from_secs(600);
