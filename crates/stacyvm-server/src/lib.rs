@@ -38,9 +38,15 @@ pub async fn serve(
     if let Err(e) = svc.heartbeat_local().await {
         tracing::warn!(error = %e, "initial local worker registration failed");
     }
+    let tick = svc
+        .settings()
+        .reaper_interval
+        .max(Duration::from_millis(50));
+    tasks::leader::renew_presence(&*svc.store, &svc.instance_id, tick).await;
     reconcile::startup(&svc).await;
     let tracker = TaskTracker::new();
     let bg = svc.shutdown.child_token();
+    tracker.spawn(tasks::presence(svc.clone(), bg.clone()));
     tracker.spawn(tasks::reaper(svc.clone(), bg.clone()));
     tracker.spawn(tasks::local_heartbeat(svc.clone(), bg.clone()));
     tracker.spawn(tasks::reconciler(svc.clone(), bg.clone()));
@@ -65,5 +71,9 @@ pub async fn serve(
     svc.tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), svc.tasks.wait()).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    // Hand background work over at once rather than after the lease expires.
+    svc.leadership.release(&*svc.store).await;
+    let presence = tasks::leader::presence_lease(&svc.instance_id);
+    let _ = svc.store.release_lease(&presence, &svc.instance_id).await;
     result
 }

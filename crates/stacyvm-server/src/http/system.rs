@@ -195,6 +195,11 @@ async fn diagnostics(State(st): State<AppState>) -> Response {
         "memory": {"alloc": rss, "sys": vsz, "heap_alloc": rss, "gc_cycles": 0}}),
     );
     m.insert("store".into(), store_v);
+    m.insert(
+        "control_plane".into(),
+        json!({"instance_id": st.svc.instance_id,
+        "background_leader": st.svc.leads_background().await}),
+    );
     m.insert("limits".into(), st.svc.limits_json());
     m.insert(
         "providers".into(),

@@ -85,6 +85,10 @@ pub struct Inner {
     pub(crate) workers_cache: Mutex<Option<(Instant, Arc<Vec<stacyvm_store::WorkerRecord>>)>>,
     /// Primary HMAC key for `POST /admin/worker-tokens`.
     pub worker_signing_key: Option<String>,
+    /// This process among control planes sharing the database (`<host>-<pid>-<rand>`).
+    pub instance_id: String,
+    /// Whether this control plane runs the reaper and reconciler passes.
+    pub(crate) leadership: crate::tasks::leader::Leadership,
 }
 
 /// Cheap to clone; shared by every transport.
@@ -126,7 +130,12 @@ impl Service {
         settings: Settings,
         remote: Option<Arc<crate::remote::WorkerClient>>,
     ) -> Self {
+        let instance_id = crate::tasks::leader::new_instance_id(&settings.hostname);
+        let leadership =
+            crate::tasks::leader::Leadership::new(instance_id.clone(), settings.reaper_interval);
         Service(Arc::new(Inner {
+            instance_id,
+            leadership,
             remote,
             worker_auth: None,
             workers_cache: Mutex::new(None),
@@ -157,6 +166,12 @@ impl Service {
 
     pub fn settings(&self) -> &Settings {
         &self.0.settings
+    }
+
+    /// Whether this control plane currently leads background work (answered from the last
+    /// lease grant, without a store round trip).
+    pub async fn leads_background(&self) -> bool {
+        self.leadership.is_leader().await
     }
 
     pub fn uptime(&self) -> std::time::Duration {

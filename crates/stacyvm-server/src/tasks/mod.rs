@@ -1,4 +1,7 @@
-//! Background loops. Each runs until its `CancellationToken` fires.
+//! Background loops. Each runs until its `CancellationToken` fires. The reaper and the
+//! reconciler run their passes only on the leading control plane (see [`leader`]).
+
+pub mod leader;
 
 use std::time::Duration;
 
@@ -18,6 +21,9 @@ pub async fn reaper(svc: Service, cancel: CancellationToken) {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if !svc.leadership.ensure(&*svc.store).await {
+            continue;
         }
         match svc.prune().await {
             Ok(0) => {}
@@ -60,6 +66,9 @@ pub async fn reconciler(svc: Service, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
+        if !svc.leadership.ensure(&*svc.store).await {
+            continue;
+        }
         tokio::select! {
             () = cancel.cancelled() => return,
             () = crate::reconcile::remote_pass(&svc) => {}
@@ -79,3 +88,21 @@ pub async fn reconciler(svc: Service, cancel: CancellationToken) {
 const LOCAL_RECONCILE_EVERY: Duration = Duration::from_secs(60);
 /// A `creating` row older than this belongs to a spawn that will not finish.
 const CREATING_GRACE: Duration = Duration::from_secs(600);
+
+/// Renews this control plane's presence lease every `reaper_interval`, so others can tell
+/// when it died (and clean up what it left half-made).
+pub async fn presence(svc: Service, cancel: CancellationToken) {
+    let every = svc
+        .settings()
+        .reaper_interval
+        .max(Duration::from_millis(50));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        leader::renew_presence(&*svc.store, &svc.instance_id, every).await;
+    }
+}

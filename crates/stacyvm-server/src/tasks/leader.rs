@@ -1,0 +1,177 @@
+//! One leader for background work among control planes that share a database, and a presence
+//! lease per control plane so others can tell when it died.
+//!
+//! Both are ordinary store leases (§9.4 rules: atomic acquire when free, expired or already
+//! ours). The leader lease `control-plane/background` lives `3 × tick`; a loop asks
+//! [`Leadership::ensure`] before each pass, which re-acquires at most once per tick and
+//! otherwise answers from the last grant. A control plane considers itself leader only for one
+//! tick after the request that granted the lease was sent, well inside the lease's lifetime, so
+//! two never run a pass at once unless a process stalls for longer than two ticks. A dead leader
+//! stops renewing and another takes over once the lease has expired; a clean shutdown releases
+//! it so the takeover is immediate. On SQLite (one node) the only control plane always leads.
+
+use std::time::{Duration, Instant};
+
+use stacyvm_store::{Store, StoreError};
+
+/// The lease whose holder runs the reaper and the reconciler.
+pub const BACKGROUND_LEASE: &str = "control-plane/background";
+/// `resource_type` of control-plane leases (sandbox leases use `sandbox`).
+pub const LEASE_TYPE: &str = "control_plane";
+
+/// The presence lease of control plane `instance`: held while it runs.
+pub fn presence_lease(instance: &str) -> String {
+    format!("control-plane/instance/{instance}")
+}
+
+/// A per-process id: `<hostname>-<pid>-<6 hex>`, new at every start, so a restarted control
+/// plane never inherits its former self's leases.
+pub fn new_instance_id(hostname: &str) -> String {
+    let host: String = hostname
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        .take(64)
+        .collect();
+    let host = if host.is_empty() { "host".into() } else { host };
+    format!(
+        "{host}-{}-{:06x}",
+        std::process::id(),
+        rand::random::<u32>() & 0x00ff_ffff
+    )
+}
+
+/// Lease lifetime for a background tick: three ticks, at least one second.
+pub fn lease_ttl(tick: Duration) -> Duration {
+    (tick * 3).max(Duration::from_secs(1))
+}
+
+pub struct Leadership {
+    holder: String,
+    tick: Duration,
+    /// When the request behind the last successful grant was sent; `None` = not leader.
+    granted_at: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Leadership {
+    pub fn new(holder: String, tick: Duration) -> Self {
+        Leadership {
+            holder,
+            tick: tick.max(Duration::from_millis(50)),
+            granted_at: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether this control plane may run a background pass now: acquires or renews the lease
+    /// when the last grant is a tick old. Store errors count as "not leader" (a pass run
+    /// without proof of leadership could overlap another control plane's).
+    pub async fn ensure(&self, store: &dyn Store) -> bool {
+        let mut granted = self.granted_at.lock().await;
+        if granted.is_some_and(|at| at.elapsed() < self.tick) {
+            return true;
+        }
+        let was_leader = granted.is_some();
+        let sent = Instant::now();
+        let res = store
+            .acquire_lease(
+                BACKGROUND_LEASE,
+                LEASE_TYPE,
+                &self.holder,
+                lease_ttl(self.tick),
+            )
+            .await;
+        match res {
+            Ok(lease) => {
+                if !was_leader {
+                    tracing::info!(
+                        instance = %self.holder,
+                        generation = lease.generation,
+                        "leading background work (reaper, reconciler)"
+                    );
+                }
+                *granted = Some(sent);
+                true
+            }
+            Err(e) => {
+                if was_leader {
+                    tracing::warn!(instance = %self.holder, error = %e, "lost background leadership");
+                } else if !matches!(e, StoreError::Conflict(_)) {
+                    tracing::warn!(error = %e, "background leadership check failed");
+                }
+                *granted = None;
+                false
+            }
+        }
+    }
+
+    /// The last answer of [`Leadership::ensure`], without asking the store; it turns false a
+    /// tick after the last grant.
+    pub async fn is_leader(&self) -> bool {
+        self.granted_at
+            .lock()
+            .await
+            .is_some_and(|at| at.elapsed() < self.tick)
+    }
+
+    /// Gives the lease up (clean shutdown) so another control plane takes over at once.
+    pub async fn release(&self, store: &dyn Store) {
+        let mut granted = self.granted_at.lock().await;
+        *granted = None;
+        match store.release_lease(BACKGROUND_LEASE, &self.holder).await {
+            Ok(()) => tracing::info!(instance = %self.holder, "released background leadership"),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::warn!(error = %e, "releasing background leadership failed"),
+        }
+    }
+}
+
+/// Renews this control plane's presence lease; other control planes read it to decide whether
+/// the creator of a half-made sandbox is still alive.
+pub async fn renew_presence(store: &dyn Store, instance: &str, tick: Duration) {
+    if let Err(e) = store
+        .acquire_lease(
+            &presence_lease(instance),
+            LEASE_TYPE,
+            instance,
+            lease_ttl(tick),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "control plane presence renewal failed");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_are_unique_and_tame() {
+        let a = new_instance_id("my host/../x");
+        let b = new_instance_id("my host/../x");
+        assert_ne!(a, b);
+        assert!(a.starts_with("myhost..x-"), "{a}");
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)));
+        assert!(new_instance_id("").starts_with("host-"));
+    }
+
+    #[tokio::test]
+    async fn single_node_always_leads_and_release_frees_the_lease() {
+        let store = stacyvm_store::SqliteStore::open(":memory:").await.unwrap();
+        let l = Leadership::new("cp-a".into(), Duration::from_millis(100));
+        assert!(!l.is_leader().await);
+        assert!(l.ensure(&store).await);
+        assert!(l.is_leader().await);
+        let lease = store.get_lease(BACKGROUND_LEASE).await.unwrap();
+        assert_eq!(lease.holder_id, "cp-a");
+        // A second holder is refused while the lease is live.
+        let other = Leadership::new("cp-b".into(), Duration::from_millis(100));
+        assert!(!other.ensure(&store).await);
+        l.release(&store).await;
+        assert!(!l.is_leader().await);
+        assert!(store.get_lease(BACKGROUND_LEASE).await.is_err());
+        assert!(other.ensure(&store).await);
+    }
+}
