@@ -7,6 +7,7 @@
 mod exec;
 mod files;
 mod glob;
+mod identity;
 mod port;
 mod session;
 mod sys;

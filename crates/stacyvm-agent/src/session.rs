@@ -16,7 +16,7 @@ use stacyvm_protocol::agent::{
 
 use crate::exec::{self, Running};
 use crate::files::{self, Writes};
-use crate::{port, sys};
+use crate::{identity, port, sys};
 
 /// Frames queued for the writer; bounded so a slow host slows exec output down.
 const OUT_QUEUE: usize = 256;
@@ -246,6 +246,10 @@ fn handle(frame: HostFrame, session: &mut Session, running: &Running) {
         HostMsg::Hello { .. } => {}
         HostMsg::Ping => out.send(id, GuestMsg::Pong),
         HostMsg::Exec(start) => exec::start(id, start, out.clone(), running.clone()),
+        HostMsg::Identity(identity) => {
+            // The agent runs chrooted into the sandbox root.
+            out.send(id, identity::apply(&identity, std::path::Path::new("/")));
+        }
         HostMsg::Cancel { target } => {
             exec::cancel(target, running);
             out.send(id, GuestMsg::Ok);

@@ -124,6 +124,39 @@ fn handshake_is_required_and_versions_are_checked() {
     h.hello();
     h.send(5, HostMsg::Ping);
     assert_eq!(h.recv().msg, GuestMsg::Pong);
+    // Version 2 is offered, and `identity` is answered under its request id (an invalid one
+    // here: a valid one would change this host's hostname and clock).
+    h.send(
+        6,
+        HostMsg::Hello {
+            min_version: 1,
+            max_version: 2,
+            hostname: String::new(),
+        },
+    );
+    assert!(matches!(
+        h.recv().msg,
+        GuestMsg::HelloAck { version: 2, .. }
+    ));
+    h.send(
+        7,
+        HostMsg::Identity(stacyvm_protocol::agent::Identity {
+            machine_id: "not-hex".into(),
+            ..Default::default()
+        }),
+    );
+    let f = h.recv();
+    assert_eq!(f.id, 7);
+    assert!(
+        matches!(
+            f.msg,
+            GuestMsg::Error {
+                code: ErrorCode::InvalidInput,
+                ..
+            }
+        ),
+        "{f:?}"
+    );
 }
 
 #[test]

@@ -64,3 +64,51 @@ pub fn set_hostname(name: &str) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// `RNDADDENTROPY` (`_IOW('R', 0x03, int[2])`) and `RNDRESEEDCRNG` (`_IO('R', 0x07)`) from
+/// linux/random.h; libc does not export them.
+const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+
+/// Credits `seed` to the kernel's entropy pool (`RNDADDENTROPY`, needs CAP_SYS_ADMIN) and
+/// reseeds the generator from it (`RNDRESEEDCRNG`), so `/dev/urandom` output changes at once.
+#[expect(unsafe_code, reason = "the random ioctls have no std wrapper")]
+pub fn add_entropy_and_reseed(urandom: &std::fs::File, seed: &[u8]) -> io::Result<()> {
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let words = seed.len().div_ceil(4);
+    let mut info: Vec<u32> = vec![0; 2 + words];
+    let bits = u32::try_from(seed.len() * 8).map_err(|_| io::ErrorKind::InvalidInput)?;
+    info[0] = bits;
+    info[1] = u32::try_from(seed.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    for (i, chunk) in seed.chunks(4).enumerate() {
+        let mut w = [0u8; 4];
+        w[..chunk.len()].copy_from_slice(chunk);
+        info[2 + i] = u32::from_ne_bytes(w);
+    }
+    let fd = urandom.as_raw_fd();
+    // SAFETY: `info` is a live, properly aligned rand_pool_info whose buf holds buf_size bytes;
+    // the kernel only reads it during the call.
+    if unsafe { libc::ioctl(fd, RNDADDENTROPY as _, info.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: an argument-less ioctl on a file descriptor we own.
+    if unsafe { libc::ioctl(fd, RNDRESEEDCRNG as _) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the wall clock (`CLOCK_REALTIME`) to `unix_ms`.
+#[expect(unsafe_code, reason = "clock_settime(2) has no std wrapper")]
+pub fn set_clock(unix_ms: u64) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(unix_ms / 1000).map_err(|_| io::ErrorKind::InvalidInput)?,
+        tv_nsec: ((unix_ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: `ts` is a valid timespec that outlives the call; the kernel only reads it.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -14,8 +14,8 @@ use std::io::{self, Read};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// The newest agent protocol version this crate speaks.
-pub const AGENT_PROTOCOL_VERSION: u32 = 1;
+/// The newest agent protocol version this crate speaks. Version 2 added [`HostMsg::Identity`].
+pub const AGENT_PROTOCOL_VERSION: u32 = 2;
 /// The oldest version this crate still speaks.
 pub const AGENT_PROTOCOL_MIN_VERSION: u32 = 1;
 /// Name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).
@@ -88,6 +88,40 @@ pub enum HostMsg {
     Move { from: String, to: String },
     /// Permission bits (≤ 0o7777); answered by `Ok`.
     Chmod { path: String, mode: u32 },
+    /// Version 2. Gives a VM restored from a snapshot its own identity: every VM cloned from one
+    /// template starts with the same hostname, machine id and random state. Empty fields are
+    /// left alone. Answered by `Ok`, or by `Error` naming the first step that failed.
+    Identity(Identity),
+}
+
+/// New identity of a restored VM ([`HostMsg::Identity`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Identity {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// Random bytes (base64, at most [`MAX_SEED`]) credited to the guest's entropy pool, after
+    /// which the kernel's generator is reseeded, so clones stop sharing random output at once.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub seed: String,
+    /// New `/etc/machine-id` of the sandbox root: 32 lowercase hex digits.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub machine_id: String,
+    /// The host's wall clock (Unix milliseconds): a restored guest's clock is that of the
+    /// snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_time_ms: Option<u64>,
+}
+
+/// Largest [`Identity::seed`] in raw bytes.
+pub const MAX_SEED: usize = 512;
+
+impl Identity {
+    /// Whether `id` is a valid machine id (32 lowercase hex digits, not all zero).
+    pub fn valid_machine_id(id: &str) -> bool {
+        id.len() == 32
+            && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && id.bytes().any(|b| b != b'0')
+    }
 }
 
 /// What to run. `argv` is literal: shell mode is `["sh", "-c", ..]` built by the host.
@@ -317,5 +351,29 @@ mod tests {
         assert_eq!(negotiate(1, 9), Some(AGENT_PROTOCOL_VERSION));
         assert_eq!(negotiate(AGENT_PROTOCOL_VERSION + 1, 9), None);
         assert_eq!(negotiate(0, 0), None);
+        assert_eq!(negotiate(1, 2), Some(2));
+    }
+
+    #[test]
+    fn identity_fields() {
+        let f = HostFrame {
+            id: 3,
+            msg: HostMsg::Identity(Identity {
+                hostname: "sb-1".into(),
+                ..Default::default()
+            }),
+        };
+        let json = serde_json::to_string(&f).expect("encode");
+        assert_eq!(json, r#"{"id":3,"op":"identity","hostname":"sb-1"}"#);
+        assert!(Identity::valid_machine_id("0123456789abcdef0123456789abcdef"));
+        for bad in [
+            "",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "00000000000000000000000000000000",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdeg",
+        ] {
+            assert!(!Identity::valid_machine_id(bad), "{bad}");
+        }
     }
 }

@@ -345,6 +345,15 @@ fn agent_samples(m: &mut BTreeMap<&'static str, Value>) {
                 mode: 0o755,
             },
         ),
+        (
+            "identity",
+            HostMsg::Identity(Identity {
+                hostname: "sb-0000abcd".into(),
+                seed: stacyvm_protocol::base64::encode(&[7u8; 32]),
+                machine_id: "0123456789abcdef0123456789abcdef".into(),
+                unix_time_ms: Some(1_778_236_200_123),
+            }),
+        ),
     ];
     for (i, (name, msg)) in hosts.into_iter().enumerate() {
         let key: &'static str = Box::leak(format!("agent_host_{name}").into_boxed_str());
