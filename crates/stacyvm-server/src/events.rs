@@ -1,19 +1,30 @@
 //! In-process event bus behind `GET /events` (SSE). Slow subscribers drop events, as the
 //! original does; nothing is replayed.
+//!
+//! When the store offers an [`EventBridge`] (Postgres), [`run_bridge`] forwards this control
+//! plane's events to the others and injects theirs, so `/events` on any control plane shows
+//! events from all of them. A bridge payload is `{"origin": <instance id>, "events": [..]}`;
+//! a control plane ignores payloads with its own origin (NOTIFY reaches the sender too).
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{json, Map, Value};
+use stacyvm_store::{EventBridge, MAX_EVENT_PAYLOAD};
 use stacyvm_types::format_rfc3339_go;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct Event {
     pub id: String,
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     pub sandbox_id: Option<String>,
     pub timestamp: stacyvm_types::Timestamp,
     pub data: Option<Map<String, Value>>,
+    /// Came from another control plane through the bridge (never forwarded again).
+    pub remote: bool,
 }
 
 impl Event {
@@ -33,11 +44,36 @@ impl Event {
         }
         Value::Object(m)
     }
+
+    /// An event another control plane sent (its `to_json` shape); `None` when malformed.
+    fn from_remote(v: &Value) -> Option<Event> {
+        let o = v.as_object()?;
+        Some(Event {
+            id: o.get("id")?.as_str()?.to_string(),
+            kind: Cow::Owned(o.get("type")?.as_str()?.to_string()),
+            sandbox_id: o
+                .get("sandbox_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            timestamp: o
+                .get("timestamp")
+                .and_then(Value::as_str)
+                .and_then(stacyvm_types::parse_rfc3339)
+                .unwrap_or_else(chrono::Utc::now),
+            data: o.get("data").and_then(Value::as_object).cloned(),
+            remote: true,
+        })
+    }
 }
+
+/// Local events waiting to be sent over the bridge; beyond this they are dropped.
+const FORWARD_QUEUE: usize = 1024;
 
 pub struct EventBus {
     tx: broadcast::Sender<Event>,
     seq: AtomicU64,
+    /// Set while a bridge runs: local events are also queued for it.
+    forward: OnceLock<mpsc::Sender<Event>>,
 }
 
 impl Default for EventBus {
@@ -52,6 +88,7 @@ impl EventBus {
         EventBus {
             tx,
             seq: AtomicU64::new(0),
+            forward: OnceLock::new(),
         }
     }
 
@@ -61,14 +98,25 @@ impl EventBus {
             Some(Value::Object(m)) => Some(m),
             _ => None,
         };
-        // No receivers is fine: events are best-effort.
-        let _ = self.tx.send(Event {
+        let ev = Event {
             id: format!("evt-{n}"),
-            kind,
+            kind: Cow::Borrowed(kind),
             sandbox_id: sandbox_id.map(str::to_string),
             timestamp: chrono::Utc::now(),
             data,
-        });
+            remote: false,
+        };
+        if let Some(fwd) = self.forward.get() {
+            // A full queue (bridge stalled) drops the event for other control planes only.
+            let _ = fwd.try_send(ev.clone());
+        }
+        // No receivers is fine: events are best-effort.
+        let _ = self.tx.send(ev);
+    }
+
+    /// Delivers another control plane's event to local subscribers.
+    fn inject(&self, ev: Event) {
+        let _ = self.tx.send(ev);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -83,3 +131,102 @@ impl EventBus {
         self.seq.load(Ordering::Relaxed)
     }
 }
+
+/// Joins `bus` to the other control planes through `bridge` until `cancel` fires. `on_remote`
+/// sees every injected event (e.g. to wake spawns queued for capacity another control plane
+/// freed). One bridge per bus: a second call returns at once.
+pub async fn run_bridge(
+    bus: &EventBus,
+    bridge: Arc<dyn EventBridge>,
+    origin: &str,
+    cancel: CancellationToken,
+    on_remote: impl Fn(&Event),
+) {
+    let (tx, mut local) = mpsc::channel(FORWARD_QUEUE);
+    if bus.forward.set(tx).is_err() {
+        return;
+    }
+    let mut incoming = bridge.subscribe();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            ev = local.recv() => {
+                let Some(ev) = ev else { return };
+                let mut batch = vec![ev];
+                while let Ok(more) = local.try_recv() {
+                    batch.push(more);
+                }
+                for payload in payloads(origin, &batch) {
+                    if let Err(e) = bridge.publish(&payload).await {
+                        tracing::warn!(error = %e, "event bridge: publish failed");
+                    }
+                }
+            }
+            msg = incoming.recv() => match msg {
+                Ok(payload) => {
+                    for ev in remote_events(origin, &payload) {
+                        on_remote(&ev);
+                        bus.inject(ev);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "event bridge: fell behind");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// Packs events into as few payloads as fit the bridge's size limit. An event too large to
+/// travel alone is dropped (it still reached local subscribers).
+fn payloads(origin: &str, events: &[Event]) -> Vec<String> {
+    let envelope = |items: &[String]| {
+        format!(
+            "{{\"origin\":{},\"events\":[{}]}}",
+            json!(origin),
+            items.join(",")
+        )
+    };
+    let overhead = envelope(&[]).len();
+    let mut out = Vec::new();
+    let mut items: Vec<String> = Vec::new();
+    let mut size = overhead;
+    for ev in events {
+        let item = ev.to_json().to_string();
+        if overhead + item.len() > MAX_EVENT_PAYLOAD {
+            tracing::warn!(kind = %ev.kind, bytes = item.len(), "event bridge: event too large, not forwarded");
+            continue;
+        }
+        let sep = usize::from(!items.is_empty());
+        if size + sep + item.len() > MAX_EVENT_PAYLOAD {
+            out.push(envelope(&items));
+            items.clear();
+            size = overhead;
+        }
+        size += usize::from(!items.is_empty()) + item.len();
+        items.push(item);
+    }
+    if !items.is_empty() {
+        out.push(envelope(&items));
+    }
+    out
+}
+
+/// The events of a payload from another control plane; none for our own or malformed ones.
+fn remote_events(origin: &str, payload: &str) -> Vec<Event> {
+    let Ok(v) = serde_json::from_str::<Value>(payload) else {
+        return Vec::new();
+    };
+    if v.get("origin").and_then(Value::as_str) == Some(origin) {
+        return Vec::new();
+    }
+    v.get("events")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Event::from_remote).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+#[path = "events_tests.rs"]
+mod tests;

@@ -47,6 +47,7 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let bg = svc.shutdown.child_token();
     tracker.spawn(tasks::presence(svc.clone(), bg.clone()));
+    tracker.spawn(tasks::event_bridge(svc.clone(), bg.clone()));
     tracker.spawn(tasks::reaper(svc.clone(), bg.clone()));
     tracker.spawn(tasks::local_heartbeat(svc.clone(), bg.clone()));
     tracker.spawn(tasks::reconciler(svc.clone(), bg.clone()));

@@ -1,6 +1,7 @@
 //! Persistence for StacyVM. One [`Store`] trait; one module per backend with mirrored file names.
 //! `sqlx::Error` never leaves this crate: backends translate it into [`StoreError`].
 
+mod bridge;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
@@ -10,6 +11,7 @@ mod sqlite;
 
 use std::sync::Arc;
 
+pub use bridge::{EventBridge, MAX_EVENT_PAYLOAD};
 pub use error::StoreError;
 /// Throwaway databases on the Postgres test server (`STACYVM_TEST_PG_DSN`).
 #[cfg(any(test, feature = "conformance"))]
@@ -130,6 +132,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<AdminAuditRecord>, StoreError>;
     /// Deletes rows older than `before`; returns how many.
     async fn prune_admin_audit(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    // --- several control planes ------------------------------------------------------------
+    /// The event bridge between control planes sharing this database, when the backend has
+    /// one (Postgres). Every call returns the same bridge.
+    fn event_bridge(&self) -> Option<Arc<dyn EventBridge>> {
+        None
+    }
 }
 
 /// Opens the backend named by `driver` (`sqlite` with a path, `postgres` with a DSN). Runs

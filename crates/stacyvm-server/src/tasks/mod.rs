@@ -106,3 +106,21 @@ pub async fn presence(svc: Service, cancel: CancellationToken) {
         leader::renew_presence(&*svc.store, &svc.instance_id, every).await;
     }
 }
+
+/// Shares events with the other control planes on the database (Postgres LISTEN/NOTIFY); a
+/// no-op when the store has no bridge (SQLite). Capacity freed elsewhere wakes queued spawns.
+pub async fn event_bridge(svc: Service, cancel: CancellationToken) {
+    let Some(bridge) = svc.store.event_bridge() else {
+        return;
+    };
+    let wake = svc.clone();
+    crate::events::run_bridge(&svc.events, bridge, &svc.instance_id, cancel, move |ev| {
+        if matches!(
+            &*ev.kind,
+            "sandbox.destroyed" | "reconcile.action" | "quota.saved" | "quota.deleted"
+        ) {
+            wake.notify_capacity();
+        }
+    })
+    .await;
+}

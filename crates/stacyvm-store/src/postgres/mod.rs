@@ -40,6 +40,7 @@ macro_rules! deadline_ts {
 mod audit;
 mod exec_logs;
 mod leases;
+mod notify;
 mod quotas;
 mod sandboxes;
 mod templates;
@@ -81,6 +82,8 @@ const MAX_TTL_MICROS: i64 = 10_000 * 366 * 86_400 * 1_000_000;
 
 pub struct PgStore {
     pool: PgPool,
+    /// Started on first use (it needs a runtime and holds a connection).
+    bridge: std::sync::OnceLock<std::sync::Arc<notify::PgEventBridge>>,
 }
 
 impl PgStore {
@@ -141,7 +144,10 @@ impl PgStore {
         // sqlx holds an advisory lock while migrating, so control planes starting together
         // apply each migration once.
         MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            bridge: std::sync::OnceLock::new(),
+        })
     }
 
     /// Closes the pool, waiting for checked-out connections to come back.
@@ -412,6 +418,15 @@ impl Store for PgStore {
 
     async fn prune_admin_audit(&self, before: Timestamp) -> Result<u64, StoreError> {
         audit::prune(self, before).await
+    }
+
+    fn event_bridge(&self) -> Option<std::sync::Arc<dyn crate::EventBridge>> {
+        // The listener task needs a runtime; outside one there is no bridge.
+        tokio::runtime::Handle::try_current().ok()?;
+        let bridge = self
+            .bridge
+            .get_or_init(|| std::sync::Arc::new(notify::PgEventBridge::start(self.pool.clone())));
+        Some(bridge.clone())
     }
 }
 

@@ -1,0 +1,159 @@
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use stacyvm_store::Store;
+
+use super::*;
+
+fn event(kind: &'static str, sandbox: &str, data_len: usize) -> Event {
+    let mut data = Map::new();
+    data.insert("error".into(), json!("e".repeat(data_len)));
+    Event {
+        id: "evt-1".into(),
+        kind: Cow::Borrowed(kind),
+        sandbox_id: Some(sandbox.into()),
+        timestamp: chrono::Utc::now(),
+        data: Some(data),
+        remote: false,
+    }
+}
+
+#[test]
+fn payloads_fit_the_limit_and_keep_every_event_in_order() {
+    let events: Vec<Event> = (0..200)
+        .map(|i| event("exec.failed", &format!("sb-{i:08x}"), 100))
+        .collect();
+    let out = payloads("cp-a", &events);
+    assert!(
+        out.len() > 1,
+        "200 events of ~200 bytes need several payloads"
+    );
+    let mut seen = Vec::new();
+    for p in &out {
+        assert!(p.len() <= MAX_EVENT_PAYLOAD, "{} bytes", p.len());
+        let v: Value = serde_json::from_str(p).unwrap();
+        assert_eq!(v["origin"], "cp-a");
+        for e in v["events"].as_array().unwrap() {
+            seen.push(e["sandbox_id"].as_str().unwrap().to_string());
+        }
+    }
+    let want: Vec<String> = (0..200).map(|i| format!("sb-{i:08x}")).collect();
+    assert_eq!(seen, want);
+}
+
+#[test]
+fn an_event_too_large_is_not_forwarded_but_the_rest_are() {
+    let events = vec![
+        event("exec.failed", "sb-00000001", 10),
+        event("exec.failed", "sb-00000002", MAX_EVENT_PAYLOAD),
+        event("exec.failed", "sb-00000003", 10),
+    ];
+    let out = payloads("cp-a", &events);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].contains("sb-00000001") && out[0].contains("sb-00000003"));
+    assert!(!out[0].contains("sb-00000002"));
+}
+
+#[test]
+fn own_and_malformed_payloads_are_ignored() {
+    let p = payloads("cp-a", &[event("sandbox.created", "sb-00000001", 0)]);
+    assert!(remote_events("cp-a", &p[0]).is_empty());
+    let evs = remote_events("cp-b", &p[0]);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].kind, "sandbox.created");
+    assert!(evs[0].remote);
+    assert_eq!(evs[0].sandbox_id.as_deref(), Some("sb-00000001"));
+    assert!(remote_events("cp-b", "not json").is_empty());
+    assert!(remote_events("cp-b", r#"{"origin":"x","events":[{"nope":1}]}"#).is_empty());
+}
+
+/// Collects what `rx` receives within `window`.
+async fn drain(rx: &mut broadcast::Receiver<Event>, window: Duration) -> Vec<Event> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(window, async {
+        while let Ok(ev) = rx.recv().await {
+            out.push(ev);
+        }
+    })
+    .await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_buses_on_one_postgres_see_each_others_events_once() {
+    let Some(db) = stacyvm_store::pg_test_db::TestDb::create().await else {
+        return;
+    };
+    let (sa, sb) = (db.open().await, db.open().await);
+    let (bus_a, bus_b) = (Arc::new(EventBus::new()), Arc::new(EventBus::new()));
+    let cancel = CancellationToken::new();
+    let remote_seen_by_b = Arc::new(AtomicU64::new(0));
+    let tasks = [
+        tokio::spawn({
+            let (bus, bridge, c) = (bus_a.clone(), sa.event_bridge().unwrap(), cancel.clone());
+            async move { run_bridge(&bus, bridge, "cp-a", c, |_| {}).await }
+        }),
+        tokio::spawn({
+            let (bus, bridge, c) = (bus_b.clone(), sb.event_bridge().unwrap(), cancel.clone());
+            let seen = remote_seen_by_b.clone();
+            async move {
+                run_bridge(&bus, bridge, "cp-b", c, move |_| {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                })
+                .await
+            }
+        }),
+    ];
+    let mut rx_a = bus_a.subscribe();
+    let mut rx_b = bus_b.subscribe();
+    // Wait until both listeners are connected: probes from each side get through.
+    for (from, rx) in [(&bus_a, &mut rx_b), (&bus_b, &mut rx_a)] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            from.publish("probe", None, None);
+            let got = drain(rx, Duration::from_millis(200)).await;
+            if got.iter().any(|e| e.kind == "probe" && e.remote) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "bridge never connected"
+            );
+        }
+    }
+    drain(&mut rx_a, Duration::from_millis(300)).await;
+    drain(&mut rx_b, Duration::from_millis(300)).await;
+    let before_b = remote_seen_by_b.load(Ordering::Relaxed);
+
+    bus_a.publish("sandbox.created", Some("sb-aaaaaaaa"), None);
+    bus_b.publish(
+        "exec.failed",
+        Some("sb-bbbbbbbb"),
+        Some(json!({"operation": "exec", "provider": "mock", "error": "boom"})),
+    );
+    let got_a = drain(&mut rx_a, Duration::from_secs(1)).await;
+    let got_b = drain(&mut rx_b, Duration::from_secs(1)).await;
+    let kinds = |evs: &[Event], remote: bool| -> Vec<String> {
+        evs.iter()
+            .filter(|e| e.remote == remote)
+            .map(|e| format!("{} {}", e.kind, e.sandbox_id.clone().unwrap_or_default()))
+            .collect()
+    };
+    // Each bus: its own event once (not echoed back), the other's once.
+    assert_eq!(kinds(&got_a, false), ["sandbox.created sb-aaaaaaaa"]);
+    assert_eq!(kinds(&got_a, true), ["exec.failed sb-bbbbbbbb"]);
+    assert_eq!(kinds(&got_b, false), ["exec.failed sb-bbbbbbbb"]);
+    assert_eq!(kinds(&got_b, true), ["sandbox.created sb-aaaaaaaa"]);
+    let remote = got_a.iter().find(|e| e.remote).unwrap();
+    assert_eq!(remote.data.as_ref().unwrap()["error"], "boom");
+    assert_eq!(remote_seen_by_b.load(Ordering::Relaxed) - before_b, 1);
+
+    cancel.cancel();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
