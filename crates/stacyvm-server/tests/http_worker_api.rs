@@ -1,4 +1,6 @@
 //! Worker-facing routes (`/api/v1/worker/{id}/...`): every rejected credential leaves the
+
+#![allow(clippy::unwrap_used)]
 //! registry unchanged; accepted ones record the heartbeat; lease renew follows the store rules.
 
 mod common;
