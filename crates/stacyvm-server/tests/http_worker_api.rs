@@ -1,7 +1,7 @@
 //! Worker-facing routes (`/api/v1/worker/{id}/...`): every rejected credential leaves the
+//! registry unchanged; accepted ones record the heartbeat; lease renew follows the store rules.
 
 #![allow(clippy::unwrap_used)]
-//! registry unchanged; accepted ones record the heartbeat; lease renew follows the store rules.
 
 mod common;
 
