@@ -119,7 +119,9 @@ impl Identity {
     /// Whether `id` is a valid machine id (32 lowercase hex digits, not all zero).
     pub fn valid_machine_id(id: &str) -> bool {
         id.len() == 32
-            && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             && id.bytes().any(|b| b != b'0')
     }
 }
@@ -365,7 +367,9 @@ mod tests {
         };
         let json = serde_json::to_string(&f).expect("encode");
         assert_eq!(json, r#"{"id":3,"op":"identity","hostname":"sb-1"}"#);
-        assert!(Identity::valid_machine_id("0123456789abcdef0123456789abcdef"));
+        assert!(Identity::valid_machine_id(
+            "0123456789abcdef0123456789abcdef"
+        ));
         for bad in [
             "",
             "0123456789ABCDEF0123456789ABCDEF",
