@@ -43,6 +43,8 @@ macro_rules! store_conformance_tests {
             sandbox_set_expiry,
             sandbox_list_expired,
             sandbox_count_active,
+            sandbox_insert_limited,
+            sandbox_list_creating,
             exec_logs_newest_first,
             exec_log_needs_sandbox,
             templates_crud,
@@ -70,6 +72,20 @@ macro_rules! store_conformance_tests {
             ];
             $crate::conformance::lease_concurrency(&stores).await;
         }
+
+        /// Several handles on one database admitting under one limit at once.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn admission_concurrency() {
+            let backend = $fresh().await;
+            if !$crate::conformance::Backend::available(&backend) {
+                return;
+            }
+            let stores = vec![
+                $crate::conformance::Backend::connect(&backend).await,
+                $crate::conformance::Backend::connect(&backend).await,
+            ];
+            $crate::conformance::admission_concurrency(&stores).await;
+        }
     };
     (@each $fresh:path; $($check:ident),+ $(,)?) => {
         $(
@@ -86,10 +102,12 @@ macro_rules! store_conformance_tests {
     };
 }
 
+mod admission;
 mod leases;
 mod records;
 mod sandboxes;
 
+pub use admission::*;
 pub use leases::*;
 pub use records::*;
 pub use sandboxes::*;

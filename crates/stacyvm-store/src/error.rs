@@ -6,6 +6,9 @@ pub enum StoreError {
     NotFound { kind: &'static str, id: String },
     #[error("conflict: {0}")]
     Conflict(String),
+    /// An admission limit refused `insert_sandbox_limited`.
+    #[error("limit reached: {0}")]
+    LimitReached(crate::LimitHit),
     #[error(transparent)]
     InvalidTransition(#[from] InvalidTransition),
     /// A stored value could not be decoded (corrupt row, unknown state).

@@ -1,6 +1,7 @@
 //! Persistence for StacyVM. One [`Store`] trait; one module per backend with mirrored file names.
 //! `sqlx::Error` never leaves this crate: backends translate it into [`StoreError`].
 
+mod admission;
 mod bridge;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -11,6 +12,7 @@ mod sqlite;
 
 use std::sync::Arc;
 
+pub use admission::{CreatingSandbox, InsertLimits, LimitHit};
 pub use bridge::{EventBridge, MAX_EVENT_PAYLOAD};
 pub use error::StoreError;
 /// Throwaway databases on the Postgres test server (`STACYVM_TEST_PG_DSN`).
@@ -63,6 +65,16 @@ pub trait Store: Send + Sync + 'static {
     /// Active counts for admission; `owner` is counted only when `Some` and non-empty.
     async fn count_active_sandboxes(&self, owner: Option<&str>)
         -> Result<ActiveCounts, StoreError>;
+    /// Inserts a new record like `insert_sandbox`, recording `limits.created_by`, unless one
+    /// of the limits is already reached (`LimitReached`). The check and the insert are one
+    /// atomic step for every control plane on the database.
+    async fn insert_sandbox_limited(
+        &self,
+        sb: &Sandbox,
+        limits: &InsertLimits<'_>,
+    ) -> Result<(), StoreError>;
+    /// Records still `creating`, oldest first, with the control plane that inserted them.
+    async fn list_creating_sandboxes(&self) -> Result<Vec<CreatingSandbox>, StoreError>;
 
     // --- exec logs -------------------------------------------------------------------------
     async fn insert_exec_log(&self, log: &ExecLog) -> Result<(), StoreError>;

@@ -37,6 +37,7 @@ macro_rules! deadline_ts {
     };
 }
 
+mod admission;
 mod audit;
 mod exec_logs;
 mod leases;
@@ -308,6 +309,18 @@ impl Store for PgStore {
         owner: Option<&str>,
     ) -> Result<ActiveCounts, StoreError> {
         sandboxes::count_active(self, owner).await
+    }
+
+    async fn insert_sandbox_limited(
+        &self,
+        sb: &Sandbox,
+        limits: &crate::InsertLimits<'_>,
+    ) -> Result<(), StoreError> {
+        admission::insert_limited(self, sb, limits).await
+    }
+
+    async fn list_creating_sandboxes(&self) -> Result<Vec<crate::CreatingSandbox>, StoreError> {
+        admission::list_creating(self).await
     }
 
     async fn insert_exec_log(&self, log: &ExecLog) -> Result<(), StoreError> {

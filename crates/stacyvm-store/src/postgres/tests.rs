@@ -169,7 +169,7 @@ async fn refuses_a_newer_schema_and_changes_nothing() {
     store.close().await;
     match PgStore::open_with(db.options()).await {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!((found, supported), (9999, 1));
+            assert_eq!((found, supported), (9999, 2));
         }
         Err(e) => panic!("expected SchemaTooNew, got {e:?}"),
         Ok(_) => panic!("expected SchemaTooNew, got a store"),

@@ -3,6 +3,7 @@
 //! connections collide and sleep in the busy handler. Reads use a small separate pool, which WAL
 //! lets run beside the writer. Other processes on the same file are covered by `busy_timeout`.
 
+mod admission;
 mod audit;
 mod exec_logs;
 mod leases;
@@ -254,6 +255,18 @@ impl Store for SqliteStore {
         sandboxes::count_active(self, owner).await
     }
 
+    async fn insert_sandbox_limited(
+        &self,
+        sb: &Sandbox,
+        limits: &crate::InsertLimits<'_>,
+    ) -> Result<(), StoreError> {
+        admission::insert_limited(self, sb, limits).await
+    }
+
+    async fn list_creating_sandboxes(&self) -> Result<Vec<crate::CreatingSandbox>, StoreError> {
+        admission::list_creating(self).await
+    }
+
     async fn insert_exec_log(&self, log: &ExecLog) -> Result<(), StoreError> {
         exec_logs::insert(self, log).await
     }
@@ -457,7 +470,7 @@ mod tests {
         again.close().await;
         match SqliteStore::open(&t.path).await {
             Err(StoreError::SchemaTooNew { found, supported }) => {
-                assert_eq!((found, supported), (9999, 1));
+                assert_eq!((found, supported), (9999, 2));
             }
             Err(e) => panic!("expected SchemaTooNew, got {e:?}"),
             Ok(_) => panic!("expected SchemaTooNew, got a store"),

@@ -13,6 +13,9 @@ macro_rules! columns {
     };
 }
 
+/// The sandbox columns, in `from_row`'s order, for statements built elsewhere.
+pub(super) const COLUMNS: &str = columns!();
+
 const INSERT: &str = concat!(
     "INSERT INTO sandboxes (",
     columns!(),
@@ -45,7 +48,7 @@ pub(super) const COUNT_ACTIVE: &str = "SELECT \
 /// Retries of the compare-and-set in `set_state` when other writers keep moving the record.
 const STATE_CAS_ATTEMPTS: usize = 8;
 
-fn from_row(row: &SqliteRow) -> Result<Sandbox, StoreError> {
+pub(super) fn from_row(row: &SqliteRow) -> Result<Sandbox, StoreError> {
     let state: String = col(row, "state")?;
     Ok(Sandbox {
         id: col(row, "id")?,

@@ -1,0 +1,141 @@
+//! Limited inserts and `creating` records. With limits, the insert runs in a transaction
+//! that first takes one transaction-scoped advisory lock, so admissions from every control
+//! plane queue up one by one; under READ COMMITTED the following statement sees every insert
+//! committed before the lock was granted, so its counts are exact. The lock is released at
+//! commit or rollback, and when a connection dies. Without limits it is a plain insert.
+
+use std::sync::LazyLock;
+
+use stacyvm_types::Sandbox;
+
+use super::sandboxes::{from_row, COLUMNS};
+use super::{col, db_err, to_json, ts, PgStore};
+use crate::admission::first_hit;
+use crate::{CreatingSandbox, InsertLimits, StoreError};
+
+/// The advisory lock key serialising limited admissions ("stacyvm" + 1).
+const ADMISSION_LOCK: i64 = 0x7374_6163_7976_6d01;
+
+/// `$18..$20` are the limits (0 = none). Returns the counts seen and whether it inserted.
+static INSERT_LIMITED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH c AS (SELECT \
+           (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired')) AS total, \
+           (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') \
+              AND owner_id = $9 AND $9 <> '') AS by_owner, \
+           (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') \
+              AND worker_id = $11) AS by_worker), \
+         ins AS (INSERT INTO sandboxes ({COLUMNS}, created_by) \
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 \
+           FROM c \
+           WHERE ($18 = 0 OR c.total < $18) \
+             AND ($19 = 0 OR $9 = '' OR c.by_owner < $19) \
+             AND ($20 = 0 OR c.by_worker < $20) \
+           RETURNING 1) \
+         SELECT c.total, c.by_owner, c.by_worker, (SELECT COUNT(*) FROM ins) AS inserted FROM c"
+    )
+});
+
+static INSERT_PLAIN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO sandboxes ({COLUMNS}, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+    )
+});
+
+static LIST_CREATING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {COLUMNS}, created_by FROM sandboxes WHERE state = 'creating' \
+         ORDER BY created_at, id"
+    )
+});
+
+/// Binds the 17 column values of a limited or plain insert.
+fn bind_record<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    sb: &'q Sandbox,
+    metadata: String,
+    created_by: &'q str,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(&sb.id)
+        .bind(sb.state.as_str())
+        .bind(&sb.provider)
+        .bind(&sb.image)
+        .bind(sb.memory_mb)
+        .bind(sb.vcpus)
+        .bind(metadata)
+        .bind(&sb.template)
+        .bind(&sb.owner_id)
+        .bind(&sb.vm_id)
+        .bind(&sb.worker_id)
+        .bind(&sb.tenant_id)
+        .bind(&sb.preview_domain)
+        .bind(ts(&sb.created_at))
+        .bind(ts(&sb.expires_at))
+        .bind(ts(&sb.updated_at))
+        .bind(created_by)
+}
+
+pub(super) async fn insert_limited(
+    db: &PgStore,
+    sb: &Sandbox,
+    limits: &InsertLimits<'_>,
+) -> Result<(), StoreError> {
+    let metadata = to_json(&sb.metadata, "metadata")?;
+    if !limits.any() {
+        bind_record(sqlx::query(&INSERT_PLAIN), sb, metadata, limits.created_by)
+            .execute(&db.pool)
+            .await
+            .map_err(db_err("sandbox"))?;
+        return Ok(());
+    }
+    let err = db_err("sandbox");
+    let mut tx = db.pool.begin().await.map_err(&err)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(ADMISSION_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(&err)?;
+    let row = bind_record(
+        sqlx::query(&INSERT_LIMITED),
+        sb,
+        metadata,
+        limits.created_by,
+    )
+    .bind(limits.max_total.max(0))
+    .bind(limits.max_owner.max(0))
+    .bind(limits.max_worker.max(0))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(&err)?;
+    tx.commit().await.map_err(&err)?;
+    let inserted: i64 = col(&row, "inserted")?;
+    if inserted == 1 {
+        return Ok(());
+    }
+    let counts = [
+        col(&row, "total")?,
+        col(&row, "by_owner")?,
+        col(&row, "by_worker")?,
+    ];
+    Err(StoreError::LimitReached(first_hit(
+        limits,
+        &sb.owner_id,
+        counts,
+    )))
+}
+
+pub(super) async fn list_creating(db: &PgStore) -> Result<Vec<CreatingSandbox>, StoreError> {
+    let rows = sqlx::query(&LIST_CREATING)
+        .fetch_all(&db.pool)
+        .await
+        .map_err(db_err("sandbox"))?;
+    rows.iter()
+        .map(|r| {
+            Ok(CreatingSandbox {
+                sandbox: from_row(r)?,
+                created_by: col(r, "created_by")?,
+            })
+        })
+        .collect()
+}
