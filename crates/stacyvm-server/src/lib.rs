@@ -2,6 +2,7 @@
 //! background tasks. The binary calls [`serve`] with a validated config.
 
 pub mod config;
+mod creating;
 mod error;
 mod events;
 mod http;

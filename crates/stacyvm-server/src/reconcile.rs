@@ -25,6 +25,8 @@ pub async fn local_pass(svc: &Service, creating_grace: Option<std::time::Duratio
             return;
         }
     };
+    // Spawns in flight on another live control plane sharing the database are not ours.
+    let elsewhere = crate::creating::in_flight_elsewhere(svc).await;
     let mut known = HashSet::new();
     for sb in records.iter().filter(|s| !s.is_remote()) {
         known.insert(sb.runtime_id().to_string());
@@ -43,7 +45,7 @@ pub async fn local_pass(svc: &Service, creating_grace: Option<std::time::Duratio
             let age = (chrono::Utc::now() - sb.updated_at)
                 .to_std()
                 .unwrap_or_default();
-            if creating_grace.is_some_and(|g| age < g) {
+            if creating_grace.is_some_and(|g| age < g) || elsewhere.contains(&sb.id) {
                 continue;
             }
             // The spawn never finished: remove whatever half-made runtime exists.

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use stacyvm_store::{InsertLimits, LimitHit, StoreError};
 use stacyvm_types::GoDuration;
 
 use super::workers::Placement;
@@ -80,6 +81,9 @@ pub(crate) struct OwnerLimits {
 pub(crate) struct Slot {
     owner: String,
     pub placement: Placement,
+    /// The limits admission applied (0 = none); the store checks them again at insert.
+    pub max_total: i64,
+    pub max_owner: i64,
 }
 
 fn unreserve(pending: &mut Pending, owner: &str) {
@@ -251,6 +255,8 @@ impl Service {
                     return Ok(Slot {
                         owner: owner.to_string(),
                         placement,
+                        max_total: d.max_sandboxes.max(0),
+                        max_owner: d.max_owner_sandboxes.unwrap_or(0),
                     });
                 }
                 let queue_mode = self.settings.limits.spawn_overflow == SpawnOverflow::Queue;
@@ -344,16 +350,38 @@ impl Service {
     }
 
     /// Stores the spawn's first record and drops its reservation in one step, as seen by
-    /// admission: from then on the stored row counts instead, never both.
+    /// admission: from then on the stored row counts instead, never both. The store checks
+    /// the limits again in the same step as the insert, which keeps them exact across control
+    /// planes sharing the database: `Ok(Err(hit))` when another one took the last slot since
+    /// this one counted. `max_worker` is the chosen remote worker's capacity (0 = none).
     pub(crate) async fn insert_reserved(
         &self,
         slot: Slot,
         sb: &stacyvm_types::Sandbox,
-    ) -> ServiceResult<()> {
+        max_worker: i64,
+    ) -> ServiceResult<Result<(), (LimitHit, i64)>> {
+        let limits = InsertLimits {
+            created_by: &self.instance_id,
+            max_total: slot.max_total,
+            max_owner: slot.max_owner,
+            max_worker,
+        };
         let mut pending = self.pending.lock().await;
-        let res = self.store.insert_sandbox(sb).await;
+        let res = self.store.insert_sandbox_limited(sb, &limits).await;
         unreserve(&mut pending, &slot.owner);
-        Ok(res?)
+        drop(pending);
+        match res {
+            Ok(()) => Ok(Ok(())),
+            Err(StoreError::LimitReached(hit)) => {
+                let limit = match hit {
+                    LimitHit::Total => limits.max_total,
+                    LimitHit::Owner => limits.max_owner,
+                    LimitHit::Worker => limits.max_worker,
+                };
+                Ok(Err((hit, limit)))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub(crate) fn queue_json(&self) -> serde_json::Value {

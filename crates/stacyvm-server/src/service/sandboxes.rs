@@ -6,6 +6,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use serde_json::json;
 use stacyvm_provider::{Provider, ProviderError, SandboxSpec};
+use stacyvm_store::LimitHit;
 use stacyvm_types::{
     new_sandbox_id, parse_go_duration, validate_owner_id, GoDuration, Sandbox, SandboxState,
 };
@@ -14,6 +15,7 @@ use super::admission::Slot;
 use super::{Caller, Service, LOCAL_WORKER};
 use crate::error::{ServiceError, ServiceResult};
 use crate::remote::{Endpoint, RemoteProvider};
+use crate::settings::SpawnOverflow;
 
 /// Leases outlive the sandbox's TTL by this much, so a destroy at expiry still holds one.
 const LEASE_SLACK: std::time::Duration = std::time::Duration::from_secs(300);
@@ -21,6 +23,23 @@ const LEASE_SLACK: std::time::Duration = std::time::Duration::from_secs(300);
 /// Lease lifetime for a sandbox with `remaining` TTL: remaining + 5 min.
 pub(crate) fn lease_ttl(remaining: std::time::Duration) -> std::time::Duration {
     remaining + LEASE_SLACK
+}
+
+/// How often one spawn may lose the race for the last slot to another control plane before
+/// it is refused.
+const MAX_ADMISSION_RACES: u32 = 5;
+
+/// Why `spawn_placed` stored nothing or failed.
+enum SpawnFail {
+    /// The store refused the record: a limit was reached since admission counted.
+    Raced(LimitHit, i64),
+    Failed(ServiceError),
+}
+
+impl From<ServiceError> for SpawnFail {
+    fn from(e: ServiceError) -> Self {
+        SpawnFail::Failed(e)
+    }
 }
 
 /// Largest memory and vCPU counts accepted (1 TiB, 256 vCPUs): anything above is a typo.
@@ -143,13 +162,39 @@ impl Service {
 
     pub async fn spawn(&self, p: SpawnParams, caller: &Caller) -> ServiceResult<Sandbox> {
         let r = self.resolve_spawn(&p, caller)?;
-        let slot = self.reserve_slot(&r.provider_name, &r.owner, r.ttl).await?;
-        let result = self.spawn_placed(&r, &p, slot).await;
-        if result.is_err() {
-            // A failed spawn may have freed a slot another queued spawn waits for.
-            self.notify_capacity();
+        let mut races = 0;
+        loop {
+            let slot = self.reserve_slot(&r.provider_name, &r.owner, r.ttl).await?;
+            match self.spawn_placed(&r, &p, slot).await {
+                Ok(sb) => return Ok(sb),
+                Err(SpawnFail::Raced(hit, limit)) => {
+                    // Another control plane took the last slot between this one's count and
+                    // its insert. A full worker: place again. A full total or owner: queue
+                    // again when queueing, else refuse as admission would have.
+                    races += 1;
+                    let queue = self.settings.limits.spawn_overflow == SpawnOverflow::Queue;
+                    if races < MAX_ADMISSION_RACES && (hit == LimitHit::Worker || queue) {
+                        continue;
+                    }
+                    let msg = match hit {
+                        LimitHit::Total => format!("max sandboxes reached ({limit})"),
+                        LimitHit::Owner => format!("max sandboxes per owner reached ({limit})"),
+                        LimitHit::Worker => "no eligible worker available".to_string(),
+                    };
+                    self.events.publish(
+                        "resource.limit",
+                        None,
+                        Some(json!({"operation":"spawn","provider":r.provider_name,"error":msg})),
+                    );
+                    return Err(ServiceError::ResourceLimit(msg));
+                }
+                Err(SpawnFail::Failed(e)) => {
+                    // A failed spawn may have freed a slot another queued spawn waits for.
+                    self.notify_capacity();
+                    return Err(e);
+                }
+            }
         }
-        result
     }
 
     /// Records, creates and marks running a sandbox where placement put it: on `local`, or on
@@ -159,7 +204,7 @@ impl Service {
         r: &ResolvedSpawn,
         p: &SpawnParams,
         slot: Slot,
-    ) -> ServiceResult<Sandbox> {
+    ) -> Result<Sandbox, SpawnFail> {
         let remote = slot
             .placement
             .worker_id
@@ -185,6 +230,7 @@ impl Service {
             expires_at: now + r.ttl.to_chrono(),
             updated_at: now,
         };
+        let mut max_worker = 0;
         let provider: std::sync::Arc<dyn Provider> = match &remote {
             None => r.provider.clone(),
             Some(w) => {
@@ -195,10 +241,16 @@ impl Service {
                     Ok(rp) => rp,
                     Err(e) => {
                         self.release_slot(slot).await;
-                        return Err(e);
+                        return Err(e.into());
                     }
                 };
                 if let Ok(rec) = self.store.get_worker(w).await {
+                    max_worker = rec
+                        .capacity
+                        .get("max_sandboxes")
+                        .and_then(serde_json::Value::as_i64)
+                        .unwrap_or(0)
+                        .max(0);
                     if let Some(d) = rec
                         .capacity
                         .get("preview_domain")
@@ -214,7 +266,9 @@ impl Service {
         };
         // Record first: a crash during the provider call leaves a `creating` row that startup
         // reconciliation cleans up, never an unrecorded runtime.
-        self.insert_reserved(slot, &sb).await?;
+        if let Err((hit, limit)) = self.insert_reserved(slot, &sb, max_worker).await? {
+            return Err(SpawnFail::Raced(hit, limit));
+        }
         let spec = SandboxSpec {
             id: sb.id.clone(),
             image: sb.image.clone(),
@@ -250,7 +304,7 @@ impl Service {
                 if let Err(se) = self.store.set_sandbox_state(&sb.id, state).await {
                     tracing::warn!(sandbox_id = %sb.id, error = %se, "could not mark failed spawn");
                 }
-                return Err(err);
+                return Err(err.into());
             }
         };
         if spawned.runtime_id != sb.id {
@@ -270,7 +324,7 @@ impl Service {
                 if let Err(de) = provider.destroy(&spawned.runtime_id).await {
                     tracing::error!(sandbox_id = %sb.id, error = %de, "cleanup after failed store write failed");
                 }
-                Err(e.into())
+                Err(ServiceError::from(e).into())
             }
         }
     }

@@ -4,11 +4,12 @@
 //! Both are ordinary store leases (§9.4 rules: atomic acquire when free, expired or already
 //! ours). The leader lease `control-plane/background` lives `3 × tick`; a loop asks
 //! [`Leadership::ensure`] before each pass, which re-acquires at most once per tick and
-//! otherwise answers from the last grant. A control plane considers itself leader only for one
-//! tick after the request that granted the lease was sent, well inside the lease's lifetime, so
-//! two never run a pass at once unless a process stalls for longer than two ticks. A dead leader
-//! stops renewing and another takes over once the lease has expired; a clean shutdown releases
-//! it so the takeover is immediate. On SQLite (one node) the only control plane always leads.
+//! otherwise answers from the last grant. A pass starts only within one tick of the request
+//! that granted the lease (and the reported status lasts two), well inside the lease's
+//! lifetime, so two never run a pass at once unless a process stalls for longer than that.
+//! A dead leader stops renewing and another takes over once the lease has expired; a clean
+//! shutdown releases it so the takeover is immediate. On SQLite (one node) the only control
+//! plane always leads.
 
 use std::time::{Duration, Instant};
 
@@ -103,13 +104,13 @@ impl Leadership {
         }
     }
 
-    /// The last answer of [`Leadership::ensure`], without asking the store; it turns false a
-    /// tick after the last grant.
+    /// The last answer of [`Leadership::ensure`], without asking the store: true for two ticks
+    /// after the last grant (a late tick renews within that), still inside the three-tick lease.
     pub async fn is_leader(&self) -> bool {
         self.granted_at
             .lock()
             .await
-            .is_some_and(|at| at.elapsed() < self.tick)
+            .is_some_and(|at| at.elapsed() < self.tick * 2)
     }
 
     /// Gives the lease up (clean shutdown) so another control plane takes over at once.
@@ -137,6 +138,16 @@ pub async fn renew_presence(store: &dyn Store, instance: &str, tick: Duration) {
         .await
     {
         tracing::warn!(error = %e, "control plane presence renewal failed");
+    }
+}
+
+/// Whether control plane `instance` still holds its presence lease. A missing or expired lease
+/// means it is gone; a store error is answered "alive" so nothing is cleaned up on doubt.
+pub async fn is_alive(store: &dyn Store, instance: &str) -> bool {
+    match store.get_lease(&presence_lease(instance)).await {
+        Ok(l) => l.holder_id == instance && l.expires_at > chrono::Utc::now(),
+        Err(e) if e.is_not_found() => false,
+        Err(_) => true,
     }
 }
 

@@ -73,6 +73,10 @@ pub async fn reconciler(svc: Service, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             () = crate::reconcile::remote_pass(&svc) => {}
         }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = crate::creating::abandoned_pass(&svc) => {}
+        }
         // Local runtimes change rarely; checking every one costs a provider call each.
         if last_local.elapsed() >= LOCAL_RECONCILE_EVERY {
             last_local = std::time::Instant::now();
