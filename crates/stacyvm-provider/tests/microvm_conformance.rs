@@ -1,13 +1,16 @@
 //! The shared provider suite (`stacyvm_provider::conformance`) on the microvm provider, plus
-//! its security checks. Guests run under TCG here, so VM boots are kept few: most checks share
-//! one booted VM through [`SharedVm`], which hands that VM to every spawn and wipes
-//! `/workspace` in between; `lifecycle` and the agent-kill test boot their own.
+//! its security checks. Guests run under TCG here, so VM starts are kept few: most checks share
+//! one VM through [`SharedVm`], which hands that VM to every spawn and wipes `/workspace` in
+//! between; `lifecycle` and the agent-kill test start their own. Spawns restore clones of the
+//! image's template snapshot (built once, kept in the data dir across test binaries).
 //!
 //! Needs `scripts/setup-microvm.sh` (assets in `$STACYVM_MICROVM_DIR`, default
 //! /var/lib/stacyvm/microvm). Without them the tests print a notice and pass, except under
 //! `CI=true`, where they fail.
 #![cfg(feature = "microvm")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod microvm_support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,65 +19,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use stacyvm_provider::conformance::{self, exec_collect, sh, spec, CheckFailure};
 use stacyvm_provider::{
-    ChunkSender, ExecRequest, MicrovmConfig, MicrovmProvider, Provider, ProviderError, RuntimeInfo,
-    SandboxSpec, Spawned, MICROVM_DEFAULT_DATA_DIR,
+    ChunkSender, ExecRequest, MicrovmProvider, Provider, ProviderError, RuntimeInfo, SandboxSpec,
+    Spawned,
 };
 use stacyvm_types::{FileInfo, SandboxState};
 use tokio::time::timeout;
 
-/// Bound for anything that boots a VM under TCG on a busy 2-core machine.
-const BOOT_BOUND: Duration = Duration::from_secs(180);
+use microvm_support::{config, image, BOOT_BOUND};
 
 /// One VM test at a time in this process: they are CPU-bound under TCG.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn image() -> String {
-    std::env::var("STACYVM_MICROVM_TEST_IMAGE")
-        .unwrap_or_else(|_| "stacyvm-test/busybox:latest".into())
-}
-
-/// The provider config when every asset is present; otherwise a notice (or a CI failure).
-fn config() -> Option<MicrovmConfig> {
-    let dir = PathBuf::from(
-        std::env::var("STACYVM_MICROVM_DIR").unwrap_or_else(|_| MICROVM_DEFAULT_DATA_DIR.into()),
-    );
-    let stem: String = image()
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
-                b as char
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let qemu = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .any(|d| d.join("qemu-system-x86_64").is_file());
-    let missing: Vec<String> = [
-        (!qemu).then(|| "qemu-system-x86_64".to_string()),
-        (!dir.join("vmlinux").is_file()).then(|| "vmlinux".into()),
-        (!dir.join("initramfs.cpio.gz").is_file()).then(|| "initramfs.cpio.gz".into()),
-        (!dir.join("images").join(format!("{stem}.ext4")).is_file())
-            .then(|| format!("images/{stem}.ext4")),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if !missing.is_empty() {
-        let msg = format!(
-            "microvm assets missing in {}: {missing:?} (run scripts/setup-microvm.sh)",
-            dir.display()
-        );
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{msg}");
-        eprintln!("NOTICE: skipping microvm tests: {msg}");
-        return None;
-    }
-    Some(MicrovmConfig {
-        data_dir: dir.to_string_lossy().into_owned(),
-        boot_timeout: Duration::from_secs(150),
-        ..Default::default()
-    })
-}
 
 fn provider() -> Option<Arc<MicrovmProvider>> {
     Some(Arc::new(
@@ -453,7 +407,13 @@ async fn restarted_provider_lists_and_destroys_orphans() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; run by hand"]
 async fn measure_boot_and_exec() {
-    let Some(p) = provider() else { return };
+    let Some(cfg) = config() else { return };
+    // Cold boots: snapshot clones are measured by examples/microvm_bench.rs.
+    let p = MicrovmProvider::new(stacyvm_provider::MicrovmConfig {
+        snapshots: false,
+        ..cfg
+    })
+    .expect("valid config");
     let _serial = SERIAL.lock().await;
     let mut boots = Vec::new();
     for _ in 0..5 {
@@ -463,7 +423,7 @@ async fn measure_boot_and_exec() {
         for _ in 0..20 {
             let t = Instant::now();
             let c = exec_collect(
-                &*p,
+                &p,
                 &id,
                 ExecRequest {
                     command: "true".into(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use stacyvm_protocol::agent::{
     decode_body, encode_frame, parse_header, ErrorCode, FrameError, GuestFrame, GuestMsg,
-    HostFrame, HostMsg, AGENT_PROTOCOL_MIN_VERSION, AGENT_PROTOCOL_VERSION, EVENT_ID,
+    HostFrame, HostMsg, Identity, AGENT_PROTOCOL_MIN_VERSION, AGENT_PROTOCOL_VERSION, EVENT_ID,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -161,6 +161,26 @@ impl AgentConn {
             Ok(None) => Err(ConnError::Closed),
             Ok(Some(GuestMsg::Error { code, message })) => Err(ConnError::Agent { code, message }),
             Ok(Some(m)) => Ok(m),
+        }
+    }
+
+    /// Sends a new identity (protocol version 2) and waits for the agent to apply it.
+    pub(crate) async fn identity(
+        &self,
+        identity: Identity,
+        timeout: Duration,
+    ) -> Result<(), ConnError> {
+        if self.version < 2 {
+            return Err(ConnError::Protocol(format!(
+                "agent protocol {} has no identity message",
+                self.version
+            )));
+        }
+        match self.call(HostMsg::Identity(identity), timeout).await? {
+            GuestMsg::Ok => Ok(()),
+            other => Err(ConnError::Protocol(format!(
+                "unexpected identity answer {other:?}"
+            ))),
         }
     }
 

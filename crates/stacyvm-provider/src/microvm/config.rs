@@ -22,8 +22,11 @@ pub struct MicrovmConfig {
     pub data_dir: String,
     /// `auto`, `kvm` or `tcg`.
     pub accel: String,
-    /// Restored, paused clones kept per image (not implemented yet: must be 0).
+    /// Restored, paused clones kept per image (and memory size / vCPU count); 0 = none.
     pub warm_pool: i64,
+    /// Restore spawns from a per-image snapshot instead of booting each one (needs an agent
+    /// speaking protocol 2). `false` = every spawn boots its kernel.
+    pub snapshots: bool,
     /// `none` or `user`.
     pub network_mode: String,
     /// How long a cold boot may take until the agent answers.
@@ -47,6 +50,7 @@ impl Default for MicrovmConfig {
             data_dir: String::new(),
             accel: "auto".into(),
             warm_pool: 0,
+            snapshots: true,
             network_mode: "none".into(),
             boot_timeout: Duration::from_secs(90),
             tsc_khz: None,
@@ -93,7 +97,12 @@ pub(crate) struct Settings {
     pub run_as: Option<String>,
     pub default_memory_mb: i64,
     pub default_vcpus: i64,
+    pub snapshots: bool,
+    pub warm_pool: usize,
 }
+
+/// Upper bound for `warm_pool` (each pooled clone is a paused QEMU of tens of MB).
+pub const MAX_WARM_POOL: i64 = 64;
 
 fn invalid(key: &str, why: impl std::fmt::Display) -> ProviderError {
     ProviderError::InvalidInput(format!("providers.microvm.{key}: {why}"))
@@ -126,11 +135,14 @@ impl MicrovmConfig {
                 ))
             }
         };
-        if self.warm_pool != 0 {
+        if !(0..=MAX_WARM_POOL).contains(&self.warm_pool) {
             return Err(invalid(
                 "warm_pool",
-                "warm pools are not implemented yet; use 0",
+                format!("{} is not in 0..={MAX_WARM_POOL}", self.warm_pool),
             ));
+        }
+        if self.warm_pool > 0 && !self.snapshots {
+            return Err(invalid("warm_pool", "a warm pool needs snapshots: true"));
         }
         if self.qemu_path.trim().is_empty() {
             return Err(invalid("qemu_path", "must not be empty"));
@@ -162,6 +174,8 @@ impl MicrovmConfig {
             run_as,
             default_memory_mb: self.default_memory_mb.max(64),
             default_vcpus: self.default_vcpus.max(1),
+            snapshots: self.snapshots,
+            warm_pool: usize::try_from(self.warm_pool).unwrap_or(0),
         })
     }
 }
@@ -207,6 +221,11 @@ mod tests {
         let s = c.validate(true).unwrap();
         assert_eq!((s.accel, s.network), (Accel::Tcg, NetworkMode::User));
         assert_eq!(s.kernel, PathBuf::from("/k"));
+        let pooled = MicrovmConfig {
+            warm_pool: 3,
+            ..Default::default()
+        };
+        assert_eq!(pooled.validate(false).unwrap().warm_pool, 3);
         for bad in [
             MicrovmConfig {
                 accel: "hvf".into(),
@@ -217,7 +236,16 @@ mod tests {
                 ..Default::default()
             },
             MicrovmConfig {
-                warm_pool: 2,
+                warm_pool: -1,
+                ..Default::default()
+            },
+            MicrovmConfig {
+                warm_pool: MAX_WARM_POOL + 1,
+                ..Default::default()
+            },
+            MicrovmConfig {
+                warm_pool: 1,
+                snapshots: false,
                 ..Default::default()
             },
             MicrovmConfig {

@@ -2,37 +2,43 @@
 //! agent (`crates/stacyvm-agent`) over a virtio-serial port.
 //!
 //! Every sandbox gets `<data_dir>/vms/<id>/` with a qcow2 overlay over its image's read-only
-//! base disk, the agent socket, the serial console log and a `vm.json` naming the sandbox, so a
-//! restarted provider can still list and destroy it. QEMU runs in its own process group with
-//! its seccomp sandbox on, no host directory shared, and no NIC unless `network_mode: user`.
-//! Under TCG (no usable KVM) the guest kernel is still a separate kernel, but the emulator is
-//! not a hardware isolation boundary; the provider says so at startup and in its summary.
+//! base disk, the agent and QMP sockets, the serial console log and a `vm.json` naming the
+//! sandbox, so a restarted provider can still list and destroy it. QEMU runs in its own process
+//! group with its seccomp sandbox on, no host directory shared, and no NIC unless
+//! `network_mode: user`. Under TCG (no usable KVM) the guest kernel is still a separate kernel,
+//! but the emulator is not a hardware isolation boundary; the provider says so at startup and
+//! in its summary.
 //!
-//! Now: a cold boot per spawn. Snapshot clones and a warm pool fit in at [`MicrovmProvider::boot`]
-//! (restore instead of boot) and need no change to the per-VM operations.
+//! A spawn takes, in order: a clone from the warm pool ([`pool`]), a clone restored from its
+//! image's template snapshot ([`snapshot`], built by the first spawn of the image), or a cold
+//! boot ([`boot`]) when snapshots are off or unusable.
 
 mod agent_conn;
+mod boot;
 mod config;
 mod exec;
 mod files;
 mod net;
+mod pool;
+mod qmp;
 mod rootfs;
+mod snapshot;
 mod vmm;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use config::{Accel, Settings};
+use config::Accel;
 pub use config::{MicrovmConfig, DEFAULT_DATA_DIR};
-use serde::{Deserialize, Serialize};
 use stacyvm_types::{FileInfo, SandboxState};
-use tokio::process::Child;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use self::agent_conn::AgentConn;
-use self::vmm::{VmPaths, VmShape};
+use self::boot::{Core, Vm, VmMeta};
+use self::snapshot::{TemplateKey, Templates};
+use self::vmm::VmPaths;
 use crate::{ChunkSender, ExecRequest, Provider, ProviderError, RuntimeInfo, SandboxSpec, Spawned};
 
 /// How many destroyed ids are remembered so `status` can answer `destroyed`.
@@ -47,39 +53,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// What `vm.json` records about a VM.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct VmMeta {
-    sandbox_id: String,
-    image: String,
-    owner_id: String,
-    pid: i32,
-}
-
-/// A running VM.
-struct Vm {
-    paths: VmPaths,
-    meta: VmMeta,
-    child: Mutex<Child>,
-    conn: AgentConn,
-    booted_in: Duration,
-}
-
-impl Vm {
-    fn exited(&self) -> bool {
-        !matches!(lock(&self.child).try_wait(), Ok(None))
-    }
-}
-
 /// The `microvm` provider.
 pub struct MicrovmProvider {
     config: MicrovmConfig,
-    settings: Settings,
-    tsc_khz: Option<u64>,
-    rootfs: rootfs::Rootfs,
+    core: Arc<Core>,
     vms: Mutex<HashMap<String, Arc<Vm>>>,
     starting: Mutex<HashSet<String>>,
     destroyed: Mutex<(HashSet<String>, VecDeque<String>)>,
+    /// The pool's refill task, started by the first spawn that can use the pool.
+    refill: Mutex<Option<(JoinHandle<()>, CancellationToken)>>,
 }
 
 /// Ids double as directory names: keep them to a safe alphabet.
@@ -91,26 +73,36 @@ fn valid_runtime_id(id: &str) -> bool {
 }
 
 impl MicrovmProvider {
-    /// Validates `config`; assets are checked by [`Provider::health`], not here.
+    /// Validates `config`; assets are checked by [`Provider::health`], not here. Removes
+    /// templates built from other assets and pools of processes that are gone.
     pub fn new(config: MicrovmConfig) -> Result<Self, ProviderError> {
         let settings = config.validate(vmm::kvm_usable())?;
         if settings.accel == Accel::Tcg {
             tracing::warn!("{TCG_WARNING}");
         }
         let tsc_khz = settings.tsc_khz.or_else(vmm::host_tsc_khz);
-        Ok(MicrovmProvider {
+        let templates = Templates::new(&settings.data_dir);
+        templates.remove_stale();
+        pool::Pool::remove_stale(&settings.data_dir);
+        let core = Core {
             rootfs: rootfs::Rootfs::new(&settings.data_dir),
-            config,
-            settings,
+            pool: pool::Pool::new(&settings.data_dir, settings.warm_pool),
+            templates,
             tsc_khz,
+            settings,
+        };
+        Ok(MicrovmProvider {
+            config,
+            core: Arc::new(core),
             vms: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashSet::new()),
             destroyed: Mutex::new((HashSet::new(), VecDeque::new())),
+            refill: Mutex::new(None),
         })
     }
 
-    fn vms_dir(&self) -> PathBuf {
-        self.settings.data_dir.join("vms")
+    fn vms_dir(&self) -> std::path::PathBuf {
+        self.core.vms_dir()
     }
 
     fn vm(&self, id: &str) -> Result<Arc<Vm>, ProviderError> {
@@ -120,9 +112,52 @@ impl MicrovmProvider {
             .ok_or_else(|| ProviderError::SandboxNotFound(id.to_string()))
     }
 
-    /// How long the last boot of `id` took to reach a ready agent.
+    /// How long the spawn of `id` took to reach a ready agent.
     pub fn boot_time(&self, id: &str) -> Option<Duration> {
         lock(&self.vms).get(id).map(|vm| vm.booted_in)
+    }
+
+    /// How `id` was started: `cold`, `restored` (from its image's snapshot) or `pooled`.
+    pub fn boot_kind(&self, id: &str) -> Option<&'static str> {
+        lock(&self.vms).get(id).map(|vm| vm.kind.as_str())
+    }
+
+    /// QEMU's pid for `id` (for memory measurements).
+    pub fn qemu_pid(&self, id: &str) -> Option<i32> {
+        lock(&self.vms).get(id).map(|vm| vm.meta.pid)
+    }
+
+    /// Ready clones in the warm pool, over all images.
+    pub fn warm_count(&self) -> usize {
+        self.core.pool.len()
+    }
+
+    /// Stops the pool's refill task (waiting for it) and destroys the pooled clones. Running
+    /// sandboxes are left alone. Dropping the provider does the same without waiting.
+    pub async fn shutdown(&self) {
+        let task = lock(&self.refill).take();
+        if let Some((handle, cancel)) = task {
+            cancel.cancel();
+            if tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the microvm pool task did not stop in time");
+            }
+        }
+        for vm in self.core.pool.drain() {
+            boot::teardown(&vm).await;
+        }
+        let _ = tokio::fs::remove_dir(self.core.pool.dir()).await;
+    }
+
+    fn ensure_refill_task(&self) {
+        let mut task = lock(&self.refill);
+        if task.is_none() {
+            let cancel = CancellationToken::new();
+            let handle = tokio::spawn(pool::refill(self.core.clone(), cancel.clone()));
+            *task = Some((handle, cancel));
+        }
     }
 
     fn remember_destroyed(&self, id: &str) {
@@ -142,101 +177,60 @@ impl MicrovmProvider {
         lock(&self.destroyed).0.contains(id)
     }
 
-    /// Boots a VM for `spec` and waits for its agent. On failure nothing is left behind.
-    async fn boot(&self, spec: &SandboxSpec, paths: VmPaths) -> Result<Vm, ProviderError> {
-        let started = Instant::now();
-        let base = self.rootfs.base(&spec.image).await?;
-        tokio::fs::create_dir_all(&paths.dir)
-            .await
-            .map_err(|e| ProviderError::internal_with("creating the VM directory failed", e))?;
-        rootfs::create_overlay(&base, &paths.overlay).await?;
-        let shape = VmShape {
-            memory_mb: if spec.memory_mb > 0 {
-                spec.memory_mb.max(64)
-            } else {
-                self.settings.default_memory_mb
-            },
-            vcpus: if spec.vcpus > 0 {
-                spec.vcpus
-            } else {
-                self.settings.default_vcpus
-            },
-            preview_port: match self.settings.network {
-                config::NetworkMode::User => net::free_port(),
-                config::NetworkMode::None => None,
-            },
-        };
-        let qemu = vmm::find_binary(&self.settings.qemu)
-            .ok_or_else(|| ProviderError::Unavailable("qemu binary not found".into()))?;
-        let args = vmm::qemu_args(&self.settings, &paths, &shape, self.tsc_khz);
-        let mut child = vmm::spawn_qemu(&qemu, &args, &paths)?;
-        let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
-        let meta = VmMeta {
-            sandbox_id: spec.id.clone(),
-            image: spec.image.clone(),
-            owner_id: spec.owner_id.clone(),
-            pid,
-        };
-        let meta_json = serde_json::to_vec(&meta)
-            .map_err(|e| ProviderError::internal_with("encoding vm.json failed", e))?;
-        tokio::fs::write(&paths.meta, meta_json)
-            .await
-            .map_err(|e| ProviderError::internal_with("writing vm.json failed", e))?;
-        let deadline = tokio::time::Instant::now() + self.settings.boot_timeout;
-        let ready = async {
-            let stream = agent_conn::connect(&paths.agent_sock, deadline).await?;
-            AgentConn::handshake(stream, &spec.id, deadline).await
-        };
-        let conn = tokio::select! {
-            r = ready => r.map_err(|e| {
-                tracing::warn!(sandbox_id = %spec.id, error = %e, "microvm agent not ready");
-                ProviderError::Unavailable(format!("sandbox VM did not become ready: {e}"))
-            }),
-            status = child.wait() => {
-                tracing::warn!(sandbox_id = %spec.id, ?status, "qemu exited during boot");
-                Err(ProviderError::Unavailable("sandbox VM stopped during boot".into()))
-            }
-        };
-        let conn = match conn {
-            Ok(c) => c,
-            Err(e) => {
-                log_tail(&paths).await;
-                vmm::kill_group(pid);
-                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-                let _ = tokio::fs::remove_dir_all(&paths.dir).await;
-                return Err(e);
-            }
-        };
-        let booted_in = started.elapsed();
-        tracing::info!(sandbox_id = %spec.id, ms = booted_in.as_millis() as u64, accel = self.settings.accel.as_str(), "microvm ready");
-        Ok(Vm {
-            paths,
-            meta,
-            child: Mutex::new(child),
-            conn,
-            booted_in,
-        })
-    }
-
-    /// Kills a VM's process group and removes its files.
-    async fn teardown(&self, vm: &Vm) {
-        vmm::kill_group(vm.meta.pid);
-        let wait = async {
-            loop {
-                if vm.exited() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        if tokio::time::timeout(Duration::from_secs(10), wait)
-            .await
-            .is_err()
-        {
-            tracing::warn!(sandbox_id = %vm.meta.sandbox_id, "qemu did not exit after SIGKILL");
+    /// Starts the VM of `spec`: from the pool, from its image's snapshot, or by a cold boot.
+    async fn start(&self, spec: &SandboxSpec, paths: VmPaths) -> Result<Vm, ProviderError> {
+        let core = &self.core;
+        let base = core.rootfs.base(&spec.image).await?;
+        let shape = core.shape(spec);
+        if !core.settings.snapshots {
+            return core.cold_boot(VmMeta::of(spec), &base, paths, &shape).await;
         }
-        if let Err(e) = tokio::fs::remove_dir_all(&vm.paths.dir).await {
-            tracing::warn!(error = %e, "removing the VM directory failed");
+        let key = TemplateKey::new(core, &core.qemu()?, &base, &shape);
+        if core.pool.enabled() {
+            if let Some(vm) = core.pool.take(&key.name) {
+                match snapshot::resume(vm, VmMeta::of(spec), paths.clone()).await {
+                    Ok(vm) => {
+                        tracing::info!(sandbox_id = %spec.id, us = vm.booted_in.as_micros() as u64, "microvm ready (warm pool)");
+                        return Ok(vm);
+                    }
+                    Err((vm, e)) => {
+                        tracing::warn!(sandbox_id = %spec.id, error = %e, "resuming a pooled microvm failed; restoring instead");
+                        boot::teardown(&vm).await;
+                        let _ = tokio::fs::remove_dir_all(&paths.dir).await;
+                    }
+                }
+            }
+        }
+        let Some(tpl) = core.templates.get(core, &key, &base, &shape).await else {
+            return core.cold_boot(VmMeta::of(spec), &base, paths, &shape).await;
+        };
+        let restored = snapshot::restore(
+            core,
+            &tpl,
+            VmMeta::of(spec),
+            paths.clone(),
+            &shape,
+            &spec.id,
+            false,
+        )
+        .await;
+        match restored {
+            Ok(vm) => {
+                tracing::info!(sandbox_id = %spec.id, ms = vm.booted_in.as_millis() as u64, "microvm ready (restored)");
+                if core.pool.enabled() {
+                    core.pool.want(&tpl, &shape);
+                    self.ensure_refill_task();
+                }
+                Ok(vm)
+            }
+            Err(e) => {
+                tracing::warn!(sandbox_id = %spec.id, error = %e, "restoring a microvm clone failed; booting cold");
+                core.templates.discard(&tpl);
+                for vm in core.pool.forget(&tpl.key) {
+                    boot::teardown(&vm).await;
+                }
+                core.cold_boot(VmMeta::of(spec), &base, paths, &shape).await
+            }
         }
     }
 
@@ -246,7 +240,7 @@ impl MicrovmProvider {
         if !paths.dir.is_dir() {
             return Err(ProviderError::SandboxNotFound(id.to_string()));
         }
-        if let Some(meta) = read_meta(&paths).await {
+        if let Some(meta) = boot::read_meta(&paths).await {
             if vmm::is_qemu_process(meta.pid) {
                 vmm::kill_group(meta.pid);
             }
@@ -259,22 +253,8 @@ impl MicrovmProvider {
     }
 }
 
-async fn read_meta(paths: &VmPaths) -> Option<VmMeta> {
-    let raw = tokio::fs::read(&paths.meta).await.ok()?;
-    serde_json::from_slice(&raw).ok()
-}
-
-/// Logs the end of the VM's QEMU and console output after a failed boot.
-async fn log_tail(paths: &VmPaths) {
-    for p in [&paths.qemu_log, &paths.console] {
-        if let Ok(lines) = tail_lines(p, 20).await {
-            tracing::warn!(file = %p.display(), output = %lines.join("\n"), "microvm boot output");
-        }
-    }
-}
-
 /// The last `n` lines of a file, reading at most [`LOG_TAIL_BYTES`].
-async fn tail_lines(path: &std::path::Path, n: usize) -> std::io::Result<Vec<String>> {
+pub(crate) async fn tail_lines(path: &std::path::Path, n: usize) -> std::io::Result<Vec<String>> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let mut f = tokio::fs::File::open(path).await?;
     let len = f.metadata().await?.len();
@@ -294,6 +274,19 @@ async fn tail_lines(path: &std::path::Path, n: usize) -> std::io::Result<Vec<Str
         .collect())
 }
 
+impl Drop for MicrovmProvider {
+    fn drop(&mut self) {
+        if let Some((handle, cancel)) = lock(&self.refill).take() {
+            cancel.cancel();
+            handle.abort();
+        }
+        for vm in self.core.pool.drain() {
+            pool::kill_now(&vm);
+        }
+        let _ = std::fs::remove_dir(self.core.pool.dir());
+    }
+}
+
 #[async_trait::async_trait]
 impl Provider for MicrovmProvider {
     fn name(&self) -> &str {
@@ -305,7 +298,7 @@ impl Provider for MicrovmProvider {
     }
 
     fn config_summary(&self) -> serde_json::Value {
-        let s = &self.settings;
+        let s = &self.core.settings;
         let tcg = s.accel == Accel::Tcg;
         serde_json::json!({
             "type": "microvm",
@@ -314,21 +307,22 @@ impl Provider for MicrovmProvider {
             "warning": if tcg { Some(TCG_WARNING) } else { None },
             "network_mode": self.config.network_mode,
             "warm_pool": self.config.warm_pool,
+            "snapshots": s.snapshots,
             "kernel": s.kernel.file_name().map(|n| n.to_string_lossy().into_owned()),
             "agent_protocol_version": stacyvm_protocol::agent::AGENT_PROTOCOL_VERSION,
         })
     }
 
     async fn health(&self) -> Result<(), ProviderError> {
-        if vmm::find_binary(&self.settings.qemu).is_none() {
+        if vmm::find_binary(&self.core.settings.qemu).is_none() {
             return Err(ProviderError::Unavailable(format!(
                 "qemu binary {:?} not found",
                 self.config.qemu_path
             )));
         }
         for (what, p) in [
-            ("guest kernel", &self.settings.kernel),
-            ("initramfs", &self.settings.initrd),
+            ("guest kernel", &self.core.settings.kernel),
+            ("initramfs", &self.core.settings.initrd),
         ] {
             if !p.is_file() {
                 return Err(ProviderError::Unavailable(format!(
@@ -358,7 +352,7 @@ impl Provider for MicrovmProvider {
                 "sandbox {id} already exists"
             )));
         }
-        let r = self.boot(spec, paths).await;
+        let r = self.start(spec, paths).await;
         lock(&self.starting).remove(&id);
         let vm = r?;
         {
@@ -379,7 +373,7 @@ impl Provider for MicrovmProvider {
         match vm {
             Some(vm) => {
                 self.remember_destroyed(runtime_id);
-                self.teardown(&vm).await;
+                boot::teardown(&vm).await;
                 Ok(())
             }
             None if self.was_destroyed(runtime_id) => Ok(()),
@@ -489,7 +483,7 @@ impl Provider for MicrovmProvider {
                 continue;
             }
             let paths = VmPaths::new(&self.vms_dir(), &id);
-            let meta = read_meta(&paths).await;
+            let meta = boot::read_meta(&paths).await;
             let known = lock(&self.vms).get(&id).cloned();
             let running = match &known {
                 Some(vm) => !vm.exited() && !vm.conn.is_closed(),

@@ -1,6 +1,7 @@
 //! The QEMU process of one VM: its command line, starting it in its own process group, and
 //! killing that whole group.
 
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -18,6 +19,7 @@ pub(crate) struct VmPaths {
     pub console: PathBuf,
     pub qemu_log: PathBuf,
     pub meta: PathBuf,
+    pub qmp_sock: PathBuf,
 }
 
 impl VmPaths {
@@ -29,6 +31,7 @@ impl VmPaths {
             console: dir.join("console.log"),
             qemu_log: dir.join("qemu.log"),
             meta: dir.join("vm.json"),
+            qmp_sock: dir.join("qmp.sock"),
             dir,
         }
     }
@@ -41,6 +44,26 @@ pub(crate) struct VmShape {
     pub vcpus: i64,
     /// Host port forwarded to guest port 3000 (user networking only).
     pub preview_port: Option<u16>,
+}
+
+/// Guest RAM and start-up of a VM.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Launch {
+    /// Anonymous RAM; boots the kernel.
+    Cold,
+    /// Boots the kernel with guest RAM in the file `mem` (a shared mapping), to be snapshotted.
+    Template { mem: PathBuf, disk_fds: [RawFd; 2] },
+    /// Restores a template: its RAM file mapped copy-on-write, paused until `cont`, the state
+    /// arriving later over QMP.
+    Clone { mem: PathBuf, disk_fds: [RawFd; 2] },
+}
+// Snapshots give the overlay as QEMU fd set 1 (`disk_fds`: inherited, one read-write and one
+// read-only): QEMU reopens the disk when a migration deactivates or activates it, by which time
+// it runs as an unprivileged user that could not open the file by its path.
+
+/// A path inside a QEMU `key=value,...` option: commas are doubled.
+fn opt_path(p: &Path) -> String {
+    p.to_string_lossy().replace(',', ",,")
 }
 
 /// KVM is used only when a hardware module is loaded: these machines' /dev/kvm is PVM-only
@@ -83,6 +106,7 @@ pub(crate) fn qemu_args(
     p: &VmPaths,
     shape: &VmShape,
     tsc_khz: Option<u64>,
+    launch: &Launch,
 ) -> Vec<String> {
     let mut cmdline = String::from("console=ttyS0 reboot=t panic=-1 quiet");
     if let Some(khz) = tsc_khz {
@@ -98,9 +122,18 @@ pub(crate) fn qemu_args(
     // user after the filter is installed, so it needs setuid allowed (QEMU 7.2 kills itself
     // with `children`); once unprivileged it cannot regain anything.
     let elevate = if s.run_as.is_some() { "allow" } else { "deny" };
+    let (machine, ram) = match launch {
+        Launch::Cold => ("microvm", None),
+        Launch::Template { mem, .. } => ("microvm,memory-backend=mem", Some((mem, "on"))),
+        Launch::Clone { mem, .. } => ("microvm,memory-backend=mem", Some((mem, "off"))),
+    };
+    let disk = match launch {
+        Launch::Cold => opt_path(&p.overlay),
+        Launch::Template { .. } | Launch::Clone { .. } => "/dev/fdset/1".to_string(),
+    };
     let mut a: Vec<String> = vec![
         "-M".into(),
-        "microvm".into(),
+        machine.into(),
         "-accel".into(),
         accel.into(),
         "-cpu".into(),
@@ -122,14 +155,11 @@ pub(crate) fn qemu_args(
         "-append".into(),
         cmdline,
         "-chardev".into(),
-        format!("file,id=con,path={}", path(&p.console)),
+        format!("file,id=con,path={}", opt_path(&p.console)),
         "-serial".into(),
         "chardev:con".into(),
         "-drive".into(),
-        format!(
-            "id=root,file={},format=qcow2,if=none,cache=unsafe,discard=unmap",
-            path(&p.overlay)
-        ),
+        format!("id=root,file={disk},format=qcow2,if=none,cache=unsafe,discard=unmap"),
         "-device".into(),
         "virtio-blk-device,drive=root".into(),
         "-device".into(),
@@ -137,7 +167,7 @@ pub(crate) fn qemu_args(
         "-chardev".into(),
         format!(
             "socket,id=agent,path={},server=on,wait=off",
-            path(&p.agent_sock)
+            opt_path(&p.agent_sock)
         ),
         "-device".into(),
         format!(
@@ -145,6 +175,28 @@ pub(crate) fn qemu_args(
             stacyvm_protocol::agent::PORT_NAME
         ),
     ];
+    a.extend([
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", opt_path(&p.qmp_sock)),
+    ]);
+    if let Some((mem, share)) = ram {
+        a.extend([
+            "-object".into(),
+            format!(
+                "memory-backend-file,id=mem,size={}M,mem-path={},share={share}",
+                shape.memory_mb,
+                opt_path(mem)
+            ),
+        ]);
+    }
+    if let Launch::Template { disk_fds, .. } | Launch::Clone { disk_fds, .. } = launch {
+        for fd in disk_fds {
+            a.extend(["-add-fd".into(), format!("fd={fd},set=1")]);
+        }
+    }
+    if let Launch::Clone { .. } = launch {
+        a.extend(["-incoming".into(), "defer".into(), "-S".into()]);
+    }
     a.extend(super::net::args(s.network, shape.preview_port));
     if let Some(user) = &s.run_as {
         a.extend(["-runas".into(), user.clone()]);
@@ -152,26 +204,52 @@ pub(crate) fn qemu_args(
     a
 }
 
-/// Starts QEMU in a new process group, output to `qemu_log`.
+/// Starts QEMU in a new process group, output to `qemu_log`. `inherit` are open descriptors
+/// (close-on-exec in this process) that QEMU keeps under the same numbers.
 pub(crate) fn spawn_qemu(
     qemu: &Path,
     args: &[String],
     p: &VmPaths,
+    inherit: &[RawFd],
 ) -> Result<Child, ProviderError> {
     let log = std::fs::File::create(&p.qemu_log)
         .map_err(|e| ProviderError::internal_with("creating the VM log failed", e))?;
     let log2 = log
         .try_clone()
         .map_err(|e| ProviderError::internal_with("creating the VM log failed", e))?;
-    Command::new(qemu)
-        .args(args)
+    let mut cmd = Command::new(qemu);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    if !inherit.is_empty() {
+        keep_fds(&mut cmd, inherit.to_vec());
+    }
+    cmd.spawn()
         .map_err(|e| ProviderError::Unavailable(format!("starting qemu failed: {e}")))
+}
+
+/// Clears close-on-exec on `fds` in the child only. The numbers stay taken in this process
+/// until the caller closes them after the spawn, so nothing else can land on them.
+#[expect(
+    unsafe_code,
+    reason = "pre_exec is how a child keeps chosen descriptors"
+)]
+fn keep_fds(cmd: &mut Command, fds: Vec<RawFd>) {
+    // SAFETY: the closure only calls fcntl(2), which is async-signal-safe, and allocates
+    // nothing (the Vec was built before the fork).
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &fds {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
 }
 
 /// SIGKILL to QEMU's whole process group.
@@ -226,7 +304,7 @@ mod tests {
             vcpus: 2,
             preview_port: None,
         };
-        let a = qemu_args(&s, &p, &shape, Some(2_300_000));
+        let a = qemu_args(&s, &p, &shape, Some(2_300_000), &Launch::Cold);
         let joined = a.join(" ");
         for want in [
             "-M microvm",
@@ -253,6 +331,53 @@ mod tests {
     }
 
     #[test]
+    fn template_and_clone_command_lines() {
+        let s = MicrovmConfig {
+            data_dir: "/d".into(),
+            run_as: "-".into(),
+            ..Default::default()
+        }
+        .validate(false)
+        .unwrap();
+        let p = VmPaths::new(Path::new("/d/vms"), "sb-1");
+        let shape = VmShape {
+            memory_mb: 256,
+            vcpus: 1,
+            preview_port: None,
+        };
+        let cold = qemu_args(&s, &p, &shape, None, &Launch::Cold).join(" ");
+        assert!(cold.contains("-M microvm -accel"), "{cold}");
+        assert!(!cold.contains("memory-backend") && !cold.contains("-incoming"));
+        assert!(cold.contains("-qmp unix:/d/vms/sb-1/qmp.sock,server=on,wait=off"));
+        let t = Launch::Template {
+            mem: "/d/t,1/mem".into(),
+            disk_fds: [5, 6],
+        };
+        let tpl = qemu_args(&s, &p, &shape, None, &t).join(" ");
+        assert!(tpl.contains("-M microvm,memory-backend=mem"), "{tpl}");
+        assert!(
+            tpl.contains("memory-backend-file,id=mem,size=256M,mem-path=/d/t,,1/mem,share=on"),
+            "{tpl}"
+        );
+        assert!(tpl.contains("file=/dev/fdset/1") && !tpl.contains("-incoming"));
+        let c = Launch::Clone {
+            mem: "/d/t/mem".into(),
+            disk_fds: [7, 8],
+        };
+        let clone = qemu_args(&s, &p, &shape, None, &c).join(" ");
+        for want in [
+            "mem-path=/d/t/mem,share=off",
+            "file=/dev/fdset/1,format=qcow2",
+            "-add-fd fd=7,set=1 -add-fd fd=8,set=1",
+            "-incoming defer -S",
+            // Host-side paths are the clone's own.
+            "path=/d/vms/sb-1/agent.sock",
+        ] {
+            assert!(clone.contains(want), "{want} missing in {clone}");
+        }
+    }
+
+    #[test]
     fn runas_allows_the_privilege_drop() {
         let s = MicrovmConfig {
             run_as: "nobody".into(),
@@ -266,7 +391,7 @@ mod tests {
             vcpus: 1,
             preview_port: None,
         };
-        let joined = qemu_args(&s, &p, &shape, None).join(" ");
+        let joined = qemu_args(&s, &p, &shape, None, &Launch::Cold).join(" ");
         assert!(joined.contains("-runas nobody"), "{joined}");
         assert!(joined.contains("elevateprivileges=allow"), "{joined}");
         assert!(!joined.contains("tsc_early_khz"), "{joined}");

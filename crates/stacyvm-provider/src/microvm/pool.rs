@@ -1,0 +1,255 @@
+//! The warm pool: per template, up to `warm_pool` clones that are already restored, identified
+//! and paused, so a spawn only resumes one (`cont`, then its hostname). One background task,
+//! owned by the provider, refills it one clone at a time; it is cancelled and joined by
+//! [`super::MicrovmProvider::shutdown`] and aborted on drop. Pooled clones live in
+//! `<data_dir>/pool/<pid>-<n>/`, outside `vms/`, so reconciliation never sees them; a later
+//! process removes the pool of a dead one.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::boot::{self, Core, Vm, VmMeta};
+use super::lock;
+use super::snapshot::{self, Template};
+use super::vmm::{VmPaths, VmShape};
+use crate::ProviderError;
+
+/// Backoff bounds after a failed refill.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+struct Entry {
+    template: Arc<Template>,
+    shape: VmShape,
+    ready: VecDeque<Vm>,
+    filling: usize,
+}
+
+pub(crate) struct Pool {
+    target: usize,
+    dir: PathBuf,
+    entries: Mutex<HashMap<String, Entry>>,
+    notify: Notify,
+    next: AtomicU64,
+}
+
+/// One clone to prepare.
+struct Job {
+    key: String,
+    template: Arc<Template>,
+    shape: VmShape,
+}
+
+impl Pool {
+    pub fn new(data_dir: &Path, target: usize) -> Self {
+        // Unique per process and instance (several providers may share a data dir).
+        static INSTANCE: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let name = format!(
+            "{}-{}-{nanos:x}",
+            std::process::id(),
+            INSTANCE.fetch_add(1, Ordering::Relaxed)
+        );
+        Pool {
+            target,
+            dir: data_dir.join("pool").join(name),
+            entries: Mutex::new(HashMap::new()),
+            notify: Notify::new(),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.target > 0
+    }
+
+    /// Removes the pools of processes that are gone (their QEMUs outlive them).
+    pub fn remove_stale(data_dir: &Path) {
+        let Ok(rd) = std::fs::read_dir(data_dir.join("pool")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(boot::pid_alive) {
+                continue;
+            }
+            if let Ok(vms) = std::fs::read_dir(e.path()) {
+                for vm in vms.flatten() {
+                    boot::remove_leftover(&vm.path());
+                }
+            }
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+
+    /// Keeps clones of `template` warm from now on.
+    pub fn want(&self, template: &Arc<Template>, shape: &VmShape) {
+        if !self.enabled() {
+            return;
+        }
+        let mut entries = lock(&self.entries);
+        let e = entries
+            .entry(template.key.clone())
+            .or_insert_with(|| Entry {
+                template: template.clone(),
+                shape: shape.clone(),
+                ready: VecDeque::new(),
+                filling: 0,
+            });
+        e.template = template.clone();
+        drop(entries);
+        self.notify.notify_one();
+    }
+
+    /// A ready clone of template `key`, if any (dead ones are dropped, and killed on drop).
+    pub fn take(&self, key: &str) -> Option<Vm> {
+        let mut entries = lock(&self.entries);
+        let e = entries.get_mut(key)?;
+        let mut found = None;
+        while let Some(vm) = e.ready.pop_front() {
+            if vm.healthy() {
+                found = Some(vm);
+                break;
+            }
+            tracing::warn!(pool_vm = %vm.paths.dir.display(), "dropping a dead pooled microvm");
+            kill_now(&vm);
+        }
+        drop(entries);
+        self.notify.notify_one();
+        found
+    }
+
+    /// Stops keeping clones of `key` (its template was discarded); returns them for teardown.
+    pub fn forget(&self, key: &str) -> Vec<Vm> {
+        lock(&self.entries)
+            .remove(key)
+            .map(|e| e.ready.into())
+            .unwrap_or_default()
+    }
+
+    /// Every pooled clone, for teardown.
+    pub fn drain(&self) -> Vec<Vm> {
+        lock(&self.entries)
+            .drain()
+            .flat_map(|(_, e)| e.ready)
+            .collect()
+    }
+
+    /// Ready clones over all templates.
+    pub fn len(&self) -> usize {
+        lock(&self.entries).values().map(|e| e.ready.len()).sum()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn next_job(&self) -> Option<Job> {
+        let mut entries = lock(&self.entries);
+        let (key, e) = entries
+            .iter_mut()
+            .find(|(_, e)| e.ready.len() + e.filling < self.target)?;
+        e.filling += 1;
+        Some(Job {
+            key: key.clone(),
+            template: e.template.clone(),
+            shape: e.shape.clone(),
+        })
+    }
+
+    /// Ends a job; a clone nobody wants any more (template discarded, pool full) comes back.
+    fn finish(&self, job: &Job, vm: Option<Vm>) -> Option<Vm> {
+        let mut entries = lock(&self.entries);
+        let Some(e) = entries.get_mut(&job.key) else {
+            return vm;
+        };
+        e.filling = e.filling.saturating_sub(1);
+        match vm {
+            Some(vm) if Arc::ptr_eq(&e.template, &job.template) && e.ready.len() < self.target => {
+                e.ready.push_back(vm);
+                None
+            }
+            other => other,
+        }
+    }
+}
+
+/// Kills a VM at once and removes its files (for drop paths, which cannot wait).
+pub(crate) fn kill_now(vm: &Vm) {
+    super::vmm::kill_group(vm.meta.pid);
+    let _ = std::fs::remove_dir_all(&vm.paths.dir);
+}
+
+/// Restores, identifies, warms and pauses one clone for the pool.
+async fn prepare(core: &Core, job: &Job, n: u64) -> Result<Vm, ProviderError> {
+    let paths = VmPaths::new(core.pool.dir(), &format!("p{n}"));
+    let meta = VmMeta {
+        sandbox_id: String::new(),
+        image: job.key.clone(),
+        owner_id: String::new(),
+        pid: 0,
+    };
+    let mut shape = job.shape.clone();
+    shape.preview_port = core.preview_port();
+    let vm = snapshot::restore(core, &job.template, meta, paths, &shape, "", true).await?;
+    if let Err(e) = snapshot::pause(&vm).await {
+        kill_now(&vm);
+        return Err(e);
+    }
+    Ok(vm)
+}
+
+/// The refill task: prepares clones while some template is below its target.
+pub(crate) async fn refill(core: Arc<Core>, cancel: CancellationToken) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        if !backoff.is_zero() {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+        }
+        let Some(job) = core.pool.next_job() else {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = core.pool.notify.notified() => continue,
+            }
+        };
+        let n = core.pool.next.fetch_add(1, Ordering::Relaxed);
+        let r = tokio::select! {
+            () = cancel.cancelled() => {
+                core.pool.finish(&job, None);
+                return;
+            }
+            r = prepare(&core, &job, n) => r,
+        };
+        match r {
+            Ok(vm) => {
+                backoff = Duration::ZERO;
+                if cancel.is_cancelled() {
+                    kill_now(&vm);
+                    core.pool.finish(&job, None);
+                    return;
+                }
+                if let Some(extra) = core.pool.finish(&job, Some(vm)) {
+                    boot::teardown(&extra).await;
+                }
+            }
+            Err(e) => {
+                core.pool.finish(&job, None);
+                backoff = (backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+                tracing::warn!(template = %job.key, error = %e, retry_in_s = backoff.as_secs(), "refilling the microvm warm pool failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,625 @@
+//! Snapshot clones. The first spawn of an image (per memory size and vCPU count) boots a
+//! template VM with its guest RAM in a file, pauses it as soon as its agent answers, and saves
+//! the device state with `x-ignore-shared` (the RAM file is the RAM snapshot, so saving takes
+//! milliseconds); the template is then killed. A clone maps that RAM file copy-on-write
+//! (`share=off`), loads the device state, gets a copy of the template's small overlay, and
+//! before anyone uses it a new identity: hostname, entropy with a reseed, machine id, clock.
+//!
+//! Templates live in `<data_dir>/templates/<key>/` and outlive the process: the key covers
+//! every input (QEMU, kernel, initramfs and base disk by size and mtime, shape, accel, ...), and
+//! templates whose inputs changed are removed at startup.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use stacyvm_protocol::agent::{ExecStart, GuestMsg, HostMsg, Identity};
+use stacyvm_protocol::base64;
+
+use super::agent_conn::{self, AgentConn};
+use super::boot::{self, until_exit, BootKind, Cleanup, Core, Vm, VmMeta};
+use super::qmp::Qmp;
+use super::vmm::{self, Launch, VmPaths, VmShape};
+use super::{lock, rootfs};
+use crate::ProviderError;
+
+/// After a failed template build, spawns of that key boot cold for this long.
+const RETRY_BUILD_AFTER: Duration = Duration::from_secs(60);
+/// Saving the device state takes milliseconds; this only bounds a wedged QEMU.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// One answer from a running agent (identity, warm-up).
+const AGENT_CALL: Duration = Duration::from_secs(30);
+
+/// Identifies a template: `name` is the directory, `assets` the files it was built from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TemplateKey {
+    pub name: String,
+    hash: String,
+    assets: Vec<(String, String)>,
+}
+
+/// Size and modification time: enough to notice a rebuilt kernel, initramfs or disk.
+fn file_id(p: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(p) {
+        Ok(m) => format!("{}:{}.{}:{}", m.len(), m.mtime(), m.mtime_nsec(), m.ino()),
+        Err(_) => "missing".into(),
+    }
+}
+
+/// FNV-1a: stable across builds (std's hasher is not), and collisions only cost a rebuild.
+fn fnv64(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl TemplateKey {
+    pub fn new(core: &Core, qemu: &Path, base: &Path, shape: &VmShape) -> Self {
+        let s = &core.settings;
+        let assets: Vec<(String, String)> = [qemu, &s.kernel, &s.initrd, base]
+            .iter()
+            .map(|p| (p.to_string_lossy().into_owned(), file_id(p)))
+            .collect();
+        let fingerprint = format!(
+            "v1|{assets:?}|{}|{:?}|{:?}|{:?}|{}|{}",
+            s.accel.as_str(),
+            s.network,
+            s.run_as,
+            core.tsc_khz,
+            shape.memory_mb,
+            shape.vcpus
+        );
+        // Short: socket paths under it must stay below 108 bytes.
+        let stem: String = base
+            .file_stem()
+            .map(|s| s.to_string_lossy().chars().take(12).collect())
+            .unwrap_or_default();
+        let hash = format!("{:016x}", fnv64(fingerprint.as_bytes()));
+        TemplateKey {
+            name: format!("{stem}-{}m-{}c-{hash}", shape.memory_mb, shape.vcpus),
+            hash,
+            assets,
+        }
+    }
+}
+
+/// `template.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TemplateMeta {
+    key: String,
+    assets: Vec<(String, String)>,
+    memory_mb: i64,
+    vcpus: i64,
+}
+
+/// A saved template: `mem` (guest RAM), `state` (device state), `disk.qcow2` (its overlay).
+#[derive(Debug)]
+pub(crate) struct Template {
+    pub key: String,
+    pub dir: PathBuf,
+}
+
+impl Template {
+    fn mem(&self) -> PathBuf {
+        self.dir.join("mem")
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+    fn disk(&self) -> PathBuf {
+        self.dir.join("disk.qcow2")
+    }
+}
+
+pub(crate) struct Templates {
+    dir: PathBuf,
+    ready: Mutex<HashMap<String, Arc<Template>>>,
+    failed: Mutex<HashMap<String, Instant>>,
+    /// One build at a time: builds are rare and each is a full boot.
+    build: tokio::sync::Mutex<()>,
+}
+
+impl Templates {
+    pub fn new(data_dir: &Path) -> Self {
+        Templates {
+            dir: data_dir.join("templates"),
+            ready: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+            build: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Removes builds of dead processes and templates whose inputs changed.
+    pub fn remove_stale(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            if let Some(rest) = name.strip_prefix(".build-") {
+                let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+                if !pid.is_some_and(boot::pid_alive) {
+                    boot::remove_leftover(&path);
+                }
+                continue;
+            }
+            let meta: Option<TemplateMeta> = std::fs::read(path.join("template.json"))
+                .ok()
+                .and_then(|raw| serde_json::from_slice(&raw).ok());
+            let current =
+                meta.is_some_and(|m| m.assets.iter().all(|(p, id)| file_id(Path::new(p)) == *id));
+            if !current {
+                tracing::info!(template = %name, "removing a microvm template built from other assets");
+                boot::remove_leftover(&path);
+            }
+        }
+    }
+
+    /// The template for `key`, built (a cold boot plus a save) when needed. `None` when
+    /// snapshots cannot be used for it now: the spawn then boots cold.
+    pub async fn get(
+        &self,
+        core: &Core,
+        key: &TemplateKey,
+        base: &Path,
+        shape: &VmShape,
+    ) -> Option<Arc<Template>> {
+        if let Some(t) = lock(&self.ready).get(&key.name) {
+            return Some(t.clone());
+        }
+        if lock(&self.failed)
+            .get(&key.name)
+            .is_some_and(|t| t.elapsed() < RETRY_BUILD_AFTER)
+        {
+            return None;
+        }
+        let _build = self.build.lock().await;
+        if let Some(t) = lock(&self.ready).get(&key.name) {
+            return Some(t.clone());
+        }
+        let t = match self.load(key) {
+            Some(t) => t,
+            None => match self.build(core, key, base, shape).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(template = %key.name, error = %e, "microvm template build failed; booting cold");
+                    lock(&self.failed).insert(key.name.clone(), Instant::now());
+                    return None;
+                }
+            },
+        };
+        let t = Arc::new(t);
+        lock(&self.ready).insert(key.name.clone(), t.clone());
+        Some(t)
+    }
+
+    /// Drops a template a restore failed on; the next spawn builds it again.
+    pub fn discard(&self, t: &Template) {
+        let removed = lock(&self.ready).remove(&t.key);
+        if removed.is_some() {
+            tracing::warn!(template = %t.key, "discarding a microvm template after a failed restore");
+            boot::remove_leftover(&t.dir);
+        }
+    }
+
+    fn load(&self, key: &TemplateKey) -> Option<Template> {
+        let dir = self.dir.join(&key.name);
+        let raw = std::fs::read(dir.join("template.json")).ok()?;
+        let meta: TemplateMeta = serde_json::from_slice(&raw).ok()?;
+        let t = Template {
+            key: key.name.clone(),
+            dir,
+        };
+        (meta.key == key.name
+            && meta.assets == key.assets
+            && [t.mem(), t.state(), t.disk()].iter().all(|p| p.is_file()))
+        .then_some(t)
+    }
+
+    async fn build(
+        &self,
+        core: &Core,
+        key: &TemplateKey,
+        base: &Path,
+        shape: &VmShape,
+    ) -> Result<Template, ProviderError> {
+        let started = Instant::now();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| {
+                ProviderError::internal_with("creating the template directory failed", e)
+            })?;
+        let work = format!(".build-{}-{}", std::process::id(), key.hash);
+        let paths = VmPaths::new(&self.dir, &work);
+        let _ = std::fs::remove_dir_all(&paths.dir);
+        let mut cleanup = Cleanup::new(&paths.dir);
+        tokio::fs::create_dir_all(&paths.dir).await.map_err(|e| {
+            ProviderError::internal_with("creating the template directory failed", e)
+        })?;
+        rootfs::create_overlay(base, &paths.overlay).await?;
+        let mem = paths.dir.join("mem");
+        // Created here so it is not world-readable (QEMU would create it 0644).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&mem)
+            .map_err(|e| ProviderError::internal_with("creating the RAM file failed", e))?;
+        let (rw, ro) = open_disk(&paths.overlay)?;
+        let fds = [rw.as_raw_fd(), ro.as_raw_fd()];
+        let launch = Launch::Template { mem, disk_fds: fds };
+        let mut meta = VmMeta {
+            sandbox_id: String::new(),
+            image: key.name.clone(),
+            owner_id: String::new(),
+            pid: 0,
+        };
+        let mut shape = shape.clone();
+        shape.preview_port = core.preview_port();
+        let mut child = core
+            .start_qemu(&paths, &shape, &launch, &fds, &mut meta, &mut cleanup)
+            .await?;
+        drop((rw, ro));
+        let deadline = tokio::time::Instant::now() + core.settings.boot_timeout;
+        let state = paths.dir.join("state");
+        let save = async {
+            let stream = agent_conn::connect(&paths.agent_sock, deadline)
+                .await
+                .map_err(unavailable("template agent"))?;
+            let conn = AgentConn::handshake(stream, "", deadline)
+                .await
+                .map_err(unavailable("template agent"))?;
+            if conn.version < 2 {
+                return Err(ProviderError::Unavailable(format!(
+                    "the guest agent speaks protocol {} (identity needs 2): rebuild the initramfs",
+                    conn.version
+                )));
+            }
+            // Saved right away, before the guest writes anything to its disk.
+            let mut qmp = Qmp::connect(&paths.qmp_sock, deadline)
+                .await
+                .map_err(unavailable("qmp"))?;
+            qmp.execute("stop", None)
+                .await
+                .map_err(unavailable("qmp"))?;
+            save_state(&mut qmp, &state).await
+        };
+        if let Err(e) = until_exit(&mut child, save, "template boot").await {
+            boot::log_tail(&paths).await;
+            return Err(e);
+        }
+        vmm::kill_group(meta.pid);
+        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        for p in [&paths.agent_sock, &paths.qmp_sock, &paths.meta] {
+            let _ = std::fs::remove_file(p);
+        }
+        let tmeta = TemplateMeta {
+            key: key.name.clone(),
+            assets: key.assets.clone(),
+            memory_mb: shape.memory_mb,
+            vcpus: shape.vcpus,
+        };
+        let json = serde_json::to_vec(&tmeta)
+            .map_err(|e| ProviderError::internal_with("encoding template.json failed", e))?;
+        tokio::fs::write(paths.dir.join("template.json"), json)
+            .await
+            .map_err(|e| ProviderError::internal_with("writing template.json failed", e))?;
+        let dir = self.dir.join(&key.name);
+        if tokio::fs::rename(&paths.dir, &dir).await.is_err() {
+            // Another process stored the same template first: use theirs.
+            drop(cleanup);
+            return self
+                .load(key)
+                .ok_or_else(|| ProviderError::internal("storing the template failed"));
+        }
+        cleanup.disarm();
+        let built_in = started.elapsed();
+        tracing::info!(template = %key.name, ms = built_in.as_millis() as u64, "microvm template saved");
+        Ok(Template {
+            key: key.name.clone(),
+            dir,
+        })
+    }
+}
+
+fn unavailable<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> ProviderError {
+    move |e| ProviderError::Unavailable(format!("{what}: {e}"))
+}
+
+const IGNORE_SHARED: &str = "x-ignore-shared";
+
+fn ignore_shared() -> serde_json::Value {
+    json!({ "capabilities": [{ "capability": IGNORE_SHARED, "state": true }] })
+}
+
+/// Saves a paused VM's device state into `state`; its RAM, in the shared file, is skipped.
+async fn save_state(qmp: &mut Qmp, state: &Path) -> Result<(), ProviderError> {
+    let q = unavailable("saving the template");
+    qmp.execute("migrate-set-capabilities", Some(ignore_shared()))
+        .await
+        .map_err(&q)?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(state)
+        .map_err(|e| ProviderError::internal_with("creating the state file failed", e))?;
+    qmp.send_fd("state", f.as_fd()).await.map_err(&q)?;
+    drop(f);
+    qmp.execute("migrate", Some(json!({ "uri": "fd:state" })))
+        .await
+        .map_err(&q)?;
+    let until = Instant::now() + SAVE_TIMEOUT;
+    loop {
+        let info = qmp.execute("query-migrate", None).await.map_err(&q)?;
+        match info["status"].as_str().unwrap_or_default() {
+            "completed" => return Ok(()),
+            s @ ("failed" | "cancelled") => {
+                let why = info["error-desc"].as_str().unwrap_or_default();
+                return Err(ProviderError::Unavailable(format!(
+                    "saving the template: migration {s} {why}"
+                )));
+            }
+            _ if Instant::now() > until => {
+                return Err(ProviderError::Unavailable(
+                    "saving the template timed out".into(),
+                ))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    }
+}
+
+/// The overlay opened read-write and read-only, for QEMU's fd set.
+fn open_disk(overlay: &Path) -> Result<(std::fs::File, std::fs::File), ProviderError> {
+    let open = |write: bool| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(overlay)
+            .map_err(|e| ProviderError::internal_with("opening the overlay failed", e))
+    };
+    Ok((open(true)?, open(false)?))
+}
+
+fn random_bytes(n: usize) -> Result<Vec<u8>, ProviderError> {
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| ProviderError::internal_with("reading /dev/urandom failed", e))?;
+    Ok(buf)
+}
+
+/// A new identity: a 64-byte seed, the host clock, and optionally a hostname and machine id.
+pub(crate) fn fresh_identity(hostname: &str, machine_id: bool) -> Result<Identity, ProviderError> {
+    let machine_id = if machine_id {
+        random_bytes(16)?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    } else {
+        String::new()
+    };
+    let unix_time_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_millis()).ok());
+    Ok(Identity {
+        hostname: hostname.to_string(),
+        seed: base64::encode(&random_bytes(64)?),
+        machine_id,
+        unix_time_ms,
+    })
+}
+
+/// Restores a clone of `tpl` into `paths.dir`, resumes it and gives it a fresh identity
+/// (`hostname` empty: keep the template's, as for the pool, which also runs one command so
+/// the first real one finds QEMU's code cache warm). On failure nothing is left.
+pub(crate) async fn restore(
+    core: &Core,
+    tpl: &Template,
+    mut meta: VmMeta,
+    paths: VmPaths,
+    shape: &VmShape,
+    hostname: &str,
+    warm_up: bool,
+) -> Result<Vm, ProviderError> {
+    let started = Instant::now();
+    let mut cleanup = Cleanup::new(&paths.dir);
+    tokio::fs::create_dir_all(&paths.dir)
+        .await
+        .map_err(|e| ProviderError::internal_with("creating the VM directory failed", e))?;
+    tokio::fs::copy(tpl.disk(), &paths.overlay)
+        .await
+        .map_err(|e| ProviderError::internal_with("copying the template overlay failed", e))?;
+    let (rw, ro) = open_disk(&paths.overlay)?;
+    let fds = [rw.as_raw_fd(), ro.as_raw_fd()];
+    let launch = Launch::Clone {
+        mem: tpl.mem(),
+        disk_fds: fds,
+    };
+    let mut child = core
+        .start_qemu(&paths, shape, &launch, &fds, &mut meta, &mut cleanup)
+        .await?;
+    drop((rw, ro));
+    let deadline = tokio::time::Instant::now() + core.settings.boot_timeout;
+    let steps = async {
+        let q = unavailable("restoring the snapshot");
+        let mut qmp = Qmp::connect(&paths.qmp_sock, deadline).await.map_err(&q)?;
+        qmp.execute("migrate-set-capabilities", Some(ignore_shared()))
+            .await
+            .map_err(&q)?;
+        let state = std::fs::File::open(tpl.state())
+            .map_err(|e| ProviderError::Unavailable(format!("template state: {e}")))?;
+        qmp.send_fd("state", state.as_fd()).await.map_err(&q)?;
+        drop(state);
+        qmp.execute("migrate-incoming", Some(json!({ "uri": "fd:state" })))
+            .await
+            .map_err(&q)?;
+        loop {
+            match qmp.status().await.map_err(&q)?.as_str() {
+                "inmigrate" if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                "paused" => break,
+                other => {
+                    return Err(ProviderError::Unavailable(format!(
+                        "restoring the snapshot: VM is {other}"
+                    )))
+                }
+            }
+        }
+        // Connected before the guest runs, so it never sees the host side go away.
+        let stream = agent_conn::connect(&paths.agent_sock, deadline)
+            .await
+            .map_err(unavailable("clone agent"))?;
+        qmp.execute("cont", None).await.map_err(&q)?;
+        let conn = AgentConn::handshake(stream, hostname, deadline)
+            .await
+            .map_err(unavailable("clone agent"))?;
+        conn.identity(fresh_identity(hostname, true)?, AGENT_CALL)
+            .await
+            .map_err(unavailable("clone identity"))?;
+        if warm_up {
+            run_true(&conn).await?;
+        }
+        Ok((qmp, conn))
+    };
+    let (qmp, conn) = match until_exit(&mut child, steps, "restore").await {
+        Ok(r) => r,
+        Err(e) => {
+            boot::log_tail(&paths).await;
+            return Err(e);
+        }
+    };
+    cleanup.disarm();
+    let booted_in = started.elapsed();
+    tracing::debug!(sandbox_id = %meta.sandbox_id, template = %tpl.key, ms = booted_in.as_millis() as u64, "microvm clone ready");
+    Ok(Vm {
+        paths,
+        meta,
+        child: Mutex::new(child),
+        conn,
+        qmp: Some(tokio::sync::Mutex::new(qmp)),
+        booted_in,
+        kind: BootKind::Restored,
+    })
+}
+
+/// Runs `true` in the guest and waits for its exit.
+async fn run_true(conn: &AgentConn) -> Result<(), ProviderError> {
+    let start = ExecStart {
+        argv: vec!["true".into()],
+        ..Default::default()
+    };
+    let (id, mut rx) = conn
+        .start(HostMsg::Exec(start))
+        .await
+        .map_err(unavailable("warm-up"))?;
+    let r = tokio::time::timeout(AGENT_CALL, async {
+        loop {
+            match rx.recv().await {
+                Some(GuestMsg::Exit { .. }) => return Ok(()),
+                Some(GuestMsg::Output { .. }) => {}
+                other => {
+                    return Err(ProviderError::Unavailable(format!(
+                        "warm-up command: {other:?}"
+                    )))
+                }
+            }
+        }
+    })
+    .await;
+    conn.forget(id);
+    r.map_err(|_| ProviderError::Unavailable("warm-up command timed out".into()))?
+}
+
+/// Pauses a ready clone (for the pool).
+pub(crate) async fn pause(vm: &Vm) -> Result<(), ProviderError> {
+    let qmp = vm
+        .qmp
+        .as_ref()
+        .ok_or_else(|| ProviderError::internal("clone without qmp"))?;
+    qmp.lock()
+        .await
+        .execute("stop", None)
+        .await
+        .map_err(unavailable("pausing a clone"))
+        .map(drop)
+}
+
+/// Resumes a pooled clone as sandbox `meta.sandbox_id`: `cont`, its identity, and its
+/// directory moved to `paths.dir`. On failure the caller destroys it.
+pub(crate) async fn resume(
+    mut vm: Vm,
+    mut meta: VmMeta,
+    paths: VmPaths,
+) -> Result<Vm, (Vm, ProviderError)> {
+    let started = Instant::now();
+    let hostname = meta.sandbox_id.clone();
+    let r = async {
+        let qmp = vm
+            .qmp
+            .as_ref()
+            .ok_or_else(|| ProviderError::internal("clone without qmp"))?;
+        qmp.lock()
+            .await
+            .execute("cont", None)
+            .await
+            .map_err(unavailable("resuming a clone"))?;
+        vm.conn
+            .identity(fresh_identity(&hostname, false)?, AGENT_CALL)
+            .await
+            .map_err(unavailable("clone identity"))?;
+        tokio::fs::rename(&vm.paths.dir, &paths.dir)
+            .await
+            .map_err(|e| ProviderError::internal_with("moving the clone directory failed", e))
+    }
+    .await;
+    if let Err(e) = r {
+        return Err((vm, e));
+    }
+    meta.pid = vm.meta.pid;
+    vm.paths = paths;
+    if let Err(e) = boot::write_meta(&vm.paths, &meta).await {
+        return Err((vm, e));
+    }
+    vm.meta = meta;
+    vm.booted_in = started.elapsed();
+    vm.kind = BootKind::Pooled;
+    Ok(vm)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv_is_stable() {
+        assert_eq!(fnv64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn identities_differ() {
+        let a = fresh_identity("sb-1", true).unwrap();
+        let b = fresh_identity("sb-1", true).unwrap();
+        assert!(Identity::valid_machine_id(&a.machine_id), "{a:?}");
+        assert_ne!(a.machine_id, b.machine_id);
+        assert_ne!(a.seed, b.seed);
+        assert_eq!(base64::decode(&a.seed).unwrap().len(), 64);
+        assert!(a.unix_time_ms.unwrap() > 1_700_000_000_000);
+        assert!(fresh_identity("x", false).unwrap().machine_id.is_empty());
+    }
+}

@@ -1,0 +1,59 @@
+//! Shared by the microvm test binaries: the test image and the provider config when the assets
+//! exist (`scripts/setup-microvm.sh`); otherwise a notice, or a failure under `CI=true`.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use stacyvm_provider::{MicrovmConfig, MICROVM_DEFAULT_DATA_DIR};
+
+/// Bound for anything that boots a VM under TCG on a busy 2-core machine.
+pub const BOOT_BOUND: Duration = Duration::from_secs(180);
+
+pub fn image() -> String {
+    std::env::var("STACYVM_MICROVM_TEST_IMAGE")
+        .unwrap_or_else(|_| "stacyvm-test/busybox:latest".into())
+}
+
+/// The provider config when every asset is present; otherwise a notice (or a CI failure).
+pub fn config() -> Option<MicrovmConfig> {
+    let dir = PathBuf::from(
+        std::env::var("STACYVM_MICROVM_DIR").unwrap_or_else(|_| MICROVM_DEFAULT_DATA_DIR.into()),
+    );
+    let stem: String = image()
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                b as char
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let qemu = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join("qemu-system-x86_64").is_file());
+    let missing: Vec<String> = [
+        (!qemu).then(|| "qemu-system-x86_64".to_string()),
+        (!dir.join("vmlinux").is_file()).then(|| "vmlinux".into()),
+        (!dir.join("initramfs.cpio.gz").is_file()).then(|| "initramfs.cpio.gz".into()),
+        (!dir.join("images").join(format!("{stem}.ext4")).is_file())
+            .then(|| format!("images/{stem}.ext4")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !missing.is_empty() {
+        let msg = format!(
+            "microvm assets missing in {}: {missing:?} (run scripts/setup-microvm.sh)",
+            dir.display()
+        );
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{msg}");
+        eprintln!("NOTICE: skipping microvm tests: {msg}");
+        return None;
+    }
+    Some(MicrovmConfig {
+        data_dir: dir.to_string_lossy().into_owned(),
+        boot_timeout: Duration::from_secs(150),
+        ..Default::default()
+    })
+}
