@@ -56,8 +56,14 @@ pub async fn serve(
 
     let app = router(svc.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let stop = shutdown.clone();
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+    let server = axum::serve(
+        // Streams flush small chunks: without TCP_NODELAY the first one waits for a delayed ACK.
+        axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        app,
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await });
     let result = tokio::select! {
         r = server => r,
         () = async {
