@@ -5,9 +5,11 @@
 //! (built on first use from `docker export` with `mkfs.ext4 -d`: no loop mount, no root
 //! needed); otherwise a prebuilt `images/<name>.ext4` (what `scripts/setup-microvm.sh` writes).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
@@ -16,6 +18,10 @@ use crate::ProviderError;
 /// Size of a freshly built base disk (sparse); the guest's free space comes from it.
 const BASE_DISK_MB: u64 = 1024;
 const TOOL_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long an image's resolved base disk is reused without asking Docker again. Asking costs
+/// about 20 ms (a `docker` process), which would dominate a spawn from the warm pool; a
+/// re-tagged image is noticed once this has passed.
+const RESOLVED_TTL: Duration = Duration::from_secs(10);
 
 /// The file name of an image: every byte outside `[A-Za-z0-9._-]` becomes `_` (as in the
 /// setup script).
@@ -36,6 +42,7 @@ pub(crate) struct Rootfs {
     images: PathBuf,
     /// One build at a time: two spawns of a new image must not both build it.
     build: tokio::sync::Mutex<()>,
+    resolved: Mutex<HashMap<String, (PathBuf, Instant)>>,
 }
 
 async fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>, ProviderError> {
@@ -57,11 +64,32 @@ impl Rootfs {
         Rootfs {
             images: data_dir.join("images"),
             build: tokio::sync::Mutex::new(()),
+            resolved: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The base disk for `image`, building it when needed.
+    /// The base disk for `image`, building it when needed (resolutions are reused for
+    /// [`RESOLVED_TTL`] while the disk exists).
     pub async fn base(&self, image: &str) -> Result<PathBuf, ProviderError> {
+        let cached = {
+            let r = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+            r.get(image)
+                .filter(|(p, at)| at.elapsed() < RESOLVED_TTL && p.is_file())
+                .map(|(p, _)| p.clone())
+        };
+        if let Some(p) = cached {
+            return Ok(p);
+        }
+        let p = self.resolve(image).await?;
+        let mut r = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() > 1024 {
+            r.clear();
+        }
+        r.insert(image.to_string(), (p.clone(), Instant::now()));
+        Ok(p)
+    }
+
+    async fn resolve(&self, image: &str) -> Result<PathBuf, ProviderError> {
         if let Some(digest) = docker_image_id(image).await {
             let hex: String = digest
                 .trim_start_matches("sha256:")

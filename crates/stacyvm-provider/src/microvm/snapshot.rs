@@ -572,15 +572,29 @@ pub(crate) async fn resume(
             .qmp
             .as_ref()
             .ok_or_else(|| ProviderError::internal("clone without qmp"))?;
-        qmp.lock()
-            .await
-            .execute("cont", None)
-            .await
-            .map_err(unavailable("resuming a clone"))?;
-        vm.conn
-            .identity(fresh_identity(&hostname, false)?, AGENT_CALL)
+        // The identity is queued before `cont`, so the guest finds it the moment it runs.
+        let (id, mut rx) = vm
+            .conn
+            .start(HostMsg::Identity(fresh_identity(&hostname, false)?))
             .await
             .map_err(unavailable("clone identity"))?;
+        let resumed = qmp.lock().await.execute("cont", None).await;
+        let answer = match resumed {
+            Ok(_) => tokio::time::timeout(AGENT_CALL, rx.recv()).await,
+            Err(e) => {
+                vm.conn.forget(id);
+                return Err(unavailable("resuming a clone")(e));
+            }
+        };
+        vm.conn.forget(id);
+        match answer {
+            Ok(Some(GuestMsg::Ok)) => {}
+            other => {
+                return Err(ProviderError::Unavailable(format!(
+                    "clone identity: {other:?}"
+                )))
+            }
+        }
         tokio::fs::rename(&vm.paths.dir, &paths.dir)
             .await
             .map_err(|e| ProviderError::internal_with("moving the clone directory failed", e))
