@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub use error::ServiceError;
 pub use http::router;
-pub use run::{build_providers, run, settings_from, RunError};
+pub use run::{build_providers, run, settings_from, worker_rpc, RunError};
 pub use service::{
     AdmissionDecision, Caller, ExecParams, ExecResult, ExecStream, OwnerUsage, ProviderHealth,
     QuotaInput, QuotaSummary, ReadyReport, Service, SpawnParams, StreamItem,

@@ -263,7 +263,11 @@ pub fn worker_rpc(
 ) -> Result<(Arc<WorkerAuthenticator>, Arc<WorkerClient>), RunError> {
     let c = cfg.config();
     let auth = Arc::new(WorkerAuthenticator::new(
-        cfg.worker_token().map(Secret::inline),
+        // A token given as a file is re-read when the file changes (rotation without restart).
+        match cfg.secret_file("auth.worker_token") {
+            Some(path) => Some(Secret::file(path)),
+            None => cfg.worker_token().map(Secret::inline),
+        },
         c.auth.worker_tokens.clone(),
         Verifier::new(
             cfg.worker_signing_keys(),

@@ -55,7 +55,11 @@ fn twin_mut<'a>(config: &'a mut Config, key: &str) -> Option<(&'a mut String, &'
 /// Reads every set `*_file` into its value key (content trimmed) and clears the `_file` key, so
 /// the secret has one home afterwards and a second call is a no-op. Setting both the value and
 /// the file, an unreadable file and an empty file are errors naming the key, never the content.
-pub(crate) fn resolve_secret_files(config: &mut Config) -> Result<(), ConfigError> {
+/// Returns the files read, by value key, so rotating services can re-read them.
+pub(crate) fn resolve_secret_files(
+    config: &mut Config,
+) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
+    let mut read = BTreeMap::new();
     for key in SECRET_FILE_KEYS {
         let Some((value, file)) = twin_mut(config, key) else {
             continue;
@@ -83,6 +87,7 @@ pub(crate) fn resolve_secret_files(config: &mut Config) -> Result<(), ConfigErro
         }
         *value = content.to_string();
         file.clear();
+        read.insert((*key).to_string(), path);
     }
-    Ok(())
+    Ok(read)
 }

@@ -115,6 +115,8 @@ pub struct ValidConfig {
     pub(crate) cors: CorsOrigins,
     pub(crate) database: DatabaseTarget,
     pub(crate) docker_memory_bytes: Option<u64>,
+    /// `*_file` secrets read at validation, by value key (`auth.worker_token` → path).
+    pub(crate) secret_files: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl Deref for ValidConfig {
@@ -139,6 +141,12 @@ fn unlimited_if_zero(d: GoDuration) -> Option<GoDuration> {
 
 impl ValidConfig {
     /// Things the operator should know (ignored sections, insecure settings); log each one.
+    /// The file a secret was read from (`auth.worker_token` → its `_file`), so long-running
+    /// services can re-read it when it is rotated on disk.
+    pub fn secret_file(&self, key: &str) -> Option<&std::path::Path> {
+        self.secret_files.get(key).map(PathBuf::as_path)
+    }
+
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }

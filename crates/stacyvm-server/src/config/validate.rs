@@ -15,7 +15,7 @@ use super::{defaults_tree, Config, ConfigError};
 type Result<T> = std::result::Result<T, ConfigError>;
 
 pub(crate) fn validate(mut c: Config) -> Result<ValidConfig> {
-    resolve_secret_files(&mut c)?;
+    let secret_files = resolve_secret_files(&mut c)?;
     check_durations(&c)?;
     check_counts(&c)?;
     let cors = check_server(&c)?;
@@ -37,6 +37,7 @@ pub(crate) fn validate(mut c: Config) -> Result<ValidConfig> {
     let log_format = parse_enum::<LogFormat>("logging.format", &c.logging.format)?;
     let warnings = warnings(&c);
     Ok(ValidConfig {
+        secret_files,
         inner: c,
         warnings,
         provider,
