@@ -227,16 +227,16 @@ impl Core {
 }
 
 /// Runs `fut` unless QEMU exits first.
-pub(crate) async fn until_exit<T>(
+pub(crate) async fn until_exit<T, E: From<ProviderError>>(
     child: &mut Child,
-    fut: impl Future<Output = Result<T, ProviderError>>,
+    fut: impl Future<Output = Result<T, E>>,
     what: &str,
-) -> Result<T, ProviderError> {
+) -> Result<T, E> {
     tokio::select! {
         r = fut => r,
         status = child.wait() => {
             tracing::warn!(?status, what, "qemu exited early");
-            Err(ProviderError::Unavailable(format!("sandbox VM stopped during {what}")))
+            Err(ProviderError::Unavailable(format!("sandbox VM stopped during {what}")).into())
         }
     }
 }

@@ -216,6 +216,7 @@ impl MicrovmProvider {
         .await;
         match restored {
             Ok(vm) => {
+                core.templates.restore_succeeded(&tpl);
                 tracing::info!(sandbox_id = %spec.id, ms = vm.booted_in.as_millis() as u64, "microvm ready (restored)");
                 if core.pool.enabled() {
                     core.pool.want(&tpl, &shape);
@@ -225,9 +226,10 @@ impl MicrovmProvider {
             }
             Err(e) => {
                 tracing::warn!(sandbox_id = %spec.id, error = %e, "restoring a microvm clone failed; booting cold");
-                core.templates.discard(&tpl);
-                for vm in core.pool.forget(&tpl.key) {
-                    boot::teardown(&vm).await;
+                if core.templates.restore_failed(&tpl) {
+                    for vm in core.pool.forget(&tpl.key) {
+                        boot::teardown(&vm).await;
+                    }
                 }
                 core.cold_boot(VmMeta::of(spec), &base, paths, &shape).await
             }

@@ -14,6 +14,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,8 +30,11 @@ use super::vmm::{self, Launch, VmPaths, VmShape};
 use super::{lock, rootfs};
 use crate::ProviderError;
 
-/// After a failed template build, spawns of that key boot cold for this long.
+/// After a failed template build, spawns of that key boot cold for this long. An agent too old
+/// for snapshots is not retried: the key changes with the initramfs.
 const RETRY_BUILD_AFTER: Duration = Duration::from_secs(60);
+/// Consecutive failed restores after which a template is deleted and built again.
+const MAX_RESTORE_FAILURES: u32 = 2;
 /// Saving the device state takes milliseconds; this only bounds a wedged QEMU.
 const SAVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// One answer from a running agent (identity, warm-up).
@@ -104,6 +108,7 @@ struct TemplateMeta {
 pub(crate) struct Template {
     pub key: String,
     pub dir: PathBuf,
+    failures: AtomicU32,
 }
 
 impl Template {
@@ -121,7 +126,8 @@ impl Template {
 pub(crate) struct Templates {
     dir: PathBuf,
     ready: Mutex<HashMap<String, Arc<Template>>>,
-    failed: Mutex<HashMap<String, Instant>>,
+    /// Keys whose build failed, and when to try again (`None`: not in this process).
+    failed: Mutex<HashMap<String, Option<Instant>>>,
     /// One build at a time: builds are rare and each is a full boot.
     build: tokio::sync::Mutex<()>,
 }
@@ -177,7 +183,7 @@ impl Templates {
         }
         if lock(&self.failed)
             .get(&key.name)
-            .is_some_and(|t| t.elapsed() < RETRY_BUILD_AFTER)
+            .is_some_and(|retry| retry.is_none_or(|at| Instant::now() < at))
         {
             return None;
         }
@@ -191,7 +197,11 @@ impl Templates {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!(template = %key.name, error = %e, "microvm template build failed; booting cold");
-                    lock(&self.failed).insert(key.name.clone(), Instant::now());
+                    let retry = match e {
+                        BuildError::OldAgent(_) => None,
+                        BuildError::Other(_) => Some(Instant::now() + RETRY_BUILD_AFTER),
+                    };
+                    lock(&self.failed).insert(key.name.clone(), retry);
                     return None;
                 }
             },
@@ -201,13 +211,22 @@ impl Templates {
         Some(t)
     }
 
-    /// Drops a template a restore failed on; the next spawn builds it again.
-    pub fn discard(&self, t: &Template) {
+    /// Records a failed restore of `t`; after [`MAX_RESTORE_FAILURES`] in a row the template
+    /// is deleted and the next spawn builds it again. Returns whether it was.
+    pub fn restore_failed(&self, t: &Template) -> bool {
+        if t.failures.fetch_add(1, Ordering::SeqCst) + 1 < MAX_RESTORE_FAILURES {
+            return false;
+        }
         let removed = lock(&self.ready).remove(&t.key);
         if removed.is_some() {
-            tracing::warn!(template = %t.key, "discarding a microvm template after a failed restore");
+            tracing::warn!(template = %t.key, "discarding a microvm template after failed restores");
             boot::remove_leftover(&t.dir);
         }
+        true
+    }
+
+    pub fn restore_succeeded(&self, t: &Template) {
+        t.failures.store(0, Ordering::SeqCst);
     }
 
     fn load(&self, key: &TemplateKey) -> Option<Template> {
@@ -217,6 +236,7 @@ impl Templates {
         let t = Template {
             key: key.name.clone(),
             dir,
+            failures: AtomicU32::new(0),
         };
         (meta.key == key.name
             && meta.assets == key.assets
@@ -230,7 +250,7 @@ impl Templates {
         key: &TemplateKey,
         base: &Path,
         shape: &VmShape,
-    ) -> Result<Template, ProviderError> {
+    ) -> Result<Template, BuildError> {
         let started = Instant::now();
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -280,10 +300,7 @@ impl Templates {
                 .await
                 .map_err(unavailable("template agent"))?;
             if conn.version < 2 {
-                return Err(ProviderError::Unavailable(format!(
-                    "the guest agent speaks protocol {} (identity needs 2): rebuild the initramfs",
-                    conn.version
-                )));
+                return Err(BuildError::OldAgent(conn.version));
             }
             // Saved right away, before the guest writes anything to its disk.
             let mut qmp = Qmp::connect(&paths.qmp_sock, deadline)
@@ -292,7 +309,8 @@ impl Templates {
             qmp.execute("stop", None)
                 .await
                 .map_err(unavailable("qmp"))?;
-            save_state(&mut qmp, &state).await
+            save_state(&mut qmp, &state).await?;
+            Ok(())
         };
         if let Err(e) = until_exit(&mut child, save, "template boot").await {
             boot::log_tail(&paths).await;
@@ -320,7 +338,7 @@ impl Templates {
             drop(cleanup);
             return self
                 .load(key)
-                .ok_or_else(|| ProviderError::internal("storing the template failed"));
+                .ok_or_else(|| ProviderError::internal("storing the template failed").into());
         }
         cleanup.disarm();
         let built_in = started.elapsed();
@@ -328,8 +346,19 @@ impl Templates {
         Ok(Template {
             key: key.name.clone(),
             dir,
+            failures: AtomicU32::new(0),
         })
     }
+}
+
+/// Why a template could not be built.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BuildError {
+    /// The initramfs' agent predates the identity message (protocol 2).
+    #[error("the guest agent speaks protocol {0}, snapshots need 2: rebuild the initramfs")]
+    OldAgent(u32),
+    #[error(transparent)]
+    Other(#[from] ProviderError),
 }
 
 fn unavailable<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> ProviderError {
@@ -623,6 +652,73 @@ mod tests {
     fn fnv_is_stable() {
         assert_eq!(fnv64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    fn core(dir: &Path) -> Core {
+        let settings = super::super::MicrovmConfig {
+            data_dir: dir.to_string_lossy().into_owned(),
+            run_as: "-".into(),
+            ..Default::default()
+        }
+        .validate(false)
+        .unwrap();
+        Core {
+            rootfs: rootfs::Rootfs::new(dir),
+            templates: Templates::new(dir),
+            pool: super::super::pool::Pool::new(dir, 0),
+            tsc_khz: Some(1),
+            settings,
+        }
+    }
+
+    #[test]
+    fn keys_follow_inputs_and_stale_templates_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = core(dir.path());
+        for f in ["vmlinux", "initramfs.cpio.gz", "qemu", "base.ext4"] {
+            std::fs::write(dir.path().join(f), f).unwrap();
+        }
+        let (qemu, base) = (dir.path().join("qemu"), dir.path().join("base.ext4"));
+        let shape = VmShape {
+            memory_mb: 256,
+            vcpus: 1,
+            preview_port: None,
+        };
+        let k = TemplateKey::new(&c, &qemu, &base, &shape);
+        assert_eq!(k, TemplateKey::new(&c, &qemu, &base, &shape));
+        assert!(k.name.starts_with("base-256m-1c-"), "{}", k.name);
+        let bigger = VmShape {
+            memory_mb: 512,
+            ..shape.clone()
+        };
+        assert_ne!(k.name, TemplateKey::new(&c, &qemu, &base, &bigger).name);
+
+        // A stored template for these inputs survives a restart; after the kernel changes it
+        // is removed.
+        let stored = dir.path().join("templates").join(&k.name);
+        std::fs::create_dir_all(&stored).unwrap();
+        let meta = TemplateMeta {
+            key: k.name.clone(),
+            assets: k.assets.clone(),
+            memory_mb: 256,
+            vcpus: 1,
+        };
+        std::fs::write(
+            stored.join("template.json"),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
+        for f in ["mem", "state", "disk.qcow2"] {
+            std::fs::write(stored.join(f), b"x").unwrap();
+        }
+        c.templates.remove_stale();
+        assert!(c.templates.load(&k).is_some());
+        std::fs::write(dir.path().join("vmlinux"), "a new kernel").unwrap();
+        let k2 = TemplateKey::new(&c, &qemu, &base, &shape);
+        assert_ne!(k.name, k2.name);
+        assert!(c.templates.load(&k2).is_none());
+        c.templates.remove_stale();
+        assert!(!stored.exists(), "stale template kept");
     }
 
     #[test]
