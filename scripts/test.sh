@@ -3,7 +3,7 @@
 # (nextest, profile ci) and the end-to-end suite (official Python SDK against the built binary).
 #
 #   bash scripts/test.sh              # every step, in order, stopping at the first failure
-#   bash scripts/test.sh e2e          # only the named steps: setup fmt clippy nextest build e2e smoke bench
+#   bash scripts/test.sh e2e          # only the named steps: setup fmt clippy nextest build e2e e2e_pg smoke bench
 #
 # Env: CI=true makes tests that need a missing backend fail instead of skip.
 #      STACYVM_RELEASE=1 builds and tests the release binary instead of the debug one.
@@ -19,7 +19,7 @@ cd "$REPO_ROOT"
 # shellcheck source=scripts/lib/setup.sh
 . "$REPO_ROOT/scripts/lib/setup.sh"
 
-ALL_STEPS=(setup fmt clippy nextest build e2e smoke bench)
+ALL_STEPS=(setup fmt clippy nextest build e2e e2e_pg smoke bench)
 if [ "$#" -gt 0 ]; then
     STEPS=("$@")
 else
@@ -82,6 +82,23 @@ step_e2e() {
         5) die "pytest collected no tests (exit 5): the e2e suite must not be empty" ;;
         *) die "pytest exited with $rc" ;;
     esac
+}
+
+# A subset of the SDK suite with every server on its own fresh Postgres database (the full
+# suite runs on SQLite in step e2e, which also runs the two-control-plane tests).
+E2E_PG_FILES=(test_lifecycle.py test_exec.py test_files.py test_limits.py)
+step_e2e_pg() {
+    [ -x "$VENV_DIR/bin/python" ] || setup_python
+    [ -x "$STACYVM_BIN" ] || die "binary $STACYVM_BIN missing; run the build step first"
+    if [ -z "${STACYVM_TEST_PG_DSN:-}" ]; then
+        setup_postgres || { backend_unavailable postgres; return 0; }
+    fi
+    local rc=0 files=()
+    for f in "${E2E_PG_FILES[@]}"; do files+=("$REPO_ROOT/tests/e2e/$f"); done
+    # shellcheck disable=SC2086
+    STACYVM_E2E_DATABASE=postgres "$VENV_DIR/bin/python" -m pytest "${files[@]}" -ra ${PYTEST_ARGS:-} \
+        || rc=$?
+    [ "$rc" -eq 0 ] || die "pytest (e2e on postgres) exited with $rc"
 }
 
 # The staging guide's flow, in its three credential modes (shared, signed, mTLS).

@@ -4,6 +4,9 @@ Starts the built `stacyvm serve` (env STACYVM_BIN, default target/debug/stacyvm)
 loopback port, with a temp dir as CWD, TMPDIR and HOME and a temp YAML config passed through
 STACYVM_CONFIG (mock provider, SQLite in the temp dir). Tests talk to it with the official SDK
 (`stacyvm==0.1.1`, unchanged), sync and async, plus raw httpx / websockets for wire details.
+
+With STACYVM_E2E_DATABASE=postgres (and STACYVM_TEST_PG_DSN from scripts/setup-postgres.sh)
+each server gets a fresh Postgres database instead (created with `psql`, dropped at the end).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -30,6 +35,12 @@ BIN = Path(os.environ.get("STACYVM_BIN", REPO_ROOT / "target" / "debug" / "stacy
 WORK_ROOT = Path(os.environ.get("STACYVM_WORK_DIR", REPO_ROOT / ".test-work")) / "e2e"
 STARTUP_TIMEOUT_S = 30.0
 CI = os.environ.get("CI", "") in ("true", "1")
+
+PG_DSN = os.environ.get("STACYVM_TEST_PG_DSN", "")
+E2E_DATABASE = os.environ.get("STACYVM_E2E_DATABASE", "sqlite")
+if E2E_DATABASE not in ("sqlite", "postgres"):
+    raise RuntimeError(f"STACYVM_E2E_DATABASE must be sqlite or postgres, not {E2E_DATABASE!r}")
+_PG_DATABASES: list[str] = []
 
 API_KEY = "e2e-api-key-0123456789abcdef"
 ADMIN_KEY = "e2e-admin-key-0123456789abcdef"
@@ -83,6 +94,30 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped under CI=true (missing backends must fail): {reason}"
 
 
+def _psql(sql: str) -> None:
+    subprocess.run(["psql", PG_DSN, "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True,
+                   capture_output=True, timeout=30)
+
+
+def pg_database() -> str:
+    """A fresh, empty database on the Postgres test server; returns its DSN. Dropped when the
+    session ends."""
+    if not PG_DSN:
+        require_backend("postgres", False, "STACYVM_TEST_PG_DSN is not set "
+                        "(eval \"$(scripts/setup-postgres.sh)\")")
+    if shutil.which("psql") is None:
+        require_backend("postgres", False, "psql not found")
+    name = f"e2e_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    try:
+        _psql(f'CREATE DATABASE "{name}"')
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        err = getattr(e, "stderr", b"") or b""
+        require_backend("postgres", False, f"CREATE DATABASE failed: {err.decode(errors='replace')}")
+    _PG_DATABASES.append(name)
+    parts = urllib.parse.urlsplit(PG_DSN)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+
 class Server:
     """One `stacyvm serve` process owned by the test session."""
 
@@ -102,6 +137,8 @@ class Server:
         self.port = 0
         self.config: dict = {}
         self.log_path = self.dir / "server.log"
+        # Kept across restarts: a restarted server finds its own database again.
+        self.database: dict | None = None
 
     # -- configuration ------------------------------------------------------------------------
     @property
@@ -132,11 +169,18 @@ class Server:
         last_err = ""
         for _ in range(3):
             self.port = free_port()
+            if self.database is None:
+                if "database" in self.overrides:
+                    self.database = dict(self.overrides["database"])
+                elif E2E_DATABASE == "postgres":
+                    self.database = {"driver": "postgres", "dsn": pg_database()}
+                else:
+                    self.database = {"driver": "sqlite", "path": str(self.dir / "stacyvm.db")}
+            overrides = {k: v for k, v in self.overrides.items() if k != "database"}
             self.config = deep_merge(
                 deep_merge(BASE_CONFIG, {"server": {"port": self.port},
-                                         "database": {"driver": "sqlite",
-                                                      "path": str(self.dir / "stacyvm.db")}}),
-                self.overrides,
+                                         "database": self.database}),
+                overrides,
             )
             cfg_path = self.dir / "config.yaml"
             cfg_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
@@ -296,9 +340,20 @@ def _start(overrides: dict | None, name: str) -> Server:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _clean_work_root() -> None:
+def _clean_work_root() -> Iterator[None]:
     shutil.rmtree(WORK_ROOT, ignore_errors=True)
     WORK_ROOT.mkdir(parents=True, exist_ok=True)
+    yield
+    # Session fixtures (servers) are finalised before this one: the databases are idle.
+    # Dropped in parallel: each DROP DATABASE takes a few hundred milliseconds.
+    drops = [subprocess.Popen(["psql", PG_DSN, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name in _PG_DATABASES]
+    for p in drops:
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 @pytest.fixture(scope="session")
