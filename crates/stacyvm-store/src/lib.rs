@@ -6,6 +6,7 @@ mod bridge;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
+mod maintenance;
 mod postgres;
 mod records;
 mod sqlite;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 pub use admission::{CreatingSandbox, InsertLimits, LimitHit};
 pub use bridge::{EventBridge, MAX_EVENT_PAYLOAD};
 pub use error::StoreError;
+pub use maintenance::{backup_sqlite, migrate, BackupReport, MigrationReport};
 /// Throwaway databases on the Postgres test server (`STACYVM_TEST_PG_DSN`).
 #[cfg(any(test, feature = "conformance"))]
 pub use postgres::test_db as pg_test_db;

@@ -51,6 +51,8 @@ pub enum Command {
     Version,
     /// Run a remote worker (docs/worker.md), or manage tokens: `stacyvm worker token ...`.
     Worker(WorkerArgs),
+    /// Database upkeep: `db backup <out>` (SQLite), `db migrate`.
+    Db(crate::commands::db::DbArgs),
 }
 
 #[derive(Debug, Args)]

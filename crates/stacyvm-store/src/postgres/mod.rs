@@ -155,6 +155,64 @@ impl PgStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// The newest migration applied to this database.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(db_err("schema version"))?;
+        tracked_version(&mut conn).await
+    }
+}
+
+/// The newest migration this binary carries.
+pub(crate) fn latest_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// The schema version of the database at `dsn` (0 when never migrated), changing nothing.
+pub(crate) async fn schema_version_at(dsn: &str) -> Result<i64, StoreError> {
+    let options: PgConnectOptions = dsn
+        .parse()
+        .map_err(|e| StoreError::Unsupported(format!("invalid postgres dsn: {e}")))?;
+    let target = describe(&options);
+    let mut conn =
+        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                return Err(StoreError::Unreachable {
+                    target,
+                    reason: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(StoreError::Unreachable {
+                    target,
+                    reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+                })
+            }
+        };
+    let v = tracked_version(&mut conn).await;
+    let _ = conn.close().await;
+    v
+}
+
+async fn tracked_version(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    let tracked: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err("schema version"))?;
+    if !tracked {
+        return Ok(0);
+    }
+    let v: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_err("schema version"))?;
+    Ok(v.unwrap_or(0))
 }
 
 /// `host:port/database` for messages; never the password.

@@ -99,6 +99,36 @@ impl SqliteStore {
         self.reader.close().await;
         self.writer.close().await;
     }
+
+    /// The newest migration applied to this database.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let mut conn = self
+            .writer
+            .acquire()
+            .await
+            .map_err(db_err("schema version"))?;
+        crate::maintenance::sqlite_version(&mut conn).await
+    }
+}
+
+/// The newest migration this binary carries.
+pub(crate) fn latest_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// The schema version of the file at `path`, read without changing (or creating) it.
+pub(crate) async fn schema_version_at(path: &str) -> Result<i64, StoreError> {
+    use sqlx::{ConnectOptions, Connection};
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .busy_timeout(BUSY_TIMEOUT)
+        .connect()
+        .await
+        .map_err(db_err("database"))?;
+    let v = crate::maintenance::sqlite_version(&mut conn).await;
+    let _ = conn.close().await;
+    v
 }
 
 /// Refuses a database migrated by a newer binary, then applies the embedded migrations.

@@ -1,6 +1,7 @@
 //! One file per subcommand. anyhow with context is allowed here only.
 
 mod client;
+pub(crate) mod db;
 mod serve;
 mod token;
 mod worker;
@@ -16,6 +17,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(a) => client::exec(&cli.client, a).await,
         Command::List => client::list(&cli.client).await,
         Command::Kill { id } => client::kill(&cli.client, &id).await,
+        Command::Db(a) => db::run(a).await,
         Command::Worker(w) => match w.command {
             Some(WorkerCommand::Token(t)) => token::run(*t),
             None => worker::run(w.run).await,
