@@ -5,6 +5,7 @@ mod api;
 mod docker;
 mod exec;
 mod memory;
+mod pg;
 mod probe;
 mod server;
 mod stats;
@@ -66,6 +67,26 @@ struct Cli {
     /// Concurrent spawns of the docker benchmark.
     #[arg(long, global = true, default_value_t = 20)]
     concurrent: usize,
+    /// Store of the spawn benchmark's server: sqlite, postgres, or both (one after the other,
+    /// then compared).
+    #[arg(long, global = true, value_enum, default_value_t = DbChoice::Sqlite)]
+    database: DbChoice,
+    /// Postgres server for `--database postgres|both`; each run gets a fresh database on it
+    /// (created and dropped with `psql`; the role needs CREATEDB).
+    #[arg(
+        long,
+        global = true,
+        env = "STACYVM_TEST_PG_DSN",
+        hide_env_values = true
+    )]
+    dsn: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq)]
+enum DbChoice {
+    Sqlite,
+    Postgres,
+    Both,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq)]
@@ -164,7 +185,7 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
                 .map_err(|e| BenchError::Unexpected(format!("--duration-secs: {e}")))?,
             probe_n: if cli.quick { 100 } else { 1000 },
         };
-        throughput::run(&bin, &o).await?;
+        spawn_on_databases(&bin, &o, cli.database, cli.dsn.as_deref()).await?;
     }
     if cmd == Cmd::All || cmd == Cmd::Exec {
         let n = cli
@@ -198,6 +219,41 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             concurrent: cli.concurrent.max(1),
         };
         docker::run(&bin, &o).await?;
+    }
+    Ok(())
+}
+
+/// The spawn benchmark on each chosen store, then the comparison at 32 clients.
+async fn spawn_on_databases(
+    bin: &Path,
+    o: &throughput::Opts,
+    choice: DbChoice,
+    dsn: Option<&str>,
+) -> Result<(), BenchError> {
+    let mut figures = Vec::new();
+    if choice != DbChoice::Postgres {
+        figures.push(("SQLite", throughput::run(bin, o, &pg::Db::Sqlite).await?));
+    }
+    if choice != DbChoice::Sqlite {
+        let admin = dsn.ok_or_else(|| {
+            BenchError::Unexpected(
+                "--database postgres needs --dsn (or STACYVM_TEST_PG_DSN)".into(),
+            )
+        })?;
+        let fresh = pg::FreshDb::create(admin)?;
+        let db = pg::Db::Postgres {
+            dsn: fresh.dsn.clone(),
+        };
+        figures.push(("Postgres", throughput::run(bin, o, &db).await?));
+    }
+    if let [(a, Some((ra, ca))), (b, Some((rb, cb)))] = figures.as_slice() {
+        println!(
+            "\n   at 32 clients: {a} {ra:.0} pairs/s ({} ms server CPU/pair), \
+             {b} {rb:.0} pairs/s ({} ms); {b}/{a} = {:.2}",
+            stats::ms(*ca),
+            stats::ms(*cb),
+            rb / ra
+        );
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! A private `stacyvm serve` (mock provider, SQLite in a temp dir) on a free loopback port.
+//! A private `stacyvm serve` (mock provider, SQLite in a temp dir or a given Postgres database)
+//! on a free loopback port.
 //! The child is killed when [`Server`] is dropped, so an error or Ctrl-C never leaves it behind.
 
 use std::net::TcpListener;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
+use crate::pg::Db;
 use crate::BenchError;
 
 const HEALTH_DEADLINE: Duration = Duration::from_secs(30);
@@ -54,7 +56,7 @@ pub fn cpu_time_of(path: &str) -> Result<Duration, BenchError> {
 }
 
 /// The `providers:` flow mapping of the default benchmark server.
-const MOCK_PROVIDERS: &str = "{default: \"mock\", mock: {enabled: true}}";
+pub const MOCK_PROVIDERS: &str = "{default: \"mock\", mock: {enabled: true}}";
 
 impl Server {
     pub async fn start(bin: &Path) -> Result<Server, BenchError> {
@@ -63,19 +65,23 @@ impl Server {
 
     /// Like [`Server::start`] with another `providers:` flow mapping (e.g. docker).
     pub async fn start_with(bin: &Path, providers: &str) -> Result<Server, BenchError> {
+        Self::start_on(bin, providers, &Db::Sqlite).await
+    }
+
+    /// Like [`Server::start_with`], with the store in `db`.
+    pub async fn start_on(bin: &Path, providers: &str, db: &Db) -> Result<Server, BenchError> {
         let dir = tempfile::Builder::new()
             .prefix("stacyvm-bench-")
             .tempdir()
             .map_err(io_err("creating the temp dir"))?;
         let port = free_port()?;
-        let db = dir.path().join("bench.db");
+        let database = db.config(&dir.path().join("bench.db"));
         let config = format!(
             "server: {{host: \"127.0.0.1\", port: {port}}}\n\
              providers: {providers}\n\
-             database: {{driver: \"sqlite\", path: \"{}\"}}\n\
+             database: {database}\n\
              logging: {{level: \"warn\", format: \"json\"}}\n\
-             defaults: {{max_ttl: \"0s\"}}\n",
-            db.display()
+             defaults: {{max_ttl: \"0s\"}}\n"
         );
         let config_path = dir.path().join("stacyvm.yaml");
         std::fs::write(&config_path, config).map_err(io_err("writing the config"))?;
