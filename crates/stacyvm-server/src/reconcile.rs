@@ -27,6 +27,10 @@ pub async fn local_pass(svc: &Service, creating_grace: Option<std::time::Duratio
     };
     // Spawns in flight on another live control plane sharing the database are not ours.
     let elsewhere = crate::creating::in_flight_elsewhere(svc).await;
+    // Local runtimes belong to the control plane that made them and records do not say which
+    // one that was once running: with another control plane alive on this database, only
+    // `creating` rows are ours to judge here (their creator is recorded).
+    let shared = creating_grace.is_some() && other_control_planes_alive(svc).await;
     let mut known = HashSet::new();
     for sb in records.iter().filter(|s| !s.is_remote()) {
         known.insert(sb.runtime_id().to_string());
@@ -60,6 +64,9 @@ pub async fn local_pass(svc: &Service, creating_grace: Option<std::time::Duratio
             .await;
             continue;
         }
+        if shared {
+            continue;
+        }
         match provider.status(sb.runtime_id()).await {
             Ok(SandboxState::Destroyed) | Err(ProviderError::SandboxNotFound(_)) => {
                 mark(
@@ -89,7 +96,7 @@ pub async fn local_pass(svc: &Service, creating_grace: Option<std::time::Duratio
         }
     }
     // Runtimes labelled ours that no live record wants are orphans.
-    for p in svc.providers.all() {
+    for p in svc.providers.all().filter(|_| !shared) {
         let Ok(Some(runtimes)) = p.list_runtimes().await else {
             continue;
         };
@@ -283,4 +290,20 @@ pub async fn destroy_orphans(svc: &Service, worker_id: &str, held: Vec<String>) 
             Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "orphan cleanup failed"),
         }
     }
+}
+
+/// Whether another control plane holds a live presence lease on this database.
+async fn other_control_planes_alive(svc: &Service) -> bool {
+    let Ok(leases) = svc.store.list_leases().await else {
+        // Unknown: be conservative and leave other planes' runtimes alone.
+        return true;
+    };
+    let mine = crate::tasks::leader::presence_lease(&svc.instance_id);
+    let now = chrono::Utc::now();
+    leases.iter().any(|l| {
+        l.resource_id
+            .starts_with(crate::tasks::leader::PRESENCE_PREFIX)
+            && l.resource_id != mine
+            && l.expires_at > now
+    })
 }

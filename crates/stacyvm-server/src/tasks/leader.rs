@@ -20,9 +20,12 @@ pub const BACKGROUND_LEASE: &str = "control-plane/background";
 /// `resource_type` of control-plane leases (sandbox leases use `sandbox`).
 pub const LEASE_TYPE: &str = "control_plane";
 
+/// Resource-id prefix of presence leases.
+pub const PRESENCE_PREFIX: &str = "control-plane/instance/";
+
 /// The presence lease of control plane `instance`: held while it runs.
 pub fn presence_lease(instance: &str) -> String {
-    format!("control-plane/instance/{instance}")
+    format!("{PRESENCE_PREFIX}{instance}")
 }
 
 /// A per-process id: `<hostname>-<pid>-<6 hex>`, new at every start, so a restarted control
