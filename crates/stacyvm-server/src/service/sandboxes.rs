@@ -14,8 +14,9 @@ use stacyvm_types::{
 use super::admission::Slot;
 use super::{Caller, Service, LOCAL_WORKER};
 use crate::error::{ServiceError, ServiceResult};
-use crate::remote::{Endpoint, RemoteProvider};
+use crate::remote::RemoteProvider;
 use crate::settings::SpawnOverflow;
+use stacyvm_store::WorkerRecord;
 
 /// Leases outlive the sandbox's TTL by this much, so a destroy at expiry still holds one.
 const LEASE_SLACK: std::time::Duration = std::time::Duration::from_secs(300);
@@ -234,17 +235,9 @@ impl Service {
         let provider: std::sync::Arc<dyn Provider> = match &remote {
             None => r.provider.clone(),
             Some(w) => {
-                let rp = match self
-                    .remote_provider(&sb.id, w, &r.provider_name, sb.expires_at)
-                    .await
-                {
-                    Ok(rp) => rp,
-                    Err(e) => {
-                        self.release_slot(slot).await;
-                        return Err(e.into());
-                    }
-                };
-                if let Ok(rec) = self.store.get_worker(w).await {
+                // One registry read serves routing, the worker's capacity cap and its preview
+                // domain.
+                let rp = match self.registered_worker(w).await.and_then(|rec| {
                     max_worker = rec
                         .capacity
                         .get("max_sandboxes")
@@ -255,12 +248,18 @@ impl Service {
                         .capacity
                         .get("preview_domain")
                         .and_then(serde_json::Value::as_str)
+                        .filter(|d| !d.is_empty())
                     {
-                        if !d.is_empty() {
-                            sb.preview_domain = d.to_string();
-                        }
+                        sb.preview_domain = d.to_string();
                     }
-                }
+                    self.remote_provider_on(&rec, &sb.id, &r.provider_name, sb.expires_at)
+                }) {
+                    Ok(rp) => rp,
+                    Err(e) => {
+                        self.release_slot(slot).await;
+                        return Err(e.into());
+                    }
+                };
                 std::sync::Arc::new(rp)
             }
         };
@@ -390,33 +389,36 @@ impl Service {
         provider: &str,
         expires_at: stacyvm_types::Timestamp,
     ) -> ServiceResult<RemoteProvider> {
-        let client = self.remote.clone().ok_or_else(|| {
-            ServiceError::Unavailable("remote worker RPC is not configured".into())
-        })?;
-        let w = match self.store.get_worker(worker_id).await {
-            Ok(w) => w,
-            Err(e) if e.is_not_found() => {
-                return Err(ServiceError::Unavailable(format!(
-                    "worker {worker_id} is not registered"
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let rpc_url = w
-            .capacity
-            .get("rpc_url")
-            .and_then(serde_json::Value::as_str)
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| ServiceError::Unavailable(format!("worker {worker_id} has no rpc_url")))?
-            .to_string();
-        let now = chrono::Utc::now();
-        let remaining = (expires_at - now).to_std().unwrap_or_default();
+        let w = self.registered_worker(worker_id).await?;
+        self.remote_provider_on(&w, sandbox_id, provider, expires_at)
+    }
+
+    /// A worker record for routing; a missing one is `Unavailable` (the owner is gone).
+    pub(crate) async fn registered_worker(&self, worker_id: &str) -> ServiceResult<WorkerRecord> {
+        match self.store.get_worker(worker_id).await {
+            Ok(w) => Ok(w),
+            Err(e) if e.is_not_found() => Err(ServiceError::Unavailable(format!(
+                "worker {worker_id} is not registered"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Self::remote_provider`] for an already loaded worker record.
+    pub(crate) fn remote_provider_on(
+        &self,
+        w: &WorkerRecord,
+        sandbox_id: &str,
+        provider: &str,
+        expires_at: stacyvm_types::Timestamp,
+    ) -> ServiceResult<RemoteProvider> {
+        let (client, endpoint) = self.remote_endpoint(w)?;
+        let remaining = (expires_at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default();
         Ok(RemoteProvider {
             client,
-            endpoint: Endpoint {
-                worker_id: worker_id.to_string(),
-                rpc_url,
-            },
+            endpoint,
             store: self.store.clone(),
             provider: provider.to_string(),
             sandbox_id: sandbox_id.to_string(),

@@ -189,12 +189,7 @@ impl Service {
         let Some(w) = chosen else {
             return Ok(Placement::local());
         };
-        let has_url = w
-            .capacity
-            .get("rpc_url")
-            .and_then(Value::as_str)
-            .is_some_and(|u| !u.is_empty());
-        let can_call = has_url
+        let can_call = rpc_url(&w).is_some()
             && self
                 .remote
                 .as_ref()
@@ -232,6 +227,11 @@ impl Service {
         if id == LOCAL_WORKER {
             self.local_removed.store(false, Ordering::SeqCst);
         }
+        self.record_heartbeat(id, hb).await
+    }
+
+    /// Stores a heartbeat (`last_heartbeat = now`) and refreshes the placement view.
+    async fn record_heartbeat(&self, id: &str, hb: HeartbeatInput) -> ServiceResult<WorkerRecord> {
         let now = chrono::Utc::now();
         let rec = WorkerRecord {
             id: id.to_string(),
@@ -279,19 +279,7 @@ impl Service {
         if self.local_removed.load(Ordering::SeqCst) {
             return Ok(());
         }
-        self.store
-            .upsert_worker(&WorkerRecord {
-                id: LOCAL_WORKER.into(),
-                hostname: hb.hostname,
-                status: hb.status,
-                providers: hb.providers,
-                capabilities: hb.capabilities,
-                capacity: hb.capacity,
-                last_heartbeat: chrono::Utc::now(),
-                created_at: chrono::Utc::now(),
-                updated_at: chrono::Utc::now(),
-            })
-            .await?;
+        self.record_heartbeat(LOCAL_WORKER, hb).await?;
         Ok(())
     }
 
@@ -334,7 +322,32 @@ impl Service {
     }
 }
 
+/// The RPC address a worker advertised in its heartbeat (`capacity.rpc_url`), if any.
+pub(crate) fn rpc_url(w: &WorkerRecord) -> Option<&str> {
+    w.capacity
+        .get("rpc_url")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+}
+
 impl Service {
+    /// The client and address for calling worker `w`.
+    pub(crate) fn remote_endpoint(
+        &self,
+        w: &WorkerRecord,
+    ) -> ServiceResult<(Arc<crate::remote::WorkerClient>, crate::remote::Endpoint)> {
+        let client = self.remote.clone().ok_or_else(|| {
+            ServiceError::Unavailable("remote worker RPC is not configured".into())
+        })?;
+        let rpc_url = rpc_url(w)
+            .ok_or_else(|| ServiceError::Unavailable(format!("worker {} has no rpc_url", w.id)))?;
+        let endpoint = crate::remote::Endpoint {
+            worker_id: w.id.clone(),
+            rpc_url: rpc_url.to_string(),
+        };
+        Ok((client, endpoint))
+    }
+
     /// Asks worker `id` to drain (`worker.shutdown`): it refuses new spawns and keeps serving
     /// the sandboxes it holds.
     pub async fn drain_worker(&self, id: &str) -> ServiceResult<()> {
@@ -344,19 +357,7 @@ impl Service {
             ));
         }
         let w = self.store.get_worker(id).await?;
-        let client = self.remote.clone().ok_or_else(|| {
-            ServiceError::Unavailable("remote worker RPC is not configured".into())
-        })?;
-        let rpc_url = w
-            .capacity
-            .get("rpc_url")
-            .and_then(Value::as_str)
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| ServiceError::Unavailable(format!("worker {id} has no rpc_url")))?;
-        let ep = crate::remote::Endpoint {
-            worker_id: id.to_string(),
-            rpc_url: rpc_url.to_string(),
-        };
+        let (client, ep) = self.remote_endpoint(&w)?;
         client
             .call(
                 &ep,
