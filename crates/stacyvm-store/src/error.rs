@@ -24,6 +24,9 @@ pub enum StoreError {
     Unreachable { target: String, reason: String },
     #[error("database error")]
     Database(#[source] sqlx::Error),
+    /// A statement of the SQLite store failed (see `sqlite::db`).
+    #[error("database error")]
+    Sqlite(#[source] rusqlite::Error),
     #[error("migration failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 }

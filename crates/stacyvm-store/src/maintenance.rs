@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
 use crate::StoreError;
@@ -151,25 +151,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
-}
-
-/// The schema version recorded in a SQLite file opened read-only (0 when untracked).
-pub(crate) async fn sqlite_version(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
-    let tracked: Option<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-    )
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(StoreError::Database)?;
-    if tracked.is_none() {
-        return Ok(0);
-    }
-    let v: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(StoreError::Database)?;
-    Ok(v.unwrap_or(0))
 }
 
 #[cfg(test)]

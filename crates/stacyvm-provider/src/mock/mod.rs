@@ -29,10 +29,12 @@ pub struct MockCall {
 }
 
 struct Sandbox {
-    /// `None` once destroyed; dropping it removes the directory.
-    dir: Option<TempDir>,
-    /// Canonical, so symlink checks compare like with like.
-    root: PathBuf,
+    /// False once destroyed.
+    alive: bool,
+    /// The host directory and its canonical path (so symlink checks compare like with like),
+    /// made on first use: a sandbox that is spawned and destroyed without being touched never
+    /// costs a directory. Dropping the `TempDir` removes it.
+    dir: Option<(TempDir, PathBuf)>,
     image: String,
     /// Cancels running execs when the sandbox is destroyed.
     cancel: CancellationToken,
@@ -121,10 +123,7 @@ impl MockProvider {
 
     /// The host directory of a live sandbox (for tests; never put it in an error).
     pub fn host_root(&self, runtime_id: &str) -> Option<PathBuf> {
-        lock(&self.sandboxes)
-            .get(runtime_id)
-            .filter(|s| s.dir.is_some())
-            .map(|s| s.root.clone())
+        self.live(runtime_id).ok().map(|(root, _)| root)
     }
 
     /// Records the call and applies an injected failure, if one is pending.
@@ -150,13 +149,22 @@ impl MockProvider {
         Ok(())
     }
 
-    /// Root and cancel token of a live (not destroyed) sandbox.
+    /// Root (made now if this is the first use) and cancel token of a live sandbox.
     fn live(&self, runtime_id: &str) -> Result<(PathBuf, CancellationToken), ProviderError> {
-        lock(&self.sandboxes)
-            .get(runtime_id)
-            .filter(|s| s.dir.is_some())
-            .map(|s| (s.root.clone(), s.cancel.clone()))
-            .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))
+        let mut map = lock(&self.sandboxes);
+        let sb = map
+            .get_mut(runtime_id)
+            .filter(|s| s.alive)
+            .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
+        let root = match &sb.dir {
+            Some((_, root)) => root.clone(),
+            None => {
+                let (dir, root) = self.create_root(runtime_id)?;
+                sb.dir = Some((dir, root.clone()));
+                root
+            }
+        };
+        Ok((root, sb.cancel.clone()))
     }
 
     /// Runs a blocking file operation on a live sandbox's root.
@@ -242,28 +250,27 @@ impl Provider for MockProvider {
                 spec.id
             )));
         }
-        if self.live(&spec.id).is_ok() {
-            return Err(ProviderError::InvalidInput(format!(
-                "sandbox {} already exists",
-                spec.id
-            )));
-        }
-        let (dir, root) = self.create_root(&spec.id)?;
-        let sandbox = Sandbox {
-            dir: Some(dir),
-            root,
-            image: spec.image.clone(),
-            cancel: CancellationToken::new(),
-        };
+        // The base directory must be usable now, so a broken one fails the spawn, not a
+        // later command.
+        std::fs::create_dir_all(&self.base_dir).map_err(|e| {
+            ProviderError::internal_with("creating the sandbox directory failed", e)
+        })?;
         let mut map = lock(&self.sandboxes);
-        if map.get(&spec.id).is_some_and(|s| s.dir.is_some()) {
-            // Lost a race with a concurrent spawn of the same id; our directory is dropped.
+        if map.get(&spec.id).is_some_and(|s| s.alive) {
             return Err(ProviderError::InvalidInput(format!(
                 "sandbox {} already exists",
                 spec.id
             )));
         }
-        map.insert(spec.id.clone(), sandbox);
+        map.insert(
+            spec.id.clone(),
+            Sandbox {
+                alive: true,
+                dir: None,
+                image: spec.image.clone(),
+                cancel: CancellationToken::new(),
+            },
+        );
         Ok(Spawned {
             runtime_id: spec.id.clone(),
         })
@@ -275,12 +282,13 @@ impl Provider for MockProvider {
             let mut map = lock(&self.sandboxes);
             let sb = map
                 .get_mut(runtime_id)
-                .filter(|s| s.dir.is_some())
+                .filter(|s| s.alive)
                 .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
+            sb.alive = false;
             sb.cancel.cancel();
             sb.dir.take()
         };
-        if let Some(dir) = dir {
+        if let Some((dir, _)) = dir {
             tokio::task::spawn_blocking(move || dir.close())
                 .await
                 .map_err(|e| ProviderError::internal_with("removing the sandbox failed", e))?
@@ -292,7 +300,7 @@ impl Provider for MockProvider {
     async fn status(&self, runtime_id: &str) -> Result<SandboxState, ProviderError> {
         self.enter("status", runtime_id)?;
         match lock(&self.sandboxes).get(runtime_id) {
-            Some(s) if s.dir.is_some() => Ok(SandboxState::Running),
+            Some(s) if s.alive => Ok(SandboxState::Running),
             Some(_) => Ok(SandboxState::Destroyed),
             None => Err(ProviderError::SandboxNotFound(runtime_id.to_string())),
         }
@@ -407,7 +415,7 @@ impl Provider for MockProvider {
         self.enter("list_runtimes", "")?;
         let mut out: Vec<RuntimeInfo> = lock(&self.sandboxes)
             .iter()
-            .filter(|(_, s)| s.dir.is_some())
+            .filter(|(_, s)| s.alive)
             .map(|(id, s)| RuntimeInfo {
                 runtime_id: id.clone(),
                 sandbox_id: Some(id.clone()),

@@ -189,7 +189,7 @@ pub async fn admission_concurrency(stores: &[Arc<dyn Store>]) {
                 match store.insert_sandbox_limited(&sb, &limits).await {
                     Ok(()) => return true,
                     Err(StoreError::LimitReached(LimitHit::Total)) => return false,
-                    Err(StoreError::Database(_)) => {
+                    Err(StoreError::Database(_) | StoreError::Sqlite(_)) => {
                         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                     }
                     Err(e) => panic!("racing insert: {e:?}"),

@@ -1,15 +1,15 @@
-//! Limited inserts and `creating` records. SQLite runs the count and the insert as one
-//! statement on the single writer connection, so no other write of this process can come
-//! between them; a writer in another process on the same file makes the statement fail
-//! (`SQLITE_BUSY`) rather than slip past the limits, as WAL refuses a write on a stale
-//! snapshot.
+//! Limited inserts and `creating` records. The count and the insert are one statement in an
+//! immediate transaction on the single writer connection, so no other write, of this process
+//! or another on the same file, can come between them.
 
 use std::sync::LazyLock;
 
+use rusqlite::params;
 use stacyvm_types::Sandbox;
 
+use super::db::{all, col, exec, first, Db};
 use super::sandboxes::{from_row, COLUMNS};
-use super::{col, db_err, to_json, ts, SqliteStore};
+use super::{to_json, ts};
 use crate::admission::first_hit;
 use crate::{CreatingSandbox, InsertLimits, StoreError};
 
@@ -41,63 +41,60 @@ static LIST_CREATING: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-pub(super) async fn insert_limited(
-    db: &SqliteStore,
+pub(super) fn insert_limited(
+    db: &Db,
     sb: &Sandbox,
     limits: &InsertLimits<'_>,
 ) -> Result<(), StoreError> {
-    let done = sqlx::query(&INSERT_LIMITED)
-        .bind(&sb.id)
-        .bind(sb.state.as_str())
-        .bind(&sb.provider)
-        .bind(&sb.image)
-        .bind(sb.memory_mb)
-        .bind(sb.vcpus)
-        .bind(to_json(&sb.metadata, "metadata")?)
-        .bind(&sb.template)
-        .bind(&sb.owner_id)
-        .bind(&sb.vm_id)
-        .bind(&sb.worker_id)
-        .bind(&sb.tenant_id)
-        .bind(&sb.preview_domain)
-        .bind(ts(&sb.created_at))
-        .bind(ts(&sb.expires_at))
-        .bind(ts(&sb.updated_at))
-        .bind(limits.created_by)
-        .bind(limits.max_total.max(0))
-        .bind(limits.max_owner.max(0))
-        .bind(limits.max_worker.max(0))
-        .execute(&db.writer)
-        .await
-        .map_err(db_err("sandbox"))?;
-    if done.rows_affected() == 1 {
-        return Ok(());
-    }
-    // Refused: say which limit (read after the fact; only the message depends on it).
-    let (total, owner, worker): (i64, i64, i64) = sqlx::query_as(COUNTS)
-        .bind(&sb.owner_id)
-        .bind(&sb.worker_id)
-        .fetch_one(&db.writer)
-        .await
-        .map_err(db_err("sandbox count"))?;
-    Err(StoreError::LimitReached(first_hit(
-        limits,
-        &sb.owner_id,
-        [total, owner, worker],
-    )))
+    let metadata = to_json(&sb.metadata, "metadata")?;
+    db.write("sandbox", |c| {
+        let inserted = exec(
+            c,
+            "sandbox",
+            &INSERT_LIMITED,
+            params![
+                sb.id,
+                sb.state.as_str(),
+                sb.provider,
+                sb.image,
+                sb.memory_mb,
+                sb.vcpus,
+                metadata,
+                sb.template,
+                sb.owner_id,
+                sb.vm_id,
+                sb.worker_id,
+                sb.tenant_id,
+                sb.preview_domain,
+                ts(&sb.created_at),
+                ts(&sb.expires_at),
+                ts(&sb.updated_at),
+                limits.created_by,
+                limits.max_total.max(0),
+                limits.max_owner.max(0),
+                limits.max_worker.max(0),
+            ],
+        )?;
+        if inserted == 1 {
+            return Ok(());
+        }
+        // Refused: say which limit (only the message depends on it).
+        let counts = first(c, "sandbox count", COUNTS, params![sb.owner_id, sb.worker_id], |r| {
+            let n = |i| r.get::<_, i64>(i).map_err(|_| StoreError::Corrupt { what: "count" });
+            Ok([n(0)?, n(1)?, n(2)?])
+        })?
+        .unwrap_or_default();
+        Err(StoreError::LimitReached(first_hit(limits, &sb.owner_id, counts)))
+    })
 }
 
-pub(super) async fn list_creating(db: &SqliteStore) -> Result<Vec<CreatingSandbox>, StoreError> {
-    let rows = sqlx::query(&LIST_CREATING)
-        .fetch_all(&db.reader)
-        .await
-        .map_err(db_err("sandbox"))?;
-    rows.iter()
-        .map(|r| {
+pub(super) fn list_creating(db: &Db) -> Result<Vec<CreatingSandbox>, StoreError> {
+    db.read(|c| {
+        all(c, "sandbox", &LIST_CREATING, [], |r| {
             Ok(CreatingSandbox {
                 sandbox: from_row(r)?,
                 created_by: col(r, "created_by")?,
             })
         })
-        .collect()
+    })
 }

@@ -1,12 +1,15 @@
 //! Admin audit trail: append, filtered listing, pruning by age.
 
-use sqlx::sqlite::SqliteRow;
+use rusqlite::{params, Row};
 use stacyvm_types::Timestamp;
 
-use super::{col, db_err, now, ts, ts_col, SqliteStore};
+use super::db::{all, col, exec, Db};
+use super::{now, ts, ts_col};
 use crate::{AdminAuditRecord, AuditFilter, NewAdminAudit, StoreError};
 
-fn from_row(row: &SqliteRow) -> Result<AdminAuditRecord, StoreError> {
+const WHAT: &str = "admin audit record";
+
+fn from_row(row: &Row<'_>) -> Result<AdminAuditRecord, StoreError> {
     Ok(AdminAuditRecord {
         id: col(row, "id")?,
         actor: col(row, "actor")?,
@@ -23,58 +26,64 @@ fn from_row(row: &SqliteRow) -> Result<AdminAuditRecord, StoreError> {
 }
 
 /// `created_at` is the store's clock at insert.
-pub(super) async fn insert(db: &SqliteStore, rec: &NewAdminAudit) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO admin_audit_logs (actor, method, path, status, duration_ms, request_id, \
-           remote_addr, user_agent, tenant_id, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
-    .bind(&rec.actor)
-    .bind(&rec.method)
-    .bind(&rec.path)
-    .bind(rec.status)
-    .bind(rec.duration_ms)
-    .bind(&rec.request_id)
-    .bind(&rec.remote_addr)
-    .bind(&rec.user_agent)
-    .bind(&rec.tenant_id)
-    .bind(ts(&now()))
-    .execute(&db.writer)
-    .await
-    .map_err(db_err("admin audit record"))?;
-    Ok(())
+pub(super) fn insert(db: &Db, rec: &NewAdminAudit) -> Result<(), StoreError> {
+    db.write(WHAT, |c| {
+        exec(
+            c,
+            WHAT,
+            "INSERT INTO admin_audit_logs (actor, method, path, status, duration_ms, request_id, \
+               remote_addr, user_agent, tenant_id, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                rec.actor,
+                rec.method,
+                rec.path,
+                rec.status,
+                rec.duration_ms,
+                rec.request_id,
+                rec.remote_addr,
+                rec.user_agent,
+                rec.tenant_id,
+                ts(&now()),
+            ],
+        )
+        .map(|_| ())
+    })
 }
 
 /// Newest first. Empty strings and `None` match everything; `limit <= 0` means no limit (the
 /// API layer applies its own default and cap).
-pub(super) async fn list(
-    db: &SqliteStore,
-    f: &AuditFilter,
-) -> Result<Vec<AdminAuditRecord>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, actor, method, path, status, duration_ms, request_id, remote_addr, \
-           user_agent, tenant_id, created_at \
-         FROM admin_audit_logs \
-         WHERE (?1 = '' OR actor = ?1) AND (?2 = '' OR method = ?2) AND (?3 = '' OR path = ?3) \
-           AND (?4 IS NULL OR status = ?4) \
-         ORDER BY created_at DESC, id DESC LIMIT ?5",
-    )
-    .bind(&f.actor)
-    .bind(&f.method)
-    .bind(&f.path)
-    .bind(f.status)
-    .bind(if f.limit > 0 { f.limit } else { -1 })
-    .fetch_all(&db.reader)
-    .await
-    .map_err(db_err("admin audit record"))?;
-    rows.iter().map(from_row).collect()
+pub(super) fn list(db: &Db, f: &AuditFilter) -> Result<Vec<AdminAuditRecord>, StoreError> {
+    db.read(|c| {
+        all(
+            c,
+            WHAT,
+            "SELECT id, actor, method, path, status, duration_ms, request_id, remote_addr, \
+               user_agent, tenant_id, created_at \
+             FROM admin_audit_logs \
+             WHERE (?1 = '' OR actor = ?1) AND (?2 = '' OR method = ?2) \
+               AND (?3 = '' OR path = ?3) AND (?4 IS NULL OR status = ?4) \
+             ORDER BY created_at DESC, id DESC LIMIT ?5",
+            params![
+                f.actor,
+                f.method,
+                f.path,
+                f.status,
+                if f.limit > 0 { f.limit } else { -1 }
+            ],
+            from_row,
+        )
+    })
 }
 
-pub(super) async fn prune(db: &SqliteStore, before: Timestamp) -> Result<u64, StoreError> {
-    let done = sqlx::query("DELETE FROM admin_audit_logs WHERE created_at < ?1")
-        .bind(ts(&before))
-        .execute(&db.writer)
-        .await
-        .map_err(db_err("admin audit record"))?;
-    Ok(done.rows_affected())
+pub(super) fn prune(db: &Db, before: Timestamp) -> Result<u64, StoreError> {
+    let n = db.write(WHAT, |c| {
+        exec(
+            c,
+            WHAT,
+            "DELETE FROM admin_audit_logs WHERE created_at < ?1",
+            [ts(&before)],
+        )
+    })?;
+    Ok(n as u64)
 }

@@ -3,17 +3,19 @@
 //! forever. Acquire and renew are single statements whose WHERE clause carries the whole rule,
 //! which makes them atomic however many connections or processes race.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use sqlx::sqlite::SqliteRow;
+use rusqlite::{params, Row};
 
-use super::{col, db_err, deadline, now, one, touched, ts, ts_col, SqliteStore};
+use super::db::{all, col, exec, first, found, touched, Db};
+use super::{deadline, now, ts, ts_col};
 use crate::{Lease, StoreError};
 
 const COLUMNS: &str =
     "resource_id, resource_type, holder_id, generation, expires_at, created_at, updated_at";
 
-fn from_row(row: &SqliteRow) -> Result<Lease, StoreError> {
+fn from_row(row: &Row<'_>) -> Result<Lease, StoreError> {
     Ok(Lease {
         resource_id: col(row, "resource_id")?,
         resource_type: col(row, "resource_type")?,
@@ -25,18 +27,8 @@ fn from_row(row: &SqliteRow) -> Result<Lease, StoreError> {
     })
 }
 
-/// Granted when the row is absent, released, expired (`expires_at <= now`) or already held by
-/// `holder_id`; otherwise the upsert's WHERE rejects it and nothing comes back. `created_at`
-/// marks the start of the current holder's tenure.
-pub(super) async fn acquire(
-    db: &SqliteStore,
-    resource_id: &str,
-    resource_type: &str,
-    holder_id: &str,
-    ttl: Duration,
-) -> Result<Lease, StoreError> {
-    let now = now();
-    let sql = format!(
+static ACQUIRE: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5) \
          ON CONFLICT (resource_id) DO UPDATE SET \
            resource_type = excluded.resource_type, \
@@ -51,91 +43,97 @@ pub(super) async fn acquire(
             OR leases.holder_id = excluded.holder_id \
             OR leases.expires_at <= excluded.updated_at \
          RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(resource_id)
-        .bind(resource_type)
-        .bind(holder_id)
-        .bind(ts(&deadline(now, ttl)))
-        .bind(ts(&now))
-        .fetch_optional(&db.writer)
-        .await
-        .map_err(db_err("lease"))?;
-    match row {
-        Some(row) => from_row(&row),
-        None => Err(StoreError::Conflict(
-            "lease is held by another worker".into(),
-        )),
-    }
+    )
+});
+
+static RENEW: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE leases SET generation = generation + 1, expires_at = ?3, updated_at = ?4 \
+         WHERE resource_id = ?1 AND holder_id = ?2 AND expires_at > ?4 \
+         RETURNING {COLUMNS}"
+    )
+});
+
+static GET: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {COLUMNS} FROM leases WHERE resource_id = ?1 AND holder_id IS NOT NULL")
+});
+
+static LIST: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {COLUMNS} FROM leases WHERE holder_id IS NOT NULL ORDER BY resource_id")
+});
+
+/// Granted when the row is absent, released, expired (`expires_at <= now`) or already held by
+/// `holder_id`; otherwise the upsert's WHERE rejects it and nothing comes back. `created_at`
+/// marks the start of the current holder's tenure.
+pub(super) fn acquire(
+    db: &Db,
+    resource_id: &str,
+    resource_type: &str,
+    holder_id: &str,
+    ttl: Duration,
+) -> Result<Lease, StoreError> {
+    let now = now();
+    let row = db.write("lease", |c| {
+        first(
+            c,
+            "lease",
+            &ACQUIRE,
+            params![
+                resource_id,
+                resource_type,
+                holder_id,
+                ts(&deadline(now, ttl)),
+                ts(&now)
+            ],
+            from_row,
+        )
+    })?;
+    row.ok_or_else(|| StoreError::Conflict("lease is held by another worker".into()))
 }
 
 /// Only the holder of a live lease may renew it.
-pub(super) async fn renew(
-    db: &SqliteStore,
+pub(super) fn renew(
+    db: &Db,
     resource_id: &str,
     holder_id: &str,
     ttl: Duration,
 ) -> Result<Lease, StoreError> {
     let now = now();
-    let sql = format!(
-        "UPDATE leases SET generation = generation + 1, expires_at = ?3, updated_at = ?4 \
-         WHERE resource_id = ?1 AND holder_id = ?2 AND expires_at > ?4 \
-         RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(resource_id)
-        .bind(holder_id)
-        .bind(ts(&deadline(now, ttl)))
-        .bind(ts(&now))
-        .fetch_optional(&db.writer)
-        .await
-        .map_err(db_err("lease"))?;
-    match row {
-        Some(row) => from_row(&row),
-        None => Err(StoreError::Conflict(
-            "lease is not held by this holder or has expired".into(),
-        )),
-    }
+    let row = db.write("lease", |c| {
+        first(
+            c,
+            "lease",
+            &RENEW,
+            params![resource_id, holder_id, ts(&deadline(now, ttl)), ts(&now)],
+            from_row,
+        )
+    })?;
+    row.ok_or_else(|| {
+        StoreError::Conflict("lease is not held by this holder or has expired".into())
+    })
 }
 
 /// Frees the lease if `holder_id` holds it (even past expiry, as long as nobody took it over).
-pub(super) async fn release(
-    db: &SqliteStore,
-    resource_id: &str,
-    holder_id: &str,
-) -> Result<(), StoreError> {
-    let done = sqlx::query(
-        "UPDATE leases SET holder_id = NULL, updated_at = ?3 \
-         WHERE resource_id = ?1 AND holder_id = ?2",
-    )
-    .bind(resource_id)
-    .bind(holder_id)
-    .bind(ts(&now()))
-    .execute(&db.writer)
-    .await
-    .map_err(db_err("lease"))?;
-    touched(done, "lease", resource_id)
+pub(super) fn release(db: &Db, resource_id: &str, holder_id: &str) -> Result<(), StoreError> {
+    let n = db.write("lease", |c| {
+        exec(
+            c,
+            "lease",
+            "UPDATE leases SET holder_id = NULL, updated_at = ?3 \
+             WHERE resource_id = ?1 AND holder_id = ?2",
+            params![resource_id, holder_id, ts(&now())],
+        )
+    })?;
+    touched(n, "lease", resource_id)
 }
 
 /// The held lease, expired or not; `NotFound` when absent or released.
-pub(super) async fn get(db: &SqliteStore, resource_id: &str) -> Result<Lease, StoreError> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM leases WHERE resource_id = ?1 AND holder_id IS NOT NULL");
-    let row = sqlx::query(&sql)
-        .bind(resource_id)
-        .fetch_optional(&db.reader)
-        .await
-        .map_err(db_err("lease"))?;
-    one(row, "lease", resource_id, from_row)
+pub(super) fn get(db: &Db, resource_id: &str) -> Result<Lease, StoreError> {
+    let row = db.read(|c| first(c, "lease", &GET, [resource_id], from_row))?;
+    found(row, "lease", resource_id)
 }
 
 /// Held leases (expired ones included) ordered by resource id.
-pub(super) async fn list(db: &SqliteStore) -> Result<Vec<Lease>, StoreError> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM leases WHERE holder_id IS NOT NULL ORDER BY resource_id");
-    let rows = sqlx::query(&sql)
-        .fetch_all(&db.reader)
-        .await
-        .map_err(db_err("lease"))?;
-    rows.iter().map(from_row).collect()
+pub(super) fn list(db: &Db) -> Result<Vec<Lease>, StoreError> {
+    db.read(|c| all(c, "lease", &LIST, [], from_row))
 }

@@ -1,14 +1,17 @@
 //! Per-owner quotas (0 = limit not set).
 
-use sqlx::sqlite::SqliteRow;
+use std::sync::LazyLock;
 
-use super::{col, db_err, one, touched, ts, ts_col, SqliteStore};
+use rusqlite::{params, Row};
+
+use super::db::{all, col, exec, first, found, touched, Db};
+use super::{ts, ts_col};
 use crate::{OwnerQuota, StoreError};
 
 const COLUMNS: &str = "owner_id, max_sandboxes, max_ttl_seconds, max_exec_timeout_seconds, \
      created_at, updated_at";
 
-fn from_row(row: &SqliteRow) -> Result<OwnerQuota, StoreError> {
+fn from_row(row: &Row<'_>) -> Result<OwnerQuota, StoreError> {
     Ok(OwnerQuota {
         owner_id: col(row, "owner_id")?,
         max_sandboxes: col(row, "max_sandboxes")?,
@@ -20,8 +23,8 @@ fn from_row(row: &SqliteRow) -> Result<OwnerQuota, StoreError> {
 }
 
 /// One statement: inserts, or updates everything but `created_at`.
-pub(super) async fn upsert(db: &SqliteStore, q: &OwnerQuota) -> Result<OwnerQuota, StoreError> {
-    let sql = format!(
+static UPSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "INSERT INTO owner_quotas ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
          ON CONFLICT (owner_id) DO UPDATE SET \
            max_sandboxes = excluded.max_sandboxes, \
@@ -29,44 +32,50 @@ pub(super) async fn upsert(db: &SqliteStore, q: &OwnerQuota) -> Result<OwnerQuot
            max_exec_timeout_seconds = excluded.max_exec_timeout_seconds, \
            updated_at = excluded.updated_at \
          RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(&q.owner_id)
-        .bind(q.max_sandboxes)
-        .bind(q.max_ttl_seconds)
-        .bind(q.max_exec_timeout_seconds)
-        .bind(ts(&q.created_at))
-        .bind(ts(&q.updated_at))
-        .fetch_one(&db.writer)
-        .await
-        .map_err(db_err("owner_quota"))?;
-    from_row(&row)
+    )
+});
+static GET: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {COLUMNS} FROM owner_quotas WHERE owner_id = ?1"));
+static LIST: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {COLUMNS} FROM owner_quotas ORDER BY owner_id"));
+
+pub(super) fn upsert(db: &Db, q: &OwnerQuota) -> Result<OwnerQuota, StoreError> {
+    let row = db.write("owner_quota", |c| {
+        first(
+            c,
+            "owner_quota",
+            &UPSERT,
+            params![
+                q.owner_id,
+                q.max_sandboxes,
+                q.max_ttl_seconds,
+                q.max_exec_timeout_seconds,
+                ts(&q.created_at),
+                ts(&q.updated_at),
+            ],
+            from_row,
+        )
+    })?;
+    found(row, "owner_quota", &q.owner_id)
 }
 
-pub(super) async fn get(db: &SqliteStore, owner_id: &str) -> Result<OwnerQuota, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM owner_quotas WHERE owner_id = ?1");
-    let row = sqlx::query(&sql)
-        .bind(owner_id)
-        .fetch_optional(&db.reader)
-        .await
-        .map_err(db_err("owner_quota"))?;
-    one(row, "owner_quota", owner_id, from_row)
+pub(super) fn get(db: &Db, owner_id: &str) -> Result<OwnerQuota, StoreError> {
+    let row = db.read(|c| first(c, "owner_quota", &GET, [owner_id], from_row))?;
+    found(row, "owner_quota", owner_id)
 }
 
-pub(super) async fn list(db: &SqliteStore) -> Result<Vec<OwnerQuota>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM owner_quotas ORDER BY owner_id");
-    let rows = sqlx::query(&sql)
-        .fetch_all(&db.reader)
-        .await
-        .map_err(db_err("owner_quota"))?;
-    rows.iter().map(from_row).collect()
+pub(super) fn list(db: &Db) -> Result<Vec<OwnerQuota>, StoreError> {
+    db.read(|c| all(c, "owner_quota", &LIST, [], from_row))
 }
 
-pub(super) async fn delete(db: &SqliteStore, owner_id: &str) -> Result<(), StoreError> {
-    let done = sqlx::query("DELETE FROM owner_quotas WHERE owner_id = ?1")
-        .bind(owner_id)
-        .execute(&db.writer)
-        .await
-        .map_err(db_err("owner_quota"))?;
-    touched(done, "owner_quota", owner_id)
+pub(super) fn delete(db: &Db, owner_id: &str) -> Result<(), StoreError> {
+    let n = db.write("owner_quota", |c| {
+        exec(
+            c,
+            "owner_quota",
+            "DELETE FROM owner_quotas WHERE owner_id = ?1",
+            [owner_id],
+        )
+    })?;
+    touched(n, "owner_quota", owner_id)
 }

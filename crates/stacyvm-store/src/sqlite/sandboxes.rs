@@ -1,9 +1,12 @@
 //! Sandbox records. Destroy is a state change; rows are never deleted.
 
-use sqlx::sqlite::SqliteRow;
+use std::sync::LazyLock;
+
+use rusqlite::{params, Connection, Row};
 use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 
-use super::{col, db_err, json_col, now, one, to_json, ts, ts_col, SqliteStore};
+use super::db::{all, col, exec, first, found, Db};
+use super::{json_col, now, to_json, ts, ts_col};
 use crate::{ActiveCounts, StoreError};
 
 macro_rules! columns {
@@ -45,10 +48,7 @@ pub(super) const COUNT_ACTIVE: &str = "SELECT \
        (SELECT COUNT(*) FROM sandboxes \
           WHERE state NOT IN ('destroyed', 'expired') AND owner_id = ?1 AND ?1 <> '')";
 
-/// Retries of the compare-and-set in `set_state` when other writers keep moving the record.
-const STATE_CAS_ATTEMPTS: usize = 8;
-
-pub(super) fn from_row(row: &SqliteRow) -> Result<Sandbox, StoreError> {
+pub(super) fn from_row(row: &Row<'_>) -> Result<Sandbox, StoreError> {
     let state: String = col(row, "state")?;
     Ok(Sandbox {
         id: col(row, "id")?,
@@ -72,45 +72,46 @@ pub(super) fn from_row(row: &SqliteRow) -> Result<Sandbox, StoreError> {
     })
 }
 
-pub(super) async fn insert(db: &SqliteStore, sb: &Sandbox) -> Result<(), StoreError> {
-    sqlx::query(INSERT)
-        .bind(&sb.id)
-        .bind(sb.state.as_str())
-        .bind(&sb.provider)
-        .bind(&sb.image)
-        .bind(sb.memory_mb)
-        .bind(sb.vcpus)
-        .bind(to_json(&sb.metadata, "metadata")?)
-        .bind(&sb.template)
-        .bind(&sb.owner_id)
-        .bind(&sb.vm_id)
-        .bind(&sb.worker_id)
-        .bind(&sb.tenant_id)
-        .bind(&sb.preview_domain)
-        .bind(ts(&sb.created_at))
-        .bind(ts(&sb.expires_at))
-        .bind(ts(&sb.updated_at))
-        .execute(&db.writer)
-        .await
-        .map_err(db_err("sandbox"))?;
-    Ok(())
+pub(super) fn insert(db: &Db, sb: &Sandbox) -> Result<(), StoreError> {
+    let metadata = to_json(&sb.metadata, "metadata")?;
+    db.write("sandbox", |c| {
+        exec(
+            c,
+            "sandbox",
+            INSERT,
+            params![
+                sb.id,
+                sb.state.as_str(),
+                sb.provider,
+                sb.image,
+                sb.memory_mb,
+                sb.vcpus,
+                metadata,
+                sb.template,
+                sb.owner_id,
+                sb.vm_id,
+                sb.worker_id,
+                sb.tenant_id,
+                sb.preview_domain,
+                ts(&sb.created_at),
+                ts(&sb.expires_at),
+                ts(&sb.updated_at),
+            ],
+        )
+        .map(|_| ())
+    })
 }
 
-pub(super) async fn get(db: &SqliteStore, id: &str) -> Result<Sandbox, StoreError> {
-    let row = sqlx::query(GET)
-        .bind(id)
-        .fetch_optional(&db.reader)
-        .await
-        .map_err(db_err("sandbox"))?;
-    one(row, "sandbox", id, from_row)
+fn get_on(c: &Connection, id: &str) -> Result<Sandbox, StoreError> {
+    found(first(c, "sandbox", GET, [id], from_row)?, "sandbox", id)
 }
 
-pub(super) async fn list(db: &SqliteStore) -> Result<Vec<Sandbox>, StoreError> {
-    let rows = sqlx::query(LIST)
-        .fetch_all(&db.reader)
-        .await
-        .map_err(db_err("sandbox"))?;
-    rows.iter().map(from_row).collect()
+pub(super) fn get(db: &Db, id: &str) -> Result<Sandbox, StoreError> {
+    db.read(|c| get_on(c, id))
+}
+
+pub(super) fn list(db: &Db) -> Result<Vec<Sandbox>, StoreError> {
+    db.read(|c| all(c, "sandbox", LIST, [], from_row))
 }
 
 /// The states `to` may be reached from, as an SQL list of literals (all from a closed enum).
@@ -124,118 +125,100 @@ fn sources_of(to: SandboxState) -> String {
         .join(", ")
 }
 
-/// A compare-and-set: the update applies only while the stored state is one `to` may follow,
-/// so concurrent callers cannot slip an invalid transition past the check.
-pub(super) async fn set_state(
-    db: &SqliteStore,
-    id: &str,
-    to: SandboxState,
-) -> Result<Sandbox, StoreError> {
-    let sources = sources_of(to);
-    let sql = if sources.is_empty() {
-        None
-    } else {
-        Some(format!(
-            "UPDATE sandboxes SET state = ?2, updated_at = ?3 \
-             WHERE id = ?1 AND state IN ({sources}) RETURNING {}",
-            columns!()
-        ))
-    };
-    for _ in 0..STATE_CAS_ATTEMPTS {
-        if let Some(sql) = &sql {
-            let updated = sqlx::query(sql)
-                .bind(id)
-                .bind(to.as_str())
-                .bind(ts(&now()))
-                .fetch_optional(&db.writer)
-                .await
-                .map_err(db_err("sandbox"))?;
-            if let Some(row) = updated {
-                return from_row(&row);
+/// Per target state, the compare-and-set of `set_state` (`None`: no state may move there).
+static SET_STATE: LazyLock<Vec<(SandboxState, Option<String>)>> = LazyLock::new(|| {
+    SandboxState::ALL
+        .into_iter()
+        .map(|to| {
+            let sources = sources_of(to);
+            let sql = (!sources.is_empty()).then(|| {
+                format!(
+                    "UPDATE sandboxes SET state = ?2, updated_at = ?3 \
+                     WHERE id = ?1 AND state IN ({sources}) RETURNING {}",
+                    columns!()
+                )
+            });
+            (to, sql)
+        })
+        .collect()
+});
+
+const SET_RUNNING: &str = concat!(
+    "UPDATE sandboxes SET state = 'running', vm_id = ?2, updated_at = ?3 \
+     WHERE id = ?1 AND state = 'creating' RETURNING ",
+    columns!()
+);
+
+/// A compare-and-set: the update applies only while the stored state is one `to` may follow.
+/// Inside the write transaction nothing can move the record between the update and the
+/// re-read that explains a refusal.
+pub(super) fn set_state(db: &Db, id: &str, to: SandboxState) -> Result<Sandbox, StoreError> {
+    let sql = SET_STATE
+        .iter()
+        .find(|(s, _)| *s == to)
+        .and_then(|(_, sql)| sql.as_deref());
+    let stamp = ts(&now());
+    db.write("sandbox", |c| {
+        if let Some(sql) = sql {
+            if let Some(sb) = first(c, "sandbox", sql, params![id, to.as_str(), stamp], from_row)? {
+                return Ok(sb);
             }
         }
-        // Not updated: absent, already `to`, or not allowed. Decide on the current row.
-        let current = get(db, id).await?;
-        if current.state == to {
-            return Ok(current);
+        // Not updated: absent, already `to`, or not allowed.
+        let current = get_on(c, id)?;
+        if current.state != to {
+            current.state.valid_transition(to)?;
         }
-        current.state.valid_transition(to)?;
-        // The state changed between the two statements to one that allows `to`: try again.
-    }
-    Err(StoreError::Conflict(format!(
-        "sandbox {id} state keeps changing; gave up moving it to {to}"
-    )))
+        Ok(current)
+    })
 }
 
-pub(super) async fn set_expiry(
-    db: &SqliteStore,
-    id: &str,
-    expires_at: Timestamp,
-) -> Result<Sandbox, StoreError> {
-    let row = sqlx::query(SET_EXPIRY)
-        .bind(id)
-        .bind(ts(&expires_at))
-        .bind(ts(&now()))
-        .fetch_optional(&db.writer)
-        .await
-        .map_err(db_err("sandbox"))?;
-    one(row, "sandbox", id, from_row)
+pub(super) fn set_expiry(db: &Db, id: &str, expires_at: Timestamp) -> Result<Sandbox, StoreError> {
+    let row = db.write("sandbox", |c| {
+        first(
+            c,
+            "sandbox",
+            SET_EXPIRY,
+            params![id, ts(&expires_at), ts(&now())],
+            from_row,
+        )
+    })?;
+    found(row, "sandbox", id)
 }
 
-pub(super) async fn list_expired(
-    db: &SqliteStore,
-    now: Timestamp,
-) -> Result<Vec<Sandbox>, StoreError> {
-    let rows = sqlx::query(LIST_EXPIRED)
-        .bind(ts(&now))
-        .fetch_all(&db.reader)
-        .await
-        .map_err(db_err("sandbox"))?;
-    rows.iter().map(from_row).collect()
+pub(super) fn list_expired(db: &Db, now: Timestamp) -> Result<Vec<Sandbox>, StoreError> {
+    db.read(|c| all(c, "sandbox", LIST_EXPIRED, [ts(&now)], from_row))
 }
 
-pub(super) async fn count_active(
-    db: &SqliteStore,
-    owner: Option<&str>,
-) -> Result<ActiveCounts, StoreError> {
-    let (total, owner): (i64, i64) = sqlx::query_as(COUNT_ACTIVE)
-        .bind(owner.unwrap_or(""))
-        .fetch_one(&db.reader)
-        .await
-        .map_err(db_err("sandbox count"))?;
-    Ok(ActiveCounts { total, owner })
+pub(super) fn count_active(db: &Db, owner: Option<&str>) -> Result<ActiveCounts, StoreError> {
+    let counts = db.read(|c| {
+        first(c, "sandbox count", COUNT_ACTIVE, [owner.unwrap_or("")], |r| {
+            Ok(ActiveCounts {
+                total: r.get(0).map_err(|_| StoreError::Corrupt { what: "count" })?,
+                owner: r.get(1).map_err(|_| StoreError::Corrupt { what: "count" })?,
+            })
+        })
+    })?;
+    Ok(counts.unwrap_or(ActiveCounts { total: 0, owner: 0 }))
 }
 
 /// `creating` → `running`, recording the provider's runtime id in the same statement.
-pub(super) async fn set_running(
-    db: &SqliteStore,
-    id: &str,
-    vm_id: &str,
-) -> Result<Sandbox, StoreError> {
-    let sql = format!(
-        "UPDATE sandboxes SET state = 'running', vm_id = ?2, updated_at = ?3 \
-         WHERE id = ?1 AND state = 'creating' RETURNING {}",
-        columns!()
-    );
-    let updated = sqlx::query(&sql)
-        .bind(id)
-        .bind(vm_id)
-        .bind(ts(&now()))
-        .fetch_optional(&db.writer)
-        .await
-        .map_err(db_err("sandbox"))?;
-    if let Some(row) = updated {
-        return from_row(&row);
-    }
-    let current = get(db, id).await?;
-    if current.state == SandboxState::Running && current.vm_id == vm_id {
-        return Ok(current);
-    }
-    current.state.valid_transition(SandboxState::Running)?;
-    Err(StoreError::Conflict(format!(
-        "sandbox {id} is {} and cannot be marked running",
-        current.state
-    )))
+pub(super) fn set_running(db: &Db, id: &str, vm_id: &str) -> Result<Sandbox, StoreError> {
+    let stamp = ts(&now());
+    db.write("sandbox", |c| {
+        if let Some(sb) = first(c, "sandbox", SET_RUNNING, params![id, vm_id, stamp], from_row)? {
+            return Ok(sb);
+        }
+        let current = get_on(c, id)?;
+        if current.state == SandboxState::Running && current.vm_id == vm_id {
+            return Ok(current);
+        }
+        current.state.valid_transition(SandboxState::Running)?;
+        Err(StoreError::Conflict(format!(
+            "sandbox {id} is {} and cannot be marked running",
+            current.state
+        )))
+    })
 }
 
 #[cfg(test)]

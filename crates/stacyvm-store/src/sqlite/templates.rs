@@ -1,14 +1,17 @@
 //! Sandbox templates, keyed by name. List fields and maps are stored as JSON text.
 
-use sqlx::sqlite::SqliteRow;
+use std::sync::LazyLock;
 
-use super::{col, db_err, json_col, one, to_json, touched, ts, ts_col, SqliteStore};
+use rusqlite::{params, Row};
+
+use super::db::{all, col, exec, first, found, touched, Db};
+use super::{json_col, to_json, ts, ts_col};
 use crate::{StoreError, Template};
 
 const COLUMNS: &str = "name, version, image, description, setup, allowed_hosts, memory_mb, \
      cpu_cores, ttl_seconds, env, secrets, pool_size, created_at, updated_at";
 
-fn from_row(row: &SqliteRow) -> Result<Template, StoreError> {
+fn from_row(row: &Row<'_>) -> Result<Template, StoreError> {
     Ok(Template {
         name: col(row, "name")?,
         version: col(row, "version")?,
@@ -27,83 +30,98 @@ fn from_row(row: &SqliteRow) -> Result<Template, StoreError> {
     })
 }
 
-pub(super) async fn create(db: &SqliteStore, t: &Template) -> Result<(), StoreError> {
-    let sql = format!(
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "INSERT INTO templates ({COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-    );
-    sqlx::query(&sql)
-        .bind(&t.name)
-        .bind(t.version)
-        .bind(&t.image)
-        .bind(&t.description)
-        .bind(to_json(&t.setup, "setup")?)
-        .bind(to_json(&t.allowed_hosts, "allowed_hosts")?)
-        .bind(t.memory_mb)
-        .bind(t.cpu_cores)
-        .bind(t.ttl_seconds)
-        .bind(to_json(&t.env, "env")?)
-        .bind(to_json(&t.secrets, "secrets")?)
-        .bind(t.pool_size)
-        .bind(ts(&t.created_at))
-        .bind(ts(&t.updated_at))
-        .execute(&db.writer)
-        .await
-        .map_err(db_err("template"))?;
-    Ok(())
+    )
+});
+static GET: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {COLUMNS} FROM templates WHERE name = ?1"));
+static LIST: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {COLUMNS} FROM templates ORDER BY name"));
+
+/// The JSON text of a template's list and map fields, in column order.
+fn json_fields(t: &Template) -> Result<[String; 4], StoreError> {
+    Ok([
+        to_json(&t.setup, "setup")?,
+        to_json(&t.allowed_hosts, "allowed_hosts")?,
+        to_json(&t.env, "env")?,
+        to_json(&t.secrets, "secrets")?,
+    ])
 }
 
-pub(super) async fn get(db: &SqliteStore, name: &str) -> Result<Template, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM templates WHERE name = ?1");
-    let row = sqlx::query(&sql)
-        .bind(name)
-        .fetch_optional(&db.reader)
-        .await
-        .map_err(db_err("template"))?;
-    one(row, "template", name, from_row)
+pub(super) fn create(db: &Db, t: &Template) -> Result<(), StoreError> {
+    let [setup, hosts, env, secrets] = json_fields(t)?;
+    db.write("template", |c| {
+        exec(
+            c,
+            "template",
+            &INSERT,
+            params![
+                t.name,
+                t.version,
+                t.image,
+                t.description,
+                setup,
+                hosts,
+                t.memory_mb,
+                t.cpu_cores,
+                t.ttl_seconds,
+                env,
+                secrets,
+                t.pool_size,
+                ts(&t.created_at),
+                ts(&t.updated_at),
+            ],
+        )
+        .map(|_| ())
+    })
 }
 
-pub(super) async fn list(db: &SqliteStore) -> Result<Vec<Template>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM templates ORDER BY name");
-    let rows = sqlx::query(&sql)
-        .fetch_all(&db.reader)
-        .await
-        .map_err(db_err("template"))?;
-    rows.iter().map(from_row).collect()
+pub(super) fn get(db: &Db, name: &str) -> Result<Template, StoreError> {
+    let row = db.read(|c| first(c, "template", &GET, [name], from_row))?;
+    found(row, "template", name)
+}
+
+pub(super) fn list(db: &Db) -> Result<Vec<Template>, StoreError> {
+    db.read(|c| all(c, "template", &LIST, [], from_row))
 }
 
 /// Replaces every field but `name` and `created_at`.
-pub(super) async fn replace(db: &SqliteStore, t: &Template) -> Result<(), StoreError> {
-    let done = sqlx::query(
-        "UPDATE templates SET version = ?2, image = ?3, description = ?4, setup = ?5, \
-           allowed_hosts = ?6, memory_mb = ?7, cpu_cores = ?8, ttl_seconds = ?9, env = ?10, \
-           secrets = ?11, pool_size = ?12, updated_at = ?13 \
-         WHERE name = ?1",
-    )
-    .bind(&t.name)
-    .bind(t.version)
-    .bind(&t.image)
-    .bind(&t.description)
-    .bind(to_json(&t.setup, "setup")?)
-    .bind(to_json(&t.allowed_hosts, "allowed_hosts")?)
-    .bind(t.memory_mb)
-    .bind(t.cpu_cores)
-    .bind(t.ttl_seconds)
-    .bind(to_json(&t.env, "env")?)
-    .bind(to_json(&t.secrets, "secrets")?)
-    .bind(t.pool_size)
-    .bind(ts(&t.updated_at))
-    .execute(&db.writer)
-    .await
-    .map_err(db_err("template"))?;
-    touched(done, "template", &t.name)
+pub(super) fn replace(db: &Db, t: &Template) -> Result<(), StoreError> {
+    let [setup, hosts, env, secrets] = json_fields(t)?;
+    let n = db.write("template", |c| {
+        exec(
+            c,
+            "template",
+            "UPDATE templates SET version = ?2, image = ?3, description = ?4, setup = ?5, \
+               allowed_hosts = ?6, memory_mb = ?7, cpu_cores = ?8, ttl_seconds = ?9, env = ?10, \
+               secrets = ?11, pool_size = ?12, updated_at = ?13 \
+             WHERE name = ?1",
+            params![
+                t.name,
+                t.version,
+                t.image,
+                t.description,
+                setup,
+                hosts,
+                t.memory_mb,
+                t.cpu_cores,
+                t.ttl_seconds,
+                env,
+                secrets,
+                t.pool_size,
+                ts(&t.updated_at),
+            ],
+        )
+    })?;
+    touched(n, "template", &t.name)
 }
 
-pub(super) async fn delete(db: &SqliteStore, name: &str) -> Result<(), StoreError> {
-    let done = sqlx::query("DELETE FROM templates WHERE name = ?1")
-        .bind(name)
-        .execute(&db.writer)
-        .await
-        .map_err(db_err("template"))?;
-    touched(done, "template", name)
+pub(super) fn delete(db: &Db, name: &str) -> Result<(), StoreError> {
+    let n = db.write("template", |c| {
+        exec(c, "template", "DELETE FROM templates WHERE name = ?1", [name])
+    })?;
+    touched(n, "template", name)
 }

@@ -1,15 +1,18 @@
 //! Worker registry rows, written by heartbeats.
 
-use sqlx::sqlite::SqliteRow;
+use std::sync::LazyLock;
 
-use super::{col, db_err, json_col, now, one, to_json, touched, ts, ts_col, SqliteStore};
+use rusqlite::{params, Row};
+
+use super::db::{all, col, exec, first, found, touched, Db};
+use super::{json_col, now, to_json, ts, ts_col};
 use crate::{StoreError, WorkerRecord};
 
 const COLUMNS: &str = "id, hostname, status, providers, capabilities, capacity, last_heartbeat, \
      created_at, updated_at";
 
 /// A nullable JSON list: NULL means "not sent", which differs from an empty list.
-fn list_col(row: &SqliteRow, name: &'static str) -> Result<Option<Vec<String>>, StoreError> {
+fn list_col(row: &Row<'_>, name: &'static str) -> Result<Option<Vec<String>>, StoreError> {
     let text: Option<String> = col(row, name)?;
     text.map(|t| serde_json::from_str(&t).map_err(|_| StoreError::Corrupt { what: name }))
         .transpose()
@@ -22,7 +25,7 @@ fn list_json(
     value.as_ref().map(|v| to_json(v, what)).transpose()
 }
 
-fn from_row(row: &SqliteRow) -> Result<WorkerRecord, StoreError> {
+fn from_row(row: &Row<'_>) -> Result<WorkerRecord, StoreError> {
     Ok(WorkerRecord {
         id: col(row, "id")?,
         hostname: col(row, "hostname")?,
@@ -36,10 +39,8 @@ fn from_row(row: &SqliteRow) -> Result<WorkerRecord, StoreError> {
     })
 }
 
-/// A heartbeat: the store's clock sets `last_heartbeat` and `updated_at` (and `created_at` on
-/// the first one); the caller's timestamps are ignored.
-pub(super) async fn upsert(db: &SqliteStore, w: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
-    let sql = format!(
+static UPSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "INSERT INTO workers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7) \
          ON CONFLICT (id) DO UPDATE SET \
            hostname = excluded.hostname, status = excluded.status, \
@@ -47,45 +48,51 @@ pub(super) async fn upsert(db: &SqliteStore, w: &WorkerRecord) -> Result<WorkerR
            capacity = excluded.capacity, last_heartbeat = excluded.last_heartbeat, \
            updated_at = excluded.updated_at \
          RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(&w.id)
-        .bind(&w.hostname)
-        .bind(&w.status)
-        .bind(list_json(&w.providers, "providers")?)
-        .bind(list_json(&w.capabilities, "capabilities")?)
-        .bind(to_json(&w.capacity, "capacity")?)
-        .bind(ts(&now()))
-        .fetch_one(&db.writer)
-        .await
-        .map_err(db_err("worker"))?;
-    from_row(&row)
+    )
+});
+static GET: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {COLUMNS} FROM workers WHERE id = ?1"));
+static LIST: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {COLUMNS} FROM workers ORDER BY id"));
+
+/// A heartbeat: the store's clock sets `last_heartbeat` and `updated_at` (and `created_at` on
+/// the first one); the caller's timestamps are ignored.
+pub(super) fn upsert(db: &Db, w: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
+    let providers = list_json(&w.providers, "providers")?;
+    let capabilities = list_json(&w.capabilities, "capabilities")?;
+    let capacity = to_json(&w.capacity, "capacity")?;
+    let row = db.write("worker", |c| {
+        first(
+            c,
+            "worker",
+            &UPSERT,
+            params![
+                w.id,
+                w.hostname,
+                w.status,
+                providers,
+                capabilities,
+                capacity,
+                ts(&now())
+            ],
+            from_row,
+        )
+    })?;
+    found(row, "worker", &w.id)
 }
 
-pub(super) async fn get(db: &SqliteStore, id: &str) -> Result<WorkerRecord, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM workers WHERE id = ?1");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(&db.reader)
-        .await
-        .map_err(db_err("worker"))?;
-    one(row, "worker", id, from_row)
+pub(super) fn get(db: &Db, id: &str) -> Result<WorkerRecord, StoreError> {
+    let row = db.read(|c| first(c, "worker", &GET, [id], from_row))?;
+    found(row, "worker", id)
 }
 
-pub(super) async fn list(db: &SqliteStore) -> Result<Vec<WorkerRecord>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM workers ORDER BY id");
-    let rows = sqlx::query(&sql)
-        .fetch_all(&db.reader)
-        .await
-        .map_err(db_err("worker"))?;
-    rows.iter().map(from_row).collect()
+pub(super) fn list(db: &Db) -> Result<Vec<WorkerRecord>, StoreError> {
+    db.read(|c| all(c, "worker", &LIST, [], from_row))
 }
 
-pub(super) async fn delete(db: &SqliteStore, id: &str) -> Result<(), StoreError> {
-    let done = sqlx::query("DELETE FROM workers WHERE id = ?1")
-        .bind(id)
-        .execute(&db.writer)
-        .await
-        .map_err(db_err("worker"))?;
-    touched(done, "worker", id)
+pub(super) fn delete(db: &Db, id: &str) -> Result<(), StoreError> {
+    let n = db.write("worker", |c| {
+        exec(c, "worker", "DELETE FROM workers WHERE id = ?1", [id])
+    })?;
+    touched(n, "worker", id)
 }
