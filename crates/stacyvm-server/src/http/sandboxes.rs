@@ -74,13 +74,8 @@ async fn admission(
 }
 
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let v: Vec<_> = st
-        .svc
-        .list_sandboxes()
-        .await?
-        .iter()
-        .map(dto::sandbox)
-        .collect();
+    let all = st.svc.list_sandboxes().await?;
+    let v: Vec<_> = all.iter().map(dto::sandbox).collect();
     Ok(ok(&v))
 }
 
