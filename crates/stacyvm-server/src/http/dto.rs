@@ -190,7 +190,13 @@ mod tests {
         // Re-serialising the parsed map (sorted keys) gives the same bytes: the order is sorted.
         assert_eq!(serde_json::to_string(&as_map).unwrap(), text);
         assert_eq!(as_map["metadata"], json!({"k": "v"}));
-        for k in ["owner_id", "vm_id", "tenant_id", "preview_domain", "worker_id"] {
+        for k in [
+            "owner_id",
+            "vm_id",
+            "tenant_id",
+            "preview_domain",
+            "worker_id",
+        ] {
             assert!(as_map.get(k).is_some(), "{k}");
         }
     }

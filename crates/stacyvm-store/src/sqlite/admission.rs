@@ -79,12 +79,25 @@ pub(super) fn insert_limited(
             return Ok(());
         }
         // Refused: say which limit (only the message depends on it).
-        let counts = first(c, "sandbox count", COUNTS, params![sb.owner_id, sb.worker_id], |r| {
-            let n = |i| r.get::<_, i64>(i).map_err(|_| StoreError::Corrupt { what: "count" });
-            Ok([n(0)?, n(1)?, n(2)?])
-        })?
+        let counts = first(
+            c,
+            "sandbox count",
+            COUNTS,
+            params![sb.owner_id, sb.worker_id],
+            |r| {
+                let n = |i| {
+                    r.get::<_, i64>(i)
+                        .map_err(|_| StoreError::Corrupt { what: "count" })
+                };
+                Ok([n(0)?, n(1)?, n(2)?])
+            },
+        )?
         .unwrap_or_default();
-        Err(StoreError::LimitReached(first_hit(limits, &sb.owner_id, counts)))
+        Err(StoreError::LimitReached(first_hit(
+            limits,
+            &sb.owner_id,
+            counts,
+        )))
     })
 }
 

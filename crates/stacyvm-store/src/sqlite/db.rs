@@ -179,7 +179,8 @@ pub(super) fn is_foreign_key(e: &rusqlite::Error) -> bool {
 
 /// Reads a column, reporting an undecodable value as `Corrupt`.
 pub(super) fn col<T: FromSql>(row: &Row<'_>, name: &'static str) -> Result<T, StoreError> {
-    row.get(name).map_err(|_| StoreError::Corrupt { what: name })
+    row.get(name)
+        .map_err(|_| StoreError::Corrupt { what: name })
 }
 
 /// Runs a statement that changes rows; returns how many.

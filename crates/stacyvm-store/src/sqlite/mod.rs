@@ -61,9 +61,10 @@ impl SqliteStore {
 
 /// The schema version of the file at `path`, read without changing (or creating) it.
 pub(crate) async fn schema_version_at(path: &str) -> Result<i64, StoreError> {
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = rusqlite::Connection::open_with_flags(path, flags)
-        .map_err(db::sql_err("database"))?;
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn =
+        rusqlite::Connection::open_with_flags(path, flags).map_err(db::sql_err("database"))?;
     conn.busy_timeout(db::BUSY_TIMEOUT)
         .map_err(db::sql_err("database"))?;
     migrate::version(&conn)
@@ -110,7 +111,8 @@ fn to_json<T: Serialize>(value: &T, what: &'static str) -> Result<String, StoreE
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.db.read(|c| db::first(c, "ping", "SELECT 1", [], |_| Ok(())).map(|_| ()))
+        self.db
+            .read(|c| db::first(c, "ping", "SELECT 1", [], |_| Ok(())).map(|_| ()))
     }
 
     async fn insert_sandbox(&self, sb: &Sandbox) -> Result<(), StoreError> {
@@ -353,9 +355,10 @@ mod tests {
     #[tokio::test]
     async fn readers_are_query_only() {
         let t = temp_store().await;
-        let refused = t.store.db.read(|c| {
-            Ok(c.execute("DELETE FROM sandboxes", []).is_err())
-        });
+        let refused = t
+            .store
+            .db
+            .read(|c| Ok(c.execute("DELETE FROM sandboxes", []).is_err()));
         assert!(refused.unwrap());
     }
 
@@ -438,7 +441,10 @@ mod tests {
         }));
         assert!(panicked.is_err());
         t.store.insert_sandbox(&sandbox("sb-after")).await.unwrap();
-        assert_eq!(t.store.get_sandbox("sb-after").await.unwrap().id, "sb-after");
+        assert_eq!(
+            t.store.get_sandbox("sb-after").await.unwrap().id,
+            "sb-after"
+        );
         assert!(t.store.get_worker("w").await.unwrap_err().is_not_found());
     }
 

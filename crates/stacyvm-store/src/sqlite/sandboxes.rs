@@ -192,12 +192,22 @@ pub(super) fn list_expired(db: &Db, now: Timestamp) -> Result<Vec<Sandbox>, Stor
 
 pub(super) fn count_active(db: &Db, owner: Option<&str>) -> Result<ActiveCounts, StoreError> {
     let counts = db.read(|c| {
-        first(c, "sandbox count", COUNT_ACTIVE, [owner.unwrap_or("")], |r| {
-            Ok(ActiveCounts {
-                total: r.get(0).map_err(|_| StoreError::Corrupt { what: "count" })?,
-                owner: r.get(1).map_err(|_| StoreError::Corrupt { what: "count" })?,
-            })
-        })
+        first(
+            c,
+            "sandbox count",
+            COUNT_ACTIVE,
+            [owner.unwrap_or("")],
+            |r| {
+                Ok(ActiveCounts {
+                    total: r
+                        .get(0)
+                        .map_err(|_| StoreError::Corrupt { what: "count" })?,
+                    owner: r
+                        .get(1)
+                        .map_err(|_| StoreError::Corrupt { what: "count" })?,
+                })
+            },
+        )
     })?;
     Ok(counts.unwrap_or(ActiveCounts { total: 0, owner: 0 }))
 }
@@ -206,7 +216,13 @@ pub(super) fn count_active(db: &Db, owner: Option<&str>) -> Result<ActiveCounts,
 pub(super) fn set_running(db: &Db, id: &str, vm_id: &str) -> Result<Sandbox, StoreError> {
     let stamp = ts(&now());
     db.write("sandbox", |c| {
-        if let Some(sb) = first(c, "sandbox", SET_RUNNING, params![id, vm_id, stamp], from_row)? {
+        if let Some(sb) = first(
+            c,
+            "sandbox",
+            SET_RUNNING,
+            params![id, vm_id, stamp],
+            from_row,
+        )? {
             return Ok(sb);
         }
         let current = get_on(c, id)?;

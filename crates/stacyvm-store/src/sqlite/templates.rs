@@ -121,7 +121,12 @@ pub(super) fn replace(db: &Db, t: &Template) -> Result<(), StoreError> {
 
 pub(super) fn delete(db: &Db, name: &str) -> Result<(), StoreError> {
     let n = db.write("template", |c| {
-        exec(c, "template", "DELETE FROM templates WHERE name = ?1", [name])
+        exec(
+            c,
+            "template",
+            "DELETE FROM templates WHERE name = ?1",
+            [name],
+        )
     })?;
     touched(n, "template", name)
 }
