@@ -7,7 +7,7 @@ mod exec;
 mod files;
 mod paths;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -49,11 +49,15 @@ struct Faults {
     spawn_delay: Option<Duration>,
 }
 
+/// Calls kept for `calls()`/`call_count()`; far more than any test makes.
+const CALL_LOG: usize = 10_000;
+
 pub struct MockProvider {
     base_dir: PathBuf,
     sandboxes: Mutex<HashMap<String, Sandbox>>,
     faults: Mutex<Faults>,
-    calls: Mutex<Vec<MockCall>>,
+    /// The newest `CALL_LOG` calls: a long-running mock server must not grow per request.
+    calls: Mutex<VecDeque<MockCall>>,
 }
 
 impl Default for MockProvider {
@@ -83,9 +87,9 @@ impl MockProvider {
         }
     }
 
-    /// Every call made so far, oldest first.
+    /// The calls made so far (the newest 10,000), oldest first.
     pub fn calls(&self) -> Vec<MockCall> {
-        lock(&self.calls).clone()
+        lock(&self.calls).iter().cloned().collect()
     }
 
     /// How many times `method` was called.
@@ -128,10 +132,16 @@ impl MockProvider {
 
     /// Records the call and applies an injected failure, if one is pending.
     fn enter(&self, method: &'static str, runtime_id: &str) -> Result<(), ProviderError> {
-        lock(&self.calls).push(MockCall {
-            method,
-            runtime_id: runtime_id.to_string(),
-        });
+        {
+            let mut calls = lock(&self.calls);
+            if calls.len() >= CALL_LOG {
+                calls.pop_front();
+            }
+            calls.push_back(MockCall {
+                method,
+                runtime_id: runtime_id.to_string(),
+            });
+        }
         let mut f = lock(&self.faults);
         if let Some(n) = f.fail_next.get_mut(method).filter(|n| **n > 0) {
             *n -= 1;
