@@ -8,8 +8,7 @@ use rusqlite::params;
 use stacyvm_types::Sandbox;
 
 use super::db::{all, col, exec, first, Db};
-use super::sandboxes::{from_row, COLUMNS};
-use super::{to_json, ts};
+use super::sandboxes::{from_row, values, RowText, COLUMNS};
 use crate::admission::first_hit;
 use crate::{CreatingSandbox, InsertLimits, StoreError};
 
@@ -46,35 +45,21 @@ pub(super) fn insert_limited(
     sb: &Sandbox,
     limits: &InsertLimits<'_>,
 ) -> Result<(), StoreError> {
-    let metadata = to_json(&sb.metadata, "metadata")?;
+    let text = RowText::of(sb)?;
+    let (max_total, max_owner, max_worker) = (
+        limits.max_total.max(0),
+        limits.max_owner.max(0),
+        limits.max_worker.max(0),
+    );
+    let mut args = values(sb, &text);
+    args.extend([
+        &limits.created_by as &dyn rusqlite::ToSql,
+        &max_total,
+        &max_owner,
+        &max_worker,
+    ]);
     db.write("sandbox", |c| {
-        let inserted = exec(
-            c,
-            "sandbox",
-            &INSERT_LIMITED,
-            params![
-                sb.id,
-                sb.state.as_str(),
-                sb.provider,
-                sb.image,
-                sb.memory_mb,
-                sb.vcpus,
-                metadata,
-                sb.template,
-                sb.owner_id,
-                sb.vm_id,
-                sb.worker_id,
-                sb.tenant_id,
-                sb.preview_domain,
-                ts(&sb.created_at),
-                ts(&sb.expires_at),
-                ts(&sb.updated_at),
-                limits.created_by,
-                limits.max_total.max(0),
-                limits.max_owner.max(0),
-                limits.max_worker.max(0),
-            ],
-        )?;
+        let inserted = exec(c, "sandbox", &INSERT_LIMITED, args.as_slice())?;
         if inserted == 1 {
             return Ok(());
         }

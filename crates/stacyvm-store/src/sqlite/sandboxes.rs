@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, Row, ToSql};
 use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 
 use super::db::{all, col, exec, first, found, Db};
@@ -72,33 +72,53 @@ pub(super) fn from_row(row: &Row<'_>) -> Result<Sandbox, StoreError> {
     })
 }
 
-pub(super) fn insert(db: &Db, sb: &Sandbox) -> Result<(), StoreError> {
-    let metadata = to_json(&sb.metadata, "metadata")?;
-    db.write("sandbox", |c| {
-        exec(
-            c,
-            "sandbox",
-            INSERT,
-            params![
-                sb.id,
-                sb.state.as_str(),
-                sb.provider,
-                sb.image,
-                sb.memory_mb,
-                sb.vcpus,
-                metadata,
-                sb.template,
-                sb.owner_id,
-                sb.vm_id,
-                sb.worker_id,
-                sb.tenant_id,
-                sb.preview_domain,
+/// The text forms of a sandbox's JSON and time columns, made before the write lock is taken.
+pub(super) struct RowText {
+    state: &'static str,
+    text: [String; 4],
+}
+
+impl RowText {
+    pub(super) fn of(sb: &Sandbox) -> Result<Self, StoreError> {
+        Ok(RowText {
+            state: sb.state.as_str(),
+            text: [
+                to_json(&sb.metadata, "metadata")?,
                 ts(&sb.created_at),
                 ts(&sb.expires_at),
                 ts(&sb.updated_at),
             ],
-        )
-        .map(|_| ())
+        })
+    }
+}
+
+/// A sandbox's values in `COLUMNS` order, for `?1..?16`.
+pub(super) fn values<'a>(sb: &'a Sandbox, text: &'a RowText) -> Vec<&'a dyn ToSql> {
+    let [metadata, created, expires, updated] = &text.text;
+    vec![
+        &sb.id,
+        &text.state,
+        &sb.provider,
+        &sb.image,
+        &sb.memory_mb,
+        &sb.vcpus,
+        metadata,
+        &sb.template,
+        &sb.owner_id,
+        &sb.vm_id,
+        &sb.worker_id,
+        &sb.tenant_id,
+        &sb.preview_domain,
+        created,
+        expires,
+        updated,
+    ]
+}
+
+pub(super) fn insert(db: &Db, sb: &Sandbox) -> Result<(), StoreError> {
+    let text = RowText::of(sb)?;
+    db.write("sandbox", |c| {
+        exec(c, "sandbox", INSERT, values(sb, &text).as_slice()).map(|_| ())
     })
 }
 
