@@ -127,6 +127,12 @@ impl MicrovmProvider {
         lock(&self.vms).get(id).map(|vm| vm.meta.pid)
     }
 
+    /// The loopback host port forwarded to guest port 3000 of `id` (`network_mode: user`), for
+    /// its preview URL.
+    pub fn preview_port(&self, id: &str) -> Option<u16> {
+        lock(&self.vms).get(id).and_then(|vm| vm.meta.preview_port)
+    }
+
     /// Ready clones in the warm pool, over all images.
     pub fn warm_count(&self) -> usize {
         self.core.pool.len()

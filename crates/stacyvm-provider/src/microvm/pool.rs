@@ -198,6 +198,7 @@ async fn prepare(core: &Core, job: &Job, n: u64) -> Result<Vm, ProviderError> {
         image: job.key.clone(),
         owner_id: String::new(),
         pid: 0,
+        preview_port: None,
     };
     let mut shape = job.shape.clone();
     shape.preview_port = core.preview_port();
@@ -241,8 +242,12 @@ pub(crate) async fn refill(core: Arc<Core>, cancel: CancellationToken) {
                     core.pool.finish(&job, None);
                     return;
                 }
-                if let Some(extra) = core.pool.finish(&job, Some(vm)) {
-                    boot::teardown(&extra).await;
+                let dir = vm.paths.dir.clone();
+                match core.pool.finish(&job, Some(vm)) {
+                    Some(extra) => boot::teardown(&extra).await,
+                    None => {
+                        tracing::debug!(template = %job.key, pool_vm = %dir.display(), "microvm warm pool clone ready");
+                    }
                 }
             }
             Err(e) => {

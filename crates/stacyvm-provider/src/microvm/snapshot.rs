@@ -283,6 +283,7 @@ impl Templates {
             image: key.name.clone(),
             owner_id: String::new(),
             pid: 0,
+            preview_port: None,
         };
         let mut shape = shape.clone();
         shape.preview_port = core.preview_port();
@@ -633,6 +634,7 @@ pub(crate) async fn resume(
         return Err((vm, e));
     }
     meta.pid = vm.meta.pid;
+    meta.preview_port = vm.meta.preview_port;
     vm.paths = paths;
     if let Err(e) = boot::write_meta(&vm.paths, &meta).await {
         return Err((vm, e));
