@@ -115,6 +115,9 @@ pub trait Provider: Send + Sync + 'static {
     }
 
     async fn health(&self) -> Result<(), ProviderError>;
+    /// Releases what the provider holds beyond its sandboxes (warm VMs, background tasks) when
+    /// the process stops gracefully. Sandboxes are left running for the next start to adopt.
+    async fn shutdown(&self) {}
     async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError>;
     /// `SandboxNotFound` when the runtime does not exist.
     async fn destroy(&self, runtime_id: &str) -> Result<(), ProviderError>;

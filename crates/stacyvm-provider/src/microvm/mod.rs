@@ -138,25 +138,6 @@ impl MicrovmProvider {
         self.core.pool.len()
     }
 
-    /// Stops the pool's refill task (waiting for it) and destroys the pooled clones. Running
-    /// sandboxes are left alone. Dropping the provider does the same without waiting.
-    pub async fn shutdown(&self) {
-        let task = lock(&self.refill).take();
-        if let Some((handle, cancel)) = task {
-            cancel.cancel();
-            if tokio::time::timeout(Duration::from_secs(30), handle)
-                .await
-                .is_err()
-            {
-                tracing::warn!("the microvm pool task did not stop in time");
-            }
-        }
-        for vm in self.core.pool.drain() {
-            boot::teardown(&vm).await;
-        }
-        let _ = tokio::fs::remove_dir(self.core.pool.dir()).await;
-    }
-
     fn ensure_refill_task(&self) {
         let mut task = lock(&self.refill);
         if task.is_none() {
@@ -339,6 +320,28 @@ impl Provider for MicrovmProvider {
             }
         }
         Ok(())
+    }
+
+    /// Stops the pool's refill task (waiting for it) and destroys the pooled clones. Running
+    /// sandboxes are left alone. Dropping the provider does the same without waiting.
+    async fn shutdown(&self) {
+        let task = lock(&self.refill).take();
+        if let Some((handle, cancel)) = task {
+            cancel.cancel();
+            if tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the microvm pool task did not stop in time");
+            }
+        }
+        let pooled = self.core.pool.drain();
+        let n = pooled.len();
+        for vm in pooled {
+            boot::teardown(&vm).await;
+        }
+        let _ = tokio::fs::remove_dir(self.core.pool.dir()).await;
+        tracing::info!(destroyed = n, "microvm warm pool shut down");
     }
 
     async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
