@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use config::Accel;
-pub use config::{MicrovmConfig, DEFAULT_DATA_DIR};
+pub use config::MicrovmConfig;
 use stacyvm_types::{FileInfo, SandboxState};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
