@@ -175,7 +175,7 @@ impl MicrovmProvider {
         let key = TemplateKey::new(core, &core.qemu()?, &base, &shape);
         if core.pool.enabled() {
             if let Some(vm) = core.pool.take(&key.name) {
-                match snapshot::resume(vm, VmMeta::of(spec), paths.clone()).await {
+                match pool::resume(vm, VmMeta::of(spec), paths.clone()).await {
                     Ok(vm) => {
                         tracing::info!(sandbox_id = %spec.id, us = vm.booted_in.as_micros() as u64, "microvm ready (warm pool)");
                         return Ok(vm);

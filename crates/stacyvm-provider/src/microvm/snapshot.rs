@@ -38,7 +38,7 @@ const MAX_RESTORE_FAILURES: u32 = 2;
 /// Saving the device state takes milliseconds; this only bounds a wedged QEMU.
 const SAVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// One answer from a running agent (identity, warm-up).
-const AGENT_CALL: Duration = Duration::from_secs(30);
+pub(crate) const AGENT_CALL: Duration = Duration::from_secs(30);
 
 /// Identifies a template: `name` is the directory, `assets` the files it was built from.
 #[derive(Debug, Clone, PartialEq)]
@@ -362,7 +362,7 @@ pub(crate) enum BuildError {
     Other(#[from] ProviderError),
 }
 
-fn unavailable<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> ProviderError {
+pub(crate) fn unavailable<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> ProviderError {
     move |e| ProviderError::Unavailable(format!("{what}: {e}"))
 }
 
@@ -572,77 +572,6 @@ async fn run_true(conn: &AgentConn) -> Result<(), ProviderError> {
     .await;
     conn.forget(id);
     r.map_err(|_| ProviderError::Unavailable("warm-up command timed out".into()))?
-}
-
-/// Pauses a ready clone (for the pool).
-pub(crate) async fn pause(vm: &Vm) -> Result<(), ProviderError> {
-    let qmp = vm
-        .qmp
-        .as_ref()
-        .ok_or_else(|| ProviderError::internal("clone without qmp"))?;
-    qmp.lock()
-        .await
-        .execute("stop", None)
-        .await
-        .map_err(unavailable("pausing a clone"))
-        .map(drop)
-}
-
-/// Resumes a pooled clone as sandbox `meta.sandbox_id`: `cont`, its identity, and its
-/// directory moved to `paths.dir`. On failure the caller destroys it.
-pub(crate) async fn resume(
-    mut vm: Vm,
-    mut meta: VmMeta,
-    paths: VmPaths,
-) -> Result<Vm, (Vm, ProviderError)> {
-    let started = Instant::now();
-    let hostname = meta.sandbox_id.clone();
-    let r = async {
-        let qmp = vm
-            .qmp
-            .as_ref()
-            .ok_or_else(|| ProviderError::internal("clone without qmp"))?;
-        // The identity is queued before `cont`, so the guest finds it the moment it runs.
-        let (id, mut rx) = vm
-            .conn
-            .start(HostMsg::Identity(fresh_identity(&hostname, false)?))
-            .await
-            .map_err(unavailable("clone identity"))?;
-        let resumed = qmp.lock().await.execute("cont", None).await;
-        let answer = match resumed {
-            Ok(_) => tokio::time::timeout(AGENT_CALL, rx.recv()).await,
-            Err(e) => {
-                vm.conn.forget(id);
-                return Err(unavailable("resuming a clone")(e));
-            }
-        };
-        vm.conn.forget(id);
-        match answer {
-            Ok(Some(GuestMsg::Ok)) => {}
-            other => {
-                return Err(ProviderError::Unavailable(format!(
-                    "clone identity: {other:?}"
-                )))
-            }
-        }
-        tokio::fs::rename(&vm.paths.dir, &paths.dir)
-            .await
-            .map_err(|e| ProviderError::internal_with("moving the clone directory failed", e))
-    }
-    .await;
-    if let Err(e) = r {
-        return Err((vm, e));
-    }
-    meta.pid = vm.meta.pid;
-    meta.preview_port = vm.meta.preview_port;
-    vm.paths = paths;
-    if let Err(e) = boot::write_meta(&vm.paths, &meta).await {
-        return Err((vm, e));
-    }
-    vm.meta = meta;
-    vm.booted_in = started.elapsed();
-    vm.kind = BootKind::Pooled;
-    Ok(vm)
 }
 
 #[cfg(test)]
