@@ -22,6 +22,7 @@ mod net;
 mod pool;
 mod qmp;
 mod rootfs;
+mod sealed;
 mod snapshot;
 mod vmm;
 
