@@ -59,7 +59,9 @@ async fn http_get(port: u16) -> Option<String> {
 /// Starts busybox httpd on guest port 3000 serving the sandbox's hostname, and fetches it from
 /// the host through the forwarded port.
 async fn check_preview(p: &MicrovmProvider, id: &str) {
-    let port = p.preview_port(id).expect("a preview port with user networking");
+    let port = p
+        .preview_port(id)
+        .expect("a preview port with user networking");
     run(
         p,
         id,
@@ -159,7 +161,9 @@ async fn user_networking_forwards_port_3000_and_reaches_the_host() {
     let again = http_get(p.preview_port(&a).unwrap()).await.unwrap();
     assert!(again.ends_with(&format!("{a}\n")), "{again}");
 
-    timeout(Duration::from_secs(60), p.shutdown()).await.unwrap();
+    timeout(Duration::from_secs(60), p.shutdown())
+        .await
+        .unwrap();
     for id in [&a, &b] {
         let port = p.preview_port(id).unwrap();
         timeout(Duration::from_secs(30), p.destroy(id))

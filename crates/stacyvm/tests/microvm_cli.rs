@@ -33,7 +33,13 @@ fn prepare_help_names_its_options() {
     let dir = tempfile::tempdir().unwrap();
     let o = stacyvm(dir.path(), &["microvm", "prepare", "--help"], &[]);
     assert!(o.status.success(), "{}", text(&o));
-    for want in ["--force", "--check", "--dir", "--agent", "STACYVM_MICROVM_DIR"] {
+    for want in [
+        "--force",
+        "--check",
+        "--dir",
+        "--agent",
+        "STACYVM_MICROVM_DIR",
+    ] {
         assert!(text(&o).contains(want), "{want} missing: {}", text(&o));
     }
 }
@@ -78,7 +84,10 @@ fn check_reports_present_and_missing_assets() {
         usize::from(!o.status.success()),
         "{out}"
     );
-    assert!(!out.contains("missing kernel") && !out.contains("missing agent"), "{out}");
+    assert!(
+        !out.contains("missing kernel") && !out.contains("missing agent"),
+        "{out}"
+    );
 }
 
 /// The host packages the script installs; without them it would call apt-get.
