@@ -12,9 +12,14 @@
 # The test image's root filesystem ($STACYVM_MICROVM_TEST_IMAGE, default
 # stacyvm-test/busybox:latest) comes from `docker export` when docker has that image, else from
 # the host's static busybox. `--force` rebuilds everything. Exits non-zero when a step fails.
+#
+# The agent is built from the repository's crates/stacyvm-agent ($STACYVM_REPO_ROOT, default the
+# checkout holding this script). Without a checkout (`stacyvm microvm prepare` from an installed
+# binary), $STACYVM_MICROVM_AGENT names a prebuilt static agent, else an agent already in the
+# output directory is kept; with neither the script stops and says so.
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_ROOT="${STACYVM_REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 DIR="${STACYVM_MICROVM_DIR:-/var/lib/stacyvm/microvm}"
 IMAGE="${STACYVM_MICROVM_TEST_IMAGE:-stacyvm-test/busybox:latest}"
 DISK_MB="${STACYVM_MICROVM_DISK_MB:-1024}"
@@ -130,11 +135,22 @@ fetch_kernel() {
 
 build_agent() {
     local src="$REPO_ROOT/crates/stacyvm-agent" bin
-    command -v cargo >/dev/null || die "cargo not found (needed to build stacyvm-agent)"
-    log "building stacyvm-agent (static)"
-    (cd "$src" && cargo build --release --locked -q) || die "building stacyvm-agent failed"
-    bin="$src/target/x86_64-unknown-linux-gnu/release/stacyvm-agent"
-    file "$bin" | grep -q 'static' || die "stacyvm-agent is not statically linked"
+    if [ -n "${STACYVM_MICROVM_AGENT:-}" ]; then
+        bin="$STACYVM_MICROVM_AGENT"
+        [ -f "$bin" ] || die "STACYVM_MICROVM_AGENT=$bin does not exist"
+        log "using the prebuilt stacyvm-agent $bin"
+    elif [ -f "$src/Cargo.toml" ]; then
+        command -v cargo >/dev/null || die "cargo not found (needed to build stacyvm-agent)"
+        log "building stacyvm-agent (static)"
+        (cd "$src" && cargo build --release --locked -q) || die "building stacyvm-agent failed"
+        bin="$src/target/x86_64-unknown-linux-gnu/release/stacyvm-agent"
+    elif [ "$FORCE" -eq 0 ] && [ -s "$DIR/stacyvm-agent" ]; then
+        log "no stacyvm-agent source ($src); keeping $DIR/stacyvm-agent"
+        return 0
+    else
+        die "no stacyvm-agent: set STACYVM_MICROVM_AGENT to a prebuilt static agent, or run from a checkout (STACYVM_REPO_ROOT; source expected in $src)"
+    fi
+    file -L "$bin" | grep -q 'static' || die "stacyvm-agent is not statically linked"
     if ! cmp -s "$bin" "$DIR/stacyvm-agent"; then
         cp "$bin" "$DIR/stacyvm-agent.new" && mv "$DIR/stacyvm-agent.new" "$DIR/stacyvm-agent"
     fi
@@ -244,9 +260,14 @@ build_rootfs() {
 }
 
 mkdir -p "$DIR"
+log "[1/5] host packages"
 install_packages
+log "[2/5] guest kernel"
 fetch_kernel
+log "[3/5] agent"
 build_agent
+log "[4/5] initramfs"
 build_initramfs
+log "[5/5] image $IMAGE"
 build_rootfs
 log "ready in $DIR: vmlinux ($(cat "$DIR/kernel-version")), initramfs.cpio.gz, images/$(image_file "$IMAGE").ext4"

@@ -18,11 +18,15 @@ use bytes::Bytes;
 pub use docker::{DockerConfig, DockerProvider};
 pub use error::ProviderError;
 #[cfg(feature = "microvm")]
-pub use microvm::{MicrovmConfig, MicrovmProvider, DEFAULT_DATA_DIR as MICROVM_DEFAULT_DATA_DIR};
+pub use microvm::{MicrovmConfig, MicrovmProvider};
 pub use mock::{MockCall, MockProvider};
 pub use registry::ProviderRegistry;
 use stacyvm_types::{ExecMode, FileInfo, SandboxState, StreamChunk};
 use tokio::sync::mpsc;
+
+/// Where the microvm provider's assets live unless configured otherwise. Not behind the
+/// feature: `stacyvm microvm prepare` writes them whether or not the provider is built in.
+pub const MICROVM_DEFAULT_DATA_DIR: &str = "/var/lib/stacyvm/microvm";
 
 /// What the control plane asks a provider to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +119,9 @@ pub trait Provider: Send + Sync + 'static {
     }
 
     async fn health(&self) -> Result<(), ProviderError>;
+    /// Releases what the provider holds beyond its sandboxes (warm VMs, background tasks) when
+    /// the process stops gracefully. Sandboxes are left running for the next start to adopt.
+    async fn shutdown(&self) {}
     async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError>;
     /// `SandboxNotFound` when the runtime does not exist.
     async fn destroy(&self, runtime_id: &str) -> Result<(), ProviderError>;

@@ -57,4 +57,14 @@ impl ProviderRegistry {
     pub fn is_empty(&self) -> bool {
         self.providers.is_empty()
     }
+
+    /// Calls every provider's [`Provider::shutdown`], one after another, each bounded by
+    /// `limit`.
+    pub async fn shutdown(&self, limit: std::time::Duration) {
+        for (name, p) in &self.providers {
+            if tokio::time::timeout(limit, p.shutdown()).await.is_err() {
+                tracing::warn!(provider = %name, "provider shutdown timed out");
+            }
+        }
+    }
 }

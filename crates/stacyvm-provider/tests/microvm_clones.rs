@@ -186,3 +186,52 @@ async fn warm_pool_spawn_resumes_a_paused_clone_and_refills() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_cannot_write_the_template_ram() {
+    use std::io::Write;
+
+    let Some(cfg) = config() else { return };
+    let _serial = SERIAL.lock().await;
+    let p = MicrovmProvider::new(cfg).expect("valid config");
+    let id = spawn(&p).await;
+    assert_eq!(p.boot_kind(&id), Some("restored"));
+    let pid = p.qemu_pid(&id).unwrap();
+    let fds: Vec<(PathBuf, PathBuf)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| Some((e.path(), std::fs::read_link(e.path()).ok()?)))
+        .collect();
+    // No descriptor of the template's RAM file; its sealed copy instead.
+    assert!(
+        !fds.iter().any(|(_, to)| to.ends_with("mem")),
+        "clone holds the template's mem file: {fds:?}"
+    );
+    let (memfd, _) = fds
+        .iter()
+        .find(|(_, to)| to.to_string_lossy().contains("memfd:stacyvm-template-ram"))
+        .unwrap_or_else(|| panic!("no sealed template RAM in {fds:?}"));
+    // Even opened read-write by root, as QEMU opened it, it takes no write.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(memfd)
+        .unwrap();
+    let e = f.write_all(b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+    // The guest still writes its own (private) RAM: 8 MB through its page cache.
+    assert_eq!(
+        run(
+            &p,
+            &id,
+            "dd if=/dev/zero of=/tmp/ram bs=1M count=8 2>/dev/null && rm /tmp/ram && echo ok"
+        )
+        .await
+        .trim(),
+        "ok"
+    );
+    timeout(Duration::from_secs(30), p.destroy(&id))
+        .await
+        .unwrap()
+        .unwrap();
+}

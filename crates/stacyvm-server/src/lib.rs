@@ -79,6 +79,8 @@ pub async fn serve(
     svc.tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), svc.tasks.wait()).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    // After the last request: warm VMs and provider tasks go with the process, sandboxes stay.
+    svc.providers.shutdown(Duration::from_secs(30)).await;
     // Hand background work over at once rather than after the lease expires.
     svc.leadership.release(&*svc.store).await;
     let presence = tasks::leader::presence_lease(&svc.instance_id);

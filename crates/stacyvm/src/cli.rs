@@ -53,6 +53,8 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Database upkeep: `db backup <out>` (SQLite), `db migrate`.
     Db(crate::commands::db::DbArgs),
+    /// microvm provider upkeep: `microvm prepare [--check] [--force]` (docs/microvm.md).
+    Microvm(crate::commands::microvm::MicrovmArgs),
 }
 
 #[derive(Debug, Args)]

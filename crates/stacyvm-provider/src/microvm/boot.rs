@@ -26,6 +26,9 @@ pub(crate) struct VmMeta {
     pub image: String,
     pub owner_id: String,
     pub pid: i32,
+    /// Loopback host port forwarded to the guest's port 3000 (user networking only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_port: Option<u16>,
 }
 
 impl VmMeta {
@@ -35,6 +38,7 @@ impl VmMeta {
             image: spec.image.clone(),
             owner_id: spec.owner_id.clone(),
             pid: 0,
+            preview_port: None,
         }
     }
 }
@@ -171,6 +175,7 @@ impl Core {
         let args = vmm::qemu_args(&self.settings, paths, shape, self.tsc_khz, launch);
         let child = vmm::spawn_qemu(&qemu, &args, paths, inherit)?;
         meta.pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        meta.preview_port = shape.preview_port;
         cleanup.pid = meta.pid;
         write_meta(paths, meta).await?;
         Ok(child)

@@ -3,10 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::ProviderError;
-
-/// Where `scripts/setup-microvm.sh` puts the assets unless told otherwise.
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/stacyvm/microvm";
+use crate::{ProviderError, MICROVM_DEFAULT_DATA_DIR as DEFAULT_DATA_DIR};
 
 /// Settings for [`super::MicrovmProvider`]. The server maps its `providers.microvm` section
 /// into this; `Default` gives that section's defaults.

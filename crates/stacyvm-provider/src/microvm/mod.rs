@@ -22,6 +22,7 @@ mod net;
 mod pool;
 mod qmp;
 mod rootfs;
+mod sealed;
 mod snapshot;
 mod vmm;
 
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use config::Accel;
-pub use config::{MicrovmConfig, DEFAULT_DATA_DIR};
+pub use config::MicrovmConfig;
 use stacyvm_types::{FileInfo, SandboxState};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -127,28 +128,15 @@ impl MicrovmProvider {
         lock(&self.vms).get(id).map(|vm| vm.meta.pid)
     }
 
+    /// The loopback host port forwarded to guest port 3000 of `id` (`network_mode: user`), for
+    /// its preview URL.
+    pub fn preview_port(&self, id: &str) -> Option<u16> {
+        lock(&self.vms).get(id).and_then(|vm| vm.meta.preview_port)
+    }
+
     /// Ready clones in the warm pool, over all images.
     pub fn warm_count(&self) -> usize {
         self.core.pool.len()
-    }
-
-    /// Stops the pool's refill task (waiting for it) and destroys the pooled clones. Running
-    /// sandboxes are left alone. Dropping the provider does the same without waiting.
-    pub async fn shutdown(&self) {
-        let task = lock(&self.refill).take();
-        if let Some((handle, cancel)) = task {
-            cancel.cancel();
-            if tokio::time::timeout(Duration::from_secs(30), handle)
-                .await
-                .is_err()
-            {
-                tracing::warn!("the microvm pool task did not stop in time");
-            }
-        }
-        for vm in self.core.pool.drain() {
-            boot::teardown(&vm).await;
-        }
-        let _ = tokio::fs::remove_dir(self.core.pool.dir()).await;
     }
 
     fn ensure_refill_task(&self) {
@@ -188,7 +176,7 @@ impl MicrovmProvider {
         let key = TemplateKey::new(core, &core.qemu()?, &base, &shape);
         if core.pool.enabled() {
             if let Some(vm) = core.pool.take(&key.name) {
-                match snapshot::resume(vm, VmMeta::of(spec), paths.clone()).await {
+                match pool::resume(vm, VmMeta::of(spec), paths.clone()).await {
                     Ok(vm) => {
                         tracing::info!(sandbox_id = %spec.id, us = vm.booted_in.as_micros() as u64, "microvm ready (warm pool)");
                         return Ok(vm);
@@ -333,6 +321,28 @@ impl Provider for MicrovmProvider {
             }
         }
         Ok(())
+    }
+
+    /// Stops the pool's refill task (waiting for it) and destroys the pooled clones. Running
+    /// sandboxes are left alone. Dropping the provider does the same without waiting.
+    async fn shutdown(&self) {
+        let task = lock(&self.refill).take();
+        if let Some((handle, cancel)) = task {
+            cancel.cancel();
+            if tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the microvm pool task did not stop in time");
+            }
+        }
+        let pooled = self.core.pool.drain();
+        let n = pooled.len();
+        for vm in pooled {
+            boot::teardown(&vm).await;
+        }
+        let _ = tokio::fs::remove_dir(self.core.pool.dir()).await;
+        tracing::info!(destroyed = n, "microvm warm pool shut down");
     }
 
     async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {

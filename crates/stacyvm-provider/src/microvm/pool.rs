@@ -9,14 +9,15 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use stacyvm_protocol::agent::{GuestMsg, HostMsg};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::boot::{self, Core, Vm, VmMeta};
+use super::boot::{self, BootKind, Core, Vm, VmMeta};
 use super::lock;
-use super::snapshot::{self, Template};
+use super::snapshot::{self, unavailable, Template, AGENT_CALL};
 use super::vmm::{VmPaths, VmShape};
 use crate::ProviderError;
 
@@ -198,11 +199,12 @@ async fn prepare(core: &Core, job: &Job, n: u64) -> Result<Vm, ProviderError> {
         image: job.key.clone(),
         owner_id: String::new(),
         pid: 0,
+        preview_port: None,
     };
     let mut shape = job.shape.clone();
     shape.preview_port = core.preview_port();
     let vm = snapshot::restore(core, &job.template, meta, paths, &shape, "", true).await?;
-    if let Err(e) = snapshot::pause(&vm).await {
+    if let Err(e) = pause(&vm).await {
         kill_now(&vm);
         return Err(e);
     }
@@ -241,8 +243,12 @@ pub(crate) async fn refill(core: Arc<Core>, cancel: CancellationToken) {
                     core.pool.finish(&job, None);
                     return;
                 }
-                if let Some(extra) = core.pool.finish(&job, Some(vm)) {
-                    boot::teardown(&extra).await;
+                let dir = vm.paths.dir.clone();
+                match core.pool.finish(&job, Some(vm)) {
+                    Some(extra) => boot::teardown(&extra).await,
+                    None => {
+                        tracing::debug!(template = %job.key, pool_vm = %dir.display(), "microvm warm pool clone ready");
+                    }
                 }
             }
             Err(e) => {
@@ -252,4 +258,88 @@ pub(crate) async fn refill(core: Arc<Core>, cancel: CancellationToken) {
             }
         }
     }
+}
+
+/// Pauses a ready clone (for the pool).
+async fn pause(vm: &Vm) -> Result<(), ProviderError> {
+    let qmp = vm
+        .qmp
+        .as_ref()
+        .ok_or_else(|| ProviderError::internal("clone without qmp"))?;
+    qmp.lock()
+        .await
+        .execute("stop", None)
+        .await
+        .map_err(unavailable("pausing a clone"))
+        .map(drop)
+}
+
+/// Resumes a pooled clone as sandbox `meta.sandbox_id`: its name and clock queued on the agent
+/// connection, `cont`, and the agent's answer awaited. The directory is moved to `paths.dir`
+/// and `vm.json` rewritten while the guest works, so the spawn waits for the guest alone. On
+/// failure the caller destroys it (wherever its directory ended up: `vm.paths`).
+pub(crate) async fn resume(
+    mut vm: Vm,
+    mut meta: VmMeta,
+    paths: VmPaths,
+) -> Result<Vm, (Vm, ProviderError)> {
+    let started = Instant::now();
+    // The clone got its seed and machine id when it was prepared, and nobody has seen it since;
+    // what is new is its name and the clock (stopped while it was paused). The seed is sent
+    // again anyway: it costs the guest nothing measurable.
+    let identity = match snapshot::fresh_identity(&meta.sandbox_id, false) {
+        Ok(i) => i,
+        Err(e) => return Err((vm, e)),
+    };
+    let answered = async {
+        let qmp = vm
+            .qmp
+            .as_ref()
+            .ok_or_else(|| ProviderError::internal("clone without qmp"))?;
+        // Queued before `cont`, so the guest finds it the moment it runs.
+        let (id, mut rx) = vm
+            .conn
+            .start(HostMsg::Identity(identity))
+            .await
+            .map_err(unavailable("clone identity"))?;
+        let resumed = qmp.lock().await.execute("cont", None).await;
+        let answer = match resumed {
+            Ok(_) => tokio::time::timeout(AGENT_CALL, rx.recv()).await,
+            Err(e) => {
+                vm.conn.forget(id);
+                return Err(unavailable("resuming a clone")(e));
+            }
+        };
+        vm.conn.forget(id);
+        match answer {
+            Ok(Some(GuestMsg::Ok)) => Ok(()),
+            other => Err(ProviderError::Unavailable(format!(
+                "clone identity: {other:?}"
+            ))),
+        }
+    };
+    meta.pid = vm.meta.pid;
+    meta.preview_port = vm.meta.preview_port;
+    let moved = async {
+        tokio::fs::rename(&vm.paths.dir, &paths.dir)
+            .await
+            .map_err(|e| ProviderError::internal_with("moving the clone directory failed", e))?;
+        let written = boot::write_meta(&paths, &meta).await;
+        Ok::<_, ProviderError>(written)
+    };
+    let (answered, moved) = tokio::join!(answered, moved);
+    let written = match moved {
+        Ok(w) => {
+            vm.paths = paths;
+            w
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = answered.and(written) {
+        return Err((vm, e));
+    }
+    vm.meta = meta;
+    vm.booted_in = started.elapsed();
+    vm.kind = BootKind::Pooled;
+    Ok(vm)
 }

@@ -1,9 +1,10 @@
 //! Snapshot clones. The first spawn of an image (per memory size and vCPU count) boots a
 //! template VM with its guest RAM in a file, pauses it as soon as its agent answers, and saves
 //! the device state with `x-ignore-shared` (the RAM file is the RAM snapshot, so saving takes
-//! milliseconds); the template is then killed. A clone maps that RAM file copy-on-write
-//! (`share=off`), loads the device state, gets a copy of the template's small overlay, and
-//! before anyone uses it a new identity: hostname, entropy with a reseed, machine id, clock.
+//! milliseconds); the template is then killed. A clone maps a sealed copy of that RAM file
+//! ([`super::sealed`]) copy-on-write (`share=off`), loads the device state, gets a copy of the
+//! template's small overlay, and before anyone uses it a new identity: hostname, entropy with a
+//! reseed, machine id, clock.
 //!
 //! Templates live in `<data_dir>/templates/<key>/` and outlive the process: the key covers
 //! every input (QEMU, kernel, initramfs and base disk by size and mtime, shape, accel, ...), and
@@ -11,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -26,6 +27,7 @@ use stacyvm_protocol::base64;
 use super::agent_conn::{self, AgentConn};
 use super::boot::{self, until_exit, BootKind, Cleanup, Core, Vm, VmMeta};
 use super::qmp::Qmp;
+use super::sealed;
 use super::vmm::{self, Launch, VmPaths, VmShape};
 use super::{lock, rootfs};
 use crate::ProviderError;
@@ -38,7 +40,7 @@ const MAX_RESTORE_FAILURES: u32 = 2;
 /// Saving the device state takes milliseconds; this only bounds a wedged QEMU.
 const SAVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// One answer from a running agent (identity, warm-up).
-const AGENT_CALL: Duration = Duration::from_secs(30);
+pub(crate) const AGENT_CALL: Duration = Duration::from_secs(30);
 
 /// Identifies a template: `name` is the directory, `assets` the files it was built from.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +111,9 @@ pub(crate) struct Template {
     pub key: String,
     pub dir: PathBuf,
     failures: AtomicU32,
+    /// `mem` as a sealed memfd for clones (made by the first restore in this process); `None`
+    /// inside when that failed and clones map `mem` itself.
+    ram: tokio::sync::OnceCell<Option<OwnedFd>>,
 }
 
 impl Template {
@@ -120,6 +125,37 @@ impl Template {
     }
     fn disk(&self) -> PathBuf {
         self.dir.join("disk.qcow2")
+    }
+
+    fn new(key: &str, dir: PathBuf) -> Self {
+        Template {
+            key: key.to_string(),
+            dir,
+            failures: AtomicU32::new(0),
+            ram: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The descriptor of the sealed copy of `mem` clones map, made on first use.
+    async fn sealed_ram(&self) -> Option<RawFd> {
+        let ram = self
+            .ram
+            .get_or_init(|| async {
+                let mem = self.mem();
+                match tokio::task::spawn_blocking(move || sealed::sealed_copy(&mem)).await {
+                    Ok(Ok(fd)) => Some(fd),
+                    Ok(Err(e)) => {
+                        tracing::warn!(template = %self.key, error = %e, "sealing the template RAM failed; clones map the file");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(template = %self.key, error = %e, "sealing the template RAM failed; clones map the file");
+                        None
+                    }
+                }
+            })
+            .await;
+        ram.as_ref().map(AsRawFd::as_raw_fd)
     }
 }
 
@@ -233,11 +269,7 @@ impl Templates {
         let dir = self.dir.join(&key.name);
         let raw = std::fs::read(dir.join("template.json")).ok()?;
         let meta: TemplateMeta = serde_json::from_slice(&raw).ok()?;
-        let t = Template {
-            key: key.name.clone(),
-            dir,
-            failures: AtomicU32::new(0),
-        };
+        let t = Template::new(&key.name, dir);
         (meta.key == key.name
             && meta.assets == key.assets
             && [t.mem(), t.state(), t.disk()].iter().all(|p| p.is_file()))
@@ -283,6 +315,7 @@ impl Templates {
             image: key.name.clone(),
             owner_id: String::new(),
             pid: 0,
+            preview_port: None,
         };
         let mut shape = shape.clone();
         shape.preview_port = core.preview_port();
@@ -343,11 +376,7 @@ impl Templates {
         cleanup.disarm();
         let built_in = started.elapsed();
         tracing::info!(template = %key.name, ms = built_in.as_millis() as u64, "microvm template saved");
-        Ok(Template {
-            key: key.name.clone(),
-            dir,
-            failures: AtomicU32::new(0),
-        })
+        Ok(Template::new(&key.name, dir))
     }
 }
 
@@ -361,7 +390,7 @@ pub(crate) enum BuildError {
     Other(#[from] ProviderError),
 }
 
-fn unavailable<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> ProviderError {
+pub(crate) fn unavailable<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> ProviderError {
     move |e| ProviderError::Unavailable(format!("{what}: {e}"))
 }
 
@@ -473,12 +502,17 @@ pub(crate) async fn restore(
         .map_err(|e| ProviderError::internal_with("copying the template overlay failed", e))?;
     let (rw, ro) = open_disk(&paths.overlay)?;
     let fds = [rw.as_raw_fd(), ro.as_raw_fd()];
-    let launch = Launch::Clone {
-        mem: tpl.mem(),
-        disk_fds: fds,
+    let mut inherit = fds.to_vec();
+    let mem = match tpl.sealed_ram().await {
+        Some(fd) => {
+            inherit.push(fd);
+            PathBuf::from(format!("/proc/self/fd/{fd}"))
+        }
+        None => tpl.mem(),
     };
+    let launch = Launch::Clone { mem, disk_fds: fds };
     let mut child = core
-        .start_qemu(&paths, shape, &launch, &fds, &mut meta, &mut cleanup)
+        .start_qemu(&paths, shape, &launch, &inherit, &mut meta, &mut cleanup)
         .await?;
     drop((rw, ro));
     let deadline = tokio::time::Instant::now() + core.settings.boot_timeout;
@@ -571,76 +605,6 @@ async fn run_true(conn: &AgentConn) -> Result<(), ProviderError> {
     .await;
     conn.forget(id);
     r.map_err(|_| ProviderError::Unavailable("warm-up command timed out".into()))?
-}
-
-/// Pauses a ready clone (for the pool).
-pub(crate) async fn pause(vm: &Vm) -> Result<(), ProviderError> {
-    let qmp = vm
-        .qmp
-        .as_ref()
-        .ok_or_else(|| ProviderError::internal("clone without qmp"))?;
-    qmp.lock()
-        .await
-        .execute("stop", None)
-        .await
-        .map_err(unavailable("pausing a clone"))
-        .map(drop)
-}
-
-/// Resumes a pooled clone as sandbox `meta.sandbox_id`: `cont`, its identity, and its
-/// directory moved to `paths.dir`. On failure the caller destroys it.
-pub(crate) async fn resume(
-    mut vm: Vm,
-    mut meta: VmMeta,
-    paths: VmPaths,
-) -> Result<Vm, (Vm, ProviderError)> {
-    let started = Instant::now();
-    let hostname = meta.sandbox_id.clone();
-    let r = async {
-        let qmp = vm
-            .qmp
-            .as_ref()
-            .ok_or_else(|| ProviderError::internal("clone without qmp"))?;
-        // The identity is queued before `cont`, so the guest finds it the moment it runs.
-        let (id, mut rx) = vm
-            .conn
-            .start(HostMsg::Identity(fresh_identity(&hostname, false)?))
-            .await
-            .map_err(unavailable("clone identity"))?;
-        let resumed = qmp.lock().await.execute("cont", None).await;
-        let answer = match resumed {
-            Ok(_) => tokio::time::timeout(AGENT_CALL, rx.recv()).await,
-            Err(e) => {
-                vm.conn.forget(id);
-                return Err(unavailable("resuming a clone")(e));
-            }
-        };
-        vm.conn.forget(id);
-        match answer {
-            Ok(Some(GuestMsg::Ok)) => {}
-            other => {
-                return Err(ProviderError::Unavailable(format!(
-                    "clone identity: {other:?}"
-                )))
-            }
-        }
-        tokio::fs::rename(&vm.paths.dir, &paths.dir)
-            .await
-            .map_err(|e| ProviderError::internal_with("moving the clone directory failed", e))
-    }
-    .await;
-    if let Err(e) = r {
-        return Err((vm, e));
-    }
-    meta.pid = vm.meta.pid;
-    vm.paths = paths;
-    if let Err(e) = boot::write_meta(&vm.paths, &meta).await {
-        return Err((vm, e));
-    }
-    vm.meta = meta;
-    vm.booted_in = started.elapsed();
-    vm.kind = BootKind::Pooled;
-    Ok(vm)
 }
 
 #[cfg(test)]

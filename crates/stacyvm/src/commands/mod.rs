@@ -2,6 +2,7 @@
 
 mod client;
 pub(crate) mod db;
+pub(crate) mod microvm;
 mod serve;
 mod token;
 mod worker;
@@ -18,6 +19,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List => client::list(&cli.client).await,
         Command::Kill { id } => client::kill(&cli.client, &id).await,
         Command::Db(a) => db::run(a).await,
+        Command::Microvm(a) => microvm::run(a),
         Command::Worker(w) => match w.command {
             Some(WorkerCommand::Token(t)) => token::run(*t),
             None => worker::run(w.run).await,

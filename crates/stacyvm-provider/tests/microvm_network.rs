@@ -1,0 +1,193 @@
+//! Guest networking of the microvm provider. `network_mode: user`: a server on guest port 3000
+//! answers through the sandbox's forwarded loopback port, and the guest reaches a service on
+//! the host's loopback through QEMU's gateway 10.0.2.2 (the only outbound target reachable on
+//! these machines), for a restored clone and for a clone from the warm pool, each with its own
+//! port. The default (`none`): the guest has no interface but `lo`.
+//!
+//! Needs `scripts/setup-microvm.sh`; without the assets the tests print a notice and pass,
+//! except under `CI=true`.
+#![cfg(feature = "microvm")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod microvm_support;
+
+use std::time::Duration;
+
+use stacyvm_provider::conformance::{exec_collect, sh, spec};
+use stacyvm_provider::{MicrovmConfig, MicrovmProvider, Provider};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+use microvm_support::{config, image, BOOT_BOUND};
+
+/// One VM test at a time in this process.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn spawn(p: &MicrovmProvider) -> String {
+    timeout(BOOT_BOUND, p.spawn(&spec(&image())))
+        .await
+        .expect("spawn within bound")
+        .expect("spawn")
+        .runtime_id
+}
+
+async fn run(p: &MicrovmProvider, id: &str, script: &str) -> String {
+    let c = timeout(Duration::from_secs(60), exec_collect(p, id, sh(script)))
+        .await
+        .expect("exec within bound");
+    assert!(matches!(c.result, Ok(0)), "{script}: {c:?}");
+    c.stdout_str()
+}
+
+/// `GET /` on a loopback port; `None` while nothing answers with a body (QEMU accepts on the
+/// forwarded port even before the guest listens, then closes).
+async fn http_get(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.contains("\r\n\r\n").then_some(text)
+}
+
+/// Starts busybox httpd on guest port 3000 serving the sandbox's hostname, and fetches it from
+/// the host through the forwarded port.
+async fn check_preview(p: &MicrovmProvider, id: &str) {
+    let port = p
+        .preview_port(id)
+        .expect("a preview port with user networking");
+    run(
+        p,
+        id,
+        "mkdir -p /tmp/www && hostname > /tmp/www/index.html && httpd -p 3000 -h /tmp/www",
+    )
+    .await;
+    let body = timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(r) = http_get(port).await {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("guest port 3000 of {id} not reachable on 127.0.0.1:{port}"));
+    assert!(body.starts_with("HTTP/1."), "{body}");
+    assert!(body.ends_with(&format!("{id}\n")), "{body}");
+}
+
+/// The guest fetches from a server on the host's loopback through the gateway 10.0.2.2.
+async fn check_outbound(p: &MicrovmProvider, id: &str, host_port: u16) {
+    let out = run(
+        p,
+        id,
+        // nc, not wget: the image's static glibc busybox crashes in wget's name lookup.
+        &format!(
+            "ip -o addr show eth0; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 20 nc 10.0.2.2 {host_port}"
+        ),
+    )
+    .await;
+    assert!(out.contains("10.0.2.15"), "{out}");
+    assert!(out.ends_with("from-host\n"), "{out}");
+}
+
+/// A tiny HTTP server on the host's loopback, owned by the test (aborted on drop).
+struct HostServer {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HostServer {
+    async fn start() -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+                let _ = s
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\nfrom-host\n")
+                    .await;
+            }
+        });
+        HostServer { port, task }
+    }
+}
+
+impl Drop for HostServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_networking_forwards_port_3000_and_reaches_the_host() {
+    let Some(cfg) = config() else { return };
+    let _serial = SERIAL.lock().await;
+    let host = HostServer::start().await;
+    let p = MicrovmProvider::new(MicrovmConfig {
+        network_mode: "user".into(),
+        warm_pool: 1,
+        ..cfg
+    })
+    .expect("valid config");
+
+    // Restored from the networked template (built by this spawn the first time).
+    let a = spawn(&p).await;
+    eprintln!("{a}: {:?}", p.boot_kind(&a));
+    check_preview(&p, &a).await;
+    check_outbound(&p, &a, host.port).await;
+
+    // From the warm pool: its own forward, chosen when the clone was restored.
+    let pool = timeout(BOOT_BOUND, async {
+        while p.warm_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(pool.is_ok(), "the pool did not fill");
+    let b = spawn(&p).await;
+    assert_eq!(p.boot_kind(&b), Some("pooled"));
+    assert_ne!(p.preview_port(&a), p.preview_port(&b));
+    check_preview(&p, &b).await;
+    check_outbound(&p, &b, host.port).await;
+    // a's server still answers on a's port only.
+    let again = http_get(p.preview_port(&a).unwrap()).await.unwrap();
+    assert!(again.ends_with(&format!("{a}\n")), "{again}");
+
+    timeout(Duration::from_secs(60), p.shutdown())
+        .await
+        .unwrap();
+    for id in [&a, &b] {
+        let port = p.preview_port(id).unwrap();
+        timeout(Duration::from_secs(30), p.destroy(id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+            "port {port} still forwarded after destroy"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_network_interface_by_default() {
+    let Some(cfg) = config() else { return };
+    let _serial = SERIAL.lock().await;
+    let p = MicrovmProvider::new(cfg).expect("valid config");
+    let id = spawn(&p).await;
+    assert_eq!(p.preview_port(&id), None);
+    let ifaces = run(&p, &id, "ls /sys/class/net").await;
+    assert_eq!(ifaces.split_whitespace().collect::<Vec<_>>(), ["lo"]);
+    timeout(Duration::from_secs(30), p.destroy(&id))
+        .await
+        .unwrap()
+        .unwrap();
+}
