@@ -9,13 +9,14 @@
 //! `busy_timeout` rather than failed. Reads use their own connections, which WAL lets run
 //! beside the writer.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::types::FromSql;
 use rusqlite::{Connection, OpenFlags, Params, Row};
 
+use super::checkpoint::Checkpointer;
 use crate::StoreError;
 
 /// Reader connections: enough to keep both cores busy beside the writer on a 2-core box.
@@ -25,6 +26,10 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CACHE: usize = 128;
 
 pub(super) struct Db {
+    /// First, so it stops before the connections close (`None` for `:memory:`).
+    _checkpointer: Option<Checkpointer>,
+    /// Commits on the writer; the checkpointer decides from it when to run.
+    commits: Arc<AtomicU64>,
     writer: Mutex<Connection>,
     /// Empty for `:memory:`, whose data lives on the writer connection alone.
     readers: Vec<Mutex<Connection>>,
@@ -58,6 +63,8 @@ impl Db {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if path == ":memory:" {
             return Ok(Db {
+                _checkpointer: None,
+                commits: Arc::default(),
                 writer: Mutex::new(connect(path, rw)?),
                 readers: Vec::new(),
                 next_reader: AtomicUsize::new(0),
@@ -88,7 +95,21 @@ impl Db {
                 })
             })
             .collect::<Result<_, _>>()?;
+        // Checkpoints move off the commit path (see `checkpoint`); the WAL file is cut back to
+        // 64 MiB after a checkpoint if a burst grew it.
+        for pragma in ["wal_autocheckpoint = 0", "journal_size_limit = 67108864"] {
+            writer
+                .query_row(&format!("PRAGMA {pragma}"), [], |_| Ok(()))
+                .map_err(sql_err("database"))?;
+        }
+        let commits = Arc::new(AtomicU64::new(0));
+        let checkpointer =
+            Checkpointer::start(connect(path, rw)?, Arc::clone(&commits)).map_err(|e| {
+                StoreError::Unsupported(format!("cannot start the sqlite checkpoint thread: {e}"))
+            })?;
         Ok(Db {
+            _checkpointer: Some(checkpointer),
+            commits,
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
@@ -111,6 +132,9 @@ impl Db {
         let out = f(&conn).and_then(|v| exec(&conn, what, "COMMIT", []).map(|_| v));
         if out.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
+        }
+        if out.is_ok() {
+            self.commits.fetch_add(1, Ordering::Relaxed);
         }
         out
     }

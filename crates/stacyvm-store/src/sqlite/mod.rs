@@ -4,6 +4,7 @@
 
 mod admission;
 mod audit;
+mod checkpoint;
 mod db;
 mod exec_logs;
 mod leases;
@@ -446,6 +447,33 @@ mod tests {
             "sb-after"
         );
         assert!(t.store.get_worker("w").await.unwrap_err().is_not_found());
+    }
+
+    /// Commits never checkpoint inline (`wal_autocheckpoint = 0`); the checkpoint thread
+    /// copies them into the database file. Without it the file would not grow at all.
+    #[tokio::test]
+    async fn the_checkpoint_thread_flushes_the_wal() {
+        let t = temp_store().await;
+        let auto: i64 = t
+            .store
+            .db
+            .writer()
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(auto, 0);
+        let size = || std::fs::metadata(&t.path).unwrap().len();
+        let before = size();
+        for n in 0..300 {
+            t.store
+                .insert_sandbox(&sandbox(&format!("sb-{n:04}")))
+                .await
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while size() <= before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(size() > before, "database file still {before} bytes");
     }
 
     #[tokio::test]
