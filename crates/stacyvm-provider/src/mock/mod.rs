@@ -6,6 +6,7 @@
 mod exec;
 mod files;
 mod paths;
+mod stream;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,10 @@ use stacyvm_types::{FileInfo, SandboxState};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
-use crate::{ChunkSender, ExecRequest, Provider, ProviderError, RuntimeInfo, SandboxSpec, Spawned};
+use crate::{
+    ByteStream, ChunkSender, ExecRequest, FileStream, Provider, ProviderError, RuntimeInfo,
+    SandboxSpec, Spawned,
+};
 
 /// One recorded provider call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,6 +334,43 @@ impl Provider for MockProvider {
         })
         .await
         .map(Bytes::from)
+    }
+
+    // Streamed transfers record (and fail) under the buffered names: one operation, whichever
+    // way its bytes travel.
+    async fn read_file_stream(
+        &self,
+        runtime_id: &str,
+        path: &str,
+    ) -> Result<FileStream, ProviderError> {
+        let owned = path.to_string();
+        let (f, size) = self
+            .on_root("read_file", runtime_id, move |root| {
+                stream::open(root, &owned)
+            })
+            .await?;
+        Ok(stream::body(f, size, path.to_string()))
+    }
+
+    async fn write_file_stream(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        body: ByteStream,
+        mode: Option<&str>,
+    ) -> Result<u64, ProviderError> {
+        let owned = path.to_string();
+        let (file, tmp, target) = self
+            .on_root("write_file", runtime_id, move |root| {
+                stream::create_temp(root, &owned)
+            })
+            .await?;
+        let n = stream::fill(file, body, path).await?;
+        let (path, mode) = (path.to_string(), mode.map(str::to_string));
+        tokio::task::spawn_blocking(move || stream::commit(tmp, &target, &path, mode.as_deref()))
+            .await
+            .map_err(|e| ProviderError::internal_with("file task failed", e))??;
+        Ok(n)
     }
 
     async fn list_files(
