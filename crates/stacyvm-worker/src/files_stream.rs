@@ -1,0 +1,71 @@
+//! `worker.file_read_stream` and `worker.file_write_stream`: file content travels as the raw
+//! HTTP body, in chunks, so a file of any size passes with a few chunks in memory. Same
+//! credentials as every RPC; like the buffered file methods they carry no lease.
+//!
+//! - read: the envelope is the ordinary JSON body; success is 200
+//!   `application/octet-stream` with `Content-Length` when the provider knows the size. A
+//!   failure after the first byte cuts the body short, which the caller sees as a transport
+//!   error (never as a complete file).
+//! - write: the envelope travels in `X-StacyVM-RPC` and the body is the content; the result is
+//!   `{sandbox_id, size}`. Path checks run before the body is read.
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use futures_util::StreamExt;
+use stacyvm_protocol::{FileParams, FileWriteResult, RpcRequest};
+use stacyvm_provider::ProviderError;
+
+use crate::error::RpcError;
+use crate::methods::{provider_for, required};
+use crate::rpc::{params, Reply};
+use crate::state::WorkerState;
+
+pub(crate) async fn read(state: &WorkerState, req: &RpcRequest) -> Result<Reply, RpcError> {
+    let f: FileParams = params(req)?;
+    let provider = provider_for(state, &f.target)?;
+    let sb = f.target.sandbox_id.clone();
+    let file = provider
+        .read_file_stream(f.target.runtime(), required(&f.path, "path")?)
+        .await
+        .map_err(|e| RpcError::provider(e, &sb))?;
+    let body = file.body.map(move |r| {
+        r.inspect_err(|e| tracing::warn!(sandbox_id = %sb, error = %e, "file stream failed"))
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(n) = file.size {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    *resp.status_mut() = StatusCode::OK;
+    Ok(Reply::Raw(resp))
+}
+
+pub(crate) async fn write(
+    state: &WorkerState,
+    req: &RpcRequest,
+    body: Body,
+) -> Result<Reply, RpcError> {
+    let f: FileParams = params(req)?;
+    let provider = provider_for(state, &f.target)?;
+    let sb = f.target.sandbox_id.as_str();
+    let path = required(&f.path, "path")?;
+    let mode = Some(f.mode.as_str()).filter(|m| !m.trim().is_empty());
+    let stream = body
+        .into_data_stream()
+        .map(|r| r.map_err(|e| ProviderError::InvalidInput(format!("upload body failed: {e}"))))
+        .boxed();
+    let size = provider
+        .write_file_stream(f.target.runtime(), path, stream, mode)
+        .await
+        .map_err(|e| RpcError::provider(e, sb))?;
+    Reply::json(FileWriteResult {
+        sandbox_id: sb.to_string(),
+        size,
+    })
+}
