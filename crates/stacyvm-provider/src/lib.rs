@@ -23,7 +23,7 @@ pub use microvm::{MicrovmConfig, MicrovmProvider, DEFAULT_DATA_DIR as MICROVM_DE
 pub use mock::{MockCall, MockProvider};
 pub use registry::ProviderRegistry;
 use stacyvm_types::{ExecMode, FileInfo, SandboxState, StreamChunk};
-pub use stream::{chunked, collect, ByteStream, FileStream, CHUNK_SIZE};
+pub use stream::{chunked, collect, limited, ByteStream, FileStream, CHUNK_SIZE};
 use tokio::sync::mpsc;
 
 /// What the control plane asks a provider to create.
@@ -139,6 +139,11 @@ pub trait Provider: Send + Sync + 'static {
         mode: Option<&str>,
     ) -> Result<(), ProviderError>;
     async fn read_file(&self, runtime_id: &str, path: &str) -> Result<Bytes, ProviderError>;
+    /// Whether `read_file_stream`/`write_file_stream` move data in bounded memory. False for
+    /// the buffered defaults: callers then cap uploads as they cap buffered writes.
+    fn streams_files(&self) -> bool {
+        false
+    }
     /// Like [`Provider::read_file`], in chunks. The default reads the whole file with
     /// `read_file`; backends that can stream override it so memory stays bounded.
     async fn read_file_stream(

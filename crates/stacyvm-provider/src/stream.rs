@@ -7,6 +7,8 @@
 //! [`Provider::write_file_stream`]: crate::Provider::write_file_stream
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, BoxStream};
@@ -55,6 +57,25 @@ pub async fn collect(mut body: ByteStream) -> Result<Bytes, ProviderError> {
     Ok(buf.freeze())
 }
 
+/// Passes `body` through until more than `max` bytes went by, then ends it with an
+/// `InvalidInput` error and sets `tripped` (so the caller can tell this limit from other
+/// failures). For uploads to backends that buffer them whole.
+pub fn limited(body: ByteStream, max: u64, tripped: Arc<AtomicBool>) -> ByteStream {
+    let mut seen = 0u64;
+    body.map(move |chunk| {
+        let chunk = chunk?;
+        seen = seen.saturating_add(chunk.len() as u64);
+        if seen > max {
+            tripped.store(true, Ordering::SeqCst);
+            return Err(ProviderError::InvalidInput(format!(
+                "file larger than {max} bytes"
+            )));
+        }
+        Ok(chunk)
+    })
+    .boxed()
+}
+
 /// Splits `data` into [`CHUNK_SIZE`] pieces as a stream (tests and benchmarks).
 pub fn chunked(data: Bytes) -> ByteStream {
     let pieces: Vec<Result<Bytes, ProviderError>> = (0..data.len())
@@ -80,6 +101,25 @@ mod tests {
         let fs = FileStream::from_bytes(data.clone());
         assert_eq!(fs.size, Some(data.len() as u64));
         assert_eq!(collect(fs.body).await.unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn limited_stops_past_the_limit_only() {
+        let data = Bytes::from(vec![1u8; 3 * CHUNK_SIZE]);
+        let tripped = Arc::new(AtomicBool::new(false));
+        let exact = limited(chunked(data.clone()), data.len() as u64, tripped.clone());
+        assert_eq!(collect(exact).await.unwrap(), data);
+        assert!(!tripped.load(Ordering::SeqCst));
+        let over = limited(
+            chunked(data.clone()),
+            data.len() as u64 - 1,
+            tripped.clone(),
+        );
+        assert!(matches!(
+            collect(over).await,
+            Err(ProviderError::InvalidInput(_))
+        ));
+        assert!(tripped.load(Ordering::SeqCst));
     }
 
     #[tokio::test]

@@ -176,3 +176,40 @@ async fn upload_needs_an_api_key() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
+
+/// A backend without a streaming path buffers the upload, so it is held to `max_body_bytes`
+/// like the JSON write (413), and nothing is written.
+#[tokio::test]
+async fn buffering_backends_keep_the_body_limit() {
+    let app = TestApp::new()
+        .with_settings(|s| s.max_body_bytes = 4096)
+        .build()
+        .await;
+    app.mock.set_buffered_streams(true);
+    let id = app.spawn_id().await;
+    let base = format!("/api/v1/sandboxes/{id}/files");
+    let r = app
+        .put(&format!("{base}?path=/workspace/big"))
+        .raw("application/octet-stream", vec![1u8; 8192])
+        .send()
+        .await;
+    let msg = r.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
+    assert!(msg.contains("4096"), "{msg}");
+    assert!(!app
+        .mock
+        .host_root(&id)
+        .unwrap()
+        .join("workspace/big")
+        .exists());
+    let r = app
+        .put(&format!("{base}?path=/workspace/small"))
+        .raw("application/octet-stream", vec![2u8; 4096])
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = app
+        .get(&format!("{base}?path=/workspace/small"))
+        .send()
+        .await;
+    assert_eq!(r.body, vec![2u8; 4096]);
+}

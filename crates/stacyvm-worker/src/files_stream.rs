@@ -7,18 +7,22 @@
 //!   failure after the first byte cuts the body short, which the caller sees as a transport
 //!   error (never as a complete file).
 //! - write: the envelope travels in `X-StacyVM-RPC` and the body is the content; the result is
-//!   `{sandbox_id, size}`. Path checks run before the body is read.
+//!   `{sandbox_id, size}`. Path checks run before the body is read. A provider without a
+//!   streaming path (it buffers the upload) takes at most `MAX_RPC_BODY` bytes (413).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures_util::StreamExt;
-use stacyvm_protocol::{FileParams, FileWriteResult, RpcRequest};
-use stacyvm_provider::ProviderError;
+use stacyvm_protocol::{code, FileParams, FileWriteResult, RpcRequest};
+use stacyvm_provider::{limited, ProviderError};
 
 use crate::error::RpcError;
 use crate::methods::{provider_for, required};
-use crate::rpc::{params, Reply};
+use crate::rpc::{params, Reply, MAX_RPC_BODY};
 use crate::state::WorkerState;
 
 pub(crate) async fn read(state: &WorkerState, req: &RpcRequest) -> Result<Reply, RpcError> {
@@ -56,14 +60,29 @@ pub(crate) async fn write(
     let sb = f.target.sandbox_id.as_str();
     let path = required(&f.path, "path")?;
     let mode = Some(f.mode.as_str()).filter(|m| !m.trim().is_empty());
-    let stream = body
+    let mut stream = body
         .into_data_stream()
         .map(|r| r.map_err(|e| ProviderError::InvalidInput(format!("upload body failed: {e}"))))
         .boxed();
-    let size = provider
+    // A provider that buffers uploads whole is held to the buffered method's limit.
+    let tripped = Arc::new(AtomicBool::new(false));
+    if !provider.streams_files() {
+        stream = limited(stream, MAX_RPC_BODY as u64, tripped.clone());
+    }
+    let res = provider
         .write_file_stream(f.target.runtime(), path, stream, mode)
-        .await
-        .map_err(|e| RpcError::provider(e, sb))?;
+        .await;
+    if tripped.load(Ordering::SeqCst) {
+        return Err(RpcError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            code::BAD_REQUEST,
+            format!(
+                "invalid input: the {} provider takes files of at most {MAX_RPC_BODY} bytes",
+                provider.name()
+            ),
+        ));
+    }
+    let size = res.map_err(|e| RpcError::provider(e, sb))?;
     Reply::json(FileWriteResult {
         sandbox_id: sb.to_string(),
         size,

@@ -10,6 +10,7 @@ mod stream;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,8 +20,8 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    ByteStream, ChunkSender, ExecRequest, FileStream, Provider, ProviderError, RuntimeInfo,
-    SandboxSpec, Spawned,
+    collect, ByteStream, ChunkSender, ExecRequest, FileStream, Provider, ProviderError,
+    RuntimeInfo, SandboxSpec, Spawned,
 };
 
 /// One recorded provider call.
@@ -56,6 +57,8 @@ pub struct MockProvider {
     sandboxes: Mutex<HashMap<String, Sandbox>>,
     faults: Mutex<Faults>,
     calls: Mutex<Vec<MockCall>>,
+    /// Acts like a backend without a streaming file path (tests of the callers' caps).
+    buffered_streams: AtomicBool,
 }
 
 impl Default for MockProvider {
@@ -82,6 +85,7 @@ impl MockProvider {
             sandboxes: Mutex::default(),
             faults: Mutex::default(),
             calls: Mutex::default(),
+            buffered_streams: AtomicBool::new(false),
         }
     }
 
@@ -116,6 +120,12 @@ impl MockProvider {
     /// Every spawn sleeps this long first (`None` to stop).
     pub fn set_spawn_delay(&self, delay: Option<Duration>) {
         lock(&self.faults).spawn_delay = delay;
+    }
+
+    /// With `true`, streamed file transfers go through the buffered methods and
+    /// `streams_files()` is false, as with a backend that has no streaming path.
+    pub fn set_buffered_streams(&self, on: bool) {
+        self.buffered_streams.store(on, Ordering::SeqCst);
     }
 
     /// Drops all pending failures and the spawn delay.
@@ -336,6 +346,10 @@ impl Provider for MockProvider {
         .map(Bytes::from)
     }
 
+    fn streams_files(&self) -> bool {
+        !self.buffered_streams.load(Ordering::SeqCst)
+    }
+
     // Streamed transfers record (and fail) under the buffered names: one operation, whichever
     // way its bytes travel.
     async fn read_file_stream(
@@ -343,6 +357,11 @@ impl Provider for MockProvider {
         runtime_id: &str,
         path: &str,
     ) -> Result<FileStream, ProviderError> {
+        if !self.streams_files() {
+            return Ok(FileStream::from_bytes(
+                self.read_file(runtime_id, path).await?,
+            ));
+        }
         let owned = path.to_string();
         let (f, size) = self
             .on_root("read_file", runtime_id, move |root| {
@@ -359,6 +378,12 @@ impl Provider for MockProvider {
         body: ByteStream,
         mode: Option<&str>,
     ) -> Result<u64, ProviderError> {
+        if !self.streams_files() {
+            let b = collect(body).await?;
+            let n = b.len() as u64;
+            self.write_file(runtime_id, path, b, mode).await?;
+            return Ok(n);
+        }
         let owned = path.to_string();
         let (file, tmp, target) = self
             .on_root("write_file", runtime_id, move |root| {

@@ -305,6 +305,11 @@ impl Provider for RemoteProvider {
             .ok_or_else(|| RemoteError::Decode.into_provider(path))
     }
 
+    fn streams_files(&self) -> bool {
+        // The worker caps uploads itself when its own provider buffers them.
+        self.file_stream
+    }
+
     async fn read_file_stream(
         &self,
         runtime_id: &str,

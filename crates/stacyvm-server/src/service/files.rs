@@ -1,5 +1,7 @@
 //! File operations inside a sandbox. Paths are passed to the provider, which confines them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -94,6 +96,7 @@ impl Service {
 
     /// [`Self::write_file`] from a stream (the raw-body upload); returns the bytes written.
     /// Same checks, metric and event; the provider confines the path before reading `body`.
+    /// Backends that buffer uploads (no streaming path) are held to `max_body_bytes` (413).
     pub async fn write_file_stream(
         &self,
         id: &str,
@@ -103,11 +106,27 @@ impl Service {
     ) -> ServiceResult<u64> {
         let path = check_path(path)?;
         let mode = check_mode(mode)?;
-        let n = self
+        let max = u64::try_from(self.settings().max_body_bytes).unwrap_or(u64::MAX);
+        let tripped = Arc::new(AtomicBool::new(false));
+        let flag = tripped.clone();
+        let res = self
             .file_op(id, "file_write", |p, rid| async move {
+                // A backend that buffers uploads whole gets no more than a JSON write may carry.
+                let body = if p.streams_files() {
+                    body
+                } else {
+                    stacyvm_provider::limited(body, max, flag)
+                };
                 p.write_file_stream(&rid, path, body, mode).await
             })
-            .await?;
+            .await;
+        if tripped.load(Ordering::SeqCst) {
+            return Err(ServiceError::PayloadTooLarge(format!(
+                "this sandbox's provider takes files of at most {max} bytes \
+                 (server.max_body_bytes)"
+            )));
+        }
+        let n = res?;
         self.events.publish("file.written", Some(id), None);
         Ok(n)
     }
