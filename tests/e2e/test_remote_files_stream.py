@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
 
 import pytest
 
@@ -124,6 +125,24 @@ def test_streamed_routes_on_a_remote_sandbox_keep_errors_and_the_json_api(cluste
         assert "/workspace/missing" in r.json()["message"]
         r = c.put("/api/v1/sandboxes/sb-00000000/files", params={"path": "/x"}, content=b"x")
         assert r.status_code == 404, r.text
+
+        # An upload that dies half way leaves neither the file nor a temporary one behind.
+        def dying():
+            yield b"x" * MIB
+            yield b"y" * MIB
+            raise RuntimeError("client gave up")
+
+        with pytest.raises(RuntimeError):
+            c.put(url, params={"path": "/workspace/partial.bin"}, content=dying())
+        def leftovers():
+            names = [f["path"] for f in c.get(f"{url}/list", params={"path": "/workspace"}).json()]
+            return [n for n in names if "partial" in n or "stacyvm-upload" in n]
+        deadline = time.monotonic() + 10
+        while leftovers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert leftovers() == []
+        r = c.get(url, params={"path": "/workspace/partial.bin"})
+        assert r.status_code == 404 and r.json()["code"] == "FILE_NOT_FOUND", r.text
 
     # The official SDK's JSON write and raw read still work on a remote sandbox.
     client = cp.sync_client()

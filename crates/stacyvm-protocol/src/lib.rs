@@ -468,7 +468,7 @@ mod tests {
         };
         let v = envelope_header_value(&req);
         assert!(v.bytes().all(|b| (0x20..0x7f).contains(&b)), "{v}");
-        let back: RpcRequest = serde_json::from_str(&v).unwrap();
+        let back: RpcRequest = serde_json::from_str(&v).expect("the header value is JSON");
         assert_eq!(back, req);
     }
 

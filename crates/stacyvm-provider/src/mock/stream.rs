@@ -30,7 +30,7 @@ pub(super) fn open(root: &Path, path: &str) -> Result<(fs::File, Option<u64>), P
     if md.is_dir() {
         return Err(is_a_directory(path));
     }
-    Ok((f, md.is_file().then(|| md.len())))
+    Ok((f, md.is_file().then_some(md.len())))
 }
 
 /// Chunks of an opened file; I/O errors name the caller's path only.
