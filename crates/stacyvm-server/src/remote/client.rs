@@ -18,6 +18,8 @@ use stacyvm_types::{StreamChunk as Chunk, StreamKind};
 /// Longest NDJSON line accepted from a worker (a chunk is a few KiB; this only stops a runaway).
 const MAX_LINE: usize = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a worker may take to start answering a file read (as the buffered read's bound).
+const STREAM_START_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The credential presented to worker `worker_id` (per-worker token, shared token, or a
 /// freshly signed `worker:rpc` token). `Ok(None)` = none configured.
@@ -56,6 +58,8 @@ pub enum RemoteError {
     },
     #[error("invalid worker RPC response")]
     Decode,
+    #[error("worker did not answer within {0:?}")]
+    Stalled(Duration),
     #[error("invalid worker RPC TLS configuration: {0}")]
     Tls(String),
 }
@@ -87,7 +91,7 @@ impl RemoteError {
                 | (None, 503) => ProviderError::Unavailable(self.to_string()),
                 _ => ProviderError::internal(self.to_string()),
             },
-            RemoteError::Transport(_) | RemoteError::NoCredential(_) => {
+            RemoteError::Transport(_) | RemoteError::NoCredential(_) | RemoteError::Stalled(_) => {
                 ProviderError::Unavailable(self.to_string())
             }
             RemoteError::Decode | RemoteError::Tls(_) => ProviderError::internal(self.to_string()),
@@ -229,17 +233,21 @@ impl WorkerClient {
 
     /// `worker.file_read_stream`: the file's size (when the worker knows it) and its content
     /// as it arrives. No overall timeout: a large file takes the time it takes; a dead
-    /// connection ends the stream with an error.
+    /// connection ends the stream with an error. The worker must start answering within
+    /// [`STREAM_START_TIMEOUT`] (a buffering backend reads the whole file first).
     pub async fn file_read_stream(
         &self,
         ep: &Endpoint,
         req_id: String,
         params: Value,
     ) -> Result<(Option<u64>, ByteStream), RemoteError> {
-        let resp = self
+        // Only the answer's start is bounded: the body then flows at the reader's pace.
+        let send = self
             .request(ep, method::FILE_READ_STREAM, req_id, Some(params), None)?
-            .send()
+            .send();
+        let resp = tokio::time::timeout(STREAM_START_TIMEOUT, send)
             .await
+            .map_err(|_| RemoteError::Stalled(STREAM_START_TIMEOUT))?
             .map_err(RemoteError::Transport)?;
         let is_json = resp
             .headers()
