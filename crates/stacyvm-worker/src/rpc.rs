@@ -23,8 +23,8 @@ use crate::state::WorkerState;
 use crate::{files_stream, methods};
 
 /// Largest JSON `/rpc` body. Far above any command or control message; `worker.file_write`
-/// carries its file base64 inside one JSON body, so this bounds that method only
-/// (`worker.file_write_stream` streams its body and has no limit).
+/// carries its file base64 inside one JSON body, so this bounds that method; the streamed
+/// upload has no limit unless its provider buffers uploads, which it then caps at this size.
 pub const MAX_RPC_BODY: usize = 256 << 20;
 
 /// The worker's HTTP surface, ready to serve.
