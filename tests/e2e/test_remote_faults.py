@@ -22,9 +22,11 @@ HB = "1s"
 
 
 class Worker:
-    def __init__(self, cp: Server, wid: str = "worker-a"):
+    def __init__(self, cp: Server, wid: str = "worker-a", worker_extra: dict | None = None):
         self.cp = cp
         self.id = wid
+        # Extra `worker.*` keys (e.g. shutdown_timeout) for tests that need them.
+        self.worker_extra = worker_extra or {}
         self.port = free_port()
         self.dir = Path(cp.dir) / f"worker-{wid}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -34,7 +36,7 @@ class Worker:
         cfg = {
             "worker": {"id": self.id, "control_plane_url": self.cp.base_url,
                        "listen_addr": f"127.0.0.1:{self.port}", "preview_domain": "localhost",
-                       "heartbeat_interval": HB},
+                       "heartbeat_interval": HB, **self.worker_extra},
             "providers": {"default": "mock", "mock": {"enabled": True}},
             "auth": {"worker_token": TOKEN},
             "logging": {"level": "debug", "format": "json"},

@@ -73,6 +73,9 @@ struct Cli {
     /// MiB of output streamed through the worker.
     #[arg(long, default_value_t = 100)]
     stream_mib: u64,
+    /// MiB of file uploaded to and downloaded from the remote sandbox.
+    #[arg(long, default_value_t = 100)]
+    file_mib: u64,
 }
 
 fn resolve_bin(bin: &Path) -> Res<PathBuf> {
@@ -414,10 +417,20 @@ fn verdict(ok: bool) -> &'static str {
     ["MISSED", "met"][usize::from(ok)]
 }
 
-/// Streams `mib_n` MiB through the worker while sampling both processes' RSS.
-async fn stream_bench(c: &Client, p: &Procs, id: &str, mib_n: u64) -> Res<()> {
-    let bytes_n = mib_n * 1024 * 1024;
-    let cmd = format!("head -c {bytes_n} /dev/zero | tr '\\0' 'a'");
+/// RSS of the worker (index 0) and the control plane (index 1) around one piece of work, KiB.
+struct RssWatch {
+    before: [u64; 2],
+    peak: [u64; 2],
+    hwm: [u64; 2],
+    after: [u64; 2],
+}
+
+/// Runs `work` while sampling both processes' RSS every [`RSS_SAMPLE_EVERY`]; returns its
+/// result, how long it took and the RSS figures (`after` is read [`SETTLE`] later).
+async fn watch_rss<T>(
+    p: &Procs,
+    work: impl std::future::Future<Output = Res<T>>,
+) -> Res<(T, Duration, RssWatch)> {
     tokio::time::sleep(SETTLE).await;
     let pids = [p.pids[1], p.pids[0]];
     let read =
@@ -438,46 +451,140 @@ async fn stream_bench(c: &Client, p: &Procs, id: &str, mib_n: u64) -> Res<()> {
         })
     };
     let t = Instant::now();
+    let res = work.await;
+    let took = t.elapsed();
+    sampler.abort();
+    let out = res?;
+    let hwm = read("VmHWM:")?;
+    // A VmHWM raised during the work counts even if the sampler missed the peak.
+    let peak = [0, 1].map(|k| {
+        let sampled = peaks[k].load(Ordering::Relaxed);
+        sampled.max(Some(hwm[k]).filter(|&h| h > hwm_before[k]).unwrap_or(0))
+    });
+    tokio::time::sleep(SETTLE).await;
+    let after = read("VmRSS:")?;
+    let w = RssWatch {
+        before,
+        peak,
+        hwm,
+        after,
+    };
+    Ok((out, took, w))
+}
+
+/// Prints the RSS table; returns the larger growth of the two processes, MiB.
+fn print_rss(w: &RssWatch) -> f64 {
+    println!(
+        "   RSS read every {RSS_SAMPLE_EVERY:?}; growth = peak − before; after = {SETTLE:?} later"
+    );
+    let head = ["before", "peak", "VmHWM", "after", "growth"];
+    row("process (MiB)", 16, &head);
+    println!("  {}", "-".repeat(66));
+    let mut worst: f64 = 0.0;
+    for (k, name) in ["worker", "control plane"].iter().enumerate() {
+        let growth = mib(w.peak[k].saturating_sub(w.before[k]));
+        worst = worst.max(growth);
+        let cells =
+            [w.before[k], w.peak[k], w.hwm[k], w.after[k]].map(|v| format!("{:.1}", mib(v)));
+        row(name, 16, &[&cells[..], &[format!("{growth:+.1}")]].concat());
+    }
+    worst
+}
+
+/// Streams `mib_n` MiB through the worker while sampling both processes' RSS.
+async fn stream_bench(c: &Client, p: &Procs, id: &str, mib_n: u64) -> Res<()> {
+    let bytes_n = mib_n * 1024 * 1024;
+    let cmd = format!("head -c {bytes_n} /dev/zero | tr '\\0' 'a'");
     let (mut got, mut lines) = (0u64, 0u64);
-    let res = stream_exec(c, &p.base, id, &cmd, |v| {
+    let work = stream_exec(c, &p.base, id, &cmd, |v| {
         if v["stream"] == "stdout" {
             got += v["data"].as_str().map_or(0, |s| s.len() as u64);
             lines += 1;
         }
-    })
-    .await;
-    let took = t.elapsed();
-    sampler.abort();
-    let code = res?;
+    });
+    let (code, took, w) = watch_rss(p, work).await?;
     if code != 0 || got != bytes_n {
         return fail(format!("stream: exit {code}, {got} of {bytes_n} bytes"));
     }
-    let hwm = read("VmHWM:")?;
-    tokio::time::sleep(SETTLE).await;
-    let after = read("VmRSS:")?;
     println!("\n## {mib_n} MiB streamed through the worker (`{cmd}`, remote sandbox)");
-    let (secs, every) = (took.as_secs_f64(), RSS_SAMPLE_EVERY);
+    let secs = took.as_secs_f64();
     let rate = mib_n as f64 / secs.max(1e-9);
     println!("   {got} bytes in {lines} stdout lines, {secs:.2} s, {rate:.1} MiB/s");
-    println!("   RSS read every {every:?}; growth = peak − before; after = {SETTLE:?} later");
-    let head = ["before", "peak", "VmHWM", "after", "growth"];
-    row("process (MiB)", 16, &head);
-    println!("  {}", "-".repeat(66));
-    let mut worker_growth = 0.0;
-    for (k, name) in ["worker", "control plane"].iter().enumerate() {
-        // A VmHWM raised during the stream counts even if the sampler missed the peak.
-        let sampled = peaks[k].load(Ordering::Relaxed);
-        let peak = sampled.max(Some(hwm[k]).filter(|&h| h > hwm_before[k]).unwrap_or(0));
-        let growth = mib(peak.saturating_sub(before[k]));
-        if k == 0 {
-            worker_growth = growth;
-        }
-        let cells = [before[k], peak, hwm[k], after[k]].map(|v| format!("{:.1}", mib(v)));
-        row(name, 16, &[&cells[..], &[format!("{growth:+.1}")]].concat());
-    }
+    print_rss(&w);
+    let worker_growth = mib(w.peak[0].saturating_sub(w.before[0]));
     println!(
         "   target worker RSS growth ≤ {TARGET_RSS_GROWTH_MIB:.0} MiB: {worker_growth:.1} MiB — {}",
         verdict(worker_growth <= TARGET_RSS_GROWTH_MIB)
+    );
+    Ok(())
+}
+
+/// Byte `i` of the benchmark file (cheap to regenerate on both ends, not all one value).
+fn file_byte(i: u64) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8
+}
+
+/// Uploads `mib_n` MiB (`PUT …/files`, streamed body) to the remote sandbox and downloads it
+/// (`GET …/files`, streamed), checking every byte, while sampling both processes' RSS.
+async fn file_bench(c: &Client, p: &Procs, id: &str, mib_n: u64) -> Res<()> {
+    const PIECE: u64 = 256 * 1024;
+    let bytes_n = mib_n * 1024 * 1024;
+    let url = format!("{}/sandboxes/{id}/files?path=/workspace/bench.bin", p.base);
+    let work = async {
+        let pieces = (0..bytes_n.div_ceil(PIECE)).map(move |k| {
+            let range = k * PIECE..((k + 1) * PIECE).min(bytes_n);
+            Ok::<_, std::io::Error>(range.map(file_byte).collect::<Vec<u8>>())
+        });
+        let t = Instant::now();
+        let r = c
+            .put(&url)
+            .header("Content-Type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                pieces,
+            )))
+            .send()
+            .await?;
+        if r.status() != StatusCode::OK {
+            let (st, text) = (r.status(), r.text().await?);
+            return fail(format!("upload: HTTP {st}: {text}"));
+        }
+        let up = t.elapsed();
+        let t = Instant::now();
+        let r = c.get(&url).send().await?;
+        if r.status() != StatusCode::OK {
+            return fail(format!("download: HTTP {}", r.status()));
+        }
+        let mut body = r.bytes_stream();
+        let mut at = 0u64;
+        while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+            for b in chunk? {
+                if b != file_byte(at) {
+                    return fail(format!("download: byte {at} differs"));
+                }
+                at += 1;
+            }
+        }
+        if at != bytes_n {
+            return fail(format!("download: {at} of {bytes_n} bytes"));
+        }
+        Ok((up, t.elapsed()))
+    };
+    let ((up, down), _, w) = watch_rss(p, work).await?;
+    println!(
+        "\n## {mib_n} MiB file through the worker (streamed PUT then GET …/files, remote sandbox)"
+    );
+    let rate = |d: Duration| mib_n as f64 / d.as_secs_f64().max(1e-9);
+    println!(
+        "   upload {:.2} s ({:.1} MiB/s), download {:.2} s ({:.1} MiB/s), every byte checked",
+        up.as_secs_f64(),
+        rate(up),
+        down.as_secs_f64(),
+        rate(down)
+    );
+    let worst = print_rss(&w);
+    println!(
+        "   target RSS growth ≤ {TARGET_RSS_GROWTH_MIB:.0} MiB (both processes): {worst:.1} MiB — {}",
+        verdict(worst <= TARGET_RSS_GROWTH_MIB)
     );
     Ok(())
 }
@@ -560,6 +667,7 @@ async fn measure(cli: &Cli, c: &Client, p: &Procs) -> Res<()> {
     );
 
     stream_bench(c, p, &remote, cli.stream_mib.max(1)).await?;
+    file_bench(c, p, &remote, cli.file_mib.max(1)).await?;
     for id in ids {
         let r = c.delete(format!("{base}/sandboxes/{id}")).send().await?;
         if r.status() != StatusCode::OK {

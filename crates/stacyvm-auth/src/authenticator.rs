@@ -42,6 +42,11 @@ impl WorkerAuthenticator {
         }
     }
 
+    /// The current primary signing key (re-read when it comes from a file), for issuing tokens.
+    pub fn signing_key(&self) -> Result<Option<String>, AuthError> {
+        self.verifier.primary_key()
+    }
+
     /// False when no worker credential of any kind is configured (the API answers 503).
     pub fn configured(&self) -> bool {
         self.shared.is_some() || !self.per_worker.is_empty() || !self.verifier.is_empty()
@@ -105,8 +110,8 @@ impl WorkerAuthenticator {
         if let Some(shared) = &self.shared {
             return shared.get().map(Some);
         }
-        match self.verifier.primary_key() {
-            Some(key) => mint(key, worker_id, AUD_RPC, RPC_TOKEN_TTL, &[], now_unix)
+        match self.verifier.primary_key()? {
+            Some(key) => mint(&key, worker_id, AUD_RPC, RPC_TOKEN_TTL, &[], now_unix)
                 .map(|(token, _)| Some(token)),
             None => Ok(None),
         }

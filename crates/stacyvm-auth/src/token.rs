@@ -4,6 +4,7 @@
 //! (DECISIONS.md): `iat`, `exp`, `aud` and `jti` are required, the lifetime is capped at
 //! 15 minutes, the audience must match exactly.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,7 +13,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::AuthError;
+use crate::{AuthError, Secret};
 
 /// First dot-separated part of every signed worker token.
 pub const TOKEN_PREFIX: &str = "stacyvm-worker-v1";
@@ -173,10 +174,12 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
 }
 
 /// Verifies signed tokens against an ordered key list (primary first, then rotation keys)
-/// and a revocation list of `jti`s.
+/// and a revocation list of `jti`s. The primary key may come from a file
+/// ([`Verifier::with_key_file`]), re-read whenever it changes, so rotating it needs no restart.
 #[derive(Clone, Default)]
 pub struct Verifier {
     keys: Vec<String>,
+    key_file: Option<Arc<Secret>>,
     revoked: Vec<String>,
 }
 
@@ -184,6 +187,7 @@ impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
             .field("keys", &format_args!("[{} redacted]", self.keys.len()))
+            .field("key_file", &self.key_file)
             .field("revoked", &self.revoked)
             .finish()
     }
@@ -195,18 +199,39 @@ impl Verifier {
     pub fn new(keys: Vec<String>, revoked: Vec<String>) -> Self {
         Self {
             keys: clean(keys),
+            key_file: None,
             revoked: clean(revoked),
         }
     }
 
-    /// True when no key is configured: no signed token can verify.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+    /// Makes `file`'s current content the primary key, ahead of the keys given to `new` (which
+    /// then act as rotation keys). A file that cannot be read fails verification and minting
+    /// rather than silently falling back.
+    pub fn with_key_file(mut self, file: Secret) -> Self {
+        self.key_file = Some(Arc::new(file));
+        self
     }
 
-    /// The key new tokens are signed with (the first one configured).
-    pub fn primary_key(&self) -> Option<&str> {
-        self.keys.first().map(String::as_str)
+    /// True when no key is configured: no signed token can verify.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.key_file.is_none()
+    }
+
+    /// The current keys, primary first (the key file's content, re-read if it changed).
+    fn current_keys(&self) -> Result<Vec<String>, AuthError> {
+        match &self.key_file {
+            None => Ok(self.keys.clone()),
+            Some(file) => {
+                let mut keys = vec![file.get()?];
+                keys.extend(self.keys.iter().cloned());
+                Ok(clean(keys))
+            }
+        }
+    }
+
+    /// The key new tokens are signed with (the key file's content, else the first key).
+    pub fn primary_key(&self) -> Result<Option<String>, AuthError> {
+        Ok(self.current_keys()?.into_iter().next())
     }
 
     /// Whether `jti` is on the revocation list.
@@ -224,13 +249,13 @@ impl Verifier {
         expected_aud: &str,
         now_unix: i64,
     ) -> Result<Claims, AuthError> {
-        if self.keys.is_empty() {
+        if self.is_empty() {
             return Err(AuthError::NoSigningKey);
         }
+        let keys = self.current_keys()?;
         let (payload, sig) = split(token)?;
         // Check every key so the time taken does not tell which key matched.
-        let matched = self
-            .keys
+        let matched = keys
             .iter()
             .fold(false, |ok, key| ct_eq(&signature(key, payload), sig) | ok);
         if !matched {

@@ -320,7 +320,7 @@ fn rotation_accepts_listed_keys_only() {
     let by_old = sign(old, &good_claims());
     let by_new = sign(new, &good_claims());
     let during = Verifier::new(vec![new.into(), old.into()], vec![]);
-    assert_eq!(during.primary_key(), Some(new));
+    assert_eq!(during.primary_key().unwrap().as_deref(), Some(new));
     assert!(during.verify(&by_old, AUD_CONTROL_PLANE, NOW).is_ok());
     assert!(during.verify(&by_new, AUD_CONTROL_PLANE, NOW).is_ok());
     let after = Verifier::new(vec![new.into()], vec![]);
@@ -344,7 +344,7 @@ fn verifier_keys_are_trimmed_deduped_and_ordered() {
         vec![],
     );
     assert_eq!(v.keys, vec!["b".to_string(), "a".to_string()]);
-    assert_eq!(v.primary_key(), Some("b"));
+    assert_eq!(v.primary_key().unwrap().as_deref(), Some("b"));
     // A token signed with the untrimmed key string does not verify: keys are used trimmed.
     assert!(v
         .verify(&sign(" b ", &good_claims()), AUD_CONTROL_PLANE, NOW)
@@ -448,4 +448,46 @@ mod props {
             let _ = check_token(&format!("{TOKEN_PREFIX}.{s}"));
         }
     }
+}
+
+#[test]
+fn key_file_is_primary_and_reread_on_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signing-key");
+    let (one, two) = (
+        "file-key-one-file-key-one-file-key-one",
+        "file-key-two-file-key-two-file-key-two-longer",
+    );
+    let rotation = "rotation-key-rotation-key-rotation-key";
+    std::fs::write(&path, format!("{one}\n")).unwrap();
+    let v = Verifier::new(vec![rotation.into()], vec![]).with_key_file(Secret::file(&path));
+    assert!(!v.is_empty());
+    assert_eq!(v.primary_key().unwrap().as_deref(), Some(one));
+    let by_one = sign(one, &good_claims());
+    let by_two = sign(two, &good_claims());
+    let by_rotation = sign(rotation, &good_claims());
+    assert!(v.verify(&by_one, AUD_CONTROL_PLANE, NOW).is_ok());
+    assert!(v.verify(&by_rotation, AUD_CONTROL_PLANE, NOW).is_ok());
+    assert!(matches!(
+        v.verify(&by_two, AUD_CONTROL_PLANE, NOW),
+        Err(AuthError::BadSignature)
+    ));
+
+    // Rotate the file (a different length, so the change is seen whatever the mtime grain).
+    std::fs::write(&path, two).unwrap();
+    assert_eq!(v.primary_key().unwrap().as_deref(), Some(two));
+    assert!(v.verify(&by_two, AUD_CONTROL_PLANE, NOW).is_ok());
+    assert!(matches!(
+        v.verify(&by_one, AUD_CONTROL_PLANE, NOW),
+        Err(AuthError::BadSignature)
+    ));
+    assert!(v.verify(&by_rotation, AUD_CONTROL_PLANE, NOW).is_ok());
+
+    // A vanished file fails closed, naming the file, never falling back to another key.
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(
+        v.verify(&by_rotation, AUD_CONTROL_PLANE, NOW),
+        Err(AuthError::Secret { .. })
+    ));
+    assert!(v.primary_key().is_err());
 }

@@ -14,6 +14,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const PROTOCOL_HEADER: &str = "X-StacyVM-Protocol";
 /// Request header asking `worker.exec_stream` for live NDJSON.
 pub const STREAM_HEADER: &str = "X-Worker-Stream";
+/// Request header carrying the JSON envelope ([`RpcRequest`]) of `worker.file_write_stream`,
+/// whose body is the raw file content. See [`envelope_header_value`].
+pub const ENVELOPE_HEADER: &str = "X-StacyVM-RPC";
 
 pub mod method {
     pub const SPAWN: &str = "worker.spawn";
@@ -33,9 +36,15 @@ pub mod method {
     pub const RENEW_LEASE: &str = "worker.renew_lease";
     pub const SHUTDOWN: &str = "worker.shutdown";
     pub const HEARTBEAT: &str = "worker.heartbeat";
+    /// Answers 200 with the raw file as `application/octet-stream` (`Content-Length` when
+    /// known); failures are ordinary JSON responses.
+    pub const FILE_READ_STREAM: &str = "worker.file_read_stream";
+    /// Envelope in [`super::ENVELOPE_HEADER`], raw file content as the body; result
+    /// [`super::FileWriteResult`].
+    pub const FILE_WRITE_STREAM: &str = "worker.file_write_stream";
 
-    /// Every method a worker dispatches, in a stable order.
-    pub const ALL: [&str; 17] = [
+    /// Every method a worker dispatches, in a stable order (append-only).
+    pub const ALL: [&str; 19] = [
         SPAWN,
         DESTROY,
         STATUS,
@@ -53,6 +62,8 @@ pub mod method {
         RENEW_LEASE,
         SHUTDOWN,
         HEARTBEAT,
+        FILE_READ_STREAM,
+        FILE_WRITE_STREAM,
     ];
 
     /// Methods that must carry a lease.
@@ -76,6 +87,13 @@ pub mod code {
     pub const DRAINING: &str = "DRAINING";
     pub const UNAVAILABLE: &str = "UNAVAILABLE";
     pub const INTERNAL: &str = "INTERNAL";
+}
+
+/// Entries our workers add to heartbeat `capabilities` (besides `remote_worker`, `heartbeat`).
+pub mod capability {
+    /// Serves `worker.file_read_stream` and `worker.file_write_stream`; the control plane uses
+    /// the buffered file methods with workers that do not say so.
+    pub const FILE_STREAM: &str = "file_stream";
 }
 
 /// Keys our workers put in heartbeat `capacity` besides the original's `max_sandboxes`,
@@ -255,6 +273,13 @@ pub struct FileReadResult {
     pub content: String,
 }
 
+/// Result of `worker.file_write_stream`: the bytes the provider wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct FileWriteResult {
+    pub sandbox_id: String,
+    pub size: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct FileListResult {
     pub sandbox_id: String,
@@ -317,6 +342,25 @@ pub struct LeaseRenewBody {
     pub ttl: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub resource_id: String,
+}
+
+/// `req` as JSON for [`ENVELOPE_HEADER`]: non-ASCII characters are written as `\u` escapes so
+/// the value is a valid header whatever the path contains (JSON escapes control characters
+/// itself).
+pub fn envelope_header_value(req: &RpcRequest) -> String {
+    let json = serde_json::to_string(req).unwrap_or_default();
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
 }
 
 /// Standard base64 with padding (what the Go side's `[]byte` JSON encoding uses).
@@ -411,6 +455,21 @@ mod tests {
         assert_eq!(t.runtime(), "sb-1");
         t.runtime_id = "rt".into();
         assert_eq!(t.runtime(), "rt");
+    }
+
+    #[test]
+    fn envelope_header_is_ascii_and_round_trips() {
+        let req = RpcRequest {
+            id: "file-write-stream-sb-1".into(),
+            method: method::FILE_WRITE_STREAM.into(),
+            worker_id: "w".into(),
+            lease: None,
+            params: Some(serde_json::json!({"path": "/workspace/é 😀\n\"x\""})),
+        };
+        let v = envelope_header_value(&req);
+        assert!(v.bytes().all(|b| (0x20..0x7f).contains(&b)), "{v}");
+        let back: RpcRequest = serde_json::from_str(&v).expect("the header value is JSON");
+        assert_eq!(back, req);
     }
 
     #[test]

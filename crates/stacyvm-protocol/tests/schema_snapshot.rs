@@ -161,6 +161,15 @@ fn samples() -> BTreeMap<&'static str, Value> {
         }),
     );
     m.insert(
+        "file_write_result",
+        v(&FileWriteResult {
+            sandbox_id: "sb-0000abcd".into(),
+            size: 104_857_600,
+        }),
+    );
+    m.insert("envelope_header", json!(ENVELOPE_HEADER));
+    m.insert("capability_file_stream", json!(capability::FILE_STREAM));
+    m.insert(
         "file_list_result",
         v(&FileListResult {
             sandbox_id: "sb-0000abcd".into(),

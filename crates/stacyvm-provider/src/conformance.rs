@@ -432,7 +432,9 @@ pub async fn exec_concurrent(p: &dyn Provider, image: &str) -> Result<(), CheckF
 
 // File operations live in their own module (after the macros it uses).
 mod files;
+mod stream;
 pub use files::*;
+pub use stream::*;
 
 /// Console logs are available and respect the line limit.
 pub async fn logs(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
@@ -473,6 +475,8 @@ pub async fn run_all(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> 
         files_chmod(p, image).await,
         files_delete(p, image).await,
         files_path_escape(p, image).await,
+        files_stream_roundtrip(p, image).await,
+        files_stream_errors(p, image).await,
         logs(p, image).await,
     ];
     let failures: Vec<String> = results

@@ -9,6 +9,7 @@ mod error;
 mod microvm;
 mod mock;
 mod registry;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub use microvm::{MicrovmConfig, MicrovmProvider};
 pub use mock::{MockCall, MockProvider};
 pub use registry::ProviderRegistry;
 use stacyvm_types::{ExecMode, FileInfo, SandboxState, StreamChunk};
+pub use stream::{chunked, collect, limited, ByteStream, FileStream, CHUNK_SIZE};
 use tokio::sync::mpsc;
 
 /// Where the microvm provider's assets live unless configured otherwise. Not behind the
@@ -144,6 +146,36 @@ pub trait Provider: Send + Sync + 'static {
         mode: Option<&str>,
     ) -> Result<(), ProviderError>;
     async fn read_file(&self, runtime_id: &str, path: &str) -> Result<Bytes, ProviderError>;
+    /// Whether `read_file_stream`/`write_file_stream` move data in bounded memory. False for
+    /// the buffered defaults: callers then cap uploads as they cap buffered writes.
+    fn streams_files(&self) -> bool {
+        false
+    }
+    /// Like [`Provider::read_file`], in chunks. The default reads the whole file with
+    /// `read_file`; backends that can stream override it so memory stays bounded.
+    async fn read_file_stream(
+        &self,
+        runtime_id: &str,
+        path: &str,
+    ) -> Result<FileStream, ProviderError> {
+        let b = self.read_file(runtime_id, path).await?;
+        Ok(FileStream::from_bytes(b))
+    }
+    /// Like [`Provider::write_file`], from chunks; returns the bytes written. An `Err` item
+    /// aborts the write. The default gathers the stream and calls `write_file`; backends that
+    /// can stream override it.
+    async fn write_file_stream(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        body: ByteStream,
+        mode: Option<&str>,
+    ) -> Result<u64, ProviderError> {
+        let b = collect(body).await?;
+        let n = b.len() as u64;
+        self.write_file(runtime_id, path, b, mode).await?;
+        Ok(n)
+    }
     async fn list_files(
         &self,
         runtime_id: &str,

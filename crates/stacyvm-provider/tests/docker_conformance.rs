@@ -80,6 +80,8 @@ suite!(runc:
     files_chmod,
     files_delete,
     files_path_escape,
+    files_stream_roundtrip,
+    files_stream_errors,
     logs,
 );
 
@@ -103,5 +105,7 @@ suite!(runsc:
     files_chmod,
     files_delete,
     files_path_escape,
+    files_stream_roundtrip,
+    files_stream_errors,
     logs,
 );

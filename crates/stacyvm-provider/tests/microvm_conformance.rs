@@ -183,6 +183,8 @@ async fn suite_on_one_vm() {
         files_chmod,
         files_delete,
         files_path_escape,
+        files_stream_roundtrip,
+        files_stream_errors,
         logs,
     );
     let unknown = conformance::unknown_sandbox(&*p).await;

@@ -48,6 +48,8 @@ shared!(
     files_chmod,
     files_delete,
     files_path_escape,
+    files_stream_roundtrip,
+    files_stream_errors,
     logs,
 );
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use stacyvm_provider::conformance::{self, exec_collect, sh};
-use stacyvm_provider::{ExecRequest, MockProvider, Provider, ProviderError};
+use stacyvm_provider::{chunked, ExecRequest, MockProvider, Provider, ProviderError};
 use stacyvm_types::{SandboxState, StreamChunk};
 use tokio::sync::mpsc;
 
@@ -280,6 +280,81 @@ mod confinement {
             .unwrap();
         p.delete_file(&id, "/workspace/outdir", true).await.unwrap();
         assert!(secret.exists(), "deleting a link leaves its target alone");
+    }
+
+    /// The streamed transfers resolve paths exactly like the buffered ones, and leave no
+    /// temporary files behind, whether they succeed or fail.
+    #[tokio::test]
+    async fn streamed_transfers_stay_confined() {
+        let f = fixture();
+        let (id, root) = spawn(&f.p).await;
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret.txt");
+        std::fs::write(&secret, b"secret").unwrap();
+        let ws = root.join("workspace");
+        std::os::unix::fs::symlink(outside.path(), ws.join("outdir")).unwrap();
+        std::os::unix::fs::symlink(&secret, ws.join("outfile")).unwrap();
+        std::os::unix::fs::symlink("../../..", ws.join("up")).unwrap();
+        let hidden = [root.as_path(), outside.path(), f.base.as_path()];
+        let p = &f.p;
+        let body = || chunked(Bytes::from_static(b"overwritten"));
+
+        for path in [
+            "/workspace/outdir/secret.txt",
+            "/workspace/outfile",
+            "workspace/up/etc/passwd",
+            "../../etc/passwd",
+        ] {
+            assert_invalid(
+                &format!("stream read {path}"),
+                p.read_file_stream(&id, path).await,
+                &hidden,
+            );
+            assert_invalid(
+                &format!("stream write {path}"),
+                p.write_file_stream(&id, path, body(), None).await,
+                &hidden,
+            );
+        }
+        assert_eq!(std::fs::read(&secret).unwrap(), b"secret");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+
+        assert_invalid(
+            "stream read a directory",
+            p.read_file_stream(&id, "/workspace").await,
+            &hidden,
+        );
+        assert_invalid(
+            "stream write over a directory",
+            p.write_file_stream(&id, "/workspace", body(), None).await,
+            &hidden,
+        );
+        let failing = futures_util::stream::iter(vec![
+            Ok(Bytes::from_static(b"partial")),
+            Err(ProviderError::InvalidInput("upload interrupted".into())),
+        ]);
+        let r = p
+            .write_file_stream(&id, "/workspace/new.txt", Box::pin(failing), None)
+            .await;
+        assert!(r.is_err(), "{r:?}");
+        p.write_file_stream(&id, "/workspace/ok.txt", body(), Some("executable"))
+            .await
+            .unwrap();
+        let mode = std::fs::metadata(ws.join("ok.txt"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        let mut names: Vec<String> = std::fs::read_dir(&ws)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["ok.txt", "outdir", "outfile", "up"],
+            "no temp files left"
+        );
     }
 
     #[tokio::test]

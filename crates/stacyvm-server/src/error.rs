@@ -22,6 +22,8 @@ pub enum ServiceError {
     Timeout(String),
     #[error("resource limit exceeded: {0}")]
     ResourceLimit(String),
+    #[error("payload too large: {0}")]
+    PayloadTooLarge(String),
     #[error("provider unavailable: {0}")]
     Unavailable(String),
     #[error("{0}")]

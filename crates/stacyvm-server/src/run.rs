@@ -258,6 +258,19 @@ pub async fn build_providers(cfg: &ValidConfig) -> Result<ProviderRegistry, RunE
 }
 
 /// Worker authentication and the RPC client (with `worker.rpc_tls` when enabled).
+/// Signing keys for worker tokens. A primary key given as `auth.worker_signing_key_file` is
+/// re-read when the file changes (rotation without restart); `auth.worker_signing_keys` stay
+/// accepted beside it.
+fn signing_verifier(cfg: &ValidConfig) -> Verifier {
+    let auth = &cfg.config().auth;
+    let revoked = auth.worker_revoked_token_ids.clone();
+    match cfg.secret_file("auth.worker_signing_key") {
+        Some(path) => Verifier::new(auth.worker_signing_keys.clone(), revoked)
+            .with_key_file(Secret::file(path)),
+        None => Verifier::new(cfg.worker_signing_keys(), revoked),
+    }
+}
+
 pub fn worker_rpc(
     cfg: &ValidConfig,
 ) -> Result<(Arc<WorkerAuthenticator>, Arc<WorkerClient>), RunError> {
@@ -269,10 +282,7 @@ pub fn worker_rpc(
             None => cfg.worker_token().map(Secret::inline),
         },
         c.auth.worker_tokens.clone(),
-        Verifier::new(
-            cfg.worker_signing_keys(),
-            c.auth.worker_revoked_token_ids.clone(),
-        ),
+        signing_verifier(cfg),
     ));
     let t = &c.worker.rpc_tls;
     let tls = if t.enabled {

@@ -32,9 +32,8 @@ impl RpcAuth {
             (None, Some(t)) => Some(Secret::inline(t.clone())),
             (None, None) => None,
         };
-        let verifier = Verifier::new(cfg.signing_keys.clone(), cfg.revoked_token_ids.clone());
         RpcAuth {
-            inner: RpcAuthenticator::new(cfg.id.clone(), static_token, verifier),
+            inner: RpcAuthenticator::new(cfg.id.clone(), static_token, cfg.verifier.clone()),
         }
     }
 
@@ -71,10 +70,14 @@ fn token_from(headers: &HeaderMap) -> &str {
     }
 }
 
-/// A fresh `worker:control-plane` token signed with `key`.
-pub(crate) fn mint_control_plane_token(key: &str, worker_id: &str) -> Result<String, AuthError> {
+/// A fresh `worker:control-plane` token signed with `keys`' current primary key.
+pub(crate) fn mint_control_plane_token(
+    keys: &Verifier,
+    worker_id: &str,
+) -> Result<String, AuthError> {
+    let key = keys.primary_key()?.ok_or(AuthError::NoSigningKey)?;
     mint(
-        key,
+        &key,
         worker_id,
         AUD_CONTROL_PLANE,
         SELF_MINT_TTL,
@@ -111,7 +114,7 @@ mod tests {
     #[test]
     fn minted_token_verifies_for_control_plane() {
         let key = "k".repeat(32);
-        let t = mint_control_plane_token(&key, "w1").unwrap();
+        let t = mint_control_plane_token(&Verifier::new(vec![key.clone()], vec![]), "w1").unwrap();
         let claims = Verifier::new(vec![key], vec![])
             .verify(&t, AUD_CONTROL_PLANE, now_unix())
             .unwrap();

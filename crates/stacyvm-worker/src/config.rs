@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use stacyvm_auth::{Secret, Verifier};
 use stacyvm_provider::ProviderRegistry;
 use stacyvm_server::config::ValidConfig;
 use stacyvm_types::parse_go_duration;
@@ -95,8 +96,9 @@ pub(crate) enum Credential {
         ttl: Duration,
     },
     Static(String),
-    /// Self-minted `worker:control-plane` token per request.
-    Signed(String),
+    /// Self-minted `worker:control-plane` token per request, signed with the verifier's
+    /// current primary key (a key file is re-read when rotated).
+    Signed(Verifier),
     Missing,
 }
 
@@ -138,9 +140,9 @@ pub struct WorkerConfig {
     /// token (the one this worker heartbeats with).
     pub(crate) rpc_token_file: Option<PathBuf>,
     pub(crate) rpc_token: Option<String>,
-    /// Verification keys for signed `worker:rpc` tokens.
-    pub(crate) signing_keys: Vec<String>,
-    pub(crate) revoked_token_ids: Vec<String>,
+    /// Verifies signed `worker:rpc` tokens (and signs the self-minted ones): the key file's
+    /// current content first, if one is given, then the inline keys; the revoked token ids.
+    pub(crate) verifier: Verifier,
     pub(crate) tls: Option<TlsFiles>,
     /// PEM of `worker.rpc_tls.ca_file`: CAs trusted for an `https` control plane.
     pub(crate) control_plane_ca: Option<Vec<u8>>,
@@ -162,7 +164,7 @@ impl fmt::Debug for WorkerConfig {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("once", &self.once)
             .field("credential", &self.credential)
-            .field("signing_keys", &self.signing_keys.len())
+            .field("verifier", &self.verifier)
             .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
@@ -238,14 +240,25 @@ impl WorkerConfig {
             (None, Some(p)) => Some(read_secret("--bootstrap-admin-key-file", &p)?),
             (None, None) => None,
         };
-        let mut signing_keys = Vec::new();
-        if let Some(path) = &flags.worker_signing_key_file {
-            signing_keys.push(read_secret("--worker-signing-key-file", path)?);
-        }
-        for k in cfg.worker_signing_keys() {
-            if !signing_keys.contains(&k) {
-                signing_keys.push(k);
+        // A primary key from a file (the flag, else `auth.worker_signing_key_file`) is re-read
+        // when it changes; it is read once here only so a bad file stops the start.
+        let (signing_key_file, signing_keys) = match (
+            &flags.worker_signing_key_file,
+            cfg.secret_file("auth.worker_signing_key"),
+        ) {
+            (Some(path), _) => {
+                read_secret("--worker-signing-key-file", path)?;
+                (Some(path.clone()), cfg.worker_signing_keys())
             }
+            (None, Some(path)) => (
+                Some(path.to_path_buf()),
+                cfg.auth.worker_signing_keys.clone(),
+            ),
+            (None, None) => (None, cfg.worker_signing_keys()),
+        };
+        let mut verifier = Verifier::new(signing_keys, cfg.auth.worker_revoked_token_ids.clone());
+        if let Some(path) = &signing_key_file {
+            verifier = verifier.with_key_file(Secret::file(path));
         }
         let credential = if let Some(path) = &token_file {
             Credential::TokenFile(path.clone())
@@ -256,8 +269,8 @@ impl WorkerConfig {
             }
         } else if let Some(t) = &static_token {
             Credential::Static(t.clone())
-        } else if let Some(k) = signing_keys.first() {
-            Credential::Signed(k.clone())
+        } else if !verifier.is_empty() {
+            Credential::Signed(verifier.clone())
         } else {
             Credential::Missing
         };
@@ -307,8 +320,7 @@ impl WorkerConfig {
             credential,
             rpc_token_file: token_file,
             rpc_token: static_token,
-            signing_keys,
-            revoked_token_ids: cfg.auth.worker_revoked_token_ids.clone(),
+            verifier,
             tls,
             control_plane_ca,
             max_sandboxes: cfg.defaults.max_sandboxes,
@@ -541,6 +553,73 @@ auth:
         assert!(matches!(c2.credential, Credential::Signed(_)));
         let none = WorkerConfig::from_config(&valid(""), WorkerOverrides::default()).unwrap();
         assert!(matches!(none.credential, Credential::Missing));
+    }
+
+    /// A signing key given as a file (flag or `auth.worker_signing_key_file`) is re-read when
+    /// it changes: `/rpc` accepts tokens under the new key and refuses the old one, and the
+    /// self-minted control-plane tokens switch keys; inline rotation keys stay accepted.
+    #[test]
+    fn signing_key_file_is_reread_on_change() {
+        use axum::http::{HeaderMap, HeaderValue};
+        use stacyvm_auth::{mint, AUD_CONTROL_PLANE, AUD_RPC};
+
+        let one = "signing-key-one-signing-key-one-signing-key-one";
+        let two = "signing-key-two-signing-key-two-signing-key-two-2";
+        let rot = "rotation-key-rotation-key-rotation-key-rotation";
+        for via_flag in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("signing-key");
+            std::fs::write(&path, format!("{one}\n")).unwrap();
+            let (cfg, flags) = if via_flag {
+                let flags = WorkerOverrides {
+                    worker_signing_key_file: Some(path.clone()),
+                    ..Default::default()
+                };
+                (
+                    valid(&format!("auth:\n  worker_signing_keys: [{rot}]\n")),
+                    flags,
+                )
+            } else {
+                let yaml = format!(
+                    "auth:\n  worker_signing_key_file: {}\n  worker_signing_keys: [{rot}]\n",
+                    path.display()
+                );
+                (valid(&yaml), WorkerOverrides::default())
+            };
+            let c = WorkerConfig::from_config(&cfg, flags).unwrap();
+            let rpc = crate::auth::RpcAuth::new(&c);
+            let now = crate::auth::now_unix();
+            let accepts = |key: &str| {
+                let (token, _) =
+                    mint(key, &c.id, AUD_RPC, Duration::from_secs(60), &[], now).unwrap();
+                let mut h = HeaderMap::new();
+                h.insert("x-worker-id", HeaderValue::from_str(&c.id).unwrap());
+                h.insert("x-worker-token", HeaderValue::from_str(&token).unwrap());
+                rpc.check(&h).is_ok()
+            };
+            let Credential::Signed(keys) = &c.credential else {
+                panic!("signed credential expected: {:?}", c.credential);
+            };
+            let minted_with = |key: &str| {
+                let t = crate::auth::mint_control_plane_token(keys, &c.id).unwrap();
+                Verifier::new(vec![key.into()], vec![])
+                    .verify(&t, AUD_CONTROL_PLANE, now)
+                    .is_ok()
+            };
+            assert!(
+                accepts(one) && accepts(rot) && !accepts(two),
+                "flag {via_flag}"
+            );
+            assert!(minted_with(one) && !minted_with(two), "flag {via_flag}");
+
+            // A different length, so the change is seen whatever the mtime granularity.
+            std::fs::write(&path, two).unwrap();
+            assert!(
+                accepts(two) && accepts(rot) && !accepts(one),
+                "flag {via_flag}"
+            );
+            assert!(minted_with(two) && !minted_with(one), "flag {via_flag}");
+        }
     }
 
     #[test]

@@ -108,8 +108,8 @@ impl ControlPlane {
             }
             Credential::Bootstrap { admin_key, ttl } => self.bootstrap_token(admin_key, *ttl).await,
             Credential::Static(t) => Ok(t.clone()),
-            Credential::Signed(key) => {
-                mint_control_plane_token(key, &self.worker_id).map_err(ControlPlaneError::Mint)
+            Credential::Signed(keys) => {
+                mint_control_plane_token(keys, &self.worker_id).map_err(ControlPlaneError::Mint)
             }
             Credential::Missing => Err(ControlPlaneError::NoCredential),
         }

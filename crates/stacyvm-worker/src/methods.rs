@@ -42,6 +42,13 @@ pub(crate) async fn dispatch(
         | method::FILE_CHMOD
         | method::FILE_STAT
         | method::FILE_GLOB => files(state, &req).await,
+        method::FILE_READ_STREAM => crate::files_stream::read(state, &req).await,
+        // Its content is the request body, so its envelope must come in the header.
+        method::FILE_WRITE_STREAM => Err(RpcError::bad_request(format!(
+            "{} takes its envelope in the {} header",
+            method::FILE_WRITE_STREAM,
+            stacyvm_protocol::ENVELOPE_HEADER
+        ))),
         method::LOGS => logs(state, &req).await,
         method::RENEW_LEASE => renew_lease(state, &req).await,
         method::SHUTDOWN => {
@@ -177,7 +184,7 @@ async fn status(state: &WorkerState, req: &RpcRequest) -> Result<Reply, RpcError
     })
 }
 
-fn required<'a>(value: &'a str, name: &str) -> Result<&'a str, RpcError> {
+pub(crate) fn required<'a>(value: &'a str, name: &str) -> Result<&'a str, RpcError> {
     if value.trim().is_empty() {
         Err(RpcError::bad_request(format!(
             "invalid input: {name} is required"

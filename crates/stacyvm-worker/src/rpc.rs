@@ -2,24 +2,29 @@
 //!
 //! Order of checks on `/rpc`, each failing in the REST error shape `{code, message}`:
 //! method (405), credentials (401), JSON (400), envelope `worker_id` (403). After that every
-//! answer is an `RpcResponse`: envelope validation (400), then the method itself.
+//! answer is an `RpcResponse`: envelope validation (400), then the method itself. A request
+//! with an `X-StacyVM-RPC` header is a streamed upload: the envelope comes from the header and
+//! the body goes, unread, to `worker.file_write_stream`.
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use stacyvm_protocol::{method, RpcRequest, RpcResponse, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use stacyvm_protocol::{
+    method, RpcRequest, RpcResponse, ENVELOPE_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION,
+};
 
 use crate::error::RpcError;
-use crate::methods;
 use crate::state::WorkerState;
+use crate::{files_stream, methods};
 
-/// Largest `/rpc` body. Far above any command or control message; file writes travel base64
-/// inside one JSON body, so this is the effective single-file limit.
+/// Largest JSON `/rpc` body. Far above any command or control message; `worker.file_write`
+/// carries its file base64 inside one JSON body, so this bounds that method; the streamed
+/// upload has no limit unless its provider buffers uploads, which it then caps at this size.
 pub const MAX_RPC_BODY: usize = 256 << 20;
 
 /// The worker's HTTP surface, ready to serve.
@@ -72,7 +77,9 @@ impl Reply {
     }
 }
 
-async fn rpc(State(state): State<WorkerState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn rpc(State(state): State<WorkerState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers.clone();
     if let Err(e) = state.inner.auth.check(&headers) {
         tracing::debug!(error = %e, "worker RPC credentials refused");
         return rest_error(
@@ -81,35 +88,81 @@ async fn rpc(State(state): State<WorkerState>, headers: HeaderMap, body: Bytes) 
             "invalid or missing worker RPC credentials",
         );
     }
+    // A streamed upload: the envelope is in a header and the body is the file, read as a
+    // stream by the method (never buffered here).
+    if let Some(envelope) = headers.get(ENVELOPE_HEADER) {
+        let Some(req) = envelope
+            .to_str()
+            .ok()
+            .and_then(|s| serde_json::from_str::<RpcRequest>(s).ok())
+        else {
+            return invalid_request();
+        };
+        return match admit_envelope(&state, &req) {
+            Err(r) => r,
+            Ok(()) if req.method != method::FILE_WRITE_STREAM => respond(
+                &state,
+                &req.id,
+                Err(RpcError::bad_request(format!(
+                    "only {} takes its envelope in the {ENVELOPE_HEADER} header",
+                    method::FILE_WRITE_STREAM
+                ))),
+            ),
+            Ok(()) => {
+                let outcome = files_stream::write(&state, &req, body).await;
+                log_failure(&req.method, &outcome);
+                respond(&state, &req.id, outcome)
+            }
+        };
+    }
+    // Everything else is a JSON envelope, bounded by `MAX_RPC_BODY`.
+    let body = match Bytes::from_request(Request::from_parts(parts, body), &state).await {
+        Ok(b) => b,
+        Err(rejection) => return rejection.into_response(),
+    };
     let Ok(req) = serde_json::from_slice::<RpcRequest>(&body) else {
-        return rest_error(
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST",
-            "invalid worker RPC request",
-        );
+        return invalid_request();
     };
     drop(body);
-    if !req.worker_id.trim().is_empty() && req.worker_id != state.inner.id {
-        return rest_error(
-            StatusCode::FORBIDDEN,
-            "UNAUTHORIZED",
-            "worker RPC request targets a different worker",
-        );
-    }
-    let id = req.id.clone();
-    if let Err(e) = validate(&req) {
-        return respond(&state, &id, Err(e));
+    if let Err(r) = admit_envelope(&state, &req) {
+        return r;
     }
     let wants_ndjson = headers
         .get(stacyvm_protocol::STREAM_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("ndjson"));
+    let id = req.id.clone();
     let method = req.method.clone();
     let outcome = methods::dispatch(&state, req, wants_ndjson).await;
-    if let Err(e) = &outcome {
+    log_failure(&method, &outcome);
+    respond(&state, &id, outcome)
+}
+
+fn invalid_request() -> Response {
+    rest_error(
+        StatusCode::BAD_REQUEST,
+        "BAD_REQUEST",
+        "invalid worker RPC request",
+    )
+}
+
+/// The envelope's target worker (403 in the REST shape) and its validity (400 `RpcResponse`).
+#[expect(clippy::result_large_err, reason = "the error is the ready response")]
+fn admit_envelope(state: &WorkerState, req: &RpcRequest) -> Result<(), Response> {
+    if !req.worker_id.trim().is_empty() && req.worker_id != state.inner.id {
+        return Err(rest_error(
+            StatusCode::FORBIDDEN,
+            "UNAUTHORIZED",
+            "worker RPC request targets a different worker",
+        ));
+    }
+    validate(req).map_err(|e| respond(state, &req.id, Err(e)))
+}
+
+fn log_failure(method: &str, outcome: &Result<Reply, RpcError>) {
+    if let Err(e) = outcome {
         tracing::debug!(method, status = e.status.as_u16(), error = %e.message, "worker RPC failed");
     }
-    respond(&state, &id, outcome)
 }
 
 /// Envelope rules (§9.2); failures are 400 responses carrying `error`.

@@ -71,7 +71,10 @@ async fn registers_with_a_complete_heartbeat() {
     assert_eq!(b["status"], "online");
     assert!(!b["hostname"].as_str().unwrap().is_empty());
     assert_eq!(b["providers"], json!(["mock"]));
-    assert_eq!(b["capabilities"], json!(["remote_worker", "heartbeat"]));
+    assert_eq!(
+        b["capabilities"],
+        json!(["remote_worker", "heartbeat", "file_stream"])
+    );
     let cap = &b["capacity"];
     assert!(w.rpc_url.starts_with("http://127.0.0.1:"), "{}", w.rpc_url);
     assert!(

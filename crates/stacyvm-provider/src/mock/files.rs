@@ -87,7 +87,7 @@ fn size(md: &Metadata) -> i64 {
 }
 
 /// Maps an I/O error to the provider error for `given` (the caller's path, never the host's).
-fn io_err(e: io::Error, given: &str) -> ProviderError {
+pub(super) fn io_err(e: io::Error, given: &str) -> ProviderError {
     use io::ErrorKind as K;
     let bad = |what: &str| ProviderError::InvalidInput(format!("{what}: {given}"));
     match e.kind() {

@@ -6,9 +6,11 @@
 mod exec;
 mod files;
 mod paths;
+mod stream;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,7 +19,10 @@ use stacyvm_types::{FileInfo, SandboxState};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
-use crate::{ChunkSender, ExecRequest, Provider, ProviderError, RuntimeInfo, SandboxSpec, Spawned};
+use crate::{
+    collect, ByteStream, ChunkSender, ExecRequest, FileStream, Provider, ProviderError,
+    RuntimeInfo, SandboxSpec, Spawned,
+};
 
 /// One recorded provider call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +63,8 @@ pub struct MockProvider {
     faults: Mutex<Faults>,
     /// The newest `CALL_LOG` calls: a long-running mock server must not grow per request.
     calls: Mutex<VecDeque<MockCall>>,
+    /// Acts like a backend without a streaming file path (tests of the callers' caps).
+    buffered_streams: AtomicBool,
 }
 
 impl Default for MockProvider {
@@ -84,6 +91,7 @@ impl MockProvider {
             sandboxes: Mutex::default(),
             faults: Mutex::default(),
             calls: Mutex::default(),
+            buffered_streams: AtomicBool::new(false),
         }
     }
 
@@ -118,6 +126,12 @@ impl MockProvider {
     /// Every spawn sleeps this long first (`None` to stop).
     pub fn set_spawn_delay(&self, delay: Option<Duration>) {
         lock(&self.faults).spawn_delay = delay;
+    }
+
+    /// With `true`, streamed file transfers go through the buffered methods and
+    /// `streams_files()` is false, as with a backend that has no streaming path.
+    pub fn set_buffered_streams(&self, on: bool) {
+        self.buffered_streams.store(on, Ordering::SeqCst);
     }
 
     /// Drops all pending failures and the spawn delay.
@@ -348,6 +362,58 @@ impl Provider for MockProvider {
         })
         .await
         .map(Bytes::from)
+    }
+
+    fn streams_files(&self) -> bool {
+        !self.buffered_streams.load(Ordering::SeqCst)
+    }
+
+    // Streamed transfers record (and fail) under the buffered names: one operation, whichever
+    // way its bytes travel.
+    async fn read_file_stream(
+        &self,
+        runtime_id: &str,
+        path: &str,
+    ) -> Result<FileStream, ProviderError> {
+        if !self.streams_files() {
+            return Ok(FileStream::from_bytes(
+                self.read_file(runtime_id, path).await?,
+            ));
+        }
+        let owned = path.to_string();
+        let (f, size) = self
+            .on_root("read_file", runtime_id, move |root| {
+                stream::open(root, &owned)
+            })
+            .await?;
+        Ok(stream::body(f, size, path.to_string()))
+    }
+
+    async fn write_file_stream(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        body: ByteStream,
+        mode: Option<&str>,
+    ) -> Result<u64, ProviderError> {
+        if !self.streams_files() {
+            let b = collect(body).await?;
+            let n = b.len() as u64;
+            self.write_file(runtime_id, path, b, mode).await?;
+            return Ok(n);
+        }
+        let owned = path.to_string();
+        let (file, tmp, target) = self
+            .on_root("write_file", runtime_id, move |root| {
+                stream::create_temp(root, &owned)
+            })
+            .await?;
+        let n = stream::fill(file, body, path).await?;
+        let (path, mode) = (path.to_string(), mode.map(str::to_string));
+        tokio::task::spawn_blocking(move || stream::commit(tmp, &target, &path, mode.as_deref()))
+            .await
+            .map_err(|e| ProviderError::internal_with("file task failed", e))??;
+        Ok(n)
     }
 
     async fn list_files(

@@ -1,14 +1,17 @@
-//! The eight file operations.
+//! The file operations: the original's eight, plus the streamed raw-body upload (`PUT`).
 
 use std::collections::HashMap;
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
+use stacyvm_provider::ProviderError;
 
 use super::error::ApiError;
 use super::extract::JsonBody;
@@ -18,7 +21,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/sandboxes/{id}/files",
-            post(write).get(read).delete(delete),
+            post(write).put(upload).get(read).delete(delete),
         )
         .route("/sandboxes/{id}/files/list", get(list))
         .route("/sandboxes/{id}/files/stat", get(stat))
@@ -60,19 +63,47 @@ async fn write(
     Ok(ok(&json!({"status": "written"})))
 }
 
+/// The raw body is the file, streamed to the provider as it arrives: no `max_body_bytes`
+/// limit applies (the JSON write above keeps it).
+async fn upload(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Q,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let path = required(&q, "path")?;
+    let stream = body
+        .into_data_stream()
+        .map(|r| r.map_err(|e| ProviderError::InvalidInput(format!("upload body failed: {e}"))))
+        .boxed();
+    let mode = q.get("mode").map(String::as_str);
+    let size = st.svc.write_file_stream(&id, path, stream, mode).await?;
+    Ok(ok(&json!({"status": "written", "size": size})))
+}
+
+/// Streams the file out; `Content-Length` when the provider knows the size.
 async fn read(
     State(st): State<AppState>,
     Path(id): Path<String>,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
     let path = required(&q, "path")?;
-    let bytes = st.svc.read_file(&id, path).await?;
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        bytes,
-    )
-        .into_response())
+    let file = st.svc.read_file(&id, path).await?;
+    let body = file.body.map(|r| {
+        // Headers are gone by now: cutting the body short is how the client learns.
+        r.inspect_err(|e| tracing::warn!(error = %e, "file download failed mid-stream"))
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(n) = file.size {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    *resp.status_mut() = StatusCode::OK;
+    Ok(resp)
 }
 
 async fn delete(

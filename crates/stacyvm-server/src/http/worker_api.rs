@@ -215,12 +215,19 @@ async fn issue_token(
     State(st): State<AppState>,
     JsonBody(b): JsonBody<TokenBody>,
 ) -> Result<Response, ApiError> {
-    let Some(key) = st.svc.worker_signing_key.clone() else {
-        return Err(ApiError::plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "worker signing key is not configured",
-        ));
+    let unavailable =
+        |msg: &str| ApiError::plain(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", msg);
+    // The authenticator's key is current (a key file is re-read when rotated).
+    let current = match st.svc.worker_auth.as_ref().map(|a| a.signing_key()) {
+        Some(Ok(k)) => k,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "worker signing key unreadable");
+            return Err(unavailable("worker signing key is unavailable"));
+        }
+        None => None,
+    };
+    let Some(key) = current.or_else(|| st.svc.worker_signing_key.clone()) else {
+        return Err(unavailable("worker signing key is not configured"));
     };
     let worker_id = b.worker_id.trim();
     if worker_id.is_empty() {

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use stacyvm_protocol::{
-    code, LeaseToken, RpcRequest, RpcResponse, StreamChunk, PROTOCOL_HEADER, PROTOCOL_VERSION,
-    STREAM_HEADER,
+    code, envelope_header_value, method, LeaseToken, RpcRequest, RpcResponse, StreamChunk,
+    ENVELOPE_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION, STREAM_HEADER,
 };
 use stacyvm_provider::{ChunkSender, ProviderError};
 use stacyvm_types::{StreamChunk as Chunk, StreamKind};
@@ -18,6 +18,8 @@ use stacyvm_types::{StreamChunk as Chunk, StreamKind};
 /// Longest NDJSON line accepted from a worker (a chunk is a few KiB; this only stops a runaway).
 const MAX_LINE: usize = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a worker may take to start answering a file read (as the buffered read's bound).
+const STREAM_START_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The credential presented to worker `worker_id` (per-worker token, shared token, or a
 /// freshly signed `worker:rpc` token). `Ok(None)` = none configured.
@@ -56,6 +58,8 @@ pub enum RemoteError {
     },
     #[error("invalid worker RPC response")]
     Decode,
+    #[error("worker did not answer within {0:?}")]
+    Stalled(Duration),
     #[error("invalid worker RPC TLS configuration: {0}")]
     Tls(String),
 }
@@ -87,7 +91,7 @@ impl RemoteError {
                 | (None, 503) => ProviderError::Unavailable(self.to_string()),
                 _ => ProviderError::internal(self.to_string()),
             },
-            RemoteError::Transport(_) | RemoteError::NoCredential(_) => {
+            RemoteError::Transport(_) | RemoteError::NoCredential(_) | RemoteError::Stalled(_) => {
                 ProviderError::Unavailable(self.to_string())
             }
             RemoteError::Decode | RemoteError::Tls(_) => ProviderError::internal(self.to_string()),
@@ -190,25 +194,23 @@ impl WorkerClient {
         params: Option<Value>,
         lease: Option<LeaseToken>,
     ) -> Result<reqwest::RequestBuilder, RemoteError> {
+        let body = envelope(ep, method, req_id, params, lease);
+        Ok(self.post(ep)?.json(&body))
+    }
+
+    /// `POST /rpc` with credentials, before a body is chosen.
+    fn post(&self, ep: &Endpoint) -> Result<reqwest::RequestBuilder, RemoteError> {
         let token = self
             .creds
             .credential_for(&ep.worker_id)
             .map_err(|_| RemoteError::NoCredential(ep.worker_id.clone()))?
             .ok_or_else(|| RemoteError::NoCredential(ep.worker_id.clone()))?;
         let (client, url) = self.target(ep)?;
-        let body = RpcRequest {
-            id: req_id,
-            method: method.to_string(),
-            worker_id: ep.worker_id.clone(),
-            lease,
-            params,
-        };
         Ok(client
             .post(url)
             .header("X-Worker-ID", &ep.worker_id)
             .header("X-Worker-Token", token)
-            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
-            .json(&body))
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string()))
     }
 
     /// One request/response call. `timeout` bounds the whole call when given.
@@ -226,43 +228,65 @@ impl WorkerClient {
             rb = rb.timeout(t);
         }
         let resp = rb.send().await.map_err(RemoteError::Transport)?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(RemoteError::Transport)?;
-        let parsed: Option<RpcResponse> = serde_json::from_slice(&bytes).ok();
-        if status >= 300 {
-            let (c, message) = match &parsed {
-                Some(r) => (r.code.clone(), r.error.clone().unwrap_or_default()),
-                None => {
-                    // Pre-dispatch failures use the REST error shape {code, message}.
-                    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                    let msg = v["message"]
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| {
-                            String::from_utf8_lossy(&bytes)
-                                .trim()
-                                .chars()
-                                .take(512)
-                                .collect()
-                        });
-                    (None, msg)
-                }
-            };
-            return Err(RemoteError::Rejected {
-                status,
-                code: c,
-                message,
-            });
+        json_result(resp).await
+    }
+
+    /// `worker.file_read_stream`: the file's size (when the worker knows it) and its content
+    /// as it arrives. No overall timeout: a large file takes the time it takes; a dead
+    /// connection ends the stream with an error. The worker must start answering within
+    /// [`STREAM_START_TIMEOUT`] (a buffering backend reads the whole file first).
+    pub async fn file_read_stream(
+        &self,
+        ep: &Endpoint,
+        req_id: String,
+        params: Value,
+    ) -> Result<(Option<u64>, ByteStream), RemoteError> {
+        // Only the answer's start is bounded: the body then flows at the reader's pace.
+        let send = self
+            .request(ep, method::FILE_READ_STREAM, req_id, Some(params), None)?
+            .send();
+        let resp = tokio::time::timeout(STREAM_START_TIMEOUT, send)
+            .await
+            .map_err(|_| RemoteError::Stalled(STREAM_START_TIMEOUT))?
+            .map_err(RemoteError::Transport)?;
+        let is_json = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !resp.status().is_success() || is_json {
+            // Failures (and anything that is not raw content) are JSON envelopes.
+            json_result(resp).await?;
+            return Err(RemoteError::Decode);
         }
-        let r = parsed.ok_or(RemoteError::Decode)?;
-        if let Some(e) = r.error.filter(|e| !e.is_empty()) {
-            return Err(RemoteError::Rejected {
-                status: 500,
-                code: r.code,
-                message: e,
-            });
-        }
-        Ok(r.result)
+        let size = resp.content_length();
+        let body = resp.bytes_stream().map_err(RemoteError::Transport).boxed();
+        Ok((size, body))
+    }
+
+    /// `worker.file_write_stream`: the envelope goes in a header and `body` is sent as it is
+    /// produced (reqwest pulls it, so a slow worker slows the producer). Returns the result.
+    pub async fn file_write_stream<S, E>(
+        &self,
+        ep: &Endpoint,
+        req_id: String,
+        params: Value,
+        body: S,
+    ) -> Result<Option<Value>, RemoteError>
+    where
+        S: futures_util::TryStream<Ok = bytes::Bytes, Error = E> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let env = envelope(ep, method::FILE_WRITE_STREAM, req_id, Some(params), None);
+        let resp = self
+            .post(ep)?
+            .header(ENVELOPE_HEADER, envelope_header_value(&env))
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await
+            .map_err(RemoteError::Transport)?;
+        json_result(resp).await
     }
 
     /// `worker.exec_stream` with live NDJSON: forwards chunks to `out` as they arrive and
@@ -275,13 +299,7 @@ impl WorkerClient {
         out: ChunkSender,
     ) -> Result<i32, RemoteError> {
         let rb = self
-            .request(
-                ep,
-                stacyvm_protocol::method::EXEC_STREAM,
-                req_id,
-                Some(params),
-                None,
-            )?
+            .request(ep, method::EXEC_STREAM, req_id, Some(params), None)?
             .header(STREAM_HEADER, "ndjson")
             .header("Accept", "application/x-ndjson");
         let resp = rb.send().await.map_err(RemoteError::Transport)?;
@@ -327,6 +345,67 @@ impl WorkerClient {
         // The original Go worker sends no exit line; its streams simply end.
         Ok(0)
     }
+}
+
+/// A worker's content stream; transport failures end it with an error item.
+pub type ByteStream = futures_util::stream::BoxStream<'static, Result<bytes::Bytes, RemoteError>>;
+
+fn envelope(
+    ep: &Endpoint,
+    method: &str,
+    req_id: String,
+    params: Option<Value>,
+    lease: Option<LeaseToken>,
+) -> RpcRequest {
+    RpcRequest {
+        id: req_id,
+        method: method.to_string(),
+        worker_id: ep.worker_id.clone(),
+        lease,
+        params,
+    }
+}
+
+/// Reads a JSON `RpcResponse` (or, before dispatch, the REST error shape) into the call's
+/// `result` or a [`RemoteError`].
+async fn json_result(resp: reqwest::Response) -> Result<Option<Value>, RemoteError> {
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.map_err(RemoteError::Transport)?;
+    let parsed: Option<RpcResponse> = serde_json::from_slice(&bytes).ok();
+    if status >= 300 {
+        let (c, message) = match &parsed {
+            Some(r) => (r.code.clone(), r.error.clone().unwrap_or_default()),
+            None => {
+                // Pre-dispatch failures use the REST error shape {code, message}.
+                let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let msg = v["message"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| {
+                        String::from_utf8_lossy(&bytes)
+                            .trim()
+                            .chars()
+                            .take(512)
+                            .collect()
+                    });
+                (None, msg)
+            }
+        };
+        return Err(RemoteError::Rejected {
+            status,
+            code: c,
+            message,
+        });
+    }
+    let r = parsed.ok_or(RemoteError::Decode)?;
+    if let Some(e) = r.error.filter(|e| !e.is_empty()) {
+        return Err(RemoteError::Rejected {
+            status: 500,
+            code: r.code,
+            message: e,
+        });
+    }
+    Ok(r.result)
 }
 
 /// Processes one NDJSON line; `Some(code)` on the exit line.

@@ -1,14 +1,18 @@
 //! A [`Provider`] bound to one remote sandbox: every call becomes a worker RPC. Spawn and
 //! destroy carry a lease from the store (holder = the worker), which the worker fences on.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use stacyvm_protocol::{self as proto, base64, method, LeaseToken, Target};
-use stacyvm_provider::{ChunkSender, ExecRequest, Provider, ProviderError, SandboxSpec, Spawned};
+use stacyvm_provider::{
+    collect, ByteStream, ChunkSender, ExecRequest, FileStream, Provider, ProviderError,
+    SandboxSpec, Spawned,
+};
 use stacyvm_store::{Lease, Store};
 use stacyvm_types::{format_rfc3339_go, FileInfo, GoDuration, SandboxState};
 
@@ -44,6 +48,9 @@ pub struct RemoteProvider {
     pub lease_ttl: Duration,
     /// Go duration text sent with spawn.
     pub ttl: GoDuration,
+    /// The worker serves the streaming file methods (heartbeat capability `file_stream`);
+    /// without it file transfers use the buffered methods.
+    pub file_stream: bool,
 }
 
 impl RemoteProvider {
@@ -296,6 +303,78 @@ impl Provider for RemoteProvider {
         base64::decode(&content)
             .map(Bytes::from)
             .ok_or_else(|| RemoteError::Decode.into_provider(path))
+    }
+
+    fn streams_files(&self) -> bool {
+        // The worker caps uploads itself when its own provider buffers them.
+        self.file_stream
+    }
+
+    async fn read_file_stream(
+        &self,
+        runtime_id: &str,
+        path: &str,
+    ) -> Result<FileStream, ProviderError> {
+        if !self.file_stream {
+            return Ok(FileStream::from_bytes(
+                self.read_file(runtime_id, path).await?,
+            ));
+        }
+        let p = self.file_params(runtime_id, json!({"path": path}));
+        let (size, body) = self
+            .client
+            .file_read_stream(&self.endpoint, self.req_id("file-read-stream"), p)
+            .await
+            .map_err(|e| e.into_provider(path))?;
+        let owned = path.to_string();
+        Ok(FileStream {
+            size,
+            body: body.map_err(move |e| e.into_provider(&owned)).boxed(),
+        })
+    }
+
+    async fn write_file_stream(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        body: ByteStream,
+        mode: Option<&str>,
+    ) -> Result<u64, ProviderError> {
+        if !self.file_stream {
+            let b = collect(body).await?;
+            let n = b.len() as u64;
+            self.write_file(runtime_id, path, b, mode).await?;
+            return Ok(n);
+        }
+        let p = self.file_params(
+            runtime_id,
+            json!({"path": path, "mode": mode.unwrap_or("")}),
+        );
+        // The caller's body error is kept aside: reqwest only reports that the upload failed.
+        let failure: Arc<Mutex<Option<ProviderError>>> = Arc::default();
+        let slot = failure.clone();
+        let body = body.map_err(move |e| {
+            let msg = e.to_string();
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+            std::io::Error::other(msg)
+        });
+        let res = self
+            .client
+            .file_write_stream(&self.endpoint, self.req_id("file-write-stream"), p, body)
+            .await;
+        if let Some(e) = failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            return Err(e);
+        }
+        let r: Option<proto::FileWriteResult> = res
+            .map_err(|e| e.into_provider(path))?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|_| RemoteError::Decode.into_provider(path))?;
+        Ok(r.map(|r| r.size).unwrap_or_default())
     }
 
     async fn list_files(

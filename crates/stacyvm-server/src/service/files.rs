@@ -1,9 +1,12 @@
 //! File operations inside a sandbox. Paths are passed to the provider, which confines them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::json;
+use stacyvm_provider::{ByteStream, FileStream};
 use stacyvm_types::FileInfo;
 
 use super::Service;
@@ -22,6 +25,19 @@ fn check_path(path: &str) -> ServiceResult<&str> {
         ));
     }
     Ok(path)
+}
+
+/// A blank mode is no mode; anything else must parse.
+fn check_mode(mode: Option<&str>) -> ServiceResult<Option<&str>> {
+    let mode = mode.map(str::trim).filter(|m| !m.is_empty());
+    if let Some(m) = mode {
+        if stacyvm_provider::parse_mode(m).is_none() {
+            return Err(ServiceError::bad_request(format!(
+                "invalid file mode {m:?}"
+            )));
+        }
+    }
+    Ok(mode)
 }
 
 impl Service {
@@ -69,14 +85,7 @@ impl Service {
         mode: Option<&str>,
     ) -> ServiceResult<()> {
         let path = check_path(path)?;
-        let mode = mode.map(str::trim).filter(|m| !m.is_empty());
-        if let Some(m) = mode {
-            if stacyvm_provider::parse_mode(m).is_none() {
-                return Err(ServiceError::bad_request(format!(
-                    "invalid file mode {m:?}"
-                )));
-            }
-        }
+        let mode = check_mode(mode)?;
         self.file_op(id, "file_write", |p, rid| async move {
             p.write_file(&rid, path, content, mode).await
         })
@@ -85,15 +94,54 @@ impl Service {
         Ok(())
     }
 
-    pub async fn read_file(&self, id: &str, path: &str) -> ServiceResult<Bytes> {
+    /// [`Self::write_file`] from a stream (the raw-body upload); returns the bytes written.
+    /// Same checks, metric and event; the provider confines the path before reading `body`.
+    /// Backends that buffer uploads (no streaming path) are held to `max_body_bytes` (413).
+    pub async fn write_file_stream(
+        &self,
+        id: &str,
+        path: &str,
+        body: ByteStream,
+        mode: Option<&str>,
+    ) -> ServiceResult<u64> {
         let path = check_path(path)?;
-        let b = self
+        let mode = check_mode(mode)?;
+        let max = u64::try_from(self.settings().max_body_bytes).unwrap_or(u64::MAX);
+        let tripped = Arc::new(AtomicBool::new(false));
+        let flag = tripped.clone();
+        let res = self
+            .file_op(id, "file_write", |p, rid| async move {
+                // A backend that buffers uploads whole gets no more than a JSON write may carry.
+                let body = if p.streams_files() {
+                    body
+                } else {
+                    stacyvm_provider::limited(body, max, flag)
+                };
+                p.write_file_stream(&rid, path, body, mode).await
+            })
+            .await;
+        if tripped.load(Ordering::SeqCst) {
+            return Err(ServiceError::PayloadTooLarge(format!(
+                "this sandbox's provider takes files of at most {max} bytes \
+                 (server.max_body_bytes)"
+            )));
+        }
+        let n = res?;
+        self.events.publish("file.written", Some(id), None);
+        Ok(n)
+    }
+
+    /// Opens a file for a streamed read. The metric covers opening it (the body then flows at
+    /// the client's pace); failures later in the stream reach the client as a cut-off body.
+    pub async fn read_file(&self, id: &str, path: &str) -> ServiceResult<FileStream> {
+        let path = check_path(path)?;
+        let f = self
             .file_op(id, "file_read", |p, rid| async move {
-                p.read_file(&rid, path).await
+                p.read_file_stream(&rid, path).await
             })
             .await?;
         self.events.publish("file.read", Some(id), None);
-        Ok(b)
+        Ok(f)
     }
 
     pub async fn list_files(&self, id: &str, path: &str) -> ServiceResult<Vec<FileInfo>> {

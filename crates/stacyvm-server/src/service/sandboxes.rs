@@ -424,6 +424,10 @@ impl Service {
             sandbox_id: sandbox_id.to_string(),
             lease_ttl: lease_ttl(remaining),
             ttl: GoDuration::from_std(remaining),
+            file_stream: w.capabilities.as_ref().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c == stacyvm_protocol::capability::FILE_STREAM)
+            }),
         })
     }
 

@@ -179,6 +179,13 @@ impl Req {
         self
     }
 
+    /// A body sent verbatim with the given `Content-Type`.
+    pub fn raw(mut self, content_type: &str, body: impl Into<Body>) -> Self {
+        self.builder = self.builder.header("content-type", content_type);
+        self.body = body.into();
+        self
+    }
+
     /// Sends and reads the whole body (within 30 s).
     pub async fn send(self) -> Resp {
         let resp = self.send_streaming().await;
