@@ -278,3 +278,39 @@ async fn admin_audit_records_requests() {
         .await;
     r.assert_error(StatusCode::BAD_REQUEST, "BAD_REQUEST");
 }
+
+/// A refused request's body is read when small, so the client can reuse its connection; a
+/// large or never-ending one gets `Connection: close` (hyper would otherwise drop the
+/// connection after the response without saying so, failing the client's next request).
+#[tokio::test]
+async fn refused_requests_keep_or_close_the_connection_explicitly() {
+    let app = TestApp::new().with_api_key(API).build().await;
+    let small = app
+        .post("/api/v1/sandboxes")
+        .json(&json!({"image": "alpine"}))
+        .send()
+        .await;
+    small.assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    assert!(
+        small.headers.get("connection").is_none(),
+        "{:?}",
+        small.headers
+    );
+
+    let big = app
+        .post("/api/v1/sandboxes")
+        .raw_json(vec![b' '; 256 * 1024])
+        .send()
+        .await;
+    big.assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    assert_eq!(big.headers["connection"], "close");
+
+    let endless = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+    let slow = app
+        .post("/api/v1/sandboxes")
+        .raw("application/json", axum::body::Body::from_stream(endless))
+        .send()
+        .await;
+    slow.assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    assert_eq!(slow.headers["connection"], "close");
+}

@@ -102,6 +102,27 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// Largest leftover body read from a refused request so its connection stays usable.
+const REFUSED_BODY_DRAIN: usize = 64 * 1024;
+const REFUSED_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Answers a request refused before its handler read the body. hyper closes such a connection
+/// after the response when the body has not fully arrived, without saying so, and a client
+/// that reuses it fails its next request. A small body is read to the end instead, keeping the
+/// connection; a larger or slow one gets `Connection: close`, so the client knows.
+async fn refuse(req: Request, mut resp: Response) -> Response {
+    let drained = tokio::time::timeout(
+        REFUSED_BODY_WAIT,
+        axum::body::to_bytes(req.into_body(), REFUSED_BODY_DRAIN),
+    )
+    .await;
+    if !matches!(drained, Ok(Ok(_))) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
 pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let auth = &st.svc.settings().auth;
     let user_id = header_str(req.headers(), "x-user-id").map(str::to_string);
@@ -137,12 +158,13 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
             }
         }
         if !matched {
-            return ApiError::plain(
+            let resp = ApiError::plain(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
                 "invalid or missing API key",
             )
             .into_response();
+            return refuse(req, resp).await;
         }
     }
     req.extensions_mut().insert(caller);
@@ -168,7 +190,8 @@ pub async fn require_admin(State(st): State<AppState>, req: Request, next: Next)
             } else {
                 "admin API key required"
             };
-            return ApiError::plain(StatusCode::FORBIDDEN, "FORBIDDEN", msg).into_response();
+            let resp = ApiError::plain(StatusCode::FORBIDDEN, "FORBIDDEN", msg).into_response();
+            return refuse(req, resp).await;
         }
     }
     next.run(req).await
@@ -259,7 +282,7 @@ pub async fn rate_limit(State(st): State<AppState>, req: Request, next: Next) ->
             .into_response();
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-            resp
+            refuse(req, resp).await
         }
     }
 }
