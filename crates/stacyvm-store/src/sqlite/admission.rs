@@ -40,7 +40,7 @@ static LIST_CREATING: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-pub(super) fn insert_limited(
+pub(super) async fn insert_limited(
     db: &Db,
     sb: &Sandbox,
     limits: &InsertLimits<'_>,
@@ -51,14 +51,15 @@ pub(super) fn insert_limited(
         limits.max_owner.max(0),
         limits.max_worker.max(0),
     );
-    let mut args = values(sb, &text);
-    args.extend([
-        &limits.created_by as &dyn rusqlite::ToSql,
-        &max_total,
-        &max_owner,
-        &max_worker,
-    ]);
     db.write("sandbox", |c| {
+        // Built inside: `&dyn ToSql` is not `Send`, so it must not live across the lock's await.
+        let mut args = values(sb, &text);
+        args.extend([
+            &limits.created_by as &dyn rusqlite::ToSql,
+            &max_total,
+            &max_owner,
+            &max_worker,
+        ]);
         let inserted = exec(c, "sandbox", &INSERT_LIMITED, args.as_slice())?;
         if inserted == 1 {
             return Ok(());
@@ -84,6 +85,7 @@ pub(super) fn insert_limited(
             counts,
         )))
     })
+    .await
 }
 
 pub(super) fn list_creating(db: &Db) -> Result<Vec<CreatingSandbox>, StoreError> {

@@ -26,7 +26,7 @@ fn from_row(row: &Row<'_>) -> Result<AdminAuditRecord, StoreError> {
 }
 
 /// `created_at` is the store's clock at insert.
-pub(super) fn insert(db: &Db, rec: &NewAdminAudit) -> Result<(), StoreError> {
+pub(super) async fn insert(db: &Db, rec: &NewAdminAudit) -> Result<(), StoreError> {
     db.write(WHAT, |c| {
         exec(
             c,
@@ -49,6 +49,7 @@ pub(super) fn insert(db: &Db, rec: &NewAdminAudit) -> Result<(), StoreError> {
         )
         .map(|_| ())
     })
+    .await
 }
 
 /// Newest first. Empty strings and `None` match everything; `limit <= 0` means no limit (the
@@ -76,14 +77,16 @@ pub(super) fn list(db: &Db, f: &AuditFilter) -> Result<Vec<AdminAuditRecord>, St
     })
 }
 
-pub(super) fn prune(db: &Db, before: Timestamp) -> Result<u64, StoreError> {
-    let n = db.write(WHAT, |c| {
-        exec(
-            c,
-            WHAT,
-            "DELETE FROM admin_audit_logs WHERE created_at < ?1",
-            [ts(&before)],
-        )
-    })?;
+pub(super) async fn prune(db: &Db, before: Timestamp) -> Result<u64, StoreError> {
+    let n = db
+        .write(WHAT, |c| {
+            exec(
+                c,
+                WHAT,
+                "DELETE FROM admin_audit_logs WHERE created_at < ?1",
+                [ts(&before)],
+            )
+        })
+        .await?;
     Ok(n as u64)
 }

@@ -30,7 +30,9 @@ pub(super) struct Db {
     _checkpointer: Option<Checkpointer>,
     /// Commits on the writer; the checkpointer decides from it when to run.
     commits: Arc<AtomicU64>,
-    writer: Mutex<Connection>,
+    /// An async mutex: a write waiting for another yields its tokio worker to other requests
+    /// instead of blocking the thread (with two workers, one blocked worker halves the server).
+    writer: tokio::sync::Mutex<Connection>,
     /// Empty for `:memory:`, whose data lives on the writer connection alone.
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
@@ -65,7 +67,7 @@ impl Db {
             return Ok(Db {
                 _checkpointer: None,
                 commits: Arc::default(),
-                writer: Mutex::new(connect(path, rw)?),
+                writer: tokio::sync::Mutex::new(connect(path, rw)?),
                 readers: Vec::new(),
                 next_reader: AtomicUsize::new(0),
             });
@@ -110,19 +112,19 @@ impl Db {
         Ok(Db {
             _checkpointer: Some(checkpointer),
             commits,
-            writer: Mutex::new(writer),
+            writer: tokio::sync::Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
         })
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer; an error rolls it back.
-    pub(super) fn write<T>(
+    pub(super) async fn write<T>(
         &self,
         what: &'static str,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let conn = lock(&self.writer);
+        let conn = self.writer.lock().await;
         if !conn.is_autocommit() {
             // A panic inside an earlier `f` left its transaction open: drop it.
             let _ = conn.execute_batch("ROLLBACK");
@@ -146,7 +148,16 @@ impl Db {
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         if self.readers.is_empty() {
-            return f(&lock(&self.writer));
+            // `:memory:` (tests, throwaway servers): reads share the writer. Its holder never
+            // awaits while holding it, so it runs on another thread and lets go within
+            // microseconds: spinning is enough.
+            let conn = loop {
+                match self.writer.try_lock() {
+                    Ok(c) => break c,
+                    Err(_) => std::thread::yield_now(),
+                }
+            };
+            return f(&conn);
         }
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
         // Prefer an idle reader; wait for one only when all are busy.
@@ -163,16 +174,16 @@ impl Db {
 
     /// Runs `f` on every connection (tests check their settings).
     #[cfg(test)]
-    pub(super) fn for_each_connection(&self, f: impl Fn(&Connection)) {
-        f(&lock(&self.writer));
+    pub(super) async fn for_each_connection(&self, f: impl Fn(&Connection)) {
+        f(&*self.writer.lock().await);
         for r in &self.readers {
             f(&lock(r));
         }
     }
 
     /// The writer connection, for setup and tests.
-    pub(super) fn writer(&self) -> MutexGuard<'_, Connection> {
-        lock(&self.writer)
+    pub(super) async fn writer(&self) -> tokio::sync::MutexGuard<'_, Connection> {
+        self.writer.lock().await
     }
 }
 

@@ -19,7 +19,7 @@ fn from_row(row: &Row<'_>) -> Result<ExecLog, StoreError> {
 }
 
 /// `NotFound` (sandbox) when the sandbox record does not exist.
-pub(super) fn insert(db: &Db, log: &ExecLog) -> Result<(), StoreError> {
+pub(super) async fn insert(db: &Db, log: &ExecLog) -> Result<(), StoreError> {
     db.write("exec log", |c| {
         c.prepare_cached(
             "INSERT INTO exec_logs \
@@ -46,6 +46,7 @@ pub(super) fn insert(db: &Db, log: &ExecLog) -> Result<(), StoreError> {
             }
         })
     })
+    .await
 }
 
 /// Newest first; `limit <= 0` yields nothing ("at most `limit`").

@@ -65,7 +65,7 @@ static LIST: LazyLock<String> = LazyLock::new(|| {
 /// Granted when the row is absent, released, expired (`expires_at <= now`) or already held by
 /// `holder_id`; otherwise the upsert's WHERE rejects it and nothing comes back. `created_at`
 /// marks the start of the current holder's tenure.
-pub(super) fn acquire(
+pub(super) async fn acquire(
     db: &Db,
     resource_id: &str,
     resource_type: &str,
@@ -73,57 +73,63 @@ pub(super) fn acquire(
     ttl: Duration,
 ) -> Result<Lease, StoreError> {
     let now = now();
-    let row = db.write("lease", |c| {
-        first(
-            c,
-            "lease",
-            &ACQUIRE,
-            params![
-                resource_id,
-                resource_type,
-                holder_id,
-                ts(&deadline(now, ttl)),
-                ts(&now)
-            ],
-            from_row,
-        )
-    })?;
+    let row = db
+        .write("lease", |c| {
+            first(
+                c,
+                "lease",
+                &ACQUIRE,
+                params![
+                    resource_id,
+                    resource_type,
+                    holder_id,
+                    ts(&deadline(now, ttl)),
+                    ts(&now)
+                ],
+                from_row,
+            )
+        })
+        .await?;
     row.ok_or_else(|| StoreError::Conflict("lease is held by another worker".into()))
 }
 
 /// Only the holder of a live lease may renew it.
-pub(super) fn renew(
+pub(super) async fn renew(
     db: &Db,
     resource_id: &str,
     holder_id: &str,
     ttl: Duration,
 ) -> Result<Lease, StoreError> {
     let now = now();
-    let row = db.write("lease", |c| {
-        first(
-            c,
-            "lease",
-            &RENEW,
-            params![resource_id, holder_id, ts(&deadline(now, ttl)), ts(&now)],
-            from_row,
-        )
-    })?;
+    let row = db
+        .write("lease", |c| {
+            first(
+                c,
+                "lease",
+                &RENEW,
+                params![resource_id, holder_id, ts(&deadline(now, ttl)), ts(&now)],
+                from_row,
+            )
+        })
+        .await?;
     row.ok_or_else(|| {
         StoreError::Conflict("lease is not held by this holder or has expired".into())
     })
 }
 
 /// Frees the lease if `holder_id` holds it (even past expiry, as long as nobody took it over).
-pub(super) fn release(db: &Db, resource_id: &str, holder_id: &str) -> Result<(), StoreError> {
-    let n = db.write("lease", |c| {
-        exec(
-            c,
-            "lease",
-            "UPDATE leases SET holder_id = NULL, updated_at = ?3 \
+pub(super) async fn release(db: &Db, resource_id: &str, holder_id: &str) -> Result<(), StoreError> {
+    let n = db
+        .write("lease", |c| {
+            exec(
+                c,
+                "lease",
+                "UPDATE leases SET holder_id = NULL, updated_at = ?3 \
              WHERE resource_id = ?1 AND holder_id = ?2",
-            params![resource_id, holder_id, ts(&now())],
-        )
-    })?;
+                params![resource_id, holder_id, ts(&now())],
+            )
+        })
+        .await?;
     touched(n, "lease", resource_id)
 }
 

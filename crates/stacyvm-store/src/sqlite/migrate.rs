@@ -49,12 +49,14 @@ fn applied(c: &Connection) -> Result<Vec<Applied>, StoreError> {
 
 /// Refuses a database migrated by a newer binary, a half-applied or edited migration; then
 /// applies the missing ones, each in its own transaction with its record.
-pub(super) fn run(db: &Db) -> Result<(), StoreError> {
+pub(super) async fn run(db: &Db) -> Result<(), StoreError> {
     let supported = latest_version();
-    let done = db.write("schema version", |c| {
-        exec(c, "schema version", CREATE_TABLE, [])?;
-        applied(c)
-    })?;
+    let done = db
+        .write("schema version", |c| {
+            exec(c, "schema version", CREATE_TABLE, [])?;
+            applied(c)
+        })
+        .await?;
     if let Some(found) = done.iter().map(|a| a.version).max() {
         if found > supported {
             return Err(StoreError::SchemaTooNew { found, supported });
@@ -85,7 +87,8 @@ pub(super) fn run(db: &Db) -> Result<(), StoreError> {
                 rusqlite::params![m.version, &*m.description, &*m.checksum, took],
             )
             .map(|_| ())
-        })?;
+        })
+        .await?;
     }
     Ok(())
 }

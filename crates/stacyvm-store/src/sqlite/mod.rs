@@ -46,7 +46,7 @@ impl SqliteStore {
             ));
         }
         let db = Db::open(path)?;
-        migrate::run(&db)?;
+        migrate::run(&db).await?;
         Ok(SqliteStore { db })
     }
 
@@ -56,7 +56,7 @@ impl SqliteStore {
 
     /// The newest migration applied to this database.
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
-        migrate::version(&self.db.writer())
+        migrate::version(&*self.db.writer().await)
     }
 }
 
@@ -117,7 +117,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_sandbox(&self, sb: &Sandbox) -> Result<(), StoreError> {
-        sandboxes::insert(&self.db, sb)
+        sandboxes::insert(&self.db, sb).await
     }
 
     async fn get_sandbox(&self, id: &str) -> Result<Sandbox, StoreError> {
@@ -133,11 +133,11 @@ impl Store for SqliteStore {
         id: &str,
         state: SandboxState,
     ) -> Result<Sandbox, StoreError> {
-        sandboxes::set_state(&self.db, id, state)
+        sandboxes::set_state(&self.db, id, state).await
     }
 
     async fn set_sandbox_running(&self, id: &str, vm_id: &str) -> Result<Sandbox, StoreError> {
-        sandboxes::set_running(&self.db, id, vm_id)
+        sandboxes::set_running(&self.db, id, vm_id).await
     }
 
     async fn set_sandbox_expiry(
@@ -145,7 +145,7 @@ impl Store for SqliteStore {
         id: &str,
         expires_at: Timestamp,
     ) -> Result<Sandbox, StoreError> {
-        sandboxes::set_expiry(&self.db, id, expires_at)
+        sandboxes::set_expiry(&self.db, id, expires_at).await
     }
 
     async fn list_expired_sandboxes(&self, now: Timestamp) -> Result<Vec<Sandbox>, StoreError> {
@@ -164,7 +164,7 @@ impl Store for SqliteStore {
         sb: &Sandbox,
         limits: &crate::InsertLimits<'_>,
     ) -> Result<(), StoreError> {
-        admission::insert_limited(&self.db, sb, limits)
+        admission::insert_limited(&self.db, sb, limits).await
     }
 
     async fn list_creating_sandboxes(&self) -> Result<Vec<crate::CreatingSandbox>, StoreError> {
@@ -172,7 +172,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_exec_log(&self, log: &ExecLog) -> Result<(), StoreError> {
-        exec_logs::insert(&self.db, log)
+        exec_logs::insert(&self.db, log).await
     }
 
     async fn list_exec_logs(
@@ -184,7 +184,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_template(&self, t: &Template) -> Result<(), StoreError> {
-        templates::create(&self.db, t)
+        templates::create(&self.db, t).await
     }
 
     async fn get_template(&self, name: &str) -> Result<Template, StoreError> {
@@ -196,15 +196,15 @@ impl Store for SqliteStore {
     }
 
     async fn replace_template(&self, t: &Template) -> Result<(), StoreError> {
-        templates::replace(&self.db, t)
+        templates::replace(&self.db, t).await
     }
 
     async fn delete_template(&self, name: &str) -> Result<(), StoreError> {
-        templates::delete(&self.db, name)
+        templates::delete(&self.db, name).await
     }
 
     async fn upsert_quota(&self, q: &OwnerQuota) -> Result<OwnerQuota, StoreError> {
-        quotas::upsert(&self.db, q)
+        quotas::upsert(&self.db, q).await
     }
 
     async fn get_quota(&self, owner_id: &str) -> Result<OwnerQuota, StoreError> {
@@ -216,11 +216,11 @@ impl Store for SqliteStore {
     }
 
     async fn delete_quota(&self, owner_id: &str) -> Result<(), StoreError> {
-        quotas::delete(&self.db, owner_id)
+        quotas::delete(&self.db, owner_id).await
     }
 
     async fn upsert_worker(&self, w: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
-        workers::upsert(&self.db, w)
+        workers::upsert(&self.db, w).await
     }
 
     async fn get_worker(&self, id: &str) -> Result<WorkerRecord, StoreError> {
@@ -232,7 +232,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_worker(&self, id: &str) -> Result<(), StoreError> {
-        workers::delete(&self.db, id)
+        workers::delete(&self.db, id).await
     }
 
     async fn acquire_lease(
@@ -242,7 +242,7 @@ impl Store for SqliteStore {
         holder_id: &str,
         ttl: Duration,
     ) -> Result<Lease, StoreError> {
-        leases::acquire(&self.db, resource_id, resource_type, holder_id, ttl)
+        leases::acquire(&self.db, resource_id, resource_type, holder_id, ttl).await
     }
 
     async fn renew_lease(
@@ -251,11 +251,11 @@ impl Store for SqliteStore {
         holder_id: &str,
         ttl: Duration,
     ) -> Result<Lease, StoreError> {
-        leases::renew(&self.db, resource_id, holder_id, ttl)
+        leases::renew(&self.db, resource_id, holder_id, ttl).await
     }
 
     async fn release_lease(&self, resource_id: &str, holder_id: &str) -> Result<(), StoreError> {
-        leases::release(&self.db, resource_id, holder_id)
+        leases::release(&self.db, resource_id, holder_id).await
     }
 
     async fn get_lease(&self, resource_id: &str) -> Result<Lease, StoreError> {
@@ -267,7 +267,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_admin_audit(&self, rec: &NewAdminAudit) -> Result<(), StoreError> {
-        audit::insert(&self.db, rec)
+        audit::insert(&self.db, rec).await
     }
 
     async fn list_admin_audit(
@@ -278,7 +278,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_admin_audit(&self, before: Timestamp) -> Result<u64, StoreError> {
-        audit::prune(&self.db, before)
+        audit::prune(&self.db, before).await
     }
 }
 
@@ -333,23 +333,26 @@ mod tests {
     #[tokio::test]
     async fn pragmas_apply_to_every_connection() {
         let t = temp_store().await;
-        t.store.db.for_each_connection(|c| {
-            let get = |p: &str| -> String {
-                c.query_row(&format!("PRAGMA {p}"), [], |r| {
-                    r.get::<_, rusqlite::types::Value>(0)
-                })
-                .map(|v| match v {
-                    rusqlite::types::Value::Integer(i) => i.to_string(),
-                    rusqlite::types::Value::Text(s) => s,
-                    other => format!("{other:?}"),
-                })
-                .unwrap()
-            };
-            assert_eq!(get("journal_mode"), "wal");
-            assert_eq!(get("synchronous"), "1", "NORMAL");
-            assert_eq!(get("foreign_keys"), "1");
-            assert_eq!(get("busy_timeout"), "5000");
-        });
+        t.store
+            .db
+            .for_each_connection(|c| {
+                let get = |p: &str| -> String {
+                    c.query_row(&format!("PRAGMA {p}"), [], |r| {
+                        r.get::<_, rusqlite::types::Value>(0)
+                    })
+                    .map(|v| match v {
+                        rusqlite::types::Value::Integer(i) => i.to_string(),
+                        rusqlite::types::Value::Text(s) => s,
+                        other => format!("{other:?}"),
+                    })
+                    .unwrap()
+                };
+                assert_eq!(get("journal_mode"), "wal");
+                assert_eq!(get("synchronous"), "1", "NORMAL");
+                assert_eq!(get("foreign_keys"), "1");
+                assert_eq!(get("busy_timeout"), "5000");
+            })
+            .await;
     }
 
     /// Readers refuse writes: a slip in a query module cannot make a second writer.
@@ -374,6 +377,7 @@ mod tests {
         again
             .db
             .writer()
+            .await
             .execute(
                 "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
                    execution_time) VALUES (9999, 'from the future', TRUE, x'00', 0)",
@@ -426,27 +430,29 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_write_is_rolled_back() {
         let t = temp_store().await;
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _ = t.store.db.write("sandbox", |c| {
-                c.execute("DELETE FROM sandboxes", []).unwrap();
-                c.execute(
-                    "INSERT INTO workers (id, hostname, status, capacity, last_heartbeat, \
-                       created_at, updated_at) VALUES ('w', '', '', '{}', '', '', '')",
-                    [],
-                )
-                .unwrap();
-                panic!("in the middle of a write");
-                #[allow(unreachable_code)]
-                Ok(())
-            });
-        }));
-        assert!(panicked.is_err());
-        t.store.insert_sandbox(&sandbox("sb-after")).await.unwrap();
-        assert_eq!(
-            t.store.get_sandbox("sb-after").await.unwrap().id,
-            "sb-after"
-        );
-        assert!(t.store.get_worker("w").await.unwrap_err().is_not_found());
+        let store = std::sync::Arc::new(t.store);
+        let inner = std::sync::Arc::clone(&store);
+        let task = tokio::spawn(async move {
+            inner
+                .db
+                .write("sandbox", |c| {
+                    c.execute("DELETE FROM sandboxes", []).unwrap();
+                    c.execute(
+                        "INSERT INTO workers (id, hostname, status, capacity, last_heartbeat, \
+                           created_at, updated_at) VALUES ('w', '', '', '{}', '', '', '')",
+                        [],
+                    )
+                    .unwrap();
+                    panic!("in the middle of a write");
+                    #[allow(unreachable_code)]
+                    Ok(())
+                })
+                .await
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        store.insert_sandbox(&sandbox("sb-after")).await.unwrap();
+        assert_eq!(store.get_sandbox("sb-after").await.unwrap().id, "sb-after");
+        assert!(store.get_worker("w").await.unwrap_err().is_not_found());
     }
 
     /// Commits never checkpoint inline (`wal_autocheckpoint = 0`); the checkpoint thread
@@ -458,6 +464,7 @@ mod tests {
             .store
             .db
             .writer()
+            .await
             .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
             .unwrap();
         assert_eq!(auto, 0);
@@ -489,6 +496,7 @@ mod tests {
             t.store
                 .db
                 .writer()
+                .await
                 .execute(&sql, rusqlite::params![value, id])
                 .unwrap();
             match t.store.get_sandbox(id).await {

@@ -39,23 +39,25 @@ static GET: LazyLock<String> =
 static LIST: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {COLUMNS} FROM owner_quotas ORDER BY owner_id"));
 
-pub(super) fn upsert(db: &Db, q: &OwnerQuota) -> Result<OwnerQuota, StoreError> {
-    let row = db.write("owner_quota", |c| {
-        first(
-            c,
-            "owner_quota",
-            &UPSERT,
-            params![
-                q.owner_id,
-                q.max_sandboxes,
-                q.max_ttl_seconds,
-                q.max_exec_timeout_seconds,
-                ts(&q.created_at),
-                ts(&q.updated_at),
-            ],
-            from_row,
-        )
-    })?;
+pub(super) async fn upsert(db: &Db, q: &OwnerQuota) -> Result<OwnerQuota, StoreError> {
+    let row = db
+        .write("owner_quota", |c| {
+            first(
+                c,
+                "owner_quota",
+                &UPSERT,
+                params![
+                    q.owner_id,
+                    q.max_sandboxes,
+                    q.max_ttl_seconds,
+                    q.max_exec_timeout_seconds,
+                    ts(&q.created_at),
+                    ts(&q.updated_at),
+                ],
+                from_row,
+            )
+        })
+        .await?;
     found(row, "owner_quota", &q.owner_id)
 }
 
@@ -68,14 +70,16 @@ pub(super) fn list(db: &Db) -> Result<Vec<OwnerQuota>, StoreError> {
     db.read(|c| all(c, "owner_quota", &LIST, [], from_row))
 }
 
-pub(super) fn delete(db: &Db, owner_id: &str) -> Result<(), StoreError> {
-    let n = db.write("owner_quota", |c| {
-        exec(
-            c,
-            "owner_quota",
-            "DELETE FROM owner_quotas WHERE owner_id = ?1",
-            [owner_id],
-        )
-    })?;
+pub(super) async fn delete(db: &Db, owner_id: &str) -> Result<(), StoreError> {
+    let n = db
+        .write("owner_quota", |c| {
+            exec(
+                c,
+                "owner_quota",
+                "DELETE FROM owner_quotas WHERE owner_id = ?1",
+                [owner_id],
+            )
+        })
+        .await?;
     touched(n, "owner_quota", owner_id)
 }

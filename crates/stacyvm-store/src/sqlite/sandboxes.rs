@@ -115,11 +115,12 @@ pub(super) fn values<'a>(sb: &'a Sandbox, text: &'a RowText) -> Vec<&'a dyn ToSq
     ]
 }
 
-pub(super) fn insert(db: &Db, sb: &Sandbox) -> Result<(), StoreError> {
+pub(super) async fn insert(db: &Db, sb: &Sandbox) -> Result<(), StoreError> {
     let text = RowText::of(sb)?;
     db.write("sandbox", |c| {
         exec(c, "sandbox", INSERT, values(sb, &text).as_slice()).map(|_| ())
     })
+    .await
 }
 
 fn get_on(c: &Connection, id: &str) -> Result<Sandbox, StoreError> {
@@ -172,7 +173,7 @@ const SET_RUNNING: &str = concat!(
 /// A compare-and-set: the update applies only while the stored state is one `to` may follow.
 /// Inside the write transaction nothing can move the record between the update and the
 /// re-read that explains a refusal.
-pub(super) fn set_state(db: &Db, id: &str, to: SandboxState) -> Result<Sandbox, StoreError> {
+pub(super) async fn set_state(db: &Db, id: &str, to: SandboxState) -> Result<Sandbox, StoreError> {
     let sql = SET_STATE
         .iter()
         .find(|(s, _)| *s == to)
@@ -191,18 +192,25 @@ pub(super) fn set_state(db: &Db, id: &str, to: SandboxState) -> Result<Sandbox, 
         }
         Ok(current)
     })
+    .await
 }
 
-pub(super) fn set_expiry(db: &Db, id: &str, expires_at: Timestamp) -> Result<Sandbox, StoreError> {
-    let row = db.write("sandbox", |c| {
-        first(
-            c,
-            "sandbox",
-            SET_EXPIRY,
-            params![id, ts(&expires_at), ts(&now())],
-            from_row,
-        )
-    })?;
+pub(super) async fn set_expiry(
+    db: &Db,
+    id: &str,
+    expires_at: Timestamp,
+) -> Result<Sandbox, StoreError> {
+    let row = db
+        .write("sandbox", |c| {
+            first(
+                c,
+                "sandbox",
+                SET_EXPIRY,
+                params![id, ts(&expires_at), ts(&now())],
+                from_row,
+            )
+        })
+        .await?;
     found(row, "sandbox", id)
 }
 
@@ -233,7 +241,7 @@ pub(super) fn count_active(db: &Db, owner: Option<&str>) -> Result<ActiveCounts,
 }
 
 /// `creating` → `running`, recording the provider's runtime id in the same statement.
-pub(super) fn set_running(db: &Db, id: &str, vm_id: &str) -> Result<Sandbox, StoreError> {
+pub(super) async fn set_running(db: &Db, id: &str, vm_id: &str) -> Result<Sandbox, StoreError> {
     let stamp = ts(&now());
     db.write("sandbox", |c| {
         if let Some(sb) = first(
@@ -255,6 +263,7 @@ pub(super) fn set_running(db: &Db, id: &str, vm_id: &str) -> Result<Sandbox, Sto
             current.state
         )))
     })
+    .await
 }
 
 #[cfg(test)]

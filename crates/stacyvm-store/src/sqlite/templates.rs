@@ -51,7 +51,7 @@ fn json_fields(t: &Template) -> Result<[String; 4], StoreError> {
     ])
 }
 
-pub(super) fn create(db: &Db, t: &Template) -> Result<(), StoreError> {
+pub(super) async fn create(db: &Db, t: &Template) -> Result<(), StoreError> {
     let [setup, hosts, env, secrets] = json_fields(t)?;
     db.write("template", |c| {
         exec(
@@ -77,6 +77,7 @@ pub(super) fn create(db: &Db, t: &Template) -> Result<(), StoreError> {
         )
         .map(|_| ())
     })
+    .await
 }
 
 pub(super) fn get(db: &Db, name: &str) -> Result<Template, StoreError> {
@@ -89,44 +90,48 @@ pub(super) fn list(db: &Db) -> Result<Vec<Template>, StoreError> {
 }
 
 /// Replaces every field but `name` and `created_at`.
-pub(super) fn replace(db: &Db, t: &Template) -> Result<(), StoreError> {
+pub(super) async fn replace(db: &Db, t: &Template) -> Result<(), StoreError> {
     let [setup, hosts, env, secrets] = json_fields(t)?;
-    let n = db.write("template", |c| {
-        exec(
-            c,
-            "template",
-            "UPDATE templates SET version = ?2, image = ?3, description = ?4, setup = ?5, \
+    let n = db
+        .write("template", |c| {
+            exec(
+                c,
+                "template",
+                "UPDATE templates SET version = ?2, image = ?3, description = ?4, setup = ?5, \
                allowed_hosts = ?6, memory_mb = ?7, cpu_cores = ?8, ttl_seconds = ?9, env = ?10, \
                secrets = ?11, pool_size = ?12, updated_at = ?13 \
              WHERE name = ?1",
-            params![
-                t.name,
-                t.version,
-                t.image,
-                t.description,
-                setup,
-                hosts,
-                t.memory_mb,
-                t.cpu_cores,
-                t.ttl_seconds,
-                env,
-                secrets,
-                t.pool_size,
-                ts(&t.updated_at),
-            ],
-        )
-    })?;
+                params![
+                    t.name,
+                    t.version,
+                    t.image,
+                    t.description,
+                    setup,
+                    hosts,
+                    t.memory_mb,
+                    t.cpu_cores,
+                    t.ttl_seconds,
+                    env,
+                    secrets,
+                    t.pool_size,
+                    ts(&t.updated_at),
+                ],
+            )
+        })
+        .await?;
     touched(n, "template", &t.name)
 }
 
-pub(super) fn delete(db: &Db, name: &str) -> Result<(), StoreError> {
-    let n = db.write("template", |c| {
-        exec(
-            c,
-            "template",
-            "DELETE FROM templates WHERE name = ?1",
-            [name],
-        )
-    })?;
+pub(super) async fn delete(db: &Db, name: &str) -> Result<(), StoreError> {
+    let n = db
+        .write("template", |c| {
+            exec(
+                c,
+                "template",
+                "DELETE FROM templates WHERE name = ?1",
+                [name],
+            )
+        })
+        .await?;
     touched(n, "template", name)
 }

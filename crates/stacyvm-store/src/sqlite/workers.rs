@@ -57,27 +57,29 @@ static LIST: LazyLock<String> =
 
 /// A heartbeat: the store's clock sets `last_heartbeat` and `updated_at` (and `created_at` on
 /// the first one); the caller's timestamps are ignored.
-pub(super) fn upsert(db: &Db, w: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
+pub(super) async fn upsert(db: &Db, w: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
     let providers = list_json(&w.providers, "providers")?;
     let capabilities = list_json(&w.capabilities, "capabilities")?;
     let capacity = to_json(&w.capacity, "capacity")?;
-    let row = db.write("worker", |c| {
-        first(
-            c,
-            "worker",
-            &UPSERT,
-            params![
-                w.id,
-                w.hostname,
-                w.status,
-                providers,
-                capabilities,
-                capacity,
-                ts(&now())
-            ],
-            from_row,
-        )
-    })?;
+    let row = db
+        .write("worker", |c| {
+            first(
+                c,
+                "worker",
+                &UPSERT,
+                params![
+                    w.id,
+                    w.hostname,
+                    w.status,
+                    providers,
+                    capabilities,
+                    capacity,
+                    ts(&now())
+                ],
+                from_row,
+            )
+        })
+        .await?;
     found(row, "worker", &w.id)
 }
 
@@ -90,9 +92,11 @@ pub(super) fn list(db: &Db) -> Result<Vec<WorkerRecord>, StoreError> {
     db.read(|c| all(c, "worker", &LIST, [], from_row))
 }
 
-pub(super) fn delete(db: &Db, id: &str) -> Result<(), StoreError> {
-    let n = db.write("worker", |c| {
-        exec(c, "worker", "DELETE FROM workers WHERE id = ?1", [id])
-    })?;
+pub(super) async fn delete(db: &Db, id: &str) -> Result<(), StoreError> {
+    let n = db
+        .write("worker", |c| {
+            exec(c, "worker", "DELETE FROM workers WHERE id = ?1", [id])
+        })
+        .await?;
     touched(n, "worker", id)
 }
