@@ -257,3 +257,121 @@ async fn custom_domain_and_switch_off() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["status"], "ok");
 }
+
+#[tokio::test]
+async fn bodies_stream_both_ways() {
+    use futures_util::StreamExt;
+
+    // The sandbox's server answers at once with a first chunk, then relays each chunk of the
+    // request body as it arrives: a proxy that buffered either side would deadlock this test.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|req: Request| async move {
+        let upload = req.into_body().into_data_stream();
+        let first =
+            futures_util::stream::once(async { Ok::<_, axum::Error>(Bytes::from("ready\n")) });
+        axum::body::Body::from_stream(first.chain(upload))
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let app = TestApp::default_app().await;
+    let id = app.spawn_id().await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let body = axum::body::Body::from_stream(tokio_stream_from(rx));
+    let req = axum::http::Request::post("/upload")
+        .header("Host", format!("{port}-{id}.localhost"))
+        .body(body)
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(app.router.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body().into_data_stream();
+    let deadline = std::time::Duration::from_secs(10);
+    let first = tokio::time::timeout(deadline, body.next()).await.unwrap();
+    assert_eq!(first.unwrap().unwrap(), "ready\n");
+    for chunk in ["one\n", "two\n"] {
+        tx.send(Ok(Bytes::from(chunk))).await.unwrap();
+        let got = tokio::time::timeout(deadline, body.next()).await.unwrap();
+        assert_eq!(got.unwrap().unwrap(), chunk);
+    }
+    drop(tx);
+    let end = tokio::time::timeout(deadline, body.next()).await.unwrap();
+    assert!(end.is_none(), "body ends when the upload does");
+}
+
+/// A stream over an mpsc receiver (without pulling in tokio-stream).
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
+
+/// Reads from `s` until the end of an HTTP head; returns the head.
+async fn read_head(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).await.unwrap();
+        assert_eq!(n, 1, "connection closed inside the head: {head:?}");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+#[tokio::test]
+async fn upgrades_pass_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // The sandbox's server: accepts an upgrade to a raw echo protocol.
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = upstream.accept().await.unwrap();
+        let head = read_head(&mut s).await.to_ascii_lowercase();
+        assert!(head.contains("upgrade: echo"), "{head}");
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut buf = [0u8; 64];
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).await.unwrap();
+        }
+    });
+
+    // The control plane on a real port (upgrades need a real connection).
+    let app = TestApp::default_app().await;
+    let id = app.spawn_id().await;
+    let cp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cp_port = cp.local_addr().unwrap().port();
+    let router = app.router.clone();
+    tokio::spawn(async move { axum::serve(cp, router).await.unwrap() });
+
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", cp_port))
+        .await
+        .unwrap();
+    let req = format!(
+        "GET /socket HTTP/1.1\r\nHost: {port}-{id}.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+    );
+    c.write_all(req.as_bytes()).await.unwrap();
+    let head = tokio::time::timeout(std::time::Duration::from_secs(10), read_head(&mut c))
+        .await
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for msg in [&b"ping"[..], b"pong pong"] {
+        c.write_all(msg).await.unwrap();
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(std::time::Duration::from_secs(10), c.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, msg);
+    }
+}
