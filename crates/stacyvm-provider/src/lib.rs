@@ -12,6 +12,7 @@ mod registry;
 mod stream;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -201,6 +202,16 @@ pub trait Provider: Send + Sync + 'static {
     }
     /// `None` when the backend cannot enumerate its runtimes.
     async fn list_runtimes(&self) -> Result<Option<Vec<RuntimeInfo>>, ProviderError> {
+        Ok(None)
+    }
+    /// Where the control plane can open a TCP connection to `port` inside the sandbox, for its
+    /// preview URL (`http://{port}-{id}.{preview_domain}`). `None`: this backend offers no
+    /// preview of that port (no network, port not forwarded). `SandboxNotFound` as elsewhere.
+    async fn preview_target(
+        &self,
+        _runtime_id: &str,
+        _port: u16,
+    ) -> Result<Option<SocketAddr>, ProviderError> {
         Ok(None)
     }
 }

@@ -211,6 +211,50 @@ async fn network_none_has_only_loopback() {
         ["lo"],
         "{o:?}"
     );
+    assert_eq!(p.preview_target(&id, 3000).await.unwrap(), None);
+}
+
+/// The preview proxy's target on the default bridge: the container's own address, where a
+/// server started in the sandbox answers (from the daemon's host).
+#[tokio::test]
+async fn preview_target_is_the_container_address() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    let o = sh(
+        &p,
+        &id,
+        "mkdir -p /tmp/www && echo preview-ok > /tmp/www/index.html && httpd -p 8080 -h /tmp/www",
+    )
+    .await;
+    assert_eq!(o.code, 0, "{o:?}");
+    let addr = p.preview_target(&id, 8080).await.unwrap().unwrap();
+    assert_eq!(addr.port(), 8080);
+    assert!(!addr.ip().is_loopback(), "{addr}");
+    let mut body = String::new();
+    for _ in 0..50 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+                .await
+                .unwrap();
+            body.clear();
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf).await;
+            body = String::from_utf8_lossy(&buf).into_owned();
+            if body.contains("preview-ok") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(body.contains("preview-ok"), "{body}");
+    assert!(matches!(
+        p.preview_target("sb-nothere", 8080).await,
+        Err(ProviderError::SandboxNotFound(_))
+    ));
 }
 
 #[tokio::test]

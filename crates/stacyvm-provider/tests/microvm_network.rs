@@ -80,6 +80,12 @@ async fn check_preview(p: &MicrovmProvider, id: &str) {
     .unwrap_or_else(|_| panic!("guest port 3000 of {id} not reachable on 127.0.0.1:{port}"));
     assert!(body.starts_with("HTTP/1."), "{body}");
     assert!(body.ends_with(&format!("{id}\n")), "{body}");
+    // The preview proxy's target is that forward, for guest port 3000 only.
+    assert_eq!(
+        p.preview_target(id, 3000).await.unwrap(),
+        Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    );
+    assert_eq!(p.preview_target(id, 8080).await.unwrap(), None);
 }
 
 /// The guest fetches from a server on the host's loopback through the gateway 10.0.2.2.
@@ -184,6 +190,7 @@ async fn no_network_interface_by_default() {
     let p = MicrovmProvider::new(cfg).expect("valid config");
     let id = spawn(&p).await;
     assert_eq!(p.preview_port(&id), None);
+    assert_eq!(p.preview_target(&id, 3000).await.unwrap(), None);
     let ifaces = run(&p, &id, "ls /sys/class/net").await;
     assert_eq!(ifaces.split_whitespace().collect::<Vec<_>>(), ["lo"]);
     timeout(Duration::from_secs(30), p.destroy(&id))

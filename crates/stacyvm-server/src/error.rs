@@ -28,6 +28,13 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The sandbox runs but offers no preview of that port (not running, no network, port not
+    /// forwarded by its backend).
+    #[error("preview not available: {0}")]
+    PreviewUnavailable(String),
+    /// Previews of sandboxes on remote workers are not proxied (yet).
+    #[error("preview not supported: {0}")]
+    PreviewRemote(String),
     /// Safe message for callers; `source` carries detail that is only logged.
     #[error("{message}")]
     Internal {

@@ -20,8 +20,8 @@ pub use error::ServiceError;
 pub use http::router;
 pub use run::{build_providers, run, settings_from, worker_rpc, RunError};
 pub use service::{
-    AdmissionDecision, Caller, ExecParams, ExecResult, ExecStream, OwnerUsage, ProviderHealth,
-    QuotaInput, QuotaSummary, ReadyReport, Service, SpawnParams, StreamItem,
+    AdmissionDecision, Caller, ExecParams, ExecResult, ExecStream, OwnerUsage, PreviewHost,
+    ProviderHealth, QuotaInput, QuotaSummary, ReadyReport, Service, SpawnParams, StreamItem,
 };
 pub use settings::{AuthSettings, Limits, RateKeyBy, RateLimitSettings, Settings, SpawnOverflow};
 use tokio::net::TcpListener;

@@ -84,6 +84,7 @@ pub fn settings_from(cfg: &ValidConfig) -> Settings {
         } else {
             c.server.preview_domain.clone()
         },
+        preview_proxy: c.server.preview_proxy,
         cors_allowed_origins: match cfg.cors() {
             CorsOrigins::Any => vec!["*".into()],
             CorsOrigins::List(l) => l.clone(),

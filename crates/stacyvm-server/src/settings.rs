@@ -106,6 +106,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub preview_domain: String,
+    /// Whether `Host: {port}-{id}.{domain}` requests are proxied to the sandbox.
+    pub preview_proxy: bool,
     /// Empty or containing `*` = any origin.
     pub cors_allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
@@ -130,6 +132,7 @@ impl Default for Settings {
             },
             rate_limit: RateLimitSettings::default(),
             preview_domain: "localhost".into(),
+            preview_proxy: true,
             cors_allowed_origins: vec!["*".into()],
             max_body_bytes: 64 << 20,
             reaper_interval: Duration::from_secs(30),

@@ -353,6 +353,44 @@ impl Provider for DockerProvider {
     async fn list_runtimes(&self) -> Result<Option<Vec<RuntimeInfo>>, ProviderError> {
         self.managed_containers().await.map(Some)
     }
+
+    /// The container's address on its network (reachable when the control plane runs on the
+    /// daemon's host); none with `network_mode: none`.
+    async fn preview_target(
+        &self,
+        runtime_id: &str,
+        port: u16,
+    ) -> Result<Option<std::net::SocketAddr>, ProviderError> {
+        let cid = self.container(runtime_id).await?;
+        if self.settings.network_mode == "none" {
+            return Ok(None);
+        }
+        let info = self
+            .docker
+            .inspect_container(&cid, None)
+            .await
+            .map_err(|e| self.not_found_or(runtime_id, e, "inspecting the sandbox failed"))?;
+        let networks = info.network_settings.and_then(|n| n.networks);
+        Ok(container_ip(networks.as_ref(), &self.settings.network_mode)
+            .map(|ip| std::net::SocketAddr::new(ip, port)))
+    }
+}
+
+/// The container's IP on `network` (the configured one), else on any network it has.
+fn container_ip(
+    networks: Option<&HashMap<String, bollard::models::EndpointSettings>>,
+    network: &str,
+) -> Option<std::net::IpAddr> {
+    let networks = networks?;
+    let ip = |e: &bollard::models::EndpointSettings| {
+        e.ip_address
+            .as_deref()
+            .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+    };
+    networks
+        .get(network)
+        .and_then(ip)
+        .or_else(|| networks.values().find_map(ip))
 }
 
 #[cfg(test)]
@@ -367,6 +405,24 @@ mod tests {
             assert!(!valid_runtime_id(bad), "{bad}");
         }
         assert!(!valid_runtime_id(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn preview_ip_prefers_the_configured_network() {
+        let ep = |ip: &str| bollard::models::EndpointSettings {
+            ip_address: Some(ip.into()),
+            ..Default::default()
+        };
+        let mut n = HashMap::new();
+        n.insert("other".to_string(), ep("10.1.0.2"));
+        n.insert("bridge".to_string(), ep("172.17.0.5"));
+        assert_eq!(container_ip(Some(&n), "bridge"), "172.17.0.5".parse().ok());
+        // Not on the configured network: any address it has.
+        assert!(container_ip(Some(&n), "mynet").is_some());
+        n.clear();
+        n.insert("bridge".to_string(), ep(""));
+        assert_eq!(container_ip(Some(&n), "bridge"), None);
+        assert_eq!(container_ip(None, "bridge"), None);
     }
 
     #[test]

@@ -482,6 +482,21 @@ impl Provider for MicrovmProvider {
         }
     }
 
+    /// Guest port 3000 only, through its loopback forward (`network_mode: user`; with `none`
+    /// there is no forward and so no preview).
+    async fn preview_target(
+        &self,
+        runtime_id: &str,
+        port: u16,
+    ) -> Result<Option<std::net::SocketAddr>, ProviderError> {
+        let vm = self.vm(runtime_id)?;
+        Ok(vm
+            .meta
+            .preview_port
+            .filter(|_| port == net::PREVIEW_GUEST_PORT)
+            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p))))
+    }
+
     async fn list_runtimes(&self) -> Result<Option<Vec<RuntimeInfo>>, ProviderError> {
         let mut out = Vec::new();
         let mut rd = match tokio::fs::read_dir(self.vms_dir()).await {

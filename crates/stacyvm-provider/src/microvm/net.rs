@@ -4,6 +4,9 @@
 
 use super::config::NetworkMode;
 
+/// The guest port forwarded to the host for the preview URL.
+pub(crate) const PREVIEW_GUEST_PORT: u16 = 3000;
+
 /// QEMU arguments for the guest NIC, if any.
 pub(crate) fn args(mode: NetworkMode, preview_port: Option<u16>) -> Vec<String> {
     match mode {
@@ -11,7 +14,9 @@ pub(crate) fn args(mode: NetworkMode, preview_port: Option<u16>) -> Vec<String> 
         NetworkMode::User => {
             let mut netdev = String::from("user,id=net0,restrict=off");
             if let Some(port) = preview_port {
-                netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:3000"));
+                netdev.push_str(&format!(
+                    ",hostfwd=tcp:127.0.0.1:{port}-:{PREVIEW_GUEST_PORT}"
+                ));
             }
             vec![
                 "-netdev".into(),

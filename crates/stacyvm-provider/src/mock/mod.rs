@@ -486,6 +486,22 @@ impl Provider for MockProvider {
         Ok(all.into_iter().skip(skip).collect())
     }
 
+    /// Commands run on the host, so a server a command starts listens on the host's loopback.
+    async fn preview_target(
+        &self,
+        runtime_id: &str,
+        port: u16,
+    ) -> Result<Option<std::net::SocketAddr>, ProviderError> {
+        self.enter("preview_target", runtime_id)?;
+        let alive = lock(&self.sandboxes)
+            .get(runtime_id)
+            .is_some_and(|s| s.alive);
+        if !alive {
+            return Err(ProviderError::SandboxNotFound(runtime_id.to_string()));
+        }
+        Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))))
+    }
+
     /// Live sandboxes only: a destroyed one has no runtime left.
     async fn list_runtimes(&self) -> Result<Option<Vec<RuntimeInfo>>, ProviderError> {
         self.enter("list_runtimes", "")?;

@@ -24,6 +24,9 @@ pub struct ServerSection {
     pub host: String,
     pub port: i64,
     pub preview_domain: String,
+    /// Ours: serve `http://{port}-{id}.{preview_domain}` by proxying to the sandbox
+    /// (docs/preview.md).
+    pub preview_proxy: bool,
     pub cors_allowed_origins: Vec<String>,
     /// Ours: period of the continuous reconciler.
     #[serde(deserialize_with = "de::duration")]
@@ -41,6 +44,7 @@ impl Default for ServerSection {
             host: "0.0.0.0".into(),
             port: 7423,
             preview_domain: "localhost".into(),
+            preview_proxy: true,
             cors_allowed_origins: strings(&["*"]),
             reconcile_interval: GoDuration::from_secs(30),
             max_body_bytes: 64 * MIB,

@@ -32,6 +32,26 @@ impl ApiError {
         Self::plain(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
     }
 
+    /// The preview proxy reached no server on the sandbox's port (refused, unreachable, timed
+    /// out, or it broke the exchange). The message names no address.
+    pub fn preview_upstream(port: u16) -> Self {
+        Self::plain(
+            StatusCode::BAD_GATEWAY,
+            "PREVIEW_UPSTREAM_UNREACHABLE",
+            format!("nothing answered on port {port} of the sandbox"),
+        )
+    }
+
+    /// A preview request that came back through the proxy (a sandbox server proxying to a
+    /// preview URL of the control plane): refused instead of looping.
+    pub fn preview_loop() -> Self {
+        Self::plain(
+            StatusCode::LOOP_DETECTED,
+            "PREVIEW_LOOP",
+            "preview request already passed through the preview proxy",
+        )
+    }
+
     pub fn status_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Plain { status, code, .. } => (*status, code),
@@ -54,6 +74,10 @@ pub fn service_status(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
         ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        ServiceError::PreviewUnavailable(_) => (StatusCode::NOT_FOUND, "PREVIEW_NOT_AVAILABLE"),
+        ServiceError::PreviewRemote(_) => {
+            (StatusCode::NOT_IMPLEMENTED, "PREVIEW_REMOTE_UNSUPPORTED")
+        }
         ServiceError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }
 }
@@ -110,12 +134,34 @@ mod tests {
             ),
             (ServiceError::Unavailable("u".into()), 503, "UNAVAILABLE"),
             (ServiceError::Forbidden("f".into()), 403, "FORBIDDEN"),
+            (
+                ServiceError::PreviewUnavailable("p".into()),
+                404,
+                "PREVIEW_NOT_AVAILABLE",
+            ),
+            (
+                ServiceError::PreviewRemote("r".into()),
+                501,
+                "PREVIEW_REMOTE_UNSUPPORTED",
+            ),
             (ServiceError::internal("boom"), 500, "INTERNAL_ERROR"),
         ];
         for (e, status, code) in cases {
             let (s, c) = service_status(&e);
             assert_eq!((s.as_u16(), c), (status, code), "{e:?}");
         }
+    }
+
+    #[test]
+    fn preview_transport_errors() {
+        assert_eq!(
+            ApiError::preview_upstream(3000).status_code(),
+            (StatusCode::BAD_GATEWAY, "PREVIEW_UPSTREAM_UNREACHABLE")
+        );
+        assert_eq!(
+            ApiError::preview_loop().status_code(),
+            (StatusCode::LOOP_DETECTED, "PREVIEW_LOOP")
+        );
     }
 
     #[test]

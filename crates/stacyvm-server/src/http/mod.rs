@@ -8,6 +8,7 @@ mod extract;
 mod files;
 mod middleware;
 mod openapi;
+mod preview;
 mod prometheus;
 mod quotas;
 mod rate_limit;
@@ -101,12 +102,14 @@ pub fn router(svc: Service) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(middleware::request_id))
-        .with_state(state);
+        .with_state(state.clone());
     // `/api/v1/sandboxes/` and `/api/v1/sandboxes` reach the same handler (as in the original);
-    // the path is normalised before routing, so this wraps the whole router.
+    // the path is normalised before routing, so this wraps the whole router. Preview hosts
+    // (`{port}-{id}.{preview_domain}`) are proxied before any of it: no routing, no API key.
     Router::new()
         .fallback_service(inner)
         .layer(axum::middleware::map_request(strip_trailing_slash))
+        .layer(from_fn_with_state(state, preview::intercept))
 }
 
 async fn strip_trailing_slash(mut req: axum::extract::Request) -> axum::extract::Request {

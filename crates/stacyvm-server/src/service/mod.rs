@@ -4,6 +4,7 @@
 mod admission;
 mod exec;
 mod files;
+mod preview;
 mod quotas;
 mod sandboxes;
 mod system;
@@ -17,6 +18,7 @@ use std::time::Instant;
 
 pub use admission::AdmissionDecision;
 pub use exec::{ExecParams, ExecResult, ExecStream, StreamItem};
+pub use preview::PreviewHost;
 pub use quotas::{OwnerUsage, QuotaInput, QuotaSummary};
 pub(crate) use sandboxes::lease_ttl;
 pub use sandboxes::SpawnParams;

@@ -50,7 +50,8 @@ auth:
 
 pub const EVERY_KEY: &str = r#"
 server:
-  {host: "::1", port: 8080, preview_domain: preview.example.com, reconcile_interval: 45s,
+  {host: "::1", port: 8080, preview_domain: preview.example.com, preview_proxy: false,
+   reconcile_interval: 45s,
    cors_allowed_origins: ["https://app.example.com", "http://localhost:3000"],
    max_body_bytes: 1048576, shutdown_timeout: 5s}
 worker:

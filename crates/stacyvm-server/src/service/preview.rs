@@ -1,0 +1,144 @@
+//! Preview URLs (`http://{port}-{id}.{preview_domain}`, built by the SDKs): which sandbox and
+//! port a request's host names, and where the server behind that port can be reached. The HTTP
+//! transport (`http/preview.rs`) does the proxying.
+
+use std::net::SocketAddr;
+
+use stacyvm_provider::ProviderError;
+use stacyvm_types::SandboxState;
+
+use super::Service;
+use crate::error::{ServiceError, ServiceResult};
+
+/// What a preview host names: `{port}-{sandbox_id}.{domain}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreviewHost<'a> {
+    pub port: u16,
+    pub sandbox_id: &'a str,
+    pub domain: &'a str,
+}
+
+impl<'a> PreviewHost<'a> {
+    /// Parses a host name without its `:port` (lower case, as browsers send it). `None` when it
+    /// does not have the preview shape, so the request is an ordinary API request.
+    pub fn parse(host: &'a str) -> Option<Self> {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let (label, domain) = host.split_once('.')?;
+        let (port, sandbox_id) = label.split_once('-')?;
+        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+        let id_ok = sandbox_id
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+            && sandbox_id.len() <= 128
+            && sandbox_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+        if !id_ok || domain.is_empty() {
+            return None;
+        }
+        Some(PreviewHost {
+            port,
+            sandbox_id,
+            domain,
+        })
+    }
+}
+
+impl Service {
+    /// Where a preview request for `host` goes. `Ok(None)`: previews are off, or the host is not
+    /// a preview host of this control plane (its domain is neither `server.preview_domain` nor
+    /// the named sandbox's own), so the request is routed as API.
+    ///
+    /// Errors: an unknown or destroyed sandbox under the server's preview domain is
+    /// `SandboxNotFound`; a sandbox that is not running, or whose backend offers no preview of
+    /// that port, is `PreviewUnavailable`; one on a remote worker is `PreviewRemote`.
+    pub async fn preview_target(
+        &self,
+        host: &PreviewHost<'_>,
+    ) -> ServiceResult<Option<SocketAddr>> {
+        if !self.settings.preview_proxy {
+            return Ok(None);
+        }
+        let server_domain = host
+            .domain
+            .eq_ignore_ascii_case(&self.settings.preview_domain);
+        let id = host.sandbox_id;
+        let sb = match self.get_sandbox(id).await {
+            Ok(sb) => sb,
+            Err(ServiceError::SandboxNotFound(_)) if !server_domain => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let own_domain =
+            !sb.preview_domain.is_empty() && host.domain.eq_ignore_ascii_case(&sb.preview_domain);
+        if !server_domain && !own_domain {
+            return Ok(None);
+        }
+        if sb.state != SandboxState::Running {
+            return Err(ServiceError::PreviewUnavailable(format!(
+                "sandbox {id} is {}",
+                sb.state.as_str()
+            )));
+        }
+        if sb.is_remote() {
+            return Err(ServiceError::PreviewRemote(format!(
+                "sandbox {id} runs on remote worker {}; previews through remote workers are not proxied yet",
+                sb.worker_id
+            )));
+        }
+        let provider = self.providers.get(&sb.provider)?;
+        match provider.preview_target(sb.runtime_id(), host.port).await {
+            Ok(Some(addr)) => Ok(Some(addr)),
+            Ok(None) => Err(ServiceError::PreviewUnavailable(format!(
+                "the {} provider exposes no port {} of sandbox {id}",
+                sb.provider, host.port
+            ))),
+            Err(ProviderError::SandboxNotFound(_)) => Err(ServiceError::SandboxNotFound(id.into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preview_hosts() {
+        assert_eq!(
+            PreviewHost::parse("3000-sb-0123abcd.localhost"),
+            Some(PreviewHost {
+                port: 3000,
+                sandbox_id: "sb-0123abcd",
+                domain: "localhost"
+            })
+        );
+        assert_eq!(
+            PreviewHost::parse("8080-sb-1.preview.example.com."),
+            Some(PreviewHost {
+                port: 8080,
+                sandbox_id: "sb-1",
+                domain: "preview.example.com"
+            })
+        );
+        for not in [
+            "localhost",
+            "127.0.0.1",
+            "api.example.com",
+            "x-sb-1.localhost",
+            "0-sb-1.localhost",
+            "65536-sb-1.localhost",
+            "3000-.localhost",
+            "3000-sb-1",
+            "3000-sb-1.",
+            "3000--x.localhost",
+            "3000-sb/1.localhost",
+            "123456-sb-1.localhost",
+        ] {
+            assert_eq!(PreviewHost::parse(not), None, "{not}");
+        }
+    }
+}
