@@ -86,6 +86,9 @@ pub(crate) struct Slot {
     pub max_owner: i64,
 }
 
+/// Fresh ids drawn when a new sandbox id is already taken.
+const ID_ATTEMPTS: usize = 8;
+
 fn unreserve(pending: &mut Pending, owner: &str) {
     pending.total = (pending.total - 1).max(0);
     if !owner.is_empty() {
@@ -357,7 +360,7 @@ impl Service {
     pub(crate) async fn insert_reserved(
         &self,
         slot: Slot,
-        sb: &stacyvm_types::Sandbox,
+        sb: &mut stacyvm_types::Sandbox,
         max_worker: i64,
     ) -> ServiceResult<Result<(), (LimitHit, i64)>> {
         let limits = InsertLimits {
@@ -367,7 +370,16 @@ impl Service {
             max_worker,
         };
         let mut pending = self.pending.lock().await;
-        let res = self.store.insert_sandbox_limited(sb, &limits).await;
+        let mut res = self.store.insert_sandbox_limited(sb, &limits).await;
+        // Ids carry 32 random bits (the SDK-frozen `sb-xxxxxxxx`) and rows are kept after
+        // destroy, so a fresh id can meet an old one: draw again. Nothing else was made yet.
+        for _ in 0..ID_ATTEMPTS {
+            if !matches!(res, Err(StoreError::Conflict(_))) {
+                break;
+            }
+            sb.id = stacyvm_types::new_sandbox_id();
+            res = self.store.insert_sandbox_limited(sb, &limits).await;
+        }
         unreserve(&mut pending, &slot.owner);
         drop(pending);
         match res {

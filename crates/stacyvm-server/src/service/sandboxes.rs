@@ -232,8 +232,8 @@ impl Service {
             updated_at: now,
         };
         let mut max_worker = 0;
-        let provider: std::sync::Arc<dyn Provider> = match &remote {
-            None => r.provider.clone(),
+        let remote_rp: Option<RemoteProvider> = match &remote {
+            None => None,
             Some(w) => {
                 // One registry read serves routing, the worker's capacity cap and its preview
                 // domain.
@@ -260,14 +260,22 @@ impl Service {
                         return Err(e.into());
                     }
                 };
-                std::sync::Arc::new(rp)
+                Some(rp)
             }
         };
         // Record first: a crash during the provider call leaves a `creating` row that startup
         // reconciliation cleans up, never an unrecorded runtime.
-        if let Err((hit, limit)) = self.insert_reserved(slot, &sb, max_worker).await? {
+        if let Err((hit, limit)) = self.insert_reserved(slot, &mut sb, max_worker).await? {
             return Err(SpawnFail::Raced(hit, limit));
         }
+        let provider: std::sync::Arc<dyn Provider> = match remote_rp {
+            None => r.provider.clone(),
+            Some(mut rp) => {
+                // The insert may have drawn a new id (collision with a stored one).
+                rp.sandbox_id = sb.id.clone();
+                std::sync::Arc::new(rp)
+            }
+        };
         let spec = SandboxSpec {
             id: sb.id.clone(),
             image: sb.image.clone(),
