@@ -49,6 +49,8 @@ pub(crate) struct AgentConn {
     next_id: AtomicU64,
     closed: Arc<AtomicBool>,
     reader: JoinHandle<()>,
+    /// Tasks awaiting answers in the background ([`Self::expect_ok_later`]).
+    watchers: Vec<JoinHandle<()>>,
     /// The negotiated protocol version.
     pub version: u32,
 }
@@ -56,6 +58,9 @@ pub(crate) struct AgentConn {
 impl Drop for AgentConn {
     fn drop(&mut self) {
         self.reader.abort();
+        for w in &self.watchers {
+            w.abort();
+        }
     }
 }
 
@@ -88,6 +93,7 @@ impl AgentConn {
             next_id: AtomicU64::new(1),
             closed,
             reader,
+            watchers: Vec::new(),
             version: 0,
         };
         let hello = HostMsg::Hello {
@@ -139,6 +145,34 @@ impl AgentConn {
 
     pub(crate) fn forget(&self, id: u64) {
         lock(&self.waiters).remove(&id);
+    }
+
+    /// Awaits the single answer to request `id` in the background, within `timeout`. Anything
+    /// but `Ok` marks the connection closed: the VM reports unhealthy and every later call
+    /// fails. The agent handles frames in order, so whatever the host sends after request `id`
+    /// runs after it in the guest.
+    pub(crate) fn expect_ok_later(
+        &mut self,
+        id: u64,
+        mut rx: mpsc::UnboundedReceiver<GuestMsg>,
+        timeout: Duration,
+        what: &'static str,
+    ) {
+        let waiters = self.waiters.clone();
+        let closed = self.closed.clone();
+        self.watchers.retain(|w| !w.is_finished());
+        self.watchers.push(tokio::spawn(async move {
+            let answer = tokio::time::timeout(timeout, rx.recv()).await;
+            lock(&waiters).remove(&id);
+            if !matches!(answer, Ok(Some(GuestMsg::Ok))) {
+                tracing::warn!(
+                    what,
+                    ?answer,
+                    "the agent refused or did not answer; the VM is unhealthy"
+                );
+                closed.store(true, Ordering::SeqCst);
+            }
+        }));
     }
 
     async fn send(&self, id: u64, msg: HostMsg) -> Result<(), ConnError> {
@@ -226,4 +260,73 @@ async fn read_loop(mut r: OwnedReadHalf, waiters: Waiters, closed: Arc<AtomicBoo
     closed.store(true, Ordering::SeqCst);
     // Dropping the senders ends every waiter's stream.
     lock(&waiters).clear();
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use stacyvm_protocol::agent::{ErrorCode, GuestFrame, HostFrame, Identity};
+
+    use super::*;
+
+    /// A fake agent: answers the hello, then answers the next request with `reply`.
+    fn fake_agent(mut s: std::os::unix::net::UnixStream, reply: GuestMsg) {
+        std::thread::spawn(move || {
+            use std::io::Write;
+            for answer in [None, Some(reply)] {
+                let frame: HostFrame = match stacyvm_protocol::agent::read_frame(&mut s) {
+                    Ok(Some(f)) => f,
+                    _ => return,
+                };
+                let msg = answer.unwrap_or(GuestMsg::HelloAck {
+                    version: AGENT_PROTOCOL_VERSION,
+                    agent_version: "test".into(),
+                });
+                let out = encode_frame(&GuestFrame { id: frame.id, msg }).unwrap();
+                s.write_all(&out).unwrap();
+            }
+            // Keep the socket open until the test ends.
+            std::thread::sleep(Duration::from_secs(5));
+        });
+    }
+
+    async fn conn_with(reply: GuestMsg) -> AgentConn {
+        let (host, guest) = std::os::unix::net::UnixStream::pair().unwrap();
+        fake_agent(guest, reply);
+        host.set_nonblocking(true).unwrap();
+        let stream = UnixStream::from_std(host).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        AgentConn::handshake(stream, "test", deadline)
+            .await
+            .unwrap()
+    }
+
+    async fn identity_answered_with(reply: GuestMsg) -> bool {
+        let mut conn = conn_with(reply).await;
+        let (id, rx) = conn
+            .start(HostMsg::Identity(Identity::default()))
+            .await
+            .unwrap();
+        conn.expect_ok_later(id, rx, Duration::from_secs(2), "identity");
+        // Give the watcher time to see the answer.
+        for _ in 0..50 {
+            if conn.is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        conn.is_closed()
+    }
+
+    /// A pooled clone's identity is confirmed in the background: an `Ok` keeps the connection,
+    /// a refusal closes it (the VM turns unhealthy and further calls fail).
+    #[tokio::test]
+    async fn identity_refusal_closes_the_connection() {
+        assert!(!identity_answered_with(GuestMsg::Ok).await);
+        let refused = GuestMsg::Error {
+            code: ErrorCode::Io,
+            message: "sethostname failed".into(),
+        };
+        assert!(identity_answered_with(refused).await);
+    }
 }

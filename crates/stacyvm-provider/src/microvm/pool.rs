@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use stacyvm_protocol::agent::{GuestMsg, HostMsg};
+use stacyvm_protocol::agent::HostMsg;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -275,9 +275,9 @@ async fn pause(vm: &Vm) -> Result<(), ProviderError> {
 }
 
 /// Resumes a pooled clone as sandbox `meta.sandbox_id`: its name and clock queued on the agent
-/// connection, `cont`, and the agent's answer awaited. The directory is moved to `paths.dir`
-/// and `vm.json` rewritten while the guest works, so the spawn waits for the guest alone. On
-/// failure the caller destroys it (wherever its directory ended up: `vm.paths`).
+/// connection, then `cont`; the agent's answer is awaited in the background. The directory is
+/// moved to `paths.dir` and `vm.json` rewritten meanwhile. On failure the caller destroys it
+/// (wherever its directory ended up: `vm.paths`).
 pub(crate) async fn resume(
     mut vm: Vm,
     mut meta: VmMeta,
@@ -291,31 +291,26 @@ pub(crate) async fn resume(
         Ok(i) => i,
         Err(e) => return Err((vm, e)),
     };
-    let answered = async {
+    // Queued before `cont`, so the guest finds it the moment it runs. The spawn returns once
+    // QEMU has resumed: the agent applies the identity before it reads anything the caller
+    // sends next (it handles frames in order), and a refusal or silence marks the VM
+    // unhealthy (`expect_ok_later`).
+    let resumed = async {
         let qmp = vm
             .qmp
             .as_ref()
             .ok_or_else(|| ProviderError::internal("clone without qmp"))?;
-        // Queued before `cont`, so the guest finds it the moment it runs.
-        let (id, mut rx) = vm
+        let (id, rx) = vm
             .conn
             .start(HostMsg::Identity(identity))
             .await
             .map_err(unavailable("clone identity"))?;
-        let resumed = qmp.lock().await.execute("cont", None).await;
-        let answer = match resumed {
-            Ok(_) => tokio::time::timeout(AGENT_CALL, rx.recv()).await,
+        match qmp.lock().await.execute("cont", None).await {
+            Ok(_) => Ok((id, rx)),
             Err(e) => {
                 vm.conn.forget(id);
-                return Err(unavailable("resuming a clone")(e));
+                Err(unavailable("resuming a clone")(e))
             }
-        };
-        vm.conn.forget(id);
-        match answer {
-            Ok(Some(GuestMsg::Ok)) => Ok(()),
-            other => Err(ProviderError::Unavailable(format!(
-                "clone identity: {other:?}"
-            ))),
         }
     };
     meta.pid = vm.meta.pid;
@@ -327,7 +322,7 @@ pub(crate) async fn resume(
         let written = boot::write_meta(&paths, &meta).await;
         Ok::<_, ProviderError>(written)
     };
-    let (answered, moved) = tokio::join!(answered, moved);
+    let (resumed, moved) = tokio::join!(resumed, moved);
     let written = match moved {
         Ok(w) => {
             vm.paths = paths;
@@ -335,9 +330,12 @@ pub(crate) async fn resume(
         }
         Err(e) => Err(e),
     };
-    if let Err(e) = answered.and(written) {
-        return Err((vm, e));
-    }
+    let (id, rx) = match resumed.and_then(|r| written.map(|()| r)) {
+        Ok(r) => r,
+        Err(e) => return Err((vm, e)),
+    };
+    vm.conn
+        .expect_ok_later(id, rx, AGENT_CALL, "clone identity");
     vm.meta = meta;
     vm.booted_in = started.elapsed();
     vm.kind = BootKind::Pooled;
