@@ -172,10 +172,7 @@ pub trait Provider: Send + Sync + 'static {
         body: ByteStream,
         mode: Option<&str>,
     ) -> Result<u64, ProviderError> {
-        let b = collect(body).await?;
-        let n = b.len() as u64;
-        self.write_file(runtime_id, path, b, mode).await?;
-        Ok(n)
+        write_buffered(self, runtime_id, path, body, mode).await
     }
     async fn list_files(
         &self,
@@ -217,6 +214,21 @@ pub trait Provider: Send + Sync + 'static {
 }
 
 /// Parses octal mode text (`"755"`, `"0755"`); `"executable"` means 0755.
+/// The buffered path of [`Provider::write_file_stream`]: gathers the stream and calls
+/// `write_file`. The trait's default, and the fallback of backends that stream only sometimes.
+pub async fn write_buffered<P: Provider + ?Sized>(
+    p: &P,
+    runtime_id: &str,
+    path: &str,
+    body: ByteStream,
+    mode: Option<&str>,
+) -> Result<u64, ProviderError> {
+    let b = collect(body).await?;
+    let n = b.len() as u64;
+    p.write_file(runtime_id, path, b, mode).await?;
+    Ok(n)
+}
+
 pub fn parse_mode(s: &str) -> Option<u32> {
     let s = s.trim();
     if s == "executable" {

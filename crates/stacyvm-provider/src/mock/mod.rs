@@ -20,8 +20,8 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    collect, ByteStream, ChunkSender, ExecRequest, FileStream, Provider, ProviderError,
-    RuntimeInfo, SandboxSpec, Spawned,
+    ByteStream, ChunkSender, ExecRequest, FileStream, Provider, ProviderError, RuntimeInfo,
+    SandboxSpec, Spawned,
 };
 
 /// One recorded provider call.
@@ -397,10 +397,7 @@ impl Provider for MockProvider {
         mode: Option<&str>,
     ) -> Result<u64, ProviderError> {
         if !self.streams_files() {
-            let b = collect(body).await?;
-            let n = b.len() as u64;
-            self.write_file(runtime_id, path, b, mode).await?;
-            return Ok(n);
+            return crate::write_buffered(self, runtime_id, path, body, mode).await;
         }
         let owned = path.to_string();
         let (file, tmp, target) = self

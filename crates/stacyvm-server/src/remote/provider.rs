@@ -10,8 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use stacyvm_protocol::{self as proto, base64, method, LeaseToken, Target};
 use stacyvm_provider::{
-    collect, ByteStream, ChunkSender, ExecRequest, FileStream, Provider, ProviderError,
-    SandboxSpec, Spawned,
+    ByteStream, ChunkSender, ExecRequest, FileStream, Provider, ProviderError, SandboxSpec, Spawned,
 };
 use stacyvm_store::{Lease, Store};
 use stacyvm_types::{format_rfc3339_go, FileInfo, GoDuration, SandboxState};
@@ -341,10 +340,7 @@ impl Provider for RemoteProvider {
         mode: Option<&str>,
     ) -> Result<u64, ProviderError> {
         if !self.file_stream {
-            let b = collect(body).await?;
-            let n = b.len() as u64;
-            self.write_file(runtime_id, path, b, mode).await?;
-            return Ok(n);
+            return stacyvm_provider::write_buffered(self, runtime_id, path, body, mode).await;
         }
         let p = self.file_params(
             runtime_id,

@@ -237,7 +237,7 @@ pub(super) fn count_active(db: &Db, owner: Option<&str>) -> Result<ActiveCounts,
             },
         )
     })?;
-    Ok(counts.unwrap_or(ActiveCounts { total: 0, owner: 0 }))
+    Ok(counts.unwrap_or_default())
 }
 
 /// `creating` → `running`, recording the provider's runtime id in the same statement.
