@@ -4,17 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::token::{
-    ct_eq, looks_signed, mint, Verifier, AUD_CONTROL_PLANE, AUD_RPC, WORKER_SCOPES,
-};
-use crate::{AuthError, Secret};
+use crate::token::{ct_eq, looks_signed, mint, Verifier, AUD_CONTROL_PLANE, AUD_RPC};
+use crate::{AuthError, Scopes, Secret};
 
 /// Lifetime of the `worker:rpc` tokens the control plane mints per call.
 const RPC_TOKEN_TTL: Duration = Duration::from_secs(300);
-
-fn all_scopes() -> Vec<String> {
-    WORKER_SCOPES.iter().map(|s| (*s).to_string()).collect()
-}
 
 /// Control-plane side credentials (wire §8.1, §8.4 and DECISIONS.md).
 #[derive(Debug)]
@@ -57,8 +51,8 @@ impl WorkerAuthenticator {
     ///
     /// 1. A token with a valid signature (aud `worker:control-plane`) decides alone: its
     ///    `worker_id` must equal `worker_id`, its `jti` must not be revoked, its claims must
-    ///    pass every check; any failure is final (no fallback to static tokens). Scopes are the
-    ///    claim's known worker scopes, or all of them when none remain.
+    ///    pass every check (an unknown scope included); any failure is final (no fallback to
+    ///    static tokens). Scopes are the claim's, or all of them when it names none.
     /// 2. Otherwise, a worker with its own `auth.worker_tokens` entry must present exactly that
     ///    (the shared token is refused for it); any other worker must present the shared token.
     ///    Static tokens grant all scopes.
@@ -67,7 +61,7 @@ impl WorkerAuthenticator {
         worker_id: &str,
         token: &str,
         now_unix: i64,
-    ) -> Result<Vec<String>, AuthError> {
+    ) -> Result<Scopes, AuthError> {
         if worker_id.is_empty() || token.is_empty() {
             return Err(AuthError::InvalidCredentials);
         }
@@ -75,7 +69,7 @@ impl WorkerAuthenticator {
         if looks_signed(token) && !self.verifier.is_empty() {
             match self.verifier.verify(token, AUD_CONTROL_PLANE, now_unix) {
                 Ok(claims) if claims.worker_id == worker_id => {
-                    return Ok(known_scopes(&claims.scopes));
+                    return Scopes::from_claim(&claims.scopes);
                 }
                 Ok(_) => return Err(AuthError::WorkerMismatch),
                 // Not signed by any of our keys: it may still be a static token.
@@ -91,7 +85,7 @@ impl WorkerAuthenticator {
             },
         };
         match expected {
-            Some(exp) if !exp.is_empty() && ct_eq(&exp, token) => Ok(all_scopes()),
+            Some(exp) if !exp.is_empty() && ct_eq(&exp, token) => Ok(Scopes::ALL),
             _ => Err(signed_err.unwrap_or(AuthError::InvalidCredentials)),
         }
     }
@@ -115,20 +109,6 @@ impl WorkerAuthenticator {
                 .map(|(token, _)| Some(token)),
             None => Ok(None),
         }
-    }
-}
-
-/// Claim scopes filtered to the known worker scopes; none left (or none given) means all.
-fn known_scopes(claimed: &[String]) -> Vec<String> {
-    let known: Vec<String> = claimed
-        .iter()
-        .filter(|s| WORKER_SCOPES.contains(&s.as_str()))
-        .cloned()
-        .collect();
-    if known.is_empty() {
-        all_scopes()
-    } else {
-        known
     }
 }
 

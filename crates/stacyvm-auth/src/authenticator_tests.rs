@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::token::{sign, Claims};
+use crate::{Scope, Scopes};
 
 const KEY: &str = "cp-signing-key-cp-signing-key-cp-signing";
 const NOW: i64 = 1_800_000_000;
@@ -61,7 +62,10 @@ fn configured_reflects_any_credential() {
 #[test]
 fn per_worker_token_beats_shared() {
     let cp = staging_cp();
-    assert_eq!(cp.authenticate("worker-a", WORKER_A, NOW).unwrap().len(), 8);
+    assert_eq!(
+        cp.authenticate("worker-a", WORKER_A, NOW).unwrap(),
+        Scopes::ALL
+    );
     // worker-a has its own token, so the shared one is refused for it.
     assert!(matches!(
         cp.authenticate("worker-a", SHARED, NOW),
@@ -80,24 +84,45 @@ fn per_worker_token_beats_shared() {
 #[test]
 fn static_tokens_grant_all_scopes() {
     let scopes = staging_cp().authenticate("worker-b", SHARED, NOW).unwrap();
-    assert_eq!(scopes, WORKER_SCOPES.map(String::from).to_vec());
+    assert_eq!(scopes, Scopes::ALL);
 }
 
 #[test]
 fn signed_token_for_the_header_worker_is_accepted_with_its_scopes() {
     let cp = signed_cp(&[]);
     let mut c = claims("worker-a", AUD_CONTROL_PLANE, "jti-1");
-    c.scopes = vec!["worker:heartbeat".into(), "admin:*".into()];
+    c.scopes = vec!["worker:heartbeat".into()];
     let scopes = cp.authenticate("worker-a", &sign(KEY, &c), NOW).unwrap();
-    assert_eq!(scopes, vec!["worker:heartbeat".to_string()]);
-    // Only unknown scopes (or none at all) mean all scopes, as in the original.
-    c.scopes = vec!["admin:*".into()];
+    assert!(scopes.contains(Scope::Heartbeat));
+    assert!(!scopes.contains(Scope::Spawn));
+    // No scopes at all means every scope, as in the original.
+    c.scopes = vec![];
     assert_eq!(
-        cp.authenticate("worker-a", &sign(KEY, &c), NOW)
-            .unwrap()
-            .len(),
-        8
+        cp.authenticate("worker-a", &sign(KEY, &c), NOW).unwrap(),
+        Scopes::ALL
     );
+}
+
+#[test]
+fn a_token_with_an_unknown_scope_is_refused_not_widened() {
+    // The original dropped unknown scopes and granted all when none remained: a typo gave
+    // full rights. Any unknown scope now refuses the whole token.
+    let cp = signed_cp(&[]);
+    let mut c = claims("worker-a", AUD_CONTROL_PLANE, "jti-1");
+    for bad in [
+        vec!["worker:heartbeats-typo"],
+        vec!["admin:*"],
+        vec!["worker:heartbeat", "admin:*"],
+    ] {
+        c.scopes = bad.iter().map(|s| s.to_string()).collect();
+        let err = cp
+            .authenticate("worker-a", &sign(KEY, &c), NOW)
+            .unwrap_err();
+        assert!(
+            matches!(err, AuthError::UnknownScope(_)),
+            "{bad:?}: {err:?}"
+        );
+    }
 }
 
 #[test]

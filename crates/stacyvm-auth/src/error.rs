@@ -27,6 +27,8 @@ pub enum AuthError {
     WorkerMismatch,
     #[error("signed worker token has been revoked")]
     Revoked,
+    #[error("unknown worker scope {0:?}")]
+    UnknownScope(String),
     #[error("invalid or missing worker credentials")]
     InvalidCredentials,
     #[error("no worker signing key is configured")]

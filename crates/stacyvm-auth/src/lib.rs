@@ -11,13 +11,15 @@
 
 mod authenticator;
 mod error;
+mod scope;
 mod secret;
 mod token;
 
 pub use authenticator::{RpcAuthenticator, WorkerAuthenticator};
 pub use error::AuthError;
+pub use scope::{Scope, Scopes};
 pub use secret::Secret;
 pub use token::{
     ct_eq, decode_unverified, looks_signed, mint, new_token_id, sign, Claims, Verifier,
-    AUD_CONTROL_PLANE, AUD_RPC, MAX_LIFETIME_SECS, SKEW_SECS, TOKEN_PREFIX, WORKER_SCOPES,
+    AUD_CONTROL_PLANE, AUD_RPC, MAX_LIFETIME_SECS, SKEW_SECS, TOKEN_PREFIX,
 };

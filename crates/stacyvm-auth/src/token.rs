@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::{AuthError, Secret};
+use crate::{AuthError, Scope, Scopes, Secret};
 
 /// First dot-separated part of every signed worker token.
 pub const TOKEN_PREFIX: &str = "stacyvm-worker-v1";
@@ -21,17 +21,6 @@ pub const TOKEN_PREFIX: &str = "stacyvm-worker-v1";
 pub const AUD_CONTROL_PLANE: &str = "worker:control-plane";
 /// Audience of tokens the control plane presents to a worker's `/rpc`.
 pub const AUD_RPC: &str = "worker:rpc";
-/// Every scope a worker credential can carry.
-pub const WORKER_SCOPES: [&str; 8] = [
-    "worker:heartbeat",
-    "worker:spawn",
-    "worker:destroy",
-    "worker:status",
-    "worker:exec",
-    "worker:files",
-    "worker:logs",
-    "worker:lease",
-];
 /// Longest accepted `exp - iat`, and longest ttl `mint` issues (15 minutes).
 pub const MAX_LIFETIME_SECS: i64 = 900;
 /// Clock skew tolerated on `nbf` and `iat` (never on `exp`).
@@ -84,13 +73,13 @@ fn signature(key: &str, payload: &str) -> String {
 }
 
 /// Mints a fresh token: random 32-hex `jti`, `iat = now_unix`, `exp = now_unix + ttl`
-/// (whole seconds). `ttl` must be between 1 s and 15 min.
+/// (whole seconds). `ttl` must be between 1 s and 15 min. No scopes means every scope.
 pub fn mint(
     key: &str,
     worker_id: &str,
     audience: &str,
     ttl: Duration,
-    scopes: &[String],
+    scopes: &[Scope],
     now_unix: i64,
 ) -> Result<(String, Claims), AuthError> {
     let max = Duration::from_secs(MAX_LIFETIME_SECS.unsigned_abs());
@@ -113,7 +102,7 @@ pub fn mint(
         worker_id: worker_id.to_string(),
         jti: new_token_id(),
         aud: audience.to_string(),
-        scopes: scopes.to_vec(),
+        scopes: scopes.iter().map(|s| s.as_str().to_string()).collect(),
         exp: now_unix.saturating_add(secs),
         iat: now_unix,
         nbf: 0,
@@ -263,6 +252,8 @@ impl Verifier {
         }
         let claims = decode_payload(payload)?;
         check_claims(&claims, expected_aud, now_unix)?;
+        // A scope we do not know is refused, never dropped (see `Scopes::from_claim`).
+        Scopes::from_claim(&claims.scopes)?;
         if self.is_revoked(&claims.jti) {
             return Err(AuthError::Revoked);
         }

@@ -99,8 +99,9 @@ fn claims_json_follows_go_field_order_and_omissions() {
 
 #[test]
 fn mint_produces_a_verifiable_token() {
-    let scopes = vec!["worker:heartbeat".to_string()];
+    let scopes = [Scope::Heartbeat];
     let (token, claims) = mint(KEY, "w1", AUD_RPC, Duration::from_secs(300), &scopes, NOW).unwrap();
+    assert_eq!(claims.scopes, vec!["worker:heartbeat".to_string()]);
     assert_eq!(claims.iat, NOW);
     assert_eq!(claims.exp, NOW + 300);
     assert_eq!(claims.nbf, 0);
@@ -416,13 +417,14 @@ mod props {
         fn any_claims_round_trip(
             worker_id in "\\PC{1,40}",
             jti in "[0-9a-f]{32}",
-            scopes in proptest::collection::vec("\\PC{0,20}", 0..4),
+            scopes in proptest::collection::vec(proptest::sample::select(Scope::ALL.map(Scope::as_str).to_vec()), 0..4),
             life in 1i64..=MAX_LIFETIME_SECS,
             age in 0i64..=MAX_LIFETIME_SECS,
         ) {
             prop_assume!(age < life);
             let c = Claims {
-                worker_id, jti, aud: AUD_RPC.into(), scopes,
+                worker_id, jti, aud: AUD_RPC.into(),
+                scopes: scopes.into_iter().map(str::to_string).collect(),
                 iat: NOW - age, exp: NOW - age + life, nbf: 0,
             };
             let token = sign(KEY, &c);

@@ -139,7 +139,27 @@ async fn rejected_credentials_change_nothing() {
         };
         stacyvm_auth::sign(KEY, &claims)
     };
+    // A misspelled scope once widened the token to every scope; now it refuses the token.
+    let typo_scope = {
+        let claims = stacyvm_auth::Claims {
+            worker_id: "worker-a".into(),
+            jti: "0123456789abcdef0123456789abcded".into(),
+            aud: AUD_CONTROL_PLANE.into(),
+            scopes: vec!["worker:heartbeats-typo".into()],
+            exp: now() + 60,
+            iat: now(),
+            nbf: 0,
+        };
+        stacyvm_auth::sign(KEY, &claims)
+    };
     let cases: Vec<(&str, &str, String, StatusCode, &str)> = vec![
+        (
+            "unknown scope",
+            "worker-a",
+            typo_scope,
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+        ),
         (
             "wrong token",
             "worker-a",
@@ -313,6 +333,7 @@ async fn admin_issues_tokens_that_authenticate() {
         json!({"worker_id": ""}),
         json!({"worker_id": "w", "ttl": "16m"}),
         json!({"worker_id": "w", "scopes": ["admin:*"]}),
+        json!({"worker_id": "w", "scopes": ["worker:heartbeats-typo"]}),
         json!({"worker_id": "w", "audience": "x"}),
     ] {
         a.post("/api/v1/admin/worker-tokens")

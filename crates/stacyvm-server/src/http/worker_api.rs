@@ -9,6 +9,7 @@ use axum::routing::post;
 use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use stacyvm_auth::{Scope, Scopes};
 use stacyvm_protocol::capacity;
 use stacyvm_types::{format_rfc3339_go, parse_go_duration};
 
@@ -22,7 +23,7 @@ use crate::error::ServiceError;
 #[derive(Clone)]
 pub struct WorkerIdentity {
     id: String,
-    scopes: Vec<String>,
+    scopes: Scopes,
 }
 
 pub fn routes() -> Router<AppState> {
@@ -102,7 +103,7 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
     }
 }
 
-fn check(identity: &WorkerIdentity, path_id: &str, scope: &str) -> Result<(), ApiError> {
+fn check(identity: &WorkerIdentity, path_id: &str, scope: Scope) -> Result<(), ApiError> {
     if identity.id != path_id {
         return Err(ApiError::plain(
             StatusCode::FORBIDDEN,
@@ -110,7 +111,7 @@ fn check(identity: &WorkerIdentity, path_id: &str, scope: &str) -> Result<(), Ap
             "worker credential does not match requested worker",
         ));
     }
-    if !identity.scopes.iter().any(|s| s == scope) {
+    if !identity.scopes.contains(scope) {
         return Err(ApiError::plain(
             StatusCode::FORBIDDEN,
             "FORBIDDEN",
@@ -126,7 +127,7 @@ async fn heartbeat(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<HeartbeatBody>,
 ) -> Result<Response, ApiError> {
-    check(&identity, &id, "worker:heartbeat")?;
+    check(&identity, &id, Scope::Heartbeat)?;
     let held: Option<Vec<String>> = body.held_sandboxes();
     let w = st.svc.heartbeat(&id, body.into()).await?;
     if let Some(held) = held {
@@ -185,7 +186,7 @@ async fn renew(
     Path((id, resource)): Path<(String, String)>,
     JsonBody(body): JsonBody<RenewBody>,
 ) -> Result<Response, ApiError> {
-    check(&identity, &id, "worker:lease")?;
+    check(&identity, &id, Scope::Lease)?;
     renew_lease(&st, &id, &resource, &body.ttl).await
 }
 
@@ -247,11 +248,18 @@ async fn issue_token(
         .ok_or_else(|| {
             ApiError::bad_request("invalid input: ttl must be a positive duration of at most 15m")
         })?;
-    if let Some(bad) = b.scopes.iter().find(|s| !s.starts_with("worker:")) {
-        return Err(ApiError::bad_request(format!(
-            "invalid input: scope {bad:?} is not a worker scope"
-        )));
-    }
+    // Parsed here, at the edge: an unknown scope is refused, not silently dropped.
+    let scopes = b
+        .scopes
+        .iter()
+        .map(|s| s.parse::<Scope>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "invalid input: {e}; known scopes: {}",
+                Scope::known_list()
+            ))
+        })?;
     let audience = match b.audience.trim() {
         "" => stacyvm_auth::AUD_CONTROL_PLANE,
         a if a == stacyvm_auth::AUD_CONTROL_PLANE => stacyvm_auth::AUD_CONTROL_PLANE,
@@ -262,7 +270,7 @@ async fn issue_token(
             ))
         }
     };
-    let (token, claims) = stacyvm_auth::mint(&key, worker_id, audience, ttl, &b.scopes, now_unix())
+    let (token, claims) = stacyvm_auth::mint(&key, worker_id, audience, ttl, &scopes, now_unix())
         .map_err(|e| ApiError::bad_request(format!("invalid input: {e}")))?;
     let expires = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
     Ok(ok(

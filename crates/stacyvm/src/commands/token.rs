@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Serialize;
 use stacyvm_auth::{
-    decode_unverified, mint, sign, Claims, Secret, Verifier, AUD_CONTROL_PLANE, AUD_RPC,
-    MAX_LIFETIME_SECS, SKEW_SECS, WORKER_SCOPES,
+    decode_unverified, mint, sign, Claims, Scope, Secret, Verifier, AUD_CONTROL_PLANE, AUD_RPC,
+    MAX_LIFETIME_SECS, SKEW_SECS,
 };
 use stacyvm_server::config::{Config, ValidConfig};
 use stacyvm_types::{format_go_duration, parse_go_duration};
@@ -130,18 +130,13 @@ fn issue(a: IssueArgs, now: i64) -> anyhow::Result<String> {
             a.ttl
         );
     }
-    // An unknown scope would be dropped by the control plane, and a token left with no known
-    // scope gets all of them: refuse typos here instead.
-    if let Some(bad) = a
+    // The control plane and workers refuse a token with an unknown scope: refuse it here first.
+    let scopes = a
         .scopes
         .iter()
-        .find(|s| !WORKER_SCOPES.contains(&s.as_str()))
-    {
-        bail!(
-            "unknown worker scope {bad:?}; known scopes: {}",
-            WORKER_SCOPES.join(", ")
-        );
-    }
+        .map(|s| s.parse::<Scope>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{e}; known scopes: {}", Scope::known_list()))?;
     let key = match explicit_signing_key(a.signing_key, a.signing_key_file.as_deref())? {
         Some(k) => k,
         None => {
@@ -155,7 +150,7 @@ fn issue(a: IssueArgs, now: i64) -> anyhow::Result<String> {
              ${SIGNING_KEY_ENV} or auth.worker_signing_key)"
         );
     }
-    let (_, mut claims) = mint(&key, &worker_id, audience, ttl, &a.scopes, now)?;
+    let (_, mut claims) = mint(&key, &worker_id, audience, ttl, &scopes, now)?;
     let token_id = a.token_id.as_deref().unwrap_or_default().trim();
     if !token_id.is_empty() {
         claims.jti = token_id.to_string();
