@@ -136,6 +136,7 @@ impl FromIterator<Scope> for Scopes {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
