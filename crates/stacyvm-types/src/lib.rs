@@ -1,13 +1,17 @@
 //! Domain vocabulary shared by every StacyVM crate. Pure data and parsing, no I/O.
 
 mod duration;
+mod event;
 mod id;
+mod ids;
 mod sandbox;
 mod state;
 mod time;
 
 pub use duration::{format_go_duration, parse_go_duration, DurationError, GoDuration};
+pub use event::{EventKind, UnknownEventKind};
 pub use id::{new_sandbox_id, validate_owner_id, OwnerIdError};
+pub use ids::{Placement, SandboxId, WorkerId};
 pub use sandbox::{ExecMode, FileInfo, Sandbox, StreamChunk, StreamKind};
 pub use state::{InvalidTransition, SandboxState, UnknownState};
 pub use time::{format_rfc3339_go, format_rfc3339_secs, parse_rfc3339, serde_go, Timestamp};
