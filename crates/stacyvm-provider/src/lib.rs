@@ -1,5 +1,6 @@
 //! Isolation backends. Every backend implements [`Provider`] and passes `conformance`.
 
+mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 #[cfg(feature = "docker")]
@@ -16,11 +17,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+pub use config::{DockerConfig, DockerPoolSecurity, MicrovmConfig};
 #[cfg(feature = "docker")]
-pub use docker::{DockerConfig, DockerProvider};
+pub use docker::DockerProvider;
 pub use error::ProviderError;
 #[cfg(feature = "microvm")]
-pub use microvm::{MicrovmConfig, MicrovmProvider};
+pub use microvm::MicrovmProvider;
 pub use mock::{MockCall, MockProvider};
 pub use registry::ProviderRegistry;
 use stacyvm_types::{ExecMode, FileInfo, SandboxState, StreamChunk};

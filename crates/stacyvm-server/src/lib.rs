@@ -1,7 +1,6 @@
 //! StacyVM control plane: the service layer every transport calls, the HTTP API, and the
 //! background tasks. The binary calls [`serve`] with a validated config.
 
-pub mod config;
 mod creating;
 mod error;
 mod events;
@@ -18,7 +17,7 @@ use std::time::Duration;
 
 pub use error::ServiceError;
 pub use http::router;
-pub use run::{build_providers, run, settings_from, worker_rpc, RunError};
+pub use run::{run, settings_from, worker_rpc, RunError};
 pub use service::{
     AdmissionDecision, Caller, ExecParams, ExecResult, ExecStream, OwnerUsage, PreviewHost,
     ProviderHealth, QuotaInput, QuotaSummary, ReadyReport, Service, SpawnParams, StreamItem,

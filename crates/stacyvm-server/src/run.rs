@@ -2,19 +2,17 @@
 
 use std::sync::Arc;
 
-use stacyvm_auth::{Secret, Verifier, WorkerAuthenticator};
-use stacyvm_provider::{MockProvider, Provider, ProviderRegistry};
-use stacyvm_store::StoreError;
-use tokio_util::sync::CancellationToken;
-
-use crate::config::{
-    CorsOrigins, DatabaseTarget, Overflow, ProviderChoice, RateLimitKey, ValidConfig,
-};
 use crate::remote::{RpcTlsClient, WorkerClient};
 use crate::settings::{
     AuthSettings, Limits, RateKeyBy, RateLimitSettings, Settings, SpawnOverflow,
 };
 use crate::Service;
+use stacyvm_auth::{Secret, Verifier, WorkerAuthenticator};
+use stacyvm_config::{
+    build_providers, ConfigError, CorsOrigins, DatabaseTarget, Overflow, RateLimitKey, ValidConfig,
+};
+use stacyvm_store::StoreError;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -28,6 +26,9 @@ pub enum RunError {
     },
     #[error("provider {name}: {message}")]
     Provider { name: &'static str, message: String },
+    /// The provider factory's error, shown as it is (it already names the provider).
+    #[error(transparent)]
+    Providers(ConfigError),
     #[error("serving HTTP")]
     Serve(#[source] std::io::Error),
 }
@@ -97,165 +98,6 @@ pub fn settings_from(cfg: &ValidConfig) -> Settings {
         admin_audit_retention: c.auth.admin_audit_retention,
         hostname,
     }
-}
-
-#[cfg(feature = "docker")]
-async fn docker_provider(cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
-    let d = &cfg.config().providers.docker;
-    let dc = stacyvm_provider::DockerConfig {
-        socket: d.socket.clone(),
-        runtime: d.runtime.clone(),
-        default_image: d.default_image.clone(),
-        network_mode: d.network_mode.clone(),
-        seccomp_profile: d.seccomp_profile.clone(),
-        read_only_rootfs: d.read_only_rootfs,
-        memory: d.memory.clone(),
-        cpus: d.cpus,
-        pids_limit: d.pids_limit,
-        user: d.user.clone(),
-        dropped_caps: d.dropped_caps.clone(),
-        added_caps: d.added_caps.clone(),
-        tmpfs: d.tmpfs.clone(),
-        preview_domain: if cfg.config().server.preview_domain.is_empty() {
-            "localhost".into()
-        } else {
-            cfg.config().server.preview_domain.clone()
-        },
-        ..Default::default()
-    };
-    let p = stacyvm_provider::DockerProvider::connect(dc)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(Arc::new(p))
-}
-
-#[cfg(not(feature = "docker"))]
-async fn docker_provider(_cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
-    Err("this build does not include the docker provider".into())
-}
-
-#[cfg(feature = "microvm")]
-fn microvm_provider(cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
-    let m = &cfg.config().providers.microvm;
-    let mut mc = stacyvm_provider::MicrovmConfig {
-        accel: m.accel.clone(),
-        warm_pool: m.warm_pool,
-        network_mode: m.network_mode.clone(),
-        ..Default::default()
-    };
-    let set = |dst: &mut String, v: &str| {
-        if !v.is_empty() {
-            *dst = v.to_string();
-        }
-    };
-    set(&mut mc.qemu_path, &m.qemu_path);
-    set(&mut mc.kernel_path, &m.kernel_path);
-    set(&mut mc.initrd_path, &m.initrd_path);
-    set(&mut mc.data_dir, &m.data_dir);
-    let p = stacyvm_provider::MicrovmProvider::new(mc).map_err(|e| e.to_string())?;
-    Ok(Arc::new(p))
-}
-
-#[cfg(not(feature = "microvm"))]
-fn microvm_provider(_cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
-    Err("this build does not include the microvm provider".into())
-}
-
-/// Whether hardware virtualisation is usable (a stock guest kernel runs under KVM only with
-/// VT-x/AMD-V; the PVM-only /dev/kvm of some hosts does not count).
-fn hardware_kvm() -> bool {
-    std::path::Path::new("/dev/kvm").exists()
-        && ["/sys/module/kvm_intel", "/sys/module/kvm_amd"]
-            .iter()
-            .any(|p| std::path::Path::new(p).exists())
-}
-
-/// Registers the providers the config asks for and resolves `auto`: docker when its daemon
-/// answers, else mock with a loud warning (commands then run unisolated).
-pub async fn build_providers(cfg: &ValidConfig) -> Result<ProviderRegistry, RunError> {
-    let mut reg = ProviderRegistry::new();
-    let choice = cfg.provider_default();
-    let want_docker = cfg.wants_provider(ProviderChoice::Docker);
-    let mut docker_ok = false;
-    if want_docker || choice == ProviderChoice::Auto {
-        match docker_provider(cfg).await {
-            Ok(p) => {
-                let healthy = tokio::time::timeout(std::time::Duration::from_secs(5), p.health())
-                    .await
-                    .is_ok_and(|r| r.is_ok());
-                if healthy || want_docker {
-                    // An explicitly enabled docker provider is registered even when the daemon is
-                    // down: `/ready` reports it until it answers.
-                    reg.register(p);
-                    docker_ok = healthy;
-                }
-                if !healthy {
-                    tracing::warn!("docker provider: daemon not answering");
-                }
-            }
-            Err(e) if want_docker => {
-                return Err(RunError::Provider {
-                    name: "docker",
-                    message: e,
-                });
-            }
-            Err(e) => tracing::info!(reason = %e, "auto: docker not available"),
-        }
-    }
-    let want_microvm = cfg.wants_provider(ProviderChoice::Microvm);
-    let mut microvm_ok = false;
-    // `auto` takes microvm only with hardware virtualisation; TCG is no isolation boundary.
-    if want_microvm || (choice == ProviderChoice::Auto && !docker_ok && hardware_kvm()) {
-        match microvm_provider(cfg) {
-            Ok(p) => {
-                let healthy = p.health().await.is_ok();
-                if healthy || want_microvm {
-                    reg.register(p);
-                    microvm_ok = healthy;
-                }
-                if !healthy {
-                    tracing::warn!(
-                        "microvm provider: assets missing (run scripts/setup-microvm.sh)"
-                    );
-                }
-            }
-            Err(e) if want_microvm => {
-                return Err(RunError::Provider {
-                    name: "microvm",
-                    message: e,
-                });
-            }
-            Err(e) => tracing::info!(reason = %e, "auto: microvm not available"),
-        }
-    }
-    let auto_mock = choice == ProviderChoice::Auto && !docker_ok && !microvm_ok;
-    if cfg.wants_provider(ProviderChoice::Mock) || auto_mock {
-        reg.register(Arc::new(MockProvider::new()) as Arc<dyn Provider>);
-    }
-    let default = match choice {
-        ProviderChoice::Auto if docker_ok => {
-            tracing::info!("providers.default is auto: using docker");
-            "docker"
-        }
-        ProviderChoice::Auto if microvm_ok => {
-            tracing::info!("providers.default is auto: using microvm (KVM)");
-            "microvm"
-        }
-        ProviderChoice::Auto => {
-            tracing::warn!(
-                "providers.default is auto and no isolating provider is available: using the mock \
-                 provider. COMMANDS RUN UNISOLATED ON THIS HOST. Do not expose this server."
-            );
-            "mock"
-        }
-        ProviderChoice::Mock => "mock",
-        ProviderChoice::Docker => "docker",
-        ProviderChoice::Microvm => "microvm",
-    };
-    if !reg.set_default(default) {
-        tracing::warn!(provider = default, "default provider is not registered");
-    }
-    Ok(reg)
 }
 
 /// Worker authentication and the RPC client (with `worker.rpc_tls` when enabled).
@@ -337,7 +179,7 @@ pub async fn run(cfg: ValidConfig, shutdown: CancellationToken) -> Result<(), Ru
         DatabaseTarget::Postgres { dsn } => stacyvm_store::open("postgres", dsn).await,
     }
     .map_err(RunError::Store)?;
-    let providers = build_providers(&cfg).await?;
+    let providers = build_providers(&cfg).await.map_err(RunError::Providers)?;
     let settings = settings_from(&cfg);
     let (auth, client) = worker_rpc(&cfg)?;
     let svc = Service::with_worker_auth(

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use stacyvm_server::config::Config;
+use stacyvm_config::Config;
 use stacyvm_server::worker_rpc;
 
 #[test]

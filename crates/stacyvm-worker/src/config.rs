@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use stacyvm_auth::{Secret, Verifier};
+use stacyvm_config::ValidConfig;
 use stacyvm_provider::ProviderRegistry;
-use stacyvm_server::config::ValidConfig;
 use stacyvm_types::parse_go_duration;
 
 /// Bootstrap-issued tokens live this long unless `--bootstrap-token-ttl` says otherwise.
@@ -428,7 +428,7 @@ pub(crate) fn hostname() -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use stacyvm_server::config::Config;
+    use stacyvm_config::Config;
 
     use super::*;
 

@@ -29,7 +29,7 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> Result<(), W
     }
     let providers = match cfg.providers.clone() {
         Some(p) => p,
-        None => stacyvm_server::build_providers(&cfg.source)
+        None => stacyvm_config::build_providers(&cfg.source)
             .await
             .map_err(|e| WorkerError::Providers(error_chain(&e)))?,
     };

@@ -14,7 +14,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use stacyvm_types::SandboxState;
 
-use super::config::{is_non_root, Settings};
+use super::settings::{is_non_root, Settings};
 use super::{
     api_err, is_status, lock, server_message, valid_runtime_id, DockerProvider, LABEL_MANAGED,
     LABEL_OWNER_ID, LABEL_SANDBOX_ID,
@@ -454,7 +454,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::docker::DockerConfig;
+    use crate::DockerConfig;
 
     fn spec() -> SandboxSpec {
         SandboxSpec {

@@ -6,12 +6,12 @@
 //! (delete, move, chmod) run the image's own `rm`/`mv`/`chmod` through exec.
 
 mod archive;
-mod config;
 mod container;
 mod exec;
 mod files;
 mod image;
 mod kill;
+mod settings;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,12 +21,12 @@ use std::time::Duration;
 use bollard::errors::Error as DockerError;
 use bollard::Docker;
 use bytes::Bytes;
-pub use config::DockerConfig;
-use config::Settings;
+use settings::Settings;
 use stacyvm_types::{FileInfo, SandboxState};
 
 use crate::{
-    ChunkSender, ExecRequest, Provider, ProviderError, RuntimeInfo, SandboxSpec, Spawned, Stats,
+    ChunkSender, DockerConfig, ExecRequest, Provider, ProviderError, RuntimeInfo, SandboxSpec,
+    Spawned, Stats,
 };
 
 /// Label every sandbox container carries; the provider manages nothing else.

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use tokio::process::Child;
 
 use super::agent_conn::{self, AgentConn};
-use super::config::{NetworkMode, Settings};
 use super::pool::Pool;
 use super::qmp::Qmp;
+use super::settings::{NetworkMode, Settings};
 use super::snapshot::Templates;
 use super::vmm::{self, Launch, VmPaths, VmShape};
 use super::{lock, rootfs, tail_lines};

@@ -15,7 +15,6 @@
 
 mod agent_conn;
 mod boot;
-mod config;
 mod exec;
 mod files;
 mod net;
@@ -23,6 +22,7 @@ mod pool;
 mod qmp;
 mod rootfs;
 mod sealed;
+mod settings;
 mod snapshot;
 mod vmm;
 
@@ -31,8 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use config::Accel;
-pub use config::MicrovmConfig;
+use settings::Accel;
 use stacyvm_types::{FileInfo, SandboxState};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +39,10 @@ use tokio_util::sync::CancellationToken;
 use self::boot::{Core, Vm, VmMeta};
 use self::snapshot::{TemplateKey, Templates};
 use self::vmm::VmPaths;
-use crate::{ChunkSender, ExecRequest, Provider, ProviderError, RuntimeInfo, SandboxSpec, Spawned};
+use crate::{
+    ChunkSender, ExecRequest, MicrovmConfig, Provider, ProviderError, RuntimeInfo, SandboxSpec,
+    Spawned,
+};
 
 /// How many destroyed ids are remembered so `status` can answer `destroyed`.
 const DESTROYED_MEMORY: usize = 4096;

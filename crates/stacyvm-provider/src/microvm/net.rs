@@ -2,7 +2,7 @@
 //! QEMU's user-mode stack, with guest port 3000 forwarded to a loopback host port for the
 //! preview URL.
 
-use super::config::NetworkMode;
+use super::settings::NetworkMode;
 
 /// The guest port forwarded to the host for the preview URL.
 pub(crate) const PREVIEW_GUEST_PORT: u16 = 3000;

@@ -619,7 +619,7 @@ mod tests {
     }
 
     fn core(dir: &Path) -> Core {
-        let settings = super::super::MicrovmConfig {
+        let settings = crate::MicrovmConfig {
             data_dir: dir.to_string_lossy().into_owned(),
             run_as: "-".into(),
             ..Default::default()

@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
-use super::config::{Accel, Settings};
+use super::settings::{Accel, Settings};
 use crate::ProviderError;
 
 /// Files of one VM under `<data_dir>/vms/<id>/`.
@@ -276,7 +276,7 @@ pub(crate) fn is_qemu_process(pid: i32) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::microvm::config::MicrovmConfig;
+    use crate::MicrovmConfig;
 
     #[test]
     fn cpu_mhz() {

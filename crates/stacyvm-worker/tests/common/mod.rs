@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use stacyvm_config::Config;
 use stacyvm_provider::{MockProvider, Provider, ProviderRegistry};
-use stacyvm_server::config::Config;
 use stacyvm_worker::{rpc_router, WorkerConfig, WorkerOverrides, WorkerState};
 use tokio::net::TcpListener;
 

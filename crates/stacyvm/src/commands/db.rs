@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use stacyvm_server::config::{Config, DatabaseTarget};
+use stacyvm_config::{Config, DatabaseTarget};
 
 #[derive(Debug, Args)]
 pub struct DbArgs {

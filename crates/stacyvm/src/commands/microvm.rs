@@ -8,7 +8,7 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use stacyvm_server::config::Config;
+use stacyvm_config::Config;
 
 const SCRIPT: &str = include_str!("../../../../scripts/setup-microvm.sh");
 const DEFAULT_IMAGE: &str = "stacyvm-test/busybox:latest";

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use stacyvm_server::config::{Config, LogFormat, ValidConfig};
+use stacyvm_config::{Config, LogFormat, ValidConfig};
 use tokio_util::sync::CancellationToken;
 
 pub fn init_logging(cfg: &ValidConfig) {

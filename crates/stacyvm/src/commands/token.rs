@@ -9,7 +9,7 @@ use stacyvm_auth::{
     decode_unverified, mint, sign, Claims, Scope, Secret, Verifier, AUD_CONTROL_PLANE, AUD_RPC,
     MAX_LIFETIME_SECS, SKEW_SECS,
 };
-use stacyvm_server::config::{Config, ValidConfig};
+use stacyvm_config::{Config, ValidConfig};
 use stacyvm_types::{format_go_duration, parse_go_duration};
 
 use crate::cli_token::{

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use stacyvm_server::config::Config;
+use stacyvm_config::Config;
 use stacyvm_worker::{WorkerConfig, WorkerOverrides};
 use tokio_util::sync::CancellationToken;
 

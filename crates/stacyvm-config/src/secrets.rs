@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use super::{Config, ConfigError};
+use crate::{Config, ConfigError};
 
 /// Debug-prints `"<redacted>"` for a non-empty secret and `""` for an empty one, so a dump
 /// still shows whether the secret is set.

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use stacyvm_server::config::{
+use stacyvm_config::{
     Config, ConfigError, CorsOrigins, DatabaseTarget, LogFormat, LogLevel, Overflow,
     ProviderChoice, RateLimitKey, ValidConfig,
 };

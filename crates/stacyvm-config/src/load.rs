@@ -1,62 +1,11 @@
-//! Typed, strict configuration for `stacyvm serve` and `stacyvm worker` (wire-reference §11,
-//! DECISIONS.md, docs/configuration.md).
-//!
-//! Flow: [`Config::load`] finds the file (`$STACYVM_CONFIG`, else `./stacyvm.yaml`, else
-//! `~/.stacyvm/config.yaml`, else defaults), applies `STACYVM_A_B_C` env overrides, and
-//! deserialises with unknown keys rejected. [`Config::validate`] then resolves `*_file` secrets,
-//! checks every rule and returns a [`ValidConfig`] plus warnings for the caller to log.
-
-mod de;
-mod env;
-mod error;
-mod formats;
-mod providers;
-mod secrets;
-mod sections;
-mod valid;
-mod validate;
+//! Finding the file, reading it, applying env overrides, and deserialising (strict).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use serde_yaml::Value;
+use serde_norway::Value;
 
-pub use error::ConfigError;
-pub use providers::{
-    CustomSection, DockerSection, E2bSection, FirecrackerSection, MicrovmSection, MockSection,
-    PoolSecuritySection, ProotSection, ProvidersSection,
-};
-pub use sections::{
-    AuthSection, DatabaseSection, DefaultsSection, LoggingSection, PoolSection, RateLimitSection,
-    RpcTlsSection, ServerSection, WorkerSection,
-};
-pub use valid::{
-    Accel, CorsOrigins, DatabaseTarget, LogFormat, LogLevel, MicrovmNetwork, Overflow,
-    ProviderChoice, RateLimitKey, ValidConfig,
-};
-
-/// The env var that names an explicit config file.
-pub const CONFIG_ENV_VAR: &str = "STACYVM_CONFIG";
-
-/// The whole config file as written (after env overrides), before validation. `Serialize`
-/// output contains secrets in clear; `Debug` redacts them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    pub server: ServerSection,
-    pub worker: WorkerSection,
-    pub providers: ProvidersSection,
-    pub defaults: DefaultsSection,
-    pub auth: AuthSection,
-    pub rate_limit: RateLimitSection,
-    pub database: DatabaseSection,
-    pub logging: LoggingSection,
-    pub pool: PoolSection,
-    /// The file this config was read from; `None` = built-in defaults (plus env).
-    #[serde(skip)]
-    pub source: Option<PathBuf>,
-}
+use crate::{env, validate, Config, ConfigError, ValidConfig, CONFIG_ENV_VAR};
 
 /// Where [`Config::load_from`] looks: injected so tests never touch the process environment.
 #[derive(Debug, Clone)]
@@ -180,7 +129,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut tree = match yaml {
             Some(text) => {
-                serde_yaml::from_str::<Value>(text).map_err(|source| ConfigError::Syntax {
+                serde_norway::from_str::<Value>(text).map_err(|source| ConfigError::Syntax {
                     origin: origin.to_string(),
                     source,
                 })?
@@ -209,12 +158,8 @@ impl Config {
 }
 
 /// The default config as a YAML tree: the schema the env walker and warnings work from.
-fn defaults_tree() -> Value {
+pub(crate) fn defaults_tree() -> Value {
     // Serialising plain structs of strings, numbers and maps cannot fail; an empty tree would
     // only disable env overrides, never panic.
-    serde_yaml::to_value(Config::default()).unwrap_or(Value::Null)
+    serde_norway::to_value(Config::default()).unwrap_or(Value::Null)
 }
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests;

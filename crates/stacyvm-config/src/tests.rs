@@ -2,10 +2,10 @@
 
 use std::collections::BTreeSet;
 
-use super::env::{leaves, LeafKind};
-use super::formats::{check_host_port, check_http_url, check_origin, parse_docker_memory};
-use super::secrets::SECRET_FILE_KEYS;
 use super::*;
+use crate::env::{leaves, LeafKind};
+use crate::formats::{check_host_port, check_http_url, check_origin, parse_docker_memory};
+use crate::secrets::SECRET_FILE_KEYS;
 
 #[test]
 fn env_names_are_unique_per_key() {

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_yaml::{Mapping, Number, Value};
+use serde_norway::{Mapping, Number, Value};
 
-use super::ConfigError;
+use crate::ConfigError;
 
 /// The shape of a leaf key, read off its default value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

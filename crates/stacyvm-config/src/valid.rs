@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use stacyvm_types::GoDuration;
 
-use super::secrets::Redacted;
-use super::Config;
+use crate::secrets::Redacted;
+use crate::Config;
 
 macro_rules! str_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {

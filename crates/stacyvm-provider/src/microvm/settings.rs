@@ -1,62 +1,10 @@
-//! `providers.microvm.*` as the provider consumes it.
+//! `providers.microvm.*` ([`MicrovmConfig`], the section as written) checked, with `auto` and
+//! empty values resolved.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::{ProviderError, MICROVM_DEFAULT_DATA_DIR as DEFAULT_DATA_DIR};
-
-/// Settings for [`super::MicrovmProvider`]. The server maps its `providers.microvm` section
-/// into this; `Default` gives that section's defaults.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MicrovmConfig {
-    /// QEMU binary (name looked up in `PATH`, or a path).
-    pub qemu_path: String,
-    /// Uncompressed guest kernel; empty = `<data_dir>/vmlinux`.
-    pub kernel_path: String,
-    /// Initramfs with the agent; empty = `<data_dir>/initramfs.cpio.gz`.
-    pub initrd_path: String,
-    /// Assets, image cache (`images/`) and per-VM state (`vms/`); empty = [`DEFAULT_DATA_DIR`].
-    pub data_dir: String,
-    /// `auto`, `kvm` or `tcg`.
-    pub accel: String,
-    /// Restored, paused clones kept per image (and memory size / vCPU count); 0 = none.
-    pub warm_pool: i64,
-    /// Restore spawns from a per-image snapshot instead of booting each one (needs an agent
-    /// speaking protocol 2). `false` = every spawn boots its kernel.
-    pub snapshots: bool,
-    /// `none` or `user`.
-    pub network_mode: String,
-    /// How long a cold boot may take until the agent answers.
-    pub boot_timeout: Duration,
-    /// Guest TSC frequency in kHz for `tsc_early_khz`; `None` = read from the host.
-    pub tsc_khz: Option<u64>,
-    /// Run QEMU as this user after it opened its files (`-runas`). Empty = `nobody` when the
-    /// provider runs as root and that user exists, else as the caller; `-` = as the caller.
-    pub run_as: String,
-    /// Memory / vCPUs when a spawn asks for none (≤ 0).
-    pub default_memory_mb: i64,
-    pub default_vcpus: i64,
-}
-
-impl Default for MicrovmConfig {
-    fn default() -> Self {
-        MicrovmConfig {
-            qemu_path: "qemu-system-x86_64".into(),
-            kernel_path: String::new(),
-            initrd_path: String::new(),
-            data_dir: String::new(),
-            accel: "auto".into(),
-            warm_pool: 0,
-            snapshots: true,
-            network_mode: "none".into(),
-            boot_timeout: Duration::from_secs(90),
-            tsc_khz: None,
-            run_as: String::new(),
-            default_memory_mb: 256,
-            default_vcpus: 1,
-        }
-    }
-}
+use crate::{MicrovmConfig, ProviderError, MICROVM_DEFAULT_DATA_DIR as DEFAULT_DATA_DIR};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {

@@ -3,14 +3,14 @@
 
 use stacyvm_types::GoDuration;
 
-use super::env::leaves;
-use super::formats::{check_host_port, check_http_url, check_origin, parse_docker_memory};
-use super::secrets::resolve_secret_files;
-use super::valid::{
+use crate::env::leaves;
+use crate::formats::{check_host_port, check_http_url, check_origin, parse_docker_memory};
+use crate::secrets::resolve_secret_files;
+use crate::valid::{
     Accel, CorsOrigins, DatabaseTarget, LogFormat, LogLevel, MicrovmNetwork, Overflow,
     ProviderChoice, RateLimitKey, ValidConfig,
 };
-use super::{defaults_tree, Config, ConfigError};
+use crate::{defaults_tree, Config, ConfigError};
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -387,13 +387,13 @@ fn check_database(c: &Config) -> Result<DatabaseTarget> {
 /// Keys whose value differs from the default, as dotted paths.
 fn changed_keys(c: &Config) -> Vec<String> {
     let defaults = defaults_tree();
-    let Ok(actual) = serde_yaml::to_value(c) else {
+    let Ok(actual) = serde_norway::to_value(c) else {
         return Vec::new();
     };
     leaves(&defaults)
         .into_iter()
         .filter(|leaf| {
-            let get = |tree: &serde_yaml::Value| {
+            let get = |tree: &serde_norway::Value| {
                 leaf.path
                     .iter()
                     .try_fold(tree, |node, seg| node.get(seg.as_str()))

@@ -1,69 +1,10 @@
-//! `providers.docker.*` (wire reference §11) as the provider consumes it.
+//! `providers.docker.*` ([`DockerConfig`], the section as written) checked and resolved into
+//! what container creation needs.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::ProviderError;
-
-/// Settings for [`super::DockerProvider`]. The server maps its `providers.docker` section into
-/// this; `Default` gives §11's defaults.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DockerConfig {
-    /// `unix:///path`, `/path`, `tcp://host:port` or `http://host:port`; empty = `DOCKER_HOST`,
-    /// else `/var/run/docker.sock`.
-    pub socket: String,
-    /// OCI runtime: `runc` (or empty) or `runsc` (gVisor), or any runtime the daemon knows.
-    pub runtime: String,
-    /// Used when a spawn names no image.
-    pub default_image: String,
-    /// `bridge`, `none`, or a user-defined network. `host` and `container:*` are refused.
-    pub network_mode: String,
-    /// `default` (or empty) = Docker's default profile; `unconfined`; else a path to a JSON
-    /// profile on the provider's host.
-    pub seccomp_profile: String,
-    /// Root filesystem read-only; `/tmp` and `/workspace` stay writable.
-    pub read_only_rootfs: bool,
-    /// Fallback memory limit in Docker syntax (`512m`, `1g`) when a spawn asks for none;
-    /// empty = no limit.
-    pub memory: String,
-    /// Fallback CPU count when a spawn asks for none; 0 = no limit.
-    pub cpus: f64,
-    /// Maximum processes per sandbox; 0 or negative = Docker's default (unlimited).
-    pub pids_limit: i64,
-    /// Container user (`name`, `uid`, `uid:gid`); empty = the image's.
-    pub user: String,
-    pub dropped_caps: Vec<String>,
-    pub added_caps: Vec<String>,
-    /// Extra tmpfs mounts: container path → mount options. Not reachable through the files API
-    /// (Docker's archive API cannot see inside tmpfs mounts).
-    pub tmpfs: BTreeMap<String, String>,
-    /// Domain of the Traefik preview route `3000-<id>.<domain>` (`server.preview_domain`).
-    pub preview_domain: String,
-    /// How long a pull of a missing image may take before spawn gives up.
-    pub pull_timeout: Duration,
-}
-
-impl Default for DockerConfig {
-    fn default() -> Self {
-        DockerConfig {
-            socket: String::new(),
-            runtime: "runc".into(),
-            default_image: "alpine:latest".into(),
-            network_mode: "bridge".into(),
-            seccomp_profile: "default".into(),
-            read_only_rootfs: false,
-            memory: "512m".into(),
-            cpus: 1.0,
-            pids_limit: 256,
-            user: String::new(),
-            dropped_caps: vec!["ALL".into()],
-            added_caps: Vec::new(),
-            tmpfs: BTreeMap::new(),
-            preview_domain: "localhost".into(),
-            pull_timeout: Duration::from_secs(120),
-        }
-    }
-}
+use crate::{DockerConfig, ProviderError};
 
 /// `DockerConfig` checked and reduced to what container creation needs.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,8 +8,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use stacyvm_types::GoDuration;
 
-use super::de;
-use super::secrets::{Redacted, RedactedMap};
+use crate::de;
+use crate::secrets::{Redacted, RedactedMap};
 
 const MIB: i64 = 1024 * 1024;
 

@@ -1,9 +1,8 @@
 //! Serde helpers for the shapes YAML users actually write.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Visitor};
 use serde::Deserializer;
 use stacyvm_types::{parse_go_duration, GoDuration};
 
@@ -51,44 +50,5 @@ impl Visitor<'_> for DurationVisitor {
                 "duration {v} has no unit; write it like \"{v}s\""
             )))
         }
-    }
-}
-
-/// `providers.docker.tmpfs`: either a map `{"/tmp": "rw,size=64m"}` (Docker's own shape) or a
-/// list `["/tmp:rw,size=64m", "/run"]`; both become path → options.
-pub(crate) fn string_map_or_list<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<BTreeMap<String, String>, D::Error> {
-    d.deserialize_any(MapOrListVisitor)
-}
-
-struct MapOrListVisitor;
-
-impl<'de> Visitor<'de> for MapOrListVisitor {
-    type Value = BTreeMap<String, String>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a map of path to mount options, or a list of \"path[:options]\"")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(BTreeMap::new())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = BTreeMap::new();
-        while let Some((k, v)) = map.next_entry::<String, Option<String>>()? {
-            out.insert(k, v.unwrap_or_default());
-        }
-        Ok(out)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = BTreeMap::new();
-        while let Some(item) = seq.next_element::<String>()? {
-            let (path, opts) = item.split_once(':').unwrap_or((item.as_str(), ""));
-            out.insert(path.to_string(), opts.to_string());
-        }
-        Ok(out)
     }
 }

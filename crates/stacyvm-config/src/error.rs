@@ -1,4 +1,4 @@
-//! The one error type of the config layer. Every variant names the offending key (or env var,
+//! The one error type of the config layer (loading, validation, the provider factory). Every variant names the offending key (or env var,
 //! or file) so an operator can fix the config without reading code.
 
 use std::io;
@@ -23,7 +23,7 @@ pub enum ConfigError {
     Syntax {
         origin: String,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
 
     /// A key the file (or an env override) got wrong: unknown key, wrong type, bad duration.
@@ -61,6 +61,11 @@ pub enum ConfigError {
 
     #[error("{key}: the {provider} provider is not shipped in StacyVM (available: mock, docker, microvm)")]
     ProviderNotShipped { key: String, provider: String },
+
+    /// [`crate::build_providers`]: a provider the config asks for cannot be built (not in this
+    /// build, or its settings refused by the backend).
+    #[error("provider {name}: {message}")]
+    ProviderUnavailable { name: &'static str, message: String },
 }
 
 impl ConfigError {
@@ -85,7 +90,8 @@ impl ConfigError {
             ConfigError::ExplicitFileMissing { .. }
             | ConfigError::CurrentDir(_)
             | ConfigError::Read { .. }
-            | ConfigError::Syntax { .. } => None,
+            | ConfigError::Syntax { .. }
+            | ConfigError::ProviderUnavailable { .. } => None,
         }
     }
 }

@@ -1,15 +1,16 @@
 //! `providers.*`: the sandbox backends. Only mock, docker and microvm ship; the original's
 //! firecracker, e2b, custom and proot sections still parse so existing files load, and
-//! `validate()` refuses to enable them.
+//! `validate()` refuses to enable them. `docker` and `microvm` are the provider crate's own
+//! types ([`DockerConfig`], [`MicrovmConfig`]): the section is the provider's settings.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use stacyvm_provider::{DockerConfig, MicrovmConfig};
 use stacyvm_types::GoDuration;
 
-use super::de;
-use super::secrets::Redacted;
+use crate::de;
+use crate::secrets::Redacted;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -18,11 +19,11 @@ pub struct ProvidersSection {
     pub default: String,
     pub mock: MockSection,
     pub firecracker: FirecrackerSection,
-    pub docker: DockerSection,
+    pub docker: DockerConfig,
     pub e2b: E2bSection,
     pub custom: CustomSection,
     pub proot: ProotSection,
-    pub microvm: MicrovmSection,
+    pub microvm: MicrovmConfig,
 }
 
 impl Default for ProvidersSection {
@@ -31,11 +32,11 @@ impl Default for ProvidersSection {
             default: "auto".into(),
             mock: MockSection::default(),
             firecracker: FirecrackerSection::default(),
-            docker: DockerSection::default(),
+            docker: DockerConfig::default(),
             e2b: E2bSection::default(),
             custom: CustomSection::default(),
             proot: ProotSection::default(),
-            microvm: MicrovmSection::default(),
+            microvm: MicrovmConfig::default(),
         }
     }
 }
@@ -68,75 +69,6 @@ impl Default for FirecrackerSection {
             default_rootfs: String::new(),
             agent_path: "./bin/stacyvm-agent".into(),
             data_dir: "/var/lib/stacyvm".into(),
-        }
-    }
-}
-
-/// Docker backend. `enabled` defaults to false; `providers.default: auto|docker` selects it at
-/// runtime regardless.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DockerSection {
-    pub enabled: bool,
-    /// Engine socket; empty = the platform default.
-    pub socket: String,
-    pub runtime: String,
-    pub default_image: String,
-    pub network_mode: String,
-    pub seccomp_profile: String,
-    pub read_only_rootfs: bool,
-    /// Docker memory syntax (`512m`, `1g`); empty = no limit.
-    pub memory: String,
-    pub cpus: f64,
-    pub pids_limit: i64,
-    pub user: String,
-    pub dropped_caps: Vec<String>,
-    pub added_caps: Vec<String>,
-    /// Container path → mount options.
-    #[serde(deserialize_with = "de::string_map_or_list")]
-    pub tmpfs: BTreeMap<String, String>,
-    pub pool_security: PoolSecuritySection,
-}
-
-impl Default for DockerSection {
-    fn default() -> Self {
-        DockerSection {
-            enabled: false,
-            socket: String::new(),
-            runtime: "runc".into(),
-            default_image: "alpine:latest".into(),
-            network_mode: "bridge".into(),
-            seccomp_profile: "default".into(),
-            read_only_rootfs: false,
-            memory: "512m".into(),
-            cpus: 1.0,
-            pids_limit: 256,
-            user: String::new(),
-            dropped_caps: vec!["ALL".into()],
-            added_caps: Vec::new(),
-            tmpfs: BTreeMap::new(),
-            pool_security: PoolSecuritySection::default(),
-        }
-    }
-}
-
-/// `providers.docker.pool_security.*`: belongs to the unimplemented pool mode.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PoolSecuritySection {
-    pub per_user_uid: bool,
-    pub pid_namespace: bool,
-    pub workspace_permissions: bool,
-    pub hidepid: bool,
-}
-
-impl Default for PoolSecuritySection {
-    fn default() -> Self {
-        PoolSecuritySection {
-            per_user_uid: false,
-            pid_namespace: false,
-            workspace_permissions: true,
-            hidepid: false,
         }
     }
 }
@@ -234,38 +166,6 @@ impl Default for ProotSection {
             max_memory_mb: 512,
             max_disk_mb: 1024,
             languages: vec!["python3".into(), "node".into(), "bash".into()],
-        }
-    }
-}
-
-/// Ours: QEMU `microvm` machine with an in-guest agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MicrovmSection {
-    pub enabled: bool,
-    pub qemu_path: String,
-    pub kernel_path: String,
-    pub initrd_path: String,
-    pub data_dir: String,
-    /// `auto` (KVM when usable, else TCG), `kvm` or `tcg`.
-    pub accel: String,
-    /// Booted VMs kept ready for spawns; 0 = none.
-    pub warm_pool: i64,
-    /// `none` (no guest network) or `user` (QEMU user-mode networking).
-    pub network_mode: String,
-}
-
-impl Default for MicrovmSection {
-    fn default() -> Self {
-        MicrovmSection {
-            enabled: false,
-            qemu_path: "qemu-system-x86_64".into(),
-            kernel_path: String::new(),
-            initrd_path: String::new(),
-            data_dir: String::new(),
-            accel: "auto".into(),
-            warm_pool: 0,
-            network_mode: "none".into(),
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use stacyvm_server::config::{
+use stacyvm_config::{
     Config, ConfigError, CorsOrigins, DatabaseTarget, LogFormat, LogLevel, Overflow,
     ProviderChoice, RateLimitKey, Sources, ValidConfig,
 };
@@ -179,8 +179,8 @@ fn defaults_match_the_reference_with_our_changes() {
 #[test]
 fn every_key_parses() {
     let c = Config::from_yaml_str(EVERY_KEY).unwrap();
-    let got = serde_yaml::to_value(&c).unwrap();
-    let def = serde_yaml::to_value(Config::default()).unwrap();
+    let got = serde_norway::to_value(&c).unwrap();
+    let def = serde_norway::to_value(Config::default()).unwrap();
     let keys = Config::keys();
     assert_eq!(
         keys.len(),
@@ -188,7 +188,7 @@ fn every_key_parses() {
         "schema size changed: update this test and docs"
     );
     for (key, _) in &keys {
-        let at = |v: &serde_yaml::Value| {
+        let at = |v: &serde_norway::Value| {
             key.split('.')
                 .try_fold(v, |node, seg| node.get(seg))
                 .cloned()

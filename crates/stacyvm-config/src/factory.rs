@@ -1,0 +1,142 @@
+//! The provider factory: the providers a validated config asks for, built the same way by
+//! `stacyvm serve` and `stacyvm worker`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stacyvm_provider::{MockProvider, Provider, ProviderRegistry};
+
+use crate::{ConfigError, ProviderChoice, ValidConfig};
+
+#[cfg(feature = "docker")]
+async fn docker_provider(cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
+    let mut dc = cfg.providers.docker.clone();
+    // Not a `providers.docker` key: the preview route's domain is the server's.
+    dc.preview_domain = match cfg.server.preview_domain.as_str() {
+        "" => "localhost".into(),
+        d => d.to_string(),
+    };
+    let p = stacyvm_provider::DockerProvider::connect(dc)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(p))
+}
+
+#[cfg(not(feature = "docker"))]
+async fn docker_provider(_cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
+    Err("this build does not include the docker provider".into())
+}
+
+#[cfg(feature = "microvm")]
+fn microvm_provider(cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
+    let mut mc = cfg.providers.microvm.clone();
+    // `validate()` lets an empty qemu_path through while microvm is not enabled; `auto` may
+    // still pick it, with the default binary.
+    if mc.qemu_path.is_empty() {
+        mc.qemu_path = stacyvm_provider::MicrovmConfig::default().qemu_path;
+    }
+    let p = stacyvm_provider::MicrovmProvider::new(mc).map_err(|e| e.to_string())?;
+    Ok(Arc::new(p))
+}
+
+#[cfg(not(feature = "microvm"))]
+fn microvm_provider(_cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
+    Err("this build does not include the microvm provider".into())
+}
+
+/// Whether hardware virtualisation is usable (a stock guest kernel runs under KVM only with
+/// VT-x/AMD-V; the PVM-only /dev/kvm of some hosts does not count).
+fn hardware_kvm() -> bool {
+    std::path::Path::new("/dev/kvm").exists()
+        && ["/sys/module/kvm_intel", "/sys/module/kvm_amd"]
+            .iter()
+            .any(|p| std::path::Path::new(p).exists())
+}
+
+/// Registers the providers the config asks for and resolves `auto`: docker when its daemon
+/// answers, else mock with a loud warning (commands then run unisolated).
+pub async fn build_providers(cfg: &ValidConfig) -> Result<ProviderRegistry, ConfigError> {
+    let mut reg = ProviderRegistry::new();
+    let choice = cfg.provider_default();
+    let want_docker = cfg.wants_provider(ProviderChoice::Docker);
+    let mut docker_ok = false;
+    if want_docker || choice == ProviderChoice::Auto {
+        match docker_provider(cfg).await {
+            Ok(p) => {
+                let healthy = tokio::time::timeout(Duration::from_secs(5), p.health())
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+                if healthy || want_docker {
+                    // An explicitly enabled docker provider is registered even when the daemon is
+                    // down: `/ready` reports it until it answers.
+                    reg.register(p);
+                    docker_ok = healthy;
+                }
+                if !healthy {
+                    tracing::warn!("docker provider: daemon not answering");
+                }
+            }
+            Err(e) if want_docker => {
+                return Err(ConfigError::ProviderUnavailable {
+                    name: "docker",
+                    message: e,
+                });
+            }
+            Err(e) => tracing::info!(reason = %e, "auto: docker not available"),
+        }
+    }
+    let want_microvm = cfg.wants_provider(ProviderChoice::Microvm);
+    let mut microvm_ok = false;
+    // `auto` takes microvm only with hardware virtualisation; TCG is no isolation boundary.
+    if want_microvm || (choice == ProviderChoice::Auto && !docker_ok && hardware_kvm()) {
+        match microvm_provider(cfg) {
+            Ok(p) => {
+                let healthy = p.health().await.is_ok();
+                if healthy || want_microvm {
+                    reg.register(p);
+                    microvm_ok = healthy;
+                }
+                if !healthy {
+                    tracing::warn!(
+                        "microvm provider: assets missing (run scripts/setup-microvm.sh)"
+                    );
+                }
+            }
+            Err(e) if want_microvm => {
+                return Err(ConfigError::ProviderUnavailable {
+                    name: "microvm",
+                    message: e,
+                });
+            }
+            Err(e) => tracing::info!(reason = %e, "auto: microvm not available"),
+        }
+    }
+    let auto_mock = choice == ProviderChoice::Auto && !docker_ok && !microvm_ok;
+    if cfg.wants_provider(ProviderChoice::Mock) || auto_mock {
+        reg.register(Arc::new(MockProvider::new()) as Arc<dyn Provider>);
+    }
+    let default = match choice {
+        ProviderChoice::Auto if docker_ok => {
+            tracing::info!("providers.default is auto: using docker");
+            "docker"
+        }
+        ProviderChoice::Auto if microvm_ok => {
+            tracing::info!("providers.default is auto: using microvm (KVM)");
+            "microvm"
+        }
+        ProviderChoice::Auto => {
+            tracing::warn!(
+                "providers.default is auto and no isolating provider is available: using the mock \
+                 provider. COMMANDS RUN UNISOLATED ON THIS HOST. Do not expose this server."
+            );
+            "mock"
+        }
+        ProviderChoice::Mock => "mock",
+        ProviderChoice::Docker => "docker",
+        ProviderChoice::Microvm => "microvm",
+    };
+    if !reg.set_default(default) {
+        tracing::warn!(provider = default, "default provider is not registered");
+    }
+    Ok(reg)
+}

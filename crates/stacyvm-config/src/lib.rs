@@ -1,0 +1,71 @@
+//! Typed, strict configuration for `stacyvm serve` and `stacyvm worker` (wire-reference §11,
+//! DECISIONS.md, docs/configuration.md).
+//!
+//! Flow: [`Config::load`] finds the file (`$STACYVM_CONFIG`, else `./stacyvm.yaml`, else
+//! `~/.stacyvm/config.yaml`, else defaults), applies `STACYVM_A_B_C` env overrides, and
+//! deserialises with unknown keys rejected. [`Config::validate`] then resolves `*_file` secrets,
+//! checks every rule and returns a [`ValidConfig`] plus warnings for the caller to log.
+//! [`build_providers`] turns a validated config into the providers both `serve` and `worker`
+//! run, so the two binaries build them from the same code.
+//!
+//! The `providers.docker` and `providers.microvm` sections are the provider crate's own
+//! [`DockerConfig`] and [`MicrovmConfig`]: one type per section (docs/configuration.md).
+
+mod de;
+mod env;
+mod error;
+mod factory;
+mod formats;
+mod load;
+mod providers;
+mod secrets;
+mod sections;
+mod valid;
+mod validate;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::ConfigError;
+pub use factory::build_providers;
+use load::defaults_tree;
+pub use load::Sources;
+pub use providers::{
+    CustomSection, E2bSection, FirecrackerSection, MockSection, ProotSection, ProvidersSection,
+};
+pub use sections::{
+    AuthSection, DatabaseSection, DefaultsSection, LoggingSection, PoolSection, RateLimitSection,
+    RpcTlsSection, ServerSection, WorkerSection,
+};
+pub use stacyvm_provider::{DockerConfig, DockerPoolSecurity, MicrovmConfig};
+pub use valid::{
+    Accel, CorsOrigins, DatabaseTarget, LogFormat, LogLevel, MicrovmNetwork, Overflow,
+    ProviderChoice, RateLimitKey, ValidConfig,
+};
+
+/// The env var that names an explicit config file.
+pub const CONFIG_ENV_VAR: &str = "STACYVM_CONFIG";
+
+/// The whole config file as written (after env overrides), before validation. `Serialize`
+/// output contains secrets in clear; `Debug` redacts them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerSection,
+    pub worker: WorkerSection,
+    pub providers: ProvidersSection,
+    pub defaults: DefaultsSection,
+    pub auth: AuthSection,
+    pub rate_limit: RateLimitSection,
+    pub database: DatabaseSection,
+    pub logging: LoggingSection,
+    pub pool: PoolSection,
+    /// The file this config was read from; `None` = built-in defaults (plus env).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
