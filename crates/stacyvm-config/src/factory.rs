@@ -140,3 +140,38 @@ pub async fn build_providers(cfg: &ValidConfig) -> Result<ProviderRegistry, Conf
     }
     Ok(reg)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    fn valid(yaml: &str) -> ValidConfig {
+        Config::from_yaml_str(yaml).unwrap().validate().unwrap()
+    }
+
+    #[tokio::test]
+    async fn mock_default_registers_only_the_mock() {
+        let reg = build_providers(&valid("providers:\n  default: mock\n"))
+            .await
+            .unwrap();
+        assert_eq!(reg.names(), ["mock"]);
+        assert_eq!(reg.default_name(), Some("mock"));
+    }
+
+    /// A backend the config asks for by name must exist: a build without it fails the start
+    /// naming the provider, rather than falling back to something unisolated.
+    #[cfg(not(feature = "docker"))]
+    #[tokio::test]
+    async fn explicit_backend_missing_from_the_build_is_an_error() {
+        let err = build_providers(&valid("providers:\n  docker:\n    enabled: true\n"))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "provider docker: this build does not include the docker provider"
+        );
+    }
+}
