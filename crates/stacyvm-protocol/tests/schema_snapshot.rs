@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 use stacyvm_protocol::*;
+use stacyvm_types::{ExecMode, GoDuration};
 
 fn samples() -> BTreeMap<&'static str, Value> {
     let target = Target {
@@ -24,7 +25,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
     m.insert("lease", v(&lease));
     m.insert(
         "request",
-        v(&RpcRequest {
+        v(&RpcEnvelope {
             id: "spawn-sb-0000abcd".into(),
             method: method::SPAWN.into(),
             worker_id: "worker-a".into(),
@@ -34,7 +35,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
     );
     m.insert(
         "request_minimal",
-        v(&RpcRequest {
+        v(&RpcEnvelope {
             id: "x".into(),
             method: method::SHUTDOWN.into(),
             worker_id: "w".into(),
@@ -58,7 +59,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
             id: "x".into(),
             worker_id: "w".into(),
             error: Some("boom".into()),
-            code: Some(code::FILE_NOT_FOUND.into()),
+            code: Some(ErrorCode::FileNotFound),
             result: None,
         }),
     );
@@ -71,7 +72,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
             memory_mb: 512,
             vcpus: 1,
             owner_id: String::new(),
-            ttl: "5m0s".into(),
+            ttl: GoDuration::from_secs(300),
             metadata: BTreeMap::new(),
         }),
     );
@@ -103,10 +104,10 @@ fn samples() -> BTreeMap<&'static str, Value> {
             target: target.clone(),
             command: "echo".into(),
             args: vec!["hi".into()],
-            mode: "argv".into(),
+            mode: ExecMode::Argv,
             env: BTreeMap::new(),
             workdir: String::new(),
-            timeout: "5s".into(),
+            timeout: Some(GoDuration::from_secs(5)),
         }),
     );
     m.insert(
@@ -136,21 +137,19 @@ fn samples() -> BTreeMap<&'static str, Value> {
     );
     m.insert(
         "file_params_write",
-        v(&FileParams {
+        v(&FileWriteParams {
             target: target.clone(),
             path: "/workspace/a".into(),
-            content: base64::encode(b"hi"),
+            content: b"hi".to_vec(),
             mode: "0644".into(),
-            ..Default::default()
         }),
     );
     m.insert(
         "file_params_move",
-        v(&FileParams {
+        v(&FileMoveParams {
             target: target.clone(),
             old_path: "/a".into(),
             new_path: "/b".into(),
-            ..Default::default()
         }),
     );
     m.insert(
@@ -186,7 +185,13 @@ fn samples() -> BTreeMap<&'static str, Value> {
         "file_stat_result",
         v(&FileStatResult {
             sandbox_id: "sb-0000abcd".into(),
-            file: FileInfo::default(),
+            file: FileInfo {
+                path: String::new(),
+                size: 0,
+                mode: String::new(),
+                is_dir: false,
+                mod_time: String::new(),
+            },
         }),
     );
     m.insert(
@@ -214,7 +219,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
         "renew_params",
         v(&RenewLeaseParams {
             resource_id: "sb-0000abcd".into(),
-            ttl: "30s".into(),
+            ttl: GoDuration::from_secs(30),
         }),
     );
     m.insert("renew_result", v(&RenewLeaseResult { lease }));
@@ -235,8 +240,71 @@ fn samples() -> BTreeMap<&'static str, Value> {
             resource_id: String::new(),
         }),
     );
+    added_samples(&mut m, &target);
     agent_samples(&mut m);
     m
+}
+
+/// Shapes added with the typed contract (all already on the wire before, untyped).
+fn added_samples(m: &mut BTreeMap<&'static str, Value>, target: &Target) {
+    let v = |x: &dyn Erased| x.value();
+    m.insert("error_codes", json!(ErrorCode::ALL.map(ErrorCode::as_str)));
+    m.insert(
+        "exec_stream_result",
+        v(&ExecStreamResult {
+            sandbox_id: "sb-0000abcd".into(),
+            chunks: vec![
+                StreamChunk {
+                    stream: "stdout".into(),
+                    data: "x".into(),
+                    exit_code: None,
+                },
+                StreamChunk {
+                    stream: "exit".into(),
+                    data: String::new(),
+                    exit_code: Some(0),
+                },
+            ],
+        }),
+    );
+    m.insert(
+        "file_params_path",
+        v(&FilePathParams {
+            target: target.clone(),
+            path: "/workspace/a".into(),
+        }),
+    );
+    m.insert(
+        "file_params_upload",
+        v(&FileUploadParams {
+            target: target.clone(),
+            path: "/workspace/a".into(),
+            mode: String::new(),
+        }),
+    );
+    m.insert(
+        "file_params_delete",
+        v(&FileDeleteParams {
+            target: target.clone(),
+            path: "/workspace/a".into(),
+            recursive: true,
+        }),
+    );
+    m.insert(
+        "file_params_chmod",
+        v(&FileChmodParams {
+            target: target.clone(),
+            path: "/workspace/a".into(),
+            mode: "0755".into(),
+        }),
+    );
+    m.insert(
+        "file_params_glob",
+        v(&FileGlobParams {
+            target: target.clone(),
+            pattern: "/workspace/*.log".into(),
+        }),
+    );
 }
 
 /// Host ↔ guest agent messages (`stacyvm_protocol::agent`), keyed `agent_*`.
@@ -463,7 +531,9 @@ fn go_worker_messages_decode() {
     let req: RpcRequest = serde_json::from_str(
         r#"{"id":"exec-sb-1","method":"worker.exec","worker_id":"w","params":{"sandbox_id":"sb-1","provider":"mock","command":"ls","extra":1}}"#,
     ).expect("request");
-    let p: ExecParams = serde_json::from_value(req.params.expect("params")).expect("params decode");
+    let RpcCall::Exec(p) = req.call else {
+        panic!("an exec call: {req:?}")
+    };
     assert_eq!(p.target.runtime(), "sb-1");
     assert_eq!(p.command, "ls");
     let c: StreamChunk = serde_json::from_str(r#"{"stream":"stdout","data":"x"}"#).expect("chunk");

@@ -11,6 +11,7 @@ mod microvm;
 mod mock;
 mod registry;
 mod stream;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -8,7 +8,7 @@
 mod docker_support;
 
 use docker_support::{has_runsc, provider, IMAGE};
-use stacyvm_provider::{conformance, DockerConfig, DockerProvider};
+use stacyvm_provider::{DockerConfig, DockerProvider};
 
 async fn runc() -> Option<DockerProvider> {
     provider(DockerConfig::default()).await
@@ -35,77 +35,10 @@ async fn runsc() -> Option<DockerProvider> {
     provider(cfg).await
 }
 
-macro_rules! suite {
-    ($runtime:ident: $($check:ident),* $(,)?) => {
-        mod $runtime {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let Some(p) = super::$runtime().await else { return };
-                    if let Err(e) = conformance::$check(&p, IMAGE).await {
-                        panic!("{e}");
-                    }
-                }
-            )*
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn unknown_sandbox() {
-                let Some(p) = super::$runtime().await else { return };
-                if let Err(e) = conformance::unknown_sandbox(&p).await {
-                    panic!("{e}");
-                }
-            }
-        }
-    };
+mod runc {
+    stacyvm_provider::provider_conformance_tests!(super::runc, super::IMAGE);
 }
 
-suite!(runc:
-    lifecycle,
-    exec_exit_codes,
-    exec_stderr,
-    exec_argv_mode,
-    exec_shell_args,
-    exec_env,
-    exec_workdir,
-    exec_timeout,
-    exec_streams_live,
-    exec_concurrent,
-    files_binary_roundtrip,
-    files_nested_parents,
-    files_list,
-    files_stat,
-    files_glob,
-    files_move,
-    files_chmod,
-    files_delete,
-    files_path_escape,
-    files_stream_roundtrip,
-    files_stream_errors,
-    logs,
-);
-
-suite!(runsc:
-    lifecycle,
-    exec_exit_codes,
-    exec_stderr,
-    exec_argv_mode,
-    exec_shell_args,
-    exec_env,
-    exec_workdir,
-    exec_timeout,
-    exec_streams_live,
-    exec_concurrent,
-    files_binary_roundtrip,
-    files_nested_parents,
-    files_list,
-    files_stat,
-    files_glob,
-    files_move,
-    files_chmod,
-    files_delete,
-    files_path_escape,
-    files_stream_roundtrip,
-    files_stream_errors,
-    logs,
-);
+mod runsc {
+    stacyvm_provider::provider_conformance_tests!(super::runsc, super::IMAGE);
+}

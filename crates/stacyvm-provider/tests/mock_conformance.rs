@@ -11,52 +11,12 @@ use tokio::sync::mpsc;
 mod mock_support;
 use mock_support::{fixture, spawn, stdout, write};
 
-macro_rules! shared {
-    ($($name:ident),* $(,)?) => {
-        mod shared {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let f = fixture();
-                    if let Err(e) = conformance::$name(&f.p, "mock").await {
-                        panic!("{e}");
-                    }
-                }
-            )*
-        }
-    };
+async fn fresh() -> Option<mock_support::Fixture> {
+    Some(fixture())
 }
 
-shared!(
-    lifecycle,
-    exec_exit_codes,
-    exec_stderr,
-    exec_argv_mode,
-    exec_shell_args,
-    exec_env,
-    exec_workdir,
-    exec_timeout,
-    exec_streams_live,
-    exec_concurrent,
-    files_binary_roundtrip,
-    files_nested_parents,
-    files_list,
-    files_stat,
-    files_glob,
-    files_move,
-    files_chmod,
-    files_delete,
-    files_path_escape,
-    files_stream_roundtrip,
-    files_stream_errors,
-    logs,
-);
-
-#[tokio::test]
-async fn shared_unknown_sandbox() {
-    let f = fixture();
-    conformance::unknown_sandbox(&f.p).await.unwrap();
+mod shared {
+    stacyvm_provider::provider_conformance_tests!(super::fresh, "mock");
 }
 
 mod format {

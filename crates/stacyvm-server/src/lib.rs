@@ -7,7 +7,7 @@ mod events;
 mod http;
 mod ops;
 mod reconcile;
-mod remote;
+pub mod remote;
 mod run;
 mod service;
 mod settings;

@@ -17,22 +17,21 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures_util::StreamExt;
-use stacyvm_protocol::{code, FileParams, FileWriteResult, RpcRequest};
+use stacyvm_protocol::{ErrorCode, FilePathParams, FileUploadParams, FileWriteResult, RpcFailure};
 use stacyvm_provider::{limited, ProviderError};
 
-use crate::error::RpcError;
-use crate::methods::{provider_for, required};
-use crate::rpc::{params, Reply, MAX_RPC_BODY};
+use crate::error::provider_failure;
+use crate::methods::provider_for;
+use crate::rpc::{Reply, MAX_RPC_BODY};
 use crate::state::WorkerState;
 
-pub(crate) async fn read(state: &WorkerState, req: &RpcRequest) -> Result<Reply, RpcError> {
-    let f: FileParams = params(req)?;
-    let provider = provider_for(state, &f.target)?;
-    let sb = f.target.sandbox_id.clone();
+pub(crate) async fn read(state: &WorkerState, p: FilePathParams) -> Result<Reply, RpcFailure> {
+    let provider = provider_for(state, &p.target)?;
+    let sb = p.target.sandbox_id.to_string();
     let file = provider
-        .read_file_stream(f.target.runtime(), required(&f.path, "path")?)
+        .read_file_stream(p.target.runtime(), &p.path)
         .await
-        .map_err(|e| RpcError::provider(e, &sb))?;
+        .map_err(|e| provider_failure(e, &sb))?;
     let body = file.body.map(move |r| {
         r.inspect_err(|e| tracing::warn!(sandbox_id = %sb, error = %e, "file stream failed"))
     });
@@ -52,14 +51,12 @@ pub(crate) async fn read(state: &WorkerState, req: &RpcRequest) -> Result<Reply,
 
 pub(crate) async fn write(
     state: &WorkerState,
-    req: &RpcRequest,
+    p: FileUploadParams,
     body: Body,
-) -> Result<Reply, RpcError> {
-    let f: FileParams = params(req)?;
-    let provider = provider_for(state, &f.target)?;
-    let sb = f.target.sandbox_id.as_str();
-    let path = required(&f.path, "path")?;
-    let mode = Some(f.mode.as_str()).filter(|m| !m.trim().is_empty());
+) -> Result<Reply, RpcFailure> {
+    let provider = provider_for(state, &p.target)?;
+    let sb = p.target.sandbox_id.as_str();
+    let mode = Some(p.mode.as_str()).filter(|m| !m.trim().is_empty());
     let mut stream = body
         .into_data_stream()
         .map(|r| r.map_err(|e| ProviderError::InvalidInput(format!("upload body failed: {e}"))))
@@ -70,19 +67,19 @@ pub(crate) async fn write(
         stream = limited(stream, MAX_RPC_BODY as u64, tripped.clone());
     }
     let res = provider
-        .write_file_stream(f.target.runtime(), path, stream, mode)
+        .write_file_stream(p.target.runtime(), &p.path, stream, mode)
         .await;
     if tripped.load(Ordering::SeqCst) {
-        return Err(RpcError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            code::BAD_REQUEST,
+        return Err(RpcFailure::new(
+            413,
+            Some(ErrorCode::BadRequest),
             format!(
                 "invalid input: the {} provider takes files of at most {MAX_RPC_BODY} bytes",
                 provider.name()
             ),
         ));
     }
-    let size = res.map_err(|e| RpcError::provider(e, sb))?;
+    let size = res.map_err(|e| provider_failure(e, sb))?;
     Reply::json(FileWriteResult {
         sandbox_id: sb.to_string(),
         size,

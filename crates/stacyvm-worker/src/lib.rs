@@ -7,6 +7,7 @@ mod config;
 mod cp;
 mod drain;
 mod error;
+mod files;
 mod files_stream;
 mod heartbeat;
 mod lease;

@@ -12,13 +12,12 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use stacyvm_protocol::{
-    method, RpcRequest, RpcResponse, ENVELOPE_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    method, ErrorCode, RpcCall, RpcEnvelope, RpcFailure, RpcRequest, RpcResponse, ENVELOPE_HEADER,
+    PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 
-use crate::error::RpcError;
 use crate::state::WorkerState;
 use crate::{files_stream, methods};
 
@@ -64,16 +63,15 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
-    pub(crate) fn void() -> Result<Reply, RpcError> {
+    pub(crate) fn void() -> Result<Reply, RpcFailure> {
         Ok(Reply::Result(None))
     }
 
-    pub(crate) fn json(v: impl serde::Serialize) -> Result<Reply, RpcError> {
+    /// `result` as a JSON value (keys sorted, as the answers have always been).
+    pub(crate) fn json(v: impl serde::Serialize) -> Result<Reply, RpcFailure> {
         serde_json::to_value(v)
             .map(|v| Reply::Result(Some(v)))
-            .map_err(|e| {
-                RpcError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
-            })
+            .map_err(|e| RpcFailure::new(500, Some(ErrorCode::Internal), e.to_string()))
     }
 }
 
@@ -91,28 +89,32 @@ async fn rpc(State(state): State<WorkerState>, req: Request) -> Response {
     // A streamed upload: the envelope is in a header and the body is the file, read as a
     // stream by the method (never buffered here).
     if let Some(envelope) = headers.get(ENVELOPE_HEADER) {
-        let Some(req) = envelope
+        let Some(env) = envelope
             .to_str()
             .ok()
-            .and_then(|s| serde_json::from_str::<RpcRequest>(s).ok())
+            .and_then(|s| serde_json::from_str::<RpcEnvelope>(s).ok())
         else {
             return invalid_request();
         };
-        return match admit_envelope(&state, &req) {
+        let id = env.id.clone();
+        return match admit_envelope(&state, env) {
             Err(r) => r,
-            Ok(()) if req.method != method::FILE_WRITE_STREAM => respond(
+            Ok(RpcRequest {
+                call: RpcCall::FileWriteStream(p),
+                ..
+            }) => {
+                let outcome = files_stream::write(&state, p, body).await;
+                log_failure(method::FILE_WRITE_STREAM, &outcome);
+                respond(&state, &id, outcome)
+            }
+            Ok(_) => respond(
                 &state,
-                &req.id,
-                Err(RpcError::bad_request(format!(
+                &id,
+                Err(RpcFailure::bad_request(format!(
                     "only {} takes its envelope in the {ENVELOPE_HEADER} header",
                     method::FILE_WRITE_STREAM
                 ))),
             ),
-            Ok(()) => {
-                let outcome = files_stream::write(&state, &req, body).await;
-                log_failure(&req.method, &outcome);
-                respond(&state, &req.id, outcome)
-            }
         };
     }
     // Everything else is a JSON envelope, bounded by `MAX_RPC_BODY`.
@@ -120,21 +122,22 @@ async fn rpc(State(state): State<WorkerState>, req: Request) -> Response {
         Ok(b) => b,
         Err(rejection) => return rejection.into_response(),
     };
-    let Ok(req) = serde_json::from_slice::<RpcRequest>(&body) else {
+    let Ok(env) = serde_json::from_slice::<RpcEnvelope>(&body) else {
         return invalid_request();
     };
     drop(body);
-    if let Err(r) = admit_envelope(&state, &req) {
-        return r;
-    }
+    let req = match admit_envelope(&state, env) {
+        Ok(req) => req,
+        Err(r) => return r,
+    };
     let wants_ndjson = headers
         .get(stacyvm_protocol::STREAM_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("ndjson"));
     let id = req.id.clone();
-    let method = req.method.clone();
+    let method = req.call.method();
     let outcome = methods::dispatch(&state, req, wants_ndjson).await;
-    log_failure(&method, &outcome);
+    log_failure(method, &outcome);
     respond(&state, &id, outcome)
 }
 
@@ -146,61 +149,28 @@ fn invalid_request() -> Response {
     )
 }
 
-/// The envelope's target worker (403 in the REST shape) and its validity (400 `RpcResponse`).
+/// The envelope's target worker (403 in the REST shape), then its decoding into a typed
+/// request (400 `RpcResponse`): the worker's whole validation of a call.
 #[expect(clippy::result_large_err, reason = "the error is the ready response")]
-fn admit_envelope(state: &WorkerState, req: &RpcRequest) -> Result<(), Response> {
-    if !req.worker_id.trim().is_empty() && req.worker_id != state.inner.id {
+fn admit_envelope(state: &WorkerState, env: RpcEnvelope) -> Result<RpcRequest, Response> {
+    if !env.worker_id.trim().is_empty() && env.worker_id != state.inner.id {
         return Err(rest_error(
             StatusCode::FORBIDDEN,
             "UNAUTHORIZED",
             "worker RPC request targets a different worker",
         ));
     }
-    validate(req).map_err(|e| respond(state, &req.id, Err(e)))
+    let id = env.id.clone();
+    env.decode().map_err(|f| respond(state, &id, Err(f)))
 }
 
-fn log_failure(method: &str, outcome: &Result<Reply, RpcError>) {
-    if let Err(e) = outcome {
-        tracing::debug!(method, status = e.status.as_u16(), error = %e.message, "worker RPC failed");
+fn log_failure(method: &str, outcome: &Result<Reply, RpcFailure>) {
+    if let Err(f) = outcome {
+        tracing::debug!(method, status = f.status, error = %f.message, "worker RPC failed");
     }
 }
 
-/// Envelope rules (§9.2); failures are 400 responses carrying `error`.
-fn validate(req: &RpcRequest) -> Result<(), RpcError> {
-    if req.id.trim().is_empty() {
-        return Err(RpcError::bad_request("request id is required"));
-    }
-    if req.worker_id.trim().is_empty() {
-        return Err(RpcError::bad_request("worker_id is required"));
-    }
-    if !method::ALL.contains(&req.method.as_str()) {
-        return Err(RpcError::bad_request(format!(
-            "unknown worker method: {}",
-            req.method
-        )));
-    }
-    if req.method != method::SHUTDOWN && req.params.as_ref().is_none_or(Value::is_null) {
-        return Err(RpcError::bad_request(format!(
-            "params are required for {}",
-            req.method
-        )));
-    }
-    if method::needs_lease(&req.method) && req.lease.is_none() {
-        return Err(RpcError::bad_request(format!(
-            "lease is required for {}",
-            req.method
-        )));
-    }
-    Ok(())
-}
-
-/// Decodes `params` into the method's type.
-pub(crate) fn params<T: DeserializeOwned>(req: &RpcRequest) -> Result<T, RpcError> {
-    let v = req.params.clone().unwrap_or(Value::Null);
-    serde_json::from_value(v).map_err(|e| RpcError::bad_request(format!("invalid params: {e}")))
-}
-
-fn respond(state: &WorkerState, id: &str, outcome: Result<Reply, RpcError>) -> Response {
+fn respond(state: &WorkerState, id: &str, outcome: Result<Reply, RpcFailure>) -> Response {
     let (status, body) = match outcome {
         Ok(Reply::Raw(mut r)) => {
             r.headers_mut()
@@ -209,23 +179,11 @@ fn respond(state: &WorkerState, id: &str, outcome: Result<Reply, RpcError>) -> R
         }
         Ok(Reply::Result(result)) => (
             StatusCode::OK,
-            RpcResponse {
-                id: id.to_string(),
-                worker_id: state.inner.id.clone(),
-                error: None,
-                code: None,
-                result,
-            },
+            RpcResponse::ok(id, state.inner.id.clone(), result),
         ),
-        Err(e) => (
-            e.status,
-            RpcResponse {
-                id: id.to_string(),
-                worker_id: state.inner.id.clone(),
-                error: Some(e.message),
-                code: e.code.map(str::to_string),
-                result: None,
-            },
+        Err(f) => (
+            StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            RpcResponse::failed(id, state.inner.id.clone(), &f),
         ),
     };
     let mut r = (status, Json(body)).into_response();
@@ -234,36 +192,4 @@ fn respond(state: &WorkerState, id: &str, outcome: Result<Reply, RpcError>) -> R
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn req(method: &str, params: Option<Value>) -> RpcRequest {
-        RpcRequest {
-            id: "r1".into(),
-            method: method.into(),
-            worker_id: "w".into(),
-            lease: None,
-            params,
-        }
-    }
-
-    #[test]
-    fn envelope_rules() {
-        let p = Some(json!({"sandbox_id": "sb-1", "provider": "mock"}));
-        assert!(validate(&req(method::STATUS, p.clone())).is_ok());
-        assert!(validate(&req(method::SHUTDOWN, None)).is_ok());
-        let e = validate(&req("worker.nope", p.clone())).unwrap_err();
-        assert_eq!(e.message, "unknown worker method: worker.nope");
-        assert!(validate(&req(method::STATUS, None)).is_err());
-        assert!(validate(&req(method::STATUS, Some(Value::Null))).is_err());
-        let e = validate(&req(method::SPAWN, p.clone())).unwrap_err();
-        assert!(e.message.contains("lease is required"), "{}", e.message);
-        let mut r = req(method::STATUS, p);
-        r.id = " ".into();
-        assert!(validate(&r).is_err());
-    }
 }

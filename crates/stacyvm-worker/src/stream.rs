@@ -16,15 +16,16 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use serde_json::json;
-use stacyvm_protocol::{code, ExecParams, ExecResult, RpcRequest, RpcResponse, StreamChunk};
+use stacyvm_protocol::{
+    ErrorCode, ExecParams, ExecResult, ExecStreamResult, RpcFailure, RpcResponse, StreamChunk,
+};
 use stacyvm_provider::{ExecRequest, Provider, ProviderError};
-use stacyvm_types::{parse_go_duration, ExecMode, SandboxState, StreamKind};
+use stacyvm_types::{SandboxState, StreamKind};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::RpcError;
+use crate::error::provider_failure;
 use crate::methods::provider_for;
-use crate::rpc::{params, Reply};
+use crate::rpc::Reply;
 use crate::state::WorkerState;
 
 /// Exit code reported when the command hit its deadline (as `timeout(1)` does).
@@ -39,40 +40,21 @@ struct Prepared {
     req: ExecRequest,
 }
 
-fn prepare(state: &WorkerState, req: &RpcRequest) -> Result<Prepared, RpcError> {
-    let p: ExecParams = params(req)?;
+fn prepare(state: &WorkerState, p: ExecParams) -> Result<Prepared, RpcFailure> {
     let provider = provider_for(state, &p.target)?;
-    if p.command.trim().is_empty() {
-        return Err(RpcError::bad_request("invalid input: command is required"));
-    }
-    let mode = ExecMode::parse(&p.mode).ok_or_else(|| {
-        RpcError::bad_request(format!("invalid input: unsupported exec mode {:?}", p.mode))
-    })?;
-    let timeout = match p.timeout.trim() {
-        "" => None,
-        t => {
-            let d = parse_go_duration(t)
-                .map_err(|e| RpcError::bad_request(format!("invalid input: timeout: {e}")))?;
-            if d.is_negative() {
-                return Err(RpcError::bad_request(
-                    "invalid input: timeout must not be negative",
-                ));
-            }
-            // Zero means no limit, as the control plane's default does.
-            d.to_std().filter(|d| !d.is_zero())
-        }
-    };
     Ok(Prepared {
         provider,
-        sandbox_id: p.target.sandbox_id.clone(),
         runtime_id: p.target.runtime().to_string(),
+        sandbox_id: p.target.sandbox_id.into_string(),
         req: ExecRequest {
             command: p.command,
             args: p.args,
-            mode,
+            mode: p.mode,
             env: p.env,
             workdir: Some(p.workdir).filter(|w| !w.trim().is_empty()),
-            timeout,
+            // Zero means no limit, as the control plane's default does (decoding refused
+            // negative ones).
+            timeout: p.timeout.and_then(|t| t.to_std()).filter(|d| !d.is_zero()),
         },
     })
 }
@@ -99,10 +81,10 @@ async fn collect(
 }
 
 /// `worker.exec`: `{sandbox_id, exit_code, stdout, stderr}`.
-pub(crate) async fn exec(state: &WorkerState, req: &RpcRequest) -> Result<Reply, RpcError> {
-    let p = prepare(state, req)?;
+pub(crate) async fn exec(state: &WorkerState, p: ExecParams) -> Result<Reply, RpcFailure> {
+    let p = prepare(state, p)?;
     let (r, chunks, sb) = collect(p).await;
-    let code = r.map_err(|e| RpcError::provider(e, &sb))?;
+    let code = r.map_err(|e| provider_failure(e, &sb))?;
     let (mut out, mut err) = (Vec::new(), Vec::new());
     for c in chunks {
         match c.stream {
@@ -121,15 +103,16 @@ pub(crate) async fn exec(state: &WorkerState, req: &RpcRequest) -> Result<Reply,
 /// `worker.exec_stream`: live NDJSON with the header, else `{sandbox_id, chunks}` at the end.
 pub(crate) async fn exec_stream(
     state: &WorkerState,
-    req: RpcRequest,
+    id: &str,
+    p: ExecParams,
     ndjson: bool,
-) -> Result<Reply, RpcError> {
-    let p = prepare(state, &req)?;
+) -> Result<Reply, RpcFailure> {
+    let p = prepare(state, p)?;
     if ndjson {
-        return live(state, req.id, p).await;
+        return live(state, id.to_string(), p).await;
     }
     let (r, chunks, sb) = collect(p).await;
-    let code = r.map_err(|e| RpcError::provider(e, &sb))?;
+    let code = r.map_err(|e| provider_failure(e, &sb))?;
     let mut text = Decoder::default();
     let mut list: Vec<StreamChunk> = chunks
         .into_iter()
@@ -137,7 +120,10 @@ pub(crate) async fn exec_stream(
         .collect();
     list.extend(text.finish());
     list.push(exit_chunk(i64::from(code)));
-    Reply::json(json!({ "sandbox_id": sb, "chunks": list }))
+    Reply::json(ExecStreamResult {
+        sandbox_id: sb,
+        chunks: list,
+    })
 }
 
 fn exit_chunk(code: i64) -> StreamChunk {
@@ -148,17 +134,17 @@ fn exit_chunk(code: i64) -> StreamChunk {
     }
 }
 
-async fn live(state: &WorkerState, id: String, p: Prepared) -> Result<Reply, RpcError> {
+async fn live(state: &WorkerState, id: String, p: Prepared) -> Result<Reply, RpcFailure> {
     // Fail before the 200 when the sandbox is not there, so the caller gets a real status.
     match p.provider.status(&p.runtime_id).await {
         Ok(SandboxState::Destroyed) => {
-            return Err(RpcError::provider(
+            return Err(provider_failure(
                 ProviderError::SandboxNotFound(p.runtime_id.clone()),
                 &p.sandbox_id,
             ))
         }
         Ok(_) => {}
-        Err(e) => return Err(RpcError::provider(e, &p.sandbox_id)),
+        Err(e) => return Err(provider_failure(e, &p.sandbox_id)),
     }
     let (tx, rx) = mpsc::channel(CHUNK_BUFFER);
     let (done_tx, done_rx) = oneshot::channel();
@@ -239,13 +225,11 @@ impl Lines {
     }
 
     fn result(&mut self, chunk: StreamChunk) {
-        let r = RpcResponse {
-            id: self.id.clone(),
-            worker_id: self.worker_id.clone(),
-            error: None,
-            code: None,
-            result: serde_json::to_value(chunk).ok(),
-        };
+        let r = RpcResponse::ok(
+            self.id.clone(),
+            self.worker_id.clone(),
+            serde_json::to_value(chunk).ok(),
+        );
         self.line(r);
     }
 
@@ -272,14 +256,9 @@ impl Lines {
                 self.result(exit_chunk(TIMEOUT_EXIT_CODE));
             }
             Err(e) => {
-                let e = RpcError::provider(e, &self.sandbox_id);
-                let r = RpcResponse {
-                    id: self.id.clone(),
-                    worker_id: self.worker_id.clone(),
-                    error: Some(e.message),
-                    code: Some(e.code.unwrap_or(code::INTERNAL).to_string()),
-                    result: None,
-                };
+                let mut f = provider_failure(e, &self.sandbox_id);
+                f.code = f.code.or(Some(ErrorCode::Internal));
+                let r = RpcResponse::failed(self.id.clone(), self.worker_id.clone(), &f);
                 self.line(r);
             }
         }

@@ -6,7 +6,7 @@ mod common;
 
 use common::{fake_cp, start_worker, Rpc, TOKEN, WORKER};
 use serde_json::{json, Value};
-use stacyvm_protocol::{envelope_header_value, RpcRequest, ENVELOPE_HEADER};
+use stacyvm_protocol::{envelope_header_value, RpcEnvelope, ENVELOPE_HEADER};
 
 const SB: &str = "sb-0000f11e";
 
@@ -15,7 +15,7 @@ fn params(path: &str) -> Value {
 }
 
 fn envelope(method: &str, params: Value) -> String {
-    envelope_header_value(&RpcRequest {
+    envelope_header_value(&RpcEnvelope {
         id: format!("req-{method}"),
         method: method.into(),
         worker_id: WORKER.into(),

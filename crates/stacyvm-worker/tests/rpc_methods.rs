@@ -435,7 +435,8 @@ async fn renew_lease_goes_through_the_control_plane() {
     );
     assert_eq!(call.worker_id, WORKER);
     assert_eq!(call.token, common::TOKEN);
-    assert_eq!(call.body["ttl"], "10m");
+    // The ttl is decoded as a duration and forwarded in Go syntax.
+    assert_eq!(call.body["ttl"], "10m0s");
 
     // The renewed generation now fences the old lease out.
     let (s, v) = rpc

@@ -14,6 +14,13 @@ pub struct Fixture {
     pub p: MockProvider,
 }
 
+/// The suite runs on `p`; the fixture keeps its base directory alive.
+impl conformance::Fixture for Fixture {
+    fn provider(&self) -> &dyn Provider {
+        &self.p
+    }
+}
+
 pub fn fixture() -> Fixture {
     let base = tempfile::tempdir().unwrap();
     let path = base.path().canonicalize().unwrap();

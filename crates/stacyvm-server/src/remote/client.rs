@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use stacyvm_protocol::{
-    code, envelope_header_value, method, LeaseToken, RpcRequest, RpcResponse, StreamChunk,
-    ENVELOPE_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION, STREAM_HEADER,
+    envelope_header_value, RpcFailure, RpcRequest, RpcResponse, StreamChunk, ENVELOPE_HEADER,
+    PROTOCOL_HEADER, PROTOCOL_VERSION, STREAM_HEADER,
 };
 use stacyvm_provider::{ChunkSender, ProviderError};
 use stacyvm_types::{StreamChunk as Chunk, StreamKind};
@@ -50,12 +50,9 @@ pub enum RemoteError {
     NoCredential(String),
     #[error("worker unreachable")]
     Transport(#[source] reqwest::Error),
-    #[error("worker RPC failed: HTTP {status}: {message}")]
-    Rejected {
-        status: u16,
-        code: Option<String>,
-        message: String,
-    },
+    /// The worker answered with a failure.
+    #[error("worker RPC failed: {0}")]
+    Rejected(RpcFailure),
     #[error("invalid worker RPC response")]
     Decode,
     #[error("worker did not answer within {0:?}")]
@@ -65,32 +62,12 @@ pub enum RemoteError {
 }
 
 impl RemoteError {
-    /// Maps a worker failure onto the provider error the service layer already understands.
+    /// The provider error the service layer already understands: a worker's answer goes
+    /// through the one wire mapping (`ProviderError::from_wire`); not reaching the worker is
+    /// `Unavailable`.
     pub fn into_provider(self, path: &str) -> ProviderError {
-        match &self {
-            RemoteError::Rejected {
-                status,
-                code: c,
-                message,
-            } => match (c.as_deref(), status) {
-                (Some(code::SANDBOX_NOT_FOUND), _) => {
-                    ProviderError::SandboxNotFound(message.clone())
-                }
-                (Some(code::FILE_NOT_FOUND), _) => ProviderError::FileNotFound(path.to_string()),
-                (Some(code::PROVIDER_NOT_FOUND), _) => {
-                    ProviderError::ProviderNotFound(message.clone())
-                }
-                (Some(code::BAD_REQUEST), _) | (None, 400) => {
-                    ProviderError::InvalidInput(message.clone())
-                }
-                (Some(code::TIMEOUT), _) | (None, 408 | 504) => ProviderError::Timeout,
-                (None, 404) if message.contains("sandbox not found") => {
-                    ProviderError::SandboxNotFound(message.clone())
-                }
-                (Some(code::DRAINING | code::UNAVAILABLE | code::LEASE_REJECTED), _)
-                | (None, 503) => ProviderError::Unavailable(self.to_string()),
-                _ => ProviderError::internal(self.to_string()),
-            },
+        match self {
+            RemoteError::Rejected(f) => ProviderError::from_wire(&f, path),
             RemoteError::Transport(_) | RemoteError::NoCredential(_) | RemoteError::Stalled(_) => {
                 ProviderError::Unavailable(self.to_string())
             }
@@ -186,16 +163,13 @@ impl WorkerClient {
         Ok((client, url))
     }
 
+    /// `POST /rpc` with `req` as its JSON body.
     fn request(
         &self,
         ep: &Endpoint,
-        method: &str,
-        req_id: String,
-        params: Option<Value>,
-        lease: Option<LeaseToken>,
+        req: &RpcRequest,
     ) -> Result<reqwest::RequestBuilder, RemoteError> {
-        let body = envelope(ep, method, req_id, params, lease);
-        Ok(self.post(ep)?.json(&body))
+        Ok(self.post(ep)?.json(req))
     }
 
     /// `POST /rpc` with credentials, before a body is chosen.
@@ -213,17 +187,15 @@ impl WorkerClient {
             .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string()))
     }
 
-    /// One request/response call. `timeout` bounds the whole call when given.
+    /// One request/response call; its `result` (absent for void methods). `timeout` bounds
+    /// the whole call when given.
     pub async fn call(
         &self,
         ep: &Endpoint,
-        method: &str,
-        req_id: String,
-        params: Option<Value>,
-        lease: Option<LeaseToken>,
+        req: &RpcRequest,
         timeout: Option<Duration>,
     ) -> Result<Option<Value>, RemoteError> {
-        let mut rb = self.request(ep, method, req_id, params, lease)?;
+        let mut rb = self.request(ep, req)?;
         if let Some(t) = timeout {
             rb = rb.timeout(t);
         }
@@ -238,13 +210,10 @@ impl WorkerClient {
     pub async fn file_read_stream(
         &self,
         ep: &Endpoint,
-        req_id: String,
-        params: Value,
+        req: &RpcRequest,
     ) -> Result<(Option<u64>, ByteStream), RemoteError> {
         // Only the answer's start is bounded: the body then flows at the reader's pace.
-        let send = self
-            .request(ep, method::FILE_READ_STREAM, req_id, Some(params), None)?
-            .send();
+        let send = self.request(ep, req)?.send();
         let resp = tokio::time::timeout(STREAM_START_TIMEOUT, send)
             .await
             .map_err(|_| RemoteError::Stalled(STREAM_START_TIMEOUT))?
@@ -269,18 +238,16 @@ impl WorkerClient {
     pub async fn file_write_stream<S, E>(
         &self,
         ep: &Endpoint,
-        req_id: String,
-        params: Value,
+        req: &RpcRequest,
         body: S,
     ) -> Result<Option<Value>, RemoteError>
     where
         S: futures_util::TryStream<Ok = bytes::Bytes, Error = E> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let env = envelope(ep, method::FILE_WRITE_STREAM, req_id, Some(params), None);
         let resp = self
             .post(ep)?
-            .header(ENVELOPE_HEADER, envelope_header_value(&env))
+            .header(ENVELOPE_HEADER, envelope_header_value(req))
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(reqwest::Body::wrap_stream(body))
             .send()
@@ -294,28 +261,18 @@ impl WorkerClient {
     pub async fn exec_stream(
         &self,
         ep: &Endpoint,
-        req_id: String,
-        params: Value,
+        req: &RpcRequest,
         out: ChunkSender,
     ) -> Result<i32, RemoteError> {
         let rb = self
-            .request(ep, method::EXEC_STREAM, req_id, Some(params), None)?
+            .request(ep, req)?
             .header(STREAM_HEADER, "ndjson")
             .header("Accept", "application/x-ndjson");
         let resp = rb.send().await.map_err(RemoteError::Transport)?;
         let status = resp.status().as_u16();
         if status >= 300 {
             let bytes = resp.bytes().await.map_err(RemoteError::Transport)?;
-            let r: Option<RpcResponse> = serde_json::from_slice(&bytes).ok();
-            let message = r.as_ref().and_then(|r| r.error.clone()).unwrap_or_else(|| {
-                let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                v["message"].as_str().unwrap_or("").to_string()
-            });
-            return Err(RemoteError::Rejected {
-                status,
-                code: r.and_then(|r| r.code),
-                message,
-            });
+            return Err(rejected(status, &bytes));
         }
         let mut body = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
@@ -350,62 +307,42 @@ impl WorkerClient {
 /// A worker's content stream; transport failures end it with an error item.
 pub type ByteStream = futures_util::stream::BoxStream<'static, Result<bytes::Bytes, RemoteError>>;
 
-fn envelope(
-    ep: &Endpoint,
-    method: &str,
-    req_id: String,
-    params: Option<Value>,
-    lease: Option<LeaseToken>,
-) -> RpcRequest {
-    RpcRequest {
-        id: req_id,
-        method: method.to_string(),
-        worker_id: ep.worker_id.clone(),
-        lease,
-        params,
-    }
-}
-
 /// Reads a JSON `RpcResponse` (or, before dispatch, the REST error shape) into the call's
 /// `result` or a [`RemoteError`].
 async fn json_result(resp: reqwest::Response) -> Result<Option<Value>, RemoteError> {
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await.map_err(RemoteError::Transport)?;
-    let parsed: Option<RpcResponse> = serde_json::from_slice(&bytes).ok();
-    if status >= 300 {
-        let (c, message) = match &parsed {
-            Some(r) => (r.code.clone(), r.error.clone().unwrap_or_default()),
-            None => {
-                // Pre-dispatch failures use the REST error shape {code, message}.
-                let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let msg = v["message"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| {
-                        String::from_utf8_lossy(&bytes)
-                            .trim()
-                            .chars()
-                            .take(512)
-                            .collect()
-                    });
-                (None, msg)
-            }
-        };
-        return Err(RemoteError::Rejected {
-            status,
-            code: c,
-            message,
-        });
+    match serde_json::from_slice::<RpcResponse>(&bytes) {
+        Ok(r) => match r.failure(status) {
+            Some(f) => Err(RemoteError::Rejected(f)),
+            None => Ok(r.result),
+        },
+        Err(_) if status >= 300 => Err(rejected(status, &bytes)),
+        Err(_) => Err(RemoteError::Decode),
     }
-    let r = parsed.ok_or(RemoteError::Decode)?;
-    if let Some(e) = r.error.filter(|e| !e.is_empty()) {
-        return Err(RemoteError::Rejected {
-            status: 500,
-            code: r.code,
-            message: e,
-        });
+}
+
+/// A failed answer (`status` ≥ 300): an `RpcResponse`, or before dispatch the REST error shape
+/// `{code, message}`, or whatever a proxy in between said.
+fn rejected(status: u16, bytes: &[u8]) -> RemoteError {
+    if let Some(f) = serde_json::from_slice::<RpcResponse>(bytes)
+        .ok()
+        .and_then(|r| r.failure(status))
+    {
+        return RemoteError::Rejected(f);
     }
-    Ok(r.result)
+    let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    let message = v["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            String::from_utf8_lossy(bytes)
+                .trim()
+                .chars()
+                .take(512)
+                .collect()
+        });
+    RemoteError::Rejected(RpcFailure::new(status, None, message))
 }
 
 /// Processes one NDJSON line; `Some(code)` on the exit line.
@@ -415,12 +352,8 @@ async fn handle_line(line: &[u8], out: &ChunkSender) -> Result<Option<i32>, Remo
         return Ok(None);
     }
     let r: RpcResponse = serde_json::from_slice(text).map_err(|_| RemoteError::Decode)?;
-    if let Some(e) = r.error.filter(|e| !e.is_empty()) {
-        return Err(RemoteError::Rejected {
-            status: 500,
-            code: r.code,
-            message: e,
-        });
+    if let Some(f) = r.failure(200) {
+        return Err(RemoteError::Rejected(f));
     }
     let Some(result) = r.result else {
         return Ok(None);

@@ -5,5 +5,5 @@
 mod client;
 mod provider;
 
-pub use client::{Endpoint, RemoteError, RpcTlsClient, WorkerClient};
+pub use client::{Endpoint, RemoteError, RpcCredentials, RpcTlsClient, WorkerClient};
 pub use provider::RemoteProvider;

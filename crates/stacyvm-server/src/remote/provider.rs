@@ -1,5 +1,8 @@
-//! A [`Provider`] bound to one remote sandbox: every call becomes a worker RPC. Spawn and
-//! destroy carry a lease from the store (holder = the worker), which the worker fences on.
+//! A [`Provider`] bound to one remote sandbox: every call becomes a worker RPC
+//! ([`RpcCall`]). Spawn and destroy carry a lease from the store (holder = the worker), which
+//! the worker fences on. Worker failures come back as provider errors through the one wire
+//! mapping (`ProviderError::from_wire`), so this provider passes the same conformance suite
+//! as the local backends (`tests/remote_conformance.rs`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -8,7 +11,11 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use stacyvm_protocol::{self as proto, base64, method, LeaseToken, Target};
+use stacyvm_protocol::{
+    self as proto, FileChmodParams, FileDeleteParams, FileGlobParams, FileMoveParams,
+    FilePathParams, FileUploadParams, FileWriteParams, LeaseToken, LogsParams, RpcCall, RpcRequest,
+    Target,
+};
 use stacyvm_provider::{
     ByteStream, ChunkSender, ExecRequest, FileStream, Provider, ProviderError, SandboxSpec, Spawned,
 };
@@ -45,7 +52,7 @@ pub struct RemoteProvider {
     pub sandbox_id: String,
     /// Lease lifetime for spawn/destroy.
     pub lease_ttl: Duration,
-    /// Go duration text sent with spawn.
+    /// The sandbox's lifetime, sent with spawn.
     pub ttl: GoDuration,
     /// The worker serves the streaming file methods (heartbeat capability `file_stream`);
     /// without it file transfers use the buffered methods.
@@ -55,7 +62,7 @@ pub struct RemoteProvider {
 impl RemoteProvider {
     fn target(&self, runtime_id: &str) -> Target {
         Target {
-            sandbox_id: self.sandbox_id.clone(),
+            sandbox_id: self.sandbox_id.as_str().into(),
             provider: self.provider.clone(),
             runtime_id: if runtime_id == self.sandbox_id {
                 String::new()
@@ -65,29 +72,34 @@ impl RemoteProvider {
         }
     }
 
-    fn req_id(&self, prefix: &str) -> String {
-        format!("{prefix}-{}", self.sandbox_id)
+    fn path(&self, runtime_id: &str, path: &str) -> FilePathParams {
+        FilePathParams {
+            target: self.target(runtime_id),
+            path: path.to_string(),
+        }
     }
 
+    fn request(&self, call: RpcCall, lease: Option<LeaseToken>) -> RpcRequest {
+        RpcRequest::new(
+            call,
+            self.endpoint.worker_id.clone(),
+            &self.sandbox_id,
+            lease,
+        )
+    }
+
+    /// One call and its typed result (`None` for void methods). `path` names the file the
+    /// call is about, for file-not-found errors.
     async fn call<R: DeserializeOwned>(
         &self,
-        m: &str,
-        prefix: &str,
-        params: Value,
+        call: RpcCall,
         lease: Option<LeaseToken>,
         timeout: Duration,
         path: &str,
     ) -> Result<Option<R>, ProviderError> {
         let res = self
             .client
-            .call(
-                &self.endpoint,
-                m,
-                self.req_id(prefix),
-                Some(params),
-                lease,
-                Some(timeout),
-            )
+            .call(&self.endpoint, &self.request(call, lease), Some(timeout))
             .await
             .map_err(|e| e.into_provider(path))?;
         match res {
@@ -98,15 +110,25 @@ impl RemoteProvider {
         }
     }
 
+    /// A call whose answer must carry a result.
+    async fn call_for<R: DeserializeOwned>(
+        &self,
+        call: RpcCall,
+        timeout: Duration,
+        path: &str,
+    ) -> Result<R, ProviderError> {
+        self.call(call, None, timeout, path)
+            .await?
+            .ok_or_else(|| RemoteError::Decode.into_provider(path))
+    }
+
     async fn call_void(
         &self,
-        m: &str,
-        prefix: &str,
-        params: Value,
+        call: RpcCall,
         timeout: Duration,
         path: &str,
     ) -> Result<(), ProviderError> {
-        self.call::<Value>(m, prefix, params, None, timeout, path)
+        self.call::<Value>(call, None, timeout, path)
             .await
             .map(|_| ())
     }
@@ -121,14 +143,6 @@ impl RemoteProvider {
             )
             .await
             .map_err(|e| ProviderError::Unavailable(format!("lease for {}: {e}", self.sandbox_id)))
-    }
-
-    fn file_params(&self, runtime_id: &str, extra: Value) -> Value {
-        let mut v = serde_json::to_value(self.target(runtime_id)).unwrap_or_else(|_| json!({}));
-        if let (Some(m), Value::Object(e)) = (v.as_object_mut(), extra) {
-            m.extend(e);
-        }
-        v
     }
 }
 
@@ -159,26 +173,18 @@ impl Provider for RemoteProvider {
 
     async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
         let lease = self.acquire().await?;
-        let params = proto::SpawnParams {
-            sandbox_id: self.sandbox_id.clone(),
+        let call = RpcCall::Spawn(proto::SpawnParams {
+            sandbox_id: self.sandbox_id.as_str().into(),
             image: spec.image.clone(),
             provider: self.provider.clone(),
             memory_mb: spec.memory_mb,
             vcpus: spec.vcpus,
             owner_id: spec.owner_id.clone(),
-            ttl: self.ttl.to_string(),
+            ttl: self.ttl,
             metadata: spec.metadata.clone(),
-        };
-        let res: Result<Option<proto::SpawnResult>, _> = self
-            .call(
-                method::SPAWN,
-                "spawn",
-                serde_json::to_value(params).unwrap_or_default(),
-                Some(lease_token(&lease)),
-                SLOW,
-                "",
-            )
-            .await;
+        });
+        let res: Result<Option<proto::SpawnResult>, _> =
+            self.call(call, Some(lease_token(&lease)), SLOW, "").await;
         match res {
             Ok(r) => {
                 let runtime_id = r
@@ -201,16 +207,9 @@ impl Provider for RemoteProvider {
     async fn destroy(&self, runtime_id: &str) -> Result<(), ProviderError> {
         // A fresh grant (same holder ⇒ newer generation) proves this control plane is current.
         let lease = self.acquire().await?;
-        let params = serde_json::to_value(self.target(runtime_id)).unwrap_or_default();
+        let call = RpcCall::Destroy(self.target(runtime_id));
         let res = self
-            .call::<Value>(
-                method::DESTROY,
-                "destroy",
-                params,
-                Some(lease_token(&lease)),
-                TEARDOWN,
-                "",
-            )
+            .call::<Value>(call, Some(lease_token(&lease)), TEARDOWN, "")
             .await;
         match res {
             Ok(_) | Err(ProviderError::SandboxNotFound(_)) => {
@@ -225,11 +224,9 @@ impl Provider for RemoteProvider {
     }
 
     async fn status(&self, runtime_id: &str) -> Result<SandboxState, ProviderError> {
-        let params = serde_json::to_value(self.target(runtime_id)).unwrap_or_default();
-        let r: Option<proto::StatusResult> = self
-            .call(method::STATUS, "status", params, None, QUICK, "")
+        let r: proto::StatusResult = self
+            .call_for(RpcCall::Status(self.target(runtime_id)), QUICK, "")
             .await?;
-        let r = r.ok_or_else(|| RemoteError::Decode.into_provider(""))?;
         if !r.error.is_empty() {
             return Err(ProviderError::internal(format!(
                 "worker status: {}",
@@ -248,23 +245,17 @@ impl Provider for RemoteProvider {
         out: ChunkSender,
     ) -> Result<i32, ProviderError> {
         let timeout = req.timeout;
-        let params = proto::ExecParams {
+        let call = RpcCall::ExecStream(proto::ExecParams {
             target: self.target(runtime_id),
-            command: req.command.clone(),
-            args: req.args.clone(),
-            mode: req.mode.as_str().to_string(),
-            env: req.env.clone(),
-            workdir: req.workdir.clone().unwrap_or_default(),
-            timeout: timeout
-                .map(|t| GoDuration::from_std(t).to_string())
-                .unwrap_or_default(),
-        };
-        let call = self.client.exec_stream(
-            &self.endpoint,
-            self.req_id("exec-stream"),
-            serde_json::to_value(params).unwrap_or_default(),
-            out,
-        );
+            command: req.command,
+            args: req.args,
+            mode: req.mode,
+            env: req.env,
+            workdir: req.workdir.unwrap_or_default(),
+            timeout: timeout.map(GoDuration::from_std),
+        });
+        let rpc = self.request(call, None);
+        let call = self.client.exec_stream(&self.endpoint, &rpc, out);
         let res = match timeout {
             Some(t) => tokio::time::timeout(t + EXEC_MARGIN, call)
                 .await
@@ -285,21 +276,20 @@ impl Provider for RemoteProvider {
         content: Bytes,
         mode: Option<&str>,
     ) -> Result<(), ProviderError> {
-        let p = self.file_params(
-            runtime_id,
-            json!({"path": path, "content": base64::encode(&content), "mode": mode.unwrap_or("")}),
-        );
-        self.call_void(method::FILE_WRITE, "file-write", p, SLOW, path)
-            .await
+        let call = RpcCall::FileWrite(FileWriteParams {
+            target: self.target(runtime_id),
+            path: path.to_string(),
+            content: content.to_vec(),
+            mode: mode.unwrap_or_default().to_string(),
+        });
+        self.call_void(call, SLOW, path).await
     }
 
     async fn read_file(&self, runtime_id: &str, path: &str) -> Result<Bytes, ProviderError> {
-        let p = self.file_params(runtime_id, json!({"path": path}));
-        let r: Option<proto::FileReadResult> = self
-            .call(method::FILE_READ, "file-read", p, None, SLOW, path)
-            .await?;
+        let call = RpcCall::FileRead(self.path(runtime_id, path));
+        let r: Option<proto::FileReadResult> = self.call(call, None, SLOW, path).await?;
         let content = r.map(|r| r.content).unwrap_or_default();
-        base64::decode(&content)
+        proto::base64::decode(&content)
             .map(Bytes::from)
             .ok_or_else(|| RemoteError::Decode.into_provider(path))
     }
@@ -319,10 +309,10 @@ impl Provider for RemoteProvider {
                 self.read_file(runtime_id, path).await?,
             ));
         }
-        let p = self.file_params(runtime_id, json!({"path": path}));
+        let rpc = self.request(RpcCall::FileReadStream(self.path(runtime_id, path)), None);
         let (size, body) = self
             .client
-            .file_read_stream(&self.endpoint, self.req_id("file-read-stream"), p)
+            .file_read_stream(&self.endpoint, &rpc)
             .await
             .map_err(|e| e.into_provider(path))?;
         let owned = path.to_string();
@@ -342,10 +332,12 @@ impl Provider for RemoteProvider {
         if !self.file_stream {
             return stacyvm_provider::write_buffered(self, runtime_id, path, body, mode).await;
         }
-        let p = self.file_params(
-            runtime_id,
-            json!({"path": path, "mode": mode.unwrap_or("")}),
-        );
+        let call = RpcCall::FileWriteStream(FileUploadParams {
+            target: self.target(runtime_id),
+            path: path.to_string(),
+            mode: mode.unwrap_or_default().to_string(),
+        });
+        let rpc = self.request(call, None);
         // The caller's body error is kept aside: reqwest only reports that the upload failed.
         let failure: Arc<Mutex<Option<ProviderError>>> = Arc::default();
         let slot = failure.clone();
@@ -356,7 +348,7 @@ impl Provider for RemoteProvider {
         });
         let res = self
             .client
-            .file_write_stream(&self.endpoint, self.req_id("file-write-stream"), p, body)
+            .file_write_stream(&self.endpoint, &rpc, body)
             .await;
         if let Some(e) = failure
             .lock()
@@ -378,28 +370,23 @@ impl Provider for RemoteProvider {
         runtime_id: &str,
         path: &str,
     ) -> Result<Vec<FileInfo>, ProviderError> {
-        let p = self.file_params(runtime_id, json!({"path": path}));
-        let r: Option<proto::FileListResult> = self
-            .call(method::FILE_LIST, "file-list", p, None, QUICK, path)
-            .await?;
-        Ok(r.map(|r| r.files.into_iter().map(info).collect())
-            .unwrap_or_default())
+        let call = RpcCall::FileList(self.path(runtime_id, path));
+        let r: Option<proto::FileListResult> = self.call(call, None, QUICK, path).await?;
+        Ok(r.map(|r| r.files).unwrap_or_default())
     }
 
     async fn stat_file(&self, runtime_id: &str, path: &str) -> Result<FileInfo, ProviderError> {
-        let p = self.file_params(runtime_id, json!({"path": path}));
-        let r: Option<proto::FileStatResult> = self
-            .call(method::FILE_STAT, "file-stat", p, None, QUICK, path)
-            .await?;
-        r.map(|r| info(r.file))
-            .ok_or_else(|| RemoteError::Decode.into_provider(path))
+        let call = RpcCall::FileStat(self.path(runtime_id, path));
+        let r: proto::FileStatResult = self.call_for(call, QUICK, path).await?;
+        Ok(r.file)
     }
 
     async fn glob(&self, runtime_id: &str, pattern: &str) -> Result<Vec<String>, ProviderError> {
-        let p = self.file_params(runtime_id, json!({"pattern": pattern}));
-        let r: Option<proto::FileGlobResult> = self
-            .call(method::FILE_GLOB, "file-glob", p, None, QUICK, pattern)
-            .await?;
+        let call = RpcCall::FileGlob(FileGlobParams {
+            target: self.target(runtime_id),
+            pattern: pattern.to_string(),
+        });
+        let r: Option<proto::FileGlobResult> = self.call(call, None, QUICK, pattern).await?;
         Ok(r.map(|r| r.matches).unwrap_or_default())
     }
 
@@ -409,41 +396,38 @@ impl Provider for RemoteProvider {
         path: &str,
         recursive: bool,
     ) -> Result<(), ProviderError> {
-        let mut extra = json!({"path": path});
-        if recursive {
-            extra["recursive"] = json!(true);
-        }
-        let p = self.file_params(runtime_id, extra);
-        self.call_void(method::FILE_DELETE, "file-delete", p, SLOW, path)
-            .await
+        let call = RpcCall::FileDelete(FileDeleteParams {
+            target: self.target(runtime_id),
+            path: path.to_string(),
+            recursive,
+        });
+        self.call_void(call, SLOW, path).await
     }
 
     async fn move_file(&self, runtime_id: &str, old: &str, new: &str) -> Result<(), ProviderError> {
-        let p = self.file_params(runtime_id, json!({"old_path": old, "new_path": new}));
-        self.call_void(method::FILE_MOVE, "file-move", p, SLOW, old)
-            .await
+        let call = RpcCall::FileMove(FileMoveParams {
+            target: self.target(runtime_id),
+            old_path: old.to_string(),
+            new_path: new.to_string(),
+        });
+        self.call_void(call, SLOW, old).await
     }
 
     async fn chmod(&self, runtime_id: &str, path: &str, mode: &str) -> Result<(), ProviderError> {
-        let p = self.file_params(runtime_id, json!({"path": path, "mode": mode}));
-        self.call_void(method::FILE_CHMOD, "file-chmod", p, QUICK, path)
-            .await
+        let call = RpcCall::FileChmod(FileChmodParams {
+            target: self.target(runtime_id),
+            path: path.to_string(),
+            mode: mode.to_string(),
+        });
+        self.call_void(call, QUICK, path).await
     }
 
     async fn logs(&self, runtime_id: &str, lines: usize) -> Result<Vec<String>, ProviderError> {
-        let p = self.file_params(runtime_id, json!({"lines": lines}));
-        let r: Option<proto::LogsResult> =
-            self.call(method::LOGS, "logs", p, None, QUICK, "").await?;
+        let call = RpcCall::Logs(LogsParams {
+            target: self.target(runtime_id),
+            lines: i64::try_from(lines).unwrap_or(i64::MAX),
+        });
+        let r: Option<proto::LogsResult> = self.call(call, None, QUICK, "").await?;
         Ok(r.map(|r| r.lines).unwrap_or_default())
-    }
-}
-
-fn info(f: proto::FileInfo) -> FileInfo {
-    FileInfo {
-        path: f.path,
-        size: f.size,
-        mode: f.mode,
-        is_dir: f.is_dir,
-        mod_time: f.mod_time,
     }
 }

@@ -358,15 +358,14 @@ impl Service {
         }
         let w = self.store.get_worker(id).await?;
         let (client, ep) = self.remote_endpoint(&w)?;
+        let req = stacyvm_protocol::RpcRequest::new(
+            stacyvm_protocol::RpcCall::Shutdown,
+            ep.worker_id.clone(),
+            id,
+            None,
+        );
         client
-            .call(
-                &ep,
-                stacyvm_protocol::method::SHUTDOWN,
-                format!("shutdown-{id}"),
-                None,
-                None,
-                Some(std::time::Duration::from_secs(30)),
-            )
+            .call(&ep, &req, Some(std::time::Duration::from_secs(30)))
             .await
             .map_err(|e| ServiceError::from(e.into_provider("")))?;
         self.events.publish(

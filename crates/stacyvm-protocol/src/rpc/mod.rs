@@ -1,0 +1,133 @@
+//! The control plane ↔ worker contract (wire reference §9): requests ([`RpcCall`] inside an
+//! [`RpcRequest`]), answers ([`RpcResponse`], [`RpcFailure`], [`ErrorCode`]), every method's
+//! params and results, and the heartbeat bodies. Field names and omission rules match the
+//! original Go worker so either side can talk to the other.
+
+mod call;
+mod failure;
+mod messages;
+
+pub use call::{RpcCall, RpcEnvelope, RpcRequest};
+pub use failure::{ErrorCode, RpcFailure, RpcResponse};
+pub use messages::*;
+
+/// Bumped only for additions that a peer may want to detect; see VERSIONING.md.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Header carrying [`PROTOCOL_VERSION`] on RPC requests and responses.
+pub const PROTOCOL_HEADER: &str = "X-StacyVM-Protocol";
+/// Request header asking `worker.exec_stream` for live NDJSON.
+pub const STREAM_HEADER: &str = "X-Worker-Stream";
+/// Request header carrying the JSON envelope ([`RpcRequest`]) of `worker.file_write_stream`,
+/// whose body is the raw file content. See [`envelope_header_value`].
+pub const ENVELOPE_HEADER: &str = "X-StacyVM-RPC";
+
+/// Wire names of the methods ([`RpcCall::method`]).
+pub mod method {
+    pub const SPAWN: &str = "worker.spawn";
+    pub const DESTROY: &str = "worker.destroy";
+    pub const STATUS: &str = "worker.status";
+    pub const EXEC: &str = "worker.exec";
+    pub const EXEC_STREAM: &str = "worker.exec_stream";
+    pub const FILE_WRITE: &str = "worker.file_write";
+    pub const FILE_READ: &str = "worker.file_read";
+    pub const FILE_LIST: &str = "worker.file_list";
+    pub const FILE_DELETE: &str = "worker.file_delete";
+    pub const FILE_MOVE: &str = "worker.file_move";
+    pub const FILE_CHMOD: &str = "worker.file_chmod";
+    pub const FILE_STAT: &str = "worker.file_stat";
+    pub const FILE_GLOB: &str = "worker.file_glob";
+    pub const LOGS: &str = "worker.logs";
+    pub const RENEW_LEASE: &str = "worker.renew_lease";
+    pub const SHUTDOWN: &str = "worker.shutdown";
+    pub const HEARTBEAT: &str = "worker.heartbeat";
+    /// Answers 200 with the raw file as `application/octet-stream` (`Content-Length` when
+    /// known); failures are ordinary JSON responses.
+    pub const FILE_READ_STREAM: &str = "worker.file_read_stream";
+    /// Envelope in [`super::ENVELOPE_HEADER`], raw file content as the body; result
+    /// [`super::FileWriteResult`].
+    pub const FILE_WRITE_STREAM: &str = "worker.file_write_stream";
+
+    /// Every method a worker dispatches, in a stable order (append-only).
+    pub const ALL: [&str; 19] = [
+        SPAWN,
+        DESTROY,
+        STATUS,
+        EXEC,
+        EXEC_STREAM,
+        FILE_WRITE,
+        FILE_READ,
+        FILE_LIST,
+        FILE_DELETE,
+        FILE_MOVE,
+        FILE_CHMOD,
+        FILE_STAT,
+        FILE_GLOB,
+        LOGS,
+        RENEW_LEASE,
+        SHUTDOWN,
+        HEARTBEAT,
+        FILE_READ_STREAM,
+        FILE_WRITE_STREAM,
+    ];
+
+    /// Methods that must carry a lease.
+    pub fn needs_lease(m: &str) -> bool {
+        matches!(m, SPAWN | DESTROY | RENEW_LEASE)
+    }
+}
+
+/// [`super::ErrorCode`]s as text.
+pub mod code {
+    use super::ErrorCode;
+
+    pub const SANDBOX_NOT_FOUND: &str = ErrorCode::SandboxNotFound.as_str();
+    pub const FILE_NOT_FOUND: &str = ErrorCode::FileNotFound.as_str();
+    pub const PROVIDER_NOT_FOUND: &str = ErrorCode::ProviderNotFound.as_str();
+    pub const BAD_REQUEST: &str = ErrorCode::BadRequest.as_str();
+    pub const TIMEOUT: &str = ErrorCode::Timeout.as_str();
+    pub const LEASE_REJECTED: &str = ErrorCode::LeaseRejected.as_str();
+    pub const DRAINING: &str = ErrorCode::Draining.as_str();
+    pub const UNAVAILABLE: &str = ErrorCode::Unavailable.as_str();
+    pub const INTERNAL: &str = ErrorCode::Internal.as_str();
+}
+
+/// Entries our workers add to heartbeat `capabilities` (besides `remote_worker`, `heartbeat`).
+pub mod capability {
+    /// Serves `worker.file_read_stream` and `worker.file_write_stream`; the control plane uses
+    /// the buffered file methods with workers that do not say so.
+    pub const FILE_STREAM: &str = "file_stream";
+}
+
+/// Keys our workers put in heartbeat `capacity` besides the original's `max_sandboxes`,
+/// `max_sandboxes_per_owner`, `preview_domain` and `rpc_url`.
+pub mod capacity {
+    /// [`super::PROTOCOL_VERSION`] of the worker.
+    pub const PROTOCOL_VERSION: &str = "protocol_version";
+    /// The worker's heartbeat interval in milliseconds (the control plane's stale window is a
+    /// multiple of it).
+    pub const HEARTBEAT_INTERVAL_MS: &str = "heartbeat_interval_ms";
+    /// Control-plane sandbox ids whose runtimes the worker holds (for reconciliation).
+    pub const SANDBOXES: &str = "sandboxes";
+}
+
+/// `req` as JSON for [`ENVELOPE_HEADER`]: non-ASCII characters are written as `\u` escapes so
+/// the value is a valid header whatever the path contains (JSON escapes control characters
+/// itself).
+pub fn envelope_header_value(req: &impl serde::Serialize) -> String {
+    let json = serde_json::to_string(req).unwrap_or_default();
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,309 @@
+//! The one mapping between [`ProviderError`] and the worker RPC's failed answers
+//! (wire-reference §9.3). A worker turns a provider failure into status, code and message with
+//! [`ProviderError::to_wire`]; the control plane turns the answer back with
+//! [`ProviderError::from_wire`], so a remote sandbox fails the way a local one does. It lives
+//! here because `stacyvm-protocol` cannot see `ProviderError`.
+
+use stacyvm_protocol::{ErrorCode, RpcFailure};
+
+use crate::ProviderError;
+
+impl ProviderError {
+    /// The answer a worker gives for this failure of a call about sandbox `sandbox_id` (the
+    /// control plane's id, never the runtime's). Internal detail stays in `source`.
+    pub fn to_wire(&self, sandbox_id: &str) -> RpcFailure {
+        let (status, code, message) = match self {
+            ProviderError::ProviderNotFound(n) => (
+                404,
+                ErrorCode::ProviderNotFound,
+                format!("provider not found: {n}"),
+            ),
+            ProviderError::SandboxNotFound(_) => (
+                404,
+                ErrorCode::SandboxNotFound,
+                format!("sandbox not found: {sandbox_id}"),
+            ),
+            ProviderError::FileNotFound(p) => {
+                (404, ErrorCode::FileNotFound, format!("file not found: {p}"))
+            }
+            ProviderError::InvalidInput(m) => {
+                (400, ErrorCode::BadRequest, format!("invalid input: {m}"))
+            }
+            // No code of its own: older control planes treat unknown codes as internal.
+            ProviderError::ImageNotFound(m) => {
+                (400, ErrorCode::BadRequest, format!("image not found: {m}"))
+            }
+            ProviderError::Timeout => (
+                504,
+                ErrorCode::Timeout,
+                format!("exec timeout: {sandbox_id}"),
+            ),
+            ProviderError::Unavailable(m) => (
+                503,
+                ErrorCode::Unavailable,
+                format!("provider unavailable: {m}"),
+            ),
+            ProviderError::Internal { message, .. } => (500, ErrorCode::Internal, message.clone()),
+        };
+        RpcFailure::new(status, Some(code), message)
+    }
+
+    /// The provider error for a worker's failed answer to a call about file `path` (empty when
+    /// the call names none). Not-found and bad-input answers give back what the worker's
+    /// message names; the worker's own failures keep `worker RPC failed: HTTP …` for context.
+    pub fn from_wire(f: &RpcFailure, path: &str) -> ProviderError {
+        use ErrorCode as C;
+        let subject = |prefix: &str| {
+            f.message
+                .strip_prefix(prefix)
+                .unwrap_or(&f.message)
+                .to_string()
+        };
+        let context = || format!("worker RPC failed: {f}");
+        match (f.code, f.status) {
+            (Some(C::SandboxNotFound), _) => {
+                ProviderError::SandboxNotFound(subject("sandbox not found: "))
+            }
+            (Some(C::FileNotFound), _) => ProviderError::FileNotFound(path.to_string()),
+            (Some(C::ProviderNotFound), _) => {
+                ProviderError::ProviderNotFound(subject("provider not found: "))
+            }
+            (Some(C::BadRequest), _) | (None, 400) => {
+                ProviderError::InvalidInput(subject("invalid input: "))
+            }
+            (Some(C::Timeout), _) | (None, 408 | 504) => ProviderError::Timeout,
+            // The original Go worker sends no code; its only not-found answer we can act on is
+            // `sandbox not found: <id>` (an unknown provider is 404 too and stays internal).
+            (None, 404) if f.message.contains("sandbox not found") => {
+                ProviderError::SandboxNotFound(subject("sandbox not found: "))
+            }
+            (Some(C::Draining | C::Unavailable | C::LeaseRejected), _) | (None, 503) => {
+                ProviderError::Unavailable(context())
+            }
+            _ => ProviderError::internal(context()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(e: &ProviderError) -> String {
+        format!("{e:?}")
+    }
+
+    /// Every provider error, through the worker's answer and back.
+    #[test]
+    fn provider_errors_round_trip() {
+        let cases = [
+            (
+                ProviderError::ProviderNotFound("x".into()),
+                404,
+                C::ProviderNotFound,
+                ProviderError::ProviderNotFound("x".into()),
+            ),
+            (
+                ProviderError::SandboxNotFound("rt-9".into()),
+                404,
+                C::SandboxNotFound,
+                ProviderError::SandboxNotFound("sb-1".into()),
+            ),
+            (
+                ProviderError::FileNotFound("/a".into()),
+                404,
+                C::FileNotFound,
+                ProviderError::FileNotFound("/a".into()),
+            ),
+            (
+                ProviderError::InvalidInput("bad".into()),
+                400,
+                C::BadRequest,
+                ProviderError::InvalidInput("bad".into()),
+            ),
+            // Same message and class for the service: "invalid input: image not found: img".
+            (
+                ProviderError::ImageNotFound("img".into()),
+                400,
+                C::BadRequest,
+                ProviderError::InvalidInput("image not found: img".into()),
+            ),
+            (
+                ProviderError::Timeout,
+                504,
+                C::Timeout,
+                ProviderError::Timeout,
+            ),
+            (
+                ProviderError::Unavailable("down".into()),
+                503,
+                C::Unavailable,
+                ProviderError::Unavailable(
+                    "worker RPC failed: HTTP 503: provider unavailable: down".into(),
+                ),
+            ),
+            (
+                ProviderError::internal("boom"),
+                500,
+                C::Internal,
+                ProviderError::internal("worker RPC failed: HTTP 500: boom"),
+            ),
+        ];
+        for (e, status, code, back) in cases {
+            let f = e.to_wire("sb-1");
+            assert_eq!((f.status, f.code), (status, Some(code)), "{e:?}");
+            assert_eq!(
+                kind(&ProviderError::from_wire(&f, "/a")),
+                kind(&back),
+                "{f:?}"
+            );
+        }
+        assert_eq!(
+            ProviderError::SandboxNotFound("rt-9".into())
+                .to_wire("sb-1")
+                .message,
+            "sandbox not found: sb-1"
+        );
+        assert_eq!(
+            ProviderError::Timeout.to_wire("sb-1").message,
+            "exec timeout: sb-1"
+        );
+    }
+
+    use ErrorCode as C;
+
+    /// Every code a worker may send, including the worker's own (lease, drain), and the
+    /// original worker's codeless answers.
+    #[test]
+    fn answers_map_to_provider_errors() {
+        let of = |status, code, message: &str| {
+            kind(&ProviderError::from_wire(
+                &RpcFailure::new(status, code, message),
+                "/p",
+            ))
+        };
+        let cases = [
+            (
+                404,
+                Some(C::SandboxNotFound),
+                "sandbox not found: sb-1",
+                ProviderError::SandboxNotFound("sb-1".into()),
+            ),
+            (
+                404,
+                Some(C::FileNotFound),
+                "file not found: /x",
+                ProviderError::FileNotFound("/p".into()),
+            ),
+            (
+                404,
+                Some(C::ProviderNotFound),
+                "provider not found: q",
+                ProviderError::ProviderNotFound("q".into()),
+            ),
+            (
+                400,
+                Some(C::BadRequest),
+                "params are required for worker.status",
+                ProviderError::InvalidInput("params are required for worker.status".into()),
+            ),
+            (
+                413,
+                Some(C::BadRequest),
+                "invalid input: too big",
+                ProviderError::InvalidInput("too big".into()),
+            ),
+            (
+                504,
+                Some(C::Timeout),
+                "exec timeout: sb-1",
+                ProviderError::Timeout,
+            ),
+            (
+                403,
+                Some(C::LeaseRejected),
+                "lease rejected: stale",
+                ProviderError::Unavailable(
+                    "worker RPC failed: HTTP 403: lease rejected: stale".into(),
+                ),
+            ),
+            (
+                503,
+                Some(C::Draining),
+                "worker is draining",
+                ProviderError::Unavailable(
+                    "worker RPC failed: HTTP 503: worker is draining".into(),
+                ),
+            ),
+            (
+                503,
+                Some(C::Unavailable),
+                "provider unavailable: x",
+                ProviderError::Unavailable(
+                    "worker RPC failed: HTTP 503: provider unavailable: x".into(),
+                ),
+            ),
+            (
+                500,
+                Some(C::Internal),
+                "boom",
+                ProviderError::internal("worker RPC failed: HTTP 500: boom"),
+            ),
+            // The original worker: no codes.
+            (
+                400,
+                None,
+                "invalid input: x",
+                ProviderError::InvalidInput("x".into()),
+            ),
+            (
+                404,
+                None,
+                "sandbox not found: sb-1",
+                ProviderError::SandboxNotFound("sb-1".into()),
+            ),
+            (
+                404,
+                None,
+                "provider not found: q",
+                ProviderError::internal("worker RPC failed: HTTP 404: provider not found: q"),
+            ),
+            (408, None, "", ProviderError::Timeout),
+            (
+                504,
+                None,
+                "context deadline exceeded",
+                ProviderError::Timeout,
+            ),
+            (
+                503,
+                None,
+                "worker is draining",
+                ProviderError::Unavailable(
+                    "worker RPC failed: HTTP 503: worker is draining".into(),
+                ),
+            ),
+            (
+                403,
+                None,
+                "lease rejected",
+                ProviderError::internal("worker RPC failed: HTTP 403: lease rejected"),
+            ),
+            (
+                501,
+                None,
+                "not implemented",
+                ProviderError::internal("worker RPC failed: HTTP 501: not implemented"),
+            ),
+        ];
+        let covered: std::collections::HashSet<C> = cases.iter().filter_map(|c| c.1).collect();
+        assert_eq!(covered.len(), C::ALL.len(), "every code has a case");
+        for (status, code, message, want) in cases {
+            assert_eq!(
+                of(status, code, message),
+                kind(&want),
+                "{status} {code:?} {message}"
+            );
+        }
+    }
+}
