@@ -57,7 +57,7 @@ async fn remote(file_stream: bool) -> Option<Remote> {
     let valid = Config::from_yaml_str(&yaml).unwrap().validate().unwrap();
     let cfg = WorkerConfig::from_config(&valid, WorkerOverrides::default()).unwrap();
     let mut providers = ProviderRegistry::new();
-    let mock = MockProvider::with_base_dir(&dir.path().join("mock"));
+    let mock = MockProvider::with_base_dir(dir.path().join("mock"));
     providers.register(Arc::new(mock) as Arc<dyn Provider>);
     providers.set_default("mock");
     let state = WorkerState::new(&cfg, providers).unwrap();
