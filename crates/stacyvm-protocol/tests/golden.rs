@@ -28,6 +28,19 @@ fn lease() -> LeaseToken {
 
 const LEASE: &str = r#""lease":{"resource_id":"sb-1","holder_id":"w","generation":1,"expires_at":"2026-05-08T10:30:00Z"}"#;
 
+/// `command` in shell mode, nothing else set.
+fn exec(command: &str) -> ExecParams {
+    ExecParams {
+        target: target(""),
+        command: command.into(),
+        args: Vec::new(),
+        mode: ExecMode::Shell,
+        env: BTreeMap::new(),
+        workdir: String::new(),
+        timeout: None,
+    }
+}
+
 fn path(p: &str) -> FilePathParams {
     FilePathParams {
         target: target(""),
@@ -38,7 +51,7 @@ fn path(p: &str) -> FilePathParams {
 /// Every request variant with its exact JSON.
 fn goldens() -> Vec<(RpcRequest, String)> {
     let req = |call, lease| RpcRequest::new(call, "w", "sb-1", lease);
-    let exec = ExecParams {
+    let full = ExecParams {
         target: target(""),
         command: "echo".into(),
         args: vec!["a b".into()],
@@ -78,22 +91,18 @@ fn goldens() -> Vec<(RpcRequest, String)> {
             r#"{"id":"status-sb-1","method":"worker.status","worker_id":"w","params":{"provider":"mock","runtime_id":"rt-9","sandbox_id":"sb-1"}}"#.into(),
         ),
         (
-            req(RpcCall::Exec(exec.clone()), None),
+            req(RpcCall::Exec(full.clone()), None),
             format!(r#"{{"id":"exec-sb-1","method":"worker.exec","worker_id":"w",{exec_params}}}"#),
         ),
         (
-            req(RpcCall::ExecStream(exec), None),
+            req(RpcCall::ExecStream(full), None),
             format!(
                 r#"{{"id":"exec-stream-sb-1","method":"worker.exec_stream","worker_id":"w",{exec_params}}}"#
             ),
         ),
         (
             req(
-                RpcCall::ExecStream(ExecParams {
-                    target: target(""),
-                    command: "true".into(),
-                    ..Default::default()
-                }),
+                RpcCall::ExecStream(exec("true")),
                 None,
             ),
             r#"{"id":"exec-stream-sb-1","method":"worker.exec_stream","worker_id":"w","params":{"command":"true","mode":"shell","provider":"mock","sandbox_id":"sb-1"}}"#.into(),
@@ -251,11 +260,7 @@ fn original_shapes_decode() {
     let cases = [
         (
             r#"{"id":"exec-sb-1","method":"worker.exec","worker_id":"w","params":{"sandbox_id":"sb-1","provider":"mock","command":"ls","extra":1}}"#,
-            RpcCall::Exec(ExecParams {
-                target: target(""),
-                command: "ls".into(),
-                ..Default::default()
-            }),
+            RpcCall::Exec(exec("ls")),
         ),
         (
             r#"{"id":"file-write-sb-1","method":"worker.file_write","worker_id":"w","params":{"sandbox_id":"sb-1","provider":"mock","path":"/a"}}"#,
@@ -275,11 +280,7 @@ fn original_shapes_decode() {
         ),
         (
             r#"{"id":"exec-sb-1","method":"worker.exec","worker_id":"w","params":{"sandbox_id":"sb-1","provider":"mock","command":"ls","mode":"","timeout":""}}"#,
-            RpcCall::Exec(ExecParams {
-                target: target(""),
-                command: "ls".into(),
-                ..Default::default()
-            }),
+            RpcCall::Exec(exec("ls")),
         ),
     ];
     for (json, call) in cases {

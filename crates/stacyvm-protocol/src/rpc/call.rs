@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::messages::{
     ExecParams, FileChmodParams, FileDeleteParams, FileGlobParams, FileMoveParams, FilePathParams,
     FileUploadParams, FileWriteParams, LeaseToken, LogsParams, RenewLeaseParams, SpawnParams,
-    Target,
+    Target, WorkerId,
 };
 use super::{method, RpcFailure};
 
@@ -115,7 +115,15 @@ impl RpcCall {
                 Ok(())
             }
         };
+        if let Some(t) = self.target() {
+            if t.sandbox_id.trim().is_empty() {
+                return Err("sandbox_id is required".into());
+            }
+        }
         match self {
+            RpcCall::Spawn(p) if p.sandbox_id.trim().is_empty() => {
+                Err("sandbox_id is required".into())
+            }
             RpcCall::Spawn(p) if p.ttl.is_negative() => {
                 Err("invalid input: ttl must not be negative".into())
             }
@@ -141,10 +149,36 @@ impl RpcCall {
                 required(&p.mode, "mode")
             }
             RpcCall::FileGlob(p) => required(&p.pattern, "pattern"),
+            RpcCall::RenewLease(p) if p.resource_id.trim().is_empty() => {
+                Err("resource_id is required".into())
+            }
             RpcCall::RenewLease(p) if p.ttl.nanos() <= 0 => {
                 Err("ttl must be a positive duration".into())
             }
             _ => Ok(()),
+        }
+    }
+
+    /// The runtime the call targets, for the methods that name one.
+    pub fn target(&self) -> Option<&Target> {
+        match self {
+            RpcCall::Destroy(t) | RpcCall::Status(t) => Some(t),
+            RpcCall::Exec(p) | RpcCall::ExecStream(p) => Some(&p.target),
+            RpcCall::FileWrite(p) => Some(&p.target),
+            RpcCall::FileRead(p)
+            | RpcCall::FileList(p)
+            | RpcCall::FileStat(p)
+            | RpcCall::FileReadStream(p) => Some(&p.target),
+            RpcCall::FileDelete(p) => Some(&p.target),
+            RpcCall::FileMove(p) => Some(&p.target),
+            RpcCall::FileChmod(p) => Some(&p.target),
+            RpcCall::FileGlob(p) => Some(&p.target),
+            RpcCall::FileWriteStream(p) => Some(&p.target),
+            RpcCall::Logs(p) => Some(&p.target),
+            RpcCall::Spawn(_)
+            | RpcCall::RenewLease(_)
+            | RpcCall::Shutdown
+            | RpcCall::Heartbeat(_) => None,
         }
     }
 }
@@ -156,7 +190,7 @@ pub struct RpcRequest {
     /// `<method without "worker.", '_' → '-'>-<subject>`, e.g. `exec-stream-sb-1`; not unique
     /// per call (the original's ids).
     pub id: String,
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     pub lease: Option<LeaseToken>,
     pub call: RpcCall,
 }
@@ -166,7 +200,7 @@ impl RpcRequest {
     /// worker-wide calls such as shutdown).
     pub fn new(
         call: RpcCall,
-        worker_id: impl Into<String>,
+        worker_id: impl Into<WorkerId>,
         subject: &str,
         lease: Option<LeaseToken>,
     ) -> Self {
@@ -190,7 +224,7 @@ impl RpcRequest {
         Ok(RpcEnvelope {
             id: self.id.clone(),
             method: self.call.method().to_string(),
-            worker_id: self.worker_id.clone(),
+            worker_id: self.worker_id.to_string(),
             lease: self.lease.clone(),
             params: tagged.remove("params"),
         })
@@ -265,7 +299,7 @@ impl RpcEnvelope {
         call.check().map_err(RpcFailure::bad_request)?;
         Ok(RpcRequest {
             id: self.id,
-            worker_id: self.worker_id,
+            worker_id: self.worker_id.into(),
             lease: self.lease,
             call,
         })

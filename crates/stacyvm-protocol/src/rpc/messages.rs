@@ -3,18 +3,17 @@
 //! envelopes (`tests/golden.rs`).
 //!
 //! Typed fields decode strictly, so decoding is the worker's validation of a call: a bad exec
-//! mode, duration, base64 body or blank sandbox id never reaches a method. Absent optional keys
+//! mode, duration or base64 body never reaches a method (the rules types cannot express, such
+//! as non-blank ids and paths, are `RpcCall`'s, checked in the same step). Absent optional keys
 //! (the original control plane omits empty ones) decode to their empty value.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::ops::Deref;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use stacyvm_types::{ExecMode, GoDuration};
 
-pub use stacyvm_types::FileInfo;
+pub use stacyvm_types::{FileInfo, SandboxId, WorkerId};
 
 /// Ownership proof for one resource (sandbox id). `expires_at` is RFC 3339.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,59 +24,8 @@ pub struct LeaseToken {
     pub expires_at: String,
 }
 
-/// A control-plane sandbox id in params: any non-blank text (the control plane mints `sb-…`,
-/// but workers never relied on the shape).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize)]
-#[serde(transparent)]
-pub struct SandboxId(String);
-
-impl SandboxId {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
-}
-
-impl Deref for SandboxId {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SandboxId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<String> for SandboxId {
-    fn from(s: String) -> Self {
-        SandboxId(s)
-    }
-}
-
-impl From<&str> for SandboxId {
-    fn from(s: &str) -> Self {
-        SandboxId(s.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for SandboxId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.trim().is_empty() {
-            return Err(serde::de::Error::custom("sandbox_id is required"));
-        }
-        Ok(SandboxId(s))
-    }
-}
-
 /// Identifies the runtime a call targets. `runtime_id` falls back to `sandbox_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     pub sandbox_id: SandboxId,
     pub provider: String,
@@ -95,7 +43,7 @@ impl Target {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpawnParams {
     pub sandbox_id: SandboxId,
     pub image: String,
@@ -134,7 +82,7 @@ pub struct StatusResult {
 }
 
 /// Params of `worker.exec` and `worker.exec_stream`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecParams {
     #[serde(flatten)]
     pub target: Target,
@@ -186,7 +134,7 @@ pub struct ExecStreamResult {
 
 /// Params of the file methods that name one path: `file_read`, `file_read_stream`,
 /// `file_list` (an empty path lists `/`) and `file_stat`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FilePathParams {
     #[serde(flatten)]
     pub target: Target,
@@ -195,7 +143,7 @@ pub struct FilePathParams {
 }
 
 /// Params of `worker.file_write`: the content travels as standard base64.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileWriteParams {
     #[serde(flatten)]
     pub target: Target,
@@ -209,7 +157,7 @@ pub struct FileWriteParams {
 }
 
 /// Params of `worker.file_write_stream` (its content is the request body).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileUploadParams {
     #[serde(flatten)]
     pub target: Target,
@@ -219,7 +167,7 @@ pub struct FileUploadParams {
     pub mode: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileDeleteParams {
     #[serde(flatten)]
     pub target: Target,
@@ -229,7 +177,7 @@ pub struct FileDeleteParams {
     pub recursive: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileMoveParams {
     #[serde(flatten)]
     pub target: Target,
@@ -239,7 +187,7 @@ pub struct FileMoveParams {
     pub new_path: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileChmodParams {
     #[serde(flatten)]
     pub target: Target,
@@ -249,7 +197,7 @@ pub struct FileChmodParams {
     pub mode: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileGlobParams {
     #[serde(flatten)]
     pub target: Target,
@@ -289,7 +237,7 @@ pub struct FileGlobResult {
     pub matches: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogsParams {
     #[serde(flatten)]
     pub target: Target,
@@ -304,7 +252,7 @@ pub struct LogsResult {
     pub lines: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RenewLeaseParams {
     pub resource_id: SandboxId,
     pub ttl: GoDuration,
