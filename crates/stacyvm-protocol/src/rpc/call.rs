@@ -1,9 +1,11 @@
 //! The request side of the contract: [`RpcCall`] (one variant per method, with typed params),
 //! the typed [`RpcRequest`] both sides use, and [`RpcEnvelope`], the JSON as it arrives.
 //!
-//! Adding a method: a constant in `method` (and `method::ALL`), a variant here with its params
-//! type, an arm in [`RpcCall::method`], then one arm in the worker's dispatcher and one call in
-//! the control plane's client. `tests/golden.rs` pins the new envelope.
+//! Adding a method: a constant in `method` (and `method::ALL`) and a variant here with its
+//! params type. The compiler then asks for its arms in [`RpcCall::method`],
+//! [`RpcCall::target`] and the worker's dispatcher (exhaustive matches); the control plane's
+//! `RemoteProvider` sends it where it needs it; `tests/golden.rs` fails until the new envelope
+//! is pinned.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
