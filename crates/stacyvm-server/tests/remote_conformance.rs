@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use stacyvm_config::Config;
 use stacyvm_provider::conformance::Fixture;
 use stacyvm_provider::{MockProvider, Provider, ProviderRegistry};
-use stacyvm_server::config::Config;
 use stacyvm_server::remote::{Endpoint, RemoteProvider, RpcCredentials, WorkerClient};
 use stacyvm_store::{SqliteStore, Store};
 use stacyvm_types::{new_sandbox_id, GoDuration};
