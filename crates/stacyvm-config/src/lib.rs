@@ -11,6 +11,7 @@
 //! The `providers.docker` and `providers.microvm` sections are the provider crate's own
 //! [`DockerConfig`] and [`MicrovmConfig`]: one type per section (docs/configuration.md).
 
+mod certs;
 mod de;
 mod env;
 mod error;
@@ -43,6 +44,7 @@ pub use valid::{
     Accel, CorsOrigins, DatabaseTarget, LogFormat, LogLevel, MicrovmNetwork, Overflow,
     ProviderChoice, RateLimitKey, ValidConfig,
 };
+pub use validate::Invalid;
 
 /// The env var that names an explicit config file.
 pub const CONFIG_ENV_VAR: &str = "STACYVM_CONFIG";

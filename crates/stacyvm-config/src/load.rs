@@ -122,6 +122,12 @@ impl Config {
         validate::validate(self)
     }
 
+    /// Like [`Config::validate`], but on failure returns every error (and the warnings), for
+    /// `stacyvm config lint`. `validate` fails with the first of these errors.
+    pub fn validate_all(self) -> Result<ValidConfig, validate::Invalid> {
+        validate::validate_all(self)
+    }
+
     fn build(
         yaml: Option<&str>,
         origin: &str,

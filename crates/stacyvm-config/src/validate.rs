@@ -1,8 +1,10 @@
-//! `Config::validate()`: every rule of wire-reference §11 plus ours, first failure wins; then
-//! the warnings for settings we parse but do not act on.
+//! `Config::validate()`: every rule of wire-reference §11 plus ours. Every rule is checked and
+//! every failure collected (`stacyvm config lint` prints them all; `serve` and `worker` stop on
+//! the first, in the order below); then the warnings for settings we parse but do not act on.
 
 use stacyvm_types::GoDuration;
 
+use crate::certs::check_rpc_tls_certs;
 use crate::env::leaves;
 use crate::formats::{check_host_port, check_http_url, check_origin, parse_docker_memory};
 use crate::secrets::resolve_secret_files;
@@ -14,28 +16,96 @@ use crate::{defaults_tree, Config, ConfigError};
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
-pub(crate) fn validate(mut c: Config) -> Result<ValidConfig> {
-    let secret_files = resolve_secret_files(&mut c)?;
-    check_durations(&c)?;
-    check_counts(&c)?;
-    let cors = check_server(&c)?;
-    check_worker(&c)?;
-    let provider = check_providers(&c)?;
-    let docker_memory_bytes = parse_docker_memory(&c.providers.docker.memory)
-        .map_err(|r| ConfigError::invalid("providers.docker.memory", r))?;
-    let accel = parse_enum::<Accel>("providers.microvm.accel", &c.providers.microvm.accel)?;
-    let microvm_network = parse_enum::<MicrovmNetwork>(
-        "providers.microvm.network_mode",
-        &c.providers.microvm.network_mode,
-    )?;
-    let spawn_overflow = parse_overflow("defaults.spawn_overflow", &c.defaults.spawn_overflow)?;
-    parse_overflow("pool.overflow", &c.pool.overflow)?;
-    let rate_limit_key = check_rate_limit(&c)?;
-    check_auth(&c)?;
-    let database = check_database(&c)?;
-    let log_level = parse_enum::<LogLevel>("logging.level", &c.logging.level)?;
-    let log_format = parse_enum::<LogFormat>("logging.format", &c.logging.format)?;
+/// Every error (in check order) and every warning of a config that did not validate.
+#[derive(Debug)]
+pub struct Invalid {
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<String>,
+}
+
+pub(crate) fn validate(c: Config) -> Result<ValidConfig> {
+    validate_all(c).map_err(|mut invalid| invalid.errors.swap_remove(0))
+}
+
+/// Keeps the `Ok` value, or records the error and yields `None`.
+fn keep<T>(errors: &mut Vec<ConfigError>, r: Result<T>) -> Option<T> {
+    r.map_err(|e| errors.push(e)).ok()
+}
+
+pub(crate) fn validate_all(mut c: Config) -> std::result::Result<ValidConfig, Invalid> {
+    let mut errs = Vec::new();
+    let e = &mut errs;
+    let secret_files = keep(e, resolve_secret_files(&mut c)).unwrap_or_default();
+    check_durations(&c, e);
+    check_counts(&c, e);
+    let cors = check_server(&c, e);
+    check_worker(&c, e);
+    check_rpc_tls_certs(&c, e);
+    let provider = check_providers(&c, e);
+    let docker_memory_bytes = keep(
+        e,
+        parse_docker_memory(&c.providers.docker.memory)
+            .map_err(|r| ConfigError::invalid("providers.docker.memory", r)),
+    );
+    let accel = keep(
+        e,
+        parse_enum::<Accel>("providers.microvm.accel", &c.providers.microvm.accel),
+    );
+    let microvm_network = keep(
+        e,
+        parse_enum::<MicrovmNetwork>(
+            "providers.microvm.network_mode",
+            &c.providers.microvm.network_mode,
+        ),
+    );
+    let spawn_overflow = keep(
+        e,
+        parse_overflow("defaults.spawn_overflow", &c.defaults.spawn_overflow),
+    );
+    keep(e, parse_overflow("pool.overflow", &c.pool.overflow));
+    let rate_limit_key = keep(e, check_rate_limit(&c));
+    check_auth(&c, e);
+    let database = keep(e, check_database(&c));
+    let log_level = keep(e, parse_enum::<LogLevel>("logging.level", &c.logging.level));
+    let log_format = keep(
+        e,
+        parse_enum::<LogFormat>("logging.format", &c.logging.format),
+    );
     let warnings = warnings(&c);
+    let all = (
+        provider,
+        log_level,
+        log_format,
+        spawn_overflow,
+        rate_limit_key,
+        accel,
+        microvm_network,
+        database,
+        docker_memory_bytes,
+    );
+    let (
+        Some(provider),
+        Some(log_level),
+        Some(log_format),
+        Some(spawn_overflow),
+        Some(rate_limit_key),
+        Some(accel),
+        Some(microvm_network),
+        Some(database),
+        Some(docker_memory_bytes),
+    ) = all
+    else {
+        return Err(Invalid {
+            errors: errs,
+            warnings,
+        });
+    };
+    if !errs.is_empty() {
+        return Err(Invalid {
+            errors: errs,
+            warnings,
+        });
+    }
     Ok(ValidConfig {
         secret_files,
         inner: c,
@@ -90,7 +160,7 @@ fn parse_overflow(key: &str, value: &str) -> Result<Overflow> {
     parse_enum(key, value)
 }
 
-fn check_durations(c: &Config) -> Result<()> {
+fn check_durations(c: &Config, errors: &mut Vec<ConfigError>) {
     let all: [(&str, GoDuration); 14] = [
         ("server.reconcile_interval", c.server.reconcile_interval),
         ("server.shutdown_timeout", c.server.shutdown_timeout),
@@ -118,7 +188,7 @@ fn check_durations(c: &Config) -> Result<()> {
     ];
     for (key, d) in all {
         if d.is_negative() {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 key,
                 format!("duration {d} is negative"),
             ));
@@ -135,13 +205,12 @@ fn check_durations(c: &Config) -> Result<()> {
     }
     for (key, d) in positive {
         if d.is_zero() {
-            return Err(ConfigError::invalid(key, "must be greater than 0"));
+            errors.push(ConfigError::invalid(key, "must be greater than 0"));
         }
     }
-    Ok(())
 }
 
-fn check_counts(c: &Config) -> Result<()> {
+fn check_counts(c: &Config, errors: &mut Vec<ConfigError>) {
     let d = &c.defaults;
     let p = &c.pool;
     let pr = &c.providers.proot;
@@ -170,7 +239,7 @@ fn check_counts(c: &Config) -> Result<()> {
     ];
     for (key, n) in non_negative {
         if n < 0 {
-            return Err(ConfigError::invalid(key, format!("{n} is negative")));
+            errors.push(ConfigError::invalid(key, format!("{n} is negative")));
         }
     }
     let mut positive = vec![
@@ -190,26 +259,26 @@ fn check_counts(c: &Config) -> Result<()> {
         positive.push(("rate_limit.burst", c.rate_limit.burst));
     }
     for (key, n) in positive {
-        if n <= 0 {
-            return Err(ConfigError::invalid(
+        // A negative count was reported above already.
+        if n <= 0 && !errors.iter().any(|e| e.key() == Some(key)) {
+            errors.push(ConfigError::invalid(
                 key,
                 format!("{n} must be greater than 0"),
             ));
         }
     }
-    Ok(())
 }
 
-fn check_server(c: &Config) -> Result<CorsOrigins> {
+fn check_server(c: &Config, errors: &mut Vec<ConfigError>) -> CorsOrigins {
     let s = &c.server;
     if !(0..=65535).contains(&s.port) {
-        return Err(ConfigError::invalid(
+        errors.push(ConfigError::invalid(
             "server.port",
             format!("{} is outside 0..65535", s.port),
         ));
     }
     if s.host.chars().any(char::is_whitespace) {
-        return Err(ConfigError::invalid("server.host", "contains whitespace"));
+        errors.push(ConfigError::invalid("server.host", "contains whitespace"));
     }
     let mut any = false;
     for (i, origin) in s.cors_allowed_origins.iter().enumerate() {
@@ -217,26 +286,31 @@ fn check_server(c: &Config) -> Result<CorsOrigins> {
             any = true;
             continue;
         }
-        check_origin(origin).map_err(|reason| {
-            ConfigError::invalid(format!("server.cors_allowed_origins[{i}]"), reason)
-        })?;
+        if let Err(reason) = check_origin(origin) {
+            errors.push(ConfigError::invalid(
+                format!("server.cors_allowed_origins[{i}]"),
+                reason,
+            ));
+        }
     }
-    Ok(if any {
+    if any {
         CorsOrigins::Any
     } else {
         CorsOrigins::List(s.cors_allowed_origins.clone())
-    })
+    }
 }
 
-fn check_worker(c: &Config) -> Result<()> {
+fn check_worker(c: &Config, errors: &mut Vec<ConfigError>) {
     let w = &c.worker;
     if !w.control_plane_url.trim().is_empty() {
-        check_http_url(w.control_plane_url.trim())
-            .map_err(|r| ConfigError::invalid("worker.control_plane_url", r))?;
+        if let Err(r) = check_http_url(w.control_plane_url.trim()) {
+            errors.push(ConfigError::invalid("worker.control_plane_url", r));
+        }
     }
     if !w.listen_addr.trim().is_empty() {
-        check_host_port(w.listen_addr.trim())
-            .map_err(|r| ConfigError::invalid("worker.listen_addr", r))?;
+        if let Err(r) = check_host_port(w.listen_addr.trim()) {
+            errors.push(ConfigError::invalid("worker.listen_addr", r));
+        }
     }
     let tls = &w.rpc_tls;
     if tls.enabled {
@@ -257,28 +331,27 @@ fn check_worker(c: &Config) -> Result<()> {
         for (a, av, b, bv) in pairs {
             if av.trim().is_empty() != bv.trim().is_empty() {
                 let (set, unset) = if av.trim().is_empty() { (b, a) } else { (a, b) };
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     unset,
                     format!("required when {set} is set"),
                 ));
             }
         }
         if !w.listen_addr.trim().is_empty() && tls.server_cert_file.trim().is_empty() {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "worker.rpc_tls.server_cert_file",
                 "required when worker.rpc_tls.enabled is true and worker.listen_addr is set",
             ));
         }
     }
-    Ok(())
 }
 
 const NOT_SHIPPED: [&str; 3] = ["e2b", "custom", "proot"];
 
-fn check_providers(c: &Config) -> Result<ProviderChoice> {
+fn check_providers(c: &Config, errors: &mut Vec<ConfigError>) -> Option<ProviderChoice> {
     let p = &c.providers;
     if p.firecracker.enabled {
-        return Err(ConfigError::FirecrackerUnavailable);
+        errors.push(ConfigError::FirecrackerUnavailable);
     }
     for (name, enabled) in [
         ("e2b", p.e2b.enabled),
@@ -286,44 +359,48 @@ fn check_providers(c: &Config) -> Result<ProviderChoice> {
         ("proot", p.proot.enabled),
     ] {
         if enabled {
-            return Err(ConfigError::ProviderNotShipped {
+            errors.push(ConfigError::ProviderNotShipped {
                 key: format!("providers.{name}.enabled"),
                 provider: name.to_string(),
             });
         }
     }
     let default = p.default.trim();
-    if default.is_empty() {
-        return Ok(ProviderChoice::Auto);
-    }
     let lower = default.to_ascii_lowercase();
-    if lower == "firecracker" {
-        return Err(ConfigError::invalid(
+    let choice = if default.is_empty() {
+        Some(ProviderChoice::Auto)
+    } else if lower == "firecracker" {
+        errors.push(ConfigError::invalid(
             "providers.default",
             "the firecracker provider is not available in this build; use microvm",
         ));
-    }
-    if NOT_SHIPPED.contains(&lower.as_str()) || lower == p.custom.name.to_ascii_lowercase() {
-        return Err(ConfigError::ProviderNotShipped {
+        None
+    } else if NOT_SHIPPED.contains(&lower.as_str()) || lower == p.custom.name.to_ascii_lowercase() {
+        errors.push(ConfigError::ProviderNotShipped {
             key: "providers.default".into(),
             provider: default.to_string(),
         });
-    }
-    let choice = parse_enum::<ProviderChoice>("providers.default", default)?;
+        None
+    } else {
+        keep(
+            errors,
+            parse_enum::<ProviderChoice>("providers.default", default),
+        )
+    };
     if p.microvm.enabled && p.microvm.qemu_path.trim().is_empty() {
-        return Err(ConfigError::invalid(
+        errors.push(ConfigError::invalid(
             "providers.microvm.qemu_path",
             "required when the microvm provider is enabled",
         ));
     }
     let cpus = p.docker.cpus;
     if !cpus.is_finite() || cpus < 0.0 {
-        return Err(ConfigError::invalid(
+        errors.push(ConfigError::invalid(
             "providers.docker.cpus",
             format!("{cpus} is not a non-negative number"),
         ));
     }
-    Ok(choice)
+    choice
 }
 
 fn check_rate_limit(c: &Config) -> Result<RateLimitKey> {
@@ -334,22 +411,20 @@ fn check_rate_limit(c: &Config) -> Result<RateLimitKey> {
     parse_enum("rate_limit.key_by", key_by)
 }
 
-fn check_auth(c: &Config) -> Result<()> {
+fn check_auth(c: &Config, errors: &mut Vec<ConfigError>) {
     for (id, token) in &c.auth.worker_tokens {
         if id.trim().is_empty() {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "auth.worker_tokens",
                 "a worker id is empty",
             ));
-        }
-        if token.trim().is_empty() {
-            return Err(ConfigError::invalid(
+        } else if token.trim().is_empty() {
+            errors.push(ConfigError::invalid(
                 format!("auth.worker_tokens.{id}"),
                 "token is empty",
             ));
         }
     }
-    Ok(())
 }
 
 fn check_database(c: &Config) -> Result<DatabaseTarget> {
@@ -448,8 +523,23 @@ fn warnings(c: &Config) -> Vec<String> {
         ));
     }
     let short = |k: &str| k.trim().len() < 32 && !k.trim().is_empty();
-    if short(&c.auth.worker_signing_key) || c.auth.worker_signing_keys.iter().any(|k| short(k)) {
-        out.push("a worker signing key is shorter than 32 bytes; use a long random key".into());
+    let keys = std::iter::once((
+        "auth.worker_signing_key".to_string(),
+        &c.auth.worker_signing_key,
+    ))
+    .chain(
+        c.auth
+            .worker_signing_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (format!("auth.worker_signing_keys[{i}]"), k)),
+    );
+    for (key, value) in keys {
+        if short(value) {
+            out.push(format!(
+                "{key} is shorter than 32 bytes; use a long random key"
+            ));
+        }
     }
     out
 }

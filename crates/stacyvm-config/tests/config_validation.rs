@@ -290,3 +290,48 @@ fn warnings_for_settings_we_do_not_act_on() {
     assert_eq!(c.warnings().len(), 1);
     assert!(valid(STAGING_WORKER).warnings().is_empty());
 }
+
+#[test]
+fn validate_all_collects_every_error_and_validate_keeps_the_first() {
+    let yaml = "database: {driver: oracle}\nlogging: {level: loud}\ndefaults: {ttl: -5s, max_sandboxes: -1}\nserver: {port: 70000}\nauth: {worker_tokens: {w1: \"\"}}\npool: {enabled: true}\n";
+    let invalid = Config::from_yaml_str(yaml)
+        .unwrap()
+        .validate_all()
+        .unwrap_err();
+    let keys: Vec<_> = invalid.errors.iter().filter_map(ConfigError::key).collect();
+    assert_eq!(
+        keys,
+        [
+            "defaults.ttl",
+            "defaults.max_sandboxes",
+            "server.port",
+            "auth.worker_tokens.w1",
+            "database.driver",
+            "logging.level",
+        ]
+    );
+    assert!(invalid
+        .warnings
+        .iter()
+        .any(|w| w.starts_with("pool.enabled")));
+    // serve and worker stop on the first error, as before.
+    assert_eq!(invalid_key(yaml), "defaults.ttl");
+    // One error per key: a negative count is not also reported as "must be > 0".
+    let invalid = Config::from_yaml_str("rate_limit: {enabled: true, burst: -1}")
+        .unwrap()
+        .validate_all()
+        .unwrap_err();
+    assert_eq!(invalid.errors.len(), 1, "{:?}", invalid.errors);
+}
+
+#[test]
+fn short_signing_key_warnings_name_the_key() {
+    let c = valid("auth: {worker_signing_key: short, worker_signing_keys: [\"0123456789abcdef0123456789abcdef\", tiny]}");
+    assert_eq!(
+        c.warnings(),
+        [
+            "auth.worker_signing_key is shorter than 32 bytes; use a long random key",
+            "auth.worker_signing_keys[1] is shorter than 32 bytes; use a long random key",
+        ]
+    );
+}

@@ -51,6 +51,8 @@ pub enum Command {
     Version,
     /// Run a remote worker (docs/worker.md), or manage tokens: `stacyvm worker token ...`.
     Worker(WorkerArgs),
+    /// Configuration checks: `config lint [--file F] [--production]`.
+    Config(crate::commands::config::ConfigArgs),
     /// Database upkeep: `db backup <out>` (SQLite), `db migrate`.
     Db(crate::commands::db::DbArgs),
     /// microvm provider upkeep: `microvm prepare [--check] [--force]` (docs/microvm.md).

@@ -1,6 +1,7 @@
 //! One file per subcommand. anyhow with context is allowed here only.
 
 mod client;
+pub(crate) mod config;
 pub(crate) mod db;
 pub(crate) mod microvm;
 mod serve;
@@ -18,6 +19,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(a) => client::exec(&cli.client, a).await,
         Command::List => client::list(&cli.client).await,
         Command::Kill { id } => client::kill(&cli.client, &id).await,
+        Command::Config(a) => config::run(a),
         Command::Db(a) => db::run(a).await,
         Command::Microvm(a) => microvm::run(a),
         Command::Worker(w) => match w.command {
