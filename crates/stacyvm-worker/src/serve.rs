@@ -100,7 +100,8 @@ async fn accept_loop(
                     match hs {
                         Ok(Ok(stream)) => serve_conn(stream, router, graceful, hard).await,
                         Ok(Err(e)) => {
-                            tracing::info!(%peer, error = %e, "RPC TLS handshake failed");
+                            let hint = crate::tls::handshake_hint(&e.to_string());
+                            tracing::info!(%peer, error = %e, hint, "RPC TLS handshake failed");
                         }
                         Err(_) => tracing::info!(%peer, "RPC TLS handshake timed out"),
                     }

@@ -78,10 +78,36 @@ pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsEr
     Ok(Arc::new(cfg))
 }
 
+/// What to do about a refused client certificate, when we can tell: webpki refuses X.509
+/// version 1 certificates (`openssl x509 -req` without extensions), and says only
+/// `UnsupportedCertVersion`.
+pub(crate) fn handshake_hint(error: &str) -> &'static str {
+    if error.contains("UnsupportedCertVersion") {
+        "the client certificate is X.509 version 1, which rustls refuses; reissue it as version 3 \
+         (`stacyvm worker certs`, docs/worker.md) and set it as the control plane's \
+         worker.rpc_tls.client_cert_file"
+    } else {
+        ""
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_1_client_certificates_get_a_hint() {
+        let refused =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                std::sync::Arc::new(rustls::Error::General("UnsupportedCertVersion".into())),
+            )));
+        assert!(handshake_hint(&refused.to_string()).contains("stacyvm worker certs"));
+        assert_eq!(
+            handshake_hint("invalid peer certificate: UnknownIssuer"),
+            ""
+        );
+    }
 
     #[test]
     fn missing_and_garbage_files_are_errors() {

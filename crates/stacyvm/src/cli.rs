@@ -118,6 +118,9 @@ pub struct WorkerRunArgs {
 pub enum WorkerCommand {
     /// Issue (`token <worker-id>`), inspect, verify signed worker tokens; plan key rotation.
     Token(Box<crate::cli_token::TokenArgs>),
+    /// Write a CA, a worker (server) and a control-plane (client) certificate for
+    /// `worker.rpc_tls` (mTLS): `certs --out DIR [--hosts H,...] [--days N]`.
+    Certs(Box<crate::commands::certs::CertsArgs>),
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! One file per subcommand. anyhow with context is allowed here only.
 
+pub(crate) mod certs;
 mod client;
 pub(crate) mod config;
 pub(crate) mod db;
@@ -24,6 +25,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Microvm(a) => microvm::run(a),
         Command::Worker(w) => match w.command {
             Some(WorkerCommand::Token(t)) => token::run(*t),
+            Some(WorkerCommand::Certs(c)) => certs::run(*c),
             None => worker::run(w.run).await,
         },
         Command::Version => {

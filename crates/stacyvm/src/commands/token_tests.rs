@@ -15,7 +15,7 @@ fn parse(args: &[&str]) -> TokenArgs {
     match Cli::try_parse_from(argv).unwrap().command {
         Command::Worker(w) => match w.command {
             Some(WorkerCommand::Token(t)) => *t,
-            None => panic!("no token command"),
+            _ => panic!("no token command"),
         },
         other => panic!("{other:?}"),
     }
