@@ -6,7 +6,7 @@
 #
 # default   the guide's exact configs (shared token on the CP, per-worker token for worker-a)
 # --signed  signed stacyvm-worker-v1 tokens both ways (no static tokens)
-# --mtls    worker RPC over mutual TLS (throwaway CA and certs made with openssl)
+# --mtls    worker RPC over mutual TLS (throwaway CA and certs from `stacyvm worker certs`)
 # Kills only the processes it started. Exit status = number of failed steps (0 = all passed).
 set -u
 
@@ -65,16 +65,10 @@ W_TLS=""
 if [ "$MTLS" = 1 ]; then
   T="$WORK/tls"
   mkdir -p "$T"
-  (
-    cd "$T" || exit 1
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj "/CN=stacyvm-smoke-ca" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=worker-a" 2>/dev/null
-    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile server.ext 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj "/CN=control-plane" 2>/dev/null
-    printf 'extendedKeyUsage=clientAuth\n' > client.ext
-    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 1 -extfile client.ext 2>/dev/null
-  ) || { echo "openssl failed" >&2; exit 2; }
+  # v3 CA, server and client certificates (rustls refuses the v1 ones that `openssl x509 -req`
+  # writes without extensions; docs/worker.md).
+  "$BIN" worker certs --out "$T" --hosts localhost,127.0.0.1 --days 1 >/dev/null \
+    || { echo "stacyvm worker certs failed" >&2; exit 2; }
   CP_TLS="
 worker:
   rpc_tls:
@@ -136,6 +130,11 @@ providers:
 
 $W_AUTH
 YAML
+
+# Both configs must lint clean (errors fail; warnings are printed).
+for f in control-plane worker; do
+  "$BIN" config lint --file "$WORK/$f.yaml" || { echo "config lint failed: $f.yaml" >&2; exit 2; }
+done
 
 # --- start both processes ----------------------------------------------------------------------
 (cd "$WORK" && STACYVM_CONFIG=control-plane.yaml exec "$BIN" serve >"$WORK/cp.log" 2>&1) &
