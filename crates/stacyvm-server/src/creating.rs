@@ -9,10 +9,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use serde_json::json;
 use stacyvm_provider::ProviderError;
 use stacyvm_types::{Sandbox, SandboxState};
 
+use crate::events::ReconcileAction;
 use crate::service::Service;
 use crate::tasks::leader;
 
@@ -115,8 +115,11 @@ async fn clean_up(svc: &Service, sb: &Sandbox, creator: &str) {
                 "reconcile.action",
                 Some(&sb.id),
                 Some(
-                    json!({"action": "marked_destroyed", "provider": sb.provider,
-                    "reason": "creator_gone", "worker": sb.worker_id}),
+                    ReconcileAction::new("marked_destroyed")
+                        .provider(&sb.provider)
+                        .reason("creator_gone")
+                        .worker(&sb.worker_id)
+                        .into(),
                 ),
             );
         }

@@ -10,7 +10,8 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use stacyvm_store::{EventBridge, MAX_EVENT_PAYLOAD};
 use stacyvm_types::format_rfc3339_go;
 use tokio::sync::{broadcast, mpsc};
@@ -22,30 +23,133 @@ pub struct Event {
     pub kind: Cow<'static, str>,
     pub sandbox_id: Option<String>,
     pub timestamp: stacyvm_types::Timestamp,
-    pub data: Option<Map<String, Value>>,
+    pub data: Option<EventData>,
     /// Came from another control plane through the bridge (never forwarded again).
     pub remote: bool,
 }
 
-impl Event {
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("id".into(), json!(self.id));
-        m.insert("type".into(), json!(self.kind));
-        if let Some(sb) = &self.sandbox_id {
-            m.insert("sandbox_id".into(), json!(sb));
+/// What an event says beyond its type. The service publishes these typed values; they become
+/// JSON only when an event is written out (`/events`, the bridge). Each variant's fields are in
+/// alphabetical order: the bytes match the sorted maps events have always carried.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum EventData {
+    /// An operation failed, timed out or hit a limit.
+    Failure {
+        error: String,
+        operation: &'static str,
+        provider: String,
+    },
+    /// A spawn entered, left or timed out of the spawn queue.
+    Queue {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        depth: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        operation: &'static str,
+        owner_id: String,
+        provider: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
+    },
+    QuotaSaved {
+        max_exec_timeout: String,
+        max_sandboxes: i64,
+        max_ttl: String,
+        owner_id: String,
+    },
+    QuotaDeleted {
+        owner_id: String,
+    },
+    /// Reconciliation (or an admin drain) changed a sandbox, runtime or worker.
+    Reconcile(ReconcileAction),
+    /// Another control plane's data, as it sent it.
+    Remote(Map<String, Value>),
+}
+
+impl EventData {
+    /// `{"operation", "provider", "error"}`.
+    pub fn failure(operation: &'static str, provider: &str, error: impl Into<String>) -> Self {
+        EventData::Failure {
+            error: error.into(),
+            operation,
+            provider: provider.to_string(),
         }
-        m.insert(
-            "timestamp".into(),
-            json!(format_rfc3339_go(&self.timestamp)),
-        );
-        if let Some(d) = &self.data {
-            m.insert("data".into(), Value::Object(d.clone()));
+    }
+}
+
+/// The data of a `reconcile.action` event: the action, and where and why when known.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReconcileAction {
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+}
+
+impl ReconcileAction {
+    pub fn new(action: impl Into<String>) -> Self {
+        ReconcileAction {
+            action: action.into(),
+            provider: None,
+            reason: None,
+            worker: None,
         }
-        Value::Object(m)
     }
 
-    /// An event another control plane sent (its `to_json` shape); `None` when malformed.
+    pub fn provider(mut self, provider: impl Into<String>) -> Self {
+        self.provider = Some(provider.into());
+        self
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    pub fn worker(mut self, worker: impl Into<String>) -> Self {
+        self.worker = Some(worker.into());
+        self
+    }
+}
+
+impl From<ReconcileAction> for EventData {
+    fn from(a: ReconcileAction) -> Self {
+        EventData::Reconcile(a)
+    }
+}
+
+/// An event as `/events` and the bridge carry it (keys in alphabetical order).
+#[derive(Serialize)]
+struct EventWire<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a EventData>,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sandbox_id: Option<&'a str>,
+    timestamp: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        EventWire {
+            data: self.data.as_ref(),
+            id: &self.id,
+            sandbox_id: self.sandbox_id.as_deref(),
+            timestamp: format_rfc3339_go(&self.timestamp),
+            kind: &self.kind,
+        }
+        .serialize(s)
+    }
+}
+
+impl Event {
+    /// An event another control plane sent (its wire shape); `None` when malformed.
     fn from_remote(v: &Value) -> Option<Event> {
         let o = v.as_object()?;
         Some(Event {
@@ -60,7 +164,11 @@ impl Event {
                 .and_then(Value::as_str)
                 .and_then(stacyvm_types::parse_rfc3339)
                 .unwrap_or_else(chrono::Utc::now),
-            data: o.get("data").and_then(Value::as_object).cloned(),
+            data: o
+                .get("data")
+                .and_then(Value::as_object)
+                .cloned()
+                .map(EventData::Remote),
             remote: true,
         })
     }
@@ -92,12 +200,8 @@ impl EventBus {
         }
     }
 
-    pub fn publish(&self, kind: &'static str, sandbox_id: Option<&str>, data: Option<Value>) {
+    pub fn publish(&self, kind: &'static str, sandbox_id: Option<&str>, data: Option<EventData>) {
         let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let data = match data {
-            Some(Value::Object(m)) => Some(m),
-            _ => None,
-        };
         let ev = Event {
             id: format!("evt-{n}"),
             kind: Cow::Borrowed(kind),
@@ -184,7 +288,7 @@ fn payloads(origin: &str, events: &[Event]) -> Vec<String> {
     let envelope = |items: &[String]| {
         format!(
             "{{\"origin\":{},\"events\":[{}]}}",
-            json!(origin),
+            Value::from(origin),
             items.join(",")
         )
     };
@@ -193,7 +297,7 @@ fn payloads(origin: &str, events: &[Event]) -> Vec<String> {
     let mut items: Vec<String> = Vec::new();
     let mut size = overhead;
     for ev in events {
-        let item = ev.to_json().to_string();
+        let item = serde_json::to_string(ev).unwrap_or_default();
         if overhead + item.len() > MAX_EVENT_PAYLOAD {
             tracing::warn!(kind = %ev.kind, bytes = item.len(), "event bridge: event too large, not forwarded");
             continue;

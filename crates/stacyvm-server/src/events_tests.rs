@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
+use serde_json::json;
 use stacyvm_store::Store;
 
 use super::*;
 
 fn event(kind: &'static str, sandbox: &str, data_len: usize) -> Event {
-    let mut data = Map::new();
-    data.insert("error".into(), json!("e".repeat(data_len)));
+    let data = EventData::failure("exec", "mock", "e".repeat(data_len));
     Event {
         id: "evt-1".into(),
         kind: Cow::Borrowed(kind),
@@ -130,7 +130,7 @@ async fn two_buses_on_one_postgres_see_each_others_events_once() {
     bus_b.publish(
         "exec.failed",
         Some("sb-bbbbbbbb"),
-        Some(json!({"operation": "exec", "provider": "mock", "error": "boom"})),
+        Some(EventData::failure("exec", "mock", "boom")),
     );
     let got_a = drain(&mut rx_a, Duration::from_secs(1)).await;
     let got_b = drain(&mut rx_b, Duration::from_secs(1)).await;
@@ -146,7 +146,10 @@ async fn two_buses_on_one_postgres_see_each_others_events_once() {
     assert_eq!(kinds(&got_b, false), ["exec.failed sb-bbbbbbbb"]);
     assert_eq!(kinds(&got_b, true), ["sandbox.created sb-aaaaaaaa"]);
     let remote = got_a.iter().find(|e| e.remote).unwrap();
-    assert_eq!(remote.data.as_ref().unwrap()["error"], "boom");
+    let Some(EventData::Remote(data)) = &remote.data else {
+        panic!("remote data: {:?}", remote.data);
+    };
+    assert_eq!(data["error"], "boom");
     assert_eq!(remote_seen_by_b.load(Ordering::Relaxed) - before_b, 1);
 
     cancel.cancel();
@@ -156,4 +159,110 @@ async fn two_buses_on_one_postgres_see_each_others_events_once() {
             .unwrap()
             .unwrap();
     }
+}
+
+/// Typed event data writes the bytes of the `json!` maps it replaced, and an event the bytes
+/// of the map `/events` has always carried.
+#[test]
+fn event_wire_bytes() {
+    let cases: Vec<(EventData, Value)> = vec![
+        (
+            EventData::failure("spawn", "mock", "boom"),
+            json!({"operation":"spawn","provider":"mock","error":"boom"}),
+        ),
+        (
+            EventData::Queue {
+                depth: Some(3),
+                error: None,
+                operation: "spawn",
+                owner_id: String::new(),
+                provider: "mock".into(),
+                wait_ms: None,
+            },
+            json!({"operation":"spawn","provider":"mock","owner_id":"","depth":3}),
+        ),
+        (
+            EventData::Queue {
+                depth: None,
+                error: Some("spawn queue timeout after 1s".into()),
+                operation: "spawn",
+                owner_id: "alice".into(),
+                provider: "mock".into(),
+                wait_ms: Some(1000),
+            },
+            json!({"operation":"spawn","provider":"mock","owner_id":"alice",
+                "error":"spawn queue timeout after 1s","wait_ms":1000}),
+        ),
+        (
+            EventData::QuotaSaved {
+                max_exec_timeout: "0s".into(),
+                max_sandboxes: 2,
+                max_ttl: "1h0m0s".into(),
+                owner_id: "alice".into(),
+            },
+            json!({"owner_id": "alice", "max_sandboxes": 2, "max_ttl": "1h0m0s",
+                "max_exec_timeout": "0s"}),
+        ),
+        (
+            EventData::QuotaDeleted {
+                owner_id: "alice".into(),
+            },
+            json!({"owner_id": "alice"}),
+        ),
+        (
+            ReconcileAction::new("marked_destroyed")
+                .provider("mock")
+                .reason("creator_gone")
+                .worker("w1")
+                .into(),
+            json!({"action": "marked_destroyed", "provider": "mock",
+                "reason": "creator_gone", "worker": "w1"}),
+        ),
+        (
+            ReconcileAction::new("worker_draining")
+                .reason("admin_drain")
+                .worker("w1")
+                .into(),
+            json!({"action": "worker_draining", "reason": "admin_drain", "worker": "w1"}),
+        ),
+    ];
+    for (data, reference) in cases {
+        assert_eq!(serde_json::to_string(&data).unwrap(), reference.to_string());
+        let ev = Event {
+            id: "evt-7".into(),
+            kind: Cow::Borrowed("reconcile.action"),
+            sandbox_id: Some("sb-1".into()),
+            timestamp: chrono::Utc::now(),
+            data: Some(data),
+            remote: false,
+        };
+        let mut m = Map::new();
+        m.insert("id".into(), json!(ev.id));
+        m.insert("type".into(), json!(ev.kind));
+        m.insert("sandbox_id".into(), json!("sb-1"));
+        m.insert("timestamp".into(), json!(format_rfc3339_go(&ev.timestamp)));
+        m.insert("data".into(), reference);
+        assert_eq!(
+            serde_json::to_string(&ev).unwrap(),
+            Value::Object(m).to_string()
+        );
+    }
+    let bare = Event {
+        id: "evt-1".into(),
+        kind: Cow::Borrowed("sandbox.created"),
+        sandbox_id: None,
+        timestamp: chrono::Utc::now(),
+        data: None,
+        remote: false,
+    };
+    let text = serde_json::to_string(&bare).unwrap();
+    assert_eq!(
+        text,
+        json!({"id": "evt-1", "type": "sandbox.created",
+            "timestamp": format_rfc3339_go(&bare.timestamp)})
+        .to_string()
+    );
+    // What the bridge reads back is the same event.
+    let back = Event::from_remote(&serde_json::from_str(&text).unwrap()).unwrap();
+    assert_eq!((back.id, back.kind), (bare.id, bare.kind));
 }

@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-
 #[derive(Debug, Clone, Default)]
 pub struct OpStats {
     pub success_total: u64,
@@ -60,34 +58,5 @@ impl OpMetrics {
                     .collect()
             })
             .unwrap_or_default()
-    }
-
-    pub fn to_json(&self) -> Value {
-        let items: Vec<Value> = self
-            .snapshot()
-            .into_iter()
-            .map(|(op, provider, s)| {
-                let avg = if s.latency_count > 0 {
-                    s.latency_total_ms / s.latency_count as f64
-                } else {
-                    0.0
-                };
-                let mut v = json!({
-                    "operation": op, "provider": provider,
-                    "success_total": s.success_total, "failure_total": s.failure_total,
-                    "latency_count": s.latency_count, "latency_total_ms": s.latency_total_ms,
-                    "latency_min_ms": s.latency_min_ms, "latency_max_ms": s.latency_max_ms,
-                    "latency_avg_ms": avg,
-                });
-                if let Some(e) = s.last_error {
-                    v["last_error"] = json!(e);
-                }
-                if s.last_observed_unix > 0 {
-                    v["last_observed_unix"] = json!(s.last_observed_unix);
-                }
-                v
-            })
-            .collect();
-        Value::Array(items)
     }
 }

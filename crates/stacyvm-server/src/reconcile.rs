@@ -4,10 +4,10 @@
 
 use std::collections::HashSet;
 
-use serde_json::json;
 use stacyvm_provider::ProviderError;
 use stacyvm_types::SandboxState;
 
+use crate::events::ReconcileAction;
 use crate::service::Service;
 
 pub async fn startup(svc: &Service) {
@@ -113,7 +113,12 @@ pub async fn local_pass(svc: &Service, creating_grace: Option<std::time::Duratio
             svc.events.publish(
                 "reconcile.action",
                 rt.sandbox_id.as_deref(),
-                Some(json!({"action": "destroyed_orphan", "provider": p.name(), "reason": "unknown_runtime"})),
+                Some(
+                    ReconcileAction::new("destroyed_orphan")
+                        .provider(p.name())
+                        .reason("unknown_runtime")
+                        .into(),
+                ),
             );
         }
     }
@@ -124,7 +129,12 @@ async fn mark(svc: &Service, id: &str, state: SandboxState, reason: &str, provid
         Ok(_) => svc.events.publish(
             "reconcile.action",
             Some(id),
-            Some(json!({"action": format!("marked_{state}"), "provider": provider, "reason": reason})),
+            Some(
+                ReconcileAction::new(format!("marked_{state}"))
+                    .provider(provider)
+                    .reason(reason)
+                    .into(),
+            ),
         ),
         Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "reconcile: could not mark"),
     }
@@ -164,8 +174,16 @@ pub async fn remote_pass(svc: &Service) {
                         .is_ok()
                     {
                         let _ = svc.store.release_lease(&sb.id, &sb.worker_id).await;
-                        svc.events.publish("reconcile.action", Some(&sb.id),
-                            Some(json!({"action": "marked_expired", "reason": reason, "worker": sb.worker_id})));
+                        svc.events.publish(
+                            "reconcile.action",
+                            Some(&sb.id),
+                            Some(
+                                ReconcileAction::new("marked_expired")
+                                    .reason(reason)
+                                    .worker(&sb.worker_id)
+                                    .into(),
+                            ),
+                        );
                         svc.notify_capacity();
                     }
                 } else if matches!(sb.state, SandboxState::Running | SandboxState::Error)
@@ -176,8 +194,16 @@ pub async fn remote_pass(svc: &Service) {
                         .is_ok()
                 {
                     tracing::warn!(sandbox_id = %sb.id, worker = %sb.worker_id, %reason, "owner unreachable: sandbox unhealthy");
-                    svc.events.publish("reconcile.action", Some(&sb.id),
-                        Some(json!({"action": "marked_unhealthy", "reason": reason, "worker": sb.worker_id})));
+                    svc.events.publish(
+                        "reconcile.action",
+                        Some(&sb.id),
+                        Some(
+                            ReconcileAction::new("marked_unhealthy")
+                                .reason(reason)
+                                .worker(&sb.worker_id)
+                                .into(),
+                        ),
+                    );
                 }
             }
             None => {
@@ -199,8 +225,16 @@ pub async fn remote_pass(svc: &Service) {
                             Ok(st) if st != sb.state => {
                                 let marked = svc.store.set_sandbox_state(&sb.id, st).await.is_ok();
                                 if marked {
-                                    svc.events.publish("reconcile.action", Some(&sb.id),
-                                        Some(json!({"action": format!("marked_{st}"), "reason": "worker_returned", "worker": sb.worker_id})));
+                                    svc.events.publish(
+                                        "reconcile.action",
+                                        Some(&sb.id),
+                                        Some(
+                                            ReconcileAction::new(format!("marked_{st}"))
+                                                .reason("worker_returned")
+                                                .worker(&sb.worker_id)
+                                                .into(),
+                                        ),
+                                    );
                                 }
                             }
                             Err(ProviderError::SandboxNotFound(_)) => {
@@ -284,8 +318,16 @@ pub async fn destroy_orphans(svc: &Service, worker_id: &str, held: Vec<String>) 
                             .await;
                     }
                 }
-                svc.events.publish("reconcile.action", Some(&id),
-                    Some(json!({"action": "destroyed_orphan", "provider": provider, "worker": worker_id})));
+                svc.events.publish(
+                    "reconcile.action",
+                    Some(&id),
+                    Some(
+                        ReconcileAction::new("destroyed_orphan")
+                            .provider(provider)
+                            .worker(worker_id)
+                            .into(),
+                    ),
+                );
             }
             Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "orphan cleanup failed"),
         }

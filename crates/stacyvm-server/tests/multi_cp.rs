@@ -185,7 +185,7 @@ async fn abandoned_spawns_are_cleaned_only_when_their_creator_is_gone(store: Arc
     let mut reasons = Vec::new();
     while let Ok(ev) = events.try_recv() {
         if ev.kind == "reconcile.action" {
-            let data = ev.data.unwrap();
+            let data = serde_json::to_value(ev.data.unwrap()).unwrap();
             reasons.push((ev.sandbox_id.unwrap(), data["reason"].clone()));
         }
     }

@@ -3,10 +3,17 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use super::json_response;
 use crate::error::ServiceError;
+
+/// The stable error body: `{"code", "message"}`.
+#[derive(Serialize)]
+struct ErrorBody {
+    code: &'static str,
+    message: String,
+}
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -100,7 +107,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Service(e) => e.to_string(),
         };
-        json_response(status, &json!({"code": code, "message": message}))
+        json_response(status, &ErrorBody { code, message })
     }
 }
 

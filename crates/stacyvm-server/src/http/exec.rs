@@ -1,5 +1,6 @@
 //! Exec: JSON result, NDJSON stream (ending with an exit line), and WebSocket.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use axum::body::Body;
@@ -9,8 +10,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use stacyvm_types::StreamKind;
 
 use super::error::ApiError;
@@ -56,25 +57,51 @@ fn stream_name(k: StreamKind) -> &'static str {
     }
 }
 
-/// One stream item as the JSON object both NDJSON and WebSocket carry.
-fn item_json(item: &StreamItem) -> Value {
+/// One stream item as both NDJSON and WebSocket carry it (keys in alphabetical order).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ItemView<'a> {
+    Chunk {
+        data: Cow<'a, str>,
+        stream: &'static str,
+    },
+    Exit {
+        data: &'static str,
+        duration: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a str>,
+        exit_code: i32,
+        stream: &'static str,
+    },
+}
+
+fn item_view(item: &StreamItem) -> ItemView<'_> {
     match item {
-        StreamItem::Chunk(c) => {
-            json!({"stream": stream_name(c.stream), "data": String::from_utf8_lossy(&c.data)})
-        }
+        StreamItem::Chunk(c) => ItemView::Chunk {
+            data: String::from_utf8_lossy(&c.data),
+            stream: stream_name(c.stream),
+        },
         StreamItem::Exit {
             exit_code,
             duration,
             error,
-        } => {
-            let mut v = json!({"stream": "exit", "data": "", "exit_code": exit_code,
-                "duration": duration.to_string()});
-            if let Some(e) = error {
-                v["error"] = json!(e);
-            }
-            v
-        }
+        } => ItemView::Exit {
+            data: "",
+            duration: duration.to_string(),
+            error: error.as_deref(),
+            exit_code: *exit_code,
+            stream: "exit",
+        },
     }
+}
+
+/// The answer of a collected exec.
+#[derive(Serialize)]
+struct ExecResultView<'a> {
+    duration: String,
+    exit_code: i32,
+    stderr: &'a str,
+    stdout: &'a str,
 }
 
 async fn exec(
@@ -87,16 +114,18 @@ async fn exec(
         return Ok(ndjson(stream));
     }
     let r = st.svc.exec(&id, body.params()).await?;
-    Ok(ok(
-        &json!({"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr,
-        "duration": r.duration.to_string()}),
-    ))
+    Ok(ok(&ExecResultView {
+        duration: r.duration.to_string(),
+        exit_code: r.exit_code,
+        stderr: &r.stderr,
+        stdout: &r.stdout,
+    }))
 }
 
 fn ndjson(stream: ExecStream) -> Response {
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         let item = s.next().await?;
-        let mut line = serde_json::to_vec(&item_json(&item)).unwrap_or_default();
+        let mut line = serde_json::to_vec(&item_view(&item)).unwrap_or_default();
         line.push(b'\n');
         Some((Ok::<_, std::convert::Infallible>(line), s))
     });
@@ -154,7 +183,7 @@ async fn ws_session(st: AppState, id: String, mut socket: WebSocket) {
     // Chunks, then the exit message (DECISIONS: streams end with an exit line), then done.
     while let Some(item) = stream.next().await {
         let is_exit = matches!(item, StreamItem::Exit { .. });
-        let msg = item_json(&item).to_string();
+        let msg = serde_json::to_string(&item_view(&item)).unwrap_or_default();
         if socket.send(Message::Text(msg.into())).await.is_err() {
             return;
         }

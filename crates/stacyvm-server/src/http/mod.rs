@@ -15,6 +15,7 @@ mod rate_limit;
 mod sandboxes;
 mod system;
 mod templates;
+mod views;
 mod worker_api;
 mod workers;
 

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::extract::JsonBody;
+use super::views::{self, Status};
 use super::{dto, json_response, ok, AppState};
 use crate::service::{Caller, SpawnParams};
 
@@ -70,7 +71,7 @@ async fn admission(
     let params: SpawnParams = body.into();
     let r = st.svc.resolve_spawn(&params, &caller)?;
     let d = st.svc.admission(&r.provider_name, &r.owner, r.ttl).await?;
-    Ok(ok(&d.to_json()))
+    Ok(ok(&views::admission(&d)))
 }
 
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
@@ -91,7 +92,9 @@ async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<R
 
 async fn destroy(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     st.svc.destroy(&id).await?;
-    Ok(ok(&json!({"status": "destroyed"})))
+    Ok(ok(&Status {
+        status: "destroyed",
+    }))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,7 +11,7 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
-use super::{json_response, ok, openapi, AppState};
+use super::{json_response, ok, openapi, views, AppState};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -54,7 +54,7 @@ async fn live(State(st): State<AppState>) -> Response {
 
 async fn ready(State(st): State<AppState>) -> Response {
     let r = st.svc.ready().await;
-    let providers: Vec<Value> = r.providers.iter().map(|p| p.to_json()).collect();
+    let providers: Vec<_> = r.providers.iter().map(views::provider_health).collect();
     let ready_n = r.providers.iter().filter(|p| p.healthy).count();
     let body = json!({"status": if r.ready {"ready"} else {"not_ready"}, "version": st.svc.version,
         "uptime": st.svc.uptime_string(), "providers": providers, "ready_providers": ready_n,
@@ -68,14 +68,11 @@ async fn ready(State(st): State<AppState>) -> Response {
 }
 
 async fn providers(State(st): State<AppState>) -> Response {
-    let v: Vec<Value> = st
-        .svc
-        .provider_health()
-        .await
+    let health = st.svc.provider_health().await;
+    ok(&health
         .iter()
-        .map(|p| p.to_json())
-        .collect();
-    ok(&v)
+        .map(views::provider_health)
+        .collect::<Vec<_>>())
 }
 
 async fn providers_test(State(st): State<AppState>) -> Response {
@@ -93,7 +90,8 @@ async fn provider_detail(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(&st.svc.provider_detail(&name).await?))
+    let d = st.svc.provider_detail(&name).await?;
+    Ok(ok(&views::provider_detail(&d)))
 }
 
 async fn snapshots() -> Response {
@@ -130,23 +128,26 @@ fn memory() -> (u64, u64) {
 
 async fn common(st: &AppState) -> Map<String, Value> {
     let mut m = Map::new();
-    m.insert("sandboxes".into(), st.svc.sandboxes_summary().await);
-    m.insert("workers".into(), st.svc.workers_summary().await);
-    m.insert("leases".into(), st.svc.leases_summary().await);
-    m.insert("events".into(), st.svc.events_summary());
-    m.insert("operations".into(), st.svc.ops.to_json());
-    m.insert("scheduler".into(), st.svc.queue_json());
+    let sandboxes = st.svc.sandbox_counts().await;
+    m.insert("sandboxes".into(), json!(views::sandbox_counts(&sandboxes)));
+    let workers = st.svc.worker_counts().await;
+    m.insert("workers".into(), json!(views::worker_counts(&workers)));
+    let leases = st.svc.lease_counts().await;
+    m.insert("leases".into(), json!(views::lease_counts(&leases)));
+    m.insert(
+        "events".into(),
+        json!(views::event_counts(st.svc.event_counts())),
+    );
+    let ops = st.svc.ops.snapshot();
+    m.insert("operations".into(), json!(views::operations(&ops)));
+    let queue = st.svc.queue_stats();
+    m.insert(
+        "scheduler".into(),
+        json!(views::scheduler(&queue, &st.svc.settings().limits)),
+    );
     m.insert("rate_limit".into(), st.limiter.to_json());
     let q = st.svc.quota_summary().await.ok();
-    m.insert(
-        "quotas".into(),
-        json!({
-            "total": q.as_ref().map_or(0, |q| q.total),
-            "with_max_sandboxes": q.as_ref().map_or(0, |q| q.with_max_sandboxes),
-            "with_max_ttl": q.as_ref().map_or(0, |q| q.with_max_ttl),
-            "with_max_exec_timeout": q.as_ref().map_or(0, |q| q.with_max_exec_timeout),
-        }),
-    );
+    m.insert("quotas".into(), json!(views::quota_summary(q.as_ref())));
     m
 }
 
@@ -164,7 +165,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
         "providers".into(),
         json!({"total": health.len(),
         "healthy": health.iter().filter(|h| h.healthy).count(),
-        "items": health.iter().map(|h| h.to_json()).collect::<Vec<_>>()}),
+        "items": health.iter().map(views::provider_health).collect::<Vec<_>>()}),
     );
     ok(&Value::Object(m))
 }
@@ -200,16 +201,15 @@ async fn diagnostics(State(st): State<AppState>) -> Response {
         json!({"instance_id": st.svc.instance_id,
         "background_leader": st.svc.leads_background().await}),
     );
-    m.insert("limits".into(), st.svc.limits_json());
+    m.insert(
+        "limits".into(),
+        json!(views::limits(&st.svc.settings().limits)),
+    );
     m.insert(
         "providers".into(),
         json!(health
             .iter()
-            .map(|h| {
-                let mut v = h.to_json();
-                v["isolated"] = json!(h.isolated);
-                v
-            })
+            .map(views::provider_health_isolated)
             .collect::<Vec<_>>()),
     );
     m.insert(
@@ -269,7 +269,8 @@ async fn events(State(st): State<AppState>) -> Response {
                 () = shutdown.cancelled() => return None,
                 r = rx.recv() => match r {
                     Ok(ev) => {
-                        let line = format!("data: {}\n\n", ev.to_json());
+                        let json = serde_json::to_string(&ev).unwrap_or_default();
+                        let line = format!("data: {json}\n\n");
                         return Some((Ok::<_, Infallible>(line), (rx, shutdown)));
                     }
                     // Slow subscriber: skip what was missed.

@@ -138,7 +138,7 @@ async fn heartbeat(
             .tasks
             .spawn(async move { crate::reconcile::destroy_orphans(&svc, &wid, held).await });
     }
-    Ok(ok(&st.svc.worker_json(&w)))
+    Ok(ok(&super::views::worker(&w)))
 }
 
 #[derive(Debug, Default, Deserialize)]

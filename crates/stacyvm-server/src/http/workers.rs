@@ -5,10 +5,11 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::extract::JsonBody;
+use super::views::{self, Status};
 use super::{ok, AppState};
 use crate::service::HeartbeatInput;
 
@@ -26,24 +27,18 @@ pub fn admin_routes() -> Router<AppState> {
 }
 
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let v: Vec<Value> = st
-        .svc
-        .list_workers()
-        .await?
-        .iter()
-        .map(|w| st.svc.worker_json(w))
-        .collect();
-    Ok(ok(&v))
+    let list = st.svc.list_workers().await?;
+    Ok(ok(&list.iter().map(views::worker).collect::<Vec<_>>()))
 }
 
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let w = st.svc.get_worker(&id).await?;
-    Ok(ok(&st.svc.worker_json(&w)))
+    Ok(ok(&views::worker(&w)))
 }
 
 async fn delete(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     st.svc.delete_worker(&id).await?;
-    Ok(ok(&json!({"status": "deleted"})))
+    Ok(ok(&Status { status: "deleted" }))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,5 +75,5 @@ async fn admin_heartbeat(
     JsonBody(b): JsonBody<HeartbeatBody>,
 ) -> Result<Response, ApiError> {
     let w = st.svc.heartbeat(&id, b.into()).await?;
-    Ok(ok(&st.svc.worker_json(&w)))
+    Ok(ok(&views::worker(&w)))
 }

@@ -4,13 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use stacyvm_store::{InsertLimits, LimitHit, StoreError};
 use stacyvm_types::GoDuration;
 
 use super::workers::Placement;
-use super::{Pending, Service, LOCAL_WORKER};
+use super::{Pending, QueueStats, Service};
 use crate::error::{ServiceError, ServiceResult};
+use crate::events::EventData;
 use crate::settings::SpawnOverflow;
 
 /// The answer of `POST /sandboxes/admission`. Placement detail is kept for diagnostics but
@@ -29,28 +29,6 @@ pub struct AdmissionDecision {
 }
 
 impl AdmissionDecision {
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut v = json!({
-            "allowed": self.allowed,
-            "queueable": self.queueable,
-            "active_sandboxes": self.active_sandboxes,
-            "max_sandboxes": self.max_sandboxes,
-        });
-        if let Some(r) = self.reason {
-            v["reason"] = json!(r);
-        }
-        if let Some(n) = self.active_owner_sandboxes {
-            v["active_owner_sandboxes"] = json!(n);
-        }
-        if let Some(n) = self.max_owner_sandboxes {
-            v["max_owner_sandboxes"] = json!(n);
-        }
-        if let Some(d) = self.max_ttl {
-            v["max_ttl"] = json!(d.to_string());
-        }
-        v
-    }
-
     /// The 429 message a denied spawn answers with.
     fn limit_message(&self) -> String {
         match self.reason {
@@ -270,7 +248,7 @@ impl Service {
                     self.events.publish(
                         "resource.limit",
                         None,
-                        Some(json!({"operation":"spawn","provider":provider,"error":d.limit_message()})),
+                        Some(EventData::failure("spawn", provider, d.limit_message())),
                     );
                     return Err(ServiceError::ResourceLimit(d.limit_message()));
                 }
@@ -293,7 +271,14 @@ impl Service {
                     self.events.publish(
                         "spawn.queued",
                         None,
-                        Some(json!({"operation":"spawn","provider":provider,"owner_id":owner,"depth":depth})),
+                        Some(EventData::Queue {
+                            depth: Some(depth),
+                            error: None,
+                            operation: "spawn",
+                            owner_id: owner.to_string(),
+                            provider: provider.to_string(),
+                            wait_ms: None,
+                        }),
                     );
                 }
             }
@@ -312,10 +297,14 @@ impl Service {
                 self.events.publish(
                     "spawn.queue_timeout",
                     None,
-                    Some(
-                        json!({"operation":"spawn","provider":provider,"owner_id":owner,
-                        "error":msg,"wait_ms":waited.as_millis() as u64}),
-                    ),
+                    Some(EventData::Queue {
+                        depth: None,
+                        error: Some(msg.clone()),
+                        operation: "spawn",
+                        owner_id: owner.to_string(),
+                        provider: provider.to_string(),
+                        wait_ms: Some(waited.as_millis() as u64),
+                    }),
                 );
                 return Err(ServiceError::ResourceLimit(msg));
             }
@@ -340,10 +329,14 @@ impl Service {
         self.events.publish(
             "spawn.dequeued",
             None,
-            Some(
-                json!({"operation":"spawn","provider":provider,"owner_id":owner,
-                "wait_ms":waited.as_millis() as u64}),
-            ),
+            Some(EventData::Queue {
+                depth: None,
+                error: None,
+                operation: "spawn",
+                owner_id: owner.to_string(),
+                provider: provider.to_string(),
+                wait_ms: Some(waited.as_millis() as u64),
+            }),
         );
     }
 
@@ -396,40 +389,8 @@ impl Service {
         }
     }
 
-    pub(crate) fn queue_json(&self) -> serde_json::Value {
-        let l = &self.settings.limits;
-        let q = self.queue.lock();
-        let (depth, qt, dt, to, wc, wt, wm) = match q {
-            Ok(q) => (
-                q.depth,
-                q.queued_total,
-                q.dequeued_total,
-                q.timeouts,
-                q.wait_count,
-                q.wait_total_ms,
-                q.wait_max_ms,
-            ),
-            Err(_) => (0, 0, 0, 0, 0, 0.0, 0.0),
-        };
-        let avg = if wc > 0 { wt / wc as f64 } else { 0.0 };
-        let dur = |ms: f64| GoDuration((ms * 1e6) as i64).to_string();
-        json!({
-            "spawn_overflow": l.spawn_overflow.as_str(),
-            "spawn_queue_depth": depth,
-            "max_spawn_queue": l.max_spawn_queue,
-            "spawn_queue_timeout": l.spawn_queue_timeout.to_string(),
-            "admission_control": "worker_aware_local",
-            "worker_id": LOCAL_WORKER,
-            "spawn_queued_total": qt,
-            "spawn_dequeued_total": dt,
-            "spawn_queue_timeouts": to,
-            "spawn_queue_wait_count": wc,
-            "spawn_queue_wait_total": dur(wt),
-            "spawn_queue_wait_max": dur(wm),
-            "spawn_queue_wait_avg": dur(avg),
-            "spawn_queue_wait_total_ms": wt,
-            "spawn_queue_wait_max_ms": wm,
-            "spawn_queue_wait_avg_ms": avg,
-        })
+    /// The spawn queue's figures so far.
+    pub(crate) fn queue_stats(&self) -> QueueStats {
+        self.queue.lock().map(|q| q.clone()).unwrap_or_default()
     }
 }

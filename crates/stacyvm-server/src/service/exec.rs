@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use serde_json::json;
 use stacyvm_provider::{ExecRequest, ProviderError};
 use stacyvm_store::ExecLog;
 use stacyvm_types::{parse_go_duration, ExecMode, GoDuration, Sandbox, StreamChunk, StreamKind};
@@ -11,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::Service;
 use crate::error::{ServiceError, ServiceResult};
+use crate::events::EventData;
 
 /// Collected output per stream is capped so one chatty command cannot exhaust memory; use the
 /// stream API for more.
@@ -126,7 +126,7 @@ impl Service {
                 self.events.publish(
                     "exec.timeout",
                     Some(id),
-                    Some(json!({"operation":"exec","provider":sb.provider,"error":"exec timeout"})),
+                    Some(EventData::failure("exec", &sb.provider, "exec timeout")),
                 );
                 return Err(ServiceError::Timeout(id.to_string()));
             }
@@ -137,9 +137,7 @@ impl Service {
                 self.events.publish(
                     "exec.failed",
                     Some(id),
-                    Some(
-                        json!({"operation":"exec","provider":sb.provider,"error":err.to_string()}),
-                    ),
+                    Some(EventData::failure("exec", &sb.provider, err.to_string())),
                 );
                 return Err(err);
             }

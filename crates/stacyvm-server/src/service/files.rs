@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use serde_json::json;
 use stacyvm_provider::{ByteStream, FileStream};
 use stacyvm_types::FileInfo;
 
 use super::Service;
 use crate::error::{ServiceError, ServiceResult};
+use crate::events::EventData;
 
 /// Longest path accepted: far beyond any real need, short enough to bound work.
 const MAX_PATH: usize = 4096;
@@ -67,9 +67,7 @@ impl Service {
                     self.events.publish(
                         "operation.failed",
                         Some(id),
-                        Some(
-                            json!({"operation":op,"provider":sb.provider,"error":err.to_string()}),
-                        ),
+                        Some(EventData::failure(op, &sb.provider, err.to_string())),
                     );
                 }
                 Err(err)

@@ -24,10 +24,12 @@ pub(crate) use sandboxes::lease_ttl;
 pub use sandboxes::SpawnParams;
 use stacyvm_provider::ProviderRegistry;
 use stacyvm_store::Store;
-pub use system::{ProviderHealth, ReadyReport};
+pub use system::{
+    EventCounts, LeaseCounts, ProviderDetail, ProviderHealth, ReadyReport, SandboxCounts,
+};
 pub use templates::TemplateInput;
 use tokio::sync::Notify;
-pub use workers::{HeartbeatInput, LOCAL_WORKER};
+pub use workers::{HeartbeatInput, WorkerCounts, WorkerInfo, LOCAL_WORKER};
 
 use crate::events::EventBus;
 use crate::ops::OpMetrics;
@@ -51,7 +53,9 @@ pub(crate) struct Pending {
     by_owner: HashMap<String, i64>,
 }
 
-pub(crate) struct QueueStats {
+/// Spawn-queue figures since start (for `/metrics`, `/diagnostics`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueStats {
     pub depth: i64,
     pub queued_total: u64,
     pub dequeued_total: u64,
@@ -150,15 +154,7 @@ impl Service {
             started: Instant::now(),
             pending: tokio::sync::Mutex::new(Pending::default()),
             capacity_freed: Notify::new(),
-            queue: Mutex::new(QueueStats {
-                depth: 0,
-                queued_total: 0,
-                dequeued_total: 0,
-                timeouts: 0,
-                wait_count: 0,
-                wait_total_ms: 0.0,
-                wait_max_ms: 0.0,
-            }),
+            queue: Mutex::new(QueueStats::default()),
             local_removed: AtomicBool::new(false),
             tasks: tokio_util::task::TaskTracker::new(),
             shutdown: tokio_util::sync::CancellationToken::new(),

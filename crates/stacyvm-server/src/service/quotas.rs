@@ -1,11 +1,11 @@
 //! Per-owner quotas and usage.
 
-use serde_json::json;
 use stacyvm_store::OwnerQuota;
 use stacyvm_types::{parse_go_duration, validate_owner_id, GoDuration};
 
 use super::Service;
 use crate::error::{ServiceError, ServiceResult};
+use crate::events::EventData;
 
 #[derive(Debug, Clone, Default)]
 pub struct QuotaInput {
@@ -76,9 +76,13 @@ impl Service {
         self.events.publish(
             "quota.saved",
             None,
-            Some(json!({"owner_id": stored.owner_id, "max_sandboxes": stored.max_sandboxes,
-                "max_ttl": GoDuration::from_secs(stored.max_ttl_seconds).to_string(),
-                "max_exec_timeout": GoDuration::from_secs(stored.max_exec_timeout_seconds).to_string()})),
+            Some(EventData::QuotaSaved {
+                max_exec_timeout: GoDuration::from_secs(stored.max_exec_timeout_seconds)
+                    .to_string(),
+                max_sandboxes: stored.max_sandboxes,
+                max_ttl: GoDuration::from_secs(stored.max_ttl_seconds).to_string(),
+                owner_id: stored.owner_id.clone(),
+            }),
         );
         self.notify_capacity();
         Ok(stored)
@@ -95,8 +99,11 @@ impl Service {
     pub async fn delete_quota(&self, owner_id: &str) -> ServiceResult<()> {
         let owner_id = owner(owner_id)?;
         self.store.delete_quota(&owner_id).await?;
-        self.events
-            .publish("quota.deleted", None, Some(json!({"owner_id": owner_id})));
+        self.events.publish(
+            "quota.deleted",
+            None,
+            Some(EventData::QuotaDeleted { owner_id }),
+        );
         self.notify_capacity();
         Ok(())
     }

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use serde_json::json;
 use stacyvm_provider::{Provider, ProviderError, SandboxSpec};
 use stacyvm_store::LimitHit;
 use stacyvm_types::{
@@ -14,6 +13,7 @@ use stacyvm_types::{
 use super::admission::Slot;
 use super::{Caller, Service, LOCAL_WORKER};
 use crate::error::{ServiceError, ServiceResult};
+use crate::events::EventData;
 use crate::remote::RemoteProvider;
 use crate::settings::SpawnOverflow;
 use stacyvm_store::WorkerRecord;
@@ -185,7 +185,7 @@ impl Service {
                     self.events.publish(
                         "resource.limit",
                         None,
-                        Some(json!({"operation":"spawn","provider":r.provider_name,"error":msg})),
+                        Some(EventData::failure("spawn", &r.provider_name, msg.clone())),
                     );
                     return Err(ServiceError::ResourceLimit(msg));
                 }
@@ -297,7 +297,11 @@ impl Service {
                 self.events.publish(
                     "provider.failed",
                     Some(&sb.id),
-                    Some(json!({"operation":"spawn","provider":r.provider_name,"error":err.to_string()})),
+                    Some(EventData::failure(
+                        "spawn",
+                        &r.provider_name,
+                        err.to_string(),
+                    )),
                 );
                 // Nothing was created, so the record must neither hold capacity nor be listed.
                 // Only if a partial runtime may remain is it kept as `error` for the reaper.
@@ -465,7 +469,7 @@ impl Service {
                 self.events.publish(
                     "operation.failed",
                     Some(id),
-                    Some(json!({"operation":"destroy","provider":sb.provider,"error":err.to_string()})),
+                    Some(EventData::failure("destroy", &sb.provider, err.to_string())),
                 );
                 return Err(err);
             }

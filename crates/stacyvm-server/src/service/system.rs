@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use stacyvm_types::{format_rfc3339_secs, GoDuration};
+use serde_json::Value;
+use stacyvm_types::GoDuration;
 
 use super::Service;
 use crate::error::{ServiceError, ServiceResult};
@@ -23,18 +23,45 @@ pub struct ProviderHealth {
     pub isolated: bool,
 }
 
-impl ProviderHealth {
-    pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "name": self.name, "healthy": self.healthy, "default": self.default,
-            "latency_ms": self.latency_ms, "last_checked": format_rfc3339_secs(&self.last_checked),
-            "capabilities": self.capabilities,
-        });
-        if let Some(e) = &self.error {
-            v["error"] = json!(e);
-        }
-        v
-    }
+/// One provider, for `GET /providers/{name}`.
+#[derive(Debug, Clone)]
+pub struct ProviderDetail {
+    pub name: String,
+    pub default: bool,
+    pub sandbox_count: usize,
+    /// `None` when the registry no longer lists it.
+    pub health: Option<ProviderHealth>,
+    /// The backend's own redacted summary of its settings.
+    pub config: Value,
+    pub isolated: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SandboxCounts {
+    pub total: usize,
+    /// Running sandboxes.
+    pub active: i64,
+    pub by_state: BTreeMap<String, i64>,
+    pub by_provider: BTreeMap<String, i64>,
+    pub by_worker: BTreeMap<String, i64>,
+    /// Why the figures are zero: the store could not be read.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LeaseCounts {
+    pub total: usize,
+    pub active: usize,
+    pub expired: usize,
+    pub by_holder: BTreeMap<String, i64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    pub subscribers: usize,
+    /// Events published since start.
+    pub total: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -78,7 +105,7 @@ impl Service {
         ReadyReport { ready, providers }
     }
 
-    pub async fn provider_detail(&self, name: &str) -> ServiceResult<Value> {
+    pub async fn provider_detail(&self, name: &str) -> ServiceResult<ProviderDetail> {
         let p = self
             .providers
             .get(name)
@@ -91,46 +118,48 @@ impl Service {
             .await
             .into_iter()
             .find(|h| h.name == p.name());
-        let count = self
+        let sandbox_count = self
             .store
             .list_sandboxes()
             .await?
             .iter()
             .filter(|s| s.provider == p.name())
             .count();
-        Ok(json!({
-            "name": p.name(),
-            "healthy": health.as_ref().is_some_and(|h| h.healthy),
-            "default": self.providers.default_name() == Some(p.name()),
-            "sandbox_count": count,
-            "health": health.map(|h| h.to_json()),
-            "config": p.config_summary(),
-            "isolated": p.isolated(),
-        }))
+        Ok(ProviderDetail {
+            name: p.name().to_string(),
+            default: self.providers.default_name() == Some(p.name()),
+            sandbox_count,
+            health,
+            config: p.config_summary(),
+            isolated: p.isolated(),
+        })
     }
 
-    pub async fn sandboxes_summary(&self) -> Value {
+    /// Sandbox records by state, provider and worker; a store failure is reported in `error`.
+    pub async fn sandbox_counts(&self) -> SandboxCounts {
         match self.store.list_sandboxes().await {
             Ok(list) => {
-                let mut by_state = BTreeMap::<String, i64>::new();
-                let mut by_provider = BTreeMap::<String, i64>::new();
-                let mut by_worker = BTreeMap::<String, i64>::new();
+                let mut c = SandboxCounts {
+                    total: list.len(),
+                    ..SandboxCounts::default()
+                };
                 for s in &list {
-                    *by_state.entry(s.state.to_string()).or_default() += 1;
-                    *by_provider.entry(s.provider.clone()).or_default() += 1;
-                    *by_worker.entry(s.worker_id.clone()).or_default() += 1;
+                    *c.by_state.entry(s.state.to_string()).or_default() += 1;
+                    *c.by_provider.entry(s.provider.clone()).or_default() += 1;
+                    *c.by_worker.entry(s.worker_id.clone()).or_default() += 1;
                 }
-                let active = by_state.get("running").copied().unwrap_or(0);
-                json!({"total": list.len(), "active": active, "by_state": by_state,
-                    "by_provider": by_provider, "by_worker": by_worker})
+                c.active = c.by_state.get("running").copied().unwrap_or(0);
+                c
             }
-            Err(e) => {
-                json!({"total":0,"active":0,"by_state":{},"by_provider":{},"by_worker":{},"error":e.to_string()})
-            }
+            Err(e) => SandboxCounts {
+                error: Some(e.to_string()),
+                ..SandboxCounts::default()
+            },
         }
     }
 
-    pub async fn leases_summary(&self) -> Value {
+    /// Leases, live and expired, by holder; a store failure is reported in `error`.
+    pub async fn lease_counts(&self) -> LeaseCounts {
         match self.store.list_leases().await {
             Ok(ls) => {
                 let now = chrono::Utc::now();
@@ -139,16 +168,26 @@ impl Service {
                 for l in &ls {
                     *by_holder.entry(l.holder_id.clone()).or_default() += 1;
                 }
-                json!({"total": ls.len(), "active": active, "expired": ls.len() - active, "by_holder": by_holder})
+                LeaseCounts {
+                    total: ls.len(),
+                    active,
+                    expired: ls.len() - active,
+                    by_holder,
+                    error: None,
+                }
             }
-            Err(e) => {
-                json!({"total":0,"active":0,"expired":0,"by_holder":{},"error":e.to_string()})
-            }
+            Err(e) => LeaseCounts {
+                error: Some(e.to_string()),
+                ..LeaseCounts::default()
+            },
         }
     }
 
-    pub fn events_summary(&self) -> Value {
-        json!({"subscribers": self.events.subscribers(), "history_size": 0, "events_total": self.events.total()})
+    pub fn event_counts(&self) -> EventCounts {
+        EventCounts {
+            subscribers: self.events.subscribers(),
+            total: self.events.total(),
+        }
     }
 
     pub fn uptime_string(&self) -> String {

@@ -3,12 +3,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use stacyvm_store::WorkerRecord;
-use stacyvm_types::format_rfc3339_secs;
 
 use super::Service;
 use crate::error::{ServiceError, ServiceResult};
+use crate::events::ReconcileAction;
 
 pub const LOCAL_WORKER: &str = "local";
 
@@ -35,6 +35,25 @@ impl Placement {
             rpc_unavailable: false,
         }
     }
+}
+
+/// A registry record and whether this control plane considers it stale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerInfo {
+    pub record: WorkerRecord,
+    pub stale: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerCounts {
+    pub total: usize,
+    /// Online and not stale.
+    pub online: usize,
+    pub stale: usize,
+    /// Neither online nor draining.
+    pub unhealthy: usize,
+    pub items: Vec<WorkerInfo>,
+    pub error: Option<String>,
 }
 
 /// What a heartbeat says about a worker.
@@ -73,19 +92,12 @@ impl Service {
         age.to_std().unwrap_or_default() > self.stale_window(w)
     }
 
-    pub fn worker_json(&self, w: &WorkerRecord) -> Value {
-        json!({
-            "id": w.id,
-            "hostname": w.hostname,
-            "status": w.status,
-            "providers": w.providers,
-            "capabilities": w.capabilities,
-            "capacity": Value::Object(w.capacity.clone()),
-            "last_heartbeat": format_rfc3339_secs(&w.last_heartbeat),
-            "created_at": format_rfc3339_secs(&w.created_at),
-            "updated_at": format_rfc3339_secs(&w.updated_at),
-            "stale": self.is_stale(w),
-        })
+    /// A registry record with what this control plane makes of it.
+    pub fn worker_info(&self, record: WorkerRecord) -> WorkerInfo {
+        WorkerInfo {
+            stale: self.is_stale(&record),
+            record,
+        }
     }
 
     fn eligible(&self, w: &WorkerRecord, provider: &str) -> bool {
@@ -202,12 +214,13 @@ impl Service {
         })
     }
 
-    pub async fn list_workers(&self) -> ServiceResult<Vec<WorkerRecord>> {
-        Ok(self.store.list_workers().await?)
+    pub async fn list_workers(&self) -> ServiceResult<Vec<WorkerInfo>> {
+        let list = self.store.list_workers().await?;
+        Ok(list.into_iter().map(|w| self.worker_info(w)).collect())
     }
 
-    pub async fn get_worker(&self, id: &str) -> ServiceResult<WorkerRecord> {
-        Ok(self.store.get_worker(id).await?)
+    pub async fn get_worker(&self, id: &str) -> ServiceResult<WorkerInfo> {
+        Ok(self.worker_info(self.store.get_worker(id).await?))
     }
 
     pub async fn delete_worker(&self, id: &str) -> ServiceResult<()> {
@@ -220,14 +233,15 @@ impl Service {
     }
 
     /// Records a heartbeat for `id` (admin route, and the local self-registration).
-    pub async fn heartbeat(&self, id: &str, hb: HeartbeatInput) -> ServiceResult<WorkerRecord> {
+    pub async fn heartbeat(&self, id: &str, hb: HeartbeatInput) -> ServiceResult<WorkerInfo> {
         if id.trim().is_empty() {
             return Err(ServiceError::bad_request("worker id is required"));
         }
         if id == LOCAL_WORKER {
             self.local_removed.store(false, Ordering::SeqCst);
         }
-        self.record_heartbeat(id, hb).await
+        let w = self.record_heartbeat(id, hb).await?;
+        Ok(self.worker_info(w))
     }
 
     /// Stores a heartbeat (`last_heartbeat = now`) and refreshes the placement view.
@@ -259,10 +273,7 @@ impl Service {
         if self.local_removed.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let capacity = match self.limits_json() {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
+        let capacity = local_capacity(&self.settings.limits);
         let hb = HeartbeatInput {
             hostname: self.settings.hostname.clone(),
             status: "online".into(),
@@ -283,43 +294,58 @@ impl Service {
         Ok(())
     }
 
-    pub fn limits_json(&self) -> Value {
-        let l = &self.settings.limits;
-        json!({
-            "max_sandboxes": l.max_sandboxes,
-            "max_sandboxes_per_owner": l.max_sandboxes_per_owner,
-            "default_exec_timeout": l.default_exec_timeout.to_string(),
-            "max_exec_timeout": l.max_exec_timeout.to_string(),
-            "max_ttl": l.max_ttl.to_string(),
-            "spawn_overflow": l.spawn_overflow.as_str(),
-            "spawn_queue_timeout": l.spawn_queue_timeout.to_string(),
-            "max_spawn_queue": l.max_spawn_queue,
-        })
-    }
-
-    pub async fn workers_summary(&self) -> Value {
+    /// The registry's workers in numbers, with each one; a store failure is reported in
+    /// `error`.
+    pub async fn worker_counts(&self) -> WorkerCounts {
         match self.store.list_workers().await {
             Ok(ws) => {
-                let stale = ws.iter().filter(|w| self.is_stale(w)).count();
-                let online = ws
-                    .iter()
-                    .filter(|w| w.status.eq_ignore_ascii_case("online") && !self.is_stale(w))
-                    .count();
-                let unhealthy = ws
-                    .iter()
-                    .filter(|w| {
-                        !w.status.eq_ignore_ascii_case("online")
-                            && !w.status.eq_ignore_ascii_case("draining")
-                    })
-                    .count();
-                json!({"total": ws.len(), "online": online, "stale": stale, "unhealthy": unhealthy,
-                    "items": ws.iter().map(|w| self.worker_json(w)).collect::<Vec<_>>()})
+                let items: Vec<WorkerInfo> = ws.into_iter().map(|w| self.worker_info(w)).collect();
+                let online = |w: &&WorkerInfo| w.record.status.eq_ignore_ascii_case("online");
+                WorkerCounts {
+                    total: items.len(),
+                    online: items.iter().filter(online).filter(|w| !w.stale).count(),
+                    stale: items.iter().filter(|w| w.stale).count(),
+                    unhealthy: items
+                        .iter()
+                        .filter(|w| {
+                            !w.record.status.eq_ignore_ascii_case("online")
+                                && !w.record.status.eq_ignore_ascii_case("draining")
+                        })
+                        .count(),
+                    items,
+                    error: None,
+                }
             }
-            Err(e) => {
-                json!({"total":0,"online":0,"stale":0,"unhealthy":0,"items":[],"error":e.to_string()})
-            }
+            Err(e) => WorkerCounts {
+                error: Some(e.to_string()),
+                ..WorkerCounts::default()
+            },
         }
     }
+}
+
+/// The capacity object of the `local` worker record: the admission limits, as a JSON object
+/// like every worker's heartbeat capacity (the registry stores it that way).
+fn local_capacity(l: &crate::settings::Limits) -> Map<String, Value> {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Value| {
+        m.insert(k.to_string(), v);
+    };
+    put("max_sandboxes", l.max_sandboxes.into());
+    put("max_sandboxes_per_owner", l.max_sandboxes_per_owner.into());
+    put(
+        "default_exec_timeout",
+        l.default_exec_timeout.to_string().into(),
+    );
+    put("max_exec_timeout", l.max_exec_timeout.to_string().into());
+    put("max_ttl", l.max_ttl.to_string().into());
+    put("spawn_overflow", l.spawn_overflow.as_str().into());
+    put(
+        "spawn_queue_timeout",
+        l.spawn_queue_timeout.to_string().into(),
+    );
+    put("max_spawn_queue", l.max_spawn_queue.into());
+    m
 }
 
 /// The RPC address a worker advertised in its heartbeat (`capacity.rpc_url`), if any.
@@ -371,7 +397,12 @@ impl Service {
         self.events.publish(
             "reconcile.action",
             None,
-            Some(json!({"action": "worker_draining", "reason": "admin_drain", "worker": id})),
+            Some(
+                ReconcileAction::new("worker_draining")
+                    .reason("admin_drain")
+                    .worker(id)
+                    .into(),
+            ),
         );
         Ok(())
     }
