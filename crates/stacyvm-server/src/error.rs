@@ -28,6 +28,12 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Credentials were missing or wrong (worker routes).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// This control plane lacks what the request needs (worker credentials, a signing key).
+    #[error("{0}")]
+    NotConfigured(String),
     /// The sandbox runs but offers no preview of that port (not running, no network, port not
     /// forwarded by its backend).
     #[error("preview not available: {0}")]

@@ -1,12 +1,10 @@
 //! StacyVM control plane: the service layer every transport calls, the HTTP API, and the
 //! background tasks. The binary calls [`serve`] with a validated config.
 
-mod creating;
 mod error;
 mod events;
 mod http;
 mod ops;
-mod reconcile;
 pub mod remote;
 mod run;
 mod service;
@@ -19,8 +17,9 @@ pub use error::ServiceError;
 pub use http::router;
 pub use run::{run, settings_from, worker_rpc, RunError};
 pub use service::{
-    AdmissionDecision, Caller, ExecParams, ExecResult, ExecStream, OwnerUsage, PreviewHost,
-    ProviderHealth, QuotaInput, QuotaSummary, ReadyReport, Service, SpawnParams, StreamItem,
+    AdmissionDecision, AuditQuery, Caller, Diagnostics, EventSubscription, ExecParams, ExecResult,
+    ExecStream, IssuedToken, OwnerUsage, PreviewHost, ProviderHealth, QuotaInput, QuotaSummary,
+    ReadyReport, Service, SpawnParams, StoreHealth, StreamItem, TokenRequest,
 };
 pub use settings::{AuthSettings, Limits, RateKeyBy, RateLimitSettings, Settings, SpawnOverflow};
 use tokio::net::TcpListener;
@@ -35,17 +34,9 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
-    if let Err(e) = svc.heartbeat_local().await {
-        tracing::warn!(error = %e, "initial local worker registration failed");
-    }
-    let tick = svc
-        .settings()
-        .reaper_interval
-        .max(Duration::from_millis(50));
-    tasks::leader::renew_presence(&*svc.store, &svc.instance_id, tick).await;
-    reconcile::startup(&svc).await;
+    svc.start().await;
     let tracker = TaskTracker::new();
-    let bg = svc.shutdown.child_token();
+    let bg = svc.background_token();
     tracker.spawn(tasks::presence(svc.clone(), bg.clone()));
     tracker.spawn(tasks::event_bridge(svc.clone(), bg.clone()));
     tracker.spawn(tasks::reaper(svc.clone(), bg.clone()));
@@ -73,16 +64,7 @@ pub async fn serve(
             Ok(())
         }
     };
-    // Streams and background loops end with the service token.
-    svc.shutdown.cancel();
-    svc.tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), svc.tasks.wait()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
-    // After the last request: warm VMs and provider tasks go with the process, sandboxes stay.
-    svc.providers.shutdown(Duration::from_secs(30)).await;
-    // Hand background work over at once rather than after the lease expires.
-    svc.leadership.release(&*svc.store).await;
-    let presence = tasks::leader::presence_lease(&svc.instance_id);
-    let _ = svc.store.release_lease(&presence, &svc.instance_id).await;
+    // Streams and background loops end with the service; then providers and leases go.
+    svc.stop(&tracker).await;
     result
 }

@@ -197,7 +197,7 @@ pub async fn run(cfg: ValidConfig, shutdown: CancellationToken) -> Result<(), Ru
             addr: addr.clone(),
             source,
         })?;
-    tracing::info!(%addr, version = svc.version, "stacyvm control plane listening");
+    tracing::info!(%addr, version = svc.version(), "stacyvm control plane listening");
     crate::serve(listener, svc, shutdown, cfg.server_shutdown_timeout())
         .await
         .map_err(RunError::Serve)

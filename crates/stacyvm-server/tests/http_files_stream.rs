@@ -23,7 +23,7 @@ fn noise(len: usize) -> Vec<u8> {
 async fn upload_then_download_is_binary_exact() {
     let app = TestApp::default_app().await;
     let id = app.spawn_id().await;
-    let mut events = app.svc.events.subscribe();
+    let mut events = app.svc.subscribe_events();
     let base = format!("/api/v1/sandboxes/{id}/files");
     let data = noise((2 << 20) + 77);
     // A body that arrives in pieces, as a network upload does.
@@ -37,7 +37,7 @@ async fn upload_then_download_is_binary_exact() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json(), json!({"status": "written", "size": data.len()}));
-    assert_eq!(events.recv().await.unwrap().kind, "file.written");
+    assert_eq!(events.next().await.unwrap().kind, "file.written");
 
     let r = app
         .get(&format!("{base}?path=/workspace/bin/blob"))
@@ -54,7 +54,7 @@ async fn upload_then_download_is_binary_exact() {
         "content differs ({} bytes back)",
         r.body.len()
     );
-    assert_eq!(events.recv().await.unwrap().kind, "file.read");
+    assert_eq!(events.next().await.unwrap().kind, "file.read");
 
     let st = app
         .get(&format!("{base}/stat?path=/workspace/bin/blob"))

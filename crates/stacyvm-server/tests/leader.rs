@@ -76,7 +76,7 @@ async fn handover(store_a: Arc<dyn Store>, store_b: Arc<dyn Store>) {
     let shared = store_a.clone();
     let a = start(store_a, dir.path()).await;
     let b = start(store_b, dir.path()).await;
-    assert_ne!(a.svc.instance_id, b.svc.instance_id);
+    assert_ne!(a.svc.instance_id(), b.svc.instance_id());
 
     wait_for("a leader", Duration::from_secs(5), || async {
         let (la, lb) = leaders(&a, &b).await;
@@ -102,7 +102,7 @@ async fn handover(store_a: Arc<dyn Store>, store_b: Arc<dyn Store>) {
     let (la, _) = leaders(&a, &b).await;
     let (leader, follower) = if la { (&a, &b) } else { (&b, &a) };
     let lease = shared.get_lease(LEASE).await.unwrap();
-    assert_eq!(lease.holder_id, leader.svc.instance_id);
+    assert_eq!(lease.holder_id, leader.svc.instance_id());
 
     // Only the leader reaps: an expired sandbox made by the follower is destroyed through the
     // leader's provider, never the follower's.
@@ -128,14 +128,14 @@ async fn handover(store_a: Arc<dyn Store>, store_b: Arc<dyn Store>) {
     // lease has expired.
     let before = shared.get_lease(LEASE).await.unwrap();
     let crashed = Instant::now();
-    leader.svc.shutdown.cancel();
+    leader.svc.cancel();
     wait_for("takeover", Duration::from_secs(5), || async {
         follower.svc.leads_background().await
     })
     .await;
     let took = crashed.elapsed();
     let after = shared.get_lease(LEASE).await.unwrap();
-    assert_eq!(after.holder_id, follower.svc.instance_id);
+    assert_eq!(after.holder_id, follower.svc.instance_id());
     assert!(after.generation > before.generation);
     assert!(
         after.created_at >= before.expires_at - chrono::Duration::milliseconds(50),

@@ -35,7 +35,8 @@ async fn max_sandboxes_is_exact_across_two_control_planes_on_postgres() {
         },
         ..Settings::default()
     };
-    let a = service(Arc::new(db.open().await), dir.path(), settings.clone());
+    let store_a = Arc::new(db.open().await);
+    let a = service(store_a.clone(), dir.path(), settings.clone());
     let b = service(Arc::new(db.open().await), dir.path(), settings);
     let mut tasks = Vec::new();
     for i in 0..30 {
@@ -57,7 +58,7 @@ async fn max_sandboxes_is_exact_across_two_control_planes_on_postgres() {
     }
     assert_eq!((ok, limited), (10, 20));
     assert_eq!(
-        a.store.count_active_sandboxes(None).await.unwrap().total,
+        store_a.count_active_sandboxes(None).await.unwrap().total,
         10
     );
 }
@@ -154,7 +155,7 @@ async fn abandoned_spawns_are_cleaned_only_when_their_creator_is_gone(store: Arc
             ..Settings::default()
         },
     );
-    let mut events = svc.events.subscribe();
+    let mut events = svc.subscribe_events();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let stop = CancellationToken::new();
     let served = tokio::spawn(stacyvm_server::serve(
@@ -183,7 +184,7 @@ async fn abandoned_spawns_are_cleaned_only_when_their_creator_is_gone(store: Arc
     assert_eq!(state("sb-live0002").await, SandboxState::Creating);
     assert_eq!(state("sb-unkn0001").await, SandboxState::Creating);
     let mut reasons = Vec::new();
-    while let Ok(ev) = events.try_recv() {
+    while let Some(ev) = events.try_next() {
         if ev.kind == "reconcile.action" {
             let data = serde_json::to_value(ev.data.unwrap()).unwrap();
             reasons.push((ev.sandbox_id.unwrap(), data["reason"].clone()));

@@ -7,12 +7,13 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde_json::json;
-use stacyvm_store::AuditFilter;
+use serde::Serialize;
+use stacyvm_store::AdminAuditRecord;
 use stacyvm_types::format_rfc3339_go;
 
 use super::error::ApiError;
 use super::{ok, AppState};
+use crate::service::AuditQuery;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/audit", get(audit))
@@ -26,83 +27,97 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// A positive number from the query, or the 400 `message`.
+fn number(q: &HashMap<String, String>, key: &str, message: &str) -> Result<Option<i64>, ApiError> {
+    q.get(key)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid input: {message}")))
+        })
+        .transpose()
+}
+
+/// One audit row as the API shows it (keys in alphabetical order).
+#[derive(Serialize)]
+struct AuditView<'a> {
+    actor: &'a str,
+    created_at: String,
+    duration_ms: i64,
+    id: i64,
+    method: &'a str,
+    path: &'a str,
+    remote_addr: &'a str,
+    request_id: &'a str,
+    status: i64,
+    tenant_id: &'a str,
+    user_agent: &'a str,
+}
+
+fn audit_view(r: &AdminAuditRecord) -> AuditView<'_> {
+    AuditView {
+        actor: &r.actor,
+        created_at: format_rfc3339_go(&r.created_at),
+        duration_ms: r.duration_ms,
+        id: r.id,
+        method: &r.method,
+        path: &r.path,
+        remote_addr: &r.remote_addr,
+        request_id: &r.request_id,
+        status: r.status,
+        tenant_id: &r.tenant_id,
+        user_agent: &r.user_agent,
+    }
+}
+
 async fn audit(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let limit = match q.get("limit").filter(|s| !s.is_empty()) {
-        None => 100,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| {
-                ApiError::bad_request("invalid input: limit must be a positive integer")
-            })?
-            .min(500),
-    };
-    let status = match q.get("status").filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(
-            s.parse::<i64>()
-                .ok()
-                .filter(|n| (100..600).contains(n))
-                .ok_or_else(|| {
-                    ApiError::bad_request("invalid input: status must be an HTTP status code")
-                })?,
-        ),
-    };
     let get = |k: &str| q.get(k).cloned().unwrap_or_default();
-    let filter = AuditFilter {
-        limit,
+    let query = AuditQuery {
+        limit: number(&q, "limit", "limit must be a positive integer")?,
+        status: number(&q, "status", "status must be an HTTP status code")?,
         actor: get("actor"),
         method: get("method"),
         path: get("path"),
-        status,
     };
-    let rows = st
-        .svc
-        .store
-        .list_admin_audit(&filter)
-        .await
-        .map_err(crate::error::ServiceError::from)?;
+    let rows = st.svc.audit_log(query).await?;
     if q.get("format").map(String::as_str) == Some("csv") {
-        let mut out = String::from("id,created_at,actor,method,path,status,duration_ms,request_id,remote_addr,user_agent\n");
-        for r in &rows {
-            let fields = [
-                r.id.to_string(),
-                format_rfc3339_go(&r.created_at),
-                csv_field(&r.actor),
-                csv_field(&r.method),
-                csv_field(&r.path),
-                r.status.to_string(),
-                r.duration_ms.to_string(),
-                csv_field(&r.request_id),
-                csv_field(&r.remote_addr),
-                csv_field(&r.user_agent),
-            ];
-            out.push_str(&fields.join(","));
-            out.push('\n');
-        }
-        return Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"stacyvm-admin-audit.csv\"",
-                ),
-            ],
-            out,
-        )
-            .into_response());
+        return Ok(csv(&rows));
     }
-    let v: Vec<_> = rows
-        .iter()
-        .map(|r| {
-            json!({"id": r.id, "actor": r.actor, "method": r.method, "path": r.path, "status": r.status,
-                "duration_ms": r.duration_ms, "request_id": r.request_id, "remote_addr": r.remote_addr,
-                "user_agent": r.user_agent, "tenant_id": r.tenant_id, "created_at": format_rfc3339_go(&r.created_at)})
-        })
-        .collect();
-    Ok(ok(&v))
+    Ok(ok(&rows.iter().map(audit_view).collect::<Vec<_>>()))
+}
+
+fn csv(rows: &[AdminAuditRecord]) -> Response {
+    let mut out = String::from(
+        "id,created_at,actor,method,path,status,duration_ms,request_id,remote_addr,user_agent\n",
+    );
+    for r in rows {
+        let fields = [
+            r.id.to_string(),
+            format_rfc3339_go(&r.created_at),
+            csv_field(&r.actor),
+            csv_field(&r.method),
+            csv_field(&r.path),
+            r.status.to_string(),
+            r.duration_ms.to_string(),
+            csv_field(&r.request_id),
+            csv_field(&r.remote_addr),
+            csv_field(&r.user_agent),
+        ];
+        out.push_str(&fields.join(","));
+        out.push('\n');
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"stacyvm-admin-audit.csv\"",
+            ),
+        ],
+        out,
+    )
+        .into_response()
 }

@@ -81,6 +81,8 @@ pub fn service_status(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
         ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        ServiceError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        ServiceError::NotConfigured(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         ServiceError::PreviewUnavailable(_) => (StatusCode::NOT_FOUND, "PREVIEW_NOT_AVAILABLE"),
         ServiceError::PreviewRemote(_) => {
             (StatusCode::NOT_IMPLEMENTED, "PREVIEW_REMOTE_UNSUPPORTED")
@@ -141,6 +143,8 @@ mod tests {
             ),
             (ServiceError::Unavailable("u".into()), 503, "UNAVAILABLE"),
             (ServiceError::Forbidden("f".into()), 403, "FORBIDDEN"),
+            (ServiceError::Unauthorized("u".into()), 401, "UNAUTHORIZED"),
+            (ServiceError::NotConfigured("n".into()), 503, "UNAVAILABLE"),
             (
                 ServiceError::PreviewUnavailable("p".into()),
                 404,

@@ -241,17 +241,7 @@ pub async fn admin_audit(State(st): State<AppState>, req: Request, next: Next) -
         user_agent,
         tenant_id: String::new(),
     };
-    let store = st.svc.store.clone();
-    let retention = st.svc.settings().admin_audit_retention;
-    if let Err(e) = store.insert_admin_audit(&rec).await {
-        tracing::warn!(error = %e, "admin audit record not stored");
-    }
-    if !retention.is_zero() {
-        let before = chrono::Utc::now() - retention.to_chrono();
-        if let Err(e) = store.prune_admin_audit(before).await {
-            tracing::warn!(error = %e, "admin audit prune failed");
-        }
-    }
+    st.svc.record_admin_request(rec).await;
     resp
 }
 

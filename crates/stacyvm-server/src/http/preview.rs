@@ -105,15 +105,9 @@ async fn proxy(
         }
     };
     // The connection is driven for as long as the exchange lasts, and ends with the service.
-    let stop = svc.shutdown.clone();
-    svc.tasks.spawn(async move {
-        tokio::select! {
-            r = conn.with_upgrades() => {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "preview upstream connection ended");
-                }
-            }
-            () = stop.cancelled() => {}
+    svc.spawn_until_shutdown(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "preview upstream connection ended");
         }
     });
 
@@ -145,17 +139,13 @@ async fn proxy(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            let stop = svc.shutdown.clone();
-            svc.tasks.spawn(async move {
+            svc.spawn_until_shutdown(async move {
                 let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade)
                 else {
                     return;
                 };
                 let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
-                    () = stop.cancelled() => {}
-                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
             });
         }
         return resp.map(|_| Body::empty());

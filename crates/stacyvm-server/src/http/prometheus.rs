@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use serde_json::{Map, Value};
 
-use super::AppState;
+use crate::service::Overview;
 
 struct Out(String);
 
@@ -47,19 +47,20 @@ fn by(v: &Value, key: &str, label: &str) -> Vec<(String, f64)> {
         .unwrap_or_default()
 }
 
-pub async fn render(st: &AppState, m: Map<String, Value>, mem: (u64, u64)) -> String {
+/// `ov` is the overview behind `m` (the shared `/metrics` map).
+pub fn render(ov: &Overview, m: Map<String, Value>, mem: (u64, u64)) -> String {
     let m = Value::Object(m);
     let mut o = Out(String::new());
     let one = |v: f64| vec![(String::new(), v)];
     o.gauge(
         "stacyvm_uptime_seconds",
         "Process uptime in seconds.",
-        &one(st.svc.uptime().as_secs_f64()),
+        &one(ov.uptime.as_secs_f64()),
     );
     o.gauge(
         "stacyvm_runtime_goroutines",
         "Tracked background tasks.",
-        &one(st.svc.tasks.len() as f64),
+        &one(ov.tasks as f64),
     );
     o.gauge(
         "stacyvm_runtime_memory_alloc_bytes",
@@ -92,10 +93,10 @@ pub async fn render(st: &AppState, m: Map<String, Value>, mem: (u64, u64)) -> St
         "Sandboxes by worker.",
         &by(sb, "by_worker", "worker"),
     );
-    let health = st.svc.provider_health().await;
+    let health = &ov.providers;
     let mut healthy = Vec::new();
     let mut latency = Vec::new();
-    for h in &health {
+    for h in health {
         healthy.push((
             format!(
                 "{{provider=\"{}\",default=\"{}\"}}",
@@ -230,7 +231,7 @@ pub async fn render(st: &AppState, m: Map<String, Value>, mem: (u64, u64)) -> St
         "Active buckets.",
         &one(num(r, &["active_buckets"])),
     );
-    let ops = st.svc.ops.snapshot();
+    let ops = &ov.operations;
     let lab = |op: &str, p: &str| format!("{{operation=\"{}\",provider=\"{}\"}}", esc(op), esc(p));
     let series = |f: &dyn Fn(&crate::ops::OpStats) -> f64| {
         ops.iter()

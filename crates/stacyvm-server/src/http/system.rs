@@ -11,7 +11,10 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
+use stacyvm_types::GoDuration;
+
 use super::{json_response, ok, openapi, views, AppState};
+use crate::service::Overview;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -45,18 +48,18 @@ fn provider_routes() -> Router<AppState> {
 }
 
 async fn health(State(st): State<AppState>) -> Response {
-    ok(&json!({"status": "ok", "version": st.svc.version, "uptime": st.svc.uptime_string()}))
+    ok(&json!({"status": "ok", "version": st.svc.version(), "uptime": st.svc.uptime_string()}))
 }
 
 async fn live(State(st): State<AppState>) -> Response {
-    ok(&json!({"status": "alive", "version": st.svc.version, "uptime": st.svc.uptime_string()}))
+    ok(&json!({"status": "alive", "version": st.svc.version(), "uptime": st.svc.uptime_string()}))
 }
 
 async fn ready(State(st): State<AppState>) -> Response {
     let r = st.svc.ready().await;
     let providers: Vec<_> = r.providers.iter().map(views::provider_health).collect();
     let ready_n = r.providers.iter().filter(|p| p.healthy).count();
-    let body = json!({"status": if r.ready {"ready"} else {"not_ready"}, "version": st.svc.version,
+    let body = json!({"status": if r.ready {"ready"} else {"not_ready"}, "version": st.svc.version(),
         "uptime": st.svc.uptime_string(), "providers": providers, "ready_providers": ready_n,
         "total_providers": r.providers.len()});
     let status = if r.ready {
@@ -126,37 +129,40 @@ fn memory() -> (u64, u64) {
     (kb("VmRSS:"), kb("VmSize:"))
 }
 
-async fn common(st: &AppState) -> Map<String, Value> {
+/// The parts `/metrics`, `/diagnostics` and Prometheus share.
+fn common(st: &AppState, o: &Overview) -> Map<String, Value> {
     let mut m = Map::new();
-    let sandboxes = st.svc.sandbox_counts().await;
-    m.insert("sandboxes".into(), json!(views::sandbox_counts(&sandboxes)));
-    let workers = st.svc.worker_counts().await;
-    m.insert("workers".into(), json!(views::worker_counts(&workers)));
-    let leases = st.svc.lease_counts().await;
-    m.insert("leases".into(), json!(views::lease_counts(&leases)));
     m.insert(
-        "events".into(),
-        json!(views::event_counts(st.svc.event_counts())),
+        "sandboxes".into(),
+        json!(views::sandbox_counts(&o.sandboxes)),
     );
-    let ops = st.svc.ops.snapshot();
-    m.insert("operations".into(), json!(views::operations(&ops)));
-    let queue = st.svc.queue_stats();
+    m.insert("workers".into(), json!(views::worker_counts(&o.workers)));
+    m.insert("leases".into(), json!(views::lease_counts(&o.leases)));
+    m.insert("events".into(), json!(views::event_counts(o.events)));
+    m.insert("operations".into(), json!(views::operations(&o.operations)));
     m.insert(
         "scheduler".into(),
-        json!(views::scheduler(&queue, &st.svc.settings().limits)),
+        json!(views::scheduler(&o.scheduler, &st.svc.settings().limits)),
     );
     m.insert("rate_limit".into(), st.limiter.to_json());
-    let q = st.svc.quota_summary().await.ok();
-    m.insert("quotas".into(), json!(views::quota_summary(q.as_ref())));
+    m.insert(
+        "quotas".into(),
+        json!(views::quota_summary(o.quotas.as_ref())),
+    );
     m
 }
 
+fn uptime(d: std::time::Duration) -> String {
+    GoDuration::from_std(d).to_string()
+}
+
 async fn metrics(State(st): State<AppState>) -> Response {
-    let mut m = common(&st).await;
+    let o = st.svc.overview().await;
+    let mut m = common(&st, &o);
     let (rss, vsz) = memory();
-    let health = st.svc.provider_health().await;
-    m.insert("uptime".into(), json!(st.svc.uptime_string()));
-    m.insert("goroutines".into(), json!(st.svc.tasks.len()));
+    let health = &o.providers;
+    m.insert("uptime".into(), json!(uptime(o.uptime)));
+    m.insert("goroutines".into(), json!(o.tasks));
     m.insert("memory_alloc".into(), json!(rss));
     m.insert("memory_sys".into(), json!(vsz));
     m.insert("memory_heap_alloc".into(), json!(rss));
@@ -171,35 +177,33 @@ async fn metrics(State(st): State<AppState>) -> Response {
 }
 
 async fn diagnostics(State(st): State<AppState>) -> Response {
-    let mut m = common(&st).await;
+    let d = st.svc.diagnostics().await;
+    let o = &d.overview;
+    let mut m = common(&st, o);
     let (rss, vsz) = memory();
-    let started = std::time::Instant::now();
-    let store = st.svc.store.ping().await;
-    let mut store_v =
-        json!({"healthy": store.is_ok(), "latency_ms": started.elapsed().as_secs_f64() * 1000.0});
-    if let Err(e) = store {
-        store_v["error"] = json!(e.to_string());
+    let mut store = json!({"healthy": d.store.healthy, "latency_ms": d.store.latency_ms});
+    if let Some(e) = &d.store.error {
+        store["error"] = json!(e);
     }
-    let health = st.svc.provider_health().await;
     m.insert(
         "generated_at".into(),
         json!(stacyvm_types::format_rfc3339_secs(&chrono::Utc::now())),
     );
     m.insert(
         "build".into(),
-        json!({"version": st.svc.version, "goos": std::env::consts::OS,
+        json!({"version": st.svc.version(), "goos": std::env::consts::OS,
         "goarch": std::env::consts::ARCH}),
     );
     m.insert(
         "process".into(),
-        json!({"uptime": st.svc.uptime_string(), "goroutines": st.svc.tasks.len(),
+        json!({"uptime": uptime(o.uptime), "goroutines": o.tasks,
         "memory": {"alloc": rss, "sys": vsz, "heap_alloc": rss, "gc_cycles": 0}}),
     );
-    m.insert("store".into(), store_v);
+    m.insert("store".into(), store);
     m.insert(
         "control_plane".into(),
-        json!({"instance_id": st.svc.instance_id,
-        "background_leader": st.svc.leads_background().await}),
+        json!({"instance_id": d.instance_id,
+        "background_leader": d.background_leader}),
     );
     m.insert(
         "limits".into(),
@@ -207,7 +211,8 @@ async fn diagnostics(State(st): State<AppState>) -> Response {
     );
     m.insert(
         "providers".into(),
-        json!(health
+        json!(o
+            .providers
             .iter()
             .map(views::provider_health_isolated)
             .collect::<Vec<_>>()),
@@ -235,7 +240,8 @@ async fn diagnostics(State(st): State<AppState>) -> Response {
 }
 
 async fn prometheus(State(st): State<AppState>) -> Response {
-    let text = super::prometheus::render(&st, common(&st).await, memory()).await;
+    let o = st.svc.overview().await;
+    let text = super::prometheus::render(&o, common(&st, &o), memory());
     (
         StatusCode::OK,
         [(
@@ -261,24 +267,11 @@ async fn system_stats() -> Response {
 
 /// Server-sent events: `data: <json>\n\n` per event, live only.
 async fn events(State(st): State<AppState>) -> Response {
-    let rx = st.svc.events.subscribe();
-    let shutdown = st.svc.shutdown.clone();
-    let stream = futures_util::stream::unfold((rx, shutdown), |(mut rx, shutdown)| async move {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return None,
-                r = rx.recv() => match r {
-                    Ok(ev) => {
-                        let json = serde_json::to_string(&ev).unwrap_or_default();
-                        let line = format!("data: {json}\n\n");
-                        return Some((Ok::<_, Infallible>(line), (rx, shutdown)));
-                    }
-                    // Slow subscriber: skip what was missed.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        }
+    let sub = st.svc.subscribe_events();
+    let stream = futures_util::stream::unfold(sub, |mut sub| async move {
+        let ev = sub.next().await?;
+        let json = serde_json::to_string(&ev).unwrap_or_default();
+        Some((Ok::<_, Infallible>(format!("data: {json}\n\n")), sub))
     });
     (
         StatusCode::OK,

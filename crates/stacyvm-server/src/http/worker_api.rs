@@ -7,17 +7,15 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use stacyvm_auth::{Scope, Scopes};
-use stacyvm_protocol::capacity;
-use stacyvm_types::{format_rfc3339_go, parse_go_duration};
+use stacyvm_types::format_rfc3339_go;
 
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::workers::HeartbeatBody;
-use super::{ok, AppState};
-use crate::error::ServiceError;
+use super::{ok, views, AppState};
+use crate::service::TokenRequest;
 
 /// Scopes the authenticated worker holds, and its id.
 #[derive(Clone)]
@@ -39,10 +37,6 @@ pub fn admin_routes() -> Router<AppState> {
         .route("/worker-tokens", post(issue_token))
 }
 
-fn now_unix() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 fn token_from(h: &HeaderMap) -> Option<String> {
     let get = |n: &str| {
         h.get(n)
@@ -62,14 +56,6 @@ fn token_from(h: &HeaderMap) -> Option<String> {
 
 /// Worker credentials (wire §8.1): never API keys.
 pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(auth) = st.svc.worker_auth.clone().filter(|a| a.configured()) else {
-        return ApiError::plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "worker token is not configured",
-        )
-        .into_response();
-    };
     let id = req
         .headers()
         .get("x-worker-id")
@@ -77,29 +63,13 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
         .map(str::trim)
         .unwrap_or("")
         .to_string();
-    let denied = || {
-        ApiError::plain(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "invalid or missing worker credentials",
-        )
-        .into_response()
-    };
-    let Some(token) = token_from(req.headers()) else {
-        return denied();
-    };
-    if id.is_empty() {
-        return denied();
-    }
-    match auth.authenticate(&id, &token, now_unix()) {
+    let token = token_from(req.headers()).unwrap_or_default();
+    match st.svc.authenticate_worker(&id, &token) {
         Ok(scopes) => {
             req.extensions_mut().insert(WorkerIdentity { id, scopes });
             next.run(req).await
         }
-        Err(e) => {
-            tracing::warn!(worker = %id, error = %e, "worker credential rejected");
-            denied()
-        }
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -128,17 +98,8 @@ async fn heartbeat(
     JsonBody(body): JsonBody<HeartbeatBody>,
 ) -> Result<Response, ApiError> {
     check(&identity, &id, Scope::Heartbeat)?;
-    let held: Option<Vec<String>> = body.held_sandboxes();
-    let w = st.svc.heartbeat(&id, body.into()).await?;
-    if let Some(held) = held {
-        // Runtimes the worker holds that the store does not assign to it are destroyed there.
-        let svc = st.svc.clone();
-        let wid = id.clone();
-        st.svc
-            .tasks
-            .spawn(async move { crate::reconcile::destroy_orphans(&svc, &wid, held).await });
-    }
-    Ok(ok(&super::views::worker(&w)))
+    let w = st.svc.worker_heartbeat(&id, body.into()).await?;
+    Ok(ok(&views::worker(&w)))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,37 +108,35 @@ struct RenewBody {
     ttl: String,
 }
 
+/// `{"lease": {..}}`.
+#[derive(Serialize)]
+struct LeaseView<'a> {
+    lease: LeaseFields<'a>,
+}
+
+#[derive(Serialize)]
+struct LeaseFields<'a> {
+    expires_at: String,
+    generation: i64,
+    holder_id: &'a str,
+    resource_id: &'a str,
+}
+
 async fn renew_lease(
     st: &AppState,
     worker: &str,
     resource: &str,
     ttl: &str,
 ) -> Result<Response, ApiError> {
-    let ttl = parse_go_duration(ttl.trim())
-        .ok()
-        .and_then(|d| d.to_std())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| ApiError::bad_request("invalid input: ttl must be a positive duration"))?;
-    let lease = st
-        .svc
-        .store
-        .renew_lease(resource, worker, ttl)
-        .await
-        .map_err(|e| {
-            if matches!(
-                e,
-                stacyvm_store::StoreError::Conflict(_) | stacyvm_store::StoreError::NotFound { .. }
-            ) {
-                ApiError::from(ServiceError::Conflict(
-                    "lease is not held by worker or has expired".into(),
-                ))
-            } else {
-                ApiError::from(ServiceError::from(e))
-            }
-        })?;
-    Ok(ok(&json!({"lease": {
-        "resource_id": lease.resource_id, "holder_id": lease.holder_id,
-        "generation": lease.generation, "expires_at": format_rfc3339_go(&lease.expires_at)}})))
+    let lease = st.svc.renew_lease(worker, resource, ttl).await?;
+    Ok(ok(&LeaseView {
+        lease: LeaseFields {
+            expires_at: format_rfc3339_go(&lease.expires_at),
+            generation: lease.generation,
+            holder_id: &lease.holder_id,
+            resource_id: &lease.resource_id,
+        },
+    }))
 }
 
 async fn renew(
@@ -198,9 +157,18 @@ async fn admin_renew(
     renew_lease(&st, &id, &resource, &body.ttl).await
 }
 
+#[derive(Serialize)]
+struct DrainView<'a> {
+    status: &'static str,
+    worker_id: &'a str,
+}
+
 async fn drain(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     st.svc.drain_worker(&id).await?;
-    Ok(ok(&json!({"status": "draining", "worker_id": id})))
+    Ok(ok(&DrainView {
+        status: "draining",
+        worker_id: &id,
+    }))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,87 +180,26 @@ struct TokenBody {
     audience: String,
 }
 
+#[derive(Serialize)]
+struct TokenView<'a> {
+    expires_at: String,
+    token: &'a str,
+    worker_id: &'a str,
+}
+
 async fn issue_token(
     State(st): State<AppState>,
     JsonBody(b): JsonBody<TokenBody>,
 ) -> Result<Response, ApiError> {
-    let unavailable =
-        |msg: &str| ApiError::plain(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", msg);
-    // The authenticator's key is current (a key file is re-read when rotated).
-    let current = match st.svc.worker_auth.as_ref().map(|a| a.signing_key()) {
-        Some(Ok(k)) => k,
-        Some(Err(e)) => {
-            tracing::error!(error = %e, "worker signing key unreadable");
-            return Err(unavailable("worker signing key is unavailable"));
-        }
-        None => None,
-    };
-    let Some(key) = current.or_else(|| st.svc.worker_signing_key.clone()) else {
-        return Err(unavailable("worker signing key is not configured"));
-    };
-    let worker_id = b.worker_id.trim();
-    if worker_id.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid input: worker_id is required",
-        ));
-    }
-    let ttl_text = if b.ttl.trim().is_empty() {
-        "5m"
-    } else {
-        b.ttl.trim()
-    };
-    let ttl = parse_go_duration(ttl_text)
-        .ok()
-        .and_then(|d| d.to_std())
-        .filter(|d| !d.is_zero() && d.as_secs() <= 900)
-        .ok_or_else(|| {
-            ApiError::bad_request("invalid input: ttl must be a positive duration of at most 15m")
-        })?;
-    // Parsed here, at the edge: an unknown scope is refused, not silently dropped.
-    let scopes = b
-        .scopes
-        .iter()
-        .map(|s| s.parse::<Scope>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            ApiError::bad_request(format!(
-                "invalid input: {e}; known scopes: {}",
-                Scope::known_list()
-            ))
-        })?;
-    let audience = match b.audience.trim() {
-        "" => stacyvm_auth::AUD_CONTROL_PLANE,
-        a if a == stacyvm_auth::AUD_CONTROL_PLANE => stacyvm_auth::AUD_CONTROL_PLANE,
-        a if a == stacyvm_auth::AUD_RPC => stacyvm_auth::AUD_RPC,
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid input: audience must be worker:control-plane or worker:rpc",
-            ))
-        }
-    };
-    let (token, claims) = stacyvm_auth::mint(&key, worker_id, audience, ttl, &scopes, now_unix())
-        .map_err(|e| ApiError::bad_request(format!("invalid input: {e}")))?;
-    let expires = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
-    Ok(ok(
-        &json!({"token": token, "worker_id": worker_id, "expires_at": format_rfc3339_go(&expires)}),
-    ))
-}
-
-impl HeartbeatBody {
-    /// Sandbox ids the worker says it holds (`capacity.sandboxes`), when it reports them.
-    pub fn held_sandboxes(&self) -> Option<Vec<String>> {
-        let list = self.capacity_value(capacity::SANDBOXES)?.as_array()?;
-        Some(
-            list.iter()
-                .filter_map(|v| match v {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Object(o) => o
-                        .get("sandbox_id")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                    _ => None,
-                })
-                .collect(),
-        )
-    }
+    let t = st.svc.issue_worker_token(TokenRequest {
+        worker_id: b.worker_id,
+        ttl: b.ttl,
+        scopes: b.scopes,
+        audience: b.audience,
+    })?;
+    Ok(ok(&TokenView {
+        expires_at: format_rfc3339_go(&t.expires_at),
+        token: &t.token,
+        worker_id: &t.worker_id,
+    }))
 }

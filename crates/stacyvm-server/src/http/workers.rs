@@ -51,12 +51,6 @@ pub struct HeartbeatBody {
     capacity: Map<String, Value>,
 }
 
-impl HeartbeatBody {
-    pub fn capacity_value(&self, key: &str) -> Option<&Value> {
-        self.capacity.get(key)
-    }
-}
-
 impl From<HeartbeatBody> for HeartbeatInput {
     fn from(b: HeartbeatBody) -> Self {
         HeartbeatInput {

@@ -1,14 +1,19 @@
 //! The one internal API. HTTP handlers, the CLI, worker RPC and tests all call these methods;
 //! transports only decode, call and encode.
 
+mod admin;
 mod admission;
 mod exec;
 mod files;
+mod leases;
+mod lifecycle;
 mod preview;
 mod quotas;
+mod reconcile;
 mod sandboxes;
 mod system;
 mod templates;
+mod worker_auth;
 mod workers;
 
 use std::collections::HashMap;
@@ -16,19 +21,23 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+pub use admin::AuditQuery;
 pub use admission::AdmissionDecision;
 pub use exec::{ExecParams, ExecResult, ExecStream, StreamItem};
+pub(crate) use leases::lease_ttl;
+pub use lifecycle::EventSubscription;
 pub use preview::PreviewHost;
 pub use quotas::{OwnerUsage, QuotaInput, QuotaSummary};
-pub(crate) use sandboxes::lease_ttl;
 pub use sandboxes::SpawnParams;
 use stacyvm_provider::ProviderRegistry;
 use stacyvm_store::Store;
 pub use system::{
-    EventCounts, LeaseCounts, ProviderDetail, ProviderHealth, ReadyReport, SandboxCounts,
+    Diagnostics, EventCounts, LeaseCounts, Overview, ProviderDetail, ProviderHealth, ReadyReport,
+    SandboxCounts, StoreHealth,
 };
 pub use templates::TemplateInput;
 use tokio::sync::Notify;
+pub use worker_auth::{IssuedToken, TokenRequest};
 pub use workers::{HeartbeatInput, WorkerCounts, WorkerInfo, LOCAL_WORKER};
 
 use crate::events::EventBus;
@@ -65,13 +74,15 @@ pub struct QueueStats {
     pub wait_max_ms: f64,
 }
 
+/// The service's state. Its fields are private to `service/`: every other layer goes through
+/// the service's functions.
 pub struct Inner {
-    pub store: Arc<dyn Store>,
-    pub providers: ProviderRegistry,
-    pub settings: Settings,
-    pub events: EventBus,
-    pub ops: OpMetrics,
-    pub started: Instant,
+    store: Arc<dyn Store>,
+    providers: ProviderRegistry,
+    settings: Settings,
+    events: EventBus,
+    ops: OpMetrics,
+    started: Instant,
     pending: tokio::sync::Mutex<Pending>,
     /// Woken when capacity may have freed (destroy, quota change).
     capacity_freed: Notify,
@@ -79,22 +90,22 @@ pub struct Inner {
     /// Set when an admin deleted `local`: keep it out of placement until re-added.
     local_removed: AtomicBool,
     /// Owns background work started on behalf of requests (streams); joined on shutdown.
-    pub tasks: tokio_util::task::TaskTracker,
-    pub shutdown: tokio_util::sync::CancellationToken,
-    pub version: &'static str,
+    tasks: tokio_util::task::TaskTracker,
+    shutdown: tokio_util::sync::CancellationToken,
+    version: &'static str,
     /// Worker RPC client; `None` = remote workers cannot be called.
-    pub remote: Option<Arc<crate::remote::WorkerClient>>,
+    remote: Option<Arc<crate::remote::WorkerClient>>,
     /// Checks `/api/v1/worker/*` callers and picks credentials for calling workers.
-    pub worker_auth: Option<Arc<stacyvm_auth::WorkerAuthenticator>>,
+    worker_auth: Option<Arc<stacyvm_auth::WorkerAuthenticator>>,
     /// Recent `list_workers` result for placement (refreshed at most every second, and at once
     /// after this process changes the registry) so a spawn does not cost a registry query.
-    pub(crate) workers_cache: Mutex<Option<(Instant, Arc<Vec<stacyvm_store::WorkerRecord>>)>>,
+    workers_cache: Mutex<Option<(Instant, Arc<Vec<stacyvm_store::WorkerRecord>>)>>,
     /// Primary HMAC key for `POST /admin/worker-tokens`.
-    pub worker_signing_key: Option<String>,
+    worker_signing_key: Option<String>,
     /// This process among control planes sharing the database (`<host>-<pid>-<rand>`).
-    pub instance_id: String,
+    instance_id: String,
     /// Whether this control plane runs the reaper and reconciler passes.
-    pub(crate) leadership: crate::tasks::leader::Leadership,
+    leadership: crate::tasks::leader::Leadership,
 }
 
 /// Cheap to clone; shared by every transport.
@@ -164,12 +175,6 @@ impl Service {
 
     pub fn settings(&self) -> &Settings {
         &self.0.settings
-    }
-
-    /// Whether this control plane currently leads background work (answered from the last
-    /// lease grant, without a store round trip).
-    pub async fn leads_background(&self) -> bool {
-        self.leadership.is_leader().await
     }
 
     pub fn uptime(&self) -> std::time::Duration {

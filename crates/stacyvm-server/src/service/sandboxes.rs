@@ -11,20 +11,12 @@ use stacyvm_types::{
 };
 
 use super::admission::Slot;
-use super::{Caller, Service, LOCAL_WORKER};
+use super::{lease_ttl, Caller, Service, LOCAL_WORKER};
 use crate::error::{ServiceError, ServiceResult};
 use crate::events::EventData;
 use crate::remote::RemoteProvider;
 use crate::settings::SpawnOverflow;
 use stacyvm_store::WorkerRecord;
-
-/// Leases outlive the sandbox's TTL by this much, so a destroy at expiry still holds one.
-const LEASE_SLACK: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// Lease lifetime for a sandbox with `remaining` TTL: remaining + 5 min.
-pub(crate) fn lease_ttl(remaining: std::time::Duration) -> std::time::Duration {
-    remaining + LEASE_SLACK
-}
 
 /// How often one spawn may lose the race for the last slot to another control plane before
 /// it is refused.

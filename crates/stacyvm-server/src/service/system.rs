@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use stacyvm_types::GoDuration;
 
-use super::Service;
+use super::{QueueStats, QuotaSummary, Service, WorkerCounts};
 use crate::error::{ServiceError, ServiceResult};
+use crate::ops::OpStats;
 
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -62,6 +63,40 @@ pub struct EventCounts {
     pub subscribers: usize,
     /// Events published since start.
     pub total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreHealth {
+    pub healthy: bool,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+}
+
+/// The figures `/metrics`, `/diagnostics` and Prometheus share.
+#[derive(Debug, Clone)]
+pub struct Overview {
+    pub sandboxes: SandboxCounts,
+    pub workers: WorkerCounts,
+    pub leases: LeaseCounts,
+    pub events: EventCounts,
+    /// `(operation, provider, figures)`.
+    pub operations: Vec<(String, String, OpStats)>,
+    pub scheduler: QueueStats,
+    /// `None` when the store could not be read.
+    pub quotas: Option<QuotaSummary>,
+    pub providers: Vec<ProviderHealth>,
+    pub uptime: Duration,
+    /// Request-scoped tasks running (streams, proxied connections).
+    pub tasks: usize,
+}
+
+/// [`Overview`] plus what only `/diagnostics` shows.
+#[derive(Debug, Clone)]
+pub struct Diagnostics {
+    pub overview: Overview,
+    pub store: StoreHealth,
+    pub instance_id: String,
+    pub background_leader: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +223,56 @@ impl Service {
             subscribers: self.events.subscribers(),
             total: self.events.total(),
         }
+    }
+
+    /// Pings the store and times the answer.
+    pub async fn store_health(&self) -> StoreHealth {
+        let started = Instant::now();
+        let res = self.store.ping().await;
+        StoreHealth {
+            healthy: res.is_ok(),
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            error: res.err().map(|e| e.to_string()),
+        }
+    }
+
+    pub async fn overview(&self) -> Overview {
+        let sandboxes = self.sandbox_counts().await;
+        let workers = self.worker_counts().await;
+        let leases = self.lease_counts().await;
+        let quotas = self.quota_summary().await.ok();
+        Overview {
+            sandboxes,
+            workers,
+            leases,
+            events: self.event_counts(),
+            operations: self.ops.snapshot(),
+            scheduler: self.queue_stats(),
+            quotas,
+            providers: self.provider_health().await,
+            uptime: self.uptime(),
+            tasks: self.tasks.len(),
+        }
+    }
+
+    pub async fn diagnostics(&self) -> Diagnostics {
+        let overview = self.overview().await;
+        Diagnostics {
+            overview,
+            store: self.store_health().await,
+            instance_id: self.instance_id.clone(),
+            background_leader: self.leads_background().await,
+        }
+    }
+
+    /// Request-scoped tasks running now.
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Per-operation figures: `(operation, provider, figures)`.
+    pub fn op_stats(&self) -> Vec<(String, String, OpStats)> {
+        self.ops.snapshot()
     }
 
     pub fn uptime_string(&self) -> String {

@@ -244,6 +244,24 @@ impl Service {
         Ok(self.worker_info(w))
     }
 
+    /// A heartbeat a worker sent itself. Runtimes it reports holding (`capacity.sandboxes`)
+    /// that the store does not assign to it are destroyed there, in the background.
+    pub async fn worker_heartbeat(
+        &self,
+        id: &str,
+        hb: HeartbeatInput,
+    ) -> ServiceResult<WorkerInfo> {
+        let held = held_sandboxes(&hb.capacity);
+        let w = self.heartbeat(id, hb).await?;
+        if let Some(held) = held {
+            let svc = self.clone();
+            let wid = id.to_string();
+            self.tasks
+                .spawn(async move { svc.destroy_orphans(&wid, held).await });
+        }
+        Ok(w)
+    }
+
     /// Stores a heartbeat (`last_heartbeat = now`) and refreshes the placement view.
     async fn record_heartbeat(&self, id: &str, hb: HeartbeatInput) -> ServiceResult<WorkerRecord> {
         let now = chrono::Utc::now();
@@ -346,6 +364,26 @@ fn local_capacity(l: &crate::settings::Limits) -> Map<String, Value> {
     );
     put("max_spawn_queue", l.max_spawn_queue.into());
     m
+}
+
+/// Sandbox ids a worker says it holds (`capacity.sandboxes`: ids, or objects with a
+/// `sandbox_id`), when it reports them.
+fn held_sandboxes(capacity: &Map<String, Value>) -> Option<Vec<String>> {
+    let list = capacity
+        .get(stacyvm_protocol::capacity::SANDBOXES)?
+        .as_array()?;
+    Some(
+        list.iter()
+            .filter_map(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o
+                    .get("sandbox_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// The RPC address a worker advertised in its heartbeat (`capacity.rpc_url`), if any.

@@ -11,18 +11,14 @@ use crate::service::Service;
 
 /// Destroys expired sandboxes every `reaper_interval`.
 pub async fn reaper(svc: Service, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(
-        svc.settings()
-            .reaper_interval
-            .max(Duration::from_millis(50)),
-    );
+    let mut tick = tokio::time::interval(svc.tick());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if !svc.leadership.ensure(&*svc.store).await {
+        if !svc.ensure_leadership().await {
             continue;
         }
         match svc.prune().await {
@@ -55,34 +51,30 @@ pub async fn local_heartbeat(svc: Service, cancel: CancellationToken) {
 /// so a slow destroy in the reaper never delays health marking).
 pub async fn reconciler(svc: Service, cancel: CancellationToken) {
     let mut last_local = std::time::Instant::now();
-    let mut tick = tokio::time::interval(
-        svc.settings()
-            .reaper_interval
-            .max(Duration::from_millis(50)),
-    );
+    let mut tick = tokio::time::interval(svc.tick());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if !svc.leadership.ensure(&*svc.store).await {
+        if !svc.ensure_leadership().await {
             continue;
         }
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = crate::reconcile::remote_pass(&svc) => {}
+            () = svc.reconcile_remote() => {}
         }
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = crate::creating::abandoned_pass(&svc) => {}
+            _ = svc.clean_abandoned_spawns() => {}
         }
         // Local runtimes change rarely; checking every one costs a provider call each.
         if last_local.elapsed() >= LOCAL_RECONCILE_EVERY {
             last_local = std::time::Instant::now();
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = crate::reconcile::local_pass(&svc, Some(CREATING_GRACE)) => {}
+                () = svc.reconcile_local(Some(CREATING_GRACE)) => {}
             }
         }
     }
@@ -96,35 +88,18 @@ const CREATING_GRACE: Duration = Duration::from_secs(600);
 /// Renews this control plane's presence lease every `reaper_interval`, so others can tell
 /// when it died (and clean up what it left half-made).
 pub async fn presence(svc: Service, cancel: CancellationToken) {
-    let every = svc
-        .settings()
-        .reaper_interval
-        .max(Duration::from_millis(50));
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(svc.tick());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        leader::renew_presence(&*svc.store, &svc.instance_id, every).await;
+        svc.renew_presence().await;
     }
 }
 
-/// Shares events with the other control planes on the database (Postgres LISTEN/NOTIFY); a
-/// no-op when the store has no bridge (SQLite). Capacity freed elsewhere wakes queued spawns.
+/// Shares events with the other control planes on the database (a no-op without a bridge).
 pub async fn event_bridge(svc: Service, cancel: CancellationToken) {
-    let Some(bridge) = svc.store.event_bridge() else {
-        return;
-    };
-    let wake = svc.clone();
-    crate::events::run_bridge(&svc.events, bridge, &svc.instance_id, cancel, move |ev| {
-        if matches!(
-            &*ev.kind,
-            "sandbox.destroyed" | "reconcile.action" | "quota.saved" | "quota.deleted"
-        ) {
-            wake.notify_capacity();
-        }
-    })
-    .await;
+    svc.run_event_bridge(cancel).await;
 }

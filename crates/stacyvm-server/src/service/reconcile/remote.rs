@@ -1,0 +1,208 @@
+//! Remote-owned sandboxes against their workers: stale owners, expiry, returning owners, lease
+//! renewal, and runtimes a worker holds that no record assigns to it.
+
+use stacyvm_provider::ProviderError;
+use stacyvm_types::SandboxState;
+
+use crate::events::ReconcileAction;
+use crate::service::Service;
+
+/// Longest one sandbox's RPCs may take within a pass, so one frozen worker cannot stall it.
+const RPC_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Service {
+    /// One pass over remote-owned sandboxes: owners silent past their stale window turn the
+    /// sandbox `unhealthy` (or `expired`, releasing the lease, once past `expires_at`); a returning
+    /// owner is asked for the real state; leases close to expiry are renewed.
+    pub(crate) async fn reconcile_remote(&self) {
+        let Ok(records) = self.store.list_sandboxes().await else {
+            return;
+        };
+        let now = chrono::Utc::now();
+        for sb in records.into_iter().filter(|s| s.is_remote()) {
+            let worker = self.store.get_worker(&sb.worker_id).await.ok();
+            let reason = match &worker {
+                None => Some("worker_missing".to_string()),
+                Some(w) if self.is_stale(w) => Some("worker_stale".to_string()),
+                Some(w)
+                    if w.status.eq_ignore_ascii_case("online")
+                        || w.status.eq_ignore_ascii_case("draining") =>
+                {
+                    None
+                }
+                Some(w) => Some(format!("worker_{}", w.status.to_lowercase())),
+            };
+            match reason {
+                Some(reason) => {
+                    if sb.expires_at <= now && sb.state != SandboxState::Expired {
+                        if self
+                            .store
+                            .set_sandbox_state(&sb.id, SandboxState::Expired)
+                            .await
+                            .is_ok()
+                        {
+                            let _ = self.store.release_lease(&sb.id, &sb.worker_id).await;
+                            self.events.publish(
+                                "reconcile.action",
+                                Some(&sb.id),
+                                Some(
+                                    ReconcileAction::new("marked_expired")
+                                        .reason(reason)
+                                        .worker(&sb.worker_id)
+                                        .into(),
+                                ),
+                            );
+                            self.notify_capacity();
+                        }
+                    } else if matches!(sb.state, SandboxState::Running | SandboxState::Error)
+                        && self
+                            .store
+                            .set_sandbox_state(&sb.id, SandboxState::Unhealthy)
+                            .await
+                            .is_ok()
+                    {
+                        tracing::warn!(sandbox_id = %sb.id, worker = %sb.worker_id, %reason, "owner unreachable: sandbox unhealthy");
+                        self.events.publish(
+                            "reconcile.action",
+                            Some(&sb.id),
+                            Some(
+                                ReconcileAction::new("marked_unhealthy")
+                                    .reason(reason)
+                                    .worker(&sb.worker_id)
+                                    .into(),
+                            ),
+                        );
+                    }
+                }
+                None => {
+                    if sb.state == SandboxState::Expired {
+                        // It expired while the owner was away and the owner answers again: finish the
+                        // destroy. (Live sandboxes past their TTL are the reaper's.)
+                        let r = tokio::time::timeout(RPC_BUDGET, self.destroy(&sb.id)).await;
+                        if let Ok(Err(e)) = r {
+                            tracing::warn!(sandbox_id = %sb.id, error = %e, "reconcile: destroy of expired sandbox failed");
+                        }
+                        continue;
+                    }
+                    if matches!(sb.state, SandboxState::Unhealthy | SandboxState::Error) {
+                        if let Ok(p) = self.provider_for(&sb).await {
+                            let status =
+                                tokio::time::timeout(RPC_BUDGET, p.status(sb.runtime_id()))
+                                    .await
+                                    .unwrap_or(Err(ProviderError::Unavailable(
+                                        "status timed out".into(),
+                                    )));
+                            match status {
+                                Ok(st) if st != sb.state => {
+                                    let marked =
+                                        self.store.set_sandbox_state(&sb.id, st).await.is_ok();
+                                    if marked {
+                                        self.events.publish(
+                                            "reconcile.action",
+                                            Some(&sb.id),
+                                            Some(
+                                                ReconcileAction::new(format!("marked_{st}"))
+                                                    .reason("worker_returned")
+                                                    .worker(&sb.worker_id)
+                                                    .into(),
+                                            ),
+                                        );
+                                    }
+                                }
+                                Err(ProviderError::SandboxNotFound(_)) => {
+                                    let _ = self
+                                        .store
+                                        .set_sandbox_state(&sb.id, SandboxState::Error)
+                                        .await;
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    self.renew_lease_if_due(&sb).await;
+                }
+            }
+        }
+    }
+
+    async fn renew_lease_if_due(&self, sb: &stacyvm_types::Sandbox) {
+        let Ok(lease) = self.store.get_lease(&sb.id).await else {
+            return;
+        };
+        if lease.holder_id != sb.worker_id {
+            return;
+        }
+        let now = chrono::Utc::now();
+        let left = (lease.expires_at - now).to_std().unwrap_or_default();
+        let wanted = crate::service::lease_ttl((sb.expires_at - now).to_std().unwrap_or_default());
+        // Renew when the lease would run out before the sandbox does (plus slack).
+        if left + self.settings().reaper_interval * 2 < wanted {
+            if let Err(e) = self.store.renew_lease(&sb.id, &sb.worker_id, wanted).await {
+                tracing::warn!(sandbox_id = %sb.id, error = %e, "lease renewal failed");
+            }
+        }
+    }
+
+    /// Destroys runtimes a worker reports holding that the store does not assign to it.
+    pub(crate) async fn destroy_orphans(&self, worker_id: &str, held: Vec<String>) {
+        for id in held {
+            let record = self.store.get_sandbox(&id).await.ok();
+            let wanted = record.as_ref().is_some_and(|r| {
+                r.worker_id == worker_id
+                    && !matches!(r.state, SandboxState::Destroyed | SandboxState::Expired)
+            });
+            if wanted {
+                continue;
+            }
+            let provider = match &record {
+                Some(r) => r.provider.clone(),
+                None => self
+                    .store
+                    .get_worker(worker_id)
+                    .await
+                    .ok()
+                    .and_then(|w| w.providers.and_then(|p| p.into_iter().next()))
+                    .unwrap_or_else(|| "mock".into()),
+            };
+            let expires = chrono::Utc::now() + chrono::Duration::minutes(5);
+            let rp = match self
+                .remote_provider(&id, worker_id, &provider, expires)
+                .await
+            {
+                Ok(rp) => rp,
+                Err(e) => {
+                    tracing::warn!(sandbox_id = %id, error = %e, "orphan cleanup: no route to worker");
+                    continue;
+                }
+            };
+            use stacyvm_provider::Provider as _;
+            let runtime = record
+                .as_ref()
+                .map_or(id.clone(), |r| r.runtime_id().to_string());
+            match rp.destroy(&runtime).await {
+                Ok(()) => {
+                    tracing::info!(sandbox_id = %id, worker = worker_id, "destroyed orphaned runtime on worker");
+                    if let Some(r) = record {
+                        if r.state != SandboxState::Destroyed && r.worker_id == worker_id {
+                            let _ = self
+                                .store
+                                .set_sandbox_state(&id, SandboxState::Destroyed)
+                                .await;
+                        }
+                    }
+                    self.events.publish(
+                        "reconcile.action",
+                        Some(&id),
+                        Some(
+                            ReconcileAction::new("destroyed_orphan")
+                                .provider(provider)
+                                .worker(worker_id)
+                                .into(),
+                        ),
+                    );
+                }
+                Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "orphan cleanup failed"),
+            }
+        }
+    }
+}
