@@ -208,6 +208,7 @@ async fn reaper_destroys_expired_sandboxes() {
     let caller = Caller::default();
     let short = app
         .svc
+        .sandboxes()
         .spawn(
             SpawnParams {
                 ttl: "300ms".into(),

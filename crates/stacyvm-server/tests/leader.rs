@@ -108,6 +108,7 @@ async fn handover(store_a: Arc<dyn Store>, store_b: Arc<dyn Store>) {
     // leader's provider, never the follower's.
     let sb = follower
         .svc
+        .sandboxes()
         .spawn(
             SpawnParams {
                 ttl: "150ms".into(),

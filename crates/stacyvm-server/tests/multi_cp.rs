@@ -42,7 +42,9 @@ async fn max_sandboxes_is_exact_across_two_control_planes_on_postgres() {
     for i in 0..30 {
         let svc = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
-            svc.spawn(SpawnParams::default(), &Caller::default()).await
+            svc.sandboxes()
+                .spawn(SpawnParams::default(), &Caller::default())
+                .await
         }));
     }
     let (mut ok, mut limited) = (0, 0);

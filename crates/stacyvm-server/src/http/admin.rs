@@ -82,7 +82,7 @@ async fn audit(
         method: get("method"),
         path: get("path"),
     };
-    let rows = st.svc.audit_log(query).await?;
+    let rows = st.svc.admin().audit(query).await?;
     if q.get("format").map(String::as_str) == Some("csv") {
         return Ok(csv(&rows));
     }

@@ -110,10 +110,10 @@ async fn exec(
     JsonBody(body): JsonBody<ExecBody>,
 ) -> Result<Response, ApiError> {
     if body.stream {
-        let stream = st.svc.exec_stream(&id, body.params()).await?;
+        let stream = st.svc.exec().stream(&id, body.params()).await?;
         return Ok(ndjson(stream));
     }
-    let r = st.svc.exec(&id, body.params()).await?;
+    let r = st.svc.exec().run(&id, body.params()).await?;
     Ok(ok(&ExecResultView {
         duration: r.duration.to_string(),
         exit_code: r.exit_code,
@@ -146,7 +146,7 @@ async fn exec_ws(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     // Unknown sandboxes fail before the upgrade, with a normal JSON error.
-    st.svc.get_sandbox(&id).await?;
+    st.svc.sandboxes().get(&id).await?;
     Ok(ws.on_upgrade(move |socket| ws_session(st, id, socket)))
 }
 
@@ -171,7 +171,7 @@ async fn ws_session(st: AppState, id: String, mut socket: WebSocket) {
         close(&mut socket, 1007, "invalid request").await;
         return;
     };
-    let mut stream = match st.svc.exec_stream(&id, body.params()).await {
+    let mut stream = match st.svc.exec().stream(&id, body.params()).await {
         Ok(s) => s,
         Err(e) => {
             let msg = json!({"error": e.to_string()}).to_string();

@@ -53,7 +53,8 @@ async fn write(
     JsonBody(b): JsonBody<WriteBody>,
 ) -> Result<Response, ApiError> {
     st.svc
-        .write_file(
+        .files()
+        .write(
             &id,
             &b.path,
             b.content.into_bytes().into(),
@@ -77,7 +78,7 @@ async fn upload(
         .map(|r| r.map_err(|e| ProviderError::InvalidInput(format!("upload body failed: {e}"))))
         .boxed();
     let mode = q.get("mode").map(String::as_str);
-    let size = st.svc.write_file_stream(&id, path, stream, mode).await?;
+    let size = st.svc.files().write_stream(&id, path, stream, mode).await?;
     Ok(ok(&json!({"status": "written", "size": size})))
 }
 
@@ -88,7 +89,7 @@ async fn read(
     Query(q): Q,
 ) -> Result<Response, ApiError> {
     let path = required(&q, "path")?;
-    let file = st.svc.read_file(&id, path).await?;
+    let file = st.svc.files().read(&id, path).await?;
     let body = file.body.map(|r| {
         // Headers are gone by now: cutting the body short is how the client learns.
         r.inspect_err(|e| tracing::warn!(error = %e, "file download failed mid-stream"))
@@ -113,7 +114,7 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     let path = required(&q, "path")?;
     let recursive = q.get("recursive").map(String::as_str) == Some("true");
-    st.svc.delete_file(&id, path, recursive).await?;
+    st.svc.files().delete(&id, path, recursive).await?;
     Ok(ok(&json!({"status": "deleted"})))
 }
 
@@ -123,7 +124,7 @@ async fn list(
     Query(q): Q,
 ) -> Result<Response, ApiError> {
     let path = q.get("path").map(String::as_str).unwrap_or("/");
-    Ok(ok(&st.svc.list_files(&id, path).await?))
+    Ok(ok(&st.svc.files().list(&id, path).await?))
 }
 
 async fn stat(
@@ -132,7 +133,7 @@ async fn stat(
     Query(q): Q,
 ) -> Result<Response, ApiError> {
     let path = required(&q, "path")?;
-    Ok(ok(&st.svc.stat_file(&id, path).await?))
+    Ok(ok(&st.svc.files().stat(&id, path).await?))
 }
 
 async fn glob(
@@ -141,7 +142,7 @@ async fn glob(
     Query(q): Q,
 ) -> Result<Response, ApiError> {
     let pattern = required(&q, "pattern")?;
-    Ok(ok(&st.svc.glob_files(&id, pattern).await?))
+    Ok(ok(&st.svc.files().glob(&id, pattern).await?))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,7 +157,7 @@ async fn move_file(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<MoveBody>,
 ) -> Result<Response, ApiError> {
-    st.svc.move_file(&id, &b.old_path, &b.new_path).await?;
+    st.svc.files().rename(&id, &b.old_path, &b.new_path).await?;
     Ok(ok(&json!({"status": "moved"})))
 }
 
@@ -172,6 +173,6 @@ async fn chmod(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<ChmodBody>,
 ) -> Result<Response, ApiError> {
-    st.svc.chmod_file(&id, &b.path, &b.mode).await?;
+    st.svc.files().chmod(&id, &b.path, &b.mode).await?;
     Ok(ok(&json!({"status": "chmod applied"})))
 }

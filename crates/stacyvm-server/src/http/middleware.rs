@@ -241,7 +241,7 @@ pub async fn admin_audit(State(st): State<AppState>, req: Request, next: Next) -
         user_agent,
         tenant_id: String::new(),
     };
-    st.svc.record_admin_request(rec).await;
+    st.svc.admin().record(rec).await;
     resp
 }
 

@@ -21,12 +21,19 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let v: Vec<_> = st.svc.list_quotas().await?.iter().map(dto::quota).collect();
+    let v: Vec<_> = st
+        .svc
+        .quotas()
+        .list()
+        .await?
+        .iter()
+        .map(dto::quota)
+        .collect();
     Ok(ok(&v))
 }
 
 async fn summary(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let s = st.svc.quota_summary().await?;
+    let s = st.svc.quotas().summary().await?;
     // Exactly these keys: the Python SDK's dataclass rejects others.
     Ok(ok(
         &json!({"total": s.total, "with_max_sandboxes": s.with_max_sandboxes,
@@ -38,7 +45,7 @@ async fn get_one(
     State(st): State<AppState>,
     Path(owner): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(&dto::quota(&st.svc.get_quota(&owner).await?)))
+    Ok(ok(&dto::quota(&st.svc.quotas().get(&owner).await?)))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,7 +63,8 @@ async fn put(
 ) -> Result<Response, ApiError> {
     let q = st
         .svc
-        .put_quota(
+        .quotas()
+        .put(
             &owner,
             QuotaInput {
                 max_sandboxes: b.max_sandboxes,
@@ -72,7 +80,7 @@ async fn delete(
     State(st): State<AppState>,
     Path(owner): Path<String>,
 ) -> Result<Response, ApiError> {
-    st.svc.delete_quota(&owner).await?;
+    st.svc.quotas().delete(&owner).await?;
     Ok(ok(&json!({"status": "deleted"})))
 }
 
@@ -80,5 +88,5 @@ async fn usage(
     State(st): State<AppState>,
     Path(owner): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(&dto::usage(&st.svc.owner_usage(&owner).await?)))
+    Ok(ok(&dto::usage(&st.svc.quotas().usage(&owner).await?)))
 }

@@ -59,7 +59,7 @@ async fn spawn(
     Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<SpawnBody>,
 ) -> Result<Response, ApiError> {
-    let sb = st.svc.spawn(body.into(), &caller).await?;
+    let sb = st.svc.sandboxes().spawn(body.into(), &caller).await?;
     Ok(json_response(StatusCode::CREATED, &dto::sandbox(&sb)))
 }
 
@@ -69,29 +69,28 @@ async fn admission(
     JsonBody(body): JsonBody<SpawnBody>,
 ) -> Result<Response, ApiError> {
     let params: SpawnParams = body.into();
-    let r = st.svc.resolve_spawn(&params, &caller)?;
-    let d = st.svc.admission(&r.provider_name, &r.owner, r.ttl).await?;
+    let d = st.svc.sandboxes().check_admission(&params, &caller).await?;
     Ok(ok(&views::admission(&d)))
 }
 
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let all = st.svc.list_sandboxes().await?;
+    let all = st.svc.sandboxes().list().await?;
     let v: Vec<_> = all.iter().map(dto::sandbox).collect();
     Ok(ok(&v))
 }
 
 async fn prune(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let n = st.svc.prune().await?;
+    let n = st.svc.sandboxes().prune().await?;
     Ok(ok(&json!({"pruned": n})))
 }
 
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let sb = st.svc.get_sandbox_refreshed(&id).await?;
+    let sb = st.svc.sandboxes().get_refreshed(&id).await?;
     Ok(ok(&dto::sandbox(&sb)))
 }
 
 async fn destroy(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    st.svc.destroy(&id).await?;
+    st.svc.sandboxes().destroy(&id).await?;
     Ok(ok(&Status {
         status: "destroyed",
     }))
@@ -108,7 +107,7 @@ async fn extend(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ExtendBody>,
 ) -> Result<Response, ApiError> {
-    let sb = st.svc.extend(&id, &body.ttl).await?;
+    let sb = st.svc.sandboxes().extend(&id, &body.ttl).await?;
     Ok(ok(&dto::sandbox(&sb)))
 }
 
@@ -123,12 +122,12 @@ async fn logs(
         .filter(|n| *n > 0)
         .unwrap_or(100)
         .min(100_000);
-    let v = st.svc.logs(&id, lines).await?;
+    let v = st.svc.sandboxes().logs(&id, lines).await?;
     Ok(ok(&v))
 }
 
 async fn stats(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(ok(&match st.svc.stats(&id).await? {
+    Ok(ok(&match st.svc.sandboxes().stats(&id).await? {
         None => json!({"supported": false}),
         Some(s) => json!({"supported": true, "cpu_pct": s.cpu_pct, "mem_bytes": s.mem_bytes,
             "mem_limit_bytes": s.mem_limit_bytes}),

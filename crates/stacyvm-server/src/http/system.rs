@@ -56,7 +56,7 @@ async fn live(State(st): State<AppState>) -> Response {
 }
 
 async fn ready(State(st): State<AppState>) -> Response {
-    let r = st.svc.ready().await;
+    let r = st.svc.system().ready().await;
     let providers: Vec<_> = r.providers.iter().map(views::provider_health).collect();
     let ready_n = r.providers.iter().filter(|p| p.healthy).count();
     let body = json!({"status": if r.ready {"ready"} else {"not_ready"}, "version": st.svc.version(),
@@ -71,7 +71,7 @@ async fn ready(State(st): State<AppState>) -> Response {
 }
 
 async fn providers(State(st): State<AppState>) -> Response {
-    let health = st.svc.provider_health().await;
+    let health = st.svc.system().provider_health().await;
     ok(&health
         .iter()
         .map(views::provider_health)
@@ -81,6 +81,7 @@ async fn providers(State(st): State<AppState>) -> Response {
 async fn providers_test(State(st): State<AppState>) -> Response {
     let m: Map<String, Value> = st
         .svc
+        .system()
         .provider_health()
         .await
         .into_iter()
@@ -93,7 +94,7 @@ async fn provider_detail(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let d = st.svc.provider_detail(&name).await?;
+    let d = st.svc.system().provider_detail(&name).await?;
     Ok(ok(&views::provider_detail(&d)))
 }
 
@@ -157,7 +158,7 @@ fn uptime(d: std::time::Duration) -> String {
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
-    let o = st.svc.overview().await;
+    let o = st.svc.system().overview().await;
     let mut m = common(&st, &o);
     let (rss, vsz) = memory();
     let health = &o.providers;
@@ -177,7 +178,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
 }
 
 async fn diagnostics(State(st): State<AppState>) -> Response {
-    let d = st.svc.diagnostics().await;
+    let d = st.svc.system().diagnostics().await;
     let o = &d.overview;
     let mut m = common(&st, o);
     let (rss, vsz) = memory();
@@ -240,7 +241,7 @@ async fn diagnostics(State(st): State<AppState>) -> Response {
 }
 
 async fn prometheus(State(st): State<AppState>) -> Response {
-    let o = st.svc.overview().await;
+    let o = st.svc.system().overview().await;
     let text = super::prometheus::render(&o, common(&st, &o), memory());
     (
         StatusCode::OK,

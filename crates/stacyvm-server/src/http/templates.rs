@@ -28,14 +28,15 @@ async fn create(
     State(st): State<AppState>,
     JsonBody(b): JsonBody<TemplateBody>,
 ) -> Result<Response, ApiError> {
-    let t = st.svc.create_template(b.into()).await?;
+    let t = st.svc.templates().create(b.into()).await?;
     Ok(json_response(StatusCode::CREATED, &dto::template(&t)))
 }
 
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
     let v: Vec<_> = st
         .svc
-        .list_templates()
+        .templates()
+        .list()
         .await?
         .iter()
         .map(dto::template)
@@ -47,7 +48,7 @@ async fn get_one(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(&dto::template(&st.svc.get_template(&name).await?)))
+    Ok(ok(&dto::template(&st.svc.templates().get(&name).await?)))
 }
 
 async fn replace(
@@ -56,7 +57,7 @@ async fn replace(
     JsonBody(b): JsonBody<TemplateBody>,
 ) -> Result<Response, ApiError> {
     Ok(ok(&dto::template(
-        &st.svc.replace_template(&name, b.into()).await?,
+        &st.svc.templates().replace(&name, b.into()).await?,
     )))
 }
 
@@ -64,7 +65,7 @@ async fn delete(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    st.svc.delete_template(&name).await?;
+    st.svc.templates().delete(&name).await?;
     Ok(ok(&json!({"status": "deleted"})))
 }
 
@@ -83,7 +84,8 @@ async fn spawn(
 ) -> Result<Response, ApiError> {
     let sb = st
         .svc
-        .spawn_template(&name, b.provider, b.ttl, &caller)
+        .templates()
+        .spawn(&name, b.provider, b.ttl, &caller)
         .await?;
     Ok(json_response(StatusCode::CREATED, &dto::sandbox(&sb)))
 }

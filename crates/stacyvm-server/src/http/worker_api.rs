@@ -64,7 +64,7 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
         .unwrap_or("")
         .to_string();
     let token = token_from(req.headers()).unwrap_or_default();
-    match st.svc.authenticate_worker(&id, &token) {
+    match st.svc.workers().authenticate(&id, &token) {
         Ok(scopes) => {
             req.extensions_mut().insert(WorkerIdentity { id, scopes });
             next.run(req).await
@@ -98,7 +98,7 @@ async fn heartbeat(
     JsonBody(body): JsonBody<HeartbeatBody>,
 ) -> Result<Response, ApiError> {
     check(&identity, &id, Scope::Heartbeat)?;
-    let w = st.svc.worker_heartbeat(&id, body.into()).await?;
+    let w = st.svc.workers().report(&id, body.into()).await?;
     Ok(ok(&views::worker(&w)))
 }
 
@@ -128,7 +128,7 @@ async fn renew_lease(
     resource: &str,
     ttl: &str,
 ) -> Result<Response, ApiError> {
-    let lease = st.svc.renew_lease(worker, resource, ttl).await?;
+    let lease = st.svc.workers().renew_lease(worker, resource, ttl).await?;
     Ok(ok(&LeaseView {
         lease: LeaseFields {
             expires_at: format_rfc3339_go(&lease.expires_at),
@@ -164,7 +164,7 @@ struct DrainView<'a> {
 }
 
 async fn drain(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    st.svc.drain_worker(&id).await?;
+    st.svc.workers().drain(&id).await?;
     Ok(ok(&DrainView {
         status: "draining",
         worker_id: &id,
@@ -191,7 +191,7 @@ async fn issue_token(
     State(st): State<AppState>,
     JsonBody(b): JsonBody<TokenBody>,
 ) -> Result<Response, ApiError> {
-    let t = st.svc.issue_worker_token(TokenRequest {
+    let t = st.svc.workers().issue_token(TokenRequest {
         worker_id: b.worker_id,
         ttl: b.ttl,
         scopes: b.scopes,

@@ -27,17 +27,17 @@ pub fn admin_routes() -> Router<AppState> {
 }
 
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let list = st.svc.list_workers().await?;
+    let list = st.svc.workers().list().await?;
     Ok(ok(&list.iter().map(views::worker).collect::<Vec<_>>()))
 }
 
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let w = st.svc.get_worker(&id).await?;
+    let w = st.svc.workers().get(&id).await?;
     Ok(ok(&views::worker(&w)))
 }
 
 async fn delete(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    st.svc.delete_worker(&id).await?;
+    st.svc.workers().delete(&id).await?;
     Ok(ok(&Status { status: "deleted" }))
 }
 
@@ -68,6 +68,6 @@ async fn admin_heartbeat(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<HeartbeatBody>,
 ) -> Result<Response, ApiError> {
-    let w = st.svc.heartbeat(&id, b.into()).await?;
+    let w = st.svc.workers().heartbeat(&id, b.into()).await?;
     Ok(ok(&views::worker(&w)))
 }

@@ -22,9 +22,21 @@ pub struct AuditQuery {
     pub status: Option<i64>,
 }
 
+/// The admin audit log.
+#[derive(Clone, Copy)]
+pub struct Admin<'a> {
+    svc: &'a Service,
+}
+
 impl Service {
+    pub fn admin(&self) -> Admin<'_> {
+        Admin { svc: self }
+    }
+}
+
+impl Admin<'_> {
     /// The newest audit rows matching `q`, newest first.
-    pub async fn audit_log(&self, q: AuditQuery) -> ServiceResult<Vec<AdminAuditRecord>> {
+    pub async fn audit(self, q: AuditQuery) -> ServiceResult<Vec<AdminAuditRecord>> {
         let limit = match q.limit {
             None => DEFAULT_AUDIT_LIMIT,
             Some(n) if n > 0 => n.min(MAX_AUDIT_LIMIT),
@@ -46,19 +58,19 @@ impl Service {
             path: q.path,
             status: q.status,
         };
-        Ok(self.store.list_admin_audit(&filter).await?)
+        Ok(self.svc.store.list_admin_audit(&filter).await?)
     }
 
     /// Records one admin request and drops rows older than `admin_audit_retention`. Failures
     /// are logged: the request itself already ran.
-    pub async fn record_admin_request(&self, rec: NewAdminAudit) {
-        if let Err(e) = self.store.insert_admin_audit(&rec).await {
+    pub async fn record(self, rec: NewAdminAudit) {
+        if let Err(e) = self.svc.store.insert_admin_audit(&rec).await {
             tracing::warn!(error = %e, "admin audit record not stored");
         }
-        let retention = self.settings.admin_audit_retention;
+        let retention = self.svc.settings.admin_audit_retention;
         if !retention.is_zero() {
             let before = chrono::Utc::now() - retention.to_chrono();
-            if let Err(e) = self.store.prune_admin_audit(before).await {
+            if let Err(e) = self.svc.store.prune_admin_audit(before).await {
                 tracing::warn!(error = %e, "admin audit prune failed");
             }
         }

@@ -60,17 +60,29 @@ impl ExecStream {
     }
 }
 
+/// Commands in sandboxes: collected (`run`) or streamed (`stream`).
+#[derive(Clone, Copy)]
+pub struct Exec<'a> {
+    svc: &'a Service,
+}
+
 impl Service {
-    async fn build_exec(&self, sb: &Sandbox, p: &ExecParams) -> ServiceResult<ExecRequest> {
+    pub fn exec(&self) -> Exec<'_> {
+        Exec { svc: self }
+    }
+}
+
+impl Exec<'_> {
+    async fn request(self, sb: &Sandbox, p: &ExecParams) -> ServiceResult<ExecRequest> {
         let mode = ExecMode::parse(&p.mode).ok_or_else(|| {
             ServiceError::bad_request(format!("unsupported exec mode {:?}", p.mode))
         })?;
         if p.command.trim().is_empty() {
             return Err(ServiceError::bad_request("command is required"));
         }
-        let limits = self.owner_limits(&sb.owner_id).await?;
+        let limits = self.svc.quotas().limits_for(&sb.owner_id).await?;
         let timeout = if p.timeout.trim().is_empty() {
-            self.settings.limits.default_exec_timeout
+            self.svc.settings.limits.default_exec_timeout
         } else {
             parse_go_duration(p.timeout.trim())
                 .map_err(|e| ServiceError::bad_request(format!("invalid timeout: {e}")))?
@@ -96,12 +108,12 @@ impl Service {
         })
     }
 
-    pub async fn exec(&self, id: &str, p: ExecParams) -> ServiceResult<ExecResult> {
-        let sb = self.get_sandbox(id).await?;
-        let provider = self.provider_for(&sb).await?;
-        let req = self.build_exec(&sb, &p).await?;
+    pub async fn run(self, id: &str, p: ExecParams) -> ServiceResult<ExecResult> {
+        let sb = self.svc.sandboxes().get(id).await?;
+        let provider = self.svc.provider_for(&sb).await?;
+        let req = self.request(&sb, &p).await?;
         let command_line = req.argv().join(" ");
-        self.events.publish("exec.started", Some(id), None);
+        self.svc.events.publish("exec.started", Some(id), None);
         let started = Instant::now();
         let (tx, mut rx) = mpsc::channel::<StreamChunk>(64);
         let collect = async move {
@@ -121,9 +133,10 @@ impl Service {
         let exit_code = match res {
             Ok(code) => code,
             Err(ProviderError::Timeout) => {
-                self.ops
+                self.svc
+                    .ops
                     .observe("exec", &sb.provider, elapsed, Some("timeout"));
-                self.events.publish(
+                self.svc.events.publish(
                     "exec.timeout",
                     Some(id),
                     Some(EventData::failure("exec", &sb.provider, "exec timeout")),
@@ -132,9 +145,10 @@ impl Service {
             }
             Err(e) => {
                 let err = ServiceError::from(e);
-                self.ops
+                self.svc
+                    .ops
                     .observe("exec", &sb.provider, elapsed, Some(&err.to_string()));
-                self.events.publish(
+                self.svc.events.publish(
                     "exec.failed",
                     Some(id),
                     Some(EventData::failure("exec", &sb.provider, err.to_string())),
@@ -148,7 +162,7 @@ impl Service {
             stderr: String::from_utf8_lossy(&err).into_owned(),
             duration: GoDuration::from_std(elapsed),
         };
-        self.ops.observe("exec", &sb.provider, elapsed, None);
+        self.svc.ops.observe("exec", &sb.provider, elapsed, None);
         let log = ExecLog {
             sandbox_id: id.to_string(),
             command: truncate(&command_line, LOG_OUTPUT_CAP),
@@ -158,23 +172,23 @@ impl Service {
             duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
             created_at: chrono::Utc::now(),
         };
-        if let Err(e) = self.store.insert_exec_log(&log).await {
+        if let Err(e) = self.svc.store.insert_exec_log(&log).await {
             tracing::warn!(sandbox_id = %id, error = %e, "exec log not stored");
         }
-        self.events.publish("exec.completed", Some(id), None);
+        self.svc.events.publish("exec.completed", Some(id), None);
         Ok(result)
     }
 
     /// Starts a command and returns its live output. Validation and lookup errors come back
     /// before anything is streamed.
-    pub async fn exec_stream(&self, id: &str, p: ExecParams) -> ServiceResult<ExecStream> {
-        let sb = self.get_sandbox(id).await?;
-        let provider = self.provider_for(&sb).await?;
-        let req = self.build_exec(&sb, &p).await?;
+    pub async fn stream(self, id: &str, p: ExecParams) -> ServiceResult<ExecStream> {
+        let sb = self.svc.sandboxes().get(id).await?;
+        let provider = self.svc.provider_for(&sb).await?;
+        let req = self.request(&sb, &p).await?;
         let (out_tx, out_rx) = mpsc::channel::<StreamItem>(64);
-        let svc = self.clone();
+        let svc = self.svc.clone();
         let id = id.to_string();
-        self.tasks.spawn(async move {
+        self.svc.tasks.spawn(async move {
             let started = Instant::now();
             let (tx, mut rx) = mpsc::channel::<StreamChunk>(64);
             let forward_tx = out_tx.clone();

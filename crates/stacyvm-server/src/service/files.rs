@@ -40,31 +40,46 @@ fn check_mode(mode: Option<&str>) -> ServiceResult<Option<&str>> {
     Ok(mode)
 }
 
+/// Files inside sandboxes.
+#[derive(Clone, Copy)]
+pub struct Files<'a> {
+    svc: &'a Service,
+}
+
 impl Service {
+    pub fn files(&self) -> Files<'_> {
+        Files { svc: self }
+    }
+}
+
+impl Files<'_> {
     /// Runs one file operation with metrics and failure events.
-    async fn file_op<T, F, Fut>(&self, id: &str, op: &'static str, f: F) -> ServiceResult<T>
+    async fn op<T, F, Fut>(self, id: &str, op: &'static str, f: F) -> ServiceResult<T>
     where
         F: FnOnce(std::sync::Arc<dyn stacyvm_provider::Provider>, String) -> Fut,
         Fut: std::future::Future<Output = Result<T, stacyvm_provider::ProviderError>>,
     {
-        let sb = self.get_sandbox(id).await?;
-        let provider = self.provider_for(&sb).await?;
+        let sb = self.svc.sandboxes().get(id).await?;
+        let provider = self.svc.provider_for(&sb).await?;
         let started = Instant::now();
         let res = f(provider, sb.runtime_id().to_string()).await;
         match res {
             Ok(v) => {
-                self.ops.observe(op, &sb.provider, started.elapsed(), None);
+                self.svc
+                    .ops
+                    .observe(op, &sb.provider, started.elapsed(), None);
                 Ok(v)
             }
             Err(e) => {
                 let err = ServiceError::from(e);
-                self.ops
+                self.svc
+                    .ops
                     .observe(op, &sb.provider, started.elapsed(), Some(&err.to_string()));
                 if matches!(
                     err,
                     ServiceError::Internal { .. } | ServiceError::Unavailable(_)
                 ) {
-                    self.events.publish(
+                    self.svc.events.publish(
                         "operation.failed",
                         Some(id),
                         Some(EventData::failure(op, &sb.provider, err.to_string())),
@@ -75,8 +90,8 @@ impl Service {
         }
     }
 
-    pub async fn write_file(
-        &self,
+    pub async fn write(
+        self,
         id: &str,
         path: &str,
         content: Bytes,
@@ -84,19 +99,19 @@ impl Service {
     ) -> ServiceResult<()> {
         let path = check_path(path)?;
         let mode = check_mode(mode)?;
-        self.file_op(id, "file_write", |p, rid| async move {
+        self.op(id, "file_write", |p, rid| async move {
             p.write_file(&rid, path, content, mode).await
         })
         .await?;
-        self.events.publish("file.written", Some(id), None);
+        self.svc.events.publish("file.written", Some(id), None);
         Ok(())
     }
 
-    /// [`Self::write_file`] from a stream (the raw-body upload); returns the bytes written.
+    /// [`Self::write`] from a stream (the raw-body upload); returns the bytes written.
     /// Same checks, metric and event; the provider confines the path before reading `body`.
     /// Backends that buffer uploads (no streaming path) are held to `max_body_bytes` (413).
-    pub async fn write_file_stream(
-        &self,
+    pub async fn write_stream(
+        self,
         id: &str,
         path: &str,
         body: ByteStream,
@@ -104,11 +119,11 @@ impl Service {
     ) -> ServiceResult<u64> {
         let path = check_path(path)?;
         let mode = check_mode(mode)?;
-        let max = u64::try_from(self.settings().max_body_bytes).unwrap_or(u64::MAX);
+        let max = u64::try_from(self.svc.settings().max_body_bytes).unwrap_or(u64::MAX);
         let tripped = Arc::new(AtomicBool::new(false));
         let flag = tripped.clone();
         let res = self
-            .file_op(id, "file_write", |p, rid| async move {
+            .op(id, "file_write", |p, rid| async move {
                 // A backend that buffers uploads whole gets no more than a JSON write may carry.
                 let body = if p.streams_files() {
                     body
@@ -125,76 +140,76 @@ impl Service {
             )));
         }
         let n = res?;
-        self.events.publish("file.written", Some(id), None);
+        self.svc.events.publish("file.written", Some(id), None);
         Ok(n)
     }
 
     /// Opens a file for a streamed read. The metric covers opening it (the body then flows at
     /// the client's pace); failures later in the stream reach the client as a cut-off body.
-    pub async fn read_file(&self, id: &str, path: &str) -> ServiceResult<FileStream> {
+    pub async fn read(self, id: &str, path: &str) -> ServiceResult<FileStream> {
         let path = check_path(path)?;
         let f = self
-            .file_op(id, "file_read", |p, rid| async move {
+            .op(id, "file_read", |p, rid| async move {
                 p.read_file_stream(&rid, path).await
             })
             .await?;
-        self.events.publish("file.read", Some(id), None);
+        self.svc.events.publish("file.read", Some(id), None);
         Ok(f)
     }
 
-    pub async fn list_files(&self, id: &str, path: &str) -> ServiceResult<Vec<FileInfo>> {
+    pub async fn list(self, id: &str, path: &str) -> ServiceResult<Vec<FileInfo>> {
         let path = if path.trim().is_empty() { "/" } else { path };
         let path = check_path(path)?;
-        self.file_op(id, "file_list", |p, rid| async move {
+        self.op(id, "file_list", |p, rid| async move {
             p.list_files(&rid, path).await
         })
         .await
     }
 
-    pub async fn stat_file(&self, id: &str, path: &str) -> ServiceResult<FileInfo> {
+    pub async fn stat(self, id: &str, path: &str) -> ServiceResult<FileInfo> {
         let path = check_path(path)?;
-        self.file_op(id, "file_stat", |p, rid| async move {
+        self.op(id, "file_stat", |p, rid| async move {
             p.stat_file(&rid, path).await
         })
         .await
     }
 
-    pub async fn glob_files(&self, id: &str, pattern: &str) -> ServiceResult<Vec<String>> {
+    pub async fn glob(self, id: &str, pattern: &str) -> ServiceResult<Vec<String>> {
         if pattern.trim().is_empty() {
             return Err(ServiceError::bad_request("pattern is required"));
         }
         let pattern = check_path(pattern)?;
-        self.file_op(id, "file_glob", |p, rid| async move {
+        self.op(id, "file_glob", |p, rid| async move {
             p.glob(&rid, pattern).await
         })
         .await
     }
 
-    pub async fn delete_file(&self, id: &str, path: &str, recursive: bool) -> ServiceResult<()> {
+    pub async fn delete(self, id: &str, path: &str, recursive: bool) -> ServiceResult<()> {
         let path = check_path(path)?;
-        self.file_op(id, "file_delete", |p, rid| async move {
+        self.op(id, "file_delete", |p, rid| async move {
             p.delete_file(&rid, path, recursive).await
         })
         .await
     }
 
-    pub async fn move_file(&self, id: &str, old: &str, new: &str) -> ServiceResult<()> {
+    pub async fn rename(self, id: &str, old: &str, new: &str) -> ServiceResult<()> {
         let old = check_path(old)?;
         let new = check_path(new)?;
-        self.file_op(id, "file_move", |p, rid| async move {
+        self.op(id, "file_move", |p, rid| async move {
             p.move_file(&rid, old, new).await
         })
         .await
     }
 
-    pub async fn chmod_file(&self, id: &str, path: &str, mode: &str) -> ServiceResult<()> {
+    pub async fn chmod(self, id: &str, path: &str, mode: &str) -> ServiceResult<()> {
         let path = check_path(path)?;
         if stacyvm_provider::parse_mode(mode).is_none() {
             return Err(ServiceError::bad_request(format!(
                 "invalid file mode {mode:?}"
             )));
         }
-        self.file_op(id, "file_chmod", |p, rid| async move {
+        self.op(id, "file_chmod", |p, rid| async move {
             p.chmod(&rid, path, mode).await
         })
         .await

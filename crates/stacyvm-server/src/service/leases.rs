@@ -5,7 +5,7 @@ use std::time::Duration;
 use stacyvm_store::{Lease, StoreError};
 use stacyvm_types::parse_go_duration;
 
-use super::Service;
+use super::Workers;
 use crate::error::{ServiceError, ServiceResult};
 
 /// Leases outlive the sandbox's TTL by this much, so a destroy at expiry still holds one.
@@ -16,11 +16,11 @@ pub(crate) fn lease_ttl(remaining: Duration) -> Duration {
     remaining + LEASE_SLACK
 }
 
-impl Service {
+impl Workers<'_> {
     /// Extends `worker`'s lease on `resource` by `ttl` (Go duration text, positive). A lease
     /// the worker does not hold, or one that has expired, is a `Conflict`.
     pub async fn renew_lease(
-        &self,
+        self,
         worker: &str,
         resource: &str,
         ttl: &str,
@@ -30,7 +30,8 @@ impl Service {
             .and_then(|d| d.to_std())
             .filter(|d| !d.is_zero())
             .ok_or_else(|| ServiceError::bad_request("ttl must be a positive duration"))?;
-        self.store
+        self.svc
+            .store
             .renew_lease(resource, worker, ttl)
             .await
             .map_err(|e| match e {

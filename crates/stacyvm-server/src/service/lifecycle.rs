@@ -76,11 +76,11 @@ impl Service {
     /// Before the listener opens: registers `local`, announces this control plane's presence
     /// and reconciles local sandboxes left by a previous process.
     pub(crate) async fn start(&self) {
-        if let Err(e) = self.heartbeat_local().await {
+        if let Err(e) = self.workers().heartbeat_local().await {
             tracing::warn!(error = %e, "initial local worker registration failed");
         }
         self.renew_presence().await;
-        self.reconcile_startup().await;
+        self.reconciler().startup().await;
     }
 
     /// A token for background loops: cancelled with the service.
@@ -151,7 +151,7 @@ impl Service {
                 &*ev.kind,
                 "sandbox.destroyed" | "reconcile.action" | "quota.saved" | "quota.deleted"
             ) {
-                self.notify_capacity();
+                self.admission().wake();
             }
         })
         .await;

@@ -1,5 +1,13 @@
-//! The one internal API. HTTP handlers, the CLI, worker RPC and tests all call these methods;
-//! transports only decode, call and encode.
+//! The one internal API. HTTP handlers, the CLI, worker RPC, background tasks and tests all
+//! call it; transports only decode, call and encode.
+//!
+//! [`Service`] is a cheap handle on private state. Its functions are grouped by resource, one
+//! file and one type per noun, reached through an accessor that costs nothing (a borrow):
+//! `svc.sandboxes().spawn(..)`, `svc.exec().run(..)`, `svc.files()`, `svc.workers()`,
+//! `svc.templates()`, `svc.quotas()`, `svc.admin()`, `svc.system()`. Collaborators that only
+//! the service uses stay inside this module: admission (limits and the spawn queue, one call
+//! per spawn attempt), placement, routing to a sandbox's provider, and reconciliation (called by
+//! the background loops in `tasks/`). Results are typed; `http/` writes the JSON.
 
 mod admin;
 mod admission;
@@ -7,38 +15,39 @@ mod exec;
 mod files;
 mod leases;
 mod lifecycle;
+mod placement;
 mod preview;
 mod quotas;
 mod reconcile;
+mod routing;
 mod sandboxes;
 mod system;
 mod templates;
 mod worker_auth;
 mod workers;
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-pub use admin::AuditQuery;
-pub use admission::AdmissionDecision;
-pub use exec::{ExecParams, ExecResult, ExecStream, StreamItem};
+pub use admin::{Admin, AuditQuery};
+pub use admission::{AdmissionDecision, QueueStats};
+pub use exec::{Exec, ExecParams, ExecResult, ExecStream, StreamItem};
+pub use files::Files;
 pub(crate) use leases::lease_ttl;
 pub use lifecycle::EventSubscription;
 pub use preview::PreviewHost;
-pub use quotas::{OwnerUsage, QuotaInput, QuotaSummary};
-pub use sandboxes::SpawnParams;
+pub use quotas::{OwnerUsage, QuotaInput, QuotaSummary, Quotas};
+pub use sandboxes::{Sandboxes, SpawnParams};
 use stacyvm_provider::ProviderRegistry;
 use stacyvm_store::Store;
 pub use system::{
     Diagnostics, EventCounts, LeaseCounts, Overview, ProviderDetail, ProviderHealth, ReadyReport,
-    SandboxCounts, StoreHealth,
+    SandboxCounts, StoreHealth, System,
 };
-pub use templates::TemplateInput;
-use tokio::sync::Notify;
+pub use templates::{TemplateInput, Templates};
 pub use worker_auth::{IssuedToken, TokenRequest};
-pub use workers::{HeartbeatInput, WorkerCounts, WorkerInfo, LOCAL_WORKER};
+pub use workers::{HeartbeatInput, WorkerCounts, WorkerInfo, Workers, LOCAL_WORKER};
 
 use crate::events::EventBus;
 use crate::ops::OpMetrics;
@@ -55,25 +64,6 @@ pub struct Caller {
     pub key_header: &'static str,
 }
 
-/// Admission reservations not yet visible in the store (spawns in flight).
-#[derive(Default)]
-pub(crate) struct Pending {
-    total: i64,
-    by_owner: HashMap<String, i64>,
-}
-
-/// Spawn-queue figures since start (for `/metrics`, `/diagnostics`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct QueueStats {
-    pub depth: i64,
-    pub queued_total: u64,
-    pub dequeued_total: u64,
-    pub timeouts: u64,
-    pub wait_count: u64,
-    pub wait_total_ms: f64,
-    pub wait_max_ms: f64,
-}
-
 /// The service's state. Its fields are private to `service/`: every other layer goes through
 /// the service's functions.
 pub struct Inner {
@@ -83,10 +73,8 @@ pub struct Inner {
     events: EventBus,
     ops: OpMetrics,
     started: Instant,
-    pending: tokio::sync::Mutex<Pending>,
-    /// Woken when capacity may have freed (destroy, quota change).
-    capacity_freed: Notify,
-    queue: Mutex<QueueStats>,
+    /// Spawns in flight, the spawn queue and its wake-ups.
+    admission: admission::State,
     /// Set when an admin deleted `local`: keep it out of placement until re-added.
     local_removed: AtomicBool,
     /// Owns background work started on behalf of requests (streams); joined on shutdown.
@@ -163,9 +151,7 @@ impl Service {
             events: EventBus::new(),
             ops: OpMetrics::default(),
             started: Instant::now(),
-            pending: tokio::sync::Mutex::new(Pending::default()),
-            capacity_freed: Notify::new(),
-            queue: Mutex::new(QueueStats::default()),
+            admission: admission::State::default(),
             local_removed: AtomicBool::new(false),
             tasks: tokio_util::task::TaskTracker::new(),
             shutdown: tokio_util::sync::CancellationToken::new(),
@@ -181,8 +167,8 @@ impl Service {
         self.started.elapsed()
     }
 
-    /// Wakes queued spawns: capacity may have freed.
-    pub(crate) fn notify_capacity(&self) {
-        self.capacity_freed.notify_waiters();
+    /// [`Self::uptime`] as a Go duration (`1h2m3.5s`).
+    pub fn uptime_string(&self) -> String {
+        stacyvm_types::GoDuration::from_std(self.uptime()).to_string()
     }
 }

@@ -67,7 +67,7 @@ impl Service {
             .domain
             .eq_ignore_ascii_case(&self.settings.preview_domain);
         let id = host.sandbox_id;
-        let sb = match self.get_sandbox(id).await {
+        let sb = match self.sandboxes().get(id).await {
             Ok(sb) => sb,
             Err(ServiceError::SandboxNotFound(_)) if !server_domain => return Ok(None),
             Err(e) => return Err(e),

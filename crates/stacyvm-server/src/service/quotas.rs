@@ -7,6 +7,14 @@ use super::Service;
 use crate::error::{ServiceError, ServiceResult};
 use crate::events::EventData;
 
+/// Effective per-owner limits: an owner quota overrides the defaults field by field.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct OwnerLimits {
+    pub max_sandboxes: i64,
+    pub max_ttl: GoDuration,
+    pub max_exec_timeout: GoDuration,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct QuotaInput {
     pub max_sandboxes: i64,
@@ -55,8 +63,20 @@ pub(crate) fn owner(raw: &str) -> ServiceResult<String> {
     validate_owner_id(raw).map_err(|e| ServiceError::bad_request(format!("owner_id {e}")))
 }
 
+/// Per-owner quotas and the limits they give.
+#[derive(Clone, Copy)]
+pub struct Quotas<'a> {
+    svc: &'a Service,
+}
+
 impl Service {
-    pub async fn put_quota(&self, owner_id: &str, input: QuotaInput) -> ServiceResult<OwnerQuota> {
+    pub fn quotas(&self) -> Quotas<'_> {
+        Quotas { svc: self }
+    }
+}
+
+impl Quotas<'_> {
+    pub async fn put(self, owner_id: &str, input: QuotaInput) -> ServiceResult<OwnerQuota> {
         let owner_id = owner(owner_id)?;
         if input.max_sandboxes < 0 {
             return Err(ServiceError::bad_request(
@@ -72,8 +92,8 @@ impl Service {
             created_at: now,
             updated_at: now,
         };
-        let stored = self.store.upsert_quota(&q).await?;
-        self.events.publish(
+        let stored = self.svc.store.upsert_quota(&q).await?;
+        self.svc.events.publish(
             "quota.saved",
             None,
             Some(EventData::QuotaSaved {
@@ -84,32 +104,32 @@ impl Service {
                 owner_id: stored.owner_id.clone(),
             }),
         );
-        self.notify_capacity();
+        self.svc.admission().wake();
         Ok(stored)
     }
 
-    pub async fn get_quota(&self, owner_id: &str) -> ServiceResult<OwnerQuota> {
-        Ok(self.store.get_quota(&owner(owner_id)?).await?)
+    pub async fn get(self, owner_id: &str) -> ServiceResult<OwnerQuota> {
+        Ok(self.svc.store.get_quota(&owner(owner_id)?).await?)
     }
 
-    pub async fn list_quotas(&self) -> ServiceResult<Vec<OwnerQuota>> {
-        Ok(self.store.list_quotas().await?)
+    pub async fn list(self) -> ServiceResult<Vec<OwnerQuota>> {
+        Ok(self.svc.store.list_quotas().await?)
     }
 
-    pub async fn delete_quota(&self, owner_id: &str) -> ServiceResult<()> {
+    pub async fn delete(self, owner_id: &str) -> ServiceResult<()> {
         let owner_id = owner(owner_id)?;
-        self.store.delete_quota(&owner_id).await?;
-        self.events.publish(
+        self.svc.store.delete_quota(&owner_id).await?;
+        self.svc.events.publish(
             "quota.deleted",
             None,
             Some(EventData::QuotaDeleted { owner_id }),
         );
-        self.notify_capacity();
+        self.svc.admission().wake();
         Ok(())
     }
 
-    pub async fn quota_summary(&self) -> ServiceResult<QuotaSummary> {
-        let qs = self.store.list_quotas().await?;
+    pub async fn summary(self) -> ServiceResult<QuotaSummary> {
+        let qs = self.svc.store.list_quotas().await?;
         let count = |f: fn(&OwnerQuota) -> bool| qs.iter().filter(|q| f(q)).count() as i64;
         Ok(QuotaSummary {
             total: qs.len() as i64,
@@ -119,15 +139,19 @@ impl Service {
         })
     }
 
-    pub async fn owner_usage(&self, owner_id: &str) -> ServiceResult<OwnerUsage> {
+    pub async fn usage(self, owner_id: &str) -> ServiceResult<OwnerUsage> {
         let owner_id = owner(owner_id)?;
-        let limits = self.owner_limits(&owner_id).await?;
-        let configured = match self.store.get_quota(&owner_id).await {
+        let limits = self.limits_for(&owner_id).await?;
+        let configured = match self.svc.store.get_quota(&owner_id).await {
             Ok(_) => true,
             Err(e) if e.is_not_found() => false,
             Err(e) => return Err(e.into()),
         };
-        let counts = self.store.count_active_sandboxes(Some(&owner_id)).await?;
+        let counts = self
+            .svc
+            .store
+            .count_active_sandboxes(Some(&owner_id))
+            .await?;
         Ok(OwnerUsage {
             owner_id,
             active_sandboxes: counts.owner,
@@ -136,5 +160,34 @@ impl Service {
             max_exec_timeout: limits.max_exec_timeout,
             quota_configured: configured,
         })
+    }
+
+    /// The limits that apply to `owner`: its quota overrides the defaults field by field.
+    pub(crate) async fn limits_for(self, owner: &str) -> ServiceResult<OwnerLimits> {
+        let l = &self.svc.settings.limits;
+        let mut out = OwnerLimits {
+            max_sandboxes: l.max_sandboxes_per_owner,
+            max_ttl: l.max_ttl,
+            max_exec_timeout: l.max_exec_timeout,
+        };
+        if owner.is_empty() {
+            return Ok(out);
+        }
+        match self.svc.store.get_quota(owner).await {
+            Ok(q) => {
+                if q.max_sandboxes > 0 {
+                    out.max_sandboxes = q.max_sandboxes;
+                }
+                if q.max_ttl_seconds > 0 {
+                    out.max_ttl = GoDuration::from_secs(q.max_ttl_seconds);
+                }
+                if q.max_exec_timeout_seconds > 0 {
+                    out.max_exec_timeout = GoDuration::from_secs(q.max_exec_timeout_seconds);
+                }
+                Ok(out)
+            }
+            Err(e) if e.is_not_found() => Ok(out),
+            Err(e) => Err(e.into()),
+        }
     }
 }

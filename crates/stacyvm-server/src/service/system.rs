@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use stacyvm_types::GoDuration;
 
 use super::{QueueStats, QuotaSummary, Service, WorkerCounts};
 use crate::error::{ServiceError, ServiceResult};
@@ -105,10 +104,22 @@ pub struct ReadyReport {
     pub providers: Vec<ProviderHealth>,
 }
 
+/// Health, readiness, providers, and the figures behind `/metrics` and `/diagnostics`.
+#[derive(Clone, Copy)]
+pub struct System<'a> {
+    svc: &'a Service,
+}
+
 impl Service {
-    pub async fn provider_health(&self) -> Vec<ProviderHealth> {
-        let default = self.providers.default_name().map(str::to_string);
-        let checks = self.providers.all().map(|p| {
+    pub fn system(&self) -> System<'_> {
+        System { svc: self }
+    }
+}
+
+impl System<'_> {
+    pub async fn provider_health(self) -> Vec<ProviderHealth> {
+        let default = self.svc.providers.default_name().map(str::to_string);
+        let checks = self.svc.providers.all().map(|p| {
             let p = p.clone();
             let default = default.clone();
             async move {
@@ -134,14 +145,15 @@ impl Service {
         futures_util::future::join_all(checks).await
     }
 
-    pub async fn ready(&self) -> ReadyReport {
+    pub async fn ready(self) -> ReadyReport {
         let providers = self.provider_health().await;
-        let ready = providers.iter().any(|p| p.healthy) && self.store.ping().await.is_ok();
+        let ready = providers.iter().any(|p| p.healthy) && self.svc.store.ping().await.is_ok();
         ReadyReport { ready, providers }
     }
 
-    pub async fn provider_detail(&self, name: &str) -> ServiceResult<ProviderDetail> {
+    pub async fn provider_detail(self, name: &str) -> ServiceResult<ProviderDetail> {
         let p = self
+            .svc
             .providers
             .get(name)
             .map_err(|_| ServiceError::ProviderNotFound(name.into()))?;
@@ -154,6 +166,7 @@ impl Service {
             .into_iter()
             .find(|h| h.name == p.name());
         let sandbox_count = self
+            .svc
             .store
             .list_sandboxes()
             .await?
@@ -162,7 +175,7 @@ impl Service {
             .count();
         Ok(ProviderDetail {
             name: p.name().to_string(),
-            default: self.providers.default_name() == Some(p.name()),
+            default: self.svc.providers.default_name() == Some(p.name()),
             sandbox_count,
             health,
             config: p.config_summary(),
@@ -171,8 +184,8 @@ impl Service {
     }
 
     /// Sandbox records by state, provider and worker; a store failure is reported in `error`.
-    pub async fn sandbox_counts(&self) -> SandboxCounts {
-        match self.store.list_sandboxes().await {
+    pub async fn sandbox_counts(self) -> SandboxCounts {
+        match self.svc.store.list_sandboxes().await {
             Ok(list) => {
                 let mut c = SandboxCounts {
                     total: list.len(),
@@ -194,8 +207,8 @@ impl Service {
     }
 
     /// Leases, live and expired, by holder; a store failure is reported in `error`.
-    pub async fn lease_counts(&self) -> LeaseCounts {
-        match self.store.list_leases().await {
+    pub async fn lease_counts(self) -> LeaseCounts {
+        match self.svc.store.list_leases().await {
             Ok(ls) => {
                 let now = chrono::Utc::now();
                 let active = ls.iter().filter(|l| l.expires_at > now).count();
@@ -218,17 +231,17 @@ impl Service {
         }
     }
 
-    pub fn event_counts(&self) -> EventCounts {
+    pub fn event_counts(self) -> EventCounts {
         EventCounts {
-            subscribers: self.events.subscribers(),
-            total: self.events.total(),
+            subscribers: self.svc.events.subscribers(),
+            total: self.svc.events.total(),
         }
     }
 
     /// Pings the store and times the answer.
-    pub async fn store_health(&self) -> StoreHealth {
+    pub async fn store_health(self) -> StoreHealth {
         let started = Instant::now();
-        let res = self.store.ping().await;
+        let res = self.svc.store.ping().await;
         StoreHealth {
             healthy: res.is_ok(),
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -236,46 +249,32 @@ impl Service {
         }
     }
 
-    pub async fn overview(&self) -> Overview {
+    pub async fn overview(self) -> Overview {
         let sandboxes = self.sandbox_counts().await;
-        let workers = self.worker_counts().await;
+        let workers = self.svc.workers().counts().await;
         let leases = self.lease_counts().await;
-        let quotas = self.quota_summary().await.ok();
+        let quotas = self.svc.quotas().summary().await.ok();
         Overview {
             sandboxes,
             workers,
             leases,
             events: self.event_counts(),
-            operations: self.ops.snapshot(),
-            scheduler: self.queue_stats(),
+            operations: self.svc.ops.snapshot(),
+            scheduler: self.svc.admission().stats(),
             quotas,
             providers: self.provider_health().await,
-            uptime: self.uptime(),
-            tasks: self.tasks.len(),
+            uptime: self.svc.uptime(),
+            tasks: self.svc.tasks.len(),
         }
     }
 
-    pub async fn diagnostics(&self) -> Diagnostics {
+    pub async fn diagnostics(self) -> Diagnostics {
         let overview = self.overview().await;
         Diagnostics {
             overview,
             store: self.store_health().await,
-            instance_id: self.instance_id.clone(),
-            background_leader: self.leads_background().await,
+            instance_id: self.svc.instance_id.clone(),
+            background_leader: self.svc.leads_background().await,
         }
-    }
-
-    /// Request-scoped tasks running now.
-    pub fn task_count(&self) -> usize {
-        self.tasks.len()
-    }
-
-    /// Per-operation figures: `(operation, provider, figures)`.
-    pub fn op_stats(&self) -> Vec<(String, String, OpStats)> {
-        self.ops.snapshot()
-    }
-
-    pub fn uptime_string(&self) -> String {
-        GoDuration::from_std(self.uptime()).to_string()
     }
 }

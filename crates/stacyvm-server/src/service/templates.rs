@@ -81,10 +81,22 @@ impl TemplateInput {
     }
 }
 
+/// Stored spawn presets.
+#[derive(Clone, Copy)]
+pub struct Templates<'a> {
+    svc: &'a Service,
+}
+
 impl Service {
-    pub async fn create_template(&self, input: TemplateInput) -> ServiceResult<Template> {
+    pub fn templates(&self) -> Templates<'_> {
+        Templates { svc: self }
+    }
+}
+
+impl Templates<'_> {
+    pub async fn create(self, input: TemplateInput) -> ServiceResult<Template> {
         let t = input.into_template()?;
-        match self.store.create_template(&t).await {
+        match self.svc.store.create_template(&t).await {
             Ok(()) => Ok(t),
             Err(stacyvm_store::StoreError::Conflict(_)) => {
                 Err(ServiceError::Conflict("template already exists".into()))
@@ -93,38 +105,34 @@ impl Service {
         }
     }
 
-    pub async fn get_template(&self, name: &str) -> ServiceResult<Template> {
-        Ok(self.store.get_template(name).await?)
+    pub async fn get(self, name: &str) -> ServiceResult<Template> {
+        Ok(self.svc.store.get_template(name).await?)
     }
 
-    pub async fn list_templates(&self) -> ServiceResult<Vec<Template>> {
-        Ok(self.store.list_templates().await?)
+    pub async fn list(self) -> ServiceResult<Vec<Template>> {
+        Ok(self.svc.store.list_templates().await?)
     }
 
     /// Full replace; the name comes from the path.
-    pub async fn replace_template(
-        &self,
-        name: &str,
-        mut input: TemplateInput,
-    ) -> ServiceResult<Template> {
+    pub async fn replace(self, name: &str, mut input: TemplateInput) -> ServiceResult<Template> {
         input.name = name.to_string();
         let t = input.into_template()?;
-        self.store.replace_template(&t).await?;
-        Ok(self.store.get_template(name).await?)
+        self.svc.store.replace_template(&t).await?;
+        Ok(self.svc.store.get_template(name).await?)
     }
 
-    pub async fn delete_template(&self, name: &str) -> ServiceResult<()> {
-        Ok(self.store.delete_template(name).await?)
+    pub async fn delete(self, name: &str) -> ServiceResult<()> {
+        Ok(self.svc.store.delete_template(name).await?)
     }
 
-    pub async fn spawn_template(
-        &self,
+    pub async fn spawn(
+        self,
         name: &str,
         provider: Option<String>,
         ttl: Option<String>,
         caller: &Caller,
     ) -> ServiceResult<Sandbox> {
-        let t = self.store.get_template(name).await?;
+        let t = self.svc.store.get_template(name).await?;
         let mut metadata = BTreeMap::new();
         metadata.insert("template".to_string(), t.name.clone());
         let p = SpawnParams {
@@ -139,6 +147,6 @@ impl Service {
             template: t.name.clone(),
             metadata,
         };
-        self.spawn(p, caller).await
+        self.svc.sandboxes().spawn(p, caller).await
     }
 }

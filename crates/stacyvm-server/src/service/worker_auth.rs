@@ -4,7 +4,7 @@
 use stacyvm_auth::{Scope, Scopes};
 use stacyvm_types::{parse_go_duration, Timestamp};
 
-use super::Service;
+use super::Workers;
 use crate::error::{ServiceError, ServiceResult};
 
 /// Longest lifetime of an issued token (15 min, the verifier's limit).
@@ -33,11 +33,11 @@ fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-impl Service {
+impl Workers<'_> {
     /// The scopes worker `id` holds with `token`. No worker credentials configured is
     /// `NotConfigured`; anything else refused is `Unauthorized` (the reason is only logged).
-    pub fn authenticate_worker(&self, id: &str, token: &str) -> ServiceResult<Scopes> {
-        let Some(auth) = self.worker_auth.as_ref().filter(|a| a.configured()) else {
+    pub fn authenticate(self, id: &str, token: &str) -> ServiceResult<Scopes> {
+        let Some(auth) = self.svc.worker_auth.as_ref().filter(|a| a.configured()) else {
             return Err(ServiceError::NotConfigured(
                 "worker token is not configured".into(),
             ));
@@ -54,8 +54,8 @@ impl Service {
 
     /// Signs a token for a worker with the current signing key (a key file is re-read when
     /// rotated), else the configured primary key.
-    pub fn issue_worker_token(&self, req: TokenRequest) -> ServiceResult<IssuedToken> {
-        let current = match self.worker_auth.as_ref().map(|a| a.signing_key()) {
+    pub fn issue_token(self, req: TokenRequest) -> ServiceResult<IssuedToken> {
+        let current = match self.svc.worker_auth.as_ref().map(|a| a.signing_key()) {
             Some(Ok(k)) => k,
             Some(Err(e)) => {
                 tracing::error!(error = %e, "worker signing key unreadable");
@@ -65,7 +65,7 @@ impl Service {
             }
             None => None,
         };
-        let Some(key) = current.or_else(|| self.worker_signing_key.clone()) else {
+        let Some(key) = current.or_else(|| self.svc.worker_signing_key.clone()) else {
             return Err(ServiceError::NotConfigured(
                 "worker signing key is not configured".into(),
             ));

@@ -21,7 +21,7 @@ pub async fn reaper(svc: Service, cancel: CancellationToken) {
         if !svc.ensure_leadership().await {
             continue;
         }
-        match svc.prune().await {
+        match svc.sandboxes().prune().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(destroyed = n, "reaper destroyed expired sandboxes"),
             Err(e) => tracing::warn!(error = %e, "reaper pass failed"),
@@ -41,7 +41,7 @@ pub async fn local_heartbeat(svc: Service, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = svc.heartbeat_local().await {
+        if let Err(e) = svc.workers().heartbeat_local().await {
             tracing::warn!(error = %e, "local worker heartbeat failed");
         }
     }
@@ -63,18 +63,18 @@ pub async fn reconciler(svc: Service, cancel: CancellationToken) {
         }
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = svc.reconcile_remote() => {}
+            () = svc.reconciler().remote() => {}
         }
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = svc.clean_abandoned_spawns() => {}
+            _ = svc.reconciler().abandoned() => {}
         }
         // Local runtimes change rarely; checking every one costs a provider call each.
         if last_local.elapsed() >= LOCAL_RECONCILE_EVERY {
             last_local = std::time::Instant::now();
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = svc.reconcile_local(Some(CREATING_GRACE)) => {}
+                () = svc.reconciler().local(Some(CREATING_GRACE)) => {}
             }
         }
     }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use stacyvm_provider::ProviderError;
 use stacyvm_types::{Sandbox, SandboxState};
 
+use super::Reconciler;
 use crate::events::ReconcileAction;
-use crate::service::Service;
 use crate::tasks::leader;
 
 /// A `creating` row without a recorded creator is abandoned after this long.
@@ -22,10 +22,10 @@ pub const UNKNOWN_CREATOR_GRACE: Duration = Duration::from_secs(120);
 /// Longest one cleanup may wait for a worker.
 const RPC_BUDGET: Duration = Duration::from_secs(10);
 
-impl Service {
+impl Reconciler<'_> {
     /// One pass; returns how many records were cleaned up.
-    pub(crate) async fn clean_abandoned_spawns(&self) -> usize {
-        let rows = match self.store.list_creating_sandboxes().await {
+    pub(crate) async fn abandoned(self) -> usize {
+        let rows = match self.svc.store.list_creating_sandboxes().await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "abandoned spawns: cannot list");
@@ -36,7 +36,7 @@ impl Service {
         let mut alive = HashMap::<String, bool>::new();
         let mut cleaned = 0;
         for row in rows {
-            if row.created_by == self.instance_id {
+            if row.created_by == self.svc.instance_id {
                 continue; // our own spawn, still in flight
             }
             let abandoned = if row.created_by.is_empty() {
@@ -50,21 +50,21 @@ impl Service {
             }
         }
         if cleaned > 0 {
-            self.notify_capacity();
+            self.svc.admission().wake();
         }
         cleaned
     }
 
     /// Ids of `creating` records inserted by another control plane that is still alive: spawns
     /// in flight there, which reconciliation here must leave alone.
-    pub(crate) async fn in_flight_elsewhere(&self) -> HashSet<String> {
-        let Ok(rows) = self.store.list_creating_sandboxes().await else {
+    pub(crate) async fn in_flight_elsewhere(self) -> HashSet<String> {
+        let Ok(rows) = self.svc.store.list_creating_sandboxes().await else {
             return HashSet::new();
         };
         let mut out = HashSet::new();
         let mut alive = HashMap::<String, bool>::new();
         for row in rows {
-            if row.created_by.is_empty() || row.created_by == self.instance_id {
+            if row.created_by.is_empty() || row.created_by == self.svc.instance_id {
                 continue;
             }
             if self.is_alive_cached(&mut alive, &row.created_by).await {
@@ -74,19 +74,19 @@ impl Service {
         out
     }
 
-    async fn is_alive_cached(&self, cache: &mut HashMap<String, bool>, who: &str) -> bool {
+    async fn is_alive_cached(self, cache: &mut HashMap<String, bool>, who: &str) -> bool {
         if let Some(&live) = cache.get(who) {
             return live;
         }
-        let live = leader::is_alive(&*self.store, who).await;
+        let live = leader::is_alive(&*self.svc.store, who).await;
         cache.insert(who.to_string(), live);
         live
     }
 
-    async fn clean_up_abandoned(&self, sb: &Sandbox, creator: &str) {
+    async fn clean_up_abandoned(self, sb: &Sandbox, creator: &str) {
         // The runtime may or may not exist; a worker that cannot be reached now destroys it when it
         // reports the runtime again (orphan reconciliation), since the record will say destroyed.
-        let destroyed = match self.provider_for(sb).await {
+        let destroyed = match self.svc.provider_for(sb).await {
             Ok(p) => match tokio::time::timeout(RPC_BUDGET, p.destroy(sb.runtime_id())).await {
                 Ok(Ok(())) | Ok(Err(ProviderError::SandboxNotFound(_))) => true,
                 Ok(Err(e)) => {
@@ -104,16 +104,17 @@ impl Service {
             }
         };
         match self
+            .svc
             .store
             .set_sandbox_state(&sb.id, SandboxState::Destroyed)
             .await
         {
             Ok(_) => {
                 if sb.is_remote() {
-                    let _ = self.store.release_lease(&sb.id, &sb.worker_id).await;
+                    let _ = self.svc.store.release_lease(&sb.id, &sb.worker_id).await;
                 }
                 tracing::info!(sandbox_id = %sb.id, creator, runtime_destroyed = destroyed, "cleaned up a spawn abandoned by a control plane that died");
-                self.events.publish(
+                self.svc.events.publish(
                     "reconcile.action",
                     Some(&sb.id),
                     Some(

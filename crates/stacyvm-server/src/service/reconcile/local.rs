@@ -7,19 +7,19 @@ use std::collections::HashSet;
 use stacyvm_provider::ProviderError;
 use stacyvm_types::SandboxState;
 
+use super::Reconciler;
 use crate::events::ReconcileAction;
-use crate::service::Service;
 
-impl Service {
-    pub(crate) async fn reconcile_startup(&self) {
-        self.reconcile_local(None).await;
+impl Reconciler<'_> {
+    pub(crate) async fn startup(self) {
+        self.local(None).await;
     }
 
     /// Reconciles local sandboxes with their providers. At startup (`creating_grace: None`) every
     /// `creating` row is a spawn that died with the previous process; in the periodic pass only
     /// rows older than the grace are (a spawn in flight is younger).
-    pub(crate) async fn reconcile_local(&self, creating_grace: Option<std::time::Duration>) {
-        let records = match self.store.list_sandboxes().await {
+    pub(crate) async fn local(self, creating_grace: Option<std::time::Duration>) {
+        let records = match self.svc.store.list_sandboxes().await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "reconcile: cannot list sandboxes");
@@ -35,8 +35,8 @@ impl Service {
         let mut known = HashSet::new();
         for sb in records.iter().filter(|s| !s.is_remote()) {
             known.insert(sb.runtime_id().to_string());
-            let Ok(provider) = self.providers.get(&sb.provider) else {
-                self.mark_reconciled(
+            let Ok(provider) = self.svc.providers.get(&sb.provider) else {
+                self.mark(
                     &sb.id,
                     SandboxState::Error,
                     "provider_missing",
@@ -54,7 +54,7 @@ impl Service {
                 }
                 // The spawn never finished: remove whatever half-made runtime exists.
                 let _ = provider.destroy(sb.runtime_id()).await;
-                self.mark_reconciled(
+                self.mark(
                     &sb.id,
                     SandboxState::Destroyed,
                     "spawn_interrupted",
@@ -68,7 +68,7 @@ impl Service {
             }
             match provider.status(sb.runtime_id()).await {
                 Ok(SandboxState::Destroyed) | Err(ProviderError::SandboxNotFound(_)) => {
-                    self.mark_reconciled(
+                    self.mark(
                         &sb.id,
                         SandboxState::Destroyed,
                         "runtime_missing",
@@ -77,24 +77,18 @@ impl Service {
                     .await;
                 }
                 Ok(st) if st != sb.state && sb.state != SandboxState::Running => {
-                    self.mark_reconciled(&sb.id, st, "runtime_state", &sb.provider)
-                        .await;
+                    self.mark(&sb.id, st, "runtime_state", &sb.provider).await;
                 }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(sandbox_id = %sb.id, error = %e, "reconcile: status failed");
-                    self.mark_reconciled(
-                        &sb.id,
-                        SandboxState::Error,
-                        "status_failed",
-                        &sb.provider,
-                    )
-                    .await;
+                    self.mark(&sb.id, SandboxState::Error, "status_failed", &sb.provider)
+                        .await;
                 }
             }
         }
         // Runtimes labelled ours that no live record wants are orphans.
-        for p in self.providers.all().filter(|_| !shared) {
+        for p in self.svc.providers.all().filter(|_| !shared) {
             let Ok(Some(runtimes)) = p.list_runtimes().await else {
                 continue;
             };
@@ -108,7 +102,7 @@ impl Service {
                 if let Err(e) = p.destroy(&rt.runtime_id).await {
                     tracing::error!(runtime_id = %rt.runtime_id, error = %e, "reconcile: orphan destroy failed");
                 }
-                self.events.publish(
+                self.svc.events.publish(
                     "reconcile.action",
                     rt.sandbox_id.as_deref(),
                     Some(
@@ -122,9 +116,9 @@ impl Service {
         }
     }
 
-    async fn mark_reconciled(&self, id: &str, state: SandboxState, reason: &str, provider: &str) {
-        match self.store.set_sandbox_state(id, state).await {
-            Ok(_) => self.events.publish(
+    async fn mark(self, id: &str, state: SandboxState, reason: &str, provider: &str) {
+        match self.svc.store.set_sandbox_state(id, state).await {
+            Ok(_) => self.svc.events.publish(
                 "reconcile.action",
                 Some(id),
                 Some(
@@ -139,12 +133,12 @@ impl Service {
     }
 
     /// Whether another control plane holds a live presence lease on this database.
-    async fn other_control_planes_alive(&self) -> bool {
-        let Ok(leases) = self.store.list_leases().await else {
+    async fn other_control_planes_alive(self) -> bool {
+        let Ok(leases) = self.svc.store.list_leases().await else {
             // Unknown: be conservative and leave other planes' runtimes alone.
             return true;
         };
-        let mine = crate::tasks::leader::presence_lease(&self.instance_id);
+        let mine = crate::tasks::leader::presence_lease(&self.svc.instance_id);
         let now = chrono::Utc::now();
         leases.iter().any(|l| {
             l.resource_id

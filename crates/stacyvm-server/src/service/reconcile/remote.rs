@@ -4,26 +4,26 @@
 use stacyvm_provider::ProviderError;
 use stacyvm_types::SandboxState;
 
+use super::Reconciler;
 use crate::events::ReconcileAction;
-use crate::service::Service;
 
 /// Longest one sandbox's RPCs may take within a pass, so one frozen worker cannot stall it.
 const RPC_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
-impl Service {
+impl Reconciler<'_> {
     /// One pass over remote-owned sandboxes: owners silent past their stale window turn the
     /// sandbox `unhealthy` (or `expired`, releasing the lease, once past `expires_at`); a returning
     /// owner is asked for the real state; leases close to expiry are renewed.
-    pub(crate) async fn reconcile_remote(&self) {
-        let Ok(records) = self.store.list_sandboxes().await else {
+    pub(crate) async fn remote(self) {
+        let Ok(records) = self.svc.store.list_sandboxes().await else {
             return;
         };
         let now = chrono::Utc::now();
         for sb in records.into_iter().filter(|s| s.is_remote()) {
-            let worker = self.store.get_worker(&sb.worker_id).await.ok();
+            let worker = self.svc.store.get_worker(&sb.worker_id).await.ok();
             let reason = match &worker {
                 None => Some("worker_missing".to_string()),
-                Some(w) if self.is_stale(w) => Some("worker_stale".to_string()),
+                Some(w) if self.svc.is_stale(w) => Some("worker_stale".to_string()),
                 Some(w)
                     if w.status.eq_ignore_ascii_case("online")
                         || w.status.eq_ignore_ascii_case("draining") =>
@@ -36,13 +36,14 @@ impl Service {
                 Some(reason) => {
                     if sb.expires_at <= now && sb.state != SandboxState::Expired {
                         if self
+                            .svc
                             .store
                             .set_sandbox_state(&sb.id, SandboxState::Expired)
                             .await
                             .is_ok()
                         {
-                            let _ = self.store.release_lease(&sb.id, &sb.worker_id).await;
-                            self.events.publish(
+                            let _ = self.svc.store.release_lease(&sb.id, &sb.worker_id).await;
+                            self.svc.events.publish(
                                 "reconcile.action",
                                 Some(&sb.id),
                                 Some(
@@ -52,17 +53,18 @@ impl Service {
                                         .into(),
                                 ),
                             );
-                            self.notify_capacity();
+                            self.svc.admission().wake();
                         }
                     } else if matches!(sb.state, SandboxState::Running | SandboxState::Error)
                         && self
+                            .svc
                             .store
                             .set_sandbox_state(&sb.id, SandboxState::Unhealthy)
                             .await
                             .is_ok()
                     {
                         tracing::warn!(sandbox_id = %sb.id, worker = %sb.worker_id, %reason, "owner unreachable: sandbox unhealthy");
-                        self.events.publish(
+                        self.svc.events.publish(
                             "reconcile.action",
                             Some(&sb.id),
                             Some(
@@ -78,14 +80,16 @@ impl Service {
                     if sb.state == SandboxState::Expired {
                         // It expired while the owner was away and the owner answers again: finish the
                         // destroy. (Live sandboxes past their TTL are the reaper's.)
-                        let r = tokio::time::timeout(RPC_BUDGET, self.destroy(&sb.id)).await;
+                        let r =
+                            tokio::time::timeout(RPC_BUDGET, self.svc.sandboxes().destroy(&sb.id))
+                                .await;
                         if let Ok(Err(e)) = r {
                             tracing::warn!(sandbox_id = %sb.id, error = %e, "reconcile: destroy of expired sandbox failed");
                         }
                         continue;
                     }
                     if matches!(sb.state, SandboxState::Unhealthy | SandboxState::Error) {
-                        if let Ok(p) = self.provider_for(&sb).await {
+                        if let Ok(p) = self.svc.provider_for(&sb).await {
                             let status =
                                 tokio::time::timeout(RPC_BUDGET, p.status(sb.runtime_id()))
                                     .await
@@ -95,9 +99,9 @@ impl Service {
                             match status {
                                 Ok(st) if st != sb.state => {
                                     let marked =
-                                        self.store.set_sandbox_state(&sb.id, st).await.is_ok();
+                                        self.svc.store.set_sandbox_state(&sb.id, st).await.is_ok();
                                     if marked {
-                                        self.events.publish(
+                                        self.svc.events.publish(
                                             "reconcile.action",
                                             Some(&sb.id),
                                             Some(
@@ -111,6 +115,7 @@ impl Service {
                                 }
                                 Err(ProviderError::SandboxNotFound(_)) => {
                                     let _ = self
+                                        .svc
                                         .store
                                         .set_sandbox_state(&sb.id, SandboxState::Error)
                                         .await;
@@ -125,8 +130,8 @@ impl Service {
         }
     }
 
-    async fn renew_lease_if_due(&self, sb: &stacyvm_types::Sandbox) {
-        let Ok(lease) = self.store.get_lease(&sb.id).await else {
+    async fn renew_lease_if_due(self, sb: &stacyvm_types::Sandbox) {
+        let Ok(lease) = self.svc.store.get_lease(&sb.id).await else {
             return;
         };
         if lease.holder_id != sb.worker_id {
@@ -136,17 +141,22 @@ impl Service {
         let left = (lease.expires_at - now).to_std().unwrap_or_default();
         let wanted = crate::service::lease_ttl((sb.expires_at - now).to_std().unwrap_or_default());
         // Renew when the lease would run out before the sandbox does (plus slack).
-        if left + self.settings().reaper_interval * 2 < wanted {
-            if let Err(e) = self.store.renew_lease(&sb.id, &sb.worker_id, wanted).await {
+        if left + self.svc.settings().reaper_interval * 2 < wanted {
+            if let Err(e) = self
+                .svc
+                .store
+                .renew_lease(&sb.id, &sb.worker_id, wanted)
+                .await
+            {
                 tracing::warn!(sandbox_id = %sb.id, error = %e, "lease renewal failed");
             }
         }
     }
 
     /// Destroys runtimes a worker reports holding that the store does not assign to it.
-    pub(crate) async fn destroy_orphans(&self, worker_id: &str, held: Vec<String>) {
+    pub(crate) async fn destroy_orphans(self, worker_id: &str, held: Vec<String>) {
         for id in held {
-            let record = self.store.get_sandbox(&id).await.ok();
+            let record = self.svc.store.get_sandbox(&id).await.ok();
             let wanted = record.as_ref().is_some_and(|r| {
                 r.worker_id == worker_id
                     && !matches!(r.state, SandboxState::Destroyed | SandboxState::Expired)
@@ -157,6 +167,7 @@ impl Service {
             let provider = match &record {
                 Some(r) => r.provider.clone(),
                 None => self
+                    .svc
                     .store
                     .get_worker(worker_id)
                     .await
@@ -166,6 +177,7 @@ impl Service {
             };
             let expires = chrono::Utc::now() + chrono::Duration::minutes(5);
             let rp = match self
+                .svc
                 .remote_provider(&id, worker_id, &provider, expires)
                 .await
             {
@@ -185,12 +197,13 @@ impl Service {
                     if let Some(r) = record {
                         if r.state != SandboxState::Destroyed && r.worker_id == worker_id {
                             let _ = self
+                                .svc
                                 .store
                                 .set_sandbox_state(&id, SandboxState::Destroyed)
                                 .await;
                         }
                     }
-                    self.events.publish(
+                    self.svc.events.publish(
                         "reconcile.action",
                         Some(&id),
                         Some(

@@ -1,0 +1,101 @@
+//! How to reach the runtime of a sandbox: its local backend, or a [`RemoteProvider`] that
+//! forwards every call to the owning worker over its RPC.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use stacyvm_provider::Provider;
+use stacyvm_store::WorkerRecord;
+use stacyvm_types::{GoDuration, Sandbox, Timestamp};
+
+use super::{lease_ttl, Service};
+use crate::error::{ServiceError, ServiceResult};
+use crate::remote::RemoteProvider;
+
+/// The RPC address a worker advertised in its heartbeat (`capacity.rpc_url`), if any.
+pub(super) fn rpc_url(w: &WorkerRecord) -> Option<&str> {
+    w.capacity
+        .get("rpc_url")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+}
+
+impl Service {
+    /// The client and address for calling worker `w`.
+    pub(super) fn remote_endpoint(
+        &self,
+        w: &WorkerRecord,
+    ) -> ServiceResult<(Arc<crate::remote::WorkerClient>, crate::remote::Endpoint)> {
+        let client = self.remote.clone().ok_or_else(|| {
+            ServiceError::Unavailable("remote worker RPC is not configured".into())
+        })?;
+        let rpc_url = rpc_url(w)
+            .ok_or_else(|| ServiceError::Unavailable(format!("worker {} has no rpc_url", w.id)))?;
+        let endpoint = crate::remote::Endpoint {
+            worker_id: w.id.clone(),
+            rpc_url: rpc_url.to_string(),
+        };
+        Ok((client, endpoint))
+    }
+
+    /// The provider that runs `sb`: a local backend, or a [`RemoteProvider`] that forwards to the
+    /// owning worker.
+    pub(super) async fn provider_for(&self, sb: &Sandbox) -> ServiceResult<Arc<dyn Provider>> {
+        if !sb.is_remote() {
+            return Ok(self.providers.get(&sb.provider)?);
+        }
+        let remote = self
+            .remote_provider(&sb.id, &sb.worker_id, &sb.provider, sb.expires_at)
+            .await?;
+        Ok(Arc::new(remote))
+    }
+
+    pub(super) async fn remote_provider(
+        &self,
+        sandbox_id: &str,
+        worker_id: &str,
+        provider: &str,
+        expires_at: Timestamp,
+    ) -> ServiceResult<RemoteProvider> {
+        let w = self.registered_worker(worker_id).await?;
+        self.remote_provider_on(&w, sandbox_id, provider, expires_at)
+    }
+
+    /// A worker record for routing; a missing one is `Unavailable` (the owner is gone).
+    pub(super) async fn registered_worker(&self, worker_id: &str) -> ServiceResult<WorkerRecord> {
+        match self.store.get_worker(worker_id).await {
+            Ok(w) => Ok(w),
+            Err(e) if e.is_not_found() => Err(ServiceError::Unavailable(format!(
+                "worker {worker_id} is not registered"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Self::remote_provider`] for an already loaded worker record.
+    pub(super) fn remote_provider_on(
+        &self,
+        w: &WorkerRecord,
+        sandbox_id: &str,
+        provider: &str,
+        expires_at: Timestamp,
+    ) -> ServiceResult<RemoteProvider> {
+        let (client, endpoint) = self.remote_endpoint(w)?;
+        let remaining = (expires_at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        Ok(RemoteProvider {
+            client,
+            endpoint,
+            store: self.store.clone(),
+            provider: provider.to_string(),
+            sandbox_id: sandbox_id.to_string(),
+            lease_ttl: lease_ttl(remaining),
+            ttl: GoDuration::from_std(remaining),
+            file_stream: w.capabilities.as_ref().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c == stacyvm_protocol::capability::FILE_STREAM)
+            }),
+        })
+    }
+}

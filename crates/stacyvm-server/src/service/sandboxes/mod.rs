@@ -1,0 +1,184 @@
+//! Sandboxes: spawn (`spawn.rs`), get, list, destroy, prune, extend, logs, stats.
+
+mod spawn;
+
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use spawn::parse_ttl;
+pub use spawn::SpawnParams;
+use stacyvm_types::{GoDuration, Sandbox, SandboxState};
+
+use super::Service;
+use crate::error::{ServiceError, ServiceResult};
+use crate::events::EventData;
+
+/// The sandboxes of this control plane's database.
+#[derive(Clone, Copy)]
+pub struct Sandboxes<'a> {
+    svc: &'a Service,
+}
+
+impl Service {
+    pub fn sandboxes(&self) -> Sandboxes<'_> {
+        Sandboxes { svc: self }
+    }
+}
+
+impl Sandboxes<'_> {
+    /// A live sandbox record, or `SandboxNotFound` (destroyed ones count as not found).
+    pub async fn get(self, id: &str) -> ServiceResult<Sandbox> {
+        match self.svc.store.get_sandbox(id).await {
+            Ok(sb) if sb.state == SandboxState::Destroyed => {
+                Err(ServiceError::SandboxNotFound(id.into()))
+            }
+            Ok(sb) => Ok(sb),
+            Err(e) if e.is_not_found() => Err(ServiceError::SandboxNotFound(id.into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `GET /sandboxes/{id}`: a remote sandbox's state is refreshed from its worker first
+    /// (`worker.status`); if the worker cannot answer, the stored record is returned.
+    pub async fn get_refreshed(self, id: &str) -> ServiceResult<Sandbox> {
+        let sb = self.get(id).await?;
+        if !sb.is_remote() || sb.state == SandboxState::Creating {
+            return Ok(sb);
+        }
+        let Ok(p) = self.svc.provider_for(&sb).await else {
+            return Ok(sb);
+        };
+        match p.status(sb.runtime_id()).await {
+            Ok(st) if st != sb.state && sb.state.valid_transition(st).is_ok() => {
+                match self.svc.store.set_sandbox_state(id, st).await {
+                    Ok(updated) => Ok(updated),
+                    Err(_) => Ok(sb),
+                }
+            }
+            _ => Ok(sb),
+        }
+    }
+
+    pub async fn list(self) -> ServiceResult<Vec<Sandbox>> {
+        let mut v = self.svc.store.list_sandboxes().await?;
+        v.retain(|s| s.state != SandboxState::Creating);
+        Ok(v)
+    }
+
+    /// Destroys a sandbox. Unknown ids are `SandboxNotFound`; an already destroyed sandbox
+    /// succeeds again (idempotent).
+    pub async fn destroy(self, id: &str) -> ServiceResult<()> {
+        let sb = match self.svc.store.get_sandbox(id).await {
+            Ok(sb) => sb,
+            Err(e) if e.is_not_found() => return Err(ServiceError::SandboxNotFound(id.into())),
+            Err(e) => return Err(e.into()),
+        };
+        if sb.state == SandboxState::Destroyed {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let provider = self.svc.provider_for(&sb).await?;
+        match provider.destroy(sb.runtime_id()).await {
+            Ok(()) | Err(stacyvm_provider::ProviderError::SandboxNotFound(_)) => {}
+            Err(e) => {
+                let err = ServiceError::from(e);
+                self.svc.ops.observe(
+                    "destroy",
+                    &sb.provider,
+                    started.elapsed(),
+                    Some(&err.to_string()),
+                );
+                self.svc.events.publish(
+                    "operation.failed",
+                    Some(id),
+                    Some(EventData::failure("destroy", &sb.provider, err.to_string())),
+                );
+                return Err(err);
+            }
+        }
+        self.svc
+            .store
+            .set_sandbox_state(id, SandboxState::Destroyed)
+            .await?;
+        self.svc
+            .ops
+            .observe("destroy", &sb.provider, started.elapsed(), None);
+        self.svc.events.publish("sandbox.destroyed", Some(id), None);
+        self.svc.admission().wake();
+        Ok(())
+    }
+
+    /// Destroys every live sandbox past its expiry; returns how many were destroyed. Remote
+    /// sandboxes whose worker is stale or gone are left to reconciliation (they turn `expired`
+    /// and are destroyed when the worker returns), so one dead worker cannot stall the reaper.
+    pub async fn prune(self) -> ServiceResult<usize> {
+        let expired = self
+            .svc
+            .store
+            .list_expired_sandboxes(chrono::Utc::now())
+            .await?;
+        let mut todo = Vec::with_capacity(expired.len());
+        for sb in expired {
+            if sb.is_remote() {
+                match self.svc.store.get_worker(&sb.worker_id).await {
+                    Ok(w) if !self.svc.is_stale(&w) => {}
+                    _ => continue,
+                }
+            }
+            todo.push(sb.id);
+        }
+        // A few at a time: bounded work, and one slow runtime does not hold up the rest.
+        let results = futures_util::stream::iter(todo)
+            .map(|id| async move {
+                let r = self.destroy(&id).await;
+                if let Err(e) = &r {
+                    tracing::warn!(sandbox_id = %id, error = %e, "prune: destroy failed");
+                }
+                r.is_ok()
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<bool>>()
+            .await;
+        Ok(results.into_iter().filter(|ok| *ok).count())
+    }
+
+    /// Sets `expires_at = now + ttl`, within the owner's max TTL.
+    pub async fn extend(self, id: &str, ttl: &str) -> ServiceResult<Sandbox> {
+        if ttl.trim().is_empty() {
+            return Err(ServiceError::bad_request("ttl is required"));
+        }
+        let d = parse_ttl(ttl, GoDuration::ZERO)?;
+        if d.nanos() <= 0 {
+            return Err(ServiceError::bad_request("ttl must be positive"));
+        }
+        let sb = self.get(id).await?;
+        let limits = self.svc.quotas().limits_for(&sb.owner_id).await?;
+        if !limits.max_ttl.is_zero() && d > limits.max_ttl {
+            return Err(ServiceError::ResourceLimit(format!(
+                "ttl exceeds max ttl {}",
+                limits.max_ttl
+            )));
+        }
+        let expires = chrono::Utc::now() + d.to_chrono();
+        match self.svc.store.set_sandbox_expiry(id, expires).await {
+            Ok(s) => Ok(s),
+            Err(e) if e.is_not_found() => Err(ServiceError::SandboxNotFound(id.into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn logs(self, id: &str, lines: usize) -> ServiceResult<Vec<String>> {
+        let sb = self.get(id).await?;
+        let p = self.svc.provider_for(&sb).await?;
+        Ok(p.logs(sb.runtime_id(), lines).await?)
+    }
+
+    pub async fn stats(self, id: &str) -> ServiceResult<Option<stacyvm_provider::Stats>> {
+        let sb = self.get(id).await?;
+        if sb.is_remote() {
+            return Ok(None);
+        }
+        let p = self.svc.provider_for(&sb).await?;
+        Ok(p.stats(sb.runtime_id()).await?)
+    }
+}

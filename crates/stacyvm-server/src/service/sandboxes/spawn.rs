@@ -1,0 +1,351 @@
+//! Spawning a sandbox: defaults and validation, admission (one call per attempt), the record,
+//! the provider call, and the cleanup when any step fails.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use stacyvm_provider::{Provider, ProviderError, SandboxSpec};
+use stacyvm_store::LimitHit;
+use stacyvm_types::{
+    new_sandbox_id, parse_go_duration, validate_owner_id, GoDuration, Sandbox, SandboxState,
+};
+
+use super::Sandboxes;
+use crate::error::{ServiceError, ServiceResult};
+use crate::events::EventData;
+use crate::remote::RemoteProvider;
+use crate::service::admission::{AdmissionDecision, Raced, Slot};
+use crate::service::{Caller, LOCAL_WORKER};
+use crate::settings::SpawnOverflow;
+
+/// How often one spawn may lose the race for the last slot to another control plane before
+/// it is refused.
+const MAX_ADMISSION_RACES: u32 = 5;
+
+/// Why `spawn_placed` stored nothing or failed.
+enum SpawnFail {
+    /// The store refused the record: a limit was reached since admission counted.
+    Raced(Raced),
+    Failed(ServiceError),
+}
+
+impl From<ServiceError> for SpawnFail {
+    fn from(e: ServiceError) -> Self {
+        SpawnFail::Failed(e)
+    }
+}
+
+/// Largest memory and vCPU counts accepted (1 TiB, 256 vCPUs): anything above is a typo.
+const MAX_MEMORY_MB: i64 = 1 << 20;
+const MAX_VCPUS: i64 = 256;
+
+#[derive(Debug, Clone, Default)]
+pub struct SpawnParams {
+    pub image: String,
+    pub provider: String,
+    pub memory_mb: i64,
+    pub vcpus: i64,
+    /// Go duration text; empty = default.
+    pub ttl: String,
+    pub owner_id: String,
+    pub template: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Spawn parameters after defaults and validation.
+struct ResolvedSpawn {
+    pub provider: std::sync::Arc<dyn Provider>,
+    pub provider_name: String,
+    pub image: String,
+    pub memory_mb: i64,
+    pub vcpus: i64,
+    pub ttl: GoDuration,
+    pub owner: String,
+}
+
+pub(super) fn parse_ttl(raw: &str, default: GoDuration) -> ServiceResult<GoDuration> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(default);
+    }
+    let d = parse_go_duration(raw)
+        .map_err(|e| ServiceError::bad_request(format!("invalid ttl format: {e}")))?;
+    if d.is_negative() {
+        return Err(ServiceError::bad_request("ttl must not be negative"));
+    }
+    Ok(d)
+}
+
+fn validate_image(image: &str) -> ServiceResult<()> {
+    if image.len() > 512 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ServiceError::bad_request(
+            "image must be a reference without whitespace (≤512 chars)",
+        ));
+    }
+    Ok(())
+}
+
+/// Owner precedence: `X-User-ID` over the body's `owner_id`.
+fn resolve_owner(caller: &Caller, body_owner: &str) -> ServiceResult<String> {
+    let raw = caller
+        .user_id
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or(body_owner);
+    if raw.trim().is_empty() {
+        return Ok(String::new());
+    }
+    validate_owner_id(raw).map_err(|e| ServiceError::bad_request(format!("owner_id {e}")))
+}
+
+impl Sandboxes<'_> {
+    /// Defaults and validation of a spawn request.
+    fn resolve(self, p: &SpawnParams, caller: &Caller) -> ServiceResult<ResolvedSpawn> {
+        let provider = self.svc.providers.get(p.provider.trim())?;
+        let provider_name = provider.name().to_string();
+        let ttl = parse_ttl(&p.ttl, self.svc.settings.limits.default_ttl)?;
+        let owner = resolve_owner(caller, &p.owner_id)?;
+        let l = &self.svc.settings.limits;
+        let memory_mb = match p.memory_mb {
+            0 => l.default_memory_mb,
+            n if !(1..=MAX_MEMORY_MB).contains(&n) => {
+                return Err(ServiceError::bad_request(format!(
+                    "memory_mb must be between 1 and {MAX_MEMORY_MB}"
+                )))
+            }
+            n => n,
+        };
+        let vcpus = match p.vcpus {
+            0 => l.default_vcpus.max(1),
+            n if !(1..=MAX_VCPUS).contains(&n) => {
+                return Err(ServiceError::bad_request(format!(
+                    "vcpus must be between 1 and {MAX_VCPUS}"
+                )))
+            }
+            n => n,
+        };
+        let image = if p.image.trim().is_empty() {
+            l.default_image.clone()
+        } else {
+            p.image.trim().to_string()
+        };
+        validate_image(&image)?;
+        if p.metadata.len() > 64
+            || p.metadata
+                .iter()
+                .any(|(k, v)| k.len() > 256 || v.len() > 4096)
+        {
+            return Err(ServiceError::bad_request(
+                "metadata is limited to 64 keys of ≤256 bytes with values ≤4096 bytes",
+            ));
+        }
+        Ok(ResolvedSpawn {
+            provider,
+            provider_name,
+            image,
+            memory_mb,
+            vcpus,
+            ttl,
+            owner,
+        })
+    }
+
+    /// `POST /sandboxes/admission`: what admission would answer for this spawn now, without
+    /// reserving anything.
+    pub async fn check_admission(
+        self,
+        p: &SpawnParams,
+        caller: &Caller,
+    ) -> ServiceResult<AdmissionDecision> {
+        let r = self.resolve(p, caller)?;
+        self.svc
+            .admission()
+            .check(&r.provider_name, &r.owner, r.ttl)
+            .await
+    }
+
+    /// Admits, records and creates a sandbox (`POST /sandboxes`). Refusals by admission are
+    /// `ResourceLimit`; a provider failure leaves no live record.
+    pub async fn spawn(self, p: SpawnParams, caller: &Caller) -> ServiceResult<Sandbox> {
+        let r = self.resolve(&p, caller)?;
+        let mut races = 0;
+        loop {
+            let slot = self
+                .svc
+                .admission()
+                .admit(&r.provider_name, &r.owner, r.ttl)
+                .await?;
+            match self.spawn_placed(&r, &p, slot).await {
+                Ok(sb) => return Ok(sb),
+                Err(SpawnFail::Raced(Raced { hit, limit })) => {
+                    // Another control plane took the last slot between this one's count and
+                    // its insert. A full worker: place again. A full total or owner: queue
+                    // again when queueing, else refuse as admission would have.
+                    races += 1;
+                    let queue = self.svc.settings.limits.spawn_overflow == SpawnOverflow::Queue;
+                    if races < MAX_ADMISSION_RACES && (hit == LimitHit::Worker || queue) {
+                        continue;
+                    }
+                    let msg = match hit {
+                        LimitHit::Total => format!("max sandboxes reached ({limit})"),
+                        LimitHit::Owner => format!("max sandboxes per owner reached ({limit})"),
+                        LimitHit::Worker => "no eligible worker available".to_string(),
+                    };
+                    self.svc.events.publish(
+                        "resource.limit",
+                        None,
+                        Some(EventData::failure("spawn", &r.provider_name, msg.clone())),
+                    );
+                    return Err(ServiceError::ResourceLimit(msg));
+                }
+                Err(SpawnFail::Failed(e)) => {
+                    // A failed spawn may have freed a slot another queued spawn waits for.
+                    self.svc.admission().wake();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Records, creates and marks running a sandbox where placement put it: on `local`, or on
+    /// a remote worker through its RPC.
+    async fn spawn_placed(
+        self,
+        r: &ResolvedSpawn,
+        p: &SpawnParams,
+        slot: Slot<'_>,
+    ) -> Result<Sandbox, SpawnFail> {
+        let remote = slot
+            .placement
+            .worker_id
+            .clone()
+            .filter(|w| w != LOCAL_WORKER);
+        let started = Instant::now();
+        let now = chrono::Utc::now();
+        let mut sb = Sandbox {
+            id: new_sandbox_id(),
+            state: SandboxState::Creating,
+            provider: r.provider_name.clone(),
+            image: r.image.clone(),
+            memory_mb: r.memory_mb,
+            vcpus: r.vcpus,
+            metadata: p.metadata.clone(),
+            template: p.template.clone(),
+            owner_id: r.owner.clone(),
+            vm_id: String::new(),
+            worker_id: remote.clone().unwrap_or_else(|| LOCAL_WORKER.into()),
+            tenant_id: String::new(),
+            preview_domain: self.svc.settings.preview_domain.clone(),
+            created_at: now,
+            expires_at: now + r.ttl.to_chrono(),
+            updated_at: now,
+        };
+        let mut max_worker = 0;
+        let remote_rp: Option<RemoteProvider> = match &remote {
+            None => None,
+            Some(w) => {
+                // One registry read serves routing, the worker's capacity cap and its preview
+                // domain. A failure drops (releases) the slot.
+                let rec = self.svc.registered_worker(w).await?;
+                max_worker = rec
+                    .capacity
+                    .get("max_sandboxes")
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(0)
+                    .max(0);
+                if let Some(d) = rec
+                    .capacity
+                    .get("preview_domain")
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|d| !d.is_empty())
+                {
+                    sb.preview_domain = d.to_string();
+                }
+                Some(
+                    self.svc
+                        .remote_provider_on(&rec, &sb.id, &r.provider_name, sb.expires_at)?,
+                )
+            }
+        };
+        // Record first: a crash during the provider call leaves a `creating` row that startup
+        // reconciliation cleans up, never an unrecorded runtime.
+        if let Err(raced) = slot.record(&mut sb, max_worker).await? {
+            return Err(SpawnFail::Raced(raced));
+        }
+        let provider: std::sync::Arc<dyn Provider> = match remote_rp {
+            None => r.provider.clone(),
+            Some(mut rp) => {
+                // The insert may have drawn a new id (collision with a stored one).
+                rp.sandbox_id = sb.id.clone();
+                std::sync::Arc::new(rp)
+            }
+        };
+        let spec = SandboxSpec {
+            id: sb.id.clone(),
+            image: sb.image.clone(),
+            memory_mb: sb.memory_mb,
+            vcpus: sb.vcpus,
+            owner_id: sb.owner_id.clone(),
+            metadata: sb.metadata.clone(),
+        };
+        let spawned = match provider.spawn(&spec).await {
+            Ok(s) => s,
+            Err(e) => {
+                let err = ServiceError::from(e);
+                self.svc.ops.observe(
+                    "spawn",
+                    &r.provider_name,
+                    started.elapsed(),
+                    Some(&err.to_string()),
+                );
+                self.svc.events.publish(
+                    "provider.failed",
+                    Some(&sb.id),
+                    Some(EventData::failure(
+                        "spawn",
+                        &r.provider_name,
+                        err.to_string(),
+                    )),
+                );
+                // Nothing was created, so the record must neither hold capacity nor be listed.
+                // Only if a partial runtime may remain is it kept as `error` for the reaper.
+                let state = match provider.destroy(&sb.id).await {
+                    Ok(()) | Err(ProviderError::SandboxNotFound(_)) => SandboxState::Destroyed,
+                    Err(de) => {
+                        tracing::warn!(sandbox_id = %sb.id, error = %de, "cleanup after failed spawn failed");
+                        SandboxState::Error
+                    }
+                };
+                if let Err(se) = self.svc.store.set_sandbox_state(&sb.id, state).await {
+                    tracing::warn!(sandbox_id = %sb.id, error = %se, "could not mark failed spawn");
+                }
+                return Err(err.into());
+            }
+        };
+        if spawned.runtime_id != sb.id {
+            sb.vm_id = spawned.runtime_id.clone();
+        }
+        let stored = self.svc.store.set_sandbox_running(&sb.id, &sb.vm_id).await;
+        match stored {
+            Ok(s) => {
+                self.svc
+                    .ops
+                    .observe("spawn", &r.provider_name, started.elapsed(), None);
+                self.svc
+                    .events
+                    .publish("sandbox.created", Some(&s.id), None);
+                self.svc
+                    .events
+                    .publish("sandbox.running", Some(&s.id), None);
+                Ok(s)
+            }
+            Err(e) => {
+                // Never leave a runtime the store does not know about.
+                if let Err(de) = provider.destroy(&spawned.runtime_id).await {
+                    tracing::error!(sandbox_id = %sb.id, error = %de, "cleanup after failed store write failed");
+                }
+                Err(ServiceError::from(e).into())
+            }
+        }
+    }
+}
