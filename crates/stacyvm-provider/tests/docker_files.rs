@@ -226,3 +226,45 @@ async fn move_chmod_delete_and_errors() {
         Err(ProviderError::InvalidInput(_))
     ));
 }
+
+/// A glob reads a tar of its prefix directory under the walk budget: more entries than the
+/// budget allows, or a download that outlasts its time (here one huge sparse file, which the
+/// archive sends in full), end in a clear 400-class error instead of running on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glob_stops_at_its_budget() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    let o = sh(
+        &p,
+        &id,
+        "for i in $(seq 400); do mkdir -p big/d$i && (cd big/d$i && touch $(seq 300)); done",
+    )
+    .await;
+    assert_eq!(o.code, 0, "{o:?}");
+    let r = p.glob(&id, "/workspace/big/*/*").await.map(|v| v.len());
+    assert!(
+        matches!(&r, Err(ProviderError::InvalidInput(m)) if m.contains("entries")),
+        "{r:?}"
+    );
+    assert_eq!(
+        p.glob(&id, "/workspace/big/d7/1*").await.unwrap().len(),
+        111
+    );
+
+    let o = sh(&p, &id, "mkdir huge && truncate -s 200G huge/sparse").await;
+    assert_eq!(o.code, 0, "{o:?}");
+    let t = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        p.glob(&id, "/workspace/huge/*"),
+    )
+    .await
+    .expect("the time budget ends the walk");
+    assert!(
+        matches!(&r, Err(ProviderError::InvalidInput(m)) if m.contains(" s;")),
+        "{r:?} after {:?}",
+        t.elapsed()
+    );
+}

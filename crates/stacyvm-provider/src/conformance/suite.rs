@@ -60,6 +60,7 @@ macro_rules! __provider_conformance_checks {
             files_list,
             files_stat,
             files_glob,
+            files_glob_links,
             files_move,
             files_chmod,
             files_delete,

@@ -7,8 +7,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use stacyvm_types::{format_rfc3339_secs, parse_rfc3339, FileInfo};
 
-use super::archive::{blocking, entries, file_tar, first_file, PathStat};
+use super::archive::{blocking, entries, entries_within, file_tar, first_file, PathStat};
 use super::DockerProvider;
+use crate::walk::{self, component, has_wildcard, MATCH};
 use crate::{parse_mode, ProviderError};
 
 /// Symlinks followed when reading a file.
@@ -79,10 +80,6 @@ fn info_from_stat(path: &str, st: &PathStat) -> FileInfo {
 
 fn refuse_root(given: &str, what: &str) -> ProviderError {
     ProviderError::InvalidInput(format!("cannot {what} the sandbox root: {given:?}"))
-}
-
-fn has_wildcard(s: &str) -> bool {
-    s.contains(['*', '?', '['])
 }
 
 impl DockerProvider {
@@ -219,8 +216,14 @@ impl DockerProvider {
         Ok(info_from_stat(&path, &st))
     }
 
-    /// Shell-style glob (no `**`; `*` may match a leading dot, as Go's `filepath.Glob`).
+    /// Shell-style glob (`**` is `*`; `*` may match a leading dot, as Go's `filepath.Glob`).
     /// Absolute, sorted results; no match is an empty list.
+    ///
+    /// Everything below the literal prefix comes from one tar download of the prefix, which
+    /// Docker builds inside the container without following symlinks: a link the pattern
+    /// reaches is a match when it is the last component and is never walked into. The
+    /// download is read under a [`WalkBudget`](crate::walk::WalkBudget) and dropped (closing
+    /// the connection to the daemon) when the budget runs out or the caller goes away.
     pub(super) async fn glob_paths(
         &self,
         cid: &str,
@@ -230,15 +233,17 @@ impl DockerProvider {
             return Err(ProviderError::InvalidInput("pattern is required".into()));
         }
         let full = clean_path(pattern)?;
-        let compiled = glob::Pattern::new(&full)
-            .map_err(|e| ProviderError::InvalidInput(format!("invalid glob pattern: {}", e.msg)))?;
         let comps: Vec<&str> = full.split('/').filter(|c| !c.is_empty()).collect();
         let Some(first_wild) = comps.iter().position(|c| has_wildcard(c)) else {
             let exists = self.path_stat(cid, &full).await?.is_some();
             return Ok(if exists { vec![full] } else { Vec::new() });
         };
+        let steps: Vec<glob::Pattern> = comps[first_wild..]
+            .iter()
+            .map(|c| component(c))
+            .collect::<Result<_, _>>()?;
         let base = format!("/{}", comps[..first_wild].join("/"));
-        let depth = comps.len() - first_wild;
+        let depth = steps.len();
         match self.path_stat(cid, &base).await? {
             Some(st) if st.is_dir() || st.is_symlink() => {}
             _ => return Ok(Vec::new()),
@@ -248,17 +253,17 @@ impl DockerProvider {
             Err(ProviderError::FileNotFound(_)) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let metas = blocking(move || entries(reader, depth)).await?;
-        let opts = glob::MatchOptions {
-            case_sensitive: true,
-            require_literal_separator: true,
-            require_literal_leading_dot: false,
-        };
+        let metas = walk::blocking(move |budget| entries_within(reader, depth, budget)).await?;
         let mut out: Vec<String> = metas
             .into_iter()
             .filter(|m| m.rel.len() == depth)
+            .filter(|m| {
+                steps
+                    .iter()
+                    .zip(&m.rel)
+                    .all(|(p, n)| p.matches_with(n, MATCH))
+            })
             .map(|m| join(&base, &m.rel.join("/")))
-            .filter(|p| compiled.matches_with(p, opts))
             .collect();
         out.sort();
         Ok(out)

@@ -55,6 +55,12 @@ pub(crate) struct AgentConn {
     pub version: u32,
 }
 
+impl AsRef<AgentConn> for AgentConn {
+    fn as_ref(&self) -> &AgentConn {
+        self
+    }
+}
+
 impl Drop for AgentConn {
     fn drop(&mut self) {
         self.reader.abort();
@@ -218,7 +224,8 @@ impl AgentConn {
         }
     }
 
-    /// Asks the agent to kill the process group of exec `target`; best effort.
+    /// Asks the agent to stop request `target` (kill an exec's process group, stop a glob);
+    /// best effort.
     pub(crate) async fn cancel(&self, target: u64) {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let _ = self.send(id, HostMsg::Cancel { target }).await;

@@ -452,7 +452,7 @@ impl Provider for MicrovmProvider {
     }
 
     async fn glob(&self, runtime_id: &str, pattern: &str) -> Result<Vec<String>, ProviderError> {
-        files::glob(&self.vm(runtime_id)?.conn, pattern).await
+        files::glob(self.vm(runtime_id)?, pattern).await
     }
 
     async fn delete_file(
