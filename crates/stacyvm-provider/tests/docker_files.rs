@@ -268,3 +268,70 @@ async fn glob_stops_at_its_budget() {
         t.elapsed()
     );
 }
+
+/// Streamed uploads past the gathered first MiB go through a temporary file: modes (also ones
+/// without owner write) and overwrites work, and nothing is left beside the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_uploads_keep_modes_and_leave_nothing_behind() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    let data: Bytes = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    for (mode, want) in [("0444", "444"), ("0755", "755"), ("0640", "640")] {
+        let n = p
+            .write_file_stream(
+                &id,
+                "/workspace/sub/big.bin",
+                stacyvm_provider::chunked(data.clone()),
+                Some(mode),
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, data.len() as u64);
+        let st = p.stat_file(&id, "/workspace/sub/big.bin").await.unwrap();
+        assert_eq!((st.mode.as_str(), st.size), (want, 3_000_000), "{mode}");
+    }
+    let back = stacyvm_provider::collect(
+        p.read_file_stream(&id, "/workspace/sub/big.bin")
+            .await
+            .unwrap()
+            .body,
+    )
+    .await
+    .unwrap();
+    assert!(back == data, "content differs");
+    let o = sh(&p, &id, "ls -A /workspace/sub").await;
+    assert_eq!(o.stdout, "big.bin\n", "{o:?}");
+    let r = p
+        .write_file_stream(
+            &id,
+            "/workspace/sub",
+            stacyvm_provider::chunked(data.clone()),
+            None,
+        )
+        .await;
+    assert!(matches!(r, Err(ProviderError::InvalidInput(_))), "{r:?}");
+
+    // An upload whose caller goes away mid-body leaves no temporary file either.
+    let stalled = futures_util::StreamExt::chain(
+        stacyvm_provider::chunked(data.clone()),
+        futures_util::stream::pending(),
+    );
+    let upload = p.write_file_stream(&id, "/workspace/sub/gone.bin", Box::pin(stalled), None);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(3), upload)
+            .await
+            .is_err(),
+        "the upload cannot finish"
+    );
+    let mut left = String::new();
+    for _ in 0..100 {
+        left = sh(&p, &id, "ls -A /workspace/sub").await.stdout;
+        if left == "big.bin\n" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, "big.bin\n");
+}

@@ -67,6 +67,7 @@ macro_rules! __provider_conformance_checks {
             files_path_escape,
             files_stream_roundtrip,
             files_stream_errors,
+            files_stream_large,
             logs,
         }
     };

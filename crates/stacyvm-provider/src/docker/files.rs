@@ -41,14 +41,14 @@ pub(crate) fn clean_path(path: &str) -> Result<String, ProviderError> {
 }
 
 /// Parent directory of a clean absolute path (`/` for top-level entries).
-fn parent(path: &str) -> &str {
+pub(super) fn parent(path: &str) -> &str {
     match path.rfind('/') {
         Some(0) | None => "/",
         Some(i) => &path[..i],
     }
 }
 
-fn join(dir: &str, name: &str) -> String {
+pub(super) fn join(dir: &str, name: &str) -> String {
     if dir == "/" {
         format!("/{name}")
     } else {
@@ -78,6 +78,19 @@ fn info_from_stat(path: &str, st: &PathStat) -> FileInfo {
     }
 }
 
+pub(super) fn is_a_directory(given: &str) -> ProviderError {
+    ProviderError::InvalidInput(format!("is a directory: {given}"))
+}
+
+/// A write's mode: octal text or `executable`; none is 0644.
+pub(super) fn file_mode(mode: Option<&str>) -> Result<u32, ProviderError> {
+    match mode.map(str::trim).filter(|m| !m.is_empty()) {
+        None => Ok(0o644),
+        Some(m) => parse_mode(m)
+            .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {m:?}"))),
+    }
+}
+
 fn refuse_root(given: &str, what: &str) -> ProviderError {
     ProviderError::InvalidInput(format!("cannot {what} the sandbox root: {given:?}"))
 }
@@ -103,27 +116,32 @@ impl DockerProvider {
     ) -> Result<(), ProviderError> {
         let path = clean_path(given)?;
         if path == "/" {
-            return Err(ProviderError::InvalidInput(format!(
-                "is a directory: {given}"
-            )));
+            return Err(is_a_directory(given));
         }
-        let mode = match mode.map(str::trim).filter(|m| !m.is_empty()) {
-            None => 0o644,
-            Some(m) => parse_mode(m)
-                .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {m:?}")))?,
-        };
+        let mode = file_mode(mode)?;
         if self
             .path_stat(cid, &path)
             .await?
             .is_some_and(|s| s.is_dir())
         {
-            return Err(ProviderError::InvalidInput(format!(
-                "is a directory: {given}"
-            )));
+            return Err(is_a_directory(given));
         }
+        self.put_file(cid, &path, given, content, mode).await
+    }
+
+    /// Uploads `content` as the clean absolute `path` (not a directory: checked by the caller),
+    /// creating missing parents; errors name `given`.
+    pub(super) async fn put_file(
+        &self,
+        cid: &str,
+        path: &str,
+        given: &str,
+        content: Bytes,
+        mode: u32,
+    ) -> Result<(), ProviderError> {
         // Find the nearest existing ancestor; the tar creates everything below it.
         let mut missing: Vec<&str> = Vec::new();
-        let mut dir = parent(&path);
+        let mut dir = parent(path);
         loop {
             match self.path_stat(cid, dir).await? {
                 Some(st) if st.is_dir() => break,
@@ -148,36 +166,40 @@ impl DockerProvider {
                 .to_string()
         };
         let dirs: Vec<String> = missing.iter().rev().map(|d| rel(d)).collect();
-        let file = rel(&path);
+        let file = rel(path);
         let tar = blocking(move || file_tar(&dirs, &file, &content, mode)).await?;
         self.upload(cid, &base, tar, given).await
     }
 
-    pub(super) async fn read(&self, cid: &str, given: &str) -> Result<Bytes, ProviderError> {
+    /// The path of the regular file `given` names, symlinks followed (Docker resolves each
+    /// inside the container).
+    pub(super) async fn file_path(&self, cid: &str, given: &str) -> Result<String, ProviderError> {
         let mut path = clean_path(given)?;
         for _ in 0..MAX_LINKS {
             let st = self.must_stat(cid, &path, given).await?;
             if st.is_symlink() {
-                // Docker resolved the target inside the container already.
                 path = clean_path(&st.link_target)?;
                 continue;
             }
             if st.is_dir() {
-                return Err(ProviderError::InvalidInput(format!(
-                    "is a directory: {given}"
-                )));
+                return Err(is_a_directory(given));
             }
-            let reader = self.download(cid, &path, given).await?;
-            return match blocking(move || first_file(reader)).await? {
-                Some(data) => Ok(Bytes::from(data)),
-                None => Err(ProviderError::InvalidInput(format!(
-                    "not a regular file: {given}"
-                ))),
-            };
+            return Ok(path);
         }
         Err(ProviderError::InvalidInput(format!(
             "path {given:?} has too many levels of symbolic links"
         )))
+    }
+
+    pub(super) async fn read(&self, cid: &str, given: &str) -> Result<Bytes, ProviderError> {
+        let path = self.file_path(cid, given).await?;
+        let reader = self.download(cid, &path, given).await?;
+        match blocking(move || first_file(reader)).await? {
+            Some(data) => Ok(Bytes::from(data)),
+            None => Err(ProviderError::InvalidInput(format!(
+                "not a regular file: {given}"
+            ))),
+        }
     }
 
     /// Entries of a directory, sorted by name; `path` is the clean request path joined with the

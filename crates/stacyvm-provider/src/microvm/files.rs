@@ -11,7 +11,7 @@ use stacyvm_protocol::agent::{AgentFileInfo, ErrorCode, GuestMsg, HostMsg, FILE_
 use stacyvm_protocol::base64;
 use stacyvm_types::{format_rfc3339_secs, FileInfo};
 
-use super::agent_conn::{AgentConn, ConnError};
+use super::agent_conn::{AbortOnDrop, AgentConn, ConnError};
 use crate::{parse_mode, ProviderError};
 
 /// Per-request deadline for file operations (one chunk, one listing).
@@ -60,7 +60,7 @@ pub(crate) fn map_err(e: ConnError, given: &str) -> ProviderError {
     }
 }
 
-fn unexpected(m: GuestMsg) -> ProviderError {
+pub(super) fn unexpected(m: GuestMsg) -> ProviderError {
     ProviderError::internal(format!("unexpected agent answer {m:?}"))
 }
 
@@ -75,16 +75,34 @@ fn to_info(f: AgentFileInfo) -> FileInfo {
     }
 }
 
-async fn call(conn: &AgentConn, msg: HostMsg, given: &str) -> Result<GuestMsg, ProviderError> {
+pub(super) async fn call(
+    conn: &AgentConn,
+    msg: HostMsg,
+    given: &str,
+) -> Result<GuestMsg, ProviderError> {
     conn.call(msg, FILE_OP_TIMEOUT)
         .await
         .map_err(|e| map_err(e, given))
 }
 
-async fn expect_ok(conn: &AgentConn, msg: HostMsg, given: &str) -> Result<(), ProviderError> {
+pub(super) async fn expect_ok(
+    conn: &AgentConn,
+    msg: HostMsg,
+    given: &str,
+) -> Result<(), ProviderError> {
     match call(conn, msg, given).await? {
         GuestMsg::Ok => Ok(()),
         m => Err(unexpected(m)),
+    }
+}
+
+/// A write's mode: octal text or `executable`; `None` lets the agent pick 0644.
+pub(super) fn write_mode(mode: Option<&str>) -> Result<Option<u32>, ProviderError> {
+    match mode.map(str::trim).filter(|m| !m.is_empty()) {
+        None => Ok(None),
+        Some(m) => parse_mode(m)
+            .map(Some)
+            .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {m:?}"))),
     }
 }
 
@@ -100,13 +118,7 @@ pub(crate) async fn write(
             "is a directory: {given}"
         )));
     }
-    let mode = match mode.map(str::trim).filter(|m| !m.is_empty()) {
-        None => None,
-        Some(m) => Some(
-            parse_mode(m)
-                .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {m:?}")))?,
-        ),
-    };
+    let mode = write_mode(mode)?;
     let handle = match call(conn, HostMsg::WriteOpen { path, mode }, given).await? {
         GuestMsg::Opened { handle } => handle,
         m => return Err(unexpected(m)),
@@ -164,38 +176,6 @@ pub(crate) async fn stat(conn: &AgentConn, given: &str) -> Result<FileInfo, Prov
     }
 }
 
-/// How long the cancel of an abandoned request may take to go out.
-const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Sends the agent a `Cancel` for request `id` unless disarmed: dropped with the future of a
-/// glob whose caller went away, it stops the walk in the guest too. Drop cannot await, so the
-/// cancel goes out on a task of its own, bounded by [`CANCEL_TIMEOUT`].
-struct CancelInGuest<T: AsRef<AgentConn> + Send + Sync + 'static> {
-    owner: Option<Arc<T>>,
-    id: u64,
-}
-
-impl<T: AsRef<AgentConn> + Send + Sync + 'static> CancelInGuest<T> {
-    fn disarm(mut self) {
-        self.owner = None;
-    }
-}
-
-impl<T: AsRef<AgentConn> + Send + Sync + 'static> Drop for CancelInGuest<T> {
-    fn drop(&mut self) {
-        let (Some(owner), Ok(rt)) = (self.owner.take(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        let id = self.id;
-        rt.spawn(async move {
-            let conn = (*owner).as_ref();
-            let _ = tokio::time::timeout(CANCEL_TIMEOUT, conn.cancel(id)).await;
-            conn.forget(id);
-        });
-    }
-}
-
 /// The agent walks the guest under its own limits (entries, time; `InvalidInput` past them);
 /// dropping this future cancels the walk there.
 pub(crate) async fn glob<T: AsRef<AgentConn> + Send + Sync + 'static>(
@@ -208,10 +188,7 @@ pub(crate) async fn glob<T: AsRef<AgentConn> + Send + Sync + 'static>(
         pattern: pattern.clone(),
     };
     let (id, mut rx) = conn.start(msg).await.map_err(|e| map_err(e, &pattern))?;
-    let guard = CancelInGuest {
-        owner: Some(owner.clone()),
-        id,
-    };
+    let guard = AbortOnDrop::new(owner.clone(), HostMsg::Cancel { target: id }).forgetting(id);
     let answer = tokio::time::timeout(FILE_OP_TIMEOUT, rx.recv()).await;
     conn.forget(id);
     let answer = match answer {
