@@ -128,7 +128,16 @@ pub async fn files_stream_errors(p: &dyn Provider, image: &str) -> Result<(), Ch
             back.as_ref() == b"old",
             "failed large upload changed the file"
         );
-        let left = ok!(p.list_files(&id, "/workspace").await);
+        // Across a worker the failure reaches the caller before the worker has cleaned up:
+        // leftovers must be gone soon, not at once.
+        let mut left = Vec::new();
+        for _ in 0..50 {
+            left = ok!(p.list_files(&id, "/workspace").await);
+            if left.len() == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         ensure!(
             left.len() == 1 && left[0].path.ends_with("keep.txt"),
             "a failed upload left files behind: {left:?}"
