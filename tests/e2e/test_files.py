@@ -89,6 +89,13 @@ def test_glob(sandbox):
     assert sandbox.glob_files("/workspace/*.nomatch") == []
 
 
+def test_glob_does_not_walk_a_link_to_the_host_root(sandbox):
+    # Hardening finding 1: a link to `/` in a mock sandbox made `/**/*` walk the host.
+    sandbox.exec("ln -s / root && mkdir d && echo x > d/f")
+    assert sandbox.glob_files("/**/*") == ["/workspace/d", "/workspace/root"]
+    assert sandbox.glob_files("/workspace/*/*") == ["/workspace/d/f"]
+
+
 def test_delete_then_read_fails(sandbox):
     sandbox.write_file("/workspace/gone.txt", "x")
     sandbox.delete_file("/workspace/gone.txt")

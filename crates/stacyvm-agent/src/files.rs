@@ -1,5 +1,5 @@
-//! The eight file operations, on guest paths. The host has already cleaned the paths; here
-//! they only need to be absolute.
+//! The file operations on guest paths (glob lives in `glob.rs`, off the request loop). The host
+//! has already cleaned the paths; here they only need to be absolute.
 
 use std::collections::HashMap;
 use std::fs::{self, File, Metadata};
@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 
 use stacyvm_protocol::agent::{AgentFileInfo, ErrorCode, GuestMsg, HostMsg, FILE_CHUNK};
 use stacyvm_protocol::base64;
-
-use crate::glob;
 
 /// Open writes of the current session, by handle.
 #[derive(Default)]
@@ -92,9 +90,6 @@ pub fn handle(msg: HostMsg, writes: &mut Writes) -> GuestMsg {
         HostMsg::Read { path, offset, len } => read(&path, offset, len),
         HostMsg::List { path } => list(&path),
         HostMsg::Stat { path } => stat(&path),
-        HostMsg::Glob { pattern } => absolute(&pattern).map(|_| GuestMsg::Matches {
-            paths: glob::expand(&pattern),
-        }),
         HostMsg::Delete { path, recursive } => delete(&path, recursive),
         HostMsg::Move { from, to } => rename(&from, &to),
         HostMsg::Chmod { path, mode } => chmod(&path, mode),

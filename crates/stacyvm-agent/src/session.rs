@@ -16,6 +16,7 @@ use stacyvm_protocol::agent::{
 
 use crate::exec::{self, Running};
 use crate::files::{self, Writes};
+use crate::glob::Globs;
 use crate::{identity, port, sys};
 
 /// Frames queued for the writer; bounded so a slow host slows exec output down.
@@ -102,6 +103,7 @@ fn writer(mut f: File, rx: Receiver<(u64, Vec<u8>)>, current: Arc<AtomicU64>) {
 struct Session {
     version: Option<u32>,
     writes: Writes,
+    globs: Globs,
     out: Out,
 }
 
@@ -110,14 +112,16 @@ impl Session {
         Session {
             version: None,
             writes: Writes::default(),
+            globs: Globs::default(),
             out: out.bound(),
         }
     }
 
-    /// Ends this session: unfinished writes are discarded and its commands killed (nobody is
-    /// left to receive their output).
+    /// Ends this session: unfinished writes are discarded, its globs stopped and its commands
+    /// killed (nobody is left to receive their output).
     fn end(mut self, running: &Running) -> Session {
         self.writes.clear();
+        self.globs.cancel_all();
         self.out.next_session();
         for pgid in lock(running).values() {
             sys::kill_group(*pgid);
@@ -252,8 +256,10 @@ fn handle(frame: HostFrame, session: &mut Session, running: &Running) {
         }
         HostMsg::Cancel { target } => {
             exec::cancel(target, running);
+            session.globs.cancel(target);
             out.send(id, GuestMsg::Ok);
         }
+        HostMsg::Glob { pattern } => session.globs.start(id, pattern, out),
         other => {
             let reply = files::handle(other, &mut session.writes);
             out.send(id, reply);

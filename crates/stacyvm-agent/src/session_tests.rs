@@ -238,3 +238,57 @@ fn cancel_kills_a_running_command_and_a_new_hello_resets_the_session() {
     let f = h.recv();
     assert_eq!((f.id, f.msg), (31, GuestMsg::Pong));
 }
+
+/// Globs run off the request loop, never walk into a link (here one to `/`), and answer under
+/// their own id; a relative pattern is refused.
+#[test]
+fn glob_answers_under_its_id_without_walking_links() {
+    let dir = std::env::temp_dir().join(format!("agent-session-glob-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("g")).expect("mkdir");
+    std::fs::write(dir.join("g/f"), b"x").expect("write");
+    std::os::unix::fs::symlink("/", dir.join("g/root")).expect("link");
+    let d = dir.to_string_lossy().into_owned();
+    let mut h = Host::start();
+    h.hello();
+    h.send(
+        40,
+        HostMsg::Glob {
+            pattern: format!("{d}/*/*/*"),
+        },
+    );
+    let f = h.recv();
+    assert_eq!(f.id, 40);
+    assert_eq!(f.msg, GuestMsg::Matches { paths: Vec::new() }, "{f:?}");
+    h.send(
+        41,
+        HostMsg::Glob {
+            pattern: format!("{d}/*/*"),
+        },
+    );
+    let f = h.recv();
+    let want = vec![format!("{d}/g/f"), format!("{d}/g/root")];
+    assert_eq!((f.id, f.msg), (41, GuestMsg::Matches { paths: want }));
+    h.send(
+        42,
+        HostMsg::Glob {
+            pattern: "rel/*".into(),
+        },
+    );
+    let f = h.recv();
+    assert!(
+        f.id == 42
+            && matches!(
+                f.msg,
+                GuestMsg::Error {
+                    code: ErrorCode::InvalidInput,
+                    ..
+                }
+            ),
+        "{f:?}"
+    );
+    // Cancelling a glob that already answered (or any unknown id) is a no-op.
+    h.send(43, HostMsg::Cancel { target: 40 });
+    assert_eq!(h.recv().msg, GuestMsg::Ok);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

@@ -62,7 +62,9 @@ pub enum HostMsg {
     Ping,
     /// Runs a process; answered by `Output`* then `Exit` or `TimedOut` (or `Error`).
     Exec(ExecStart),
-    /// Kills the process group of the exec with request id `target`.
+    /// Kills the process group of the exec with request id `target`, or stops the glob with
+    /// that id (agents older than this comment ignore a glob's id: their glob runs to its end).
+    /// Answered by `Ok` whether or not `target` was running.
     Cancel { target: u64 },
     /// Starts a file write (parents created, mode applied at commit); answered by `Opened`.
     WriteOpen {
@@ -80,7 +82,9 @@ pub enum HostMsg {
     List { path: String },
     /// Answered by `Stat`.
     Stat { path: String },
-    /// Absolute glob pattern (`*`, `?`, `[..]` per component); answered by `Matches`.
+    /// Absolute glob pattern (`*`, `?`, `[..]` per component); answered by `Matches`. The walk
+    /// never enters a symlink below the pattern's literal prefix; past its limits (entries
+    /// looked at, time) it answers `Error` `invalid_input` naming the limit.
     Glob { pattern: String },
     /// Answered by `Ok`; a missing path is `NotFound` unless `recursive`.
     Delete { path: String, recursive: bool },

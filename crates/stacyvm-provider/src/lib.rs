@@ -11,6 +11,7 @@ mod microvm;
 mod mock;
 mod registry;
 mod stream;
+mod walk;
 mod wire;
 
 use std::collections::BTreeMap;

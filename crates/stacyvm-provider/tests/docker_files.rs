@@ -226,3 +226,112 @@ async fn move_chmod_delete_and_errors() {
         Err(ProviderError::InvalidInput(_))
     ));
 }
+
+/// A glob reads a tar of its prefix directory under the walk budget: more entries than the
+/// budget allows, or a download that outlasts its time (here one huge sparse file, which the
+/// archive sends in full), end in a clear 400-class error instead of running on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glob_stops_at_its_budget() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    let o = sh(
+        &p,
+        &id,
+        "for i in $(seq 400); do mkdir -p big/d$i && (cd big/d$i && touch $(seq 300)); done",
+    )
+    .await;
+    assert_eq!(o.code, 0, "{o:?}");
+    let r = p.glob(&id, "/workspace/big/*/*").await.map(|v| v.len());
+    assert!(
+        matches!(&r, Err(ProviderError::InvalidInput(m)) if m.contains("entries")),
+        "{r:?}"
+    );
+    assert_eq!(
+        p.glob(&id, "/workspace/big/d7/1*").await.unwrap().len(),
+        111
+    );
+
+    let o = sh(&p, &id, "mkdir huge && truncate -s 200G huge/sparse").await;
+    assert_eq!(o.code, 0, "{o:?}");
+    let t = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        p.glob(&id, "/workspace/huge/*"),
+    )
+    .await
+    .expect("the time budget ends the walk");
+    assert!(
+        matches!(&r, Err(ProviderError::InvalidInput(m)) if m.contains(" s;")),
+        "{r:?} after {:?}",
+        t.elapsed()
+    );
+}
+
+/// Streamed uploads past the gathered first MiB go through a temporary file: modes (also ones
+/// without owner write) and overwrites work, and nothing is left beside the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_uploads_keep_modes_and_leave_nothing_behind() {
+    let Some(p) = provider(DockerConfig::default()).await else {
+        return;
+    };
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    let data: Bytes = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    for (mode, want) in [("0444", "444"), ("0755", "755"), ("0640", "640")] {
+        let n = p
+            .write_file_stream(
+                &id,
+                "/workspace/sub/big.bin",
+                stacyvm_provider::chunked(data.clone()),
+                Some(mode),
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, data.len() as u64);
+        let st = p.stat_file(&id, "/workspace/sub/big.bin").await.unwrap();
+        assert_eq!((st.mode.as_str(), st.size), (want, 3_000_000), "{mode}");
+    }
+    let back = stacyvm_provider::collect(
+        p.read_file_stream(&id, "/workspace/sub/big.bin")
+            .await
+            .unwrap()
+            .body,
+    )
+    .await
+    .unwrap();
+    assert!(back == data, "content differs");
+    let o = sh(&p, &id, "ls -A /workspace/sub").await;
+    assert_eq!(o.stdout, "big.bin\n", "{o:?}");
+    let r = p
+        .write_file_stream(
+            &id,
+            "/workspace/sub",
+            stacyvm_provider::chunked(data.clone()),
+            None,
+        )
+        .await;
+    assert!(matches!(r, Err(ProviderError::InvalidInput(_))), "{r:?}");
+
+    // An upload whose caller goes away mid-body leaves no temporary file either.
+    let stalled = futures_util::StreamExt::chain(
+        stacyvm_provider::chunked(data.clone()),
+        futures_util::stream::pending(),
+    );
+    let upload = p.write_file_stream(&id, "/workspace/sub/gone.bin", Box::pin(stalled), None);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(3), upload)
+            .await
+            .is_err(),
+        "the upload cannot finish"
+    );
+    let mut left = String::new();
+    for _ in 0..100 {
+        left = sh(&p, &id, "ls -A /workspace/sub").await.stdout;
+        if left == "big.bin\n" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, "big.bin\n");
+}

@@ -19,13 +19,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use stacyvm_provider::conformance::{self, exec_collect, sh, spec, CheckFailure};
 use stacyvm_provider::{
-    ChunkSender, ExecRequest, MicrovmProvider, Provider, ProviderError, RuntimeInfo, SandboxSpec,
-    Spawned,
+    ByteStream, ChunkSender, ExecRequest, FileStream, MicrovmProvider, Provider, ProviderError,
+    RuntimeInfo, SandboxSpec, Spawned,
 };
 use stacyvm_types::{FileInfo, SandboxState};
 use tokio::time::timeout;
 
 use microvm_support::{config, image, BOOT_BOUND};
+
+/// Size of the streamed large-file check here (the suite's default is 128 MiB).
+const LARGE_ON_TCG: u64 = 24 << 20;
 
 /// One VM test at a time in this process: they are CPU-bound under TCG.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -99,6 +102,21 @@ impl Provider for SharedVm {
     async fn read_file(&self, id: &str, path: &str) -> Result<Bytes, ProviderError> {
         self.inner.read_file(id, path).await
     }
+    fn streams_files(&self) -> bool {
+        self.inner.streams_files()
+    }
+    async fn read_file_stream(&self, id: &str, path: &str) -> Result<FileStream, ProviderError> {
+        self.inner.read_file_stream(id, path).await
+    }
+    async fn write_file_stream(
+        &self,
+        id: &str,
+        path: &str,
+        body: ByteStream,
+        mode: Option<&str>,
+    ) -> Result<u64, ProviderError> {
+        self.inner.write_file_stream(id, path, body, mode).await
+    }
     async fn list_files(&self, id: &str, path: &str) -> Result<Vec<FileInfo>, ProviderError> {
         self.inner.list_files(id, path).await
     }
@@ -154,7 +172,10 @@ async fn suite_on_one_vm() {
     // `lifecycle` boots its own VM (its own test); `unknown_sandbox` runs on the provider itself,
     // since the shared VM's destroy only forgets it.
     for check in conformance::checks() {
-        if matches!(check.name, "lifecycle" | "unknown_sandbox") {
+        if matches!(
+            check.name,
+            "lifecycle" | "unknown_sandbox" | "files_stream_large"
+        ) {
             continue;
         }
         let t = Instant::now();
@@ -166,6 +187,18 @@ async fn suite_on_one_vm() {
                 message: "timed out".into(),
             }),
         }
+    }
+    // TCG moves a few MB/s through the agent: a smaller file, still far past any buffer.
+    let t = Instant::now();
+    let img = image();
+    let large = conformance::files_stream_large_sized(&shared, &img, LARGE_ON_TCG);
+    match timeout(Duration::from_secs(120), large).await {
+        Ok(Ok(())) => eprintln!("ok   files_stream_large ({:?})", t.elapsed()),
+        Ok(Err(f)) => failures.push(f),
+        Err(_) => failures.push(CheckFailure {
+            check: "files_stream_large",
+            message: "timed out".into(),
+        }),
     }
     let unknown = conformance::unknown_sandbox(&*p, &image()).await;
     timeout(Duration::from_secs(30), p.destroy(&id))
@@ -187,6 +220,27 @@ async fn suite_on_one_vm() {
         all.len(),
         all.join("\n")
     );
+}
+
+/// The streamed large-file check at its full 128 MiB, on its own VM. Minutes under TCG, so
+/// only by hand: `cargo test -p stacyvm-provider --features microvm --test microvm_conformance
+/// -- --ignored large_stream_full_size`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "moves 256 MiB through a TCG guest: minutes"]
+async fn large_stream_full_size() {
+    let Some(p) = provider() else { return };
+    let _serial = SERIAL.lock().await;
+    let t = Instant::now();
+    let r = timeout(
+        Duration::from_secs(1200),
+        conformance::files_stream_large(&*p, &image()),
+    )
+    .await
+    .expect("bound");
+    eprintln!("files_stream_large (128 MiB): {:?}", t.elapsed());
+    if let Err(e) = r {
+        panic!("{e}");
+    }
 }
 
 /// Cold boot, exec, destroy, and everything after destroy: its own VM.

@@ -55,6 +55,7 @@ macro_rules! store_conformance_tests {
             lease_renew_rules,
             lease_release_rules,
             lease_list_ordered,
+            lease_prune,
             audit_filter_and_order,
             audit_prune,
         );

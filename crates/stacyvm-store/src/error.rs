@@ -39,6 +39,12 @@ impl StoreError {
         }
     }
 
+    /// `prune_leases` without a prefix would reach sandbox leases, whose generations must
+    /// survive.
+    pub(crate) fn no_lease_prefix() -> Self {
+        StoreError::Unsupported("pruning leases needs a resource-id prefix".into())
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
     }

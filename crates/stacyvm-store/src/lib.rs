@@ -136,6 +136,16 @@ pub trait Store: Send + Sync + 'static {
     async fn release_lease(&self, resource_id: &str, holder_id: &str) -> Result<(), StoreError>;
     async fn get_lease(&self, resource_id: &str) -> Result<Lease, StoreError>;
     async fn list_leases(&self) -> Result<Vec<Lease>, StoreError>;
+    /// Deletes the rows of leases whose resource id starts with `prefix` (non-empty) and that
+    /// are released, or expired at least `expired_for` ago; returns how many. Only for
+    /// resources whose ids are never reused (a control plane's presence lease): a deleted row's
+    /// generation starts again at 1, so sandbox leases, whose generations fence workers, must
+    /// never be pruned.
+    async fn prune_leases(
+        &self,
+        prefix: &str,
+        expired_for: std::time::Duration,
+    ) -> Result<u64, StoreError>;
 
     // --- admin audit -----------------------------------------------------------------------
     async fn insert_admin_audit(&self, rec: &NewAdminAudit) -> Result<(), StoreError>;

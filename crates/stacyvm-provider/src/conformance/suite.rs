@@ -60,12 +60,14 @@ macro_rules! __provider_conformance_checks {
             files_list,
             files_stat,
             files_glob,
+            files_glob_links,
             files_move,
             files_chmod,
             files_delete,
             files_path_escape,
             files_stream_roundtrip,
             files_stream_errors,
+            files_stream_large,
             logs,
         }
     };

@@ -12,6 +12,7 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::{api_err, is_status, server_message, DockerProvider};
+use crate::walk::WalkBudget;
 use crate::ProviderError;
 
 // Go's `io/fs.FileMode` bits, as the archive API reports modes.
@@ -180,11 +181,46 @@ pub(super) async fn blocking<T: Send + 'static>(
 
 /// Entries of a directory download (`<dir>/.`), at most `max_depth` levels below it.
 pub(super) fn entries(reader: impl Read, max_depth: usize) -> io::Result<Vec<EntryMeta>> {
+    entries_with(reader, max_depth, |_| Ok(()), |e| e)
+}
+
+/// [`entries`] for a glob: every entry within `max_depth` counts against `budget` (the
+/// entries below it are Docker's overhead, bounded by the budget's time), and the download
+/// stops as soon as the budget is spent or the caller went away.
+pub(super) fn entries_within(
+    reader: impl Read,
+    max_depth: usize,
+    budget: &mut WalkBudget,
+) -> Result<Vec<EntryMeta>, ProviderError> {
+    let reader = budget.guard(reader);
+    let res = entries_with(
+        reader,
+        max_depth,
+        |within| {
+            if within {
+                budget.visit()
+            } else {
+                budget.check()
+            }
+        },
+        |e| ProviderError::internal_with("reading the file archive failed", e),
+    );
+    // A read the guard cut off reports why it was cut.
+    res.map_err(|e| budget.check().err().unwrap_or(e))
+}
+
+/// Walks the tar, calling `visit(within_depth)` for every entry before looking at it.
+fn entries_with<E>(
+    reader: impl Read,
+    max_depth: usize,
+    mut visit: impl FnMut(bool) -> Result<(), E>,
+    io: impl Fn(io::Error) -> E,
+) -> Result<Vec<EntryMeta>, E> {
     let mut ar = tar::Archive::new(reader);
     let mut out = Vec::new();
-    for entry in ar.entries()? {
-        let entry = entry?;
-        let path = entry.path()?;
+    for entry in ar.entries().map_err(&io)? {
+        let entry = entry.map_err(&io)?;
+        let path = entry.path().map_err(&io)?;
         let rel: Vec<String> = path
             .components()
             .filter_map(|c| match c {
@@ -192,7 +228,9 @@ pub(super) fn entries(reader: impl Read, max_depth: usize) -> io::Result<Vec<Ent
                 _ => None,
             })
             .collect();
-        if rel.is_empty() || rel.len() > max_depth {
+        let within = !rel.is_empty() && rel.len() <= max_depth;
+        visit(within)?;
+        if !within {
             continue;
         }
         let h = entry.header();
@@ -202,11 +240,11 @@ pub(super) fn entries(reader: impl Read, max_depth: usize) -> io::Result<Vec<Ent
             size: if is_dir {
                 0
             } else {
-                i64::try_from(h.size()?).unwrap_or(i64::MAX)
+                i64::try_from(h.size().map_err(&io)?).unwrap_or(i64::MAX)
             },
-            mode: h.mode()? & 0o7777,
+            mode: h.mode().map_err(&io)? & 0o7777,
             is_dir,
-            mtime: h.mtime()?,
+            mtime: h.mtime().map_err(&io)?,
         });
     }
     Ok(out)

@@ -378,7 +378,7 @@ impl DockerProvider {
     }
 
     /// Waits for the exec's main process to be reported finished; returns (exit code, pid).
-    async fn wait_exit<F, Fut>(
+    pub(super) async fn wait_exit<F, Fut>(
         &self,
         exec_id: &str,
         deadline: Option<Instant>,

@@ -7,8 +7,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use stacyvm_types::{format_rfc3339_secs, parse_rfc3339, FileInfo};
 
-use super::archive::{blocking, entries, file_tar, first_file, PathStat};
+use super::archive::{blocking, entries, entries_within, file_tar, first_file, PathStat};
 use super::DockerProvider;
+use crate::walk::{self, component, has_wildcard, MATCH};
 use crate::{parse_mode, ProviderError};
 
 /// Symlinks followed when reading a file.
@@ -40,14 +41,14 @@ pub(crate) fn clean_path(path: &str) -> Result<String, ProviderError> {
 }
 
 /// Parent directory of a clean absolute path (`/` for top-level entries).
-fn parent(path: &str) -> &str {
+pub(super) fn parent(path: &str) -> &str {
     match path.rfind('/') {
         Some(0) | None => "/",
         Some(i) => &path[..i],
     }
 }
 
-fn join(dir: &str, name: &str) -> String {
+pub(super) fn join(dir: &str, name: &str) -> String {
     if dir == "/" {
         format!("/{name}")
     } else {
@@ -77,12 +78,21 @@ fn info_from_stat(path: &str, st: &PathStat) -> FileInfo {
     }
 }
 
-fn refuse_root(given: &str, what: &str) -> ProviderError {
-    ProviderError::InvalidInput(format!("cannot {what} the sandbox root: {given:?}"))
+pub(super) fn is_a_directory(given: &str) -> ProviderError {
+    ProviderError::InvalidInput(format!("is a directory: {given}"))
 }
 
-fn has_wildcard(s: &str) -> bool {
-    s.contains(['*', '?', '['])
+/// A write's mode: octal text or `executable`; none is 0644.
+pub(super) fn file_mode(mode: Option<&str>) -> Result<u32, ProviderError> {
+    match mode.map(str::trim).filter(|m| !m.is_empty()) {
+        None => Ok(0o644),
+        Some(m) => parse_mode(m)
+            .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {m:?}"))),
+    }
+}
+
+fn refuse_root(given: &str, what: &str) -> ProviderError {
+    ProviderError::InvalidInput(format!("cannot {what} the sandbox root: {given:?}"))
 }
 
 impl DockerProvider {
@@ -106,27 +116,32 @@ impl DockerProvider {
     ) -> Result<(), ProviderError> {
         let path = clean_path(given)?;
         if path == "/" {
-            return Err(ProviderError::InvalidInput(format!(
-                "is a directory: {given}"
-            )));
+            return Err(is_a_directory(given));
         }
-        let mode = match mode.map(str::trim).filter(|m| !m.is_empty()) {
-            None => 0o644,
-            Some(m) => parse_mode(m)
-                .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {m:?}")))?,
-        };
+        let mode = file_mode(mode)?;
         if self
             .path_stat(cid, &path)
             .await?
             .is_some_and(|s| s.is_dir())
         {
-            return Err(ProviderError::InvalidInput(format!(
-                "is a directory: {given}"
-            )));
+            return Err(is_a_directory(given));
         }
+        self.put_file(cid, &path, given, content, mode).await
+    }
+
+    /// Uploads `content` as the clean absolute `path` (not a directory: checked by the caller),
+    /// creating missing parents; errors name `given`.
+    pub(super) async fn put_file(
+        &self,
+        cid: &str,
+        path: &str,
+        given: &str,
+        content: Bytes,
+        mode: u32,
+    ) -> Result<(), ProviderError> {
         // Find the nearest existing ancestor; the tar creates everything below it.
         let mut missing: Vec<&str> = Vec::new();
-        let mut dir = parent(&path);
+        let mut dir = parent(path);
         loop {
             match self.path_stat(cid, dir).await? {
                 Some(st) if st.is_dir() => break,
@@ -151,36 +166,40 @@ impl DockerProvider {
                 .to_string()
         };
         let dirs: Vec<String> = missing.iter().rev().map(|d| rel(d)).collect();
-        let file = rel(&path);
+        let file = rel(path);
         let tar = blocking(move || file_tar(&dirs, &file, &content, mode)).await?;
         self.upload(cid, &base, tar, given).await
     }
 
-    pub(super) async fn read(&self, cid: &str, given: &str) -> Result<Bytes, ProviderError> {
+    /// The path of the regular file `given` names, symlinks followed (Docker resolves each
+    /// inside the container).
+    pub(super) async fn file_path(&self, cid: &str, given: &str) -> Result<String, ProviderError> {
         let mut path = clean_path(given)?;
         for _ in 0..MAX_LINKS {
             let st = self.must_stat(cid, &path, given).await?;
             if st.is_symlink() {
-                // Docker resolved the target inside the container already.
                 path = clean_path(&st.link_target)?;
                 continue;
             }
             if st.is_dir() {
-                return Err(ProviderError::InvalidInput(format!(
-                    "is a directory: {given}"
-                )));
+                return Err(is_a_directory(given));
             }
-            let reader = self.download(cid, &path, given).await?;
-            return match blocking(move || first_file(reader)).await? {
-                Some(data) => Ok(Bytes::from(data)),
-                None => Err(ProviderError::InvalidInput(format!(
-                    "not a regular file: {given}"
-                ))),
-            };
+            return Ok(path);
         }
         Err(ProviderError::InvalidInput(format!(
             "path {given:?} has too many levels of symbolic links"
         )))
+    }
+
+    pub(super) async fn read(&self, cid: &str, given: &str) -> Result<Bytes, ProviderError> {
+        let path = self.file_path(cid, given).await?;
+        let reader = self.download(cid, &path, given).await?;
+        match blocking(move || first_file(reader)).await? {
+            Some(data) => Ok(Bytes::from(data)),
+            None => Err(ProviderError::InvalidInput(format!(
+                "not a regular file: {given}"
+            ))),
+        }
     }
 
     /// Entries of a directory, sorted by name; `path` is the clean request path joined with the
@@ -219,8 +238,14 @@ impl DockerProvider {
         Ok(info_from_stat(&path, &st))
     }
 
-    /// Shell-style glob (no `**`; `*` may match a leading dot, as Go's `filepath.Glob`).
+    /// Shell-style glob (`**` is `*`; `*` may match a leading dot, as Go's `filepath.Glob`).
     /// Absolute, sorted results; no match is an empty list.
+    ///
+    /// Everything below the literal prefix comes from one tar download of the prefix, which
+    /// Docker builds inside the container without following symlinks: a link the pattern
+    /// reaches is a match when it is the last component and is never walked into. The
+    /// download is read under a [`WalkBudget`](crate::walk::WalkBudget) and dropped (closing
+    /// the connection to the daemon) when the budget runs out or the caller goes away.
     pub(super) async fn glob_paths(
         &self,
         cid: &str,
@@ -230,15 +255,17 @@ impl DockerProvider {
             return Err(ProviderError::InvalidInput("pattern is required".into()));
         }
         let full = clean_path(pattern)?;
-        let compiled = glob::Pattern::new(&full)
-            .map_err(|e| ProviderError::InvalidInput(format!("invalid glob pattern: {}", e.msg)))?;
         let comps: Vec<&str> = full.split('/').filter(|c| !c.is_empty()).collect();
         let Some(first_wild) = comps.iter().position(|c| has_wildcard(c)) else {
             let exists = self.path_stat(cid, &full).await?.is_some();
             return Ok(if exists { vec![full] } else { Vec::new() });
         };
+        let steps: Vec<glob::Pattern> = comps[first_wild..]
+            .iter()
+            .map(|c| component(c))
+            .collect::<Result<_, _>>()?;
         let base = format!("/{}", comps[..first_wild].join("/"));
-        let depth = comps.len() - first_wild;
+        let depth = steps.len();
         match self.path_stat(cid, &base).await? {
             Some(st) if st.is_dir() || st.is_symlink() => {}
             _ => return Ok(Vec::new()),
@@ -248,17 +275,17 @@ impl DockerProvider {
             Err(ProviderError::FileNotFound(_)) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let metas = blocking(move || entries(reader, depth)).await?;
-        let opts = glob::MatchOptions {
-            case_sensitive: true,
-            require_literal_separator: true,
-            require_literal_leading_dot: false,
-        };
+        let metas = walk::blocking(move |budget| entries_within(reader, depth, budget)).await?;
         let mut out: Vec<String> = metas
             .into_iter()
             .filter(|m| m.rel.len() == depth)
+            .filter(|m| {
+                steps
+                    .iter()
+                    .zip(&m.rel)
+                    .all(|(p, n)| p.matches_with(n, MATCH))
+            })
             .map(|m| join(&base, &m.rel.join("/")))
-            .filter(|p| compiled.matches_with(p, opts))
             .collect();
         out.sort();
         Ok(out)

@@ -12,6 +12,7 @@ mod files;
 mod image;
 mod kill;
 mod settings;
+mod stream;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,8 +26,8 @@ use settings::Settings;
 use stacyvm_types::{FileInfo, SandboxState};
 
 use crate::{
-    ChunkSender, DockerConfig, ExecRequest, Provider, ProviderError, RuntimeInfo, SandboxSpec,
-    Spawned, Stats,
+    ByteStream, ChunkSender, DockerConfig, ExecRequest, FileStream, Provider, ProviderError,
+    RuntimeInfo, SandboxSpec, Spawned, Stats,
 };
 
 /// Label every sandbox container carries; the provider manages nothing else.
@@ -299,6 +300,30 @@ impl Provider for DockerProvider {
     async fn read_file(&self, runtime_id: &str, path: &str) -> Result<Bytes, ProviderError> {
         let cid = self.container(runtime_id).await?;
         self.read(&cid, path).await
+    }
+
+    fn streams_files(&self) -> bool {
+        true
+    }
+
+    async fn read_file_stream(
+        &self,
+        runtime_id: &str,
+        path: &str,
+    ) -> Result<FileStream, ProviderError> {
+        let cid = self.container(runtime_id).await?;
+        self.read_stream(&cid, path).await
+    }
+
+    async fn write_file_stream(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        body: ByteStream,
+        mode: Option<&str>,
+    ) -> Result<u64, ProviderError> {
+        let cid = self.container(runtime_id).await?;
+        self.write_stream(&cid, path, body, mode).await
     }
 
     async fn list_files(

@@ -55,6 +55,12 @@ pub(crate) struct AgentConn {
     pub version: u32,
 }
 
+impl AsRef<AgentConn> for AgentConn {
+    fn as_ref(&self) -> &AgentConn {
+        self
+    }
+}
+
 impl Drop for AgentConn {
     fn drop(&mut self) {
         self.reader.abort();
@@ -218,10 +224,70 @@ impl AgentConn {
         }
     }
 
-    /// Asks the agent to kill the process group of exec `target`; best effort.
+    /// Asks the agent to stop request `target` (kill an exec's process group, stop a glob);
+    /// best effort.
     pub(crate) async fn cancel(&self, target: u64) {
+        self.notify(HostMsg::Cancel { target }).await;
+    }
+
+    /// Sends `msg` and ignores its answer; best effort.
+    pub(crate) async fn notify(&self, msg: HostMsg) {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let _ = self.send(id, HostMsg::Cancel { target }).await;
+        let _ = self.send(id, msg).await;
+    }
+}
+
+/// How long the message of an abandoned request may take to go out.
+const ABORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends the agent `msg` unless disarmed: dropped with the future of a request whose caller
+/// went away, it tells the agent to stop the work (`Cancel` a glob, discard a write with
+/// `WriteClose`). Drop cannot await, so the message goes out on a task of its own, bounded by
+/// [`ABORT_TIMEOUT`].
+pub(crate) struct AbortOnDrop<T: AsRef<AgentConn> + Send + Sync + 'static> {
+    owner: Option<Arc<T>>,
+    msg: Option<HostMsg>,
+    /// The abandoned request's waiter, dropped too.
+    waiter: Option<u64>,
+}
+
+impl<T: AsRef<AgentConn> + Send + Sync + 'static> AbortOnDrop<T> {
+    pub(crate) fn new(owner: Arc<T>, msg: HostMsg) -> Self {
+        AbortOnDrop {
+            owner: Some(owner),
+            msg: Some(msg),
+            waiter: None,
+        }
+    }
+
+    /// Also forgets the waiter of request `id`.
+    pub(crate) fn forgetting(mut self, id: u64) -> Self {
+        self.waiter = Some(id);
+        self
+    }
+
+    pub(crate) fn disarm(mut self) {
+        self.owner = None;
+    }
+}
+
+impl<T: AsRef<AgentConn> + Send + Sync + 'static> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        let (Some(owner), Some(msg), Ok(rt)) = (
+            self.owner.take(),
+            self.msg.take(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let waiter = self.waiter;
+        rt.spawn(async move {
+            let conn = (*owner).as_ref();
+            if let Some(id) = waiter {
+                conn.forget(id);
+            }
+            let _ = tokio::time::timeout(ABORT_TIMEOUT, conn.notify(msg)).await;
+        });
     }
 }
 

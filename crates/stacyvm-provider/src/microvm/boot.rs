@@ -76,6 +76,12 @@ pub(crate) struct Vm {
     pub kind: BootKind,
 }
 
+impl AsRef<AgentConn> for Vm {
+    fn as_ref(&self) -> &AgentConn {
+        &self.conn
+    }
+}
+
 impl Vm {
     pub fn exited(&self) -> bool {
         !matches!(lock(&self.child).try_wait(), Ok(None))

@@ -2,6 +2,7 @@
 //! refused) before they reach the guest; content moves in [`FILE_CHUNK`] pieces so files of
 //! any size stay within the frame limit.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use stacyvm_protocol::agent::{AgentFileInfo, ErrorCode, GuestMsg, HostMsg, FILE_
 use stacyvm_protocol::base64;
 use stacyvm_types::{format_rfc3339_secs, FileInfo};
 
-use super::agent_conn::{AgentConn, ConnError};
+use super::agent_conn::{AbortOnDrop, AgentConn, ConnError};
 use crate::{parse_mode, ProviderError};
 
 /// Per-request deadline for file operations (one chunk, one listing).
@@ -59,7 +60,7 @@ pub(crate) fn map_err(e: ConnError, given: &str) -> ProviderError {
     }
 }
 
-fn unexpected(m: GuestMsg) -> ProviderError {
+pub(super) fn unexpected(m: GuestMsg) -> ProviderError {
     ProviderError::internal(format!("unexpected agent answer {m:?}"))
 }
 
@@ -74,16 +75,34 @@ fn to_info(f: AgentFileInfo) -> FileInfo {
     }
 }
 
-async fn call(conn: &AgentConn, msg: HostMsg, given: &str) -> Result<GuestMsg, ProviderError> {
+pub(super) async fn call(
+    conn: &AgentConn,
+    msg: HostMsg,
+    given: &str,
+) -> Result<GuestMsg, ProviderError> {
     conn.call(msg, FILE_OP_TIMEOUT)
         .await
         .map_err(|e| map_err(e, given))
 }
 
-async fn expect_ok(conn: &AgentConn, msg: HostMsg, given: &str) -> Result<(), ProviderError> {
+pub(super) async fn expect_ok(
+    conn: &AgentConn,
+    msg: HostMsg,
+    given: &str,
+) -> Result<(), ProviderError> {
     match call(conn, msg, given).await? {
         GuestMsg::Ok => Ok(()),
         m => Err(unexpected(m)),
+    }
+}
+
+/// A write's mode: octal text or `executable`; `None` lets the agent pick 0644.
+pub(super) fn write_mode(mode: Option<&str>) -> Result<Option<u32>, ProviderError> {
+    match mode.map(str::trim).filter(|m| !m.is_empty()) {
+        None => Ok(None),
+        Some(m) => parse_mode(m)
+            .map(Some)
+            .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {m:?}"))),
     }
 }
 
@@ -99,13 +118,7 @@ pub(crate) async fn write(
             "is a directory: {given}"
         )));
     }
-    let mode = match mode.map(str::trim).filter(|m| !m.is_empty()) {
-        None => None,
-        Some(m) => Some(
-            parse_mode(m)
-                .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {m:?}")))?,
-        ),
-    };
+    let mode = write_mode(mode)?;
     let handle = match call(conn, HostMsg::WriteOpen { path, mode }, given).await? {
         GuestMsg::Opened { handle } => handle,
         m => return Err(unexpected(m)),
@@ -163,19 +176,36 @@ pub(crate) async fn stat(conn: &AgentConn, given: &str) -> Result<FileInfo, Prov
     }
 }
 
-pub(crate) async fn glob(conn: &AgentConn, pattern: &str) -> Result<Vec<String>, ProviderError> {
+/// The agent walks the guest under its own limits (entries, time; `InvalidInput` past them);
+/// dropping this future cancels the walk there.
+pub(crate) async fn glob<T: AsRef<AgentConn> + Send + Sync + 'static>(
+    owner: Arc<T>,
+    pattern: &str,
+) -> Result<Vec<String>, ProviderError> {
     let pattern = clean_path(pattern)?;
-    match call(
-        conn,
-        HostMsg::Glob {
-            pattern: pattern.clone(),
-        },
-        &pattern,
-    )
-    .await?
-    {
-        GuestMsg::Matches { paths } => Ok(paths),
-        m => Err(unexpected(m)),
+    let conn = (*owner).as_ref();
+    let msg = HostMsg::Glob {
+        pattern: pattern.clone(),
+    };
+    let (id, mut rx) = conn.start(msg).await.map_err(|e| map_err(e, &pattern))?;
+    let guard = AbortOnDrop::new(owner.clone(), HostMsg::Cancel { target: id }).forgetting(id);
+    let answer = tokio::time::timeout(FILE_OP_TIMEOUT, rx.recv()).await;
+    conn.forget(id);
+    let answer = match answer {
+        // Still walking: the guard tells the agent to stop.
+        Err(_) => return Err(map_err(ConnError::Timeout, &pattern)),
+        Ok(a) => {
+            guard.disarm();
+            a
+        }
+    };
+    match answer {
+        None => Err(map_err(ConnError::Closed, &pattern)),
+        Some(GuestMsg::Matches { paths }) => Ok(paths),
+        Some(GuestMsg::Error { code, message }) => {
+            Err(map_err(ConnError::Agent { code, message }, &pattern))
+        }
+        Some(m) => Err(unexpected(m)),
     }
 }
 
@@ -212,8 +242,65 @@ pub(crate) async fn chmod(conn: &AgentConn, given: &str, mode: &str) -> Result<(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use std::io::Write;
+
+    use stacyvm_protocol::agent::{encode_frame, read_frame, GuestFrame, HostFrame};
+
     use super::*;
+
+    /// A fake agent that answers the hello, then only reports what the host sends.
+    fn silent_agent(mut s: std::os::unix::net::UnixStream) -> std::sync::mpsc::Receiver<HostFrame> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            while let Ok(Some(frame)) = read_frame::<_, HostFrame>(&mut s) {
+                if matches!(frame.msg, HostMsg::Hello { .. }) {
+                    let msg = GuestMsg::HelloAck {
+                        version: 2,
+                        agent_version: "test".into(),
+                    };
+                    let out = encode_frame(&GuestFrame { id: frame.id, msg }).unwrap();
+                    s.write_all(&out).unwrap();
+                } else if tx.send(frame).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    /// A glob whose caller goes away is cancelled in the guest (the agent stops its walk).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_a_glob_cancels_it_in_the_guest() {
+        let (host, guest) = std::os::unix::net::UnixStream::pair().unwrap();
+        let seen = silent_agent(guest);
+        host.set_nonblocking(true).unwrap();
+        let stream = tokio::net::UnixStream::from_std(host).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let conn = Arc::new(
+            AgentConn::handshake(stream, "test", deadline)
+                .await
+                .unwrap(),
+        );
+        let walk = glob(conn.clone(), "/workspace/*/*");
+        assert!(tokio::time::timeout(Duration::from_millis(200), walk)
+            .await
+            .is_err());
+        let frames: Vec<HostFrame> = (0..2)
+            .map(|_| seen.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        let HostMsg::Glob { pattern } = &frames[0].msg else {
+            panic!("{frames:?}");
+        };
+        assert_eq!(pattern, "/workspace/*/*");
+        assert_eq!(
+            frames[1].msg,
+            HostMsg::Cancel {
+                target: frames[0].id
+            }
+        );
+    }
 
     #[test]
     fn paths() {

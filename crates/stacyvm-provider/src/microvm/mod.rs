@@ -24,6 +24,7 @@ mod rootfs;
 mod sealed;
 mod settings;
 mod snapshot;
+mod stream;
 mod vmm;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -40,8 +41,8 @@ use self::boot::{Core, Vm, VmMeta};
 use self::snapshot::{TemplateKey, Templates};
 use self::vmm::VmPaths;
 use crate::{
-    ChunkSender, ExecRequest, MicrovmConfig, Provider, ProviderError, RuntimeInfo, SandboxSpec,
-    Spawned,
+    ByteStream, ChunkSender, ExecRequest, FileStream, MicrovmConfig, Provider, ProviderError,
+    RuntimeInfo, SandboxSpec, Spawned,
 };
 
 /// How many destroyed ids are remembered so `status` can answer `destroyed`.
@@ -439,6 +440,28 @@ impl Provider for MicrovmProvider {
         files::read(&self.vm(runtime_id)?.conn, path).await
     }
 
+    fn streams_files(&self) -> bool {
+        true
+    }
+
+    async fn read_file_stream(
+        &self,
+        runtime_id: &str,
+        path: &str,
+    ) -> Result<FileStream, ProviderError> {
+        stream::read(self.vm(runtime_id)?, path).await
+    }
+
+    async fn write_file_stream(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        body: ByteStream,
+        mode: Option<&str>,
+    ) -> Result<u64, ProviderError> {
+        stream::write(self.vm(runtime_id)?, path, body, mode).await
+    }
+
     async fn list_files(
         &self,
         runtime_id: &str,
@@ -452,7 +475,7 @@ impl Provider for MicrovmProvider {
     }
 
     async fn glob(&self, runtime_id: &str, pattern: &str) -> Result<Vec<String>, ProviderError> {
-        files::glob(&self.vm(runtime_id)?.conn, pattern).await
+        files::glob(self.vm(runtime_id)?, pattern).await
     }
 
     async fn delete_file(

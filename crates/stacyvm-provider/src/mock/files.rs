@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use stacyvm_types::{format_rfc3339_secs, FileInfo};
 
 use super::paths::{clean, resolve};
+use crate::walk::{component, has_wildcard, WalkBudget, MATCH};
 use crate::{parse_mode, ProviderError};
 
 // Go's `io/fs.FileMode` type bits; the wire shows modes the way Go prints them.
@@ -177,36 +178,84 @@ pub(super) fn stat(root: &Path, path: &str) -> Result<FileInfo, ProviderError> {
     })
 }
 
-/// Shell glob (no `**`) under the root; results are `/` + the path below the root, sorted.
-pub(super) fn glob(root: &Path, pattern: &str) -> Result<Vec<String>, ProviderError> {
+/// Shell glob under the root: `*`, `?` and `[..]` within one component (`**` is `*`, as in
+/// Go's `filepath.Glob`); results are `/` + the path below the root, sorted.
+///
+/// The literal prefix before the first wildcard resolves like any path (symlinks inside the
+/// root followed, an escaping one ends the walk with no match). Below it the walk never
+/// descends through a symlink: a link the pattern reaches is reported as a match when it is
+/// the last component, and not entered otherwise, so no link (to `/`, to a loop) makes the
+/// walk leave the sandbox or grow without bound. `budget` bounds what is left.
+pub(super) fn glob(
+    root: &Path,
+    pattern: &str,
+    budget: &mut WalkBudget,
+) -> Result<Vec<String>, ProviderError> {
     let comps = clean(pattern)?;
     if comps.is_empty() {
         return Err(ProviderError::InvalidInput("pattern is required".into()));
     }
-    let root_str = root
-        .to_str()
-        .ok_or_else(|| ProviderError::internal("sandbox root is not valid UTF-8"))?;
-    let full = format!("{}/{}", glob::Pattern::escape(root_str), comps.join("/"));
-    let opts = glob::MatchOptions {
-        case_sensitive: true,
-        require_literal_separator: true,
-        // Go's filepath.Glob lets `*` match a leading dot.
-        require_literal_leading_dot: false,
-    };
-    let paths = glob::glob_with(&full, opts)
-        .map_err(|e| ProviderError::InvalidInput(format!("invalid glob pattern: {}", e.msg)))?;
-    let mut out = Vec::new();
-    for p in paths.filter_map(Result::ok) {
-        let Ok(below) = p.strip_prefix(root) else {
-            continue;
-        };
-        let Some(rel) = below.to_str() else { continue };
-        // Matches reached through a symlink that leaves the root are not ours to report.
-        if resolve(root, rel, false).is_err() {
-            continue;
-        }
-        out.push(format!("/{rel}"));
+    let first_wild = comps
+        .iter()
+        .position(|c| has_wildcard(c))
+        .unwrap_or(comps.len());
+    let (prefix, rest) = comps.split_at(first_wild);
+    let steps: Vec<Option<glob::Pattern>> = rest
+        .iter()
+        .map(|c| has_wildcard(c).then(|| component(c)).transpose())
+        .collect::<Result<_, _>>()?;
+    let shown = |base: &str, name: &str| format!("{base}/{name}");
+    if steps.is_empty() {
+        // No wildcard: the path itself, when it exists (a link counts, followed or not).
+        let found =
+            resolve(root, pattern, false).is_ok_and(|r| fs::symlink_metadata(&r.host).is_ok());
+        return Ok(if found {
+            vec![format!("/{}", comps.join("/"))]
+        } else {
+            Vec::new()
+        });
     }
+    let Ok(base) = resolve(root, &prefix.join("/"), true) else {
+        return Ok(Vec::new());
+    };
+    let mut current = vec![(
+        base.host,
+        prefix.iter().fold(String::new(), |b, n| shown(&b, n)),
+    )];
+    for (step, name) in steps.iter().zip(rest) {
+        let mut next = Vec::new();
+        for (host, path) in &current {
+            budget.check()?;
+            // `symlink_metadata`: a link is never a directory to walk into.
+            if !fs::symlink_metadata(host).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            let Some(pat) = step else {
+                budget.visit()?;
+                let h = host.join(name);
+                if fs::symlink_metadata(&h).is_ok() {
+                    next.push((h, shown(path, name)));
+                }
+                continue;
+            };
+            let Ok(entries) = fs::read_dir(host) else {
+                continue;
+            };
+            for entry in entries {
+                budget.visit()?;
+                let Ok(entry) = entry else { continue };
+                let file_name = entry.file_name();
+                let Some(n) = file_name.to_str() else {
+                    continue;
+                };
+                if pat.matches_with(n, MATCH) {
+                    next.push((entry.path(), shown(path, n)));
+                }
+            }
+        }
+        current = next;
+    }
+    let mut out: Vec<String> = current.into_iter().map(|(_, p)| p).collect();
     out.sort();
     Ok(out)
 }

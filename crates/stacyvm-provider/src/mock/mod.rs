@@ -434,9 +434,10 @@ impl Provider for MockProvider {
     }
 
     async fn glob(&self, runtime_id: &str, pattern: &str) -> Result<Vec<String>, ProviderError> {
+        self.enter("glob", runtime_id)?;
+        let (root, _) = self.live(runtime_id)?;
         let pattern = pattern.to_string();
-        self.on_root("glob", runtime_id, move |root| files::glob(root, &pattern))
-            .await
+        crate::walk::blocking(move |budget| files::glob(&root, &pattern, budget)).await
     }
 
     async fn delete_file(

@@ -144,6 +144,25 @@ pub async fn renew_presence(store: &dyn Store, instance: &str, tick: Duration) {
     }
 }
 
+/// How long the leader keeps the presence lease of a control plane that stopped renewing it
+/// (visible in `/diagnostics` meanwhile) before deleting the row.
+pub const PRESENCE_KEEP: Duration = Duration::from_secs(600);
+
+/// Deletes the presence leases of control planes that shut down cleanly (released) or lapsed
+/// more than `keep` ago. Instance ids are never reused, so every start adds a row and nothing
+/// else removes it; a deleted lease reads as "gone" exactly as an expired one does. Failures
+/// are logged; the next pass tries again.
+pub async fn prune_presence(store: &dyn Store, keep: Duration) {
+    match store.prune_leases(PRESENCE_PREFIX, keep).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            pruned = n,
+            "deleted presence leases of control planes that are gone"
+        ),
+        Err(e) => tracing::warn!(error = %e, "pruning presence leases failed"),
+    }
+}
+
 /// Whether control plane `instance` still holds its presence lease. A missing or expired lease
 /// means it is gone; a store error is answered "alive" so nothing is cleaned up on doubt.
 pub async fn is_alive(store: &dyn Store, instance: &str) -> bool {
@@ -187,5 +206,49 @@ mod tests {
         assert!(!l.is_leader().await);
         assert!(store.get_lease(BACKGROUND_LEASE).await.is_err());
         assert!(other.ensure(&store).await);
+    }
+
+    /// Presence leases of control planes that are gone are deleted; the live one and every
+    /// other lease stay.
+    #[tokio::test]
+    async fn presence_of_gone_control_planes_is_pruned() {
+        let store = stacyvm_store::SqliteStore::open(":memory:").await.unwrap();
+        let tick = Duration::from_millis(1);
+        for cp in ["cp-dead", "cp-clean"] {
+            store
+                .acquire_lease(&presence_lease(cp), LEASE_TYPE, cp, tick)
+                .await
+                .unwrap();
+        }
+        store
+            .release_lease(&presence_lease("cp-clean"), "cp-clean")
+            .await
+            .unwrap();
+        renew_presence(&store, "cp-live", Duration::from_secs(60)).await;
+        store
+            .acquire_lease("sb-1", "sandbox", "w1", tick)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        prune_presence(&store, PRESENCE_KEEP).await;
+        let ids = |l: Vec<stacyvm_store::Lease>| -> Vec<String> {
+            l.into_iter().map(|l| l.resource_id).collect()
+        };
+        assert_eq!(
+            ids(store.list_leases().await.unwrap()),
+            [
+                presence_lease("cp-dead"),
+                presence_lease("cp-live"),
+                "sb-1".into()
+            ],
+            "a clean shutdown's lease goes at once, a lapsed one is kept a while"
+        );
+        prune_presence(&store, Duration::ZERO).await;
+        assert_eq!(
+            ids(store.list_leases().await.unwrap()),
+            [presence_lease("cp-live"), "sb-1".into()]
+        );
+        assert!(!is_alive(&store, "cp-dead").await);
+        assert!(is_alive(&store, "cp-live").await);
     }
 }

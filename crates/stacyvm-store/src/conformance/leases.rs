@@ -366,3 +366,78 @@ pub async fn lease_concurrency(stores: &[Arc<dyn Store>]) {
     assert!(by_release > 0, "no handover after a release was exercised");
     assert!(by_expiry > 0, "no handover after an expiry was exercised");
 }
+
+/// Presence leases of control planes that are gone (released, or expired long enough) are
+/// deleted; live ones, other prefixes (sandbox leases keep their generations) and look-alike
+/// ids stay.
+pub async fn lease_prune(store: &dyn Store) {
+    const P: &str = "control-plane/instance/";
+    let (short, long) = (Duration::from_millis(1), Duration::from_secs(60));
+    let grant = |id: &'static str, holder: &'static str, ttl| async move {
+        store
+            .acquire_lease(id, "control_plane", holder, ttl)
+            .await
+            .expect("acquire")
+    };
+    grant("control-plane/instance/dead", "dead", short).await;
+    grant("control-plane/instance/live", "live", long).await;
+    grant("control-plane/instance/gone", "gone", long).await;
+    store
+        .release_lease("control-plane/instance/gone", "gone")
+        .await
+        .expect("release");
+    grant("control-plane/instancex", "x", short).await;
+    grant("sb-1", "w1", short).await;
+    grant("a_b/1", "w1", short).await;
+    grant("axb/1", "w1", short).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    // Released rows go at once; expired ones only past the grace.
+    assert_eq!(store.prune_leases(P, long).await.expect("prune"), 1);
+    assert_eq!(
+        store.prune_leases(P, Duration::ZERO).await.expect("prune"),
+        1
+    );
+    assert_eq!(
+        store.prune_leases(P, Duration::ZERO).await.expect("prune"),
+        0
+    );
+    let left: Vec<String> = store
+        .list_leases()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|l| l.resource_id)
+        .collect();
+    assert_eq!(
+        left,
+        [
+            "a_b/1",
+            "axb/1",
+            "control-plane/instance/live",
+            "control-plane/instancex",
+            "sb-1"
+        ]
+    );
+    // A pruned row is gone for good (a new grant starts at 1); a kept one counts on.
+    let again = grant("control-plane/instance/dead", "dead", long).await;
+    assert_eq!(again.generation, 1);
+    let sb = store
+        .acquire_lease("sb-1", "sandbox", "w2", long)
+        .await
+        .expect("take over");
+    assert_eq!(sb.generation, 2);
+    // The prefix is literal: `_` and `%` are no wildcards.
+    assert_eq!(
+        store
+            .prune_leases("a_b/", Duration::ZERO)
+            .await
+            .expect("prune"),
+        1
+    );
+    assert!(store.get_lease("axb/1").await.is_ok());
+    assert!(matches!(
+        store.prune_leases("", Duration::ZERO).await,
+        Err(StoreError::Unsupported(_))
+    ));
+}

@@ -163,3 +163,27 @@ pub(super) async fn list(db: &PgStore) -> Result<Vec<Lease>, StoreError> {
     .map_err(db_err("lease"))?;
     rows.iter().map(from_row).collect()
 }
+
+/// Deletes released or long-expired leases under `prefix` (see `Store::prune_leases`).
+pub(super) async fn prune(
+    db: &PgStore,
+    prefix: &str,
+    expired_for: Duration,
+) -> Result<u64, StoreError> {
+    if prefix.is_empty() {
+        return Err(StoreError::no_lease_prefix());
+    }
+    // `left(..) = $1` rather than LIKE: the prefix is literal, `_` and `%` included.
+    let done = sqlx::query(concat!(
+        "DELETE FROM leases WHERE left(resource_id, length($1)) = $1 \
+         AND (holder_id IS NULL OR expires_at <= ",
+        pg_ts!("now() - $2"),
+        ")"
+    ))
+    .bind(prefix)
+    .bind(ttl_interval(expired_for))
+    .execute(&db.pool)
+    .await
+    .map_err(db_err("lease"))?;
+    Ok(done.rows_affected())
+}

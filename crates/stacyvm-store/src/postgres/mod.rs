@@ -476,6 +476,14 @@ impl Store for PgStore {
         leases::list(self).await
     }
 
+    async fn prune_leases(
+        &self,
+        prefix: &str,
+        expired_for: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        leases::prune(self, prefix, expired_for).await
+    }
+
     async fn insert_admin_audit(&self, rec: &NewAdminAudit) -> Result<(), StoreError> {
         audit::insert(self, rec).await
     }

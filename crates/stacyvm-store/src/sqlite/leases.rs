@@ -143,3 +143,27 @@ pub(super) fn get(db: &Db, resource_id: &str) -> Result<Lease, StoreError> {
 pub(super) fn list(db: &Db) -> Result<Vec<Lease>, StoreError> {
     db.read(|c| all(c, "lease", &LIST, [], from_row))
 }
+
+/// Deletes released or long-expired leases under `prefix` (see `Store::prune_leases`).
+pub(super) async fn prune(db: &Db, prefix: &str, expired_for: Duration) -> Result<u64, StoreError> {
+    if prefix.is_empty() {
+        return Err(StoreError::no_lease_prefix());
+    }
+    let cutoff = chrono::Duration::from_std(expired_for)
+        .ok()
+        .and_then(|d| now().checked_sub_signed(d))
+        .map_or_else(String::new, |t| ts(&t));
+    let n = db
+        .write("lease", |c| {
+            // `substr(..) = ?1` rather than LIKE: the prefix is literal, `_` and `%` included.
+            exec(
+                c,
+                "lease",
+                "DELETE FROM leases WHERE substr(resource_id, 1, length(?1)) = ?1 \
+                 AND (holder_id IS NULL OR expires_at <= ?2)",
+                params![prefix, cutoff],
+            )
+        })
+        .await?;
+    Ok(n as u64)
+}

@@ -266,6 +266,14 @@ impl Store for SqliteStore {
         leases::list(&self.db)
     }
 
+    async fn prune_leases(
+        &self,
+        prefix: &str,
+        expired_for: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        leases::prune(&self.db, prefix, expired_for).await
+    }
+
     async fn insert_admin_audit(&self, rec: &NewAdminAudit) -> Result<(), StoreError> {
         audit::insert(&self.db, rec).await
     }
