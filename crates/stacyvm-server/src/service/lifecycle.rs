@@ -134,6 +134,12 @@ impl Service {
         self.leadership.is_leader().await
     }
 
+    /// Deletes the presence leases of control planes gone for longer than
+    /// [`leader::PRESENCE_KEEP`] (the leader's job; the rows are never read again).
+    pub(crate) async fn prune_presence(&self) {
+        leader::prune_presence(&*self.store, leader::PRESENCE_KEEP).await;
+    }
+
     /// Renews this control plane's presence lease, so others can tell when it died.
     pub(crate) async fn renew_presence(&self) {
         leader::renew_presence(&*self.store, &self.instance_id, self.tick()).await;

@@ -72,7 +72,7 @@ pub async fn reconciler(svc: Service, cancel: CancellationToken) {
         // Local runtimes change rarely; checking every one costs a provider call each.
         if last_local.elapsed() >= LOCAL_RECONCILE_EVERY {
             last_local = std::time::Instant::now();
-            leader::prune_presence(&*svc.store, leader::PRESENCE_KEEP).await;
+            svc.prune_presence().await;
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = svc.reconciler().local(Some(CREATING_GRACE)) => {}
