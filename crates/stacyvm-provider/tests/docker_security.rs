@@ -65,7 +65,9 @@ async fn fork_bomb_is_contained() {
     let Some(p) = provider(cfg).await else { return };
     let (id, _guard) = spawn(&p, IMAGE).await;
     let req = ExecRequest {
-        command: "f() { f | f & }; f; sleep 60".into(),
+        // The bomb runs in a subshell and the main shell then `exec`s: once the pid limit is
+        // reached a fork in the main shell would fail and end the command early (not a timeout).
+        command: "(f() { f | f & }; f) 2>/dev/null; exec sleep 60".into(),
         timeout: Some(Duration::from_secs(3)),
         ..Default::default()
     };
