@@ -11,6 +11,8 @@ mod microvm;
 mod mock;
 mod registry;
 mod stream;
+#[cfg(any(feature = "docker", feature = "microvm"))]
+mod tombstones;
 mod walk;
 mod wire;
 

@@ -1,5 +1,6 @@
-//! Limits on walks over a sandbox's file tree (globs), shared by the backends that walk on the
-//! host side (the mock's directory, the docker provider's tar downloads).
+//! Sandbox paths (cleaning) and limits on walks over a sandbox's file tree (globs), shared by
+//! the backends that walk on the host side (the mock's directory, the docker provider's tar
+//! downloads).
 //!
 //! A walk runs on the blocking pool, where nothing can abort it from outside, so it carries a
 //! [`WalkBudget`]: at most [`MAX_VISITS`] directory entries, at most [`MAX_TIME`], and a cancel
@@ -165,6 +166,32 @@ pub(crate) fn component(comp: &str) -> Result<glob::Pattern, ProviderError> {
     }
     glob::Pattern::new(&single)
         .map_err(|e| ProviderError::InvalidInput(format!("invalid glob pattern: {}", e.msg)))
+}
+
+/// Cleans a sandbox path into an absolute one. Relative paths are relative to `/` (as in the
+/// mock); `..` above the root is refused rather than clamped.
+#[cfg(any(feature = "docker", feature = "microvm"))]
+pub(crate) fn clean_path(path: &str) -> Result<String, ProviderError> {
+    if path.contains('\0') {
+        return Err(ProviderError::InvalidInput(
+            "path must not contain NUL bytes".into(),
+        ));
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if out.pop().is_none() {
+                    return Err(ProviderError::InvalidInput(format!(
+                        "path {path:?} escapes the sandbox"
+                    )));
+                }
+            }
+            p => out.push(p),
+        }
+    }
+    Ok(format!("/{}", out.join("/")))
 }
 
 #[cfg(test)]

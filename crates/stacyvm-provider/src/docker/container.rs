@@ -145,7 +145,7 @@ impl DockerProvider {
     }
 
     async fn finish_spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
-        self.forget_destroyed(&spec.id);
+        self.destroyed.forget(&spec.id);
         let cid = lock(&self.known)
             .get(&spec.id)
             .cloned()
@@ -233,7 +233,7 @@ impl DockerProvider {
             Err(e) if is_status(&e, 404) => {}
             Err(e) => return Err(api_err("removing the sandbox container failed", e)),
         }
-        self.remember_destroyed(runtime_id);
+        self.destroyed.remember(runtime_id);
         Ok(())
     }
 
@@ -243,7 +243,7 @@ impl DockerProvider {
     ) -> Result<SandboxState, ProviderError> {
         let cid = match self.container(runtime_id).await {
             Ok(c) => c,
-            Err(ProviderError::SandboxNotFound(_)) if self.was_destroyed(runtime_id) => {
+            Err(ProviderError::SandboxNotFound(_)) if self.destroyed.contains(runtime_id) => {
                 return Ok(SandboxState::Destroyed)
             }
             Err(e) => return Err(e),

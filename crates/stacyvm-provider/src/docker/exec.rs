@@ -16,9 +16,9 @@ use stacyvm_types::{StreamChunk, StreamKind};
 use tokio::time::Instant;
 
 use super::container::WORKSPACE;
-use super::files::clean_path;
 use super::image::random_hex;
 use super::{api_err, is_status, DockerProvider};
+use crate::walk::clean_path;
 use crate::{ChunkSender, ExecRequest, ProviderError};
 
 /// Environment variable naming an exec's processes.

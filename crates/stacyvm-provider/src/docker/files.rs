@@ -9,36 +9,11 @@ use stacyvm_types::{format_rfc3339_secs, parse_rfc3339, FileInfo};
 
 use super::archive::{blocking, entries, entries_within, file_tar, first_file, PathStat};
 use super::DockerProvider;
-use crate::walk::{self, component, has_wildcard, MATCH};
+use crate::walk::{self, clean_path, component, has_wildcard, MATCH};
 use crate::{parse_mode, ProviderError};
 
 /// Symlinks followed when reading a file.
 const MAX_LINKS: usize = 16;
-
-/// Cleans a sandbox path into an absolute one. Relative paths are relative to `/` (as in the
-/// mock); `..` above the root is refused rather than clamped.
-pub(crate) fn clean_path(path: &str) -> Result<String, ProviderError> {
-    if path.contains('\0') {
-        return Err(ProviderError::InvalidInput(
-            "path must not contain NUL bytes".into(),
-        ));
-    }
-    let mut out: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if out.pop().is_none() {
-                    return Err(ProviderError::InvalidInput(format!(
-                        "path {path:?} escapes the sandbox"
-                    )));
-                }
-            }
-            p => out.push(p),
-        }
-    }
-    Ok(format!("/{}", out.join("/")))
-}
 
 /// Parent directory of a clean absolute path (`/` for top-level entries).
 pub(super) fn parent(path: &str) -> &str {

@@ -14,7 +14,7 @@ mod kill;
 mod settings;
 mod stream;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -25,6 +25,7 @@ use bytes::Bytes;
 use settings::Settings;
 use stacyvm_types::{FileInfo, SandboxState};
 
+use crate::tombstones::Tombstones;
 use crate::{
     ByteStream, ChunkSender, DockerConfig, ExecRequest, FileStream, Provider, ProviderError,
     RuntimeInfo, SandboxSpec, Spawned, Stats,
@@ -37,8 +38,6 @@ pub(crate) const LABEL_OWNER_ID: &str = "stacyvm.owner_id";
 
 /// Per-request deadline for Engine API calls (response headers; streams are not cut).
 const API_TIMEOUT: Duration = Duration::from_secs(300);
-/// How many destroyed ids are remembered so `status` can answer `destroyed`.
-const DESTROYED_MEMORY: usize = 4096;
 
 /// The `docker` provider.
 pub struct DockerProvider {
@@ -49,7 +48,7 @@ pub struct DockerProvider {
     negotiated: AtomicBool,
     /// runtime id → full container id, for containers already checked to be ours.
     known: Mutex<HashMap<String, String>>,
-    destroyed: Mutex<(HashSet<String>, VecDeque<String>)>,
+    destroyed: Tombstones,
     /// image → keep-alive command.
     keepalive_cache: Mutex<HashMap<String, Vec<String>>>,
 }
@@ -70,7 +69,7 @@ impl DockerProvider {
             settings,
             negotiated: AtomicBool::new(false),
             known: Mutex::new(HashMap::new()),
-            destroyed: Mutex::new((HashSet::new(), VecDeque::new())),
+            destroyed: Tombstones::default(),
             keepalive_cache: Mutex::new(HashMap::new()),
         };
         p.negotiate().await;
@@ -121,32 +120,6 @@ impl DockerProvider {
             ProviderError::SandboxNotFound(runtime_id.to_string())
         } else {
             api_err(what, e)
-        }
-    }
-
-    fn remember_destroyed(&self, runtime_id: &str) {
-        lock(&self.known).remove(runtime_id);
-        let mut d = lock(&self.destroyed);
-        let (set, order) = &mut *d;
-        if set.insert(runtime_id.to_string()) {
-            order.push_back(runtime_id.to_string());
-            if order.len() > DESTROYED_MEMORY {
-                if let Some(old) = order.pop_front() {
-                    set.remove(&old);
-                }
-            }
-        }
-    }
-
-    fn was_destroyed(&self, runtime_id: &str) -> bool {
-        lock(&self.destroyed).0.contains(runtime_id)
-    }
-
-    fn forget_destroyed(&self, runtime_id: &str) {
-        let mut d = lock(&self.destroyed);
-        let (set, order) = &mut *d;
-        if set.remove(runtime_id) {
-            order.retain(|x| x != runtime_id);
         }
     }
 }

@@ -26,9 +26,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::archive::TarReader;
 use super::exec::MARKER_VAR;
-use super::files::{clean_path, file_mode, is_a_directory, join, parent};
+use super::files::{file_mode, is_a_directory, join, parent};
 use super::image::random_hex;
 use super::{api_err, DockerProvider};
+use crate::walk::clean_path;
 use crate::{ByteStream, FileStream, ProviderError, CHUNK_SIZE};
 
 /// Uploads up to this size travel as one tar built in memory.

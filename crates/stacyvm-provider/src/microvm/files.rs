@@ -12,33 +12,11 @@ use stacyvm_protocol::base64;
 use stacyvm_types::{format_rfc3339_secs, FileInfo};
 
 use super::agent_conn::{AbortOnDrop, AgentConn, ConnError};
+use crate::walk::clean_path;
 use crate::{parse_mode, ProviderError};
 
 /// Per-request deadline for file operations (one chunk, one listing).
 const FILE_OP_TIMEOUT: Duration = Duration::from_secs(120);
-
-pub(crate) fn clean_path(path: &str) -> Result<String, ProviderError> {
-    if path.contains('\0') {
-        return Err(ProviderError::InvalidInput(
-            "path must not contain NUL bytes".into(),
-        ));
-    }
-    let mut out: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if out.pop().is_none() {
-                    return Err(ProviderError::InvalidInput(format!(
-                        "path {path:?} escapes the sandbox"
-                    )));
-                }
-            }
-            p => out.push(p),
-        }
-    }
-    Ok(format!("/{}", out.join("/")))
-}
 
 /// Maps a failed agent call; `given` is the caller's path for `FileNotFound`.
 pub(crate) fn map_err(e: ConnError, given: &str) -> ProviderError {

@@ -27,7 +27,7 @@ mod snapshot;
 mod stream;
 mod vmm;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -40,13 +40,12 @@ use tokio_util::sync::CancellationToken;
 use self::boot::{Core, Vm, VmMeta};
 use self::snapshot::{TemplateKey, Templates};
 use self::vmm::VmPaths;
+use crate::tombstones::Tombstones;
 use crate::{
     ByteStream, ChunkSender, ExecRequest, FileStream, MicrovmConfig, Provider, ProviderError,
     RuntimeInfo, SandboxSpec, Spawned,
 };
 
-/// How many destroyed ids are remembered so `status` can answer `destroyed`.
-const DESTROYED_MEMORY: usize = 4096;
 /// Largest console tail read for `logs`.
 const LOG_TAIL_BYTES: u64 = 256 * 1024;
 
@@ -63,7 +62,7 @@ pub struct MicrovmProvider {
     core: Arc<Core>,
     vms: Mutex<HashMap<String, Arc<Vm>>>,
     starting: Mutex<HashSet<String>>,
-    destroyed: Mutex<(HashSet<String>, VecDeque<String>)>,
+    destroyed: Tombstones,
     /// The pool's refill task, started by the first spawn that can use the pool.
     refill: Mutex<Option<(JoinHandle<()>, CancellationToken)>>,
 }
@@ -100,7 +99,7 @@ impl MicrovmProvider {
             core: Arc::new(core),
             vms: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashSet::new()),
-            destroyed: Mutex::new((HashSet::new(), VecDeque::new())),
+            destroyed: Tombstones::default(),
             refill: Mutex::new(None),
         })
     }
@@ -149,23 +148,6 @@ impl MicrovmProvider {
             let handle = tokio::spawn(pool::refill(self.core.clone(), cancel.clone()));
             *task = Some((handle, cancel));
         }
-    }
-
-    fn remember_destroyed(&self, id: &str) {
-        let mut d = lock(&self.destroyed);
-        let (set, order) = &mut *d;
-        if set.insert(id.to_string()) {
-            order.push_back(id.to_string());
-            if order.len() > DESTROYED_MEMORY {
-                if let Some(old) = order.pop_front() {
-                    set.remove(&old);
-                }
-            }
-        }
-    }
-
-    fn was_destroyed(&self, id: &str) -> bool {
-        lock(&self.destroyed).0.contains(id)
     }
 
     /// Starts the VM of `spec`: from the pool, from its image's snapshot, or by a cold boot.
@@ -241,7 +223,7 @@ impl MicrovmProvider {
         tokio::fs::remove_dir_all(&paths.dir)
             .await
             .map_err(|e| ProviderError::internal_with("removing the VM directory failed", e))?;
-        self.remember_destroyed(id);
+        self.destroyed.remember(id);
         Ok(())
     }
 }
@@ -370,12 +352,7 @@ impl Provider for MicrovmProvider {
         let r = self.start(spec, paths).await;
         lock(&self.starting).remove(&id);
         let vm = r?;
-        {
-            let mut d = lock(&self.destroyed);
-            if d.0.remove(&id) {
-                d.1.retain(|x| x != &id);
-            }
-        }
+        self.destroyed.forget(&id);
         lock(&self.vms).insert(id.clone(), Arc::new(vm));
         Ok(Spawned { runtime_id: id })
     }
@@ -387,11 +364,11 @@ impl Provider for MicrovmProvider {
         let vm = lock(&self.vms).remove(runtime_id);
         match vm {
             Some(vm) => {
-                self.remember_destroyed(runtime_id);
+                self.destroyed.remember(runtime_id);
                 boot::teardown(&vm).await;
                 Ok(())
             }
-            None if self.was_destroyed(runtime_id) => Ok(()),
+            None if self.destroyed.contains(runtime_id) => Ok(()),
             None => self.destroy_orphan(runtime_id).await,
         }
     }
@@ -405,7 +382,7 @@ impl Provider for MicrovmProvider {
                 SandboxState::Running
             });
         }
-        if self.was_destroyed(runtime_id) {
+        if self.destroyed.contains(runtime_id) {
             return Ok(SandboxState::Destroyed);
         }
         Err(ProviderError::SandboxNotFound(runtime_id.to_string()))
@@ -419,7 +396,7 @@ impl Provider for MicrovmProvider {
     ) -> Result<i32, ProviderError> {
         let vm = self.vm(runtime_id)?;
         match exec::run(&vm.conn, req, out).await {
-            Err(ProviderError::Unavailable(_)) if self.was_destroyed(runtime_id) => {
+            Err(ProviderError::Unavailable(_)) if self.destroyed.contains(runtime_id) => {
                 Err(ProviderError::SandboxNotFound(runtime_id.to_string()))
             }
             r => r,

@@ -11,7 +11,8 @@ use stacyvm_protocol::agent::{GuestMsg, HostMsg, FILE_CHUNK};
 use stacyvm_protocol::base64;
 
 use super::agent_conn::{AbortOnDrop, AgentConn};
-use super::files::{call, clean_path, expect_ok, unexpected, write_mode};
+use super::files::{call, expect_ok, unexpected, write_mode};
+use crate::walk::clean_path;
 use crate::{ByteStream, FileStream, ProviderError};
 
 fn is_a_directory(given: &str) -> ProviderError {
