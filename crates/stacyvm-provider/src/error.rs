@@ -25,6 +25,11 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// A file operation named a directory (`given` as the caller wrote it).
+    pub(crate) fn is_a_directory(given: &str) -> Self {
+        ProviderError::InvalidInput(format!("is a directory: {given}"))
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         ProviderError::Internal {
             message: message.into(),

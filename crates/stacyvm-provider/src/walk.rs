@@ -194,6 +194,16 @@ pub(crate) fn clean_path(path: &str) -> Result<String, ProviderError> {
     Ok(format!("/{}", out.join("/")))
 }
 
+/// [`clean_path`] for a file to write: the root is a directory.
+#[cfg(any(feature = "docker", feature = "microvm"))]
+pub(crate) fn clean_file_path(given: &str) -> Result<String, ProviderError> {
+    let path = clean_path(given)?;
+    if path == "/" {
+        return Err(ProviderError::is_a_directory(given));
+    }
+    Ok(path)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

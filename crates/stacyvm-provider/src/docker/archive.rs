@@ -154,9 +154,7 @@ impl DockerProvider {
                 } else if is_status(&e, 404) {
                     Err(ProviderError::FileNotFound(given.to_string()))
                 } else if msg.contains("directory") {
-                    Err(ProviderError::InvalidInput(format!(
-                        "is a directory: {given}"
-                    )))
+                    Err(ProviderError::is_a_directory(given))
                 } else if msg.contains("permission denied") {
                     Err(ProviderError::InvalidInput(format!(
                         "permission denied: {given}"

@@ -233,6 +233,7 @@ impl DockerProvider {
             Err(e) if is_status(&e, 404) => {}
             Err(e) => return Err(api_err("removing the sandbox container failed", e)),
         }
+        lock(&self.known).remove(runtime_id);
         self.destroyed.remember(runtime_id);
         Ok(())
     }

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -43,6 +44,37 @@ pub(super) struct Captured {
 impl Captured {
     pub fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr).trim().to_string()
+    }
+}
+
+/// Output and input of an attached exec.
+pub(super) type ExecOutput =
+    Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, DockerError>> + Send>>;
+pub(super) type ExecInput = Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
+impl DockerProvider {
+    /// Creates and starts an exec attached to its streams; `err` maps the Engine API's errors.
+    pub(super) async fn start_attached(
+        &self,
+        cid: &str,
+        opts: CreateExecOptions<String>,
+        err: impl Fn(DockerError) -> ProviderError,
+    ) -> Result<(String, ExecOutput, ExecInput), ProviderError> {
+        let exec_id = self.docker.create_exec(cid, opts).await.map_err(&err)?.id;
+        let start = StartExecOptions {
+            detach: false,
+            tty: false,
+            output_capacity: Some(64 * 1024),
+        };
+        match self
+            .docker
+            .start_exec(&exec_id, Some(start))
+            .await
+            .map_err(&err)?
+        {
+            StartExecResults::Attached { output, input } => Ok((exec_id, output, input)),
+            StartExecResults::Detached => Err(ProviderError::internal("exec started detached")),
+        }
     }
 }
 
@@ -235,29 +267,9 @@ impl DockerProvider {
             user: job.user,
             ..Default::default()
         };
-        let created = self
-            .docker
-            .create_exec(cid, opts)
-            .await
-            .map_err(|e| exec_err(runtime_id, e))?;
-        let exec_id = created.id;
-        let start = StartExecOptions {
-            detach: false,
-            tty: false,
-            output_capacity: Some(64 * 1024),
-        };
-        let started = self
-            .docker
-            .start_exec(&exec_id, Some(start))
-            .await
-            .map_err(|e| exec_err(runtime_id, e))?;
-        let StartExecResults::Attached {
-            mut output,
-            input: _input,
-        } = started
-        else {
-            return Err(ProviderError::internal("exec started detached"));
-        };
+        let (exec_id, mut output, _input) = self
+            .start_attached(cid, opts, |e| exec_err(runtime_id, e))
+            .await?;
 
         let deadline = job.timeout.map(|d| Instant::now() + d);
         let closed = match &*sink {

@@ -9,7 +9,7 @@ use stacyvm_types::{format_rfc3339_secs, parse_rfc3339, FileInfo};
 
 use super::archive::{blocking, entries, entries_within, file_tar, first_file, PathStat};
 use super::DockerProvider;
-use crate::walk::{self, clean_path, component, has_wildcard, MATCH};
+use crate::walk::{self, clean_file_path, clean_path, component, has_wildcard, MATCH};
 use crate::{parse_mode, ProviderError};
 
 /// Symlinks followed when reading a file.
@@ -53,10 +53,6 @@ fn info_from_stat(path: &str, st: &PathStat) -> FileInfo {
     }
 }
 
-pub(super) fn is_a_directory(given: &str) -> ProviderError {
-    ProviderError::InvalidInput(format!("is a directory: {given}"))
-}
-
 /// A write's mode: octal text or `executable`; none is 0644.
 pub(super) fn file_mode(mode: Option<&str>) -> Result<u32, ProviderError> {
     match mode.map(str::trim).filter(|m| !m.is_empty()) {
@@ -89,17 +85,14 @@ impl DockerProvider {
         content: Bytes,
         mode: Option<&str>,
     ) -> Result<(), ProviderError> {
-        let path = clean_path(given)?;
-        if path == "/" {
-            return Err(is_a_directory(given));
-        }
+        let path = clean_file_path(given)?;
         let mode = file_mode(mode)?;
         if self
             .path_stat(cid, &path)
             .await?
             .is_some_and(|s| s.is_dir())
         {
-            return Err(is_a_directory(given));
+            return Err(ProviderError::is_a_directory(given));
         }
         self.put_file(cid, &path, given, content, mode).await
     }
@@ -157,7 +150,7 @@ impl DockerProvider {
                 continue;
             }
             if st.is_dir() {
-                return Err(is_a_directory(given));
+                return Err(ProviderError::is_a_directory(given));
             }
             return Ok(path);
         }

@@ -17,7 +17,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bollard::Docker;
 use bytes::{Bytes, BytesMut};
 use futures_util::{stream, StreamExt};
@@ -26,10 +26,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::archive::TarReader;
 use super::exec::MARKER_VAR;
-use super::files::{file_mode, is_a_directory, join, parent};
+use super::files::{file_mode, join, parent};
 use super::image::random_hex;
 use super::{api_err, DockerProvider};
-use crate::walk::clean_path;
+use crate::walk::clean_file_path;
 use crate::{ByteStream, FileStream, ProviderError, CHUNK_SIZE};
 
 /// Uploads up to this size travel as one tar built in memory.
@@ -75,10 +75,7 @@ impl DockerProvider {
         mut body: ByteStream,
         mode: Option<&str>,
     ) -> Result<u64, ProviderError> {
-        let path = clean_path(given)?;
-        if path == "/" {
-            return Err(is_a_directory(given));
-        }
+        let path = clean_file_path(given)?;
         let bits = file_mode(mode)?;
         let mut head = BytesMut::new();
         while head.len() <= SMALL_UPLOAD {
@@ -96,7 +93,7 @@ impl DockerProvider {
             .await?
             .is_some_and(|s| s.is_dir())
         {
-            return Err(is_a_directory(given));
+            return Err(ProviderError::is_a_directory(given));
         }
         let name = path.rsplit('/').next().unwrap_or_default();
         let tmp = join(
@@ -175,29 +172,9 @@ impl DockerProvider {
             working_dir: Some("/".into()),
             ..Default::default()
         };
-        let exec_id = self
-            .docker
-            .create_exec(cid, opts)
-            .await
-            .map_err(|e| api_err("starting the upload failed", e))?
-            .id;
-        let start = StartExecOptions {
-            detach: false,
-            tty: false,
-            output_capacity: Some(64 * 1024),
-        };
-        let started = self
-            .docker
-            .start_exec(&exec_id, Some(start))
-            .await
-            .map_err(|e| api_err("starting the upload failed", e))?;
-        let StartExecResults::Attached {
-            mut output,
-            mut input,
-        } = started
-        else {
-            return Err(ProviderError::internal("upload exec started detached"));
-        };
+        let (exec_id, mut output, mut input) = self
+            .start_attached(cid, opts, |e| api_err("starting the upload failed", e))
+            .await?;
         let feed = async {
             let mut n = 0u64;
             while let Some(chunk) = body.next().await {

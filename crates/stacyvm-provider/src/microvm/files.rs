@@ -12,7 +12,7 @@ use stacyvm_protocol::base64;
 use stacyvm_types::{format_rfc3339_secs, FileInfo};
 
 use super::agent_conn::{AbortOnDrop, AgentConn, ConnError};
-use crate::walk::clean_path;
+use crate::walk::{clean_file_path, clean_path};
 use crate::{parse_mode, ProviderError};
 
 /// Per-request deadline for file operations (one chunk, one listing).
@@ -90,12 +90,7 @@ pub(crate) async fn write(
     content: Bytes,
     mode: Option<&str>,
 ) -> Result<(), ProviderError> {
-    let path = clean_path(given)?;
-    if path == "/" {
-        return Err(ProviderError::InvalidInput(format!(
-            "is a directory: {given}"
-        )));
-    }
+    let path = clean_file_path(given)?;
     let mode = write_mode(mode)?;
     let handle = match call(conn, HostMsg::WriteOpen { path, mode }, given).await? {
         GuestMsg::Opened { handle } => handle,

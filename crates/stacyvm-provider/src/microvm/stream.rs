@@ -12,12 +12,8 @@ use stacyvm_protocol::base64;
 
 use super::agent_conn::{AbortOnDrop, AgentConn};
 use super::files::{call, expect_ok, unexpected, write_mode};
-use crate::walk::clean_path;
+use crate::walk::{clean_file_path, clean_path};
 use crate::{ByteStream, FileStream, ProviderError};
-
-fn is_a_directory(given: &str) -> ProviderError {
-    ProviderError::InvalidInput(format!("is a directory: {given}"))
-}
 
 /// One piece of the file at `offset`, and whether the agent says nothing follows it.
 async fn read_at(
@@ -100,7 +96,7 @@ pub(crate) async fn read<T: AsRef<AgentConn> + Send + Sync + 'static>(
     let path = clean_path(given)?;
     let conn = (*owner).as_ref();
     let size = match call(conn, HostMsg::Stat { path: path.clone() }, given).await? {
-        GuestMsg::Stat { file } if file.is_dir => return Err(is_a_directory(given)),
+        GuestMsg::Stat { file } if file.is_dir => return Err(ProviderError::is_a_directory(given)),
         GuestMsg::Stat { file } => file.size,
         m => return Err(unexpected(m)),
     };
@@ -133,10 +129,7 @@ pub(crate) async fn write<T: AsRef<AgentConn> + Send + Sync + 'static>(
     mut body: ByteStream,
     mode: Option<&str>,
 ) -> Result<u64, ProviderError> {
-    let path = clean_path(given)?;
-    if path == "/" {
-        return Err(is_a_directory(given));
-    }
+    let path = clean_file_path(given)?;
     let mode = write_mode(mode)?;
     let conn = (*owner).as_ref();
     let handle = match call(conn, HostMsg::WriteOpen { path, mode }, given).await? {

@@ -114,9 +114,7 @@ pub(super) fn write(
 ) -> Result<(), ProviderError> {
     let r = resolve(root, path, true)?;
     if r.is_root() {
-        return Err(ProviderError::InvalidInput(format!(
-            "is a directory: {path}"
-        )));
+        return Err(ProviderError::is_a_directory(path));
     }
     if let Some(parent) = r.host.parent() {
         fs::create_dir_all(parent).map_err(|e| io_err(e, path))?;

@@ -18,17 +18,13 @@ use super::files::io_err;
 use super::paths::resolve;
 use crate::{ByteStream, FileStream, ProviderError, CHUNK_SIZE};
 
-fn is_a_directory(path: &str) -> ProviderError {
-    ProviderError::InvalidInput(format!("is a directory: {path}"))
-}
-
 /// Opens `path` for a streamed read (blocking: resolution walks the tree).
 pub(super) fn open(root: &Path, path: &str) -> Result<(fs::File, Option<u64>), ProviderError> {
     let r = resolve(root, path, true)?;
     let f = fs::File::open(&r.host).map_err(|e| io_err(e, path))?;
     let md = f.metadata().map_err(|e| io_err(e, path))?;
     if md.is_dir() {
-        return Err(is_a_directory(path));
+        return Err(ProviderError::is_a_directory(path));
     }
     Ok((f, md.is_file().then_some(md.len())))
 }
@@ -49,12 +45,12 @@ pub(super) fn create_temp(
 ) -> Result<(fs::File, TempPath, PathBuf), ProviderError> {
     let r = resolve(root, path, true)?;
     if r.is_root() || r.host.is_dir() {
-        return Err(is_a_directory(path));
+        return Err(ProviderError::is_a_directory(path));
     }
     let parent = r
         .host
         .parent()
-        .ok_or_else(|| is_a_directory(path))?
+        .ok_or_else(|| ProviderError::is_a_directory(path))?
         .to_path_buf();
     fs::create_dir_all(&parent).map_err(|e| io_err(e, path))?;
     let tmp = tempfile::Builder::new()
