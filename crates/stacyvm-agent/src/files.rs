@@ -308,6 +308,19 @@ mod tests {
         m
     }
 
+    fn refused(m: &GuestMsg) {
+        assert!(
+            matches!(
+                m,
+                GuestMsg::Error {
+                    code: ErrorCode::InvalidInput,
+                    ..
+                }
+            ),
+            "{m:?}"
+        );
+    }
+
     #[test]
     fn chunked_write_read_list_move_delete() {
         let dir = std::env::temp_dir().join(format!("agent-files-{}", std::process::id()));
@@ -399,16 +412,7 @@ mod tests {
             },
             &mut w,
         );
-        assert!(
-            matches!(
-                r,
-                GuestMsg::Error {
-                    code: ErrorCode::InvalidInput,
-                    ..
-                }
-            ),
-            "{r:?}"
-        );
+        refused(&r);
         ok(super::handle(
             HostMsg::Delete {
                 path: d.clone(),
@@ -425,15 +429,6 @@ mod tests {
             },
             &mut w,
         );
-        assert!(
-            matches!(
-                r,
-                GuestMsg::Error {
-                    code: ErrorCode::InvalidInput,
-                    ..
-                }
-            ),
-            "{r:?}"
-        );
+        refused(&r);
     }
 }

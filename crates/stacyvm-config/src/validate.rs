@@ -427,31 +427,26 @@ fn check_auth(c: &Config, errors: &mut Vec<ConfigError>) {
     }
 }
 
+/// The trimmed value of `key`, which the database `driver` needs.
+fn required(value: &str, key: &str, driver: &str) -> Result<String> {
+    match value.trim() {
+        "" => Err(ConfigError::invalid(
+            key,
+            format!("required when database.driver is {driver}"),
+        )),
+        v => Ok(v.to_string()),
+    }
+}
+
 fn check_database(c: &Config) -> Result<DatabaseTarget> {
     let db = &c.database;
     match db.driver.trim().to_ascii_lowercase().as_str() {
-        "" | "sqlite" => {
-            if db.path.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    "database.path",
-                    "required when database.driver is sqlite",
-                ));
-            }
-            Ok(DatabaseTarget::Sqlite {
-                path: db.path.trim().into(),
-            })
-        }
-        "postgres" => {
-            if db.dsn.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    "database.dsn",
-                    "required when database.driver is postgres",
-                ));
-            }
-            Ok(DatabaseTarget::Postgres {
-                dsn: db.dsn.trim().to_string(),
-            })
-        }
+        "" | "sqlite" => Ok(DatabaseTarget::Sqlite {
+            path: required(&db.path, "database.path", "sqlite")?.into(),
+        }),
+        "postgres" => Ok(DatabaseTarget::Postgres {
+            dsn: required(&db.dsn, "database.dsn", "postgres")?,
+        }),
         _ => Err(ConfigError::invalid(
             "database.driver",
             format!("{:?} is not one of: sqlite, postgres", db.driver),

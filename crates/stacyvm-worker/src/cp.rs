@@ -127,19 +127,12 @@ impl ControlPlane {
             "ttl": ttl,
             "audience": stacyvm_auth::AUD_CONTROL_PLANE,
         });
-        let resp = self
+        let req = self
             .http
             .post(url)
             .header("X-Admin-API-Key", admin_key)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|source| self.transport(source))?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| self.transport(source))?;
+            .json(&body);
+        let (status, bytes) = self.send(req).await?;
         if status >= 300 {
             return Err(ControlPlaneError::Bootstrap {
                 status,
@@ -152,6 +145,20 @@ impl ControlPlane {
             return Err(ControlPlaneError::Decode);
         }
         Ok(t.token)
+    }
+
+    /// Sends `req`; returns the status and the whole body.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(u16, bytes::Bytes), ControlPlaneError> {
+        let resp = req.send().await.map_err(|source| self.transport(source))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| self.transport(source))?;
+        Ok((status, bytes))
     }
 
     fn transport(&self, source: reqwest::Error) -> ControlPlaneError {
@@ -168,20 +175,13 @@ impl ControlPlane {
         body: &impl serde::Serialize,
     ) -> Result<bytes::Bytes, ControlPlaneError> {
         let token = self.token().await?;
-        let resp = self
+        let req = self
             .http
             .post(url)
             .header("X-Worker-ID", &self.worker_id)
             .header("X-Worker-Token", token)
-            .json(body)
-            .send()
-            .await
-            .map_err(|source| self.transport(source))?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| self.transport(source))?;
+            .json(body);
+        let (status, bytes) = self.send(req).await?;
         if status >= 300 {
             return Err(ControlPlaneError::Rejected {
                 status,

@@ -156,9 +156,10 @@ pub struct FileWriteParams {
     pub mode: String,
 }
 
-/// Params of `worker.file_write_stream` (its content is the request body).
+/// A path and a mode: params of `worker.file_chmod`, and of `worker.file_write_stream` (whose
+/// content is the request body).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileUploadParams {
+pub struct FileModeParams {
     #[serde(flatten)]
     pub target: Target,
     #[serde(default)]
@@ -166,6 +167,11 @@ pub struct FileUploadParams {
     #[serde(default)]
     pub mode: String,
 }
+
+/// Params of `worker.file_write_stream`.
+pub type FileUploadParams = FileModeParams;
+/// Params of `worker.file_chmod`.
+pub type FileChmodParams = FileModeParams;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileDeleteParams {
@@ -185,16 +191,6 @@ pub struct FileMoveParams {
     pub old_path: String,
     #[serde(default)]
     pub new_path: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileChmodParams {
-    #[serde(flatten)]
-    pub target: Target,
-    #[serde(default)]
-    pub path: String,
-    #[serde(default)]
-    pub mode: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

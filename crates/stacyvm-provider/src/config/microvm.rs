@@ -70,3 +70,25 @@ impl Default for MicrovmConfig {
         }
     }
 }
+
+impl MicrovmConfig {
+    /// The file name stem of an image: every byte outside `[A-Za-z0-9._-]` becomes `_` (as in
+    /// the setup script, which writes the disks the provider reads).
+    pub fn image_file_stem(image: &str) -> String {
+        image
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                    b as char
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    }
+
+    /// The file name of an image's disk under `images/`.
+    pub fn image_disk_name(image: &str) -> String {
+        format!("{}.ext4", Self::image_file_stem(image))
+    }
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
-use crate::ProviderError;
+use crate::{MicrovmConfig, ProviderError};
 
 /// Size of a freshly built base disk (sparse); the guest's free space comes from it.
 const BASE_DISK_MB: u64 = 1024;
@@ -22,21 +22,6 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(300);
 /// about 20 ms (a `docker` process), which would dominate a spawn from the warm pool; a
 /// re-tagged image is noticed once this has passed.
 const RESOLVED_TTL: Duration = Duration::from_secs(10);
-
-/// The file name of an image: every byte outside `[A-Za-z0-9._-]` becomes `_` (as in the
-/// setup script).
-pub(crate) fn image_file_stem(image: &str) -> String {
-    image
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
-                b as char
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
 
 pub(crate) struct Rootfs {
     images: PathBuf,
@@ -105,7 +90,7 @@ impl Rootfs {
                 return Ok(path);
             }
         }
-        let named = self.images.join(format!("{}.ext4", image_file_stem(image)));
+        let named = self.images.join(MicrovmConfig::image_disk_name(image));
         if named.is_file() {
             return Ok(named);
         }
@@ -210,10 +195,10 @@ mod tests {
     #[test]
     fn stems() {
         assert_eq!(
-            image_file_stem("stacyvm-test/busybox:latest"),
+            MicrovmConfig::image_file_stem("stacyvm-test/busybox:latest"),
             "stacyvm-test_busybox_latest"
         );
-        assert_eq!(image_file_stem("../x"), ".._x");
-        assert!(!image_file_stem("a/../../b").contains('/'));
+        assert_eq!(MicrovmConfig::image_file_stem("../x"), ".._x");
+        assert!(!MicrovmConfig::image_file_stem("a/../../b").contains('/'));
     }
 }

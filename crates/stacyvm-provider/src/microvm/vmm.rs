@@ -278,6 +278,29 @@ mod tests {
     use super::*;
     use crate::MicrovmConfig;
 
+    /// Settings (`data_dir` empty: the default), paths and shape of a test VM `sb-1`.
+    fn fixture(
+        data_dir: &str,
+        run_as: &str,
+        memory_mb: i64,
+        vcpus: i64,
+    ) -> (Settings, VmPaths, VmShape) {
+        let mut c = MicrovmConfig {
+            run_as: run_as.into(),
+            ..Default::default()
+        };
+        if !data_dir.is_empty() {
+            c.data_dir = data_dir.into();
+        }
+        let p = VmPaths::new(Path::new("/d/vms"), "sb-1");
+        let shape = VmShape {
+            memory_mb,
+            vcpus,
+            preview_port: None,
+        };
+        (c.validate(false).unwrap(), p, shape)
+    }
+
     #[test]
     fn cpu_mhz() {
         assert_eq!(
@@ -291,19 +314,7 @@ mod tests {
 
     #[test]
     fn command_line() {
-        let s = MicrovmConfig {
-            data_dir: "/d".into(),
-            run_as: "-".into(),
-            ..Default::default()
-        }
-        .validate(false)
-        .unwrap();
-        let p = VmPaths::new(Path::new("/d/vms"), "sb-1");
-        let shape = VmShape {
-            memory_mb: 256,
-            vcpus: 2,
-            preview_port: None,
-        };
+        let (s, p, shape) = fixture("/d", "-", 256, 2);
         let a = qemu_args(&s, &p, &shape, Some(2_300_000), &Launch::Cold);
         let joined = a.join(" ");
         for want in [
@@ -332,19 +343,7 @@ mod tests {
 
     #[test]
     fn template_and_clone_command_lines() {
-        let s = MicrovmConfig {
-            data_dir: "/d".into(),
-            run_as: "-".into(),
-            ..Default::default()
-        }
-        .validate(false)
-        .unwrap();
-        let p = VmPaths::new(Path::new("/d/vms"), "sb-1");
-        let shape = VmShape {
-            memory_mb: 256,
-            vcpus: 1,
-            preview_port: None,
-        };
+        let (s, p, shape) = fixture("/d", "-", 256, 1);
         let cold = qemu_args(&s, &p, &shape, None, &Launch::Cold).join(" ");
         assert!(cold.contains("-M microvm -accel"), "{cold}");
         assert!(!cold.contains("memory-backend") && !cold.contains("-incoming"));
@@ -379,18 +378,7 @@ mod tests {
 
     #[test]
     fn runas_allows_the_privilege_drop() {
-        let s = MicrovmConfig {
-            run_as: "nobody".into(),
-            ..Default::default()
-        }
-        .validate(false)
-        .unwrap();
-        let p = VmPaths::new(Path::new("/d/vms"), "sb-1");
-        let shape = VmShape {
-            memory_mb: 128,
-            vcpus: 1,
-            preview_port: None,
-        };
+        let (s, p, shape) = fixture("", "nobody", 128, 1);
         let joined = qemu_args(&s, &p, &shape, None, &Launch::Cold).join(" ");
         assert!(joined.contains("-runas nobody"), "{joined}");
         assert!(joined.contains("elevateprivileges=allow"), "{joined}");

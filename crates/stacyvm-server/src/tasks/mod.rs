@@ -5,19 +5,30 @@ pub mod leader;
 
 use std::time::Duration;
 
+use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::service::Service;
 
+/// A ticker that does not burst to catch up after a slow pass.
+fn interval(period: Duration) -> Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick
+}
+
+/// Waits for the next tick; false once `cancel` fires.
+async fn next_tick(tick: &mut Interval, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        () = cancel.cancelled() => false,
+        _ = tick.tick() => true,
+    }
+}
+
 /// Destroys expired sandboxes every `reaper_interval`.
 pub async fn reaper(svc: Service, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(svc.tick());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut tick = interval(svc.tick());
+    while next_tick(&mut tick, &cancel).await {
         if !svc.ensure_leadership().await {
             continue;
         }
@@ -31,16 +42,12 @@ pub async fn reaper(svc: Service, cancel: CancellationToken) {
 
 /// Keeps the control plane's own `local` worker registration fresh.
 pub async fn local_heartbeat(svc: Service, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(
+    let mut tick = interval(
         svc.settings()
             .local_heartbeat_interval
             .max(Duration::from_millis(50)),
     );
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    while next_tick(&mut tick, &cancel).await {
         if let Err(e) = svc.workers().heartbeat_local().await {
             tracing::warn!(error = %e, "local worker heartbeat failed");
         }
@@ -51,13 +58,8 @@ pub async fn local_heartbeat(svc: Service, cancel: CancellationToken) {
 /// so a slow destroy in the reaper never delays health marking).
 pub async fn reconciler(svc: Service, cancel: CancellationToken) {
     let mut last_local = std::time::Instant::now();
-    let mut tick = tokio::time::interval(svc.tick());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut tick = interval(svc.tick());
+    while next_tick(&mut tick, &cancel).await {
         if !svc.ensure_leadership().await {
             continue;
         }
@@ -89,13 +91,8 @@ const CREATING_GRACE: Duration = Duration::from_secs(600);
 /// Renews this control plane's presence lease every `reaper_interval`, so others can tell
 /// when it died (and clean up what it left half-made).
 pub async fn presence(svc: Service, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(svc.tick());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut tick = interval(svc.tick());
+    while next_tick(&mut tick, &cancel).await {
         svc.renew_presence().await;
     }
 }

@@ -9,6 +9,7 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use stacyvm_config::Config;
+use stacyvm_provider::MicrovmConfig;
 
 const SCRIPT: &str = include_str!("../../../../scripts/setup-microvm.sh");
 const DEFAULT_IMAGE: &str = "stacyvm-test/busybox:latest";
@@ -84,21 +85,6 @@ fn assets(dir: Option<PathBuf>) -> anyhow::Result<Assets> {
     })
 }
 
-/// The provider's file name for an image's disk (bytes outside `[A-Za-z0-9._-]` become `_`).
-fn image_file(image: &str) -> String {
-    let stem: String = image
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
-                b as char
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{stem}.ext4")
-}
-
 fn on_path(name: &str) -> bool {
     if name.contains('/') {
         return Path::new(name).is_file();
@@ -109,7 +95,10 @@ fn on_path(name: &str) -> bool {
 
 /// Prints one line per asset; true when all are present.
 fn check(a: &Assets, image: &str) -> bool {
-    let disk = a.dir.join("images").join(image_file(image));
+    let disk = a
+        .dir
+        .join("images")
+        .join(MicrovmConfig::image_disk_name(image));
     let rows = [
         (format!("qemu ({})", a.qemu), on_path(&a.qemu)),
         (format!("kernel {}", a.kernel.display()), a.kernel.is_file()),
@@ -199,7 +188,7 @@ mod tests {
     #[test]
     fn image_file_names_match_the_provider() {
         assert_eq!(
-            image_file("stacyvm-test/busybox:latest"),
+            MicrovmConfig::image_disk_name("stacyvm-test/busybox:latest"),
             "stacyvm-test_busybox_latest.ext4"
         );
     }

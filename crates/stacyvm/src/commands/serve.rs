@@ -43,7 +43,8 @@ pub fn shutdown_on_signals(token: CancellationToken) {
     });
 }
 
-pub async fn run() -> anyhow::Result<ExitCode> {
+/// Loads and validates the configuration, starts logging by it, and logs where it came from.
+pub fn load_and_log() -> anyhow::Result<ValidConfig> {
     let cfg = Config::load()
         .context("loading configuration")?
         .validate()
@@ -54,6 +55,11 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     } else {
         tracing::info!("no configuration file found; using embedded defaults");
     }
+    Ok(cfg)
+}
+
+pub async fn run() -> anyhow::Result<ExitCode> {
+    let cfg = load_and_log()?;
     let token = CancellationToken::new();
     shutdown_on_signals(token.clone());
     stacyvm_server::run(cfg, token).await?;

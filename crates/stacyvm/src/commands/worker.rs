@@ -3,11 +3,10 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use stacyvm_config::Config;
 use stacyvm_worker::{WorkerConfig, WorkerOverrides};
 use tokio_util::sync::CancellationToken;
 
-use super::serve::{init_logging, shutdown_on_signals};
+use super::serve::{load_and_log, shutdown_on_signals};
 use crate::cli::WorkerRunArgs;
 
 /// A value clap took from `var` rather than from the command line is not "explicit": the
@@ -17,16 +16,7 @@ fn from_flag(value: Option<String>, var: &str) -> Option<String> {
 }
 
 pub async fn run(args: WorkerRunArgs) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load()
-        .context("loading configuration")?
-        .validate()
-        .context("invalid configuration")?;
-    init_logging(&cfg);
-    if let Some(p) = cfg.source_path() {
-        tracing::info!(path = %p.display(), "configuration loaded");
-    } else {
-        tracing::info!("no configuration file found; using embedded defaults");
-    }
+    let cfg = load_and_log()?;
     let flags = WorkerOverrides {
         id: args.id,
         control_plane: args.control_plane,
