@@ -114,6 +114,27 @@ def test_exec_bad_input(http, raw_sandbox, server, body):
     assert_error(r, 400, "BAD_REQUEST", server)
 
 
+@pytest.mark.parametrize("body", [
+    {"command": "echo " + "x" * 200_000},                          # one string over 128 KiB
+    {"command": "echo", "mode": "argv", "args": ["y" * 100_000] * 12},  # 1.2 MB of arguments
+    {"command": "true", "env": {f"V{i}": "z" * 100_000 for i in range(50)}},  # 5 MB environment
+])
+def test_exec_too_long_for_the_kernel_is_400(http, raw_sandbox, server, body):
+    # The kernel would refuse these (E2BIG); the answer is a 400 before anything starts, and
+    # the sandbox still runs commands afterwards.
+    r = http.post(f"/api/v1/sandboxes/{raw_sandbox}/exec", json=body)
+    assert_error(r, 400, "BAD_REQUEST", server)
+    ok = http.post(f"/api/v1/sandboxes/{raw_sandbox}/exec", json={"command": "echo still"})
+    assert ok.status_code == 200 and ok.json()["stdout"] == "still\n"
+
+
+def test_exec_large_but_legal_arguments_run(http, raw_sandbox):
+    big = "q" * 100_000
+    r = http.post(f"/api/v1/sandboxes/{raw_sandbox}/exec",
+                  json={"command": 'printf %s "$BIG" | wc -c', "env": {"BIG": big}})
+    assert r.status_code == 200 and r.json()["stdout"].strip() == "100000", r.text[:300]
+
+
 def test_exec_timeout_over_max(http, raw_sandbox, server):
     r = http.post(f"/api/v1/sandboxes/{raw_sandbox}/exec",
                   json={"command": "true", "timeout": "20m"})  # defaults.max_exec_timeout 10m

@@ -110,6 +110,15 @@ impl Cleanup {
         }
     }
 
+    /// Creates `dir` (`what` names it in the error) and a cleanup that removes it again.
+    pub async fn create(dir: &Path, what: &str) -> Result<Self, ProviderError> {
+        let cleanup = Cleanup::new(dir);
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| ProviderError::internal_with(format!("creating the {what} failed"), e))?;
+        Ok(cleanup)
+    }
+
     pub fn disarm(mut self) {
         self.armed = false;
     }
@@ -196,10 +205,7 @@ impl Core {
         shape: &VmShape,
     ) -> Result<Vm, ProviderError> {
         let started = Instant::now();
-        let mut cleanup = Cleanup::new(&paths.dir);
-        tokio::fs::create_dir_all(&paths.dir)
-            .await
-            .map_err(|e| ProviderError::internal_with("creating the VM directory failed", e))?;
+        let mut cleanup = Cleanup::create(&paths.dir, "VM directory").await?;
         rootfs::create_overlay(base, &paths.overlay).await?;
         let mut child = self
             .start_qemu(&paths, shape, &Launch::Cold, &[], &mut meta, &mut cleanup)

@@ -294,10 +294,7 @@ impl Templates {
         let work = format!(".build-{}-{}", std::process::id(), key.hash);
         let paths = VmPaths::new(&self.dir, &work);
         let _ = std::fs::remove_dir_all(&paths.dir);
-        let mut cleanup = Cleanup::new(&paths.dir);
-        tokio::fs::create_dir_all(&paths.dir).await.map_err(|e| {
-            ProviderError::internal_with("creating the template directory failed", e)
-        })?;
+        let mut cleanup = Cleanup::create(&paths.dir, "template directory").await?;
         rootfs::create_overlay(base, &paths.overlay).await?;
         let mem = paths.dir.join("mem");
         // Created here so it is not world-readable (QEMU would create it 0644).
@@ -493,10 +490,7 @@ pub(crate) async fn restore(
     warm_up: bool,
 ) -> Result<Vm, ProviderError> {
     let started = Instant::now();
-    let mut cleanup = Cleanup::new(&paths.dir);
-    tokio::fs::create_dir_all(&paths.dir)
-        .await
-        .map_err(|e| ProviderError::internal_with("creating the VM directory failed", e))?;
+    let mut cleanup = Cleanup::create(&paths.dir, "VM directory").await?;
     tokio::fs::copy(tpl.disk(), &paths.overlay)
         .await
         .map_err(|e| ProviderError::internal_with("copying the template overlay failed", e))?;

@@ -80,6 +80,7 @@ impl Exec<'_> {
         if p.command.trim().is_empty() {
             return Err(ServiceError::bad_request("command is required"));
         }
+        check_exec_size(p)?;
         let limits = self.svc.quotas().limits_for(&sb.owner_id).await?;
         let timeout = if p.timeout.trim().is_empty() {
             self.svc.settings.limits.default_exec_timeout
@@ -279,4 +280,36 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_string()
+}
+
+/// Longest single argument or `NAME=value` the kernel passes to a program (`MAX_ARG_STRLEN`).
+const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
+/// Bound on the command, arguments and environment together. The kernel allows about a
+/// quarter of the stack limit (2 MiB by default) including the sandbox's own environment.
+const MAX_EXEC_BYTES: usize = 1024 * 1024;
+
+/// Refuses a command the kernel would refuse (`E2BIG`), with a 400 instead of a failed start.
+fn check_exec_size(p: &ExecParams) -> ServiceResult<()> {
+    let env = p.env.iter().map(|(k, v)| k.len() + 1 + v.len());
+    let sizes = [p.command.len()]
+        .into_iter()
+        .chain(p.args.iter().map(String::len))
+        .chain(env);
+    let mut total = 0usize;
+    for n in sizes {
+        if n > MAX_ARG_BYTES {
+            return Err(ServiceError::bad_request(format!(
+                "an argument or environment entry is {n} bytes; each may be at most {MAX_ARG_BYTES} \
+                 (pass larger data through a file)"
+            )));
+        }
+        total += n + 1;
+    }
+    if total > MAX_EXEC_BYTES {
+        return Err(ServiceError::bad_request(format!(
+            "command, arguments and environment are {total} bytes; together they may be at most \
+             {MAX_EXEC_BYTES} (pass larger data through a file)"
+        )));
+    }
+    Ok(())
 }
