@@ -180,3 +180,20 @@ def test_request_id_on_unauthorized(auth_server):
         r = c.get("/api/v1/sandboxes")
     assert r.status_code == 401
     assert r.headers.get("x-request-id") == "rid-401"
+
+
+@pytest.mark.parametrize("configured_server", [{"auth": {"worker_token": "e2e-worker-token-0123456789abcdef"}}],
+                         indirect=True)
+def test_rejected_worker_credentials_do_not_flood_the_log(configured_server):
+    # Anyone who reaches the port can present a wrong worker token; the WARN line per rejection
+    # is bounded (20 a minute), so 200 of them leave at most 20 lines, and the later line says
+    # how many were held back.
+    with httpx.Client(base_url=configured_server.base_url, timeout=10) as c:
+        for i in range(200):
+            r = c.post("/api/v1/worker/worker-x/heartbeat",
+                       headers={"X-Worker-ID": "worker-x", "X-Worker-Token": f"wrong-{i}"},
+                       json={"worker_id": "worker-x"})
+            assert r.status_code == 401, r.text
+    lines = [ln for ln in configured_server.log_path.read_text(errors="replace").splitlines()
+             if "worker credential rejected" in ln]
+    assert 1 <= len(lines) <= 20, len(lines)

@@ -4,6 +4,7 @@
 mod error;
 mod events;
 mod http;
+mod log_throttle;
 mod ops;
 pub mod remote;
 mod run;

@@ -1,11 +1,17 @@
 //! Worker credentials: checking the ones workers present (wire §8.1) and issuing signed
 //! tokens (`POST /admin/worker-tokens`).
 
+use std::time::Duration;
+
 use stacyvm_auth::{Scope, Scopes};
 use stacyvm_types::{parse_go_duration, Timestamp};
 
 use super::Workers;
 use crate::error::{ServiceError, ServiceResult};
+use crate::log_throttle::LogThrottle;
+
+/// Rejected-credential WARN lines: 20 a minute at most.
+static REJECTED_LOG: LogThrottle = LogThrottle::new(20, Duration::from_secs(60));
 
 /// Longest lifetime of an issued token (15 min, the verifier's limit).
 const MAX_TOKEN_TTL_SECS: u64 = 900;
@@ -47,7 +53,10 @@ impl Workers<'_> {
             return Err(denied());
         }
         auth.authenticate(id, token, now_unix()).map_err(|e| {
-            tracing::warn!(worker = %id, error = %e, "worker credential rejected");
+            // Anyone who reaches the port can present bad credentials: bound the lines.
+            if let Some(held_back) = REJECTED_LOG.admit() {
+                tracing::warn!(worker = %id, error = %e, held_back, "worker credential rejected");
+            }
             denied()
         })
     }
