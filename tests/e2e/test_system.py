@@ -218,3 +218,35 @@ def test_stats_mock_unsupported(http, raw_sandbox):
     r = http.get(f"/api/v1/sandboxes/{raw_sandbox}/stats")
     assert r.status_code == 200
     assert r.json() == {"supported": False}
+
+
+def test_half_open_connections_are_closed_and_do_not_starve_the_server(server, http):
+    # Hardening finding 2: connections that never finish their request head used to stay open
+    # for minutes. Now the head must arrive within 30 s (the keep-alive idle limit too), and
+    # meanwhile the server keeps answering.
+    import socket
+
+    held = []
+    try:
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # never finished
+            held.append(s)
+        started = time.monotonic()
+        assert http.get("/api/v1/health").status_code == 200
+        spawned = http.post("/api/v1/sandboxes", json={})
+        assert spawned.status_code in (200, 201), spawned.text
+        http.delete(f"/api/v1/sandboxes/{spawned.json()['id']}")
+        # The server closes each of them (EOF) within the head timeout.
+        for s in held:
+            s.settimeout(max(1.0, 45 - (time.monotonic() - started)))
+            assert s.recv(1024) is not None  # returns b"" (or a 408 head) once closed
+            try:
+                while s.recv(1024):
+                    pass
+            except ConnectionResetError:
+                pass
+        assert time.monotonic() - started < 45
+    finally:
+        for s in held:
+            s.close()

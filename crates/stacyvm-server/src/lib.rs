@@ -4,6 +4,7 @@
 mod error;
 mod events;
 mod http;
+mod listener;
 mod log_throttle;
 mod ops;
 pub mod remote;
@@ -46,18 +47,13 @@ pub async fn serve(
     tracker.spawn(tasks::reconciler(svc.clone(), bg.clone()));
     tracker.close();
 
-    let app = router(svc.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let stop = shutdown.clone();
-    let server = axum::serve(
-        // Streams flush small chunks: without TCP_NODELAY the first one waits for a delayed ACK.
-        axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        app,
-    )
-    .with_graceful_shutdown(async move { stop.cancelled().await });
+    let app = router(svc.clone()).layer(axum::middleware::from_fn(listener::body_stall_layer));
+    let nofile = listener::raise_nofile_limit();
+    let cap = listener::connection_cap(nofile);
+    tracing::debug!(nofile, connection_cap = cap, "listener limits");
+    let server = listener::serve(listener, app, shutdown.clone(), cap);
     let result = tokio::select! {
-        r = server => r,
+        () = server => Ok(()),
         () = async {
             shutdown.cancelled().await;
             tokio::time::sleep(grace).await;

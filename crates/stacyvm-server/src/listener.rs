@@ -1,0 +1,199 @@
+//! The control plane's accept loop. `axum::serve` has no header-read timeout and no connection
+//! cap, so a few thousand half-open connections (partial headers, idle keep-alives) could hold
+//! every file descriptor and starve `/health` (hardening finding 2). Here:
+//! - each connection must send a request head within [`HEADER_READ_TIMEOUT`] of being ready to
+//!   read one (hyper starts the timer when the connection waits for a head, so it is also the
+//!   keep-alive idle timeout);
+//! - a request body that stalls for [`BODY_STALL_TIMEOUT`] fails (see [`body_stall_layer`]);
+//! - at most [`connection_cap`] connections are open; past it a new connection is closed at
+//!   once (and a throttled WARN says so), leaving descriptors for the store and providers;
+//! - `RLIMIT_NOFILE` is raised to its hard limit at start ([`raise_nofile_limit`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use futures_util::StreamExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::log_throttle::LogThrottle;
+
+/// Time to send a request head, counted from when the connection is ready for one.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest pause between two pieces of a request body.
+pub const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause after a failed accept (out of descriptors): retrying at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+static REFUSED_LOG: LogThrottle = LogThrottle::new(5, Duration::from_secs(60));
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit now in force.
+#[expect(unsafe_code, reason = "std has no getrlimit/setrlimit")]
+pub fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Open connections allowed with `nofile` descriptors: three quarters, the rest kept for the
+/// store, providers, worker RPC and preview upstreams.
+pub fn connection_cap(nofile: u64) -> usize {
+    usize::try_from(nofile / 4 * 3)
+        .unwrap_or(usize::MAX)
+        .max(16)
+}
+
+/// Serves `app` on `listener` until `graceful` fires; then lets open connections finish their
+/// requests and returns once they have (the caller bounds that wait).
+pub async fn serve(listener: TcpListener, app: Router, graceful: CancellationToken, cap: usize) {
+    let conns = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(cap));
+    loop {
+        let accepted = tokio::select! {
+            () = graceful.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if let Some(held_back) = REFUSED_LOG.admit() {
+                tracing::warn!(%peer, cap, held_back, "connection cap reached; connection closed");
+            }
+            drop(tcp);
+            continue;
+        };
+        // Streams flush small chunks: without TCP_NODELAY the first one waits for a delayed ACK.
+        let _ = tcp.set_nodelay(true);
+        let (app, graceful) = (app.clone(), graceful.clone());
+        conns.spawn(async move {
+            let _slot = slot;
+            serve_conn(tcp, peer, app, graceful).await;
+        });
+    }
+    drop(listener);
+    conns.close();
+    conns.wait().await;
+}
+
+async fn serve_conn(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    graceful: CancellationToken,
+) {
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(req.map(Body::new))
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(tcp), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        () = graceful.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Fails a request body that sends nothing for [`BODY_STALL_TIMEOUT`] (the handler sees a body
+/// error: a 400 for buffered bodies, an aborted upload for streamed ones).
+pub async fn body_stall_layer(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    if axum::body::HttpBody::size_hint(&body).exact() == Some(0) {
+        return next
+            .run(axum::extract::Request::from_parts(parts, body))
+            .await;
+    }
+    // The state is `None` once the stall was reported: the body ends there.
+    let guarded = futures_util::stream::unfold(Some(body.into_data_stream()), |s| async move {
+        let mut s = s?;
+        match tokio::time::timeout(BODY_STALL_TIMEOUT, s.next()).await {
+            Ok(Some(item)) => Some((item, Some(s))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(axum::Error::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request body stalled",
+                ))),
+                None,
+            )),
+        }
+    });
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        Body::from_stream(guarded),
+    ))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_leaves_a_quarter_of_the_descriptors() {
+        assert_eq!(connection_cap(1024), 768);
+        assert_eq!(connection_cap(1_048_576), 786_432);
+        assert_eq!(connection_cap(8), 16);
+    }
+
+    #[test]
+    #[expect(unsafe_code, reason = "reading the limit back")]
+    fn the_limit_is_raised_to_the_hard_limit() {
+        let now = raise_nofile_limit();
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(now, lim.rlim_cur);
+        assert_eq!(lim.rlim_cur, lim.rlim_max);
+    }
+}
