@@ -14,8 +14,27 @@ fmt:
 lint:
     bash scripts/test.sh fmt clippy
 
+# Rust tests: `ci` profile under CI=true, else the fast set plus each backend set found here
 unit:
     bash scripts/test.sh nextest
+
+# Rust tests that need a backend (.config/nextest.toml); they fail when it is missing.
+# ARGS go to nextest, e.g. just test-pg "-p stacyvm-store".
+# Postgres: without STACYVM_TEST_PG_DSN, starts the throwaway cluster (scripts/setup-postgres.sh).
+test-pg ARGS="":
+    { [ -n "${STACYVM_TEST_PG_DSN:-}" ] || eval "$(bash scripts/setup-postgres.sh)"; } && cargo nextest run --workspace --profile pg {{ARGS}}
+
+# Docker Engine with the test image (scripts/setup-docker.sh)
+test-docker ARGS="":
+    cargo nextest run --workspace --profile docker {{ARGS}}
+
+# Docker with the gVisor runtime (scripts/setup-docker.sh --runsc)
+test-gvisor ARGS="":
+    cargo nextest run --workspace --profile gvisor {{ARGS}}
+
+# QEMU and the microvm assets (scripts/setup-microvm.sh)
+test-vm ARGS="":
+    cargo nextest run --workspace --profile vm {{ARGS}}
 
 # end-to-end suite against the built binary; ARGS go to pytest, e.g. just e2e "-k exec"
 e2e ARGS="":

@@ -5,7 +5,8 @@
 #   bash scripts/test.sh              # every step, in order, stopping at the first failure
 #   bash scripts/test.sh e2e          # only the named steps: setup fmt clippy nextest build e2e e2e_pg smoke bench
 #
-# Env: CI=true makes tests that need a missing backend fail instead of skip.
+# Env: CI=true runs every Rust test (nextest profile ci): a missing backend fails the run.
+#      Locally, tests whose backend is missing are not selected (the reason is printed).
 #      STACYVM_RELEASE=1 builds and tests the release binary instead of the debug one.
 #      PYTEST_ARGS="-k exec -x" is passed to pytest.
 set -euo pipefail
@@ -35,12 +36,12 @@ else
 fi
 export STACYVM_BIN="${STACYVM_BIN:-$DEFAULT_BIN}"
 
-# A backend that cannot be set up fails CI; locally its tests skip with a reason.
+# A backend that cannot be set up fails CI; locally its tests are left out, with a reason.
 backend_unavailable() {
     if is_ci; then
         die "$1 is required in CI but could not be set up"
     fi
-    info "warning: $1 unavailable; its tests will be skipped"
+    info "warning: $1 unavailable; its tests are not selected"
 }
 
 step_setup() {
@@ -60,8 +61,23 @@ step_clippy() {
     cargo clippy --workspace --all-targets -- -D warnings
 }
 
+# Tests needing a backend are selected by nextest profiles and fail without it
+# (.config/nextest.toml). Under CI every test runs (profile ci); locally the fast set runs, then
+# the set of each backend found here.
 step_nextest() {
-    cargo nextest run --workspace --profile ci
+    # The Postgres tests read the DSN step setup exports; this step run alone starts the cluster.
+    if [ -z "${STACYVM_TEST_PG_DSN:-}" ]; then
+        setup_postgres || backend_unavailable postgres
+    fi
+    if is_ci; then
+        cargo nextest run --workspace --profile ci
+    else
+        cargo nextest run --workspace
+        local profile
+        for profile in $(ready_backends); do
+            cargo nextest run --workspace --profile "$profile"
+        done
+    fi
     # The guest agent is its own workspace (static build, own lockfile).
     (cd "$REPO_ROOT/crates/stacyvm-agent" && cargo test)
 }

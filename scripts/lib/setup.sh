@@ -57,9 +57,7 @@ setup_docker() {
     fi
     build_test_image || return 1
     # gVisor (runsc) registered in dockerd: the provider conformance suite runs on it too.
-    if DOCKERD_LOG="$DOCKERD_LOG" bash "$REPO_ROOT/scripts/setup-docker.sh" --runsc; then
-        export STACYVM_REQUIRE_RUNSC=1
-    elif is_ci; then
+    if ! DOCKERD_LOG="$DOCKERD_LOG" bash "$REPO_ROOT/scripts/setup-docker.sh" --runsc && is_ci; then
         info "gVisor (runsc) could not be set up"
         return 1
     fi
@@ -121,9 +119,38 @@ setup_postgres() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# HOOK setup_qemu: to be filled by the microvm provider task (qemu-system-x86, guest kernel and
-# rootfs assets, export their paths). No-op until then.
+# HOOK setup_qemu: qemu-system-x86, the guest kernel, initramfs and root filesystems in
+# $STACYVM_MICROVM_DIR (default /var/lib/stacyvm/microvm), where the microvm tests look.
 # ---------------------------------------------------------------------------------------------
 setup_qemu() {
     bash "$REPO_ROOT/scripts/setup-microvm.sh"
+}
+
+# ---------------------------------------------------------------------------------------------
+# ready_backends: the nextest backend profiles (.config/nextest.toml) whose backend answers here
+# right now, one per line; cheap probes only, nothing is installed or started. What is missing
+# goes to stderr.
+# ---------------------------------------------------------------------------------------------
+ready_backends() {
+    if [ -n "${STACYVM_TEST_PG_DSN:-}" ]; then
+        echo pg
+    else
+        info "postgres: STACYVM_TEST_PG_DSN is not set; profile pg not run" >&2
+    fi
+    if have docker && docker image inspect "$TEST_IMAGE" >/dev/null 2>&1; then
+        echo docker
+        if docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"'; then
+            echo gvisor
+        else
+            info "gvisor: docker has no runsc runtime; profile gvisor not run" >&2
+        fi
+    else
+        info "docker: no daemon or no image $TEST_IMAGE; profiles docker and gvisor not run" >&2
+    fi
+    local vm_dir="${STACYVM_MICROVM_DIR:-/var/lib/stacyvm/microvm}"
+    if have qemu-system-x86_64 && [ -f "$vm_dir/vmlinux" ] && [ -f "$vm_dir/initramfs.cpio.gz" ]; then
+        echo vm
+    else
+        info "vm: qemu-system-x86_64 or the assets in $vm_dir are missing; profile vm not run" >&2
+    fi
 }

@@ -10,9 +10,7 @@ use stacyvm_provider::{DockerConfig, Provider, ProviderError};
 
 #[tokio::test]
 async fn write_read_stat_list_glob() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
 
     // Binary-exact, larger than any single chunk, parents created.
@@ -128,9 +126,7 @@ async fn write_read_stat_list_glob() {
 
 #[tokio::test]
 async fn move_chmod_delete_and_errors() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
     p.write_file(&id, "/workspace/d/x.txt", Bytes::from_static(b"x"), None)
         .await
@@ -232,9 +228,7 @@ async fn move_chmod_delete_and_errors() {
 /// archive sends in full), end in a clear 400-class error instead of running on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn glob_stops_at_its_budget() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
     let o = sh(
         &p,
@@ -273,9 +267,7 @@ async fn glob_stops_at_its_budget() {
 /// without owner write) and overwrites work, and nothing is left beside the target.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_uploads_keep_modes_and_leave_nothing_behind() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
     let data: Bytes = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     for (mode, want) in [("0444", "444"), ("0755", "755"), ("0640", "640")] {

@@ -13,9 +13,7 @@ use stacyvm_types::{SandboxState, StreamKind};
 
 #[tokio::test]
 async fn lifecycle_labels_and_reconciliation() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
     assert_eq!(p.status(&id).await.unwrap(), SandboxState::Running);
 
@@ -77,9 +75,7 @@ async fn lifecycle_labels_and_reconciliation() {
 
 #[tokio::test]
 async fn foreign_containers_are_not_ours() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     let name = new_id();
     let _guard = Cleanup(name.clone());
     let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
@@ -117,9 +113,7 @@ async fn foreign_containers_are_not_ours() {
 
 #[tokio::test]
 async fn exec_modes_env_workdir_and_exit_codes() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
 
     let mut req = ExecRequest {
@@ -175,9 +169,7 @@ async fn exec_modes_env_workdir_and_exit_codes() {
 
 #[tokio::test]
 async fn output_streams_live() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let req = ExecRequest {
@@ -206,9 +198,7 @@ async fn output_streams_live() {
 
 #[tokio::test]
 async fn timeout_kills_the_command_not_the_sandbox() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
     let req = ExecRequest {
         // A child in its own session, a grandchild, and the foreground sleep.
@@ -239,9 +229,7 @@ async fn timeout_kills_the_command_not_the_sandbox() {
 
 #[tokio::test]
 async fn a_vanished_caller_kills_the_command() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let req = ExecRequest {
@@ -266,9 +254,7 @@ async fn a_vanished_caller_kills_the_command() {
 
 #[tokio::test]
 async fn docker_like_output_is_not_mistaken_for_a_start_failure() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
     let o = sh(
         &p,
@@ -284,9 +270,7 @@ async fn docker_like_output_is_not_mistaken_for_a_start_failure() {
 
 #[tokio::test]
 async fn argv_mode_needs_no_shell() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     noshell_image().await;
     let (id, _guard) = spawn(&p, NOSHELL_IMAGE).await;
     let o = exec_req(&p, &id, argv("echo", &["no", "shell"]))
@@ -321,7 +305,7 @@ async fn missing_image_is_image_not_found() {
         pull_timeout: Duration::from_secs(20),
         ..Default::default()
     };
-    let Some(p) = provider(cfg).await else { return };
+    let p = provider(cfg).await;
     let id = new_id();
     let _guard = Cleanup(id.clone());
     let t = Instant::now();
@@ -343,9 +327,7 @@ async fn missing_image_is_image_not_found() {
 
 #[tokio::test]
 async fn logs_and_stats() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
     assert!(p.logs(&id, 10).await.unwrap().len() <= 10);
     let st = p.stats(&id).await.unwrap().unwrap();

@@ -13,9 +13,7 @@ use stacyvm_types::SandboxState;
 
 #[tokio::test]
 async fn no_privileges_no_mounts_no_host_processes() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
 
     let o = sh(&p, &id, "mkdir -p /tmp/m && mount -t tmpfs none /tmp/m").await;
@@ -62,7 +60,7 @@ async fn fork_bomb_is_contained() {
         pids_limit: 64,
         ..Default::default()
     };
-    let Some(p) = provider(cfg).await else { return };
+    let p = provider(cfg).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
     let req = ExecRequest {
         // The bomb runs in a subshell and the main shell then `exec`s: once the pid limit is
@@ -91,9 +89,7 @@ async fn fork_bomb_is_contained() {
 
 #[tokio::test]
 async fn memory_limit_kills_the_command() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     let id = new_id();
     let _guard = Cleanup(id.clone());
     let mut sp = spec(&id, IMAGE);
@@ -112,7 +108,7 @@ async fn read_only_rootfs_keeps_tmp_and_workspace_writable() {
         read_only_rootfs: true,
         ..Default::default()
     };
-    let Some(p) = provider(cfg).await else { return };
+    let p = provider(cfg).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
     for path in ["/etc/x", "/bin/x", "/x"] {
         let o = sh(&p, &id, &format!("touch {path}")).await;
@@ -143,7 +139,7 @@ async fn non_root_user_owns_its_workspace() {
         read_only_rootfs: true,
         ..Default::default()
     };
-    let Some(p) = provider(cfg).await else { return };
+    let p = provider(cfg).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
     assert_eq!(sh(&p, &id, "id -u").await.stdout, "65534\n");
     let o = sh(
@@ -179,9 +175,7 @@ async fn non_root_user_owns_its_workspace() {
 
 #[tokio::test]
 async fn an_image_user_also_owns_its_workspace() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     nobody_image().await;
     let (id, _guard) = spawn(&p, NOBODY_IMAGE).await;
     assert_eq!(sh(&p, &id, "id -u").await.stdout, "65534\n");
@@ -205,7 +199,7 @@ async fn network_none_has_only_loopback() {
         network_mode: "none".into(),
         ..Default::default()
     };
-    let Some(p) = provider(cfg).await else { return };
+    let p = provider(cfg).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
     let o = sh(&p, &id, "ls /sys/class/net").await;
     assert_eq!(
@@ -222,9 +216,7 @@ async fn network_none_has_only_loopback() {
 async fn preview_target_is_the_container_address() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
+    let p = provider(DockerConfig::default()).await;
     let (id, _guard) = spawn(&p, IMAGE).await;
     let o = sh(
         &p,
@@ -259,36 +251,29 @@ async fn preview_target_is_the_container_address() {
     ));
 }
 
-#[tokio::test]
-async fn runsc_sandboxes_run_under_gvisor() {
-    let Some(p) = provider(DockerConfig::default()).await else {
-        return;
-    };
-    drop(p);
-    if !has_runsc().await {
-        eprintln!("NOTICE: skipping: no runsc runtime (scripts/setup-docker.sh --runsc)");
-        return;
+mod needs_gvisor {
+    use super::*;
+
+    #[tokio::test]
+    async fn runsc_sandboxes_run_under_gvisor() {
+        let cfg = DockerConfig {
+            network_mode: "none".into(),
+            read_only_rootfs: true,
+            ..Default::default()
+        };
+        let p = runsc_provider(cfg).await;
+        let (id, _guard) = spawn(&p, IMAGE).await;
+        // gVisor's own kernel log, not the host's.
+        let o = sh(&p, &id, "dmesg").await;
+        assert!(o.stdout.contains("gVisor"), "{o:?}");
+        let o = sh(&p, &id, "mkdir -p /tmp/m && mount -t tmpfs none /tmp/m").await;
+        assert_ne!(o.code, 0, "mount must fail: {o:?}");
+        assert_ne!(sh(&p, &id, "touch /etc/x").await.code, 0);
+        let ps = sh(&p, &id, "ps -o pid").await.stdout;
+        assert!(ps.lines().count() <= 5, "{ps}");
+        p.write_file(&id, "/tmp/a", Bytes::from_static(b"a"), None)
+            .await
+            .unwrap();
+        assert_eq!(sh(&p, &id, "cat /tmp/a").await.stdout, "a");
     }
-    let cfg = DockerConfig {
-        runtime: "runsc".into(),
-        network_mode: "none".into(),
-        read_only_rootfs: true,
-        ..Default::default()
-    };
-    let Some(p) = provider(cfg).await else {
-        return;
-    };
-    let (id, _guard) = spawn(&p, IMAGE).await;
-    // gVisor's own kernel log, not the host's.
-    let o = sh(&p, &id, "dmesg").await;
-    assert!(o.stdout.contains("gVisor"), "{o:?}");
-    let o = sh(&p, &id, "mkdir -p /tmp/m && mount -t tmpfs none /tmp/m").await;
-    assert_ne!(o.code, 0, "mount must fail: {o:?}");
-    assert_ne!(sh(&p, &id, "touch /etc/x").await.code, 0);
-    let ps = sh(&p, &id, "ps -o pid").await.stdout;
-    assert!(ps.lines().count() <= 5, "{ps}");
-    p.write_file(&id, "/tmp/a", Bytes::from_static(b"a"), None)
-        .await
-        .unwrap();
-    assert_eq!(sh(&p, &id, "cat /tmp/a").await.stdout, "a");
 }

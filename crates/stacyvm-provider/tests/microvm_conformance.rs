@@ -5,8 +5,8 @@
 //! image's template snapshot (built once, kept in the data dir across test binaries).
 //!
 //! Needs `scripts/setup-microvm.sh` (assets in `$STACYVM_MICROVM_DIR`, default
-//! /var/lib/stacyvm/microvm). Without them the tests print a notice and pass, except under
-//! `CI=true`, where they fail.
+//! /var/lib/stacyvm/microvm). Without them the tests fail; the default nextest profile leaves
+//! this binary out (profiles `vm` and `ci` select it).
 #![cfg(feature = "microvm")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -33,10 +33,8 @@ const LARGE_ON_TCG: u64 = 24 << 20;
 /// One VM test at a time in this process: they are CPU-bound under TCG.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn provider() -> Option<Arc<MicrovmProvider>> {
-    Some(Arc::new(
-        MicrovmProvider::new(config()?).expect("valid config"),
-    ))
+fn provider() -> Arc<MicrovmProvider> {
+    Arc::new(MicrovmProvider::new(config()).expect("valid config"))
 }
 
 /// Hands one booted VM to every spawn of the suite; destroy only forgets it.
@@ -161,7 +159,7 @@ async fn boot(p: &MicrovmProvider) -> String {
 /// Every check except `lifecycle` on one VM; all failures are reported together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suite_on_one_vm() {
-    let Some(p) = provider() else { return };
+    let p = provider();
     let _serial = SERIAL.lock().await;
     let id = boot(&p).await;
     let shared = SharedVm {
@@ -228,7 +226,7 @@ async fn suite_on_one_vm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "moves 256 MiB through a TCG guest: minutes"]
 async fn large_stream_full_size() {
-    let Some(p) = provider() else { return };
+    let p = provider();
     let _serial = SERIAL.lock().await;
     let t = Instant::now();
     let r = timeout(
@@ -246,7 +244,7 @@ async fn large_stream_full_size() {
 /// Cold boot, exec, destroy, and everything after destroy: its own VM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle() {
-    let Some(p) = provider() else { return };
+    let p = provider();
     let _serial = SERIAL.lock().await;
     let r = timeout(BOOT_BOUND, conformance::lifecycle(&*p, &image()))
         .await
@@ -260,7 +258,7 @@ async fn lifecycle() {
 /// mounted, and guest writes stay in the guest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_cannot_read_host_files() {
-    let Some(p) = provider() else { return };
+    let p = provider();
     let _serial = SERIAL.lock().await;
     let secret_dir = tempfile::tempdir().unwrap();
     let secret = secret_dir.path().join("host-secret.txt");
@@ -331,7 +329,7 @@ async fn guest_cannot_read_host_files() {
 /// the sandbox turns unhealthy, later calls fail fast, and destroy still works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_agent_fails_exec_without_hanging() {
-    let Some(p) = provider() else { return };
+    let p = provider();
     let _serial = SERIAL.lock().await;
     let id = boot(&p).await;
     let c = timeout(
@@ -375,10 +373,10 @@ async fn killing_the_agent_fails_exec_without_hanging() {
 /// run as root.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_provider_lists_and_destroys_orphans() {
-    let Some(old) = provider() else { return };
+    let old = provider();
     let _serial = SERIAL.lock().await;
     let id = boot(&old).await;
-    let cfg = config().expect("assets present");
+    let cfg = config();
     let vm_dir = PathBuf::from(&cfg.data_dir).join("vms").join(&id);
     let fresh = MicrovmProvider::new(cfg).expect("valid config");
     let listed = fresh.list_runtimes().await.unwrap().unwrap();
@@ -443,7 +441,7 @@ async fn restarted_provider_lists_and_destroys_orphans() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; run by hand"]
 async fn measure_boot_and_exec() {
-    let Some(cfg) = config() else { return };
+    let cfg = config();
     // Cold boots: snapshot clones are measured by examples/microvm_bench.rs.
     let p = MicrovmProvider::new(stacyvm_provider::MicrovmConfig {
         snapshots: false,

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 mod mock_support;
 use mock_support::{fixture, spawn, stdout, write};
 
-async fn fresh() -> Option<mock_support::Fixture> {
-    Some(fixture())
+async fn fresh() -> mock_support::Fixture {
+    fixture()
 }
 
 mod shared {

@@ -80,84 +80,86 @@ async fn drain(rx: &mut broadcast::Receiver<Event>, window: Duration) -> Vec<Eve
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_buses_on_one_postgres_see_each_others_events_once() {
-    let Some(db) = stacyvm_store::pg_test_db::TestDb::create().await else {
-        return;
-    };
-    let (sa, sb) = (db.open().await, db.open().await);
-    let (bus_a, bus_b) = (Arc::new(EventBus::new()), Arc::new(EventBus::new()));
-    let cancel = CancellationToken::new();
-    let remote_seen_by_b = Arc::new(AtomicU64::new(0));
-    let tasks = [
-        tokio::spawn({
-            let (bus, bridge, c) = (bus_a.clone(), sa.event_bridge().unwrap(), cancel.clone());
-            async move { run_bridge(&bus, bridge, "cp-a", c, |_| {}).await }
-        }),
-        tokio::spawn({
-            let (bus, bridge, c) = (bus_b.clone(), sb.event_bridge().unwrap(), cancel.clone());
-            let seen = remote_seen_by_b.clone();
-            async move {
-                run_bridge(&bus, bridge, "cp-b", c, move |_| {
-                    seen.fetch_add(1, Ordering::Relaxed);
-                })
-                .await
+mod needs_pg {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_buses_on_one_postgres_see_each_others_events_once() {
+        let db = stacyvm_store::pg_test_db::TestDb::create().await;
+        let (sa, sb) = (db.open().await, db.open().await);
+        let (bus_a, bus_b) = (Arc::new(EventBus::new()), Arc::new(EventBus::new()));
+        let cancel = CancellationToken::new();
+        let remote_seen_by_b = Arc::new(AtomicU64::new(0));
+        let tasks = [
+            tokio::spawn({
+                let (bus, bridge, c) = (bus_a.clone(), sa.event_bridge().unwrap(), cancel.clone());
+                async move { run_bridge(&bus, bridge, "cp-a", c, |_| {}).await }
+            }),
+            tokio::spawn({
+                let (bus, bridge, c) = (bus_b.clone(), sb.event_bridge().unwrap(), cancel.clone());
+                let seen = remote_seen_by_b.clone();
+                async move {
+                    run_bridge(&bus, bridge, "cp-b", c, move |_| {
+                        seen.fetch_add(1, Ordering::Relaxed);
+                    })
+                    .await
+                }
+            }),
+        ];
+        let mut rx_a = bus_a.subscribe();
+        let mut rx_b = bus_b.subscribe();
+        // Wait until both listeners are connected: probes from each side get through.
+        for (from, rx) in [(&bus_a, &mut rx_b), (&bus_b, &mut rx_a)] {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                from.publish("probe", None, None);
+                let got = drain(rx, Duration::from_millis(200)).await;
+                if got.iter().any(|e| e.kind == "probe" && e.remote) {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "bridge never connected"
+                );
             }
-        }),
-    ];
-    let mut rx_a = bus_a.subscribe();
-    let mut rx_b = bus_b.subscribe();
-    // Wait until both listeners are connected: probes from each side get through.
-    for (from, rx) in [(&bus_a, &mut rx_b), (&bus_b, &mut rx_a)] {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            from.publish("probe", None, None);
-            let got = drain(rx, Duration::from_millis(200)).await;
-            if got.iter().any(|e| e.kind == "probe" && e.remote) {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "bridge never connected"
-            );
         }
-    }
-    drain(&mut rx_a, Duration::from_millis(300)).await;
-    drain(&mut rx_b, Duration::from_millis(300)).await;
-    let before_b = remote_seen_by_b.load(Ordering::Relaxed);
+        drain(&mut rx_a, Duration::from_millis(300)).await;
+        drain(&mut rx_b, Duration::from_millis(300)).await;
+        let before_b = remote_seen_by_b.load(Ordering::Relaxed);
 
-    bus_a.publish("sandbox.created", Some("sb-aaaaaaaa"), None);
-    bus_b.publish(
-        "exec.failed",
-        Some("sb-bbbbbbbb"),
-        Some(EventData::failure("exec", "mock", "boom")),
-    );
-    let got_a = drain(&mut rx_a, Duration::from_secs(1)).await;
-    let got_b = drain(&mut rx_b, Duration::from_secs(1)).await;
-    let kinds = |evs: &[Event], remote: bool| -> Vec<String> {
-        evs.iter()
-            .filter(|e| e.remote == remote)
-            .map(|e| format!("{} {}", e.kind, e.sandbox_id.clone().unwrap_or_default()))
-            .collect()
-    };
-    // Each bus: its own event once (not echoed back), the other's once.
-    assert_eq!(kinds(&got_a, false), ["sandbox.created sb-aaaaaaaa"]);
-    assert_eq!(kinds(&got_a, true), ["exec.failed sb-bbbbbbbb"]);
-    assert_eq!(kinds(&got_b, false), ["exec.failed sb-bbbbbbbb"]);
-    assert_eq!(kinds(&got_b, true), ["sandbox.created sb-aaaaaaaa"]);
-    let remote = got_a.iter().find(|e| e.remote).unwrap();
-    let Some(EventData::Remote(data)) = &remote.data else {
-        panic!("remote data: {:?}", remote.data);
-    };
-    assert_eq!(data["error"], "boom");
-    assert_eq!(remote_seen_by_b.load(Ordering::Relaxed) - before_b, 1);
+        bus_a.publish("sandbox.created", Some("sb-aaaaaaaa"), None);
+        bus_b.publish(
+            "exec.failed",
+            Some("sb-bbbbbbbb"),
+            Some(EventData::failure("exec", "mock", "boom")),
+        );
+        let got_a = drain(&mut rx_a, Duration::from_secs(1)).await;
+        let got_b = drain(&mut rx_b, Duration::from_secs(1)).await;
+        let kinds = |evs: &[Event], remote: bool| -> Vec<String> {
+            evs.iter()
+                .filter(|e| e.remote == remote)
+                .map(|e| format!("{} {}", e.kind, e.sandbox_id.clone().unwrap_or_default()))
+                .collect()
+        };
+        // Each bus: its own event once (not echoed back), the other's once.
+        assert_eq!(kinds(&got_a, false), ["sandbox.created sb-aaaaaaaa"]);
+        assert_eq!(kinds(&got_a, true), ["exec.failed sb-bbbbbbbb"]);
+        assert_eq!(kinds(&got_b, false), ["exec.failed sb-bbbbbbbb"]);
+        assert_eq!(kinds(&got_b, true), ["sandbox.created sb-aaaaaaaa"]);
+        let remote = got_a.iter().find(|e| e.remote).unwrap();
+        let Some(EventData::Remote(data)) = &remote.data else {
+            panic!("remote data: {:?}", remote.data);
+        };
+        assert_eq!(data["error"], "boom");
+        assert_eq!(remote_seen_by_b.load(Ordering::Relaxed) - before_b, 1);
 
-    cancel.cancel();
-    for t in tasks {
-        tokio::time::timeout(Duration::from_secs(5), t)
-            .await
-            .unwrap()
-            .unwrap();
+        cancel.cancel();
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .unwrap()
+                .unwrap();
+        }
     }
 }
 

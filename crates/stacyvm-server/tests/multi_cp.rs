@@ -22,49 +22,6 @@ fn service(store: Arc<dyn Store>, dir: &std::path::Path, settings: Settings) -> 
     Service::new(store, reg, settings)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_sandboxes_is_exact_across_two_control_planes_on_postgres() {
-    let Some(db) = stacyvm_store::pg_test_db::TestDb::create().await else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        limits: Limits {
-            max_sandboxes: 10,
-            ..Limits::default()
-        },
-        ..Settings::default()
-    };
-    let store_a = Arc::new(db.open().await);
-    let a = service(store_a.clone(), dir.path(), settings.clone());
-    let b = service(Arc::new(db.open().await), dir.path(), settings);
-    let mut tasks = Vec::new();
-    for i in 0..30 {
-        let svc = if i % 2 == 0 { a.clone() } else { b.clone() };
-        tasks.push(tokio::spawn(async move {
-            svc.sandboxes()
-                .spawn(SpawnParams::default(), &Caller::default())
-                .await
-        }));
-    }
-    let (mut ok, mut limited) = (0, 0);
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(_) => ok += 1,
-            Err(ServiceError::ResourceLimit(m)) => {
-                assert_eq!(m, "max sandboxes reached (10)");
-                limited += 1;
-            }
-            Err(e) => panic!("unexpected spawn error: {e:?}"),
-        }
-    }
-    assert_eq!((ok, limited), (10, 20));
-    assert_eq!(
-        store_a.count_active_sandboxes(None).await.unwrap().total,
-        10
-    );
-}
-
 fn creating(id: &str, worker: &str, age: chrono::Duration) -> Sandbox {
     let at = chrono::Utc::now() - age;
     Sandbox {
@@ -210,10 +167,54 @@ async fn abandoned_spawns_on_sqlite() {
     abandoned_spawns_are_cleaned_only_when_their_creator_is_gone(store).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn abandoned_spawns_on_postgres() {
-    let Some(db) = stacyvm_store::pg_test_db::TestDb::create().await else {
-        return;
-    };
-    abandoned_spawns_are_cleaned_only_when_their_creator_is_gone(Arc::new(db.open().await)).await;
+mod needs_pg {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn max_sandboxes_is_exact_across_two_control_planes_on_postgres() {
+        let db = stacyvm_store::pg_test_db::TestDb::create().await;
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            limits: Limits {
+                max_sandboxes: 10,
+                ..Limits::default()
+            },
+            ..Settings::default()
+        };
+        let store_a = Arc::new(db.open().await);
+        let a = service(store_a.clone(), dir.path(), settings.clone());
+        let b = service(Arc::new(db.open().await), dir.path(), settings);
+        let mut tasks = Vec::new();
+        for i in 0..30 {
+            let svc = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                svc.sandboxes()
+                    .spawn(SpawnParams::default(), &Caller::default())
+                    .await
+            }));
+        }
+        let (mut ok, mut limited) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(ServiceError::ResourceLimit(m)) => {
+                    assert_eq!(m, "max sandboxes reached (10)");
+                    limited += 1;
+                }
+                Err(e) => panic!("unexpected spawn error: {e:?}"),
+            }
+        }
+        assert_eq!((ok, limited), (10, 20));
+        assert_eq!(
+            store_a.count_active_sandboxes(None).await.unwrap().total,
+            10
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_spawns_on_postgres() {
+        let db = stacyvm_store::pg_test_db::TestDb::create().await;
+        abandoned_spawns_are_cleaned_only_when_their_creator_is_gone(Arc::new(db.open().await))
+            .await;
+    }
 }

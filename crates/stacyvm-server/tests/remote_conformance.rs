@@ -47,7 +47,7 @@ impl Drop for Remote {
     }
 }
 
-async fn remote(file_stream: bool) -> Option<Remote> {
+async fn remote(file_stream: bool) -> Remote {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "worker:\n  id: {WORKER}\n  control_plane_url: \"http://127.0.0.1:9\"\n\
@@ -84,18 +84,18 @@ async fn remote(file_stream: bool) -> Option<Remote> {
         ttl: GoDuration::from_secs(300),
         file_stream,
     };
-    Some(Remote {
+    Remote {
         provider,
         worker,
         _dir: dir,
-    })
+    }
 }
 
-async fn streamed() -> Option<Remote> {
+async fn streamed() -> Remote {
     remote(true).await
 }
 
-async fn buffered() -> Option<Remote> {
+async fn buffered() -> Remote {
     remote(false).await
 }
 

@@ -199,17 +199,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn migrate_on_postgres() {
-        let Some(db) = crate::postgres::test_db::TestDb::create().await else {
-            return;
-        };
-        let first = migrate("postgres", &db.dsn()).await.unwrap();
-        assert_eq!((first.before, first.after), (0, first.latest));
-        let again = migrate("postgres", &db.dsn()).await.unwrap();
-        assert_eq!(again.before, first.latest);
-    }
-
-    #[tokio::test]
     async fn backup_copies_a_live_database_and_refuses_to_overwrite() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("live.db");
@@ -264,5 +253,18 @@ mod tests {
             .close()
             .await;
         assert!(backup_sqlite(&src, &src, true).await.is_err());
+    }
+
+    mod needs_pg {
+        use super::*;
+
+        #[tokio::test]
+        async fn migrate_on_postgres() {
+            let db = crate::postgres::test_db::TestDb::create().await;
+            let first = migrate("postgres", &db.dsn()).await.unwrap();
+            assert_eq!((first.before, first.after), (0, first.latest));
+            let again = migrate("postgres", &db.dsn()).await.unwrap();
+            assert_eq!(again.before, first.latest);
+        }
     }
 }

@@ -90,58 +90,60 @@ fn check_reports_present_and_missing_assets() {
     );
 }
 
-/// The host packages the script installs; without them it would call apt-get.
-fn packages_installed() -> bool {
-    let want = [
-        "qemu-system-x86",
-        "qemu-utils",
-        "busybox-static",
-        "e2fsprogs",
-        "cpio",
-        "lz4",
-        "xz-utils",
-        "zstd",
-        "file",
-    ];
-    want.iter().all(|p| {
-        Command::new("dpkg-query")
-            .args(["-W", "-f=${Status}", p])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-    })
-}
+mod needs_vm {
+    use super::*;
 
-#[test]
-fn prepare_without_agent_source_or_prebuilt_agent_fails_clearly() {
-    if !packages_installed() {
-        let msg = "microvm host packages missing (run scripts/setup-microvm.sh)";
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{msg}");
-        eprintln!("NOTICE: skipping: {msg}");
-        return;
+    /// The host packages the script installs; without them it would call apt-get.
+    fn packages_installed() -> bool {
+        let want = [
+            "qemu-system-x86",
+            "qemu-utils",
+            "busybox-static",
+            "e2fsprogs",
+            "cpio",
+            "lz4",
+            "xz-utils",
+            "zstd",
+            "file",
+        ];
+        want.iter().all(|p| {
+            Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
     }
-    let dir = tempfile::tempdir().unwrap();
-    let assets = dir.path().join("assets");
-    // A kernel already there, so the script goes straight to the agent (no download).
-    std::fs::create_dir_all(assets.join("modules")).unwrap();
-    std::fs::write(assets.join("vmlinux"), "k").unwrap();
-    let env = [
-        ("STACYVM_MICROVM_DIR", &*assets.to_string_lossy()),
-        ("STACYVM_REPO_ROOT", "/nonexistent"),
-    ];
-    let o = stacyvm(dir.path(), &["microvm", "prepare"], &env);
-    assert!(!o.status.success(), "{}", text(&o));
-    let out = text(&o);
-    assert!(out.contains("[3/5] agent"), "progress lines: {out}");
-    assert!(out.contains("STACYVM_MICROVM_AGENT"), "{out}");
-    assert!(!assets.join("initramfs.cpio.gz").exists());
 
-    // A prebuilt agent must be static: a dynamic one is refused.
-    let sh = std::fs::canonicalize("/bin/sh").unwrap();
-    let o = stacyvm(
-        dir.path(),
-        &["microvm", "prepare", "--agent", &sh.to_string_lossy()],
-        &env,
-    );
-    assert!(!o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("not statically linked"), "{}", text(&o));
+    #[test]
+    fn prepare_without_agent_source_or_prebuilt_agent_fails_clearly() {
+        assert!(
+            packages_installed(),
+            "this test needs the microvm host packages (run scripts/setup-microvm.sh)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let assets = dir.path().join("assets");
+        // A kernel already there, so the script goes straight to the agent (no download).
+        std::fs::create_dir_all(assets.join("modules")).unwrap();
+        std::fs::write(assets.join("vmlinux"), "k").unwrap();
+        let env = [
+            ("STACYVM_MICROVM_DIR", &*assets.to_string_lossy()),
+            ("STACYVM_REPO_ROOT", "/nonexistent"),
+        ];
+        let o = stacyvm(dir.path(), &["microvm", "prepare"], &env);
+        assert!(!o.status.success(), "{}", text(&o));
+        let out = text(&o);
+        assert!(out.contains("[3/5] agent"), "progress lines: {out}");
+        assert!(out.contains("STACYVM_MICROVM_AGENT"), "{out}");
+        assert!(!assets.join("initramfs.cpio.gz").exists());
+
+        // A prebuilt agent must be static: a dynamic one is refused.
+        let sh = std::fs::canonicalize("/bin/sh").unwrap();
+        let o = stacyvm(
+            dir.path(),
+            &["microvm", "prepare", "--agent", &sh.to_string_lossy()],
+            &env,
+        );
+        assert!(!o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("not statically linked"), "{}", text(&o));
+    }
 }

@@ -85,9 +85,10 @@ macro_rules! __provider_conformance_table {
 }
 
 /// Expands to one `#[tokio::test]` per check, each named after its check. `$fresh` is an async
-/// fn returning `Option<impl Fixture>` on a new provider (`None`: the backend is missing here and
-/// `$fresh` has said why; the test passes); `$image` is the image every check spawns. The
-/// calling crate needs `tokio` with `macros` and `rt-multi-thread`.
+/// fn returning an `impl Fixture` on a new provider; when the backend is missing it panics
+/// (backend tests are selected by nextest profile, never skipped: docs/conventions.md). `$image`
+/// is the image every check spawns. The calling crate needs `tokio` with `macros` and
+/// `rt-multi-thread`.
 ///
 /// ```ignore
 /// mod shared {
@@ -103,7 +104,7 @@ macro_rules! provider_conformance_tests {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
-                let Some(fixture) = $fresh().await else { return };
+                let fixture = $fresh().await;
                 let p = $crate::conformance::Fixture::provider(&fixture);
                 if let Err(e) = $crate::conformance::$check(p, $image).await {
                     panic!("{e}");

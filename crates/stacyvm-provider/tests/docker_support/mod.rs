@@ -1,7 +1,7 @@
 //! Shared helpers for the docker provider's tests (`tests/docker_*.rs`).
 //!
-//! Without a reachable daemon the tests print a notice and pass, except under `CI=true`, where
-//! they fail: CI must really run them. `scripts/setup-docker.sh` prepares a machine.
+//! Without a reachable daemon (or, for `needs_gvisor` tests, without runsc) the tests fail; the
+//! default nextest profile leaves them out. `scripts/setup-docker.sh` prepares a machine.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -26,29 +26,40 @@ pub const NOSHELL_IMAGE: &str = "stacyvm-test/noshell:latest";
 /// Built on demand by [`nobody_image`]: the test image with `USER nobody`.
 pub const NOBODY_IMAGE: &str = "stacyvm-test/nobody:latest";
 
-pub fn in_ci() -> bool {
-    matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
-}
-
-/// A provider for the tests, or `None` (after a notice) when docker is not usable here.
-pub async fn provider(config: DockerConfig) -> Option<DockerProvider> {
-    let unusable = |why: String| {
-        assert!(!in_ci(), "docker tests must run in CI: {why}");
-        eprintln!("NOTICE: skipping docker test: {why} (run scripts/setup-docker.sh)");
-        None
+/// A provider for the tests. Panics when docker is not usable here: these binaries run only
+/// when selected (nextest profiles `docker`, `gvisor` and `ci`), and then they must not pass
+/// unchecked.
+pub async fn provider(config: DockerConfig) -> DockerProvider {
+    let unusable = |why: String| -> ! {
+        panic!("this test needs docker: {why} (run scripts/setup-docker.sh)")
     };
     let p = match DockerProvider::connect(config).await {
         Ok(p) => p,
-        Err(e) => return unusable(format!("cannot connect: {e}")),
+        Err(e) => unusable(format!("cannot connect: {e}")),
     };
     if let Err(e) = p.health().await {
-        return unusable(format!("daemon not healthy: {e}"));
+        unusable(format!("daemon not healthy: {e}"));
     }
     let docker = client();
     if docker.inspect_image(IMAGE).await.is_err() {
-        return unusable(format!("test image {IMAGE} is missing"));
+        unusable(format!("test image {IMAGE} is missing"));
     }
-    Some(p)
+    p
+}
+
+/// A provider on gVisor (`runsc`, with `extra` applied). Panics when docker has no `runsc`
+/// runtime (`scripts/setup-docker.sh --runsc` registers it).
+pub async fn runsc_provider(extra: DockerConfig) -> DockerProvider {
+    drop(provider(DockerConfig::default()).await);
+    assert!(
+        has_runsc().await,
+        "this test needs gVisor: docker has no runsc runtime (run scripts/setup-docker.sh --runsc)"
+    );
+    provider(DockerConfig {
+        runtime: "runsc".into(),
+        ..extra
+    })
+    .await
 }
 
 pub fn client() -> Docker {

@@ -1,5 +1,6 @@
-//! Shared by the microvm test binaries: the test image and the provider config when the assets
-//! exist (`scripts/setup-microvm.sh`); otherwise a notice, or a failure under `CI=true`.
+//! Shared by the microvm test binaries: the test image and the provider config. Without the
+//! assets (`scripts/setup-microvm.sh`) the tests fail; the default nextest profile leaves these
+//! binaries out (profiles `vm` and `ci` select them).
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -15,8 +16,8 @@ pub fn image() -> String {
         .unwrap_or_else(|_| "stacyvm-test/busybox:latest".into())
 }
 
-/// The provider config when every asset is present; otherwise a notice (or a CI failure).
-pub fn config() -> Option<MicrovmConfig> {
+/// The provider config. Panics when an asset is missing.
+pub fn config() -> MicrovmConfig {
     let dir = PathBuf::from(
         std::env::var("STACYVM_MICROVM_DIR").unwrap_or_else(|_| MICROVM_DEFAULT_DATA_DIR.into()),
     );
@@ -42,18 +43,15 @@ pub fn config() -> Option<MicrovmConfig> {
     .into_iter()
     .flatten()
     .collect();
-    if !missing.is_empty() {
-        let msg = format!(
-            "microvm assets missing in {}: {missing:?} (run scripts/setup-microvm.sh)",
-            dir.display()
-        );
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{msg}");
-        eprintln!("NOTICE: skipping microvm tests: {msg}");
-        return None;
-    }
-    Some(MicrovmConfig {
+    assert!(
+        missing.is_empty(),
+        "this test needs QEMU and the microvm assets; missing in {}: {missing:?} (run \
+         scripts/setup-microvm.sh)",
+        dir.display()
+    );
+    MicrovmConfig {
         data_dir: dir.to_string_lossy().into_owned(),
         boot_timeout: Duration::from_secs(150),
         ..Default::default()
-    })
+    }
 }

@@ -2,9 +2,9 @@
 //! `STACYVM_TEST_PG_DSN` (scripts/setup-postgres.sh prints it); its role needs CREATEDB. Each
 //! [`TestDb`] is a new `CREATE DATABASE t_<unique>`, dropped again when the value is dropped.
 //!
-//! Without the variable, or when the server does not answer, [`TestDb::create`] prints a
-//! notice and returns `None` so the test can return early, except under `CI=true` (or `1`),
-//! where it panics: CI must not pass on skipped Postgres tests.
+//! Without the variable, or when the server does not answer, [`TestDb::create`] panics: a test
+//! that asks for Postgres runs only when selected (nextest profiles `pg` and `ci`, or a module
+//! named `needs_pg`; see docs/conventions.md), and once selected it must not pass unchecked.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -27,19 +27,18 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// A new empty database, or `None` (after a notice) when no test server is available
-    /// outside CI. Panics under CI when the server is missing, and always on a malformed DSN.
-    pub async fn create() -> Option<TestDb> {
+    /// A new empty database. Panics when no test server answers, or on a malformed DSN.
+    pub async fn create() -> TestDb {
         let dsn = match std::env::var(DSN_ENV) {
             Ok(dsn) if !dsn.trim().is_empty() => dsn,
-            _ => return unavailable(&format!("{DSN_ENV} is not set")),
+            _ => unavailable(&format!("{DSN_ENV} is not set")),
         };
         let admin: PgConnectOptions = dsn
             .parse()
             .unwrap_or_else(|e| panic!("{DSN_ENV} is not a valid postgres DSN: {e}"));
         let mut conn = match connect(&admin).await {
             Ok(conn) => conn,
-            Err(why) => return unavailable(&why),
+            Err(why) => unavailable(&why),
         };
         let name = unique_name();
         conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
@@ -48,11 +47,11 @@ impl TestDb {
                 panic!("CREATE DATABASE {name} (does the role have CREATEDB?): {e}")
             });
         let _ = conn.close().await;
-        Some(TestDb {
+        TestDb {
             admin,
             admin_dsn: dsn,
             name,
-        })
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -132,21 +131,11 @@ async fn connect(options: &PgConnectOptions) -> Result<PgConnection, String> {
     }
 }
 
-fn is_ci() -> bool {
-    matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
-}
-
-fn unavailable(why: &str) -> Option<TestDb> {
-    if is_ci() {
-        panic!(
-            "Postgres tests are required under CI: {why}. Run scripts/setup-postgres.sh and \
-             export the {DSN_ENV} it prints."
-        );
-    }
-    eprintln!(
-        "notice: skipping a Postgres test: {why} (run `eval \"$(scripts/setup-postgres.sh)\"`)"
-    );
-    None
+fn unavailable(why: &str) -> ! {
+    panic!(
+        "this test needs Postgres: {why}. Run `eval \"$(scripts/setup-postgres.sh)\"` to start \
+         one and export {DSN_ENV}, or leave Postgres tests out (the default nextest profile does)"
+    )
 }
 
 /// `t_<pid>_<time>_<n>`: unique across concurrent test processes and within one.
