@@ -6,6 +6,7 @@ mod events;
 mod http;
 mod listener;
 mod log_throttle;
+mod metrics;
 mod ops;
 pub mod remote;
 mod run;

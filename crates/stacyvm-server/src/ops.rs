@@ -1,9 +1,12 @@
 //! Per-operation success/failure counters and latency, for `/metrics`, `/diagnostics` and
-//! Prometheus.
+//! Prometheus: the JSON figures here, plus the histogram series of
+//! `stacyvm_operation_duration_seconds` (recorded under the same lock, so no extra one).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use crate::metrics::{OperationFamily, OperationSeries};
 
 #[derive(Debug, Clone, Default)]
 pub struct OpStats {
@@ -19,18 +22,31 @@ pub struct OpStats {
 
 #[derive(Default)]
 pub struct OpMetrics {
-    inner: Mutex<BTreeMap<(String, String), OpStats>>,
+    /// Each operation's figures and its histogram series (resolved on its first observation).
+    inner: Mutex<BTreeMap<(String, String), (OpStats, OperationSeries)>>,
+    durations: OperationFamily,
 }
 
 impl OpMetrics {
+    /// Records into `durations` too (a family registered in [`crate::metrics::Metrics`]).
+    pub fn new(durations: OperationFamily) -> Self {
+        OpMetrics {
+            inner: Mutex::default(),
+            durations,
+        }
+    }
+
     pub fn observe(&self, op: &str, provider: &str, elapsed: Duration, error: Option<&str>) {
         let ms = elapsed.as_secs_f64() * 1000.0;
         let Ok(mut map) = self.inner.lock() else {
             return;
         };
-        let s = map
+        let (s, series) = map
             .entry((op.to_string(), provider.to_string()))
-            .or_default();
+            .or_insert_with(|| {
+                let series = OperationSeries::new(&self.durations, op, provider);
+                (OpStats::default(), series)
+            });
         match error {
             None => s.success_total += 1,
             Some(e) => {
@@ -47,6 +63,7 @@ impl OpMetrics {
         s.latency_count += 1;
         s.latency_total_ms += ms;
         s.last_observed_unix = chrono::Utc::now().timestamp();
+        series.observe(elapsed, error.is_some());
     }
 
     pub fn snapshot(&self) -> Vec<(String, String, OpStats)> {
@@ -54,7 +71,7 @@ impl OpMetrics {
             .lock()
             .map(|m| {
                 m.iter()
-                    .map(|((o, p), s)| (o.clone(), p.clone(), s.clone()))
+                    .map(|((o, p), (s, _))| (o.clone(), p.clone(), s.clone()))
                     .collect()
             })
             .unwrap_or_default()

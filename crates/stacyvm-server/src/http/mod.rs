@@ -12,6 +12,7 @@ mod preview;
 mod prometheus;
 mod quotas;
 mod rate_limit;
+mod request_metrics;
 mod sandboxes;
 mod system;
 mod templates;
@@ -100,6 +101,10 @@ pub fn router(svc: Service) -> Router {
         worker_api::routes().layer(from_fn_with_state(state.clone(), worker_api::authenticate));
     let inner = Router::new()
         .nest("/api/v1", worker.merge(api))
+        // Every matched route, so latency is labelled by its template (docs/metrics.md).
+        .route_layer(request_metrics::RequestMetricsLayer::new(
+            state.svc.system().request_metrics(),
+        ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(middleware::request_id))

@@ -242,7 +242,8 @@ async fn diagnostics(State(st): State<AppState>) -> Response {
 
 async fn prometheus(State(st): State<AppState>) -> Response {
     let o = st.svc.system().overview().await;
-    let text = super::prometheus::render(&o, common(&st, &o), memory());
+    let gauges = super::prometheus::gauges(&o, common(&st, &o), memory());
+    let text = st.svc.system().prometheus(gauges);
     (
         StatusCode::OK,
         [(

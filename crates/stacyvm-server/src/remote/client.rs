@@ -15,6 +15,8 @@ use stacyvm_protocol::{
 use stacyvm_provider::{ChunkSender, ProviderError};
 use stacyvm_types::{StreamChunk as Chunk, StreamKind};
 
+use crate::metrics::RpcMetrics;
+
 /// Longest NDJSON line accepted from a worker (a chunk is a few KiB; this only stops a runaway).
 const MAX_LINE: usize = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,6 +83,8 @@ pub struct WorkerClient {
     creds: Arc<dyn RpcCredentials>,
     /// One client per worker URL (TLS server-name overrides are per host).
     clients: Mutex<HashMap<String, reqwest::Client>>,
+    /// Latency by method and outcome (`stacyvm_worker_rpc_duration_seconds`).
+    metrics: RpcMetrics,
 }
 
 impl WorkerClient {
@@ -92,10 +96,15 @@ impl WorkerClient {
             tls,
             creds,
             clients: Mutex::new(HashMap::new()),
+            metrics: RpcMetrics::default(),
         };
         // Fail at startup, not at the first call, on bad certificates.
         c.build_client("http://127.0.0.1:1")?;
         Ok(c)
+    }
+
+    pub(crate) fn metrics(&self) -> &RpcMetrics {
+        &self.metrics
     }
 
     pub fn has_credential(&self, worker_id: &str) -> bool {
@@ -195,12 +204,15 @@ impl WorkerClient {
         req: &RpcRequest,
         timeout: Option<Duration>,
     ) -> Result<Option<Value>, RemoteError> {
+        let mut timer = self.metrics.start(req.call.method());
         let mut rb = self.request(ep, req)?;
         if let Some(t) = timeout {
             rb = rb.timeout(t);
         }
         let resp = rb.send().await.map_err(RemoteError::Transport)?;
-        json_result(resp).await
+        let result = json_result(resp).await;
+        timer.finish(&result);
+        result
     }
 
     /// `worker.file_read_stream`: the file's size (when the worker knows it) and its content
@@ -212,6 +224,8 @@ impl WorkerClient {
         ep: &Endpoint,
         req: &RpcRequest,
     ) -> Result<(Option<u64>, ByteStream), RemoteError> {
+        // Timed, like bounded, only until the content starts.
+        let mut timer = self.metrics.start(req.call.method());
         // Only the answer's start is bounded: the body then flows at the reader's pace.
         let send = self.request(ep, req)?.send();
         let resp = tokio::time::timeout(STREAM_START_TIMEOUT, send)
@@ -225,9 +239,13 @@ impl WorkerClient {
             .is_some_and(|v| v.starts_with("application/json"));
         if !resp.status().is_success() || is_json {
             // Failures (and anything that is not raw content) are JSON envelopes.
-            json_result(resp).await?;
-            return Err(RemoteError::Decode);
+            let failure = json_result(resp)
+                .await
+                .and(Err::<(Option<u64>, ByteStream), _>(RemoteError::Decode));
+            timer.finish(&failure);
+            return failure;
         }
+        timer.finish(&Ok::<(), RemoteError>(()));
         let size = resp.content_length();
         let body = resp.bytes_stream().map_err(RemoteError::Transport).boxed();
         Ok((size, body))
@@ -245,6 +263,7 @@ impl WorkerClient {
         S: futures_util::TryStream<Ok = bytes::Bytes, Error = E> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let mut timer = self.metrics.start(req.call.method());
         let resp = self
             .post(ep)?
             .header(ENVELOPE_HEADER, envelope_header_value(req))
@@ -253,12 +272,26 @@ impl WorkerClient {
             .send()
             .await
             .map_err(RemoteError::Transport)?;
-        json_result(resp).await
+        let result = json_result(resp).await;
+        timer.finish(&result);
+        result
     }
 
     /// `worker.exec_stream` with live NDJSON: forwards chunks to `out` as they arrive and
     /// returns the exit code from the worker's exit line.
     pub async fn exec_stream(
+        &self,
+        ep: &Endpoint,
+        req: &RpcRequest,
+        out: ChunkSender,
+    ) -> Result<i32, RemoteError> {
+        let mut timer = self.metrics.start(req.call.method());
+        let result = self.exec_stream_inner(ep, req, out).await;
+        timer.finish(&result);
+        result
+    }
+
+    async fn exec_stream_inner(
         &self,
         ep: &Endpoint,
         req: &RpcRequest,

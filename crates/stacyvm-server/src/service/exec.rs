@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::Service;
 use crate::error::{ServiceError, ServiceResult};
 use crate::events::EventData;
+use crate::metrics::{ExecKind, ExecOutcome};
 
 /// Collected output per stream is capped so one chatty command cannot exhaust memory; use the
 /// stream API for more.
@@ -129,7 +130,12 @@ impl Exec<'_> {
             }
             (out, err)
         };
+        let mode = req.mode;
         let (res, (out, err)) = tokio::join!(provider.exec(sb.runtime_id(), req, tx), collect);
+        let outcome = ExecOutcome::of(Some(&res));
+        self.svc
+            .metrics
+            .exec_finished(ExecKind::Sync, mode, outcome);
         let elapsed = started.elapsed();
         let exit_code = match res {
             Ok(code) => code,
@@ -191,6 +197,7 @@ impl Exec<'_> {
         let id = id.to_string();
         self.svc.tasks.spawn(async move {
             let started = Instant::now();
+            let mode = req.mode;
             let (tx, mut rx) = mpsc::channel::<StreamChunk>(64);
             let forward_tx = out_tx.clone();
             let forward = async move {
@@ -208,6 +215,8 @@ impl Exec<'_> {
                 }
             };
             let (res, ()) = tokio::join!(run, forward);
+            let outcome = ExecOutcome::of(res.as_ref());
+            svc.metrics.exec_finished(ExecKind::Stream, mode, outcome);
             let duration = GoDuration::from_std(started.elapsed());
             let last = match res {
                 Some(Ok(code)) => {

@@ -50,6 +50,7 @@ pub use worker_auth::{IssuedToken, TokenRequest};
 pub use workers::{HeartbeatInput, WorkerCounts, WorkerInfo, Workers, LOCAL_WORKER};
 
 use crate::events::EventBus;
+use crate::metrics::Metrics;
 use crate::ops::OpMetrics;
 use crate::settings::Settings;
 
@@ -72,6 +73,8 @@ pub struct Inner {
     settings: Settings,
     events: EventBus,
     ops: OpMetrics,
+    /// Prometheus series (`/metrics/prometheus`); `ops` records into it too.
+    metrics: Metrics,
     started: Instant,
     /// Spawns in flight, the spawn queue and its wake-ups.
     admission: admission::State,
@@ -138,6 +141,7 @@ impl Service {
         let instance_id = crate::tasks::leader::new_instance_id(&settings.hostname);
         let leadership =
             crate::tasks::leader::Leadership::new(instance_id.clone(), settings.reaper_interval);
+        let metrics = Metrics::new(remote.as_deref().map(crate::remote::WorkerClient::metrics));
         Service(Arc::new(Inner {
             instance_id,
             leadership,
@@ -149,7 +153,8 @@ impl Service {
             providers,
             settings,
             events: EventBus::new(),
-            ops: OpMetrics::default(),
+            ops: OpMetrics::new(metrics.operations().clone()),
+            metrics,
             started: Instant::now(),
             admission: admission::State::default(),
             local_removed: AtomicBool::new(false),

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::{QueueStats, QuotaSummary, Service, WorkerCounts};
 use crate::error::{ServiceError, ServiceResult};
+use crate::metrics::{Gauges, RequestMetrics};
 use crate::ops::OpStats;
 
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -266,6 +267,17 @@ impl System<'_> {
             uptime: self.svc.uptime(),
             tasks: self.svc.tasks.len(),
         }
+    }
+
+    /// Where the HTTP layer records request latency (this service's registry).
+    pub fn request_metrics(self) -> RequestMetrics {
+        self.svc.metrics.requests().clone()
+    }
+
+    /// The Prometheus text exposition: this scrape's `gauges` (built from [`Self::overview`]),
+    /// then the series the service records as things happen (docs/metrics.md).
+    pub fn prometheus(self, gauges: Gauges) -> String {
+        self.svc.metrics.render(gauges)
     }
 
     pub async fn diagnostics(self) -> Diagnostics {
