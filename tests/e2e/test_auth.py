@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 import httpx
@@ -194,6 +195,30 @@ def test_rejected_worker_credentials_do_not_flood_the_log(configured_server):
                        headers={"X-Worker-ID": "worker-x", "X-Worker-Token": f"wrong-{i}"},
                        json={"worker_id": "worker-x"})
             assert r.status_code == 401, r.text
-    lines = [ln for ln in configured_server.log_path.read_text(errors="replace").splitlines()
-             if "worker credential rejected" in ln]
+    def rejected_lines():
+        return [ln for ln in configured_server.log_path.read_text(errors="replace").splitlines()
+                if "worker credential rejected" in ln]
+
+    # The log is written asynchronously: wait for the lines to land, then for any stragglers.
+    deadline = time.monotonic() + 10
+    while not rejected_lines() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)
+    lines = rejected_lines()
     assert 1 <= len(lines) <= 20, len(lines)
+
+
+def test_audit_csv_never_exports_a_formula(server):
+    # Hardening finding 7: a client-chosen user agent (or path) starting with `=` must reach the
+    # CSV as text, not as a spreadsheet formula.
+    evil = '=HYPERLINK("http://127.0.0.1/x","click")'
+    with httpx.Client(base_url=server.base_url, timeout=10,
+                      headers={"X-Admin-API-Key": ADMIN_KEY}) as c:
+        assert c.get("/api/v1/admin/audit", headers={"User-Agent": evil}).status_code == 200
+        r = c.get("/api/v1/admin/audit", params={"format": "csv", "limit": "50"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), r.text[:200]
+    rows = [ln for ln in r.text.splitlines() if "HYPERLINK" in ln]
+    assert rows, r.text[:500]
+    for ln in rows:
+        assert ",=HYPERLINK" not in ln and ',"=HYPERLINK' not in ln, ln
+        assert "'=HYPERLINK" in ln, ln

@@ -6,6 +6,7 @@ import re
 import time
 from datetime import datetime, timezone
 
+import httpx
 import pytest
 import stacyvm
 from conftest import GO_DURATION_RE, assert_error, parse_time, sandbox_ids, ttl_seconds
@@ -250,3 +251,30 @@ def test_half_open_connections_are_closed_and_do_not_starve_the_server(server, h
     finally:
         for s in held:
             s.close()
+
+
+def test_an_answer_that_leaves_the_body_unread_says_connection_close(server):
+    # Hardening finding 11: a request refused before its body was read (here a 404 for an
+    # unknown route, body still arriving) must not leave a keep-alive connection that the
+    # server then drops silently under the client's next request.
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /no-such-route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 200000\r\n\r\n" + b"x" * 1000)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(4096)
+            assert chunk, head
+            head += chunk
+    status, *headers = head.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert " 404 " in status or " 401 " in status, status
+    assert "connection: close" in [h.lower() for h in headers], headers
+
+
+def test_refused_requests_with_bodies_never_break_a_reused_connection(server):
+    # The same through a client that reuses its connection: every answer arrives.
+    with httpx.Client(base_url=server.base_url, timeout=10) as c:
+        for i in range(100):
+            r = c.post("/api/v1/worker/w/heartbeat", json={"worker_id": "w", "pad": "p" * (i * 700)})
+            assert r.status_code in (401, 403, 503), r.text

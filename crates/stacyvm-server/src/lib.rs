@@ -48,7 +48,7 @@ pub async fn serve(
     tracker.spawn(tasks::reconciler(svc.clone(), bg.clone()));
     tracker.close();
 
-    let app = router(svc.clone()).layer(axum::middleware::from_fn(listener::body_stall_layer));
+    let app = router(svc.clone()).layer(axum::middleware::from_fn(listener::body_guard_layer));
     let nofile = listener::raise_nofile_limit();
     let cap = listener::connection_cap(nofile);
     tracing::debug!(nofile, connection_cap = cap, "listener limits");

@@ -4,17 +4,20 @@
 //! - each connection must send a request head within [`HEADER_READ_TIMEOUT`] of being ready to
 //!   read one (hyper starts the timer when the connection waits for a head, so it is also the
 //!   keep-alive idle timeout);
-//! - a request body that stalls for [`BODY_STALL_TIMEOUT`] fails (see [`body_stall_layer`]);
+//! - a request body that stalls for [`BODY_STALL_TIMEOUT`] fails, and an answer that leaves a
+//!   body unread closes its connection (see [`body_guard_layer`]);
 //! - at most [`connection_cap`] connections are open; past it a new connection is closed at
 //!   once (and a throttled WARN says so), leaving descriptors for the store and providers;
 //! - `RLIMIT_NOFILE` is raised to its hard limit at start ([`raise_nofile_limit`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::Router;
 use futures_util::StreamExt;
 use hyper::body::Incoming;
@@ -138,9 +141,15 @@ async fn serve_conn(
     }
 }
 
-/// Fails a request body that sends nothing for [`BODY_STALL_TIMEOUT`] (the handler sees a body
-/// error: a 400 for buffered bodies, an aborted upload for streamed ones).
-pub async fn body_stall_layer(
+/// Guards request bodies:
+/// - a body that sends nothing for [`BODY_STALL_TIMEOUT`] fails (the handler sees a body error:
+///   a 400 for buffered bodies, an aborted upload for streamed ones);
+/// - a response to a request whose body was not read to its end (an early 401, 404, 413…)
+///   carries `Connection: close`. hyper closes such a connection anyway, but silently, and a
+///   client that reuses it fails its next request ("server disconnected"); with the header it
+///   knows (hardening finding 11). Small refused bodies are drained instead where the refusal
+///   happens (`middleware::refuse`), which keeps the connection.
+pub async fn body_guard_layer(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -150,26 +159,40 @@ pub async fn body_stall_layer(
             .run(axum::extract::Request::from_parts(parts, body))
             .await;
     }
+    let finished = Arc::new(AtomicBool::new(false));
+    let seen_end = finished.clone();
     // The state is `None` once the stall was reported: the body ends there.
-    let guarded = futures_util::stream::unfold(Some(body.into_data_stream()), |s| async move {
-        let mut s = s?;
-        match tokio::time::timeout(BODY_STALL_TIMEOUT, s.next()).await {
-            Ok(Some(item)) => Some((item, Some(s))),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(axum::Error::new(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "request body stalled",
-                ))),
-                None,
-            )),
-        }
-    });
-    next.run(axum::extract::Request::from_parts(
-        parts,
-        Body::from_stream(guarded),
-    ))
-    .await
+    let guarded = futures_util::stream::unfold(
+        Some((body.into_data_stream(), seen_end)),
+        |state| async move {
+            let (mut s, seen_end) = state?;
+            match tokio::time::timeout(BODY_STALL_TIMEOUT, s.next()).await {
+                Ok(Some(item)) => Some((item, Some((s, seen_end)))),
+                Ok(None) => {
+                    seen_end.store(true, Ordering::Release);
+                    None
+                }
+                Err(_) => Some((
+                    Err(axum::Error::new(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "request body stalled",
+                    ))),
+                    None,
+                )),
+            }
+        },
+    );
+    let mut resp = next
+        .run(axum::extract::Request::from_parts(
+            parts,
+            Body::from_stream(guarded),
+        ))
+        .await;
+    if !finished.load(Ordering::Acquire) && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 #[cfg(test)]

@@ -19,11 +19,19 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/audit", get(audit))
 }
 
+/// One CSV field. Text a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab or CR
+/// first: OWASP's "CSV injection") gets a leading `'`, so `=HYPERLINK(...)` in a client-chosen
+/// path or user agent stays text.
 fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s
     }
 }
 
@@ -120,4 +128,21 @@ fn csv(rows: &[AdminAuditRecord]) -> Response {
         out,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_fields_are_quoted_and_never_formulas() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("+1"), "'+1");
+        assert_eq!(csv_field("-2+3"), "'-2+3");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("/api/v1/admin/audit"), "/api/v1/admin/audit");
+    }
 }
