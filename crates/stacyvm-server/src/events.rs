@@ -123,15 +123,24 @@ impl From<ReconcileAction> for EventData {
 }
 
 /// An event as `/events` and the bridge carry it (keys in alphabetical order).
-#[derive(Serialize)]
-struct EventWire<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Event)]
+pub(crate) struct EventWire<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     data: Option<&'a EventData>,
+    #[schema(example = "evt-1")]
     id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     sandbox_id: Option<&'a str>,
+    #[schema(format = DateTime)]
     timestamp: String,
+    /// sandbox.created, sandbox.running, sandbox.destroyed, exec.started, exec.completed,
+    /// exec.failed, exec.timeout, file.written, file.read, operation.failed, provider.failed,
+    /// resource.limit, spawn.queued, spawn.dequeued, spawn.queue_timeout, quota.saved,
+    /// quota.deleted, reconcile.action
     #[serde(rename = "type")]
+    #[schema(example = "sandbox.created")]
     kind: &'a str,
 }
 

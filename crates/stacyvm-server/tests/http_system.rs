@@ -62,7 +62,7 @@ async fn health_ready_providers() {
     let doc = app.get("/api/v1/openapi.json").send().await;
     assert_eq!(doc.status, StatusCode::OK);
     assert_eq!(
-        doc.json()["openapi"].as_str().map(|s| s.starts_with("3.0")),
+        doc.json()["openapi"].as_str().map(|s| s.starts_with("3.1")),
         Some(true)
     );
 }

@@ -278,6 +278,24 @@ impl<'de> serde::Deserialize<'de> for GoDuration {
     }
 }
 
+/// Every duration on the wire is Go syntax text.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for GoDuration {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "Go duration syntax: `300ms`, `30s`, `5m`, `1h30m` (units ns us µs ms s m h; no \
+                 `d`). Outputs use Go's format (`30m0s`, `1h0m0s`, `0s`).",
+            ))
+            .examples(["30m"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for GoDuration {}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -87,6 +87,7 @@ pub struct StreamChunk {
 
 /// A file entry as the API reports it (`mode` is provider-specific text; see wire reference §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileInfo {
     pub path: String,
     pub size: i64,

@@ -5,18 +5,19 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use serde::Serialize;
 use stacyvm_store::AdminAuditRecord;
 use stacyvm_types::format_rfc3339_go;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::{ok, AppState};
 use crate::service::AuditQuery;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/audit", get(audit))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(audit))
 }
 
 /// One CSV field. Text a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab or CR
@@ -47,9 +48,11 @@ fn number(q: &HashMap<String, String>, key: &str, message: &str) -> Result<Optio
 }
 
 /// One audit row as the API shows it (keys in alphabetical order).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = AuditRecord)]
 struct AuditView<'a> {
     actor: &'a str,
+    #[schema(format = DateTime)]
     created_at: String,
     duration_ms: i64,
     id: i64,
@@ -78,6 +81,20 @@ fn audit_view(r: &AdminAuditRecord) -> AuditView<'_> {
     }
 }
 
+/// Admin audit log (newest first)
+#[utoipa::path(get, path = "/audit", operation_id = "adminAudit", tag = "admin",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Default 100"),
+        ("actor" = Option<String>, Query), ("method" = Option<String>, Query),
+        ("path" = Option<String>, Query),
+        ("status" = Option<i64>, Query, minimum = 100, maximum = 599),
+        ("format" = Option<String>, Query, description = "`json` (default) or `csv`"),
+    ),
+    responses(
+        (status = 200, description = "JSON records, or CSV with `format=csv`", content(
+            (Vec<AuditView> = "application/json"), (String = "text/csv"))),
+        (status = 400, response = super::openapi::BadRequest),
+    ))]
 async fn audit(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,

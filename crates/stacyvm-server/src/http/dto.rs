@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use stacyvm_store::{OwnerQuota, Template, TemplateSecret};
 use stacyvm_types::{format_rfc3339_go, GoDuration, Sandbox};
+use utoipa::ToSchema;
+
+use super::openapi::OwnerIdString;
 
 use crate::service::{OwnerUsage, TemplateInput};
 
@@ -13,10 +15,14 @@ use crate::service::{OwnerUsage, TemplateInput};
 /// written straight to bytes without a map per sandbox. Fields are in alphabetical order, the
 /// order the original's (and our former map-based) output has; empty optional fields are left
 /// out.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Sandbox)]
 pub struct SandboxView<'a> {
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     expires_at: String,
+    #[schema(pattern = r"^sb-[0-9a-f]{8}$")]
     id: &'a str,
     image: &'a str,
     memory_mb: i64,
@@ -27,12 +33,14 @@ pub struct SandboxView<'a> {
     #[serde(skip_serializing_if = "str::is_empty")]
     preview_domain: &'a str,
     provider: &'a str,
+    /// `creating`, `running`, `error`, `unhealthy`, `expired` (`destroyed` ones are not shown)
     state: &'static str,
     #[serde(skip_serializing_if = "str::is_empty")]
     tenant_id: &'a str,
     vcpus: i64,
     #[serde(skip_serializing_if = "str::is_empty")]
     vm_id: &'a str,
+    /// `local` for sandboxes run by the control plane itself
     #[serde(skip_serializing_if = "str::is_empty")]
     worker_id: &'a str,
 }
@@ -56,47 +64,98 @@ pub fn sandbox(sb: &Sandbox) -> SandboxView<'_> {
     }
 }
 
-pub fn template(t: &Template) -> Value {
-    let mut v = json!({
-        "name": t.name, "version": t.version, "image": t.image,
-        "memory_mb": t.memory_mb, "cpu_cores": t.cpu_cores, "ttl_seconds": t.ttl_seconds,
-        "pool_size": t.pool_size,
-        "created_at": format_rfc3339_go(&t.created_at),
-        "updated_at": format_rfc3339_go(&t.updated_at),
-    });
-    if !t.description.is_empty() {
-        v["description"] = json!(t.description);
-    }
-    if !t.setup.is_empty() {
-        v["setup"] = json!(t.setup);
-    }
-    if !t.allowed_hosts.is_empty() {
-        v["allowed_hosts"] = json!(t.allowed_hosts);
-    }
-    if !t.env.is_empty() {
-        v["env"] = json!(t.env);
-    }
-    if !t.secrets.is_empty() {
-        v["secrets"] = json!(t.secrets);
-    }
-    v
+/// A template as the API shows it (fields in alphabetical order, empty optional ones left out).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Template)]
+pub struct TemplateView<'a> {
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    allowed_hosts: &'a [String],
+    cpu_cores: i64,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    description: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    env: &'a BTreeMap<String, String>,
+    image: &'a str,
+    memory_mb: i64,
+    name: &'a str,
+    pool_size: i64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<SecretView<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    setup: &'a [String],
+    ttl_seconds: i64,
+    #[schema(format = DateTime)]
+    updated_at: String,
+    version: i64,
 }
 
-/// Template body; SDK-only keys (`vcpus`, `ttl`, `provider`, `metadata`) are ignored.
-#[derive(Debug, Default, Deserialize)]
+/// A secret a template injects (keys in alphabetical order, as the map it replaced wrote them).
+#[derive(Serialize, ToSchema)]
+#[schema(as = TemplateSecret)]
+pub struct SecretView<'a> {
+    inject_at: &'a str,
+    name: &'a str,
+}
+
+impl<'a> From<&'a TemplateSecret> for SecretView<'a> {
+    fn from(s: &'a TemplateSecret) -> Self {
+        SecretView {
+            inject_at: &s.inject_at,
+            name: &s.name,
+        }
+    }
+}
+
+pub fn template(t: &Template) -> TemplateView<'_> {
+    TemplateView {
+        allowed_hosts: &t.allowed_hosts,
+        cpu_cores: t.cpu_cores,
+        created_at: format_rfc3339_go(&t.created_at),
+        description: &t.description,
+        env: &t.env,
+        image: &t.image,
+        memory_mb: t.memory_mb,
+        name: &t.name,
+        pool_size: t.pool_size,
+        secrets: t.secrets.iter().map(SecretView::from).collect(),
+        setup: &t.setup,
+        ttl_seconds: t.ttl_seconds,
+        updated_at: format_rfc3339_go(&t.updated_at),
+        version: t.version,
+    }
+}
+
+/// Template body. SDK keys `vcpus`, `ttl`, `provider`, `metadata` are accepted and ignored.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = TemplateInput)]
 #[serde(default)]
 pub struct TemplateBody {
+    /// Ignored on PUT (taken from the path)
+    #[schema(required = true, max_length = 128)]
     pub name: String,
+    /// 0 = 1
+    #[schema(minimum = 0)]
     pub version: i64,
+    #[schema(required = true)]
     pub image: String,
     pub description: String,
     pub setup: Vec<String>,
     pub allowed_hosts: Vec<String>,
+    /// 0 = 512
+    #[schema(minimum = 0)]
     pub memory_mb: i64,
+    /// 0 = 1
+    #[schema(minimum = 0)]
     pub cpu_cores: i64,
+    /// 0 = 300
+    #[schema(minimum = 0)]
     pub ttl_seconds: i64,
     pub env: BTreeMap<String, String>,
+    #[schema(value_type = Vec<SecretView>)]
     pub secrets: Vec<TemplateSecret>,
+    #[schema(minimum = 0)]
     pub pool_size: i64,
 }
 
@@ -119,32 +178,67 @@ impl From<TemplateBody> for TemplateInput {
     }
 }
 
-pub fn quota(q: &OwnerQuota) -> Value {
-    json!({
-        "owner_id": q.owner_id,
-        "max_sandboxes": q.max_sandboxes,
-        "max_ttl": GoDuration::from_secs(q.max_ttl_seconds).to_string(),
-        "max_exec_timeout": GoDuration::from_secs(q.max_exec_timeout_seconds).to_string(),
-        "created_at": format_rfc3339_go(&q.created_at),
-        "updated_at": format_rfc3339_go(&q.updated_at),
-    })
+/// An owner's quota.
+#[derive(Serialize, ToSchema)]
+#[schema(as = OwnerQuota)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaView<'a> {
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// `0s` = not set
+    max_exec_timeout: GoDuration,
+    /// 0 = not set
+    max_sandboxes: i64,
+    /// `0s` = not set
+    max_ttl: GoDuration,
+    #[schema(value_type = OwnerIdString)]
+    owner_id: &'a str,
+    #[schema(format = DateTime)]
+    updated_at: String,
 }
 
-pub fn usage(u: &OwnerUsage) -> Value {
-    json!({
-        "owner_id": u.owner_id,
-        "active_sandboxes": u.active_sandboxes,
-        "max_sandboxes": u.max_sandboxes,
-        "max_ttl": u.max_ttl.to_string(),
-        "max_exec_timeout": u.max_exec_timeout.to_string(),
-        "quota_configured": u.quota_configured,
-    })
+pub fn quota(q: &OwnerQuota) -> QuotaView<'_> {
+    QuotaView {
+        created_at: format_rfc3339_go(&q.created_at),
+        max_exec_timeout: GoDuration::from_secs(q.max_exec_timeout_seconds),
+        max_sandboxes: q.max_sandboxes,
+        max_ttl: GoDuration::from_secs(q.max_ttl_seconds),
+        owner_id: &q.owner_id,
+        updated_at: format_rfc3339_go(&q.updated_at),
+    }
+}
+
+/// What an owner uses and may use (the effective limits).
+#[derive(Serialize, ToSchema)]
+#[schema(as = OwnerUsage)]
+#[serde(deny_unknown_fields)]
+pub struct UsageView<'a> {
+    active_sandboxes: i64,
+    max_exec_timeout: GoDuration,
+    /// Effective; 0 = unlimited
+    max_sandboxes: i64,
+    max_ttl: GoDuration,
+    #[schema(value_type = OwnerIdString)]
+    owner_id: &'a str,
+    quota_configured: bool,
+}
+
+pub fn usage(u: &OwnerUsage) -> UsageView<'_> {
+    UsageView {
+        active_sandboxes: u.active_sandboxes,
+        max_exec_timeout: u.max_exec_timeout,
+        max_sandboxes: u.max_sandboxes,
+        max_ttl: u.max_ttl,
+        owner_id: &u.owner_id,
+        quota_configured: u.quota_configured,
+    }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use chrono::TimeZone;
+    use serde_json::{json, Value};
     use stacyvm_types::SandboxState;
 
     use super::*;

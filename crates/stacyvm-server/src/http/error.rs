@@ -9,10 +9,40 @@ use super::json_response;
 use crate::error::ServiceError;
 
 /// The stable error body: `{"code", "message"}`.
-#[derive(Serialize)]
-struct ErrorBody {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ErrorBody {
+    #[schema(schema_with = code_schema)]
     code: &'static str,
     message: String,
+}
+
+/// Every `code` an error body can carry (the OpenAPI `Error.code` enum; `tests/openapi.rs`
+/// checks the sources emit no other).
+pub const ERROR_CODES: &[&str] = &[
+    "BAD_REQUEST",
+    "UNAUTHORIZED",
+    "FORBIDDEN",
+    "NOT_FOUND",
+    "FILE_NOT_FOUND",
+    "CONFLICT",
+    "TIMEOUT",
+    "RESOURCE_LIMIT",
+    "UNAVAILABLE",
+    "INTERNAL_ERROR",
+    "PAYLOAD_TOO_LARGE",
+    "PREVIEW_NOT_AVAILABLE",
+    "PREVIEW_REMOTE_UNSUPPORTED",
+    "PREVIEW_UPSTREAM_UNREACHABLE",
+    "PREVIEW_LOOP",
+];
+
+fn code_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(ERROR_CODES.iter().copied()))
+        .build()
 }
 
 #[derive(Debug)]

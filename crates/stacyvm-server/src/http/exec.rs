@@ -8,32 +8,44 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use stacyvm_types::StreamKind;
+use stacyvm_types::{GoDuration, StreamKind};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::{parse_json, JsonBody};
+use super::openapi::{NotFound, ResourceLimit, SandboxIdParam, Timeout, Unavailable};
 use super::{ok, AppState};
 use crate::service::{ExecParams, ExecStream, StreamItem};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/sandboxes/{id}/exec", post(exec))
-        .route("/sandboxes/{id}/exec/ws", get(exec_ws))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(exec))
+        .routes(routes!(exec_ws))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = ExecRequest)]
 #[serde(default)]
 pub struct ExecBody {
+    /// Shell mode: run via `sh -c`; argv mode: the program
+    #[schema(required = true)]
     command: String,
+    /// Shell mode: single-quoted and appended; argv mode: literal argv
     args: Vec<String>,
+    /// `""` or `shell` (the default), or `argv`
+    #[schema(default = "shell")]
     mode: String,
     env: BTreeMap<String, String>,
     workdir: String,
+    /// Empty = default exec timeout; above the max → 429; negative → 400
+    #[schema(value_type = GoDuration)]
     timeout: String,
+    /// true → NDJSON response
+    #[schema(default = false)]
     stream: bool,
 }
 
@@ -57,53 +69,96 @@ fn stream_name(k: StreamKind) -> &'static str {
     }
 }
 
-/// One stream item as both NDJSON and WebSocket carry it (keys in alphabetical order).
-#[derive(Serialize)]
+/// One line of an exec stream (NDJSON line or WebSocket message; keys in alphabetical order).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ExecStreamLine)]
 #[serde(untagged)]
 enum ItemView<'a> {
-    Chunk {
-        data: Cow<'a, str>,
-        stream: &'static str,
-    },
-    Exit {
-        data: &'static str,
-        duration: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<&'a str>,
-        exit_code: i32,
-        stream: &'static str,
-    },
+    Chunk(ChunkView<'a>),
+    Exit(ExitView<'a>),
+}
+
+/// Output of the command.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ExecStreamChunk)]
+#[serde(deny_unknown_fields)]
+struct ChunkView<'a> {
+    #[schema(value_type = String)]
+    data: Cow<'a, str>,
+    /// `stdout` or `stderr`
+    stream: &'static str,
+}
+
+/// Always the last line of a stream. `exit_code` 124 after a timeout, -1 when the command could
+/// not finish.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ExecStreamExit)]
+#[serde(deny_unknown_fields)]
+struct ExitView<'a> {
+    /// Always `""`
+    data: &'static str,
+    #[schema(value_type = GoDuration)]
+    duration: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    exit_code: i32,
+    /// Always `exit`
+    stream: &'static str,
 }
 
 fn item_view(item: &StreamItem) -> ItemView<'_> {
     match item {
-        StreamItem::Chunk(c) => ItemView::Chunk {
+        StreamItem::Chunk(c) => ItemView::Chunk(ChunkView {
             data: String::from_utf8_lossy(&c.data),
             stream: stream_name(c.stream),
-        },
+        }),
         StreamItem::Exit {
             exit_code,
             duration,
             error,
-        } => ItemView::Exit {
+        } => ItemView::Exit(ExitView {
             data: "",
             duration: duration.to_string(),
             error: error.as_deref(),
             exit_code: *exit_code,
             stream: "exit",
-        },
+        }),
     }
 }
 
 /// The answer of a collected exec.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = ExecResult)]
+#[serde(deny_unknown_fields)]
 struct ExecResultView<'a> {
+    #[schema(value_type = GoDuration)]
     duration: String,
     exit_code: i32,
     stderr: &'a str,
     stdout: &'a str,
 }
 
+/// Run a command
+///
+/// A non-zero exit code is a result, not an error. Sync exec past its timeout → 408 `TIMEOUT`;
+/// a stream instead ends with a stderr chunk `exec timeout: <id>` and an exit line with
+/// `exit_code` 124. `timeout` above the max exec timeout → 429.
+#[utoipa::path(post, path = "/sandboxes/{id}/exec", operation_id = "execCommand", tag = "exec",
+    params(SandboxIdParam),
+    request_body(content = ExecBody, example = json!({"command": "echo hi"})),
+    responses(
+        (status = 200,
+            description = "With `stream: false`: the collected result. With `stream: true`: \
+                NDJSON, one `ExecStreamLine` per line, ending with exactly one \
+                `{\"stream\":\"exit\",...}` line.",
+            content(
+                (ExecResultView = "application/json"),
+                (ItemView = "application/x-ndjson",
+                    example = "{\"stream\":\"stdout\",\"data\":\"hi\\n\"}\n{\"stream\":\"exit\",\"data\":\"\",\"exit_code\":0,\"duration\":\"3.1ms\"}\n"),
+            )),
+        (status = 404, response = NotFound), (status = 408, response = Timeout),
+        (status = 429, response = ResourceLimit), (status = 503, response = Unavailable),
+    ))]
 async fn exec(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -140,6 +195,17 @@ fn ndjson(stream: ExecStream) -> Response {
         .into_response()
 }
 
+/// Run a command over a WebSocket
+#[utoipa::path(get, path = "/sandboxes/{id}/exec/ws", operation_id = "execWebSocket",
+    tag = "exec", params(SandboxIdParam),
+    responses(
+        (status = 101, description = "Switching protocols. Client sends one text message (an \
+            `ExecRequest`); the server sends `ExecStreamLine` messages (chunks, then the exit \
+            line), then `{\"type\":\"done\"}` and closes (1000). Unreadable request → close \
+            1007; exec failure → `{\"error\":...}` then close 1011."),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 404, response = NotFound),
+    ))]
 async fn exec_ws(
     State(st): State<AppState>,
     Path(id): Path<String>,

@@ -6,28 +6,28 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
 use futures_util::StreamExt;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use stacyvm_provider::ProviderError;
+use stacyvm_types::FileInfo;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::JsonBody;
+use super::openapi::{FileNotFound, SandboxIdParam, Unavailable};
+use super::views::Status;
 use super::{ok, AppState};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/sandboxes/{id}/files",
-            post(write).put(upload).get(read).delete(delete),
-        )
-        .route("/sandboxes/{id}/files/list", get(list))
-        .route("/sandboxes/{id}/files/stat", get(stat))
-        .route("/sandboxes/{id}/files/glob", get(glob))
-        .route("/sandboxes/{id}/files/move", post(move_file))
-        .route("/sandboxes/{id}/files/chmod", post(chmod))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(write, upload, read, delete))
+        .routes(routes!(list))
+        .routes(routes!(stat))
+        .routes(routes!(glob))
+        .routes(routes!(move_file))
+        .routes(routes!(chmod))
 }
 
 type Q = Query<HashMap<String, String>>;
@@ -39,14 +39,28 @@ fn required<'a>(q: &'a HashMap<String, String>, key: &str) -> Result<&'a str, Ap
         .ok_or_else(|| ApiError::bad_request(format!("{key} query parameter required")))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = WriteFileRequest)]
 #[serde(default)]
 struct WriteBody {
+    #[schema(required = true)]
     path: String,
+    /// Text, written as UTF-8
     content: String,
+    /// Octal (`0644`, `755`) or `executable`
+    #[schema(default = "0644")]
     mode: Option<String>,
 }
 
+/// Write a file
+#[utoipa::path(post, path = "/sandboxes/{id}/files", operation_id = "writeFile", tag = "files",
+    params(SandboxIdParam),
+    request_body(content = WriteBody,
+        example = json!({"path": "/workspace/hello.txt", "content": "hello"})),
+    responses(
+        (status = 200, description = "`written`", body = Status),
+        (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
+    ))]
 async fn write(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -61,11 +75,40 @@ async fn write(
             b.mode.as_deref(),
         )
         .await?;
-    Ok(ok(&json!({"status": "written"})))
+    Ok(ok(&Status { status: "written" }))
 }
 
-/// The raw body is the file, streamed to the provider as it arrives: no `max_body_bytes`
-/// limit applies (the JSON write above keeps it).
+/// The answer of the raw-body upload.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Written {
+    /// Bytes written.
+    size: u64,
+    /// `written`
+    status: &'static str,
+}
+
+/// Write a file from the raw request body (streamed)
+///
+/// Streams the request body into the file, chunk by chunk, through to the sandbox (also on
+/// remote workers), so memory stays bounded whatever the size. `server.max_body_bytes` does not
+/// apply, except to providers without a streaming file path (docker, microvm), which buffer the
+/// upload: 413 beyond it. The file is replaced only when the whole body arrived. Not used by the
+/// official SDKs, which keep using the JSON `POST`.
+#[utoipa::path(put, path = "/sandboxes/{id}/files", operation_id = "uploadFile", tag = "files",
+    params(SandboxIdParam,
+        ("path" = String, Query,
+            description = "Path inside the sandbox; may not escape it. Parent directories are created."),
+        ("mode" = Option<String>, Query,
+            description = "Octal mode text (`0644`, `0755`) or `executable`, as in the JSON write.")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "OK", body = inline(Written)),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 404, response = FileNotFound),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    ))]
 async fn upload(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -79,10 +122,25 @@ async fn upload(
         .boxed();
     let mode = q.get("mode").map(String::as_str);
     let size = st.svc.files().write_stream(&id, path, stream, mode).await?;
-    Ok(ok(&json!({"status": "written", "size": size})))
+    Ok(ok(&Written {
+        size,
+        status: "written",
+    }))
 }
 
-/// Streams the file out; `Content-Length` when the provider knows the size.
+/// Read a file (raw bytes)
+///
+/// Streams the file: `Content-Length` is set when the size is known up front; a failure after
+/// the first byte cuts the body short.
+#[utoipa::path(get, path = "/sandboxes/{id}/files", operation_id = "readFile", tag = "files",
+    params(SandboxIdParam,
+        ("path" = String, Query, description = "Path inside the sandbox; may not escape it.")),
+    responses(
+        (status = 200, description = "File content", body = Vec<u8>,
+            content_type = "application/octet-stream"),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
+    ))]
 async fn read(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -107,6 +165,16 @@ async fn read(
     Ok(resp)
 }
 
+/// Delete a file or directory
+#[utoipa::path(delete, path = "/sandboxes/{id}/files", operation_id = "deleteFile", tag = "files",
+    params(SandboxIdParam,
+        ("path" = String, Query, description = "Path inside the sandbox; may not escape it."),
+        ("recursive" = Option<bool>, Query, description = "`true` deletes a directory with its contents.")),
+    responses(
+        (status = 200, description = "`deleted`", body = Status),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
+    ))]
 async fn delete(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -115,9 +183,18 @@ async fn delete(
     let path = required(&q, "path")?;
     let recursive = q.get("recursive").map(String::as_str) == Some("true");
     st.svc.files().delete(&id, path, recursive).await?;
-    Ok(ok(&json!({"status": "deleted"})))
+    Ok(ok(&Status { status: "deleted" }))
 }
 
+/// List a directory
+#[utoipa::path(get, path = "/sandboxes/{id}/files/list", operation_id = "listFiles", tag = "files",
+    params(SandboxIdParam,
+        ("path" = Option<String>, Query, description = "Directory (default `/`).")),
+    responses(
+        (status = 200, description = "OK", body = Vec<FileInfo>),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
+    ))]
 async fn list(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -127,6 +204,14 @@ async fn list(
     Ok(ok(&st.svc.files().list(&id, path).await?))
 }
 
+/// Stat a file
+#[utoipa::path(get, path = "/sandboxes/{id}/files/stat", operation_id = "statFile", tag = "files",
+    params(SandboxIdParam, ("path" = String, Query, description = "Path inside the sandbox.")),
+    responses(
+        (status = 200, description = "OK", body = FileInfo),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
+    ))]
 async fn stat(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -136,6 +221,14 @@ async fn stat(
     Ok(ok(&st.svc.files().stat(&id, path).await?))
 }
 
+/// Find files by glob pattern
+#[utoipa::path(get, path = "/sandboxes/{id}/files/glob", operation_id = "globFiles", tag = "files",
+    params(SandboxIdParam, ("pattern" = String, Query, description = "Glob, e.g. `/workspace/*.py`.")),
+    responses(
+        (status = 200, description = "Matching paths", body = Vec<String>),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
+    ))]
 async fn glob(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -145,34 +238,57 @@ async fn glob(
     Ok(ok(&st.svc.files().glob(&id, pattern).await?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = MoveRequest)]
 #[serde(default)]
 struct MoveBody {
+    #[schema(required = true)]
     old_path: String,
+    #[schema(required = true)]
     new_path: String,
 }
 
+/// Move or rename a file
+#[utoipa::path(post, path = "/sandboxes/{id}/files/move", operation_id = "moveFile", tag = "files",
+    params(SandboxIdParam), request_body = MoveBody,
+    responses(
+        (status = 200, description = "`moved`", body = Status),
+        (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
+    ))]
 async fn move_file(
     State(st): State<AppState>,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<MoveBody>,
 ) -> Result<Response, ApiError> {
     st.svc.files().rename(&id, &b.old_path, &b.new_path).await?;
-    Ok(ok(&json!({"status": "moved"})))
+    Ok(ok(&Status { status: "moved" }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = ChmodRequest)]
 #[serde(default)]
 struct ChmodBody {
+    #[schema(required = true)]
     path: String,
+    /// Octal
+    #[schema(required = true)]
     mode: String,
 }
 
+/// Change a file's mode
+#[utoipa::path(post, path = "/sandboxes/{id}/files/chmod", operation_id = "chmodFile", tag = "files",
+    params(SandboxIdParam), request_body = ChmodBody,
+    responses(
+        (status = 200, description = "`chmod applied`", body = Status),
+        (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
+    ))]
 async fn chmod(
     State(st): State<AppState>,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<ChmodBody>,
 ) -> Result<Response, ApiError> {
     st.svc.files().chmod(&id, &b.path, &b.mode).await?;
-    Ok(ok(&json!({"status": "chmod applied"})))
+    Ok(ok(&Status {
+        status: "chmod applied",
+    }))
 }

@@ -26,8 +26,10 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{Extension, Router};
 use serde::Serialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::service::Service;
 
@@ -65,7 +67,9 @@ async fn not_found() -> Response {
         .into_response()
 }
 
-/// The whole HTTP API.
+/// The whole HTTP API. Every `/api/v1` route is registered with `utoipa_axum::routes!`, which
+/// adds its `#[utoipa::path]` documentation to the OpenAPI document served at
+/// `/api/v1/openapi.json` (see `openapi.rs`).
 pub fn router(svc: Service) -> Router {
     let limiter = Arc::new(rate_limit::RateLimiter::new(
         svc.settings().rate_limit.clone(),
@@ -73,7 +77,7 @@ pub fn router(svc: Service) -> Router {
     let state = AppState { svc, limiter };
     let max_body = state.svc.settings().max_body_bytes;
 
-    let admin = Router::new()
+    let admin = OpenApiRouter::new()
         .merge(admin::routes())
         .merge(workers::admin_routes())
         .merge(worker_api::admin_routes())
@@ -82,7 +86,7 @@ pub fn router(svc: Service) -> Router {
         .layer(from_fn_with_state(state.clone(), middleware::admin_audit))
         .layer(from_fn_with_state(state.clone(), middleware::require_admin));
 
-    let api = Router::new()
+    let api = OpenApiRouter::new()
         .merge(sandboxes::routes())
         .merge(exec::routes())
         .merge(files::routes())
@@ -99,8 +103,13 @@ pub fn router(svc: Service) -> Router {
     // Worker-facing routes: worker credentials only, no API key, CORS or rate limit.
     let worker =
         worker_api::routes().layer(from_fn_with_state(state.clone(), worker_api::authenticate));
+    let (v1, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(worker)
+        .merge(api)
+        .split_for_parts();
+    let v1 = v1.layer(Extension(openapi::Document::new(doc)));
     let inner = Router::new()
-        .nest("/api/v1", worker.merge(api))
+        .nest("/api/v1", v1)
         // Every matched route, so latency is labelled by its template (docs/metrics.md).
         .route_layer(request_metrics::RequestMetricsLayer::new(
             state.svc.system().request_metrics(),

@@ -2,45 +2,49 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::JsonBody;
+use super::openapi::{BadRequest, NotFound, OwnerParam};
+use super::views::{self, Status};
 use super::{dto, ok, AppState};
 use crate::service::QuotaInput;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/quotas", get(list))
-        .route("/quotas/summary", get(summary))
-        .route("/quotas/{owner}", get(get_one).put(put).delete(delete))
-        .route("/quotas/{owner}/usage", get(usage))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(summary))
+        .routes(routes!(get_one, put, delete))
+        .routes(routes!(usage))
 }
 
+/// List quotas
+#[utoipa::path(get, path = "/quotas", operation_id = "listQuotas", tag = "quotas",
+    responses((status = 200, description = "OK", body = Vec<dto::QuotaView>)))]
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let v: Vec<_> = st
-        .svc
-        .quotas()
-        .list()
-        .await?
-        .iter()
-        .map(dto::quota)
-        .collect();
-    Ok(ok(&v))
+    let all = st.svc.quotas().list().await?;
+    Ok(ok(&all.iter().map(dto::quota).collect::<Vec<_>>()))
 }
 
+/// How many owners have which limits
+#[utoipa::path(get, path = "/quotas/summary", operation_id = "quotaSummary", tag = "quotas",
+    responses((status = 200, description = "OK", body = views::QuotaSummaryView)))]
 async fn summary(State(st): State<AppState>) -> Result<Response, ApiError> {
     let s = st.svc.quotas().summary().await?;
-    // Exactly these keys: the Python SDK's dataclass rejects others.
-    Ok(ok(
-        &json!({"total": s.total, "with_max_sandboxes": s.with_max_sandboxes,
-        "with_max_ttl": s.with_max_ttl, "with_max_exec_timeout": s.with_max_exec_timeout}),
-    ))
+    Ok(ok(&views::quota_summary(Some(&s))))
 }
 
+/// Get an owner's quota
+#[utoipa::path(get, path = "/quotas/{owner}", operation_id = "getQuota", tag = "quotas",
+    params(OwnerParam),
+    responses(
+        (status = 200, description = "OK", body = dto::QuotaView),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+    ))]
 async fn get_one(
     State(st): State<AppState>,
     Path(owner): Path<String>,
@@ -48,14 +52,22 @@ async fn get_one(
     Ok(ok(&dto::quota(&st.svc.quotas().get(&owner).await?)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = QuotaInput)]
 #[serde(default)]
 struct QuotaBody {
+    #[schema(minimum = 0)]
     max_sandboxes: i64,
+    /// Whole seconds, ≥1s; `""`, `0`, `0s` = not set
     max_ttl: String,
+    /// Whole seconds, ≥1s; `""`, `0`, `0s` = not set
     max_exec_timeout: String,
 }
 
+/// Set an owner's quota
+#[utoipa::path(put, path = "/quotas/{owner}", operation_id = "putQuota", tag = "quotas",
+    params(OwnerParam), request_body = QuotaBody,
+    responses((status = 200, description = "OK", body = dto::QuotaView)))]
 async fn put(
     State(st): State<AppState>,
     Path(owner): Path<String>,
@@ -76,14 +88,28 @@ async fn put(
     Ok(ok(&dto::quota(&q)))
 }
 
+/// Delete an owner's quota
+#[utoipa::path(delete, path = "/quotas/{owner}", operation_id = "deleteQuota", tag = "quotas",
+    params(OwnerParam),
+    responses(
+        (status = 200, description = "`deleted`", body = Status),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+    ))]
 async fn delete(
     State(st): State<AppState>,
     Path(owner): Path<String>,
 ) -> Result<Response, ApiError> {
     st.svc.quotas().delete(&owner).await?;
-    Ok(ok(&json!({"status": "deleted"})))
+    Ok(ok(&Status { status: "deleted" }))
 }
 
+/// An owner's usage and effective limits
+#[utoipa::path(get, path = "/quotas/{owner}/usage", operation_id = "quotaUsage", tag = "quotas",
+    params(OwnerParam),
+    responses(
+        (status = 200, description = "OK", body = dto::UsageView),
+        (status = 400, response = BadRequest),
+    ))]
 async fn usage(
     State(st): State<AppState>,
     Path(owner): Path<String>,

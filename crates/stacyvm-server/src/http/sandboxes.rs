@@ -5,35 +5,51 @@ use std::collections::{BTreeMap, HashMap};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Extension, Router};
-use serde::Deserialize;
-use serde_json::json;
+use axum::Extension;
+use serde::{Deserialize, Serialize};
+use stacyvm_types::GoDuration;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
+use super::openapi::{
+    Conflict, Forbidden, NotFound, OwnerIdString, ResourceLimit, SandboxIdParam,
+    Unavailable, UserIdHeader,
+};
 use super::extract::JsonBody;
 use super::views::{self, Status};
 use super::{dto, json_response, ok, AppState};
 use crate::service::{Caller, SpawnParams};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/sandboxes", post(spawn).get(list).delete(prune))
-        .route("/sandboxes/admission", post(admission))
-        .route("/sandboxes/{id}", get(get_one).delete(destroy))
-        .route("/sandboxes/{id}/extend", post(extend))
-        .route("/sandboxes/{id}/logs", get(logs))
-        .route("/sandboxes/{id}/stats", get(stats))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(spawn, list, prune))
+        .routes(routes!(admission))
+        .routes(routes!(get_one, destroy))
+        .routes(routes!(extend))
+        .routes(routes!(logs))
+        .routes(routes!(stats))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = SpawnRequest)]
 #[serde(default)]
 pub struct SpawnBody {
+    #[schema(default = "alpine:latest")]
     image: String,
+    /// Default provider when empty
     provider: String,
+    /// 0 = default (1024)
+    #[schema(minimum = 0)]
     memory_mb: i64,
+    /// 0 = default (1)
+    #[schema(minimum = 0)]
     vcpus: i64,
+    /// Empty = default (30m); `0s` expires at once
+    #[schema(value_type = GoDuration)]
     ttl: String,
+    #[schema(value_type = OwnerIdString)]
     owner_id: String,
     template: String,
     metadata: BTreeMap<String, String>,
@@ -54,6 +70,21 @@ impl From<SpawnBody> for SpawnParams {
     }
 }
 
+/// Spawn a sandbox
+///
+/// Admission runs first: global `max_sandboxes`, per-owner limits (owner = `X-User-ID`, else
+/// body `owner_id`) and max TTL. Denied → 429 `RESOURCE_LIMIT`, or, with `spawn_overflow:
+/// queue`, the request waits up to `spawn_queue_timeout` for capacity. Unknown provider → 404.
+/// Invalid `ttl`, `memory_mb`, `vcpus`, `owner_id` or image → 400.
+#[utoipa::path(post, path = "/sandboxes", operation_id = "spawnSandbox", tag = "sandboxes",
+    params(UserIdHeader),
+    request_body(content = SpawnBody,
+        example = json!({"image": "alpine:latest", "ttl": "30m", "memory_mb": 512})),
+    responses(
+        (status = 201, description = "Created", body = dto::SandboxView),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 429, response = ResourceLimit), (status = 503, response = Unavailable),
+    ))]
 async fn spawn(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -63,6 +94,15 @@ async fn spawn(
     Ok(json_response(StatusCode::CREATED, &dto::sandbox(&sb)))
 }
 
+/// Would a spawn be admitted now?
+///
+/// Runs the spawn's admission checks without spawning; the same body as a spawn.
+#[utoipa::path(post, path = "/sandboxes/admission", operation_id = "spawnAdmission",
+    tag = "sandboxes", params(UserIdHeader), request_body = SpawnBody,
+    responses(
+        (status = 200, description = "OK", body = views::AdmissionView),
+        (status = 404, response = NotFound),
+    ))]
 async fn admission(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -73,22 +113,51 @@ async fn admission(
     Ok(ok(&views::admission(&d)))
 }
 
+/// List live sandboxes (newest first)
+#[utoipa::path(get, path = "/sandboxes", operation_id = "listSandboxes", tag = "sandboxes",
+    responses((status = 200, description = "OK", body = Vec<dto::SandboxView>)))]
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
     let all = st.svc.sandboxes().list().await?;
     let v: Vec<_> = all.iter().map(dto::sandbox).collect();
     Ok(ok(&v))
 }
 
-async fn prune(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let n = st.svc.sandboxes().prune().await?;
-    Ok(ok(&json!({"pruned": n})))
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Pruned {
+    pruned: usize,
 }
 
+/// Destroy every sandbox past its expiry
+#[utoipa::path(delete, path = "/sandboxes", operation_id = "pruneSandboxes", tag = "sandboxes",
+    responses((status = 200, description = "OK", body = inline(Pruned))))]
+async fn prune(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let pruned = st.svc.sandboxes().prune().await?;
+    Ok(ok(&Pruned { pruned }))
+}
+
+/// Get a sandbox
+///
+/// Remote sandboxes are refreshed from their worker first.
+#[utoipa::path(get, path = "/sandboxes/{id}", operation_id = "getSandbox", tag = "sandboxes",
+    params(SandboxIdParam),
+    responses(
+        (status = 200, description = "OK", body = dto::SandboxView),
+        (status = 404, response = NotFound),
+    ))]
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let sb = st.svc.sandboxes().get_refreshed(&id).await?;
     Ok(ok(&dto::sandbox(&sb)))
 }
 
+/// Destroy a sandbox
+#[utoipa::path(delete, path = "/sandboxes/{id}", operation_id = "destroySandbox",
+    tag = "sandboxes", params(SandboxIdParam),
+    responses(
+        (status = 200, description = "`destroyed`", body = Status),
+        (status = 404, response = NotFound), (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    ))]
 async fn destroy(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     st.svc.sandboxes().destroy(&id).await?;
     Ok(ok(&Status {
@@ -96,11 +165,22 @@ async fn destroy(State(st): State<AppState>, Path(id): Path<String>) -> Result<R
     }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = ExtendRequest)]
 #[serde(default)]
 struct ExtendBody {
+    /// Added to the current expiry; empty = the default ttl
+    #[schema(value_type = GoDuration)]
     ttl: String,
 }
+
+/// Extend a sandbox's expiry
+#[utoipa::path(post, path = "/sandboxes/{id}/extend", operation_id = "extendSandbox",
+    tag = "sandboxes", params(SandboxIdParam), request_body = ExtendBody,
+    responses(
+        (status = 200, description = "OK", body = dto::SandboxView),
+        (status = 404, response = NotFound), (status = 429, response = ResourceLimit),
+    ))]
 
 async fn extend(
     State(st): State<AppState>,
@@ -111,6 +191,16 @@ async fn extend(
     Ok(ok(&dto::sandbox(&sb)))
 }
 
+/// Console log lines
+#[utoipa::path(get, path = "/sandboxes/{id}/logs", operation_id = "sandboxLogs",
+    tag = "sandboxes",
+    params(SandboxIdParam,
+        ("lines" = Option<i64>, Query, minimum = 1,
+            description = "Last N lines (default 100); invalid or ≤0 means 100.")),
+    responses(
+        (status = 200, description = "OK", body = Vec<String>),
+        (status = 404, response = NotFound),
+    ))]
 async fn logs(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -126,10 +216,32 @@ async fn logs(
     Ok(ok(&v))
 }
 
+/// Resource use of a sandbox; only `supported` when the provider cannot tell.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SandboxStats)]
+struct StatsView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mem_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mem_limit_bytes: Option<u64>,
+    supported: bool,
+}
+
+/// Resource use
+#[utoipa::path(get, path = "/sandboxes/{id}/stats", operation_id = "sandboxStats",
+    tag = "sandboxes", params(SandboxIdParam),
+    responses(
+        (status = 200, description = "OK", body = StatsView),
+        (status = 404, response = NotFound),
+    ))]
 async fn stats(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(ok(&match st.svc.sandboxes().stats(&id).await? {
-        None => json!({"supported": false}),
-        Some(s) => json!({"supported": true, "cpu_pct": s.cpu_pct, "mem_bytes": s.mem_bytes,
-            "mem_limit_bytes": s.mem_limit_bytes}),
+    let s = st.svc.sandboxes().stats(&id).await?;
+    Ok(ok(&StatsView {
+        cpu_pct: s.as_ref().map(|s| s.cpu_pct),
+        mem_bytes: s.as_ref().map(|s| s.mem_bytes),
+        mem_limit_bytes: s.as_ref().map(|s| s.mem_limit_bytes),
+        supported: s.is_some(),
     }))
 }

@@ -6,62 +6,103 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use stacyvm_types::GoDuration;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
-use stacyvm_types::GoDuration;
-
+use super::openapi::{NotFound, ProviderNameParam};
 use super::{json_response, ok, openapi, views, AppState};
 use crate::service::Overview;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/live", get(live))
-        .route("/ready", get(ready))
-        .route("/diagnostics", get(diagnostics))
-        .route("/metrics", get(metrics))
-        .route("/metrics/prometheus", get(prometheus))
-        .route("/events", get(events))
-        .route("/system/stats", get(system_stats))
-        .route("/snapshots", get(snapshots))
-        .route("/pool/status", get(pool_status))
-        .route("/openapi.json", get(openapi_doc))
-        .merge(provider_routes())
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(live))
+        .routes(routes!(ready))
+        .routes(routes!(events))
+        .routes(routes!(system_stats))
+        .routes(routes!(snapshots))
+        .routes(routes!(pool_status))
+        .routes(routes!(openapi::serve))
+        .merge(admin_routes())
 }
 
-pub fn admin_routes() -> Router<AppState> {
-    Router::new()
-        .route("/diagnostics", get(diagnostics))
-        .route("/metrics", get(metrics))
-        .route("/metrics/prometheus", get(prometheus))
-        .merge(provider_routes())
+/// Shared with `/admin` (the document names the admin copies `…Admin`).
+pub fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(diagnostics))
+        .routes(routes!(metrics))
+        .routes(routes!(prometheus))
+        .routes(routes!(providers))
+        .routes(routes!(providers_test))
+        .routes(routes!(provider_detail))
 }
 
-fn provider_routes() -> Router<AppState> {
-    Router::new()
-        .route("/providers", get(providers))
-        .route("/providers/test", post(providers_test))
-        .route("/providers/{name}", get(provider_detail))
+#[derive(Serialize, ToSchema)]
+#[schema(as = Health)]
+struct HealthView<'a> {
+    /// `ok` (`/health`) or `alive` (`/live`)
+    status: &'static str,
+    #[schema(value_type = GoDuration)]
+    uptime: String,
+    version: &'a str,
 }
 
+fn health_view(st: &AppState, status: &'static str) -> Response {
+    ok(&HealthView {
+        status,
+        uptime: st.svc.uptime_string(),
+        version: st.svc.version(),
+    })
+}
+
+/// Health
+#[utoipa::path(get, path = "/health", operation_id = "health", tag = "system",
+    responses((status = 200, description = "OK", body = HealthView)))]
 async fn health(State(st): State<AppState>) -> Response {
-    ok(&json!({"status": "ok", "version": st.svc.version(), "uptime": st.svc.uptime_string()}))
+    health_view(&st, "ok")
 }
 
+/// Liveness
+#[utoipa::path(get, path = "/live", operation_id = "live", tag = "system",
+    responses((status = 200, description = "OK", body = HealthView)))]
 async fn live(State(st): State<AppState>) -> Response {
-    ok(&json!({"status": "alive", "version": st.svc.version(), "uptime": st.svc.uptime_string()}))
+    health_view(&st, "alive")
 }
 
+#[derive(Serialize, ToSchema)]
+#[schema(as = Ready)]
+struct ReadyView<'a> {
+    providers: Vec<views::ProviderHealthView<'a>>,
+    ready_providers: usize,
+    /// `ready` or `not_ready`
+    status: &'static str,
+    total_providers: usize,
+    #[schema(value_type = GoDuration)]
+    uptime: String,
+    version: &'a str,
+}
+
+/// Readiness: at least one provider healthy
+#[utoipa::path(get, path = "/ready", operation_id = "ready", tag = "system",
+    responses(
+        (status = 200, description = "Ready", body = ReadyView),
+        (status = 503, description = "Not ready", body = ReadyView),
+    ))]
 async fn ready(State(st): State<AppState>) -> Response {
     let r = st.svc.system().ready().await;
-    let providers: Vec<_> = r.providers.iter().map(views::provider_health).collect();
-    let ready_n = r.providers.iter().filter(|p| p.healthy).count();
-    let body = json!({"status": if r.ready {"ready"} else {"not_ready"}, "version": st.svc.version(),
-        "uptime": st.svc.uptime_string(), "providers": providers, "ready_providers": ready_n,
-        "total_providers": r.providers.len()});
+    let body = ReadyView {
+        providers: r.providers.iter().map(views::provider_health).collect(),
+        ready_providers: r.providers.iter().filter(|p| p.healthy).count(),
+        status: if r.ready { "ready" } else { "not_ready" },
+        total_providers: r.providers.len(),
+        uptime: st.svc.uptime_string(),
+        version: st.svc.version(),
+    };
     let status = if r.ready {
         StatusCode::OK
     } else {
@@ -70,6 +111,9 @@ async fn ready(State(st): State<AppState>) -> Response {
     json_response(status, &body)
 }
 
+/// List providers with their health
+#[utoipa::path(get, path = "/providers", operation_id = "listProviders", tag = "system",
+    responses((status = 200, description = "OK", body = Vec<views::ProviderHealthView>)))]
 async fn providers(State(st): State<AppState>) -> Response {
     let health = st.svc.system().provider_health().await;
     ok(&health
@@ -78,6 +122,10 @@ async fn providers(State(st): State<AppState>) -> Response {
         .collect::<Vec<_>>())
 }
 
+/// Health-check every provider
+#[utoipa::path(post, path = "/providers/test", operation_id = "testProviders", tag = "system",
+    responses((status = 200, description = "OK", body = BTreeMap<String, bool>,
+        example = json!({"mock": true}))))]
 async fn providers_test(State(st): State<AppState>) -> Response {
     let m: Map<String, Value> = st
         .svc
@@ -90,6 +138,13 @@ async fn providers_test(State(st): State<AppState>) -> Response {
     ok(&Value::Object(m))
 }
 
+/// Get a provider
+#[utoipa::path(get, path = "/providers/{name}", operation_id = "getProvider", tag = "system",
+    params(ProviderNameParam),
+    responses(
+        (status = 200, description = "OK", body = views::ProviderDetailView),
+        (status = 404, response = NotFound),
+    ))]
 async fn provider_detail(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -98,21 +153,24 @@ async fn provider_detail(
     Ok(ok(&views::provider_detail(&d)))
 }
 
+/// Snapshots (not supported: always empty)
+#[utoipa::path(get, path = "/snapshots", operation_id = "listSnapshots", tag = "system",
+    responses((status = 200, description = "OK", body = Vec<Object>)))]
 async fn snapshots() -> Response {
     ok(&json!([]))
 }
 
-async fn pool_status() -> Response {
-    ok(&json!({"enabled": false}))
+#[derive(Serialize, ToSchema)]
+#[schema(as = PoolStatus)]
+struct PoolStatusView {
+    enabled: bool,
 }
 
-async fn openapi_doc() -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        openapi::DOCUMENT,
-    )
-        .into_response()
+/// Warm pool status (no pool: always disabled)
+#[utoipa::path(get, path = "/pool/status", operation_id = "poolStatus", tag = "system",
+    responses((status = 200, description = "OK", body = PoolStatusView)))]
+async fn pool_status() -> Response {
+    ok(&PoolStatusView { enabled: false })
 }
 
 /// Resident and virtual memory of this process, from /proc (0 where unavailable).
@@ -157,6 +215,9 @@ fn uptime(d: std::time::Duration) -> String {
     GoDuration::from_std(d).to_string()
 }
 
+/// Metrics as JSON
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "system",
+    responses((status = 200, description = "OK", body = Object)))]
 async fn metrics(State(st): State<AppState>) -> Response {
     let o = st.svc.system().overview().await;
     let mut m = common(&st, &o);
@@ -177,6 +238,9 @@ async fn metrics(State(st): State<AppState>) -> Response {
     ok(&Value::Object(m))
 }
 
+/// Diagnostics bundle (secrets redacted)
+#[utoipa::path(get, path = "/diagnostics", operation_id = "diagnostics", tag = "system",
+    responses((status = 200, description = "OK", body = Object)))]
 async fn diagnostics(State(st): State<AppState>) -> Response {
     let d = st.svc.system().diagnostics().await;
     let o = &d.overview;
@@ -240,6 +304,10 @@ async fn diagnostics(State(st): State<AppState>) -> Response {
     ok(&Value::Object(m))
 }
 
+/// Metrics in the Prometheus text format
+#[utoipa::path(get, path = "/metrics/prometheus", operation_id = "prometheus", tag = "system",
+    responses((status = 200, description = "OK", body = String,
+        content_type = "text/plain; version=0.0.4")))]
 async fn prometheus(State(st): State<AppState>) -> Response {
     let o = st.svc.system().overview().await;
     let gauges = super::prometheus::gauges(&o, common(&st, &o), memory());
@@ -255,6 +323,21 @@ async fn prometheus(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Host figures (only `load1` is measured; the rest are 0).
+#[derive(Serialize, ToSchema)]
+#[schema(as = SystemStats)]
+struct SystemStatsView {
+    cpu_pct: f64,
+    disk_pct: f64,
+    load1: f64,
+    mem_pct: f64,
+    net_rx_bps: f64,
+    net_tx_bps: f64,
+}
+
+/// Host stats
+#[utoipa::path(get, path = "/system/stats", operation_id = "systemStats", tag = "system",
+    responses((status = 200, description = "OK", body = SystemStatsView)))]
 async fn system_stats() -> Response {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load1: f64 = load
@@ -262,12 +345,23 @@ async fn system_stats() -> Response {
         .next()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0.0);
-    ok(
-        &json!({"cpu_pct": 0.0, "mem_pct": 0.0, "disk_pct": 0.0, "net_rx_bps": 0.0, "net_tx_bps": 0.0, "load1": load1}),
-    )
+    ok(&SystemStatsView {
+        cpu_pct: 0.0,
+        disk_pct: 0.0,
+        load1,
+        mem_pct: 0.0,
+        net_rx_bps: 0.0,
+        net_tx_bps: 0.0,
+    })
 }
 
-/// Server-sent events: `data: <json>\n\n` per event, live only.
+/// Server-sent events
+///
+/// Each `data:` line carries an `Event` object (see components).
+#[utoipa::path(get, path = "/events", operation_id = "events", tag = "system",
+    responses((status = 200,
+        description = "`text/event-stream`; each event is `data: <Event JSON>\\n\\n`. Live only, no replay.",
+        body = String, content_type = "text/event-stream")))]
 async fn events(State(st): State<AppState>) -> Response {
     let sub = st.svc.subscribe_events();
     let stream = futures_util::stream::unfold(sub, |mut sub| async move {

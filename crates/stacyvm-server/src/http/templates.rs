@@ -3,27 +3,35 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Extension;
 use serde::Deserialize;
-use serde_json::json;
+use stacyvm_types::GoDuration;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::dto::{self, TemplateBody};
 use super::error::ApiError;
 use super::extract::{JsonBody, OptionalJson};
+use super::openapi::{Conflict, NotFound, ResourceLimit, TemplateNameParam, Unavailable};
+use super::views::Status;
 use super::{json_response, ok, AppState};
 use crate::service::Caller;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/templates", post(create).get(list))
-        .route(
-            "/templates/{name}",
-            get(get_one).put(replace).delete(delete),
-        )
-        .route("/templates/{name}/spawn", post(spawn))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get_one, replace, delete))
+        .routes(routes!(spawn))
 }
 
+/// Create a template
+#[utoipa::path(post, path = "/templates", operation_id = "createTemplate", tag = "templates",
+    request_body = TemplateBody,
+    responses(
+        (status = 201, description = "Created", body = dto::TemplateView),
+        (status = 409, response = Conflict),
+    ))]
 async fn create(
     State(st): State<AppState>,
     JsonBody(b): JsonBody<TemplateBody>,
@@ -32,18 +40,21 @@ async fn create(
     Ok(json_response(StatusCode::CREATED, &dto::template(&t)))
 }
 
+/// List templates
+#[utoipa::path(get, path = "/templates", operation_id = "listTemplates", tag = "templates",
+    responses((status = 200, description = "OK", body = Vec<dto::TemplateView>)))]
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let v: Vec<_> = st
-        .svc
-        .templates()
-        .list()
-        .await?
-        .iter()
-        .map(dto::template)
-        .collect();
-    Ok(ok(&v))
+    let all = st.svc.templates().list().await?;
+    Ok(ok(&all.iter().map(dto::template).collect::<Vec<_>>()))
 }
 
+/// Get a template
+#[utoipa::path(get, path = "/templates/{name}", operation_id = "getTemplate", tag = "templates",
+    params(TemplateNameParam),
+    responses(
+        (status = 200, description = "OK", body = dto::TemplateView),
+        (status = 404, response = NotFound),
+    ))]
 async fn get_one(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -51,6 +62,13 @@ async fn get_one(
     Ok(ok(&dto::template(&st.svc.templates().get(&name).await?)))
 }
 
+/// Replace a template
+#[utoipa::path(put, path = "/templates/{name}", operation_id = "replaceTemplate",
+    tag = "templates", params(TemplateNameParam), request_body = TemplateBody,
+    responses(
+        (status = 200, description = "OK", body = dto::TemplateView),
+        (status = 404, response = NotFound),
+    ))]
 async fn replace(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -61,21 +79,41 @@ async fn replace(
     )))
 }
 
+/// Delete a template
+#[utoipa::path(delete, path = "/templates/{name}", operation_id = "deleteTemplate",
+    tag = "templates", params(TemplateNameParam),
+    responses(
+        (status = 200, description = "`deleted`", body = Status),
+        (status = 404, response = NotFound),
+    ))]
 async fn delete(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     st.svc.templates().delete(&name).await?;
-    Ok(ok(&json!({"status": "deleted"})))
+    Ok(ok(&Status { status: "deleted" }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = TemplateSpawnRequest)]
 #[serde(default)]
 struct SpawnOverrides {
     provider: Option<String>,
+    #[schema(value_type = Option<GoDuration>)]
     ttl: Option<String>,
 }
 
+/// Spawn a sandbox from a template
+///
+/// The body is optional: `provider` and `ttl` override the template's.
+#[utoipa::path(post, path = "/templates/{name}/spawn", operation_id = "spawnTemplate",
+    tag = "templates", params(TemplateNameParam),
+    request_body(content = Option<SpawnOverrides>),
+    responses(
+        (status = 201, description = "Created", body = dto::SandboxView),
+        (status = 404, response = NotFound), (status = 429, response = ResourceLimit),
+        (status = 503, response = Unavailable),
+    ))]
 async fn spawn(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,

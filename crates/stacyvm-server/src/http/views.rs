@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use stacyvm_types::{format_rfc3339_secs, GoDuration};
+use utoipa::ToSchema;
 
 use crate::ops::OpStats;
 use crate::service::{
@@ -18,13 +19,18 @@ use crate::service::{
 use crate::settings::Limits;
 
 /// `{"status": "..."}`, the answer of deletes and other actions.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Status {
+    /// What was done: `destroyed`, `deleted`, `written`, `moved`, `chmod applied`
     pub status: &'static str,
 }
 
-#[derive(Serialize)]
+/// A provider and its last health check.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ProviderInfo)]
 pub struct ProviderHealthView<'a> {
+    #[schema(value_type = Vec<String>)]
     capabilities: &'a [&'static str],
     default: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -33,6 +39,7 @@ pub struct ProviderHealthView<'a> {
     /// Only `/diagnostics` shows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     isolated: Option<bool>,
+    #[schema(format = DateTime)]
     last_checked: String,
     latency_ms: f64,
     name: &'a str,
@@ -59,11 +66,15 @@ pub fn provider_health_isolated(h: &ProviderHealth) -> ProviderHealthView<'_> {
     }
 }
 
-#[derive(Serialize)]
+/// A provider, its health and its (redacted) configuration.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ProviderDetail)]
 pub struct ProviderDetailView<'a> {
+    #[schema(value_type = Object)]
     config: &'a Value,
     default: bool,
     /// `null` when the provider is no longer registered.
+    #[schema(required = true)]
     health: Option<ProviderHealthView<'a>>,
     healthy: bool,
     isolated: bool,
@@ -83,17 +94,27 @@ pub fn provider_detail(d: &ProviderDetail) -> ProviderDetailView<'_> {
     }
 }
 
-#[derive(Serialize)]
+/// A registered worker (`local` is the control plane itself).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Worker)]
 pub struct WorkerView<'a> {
+    #[schema(required = true)]
     capabilities: Option<&'a Vec<String>>,
+    /// Free-form; read: `max_sandboxes`, `rpc_url`, `preview_domain`
+    #[schema(value_type = Object)]
     capacity: &'a Map<String, Value>,
+    #[schema(format = DateTime)]
     created_at: String,
     hostname: &'a str,
     id: &'a str,
+    #[schema(format = DateTime)]
     last_heartbeat: String,
+    #[schema(required = true)]
     providers: Option<&'a Vec<String>>,
     stale: bool,
+    #[schema(example = "online")]
     status: &'a str,
+    #[schema(format = DateTime)]
     updated_at: String,
 }
 
@@ -193,8 +214,10 @@ pub fn event_counts(c: EventCounts) -> EventCountsView {
     }
 }
 
-/// Exactly these keys: the Python SDK's dataclass rejects others.
-#[derive(Serialize)]
+/// Exactly these keys (the Python SDK's `QuotaSummary` rejects others).
+#[derive(Serialize, ToSchema)]
+#[schema(as = QuotaSummary)]
+#[serde(deny_unknown_fields)]
 pub struct QuotaSummaryView {
     total: i64,
     with_max_exec_timeout: i64,
@@ -325,7 +348,9 @@ pub fn limits(l: &Limits) -> LimitsView {
 
 /// The answer of `POST /sandboxes/admission`. Placement is not shown: the Python SDK's
 /// dataclass rejects unknown keys.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = AdmissionDecision)]
+#[serde(deny_unknown_fields)]
 pub struct AdmissionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     active_owner_sandboxes: Option<i64>,
@@ -333,10 +358,14 @@ pub struct AdmissionView {
     allowed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_owner_sandboxes: Option<i64>,
+    /// 0 = unlimited
     max_sandboxes: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<GoDuration>)]
     max_ttl: Option<String>,
     queueable: bool,
+    /// `max_ttl`, `worker_unavailable`, `remote_worker_rpc_unavailable`, `max_sandboxes`,
+    /// `max_sandboxes_per_owner`
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
 }

@@ -5,14 +5,17 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Extension, Router};
+use axum::Extension;
 use serde::{Deserialize, Serialize};
 use stacyvm_auth::{Scope, Scopes};
-use stacyvm_types::format_rfc3339_go;
+use stacyvm_types::{format_rfc3339_go, GoDuration};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::JsonBody;
+use super::openapi::{Conflict, LeaseParams, NotFound, Unavailable, WorkerIdParam};
 use super::workers::HeartbeatBody;
 use super::{ok, views, AppState};
 use crate::service::TokenRequest;
@@ -24,17 +27,17 @@ pub struct WorkerIdentity {
     scopes: Scopes,
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/worker/{id}/heartbeat", post(heartbeat))
-        .route("/worker/{id}/leases/{resource}/renew", post(renew))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(heartbeat))
+        .routes(routes!(renew))
 }
 
-pub fn admin_routes() -> Router<AppState> {
-    Router::new()
-        .route("/workers/{id}/leases/{resource}/renew", post(admin_renew))
-        .route("/workers/{id}/drain", post(drain))
-        .route("/worker-tokens", post(issue_token))
+pub fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(admin_renew))
+        .routes(routes!(drain))
+        .routes(routes!(issue_token))
 }
 
 fn token_from(h: &HeaderMap) -> Option<String> {
@@ -91,6 +94,17 @@ fn check(identity: &WorkerIdentity, path_id: &str, scope: Scope) -> Result<(), A
     Ok(())
 }
 
+/// Worker heartbeat
+///
+/// Worker credentials only (`X-Worker-ID` + `X-Worker-Token` or `Authorization: Bearer`); API
+/// keys are not accepted. `X-Worker-ID` must equal `{id}` (else 403 with code `UNAUTHORIZED`);
+/// scope `worker:heartbeat`.
+#[utoipa::path(post, path = "/worker/{id}/heartbeat", operation_id = "workerHeartbeat",
+    tag = "worker", params(WorkerIdParam),
+    request_body(content = HeartbeatBody, example = json!({"hostname": "w1", "status": "online",
+        "providers": ["docker"],
+        "capacity": {"max_sandboxes": 10, "rpc_url": "http://10.0.0.5:7424"}})),
+    responses((status = 200, description = "OK", body = views::WorkerView)))]
 async fn heartbeat(
     State(st): State<AppState>,
     Extension(identity): Extension<WorkerIdentity>,
@@ -102,20 +116,26 @@ async fn heartbeat(
     Ok(ok(&views::worker(&w)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = LeaseRenewRequest)]
 #[serde(default)]
 struct RenewBody {
+    /// The new lease length
+    #[schema(value_type = GoDuration)]
     ttl: String,
 }
 
 /// `{"lease": {..}}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = LeaseRenewal)]
 struct LeaseView<'a> {
     lease: LeaseFields<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = LeaseToken)]
 struct LeaseFields<'a> {
+    #[schema(format = DateTime)]
     expires_at: String,
     generation: i64,
     holder_id: &'a str,
@@ -139,6 +159,16 @@ async fn renew_lease(
     }))
 }
 
+/// Renew a lease the worker holds
+///
+/// Worker credentials as for the heartbeat; scope `worker:lease`.
+#[utoipa::path(post, path = "/worker/{id}/leases/{resource}/renew",
+    operation_id = "workerRenewLease", tag = "worker", params(LeaseParams),
+    request_body = RenewBody,
+    responses(
+        (status = 200, description = "OK", body = LeaseView),
+        (status = 409, response = Conflict),
+    ))]
 async fn renew(
     State(st): State<AppState>,
     Extension(identity): Extension<WorkerIdentity>,
@@ -149,6 +179,14 @@ async fn renew(
     renew_lease(&st, &id, &resource, &body.ttl).await
 }
 
+/// Renew a worker's lease (admin)
+#[utoipa::path(post, path = "/workers/{id}/leases/{resource}/renew",
+    operation_id = "adminRenewLease", tag = "admin", params(LeaseParams),
+    request_body = RenewBody,
+    responses(
+        (status = 200, description = "OK", body = LeaseView),
+        (status = 409, response = Conflict),
+    ))]
 async fn admin_renew(
     State(st): State<AppState>,
     Path((id, resource)): Path<(String, String)>,
@@ -157,12 +195,23 @@ async fn admin_renew(
     renew_lease(&st, &id, &resource, &body.ttl).await
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct DrainView<'a> {
+    /// `draining`
     status: &'static str,
     worker_id: &'a str,
 }
 
+/// Drain a worker
+///
+/// No new sandboxes are placed on it; its sandboxes keep running.
+#[utoipa::path(post, path = "/workers/{id}/drain", operation_id = "drainWorker", tag = "admin",
+    params(WorkerIdParam),
+    responses(
+        (status = 200, description = "OK", body = inline(DrainView)),
+        (status = 404, response = NotFound), (status = 503, response = Unavailable),
+    ))]
 async fn drain(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     st.svc.workers().drain(&id).await?;
     Ok(ok(&DrainView {
@@ -171,22 +220,39 @@ async fn drain(State(st): State<AppState>, Path(id): Path<String>) -> Result<Res
     }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = WorkerTokenRequest)]
 #[serde(default)]
 struct TokenBody {
+    #[schema(required = true)]
     worker_id: String,
+    /// Default 5m, at most 15m
+    #[schema(value_type = GoDuration)]
     ttl: String,
+    /// `worker:*` scopes
     scopes: Vec<String>,
+    /// `worker:control-plane` (default) or `worker:rpc`
+    #[schema(default = "worker:control-plane")]
     audience: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = WorkerTokenIssued)]
 struct TokenView<'a> {
+    #[schema(format = DateTime)]
     expires_at: String,
+    #[schema(example = "stacyvm-worker-v1.<payload>.<sig>")]
     token: &'a str,
     worker_id: &'a str,
 }
 
+/// Issue a signed worker token
+#[utoipa::path(post, path = "/worker-tokens", operation_id = "issueWorkerToken", tag = "admin",
+    request_body = TokenBody,
+    responses(
+        (status = 200, description = "OK", body = TokenView),
+        (status = 503, response = Unavailable),
+    ))]
 async fn issue_token(
     State(st): State<AppState>,
     JsonBody(b): JsonBody<TokenBody>,

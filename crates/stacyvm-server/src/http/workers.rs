@@ -2,52 +2,78 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::JsonBody;
+use super::openapi::{NotFound, WorkerIdParam};
 use super::views::{self, Status};
 use super::{ok, AppState};
 use crate::service::HeartbeatInput;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/workers", get(list))
-        .route("/workers/{id}", get(get_one))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one))
 }
 
-pub fn admin_routes() -> Router<AppState> {
-    Router::new()
-        .route("/workers", get(list))
-        .route("/workers/{id}", get(get_one).delete(delete))
-        .route("/workers/{id}/heartbeat", post(admin_heartbeat))
+pub fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one, delete))
+        .routes(routes!(admin_heartbeat))
 }
 
+/// List workers
+#[utoipa::path(get, path = "/workers", operation_id = "listWorkers", tag = "workers",
+    responses((status = 200, description = "OK", body = Vec<views::WorkerView>)))]
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
     let list = st.svc.workers().list().await?;
     Ok(ok(&list.iter().map(views::worker).collect::<Vec<_>>()))
 }
 
+/// Get a worker
+#[utoipa::path(get, path = "/workers/{id}", operation_id = "getWorker", tag = "workers",
+    params(WorkerIdParam),
+    responses(
+        (status = 200, description = "OK", body = views::WorkerView),
+        (status = 404, response = NotFound),
+    ))]
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let w = st.svc.workers().get(&id).await?;
     Ok(ok(&views::worker(&w)))
 }
 
+/// Delete a worker
+///
+/// Deleting `local` keeps it out of placement until restart or an admin heartbeat re-adds it.
+#[utoipa::path(delete, path = "/workers/{id}", operation_id = "deleteWorker", tag = "admin",
+    params(WorkerIdParam),
+    responses(
+        (status = 200, description = "`deleted`", body = Status),
+        (status = 404, response = NotFound),
+    ))]
 async fn delete(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     st.svc.workers().delete(&id).await?;
     Ok(ok(&Status { status: "deleted" }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = HeartbeatRequest)]
 #[serde(default)]
 pub struct HeartbeatBody {
     hostname: String,
+    #[schema(default = "online", example = "online")]
     status: String,
     providers: Option<Vec<String>>,
     capabilities: Option<Vec<String>>,
+    /// Read: `max_sandboxes`, `rpc_url`, `preview_domain`; `sandboxes` (ids the worker holds)
+    /// lets the control plane destroy orphans
+    #[schema(value_type = Object)]
     capacity: Map<String, Value>,
 }
 
@@ -63,6 +89,10 @@ impl From<HeartbeatBody> for HeartbeatInput {
     }
 }
 
+/// Heartbeat on a worker's behalf (admin)
+#[utoipa::path(post, path = "/workers/{id}/heartbeat", operation_id = "adminWorkerHeartbeat",
+    tag = "admin", params(WorkerIdParam), request_body = HeartbeatBody,
+    responses((status = 200, description = "OK", body = views::WorkerView)))]
 async fn admin_heartbeat(
     State(st): State<AppState>,
     Path(id): Path<String>,
