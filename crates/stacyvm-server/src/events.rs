@@ -124,7 +124,7 @@ impl From<ReconcileAction> for EventData {
 
 /// An event as `/events` and the bridge carry it (keys in alphabetical order).
 #[derive(Serialize, utoipa::ToSchema)]
-#[schema(as = Event)]
+#[schema(as = Event, description = "One server-sent event (`GET /events`).")]
 pub(crate) struct EventWire<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]

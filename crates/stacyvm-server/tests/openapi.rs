@@ -148,7 +148,10 @@ async fn document_is_served_and_well_formed() {
         .map(|c| c.as_str().unwrap())
         .collect();
     for c in emitted_codes() {
-        assert!(codes.contains(c.as_str()), "error code {c} is emitted but not documented");
+        assert!(
+            codes.contains(c.as_str()),
+            "error code {c} is emitted but not documented"
+        );
     }
     // The SDK-facing shapes are closed.
     for s in [
@@ -196,7 +199,10 @@ fn http_sources() -> Vec<(String, String)> {
             if p.is_dir() {
                 walk(&p, out);
             } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push((p.display().to_string(), std::fs::read_to_string(&p).unwrap()));
+                out.push((
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                ));
             }
         }
     }
@@ -240,7 +246,10 @@ fn no_route_bypasses_the_document() {
             }
         }
         if src.contains(".routes(") {
-            assert!(src.contains("routes!("), "{file}: `.routes(` without `routes!`");
+            assert!(
+                src.contains("routes!("),
+                "{file}: `.routes(` without `routes!`"
+            );
         }
     }
     assert!(
@@ -315,7 +324,9 @@ async fn every_documented_route_reaches_a_handler() {
                 let worker_auth = path.starts_with("/api/v1/worker/")
                     && status == StatusCode::SERVICE_UNAVAILABLE;
                 if status != StatusCode::METHOD_NOT_ALLOWED && !worker_auth {
-                    bad.push(format!("{method} {path}: served ({status}) but not documented"));
+                    bad.push(format!(
+                        "{method} {path}: served ({status}) but not documented"
+                    ));
                 }
             } else if status == StatusCode::METHOD_NOT_ALLOWED {
                 bad.push(format!("{method} {path}: documented but 405"));
@@ -324,7 +335,11 @@ async fn every_documented_route_reaches_a_handler() {
             }
         }
     }
-    assert!(bad.is_empty(), "router and document disagree:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "router and document disagree:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[path = "openapi/schemas.rs"]

@@ -16,7 +16,7 @@ use crate::service::{OwnerUsage, TemplateInput};
 /// order the original's (and our former map-based) output has; empty optional fields are left
 /// out.
 #[derive(Serialize, ToSchema)]
-#[schema(as = Sandbox)]
+#[schema(as = Sandbox, description = "A sandbox. Optional string keys are omitted when empty.")]
 pub struct SandboxView<'a> {
     #[schema(format = DateTime)]
     created_at: String,
@@ -33,7 +33,7 @@ pub struct SandboxView<'a> {
     #[serde(skip_serializing_if = "str::is_empty")]
     preview_domain: &'a str,
     provider: &'a str,
-    /// `creating`, `running`, `error`, `unhealthy`, `expired` (`destroyed` ones are not shown)
+    #[schema(schema_with = super::openapi::sandbox_states)]
     state: &'static str,
     #[serde(skip_serializing_if = "str::is_empty")]
     tenant_id: &'a str,

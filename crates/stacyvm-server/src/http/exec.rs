@@ -37,7 +37,7 @@ pub struct ExecBody {
     /// Shell mode: single-quoted and appended; argv mode: literal argv
     args: Vec<String>,
     /// `""` or `shell` (the default), or `argv`
-    #[schema(default = "shell")]
+    #[schema(default = "shell", schema_with = super::openapi::exec_modes)]
     mode: String,
     env: BTreeMap<String, String>,
     workdir: String,
@@ -85,7 +85,7 @@ enum ItemView<'a> {
 struct ChunkView<'a> {
     #[schema(value_type = String)]
     data: Cow<'a, str>,
-    /// `stdout` or `stderr`
+    #[schema(schema_with = super::openapi::output_streams)]
     stream: &'static str,
 }
 
@@ -95,14 +95,14 @@ struct ChunkView<'a> {
 #[schema(as = ExecStreamExit)]
 #[serde(deny_unknown_fields)]
 struct ExitView<'a> {
-    /// Always `""`
+    #[schema(schema_with = super::openapi::empty)]
     data: &'static str,
     #[schema(value_type = GoDuration)]
     duration: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
     exit_code: i32,
-    /// Always `exit`
+    #[schema(schema_with = super::openapi::exit_stream)]
     stream: &'static str,
 }
 

@@ -204,7 +204,7 @@ async fn list(
     Ok(ok(&st.svc.files().list(&id, path).await?))
 }
 
-/// Stat a file
+/// Stat a path
 #[utoipa::path(get, path = "/sandboxes/{id}/files/stat", operation_id = "statFile", tag = "files",
     params(SandboxIdParam, ("path" = String, Query, description = "Path inside the sandbox.")),
     responses(
@@ -221,7 +221,7 @@ async fn stat(
     Ok(ok(&st.svc.files().stat(&id, path).await?))
 }
 
-/// Find files by glob pattern
+/// Shell glob (no `**`)
 #[utoipa::path(get, path = "/sandboxes/{id}/files/glob", operation_id = "globFiles", tag = "files",
     params(SandboxIdParam, ("pattern" = String, Query, description = "Glob, e.g. `/workspace/*.py`.")),
     responses(
@@ -248,7 +248,7 @@ struct MoveBody {
     new_path: String,
 }
 
-/// Move or rename a file
+/// Move or rename
 #[utoipa::path(post, path = "/sandboxes/{id}/files/move", operation_id = "moveFile", tag = "files",
     params(SandboxIdParam), request_body = MoveBody,
     responses(
@@ -275,7 +275,7 @@ struct ChmodBody {
     mode: String,
 }
 
-/// Change a file's mode
+/// Change mode
 #[utoipa::path(post, path = "/sandboxes/{id}/files/chmod", operation_id = "chmodFile", tag = "files",
     params(SandboxIdParam), request_body = ChmodBody,
     responses(

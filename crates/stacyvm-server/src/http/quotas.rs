@@ -22,7 +22,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(usage))
 }
 
-/// List quotas
+/// List owner quotas
 #[utoipa::path(get, path = "/quotas", operation_id = "listQuotas", tag = "quotas",
     responses((status = 200, description = "OK", body = Vec<dto::QuotaView>)))]
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
@@ -30,7 +30,7 @@ async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
     Ok(ok(&all.iter().map(dto::quota).collect::<Vec<_>>()))
 }
 
-/// How many owners have which limits
+/// Counts of configured quotas
 #[utoipa::path(get, path = "/quotas/summary", operation_id = "quotaSummary", tag = "quotas",
     responses((status = 200, description = "OK", body = views::QuotaSummaryView)))]
 async fn summary(State(st): State<AppState>) -> Result<Response, ApiError> {
@@ -64,7 +64,7 @@ struct QuotaBody {
     max_exec_timeout: String,
 }
 
-/// Set an owner's quota
+/// Create or replace an owner's quota
 #[utoipa::path(put, path = "/quotas/{owner}", operation_id = "putQuota", tag = "quotas",
     params(OwnerParam), request_body = QuotaBody,
     responses((status = 200, description = "OK", body = dto::QuotaView)))]
@@ -103,7 +103,7 @@ async fn delete(
     Ok(ok(&Status { status: "deleted" }))
 }
 
-/// An owner's usage and effective limits
+/// Effective limits and usage of an owner
 #[utoipa::path(get, path = "/quotas/{owner}/usage", operation_id = "quotaUsage", tag = "quotas",
     params(OwnerParam),
     responses(

@@ -13,11 +13,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ApiError;
-use super::openapi::{
-    Conflict, Forbidden, NotFound, OwnerIdString, ResourceLimit, SandboxIdParam,
-    Unavailable, UserIdHeader,
-};
 use super::extract::JsonBody;
+use super::openapi::{
+    Conflict, Forbidden, NotFound, OwnerIdString, ResourceLimit, SandboxIdParam, Unavailable,
+    UserIdHeader,
+};
 use super::views::{self, Status};
 use super::{dto, json_response, ok, AppState};
 use crate::service::{Caller, SpawnParams};
@@ -151,6 +151,8 @@ async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<R
 }
 
 /// Destroy a sandbox
+///
+/// Idempotent for an already destroyed sandbox (200 again); an id that never existed is 404.
 #[utoipa::path(delete, path = "/sandboxes/{id}", operation_id = "destroySandbox",
     tag = "sandboxes", params(SandboxIdParam),
     responses(
@@ -169,12 +171,14 @@ async fn destroy(State(st): State<AppState>, Path(id): Path<String>) -> Result<R
 #[schema(as = ExtendRequest)]
 #[serde(default)]
 struct ExtendBody {
-    /// Added to the current expiry; empty = the default ttl
+    /// The new expiry is now + `ttl`
     #[schema(value_type = GoDuration)]
     ttl: String,
 }
 
-/// Extend a sandbox's expiry
+/// Set expiry to now + ttl
+///
+/// `ttl` must be a positive Go duration within the owner's max TTL (else 429).
 #[utoipa::path(post, path = "/sandboxes/{id}/extend", operation_id = "extendSandbox",
     tag = "sandboxes", params(SandboxIdParam), request_body = ExtendBody,
     responses(
@@ -229,7 +233,7 @@ struct StatsView {
     supported: bool,
 }
 
-/// Resource use
+/// Resource usage
 #[utoipa::path(get, path = "/sandboxes/{id}/stats", operation_id = "sandboxStats",
     tag = "sandboxes", params(SandboxIdParam),
     responses(

@@ -45,7 +45,7 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
 #[derive(Serialize, ToSchema)]
 #[schema(as = Health)]
 struct HealthView<'a> {
-    /// `ok` (`/health`) or `alive` (`/live`)
+    #[schema(schema_with = super::openapi::health_states)]
     status: &'static str,
     #[schema(value_type = GoDuration)]
     uptime: String,
@@ -60,7 +60,7 @@ fn health_view(st: &AppState, status: &'static str) -> Response {
     })
 }
 
-/// Health
+/// Liveness with version
 #[utoipa::path(get, path = "/health", operation_id = "health", tag = "system",
     responses((status = 200, description = "OK", body = HealthView)))]
 async fn health(State(st): State<AppState>) -> Response {
@@ -79,7 +79,7 @@ async fn live(State(st): State<AppState>) -> Response {
 struct ReadyView<'a> {
     providers: Vec<views::ProviderHealthView<'a>>,
     ready_providers: usize,
-    /// `ready` or `not_ready`
+    #[schema(schema_with = super::openapi::ready_states)]
     status: &'static str,
     total_providers: usize,
     #[schema(value_type = GoDuration)]
@@ -87,7 +87,9 @@ struct ReadyView<'a> {
     version: &'a str,
 }
 
-/// Readiness: at least one provider healthy
+/// Readiness
+///
+/// Ready when at least one provider is healthy.
 #[utoipa::path(get, path = "/ready", operation_id = "ready", tag = "system",
     responses(
         (status = 200, description = "Ready", body = ReadyView),
@@ -111,7 +113,7 @@ async fn ready(State(st): State<AppState>) -> Response {
     json_response(status, &body)
 }
 
-/// List providers with their health
+/// Providers with health
 #[utoipa::path(get, path = "/providers", operation_id = "listProviders", tag = "system",
     responses((status = 200, description = "OK", body = Vec<views::ProviderHealthView>)))]
 async fn providers(State(st): State<AppState>) -> Response {
@@ -138,7 +140,7 @@ async fn providers_test(State(st): State<AppState>) -> Response {
     ok(&Value::Object(m))
 }
 
-/// Get a provider
+/// Provider detail
 #[utoipa::path(get, path = "/providers/{name}", operation_id = "getProvider", tag = "system",
     params(ProviderNameParam),
     responses(
@@ -153,7 +155,9 @@ async fn provider_detail(
     Ok(ok(&views::provider_detail(&d)))
 }
 
-/// Snapshots (not supported: always empty)
+/// Image snapshots
+///
+/// Not supported: always empty.
 #[utoipa::path(get, path = "/snapshots", operation_id = "listSnapshots", tag = "system",
     responses((status = 200, description = "OK", body = Vec<Object>)))]
 async fn snapshots() -> Response {
@@ -166,7 +170,9 @@ struct PoolStatusView {
     enabled: bool,
 }
 
-/// Warm pool status (no pool: always disabled)
+/// VM pool status
+///
+/// There is no pool: always disabled.
 #[utoipa::path(get, path = "/pool/status", operation_id = "poolStatus", tag = "system",
     responses((status = 200, description = "OK", body = PoolStatusView)))]
 async fn pool_status() -> Response {
@@ -304,10 +310,10 @@ async fn diagnostics(State(st): State<AppState>) -> Response {
     ok(&Value::Object(m))
 }
 
-/// Metrics in the Prometheus text format
+/// Metrics in Prometheus text format
 #[utoipa::path(get, path = "/metrics/prometheus", operation_id = "prometheus", tag = "system",
-    responses((status = 200, description = "OK", body = String,
-        content_type = "text/plain; version=0.0.4")))]
+    responses((status = 200, description = "text/plain; version=0.0.4", body = String,
+        content_type = "text/plain")))]
 async fn prometheus(State(st): State<AppState>) -> Response {
     let o = st.svc.system().overview().await;
     let gauges = super::prometheus::gauges(&o, common(&st, &o), memory());
@@ -335,7 +341,7 @@ struct SystemStatsView {
     net_tx_bps: f64,
 }
 
-/// Host stats
+/// Host statistics
 #[utoipa::path(get, path = "/system/stats", operation_id = "systemStats", tag = "system",
     responses((status = 200, description = "OK", body = SystemStatsView)))]
 async fn system_stats() -> Response {

@@ -40,7 +40,7 @@ async fn create(
     Ok(json_response(StatusCode::CREATED, &dto::template(&t)))
 }
 
-/// List templates
+/// List templates (by name)
 #[utoipa::path(get, path = "/templates", operation_id = "listTemplates", tag = "templates",
     responses((status = 200, description = "OK", body = Vec<dto::TemplateView>)))]
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
@@ -63,6 +63,8 @@ async fn get_one(
 }
 
 /// Replace a template
+///
+/// Full replace; the name comes from the path, defaults are filled as on create.
 #[utoipa::path(put, path = "/templates/{name}", operation_id = "replaceTemplate",
     tag = "templates", params(TemplateNameParam), request_body = TemplateBody,
     responses(

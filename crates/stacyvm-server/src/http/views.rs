@@ -349,7 +349,7 @@ pub fn limits(l: &Limits) -> LimitsView {
 /// The answer of `POST /sandboxes/admission`. Placement is not shown: the Python SDK's
 /// dataclass rejects unknown keys.
 #[derive(Serialize, ToSchema)]
-#[schema(as = AdmissionDecision)]
+#[schema(as = AdmissionDecision, description = "What admission would decide for this spawn.")]
 #[serde(deny_unknown_fields)]
 pub struct AdmissionView {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -367,6 +367,7 @@ pub struct AdmissionView {
     /// `max_ttl`, `worker_unavailable`, `remote_worker_rpc_unavailable`, `max_sandboxes`,
     /// `max_sandboxes_per_owner`
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::openapi::admission_reasons)]
     reason: Option<&'static str>,
 }
 

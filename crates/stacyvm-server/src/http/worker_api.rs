@@ -159,7 +159,7 @@ async fn renew_lease(
     }))
 }
 
-/// Renew a lease the worker holds
+/// Renew a lease held by this worker
 ///
 /// Worker credentials as for the heartbeat; scope `worker:lease`.
 #[utoipa::path(post, path = "/worker/{id}/leases/{resource}/renew",
@@ -179,7 +179,7 @@ async fn renew(
     renew_lease(&st, &id, &resource, &body.ttl).await
 }
 
-/// Renew a worker's lease (admin)
+/// Renew a lease on a worker's behalf
 #[utoipa::path(post, path = "/workers/{id}/leases/{resource}/renew",
     operation_id = "adminRenewLease", tag = "admin", params(LeaseParams),
     request_body = RenewBody,
@@ -203,9 +203,9 @@ struct DrainView<'a> {
     worker_id: &'a str,
 }
 
-/// Drain a worker
+/// Drain a worker (sends worker.shutdown)
 ///
-/// No new sandboxes are placed on it; its sandboxes keep running.
+/// The worker stops accepting spawns and reports `status: draining`; placement skips it.
 #[utoipa::path(post, path = "/workers/{id}/drain", operation_id = "drainWorker", tag = "admin",
     params(WorkerIdParam),
     responses(
@@ -231,8 +231,7 @@ struct TokenBody {
     ttl: String,
     /// `worker:*` scopes
     scopes: Vec<String>,
-    /// `worker:control-plane` (default) or `worker:rpc`
-    #[schema(default = "worker:control-plane")]
+    #[schema(default = "worker:control-plane", schema_with = super::openapi::token_audiences)]
     audience: String,
 }
 
@@ -246,7 +245,9 @@ struct TokenView<'a> {
     worker_id: &'a str,
 }
 
-/// Issue a signed worker token
+/// Mint a signed worker token
+///
+/// Needs `auth.worker_signing_key` (else 503 `UNAVAILABLE`). Answers 200, as the original does.
 #[utoipa::path(post, path = "/worker-tokens", operation_id = "issueWorkerToken", tag = "admin",
     request_body = TokenBody,
     responses(

@@ -28,7 +28,7 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_heartbeat))
 }
 
-/// List workers
+/// List workers (by id)
 #[utoipa::path(get, path = "/workers", operation_id = "listWorkers", tag = "workers",
     responses((status = 200, description = "OK", body = Vec<views::WorkerView>)))]
 async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
@@ -48,9 +48,9 @@ async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<R
     Ok(ok(&views::worker(&w)))
 }
 
-/// Delete a worker
+/// Remove a worker from placement
 ///
-/// Deleting `local` keeps it out of placement until restart or an admin heartbeat re-adds it.
+/// Deleting `local` keeps it out of placement until re-added with a heartbeat or a restart.
 #[utoipa::path(delete, path = "/workers/{id}", operation_id = "deleteWorker", tag = "admin",
     params(WorkerIdParam),
     responses(
@@ -89,7 +89,7 @@ impl From<HeartbeatBody> for HeartbeatInput {
     }
 }
 
-/// Heartbeat on a worker's behalf (admin)
+/// Register or refresh a worker
 #[utoipa::path(post, path = "/workers/{id}/heartbeat", operation_id = "adminWorkerHeartbeat",
     tag = "admin", params(WorkerIdParam), request_body = HeartbeatBody,
     responses((status = 200, description = "OK", body = views::WorkerView)))]

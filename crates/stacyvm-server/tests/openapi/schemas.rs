@@ -11,7 +11,9 @@ use super::document;
 /// undocumented key fails too.
 fn validate(doc: &Value, schema: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
     if let Some(r) = schema["$ref"].as_str() {
-        let target = doc.pointer(r.trim_start_matches('#')).expect("resolvable ref");
+        let target = doc
+            .pointer(r.trim_start_matches('#'))
+            .expect("resolvable ref");
         return validate(doc, target, v, at, errs);
     }
     for all in schema["allOf"].as_array().into_iter().flatten() {
@@ -131,19 +133,56 @@ async fn answers_match_their_schemas() {
     let sb = check(d, "post", "/sandboxes", &r, e);
     let id = sb["id"].as_str().unwrap().to_string();
     let p = |rest: &str| format!("/api/v1/sandboxes/{id}{rest}");
-    let r = app.post("/api/v1/sandboxes/admission").json(&spawn_body).user("alice").send().await;
+    let r = app
+        .post("/api/v1/sandboxes/admission")
+        .json(&spawn_body)
+        .user("alice")
+        .send()
+        .await;
     check(d, "post", "/sandboxes/admission", &r, e);
-    check(d, "get", "/sandboxes", &app.get("/api/v1/sandboxes").send().await, e);
-    check(d, "get", "/sandboxes/{id}", &app.get(&p("")).send().await, e);
-    let r = app.post(&p("/extend")).json(&json!({"ttl": "5m"})).send().await;
+    check(
+        d,
+        "get",
+        "/sandboxes",
+        &app.get("/api/v1/sandboxes").send().await,
+        e,
+    );
+    check(
+        d,
+        "get",
+        "/sandboxes/{id}",
+        &app.get(&p("")).send().await,
+        e,
+    );
+    let r = app
+        .post(&p("/extend"))
+        .json(&json!({"ttl": "5m"}))
+        .send()
+        .await;
     check(d, "post", "/sandboxes/{id}/extend", &r, e);
-    check(d, "get", "/sandboxes/{id}/logs", &app.get(&p("/logs")).send().await, e);
-    check(d, "get", "/sandboxes/{id}/stats", &app.get(&p("/stats")).send().await, e);
+    check(
+        d,
+        "get",
+        "/sandboxes/{id}/logs",
+        &app.get(&p("/logs")).send().await,
+        e,
+    );
+    check(
+        d,
+        "get",
+        "/sandboxes/{id}/stats",
+        &app.get(&p("/stats")).send().await,
+        e,
+    );
     let r = app.get("/api/v1/sandboxes/sb-00000000").send().await;
     check(d, "get", "/sandboxes/{id}", &r, e);
 
     // Exec, collected and streamed.
-    let r = app.post(&p("/exec")).json(&json!({"command": "echo hi"})).send().await;
+    let r = app
+        .post(&p("/exec"))
+        .json(&json!({"command": "echo hi"}))
+        .send()
+        .await;
     check(d, "post", "/sandboxes/{id}/exec", &r, e);
     let body = json!({"command": "echo hi", "stream": true});
     let r = app.post(&p("/exec")).json(&body).send().await;
@@ -152,18 +191,30 @@ async fn answers_match_their_schemas() {
     // Files.
     let files = "/sandboxes/{id}/files";
     let body = json!({"path": "/workspace/a.txt", "content": "x"});
-    check(d, "post", files, &app.post(&p("/files")).json(&body).send().await, e);
+    check(
+        d,
+        "post",
+        files,
+        &app.post(&p("/files")).json(&body).send().await,
+        e,
+    );
     let r = app
         .put(&p("/files?path=/workspace/b.txt"))
         .raw("application/octet-stream", "raw")
         .send()
         .await;
     check(d, "put", files, &r, e);
-    let r = app.get(&p("/files/stat?path=/workspace/a.txt")).send().await;
+    let r = app
+        .get(&p("/files/stat?path=/workspace/a.txt"))
+        .send()
+        .await;
     check(d, "get", "/sandboxes/{id}/files/stat", &r, e);
     let r = app.get(&p("/files/list?path=/workspace")).send().await;
     check(d, "get", "/sandboxes/{id}/files/list", &r, e);
-    let r = app.get(&p("/files/glob?pattern=/workspace/*.txt")).send().await;
+    let r = app
+        .get(&p("/files/glob?pattern=/workspace/*.txt"))
+        .send()
+        .await;
     check(d, "get", "/sandboxes/{id}/files/glob", &r, e);
     let body = json!({"old_path": "/workspace/b.txt", "new_path": "/workspace/c.txt"});
     let r = app.post(&p("/files/move")).json(&body).send().await;
@@ -180,8 +231,20 @@ async fn answers_match_their_schemas() {
     let t = json!({"name": "t1", "image": "alpine", "description": "d", "setup": ["true"],
         "allowed_hosts": ["example.com"], "env": {"A": "1"},
         "secrets": [{"name": "s", "inject_at": "/run/s"}]});
-    check(d, "post", "/templates", &app.post("/api/v1/templates").json(&t).send().await, e);
-    check(d, "get", "/templates", &app.get("/api/v1/templates").send().await, e);
+    check(
+        d,
+        "post",
+        "/templates",
+        &app.post("/api/v1/templates").json(&t).send().await,
+        e,
+    );
+    check(
+        d,
+        "get",
+        "/templates",
+        &app.get("/api/v1/templates").send().await,
+        e,
+    );
     let r = app.get("/api/v1/templates/t1").send().await;
     check(d, "get", "/templates/{name}", &r, e);
     let r = app.put("/api/v1/templates/t1").json(&t).send().await;
@@ -197,11 +260,29 @@ async fn answers_match_their_schemas() {
     let q = json!({"max_sandboxes": 2, "max_ttl": "1h", "max_exec_timeout": "30s"});
     let r = app.put("/api/v1/quotas/alice").json(&q).send().await;
     check(d, "put", "/quotas/{owner}", &r, e);
-    check(d, "get", "/quotas/{owner}", &app.get("/api/v1/quotas/alice").send().await, e);
+    check(
+        d,
+        "get",
+        "/quotas/{owner}",
+        &app.get("/api/v1/quotas/alice").send().await,
+        e,
+    );
     let r = app.get("/api/v1/quotas/alice/usage").send().await;
     check(d, "get", "/quotas/{owner}/usage", &r, e);
-    check(d, "get", "/quotas/summary", &app.get("/api/v1/quotas/summary").send().await, e);
-    check(d, "get", "/quotas", &app.get("/api/v1/quotas").send().await, e);
+    check(
+        d,
+        "get",
+        "/quotas/summary",
+        &app.get("/api/v1/quotas/summary").send().await,
+        e,
+    );
+    check(
+        d,
+        "get",
+        "/quotas",
+        &app.get("/api/v1/quotas").send().await,
+        e,
+    );
     let r = app.get("/api/v1/admin/quotas/alice").send().await;
     check(d, "get", "/admin/quotas/{owner}", &r, e);
     let r = app.delete("/api/v1/quotas/alice").send().await;
@@ -209,13 +290,33 @@ async fn answers_match_their_schemas() {
 
     // Workers.
     let hb = json!({"hostname": "w1", "providers": ["mock"], "capacity": {"max_sandboxes": 3}});
-    let r = app.post("/api/v1/admin/workers/w1/heartbeat").json(&hb).send().await;
+    let r = app
+        .post("/api/v1/admin/workers/w1/heartbeat")
+        .json(&hb)
+        .send()
+        .await;
     check(d, "post", "/admin/workers/{id}/heartbeat", &r, e);
-    check(d, "get", "/workers", &app.get("/api/v1/workers").send().await, e);
-    check(d, "get", "/workers/{id}", &app.get("/api/v1/workers/local").send().await, e);
+    check(
+        d,
+        "get",
+        "/workers",
+        &app.get("/api/v1/workers").send().await,
+        e,
+    );
+    check(
+        d,
+        "get",
+        "/workers/{id}",
+        &app.get("/api/v1/workers/local").send().await,
+        e,
+    );
     let r = app.post("/api/v1/admin/workers/w1/drain").send().await;
     check(d, "post", "/admin/workers/{id}/drain", &r, e);
-    let r = app.post("/api/v1/admin/worker-tokens").json(&json!({"worker_id": "w1"})).send().await;
+    let r = app
+        .post("/api/v1/admin/worker-tokens")
+        .json(&json!({"worker_id": "w1"}))
+        .send()
+        .await;
     check(d, "post", "/admin/worker-tokens", &r, e);
     let r = app.delete("/api/v1/admin/workers/w1").send().await;
     check(d, "delete", "/admin/workers/{id}", &r, e);
@@ -241,11 +342,30 @@ async fn answers_match_their_schemas() {
     check(d, "post", "/providers/test", &r, e);
     let r = app.get("/api/v1/admin/audit").send().await;
     let rows = check(d, "get", "/admin/audit", &r, e);
-    assert!(rows.as_array().is_some_and(|a| !a.is_empty()), "audit rows: {rows}");
+    assert!(
+        rows.as_array().is_some_and(|a| !a.is_empty()),
+        "audit rows: {rows}"
+    );
 
-    check(d, "delete", "/sandboxes/{id}", &app.delete(&p("")).send().await, e);
-    check(d, "delete", "/sandboxes", &app.delete("/api/v1/sandboxes").send().await, e);
-    assert!(errs.is_empty(), "answers off their schemas:\n{}", errs.join("\n"));
+    check(
+        d,
+        "delete",
+        "/sandboxes/{id}",
+        &app.delete(&p("")).send().await,
+        e,
+    );
+    check(
+        d,
+        "delete",
+        "/sandboxes",
+        &app.delete("/api/v1/sandboxes").send().await,
+        e,
+    );
+    assert!(
+        errs.is_empty(),
+        "answers off their schemas:\n{}",
+        errs.join("\n")
+    );
 }
 
 #[test]

@@ -160,9 +160,9 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
             };
             if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
                 for (status, name) in standard.iter().chain(body) {
-                    responses
-                        .entry(*status)
-                        .or_insert_with(|| json!({"$ref": format!("#/components/responses/{name}")}));
+                    responses.entry(*status).or_insert_with(
+                        || json!({"$ref": format!("#/components/responses/{name}")}),
+                    );
                 }
             }
             if area == Area::Admin {

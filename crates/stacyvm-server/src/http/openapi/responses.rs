@@ -1,7 +1,7 @@
 //! Shared pieces of the document: the error answers (`#/components/responses/*`, each the
 //! `Error` body with an example) and the path and header parameters many routes take.
 
-use serde_json::{json, Value};
+use serde_json::json;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{IntoParams, ToResponse, ToSchema};
@@ -156,4 +156,30 @@ pub struct UserIdHeader {
     #[param(rename = "X-User-ID", value_type = Option<OwnerIdString>)]
     #[expect(dead_code, reason = "a parameter description, never built")]
     user_id: Option<String>,
+}
+
+/// `fn $name() -> Object`: a string schema with exactly these values, for the views whose
+/// closed sets are `&'static str` (used as `#[schema(schema_with = ...)]`).
+macro_rules! string_enums {
+    ($($name:ident: [$($value:literal),+ $(,)?];)+) => {$(
+        pub fn $name() -> utoipa::openapi::Object {
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .enum_values(Some([$($value),+]))
+                .build()
+        }
+    )+};
+}
+
+string_enums! {
+    admission_reasons: ["max_ttl", "worker_unavailable", "remote_worker_rpc_unavailable",
+        "max_sandboxes", "max_sandboxes_per_owner"];
+    exec_modes: ["", "shell", "argv"];
+    output_streams: ["stdout", "stderr"];
+    exit_stream: ["exit"];
+    empty: [""];
+    health_states: ["ok", "alive"];
+    ready_states: ["ready", "not_ready"];
+    sandbox_states: ["creating", "running", "error", "unhealthy", "expired", "destroyed"];
+    token_audiences: ["worker:control-plane", "worker:rpc"];
 }
