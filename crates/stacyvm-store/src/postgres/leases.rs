@@ -79,6 +79,14 @@ fn from_row(row: &PgRow) -> Result<Lease, StoreError> {
     })
 }
 
+/// The lease a conditional write returned, or `Conflict` when its condition refused it.
+fn granted(row: Option<PgRow>, refused: &str) -> Result<Lease, StoreError> {
+    match row {
+        Some(row) => from_row(&row),
+        None => Err(StoreError::Conflict(refused.into())),
+    }
+}
+
 pub(super) async fn acquire(
     db: &PgStore,
     resource_id: &str,
@@ -94,12 +102,7 @@ pub(super) async fn acquire(
         .fetch_optional(&db.pool)
         .await
         .map_err(db_err("lease"))?;
-    match row {
-        Some(row) => from_row(&row),
-        None => Err(StoreError::Conflict(
-            "lease is held by another worker".into(),
-        )),
-    }
+    granted(row, "lease is held by another worker")
 }
 
 pub(super) async fn renew(
@@ -115,12 +118,7 @@ pub(super) async fn renew(
         .fetch_optional(&db.pool)
         .await
         .map_err(db_err("lease"))?;
-    match row {
-        Some(row) => from_row(&row),
-        None => Err(StoreError::Conflict(
-            "lease is not held by this holder or has expired".into(),
-        )),
-    }
+    granted(row, "lease is not held by this holder or has expired")
 }
 
 pub(super) async fn release(

@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use rusqlite::{params, Row};
+use rusqlite::{Row, ToSql};
 
 use super::db::{all, col, exec, first, found, touched, Db};
 use super::{json_col, to_json, ts, ts_col};
@@ -51,31 +51,33 @@ fn json_fields(t: &Template) -> Result<[String; 4], StoreError> {
     ])
 }
 
+/// `?1`…`?12`: every field from `name` to `pool_size`, in [`COLUMNS`] order (`json` from
+/// [`json_fields`]).
+fn field_params<'a>(t: &'a Template, json: &'a [String; 4]) -> Vec<&'a dyn ToSql> {
+    let [setup, hosts, env, secrets] = json;
+    vec![
+        &t.name,
+        &t.version,
+        &t.image,
+        &t.description,
+        setup,
+        hosts,
+        &t.memory_mb,
+        &t.cpu_cores,
+        &t.ttl_seconds,
+        env,
+        secrets,
+        &t.pool_size,
+    ]
+}
+
 pub(super) async fn create(db: &Db, t: &Template) -> Result<(), StoreError> {
-    let [setup, hosts, env, secrets] = json_fields(t)?;
+    let json = json_fields(t)?;
+    let (created, updated) = (ts(&t.created_at), ts(&t.updated_at));
     db.write("template", |c| {
-        exec(
-            c,
-            "template",
-            &INSERT,
-            params![
-                t.name,
-                t.version,
-                t.image,
-                t.description,
-                setup,
-                hosts,
-                t.memory_mb,
-                t.cpu_cores,
-                t.ttl_seconds,
-                env,
-                secrets,
-                t.pool_size,
-                ts(&t.created_at),
-                ts(&t.updated_at),
-            ],
-        )
-        .map(|_| ())
+        let mut p = field_params(t, &json);
+        p.extend([&created as &dyn ToSql, &updated]);
+        exec(c, "template", &INSERT, p.as_slice()).map(|_| ())
     })
     .await
 }
@@ -91,9 +93,12 @@ pub(super) fn list(db: &Db) -> Result<Vec<Template>, StoreError> {
 
 /// Replaces every field but `name` and `created_at`.
 pub(super) async fn replace(db: &Db, t: &Template) -> Result<(), StoreError> {
-    let [setup, hosts, env, secrets] = json_fields(t)?;
+    let json = json_fields(t)?;
+    let updated = ts(&t.updated_at);
     let n = db
         .write("template", |c| {
+            let mut p = field_params(t, &json);
+            p.push(&updated);
             exec(
                 c,
                 "template",
@@ -101,21 +106,7 @@ pub(super) async fn replace(db: &Db, t: &Template) -> Result<(), StoreError> {
                allowed_hosts = ?6, memory_mb = ?7, cpu_cores = ?8, ttl_seconds = ?9, env = ?10, \
                secrets = ?11, pool_size = ?12, updated_at = ?13 \
              WHERE name = ?1",
-                params![
-                    t.name,
-                    t.version,
-                    t.image,
-                    t.description,
-                    setup,
-                    hosts,
-                    t.memory_mb,
-                    t.cpu_cores,
-                    t.ttl_seconds,
-                    env,
-                    secrets,
-                    t.pool_size,
-                    ts(&t.updated_at),
-                ],
+                p.as_slice(),
             )
         })
         .await?;
