@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use stacyvm_store::{EventBridge, MAX_EVENT_PAYLOAD};
-use stacyvm_types::format_rfc3339_go;
+use stacyvm_types::{format_rfc3339_go, SandboxId};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Event {
     pub id: String,
     pub kind: Cow<'static, str>,
-    pub sandbox_id: Option<String>,
+    pub sandbox_id: Option<SandboxId>,
     pub timestamp: stacyvm_types::Timestamp,
     pub data: Option<EventData>,
     /// Came from another control plane through the bridge (never forwarded again).
@@ -167,7 +167,7 @@ impl Event {
             sandbox_id: o
                 .get("sandbox_id")
                 .and_then(Value::as_str)
-                .map(str::to_string),
+                .map(SandboxId::from),
             timestamp: o
                 .get("timestamp")
                 .and_then(Value::as_str)
@@ -209,12 +209,17 @@ impl EventBus {
         }
     }
 
-    pub fn publish(&self, kind: &'static str, sandbox_id: Option<&str>, data: Option<EventData>) {
+    pub fn publish(
+        &self,
+        kind: &'static str,
+        sandbox_id: Option<&SandboxId>,
+        data: Option<EventData>,
+    ) {
         let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let ev = Event {
             id: format!("evt-{n}"),
             kind: Cow::Borrowed(kind),
-            sandbox_id: sandbox_id.map(str::to_string),
+            sandbox_id: sandbox_id.cloned(),
             timestamp: chrono::Utc::now(),
             data,
             remote: false,

@@ -127,10 +127,10 @@ mod needs_pg {
         drain(&mut rx_b, Duration::from_millis(300)).await;
         let before_b = remote_seen_by_b.load(Ordering::Relaxed);
 
-        bus_a.publish("sandbox.created", Some("sb-aaaaaaaa"), None);
+        bus_a.publish("sandbox.created", Some(&"sb-aaaaaaaa".into()), None);
         bus_b.publish(
             "exec.failed",
-            Some("sb-bbbbbbbb"),
+            Some(&"sb-bbbbbbbb".into()),
             Some(EventData::failure("exec", "mock", "boom")),
         );
         let got_a = drain(&mut rx_a, Duration::from_secs(1)).await;
@@ -138,7 +138,7 @@ mod needs_pg {
         let kinds = |evs: &[Event], remote: bool| -> Vec<String> {
             evs.iter()
                 .filter(|e| e.remote == remote)
-                .map(|e| format!("{} {}", e.kind, e.sandbox_id.clone().unwrap_or_default()))
+                .map(|e| format!("{} {}", e.kind, e.sandbox_id.as_deref().unwrap_or_default()))
                 .collect()
         };
         // Each bus: its own event once (not echoed back), the other's once.

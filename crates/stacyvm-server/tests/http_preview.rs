@@ -163,7 +163,7 @@ async fn preview_errors() {
 
     // Not running.
     app.store
-        .set_sandbox_state(&id, SandboxState::Unhealthy)
+        .set_sandbox_state(&id.as_str().into(), SandboxState::Unhealthy)
         .await
         .unwrap();
     let r = app
@@ -200,8 +200,8 @@ async fn remote_sandboxes_are_not_proxied_yet() {
         metadata: Default::default(),
         template: String::new(),
         owner_id: String::new(),
-        vm_id: String::new(),
-        worker_id: "worker-a".into(),
+        vm_id: None,
+        placement: stacyvm_types::Placement::from_worker_id("worker-a"),
         tenant_id: String::new(),
         preview_domain: "w1.example.com".into(),
         created_at: now,
@@ -209,7 +209,7 @@ async fn remote_sandboxes_are_not_proxied_yet() {
         updated_at: now,
     };
     app.store.insert_sandbox(&sb).await.unwrap();
-    app.store.set_sandbox_running(&sb.id, "").await.unwrap();
+    app.store.set_sandbox_running(&sb.id, None).await.unwrap();
     for domain in ["w1.example.com", "localhost"] {
         let r = app
             .get("/")

@@ -78,7 +78,7 @@ async fn heartbeat(a: &TestApp, path_id: &str, header_id: &str, token: &str) -> 
 }
 
 async fn registered(a: &TestApp, id: &str) -> bool {
-    a.store.get_worker(id).await.is_ok()
+    a.store.get_worker(&id.into()).await.is_ok()
 }
 
 #[tokio::test]

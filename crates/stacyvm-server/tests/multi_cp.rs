@@ -34,8 +34,8 @@ fn creating(id: &str, worker: &str, age: chrono::Duration) -> Sandbox {
         metadata: Default::default(),
         template: String::new(),
         owner_id: String::new(),
-        vm_id: String::new(),
-        worker_id: worker.into(),
+        vm_id: None,
+        placement: stacyvm_types::Placement::from_worker_id(worker),
         tenant_id: String::new(),
         preview_domain: "localhost".into(),
         created_at: at,
@@ -125,7 +125,7 @@ async fn abandoned_spawns_are_cleaned_only_when_their_creator_is_gone(store: Arc
     ));
     let state = |id: &'static str| {
         let store = store.clone();
-        async move { store.get_sandbox(id).await.unwrap().state }
+        async move { store.get_sandbox(&id.into()).await.unwrap().state }
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while state("sb-dead0001").await != SandboxState::Destroyed {
@@ -146,7 +146,7 @@ async fn abandoned_spawns_are_cleaned_only_when_their_creator_is_gone(store: Arc
     while let Some(ev) = events.try_next() {
         if ev.kind == "reconcile.action" {
             let data = serde_json::to_value(ev.data.unwrap()).unwrap();
-            reasons.push((ev.sandbox_id.unwrap(), data["reason"].clone()));
+            reasons.push((ev.sandbox_id.unwrap().into_string(), data["reason"].clone()));
         }
     }
     reasons.sort_by(|a, b| a.0.cmp(&b.0));

@@ -79,7 +79,7 @@ async fn remote(file_stream: bool) -> Remote {
         store,
         provider: "mock".into(),
         // A remote provider serves one sandbox; every check spawns exactly one.
-        sandbox_id: new_sandbox_id(),
+        sandbox_id: new_sandbox_id().into(),
         lease_ttl: Duration::from_secs(300),
         ttl: GoDuration::from_secs(300),
         file_stream,

@@ -10,7 +10,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use stacyvm_types::{Sandbox, SandboxState, Timestamp};
+use stacyvm_types::{Placement, Sandbox, SandboxState, Timestamp};
 
 use crate::{Store, StoreError};
 
@@ -123,8 +123,8 @@ fn sandbox(id: &str, owner: &str, state: SandboxState, created_at: Timestamp) ->
         metadata: BTreeMap::new(),
         template: String::new(),
         owner_id: owner.into(),
-        vm_id: String::new(),
-        worker_id: "local".into(),
+        vm_id: None,
+        placement: Placement::Local,
         tenant_id: String::new(),
         preview_domain: "localhost".into(),
         created_at,

@@ -3,6 +3,7 @@
 
 mod admission;
 mod bridge;
+mod columns;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
@@ -26,7 +27,7 @@ pub use records::{
     TemplateSecret, WorkerRecord,
 };
 pub use sqlite::SqliteStore;
-use stacyvm_types::{Sandbox, SandboxState, Timestamp};
+use stacyvm_types::{Sandbox, SandboxId, SandboxState, Timestamp, WorkerId};
 
 /// Counts used by admission control.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,20 +47,27 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a new record. `Conflict` when the id exists (even destroyed).
     async fn insert_sandbox(&self, sb: &Sandbox) -> Result<(), StoreError>;
     /// Any record, destroyed ones included. `NotFound` when absent.
-    async fn get_sandbox(&self, id: &str) -> Result<Sandbox, StoreError>;
+    async fn get_sandbox(&self, id: &SandboxId) -> Result<Sandbox, StoreError>;
     /// Every record not destroyed, newest `created_at` first.
     async fn list_sandboxes(&self) -> Result<Vec<Sandbox>, StoreError>;
     /// Moves a record to `state` if the transition is valid (`InvalidTransition` otherwise) and
     /// returns the updated record. Setting the current state again is a no-op success.
-    async fn set_sandbox_state(&self, id: &str, state: SandboxState)
-        -> Result<Sandbox, StoreError>;
+    async fn set_sandbox_state(
+        &self,
+        id: &SandboxId,
+        state: SandboxState,
+    ) -> Result<Sandbox, StoreError>;
     /// Marks a `creating` record `running` and records the provider's runtime id (`vm_id`,
-    /// empty when it equals the sandbox id).
-    async fn set_sandbox_running(&self, id: &str, vm_id: &str) -> Result<Sandbox, StoreError>;
+    /// `None` when it equals the sandbox id).
+    async fn set_sandbox_running(
+        &self,
+        id: &SandboxId,
+        vm_id: Option<&str>,
+    ) -> Result<Sandbox, StoreError>;
     /// Sets `expires_at` on a live record (`NotFound` for destroyed or absent ones).
     async fn set_sandbox_expiry(
         &self,
-        id: &str,
+        id: &SandboxId,
         expires_at: Timestamp,
     ) -> Result<Sandbox, StoreError>;
     /// Live records (not destroyed, not expired) with `expires_at < now`.
@@ -83,7 +91,7 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first, at most `limit`.
     async fn list_exec_logs(
         &self,
-        sandbox_id: &str,
+        sandbox_id: &SandboxId,
         limit: i64,
     ) -> Result<Vec<ExecLog>, StoreError>;
 
@@ -109,10 +117,10 @@ pub trait Store: Send + Sync + 'static {
     /// Records a heartbeat: insert or update everything but `created_at`; sets
     /// `last_heartbeat = updated_at = now`. Returns the stored row.
     async fn upsert_worker(&self, w: &WorkerRecord) -> Result<WorkerRecord, StoreError>;
-    async fn get_worker(&self, id: &str) -> Result<WorkerRecord, StoreError>;
+    async fn get_worker(&self, id: &WorkerId) -> Result<WorkerRecord, StoreError>;
     /// Ordered by id.
     async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
-    async fn delete_worker(&self, id: &str) -> Result<(), StoreError>;
+    async fn delete_worker(&self, id: &WorkerId) -> Result<(), StoreError>;
 
     // --- leases ----------------------------------------------------------------------------
     /// Grants the lease when it is free, expired, or already held by `holder`: generation + 1

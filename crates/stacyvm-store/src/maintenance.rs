@@ -171,8 +171,8 @@ mod tests {
             metadata: Default::default(),
             template: String::new(),
             owner_id: "alice".into(),
-            vm_id: String::new(),
-            worker_id: "local".into(),
+            vm_id: None,
+            placement: stacyvm_types::Placement::Local,
             tenant_id: String::new(),
             preview_domain: "localhost".into(),
             created_at: now,
@@ -215,7 +215,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            copy.get_sandbox("sb-00000001").await.unwrap().owner_id,
+            copy.get_sandbox(&"sb-00000001".into())
+                .await
+                .unwrap()
+                .owner_id,
             "alice"
         );
         copy.close().await;
@@ -227,7 +230,7 @@ mod tests {
         let copy = crate::SqliteStore::open(dest.to_str().unwrap())
             .await
             .unwrap();
-        assert!(copy.get_sandbox("sb-00000002").await.is_ok());
+        assert!(copy.get_sandbox(&"sb-00000002".into()).await.is_ok());
         // No temp files left beside the backup.
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()

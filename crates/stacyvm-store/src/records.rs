@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use stacyvm_types::Timestamp;
+use stacyvm_types::{SandboxId, Timestamp, WorkerId};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecLog {
-    pub sandbox_id: String,
+    pub sandbox_id: SandboxId,
     pub command: String,
     pub exit_code: i64,
     pub stdout: String,
@@ -57,7 +57,7 @@ pub struct OwnerQuota {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerRecord {
-    pub id: String,
+    pub id: WorkerId,
     pub hostname: String,
     /// Verbatim from the heartbeat (`online`, `draining`, ...).
     pub status: String,

@@ -75,6 +75,12 @@ macro_rules! string_id {
             }
         }
 
+        impl From<&$name> for String {
+            fn from(id: &$name) -> String {
+                id.0.clone()
+            }
+        }
+
         impl PartialEq<str> for $name {
             fn eq(&self, other: &str) -> bool {
                 self.0 == other
@@ -129,9 +135,10 @@ pub enum Placement {
 }
 
 impl Placement {
-    /// From the stored/wire `worker_id`: empty or `local` is [`Placement::Local`].
+    /// From the stored/wire `worker_id`: empty or `local` is [`Placement::Local`] (wire
+    /// reference §9: remote iff non-empty and not `local`, compared as stored, untrimmed).
     pub fn from_worker_id(worker_id: &str) -> Placement {
-        match worker_id.trim() {
+        match worker_id {
             "" | WorkerId::LOCAL => Placement::Local,
             other => Placement::Remote(WorkerId::from(other)),
         }
@@ -154,6 +161,16 @@ impl Placement {
         match self {
             Placement::Local => None,
             Placement::Remote(w) => Some(w),
+        }
+    }
+}
+
+impl From<Placement> for WorkerId {
+    /// The worker that runs it: [`WorkerId::local`] for [`Placement::Local`].
+    fn from(p: Placement) -> WorkerId {
+        match p {
+            Placement::Local => WorkerId::local(),
+            Placement::Remote(w) => w,
         }
     }
 }

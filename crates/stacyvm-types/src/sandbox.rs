@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{SandboxState, Timestamp};
+use crate::{Placement, SandboxId, SandboxState, Timestamp};
 
 /// One sandbox as the control plane records it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sandbox {
-    pub id: String,
+    pub id: SandboxId,
     pub state: SandboxState,
     pub provider: String,
     pub image: String,
@@ -18,10 +18,11 @@ pub struct Sandbox {
     pub metadata: BTreeMap<String, String>,
     pub template: String,
     pub owner_id: String,
-    /// Runtime id on the owning worker when it differs from `id` (remote sandboxes).
-    pub vm_id: String,
-    /// `local` for sandboxes the control plane runs itself.
-    pub worker_id: String,
+    /// Runtime id on the provider when it differs from `id` (remote sandboxes, pool mode).
+    /// Stored as the `vm_id` column, empty for `None`.
+    pub vm_id: Option<String>,
+    /// Where it runs; stored (and sent) as `worker_id`, `local` for [`Placement::Local`].
+    pub placement: Placement,
     pub tenant_id: String,
     pub preview_domain: String,
     pub created_at: Timestamp,
@@ -32,15 +33,7 @@ pub struct Sandbox {
 impl Sandbox {
     /// The id the provider knows this sandbox by.
     pub fn runtime_id(&self) -> &str {
-        if self.vm_id.is_empty() {
-            &self.id
-        } else {
-            &self.vm_id
-        }
-    }
-
-    pub fn is_remote(&self) -> bool {
-        !self.worker_id.is_empty() && self.worker_id != "local"
+        self.vm_id.as_deref().unwrap_or(&self.id)
     }
 }
 

@@ -49,7 +49,7 @@ pub fn sandbox(sb: &Sandbox) -> SandboxView<'_> {
     SandboxView {
         created_at: format_rfc3339_go(&sb.created_at),
         expires_at: format_rfc3339_go(&sb.expires_at),
-        id: &sb.id,
+        id: sb.id.as_str(),
         image: &sb.image,
         memory_mb: sb.memory_mb,
         metadata: &sb.metadata,
@@ -59,8 +59,8 @@ pub fn sandbox(sb: &Sandbox) -> SandboxView<'_> {
         state: sb.state.as_str(),
         tenant_id: &sb.tenant_id,
         vcpus: sb.vcpus,
-        vm_id: &sb.vm_id,
-        worker_id: &sb.worker_id,
+        vm_id: sb.vm_id.as_deref().unwrap_or(""),
+        worker_id: sb.placement.worker_id(),
     }
 }
 
@@ -255,8 +255,8 @@ mod tests {
             metadata: BTreeMap::new(),
             template: String::new(),
             owner_id: String::new(),
-            vm_id: String::new(),
-            worker_id: "local".into(),
+            vm_id: None,
+            placement: stacyvm_types::Placement::Local,
             tenant_id: String::new(),
             preview_domain: String::new(),
             created_at: t,
@@ -276,7 +276,7 @@ mod tests {
         );
         sb.metadata.insert("k".into(), "v".into());
         sb.owner_id = "alice".into();
-        sb.vm_id = "vm".into();
+        sb.vm_id = Some("vm".into());
         sb.tenant_id = "t".into();
         sb.preview_domain = "p.example".into();
         let text = serde_json::to_string(&sandbox(&sb)).unwrap();

@@ -10,7 +10,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use stacyvm_types::{GoDuration, StreamKind};
+use stacyvm_types::{GoDuration, SandboxId, StreamKind};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -161,7 +161,7 @@ struct ExecResultView<'a> {
     ))]
 async fn exec(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<SandboxId>,
     JsonBody(body): JsonBody<ExecBody>,
 ) -> Result<Response, ApiError> {
     if body.stream {
@@ -208,7 +208,7 @@ fn ndjson(stream: ExecStream) -> Response {
     ))]
 async fn exec_ws(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<SandboxId>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     // Unknown sandboxes fail before the upgrade, with a normal JSON error.
@@ -225,7 +225,7 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
         .await;
 }
 
-async fn ws_session(st: AppState, id: String, mut socket: WebSocket) {
+async fn ws_session(st: AppState, id: SandboxId, mut socket: WebSocket) {
     // Protocol: one text message with the exec request, then chunks, then `{"type":"done"}`.
     let first = tokio::time::timeout(std::time::Duration::from_secs(30), socket.recv()).await;
     let body: Option<ExecBody> = match first {

@@ -9,7 +9,7 @@ use axum::response::Response;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use stacyvm_provider::ProviderError;
-use stacyvm_types::FileInfo;
+use stacyvm_types::{FileInfo, SandboxId};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -63,7 +63,7 @@ struct WriteBody {
     ))]
 async fn write(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<SandboxId>,
     JsonBody(b): JsonBody<WriteBody>,
 ) -> Result<Response, ApiError> {
     st.svc
@@ -111,7 +111,7 @@ struct Written {
     ))]
 async fn upload(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<SandboxId>,
     Query(q): Q,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -143,7 +143,7 @@ async fn upload(
     ))]
 async fn read(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<SandboxId>,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
     let path = required(&q, "path")?;
@@ -177,7 +177,7 @@ async fn read(
     ))]
 async fn delete(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<SandboxId>,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
     let path = required(&q, "path")?;
@@ -197,7 +197,7 @@ async fn delete(
     ))]
 async fn list(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<SandboxId>,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
     let path = q.get("path").map(String::as_str).unwrap_or("/");
@@ -214,7 +214,7 @@ async fn list(
     ))]
 async fn stat(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<SandboxId>,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
     let path = required(&q, "path")?;
@@ -231,7 +231,7 @@ async fn stat(
     ))]
 async fn glob(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<SandboxId>,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
     let pattern = required(&q, "pattern")?;
@@ -257,7 +257,7 @@ struct MoveBody {
     ))]
 async fn move_file(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<SandboxId>,
     JsonBody(b): JsonBody<MoveBody>,
 ) -> Result<Response, ApiError> {
     st.svc.files().rename(&id, &b.old_path, &b.new_path).await?;
@@ -284,7 +284,7 @@ struct ChmodBody {
     ))]
 async fn chmod(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<SandboxId>,
     JsonBody(b): JsonBody<ChmodBody>,
 ) -> Result<Response, ApiError> {
     st.svc.files().chmod(&id, &b.path, &b.mode).await?;

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Extension;
 use serde::{Deserialize, Serialize};
-use stacyvm_types::GoDuration;
+use stacyvm_types::{GoDuration, SandboxId};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -145,7 +145,10 @@ async fn prune(State(st): State<AppState>) -> Result<Response, ApiError> {
         (status = 200, description = "OK", body = dto::SandboxView),
         (status = 404, response = NotFound),
     ))]
-async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_one(
+    State(st): State<AppState>,
+    Path(id): Path<SandboxId>,
+) -> Result<Response, ApiError> {
     let sb = st.svc.sandboxes().get_refreshed(&id).await?;
     Ok(ok(&dto::sandbox(&sb)))
 }
@@ -160,7 +163,10 @@ async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<R
         (status = 404, response = NotFound), (status = 409, response = Conflict),
         (status = 503, response = Unavailable),
     ))]
-async fn destroy(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn destroy(
+    State(st): State<AppState>,
+    Path(id): Path<SandboxId>,
+) -> Result<Response, ApiError> {
     st.svc.sandboxes().destroy(&id).await?;
     Ok(ok(&Status {
         status: "destroyed",
@@ -188,7 +194,7 @@ struct ExtendBody {
 
 async fn extend(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<SandboxId>,
     JsonBody(body): JsonBody<ExtendBody>,
 ) -> Result<Response, ApiError> {
     let sb = st.svc.sandboxes().extend(&id, &body.ttl).await?;
@@ -207,7 +213,7 @@ async fn extend(
     ))]
 async fn logs(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<SandboxId>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let lines = q
@@ -240,7 +246,10 @@ struct StatsView {
         (status = 200, description = "OK", body = StatsView),
         (status = 404, response = NotFound),
     ))]
-async fn stats(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn stats(
+    State(st): State<AppState>,
+    Path(id): Path<SandboxId>,
+) -> Result<Response, ApiError> {
     let s = st.svc.sandboxes().stats(&id).await?;
     Ok(ok(&StatsView {
         cpu_pct: s.as_ref().map(|s| s.cpu_pct),

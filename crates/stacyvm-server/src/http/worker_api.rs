@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde::{Deserialize, Serialize};
 use stacyvm_auth::{Scope, Scopes};
-use stacyvm_types::{format_rfc3339_go, GoDuration};
+use stacyvm_types::{format_rfc3339_go, GoDuration, WorkerId};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -108,7 +108,7 @@ fn check(identity: &WorkerIdentity, path_id: &str, scope: Scope) -> Result<(), A
 async fn heartbeat(
     State(st): State<AppState>,
     Extension(identity): Extension<WorkerIdentity>,
-    Path(id): Path<String>,
+    Path(id): Path<WorkerId>,
     JsonBody(body): JsonBody<HeartbeatBody>,
 ) -> Result<Response, ApiError> {
     check(&identity, &id, Scope::Heartbeat)?;
@@ -172,7 +172,7 @@ async fn renew_lease(
 async fn renew(
     State(st): State<AppState>,
     Extension(identity): Extension<WorkerIdentity>,
-    Path((id, resource)): Path<(String, String)>,
+    Path((id, resource)): Path<(WorkerId, String)>,
     JsonBody(body): JsonBody<RenewBody>,
 ) -> Result<Response, ApiError> {
     check(&identity, &id, Scope::Lease)?;
@@ -189,7 +189,7 @@ async fn renew(
     ))]
 async fn admin_renew(
     State(st): State<AppState>,
-    Path((id, resource)): Path<(String, String)>,
+    Path((id, resource)): Path<(WorkerId, String)>,
     JsonBody(body): JsonBody<RenewBody>,
 ) -> Result<Response, ApiError> {
     renew_lease(&st, &id, &resource, &body.ttl).await
@@ -212,7 +212,7 @@ struct DrainView<'a> {
         (status = 200, description = "OK", body = inline(DrainView)),
         (status = 404, response = NotFound), (status = 503, response = Unavailable),
     ))]
-async fn drain(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn drain(State(st): State<AppState>, Path(id): Path<WorkerId>) -> Result<Response, ApiError> {
     st.svc.workers().drain(&id).await?;
     Ok(ok(&DrainView {
         status: "draining",

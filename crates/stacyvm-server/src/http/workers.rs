@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use stacyvm_types::WorkerId;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -43,7 +44,10 @@ async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
         (status = 200, description = "OK", body = views::WorkerView),
         (status = 404, response = NotFound),
     ))]
-async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_one(
+    State(st): State<AppState>,
+    Path(id): Path<WorkerId>,
+) -> Result<Response, ApiError> {
     let w = st.svc.workers().get(&id).await?;
     Ok(ok(&views::worker(&w)))
 }
@@ -57,7 +61,10 @@ async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<R
         (status = 200, description = "`deleted`", body = Status),
         (status = 404, response = NotFound),
     ))]
-async fn delete(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn delete(
+    State(st): State<AppState>,
+    Path(id): Path<WorkerId>,
+) -> Result<Response, ApiError> {
     st.svc.workers().delete(&id).await?;
     Ok(ok(&Status { status: "deleted" }))
 }
@@ -95,7 +102,7 @@ impl From<HeartbeatBody> for HeartbeatInput {
     responses((status = 200, description = "OK", body = views::WorkerView)))]
 async fn admin_heartbeat(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<WorkerId>,
     JsonBody(b): JsonBody<HeartbeatBody>,
 ) -> Result<Response, ApiError> {
     let w = st.svc.workers().heartbeat(&id, b.into()).await?;

@@ -13,7 +13,7 @@ use stacyvm_protocol::{
     PROTOCOL_HEADER, PROTOCOL_VERSION, STREAM_HEADER,
 };
 use stacyvm_provider::{ChunkSender, ProviderError};
-use stacyvm_types::{StreamChunk as Chunk, StreamKind};
+use stacyvm_types::{StreamChunk as Chunk, StreamKind, WorkerId};
 
 use crate::metrics::RpcMetrics;
 
@@ -42,7 +42,7 @@ pub struct RpcTlsClient {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     pub rpc_url: String,
 }
 
@@ -186,12 +186,12 @@ impl WorkerClient {
         let token = self
             .creds
             .credential_for(&ep.worker_id)
-            .map_err(|_| RemoteError::NoCredential(ep.worker_id.clone()))?
-            .ok_or_else(|| RemoteError::NoCredential(ep.worker_id.clone()))?;
+            .map_err(|_| RemoteError::NoCredential(ep.worker_id.to_string()))?
+            .ok_or_else(|| RemoteError::NoCredential(ep.worker_id.to_string()))?;
         let (client, url) = self.target(ep)?;
         Ok(client
             .post(url)
-            .header("X-Worker-ID", &ep.worker_id)
+            .header("X-Worker-ID", ep.worker_id.as_str())
             .header("X-Worker-Token", token)
             .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string()))
     }

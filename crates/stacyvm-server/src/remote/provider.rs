@@ -20,7 +20,7 @@ use stacyvm_provider::{
     ByteStream, ChunkSender, ExecRequest, FileStream, Provider, ProviderError, SandboxSpec, Spawned,
 };
 use stacyvm_store::{Lease, Store};
-use stacyvm_types::{format_rfc3339_go, FileInfo, GoDuration, SandboxState};
+use stacyvm_types::{format_rfc3339_go, FileInfo, GoDuration, SandboxId, SandboxState};
 
 use super::{Endpoint, RemoteError, WorkerClient};
 
@@ -49,7 +49,7 @@ pub struct RemoteProvider {
     /// Provider name on the worker.
     pub provider: String,
     /// Control-plane sandbox id (the lease resource).
-    pub sandbox_id: String,
+    pub sandbox_id: SandboxId,
     /// Lease lifetime for spawn/destroy.
     pub lease_ttl: Duration,
     /// The sandbox's lifetime, sent with spawn.
@@ -62,9 +62,9 @@ pub struct RemoteProvider {
 impl RemoteProvider {
     fn target(&self, runtime_id: &str) -> Target {
         Target {
-            sandbox_id: self.sandbox_id.as_str().into(),
+            sandbox_id: self.sandbox_id.clone(),
             provider: self.provider.clone(),
-            runtime_id: if runtime_id == self.sandbox_id {
+            runtime_id: if runtime_id == self.sandbox_id.as_str() {
                 String::new()
             } else {
                 runtime_id.to_string()
@@ -174,7 +174,7 @@ impl Provider for RemoteProvider {
     async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
         let lease = self.acquire().await?;
         let call = RpcCall::Spawn(proto::SpawnParams {
-            sandbox_id: self.sandbox_id.as_str().into(),
+            sandbox_id: self.sandbox_id.clone(),
             image: spec.image.clone(),
             provider: self.provider.clone(),
             memory_mb: spec.memory_mb,
@@ -190,7 +190,7 @@ impl Provider for RemoteProvider {
                 let runtime_id = r
                     .map(|r| r.runtime_id)
                     .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| self.sandbox_id.clone());
+                    .unwrap_or_else(|| self.sandbox_id.to_string());
                 Ok(Spawned { runtime_id })
             }
             Err(e) => {

@@ -150,7 +150,7 @@ impl<'a> Slot<'a> {
             if !matches!(res, Err(StoreError::Conflict(_))) {
                 break;
             }
-            sb.id = stacyvm_types::new_sandbox_id();
+            sb.id = stacyvm_types::SandboxId::random();
             res = svc.store.insert_sandbox_limited(sb, &limits).await;
         }
         pending.release(&self.owner);
@@ -257,7 +257,7 @@ impl<'a> Admission<'a> {
             return Ok(d);
         }
         let placement = svc.place(provider).await?;
-        let placed_ok = placement.worker_id.is_some();
+        let placed_ok = placement.target.is_some();
         let rpc_missing = placement.rpc_unavailable;
         d.placement = Some(placement);
         if !placed_ok {

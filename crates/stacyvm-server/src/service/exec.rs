@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use stacyvm_provider::{ExecRequest, ProviderError};
 use stacyvm_store::ExecLog;
-use stacyvm_types::{parse_go_duration, ExecMode, GoDuration, Sandbox, StreamChunk, StreamKind};
+use stacyvm_types::{
+    parse_go_duration, ExecMode, GoDuration, Sandbox, SandboxId, StreamChunk, StreamKind,
+};
 use tokio::sync::mpsc;
 
 use super::Service;
@@ -110,7 +112,7 @@ impl Exec<'_> {
         })
     }
 
-    pub async fn run(self, id: &str, p: ExecParams) -> ServiceResult<ExecResult> {
+    pub async fn run(self, id: &SandboxId, p: ExecParams) -> ServiceResult<ExecResult> {
         let sb = self.svc.sandboxes().get(id).await?;
         let provider = self.svc.provider_for(&sb).await?;
         let req = self.request(&sb, &p).await?;
@@ -171,7 +173,7 @@ impl Exec<'_> {
         };
         self.svc.ops.observe("exec", &sb.provider, elapsed, None);
         let log = ExecLog {
-            sandbox_id: id.to_string(),
+            sandbox_id: id.clone(),
             command: truncate(&command_line, LOG_OUTPUT_CAP),
             exit_code: i64::from(exit_code),
             stdout: truncate(&result.stdout, LOG_OUTPUT_CAP),
@@ -188,7 +190,7 @@ impl Exec<'_> {
 
     /// Starts a command and returns its live output. Validation and lookup errors come back
     /// before anything is streamed.
-    pub async fn stream(self, id: &str, p: ExecParams) -> ServiceResult<ExecStream> {
+    pub async fn stream(self, id: &SandboxId, p: ExecParams) -> ServiceResult<ExecStream> {
         let sb = self.svc.sandboxes().get(id).await?;
         let provider = self.svc.provider_for(&sb).await?;
         let req = self.request(&sb, &p).await?;

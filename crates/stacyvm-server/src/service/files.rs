@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use stacyvm_provider::{ByteStream, FileStream};
-use stacyvm_types::FileInfo;
+use stacyvm_types::{FileInfo, SandboxId};
 
 use super::Service;
 use crate::error::{ServiceError, ServiceResult};
@@ -54,7 +54,7 @@ impl Service {
 
 impl Files<'_> {
     /// Runs one file operation with metrics and failure events.
-    async fn op<T, F, Fut>(self, id: &str, op: &'static str, f: F) -> ServiceResult<T>
+    async fn op<T, F, Fut>(self, id: &SandboxId, op: &'static str, f: F) -> ServiceResult<T>
     where
         F: FnOnce(std::sync::Arc<dyn stacyvm_provider::Provider>, String) -> Fut,
         Fut: std::future::Future<Output = Result<T, stacyvm_provider::ProviderError>>,
@@ -92,7 +92,7 @@ impl Files<'_> {
 
     pub async fn write(
         self,
-        id: &str,
+        id: &SandboxId,
         path: &str,
         content: Bytes,
         mode: Option<&str>,
@@ -112,7 +112,7 @@ impl Files<'_> {
     /// Backends that buffer uploads (no streaming path) are held to `max_body_bytes` (413).
     pub async fn write_stream(
         self,
-        id: &str,
+        id: &SandboxId,
         path: &str,
         body: ByteStream,
         mode: Option<&str>,
@@ -146,7 +146,7 @@ impl Files<'_> {
 
     /// Opens a file for a streamed read. The metric covers opening it (the body then flows at
     /// the client's pace); failures later in the stream reach the client as a cut-off body.
-    pub async fn read(self, id: &str, path: &str) -> ServiceResult<FileStream> {
+    pub async fn read(self, id: &SandboxId, path: &str) -> ServiceResult<FileStream> {
         let path = check_path(path)?;
         let f = self
             .op(id, "file_read", |p, rid| async move {
@@ -157,7 +157,7 @@ impl Files<'_> {
         Ok(f)
     }
 
-    pub async fn list(self, id: &str, path: &str) -> ServiceResult<Vec<FileInfo>> {
+    pub async fn list(self, id: &SandboxId, path: &str) -> ServiceResult<Vec<FileInfo>> {
         let path = if path.trim().is_empty() { "/" } else { path };
         let path = check_path(path)?;
         self.op(id, "file_list", |p, rid| async move {
@@ -166,7 +166,7 @@ impl Files<'_> {
         .await
     }
 
-    pub async fn stat(self, id: &str, path: &str) -> ServiceResult<FileInfo> {
+    pub async fn stat(self, id: &SandboxId, path: &str) -> ServiceResult<FileInfo> {
         let path = check_path(path)?;
         self.op(id, "file_stat", |p, rid| async move {
             p.stat_file(&rid, path).await
@@ -174,7 +174,7 @@ impl Files<'_> {
         .await
     }
 
-    pub async fn glob(self, id: &str, pattern: &str) -> ServiceResult<Vec<String>> {
+    pub async fn glob(self, id: &SandboxId, pattern: &str) -> ServiceResult<Vec<String>> {
         if pattern.trim().is_empty() {
             return Err(ServiceError::bad_request("pattern is required"));
         }
@@ -185,7 +185,7 @@ impl Files<'_> {
         .await
     }
 
-    pub async fn delete(self, id: &str, path: &str, recursive: bool) -> ServiceResult<()> {
+    pub async fn delete(self, id: &SandboxId, path: &str, recursive: bool) -> ServiceResult<()> {
         let path = check_path(path)?;
         self.op(id, "file_delete", |p, rid| async move {
             p.delete_file(&rid, path, recursive).await
@@ -193,7 +193,7 @@ impl Files<'_> {
         .await
     }
 
-    pub async fn rename(self, id: &str, old: &str, new: &str) -> ServiceResult<()> {
+    pub async fn rename(self, id: &SandboxId, old: &str, new: &str) -> ServiceResult<()> {
         let old = check_path(old)?;
         let new = check_path(new)?;
         self.op(id, "file_move", |p, rid| async move {
@@ -202,7 +202,7 @@ impl Files<'_> {
         .await
     }
 
-    pub async fn chmod(self, id: &str, path: &str, mode: &str) -> ServiceResult<()> {
+    pub async fn chmod(self, id: &SandboxId, path: &str, mode: &str) -> ServiceResult<()> {
         let path = check_path(path)?;
         if stacyvm_provider::parse_mode(mode).is_none() {
             return Err(ServiceError::bad_request(format!(

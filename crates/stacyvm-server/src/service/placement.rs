@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use stacyvm_store::WorkerRecord;
+use stacyvm_types::WorkerId;
 
 use super::routing::rpc_url;
-use super::{Service, LOCAL_WORKER};
+use super::Service;
 use crate::error::{ServiceError, ServiceResult};
 
 /// How stale the placement view of the registry may be (heartbeats arrive every few seconds).
@@ -17,7 +18,7 @@ const WORKERS_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1)
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placement {
     /// `None` when no worker is eligible.
-    pub worker_id: Option<String>,
+    pub target: Option<stacyvm_types::Placement>,
     pub reason: &'static str,
     pub eligible: usize,
     /// A remote worker was chosen but cannot be called.
@@ -27,7 +28,7 @@ pub struct Placement {
 impl Placement {
     pub fn local() -> Self {
         Placement {
-            worker_id: Some(LOCAL_WORKER.into()),
+            target: Some(stacyvm_types::Placement::Local),
             reason: "local_fallback",
             eligible: 1,
             rpc_unavailable: false,
@@ -50,7 +51,7 @@ impl Service {
     }
 
     pub(super) fn is_stale(&self, w: &WorkerRecord) -> bool {
-        if w.id == LOCAL_WORKER {
+        if w.id.is_local() {
             // The control plane's own record; it is refreshed by this process.
             return (chrono::Utc::now() - w.last_heartbeat)
                 .to_std()
@@ -110,20 +111,13 @@ impl Service {
             .collect();
         let mut candidates: Vec<&WorkerRecord> = Vec::new();
         let needs_counts = eligible.iter().any(|w| {
-            w.id != LOCAL_WORKER
-                && w.capacity.get("max_sandboxes").and_then(Value::as_i64) > Some(0)
-        }) || (eligible.len() > 1
-            && !eligible.iter().any(|w| w.id == LOCAL_WORKER));
-        let mut counts = std::collections::HashMap::<String, i64>::new();
+            !w.id.is_local() && w.capacity.get("max_sandboxes").and_then(Value::as_i64) > Some(0)
+        }) || (eligible.len() > 1 && !eligible.iter().any(|w| w.id.is_local()));
+        let mut counts = std::collections::HashMap::<WorkerId, i64>::new();
         if needs_counts {
             for sb in self.store.list_sandboxes().await? {
                 if sb.state.is_active() {
-                    let wid = if sb.worker_id.is_empty() {
-                        LOCAL_WORKER.to_string()
-                    } else {
-                        sb.worker_id
-                    };
-                    *counts.entry(wid).or_insert(0) += 1;
+                    *counts.entry(WorkerId::from(sb.placement)).or_insert(0) += 1;
                 }
             }
         }
@@ -133,7 +127,7 @@ impl Service {
                 .get("max_sandboxes")
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
-            if w.id != LOCAL_WORKER && max > 0 && counts.get(&w.id).copied().unwrap_or(0) >= max {
+            if !w.id.is_local() && max > 0 && counts.get(&w.id).copied().unwrap_or(0) >= max {
                 continue;
             }
             candidates.push(w);
@@ -141,15 +135,15 @@ impl Service {
         let n = candidates.len();
         if n == 0 {
             return Ok(Placement {
-                worker_id: None,
+                target: None,
                 reason: "no_eligible_worker",
                 eligible: 0,
                 rpc_unavailable: false,
             });
         }
-        if candidates.iter().any(|w| w.id == LOCAL_WORKER) {
+        if candidates.iter().any(|w| w.id.is_local()) {
             return Ok(Placement {
-                worker_id: Some(LOCAL_WORKER.into()),
+                target: Some(stacyvm_types::Placement::Local),
                 reason: "local_preferred",
                 eligible: n,
                 rpc_unavailable: false,
@@ -168,7 +162,7 @@ impl Service {
                 .as_ref()
                 .is_some_and(|c| c.has_credential(&w.id));
         Ok(Placement {
-            worker_id: Some(w.id.clone()),
+            target: Some(stacyvm_types::Placement::from(w.id.clone())),
             reason: "remote_worker_selected",
             eligible: n,
             rpc_unavailable: !can_call,

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use stacyvm_provider::ProviderError;
-use stacyvm_types::SandboxState;
+use stacyvm_types::{Placement, SandboxId, SandboxState};
 
 use super::Service;
 use crate::error::{ServiceError, ServiceResult};
@@ -66,8 +66,8 @@ impl Service {
         let server_domain = host
             .domain
             .eq_ignore_ascii_case(&self.settings.preview_domain);
-        let id = host.sandbox_id;
-        let sb = match self.sandboxes().get(id).await {
+        let id = SandboxId::from(host.sandbox_id);
+        let sb = match self.sandboxes().get(&id).await {
             Ok(sb) => sb,
             Err(ServiceError::SandboxNotFound(_)) if !server_domain => return Ok(None),
             Err(e) => return Err(e),
@@ -83,10 +83,9 @@ impl Service {
                 sb.state.as_str()
             )));
         }
-        if sb.is_remote() {
+        if let Placement::Remote(worker) = &sb.placement {
             return Err(ServiceError::PreviewRemote(format!(
-                "sandbox {id} runs on remote worker {}; previews through remote workers are not proxied yet",
-                sb.worker_id
+                "sandbox {id} runs on remote worker {worker}; previews through remote workers are not proxied yet",
             )));
         }
         let provider = self.providers.get(&sb.provider)?;

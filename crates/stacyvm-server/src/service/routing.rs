@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use stacyvm_provider::Provider;
 use stacyvm_store::WorkerRecord;
-use stacyvm_types::{GoDuration, Sandbox, Timestamp};
+use stacyvm_types::{GoDuration, Placement, Sandbox, SandboxId, Timestamp, WorkerId};
 
 use super::{lease_ttl, Service};
 use crate::error::{ServiceError, ServiceResult};
@@ -41,19 +41,19 @@ impl Service {
     /// The provider that runs `sb`: a local backend, or a [`RemoteProvider`] that forwards to the
     /// owning worker.
     pub(super) async fn provider_for(&self, sb: &Sandbox) -> ServiceResult<Arc<dyn Provider>> {
-        if !sb.is_remote() {
+        let Placement::Remote(worker) = &sb.placement else {
             return Ok(self.providers.get(&sb.provider)?);
-        }
+        };
         let remote = self
-            .remote_provider(&sb.id, &sb.worker_id, &sb.provider, sb.expires_at)
+            .remote_provider(&sb.id, worker, &sb.provider, sb.expires_at)
             .await?;
         Ok(Arc::new(remote))
     }
 
     pub(super) async fn remote_provider(
         &self,
-        sandbox_id: &str,
-        worker_id: &str,
+        sandbox_id: &SandboxId,
+        worker_id: &WorkerId,
         provider: &str,
         expires_at: Timestamp,
     ) -> ServiceResult<RemoteProvider> {
@@ -62,7 +62,10 @@ impl Service {
     }
 
     /// A worker record for routing; a missing one is `Unavailable` (the owner is gone).
-    pub(super) async fn registered_worker(&self, worker_id: &str) -> ServiceResult<WorkerRecord> {
+    pub(super) async fn registered_worker(
+        &self,
+        worker_id: &WorkerId,
+    ) -> ServiceResult<WorkerRecord> {
         match self.store.get_worker(worker_id).await {
             Ok(w) => Ok(w),
             Err(e) if e.is_not_found() => Err(ServiceError::Unavailable(format!(
@@ -76,7 +79,7 @@ impl Service {
     pub(super) fn remote_provider_on(
         &self,
         w: &WorkerRecord,
-        sandbox_id: &str,
+        sandbox_id: &SandboxId,
         provider: &str,
         expires_at: Timestamp,
     ) -> ServiceResult<RemoteProvider> {
@@ -89,7 +92,7 @@ impl Service {
             endpoint,
             store: self.store.clone(),
             provider: provider.to_string(),
-            sandbox_id: sandbox_id.to_string(),
+            sandbox_id: sandbox_id.clone(),
             lease_ttl: lease_ttl(remaining),
             ttl: GoDuration::from_std(remaining),
             file_stream: w.capabilities.as_ref().is_some_and(|c| {

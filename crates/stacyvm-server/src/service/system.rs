@@ -195,7 +195,9 @@ impl System<'_> {
                 for s in &list {
                     *c.by_state.entry(s.state.to_string()).or_default() += 1;
                     *c.by_provider.entry(s.provider.clone()).or_default() += 1;
-                    *c.by_worker.entry(s.worker_id.clone()).or_default() += 1;
+                    *c.by_worker
+                        .entry(s.placement.worker_id().to_string())
+                        .or_default() += 1;
                 }
                 c.active = c.by_state.get("running").copied().unwrap_or(0);
                 c

@@ -6,12 +6,13 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Map, Value};
 use stacyvm_store::WorkerRecord;
+use stacyvm_types::{SandboxId, WorkerId};
 
 use super::Service;
 use crate::error::{ServiceError, ServiceResult};
 use crate::events::ReconcileAction;
 
-pub const LOCAL_WORKER: &str = "local";
+pub const LOCAL_WORKER: &str = WorkerId::LOCAL;
 
 /// A registry record and whether this control plane considers it stale.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,25 +70,25 @@ impl Workers<'_> {
         Ok(list.into_iter().map(|w| self.info(w)).collect())
     }
 
-    pub async fn get(self, id: &str) -> ServiceResult<WorkerInfo> {
+    pub async fn get(self, id: &WorkerId) -> ServiceResult<WorkerInfo> {
         Ok(self.info(self.svc.store.get_worker(id).await?))
     }
 
-    pub async fn delete(self, id: &str) -> ServiceResult<()> {
+    pub async fn delete(self, id: &WorkerId) -> ServiceResult<()> {
         self.svc.store.delete_worker(id).await?;
         self.svc.invalidate_workers();
-        if id == LOCAL_WORKER {
+        if id.is_local() {
             self.svc.local_removed.store(true, Ordering::SeqCst);
         }
         Ok(())
     }
 
     /// Records a heartbeat for `id` (admin route, and the local self-registration).
-    pub async fn heartbeat(self, id: &str, hb: HeartbeatInput) -> ServiceResult<WorkerInfo> {
+    pub async fn heartbeat(self, id: &WorkerId, hb: HeartbeatInput) -> ServiceResult<WorkerInfo> {
         if id.trim().is_empty() {
             return Err(ServiceError::bad_request("worker id is required"));
         }
-        if id == LOCAL_WORKER {
+        if id.is_local() {
             self.svc.local_removed.store(false, Ordering::SeqCst);
         }
         let w = self.record_heartbeat(id, hb).await?;
@@ -96,12 +97,12 @@ impl Workers<'_> {
 
     /// A heartbeat a worker sent itself. Runtimes it reports holding (`capacity.sandboxes`)
     /// that the store does not assign to it are destroyed there, in the background.
-    pub async fn report(self, id: &str, hb: HeartbeatInput) -> ServiceResult<WorkerInfo> {
+    pub async fn report(self, id: &WorkerId, hb: HeartbeatInput) -> ServiceResult<WorkerInfo> {
         let held = held_sandboxes(&hb.capacity);
         let w = self.heartbeat(id, hb).await?;
         if let Some(held) = held {
             let svc = self.svc.clone();
-            let wid = id.to_string();
+            let wid = id.clone();
             self.svc
                 .tasks
                 .spawn(async move { svc.reconciler().destroy_orphans(&wid, held).await });
@@ -110,10 +111,14 @@ impl Workers<'_> {
     }
 
     /// Stores a heartbeat (`last_heartbeat = now`) and refreshes the placement view.
-    async fn record_heartbeat(self, id: &str, hb: HeartbeatInput) -> ServiceResult<WorkerRecord> {
+    async fn record_heartbeat(
+        self,
+        id: &WorkerId,
+        hb: HeartbeatInput,
+    ) -> ServiceResult<WorkerRecord> {
         let now = chrono::Utc::now();
         let rec = WorkerRecord {
-            id: id.to_string(),
+            id: id.clone(),
             hostname: hb.hostname,
             status: if hb.status.trim().is_empty() {
                 "online".into()
@@ -155,7 +160,7 @@ impl Workers<'_> {
         if self.svc.local_removed.load(Ordering::SeqCst) {
             return Ok(());
         }
-        self.record_heartbeat(LOCAL_WORKER, hb).await?;
+        self.record_heartbeat(&WorkerId::local(), hb).await?;
         Ok(())
     }
 
@@ -190,8 +195,8 @@ impl Workers<'_> {
 
     /// Asks worker `id` to drain (`worker.shutdown`): it refuses new spawns and keeps serving
     /// the sandboxes it holds.
-    pub async fn drain(self, id: &str) -> ServiceResult<()> {
-        if id == LOCAL_WORKER {
+    pub async fn drain(self, id: &WorkerId) -> ServiceResult<()> {
+        if id.is_local() {
             return Err(ServiceError::bad_request(
                 "the control plane's local worker cannot be drained",
             ));
@@ -248,18 +253,18 @@ fn local_capacity(l: &crate::settings::Limits) -> Map<String, Value> {
 
 /// Sandbox ids a worker says it holds (`capacity.sandboxes`: ids, or objects with a
 /// `sandbox_id`), when it reports them.
-fn held_sandboxes(capacity: &Map<String, Value>) -> Option<Vec<String>> {
+fn held_sandboxes(capacity: &Map<String, Value>) -> Option<Vec<SandboxId>> {
     let list = capacity
         .get(stacyvm_protocol::capacity::SANDBOXES)?
         .as_array()?;
     Some(
         list.iter()
             .filter_map(|v| match v {
-                Value::String(s) => Some(s.clone()),
+                Value::String(s) => Some(SandboxId::from(s.as_str())),
                 Value::Object(o) => o
                     .get("sandbox_id")
                     .and_then(Value::as_str)
-                    .map(str::to_string),
+                    .map(SandboxId::from),
                 _ => None,
             })
             .collect(),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use stacyvm_types::SandboxState;
+use stacyvm_types::{Placement, SandboxState};
 
 use super::{assert_conflict, err, insert, sandbox, secs, t0};
 use crate::{InsertLimits, LimitHit, Store, StoreError};
@@ -31,7 +31,7 @@ pub async fn sandbox_insert_limited(store: &dyn Store) {
             SandboxState::Creating,
             t0() + secs(n),
         );
-        sb.worker_id = worker.into();
+        sb.placement = Placement::from_worker_id(worker);
         sb
     };
     // No limits: always inserted.
@@ -151,7 +151,7 @@ pub async fn sandbox_list_creating(store: &dyn Store) {
         .await
         .expect("running");
     store
-        .set_sandbox_running("sb-run", "")
+        .set_sandbox_running(&"sb-run".into(), None)
         .await
         .expect("mark running");
     let got = store.list_creating_sandboxes().await.expect("list");

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use stacyvm_types::Timestamp;
+use stacyvm_types::{Timestamp, WorkerId};
 
 use super::{assert_between, assert_conflict, assert_not_found, secs, t0};
 use crate::{
@@ -184,7 +184,7 @@ pub async fn workers_crud(store: &dyn Store) {
         (first.providers.clone(), first.capabilities.clone()),
         (None, Some(Vec::new()))
     );
-    assert_eq!(store.get_worker("w-b").await.expect("get"), first);
+    assert_eq!(store.get_worker(&"w-b".into()).await.expect("get"), first);
 
     tokio::time::sleep(Duration::from_millis(2)).await;
     let beat = WorkerRecord {
@@ -205,7 +205,7 @@ pub async fn workers_crud(store: &dyn Store) {
     assert_eq!(second.providers, beat.providers);
     assert_eq!(second.capabilities, None);
     assert!(second.capacity.is_empty());
-    assert_eq!(store.get_worker("w-b").await.expect("get"), second);
+    assert_eq!(store.get_worker(&"w-b".into()).await.expect("get"), second);
 
     store
         .upsert_worker(&WorkerRecord {
@@ -214,7 +214,7 @@ pub async fn workers_crud(store: &dyn Store) {
         })
         .await
         .expect("insert");
-    let ids: Vec<String> = store
+    let ids: Vec<WorkerId> = store
         .list_workers()
         .await
         .expect("list")
@@ -222,9 +222,17 @@ pub async fn workers_crud(store: &dyn Store) {
         .map(|w| w.id)
         .collect();
     assert_eq!(ids, ["w-a", "w-b"]);
-    store.delete_worker("w-b").await.expect("delete");
-    assert_not_found(store.get_worker("w-b").await, "worker", "get deleted");
-    assert_not_found(store.delete_worker("w-b").await, "worker", "delete twice");
+    store.delete_worker(&"w-b".into()).await.expect("delete");
+    assert_not_found(
+        store.get_worker(&"w-b".into()).await,
+        "worker",
+        "get deleted",
+    );
+    assert_not_found(
+        store.delete_worker(&"w-b".into()).await,
+        "worker",
+        "delete twice",
+    );
 }
 
 /// A first grant: generation 1, `expires_at = now + ttl` on the store's clock.

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::Utc;
-use stacyvm_types::{SandboxState, Timestamp};
+use stacyvm_types::{Placement, SandboxId, SandboxState, Timestamp, WorkerId};
 
 use super::{
     assert_between, assert_conflict, assert_not_found, err, ids, insert, sandbox, secs, t0,
@@ -17,8 +17,8 @@ pub async fn sandbox_round_trip(store: &dyn Store) {
         ("quote".to_string(), "it's \"x\" ✓".to_string()),
     ]);
     sb.template = "py".into();
-    sb.vm_id = "vm-7".into();
-    sb.worker_id = "worker-a".into();
+    sb.vm_id = Some("vm-7".into());
+    sb.placement = Placement::Remote(WorkerId::from("worker-a"));
     sb.tenant_id = "tenant-0000abcd".into();
     sb.preview_domain = "preview.example".into();
     sb.memory_mb = 2048;
@@ -59,7 +59,7 @@ pub async fn sandbox_insert_conflicts(store: &dyn Store) {
 }
 
 pub async fn sandbox_get_missing(store: &dyn Store) {
-    match err(store.get_sandbox("sb-missing").await, "get missing") {
+    match err(store.get_sandbox(&"sb-missing".into()).await, "get missing") {
         StoreError::NotFound { kind, id } => {
             assert_eq!((kind, id.as_str()), ("sandbox", "sb-missing"));
         }
@@ -86,7 +86,7 @@ pub async fn sandbox_list_live_newest_first(store: &dyn Store) {
         insert(store, &sandbox(id, "", state, created)).await;
     }
     store
-        .set_sandbox_state("sb-f", SandboxState::Destroyed)
+        .set_sandbox_state(&"sb-f".into(), SandboxState::Destroyed)
         .await
         .expect("destroy");
     let list = store.list_sandboxes().await.expect("list");
@@ -99,7 +99,7 @@ pub async fn sandbox_list_live_newest_first(store: &dyn Store) {
 pub async fn sandbox_state_transitions(store: &dyn Store) {
     for (i, from) in SandboxState::ALL.into_iter().enumerate() {
         for (j, to) in SandboxState::ALL.into_iter().enumerate() {
-            let id = format!("sb-{i}{j}");
+            let id = SandboxId::from(format!("sb-{i}{j}"));
             let sb = sandbox(&id, "", from, t0());
             insert(store, &sb).await;
             let before = Utc::now();
@@ -129,7 +129,7 @@ pub async fn sandbox_state_transitions(store: &dyn Store) {
     }
     assert_not_found(
         store
-            .set_sandbox_state("sb-missing", SandboxState::Running)
+            .set_sandbox_state(&"sb-missing".into(), SandboxState::Running)
             .await,
         "sandbox",
         "set state of missing",
@@ -140,16 +140,16 @@ pub async fn sandbox_set_running(store: &dyn Store) {
     let sb = sandbox("sb-0000c0de", "", SandboxState::Creating, t0());
     insert(store, &sb).await;
     let running = store
-        .set_sandbox_running(&sb.id, "rt-42")
+        .set_sandbox_running(&sb.id, Some("rt-42"))
         .await
         .expect("mark running");
     assert_eq!(running.state, SandboxState::Running);
-    assert_eq!(running.vm_id, "rt-42");
+    assert_eq!(running.vm_id.as_deref(), Some("rt-42"));
     assert_eq!(store.get_sandbox(&sb.id).await.expect("get"), running);
     // Repeating it is a no-op; a destroyed record cannot come back.
     assert_eq!(
         store
-            .set_sandbox_running(&sb.id, "rt-42")
+            .set_sandbox_running(&sb.id, Some("rt-42"))
             .await
             .expect("again")
             .state,
@@ -159,22 +159,25 @@ pub async fn sandbox_set_running(store: &dyn Store) {
         .set_sandbox_state(&sb.id, SandboxState::Destroyed)
         .await
         .expect("destroy");
-    assert!(store.set_sandbox_running(&sb.id, "rt-42").await.is_err());
+    assert!(store
+        .set_sandbox_running(&sb.id, Some("rt-42"))
+        .await
+        .is_err());
     assert_not_found(
-        store.set_sandbox_running("sb-00000000", "").await,
+        store.set_sandbox_running(&"sb-00000000".into(), None).await,
         "sandbox",
         "mark a missing sandbox running",
     );
-    // An empty runtime id keeps `vm_id` empty.
+    // No runtime id of its own: `vm_id` stays none (the empty column).
     let other = sandbox("sb-0000c0df", "", SandboxState::Creating, t0());
     insert(store, &other).await;
     assert_eq!(
         store
-            .set_sandbox_running(&other.id, "")
+            .set_sandbox_running(&other.id, None)
             .await
             .expect("running")
             .vm_id,
-        ""
+        None
     );
 }
 
@@ -199,16 +202,24 @@ pub async fn sandbox_set_expiry(store: &dyn Store) {
     )
     .await;
     assert_not_found(
-        store.set_sandbox_expiry("sb-gone", new_expiry).await,
+        store
+            .set_sandbox_expiry(&"sb-gone".into(), new_expiry)
+            .await,
         "sandbox",
         "extend destroyed",
     );
     assert_eq!(
-        store.get_sandbox("sb-gone").await.expect("get").expires_at,
+        store
+            .get_sandbox(&"sb-gone".into())
+            .await
+            .expect("get")
+            .expires_at,
         t0() + secs(1800)
     );
     assert_not_found(
-        store.set_sandbox_expiry("sb-missing", new_expiry).await,
+        store
+            .set_sandbox_expiry(&"sb-missing".into(), new_expiry)
+            .await,
         "sandbox",
         "extend missing",
     );
@@ -287,7 +298,7 @@ pub async fn sandbox_count_active(store: &dyn Store) {
     assert_eq!(count(Some("")).await, c(5, 0), "empty owner is not counted");
     assert_eq!(count(None).await, c(5, 0));
     store
-        .set_sandbox_state("sb-1", SandboxState::Destroyed)
+        .set_sandbox_state(&"sb-1".into(), SandboxState::Destroyed)
         .await
         .expect("destroy");
     assert_eq!(count(Some("alice")).await, c(4, 1));
@@ -315,32 +326,38 @@ pub async fn exec_logs_newest_first(store: &dyn Store) {
     for l in &logs {
         store.insert_exec_log(l).await.expect("insert log");
     }
-    let got = store.list_exec_logs("sb-1", 10).await.expect("list");
+    let got = store
+        .list_exec_logs(&"sb-1".into(), 10)
+        .await
+        .expect("list");
     let want = [&logs[3], &logs[1], &logs[2], &logs[0]];
     assert_eq!(
         got.iter().collect::<Vec<_>>(),
         want,
         "newest first, later insert wins a tie"
     );
-    let got = store.list_exec_logs("sb-1", 2).await.expect("list");
+    let got = store.list_exec_logs(&"sb-1".into(), 2).await.expect("list");
     assert_eq!(got.iter().collect::<Vec<_>>(), want[..2]);
     assert!(store
-        .list_exec_logs("sb-1", 0)
+        .list_exec_logs(&"sb-1".into(), 0)
         .await
         .expect("list")
         .is_empty());
     assert!(store
-        .list_exec_logs("sb-1", -1)
+        .list_exec_logs(&"sb-1".into(), -1)
         .await
         .expect("list")
         .is_empty());
     assert!(store
-        .list_exec_logs("sb-9", 10)
+        .list_exec_logs(&"sb-9".into(), 10)
         .await
         .expect("list")
         .is_empty());
     assert_eq!(
-        store.list_exec_logs("sb-2", 10).await.expect("list"),
+        store
+            .list_exec_logs(&"sb-2".into(), 10)
+            .await
+            .expect("list"),
         [logs[4].clone()]
     );
 }

@@ -57,7 +57,7 @@ fn bind_record<'q>(
     metadata: String,
     created_by: &'q str,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    q.bind(&sb.id)
+    q.bind(sb.id.as_str())
         .bind(sb.state.as_str())
         .bind(&sb.provider)
         .bind(&sb.image)
@@ -66,8 +66,8 @@ fn bind_record<'q>(
         .bind(metadata)
         .bind(&sb.template)
         .bind(&sb.owner_id)
-        .bind(&sb.vm_id)
-        .bind(&sb.worker_id)
+        .bind(crate::columns::vm_id(sb))
+        .bind(crate::columns::worker_id(sb))
         .bind(&sb.tenant_id)
         .bind(&sb.preview_domain)
         .bind(ts(&sb.created_at))

@@ -13,7 +13,7 @@ fn text_bytes(row: &PgRow, name: &'static str) -> Result<String, StoreError> {
 
 fn from_row(row: &PgRow) -> Result<ExecLog, StoreError> {
     Ok(ExecLog {
-        sandbox_id: col(row, "sandbox_id")?,
+        sandbox_id: col::<String>(row, "sandbox_id")?.into(),
         command: col(row, "command")?,
         exit_code: col(row, "exit_code")?,
         stdout: text_bytes(row, "stdout")?,
@@ -30,7 +30,7 @@ pub(super) async fn insert(db: &PgStore, log: &ExecLog) -> Result<(), StoreError
            (sandbox_id, command, exit_code, stdout, stderr, duration_ms, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(&log.sandbox_id)
+    .bind(log.sandbox_id.as_str())
     .bind(&log.command)
     .bind(log.exit_code)
     .bind(log.stdout.as_bytes())
@@ -41,7 +41,7 @@ pub(super) async fn insert(db: &PgStore, log: &ExecLog) -> Result<(), StoreError
     .await
     .map_err(|e| match e {
         sqlx::Error::Database(ref d) if d.is_foreign_key_violation() => {
-            StoreError::not_found("sandbox", &log.sandbox_id)
+            StoreError::not_found("sandbox", log.sandbox_id.as_str())
         }
         other => db_err("exec log")(other),
     })?;

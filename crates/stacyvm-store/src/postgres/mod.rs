@@ -57,7 +57,7 @@ use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgQueryResult, PgRow};
 use sqlx::{Connection, Row};
-use stacyvm_types::{Sandbox, SandboxState, Timestamp};
+use stacyvm_types::{Sandbox, SandboxId, SandboxState, Timestamp, WorkerId};
 
 use crate::{
     ActiveCounts, AdminAuditRecord, AuditFilter, ExecLog, Lease, NewAdminAudit, OwnerQuota, Store,
@@ -330,7 +330,7 @@ impl Store for PgStore {
         sandboxes::insert(self, sb).await
     }
 
-    async fn get_sandbox(&self, id: &str) -> Result<Sandbox, StoreError> {
+    async fn get_sandbox(&self, id: &SandboxId) -> Result<Sandbox, StoreError> {
         sandboxes::get(self, id).await
     }
 
@@ -340,19 +340,23 @@ impl Store for PgStore {
 
     async fn set_sandbox_state(
         &self,
-        id: &str,
+        id: &SandboxId,
         state: SandboxState,
     ) -> Result<Sandbox, StoreError> {
         sandboxes::set_state(self, id, state).await
     }
 
-    async fn set_sandbox_running(&self, id: &str, vm_id: &str) -> Result<Sandbox, StoreError> {
+    async fn set_sandbox_running(
+        &self,
+        id: &SandboxId,
+        vm_id: Option<&str>,
+    ) -> Result<Sandbox, StoreError> {
         sandboxes::set_running(self, id, vm_id).await
     }
 
     async fn set_sandbox_expiry(
         &self,
-        id: &str,
+        id: &SandboxId,
         expires_at: Timestamp,
     ) -> Result<Sandbox, StoreError> {
         sandboxes::set_expiry(self, id, expires_at).await
@@ -387,7 +391,7 @@ impl Store for PgStore {
 
     async fn list_exec_logs(
         &self,
-        sandbox_id: &str,
+        sandbox_id: &SandboxId,
         limit: i64,
     ) -> Result<Vec<ExecLog>, StoreError> {
         exec_logs::list(self, sandbox_id, limit).await
@@ -433,7 +437,7 @@ impl Store for PgStore {
         workers::upsert(self, w).await
     }
 
-    async fn get_worker(&self, id: &str) -> Result<WorkerRecord, StoreError> {
+    async fn get_worker(&self, id: &WorkerId) -> Result<WorkerRecord, StoreError> {
         workers::get(self, id).await
     }
 
@@ -441,7 +445,7 @@ impl Store for PgStore {
         workers::list(self).await
     }
 
-    async fn delete_worker(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete_worker(&self, id: &WorkerId) -> Result<(), StoreError> {
         workers::delete(self, id).await
     }
 

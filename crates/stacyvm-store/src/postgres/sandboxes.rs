@@ -4,7 +4,7 @@ use sqlx::postgres::PgRow;
 use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 
 use super::{col, db_err, json_col, one, to_json, ts, ts_col, PgStore};
-use crate::{ActiveCounts, StoreError};
+use crate::{columns, ActiveCounts, StoreError};
 
 macro_rules! columns {
     () => {
@@ -52,7 +52,7 @@ const STATE_CAS_ATTEMPTS: usize = 8;
 pub(super) fn from_row(row: &PgRow) -> Result<Sandbox, StoreError> {
     let state: String = col(row, "state")?;
     Ok(Sandbox {
-        id: col(row, "id")?,
+        id: col::<String>(row, "id")?.into(),
         state: state
             .parse()
             .map_err(|_| StoreError::Corrupt { what: "state" })?,
@@ -63,8 +63,8 @@ pub(super) fn from_row(row: &PgRow) -> Result<Sandbox, StoreError> {
         metadata: json_col(row, "metadata")?,
         template: col(row, "template")?,
         owner_id: col(row, "owner_id")?,
-        vm_id: col(row, "vm_id")?,
-        worker_id: col(row, "worker_id")?,
+        vm_id: columns::vm_id_from(col(row, "vm_id")?),
+        placement: columns::placement_from(&col::<String>(row, "worker_id")?),
         tenant_id: col(row, "tenant_id")?,
         preview_domain: col(row, "preview_domain")?,
         created_at: ts_col(row, "created_at")?,
@@ -75,7 +75,7 @@ pub(super) fn from_row(row: &PgRow) -> Result<Sandbox, StoreError> {
 
 pub(super) async fn insert(db: &PgStore, sb: &Sandbox) -> Result<(), StoreError> {
     sqlx::query(INSERT)
-        .bind(&sb.id)
+        .bind(sb.id.as_str())
         .bind(sb.state.as_str())
         .bind(&sb.provider)
         .bind(&sb.image)
@@ -84,8 +84,8 @@ pub(super) async fn insert(db: &PgStore, sb: &Sandbox) -> Result<(), StoreError>
         .bind(to_json(&sb.metadata, "metadata")?)
         .bind(&sb.template)
         .bind(&sb.owner_id)
-        .bind(&sb.vm_id)
-        .bind(&sb.worker_id)
+        .bind(columns::vm_id(sb))
+        .bind(columns::worker_id(sb))
         .bind(&sb.tenant_id)
         .bind(&sb.preview_domain)
         .bind(ts(&sb.created_at))
@@ -208,7 +208,7 @@ pub(super) async fn count_active(
 pub(super) async fn set_running(
     db: &PgStore,
     id: &str,
-    vm_id: &str,
+    vm_id: Option<&str>,
 ) -> Result<Sandbox, StoreError> {
     let sql = format!(
         "UPDATE sandboxes SET state = 'running', vm_id = $2, updated_at = {} \
@@ -218,7 +218,7 @@ pub(super) async fn set_running(
     );
     let updated = sqlx::query(&sql)
         .bind(id)
-        .bind(vm_id)
+        .bind(vm_id.unwrap_or(""))
         .fetch_optional(&db.pool)
         .await
         .map_err(db_err("sandbox"))?;
@@ -226,7 +226,7 @@ pub(super) async fn set_running(
         return from_row(&row);
     }
     let current = get(db, id).await?;
-    if current.state == SandboxState::Running && current.vm_id == vm_id {
+    if current.state == SandboxState::Running && current.vm_id.as_deref() == vm_id {
         return Ok(current);
     }
     current.state.valid_transition(SandboxState::Running)?;

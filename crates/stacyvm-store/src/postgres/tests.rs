@@ -23,8 +23,8 @@ fn sandbox(id: &str) -> Sandbox {
         metadata: BTreeMap::new(),
         template: String::new(),
         owner_id: "alice".into(),
-        vm_id: String::new(),
-        worker_id: "local".into(),
+        vm_id: None,
+        placement: stacyvm_types::Placement::Local,
         tenant_id: String::new(),
         preview_domain: String::new(),
         created_at: t,
@@ -145,7 +145,10 @@ mod needs_pg {
         store.insert_sandbox(&sandbox("sb-1")).await.unwrap();
         drop(store);
         let again = db.open().await;
-        assert_eq!(again.get_sandbox("sb-1").await.unwrap().owner_id, "alice");
+        assert_eq!(
+            again.get_sandbox(&"sb-1".into()).await.unwrap().owner_id,
+            "alice"
+        );
     }
 
     /// Control planes starting together on an empty database: sqlx's advisory lock lets exactly
@@ -210,7 +213,7 @@ mod needs_pg {
                 .execute(&store.pool)
                 .await
                 .unwrap();
-            match store.get_sandbox(id).await {
+            match store.get_sandbox(&id.into()).await {
                 Err(StoreError::Corrupt { what }) => assert_eq!(what, column),
                 other => panic!("{column}: expected Corrupt, got {other:?}"),
             }
@@ -224,7 +227,7 @@ mod needs_pg {
         .await
         .unwrap();
         assert!(matches!(
-            store.list_exec_logs("sb-log", 5).await,
+            store.list_exec_logs(&"sb-log".into(), 5).await,
             Err(StoreError::Corrupt { what: "stdout" })
         ));
     }
@@ -245,7 +248,10 @@ mod needs_pg {
             created_at: Utc::now(),
         };
         store.insert_exec_log(&log).await.unwrap();
-        assert_eq!(store.list_exec_logs("sb-1", 1).await.unwrap(), [log]);
+        assert_eq!(
+            store.list_exec_logs(&"sb-1".into(), 1).await.unwrap(),
+            [log]
+        );
     }
 
     /// The hot sandbox queries must be able to use the partial indexes (with sequential scans

@@ -47,7 +47,7 @@ fn list_json(
 
 fn from_row(row: &PgRow) -> Result<WorkerRecord, StoreError> {
     Ok(WorkerRecord {
-        id: col(row, "id")?,
+        id: col::<String>(row, "id")?.into(),
         hostname: col(row, "hostname")?,
         status: col(row, "status")?,
         providers: list_col(row, "providers")?,
@@ -62,7 +62,7 @@ fn from_row(row: &PgRow) -> Result<WorkerRecord, StoreError> {
 /// A heartbeat; the caller's timestamps are ignored.
 pub(super) async fn upsert(db: &PgStore, w: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
     let row = sqlx::query(UPSERT)
-        .bind(&w.id)
+        .bind(w.id.as_str())
         .bind(&w.hostname)
         .bind(&w.status)
         .bind(list_json(&w.providers, "providers")?)

@@ -69,7 +69,7 @@ pub(super) async fn insert_limited(
             c,
             "sandbox count",
             COUNTS,
-            params![sb.owner_id, sb.worker_id],
+            params![sb.owner_id, crate::columns::worker_id(sb)],
             |r| {
                 let n = |i| {
                     r.get::<_, i64>(i)

@@ -8,7 +8,7 @@ use crate::{ExecLog, StoreError};
 
 fn from_row(row: &Row<'_>) -> Result<ExecLog, StoreError> {
     Ok(ExecLog {
-        sandbox_id: col(row, "sandbox_id")?,
+        sandbox_id: col::<String>(row, "sandbox_id")?.into(),
         command: col(row, "command")?,
         exit_code: col(row, "exit_code")?,
         stdout: col(row, "stdout")?,
@@ -28,7 +28,7 @@ pub(super) async fn insert(db: &Db, log: &ExecLog) -> Result<(), StoreError> {
         )
         .and_then(|mut st| {
             st.execute(params![
-                log.sandbox_id,
+                log.sandbox_id.as_str(),
                 log.command,
                 log.exit_code,
                 log.stdout,
@@ -40,7 +40,7 @@ pub(super) async fn insert(db: &Db, log: &ExecLog) -> Result<(), StoreError> {
         .map(|_| ())
         .map_err(|e| {
             if is_foreign_key(&e) {
-                StoreError::not_found("sandbox", &log.sandbox_id)
+                StoreError::not_found("sandbox", log.sandbox_id.as_str())
             } else {
                 sql_err("exec log")(e)
             }

@@ -20,7 +20,7 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime, Utc};
 use rusqlite::Row;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use stacyvm_types::{Sandbox, SandboxState, Timestamp};
+use stacyvm_types::{Sandbox, SandboxId, SandboxState, Timestamp, WorkerId};
 
 use crate::{
     ActiveCounts, AdminAuditRecord, AuditFilter, ExecLog, Lease, NewAdminAudit, OwnerQuota, Store,
@@ -120,7 +120,7 @@ impl Store for SqliteStore {
         sandboxes::insert(&self.db, sb).await
     }
 
-    async fn get_sandbox(&self, id: &str) -> Result<Sandbox, StoreError> {
+    async fn get_sandbox(&self, id: &SandboxId) -> Result<Sandbox, StoreError> {
         sandboxes::get(&self.db, id)
     }
 
@@ -130,19 +130,23 @@ impl Store for SqliteStore {
 
     async fn set_sandbox_state(
         &self,
-        id: &str,
+        id: &SandboxId,
         state: SandboxState,
     ) -> Result<Sandbox, StoreError> {
         sandboxes::set_state(&self.db, id, state).await
     }
 
-    async fn set_sandbox_running(&self, id: &str, vm_id: &str) -> Result<Sandbox, StoreError> {
+    async fn set_sandbox_running(
+        &self,
+        id: &SandboxId,
+        vm_id: Option<&str>,
+    ) -> Result<Sandbox, StoreError> {
         sandboxes::set_running(&self.db, id, vm_id).await
     }
 
     async fn set_sandbox_expiry(
         &self,
-        id: &str,
+        id: &SandboxId,
         expires_at: Timestamp,
     ) -> Result<Sandbox, StoreError> {
         sandboxes::set_expiry(&self.db, id, expires_at).await
@@ -177,7 +181,7 @@ impl Store for SqliteStore {
 
     async fn list_exec_logs(
         &self,
-        sandbox_id: &str,
+        sandbox_id: &SandboxId,
         limit: i64,
     ) -> Result<Vec<ExecLog>, StoreError> {
         exec_logs::list(&self.db, sandbox_id, limit)
@@ -223,7 +227,7 @@ impl Store for SqliteStore {
         workers::upsert(&self.db, w).await
     }
 
-    async fn get_worker(&self, id: &str) -> Result<WorkerRecord, StoreError> {
+    async fn get_worker(&self, id: &WorkerId) -> Result<WorkerRecord, StoreError> {
         workers::get(&self.db, id)
     }
 
@@ -231,7 +235,7 @@ impl Store for SqliteStore {
         workers::list(&self.db)
     }
 
-    async fn delete_worker(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete_worker(&self, id: &WorkerId) -> Result<(), StoreError> {
         workers::delete(&self.db, id).await
     }
 
@@ -328,8 +332,8 @@ mod tests {
             metadata: BTreeMap::new(),
             template: String::new(),
             owner_id: "alice".into(),
-            vm_id: String::new(),
-            worker_id: "local".into(),
+            vm_id: None,
+            placement: stacyvm_types::Placement::Local,
             tenant_id: String::new(),
             preview_domain: String::new(),
             created_at: t,
@@ -363,6 +367,48 @@ mod tests {
             .await;
     }
 
+    /// The typed fields keep the columns they always had: `worker_id` `local` or the worker,
+    /// `vm_id` empty for none (no migration, and older binaries read the same rows).
+    #[tokio::test]
+    async fn typed_fields_keep_their_column_text() {
+        let t = temp_store().await;
+        let local = sandbox("sb-0000000a");
+        let mut remote = sandbox("sb-0000000b");
+        remote.placement = stacyvm_types::Placement::Remote("w-1".into());
+        remote.vm_id = Some("rt-1".into());
+        t.store.insert_sandbox(&local).await.unwrap();
+        t.store.insert_sandbox(&remote).await.unwrap();
+        let rows = t
+            .store
+            .db
+            .read(|c| {
+                db::all(
+                    c,
+                    "sandbox",
+                    "SELECT id, worker_id, vm_id FROM sandboxes ORDER BY id",
+                    [],
+                    |r| {
+                        Ok((
+                            col::<String>(r, "id")?,
+                            col::<String>(r, "worker_id")?,
+                            col::<String>(r, "vm_id")?,
+                        ))
+                    },
+                )
+            })
+            .unwrap();
+        let text = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(
+            rows,
+            [
+                text("sb-0000000a", "local", ""),
+                text("sb-0000000b", "w-1", "rt-1")
+            ]
+        );
+        assert_eq!(t.store.get_sandbox(&local.id).await.unwrap(), local);
+        assert_eq!(t.store.get_sandbox(&remote.id).await.unwrap(), remote);
+    }
+
     /// Readers refuse writes: a slip in a query module cannot make a second writer.
     #[tokio::test]
     async fn readers_are_query_only() {
@@ -380,7 +426,10 @@ mod tests {
         t.store.insert_sandbox(&sandbox("sb-1")).await.unwrap();
         t.store.close().await;
         let again = SqliteStore::open(&t.path).await.unwrap();
-        assert_eq!(again.get_sandbox("sb-1").await.unwrap().owner_id, "alice");
+        assert_eq!(
+            again.get_sandbox(&"sb-1".into()).await.unwrap().owner_id,
+            "alice"
+        );
         assert_eq!(again.schema_version().await.unwrap(), 2);
         again
             .db
@@ -459,8 +508,15 @@ mod tests {
         });
         assert!(task.await.unwrap_err().is_panic());
         store.insert_sandbox(&sandbox("sb-after")).await.unwrap();
-        assert_eq!(store.get_sandbox("sb-after").await.unwrap().id, "sb-after");
-        assert!(store.get_worker("w").await.unwrap_err().is_not_found());
+        assert_eq!(
+            store.get_sandbox(&"sb-after".into()).await.unwrap().id,
+            "sb-after"
+        );
+        assert!(store
+            .get_worker(&"w".into())
+            .await
+            .unwrap_err()
+            .is_not_found());
     }
 
     /// Commits never checkpoint inline (`wal_autocheckpoint = 0`); the checkpoint thread
@@ -507,7 +563,7 @@ mod tests {
                 .await
                 .execute(&sql, rusqlite::params![value, id])
                 .unwrap();
-            match t.store.get_sandbox(id).await {
+            match t.store.get_sandbox(&id.into()).await {
                 Err(StoreError::Corrupt { what }) => assert_eq!(what, column),
                 other => panic!("{column}: expected Corrupt, got {other:?}"),
             }

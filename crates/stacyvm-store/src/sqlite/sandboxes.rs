@@ -7,7 +7,7 @@ use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 
 use super::db::{all, col, exec, first, found, Db};
 use super::{json_col, now, to_json, ts, ts_col};
-use crate::{ActiveCounts, StoreError};
+use crate::{columns, ActiveCounts, StoreError};
 
 macro_rules! columns {
     () => {
@@ -51,7 +51,7 @@ pub(super) const COUNT_ACTIVE: &str = "SELECT \
 pub(super) fn from_row(row: &Row<'_>) -> Result<Sandbox, StoreError> {
     let state: String = col(row, "state")?;
     Ok(Sandbox {
-        id: col(row, "id")?,
+        id: col::<String>(row, "id")?.into(),
         state: state
             .parse()
             .map_err(|_| StoreError::Corrupt { what: "state" })?,
@@ -62,8 +62,8 @@ pub(super) fn from_row(row: &Row<'_>) -> Result<Sandbox, StoreError> {
         metadata: json_col(row, "metadata")?,
         template: col(row, "template")?,
         owner_id: col(row, "owner_id")?,
-        vm_id: col(row, "vm_id")?,
-        worker_id: col(row, "worker_id")?,
+        vm_id: columns::vm_id_from(col(row, "vm_id")?),
+        placement: columns::placement_from(&col::<String>(row, "worker_id")?),
         tenant_id: col(row, "tenant_id")?,
         preview_domain: col(row, "preview_domain")?,
         created_at: ts_col(row, "created_at")?,
@@ -72,16 +72,19 @@ pub(super) fn from_row(row: &Row<'_>) -> Result<Sandbox, StoreError> {
     })
 }
 
-/// The text forms of a sandbox's JSON and time columns, made before the write lock is taken.
-pub(super) struct RowText {
+/// The text forms of a sandbox's typed, JSON and time columns, made before the write lock is
+/// taken.
+pub(super) struct RowText<'a> {
     state: &'static str,
+    ids: [&'a str; 3],
     text: [String; 4],
 }
 
-impl RowText {
-    pub(super) fn of(sb: &Sandbox) -> Result<Self, StoreError> {
+impl<'a> RowText<'a> {
+    pub(super) fn of(sb: &'a Sandbox) -> Result<Self, StoreError> {
         Ok(RowText {
             state: sb.state.as_str(),
+            ids: [sb.id.as_str(), columns::vm_id(sb), columns::worker_id(sb)],
             text: [
                 to_json(&sb.metadata, "metadata")?,
                 ts(&sb.created_at),
@@ -93,10 +96,11 @@ impl RowText {
 }
 
 /// A sandbox's values in `COLUMNS` order, for `?1..?16`.
-pub(super) fn values<'a>(sb: &'a Sandbox, text: &'a RowText) -> Vec<&'a dyn ToSql> {
+pub(super) fn values<'a>(sb: &'a Sandbox, text: &'a RowText<'a>) -> Vec<&'a dyn ToSql> {
     let [metadata, created, expires, updated] = &text.text;
+    let [id, vm_id, worker_id] = &text.ids;
     vec![
-        &sb.id,
+        id,
         &text.state,
         &sb.provider,
         &sb.image,
@@ -105,8 +109,8 @@ pub(super) fn values<'a>(sb: &'a Sandbox, text: &'a RowText) -> Vec<&'a dyn ToSq
         metadata,
         &sb.template,
         &sb.owner_id,
-        &sb.vm_id,
-        &sb.worker_id,
+        vm_id,
+        worker_id,
         &sb.tenant_id,
         &sb.preview_domain,
         created,
@@ -241,20 +245,25 @@ pub(super) fn count_active(db: &Db, owner: Option<&str>) -> Result<ActiveCounts,
 }
 
 /// `creating` → `running`, recording the provider's runtime id in the same statement.
-pub(super) async fn set_running(db: &Db, id: &str, vm_id: &str) -> Result<Sandbox, StoreError> {
+pub(super) async fn set_running(
+    db: &Db,
+    id: &str,
+    vm_id: Option<&str>,
+) -> Result<Sandbox, StoreError> {
     let stamp = ts(&now());
+    let column = vm_id.unwrap_or("");
     db.write("sandbox", |c| {
         if let Some(sb) = first(
             c,
             "sandbox",
             SET_RUNNING,
-            params![id, vm_id, stamp],
+            params![id, column, stamp],
             from_row,
         )? {
             return Ok(sb);
         }
         let current = get_on(c, id)?;
-        if current.state == SandboxState::Running && current.vm_id == vm_id {
+        if current.state == SandboxState::Running && current.vm_id.as_deref() == vm_id {
             return Ok(current);
         }
         current.state.valid_transition(SandboxState::Running)?;

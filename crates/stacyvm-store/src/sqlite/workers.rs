@@ -27,7 +27,7 @@ fn list_json(
 
 fn from_row(row: &Row<'_>) -> Result<WorkerRecord, StoreError> {
     Ok(WorkerRecord {
-        id: col(row, "id")?,
+        id: col::<String>(row, "id")?.into(),
         hostname: col(row, "hostname")?,
         status: col(row, "status")?,
         providers: list_col(row, "providers")?,
@@ -68,7 +68,7 @@ pub(super) async fn upsert(db: &Db, w: &WorkerRecord) -> Result<WorkerRecord, St
                 "worker",
                 &UPSERT,
                 params![
-                    w.id,
+                    w.id.as_str(),
                     w.hostname,
                     w.status,
                     providers,

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use stacyvm_provider::ProviderError;
-use stacyvm_types::{Sandbox, SandboxState};
+use stacyvm_types::{Sandbox, SandboxId, SandboxState};
 
 use super::Reconciler;
 use crate::events::ReconcileAction;
@@ -57,7 +57,7 @@ impl Reconciler<'_> {
 
     /// Ids of `creating` records inserted by another control plane that is still alive: spawns
     /// in flight there, which reconciliation here must leave alone.
-    pub(crate) async fn in_flight_elsewhere(self) -> HashSet<String> {
+    pub(crate) async fn in_flight_elsewhere(self) -> HashSet<SandboxId> {
         let Ok(rows) = self.svc.store.list_creating_sandboxes().await else {
             return HashSet::new();
         };
@@ -110,8 +110,8 @@ impl Reconciler<'_> {
             .await
         {
             Ok(_) => {
-                if sb.is_remote() {
-                    let _ = self.svc.store.release_lease(&sb.id, &sb.worker_id).await;
+                if let Some(worker) = sb.placement.remote() {
+                    let _ = self.svc.store.release_lease(&sb.id, worker).await;
                 }
                 tracing::info!(sandbox_id = %sb.id, creator, runtime_destroyed = destroyed, "cleaned up a spawn abandoned by a control plane that died");
                 self.svc.events.publish(
@@ -121,7 +121,7 @@ impl Reconciler<'_> {
                         ReconcileAction::new("marked_destroyed")
                             .provider(&sb.provider)
                             .reason("creator_gone")
-                            .worker(&sb.worker_id)
+                            .worker(sb.placement.worker_id())
                             .into(),
                     ),
                 );

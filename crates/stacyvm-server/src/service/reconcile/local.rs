@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use stacyvm_provider::ProviderError;
-use stacyvm_types::SandboxState;
+use stacyvm_types::{SandboxId, SandboxState};
 
 use super::Reconciler;
 use crate::events::ReconcileAction;
@@ -33,7 +33,7 @@ impl Reconciler<'_> {
         // `creating` rows are ours to judge here (their creator is recorded).
         let shared = creating_grace.is_some() && self.other_control_planes_alive().await;
         let mut known = HashSet::new();
-        for sb in records.iter().filter(|s| !s.is_remote()) {
+        for sb in records.iter().filter(|s| !s.placement.is_remote()) {
             known.insert(sb.runtime_id().to_string());
             let Ok(provider) = self.svc.providers.get(&sb.provider) else {
                 self.mark(
@@ -104,7 +104,7 @@ impl Reconciler<'_> {
                 }
                 self.svc.events.publish(
                     "reconcile.action",
-                    rt.sandbox_id.as_deref(),
+                    rt.sandbox_id.clone().map(SandboxId::from).as_ref(),
                     Some(
                         ReconcileAction::new("destroyed_orphan")
                             .provider(p.name())
@@ -116,7 +116,7 @@ impl Reconciler<'_> {
         }
     }
 
-    async fn mark(self, id: &str, state: SandboxState, reason: &str, provider: &str) {
+    async fn mark(self, id: &SandboxId, state: SandboxState, reason: &str, provider: &str) {
         match self.svc.store.set_sandbox_state(id, state).await {
             Ok(_) => self.svc.events.publish(
                 "reconcile.action",

@@ -2,7 +2,7 @@
 //! renewal, and runtimes a worker holds that no record assigns to it.
 
 use stacyvm_provider::ProviderError;
-use stacyvm_types::SandboxState;
+use stacyvm_types::{SandboxId, SandboxState, WorkerId};
 
 use super::Reconciler;
 use crate::events::ReconcileAction;
@@ -19,8 +19,12 @@ impl Reconciler<'_> {
             return;
         };
         let now = chrono::Utc::now();
-        for sb in records.into_iter().filter(|s| s.is_remote()) {
-            let worker = self.svc.store.get_worker(&sb.worker_id).await.ok();
+        let remote = records.into_iter().filter_map(|s| {
+            let owner = s.placement.remote()?.clone();
+            Some((s, owner))
+        });
+        for (sb, owner) in remote {
+            let worker = self.svc.store.get_worker(&owner).await.ok();
             let reason = match &worker {
                 None => Some("worker_missing".to_string()),
                 Some(w) if self.svc.is_stale(w) => Some("worker_stale".to_string()),
@@ -42,14 +46,14 @@ impl Reconciler<'_> {
                             .await
                             .is_ok()
                         {
-                            let _ = self.svc.store.release_lease(&sb.id, &sb.worker_id).await;
+                            let _ = self.svc.store.release_lease(&sb.id, &owner).await;
                             self.svc.events.publish(
                                 "reconcile.action",
                                 Some(&sb.id),
                                 Some(
                                     ReconcileAction::new("marked_expired")
                                         .reason(reason)
-                                        .worker(&sb.worker_id)
+                                        .worker(&owner)
                                         .into(),
                                 ),
                             );
@@ -63,14 +67,14 @@ impl Reconciler<'_> {
                             .await
                             .is_ok()
                     {
-                        tracing::warn!(sandbox_id = %sb.id, worker = %sb.worker_id, %reason, "owner unreachable: sandbox unhealthy");
+                        tracing::warn!(sandbox_id = %sb.id, worker = %owner, %reason, "owner unreachable: sandbox unhealthy");
                         self.svc.events.publish(
                             "reconcile.action",
                             Some(&sb.id),
                             Some(
                                 ReconcileAction::new("marked_unhealthy")
                                     .reason(reason)
-                                    .worker(&sb.worker_id)
+                                    .worker(&owner)
                                     .into(),
                             ),
                         );
@@ -107,7 +111,7 @@ impl Reconciler<'_> {
                                             Some(
                                                 ReconcileAction::new(format!("marked_{st}"))
                                                     .reason("worker_returned")
-                                                    .worker(&sb.worker_id)
+                                                    .worker(&owner)
                                                     .into(),
                                             ),
                                         );
@@ -124,17 +128,17 @@ impl Reconciler<'_> {
                             }
                         }
                     }
-                    self.renew_lease_if_due(&sb).await;
+                    self.renew_lease_if_due(&sb, &owner).await;
                 }
             }
         }
     }
 
-    async fn renew_lease_if_due(self, sb: &stacyvm_types::Sandbox) {
+    async fn renew_lease_if_due(self, sb: &stacyvm_types::Sandbox, owner: &WorkerId) {
         let Ok(lease) = self.svc.store.get_lease(&sb.id).await else {
             return;
         };
-        if lease.holder_id != sb.worker_id {
+        if lease.holder_id != owner.as_str() {
             return;
         }
         let now = chrono::Utc::now();
@@ -142,23 +146,18 @@ impl Reconciler<'_> {
         let wanted = crate::service::lease_ttl((sb.expires_at - now).to_std().unwrap_or_default());
         // Renew when the lease would run out before the sandbox does (plus slack).
         if left + self.svc.settings().reaper_interval * 2 < wanted {
-            if let Err(e) = self
-                .svc
-                .store
-                .renew_lease(&sb.id, &sb.worker_id, wanted)
-                .await
-            {
+            if let Err(e) = self.svc.store.renew_lease(&sb.id, owner, wanted).await {
                 tracing::warn!(sandbox_id = %sb.id, error = %e, "lease renewal failed");
             }
         }
     }
 
     /// Destroys runtimes a worker reports holding that the store does not assign to it.
-    pub(crate) async fn destroy_orphans(self, worker_id: &str, held: Vec<String>) {
+    pub(crate) async fn destroy_orphans(self, worker_id: &WorkerId, held: Vec<SandboxId>) {
         for id in held {
             let record = self.svc.store.get_sandbox(&id).await.ok();
             let wanted = record.as_ref().is_some_and(|r| {
-                r.worker_id == worker_id
+                r.placement.remote() == Some(worker_id)
                     && !matches!(r.state, SandboxState::Destroyed | SandboxState::Expired)
             });
             if wanted {
@@ -190,12 +189,14 @@ impl Reconciler<'_> {
             use stacyvm_provider::Provider as _;
             let runtime = record
                 .as_ref()
-                .map_or(id.clone(), |r| r.runtime_id().to_string());
+                .map_or(id.to_string(), |r| r.runtime_id().to_string());
             match rp.destroy(&runtime).await {
                 Ok(()) => {
-                    tracing::info!(sandbox_id = %id, worker = worker_id, "destroyed orphaned runtime on worker");
+                    tracing::info!(sandbox_id = %id, worker = %worker_id, "destroyed orphaned runtime on worker");
                     if let Some(r) = record {
-                        if r.state != SandboxState::Destroyed && r.worker_id == worker_id {
+                        if r.state != SandboxState::Destroyed
+                            && r.placement.remote() == Some(worker_id)
+                        {
                             let _ = self
                                 .svc
                                 .store

@@ -7,7 +7,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use spawn::parse_ttl;
 pub use spawn::SpawnParams;
-use stacyvm_types::{GoDuration, Sandbox, SandboxState};
+use stacyvm_types::{GoDuration, Sandbox, SandboxId, SandboxState};
 
 use super::Service;
 use crate::error::{ServiceError, ServiceResult};
@@ -27,7 +27,7 @@ impl Service {
 
 impl Sandboxes<'_> {
     /// A live sandbox record, or `SandboxNotFound` (destroyed ones count as not found).
-    pub async fn get(self, id: &str) -> ServiceResult<Sandbox> {
+    pub async fn get(self, id: &SandboxId) -> ServiceResult<Sandbox> {
         match self.svc.store.get_sandbox(id).await {
             Ok(sb) if sb.state == SandboxState::Destroyed => {
                 Err(ServiceError::SandboxNotFound(id.into()))
@@ -40,9 +40,9 @@ impl Sandboxes<'_> {
 
     /// `GET /sandboxes/{id}`: a remote sandbox's state is refreshed from its worker first
     /// (`worker.status`); if the worker cannot answer, the stored record is returned.
-    pub async fn get_refreshed(self, id: &str) -> ServiceResult<Sandbox> {
+    pub async fn get_refreshed(self, id: &SandboxId) -> ServiceResult<Sandbox> {
         let sb = self.get(id).await?;
-        if !sb.is_remote() || sb.state == SandboxState::Creating {
+        if !sb.placement.is_remote() || sb.state == SandboxState::Creating {
             return Ok(sb);
         }
         let Ok(p) = self.svc.provider_for(&sb).await else {
@@ -67,7 +67,7 @@ impl Sandboxes<'_> {
 
     /// Destroys a sandbox. Unknown ids are `SandboxNotFound`; an already destroyed sandbox
     /// succeeds again (idempotent).
-    pub async fn destroy(self, id: &str) -> ServiceResult<()> {
+    pub async fn destroy(self, id: &SandboxId) -> ServiceResult<()> {
         let sb = match self.svc.store.get_sandbox(id).await {
             Ok(sb) => sb,
             Err(e) if e.is_not_found() => return Err(ServiceError::SandboxNotFound(id.into())),
@@ -119,8 +119,8 @@ impl Sandboxes<'_> {
             .await?;
         let mut todo = Vec::with_capacity(expired.len());
         for sb in expired {
-            if sb.is_remote() {
-                match self.svc.store.get_worker(&sb.worker_id).await {
+            if let Some(worker) = sb.placement.remote() {
+                match self.svc.store.get_worker(worker).await {
                     Ok(w) if !self.svc.is_stale(&w) => {}
                     _ => continue,
                 }
@@ -143,7 +143,7 @@ impl Sandboxes<'_> {
     }
 
     /// Sets `expires_at = now + ttl`, within the owner's max TTL.
-    pub async fn extend(self, id: &str, ttl: &str) -> ServiceResult<Sandbox> {
+    pub async fn extend(self, id: &SandboxId, ttl: &str) -> ServiceResult<Sandbox> {
         if ttl.trim().is_empty() {
             return Err(ServiceError::bad_request("ttl is required"));
         }
@@ -167,15 +167,15 @@ impl Sandboxes<'_> {
         }
     }
 
-    pub async fn logs(self, id: &str, lines: usize) -> ServiceResult<Vec<String>> {
+    pub async fn logs(self, id: &SandboxId, lines: usize) -> ServiceResult<Vec<String>> {
         let sb = self.get(id).await?;
         let p = self.svc.provider_for(&sb).await?;
         Ok(p.logs(sb.runtime_id(), lines).await?)
     }
 
-    pub async fn stats(self, id: &str) -> ServiceResult<Option<stacyvm_provider::Stats>> {
+    pub async fn stats(self, id: &SandboxId) -> ServiceResult<Option<stacyvm_provider::Stats>> {
         let sb = self.get(id).await?;
-        if sb.is_remote() {
+        if sb.placement.is_remote() {
             return Ok(None);
         }
         let p = self.svc.provider_for(&sb).await?;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use stacyvm_provider::{Provider, ProviderError, SandboxSpec};
 use stacyvm_store::LimitHit;
 use stacyvm_types::{
-    new_sandbox_id, parse_go_duration, validate_owner_id, GoDuration, Sandbox, SandboxState,
+    parse_go_duration, validate_owner_id, GoDuration, Placement, Sandbox, SandboxId, SandboxState,
 };
 
 use super::Sandboxes;
@@ -15,7 +15,7 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::events::EventData;
 use crate::remote::RemoteProvider;
 use crate::service::admission::{AdmissionDecision, Raced, Slot};
-use crate::service::{Caller, LOCAL_WORKER};
+use crate::service::Caller;
 use crate::settings::SpawnOverflow;
 
 /// How often one spawn may lose the race for the last slot to another control plane before
@@ -215,15 +215,11 @@ impl Sandboxes<'_> {
         p: &SpawnParams,
         slot: Slot<'_>,
     ) -> Result<Sandbox, SpawnFail> {
-        let remote = slot
-            .placement
-            .worker_id
-            .clone()
-            .filter(|w| w != LOCAL_WORKER);
+        let placement = slot.placement.target.clone().unwrap_or(Placement::Local);
         let started = Instant::now();
         let now = chrono::Utc::now();
         let mut sb = Sandbox {
-            id: new_sandbox_id(),
+            id: SandboxId::random(),
             state: SandboxState::Creating,
             provider: r.provider_name.clone(),
             image: r.image.clone(),
@@ -232,8 +228,8 @@ impl Sandboxes<'_> {
             metadata: p.metadata.clone(),
             template: p.template.clone(),
             owner_id: r.owner.clone(),
-            vm_id: String::new(),
-            worker_id: remote.clone().unwrap_or_else(|| LOCAL_WORKER.into()),
+            vm_id: None,
+            placement: placement.clone(),
             tenant_id: String::new(),
             preview_domain: self.svc.settings.preview_domain.clone(),
             created_at: now,
@@ -241,9 +237,9 @@ impl Sandboxes<'_> {
             updated_at: now,
         };
         let mut max_worker = 0;
-        let remote_rp: Option<RemoteProvider> = match &remote {
-            None => None,
-            Some(w) => {
+        let remote_rp: Option<RemoteProvider> = match &placement {
+            Placement::Local => None,
+            Placement::Remote(w) => {
                 // One registry read serves routing, the worker's capacity cap and its preview
                 // domain. A failure drops (releases) the slot.
                 let rec = self.svc.registered_worker(w).await?;
@@ -281,7 +277,7 @@ impl Sandboxes<'_> {
             }
         };
         let spec = SandboxSpec {
-            id: sb.id.clone(),
+            id: sb.id.to_string(),
             image: sb.image.clone(),
             memory_mb: sb.memory_mb,
             vcpus: sb.vcpus,
@@ -322,10 +318,14 @@ impl Sandboxes<'_> {
                 return Err(err.into());
             }
         };
-        if spawned.runtime_id != sb.id {
-            sb.vm_id = spawned.runtime_id.clone();
+        if spawned.runtime_id != sb.id.as_str() {
+            sb.vm_id = Some(spawned.runtime_id.clone());
         }
-        let stored = self.svc.store.set_sandbox_running(&sb.id, &sb.vm_id).await;
+        let stored = self
+            .svc
+            .store
+            .set_sandbox_running(&sb.id, sb.vm_id.as_deref())
+            .await;
         match stored {
             Ok(s) => {
                 self.svc
