@@ -5,22 +5,23 @@
 //! plane's events to the others and injects theirs, so `/events` on any control plane shows
 //! events from all of them. A bridge payload is `{"origin": <instance id>, "events": [..]}`;
 //! a control plane ignores payloads with its own origin (NOTIFY reaches the sender too).
+//! Kinds are the closed [`EventKind`]: a peer's event of a kind this build does not know (a
+//! newer control plane during a rolling upgrade) is not shown here.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 use stacyvm_store::{EventBridge, MAX_EVENT_PAYLOAD};
-use stacyvm_types::{format_rfc3339_go, SandboxId};
+use stacyvm_types::{format_rfc3339_go, EventKind, SandboxId};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct Event {
     pub id: String,
-    pub kind: Cow<'static, str>,
+    pub kind: EventKind,
     pub sandbox_id: Option<SandboxId>,
     pub timestamp: stacyvm_types::Timestamp,
     pub data: Option<EventData>,
@@ -141,7 +142,7 @@ pub(crate) struct EventWire<'a> {
     /// quota.deleted, reconcile.action
     #[serde(rename = "type")]
     #[schema(example = "sandbox.created")]
-    kind: &'a str,
+    kind: &'static str,
 }
 
 impl Serialize for Event {
@@ -151,19 +152,20 @@ impl Serialize for Event {
             id: &self.id,
             sandbox_id: self.sandbox_id.as_deref(),
             timestamp: format_rfc3339_go(&self.timestamp),
-            kind: &self.kind,
+            kind: self.kind.as_str(),
         }
         .serialize(s)
     }
 }
 
 impl Event {
-    /// An event another control plane sent (its wire shape); `None` when malformed.
+    /// An event another control plane sent (its wire shape); `None` when malformed or of a
+    /// kind this build does not know.
     fn from_remote(v: &Value) -> Option<Event> {
         let o = v.as_object()?;
         Some(Event {
             id: o.get("id")?.as_str()?.to_string(),
-            kind: Cow::Owned(o.get("type")?.as_str()?.to_string()),
+            kind: o.get("type")?.as_str()?.parse().ok()?,
             sandbox_id: o
                 .get("sandbox_id")
                 .and_then(Value::as_str)
@@ -211,14 +213,14 @@ impl EventBus {
 
     pub fn publish(
         &self,
-        kind: &'static str,
+        kind: EventKind,
         sandbox_id: Option<&SandboxId>,
         data: Option<EventData>,
     ) {
         let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let ev = Event {
             id: format!("evt-{n}"),
-            kind: Cow::Borrowed(kind),
+            kind,
             sandbox_id: sandbox_id.cloned(),
             timestamp: chrono::Utc::now(),
             data,

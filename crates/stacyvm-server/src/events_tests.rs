@@ -7,11 +7,11 @@ use stacyvm_store::Store;
 
 use super::*;
 
-fn event(kind: &'static str, sandbox: &str, data_len: usize) -> Event {
+fn event(kind: EventKind, sandbox: &str, data_len: usize) -> Event {
     let data = EventData::failure("exec", "mock", "e".repeat(data_len));
     Event {
         id: "evt-1".into(),
-        kind: Cow::Borrowed(kind),
+        kind,
         sandbox_id: Some(sandbox.into()),
         timestamp: chrono::Utc::now(),
         data: Some(data),
@@ -22,7 +22,7 @@ fn event(kind: &'static str, sandbox: &str, data_len: usize) -> Event {
 #[test]
 fn payloads_fit_the_limit_and_keep_every_event_in_order() {
     let events: Vec<Event> = (0..200)
-        .map(|i| event("exec.failed", &format!("sb-{i:08x}"), 100))
+        .map(|i| event(EventKind::ExecFailed, &format!("sb-{i:08x}"), 100))
         .collect();
     let out = payloads("cp-a", &events);
     assert!(
@@ -45,9 +45,9 @@ fn payloads_fit_the_limit_and_keep_every_event_in_order() {
 #[test]
 fn an_event_too_large_is_not_forwarded_but_the_rest_are() {
     let events = vec![
-        event("exec.failed", "sb-00000001", 10),
-        event("exec.failed", "sb-00000002", MAX_EVENT_PAYLOAD),
-        event("exec.failed", "sb-00000003", 10),
+        event(EventKind::ExecFailed, "sb-00000001", 10),
+        event(EventKind::ExecFailed, "sb-00000002", MAX_EVENT_PAYLOAD),
+        event(EventKind::ExecFailed, "sb-00000003", 10),
     ];
     let out = payloads("cp-a", &events);
     assert_eq!(out.len(), 1);
@@ -57,11 +57,14 @@ fn an_event_too_large_is_not_forwarded_but_the_rest_are() {
 
 #[test]
 fn own_and_malformed_payloads_are_ignored() {
-    let p = payloads("cp-a", &[event("sandbox.created", "sb-00000001", 0)]);
+    let p = payloads(
+        "cp-a",
+        &[event(EventKind::SandboxCreated, "sb-00000001", 0)],
+    );
     assert!(remote_events("cp-a", &p[0]).is_empty());
     let evs = remote_events("cp-b", &p[0]);
     assert_eq!(evs.len(), 1);
-    assert_eq!(evs[0].kind, "sandbox.created");
+    assert_eq!(evs[0].kind, EventKind::SandboxCreated);
     assert!(evs[0].remote);
     assert_eq!(evs[0].sandbox_id.as_deref(), Some("sb-00000001"));
     assert!(remote_events("cp-b", "not json").is_empty());
@@ -108,13 +111,17 @@ mod needs_pg {
         ];
         let mut rx_a = bus_a.subscribe();
         let mut rx_b = bus_b.subscribe();
-        // Wait until both listeners are connected: probes from each side get through.
+        // Wait until both listeners are connected: probes from each side get through. The
+        // probe is a kind nothing else in this test publishes.
         for (from, rx) in [(&bus_a, &mut rx_b), (&bus_b, &mut rx_a)] {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             loop {
-                from.publish("probe", None, None);
+                from.publish(EventKind::ResourceLimit, None, None);
                 let got = drain(rx, Duration::from_millis(200)).await;
-                if got.iter().any(|e| e.kind == "probe" && e.remote) {
+                if got
+                    .iter()
+                    .any(|e| e.kind == EventKind::ResourceLimit && e.remote)
+                {
                     break;
                 }
                 assert!(
@@ -127,9 +134,9 @@ mod needs_pg {
         drain(&mut rx_b, Duration::from_millis(300)).await;
         let before_b = remote_seen_by_b.load(Ordering::Relaxed);
 
-        bus_a.publish("sandbox.created", Some(&"sb-aaaaaaaa".into()), None);
+        bus_a.publish(EventKind::SandboxCreated, Some(&"sb-aaaaaaaa".into()), None);
         bus_b.publish(
-            "exec.failed",
+            EventKind::ExecFailed,
             Some(&"sb-bbbbbbbb".into()),
             Some(EventData::failure("exec", "mock", "boom")),
         );
@@ -137,7 +144,7 @@ mod needs_pg {
         let got_b = drain(&mut rx_b, Duration::from_secs(1)).await;
         let kinds = |evs: &[Event], remote: bool| -> Vec<String> {
             evs.iter()
-                .filter(|e| e.remote == remote)
+                .filter(|e| e.remote == remote && e.kind != EventKind::ResourceLimit)
                 .map(|e| format!("{} {}", e.kind, e.sandbox_id.as_deref().unwrap_or_default()))
                 .collect()
         };
@@ -232,7 +239,7 @@ fn event_wire_bytes() {
         assert_eq!(serde_json::to_string(&data).unwrap(), reference.to_string());
         let ev = Event {
             id: "evt-7".into(),
-            kind: Cow::Borrowed("reconcile.action"),
+            kind: EventKind::ReconcileAction,
             sandbox_id: Some("sb-1".into()),
             timestamp: chrono::Utc::now(),
             data: Some(data),
@@ -240,7 +247,7 @@ fn event_wire_bytes() {
         };
         let mut m = Map::new();
         m.insert("id".into(), json!(ev.id));
-        m.insert("type".into(), json!(ev.kind));
+        m.insert("type".into(), json!(ev.kind.as_str()));
         m.insert("sandbox_id".into(), json!("sb-1"));
         m.insert("timestamp".into(), json!(format_rfc3339_go(&ev.timestamp)));
         m.insert("data".into(), reference);
@@ -251,7 +258,7 @@ fn event_wire_bytes() {
     }
     let bare = Event {
         id: "evt-1".into(),
-        kind: Cow::Borrowed("sandbox.created"),
+        kind: EventKind::SandboxCreated,
         sandbox_id: None,
         timestamp: chrono::Utc::now(),
         data: None,
@@ -267,4 +274,7 @@ fn event_wire_bytes() {
     // What the bridge reads back is the same event.
     let back = Event::from_remote(&serde_json::from_str(&text).unwrap()).unwrap();
     assert_eq!((back.id, back.kind), (bare.id, bare.kind));
+    // A kind this build does not know (a newer peer) is not shown.
+    let newer = text.replace("sandbox.created", "sandbox.teleported");
+    assert!(Event::from_remote(&serde_json::from_str(&newer).unwrap()).is_none());
 }

@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::StatusCode;
 use common::TestApp;
 use serde_json::json;
+use stacyvm_types::EventKind;
 
 fn noise(len: usize) -> Vec<u8> {
     let mut seed = 0x9e37_79b9_u32;
@@ -37,7 +38,7 @@ async fn upload_then_download_is_binary_exact() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json(), json!({"status": "written", "size": data.len()}));
-    assert_eq!(events.next().await.unwrap().kind, "file.written");
+    assert_eq!(events.next().await.unwrap().kind, EventKind::FileWritten);
 
     let r = app
         .get(&format!("{base}?path=/workspace/bin/blob"))
@@ -54,7 +55,7 @@ async fn upload_then_download_is_binary_exact() {
         "content differs ({} bytes back)",
         r.body.len()
     );
-    assert_eq!(events.next().await.unwrap().kind, "file.read");
+    assert_eq!(events.next().await.unwrap().kind, EventKind::FileRead);
 
     let st = app
         .get(&format!("{base}/stat?path=/workspace/bin/blob"))

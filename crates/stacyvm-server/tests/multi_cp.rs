@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use stacyvm_provider::{MockProvider, Provider, ProviderRegistry};
 use stacyvm_server::{Caller, Limits, Service, ServiceError, Settings, SpawnParams};
 use stacyvm_store::{InsertLimits, SqliteStore, Store};
-use stacyvm_types::{Sandbox, SandboxState};
+use stacyvm_types::{EventKind, Sandbox, SandboxState};
 use tokio_util::sync::CancellationToken;
 
 fn service(store: Arc<dyn Store>, dir: &std::path::Path, settings: Settings) -> Service {
@@ -144,7 +144,7 @@ async fn abandoned_spawns_are_cleaned_only_when_their_creator_is_gone(store: Arc
     assert_eq!(state("sb-unkn0001").await, SandboxState::Creating);
     let mut reasons = Vec::new();
     while let Some(ev) = events.try_next() {
-        if ev.kind == "reconcile.action" {
+        if ev.kind == EventKind::ReconcileAction {
             let data = serde_json::to_value(ev.data.unwrap()).unwrap();
             reasons.push((ev.sandbox_id.unwrap().into_string(), data["reason"].clone()));
         }

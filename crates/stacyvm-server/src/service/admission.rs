@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use stacyvm_store::{InsertLimits, LimitHit, StoreError};
-use stacyvm_types::{GoDuration, Sandbox};
+use stacyvm_types::{EventKind, GoDuration, Sandbox};
 use tokio::sync::Notify;
 
 use super::placement::Placement;
@@ -349,7 +349,7 @@ impl<'a> Admission<'a> {
                         self.leave_queue(t.elapsed());
                     }
                     svc.events.publish(
-                        "resource.limit",
+                        EventKind::ResourceLimit,
                         None,
                         Some(EventData::failure("spawn", provider, d.limit_message())),
                     );
@@ -373,7 +373,7 @@ impl<'a> Admission<'a> {
                     drop(q);
                     queued_at = Some(Instant::now());
                     svc.events.publish(
-                        "spawn.queued",
+                        EventKind::SpawnQueued,
                         None,
                         Some(EventData::Queue {
                             depth: Some(depth),
@@ -399,7 +399,7 @@ impl<'a> Admission<'a> {
                     svc.settings.limits.spawn_queue_timeout
                 );
                 svc.events.publish(
-                    "spawn.queue_timeout",
+                    EventKind::SpawnQueueTimeout,
                     None,
                     Some(EventData::Queue {
                         depth: None,
@@ -432,7 +432,7 @@ impl<'a> Admission<'a> {
             q.dequeued_total += 1;
         }
         svc.events.publish(
-            "spawn.dequeued",
+            EventKind::SpawnDequeued,
             None,
             Some(EventData::Queue {
                 depth: None,

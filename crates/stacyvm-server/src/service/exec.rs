@@ -6,7 +6,7 @@ use std::time::Instant;
 use stacyvm_provider::{ExecRequest, ProviderError};
 use stacyvm_store::ExecLog;
 use stacyvm_types::{
-    parse_go_duration, ExecMode, GoDuration, Sandbox, SandboxId, StreamChunk, StreamKind,
+    parse_go_duration, EventKind, ExecMode, GoDuration, Sandbox, SandboxId, StreamChunk, StreamKind,
 };
 use tokio::sync::mpsc;
 
@@ -117,7 +117,9 @@ impl Exec<'_> {
         let provider = self.svc.provider_for(&sb).await?;
         let req = self.request(&sb, &p).await?;
         let command_line = req.argv().join(" ");
-        self.svc.events.publish("exec.started", Some(id), None);
+        self.svc
+            .events
+            .publish(EventKind::ExecStarted, Some(id), None);
         let started = Instant::now();
         let (tx, mut rx) = mpsc::channel::<StreamChunk>(64);
         let collect = async move {
@@ -146,7 +148,7 @@ impl Exec<'_> {
                     .ops
                     .observe("exec", &sb.provider, elapsed, Some("timeout"));
                 self.svc.events.publish(
-                    "exec.timeout",
+                    EventKind::ExecTimeout,
                     Some(id),
                     Some(EventData::failure("exec", &sb.provider, "exec timeout")),
                 );
@@ -158,7 +160,7 @@ impl Exec<'_> {
                     .ops
                     .observe("exec", &sb.provider, elapsed, Some(&err.to_string()));
                 self.svc.events.publish(
-                    "exec.failed",
+                    EventKind::ExecFailed,
                     Some(id),
                     Some(EventData::failure("exec", &sb.provider, err.to_string())),
                 );
@@ -184,7 +186,9 @@ impl Exec<'_> {
         if let Err(e) = self.svc.store.insert_exec_log(&log).await {
             tracing::warn!(sandbox_id = %id, error = %e, "exec log not stored");
         }
-        self.svc.events.publish("exec.completed", Some(id), None);
+        self.svc
+            .events
+            .publish(EventKind::ExecCompleted, Some(id), None);
         Ok(result)
     }
 

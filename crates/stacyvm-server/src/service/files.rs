@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use stacyvm_provider::{ByteStream, FileStream};
-use stacyvm_types::{FileInfo, SandboxId};
+use stacyvm_types::{EventKind, FileInfo, SandboxId};
 
 use super::Service;
 use crate::error::{ServiceError, ServiceResult};
@@ -80,7 +80,7 @@ impl Files<'_> {
                     ServiceError::Internal { .. } | ServiceError::Unavailable(_)
                 ) {
                     self.svc.events.publish(
-                        "operation.failed",
+                        EventKind::OperationFailed,
                         Some(id),
                         Some(EventData::failure(op, &sb.provider, err.to_string())),
                     );
@@ -103,7 +103,9 @@ impl Files<'_> {
             p.write_file(&rid, path, content, mode).await
         })
         .await?;
-        self.svc.events.publish("file.written", Some(id), None);
+        self.svc
+            .events
+            .publish(EventKind::FileWritten, Some(id), None);
         Ok(())
     }
 
@@ -140,7 +142,9 @@ impl Files<'_> {
             )));
         }
         let n = res?;
-        self.svc.events.publish("file.written", Some(id), None);
+        self.svc
+            .events
+            .publish(EventKind::FileWritten, Some(id), None);
         Ok(n)
     }
 
@@ -153,7 +157,7 @@ impl Files<'_> {
                 p.read_file_stream(&rid, path).await
             })
             .await?;
-        self.svc.events.publish("file.read", Some(id), None);
+        self.svc.events.publish(EventKind::FileRead, Some(id), None);
         Ok(f)
     }
 

@@ -9,6 +9,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use stacyvm_types::EventKind;
+
 use super::Service;
 use crate::events::Event;
 use crate::tasks::leader;
@@ -154,8 +156,11 @@ impl Service {
         };
         crate::events::run_bridge(&self.events, bridge, &self.instance_id, cancel, |ev| {
             if matches!(
-                &*ev.kind,
-                "sandbox.destroyed" | "reconcile.action" | "quota.saved" | "quota.deleted"
+                ev.kind,
+                EventKind::SandboxDestroyed
+                    | EventKind::ReconcileAction
+                    | EventKind::QuotaSaved
+                    | EventKind::QuotaDeleted
             ) {
                 self.admission().wake();
             }

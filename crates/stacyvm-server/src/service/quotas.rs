@@ -1,7 +1,7 @@
 //! Per-owner quotas and usage.
 
 use stacyvm_store::OwnerQuota;
-use stacyvm_types::{parse_go_duration, validate_owner_id, GoDuration};
+use stacyvm_types::{parse_go_duration, validate_owner_id, EventKind, GoDuration};
 
 use super::Service;
 use crate::error::{ServiceError, ServiceResult};
@@ -94,7 +94,7 @@ impl Quotas<'_> {
         };
         let stored = self.svc.store.upsert_quota(&q).await?;
         self.svc.events.publish(
-            "quota.saved",
+            EventKind::QuotaSaved,
             None,
             Some(EventData::QuotaSaved {
                 max_exec_timeout: GoDuration::from_secs(stored.max_exec_timeout_seconds)
@@ -120,7 +120,7 @@ impl Quotas<'_> {
         let owner_id = owner(owner_id)?;
         self.svc.store.delete_quota(&owner_id).await?;
         self.svc.events.publish(
-            "quota.deleted",
+            EventKind::QuotaDeleted,
             None,
             Some(EventData::QuotaDeleted { owner_id }),
         );

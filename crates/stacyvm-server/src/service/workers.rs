@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Map, Value};
 use stacyvm_store::WorkerRecord;
-use stacyvm_types::{SandboxId, WorkerId};
+use stacyvm_types::{EventKind, SandboxId, WorkerId};
 
 use super::Service;
 use crate::error::{ServiceError, ServiceResult};
@@ -214,7 +214,7 @@ impl Workers<'_> {
             .await
             .map_err(|e| ServiceError::from(e.into_provider("")))?;
         self.svc.events.publish(
-            "reconcile.action",
+            EventKind::ReconcileAction,
             None,
             Some(
                 ReconcileAction::new("worker_draining")

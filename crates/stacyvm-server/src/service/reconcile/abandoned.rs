@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use stacyvm_provider::ProviderError;
-use stacyvm_types::{Sandbox, SandboxId, SandboxState};
+use stacyvm_types::{EventKind, Sandbox, SandboxId, SandboxState};
 
 use super::Reconciler;
 use crate::events::ReconcileAction;
@@ -115,7 +115,7 @@ impl Reconciler<'_> {
                 }
                 tracing::info!(sandbox_id = %sb.id, creator, runtime_destroyed = destroyed, "cleaned up a spawn abandoned by a control plane that died");
                 self.svc.events.publish(
-                    "reconcile.action",
+                    EventKind::ReconcileAction,
                     Some(&sb.id),
                     Some(
                         ReconcileAction::new("marked_destroyed")

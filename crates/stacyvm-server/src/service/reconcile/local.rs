@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use stacyvm_provider::ProviderError;
-use stacyvm_types::{SandboxId, SandboxState};
+use stacyvm_types::{EventKind, SandboxId, SandboxState};
 
 use super::Reconciler;
 use crate::events::ReconcileAction;
@@ -103,7 +103,7 @@ impl Reconciler<'_> {
                     tracing::error!(runtime_id = %rt.runtime_id, error = %e, "reconcile: orphan destroy failed");
                 }
                 self.svc.events.publish(
-                    "reconcile.action",
+                    EventKind::ReconcileAction,
                     rt.sandbox_id.clone().map(SandboxId::from).as_ref(),
                     Some(
                         ReconcileAction::new("destroyed_orphan")
@@ -119,7 +119,7 @@ impl Reconciler<'_> {
     async fn mark(self, id: &SandboxId, state: SandboxState, reason: &str, provider: &str) {
         match self.svc.store.set_sandbox_state(id, state).await {
             Ok(_) => self.svc.events.publish(
-                "reconcile.action",
+                EventKind::ReconcileAction,
                 Some(id),
                 Some(
                     ReconcileAction::new(format!("marked_{state}"))

@@ -2,7 +2,7 @@
 //! renewal, and runtimes a worker holds that no record assigns to it.
 
 use stacyvm_provider::ProviderError;
-use stacyvm_types::{SandboxId, SandboxState, WorkerId};
+use stacyvm_types::{EventKind, SandboxId, SandboxState, WorkerId};
 
 use super::Reconciler;
 use crate::events::ReconcileAction;
@@ -48,7 +48,7 @@ impl Reconciler<'_> {
                         {
                             let _ = self.svc.store.release_lease(&sb.id, &owner).await;
                             self.svc.events.publish(
-                                "reconcile.action",
+                                EventKind::ReconcileAction,
                                 Some(&sb.id),
                                 Some(
                                     ReconcileAction::new("marked_expired")
@@ -69,7 +69,7 @@ impl Reconciler<'_> {
                     {
                         tracing::warn!(sandbox_id = %sb.id, worker = %owner, %reason, "owner unreachable: sandbox unhealthy");
                         self.svc.events.publish(
-                            "reconcile.action",
+                            EventKind::ReconcileAction,
                             Some(&sb.id),
                             Some(
                                 ReconcileAction::new("marked_unhealthy")
@@ -106,7 +106,7 @@ impl Reconciler<'_> {
                                         self.svc.store.set_sandbox_state(&sb.id, st).await.is_ok();
                                     if marked {
                                         self.svc.events.publish(
-                                            "reconcile.action",
+                                            EventKind::ReconcileAction,
                                             Some(&sb.id),
                                             Some(
                                                 ReconcileAction::new(format!("marked_{st}"))
@@ -205,7 +205,7 @@ impl Reconciler<'_> {
                         }
                     }
                     self.svc.events.publish(
-                        "reconcile.action",
+                        EventKind::ReconcileAction,
                         Some(&id),
                         Some(
                             ReconcileAction::new("destroyed_orphan")

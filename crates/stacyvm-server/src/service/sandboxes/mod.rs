@@ -7,7 +7,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use spawn::parse_ttl;
 pub use spawn::SpawnParams;
-use stacyvm_types::{GoDuration, Sandbox, SandboxId, SandboxState};
+use stacyvm_types::{EventKind, GoDuration, Sandbox, SandboxId, SandboxState};
 
 use super::Service;
 use crate::error::{ServiceError, ServiceResult};
@@ -89,7 +89,7 @@ impl Sandboxes<'_> {
                     Some(&err.to_string()),
                 );
                 self.svc.events.publish(
-                    "operation.failed",
+                    EventKind::OperationFailed,
                     Some(id),
                     Some(EventData::failure("destroy", &sb.provider, err.to_string())),
                 );
@@ -103,7 +103,9 @@ impl Sandboxes<'_> {
         self.svc
             .ops
             .observe("destroy", &sb.provider, started.elapsed(), None);
-        self.svc.events.publish("sandbox.destroyed", Some(id), None);
+        self.svc
+            .events
+            .publish(EventKind::SandboxDestroyed, Some(id), None);
         self.svc.admission().wake();
         Ok(())
     }

@@ -7,7 +7,8 @@ use std::time::Instant;
 use stacyvm_provider::{Provider, ProviderError, SandboxSpec};
 use stacyvm_store::LimitHit;
 use stacyvm_types::{
-    parse_go_duration, validate_owner_id, GoDuration, Placement, Sandbox, SandboxId, SandboxState,
+    parse_go_duration, validate_owner_id, EventKind, GoDuration, Placement, Sandbox, SandboxId,
+    SandboxState,
 };
 
 use super::Sandboxes;
@@ -192,7 +193,7 @@ impl Sandboxes<'_> {
                         LimitHit::Worker => "no eligible worker available".to_string(),
                     };
                     self.svc.events.publish(
-                        "resource.limit",
+                        EventKind::ResourceLimit,
                         None,
                         Some(EventData::failure("spawn", &r.provider_name, msg.clone())),
                     );
@@ -295,7 +296,7 @@ impl Sandboxes<'_> {
                     Some(&err.to_string()),
                 );
                 self.svc.events.publish(
-                    "provider.failed",
+                    EventKind::ProviderFailed,
                     Some(&sb.id),
                     Some(EventData::failure(
                         "spawn",
@@ -333,10 +334,10 @@ impl Sandboxes<'_> {
                     .observe("spawn", &r.provider_name, started.elapsed(), None);
                 self.svc
                     .events
-                    .publish("sandbox.created", Some(&s.id), None);
+                    .publish(EventKind::SandboxCreated, Some(&s.id), None);
                 self.svc
                     .events
-                    .publish("sandbox.running", Some(&s.id), None);
+                    .publish(EventKind::SandboxRunning, Some(&s.id), None);
                 Ok(s)
             }
             Err(e) => {
