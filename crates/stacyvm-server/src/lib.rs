@@ -20,10 +20,10 @@ pub use error::ServiceError;
 pub use http::router;
 pub use run::{run, settings_from, worker_rpc, RunError};
 pub use service::{
-    Admin, AdmissionDecision, AuditQuery, Caller, Diagnostics, EventSubscription, Exec, ExecParams,
-    ExecResult, ExecStream, Files, IssuedToken, OwnerUsage, PreviewHost, ProviderHealth,
-    QuotaInput, QuotaSummary, Quotas, ReadyReport, Sandboxes, Service, SpawnParams, StoreHealth,
-    StreamItem, System, Templates, TokenRequest, Workers,
+    Admin, AdmissionDecision, AuditQuery, Caller, CallerRole, Diagnostics, EventSubscription, Exec,
+    ExecParams, ExecResult, ExecStream, Files, IssuedToken, OwnerUsage, PreviewHost,
+    ProviderHealth, QuotaInput, QuotaSummary, Quotas, ReadyReport, Sandboxes, Service, SpawnParams,
+    StoreHealth, StreamItem, System, Templates, TokenRequest, Workers,
 };
 pub use settings::{AuthSettings, Limits, RateKeyBy, RateLimitSettings, Settings, SpawnOverflow};
 use tokio::net::TcpListener;

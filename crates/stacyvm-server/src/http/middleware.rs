@@ -10,7 +10,7 @@ use stacyvm_store::NewAdminAudit;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::service::Caller;
+use crate::service::{Caller, CallerRole};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -128,7 +128,7 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
     let user_id = header_str(req.headers(), "x-user-id").map(str::to_string);
     let mut caller = Caller {
         user_id,
-        role: "",
+        role: None,
         key_header: "",
     };
     if auth.enabled() {
@@ -138,7 +138,7 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
                 continue;
             };
             if !auth.admin_api_key.is_empty() && ct_eq(v, &auth.admin_api_key) {
-                caller.role = "admin";
+                caller.role = Some(CallerRole::Admin);
                 caller.key_header = if hname == "X-API-Key" {
                     "X-API-Key"
                 } else {
@@ -148,7 +148,7 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
                 break;
             }
             if !auth.api_key.is_empty() && ct_eq(v, &auth.api_key) && !matched {
-                caller.role = "api";
+                caller.role = Some(CallerRole::Api);
                 caller.key_header = if hname == "X-API-Key" {
                     "X-API-Key"
                 } else {
@@ -174,15 +174,11 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
 pub async fn require_admin(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let auth = &st.svc.settings().auth;
     if auth.enabled() {
-        let role = req
-            .extensions()
-            .get::<Caller>()
-            .map(|c| c.role)
-            .unwrap_or("");
+        let role = req.extensions().get::<Caller>().and_then(|c| c.role);
         let ok = if !auth.admin_api_key.is_empty() {
-            role == "admin"
+            role == Some(CallerRole::Admin)
         } else {
-            auth.admin_fallback_enabled && role == "api"
+            auth.admin_fallback_enabled && role == Some(CallerRole::Api)
         };
         if !ok {
             let msg = if auth.admin_api_key.is_empty() {
@@ -207,8 +203,8 @@ pub async fn admin_audit(State(st): State<AppState>, req: Request, next: Next) -
         .unwrap_or_default();
     let actor = match (&caller.user_id, caller.role) {
         (Some(u), _) => u.clone(),
-        (None, "") => "admin".to_string(),
-        (None, role) => format!("{role}:{}", caller.key_header),
+        (None, None) => "admin".to_string(),
+        (None, Some(role)) => format!("{}:{}", role.as_str(), caller.key_header),
     };
     let request_id = req
         .extensions()

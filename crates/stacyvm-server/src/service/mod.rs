@@ -54,13 +54,32 @@ use crate::metrics::Metrics;
 use crate::ops::OpMetrics;
 use crate::settings::Settings;
 
+/// Which API key authenticated a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerRole {
+    /// `server.api_key`.
+    Api,
+    /// `server.admin_api_key`.
+    Admin,
+}
+
+impl CallerRole {
+    /// The name the admin audit log records (`api:X-API-Key`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallerRole::Api => "api",
+            CallerRole::Admin => "admin",
+        }
+    }
+}
+
 /// Who is calling, as the transport authenticated them.
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
     /// `X-User-ID`, if sent.
     pub user_id: Option<String>,
-    /// `api`, `admin`, or empty when auth is off.
-    pub role: &'static str,
+    /// `None` when auth is off.
+    pub role: Option<CallerRole>,
     /// Which header carried the key (`X-API-Key` / `X-Admin-API-Key`), for audit.
     pub key_header: &'static str,
 }
