@@ -12,7 +12,7 @@ use stacyvm_provider::conformance::Fixture;
 use stacyvm_provider::{MockProvider, Provider, ProviderRegistry};
 use stacyvm_server::remote::{Endpoint, RemoteProvider, RpcCredentials, WorkerClient};
 use stacyvm_store::{SqliteStore, Store};
-use stacyvm_types::{new_sandbox_id, GoDuration};
+use stacyvm_types::{GoDuration, SandboxId};
 use stacyvm_worker::{rpc_router, WorkerConfig, WorkerOverrides, WorkerState};
 use tokio::net::TcpListener;
 
@@ -79,7 +79,7 @@ async fn remote(file_stream: bool) -> Remote {
         store,
         provider: "mock".into(),
         // A remote provider serves one sandbox; every check spawns exactly one.
-        sandbox_id: new_sandbox_id().into(),
+        sandbox_id: SandboxId::random(),
         lease_ttl: Duration::from_secs(300),
         ttl: GoDuration::from_secs(300),
         file_stream,

@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use stacyvm_types::{format_rfc3339_secs, GoDuration};
+use stacyvm_types::{format_rfc3339_secs, GoDuration, WorkerId};
 use utoipa::ToSchema;
 
 use crate::ops::OpStats;
 use crate::service::{
     AdmissionDecision, EventCounts, LeaseCounts, ProviderDetail, ProviderHealth, QueueStats,
-    QuotaSummary, SandboxCounts, WorkerCounts, WorkerInfo, LOCAL_WORKER,
+    QuotaSummary, SandboxCounts, WorkerCounts, WorkerInfo,
 };
 use crate::settings::Limits;
 
@@ -317,7 +317,7 @@ pub fn scheduler(q: &QueueStats, l: &Limits) -> SchedulerView {
         spawn_queue_wait_total: dur(q.wait_total_ms),
         spawn_queue_wait_total_ms: q.wait_total_ms,
         spawn_queued_total: q.queued_total,
-        worker_id: LOCAL_WORKER,
+        worker_id: WorkerId::LOCAL,
     }
 }
 

@@ -303,7 +303,7 @@ fn scheduler_and_limits_views() {
                 "max_spawn_queue": l.max_spawn_queue,
                 "spawn_queue_timeout": l.spawn_queue_timeout.to_string(),
                 "admission_control": "worker_aware_local",
-                "worker_id": LOCAL_WORKER,
+                "worker_id": WorkerId::LOCAL,
                 "spawn_queued_total": qt,
                 "spawn_dequeued_total": dt,
                 "spawn_queue_timeouts": to,

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde::{Deserialize, Serialize};
 use stacyvm_auth::{Scope, Scopes};
-use stacyvm_types::{format_rfc3339_go, GoDuration, WorkerId};
+use stacyvm_types::{format_rfc3339_go, GoDuration, SandboxId, WorkerId};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,7 +23,7 @@ use crate::service::TokenRequest;
 /// Scopes the authenticated worker holds, and its id.
 #[derive(Clone)]
 pub struct WorkerIdentity {
-    id: String,
+    id: WorkerId,
     scopes: Scopes,
 }
 
@@ -59,13 +59,13 @@ fn token_from(h: &HeaderMap) -> Option<String> {
 
 /// Worker credentials (wire §8.1): never API keys.
 pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    let id = req
+    let id: WorkerId = req
         .headers()
         .get("x-worker-id")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .unwrap_or("")
-        .to_string();
+        .into();
     let token = token_from(req.headers()).unwrap_or_default();
     match st.svc.workers().authenticate(&id, &token) {
         Ok(scopes) => {
@@ -76,8 +76,8 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
     }
 }
 
-fn check(identity: &WorkerIdentity, path_id: &str, scope: Scope) -> Result<(), ApiError> {
-    if identity.id != path_id {
+fn check(identity: &WorkerIdentity, path_id: &WorkerId, scope: Scope) -> Result<(), ApiError> {
+    if identity.id != *path_id {
         return Err(ApiError::plain(
             StatusCode::FORBIDDEN,
             "UNAUTHORIZED",
@@ -144,8 +144,8 @@ struct LeaseFields<'a> {
 
 async fn renew_lease(
     st: &AppState,
-    worker: &str,
-    resource: &str,
+    worker: &WorkerId,
+    resource: &SandboxId,
     ttl: &str,
 ) -> Result<Response, ApiError> {
     let lease = st.svc.workers().renew_lease(worker, resource, ttl).await?;
@@ -172,7 +172,7 @@ async fn renew_lease(
 async fn renew(
     State(st): State<AppState>,
     Extension(identity): Extension<WorkerIdentity>,
-    Path((id, resource)): Path<(WorkerId, String)>,
+    Path((id, resource)): Path<(WorkerId, SandboxId)>,
     JsonBody(body): JsonBody<RenewBody>,
 ) -> Result<Response, ApiError> {
     check(&identity, &id, Scope::Lease)?;
@@ -189,7 +189,7 @@ async fn renew(
     ))]
 async fn admin_renew(
     State(st): State<AppState>,
-    Path((id, resource)): Path<(WorkerId, String)>,
+    Path((id, resource)): Path<(WorkerId, SandboxId)>,
     JsonBody(body): JsonBody<RenewBody>,
 ) -> Result<Response, ApiError> {
     renew_lease(&st, &id, &resource, &body.ttl).await

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use stacyvm_store::{Lease, StoreError};
-use stacyvm_types::parse_go_duration;
+use stacyvm_types::{parse_go_duration, SandboxId, WorkerId};
 
 use super::Workers;
 use crate::error::{ServiceError, ServiceResult};
@@ -21,8 +21,8 @@ impl Workers<'_> {
     /// the worker does not hold, or one that has expired, is a `Conflict`.
     pub async fn renew_lease(
         self,
-        worker: &str,
-        resource: &str,
+        worker: &WorkerId,
+        resource: &SandboxId,
         ttl: &str,
     ) -> ServiceResult<Lease> {
         let ttl = parse_go_duration(ttl.trim())

@@ -47,7 +47,7 @@ pub use system::{
 };
 pub use templates::{TemplateInput, Templates};
 pub use worker_auth::{IssuedToken, TokenRequest};
-pub use workers::{HeartbeatInput, WorkerCounts, WorkerInfo, Workers, LOCAL_WORKER};
+pub use workers::{HeartbeatInput, WorkerCounts, WorkerInfo, Workers};
 
 use crate::events::EventBus;
 use crate::metrics::Metrics;

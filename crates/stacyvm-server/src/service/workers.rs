@@ -12,8 +12,6 @@ use super::Service;
 use crate::error::{ServiceError, ServiceResult};
 use crate::events::ReconcileAction;
 
-pub const LOCAL_WORKER: &str = WorkerId::LOCAL;
-
 /// A registry record and whether this control plane considers it stale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerInfo {
