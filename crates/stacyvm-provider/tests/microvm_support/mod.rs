@@ -21,24 +21,14 @@ pub fn config() -> MicrovmConfig {
     let dir = PathBuf::from(
         std::env::var("STACYVM_MICROVM_DIR").unwrap_or_else(|_| MICROVM_DEFAULT_DATA_DIR.into()),
     );
-    let stem: String = image()
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
-                b as char
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let disk = MicrovmConfig::image_disk_name(&image());
     let qemu = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .any(|d| d.join("qemu-system-x86_64").is_file());
     let missing: Vec<String> = [
         (!qemu).then(|| "qemu-system-x86_64".to_string()),
         (!dir.join("vmlinux").is_file()).then(|| "vmlinux".into()),
         (!dir.join("initramfs.cpio.gz").is_file()).then(|| "initramfs.cpio.gz".into()),
-        (!dir.join("images").join(format!("{stem}.ext4")).is_file())
-            .then(|| format!("images/{stem}.ext4")),
+        (!dir.join("images").join(&disk).is_file()).then(|| format!("images/{disk}")),
     ]
     .into_iter()
     .flatten()
