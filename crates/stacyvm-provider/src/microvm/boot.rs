@@ -102,17 +102,14 @@ pub(crate) struct Cleanup {
 }
 
 impl Cleanup {
-    pub fn new(dir: &Path) -> Self {
-        Cleanup {
+    /// Creates `dir` (`what` names it in the error) and a cleanup that removes it again.
+    pub async fn create(dir: &Path, what: &str) -> Result<Self, ProviderError> {
+        // Armed before the directory exists: a half-made one is removed too.
+        let cleanup = Cleanup {
             pid: 0,
             dir: dir.to_path_buf(),
             armed: true,
-        }
-    }
-
-    /// Creates `dir` (`what` names it in the error) and a cleanup that removes it again.
-    pub async fn create(dir: &Path, what: &str) -> Result<Self, ProviderError> {
-        let cleanup = Cleanup::new(dir);
+        };
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| ProviderError::internal_with(format!("creating the {what} failed"), e))?;
