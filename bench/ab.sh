@@ -14,7 +14,7 @@ BENCH=target/release/stacyvm-bench
 REMOTE=target/release/remote
 
 load() { cut -d' ' -f1 /proc/loadavg; }
-for round in 1 2; do
+for round in $(seq 1 "${ROUNDS:-2}"); do
     for side in base new; do
         bin="$BASE"; [ "$side" = new ] && bin="$NEW"
         echo "=== round $round $side ($bin) $(date +%T) load $(load)"
