@@ -164,3 +164,28 @@ def test_error_body_is_compact_json_line(http):
     r = http.get("/api/v1/sandboxes/sb-ffffffff")
     assert r.status_code == 404
     assert r.text.endswith("\n") and "\n" not in r.text[:-1]
+
+
+def test_exec_ws_without_an_upgrade_is_a_json_400(http, sdk):
+    # Found by schema fuzzing: axum's own rejection answered text/plain.
+    sb = sdk.spawn()
+    r = http.get(f"/api/v1/sandboxes/{sb.id}/exec/ws")
+    body = assert_error(r, 400, "BAD_REQUEST")
+    assert "WebSocket upgrade is required" in body["message"], body
+    # An unknown sandbox is still a 404 first, as before the upgrade.
+    assert_error(http.get("/api/v1/sandboxes/sb-ffffffff/exec/ws"), 404, "NOT_FOUND")
+
+
+def test_draining_a_worker_without_rpc_is_a_conflict(server_factory):
+    # Found by schema fuzzing: a worker registered without `--listen` answered 503 to drain,
+    # as if something were down; nothing is, the worker just cannot be reached by design.
+    token = "e2e-worker-token-0123456789abcdef"
+    srv = server_factory({"auth": {"worker_token": token}}, name="drain-no-rpc")
+    with srv.http() as c:
+        r = c.post("/api/v1/worker/w-norpc/heartbeat", json={"hostname": "h", "status": "online"},
+                   headers={"X-Worker-ID": "w-norpc", "X-Worker-Token": token})
+        assert r.status_code == 200, r.text
+        body = assert_error(c.post("/api/v1/admin/workers/w-norpc/drain"), 409, "CONFLICT", srv)
+        assert "--listen" in body["message"], body
+        assert_error(c.post("/api/v1/admin/workers/local/drain"), 400, "BAD_REQUEST")
+        assert_error(c.post("/api/v1/admin/workers/w-unknown/drain"), 404, "NOT_FOUND")

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use axum::body::Body;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -209,10 +210,17 @@ fn ndjson(stream: ExecStream) -> Response {
 async fn exec_ws(
     State(st): State<AppState>,
     Path(id): Path<SandboxId>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // Unknown sandboxes fail before the upgrade, with a normal JSON error.
     st.svc.sandboxes().get(&id).await?;
+    // A plain request (no upgrade headers) gets the API's JSON error, not axum's text.
+    let ws = ws.map_err(|r| {
+        ApiError::bad_request(format!(
+            "a WebSocket upgrade is required: {}",
+            r.body_text()
+        ))
+    })?;
     Ok(ws.on_upgrade(move |socket| ws_session(st, id, socket)))
 }
 

@@ -210,7 +210,8 @@ struct DrainView<'a> {
     params(WorkerIdParam),
     responses(
         (status = 200, description = "OK", body = inline(DrainView)),
-        (status = 404, response = NotFound), (status = 503, response = Unavailable),
+        (status = 400, response = super::openapi::BadRequest), (status = 404, response = NotFound),
+        (status = 409, response = Conflict), (status = 503, response = Unavailable),
     ))]
 async fn drain(State(st): State<AppState>, Path(id): Path<WorkerId>) -> Result<Response, ApiError> {
     st.svc.workers().drain(&id).await?;

@@ -200,6 +200,14 @@ impl Workers<'_> {
             ));
         }
         let w = self.svc.store.get_worker(id).await?;
+        // A worker that serves no RPC (started without `--listen`) is not broken, it just
+        // cannot be told anything: a conflict with its setup, not an outage.
+        if super::routing::rpc_url(&w).is_none() {
+            return Err(ServiceError::Conflict(format!(
+                "worker {id} has no rpc_url (it was started without --listen), so it cannot \
+                 be drained remotely; send the worker process SIGTERM instead"
+            )));
+        }
         let (client, ep) = self.svc.remote_endpoint(&w)?;
         let req = stacyvm_protocol::RpcRequest::new(
             stacyvm_protocol::RpcCall::Shutdown,
