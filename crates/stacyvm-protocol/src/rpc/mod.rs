@@ -6,6 +6,7 @@
 mod call;
 mod failure;
 mod messages;
+pub mod ndjson;
 
 pub use call::{RpcCall, RpcEnvelope, RpcRequest};
 pub use failure::{ErrorCode, RpcFailure, RpcResponse};

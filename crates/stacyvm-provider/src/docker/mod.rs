@@ -6,6 +6,8 @@
 //! (delete, move, chmod) run the image's own `rm`/`mv`/`chmod` through exec.
 
 mod archive;
+#[cfg(test)]
+mod archive_prop;
 mod container;
 mod exec;
 mod files;

@@ -6,6 +6,8 @@
 mod exec;
 mod files;
 mod paths;
+#[cfg(test)]
+mod paths_prop;
 mod stream;
 
 use std::collections::{HashMap, VecDeque};

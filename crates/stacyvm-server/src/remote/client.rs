@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
+use stacyvm_protocol::ndjson::{decode_line, LineSplitter, StreamLine};
 use stacyvm_protocol::{
-    envelope_header_value, RpcFailure, RpcRequest, RpcResponse, StreamChunk, ENVELOPE_HEADER,
-    PROTOCOL_HEADER, PROTOCOL_VERSION, STREAM_HEADER,
+    envelope_header_value, RpcFailure, RpcRequest, RpcResponse, ENVELOPE_HEADER, PROTOCOL_HEADER,
+    PROTOCOL_VERSION, STREAM_HEADER,
 };
 use stacyvm_provider::{ChunkSender, ProviderError};
 use stacyvm_types::{StreamChunk as Chunk, StreamKind, WorkerId};
@@ -308,27 +309,17 @@ impl WorkerClient {
             return Err(rejected(status, &bytes));
         }
         let mut body = resp.bytes_stream();
-        let mut buf: Vec<u8> = Vec::new();
-        loop {
-            let next = body.next().await;
-            let bytes = match next {
-                Some(Ok(b)) => b,
-                Some(Err(e)) => return Err(RemoteError::Transport(e)),
-                None => break,
-            };
-            buf.extend_from_slice(&bytes);
-            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
+        let mut lines = LineSplitter::new(MAX_LINE);
+        while let Some(piece) = body.next().await {
+            let piece = piece.map_err(RemoteError::Transport)?;
+            for line in lines.push(&piece).map_err(|_| RemoteError::Decode)? {
                 if let Some(code) = handle_line(&line, &out).await? {
                     return Ok(code);
                 }
             }
-            if buf.len() > MAX_LINE {
-                return Err(RemoteError::Decode);
-            }
         }
-        if !buf.is_empty() {
-            if let Some(code) = handle_line(&buf, &out).await? {
+        if let Some(line) = lines.finish() {
+            if let Some(code) = handle_line(&line, &out).await? {
                 return Ok(code);
             }
         }
@@ -380,18 +371,11 @@ fn rejected(status: u16, bytes: &[u8]) -> RemoteError {
 
 /// Processes one NDJSON line; `Some(code)` on the exit line.
 async fn handle_line(line: &[u8], out: &ChunkSender) -> Result<Option<i32>, RemoteError> {
-    let text = line.trim_ascii();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    let r: RpcResponse = serde_json::from_slice(text).map_err(|_| RemoteError::Decode)?;
-    if let Some(f) = r.failure(200) {
-        return Err(RemoteError::Rejected(f));
-    }
-    let Some(result) = r.result else {
-        return Ok(None);
+    let chunk = match decode_line(line).map_err(|_| RemoteError::Decode)? {
+        StreamLine::Nothing => return Ok(None),
+        StreamLine::Failed(f) => return Err(RemoteError::Rejected(f)),
+        StreamLine::Chunk(c) => c,
     };
-    let chunk: StreamChunk = serde_json::from_value(result).map_err(|_| RemoteError::Decode)?;
     let stream = match chunk.stream.as_str() {
         "exit" => {
             return Ok(Some(
