@@ -10,6 +10,7 @@ mod error;
 mod maintenance;
 mod postgres;
 mod records;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;

@@ -8,9 +8,10 @@ use std::sync::LazyLock;
 
 use stacyvm_types::Sandbox;
 
-use super::sandboxes::{from_row, COLUMNS};
-use super::{col, db_err, to_json, ts, PgStore};
+use super::sandboxes::COLUMNS;
+use super::{col, db_err, PgStore};
 use crate::admission::first_hit;
+use crate::rows::{self, to_json, ts};
 use crate::{CreatingSandbox, InsertLimits, StoreError};
 
 /// The advisory lock key serialising limited admissions ("stacyvm" + 1).
@@ -133,7 +134,7 @@ pub(super) async fn list_creating(db: &PgStore) -> Result<Vec<CreatingSandbox>, 
     rows.iter()
         .map(|r| {
             Ok(CreatingSandbox {
-                sandbox: from_row(r)?,
+                sandbox: rows::sandbox(r)?,
                 created_by: col(r, "created_by")?,
             })
         })

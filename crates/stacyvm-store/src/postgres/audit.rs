@@ -1,26 +1,10 @@
 //! Admin audit trail: append, filtered listing, pruning by age.
 
-use sqlx::postgres::PgRow;
 use stacyvm_types::Timestamp;
 
-use super::{col, db_err, ts, ts_col, PgStore};
+use super::{db_err, PgStore};
+use crate::rows::{self, ts};
 use crate::{AdminAuditRecord, AuditFilter, NewAdminAudit, StoreError};
-
-fn from_row(row: &PgRow) -> Result<AdminAuditRecord, StoreError> {
-    Ok(AdminAuditRecord {
-        id: col(row, "id")?,
-        actor: col(row, "actor")?,
-        method: col(row, "method")?,
-        path: col(row, "path")?,
-        status: col(row, "status")?,
-        duration_ms: col(row, "duration_ms")?,
-        request_id: col(row, "request_id")?,
-        remote_addr: col(row, "remote_addr")?,
-        user_agent: col(row, "user_agent")?,
-        tenant_id: col(row, "tenant_id")?,
-        created_at: ts_col(row, "created_at")?,
-    })
-}
 
 /// `created_at` is the database clock at insert.
 pub(super) async fn insert(db: &PgStore, rec: &NewAdminAudit) -> Result<(), StoreError> {
@@ -68,7 +52,7 @@ pub(super) async fn list(
     .fetch_all(&db.pool)
     .await
     .map_err(db_err("admin audit record"))?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(rows::admin_audit).collect()
 }
 
 pub(super) async fn prune(db: &PgStore, before: Timestamp) -> Result<u64, StoreError> {

@@ -1,27 +1,9 @@
 //! Exec logs: append-only, read newest first. Output is stored as BYTEA holding UTF-8, since
 //! Postgres TEXT cannot hold the NUL characters command output may contain.
 
-use sqlx::postgres::PgRow;
-
-use super::{col, db_err, ts, ts_col, PgStore};
+use super::{db_err, PgStore};
+use crate::rows::{self, ts};
 use crate::{ExecLog, StoreError};
-
-fn text_bytes(row: &PgRow, name: &'static str) -> Result<String, StoreError> {
-    let bytes: Vec<u8> = col(row, name)?;
-    String::from_utf8(bytes).map_err(|_| StoreError::Corrupt { what: name })
-}
-
-fn from_row(row: &PgRow) -> Result<ExecLog, StoreError> {
-    Ok(ExecLog {
-        sandbox_id: col::<String>(row, "sandbox_id")?.into(),
-        command: col(row, "command")?,
-        exit_code: col(row, "exit_code")?,
-        stdout: text_bytes(row, "stdout")?,
-        stderr: text_bytes(row, "stderr")?,
-        duration_ms: col(row, "duration_ms")?,
-        created_at: ts_col(row, "created_at")?,
-    })
-}
 
 /// `NotFound` (sandbox) when the sandbox record does not exist.
 pub(super) async fn insert(db: &PgStore, log: &ExecLog) -> Result<(), StoreError> {
@@ -66,5 +48,5 @@ pub(super) async fn list(
     .fetch_all(&db.pool)
     .await
     .map_err(db_err("exec log"))?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(rows::exec_log).collect()
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use sqlx::postgres::PgRow;
 
-use super::{col, db_err, one, touched, ts_col, ttl_interval, PgStore};
+use super::{db_err, one, touched, ttl_interval, PgStore};
+use crate::rows;
 use crate::{Lease, StoreError};
 
 macro_rules! columns {
@@ -67,22 +68,10 @@ const RELEASE: &str = concat!(
     " WHERE resource_id = $1 AND holder_id = $2"
 );
 
-fn from_row(row: &PgRow) -> Result<Lease, StoreError> {
-    Ok(Lease {
-        resource_id: col(row, "resource_id")?,
-        resource_type: col(row, "resource_type")?,
-        holder_id: col(row, "holder_id")?,
-        generation: col(row, "generation")?,
-        expires_at: ts_col(row, "expires_at")?,
-        created_at: ts_col(row, "created_at")?,
-        updated_at: ts_col(row, "updated_at")?,
-    })
-}
-
 /// The lease a conditional write returned, or `Conflict` when its condition refused it.
 fn granted(row: Option<PgRow>, refused: &str) -> Result<Lease, StoreError> {
     match row {
-        Some(row) => from_row(&row),
+        Some(row) => rows::lease(&row),
         None => Err(StoreError::Conflict(refused.into())),
     }
 }
@@ -146,7 +135,7 @@ pub(super) async fn get(db: &PgStore, resource_id: &str) -> Result<Lease, StoreE
     .fetch_optional(&db.pool)
     .await
     .map_err(db_err("lease"))?;
-    one(row, "lease", resource_id, from_row)
+    one(row, "lease", resource_id, rows::lease)
 }
 
 /// Held leases (expired ones included) ordered by resource id.
@@ -159,7 +148,7 @@ pub(super) async fn list(db: &PgStore) -> Result<Vec<Lease>, StoreError> {
     .fetch_all(&db.pool)
     .await
     .map_err(db_err("lease"))?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(rows::lease).collect()
 }
 
 /// Deletes released or long-expired leases under `prefix` (see `Store::prune_leases`).

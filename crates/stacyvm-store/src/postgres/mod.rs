@@ -51,14 +51,12 @@ mod workers;
 
 use std::time::Duration;
 
-use chrono::NaiveDateTime;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgQueryResult, PgRow};
 use sqlx::{Connection, Row};
 use stacyvm_types::{Sandbox, SandboxId, SandboxState, Timestamp, WorkerId};
 
+use crate::rows::ReadRow;
 use crate::{
     ActiveCounts, AdminAuditRecord, AuditFilter, ExecLog, Lease, NewAdminAudit, OwnerQuota, Store,
     StoreError, Template, WorkerRecord,
@@ -74,9 +72,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Closes idle connections before typical server or proxy idle limits cut them.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The text shape of every stored timestamp, shared with the SQLite backend.
-const TS_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.9fZ";
 
 /// Longest TTL sent to the database (about 10,000 years); the result saturates at year 9999.
 const MAX_TTL_MICROS: i64 = 10_000 * 366 * 86_400 * 1_000_000;
@@ -258,10 +253,6 @@ fn db_err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     }
 }
 
-fn ts(t: &Timestamp) -> String {
-    t.format(TS_FORMAT).to_string()
-}
-
 /// A TTL as an interval bind parameter: rounded up to whole microseconds (Postgres' precision,
 /// so a tiny TTL never becomes zero) and capped so `now() + ttl` cannot overflow.
 fn ttl_interval(ttl: Duration) -> sqlx::postgres::types::PgInterval {
@@ -300,20 +291,23 @@ where
         .map_err(|_| StoreError::Corrupt { what: name })
 }
 
-fn ts_col(row: &PgRow, name: &'static str) -> Result<Timestamp, StoreError> {
-    let text: String = col(row, name)?;
-    NaiveDateTime::parse_from_str(&text, TS_FORMAT)
-        .map(|n| n.and_utc())
-        .map_err(|_| StoreError::Corrupt { what: name })
-}
+impl ReadRow for PgRow {
+    fn text(&self, name: &'static str) -> Result<String, StoreError> {
+        col(self, name)
+    }
 
-fn json_col<T: DeserializeOwned>(row: &PgRow, name: &'static str) -> Result<T, StoreError> {
-    let text: String = col(row, name)?;
-    serde_json::from_str(&text).map_err(|_| StoreError::Corrupt { what: name })
-}
+    fn opt_text(&self, name: &'static str) -> Result<Option<String>, StoreError> {
+        col(self, name)
+    }
 
-fn to_json<T: Serialize>(value: &T, what: &'static str) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|_| StoreError::Corrupt { what })
+    fn int(&self, name: &'static str) -> Result<i64, StoreError> {
+        col(self, name)
+    }
+
+    /// BYTEA holding UTF-8: Postgres TEXT cannot hold NUL characters.
+    fn output(&self, name: &'static str) -> Result<String, StoreError> {
+        String::from_utf8(col(self, name)?).map_err(|_| StoreError::Corrupt { what: name })
+    }
 }
 
 #[async_trait::async_trait]

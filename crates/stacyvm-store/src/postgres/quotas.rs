@@ -1,23 +1,11 @@
 //! Per-owner quotas (0 = limit not set).
 
-use sqlx::postgres::PgRow;
-
-use super::{col, db_err, one, touched, ts, ts_col, PgStore};
+use super::{db_err, one, touched, PgStore};
+use crate::rows::{self, ts};
 use crate::{OwnerQuota, StoreError};
 
 const COLUMNS: &str = "owner_id, max_sandboxes, max_ttl_seconds, max_exec_timeout_seconds, \
      created_at, updated_at";
-
-fn from_row(row: &PgRow) -> Result<OwnerQuota, StoreError> {
-    Ok(OwnerQuota {
-        owner_id: col(row, "owner_id")?,
-        max_sandboxes: col(row, "max_sandboxes")?,
-        max_ttl_seconds: col(row, "max_ttl_seconds")?,
-        max_exec_timeout_seconds: col(row, "max_exec_timeout_seconds")?,
-        created_at: ts_col(row, "created_at")?,
-        updated_at: ts_col(row, "updated_at")?,
-    })
-}
 
 /// One statement: inserts, or updates everything but `created_at`.
 pub(super) async fn upsert(db: &PgStore, q: &OwnerQuota) -> Result<OwnerQuota, StoreError> {
@@ -40,7 +28,7 @@ pub(super) async fn upsert(db: &PgStore, q: &OwnerQuota) -> Result<OwnerQuota, S
         .fetch_one(&db.pool)
         .await
         .map_err(db_err("owner_quota"))?;
-    from_row(&row)
+    rows::quota(&row)
 }
 
 pub(super) async fn get(db: &PgStore, owner_id: &str) -> Result<OwnerQuota, StoreError> {
@@ -50,7 +38,7 @@ pub(super) async fn get(db: &PgStore, owner_id: &str) -> Result<OwnerQuota, Stor
         .fetch_optional(&db.pool)
         .await
         .map_err(db_err("owner_quota"))?;
-    one(row, "owner_quota", owner_id, from_row)
+    one(row, "owner_quota", owner_id, rows::quota)
 }
 
 pub(super) async fn list(db: &PgStore) -> Result<Vec<OwnerQuota>, StoreError> {
@@ -59,7 +47,7 @@ pub(super) async fn list(db: &PgStore) -> Result<Vec<OwnerQuota>, StoreError> {
         .fetch_all(&db.pool)
         .await
         .map_err(db_err("owner_quota"))?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(rows::quota).collect()
 }
 
 pub(super) async fn delete(db: &PgStore, owner_id: &str) -> Result<(), StoreError> {

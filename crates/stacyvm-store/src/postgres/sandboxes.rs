@@ -1,9 +1,9 @@
 //! Sandbox records. Destroy is a state change; rows are never deleted.
 
-use sqlx::postgres::PgRow;
 use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 
-use super::{col, db_err, json_col, one, to_json, ts, ts_col, PgStore};
+use super::{db_err, one, PgStore};
+use crate::rows::{self, to_json, ts};
 use crate::{columns, ActiveCounts, StoreError};
 
 macro_rules! columns {
@@ -13,7 +13,7 @@ macro_rules! columns {
     };
 }
 
-/// The sandbox columns, in `from_row`'s order, for statements built elsewhere.
+/// The sandbox columns, in `rows::sandbox`'s order, for statements built elsewhere.
 pub(super) const COLUMNS: &str = columns!();
 
 const INSERT: &str = concat!(
@@ -49,30 +49,6 @@ pub(super) const COUNT_ACTIVE: &str = "SELECT \
 /// Retries of the compare-and-set in `set_state` when other writers keep moving the record.
 const STATE_CAS_ATTEMPTS: usize = 8;
 
-pub(super) fn from_row(row: &PgRow) -> Result<Sandbox, StoreError> {
-    let state: String = col(row, "state")?;
-    Ok(Sandbox {
-        id: col::<String>(row, "id")?.into(),
-        state: state
-            .parse()
-            .map_err(|_| StoreError::Corrupt { what: "state" })?,
-        provider: col(row, "provider")?,
-        image: col(row, "image")?,
-        memory_mb: col(row, "memory_mb")?,
-        vcpus: col(row, "vcpus")?,
-        metadata: json_col(row, "metadata")?,
-        template: col(row, "template")?,
-        owner_id: col(row, "owner_id")?,
-        vm_id: columns::vm_id_from(col(row, "vm_id")?),
-        placement: columns::placement_from(&col::<String>(row, "worker_id")?),
-        tenant_id: col(row, "tenant_id")?,
-        preview_domain: col(row, "preview_domain")?,
-        created_at: ts_col(row, "created_at")?,
-        expires_at: ts_col(row, "expires_at")?,
-        updated_at: ts_col(row, "updated_at")?,
-    })
-}
-
 pub(super) async fn insert(db: &PgStore, sb: &Sandbox) -> Result<(), StoreError> {
     sqlx::query(INSERT)
         .bind(sb.id.as_str())
@@ -103,7 +79,7 @@ pub(super) async fn get(db: &PgStore, id: &str) -> Result<Sandbox, StoreError> {
         .fetch_optional(&db.pool)
         .await
         .map_err(db_err("sandbox"))?;
-    one(row, "sandbox", id, from_row)
+    one(row, "sandbox", id, rows::sandbox)
 }
 
 pub(super) async fn list(db: &PgStore) -> Result<Vec<Sandbox>, StoreError> {
@@ -111,7 +87,7 @@ pub(super) async fn list(db: &PgStore) -> Result<Vec<Sandbox>, StoreError> {
         .fetch_all(&db.pool)
         .await
         .map_err(db_err("sandbox"))?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(rows::sandbox).collect()
 }
 
 /// The states `to` may be reached from, as an SQL list of literals (all from a closed enum).
@@ -153,7 +129,7 @@ pub(super) async fn set_state(
                 .await
                 .map_err(db_err("sandbox"))?;
             if let Some(row) = updated {
-                return from_row(&row);
+                return rows::sandbox(&row);
             }
         }
         // Not updated: absent, already `to`, or not allowed. Decide on the current row.
@@ -180,7 +156,7 @@ pub(super) async fn set_expiry(
         .fetch_optional(&db.pool)
         .await
         .map_err(db_err("sandbox"))?;
-    one(row, "sandbox", id, from_row)
+    one(row, "sandbox", id, rows::sandbox)
 }
 
 pub(super) async fn list_expired(db: &PgStore, now: Timestamp) -> Result<Vec<Sandbox>, StoreError> {
@@ -189,7 +165,7 @@ pub(super) async fn list_expired(db: &PgStore, now: Timestamp) -> Result<Vec<San
         .fetch_all(&db.pool)
         .await
         .map_err(db_err("sandbox"))?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(rows::sandbox).collect()
 }
 
 pub(super) async fn count_active(
@@ -223,7 +199,7 @@ pub(super) async fn set_running(
         .await
         .map_err(db_err("sandbox"))?;
     if let Some(row) = updated {
-        return from_row(&row);
+        return rows::sandbox(&row);
     }
     let current = get(db, id).await?;
     if current.state == SandboxState::Running && current.vm_id.as_deref() == vm_id {

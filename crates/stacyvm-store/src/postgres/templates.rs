@@ -1,31 +1,11 @@
 //! Sandbox templates, keyed by name. List fields and maps are stored as JSON text.
 
-use sqlx::postgres::PgRow;
-
-use super::{col, db_err, json_col, one, to_json, touched, ts, ts_col, PgStore};
+use super::{db_err, one, touched, PgStore};
+use crate::rows::{self, to_json, ts};
 use crate::{StoreError, Template};
 
 const COLUMNS: &str = "name, version, image, description, setup, allowed_hosts, memory_mb, \
      cpu_cores, ttl_seconds, env, secrets, pool_size, created_at, updated_at";
-
-fn from_row(row: &PgRow) -> Result<Template, StoreError> {
-    Ok(Template {
-        name: col(row, "name")?,
-        version: col(row, "version")?,
-        image: col(row, "image")?,
-        description: col(row, "description")?,
-        setup: json_col(row, "setup")?,
-        allowed_hosts: json_col(row, "allowed_hosts")?,
-        memory_mb: col(row, "memory_mb")?,
-        cpu_cores: col(row, "cpu_cores")?,
-        ttl_seconds: col(row, "ttl_seconds")?,
-        env: json_col(row, "env")?,
-        secrets: json_col(row, "secrets")?,
-        pool_size: col(row, "pool_size")?,
-        created_at: ts_col(row, "created_at")?,
-        updated_at: ts_col(row, "updated_at")?,
-    })
-}
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
@@ -66,7 +46,7 @@ pub(super) async fn get(db: &PgStore, name: &str) -> Result<Template, StoreError
         .fetch_optional(&db.pool)
         .await
         .map_err(db_err("template"))?;
-    one(row, "template", name, from_row)
+    one(row, "template", name, rows::template)
 }
 
 pub(super) async fn list(db: &PgStore) -> Result<Vec<Template>, StoreError> {
@@ -75,7 +55,7 @@ pub(super) async fn list(db: &PgStore) -> Result<Vec<Template>, StoreError> {
         .fetch_all(&db.pool)
         .await
         .map_err(db_err("template"))?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(rows::template).collect()
 }
 
 /// Replaces every field but `name` and `created_at`.

@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::test_db::TestDb;
 use super::*;
+use crate::rows::{ts, TS_FORMAT};
 
 fn sandbox(id: &str) -> Sandbox {
     let t = Utc::now();

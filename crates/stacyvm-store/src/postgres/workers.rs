@@ -1,8 +1,7 @@
 //! Worker registry rows, written by heartbeats.
 
-use sqlx::postgres::PgRow;
-
-use super::{col, db_err, json_col, one, to_json, touched, ts_col, PgStore};
+use super::{db_err, one, touched, PgStore};
+use crate::rows::{self, list_json, to_json};
 use crate::{StoreError, WorkerRecord};
 
 macro_rules! columns {
@@ -31,34 +30,6 @@ const UPSERT: &str = concat!(
     columns!()
 );
 
-/// A nullable JSON list: NULL means "not sent", which differs from an empty list.
-fn list_col(row: &PgRow, name: &'static str) -> Result<Option<Vec<String>>, StoreError> {
-    let text: Option<String> = col(row, name)?;
-    text.map(|t| serde_json::from_str(&t).map_err(|_| StoreError::Corrupt { what: name }))
-        .transpose()
-}
-
-fn list_json(
-    value: &Option<Vec<String>>,
-    what: &'static str,
-) -> Result<Option<String>, StoreError> {
-    value.as_ref().map(|v| to_json(v, what)).transpose()
-}
-
-fn from_row(row: &PgRow) -> Result<WorkerRecord, StoreError> {
-    Ok(WorkerRecord {
-        id: col::<String>(row, "id")?.into(),
-        hostname: col(row, "hostname")?,
-        status: col(row, "status")?,
-        providers: list_col(row, "providers")?,
-        capabilities: list_col(row, "capabilities")?,
-        capacity: json_col(row, "capacity")?,
-        last_heartbeat: ts_col(row, "last_heartbeat")?,
-        created_at: ts_col(row, "created_at")?,
-        updated_at: ts_col(row, "updated_at")?,
-    })
-}
-
 /// A heartbeat; the caller's timestamps are ignored.
 pub(super) async fn upsert(db: &PgStore, w: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
     let row = sqlx::query(UPSERT)
@@ -71,7 +42,7 @@ pub(super) async fn upsert(db: &PgStore, w: &WorkerRecord) -> Result<WorkerRecor
         .fetch_one(&db.pool)
         .await
         .map_err(db_err("worker"))?;
-    from_row(&row)
+    rows::worker(&row)
 }
 
 pub(super) async fn get(db: &PgStore, id: &str) -> Result<WorkerRecord, StoreError> {
@@ -84,7 +55,7 @@ pub(super) async fn get(db: &PgStore, id: &str) -> Result<WorkerRecord, StoreErr
     .fetch_optional(&db.pool)
     .await
     .map_err(db_err("worker"))?;
-    one(row, "worker", id, from_row)
+    one(row, "worker", id, rows::worker)
 }
 
 pub(super) async fn list(db: &PgStore) -> Result<Vec<WorkerRecord>, StoreError> {
@@ -92,7 +63,7 @@ pub(super) async fn list(db: &PgStore) -> Result<Vec<WorkerRecord>, StoreError> 
         .fetch_all(&db.pool)
         .await
         .map_err(db_err("worker"))?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(rows::worker).collect()
 }
 
 pub(super) async fn delete(db: &PgStore, id: &str) -> Result<(), StoreError> {

@@ -8,8 +8,9 @@ use rusqlite::params;
 use stacyvm_types::Sandbox;
 
 use super::db::{all, col, exec, first, Db};
-use super::sandboxes::{from_row, values, RowText, COLUMNS};
+use super::sandboxes::{values, RowText, COLUMNS};
 use crate::admission::first_hit;
+use crate::rows;
 use crate::{CreatingSandbox, InsertLimits, StoreError};
 
 /// `?18..?20` are the limits (0 = none); the counts repeat the active-row index predicate.
@@ -92,7 +93,7 @@ pub(super) fn list_creating(db: &Db) -> Result<Vec<CreatingSandbox>, StoreError>
     db.read(|c| {
         all(c, "sandbox", &LIST_CREATING, [], |r| {
             Ok(CreatingSandbox {
-                sandbox: from_row(r)?,
+                sandbox: rows::sandbox(r)?,
                 created_by: col(r, "created_by")?,
             })
         })

@@ -1,29 +1,14 @@
 //! Admin audit trail: append, filtered listing, pruning by age.
 
-use rusqlite::{params, Row};
+use rusqlite::params;
 use stacyvm_types::Timestamp;
 
-use super::db::{all, col, exec, Db};
-use super::{now, ts, ts_col};
+use super::db::{all, exec, Db};
+use super::now;
+use crate::rows::{self, ts};
 use crate::{AdminAuditRecord, AuditFilter, NewAdminAudit, StoreError};
 
 const WHAT: &str = "admin audit record";
-
-fn from_row(row: &Row<'_>) -> Result<AdminAuditRecord, StoreError> {
-    Ok(AdminAuditRecord {
-        id: col(row, "id")?,
-        actor: col(row, "actor")?,
-        method: col(row, "method")?,
-        path: col(row, "path")?,
-        status: col(row, "status")?,
-        duration_ms: col(row, "duration_ms")?,
-        request_id: col(row, "request_id")?,
-        remote_addr: col(row, "remote_addr")?,
-        user_agent: col(row, "user_agent")?,
-        tenant_id: col(row, "tenant_id")?,
-        created_at: ts_col(row, "created_at")?,
-    })
-}
 
 /// `created_at` is the store's clock at insert.
 pub(super) async fn insert(db: &Db, rec: &NewAdminAudit) -> Result<(), StoreError> {
@@ -72,7 +57,7 @@ pub(super) fn list(db: &Db, f: &AuditFilter) -> Result<Vec<AdminAuditRecord>, St
                 f.status,
                 if f.limit > 0 { f.limit } else { -1 }
             ],
-            from_row,
+            |r| rows::admin_audit(r),
         )
     })
 }

@@ -17,6 +17,7 @@ use rusqlite::types::FromSql;
 use rusqlite::{Connection, OpenFlags, Params, Row};
 
 use super::checkpoint::Checkpointer;
+use crate::rows::ReadRow;
 use crate::StoreError;
 
 /// Reader connections: enough to keep both cores busy beside the writer on a 2-core box.
@@ -216,6 +217,25 @@ pub(super) fn is_foreign_key(e: &rusqlite::Error) -> bool {
 pub(super) fn col<T: FromSql>(row: &Row<'_>, name: &'static str) -> Result<T, StoreError> {
     row.get(name)
         .map_err(|_| StoreError::Corrupt { what: name })
+}
+
+impl ReadRow for Row<'_> {
+    fn text(&self, name: &'static str) -> Result<String, StoreError> {
+        col(self, name)
+    }
+
+    fn opt_text(&self, name: &'static str) -> Result<Option<String>, StoreError> {
+        col(self, name)
+    }
+
+    fn int(&self, name: &'static str) -> Result<i64, StoreError> {
+        col(self, name)
+    }
+
+    /// TEXT: SQLite text holds NUL characters.
+    fn output(&self, name: &'static str) -> Result<String, StoreError> {
+        col(self, name)
+    }
 }
 
 /// Runs a statement that changes rows; returns how many.

@@ -1,22 +1,10 @@
 //! Exec logs: append-only, read newest first.
 
-use rusqlite::{params, Row};
+use rusqlite::params;
 
-use super::db::{all, col, is_foreign_key, sql_err, Db};
-use super::{ts, ts_col};
+use super::db::{all, is_foreign_key, sql_err, Db};
+use crate::rows::{self, ts};
 use crate::{ExecLog, StoreError};
-
-fn from_row(row: &Row<'_>) -> Result<ExecLog, StoreError> {
-    Ok(ExecLog {
-        sandbox_id: col::<String>(row, "sandbox_id")?.into(),
-        command: col(row, "command")?,
-        exit_code: col(row, "exit_code")?,
-        stdout: col(row, "stdout")?,
-        stderr: col(row, "stderr")?,
-        duration_ms: col(row, "duration_ms")?,
-        created_at: ts_col(row, "created_at")?,
-    })
-}
 
 /// `NotFound` (sandbox) when the sandbox record does not exist.
 pub(super) async fn insert(db: &Db, log: &ExecLog) -> Result<(), StoreError> {
@@ -61,7 +49,7 @@ pub(super) fn list(db: &Db, sandbox_id: &str, limit: i64) -> Result<Vec<ExecLog>
             "SELECT sandbox_id, command, exit_code, stdout, stderr, duration_ms, created_at \
              FROM exec_logs WHERE sandbox_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2",
             params![sandbox_id, limit],
-            from_row,
+            |r| rows::exec_log(r),
         )
     })
 }

@@ -6,26 +6,15 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use rusqlite::{params, Row};
+use rusqlite::params;
 
-use super::db::{all, col, exec, first, found, touched, Db};
-use super::{deadline, now, ts, ts_col};
+use super::db::{all, exec, first, found, touched, Db};
+use super::{deadline, now};
+use crate::rows::{self, ts};
 use crate::{Lease, StoreError};
 
 const COLUMNS: &str =
     "resource_id, resource_type, holder_id, generation, expires_at, created_at, updated_at";
-
-fn from_row(row: &Row<'_>) -> Result<Lease, StoreError> {
-    Ok(Lease {
-        resource_id: col(row, "resource_id")?,
-        resource_type: col(row, "resource_type")?,
-        holder_id: col(row, "holder_id")?,
-        generation: col(row, "generation")?,
-        expires_at: ts_col(row, "expires_at")?,
-        created_at: ts_col(row, "created_at")?,
-        updated_at: ts_col(row, "updated_at")?,
-    })
-}
 
 static ACQUIRE: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -86,7 +75,7 @@ pub(super) async fn acquire(
                     ts(&deadline(now, ttl)),
                     ts(&now)
                 ],
-                from_row,
+                |r| rows::lease(r),
             )
         })
         .await?;
@@ -108,7 +97,7 @@ pub(super) async fn renew(
                 "lease",
                 &RENEW,
                 params![resource_id, holder_id, ts(&deadline(now, ttl)), ts(&now)],
-                from_row,
+                |r| rows::lease(r),
             )
         })
         .await?;
@@ -135,13 +124,13 @@ pub(super) async fn release(db: &Db, resource_id: &str, holder_id: &str) -> Resu
 
 /// The held lease, expired or not; `NotFound` when absent or released.
 pub(super) fn get(db: &Db, resource_id: &str) -> Result<Lease, StoreError> {
-    let row = db.read(|c| first(c, "lease", &GET, [resource_id], from_row))?;
+    let row = db.read(|c| first(c, "lease", &GET, [resource_id], |r| rows::lease(r)))?;
     found(row, "lease", resource_id)
 }
 
 /// Held leases (expired ones included) ordered by resource id.
 pub(super) fn list(db: &Db) -> Result<Vec<Lease>, StoreError> {
-    db.read(|c| all(c, "lease", &LIST, [], from_row))
+    db.read(|c| all(c, "lease", &LIST, [], |r| rows::lease(r)))
 }
 
 /// Deletes released or long-expired leases under `prefix` (see `Store::prune_leases`).

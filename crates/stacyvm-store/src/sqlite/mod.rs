@@ -16,21 +16,15 @@ mod workers;
 
 use std::time::Duration;
 
-use chrono::{Datelike, NaiveDate, NaiveDateTime, Utc};
-use rusqlite::Row;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use chrono::{Datelike, NaiveDate, Utc};
 use stacyvm_types::{Sandbox, SandboxId, SandboxState, Timestamp, WorkerId};
 
 use crate::{
     ActiveCounts, AdminAuditRecord, AuditFilter, ExecLog, Lease, NewAdminAudit, OwnerQuota, Store,
     StoreError, Template, WorkerRecord,
 };
-use db::{col, Db};
+use db::Db;
 pub(crate) use migrate::latest_version;
-
-/// The one text shape of every stored timestamp: exact to the nanosecond, sortable as a string.
-const TS_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.9fZ";
 
 pub struct SqliteStore {
     db: Db,
@@ -75,10 +69,6 @@ fn now() -> Timestamp {
     Utc::now()
 }
 
-fn ts(t: &Timestamp) -> String {
-    t.format(TS_FORMAT).to_string()
-}
-
 /// `now + ttl`, saturating at the last instant the text format can hold (end of year 9999).
 fn deadline(now: Timestamp, ttl: Duration) -> Timestamp {
     chrono::Duration::from_std(ttl)
@@ -91,22 +81,6 @@ fn deadline(now: Timestamp, ttl: Duration) -> Timestamp {
                 .map(|n| n.and_utc())
         })
         .unwrap_or(now)
-}
-
-fn ts_col(row: &Row<'_>, name: &'static str) -> Result<Timestamp, StoreError> {
-    let text: String = col(row, name)?;
-    NaiveDateTime::parse_from_str(&text, TS_FORMAT)
-        .map(|n| n.and_utc())
-        .map_err(|_| StoreError::Corrupt { what: name })
-}
-
-fn json_col<T: DeserializeOwned>(row: &Row<'_>, name: &'static str) -> Result<T, StoreError> {
-    let text: String = col(row, name)?;
-    serde_json::from_str(&text).map_err(|_| StoreError::Corrupt { what: name })
-}
-
-fn to_json<T: Serialize>(value: &T, what: &'static str) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|_| StoreError::Corrupt { what })
 }
 
 #[async_trait::async_trait]
@@ -299,9 +273,11 @@ impl Store for SqliteStore {
 mod tests {
     use std::collections::BTreeMap;
 
-    use chrono::TimeZone;
+    use chrono::{NaiveDateTime, TimeZone};
 
+    use super::db::col;
     use super::*;
+    use crate::rows::{ts, TS_FORMAT};
 
     struct TempStore {
         _dir: tempfile::TempDir,

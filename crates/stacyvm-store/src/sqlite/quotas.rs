@@ -2,25 +2,14 @@
 
 use std::sync::LazyLock;
 
-use rusqlite::{params, Row};
+use rusqlite::params;
 
-use super::db::{all, col, exec, first, found, touched, Db};
-use super::{ts, ts_col};
+use super::db::{all, exec, first, found, touched, Db};
+use crate::rows::{self, ts};
 use crate::{OwnerQuota, StoreError};
 
 const COLUMNS: &str = "owner_id, max_sandboxes, max_ttl_seconds, max_exec_timeout_seconds, \
      created_at, updated_at";
-
-fn from_row(row: &Row<'_>) -> Result<OwnerQuota, StoreError> {
-    Ok(OwnerQuota {
-        owner_id: col(row, "owner_id")?,
-        max_sandboxes: col(row, "max_sandboxes")?,
-        max_ttl_seconds: col(row, "max_ttl_seconds")?,
-        max_exec_timeout_seconds: col(row, "max_exec_timeout_seconds")?,
-        created_at: ts_col(row, "created_at")?,
-        updated_at: ts_col(row, "updated_at")?,
-    })
-}
 
 /// One statement: inserts, or updates everything but `created_at`.
 static UPSERT: LazyLock<String> = LazyLock::new(|| {
@@ -54,7 +43,7 @@ pub(super) async fn upsert(db: &Db, q: &OwnerQuota) -> Result<OwnerQuota, StoreE
                     ts(&q.created_at),
                     ts(&q.updated_at),
                 ],
-                from_row,
+                |r| rows::quota(r),
             )
         })
         .await?;
@@ -62,12 +51,12 @@ pub(super) async fn upsert(db: &Db, q: &OwnerQuota) -> Result<OwnerQuota, StoreE
 }
 
 pub(super) fn get(db: &Db, owner_id: &str) -> Result<OwnerQuota, StoreError> {
-    let row = db.read(|c| first(c, "owner_quota", &GET, [owner_id], from_row))?;
+    let row = db.read(|c| first(c, "owner_quota", &GET, [owner_id], |r| rows::quota(r)))?;
     found(row, "owner_quota", owner_id)
 }
 
 pub(super) fn list(db: &Db) -> Result<Vec<OwnerQuota>, StoreError> {
-    db.read(|c| all(c, "owner_quota", &LIST, [], from_row))
+    db.read(|c| all(c, "owner_quota", &LIST, [], |r| rows::quota(r)))
 }
 
 pub(super) async fn delete(db: &Db, owner_id: &str) -> Result<(), StoreError> {

@@ -2,11 +2,12 @@
 
 use std::sync::LazyLock;
 
-use rusqlite::{params, Connection, Row, ToSql};
+use rusqlite::{params, Connection, ToSql};
 use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 
-use super::db::{all, col, exec, first, found, Db};
-use super::{json_col, now, to_json, ts, ts_col};
+use super::db::{all, exec, first, found, Db};
+use super::now;
+use crate::rows::{self, to_json, ts};
 use crate::{columns, ActiveCounts, StoreError};
 
 macro_rules! columns {
@@ -16,7 +17,7 @@ macro_rules! columns {
     };
 }
 
-/// The sandbox columns, in `from_row`'s order, for statements built elsewhere.
+/// The sandbox columns, in `rows::sandbox`'s order, for statements built elsewhere.
 pub(super) const COLUMNS: &str = columns!();
 
 const INSERT: &str = concat!(
@@ -47,30 +48,6 @@ pub(super) const COUNT_ACTIVE: &str = "SELECT \
        (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired')), \
        (SELECT COUNT(*) FROM sandboxes \
           WHERE state NOT IN ('destroyed', 'expired') AND owner_id = ?1 AND ?1 <> '')";
-
-pub(super) fn from_row(row: &Row<'_>) -> Result<Sandbox, StoreError> {
-    let state: String = col(row, "state")?;
-    Ok(Sandbox {
-        id: col::<String>(row, "id")?.into(),
-        state: state
-            .parse()
-            .map_err(|_| StoreError::Corrupt { what: "state" })?,
-        provider: col(row, "provider")?,
-        image: col(row, "image")?,
-        memory_mb: col(row, "memory_mb")?,
-        vcpus: col(row, "vcpus")?,
-        metadata: json_col(row, "metadata")?,
-        template: col(row, "template")?,
-        owner_id: col(row, "owner_id")?,
-        vm_id: columns::vm_id_from(col(row, "vm_id")?),
-        placement: columns::placement_from(&col::<String>(row, "worker_id")?),
-        tenant_id: col(row, "tenant_id")?,
-        preview_domain: col(row, "preview_domain")?,
-        created_at: ts_col(row, "created_at")?,
-        expires_at: ts_col(row, "expires_at")?,
-        updated_at: ts_col(row, "updated_at")?,
-    })
-}
 
 /// The text forms of a sandbox's typed, JSON and time columns, made before the write lock is
 /// taken.
@@ -128,7 +105,11 @@ pub(super) async fn insert(db: &Db, sb: &Sandbox) -> Result<(), StoreError> {
 }
 
 fn get_on(c: &Connection, id: &str) -> Result<Sandbox, StoreError> {
-    found(first(c, "sandbox", GET, [id], from_row)?, "sandbox", id)
+    found(
+        first(c, "sandbox", GET, [id], |r| rows::sandbox(r))?,
+        "sandbox",
+        id,
+    )
 }
 
 pub(super) fn get(db: &Db, id: &str) -> Result<Sandbox, StoreError> {
@@ -136,7 +117,7 @@ pub(super) fn get(db: &Db, id: &str) -> Result<Sandbox, StoreError> {
 }
 
 pub(super) fn list(db: &Db) -> Result<Vec<Sandbox>, StoreError> {
-    db.read(|c| all(c, "sandbox", LIST, [], from_row))
+    db.read(|c| all(c, "sandbox", LIST, [], |r| rows::sandbox(r)))
 }
 
 /// The states `to` may be reached from, as an SQL list of literals (all from a closed enum).
@@ -185,7 +166,9 @@ pub(super) async fn set_state(db: &Db, id: &str, to: SandboxState) -> Result<San
     let stamp = ts(&now());
     db.write("sandbox", |c| {
         if let Some(sql) = sql {
-            if let Some(sb) = first(c, "sandbox", sql, params![id, to.as_str(), stamp], from_row)? {
+            if let Some(sb) = first(c, "sandbox", sql, params![id, to.as_str(), stamp], |r| {
+                rows::sandbox(r)
+            })? {
                 return Ok(sb);
             }
         }
@@ -211,7 +194,7 @@ pub(super) async fn set_expiry(
                 "sandbox",
                 SET_EXPIRY,
                 params![id, ts(&expires_at), ts(&now())],
-                from_row,
+                |r| rows::sandbox(r),
             )
         })
         .await?;
@@ -219,7 +202,7 @@ pub(super) async fn set_expiry(
 }
 
 pub(super) fn list_expired(db: &Db, now: Timestamp) -> Result<Vec<Sandbox>, StoreError> {
-    db.read(|c| all(c, "sandbox", LIST_EXPIRED, [ts(&now)], from_row))
+    db.read(|c| all(c, "sandbox", LIST_EXPIRED, [ts(&now)], |r| rows::sandbox(r)))
 }
 
 pub(super) fn count_active(db: &Db, owner: Option<&str>) -> Result<ActiveCounts, StoreError> {
@@ -253,13 +236,9 @@ pub(super) async fn set_running(
     let stamp = ts(&now());
     let column = vm_id.unwrap_or("");
     db.write("sandbox", |c| {
-        if let Some(sb) = first(
-            c,
-            "sandbox",
-            SET_RUNNING,
-            params![id, column, stamp],
-            from_row,
-        )? {
+        if let Some(sb) = first(c, "sandbox", SET_RUNNING, params![id, column, stamp], |r| {
+            rows::sandbox(r)
+        })? {
             return Ok(sb);
         }
         let current = get_on(c, id)?;

@@ -2,33 +2,14 @@
 
 use std::sync::LazyLock;
 
-use rusqlite::{Row, ToSql};
+use rusqlite::ToSql;
 
-use super::db::{all, col, exec, first, found, touched, Db};
-use super::{json_col, to_json, ts, ts_col};
+use super::db::{all, exec, first, found, touched, Db};
+use crate::rows::{self, to_json, ts};
 use crate::{StoreError, Template};
 
 const COLUMNS: &str = "name, version, image, description, setup, allowed_hosts, memory_mb, \
      cpu_cores, ttl_seconds, env, secrets, pool_size, created_at, updated_at";
-
-fn from_row(row: &Row<'_>) -> Result<Template, StoreError> {
-    Ok(Template {
-        name: col(row, "name")?,
-        version: col(row, "version")?,
-        image: col(row, "image")?,
-        description: col(row, "description")?,
-        setup: json_col(row, "setup")?,
-        allowed_hosts: json_col(row, "allowed_hosts")?,
-        memory_mb: col(row, "memory_mb")?,
-        cpu_cores: col(row, "cpu_cores")?,
-        ttl_seconds: col(row, "ttl_seconds")?,
-        env: json_col(row, "env")?,
-        secrets: json_col(row, "secrets")?,
-        pool_size: col(row, "pool_size")?,
-        created_at: ts_col(row, "created_at")?,
-        updated_at: ts_col(row, "updated_at")?,
-    })
-}
 
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -83,12 +64,12 @@ pub(super) async fn create(db: &Db, t: &Template) -> Result<(), StoreError> {
 }
 
 pub(super) fn get(db: &Db, name: &str) -> Result<Template, StoreError> {
-    let row = db.read(|c| first(c, "template", &GET, [name], from_row))?;
+    let row = db.read(|c| first(c, "template", &GET, [name], |r| rows::template(r)))?;
     found(row, "template", name)
 }
 
 pub(super) fn list(db: &Db) -> Result<Vec<Template>, StoreError> {
-    db.read(|c| all(c, "template", &LIST, [], from_row))
+    db.read(|c| all(c, "template", &LIST, [], |r| rows::template(r)))
 }
 
 /// Replaces every field but `name` and `created_at`.

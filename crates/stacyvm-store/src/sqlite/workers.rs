@@ -2,42 +2,15 @@
 
 use std::sync::LazyLock;
 
-use rusqlite::{params, Row};
+use rusqlite::params;
 
-use super::db::{all, col, exec, first, found, touched, Db};
-use super::{json_col, now, to_json, ts, ts_col};
+use super::db::{all, exec, first, found, touched, Db};
+use super::now;
+use crate::rows::{self, list_json, to_json, ts};
 use crate::{StoreError, WorkerRecord};
 
 const COLUMNS: &str = "id, hostname, status, providers, capabilities, capacity, last_heartbeat, \
      created_at, updated_at";
-
-/// A nullable JSON list: NULL means "not sent", which differs from an empty list.
-fn list_col(row: &Row<'_>, name: &'static str) -> Result<Option<Vec<String>>, StoreError> {
-    let text: Option<String> = col(row, name)?;
-    text.map(|t| serde_json::from_str(&t).map_err(|_| StoreError::Corrupt { what: name }))
-        .transpose()
-}
-
-fn list_json(
-    value: &Option<Vec<String>>,
-    what: &'static str,
-) -> Result<Option<String>, StoreError> {
-    value.as_ref().map(|v| to_json(v, what)).transpose()
-}
-
-fn from_row(row: &Row<'_>) -> Result<WorkerRecord, StoreError> {
-    Ok(WorkerRecord {
-        id: col::<String>(row, "id")?.into(),
-        hostname: col(row, "hostname")?,
-        status: col(row, "status")?,
-        providers: list_col(row, "providers")?,
-        capabilities: list_col(row, "capabilities")?,
-        capacity: json_col(row, "capacity")?,
-        last_heartbeat: ts_col(row, "last_heartbeat")?,
-        created_at: ts_col(row, "created_at")?,
-        updated_at: ts_col(row, "updated_at")?,
-    })
-}
 
 static UPSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -76,7 +49,7 @@ pub(super) async fn upsert(db: &Db, w: &WorkerRecord) -> Result<WorkerRecord, St
                     capacity,
                     ts(&now())
                 ],
-                from_row,
+                |r| rows::worker(r),
             )
         })
         .await?;
@@ -84,12 +57,12 @@ pub(super) async fn upsert(db: &Db, w: &WorkerRecord) -> Result<WorkerRecord, St
 }
 
 pub(super) fn get(db: &Db, id: &str) -> Result<WorkerRecord, StoreError> {
-    let row = db.read(|c| first(c, "worker", &GET, [id], from_row))?;
+    let row = db.read(|c| first(c, "worker", &GET, [id], |r| rows::worker(r)))?;
     found(row, "worker", id)
 }
 
 pub(super) fn list(db: &Db) -> Result<Vec<WorkerRecord>, StoreError> {
-    db.read(|c| all(c, "worker", &LIST, [], from_row))
+    db.read(|c| all(c, "worker", &LIST, [], |r| rows::worker(r)))
 }
 
 pub(super) async fn delete(db: &Db, id: &str) -> Result<(), StoreError> {
