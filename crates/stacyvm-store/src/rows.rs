@@ -28,12 +28,16 @@ pub(crate) fn to_json<T: Serialize>(value: &T, what: &'static str) -> Result<Str
 /// One result row of a backend, read by column name. Every failure is `Corrupt` naming the
 /// column.
 pub(crate) trait ReadRow {
-    fn text(&self, name: &'static str) -> Result<String, StoreError>;
     /// A nullable text column.
     fn opt_text(&self, name: &'static str) -> Result<Option<String>, StoreError>;
     fn int(&self, name: &'static str) -> Result<i64, StoreError>;
     /// Command output, which may hold NUL characters (Postgres keeps it as UTF-8 bytes).
     fn output(&self, name: &'static str) -> Result<String, StoreError>;
+
+    fn text(&self, name: &'static str) -> Result<String, StoreError> {
+        self.opt_text(name)?
+            .ok_or(StoreError::Corrupt { what: name })
+    }
 
     fn time(&self, name: &'static str) -> Result<Timestamp, StoreError> {
         NaiveDateTime::parse_from_str(&self.text(name)?, TS_FORMAT)

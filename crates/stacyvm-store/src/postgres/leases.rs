@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sqlx::postgres::PgRow;
 
-use super::{db_err, one, touched, ttl_interval, PgStore};
+use super::{db_err, get_all, get_keyed, touched, ttl_interval, PgStore};
 use crate::rows;
 use crate::{Lease, StoreError};
 
@@ -126,29 +126,22 @@ pub(super) async fn release(
 
 /// The held lease, expired or not; `NotFound` when absent or released.
 pub(super) async fn get(db: &PgStore, resource_id: &str) -> Result<Lease, StoreError> {
-    let row = sqlx::query(concat!(
+    let sql = concat!(
         "SELECT ",
         columns!(),
         " FROM leases WHERE resource_id = $1 AND holder_id IS NOT NULL"
-    ))
-    .bind(resource_id)
-    .fetch_optional(&db.pool)
-    .await
-    .map_err(db_err("lease"))?;
-    one(row, "lease", resource_id, rows::lease)
+    );
+    get_keyed(db, sql, "lease", resource_id, rows::lease).await
 }
 
 /// Held leases (expired ones included) ordered by resource id.
 pub(super) async fn list(db: &PgStore) -> Result<Vec<Lease>, StoreError> {
-    let rows = sqlx::query(concat!(
+    let sql = concat!(
         "SELECT ",
         columns!(),
         " FROM leases WHERE holder_id IS NOT NULL ORDER BY resource_id"
-    ))
-    .fetch_all(&db.pool)
-    .await
-    .map_err(db_err("lease"))?;
-    rows.iter().map(rows::lease).collect()
+    );
+    get_all(db, sql, "lease", rows::lease).await
 }
 
 /// Deletes released or long-expired leases under `prefix` (see `Store::prune_leases`).

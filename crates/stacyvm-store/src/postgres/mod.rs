@@ -274,6 +274,51 @@ fn one<T>(
     row.map_or_else(|| Err(StoreError::not_found(kind, key)), |r| decode(&r))
 }
 
+/// The record a statement keyed by `$1 = key` returns, or `NotFound` naming the key.
+async fn get_keyed<T>(
+    db: &PgStore,
+    sql: &str,
+    kind: &'static str,
+    key: &str,
+    decode: fn(&PgRow) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let row = sqlx::query(sql)
+        .bind(key)
+        .fetch_optional(&db.pool)
+        .await
+        .map_err(db_err(kind))?;
+    one(row, kind, key, decode)
+}
+
+/// Every record a statement without parameters returns.
+async fn get_all<T>(
+    db: &PgStore,
+    sql: &str,
+    kind: &'static str,
+    decode: fn(&PgRow) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let rows = sqlx::query(sql)
+        .fetch_all(&db.pool)
+        .await
+        .map_err(db_err(kind))?;
+    rows.iter().map(decode).collect()
+}
+
+/// Runs a delete keyed by `$1 = key`; `NotFound` when it touched no row.
+async fn delete_keyed(
+    db: &PgStore,
+    sql: &str,
+    kind: &'static str,
+    key: &str,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(sql)
+        .bind(key)
+        .execute(&db.pool)
+        .await
+        .map_err(db_err(kind))?;
+    touched(done, kind, key)
+}
+
 /// `NotFound` when a keyed update or delete touched no row.
 fn touched(done: PgQueryResult, kind: &'static str, key: &str) -> Result<(), StoreError> {
     if done.rows_affected() == 0 {
@@ -292,10 +337,6 @@ where
 }
 
 impl ReadRow for PgRow {
-    fn text(&self, name: &'static str) -> Result<String, StoreError> {
-        col(self, name)
-    }
-
     fn opt_text(&self, name: &'static str) -> Result<Option<String>, StoreError> {
         col(self, name)
     }

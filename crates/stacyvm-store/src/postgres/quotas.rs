@@ -1,6 +1,6 @@
 //! Per-owner quotas (0 = limit not set).
 
-use super::{db_err, one, touched, PgStore};
+use super::{db_err, delete_keyed, get_all, get_keyed, PgStore};
 use crate::rows::{self, ts};
 use crate::{OwnerQuota, StoreError};
 
@@ -33,28 +33,15 @@ pub(super) async fn upsert(db: &PgStore, q: &OwnerQuota) -> Result<OwnerQuota, S
 
 pub(super) async fn get(db: &PgStore, owner_id: &str) -> Result<OwnerQuota, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM owner_quotas WHERE owner_id = $1");
-    let row = sqlx::query(&sql)
-        .bind(owner_id)
-        .fetch_optional(&db.pool)
-        .await
-        .map_err(db_err("owner_quota"))?;
-    one(row, "owner_quota", owner_id, rows::quota)
+    get_keyed(db, &sql, "owner_quota", owner_id, rows::quota).await
 }
 
 pub(super) async fn list(db: &PgStore) -> Result<Vec<OwnerQuota>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM owner_quotas ORDER BY owner_id");
-    let rows = sqlx::query(&sql)
-        .fetch_all(&db.pool)
-        .await
-        .map_err(db_err("owner_quota"))?;
-    rows.iter().map(rows::quota).collect()
+    get_all(db, &sql, "owner_quota", rows::quota).await
 }
 
 pub(super) async fn delete(db: &PgStore, owner_id: &str) -> Result<(), StoreError> {
-    let done = sqlx::query("DELETE FROM owner_quotas WHERE owner_id = $1")
-        .bind(owner_id)
-        .execute(&db.pool)
-        .await
-        .map_err(db_err("owner_quota"))?;
-    touched(done, "owner_quota", owner_id)
+    let sql = "DELETE FROM owner_quotas WHERE owner_id = $1";
+    delete_keyed(db, sql, "owner_quota", owner_id).await
 }

@@ -2,7 +2,7 @@
 
 use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 
-use super::{db_err, one, PgStore};
+use super::{db_err, get_all, get_keyed, one, PgStore};
 use crate::rows::{self, to_json, ts};
 use crate::{columns, ActiveCounts, StoreError};
 
@@ -74,20 +74,11 @@ pub(super) async fn insert(db: &PgStore, sb: &Sandbox) -> Result<(), StoreError>
 }
 
 pub(super) async fn get(db: &PgStore, id: &str) -> Result<Sandbox, StoreError> {
-    let row = sqlx::query(GET)
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await
-        .map_err(db_err("sandbox"))?;
-    one(row, "sandbox", id, rows::sandbox)
+    get_keyed(db, GET, "sandbox", id, rows::sandbox).await
 }
 
 pub(super) async fn list(db: &PgStore) -> Result<Vec<Sandbox>, StoreError> {
-    let rows = sqlx::query(LIST)
-        .fetch_all(&db.pool)
-        .await
-        .map_err(db_err("sandbox"))?;
-    rows.iter().map(rows::sandbox).collect()
+    get_all(db, LIST, "sandbox", rows::sandbox).await
 }
 
 /// The states `to` may be reached from, as an SQL list of literals (all from a closed enum).

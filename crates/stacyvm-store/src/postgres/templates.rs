@@ -1,6 +1,6 @@
 //! Sandbox templates, keyed by name. List fields and maps are stored as JSON text.
 
-use super::{db_err, one, touched, PgStore};
+use super::{db_err, delete_keyed, get_all, get_keyed, touched, PgStore};
 use crate::rows::{self, to_json, ts};
 use crate::{StoreError, Template};
 
@@ -41,21 +41,12 @@ pub(super) async fn create(db: &PgStore, t: &Template) -> Result<(), StoreError>
 
 pub(super) async fn get(db: &PgStore, name: &str) -> Result<Template, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM templates WHERE name = $1");
-    let row = sqlx::query(&sql)
-        .bind(name)
-        .fetch_optional(&db.pool)
-        .await
-        .map_err(db_err("template"))?;
-    one(row, "template", name, rows::template)
+    get_keyed(db, &sql, "template", name, rows::template).await
 }
 
 pub(super) async fn list(db: &PgStore) -> Result<Vec<Template>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM templates ORDER BY name");
-    let rows = sqlx::query(&sql)
-        .fetch_all(&db.pool)
-        .await
-        .map_err(db_err("template"))?;
-    rows.iter().map(rows::template).collect()
+    get_all(db, &sql, "template", rows::template).await
 }
 
 /// Replaces every field but `name` and `created_at`.
@@ -75,10 +66,11 @@ pub(super) async fn replace(db: &PgStore, t: &Template) -> Result<(), StoreError
 }
 
 pub(super) async fn delete(db: &PgStore, name: &str) -> Result<(), StoreError> {
-    let done = sqlx::query("DELETE FROM templates WHERE name = $1")
-        .bind(name)
-        .execute(&db.pool)
-        .await
-        .map_err(db_err("template"))?;
-    touched(done, "template", name)
+    delete_keyed(
+        db,
+        "DELETE FROM templates WHERE name = $1",
+        "template",
+        name,
+    )
+    .await
 }

@@ -1,6 +1,6 @@
 //! Worker registry rows, written by heartbeats.
 
-use super::{db_err, one, touched, PgStore};
+use super::{db_err, delete_keyed, get_all, get_keyed, PgStore};
 use crate::rows::{self, list_json, to_json};
 use crate::{StoreError, WorkerRecord};
 
@@ -46,31 +46,15 @@ pub(super) async fn upsert(db: &PgStore, w: &WorkerRecord) -> Result<WorkerRecor
 }
 
 pub(super) async fn get(db: &PgStore, id: &str) -> Result<WorkerRecord, StoreError> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM workers WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(&db.pool)
-    .await
-    .map_err(db_err("worker"))?;
-    one(row, "worker", id, rows::worker)
+    let sql = concat!("SELECT ", columns!(), " FROM workers WHERE id = $1");
+    get_keyed(db, sql, "worker", id, rows::worker).await
 }
 
 pub(super) async fn list(db: &PgStore) -> Result<Vec<WorkerRecord>, StoreError> {
-    let rows = sqlx::query(concat!("SELECT ", columns!(), " FROM workers ORDER BY id"))
-        .fetch_all(&db.pool)
-        .await
-        .map_err(db_err("worker"))?;
-    rows.iter().map(rows::worker).collect()
+    let sql = concat!("SELECT ", columns!(), " FROM workers ORDER BY id");
+    get_all(db, sql, "worker", rows::worker).await
 }
 
 pub(super) async fn delete(db: &PgStore, id: &str) -> Result<(), StoreError> {
-    let done = sqlx::query("DELETE FROM workers WHERE id = $1")
-        .bind(id)
-        .execute(&db.pool)
-        .await
-        .map_err(db_err("worker"))?;
-    touched(done, "worker", id)
+    delete_keyed(db, "DELETE FROM workers WHERE id = $1", "worker", id).await
 }

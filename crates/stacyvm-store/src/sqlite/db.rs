@@ -173,6 +173,32 @@ impl Db {
         f(&lock(&self.readers[start % self.readers.len()]))
     }
 
+    /// The record a statement keyed by `?1 = key` returns, or `NotFound` naming the key.
+    pub(super) fn get_keyed<T>(
+        &self,
+        kind: &'static str,
+        sql: &str,
+        key: &str,
+        decode: impl FnOnce(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        found(
+            self.read(|c| first(c, kind, sql, [key], decode))?,
+            kind,
+            key,
+        )
+    }
+
+    /// Runs a delete keyed by `?1 = key`; `NotFound` when it touched no row.
+    pub(super) async fn delete_keyed(
+        &self,
+        kind: &'static str,
+        sql: &str,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        let n = self.write(kind, |c| exec(c, kind, sql, [key])).await?;
+        touched(n, kind, key)
+    }
+
     /// Runs `f` on every connection (tests check their settings).
     #[cfg(test)]
     pub(super) async fn for_each_connection(&self, f: impl Fn(&Connection)) {
@@ -220,10 +246,6 @@ pub(super) fn col<T: FromSql>(row: &Row<'_>, name: &'static str) -> Result<T, St
 }
 
 impl ReadRow for Row<'_> {
-    fn text(&self, name: &'static str) -> Result<String, StoreError> {
-        col(self, name)
-    }
-
     fn opt_text(&self, name: &'static str) -> Result<Option<String>, StoreError> {
         col(self, name)
     }

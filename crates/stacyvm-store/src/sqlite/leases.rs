@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rusqlite::params;
 
-use super::db::{all, exec, first, found, touched, Db};
+use super::db::{all, exec, first, touched, Db};
 use super::{deadline, now};
 use crate::rows::{self, ts};
 use crate::{Lease, StoreError};
@@ -124,8 +124,7 @@ pub(super) async fn release(db: &Db, resource_id: &str, holder_id: &str) -> Resu
 
 /// The held lease, expired or not; `NotFound` when absent or released.
 pub(super) fn get(db: &Db, resource_id: &str) -> Result<Lease, StoreError> {
-    let row = db.read(|c| first(c, "lease", &GET, [resource_id], |r| rows::lease(r)))?;
-    found(row, "lease", resource_id)
+    db.get_keyed("lease", &GET, resource_id, |r| rows::lease(r))
 }
 
 /// Held leases (expired ones included) ordered by resource id.

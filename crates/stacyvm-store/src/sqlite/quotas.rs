@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use rusqlite::params;
 
-use super::db::{all, exec, first, found, touched, Db};
+use super::db::{all, first, found, Db};
 use crate::rows::{self, ts};
 use crate::{OwnerQuota, StoreError};
 
@@ -51,8 +51,7 @@ pub(super) async fn upsert(db: &Db, q: &OwnerQuota) -> Result<OwnerQuota, StoreE
 }
 
 pub(super) fn get(db: &Db, owner_id: &str) -> Result<OwnerQuota, StoreError> {
-    let row = db.read(|c| first(c, "owner_quota", &GET, [owner_id], |r| rows::quota(r)))?;
-    found(row, "owner_quota", owner_id)
+    db.get_keyed("owner_quota", &GET, owner_id, |r| rows::quota(r))
 }
 
 pub(super) fn list(db: &Db) -> Result<Vec<OwnerQuota>, StoreError> {
@@ -60,15 +59,10 @@ pub(super) fn list(db: &Db) -> Result<Vec<OwnerQuota>, StoreError> {
 }
 
 pub(super) async fn delete(db: &Db, owner_id: &str) -> Result<(), StoreError> {
-    let n = db
-        .write("owner_quota", |c| {
-            exec(
-                c,
-                "owner_quota",
-                "DELETE FROM owner_quotas WHERE owner_id = ?1",
-                [owner_id],
-            )
-        })
-        .await?;
-    touched(n, "owner_quota", owner_id)
+    db.delete_keyed(
+        "owner_quota",
+        "DELETE FROM owner_quotas WHERE owner_id = ?1",
+        owner_id,
+    )
+    .await
 }

@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use rusqlite::ToSql;
 
-use super::db::{all, exec, first, found, touched, Db};
+use super::db::{all, exec, touched, Db};
 use crate::rows::{self, to_json, ts};
 use crate::{StoreError, Template};
 
@@ -64,8 +64,7 @@ pub(super) async fn create(db: &Db, t: &Template) -> Result<(), StoreError> {
 }
 
 pub(super) fn get(db: &Db, name: &str) -> Result<Template, StoreError> {
-    let row = db.read(|c| first(c, "template", &GET, [name], |r| rows::template(r)))?;
-    found(row, "template", name)
+    db.get_keyed("template", &GET, name, |r| rows::template(r))
 }
 
 pub(super) fn list(db: &Db) -> Result<Vec<Template>, StoreError> {
@@ -95,15 +94,6 @@ pub(super) async fn replace(db: &Db, t: &Template) -> Result<(), StoreError> {
 }
 
 pub(super) async fn delete(db: &Db, name: &str) -> Result<(), StoreError> {
-    let n = db
-        .write("template", |c| {
-            exec(
-                c,
-                "template",
-                "DELETE FROM templates WHERE name = ?1",
-                [name],
-            )
-        })
-        .await?;
-    touched(n, "template", name)
+    db.delete_keyed("template", "DELETE FROM templates WHERE name = ?1", name)
+        .await
 }

@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use rusqlite::params;
 
-use super::db::{all, exec, first, found, touched, Db};
+use super::db::{all, first, found, Db};
 use super::now;
 use crate::rows::{self, list_json, to_json, ts};
 use crate::{StoreError, WorkerRecord};
@@ -57,8 +57,7 @@ pub(super) async fn upsert(db: &Db, w: &WorkerRecord) -> Result<WorkerRecord, St
 }
 
 pub(super) fn get(db: &Db, id: &str) -> Result<WorkerRecord, StoreError> {
-    let row = db.read(|c| first(c, "worker", &GET, [id], |r| rows::worker(r)))?;
-    found(row, "worker", id)
+    db.get_keyed("worker", &GET, id, |r| rows::worker(r))
 }
 
 pub(super) fn list(db: &Db) -> Result<Vec<WorkerRecord>, StoreError> {
@@ -66,10 +65,6 @@ pub(super) fn list(db: &Db) -> Result<Vec<WorkerRecord>, StoreError> {
 }
 
 pub(super) async fn delete(db: &Db, id: &str) -> Result<(), StoreError> {
-    let n = db
-        .write("worker", |c| {
-            exec(c, "worker", "DELETE FROM workers WHERE id = ?1", [id])
-        })
-        .await?;
-    touched(n, "worker", id)
+    db.delete_keyed("worker", "DELETE FROM workers WHERE id = ?1", id)
+        .await
 }
