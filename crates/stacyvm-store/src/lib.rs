@@ -12,6 +12,7 @@ mod postgres;
 mod records;
 mod rows;
 mod sqlite;
+mod statements;
 
 use std::sync::Arc;
 

@@ -8,10 +8,10 @@ use std::sync::LazyLock;
 
 use stacyvm_types::Sandbox;
 
-use super::sandboxes::COLUMNS;
-use super::{col, db_err, PgStore};
+use super::sandboxes::{bind_sandbox, COLUMNS};
+use super::{col, db_err, PgStore, Query};
 use crate::admission::first_hit;
-use crate::rows::{self, to_json, ts};
+use crate::rows::{self, to_json};
 use crate::{CreatingSandbox, InsertLimits, StoreError};
 
 /// The advisory lock key serialising limited admissions ("stacyvm" + 1).
@@ -53,28 +53,12 @@ static LIST_CREATING: LazyLock<String> = LazyLock::new(|| {
 
 /// Binds the 17 column values of a limited or plain insert.
 fn bind_record<'q>(
-    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    q: Query<'q>,
     sb: &'q Sandbox,
     metadata: String,
     created_by: &'q str,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    q.bind(sb.id.as_str())
-        .bind(sb.state.as_str())
-        .bind(&sb.provider)
-        .bind(&sb.image)
-        .bind(sb.memory_mb)
-        .bind(sb.vcpus)
-        .bind(metadata)
-        .bind(&sb.template)
-        .bind(&sb.owner_id)
-        .bind(crate::columns::vm_id(sb))
-        .bind(crate::columns::worker_id(sb))
-        .bind(&sb.tenant_id)
-        .bind(&sb.preview_domain)
-        .bind(ts(&sb.created_at))
-        .bind(ts(&sb.expires_at))
-        .bind(ts(&sb.updated_at))
-        .bind(created_by)
+) -> Query<'q> {
+    bind_sandbox(q, sb, metadata).bind(created_by)
 }
 
 pub(super) async fn insert_limited(

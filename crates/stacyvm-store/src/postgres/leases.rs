@@ -10,43 +10,25 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgRow;
-
-use super::{db_err, get_all, get_keyed, touched, ttl_interval, PgStore};
+use super::{db_err, get_all, get_keyed, touched, ttl_interval, PgStore, Query};
 use crate::rows;
+use crate::statements::{lease_columns, lease_grant_rule};
 use crate::{Lease, StoreError};
 
-macro_rules! columns {
-    () => {
-        "resource_id, resource_type, holder_id, generation, expires_at, created_at, updated_at"
-    };
-}
-
-/// Granted when the row is absent, released, expired (`expires_at <= now`) or already held by
-/// `$3`. `created_at` marks the start of the current holder's tenure.
+/// Granted when the row is absent, else as `lease_grant_rule` says.
 const ACQUIRE: &str = concat!(
     "INSERT INTO leases (",
-    columns!(),
+    lease_columns!(),
     ") VALUES ($1, $2, $3, 1, ",
     deadline_ts!("$4"),
     ", ",
     now_ts!(),
     ", ",
     now_ts!(),
-    ") ON CONFLICT (resource_id) DO UPDATE SET \
-       resource_type = excluded.resource_type, \
-       holder_id = excluded.holder_id, \
-       generation = leases.generation + 1, \
-       expires_at = excluded.expires_at, \
-       created_at = CASE \
-         WHEN leases.holder_id = excluded.holder_id AND leases.expires_at > excluded.updated_at \
-         THEN leases.created_at ELSE excluded.created_at END, \
-       updated_at = excluded.updated_at \
-     WHERE leases.holder_id IS NULL \
-        OR leases.holder_id = excluded.holder_id \
-        OR leases.expires_at <= excluded.updated_at \
-     RETURNING ",
-    columns!()
+    ") ",
+    lease_grant_rule!(),
+    " RETURNING ",
+    lease_columns!()
 );
 
 /// Only the holder of a live lease.
@@ -58,7 +40,7 @@ const RENEW: &str = concat!(
     " WHERE resource_id = $1 AND holder_id = $2 AND expires_at > ",
     now_ts!(),
     " RETURNING ",
-    columns!()
+    lease_columns!()
 );
 
 /// The holder, even past expiry as long as nobody took the lease over.
@@ -68,8 +50,9 @@ const RELEASE: &str = concat!(
     " WHERE resource_id = $1 AND holder_id = $2"
 );
 
-/// The lease a conditional write returned, or `Conflict` when its condition refused it.
-fn granted(row: Option<PgRow>, refused: &str) -> Result<Lease, StoreError> {
+/// Runs a conditional grant: the lease it returned, or `Conflict` when its condition refused it.
+async fn granted(db: &PgStore, q: Query<'_>, refused: &str) -> Result<Lease, StoreError> {
+    let row = q.fetch_optional(&db.pool).await.map_err(db_err("lease"))?;
     match row {
         Some(row) => rows::lease(&row),
         None => Err(StoreError::Conflict(refused.into())),
@@ -83,15 +66,12 @@ pub(super) async fn acquire(
     holder_id: &str,
     ttl: Duration,
 ) -> Result<Lease, StoreError> {
-    let row = sqlx::query(ACQUIRE)
+    let q = sqlx::query(ACQUIRE)
         .bind(resource_id)
         .bind(resource_type)
         .bind(holder_id)
-        .bind(ttl_interval(ttl))
-        .fetch_optional(&db.pool)
-        .await
-        .map_err(db_err("lease"))?;
-    granted(row, "lease is held by another worker")
+        .bind(ttl_interval(ttl));
+    granted(db, q, "lease is held by another worker").await
 }
 
 pub(super) async fn renew(
@@ -100,14 +80,11 @@ pub(super) async fn renew(
     holder_id: &str,
     ttl: Duration,
 ) -> Result<Lease, StoreError> {
-    let row = sqlx::query(RENEW)
+    let q = sqlx::query(RENEW)
         .bind(resource_id)
         .bind(holder_id)
-        .bind(ttl_interval(ttl))
-        .fetch_optional(&db.pool)
-        .await
-        .map_err(db_err("lease"))?;
-    granted(row, "lease is not held by this holder or has expired")
+        .bind(ttl_interval(ttl));
+    granted(db, q, "lease is not held by this holder or has expired").await
 }
 
 pub(super) async fn release(
@@ -128,7 +105,7 @@ pub(super) async fn release(
 pub(super) async fn get(db: &PgStore, resource_id: &str) -> Result<Lease, StoreError> {
     let sql = concat!(
         "SELECT ",
-        columns!(),
+        lease_columns!(),
         " FROM leases WHERE resource_id = $1 AND holder_id IS NOT NULL"
     );
     get_keyed(db, sql, "lease", resource_id, rows::lease).await
@@ -138,7 +115,7 @@ pub(super) async fn get(db: &PgStore, resource_id: &str) -> Result<Lease, StoreE
 pub(super) async fn list(db: &PgStore) -> Result<Vec<Lease>, StoreError> {
     let sql = concat!(
         "SELECT ",
-        columns!(),
+        lease_columns!(),
         " FROM leases WHERE holder_id IS NOT NULL ORDER BY resource_id"
     );
     get_all(db, sql, "lease", rows::lease).await

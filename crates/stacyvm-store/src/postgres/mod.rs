@@ -274,6 +274,9 @@ fn one<T>(
     row.map_or_else(|| Err(StoreError::not_found(kind, key)), |r| decode(&r))
 }
 
+/// A statement with its parameters bound so far.
+type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
 /// The record a statement keyed by `$1 = key` returns, or `NotFound` naming the key.
 async fn get_keyed<T>(
     db: &PgStore,

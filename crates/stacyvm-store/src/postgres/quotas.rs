@@ -2,23 +2,23 @@
 
 use super::{db_err, delete_keyed, get_all, get_keyed, PgStore};
 use crate::rows::{self, ts};
+use crate::statements::{quota_columns, quota_upsert_rule};
 use crate::{OwnerQuota, StoreError};
 
-const COLUMNS: &str = "owner_id, max_sandboxes, max_ttl_seconds, max_exec_timeout_seconds, \
-     created_at, updated_at";
+const COLUMNS: &str = quota_columns!();
 
 /// One statement: inserts, or updates everything but `created_at`.
+const UPSERT: &str = concat!(
+    "INSERT INTO owner_quotas (",
+    quota_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6) ",
+    quota_upsert_rule!(),
+    " RETURNING ",
+    quota_columns!()
+);
+
 pub(super) async fn upsert(db: &PgStore, q: &OwnerQuota) -> Result<OwnerQuota, StoreError> {
-    let sql = format!(
-        "INSERT INTO owner_quotas ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (owner_id) DO UPDATE SET \
-           max_sandboxes = excluded.max_sandboxes, \
-           max_ttl_seconds = excluded.max_ttl_seconds, \
-           max_exec_timeout_seconds = excluded.max_exec_timeout_seconds, \
-           updated_at = excluded.updated_at \
-         RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(UPSERT)
         .bind(&q.owner_id)
         .bind(q.max_sandboxes)
         .bind(q.max_ttl_seconds)

@@ -2,7 +2,7 @@
 
 use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 
-use super::{db_err, get_all, get_keyed, one, PgStore};
+use super::{db_err, get_all, get_keyed, PgStore, Query};
 use crate::rows::{self, to_json, ts};
 use crate::{columns, ActiveCounts, StoreError};
 
@@ -49,15 +49,15 @@ pub(super) const COUNT_ACTIVE: &str = "SELECT \
 /// Retries of the compare-and-set in `set_state` when other writers keep moving the record.
 const STATE_CAS_ATTEMPTS: usize = 8;
 
-pub(super) async fn insert(db: &PgStore, sb: &Sandbox) -> Result<(), StoreError> {
-    sqlx::query(INSERT)
-        .bind(sb.id.as_str())
+/// Binds `$1`…`$16`: every column in [`COLUMNS`] order (`metadata` as JSON text).
+pub(super) fn bind_sandbox<'q>(q: Query<'q>, sb: &'q Sandbox, metadata: String) -> Query<'q> {
+    q.bind(sb.id.as_str())
         .bind(sb.state.as_str())
         .bind(&sb.provider)
         .bind(&sb.image)
         .bind(sb.memory_mb)
         .bind(sb.vcpus)
-        .bind(to_json(&sb.metadata, "metadata")?)
+        .bind(metadata)
         .bind(&sb.template)
         .bind(&sb.owner_id)
         .bind(columns::vm_id(sb))
@@ -67,10 +67,32 @@ pub(super) async fn insert(db: &PgStore, sb: &Sandbox) -> Result<(), StoreError>
         .bind(ts(&sb.created_at))
         .bind(ts(&sb.expires_at))
         .bind(ts(&sb.updated_at))
+}
+
+pub(super) async fn insert(db: &PgStore, sb: &Sandbox) -> Result<(), StoreError> {
+    let metadata = to_json(&sb.metadata, "metadata")?;
+    bind_sandbox(sqlx::query(INSERT), sb, metadata)
         .execute(&db.pool)
         .await
         .map_err(db_err("sandbox"))?;
     Ok(())
+}
+
+/// Runs an `UPDATE .. WHERE id = $1 .. RETURNING` whose other parameter is `$2 = value`;
+/// `None` when its WHERE clause matched nothing.
+async fn update_returning(
+    db: &PgStore,
+    sql: &str,
+    id: &str,
+    value: &str,
+) -> Result<Option<Sandbox>, StoreError> {
+    let row = sqlx::query(sql)
+        .bind(id)
+        .bind(value)
+        .fetch_optional(&db.pool)
+        .await
+        .map_err(db_err("sandbox"))?;
+    row.as_ref().map(rows::sandbox).transpose()
 }
 
 pub(super) async fn get(db: &PgStore, id: &str) -> Result<Sandbox, StoreError> {
@@ -113,14 +135,8 @@ pub(super) async fn set_state(
     };
     for _ in 0..STATE_CAS_ATTEMPTS {
         if let Some(sql) = &sql {
-            let updated = sqlx::query(sql)
-                .bind(id)
-                .bind(to.as_str())
-                .fetch_optional(&db.pool)
-                .await
-                .map_err(db_err("sandbox"))?;
-            if let Some(row) = updated {
-                return rows::sandbox(&row);
+            if let Some(sb) = update_returning(db, sql, id, to.as_str()).await? {
+                return Ok(sb);
             }
         }
         // Not updated: absent, already `to`, or not allowed. Decide on the current row.
@@ -141,13 +157,9 @@ pub(super) async fn set_expiry(
     id: &str,
     expires_at: Timestamp,
 ) -> Result<Sandbox, StoreError> {
-    let row = sqlx::query(SET_EXPIRY)
-        .bind(id)
-        .bind(ts(&expires_at))
-        .fetch_optional(&db.pool)
-        .await
-        .map_err(db_err("sandbox"))?;
-    one(row, "sandbox", id, rows::sandbox)
+    update_returning(db, SET_EXPIRY, id, &ts(&expires_at))
+        .await?
+        .ok_or_else(|| StoreError::not_found("sandbox", id))
 }
 
 pub(super) async fn list_expired(db: &PgStore, now: Timestamp) -> Result<Vec<Sandbox>, StoreError> {
@@ -183,14 +195,8 @@ pub(super) async fn set_running(
         now_ts!(),
         columns!()
     );
-    let updated = sqlx::query(&sql)
-        .bind(id)
-        .bind(vm_id.unwrap_or(""))
-        .fetch_optional(&db.pool)
-        .await
-        .map_err(db_err("sandbox"))?;
-    if let Some(row) = updated {
-        return rows::sandbox(&row);
+    if let Some(sb) = update_returning(db, &sql, id, vm_id.unwrap_or("")).await? {
+        return Ok(sb);
     }
     let current = get(db, id).await?;
     if current.state == SandboxState::Running && current.vm_id.as_deref() == vm_id {

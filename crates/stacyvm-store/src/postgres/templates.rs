@@ -1,13 +1,11 @@
 //! Sandbox templates, keyed by name. List fields and maps are stored as JSON text.
 
-use super::{db_err, delete_keyed, get_all, get_keyed, touched, PgStore};
+use super::{db_err, delete_keyed, get_all, get_keyed, touched, PgStore, Query};
 use crate::rows::{self, to_json, ts};
 use crate::{StoreError, Template};
 
 const COLUMNS: &str = "name, version, image, description, setup, allowed_hosts, memory_mb, \
      cpu_cores, ttl_seconds, env, secrets, pool_size, created_at, updated_at";
-
-type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Binds `$1`…`$12`: every field from `name` to `pool_size`, in [`COLUMNS`] order.
 fn bind_fields<'q>(q: Query<'q>, t: &'q Template) -> Result<Query<'q>, StoreError> {

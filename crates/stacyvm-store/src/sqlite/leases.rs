@@ -3,7 +3,6 @@
 //! forever. Acquire and renew are single statements whose WHERE clause carries the whole rule,
 //! which makes them atomic however many connections or processes race.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use rusqlite::params;
@@ -11,45 +10,36 @@ use rusqlite::params;
 use super::db::{all, exec, first, touched, Db};
 use super::{deadline, now};
 use crate::rows::{self, ts};
+use crate::statements::{lease_columns, lease_grant_rule};
 use crate::{Lease, StoreError};
 
-const COLUMNS: &str =
-    "resource_id, resource_type, holder_id, generation, expires_at, created_at, updated_at";
+/// Granted when the row is absent, else as `lease_grant_rule` says.
+const ACQUIRE: &str = concat!(
+    "INSERT INTO leases (",
+    lease_columns!(),
+    ") VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5) ",
+    lease_grant_rule!(),
+    " RETURNING ",
+    lease_columns!()
+);
 
-static ACQUIRE: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5) \
-         ON CONFLICT (resource_id) DO UPDATE SET \
-           resource_type = excluded.resource_type, \
-           holder_id = excluded.holder_id, \
-           generation = leases.generation + 1, \
-           expires_at = excluded.expires_at, \
-           created_at = CASE \
-             WHEN leases.holder_id = excluded.holder_id AND leases.expires_at > excluded.updated_at \
-             THEN leases.created_at ELSE excluded.created_at END, \
-           updated_at = excluded.updated_at \
-         WHERE leases.holder_id IS NULL \
-            OR leases.holder_id = excluded.holder_id \
-            OR leases.expires_at <= excluded.updated_at \
-         RETURNING {COLUMNS}"
-    )
-});
+const RENEW: &str = concat!(
+    "UPDATE leases SET generation = generation + 1, expires_at = ?3, updated_at = ?4 \
+     WHERE resource_id = ?1 AND holder_id = ?2 AND expires_at > ?4 RETURNING ",
+    lease_columns!()
+);
 
-static RENEW: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "UPDATE leases SET generation = generation + 1, expires_at = ?3, updated_at = ?4 \
-         WHERE resource_id = ?1 AND holder_id = ?2 AND expires_at > ?4 \
-         RETURNING {COLUMNS}"
-    )
-});
+const GET: &str = concat!(
+    "SELECT ",
+    lease_columns!(),
+    " FROM leases WHERE resource_id = ?1 AND holder_id IS NOT NULL"
+);
 
-static GET: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {COLUMNS} FROM leases WHERE resource_id = ?1 AND holder_id IS NOT NULL")
-});
-
-static LIST: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {COLUMNS} FROM leases WHERE holder_id IS NOT NULL ORDER BY resource_id")
-});
+const LIST: &str = concat!(
+    "SELECT ",
+    lease_columns!(),
+    " FROM leases WHERE holder_id IS NOT NULL ORDER BY resource_id"
+);
 
 /// Granted when the row is absent, released, expired (`expires_at <= now`) or already held by
 /// `holder_id`; otherwise the upsert's WHERE rejects it and nothing comes back. `created_at`
@@ -67,7 +57,7 @@ pub(super) async fn acquire(
             first(
                 c,
                 "lease",
-                &ACQUIRE,
+                ACQUIRE,
                 params![
                     resource_id,
                     resource_type,
@@ -95,7 +85,7 @@ pub(super) async fn renew(
             first(
                 c,
                 "lease",
-                &RENEW,
+                RENEW,
                 params![resource_id, holder_id, ts(&deadline(now, ttl)), ts(&now)],
                 |r| rows::lease(r),
             )
@@ -124,12 +114,12 @@ pub(super) async fn release(db: &Db, resource_id: &str, holder_id: &str) -> Resu
 
 /// The held lease, expired or not; `NotFound` when absent or released.
 pub(super) fn get(db: &Db, resource_id: &str) -> Result<Lease, StoreError> {
-    db.get_keyed("lease", &GET, resource_id, |r| rows::lease(r))
+    db.get_keyed("lease", GET, resource_id, |r| rows::lease(r))
 }
 
 /// Held leases (expired ones included) ordered by resource id.
 pub(super) fn list(db: &Db) -> Result<Vec<Lease>, StoreError> {
-    db.read(|c| all(c, "lease", &LIST, [], |r| rows::lease(r)))
+    db.read(|c| all(c, "lease", LIST, [], |r| rows::lease(r)))
 }
 
 /// Deletes released or long-expired leases under `prefix` (see `Store::prune_leases`).

@@ -6,23 +6,20 @@ use rusqlite::params;
 
 use super::db::{all, first, found, Db};
 use crate::rows::{self, ts};
+use crate::statements::{quota_columns, quota_upsert_rule};
 use crate::{OwnerQuota, StoreError};
 
-const COLUMNS: &str = "owner_id, max_sandboxes, max_ttl_seconds, max_exec_timeout_seconds, \
-     created_at, updated_at";
+const COLUMNS: &str = quota_columns!();
 
 /// One statement: inserts, or updates everything but `created_at`.
-static UPSERT: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "INSERT INTO owner_quotas ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-         ON CONFLICT (owner_id) DO UPDATE SET \
-           max_sandboxes = excluded.max_sandboxes, \
-           max_ttl_seconds = excluded.max_ttl_seconds, \
-           max_exec_timeout_seconds = excluded.max_exec_timeout_seconds, \
-           updated_at = excluded.updated_at \
-         RETURNING {COLUMNS}"
-    )
-});
+const UPSERT: &str = concat!(
+    "INSERT INTO owner_quotas (",
+    quota_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6) ",
+    quota_upsert_rule!(),
+    " RETURNING ",
+    quota_columns!()
+);
 static GET: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {COLUMNS} FROM owner_quotas WHERE owner_id = ?1"));
 static LIST: LazyLock<String> =
@@ -34,7 +31,7 @@ pub(super) async fn upsert(db: &Db, q: &OwnerQuota) -> Result<OwnerQuota, StoreE
             first(
                 c,
                 "owner_quota",
-                &UPSERT,
+                UPSERT,
                 params![
                     q.owner_id,
                     q.max_sandboxes,
