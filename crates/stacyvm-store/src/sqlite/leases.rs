@@ -41,6 +41,17 @@ const LIST: &str = concat!(
     " FROM leases WHERE holder_id IS NOT NULL ORDER BY resource_id"
 );
 
+/// Runs a conditional grant: the lease it returned, or `Conflict` when its condition refused it.
+async fn granted(db: &Db, sql: &str, params: &[&str], refused: &str) -> Result<Lease, StoreError> {
+    let row = db
+        .write("lease", |c| {
+            let params = rusqlite::params_from_iter(params);
+            first(c, "lease", sql, params, |r| rows::lease(r))
+        })
+        .await?;
+    row.ok_or_else(|| StoreError::Conflict(refused.into()))
+}
+
 /// Granted when the row is absent, released, expired (`expires_at <= now`) or already held by
 /// `holder_id`; otherwise the upsert's WHERE rejects it and nothing comes back. `created_at`
 /// marks the start of the current holder's tenure.
@@ -52,24 +63,9 @@ pub(super) async fn acquire(
     ttl: Duration,
 ) -> Result<Lease, StoreError> {
     let now = now();
-    let row = db
-        .write("lease", |c| {
-            first(
-                c,
-                "lease",
-                ACQUIRE,
-                params![
-                    resource_id,
-                    resource_type,
-                    holder_id,
-                    ts(&deadline(now, ttl)),
-                    ts(&now)
-                ],
-                |r| rows::lease(r),
-            )
-        })
-        .await?;
-    row.ok_or_else(|| StoreError::Conflict("lease is held by another worker".into()))
+    let (expires, now) = (ts(&deadline(now, ttl)), ts(&now));
+    let params = [resource_id, resource_type, holder_id, &expires, &now];
+    granted(db, ACQUIRE, &params, "lease is held by another worker").await
 }
 
 /// Only the holder of a live lease may renew it.
@@ -80,20 +76,15 @@ pub(super) async fn renew(
     ttl: Duration,
 ) -> Result<Lease, StoreError> {
     let now = now();
-    let row = db
-        .write("lease", |c| {
-            first(
-                c,
-                "lease",
-                RENEW,
-                params![resource_id, holder_id, ts(&deadline(now, ttl)), ts(&now)],
-                |r| rows::lease(r),
-            )
-        })
-        .await?;
-    row.ok_or_else(|| {
-        StoreError::Conflict("lease is not held by this holder or has expired".into())
-    })
+    let (expires, now) = (ts(&deadline(now, ttl)), ts(&now));
+    let params = [resource_id, holder_id, &expires, &now];
+    granted(
+        db,
+        RENEW,
+        &params,
+        "lease is not held by this holder or has expired",
+    )
+    .await
 }
 
 /// Frees the lease if `holder_id` holds it (even past expiry, as long as nobody took it over).
