@@ -140,4 +140,30 @@ mod tests {
             assert_eq!(PreviewHost::parse(not), None, "{not}");
         }
     }
+
+    // Preview hosts arrive before authentication, from anyone (hardening harness,
+    // docs/testing.md).
+    proptest::proptest! {
+        #[test]
+        fn any_host_parses_to_what_it_names_or_to_nothing(host in "\\PC{0,80}") {
+            if let Some(p) = PreviewHost::parse(&host) {
+                proptest::prop_assert!(p.port > 0);
+                proptest::prop_assert!(p.sandbox_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)));
+                let again = format!("{}-{}.{}", p.port, p.sandbox_id, p.domain);
+                proptest::prop_assert_eq!(PreviewHost::parse(&again), Some(p));
+            }
+        }
+
+        #[test]
+        fn every_url_the_sdk_builds_parses(
+            port in 1u16..,
+            id in "sb-[0-9a-f]{8}",
+            domain in "[a-z0-9]{1,12}(\\.[a-z0-9]{1,12}){0,3}",
+            dot in proptest::bool::ANY,
+        ) {
+            let host = format!("{port}-{id}.{domain}{}", if dot { "." } else { "" });
+            let want = PreviewHost { port, sandbox_id: &id, domain: &domain };
+            proptest::prop_assert_eq!(PreviewHost::parse(&host), Some(want));
+        }
+    }
 }
