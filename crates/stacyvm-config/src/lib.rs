@@ -28,6 +28,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use certs::{cert_facts, CertFacts};
 pub use error::ConfigError;
 pub use factory::build_providers;
 use load::defaults_tree;

@@ -121,6 +121,10 @@ pub enum WorkerCommand {
     /// Write a CA, a worker (server) and a control-plane (client) certificate for
     /// `worker.rpc_tls` (mTLS): `certs --out DIR [--hosts H,...] [--days N]`.
     Certs(Box<crate::commands::certs::CertsArgs>),
+    /// Check this worker's identity setup (id, credential, secret files, rotation, revocation,
+    /// mTLS material and expiry, reachability) and write a report (text, json, markdown); exit 1
+    /// when something would fail in production.
+    Certify(Box<crate::commands::certify::CertifyArgs>),
 }
 
 #[derive(Debug, Args)]

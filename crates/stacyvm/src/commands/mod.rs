@@ -1,5 +1,7 @@
 //! One file per subcommand. anyhow with context is allowed here only.
 
+pub(crate) mod certify;
+mod certify_report;
 pub(crate) mod certs;
 mod client;
 pub(crate) mod config;
@@ -26,6 +28,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(w) => match w.command {
             Some(WorkerCommand::Token(t)) => token::run(*t),
             Some(WorkerCommand::Certs(c)) => certs::run(*c),
+            Some(WorkerCommand::Certify(c)) => certify::run(*c).await,
             None => worker::run(w.run).await,
         },
         Command::Version => {
