@@ -28,6 +28,9 @@ pub struct ServerSection {
     /// (docs/preview.md).
     pub preview_proxy: bool,
     pub cors_allowed_origins: Vec<String>,
+    /// Ours: peers (CIDRs or bare addresses) whose `X-Forwarded-For` / `X-Real-IP` name the
+    /// client; from anyone else those headers are ignored. Empty = trust no one.
+    pub trusted_proxies: Vec<String>,
     /// Ours: period of the continuous reconciler.
     #[serde(deserialize_with = "de::duration")]
     pub reconcile_interval: GoDuration,
@@ -46,6 +49,7 @@ impl Default for ServerSection {
             preview_domain: "localhost".into(),
             preview_proxy: true,
             cors_allowed_origins: strings(&["*"]),
+            trusted_proxies: Vec::new(),
             reconcile_interval: GoDuration::from_secs(30),
             max_body_bytes: 64 * MIB,
             shutdown_timeout: GoDuration::from_secs(30),

@@ -113,6 +113,7 @@ pub struct ValidConfig {
     pub(crate) accel: Accel,
     pub(crate) microvm_network: MicrovmNetwork,
     pub(crate) cors: CorsOrigins,
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) database: DatabaseTarget,
     pub(crate) docker_memory_bytes: Option<u64>,
     /// `*_file` secrets read at validation, by value key (`auth.worker_token` → path).
@@ -193,6 +194,11 @@ impl ValidConfig {
 
     pub fn cors(&self) -> &CorsOrigins {
         &self.cors
+    }
+
+    /// `server.trusted_proxies`, parsed (a bare address is its own /32 or /128).
+    pub fn trusted_proxies(&self) -> &[ipnet::IpNet] {
+        &self.trusted_proxies
     }
 
     pub fn provider_default(&self) -> ProviderChoice {

@@ -39,6 +39,7 @@ pub(crate) fn validate_all(mut c: Config) -> std::result::Result<ValidConfig, In
     check_durations(&c, e);
     check_counts(&c, e);
     let cors = check_server(&c, e);
+    let trusted_proxies = check_trusted_proxies(&c, e);
     check_worker(&c, e);
     check_rpc_tls_certs(&c, e);
     let provider = check_providers(&c, e);
@@ -118,6 +119,7 @@ pub(crate) fn validate_all(mut c: Config) -> std::result::Result<ValidConfig, In
         accel,
         microvm_network,
         cors,
+        trusted_proxies,
         database,
         docker_memory_bytes,
     })
@@ -298,6 +300,30 @@ fn check_server(c: &Config, errors: &mut Vec<ConfigError>) -> CorsOrigins {
     } else {
         CorsOrigins::List(s.cors_allowed_origins.clone())
     }
+}
+
+/// `server.trusted_proxies`: CIDRs (`10.0.0.0/8`, `fd00::/8`) or bare addresses (one host).
+fn check_trusted_proxies(c: &Config, errors: &mut Vec<ConfigError>) -> Vec<ipnet::IpNet> {
+    let mut nets = Vec::new();
+    for (i, raw) in c.server.trusted_proxies.iter().enumerate() {
+        let raw = raw.trim();
+        let parsed = raw
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            // `10.1.2.3/8` is almost certainly a typo for the network; say so.
+            Ok(net) if net.addr() != net.network() => errors.push(ConfigError::invalid(
+                format!("server.trusted_proxies[{i}]"),
+                format!("{raw:?} has host bits set (did you mean {}?)", net.trunc()),
+            )),
+            Ok(net) => nets.push(net),
+            Err(_) => errors.push(ConfigError::invalid(
+                format!("server.trusted_proxies[{i}]"),
+                format!("{raw:?} is not a CIDR (10.0.0.0/8) or an IP address"),
+            )),
+        }
+    }
+    nets
 }
 
 fn check_worker(c: &Config, errors: &mut Vec<ConfigError>) {

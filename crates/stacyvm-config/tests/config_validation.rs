@@ -154,6 +154,9 @@ pool.overflow                      <= pool: {overflow: wait}
 rate_limit.key_by                  <= rate_limit: {key_by: user}
 server.cors_allowed_origins[1]     <= server: {cors_allowed_origins: ["https://ok.example", "https://a.com/"]}
 server.cors_allowed_origins[0]     <= server: {cors_allowed_origins: [example.com]}
+server.trusted_proxies[1]          <= server: {trusted_proxies: [10.0.0.0/8, proxy.local]}
+server.trusted_proxies[0]          <= server: {trusted_proxies: [10.1.2.3/8]}
+server.trusted_proxies[0]          <= server: {trusted_proxies: [192.168.0.0/33]}
 logging.level                      <= logging: {level: verbose}
 logging.format                     <= logging: {format: xml}
 providers.firecracker.enabled      <= providers: {firecracker: {enabled: true}}
@@ -246,6 +249,17 @@ fn accepted_values() {
         valid("server: {cors_allowed_origins: []}").cors(),
         &CorsOrigins::List(vec![])
     );
+    assert!(
+        valid("server: {}").trusted_proxies().is_empty(),
+        "no proxy is trusted by default"
+    );
+    let nets: Vec<String> =
+        valid("server: {trusted_proxies: [10.0.0.0/8, \"127.0.0.1\", \"fd00::/8\"]}")
+            .trusted_proxies()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]);
     let c = valid("auth: {worker_signing_key: \" k1 \", worker_signing_keys: [k2, k1, \"\", k2]}");
     assert_eq!(c.worker_signing_keys(), vec!["k1", "k2"]);
     let c = valid("auth: {api_key: a}");

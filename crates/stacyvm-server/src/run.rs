@@ -90,6 +90,7 @@ pub fn settings_from(cfg: &ValidConfig) -> Settings {
             CorsOrigins::Any => vec!["*".into()],
             CorsOrigins::List(l) => l.clone(),
         },
+        trusted_proxies: cfg.trusted_proxies().to_vec(),
         max_body_bytes: cfg.max_body_bytes(),
         reaper_interval: cfg.reconcile_interval(),
         local_heartbeat_interval: std::time::Duration::from_secs(30),

@@ -110,6 +110,8 @@ pub struct Settings {
     pub preview_proxy: bool,
     /// Empty or containing `*` = any origin.
     pub cors_allowed_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` / `X-Real-IP` name the client (`server.trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub max_body_bytes: usize,
     pub reaper_interval: Duration,
     pub local_heartbeat_interval: Duration,
@@ -134,6 +136,7 @@ impl Default for Settings {
             preview_domain: "localhost".into(),
             preview_proxy: true,
             cors_allowed_origins: vec!["*".into()],
+            trusted_proxies: Vec::new(),
             max_body_bytes: 64 << 20,
             reaper_interval: Duration::from_secs(30),
             local_heartbeat_interval: Duration::from_secs(30),

@@ -223,7 +223,7 @@ async fn admin_audit_records_requests() {
         .send()
         .await;
     r.assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
-    // Denied requests never reach the audited router.
+    // Refused requests are recorded too.
     app.get("/api/v1/admin/workers").api_key(API).send().await;
     // Non-admin routes are not audited.
     app.get("/api/v1/sandboxes").api_key(API).send().await;
@@ -232,9 +232,11 @@ async fn admin_audit_records_requests() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let rows = r.json();
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows.len(), 3, "{rows:?}");
     // Newest first.
-    let (second, first) = (&rows[0], &rows[1]);
+    let (refused, second, first) = (&rows[0], &rows[1], &rows[2]);
+    assert_eq!(refused["status"], 403);
+    assert_eq!(refused["actor"], "api:X-API-Key");
     assert_eq!(first["method"], "GET");
     assert_eq!(first["path"], "/api/v1/admin/workers");
     assert_eq!(first["status"], 200);
@@ -243,7 +245,8 @@ async fn admin_audit_records_requests() {
     assert_eq!(first["actor"], "admin:X-Admin-API-Key");
     assert_eq!(second["path"], "/api/v1/admin/workers/nope");
     assert_eq!(second["status"], 404);
-    assert_eq!(second["actor"], "alice");
+    // The key that authenticated, never the client's `X-User-ID`.
+    assert_eq!(second["actor"], "admin:X-Admin-API-Key");
     for k in [
         "id",
         "duration_ms",
@@ -255,7 +258,7 @@ async fn admin_audit_records_requests() {
     }
 
     let r = app
-        .get("/api/v1/admin/audit?actor=alice")
+        .get("/api/v1/admin/audit?actor=api:X-API-Key")
         .admin_key(ADMIN)
         .send()
         .await;

@@ -53,6 +53,7 @@ server:
   {host: "::1", port: 8080, preview_domain: preview.example.com, preview_proxy: false,
    reconcile_interval: 45s,
    cors_allowed_origins: ["https://app.example.com", "http://localhost:3000"],
+   trusted_proxies: [10.0.0.0/8],
    max_body_bytes: 1048576, shutdown_timeout: 5s}
 worker:
   {id: w1, control_plane_url: https://cp.example.com, listen_addr: 0.0.0.0:7430,

@@ -123,6 +123,37 @@ async fn refuse(req: Request, mut resp: Response) -> Response {
     resp
 }
 
+fn peer_ip(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// 429 in the rate limiter's shape.
+fn rate_limited(retry_after: u64) -> Response {
+    let mut resp = ApiError::plain(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RESOURCE_LIMIT",
+        format!("rate limit exceeded; retry after {retry_after}s"),
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    resp
+}
+
+/// Whether a request (path as seen inside `/api/v1`) is an admin request: everything under
+/// `/admin`, and quota writes (which need the admin key on `/quotas` too).
+fn is_admin_request(method: &Method, path: &str) -> bool {
+    path == "/admin"
+        || path.starts_with("/admin/")
+        || (is_write(method) && (path == "/quotas" || path.starts_with("/quotas/")))
+}
+
+fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let auth = &st.svc.settings().auth;
     let user_id = header_str(req.headers(), "x-user-id").map(str::to_string);
@@ -158,12 +189,22 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
             }
         }
         if !matched {
+            // Wrong keys are throttled per address (when rate limiting is on), so guessing
+            // keys costs the same as any other request; past the limit nothing is audited.
+            let client = st.limiter.client_ip(peer_ip(&req), req.headers());
+            if let Err(retry_after) = st.limiter.check_failed_auth(client) {
+                return refuse(req, rate_limited(retry_after)).await;
+            }
             let resp = ApiError::plain(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
                 "invalid or missing API key",
             )
             .into_response();
+            if is_admin_request(req.method(), req.uri().path()) {
+                let draft = AuditDraft::new(&req, ANONYMOUS.to_string());
+                draft.record_unauthenticated(&st, resp.status()).await;
+            }
             return refuse(req, resp).await;
         }
     }
@@ -171,7 +212,12 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
     next.run(req).await
 }
 
-pub async fn require_admin(State(st): State<AppState>, req: Request, next: Next) -> Response {
+/// Audit actor of a request no key authenticated.
+const ANONYMOUS: &str = "anonymous";
+
+/// The admin check: the admin key, or the API key under `admin_fallback_enabled` when no
+/// admin key is set.
+async fn admin_gate(st: &AppState, req: Request, next: Next) -> Response {
     let auth = &st.svc.settings().auth;
     if auth.enabled() {
         let role = req.extensions().get::<Caller>().and_then(|c| c.role);
@@ -193,51 +239,120 @@ pub async fn require_admin(State(st): State<AppState>, req: Request, next: Next)
     next.run(req).await
 }
 
-/// Records every admin request (after it ran) in the audit log.
-pub async fn admin_audit(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let caller = req
+pub async fn require_admin(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    admin_gate(&st, req, next).await
+}
+
+/// Quota writes on `/quotas` are admin requests (admin key, audited); reads keep the api
+/// class (docs/threat-model.md).
+pub async fn quota_writes_need_admin(
+    State(st): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !is_write(req.method()) {
+        return next.run(req).await;
+    }
+    let draft = AuditDraft::new(&req, actor(&req));
+    let resp = admin_gate(&st, req, next).await;
+    draft.record(&st, resp.status()).await;
+    resp
+}
+
+/// Who the audit log names: the credential that authenticated the request
+/// (`admin:X-Admin-API-Key`, `api:X-API-Key`), `admin` when auth is off (the original's
+/// actor). Never `X-User-ID`: any caller can send that.
+fn actor(req: &Request) -> String {
+    match req
         .extensions()
         .get::<Caller>()
-        .cloned()
-        .unwrap_or_default();
-    let actor = match (&caller.user_id, caller.role) {
-        (Some(u), _) => u.clone(),
-        (None, None) => "admin".to_string(),
-        (None, Some(role)) => format!("{}:{}", role.as_str(), caller.key_header),
-    };
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    let remote_addr = req
-        .extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_default();
-    let user_agent = header_str(req.headers(), "user-agent")
-        .unwrap_or("")
-        .to_string();
-    let method = req.method().to_string();
-    // Nesting strips `/api/v1/admin` from the URI; the audit log records the full path.
-    let path = req
-        .extensions()
-        .get::<OriginalUri>()
-        .map_or_else(|| req.uri().path().to_string(), |u| u.0.path().to_string());
+        .and_then(|c| c.role.map(|r| (r, c.key_header)))
+    {
+        Some((role, header)) => format!("{}:{}", role.as_str(), header),
+        None => "admin".to_string(),
+    }
+}
+
+/// An audit row taken from the request before it runs; finished with the status.
+struct AuditDraft {
+    started: Instant,
+    rec: NewAdminAudit,
+}
+
+/// Longest path and user agent an audit row keeps (both are the client's text).
+const AUDIT_FIELD_MAX: usize = 1024;
+
+fn bounded(s: &str) -> String {
+    if s.len() <= AUDIT_FIELD_MAX {
+        return s.to_string();
+    }
+    let mut end = AUDIT_FIELD_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+impl AuditDraft {
+    fn new(req: &Request, actor: String) -> Self {
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let remote_addr = req
+            .extensions()
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_default();
+        let user_agent = bounded(header_str(req.headers(), "user-agent").unwrap_or(""));
+        // Nesting strips `/api/v1/admin` from the URI; the audit log records the full path.
+        let path = req
+            .extensions()
+            .get::<OriginalUri>()
+            .map_or_else(|| req.uri().path().to_string(), |u| u.0.path().to_string());
+        AuditDraft {
+            started: Instant::now(),
+            rec: NewAdminAudit {
+                actor,
+                method: req.method().to_string(),
+                path: bounded(&path),
+                status: 0,
+                duration_ms: 0,
+                request_id,
+                remote_addr,
+                user_agent,
+                tenant_id: String::new(),
+            },
+        }
+    }
+
+    async fn record(mut self, st: &AppState, status: StatusCode) {
+        self.rec.status = i64::from(status.as_u16());
+        self.rec.duration_ms =
+            i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        st.svc.admin().record(self.rec).await;
+    }
+
+    async fn record_unauthenticated(self, st: &AppState, status: StatusCode) {
+        match st.unauthenticated_audit.admit() {
+            Some(0) => {}
+            Some(held_back) => tracing::warn!(
+                held_back,
+                "admin audit rows of unauthenticated requests were not written"
+            ),
+            None => return,
+        }
+        self.record(st, status).await;
+    }
+}
+
+/// Records every admin request in the audit log, refused ones included: it wraps the admin
+/// check.
+pub async fn admin_audit(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let draft = AuditDraft::new(&req, actor(&req));
     let resp = next.run(req).await;
-    let rec = NewAdminAudit {
-        actor,
-        method,
-        path,
-        status: i64::from(resp.status().as_u16()),
-        duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
-        request_id,
-        remote_addr,
-        user_agent,
-        tenant_id: String::new(),
-    };
-    st.svc.admin().record(rec).await;
+    draft.record(&st, resp.status()).await;
     resp
 }
 
@@ -245,12 +360,13 @@ pub async fn rate_limit(State(st): State<AppState>, req: Request, next: Next) ->
     if !st.limiter.enabled() {
         return next.run(req).await;
     }
-    let remote = req
+    let client = st.limiter.client_ip(peer_ip(&req), req.headers());
+    let caller = req
         .extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .get::<Caller>()
+        .cloned()
         .unwrap_or_default();
-    let key = st.limiter.key_for(req.headers(), &remote);
+    let key = st.limiter.key_for(&caller, client);
     match st.limiter.check(&key) {
         Ok((limit, remaining)) => {
             let mut resp = next.run(req).await;
@@ -259,17 +375,7 @@ pub async fn rate_limit(State(st): State<AppState>, req: Request, next: Next) ->
             h.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
             resp
         }
-        Err(retry_after) => {
-            let mut resp = ApiError::plain(
-                StatusCode::TOO_MANY_REQUESTS,
-                "RESOURCE_LIMIT",
-                format!("rate limit exceeded; retry after {retry_after}s"),
-            )
-            .into_response();
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-            refuse(req, resp).await
-        }
+        Err(retry_after) => refuse(req, rate_limited(retry_after)).await,
     }
 }
 

@@ -37,6 +37,9 @@ use crate::service::Service;
 pub struct AppState {
     pub svc: Service,
     pub limiter: Arc<rate_limit::RateLimiter>,
+    /// Audit rows for admin requests no key authenticated: anyone can cause them, so at most
+    /// 60 a minute are written (the rest are counted in a WARN).
+    pub unauthenticated_audit: Arc<crate::log_throttle::LogThrottle>,
 }
 
 /// JSON like Go's encoder writes it: compact, with a trailing newline.
@@ -73,8 +76,16 @@ async fn not_found() -> Response {
 pub fn router(svc: Service) -> Router {
     let limiter = Arc::new(rate_limit::RateLimiter::new(
         svc.settings().rate_limit.clone(),
+        svc.settings().trusted_proxies.clone(),
     ));
-    let state = AppState { svc, limiter };
+    let state = AppState {
+        svc,
+        limiter,
+        unauthenticated_audit: Arc::new(crate::log_throttle::LogThrottle::new(
+            60,
+            std::time::Duration::from_secs(60),
+        )),
+    };
     let max_body = state.svc.settings().max_body_bytes;
 
     let admin = OpenApiRouter::new()
@@ -83,15 +94,19 @@ pub fn router(svc: Service) -> Router {
         .merge(worker_api::admin_routes())
         .merge(quotas::routes())
         .merge(system::admin_routes())
-        .layer(from_fn_with_state(state.clone(), middleware::admin_audit))
-        .layer(from_fn_with_state(state.clone(), middleware::require_admin));
+        // The audit wraps the admin check, so refused requests are recorded too.
+        .layer(from_fn_with_state(state.clone(), middleware::require_admin))
+        .layer(from_fn_with_state(state.clone(), middleware::admin_audit));
 
     let api = OpenApiRouter::new()
         .merge(sandboxes::routes())
         .merge(exec::routes())
         .merge(files::routes())
         .merge(templates::routes())
-        .merge(quotas::routes())
+        .merge(quotas::routes().layer(from_fn_with_state(
+            state.clone(),
+            middleware::quota_writes_need_admin,
+        )))
         .merge(system::routes())
         .merge(workers::routes())
         .nest("/admin", admin)

@@ -11,6 +11,7 @@
 
 mod admin;
 mod admission;
+mod bounds;
 mod exec;
 mod files;
 mod leases;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use stacyvm_store::{Template, TemplateSecret};
 use stacyvm_types::Sandbox;
 
+use super::bounds::{self, check_len, check_list, check_map, MAX_KEY, MAX_TEXT};
 use super::{Caller, Service, SpawnParams};
 use crate::error::{ServiceError, ServiceResult};
 
@@ -24,11 +25,11 @@ pub struct TemplateInput {
     pub pool_size: i64,
 }
 
-fn validate_name(name: &str) -> ServiceResult<()> {
+pub(super) fn validate_name(name: &str) -> ServiceResult<()> {
     if name.trim().is_empty() {
         return Err(ServiceError::bad_request("template name is required"));
     }
-    if name.len() > 128
+    if name.len() > bounds::MAX_NAME
         || name
             .chars()
             .any(|c| c == '/' || c.is_whitespace() || c.is_control())
@@ -47,6 +48,25 @@ impl TemplateInput {
         if self.image.trim().is_empty() {
             return Err(ServiceError::bad_request("template image is required"));
         }
+        check_len("image", &self.image, bounds::MAX_IMAGE)?;
+        check_len("description", &self.description, MAX_TEXT)?;
+        check_list("setup", self.setup.iter().map(String::as_str), MAX_TEXT)?;
+        check_list(
+            "allowed_hosts",
+            self.allowed_hosts.iter().map(String::as_str),
+            MAX_KEY,
+        )?;
+        check_map("env", &self.env)?;
+        check_list(
+            "secrets",
+            self.secrets.iter().map(|s| s.name.as_str()),
+            MAX_KEY,
+        )?;
+        check_list(
+            "secrets",
+            self.secrets.iter().map(|s| s.inject_at.as_str()),
+            MAX_KEY,
+        )?;
         for (field, v) in [
             ("version", self.version),
             ("memory_mb", self.memory_mb),

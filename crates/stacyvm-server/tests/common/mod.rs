@@ -164,6 +164,13 @@ impl Req {
         self.header("X-Admin-API-Key", key)
     }
 
+    /// The connection's peer address, as the listener records it.
+    pub fn peer(mut self, addr: &str) -> Self {
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        self.builder = self.builder.extension(axum::extract::ConnectInfo(addr));
+        self
+    }
+
     pub fn user(self, id: &str) -> Self {
         self.header("X-User-ID", id)
     }

@@ -125,11 +125,23 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
         let Some(item) = item.as_object_mut() else {
             continue;
         };
-        for op in item.values_mut().filter_map(Value::as_object_mut) {
+        for (method, op) in item.iter_mut() {
+            let Some(op) = op.as_object_mut() else {
+                continue;
+            };
+            // Quota writes need the admin key on `/quotas` too (`quota_writes_need_admin`).
+            let auth_area = if area == Area::Api
+                && path.starts_with("/quotas/")
+                && matches!(method.as_str(), "put" | "delete")
+            {
+                Area::Admin
+            } else {
+                area
+            };
             let has_json_body = op
                 .get("requestBody")
                 .is_some_and(|b| b["content"].get("application/json").is_some());
-            let (security, standard): (Value, &[(&str, &str)]) = match area {
+            let (security, standard): (Value, &[(&str, &str)]) = match auth_area {
                 Area::Api => (
                     json!([{"ApiKey": []}, {"AdminApiKey": []}, {}]),
                     &[("401", "Unauthorized"), ("500", "InternalError")],

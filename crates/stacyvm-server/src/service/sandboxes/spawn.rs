@@ -16,6 +16,8 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::events::EventData;
 use crate::remote::RemoteProvider;
 use crate::service::admission::{AdmissionDecision, Raced, Slot};
+use crate::service::bounds;
+use crate::service::templates::validate_name as validate_template_name;
 use crate::service::Caller;
 use crate::settings::SpawnOverflow;
 
@@ -78,7 +80,8 @@ pub(super) fn parse_ttl(raw: &str, default: GoDuration) -> ServiceResult<GoDurat
 }
 
 fn validate_image(image: &str) -> ServiceResult<()> {
-    if image.len() > 512 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if image.len() > bounds::MAX_IMAGE || image.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(ServiceError::bad_request(
             "image must be a reference without whitespace (≤512 chars)",
         ));
@@ -131,15 +134,7 @@ impl Sandboxes<'_> {
             p.image.trim().to_string()
         };
         validate_image(&image)?;
-        if p.metadata.len() > 64
-            || p.metadata
-                .iter()
-                .any(|(k, v)| k.len() > 256 || v.len() > 4096)
-        {
-            return Err(ServiceError::bad_request(
-                "metadata is limited to 64 keys of ≤256 bytes with values ≤4096 bytes",
-            ));
-        }
+        bounds::check_map("metadata", &p.metadata)?;
         Ok(ResolvedSpawn {
             provider,
             provider_name,
@@ -149,6 +144,23 @@ impl Sandboxes<'_> {
             ttl,
             owner,
         })
+    }
+
+    /// A spawn may name a template (the SDK sends `template`); it must exist. The original
+    /// accepted any text and ignored it; the name is stored on the row, so an unknown or huge
+    /// one is refused. Empty = no template, as before.
+    async fn check_template(self, template: &str) -> ServiceResult<()> {
+        if template.is_empty() {
+            return Ok(());
+        }
+        validate_template_name(template)?;
+        match self.svc.store.get_template(template).await {
+            Ok(_) => Ok(()),
+            Err(stacyvm_store::StoreError::NotFound { .. }) => Err(ServiceError::bad_request(
+                format!("unknown template {template:?}"),
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// `POST /sandboxes/admission`: what admission would answer for this spawn now, without
@@ -169,6 +181,7 @@ impl Sandboxes<'_> {
     /// `ResourceLimit`; a provider failure leaves no live record.
     pub async fn spawn(self, p: SpawnParams, caller: &Caller) -> ServiceResult<Sandbox> {
         let r = self.resolve(&p, caller)?;
+        self.check_template(&p.template).await?;
         let mut races = 0;
         loop {
             let slot = self
