@@ -222,3 +222,104 @@ def test_audit_csv_never_exports_a_formula(server):
     for ln in rows:
         assert ",=HYPERLINK" not in ln and ',"=HYPERLINK' not in ln, ln
         assert "'=HYPERLINK" in ln, ln
+
+
+# ----------------------------------------------------------------------------------------------
+# Hardening review (docs/threat-model.md): quota writes, audit of refused admin requests, rate
+# limiter keyed on the credential, failed authentication throttled, trusted proxies only.
+# ----------------------------------------------------------------------------------------------
+
+def test_quota_writes_need_the_admin_key(auth_server):
+    owner = f"q-{uuid.uuid4().hex[:8]}"
+    with _raw(auth_server, {"X-API-Key": API_KEY, "X-User-ID": owner}) as c:
+        body = assert_error(c.put(f"/api/v1/quotas/{owner}", json={"max_sandboxes": 1}),
+                            403, "FORBIDDEN", auth_server)
+        assert body["message"] == "admin API key required"
+        assert c.get(f"/api/v1/quotas/{owner}").status_code == 404, "nothing was written"
+    with _raw(auth_server, {"X-Admin-API-Key": ADMIN_KEY}) as c:
+        r = c.put(f"/api/v1/quotas/{owner}", json={"max_sandboxes": 1})
+        assert r.status_code == 200, r.text
+    with _raw(auth_server, {"X-API-Key": API_KEY}) as c:
+        # Reads keep the api class; deletes need the admin key too.
+        assert c.get(f"/api/v1/quotas/{owner}").json()["max_sandboxes"] == 1
+        assert_error(c.delete(f"/api/v1/quotas/{owner}"), 403, "FORBIDDEN", auth_server)
+    with _raw(auth_server, {"X-Admin-API-Key": ADMIN_KEY}) as c:
+        assert c.delete(f"/api/v1/quotas/{owner}").status_code == 200
+
+
+def test_refused_admin_requests_are_audited_under_the_key(auth_server):
+    agent = f"audit-probe-{uuid.uuid4().hex[:8]}"
+    with _raw(auth_server, {"X-API-Key": API_KEY, "X-User-ID": "root", "User-Agent": agent}) as c:
+        assert_error(c.get("/api/v1/admin/workers"), 403, "FORBIDDEN", auth_server)
+    with _raw(auth_server, {"X-Admin-API-Key": "wrong", "X-User-ID": "root",
+                            "User-Agent": agent}) as c:
+        assert_error(c.get("/api/v1/admin/workers"), 401, "UNAUTHORIZED", auth_server)
+    with _raw(auth_server, {"X-Admin-API-Key": ADMIN_KEY, "X-User-ID": "mallory",
+                            "User-Agent": agent}) as c:
+        assert c.get("/api/v1/admin/workers").status_code == 200
+        rows = c.get("/api/v1/admin/audit", params={"limit": "500"}).json()
+    mine = [(r["status"], r["actor"]) for r in reversed(rows) if r["user_agent"] == agent]
+    assert mine == [(403, "api:X-API-Key"), (401, "anonymous"), (200, "admin:X-Admin-API-Key")]
+
+
+def _rate_limited_server(server_factory, name: str, **extra) -> Server:
+    # rpm 1: no token comes back during the test, so the counts are exact after startup.
+    cfg = {"rate_limit": {"enabled": True, "requests_per_minute": 1, "burst": 4}}
+    for section, values in extra.items():
+        cfg.setdefault(section, {}).update(values)
+    return server_factory(cfg, name=name)
+
+
+def _assert_429(r: httpx.Response, srv: Server) -> None:
+    body = assert_error(r, 429, "RESOURCE_LIMIT", srv)
+    assert body["message"].startswith("rate limit exceeded; retry after ")
+    assert int(r.headers["retry-after"]) >= 1
+
+
+def test_a_fresh_user_id_per_request_is_still_rate_limited(server_factory):
+    srv = _rate_limited_server(server_factory, "rl-owner", auth=BOTH_KEYS["auth"])
+    statuses = []
+    with _raw(srv, {"X-API-Key": API_KEY}) as c:
+        for i in range(8):
+            r = c.get("/api/v1/sandboxes", headers={"X-User-ID": f"u-{uuid.uuid4().hex}"})
+            statuses.append(r.status_code)
+            if r.status_code == 429:
+                _assert_429(r, srv)
+            else:
+                assert r.headers["x-ratelimit-limit"] == "4"
+    assert statuses.count(429) >= 4, statuses
+
+
+def test_wrong_keys_are_rate_limited_per_address(server_factory):
+    srv = _rate_limited_server(server_factory, "rl-authfail", auth=BOTH_KEYS["auth"])
+    statuses = []
+    with _raw(srv) as c:
+        for i in range(8):
+            r = c.get("/api/v1/sandboxes", headers={"X-API-Key": f"guess-{i}"})
+            statuses.append(r.status_code)
+    assert statuses[:4] == [401] * 4 and statuses[4:] == [429] * 4, statuses
+    with _raw(srv) as c:
+        _assert_429(c.get("/api/v1/admin/workers", headers={"X-Admin-API-Key": "guess"}), srv)
+    # The right key is not charged for the guesses.
+    with _raw(srv, {"X-API-Key": API_KEY}) as c:
+        assert c.get("/api/v1/sandboxes").status_code == 200
+
+
+def _forwarded_statuses(srv: Server) -> list[int]:
+    with _raw(srv) as c:
+        return [c.get("/api/v1/sandboxes",
+                      headers={"X-Forwarded-For": f"203.0.113.{i}",
+                               "X-Real-IP": f"198.51.100.{i}"}).status_code
+                for i in range(8)]
+
+
+def test_forwarding_headers_are_ignored_from_untrusted_peers(server_factory):
+    srv = _rate_limited_server(server_factory, "rl-xff", rate_limit={"key_by": "ip"})
+    statuses = _forwarded_statuses(srv)
+    assert statuses.count(429) >= 4, statuses
+
+
+def test_forwarding_headers_count_from_trusted_proxies(server_factory):
+    srv = _rate_limited_server(server_factory, "rl-proxy", rate_limit={"key_by": "ip"},
+                               server={"trusted_proxies": ["127.0.0.1/32"]})
+    assert _forwarded_statuses(srv) == [200] * 8

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 
 import pytest
 import stacyvm
@@ -75,13 +76,38 @@ def test_spawn_options_are_honoured(sdk):
         sb.destroy()
 
 
-def test_spawn_ignores_template_key(sdk):
-    # The SDK may send `template`; the server accepts and ignores it.
-    sb = sdk.spawn(template="does-not-matter")
+def test_spawn_refuses_an_unknown_template(sdk):
+    # Hardening finding 9: the SDK may send `template`; the original accepted any text (30 MB
+    # were stored) and ignored it. Now it must name a stored template.
+    with pytest.raises(stacyvm.StacyVMError) as ei:
+        sdk.spawn(template="does-not-exist")
+    assert ei.value.code == "BAD_REQUEST"
+    assert "unknown template" in str(ei.value)
+    with pytest.raises(stacyvm.StacyVMError) as ei:
+        sdk.spawn(template="t" * (1 << 20))
+    assert ei.value.code == "BAD_REQUEST"
+
+
+def test_spawn_with_a_stored_template(sdk, http):
+    name = f"tpl-{uuid.uuid4().hex[:8]}"
+    r = http.post("/api/v1/templates", json={"name": name, "image": "alpine:latest"})
+    assert r.status_code == 201, r.text
     try:
-        assert sb.state == "running"
+        sb = sdk.spawn(template=name)
+        try:
+            assert sb.state == "running"
+        finally:
+            sb.destroy()
     finally:
-        sb.destroy()
+        http.delete(f"/api/v1/templates/{name}")
+
+
+def test_spawn_text_is_bounded(http):
+    for body in ({"image": "i" * 600}, {"owner_id": "o" * 200},
+                 {"metadata": {"k": "v" * 5000}}, {"metadata": {"k" * 300: "v"}}):
+        r = http.post("/api/v1/sandboxes", json=body)
+        assert r.status_code == 400, (body.keys(), r.status_code, r.text[:200])
+        assert r.json()["code"] == "BAD_REQUEST"
 
 
 def test_preview_url(sdk):

@@ -105,3 +105,28 @@ fn load_errors_are_reported() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("missing.yaml does not exist"), "{out}");
 }
+
+#[test]
+fn trusted_proxies_are_linted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stacyvm.yaml");
+    std::fs::write(
+        &file,
+        "server:\n  trusted_proxies: [10.0.0.0/8, \"127.0.0.1\", \"fd00::/8\"]\n",
+    )
+    .unwrap();
+    let (code, out) = lint(dir.path(), &[], &[]);
+    assert_eq!(code, 0, "{out}");
+    std::fs::write(&file, "server:\n  trusted_proxies: [10.0.0.0/8, proxy.lan]\n").unwrap();
+    let (code, out) = lint(dir.path(), &[], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("error: server.trusted_proxies[1]:"), "{out}");
+    // The env override takes a comma-separated list, as every list key does.
+    std::fs::remove_file(&file).unwrap();
+    let (code, out) = lint(
+        dir.path(),
+        &[],
+        &[("STACYVM_SERVER_TRUSTED_PROXIES", "10.0.0.0/8,192.168.1.1")],
+    );
+    assert_eq!(code, 0, "{out}");
+}
