@@ -117,7 +117,11 @@ fn trusted_proxies_are_linted() {
     .unwrap();
     let (code, out) = lint(dir.path(), &[], &[]);
     assert_eq!(code, 0, "{out}");
-    std::fs::write(&file, "server:\n  trusted_proxies: [10.0.0.0/8, proxy.lan]\n").unwrap();
+    std::fs::write(
+        &file,
+        "server:\n  trusted_proxies: [10.0.0.0/8, proxy.lan]\n",
+    )
+    .unwrap();
     let (code, out) = lint(dir.path(), &[], &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("error: server.trusted_proxies[1]:"), "{out}");

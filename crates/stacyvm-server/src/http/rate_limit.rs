@@ -193,6 +193,7 @@ fn ip_key(kind: &str, ip: Option<IpAddr>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::service::CallerRole;

@@ -55,6 +55,7 @@ pub(super) fn check_list<'a>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
