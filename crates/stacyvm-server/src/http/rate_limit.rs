@@ -113,11 +113,28 @@ impl RateLimiter {
         if !self.enabled() {
             return Ok(());
         }
-        self.check(&ip_key("authfail", client)).map(|_| ())
+        // A refused guess counts as limited; one let through to its 401 is not "allowed".
+        self.take(&ip_key("authfail", client))
+            .map(|_| ())
+            .inspect_err(|_| {
+                self.limited.fetch_add(1, Ordering::Relaxed);
+            })
     }
 
     /// `Ok((limit, remaining))` or `Err(retry_after_secs)`.
     pub fn check(&self, key: &str) -> Result<(u64, u64), u64> {
+        let r = self.take(key);
+        let counter = if r.is_ok() {
+            &self.allowed
+        } else {
+            &self.limited
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        r
+    }
+
+    /// One token from `key`'s bucket, counting nothing.
+    fn take(&self, key: &str) -> Result<(u64, u64), u64> {
         let cap = self.capacity();
         let rate = self.cfg.requests_per_minute as f64 / 60.0;
         let now = Instant::now();
@@ -136,10 +153,8 @@ impl RateLimiter {
         b.last = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
-            self.allowed.fetch_add(1, Ordering::Relaxed);
             Ok((cap as u64, b.tokens.floor() as u64))
         } else {
-            self.limited.fetch_add(1, Ordering::Relaxed);
             let wait = ((1.0 - b.tokens) / rate).ceil().max(1.0);
             Err(wait as u64)
         }
