@@ -41,11 +41,12 @@ pub async fn serve(
     svc.start().await;
     let tracker = TaskTracker::new();
     let bg = svc.background_token();
-    tracker.spawn(tasks::presence(svc.clone(), bg.clone()));
+    tracker.spawn(tasks::leases(svc.clone(), bg.clone()));
     tracker.spawn(tasks::event_bridge(svc.clone(), bg.clone()));
     tracker.spawn(tasks::reaper(svc.clone(), bg.clone()));
     tracker.spawn(tasks::local_heartbeat(svc.clone(), bg.clone()));
     tracker.spawn(tasks::reconciler(svc.clone(), bg.clone()));
+    tracker.spawn(tasks::worker_deadlines(svc.clone(), bg.clone()));
     tracker.close();
 
     let app = router(svc.clone()).layer(axum::middleware::from_fn(listener::body_guard_layer));

@@ -75,6 +75,11 @@ impl Service {
         self.settings.reaper_interval.max(Duration::from_millis(50))
     }
 
+    /// Renewal period of the leader and presence leases (see [`leader::lease_tick`]).
+    pub(crate) fn lease_tick(&self) -> Duration {
+        leader::lease_tick(self.settings.reaper_interval)
+    }
+
     /// Before the listener opens: registers `local`, announces this control plane's presence
     /// and reconciles local sandboxes left by a previous process.
     pub(crate) async fn start(&self) {
@@ -127,7 +132,18 @@ impl Service {
     /// Whether this control plane may run a background pass now (acquires or renews the
     /// leader lease at most once per tick).
     pub(crate) async fn ensure_leadership(&self) -> bool {
-        self.leadership.ensure(&*self.store).await
+        let was = self.leadership.is_leader().await;
+        let leads = self.leadership.ensure(&*self.store).await;
+        if leads && !was {
+            self.leadership_gained.notify_one();
+        }
+        leads
+    }
+
+    /// Resolves when this control plane became the background leader (a notification given
+    /// while nobody waited is kept for the next call).
+    pub(crate) async fn leadership_gained(&self) {
+        self.leadership_gained.notified().await;
     }
 
     /// Whether this control plane currently leads background work (answered from the last
@@ -144,7 +160,7 @@ impl Service {
 
     /// Renews this control plane's presence lease, so others can tell when it died.
     pub(crate) async fn renew_presence(&self) {
-        leader::renew_presence(&*self.store, &self.instance_id, self.tick()).await;
+        leader::renew_presence(&*self.store, &self.instance_id, self.lease_tick()).await;
     }
 
     /// Shares events with the other control planes on the database (Postgres LISTEN/NOTIFY)

@@ -117,6 +117,8 @@ pub struct Inner {
     instance_id: String,
     /// Whether this control plane runs the reaper and reconciler passes.
     leadership: crate::tasks::leader::Leadership,
+    /// Notified when this control plane becomes the background leader.
+    leadership_gained: tokio::sync::Notify,
 }
 
 /// Cheap to clone; shared by every transport.
@@ -159,12 +161,15 @@ impl Service {
         remote: Option<Arc<crate::remote::WorkerClient>>,
     ) -> Self {
         let instance_id = crate::tasks::leader::new_instance_id(&settings.hostname);
-        let leadership =
-            crate::tasks::leader::Leadership::new(instance_id.clone(), settings.reaper_interval);
+        let leadership = crate::tasks::leader::Leadership::new(
+            instance_id.clone(),
+            crate::tasks::leader::lease_tick(settings.reaper_interval),
+        );
         let metrics = Metrics::new(remote.as_deref().map(crate::remote::WorkerClient::metrics));
         Service(Arc::new(Inner {
             instance_id,
             leadership,
+            leadership_gained: tokio::sync::Notify::new(),
             remote,
             worker_auth: None,
             workers_cache: Mutex::new(None),

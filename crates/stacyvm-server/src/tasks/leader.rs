@@ -2,14 +2,16 @@
 //! lease per control plane so others can tell when it died.
 //!
 //! Both are ordinary store leases (§9.4 rules: atomic acquire when free, expired or already
-//! ours). The leader lease `control-plane/background` lives `3 × tick`; a loop asks
-//! [`Leadership::ensure`] before each pass, which re-acquires at most once per tick and
-//! otherwise answers from the last grant. A pass starts only within one tick of the request
-//! that granted the lease (and the reported status lasts two), well inside the lease's
-//! lifetime, so two never run a pass at once unless a process stalls for longer than that.
-//! A dead leader stops renewing and another takes over once the lease has expired; a clean
-//! shutdown releases it so the takeover is immediate. On SQLite (one node) the only control
-//! plane always leads.
+//! ours). They have a tick of their own, [`lease_tick`] (the reconcile interval, at most
+//! [`LEASE_TICK_MAX`]), and live `3 × tick`: a dead control plane's leases lapse within 3 s
+//! whatever `server.reconcile_interval` is, so leadership moves and its half-made spawns are
+//! cleaned up within seconds (with the reconcile interval as the lease tick, a dead leader held
+//! on for 90 s). The `leadership` task renews both every tick, independently of how long a pass
+//! takes; a loop asks [`Leadership::ensure`] before each pass, which answers from the last grant
+//! when it is less than a tick old. A process that stalls longer than the lease loses it and
+//! another may start passes; that is the price of fast failover. A clean shutdown releases the
+//! lease so the takeover is immediate. On SQLite (one node) the only control plane always leads,
+//! a restarted one within one lease lifetime.
 
 use std::time::{Duration, Instant};
 
@@ -44,7 +46,16 @@ pub fn new_instance_id(hostname: &str) -> String {
     )
 }
 
-/// Lease lifetime for a background tick: three ticks, at least one second.
+/// Longest renewal period of the leader and presence leases.
+pub const LEASE_TICK_MAX: Duration = Duration::from_secs(1);
+
+/// Renewal period of the leader and presence leases for a reconcile interval: the interval, at
+/// most [`LEASE_TICK_MAX`], at least 50 ms.
+pub fn lease_tick(reconcile: Duration) -> Duration {
+    reconcile.clamp(Duration::from_millis(50), LEASE_TICK_MAX)
+}
+
+/// Lease lifetime for a lease tick: three ticks, at least one second.
 pub fn lease_ttl(tick: Duration) -> Duration {
     (tick * 3).max(Duration::from_secs(1))
 }

@@ -3,7 +3,7 @@
 
 pub mod leader;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -56,28 +56,53 @@ pub async fn local_heartbeat(svc: Service, cancel: CancellationToken) {
 
 /// Reconciles remote-owned sandboxes with their workers every `reaper_interval` (its own loop,
 /// so a slow destroy in the reaper never delays health marking).
+///
+/// For [`RECOVERY_WINDOW`] after the start and after this control plane became leader, it
+/// also runs the cheap part every lease tick: spawns left half-made by a dead control plane
+/// (`abandoned`) and local runtimes nobody wants (`local_orphans`). That is when a dead
+/// process's leftovers appear, including containers the daemon finished creating after their
+/// caller died; without it they waited for the next full pass (30 s, and 60 s for the local
+/// pass).
 pub async fn reconciler(svc: Service, cancel: CancellationToken) {
-    let mut last_local = std::time::Instant::now();
+    let mut last_local = Instant::now();
     let mut tick = interval(svc.tick());
-    while next_tick(&mut tick, &cancel).await {
+    let mut fast = interval(svc.lease_tick());
+    let mut recover_until = Instant::now() + RECOVERY_WINDOW;
+    loop {
+        let full = tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => true,
+            _ = fast.tick(), if Instant::now() < recover_until => false,
+            () = svc.leadership_gained() => {
+                recover_until = Instant::now() + RECOVERY_WINDOW;
+                true
+            }
+        };
         if !svc.ensure_leadership().await {
             continue;
         }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = svc.reconciler().remote() => {}
+        if full {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = svc.reconciler().remote() => {}
+            }
         }
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = svc.reconciler().abandoned() => {}
         }
         // Local runtimes change rarely; checking every one costs a provider call each.
-        if last_local.elapsed() >= LOCAL_RECONCILE_EVERY {
-            last_local = std::time::Instant::now();
+        if full && last_local.elapsed() >= LOCAL_RECONCILE_EVERY {
+            last_local = Instant::now();
             svc.prune_presence().await;
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = svc.reconciler().local(Some(CREATING_GRACE)) => {}
+            }
+        } else if Instant::now() < recover_until {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = svc.reconciler().local_orphans() => {}
             }
         }
     }
@@ -87,13 +112,40 @@ pub async fn reconciler(svc: Service, cancel: CancellationToken) {
 const LOCAL_RECONCILE_EVERY: Duration = Duration::from_secs(60);
 /// A `creating` row older than this belongs to a spawn that will not finish.
 const CREATING_GRACE: Duration = Duration::from_secs(600);
+/// How long after a start or a change of leader the reconciler looks for a dead control
+/// plane's leftovers every lease tick: its leases lapse within 3 s, and a Docker daemon under
+/// load may take a while to finish the creates it was sent.
+const RECOVERY_WINDOW: Duration = Duration::from_secs(30);
 
-/// Renews this control plane's presence lease every `reaper_interval`, so others can tell
-/// when it died (and clean up what it left half-made).
-pub async fn presence(svc: Service, cancel: CancellationToken) {
-    let mut tick = interval(svc.tick());
+/// Every lease tick (at most 1 s): renews this control plane's presence lease, so others can
+/// tell when it died, and holds or seeks background leadership, so a dead leader is replaced
+/// within a lease lifetime (3 s) whatever the reconcile interval.
+pub async fn leases(svc: Service, cancel: CancellationToken) {
+    let mut tick = interval(svc.lease_tick());
     while next_tick(&mut tick, &cancel).await {
         svc.renew_presence().await;
+        svc.ensure_leadership().await;
+    }
+}
+
+/// Checks remote workers against their own deadline (last heartbeat + stale window) every
+/// lease tick on the leader, and runs the remote pass as soon as one more of them is past it,
+/// so its sandboxes turn `unhealthy` within the stale window (plus a tick) instead of at the
+/// next reconcile pass.
+pub async fn worker_deadlines(svc: Service, cancel: CancellationToken) {
+    let mut tick = interval(svc.lease_tick());
+    let mut stale = std::collections::HashSet::new();
+    while next_tick(&mut tick, &cancel).await {
+        if !svc.leads_background().await {
+            stale.clear();
+            continue;
+        }
+        if svc.reconciler().newly_stale(&mut stale).await {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = svc.reconciler().remote() => {}
+            }
+        }
     }
 }
 

@@ -3,8 +3,9 @@
 //! runtimes the store does not want are destroyed.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use stacyvm_provider::ProviderError;
+use stacyvm_provider::{Provider, ProviderError, RuntimeInfo};
 use stacyvm_types::{EventKind, SandboxId, SandboxState};
 
 use super::Reconciler;
@@ -19,6 +20,11 @@ impl Reconciler<'_> {
     /// `creating` row is a spawn that died with the previous process; in the periodic pass only
     /// rows older than the grace are (a spawn in flight is younger).
     pub(crate) async fn local(self, creating_grace: Option<std::time::Duration>) {
+        // Runtimes first, records second: a spawn inserts its record before it asks the
+        // provider, so every runtime listed here that some spawn wants has its record in the
+        // list read after it (the other order could take a spawn finishing in between for an
+        // orphan).
+        let runtimes = self.list_runtimes().await;
         let records = match self.svc.store.list_sandboxes().await {
             Ok(r) => r,
             Err(e) => {
@@ -34,8 +40,8 @@ impl Reconciler<'_> {
         let shared = creating_grace.is_some() && self.other_control_planes_alive().await;
         let mut known = HashSet::new();
         for sb in records.iter().filter(|s| !s.placement.is_remote()) {
-            known.insert(sb.runtime_id().to_string());
             let Ok(provider) = self.svc.providers.get(&sb.provider) else {
+                known.insert(sb.runtime_id().to_string());
                 self.mark(
                     &sb.id,
                     SandboxState::Error,
@@ -50,9 +56,13 @@ impl Reconciler<'_> {
                     .to_std()
                     .unwrap_or_default();
                 if creating_grace.is_some_and(|g| age < g) || elsewhere.contains(&sb.id) {
+                    known.insert(sb.runtime_id().to_string());
                     continue;
                 }
-                // The spawn never finished: remove whatever half-made runtime exists.
+                // The spawn never finished: remove whatever half-made runtime exists. Its id
+                // stays out of `known`, so a runtime the provider finished making after the
+                // listing (the daemon completes a create its dead caller sent) is an orphan of
+                // the next sweep instead of being skipped as wanted.
                 let _ = provider.destroy(sb.runtime_id()).await;
                 self.mark(
                     &sb.id,
@@ -63,6 +73,7 @@ impl Reconciler<'_> {
                 .await;
                 continue;
             }
+            known.insert(sb.runtime_id().to_string());
             if shared {
                 continue;
             }
@@ -88,10 +99,49 @@ impl Reconciler<'_> {
             }
         }
         // Runtimes labelled ours that no live record wants are orphans.
-        for p in self.svc.providers.all().filter(|_| !shared) {
-            let Ok(Some(runtimes)) = p.list_runtimes().await else {
-                continue;
-            };
+        if !shared {
+            self.destroy_local_orphans(runtimes, &known).await;
+        }
+    }
+
+    /// Only the orphan part of [`Self::local`]: runtimes labelled ours that no live local
+    /// record wants are destroyed. Cheap (one listing per provider and one of the records), so
+    /// the reconciler runs it every lease tick for a while after a start or a change of
+    /// leader, when runtimes of spawns a dead control plane left half-made may still appear.
+    pub(crate) async fn local_orphans(self) {
+        if self.other_control_planes_alive().await {
+            return;
+        }
+        let runtimes = self.list_runtimes().await;
+        let Ok(records) = self.svc.store.list_sandboxes().await else {
+            return;
+        };
+        let known = records
+            .iter()
+            .filter(|s| !s.placement.is_remote())
+            .map(|s| s.runtime_id().to_string())
+            .collect();
+        self.destroy_local_orphans(runtimes, &known).await;
+    }
+
+    /// Every provider's runtimes (labelled ours; providers that cannot list are left out).
+    async fn list_runtimes(self) -> Vec<(Arc<dyn Provider>, Vec<RuntimeInfo>)> {
+        let mut out = Vec::new();
+        for p in self.svc.providers.all() {
+            if let Ok(Some(runtimes)) = p.list_runtimes().await {
+                out.push((p.clone(), runtimes));
+            }
+        }
+        out
+    }
+
+    /// Destroys the listed runtimes that `known` (runtime or sandbox ids) does not want.
+    async fn destroy_local_orphans(
+        self,
+        runtimes: Vec<(Arc<dyn Provider>, Vec<RuntimeInfo>)>,
+        known: &HashSet<String>,
+    ) {
+        for (p, runtimes) in runtimes {
             for rt in runtimes {
                 if known.contains(&rt.runtime_id)
                     || rt.sandbox_id.as_ref().is_some_and(|id| known.contains(id))
@@ -99,8 +149,11 @@ impl Reconciler<'_> {
                     continue;
                 }
                 tracing::warn!(runtime_id = %rt.runtime_id, provider = p.name(), "reconcile: destroying orphaned runtime");
-                if let Err(e) = p.destroy(&rt.runtime_id).await {
-                    tracing::error!(runtime_id = %rt.runtime_id, error = %e, "reconcile: orphan destroy failed");
+                match p.destroy(&rt.runtime_id).await {
+                    Ok(()) | Err(ProviderError::SandboxNotFound(_)) => {}
+                    Err(e) => {
+                        tracing::error!(runtime_id = %rt.runtime_id, error = %e, "reconcile: orphan destroy failed")
+                    }
                 }
                 self.svc.events.publish(
                     EventKind::ReconcileAction,

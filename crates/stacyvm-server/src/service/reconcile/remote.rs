@@ -1,6 +1,8 @@
 //! Remote-owned sandboxes against their workers: stale owners, expiry, returning owners, lease
 //! renewal, and runtimes a worker holds that no record assigns to it.
 
+use std::collections::HashSet;
+
 use stacyvm_provider::ProviderError;
 use stacyvm_types::{EventKind, SandboxId, SandboxState, WorkerId};
 
@@ -132,6 +134,24 @@ impl Reconciler<'_> {
                 }
             }
         }
+    }
+
+    /// Whether a remote worker passed its deadline (last heartbeat + stale window) since the
+    /// last call: `stale` holds the workers found stale last time and is updated (a worker that
+    /// heartbeats again leaves it, so its next death counts again). A store error answers
+    /// false; the periodic pass still runs.
+    pub(crate) async fn newly_stale(self, stale: &mut HashSet<WorkerId>) -> bool {
+        let Ok(workers) = self.svc.store.list_workers().await else {
+            return false;
+        };
+        let now: HashSet<WorkerId> = workers
+            .into_iter()
+            .filter(|w| !w.id.is_local() && self.svc.is_stale(w))
+            .map(|w| w.id)
+            .collect();
+        let newly = now.iter().any(|w| !stale.contains(w));
+        *stale = now;
+        newly
     }
 
     async fn renew_lease_if_due(self, sb: &stacyvm_types::Sandbox, owner: &WorkerId) {
