@@ -9,8 +9,12 @@ use stacyvm_provider::{MockProvider, Provider, ProviderRegistry};
 use crate::{ConfigError, ProviderChoice, ValidConfig};
 
 #[cfg(feature = "docker")]
-async fn docker_provider(cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
+async fn docker_provider(
+    cfg: &ValidConfig,
+    cluster: Option<&str>,
+) -> Result<Arc<dyn Provider>, String> {
     let mut dc = cfg.providers.docker.clone();
+    dc.cluster = cluster.map(str::to_string);
     // Not a `providers.docker` key: the preview route's domain is the server's.
     dc.preview_domain = match cfg.server.preview_domain.as_str() {
         "" => "localhost".into(),
@@ -23,13 +27,17 @@ async fn docker_provider(cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String>
 }
 
 #[cfg(not(feature = "docker"))]
-async fn docker_provider(_cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
+async fn docker_provider(
+    _cfg: &ValidConfig,
+    _cluster: Option<&str>,
+) -> Result<Arc<dyn Provider>, String> {
     Err("this build does not include the docker provider".into())
 }
 
 #[cfg(feature = "microvm")]
-fn microvm_provider(cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
+fn microvm_provider(cfg: &ValidConfig, cluster: Option<&str>) -> Result<Arc<dyn Provider>, String> {
     let mut mc = cfg.providers.microvm.clone();
+    mc.cluster = cluster.map(str::to_string);
     // `validate()` lets an empty qemu_path through while microvm is not enabled; `auto` may
     // still pick it, with the default binary.
     if mc.qemu_path.is_empty() {
@@ -40,7 +48,10 @@ fn microvm_provider(cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
 }
 
 #[cfg(not(feature = "microvm"))]
-fn microvm_provider(_cfg: &ValidConfig) -> Result<Arc<dyn Provider>, String> {
+fn microvm_provider(
+    _cfg: &ValidConfig,
+    _cluster: Option<&str>,
+) -> Result<Arc<dyn Provider>, String> {
     Err("this build does not include the microvm provider".into())
 }
 
@@ -55,13 +66,20 @@ fn hardware_kvm() -> bool {
 
 /// Registers the providers the config asks for and resolves `auto`: docker when its daemon
 /// answers, else mock with a loud warning (commands then run unisolated).
-pub async fn build_providers(cfg: &ValidConfig) -> Result<ProviderRegistry, ConfigError> {
+///
+/// `cluster` is the installation's cluster id (the control plane's store has it; a worker has
+/// none): the providers label what they make with it and list only what carries it or no
+/// cluster label at all (docs/architecture.md, "Cluster identity").
+pub async fn build_providers(
+    cfg: &ValidConfig,
+    cluster: Option<&str>,
+) -> Result<ProviderRegistry, ConfigError> {
     let mut reg = ProviderRegistry::new();
     let choice = cfg.provider_default();
     let want_docker = cfg.wants_provider(ProviderChoice::Docker);
     let mut docker_ok = false;
     if want_docker || choice == ProviderChoice::Auto {
-        match docker_provider(cfg).await {
+        match docker_provider(cfg, cluster).await {
             Ok(p) => {
                 let healthy = tokio::time::timeout(Duration::from_secs(5), p.health())
                     .await
@@ -89,7 +107,7 @@ pub async fn build_providers(cfg: &ValidConfig) -> Result<ProviderRegistry, Conf
     let mut microvm_ok = false;
     // `auto` takes microvm only with hardware virtualisation; TCG is no isolation boundary.
     if want_microvm || (choice == ProviderChoice::Auto && !docker_ok && hardware_kvm()) {
-        match microvm_provider(cfg) {
+        match microvm_provider(cfg, cluster) {
             Ok(p) => {
                 let healthy = p.health().await.is_ok();
                 if healthy || want_microvm {
@@ -153,7 +171,7 @@ mod tests {
 
     #[tokio::test]
     async fn mock_default_registers_only_the_mock() {
-        let reg = build_providers(&valid("providers:\n  default: mock\n"))
+        let reg = build_providers(&valid("providers:\n  default: mock\n"), None)
             .await
             .unwrap();
         assert_eq!(reg.names(), ["mock"]);
@@ -165,7 +183,7 @@ mod tests {
     #[cfg(not(feature = "docker"))]
     #[tokio::test]
     async fn explicit_backend_missing_from_the_build_is_an_error() {
-        let err = build_providers(&valid("providers:\n  docker:\n    enabled: true\n"))
+        let err = build_providers(&valid("providers:\n  docker:\n    enabled: true\n"), None)
             .await
             .err()
             .unwrap();

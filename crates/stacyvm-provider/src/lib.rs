@@ -1,5 +1,6 @@
 //! Isolation backends. Every backend implements [`Provider`] and passes `conformance`.
 
+mod cluster;
 mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

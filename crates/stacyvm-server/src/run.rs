@@ -180,7 +180,11 @@ pub async fn run(cfg: ValidConfig, shutdown: CancellationToken) -> Result<(), Ru
         DatabaseTarget::Postgres { dsn } => stacyvm_store::open("postgres", dsn).await,
     }
     .map_err(RunError::Store)?;
-    let providers = build_providers(&cfg).await.map_err(RunError::Providers)?;
+    let cluster = store.cluster_id().await.map_err(RunError::Store)?;
+    tracing::info!(%cluster, "cluster id (runtimes are labelled with it)");
+    let providers = build_providers(&cfg, Some(&cluster))
+        .await
+        .map_err(RunError::Providers)?;
     let settings = settings_from(&cfg);
     let (auth, client) = worker_rpc(&cfg)?;
     let svc = Service::with_worker_auth(

@@ -65,6 +65,19 @@ macro_rules! store_conformance_tests {
             $crate::conformance::lease_concurrency(&stores).await;
         }
 
+        /// One cluster id per database, the same on every handle, another on another database.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn cluster_id() {
+            let backend = $fresh().await;
+            let other = $fresh().await;
+            let stores = vec![
+                $crate::conformance::Backend::connect(&backend).await,
+                $crate::conformance::Backend::connect(&backend).await,
+                $crate::conformance::Backend::connect(&other).await,
+            ];
+            $crate::conformance::cluster_id(&stores).await;
+        }
+
         /// Several handles on one database admitting under one limit at once.
         #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn admission_concurrency() {
@@ -177,4 +190,14 @@ fn ids(list: &[Sandbox]) -> Vec<&str> {
 
 pub async fn ping(store: &dyn Store) {
     store.ping().await.expect("ping");
+}
+
+/// `stores[0]` and `stores[1]` are handles on one database, `stores[2]` on another.
+pub async fn cluster_id(stores: &[std::sync::Arc<dyn Store>]) {
+    let a = stores[0].cluster_id().await.expect("cluster id");
+    assert_eq!(a.len(), 16, "{a}");
+    assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+    assert_eq!(stores[0].cluster_id().await.expect("again"), a, "stable");
+    assert_eq!(stores[1].cluster_id().await.expect("second handle"), a);
+    assert_ne!(stores[2].cluster_id().await.expect("other database"), a);
 }

@@ -44,6 +44,9 @@ pub struct ActiveCounts {
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip used by health and diagnostics.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// This installation's cluster id (16 hex digits, made once by the migration that added
+    /// it, the same for every control plane on the database). Runtimes are labelled with it.
+    async fn cluster_id(&self) -> Result<String, StoreError>;
 
     // --- sandboxes -------------------------------------------------------------------------
     /// Inserts a new record. `Conflict` when the id exists (even destroyed).

@@ -29,7 +29,9 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> Result<(), W
     }
     let providers = match cfg.providers.clone() {
         Some(p) => p,
-        None => stacyvm_config::build_providers(&cfg.source)
+        // A worker has no cluster id (no store): its runtimes carry no cluster label, and it
+        // lists only runtimes without one (never a control plane's local ones on a shared host).
+        None => stacyvm_config::build_providers(&cfg.source, None)
             .await
             .map_err(|e| WorkerError::Providers(error_chain(&e)))?,
     };

@@ -53,6 +53,11 @@ pub struct DockerConfig {
     /// How long a pull of a missing image may take before spawn gives up. Not a file key.
     #[serde(skip)]
     pub pull_timeout: Duration,
+    /// The installation's cluster id (`crate::cluster`): containers are labelled with it and
+    /// only containers with it (or none) are listed. `None` on a worker. Not a file key, the
+    /// factory copies the store's id here.
+    #[serde(skip)]
+    pub cluster: Option<String>,
 }
 
 impl Default for DockerConfig {
@@ -75,6 +80,7 @@ impl Default for DockerConfig {
             pool_security: DockerPoolSecurity::default(),
             preview_domain: "localhost".into(),
             pull_timeout: Duration::from_secs(120),
+            cluster: None,
         }
     }
 }

@@ -48,6 +48,10 @@ pub struct MicrovmConfig {
     pub default_memory_mb: i64,
     #[serde(skip)]
     pub default_vcpus: i64,
+    /// The installation's cluster id (`crate::cluster`): VM directories record it and only
+    /// those with it (or none) are listed. `None` on a worker. Not a file key.
+    #[serde(skip)]
+    pub cluster: Option<String>,
 }
 
 impl Default for MicrovmConfig {
@@ -67,6 +71,7 @@ impl Default for MicrovmConfig {
             run_as: String::new(),
             default_memory_mb: 256,
             default_vcpus: 1,
+            cluster: None,
         }
     }
 }

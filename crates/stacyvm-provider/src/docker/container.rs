@@ -19,6 +19,7 @@ use super::{
     api_err, is_status, lock, server_message, valid_runtime_id, DockerProvider, LABEL_MANAGED,
     LABEL_OWNER_ID, LABEL_SANDBOX_ID,
 };
+use crate::cluster::{self, CLUSTER_LABEL};
 use crate::{ProviderError, RuntimeInfo, SandboxSpec, Spawned, Stats};
 
 /// Where commands start and the files API's writable home.
@@ -51,6 +52,9 @@ pub(crate) fn container_body(
     ]);
     if !spec.owner_id.is_empty() {
         labels.insert(LABEL_OWNER_ID.to_string(), spec.owner_id.clone());
+    }
+    if let Some(cluster) = &s.cluster {
+        labels.insert(CLUSTER_LABEL.to_string(), cluster.clone());
     }
     let memory = if spec.memory_mb > 0 {
         spec.memory_mb.checked_mul(1 << 20)
@@ -280,6 +284,10 @@ impl DockerProvider {
             .map_err(|e| api_err("listing containers failed", e))?;
         let mut out: Vec<RuntimeInfo> = list
             .into_iter()
+            .filter(|c| {
+                let label = c.labels.as_ref().and_then(|l| l.get(CLUSTER_LABEL));
+                cluster::ours(label.map(String::as_str), self.settings.cluster.as_deref())
+            })
             .filter_map(|c| {
                 let name = c
                     .names

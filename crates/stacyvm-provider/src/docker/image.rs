@@ -21,6 +21,17 @@ const TAILS: &[&str] = &["/usr/bin/tail", "/bin/tail", "/usr/local/bin/tail"];
 const BUSYBOX: &[&str] = &["/bin/busybox", "/usr/bin/busybox"];
 
 impl DockerProvider {
+    /// Labels of a probe container: it is never listed as a sandbox (no `stacyvm.managed`),
+    /// and carries the cluster so an operator can tell whose it is.
+    fn probe_labels(&self) -> std::collections::HashMap<String, String> {
+        let mut labels =
+            std::collections::HashMap::from([("stacyvm.probe".to_string(), "true".to_string())]);
+        if let Some(c) = &self.settings.cluster {
+            labels.insert(crate::cluster::CLUSTER_LABEL.to_string(), c.clone());
+        }
+        labels
+    }
+
     /// Makes `image` available locally, pulling it within the configured deadline.
     pub(super) async fn ensure_image(&self, image: &str) -> Result<(), ProviderError> {
         match self.docker.inspect_image(image).await {
@@ -71,7 +82,7 @@ impl DockerProvider {
             entrypoint: Some(Vec::new()),
             cmd: Some(vec!["true".into()]),
             network_disabled: Some(true),
-            labels: Some([("stacyvm.probe".to_string(), "true".to_string())].into()),
+            labels: Some(self.probe_labels()),
             ..Default::default()
         };
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();

@@ -24,6 +24,8 @@ pub(crate) struct Settings {
     pub tmpfs: BTreeMap<String, String>,
     pub preview_domain: String,
     pub pull_timeout: Duration,
+    /// Cluster label value for new containers and the listing filter (`crate::cluster`).
+    pub cluster: Option<String>,
 }
 
 fn invalid(key: &str, why: impl std::fmt::Display) -> ProviderError {
@@ -120,6 +122,7 @@ impl DockerConfig {
                 d => d.to_string(),
             },
             pull_timeout: self.pull_timeout,
+            cluster: self.cluster.clone().filter(|c| !c.is_empty()),
         })
     }
 }

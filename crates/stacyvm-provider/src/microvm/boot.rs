@@ -29,16 +29,21 @@ pub(crate) struct VmMeta {
     /// Loopback host port forwarded to the guest's port 3000 (user networking only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_port: Option<u16>,
+    /// The installation that made it (`crate::cluster`); absent in directories of older
+    /// builds and of workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 impl VmMeta {
-    pub fn of(spec: &SandboxSpec) -> Self {
+    pub fn of(spec: &SandboxSpec, cluster: Option<&str>) -> Self {
         VmMeta {
             sandbox_id: spec.id.clone(),
             image: spec.image.clone(),
             owner_id: spec.owner_id.clone(),
             pid: 0,
             preview_port: None,
+            cluster: cluster.map(str::to_string),
         }
     }
 }

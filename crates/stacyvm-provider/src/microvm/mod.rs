@@ -156,12 +156,25 @@ impl MicrovmProvider {
         let base = core.rootfs.base(&spec.image).await?;
         let shape = core.shape(spec);
         if !core.settings.snapshots {
-            return core.cold_boot(VmMeta::of(spec), &base, paths, &shape).await;
+            return core
+                .cold_boot(
+                    VmMeta::of(spec, self.config.cluster.as_deref()),
+                    &base,
+                    paths,
+                    &shape,
+                )
+                .await;
         }
         let key = TemplateKey::new(core, &core.qemu()?, &base, &shape);
         if core.pool.enabled() {
             if let Some(vm) = core.pool.take(&key.name) {
-                match pool::resume(vm, VmMeta::of(spec), paths.clone()).await {
+                match pool::resume(
+                    vm,
+                    VmMeta::of(spec, self.config.cluster.as_deref()),
+                    paths.clone(),
+                )
+                .await
+                {
                     Ok(vm) => {
                         tracing::info!(sandbox_id = %spec.id, us = vm.booted_in.as_micros() as u64, "microvm ready (warm pool)");
                         return Ok(vm);
@@ -175,12 +188,19 @@ impl MicrovmProvider {
             }
         }
         let Some(tpl) = core.templates.get(core, &key, &base, &shape).await else {
-            return core.cold_boot(VmMeta::of(spec), &base, paths, &shape).await;
+            return core
+                .cold_boot(
+                    VmMeta::of(spec, self.config.cluster.as_deref()),
+                    &base,
+                    paths,
+                    &shape,
+                )
+                .await;
         };
         let restored = snapshot::restore(
             core,
             &tpl,
-            VmMeta::of(spec),
+            VmMeta::of(spec, self.config.cluster.as_deref()),
             paths.clone(),
             &shape,
             &spec.id,
@@ -204,7 +224,13 @@ impl MicrovmProvider {
                         boot::teardown(&vm).await;
                     }
                 }
-                core.cold_boot(VmMeta::of(spec), &base, paths, &shape).await
+                core.cold_boot(
+                    VmMeta::of(spec, self.config.cluster.as_deref()),
+                    &base,
+                    paths,
+                    &shape,
+                )
+                .await
             }
         }
     }
@@ -513,6 +539,10 @@ impl Provider for MicrovmProvider {
             }
             let paths = VmPaths::new(&self.vms_dir(), &id);
             let meta = boot::read_meta(&paths).await;
+            let label = meta.as_ref().and_then(|m| m.cluster.as_deref());
+            if !crate::cluster::ours(label, self.config.cluster.as_deref()) {
+                continue; // another installation's VM in a shared state directory
+            }
             let known = lock(&self.vms).get(&id).cloned();
             let running = match &known {
                 Some(vm) => !vm.exited() && !vm.conn.is_closed(),

@@ -200,6 +200,7 @@ async fn prepare(core: &Core, job: &Job, n: u64) -> Result<Vm, ProviderError> {
         owner_id: String::new(),
         pid: 0,
         preview_port: None,
+        cluster: None,
     };
     let mut shape = job.shape.clone();
     shape.preview_port = core.preview_port();

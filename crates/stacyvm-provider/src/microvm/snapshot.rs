@@ -313,6 +313,7 @@ impl Templates {
             owner_id: String::new(),
             pid: 0,
             preview_port: None,
+            cluster: None,
         };
         let mut shape = shape.clone();
         shape.preview_port = core.preview_port();

@@ -364,6 +364,14 @@ impl Store for PgStore {
             .map_err(db_err("ping"))
     }
 
+    async fn cluster_id(&self) -> Result<String, StoreError> {
+        sqlx::query_scalar::<_, String>("SELECT id FROM cluster")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("cluster id"))?
+            .ok_or_else(|| StoreError::not_found("cluster", "id"))
+    }
+
     async fn insert_sandbox(&self, sb: &Sandbox) -> Result<(), StoreError> {
         sandboxes::insert(self, sb).await
     }

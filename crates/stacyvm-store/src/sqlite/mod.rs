@@ -90,6 +90,15 @@ impl Store for SqliteStore {
             .read(|c| db::first(c, "ping", "SELECT 1", [], |_| Ok(())).map(|_| ()))
     }
 
+    async fn cluster_id(&self) -> Result<String, StoreError> {
+        let id = self.db.read(|c| {
+            db::first(c, "cluster id", "SELECT id FROM cluster", [], |r| {
+                db::col(r, "id")
+            })
+        })?;
+        id.ok_or_else(|| StoreError::not_found("cluster", "id"))
+    }
+
     async fn insert_sandbox(&self, sb: &Sandbox) -> Result<(), StoreError> {
         sandboxes::insert(&self.db, sb).await
     }
