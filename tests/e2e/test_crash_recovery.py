@@ -122,3 +122,142 @@ def test_kill9_docker_no_orphans(server_factory):
         assert not remaining, f"containers left after destroy: {remaining}"
     finally:
         subprocess.run(["docker", "rm", "-f", f"stacyvm-e2e-{orphan}"], capture_output=True)
+
+
+def _cluster_id(srv: Server) -> str:
+    """The installation's cluster id, read from its SQLite database (migration 0003)."""
+    import sqlite3
+    assert srv.database and srv.database["driver"] == "sqlite", srv.database
+    with sqlite3.connect(srv.database["path"]) as db:
+        return db.execute("SELECT id FROM cluster").fetchone()[0]
+
+
+def _cluster_containers(cluster: str) -> dict[str, str]:
+    """Containers labelled ours and with `cluster`: container name -> sandbox id label."""
+    out = subprocess.run(
+        ["docker", "ps", "-a", "--filter", "label=stacyvm.managed=true",
+         "--filter", f"label=stacyvm.cluster={cluster}",
+         "--format", '{{.Names}} {{.Label "stacyvm.sandbox_id"}}'],
+        capture_output=True, text=True, check=True).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines() if line.strip())
+
+
+def _remove_cluster_containers(cluster: str) -> None:
+    names = list(_cluster_containers(cluster))
+    if names:
+        subprocess.run(["docker", "rm", "-f", "-v", *names], capture_output=True)
+
+
+DOCKER_CFG = {"providers": {"default": "docker",
+                            "docker": {"enabled": True, "default_image": DOCKER_IMAGE}}}
+
+
+def test_kill9_during_30_docker_spawns_leaves_no_unlisted_container(server_factory):
+    """Hardening finding 14: kill -9 of the control plane while 30 spawns are in flight, then a
+    restart on the same database. Containers the daemon finished creating for the dead process
+    must be destroyed (or belong to a listed sandbox) within seconds, not after the dead
+    process's leases and the next full reconcile pass (default interval: 30 s)."""
+    require_backend("docker", _docker_ok(), f"docker daemon with image {DOCKER_IMAGE}")
+    srv = server_factory(DOCKER_CFG, name="kill9-30-docker")
+    cluster = _cluster_id(srv)
+    answered: list[int] = []
+    lock = threading.Lock()
+
+    def spawn() -> None:
+        try:
+            with srv.http(timeout=120) as c:
+                r = c.post("/api/v1/sandboxes", json={"image": DOCKER_IMAGE, "ttl": "10m"})
+                code = r.status_code
+        except Exception:  # the server died under us: the point of the test
+            code = -1
+        with lock:
+            answered.append(code)
+
+    threads = [threading.Thread(target=spawn, daemon=True) for _ in range(30)]
+    try:
+        for t in threads:
+            t.start()
+        # Kill while the daemon is creating containers and most spawns are unanswered.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _cluster_containers(cluster):
+            time.sleep(0.05)
+        made = len(_cluster_containers(cluster))
+        with lock:
+            done = sum(1 for code in answered if code == 201)
+        assert made >= 1, "no container was being created: the spawns never reached the daemon"
+        assert done < 30, f"all spawns had answered before the kill ({answered})"
+        _kill9(srv)
+        for t in threads:
+            t.join(timeout=30)
+
+        srv.start()  # same directory, same database
+        restarted = time.monotonic()
+
+        def unlisted() -> tuple[dict[str, str], list[dict]]:
+            with srv.http(timeout=30) as c:
+                listed = c.get("/api/v1/sandboxes").json()
+            ids = {s["id"] for s in listed}
+            stray = {n: sid for n, sid in _cluster_containers(cluster).items() if sid not in ids}
+            creating = [s for s in listed if s["state"] == "creating"]
+            return stray, creating
+
+        stray, creating = unlisted()
+        while (stray or creating) and time.monotonic() - restarted < 10:
+            time.sleep(0.25)
+            stray, creating = unlisted()
+        took = time.monotonic() - restarted
+        assert not stray, (f"{len(stray)} containers labelled ours with no listed sandbox "
+                           f"{took:.1f}s after the restart: {sorted(stray)}\n{srv.log_tail()}")
+        assert not creating, f"records still creating {took:.1f}s after the restart: {creating}"
+        # Containers the daemon finishes later still go (the recovery window runs for 30 s).
+        time.sleep(3)
+        stray, _ = unlisted()
+        assert not stray, f"containers appeared unlisted after the cleanup: {sorted(stray)}"
+        # Whatever is listed works.
+        with srv.http(timeout=60) as c:
+            for s in c.get("/api/v1/sandboxes").json():
+                assert s["state"] == "running", s
+                r = c.post(f"/api/v1/sandboxes/{s['id']}/exec", json={"command": "echo ok"})
+                assert r.status_code == 200 and r.json()["stdout"] == "ok\n", r.text
+                assert c.delete(f"/api/v1/sandboxes/{s['id']}").status_code == 200
+        assert not _cluster_containers(cluster)
+    finally:
+        _remove_cluster_containers(cluster)
+
+
+def test_two_installations_on_one_daemon_leave_each_other_alone(server_factory):
+    """Hardening finding 12: two control planes with their own SQLite databases on one Docker
+    daemon. Each labels its containers with its cluster id, and a restart (startup
+    reconciliation) of one never destroys the other's sandboxes."""
+    require_backend("docker", _docker_ok(), f"docker daemon with image {DOCKER_IMAGE}")
+    a = server_factory(DOCKER_CFG, name="cluster-a")
+    b = server_factory(DOCKER_CFG, name="cluster-b")
+    ca, cb = _cluster_id(a), _cluster_id(b)
+    assert ca != cb
+    try:
+        ids = {}
+        for name, srv in (("a", a), ("b", b)):
+            with srv.http(timeout=60) as c:
+                r = c.post("/api/v1/sandboxes", json={"image": DOCKER_IMAGE, "ttl": "10m"})
+                assert r.status_code == 201, r.text
+                ids[name] = r.json()["id"]
+        assert set(_cluster_containers(ca).values()) == {ids["a"]}
+        assert set(_cluster_containers(cb).values()) == {ids["b"]}
+        # A crash and a restart of a: startup reconciliation, then its recovery sweeps.
+        _kill9(a)
+        a.start()
+        time.sleep(3)
+        # Clean restart of b, too.
+        b.stop()
+        b.start()
+        time.sleep(3)
+        running = _docker_sandbox_ids()
+        assert ids["a"] in running and ids["b"] in running, running
+        for name, srv in (("a", a), ("b", b)):
+            with srv.http(timeout=60) as c:
+                r = c.post(f"/api/v1/sandboxes/{ids[name]}/exec", json={"command": "echo ok"})
+                assert r.status_code == 200 and r.json()["stdout"] == "ok\n", r.text
+                assert c.delete(f"/api/v1/sandboxes/{ids[name]}").status_code == 200
+    finally:
+        _remove_cluster_containers(ca)
+        _remove_cluster_containers(cb)

@@ -193,3 +193,30 @@ def test_expiry_during_partition_releases_lease_and_cleans_up(cluster):
         # The returning worker still holds the runtime: it is destroyed, the record finished.
         wait_for(lambda: state(c, sid) is None, 20, "expired sandbox destroyed after heal")
         assert c.get(f"/api/v1/sandboxes/{sid}").status_code == 404
+
+
+def test_dead_worker_is_noticed_within_its_stale_window(server_factory):
+    """Hardening finding 15: with 1 s heartbeats and 3 stale intervals, a killed worker's
+    sandbox turns unhealthy within ~3 s (+ slack), whatever the reconcile interval (default
+    30 s here): each worker is checked against its own deadline, not at the next pass."""
+    cp = server_factory({
+        "auth": {"worker_token": TOKEN},
+        "worker": {"stale_after_intervals": 3},
+    }, name="worker-deadline")
+    w = Worker(cp).start()
+    try:
+        with cp.http() as c:
+            assert c.delete("/api/v1/admin/workers/local").status_code == 200
+            sid = spawn_remote(c)
+            # Let a full pass go by first, so the test does not ride on the one at start.
+            time.sleep(2)
+            w.kill9()
+            killed = time.monotonic()
+            while state(c, sid) != "unhealthy" and time.monotonic() - killed < 40:
+                time.sleep(0.1)
+            took = time.monotonic() - killed
+            assert state(c, sid) == "unhealthy"
+            # 3 intervals + the heartbeat in flight + a 1 s check tick + slack.
+            assert took <= 7, f"unhealthy after {took:.1f}s"
+    finally:
+        w.stop()
