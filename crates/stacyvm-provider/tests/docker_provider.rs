@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use docker_support::*;
-use stacyvm_provider::{DockerConfig, ExecRequest, Provider, ProviderError};
+use stacyvm_provider::{DockerConfig, DockerProvider, ExecRequest, Provider, ProviderError};
 use stacyvm_types::{SandboxState, StreamKind};
 
 #[tokio::test]
@@ -109,6 +109,35 @@ async fn foreign_containers_are_not_ours() {
         matches!(taken, Err(ProviderError::InvalidInput(_))),
         "{taken:?}"
     );
+}
+
+/// Two installations on one daemon (hardening finding 12): each lists its own containers and
+/// unlabelled ones (older builds, workers), never the other's; a provider without a cluster
+/// (a worker) lists only unlabelled ones.
+#[tokio::test]
+async fn clusters_list_only_their_own_and_unlabelled_containers() {
+    let in_cluster = |c: &str| DockerConfig {
+        cluster: Some(c.to_string()),
+        ..DockerConfig::default()
+    };
+    let a = provider(in_cluster("aaaaaaaaaaaaaaaa")).await;
+    let b = provider(in_cluster("bbbbbbbbbbbbbbbb")).await;
+    let plain = provider(DockerConfig::default()).await;
+    let (ida, _ga) = spawn(&a, IMAGE).await;
+    let (idb, _gb) = spawn(&b, IMAGE).await;
+    let (idp, _gp) = spawn(&plain, IMAGE).await;
+    let labels = client().inspect_container(&ida, None).await.unwrap();
+    let labels = labels.config.unwrap().labels.unwrap();
+    assert_eq!(labels["stacyvm.cluster"], "aaaaaaaaaaaaaaaa");
+    let (la, lb, lp) = (listed(&a).await, listed(&b).await, listed(&plain).await);
+    assert!(la.contains(&ida) && la.contains(&idp) && !la.contains(&idb));
+    assert!(lb.contains(&idb) && lb.contains(&idp) && !lb.contains(&ida));
+    assert!(lp.contains(&idp) && !lp.contains(&ida) && !lp.contains(&idb));
+}
+
+async fn listed(p: &DockerProvider) -> std::collections::HashSet<String> {
+    let l = p.list_runtimes().await.unwrap().unwrap();
+    l.into_iter().map(|r| r.runtime_id).collect()
 }
 
 #[tokio::test]

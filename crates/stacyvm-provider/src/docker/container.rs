@@ -512,6 +512,18 @@ mod tests {
             l["traefik.http.services.sb-0000beef.loadbalancer.server.port"],
             "3000"
         );
+        assert!(!l.contains_key("stacyvm.cluster"), "no cluster, no label");
+    }
+
+    /// A control plane's containers carry its cluster id (hardening finding 12).
+    #[test]
+    fn containers_carry_the_cluster() {
+        let c = DockerConfig {
+            cluster: Some("0123456789abcdef".into()),
+            ..DockerConfig::default()
+        };
+        let b = container_body(&c.validate().unwrap(), &spec(), "img", vec![], true);
+        assert_eq!(b.labels.unwrap()["stacyvm.cluster"], "0123456789abcdef");
     }
 
     #[test]

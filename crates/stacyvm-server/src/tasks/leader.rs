@@ -201,6 +201,26 @@ mod tests {
         assert!(new_instance_id("").starts_with("host-"));
     }
 
+    /// The leader and presence leases renew at most every second and live three ticks,
+    /// whatever the reconcile interval (hardening finding 14: a 30 s interval made a dead
+    /// leader hold on for 90 s).
+    #[test]
+    fn lease_tick_is_short_whatever_the_reconcile_interval() {
+        assert_eq!(lease_tick(Duration::from_secs(30)), Duration::from_secs(1));
+        assert_eq!(
+            lease_ttl(lease_tick(Duration::from_secs(30))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            lease_tick(Duration::from_millis(300)),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            lease_tick(Duration::from_millis(1)),
+            Duration::from_millis(50)
+        );
+    }
+
     #[tokio::test]
     async fn single_node_always_leads_and_release_frees_the_lease() {
         let store = stacyvm_store::SqliteStore::open(":memory:").await.unwrap();

@@ -415,7 +415,7 @@ mod tests {
             again.get_sandbox(&"sb-1".into()).await.unwrap().owner_id,
             "alice"
         );
-        assert_eq!(again.schema_version().await.unwrap(), 2);
+        assert_eq!(again.schema_version().await.unwrap(), 3);
         again
             .db
             .writer()
@@ -430,7 +430,7 @@ mod tests {
         drop(again);
         match SqliteStore::open(&t.path).await {
             Err(StoreError::SchemaTooNew { found, supported }) => {
-                assert_eq!((found, supported), (9999, 2));
+                assert_eq!((found, supported), (9999, 3));
             }
             Err(e) => panic!("expected SchemaTooNew, got {e:?}"),
             Ok(_) => panic!("expected SchemaTooNew, got a store"),
@@ -454,7 +454,7 @@ mod tests {
             .fetch_one(&mut conn)
             .await
             .unwrap();
-        assert_eq!(edited, 2);
+        assert_eq!(edited, 3);
         // An edited migration is refused, as sqlx would.
         sqlx::query("UPDATE _sqlx_migrations SET checksum = x'01' WHERE version = 1")
             .execute(&mut conn)
