@@ -206,6 +206,7 @@ def test_kill9_during_30_docker_spawns_leaves_no_unlisted_container(server_facto
             time.sleep(0.25)
             stray, creating = unlisted()
         took = time.monotonic() - restarted
+        print(f"clean {took:.1f}s after the restart")
         assert not stray, (f"{len(stray)} containers labelled ours with no listed sandbox "
                            f"{took:.1f}s after the restart: {sorted(stray)}\n{srv.log_tail()}")
         assert not creating, f"records still creating {took:.1f}s after the restart: {creating}"

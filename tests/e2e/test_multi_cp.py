@@ -259,5 +259,6 @@ def test_leadership_moves_within_10s_of_a_leader_kill9(server_factory, shared_db
     while not leads(other) and time.monotonic() - killed < 20:
         time.sleep(0.1)
     took = time.monotonic() - killed
+    print(f"takeover after {took:.1f}s")
     assert leads(other), "the survivor never took over"
     assert took <= 10, f"takeover took {took:.1f}s"

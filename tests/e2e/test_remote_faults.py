@@ -215,6 +215,7 @@ def test_dead_worker_is_noticed_within_its_stale_window(server_factory):
             while state(c, sid) != "unhealthy" and time.monotonic() - killed < 40:
                 time.sleep(0.1)
             took = time.monotonic() - killed
+            print(f"unhealthy after {took:.1f}s")
             assert state(c, sid) == "unhealthy"
             # 3 intervals + the heartbeat in flight + a 1 s check tick + slack.
             assert took <= 7, f"unhealthy after {took:.1f}s"

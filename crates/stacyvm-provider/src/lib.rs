@@ -1,5 +1,6 @@
 //! Isolation backends. Every backend implements [`Provider`] and passes `conformance`.
 
+#[cfg(any(feature = "docker", feature = "microvm"))]
 mod cluster;
 mod config;
 #[cfg(any(test, feature = "conformance"))]

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use stacyvm_provider::ProviderError;
 use stacyvm_types::{EventKind, Sandbox, SandboxId, SandboxState};
 
@@ -18,6 +19,9 @@ use crate::tasks::leader;
 
 /// A `creating` row without a recorded creator is abandoned after this long.
 pub const UNKNOWN_CREATOR_GRACE: Duration = Duration::from_secs(120);
+
+/// How many cleanups run at once.
+pub(super) const CONCURRENCY: usize = 8;
 
 /// Longest one cleanup may wait for a worker.
 const RPC_BUDGET: Duration = Duration::from_secs(10);
@@ -34,7 +38,7 @@ impl Reconciler<'_> {
         };
         let now = chrono::Utc::now();
         let mut alive = HashMap::<String, bool>::new();
-        let mut cleaned = 0;
+        let mut todo = Vec::new();
         for row in rows {
             if row.created_by == self.svc.instance_id {
                 continue; // our own spawn, still in flight
@@ -45,10 +49,18 @@ impl Reconciler<'_> {
                 !self.is_alive_cached(&mut alive, &row.created_by).await
             };
             if abandoned {
-                self.clean_up_abandoned(&row.sandbox, &row.created_by).await;
-                cleaned += 1;
+                todo.push(row);
             }
         }
+        // A few at a time: a dead control plane may leave dozens, and one by one a loaded
+        // Docker daemon took 10 s for 30 of them.
+        let cleaned = futures_util::stream::iter(todo)
+            .map(|row| async move {
+                self.clean_up_abandoned(&row.sandbox, &row.created_by).await;
+            })
+            .buffer_unordered(CONCURRENCY)
+            .count()
+            .await;
         if cleaned > 0 {
             self.svc.admission().wake();
         }

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use stacyvm_provider::{Provider, ProviderError, RuntimeInfo};
 use stacyvm_types::{EventKind, SandboxId, SandboxState};
 
@@ -141,13 +142,18 @@ impl Reconciler<'_> {
         runtimes: Vec<(Arc<dyn Provider>, Vec<RuntimeInfo>)>,
         known: &HashSet<String>,
     ) {
-        for (p, runtimes) in runtimes {
-            for rt in runtimes {
-                if known.contains(&rt.runtime_id)
-                    || rt.sandbox_id.as_ref().is_some_and(|id| known.contains(id))
-                {
-                    continue;
-                }
+        let orphans = runtimes.into_iter().flat_map(|(p, runtimes)| {
+            runtimes
+                .into_iter()
+                .filter(|rt| {
+                    !known.contains(&rt.runtime_id)
+                        && !rt.sandbox_id.as_ref().is_some_and(|id| known.contains(id))
+                })
+                .map(move |rt| (p.clone(), rt))
+        });
+        // A few at a time, as the abandoned-spawn cleanup.
+        futures_util::stream::iter(orphans)
+            .for_each_concurrent(super::abandoned::CONCURRENCY, |(p, rt)| async move {
                 tracing::warn!(runtime_id = %rt.runtime_id, provider = p.name(), "reconcile: destroying orphaned runtime");
                 match p.destroy(&rt.runtime_id).await {
                     Ok(()) | Err(ProviderError::SandboxNotFound(_)) => {}
@@ -165,8 +171,8 @@ impl Reconciler<'_> {
                             .into(),
                     ),
                 );
-            }
-        }
+            })
+            .await;
     }
 
     async fn mark(self, id: &SandboxId, state: SandboxState, reason: &str, provider: &str) {
