@@ -9,7 +9,12 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::files::glob;
 use super::paths::{clean, resolve};
+use crate::walk::WalkBudget;
 
 /// A path component a client might send, weighted towards the tricky ones.
 fn component() -> impl Strategy<Value = String> {
@@ -59,6 +64,21 @@ fn tree(targets: &[String; 3]) -> (tempfile::TempDir, PathBuf) {
     (d, root)
 }
 
+/// A glob pattern component: wildcards, classes (some malformed), and the tree's names.
+fn pattern_component() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("*".to_string()),
+        Just("**".to_string()),
+        Just("?".to_string()),
+        Just("[ab]*".to_string()),
+        Just("[".to_string()),
+        Just("[!a]".to_string()),
+        Just("..".to_string()),
+        prop::sample::select(vec!["a", "b", "f", "l1", "l2", "l3", "up", "abs"])
+            .prop_map(str::to_string),
+    ]
+}
+
 fn inside(root: &Path, p: &Path) -> bool {
     p.starts_with(root)
 }
@@ -99,5 +119,26 @@ proptest! {
     fn any_text_is_answered(path in "\\PC{0,64}") {
         let (_d, root) = tree(&["a".into(), "b".into(), "/".into()]);
         let _ = resolve(&root, &path, true);
+    }
+
+    /// Globs among the same links: every match names something inside the root (a match may
+    /// be a link itself; what contains it is inside), and nothing is walked through a link.
+    #[test]
+    fn no_glob_match_leaves_the_root(
+        targets in [link_target(), link_target(), link_target()],
+        parts in prop::collection::vec(pattern_component(), 1..6),
+    ) {
+        let (_d, root) = tree(&targets);
+        let pattern = format!("/{}", parts.join("/"));
+        let mut budget = WalkBudget::new(Arc::new(AtomicBool::new(false)));
+        if let Ok(found) = glob(&root, &pattern, &mut budget) {
+            for m in found {
+                prop_assert!(m.starts_with('/') && !m.split('/').any(|c| c == ".."), "{pattern} → {m}");
+                let host = root.join(m.trim_start_matches('/'));
+                let parent = host.parent().map_or(root.clone(), Path::to_path_buf);
+                let real = parent.canonicalize().expect("a match's directory exists");
+                prop_assert!(inside(&root, &real), "{pattern} → {m} in {real:?}");
+            }
+        }
     }
 }
