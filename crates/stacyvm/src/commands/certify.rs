@@ -253,11 +253,8 @@ fn secrets(checks: &mut Checks, a: &AuthSection) {
             }
             continue;
         }
-        checks.add(
-            key,
-            private_file(Path::new(file)).0,
-            private_file(Path::new(file)).1,
-        );
+        let (status, detail) = private_file(Path::new(file));
+        checks.add(key, status, detail);
     }
 }
 
