@@ -155,26 +155,14 @@ impl MicrovmProvider {
         let core = &self.core;
         let base = core.rootfs.base(&spec.image).await?;
         let shape = core.shape(spec);
+        let meta = VmMeta::of(spec, self.config.cluster.as_deref());
         if !core.settings.snapshots {
-            return core
-                .cold_boot(
-                    VmMeta::of(spec, self.config.cluster.as_deref()),
-                    &base,
-                    paths,
-                    &shape,
-                )
-                .await;
+            return core.cold_boot(meta, &base, paths, &shape).await;
         }
         let key = TemplateKey::new(core, &core.qemu()?, &base, &shape);
         if core.pool.enabled() {
             if let Some(vm) = core.pool.take(&key.name) {
-                match pool::resume(
-                    vm,
-                    VmMeta::of(spec, self.config.cluster.as_deref()),
-                    paths.clone(),
-                )
-                .await
-                {
+                match pool::resume(vm, meta.clone(), paths.clone()).await {
                     Ok(vm) => {
                         tracing::info!(sandbox_id = %spec.id, us = vm.booted_in.as_micros() as u64, "microvm ready (warm pool)");
                         return Ok(vm);
@@ -188,19 +176,12 @@ impl MicrovmProvider {
             }
         }
         let Some(tpl) = core.templates.get(core, &key, &base, &shape).await else {
-            return core
-                .cold_boot(
-                    VmMeta::of(spec, self.config.cluster.as_deref()),
-                    &base,
-                    paths,
-                    &shape,
-                )
-                .await;
+            return core.cold_boot(meta, &base, paths, &shape).await;
         };
         let restored = snapshot::restore(
             core,
             &tpl,
-            VmMeta::of(spec, self.config.cluster.as_deref()),
+            meta.clone(),
             paths.clone(),
             &shape,
             &spec.id,
@@ -224,13 +205,7 @@ impl MicrovmProvider {
                         boot::teardown(&vm).await;
                     }
                 }
-                core.cold_boot(
-                    VmMeta::of(spec, self.config.cluster.as_deref()),
-                    &base,
-                    paths,
-                    &shape,
-                )
-                .await
+                core.cold_boot(meta, &base, paths, &shape).await
             }
         }
     }
