@@ -21,16 +21,13 @@ import os
 import random
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import BIN, free_port, require_backend
-
-TOKEN = "e2e-worker-token-0123456789abcdef"
-HB = "1s"
+from test_remote_faults import HB, TOKEN, wait_for
 
 pytestmark = pytest.mark.backend("netns")
 
@@ -69,15 +66,6 @@ class Link:
     def remove(self) -> None:
         sh("ip", "link", "del", self.host_if)
         sh("ip", "netns", "del", self.ns)
-
-
-def wait_for(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.fixture
