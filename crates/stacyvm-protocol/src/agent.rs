@@ -14,8 +14,18 @@ use std::io::{self, Read};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// The newest agent protocol version this crate speaks. Version 2 added [`HostMsg::Identity`].
-pub const AGENT_PROTOCOL_VERSION: u32 = 2;
+mod process;
+pub use process::{
+    AgentProc, AgentPty, AgentRecord, ProcStart, DEFAULT_OUTPUT_BUFFER, DEFAULT_RETAIN_EXITED_MS,
+    MAX_RECORDS_PER_FRAME,
+};
+
+/// The newest agent protocol version this crate speaks. Version 2 added [`HostMsg::Identity`];
+/// version 3 the background processes ([`process`], `Proc*` messages) and several host
+/// connections at once (the agent's `--listen` socket).
+pub const AGENT_PROTOCOL_VERSION: u32 = 3;
+/// The first version with background processes.
+pub const AGENT_PROCESS_VERSION: u32 = 3;
 /// The oldest version this crate still speaks.
 pub const AGENT_PROTOCOL_MIN_VERSION: u32 = 1;
 /// Name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).
@@ -96,6 +106,29 @@ pub enum HostMsg {
     /// template starts with the same hostname, machine id and random state. Empty fields are
     /// left alone. Answered by `Ok`, or by `Error` naming the first step that failed.
     Identity(Identity),
+    /// Version 3. Starts a background process; answered by `Proc`.
+    ProcStart(ProcStart),
+    /// Answered by `Procs`.
+    ProcList,
+    /// Answered by `Proc`.
+    ProcGet { pid: u32 },
+    /// Output records with `seq >= since`; answered by `Records`* then `ReadEnd`. A gap record
+    /// comes first when `since` is older than what is retained. With `follow` the read waits
+    /// for new output until the exit record was sent (or a `Cancel` names this request).
+    ProcRead { pid: u32, since: u64, follow: bool },
+    /// Appends base64 `data` to the process's stdin (or its PTY), then closes stdin if `close`;
+    /// answered by `Written`.
+    ProcStdin {
+        pid: u32,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        data: String,
+        #[serde(default)]
+        close: bool,
+    },
+    /// Sends `signal` (a name without `SIG`) to the process group; answered by `Proc`.
+    ProcSignal { pid: u32, signal: String },
+    /// Resizes a PTY process's terminal; answered by `Ok`.
+    ProcResize { pid: u32, cols: u16, rows: u16 },
 }
 
 /// New identity of a restored VM ([`HostMsg::Identity`]).
@@ -196,6 +229,24 @@ pub enum GuestMsg {
     Log {
         line: String,
     },
+    /// Version 3: one process.
+    Proc {
+        proc: AgentProc,
+    },
+    /// Version 3: the processes the agent keeps, newest first.
+    Procs {
+        procs: Vec<AgentProc>,
+    },
+    /// Version 3: output records of a `ProcRead`, in `seq` order.
+    Records {
+        records: Vec<AgentRecord>,
+    },
+    /// Version 3: a `ProcRead` is complete.
+    ReadEnd,
+    /// Version 3: bytes accepted by `ProcStdin`.
+    Written {
+        n: u64,
+    },
 }
 
 /// A file as the agent sees it. `mode` is the full `st_mode`; `mtime` is Unix seconds.
@@ -225,6 +276,14 @@ pub enum ErrorCode {
     /// An unknown handle or request id.
     Unknown,
     Io,
+    /// Version 3: no process with that pid is kept.
+    ProcessNotFound,
+    /// Version 3: the process was started without stdin, or its stdin was closed.
+    StdinClosed,
+    /// Version 3: the process has exited.
+    ProcessExited,
+    /// Version 3: resize of a process without a PTY.
+    NotAPty,
 }
 
 /// The version a host speaking `host_min..=host_max` and this crate agree on, if any.
@@ -358,6 +417,83 @@ mod tests {
         assert_eq!(negotiate(AGENT_PROTOCOL_VERSION + 1, 9), None);
         assert_eq!(negotiate(0, 0), None);
         assert_eq!(negotiate(1, 2), Some(2));
+        assert_eq!(negotiate(1, 3), Some(3));
+    }
+
+    #[test]
+    fn process_messages_round_trip() {
+        let msgs = [
+            HostMsg::ProcStart(ProcStart {
+                argv: vec!["sh".into(), "-c".into(), "cat".into()],
+                tag: "dev".into(),
+                stdin: true,
+                pty: Some(AgentPty { cols: 80, rows: 24 }),
+                ..Default::default()
+            }),
+            HostMsg::ProcList,
+            HostMsg::ProcGet { pid: 7 },
+            HostMsg::ProcRead {
+                pid: 7,
+                since: 3,
+                follow: true,
+            },
+            HostMsg::ProcStdin {
+                pid: 7,
+                data: "aGk=".into(),
+                close: true,
+            },
+            HostMsg::ProcSignal {
+                pid: 7,
+                signal: "TERM".into(),
+            },
+            HostMsg::ProcResize {
+                pid: 7,
+                cols: 100,
+                rows: 30,
+            },
+        ];
+        for msg in msgs {
+            let f = HostFrame { id: 9, msg };
+            let bytes = encode_frame(&f).expect("encode");
+            let back: Option<HostFrame> = read_frame(&mut &bytes[..]).expect("decode");
+            assert_eq!(back.as_ref(), Some(&f));
+        }
+        let replies = [
+            GuestMsg::Proc {
+                proc: AgentProc {
+                    pid: 7,
+                    state: "running".into(),
+                    ..Default::default()
+                },
+            },
+            GuestMsg::Procs { procs: vec![] },
+            GuestMsg::Records {
+                records: vec![AgentRecord {
+                    seq: 0,
+                    stream: "gap".into(),
+                    dropped_bytes: Some(5),
+                    ..Default::default()
+                }],
+            },
+            GuestMsg::ReadEnd,
+            GuestMsg::Written { n: 2 },
+            GuestMsg::Error {
+                code: ErrorCode::NotAPty,
+                message: "x".into(),
+            },
+        ];
+        for msg in replies {
+            let f = GuestFrame { id: 9, msg };
+            let bytes = encode_frame(&f).expect("encode");
+            let back: Option<GuestFrame> = read_frame(&mut &bytes[..]).expect("decode");
+            assert_eq!(back.as_ref(), Some(&f));
+        }
+        let json = serde_json::to_string(&HostFrame {
+            id: 1,
+            msg: HostMsg::ProcGet { pid: 4 },
+        })
+        .expect("encode");
+        assert_eq!(json, r#"{"id":1,"op":"proc_get","pid":4}"#);
     }
 
     #[test]

@@ -1,3 +1,5 @@
+use stacyvm_types::Pid;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("provider not found: {0}")]
@@ -15,6 +17,18 @@ pub enum ProviderError {
     Unavailable(String),
     #[error("image not found: {0}")]
     ImageNotFound(String),
+    /// No process with that pid is kept in the sandbox.
+    #[error("process not found: {0}")]
+    ProcessNotFound(Pid),
+    /// Stdin to a process started without it, or whose stdin was closed.
+    #[error("stdin of process {0} is closed")]
+    StdinClosed(Pid),
+    /// Stdin or a resize for a process that has exited.
+    #[error("process {0} has exited")]
+    ProcessExited(Pid),
+    /// Resize of a process without a terminal.
+    #[error("process {0} has no terminal")]
+    NotAPty(Pid),
     /// The message is safe to show callers; the source (with host detail) is only logged.
     #[error("{message}")]
     Internal {

@@ -11,6 +11,7 @@ mod error;
 #[cfg(feature = "microvm")]
 mod microvm;
 mod mock;
+mod process;
 mod registry;
 mod stream;
 #[cfg(any(feature = "docker", feature = "microvm"))]
@@ -30,8 +31,11 @@ pub use error::ProviderError;
 #[cfg(feature = "microvm")]
 pub use microvm::MicrovmProvider;
 pub use mock::{MockCall, MockProvider};
+pub use process::{ProcessSpec, RecordStream};
 pub use registry::ProviderRegistry;
-use stacyvm_types::{ExecMode, FileInfo, SandboxState, StreamChunk};
+use stacyvm_types::{
+    ExecMode, FileInfo, Pid, ProcessInfo, PtySize, SandboxState, Signal, StreamChunk,
+};
 pub use stream::{chunked, collect, limited, ByteStream, FileStream, CHUNK_SIZE};
 use tokio::sync::mpsc;
 
@@ -218,6 +222,68 @@ pub trait Provider: Send + Sync + 'static {
         _port: u16,
     ) -> Result<Option<SocketAddr>, ProviderError> {
         Ok(None)
+    }
+
+    // Background processes (sandbox-model.md §1). The defaults answer `Unavailable` for
+    // backends without them; `ProcessNotFound`, `StdinClosed`, `ProcessExited` and `NotAPty`
+    // are the process errors, `SandboxNotFound` as elsewhere.
+
+    /// Starts a process and returns it (state `running`, or `exited` if it was quick).
+    async fn process_start(
+        &self,
+        _runtime_id: &str,
+        _spec: ProcessSpec,
+    ) -> Result<ProcessInfo, ProviderError> {
+        Err(process::unsupported(self.name()))
+    }
+    /// Running and retained exited processes, newest first.
+    async fn process_list(&self, _runtime_id: &str) -> Result<Vec<ProcessInfo>, ProviderError> {
+        Err(process::unsupported(self.name()))
+    }
+    async fn process_get(
+        &self,
+        _runtime_id: &str,
+        _pid: Pid,
+    ) -> Result<ProcessInfo, ProviderError> {
+        Err(process::unsupported(self.name()))
+    }
+    /// Records with `seq >= since`; see [`RecordStream`].
+    async fn process_output(
+        &self,
+        _runtime_id: &str,
+        _pid: Pid,
+        _since: u64,
+        _follow: bool,
+    ) -> Result<RecordStream, ProviderError> {
+        Err(process::unsupported(self.name()))
+    }
+    /// Appends `data` to stdin (or the PTY), then closes stdin if `close`; returns the bytes
+    /// written.
+    async fn process_stdin(
+        &self,
+        _runtime_id: &str,
+        _pid: Pid,
+        _data: Bytes,
+        _close: bool,
+    ) -> Result<u64, ProviderError> {
+        Err(process::unsupported(self.name()))
+    }
+    /// Signals the process's group; returns the process as it is after.
+    async fn process_signal(
+        &self,
+        _runtime_id: &str,
+        _pid: Pid,
+        _signal: Signal,
+    ) -> Result<ProcessInfo, ProviderError> {
+        Err(process::unsupported(self.name()))
+    }
+    async fn process_resize(
+        &self,
+        _runtime_id: &str,
+        _pid: Pid,
+        _size: PtySize,
+    ) -> Result<(), ProviderError> {
+        Err(process::unsupported(self.name()))
     }
 }
 

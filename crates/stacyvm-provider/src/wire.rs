@@ -43,6 +43,20 @@ impl ProviderError {
                 ErrorCode::Unavailable,
                 format!("provider unavailable: {m}"),
             ),
+            ProviderError::ProcessNotFound(pid) => (
+                404,
+                ErrorCode::ProcessNotFound,
+                format!("process not found: {pid}"),
+            ),
+            ProviderError::StdinClosed(pid) => {
+                (409, ErrorCode::StdinClosed, format!("stdin closed: {pid}"))
+            }
+            ProviderError::ProcessExited(pid) => (
+                409,
+                ErrorCode::ProcessExited,
+                format!("process exited: {pid}"),
+            ),
+            ProviderError::NotAPty(pid) => (409, ErrorCode::NotAPty, format!("not a pty: {pid}")),
             ProviderError::Internal { message, .. } => (500, ErrorCode::Internal, message.clone()),
         };
         RpcFailure::new(status, Some(code), message)
@@ -60,7 +74,19 @@ impl ProviderError {
                 .to_string()
         };
         let context = || format!("worker RPC failed: {f}");
+        // The pid a process answer names (`process not found: 7`), 0 when unreadable.
+        let pid = || {
+            f.message
+                .rsplit(": ")
+                .next()
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or(0)
+        };
         match (f.code, f.status) {
+            (Some(C::ProcessNotFound), _) => ProviderError::ProcessNotFound(pid()),
+            (Some(C::StdinClosed), _) => ProviderError::StdinClosed(pid()),
+            (Some(C::ProcessExited), _) => ProviderError::ProcessExited(pid()),
+            (Some(C::NotAPty), _) => ProviderError::NotAPty(pid()),
             (Some(C::SandboxNotFound), _) => {
                 ProviderError::SandboxNotFound(subject("sandbox not found: "))
             }
@@ -141,6 +167,30 @@ mod tests {
                 ProviderError::Unavailable(
                     "worker RPC failed: HTTP 503: provider unavailable: down".into(),
                 ),
+            ),
+            (
+                ProviderError::ProcessNotFound(7),
+                404,
+                C::ProcessNotFound,
+                ProviderError::ProcessNotFound(7),
+            ),
+            (
+                ProviderError::StdinClosed(8),
+                409,
+                C::StdinClosed,
+                ProviderError::StdinClosed(8),
+            ),
+            (
+                ProviderError::ProcessExited(9),
+                409,
+                C::ProcessExited,
+                ProviderError::ProcessExited(9),
+            ),
+            (
+                ProviderError::NotAPty(10),
+                409,
+                C::NotAPty,
+                ProviderError::NotAPty(10),
             ),
             (
                 ProviderError::internal("boom"),

@@ -41,6 +41,14 @@ pub enum ServiceError {
     /// Previews of sandboxes on remote workers are not proxied (yet).
     #[error("preview not supported: {0}")]
     PreviewRemote(String),
+    #[error("process not found: {0}")]
+    ProcessNotFound(stacyvm_types::Pid),
+    #[error("stdin of process {0} is closed")]
+    StdinClosed(stacyvm_types::Pid),
+    #[error("process {0} has exited")]
+    ProcessExited(stacyvm_types::Pid),
+    #[error("process {0} has no terminal")]
+    NotAPty(stacyvm_types::Pid),
     /// Safe message for callers; `source` carries detail that is only logged.
     #[error("{message}")]
     Internal {
@@ -91,6 +99,10 @@ impl From<ProviderError> for ServiceError {
             ProviderError::ImageNotFound(m) => {
                 ServiceError::BadRequest(format!("image not found: {m}"))
             }
+            ProviderError::ProcessNotFound(pid) => ServiceError::ProcessNotFound(pid),
+            ProviderError::StdinClosed(pid) => ServiceError::StdinClosed(pid),
+            ProviderError::ProcessExited(pid) => ServiceError::ProcessExited(pid),
+            ProviderError::NotAPty(pid) => ServiceError::NotAPty(pid),
             ProviderError::Internal { message, source } => {
                 ServiceError::Internal { message, source }
             }

@@ -4,6 +4,7 @@ mod duration;
 mod event;
 mod id;
 mod ids;
+mod process;
 mod sandbox;
 mod state;
 mod time;
@@ -12,6 +13,9 @@ pub use duration::{format_go_duration, parse_go_duration, DurationError, GoDurat
 pub use event::{EventKind, UnknownEventKind};
 pub use id::{new_sandbox_id, validate_owner_id, OwnerIdError};
 pub use ids::{Placement, SandboxId, WorkerId};
+pub use process::{
+    OutputRecord, OutputStream, Pid, ProcessInfo, ProcessState, PtySize, Signal, MAX_PTY_DIM,
+};
 pub use sandbox::{ExecMode, FileInfo, Sandbox, StreamChunk, StreamKind};
 pub use state::{InvalidTransition, SandboxState, UnknownState};
 pub use time::{format_rfc3339_go, format_rfc3339_secs, parse_rfc3339, serde_go, Timestamp};

@@ -20,11 +20,15 @@ pub enum ErrorCode {
     Draining,
     Unavailable,
     Internal,
+    ProcessNotFound,
+    StdinClosed,
+    ProcessExited,
+    NotAPty,
 }
 
 impl ErrorCode {
     /// Every code, append-only.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::SandboxNotFound,
         ErrorCode::FileNotFound,
         ErrorCode::ProviderNotFound,
@@ -34,6 +38,10 @@ impl ErrorCode {
         ErrorCode::Draining,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::ProcessNotFound,
+        ErrorCode::StdinClosed,
+        ErrorCode::ProcessExited,
+        ErrorCode::NotAPty,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -47,6 +55,10 @@ impl ErrorCode {
             ErrorCode::Draining => "DRAINING",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::ProcessNotFound => "PROCESS_NOT_FOUND",
+            ErrorCode::StdinClosed => "STDIN_CLOSED",
+            ErrorCode::ProcessExited => "PROCESS_EXITED",
+            ErrorCode::NotAPty => "NOT_A_PTY",
         }
     }
 

@@ -117,6 +117,10 @@ pub fn service_status(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::PreviewRemote(_) => {
             (StatusCode::NOT_IMPLEMENTED, "PREVIEW_REMOTE_UNSUPPORTED")
         }
+        ServiceError::ProcessNotFound(_) => (StatusCode::NOT_FOUND, "PROCESS_NOT_FOUND"),
+        ServiceError::StdinClosed(_) => (StatusCode::CONFLICT, "STDIN_CLOSED"),
+        ServiceError::ProcessExited(_) => (StatusCode::CONFLICT, "PROCESS_EXITED"),
+        ServiceError::NotAPty(_) => (StatusCode::CONFLICT, "NOT_A_PTY"),
         ServiceError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }
 }
@@ -160,6 +164,10 @@ mod tests {
                 "FILE_NOT_FOUND",
             ),
             (ServiceError::Conflict("c".into()), 409, "CONFLICT"),
+            (ServiceError::ProcessNotFound(3), 404, "PROCESS_NOT_FOUND"),
+            (ServiceError::StdinClosed(3), 409, "STDIN_CLOSED"),
+            (ServiceError::ProcessExited(3), 409, "PROCESS_EXITED"),
+            (ServiceError::NotAPty(3), 409, "NOT_A_PTY"),
             (ServiceError::Timeout("sb".into()), 408, "TIMEOUT"),
             (
                 ServiceError::ResourceLimit("r".into()),
