@@ -340,6 +340,30 @@ mod tests {
                 ProviderError::internal("worker RPC failed: HTTP 403: lease rejected"),
             ),
             (
+                404,
+                Some(C::ProcessNotFound),
+                "process not found: 12",
+                ProviderError::ProcessNotFound(12),
+            ),
+            (
+                409,
+                Some(C::StdinClosed),
+                "stdin closed: 12",
+                ProviderError::StdinClosed(12),
+            ),
+            (
+                409,
+                Some(C::ProcessExited),
+                "process exited: 12",
+                ProviderError::ProcessExited(12),
+            ),
+            (
+                409,
+                Some(C::NotAPty),
+                "not a pty: 12",
+                ProviderError::NotAPty(12),
+            ),
+            (
                 501,
                 None,
                 "not implemented",
