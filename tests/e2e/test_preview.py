@@ -16,7 +16,9 @@ import httpx
 import pytest
 from conftest import Server, assert_error, free_port
 
-AUTH = {"auth": {"api_key": "preview-e2e-key-0123456789"}}
+# The mock does not isolate (its ports are the host's), so its previews need opting in.
+AUTH = {"auth": {"api_key": "preview-e2e-key-0123456789"},
+        "server": {"preview_unisolated": True}}
 
 
 def preview_get(srv: Server, url: str, path: str = "/", **kw) -> httpx.Response:
@@ -114,6 +116,23 @@ def test_preview_proxy_can_be_switched_off(server_factory):
         try:
             r = preview_get(srv, sb.get_preview_url(free_port()), "/api/v1/health")
             assert r.status_code == 200 and r.json()["status"] == "ok", r.text
+        finally:
+            sb.destroy()
+    finally:
+        client.close()
+
+
+def test_unisolated_previews_are_off_by_default(server_factory):
+    """Without `server.preview_unisolated` a mock sandbox's preview does not reach the host's
+    loopback services."""
+    srv = server_factory({}, name="unisolated")
+    client = srv.sdk("sync")
+    try:
+        sb = client.spawn(image="alpine:latest", ttl="5m")
+        try:
+            r = preview_get(srv, sb.get_preview_url(srv.port), "/api/v1/health")
+            assert_error(r, 404, "PREVIEW_NOT_AVAILABLE")
+            assert "preview_unisolated" in r.json()["message"]
         finally:
             sb.destroy()
     finally:

@@ -77,7 +77,8 @@ def partitioned(server_factory):
     require_backend("netns", ok, "needs root and `ip netns`")
     # The control plane listens on every address so the worker reaches it over the veth.
     cp = server_factory({
-        "server": {"host": "0.0.0.0", "reconcile_interval": "500ms"},
+        "server": {"host": "0.0.0.0", "allow_unauthenticated": True,
+                   "reconcile_interval": "500ms"},
         "auth": {"worker_token": TOKEN},
         "worker": {"stale_after_intervals": 3},
     }, name="partition")

@@ -21,12 +21,20 @@ fn strings(items: &[&str]) -> Vec<String> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSection {
+    /// Empty (the default): every address when an API key is configured, loopback only when
+    /// none is (DECISIONS.md "Listening without keys").
     pub host: String,
     pub port: i64,
+    /// Ours: lets a non-loopback `host` run without API keys. Without it such a config
+    /// refuses to start: anyone reaching the port could run commands.
+    pub allow_unauthenticated: bool,
     pub preview_domain: String,
     /// Ours: serve `http://{port}-{id}.{preview_domain}` by proxying to the sandbox
     /// (docs/preview.md).
     pub preview_proxy: bool,
+    /// Ours: also proxy previews of sandboxes on providers without isolation (mock), whose
+    /// "sandbox" ports are the host's own loopback ports. Off by default.
+    pub preview_unisolated: bool,
     pub cors_allowed_origins: Vec<String>,
     /// Ours: peers (CIDRs or bare addresses) whose `X-Forwarded-For` / `X-Real-IP` name the
     /// client; from anyone else those headers are ignored. Empty = trust no one.
@@ -44,10 +52,12 @@ pub struct ServerSection {
 impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
-            host: "0.0.0.0".into(),
+            host: String::new(),
             port: 7423,
+            allow_unauthenticated: false,
             preview_domain: "localhost".into(),
             preview_proxy: true,
+            preview_unisolated: false,
             cors_allowed_origins: strings(&["*"]),
             trusted_proxies: Vec::new(),
             reconcile_interval: GoDuration::from_secs(30),

@@ -166,8 +166,14 @@ impl ValidConfig {
     }
 
     /// `host:port` for the API listener (IPv6 hosts bracketed).
+    /// `host:port` to bind. An empty `server.host` means every address when API keys are
+    /// configured and loopback only when they are not.
     pub fn listen_addr(&self) -> String {
-        let host = self.inner.server.host.trim();
+        let host = match self.inner.server.host.trim() {
+            "" if self.api_auth_enabled() => "0.0.0.0",
+            "" => "127.0.0.1",
+            h => h,
+        };
         let port = self.server_port();
         if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]:{port}")

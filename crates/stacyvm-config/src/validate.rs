@@ -271,6 +271,14 @@ fn check_counts(c: &Config, errors: &mut Vec<ConfigError>) {
     }
 }
 
+/// `localhost`, `127.0.0.0/8` and `::1` (brackets allowed).
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim().trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn check_server(c: &Config, errors: &mut Vec<ConfigError>) -> CorsOrigins {
     let s = &c.server;
     if !(0..=65535).contains(&s.port) {
@@ -281,6 +289,18 @@ fn check_server(c: &Config, errors: &mut Vec<ConfigError>) -> CorsOrigins {
     }
     if s.host.chars().any(char::is_whitespace) {
         errors.push(ConfigError::invalid("server.host", "contains whitespace"));
+    }
+    let keys = !c.auth.api_key.is_empty() || !c.auth.admin_api_key.is_empty();
+    if !keys && !s.allow_unauthenticated && !s.host.is_empty() && !is_loopback_host(&s.host) {
+        errors.push(ConfigError::invalid(
+            "server.host",
+            format!(
+                "{:?} is reachable from other machines but no API key is configured: anyone \
+                 reaching it could run commands; set auth.api_key (e.g. from \
+                 `openssl rand -hex 32`), or server.allow_unauthenticated: true",
+                s.host
+            ),
+        ));
     }
     let mut any = false;
     for (i, origin) in s.cors_allowed_origins.iter().enumerate() {

@@ -100,7 +100,10 @@ fn staging_files_load_through_stacyvm_config() {
 fn defaults_match_the_reference_with_our_changes() {
     let c = Config::default().validate().unwrap();
     assert!(c.warnings().is_empty(), "{:?}", c.warnings());
-    assert_eq!(c.listen_addr(), "0.0.0.0:7423");
+    // No API key: loopback only (DECISIONS.md "Listening without keys").
+    assert_eq!(c.listen_addr(), "127.0.0.1:7423");
+    assert!(!c.server.allow_unauthenticated);
+    assert!(!c.server.preview_unisolated);
     assert_eq!(c.server.preview_domain, "localhost");
     assert_eq!(c.cors(), &CorsOrigins::Any);
     assert_eq!(c.provider_default(), ProviderChoice::Auto);
@@ -184,7 +187,7 @@ fn every_key_parses() {
     let keys = Config::keys();
     assert_eq!(
         keys.len(),
-        132,
+        134,
         "schema size changed: update this test and docs"
     );
     for (key, _) in &keys {
@@ -219,7 +222,7 @@ fn key_list_covers_reference_section_11() {
         auth.enabled auth.oidc_enabled rate_limit.cleanup_interval database.dsn logging.format
         pool.max_users_per_vm pool.overflow providers.microvm.initrd_path
         worker.stale_after_intervals server.reconcile_interval server.max_body_bytes
-        server.shutdown_timeout
+        server.shutdown_timeout server.allow_unauthenticated server.preview_unisolated
     ";
     for key in wanted.split_whitespace() {
         assert!(keys.contains(key), "{key} missing");
@@ -231,6 +234,7 @@ fn env_overrides_beat_file_and_defaults() {
     let yaml = "server:\n  port: 9000\n  host: 10.0.0.1\nauth:\n  worker_token: from-file\n";
     let env = [
         ("STACYVM_SERVER_PORT", "7500"),
+        ("STACYVM_SERVER_ALLOW_UNAUTHENTICATED", "true"),
         ("STACYVM_AUTH_WORKER_TOKEN", "from-env"),
         ("STACYVM_AUTH_WORKER_TOKENS", "w1=t1, w2 = t2"),
         ("STACYVM_DATABASE_DRIVER", "postgres"),
@@ -450,4 +454,31 @@ fn scalars_are_coerced_like_the_original() {
     assert_eq!(c.defaults.image, "3.12");
     let err = Config::from_yaml_str("providers:\n  mock:\n    enabled: sometimes\n").unwrap_err();
     assert_eq!(err.key(), Some("providers.mock.enabled"));
+}
+
+#[test]
+fn listening_without_keys_is_loopback_only() {
+    let load = |yaml: &str| Config::from_yaml_str(yaml).unwrap().validate();
+    // Keys configured: every address by default.
+    let c = load("auth: {api_key: k}").unwrap();
+    assert_eq!(c.listen_addr(), "0.0.0.0:7423");
+    let c = load("auth: {admin_api_key: k}").unwrap();
+    assert_eq!(c.listen_addr(), "0.0.0.0:7423");
+    // Loopback hosts need no key.
+    for host in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"] {
+        let c = load(&format!("server: {{host: \"{host}\"}}")).unwrap();
+        assert!(c.listen_addr().ends_with(":7423"), "{host}");
+    }
+    // A public address without keys refuses to start, naming the key and the way out.
+    for host in ["0.0.0.0", "::", "10.0.0.1", "example.com"] {
+        let errs = load(&format!("server: {{host: \"{host}\"}}")).unwrap_err();
+        let text = errs.to_string();
+        assert!(text.contains("server.host"), "{host}: {text}");
+        assert!(text.contains("allow_unauthenticated"), "{host}: {text}");
+    }
+    // ... unless said explicitly, or a key is set.
+    let c = load("server: {host: 0.0.0.0, allow_unauthenticated: true}").unwrap();
+    assert_eq!(c.listen_addr(), "0.0.0.0:7423");
+    let c = load("server: {host: 0.0.0.0}\nauth: {api_key: k}").unwrap();
+    assert_eq!(c.listen_addr(), "0.0.0.0:7423");
 }

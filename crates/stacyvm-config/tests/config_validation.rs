@@ -240,9 +240,9 @@ fn accepted_values() {
         valid("rate_limit: {key_by: \"\"}").rate_limit_key(),
         RateLimitKey::Owner
     );
-    assert_eq!(valid("server: {port: 0}").listen_addr(), "0.0.0.0:0");
+    assert_eq!(valid("server: {port: 0}").listen_addr(), "127.0.0.1:0");
     assert_eq!(
-        valid("server: {host: \"::\", port: 80}").listen_addr(),
+        valid("server: {host: \"::\", port: 80, allow_unauthenticated: true}").listen_addr(),
         "[::]:80"
     );
     assert_eq!(

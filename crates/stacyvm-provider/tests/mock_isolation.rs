@@ -487,3 +487,23 @@ mod faults {
         assert!(start.elapsed() < Duration::from_millis(300));
     }
 }
+
+/// Commands get a clean environment: nothing of the server's own (its config path, keys)
+/// reaches them, only `PATH`, the sandbox's variables and what the request sets.
+#[tokio::test]
+async fn commands_do_not_inherit_the_server_environment() {
+    // Set in this (test) process, as a server would have it; the variable is unique to this
+    // test, so other tests running beside it are unaffected.
+    std::env::set_var("STACYVM_TEST_LEAK_CHECK", "secret-from-the-host");
+    let f = fixture();
+    let (id, _) = spawn(&f.p).await;
+    let mut req = sh("env");
+    req.env.insert("FROM_REQUEST".into(), "yes".into());
+    let c = exec_collect(&f.p, &id, req).await;
+    assert_eq!(c.result.as_ref().ok(), Some(&0), "{c:?}");
+    let out = c.stdout_str();
+    assert!(!out.contains("secret-from-the-host"), "{out}");
+    assert!(out.contains("FROM_REQUEST=yes"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("PATH=/usr/local/sbin:")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("WORKSPACE=")), "{out}");
+}

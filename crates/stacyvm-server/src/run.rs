@@ -86,6 +86,7 @@ pub fn settings_from(cfg: &ValidConfig) -> Settings {
             c.server.preview_domain.clone()
         },
         preview_proxy: c.server.preview_proxy,
+        preview_unisolated: c.server.preview_unisolated,
         cors_allowed_origins: match cfg.cors() {
             CorsOrigins::Any => vec!["*".into()],
             CorsOrigins::List(l) => l.clone(),

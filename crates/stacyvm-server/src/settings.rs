@@ -108,6 +108,9 @@ pub struct Settings {
     pub preview_domain: String,
     /// Whether `Host: {port}-{id}.{domain}` requests are proxied to the sandbox.
     pub preview_proxy: bool,
+    /// Whether previews of sandboxes on providers without isolation (mock) are proxied: their
+    /// ports are the host's own (`server.preview_unisolated`).
+    pub preview_unisolated: bool,
     /// Empty or containing `*` = any origin.
     pub cors_allowed_origins: Vec<String>,
     /// Peers whose `X-Forwarded-For` / `X-Real-IP` name the client (`server.trusted_proxies`).
@@ -135,6 +138,7 @@ impl Default for Settings {
             rate_limit: RateLimitSettings::default(),
             preview_domain: "localhost".into(),
             preview_proxy: true,
+            preview_unisolated: false,
             cors_allowed_origins: vec!["*".into()],
             trusted_proxies: Vec::new(),
             max_body_bytes: 64 << 20,

@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use common::TestApp;
 use serde_json::{json, Value};
+use stacyvm_server::Settings;
 use stacyvm_types::{Sandbox, SandboxState};
 use tokio::net::TcpListener;
 
@@ -48,9 +49,14 @@ async fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// The mock does not isolate: its previews are proxied only when enabled explicitly.
+fn mock_previews(s: &mut Settings) {
+    s.preview_unisolated = true;
+}
+
 #[tokio::test]
 async fn proxies_to_the_server_in_a_mock_sandbox() {
-    let app = TestApp::default_app().await;
+    let app = TestApp::new().with_settings(mock_previews).build().await;
     let id = app.spawn_id().await;
     let port = echo_server().await;
     let host = format!("{port}-{id}.localhost:7423");
@@ -89,7 +95,11 @@ async fn proxies_to_the_server_in_a_mock_sandbox() {
 
 #[tokio::test]
 async fn previews_need_no_api_key_but_the_api_still_does() {
-    let app = TestApp::new().with_api_key("secret-key").build().await;
+    let app = TestApp::new()
+        .with_settings(mock_previews)
+        .with_api_key("secret-key")
+        .build()
+        .await;
     let r = app
         .post("/api/v1/sandboxes")
         .api_key("secret-key")
@@ -129,7 +139,7 @@ async fn previews_need_no_api_key_but_the_api_still_does() {
 
 #[tokio::test]
 async fn preview_errors() {
-    let app = TestApp::default_app().await;
+    let app = TestApp::new().with_settings(mock_previews).build().await;
     let id = app.spawn_id().await;
 
     // Unknown sandbox under the server's preview domain.
@@ -188,7 +198,7 @@ async fn preview_errors() {
 
 #[tokio::test]
 async fn remote_sandboxes_are_not_proxied_yet() {
-    let app = TestApp::default_app().await;
+    let app = TestApp::new().with_settings(mock_previews).build().await;
     let now = chrono::Utc::now();
     let sb = Sandbox {
         id: "sb-0000beef".into(),
@@ -224,7 +234,10 @@ async fn remote_sandboxes_are_not_proxied_yet() {
 #[tokio::test]
 async fn custom_domain_and_switch_off() {
     let app = TestApp::new()
-        .with_settings(|s| s.preview_domain = "preview.example.com".into())
+        .with_settings(|s| {
+            mock_previews(s);
+            s.preview_domain = "preview.example.com".into();
+        })
         .build()
         .await;
     let id = app.spawn_id().await;
@@ -274,7 +287,7 @@ async fn bodies_stream_both_ways() {
     });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let app = TestApp::default_app().await;
+    let app = TestApp::new().with_settings(mock_previews).build().await;
     let id = app.spawn_id().await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let body = axum::body::Body::from_stream(tokio_stream_from(rx));
@@ -347,7 +360,7 @@ async fn upgrades_pass_through() {
     });
 
     // The control plane on a real port (upgrades need a real connection).
-    let app = TestApp::default_app().await;
+    let app = TestApp::new().with_settings(mock_previews).build().await;
     let id = app.spawn_id().await;
     let cp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let cp_port = cp.local_addr().unwrap().port();
@@ -374,4 +387,20 @@ async fn upgrades_pass_through() {
             .unwrap();
         assert_eq!(got, msg);
     }
+}
+
+/// By default the preview proxy does not reach ports of a provider without isolation (the
+/// mock's ports are the host's own loopback services).
+#[tokio::test]
+async fn unisolated_previews_are_off_by_default() {
+    let app = TestApp::default_app().await;
+    let id = app.spawn_id().await;
+    let port = echo_server().await;
+    let r = app
+        .get("/x")
+        .header("Host", &format!("{port}-{id}.localhost"))
+        .send()
+        .await;
+    let msg = r.assert_error(StatusCode::NOT_FOUND, "PREVIEW_NOT_AVAILABLE");
+    assert!(msg.contains("preview_unisolated"), "{msg}");
 }

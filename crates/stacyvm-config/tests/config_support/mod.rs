@@ -51,7 +51,7 @@ auth:
 pub const EVERY_KEY: &str = r#"
 server:
   {host: "::1", port: 8080, preview_domain: preview.example.com, preview_proxy: false,
-   reconcile_interval: 45s,
+   allow_unauthenticated: true, preview_unisolated: true, reconcile_interval: 45s,
    cors_allowed_origins: ["https://app.example.com", "http://localhost:3000"],
    trusted_proxies: [10.0.0.0/8],
    max_body_bytes: 1048576, shutdown_timeout: 5s}

@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 use super::paths::resolve;
 use crate::{ChunkSender, ExecRequest, ProviderError};
 
+/// `PATH` of mock commands (Debian's default for root).
+pub(super) const CLEAN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Largest chunk handed to the sender (the original mock's read size).
 const CHUNK: usize = 4096;
 
@@ -50,8 +53,12 @@ pub(super) async fn run(
         return Err(ProviderError::InvalidInput("command is required".into()));
     };
     let mut cmd = Command::new(prog);
+    // A clean environment: the server's own (STACYVM_CONFIG, keys, tokens) must not leak
+    // into commands.
     cmd.args(args)
         .current_dir(&cwd)
+        .env_clear()
+        .env("PATH", CLEAN_PATH)
         .envs(&req.env)
         .env("HOME", root)
         .env("WORKSPACE", root.join("workspace"))

@@ -89,6 +89,15 @@ impl Service {
             )));
         }
         let provider = self.providers.get(&sb.provider)?;
+        if !provider.isolated() && !self.settings.preview_unisolated {
+            // The mock's "sandbox" ports are the host's loopback: proxying them would open
+            // every local service to anyone who can reach the preview domain.
+            return Err(ServiceError::PreviewUnavailable(format!(
+                "previews of {} sandboxes are off: the provider does not isolate, so its ports \
+                 are the host's (set server.preview_unisolated: true to allow)",
+                sb.provider
+            )));
+        }
         match provider.preview_target(sb.runtime_id(), host.port).await {
             Ok(Some(addr)) => Ok(Some(addr)),
             Ok(None) => Err(ServiceError::PreviewUnavailable(format!(
