@@ -204,6 +204,13 @@ pub async fn run(cfg: ValidConfig, shutdown: CancellationToken) -> Result<(), Ru
             source,
         })?;
     tracing::info!(%addr, version = svc.version(), "stacyvm control plane listening");
+    if !cfg.api_auth_enabled() {
+        tracing::warn!(
+            %addr,
+            "no API key configured: anyone who can reach {addr} can run commands in sandboxes; \
+             set auth.api_key (STACYVM_AUTH_API_KEY) to serve other machines"
+        );
+    }
     crate::serve(listener, svc, shutdown, cfg.server_shutdown_timeout())
         .await
         .map_err(RunError::Serve)
