@@ -504,6 +504,9 @@ async fn commands_do_not_inherit_the_server_environment() {
     let out = c.stdout_str();
     assert!(!out.contains("secret-from-the-host"), "{out}");
     assert!(out.contains("FROM_REQUEST=yes"), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("PATH=/usr/local/sbin:")), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("PATH=/usr/local/sbin:")),
+        "{out}"
+    );
     assert!(out.lines().any(|l| l.starts_with("WORKSPACE=")), "{out}");
 }

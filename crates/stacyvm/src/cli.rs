@@ -47,6 +47,9 @@ pub enum Command {
         /// Sandbox id.
         id: String,
     },
+    /// Copy a file into or out of a sandbox: `stacyvm cp ./a <id>:/workspace/a`,
+    /// `stacyvm cp <id>:/workspace/a -` (`-` = stdin / stdout).
+    Cp(CpArgs),
     /// Print the version.
     Version,
     /// Run a remote worker (docs/worker.md), or manage tokens: `stacyvm worker token ...`.
@@ -128,7 +131,21 @@ pub enum WorkerCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct CpArgs {
+    /// `<sandbox-id>:<path>`, a local path, or `-` for stdin.
+    pub src: String,
+    /// `<sandbox-id>:<path>`, a local path, or `-` for stdout.
+    pub dst: String,
+    /// Mode of a file copied into a sandbox: octal (`0755`) or `executable`.
+    #[arg(long)]
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct SpawnArgs {
+    /// Print only the new sandbox's id (for `id=$(stacyvm spawn -q)`).
+    #[arg(short, long)]
+    pub quiet: bool,
     #[arg(long, default_value = "alpine:latest")]
     pub image: String,
     #[arg(long, default_value = "")]

@@ -72,11 +72,14 @@ pub async fn spawn(c: &ClientArgs, a: SpawnArgs) -> anyhow::Result<ExitCode> {
     if a.vcpus > 0 {
         body["vcpus"] = json!(a.vcpus);
     }
-    print(
-        &Client::new(c)
-            .call(reqwest::Method::POST, "/sandboxes", Some(body))
-            .await?,
-    );
+    let v = Client::new(c)
+        .call(reqwest::Method::POST, "/sandboxes", Some(body))
+        .await?;
+    if a.quiet {
+        println!("{}", v["id"].as_str().unwrap_or_default());
+    } else {
+        print(&v);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,6 +5,7 @@ mod certify_report;
 pub(crate) mod certs;
 mod client;
 pub(crate) mod config;
+mod cp;
 pub(crate) mod db;
 pub(crate) mod microvm;
 mod serve;
@@ -22,6 +23,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(a) => client::exec(&cli.client, a).await,
         Command::List => client::list(&cli.client).await,
         Command::Kill { id } => client::kill(&cli.client, &id).await,
+        Command::Cp(a) => cp::cp(&cli.client, a).await,
         Command::Config(a) => config::run(a),
         Command::Db(a) => db::run(a).await,
         Command::Microvm(a) => microvm::run(a),
