@@ -37,8 +37,8 @@ pub use providers::{
     CustomSection, E2bSection, FirecrackerSection, MockSection, ProotSection, ProvidersSection,
 };
 pub use sections::{
-    AuthSection, DatabaseSection, DefaultsSection, LoggingSection, PoolSection, RateLimitSection,
-    RpcTlsSection, ServerSection, WorkerSection,
+    AuthSection, DatabaseSection, DefaultsSection, LimitsSection, LoggingSection, PoolSection,
+    RateLimitSection, RpcTlsSection, ServerSection, WorkerSection,
 };
 pub use stacyvm_provider::{DockerConfig, DockerPoolSecurity, MicrovmConfig};
 pub use valid::{
@@ -59,6 +59,8 @@ pub struct Config {
     pub worker: WorkerSection,
     pub providers: ProvidersSection,
     pub defaults: DefaultsSection,
+    /// Ours: per-spawn resource ceilings.
+    pub limits: LimitsSection,
     pub auth: AuthSection,
     pub rate_limit: RateLimitSection,
     pub database: DatabaseSection,

@@ -116,6 +116,26 @@ pub struct RpcTlsSection {
     pub insecure_skip_verify: bool,
 }
 
+/// `limits.*` (ours): the most one spawn may ask for, so a caller cannot request 1 TiB and
+/// 256 vCPUs; `defaults.*` stay what a spawn gets when it does not say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_memory_mb: i64,
+    pub max_vcpus: i64,
+    pub max_disk_mb: i64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_memory_mb: 32 * 1024,
+            max_vcpus: 16,
+            max_disk_mb: 64 * 1024,
+        }
+    }
+}
+
 /// `defaults.*`: spawn defaults and global limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -244,9 +244,13 @@ fn check_counts(c: &Config, errors: &mut Vec<ConfigError>) {
             errors.push(ConfigError::invalid(key, format!("{n} is negative")));
         }
     }
+    let l = &c.limits;
     let mut positive = vec![
         ("defaults.memory_mb", d.memory_mb),
         ("defaults.vcpus", d.vcpus),
+        ("limits.max_memory_mb", l.max_memory_mb),
+        ("limits.max_vcpus", l.max_vcpus),
+        ("limits.max_disk_mb", l.max_disk_mb),
         ("server.max_body_bytes", c.server.max_body_bytes),
         (
             "worker.stale_after_intervals",
@@ -266,6 +270,29 @@ fn check_counts(c: &Config, errors: &mut Vec<ConfigError>) {
             errors.push(ConfigError::invalid(
                 key,
                 format!("{n} must be greater than 0"),
+            ));
+        }
+    }
+    // What a spawn gets without asking must be something it may ask for.
+    for (key, n, max_key, max) in [
+        (
+            "defaults.memory_mb",
+            d.memory_mb,
+            "limits.max_memory_mb",
+            l.max_memory_mb,
+        ),
+        ("defaults.vcpus", d.vcpus, "limits.max_vcpus", l.max_vcpus),
+        (
+            "defaults.disk_size_mb",
+            d.disk_size_mb,
+            "limits.max_disk_mb",
+            l.max_disk_mb,
+        ),
+    ] {
+        if max > 0 && n > max {
+            errors.push(ConfigError::invalid(
+                key,
+                format!("{n} exceeds {max_key} ({max})"),
             ));
         }
     }

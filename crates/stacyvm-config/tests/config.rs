@@ -187,7 +187,7 @@ fn every_key_parses() {
     let keys = Config::keys();
     assert_eq!(
         keys.len(),
-        134,
+        137,
         "schema size changed: update this test and docs"
     );
     for (key, _) in &keys {
@@ -223,6 +223,7 @@ fn key_list_covers_reference_section_11() {
         pool.max_users_per_vm pool.overflow providers.microvm.initrd_path
         worker.stale_after_intervals server.reconcile_interval server.max_body_bytes
         server.shutdown_timeout server.allow_unauthenticated server.preview_unisolated
+        limits.max_memory_mb limits.max_vcpus limits.max_disk_mb
     ";
     for key in wanted.split_whitespace() {
         assert!(keys.contains(key), "{key} missing");
@@ -481,4 +482,32 @@ fn listening_without_keys_is_loopback_only() {
     assert_eq!(c.listen_addr(), "0.0.0.0:7423");
     let c = load("server: {host: 0.0.0.0}\nauth: {api_key: k}").unwrap();
     assert_eq!(c.listen_addr(), "0.0.0.0:7423");
+}
+
+#[test]
+fn limits_bound_the_defaults() {
+    let c = Config::default().validate().unwrap();
+    assert_eq!(
+        (
+            c.limits.max_memory_mb,
+            c.limits.max_vcpus,
+            c.limits.max_disk_mb
+        ),
+        (32768, 16, 65536)
+    );
+    let errs = Config::from_yaml_str("defaults: {memory_mb: 4096}\nlimits: {max_memory_mb: 2048}")
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errs.contains("defaults.memory_mb") && errs.contains("limits.max_memory_mb"),
+        "{errs}"
+    );
+    let errs = Config::from_yaml_str("limits: {max_vcpus: 0}")
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(errs.contains("limits.max_vcpus"), "{errs}");
 }

@@ -40,6 +40,8 @@ pub fn settings_from(cfg: &ValidConfig) -> Settings {
         default_image: c.defaults.image.clone(),
         default_memory_mb: c.defaults.memory_mb,
         default_vcpus: c.defaults.vcpus,
+        max_memory_mb: c.limits.max_memory_mb,
+        max_vcpus: c.limits.max_vcpus,
         default_ttl: cfg.default_ttl(),
         max_ttl: cfg.max_ttl().unwrap_or_default(),
         default_exec_timeout: cfg.default_exec_timeout().unwrap_or_default(),

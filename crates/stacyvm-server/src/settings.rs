@@ -26,6 +26,9 @@ pub struct Limits {
     pub default_image: String,
     pub default_memory_mb: i64,
     pub default_vcpus: i64,
+    /// The most one spawn may ask for (`limits.*`).
+    pub max_memory_mb: i64,
+    pub max_vcpus: i64,
     pub default_ttl: GoDuration,
     /// 0 = unlimited.
     pub max_ttl: GoDuration,
@@ -46,6 +49,8 @@ impl Default for Limits {
             default_image: "alpine:latest".into(),
             default_memory_mb: 1024,
             default_vcpus: 1,
+            max_memory_mb: 32 * 1024,
+            max_vcpus: 16,
             default_ttl: GoDuration::from_secs(30 * 60),
             max_ttl: GoDuration::from_secs(24 * 3600),
             default_exec_timeout: GoDuration::ZERO,

@@ -407,3 +407,37 @@ async fn files_round_trip() {
         .await;
     r.assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
 }
+
+/// `limits.*` bound what a spawn may ask for, and the refusal names the setting; what is
+/// within the limit, and a spawn that asks for nothing, still work.
+#[tokio::test]
+async fn spawn_resources_are_bounded_by_the_operator_limits() {
+    let app = TestApp::new()
+        .with_limits(|l| {
+            l.max_memory_mb = 2048;
+            l.max_vcpus = 2;
+        })
+        .build()
+        .await;
+    for (body, key) in [
+        (json!({"memory_mb": 4096}), "limits.max_memory_mb"),
+        (json!({"vcpus": 3}), "limits.max_vcpus"),
+        (json!({"memory_mb": 1 << 30}), "limits.max_memory_mb"),
+    ] {
+        let r = app.post("/api/v1/sandboxes").json(&body).send().await;
+        let msg = r.assert_error(StatusCode::BAD_REQUEST, "BAD_REQUEST");
+        assert!(msg.contains(key), "{body}: {msg}");
+    }
+    let r = app
+        .post("/api/v1/sandboxes")
+        .json(&json!({"memory_mb": 2048, "vcpus": 2}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let r = app.post("/api/v1/sandboxes").json(&json!({})).send().await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["memory_mb"], 1024);
+    // Nothing was stored for the refused requests.
+    let listed = app.get("/api/v1/sandboxes").send().await.json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+}

@@ -102,6 +102,21 @@ fn resolve_owner(caller: &Caller, body_owner: &str) -> ServiceResult<String> {
     validate_owner_id(raw).map_err(|e| ServiceError::bad_request(format!("owner_id {e}")))
 }
 
+/// A requested resource amount: `default` when not asked for (0), else in `1..=max` (`max_key`
+/// names the setting that bounds it, so an operator's limit is named in the refusal).
+fn within(key: &str, asked: i64, default: i64, max_key: &str, max: i64) -> ServiceResult<i64> {
+    match asked {
+        0 => Ok(default),
+        n if n < 1 => Err(ServiceError::bad_request(format!(
+            "{key} must be between 1 and {max}"
+        ))),
+        n if n > max => Err(ServiceError::bad_request(format!(
+            "{key} {n} exceeds the limit {max} ({max_key})"
+        ))),
+        n => Ok(n),
+    }
+}
+
 impl Sandboxes<'_> {
     /// Defaults and validation of a spawn request.
     fn resolve(self, p: &SpawnParams, caller: &Caller) -> ServiceResult<ResolvedSpawn> {
@@ -110,24 +125,20 @@ impl Sandboxes<'_> {
         let ttl = parse_ttl(&p.ttl, self.svc.settings.limits.default_ttl)?;
         let owner = resolve_owner(caller, &p.owner_id)?;
         let l = &self.svc.settings.limits;
-        let memory_mb = match p.memory_mb {
-            0 => l.default_memory_mb,
-            n if !(1..=MAX_MEMORY_MB).contains(&n) => {
-                return Err(ServiceError::bad_request(format!(
-                    "memory_mb must be between 1 and {MAX_MEMORY_MB}"
-                )))
-            }
-            n => n,
-        };
-        let vcpus = match p.vcpus {
-            0 => l.default_vcpus.max(1),
-            n if !(1..=MAX_VCPUS).contains(&n) => {
-                return Err(ServiceError::bad_request(format!(
-                    "vcpus must be between 1 and {MAX_VCPUS}"
-                )))
-            }
-            n => n,
-        };
+        let memory_mb = within(
+            "memory_mb",
+            p.memory_mb,
+            l.default_memory_mb,
+            "limits.max_memory_mb",
+            l.max_memory_mb.min(MAX_MEMORY_MB),
+        )?;
+        let vcpus = within(
+            "vcpus",
+            p.vcpus,
+            l.default_vcpus.max(1),
+            "limits.max_vcpus",
+            l.max_vcpus.min(MAX_VCPUS),
+        )?;
         let image = if p.image.trim().is_empty() {
             l.default_image.clone()
         } else {
