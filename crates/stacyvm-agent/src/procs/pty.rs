@@ -93,6 +93,10 @@ pub fn controlling_terminal(cmd: &mut Command) {
             if libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
+            // Linux makes the caller's group the foreground job with TIOCSCTTY already;
+            // gVisor needs it said (failure is harmless: the terminal still works).
+            let pgrp = libc::getpid();
+            let _ = libc::ioctl(0, libc::TIOCSPGRP as _, &pgrp);
             Ok(())
         });
     }
@@ -109,4 +113,108 @@ pub fn signal_group(pgid: i32, sig: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Whether the kernel's line discipline turns `^C` into SIGINT. Linux does; older gVisor
+/// (runsc) echoes the byte and passes it on, so there the agent signals the foreground job
+/// itself ([`interrupt_signal`]). Probed once on a terminal of its own: Linux echoes an
+/// interrupt character as `^C`, a discipline without ISIG echoes the raw byte.
+pub fn kernel_handles_isig() -> bool {
+    static PROBE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROBE.get_or_init(|| {
+        let Ok(mut p) = open(80, 24) else {
+            return true;
+        };
+        use std::io::{Read, Write};
+        use std::os::fd::AsFd;
+        if p.master.write_all(b"\x03").is_err() {
+            return true;
+        }
+        let mut echo = Vec::new();
+        let mut buf = [0u8; 64];
+        while echo.len() < 2 {
+            match crate::sys::poll(
+                p.master.as_fd(),
+                libc::POLLIN,
+                std::time::Duration::from_millis(300),
+            ) {
+                Ok(r) if r.readable => match p.master.read(&mut buf) {
+                    Ok(n) if n > 0 => echo.extend_from_slice(&buf[..n]),
+                    _ => break,
+                },
+                _ => break,
+            }
+        }
+        drop(p.slave);
+        // Unknown (no echo at all): trust the kernel, a doubled SIGINT would be worse.
+        echo.first() != Some(&0x03)
+    })
+}
+
+/// The signal an input byte stands for when the terminal has ISIG on (`^C`, `^\`, `^Z` as
+/// set in its termios), for terminals whose kernel does not do it itself.
+#[allow(unsafe_code)]
+pub fn interrupt_signal(master: &File, byte: u8) -> Option<i32> {
+    // SAFETY: a zeroed termios is a valid out-value; tcgetattr fills it and reads nothing.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `t` is a valid termios that outlives the call.
+    if unsafe { libc::tcgetattr(master.as_raw_fd(), &mut t) } != 0 || t.c_lflag & libc::ISIG == 0 {
+        return None;
+    }
+    let cc = |i: usize| t.c_cc[i];
+    match byte {
+        0 => None, // _POSIX_VDISABLE
+        b if b == cc(libc::VINTR) => Some(libc::SIGINT),
+        b if b == cc(libc::VQUIT) => Some(libc::SIGQUIT),
+        b if b == cc(libc::VSUSP) => Some(libc::SIGTSTP),
+        _ => None,
+    }
+}
+
+/// The terminal's foreground process group, if the kernel tells.
+#[allow(unsafe_code)]
+pub fn foreground_group(master: &File) -> Option<i32> {
+    let mut pgrp: libc::pid_t = 0;
+    // SAFETY: `pgrp` is a valid out-pointer for the duration of the call.
+    let r = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPGRP as _, &mut pgrp) };
+    (r == 0 && pgrp > 1).then_some(pgrp)
+}
+
+/// Best guess at the foreground job of session `sid` where the kernel will not say (gVisor
+/// answers TIOCGPGRP on the master with ENOTTY and shows no `tpgid` in /proc): the newest
+/// process group in the session other than the leader's (a job-control shell's current job),
+/// else the leader's group.
+pub fn newest_job(sid: i32) -> i32 {
+    let mut best: Option<(u64, i32)> = None;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return sid;
+    };
+    for e in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<i64>().ok());
+        let pid = stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<i64>().ok());
+        // After the comm: state ppid pgrp session ... (starttime is the 20th).
+        let (Some(pgrp), Some(session), Some(start)) = (num(2), num(3), num(19)) else {
+            continue;
+        };
+        if session != i64::from(sid) || pgrp == i64::from(sid) || Some(pgrp) != pid {
+            continue;
+        }
+        let (Ok(pgrp), Ok(start)) = (i32::try_from(pgrp), u64::try_from(start)) else {
+            continue;
+        };
+        if best.is_none_or(|(s, _)| start >= s) {
+            best = Some((start, pgrp));
+        }
+    }
+    best.map_or(sid, |(_, g)| g)
 }

@@ -132,3 +132,10 @@ fn ctrl_c_interrupts_the_foreground_job() {
     c.stdin(p.pid, b"exit 7\n", false);
     assert_eq!(c.wait_exit(p.pid).exit_code, Some(7));
 }
+
+/// Linux's line discipline signals `^C` itself, so the agent must not (a doubled SIGINT would
+/// end programs that take a first `^C` as "cancel the line").
+#[test]
+fn the_isig_probe_trusts_linux() {
+    assert!(super::pty::kernel_handles_isig());
+}

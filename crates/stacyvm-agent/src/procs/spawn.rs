@@ -162,8 +162,10 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
     }
     drop(done_tx);
     if let Some((sink, rx)) = stdin_sink {
-        let (pw, is_pty) = (Arc::downgrade(&p), p.is_pty);
-        thread("proc-stdin", move || stdin::writer(sink, rx, is_pty, pw));
+        let (pw, is_pty, pgid) = (Arc::downgrade(&p), p.is_pty, p.pgid);
+        thread("proc-stdin", move || {
+            stdin::writer(sink, rx, is_pty, pgid, pw)
+        });
     }
     if let Some(ms) = req.timeout_ms {
         let pt = p.clone();

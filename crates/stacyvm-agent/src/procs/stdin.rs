@@ -9,7 +9,7 @@ use std::sync::Weak;
 
 use stacyvm_protocol::agent::{ErrorCode, GuestMsg};
 
-use super::Proc;
+use super::{pty, Proc};
 use crate::session::Out;
 
 /// End-of-file for a terminal in canonical mode (`^D`): what closing a PTY's input means.
@@ -22,9 +22,14 @@ pub struct Item {
     pub out: Out,
 }
 
-pub fn writer(mut sink: File, rx: Receiver<Item>, is_pty: bool, p: Weak<Proc>) {
+pub fn writer(mut sink: File, rx: Receiver<Item>, is_pty: bool, pgid: i32, p: Weak<Proc>) {
+    let emulate_isig = is_pty && !pty::kernel_handles_isig();
     for item in rx {
-        let mut r = sink.write_all(&item.data);
+        let mut r = if emulate_isig {
+            write_signalling(&mut sink, &item.data, pgid)
+        } else {
+            sink.write_all(&item.data)
+        };
         if r.is_ok() && item.close && is_pty {
             r = sink.write_all(&[EOT]);
         }
@@ -50,4 +55,19 @@ pub fn writer(mut sink: File, rx: Receiver<Item>, is_pty: bool, p: Weak<Proc>) {
             return;
         }
     }
+}
+
+/// Writes `data` to a PTY master whose kernel ignores ISIG: the interrupt characters become
+/// signals to the foreground job (as Linux's line discipline would), the rest is written.
+fn write_signalling(sink: &mut File, data: &[u8], pgid: i32) -> std::io::Result<()> {
+    let mut start = 0;
+    for (i, &b) in data.iter().enumerate() {
+        if let Some(sig) = pty::interrupt_signal(sink, b) {
+            sink.write_all(&data[start..i])?;
+            let group = pty::foreground_group(sink).unwrap_or_else(|| pty::newest_job(pgid));
+            let _ = pty::signal_group(group, sig);
+            start = i + 1;
+        }
+    }
+    sink.write_all(&data[start..])
 }
