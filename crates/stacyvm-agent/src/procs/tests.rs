@@ -443,3 +443,42 @@ fn a_follow_read_beyond_the_end_waits_and_lists_are_newest_first() {
     // A non-follow read beyond the end of a running process answers nothing.
     assert!(c.read(later.pid, 100, false).is_empty());
 }
+
+/// Execs work over the socket too, and unlike processes they die with their connection.
+#[test]
+fn execs_over_the_socket_die_with_their_connection() {
+    let dir = std::env::temp_dir().join(format!("agent-exec-sock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("pid");
+    let mut c = Conn::open();
+    c.send(
+        70,
+        HostMsg::Exec(stacyvm_protocol::agent::ExecStart {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("echo $$ > {}; exec sleep 30", marker.display()),
+            ],
+            workdir: "/tmp".into(),
+            ..Default::default()
+        }),
+    );
+    let t = Instant::now();
+    let pid: u32 = loop {
+        if let Some(p) = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(c);
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    while proc_dir.exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "the exec survived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
