@@ -110,6 +110,9 @@ fn resize(pid: u32, cols: u16, rows: u16) -> Result<(), Failure> {
     if !p.is_pty {
         return Err(error(ErrorCode::NotAPty, "the process has no terminal"));
     }
+    if p.exited() {
+        return Err(error(ErrorCode::ProcessExited, "the process has exited"));
+    }
     let master = lock(&p.master);
     let master = master
         .as_ref()
