@@ -25,6 +25,14 @@ pub fn spawn_tracked(cmd: &mut Command) -> io::Result<Child> {
     Ok(child)
 }
 
+/// Runs `spawn` (which starts a child and returns its pid) under the tracking lock.
+pub fn track<T>(spawn: impl FnOnce() -> io::Result<(u32, T)>) -> io::Result<T> {
+    let mut set = lock(tracked());
+    let (pid, t) = spawn()?;
+    set.insert(pid);
+    Ok(t)
+}
+
 /// After the owner waited for its child.
 pub fn untrack(pid: u32) {
     lock(tracked()).remove(&pid);

@@ -6,6 +6,7 @@
 //! which it is told about with a gap record. See docs/processes.md.
 
 mod api;
+mod pspawn;
 pub mod pty;
 mod read;
 pub mod ring;

@@ -2,11 +2,13 @@
 //! the PTY master), a waiter that records the exit, a timer for the timeout, and a stdin
 //! writer.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -16,7 +18,7 @@ use stacyvm_protocol::agent::DEFAULT_RETAIN_EXITED_MS;
 use stacyvm_protocol::agent::{ErrorCode, ProcStart, DEFAULT_OUTPUT_BUFFER, OUTPUT_CHUNK};
 
 use super::ring::{Ring, Stream};
-use super::{now_ms, pty, registry, settings, stdin, thread, Exit, Proc, State};
+use super::{now_ms, pspawn, pty, registry, settings, stdin, thread, Exit, Proc, State};
 use crate::reaper;
 use crate::session::lock;
 
@@ -59,52 +61,64 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
             workdir.display()
         )));
     }
-    let mut cmd = std::process::Command::new(prog);
-    cmd.args(args).current_dir(&workdir);
+    let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
     for (k, v) in BASE_ENV {
-        if std::env::var_os(k).is_none() {
-            cmd.env(k, v);
-        }
+        env.entry(k.into()).or_insert_with(|| v.into());
     }
-    cmd.envs(&req.env);
+    env.extend(req.env.iter().map(|(k, v)| (k.into(), v.into())));
 
-    let mut master = None;
-    let has_stdin = req.stdin || req.pty.is_some();
-    if let Some(size) = req.pty {
-        let p = pty::open(size.cols, size.rows)
-            .map_err(|e| (ErrorCode::Io, format!("cannot open a terminal: {e}")))?;
-        let io = |f: &File| {
-            f.try_clone()
-                .map(Stdio::from)
-                .map_err(|e| (ErrorCode::Io, e.to_string()))
-        };
-        cmd.stdin(io(&p.slave)?)
-            .stdout(io(&p.slave)?)
-            .stderr(Stdio::from(p.slave));
-        pty::controlling_terminal(&mut cmd);
-        master = Some(p.master);
-    } else {
-        cmd.stdin(if req.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    }
-    let mut child = reaper::spawn_tracked(&mut cmd).map_err(|e| {
+    let fail = |e: io::Error| {
         let code = if e.kind() == io::ErrorKind::InvalidInput {
             ErrorCode::InvalidInput
         } else {
             ErrorCode::Io
         };
         (code, format!("{prog}: {e}"))
-    })?;
-    // The slave copies in `cmd` must close here, or the master never sees the hang-up.
-    drop(cmd);
-
-    let pid = child.id();
+    };
+    let has_stdin = req.stdin || req.pty.is_some();
+    let mut master = None;
+    let (pid, stdin_pipe, pipes, waiter): (u32, Option<File>, Vec<(Stream, File)>, Waiter) =
+        if let Some(size) = req.pty {
+            let p = pty::open(size.cols, size.rows)
+                .map_err(|e| (ErrorCode::Io, format!("cannot open a terminal: {e}")))?;
+            // A terminal needs setsid + TIOCSCTTY in the child, which posix_spawn cannot do.
+            let mut cmd = std::process::Command::new(prog);
+            cmd.args(args).current_dir(&workdir).env_clear().envs(&env);
+            let io = |f: &File| {
+                f.try_clone()
+                    .map(Stdio::from)
+                    .map_err(|e| (ErrorCode::Io, e.to_string()))
+            };
+            cmd.stdin(io(&p.slave)?)
+                .stdout(io(&p.slave)?)
+                .stderr(Stdio::from(p.slave));
+            pty::controlling_terminal(&mut cmd);
+            let mut child = reaper::spawn_tracked(&mut cmd).map_err(fail)?;
+            // The slave copies in `cmd` must close here, or the master never sees the hang-up.
+            drop(cmd);
+            let reader = p.master.try_clone().map_err(fail)?;
+            master = Some(p.master);
+            let pid = child.id();
+            (
+                pid,
+                None,
+                vec![(Stream::Pty, reader)],
+                Box::new(move || child.wait()),
+            )
+        } else {
+            let env: Vec<(OsString, OsString)> = env.into_iter().collect();
+            let c = reaper::track(|| {
+                pspawn::spawn(&req.argv, &env, &workdir, req.stdin).map(|c| (c.pid, c))
+            })
+            .map_err(fail)?;
+            let pid = c.pid;
+            (
+                pid,
+                c.stdin,
+                vec![(Stream::Stdout, c.stdout), (Stream::Stderr, c.stderr)],
+                Box::new(move || pspawn::wait(pid)),
+            )
+        };
     let capacity = req
         .output_buffer
         .unwrap_or(DEFAULT_OUTPUT_BUFFER)
@@ -112,10 +126,7 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
     let (stdin_tx, stdin_sink) = if has_stdin {
         let sink: Option<File> = match &master {
             Some(m) => m.try_clone().ok(),
-            None => child
-                .stdin
-                .take()
-                .map(|s| File::from(std::os::fd::OwnedFd::from(s))),
+            None => stdin_pipe,
         };
         let (tx, rx) = channel();
         (Some(tx), sink.map(|s| (s, rx)))
@@ -146,19 +157,9 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
     registry().insert(p.clone());
 
     let (done_tx, done_rx) = channel::<()>();
-    let mut readers = 0;
-    let reader = lock(&p.master).as_ref().map(File::try_clone);
-    if let Some(Ok(m)) = reader {
-        readers += 1;
-        pump(&p, Stream::Pty, Box::new(m), done_tx.clone());
-    }
-    if let Some(s) = child.stdout.take() {
-        readers += 1;
-        pump(&p, Stream::Stdout, Box::new(s), done_tx.clone());
-    }
-    if let Some(s) = child.stderr.take() {
-        readers += 1;
-        pump(&p, Stream::Stderr, Box::new(s), done_tx.clone());
+    let readers = pipes.len();
+    for (stream, r) in pipes {
+        pump(&p, stream, Box::new(r), done_tx.clone());
     }
     drop(done_tx);
     if let Some((sink, rx)) = stdin_sink {
@@ -172,7 +173,7 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
         thread("proc-timer", move || timer(&pt, Duration::from_millis(ms)));
     }
     let pw = p.clone();
-    thread("proc-wait", move || wait(&pw, child, readers, &done_rx));
+    thread("proc-wait", move || wait(&pw, waiter, readers, &done_rx));
     Ok(p)
 }
 
@@ -202,8 +203,11 @@ fn pump(p: &Arc<Proc>, stream: Stream, mut r: Box<dyn Read + Send>, done: Sender
     });
 }
 
-fn wait(p: &Arc<Proc>, mut child: Child, readers: usize, done: &std::sync::mpsc::Receiver<()>) {
-    let status = child.wait();
+/// Blocks until the child ended.
+type Waiter = Box<dyn FnOnce() -> io::Result<ExitStatus> + Send>;
+
+fn wait(p: &Arc<Proc>, waiter: Waiter, readers: usize, done: &std::sync::mpsc::Receiver<()>) {
+    let status = waiter();
     reaper::untrack(p.pid);
     let until = Instant::now() + DRAIN_GRACE;
     for _ in 0..readers {
