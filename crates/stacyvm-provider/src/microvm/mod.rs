@@ -13,7 +13,8 @@
 //! image's template snapshot ([`snapshot`], built by the first spawn of the image), or a cold
 //! boot ([`boot`]) when snapshots are off or unusable.
 
-mod agent_conn;
+// Shared with the other providers; the submodules keep their `super::agent_conn` paths.
+use crate::agent::conn as agent_conn;
 mod boot;
 mod exec;
 mod files;

@@ -3,6 +3,7 @@
 //! reference §6) and as a hand-written fake for control-plane tests: it records calls, can be
 //! told to fail, and can slow spawns down.
 
+mod agent;
 mod exec;
 mod files;
 mod paths;
@@ -13,17 +14,20 @@ mod stream;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use stacyvm_types::{FileInfo, SandboxState};
+use stacyvm_types::{FileInfo, Pid, ProcessInfo, PtySize, SandboxState, Signal};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
+use self::agent::AgentSlot;
+use crate::agent::conn::AgentConn;
+use crate::agent::procs;
 use crate::{
-    ByteStream, ChunkSender, ExecRequest, FileStream, Provider, ProviderError, RuntimeInfo,
-    SandboxSpec, Spawned,
+    ByteStream, ChunkSender, ExecRequest, FileStream, ProcessSpec, Provider, ProviderError,
+    RecordStream, RuntimeInfo, SandboxSpec, Spawned,
 };
 
 /// One recorded provider call.
@@ -45,6 +49,8 @@ struct Sandbox {
     image: String,
     /// Cancels running execs when the sandbox is destroyed.
     cancel: CancellationToken,
+    /// The background-process agent, started by the first process call.
+    agent: Arc<AgentSlot>,
 }
 
 #[derive(Default)]
@@ -67,6 +73,8 @@ pub struct MockProvider {
     calls: Mutex<VecDeque<MockCall>>,
     /// Acts like a backend without a streaming file path (tests of the callers' caps).
     buffered_streams: AtomicBool,
+    /// The agent binary as configured; `None` = [`crate::agent::locate`]'s search.
+    agent_path: Option<PathBuf>,
 }
 
 impl Default for MockProvider {
@@ -94,7 +102,38 @@ impl MockProvider {
             faults: Mutex::default(),
             calls: Mutex::default(),
             buffered_streams: AtomicBool::new(false),
+            agent_path: None,
         }
+    }
+
+    /// Runs background processes with the agent binary at `path` (default: searched for, see
+    /// [`crate::agent::locate`]).
+    pub fn with_agent(mut self, path: impl Into<PathBuf>) -> Self {
+        self.agent_path = Some(path.into());
+        self
+    }
+
+    /// The host pid of a sandbox's process agent, if one is running (for tests).
+    pub fn agent_pid(&self, runtime_id: &str) -> Option<u32> {
+        lock(&self.sandboxes).get(runtime_id)?.agent.pid()
+    }
+
+    /// The agent connection of a live sandbox (starting its agent on first use) and its root.
+    async fn agent(
+        &self,
+        method: &'static str,
+        runtime_id: &str,
+    ) -> Result<(Arc<AgentConn>, PathBuf), ProviderError> {
+        self.enter(method, runtime_id)?;
+        let (root, _) = self.live(runtime_id)?;
+        let slot = lock(&self.sandboxes)
+            .get(runtime_id)
+            .map(|s| s.agent.clone())
+            .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
+        let bin = crate::agent::locate(self.agent_path.as_deref())
+            .ok_or_else(|| crate::agent::missing("mock"))?;
+        let conn = slot.conn(&bin, &root, &self.base_dir, runtime_id).await?;
+        Ok((conn, root))
     }
 
     /// The calls made so far (the newest 10,000), oldest first.
@@ -264,6 +303,17 @@ impl Provider for MockProvider {
         self.enter("health", "")
     }
 
+    /// Ends every sandbox's background processes and agent: nothing stays running.
+    async fn shutdown(&self) {
+        let slots: Vec<Arc<AgentSlot>> = lock(&self.sandboxes)
+            .values()
+            .map(|s| s.agent.clone())
+            .collect();
+        for s in slots {
+            s.stop().await;
+        }
+    }
+
     async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
         self.enter("spawn", &spec.id)?;
         let delay = lock(&self.faults).spawn_delay;
@@ -295,6 +345,7 @@ impl Provider for MockProvider {
                 dir: None,
                 image: spec.image.clone(),
                 cancel: CancellationToken::new(),
+                agent: Arc::default(),
             },
         );
         Ok(Spawned {
@@ -304,7 +355,7 @@ impl Provider for MockProvider {
 
     async fn destroy(&self, runtime_id: &str) -> Result<(), ProviderError> {
         self.enter("destroy", runtime_id)?;
-        let dir = {
+        let (dir, agent) = {
             let mut map = lock(&self.sandboxes);
             let sb = map
                 .get_mut(runtime_id)
@@ -312,8 +363,10 @@ impl Provider for MockProvider {
                 .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
             sb.alive = false;
             sb.cancel.cancel();
-            sb.dir.take()
+            (sb.dir.take(), std::mem::take(&mut sb.agent))
         };
+        // Processes first: they may hold files of the root open.
+        agent.stop().await;
         if let Some((dir, _)) = dir {
             tokio::task::spawn_blocking(move || dir.close())
                 .await
@@ -517,5 +570,73 @@ impl Provider for MockProvider {
             .collect();
         out.sort_by(|a, b| a.runtime_id.cmp(&b.runtime_id));
         Ok(Some(out))
+    }
+
+    async fn process_start(
+        &self,
+        runtime_id: &str,
+        spec: ProcessSpec,
+    ) -> Result<ProcessInfo, ProviderError> {
+        let mut msg = procs::start_msg(&spec)?;
+        let (conn, root) = self.agent("process_start", runtime_id).await?;
+        // The agent runs on the host: it gets host paths, translated as exec does.
+        msg.workdir = exec::host_workdir(&root, spec.exec.workdir.as_deref())
+            .await?
+            .to_string_lossy()
+            .into_owned();
+        msg.env.extend(exec::sandbox_env(&root));
+        procs::start(&conn, msg).await
+    }
+
+    async fn process_list(&self, runtime_id: &str) -> Result<Vec<ProcessInfo>, ProviderError> {
+        let (conn, _) = self.agent("process_list", runtime_id).await?;
+        procs::list(&conn).await
+    }
+
+    async fn process_get(&self, runtime_id: &str, pid: Pid) -> Result<ProcessInfo, ProviderError> {
+        let (conn, _) = self.agent("process_get", runtime_id).await?;
+        procs::get(&conn, pid).await
+    }
+
+    async fn process_output(
+        &self,
+        runtime_id: &str,
+        pid: Pid,
+        since: u64,
+        follow: bool,
+    ) -> Result<RecordStream, ProviderError> {
+        let (conn, _) = self.agent("process_output", runtime_id).await?;
+        procs::output(conn, pid, since, follow).await
+    }
+
+    async fn process_stdin(
+        &self,
+        runtime_id: &str,
+        pid: Pid,
+        data: Bytes,
+        close: bool,
+    ) -> Result<u64, ProviderError> {
+        let (conn, _) = self.agent("process_stdin", runtime_id).await?;
+        procs::stdin(&conn, pid, &data, close).await
+    }
+
+    async fn process_signal(
+        &self,
+        runtime_id: &str,
+        pid: Pid,
+        signal: Signal,
+    ) -> Result<ProcessInfo, ProviderError> {
+        let (conn, _) = self.agent("process_signal", runtime_id).await?;
+        procs::signal(&conn, pid, signal).await
+    }
+
+    async fn process_resize(
+        &self,
+        runtime_id: &str,
+        pid: Pid,
+        size: PtySize,
+    ) -> Result<(), ProviderError> {
+        let (conn, _) = self.agent("process_resize", runtime_id).await?;
+        procs::resize(&conn, pid, size).await
     }
 }

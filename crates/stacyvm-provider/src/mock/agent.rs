@@ -1,0 +1,233 @@
+//! The mock's process data plane: the static agent (`crates/stacyvm-agent`) as a plain host
+//! process per sandbox, started on the sandbox's first process call (never at spawn, whose
+//! throughput is benchmarked) and serving `--listen <state>/agent.sock`. The state directory
+//! sits beside the sandbox root, not in it, so the files API never sees the socket. The agent
+//! has its own session (a kill of the control plane's group leaves it running) and exits by
+//! itself when the sandbox root disappears (`--exit-with`). Destroy kills its processes and it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use super::exec::kill_group;
+use crate::agent::conn::AgentConn;
+use crate::agent::procs;
+use crate::ProviderError;
+
+/// How long a fresh agent may take to create its socket and answer the handshake.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long destroy waits for a killed agent to be reaped.
+const REAP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One sandbox's agent: started once, reconnected whenever its connection closed.
+#[derive(Default)]
+pub(super) struct AgentSlot {
+    inner: tokio::sync::Mutex<Slot>,
+    /// The agent's host pid (0 = none), readable without the lock (tests, shutdown).
+    pid: AtomicU32,
+}
+
+#[derive(Default)]
+struct Slot {
+    running: Option<Running>,
+    conn: Option<Arc<AgentConn>>,
+    /// Set by destroy: no agent may start after it.
+    stopped: bool,
+}
+
+struct Running {
+    child: Child,
+    pid: u32,
+    sock: PathBuf,
+    /// Holds the socket and the agent's log; removed with the slot.
+    state: TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // The provider went away without destroying the sandbox (a test's provider dropped):
+        // the root goes with it and `--exit-with` ends the agent; TERM makes that immediate.
+        terminate(self.pid);
+    }
+}
+
+impl AgentSlot {
+    pub(super) fn pid(&self) -> Option<u32> {
+        Some(self.pid.load(Ordering::SeqCst)).filter(|p| *p != 0)
+    }
+
+    /// The connection to this sandbox's agent, starting the agent first if it is not running.
+    pub(super) async fn conn(
+        &self,
+        bin: &Path,
+        root: &Path,
+        state_base: &Path,
+        id: &str,
+    ) -> Result<Arc<AgentConn>, ProviderError> {
+        let mut slot = self.inner.lock().await;
+        if slot.stopped {
+            return Err(ProviderError::SandboxNotFound(id.to_string()));
+        }
+        if let Some(c) = slot.conn.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        slot.conn = None;
+        let alive = match slot.running.as_mut() {
+            Some(r) => matches!(r.child.try_wait(), Ok(None)),
+            None => false,
+        };
+        if !alive {
+            slot.running = None;
+            self.pid.store(0, Ordering::SeqCst);
+            let r = start(bin, root, state_base, id)?;
+            self.pid.store(r.pid, Ordering::SeqCst);
+            slot.running = Some(r);
+        }
+        let Some(r) = slot.running.as_mut() else {
+            return Err(ProviderError::internal("mock agent vanished"));
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        let c = match connect(r, id, deadline).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                // A half-started agent is of no use; the next call starts a fresh one.
+                let r = slot.running.take();
+                self.pid.store(0, Ordering::SeqCst);
+                if let Some(mut r) = r {
+                    let log = std::fs::read_to_string(r.state.path().join("agent.log"))
+                        .unwrap_or_default();
+                    kill_group(r.pid as i32);
+                    let _ = tokio::time::timeout(REAP_TIMEOUT, r.child.wait()).await;
+                    tracing::warn!(sandbox = id, log = %log.trim(), "mock agent did not start");
+                }
+                return Err(e);
+            }
+        };
+        slot.conn = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Kills every process the agent runs (their groups: the host sees the agent's pids),
+    /// then the agent. After this no agent starts for the sandbox.
+    pub(super) async fn stop(&self) {
+        let mut slot = self.inner.lock().await;
+        slot.stopped = true;
+        if let Some(c) = slot.conn.take() {
+            if let Ok(list) = procs::list(&c).await {
+                for p in list.iter().filter(|p| p.exit_code.is_none()) {
+                    if let Ok(pid) = i32::try_from(p.pid) {
+                        kill_group(pid);
+                        kill_pid(pid);
+                    }
+                }
+            }
+        }
+        if let Some(mut r) = slot.running.take() {
+            if let Ok(pid) = i32::try_from(r.pid) {
+                kill_group(pid);
+            }
+            let _ = tokio::time::timeout(REAP_TIMEOUT, r.child.wait()).await;
+        }
+        self.pid.store(0, Ordering::SeqCst);
+    }
+}
+
+fn start(bin: &Path, root: &Path, state_base: &Path, id: &str) -> Result<Running, ProviderError> {
+    let fail = |e| ProviderError::internal_with("starting the mock sandbox agent failed", e);
+    // A short name: a unix socket path has at most 107 bytes.
+    let short: String = id.chars().take(24).collect();
+    let state = tempfile::Builder::new()
+        .prefix(&format!("stacyvm-agent-{short}-"))
+        .tempdir_in(state_base)
+        .map_err(fail)?;
+    let sock = state.path().join("agent.sock");
+    let log = std::fs::File::create(state.path().join("agent.log")).map_err(fail)?;
+    let log2 = log.try_clone().map_err(fail)?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--listen")
+        .arg(&sock)
+        .arg("--exit-with")
+        .arg(root)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .kill_on_drop(false);
+    new_session(&mut cmd);
+    let child = cmd.spawn().map_err(|e| {
+        ProviderError::Unavailable(format!(
+            "starting the sandbox agent {} failed: {e}",
+            bin.display()
+        ))
+    })?;
+    let pid = child
+        .id()
+        .ok_or_else(|| ProviderError::internal("the mock agent exited at once"))?;
+    Ok(Running {
+        child,
+        pid,
+        sock,
+        state,
+    })
+}
+
+async fn connect(r: &mut Running, id: &str, deadline: Instant) -> Result<AgentConn, ProviderError> {
+    let unavailable = |what: String| ProviderError::Unavailable(format!("sandbox agent {what}"));
+    loop {
+        if let Ok(Some(status)) = r.child.try_wait() {
+            return Err(unavailable(format!("exited at start ({status})")));
+        }
+        match tokio::net::UnixStream::connect(&r.sock).await {
+            Ok(s) => {
+                return AgentConn::handshake(s, id, deadline)
+                    .await
+                    .map_err(|e| unavailable(format!("handshake failed: {e}")));
+            }
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(unavailable(format!("socket never came up: {e}"))),
+        }
+    }
+}
+
+#[expect(unsafe_code, reason = "std has no safe setsid for a child")]
+fn new_session(cmd: &mut Command) {
+    // SAFETY: setsid(2) is async-signal-safe and the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[expect(
+    unsafe_code,
+    reason = "std has no safe way to signal a pid it did not spawn"
+)]
+fn kill_pid(pid: i32) {
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) only takes integers and touches no memory of this process.
+    let _ = unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+#[expect(unsafe_code, reason = "std has no safe way to signal a pid")]
+fn terminate(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) only takes integers and touches no memory of this process.
+    let _ = unsafe { libc::kill(pid, libc::SIGTERM) };
+}
