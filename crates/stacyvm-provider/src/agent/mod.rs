@@ -44,6 +44,17 @@ pub fn locate(configured: Option<&Path>) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// `$STACYVM_AGENT`, else the repository's release build, if it is a file: the agent built
+/// from this checkout, for tests and development (the installed one may be older).
+pub fn built() -> Option<PathBuf> {
+    std::env::var_os(AGENT_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(REPO_BUILD))
+        .canonicalize()
+        .ok()
+        .filter(|p| p.is_file())
+}
+
 /// The answer of a process call when no agent binary was found.
 pub(crate) fn missing(provider: &str) -> ProviderError {
     ProviderError::Unavailable(format!(

@@ -266,37 +266,39 @@ pub(crate) async fn output<T: AsRef<AgentConn> + Send + Sync + 'static>(
 ) -> Result<RecordStream, ProviderError> {
     let conn = (*owner).as_ref();
     check_version(conn)?;
+    // A follow read answers nothing until there is output, so an unknown pid is found out
+    // first: it is an error of the call, not of the stream.
+    if follow {
+        get(conn, pid).await?;
+    }
     let (id, mut rx) = conn
         .start(HostMsg::ProcRead { pid, since, follow })
         .await
         .map_err(|e| map_err(e, pid))?;
     let guard = AbortOnDrop::new(owner.clone(), HostMsg::Cancel { target: id }).forgetting(id);
-    // The first frame settles whether the read exists at all, so an unknown pid is an error
-    // of the call rather than of the stream.
-    let first = if follow {
-        rx.recv().await
-    } else {
-        match tokio::time::timeout(CALL_TIMEOUT, rx.recv()).await {
-            Ok(m) => m,
-            Err(_) => return Err(map_err(ConnError::Timeout, pid)),
-        }
-    };
     let mut read = Read {
-        rx,
+        rx: mpsc::unbounded_channel().1,
         guard: Some(guard),
         owner,
         id,
         pid,
     };
-    let first = match first {
-        None => return Err(map_err(ConnError::Closed, pid)),
-        Some(GuestMsg::Error { code, message }) => {
+    // A plain read answers at once; its first frame settles whether the pid exists.
+    let head = if follow {
+        (Vec::new(), false)
+    } else {
+        let first = match tokio::time::timeout(CALL_TIMEOUT, rx.recv()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(map_err(ConnError::Closed, pid)),
+            Err(_) => return Err(map_err(ConnError::Timeout, pid)),
+        };
+        if let GuestMsg::Error { code, message } = first {
             read.finish();
             return Err(map_err(ConnError::Agent { code, message }, pid));
         }
-        Some(m) => m,
+        batch(&mut read, first)
     };
-    let head = batch(&mut read, first);
+    read.rx = rx;
     let rest = futures_util::stream::unfold(Some(read), |state| async move {
         let mut read = state?;
         let m = read.rx.recv().await;
@@ -306,8 +308,8 @@ pub(crate) async fn output<T: AsRef<AgentConn> + Send + Sync + 'static>(
         };
         Some((items, (!done).then_some(read)))
     });
-    let done = head.1;
-    let head = futures_util::stream::iter(head.0);
+    let (head, done) = head;
+    let head = futures_util::stream::iter(head);
     let stream = if done {
         head.boxed()
     } else {

@@ -181,7 +181,9 @@ async fn connect(r: &mut Running, id: &str, deadline: Instant) -> Result<AgentCo
     let unavailable = |what: String| ProviderError::Unavailable(format!("sandbox agent {what}"));
     loop {
         if let Ok(Some(status)) = r.child.try_wait() {
-            return Err(unavailable(format!("exited at start ({status})")));
+            let log = std::fs::read_to_string(r.state.path().join("agent.log")).unwrap_or_default();
+            let last = log.lines().last().unwrap_or_default().to_string();
+            return Err(unavailable(format!("exited at start ({status}): {last}")));
         }
         match tokio::net::UnixStream::connect(&r.sock).await {
             Ok(s) => {

@@ -1,0 +1,149 @@
+//! The mock's process agent: a host process per sandbox, started on the first process call,
+//! gone with the sandbox (and with the provider's shutdown), its processes with it.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use stacyvm_provider::conformance::proc_sh;
+use stacyvm_provider::{MockProvider, Provider, ProviderError};
+use stacyvm_types::ProcessState;
+
+mod mock_support;
+use mock_support::{agent, fixture, spawn};
+
+/// Whether host process `pid` still exists (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+async fn gone_within(pid: u32, d: Duration) -> bool {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    !alive(pid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_starts_on_first_use_and_dies_with_the_sandbox() {
+    let f = fixture();
+    let (id, root) = spawn(&f.p).await;
+    assert_eq!(f.p.agent_pid(&id), None, "spawn starts no agent");
+    let info = f.p.process_start(&id, proc_sh("sleep 60")).await.unwrap();
+    let agent_pid = f.p.agent_pid(&id).unwrap();
+    assert!(alive(agent_pid) && alive(info.pid));
+    // The socket is not in the sandbox's files.
+    let names: Vec<String> =
+        f.p.list_files(&id, "/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.path)
+            .collect();
+    assert_eq!(names, ["workspace"]);
+    assert!(!root.join("agent.sock").exists());
+    // The process runs in the sandbox's workspace with the sandbox's environment.
+    let p =
+        f.p.process_start(&id, proc_sh("pwd -P; printf '%s\\n' \"$HOME\""))
+            .await
+            .unwrap();
+    let out = stacyvm_provider::conformance::drain(
+        f.p.process_output(&id, p.pid, 0, true).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let want = format!("{}\n{}\n", root.join("workspace").display(), root.display());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    let t = Instant::now();
+    f.p.destroy(&id).await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "destroy took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        gone_within(agent_pid, Duration::from_secs(5)).await,
+        "agent survived destroy"
+    );
+    assert!(
+        gone_within(info.pid, Duration::from_secs(5)).await,
+        "process survived destroy"
+    );
+    assert_eq!(f.p.agent_pid(&id), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_is_restarted_and_shutdown_leaves_nothing() {
+    let f = fixture();
+    let (id, _) = spawn(&f.p).await;
+    f.p.process_start(&id, proc_sh("true")).await.unwrap();
+    let first = f.p.agent_pid(&id).unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &first.to_string()])
+        .status()
+        .unwrap();
+    assert!(gone_within(first, Duration::from_secs(5)).await);
+    // The old connection broke; the next call starts a fresh agent (the old processes are gone
+    // with the old agent: the registry lived there).
+    let info = f.p.process_start(&id, proc_sh("sleep 60")).await.unwrap();
+    let second = f.p.agent_pid(&id).unwrap();
+    assert_ne!(first, second);
+    assert_eq!(
+        f.p.process_get(&id, info.pid).await.unwrap().state,
+        ProcessState::Running
+    );
+    f.p.shutdown().await;
+    assert!(
+        gone_within(second, Duration::from_secs(5)).await,
+        "agent survived shutdown"
+    );
+    assert!(
+        gone_within(info.pid, Duration::from_secs(5)).await,
+        "process survived shutdown"
+    );
+}
+
+#[tokio::test]
+async fn without_an_agent_processes_are_unavailable() {
+    let base = tempfile::tempdir().unwrap();
+    let p = MockProvider::with_base_dir(base.path()).with_agent(base.path().join("missing"));
+    let (id, _) = spawn(&p).await;
+    let r = p.process_list(&id).await;
+    assert!(
+        matches!(&r, Err(ProviderError::Unavailable(m)) if m.contains("cargo build --release")),
+        "{r:?}"
+    );
+    // Exec is unaffected.
+    assert_eq!(mock_support::stdout(&p, &id, "echo ok").await, "ok\n");
+    let _ = agent();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_proceed_while_a_reader_follows() {
+    let f = fixture();
+    let (id, _) = spawn(&f.p).await;
+    let info = f.p.process_start(&id, proc_sh("sleep 60")).await.unwrap();
+    let _reader = f.p.process_output(&id, info.pid, 0, true).await.unwrap();
+    let t = Instant::now();
+    f.p.process_list(&id).await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "list took {:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    f.p.destroy(&id).await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "destroy took {:?}",
+        t.elapsed()
+    );
+}
