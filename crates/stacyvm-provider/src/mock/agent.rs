@@ -74,14 +74,15 @@ impl AgentSlot {
         if slot.stopped {
             return Err(ProviderError::SandboxNotFound(id.to_string()));
         }
-        if let Some(c) = slot.conn.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(c.clone());
-        }
-        slot.conn = None;
+        // The child is asked first: a dead agent's connection may not have noticed yet.
         let alive = match slot.running.as_mut() {
             Some(r) => matches!(r.child.try_wait(), Ok(None)),
             None => false,
         };
+        if let Some(c) = slot.conn.as_ref().filter(|c| alive && !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        slot.conn = None;
         if !alive {
             slot.running = None;
             self.pid.store(0, Ordering::SeqCst);
