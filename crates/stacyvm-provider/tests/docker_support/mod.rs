@@ -33,6 +33,13 @@ pub async fn provider(config: DockerConfig) -> DockerProvider {
     let unusable = |why: String| -> ! {
         panic!("this test needs docker: {why} (run scripts/setup-docker.sh)")
     };
+    // The agent built from this checkout (the installed one may predate processes).
+    let config = DockerConfig {
+        agent_path: config.agent_path.clone().or_else(|| {
+            stacyvm_provider::agent::built().map(|p| p.to_string_lossy().into_owned())
+        }),
+        ..config
+    };
     let p = match DockerProvider::connect(config).await {
         Ok(p) => p,
         Err(e) => unusable(format!("cannot connect: {e}")),
