@@ -136,6 +136,16 @@ impl AgentConn {
         }
     }
 
+    /// Ends the connection now: every waiter (a following reader too) sees it closed. For
+    /// transports that may not report the end themselves (an exec attach whose container is
+    /// gone, under gVisor).
+    #[cfg_attr(not(feature = "docker"), allow(dead_code, reason = "docker only"))]
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.reader.abort();
+        lock(&self.waiters).clear();
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }

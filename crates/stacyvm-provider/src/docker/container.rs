@@ -254,7 +254,7 @@ impl DockerProvider {
             Err(e) => return Err(api_err("removing the sandbox container failed", e)),
         }
         lock(&self.known).remove(runtime_id);
-        self.forget_agent(runtime_id);
+        self.forget_agent(runtime_id).await;
         self.destroyed.remember(runtime_id);
         Ok(())
     }

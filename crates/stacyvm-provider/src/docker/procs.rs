@@ -45,8 +45,18 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<AgentConn>>>>;
 pub(super) struct Agents(Mutex<HashMap<String, Slot>>);
 
 impl DockerProvider {
-    pub(super) fn forget_agent(&self, runtime_id: &str) {
-        lock(&self.agents.0).remove(runtime_id);
+    /// Drops the container's agent connection, ending its readers (the container is gone).
+    pub(super) async fn forget_agent(&self, runtime_id: &str) {
+        let Some(slot) = lock(&self.agents.0).remove(runtime_id) else {
+            return;
+        };
+        let conn = match tokio::time::timeout(Duration::from_secs(5), slot.lock()).await {
+            Ok(guard) => guard.clone(),
+            Err(_) => None,
+        };
+        if let Some(c) = conn {
+            c.close();
+        }
     }
 
     /// The connection to the agent of `runtime_id`'s container, starting the agent if none

@@ -35,9 +35,10 @@ pub async fn provider(config: DockerConfig) -> DockerProvider {
     };
     // The agent built from this checkout (the installed one may predate processes).
     let config = DockerConfig {
-        agent_path: config.agent_path.clone().or_else(|| {
-            stacyvm_provider::agent::built().map(|p| p.to_string_lossy().into_owned())
-        }),
+        agent_path: config
+            .agent_path
+            .clone()
+            .or_else(|| stacyvm_provider::agent::built().map(|p| p.to_string_lossy().into_owned())),
         ..config
     };
     let p = match DockerProvider::connect(config).await {
