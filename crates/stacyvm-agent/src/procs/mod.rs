@@ -189,3 +189,6 @@ fn thread(name: &str, f: impl FnOnce() + Send + 'static) {
         eprintln!("stacyvm-agent: cannot start a {name} thread: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -97,9 +97,10 @@ impl Ring {
         });
     }
 
-    /// Items from byte offset `since` on: a gap first when `since` is older than what is held,
-    /// then the data (the record holding `since` is cut to start there), at most `max_items`
-    /// items and about `max_bytes` bytes (always at least one data item when there is one).
+    /// Items with `seq >= since`: a gap first when `since` is older than what is held, then
+    /// whole records, at most `max_items` items and about `max_bytes` bytes (always at least one
+    /// record when there is one). A `since` inside a record skips that record: a reader that
+    /// saw record `n` asks for `n + 1` and must not get it again.
     pub fn read(&self, since: u64, max_items: usize, max_bytes: usize) -> Vec<Item> {
         let mut items = Vec::new();
         let first = self.first();
@@ -111,25 +112,18 @@ impl Ring {
             });
             from = first;
         }
-        // Records are contiguous and sorted: find the one holding `from` by binary search.
-        let idx = self
-            .records
-            .partition_point(|r| r.seq + r.data.len() as u64 <= from);
+        // Records are sorted by seq: binary search for the first one at or after `from`.
+        let idx = self.records.partition_point(|r| r.seq < from);
         let mut bytes = 0usize;
         for r in self.records.iter().skip(idx) {
             if items.len() >= max_items || (bytes >= max_bytes && bytes > 0) {
                 break;
             }
-            let skip = usize::try_from(from.saturating_sub(r.seq)).unwrap_or(usize::MAX);
-            let data = r.data.get(skip..).unwrap_or(&[]);
-            if data.is_empty() {
-                continue;
-            }
-            bytes += data.len();
+            bytes += r.data.len();
             items.push(Item::Data {
-                seq: r.seq + skip as u64,
+                seq: r.seq,
                 stream: r.stream,
-                data: data.to_vec(),
+                data: r.data.clone(),
             });
         }
         items
@@ -201,6 +195,7 @@ mod tests {
         assert_eq!(r.first(), 14 + 6);
         let (dropped, data) = bytes(&r.read(3, 64, 1 << 20));
         assert_eq!((dropped, data.as_slice()), (17, &b"6789abcdef"[..]));
+        assert!(r.read(21, 64, 1 << 20).is_empty());
     }
 
     #[test]
