@@ -192,3 +192,6 @@ fn thread(name: &str, f: impl FnOnce() + Send + 'static) {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod pty_tests;

@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use stacyvm_protocol::agent::{
-    encode_frame, read_frame, AgentProc, AgentPty, AgentRecord, ErrorCode, GuestFrame, GuestMsg,
-    HostFrame, HostMsg, ProcStart,
+    encode_frame, read_frame, AgentProc, AgentRecord, ErrorCode, GuestFrame, GuestMsg, HostFrame,
+    HostMsg, ProcStart,
 };
 use stacyvm_protocol::base64;
 
@@ -386,4 +386,31 @@ fn processes_outlive_their_connection_and_readers_agree() {
     for r in &results {
         assert_eq!(r, &results[0]);
     }
+}
+
+#[test]
+fn cancel_ends_a_follow_read() {
+    let mut c = Conn::open();
+    let p = c.start(sh("sleep 30"));
+    c.send(
+        50,
+        HostMsg::ProcRead {
+            pid: p.pid,
+            since: 0,
+            follow: true,
+        },
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    c.send(51, HostMsg::Cancel { target: 50 });
+    let a = c.recv();
+    assert_eq!((a.id, a.msg), (51, GuestMsg::Ok));
+    let b = c.recv();
+    assert_eq!((b.id, b.msg), (50, GuestMsg::ReadEnd));
+    // Other requests go on while reads are in flight, and the process was not touched.
+    assert_eq!(c.get(p.pid).state, "running");
+    c.call(HostMsg::ProcSignal {
+        pid: p.pid,
+        signal: "KILL".into(),
+    });
+    assert_eq!(c.wait_exit(p.pid).signal.as_deref(), Some("KILL"));
 }
