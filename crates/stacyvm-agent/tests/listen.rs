@@ -36,7 +36,8 @@ fn start_agent(d: &Path) -> (Child, PathBuf) {
         .spawn()
         .unwrap();
     let t = Instant::now();
-    while !sock.exists() {
+    // Connectable, not just present: a stale file of a killed agent may still be there.
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
         assert!(t.elapsed() < Duration::from_secs(10), "no socket");
         std::thread::sleep(Duration::from_millis(20));
     }
