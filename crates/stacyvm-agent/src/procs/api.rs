@@ -4,7 +4,7 @@ use stacyvm_protocol::agent::{ErrorCode, GuestMsg, HostMsg};
 use stacyvm_protocol::base64;
 
 use super::read::{self, Reads};
-use super::spawn::{self, parse_signal};
+use super::spawn::{self, parse_signal, Failure};
 use super::{pty, registry, stdin, Proc};
 use crate::session::{lock, Out};
 use std::sync::Arc;
@@ -19,20 +19,21 @@ pub fn handle(id: u64, msg: HostMsg, out: &Out, reads: &Reads) {
         HostMsg::ProcList => GuestMsg::Procs {
             procs: registry().list().iter().map(|p| p.info()).collect(),
         },
-        HostMsg::ProcGet { pid } => match found(pid) {
-            Ok(p) => proc_msg(&p),
-            Err(e) => e,
-        },
+        HostMsg::ProcGet { pid } => found(pid).map_or_else(reply_error, |p| proc_msg(&p)),
         HostMsg::ProcRead { pid, since, follow } => {
             read::start(id, pid, since, follow, out.clone(), reads);
             return;
         }
         HostMsg::ProcStdin { pid, data, close } => match write_stdin(id, pid, &data, close, out) {
             Ok(()) => return, // The writer thread answers.
-            Err(e) => e,
+            Err(e) => reply_error(e),
         },
-        HostMsg::ProcSignal { pid, signal } => signal_proc(pid, &signal),
-        HostMsg::ProcResize { pid, cols, rows } => resize(pid, cols, rows),
+        HostMsg::ProcSignal { pid, signal } => {
+            signal_proc(pid, &signal).map_or_else(reply_error, |p| proc_msg(&p))
+        }
+        HostMsg::ProcResize { pid, cols, rows } => {
+            resize(pid, cols, rows).map_or_else(reply_error, |()| GuestMsg::Ok)
+        }
         _ => return,
     };
     out.send(id, reply);
@@ -42,20 +43,21 @@ fn proc_msg(p: &Proc) -> GuestMsg {
     GuestMsg::Proc { proc: p.info() }
 }
 
-fn error(code: ErrorCode, message: impl Into<String>) -> GuestMsg {
-    GuestMsg::Error {
-        code,
-        message: message.into(),
-    }
+fn reply_error((code, message): Failure) -> GuestMsg {
+    GuestMsg::Error { code, message }
 }
 
-fn found(pid: u32) -> Result<Arc<Proc>, GuestMsg> {
+fn error(code: ErrorCode, message: impl Into<String>) -> Failure {
+    (code, message.into())
+}
+
+fn found(pid: u32) -> Result<Arc<Proc>, Failure> {
     registry()
         .get(pid)
         .ok_or_else(|| error(ErrorCode::ProcessNotFound, format!("no process {pid}")))
 }
 
-fn write_stdin(id: u64, pid: u32, data: &str, close: bool, out: &Out) -> Result<(), GuestMsg> {
+fn write_stdin(id: u64, pid: u32, data: &str, close: bool, out: &Out) -> Result<(), Failure> {
     let p = found(pid)?;
     let bytes =
         base64::decode(data).ok_or_else(|| error(ErrorCode::InvalidInput, "data is not base64"))?;
@@ -87,39 +89,30 @@ fn write_stdin(id: u64, pid: u32, data: &str, close: bool, out: &Out) -> Result<
     Ok(())
 }
 
-fn signal_proc(pid: u32, name: &str) -> GuestMsg {
-    let Some(sig) = parse_signal(name) else {
-        return error(ErrorCode::InvalidInput, format!("unknown signal {name:?}"));
-    };
-    let p = match found(pid) {
-        Ok(p) => p,
-        Err(e) => return e,
-    };
+fn signal_proc(pid: u32, name: &str) -> Result<Arc<Proc>, Failure> {
+    let sig = parse_signal(name)
+        .ok_or_else(|| error(ErrorCode::InvalidInput, format!("unknown signal {name:?}")))?;
+    let p = found(pid)?;
     if p.exited() {
-        return error(ErrorCode::ProcessExited, "the process has exited");
+        return Err(error(ErrorCode::ProcessExited, "the process has exited"));
     }
     if let Err(e) = pty::signal_group(p.pgid, sig) {
         // ESRCH: the group is gone, the waiter is about to record the exit.
         if e.raw_os_error() != Some(libc::ESRCH) {
-            return error(ErrorCode::Io, format!("kill: {e}"));
+            return Err(error(ErrorCode::Io, format!("kill: {e}")));
         }
     }
-    proc_msg(&p)
+    Ok(p)
 }
 
-fn resize(pid: u32, cols: u16, rows: u16) -> GuestMsg {
-    let p = match found(pid) {
-        Ok(p) => p,
-        Err(e) => return e,
-    };
-    let Some(master) = &p.master else {
-        return error(ErrorCode::NotAPty, "the process has no terminal");
-    };
+fn resize(pid: u32, cols: u16, rows: u16) -> Result<(), Failure> {
+    let p = found(pid)?;
+    let master = p
+        .master
+        .as_ref()
+        .ok_or_else(|| error(ErrorCode::NotAPty, "the process has no terminal"))?;
     if p.exited() {
-        return error(ErrorCode::ProcessExited, "the process has exited");
+        return Err(error(ErrorCode::ProcessExited, "the process has exited"));
     }
-    match pty::resize(master, cols, rows) {
-        Ok(()) => GuestMsg::Ok,
-        Err(e) => error(ErrorCode::Io, format!("resize: {e}")),
-    }
+    pty::resize(master, cols, rows).map_err(|e| error(ErrorCode::Io, format!("resize: {e}")))
 }

@@ -152,7 +152,7 @@ impl Registry {
     pub fn list(&self) -> Vec<Arc<Proc>> {
         self.prune();
         let mut v: Vec<Arc<Proc>> = lock(&self.procs).values().cloned().collect();
-        v.sort_by(|a, b| b.order.cmp(&a.order));
+        v.sort_by_key(|p| std::cmp::Reverse(p.order));
         v
     }
 

@@ -21,9 +21,12 @@ const FRAME_BYTES: usize = 256 * 1024;
 /// How often a waiting follow read looks at its cancel flag and its session.
 const POLL: Duration = Duration::from_millis(250);
 
+/// A follow read in flight: its cancel flag and its process (whose condvar wakes it).
+type Follow = (Arc<AtomicBool>, Arc<Proc>);
+
 /// Follow reads of one session in flight, by request id, for `Cancel`.
 #[derive(Clone, Default)]
-pub struct Reads(Arc<Mutex<HashMap<u64, (Arc<AtomicBool>, Arc<Proc>)>>>);
+pub struct Reads(Arc<Mutex<HashMap<u64, Follow>>>);
 
 impl Reads {
     /// Ends the read with request id `target`, if there is one; it answers `ReadEnd`.
