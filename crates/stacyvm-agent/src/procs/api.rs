@@ -107,12 +107,12 @@ fn signal_proc(pid: u32, name: &str) -> Result<Arc<Proc>, Failure> {
 
 fn resize(pid: u32, cols: u16, rows: u16) -> Result<(), Failure> {
     let p = found(pid)?;
-    let master = p
-        .master
-        .as_ref()
-        .ok_or_else(|| error(ErrorCode::NotAPty, "the process has no terminal"))?;
-    if p.exited() {
-        return Err(error(ErrorCode::ProcessExited, "the process has exited"));
+    if !p.is_pty {
+        return Err(error(ErrorCode::NotAPty, "the process has no terminal"));
     }
+    let master = lock(&p.master);
+    let master = master
+        .as_ref()
+        .ok_or_else(|| error(ErrorCode::ProcessExited, "the process has exited"))?;
     pty::resize(master, cols, rows).map_err(|e| error(ErrorCode::Io, format!("resize: {e}")))
 }

@@ -80,8 +80,8 @@ pub struct Proc {
     pub changed: Condvar,
     /// Queue of the stdin writer thread; `None` without stdin.
     stdin: Mutex<Option<std::sync::mpsc::Sender<stdin::Item>>>,
-    /// The PTY master, for resizing.
-    master: Option<File>,
+    /// The PTY master, for resizing; closed once the process exited (frees the terminal).
+    master: Mutex<Option<File>>,
     /// Set by the timeout: the exit code becomes 124.
     timed_out: AtomicBool,
 }

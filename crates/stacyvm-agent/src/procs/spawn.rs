@@ -140,18 +140,17 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
         }),
         changed: Condvar::new(),
         stdin: Mutex::new(stdin_tx),
-        master,
+        master: Mutex::new(master),
         timed_out: AtomicBool::new(false),
     });
     registry().insert(p.clone());
 
     let (done_tx, done_rx) = channel::<()>();
     let mut readers = 0;
-    if let Some(m) = &p.master {
-        if let Ok(m) = m.try_clone() {
-            readers += 1;
-            pump(&p, Stream::Pty, Box::new(m), done_tx.clone());
-        }
+    let reader = lock(&p.master).as_ref().map(File::try_clone);
+    if let Some(Ok(m)) = reader {
+        readers += 1;
+        pump(&p, Stream::Pty, Box::new(m), done_tx.clone());
     }
     if let Some(s) = child.stdout.take() {
         readers += 1;
@@ -227,8 +226,9 @@ fn wait(p: &Arc<Proc>, mut child: Child, readers: usize, done: &std::sync::mpsc:
         ended_at_ms: now_ms(),
     });
     p.changed.notify_all();
-    // Wake the stdin writer so it ends (its queue sender lives in `p`).
+    // Wake the stdin writer so it ends (its queue sender lives in `p`), and free the terminal.
     lock(&p.stdin).take();
+    lock(&p.master).take();
 }
 
 fn timer(p: &Arc<Proc>, after: Duration) {

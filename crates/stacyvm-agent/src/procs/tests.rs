@@ -414,3 +414,32 @@ fn cancel_ends_a_follow_read() {
     });
     assert_eq!(c.wait_exit(p.pid).signal.as_deref(), Some("KILL"));
 }
+
+#[test]
+fn a_follow_read_beyond_the_end_waits_and_lists_are_newest_first() {
+    let mut c = Conn::open();
+    let mut req = sh("cat");
+    req.stdin = true;
+    let p = c.start(req);
+    let later = c.start(sh("sleep 5"));
+    match c.call(HostMsg::ProcList) {
+        GuestMsg::Procs { procs } => {
+            let at = |pid| procs.iter().position(|q| q.pid == pid).unwrap();
+            assert!(at(later.pid) < at(p.pid), "newest first");
+        }
+        other => panic!("{other:?}"),
+    }
+    let pid = p.pid;
+    // Waits for offset 4: "abcd" (0..4) is skipped, "efgh" at 4 is the first record sent.
+    let reader = std::thread::spawn(move || Conn::open().read(pid, 4, true));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(c.stdin(pid, b"abcd", false), GuestMsg::Written { n: 4 });
+    std::thread::sleep(Duration::from_millis(100));
+    c.stdin(pid, b"efgh", true);
+    let recs = reader.join().unwrap();
+    assert_eq!(recs[0].seq, 4, "{recs:?}");
+    assert_eq!(all_bytes(&recs), b"efgh");
+    assert_eq!(recs.last().unwrap().seq, 8);
+    // A non-follow read beyond the end of a running process answers nothing.
+    assert!(c.read(later.pid, 100, false).is_empty());
+}
