@@ -30,6 +30,31 @@ fn wait_for(c: &mut Conn, pid: u32, want: &str) -> String {
     }
 }
 
+/// Waits until a process named `comm` runs in session `sid` (the terminal's session).
+fn wait_for_job(sid: u32, comm: &str) {
+    let t = Instant::now();
+    loop {
+        let found = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                return false;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                return false;
+            };
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            &stat[open + 1..close] == comm && fields.get(3) == Some(&sid.to_string().as_str())
+        });
+        if found {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no {comm} in session {sid}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_pty_process_has_a_terminal() {
     let mut c = Conn::open();
@@ -89,7 +114,7 @@ fn ctrl_c_interrupts_the_foreground_job() {
     let mut c = Conn::open();
     // Non-interactive: ^C reaches the whole foreground group.
     let p = c.start(pty(sh("sleep 100"), 80, 24));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_job(p.pid, "sleep");
     assert_eq!(c.stdin(p.pid, b"\x03", false), GuestMsg::Written { n: 1 });
     let p = c.wait_exit(p.pid);
     assert_eq!((p.exit_code, p.signal.as_deref()), (Some(130), Some("INT")));
@@ -100,7 +125,7 @@ fn ctrl_c_interrupts_the_foreground_job() {
     let p = c.start(req);
     wait_for(&mut c, p.pid, "$ ");
     c.stdin(p.pid, b"sleep 100\n", false);
-    std::thread::sleep(Duration::from_millis(400));
+    wait_for_job(p.pid, "sleep");
     c.stdin(p.pid, b"\x03", false);
     c.stdin(p.pid, b"echo alive $?\n", false);
     wait_for(&mut c, p.pid, "alive 130");
