@@ -57,8 +57,8 @@ fn spawn(req: &ExecStart) -> io::Result<Child> {
     } else {
         req.workdir.as_str()
     };
-    Command::new(prog)
-        .args(args)
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
         .env_clear()
         .envs(BASE_ENV)
         .envs(&req.env)
@@ -66,8 +66,8 @@ fn spawn(req: &ExecStart) -> io::Result<Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
+        .process_group(0);
+    crate::reaper::spawn_tracked(&mut cmd)
 }
 
 fn run(id: u64, req: ExecStart, out: &Out, running: &Running) -> GuestMsg {
@@ -103,7 +103,9 @@ fn run(id: u64, req: ExecStart, out: &Out, running: &Running) -> GuestMsg {
     drop(done_tx);
     let (status_tx, status_rx) = channel::<io::Result<ExitStatus>>();
     std::thread::spawn(move || {
-        let _ = status_tx.send(child.wait());
+        let status = child.wait();
+        crate::reaper::untrack(child.id());
+        let _ = status_tx.send(status);
     });
     let deadline = req
         .timeout_ms

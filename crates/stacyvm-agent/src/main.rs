@@ -1,14 +1,26 @@
-//! `stacyvm-agent`: runs inside a microvm guest, started by the initramfs `/init`. It opens the
-//! virtio-serial port named [`PORT_NAME`], optionally chroots into the sandbox root filesystem,
-//! and serves the host's requests (stacyvm-protocol's `agent` module) until it is killed. The
-//! host may connect, disconnect and reconnect at any time; each connection starts with a
-//! version handshake.
+//! `stacyvm-agent`: the in-sandbox agent, and the data plane of background processes.
+//!
+//! Modes:
+//! - default (microvm): started by the initramfs `/init`, it opens the virtio-serial port named
+//!   [`PORT_NAME`], optionally chroots into the sandbox root filesystem, and serves the host's
+//!   requests (stacyvm-protocol's `agent` module) until it is killed. The host may connect,
+//!   disconnect and reconnect at any time; each connection starts with a version handshake.
+//! - `--listen PATH` (docker, mock): binds a unix socket and serves every connection at once,
+//!   each its own session. `--exit-with PATH` ends the agent once PATH is gone.
+//! - `--bridge PATH`: relays stdin/stdout to the socket of a listening agent.
+//!
+//! In every mode the background processes (`procs`) belong to the agent, not to a connection:
+//! they keep running and keep their output when the host goes away. SIGTERM kills their
+//! process groups and ends the agent.
 
 mod exec;
 mod files;
 mod glob;
 mod identity;
+mod listen;
 mod port;
+mod procs;
+mod reaper;
 mod session;
 mod sys;
 
@@ -25,6 +37,10 @@ struct Args {
     root: Option<PathBuf>,
     port: String,
     device: Option<PathBuf>,
+    listen: Option<PathBuf>,
+    bridge: Option<PathBuf>,
+    exit_with: Option<PathBuf>,
+    workdir: PathBuf,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -32,6 +48,10 @@ fn parse_args() -> Result<Args, String> {
         root: None,
         port: PORT_NAME.to_string(),
         device: None,
+        listen: None,
+        bridge: None,
+        exit_with: None,
+        workdir: PathBuf::from("/workspace"),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -40,6 +60,10 @@ fn parse_args() -> Result<Args, String> {
             "--root" => args.root = Some(PathBuf::from(value("--root")?)),
             "--port" => args.port = value("--port")?,
             "--device" => args.device = Some(PathBuf::from(value("--device")?)),
+            "--listen" => args.listen = Some(PathBuf::from(value("--listen")?)),
+            "--bridge" => args.bridge = Some(PathBuf::from(value("--bridge")?)),
+            "--exit-with" => args.exit_with = Some(PathBuf::from(value("--exit-with")?)),
+            "--workdir" => args.workdir = PathBuf::from(value("--workdir")?),
             "--version" => {
                 println!("stacyvm-agent {}", env!("CARGO_PKG_VERSION"));
                 std::process::exit(0);
@@ -58,6 +82,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = &args.bridge {
+        return match listen::bridge(path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stacyvm-agent: bridge to {}: {e}", path.display());
+                ExitCode::from(1)
+            }
+        };
+    }
+    procs::configure(procs::Settings {
+        default_workdir: args.workdir.clone(),
+    });
+    if let Some(path) = &args.listen {
+        return serve_socket(path, &args);
+    }
+    listen::housekeeping(args.exit_with.clone(), None);
     let device = match args.device {
         Some(d) => d,
         None => match port::find_device(&args.port, PORT_WAIT) {
@@ -90,6 +130,39 @@ fn main() -> ExitCode {
         device.display()
     );
     match session::serve(file) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stacyvm-agent: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve_socket(path: &std::path::Path, args: &Args) -> ExitCode {
+    let listener = match listen::bind(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("stacyvm-agent: listen on {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(root) = &args.root {
+        if let Err(e) =
+            std::os::unix::fs::chroot(root).and_then(|()| std::env::set_current_dir("/"))
+        {
+            eprintln!("stacyvm-agent: chroot {}: {e}", root.display());
+            return ExitCode::from(1);
+        }
+    }
+    // The socket path is the host's name for it; after a chroot it may not resolve any more.
+    let socket = args.root.is_none().then(|| path.to_path_buf());
+    listen::housekeeping(args.exit_with.clone(), socket);
+    eprintln!(
+        "stacyvm-agent {} listening on {}",
+        env!("CARGO_PKG_VERSION"),
+        path.display()
+    );
+    match listen::serve(listener) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stacyvm-agent: {e}");

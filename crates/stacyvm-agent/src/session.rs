@@ -1,9 +1,12 @@
-//! The request loop: reads frames from the port, answers them, and resets whenever the host
-//! goes away. Replies go through one writer thread so frames never interleave.
+//! The request loop: reads frames from the port (or one connection of the `--listen` socket),
+//! answers them, and resets whenever the host goes away. Replies go through one writer thread
+//! per transport so frames never interleave. Execs belong to their session and die with it;
+//! background processes (`procs`) belong to the agent and outlive every session.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,6 +20,7 @@ use stacyvm_protocol::agent::{
 use crate::exec::{self, Running};
 use crate::files::{self, Writes};
 use crate::glob::Globs;
+use crate::procs::{self, Reads};
 use crate::{identity, port, sys};
 
 /// Frames queued for the writer; bounded so a slow host slows exec output down.
@@ -47,6 +51,11 @@ impl Out {
     /// Ends the current session: its pending and future frames are dropped.
     fn next_session(&self) {
         self.current.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether frames sent through this handle still reach the host.
+    pub fn is_current(&self) -> bool {
+        self.session == ANY_SESSION || self.session == self.current.load(Ordering::SeqCst)
     }
 
     pub fn send(&self, id: u64, msg: GuestMsg) {
@@ -84,17 +93,18 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn writer(mut f: File, rx: Receiver<(u64, Vec<u8>)>, current: Arc<AtomicU64>) {
+fn writer(
+    rx: Receiver<(u64, Vec<u8>)>,
+    current: Arc<AtomicU64>,
+    mut write: impl FnMut(&[u8]) -> io::Result<()>,
+) {
     for (session, frame) in rx {
         if session != ANY_SESSION && session != current.load(Ordering::SeqCst) {
             continue;
         }
-        match port::write_frame(&mut f, &frame) {
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("stacyvm-agent: port write failed: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
+        if let Err(e) = write(&frame) {
+            eprintln!("stacyvm-agent: write to the host failed: {e}");
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }
@@ -104,6 +114,8 @@ struct Session {
     version: Option<u32>,
     writes: Writes,
     globs: Globs,
+    /// Follow reads of processes in flight, for `Cancel`.
+    reads: Reads,
     out: Out,
 }
 
@@ -113,6 +125,7 @@ impl Session {
             version: None,
             writes: Writes::default(),
             globs: Globs::default(),
+            reads: Reads::default(),
             out: out.bound(),
         }
     }
@@ -123,6 +136,8 @@ impl Session {
         self.writes.clear();
         self.globs.cancel_all();
         self.out.next_session();
+        // After the session switch, so their `ReadEnd`s never reach a new host.
+        self.reads.cancel_all();
         for pgid in lock(running).values() {
             sys::kill_group(*pgid);
         }
@@ -133,10 +148,14 @@ impl Session {
 /// Serves the port until an unrecoverable I/O error.
 pub fn serve(port_file: File) -> io::Result<()> {
     let (tx, rx) = sync_channel(OUT_QUEUE);
-    let wf = port_file.try_clone()?;
+    let mut wf = port_file.try_clone()?;
     let current = Arc::new(AtomicU64::new(ANY_SESSION + 1));
     let wcurrent = current.clone();
-    std::thread::spawn(move || writer(wf, rx, wcurrent));
+    std::thread::spawn(move || {
+        writer(rx, wcurrent, |frame| {
+            port::write_frame(&mut wf, frame).map(drop)
+        })
+    });
     let out = Out {
         tx,
         current,
@@ -173,6 +192,52 @@ pub fn serve(port_file: File) -> io::Result<()> {
             }
         }
     }
+}
+
+/// Serves one connection of the `--listen` socket until the host closes it (or breaks the
+/// protocol); the connection is one session.
+pub fn serve_stream(stream: UnixStream) -> io::Result<()> {
+    let (tx, rx) = sync_channel(OUT_QUEUE);
+    let mut ws = stream.try_clone()?;
+    let current = Arc::new(AtomicU64::new(ANY_SESSION + 1));
+    let wcurrent = current.clone();
+    std::thread::spawn(move || {
+        let mut dead = false;
+        writer(rx, wcurrent, |frame| {
+            // Once the host is gone, frames still queued are dropped.
+            if !dead {
+                dead = ws.write_all(frame).is_err();
+            }
+            Ok(())
+        })
+    });
+    let out = Out {
+        tx,
+        current,
+        session: ANY_SESSION,
+    };
+    let running: Running = Arc::new(Mutex::new(HashMap::new()));
+    let mut rs = stream;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut session = Session::new(&out);
+    loop {
+        match rs.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if let Err(e) = drain_frames(&mut buf, &mut session, &running) {
+                    eprintln!("stacyvm-agent: protocol error, closing the connection: {e}");
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    session.end(&running);
+    let _ = rs.shutdown(std::net::Shutdown::Both);
+    Ok(())
 }
 
 fn drain_frames(
@@ -257,8 +322,17 @@ fn handle(frame: HostFrame, session: &mut Session, running: &Running) {
         HostMsg::Cancel { target } => {
             exec::cancel(target, running);
             session.globs.cancel(target);
+            // Answered before the read's `ReadEnd`, which follows once the read noticed.
             out.send(id, GuestMsg::Ok);
+            session.reads.cancel(target);
         }
+        msg @ (HostMsg::ProcStart(_)
+        | HostMsg::ProcList
+        | HostMsg::ProcGet { .. }
+        | HostMsg::ProcRead { .. }
+        | HostMsg::ProcStdin { .. }
+        | HostMsg::ProcSignal { .. }
+        | HostMsg::ProcResize { .. }) => procs::handle(id, msg, &out, &session.reads),
         HostMsg::Glob { pattern } => session.globs.start(id, pattern, out),
         other => {
             let reply = files::handle(other, &mut session.writes);

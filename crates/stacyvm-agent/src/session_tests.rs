@@ -292,3 +292,59 @@ fn glob_answers_under_its_id_without_walking_links() {
     assert_eq!(h.recv().msg, GuestMsg::Ok);
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+/// The virtio transport serves background processes too, and they outlive the session.
+#[test]
+fn processes_run_over_the_port_and_outlive_the_session() {
+    let mut h = Host::start();
+    h.send(
+        1,
+        HostMsg::Hello {
+            min_version: 1,
+            max_version: 3,
+            hostname: String::new(),
+        },
+    );
+    assert!(matches!(
+        h.recv().msg,
+        GuestMsg::HelloAck { version: 3, .. }
+    ));
+    h.send(
+        60,
+        HostMsg::ProcStart(stacyvm_protocol::agent::ProcStart {
+            argv: vec!["sh".into(), "-c".into(), "sleep 0.3; echo port".into()],
+            workdir: "/tmp".into(),
+            ..Default::default()
+        }),
+    );
+    let pid = match h.recv().msg {
+        GuestMsg::Proc { proc } => proc.pid,
+        other => panic!("{other:?}"),
+    };
+    h.hello(); // a new session
+    h.send(
+        61,
+        HostMsg::ProcRead {
+            pid,
+            since: 0,
+            follow: true,
+        },
+    );
+    let mut data = Vec::new();
+    loop {
+        match h.recv().msg {
+            GuestMsg::Records { records } => {
+                for r in records {
+                    if r.stream == "stdout" {
+                        data.extend(base64::decode(&r.data).expect("base64"));
+                    } else {
+                        assert_eq!((r.stream.as_str(), r.exit_code), ("exit", Some(0)));
+                    }
+                }
+            }
+            GuestMsg::ReadEnd => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(data, b"port\n");
+}

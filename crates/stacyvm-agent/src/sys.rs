@@ -112,3 +112,40 @@ pub fn set_clock(unix_ms: u64) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Collects the exit status of zombie child `pid`, if it is one (never blocks).
+#[expect(unsafe_code, reason = "std can only wait for children it spawned")]
+pub fn reap(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer for the duration of the call.
+    let _ = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+}
+
+/// Marks SIGTERM (and SIGINT) as received in [`TERMINATED`] instead of ending the process, so the
+/// agent can kill its process groups first (and so it can be stopped at all as PID 1).
+#[expect(unsafe_code, reason = "sigaction(2) has no std wrapper")]
+pub fn catch_termination() -> io::Result<()> {
+    extern "C" fn on_signal(_: libc::c_int) {
+        TERMINATED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; the handler only
+        // stores to an atomic, which is async-signal-safe; `sa` outlives the call.
+        let r = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Set by the SIGTERM handler of [`catch_termination`].
+pub static TERMINATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

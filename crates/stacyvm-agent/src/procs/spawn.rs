@@ -1,0 +1,280 @@
+//! Starting a process and the threads that serve it: one reader per output pipe (or one for
+//! the PTY master), a waiter that records the exit, a timer for the timeout, and a stdin
+//! writer.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use stacyvm_protocol::agent::DEFAULT_RETAIN_EXITED_MS;
+use stacyvm_protocol::agent::{ErrorCode, ProcStart, DEFAULT_OUTPUT_BUFFER, OUTPUT_CHUNK};
+
+use super::ring::{Ring, Stream};
+use super::{now_ms, pty, registry, settings, stdin, thread, Exit, Proc, State};
+use crate::reaper;
+use crate::session::lock;
+
+/// How long output may keep flowing after the process exited (a background child holding the
+/// pipes must not keep the process "running" forever); later output is not recorded.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// Largest output buffer a host may ask for.
+const MAX_OUTPUT_BUFFER: u64 = 256 << 20;
+/// Environment defaults for what the agent's own environment lacks (the microvm `/init` starts
+/// it with almost none).
+const BASE_ENV: [(&str, &str); 4] = [
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("HOME", "/root"),
+    ("TERM", "xterm"),
+    ("LANG", "C.UTF-8"),
+];
+
+pub type Failure = (ErrorCode, String);
+
+fn invalid(msg: impl Into<String>) -> Failure {
+    (ErrorCode::InvalidInput, msg.into())
+}
+
+pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
+    let (prog, args) = req
+        .argv
+        .split_first()
+        .ok_or_else(|| invalid("empty argv"))?;
+    let workdir = if req.workdir.is_empty() {
+        settings().default_workdir
+    } else {
+        PathBuf::from(&req.workdir)
+    };
+    if !workdir.is_dir() {
+        return Err(invalid(format!(
+            "workdir {:?} is not a directory",
+            workdir.display()
+        )));
+    }
+    let mut cmd = std::process::Command::new(prog);
+    cmd.args(args).current_dir(&workdir);
+    for (k, v) in BASE_ENV {
+        if std::env::var_os(k).is_none() {
+            cmd.env(k, v);
+        }
+    }
+    cmd.envs(&req.env);
+
+    let mut master = None;
+    let has_stdin = req.stdin || req.pty.is_some();
+    if let Some(size) = req.pty {
+        let p = pty::open(size.cols, size.rows)
+            .map_err(|e| (ErrorCode::Io, format!("cannot open a terminal: {e}")))?;
+        let io = |f: &File| {
+            f.try_clone()
+                .map(Stdio::from)
+                .map_err(|e| (ErrorCode::Io, e.to_string()))
+        };
+        cmd.stdin(io(&p.slave)?)
+            .stdout(io(&p.slave)?)
+            .stderr(Stdio::from(p.slave));
+        pty::controlling_terminal(&mut cmd);
+        master = Some(p.master);
+    } else {
+        cmd.stdin(if req.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    }
+    let mut child = reaper::spawn_tracked(&mut cmd).map_err(|e| {
+        let code = if e.kind() == io::ErrorKind::InvalidInput {
+            ErrorCode::InvalidInput
+        } else {
+            ErrorCode::Io
+        };
+        (code, format!("{prog}: {e}"))
+    })?;
+    // The slave copies in `cmd` must close here, or the master never sees the hang-up.
+    drop(cmd);
+
+    let pid = child.id();
+    let capacity = req
+        .output_buffer
+        .unwrap_or(DEFAULT_OUTPUT_BUFFER)
+        .min(MAX_OUTPUT_BUFFER);
+    let (stdin_tx, stdin_sink) = if has_stdin {
+        let sink: Option<File> = match &master {
+            Some(m) => m.try_clone().ok(),
+            None => child
+                .stdin
+                .take()
+                .map(|s| File::from(std::os::fd::OwnedFd::from(s))),
+        };
+        let (tx, rx) = channel();
+        (Some(tx), sink.map(|s| (s, rx)))
+    } else {
+        (None, None)
+    };
+    let p = Arc::new(Proc {
+        pid,
+        pgid: i32::try_from(pid).unwrap_or(0),
+        order: registry().next_order(),
+        tag: req.tag,
+        command: req.command,
+        args: req.args,
+        is_pty: master.is_some(),
+        stdin_requested: req.stdin,
+        started_at_ms: now_ms(),
+        retain_ms: req.retain_exited_ms.unwrap_or(DEFAULT_RETAIN_EXITED_MS),
+        state: Mutex::new(State {
+            ring: Ring::new(usize::try_from(capacity).unwrap_or(usize::MAX)),
+            exit: None,
+            stdin_closed: !has_stdin,
+        }),
+        changed: Condvar::new(),
+        stdin: Mutex::new(stdin_tx),
+        master: Mutex::new(master),
+        timed_out: AtomicBool::new(false),
+    });
+    registry().insert(p.clone());
+
+    let (done_tx, done_rx) = channel::<()>();
+    let mut readers = 0;
+    let reader = lock(&p.master).as_ref().map(File::try_clone);
+    if let Some(Ok(m)) = reader {
+        readers += 1;
+        pump(&p, Stream::Pty, Box::new(m), done_tx.clone());
+    }
+    if let Some(s) = child.stdout.take() {
+        readers += 1;
+        pump(&p, Stream::Stdout, Box::new(s), done_tx.clone());
+    }
+    if let Some(s) = child.stderr.take() {
+        readers += 1;
+        pump(&p, Stream::Stderr, Box::new(s), done_tx.clone());
+    }
+    drop(done_tx);
+    if let Some((sink, rx)) = stdin_sink {
+        let (pw, is_pty) = (Arc::downgrade(&p), p.is_pty);
+        thread("proc-stdin", move || stdin::writer(sink, rx, is_pty, pw));
+    }
+    if let Some(ms) = req.timeout_ms {
+        let pt = p.clone();
+        thread("proc-timer", move || timer(&pt, Duration::from_millis(ms)));
+    }
+    let pw = p.clone();
+    thread("proc-wait", move || wait(&pw, child, readers, &done_rx));
+    Ok(p)
+}
+
+fn pump(p: &Arc<Proc>, stream: Stream, mut r: Box<dyn Read + Send>, done: Sender<()>) {
+    let p = p.clone();
+    thread("proc-output", move || {
+        let mut buf = vec![0u8; OUTPUT_CHUNK];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let mut st = lock(&p.state);
+                    // After the exit record nothing more is recorded (seq order), but the
+                    // pipe is still drained so a leftover writer does not block.
+                    if st.exit.is_none() {
+                        st.ring.push(stream, &buf[..n]);
+                        drop(st);
+                        p.changed.notify_all();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A PTY master reads EIO once every slave is closed.
+                Err(_) => break,
+            }
+        }
+        let _ = done.send(());
+    });
+}
+
+fn wait(p: &Arc<Proc>, mut child: Child, readers: usize, done: &std::sync::mpsc::Receiver<()>) {
+    let status = child.wait();
+    reaper::untrack(p.pid);
+    let until = Instant::now() + DRAIN_GRACE;
+    for _ in 0..readers {
+        if done
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+            .is_err()
+        {
+            break;
+        }
+    }
+    let (code, signal) = match status {
+        _ if p.timed_out.load(Ordering::SeqCst) => (124, None),
+        Ok(s) => exit_code(s),
+        Err(e) => {
+            eprintln!("stacyvm-agent: waiting for process {} failed: {e}", p.pid);
+            (-1, None)
+        }
+    };
+    lock(&p.state).exit = Some(Exit {
+        code,
+        signal,
+        ended_at_ms: now_ms(),
+    });
+    p.changed.notify_all();
+    // Wake the stdin writer so it ends (its queue sender lives in `p`), and free the terminal.
+    lock(&p.stdin).take();
+    lock(&p.master).take();
+}
+
+fn timer(p: &Arc<Proc>, after: Duration) {
+    let st = lock(&p.state);
+    let (st, _) = p
+        .changed
+        .wait_timeout_while(st, after, |s| s.exit.is_none())
+        .unwrap_or_else(|e| e.into_inner());
+    if st.exit.is_none() {
+        drop(st);
+        p.timed_out.store(true, Ordering::SeqCst);
+        let _ = pty::signal_group(p.pgid, libc::SIGKILL);
+    }
+}
+
+/// The code (or 128+N) and, for our signal names, the signal that ended it.
+pub fn exit_code(s: ExitStatus) -> (i32, Option<&'static str>) {
+    if let Some(c) = s.code() {
+        return (c, None);
+    }
+    match s.signal() {
+        Some(n) => (128 + n, signal_name(n)),
+        None => (-1, None),
+    }
+}
+
+/// The names of sandbox-model.md §1 (stacyvm_types::Signal), by Linux number.
+pub const SIGNALS: [(&str, i32); 9] = [
+    ("HUP", 1),
+    ("INT", 2),
+    ("QUIT", 3),
+    ("KILL", 9),
+    ("USR1", 10),
+    ("USR2", 12),
+    ("TERM", 15),
+    ("CONT", 18),
+    ("STOP", 19),
+];
+
+fn signal_name(n: i32) -> Option<&'static str> {
+    SIGNALS.iter().find(|(_, m)| *m == n).map(|(s, _)| *s)
+}
+
+/// `TERM`, `SIGTERM`, `term` → 15.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    let up = s.trim().to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    SIGNALS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}

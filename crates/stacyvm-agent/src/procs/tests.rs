@@ -1,0 +1,445 @@
+//! Background processes over the `--listen` socket, served in-process: real processes, real
+//! pipes and terminals.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use stacyvm_protocol::agent::{
+    encode_frame, read_frame, AgentProc, AgentRecord, ErrorCode, GuestFrame, GuestMsg, HostFrame,
+    HostMsg, ProcStart,
+};
+use stacyvm_protocol::base64;
+
+/// One agent socket for the whole test binary (the registry is global anyway).
+fn socket() -> PathBuf {
+    static S: OnceLock<PathBuf> = OnceLock::new();
+    S.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("agent-procs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.sock");
+        let l = crate::listen::bind(&path).unwrap();
+        std::thread::spawn(move || crate::listen::serve(l));
+        path
+    })
+    .clone()
+}
+
+pub struct Conn {
+    s: UnixStream,
+    next: u64,
+}
+
+impl Conn {
+    pub fn open() -> Conn {
+        let s = UnixStream::connect(socket()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut c = Conn { s, next: 100 };
+        c.send(
+            1,
+            HostMsg::Hello {
+                min_version: 3,
+                max_version: 3,
+                hostname: String::new(),
+            },
+        );
+        assert!(matches!(
+            c.recv().msg,
+            GuestMsg::HelloAck { version: 3, .. }
+        ));
+        c
+    }
+
+    pub fn send(&mut self, id: u64, msg: HostMsg) {
+        let f = encode_frame(&HostFrame { id, msg }).unwrap();
+        self.s.write_all(&f).unwrap();
+    }
+
+    pub fn recv(&mut self) -> GuestFrame {
+        loop {
+            let f: GuestFrame = read_frame(&mut self.s).expect("frame").expect("not eof");
+            if f.id != 0 {
+                return f;
+            }
+        }
+    }
+
+    /// Sends `msg` and returns the one answer.
+    pub fn call(&mut self, msg: HostMsg) -> GuestMsg {
+        self.next += 1;
+        let id = self.next;
+        self.send(id, msg);
+        let f = self.recv();
+        assert_eq!(f.id, id, "{f:?}");
+        f.msg
+    }
+
+    pub fn start(&mut self, req: ProcStart) -> AgentProc {
+        match self.call(HostMsg::ProcStart(req)) {
+            GuestMsg::Proc { proc } => proc,
+            other => panic!("start: {other:?}"),
+        }
+    }
+
+    /// All records of a read until `ReadEnd`.
+    pub fn read(&mut self, pid: u32, since: u64, follow: bool) -> Vec<AgentRecord> {
+        self.next += 1;
+        let id = self.next;
+        self.send(id, HostMsg::ProcRead { pid, since, follow });
+        let mut out = Vec::new();
+        loop {
+            let f = self.recv();
+            assert_eq!(f.id, id, "{f:?}");
+            match f.msg {
+                GuestMsg::Records { records } => out.extend(records),
+                GuestMsg::ReadEnd => return out,
+                other => panic!("read: {other:?}"),
+            }
+        }
+    }
+
+    pub fn get(&mut self, pid: u32) -> AgentProc {
+        match self.call(HostMsg::ProcGet { pid }) {
+            GuestMsg::Proc { proc } => proc,
+            other => panic!("get: {other:?}"),
+        }
+    }
+
+    pub fn wait_exit(&mut self, pid: u32) -> AgentProc {
+        let t = Instant::now();
+        loop {
+            let p = self.get(pid);
+            if p.state == "exited" {
+                return p;
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "{p:?} still running");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stdin(&mut self, pid: u32, data: &[u8], close: bool) -> GuestMsg {
+        self.call(HostMsg::ProcStdin {
+            pid,
+            data: base64::encode(data),
+            close,
+        })
+    }
+}
+
+pub fn sh(script: &str) -> ProcStart {
+    ProcStart {
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        workdir: "/tmp".into(),
+        command: script.into(),
+        ..Default::default()
+    }
+}
+
+/// Bytes per stream, the gap total, and the exit record.
+pub fn split(records: &[AgentRecord]) -> (BTreeMap<String, Vec<u8>>, u64, Option<AgentRecord>) {
+    let mut streams: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut dropped = 0;
+    let mut exit = None;
+    for r in records {
+        match r.stream.as_str() {
+            "gap" => dropped += r.dropped_bytes.unwrap(),
+            "exit" => exit = Some(r.clone()),
+            s => streams
+                .entry(s.to_string())
+                .or_default()
+                .extend(base64::decode(&r.data).unwrap()),
+        }
+    }
+    (streams, dropped, exit)
+}
+
+/// Every byte of the data records, in seq order, checking that seqs are contiguous offsets.
+pub fn all_bytes(records: &[AgentRecord]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut expect: Option<u64> = None;
+    for r in records {
+        if let Some(e) = expect {
+            assert_eq!(r.seq, e, "records are not contiguous: {r:?}");
+        }
+        match r.stream.as_str() {
+            "gap" => expect = Some(r.seq + r.dropped_bytes.unwrap()),
+            "exit" => expect = None,
+            _ => {
+                let d = base64::decode(&r.data).unwrap();
+                expect = Some(r.seq + d.len() as u64);
+                out.extend(d);
+            }
+        }
+    }
+    out
+}
+
+fn error_code(m: &GuestMsg) -> Option<ErrorCode> {
+    match m {
+        GuestMsg::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+#[test]
+fn output_is_recorded_by_stream_with_byte_offsets_and_an_exit_record() {
+    let mut c = Conn::open();
+    let p = c.start(sh("printf hi; printf err >&2"));
+    assert_eq!(p.state, "running");
+    let recs = c.read(p.pid, 0, true);
+    let (streams, dropped, exit) = split(&recs);
+    assert_eq!(streams["stdout"], b"hi");
+    assert_eq!(streams["stderr"], b"err");
+    assert_eq!(dropped, 0);
+    let exit = exit.expect("exit record");
+    assert_eq!((exit.seq, exit.exit_code, exit.signal), (5, Some(0), None));
+    assert_eq!(all_bytes(&recs).len(), 5);
+    let p = c.wait_exit(p.pid);
+    assert_eq!((p.exit_code, p.next_seq), (Some(0), 6));
+    // Resuming after the exit record gives nothing; a follow read ends at once.
+    assert!(c.read(p.pid, 6, true).is_empty());
+}
+
+#[test]
+fn output_is_byte_exact() {
+    let mut c = Conn::open();
+    let mut req = sh("head -c 1048576 /dev/zero | tr '\\0' a; printf '\\0\\377\\376\\n'");
+    req.output_buffer = Some(4 << 20);
+    let p = c.start(req);
+    let recs = c.read(p.pid, 0, true);
+    let mut want = vec![b'a'; 1 << 20];
+    want.extend_from_slice(b"\0\xff\xfe\n");
+    let got = all_bytes(&recs);
+    assert!(got == want, "{} bytes differ", got.len());
+}
+
+#[test]
+fn overflow_drops_the_oldest_and_reports_the_gap() {
+    let mut c = Conn::open();
+    let mut req = sh("seq 1 200000");
+    req.output_buffer = Some(64 * 1024);
+    let p = c.start(req);
+    let p = {
+        c.wait_exit(p.pid);
+        c.get(p.pid)
+    };
+    let want: Vec<u8> = (1..=200000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    let total = want.len() as u64;
+    assert_eq!(p.next_seq, total + 1);
+    let recs = c.read(p.pid, 0, false);
+    assert_eq!(recs[0].stream, "gap");
+    assert_eq!(recs[0].seq, 0);
+    let (_, dropped, exit) = split(&recs);
+    let data = all_bytes(&recs);
+    assert_eq!(dropped + data.len() as u64, total);
+    assert!(data.len() <= 64 * 1024);
+    assert!(want.ends_with(&data));
+    assert_eq!(exit.unwrap().seq, total);
+}
+
+#[test]
+fn since_resumes_without_duplicates() {
+    let mut c = Conn::open();
+    let p = c.start(sh("for i in 1 2 3 4 5; do echo line$i; sleep 0.05; done"));
+    let all = c.read(p.pid, 0, true);
+    let data: Vec<&AgentRecord> = all.iter().filter(|r| r.stream == "stdout").collect();
+    assert!(data.len() >= 2, "{all:?}");
+    // A reader that saw record n resumes at n + 1.
+    let n = data[0].seq;
+    let rest = c.read(p.pid, n + 1, false);
+    let mut joined = base64::decode(&data[0].data).unwrap();
+    joined.extend(all_bytes(&rest));
+    assert_eq!(joined, b"line1\nline2\nline3\nline4\nline5\n");
+    assert_eq!(rest.last().unwrap().stream, "exit");
+}
+
+#[test]
+fn follow_reads_see_output_as_it_comes_then_the_exit() {
+    let mut c = Conn::open();
+    let mut req = sh("cat; echo done");
+    req.stdin = true;
+    let p = c.start(req);
+    // A second connection follows while the first writes.
+    let pid = p.pid;
+    let reader = std::thread::spawn(move || Conn::open().read(pid, 0, true));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        c.stdin(pid, b"one\0\xff\n", false),
+        GuestMsg::Written { n: 6 }
+    );
+    assert_eq!(c.stdin(pid, b"two\n", true), GuestMsg::Written { n: 4 });
+    let recs = reader.join().unwrap();
+    assert_eq!(all_bytes(&recs), b"one\0\xff\ntwo\ndone\n");
+    let exit = recs.last().unwrap();
+    assert_eq!((exit.stream.as_str(), exit.exit_code), ("exit", Some(0)));
+    // Stdin is closed now, and then the process is gone.
+    let m = c.stdin(pid, b"x", false);
+    assert!(
+        matches!(
+            error_code(&m),
+            Some(ErrorCode::StdinClosed | ErrorCode::ProcessExited)
+        ),
+        "{m:?}"
+    );
+    c.wait_exit(pid);
+    assert_eq!(
+        error_code(&c.stdin(pid, b"x", false)),
+        Some(ErrorCode::ProcessExited)
+    );
+}
+
+#[test]
+fn bad_requests_get_their_codes() {
+    let mut c = Conn::open();
+    let p = c.start(sh("sleep 30"));
+    assert_eq!(
+        error_code(&c.stdin(p.pid, b"x", false)),
+        Some(ErrorCode::StdinClosed)
+    );
+    let resize = HostMsg::ProcResize {
+        pid: p.pid,
+        cols: 80,
+        rows: 24,
+    };
+    assert_eq!(error_code(&c.call(resize)), Some(ErrorCode::NotAPty));
+    let m = c.call(HostMsg::ProcSignal {
+        pid: p.pid,
+        signal: "BOGUS".into(),
+    });
+    assert_eq!(error_code(&m), Some(ErrorCode::InvalidInput));
+    for m in [
+        HostMsg::ProcGet { pid: u32::MAX },
+        HostMsg::ProcSignal {
+            pid: u32::MAX,
+            signal: "TERM".into(),
+        },
+        HostMsg::ProcStdin {
+            pid: u32::MAX,
+            data: String::new(),
+            close: true,
+        },
+    ] {
+        assert_eq!(error_code(&c.call(m)), Some(ErrorCode::ProcessNotFound));
+    }
+    let mut bad = sh("true");
+    bad.workdir = "/nonexistent-dir".into();
+    assert_eq!(
+        error_code(&c.call(HostMsg::ProcStart(bad))),
+        Some(ErrorCode::InvalidInput)
+    );
+    // Signals end it as 128+N with the name; the process was not disturbed by the above.
+    let m = c.call(HostMsg::ProcSignal {
+        pid: p.pid,
+        signal: "SIGTERM".into(),
+    });
+    assert!(matches!(m, GuestMsg::Proc { .. }), "{m:?}");
+    let p = c.wait_exit(p.pid);
+    assert_eq!(
+        (p.exit_code, p.signal.as_deref()),
+        (Some(143), Some("TERM"))
+    );
+    let resize = HostMsg::ProcResize {
+        pid: p.pid,
+        cols: 80,
+        rows: 24,
+    };
+    assert_eq!(error_code(&c.call(resize)), Some(ErrorCode::NotAPty));
+}
+
+#[test]
+fn timeout_kills_the_group_with_124() {
+    let mut c = Conn::open();
+    let mut req = sh("sleep 30 & sleep 30");
+    req.timeout_ms = Some(300);
+    let t = Instant::now();
+    let p = c.start(req);
+    let p = c.wait_exit(p.pid);
+    assert_eq!((p.exit_code, p.signal), (Some(124), None));
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn processes_outlive_their_connection_and_readers_agree() {
+    let pid = {
+        let mut c = Conn::open();
+        let p = c.start(sh("sleep 0.5; seq 1 20000; sleep 0.3; echo end"));
+        p.pid
+    };
+    let list = match Conn::open().call(HostMsg::ProcList) {
+        GuestMsg::Procs { procs } => procs,
+        other => panic!("{other:?}"),
+    };
+    assert!(list.iter().any(|p| p.pid == pid && p.state == "running"));
+    let readers: Vec<_> = (0..10)
+        .map(|_| std::thread::spawn(move || Conn::open().read(pid, 0, true)))
+        .collect();
+    let results: Vec<Vec<AgentRecord>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    let first = all_bytes(&results[0]);
+    assert!(first.ends_with(b"20000\nend\n"), "{}", first.len());
+    for r in &results {
+        assert_eq!(r, &results[0]);
+    }
+}
+
+#[test]
+fn cancel_ends_a_follow_read() {
+    let mut c = Conn::open();
+    let p = c.start(sh("sleep 30"));
+    c.send(
+        50,
+        HostMsg::ProcRead {
+            pid: p.pid,
+            since: 0,
+            follow: true,
+        },
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    c.send(51, HostMsg::Cancel { target: 50 });
+    let a = c.recv();
+    assert_eq!((a.id, a.msg), (51, GuestMsg::Ok));
+    let b = c.recv();
+    assert_eq!((b.id, b.msg), (50, GuestMsg::ReadEnd));
+    // Other requests go on while reads are in flight, and the process was not touched.
+    assert_eq!(c.get(p.pid).state, "running");
+    c.call(HostMsg::ProcSignal {
+        pid: p.pid,
+        signal: "KILL".into(),
+    });
+    assert_eq!(c.wait_exit(p.pid).signal.as_deref(), Some("KILL"));
+}
+
+#[test]
+fn a_follow_read_beyond_the_end_waits_and_lists_are_newest_first() {
+    let mut c = Conn::open();
+    let mut req = sh("cat");
+    req.stdin = true;
+    let p = c.start(req);
+    let later = c.start(sh("sleep 5"));
+    match c.call(HostMsg::ProcList) {
+        GuestMsg::Procs { procs } => {
+            let at = |pid| procs.iter().position(|q| q.pid == pid).unwrap();
+            assert!(at(later.pid) < at(p.pid), "newest first");
+        }
+        other => panic!("{other:?}"),
+    }
+    let pid = p.pid;
+    // Waits for offset 4: "abcd" (0..4) is skipped, "efgh" at 4 is the first record sent.
+    let reader = std::thread::spawn(move || Conn::open().read(pid, 4, true));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(c.stdin(pid, b"abcd", false), GuestMsg::Written { n: 4 });
+    std::thread::sleep(Duration::from_millis(100));
+    c.stdin(pid, b"efgh", true);
+    let recs = reader.join().unwrap();
+    assert_eq!(recs[0].seq, 4, "{recs:?}");
+    assert_eq!(all_bytes(&recs), b"efgh");
+    assert_eq!(recs.last().unwrap().seq, 8);
+    // A non-follow read beyond the end of a running process answers nothing.
+    assert!(c.read(later.pid, 100, false).is_empty());
+}
