@@ -147,3 +147,31 @@ async fn calls_proceed_while_a_reader_follows() {
         t.elapsed()
     );
 }
+
+/// Processes get the same clean environment as exec: nothing of the server's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_do_not_inherit_the_server_environment() {
+    std::env::set_var("STACYVM_TEST_PROC_LEAK_CHECK", "secret-from-the-host");
+    let f = fixture();
+    let (id, root) = spawn(&f.p).await;
+    let mut spec = proc_sh("env");
+    spec.exec.env.insert("FROM_REQUEST".into(), "yes".into());
+    spec.exec.env.insert("HOME".into(), "/elsewhere".into());
+    let info = f.p.process_start(&id, spec).await.unwrap();
+    let out = stacyvm_provider::conformance::drain(
+        f.p.process_output(&id, info.pid, 0, true).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.contains("secret-from-the-host"), "{out}");
+    assert!(out.contains("FROM_REQUEST=yes"), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("PATH=/usr/local/sbin:")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l == format!("HOME={}", root.display())),
+        "the fixed variables win: {out}"
+    );
+}

@@ -15,7 +15,7 @@ use tempfile::TempDir;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use super::exec::kill_group;
+use super::exec::{kill_group, CLEAN_PATH};
 use crate::agent::conn::AgentConn;
 use crate::agent::procs;
 use crate::ProviderError;
@@ -76,7 +76,7 @@ impl AgentSlot {
         }
         // The child is asked first: a dead agent's connection may not have noticed yet.
         let alive = match slot.running.as_mut() {
-            Some(r) => matches!(r.child.try_wait(), Ok(None)),
+            Some(r) => matches!(r.child.try_wait(), Ok(None)) && !is_zombie(r.pid),
             None => false,
         };
         if let Some(c) = slot.conn.as_ref().filter(|c| alive && !c.is_closed()) {
@@ -151,7 +151,11 @@ fn start(bin: &Path, root: &Path, state_base: &Path, id: &str) -> Result<Running
     let log = std::fs::File::create(state.path().join("agent.log")).map_err(fail)?;
     let log2 = log.try_clone().map_err(fail)?;
     let mut cmd = Command::new(bin);
-    cmd.arg("--listen")
+    // A clean environment, as for exec: the server's own (its config path, keys) must not reach
+    // the processes, which inherit the agent's.
+    cmd.env_clear()
+        .env("PATH", CLEAN_PATH)
+        .arg("--listen")
         .arg(&sock)
         .arg("--exit-with")
         .arg(root)
@@ -198,6 +202,15 @@ async fn connect(r: &mut Running, id: &str, deadline: Instant) -> Result<AgentCo
             Err(e) => return Err(unavailable(format!("socket never came up: {e}"))),
         }
     }
+}
+
+/// Whether `pid` has died without being reaped yet: tokio's `try_wait` may only notice once its
+/// reactor saw the pidfd turn ready.
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
 }
 
 #[expect(unsafe_code, reason = "std has no safe setsid for a child")]
