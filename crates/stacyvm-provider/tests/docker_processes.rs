@@ -76,7 +76,7 @@ async fn processes_run_as_the_container_user_on_a_read_only_root() {
 async fn a_container_without_the_agent_is_unavailable() {
     let missing = tempfile::tempdir().unwrap();
     let old = provider(DockerConfig {
-        agent_path: Some(missing.path().join("none").to_string_lossy().into_owned()),
+        agent_path: missing.path().join("none").to_string_lossy().into_owned(),
         ..Default::default()
     })
     .await;

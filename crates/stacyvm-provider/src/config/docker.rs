@@ -47,10 +47,9 @@ pub struct DockerConfig {
     /// Parsed for compatibility: belongs to the original's pool mode, which is not implemented.
     pub pool_security: DockerPoolSecurity,
     /// The static `stacyvm-agent` bind-mounted into every new container as its process data
-    /// plane (docs/processes.md); a path on the Docker host. `None` = searched for
+    /// plane (docs/processes.md); a path on the Docker host. Empty = searched for
     /// (`stacyvm_provider::agent::locate`). Without one, background processes are unavailable.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent_path: Option<String>,
+    pub agent_path: String,
     /// Domain of the Traefik preview route `3000-<id>.<domain>`; not a file key, the factory
     /// copies `server.preview_domain` here.
     #[serde(skip)]
@@ -83,7 +82,7 @@ impl Default for DockerConfig {
             added_caps: Vec::new(),
             tmpfs: BTreeMap::new(),
             pool_security: DockerPoolSecurity::default(),
-            agent_path: None,
+            agent_path: String::new(),
             preview_domain: "localhost".into(),
             pull_timeout: Duration::from_secs(120),
             cluster: None,

@@ -67,8 +67,8 @@ impl DockerProvider {
     /// daemon to be up unless `socket` names a TCP address; [`Provider::health`] pings it.
     pub async fn connect(config: DockerConfig) -> Result<Self, ProviderError> {
         let mut settings = config.validate()?;
-        settings.agent =
-            crate::agent::locate(config.agent_path.as_deref().map(std::path::Path::new));
+        let configured = Some(config.agent_path.trim()).filter(|p| !p.is_empty());
+        settings.agent = crate::agent::locate(configured.map(std::path::Path::new));
         if settings.agent.is_none() {
             tracing::warn!(
                 "no stacyvm-agent found: background processes are unavailable on docker ({})",
