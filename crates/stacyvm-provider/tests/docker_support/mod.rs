@@ -35,10 +35,13 @@ pub async fn provider(config: DockerConfig) -> DockerProvider {
     };
     // The agent built from this checkout (the installed one may predate processes).
     let config = DockerConfig {
-        agent_path: config
-            .agent_path
-            .clone()
-            .or_else(|| stacyvm_provider::agent::built().map(|p| p.to_string_lossy().into_owned())),
+        agent_path: if config.agent_path.is_empty() {
+            stacyvm_provider::agent::built()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            config.agent_path.clone()
+        },
         ..config
     };
     let p = match DockerProvider::connect(config).await {
