@@ -175,3 +175,82 @@ async fn processes_do_not_inherit_the_server_environment() {
         "the fixed variables win: {out}"
     );
 }
+
+/// A persistent mock (`MockProvider::persistent`) leaves its sandboxes and their agents running
+/// when it goes away (as with `kill -9` of the control plane); a new one on the same base adopts
+/// them and reconnects, and the process's output is all still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_sandboxes_and_processes_outlive_the_provider() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path().canonicalize().unwrap();
+    let a = MockProvider::persistent(&base).with_agent(agent());
+    let (id, root) = spawn(&a).await;
+    let (quiet, _) = spawn(&a).await;
+    mock_support::write(&a, &id, "/workspace/kept", b"yes", None).await;
+    let info = a
+        .process_start(&id, proc_sh("echo one; sleep 60"))
+        .await
+        .unwrap();
+    let agent_pid = a.agent_pid(&id).unwrap();
+    drop(a);
+    assert!(
+        alive(agent_pid) && alive(info.pid),
+        "dropping the provider ended them"
+    );
+
+    let b = MockProvider::persistent(&base).with_agent(agent());
+    let ids: Vec<String> = b
+        .list_runtimes()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.runtime_id)
+        .collect();
+    assert!(ids.contains(&id) && ids.contains(&quiet), "{ids:?}");
+    assert_eq!(b.host_root(&id).unwrap(), root);
+    assert_eq!(b.agent_pid(&id), Some(agent_pid), "adopted, not restarted");
+    let list = b.process_list(&id).await.unwrap();
+    assert!(
+        list.iter()
+            .any(|p| p.pid == info.pid && p.state == ProcessState::Running),
+        "{list:?}"
+    );
+    let out = stacyvm_provider::conformance::drain(
+        b.process_output(&id, info.pid, 0, false).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.stdout, b"one\n");
+    assert_eq!(
+        b.read_file(&id, "/workspace/kept").await.unwrap().as_ref(),
+        b"yes"
+    );
+    // The sandbox without an agent gets one on demand.
+    let q = b.process_start(&quiet, proc_sh("echo hi")).await.unwrap();
+    let out = stacyvm_provider::conformance::drain(
+        b.process_output(&quiet, q.pid, 0, true).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.stdout, b"hi\n");
+    let quiet_agent = b.agent_pid(&quiet).unwrap();
+    // Destroy still ends everything and removes the directories.
+    b.destroy(&id).await.unwrap();
+    b.destroy(&quiet).await.unwrap();
+    for pid in [agent_pid, info.pid, quiet_agent] {
+        assert!(
+            gone_within(pid, Duration::from_secs(5)).await,
+            "{pid} survived destroy"
+        );
+    }
+    assert!(!root.exists());
+    let left: Vec<_> = std::fs::read_dir(&base).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(MockProvider::persistent(&base)
+        .list_runtimes()
+        .await
+        .unwrap()
+        .unwrap()
+        .is_empty());
+}

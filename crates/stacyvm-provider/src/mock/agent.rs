@@ -41,23 +41,87 @@ struct Slot {
     stopped: bool,
 }
 
+/// Where a sandbox's agent keeps its socket, pid file and log.
+pub(super) enum Place<'a> {
+    /// A fresh temp dir under this base, removed with the agent.
+    Temp(&'a Path),
+    /// This state dir of a persistent sandbox, kept (the agent outlives the provider).
+    Kept(&'a Path),
+}
+
+enum StateDir {
+    Temp(TempDir),
+    Kept(PathBuf),
+}
+
+impl StateDir {
+    fn path(&self) -> &Path {
+        match self {
+            StateDir::Temp(t) => t.path(),
+            StateDir::Kept(p) => p,
+        }
+    }
+}
+
 struct Running {
-    child: Child,
+    /// `None` for an agent adopted from an earlier provider.
+    child: Option<Child>,
     pid: u32,
     sock: PathBuf,
-    /// Holds the socket and the agent's log; removed with the slot.
-    state: TempDir,
+    state: StateDir,
+}
+
+impl Running {
+    fn alive(&mut self) -> bool {
+        let waited = match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => Path::new(&format!("/proc/{}", self.pid)).exists(),
+        };
+        waited && !is_zombie(self.pid)
+    }
+
+    async fn reap(&mut self) {
+        match self.child.as_mut() {
+            Some(c) => {
+                let _ = tokio::time::timeout(REAP_TIMEOUT, c.wait()).await;
+            }
+            None => {
+                let end = Instant::now() + REAP_TIMEOUT;
+                while self.alive() && Instant::now() < end {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         // The provider went away without destroying the sandbox (a test's provider dropped):
         // the root goes with it and `--exit-with` ends the agent; TERM makes that immediate.
-        terminate(self.pid);
+        // A persistent sandbox's agent is meant to outlive the provider.
+        if matches!(self.state, StateDir::Temp(_)) {
+            terminate(self.pid);
+        }
     }
 }
 
 impl AgentSlot {
+    /// The slot of a persistent sandbox found on disk, with its agent if one still runs.
+    pub(super) fn adopted(state: &Path) -> Self {
+        let slot = AgentSlot::default();
+        if let Some(pid) = super::persist::live_agent(state) {
+            slot.pid.store(pid, Ordering::SeqCst);
+            slot.inner.try_lock().expect("new slot").running = Some(Running {
+                child: None,
+                pid,
+                sock: state.join("agent.sock"),
+                state: StateDir::Kept(state.to_path_buf()),
+            });
+        }
+        slot
+    }
+
     pub(super) fn pid(&self) -> Option<u32> {
         Some(self.pid.load(Ordering::SeqCst)).filter(|p| *p != 0)
     }
@@ -67,7 +131,7 @@ impl AgentSlot {
         &self,
         bin: &Path,
         root: &Path,
-        state_base: &Path,
+        place: Place<'_>,
         id: &str,
     ) -> Result<Arc<AgentConn>, ProviderError> {
         let mut slot = self.inner.lock().await;
@@ -75,10 +139,7 @@ impl AgentSlot {
             return Err(ProviderError::SandboxNotFound(id.to_string()));
         }
         // The child is asked first: a dead agent's connection may not have noticed yet.
-        let alive = match slot.running.as_mut() {
-            Some(r) => matches!(r.child.try_wait(), Ok(None)) && !is_zombie(r.pid),
-            None => false,
-        };
+        let alive = slot.running.as_mut().is_some_and(Running::alive);
         if let Some(c) = slot.conn.as_ref().filter(|c| alive && !c.is_closed()) {
             return Ok(c.clone());
         }
@@ -86,7 +147,7 @@ impl AgentSlot {
         if !alive {
             slot.running = None;
             self.pid.store(0, Ordering::SeqCst);
-            let r = start(bin, root, state_base, id)?;
+            let r = start(bin, root, place, id)?;
             self.pid.store(r.pid, Ordering::SeqCst);
             slot.running = Some(r);
         }
@@ -104,7 +165,7 @@ impl AgentSlot {
                     let log = std::fs::read_to_string(r.state.path().join("agent.log"))
                         .unwrap_or_default();
                     kill_group(r.pid as i32);
-                    let _ = tokio::time::timeout(REAP_TIMEOUT, r.child.wait()).await;
+                    r.reap().await;
                     tracing::warn!(sandbox = id, log = %log.trim(), "mock agent did not start");
                 }
                 return Err(e);
@@ -133,22 +194,32 @@ impl AgentSlot {
             if let Ok(pid) = i32::try_from(r.pid) {
                 kill_group(pid);
             }
-            let _ = tokio::time::timeout(REAP_TIMEOUT, r.child.wait()).await;
+            r.reap().await;
         }
         self.pid.store(0, Ordering::SeqCst);
     }
 }
 
-fn start(bin: &Path, root: &Path, state_base: &Path, id: &str) -> Result<Running, ProviderError> {
+fn start(bin: &Path, root: &Path, place: Place<'_>, id: &str) -> Result<Running, ProviderError> {
     let fail = |e| ProviderError::internal_with("starting the mock sandbox agent failed", e);
-    // A short name: a unix socket path has at most 107 bytes.
-    let short: String = id.chars().take(24).collect();
-    let state = tempfile::Builder::new()
-        .prefix(&format!("stacyvm-agent-{short}-"))
-        .tempdir_in(state_base)
-        .map_err(fail)?;
+    let state = match place {
+        Place::Temp(base) => {
+            // A short name: a unix socket path has at most 107 bytes.
+            let short: String = id.chars().take(24).collect();
+            let t = tempfile::Builder::new()
+                .prefix(&format!("stacyvm-agent-{short}-"))
+                .tempdir_in(base)
+                .map_err(fail)?;
+            StateDir::Temp(t)
+        }
+        Place::Kept(dir) => StateDir::Kept(dir.to_path_buf()),
+    };
     let sock = state.path().join("agent.sock");
-    let log = std::fs::File::create(state.path().join("agent.log")).map_err(fail)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.path().join("agent.log"))
+        .map_err(fail)?;
     let log2 = log.try_clone().map_err(fail)?;
     let mut cmd = Command::new(bin);
     // A clean environment, as for exec: the server's own (its config path, keys) must not reach
@@ -174,8 +245,12 @@ fn start(bin: &Path, root: &Path, state_base: &Path, id: &str) -> Result<Running
     let pid = child
         .id()
         .ok_or_else(|| ProviderError::internal("the mock agent exited at once"))?;
+    if let StateDir::Kept(dir) = &state {
+        // How a restarted provider finds the agent again.
+        std::fs::write(dir.join("agent.pid"), pid.to_string()).map_err(fail)?;
+    }
     Ok(Running {
-        child,
+        child: Some(child),
         pid,
         sock,
         state,
@@ -185,7 +260,11 @@ fn start(bin: &Path, root: &Path, state_base: &Path, id: &str) -> Result<Running
 async fn connect(r: &mut Running, id: &str, deadline: Instant) -> Result<AgentConn, ProviderError> {
     let unavailable = |what: String| ProviderError::Unavailable(format!("sandbox agent {what}"));
     loop {
-        if let Ok(Some(status)) = r.child.try_wait() {
+        let exited = match r.child.as_mut() {
+            Some(c) => c.try_wait().ok().flatten(),
+            None => None,
+        };
+        if let Some(status) = exited {
             let log = std::fs::read_to_string(r.state.path().join("agent.log")).unwrap_or_default();
             let last = log.lines().last().unwrap_or_default().to_string();
             return Err(unavailable(format!("exited at start ({status}): {last}")));

@@ -9,6 +9,7 @@ mod files;
 mod paths;
 #[cfg(test)]
 mod paths_prop;
+mod persist;
 mod stream;
 
 use std::collections::{HashMap, VecDeque};
@@ -45,12 +46,20 @@ struct Sandbox {
     /// The host directory and its canonical path (so symlink checks compare like with like),
     /// made on first use: a sandbox that is spawned and destroyed without being touched never
     /// costs a directory. Dropping the `TempDir` removes it.
-    dir: Option<(TempDir, PathBuf)>,
+    dir: Option<(Root, PathBuf)>,
     image: String,
     /// Cancels running execs when the sandbox is destroyed.
     cancel: CancellationToken,
     /// The background-process agent, started by the first process call.
     agent: Arc<AgentSlot>,
+}
+
+/// Who removes a sandbox's directory.
+enum Root {
+    /// Removed when dropped (the provider's sandboxes go with it).
+    Temp(TempDir),
+    /// A persistent sandbox's: removed by destroy only.
+    Kept,
 }
 
 #[derive(Default)]
@@ -75,6 +84,8 @@ pub struct MockProvider {
     buffered_streams: AtomicBool,
     /// The agent binary as configured; `None` = [`crate::agent::locate`]'s search.
     agent_path: Option<PathBuf>,
+    /// Sandboxes outlive the provider ([`MockProvider::persistent`]).
+    persistent: bool,
 }
 
 impl Default for MockProvider {
@@ -103,7 +114,33 @@ impl MockProvider {
             calls: Mutex::default(),
             buffered_streams: AtomicBool::new(false),
             agent_path: None,
+            persistent: false,
         }
+    }
+
+    /// Sandboxes under `base` that survive the provider: neither they nor their background
+    /// processes end when it goes away (even with `kill -9`), and a new provider on the same
+    /// `base` adopts them, reconnecting to their agents. Destroy still removes everything.
+    /// `base` must belong to this provider alone (e.g. under the control plane's data dir).
+    pub fn persistent(base: impl Into<PathBuf>) -> Self {
+        let mut p = Self::with_base_dir(base);
+        p.persistent = true;
+        let mut map = lock(&p.sandboxes);
+        for (meta, root) in persist::scan(&p.base_dir) {
+            let state = persist::state(&p.base_dir, &meta.id);
+            map.insert(
+                meta.id,
+                Sandbox {
+                    alive: true,
+                    dir: Some((Root::Kept, root)),
+                    image: meta.image,
+                    cancel: CancellationToken::new(),
+                    agent: Arc::new(AgentSlot::adopted(&state)),
+                },
+            );
+        }
+        drop(map);
+        p
     }
 
     /// Runs background processes with the agent binary at `path` (default: searched for, see
@@ -132,7 +169,13 @@ impl MockProvider {
             .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
         let bin = crate::agent::locate(self.agent_path.as_deref())
             .ok_or_else(|| crate::agent::missing("mock"))?;
-        let conn = slot.conn(&bin, &root, &self.base_dir, runtime_id).await?;
+        let state = persist::state(&self.base_dir, runtime_id);
+        let place = if self.persistent {
+            agent::Place::Kept(&state)
+        } else {
+            agent::Place::Temp(&self.base_dir)
+        };
+        let conn = slot.conn(&bin, &root, place, runtime_id).await?;
         Ok((conn, root))
     }
 
@@ -225,7 +268,7 @@ impl MockProvider {
             Some((_, root)) => root.clone(),
             None => {
                 let (dir, root) = self.create_root(runtime_id)?;
-                sb.dir = Some((dir, root.clone()));
+                sb.dir = Some((Root::Temp(dir), root.clone()));
                 root
             }
         };
@@ -303,8 +346,13 @@ impl Provider for MockProvider {
         self.enter("health", "")
     }
 
-    /// Ends every sandbox's background processes and agent: nothing stays running.
+    /// Ends every sandbox's background processes and agent: nothing stays running (except for
+    /// a [`MockProvider::persistent`] one, whose sandboxes outlive it).
     async fn shutdown(&self) {
+        if self.persistent {
+            // Persistent sandboxes and their processes outlive the provider by design.
+            return;
+        }
         let slots: Vec<Arc<AgentSlot>> = lock(&self.sandboxes)
             .values()
             .map(|s| s.agent.clone())
@@ -338,11 +386,18 @@ impl Provider for MockProvider {
                 spec.id
             )));
         }
+        // A persistent sandbox is on disk from the start: a restart must find it.
+        let dir = if self.persistent {
+            let root = persist::create(&self.base_dir, &spec.id, &spec.image)?;
+            Some((Root::Kept, root))
+        } else {
+            None
+        };
         map.insert(
             spec.id.clone(),
             Sandbox {
                 alive: true,
-                dir: None,
+                dir,
                 image: spec.image.clone(),
                 cancel: CancellationToken::new(),
                 agent: Arc::default(),
@@ -367,8 +422,19 @@ impl Provider for MockProvider {
         };
         // Processes first: they may hold files of the root open.
         agent.stop().await;
-        if let Some((dir, _)) = dir {
-            tokio::task::spawn_blocking(move || dir.close())
+        let remove =
+            match dir {
+                Some((Root::Temp(dir), _)) => Some(Box::new(move || dir.close())
+                    as Box<dyn FnOnce() -> std::io::Result<()> + Send>),
+                Some((Root::Kept, _)) => {
+                    let (base, id) = (self.base_dir.clone(), runtime_id.to_string());
+                    Some(Box::new(move || persist::remove(&base, &id))
+                        as Box<dyn FnOnce() -> std::io::Result<()> + Send>)
+                }
+                None => None,
+            };
+        if let Some(remove) = remove {
+            tokio::task::spawn_blocking(remove)
                 .await
                 .map_err(|e| ProviderError::internal_with("removing the sandbox failed", e))?
                 .map_err(|e| ProviderError::internal_with("removing the sandbox failed", e))?;
