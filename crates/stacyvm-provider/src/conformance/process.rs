@@ -385,6 +385,56 @@ pub async fn process_reattach(p: &dyn Provider, image: &str) -> Result<(), Check
     .await
 }
 
+/// A 1 MiB line and 1.5 MiB of stdin pass byte-exact; a buffer smaller than the output drops
+/// the oldest bytes and a read from 0 says so with a gap record that accounts for every byte.
+pub async fn process_large_and_gap(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("process_large_and_gap", p, image, |p, id| async move {
+        let mut spec = proc_sh("head -c 1048576 /dev/zero | tr '\\0' a; echo");
+        spec.output_buffer = Some(4 << 20);
+        let info = ok!(p.process_start(&id, spec).await);
+        let out = follow(p, &id, info.pid, 0).await?;
+        let mut want = vec![b'a'; 1 << 20];
+        want.push(b'\n');
+        ensure!(out.stdout == want, "1 MiB line: {} bytes", out.stdout.len());
+        ensure!(out.exit == Some((0, None)), "exit {:?}", out.exit);
+        // Stdin in several frames, every byte value.
+        let mut spec = proc_sh("cat");
+        spec.stdin = true;
+        spec.output_buffer = Some(4 << 20);
+        let info = ok!(p.process_start(&id, spec).await);
+        let data: Vec<u8> = (0..(3 << 19)).map(|i: u32| (i % 251) as u8).collect();
+        let n = ok!(p
+            .process_stdin(&id, info.pid, Bytes::from(data.clone()), true)
+            .await);
+        ensure!(n == data.len() as u64, "wrote {n}");
+        let out = follow(p, &id, info.pid, 0).await?;
+        ensure!(
+            out.stdout == data,
+            "stdin round trip: {} bytes",
+            out.stdout.len()
+        );
+        // 200 KiB through a 64 KiB buffer.
+        let mut spec = proc_sh("head -c 204800 /dev/zero");
+        spec.output_buffer = Some(64 << 10);
+        let info = ok!(p.process_start(&id, spec).await);
+        let out = follow(p, &id, info.pid, 0).await?;
+        let dropped = match out.records.first() {
+            Some(OutputRecord::Gap {
+                seq: 0,
+                dropped_bytes,
+            }) => *dropped_bytes,
+            other => return Err(format!("no gap record first: {other:?}")),
+        };
+        ensure!(
+            dropped + out.stdout.len() as u64 == 204_800 && out.stdout.len() <= 64 << 10,
+            "dropped {dropped} + kept {} != 204800",
+            out.stdout.len()
+        );
+        Ok(())
+    })
+    .await
+}
+
 /// Destroying the sandbox ends its processes; process calls then answer `SandboxNotFound`.
 pub async fn process_destroy(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
     let check = "process_destroy";

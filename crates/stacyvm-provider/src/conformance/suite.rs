@@ -74,6 +74,7 @@ macro_rules! __provider_conformance_checks {
             process_list_and_errors,
             process_pty,
             process_reattach,
+            process_large_and_gap,
             process_destroy,
             logs,
         }
