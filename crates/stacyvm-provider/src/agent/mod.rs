@@ -35,13 +35,33 @@ pub fn locate(configured: Option<&Path>) -> Option<PathBuf> {
         .ok()
         .and_then(|e| e.parent().map(|d| d.join(AGENT_NAME)));
     // A configured or named path that is missing is not silently replaced by another binary.
+    // Absolute and resolved: docker bind-mounts it.
     if let Some(p) = configured.map(Path::to_path_buf).or(env) {
-        return p.is_file().then_some(p);
+        return p.canonicalize().ok().filter(|p| p.is_file());
     }
     [Some(installed), beside, Some(PathBuf::from(REPO_BUILD))]
         .into_iter()
         .flatten()
         .find(|p| p.is_file())
+        .and_then(|p| p.canonicalize().ok())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configured_path_is_resolved_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("agent");
+        std::fs::write(&bin, b"").unwrap();
+        let rel = dir.path().join("sub/../agent");
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        assert_eq!(locate(Some(&rel)), Some(bin.canonicalize().unwrap()));
+        assert_eq!(locate(Some(&dir.path().join("missing"))), None);
+        assert_eq!(locate(Some(dir.path())), None, "a directory is no binary");
+    }
 }
 
 /// `$STACYVM_AGENT`, else the repository's release build, if it is a file: the agent built
