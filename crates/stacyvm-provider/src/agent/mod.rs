@@ -46,24 +46,6 @@ pub fn locate(configured: Option<&Path>) -> Option<PathBuf> {
         .and_then(|p| p.canonicalize().ok())
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_configured_path_is_resolved_or_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("agent");
-        std::fs::write(&bin, b"").unwrap();
-        let rel = dir.path().join("sub/../agent");
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        assert_eq!(locate(Some(&rel)), Some(bin.canonicalize().unwrap()));
-        assert_eq!(locate(Some(&dir.path().join("missing"))), None);
-        assert_eq!(locate(Some(dir.path())), None, "a directory is no binary");
-    }
-}
-
 /// `$STACYVM_AGENT`, else the repository's release build, if it is a file: the agent built
 /// from this checkout, for tests and development (the installed one may be older).
 pub fn built() -> Option<PathBuf> {
@@ -80,4 +62,22 @@ pub(crate) fn missing(provider: &str) -> ProviderError {
     ProviderError::Unavailable(format!(
         "provider {provider} has no stacyvm-agent for background processes: {HOW_TO_BUILD}"
     ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configured_path_is_resolved_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("agent");
+        std::fs::write(&bin, b"").unwrap();
+        let rel = dir.path().join("sub/../agent");
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        assert_eq!(locate(Some(&rel)), Some(bin.canonicalize().unwrap()));
+        assert_eq!(locate(Some(&dir.path().join("missing"))), None);
+        assert_eq!(locate(Some(dir.path())), None, "a directory is no binary");
+    }
 }
