@@ -48,6 +48,7 @@ step_setup() {
     have cargo || die "cargo not found (the Rust toolchain is expected on the machine)"
     cargo nextest --version >/dev/null 2>&1 || die "cargo-nextest not found"
     setup_python
+    setup_agent || die "building the agent (crates/stacyvm-agent) failed"
     setup_docker || backend_unavailable docker
     setup_postgres || backend_unavailable postgres
     setup_qemu || backend_unavailable qemu
@@ -64,7 +65,14 @@ step_clippy() {
 # Tests needing a backend are selected by nextest profiles and fail without it
 # (.config/nextest.toml). Under CI every test runs (profile ci); locally the fast set runs, then
 # the set of each backend found here.
+# Every test step needs the agent (background processes on mock and docker): build it unless
+# step setup did in this run.
+need_agent() {
+    [ -n "${STACYVM_AGENT:-}" ] || setup_agent || die "building the agent (crates/stacyvm-agent) failed"
+}
+
 step_nextest() {
+    need_agent
     # The Postgres tests read the DSN step setup exports; this step run alone starts the cluster.
     if [ -z "${STACYVM_TEST_PG_DSN:-}" ]; then
         setup_postgres || backend_unavailable postgres
@@ -88,6 +96,7 @@ step_build() {
 }
 
 step_e2e() {
+    need_agent
     [ -x "$VENV_DIR/bin/python" ] || setup_python
     [ -x "$STACYVM_BIN" ] || die "binary $STACYVM_BIN missing; run the build step first"
     local rc=0
@@ -104,6 +113,7 @@ step_e2e() {
 # suite runs on SQLite in step e2e, which also runs the two-control-plane tests).
 E2E_PG_FILES=(test_lifecycle.py test_exec.py test_files.py test_limits.py)
 step_e2e_pg() {
+    need_agent
     [ -x "$VENV_DIR/bin/python" ] || setup_python
     [ -x "$STACYVM_BIN" ] || die "binary $STACYVM_BIN missing; run the build step first"
     if [ -z "${STACYVM_TEST_PG_DSN:-}" ]; then
@@ -119,6 +129,7 @@ step_e2e_pg() {
 
 # The staging guide's flow, in its three credential modes (shared, signed, mTLS).
 step_smoke() {
+    need_agent
     [ -x "$STACYVM_BIN" ] || die "binary $STACYVM_BIN missing; run the build step first"
     local mode
     for mode in "" --signed --mtls; do
@@ -130,6 +141,7 @@ step_smoke() {
 
 # The benchmark program still runs (figures are printed, never asserted).
 step_bench() {
+    need_agent
     cargo run -p stacyvm-bench "${BUILD_FLAGS[@]}" -- --quick --bin "$STACYVM_BIN"
 }
 

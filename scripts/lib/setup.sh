@@ -127,6 +127,18 @@ setup_qemu() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# HOOK setup_agent: the static in-sandbox agent (crates/stacyvm-agent, its own workspace) built
+# from this checkout and exported as STACYVM_AGENT: the mock runs it on the host and docker
+# bind-mounts it into containers (docs/processes.md); tests and the e2e binary find it there.
+# ---------------------------------------------------------------------------------------------
+setup_agent() {
+    local bin="$REPO_ROOT/crates/stacyvm-agent/target/x86_64-unknown-linux-gnu/release/stacyvm-agent"
+    (cd "$REPO_ROOT/crates/stacyvm-agent" && cargo build --release --locked -q) || return 1
+    [ -x "$bin" ] || return 1
+    export STACYVM_AGENT="$bin"
+}
+
+# ---------------------------------------------------------------------------------------------
 # ready_backends: the nextest backend profiles (.config/nextest.toml) whose backend answers here
 # right now, one per line; cheap probes only, nothing is installed or started. What is missing
 # goes to stderr.

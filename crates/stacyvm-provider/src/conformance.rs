@@ -435,10 +435,12 @@ pub async fn exec_concurrent(p: &dyn Provider, image: &str) -> Result<(), CheckF
 // File operations live in their own module (after the macros it uses).
 mod files;
 mod links;
+mod process;
 mod stream;
 mod suite;
 pub use files::*;
 pub use links::*;
+pub use process::*;
 pub use stream::*;
 pub use suite::{checks, run_all, Check, CheckFuture, Fixture};
 

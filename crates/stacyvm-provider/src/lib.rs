@@ -1,5 +1,6 @@
 //! Isolation backends. Every backend implements [`Provider`] and passes `conformance`.
 
+pub mod agent;
 #[cfg(any(feature = "docker", feature = "microvm"))]
 mod cluster;
 mod config;

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use stacyvm_provider::conformance::{self, exec_collect, sh, spec, CheckFailure};
 use stacyvm_provider::{
-    ByteStream, ChunkSender, ExecRequest, FileStream, MicrovmProvider, Provider, ProviderError,
-    RuntimeInfo, SandboxSpec, Spawned,
+    ByteStream, ChunkSender, ExecRequest, FileStream, MicrovmProvider, ProcessSpec, Provider,
+    ProviderError, RecordStream, RuntimeInfo, SandboxSpec, Spawned,
 };
-use stacyvm_types::{FileInfo, SandboxState};
+use stacyvm_types::{FileInfo, Pid, ProcessInfo, PtySize, SandboxState, Signal};
 use tokio::time::timeout;
 
 use microvm_support::{config, image, BOOT_BOUND};
@@ -144,6 +144,48 @@ impl Provider for SharedVm {
     async fn list_runtimes(&self) -> Result<Option<Vec<RuntimeInfo>>, ProviderError> {
         self.inner.list_runtimes().await
     }
+    async fn process_start(
+        &self,
+        id: &str,
+        spec: ProcessSpec,
+    ) -> Result<ProcessInfo, ProviderError> {
+        self.inner.process_start(id, spec).await
+    }
+    async fn process_list(&self, id: &str) -> Result<Vec<ProcessInfo>, ProviderError> {
+        self.inner.process_list(id).await
+    }
+    async fn process_get(&self, id: &str, pid: Pid) -> Result<ProcessInfo, ProviderError> {
+        self.inner.process_get(id, pid).await
+    }
+    async fn process_output(
+        &self,
+        id: &str,
+        pid: Pid,
+        since: u64,
+        follow: bool,
+    ) -> Result<RecordStream, ProviderError> {
+        self.inner.process_output(id, pid, since, follow).await
+    }
+    async fn process_stdin(
+        &self,
+        id: &str,
+        pid: Pid,
+        data: Bytes,
+        close: bool,
+    ) -> Result<u64, ProviderError> {
+        self.inner.process_stdin(id, pid, data, close).await
+    }
+    async fn process_signal(
+        &self,
+        id: &str,
+        pid: Pid,
+        signal: Signal,
+    ) -> Result<ProcessInfo, ProviderError> {
+        self.inner.process_signal(id, pid, signal).await
+    }
+    async fn process_resize(&self, id: &str, pid: Pid, size: PtySize) -> Result<(), ProviderError> {
+        self.inner.process_resize(id, pid, size).await
+    }
 }
 
 async fn boot(p: &MicrovmProvider) -> String {
@@ -167,12 +209,12 @@ async fn suite_on_one_vm() {
         id: id.clone(),
     };
     let mut failures: Vec<CheckFailure> = Vec::new();
-    // `lifecycle` boots its own VM (its own test); `unknown_sandbox` runs on the provider itself,
-    // since the shared VM's destroy only forgets it.
+    // `lifecycle` boots its own VM (its own test); `unknown_sandbox` and `process_destroy` run
+    // on the provider itself, since the shared VM's destroy only forgets it.
     for check in conformance::checks() {
         if matches!(
             check.name,
-            "lifecycle" | "unknown_sandbox" | "files_stream_large"
+            "lifecycle" | "unknown_sandbox" | "files_stream_large" | "process_destroy"
         ) {
             continue;
         }
@@ -199,6 +241,15 @@ async fn suite_on_one_vm() {
         }),
     }
     let unknown = conformance::unknown_sandbox(&*p, &image()).await;
+    let t = Instant::now();
+    match timeout(BOOT_BOUND, conformance::process_destroy(&*p, &image())).await {
+        Ok(Ok(())) => eprintln!("ok   process_destroy ({:?})", t.elapsed()),
+        Ok(Err(f)) => failures.push(f),
+        Err(_) => failures.push(CheckFailure {
+            check: "process_destroy",
+            message: "timed out".into(),
+        }),
+    }
     timeout(Duration::from_secs(30), p.destroy(&id))
         .await
         .expect("destroy bound")

@@ -74,6 +74,7 @@ providers:
      default_image: "ubuntu:24.04", network_mode: none, seccomp_profile: /etc/seccomp.json,
      read_only_rootfs: true, memory: 1g, cpus: 2.5, pids_limit: 128, user: "1000:1000",
      dropped_caps: [NET_RAW], added_caps: [CHOWN], tmpfs: {/tmp: "rw,size=64m"},
+     agent_path: /opt/stacyvm-agent,
      pool_security:
        {per_user_uid: true, pid_namespace: true, workspace_permissions: false, hidepid: true}}
   e2b: {enabled: true, api_key: e2b-secret, base_url: "https://e2b.example.com"}

@@ -46,6 +46,10 @@ pub struct DockerConfig {
     pub tmpfs: BTreeMap<String, String>,
     /// Parsed for compatibility: belongs to the original's pool mode, which is not implemented.
     pub pool_security: DockerPoolSecurity,
+    /// The static `stacyvm-agent` bind-mounted into every new container as its process data
+    /// plane (docs/processes.md); a path on the Docker host. Empty = searched for
+    /// (`stacyvm_provider::agent::locate`). Without one, background processes are unavailable.
+    pub agent_path: String,
     /// Domain of the Traefik preview route `3000-<id>.<domain>`; not a file key, the factory
     /// copies `server.preview_domain` here.
     #[serde(skip)]
@@ -78,6 +82,7 @@ impl Default for DockerConfig {
             added_caps: Vec::new(),
             tmpfs: BTreeMap::new(),
             pool_security: DockerPoolSecurity::default(),
+            agent_path: String::new(),
             preview_domain: "localhost".into(),
             pull_timeout: Duration::from_secs(120),
             cluster: None,

@@ -68,6 +68,14 @@ macro_rules! __provider_conformance_checks {
             files_stream_roundtrip,
             files_stream_errors,
             files_stream_large,
+            process_output_streams,
+            process_stdin,
+            process_signal_timeout,
+            process_list_and_errors,
+            process_pty,
+            process_reattach,
+            process_large_and_gap,
+            process_destroy,
             logs,
         }
     };

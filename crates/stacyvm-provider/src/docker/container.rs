@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use bollard::container::LogOutput;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, ContainerStatsResponse,
-    ContainerSummaryStateEnum, HostConfig,
+    ContainerSummaryStateEnum, HostConfig, Mount, MountType,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
@@ -74,6 +74,22 @@ pub(crate) fn container_body(
     if s.read_only_rootfs {
         volumes.push("/tmp".to_string());
     }
+    let mut tmpfs = s.tmpfs.clone();
+    let mut mounts = Vec::new();
+    if let Some(agent) = &s.agent {
+        mounts.push(Mount {
+            target: Some(super::procs::AGENT_BIN.to_string()),
+            source: Some(agent.to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        // The agent's socket directory: writable whatever the root filesystem, for whichever
+        // user the container runs as (the agent runs as that user too).
+        tmpfs
+            .entry(super::procs::AGENT_RUN_DIR.to_string())
+            .or_insert_with(|| "mode=1777,size=1m".to_string());
+    }
     let host_config = HostConfig {
         memory,
         // Equal to memory: no swap, so the limit really bounds the sandbox.
@@ -85,8 +101,8 @@ pub(crate) fn container_body(
         security_opt: Some(security_opt),
         network_mode: Some(s.network_mode.clone()),
         readonly_rootfs: Some(s.read_only_rootfs),
-        tmpfs: Some(s.tmpfs.clone().into_iter().collect())
-            .filter(|t: &HashMap<_, _>| !t.is_empty()),
+        tmpfs: Some(tmpfs.into_iter().collect()).filter(|t: &HashMap<_, _>| !t.is_empty()),
+        mounts: Some(mounts).filter(|m| !m.is_empty()),
         init: Some(init),
         runtime: s.runtime.clone(),
         privileged: Some(false),
@@ -238,6 +254,7 @@ impl DockerProvider {
             Err(e) => return Err(api_err("removing the sandbox container failed", e)),
         }
         lock(&self.known).remove(runtime_id);
+        self.forget_agent(runtime_id).await;
         self.destroyed.remember(runtime_id);
         Ok(())
     }

@@ -13,6 +13,7 @@ mod exec;
 mod files;
 mod image;
 mod kill;
+mod procs;
 mod settings;
 mod stream;
 
@@ -53,6 +54,8 @@ pub struct DockerProvider {
     destroyed: Tombstones,
     /// image → keep-alive command.
     keepalive_cache: Mutex<HashMap<String, Vec<String>>>,
+    /// runtime id → the connection to its in-container agent (docs/processes.md).
+    agents: procs::Agents,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,7 +66,15 @@ impl DockerProvider {
     /// Validates `config` and connects (negotiating the API version). Does not require the
     /// daemon to be up unless `socket` names a TCP address; [`Provider::health`] pings it.
     pub async fn connect(config: DockerConfig) -> Result<Self, ProviderError> {
-        let settings = config.validate()?;
+        let mut settings = config.validate()?;
+        let configured = Some(config.agent_path.trim()).filter(|p| !p.is_empty());
+        settings.agent = crate::agent::locate(configured.map(std::path::Path::new));
+        if settings.agent.is_none() {
+            tracing::warn!(
+                "no stacyvm-agent found: background processes are unavailable on docker ({})",
+                crate::agent::HOW_TO_BUILD
+            );
+        }
         let docker = connect_client(&config.socket)?;
         let p = DockerProvider {
             docker,
@@ -73,6 +84,7 @@ impl DockerProvider {
             known: Mutex::new(HashMap::new()),
             destroyed: Tombstones::default(),
             keepalive_cache: Mutex::new(HashMap::new()),
+            agents: procs::Agents::default(),
         };
         p.negotiate().await;
         Ok(p)
@@ -373,6 +385,67 @@ impl Provider for DockerProvider {
         let networks = info.network_settings.and_then(|n| n.networks);
         Ok(container_ip(networks.as_ref(), &self.settings.network_mode)
             .map(|ip| std::net::SocketAddr::new(ip, port)))
+    }
+
+    async fn process_start(
+        &self,
+        runtime_id: &str,
+        spec: crate::ProcessSpec,
+    ) -> Result<stacyvm_types::ProcessInfo, ProviderError> {
+        self.proc_start(runtime_id, spec).await
+    }
+
+    async fn process_list(
+        &self,
+        runtime_id: &str,
+    ) -> Result<Vec<stacyvm_types::ProcessInfo>, ProviderError> {
+        self.proc_list(runtime_id).await
+    }
+
+    async fn process_get(
+        &self,
+        runtime_id: &str,
+        pid: stacyvm_types::Pid,
+    ) -> Result<stacyvm_types::ProcessInfo, ProviderError> {
+        self.proc_get(runtime_id, pid).await
+    }
+
+    async fn process_output(
+        &self,
+        runtime_id: &str,
+        pid: stacyvm_types::Pid,
+        since: u64,
+        follow: bool,
+    ) -> Result<crate::RecordStream, ProviderError> {
+        self.proc_output(runtime_id, pid, since, follow).await
+    }
+
+    async fn process_stdin(
+        &self,
+        runtime_id: &str,
+        pid: stacyvm_types::Pid,
+        data: Bytes,
+        close: bool,
+    ) -> Result<u64, ProviderError> {
+        self.proc_stdin(runtime_id, pid, data, close).await
+    }
+
+    async fn process_signal(
+        &self,
+        runtime_id: &str,
+        pid: stacyvm_types::Pid,
+        signal: stacyvm_types::Signal,
+    ) -> Result<stacyvm_types::ProcessInfo, ProviderError> {
+        self.proc_signal(runtime_id, pid, signal).await
+    }
+
+    async fn process_resize(
+        &self,
+        runtime_id: &str,
+        pid: stacyvm_types::Pid,
+        size: stacyvm_types::PtySize,
+    ) -> Result<(), ProviderError> {
+        self.proc_resize(runtime_id, pid, size).await
     }
 }
 

@@ -26,6 +26,9 @@ pub(crate) struct Settings {
     pub pull_timeout: Duration,
     /// Cluster label value for new containers and the listing filter (`crate::cluster`).
     pub cluster: Option<String>,
+    /// The agent binary to bind into new containers; set by `DockerProvider::connect` (a file
+    /// lookup, so validation stays pure).
+    pub agent: Option<std::path::PathBuf>,
 }
 
 fn invalid(key: &str, why: impl std::fmt::Display) -> ProviderError {
@@ -123,6 +126,7 @@ impl DockerConfig {
             },
             pull_timeout: self.pull_timeout,
             cluster: self.cluster.clone().filter(|c| !c.is_empty()),
+            agent: None,
         })
     }
 }

@@ -13,7 +13,9 @@
 //! image's template snapshot ([`snapshot`], built by the first spawn of the image), or a cold
 //! boot ([`boot`]) when snapshots are off or unusable.
 
-mod agent_conn;
+// Shared with the other providers; the submodules keep their `super::agent_conn` paths.
+use crate::agent::conn as agent_conn;
+use crate::agent::procs;
 mod boot;
 mod exec;
 mod files;
@@ -532,6 +534,70 @@ impl Provider for MicrovmProvider {
         }
         out.sort_by(|a, b| a.runtime_id.cmp(&b.runtime_id));
         Ok(Some(out))
+    }
+
+    // Background processes live in the guest agent's registry (docs/processes.md).
+
+    async fn process_start(
+        &self,
+        runtime_id: &str,
+        spec: crate::ProcessSpec,
+    ) -> Result<stacyvm_types::ProcessInfo, ProviderError> {
+        let msg = procs::start_msg(&spec)?;
+        procs::start(&self.vm(runtime_id)?.conn, msg).await
+    }
+
+    async fn process_list(
+        &self,
+        runtime_id: &str,
+    ) -> Result<Vec<stacyvm_types::ProcessInfo>, ProviderError> {
+        procs::list(&self.vm(runtime_id)?.conn).await
+    }
+
+    async fn process_get(
+        &self,
+        runtime_id: &str,
+        pid: stacyvm_types::Pid,
+    ) -> Result<stacyvm_types::ProcessInfo, ProviderError> {
+        procs::get(&self.vm(runtime_id)?.conn, pid).await
+    }
+
+    async fn process_output(
+        &self,
+        runtime_id: &str,
+        pid: stacyvm_types::Pid,
+        since: u64,
+        follow: bool,
+    ) -> Result<crate::RecordStream, ProviderError> {
+        procs::output(self.vm(runtime_id)?, pid, since, follow).await
+    }
+
+    async fn process_stdin(
+        &self,
+        runtime_id: &str,
+        pid: stacyvm_types::Pid,
+        data: Bytes,
+        close: bool,
+    ) -> Result<u64, ProviderError> {
+        procs::stdin(&self.vm(runtime_id)?.conn, pid, &data, close).await
+    }
+
+    async fn process_signal(
+        &self,
+        runtime_id: &str,
+        pid: stacyvm_types::Pid,
+        signal: stacyvm_types::Signal,
+    ) -> Result<stacyvm_types::ProcessInfo, ProviderError> {
+        procs::signal(&self.vm(runtime_id)?.conn, pid, signal).await
+    }
+
+    async fn process_resize(
+        &self,
+        runtime_id: &str,
+        pid: stacyvm_types::Pid,
+        size: stacyvm_types::PtySize,
+    ) -> Result<(), ProviderError> {
+        procs::resize(&self.vm(runtime_id)?.conn, pid, size).await
     }
 }
 

@@ -12,7 +12,7 @@
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
 use stacyvm_types::{StreamChunk, StreamKind};
@@ -36,18 +36,7 @@ pub(super) async fn run(
     out: ChunkSender,
     cancel: CancellationToken,
 ) -> Result<i32, ProviderError> {
-    let cwd = match req.workdir.as_deref() {
-        None | Some("") => root.join("workspace"),
-        Some(w) => {
-            let dir = resolve(root, w, true)?.host;
-            if !tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_dir()) {
-                return Err(ProviderError::InvalidInput(format!(
-                    "workdir {w:?} is not a directory"
-                )));
-            }
-            dir
-        }
-    };
+    let cwd = host_workdir(root, req.workdir.as_deref()).await?;
     let argv = req.argv();
     let Some((prog, args)) = argv.split_first().filter(|(p, _)| !p.trim().is_empty()) else {
         return Err(ProviderError::InvalidInput("command is required".into()));
@@ -60,9 +49,7 @@ pub(super) async fn run(
         .env_clear()
         .env("PATH", CLEAN_PATH)
         .envs(&req.env)
-        .env("HOME", root)
-        .env("WORKSPACE", root.join("workspace"))
-        .env("SANDBOX_ROOT", root)
+        .envs(sandbox_env(root))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -119,6 +106,35 @@ pub(super) async fn run(
     // again after reaping could hit a recycled process group id.
     group.finished = outcome.is_ok();
     outcome
+}
+
+/// The host directory a command runs in: `workdir` inside the sandbox, default `/workspace`.
+pub(super) async fn host_workdir(
+    root: &Path,
+    workdir: Option<&str>,
+) -> Result<PathBuf, ProviderError> {
+    match workdir {
+        None | Some("") => Ok(root.join("workspace")),
+        Some(w) => {
+            let dir = resolve(root, w, true)?.host;
+            if !tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_dir()) {
+                return Err(ProviderError::InvalidInput(format!(
+                    "workdir {w:?} is not a directory"
+                )));
+            }
+            Ok(dir)
+        }
+    }
+}
+
+/// What every command of the sandbox finds in its environment, over the request's own.
+pub(super) fn sandbox_env(root: &Path) -> [(String, String); 3] {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    [
+        ("HOME".into(), s(root)),
+        ("WORKSPACE".into(), s(&root.join("workspace"))),
+        ("SANDBOX_ROOT".into(), s(root)),
+    ]
 }
 
 fn receiver_gone() -> ProviderError {
@@ -216,7 +232,7 @@ impl Drop for Group {
 
 /// SIGKILLs every process in group `pgid` (> 1). Errors (the group is already empty) are moot.
 #[expect(unsafe_code, reason = "std has no safe way to signal a process group")]
-fn kill_group(pgid: i32) {
+pub(super) fn kill_group(pgid: i32) {
     if pgid <= 1 {
         return;
     }

@@ -3,27 +3,32 @@
 //! reference §6) and as a hand-written fake for control-plane tests: it records calls, can be
 //! told to fail, and can slow spawns down.
 
+mod agent;
 mod exec;
 mod files;
 mod paths;
 #[cfg(test)]
 mod paths_prop;
+mod persist;
 mod stream;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use stacyvm_types::{FileInfo, SandboxState};
+use stacyvm_types::{FileInfo, Pid, ProcessInfo, PtySize, SandboxState, Signal};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
+use self::agent::AgentSlot;
+use crate::agent::conn::AgentConn;
+use crate::agent::procs;
 use crate::{
-    ByteStream, ChunkSender, ExecRequest, FileStream, Provider, ProviderError, RuntimeInfo,
-    SandboxSpec, Spawned,
+    ByteStream, ChunkSender, ExecRequest, FileStream, ProcessSpec, Provider, ProviderError,
+    RecordStream, RuntimeInfo, SandboxSpec, Spawned,
 };
 
 /// One recorded provider call.
@@ -41,10 +46,20 @@ struct Sandbox {
     /// The host directory and its canonical path (so symlink checks compare like with like),
     /// made on first use: a sandbox that is spawned and destroyed without being touched never
     /// costs a directory. Dropping the `TempDir` removes it.
-    dir: Option<(TempDir, PathBuf)>,
+    dir: Option<(Root, PathBuf)>,
     image: String,
     /// Cancels running execs when the sandbox is destroyed.
     cancel: CancellationToken,
+    /// The background-process agent, started by the first process call.
+    agent: Arc<AgentSlot>,
+}
+
+/// Who removes a sandbox's directory.
+enum Root {
+    /// Removed when dropped (the provider's sandboxes go with it).
+    Temp(TempDir),
+    /// A persistent sandbox's: removed by destroy only.
+    Kept,
 }
 
 #[derive(Default)]
@@ -67,6 +82,10 @@ pub struct MockProvider {
     calls: Mutex<VecDeque<MockCall>>,
     /// Acts like a backend without a streaming file path (tests of the callers' caps).
     buffered_streams: AtomicBool,
+    /// The agent binary as configured; `None` = [`crate::agent::locate`]'s search.
+    agent_path: Option<PathBuf>,
+    /// Sandboxes outlive the provider ([`MockProvider::persistent`]).
+    persistent: bool,
 }
 
 impl Default for MockProvider {
@@ -94,7 +113,70 @@ impl MockProvider {
             faults: Mutex::default(),
             calls: Mutex::default(),
             buffered_streams: AtomicBool::new(false),
+            agent_path: None,
+            persistent: false,
         }
+    }
+
+    /// Sandboxes under `base` that survive the provider: neither they nor their background
+    /// processes end when it goes away (even with `kill -9`), and a new provider on the same
+    /// `base` adopts them, reconnecting to their agents. Destroy still removes everything.
+    /// `base` must belong to this provider alone (e.g. under the control plane's data dir).
+    pub fn persistent(base: impl Into<PathBuf>) -> Self {
+        let mut p = Self::with_base_dir(base);
+        p.persistent = true;
+        let mut map = lock(&p.sandboxes);
+        for (meta, root) in persist::scan(&p.base_dir) {
+            let state = persist::state(&p.base_dir, &meta.id);
+            map.insert(
+                meta.id,
+                Sandbox {
+                    alive: true,
+                    dir: Some((Root::Kept, root)),
+                    image: meta.image,
+                    cancel: CancellationToken::new(),
+                    agent: Arc::new(AgentSlot::adopted(&state)),
+                },
+            );
+        }
+        drop(map);
+        p
+    }
+
+    /// Runs background processes with the agent binary at `path` (default: searched for, see
+    /// [`crate::agent::locate`]).
+    pub fn with_agent(mut self, path: impl Into<PathBuf>) -> Self {
+        self.agent_path = Some(path.into());
+        self
+    }
+
+    /// The host pid of a sandbox's process agent, if one is running (for tests).
+    pub fn agent_pid(&self, runtime_id: &str) -> Option<u32> {
+        lock(&self.sandboxes).get(runtime_id)?.agent.pid()
+    }
+
+    /// The agent connection of a live sandbox (starting its agent on first use) and its root.
+    async fn agent(
+        &self,
+        method: &'static str,
+        runtime_id: &str,
+    ) -> Result<(Arc<AgentConn>, PathBuf), ProviderError> {
+        self.enter(method, runtime_id)?;
+        let (root, _) = self.live(runtime_id)?;
+        let slot = lock(&self.sandboxes)
+            .get(runtime_id)
+            .map(|s| s.agent.clone())
+            .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
+        let bin = crate::agent::locate(self.agent_path.as_deref())
+            .ok_or_else(|| crate::agent::missing("mock"))?;
+        let state = persist::state(&self.base_dir, runtime_id);
+        let place = if self.persistent {
+            agent::Place::Kept(&state)
+        } else {
+            agent::Place::Temp(&self.base_dir)
+        };
+        let conn = slot.conn(&bin, &root, place, runtime_id).await?;
+        Ok((conn, root))
     }
 
     /// The calls made so far (the newest 10,000), oldest first.
@@ -186,7 +268,7 @@ impl MockProvider {
             Some((_, root)) => root.clone(),
             None => {
                 let (dir, root) = self.create_root(runtime_id)?;
-                sb.dir = Some((dir, root.clone()));
+                sb.dir = Some((Root::Temp(dir), root.clone()));
                 root
             }
         };
@@ -264,6 +346,22 @@ impl Provider for MockProvider {
         self.enter("health", "")
     }
 
+    /// Ends every sandbox's background processes and agent: nothing stays running (except for
+    /// a [`MockProvider::persistent`] one, whose sandboxes outlive it).
+    async fn shutdown(&self) {
+        if self.persistent {
+            // Persistent sandboxes and their processes outlive the provider by design.
+            return;
+        }
+        let slots: Vec<Arc<AgentSlot>> = lock(&self.sandboxes)
+            .values()
+            .map(|s| s.agent.clone())
+            .collect();
+        for s in slots {
+            s.stop().await;
+        }
+    }
+
     async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
         self.enter("spawn", &spec.id)?;
         let delay = lock(&self.faults).spawn_delay;
@@ -288,13 +386,21 @@ impl Provider for MockProvider {
                 spec.id
             )));
         }
+        // A persistent sandbox is on disk from the start: a restart must find it.
+        let dir = if self.persistent {
+            let root = persist::create(&self.base_dir, &spec.id, &spec.image)?;
+            Some((Root::Kept, root))
+        } else {
+            None
+        };
         map.insert(
             spec.id.clone(),
             Sandbox {
                 alive: true,
-                dir: None,
+                dir,
                 image: spec.image.clone(),
                 cancel: CancellationToken::new(),
+                agent: Arc::default(),
             },
         );
         Ok(Spawned {
@@ -304,7 +410,7 @@ impl Provider for MockProvider {
 
     async fn destroy(&self, runtime_id: &str) -> Result<(), ProviderError> {
         self.enter("destroy", runtime_id)?;
-        let dir = {
+        let (dir, agent) = {
             let mut map = lock(&self.sandboxes);
             let sb = map
                 .get_mut(runtime_id)
@@ -312,10 +418,23 @@ impl Provider for MockProvider {
                 .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
             sb.alive = false;
             sb.cancel.cancel();
-            sb.dir.take()
+            (sb.dir.take(), std::mem::take(&mut sb.agent))
         };
-        if let Some((dir, _)) = dir {
-            tokio::task::spawn_blocking(move || dir.close())
+        // Processes first: they may hold files of the root open.
+        agent.stop().await;
+        let remove =
+            match dir {
+                Some((Root::Temp(dir), _)) => Some(Box::new(move || dir.close())
+                    as Box<dyn FnOnce() -> std::io::Result<()> + Send>),
+                Some((Root::Kept, _)) => {
+                    let (base, id) = (self.base_dir.clone(), runtime_id.to_string());
+                    Some(Box::new(move || persist::remove(&base, &id))
+                        as Box<dyn FnOnce() -> std::io::Result<()> + Send>)
+                }
+                None => None,
+            };
+        if let Some(remove) = remove {
+            tokio::task::spawn_blocking(remove)
                 .await
                 .map_err(|e| ProviderError::internal_with("removing the sandbox failed", e))?
                 .map_err(|e| ProviderError::internal_with("removing the sandbox failed", e))?;
@@ -517,5 +636,73 @@ impl Provider for MockProvider {
             .collect();
         out.sort_by(|a, b| a.runtime_id.cmp(&b.runtime_id));
         Ok(Some(out))
+    }
+
+    async fn process_start(
+        &self,
+        runtime_id: &str,
+        spec: ProcessSpec,
+    ) -> Result<ProcessInfo, ProviderError> {
+        let mut msg = procs::start_msg(&spec)?;
+        let (conn, root) = self.agent("process_start", runtime_id).await?;
+        // The agent runs on the host: it gets host paths, translated as exec does.
+        msg.workdir = exec::host_workdir(&root, spec.exec.workdir.as_deref())
+            .await?
+            .to_string_lossy()
+            .into_owned();
+        msg.env.extend(exec::sandbox_env(&root));
+        procs::start(&conn, msg).await
+    }
+
+    async fn process_list(&self, runtime_id: &str) -> Result<Vec<ProcessInfo>, ProviderError> {
+        let (conn, _) = self.agent("process_list", runtime_id).await?;
+        procs::list(&conn).await
+    }
+
+    async fn process_get(&self, runtime_id: &str, pid: Pid) -> Result<ProcessInfo, ProviderError> {
+        let (conn, _) = self.agent("process_get", runtime_id).await?;
+        procs::get(&conn, pid).await
+    }
+
+    async fn process_output(
+        &self,
+        runtime_id: &str,
+        pid: Pid,
+        since: u64,
+        follow: bool,
+    ) -> Result<RecordStream, ProviderError> {
+        let (conn, _) = self.agent("process_output", runtime_id).await?;
+        procs::output(conn, pid, since, follow).await
+    }
+
+    async fn process_stdin(
+        &self,
+        runtime_id: &str,
+        pid: Pid,
+        data: Bytes,
+        close: bool,
+    ) -> Result<u64, ProviderError> {
+        let (conn, _) = self.agent("process_stdin", runtime_id).await?;
+        procs::stdin(&conn, pid, &data, close).await
+    }
+
+    async fn process_signal(
+        &self,
+        runtime_id: &str,
+        pid: Pid,
+        signal: Signal,
+    ) -> Result<ProcessInfo, ProviderError> {
+        let (conn, _) = self.agent("process_signal", runtime_id).await?;
+        procs::signal(&conn, pid, signal).await
+    }
+
+    async fn process_resize(
+        &self,
+        runtime_id: &str,
+        pid: Pid,
+        size: PtySize,
+    ) -> Result<(), ProviderError> {
+        let (conn, _) = self.agent("process_resize", runtime_id).await?;
+        procs::resize(&conn, pid, size).await
     }
 }

@@ -33,6 +33,17 @@ pub async fn provider(config: DockerConfig) -> DockerProvider {
     let unusable = |why: String| -> ! {
         panic!("this test needs docker: {why} (run scripts/setup-docker.sh)")
     };
+    // The agent built from this checkout (the installed one may predate processes).
+    let config = DockerConfig {
+        agent_path: if config.agent_path.is_empty() {
+            stacyvm_provider::agent::built()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            config.agent_path.clone()
+        },
+        ..config
+    };
     let p = match DockerProvider::connect(config).await {
         Ok(p) => p,
         Err(e) => unusable(format!("cannot connect: {e}")),

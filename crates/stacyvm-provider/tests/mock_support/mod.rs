@@ -21,11 +21,18 @@ impl conformance::Fixture for Fixture {
     }
 }
 
+/// The agent built from this checkout; process tests need it (scripts/test.sh builds it).
+pub fn agent() -> PathBuf {
+    stacyvm_provider::agent::built().expect(
+        "no stacyvm-agent: cd crates/stacyvm-agent && cargo build --release (or set STACYVM_AGENT)",
+    )
+}
+
 pub fn fixture() -> Fixture {
     let base = tempfile::tempdir().unwrap();
     let path = base.path().canonicalize().unwrap();
     Fixture {
-        p: MockProvider::with_base_dir(&path),
+        p: MockProvider::with_base_dir(&path).with_agent(agent()),
         base: path,
         _base: base,
     }

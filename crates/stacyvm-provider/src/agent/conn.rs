@@ -1,7 +1,8 @@
-//! Host side of the agent protocol: one connection per VM over the unix socket QEMU binds to
-//! the guest's virtio-serial port. Requests are multiplexed by id; a reader task routes each
-//! reply to its waiter, and dropping every waiter when the stream ends makes all in-flight
-//! calls fail at once (the guest powers off when its agent dies).
+//! Host side of the agent protocol over any byte stream: the unix socket QEMU binds to a
+//! microvm guest's virtio-serial port, the agent's listening socket for the mock, the stdio of
+//! a `docker exec … --bridge` for docker. Requests are multiplexed by id; a reader task routes
+//! each reply to its waiter, and dropping every waiter when the stream ends makes all
+//! in-flight calls fail at once.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,8 +14,7 @@ use stacyvm_protocol::agent::{
     decode_body, encode_frame, parse_header, ErrorCode, FrameError, GuestFrame, GuestMsg,
     HostFrame, HostMsg, Identity, AGENT_PROTOCOL_MIN_VERSION, AGENT_PROTOCOL_VERSION, EVENT_ID,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -39,12 +39,16 @@ pub(crate) enum ConnError {
 
 type Waiters = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<GuestMsg>>>>;
 
+/// The halves of whatever byte stream carries the protocol.
+pub(crate) type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+pub(crate) type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub(crate) struct AgentConn {
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    writer: tokio::sync::Mutex<WriteHalf>,
     waiters: Waiters,
     next_id: AtomicU64,
     closed: Arc<AtomicBool>,
@@ -71,6 +75,7 @@ impl Drop for AgentConn {
 }
 
 /// Connects to `sock`, retrying while QEMU has not created it yet.
+#[cfg_attr(not(feature = "microvm"), allow(dead_code, reason = "microvm only"))]
 pub(crate) async fn connect(sock: &Path, deadline: Instant) -> Result<UnixStream, ConnError> {
     loop {
         match UnixStream::connect(sock).await {
@@ -90,6 +95,16 @@ impl AgentConn {
         deadline: Instant,
     ) -> Result<Self, ConnError> {
         let (r, w) = stream.into_split();
+        Self::handshake_over(Box::new(r), Box::new(w), hostname, deadline).await
+    }
+
+    /// [`Self::handshake`] over any pair of halves (a docker exec's demultiplexed stdio).
+    pub(crate) async fn handshake_over(
+        r: ReadHalf,
+        w: WriteHalf,
+        hostname: &str,
+        deadline: Instant,
+    ) -> Result<Self, ConnError> {
         let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
         let closed = Arc::new(AtomicBool::new(false));
         let reader = tokio::spawn(read_loop(r, waiters.clone(), closed.clone()));
@@ -119,6 +134,16 @@ impl AgentConn {
                 "unexpected handshake answer {other:?}"
             ))),
         }
+    }
+
+    /// Ends the connection now: every waiter (a following reader too) sees it closed. For
+    /// transports that may not report the end themselves (an exec attach whose container is
+    /// gone, under gVisor).
+    #[cfg_attr(not(feature = "docker"), allow(dead_code, reason = "docker only"))]
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.reader.abort();
+        lock(&self.waiters).clear();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -157,6 +182,7 @@ impl AgentConn {
     /// but `Ok` marks the connection closed: the VM reports unhealthy and every later call
     /// fails. The agent handles frames in order, so whatever the host sends after request `id`
     /// runs after it in the guest.
+    #[cfg_attr(not(feature = "microvm"), allow(dead_code, reason = "microvm only"))]
     pub(crate) fn expect_ok_later(
         &mut self,
         id: u64,
@@ -184,7 +210,9 @@ impl AgentConn {
     async fn send(&self, id: u64, msg: HostMsg) -> Result<(), ConnError> {
         let frame = encode_frame(&HostFrame { id, msg }).map_err(ConnError::Frame)?;
         let mut w = self.writer.lock().await;
-        w.write_all(&frame).await.map_err(ConnError::Io)
+        w.write_all(&frame).await.map_err(ConnError::Io)?;
+        // A bridged stream (docker exec stdin) may buffer.
+        w.flush().await.map_err(ConnError::Io)
     }
 
     /// A request with exactly one answer; an agent `Error` becomes [`ConnError::Agent`].
@@ -205,6 +233,7 @@ impl AgentConn {
     }
 
     /// Sends a new identity (protocol version 2) and waits for the agent to apply it.
+    #[cfg_attr(not(feature = "microvm"), allow(dead_code, reason = "microvm only"))]
     pub(crate) async fn identity(
         &self,
         identity: Identity,
@@ -226,6 +255,7 @@ impl AgentConn {
 
     /// Asks the agent to stop request `target` (kill an exec's process group, stop a glob);
     /// best effort.
+    #[cfg_attr(not(feature = "microvm"), allow(dead_code, reason = "microvm only"))]
     pub(crate) async fn cancel(&self, target: u64) {
         self.notify(HostMsg::Cancel { target }).await;
     }
@@ -291,7 +321,7 @@ impl<T: AsRef<AgentConn> + Send + Sync + 'static> Drop for AbortOnDrop<T> {
     }
 }
 
-async fn read_frame(r: &mut OwnedReadHalf) -> Result<GuestFrame, ConnError> {
+async fn read_frame(r: &mut ReadHalf) -> Result<GuestFrame, ConnError> {
     let mut h = [0u8; 8];
     r.read_exact(&mut h).await.map_err(ConnError::Io)?;
     let len = parse_header(&h).map_err(ConnError::Frame)?;
@@ -300,12 +330,12 @@ async fn read_frame(r: &mut OwnedReadHalf) -> Result<GuestFrame, ConnError> {
     decode_body(&body).map_err(ConnError::Frame)
 }
 
-async fn read_loop(mut r: OwnedReadHalf, waiters: Waiters, closed: Arc<AtomicBool>) {
+async fn read_loop(mut r: ReadHalf, waiters: Waiters, closed: Arc<AtomicBool>) {
     loop {
         match read_frame(&mut r).await {
             Ok(GuestFrame { id: EVENT_ID, msg }) => match msg {
                 GuestMsg::Log { line } => {
-                    tracing::debug!(target: "stacyvm::microvm::guest", "{line}")
+                    tracing::debug!(target: "stacyvm::agent", "{line}")
                 }
                 other => tracing::warn!(?other, "unsolicited agent message"),
             },

@@ -1,0 +1,475 @@
+//! The seven process calls of [`crate::Provider`] over an [`AgentConn`]: the one
+//! implementation every provider routes through. The registry itself lives in the agent; this
+//! only translates (ProcessSpec → `ProcStart`, `AgentProc` → `ProcessInfo`, base64 records →
+//! `OutputRecord`, agent error codes → `ProviderError`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use stacyvm_protocol::agent::{
+    AgentProc, AgentPty, AgentRecord, ErrorCode, GuestMsg, HostMsg, ProcStart,
+    AGENT_PROCESS_VERSION,
+};
+use stacyvm_protocol::base64;
+use stacyvm_types::{OutputRecord, OutputStream, Pid, ProcessInfo, ProcessState, PtySize, Signal};
+use tokio::sync::mpsc;
+
+use super::conn::{AbortOnDrop, AgentConn, ConnError};
+use crate::{ProcessSpec, ProviderError, RecordStream};
+
+/// Deadline of one process request (not of a read, which may follow for as long as it likes).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Stdin goes out in pieces of at most this many bytes, so a frame stays below the limit.
+const STDIN_CHUNK: usize = 512 * 1024;
+
+/// The `ProcStart` for `spec`, before the provider sets its workdir and environment.
+pub(crate) fn start_msg(spec: &ProcessSpec) -> Result<ProcStart, ProviderError> {
+    let argv = spec.exec.argv();
+    if argv.first().is_none_or(|p| p.trim().is_empty()) {
+        return Err(ProviderError::InvalidInput("command is required".into()));
+    }
+    if let Some(p) = spec.pty.filter(|p| !p.valid()) {
+        return Err(ProviderError::InvalidInput(format!(
+            "invalid terminal size {}x{}",
+            p.cols, p.rows
+        )));
+    }
+    Ok(ProcStart {
+        argv,
+        env: spec.exec.env.clone(),
+        workdir: spec.exec.workdir.clone().unwrap_or_default(),
+        timeout_ms: spec.exec.timeout.map(millis),
+        tag: spec.tag.clone(),
+        command: spec.exec.command.clone(),
+        args: spec.exec.args.clone(),
+        stdin: spec.stdin,
+        pty: spec.pty.map(|p| AgentPty {
+            cols: p.cols,
+            rows: p.rows,
+        }),
+        output_buffer: spec.output_buffer,
+        retain_exited_ms: spec.retain_exited.map(millis),
+    })
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Process calls need protocol version 3; an older agent (a microvm booted from old assets)
+/// answers none of them.
+fn check_version(conn: &AgentConn) -> Result<(), ProviderError> {
+    if conn.version >= AGENT_PROCESS_VERSION {
+        return Ok(());
+    }
+    Err(ProviderError::Unavailable(format!(
+        "sandbox agent too old for background processes (protocol {} < {AGENT_PROCESS_VERSION}); {}",
+        conn.version,
+        super::HOW_TO_BUILD
+    )))
+}
+
+/// Maps a failed agent call about process `pid` (0 when there is none yet).
+pub(crate) fn map_err(e: ConnError, pid: Pid) -> ProviderError {
+    match e {
+        ConnError::Agent { code, message } => match code {
+            ErrorCode::ProcessNotFound => ProviderError::ProcessNotFound(pid),
+            ErrorCode::StdinClosed => ProviderError::StdinClosed(pid),
+            ErrorCode::ProcessExited => ProviderError::ProcessExited(pid),
+            ErrorCode::NotAPty => ProviderError::NotAPty(pid),
+            // A missing program or workdir is the caller's mistake, as with exec.
+            ErrorCode::InvalidInput | ErrorCode::NotFound => ProviderError::InvalidInput(message),
+            ErrorCode::Version => ProviderError::Unavailable(message),
+            ErrorCode::Unknown | ErrorCode::Io => ProviderError::internal(message),
+        },
+        ConnError::Closed | ConnError::Io(_) => {
+            ProviderError::Unavailable("sandbox agent unreachable".into())
+        }
+        ConnError::Timeout => ProviderError::Unavailable("sandbox agent did not answer".into()),
+        e => ProviderError::internal_with("sandbox agent protocol error", e),
+    }
+}
+
+fn unexpected(m: GuestMsg) -> ProviderError {
+    ProviderError::internal(format!("unexpected agent answer {m:?}"))
+}
+
+async fn call(conn: &AgentConn, msg: HostMsg, pid: Pid) -> Result<GuestMsg, ProviderError> {
+    check_version(conn)?;
+    conn.call(msg, CALL_TIMEOUT)
+        .await
+        .map_err(|e| map_err(e, pid))
+}
+
+async fn call_proc(conn: &AgentConn, msg: HostMsg, pid: Pid) -> Result<ProcessInfo, ProviderError> {
+    match call(conn, msg, pid).await? {
+        GuestMsg::Proc { proc } => Ok(to_info(proc)),
+        m => Err(unexpected(m)),
+    }
+}
+
+pub(crate) fn to_info(p: AgentProc) -> ProcessInfo {
+    let state = if p.state == "exited" {
+        ProcessState::Exited
+    } else {
+        ProcessState::Running
+    };
+    ProcessInfo {
+        pid: p.pid,
+        tag: p.tag,
+        command: p.command,
+        args: p.args,
+        pty: p.pty,
+        stdin: p.stdin,
+        state,
+        exit_code: p.exit_code,
+        signal: p.signal.as_deref().and_then(Signal::parse),
+        started_at_ms: p.started_at_ms,
+        ended_at_ms: p.ended_at_ms,
+        next_seq: p.next_seq,
+    }
+}
+
+pub(crate) fn to_record(r: AgentRecord) -> Result<OutputRecord, ProviderError> {
+    let data_stream = match r.stream.as_str() {
+        "stdout" => Some(OutputStream::Stdout),
+        "stderr" => Some(OutputStream::Stderr),
+        "pty" => Some(OutputStream::Pty),
+        _ => None,
+    };
+    if let Some(stream) = data_stream {
+        let data = base64::decode(&r.data)
+            .ok_or_else(|| ProviderError::internal("agent sent invalid base64 output"))?;
+        return Ok(OutputRecord::Data {
+            seq: r.seq,
+            stream,
+            data,
+        });
+    }
+    match r.stream.as_str() {
+        "gap" => Ok(OutputRecord::Gap {
+            seq: r.seq,
+            dropped_bytes: r.dropped_bytes.unwrap_or(0),
+        }),
+        "exit" => Ok(OutputRecord::Exit {
+            seq: r.seq,
+            exit_code: r.exit_code.unwrap_or(-1),
+            signal: r.signal.as_deref().and_then(Signal::parse),
+        }),
+        other => Err(ProviderError::internal(format!(
+            "agent sent an output record of unknown stream {other:?}"
+        ))),
+    }
+}
+
+pub(crate) async fn start(conn: &AgentConn, msg: ProcStart) -> Result<ProcessInfo, ProviderError> {
+    call_proc(conn, HostMsg::ProcStart(msg), 0).await
+}
+
+pub(crate) async fn list(conn: &AgentConn) -> Result<Vec<ProcessInfo>, ProviderError> {
+    match call(conn, HostMsg::ProcList, 0).await? {
+        GuestMsg::Procs { procs } => Ok(procs.into_iter().map(to_info).collect()),
+        m => Err(unexpected(m)),
+    }
+}
+
+pub(crate) async fn get(conn: &AgentConn, pid: Pid) -> Result<ProcessInfo, ProviderError> {
+    call_proc(conn, HostMsg::ProcGet { pid }, pid).await
+}
+
+pub(crate) async fn signal(
+    conn: &AgentConn,
+    pid: Pid,
+    signal: Signal,
+) -> Result<ProcessInfo, ProviderError> {
+    let msg = HostMsg::ProcSignal {
+        pid,
+        signal: signal.as_str().to_string(),
+    };
+    call_proc(conn, msg, pid).await
+}
+
+pub(crate) async fn resize(conn: &AgentConn, pid: Pid, size: PtySize) -> Result<(), ProviderError> {
+    if !size.valid() {
+        return Err(ProviderError::InvalidInput(format!(
+            "invalid terminal size {}x{}",
+            size.cols, size.rows
+        )));
+    }
+    let msg = HostMsg::ProcResize {
+        pid,
+        cols: size.cols,
+        rows: size.rows,
+    };
+    match call(conn, msg, pid).await? {
+        GuestMsg::Ok => Ok(()),
+        m => Err(unexpected(m)),
+    }
+}
+
+/// Writes `data` in frame-sized pieces, closing stdin with the last one when `close`.
+pub(crate) async fn stdin(
+    conn: &AgentConn,
+    pid: Pid,
+    data: &[u8],
+    close: bool,
+) -> Result<u64, ProviderError> {
+    let mut written = 0;
+    let mut pieces: Vec<&[u8]> = data.chunks(STDIN_CHUNK).collect();
+    if pieces.is_empty() {
+        pieces.push(&[]);
+    }
+    let last = pieces.len() - 1;
+    for (i, piece) in pieces.into_iter().enumerate() {
+        let msg = HostMsg::ProcStdin {
+            pid,
+            data: base64::encode(piece),
+            close: close && i == last,
+        };
+        match call(conn, msg, pid).await? {
+            GuestMsg::Written { n } => written += n,
+            m => return Err(unexpected(m)),
+        }
+    }
+    Ok(written)
+}
+
+/// What a read's stream holds between items.
+struct Read<T: AsRef<AgentConn> + Send + Sync + 'static> {
+    rx: mpsc::UnboundedReceiver<GuestMsg>,
+    /// Cancels the agent's read (a follow would otherwise wait for the process) if the stream
+    /// is dropped before `ReadEnd`.
+    guard: Option<AbortOnDrop<T>>,
+    owner: Arc<T>,
+    id: u64,
+    pid: Pid,
+}
+
+impl<T: AsRef<AgentConn> + Send + Sync + 'static> Read<T> {
+    /// The read is over: no cancel needed, and the waiter goes.
+    fn finish(&mut self) {
+        if let Some(g) = self.guard.take() {
+            g.disarm();
+        }
+        (*self.owner).as_ref().forget(self.id);
+    }
+}
+
+/// Records with `seq >= since`, fed by the read's `Records` frames; with `follow` the stream
+/// ends after the exit record. Dropping it sends `Cancel` for the read; the process runs on.
+pub(crate) async fn output<T: AsRef<AgentConn> + Send + Sync + 'static>(
+    owner: Arc<T>,
+    pid: Pid,
+    since: u64,
+    follow: bool,
+) -> Result<RecordStream, ProviderError> {
+    let conn = (*owner).as_ref();
+    check_version(conn)?;
+    // A follow read answers nothing until there is output, so an unknown pid is found out
+    // first: it is an error of the call, not of the stream.
+    if follow {
+        get(conn, pid).await?;
+    }
+    let (id, mut rx) = conn
+        .start(HostMsg::ProcRead { pid, since, follow })
+        .await
+        .map_err(|e| map_err(e, pid))?;
+    let guard = AbortOnDrop::new(owner.clone(), HostMsg::Cancel { target: id }).forgetting(id);
+    let mut read = Read {
+        rx: mpsc::unbounded_channel().1,
+        guard: Some(guard),
+        owner,
+        id,
+        pid,
+    };
+    // A plain read answers at once; its first frame settles whether the pid exists.
+    let head = if follow {
+        (Vec::new(), false)
+    } else {
+        let first = match tokio::time::timeout(CALL_TIMEOUT, rx.recv()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(map_err(ConnError::Closed, pid)),
+            Err(_) => return Err(map_err(ConnError::Timeout, pid)),
+        };
+        if let GuestMsg::Error { code, message } = first {
+            read.finish();
+            return Err(map_err(ConnError::Agent { code, message }, pid));
+        }
+        batch(&mut read, first)
+    };
+    read.rx = rx;
+    let rest = futures_util::stream::unfold(Some(read), |state| async move {
+        let mut read = state?;
+        let m = read.rx.recv().await;
+        let (items, done) = match m {
+            None => (vec![Err(map_err(ConnError::Closed, read.pid))], true),
+            Some(m) => batch(&mut read, m),
+        };
+        Some((items, (!done).then_some(read)))
+    });
+    let (head, done) = head;
+    let head = futures_util::stream::iter(head);
+    let stream = if done {
+        head.boxed()
+    } else {
+        head.chain(rest.flat_map(futures_util::stream::iter))
+            .boxed()
+    };
+    Ok(stream)
+}
+
+/// The items of one answer frame, and whether the read is over.
+fn batch<T: AsRef<AgentConn> + Send + Sync + 'static>(
+    read: &mut Read<T>,
+    m: GuestMsg,
+) -> (Vec<Result<OutputRecord, ProviderError>>, bool) {
+    match m {
+        GuestMsg::Records { records } => (records.into_iter().map(to_record).collect(), false),
+        GuestMsg::ReadEnd => {
+            read.finish();
+            (Vec::new(), true)
+        }
+        GuestMsg::Error { code, message } => {
+            read.finish();
+            (
+                vec![Err(map_err(ConnError::Agent { code, message }, read.pid))],
+                true,
+            )
+        }
+        m => {
+            read.finish();
+            (vec![Err(unexpected(m))], true)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64, stream: &str) -> AgentRecord {
+        AgentRecord {
+            seq,
+            stream: stream.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn records_map_byte_exact() {
+        let data = AgentRecord {
+            data: base64::encode(b"a\0\xff"),
+            ..rec(7, "stderr")
+        };
+        assert_eq!(
+            to_record(data).unwrap(),
+            OutputRecord::Data {
+                seq: 7,
+                stream: OutputStream::Stderr,
+                data: b"a\0\xff".to_vec()
+            }
+        );
+        let gap = AgentRecord {
+            dropped_bytes: Some(9),
+            ..rec(0, "gap")
+        };
+        assert_eq!(
+            to_record(gap).unwrap(),
+            OutputRecord::Gap {
+                seq: 0,
+                dropped_bytes: 9
+            }
+        );
+        let exit = AgentRecord {
+            exit_code: Some(143),
+            signal: Some("TERM".into()),
+            ..rec(12, "exit")
+        };
+        assert_eq!(
+            to_record(exit).unwrap(),
+            OutputRecord::Exit {
+                seq: 12,
+                exit_code: 143,
+                signal: Some(Signal::Term)
+            }
+        );
+        assert!(to_record(rec(0, "video")).is_err());
+        let bad = AgentRecord {
+            data: "!!".into(),
+            ..rec(0, "pty")
+        };
+        assert!(to_record(bad).is_err());
+    }
+
+    #[test]
+    fn process_errors_keep_their_pid() {
+        let agent = |code| ConnError::Agent {
+            code,
+            message: "m".into(),
+        };
+        assert!(matches!(
+            map_err(agent(ErrorCode::ProcessNotFound), 4),
+            ProviderError::ProcessNotFound(4)
+        ));
+        assert!(matches!(
+            map_err(agent(ErrorCode::StdinClosed), 4),
+            ProviderError::StdinClosed(4)
+        ));
+        assert!(matches!(
+            map_err(agent(ErrorCode::ProcessExited), 4),
+            ProviderError::ProcessExited(4)
+        ));
+        assert!(matches!(
+            map_err(agent(ErrorCode::NotAPty), 4),
+            ProviderError::NotAPty(4)
+        ));
+        assert!(matches!(
+            map_err(agent(ErrorCode::InvalidInput), 4),
+            ProviderError::InvalidInput(_)
+        ));
+        assert!(matches!(
+            map_err(ConnError::Closed, 4),
+            ProviderError::Unavailable(_)
+        ));
+    }
+
+    #[test]
+    fn start_message_from_a_spec() {
+        let mut spec = ProcessSpec {
+            exec: crate::ExecRequest {
+                command: "echo".into(),
+                args: vec!["a b".into()],
+                timeout: Some(Duration::from_millis(1500)),
+                ..Default::default()
+            },
+            tag: "t".into(),
+            stdin: true,
+            pty: Some(PtySize { cols: 80, rows: 24 }),
+            output_buffer: Some(4096),
+            retain_exited: Some(Duration::from_secs(2)),
+        };
+        let m = start_msg(&spec).unwrap();
+        assert_eq!(m.argv, ["sh", "-c", "echo 'a b'"]);
+        assert_eq!(
+            (m.command.as_str(), m.args.clone()),
+            ("echo", vec!["a b".to_string()])
+        );
+        assert_eq!((m.timeout_ms, m.retain_exited_ms), (Some(1500), Some(2000)));
+        assert_eq!(m.pty, Some(AgentPty { cols: 80, rows: 24 }));
+        assert!(m.stdin && m.tag == "t" && m.output_buffer == Some(4096));
+        spec.pty = Some(PtySize { cols: 0, rows: 24 });
+        assert!(matches!(
+            start_msg(&spec),
+            Err(ProviderError::InvalidInput(_))
+        ));
+        spec.pty = None;
+        spec.exec.mode = stacyvm_types::ExecMode::Argv;
+        spec.exec.command = " ".into();
+        assert!(matches!(
+            start_msg(&spec),
+            Err(ProviderError::InvalidInput(_))
+        ));
+    }
+}
