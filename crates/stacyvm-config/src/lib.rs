@@ -38,7 +38,7 @@ pub use providers::{
 };
 pub use sections::{
     AuthSection, DatabaseSection, DefaultsSection, LimitsSection, LoggingSection, PoolSection,
-    RateLimitSection, RpcTlsSection, ServerSection, WorkerSection,
+    ProcessesSection, RateLimitSection, RpcTlsSection, ServerSection, WorkerSection,
 };
 pub use stacyvm_provider::{DockerConfig, DockerPoolSecurity, MicrovmConfig};
 pub use valid::{
@@ -66,6 +66,7 @@ pub struct Config {
     pub database: DatabaseSection,
     pub logging: LoggingSection,
     pub pool: PoolSection,
+    pub processes: ProcessesSection,
     /// The file this config was read from; `None` = built-in defaults (plus env).
     #[serde(skip)]
     pub source: Option<PathBuf>,

@@ -387,3 +387,32 @@ impl Default for PoolSection {
         }
     }
 }
+
+/// `processes.*`: background processes (docs/processes.md). What the process registry (the
+/// sandbox's agent) keeps, and where the agent binary is for providers that run it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessesSection {
+    /// Bytes of output kept per process; older output is dropped (and reported as a gap).
+    pub output_buffer: i64,
+    /// How long an exited process stays listed.
+    #[serde(deserialize_with = "de::duration")]
+    pub retain_exited: GoDuration,
+    /// The static `stacyvm-agent` binary for providers that run it (mock, docker); empty =
+    /// the provider's own lookup.
+    pub agent: String,
+}
+
+/// Bounds of `processes.output_buffer`: a page at least, a GiB at most (it is kept per process).
+pub const MIN_OUTPUT_BUFFER: i64 = 4096;
+pub const MAX_OUTPUT_BUFFER: i64 = 1 << 30;
+
+impl Default for ProcessesSection {
+    fn default() -> Self {
+        ProcessesSection {
+            output_buffer: 1 << 20,
+            retain_exited: GoDuration::from_std(std::time::Duration::from_secs(600)),
+            agent: String::new(),
+        }
+    }
+}

@@ -186,6 +186,16 @@ impl ValidConfig {
         u16::try_from(self.inner.server.port).unwrap_or_default()
     }
 
+    /// `processes.output_buffer` in bytes (validated positive).
+    pub fn process_output_buffer(&self) -> u64 {
+        u64::try_from(self.inner.processes.output_buffer).unwrap_or(1 << 20)
+    }
+
+    /// `processes.retain_exited`.
+    pub fn process_retain_exited(&self) -> Duration {
+        std_duration(self.inner.processes.retain_exited)
+    }
+
     pub fn max_body_bytes(&self) -> usize {
         usize::try_from(self.inner.server.max_body_bytes).unwrap_or(usize::MAX)
     }

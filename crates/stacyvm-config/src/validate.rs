@@ -42,6 +42,7 @@ pub(crate) fn validate_all(mut c: Config) -> std::result::Result<ValidConfig, In
     let trusted_proxies = check_trusted_proxies(&c, e);
     check_worker(&c, e);
     check_rpc_tls_certs(&c, e);
+    check_processes(&c, e);
     let provider = check_providers(&c, e);
     let docker_memory_bytes = keep(
         e,
@@ -304,6 +305,32 @@ fn is_loopback_host(host: &str) -> bool {
     h.eq_ignore_ascii_case("localhost")
         || h.parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn check_processes(c: &Config, errors: &mut Vec<ConfigError>) {
+    use crate::sections::{MAX_OUTPUT_BUFFER, MIN_OUTPUT_BUFFER};
+    let p = &c.processes;
+    if !(MIN_OUTPUT_BUFFER..=MAX_OUTPUT_BUFFER).contains(&p.output_buffer) {
+        errors.push(ConfigError::invalid(
+            "processes.output_buffer",
+            format!(
+                "{} is outside {MIN_OUTPUT_BUFFER}..={MAX_OUTPUT_BUFFER} bytes",
+                p.output_buffer
+            ),
+        ));
+    }
+    if p.retain_exited.is_negative() {
+        errors.push(ConfigError::invalid(
+            "processes.retain_exited",
+            "must not be negative",
+        ));
+    }
+    if !p.agent.is_empty() && !std::path::Path::new(&p.agent).is_absolute() {
+        errors.push(ConfigError::invalid(
+            "processes.agent",
+            format!("{:?} is not an absolute path", p.agent),
+        ));
+    }
 }
 
 fn check_server(c: &Config, errors: &mut Vec<ConfigError>) -> CorsOrigins {

@@ -62,6 +62,17 @@ pub enum EventData {
     QuotaDeleted {
         owner_id: String,
     },
+    /// A background process started or exited (`exit_code`/`signal` only on exit).
+    Process {
+        command: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        pid: stacyvm_types::Pid,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signal: Option<&'static str>,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        tag: String,
+    },
     /// Reconciliation (or an admin drain) changed a sandbox, runtime or worker.
     Reconcile(ReconcileAction),
     /// Another control plane's data, as it sent it.
@@ -69,6 +80,17 @@ pub enum EventData {
 }
 
 impl EventData {
+    /// `{"command", "exit_code"?, "pid", "signal"?, "tag"?}` of a process.
+    pub fn process(p: &stacyvm_types::ProcessInfo) -> Self {
+        EventData::Process {
+            command: p.command.clone(),
+            exit_code: p.exit_code,
+            pid: p.pid,
+            signal: p.signal.map(stacyvm_types::Signal::as_str),
+            tag: p.tag.clone(),
+        }
+    }
+
     /// `{"operation", "provider", "error"}`.
     pub fn failure(operation: &'static str, provider: &str, error: impl Into<String>) -> Self {
         EventData::Failure {

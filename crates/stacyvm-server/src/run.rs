@@ -101,6 +101,10 @@ pub fn settings_from(cfg: &ValidConfig) -> Settings {
         worker_stale_intervals: u32::try_from(c.worker.stale_after_intervals.max(1)).unwrap_or(3),
         admin_audit_retention: c.auth.admin_audit_retention,
         hostname,
+        processes: crate::settings::ProcessSettings {
+            output_buffer: Some(cfg.process_output_buffer()),
+            retain_exited: Some(cfg.process_retain_exited()),
+        },
     }
 }
 

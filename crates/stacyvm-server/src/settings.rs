@@ -130,6 +130,15 @@ pub struct Settings {
     pub worker_stale_intervals: u32,
     pub admin_audit_retention: GoDuration,
     pub hostname: String,
+    pub processes: ProcessSettings,
+}
+
+/// `processes.*`: what providers are asked to retain per process. `None` = the agent's own
+/// defaults (1 MiB of output, exited processes listed for 10 minutes).
+#[derive(Debug, Clone, Default)]
+pub struct ProcessSettings {
+    pub output_buffer: Option<u64>,
+    pub retain_exited: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -153,6 +162,7 @@ impl Default for Settings {
             worker_stale_intervals: 3,
             admin_audit_retention: GoDuration::ZERO,
             hostname: "localhost".into(),
+            processes: ProcessSettings::default(),
         }
     }
 }

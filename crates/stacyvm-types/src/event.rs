@@ -54,6 +54,8 @@ event_kinds! {
     SpawnQueueTimeout => "spawn.queue_timeout",
     QuotaSaved => "quota.saved",
     QuotaDeleted => "quota.deleted",
+    ProcessStarted => "process.started",
+    ProcessExited => "process.exited",
 }
 
 impl fmt::Display for EventKind {

@@ -8,7 +8,9 @@ mod extract;
 mod files;
 mod middleware;
 mod openapi;
+mod output;
 mod preview;
+mod processes;
 mod prometheus;
 mod quotas;
 mod rate_limit;
@@ -102,6 +104,7 @@ pub fn router(svc: Service) -> Router {
         .merge(sandboxes::routes())
         .merge(exec::routes())
         .merge(files::routes())
+        .merge(processes::routes())
         .merge(templates::routes())
         .merge(quotas::routes().layer(from_fn_with_state(
             state.clone(),

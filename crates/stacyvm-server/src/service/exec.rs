@@ -304,7 +304,7 @@ const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
 const MAX_EXEC_BYTES: usize = 1024 * 1024;
 
 /// Refuses a command the kernel would refuse (`E2BIG`), with a 400 instead of a failed start.
-fn check_exec_size(p: &ExecParams) -> ServiceResult<()> {
+pub(super) fn check_exec_size(p: &ExecParams) -> ServiceResult<()> {
     let env = p.env.iter().map(|(k, v)| k.len() + 1 + v.len());
     let sizes = [p.command.len()]
         .into_iter()

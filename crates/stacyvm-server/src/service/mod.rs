@@ -18,6 +18,7 @@ mod leases;
 mod lifecycle;
 mod placement;
 mod preview;
+mod processes;
 mod quotas;
 mod reconcile;
 mod routing;
@@ -38,6 +39,8 @@ pub use files::Files;
 pub(crate) use leases::lease_ttl;
 pub use lifecycle::EventSubscription;
 pub use preview::PreviewHost;
+pub use processes::{ProcessParams, Processes};
+
 pub use quotas::{OwnerUsage, QuotaInput, QuotaSummary, Quotas};
 pub use sandboxes::{Sandboxes, SpawnParams};
 use stacyvm_provider::ProviderRegistry;

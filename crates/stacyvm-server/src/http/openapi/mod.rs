@@ -25,7 +25,7 @@ pub use responses::*;
     ),
     servers((url = "/api/v1")),
     tags(
-        (name = "sandboxes"), (name = "exec"), (name = "files"), (name = "templates"),
+        (name = "sandboxes"), (name = "exec"), (name = "processes"), (name = "files"), (name = "templates"),
         (name = "quotas"), (name = "workers"), (name = "system"), (name = "admin"),
         (name = "worker"),
     ),

@@ -1,0 +1,341 @@
+//! Background processes (sandbox-model.md §1). The registry lives where the process runs (the
+//! sandbox's agent, reached through its provider, local or on a worker); this layer validates
+//! at the edge, routes, and publishes events. It keeps no per-process state of its own, so a
+//! restarted control plane sees every process again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use stacyvm_provider::{ExecRequest, ProcessSpec, Provider, RecordStream};
+use stacyvm_store::ExecLog;
+use stacyvm_types::{
+    parse_go_duration, EventKind, ExecMode, OutputRecord, Pid, ProcessInfo, ProcessState, PtySize,
+    Sandbox, SandboxId, Signal,
+};
+
+use super::bounds::{check_len, MAX_NAME};
+use super::exec::{check_exec_size, ExecParams};
+use super::Service;
+use crate::error::{ServiceError, ServiceResult};
+use crate::events::EventData;
+
+/// What a client asks to start (the body of `POST /sandboxes/{id}/processes`).
+#[derive(Debug, Clone, Default)]
+pub struct ProcessParams {
+    pub command: String,
+    pub args: Vec<String>,
+    pub mode: String,
+    pub env: BTreeMap<String, String>,
+    pub workdir: String,
+    /// Go duration; `""` or `"0s"` = none.
+    pub timeout: String,
+    pub tag: String,
+    pub stdin: bool,
+    pub pty: Option<PtySize>,
+}
+
+/// Background processes of sandboxes.
+#[derive(Clone, Copy)]
+pub struct Processes<'a> {
+    svc: &'a Service,
+}
+
+impl Service {
+    pub fn processes(&self) -> Processes<'_> {
+        Processes { svc: self }
+    }
+}
+
+/// The part of a start request that does not depend on the sandbox: checked before routing.
+fn spec(
+    p: &ProcessParams,
+    settings: &crate::settings::ProcessSettings,
+) -> ServiceResult<ProcessSpec> {
+    let mode = ExecMode::parse(&p.mode)
+        .ok_or_else(|| ServiceError::bad_request(format!("unsupported exec mode {:?}", p.mode)))?;
+    if p.command.trim().is_empty() {
+        return Err(ServiceError::bad_request("command is required"));
+    }
+    check_exec_size(&ExecParams {
+        command: p.command.clone(),
+        args: p.args.clone(),
+        env: p.env.clone(),
+        ..ExecParams::default()
+    })?;
+    check_len("tag", &p.tag, MAX_NAME)?;
+    let timeout = match p.timeout.trim() {
+        "" => None,
+        t => {
+            let d = parse_go_duration(t)
+                .map_err(|e| ServiceError::bad_request(format!("invalid timeout: {e}")))?;
+            if d.is_negative() {
+                return Err(ServiceError::bad_request("timeout cannot be negative"));
+            }
+            d.to_std().filter(|d| !d.is_zero())
+        }
+    };
+    if let Some(size) = p.pty {
+        if !size.valid() {
+            return Err(ServiceError::bad_request(format!(
+                "pty size {}x{} is out of range (1..={} each)",
+                size.cols,
+                size.rows,
+                stacyvm_types::MAX_PTY_DIM
+            )));
+        }
+    }
+    Ok(ProcessSpec {
+        exec: ExecRequest {
+            command: p.command.clone(),
+            args: p.args.clone(),
+            mode,
+            env: p.env.clone(),
+            workdir: Some(p.workdir.trim().to_string()).filter(|w| !w.is_empty()),
+            timeout,
+        },
+        tag: p.tag.clone(),
+        stdin: p.stdin,
+        pty: p.pty,
+        output_buffer: settings.output_buffer,
+        retain_exited: settings.retain_exited,
+    })
+}
+
+impl Processes<'_> {
+    /// The sandbox and the provider that runs it; the same lookups (and errors) as exec.
+    async fn route(self, id: &SandboxId) -> ServiceResult<(Sandbox, Arc<dyn Provider>)> {
+        let sb = self.svc.sandboxes().get(id).await?;
+        let provider = self.svc.provider_for(&sb).await?;
+        Ok((sb, provider))
+    }
+
+    /// Starts a process. It then belongs to the sandbox: it outlives this request and this
+    /// control plane.
+    pub async fn start(self, id: &SandboxId, p: ProcessParams) -> ServiceResult<ProcessInfo> {
+        let spec = spec(&p, &self.svc.settings.processes)?;
+        let (sb, provider) = self.route(id).await?;
+        let command_line = spec.exec.argv().join(" ");
+        let info = provider
+            .process_start(sb.runtime_id(), spec)
+            .await
+            .map_err(ServiceError::from)?;
+        self.svc.events.publish(
+            EventKind::ProcessStarted,
+            Some(id),
+            Some(EventData::process(&info)),
+        );
+        // Audit trail as for exec: the row records the start (the exit code is not known yet,
+        // -1; the exit event carries it).
+        let log = ExecLog {
+            sandbox_id: id.clone(),
+            command: command_line,
+            exit_code: -1,
+            stdout: String::new(),
+            stderr: String::new(),
+            duration_ms: 0,
+            created_at: chrono::Utc::now(),
+        };
+        if let Err(e) = self.svc.store.insert_exec_log(&log).await {
+            tracing::warn!(sandbox_id = %id, error = %e, "exec log of a process start not stored");
+        }
+        self.watch_exit(id, provider, sb.runtime_id().to_string(), &info);
+        Ok(info)
+    }
+
+    /// Follows the process's output from its current end, discarding data, to publish its exit.
+    /// Owned by the service's task tracker and cancelled on shutdown; it ends with the process,
+    /// the sandbox (its stream fails) or the control plane. A restarted control plane does not
+    /// resume it: exits after a restart are seen by clients in the process list only.
+    fn watch_exit(
+        self,
+        id: &SandboxId,
+        provider: Arc<dyn Provider>,
+        runtime_id: String,
+        info: &ProcessInfo,
+    ) {
+        let svc = self.svc.clone();
+        let id = id.clone();
+        let pid = info.pid;
+        let since = info.next_seq;
+        let started = info.clone();
+        self.svc.tasks.spawn(async move {
+            let follow = async {
+                let mut stream = provider
+                    .process_output(&runtime_id, pid, since, true)
+                    .await
+                    .ok()?;
+                while let Some(rec) = stream.next().await {
+                    match rec {
+                        Ok(OutputRecord::Exit {
+                            exit_code, signal, ..
+                        }) => return Some((exit_code, signal)),
+                        Ok(_) => {}
+                        Err(_) => return None,
+                    }
+                }
+                None
+            };
+            let exit = tokio::select! {
+                e = follow => e,
+                () = svc.shutdown.cancelled() => None,
+            };
+            if let Some((exit_code, signal)) = exit {
+                let mut ended = started;
+                ended.state = ProcessState::Exited;
+                ended.exit_code = Some(exit_code);
+                ended.signal = signal;
+                svc.events.publish(
+                    EventKind::ProcessExited,
+                    Some(&id),
+                    Some(EventData::process(&ended)),
+                );
+            }
+        });
+    }
+
+    /// Running and retained exited processes, newest first.
+    pub async fn list(self, id: &SandboxId) -> ServiceResult<Vec<ProcessInfo>> {
+        let (sb, provider) = self.route(id).await?;
+        Ok(provider.process_list(sb.runtime_id()).await?)
+    }
+
+    pub async fn get(self, id: &SandboxId, pid: Pid) -> ServiceResult<ProcessInfo> {
+        let (sb, provider) = self.route(id).await?;
+        Ok(provider.process_get(sb.runtime_id(), pid).await?)
+    }
+
+    /// Output records with `seq >= since`, in order; with `follow` the stream stays open until
+    /// the exit record. Dropping the stream ends the read, never the process. Unknown pids fail
+    /// here, before anything is streamed.
+    pub async fn output(
+        self,
+        id: &SandboxId,
+        pid: Pid,
+        since: u64,
+        follow: bool,
+    ) -> ServiceResult<RecordStream> {
+        let (sb, provider) = self.route(id).await?;
+        Ok(provider
+            .process_output(sb.runtime_id(), pid, since, follow)
+            .await?)
+    }
+
+    /// Appends `data` to the process's stdin (closing it after with `close`); the bytes written.
+    pub async fn stdin(
+        self,
+        id: &SandboxId,
+        pid: Pid,
+        data: Bytes,
+        close: bool,
+    ) -> ServiceResult<u64> {
+        let (sb, provider) = self.route(id).await?;
+        Ok(provider
+            .process_stdin(sb.runtime_id(), pid, data, close)
+            .await?)
+    }
+
+    /// `signal` with or without `SIG`; an unknown name is a 400.
+    pub async fn signal(
+        self,
+        id: &SandboxId,
+        pid: Pid,
+        signal: &str,
+    ) -> ServiceResult<ProcessInfo> {
+        let sig = Signal::parse(signal).ok_or_else(|| {
+            ServiceError::bad_request(format!(
+                "unknown signal {signal:?} (one of {})",
+                Signal::ALL.map(Signal::as_str).join(", ")
+            ))
+        })?;
+        let (sb, provider) = self.route(id).await?;
+        Ok(provider.process_signal(sb.runtime_id(), pid, sig).await?)
+    }
+
+    pub async fn resize(self, id: &SandboxId, pid: Pid, size: PtySize) -> ServiceResult<()> {
+        if !size.valid() {
+            return Err(ServiceError::bad_request(format!(
+                "pty size {}x{} is out of range (1..={} each)",
+                size.cols,
+                size.rows,
+                stacyvm_types::MAX_PTY_DIM
+            )));
+        }
+        let (sb, provider) = self.route(id).await?;
+        Ok(provider.process_resize(sb.runtime_id(), pid, size).await?)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::settings::ProcessSettings;
+
+    fn params(command: &str) -> ProcessParams {
+        ProcessParams {
+            command: command.into(),
+            ..ProcessParams::default()
+        }
+    }
+
+    #[test]
+    fn start_requests_are_checked_at_the_edge() {
+        let s = ProcessSettings {
+            output_buffer: Some(4096),
+            retain_exited: None,
+        };
+        let ok = spec(&params("sleep 1"), &s).unwrap();
+        assert_eq!(ok.exec.timeout, None);
+        assert_eq!(ok.output_buffer, Some(4096));
+        for t in ["", "0s", " 0s "] {
+            let p = ProcessParams {
+                timeout: t.into(),
+                ..params("x")
+            };
+            assert_eq!(spec(&p, &s).unwrap().exec.timeout, None, "{t:?}");
+        }
+        let p = ProcessParams {
+            timeout: "1m30s".into(),
+            ..params("x")
+        };
+        assert_eq!(
+            spec(&p, &s).unwrap().exec.timeout,
+            Some(std::time::Duration::from_secs(90))
+        );
+        let bad = [
+            params(" "),
+            ProcessParams {
+                mode: "python".into(),
+                ..params("x")
+            },
+            ProcessParams {
+                timeout: "-1s".into(),
+                ..params("x")
+            },
+            ProcessParams {
+                timeout: "soon".into(),
+                ..params("x")
+            },
+            ProcessParams {
+                tag: "t".repeat(MAX_NAME + 1),
+                ..params("x")
+            },
+            ProcessParams {
+                pty: Some(PtySize { cols: 0, rows: 24 }),
+                ..params("x")
+            },
+            ProcessParams {
+                args: vec!["a".repeat(200 * 1024)],
+                ..params("x")
+            },
+        ];
+        for p in bad {
+            assert!(
+                matches!(spec(&p, &s), Err(ServiceError::BadRequest(_))),
+                "{p:?}"
+            );
+        }
+    }
+}
