@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod fake_procs;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +123,29 @@ impl TestAppBuilder {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Like [`Self::build`], with background processes kept in memory ([`fake_procs`]) over
+    /// the mock.
+    pub async fn build_with_processes(self) -> (TestApp, Arc<fake_procs::FakeProcs>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("stacyvm.db");
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(db.to_str().unwrap()).await.unwrap());
+        let mock = Arc::new(MockProvider::with_base_dir(dir.path().join("sandboxes")));
+        let fake = Arc::new(fake_procs::FakeProcs::new(mock.clone()));
+        let mut providers = ProviderRegistry::new();
+        providers.register(fake.clone());
+        assert!(providers.set_default("mock"));
+        let svc = Service::new(store.clone(), providers, self.settings);
+        let app = TestApp {
+            router: router(svc.clone()),
+            svc,
+            store,
+            mock,
+            dir,
+        };
+        (app, fake)
     }
 
     pub async fn build(self) -> TestApp {
