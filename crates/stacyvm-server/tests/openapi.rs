@@ -81,6 +81,14 @@ async fn document_is_served_and_well_formed() {
         ("GET", "/api/v1/providers/{name}"),
         ("POST", "/api/v1/worker/{id}/heartbeat"),
         ("GET", "/api/v1/openapi.json"),
+        ("POST", "/api/v1/sandboxes/{id}/processes"),
+        ("GET", "/api/v1/sandboxes/{id}/processes"),
+        ("GET", "/api/v1/sandboxes/{id}/processes/{pid}"),
+        ("GET", "/api/v1/sandboxes/{id}/processes/{pid}/output"),
+        ("POST", "/api/v1/sandboxes/{id}/processes/{pid}/stdin"),
+        ("POST", "/api/v1/sandboxes/{id}/processes/{pid}/signal"),
+        ("POST", "/api/v1/sandboxes/{id}/processes/{pid}/resize"),
+        ("GET", "/api/v1/sandboxes/{id}/processes/{pid}/attach"),
     ] {
         assert!(
             all.contains(&(m.into(), p.into())),
@@ -90,7 +98,7 @@ async fn document_is_served_and_well_formed() {
     }
     assert!(!all.contains(&("DELETE".into(), "/api/v1/workers/{id}".into())));
     assert!(!all.contains(&("GET".into(), "/api/v1/admin/health".into())));
-    assert_eq!(all.len(), 70, "operations:\n{}", show(&all));
+    assert_eq!(all.len(), 78, "operations:\n{}", show(&all));
 
     let mut ids = BTreeSet::new();
     for (path, item) in d["paths"].as_object().unwrap() {

@@ -36,6 +36,10 @@ pub const ERROR_CODES: &[&str] = &[
     "PREVIEW_REMOTE_UNSUPPORTED",
     "PREVIEW_UPSTREAM_UNREACHABLE",
     "PREVIEW_LOOP",
+    "PROCESS_NOT_FOUND",
+    "STDIN_CLOSED",
+    "PROCESS_EXITED",
+    "NOT_A_PTY",
 ];
 
 fn code_schema() -> utoipa::openapi::Object {

@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::JsonBody;
-use super::openapi::{BadRequest, NotFound, Unavailable};
+use super::openapi::{BadRequest, NotAPty, NotFound, ProcessNotFound, StdinRefused, Unavailable};
 use super::output::{record_line, Encoding, TextDecoder};
 use super::views::Status;
 use super::{json_response, ok, AppState};
@@ -175,7 +175,7 @@ async fn list(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Result<R
     tag = "processes", params(ProcessPath),
     responses(
         (status = 200, description = "The process", body = ProcessView),
-        (status = 404, description = "`NOT_FOUND` (sandbox) or `PROCESS_NOT_FOUND`", body = super::error::ErrorBody),
+        (status = 404, response = ProcessNotFound),
     ))]
 async fn get(
     State(st): State<AppState>,
@@ -213,7 +213,7 @@ struct OutputQuery {
             content_type = "application/x-ndjson", body = String,
             example = "{\"seq\":0,\"stream\":\"stdout\",\"data\":\"hi\\n\"}\n{\"seq\":3,\"stream\":\"exit\",\"exit_code\":0,\"signal\":null}\n"),
         (status = 400, response = BadRequest),
-        (status = 404, description = "`NOT_FOUND` (sandbox) or `PROCESS_NOT_FOUND`", body = super::error::ErrorBody),
+        (status = 404, response = ProcessNotFound),
     ))]
 async fn output(
     State(st): State<AppState>,
@@ -315,8 +315,8 @@ struct StdinQuery {
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
         (status = 200, description = "Written", body = Written),
-        (status = 404, description = "`NOT_FOUND` (sandbox) or `PROCESS_NOT_FOUND`", body = super::error::ErrorBody),
-        (status = 409, description = "`STDIN_CLOSED` (started without `stdin`, or closed) or `PROCESS_EXITED`", body = super::error::ErrorBody),
+        (status = 404, response = ProcessNotFound),
+        (status = 409, response = StdinRefused),
         (status = 413, response = super::openapi::PayloadTooLarge),
     ))]
 async fn stdin(
@@ -366,7 +366,7 @@ struct SignalBody {
     responses(
         (status = 200, description = "The process after the signal was sent", body = ProcessView),
         (status = 400, response = BadRequest),
-        (status = 404, description = "`NOT_FOUND` (sandbox) or `PROCESS_NOT_FOUND`", body = super::error::ErrorBody),
+        (status = 404, response = ProcessNotFound),
     ))]
 async fn signal(
     State(st): State<AppState>,
@@ -384,8 +384,8 @@ async fn signal(
     responses(
         (status = 200, description = "`resized`", body = Status),
         (status = 400, response = BadRequest),
-        (status = 404, description = "`NOT_FOUND` (sandbox) or `PROCESS_NOT_FOUND`", body = super::error::ErrorBody),
-        (status = 409, description = "`NOT_A_PTY`", body = super::error::ErrorBody),
+        (status = 404, response = ProcessNotFound),
+        (status = 409, response = NotAPty),
     ))]
 async fn resize(
     State(st): State<AppState>,
@@ -416,7 +416,7 @@ struct AttachQuery {
     responses(
         (status = 101, description = "Switching protocols"),
         (status = 400, response = BadRequest),
-        (status = 404, description = "`NOT_FOUND` (sandbox) or `PROCESS_NOT_FOUND`", body = super::error::ErrorBody),
+        (status = 404, response = ProcessNotFound),
     ))]
 async fn attach(
     State(st): State<AppState>,

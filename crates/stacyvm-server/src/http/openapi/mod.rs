@@ -34,7 +34,8 @@ pub use responses::*;
         schemas(super::error::ErrorBody, crate::events::EventWire, OwnerIdString),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, FileNotFound, Conflict, Timeout,
-            PayloadTooLarge, ResourceLimit, InternalError, Unavailable, WorkerUnauthorized,
+            PayloadTooLarge, ResourceLimit, InternalError, Unavailable, ProcessNotFound,
+            StdinRefused, NotAPty, WorkerUnauthorized,
             WorkerForbidden, WorkerAuthUnavailable,
         ),
     ),

@@ -62,6 +62,15 @@ error_responses! {
         [("", "INTERNAL_ERROR", "injected spawn failure")];
     Unavailable: "Provider or remote worker unavailable",
         [("", "UNAVAILABLE", "provider unavailable: docker daemon not reachable")];
+    ProcessNotFound: "Unknown sandbox (`NOT_FOUND`) or process (`PROCESS_NOT_FOUND`)", [
+        ("process", "PROCESS_NOT_FOUND", "process not found: 4242"),
+        ("sandbox", "NOT_FOUND", "sandbox not found: sb-0123abcd"),
+    ];
+    StdinRefused: "Stdin closed or never opened (`STDIN_CLOSED`), or the process exited (`PROCESS_EXITED`)", [
+        ("closed", "STDIN_CLOSED", "stdin of process 7 is closed"),
+        ("exited", "PROCESS_EXITED", "process 7 has exited"),
+    ];
+    NotAPty: "The process has no terminal", [("", "NOT_A_PTY", "process 7 has no terminal")];
     WorkerUnauthorized: "Missing or wrong worker credentials",
         [("", "UNAUTHORIZED", "invalid or missing worker credentials")];
     WorkerForbidden: "Credential for another worker (code `UNAUTHORIZED`) or scope missing (code `FORBIDDEN`)", [
