@@ -222,6 +222,81 @@ fn goldens() -> Vec<(RpcRequest, String)> {
             ),
             r#"{"id":"file-write-stream-sb-1","method":"worker.file_write_stream","worker_id":"w","params":{"mode":"0644","path":"/workspace/a","provider":"mock","sandbox_id":"sb-1"}}"#.into(),
         ),
+        (
+            req(
+                RpcCall::ProcessStart(ProcessStartParams {
+                    exec: exec("npm run dev"),
+                    tag: "web".into(),
+                    stdin: true,
+                    pty: Some(stacyvm_types::PtySize { cols: 80, rows: 24 }),
+                    output_buffer: Some(1 << 20),
+                    retain_exited_ms: Some(600_000),
+                }),
+                None,
+            ),
+            r#"{"id":"process-start-sb-1","method":"worker.process_start","worker_id":"w","params":{"command":"npm run dev","mode":"shell","output_buffer":1048576,"provider":"mock","pty":{"cols":80,"rows":24},"retain_exited_ms":600000,"sandbox_id":"sb-1","stdin":true,"tag":"web"}}"#.into(),
+        ),
+        (
+            req(RpcCall::ProcessList(target("")), None),
+            r#"{"id":"process-list-sb-1","method":"worker.process_list","worker_id":"w","params":{"provider":"mock","sandbox_id":"sb-1"}}"#.into(),
+        ),
+        (
+            req(
+                RpcCall::ProcessGet(ProcessParams {
+                    target: target(""),
+                    pid: 7,
+                }),
+                None,
+            ),
+            r#"{"id":"process-get-sb-1","method":"worker.process_get","worker_id":"w","params":{"pid":7,"provider":"mock","sandbox_id":"sb-1"}}"#.into(),
+        ),
+        (
+            req(
+                RpcCall::ProcessOutput(ProcessOutputParams {
+                    target: target(""),
+                    pid: 7,
+                    since: 12,
+                    follow: true,
+                }),
+                None,
+            ),
+            r#"{"id":"process-output-sb-1","method":"worker.process_output","worker_id":"w","params":{"follow":true,"pid":7,"provider":"mock","sandbox_id":"sb-1","since":12}}"#.into(),
+        ),
+        (
+            req(
+                RpcCall::ProcessStdin(ProcessStdinParams {
+                    target: target(""),
+                    pid: 7,
+                    data: b"hi".to_vec(),
+                    close: true,
+                }),
+                None,
+            ),
+            r#"{"id":"process-stdin-sb-1","method":"worker.process_stdin","worker_id":"w","params":{"close":true,"data":"aGk=","pid":7,"provider":"mock","sandbox_id":"sb-1"}}"#.into(),
+        ),
+        (
+            req(
+                RpcCall::ProcessSignal(ProcessSignalParams {
+                    target: target(""),
+                    pid: 7,
+                    signal: stacyvm_types::Signal::Term,
+                }),
+                None,
+            ),
+            r#"{"id":"process-signal-sb-1","method":"worker.process_signal","worker_id":"w","params":{"pid":7,"provider":"mock","sandbox_id":"sb-1","signal":"TERM"}}"#.into(),
+        ),
+        (
+            req(
+                RpcCall::ProcessResize(ProcessResizeParams {
+                    target: target(""),
+                    pid: 7,
+                    cols: 100,
+                    rows: 30,
+                }),
+                None,
+            ),
+            r#"{"id":"process-resize-sb-1","method":"worker.process_resize","worker_id":"w","params":{"cols":100,"pid":7,"provider":"mock","rows":30,"sandbox_id":"sb-1"}}"#.into(),
+        ),
     ]
 }
 

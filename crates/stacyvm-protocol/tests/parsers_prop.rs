@@ -63,7 +63,8 @@ fn json_value() -> impl Strategy<Value = Value> {
 fn exec_call() -> impl Strategy<Value = RpcCall> {
     (
         "sb-[0-9a-f]{8}",
-        "\\PC{1,64}",
+        // Never blank: a blank command is a 400, not a round trip.
+        "\\PC{0,63}[a-z]",
         prop::collection::vec("\\PC{0,16}", 0..4),
         any::<bool>(),
         prop::collection::btree_map("[A-Z_]{1,8}", "\\PC{0,16}", 0..3),

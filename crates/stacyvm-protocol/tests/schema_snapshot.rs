@@ -241,8 +241,124 @@ fn samples() -> BTreeMap<&'static str, Value> {
         }),
     );
     added_samples(&mut m, &target);
+    process_samples(&mut m, &target);
     agent_samples(&mut m);
     m
+}
+
+/// The `worker.process_*` params, results and output lines, keyed `process_*`.
+fn process_samples(m: &mut BTreeMap<&'static str, Value>, target: &Target) {
+    use stacyvm_types::{OutputRecord, OutputStream, ProcessInfo, ProcessState, PtySize, Signal};
+    let v = |x: &dyn Erased| x.value();
+    let info = ProcessInfo {
+        pid: 7,
+        tag: "web".into(),
+        command: "npm run dev".into(),
+        args: vec!["--port".into(), "3000".into()],
+        pty: false,
+        stdin: true,
+        state: ProcessState::Exited,
+        exit_code: Some(143),
+        signal: Some(Signal::Term),
+        started_at_ms: 1_700_000_000_000,
+        ended_at_ms: Some(1_700_000_001_000),
+        next_seq: 42,
+    };
+    m.insert(
+        "process_params_start",
+        v(&ProcessStartParams {
+            exec: ExecParams {
+                target: target.clone(),
+                command: "npm run dev".into(),
+                args: Vec::new(),
+                mode: ExecMode::Shell,
+                env: BTreeMap::new(),
+                workdir: String::new(),
+                timeout: Some(GoDuration::from_secs(60)),
+            },
+            tag: "web".into(),
+            stdin: true,
+            pty: Some(PtySize { cols: 80, rows: 24 }),
+            output_buffer: Some(1 << 20),
+            retain_exited_ms: Some(600_000),
+        }),
+    );
+    m.insert(
+        "process_params_output",
+        v(&ProcessOutputParams {
+            target: target.clone(),
+            pid: 7,
+            since: 3,
+            follow: true,
+        }),
+    );
+    m.insert(
+        "process_params_stdin",
+        v(&ProcessStdinParams {
+            target: target.clone(),
+            pid: 7,
+            data: b"\x00hi".to_vec(),
+            close: true,
+        }),
+    );
+    m.insert(
+        "process_params_signal",
+        v(&ProcessSignalParams {
+            target: target.clone(),
+            pid: 7,
+            signal: Signal::Int,
+        }),
+    );
+    m.insert(
+        "process_params_resize",
+        v(&ProcessResizeParams {
+            target: target.clone(),
+            pid: 7,
+            cols: 120,
+            rows: 40,
+        }),
+    );
+    m.insert(
+        "process_result",
+        v(&ProcessResult {
+            sandbox_id: "sb-0000abcd".into(),
+            process: info.clone(),
+        }),
+    );
+    m.insert(
+        "process_list_result",
+        v(&ProcessListResult {
+            sandbox_id: "sb-0000abcd".into(),
+            processes: vec![info],
+        }),
+    );
+    m.insert(
+        "process_stdin_result",
+        v(&ProcessStdinResult {
+            sandbox_id: "sb-0000abcd".into(),
+            written: 3,
+        }),
+    );
+    let lines: Vec<RecordLine> = [
+        OutputRecord::Gap {
+            seq: 10,
+            dropped_bytes: 10,
+        },
+        OutputRecord::Data {
+            seq: 10,
+            stream: OutputStream::Stdout,
+            data: b"hi\n".to_vec(),
+        },
+        OutputRecord::Exit {
+            seq: 13,
+            exit_code: 0,
+            signal: None,
+        },
+    ]
+    .iter()
+    .map(RecordLine::from)
+    .collect();
+    m.insert("process_output_lines", v(&lines));
 }
 
 /// Shapes added with the typed contract (all already on the wire before, untyped).

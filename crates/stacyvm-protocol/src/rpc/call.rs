@@ -15,6 +15,10 @@ use super::messages::{
     FileUploadParams, FileWriteParams, LeaseToken, LogsParams, RenewLeaseParams, SpawnParams,
     Target, WorkerId,
 };
+use super::process::{
+    ProcessOutputParams, ProcessParams, ProcessResizeParams, ProcessSignalParams,
+    ProcessStartParams, ProcessStdinParams,
+};
 use super::{method, RpcFailure};
 
 /// One worker method with its params. On the wire it is the envelope's `method` and `params`
@@ -79,6 +83,27 @@ pub enum RpcCall {
     /// Envelope in `X-StacyVM-RPC`, content as the body. Result: `FileWriteResult`.
     #[serde(rename = "worker.file_write_stream")]
     FileWriteStream(FileUploadParams),
+    /// Result: `ProcessResult`.
+    #[serde(rename = "worker.process_start")]
+    ProcessStart(ProcessStartParams),
+    /// Result: `ProcessListResult`.
+    #[serde(rename = "worker.process_list")]
+    ProcessList(Target),
+    /// Result: `ProcessResult`.
+    #[serde(rename = "worker.process_get")]
+    ProcessGet(ProcessParams),
+    /// Live NDJSON of `RecordLine` results.
+    #[serde(rename = "worker.process_output")]
+    ProcessOutput(ProcessOutputParams),
+    /// Result: `ProcessStdinResult`.
+    #[serde(rename = "worker.process_stdin")]
+    ProcessStdin(ProcessStdinParams),
+    /// Result: `ProcessResult`.
+    #[serde(rename = "worker.process_signal")]
+    ProcessSignal(ProcessSignalParams),
+    /// No result.
+    #[serde(rename = "worker.process_resize")]
+    ProcessResize(ProcessResizeParams),
 }
 
 impl RpcCall {
@@ -104,6 +129,13 @@ impl RpcCall {
             RpcCall::Heartbeat(_) => method::HEARTBEAT,
             RpcCall::FileReadStream(_) => method::FILE_READ_STREAM,
             RpcCall::FileWriteStream(_) => method::FILE_WRITE_STREAM,
+            RpcCall::ProcessStart(_) => method::PROCESS_START,
+            RpcCall::ProcessList(_) => method::PROCESS_LIST,
+            RpcCall::ProcessGet(_) => method::PROCESS_GET,
+            RpcCall::ProcessOutput(_) => method::PROCESS_OUTPUT,
+            RpcCall::ProcessStdin(_) => method::PROCESS_STDIN,
+            RpcCall::ProcessSignal(_) => method::PROCESS_SIGNAL,
+            RpcCall::ProcessResize(_) => method::PROCESS_RESIZE,
         }
     }
 
@@ -129,7 +161,9 @@ impl RpcCall {
             RpcCall::Spawn(p) if p.ttl.is_negative() => {
                 Err("invalid input: ttl must not be negative".into())
             }
-            RpcCall::Exec(p) | RpcCall::ExecStream(p) => {
+            RpcCall::Exec(p)
+            | RpcCall::ExecStream(p)
+            | RpcCall::ProcessStart(ProcessStartParams { exec: p, .. }) => {
                 required(&p.command, "command")?;
                 if p.timeout.is_some_and(|t| t.is_negative()) {
                     return Err("invalid input: timeout must not be negative".into());
@@ -177,6 +211,13 @@ impl RpcCall {
             RpcCall::FileGlob(p) => Some(&p.target),
             RpcCall::FileWriteStream(p) => Some(&p.target),
             RpcCall::Logs(p) => Some(&p.target),
+            RpcCall::ProcessStart(p) => Some(&p.exec.target),
+            RpcCall::ProcessList(t) => Some(t),
+            RpcCall::ProcessGet(p) => Some(&p.target),
+            RpcCall::ProcessOutput(p) => Some(&p.target),
+            RpcCall::ProcessStdin(p) => Some(&p.target),
+            RpcCall::ProcessSignal(p) => Some(&p.target),
+            RpcCall::ProcessResize(p) => Some(&p.target),
             RpcCall::Spawn(_)
             | RpcCall::RenewLease(_)
             | RpcCall::Shutdown

@@ -305,7 +305,7 @@ mod exec_mode {
     }
 }
 
-mod base64_content {
+pub(super) mod base64_content {
     use super::*;
 
     pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {

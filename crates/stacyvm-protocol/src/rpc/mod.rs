@@ -7,10 +7,12 @@ mod call;
 mod failure;
 mod messages;
 pub mod ndjson;
+mod process;
 
 pub use call::{RpcCall, RpcEnvelope, RpcRequest};
 pub use failure::{ErrorCode, RpcFailure, RpcResponse};
 pub use messages::*;
+pub use process::*;
 
 /// Bumped only for additions that a peer may want to detect; see VERSIONING.md.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -47,9 +49,18 @@ pub mod method {
     /// Envelope in [`super::ENVELOPE_HEADER`], raw file content as the body; result
     /// [`super::FileWriteResult`].
     pub const FILE_WRITE_STREAM: &str = "worker.file_write_stream";
+    /// Background processes (sandbox-model.md §1). `PROCESS_OUTPUT` answers live NDJSON of
+    /// [`super::RecordLine`] results; failures before the first line are JSON answers.
+    pub const PROCESS_START: &str = "worker.process_start";
+    pub const PROCESS_LIST: &str = "worker.process_list";
+    pub const PROCESS_GET: &str = "worker.process_get";
+    pub const PROCESS_OUTPUT: &str = "worker.process_output";
+    pub const PROCESS_STDIN: &str = "worker.process_stdin";
+    pub const PROCESS_SIGNAL: &str = "worker.process_signal";
+    pub const PROCESS_RESIZE: &str = "worker.process_resize";
 
     /// Every method a worker dispatches, in a stable order (append-only).
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 26] = [
         SPAWN,
         DESTROY,
         STATUS,
@@ -69,6 +80,13 @@ pub mod method {
         HEARTBEAT,
         FILE_READ_STREAM,
         FILE_WRITE_STREAM,
+        PROCESS_START,
+        PROCESS_LIST,
+        PROCESS_GET,
+        PROCESS_OUTPUT,
+        PROCESS_STDIN,
+        PROCESS_SIGNAL,
+        PROCESS_RESIZE,
     ];
 
     /// Methods that must carry a lease.
@@ -97,6 +115,8 @@ pub mod capability {
     /// Serves `worker.file_read_stream` and `worker.file_write_stream`; the control plane uses
     /// the buffered file methods with workers that do not say so.
     pub const FILE_STREAM: &str = "file_stream";
+    /// Serves the `worker.process_*` methods.
+    pub const PROCESSES: &str = "processes";
 }
 
 /// Keys our workers put in heartbeat `capacity` besides the original's `max_sandboxes`,
