@@ -14,10 +14,11 @@ use crate::state::WorkerState;
 /// First retry after a failure; doubles per consecutive failure, capped at the interval.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 
-pub(crate) const CAPABILITIES: [&str; 3] = [
+pub(crate) const CAPABILITIES: [&str; 4] = [
     "remote_worker",
     "heartbeat",
     stacyvm_protocol::capability::FILE_STREAM,
+    stacyvm_protocol::capability::PROCESSES,
 ];
 
 /// What every heartbeat carries besides live state.

@@ -12,6 +12,7 @@ mod files_stream;
 mod heartbeat;
 mod lease;
 mod methods;
+mod processes;
 mod rpc;
 mod run;
 mod serve;

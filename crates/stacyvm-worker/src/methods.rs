@@ -16,7 +16,7 @@ use crate::error::{draining, lease_rejected, provider_failure};
 use crate::lease::Held;
 use crate::rpc::Reply;
 use crate::state::WorkerState;
-use crate::{files, files_stream, stream};
+use crate::{files, files_stream, processes, stream};
 
 /// Default and ceiling for `worker.logs` `lines` (the control plane's own bounds).
 const DEFAULT_LOG_LINES: usize = 100;
@@ -50,6 +50,13 @@ pub(crate) async fn dispatch(
             stacyvm_protocol::method::FILE_WRITE_STREAM,
         ))),
         RpcCall::Logs(p) => logs(state, p).await,
+        RpcCall::ProcessStart(p) => processes::start(state, p).await,
+        RpcCall::ProcessList(t) => processes::list(state, t).await,
+        RpcCall::ProcessGet(p) => processes::get(state, p).await,
+        RpcCall::ProcessOutput(p) => processes::output(state, &req.id, p).await,
+        RpcCall::ProcessStdin(p) => processes::stdin(state, p).await,
+        RpcCall::ProcessSignal(p) => processes::signal(state, p).await,
+        RpcCall::ProcessResize(p) => processes::resize(state, p).await,
         RpcCall::RenewLease(p) => renew_lease(state, p, lease).await,
         RpcCall::Shutdown => {
             state.inner.drain.start();

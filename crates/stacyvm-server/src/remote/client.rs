@@ -2,7 +2,7 @@
 //! is bounded by its own timeout plus a margin), streams and bodies have no size limit beyond a
 //! per-line guard.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -326,6 +326,105 @@ impl WorkerClient {
         // The original Go worker sends no exit line; its streams simply end.
         Ok(0)
     }
+}
+
+impl WorkerClient {
+    /// `worker.process_output`: the records as they arrive. Failures before the first line are
+    /// JSON answers; a failure line or a broken connection ends the stream with an error item.
+    /// Dropping the stream closes the connection (the worker then drops its read).
+    pub async fn process_output(
+        &self,
+        ep: &Endpoint,
+        req: &RpcRequest,
+    ) -> Result<RecordStream, RemoteError> {
+        let mut timer = self.metrics.start(req.call.method());
+        let send = self
+            .request(ep, req)?
+            .header("Accept", "application/x-ndjson")
+            .send();
+        let resp = tokio::time::timeout(STREAM_START_TIMEOUT, send)
+            .await
+            .map_err(|_| RemoteError::Stalled(STREAM_START_TIMEOUT))?
+            .map_err(RemoteError::Transport)?;
+        let is_json = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !resp.status().is_success() || is_json {
+            let failure = json_result(resp)
+                .await
+                .and(Err::<RecordStream, _>(RemoteError::Decode));
+            timer.finish(&failure);
+            return failure;
+        }
+        timer.finish(&Ok::<(), RemoteError>(()));
+        let state = (
+            resp.bytes_stream().boxed(),
+            LineSplitter::new(MAX_LINE),
+            std::collections::VecDeque::<Vec<u8>>::new(),
+            false,
+        );
+        let records = futures_util::stream::unfold(
+            state,
+            |(mut body, mut split, mut lines, mut done)| async move {
+                loop {
+                    if let Some(line) = lines.pop_front() {
+                        match record(&line) {
+                            Ok(None) => continue,
+                            Ok(Some(r)) => return Some((Ok(r), (body, split, lines, done))),
+                            Err(e) => return Some((Err(e), (body, split, VecDeque::new(), true))),
+                        }
+                    }
+                    if done {
+                        return None;
+                    }
+                    match body.next().await {
+                        Some(Ok(piece)) => match split.push(&piece) {
+                            Ok(l) => lines.extend(l),
+                            Err(_) => {
+                                return Some((Err(RemoteError::Decode), (body, split, lines, true)))
+                            }
+                        },
+                        Some(Err(e)) => {
+                            return Some((
+                                Err(RemoteError::Transport(e)),
+                                (body, split, lines, true),
+                            ))
+                        }
+                        None => {
+                            done = true;
+                            let rest = std::mem::replace(&mut split, LineSplitter::new(MAX_LINE));
+                            lines.extend(rest.finish());
+                        }
+                    }
+                }
+            },
+        );
+        Ok(records.boxed())
+    }
+}
+
+/// Output records of a remote process; transport failures end it with an error item.
+pub type RecordStream =
+    futures_util::stream::BoxStream<'static, Result<stacyvm_types::OutputRecord, RemoteError>>;
+
+/// One line of `worker.process_output`: a record, nothing (blank), or the failure it reports.
+fn record(line: &[u8]) -> Result<Option<stacyvm_types::OutputRecord>, RemoteError> {
+    let text = line.trim_ascii();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let r: RpcResponse = serde_json::from_slice(text).map_err(|_| RemoteError::Decode)?;
+    if let Some(f) = r.failure(200) {
+        return Err(RemoteError::Rejected(f));
+    }
+    let Some(result) = r.result else {
+        return Ok(None);
+    };
+    let line: stacyvm_protocol::RecordLine =
+        serde_json::from_value(result).map_err(|_| RemoteError::Decode)?;
+    line.into_record().map(Some).ok_or(RemoteError::Decode)
 }
 
 /// A worker's content stream; transport failures end it with an error item.

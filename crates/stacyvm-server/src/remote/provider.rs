@@ -17,10 +17,14 @@ use stacyvm_protocol::{
     Target,
 };
 use stacyvm_provider::{
-    ByteStream, ChunkSender, ExecRequest, FileStream, Provider, ProviderError, SandboxSpec, Spawned,
+    ByteStream, ChunkSender, ExecRequest, FileStream, ProcessSpec, Provider, ProviderError,
+    RecordStream, SandboxSpec, Spawned,
 };
 use stacyvm_store::{Lease, Store};
-use stacyvm_types::{format_rfc3339_go, FileInfo, GoDuration, SandboxId, SandboxState};
+use stacyvm_types::{
+    format_rfc3339_go, FileInfo, GoDuration, Pid, ProcessInfo, PtySize, SandboxId, SandboxState,
+    Signal,
+};
 
 use super::{Endpoint, RemoteError, WorkerClient};
 
@@ -429,5 +433,117 @@ impl Provider for RemoteProvider {
         });
         let r: Option<proto::LogsResult> = self.call(call, None, QUICK, "").await?;
         Ok(r.map(|r| r.lines).unwrap_or_default())
+    }
+
+    async fn process_start(
+        &self,
+        runtime_id: &str,
+        spec: ProcessSpec,
+    ) -> Result<ProcessInfo, ProviderError> {
+        let req = spec.exec;
+        let call = RpcCall::ProcessStart(proto::ProcessStartParams {
+            exec: proto::ExecParams {
+                target: self.target(runtime_id),
+                command: req.command,
+                args: req.args,
+                mode: req.mode,
+                env: req.env,
+                workdir: req.workdir.unwrap_or_default(),
+                timeout: req.timeout.map(GoDuration::from_std),
+            },
+            tag: spec.tag,
+            stdin: spec.stdin,
+            pty: spec.pty,
+            output_buffer: spec.output_buffer,
+            retain_exited_ms: spec
+                .retain_exited
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        });
+        let r: proto::ProcessResult = self.call_for(call, SLOW, "").await?;
+        Ok(r.process)
+    }
+
+    async fn process_list(&self, runtime_id: &str) -> Result<Vec<ProcessInfo>, ProviderError> {
+        let call = RpcCall::ProcessList(self.target(runtime_id));
+        let r: Option<proto::ProcessListResult> = self.call(call, None, QUICK, "").await?;
+        Ok(r.map(|r| r.processes).unwrap_or_default())
+    }
+
+    async fn process_get(&self, runtime_id: &str, pid: Pid) -> Result<ProcessInfo, ProviderError> {
+        let call = RpcCall::ProcessGet(proto::ProcessParams {
+            target: self.target(runtime_id),
+            pid,
+        });
+        let r: proto::ProcessResult = self.call_for(call, QUICK, "").await?;
+        Ok(r.process)
+    }
+
+    async fn process_output(
+        &self,
+        runtime_id: &str,
+        pid: Pid,
+        since: u64,
+        follow: bool,
+    ) -> Result<RecordStream, ProviderError> {
+        let call = RpcCall::ProcessOutput(proto::ProcessOutputParams {
+            target: self.target(runtime_id),
+            pid,
+            since,
+            follow,
+        });
+        let rpc = self.request(call, None);
+        let records = self
+            .client
+            .process_output(&self.endpoint, &rpc)
+            .await
+            .map_err(|e| e.into_provider(""))?;
+        Ok(records.map_err(|e| e.into_provider("")).boxed())
+    }
+
+    async fn process_stdin(
+        &self,
+        runtime_id: &str,
+        pid: Pid,
+        data: Bytes,
+        close: bool,
+    ) -> Result<u64, ProviderError> {
+        let call = RpcCall::ProcessStdin(proto::ProcessStdinParams {
+            target: self.target(runtime_id),
+            pid,
+            data: data.to_vec(),
+            close,
+        });
+        let r: proto::ProcessStdinResult = self.call_for(call, SLOW, "").await?;
+        Ok(r.written)
+    }
+
+    async fn process_signal(
+        &self,
+        runtime_id: &str,
+        pid: Pid,
+        signal: Signal,
+    ) -> Result<ProcessInfo, ProviderError> {
+        let call = RpcCall::ProcessSignal(proto::ProcessSignalParams {
+            target: self.target(runtime_id),
+            pid,
+            signal,
+        });
+        let r: proto::ProcessResult = self.call_for(call, QUICK, "").await?;
+        Ok(r.process)
+    }
+
+    async fn process_resize(
+        &self,
+        runtime_id: &str,
+        pid: Pid,
+        size: PtySize,
+    ) -> Result<(), ProviderError> {
+        let call = RpcCall::ProcessResize(proto::ProcessResizeParams {
+            target: self.target(runtime_id),
+            pid,
+            cols: size.cols,
+            rows: size.rows,
+        });
+        self.call_void(call, QUICK, "").await
     }
 }

@@ -1,0 +1,263 @@
+//! Background processes through [`RemoteProvider`]: every call goes over loopback HTTP to an
+//! in-process worker (the real `stacyvm-worker` router) with the in-memory process provider
+//! (`common::fake_procs`) behind it. Checks the seven methods, the process errors across the
+//! wire, byte-exact output and that a dropped reader releases the worker's read.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::fake_procs::FakeProcs;
+use futures_util::StreamExt;
+use stacyvm_config::Config;
+use stacyvm_provider::{
+    ExecRequest, MockProvider, ProcessSpec, Provider, ProviderError, ProviderRegistry, SandboxSpec,
+};
+use stacyvm_server::remote::{Endpoint, RemoteProvider, RpcCredentials, WorkerClient};
+use stacyvm_store::{SqliteStore, Store};
+use stacyvm_types::{
+    GoDuration, OutputRecord, OutputStream, ProcessState, PtySize, SandboxId, Signal,
+};
+use stacyvm_worker::{rpc_router, WorkerConfig, WorkerOverrides, WorkerState};
+use tokio::net::TcpListener;
+
+const WORKER: &str = "worker-a";
+const TOKEN: &str = "dev-worker-a-token-dev-worker-a-token";
+
+struct StaticToken;
+
+impl RpcCredentials for StaticToken {
+    fn credential_for(&self, _worker_id: &str) -> Result<Option<String>, String> {
+        Ok(Some(TOKEN.into()))
+    }
+}
+
+struct Remote {
+    provider: RemoteProvider,
+    fake: Arc<FakeProcs>,
+    runtime: String,
+    worker: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        self.worker.abort();
+    }
+}
+
+async fn remote() -> Remote {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "worker:\n  id: {WORKER}\n  control_plane_url: \"http://127.0.0.1:9\"\n\
+         providers:\n  default: mock\n  mock:\n    enabled: true\n\
+         auth:\n  worker_token: \"{TOKEN}\"\n"
+    );
+    let valid = Config::from_yaml_str(&yaml).unwrap().validate().unwrap();
+    let cfg = WorkerConfig::from_config(&valid, WorkerOverrides::default()).unwrap();
+    let mock = Arc::new(MockProvider::with_base_dir(dir.path().join("mock")));
+    let fake = Arc::new(FakeProcs::new(mock));
+    let mut providers = ProviderRegistry::new();
+    providers.register(fake.clone() as Arc<dyn Provider>);
+    providers.set_default("mock");
+    let state = WorkerState::new(&cfg, providers).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rpc_url = format!("http://{}", listener.local_addr().unwrap());
+    let worker = tokio::spawn(async move {
+        let _ = axum::serve(listener, rpc_router(state)).await;
+    });
+    let db = dir.path().join("stacyvm.db").display().to_string();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await.unwrap());
+    let client = Arc::new(WorkerClient::new(None, Arc::new(StaticToken)).unwrap());
+    let sandbox_id = SandboxId::random();
+    let provider = RemoteProvider {
+        client,
+        endpoint: Endpoint {
+            worker_id: WORKER.into(),
+            rpc_url,
+        },
+        store,
+        provider: "mock".into(),
+        sandbox_id: sandbox_id.clone(),
+        lease_ttl: Duration::from_secs(300),
+        ttl: GoDuration::from_secs(300),
+        file_stream: true,
+    };
+    let spawned = provider
+        .spawn(&SandboxSpec {
+            id: sandbox_id.to_string(),
+            image: "alpine".into(),
+            memory_mb: 64,
+            vcpus: 1,
+            owner_id: String::new(),
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap();
+    Remote {
+        provider,
+        fake,
+        runtime: spawned.runtime_id,
+        worker,
+        _dir: dir,
+    }
+}
+
+fn spec(command: &str, stdin: bool, pty: Option<PtySize>) -> ProcessSpec {
+    ProcessSpec {
+        exec: ExecRequest {
+            command: command.into(),
+            ..ExecRequest::default()
+        },
+        tag: "t".into(),
+        stdin,
+        pty,
+        output_buffer: Some(4096),
+        retain_exited: Some(Duration::from_secs(60)),
+    }
+}
+
+#[tokio::test]
+async fn processes_over_the_worker_rpc() {
+    let r = remote().await;
+    let (p, rt) = (&r.provider, r.runtime.as_str());
+    let cat = p.process_start(rt, spec("cat", true, None)).await.unwrap();
+    assert_eq!(cat.state, ProcessState::Running);
+    assert_eq!(cat.tag, "t");
+    let other = p
+        .process_start(rt, spec("sleep 9", false, None))
+        .await
+        .unwrap();
+    let list = p.process_list(rt).await.unwrap();
+    assert_eq!(
+        list.iter().map(|p| p.pid).collect::<Vec<_>>(),
+        [other.pid, cat.pid]
+    );
+    assert_eq!(p.process_get(rt, cat.pid).await.unwrap().pid, cat.pid);
+
+    // Exact bytes through stdin and output.
+    let n = p
+        .process_stdin(rt, cat.pid, Bytes::from_static(b"\x00\xff\n"), false)
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    r.fake.emit(cat.pid, OutputStream::Stderr, b"e");
+    let mut s = p.process_output(rt, cat.pid, 0, true).await.unwrap();
+    assert_eq!(
+        s.next().await.unwrap().unwrap(),
+        OutputRecord::Data {
+            seq: 0,
+            stream: OutputStream::Stdout,
+            data: b"\x00\xff\n".to_vec()
+        }
+    );
+    assert_eq!(s.next().await.unwrap().unwrap().seq(), 3);
+    p.process_stdin(rt, cat.pid, Bytes::new(), true)
+        .await
+        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(5), s.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        exit,
+        OutputRecord::Exit {
+            seq: 4,
+            exit_code: 0,
+            signal: None
+        }
+    );
+    assert!(
+        s.next().await.is_none(),
+        "the stream ends after the exit record"
+    );
+    // Resume past the first record: no duplicate.
+    let rest: Vec<_> = p
+        .process_output(rt, cat.pid, 1, false)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(
+        rest.iter().map(OutputRecord::seq).collect::<Vec<_>>(),
+        [3, 4]
+    );
+
+    // The process errors cross the wire as themselves.
+    let e = p.process_get(rt, 9999).await.unwrap_err();
+    assert!(matches!(e, ProviderError::ProcessNotFound(9999)), "{e:?}");
+    let e = p
+        .process_stdin(rt, cat.pid, Bytes::from_static(b"x"), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProviderError::ProcessExited(_)), "{e:?}");
+    let e = p
+        .process_stdin(rt, other.pid, Bytes::from_static(b"x"), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProviderError::StdinClosed(_)), "{e:?}");
+    let e = p
+        .process_resize(rt, other.pid, PtySize { cols: 9, rows: 9 })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProviderError::NotAPty(_)), "{e:?}");
+    let e = p.process_output(rt, 9999, 0, true).await.err().unwrap();
+    assert!(matches!(e, ProviderError::ProcessNotFound(9999)), "{e:?}");
+
+    let killed = p.process_signal(rt, other.pid, Signal::Kill).await.unwrap();
+    assert_eq!(
+        (killed.exit_code, killed.signal),
+        (Some(137), Some(Signal::Kill))
+    );
+
+    let t = p
+        .process_start(rt, spec("sh", false, Some(PtySize { cols: 80, rows: 24 })))
+        .await
+        .unwrap();
+    p.process_resize(
+        rt,
+        t.pid,
+        PtySize {
+            cols: 120,
+            rows: 40,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.fake.pty_size(t.pid),
+        Some(PtySize {
+            cols: 120,
+            rows: 40
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_remote_reader_releases_the_worker_read() {
+    let r = remote().await;
+    let (p, rt) = (&r.provider, r.runtime.as_str());
+    let proc_ = p
+        .process_start(rt, spec("sleep 9", false, None))
+        .await
+        .unwrap();
+    let mut s = p.process_output(rt, proc_.pid, 0, true).await.unwrap();
+    r.fake.emit(proc_.pid, OutputStream::Stdout, b"x");
+    assert!(s.next().await.unwrap().is_ok());
+    assert_eq!(r.fake.readers(proc_.pid), 1);
+    drop(s);
+    let released = common::wait_until(Duration::from_secs(5), || async {
+        r.fake.readers(proc_.pid) == 0
+    })
+    .await;
+    assert!(released, "the worker still reads for a gone client");
+    assert_eq!(
+        p.process_get(rt, proc_.pid).await.unwrap().state,
+        ProcessState::Running
+    );
+}
