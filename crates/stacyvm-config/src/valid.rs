@@ -191,6 +191,11 @@ impl ValidConfig {
         u64::try_from(self.inner.processes.output_buffer).unwrap_or(1 << 20)
     }
 
+    /// `processes.agent`, when set.
+    pub fn process_agent(&self) -> Option<&str> {
+        Some(self.inner.processes.agent.as_str()).filter(|a| !a.is_empty())
+    }
+
     /// `processes.retain_exited`.
     pub fn process_retain_exited(&self) -> Duration {
         std_duration(self.inner.processes.retain_exited)

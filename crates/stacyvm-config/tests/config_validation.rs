@@ -349,3 +349,34 @@ fn short_signing_key_warnings_name_the_key() {
         ]
     );
 }
+
+#[test]
+fn process_keys() {
+    let c = valid("");
+    assert_eq!(c.process_output_buffer(), 1 << 20);
+    assert_eq!(
+        c.process_retain_exited(),
+        std::time::Duration::from_secs(600)
+    );
+    assert_eq!(c.process_agent(), None);
+    let c = valid("processes: {output_buffer: 65536, retain_exited: 0s, agent: /opt/agent}");
+    assert_eq!(c.process_output_buffer(), 65536);
+    assert!(c.process_retain_exited().is_zero());
+    assert_eq!(c.process_agent(), Some("/opt/agent"));
+    for (yaml, key) in [
+        ("processes: {output_buffer: 100}", "processes.output_buffer"),
+        (
+            "processes: {output_buffer: 2147483648}",
+            "processes.output_buffer",
+        ),
+        ("processes: {retain_exited: -1s}", "processes.retain_exited"),
+        ("processes: {agent: bin/agent}", "processes.agent"),
+    ] {
+        assert_eq!(invalid_key(yaml), key, "{yaml}");
+    }
+    let c = Config::from_yaml_str_with_env("", [("STACYVM_PROCESSES_OUTPUT_BUFFER", "8192")])
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(c.process_output_buffer(), 8192);
+}

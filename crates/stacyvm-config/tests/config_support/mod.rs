@@ -113,4 +113,5 @@ logging: {level: debug, format: pretty}
 pool:
   {enabled: true, max_vms: 20, max_users_per_vm: 8, image: "debian:12", memory_mb: 4096,
    vcpus: 4, overflow: queue}
+processes: {output_buffer: 2097152, retain_exited: 1h, agent: /opt/stacyvm/stacyvm-agent}
 "#;
