@@ -50,6 +50,25 @@ pub enum Command {
     /// Copy a file into or out of a sandbox: `stacyvm cp ./a <id>:/workspace/a`,
     /// `stacyvm cp <id>:/workspace/a -` (`-` = stdin / stdout).
     Cp(CpArgs),
+    /// List a sandbox's background processes (running and recently exited).
+    Ps {
+        /// Sandbox id.
+        id: String,
+    },
+    /// Re-attach to a background process: print its output from the start and follow it,
+    /// passing stdin through; exits with the process's exit code.
+    Attach {
+        /// Sandbox id.
+        id: String,
+        /// Process id (from `stacyvm ps`).
+        pid: u32,
+    },
+    /// Open an interactive shell in a sandbox (like `docker exec -it`): a login shell on a
+    /// terminal sized like this one; exits with the shell's exit code.
+    Shell {
+        /// Sandbox id.
+        id: String,
+    },
     /// Print the version.
     Version,
     /// Run a remote worker (docs/worker.md), or manage tokens: `stacyvm worker token ...`.

@@ -7,14 +7,14 @@ use serde_json::{json, Value};
 
 use crate::cli::{ClientArgs, ExecArgs, SpawnArgs};
 
-struct Client {
+pub(super) struct Client {
     base: String,
     key: String,
     http: reqwest::Client,
 }
 
 impl Client {
-    fn new(a: &ClientArgs) -> Self {
+    pub(super) fn new(a: &ClientArgs) -> Self {
         Client {
             base: a.server.trim_end_matches('/').to_string(),
             key: a.api_key.clone(),
@@ -22,7 +22,29 @@ impl Client {
         }
     }
 
-    async fn call(
+    /// POST of a raw body (process stdin); errors as [`Self::call`].
+    pub(super) async fn post_raw(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .post(format!("{}/api/v1{path}", self.base))
+            .header("Content-Type", "application/octet-stream")
+            .body(body);
+        if !self.key.is_empty() {
+            req = req.header("X-API-Key", &self.key);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("contacting {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.context("reading response")?;
+        if !status.is_success() {
+            bail!("{} {}", status.as_u16(), text.trim());
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub(super) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -8,7 +8,9 @@ pub(crate) mod config;
 mod cp;
 pub(crate) mod db;
 pub(crate) mod microvm;
+mod procs;
 mod serve;
+mod term;
 mod token;
 mod worker;
 
@@ -24,6 +26,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List => client::list(&cli.client).await,
         Command::Kill { id } => client::kill(&cli.client, &id).await,
         Command::Cp(a) => cp::cp(&cli.client, a).await,
+        Command::Ps { id } => procs::ps(&cli.client, &id).await,
+        Command::Attach { id, pid } => procs::attach(&cli.client, &id, pid).await,
+        Command::Shell { id } => procs::shell(&cli.client, &id).await,
         Command::Config(a) => config::run(a),
         Command::Db(a) => db::run(a).await,
         Command::Microvm(a) => microvm::run(a),
