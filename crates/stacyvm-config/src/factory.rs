@@ -15,6 +15,11 @@ async fn docker_provider(
 ) -> Result<Arc<dyn Provider>, String> {
     let mut dc = cfg.providers.docker.clone();
     dc.cluster = cluster.map(str::to_string);
+    // `processes.agent` names the agent for every provider that runs one; the docker
+    // section's own key wins when both are set.
+    if dc.agent_path.is_empty() {
+        dc.agent_path = cfg.process_agent().unwrap_or_default().to_string();
+    }
     // Not a `providers.docker` key: the preview route's domain is the server's.
     dc.preview_domain = match cfg.server.preview_domain.as_str() {
         "" => "localhost".into(),
@@ -131,7 +136,11 @@ pub async fn build_providers(
     }
     let auto_mock = choice == ProviderChoice::Auto && !docker_ok && !microvm_ok;
     if cfg.wants_provider(ProviderChoice::Mock) || auto_mock {
-        reg.register(Arc::new(MockProvider::new()) as Arc<dyn Provider>);
+        let mock = match cfg.process_agent() {
+            Some(agent) => MockProvider::new().with_agent(agent),
+            None => MockProvider::new(),
+        };
+        reg.register(Arc::new(mock) as Arc<dyn Provider>);
     }
     let default = match choice {
         ProviderChoice::Auto if docker_ok => {
