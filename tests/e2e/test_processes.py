@@ -306,3 +306,78 @@ def test_control_plane_kill9_and_restart(backend, _clean_work_root):
             c.delete(f"/api/v1/sandboxes/{sid}")
     finally:
         s.stop()
+
+
+def _tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+
+
+def _pane_until(session: str, needle: str, timeout: float = 15) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        pane = _tmux("capture-pane", "-p", "-J", "-S", "-200", "-t", session)
+        if needle in pane or time.monotonic() > deadline:
+            assert needle in pane, f"{needle!r} not on the pane:\n{pane}"
+            return pane
+        time.sleep(0.1)
+
+
+def test_cli_shell_under_tmux(srv, client, sid, tmp_path):
+    """`stacyvm shell` as a person uses it: a real terminal (tmux), raw mode, the size of the
+    window and its changes, Ctrl-C to the foreground job, the exit code passed on and the local
+    terminal restored."""
+    require_backend("tmux", shutil.which("tmux") is not None, "tmux not installed")
+    binary = os.environ.get("STACYVM_BIN", str(REPO_ROOT / "target/debug/stacyvm"))
+    session = f"stacyvm-shell-{os.getpid()}-{sid}"
+    key = f" --api-key {srv.api_key}" if srv.api_key else ""
+    script = (f"stty -g > {tmp_path}/before; {binary} shell --server {srv.base_url}{key} {sid}; "
+              f"echo EXITED=$?; stty -g > {tmp_path}/after; sleep 60")
+    _tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", script)
+    try:
+        _tmux("send-keys", "-t", session, "echo ready-$((40+2))", "Enter")
+        _pane_until(session, "ready-42")
+        _tmux("send-keys", "-t", session, "tty", "Enter")
+        _pane_until(session, "/dev/pts/")
+        rows, cols = _tmux("display", "-p", "-t", session,
+                           "#{pane_height} #{pane_width}").split()
+        _tmux("send-keys", "-t", session, "stty size", "Enter")
+        _pane_until(session, f"{rows} {cols}")
+        _tmux("resize-window", "-t", session, "-x", "120", "-y", "40")
+        rows2, cols2 = _tmux("display", "-p", "-t", session,
+                             "#{pane_height} #{pane_width}").split()
+        assert (rows2, cols2) != (rows, cols)
+        time.sleep(0.5)
+        _tmux("send-keys", "-t", session, "stty size", "Enter")
+        _pane_until(session, f"{rows2} {cols2}")
+        _tmux("send-keys", "-t", session, "sleep 100", "Enter")
+        time.sleep(0.5)
+        _tmux("send-keys", "-t", session, "C-c")
+        _tmux("send-keys", "-t", session, "echo rc=$?", "Enter")
+        _pane_until(session, "rc=130")
+        _tmux("send-keys", "-t", session, "exit 7", "Enter")
+        _pane_until(session, "EXITED=7")
+        deadline = time.monotonic() + 5
+        while not (tmp_path / "after").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (tmp_path / "after").read_text() == (tmp_path / "before").read_text(), \
+            "the local terminal was not restored"
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_cli_ps_and_attach(srv, client, sid):
+    binary = os.environ.get("STACYVM_BIN", str(REPO_ROOT / "target/debug/stacyvm"))
+    base = [binary, "--server", srv.base_url] + (["--api-key", srv.api_key] if srv.api_key else [])
+    p = start(client, sid, command="cat", stdin=True, tag="catter")
+    ps = subprocess.run(base + ["ps", sid], capture_output=True, text=True, timeout=30)
+    assert ps.returncode == 0, ps.stderr
+    assert str(p["pid"]) in ps.stdout and "catter" in ps.stdout
+    client.post(f"/api/v1/sandboxes/{sid}/processes/{p['pid']}/stdin", content=b"before\n")
+    # attach: output from the start, stdin passed through, EOF closes the process's stdin.
+    r = subprocess.run(base + ["attach", sid, str(p["pid"])], input=b"typed\n",
+                       capture_output=True, timeout=30)
+    assert r.stdout == b"before\ntyped\n", r
+    assert r.returncode == 0
+    missing = subprocess.run(base + ["attach", sid, "999999"], capture_output=True, text=True,
+                             timeout=30)
+    assert missing.returncode != 0 and "PROCESS_NOT_FOUND" in missing.stderr
