@@ -219,19 +219,19 @@ async def _pty_session(srv: Server, sid: str, pid: int) -> tuple[bytes, dict]:
                     if isinstance(m, bytes):
                         out += m
 
-        await ws.send(b"tty; echo M1\n")
+        await ws.send(b"tty; echo M$((0+1))\n")
         await until(b"M1\r\n")
-        await ws.send(b"stty size; echo M2\n")
+        await ws.send(b"stty size; echo M$((0+2))\n")
         await until(b"M2\r\n")
         await ws.send(json.dumps({"type": "resize", "cols": 100, "rows": 30}))
         await asyncio.sleep(0.3)
-        await ws.send(b"stty size; echo M3\n")
+        await ws.send(b"stty size; echo M$((0+3))\n")
         await until(b"M3\r\n")
         await ws.send(b"sleep 100\n")
         await asyncio.sleep(0.5)
         await ws.send(b"\x03")
         await ws.send(b"echo after=$?\n")
-        await until(b"after=130")
+        await until(b"after=130\r\n")
         await ws.send(b"exit 3\n")
         exit_: dict = {}
         async with asyncio.timeout(15):
