@@ -1,10 +1,11 @@
 """Background processes (sandbox-model.md §1) through the real server: start/list/get, output
 NDJSON with follow and `since` resume, base64 byte-exactness, stdin with close, signals, a
 process outliving its client, the attach WebSocket with ten clients, a PTY (`tty`, `stty size`,
-resize, Ctrl-C), the error answers, and (docker) a control plane killed with -9 and restarted.
+resize, Ctrl-C), the error answers, `stacyvm shell`/`ps`/`attach`, and (docker, remote) a control
+plane killed with -9 and restarted.
 
-Runs on the mock (the agent as a host process) and on docker (the agent bind-mounted into the
-container). The agent binary: $STACYVM_AGENT, else the repository's release build
+Runs on the mock (the agent as a host process), on docker (the agent bind-mounted into the
+container) and remote (a mock sandbox on a real `stacyvm worker`, every call through its RPC). The agent binary: $STACYVM_AGENT, else the repository's release build
 (cd crates/stacyvm-agent && cargo build --release).
 """
 
@@ -25,6 +26,7 @@ import httpx
 import pytest
 import websockets
 from conftest import REPO_ROOT, Server, assert_error, require_backend
+from test_remote_faults import TOKEN, Worker
 
 AGENT = Path(os.environ.get(
     "STACYVM_AGENT",
@@ -48,7 +50,7 @@ def _config(backend: str) -> dict:
     return cfg
 
 
-@pytest.fixture(scope="module", params=["mock", "docker"])
+@pytest.fixture(scope="module", params=["mock", "docker", "remote"])
 def backend(request) -> str:
     require_backend("agent", AGENT.is_file(), f"no agent at {AGENT}")
     if request.param == "docker":
@@ -56,11 +58,39 @@ def backend(request) -> str:
     return request.param
 
 
+class Cluster:
+    """A control plane, plus for `remote` a worker that every sandbox is placed on."""
+
+    def __init__(self, backend: str, name: str):
+        self.backend = backend
+        cfg = _config(backend)
+        if backend == "remote":
+            cfg["auth"] = {"worker_token": TOKEN}
+        self.cp = Server(cfg, name=name)
+        self.worker: Worker | None = None
+
+    def start(self) -> Server:
+        self.cp.start()
+        if self.backend == "remote":
+            if self.worker is None:
+                self.worker = Worker(self.cp, config_extra={
+                    "processes": {"agent": str(AGENT.resolve())}}).start()
+            with self.cp.http() as c:
+                # Placement must pick the worker, not the control plane's own `local`.
+                c.delete("/api/v1/admin/workers/local")
+        return self.cp
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.cp.stop()
+
+
 @pytest.fixture(scope="module")
 def srv(backend, _clean_work_root) -> Iterator[Server]:
-    s = Server(_config(backend), name=f"procs-{backend}").start()
-    yield s
-    s.stop()
+    cluster = Cluster(backend, f"procs-{backend}")
+    yield cluster.start()
+    cluster.stop()
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +100,12 @@ def client(srv) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def sid(client) -> Iterator[str]:
+def sid(backend, client) -> Iterator[str]:
     r = client.post("/api/v1/sandboxes", json={})
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
+    if backend == "remote":
+        assert r.json()["worker_id"] == "worker-a", r.text
     yield sid
     client.delete(f"/api/v1/sandboxes/{sid}")
 
@@ -279,10 +311,11 @@ def test_errors(srv, client, sid):
 def test_control_plane_kill9_and_restart(backend, _clean_work_root):
     """The process outlives its control plane: after kill -9 and a restart on the same
     database it is still listed and its output resumes from the last seen seq, no byte lost or
-    duplicated. Docker only: the mock's sandboxes die with their control plane."""
-    if backend != "docker":
-        pytest.skip("mock sandboxes do not outlive their control plane")
-    s = Server(_config(backend), name="procs-kill9").start()
+    duplicated. Docker and remote: the mock's local sandboxes die with their control plane."""
+    if backend == "mock":
+        pytest.skip("local mock sandboxes do not outlive their control plane")
+    cluster = Cluster(backend, f"procs-kill9-{backend}")
+    s = cluster.start()
     try:
         with s.http(timeout=60) as c:
             sid = c.post("/api/v1/sandboxes", json={}).json()["id"]
@@ -295,17 +328,17 @@ def test_control_plane_kill9_and_restart(backend, _clean_work_root):
         os.kill(s.proc.pid, signal.SIGKILL)
         s.proc.wait(timeout=10)
         s.proc = None
-        s.start()
+        cluster.start()
         with s.http(timeout=60) as c:
             listed = c.get(f"/api/v1/sandboxes/{sid}/processes").json()
-            assert p["pid"] in [x["pid"] for x in listed]
+            assert p["pid"] in [x["pid"] for x in listed], listed
             rest = records(c, sid, p["pid"], since=first[-1]["seq"] + 1, encoding="base64")
             assert rest[-1]["stream"] == "exit" and rest[-1]["exit_code"] == 0
             got = data(first) + data(rest)
             assert got == "".join(f"n{i}\n" for i in range(60)).encode()
             c.delete(f"/api/v1/sandboxes/{sid}")
     finally:
-        s.stop()
+        cluster.stop()
 
 
 def _tmux(*args: str) -> str:

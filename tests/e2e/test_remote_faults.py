@@ -22,11 +22,14 @@ HB = "1s"
 
 
 class Worker:
-    def __init__(self, cp: Server, wid: str = "worker-a", worker_extra: dict | None = None):
+    def __init__(self, cp: Server, wid: str = "worker-a", worker_extra: dict | None = None,
+                 config_extra: dict | None = None):
         self.cp = cp
         self.id = wid
         # Extra `worker.*` keys (e.g. shutdown_timeout) for tests that need them.
         self.worker_extra = worker_extra or {}
+        # Other top-level sections (e.g. `processes`).
+        self.config_extra = config_extra or {}
         self.port = free_port()
         self.dir = Path(cp.dir) / f"worker-{wid}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -40,6 +43,7 @@ class Worker:
             "providers": {"default": "mock", "mock": {"enabled": True}},
             "auth": {"worker_token": TOKEN},
             "logging": {"level": "debug", "format": "json"},
+            **self.config_extra,
         }
         (self.dir / "worker.yaml").write_text(yaml.safe_dump(cfg))
         env = {k: v for k, v in os.environ.items() if not k.startswith("STACYVM_")}
