@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::JsonBody;
-use super::openapi::{BadRequest, NotAPty, NotFound, ProcessNotFound, StdinRefused, Unavailable};
+use super::openapi::{BadRequest, NotFound, ProcessConflict, ProcessNotFound, Unavailable};
 use super::output::{record_line, Encoding, TextDecoder};
 use super::views::Status;
 use super::{json_response, ok, AppState};
@@ -175,12 +175,13 @@ async fn list(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Result<R
     tag = "processes", params(ProcessPath),
     responses(
         (status = 200, description = "The process", body = ProcessView),
-        (status = 404, response = ProcessNotFound),
+        (status = 400, response = BadRequest), (status = 404, response = ProcessNotFound),
     ))]
 async fn get(
     State(st): State<AppState>,
-    Path((id, pid)): Path<(SandboxId, Pid)>,
+    Path((id, pid)): Path<(SandboxId, String)>,
 ) -> Result<Response, ApiError> {
+    let pid = parse_pid(&pid)?;
     let p = st.svc.processes().get(&id, pid).await?;
     Ok(ok(&process_view(&p)))
 }
@@ -217,9 +218,10 @@ struct OutputQuery {
     ))]
 async fn output(
     State(st): State<AppState>,
-    Path((id, pid)): Path<(SandboxId, Pid)>,
+    Path((id, pid)): Path<(SandboxId, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let pid = parse_pid(&pid)?;
     let since = parse_since(&q)?;
     let follow = match q.get("follow").map(String::as_str) {
         None | Some("") | Some("true") | Some("1") => true,
@@ -241,6 +243,12 @@ async fn output(
     };
     let stream = st.svc.processes().output(&id, pid, since, follow).await?;
     Ok(ndjson(stream, encoding))
+}
+
+/// A pid from the path; anything else is a JSON 400 (not axum's text rejection).
+fn parse_pid(s: &str) -> Result<Pid, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::bad_request(format!("pid must be a process id, not {s:?}")))
 }
 
 fn parse_since(q: &HashMap<String, String>) -> Result<u64, ApiError> {
@@ -316,15 +324,16 @@ struct StdinQuery {
     responses(
         (status = 200, description = "Written", body = Written),
         (status = 404, response = ProcessNotFound),
-        (status = 409, response = StdinRefused),
+        (status = 400, response = BadRequest), (status = 409, response = ProcessConflict),
         (status = 413, response = super::openapi::PayloadTooLarge),
     ))]
 async fn stdin(
     State(st): State<AppState>,
-    Path((id, pid)): Path<(SandboxId, Pid)>,
+    Path((id, pid)): Path<(SandboxId, String)>,
     Query(q): Query<HashMap<String, String>>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let pid = parse_pid(&pid)?;
     let close = match q.get("close").map(String::as_str) {
         None | Some("") | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
@@ -367,12 +376,14 @@ struct SignalBody {
         (status = 200, description = "The process after the signal was sent", body = ProcessView),
         (status = 400, response = BadRequest),
         (status = 404, response = ProcessNotFound),
+        (status = 409, response = ProcessConflict),
     ))]
 async fn signal(
     State(st): State<AppState>,
-    Path((id, pid)): Path<(SandboxId, Pid)>,
+    Path((id, pid)): Path<(SandboxId, String)>,
     JsonBody(b): JsonBody<SignalBody>,
 ) -> Result<Response, ApiError> {
+    let pid = parse_pid(&pid)?;
     let p = st.svc.processes().signal(&id, pid, &b.signal).await?;
     Ok(ok(&process_view(&p)))
 }
@@ -385,13 +396,14 @@ async fn signal(
         (status = 200, description = "`resized`", body = Status),
         (status = 400, response = BadRequest),
         (status = 404, response = ProcessNotFound),
-        (status = 409, response = NotAPty),
+        (status = 409, response = ProcessConflict),
     ))]
 async fn resize(
     State(st): State<AppState>,
-    Path((id, pid)): Path<(SandboxId, Pid)>,
+    Path((id, pid)): Path<(SandboxId, String)>,
     JsonBody(size): JsonBody<PtySize>,
 ) -> Result<Response, ApiError> {
+    let pid = parse_pid(&pid)?;
     st.svc.processes().resize(&id, pid, size).await?;
     Ok(ok(&Status { status: "resized" }))
 }
@@ -420,10 +432,11 @@ struct AttachQuery {
     ))]
 async fn attach(
     State(st): State<AppState>,
-    Path((id, pid)): Path<(SandboxId, Pid)>,
+    Path((id, pid)): Path<(SandboxId, String)>,
     Query(q): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let pid = parse_pid(&pid)?;
     let since = parse_since(&q)?;
     // Unknown sandboxes and pids fail here, with a normal JSON error.
     let stream = st.svc.processes().output(&id, pid, since, true).await?;

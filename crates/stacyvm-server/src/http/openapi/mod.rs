@@ -35,7 +35,7 @@ pub use responses::*;
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, FileNotFound, Conflict, Timeout,
             PayloadTooLarge, ResourceLimit, InternalError, Unavailable, ProcessNotFound,
-            StdinRefused, NotAPty, WorkerUnauthorized,
+            ProcessConflict, WorkerUnauthorized,
             WorkerForbidden, WorkerAuthUnavailable,
         ),
     ),

@@ -66,11 +66,11 @@ error_responses! {
         ("process", "PROCESS_NOT_FOUND", "process not found: 4242"),
         ("sandbox", "NOT_FOUND", "sandbox not found: sb-0123abcd"),
     ];
-    StdinRefused: "Stdin closed or never opened (`STDIN_CLOSED`), or the process exited (`PROCESS_EXITED`)", [
-        ("closed", "STDIN_CLOSED", "stdin of process 7 is closed"),
+    ProcessConflict: "The process's state refuses the call: stdin closed or never opened (`STDIN_CLOSED`), the process exited (`PROCESS_EXITED`), or it has no terminal (`NOT_A_PTY`, resize)", [
+        ("stdin_closed", "STDIN_CLOSED", "stdin of process 7 is closed"),
         ("exited", "PROCESS_EXITED", "process 7 has exited"),
+        ("not_a_pty", "NOT_A_PTY", "process 7 has no terminal"),
     ];
-    NotAPty: "The process has no terminal", [("", "NOT_A_PTY", "process 7 has no terminal")];
     WorkerUnauthorized: "Missing or wrong worker credentials",
         [("", "UNAUTHORIZED", "invalid or missing worker credentials")];
     WorkerForbidden: "Credential for another worker (code `UNAUTHORIZED`) or scope missing (code `FORBIDDEN`)", [
