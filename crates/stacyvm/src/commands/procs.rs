@@ -135,10 +135,12 @@ async fn session(c: &ClientArgs, id: &str, pid: u32, tty: bool) -> anyhow::Resul
     };
     let (mut tx, mut rx) = ws.split();
     let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Message>(16);
-    // Local input: bytes as binary frames; EOF (not a terminal) closes the process's stdin.
+    // Local input. A terminal's keystrokes go as binary frames (low latency); piped input goes
+    // through `…/stdin`, each piece answered before the next, so its EOF (`close=true`) cannot
+    // overtake bytes still in flight on the socket.
     let input = in_tx.clone();
     let client = Client::new(c);
-    let stdin_path = format!("/sandboxes/{id}/processes/{pid}/stdin?close=true");
+    let stdin_path = format!("/sandboxes/{id}/processes/{pid}/stdin");
     let rt = tokio::runtime::Handle::current();
     // A plain thread: a blocking read of stdin never holds up the runtime.
     std::thread::spawn(move || {
@@ -147,16 +149,26 @@ async fn session(c: &ClientArgs, id: &str, pid: u32, tty: bool) -> anyhow::Resul
         loop {
             match stdin.read(&mut buf) {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
+                Ok(n) if tty => {
                     let m = Message::Binary(buf[..n].to_vec().into());
                     if input.blocking_send(m).is_err() {
+                        return;
+                    }
+                }
+                Ok(n) => {
+                    if rt
+                        .block_on(client.post_raw(&stdin_path, buf[..n].to_vec()))
+                        .is_err()
+                    {
+                        // No stdin (or the process exited): the output still comes.
                         return;
                     }
                 }
             }
         }
         if !tty {
-            let _ = rt.block_on(client.post_raw(&stdin_path, Vec::new()));
+            let close = format!("{stdin_path}?close=true");
+            let _ = rt.block_on(client.post_raw(&close, Vec::new()));
         }
     });
     if tty {
