@@ -161,7 +161,7 @@ pub(crate) struct EventWire<'a> {
     /// sandbox.created, sandbox.running, sandbox.destroyed, exec.started, exec.completed,
     /// exec.failed, exec.timeout, file.written, file.read, operation.failed, provider.failed,
     /// resource.limit, spawn.queued, spawn.dequeued, spawn.queue_timeout, quota.saved,
-    /// quota.deleted, reconcile.action
+    /// quota.deleted, reconcile.action, process.started, process.exited
     #[serde(rename = "type")]
     #[schema(example = "sandbox.created")]
     kind: &'static str,

@@ -83,6 +83,16 @@ async fn start_list_get_shapes() {
     );
     let ev = events.try_next().unwrap();
     assert_eq!(ev.kind, EventKind::ProcessStarted);
+    // An exec-log row as for exec: the command line; the exit code is not known yet.
+    let logs = app
+        .store
+        .list_exec_logs(&stacyvm_types::SandboxId::from(id.as_str()), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (logs[0].command.as_str(), logs[0].exit_code),
+        ("sh -c sleep 100", -1)
+    );
 
     let q = start(&app, &id, json!({"command": "exit 3"})).await;
     assert_eq!(q["state"], "exited");
