@@ -68,10 +68,13 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
     env.extend(req.env.iter().map(|(k, v)| (k.into(), v.into())));
 
     let fail = |e: io::Error| {
-        let code = if e.kind() == io::ErrorKind::InvalidInput {
-            ErrorCode::InvalidInput
-        } else {
-            ErrorCode::Io
+        // A program that is not there or cannot be run is the caller's mistake (400), not a
+        // failure of the sandbox.
+        let code = match e.kind() {
+            io::ErrorKind::InvalidInput
+            | io::ErrorKind::NotFound
+            | io::ErrorKind::PermissionDenied => ErrorCode::InvalidInput,
+            _ => ErrorCode::Io,
         };
         (code, format!("{prog}: {e}"))
     };

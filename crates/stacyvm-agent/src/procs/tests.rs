@@ -514,5 +514,6 @@ fn processes_start_clean() {
         workdir: "/tmp".into(),
         ..Default::default()
     }));
-    assert_eq!(error_code(&m), Some(ErrorCode::Io), "{m:?}");
+    // The caller's mistake: `invalid_input` (a 400), not an agent failure.
+    assert_eq!(error_code(&m), Some(ErrorCode::InvalidInput), "{m:?}");
 }

@@ -115,7 +115,7 @@ impl AgentSlot {
             slot.inner.try_lock().expect("new slot").running = Some(Running {
                 child: None,
                 pid,
-                sock: state.join("agent.sock"),
+                sock: super::persist::socket_path(state),
                 state: StateDir::Kept(state.to_path_buf()),
             });
         }
@@ -195,6 +195,10 @@ impl AgentSlot {
                 kill_group(pid);
             }
             r.reap().await;
+            // A socket outside the state dir (a deep state path) does not go with it.
+            if !r.sock.starts_with(r.state.path()) {
+                let _ = std::fs::remove_file(&r.sock);
+            }
         }
         self.pid.store(0, Ordering::SeqCst);
     }
@@ -214,7 +218,8 @@ fn start(bin: &Path, root: &Path, place: Place<'_>, id: &str) -> Result<Running,
         }
         Place::Kept(dir) => StateDir::Kept(dir.to_path_buf()),
     };
-    let sock = state.path().join("agent.sock");
+    let sock = super::persist::socket_path(state.path());
+    super::persist::prepare_socket_dir(&sock).map_err(fail)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

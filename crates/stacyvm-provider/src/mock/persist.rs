@@ -88,8 +88,61 @@ pub(super) fn live_agent(state: &Path) -> Option<u32> {
         .parse()
         .ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let sock = state.join("agent.sock");
+    let sock = socket_path(state);
     let sock = sock.to_string_lossy();
     let ours = cmdline.split(|b| *b == 0).any(|arg| arg == sock.as_bytes());
     ours.then_some(pid)
+}
+
+/// A unix socket path holds at most 107 bytes.
+const MAX_SOCKET_PATH: usize = 100;
+/// Where agent sockets go whose state dir is too deep for one.
+const SHORT_SOCKET_DIR: &str = "/tmp/stacyvm-agents";
+
+/// The socket of the agent whose state dir is `state`: `<state>/agent.sock`, or, when that
+/// path is too long for a unix socket (a deep `TMPDIR` or data dir), a short one under
+/// [`SHORT_SOCKET_DIR`] named by a stable hash of `state`, so a restarted provider finds the
+/// same socket again.
+pub(super) fn socket_path(state: &Path) -> PathBuf {
+    let sock = state.join("agent.sock");
+    if sock.as_os_str().len() <= MAX_SOCKET_PATH {
+        return sock;
+    }
+    // FNV-1a: stable across builds, unlike `DefaultHasher`.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in state.as_os_str().as_encoded_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Path::new(SHORT_SOCKET_DIR).join(format!("{h:016x}.sock"))
+}
+
+/// Makes the directory of `sock` (private when it is the shared short-socket dir).
+pub(super) fn prepare_socket_dir(sock: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(dir) = sock.parent() else {
+        return Ok(());
+    };
+    if dir == Path::new(SHORT_SOCKET_DIR) {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod socket_tests {
+    use super::*;
+
+    #[test]
+    fn long_state_dirs_get_a_short_stable_socket() {
+        let short = Path::new("/tmp/x/state");
+        assert_eq!(socket_path(short), short.join("agent.sock"));
+        let deep = PathBuf::from(format!("/tmp/{}/state", "d".repeat(120)));
+        let a = socket_path(&deep);
+        assert!(a.starts_with(SHORT_SOCKET_DIR), "{}", a.display());
+        assert!(a.as_os_str().len() <= MAX_SOCKET_PATH);
+        assert_eq!(a, socket_path(&deep), "stable");
+        let other = PathBuf::from(format!("/tmp/{}/other", "d".repeat(120)));
+        assert_ne!(a, socket_path(&other));
+    }
 }
