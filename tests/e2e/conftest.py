@@ -55,6 +55,10 @@ BASE_CONFIG: dict[str, Any] = {
     },
     "logging": {"level": "debug", "format": "json"},
 }
+# The in-sandbox agent built from this checkout (scripts/test.sh exports it), so processes run
+# the agent under test, not one installed on the machine by an earlier setup.
+if os.environ.get("STACYVM_AGENT"):
+    BASE_CONFIG["processes"] = {"agent": os.path.abspath(os.environ["STACYVM_AGENT"])}
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
