@@ -41,7 +41,17 @@ pub(super) async fn run(
     let Some((prog, args)) = argv.split_first().filter(|(p, _)| !p.trim().is_empty()) else {
         return Err(ProviderError::InvalidInput("command is required".into()));
     };
-    let mut cmd = Command::new(prog);
+    // Resolved here against the command's own PATH: with a changed environment and a bare
+    // name std cannot use posix_spawn and forks the whole server instead (+0.5–1 ms per exec).
+    let path = req.env.get("PATH").map_or(CLEAN_PATH, String::as_str);
+    let mut cmd = match lookup(prog, path) {
+        Some(full) => {
+            let mut c = Command::new(full);
+            c.arg0(prog);
+            c
+        }
+        None => Command::new(prog),
+    };
     // A clean environment: the server's own (STACYVM_CONFIG, keys, tokens) must not leak
     // into commands.
     cmd.args(args)
@@ -106,6 +116,21 @@ pub(super) async fn run(
     // again after reaping could hit a recycled process group id.
     group.finished = outcome.is_ok();
     outcome
+}
+
+/// The executable `prog` names on `path` (`prog` itself when it contains a `/`); `None` when
+/// none is found, so the spawn reports it as a shell would.
+pub(super) fn lookup(prog: &str, path: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if prog.contains('/') {
+        return None;
+    }
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// The host directory a command runs in: `workdir` inside the sandbox, default `/workspace`.
@@ -239,4 +264,24 @@ pub(super) fn kill_group(pgid: i32) {
     // SAFETY: kill(2) only takes integers and touches no memory of this process; a negative
     // pid > 1 in magnitude addresses exactly one process group.
     let _ = unsafe { libc::kill(-pgid, libc::SIGKILL) };
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::lookup;
+
+    #[test]
+    fn bare_names_resolve_on_the_given_path_only() {
+        let sh = lookup("sh", "/nonexistent:/usr/bin:/bin").expect("sh on PATH");
+        assert!(sh.ends_with("sh") && sh.is_absolute(), "{}", sh.display());
+        assert_eq!(lookup("sh", "/nonexistent"), None);
+        assert_eq!(
+            lookup("/bin/sh", "/usr/bin"),
+            None,
+            "a path is used as given"
+        );
+        assert_eq!(lookup("no-such-program-here", super::CLEAN_PATH), None);
+        // A directory of that name is not a program.
+        assert_eq!(lookup("bin", "/usr:/"), None);
+    }
 }
