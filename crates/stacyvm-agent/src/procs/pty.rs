@@ -97,8 +97,27 @@ pub fn controlling_terminal(cmd: &mut Command) {
             // gVisor needs it said (failure is harmless: the terminal still works).
             let pgrp = libc::getpid();
             let _ = libc::ioctl(0, libc::TIOCSPGRP as _, &pgrp);
+            default_dispositions();
             Ok(())
         });
+    }
+}
+
+/// Resets every catchable signal to its default action in a child about to exec. An ignored
+/// signal stays ignored across exec: an agent started in the background by a shell without job
+/// control has SIGINT and SIGQUIT ignored, and its terminal's `^C` would then do nothing.
+/// Async-signal-safe (sigaction only), for `pre_exec`.
+#[allow(unsafe_code)]
+pub fn default_dispositions() {
+    // SAFETY: a zeroed sigaction is SIG_DFL with an empty mask; sigaction reads it and writes
+    // nothing back (null old action). Signals that cannot be changed just fail.
+    unsafe {
+        let dfl: libc::sigaction = std::mem::zeroed();
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
     }
 }
 

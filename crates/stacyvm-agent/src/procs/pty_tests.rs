@@ -115,25 +115,10 @@ fn ctrl_c_interrupts_the_foreground_job() {
     // Non-interactive: ^C reaches the whole foreground group.
     let p = c.start(pty(sh("sleep 100"), 80, 24));
     wait_for_job(p.pid, "sleep");
-    // Under a loaded CI run one ^C was once echoed but not acted on (not reproduced since);
-    // a person would press it again, and so does the test, at most three times.
-    let mut exited = None;
-    for _ in 0..3 {
-        assert_eq!(c.stdin(p.pid, b"\x03", false), GuestMsg::Written { n: 1 });
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(3) {
-            let now = c.get(p.pid);
-            if now.state == "exited" {
-                exited = Some(now);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if exited.is_some() {
-            break;
-        }
-    }
-    let p = exited.expect("^C interrupted the job");
+    // Also when the agent itself was started with SIGINT ignored (in the background by a
+    // shell without job control): the child gets default dispositions.
+    assert_eq!(c.stdin(p.pid, b"\x03", false), GuestMsg::Written { n: 1 });
+    let p = c.wait_exit(p.pid);
     assert_eq!((p.exit_code, p.signal.as_deref()), (Some(130), Some("INT")));
 
     // An interactive shell survives; only its foreground job is interrupted.
