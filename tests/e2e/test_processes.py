@@ -392,7 +392,10 @@ def test_cli_shell_under_tmux(srv, client, sid, tmp_path):
         _tmux("send-keys", "-t", session, "exit 7", "Enter")
         _pane_until(session, "EXITED=7")
         deadline = time.monotonic() + 5
-        while not (tmp_path / "after").exists() and time.monotonic() < deadline:
+        # The redirection creates the file before `stty -g` has written to it.
+        after = tmp_path / "after"
+        while not (after.exists() and after.read_text().endswith("\n")) \
+                and time.monotonic() < deadline:
             time.sleep(0.1)
         assert (tmp_path / "after").read_text() == (tmp_path / "before").read_text(), \
             "the local terminal was not restored"
