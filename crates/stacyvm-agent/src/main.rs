@@ -116,13 +116,8 @@ fn main() -> ExitCode {
         }
     };
     // Open the port first: the device node lives in the initramfs, not in the sandbox root.
-    if let Some(root) = &args.root {
-        if let Err(e) =
-            std::os::unix::fs::chroot(root).and_then(|()| std::env::set_current_dir("/"))
-        {
-            eprintln!("stacyvm-agent: chroot {}: {e}", root.display());
-            return ExitCode::from(1);
-        }
+    if let Err(code) = enter_root(args.root.as_deref()) {
+        return code;
     }
     eprintln!(
         "stacyvm-agent {} listening on {}",
@@ -146,13 +141,8 @@ fn serve_socket(path: &std::path::Path, args: &Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Some(root) = &args.root {
-        if let Err(e) =
-            std::os::unix::fs::chroot(root).and_then(|()| std::env::set_current_dir("/"))
-        {
-            eprintln!("stacyvm-agent: chroot {}: {e}", root.display());
-            return ExitCode::from(1);
-        }
+    if let Err(code) = enter_root(args.root.as_deref()) {
+        return code;
     }
     // The socket path is the host's name for it; after a chroot it may not resolve any more.
     let socket = args.root.is_none().then(|| path.to_path_buf());
@@ -169,4 +159,18 @@ fn serve_socket(path: &std::path::Path, args: &Args) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Chroots into the sandbox root, when one is given (both transports, after opening what lives
+/// outside it).
+fn enter_root(root: Option<&std::path::Path>) -> Result<(), ExitCode> {
+    let Some(root) = root else {
+        return Ok(());
+    };
+    std::os::unix::fs::chroot(root)
+        .and_then(|()| std::env::set_current_dir("/"))
+        .map_err(|e| {
+            eprintln!("stacyvm-agent: chroot {}: {e}", root.display());
+            ExitCode::from(1)
+        })
 }
