@@ -216,20 +216,16 @@ impl WorkerClient {
         result
     }
 
-    /// `worker.file_read_stream`: the file's size (when the worker knows it) and its content
-    /// as it arrives. No overall timeout: a large file takes the time it takes; a dead
-    /// connection ends the stream with an error. The worker must start answering within
-    /// [`STREAM_START_TIMEOUT`] (a buffering backend reads the whole file first).
-    pub async fn file_read_stream(
+    /// Sends a streamed call and returns its answer once the content starts. Only the start is
+    /// bounded ([`STREAM_START_TIMEOUT`]) and timed: the body then flows at the reader's pace.
+    /// Failures, and anything that is not raw content, are JSON envelopes, decoded here.
+    async fn start_stream(
         &self,
-        ep: &Endpoint,
         req: &RpcRequest,
-    ) -> Result<(Option<u64>, ByteStream), RemoteError> {
-        // Timed, like bounded, only until the content starts.
+        rb: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RemoteError> {
         let mut timer = self.metrics.start(req.call.method());
-        // Only the answer's start is bounded: the body then flows at the reader's pace.
-        let send = self.request(ep, req)?.send();
-        let resp = tokio::time::timeout(STREAM_START_TIMEOUT, send)
+        let resp = tokio::time::timeout(STREAM_START_TIMEOUT, rb.send())
             .await
             .map_err(|_| RemoteError::Stalled(STREAM_START_TIMEOUT))?
             .map_err(RemoteError::Transport)?;
@@ -239,14 +235,26 @@ impl WorkerClient {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json"));
         if !resp.status().is_success() || is_json {
-            // Failures (and anything that is not raw content) are JSON envelopes.
             let failure = json_result(resp)
                 .await
-                .and(Err::<(Option<u64>, ByteStream), _>(RemoteError::Decode));
+                .and(Err::<reqwest::Response, _>(RemoteError::Decode));
             timer.finish(&failure);
             return failure;
         }
         timer.finish(&Ok::<(), RemoteError>(()));
+        Ok(resp)
+    }
+
+    /// `worker.file_read_stream`: the file's size (when the worker knows it) and its content
+    /// as it arrives. No overall timeout: a large file takes the time it takes; a dead
+    /// connection ends the stream with an error. The worker must start answering within
+    /// [`STREAM_START_TIMEOUT`] (a buffering backend reads the whole file first).
+    pub async fn file_read_stream(
+        &self,
+        ep: &Endpoint,
+        req: &RpcRequest,
+    ) -> Result<(Option<u64>, ByteStream), RemoteError> {
+        let resp = self.start_stream(req, self.request(ep, req)?).await?;
         let size = resp.content_length();
         let body = resp.bytes_stream().map_err(RemoteError::Transport).boxed();
         Ok((size, body))
@@ -337,28 +345,10 @@ impl WorkerClient {
         ep: &Endpoint,
         req: &RpcRequest,
     ) -> Result<RecordStream, RemoteError> {
-        let mut timer = self.metrics.start(req.call.method());
-        let send = self
+        let rb = self
             .request(ep, req)?
-            .header("Accept", "application/x-ndjson")
-            .send();
-        let resp = tokio::time::timeout(STREAM_START_TIMEOUT, send)
-            .await
-            .map_err(|_| RemoteError::Stalled(STREAM_START_TIMEOUT))?
-            .map_err(RemoteError::Transport)?;
-        let is_json = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if !resp.status().is_success() || is_json {
-            let failure = json_result(resp)
-                .await
-                .and(Err::<RecordStream, _>(RemoteError::Decode));
-            timer.finish(&failure);
-            return failure;
-        }
-        timer.finish(&Ok::<(), RemoteError>(()));
+            .header("Accept", "application/x-ndjson");
+        let resp = self.start_stream(req, rb).await?;
         let state = (
             resp.bytes_stream().boxed(),
             LineSplitter::new(MAX_LINE),
