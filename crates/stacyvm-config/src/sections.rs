@@ -44,6 +44,11 @@ pub struct ServerSection {
     pub reconcile_interval: GoDuration,
     /// Ours: cap on a request body, in bytes.
     pub max_body_bytes: i64,
+    /// Ours: cap on a collected exec's stdout and stderr together, measured on the encoded
+    /// reply, in bytes; past it the reply says `"truncated": true`. Workers enforce it too.
+    pub max_exec_output: i64,
+    /// Ours: collected (sync) execs running at once in one sandbox; more answer 429.
+    pub max_sync_execs: i64,
     /// Ours: how long graceful shutdown waits for in-flight requests.
     #[serde(deserialize_with = "de::duration")]
     pub shutdown_timeout: GoDuration,
@@ -62,6 +67,8 @@ impl Default for ServerSection {
             trusted_proxies: Vec::new(),
             reconcile_interval: GoDuration::from_secs(30),
             max_body_bytes: 64 * MIB,
+            max_exec_output: 16 * MIB,
+            max_sync_execs: 16,
             shutdown_timeout: GoDuration::from_secs(30),
         }
     }

@@ -205,6 +205,14 @@ impl ValidConfig {
         usize::try_from(self.inner.server.max_body_bytes).unwrap_or(usize::MAX)
     }
 
+    pub fn max_exec_output(&self) -> usize {
+        usize::try_from(self.inner.server.max_exec_output).unwrap_or(usize::MAX)
+    }
+
+    pub fn max_sync_execs(&self) -> usize {
+        usize::try_from(self.inner.server.max_sync_execs).unwrap_or(usize::MAX)
+    }
+
     pub fn reconcile_interval(&self) -> Duration {
         std_duration(self.inner.server.reconcile_interval)
     }

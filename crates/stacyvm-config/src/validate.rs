@@ -253,6 +253,8 @@ fn check_counts(c: &Config, errors: &mut Vec<ConfigError>) {
         ("limits.max_vcpus", l.max_vcpus),
         ("limits.max_disk_mb", l.max_disk_mb),
         ("server.max_body_bytes", c.server.max_body_bytes),
+        ("server.max_exec_output", c.server.max_exec_output),
+        ("server.max_sync_execs", c.server.max_sync_execs),
         (
             "worker.stale_after_intervals",
             c.worker.stale_after_intervals,

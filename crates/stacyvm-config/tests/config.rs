@@ -168,6 +168,7 @@ fn defaults_match_the_reference_with_our_changes() {
     assert_eq!(c.reconcile_interval(), Duration::from_secs(30));
     assert_eq!(c.server_shutdown_timeout(), Duration::from_secs(30));
     assert_eq!(c.max_body_bytes(), 64 * 1024 * 1024);
+    assert_eq!((c.max_exec_output(), c.max_sync_execs()), (16 << 20, 16));
     assert_eq!(
         (c.pool.max_vms, c.pool.memory_mb, c.pool.overflow.as_str()),
         (10, 2048, "reject")
@@ -187,7 +188,7 @@ fn every_key_parses() {
     let keys = Config::keys();
     assert_eq!(
         keys.len(),
-        141,
+        143,
         "schema size changed: update this test and docs"
     );
     for (key, _) in &keys {
@@ -223,6 +224,7 @@ fn key_list_covers_reference_section_11() {
         pool.max_users_per_vm pool.overflow providers.microvm.initrd_path
         worker.stale_after_intervals server.reconcile_interval server.max_body_bytes
         server.shutdown_timeout server.allow_unauthenticated server.preview_unisolated
+        server.max_exec_output server.max_sync_execs
         limits.max_memory_mb limits.max_vcpus limits.max_disk_mb
     ";
     for key in wanted.split_whitespace() {

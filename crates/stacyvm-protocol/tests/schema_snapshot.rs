@@ -117,6 +117,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
             exit_code: 0,
             stdout: "hi\n".into(),
             stderr: String::new(),
+            truncated: false,
         }),
     );
     m.insert(
@@ -381,6 +382,7 @@ fn added_samples(m: &mut BTreeMap<&'static str, Value>, target: &Target) {
                     exit_code: Some(0),
                 },
             ],
+            truncated: false,
         }),
     );
     m.insert(

@@ -95,6 +95,8 @@ pub fn settings_from(cfg: &ValidConfig) -> Settings {
         },
         trusted_proxies: cfg.trusted_proxies().to_vec(),
         max_body_bytes: cfg.max_body_bytes(),
+        max_exec_output: cfg.max_exec_output(),
+        max_sync_execs: cfg.max_sync_execs(),
         reaper_interval: cfg.reconcile_interval(),
         local_heartbeat_interval: std::time::Duration::from_secs(30),
         worker_stale_after: std::time::Duration::from_secs(120),

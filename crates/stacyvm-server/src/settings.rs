@@ -121,6 +121,10 @@ pub struct Settings {
     /// Peers whose `X-Forwarded-For` / `X-Real-IP` name the client (`server.trusted_proxies`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub max_body_bytes: usize,
+    /// Encoded stdout + stderr of a collected exec at most (`server.max_exec_output`).
+    pub max_exec_output: usize,
+    /// Collected execs in flight per sandbox at most (`server.max_sync_execs`).
+    pub max_sync_execs: usize,
     pub reaper_interval: Duration,
     pub local_heartbeat_interval: Duration,
     /// After how long without a heartbeat a worker that does not report its interval counts
@@ -156,6 +160,8 @@ impl Default for Settings {
             cors_allowed_origins: vec!["*".into()],
             trusted_proxies: Vec::new(),
             max_body_bytes: 64 << 20,
+            max_exec_output: stacyvm_types::DEFAULT_MAX_EXEC_OUTPUT,
+            max_sync_execs: 16,
             reaper_interval: Duration::from_secs(30),
             local_heartbeat_interval: Duration::from_secs(30),
             worker_stale_after: Duration::from_secs(120),

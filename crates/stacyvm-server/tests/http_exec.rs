@@ -217,3 +217,89 @@ async fn exec_bad_inputs() {
         "bad input never reaches the provider"
     );
 }
+
+/// 1 MiB of NUL bytes encodes to 6 MiB of JSON (`\u0000`): the cap is on the encoded reply.
+#[tokio::test]
+async fn sync_exec_output_is_capped_on_the_encoded_reply() {
+    const CAP: usize = 64 * 1024;
+    let app = TestApp::new()
+        .with_settings(|s| s.max_exec_output = CAP)
+        .build()
+        .await;
+    let id = app.spawn_id().await;
+
+    let r = exec(
+        &app,
+        &id,
+        json!({"command": "head -c 1048576 /dev/zero; echo err >&2; exit 3"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        r.body.len() <= CAP + 256,
+        "reply of {} bytes for a {CAP}-byte cap",
+        r.body.len()
+    );
+    let v = r.json();
+    assert_eq!(v["truncated"], true);
+    assert_eq!(v["exit_code"], 3, "the command ran to its end");
+    assert_eq!(v["stderr"], "err\n");
+    let out = v["stdout"].as_str().unwrap();
+    assert!(!out.is_empty() && out.bytes().all(|b| b == 0));
+
+    // Under the cap nothing changes, and the key stays absent (the SDK's dataclass).
+    let r = exec(&app, &id, json!({"command": "head -c 1000 /dev/zero"})).await;
+    let v = r.json();
+    assert_eq!(v["stdout"].as_str().unwrap().len(), 1000);
+    assert_eq!(keys(&v), ["duration", "exit_code", "stderr", "stdout"]);
+}
+
+/// Collected execs hold their output in memory: one sandbox runs a bounded number at once, and
+/// a freed place is usable again. Streams are not counted.
+#[tokio::test]
+async fn concurrent_sync_execs_per_sandbox_are_bounded() {
+    let app = TestApp::new()
+        .with_settings(|s| s.max_sync_execs = 1)
+        .build()
+        .await;
+    let id = app.spawn_id().await;
+    let other = app.spawn_id().await;
+
+    let slow = {
+        let path = format!("/api/v1/sandboxes/{id}/exec");
+        let req = app
+            .post(&path)
+            .json(&json!({"command": "touch started; sleep 2; echo done"}));
+        tokio::spawn(async move { req.send().await })
+    };
+    let started = common::wait_until(std::time::Duration::from_secs(10), || async {
+        let r = exec(&app, &other, json!({"command": "true"})).await;
+        assert_eq!(r.status, StatusCode::OK, "another sandbox is not limited");
+        app.get(&format!(
+            "/api/v1/sandboxes/{id}/files?path=/workspace/started"
+        ))
+        .send()
+        .await
+        .status
+            == StatusCode::OK
+    })
+    .await;
+    assert!(started, "the first exec never started");
+
+    let r = exec(&app, &id, json!({"command": "echo second"})).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert_eq!(r.json()["code"], "RESOURCE_LIMIT");
+    assert!(r.text().contains("server.max_sync_execs"), "{}", r.text());
+    let r = app
+        .post(&format!("/api/v1/sandboxes/{id}/exec"))
+        .json(&json!({"command": "echo streamed", "stream": true}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "streams are not bounded by it");
+
+    let first = slow.await.unwrap();
+    assert_eq!(first.json()["stdout"], "done\n");
+    let r = exec(&app, &id, json!({"command": "echo again"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["stdout"], "again\n");
+}

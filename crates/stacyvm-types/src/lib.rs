@@ -1,5 +1,6 @@
 //! Domain vocabulary shared by every StacyVM crate. Pure data and parsing, no I/O.
 
+mod capped;
 mod duration;
 mod event;
 mod id;
@@ -9,6 +10,7 @@ mod sandbox;
 mod state;
 mod time;
 
+pub use capped::{json_len, CappedOutput, Collected, DEFAULT_MAX_EXEC_OUTPUT};
 pub use duration::{format_go_duration, parse_go_duration, DurationError, GoDuration};
 pub use event::{EventKind, UnknownEventKind};
 pub use id::{new_sandbox_id, validate_owner_id, OwnerIdError};

@@ -148,6 +148,8 @@ pub struct WorkerConfig {
     pub(crate) control_plane_ca: Option<Vec<u8>>,
     pub(crate) max_sandboxes: i64,
     pub(crate) max_sandboxes_per_owner: i64,
+    /// `server.max_exec_output`: the same cap on collected output as the control plane's.
+    pub(crate) max_exec_output: usize,
     /// Built from the config by `run` unless injected with [`WorkerConfig::with_providers`].
     pub(crate) source: ValidConfig,
     pub(crate) providers: Option<ProviderRegistry>,
@@ -325,6 +327,7 @@ impl WorkerConfig {
             control_plane_ca,
             max_sandboxes: cfg.defaults.max_sandboxes,
             max_sandboxes_per_owner: cfg.defaults.max_sandboxes_per_owner,
+            max_exec_output: cfg.max_exec_output(),
             source: cfg.clone(),
             providers: None,
         })

@@ -31,6 +31,8 @@ pub(crate) struct Inner {
     pub tasks: TaskTracker,
     /// Cancelled when the process stops for good: running commands are killed.
     pub stop: CancellationToken,
+    /// Encoded bytes of collected output at most (`server.max_exec_output`).
+    pub max_exec_output: usize,
 }
 
 impl WorkerState {
@@ -59,6 +61,7 @@ impl WorkerState {
                 cp,
                 tasks: TaskTracker::new(),
                 stop: CancellationToken::new(),
+                max_exec_output: cfg.max_exec_output,
             }),
         })
     }

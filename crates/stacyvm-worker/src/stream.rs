@@ -20,7 +20,7 @@ use stacyvm_protocol::{
     ErrorCode, ExecParams, ExecResult, ExecStreamResult, RpcFailure, RpcResponse, StreamChunk,
 };
 use stacyvm_provider::{ExecRequest, Provider, ProviderError};
-use stacyvm_types::{SandboxState, StreamKind};
+use stacyvm_types::{CappedOutput, SandboxState, StreamKind};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::provider_failure;
@@ -59,44 +59,57 @@ fn prepare(state: &WorkerState, p: ExecParams) -> Result<Prepared, RpcFailure> {
     })
 }
 
-/// Runs the command to completion, collecting every chunk.
+/// Runs the command to completion, keeping each stream's chunks while their raw bytes stay
+/// within `cap` (the rest is drained and dropped; the flag says so).
 async fn collect(
     p: Prepared,
+    cap: usize,
 ) -> (
     Result<i32, ProviderError>,
     Vec<stacyvm_types::StreamChunk>,
+    bool,
     String,
 ) {
-    let (tx, mut rx) = mpsc::channel(CHUNK_BUFFER);
+    let (tx, mut rx) = mpsc::channel::<stacyvm_types::StreamChunk>(CHUNK_BUFFER);
     let exec = p.provider.exec(&p.runtime_id, p.req, tx);
     let gather = async {
-        let mut v = Vec::new();
-        while let Some(c) = rx.recv().await {
-            v.push(c);
+        let (mut v, mut kept, mut truncated) = (Vec::new(), [0usize; 2], false);
+        while let Some(mut c) = rx.recv().await {
+            let kept = &mut kept[usize::from(c.stream == StreamKind::Stderr)];
+            let room = cap.saturating_sub(*kept);
+            if c.data.len() > room {
+                truncated = true;
+                c.data.truncate(room);
+            }
+            *kept += c.data.len();
+            if !c.data.is_empty() {
+                v.push(c);
+            }
         }
-        v
+        (v, truncated)
     };
-    let (r, chunks) = tokio::join!(exec, gather);
-    (r, chunks, p.sandbox_id)
+    let (r, (chunks, truncated)) = tokio::join!(exec, gather);
+    (r, chunks, truncated, p.sandbox_id)
 }
 
-/// `worker.exec`: `{sandbox_id, exit_code, stdout, stderr}`.
+/// `worker.exec`: `{sandbox_id, exit_code, stdout, stderr}`, output capped as the control
+/// plane caps it (`server.max_exec_output`, on the encoded strings).
 pub(crate) async fn exec(state: &WorkerState, p: ExecParams) -> Result<Reply, RpcFailure> {
     let p = prepare(state, p)?;
-    let (r, chunks, sb) = collect(p).await;
+    let cap = state.inner.max_exec_output;
+    let (r, chunks, truncated, sb) = collect(p, cap).await;
     let code = r.map_err(|e| provider_failure(e, &sb))?;
-    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut output = CappedOutput::new(cap);
     for c in chunks {
-        match c.stream {
-            StreamKind::Stdout => out.extend_from_slice(&c.data),
-            StreamKind::Stderr => err.extend_from_slice(&c.data),
-        }
+        output.push(c.stream, &c.data);
     }
+    let out = output.finish();
     Reply::json(ExecResult {
         sandbox_id: sb,
         exit_code: i64::from(code),
-        stdout: String::from_utf8_lossy(&out).into_owned(),
-        stderr: String::from_utf8_lossy(&err).into_owned(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+        truncated: truncated || out.truncated,
     })
 }
 
@@ -111,7 +124,8 @@ pub(crate) async fn exec_stream(
     if ndjson {
         return live(state, id.to_string(), p).await;
     }
-    let (r, chunks, sb) = collect(p).await;
+    let cap = state.inner.max_exec_output;
+    let (r, chunks, mut truncated, sb) = collect(p, cap).await;
     let code = r.map_err(|e| provider_failure(e, &sb))?;
     let mut text = Decoder::default();
     let mut list: Vec<StreamChunk> = chunks
@@ -119,10 +133,19 @@ pub(crate) async fn exec_stream(
         .filter_map(|c| text.push(c.stream, &c.data))
         .collect();
     list.extend(text.finish());
+    // The encoded chunks stay within the cap: escapes can make them longer than the raw bytes.
+    let mut used = 0usize;
+    list.retain(|c| {
+        used += stacyvm_types::json_len(&c.data);
+        let keep = used <= cap;
+        truncated |= !keep;
+        keep
+    });
     list.push(exit_chunk(i64::from(code)));
     Reply::json(ExecStreamResult {
         sandbox_id: sb,
         chunks: list,
+        truncated,
     })
 }
 

@@ -495,3 +495,61 @@ async fn health_is_open() {
         assert_eq!(v, json!({"status": "ok", "worker_id": WORKER}));
     }
 }
+
+/// `server.max_exec_output` caps collected output on the worker too, on the encoded strings:
+/// 1 MiB of NUL bytes would be 6 MiB of JSON.
+#[tokio::test]
+async fn collected_exec_output_is_capped() {
+    const CAP: usize = 64 * 1024;
+    let (cp, _) = fake_cp().await;
+    let cfg = common::config_full(
+        &cp,
+        "",
+        &format!("server:\n  max_exec_output: {CAP}\n"),
+        Default::default(),
+    );
+    let w = common::start_worker_with(cfg).await;
+    let rpc = Rpc::new(&w.url);
+    rpc.spawn("sb-0000ca91").await;
+    let cmd = json!({"command": "head -c 1048576 /dev/zero; echo err >&2; exit 2"});
+
+    let (s, v) = rpc
+        .call("worker.exec", with("sb-0000ca91", cmd.clone()))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let r = &v["result"];
+    assert_eq!(
+        (r["truncated"].clone(), r["exit_code"].clone()),
+        (json!(true), json!(2))
+    );
+    assert_eq!(r["stderr"], "err\n");
+    let out = r["stdout"].as_str().unwrap();
+    let encoded = serde_json::to_string(out).unwrap().len();
+    assert!(encoded <= CAP && !out.is_empty(), "{encoded} encoded bytes");
+
+    let (s, v) = rpc
+        .call("worker.exec_stream", with("sb-0000ca91", cmd))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let r = &v["result"];
+    assert_eq!(r["truncated"], true);
+    let chunks = r["chunks"].as_array().unwrap();
+    let encoded: usize = chunks
+        .iter()
+        .map(|c| serde_json::to_string(&c["data"]).unwrap().len())
+        .sum();
+    assert!(encoded <= CAP + 4 * chunks.len(), "{encoded} encoded bytes");
+    assert_eq!(chunks.last().unwrap()["exit_code"], 2);
+
+    let (_, v) = rpc
+        .call(
+            "worker.exec",
+            with("sb-0000ca91", json!({"command": "echo ok"})),
+        )
+        .await;
+    assert_eq!(
+        v["result"].get("truncated"),
+        None,
+        "absent when nothing was cut"
+    );
+}

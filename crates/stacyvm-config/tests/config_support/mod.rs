@@ -54,7 +54,8 @@ server:
    allow_unauthenticated: true, preview_unisolated: true, reconcile_interval: 45s,
    cors_allowed_origins: ["https://app.example.com", "http://localhost:3000"],
    trusted_proxies: [10.0.0.0/8],
-   max_body_bytes: 1048576, shutdown_timeout: 5s}
+   max_body_bytes: 1048576, max_exec_output: 2097152, max_sync_execs: 4,
+   shutdown_timeout: 5s}
 limits: {max_memory_mb: 2048, max_vcpus: 4, max_disk_mb: 4096}
 worker:
   {id: w1, control_plane_url: https://cp.example.com, listen_addr: 0.0.0.0:7430,

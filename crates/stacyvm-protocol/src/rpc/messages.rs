@@ -111,6 +111,9 @@ pub struct ExecResult {
     pub exit_code: i64,
     pub stdout: String,
     pub stderr: String,
+    /// Ours: output past `server.max_exec_output` was left out (absent when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// One NDJSON line's `result` for `worker.exec_stream`. Output lines carry `stream`
@@ -130,6 +133,9 @@ pub struct StreamChunk {
 pub struct ExecStreamResult {
     pub sandbox_id: String,
     pub chunks: Vec<StreamChunk>,
+    /// Ours: chunks past `server.max_exec_output` were left out (absent when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// Params of the file methods that name one path: `file_read`, `file_read_stream`,

@@ -137,6 +137,9 @@ struct ExecResultView<'a> {
     exit_code: i32,
     stderr: &'a str,
     stdout: &'a str,
+    /// Present (and true) only when output past `server.max_exec_output` was left out.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
 }
 
 /// Run a command
@@ -175,6 +178,7 @@ async fn exec(
         exit_code: r.exit_code,
         stderr: &r.stderr,
         stdout: &r.stdout,
+        truncated: r.truncated,
     }))
 }
 

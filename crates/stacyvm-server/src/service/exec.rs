@@ -6,7 +6,8 @@ use std::time::Instant;
 use stacyvm_provider::{ExecRequest, ProviderError};
 use stacyvm_store::ExecLog;
 use stacyvm_types::{
-    parse_go_duration, EventKind, ExecMode, GoDuration, Sandbox, SandboxId, StreamChunk, StreamKind,
+    parse_go_duration, CappedOutput, EventKind, ExecMode, GoDuration, Sandbox, SandboxId,
+    StreamChunk, StreamKind,
 };
 use tokio::sync::mpsc;
 
@@ -15,9 +16,6 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::events::EventData;
 use crate::metrics::{ExecKind, ExecOutcome};
 
-/// Collected output per stream is capped so one chatty command cannot exhaust memory; use the
-/// stream API for more.
-const SYNC_OUTPUT_CAP: usize = 64 << 20;
 /// Exec logs keep a prefix of the output.
 const LOG_OUTPUT_CAP: usize = 64 << 10;
 /// Exit code reported on the stream when the command hit its timeout (as `timeout(1)` does).
@@ -39,6 +37,8 @@ pub struct ExecResult {
     pub stdout: String,
     pub stderr: String,
     pub duration: GoDuration,
+    /// Output beyond `server.max_exec_output` was left out.
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,26 +116,27 @@ impl Exec<'_> {
         let sb = self.svc.sandboxes().get(id).await?;
         let provider = self.svc.provider_for(&sb).await?;
         let req = self.request(&sb, &p).await?;
+        let _slot = self
+            .svc
+            .sync_execs
+            .acquire(id, self.svc.settings.max_sync_execs)?;
         let command_line = req.argv().join(" ");
         self.svc
             .events
             .publish(EventKind::ExecStarted, Some(id), None);
         let started = Instant::now();
         let (tx, mut rx) = mpsc::channel::<StreamChunk>(64);
+        let cap = self.svc.settings.max_exec_output;
+        // Drains to the end past the cap: the command runs to completion, as without it.
         let collect = async move {
-            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let mut output = CappedOutput::new(cap);
             while let Some(c) = rx.recv().await {
-                let buf = match c.stream {
-                    StreamKind::Stdout => &mut out,
-                    StreamKind::Stderr => &mut err,
-                };
-                let room = SYNC_OUTPUT_CAP.saturating_sub(buf.len());
-                buf.extend_from_slice(&c.data[..c.data.len().min(room)]);
+                output.push(c.stream, &c.data);
             }
-            (out, err)
+            output.finish()
         };
         let mode = req.mode;
-        let (res, (out, err)) = tokio::join!(provider.exec(sb.runtime_id(), req, tx), collect);
+        let (res, output) = tokio::join!(provider.exec(sb.runtime_id(), req, tx), collect);
         let outcome = ExecOutcome::of(Some(&res));
         self.svc
             .metrics
@@ -169,9 +170,10 @@ impl Exec<'_> {
         };
         let result = ExecResult {
             exit_code,
-            stdout: String::from_utf8_lossy(&out).into_owned(),
-            stderr: String::from_utf8_lossy(&err).into_owned(),
+            stdout: output.stdout,
+            stderr: output.stderr,
             duration: GoDuration::from_std(elapsed),
+            truncated: output.truncated,
         };
         self.svc.ops.observe("exec", &sb.provider, elapsed, None);
         let log = ExecLog {
@@ -283,6 +285,53 @@ impl Exec<'_> {
             }
         });
         Ok(ExecStream { rx: out_rx })
+    }
+}
+
+/// Collected execs in flight per sandbox: each may hold up to `server.max_exec_output`, so
+/// their number is what bounds the memory one sandbox's callers can pin.
+#[derive(Default)]
+pub(super) struct SyncExecs(std::sync::Mutex<std::collections::HashMap<SandboxId, usize>>);
+
+/// One admitted collected exec; dropping it frees the place.
+pub(super) struct SyncExecSlot<'a> {
+    execs: &'a SyncExecs,
+    id: SandboxId,
+}
+
+impl SyncExecs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<SandboxId, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn acquire(&self, id: &SandboxId, max: usize) -> ServiceResult<SyncExecSlot<'_>> {
+        let mut map = self.lock();
+        let n = map.entry(id.clone()).or_default();
+        if *n >= max {
+            return Err(ServiceError::ResourceLimit(format!(
+                "sandbox {id} already runs {max} collected execs (server.max_sync_execs); wait for \
+                 one to finish, or stream the output"
+            )));
+        }
+        *n += 1;
+        Ok(SyncExecSlot {
+            execs: self,
+            id: id.clone(),
+        })
+    }
+}
+
+impl Drop for SyncExecSlot<'_> {
+    fn drop(&mut self) {
+        let mut map = self.execs.lock();
+        if let Some(n) = map.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.id);
+            }
+        }
     }
 }
 

@@ -103,6 +103,8 @@ pub struct Inner {
     admission: admission::State,
     /// Set when an admin deleted `local`: keep it out of placement until re-added.
     local_removed: AtomicBool,
+    /// Collected execs in flight per sandbox (`server.max_sync_execs`).
+    sync_execs: exec::SyncExecs,
     /// Owns background work started on behalf of requests (streams); joined on shutdown.
     tasks: tokio_util::task::TaskTracker,
     shutdown: tokio_util::sync::CancellationToken,
@@ -186,6 +188,7 @@ impl Service {
             started: Instant::now(),
             admission: admission::State::default(),
             local_removed: AtomicBool::new(false),
+            sync_execs: exec::SyncExecs::default(),
             tasks: tokio_util::task::TaskTracker::new(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             version: env!("CARGO_PKG_VERSION"),

@@ -26,10 +26,20 @@ pub fn config(cp_url: &str, worker_extra: &str) -> WorkerConfig {
 }
 
 pub fn config_with(cp_url: &str, worker_extra: &str, flags: WorkerOverrides) -> WorkerConfig {
+    config_full(cp_url, worker_extra, "", flags)
+}
+
+/// [`config_with`] plus `top_extra`: whole top-level sections (`server:` …).
+pub fn config_full(
+    cp_url: &str,
+    worker_extra: &str,
+    top_extra: &str,
+    flags: WorkerOverrides,
+) -> WorkerConfig {
     let yaml = format!(
         "worker:\n  id: {WORKER}\n  control_plane_url: \"{cp_url}\"\n  heartbeat_interval: 200ms\n  shutdown_timeout: 3s\n{worker_extra}\
          providers:\n  default: mock\n  mock:\n    enabled: true\n  docker:\n    enabled: false\n  firecracker:\n    enabled: false\n\
-         auth:\n  worker_token: \"{TOKEN}\"\n  worker_signing_key: \"{SIGNING_KEY}\"\n  worker_revoked_token_ids: [revoked-jti]\n"
+         auth:\n  worker_token: \"{TOKEN}\"\n  worker_signing_key: \"{SIGNING_KEY}\"\n  worker_revoked_token_ids: [revoked-jti]\n{top_extra}"
     );
     let valid = Config::from_yaml_str(&yaml).unwrap().validate().unwrap();
     WorkerConfig::from_config(&valid, flags).unwrap()
@@ -51,7 +61,10 @@ pub struct TestWorker {
 }
 
 pub async fn start_worker(cp_url: &str) -> TestWorker {
-    let cfg = config(cp_url, "");
+    start_worker_with(config(cp_url, "")).await
+}
+
+pub async fn start_worker_with(cfg: WorkerConfig) -> TestWorker {
     let (mock, reg) = mock_registry();
     let state = WorkerState::new(&cfg, reg).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
