@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -323,6 +324,8 @@ def test_control_plane_kill9_and_restart(restart_backend, _clean_work_root):
             sid = c.post("/api/v1/sandboxes", json={}).json()["id"]
             p = start(c, sid, command="i=0; while [ $i -lt 60 ]; do echo n$i; i=$((i+1)); "
                                       "sleep 0.05; done")
+            # Exits only when told to: its exit event must come from the restarted plane.
+            gate = start(c, sid, command="while [ ! -f go ]; do sleep 0.1; done; exit 7")
             time.sleep(0.5)
             first = records(c, sid, p["pid"], follow=False, encoding="base64")
             assert first, "some output before the kill"
@@ -338,6 +341,34 @@ def test_control_plane_kill9_and_restart(restart_backend, _clean_work_root):
             assert rest[-1]["stream"] == "exit" and rest[-1]["exit_code"] == 0
             got = data(first) + data(rest)
             assert got == "".join(f"n{i}\n" for i in range(60)).encode()
+
+            # The restarted plane watches processes it did not start: their exits are events.
+            events: list[dict] = []
+            done = threading.Event()
+
+            def listen():
+                with s.http(timeout=httpx.Timeout(5, read=None)) as ev:
+                    with ev.stream("GET", "/api/v1/events") as r:
+                        for line in r.iter_lines():
+                            if line.startswith("data: "):
+                                events.append(json.loads(line[6:]))
+                            if done.is_set():
+                                return
+            t = threading.Thread(target=listen, daemon=True)
+            t.start()
+            time.sleep(0.5)
+            assert c.get(f"/api/v1/sandboxes/{sid}/processes/{gate['pid']}").json()["state"] == "running"
+            w = c.post(f"/api/v1/sandboxes/{sid}/files", json={"path": "/workspace/go", "content": ""})
+            assert w.status_code < 300, w.text
+            deadline = time.monotonic() + 20
+            exited = []
+            while not exited and time.monotonic() < deadline:
+                exited = [e for e in events if e["type"] == "process.exited"
+                          and e.get("data", {}).get("pid") == gate["pid"]]
+                time.sleep(0.1)
+            done.set()
+            assert exited, f"no process.exited for {gate['pid']}: {events}"
+            assert exited[0]["sandbox_id"] == sid and exited[0]["data"]["exit_code"] == 7
             c.delete(f"/api/v1/sandboxes/{sid}")
     finally:
         cluster.stop()

@@ -105,6 +105,8 @@ pub struct Inner {
     local_removed: AtomicBool,
     /// Collected execs in flight per sandbox (`server.max_sync_execs`).
     sync_execs: exec::SyncExecs,
+    /// Which processes this control plane watches for their exit events.
+    exit_watch: processes::ExitWatch,
     /// Owns background work started on behalf of requests (streams); joined on shutdown.
     tasks: tokio_util::task::TaskTracker,
     shutdown: tokio_util::sync::CancellationToken,
@@ -189,6 +191,7 @@ impl Service {
             admission: admission::State::default(),
             local_removed: AtomicBool::new(false),
             sync_execs: exec::SyncExecs::default(),
+            exit_watch: processes::ExitWatch::default(),
             tasks: tokio_util::task::TaskTracker::new(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             version: env!("CARGO_PKG_VERSION"),

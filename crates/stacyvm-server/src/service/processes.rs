@@ -36,6 +36,22 @@ pub struct ProcessParams {
     pub pty: Option<PtySize>,
 }
 
+/// Sandboxes whose running processes this control plane has looked for (once per sandbox, so
+/// processes started before a restart get their exit events too) and the processes it watches.
+#[derive(Default)]
+pub(super) struct ExitWatch {
+    resumed: std::sync::Mutex<std::collections::HashSet<SandboxId>>,
+    watched: std::sync::Mutex<std::collections::HashSet<(SandboxId, Pid)>>,
+}
+
+/// Bound on the resumed set: past it the set starts over (a sandbox is then looked at again,
+/// which costs one list call and watches nothing twice).
+const MAX_RESUMED: usize = 100_000;
+
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Background processes of sandboxes.
 #[derive(Clone, Copy)]
 pub struct Processes<'a> {
@@ -108,7 +124,45 @@ impl Processes<'_> {
     async fn route(self, id: &SandboxId) -> ServiceResult<(Sandbox, Arc<dyn Provider>)> {
         let sb = self.svc.sandboxes().get(id).await?;
         let provider = self.svc.provider_for(&sb).await?;
+        self.resume_watchers(&sb, &provider);
         Ok((sb, provider))
+    }
+
+    /// The first time this control plane routes a process call to `sb`, it looks for running
+    /// processes it does not watch (started before a restart, or through another control
+    /// plane) and watches them, in the background: the request does not wait for it.
+    fn resume_watchers(self, sb: &Sandbox, provider: &Arc<dyn Provider>) {
+        {
+            let mut resumed = locked(&self.svc.exit_watch.resumed);
+            if resumed.len() >= MAX_RESUMED {
+                resumed.clear();
+            }
+            if !resumed.insert(sb.id.clone()) {
+                return;
+            }
+        }
+        let svc = self.svc.clone();
+        let (id, provider, runtime_id) =
+            (sb.id.clone(), provider.clone(), sb.runtime_id().to_string());
+        self.svc.tasks.spawn(async move {
+            let listed = tokio::select! {
+                l = provider.process_list(&runtime_id) => l,
+                () = svc.shutdown.cancelled() => return,
+            };
+            let procs = match listed {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(sandbox_id = %id, error = %e, "exit watches not resumed");
+                    // Try again with the next call.
+                    locked(&svc.exit_watch.resumed).remove(&id);
+                    return;
+                }
+            };
+            for p in procs.iter().filter(|p| p.state == ProcessState::Running) {
+                svc.processes()
+                    .watch_exit(&id, provider.clone(), runtime_id.clone(), p);
+            }
+        });
     }
 
     /// Starts a process. It then belongs to the sandbox: it outlives this request and this
@@ -146,8 +200,8 @@ impl Processes<'_> {
 
     /// Follows the process's output from its current end, discarding data, to publish its exit.
     /// Owned by the service's task tracker and cancelled on shutdown; it ends with the process,
-    /// the sandbox (its stream fails) or the control plane. A restarted control plane does not
-    /// resume it: exits after a restart are seen by clients in the process list only.
+    /// the sandbox (its stream fails) or the control plane. A restarted control plane resumes
+    /// watching on its first process call to the sandbox ([`Self::resume_watchers`]).
     fn watch_exit(
         self,
         id: &SandboxId,
@@ -155,6 +209,10 @@ impl Processes<'_> {
         runtime_id: String,
         info: &ProcessInfo,
     ) {
+        let key = (id.clone(), info.pid);
+        if !locked(&self.svc.exit_watch.watched).insert(key.clone()) {
+            return;
+        }
         let svc = self.svc.clone();
         let id = id.clone();
         let pid = info.pid;
@@ -162,17 +220,24 @@ impl Processes<'_> {
         let started = info.clone();
         self.svc.tasks.spawn(async move {
             let follow = async {
-                let mut stream = provider
-                    .process_output(&runtime_id, pid, since, true)
-                    .await
-                    .ok()?;
+                let mut stream = match provider.process_output(&runtime_id, pid, since, true).await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(sandbox_id = %id, pid, error = %e, "exit watch not started");
+                        return None;
+                    }
+                };
                 while let Some(rec) = stream.next().await {
                     match rec {
                         Ok(OutputRecord::Exit {
                             exit_code, signal, ..
                         }) => return Some((exit_code, signal)),
                         Ok(_) => {}
-                        Err(_) => return None,
+                        Err(e) => {
+                            tracing::debug!(sandbox_id = %id, pid, error = %e, "exit watch ended");
+                            return None;
+                        }
                     }
                 }
                 None
@@ -181,6 +246,7 @@ impl Processes<'_> {
                 e = follow => e,
                 () = svc.shutdown.cancelled() => None,
             };
+            locked(&svc.exit_watch.watched).remove(&key);
             if let Some((exit_code, signal)) = exit {
                 let mut ended = started;
                 ended.state = ProcessState::Exited;
