@@ -148,6 +148,58 @@ async fn calls_proceed_while_a_reader_follows() {
     );
 }
 
+/// A reader that stops reading costs the host a bounded buffer, not the process's whole
+/// output: once a few frames wait unread the host drops its read and asks again from where the
+/// reader stopped, so the agent's ring decides what is lost and a gap record says how much.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_is_not_buffered_on_the_host() {
+    use futures_util::StreamExt;
+    use stacyvm_types::OutputRecord;
+    const TOTAL: u64 = 64 << 20;
+    let f = fixture();
+    let (id, _) = spawn(&f.p).await;
+    let mut spec = proc_sh(&format!("sleep 0.3; head -c {TOTAL} /dev/zero"));
+    spec.output_buffer = Some(1 << 20);
+    let info = f.p.process_start(&id, spec).await.unwrap();
+    let mut stream = f.p.process_output(&id, info.pid, 0, true).await.unwrap();
+    // The reader stalls while the process prints everything and exits.
+    let end = Instant::now() + Duration::from_secs(30);
+    while f.p.process_get(&id, info.pid).await.unwrap().state == ProcessState::Running {
+        assert!(Instant::now() < end, "the writer did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut data, mut dropped, mut next, mut exit) = (0u64, 0u64, 0u64, None);
+    while let Some(r) = stream.next().await {
+        match r.unwrap() {
+            OutputRecord::Data { seq, data: d, .. } => {
+                assert_eq!(seq, next, "no byte twice, none skipped without a gap");
+                assert!(d.iter().all(|b| *b == 0));
+                data += d.len() as u64;
+                next = seq + d.len() as u64;
+            }
+            OutputRecord::Gap { seq, dropped_bytes } => {
+                assert_eq!(seq, next);
+                dropped += dropped_bytes;
+                next = seq + dropped_bytes;
+            }
+            OutputRecord::Exit { exit_code, .. } => exit = Some(exit_code),
+        }
+    }
+    assert_eq!(exit, Some(0));
+    assert_eq!(
+        data + dropped,
+        TOTAL,
+        "every byte delivered or reported dropped"
+    );
+    assert!(
+        data <= 4 << 20,
+        "{data} bytes reached a reader that read nothing while they were printed: the host \
+         buffered them"
+    );
+    f.p.destroy(&id).await.unwrap();
+}
+
 /// Processes get the same clean environment as exec: nothing of the server's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_do_not_inherit_the_server_environment() {

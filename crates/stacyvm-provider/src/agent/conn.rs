@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -37,7 +37,41 @@ pub(crate) enum ConnError {
     Agent { code: ErrorCode, message: String },
 }
 
-type Waiters = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<GuestMsg>>>>;
+/// Where the answers to one request go. A bounded waiter is dropped once `max` frames wait
+/// unread: one slow reader must not make the host buffer everything a chatty process prints.
+struct Waiter {
+    tx: mpsc::UnboundedSender<GuestMsg>,
+    budget: Option<Arc<Budget>>,
+}
+
+/// Frames queued for a bounded waiter, and whether it overran.
+pub(crate) struct Budget {
+    queued: AtomicUsize,
+    max: usize,
+    overrun: AtomicBool,
+}
+
+/// The answers to a bounded request ([`AgentConn::start_bounded`]). After `None`,
+/// [`Self::overran`] tells an overrun (frames were dropped: ask again from where it stopped)
+/// from the end of the connection.
+pub(crate) struct BoundedRx {
+    rx: mpsc::UnboundedReceiver<GuestMsg>,
+    budget: Arc<Budget>,
+}
+
+impl BoundedRx {
+    pub(crate) async fn recv(&mut self) -> Option<GuestMsg> {
+        let m = self.rx.recv().await?;
+        self.budget.queued.fetch_sub(1, Ordering::SeqCst);
+        Some(m)
+    }
+
+    pub(crate) fn overran(&self) -> bool {
+        self.budget.overrun.load(Ordering::SeqCst)
+    }
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, Waiter>>>;
 
 /// The halves of whatever byte stream carries the protocol.
 pub(crate) type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
@@ -156,12 +190,37 @@ impl AgentConn {
         &self,
         msg: HostMsg,
     ) -> Result<(u64, mpsc::UnboundedReceiver<GuestMsg>), ConnError> {
+        self.start_with(msg, None).await
+    }
+
+    /// [`Self::start`] for a request with many answers that may outpace its reader: at most
+    /// `max` frames wait unread; past that the waiter is dropped (its answers are discarded)
+    /// and the receiver says it overran.
+    pub(crate) async fn start_bounded(
+        &self,
+        msg: HostMsg,
+        max: usize,
+    ) -> Result<(u64, BoundedRx), ConnError> {
+        let budget = Arc::new(Budget {
+            queued: AtomicUsize::new(0),
+            max,
+            overrun: AtomicBool::new(false),
+        });
+        let (id, rx) = self.start_with(msg, Some(budget.clone())).await?;
+        Ok((id, BoundedRx { rx, budget }))
+    }
+
+    async fn start_with(
+        &self,
+        msg: HostMsg,
+        budget: Option<Arc<Budget>>,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<GuestMsg>), ConnError> {
         if self.is_closed() {
             return Err(ConnError::Closed);
         }
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.waiters).insert(id, tx);
+        lock(&self.waiters).insert(id, Waiter { tx, budget });
         // The reader may have ended (and cleared the waiters) since the check above.
         if self.is_closed() {
             self.forget(id);
@@ -340,9 +399,19 @@ async fn read_loop(mut r: ReadHalf, waiters: Waiters, closed: Arc<AtomicBool>) {
                 other => tracing::warn!(?other, "unsolicited agent message"),
             },
             Ok(GuestFrame { id, msg }) => {
-                if let Some(tx) = lock(&waiters).get(&id) {
-                    let _ = tx.send(msg);
+                let mut waiters = lock(&waiters);
+                let Some(w) = waiters.get(&id) else {
+                    continue;
+                };
+                if let Some(b) = &w.budget {
+                    if b.queued.load(Ordering::SeqCst) >= b.max {
+                        b.overrun.store(true, Ordering::SeqCst);
+                        waiters.remove(&id);
+                        continue;
+                    }
+                    b.queued.fetch_add(1, Ordering::SeqCst);
                 }
+                let _ = w.tx.send(msg);
             }
             Err(e) => {
                 if !matches!(&e, ConnError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)

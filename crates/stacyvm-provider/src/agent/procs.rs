@@ -13,9 +13,8 @@ use stacyvm_protocol::agent::{
 };
 use stacyvm_protocol::base64;
 use stacyvm_types::{OutputRecord, OutputStream, Pid, ProcessInfo, ProcessState, PtySize, Signal};
-use tokio::sync::mpsc;
 
-use super::conn::{AbortOnDrop, AgentConn, ConnError};
+use super::conn::{AbortOnDrop, AgentConn, BoundedRx, ConnError};
 use crate::{ProcessSpec, ProviderError, RecordStream};
 
 /// Deadline of one process request (not of a read, which may follow for as long as it likes).
@@ -235,24 +234,78 @@ pub(crate) async fn stdin(
     Ok(written)
 }
 
+/// Frames of one read the host keeps unread at most (each up to 64 records and 256 KiB of
+/// output: 2 MiB). A reader slower than that is not buffered further: its read is dropped and asked
+/// again from where it stopped, so the agent's ring decides what is lost and says so with a
+/// gap record, and the host's memory stays bounded however slow the client.
+const MAX_QUEUED_FRAMES: usize = 8;
+
 /// What a read's stream holds between items.
 struct Read<T: AsRef<AgentConn> + Send + Sync + 'static> {
-    rx: mpsc::UnboundedReceiver<GuestMsg>,
+    rx: BoundedRx,
     /// Cancels the agent's read (a follow would otherwise wait for the process) if the stream
     /// is dropped before `ReadEnd`.
     guard: Option<AbortOnDrop<T>>,
     owner: Arc<T>,
     id: u64,
     pid: Pid,
+    follow: bool,
+    /// The `since` that continues after the last record handed out.
+    cursor: u64,
 }
 
 impl<T: AsRef<AgentConn> + Send + Sync + 'static> Read<T> {
+    async fn open(
+        owner: Arc<T>,
+        pid: Pid,
+        since: u64,
+        follow: bool,
+    ) -> Result<Self, ProviderError> {
+        let (id, rx) = (*owner)
+            .as_ref()
+            .start_bounded(HostMsg::ProcRead { pid, since, follow }, MAX_QUEUED_FRAMES)
+            .await
+            .map_err(|e| map_err(e, pid))?;
+        let guard = AbortOnDrop::new(owner.clone(), HostMsg::Cancel { target: id }).forgetting(id);
+        Ok(Read {
+            rx,
+            guard: Some(guard),
+            owner,
+            id,
+            pid,
+            follow,
+            cursor: since,
+        })
+    }
+
     /// The read is over: no cancel needed, and the waiter goes.
     fn finish(&mut self) {
         if let Some(g) = self.guard.take() {
             g.disarm();
         }
         (*self.owner).as_ref().forget(self.id);
+    }
+
+    /// After an overrun: cancels the old read (dropping its guard does) and asks again from
+    /// the cursor.
+    async fn reopen(&mut self) -> Result<(), ProviderError> {
+        self.guard.take();
+        let next = Read::open(self.owner.clone(), self.pid, self.cursor, self.follow).await?;
+        *self = next;
+        Ok(())
+    }
+
+    /// The next answer frame, reading again after overruns; `None` when the connection ended.
+    async fn next_frame(&mut self) -> Result<Option<GuestMsg>, ProviderError> {
+        loop {
+            if let Some(m) = self.rx.recv().await {
+                return Ok(Some(m));
+            }
+            if !self.rx.overran() {
+                return Ok(None);
+            }
+            self.reopen().await?;
+        }
     }
 }
 
@@ -271,25 +324,15 @@ pub(crate) async fn output<T: AsRef<AgentConn> + Send + Sync + 'static>(
     if follow {
         get(conn, pid).await?;
     }
-    let (id, mut rx) = conn
-        .start(HostMsg::ProcRead { pid, since, follow })
-        .await
-        .map_err(|e| map_err(e, pid))?;
-    let guard = AbortOnDrop::new(owner.clone(), HostMsg::Cancel { target: id }).forgetting(id);
-    let mut read = Read {
-        rx: mpsc::unbounded_channel().1,
-        guard: Some(guard),
-        owner,
-        id,
-        pid,
-    };
+    let mut read = Read::open(owner, pid, since, follow).await?;
     // A plain read answers at once; its first frame settles whether the pid exists.
     let head = if follow {
         (Vec::new(), false)
     } else {
-        let first = match tokio::time::timeout(CALL_TIMEOUT, rx.recv()).await {
-            Ok(Some(m)) => m,
-            Ok(None) => return Err(map_err(ConnError::Closed, pid)),
+        let first = match tokio::time::timeout(CALL_TIMEOUT, read.next_frame()).await {
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => return Err(map_err(ConnError::Closed, pid)),
+            Ok(Err(e)) => return Err(e),
             Err(_) => return Err(map_err(ConnError::Timeout, pid)),
         };
         if let GuestMsg::Error { code, message } = first {
@@ -298,13 +341,12 @@ pub(crate) async fn output<T: AsRef<AgentConn> + Send + Sync + 'static>(
         }
         batch(&mut read, first)
     };
-    read.rx = rx;
     let rest = futures_util::stream::unfold(Some(read), |state| async move {
         let mut read = state?;
-        let m = read.rx.recv().await;
-        let (items, done) = match m {
-            None => (vec![Err(map_err(ConnError::Closed, read.pid))], true),
-            Some(m) => batch(&mut read, m),
+        let (items, done) = match read.next_frame().await {
+            Ok(None) => (vec![Err(map_err(ConnError::Closed, read.pid))], true),
+            Ok(Some(m)) => batch(&mut read, m),
+            Err(e) => (vec![Err(e)], true),
         };
         Some((items, (!done).then_some(read)))
     });
@@ -325,7 +367,17 @@ fn batch<T: AsRef<AgentConn> + Send + Sync + 'static>(
     m: GuestMsg,
 ) -> (Vec<Result<OutputRecord, ProviderError>>, bool) {
     match m {
-        GuestMsg::Records { records } => (records.into_iter().map(to_record).collect(), false),
+        GuestMsg::Records { records } => {
+            let items: Vec<_> = records.into_iter().map(to_record).collect();
+            for r in items.iter().flatten() {
+                read.cursor = match r {
+                    OutputRecord::Data { seq, data, .. } => seq + data.len() as u64,
+                    OutputRecord::Gap { seq, dropped_bytes } => seq + dropped_bytes,
+                    OutputRecord::Exit { seq, .. } => seq + 1,
+                };
+            }
+            (items, false)
+        }
         GuestMsg::ReadEnd => {
             read.finish();
             (Vec::new(), true)
