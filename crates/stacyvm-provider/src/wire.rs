@@ -94,6 +94,14 @@ impl ProviderError {
             (Some(C::ProviderNotFound), _) => {
                 ProviderError::ProviderNotFound(subject("provider not found: "))
             }
+            // A worker older than the method (the original Go worker has no process methods):
+            // the caller did nothing wrong, the worker cannot do it.
+            (_, 400) if f.message.starts_with("unknown worker method: ") => {
+                ProviderError::Unavailable(format!(
+                    "the worker does not support {} (an older worker version; upgrade it)",
+                    subject("unknown worker method: ")
+                ))
+            }
             (Some(C::BadRequest), _) | (None, 400) => {
                 ProviderError::InvalidInput(subject("invalid input: "))
             }
@@ -250,6 +258,16 @@ mod tests {
                 Some(C::ProviderNotFound),
                 "provider not found: q",
                 ProviderError::ProviderNotFound("q".into()),
+            ),
+            (
+                400,
+                None,
+                "unknown worker method: worker.process_start",
+                ProviderError::Unavailable(
+                    "the worker does not support worker.process_start (an older worker \
+                     version; upgrade it)"
+                        .into(),
+                ),
             ),
             (
                 400,
