@@ -284,6 +284,9 @@ pub enum ErrorCode {
     ProcessExited,
     /// Version 3: resize of a process without a PTY.
     NotAPty,
+    /// Version 3: the request would queue more than the agent keeps waiting (stdin the
+    /// process does not read); retry once it has read some.
+    Busy,
 }
 
 /// The version a host speaking `host_min..=host_max` and this crate agree on, if any.

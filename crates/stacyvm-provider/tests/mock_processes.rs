@@ -306,3 +306,47 @@ async fn persistent_sandboxes_and_processes_outlive_the_provider() {
         .unwrap()
         .is_empty());
 }
+
+/// Stdin a process does not read waits in the agent only up to a bound (8 MiB); past it a
+/// write is refused as unavailable (retry later) instead of the agent keeping every byte, and
+/// the process is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_stdin_is_bounded() {
+    let f = fixture();
+    let (id, _) = spawn(&f.p).await;
+    let mut spec = proc_sh("sleep 60");
+    spec.stdin = true;
+    let info = f.p.process_start(&id, spec).await.unwrap();
+    // Twenty writes at once: none completes (the process reads nothing). Each sends its first
+    // 512 KiB piece and waits for it to be written, so 10 MiB would wait.
+    let mut writes: futures_util::stream::FuturesUnordered<_> = (0..20)
+        .map(|_| {
+            f.p.process_stdin(
+                &id,
+                info.pid,
+                bytes::Bytes::from(vec![b'x'; 1 << 20]),
+                false,
+            )
+        })
+        .collect();
+    let mut refused = 0;
+    while let Ok(Some(r)) = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut writes),
+    )
+    .await
+    {
+        match r {
+            Err(ProviderError::Unavailable(m)) if m.contains("still waiting") => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    drop(writes);
+    assert!(
+        (1..=4).contains(&refused),
+        "{refused} of 20 refused (16 pieces of 512 KiB may wait)"
+    );
+    let now = f.p.process_get(&id, info.pid).await.unwrap();
+    assert_eq!(now.state, ProcessState::Running);
+    f.p.destroy(&id).await.unwrap();
+}

@@ -7,6 +7,7 @@ use super::read::{self, Reads};
 use super::spawn::{self, parse_signal, Failure};
 use super::{pty, registry, stdin, Proc};
 use crate::session::{lock, Out};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Answers one of the `Proc*` requests (other messages are ignored).
@@ -72,14 +73,29 @@ fn write_stdin(id: u64, pid: u32, data: &str, close: bool, out: &Out) -> Result<
             "the process was started without stdin, or its stdin was closed",
         ));
     }
+    let len = bytes.len();
+    let queued = p.stdin_queued.load(Ordering::SeqCst);
+    if queued > 0 && queued + len > stdin::MAX_QUEUED {
+        return Err(error(
+            ErrorCode::Busy,
+            format!(
+                "{queued} bytes of stdin are still waiting for the process to read them (at \
+                 most {} may wait); retry later",
+                stdin::MAX_QUEUED
+            ),
+        ));
+    }
     let item = stdin::Item {
         data: bytes,
         close,
         id,
         out: out.clone(),
     };
+    // Counted before the writer can see it, so its decrement never comes first.
+    p.stdin_queued.fetch_add(len, Ordering::SeqCst);
     let sent = lock(&p.stdin).as_ref().map(|tx| tx.send(item).is_ok());
     if sent != Some(true) {
+        p.stdin_queued.fetch_sub(len, Ordering::SeqCst);
         return Err(error(ErrorCode::StdinClosed, "stdin is not open"));
     }
     // A terminal stays open after `^D`; a pipe does not.

@@ -81,6 +81,8 @@ pub struct Proc {
     pub changed: Condvar,
     /// Queue of the stdin writer thread; `None` without stdin.
     stdin: Mutex<Option<std::sync::mpsc::Sender<stdin::Item>>>,
+    /// Bytes queued for stdin and not yet written (bounded by [`stdin::MAX_QUEUED`]).
+    stdin_queued: std::sync::atomic::AtomicUsize,
     /// The PTY master, for resizing; closed once the process exited (frees the terminal).
     master: Mutex<Option<File>>,
     /// Set by the timeout: the exit code becomes 124.

@@ -154,6 +154,7 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
         }),
         changed: Condvar::new(),
         stdin: Mutex::new(stdin_tx),
+        stdin_queued: std::sync::atomic::AtomicUsize::new(0),
         master: Mutex::new(master),
         timed_out: AtomicBool::new(false),
     });

@@ -14,6 +14,9 @@ use crate::session::Out;
 
 /// End-of-file for a terminal in canonical mode (`^D`): what closing a PTY's input means.
 const EOT: u8 = 0x04;
+/// Stdin bytes a process may have waiting (queued, not yet written) at most: a process that
+/// does not read its input must not make the agent keep every byte a client sends.
+pub const MAX_QUEUED: usize = 8 << 20;
 
 pub struct Item {
     pub data: Vec<u8>,
@@ -25,6 +28,7 @@ pub struct Item {
 pub fn writer(mut sink: File, rx: Receiver<Item>, is_pty: bool, pgid: i32, p: Weak<Proc>) {
     let emulate_isig = is_pty && !pty::kernel_handles_isig();
     for item in rx {
+        let queued = item.data.len();
         let mut r = if emulate_isig {
             write_signalling(&mut sink, &item.data, pgid)
         } else {
@@ -49,6 +53,10 @@ pub fn writer(mut sink: File, rx: Receiver<Item>, is_pty: bool, pgid: i32, p: We
                 };
                 item.out.error(item.id, code, format!("{what}: {e}"));
             }
+        }
+        if let Some(p) = p.upgrade() {
+            p.stdin_queued
+                .fetch_sub(queued, std::sync::atomic::Ordering::SeqCst);
         }
         if item.close && !is_pty {
             // Dropping the only write end is what gives the process its end-of-file.

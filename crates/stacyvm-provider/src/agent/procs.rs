@@ -77,6 +77,7 @@ pub(crate) fn map_err(e: ConnError, pid: Pid) -> ProviderError {
             ErrorCode::StdinClosed => ProviderError::StdinClosed(pid),
             ErrorCode::ProcessExited => ProviderError::ProcessExited(pid),
             ErrorCode::NotAPty => ProviderError::NotAPty(pid),
+            ErrorCode::Busy => ProviderError::Unavailable(message),
             // A missing program or workdir is the caller's mistake, as with exec.
             ErrorCode::InvalidInput | ErrorCode::NotFound => ProviderError::InvalidInput(message),
             ErrorCode::Version => ProviderError::Unavailable(message),
