@@ -1,5 +1,5 @@
 //! Control-plane benchmarks: start a private `stacyvm serve` (mock provider, SQLite) and print
-//! throughput, exec overhead and memory figures. Prints numbers; asserts nothing about timing.
+//! throughput, exec overhead, memory and background-process figures. Prints numbers; asserts nothing about timing.
 
 mod api;
 mod docker;
@@ -7,9 +7,11 @@ mod exec;
 mod memory;
 mod pg;
 mod probe;
+mod processes;
 mod server;
 mod stats;
 mod throughput;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -80,6 +82,29 @@ struct Cli {
         hide_env_values = true
     )]
     dsn: Option<String>,
+    /// The static in-sandbox agent the servers of the process benchmarks run
+    /// (`processes.agent`); build it with `cd crates/stacyvm-agent && cargo build --release`.
+    #[arg(long, global = true, env = "STACYVM_AGENT")]
+    agent: Option<PathBuf>,
+    /// Measured samples of the first-output-line benchmark (default 200; 20 with --quick).
+    #[arg(long, global = true)]
+    proc_n: Option<usize>,
+    /// Measured keystrokes of the PTY echo benchmark (default 500; 50 with --quick).
+    #[arg(long, global = true)]
+    pty_n: Option<usize>,
+    /// Control-plane restarts per backend (default 5; 1 with --quick).
+    #[arg(long, global = true)]
+    restarts: Option<usize>,
+    /// Idle processes of the process memory benchmark (default 1000; 50 with --quick).
+    #[arg(long, global = true)]
+    idle_procs: Option<usize>,
+    /// Process benchmarks on local mock sandboxes only: no worker, no docker.
+    #[arg(long, global = true)]
+    local_only: bool,
+    /// Also run the restart benchmark on docker under --quick (always tried otherwise; skipped
+    /// with a note without a daemon or the image).
+    #[arg(long, global = true)]
+    docker_restart: bool,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq)]
@@ -91,7 +116,7 @@ enum DbChoice {
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq)]
 enum Cmd {
-    /// All three benchmarks (the default).
+    /// Spawn, exec, memory and processes (the default).
     All,
     /// Spawn+destroy throughput at each concurrency level.
     Spawn,
@@ -99,6 +124,9 @@ enum Cmd {
     Exec,
     /// Server RSS before and after creating many live sandboxes.
     Memory,
+    /// Background processes: first output line, PTY echo, re-attach after a restart, idle
+    /// memory (needs the agent: --agent or STACYVM_AGENT).
+    Processes,
     /// Docker provider vs the bare Engine API (needs dockerd and the local image; not in `all`).
     Docker,
 }
@@ -206,6 +234,29 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             .sandboxes
             .unwrap_or(if cli.quick { 300 } else { 10_000 });
         memory::run(&bin, &memory::Opts { sandboxes }).await?;
+    }
+    if cmd == Cmd::All || cmd == Cmd::Processes {
+        let pick = |v: Option<usize>, quick: usize, full: usize| {
+            v.unwrap_or(if cli.quick { quick } else { full }).max(1)
+        };
+        let agent = match &cli.agent {
+            Some(a) => Some(a.canonicalize().map_err(|source| BenchError::Io {
+                context: format!("agent {}", a.display()),
+                source,
+            })?),
+            None => None,
+        };
+        let o = processes::Opts {
+            agent,
+            n: pick(cli.proc_n, 20, 200),
+            pty_n: pick(cli.pty_n, 50, 500),
+            restarts: pick(cli.restarts, 1, 5),
+            idle: pick(cli.idle_procs, 50, 1000),
+            remote: !cli.local_only,
+            docker: !cli.local_only && (!cli.quick || cli.docker_restart),
+            image: cli.image.clone(),
+        };
+        processes::run(&bin, &o).await?;
     }
     if cmd == Cmd::Docker {
         let n = cli

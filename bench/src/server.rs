@@ -18,18 +18,20 @@ const HEALTH_DEADLINE: Duration = Duration::from_secs(30);
 pub struct Server {
     child: Child,
     pid: u32,
+    bin: PathBuf,
+    pub port: u16,
     pub base: String,
     log_path: PathBuf,
     // Dropped after the child is killed (field order): removes the DB and mock sandbox dirs.
     dir: TempDir,
 }
 
-fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+pub fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
     let context = context.into();
     move |source| BenchError::Io { context, source }
 }
 
-fn free_port() -> Result<u16, BenchError> {
+pub fn free_port() -> Result<u16, BenchError> {
     // Bind-then-release can race with another process taking the port; the health wait
     // then fails loudly rather than benchmarking someone else's server.
     let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("binding a probe port"))?;
@@ -55,6 +57,44 @@ pub fn cpu_time_of(path: &str) -> Result<Duration, BenchError> {
     }
 }
 
+/// Resident set size of any process, KiB (`VmRSS`); `VmHWM` with `peak`.
+pub fn rss_kib_of(pid: u32, peak: bool) -> Result<u64, BenchError> {
+    status_field(pid, if peak { "VmHWM:" } else { "VmRSS:" })
+}
+
+/// A numeric field of `/proc/<pid>/status` (`kB` units stripped).
+pub fn status_field(pid: u32, key: &str) -> Result<u64, BenchError> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).map_err(io_err(format!("reading {path}")))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| BenchError::Server(format!("no {key} in {path}")))
+}
+
+/// `stacyvm serve` in `dir` (config `stacyvm.yaml`, sandboxes under `sandboxes/`), its output
+/// appended to `log_path` (a respawn keeps the first run's lines).
+fn spawn(bin: &Path, dir: &Path, log_path: &Path) -> Result<Child, BenchError> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(io_err("opening the server log"))?;
+    let log2 = log.try_clone().map_err(io_err("cloning the log handle"))?;
+    Command::new(bin)
+        .arg("serve")
+        .current_dir(dir)
+        .env("STACYVM_CONFIG", dir.join("stacyvm.yaml"))
+        // The mock puts one directory per sandbox under the temp dir; keep them in ours.
+        .env("TMPDIR", dir.join("sandboxes"))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io_err(format!("starting {}", bin.display())))
+}
+
 /// The `providers:` flow mapping of the default benchmark server.
 pub const MOCK_PROVIDERS: &str = "{default: \"mock\", mock: {enabled: true}}";
 
@@ -70,6 +110,17 @@ impl Server {
 
     /// Like [`Server::start_with`], with the store in `db`.
     pub async fn start_on(bin: &Path, providers: &str, db: &Db) -> Result<Server, BenchError> {
+        Self::start_full(bin, providers, db, "").await
+    }
+
+    /// Like [`Server::start_on`], with `extra` appended to the config (whole YAML lines, e.g.
+    /// `processes:` or `auth:`).
+    pub async fn start_full(
+        bin: &Path,
+        providers: &str,
+        db: &Db,
+        extra: &str,
+    ) -> Result<Server, BenchError> {
         let dir = tempfile::Builder::new()
             .prefix("stacyvm-bench-")
             .tempdir()
@@ -81,39 +132,60 @@ impl Server {
              providers: {providers}\n\
              database: {database}\n\
              logging: {{level: \"warn\", format: \"json\"}}\n\
-             defaults: {{max_ttl: \"0s\"}}\n"
+             defaults: {{max_ttl: \"0s\"}}\n\
+             {extra}"
         );
         let config_path = dir.path().join("stacyvm.yaml");
         std::fs::write(&config_path, config).map_err(io_err("writing the config"))?;
         let log_path = dir.path().join("server.log");
-        let log = std::fs::File::create(&log_path).map_err(io_err("creating the server log"))?;
-        let log2 = log.try_clone().map_err(io_err("cloning the log handle"))?;
-        let mock_dir = dir.path().join("sandboxes");
-        let child = Command::new(bin)
-            .arg("serve")
-            .current_dir(dir.path())
-            .env("STACYVM_CONFIG", &config_path)
-            // The mock puts one directory per sandbox under the temp dir; keep them in ours.
-            .env("TMPDIR", &mock_dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(io_err(format!("starting {}", bin.display())))?;
-        std::fs::create_dir_all(&mock_dir).map_err(io_err("creating the sandbox dir"))?;
+        std::fs::create_dir_all(dir.path().join("sandboxes"))
+            .map_err(io_err("creating the sandbox dir"))?;
+        let child = spawn(bin, dir.path(), &log_path)?;
         let pid = child
             .id()
             .ok_or_else(|| BenchError::Server("server exited immediately".into()))?;
         let mut server = Server {
             child,
             pid,
+            bin: bin.to_path_buf(),
+            port,
             base: format!("http://127.0.0.1:{port}/api/v1"),
             log_path,
             dir,
         };
         server.wait_healthy().await?;
         Ok(server)
+    }
+
+    /// `kill -9` of the server, then the same command again on the same config, database, port
+    /// and sandbox dir (nothing is cleaned up in between). Returns when the new process was
+    /// spawned; the caller decides how to wait for it.
+    pub async fn kill9_and_respawn(&mut self) -> Result<(), BenchError> {
+        self.child
+            .kill()
+            .await
+            .map_err(io_err("killing the server"))?;
+        self.child = spawn(&self.bin, self.dir.path(), &self.log_path)?;
+        self.pid = self
+            .child
+            .id()
+            .ok_or_else(|| BenchError::Server("server exited immediately".into()))?;
+        Ok(())
+    }
+
+    /// Whether the server process is still running (a respawned one may fail to bind).
+    pub fn check_running(&mut self) -> Result<(), BenchError> {
+        match self
+            .child
+            .try_wait()
+            .map_err(io_err("polling the server"))?
+        {
+            None => Ok(()),
+            Some(status) => Err(BenchError::Server(format!(
+                "server exited with {status}; log:\n{}",
+                self.log_tail()
+            ))),
+        }
     }
 
     async fn wait_healthy(&mut self) -> Result<(), BenchError> {
@@ -148,13 +220,12 @@ impl Server {
 
     /// Resident set size of the server process, KiB (`VmRSS`); `VmHWM` with `peak`.
     pub fn rss_kib(&self, peak: bool) -> Result<u64, BenchError> {
-        let key = if peak { "VmHWM:" } else { "VmRSS:" };
-        let path = format!("/proc/{}/status", self.pid);
-        let text = std::fs::read_to_string(&path).map_err(io_err(format!("reading {path}")))?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| BenchError::Server(format!("no {key} in {path}")))
+        rss_kib_of(self.pid, peak)
+    }
+
+    /// The API root for WebSocket routes (`ws://…/api/v1`).
+    pub fn ws_base(&self) -> String {
+        format!("ws://127.0.0.1:{}/api/v1", self.port)
     }
 
     /// CPU time (user + system) the server process has used so far.
