@@ -177,8 +177,9 @@ async fn docker_ready(image: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn restart_docker(bin: &Path, o: &Opts) -> Result<(), BenchError> {
-    println!("\n### P3. Re-attach after kill -9 of the control plane: docker");
+/// P1 and P3 on docker (one container).
+async fn docker(bin: &Path, o: &Opts) -> Result<(), BenchError> {
+    println!("\n### P1 and P3 on docker ({})", o.image);
     if let Err(why) = docker_ready(&o.image).await {
         println!("   skipped: {why} (scripts/test.sh setup starts dockerd and builds it)");
         return Ok(());
@@ -190,7 +191,15 @@ async fn restart_docker(bin: &Path, o: &Opts) -> Result<(), BenchError> {
     );
     let mut server = Server::start_full(bin, &providers, &Db::Sqlite, &mock_extra(o)).await?;
     let sid = spawn(&server.base, json!({"image": o.image, "ttl": "10m"})).await?;
-    let rounds = restart::measure(&mut server, &sid, o.restarts).await;
+    let first = first_line::measure(&server.base, &sid, o.n, warmup(o.n)).await;
+    let rounds = match first {
+        Ok(s) => {
+            report::first_line("P1 docker, one container", &s);
+            println!("   P3 docker: re-attach after kill -9 of the control plane");
+            restart::measure(&mut server, &sid, o.restarts).await
+        }
+        Err(e) => Err(e),
+    };
     // The container outlives the server: remove it whatever happened.
     let destroyed = destroy(&server.base, &sid).await;
     let log = server.log_tail();
@@ -225,7 +234,7 @@ pub async fn run(bin: &Path, o: &Opts) -> Result<(), BenchError> {
     }
     interactive(bin, o).await?;
     if o.docker {
-        restart_docker(bin, o).await?;
+        docker(bin, o).await?;
     }
     idle(bin, o).await
 }
