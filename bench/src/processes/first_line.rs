@@ -18,6 +18,8 @@ pub struct Samples {
     pub start: Vec<Duration>,
     /// POST …/exec `stream: true` → first stdout line.
     pub exec: Vec<Duration>,
+    /// `GET /health` on the same connection: one HTTP round trip with next to no work.
+    pub health: Vec<Duration>,
 }
 
 /// Reads lines until the first `stdout` one; an exit or the end first is an error.
@@ -82,6 +84,7 @@ pub async fn measure(
         process: Vec::with_capacity(n),
         start: Vec::with_capacity(n),
         exec: Vec::with_capacity(n),
+        health: Vec::with_capacity(n),
     };
     for i in 0..warmup + n {
         let ((p, st), e) = if i % 2 == 0 {
@@ -91,10 +94,12 @@ pub async fn measure(
             let e = exec_once(&c, base, sid).await?;
             (process_once(&c, base, sid).await?, e)
         };
+        let h = crate::api::health(&c, base).await?;
         if i >= warmup {
             s.process.push(p);
             s.start.push(st);
             s.exec.push(e);
+            s.health.push(h);
         }
     }
     Ok(s)
