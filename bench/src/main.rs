@@ -83,7 +83,8 @@ struct Cli {
     )]
     dsn: Option<String>,
     /// The static in-sandbox agent the servers of the process benchmarks run
-    /// (`processes.agent`); build it with `cd crates/stacyvm-agent && cargo build --release`.
+    /// (`processes.agent`); build it with `cd crates/stacyvm-agent && cargo build --release`
+    /// (that build is the default when it exists).
     #[arg(long, global = true, env = "STACYVM_AGENT")]
     agent: Option<PathBuf>,
     /// Measured samples of the first-output-line benchmark (default 200; 20 with --quick).
@@ -130,6 +131,10 @@ enum Cmd {
     /// Docker provider vs the bare Engine API (needs dockerd and the local image; not in `all`).
     Docker,
 }
+
+/// Where `cd crates/stacyvm-agent && cargo build --release` puts the static agent.
+const AGENT_BUILD: &str =
+    "crates/stacyvm-agent/target/x86_64-unknown-linux-gnu/release/stacyvm-agent";
 
 /// A relative `--bin` is tried against the CWD, then the workspace root.
 fn resolve_bin(bin: &Path) -> Result<PathBuf, BenchError> {
@@ -244,7 +249,12 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
                 context: format!("agent {}", a.display()),
                 source,
             })?),
-            None => None,
+            // The checkout's build, as `scripts/test.sh setup` makes it; else the servers search.
+            None => Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(AGENT_BUILD)
+                .canonicalize()
+                .ok(),
         };
         let o = processes::Opts {
             agent,
