@@ -139,7 +139,8 @@ step_smoke() {
     done
 }
 
-# The benchmark program still runs (figures are printed, never asserted).
+# The benchmark program still runs (figures are printed, never asserted). Its processes
+# benchmark runs the agent named by STACYVM_AGENT (need_agent) and starts a local worker.
 step_bench() {
     need_agent
     cargo run -p stacyvm-bench "${BUILD_FLAGS[@]}" -- --quick --bin "$STACYVM_BIN"
