@@ -150,3 +150,22 @@ pub fn data_len(v: &Value) -> u64 {
 pub fn seq(v: &Value) -> u64 {
     v.get("seq").and_then(Value::as_u64).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_len_is_the_decoded_length() {
+        for (b64, n) in [
+            ("", 0),
+            ("aGk=", 2),
+            ("aGkK", 3),
+            ("aA==", 1),
+            ("bGluZTEK", 6),
+        ] {
+            assert_eq!(data_len(&json!({"data": b64})), n, "{b64}");
+        }
+        assert_eq!(data_len(&json!({"stream": "exit"})), 0);
+    }
+}
