@@ -13,8 +13,9 @@ fn unexpected(what: &str, status: StatusCode, body: &[u8]) -> BenchError {
     ))
 }
 
-/// `POST /sandboxes` with a JSON body; the id of a running sandbox.
-pub async fn spawn(c: &Client, base: &str, body: &Value) -> Result<String, BenchError> {
+/// `POST /sandboxes` with a JSON body; the id of the new sandbox and the worker it was placed
+/// on.
+pub async fn spawn(c: &Client, base: &str, body: &Value) -> Result<(String, String), BenchError> {
     let r = c
         .post(format!("{base}/sandboxes"))
         .json(body)
@@ -23,8 +24,9 @@ pub async fn spawn(c: &Client, base: &str, body: &Value) -> Result<String, Bench
     let status = r.status();
     let b = r.bytes().await?;
     let v: Value = serde_json::from_slice(&b).unwrap_or_default();
+    let worker = v.get("worker_id").and_then(Value::as_str).unwrap_or("");
     match (status, v.get("id").and_then(Value::as_str)) {
-        (StatusCode::CREATED, Some(id)) => Ok(id.to_string()),
+        (StatusCode::CREATED, Some(id)) => Ok((id.to_string(), worker.to_string())),
         _ => Err(unexpected("spawn", status, &b)),
     }
 }

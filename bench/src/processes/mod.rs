@@ -25,8 +25,9 @@ use crate::BenchError;
 pub struct Opts {
     /// The static agent (`processes.agent`); `None` lets the servers search for one.
     pub agent: Option<PathBuf>,
-    /// Measured samples of P1 and of P2 (each side).
+    /// Measured samples of P1 (each path).
     pub n: usize,
+    /// Measured keystrokes of P2 (each side).
     pub pty_n: usize,
     /// Restarts per backend in P3.
     pub restarts: usize,
@@ -34,7 +35,7 @@ pub struct Opts {
     pub idle: usize,
     /// Also on a remote worker (P1, P2, P3).
     pub remote: bool,
-    /// P3 also on docker (skipped with a note when the daemon or image is missing).
+    /// P1 and P3 also on docker (skipped with a note when the daemon or image is missing).
     pub docker: bool,
     pub image: String,
 }
@@ -57,7 +58,20 @@ async fn remote_cluster(bin: &Path, o: &Opts) -> Result<(Server, Worker), BenchE
 
 async fn spawn(base: &str, body: serde_json::Value) -> Result<String, BenchError> {
     let c = crate::api::http_client()?;
-    client::spawn(&c, base, &body).await
+    Ok(client::spawn(&c, base, &body).await?.0)
+}
+
+/// A sandbox on the cluster's worker (a figure labelled remote must not be a local one).
+async fn spawn_remote(base: &str) -> Result<String, BenchError> {
+    let c = crate::api::http_client()?;
+    let (id, on) = client::spawn(&c, base, &mock_body()).await?;
+    if on != worker::ID {
+        return Err(BenchError::Unexpected(format!(
+            "sandbox {id} was placed on {on:?}, not on {}",
+            worker::ID
+        )));
+    }
+    Ok(id)
 }
 
 async fn destroy(base: &str, sid: &str) -> Result<(), BenchError> {
@@ -121,7 +135,7 @@ async fn interactive(bin: &Path, o: &Opts) -> Result<(), BenchError> {
     };
     let lsid = spawn(&local.base, mock_body()).await?;
     let rsid = match &cluster {
-        Some((cp, _)) => Some(spawn(&cp.base, mock_body()).await?),
+        Some((cp, _)) => Some(spawn_remote(&cp.base).await?),
         None => None,
     };
 
