@@ -330,6 +330,7 @@ fn handle(frame: HostFrame, session: &mut Session, running: &Running) {
         | HostMsg::ProcList
         | HostMsg::ProcGet { .. }
         | HostMsg::ProcRead { .. }
+        | HostMsg::ReadCredit { .. }
         | HostMsg::ProcStdin { .. }
         | HostMsg::ProcSignal { .. }
         | HostMsg::ProcResize { .. }) => procs::handle(id, msg, &out, &session.reads),

@@ -328,6 +328,7 @@ fn processes_run_over_the_port_and_outlive_the_session() {
             pid,
             since: 0,
             follow: true,
+            window: None,
         },
     );
     let mut data = Vec::new();

@@ -52,6 +52,16 @@ pub fn kill_group(pgid: i32) {
     let _ = unsafe { libc::kill(-pgid, libc::SIGKILL) };
 }
 
+/// SIGKILL to one process. Refuses pids that would hit more than it (0, 1, <0).
+#[expect(unsafe_code, reason = "std cannot signal a process it did not spawn")]
+pub fn kill_pid(pid: i32) {
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) takes plain integers and touches no memory of this process.
+    let _ = unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
 #[expect(unsafe_code, reason = "sethostname(2) has no std wrapper")]
 pub fn set_hostname(name: &str) -> io::Result<()> {
     let bytes = name.as_bytes();

@@ -22,10 +22,13 @@ pub use process::{
 
 /// The newest agent protocol version this crate speaks. Version 2 added [`HostMsg::Identity`];
 /// version 3 the background processes ([`process`], `Proc*` messages) and several host
-/// connections at once (the agent's `--listen` socket).
-pub const AGENT_PROTOCOL_VERSION: u32 = 3;
+/// connections at once (the agent's `--listen` socket); version 4 exec as a process
+/// (`ProcStart.exec`, windowed reads and [`HostMsg::ReadCredit`]).
+pub const AGENT_PROTOCOL_VERSION: u32 = 4;
 /// The first version with background processes.
 pub const AGENT_PROCESS_VERSION: u32 = 3;
+/// The first version that runs an exec as a process without losing output.
+pub const AGENT_EXEC_VERSION: u32 = 4;
 /// The oldest version this crate still speaks.
 pub const AGENT_PROTOCOL_MIN_VERSION: u32 = 1;
 /// Name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).
@@ -115,7 +118,20 @@ pub enum HostMsg {
     /// Output records with `seq >= since`; answered by `Records`* then `ReadEnd`. A gap record
     /// comes first when `since` is older than what is retained. With `follow` the read waits
     /// for new output until the exit record was sent (or a `Cancel` names this request).
-    ProcRead { pid: u32, since: u64, follow: bool },
+    ///
+    /// Version 4: with `window`, at most that many `Records` frames go out before the host
+    /// returns credit with [`HostMsg::ReadCredit`] (the read then waits, and an `exec`
+    /// process's output waits with it).
+    ProcRead {
+        pid: u32,
+        since: u64,
+        follow: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<u32>,
+    },
+    /// Version 4: `frames` more `Records` frames may go out for the windowed read `target`;
+    /// not answered.
+    ReadCredit { target: u64, frames: u32 },
     /// Appends base64 `data` to the process's stdin (or its PTY), then closes stdin if `close`;
     /// answered by `Written`.
     ProcStdin {
@@ -439,6 +455,17 @@ mod tests {
                 pid: 7,
                 since: 3,
                 follow: true,
+                window: None,
+            },
+            HostMsg::ProcRead {
+                pid: 7,
+                since: 0,
+                follow: true,
+                window: Some(4),
+            },
+            HostMsg::ReadCredit {
+                target: 9,
+                frames: 1,
             },
             HostMsg::ProcStdin {
                 pid: 7,

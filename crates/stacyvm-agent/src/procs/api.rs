@@ -21,8 +21,17 @@ pub fn handle(id: u64, msg: HostMsg, out: &Out, reads: &Reads) {
             procs: registry().list().iter().map(|p| p.info()).collect(),
         },
         HostMsg::ProcGet { pid } => found(pid).map_or_else(reply_error, |p| proc_msg(&p)),
-        HostMsg::ProcRead { pid, since, follow } => {
-            read::start(id, pid, since, follow, out.clone(), reads);
+        HostMsg::ProcRead {
+            pid,
+            since,
+            follow,
+            window,
+        } => {
+            read::start(id, pid, since, follow, window, out.clone(), reads);
+            return;
+        }
+        HostMsg::ReadCredit { target, frames } => {
+            reads.credit(target, frames);
             return;
         }
         HostMsg::ProcStdin { pid, data, close } => match write_stdin(id, pid, &data, close, out) {

@@ -62,6 +62,24 @@ pub struct State {
     pub exit: Option<Exit>,
     /// Set once a `close` was accepted (or the process was started without stdin).
     pub stdin_closed: bool,
+    /// The furthest offset any reader has sent on (an exec's output is held until then).
+    pub read_upto: u64,
+    /// Reads in flight, and whether there ever was one.
+    pub readers: u32,
+    pub had_reader: bool,
+}
+
+impl State {
+    /// Whether an exec process's pump must wait before adding `n` bytes: its ring would then
+    /// hold bytes no reader has sent yet beyond its capacity. Only while a reader is there, or
+    /// is still to come (`awaiting_reader`): a host that went away must not wedge the process.
+    pub fn must_hold(&self, n: usize, awaiting_reader: bool) -> bool {
+        let unsent = self.ring.total().saturating_sub(self.read_upto);
+        self.exit.is_none()
+            && (self.readers > 0 || (!self.had_reader && awaiting_reader))
+            && unsent > 0
+            && unsent + n as u64 > self.ring.capacity() as u64
+    }
 }
 
 pub struct Proc {
@@ -87,6 +105,12 @@ pub struct Proc {
     master: Mutex<Option<File>>,
     /// Set by the timeout: the exit code becomes 124.
     timed_out: AtomicBool,
+    /// Run as a 0.1 exec (`ProcStart.exec`): output held for readers, group killed at exit.
+    pub exec: bool,
+    /// An exec's `STACYVM_EXEC_ID`: its leftovers are found by it.
+    marker: Option<String>,
+    /// Output pumps waiting for a reader right now.
+    held: std::sync::atomic::AtomicUsize,
 }
 
 impl Proc {

@@ -4,7 +4,7 @@
 //! oldest output, which the reader then reports as a gap.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,21 +21,24 @@ const FRAME_BYTES: usize = 256 * 1024;
 /// How often a waiting follow read looks at its cancel flag and its session.
 const POLL: Duration = Duration::from_millis(250);
 
-/// A follow read in flight: its cancel flag and its process (whose condvar wakes it).
-type Follow = (Arc<AtomicBool>, Arc<Proc>);
+/// A read that may be told to stop (a follow read) or given credit (a windowed one).
+struct InFlight {
+    cancelled: Arc<AtomicBool>,
+    proc: Arc<Proc>,
+    /// Frames it may still send; `None` = unlimited.
+    credit: Option<Arc<AtomicU64>>,
+}
 
-/// Follow reads of one session in flight, by request id, for `Cancel`.
+/// Reads of one session in flight, by request id, for `Cancel` and `ReadCredit`.
 #[derive(Clone, Default)]
-pub struct Reads(Arc<Mutex<HashMap<u64, Follow>>>);
+pub struct Reads(Arc<Mutex<HashMap<u64, InFlight>>>);
 
 impl Reads {
     /// Ends the read with request id `target`, if there is one; it answers `ReadEnd`.
     pub fn cancel(&self, target: u64) {
-        if let Some((flag, p)) = lock(&self.0).remove(&target) {
-            flag.store(true, Ordering::SeqCst);
-            // Take the lock so the wake-up cannot fall between the reader's check and wait.
-            drop(lock(&p.state));
-            p.changed.notify_all();
+        if let Some(r) = lock(&self.0).remove(&target) {
+            r.cancelled.store(true, Ordering::SeqCst);
+            wake(&r.proc);
         }
     }
 
@@ -45,25 +48,95 @@ impl Reads {
             self.cancel(id);
         }
     }
+
+    /// `frames` more frames for the windowed read `target` (unknown ids are ignored: the read
+    /// may just have ended).
+    pub fn credit(&self, target: u64, frames: u32) {
+        let map = lock(&self.0);
+        if let Some(r) = map.get(&target) {
+            if let Some(c) = &r.credit {
+                c.fetch_add(u64::from(frames), Ordering::SeqCst);
+                wake(&r.proc);
+            }
+        }
+    }
 }
 
-pub fn start(id: u64, pid: u32, since: u64, follow: bool, out: Out, reads: &Reads) {
+/// Wakes whatever waits on `p` (readers, held pumps). The lock is taken so the wake-up cannot
+/// fall between a waiter's check and its wait.
+fn wake(p: &Proc) {
+    drop(lock(&p.state));
+    p.changed.notify_all();
+}
+
+pub fn start(
+    id: u64,
+    pid: u32,
+    since: u64,
+    follow: bool,
+    window: Option<u32>,
+    out: Out,
+    reads: &Reads,
+) {
     let Some(p) = registry().get(pid) else {
         out.error(id, ErrorCode::ProcessNotFound, format!("no process {pid}"));
         return;
     };
     let cancelled = Arc::new(AtomicBool::new(false));
-    if follow {
-        lock(&reads.0).insert(id, (cancelled.clone(), p.clone()));
+    let credit = window.map(|w| Arc::new(AtomicU64::new(u64::from(w))));
+    if follow || credit.is_some() {
+        lock(&reads.0).insert(
+            id,
+            InFlight {
+                cancelled: cancelled.clone(),
+                proc: p.clone(),
+                credit: credit.clone(),
+            },
+        );
     }
     let reads = reads.clone();
+    {
+        let mut st = lock(&p.state);
+        st.readers += 1;
+        st.had_reader = true;
+    }
     thread("proc-read", move || {
-        run(id, &p, since, follow, &out, &cancelled);
+        run(id, &p, since, follow, &out, &cancelled, credit.as_deref());
         lock(&reads.0).remove(&id);
+        lock(&p.state).readers -= 1;
+        p.changed.notify_all();
     });
 }
 
-fn run(id: u64, p: &Proc, since: u64, follow: bool, out: &Out, cancelled: &AtomicBool) {
+/// Waits until the windowed read may send a frame and takes the credit; false when the read
+/// should stop instead (cancelled, or its host is gone).
+fn take_credit(p: &Proc, credit: &AtomicU64, out: &Out, cancelled: &AtomicBool) -> bool {
+    loop {
+        if cancelled.load(Ordering::SeqCst) || !out.is_current() {
+            return false;
+        }
+        if credit
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| c.checked_sub(1))
+            .is_ok()
+        {
+            return true;
+        }
+        let st = lock(&p.state);
+        if credit.load(Ordering::SeqCst) == 0 && !cancelled.load(Ordering::SeqCst) {
+            let _ = p.changed.wait_timeout(st, POLL);
+        }
+    }
+}
+
+fn run(
+    id: u64,
+    p: &Proc,
+    since: u64,
+    follow: bool,
+    out: &Out,
+    cancelled: &AtomicBool,
+    credit: Option<&AtomicU64>,
+) {
     let mut cursor = since;
     loop {
         if !out.is_current() {
@@ -76,6 +149,12 @@ fn run(id: u64, p: &Proc, since: u64, follow: bool, out: &Out, cancelled: &Atomi
                 let total = st.ring.total();
                 drop(st);
                 if cursor <= total {
+                    if let Some(c) = credit {
+                        if !take_credit(p, c, out, cancelled) {
+                            out.send(id, GuestMsg::ReadEnd);
+                            return;
+                        }
+                    }
                     let rec = AgentRecord {
                         seq: total,
                         stream: "exit".into(),
@@ -123,7 +202,20 @@ fn run(id: u64, p: &Proc, since: u64, follow: bool, out: &Out, cancelled: &Atomi
                 }
             }
         }
+        if let Some(c) = credit {
+            if !take_credit(p, c, out, cancelled) {
+                out.send(id, GuestMsg::ReadEnd);
+                return;
+            }
+        }
         out.send(id, GuestMsg::Records { records });
+        // What is sent is what an exec's held output may make room for.
+        let mut st = lock(&p.state);
+        if cursor > st.read_upto {
+            st.read_upto = cursor;
+            drop(st);
+            p.changed.notify_all();
+        }
         if cancelled.load(Ordering::SeqCst) {
             out.send(id, GuestMsg::ReadEnd);
             return;

@@ -61,6 +61,10 @@ impl Ring {
         }
     }
 
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Bytes ever written (the `seq` of the next record).
     pub fn total(&self) -> u64 {
         self.total

@@ -25,6 +25,14 @@ use crate::session::lock;
 /// How long output may keep flowing after the process exited (a background child holding the
 /// pipes must not keep the process "running" forever); later output is not recorded.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// How long an exec's pipes may stay open after its group was killed before the processes
+/// that escaped the group are looked for.
+const SWEEP_AFTER: Duration = Duration::from_millis(50);
+/// How long an exec's output waits for its first reader (the host reads right after the
+/// start; a host that died in between must not leave the process blocked for ever).
+const FIRST_READER_MS: i64 = 30_000;
+/// How often a held pump looks again (it is woken when a reader sends or leaves).
+const HOLD_POLL: Duration = Duration::from_millis(250);
 /// Largest output buffer a host may ask for.
 const MAX_OUTPUT_BUFFER: u64 = 256 << 20;
 /// Environment defaults for what the agent's own environment lacks (the microvm `/init` starts
@@ -66,14 +74,24 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
         env.entry(k.into()).or_insert_with(|| v.into());
     }
     env.extend(req.env.iter().map(|(k, v)| (k.into(), v.into())));
+    // An exec's processes are found by this mark when it ends, even those that left its
+    // group (`setsid`), as the docker provider's exec always found them.
+    let marker = req
+        .exec
+        .then(|| format!("{}-{}", std::process::id(), registry().next_order()));
+    if let Some(m) = &marker {
+        env.insert(MARKER_VAR.into(), m.into());
+    }
 
     let fail = |e: io::Error| {
         // A program that is not there or cannot be run is the caller's mistake (400), not a
         // failure of the sandbox.
+        // A missing program is `not_found` (an exec answers it as a shell would, 127).
         let code = match e.kind() {
-            io::ErrorKind::InvalidInput
-            | io::ErrorKind::NotFound
-            | io::ErrorKind::PermissionDenied => ErrorCode::InvalidInput,
+            io::ErrorKind::NotFound => ErrorCode::NotFound,
+            io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied => {
+                ErrorCode::InvalidInput
+            }
             _ => ErrorCode::Io,
         };
         (code, format!("{prog}: {e}"))
@@ -151,12 +169,18 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
             ring: Ring::new(usize::try_from(capacity).unwrap_or(usize::MAX)),
             exit: None,
             stdin_closed: !has_stdin,
+            read_upto: 0,
+            readers: 0,
+            had_reader: false,
         }),
         changed: Condvar::new(),
         stdin: Mutex::new(stdin_tx),
         stdin_queued: std::sync::atomic::AtomicUsize::new(0),
         master: Mutex::new(master),
         timed_out: AtomicBool::new(false),
+        exec: req.exec,
+        marker,
+        held: std::sync::atomic::AtomicUsize::new(0),
     });
     registry().insert(p.clone());
 
@@ -190,6 +214,18 @@ fn pump(p: &Arc<Proc>, stream: Stream, mut r: Box<dyn Read + Send>, done: Sender
                 Ok(0) => break,
                 Ok(n) => {
                     let mut st = lock(&p.state);
+                    // An exec's output waits for its reader (the process then blocks
+                    // writing) instead of pushing unsent bytes out of the ring.
+                    if p.exec && st.must_hold(n, now_ms() - p.started_at_ms < FIRST_READER_MS) {
+                        p.held.fetch_add(1, Ordering::SeqCst);
+                        while st.must_hold(n, now_ms() - p.started_at_ms < FIRST_READER_MS) {
+                            st = p
+                                .changed
+                                .wait_timeout(st, HOLD_POLL)
+                                .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+                        }
+                        p.held.fetch_sub(1, Ordering::SeqCst);
+                    }
                     // After the exit record nothing more is recorded (seq order), but the
                     // pipe is still drained so a leftover writer does not block.
                     if st.exit.is_none() {
@@ -213,15 +249,22 @@ type Waiter = Box<dyn FnOnce() -> io::Result<ExitStatus> + Send>;
 fn wait(p: &Arc<Proc>, waiter: Waiter, readers: usize, done: &std::sync::mpsc::Receiver<()>) {
     let status = waiter();
     reaper::untrack(p.pid);
-    let until = Instant::now() + DRAIN_GRACE;
-    for _ in 0..readers {
-        if done
-            .recv_timeout(until.saturating_duration_since(Instant::now()))
-            .is_err()
-        {
-            break;
+    let mut left = readers;
+    if p.exec {
+        // As exec always did: leftovers (`sleep 100 &`) die with the command, so the pipes
+        // close. Ones that left the group (`setsid`) are found by their mark when they still
+        // hold the pipes, or after a timeout (scanning /proc costs a few ms on a busy host).
+        let _ = pty::signal_group(p.pgid, libc::SIGKILL);
+        let timed_out = p.timed_out.load(Ordering::SeqCst);
+        if timed_out {
+            sweep_marked(p);
+        }
+        left = drain(p, done, left, SWEEP_AFTER);
+        if left > 0 && !timed_out {
+            sweep_marked(p);
         }
     }
+    drain(p, done, left, DRAIN_GRACE);
     let (code, signal) = match status {
         _ if p.timed_out.load(Ordering::SeqCst) => (124, None),
         Ok(s) => exit_code(s),
@@ -239,6 +282,67 @@ fn wait(p: &Arc<Proc>, waiter: Waiter, readers: usize, done: &std::sync::mpsc::R
     // Wake the stdin writer so it ends (its queue sender lives in `p`), and free the terminal.
     lock(&p.stdin).take();
     lock(&p.master).take();
+}
+
+/// Waits for `left` pumps to finish, at most `grace` after the last progress (an exec's pump
+/// waiting for a slow reader counts as progress); how many are left.
+fn drain(
+    p: &Proc,
+    done: &std::sync::mpsc::Receiver<()>,
+    mut left: usize,
+    grace: Duration,
+) -> usize {
+    let mut until = Instant::now() + grace;
+    while left > 0 {
+        match done.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(()) => left -= 1,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                if p.held.load(Ordering::SeqCst) > 0 =>
+            {
+                until = Instant::now() + grace;
+            }
+            Err(_) => break,
+        }
+    }
+    left
+}
+
+fn sweep_marked(p: &Proc) {
+    if let Some(m) = &p.marker {
+        sweep(m);
+    }
+}
+
+/// Environment variable that marks every process of one exec.
+const MARKER_VAR: &str = "STACYVM_EXEC_ID";
+
+/// SIGKILL to every process (and the group it leads) whose environment carries `marker`,
+/// scanning `/proc` until none is left (a few passes: a dying shell may still fork).
+fn sweep(marker: &str) {
+    let entry = format!("{MARKER_VAR}={marker}");
+    for _ in 0..20 {
+        let mut hit = false;
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(env) = std::fs::read(e.path().join("environ")) else {
+                continue;
+            };
+            if env.split(|b| *b == 0).any(|kv| kv == entry.as_bytes()) {
+                let _ = pty::signal_group(pid, libc::SIGKILL);
+                crate::sys::kill_pid(pid);
+                hit = true;
+            }
+        }
+        if !hit {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn timer(p: &Arc<Proc>, after: Duration) {

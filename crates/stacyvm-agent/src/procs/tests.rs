@@ -90,7 +90,15 @@ impl Conn {
     pub fn read(&mut self, pid: u32, since: u64, follow: bool) -> Vec<AgentRecord> {
         self.next += 1;
         let id = self.next;
-        self.send(id, HostMsg::ProcRead { pid, since, follow });
+        self.send(
+            id,
+            HostMsg::ProcRead {
+                pid,
+                since,
+                follow,
+                window: None,
+            },
+        );
         let mut out = Vec::new();
         loop {
             let f = self.recv();
@@ -398,6 +406,7 @@ fn cancel_ends_a_follow_read() {
             pid: p.pid,
             since: 0,
             follow: true,
+            window: None,
         },
     );
     std::thread::sleep(Duration::from_millis(100));
@@ -514,6 +523,102 @@ fn processes_start_clean() {
         workdir: "/tmp".into(),
         ..Default::default()
     }));
-    // The caller's mistake: `invalid_input` (a 400), not an agent failure.
-    assert_eq!(error_code(&m), Some(ErrorCode::InvalidInput), "{m:?}");
+    // The caller's mistake, not an agent failure: `not_found` (a process start's 400, an
+    // exec's 127 as a shell would answer).
+    assert_eq!(error_code(&m), Some(ErrorCode::NotFound), "{m:?}");
+}
+
+impl Conn {
+    /// A windowed follow read that returns one credit per frame after `pause`: a slow host.
+    pub fn slow_read(&mut self, pid: u32, window: u32, pause: Duration) -> Vec<AgentRecord> {
+        self.next += 1;
+        let id = self.next;
+        self.send(
+            id,
+            HostMsg::ProcRead {
+                pid,
+                since: 0,
+                follow: true,
+                window: Some(window),
+            },
+        );
+        let mut out = Vec::new();
+        loop {
+            let f = self.recv();
+            assert_eq!(f.id, id, "{f:?}");
+            match f.msg {
+                GuestMsg::Records { records } => {
+                    out.extend(records);
+                    std::thread::sleep(pause);
+                    self.send(
+                        0,
+                        HostMsg::ReadCredit {
+                            target: id,
+                            frames: 1,
+                        },
+                    );
+                }
+                GuestMsg::ReadEnd => return out,
+                other => panic!("read: {other:?}"),
+            }
+        }
+    }
+}
+
+/// `seq 1 N` as the bytes it prints.
+fn seq_output(n: u32) -> Vec<u8> {
+    (1..=n)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect()
+}
+
+/// An exec's output waits for a slow reader instead of being dropped: every byte arrives,
+/// with a 64 KiB buffer and about 2 MB of output. The same process without `exec` loses most
+/// of it to a gap (so the check can fail).
+#[test]
+fn exec_output_is_held_for_a_slow_reader() {
+    const N: u32 = 300_000;
+    for exec in [true, false] {
+        let mut c = Conn::open();
+        let mut req = sh(&format!("seq 1 {N}"));
+        req.exec = exec;
+        req.output_buffer = Some(64 << 10);
+        let pid = c.start(req).pid;
+        let recs = c.slow_read(pid, 2, Duration::from_millis(2));
+        let (_, dropped, exit) = split(&recs);
+        assert_eq!(exit.and_then(|e| e.exit_code), Some(0));
+        if exec {
+            assert_eq!(dropped, 0);
+            assert_eq!(all_bytes(&recs), seq_output(N));
+        } else {
+            assert!(dropped > 0, "a plain process should have dropped output");
+        }
+    }
+}
+
+/// As exec always did, background leftovers die with the command.
+#[test]
+fn exec_kills_its_leftovers() {
+    let mut c = Conn::open();
+    let mut req = sh("sleep 100 & echo $!");
+    req.exec = true;
+    let pid = c.start(req).pid;
+    let recs = c.read(pid, 0, true);
+    let bg: u32 = String::from_utf8(all_bytes(&recs))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let t = Instant::now();
+    while std::path::Path::new(&format!("/proc/{bg}")).exists()
+        && std::fs::read_to_string(format!("/proc/{bg}/stat"))
+            .map(|s| !s.contains(") Z"))
+            .unwrap_or(false)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "sleep {bg} outlived the exec"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

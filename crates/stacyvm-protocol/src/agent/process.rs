@@ -7,7 +7,7 @@
 //! - [`HostMsg::ProcStart`](super::HostMsg::ProcStart) → `Proc`
 //! - `ProcList` → `Procs` (newest first, running and retained exited ones)
 //! - `ProcGet { pid }` → `Proc`
-//! - `ProcRead { pid, since, follow }` → `Records`* then `ReadEnd`. With `follow` the read
+//! - `ProcRead { pid, since, follow, window }` → `Records`* then `ReadEnd`. With `follow` the read
 //!   stays open until the exit record was sent; `Cancel { target }` ends it early.
 //! - `ProcStdin { pid, data, close }` → `Written { n }`
 //! - `ProcSignal { pid, signal }` → `Proc`
@@ -57,6 +57,12 @@ pub struct ProcStart {
     /// How long the exited process stays listed; `None` = [`DEFAULT_RETAIN_EXITED_MS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain_exited_ms: Option<u64>,
+    /// Version 4: run as a 0.1 exec. Output is held for the readers instead of dropped (the
+    /// process blocks writing while `output_buffer` bytes wait unsent), and the process group
+    /// is killed when the main process exits, as exec always did. Holding stops when every
+    /// reader went away before the exit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exec: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! container). See docs/processes.md.
 
 pub(crate) mod conn;
+pub(crate) mod exec;
 pub(crate) mod procs;
 
 use std::path::{Path, PathBuf};

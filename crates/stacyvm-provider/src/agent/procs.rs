@@ -49,6 +49,7 @@ pub(crate) fn start_msg(spec: &ProcessSpec) -> Result<ProcStart, ProviderError> 
         }),
         output_buffer: spec.output_buffer,
         retain_exited_ms: spec.retain_exited.map(millis),
+        exec: false,
     })
 }
 
@@ -264,7 +265,15 @@ impl<T: AsRef<AgentConn> + Send + Sync + 'static> Read<T> {
     ) -> Result<Self, ProviderError> {
         let (id, rx) = (*owner)
             .as_ref()
-            .start_bounded(HostMsg::ProcRead { pid, since, follow }, MAX_QUEUED_FRAMES)
+            .start_bounded(
+                HostMsg::ProcRead {
+                    pid,
+                    since,
+                    follow,
+                    window: None,
+                },
+                MAX_QUEUED_FRAMES,
+            )
             .await
             .map_err(|e| map_err(e, pid))?;
         let guard = AbortOnDrop::new(owner.clone(), HostMsg::Cancel { target: id }).forgetting(id);

@@ -270,6 +270,9 @@ impl Provider for DockerProvider {
         out: ChunkSender,
     ) -> Result<i32, ProviderError> {
         let cid = self.container(runtime_id).await?;
+        if let Some(r) = self.exec_on_agent(runtime_id, &req, &out).await {
+            return r;
+        }
         self.run_exec(runtime_id, &cid, req, out).await
     }
 

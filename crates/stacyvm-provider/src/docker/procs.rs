@@ -18,6 +18,7 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use stacyvm_protocol::agent::ProcStart;
 use stacyvm_types::{Pid, ProcessInfo, PtySize, Signal};
 use tokio::time::Instant;
 
@@ -26,7 +27,7 @@ use super::{api_err, lock, DockerProvider};
 use crate::agent::conn::AgentConn;
 use crate::agent::procs;
 use crate::walk::clean_path;
-use crate::{ProcessSpec, ProviderError, RecordStream};
+use crate::{ChunkSender, ExecRequest, ProcessSpec, ProviderError, RecordStream};
 
 /// Where the agent binary is mounted in every container.
 pub(crate) const AGENT_BIN: &str = "/.stacyvm/agent";
@@ -189,12 +190,42 @@ impl DockerProvider {
         .map_err(|e| ProviderError::Unavailable(format!("sandbox agent unreachable: {e}")))
     }
 
-    pub(super) async fn proc_start(
+    /// Runs `req` as an exec on the container's agent (one agent round trip instead of a
+    /// `docker exec` per command); `None` when the container cannot (no agent configured, a
+    /// container from before the agent mount, an older agent): then `docker exec` runs it.
+    pub(super) async fn exec_on_agent(
         &self,
         runtime_id: &str,
-        spec: ProcessSpec,
-    ) -> Result<ProcessInfo, ProviderError> {
-        let mut msg = procs::start_msg(&spec)?;
+        req: &ExecRequest,
+        out: &ChunkSender,
+    ) -> Option<Result<i32, ProviderError>> {
+        self.settings.agent.as_ref()?;
+        let conn = match self.agent(runtime_id).await {
+            Ok(c) => c,
+            Err(e @ ProviderError::SandboxNotFound(_)) => return Some(Err(e)),
+            Err(e) => {
+                // Exec must not depend on the agent: `docker exec` still works.
+                tracing::debug!(runtime_id, error = %e, "exec without the agent");
+                return None;
+            }
+        };
+        if !crate::agent::exec::supported(&conn) {
+            return None;
+        }
+        let msg = match self.start_msg(&ProcessSpec {
+            exec: req.clone(),
+            ..ProcessSpec::default()
+        }) {
+            Ok(m) => m,
+            Err(e) => return Some(Err(e)),
+        };
+        let max_chunk = stacyvm_protocol::agent::OUTPUT_CHUNK;
+        Some(crate::agent::exec::run(conn, msg, req.timeout, out.clone(), max_chunk).await)
+    }
+
+    /// The `ProcStart` of `spec`: the environment checked, the workdir cleaned.
+    fn start_msg(&self, spec: &ProcessSpec) -> Result<ProcStart, ProviderError> {
+        let mut msg = procs::start_msg(spec)?;
         for (k, v) in &msg.env {
             if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
                 return Err(ProviderError::InvalidInput(format!(
@@ -206,6 +237,15 @@ impl DockerProvider {
             None | Some("") => WORKSPACE.to_string(),
             Some(w) => clean_path(w)?,
         };
+        Ok(msg)
+    }
+
+    pub(super) async fn proc_start(
+        &self,
+        runtime_id: &str,
+        spec: ProcessSpec,
+    ) -> Result<ProcessInfo, ProviderError> {
+        let msg = self.start_msg(&spec)?;
         let conn = self.agent(runtime_id).await?;
         procs::start(&conn, msg).await
     }

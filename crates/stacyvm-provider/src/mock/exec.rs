@@ -27,7 +27,7 @@ use crate::{ChunkSender, ExecRequest, ProviderError};
 pub(super) const CLEAN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Largest chunk handed to the sender (the original mock's read size).
-const CHUNK: usize = 4096;
+pub(super) const CHUNK: usize = 4096;
 
 pub(super) async fn run(
     id: &str,

@@ -457,6 +457,31 @@ impl Provider for MockProvider {
         req: ExecRequest,
         out: ChunkSender,
     ) -> Result<i32, ProviderError> {
+        // Through the sandbox's agent when there is one (exec on the process model); spawned
+        // here without one, or with an agent too old for it.
+        if crate::agent::locate(self.agent_path.as_deref()).is_some() {
+            let (conn, root) = self.agent("exec", runtime_id).await?;
+            if crate::agent::exec::supported(&conn) {
+                let workdir = exec::host_workdir(&root, req.workdir.as_deref()).await?;
+                let timeout = req.timeout;
+                let mut msg = procs::start_msg(&ProcessSpec {
+                    exec: req,
+                    ..ProcessSpec::default()
+                })?;
+                msg.workdir = workdir.to_string_lossy().into_owned();
+                msg.env.extend(exec::sandbox_env(&root));
+                let r = crate::agent::exec::run(conn, msg, timeout, out, exec::CHUNK).await;
+                // A destroy ends the agent, and with it the read: say why, as exec always did.
+                return match r {
+                    Err(ProviderError::Unavailable(_)) if self.live(runtime_id).is_err() => {
+                        Err(ProviderError::SandboxNotFound(runtime_id.to_string()))
+                    }
+                    r => r,
+                };
+            }
+            let (root, cancel) = self.live(runtime_id)?;
+            return exec::run(runtime_id, &root, req, out, cancel).await;
+        }
         self.enter("exec", runtime_id)?;
         let (root, cancel) = self.live(runtime_id)?;
         exec::run(runtime_id, &root, req, out, cancel).await
