@@ -432,6 +432,39 @@ pub async fn exec_concurrent(p: &dyn Provider, image: &str) -> Result<(), CheckF
     .await
 }
 
+/// A caller slower than the command still gets every byte, in order: exec's output is never
+/// dropped (the command waits for the caller instead). About 1.3 MB read one chunk per
+/// millisecond.
+pub async fn exec_slow_reader(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
+    with_sandbox("exec_slow_reader", p, image, |p, id| async move {
+        const N: u32 = 200_000;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<StreamChunk>(1);
+        let run = p.exec(&id, sh(&format!("seq 1 {N}")), tx);
+        let slow = async {
+            let mut got = Vec::new();
+            while let Some(c) = rx.recv().await {
+                got.extend_from_slice(&c.data);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            got
+        };
+        let (r, got) = tokio::join!(run, slow);
+        ensure!(matches!(r, Ok(0)), "exit: {r:?}");
+        let want: Vec<u8> = (1..=N)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        ensure!(
+            got == want,
+            "{} of {} bytes, first difference at {:?}",
+            got.len(),
+            want.len(),
+            got.iter().zip(&want).position(|(a, b)| a != b)
+        );
+        Ok(())
+    })
+    .await
+}
+
 // File operations live in their own module (after the macros it uses).
 mod files;
 mod links;

@@ -55,6 +55,7 @@ macro_rules! __provider_conformance_checks {
             exec_timeout,
             exec_streams_live,
             exec_concurrent,
+            exec_slow_reader,
             files_binary_roundtrip,
             files_nested_parents,
             files_list,
