@@ -83,12 +83,15 @@ async fn start_list_get_shapes() {
     );
     let ev = events.try_next().unwrap();
     assert_eq!(ev.kind, EventKind::ProcessStarted);
-    // An exec-log row as for exec: the command line; the exit code is not known yet.
-    let logs = app
-        .store
-        .list_exec_logs(&stacyvm_types::SandboxId::from(id.as_str()), 10)
-        .await
-        .unwrap();
+    // An exec-log row as for exec: the command line; the exit code is not known yet. Written
+    // behind the answer, so it may take a moment.
+    let sid = stacyvm_types::SandboxId::from(id.as_str());
+    let written = common::wait_until(std::time::Duration::from_secs(5), || async {
+        !app.store.list_exec_logs(&sid, 10).await.unwrap().is_empty()
+    })
+    .await;
+    assert!(written, "no exec log row");
+    let logs = app.store.list_exec_logs(&sid, 10).await.unwrap();
     assert_eq!(
         (logs[0].command.as_str(), logs[0].exit_code),
         ("sh -c sleep 100", -1)

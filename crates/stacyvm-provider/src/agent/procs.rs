@@ -327,14 +327,14 @@ pub(crate) async fn output<T: AsRef<AgentConn> + Send + Sync + 'static>(
     since: u64,
     follow: bool,
 ) -> Result<RecordStream, ProviderError> {
-    let conn = (*owner).as_ref();
-    check_version(conn)?;
+    check_version((*owner).as_ref())?;
+    let mut read = Read::open(owner.clone(), pid, since, follow).await?;
     // A follow read answers nothing until there is output, so an unknown pid is found out
-    // first: it is an error of the call, not of the stream.
+    // with a `ProcGet` sent right behind it (one round trip for both): an error of the call,
+    // not of the stream. Dropping `read` then cancels it.
     if follow {
-        get(conn, pid).await?;
+        get((*owner).as_ref(), pid).await?;
     }
-    let mut read = Read::open(owner, pid, since, follow).await?;
     // A plain read answers at once; its first frame settles whether the pid exists.
     let head = if follow {
         (Vec::new(), false)

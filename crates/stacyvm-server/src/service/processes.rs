@@ -191,9 +191,14 @@ impl Processes<'_> {
             duration_ms: 0,
             created_at: chrono::Utc::now(),
         };
-        if let Err(e) = self.svc.store.insert_exec_log(&log).await {
-            tracing::warn!(sandbox_id = %id, error = %e, "exec log of a process start not stored");
-        }
+        // Written behind the answer: the caller is waiting for its process, not for the audit
+        // row (a tracked task, finished before shutdown).
+        let svc = self.svc.clone();
+        self.svc.tasks.spawn(async move {
+            if let Err(e) = svc.store.insert_exec_log(&log).await {
+                tracing::warn!(sandbox_id = %log.sandbox_id, error = %e, "exec log of a process start not stored");
+            }
+        });
         self.watch_exit(id, provider, sb.runtime_id().to_string(), &info);
         Ok(info)
     }
