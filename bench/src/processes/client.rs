@@ -80,7 +80,7 @@ impl Lines {
     /// Checks the status is 200 first (the body of another status is the error).
     pub async fn of(what: &str, resp: reqwest::Response) -> Result<Lines, BenchError> {
         let status = resp.status();
-        if status != StatusCode::OK {
+        if !status.is_success() {
             let b = resp.bytes().await?;
             return Err(unexpected(what, status, &b));
         }

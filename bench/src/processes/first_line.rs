@@ -16,6 +16,8 @@ pub struct Samples {
     pub process: Vec<Duration>,
     /// The POST …/processes alone (201 received).
     pub start: Vec<Duration>,
+    /// POST …/processes?follow=true (start and read in one request) → first stdout record.
+    pub follow: Vec<Duration>,
     /// POST …/exec `stream: true` → first stdout line.
     pub exec: Vec<Duration>,
     /// `GET /health` on the same connection: one HTTP round trip with next to no work.
@@ -58,6 +60,21 @@ async fn process_once(
     Ok((took, started))
 }
 
+/// Start and read in one request: the Process object is the first line.
+async fn follow_once(c: &Client, base: &str, sid: &str) -> Result<Duration, BenchError> {
+    let t = Instant::now();
+    let r = c
+        .post(format!("{base}/sandboxes/{sid}/processes?follow=true"))
+        .json(&json!({ "command": COMMAND }))
+        .send()
+        .await?;
+    let mut lines = Lines::of("process start with follow", r).await?;
+    until_stdout(&mut lines, "process start with follow").await?;
+    let took = t.elapsed();
+    lines.drain().await?;
+    Ok(took)
+}
+
 async fn exec_once(c: &Client, base: &str, sid: &str) -> Result<Duration, BenchError> {
     let t = Instant::now();
     let r = c
@@ -83,6 +100,7 @@ pub async fn measure(
     let mut s = Samples {
         process: Vec::with_capacity(n),
         start: Vec::with_capacity(n),
+        follow: Vec::with_capacity(n),
         exec: Vec::with_capacity(n),
         health: Vec::with_capacity(n),
     };
@@ -94,10 +112,12 @@ pub async fn measure(
             let e = exec_once(&c, base, sid).await?;
             (process_once(&c, base, sid).await?, e)
         };
+        let f = follow_once(&c, base, sid).await?;
         let h = crate::api::health(&c, base).await?;
         if i >= warmup {
             s.process.push(p);
             s.start.push(st);
+            s.follow.push(f);
             s.exec.push(e);
             s.health.push(h);
         }

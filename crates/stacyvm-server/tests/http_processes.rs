@@ -445,3 +445,50 @@ async fn attach_ten_clients_see_the_same_bytes_and_the_exit() {
     assert_eq!(seen[0], b"before\ntyped\x00\xff");
     assert!(seen.iter().all(|b| *b == seen[0]), "identical bytes");
 }
+
+/// `?follow=true` starts and reads in one request: the Process object first, then the output
+/// records from seq 0 up to the exit record; the process is listed as any other.
+#[tokio::test]
+async fn start_with_follow_streams_the_process_then_its_output() {
+    // The mock's own agent (a real process), not the in-memory fake.
+    let app = TestApp::default_app().await;
+    let id = app.spawn_id().await;
+    let r = app
+        .post(&format!(
+            "/api/v1/sandboxes/{id}/processes?follow=true&encoding=base64"
+        ))
+        .json(&json!({"command": "printf 'a\\0b'; exit 4"}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+    let l = lines(&r.text());
+    let pid = l[0]["pid"].as_u64().expect("the Process first");
+    assert_eq!(l[0]["command"], "printf 'a\\0b'; exit 4");
+    assert_eq!(l[1]["seq"], 0);
+    assert_eq!(l[1]["data"], "YQBi", "base64 of a NUL b");
+    let last = l.last().unwrap();
+    assert_eq!(
+        (last["stream"].as_str(), last["exit_code"].as_i64()),
+        (Some("exit"), Some(4))
+    );
+    let listed = app
+        .get(&format!("/api/v1/sandboxes/{id}/processes/{pid}"))
+        .send()
+        .await;
+    assert_eq!(listed.json()["exit_code"], 4);
+
+    // A bad query is refused before anything starts.
+    let r = app
+        .post(&format!("/api/v1/sandboxes/{id}/processes?follow=maybe"))
+        .json(&json!({"command": "touch started"}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let procs = app
+        .get(&format!("/api/v1/sandboxes/{id}/processes"))
+        .send()
+        .await
+        .json();
+    assert_eq!(procs.as_array().unwrap().len(), 1, "{procs}");
+}

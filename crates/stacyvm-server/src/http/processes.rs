@@ -121,25 +121,43 @@ pub fn process_view(p: &ProcessInfo) -> ProcessView<'_> {
     }
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(dead_code, reason = "a parameter description; parsed by hand")]
+struct StartQuery {
+    /// Ours: answer NDJSON instead: the Process object as the first line, then its output
+    /// records from `seq` 0 as `…/output?follow=true` sends them (start and read in one
+    /// request). Closing the connection ends the read, never the process.
+    follow: Option<bool>,
+    /// With `follow`: `text` (the default) or `base64`
+    #[param(value_type = Option<String>)]
+    encoding: Option<String>,
+}
+
 /// Start a background process
 ///
 /// The process belongs to the sandbox: it keeps running when this request, any client or the
 /// control plane goes away; its output is retained (`processes.output_buffer`) for any client
 /// to read from any `seq`.
 #[utoipa::path(post, path = "/sandboxes/{id}/processes", operation_id = "startProcess",
-    tag = "processes", params(super::openapi::SandboxIdParam),
+    tag = "processes", params(super::openapi::SandboxIdParam, StartQuery),
     request_body(content = StartBody,
         example = json!({"command": "python3 -m http.server 8000", "tag": "web"})),
     responses(
-        (status = 201, description = "Started", body = ProcessView),
+        (status = 201, description = "Started: the Process; with `follow=true` NDJSON, the \
+            Process then its output records", body = ProcessView),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     ))]
 async fn start(
     State(st): State<AppState>,
     Path(id): Path<SandboxId>,
+    Query(q): Query<HashMap<String, String>>,
     JsonBody(b): JsonBody<StartBody>,
 ) -> Result<Response, ApiError> {
+    // Checked before anything starts.
+    let follow = parse_follow(&q, false)?;
+    let encoding = parse_encoding(&q)?;
     let params = ProcessParams {
         command: b.command,
         args: b.args,
@@ -152,7 +170,13 @@ async fn start(
         pty: b.pty,
     };
     let p = st.svc.processes().start(&id, params).await?;
-    Ok(json_response(StatusCode::CREATED, &process_view(&p)))
+    if !follow {
+        return Ok(json_response(StatusCode::CREATED, &process_view(&p)));
+    }
+    let mut head = serde_json::to_vec(&process_view(&p)).unwrap_or_default();
+    head.push(b'\n');
+    let stream = st.svc.processes().output(&id, p.pid, 0, true).await?;
+    Ok(ndjson(StatusCode::CREATED, head, stream, encoding))
 }
 
 /// List processes
@@ -223,26 +247,31 @@ async fn output(
 ) -> Result<Response, ApiError> {
     let pid = parse_pid(&pid)?;
     let since = parse_since(&q)?;
-    let follow = match q.get("follow").map(String::as_str) {
-        None | Some("") | Some("true") | Some("1") => true,
-        Some("false") | Some("0") => false,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "follow must be true or false, not {other:?}"
-            )))
-        }
-    };
-    let encoding = match q.get("encoding").map(String::as_str) {
-        None | Some("") | Some("text") => Encoding::Text,
-        Some("base64") => Encoding::Base64,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "encoding must be text or base64, not {other:?}"
-            )))
-        }
-    };
+    let follow = parse_follow(&q, true)?;
+    let encoding = parse_encoding(&q)?;
     let stream = st.svc.processes().output(&id, pid, since, follow).await?;
-    Ok(ndjson(stream, encoding))
+    Ok(ndjson(StatusCode::OK, Vec::new(), stream, encoding))
+}
+
+fn parse_follow(q: &HashMap<String, String>, default: bool) -> Result<bool, ApiError> {
+    match q.get("follow").map(String::as_str) {
+        None | Some("") => Ok(default),
+        Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "follow must be true or false, not {other:?}"
+        ))),
+    }
+}
+
+fn parse_encoding(q: &HashMap<String, String>) -> Result<Encoding, ApiError> {
+    match q.get("encoding").map(String::as_str) {
+        None | Some("") | Some("text") => Ok(Encoding::Text),
+        Some("base64") => Ok(Encoding::Base64),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "encoding must be text or base64, not {other:?}"
+        ))),
+    }
 }
 
 /// A pid from the path; anything else is a JSON 400 (not axum's text rejection).
@@ -260,9 +289,12 @@ fn parse_since(q: &HashMap<String, String>) -> Result<u64, ApiError> {
     }
 }
 
-/// The records as NDJSON lines; a failure after the start ends the body (the client sees no
-/// exit record and resumes from its last `seq`).
-fn ndjson(stream: RecordStream, encoding: Encoding) -> Response {
+/// `head` then the records as NDJSON lines; a failure after the start ends the body (the
+/// client sees no exit record and resumes from its last `seq`).
+fn ndjson(status: StatusCode, head: Vec<u8>, stream: RecordStream, encoding: Encoding) -> Response {
+    let head = futures_util::stream::iter(
+        (!head.is_empty()).then_some(Ok::<_, std::convert::Infallible>(head)),
+    );
     let state = (stream, TextDecoder::default(), false);
     let body = futures_util::stream::unfold(state, move |(mut s, mut dec, done)| async move {
         if done {
@@ -288,12 +320,12 @@ fn ndjson(stream: RecordStream, encoding: Encoding) -> Response {
         }
     });
     (
-        StatusCode::OK,
+        status,
         [
             (header::CONTENT_TYPE, "application/x-ndjson"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        Body::from_stream(body),
+        Body::from_stream(head.chain(body)),
     )
         .into_response()
 }
