@@ -470,13 +470,22 @@ impl Provider for MockProvider {
                 })?;
                 msg.workdir = workdir.to_string_lossy().into_owned();
                 msg.env.extend(exec::sandbox_env(&root));
-                let r = crate::agent::exec::run(conn, msg, timeout, out, exec::CHUNK).await;
-                // A destroy ends the agent, and with it the read: say why, as exec always did.
-                return match r {
-                    Err(ProviderError::Unavailable(_)) if self.live(runtime_id).is_err() => {
+                let (_, destroyed) = self.live(runtime_id)?;
+                // A destroy ends the agent and its processes: the exec answers that the sandbox
+                // is gone, as it always did, not the exit code or lost connection that follows.
+                return tokio::select! {
+                    biased;
+                    () = destroyed.cancelled() => {
                         Err(ProviderError::SandboxNotFound(runtime_id.to_string()))
                     }
-                    r => r,
+                    r = crate::agent::exec::run(conn, msg, timeout, out, exec::CHUNK) => {
+                        match r {
+                            _ if self.live(runtime_id).is_err() => {
+                                Err(ProviderError::SandboxNotFound(runtime_id.to_string()))
+                            }
+                            r => r,
+                        }
+                    }
                 };
             }
             let (root, cancel) = self.live(runtime_id)?;
