@@ -93,6 +93,10 @@ fn main() -> ExitCode {
     }
     procs::configure(procs::Settings {
         default_workdir: args.workdir.clone(),
+        // On the virtio port (microvm) the agent's environment is the initramfs's `/init`
+        // (`PATH=/bin`), not the sandbox's: processes start from the defaults, as exec does.
+        // Listening (mock, docker) it is the sandbox's own and is passed on.
+        inherit_env: args.listen.is_some(),
     });
     if let Some(path) = &args.listen {
         return serve_socket(path, &args);

@@ -33,6 +33,8 @@ use ring::Ring;
 pub struct Settings {
     /// Working directory of a process started with an empty `workdir`.
     pub default_workdir: PathBuf,
+    /// Whether processes start from the agent's own environment (else from the defaults).
+    pub inherit_env: bool,
 }
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
@@ -44,6 +46,7 @@ pub fn configure(s: Settings) {
 fn settings() -> Settings {
     SETTINGS.get().cloned().unwrap_or(Settings {
         default_workdir: PathBuf::from("/workspace"),
+        inherit_env: true,
     })
 }
 

@@ -69,7 +69,11 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
             workdir.display()
         )));
     }
-    let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    let mut env: BTreeMap<OsString, OsString> = if settings().inherit_env {
+        std::env::vars_os().collect()
+    } else {
+        BTreeMap::new()
+    };
     for (k, v) in BASE_ENV {
         env.entry(k.into()).or_insert_with(|| v.into());
     }

@@ -398,7 +398,25 @@ impl Provider for MicrovmProvider {
         out: ChunkSender,
     ) -> Result<i32, ProviderError> {
         let vm = self.vm(runtime_id)?;
-        match exec::run(&vm.conn, req, out).await {
+        // As a process of the guest's agent (exec on the process model) when the guest's
+        // agent speaks protocol v4; guests booted from older assets keep `ExecStart`.
+        let r = if crate::agent::exec::supported(&vm.conn) {
+            if req.command.is_empty() {
+                return Err(ProviderError::InvalidInput(
+                    "command must not be empty".into(),
+                ));
+            }
+            let timeout = req.timeout;
+            let msg = procs::start_msg(&crate::ProcessSpec {
+                exec: req,
+                ..crate::ProcessSpec::default()
+            })?;
+            let chunk = stacyvm_protocol::agent::OUTPUT_CHUNK;
+            crate::agent::exec::run(vm.clone(), msg, timeout, out, chunk).await
+        } else {
+            exec::run(&vm.conn, req, out).await
+        };
+        match r {
             Err(ProviderError::Unavailable(_)) if self.destroyed.contains(runtime_id) => {
                 Err(ProviderError::SandboxNotFound(runtime_id.to_string()))
             }
