@@ -121,6 +121,10 @@ fn signal_proc(pid: u32, name: &str) -> Result<Arc<Proc>, Failure> {
     if p.exited() {
         return Err(error(ErrorCode::ProcessExited, "the process has exited"));
     }
+    // A host killing an exec (its caller went away) takes its marked leftovers too.
+    if p.exec && sig == libc::SIGKILL {
+        spawn::sweep_marked(&p);
+    }
     if let Err(e) = pty::signal_group(p.pgid, sig) {
         // ESRCH: the group is gone, the waiter is about to record the exit.
         if e.raw_os_error() != Some(libc::ESRCH) {

@@ -25,9 +25,9 @@ use crate::session::lock;
 /// How long output may keep flowing after the process exited (a background child holding the
 /// pipes must not keep the process "running" forever); later output is not recorded.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
-/// How long an exec's pipes may stay open after its group was killed before the processes
-/// that escaped the group are looked for.
-const SWEEP_AFTER: Duration = Duration::from_millis(50);
+/// How long an exec's pipes may stay open after its main process exited before the leftovers
+/// still in its group are killed.
+const LEFTOVER_GRACE: Duration = Duration::from_millis(100);
 /// How long an exec's output waits for its first reader (the host reads right after the
 /// start; a host that died in between must not leave the process blocked for ever).
 const FIRST_READER_MS: i64 = 30_000;
@@ -255,18 +255,17 @@ fn wait(p: &Arc<Proc>, waiter: Waiter, readers: usize, done: &std::sync::mpsc::R
     reaper::untrack(p.pid);
     let mut left = readers;
     if p.exec {
-        // As exec always did: leftovers (`sleep 100 &`) die with the command, so the pipes
-        // close. Ones that left the group (`setsid`) are found by their mark when they still
-        // hold the pipes, or after a timeout (scanning /proc costs a few ms on a busy host).
+        // As exec always did: leftovers (`sleep 100 &`) die with the command. Ones that left
+        // the group on purpose (a daemon: `httpd`, `setsid …`) live on after a normal exit;
+        // after a timeout (or a kill from the host) they are found by their mark and killed
+        // too. The group is killed only once the pipes had a moment to close: a daemon that
+        // is still between its fork and its `setsid` is in the group for a little while.
+        if p.timed_out.load(Ordering::SeqCst) {
+            sweep_marked(p);
+        } else {
+            left = drain(p, done, left, LEFTOVER_GRACE);
+        }
         let _ = pty::signal_group(p.pgid, libc::SIGKILL);
-        let timed_out = p.timed_out.load(Ordering::SeqCst);
-        if timed_out {
-            sweep_marked(p);
-        }
-        left = drain(p, done, left, SWEEP_AFTER);
-        if left > 0 && !timed_out {
-            sweep_marked(p);
-        }
     }
     drain(p, done, left, DRAIN_GRACE);
     let (code, signal) = match status {
@@ -311,7 +310,7 @@ fn drain(
     left
 }
 
-fn sweep_marked(p: &Proc) {
+pub fn sweep_marked(p: &Proc) {
     if let Some(m) = &p.marker {
         sweep(m);
     }
