@@ -145,7 +145,12 @@ struct StartQuery {
         example = json!({"command": "python3 -m http.server 8000", "tag": "web"})),
     responses(
         (status = 201, description = "Started: the Process; with `follow=true` NDJSON, the \
-            Process then its output records", body = ProcessView),
+            Process then its output records",
+            content(
+                (ProcessView = "application/json"),
+                (String = "application/x-ndjson",
+                    example = "{\"pid\":7,\"state\":\"running\"}\n{\"seq\":0,\"stream\":\"stdout\",\"data\":\"hi\\n\"}\n{\"seq\":3,\"stream\":\"exit\",\"exit_code\":0,\"signal\":null}\n"),
+            )),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     ))]
