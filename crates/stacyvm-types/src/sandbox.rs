@@ -64,6 +64,10 @@ impl ExecMode {
     }
 }
 
+/// Exit code of a command its timeout killed (as `timeout(1)` reports it): what an exec stream
+/// ends with, and what the agent records for a timed-out process.
+pub const TIMEOUT_EXIT_CODE: i32 = 124;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamKind {

@@ -28,8 +28,6 @@ use crate::methods::provider_for;
 use crate::rpc::Reply;
 use crate::state::WorkerState;
 
-/// Exit code reported when the command hit its deadline (as `timeout(1)` does).
-const TIMEOUT_EXIT_CODE: i64 = 124;
 /// Output chunks buffered between the command and the response body.
 const CHUNK_BUFFER: usize = 64;
 
@@ -276,7 +274,7 @@ impl Lines {
                     data: format!("exec timeout: {}", self.sandbox_id),
                     exit_code: None,
                 });
-                self.result(exit_chunk(TIMEOUT_EXIT_CODE));
+                self.result(exit_chunk(i64::from(stacyvm_types::TIMEOUT_EXIT_CODE)));
             }
             Err(e) => {
                 let mut f = provider_failure(e, &self.sandbox_id);

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stacyvm_protocol::agent::{ErrorCode, GuestMsg, HostMsg, ProcStart, AGENT_EXEC_VERSION};
-use stacyvm_types::{OutputRecord, OutputStream, StreamChunk, StreamKind};
+use stacyvm_types::{OutputRecord, OutputStream, StreamChunk, StreamKind, TIMEOUT_EXIT_CODE};
 
 use super::conn::{AbortOnDrop, AgentConn, ConnError};
-use super::procs::{map_err, to_record};
+use super::procs::{map_err, to_record, unexpected};
 use crate::{ChunkSender, ProviderError};
 
 /// How long the agent may take to start the command.
@@ -23,8 +23,6 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 const WINDOW: u32 = 4;
 /// How long a finished exec stays in the process list.
 const RETAIN_MS: u64 = 5_000;
-/// Exit code the agent reports for a process its timeout killed (as `timeout(1)` does).
-const TIMEOUT_EXIT_CODE: i32 = 124;
 
 /// Whether `conn`'s agent runs execs as processes (older agents keep the provider's own exec).
 pub(crate) fn supported(conn: &AgentConn) -> bool {
@@ -51,11 +49,7 @@ pub(crate) async fn run<T: AsRef<AgentConn> + Send + Sync + 'static>(
     let started = Instant::now();
     let pid = match conn.call(HostMsg::ProcStart(msg), START_TIMEOUT).await {
         Ok(GuestMsg::Proc { proc }) => proc.pid,
-        Ok(other) => {
-            return Err(ProviderError::internal(format!(
-                "unexpected agent answer {other:?}"
-            )))
-        }
+        Ok(other) => return Err(unexpected(other)),
         Err(ConnError::Agent { code, message }) => {
             return spawn_failure(&prog, code, message, &out).await
         }
@@ -92,11 +86,7 @@ pub(crate) async fn run<T: AsRef<AgentConn> + Send + Sync + 'static>(
                     "the agent ended an exec's read early",
                 ))
             }
-            Some(other) => {
-                return Err(ProviderError::internal(format!(
-                    "unexpected agent answer {other:?}"
-                )))
-            }
+            Some(other) => return Err(unexpected(other)),
             None => return Err(map_err(ConnError::Closed, pid)),
         };
         for r in records {

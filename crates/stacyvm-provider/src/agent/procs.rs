@@ -92,7 +92,7 @@ pub(crate) fn map_err(e: ConnError, pid: Pid) -> ProviderError {
     }
 }
 
-fn unexpected(m: GuestMsg) -> ProviderError {
+pub(crate) fn unexpected(m: GuestMsg) -> ProviderError {
     ProviderError::internal(format!("unexpected agent answer {m:?}"))
 }
 

@@ -267,7 +267,9 @@ impl Provider for RemoteProvider {
             None => call.await,
         };
         match res {
-            Ok(124) if timeout.is_some() => Err(ProviderError::Timeout),
+            Ok(stacyvm_types::TIMEOUT_EXIT_CODE) if timeout.is_some() => {
+                Err(ProviderError::Timeout)
+            }
             Ok(code) => Ok(code),
             Err(e) => Err(e.into_provider("")),
         }

@@ -18,8 +18,7 @@ use crate::metrics::{ExecKind, ExecOutcome};
 
 /// Exec logs keep a prefix of the output.
 const LOG_OUTPUT_CAP: usize = 64 << 10;
-/// Exit code reported on the stream when the command hit its timeout (as `timeout(1)` does).
-pub const TIMEOUT_EXIT_CODE: i32 = 124;
+pub use stacyvm_types::TIMEOUT_EXIT_CODE;
 
 #[derive(Debug, Clone, Default)]
 pub struct ExecParams {
