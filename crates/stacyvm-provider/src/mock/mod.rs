@@ -161,21 +161,31 @@ impl MockProvider {
         method: &'static str,
         runtime_id: &str,
     ) -> Result<(Arc<AgentConn>, PathBuf), ProviderError> {
+        let bin = crate::agent::locate(self.agent_path.as_deref())
+            .ok_or_else(|| crate::agent::missing("mock"))?;
+        self.agent_at(method, runtime_id, &bin).await
+    }
+
+    /// [`Self::agent`] with the agent binary already located.
+    async fn agent_at(
+        &self,
+        method: &'static str,
+        runtime_id: &str,
+        bin: &Path,
+    ) -> Result<(Arc<AgentConn>, PathBuf), ProviderError> {
         self.enter(method, runtime_id)?;
         let (root, _) = self.live(runtime_id)?;
         let slot = lock(&self.sandboxes)
             .get(runtime_id)
             .map(|s| s.agent.clone())
             .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
-        let bin = crate::agent::locate(self.agent_path.as_deref())
-            .ok_or_else(|| crate::agent::missing("mock"))?;
         let state = persist::state(&self.base_dir, runtime_id);
         let place = if self.persistent {
             agent::Place::Kept(&state)
         } else {
             agent::Place::Temp(&self.base_dir)
         };
-        let conn = slot.conn(&bin, &root, place, runtime_id).await?;
+        let conn = slot.conn(bin, &root, place, runtime_id).await?;
         Ok((conn, root))
     }
 
@@ -459,8 +469,8 @@ impl Provider for MockProvider {
     ) -> Result<i32, ProviderError> {
         // Through the sandbox's agent when there is one (exec on the process model); spawned
         // here without one, or with an agent too old for it.
-        if crate::agent::locate(self.agent_path.as_deref()).is_some() {
-            let (conn, root) = self.agent("exec", runtime_id).await?;
+        if let Some(bin) = crate::agent::locate(self.agent_path.as_deref()) {
+            let (conn, root) = self.agent_at("exec", runtime_id, &bin).await?;
             if crate::agent::exec::supported(&conn) {
                 let workdir = exec::host_workdir(&root, req.workdir.as_deref()).await?;
                 let timeout = req.timeout;
