@@ -6,6 +6,20 @@ use serde_json::{json, Value};
 
 use crate::BenchError;
 
+/// `POST url` with a JSON body: the status, the raw body (for error messages) and the body as
+/// JSON (`null` when it is not).
+async fn post(
+    c: &Client,
+    url: String,
+    body: &Value,
+) -> Result<(StatusCode, Vec<u8>, Value), BenchError> {
+    let r = c.post(url).json(body).send().await?;
+    let status = r.status();
+    let b = r.bytes().await?.to_vec();
+    let v = serde_json::from_slice(&b).unwrap_or_default();
+    Ok((status, b, v))
+}
+
 fn unexpected(what: &str, status: StatusCode, body: &[u8]) -> BenchError {
     BenchError::Unexpected(format!(
         "{what}: HTTP {status}: {}",
@@ -16,14 +30,7 @@ fn unexpected(what: &str, status: StatusCode, body: &[u8]) -> BenchError {
 /// `POST /sandboxes` with a JSON body; the id of the new sandbox and the worker it was placed
 /// on.
 pub async fn spawn(c: &Client, base: &str, body: &Value) -> Result<(String, String), BenchError> {
-    let r = c
-        .post(format!("{base}/sandboxes"))
-        .json(body)
-        .send()
-        .await?;
-    let status = r.status();
-    let b = r.bytes().await?;
-    let v: Value = serde_json::from_slice(&b).unwrap_or_default();
+    let (status, b, v) = post(c, format!("{base}/sandboxes"), body).await?;
     let worker = v.get("worker_id").and_then(Value::as_str).unwrap_or("");
     match (status, v.get("id").and_then(Value::as_str)) {
         (StatusCode::CREATED, Some(id)) => Ok((id.to_string(), worker.to_string())),
@@ -39,14 +46,7 @@ pub async fn destroy(c: &Client, base: &str, sid: &str) -> Result<(), BenchError
 
 /// `POST /sandboxes/{id}/processes`; the new process's pid.
 pub async fn start(c: &Client, base: &str, sid: &str, body: &Value) -> Result<u64, BenchError> {
-    let r = c
-        .post(format!("{base}/sandboxes/{sid}/processes"))
-        .json(body)
-        .send()
-        .await?;
-    let status = r.status();
-    let b = r.bytes().await?;
-    let v: Value = serde_json::from_slice(&b).unwrap_or_default();
+    let (status, b, v) = post(c, format!("{base}/sandboxes/{sid}/processes"), body).await?;
     match (status, v.get("pid").and_then(Value::as_u64)) {
         (StatusCode::CREATED, Some(pid)) => Ok(pid),
         _ => Err(unexpected("process start", status, &b)),

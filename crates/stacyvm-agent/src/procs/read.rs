@@ -108,9 +108,12 @@ pub fn start(
     });
 }
 
-/// Waits until the windowed read may send a frame and takes the credit; false when the read
-/// should stop instead (cancelled, or its host is gone).
-fn take_credit(p: &Proc, credit: &AtomicU64, out: &Out, cancelled: &AtomicBool) -> bool {
+/// Waits until a windowed read may send a frame and takes the credit (an unwindowed one always
+/// may); false when the read should stop instead (cancelled, or its host is gone).
+fn may_send(p: &Proc, credit: Option<&AtomicU64>, out: &Out, cancelled: &AtomicBool) -> bool {
+    let Some(credit) = credit else {
+        return true;
+    };
     loop {
         if cancelled.load(Ordering::SeqCst) || !out.is_current() {
             return false;
@@ -149,11 +152,9 @@ fn run(
                 let total = st.ring.total();
                 drop(st);
                 if cursor <= total {
-                    if let Some(c) = credit {
-                        if !take_credit(p, c, out, cancelled) {
-                            out.send(id, GuestMsg::ReadEnd);
-                            return;
-                        }
+                    if !may_send(p, credit, out, cancelled) {
+                        out.send(id, GuestMsg::ReadEnd);
+                        return;
                     }
                     let rec = AgentRecord {
                         seq: total,
@@ -202,11 +203,9 @@ fn run(
                 }
             }
         }
-        if let Some(c) = credit {
-            if !take_credit(p, c, out, cancelled) {
-                out.send(id, GuestMsg::ReadEnd);
-                return;
-            }
+        if !may_send(p, credit, out, cancelled) {
+            out.send(id, GuestMsg::ReadEnd);
+            return;
         }
         out.send(id, GuestMsg::Records { records });
         // What is sent is what an exec's held output may make room for.

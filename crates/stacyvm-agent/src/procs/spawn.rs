@@ -88,9 +88,9 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
     }
 
     let fail = |e: io::Error| {
-        // A program that is not there or cannot be run is the caller's mistake (400), not a
-        // failure of the sandbox.
-        // A missing program is `not_found` (an exec answers it as a shell would, 127).
+        // A program that is not there or cannot be run is the caller's mistake, not a failure
+        // of the sandbox: `not_found` when missing (an exec answers it as a shell would, 127),
+        // `invalid_input` otherwise (a 400).
         let code = match e.kind() {
             io::ErrorKind::NotFound => ErrorCode::NotFound,
             io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied => {
@@ -220,9 +220,12 @@ fn pump(p: &Arc<Proc>, stream: Stream, mut r: Box<dyn Read + Send>, done: Sender
                     let mut st = lock(&p.state);
                     // An exec's output waits for its reader (the process then blocks
                     // writing) instead of pushing unsent bytes out of the ring.
-                    if p.exec && st.must_hold(n, now_ms() - p.started_at_ms < FIRST_READER_MS) {
+                    let must_hold = |st: &State| {
+                        p.exec && st.must_hold(n, now_ms() - p.started_at_ms < FIRST_READER_MS)
+                    };
+                    if must_hold(&st) {
                         p.held.fetch_add(1, Ordering::SeqCst);
-                        while st.must_hold(n, now_ms() - p.started_at_ms < FIRST_READER_MS) {
+                        while must_hold(&st) {
                             st = p
                                 .changed
                                 .wait_timeout(st, HOLD_POLL)

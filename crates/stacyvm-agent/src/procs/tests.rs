@@ -88,6 +88,17 @@ impl Conn {
 
     /// All records of a read until `ReadEnd`.
     pub fn read(&mut self, pid: u32, since: u64, follow: bool) -> Vec<AgentRecord> {
+        self.read_windowed(pid, since, follow, None)
+    }
+
+    /// [`Self::read`], windowed: after each frame, `pause`, then one credit back (a slow host).
+    pub fn read_windowed(
+        &mut self,
+        pid: u32,
+        since: u64,
+        follow: bool,
+        window: Option<(u32, Duration)>,
+    ) -> Vec<AgentRecord> {
         self.next += 1;
         let id = self.next;
         self.send(
@@ -96,7 +107,7 @@ impl Conn {
                 pid,
                 since,
                 follow,
-                window: None,
+                window: window.map(|(w, _)| w),
             },
         );
         let mut out = Vec::new();
@@ -104,7 +115,17 @@ impl Conn {
             let f = self.recv();
             assert_eq!(f.id, id, "{f:?}");
             match f.msg {
-                GuestMsg::Records { records } => out.extend(records),
+                GuestMsg::Records { records } => {
+                    out.extend(records);
+                    if let Some((_, pause)) = window {
+                        std::thread::sleep(pause);
+                        let credit = HostMsg::ReadCredit {
+                            target: id,
+                            frames: 1,
+                        };
+                        self.send(0, credit);
+                    }
+                }
                 GuestMsg::ReadEnd => return out,
                 other => panic!("read: {other:?}"),
             }
@@ -528,43 +549,6 @@ fn processes_start_clean() {
     assert_eq!(error_code(&m), Some(ErrorCode::NotFound), "{m:?}");
 }
 
-impl Conn {
-    /// A windowed follow read that returns one credit per frame after `pause`: a slow host.
-    pub fn slow_read(&mut self, pid: u32, window: u32, pause: Duration) -> Vec<AgentRecord> {
-        self.next += 1;
-        let id = self.next;
-        self.send(
-            id,
-            HostMsg::ProcRead {
-                pid,
-                since: 0,
-                follow: true,
-                window: Some(window),
-            },
-        );
-        let mut out = Vec::new();
-        loop {
-            let f = self.recv();
-            assert_eq!(f.id, id, "{f:?}");
-            match f.msg {
-                GuestMsg::Records { records } => {
-                    out.extend(records);
-                    std::thread::sleep(pause);
-                    self.send(
-                        0,
-                        HostMsg::ReadCredit {
-                            target: id,
-                            frames: 1,
-                        },
-                    );
-                }
-                GuestMsg::ReadEnd => return out,
-                other => panic!("read: {other:?}"),
-            }
-        }
-    }
-}
-
 /// `seq 1 N` as the bytes it prints.
 fn seq_output(n: u32) -> Vec<u8> {
     (1..=n)
@@ -584,7 +568,7 @@ fn exec_output_is_held_for_a_slow_reader() {
         req.exec = exec;
         req.output_buffer = Some(64 << 10);
         let pid = c.start(req).pid;
-        let recs = c.slow_read(pid, 2, Duration::from_millis(2));
+        let recs = c.read_windowed(pid, 0, true, Some((2, Duration::from_millis(2))));
         let (_, dropped, exit) = split(&recs);
         assert_eq!(exit.and_then(|e| e.exit_code), Some(0));
         if exec {
