@@ -34,11 +34,15 @@ const BASE_ENV: [(&str, &str); 4] = [
 ];
 
 pub fn start(id: u64, req: ExecStart, out: Out, running: Running) {
-    std::thread::spawn(move || {
+    let eout = out.clone();
+    let started = sys::thread("exec", move || {
         let reply = run(id, req, &out, &running);
         lock(&running).remove(&id);
         out.send(id, reply);
     });
+    if let Err(message) = started {
+        eout.error(id, ErrorCode::Busy, message);
+    }
 }
 
 pub fn cancel(target: u64, running: &Running) {
@@ -80,33 +84,38 @@ fn run(id: u64, req: ExecStart, out: &Out, running: &Running) -> GuestMsg {
     let closed = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = channel::<()>();
     let mut readers = 0;
-    if let Some(s) = child.stdout.take() {
+    let pipes = [
+        child.stdout.take().map(Pipe::Out),
+        child.stderr.take().map(Pipe::Err),
+    ];
+    let mut started = Ok(());
+    for pipe in pipes.into_iter().flatten() {
         readers += 1;
-        pump(
-            id,
-            Pipe::Out(s),
-            out.clone(),
-            closed.clone(),
-            done_tx.clone(),
-        );
-    }
-    if let Some(s) = child.stderr.take() {
-        readers += 1;
-        pump(
-            id,
-            Pipe::Err(s),
-            out.clone(),
-            closed.clone(),
-            done_tx.clone(),
-        );
+        let (out, closed, done) = (out.clone(), closed.clone(), done_tx.clone());
+        started = started.and_then(|()| pump(id, pipe, out, closed, done));
     }
     drop(done_tx);
     let (status_tx, status_rx) = channel::<io::Result<ExitStatus>>();
-    std::thread::spawn(move || {
-        let status = child.wait();
-        crate::reaper::untrack(child.id());
-        let _ = status_tx.send(status);
+    // The waiter gets the child only once every thread runs: without them nobody could watch
+    // the command (out of pids, e.g. a fork bomb), so it is killed and reaped right here.
+    let (child_tx, child_rx) = channel::<Child>();
+    let waiting = sys::thread("exec-wait", move || {
+        if let Ok(mut child) = child_rx.recv() {
+            let status = child.wait();
+            crate::reaper::untrack(child.id());
+            let _ = status_tx.send(status);
+        }
     });
+    if let Err(message) = started.and(waiting) {
+        sys::kill_group(pgid);
+        let _ = child.wait();
+        crate::reaper::untrack(child.id());
+        return GuestMsg::Error {
+            code: ErrorCode::Busy,
+            message,
+        };
+    }
+    let _ = child_tx.send(child);
     let deadline = req
         .timeout_ms
         .map(|ms| Instant::now() + Duration::from_millis(ms));
@@ -199,8 +208,14 @@ enum Pipe {
     Err(ChildStderr),
 }
 
-fn pump(id: u64, pipe: Pipe, out: Out, closed: Arc<AtomicBool>, done: std::sync::mpsc::Sender<()>) {
-    std::thread::spawn(move || {
+fn pump(
+    id: u64,
+    pipe: Pipe,
+    out: Out,
+    closed: Arc<AtomicBool>,
+    done: std::sync::mpsc::Sender<()>,
+) -> Result<(), String> {
+    sys::thread("exec-output", move || {
         let (stream, mut r): (OutputStream, Box<dyn Read + Send>) = match pipe {
             Pipe::Out(s) => (OutputStream::Stdout, Box::new(s)),
             Pipe::Err(s) => (OutputStream::Stderr, Box::new(s)),
@@ -227,7 +242,7 @@ fn pump(id: u64, pipe: Pipe, out: Out, closed: Arc<AtomicBool>, done: std::sync:
             }
         }
         let _ = done.send(());
-    });
+    })
 }
 
 #[cfg(test)]

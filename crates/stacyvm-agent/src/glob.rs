@@ -90,8 +90,8 @@ impl Globs {
         }
         let cancel = Arc::new(AtomicBool::new(false));
         lock(&self.0).insert(id, cancel.clone());
-        let globs = self.clone();
-        std::thread::spawn(move || {
+        let (globs, gout) = (self.clone(), out.clone());
+        let started = std::thread::Builder::new().spawn(move || {
             let reply = match expand(&pattern, LIMITS, &cancel) {
                 Ok(paths) => GuestMsg::Matches { paths },
                 Err(Stop::OverBudget(message)) => GuestMsg::Error {
@@ -106,6 +106,10 @@ impl Globs {
             lock(&globs.0).remove(&id);
             out.send(id, reply);
         });
+        if let Err(e) = started {
+            lock(&self.0).remove(&id);
+            gout.error(id, ErrorCode::Busy, format!("cannot start a glob ({e}); retry later"));
+        }
     }
 
     /// Stops the glob of request `target`, if one runs.

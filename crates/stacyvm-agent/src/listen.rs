@@ -40,11 +40,17 @@ pub fn serve(listener: UnixListener) -> io::Result<()> {
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
-                std::thread::spawn(move || {
+                // Out of pids (a fork bomb in the sandbox): this connection is closed unserved,
+                // and the listener lives on for the next one (spawn would panic and end it).
+                let served = std::thread::Builder::new().spawn(move || {
                     if let Err(e) = session::serve_stream(stream) {
                         eprintln!("stacyvm-agent: connection: {e}");
                     }
                 });
+                if let Err(e) = served {
+                    eprintln!("stacyvm-agent: cannot serve a connection: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
             Err(e)
                 if matches!(
@@ -66,11 +72,11 @@ pub fn bridge(path: &Path) -> io::Result<()> {
     let s = UnixStream::connect(path)?;
     let mut to_agent = s.try_clone()?;
     let mut from_agent = s;
-    std::thread::spawn(move || {
+    std::thread::Builder::new().spawn(move || {
         let _ = copy(&mut io::stdin().lock(), &mut to_agent);
         // The host is done: nothing it still waits for can arrive.
         std::process::exit(0);
-    });
+    })?;
     copy(&mut from_agent, &mut io::stdout().lock())
 }
 

@@ -151,11 +151,11 @@ pub fn serve(port_file: File) -> io::Result<()> {
     let mut wf = port_file.try_clone()?;
     let current = Arc::new(AtomicU64::new(ANY_SESSION + 1));
     let wcurrent = current.clone();
-    std::thread::spawn(move || {
+    std::thread::Builder::new().spawn(move || {
         writer(rx, wcurrent, |frame| {
             port::write_frame(&mut wf, frame).map(drop)
         })
-    });
+    })?;
     let out = Out {
         tx,
         current,
@@ -201,7 +201,7 @@ pub fn serve_stream(stream: UnixStream) -> io::Result<()> {
     let mut ws = stream.try_clone()?;
     let current = Arc::new(AtomicU64::new(ANY_SESSION + 1));
     let wcurrent = current.clone();
-    std::thread::spawn(move || {
+    std::thread::Builder::new().spawn(move || {
         let mut dead = false;
         writer(rx, wcurrent, |frame| {
             // Once the host is gone, frames still queued are dropped.
@@ -210,7 +210,7 @@ pub fn serve_stream(stream: UnixStream) -> io::Result<()> {
             }
             Ok(())
         })
-    });
+    })?;
     let out = Out {
         tx,
         current,

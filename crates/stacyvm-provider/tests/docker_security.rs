@@ -87,6 +87,78 @@ async fn fork_bomb_is_contained() {
     assert_eq!(sh(&p, &id, "echo alive").await.stdout, "alive\n");
 }
 
+/// A background process fills the pid limit (and holds it, unlike a bomb, which may die out)
+/// while the agent is asked for more: every call answers (an error is fine, a hang is not),
+/// and killing the process's group frees the sandbox.
+#[tokio::test]
+async fn a_fork_bomb_process_never_wedges_the_agent() {
+    use stacyvm_provider::ProcessSpec;
+    use stacyvm_types::Signal;
+    let cfg = DockerConfig {
+        pids_limit: 64,
+        ..Default::default()
+    };
+    let p = provider(cfg).await;
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    let spec = ProcessSpec {
+        exec: ExecRequest {
+            // The subshell forks sleeps until a fork fails (and busybox's sh then exits); the
+            // process itself stays, as the sleep its shell becomes.
+            command: "(while :; do sleep 1000 & done) 2>/dev/null; exec sleep 1000".into(),
+            ..Default::default()
+        },
+        tag: "bomb".into(),
+        stdin: false,
+        pty: None,
+        output_buffer: None,
+        retain_exited: None,
+    };
+    // The fixture: the pid limit really is reached (a fork from the sandbox fails). Threads
+    // that ended after a filler stopped leave room, so fillers are added until it is full.
+    let mut fillers = vec![p.process_start(&id, spec.clone()).await.unwrap().pid];
+    let mut full = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let probe = ExecRequest {
+            command: "true & wait".into(),
+            timeout: Some(Duration::from_secs(2)),
+            ..Default::default()
+        };
+        let r = tokio::time::timeout(Duration::from_secs(60), exec_req(&p, &id, probe)).await;
+        if !matches!(r.expect("an exec under a fork bomb must answer"), Ok(o) if o.code == 0) {
+            full = true;
+            break;
+        }
+        if let Ok(f) = p.process_start(&id, spec.clone()).await {
+            fillers.push(f.pid);
+        }
+    }
+    assert!(full, "the pid limit was never reached");
+    for _ in 0..3 {
+        let list = tokio::time::timeout(Duration::from_secs(60), p.process_list(&id)).await;
+        assert!(
+            list.is_ok(),
+            "listing processes under a fork bomb must answer"
+        );
+        let r = exec_req(&p, &id, argv("echo", &["x"]));
+        let r = tokio::time::timeout(Duration::from_secs(60), r).await;
+        assert!(r.is_ok(), "an exec under a fork bomb must answer");
+    }
+    for pid in fillers {
+        p.process_signal(&id, pid, Signal::Kill).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(o) = exec_req(&p, &id, argv("echo", &["alive"])).await {
+            if o.stdout == "alive\n" {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the sandbox never recovered");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 #[tokio::test]
 async fn memory_limit_kills_the_command() {
     let p = provider(DockerConfig::default()).await;

@@ -13,6 +13,7 @@ pub mod ring;
 mod spawn;
 mod stdin;
 
+pub(crate) use crate::sys::thread;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
@@ -206,18 +207,6 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// A helper thread with a small stack: a process costs a few of them, and a sandbox may keep
-/// a thousand idle processes.
-fn thread(name: &str, f: impl FnOnce() + Send + 'static) {
-    let r = std::thread::Builder::new()
-        .name(name.to_string())
-        .stack_size(256 * 1024)
-        .spawn(f);
-    if let Err(e) = r {
-        eprintln!("stacyvm-agent: cannot start a {name} thread: {e}");
-    }
 }
 
 #[cfg(test)]

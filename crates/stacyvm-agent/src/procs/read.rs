@@ -100,12 +100,23 @@ pub fn start(
         st.readers += 1;
         st.had_reader = true;
     }
-    thread("proc-read", move || {
-        run(id, &p, since, follow, &out, &cancelled, credit.as_deref());
-        lock(&reads.0).remove(&id);
-        lock(&p.state).readers -= 1;
-        p.changed.notify_all();
+    let end = {
+        let (p, reads) = (p.clone(), reads.clone());
+        move || {
+            lock(&reads.0).remove(&id);
+            lock(&p.state).readers -= 1;
+            p.changed.notify_all();
+        }
+    };
+    let (rp, rout, rend) = (p, out.clone(), end.clone());
+    let started = thread("proc-read", move || {
+        run(id, &rp, since, follow, &rout, &cancelled, credit.as_deref());
+        rend();
     });
+    if let Err(message) = started {
+        end();
+        out.error(id, ErrorCode::Busy, message);
+    }
 }
 
 /// Waits until a windowed read may send a frame and takes the credit (an unwindowed one always

@@ -96,6 +96,10 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
             io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied => {
                 ErrorCode::InvalidInput
             }
+            // Out of pids or memory (a fork bomb, a full sandbox): busy, worth a retry.
+            _ if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM)) => {
+                ErrorCode::Busy
+            }
             _ => ErrorCode::Io,
         };
         (code, format!("{prog}: {e}"))
@@ -186,30 +190,58 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
         marker,
         held: std::sync::atomic::AtomicUsize::new(0),
     });
-    registry().insert(p.clone());
-
     let (done_tx, done_rx) = channel::<()>();
     let readers = pipes.len();
+    let mut started: Result<(), String> = Ok(());
     for (stream, r) in pipes {
-        pump(&p, stream, Box::new(r), done_tx.clone());
+        started = started.and_then(|()| pump(&p, stream, Box::new(r), done_tx.clone()));
     }
     drop(done_tx);
     if let Some((sink, rx)) = stdin_sink {
         let (pw, is_pty, pgid) = (Arc::downgrade(&p), p.is_pty, p.pgid);
-        thread("proc-stdin", move || {
-            stdin::writer(sink, rx, is_pty, pgid, pw)
+        started = started.and_then(|()| {
+            thread("proc-stdin", move || {
+                stdin::writer(sink, rx, is_pty, pgid, pw);
+            })
         });
     }
     if let Some(ms) = req.timeout_ms {
         let pt = p.clone();
-        thread("proc-timer", move || timer(&pt, Duration::from_millis(ms)));
+        started = started
+            .and_then(|()| thread("proc-timer", move || timer(&pt, Duration::from_millis(ms))));
     }
+    // The waiter gets its work only once every thread runs: without them nothing would reap
+    // or time the process (out of pids, e.g. a fork bomb), so it is killed and reaped here.
+    let (work_tx, work_rx) = channel::<Waiter>();
     let pw = p.clone();
-    thread("proc-wait", move || wait(&pw, waiter, readers, &done_rx));
+    let waiting = thread("proc-wait", move || {
+        if let Ok(w) = work_rx.recv() {
+            wait(&pw, w, readers, &done_rx);
+        }
+    });
+    if let Err(message) = started.and(waiting) {
+        return Err(abandon(&p, waiter, message));
+    }
+    let _ = work_tx.send(waiter);
+    // Listed only once it is fully started, so an abandoned one is never seen.
+    registry().insert(p.clone());
     Ok(p)
 }
 
-fn pump(p: &Arc<Proc>, stream: Stream, mut r: Box<dyn Read + Send>, done: Sender<()>) {
+/// Kills and reaps a process whose helper threads could not start, and forgets it.
+fn abandon(p: &Proc, waiter: Waiter, message: String) -> Failure {
+    crate::sys::kill_group(p.pgid);
+    let _ = waiter();
+    reaper::untrack(p.pid);
+    (ErrorCode::Busy, message)
+}
+
+fn pump(
+    p: &Arc<Proc>,
+    stream: Stream,
+    mut r: Box<dyn Read + Send>,
+    done: Sender<()>,
+) -> Result<(), String> {
     let p = p.clone();
     thread("proc-output", move || {
         let mut buf = vec![0u8; OUTPUT_CHUNK];
@@ -247,7 +279,7 @@ fn pump(p: &Arc<Proc>, stream: Stream, mut r: Box<dyn Read + Send>, done: Sender
             }
         }
         let _ = done.send(());
-    });
+    })
 }
 
 /// Blocks until the child ended.

@@ -21,6 +21,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames the agent may send ahead of the caller.
 const WINDOW: u32 = 4;
+/// How long past its timeout the host waits for the agent to end an exec.
+const HOST_GRACE: Duration = Duration::from_secs(5);
+/// How soon a read refused for want of threads is tried again.
+const READ_RETRY: Duration = Duration::from_millis(100);
 /// How long a finished exec stays in the process list.
 const RETAIN_MS: u64 = 5_000;
 
@@ -62,69 +66,103 @@ pub(crate) async fn run<T: AsRef<AgentConn> + Send + Sync + 'static>(
             signal: "KILL".into(),
         },
     );
-    let read = HostMsg::ProcRead {
-        pid,
-        since: 0,
-        follow: true,
-        window: Some(WINDOW),
-    };
-    let (id, mut rx) = conn.start(read).await.map_err(|e| map_err(e, pid))?;
-    let read_guard = AbortOnDrop::new(owner.clone(), HostMsg::Cancel { target: id }).forgetting(id);
-    loop {
-        let next = tokio::select! {
-            m = rx.recv() => m,
-            // Nobody reads any more: the guards kill the process and end the read.
-            () = out.closed() => return Err(receiver_gone(conn, pid, kill).await),
+    // The agent enforces the timeout; the host gives up too if it cannot (say its timer thread
+    // could not start), so a wedged sandbox never hangs the caller.
+    let give_up = timeout.map(|t| tokio::time::Instant::from_std(started + t + HOST_GRACE));
+    let mut next = 0u64;
+    'read: loop {
+        let read = HostMsg::ProcRead {
+            pid,
+            since: next,
+            follow: true,
+            window: Some(WINDOW),
         };
-        let records = match next {
-            Some(GuestMsg::Records { records }) => records,
-            Some(GuestMsg::Error { code, message }) => {
-                return Err(map_err(ConnError::Agent { code, message }, pid))
-            }
-            Some(GuestMsg::ReadEnd) => {
-                return Err(ProviderError::internal(
-                    "the agent ended an exec's read early",
-                ))
-            }
-            Some(other) => return Err(unexpected(other)),
-            None => return Err(map_err(ConnError::Closed, pid)),
-        };
-        for r in records {
-            match to_record(r)? {
-                OutputRecord::Data { stream, data, .. } => {
-                    let stream = match stream {
-                        OutputStream::Stderr => StreamKind::Stderr,
-                        OutputStream::Stdout | OutputStream::Pty => StreamKind::Stdout,
-                    };
-                    for piece in data.chunks(max_chunk.max(1)) {
-                        let chunk = StreamChunk {
-                            stream,
-                            data: piece.to_vec(),
-                        };
-                        if out.send(chunk).await.is_err() {
-                            return Err(receiver_gone(conn, pid, kill).await);
-                        }
-                    }
-                }
-                // Held output is never dropped; nothing to pass on if an agent did anyway.
-                OutputRecord::Gap { .. } => {}
-                OutputRecord::Exit { exit_code, .. } => {
-                    kill.disarm();
+        let (id, mut rx) = conn.start(read).await.map_err(|e| map_err(e, pid))?;
+        let read_guard =
+            AbortOnDrop::new(owner.clone(), HostMsg::Cancel { target: id }).forgetting(id);
+        loop {
+            let next_msg = tokio::select! {
+                m = rx.recv() => m,
+                // Nobody reads any more: the guards kill the process and end the read.
+                () = out.closed() => return Err(receiver_gone(conn, pid, kill).await),
+                () = sleep_until_opt(give_up) => return Err(ProviderError::Timeout),
+            };
+            let records = match next_msg {
+                Some(GuestMsg::Records { records }) => records,
+                // Out of threads (a fork bomb fills the pid limit): the read starts again
+                // from where it was once the sandbox has room, or the timeout ends it.
+                Some(GuestMsg::Error {
+                    code: ErrorCode::Busy,
+                    ..
+                }) => {
                     read_guard.disarm();
                     conn.forget(id);
-                    let timed_out = timeout.is_some_and(|t| started.elapsed() >= t);
-                    if exit_code == TIMEOUT_EXIT_CODE && timed_out {
-                        return Err(ProviderError::Timeout);
+                    tokio::select! {
+                        () = tokio::time::sleep(READ_RETRY) => {}
+                        () = out.closed() => return Err(receiver_gone(conn, pid, kill).await),
+                        () = sleep_until_opt(give_up) => return Err(ProviderError::Timeout),
                     }
-                    return Ok(exit_code);
+                    continue 'read;
+                }
+                Some(GuestMsg::Error { code, message }) => {
+                    return Err(map_err(ConnError::Agent { code, message }, pid))
+                }
+                Some(GuestMsg::ReadEnd) => {
+                    return Err(ProviderError::internal(
+                        "the agent ended an exec's read early",
+                    ))
+                }
+                Some(other) => return Err(unexpected(other)),
+                None => return Err(map_err(ConnError::Closed, pid)),
+            };
+            for r in records {
+                match to_record(r)? {
+                    OutputRecord::Data {
+                        stream, data, seq, ..
+                    } => {
+                        next = seq + data.len() as u64;
+                        let stream = match stream {
+                            OutputStream::Stderr => StreamKind::Stderr,
+                            OutputStream::Stdout | OutputStream::Pty => StreamKind::Stdout,
+                        };
+                        for piece in data.chunks(max_chunk.max(1)) {
+                            let chunk = StreamChunk {
+                                stream,
+                                data: piece.to_vec(),
+                            };
+                            if out.send(chunk).await.is_err() {
+                                return Err(receiver_gone(conn, pid, kill).await);
+                            }
+                        }
+                    }
+                    // Held output is never dropped; nothing to pass on if an agent did anyway.
+                    OutputRecord::Gap { .. } => {}
+                    OutputRecord::Exit { exit_code, .. } => {
+                        kill.disarm();
+                        read_guard.disarm();
+                        conn.forget(id);
+                        let timed_out = timeout.is_some_and(|t| started.elapsed() >= t);
+                        if exit_code == TIMEOUT_EXIT_CODE && timed_out {
+                            return Err(ProviderError::Timeout);
+                        }
+                        return Ok(exit_code);
+                    }
                 }
             }
+            conn.notify(HostMsg::ReadCredit {
+                target: id,
+                frames: 1,
+            })
+            .await;
         }
-        conn.notify(HostMsg::ReadCredit {
-            target: id,
-            frames: 1,
-        })
-        .await;
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
