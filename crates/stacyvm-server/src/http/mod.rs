@@ -28,20 +28,33 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Router};
+use axum::Router;
 use serde::Serialize;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::service::Service;
 
+/// What every handler and middleware shares. One `Arc`: axum clones the state for each
+/// middleware layer and extractor of every request, so a clone is one atomic increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub svc: Service,
-    pub limiter: Arc<rate_limit::RateLimiter>,
+    pub limiter: rate_limit::RateLimiter,
     /// Audit rows for admin requests no key authenticated: anyone can cause them, so at most
     /// 60 a minute are written (the rest are counted in a WARN).
-    pub unauthenticated_audit: Arc<crate::log_throttle::LogThrottle>,
+    pub unauthenticated_audit: crate::log_throttle::LogThrottle,
+    /// The OpenAPI document, set once the routes that describe it are assembled.
+    pub openapi: std::sync::OnceLock<openapi::Document>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// JSON like Go's encoder writes it: compact, with a trailing newline.
@@ -76,18 +89,19 @@ async fn not_found() -> Response {
 /// adds its `#[utoipa::path]` documentation to the OpenAPI document served at
 /// `/api/v1/openapi.json` (see `openapi.rs`).
 pub fn router(svc: Service) -> Router {
-    let limiter = Arc::new(rate_limit::RateLimiter::new(
+    let limiter = rate_limit::RateLimiter::new(
         svc.settings().rate_limit.clone(),
         svc.settings().trusted_proxies.clone(),
-    ));
-    let state = AppState {
+    );
+    let state = AppState(Arc::new(Shared {
         svc,
         limiter,
-        unauthenticated_audit: Arc::new(crate::log_throttle::LogThrottle::new(
+        unauthenticated_audit: crate::log_throttle::LogThrottle::new(
             60,
             std::time::Duration::from_secs(60),
-        )),
-    };
+        ),
+        openapi: std::sync::OnceLock::new(),
+    }));
     let max_body = state.svc.settings().max_body_bytes;
 
     let admin = OpenApiRouter::new()
@@ -125,7 +139,7 @@ pub fn router(svc: Service) -> Router {
         .merge(worker)
         .merge(api)
         .split_for_parts();
-    let v1 = v1.layer(Extension(openapi::Document::new(doc)));
+    let _ = state.openapi.set(openapi::Document::new(doc));
     let inner = Router::new()
         .nest("/api/v1", v1)
         // Every matched route, so latency is labelled by its template (docs/metrics.md).

@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::response::Response;
 
 use crate::metrics::{RequestMetrics, RouteSeries};
@@ -45,27 +46,53 @@ pub struct TimedRoute<S> {
 impl<S> tower::Service<Request> for TimedRoute<S>
 where
     S: tower::Service<Request, Response = Response>,
-    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    type Future = Timed<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let started = Instant::now();
-        let method = req.method().clone();
-        let route = req.extensions().get::<MatchedPath>().cloned();
-        let series = self.series.clone();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?;
-            let route = route.as_ref().map(MatchedPath::as_str);
-            series.observe(&method, route, resp.status(), started.elapsed());
-            Ok(resp)
-        })
+        Timed {
+            started: Instant::now(),
+            method: req.method().clone(),
+            route: req.extensions().get::<MatchedPath>().cloned(),
+            series: self.series.clone(),
+            fut: self.inner.call(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The route's future, observed when it yields the response head (no box: this runs on
+    /// every request).
+    pub struct Timed<F> {
+        #[pin]
+        fut: F,
+        started: Instant,
+        method: Method,
+        route: Option<MatchedPath>,
+        series: RouteSeries,
+    }
+}
+
+impl<F, E> Future for Timed<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.fut.poll(cx));
+        if let Ok(resp) = &out {
+            let route = this.route.as_ref().map(MatchedPath::as_str);
+            this.series
+                .observe(this.method, route, resp.status(), this.started.elapsed());
+        }
+        Poll::Ready(out)
     }
 }

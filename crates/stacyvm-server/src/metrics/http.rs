@@ -51,18 +51,21 @@ impl RequestMetrics {
 
     /// A new, empty cache for one route.
     pub fn route_series(&self) -> RouteSeries {
-        RouteSeries {
+        RouteSeries(Arc::new(SeriesCache {
             family: self.family.clone(),
-            cache: Arc::new(std::array::from_fn(|_| OnceLock::new())),
-        }
+            slots: std::array::from_fn(|_| OnceLock::new()),
+        }))
     }
 }
 
-/// One route's series, by `METHODS` × `CLASSES`, filled on first use; clones share the cache.
+/// One route's series, by `METHODS` × `CLASSES`, filled on first use; clones share the cache
+/// (one `Arc`: a clone is taken on every request).
 #[derive(Clone)]
-pub struct RouteSeries {
+pub struct RouteSeries(Arc<SeriesCache>);
+
+struct SeriesCache {
     family: HttpFamily,
-    cache: Arc<[OnceLock<LatencyHistogram>; METHODS.len() * CLASSES.len()]>,
+    slots: [OnceLock<LatencyHistogram>; METHODS.len() * CLASSES.len()],
 }
 
 impl RouteSeries {
@@ -75,9 +78,9 @@ impl RouteSeries {
         elapsed: Duration,
     ) {
         let (m, c) = (method_index(method), class_index(status));
-        if let Some(slot) = self.cache.get(m * CLASSES.len() + c) {
+        if let Some(slot) = self.0.slots.get(m * CLASSES.len() + c) {
             slot.get_or_init(|| {
-                self.family.get_or_create_owned(&HttpLabels {
+                self.0.family.get_or_create_owned(&HttpLabels {
                     method: METHODS[m],
                     route: route.unwrap_or("unmatched").to_string(),
                     status_class: CLASSES[c],

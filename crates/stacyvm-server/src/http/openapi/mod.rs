@@ -6,9 +6,11 @@
 
 mod responses;
 
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
+
+use crate::http::AppState;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -227,6 +229,7 @@ impl Document {
     tag = "system",
     responses((status = 200, description = "OK", content_type = "application/json", body = Object)),
 )]
-pub async fn serve(Extension(doc): Extension<Document>) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], doc.0).into_response()
+pub async fn serve(State(st): State<AppState>) -> Response {
+    let doc = st.openapi.get().map(|d| d.0.clone()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], doc).into_response()
 }
