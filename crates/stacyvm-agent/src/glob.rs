@@ -108,7 +108,11 @@ impl Globs {
         });
         if let Err(e) = started {
             lock(&self.0).remove(&id);
-            gout.error(id, ErrorCode::Busy, format!("cannot start a glob ({e}); retry later"));
+            gout.error(
+                id,
+                ErrorCode::Busy,
+                format!("cannot start a glob ({e}); retry later"),
+            );
         }
     }
 

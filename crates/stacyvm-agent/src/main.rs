@@ -23,6 +23,7 @@ mod procs;
 mod reaper;
 mod session;
 mod sys;
+mod threads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -160,14 +160,4 @@ pub fn catch_termination() -> io::Result<()> {
 /// Set by the SIGTERM handler of [`catch_termination`].
 pub static TERMINATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// A helper thread with a small stack: a process costs a few of them, and a sandbox may keep
-/// a thousand idle processes. Fails (instead of panicking, as `std::thread::spawn` would) when
-/// the sandbox is out of pids or memory, e.g. under a fork bomb: the caller answers `Busy`.
-pub fn thread(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), String> {
-    std::thread::Builder::new()
-        .name(name.to_string())
-        .stack_size(256 * 1024)
-        .spawn(f)
-        .map(drop)
-        .map_err(|e| format!("the sandbox cannot start another thread ({e}); retry later"))
-}
+pub use crate::threads::thread;

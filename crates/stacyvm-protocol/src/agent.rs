@@ -23,12 +23,15 @@ pub use process::{
 /// The newest agent protocol version this crate speaks. Version 2 added [`HostMsg::Identity`];
 /// version 3 the background processes ([`process`], `Proc*` messages) and several host
 /// connections at once (the agent's `--listen` socket); version 4 exec as a process
-/// (`ProcStart.exec`, windowed reads and [`HostMsg::ReadCredit`]).
-pub const AGENT_PROTOCOL_VERSION: u32 = 4;
+/// (`ProcStart.exec`, windowed reads and [`HostMsg::ReadCredit`]); version 5 the read started
+/// with the process (`ProcStart.read_window`).
+pub const AGENT_PROTOCOL_VERSION: u32 = 5;
 /// The first version with background processes.
 pub const AGENT_PROCESS_VERSION: u32 = 3;
 /// The first version that runs an exec as a process without losing output.
 pub const AGENT_EXEC_VERSION: u32 = 4;
+/// The first version that starts a process and its read in one request.
+pub const AGENT_START_READ_VERSION: u32 = 5;
 /// The oldest version this crate still speaks.
 pub const AGENT_PROTOCOL_MIN_VERSION: u32 = 1;
 /// Name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).

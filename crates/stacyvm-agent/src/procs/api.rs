@@ -13,10 +13,19 @@ use std::sync::Arc;
 /// Answers one of the `Proc*` requests (other messages are ignored).
 pub fn handle(id: u64, msg: HostMsg, out: &Out, reads: &Reads) {
     let reply = match msg {
-        HostMsg::ProcStart(req) => match spawn::start(req) {
-            Ok(p) => proc_msg(&p),
-            Err((code, message)) => GuestMsg::Error { code, message },
-        },
+        HostMsg::ProcStart(req) => {
+            let window = req.read_window;
+            match spawn::start(req) {
+                Ok(p) => {
+                    out.send(id, proc_msg(&p));
+                    if let Some(w) = window {
+                        read::start(id, p.pid, 0, true, Some(w), out.clone(), reads);
+                    }
+                    return;
+                }
+                Err((code, message)) => GuestMsg::Error { code, message },
+            }
+        }
         HostMsg::ProcList => GuestMsg::Procs {
             procs: registry().list().iter().map(|p| p.info()).collect(),
         },

@@ -97,9 +97,7 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
                 ErrorCode::InvalidInput
             }
             // Out of pids or memory (a fork bomb, a full sandbox): busy, worth a retry.
-            _ if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM)) => {
-                ErrorCode::Busy
-            }
+            _ if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM)) => ErrorCode::Busy,
             _ => ErrorCode::Io,
         };
         (code, format!("{prog}: {e}"))

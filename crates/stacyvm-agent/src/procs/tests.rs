@@ -606,3 +606,48 @@ fn exec_kills_its_leftovers() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Version 5: the start's answer is followed by the read, under the same id, windowed.
+#[test]
+fn a_start_with_a_read_window_streams_the_output_after_the_proc() {
+    let mut c = Conn::open();
+    let mut req = sh("echo one; echo two >&2");
+    req.exec = true;
+    req.read_window = Some(1);
+    c.next += 1;
+    let id = c.next;
+    c.send(id, HostMsg::ProcStart(req));
+    let first = c.recv();
+    assert_eq!(first.id, id);
+    let GuestMsg::Proc { proc } = first.msg else {
+        panic!("the start answers the process first: {first:?}");
+    };
+    let mut records = Vec::new();
+    while !records.iter().any(|r: &AgentRecord| r.stream == "exit") {
+        let f = c.recv();
+        assert_eq!(f.id, id, "{f:?}");
+        match f.msg {
+            GuestMsg::Records { records: r } => records.extend(r),
+            other => panic!("read: {other:?}"),
+        }
+        c.send(
+            0,
+            HostMsg::ReadCredit {
+                target: id,
+                frames: 1,
+            },
+        );
+    }
+    assert!(matches!(c.recv().msg, GuestMsg::ReadEnd));
+    let text = |s: &str| -> String {
+        records
+            .iter()
+            .filter(|r| r.stream == s)
+            .map(|r| String::from_utf8(base64::decode(&r.data).unwrap()).unwrap())
+            .collect()
+    };
+    assert_eq!(text("stdout"), "one\n");
+    assert_eq!(text("stderr"), "two\n");
+    assert_eq!(records.last().unwrap().exit_code, Some(0));
+    assert!(proc.pid > 0);
+}

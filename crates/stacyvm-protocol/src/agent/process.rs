@@ -63,6 +63,12 @@ pub struct ProcStart {
     /// reader went away before the exit.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exec: bool,
+    /// Version 5: after the `Proc` answer, the same request goes on as a `ProcRead` from 0
+    /// with `follow` and this window (credit by `ReadCredit` on the start's id, `Cancel`
+    /// ends it). Saves the read's round trip; an older agent ignores it and answers `Proc`
+    /// alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_window: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

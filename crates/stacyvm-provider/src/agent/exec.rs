@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stacyvm_protocol::agent::{ErrorCode, GuestMsg, HostMsg, ProcStart, AGENT_EXEC_VERSION};
+use stacyvm_protocol::agent::{
+    ErrorCode, GuestMsg, HostMsg, ProcStart, AGENT_EXEC_VERSION, AGENT_START_READ_VERSION,
+};
 use stacyvm_types::{OutputRecord, OutputStream, StreamChunk, StreamKind, TIMEOUT_EXIT_CODE};
 
 use super::conn::{AbortOnDrop, AgentConn, ConnError};
@@ -51,13 +53,40 @@ pub(crate) async fn run<T: AsRef<AgentConn> + Send + Sync + 'static>(
     msg.timeout_ms = timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
     let prog = msg.argv.first().cloned().unwrap_or_default();
     let started = Instant::now();
-    let pid = match conn.call(HostMsg::ProcStart(msg), START_TIMEOUT).await {
-        Ok(GuestMsg::Proc { proc }) => proc.pid,
-        Ok(other) => return Err(unexpected(other)),
-        Err(ConnError::Agent { code, message }) => {
-            return spawn_failure(&prog, code, message, &out).await
+    // Version 5 streams the read under the start's id: one round trip less per exec.
+    let combined = conn.version >= AGENT_START_READ_VERSION;
+    if combined {
+        msg.read_window = Some(WINDOW);
+    }
+    let (pid, mut first_read) = if combined {
+        let (id, mut rx) = conn
+            .start(HostMsg::ProcStart(msg))
+            .await
+            .map_err(|e| map_err(e, 0))?;
+        let answer = tokio::time::timeout(START_TIMEOUT, rx.recv()).await;
+        match answer {
+            Ok(Some(GuestMsg::Proc { proc })) => (proc.pid, Some((id, rx))),
+            other => {
+                conn.forget(id);
+                return match other {
+                    Ok(Some(GuestMsg::Error { code, message })) => {
+                        spawn_failure(&prog, code, message, &out).await
+                    }
+                    Ok(Some(other)) => Err(unexpected(other)),
+                    Ok(None) => Err(map_err(ConnError::Closed, 0)),
+                    Err(_) => Err(map_err(ConnError::Timeout, 0)),
+                };
+            }
         }
-        Err(e) => return Err(map_err(e, 0)),
+    } else {
+        match conn.call(HostMsg::ProcStart(msg), START_TIMEOUT).await {
+            Ok(GuestMsg::Proc { proc }) => (proc.pid, None),
+            Ok(other) => return Err(unexpected(other)),
+            Err(ConnError::Agent { code, message }) => {
+                return spawn_failure(&prog, code, message, &out).await
+            }
+            Err(e) => return Err(map_err(e, 0)),
+        }
     };
     let kill = AbortOnDrop::new(
         owner.clone(),
@@ -71,13 +100,18 @@ pub(crate) async fn run<T: AsRef<AgentConn> + Send + Sync + 'static>(
     let give_up = timeout.map(|t| tokio::time::Instant::from_std(started + t + HOST_GRACE));
     let mut next = 0u64;
     'read: loop {
-        let read = HostMsg::ProcRead {
-            pid,
-            since: next,
-            follow: true,
-            window: Some(WINDOW),
+        let (id, mut rx) = match first_read.take() {
+            Some(read) => read,
+            None => {
+                let read = HostMsg::ProcRead {
+                    pid,
+                    since: next,
+                    follow: true,
+                    window: Some(WINDOW),
+                };
+                conn.start(read).await.map_err(|e| map_err(e, pid))?
+            }
         };
-        let (id, mut rx) = conn.start(read).await.map_err(|e| map_err(e, pid))?;
         let read_guard =
             AbortOnDrop::new(owner.clone(), HostMsg::Cancel { target: id }).forgetting(id);
         loop {

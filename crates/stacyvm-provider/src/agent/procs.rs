@@ -50,6 +50,7 @@ pub(crate) fn start_msg(spec: &ProcessSpec) -> Result<ProcStart, ProviderError> 
         output_buffer: spec.output_buffer,
         retain_exited_ms: spec.retain_exited.map(millis),
         exec: false,
+        read_window: None,
     })
 }
 
