@@ -29,7 +29,15 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
 #[derive(Clone)]
 struct RequestId(String);
 
-pub async fn request_id(mut req: Request, next: Next) -> Response {
+/// The front of every request, one layer (each `from_fn` layer clones the router below it on
+/// every request): preview hosts are proxied before anything else (no routing, no API key);
+/// other requests get their trailing slash removed (`/api/v1/sandboxes/` is
+/// `/api/v1/sandboxes`, as in the original), a request id, and a log line.
+pub async fn front(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let mut req = match super::preview::intercept(&st, req).await {
+        Ok(proxied) => return proxied,
+        Err(req) => strip_trailing_slash(req),
+    };
     let id = req
         .headers()
         .get(&REQUEST_ID)
@@ -50,49 +58,100 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     resp
 }
 
+fn strip_trailing_slash(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let pq = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(p) = pq.parse() {
+            parts.path_and_query = Some(p);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
+}
+
 const ALLOW_METHODS: &str = "GET, POST, PUT, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str =
     "Content-Type, X-API-Key, X-Admin-API-Key, X-Request-ID, X-User-ID, X-Tenant-ID, Authorization";
 
-pub async fn cors(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let origins = &st.svc.settings().cors_allowed_origins;
-    let any = origins.is_empty() || origins.iter().any(|o| o == "*");
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let allowed_origin = if any {
-        Some("*".to_string())
+/// The API's gate, one layer (each `from_fn` layer clones the router below it on every
+/// request): CORS around authentication around the rate limit, in that order.
+pub async fn api_gate(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let cors = Cors::of(&st, &req);
+    let resp = if req.method() == Method::OPTIONS {
+        cors.preflight()
     } else {
-        origin.clone().filter(|o| origins.iter().any(|a| a == o))
+        match authenticate(&st, req).await {
+            Ok(req) => rate_limit(&st, req, next).await,
+            Err(refused) => refused,
+        }
     };
-    let is_preflight = req.method() == Method::OPTIONS;
-    let mut resp = if is_preflight {
-        if !any && origin.is_some() && allowed_origin.is_none() {
+    cors.finish(resp)
+}
+
+/// What CORS decided from the request, applied to the response.
+struct Cors {
+    any: bool,
+    origin_given: bool,
+    allowed_origin: Option<HeaderValue>,
+}
+
+impl Cors {
+    fn of(st: &AppState, req: &Request) -> Cors {
+        let origins = &st.svc.settings().cors_allowed_origins;
+        let any = origins.is_empty() || origins.iter().any(|o| o == "*");
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        let allowed_origin = if any {
+            Some(HeaderValue::from_static("*"))
+        } else {
+            origin
+                .filter(|o| origins.iter().any(|a| a == o))
+                .and_then(|o| HeaderValue::from_str(o).ok())
+        };
+        Cors {
+            any,
+            origin_given: origin.is_some(),
+            allowed_origin,
+        }
+    }
+
+    fn preflight(&self) -> Response {
+        if !self.any && self.origin_given && self.allowed_origin.is_none() {
             (StatusCode::FORBIDDEN, "CORS origin is not allowed").into_response()
         } else {
             StatusCode::OK.into_response()
         }
-    } else {
-        next.run(req).await
-    };
-    let h = resp.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static(ALLOW_METHODS),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static(ALLOW_HEADERS),
-    );
-    if !any {
-        h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
-    if let Some(o) = allowed_origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+
+    fn finish(self, mut resp: Response) -> Response {
+        let h = resp.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(ALLOW_METHODS),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(ALLOW_HEADERS),
+        );
+        if !self.any {
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        if let Some(o) = self.allowed_origin {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        }
+        resp
     }
-    resp
 }
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -154,7 +213,8 @@ fn is_write(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+/// The caller's key, checked: the request with its [`Caller`], or the refusal.
+async fn authenticate(st: &AppState, mut req: Request) -> Result<Request, Response> {
     let auth = &st.svc.settings().auth;
     let user_id = header_str(req.headers(), "x-user-id").map(str::to_string);
     let mut caller = Caller {
@@ -193,7 +253,7 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
             // keys costs the same as any other request; past the limit nothing is audited.
             let client = st.limiter.client_ip(peer_ip(&req), req.headers());
             if let Err(retry_after) = st.limiter.check_failed_auth(client) {
-                return refuse(req, rate_limited(retry_after)).await;
+                return Err(refuse(req, rate_limited(retry_after)).await);
             }
             let resp = ApiError::plain(
                 StatusCode::UNAUTHORIZED,
@@ -203,13 +263,13 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
             .into_response();
             if is_admin_request(req.method(), req.uri().path()) {
                 let draft = AuditDraft::new(&req, ANONYMOUS.to_string());
-                draft.record_unauthenticated(&st, resp.status()).await;
+                draft.record_unauthenticated(st, resp.status()).await;
             }
-            return refuse(req, resp).await;
+            return Err(refuse(req, resp).await);
         }
     }
     req.extensions_mut().insert(caller);
-    next.run(req).await
+    Ok(req)
 }
 
 /// Audit actor of a request no key authenticated.
@@ -356,7 +416,8 @@ pub async fn admin_audit(State(st): State<AppState>, req: Request, next: Next) -
     resp
 }
 
-pub async fn rate_limit(State(st): State<AppState>, req: Request, next: Next) -> Response {
+/// The caller's rate limit around the handler (headers on the answer), or the refusal.
+async fn rate_limit(st: &AppState, req: Request, next: Next) -> Response {
     if !st.limiter.enabled() {
         return next.run(req).await;
     }

@@ -128,9 +128,7 @@ pub fn router(svc: Service) -> Router {
         .merge(workers::routes())
         .nest("/admin", admin)
         .fallback(not_found)
-        .layer(from_fn_with_state(state.clone(), middleware::rate_limit))
-        .layer(from_fn_with_state(state.clone(), middleware::authenticate))
-        .layer(from_fn_with_state(state.clone(), middleware::cors));
+        .layer(from_fn_with_state(state.clone(), middleware::api_gate));
 
     // Worker-facing routes: worker credentials only, no API key, CORS or rate limit.
     let worker =
@@ -148,33 +146,10 @@ pub fn router(svc: Service) -> Router {
         ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn(middleware::request_id))
         .with_state(state.clone());
-    // `/api/v1/sandboxes/` and `/api/v1/sandboxes` reach the same handler (as in the original);
-    // the path is normalised before routing, so this wraps the whole router. Preview hosts
-    // (`{port}-{id}.{preview_domain}`) are proxied before any of it: no routing, no API key.
+    // Preview proxying, the trailing-slash rule and request ids wrap the whole router
+    // (`middleware::front`): the path is normalised before routing.
     Router::new()
         .fallback_service(inner)
-        .layer(axum::middleware::map_request(strip_trailing_slash))
-        .layer(from_fn_with_state(state, preview::intercept))
-}
-
-async fn strip_trailing_slash(mut req: axum::extract::Request) -> axum::extract::Request {
-    let path = req.uri().path();
-    if path.len() > 1 && path.ends_with('/') {
-        let trimmed = path.trim_end_matches('/');
-        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
-        let pq = match req.uri().query() {
-            Some(q) => format!("{trimmed}?{q}"),
-            None => trimmed.to_string(),
-        };
-        let mut parts = req.uri().clone().into_parts();
-        if let Ok(p) = pq.parse() {
-            parts.path_and_query = Some(p);
-            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
-                *req.uri_mut() = uri;
-            }
-        }
-    }
-    req
+        .layer(from_fn_with_state(state, middleware::front))
 }

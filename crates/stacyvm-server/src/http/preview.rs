@@ -8,10 +8,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Uri, Version};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -30,19 +29,21 @@ const VIA: &str = "1.1 stacyvm-preview";
 const NEVER_FORWARDED: [&str; 2] = ["x-api-key", "x-admin-api-key"];
 
 /// Middleware in front of the whole router: preview hosts are proxied, anything else goes on.
-pub async fn intercept(State(st): State<AppState>, req: Request, next: Next) -> Response {
+/// A request to a preview host (`{port}-{id}.{preview_domain}`) proxied to the sandbox, or
+/// the request back when it is not one (the API serves it).
+pub async fn intercept(st: &AppState, req: Request) -> Result<Response, Request> {
     let Some(host) = request_host(&req) else {
-        return next.run(req).await;
+        return Err(req);
     };
     let Some(preview) = PreviewHost::parse(&host) else {
-        return next.run(req).await;
+        return Err(req);
     };
     let target = match st.svc.preview_target(&preview).await {
-        Ok(None) => return next.run(req).await,
+        Ok(None) => return Err(req),
         Ok(Some(addr)) => addr,
         Err(e) => {
             tracing::debug!(sandbox_id = preview.sandbox_id, port = preview.port, error = %e, "preview refused");
-            return ApiError::from(e).into_response();
+            return Ok(ApiError::from(e).into_response());
         }
     };
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
@@ -51,7 +52,7 @@ pub async fn intercept(State(st): State<AppState>, req: Request, next: Next) -> 
     tracing::info!(sandbox_id = preview.sandbox_id, port = preview.port, %method, %path,
         status = resp.status().as_u16(), duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         "preview");
-    resp
+    Ok(resp)
 }
 
 /// The request's host in lower case without `:port`: the URI's authority (absolute form), else
