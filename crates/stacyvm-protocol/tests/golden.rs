@@ -231,6 +231,7 @@ fn goldens() -> Vec<(RpcRequest, String)> {
                     pty: Some(stacyvm_types::PtySize { cols: 80, rows: 24 }),
                     output_buffer: Some(1 << 20),
                     retain_exited_ms: Some(600_000),
+                    follow: false,
                 }),
                 None,
             ),

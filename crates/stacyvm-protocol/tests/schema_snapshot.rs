@@ -282,6 +282,7 @@ fn process_samples(m: &mut BTreeMap<&'static str, Value>, target: &Target) {
             pty: Some(PtySize { cols: 80, rows: 24 }),
             output_buffer: Some(1 << 20),
             retain_exited_ms: Some(600_000),
+            follow: false,
         }),
     );
     m.insert(

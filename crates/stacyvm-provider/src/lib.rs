@@ -258,6 +258,17 @@ pub trait Provider: Send + Sync + 'static {
     ) -> Result<RecordStream, ProviderError> {
         Err(process::unsupported(self.name()))
     }
+    /// Starts a process and follows its output from 0 (`?follow=true`). Backends that can do
+    /// both in one step override it (a remote worker: one RPC instead of two).
+    async fn process_start_follow(
+        &self,
+        runtime_id: &str,
+        spec: ProcessSpec,
+    ) -> Result<(ProcessInfo, RecordStream), ProviderError> {
+        let info = self.process_start(runtime_id, spec).await?;
+        let records = self.process_output(runtime_id, info.pid, 0, true).await?;
+        Ok((info, records))
+    }
     /// Appends `data` to stdin (or the PTY), then closes stdin if `close`; returns the bytes
     /// written.
     async fn process_stdin(

@@ -50,7 +50,7 @@ pub(crate) async fn dispatch(
             stacyvm_protocol::method::FILE_WRITE_STREAM,
         ))),
         RpcCall::Logs(p) => logs(state, p).await,
-        RpcCall::ProcessStart(p) => processes::start(state, p).await,
+        RpcCall::ProcessStart(p) => processes::start(state, &req.id, p).await,
         RpcCall::ProcessList(t) => processes::list(state, t).await,
         RpcCall::ProcessGet(p) => processes::get(state, p).await,
         RpcCall::ProcessOutput(p) => processes::output(state, &req.id, p).await,

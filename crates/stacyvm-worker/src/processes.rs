@@ -43,7 +43,11 @@ fn exec_request(p: ExecParams) -> ExecRequest {
     }
 }
 
-pub(crate) async fn start(state: &WorkerState, p: ProcessStartParams) -> Result<Reply, RpcFailure> {
+pub(crate) async fn start(
+    state: &WorkerState,
+    id: &str,
+    p: ProcessStartParams,
+) -> Result<Reply, RpcFailure> {
     let t = p.exec.target.clone();
     let provider = provider_for(state, &t)?;
     if let Some(size) = p.pty {
@@ -61,6 +65,18 @@ pub(crate) async fn start(state: &WorkerState, p: ProcessStartParams) -> Result<
         output_buffer: p.output_buffer,
         retain_exited: p.retain_exited_ms.map(Duration::from_millis),
     };
+    if p.follow {
+        let (process, records) = provider
+            .process_start_follow(t.runtime(), spec)
+            .await
+            .map_err(fail(&t))?;
+        let first = ProcessResult {
+            sandbox_id: t.sandbox_id.to_string(),
+            process,
+        };
+        let first = RpcResponse::ok(id, state.inner.id.clone(), serde_json::to_value(first).ok());
+        return Ok(stream_records(state, id, &t, Some(first), records));
+    }
     let process = provider
         .process_start(t.runtime(), spec)
         .await
@@ -155,18 +171,31 @@ pub(crate) async fn output(
         .process_output(t.runtime(), p.pid, p.since, p.follow)
         .await
         .map_err(fail(&t))?;
+    Ok(stream_records(state, id, &t, None, records))
+}
+
+/// The live NDJSON answer of a read: `first` (the started process), then one line per record;
+/// a failure ends it with an error line.
+fn stream_records(
+    state: &WorkerState,
+    id: &str,
+    t: &Target,
+    first: Option<RpcResponse>,
+    records: stacyvm_provider::RecordStream,
+) -> Reply {
     let (id, worker_id, sandbox_id) = (
         id.to_string(),
         state.inner.id.clone(),
-        t.sandbox_id.into_string(),
+        t.sandbox_id.to_string(),
     );
-    let line = move |r: RpcResponse| {
-        let mut v = serde_json::to_vec(&r).unwrap_or_default();
+    let line = |r: &RpcResponse| {
+        let mut v = serde_json::to_vec(r).unwrap_or_default();
         v.push(b'\n');
         Ok::<_, Infallible>(Bytes::from(v))
     };
     // A stopping worker ends the reads it serves (the processes stay with their sandboxes).
     let stop = state.inner.stop.clone();
+    let head = futures_util::stream::iter(first.as_ref().map(line));
     let body = records
         .take_until(async move { stop.cancelled().await })
         .scan(false, move |failed, rec| {
@@ -186,9 +215,9 @@ pub(crate) async fn output(
                     RpcResponse::failed(id.clone(), worker_id.clone(), &f)
                 }
             };
-            std::future::ready(Some(line(r)))
+            std::future::ready(Some(line(&r)))
         });
-    let mut resp = Response::new(Body::from_stream(body));
+    let mut resp = Response::new(Body::from_stream(head.chain(body)));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
     h.insert(
@@ -196,5 +225,5 @@ pub(crate) async fn output(
         HeaderValue::from_static("application/x-ndjson"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(Reply::Raw(resp))
+    Reply::Raw(resp)
 }

@@ -25,6 +25,11 @@ pub struct ProcessStartParams {
     /// Milliseconds an exited process stays listed; absent = the provider default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain_exited_ms: Option<u64>,
+    /// Start and follow in one call: the answer is NDJSON, a first line whose `result` is the
+    /// [`ProcessResult`], then the records from 0 as `worker.process_output` sends them. A
+    /// worker without it answers the plain JSON `ProcessResult` (the caller then reads).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow: bool,
 }
 
 /// Params of the methods about one process (`process_get`).

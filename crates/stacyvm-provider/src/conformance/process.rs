@@ -175,6 +175,23 @@ pub async fn process_output_streams(p: &dyn Provider, image: &str) -> Result<(),
         let info = ok!(p.process_start(&id, spec).await);
         let out = follow(p, &id, info.pid, 0).await?;
         ensure!(out.exit == Some((3, None)), "exit {:?}", out.exit);
+        // Start and follow in one call: the same process, every byte, the exit last; a start
+        // that fails fails before any record.
+        let spec = proc_sh("printf one; echo two >&2; exit 4");
+        let (info, records) = ok!(p.process_start_follow(&id, spec).await);
+        ensure!(info.pid > 0 && !info.pty, "{info:?}");
+        let out = drain(records).await?;
+        ensure!(out.stdout == b"one", "stdout {:?}", out.stdout);
+        ensure!(out.stderr == b"two\n", "stderr {:?}", out.stderr);
+        ensure!(out.exit == Some((4, None)), "exit {:?}", out.exit);
+        let got = ok!(p.process_get(&id, info.pid).await);
+        check_exited(&got, 4, None)?;
+        let mut bad = proc_sh("true");
+        bad.exec.workdir = Some("/no/such/dir".into());
+        ensure!(
+            p.process_start_follow(&id, bad).await.is_err(),
+            "a start in a missing workdir must fail"
+        );
         Ok(())
     })
     .await

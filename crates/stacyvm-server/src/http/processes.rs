@@ -174,13 +174,13 @@ async fn start(
         stdin: b.stdin,
         pty: b.pty,
     };
-    let p = st.svc.processes().start(&id, params).await?;
     if !follow {
+        let p = st.svc.processes().start(&id, params).await?;
         return Ok(json_response(StatusCode::CREATED, &process_view(&p)));
     }
+    let (p, stream) = st.svc.processes().start_following(&id, params).await?;
     let mut head = serde_json::to_vec(&process_view(&p)).unwrap_or_default();
     head.push(b'\n');
-    let stream = st.svc.processes().output(&id, p.pid, 0, true).await?;
     Ok(ndjson(StatusCode::CREATED, head, stream, encoding))
 }
 

@@ -349,50 +349,123 @@ impl WorkerClient {
             .request(ep, req)?
             .header("Accept", "application/x-ndjson");
         let resp = self.start_stream(req, rb).await?;
-        let state = (
-            resp.bytes_stream().boxed(),
-            LineSplitter::new(MAX_LINE),
-            std::collections::VecDeque::<Vec<u8>>::new(),
-            false,
-        );
-        let records = futures_util::stream::unfold(
-            state,
-            |(mut body, mut split, mut lines, mut done)| async move {
-                loop {
-                    if let Some(line) = lines.pop_front() {
-                        match record(&line) {
-                            Ok(None) => continue,
-                            Ok(Some(r)) => return Some((Ok(r), (body, split, lines, done))),
-                            Err(e) => return Some((Err(e), (body, split, VecDeque::new(), true))),
-                        }
-                    }
-                    if done {
-                        return None;
-                    }
-                    match body.next().await {
-                        Some(Ok(piece)) => match split.push(&piece) {
-                            Ok(l) => lines.extend(l),
-                            Err(_) => {
-                                return Some((Err(RemoteError::Decode), (body, split, lines, true)))
-                            }
-                        },
-                        Some(Err(e)) => {
-                            return Some((
-                                Err(RemoteError::Transport(e)),
-                                (body, split, lines, true),
-                            ))
-                        }
-                        None => {
-                            done = true;
-                            let rest = std::mem::replace(&mut split, LineSplitter::new(MAX_LINE));
-                            lines.extend(rest.finish());
-                        }
-                    }
-                }
-            },
-        );
-        Ok(records.boxed())
+        Ok(records(Lines::new(resp)))
     }
+
+    /// `worker.process_start` with `follow`: the started process, and its records from 0 as
+    /// they arrive. A worker that does not follow in the start answers plain JSON: then the
+    /// records are `None` and the caller reads them with `worker.process_output`.
+    pub async fn process_start_follow(
+        &self,
+        ep: &Endpoint,
+        req: &RpcRequest,
+    ) -> Result<(Value, Option<RecordStream>), RemoteError> {
+        let rb = self
+            .request(ep, req)?
+            .header("Accept", "application/x-ndjson");
+        let mut timer = self.metrics.start(req.call.method());
+        let resp = tokio::time::timeout(STREAM_START_TIMEOUT, rb.send())
+            .await
+            .map_err(|_| RemoteError::Stalled(STREAM_START_TIMEOUT))?
+            .map_err(RemoteError::Transport)?;
+        let is_json = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !resp.status().is_success() || is_json {
+            let r = json_result(resp).await;
+            timer.finish(&r);
+            return Ok((r?.ok_or(RemoteError::Decode)?, None));
+        }
+        let mut lines = Lines::new(resp);
+        let first = tokio::time::timeout(STREAM_START_TIMEOUT, lines.next_line())
+            .await
+            .map_err(|_| RemoteError::Stalled(STREAM_START_TIMEOUT))
+            .and_then(|l| l.and_then(|l| l.ok_or(RemoteError::Decode)))
+            .and_then(|line| {
+                let r: RpcResponse =
+                    serde_json::from_slice(&line).map_err(|_| RemoteError::Decode)?;
+                if let Some(f) = r.failure(200) {
+                    return Err(RemoteError::Rejected(f));
+                }
+                r.result.ok_or(RemoteError::Decode)
+            });
+        timer.finish(&first);
+        Ok((first?, Some(records(lines))))
+    }
+}
+
+/// The non-empty lines of an NDJSON body, as they arrive.
+struct Lines {
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    split: LineSplitter,
+    lines: VecDeque<Vec<u8>>,
+    done: bool,
+}
+
+impl Lines {
+    fn new(resp: reqwest::Response) -> Self {
+        Lines {
+            body: resp.bytes_stream().boxed(),
+            split: LineSplitter::new(MAX_LINE),
+            lines: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// The next non-empty line; `None` at the end of the body.
+    async fn next_line(&mut self) -> Result<Option<Vec<u8>>, RemoteError> {
+        loop {
+            if let Some(line) = self.lines.pop_front() {
+                if line.trim_ascii().is_empty() {
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            match self.body.next().await {
+                Some(Ok(piece)) => match self.split.push(&piece) {
+                    Ok(l) => self.lines.extend(l),
+                    Err(_) => {
+                        self.done = true;
+                        return Err(RemoteError::Decode);
+                    }
+                },
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Err(RemoteError::Transport(e));
+                }
+                None => {
+                    self.done = true;
+                    let rest = std::mem::replace(&mut self.split, LineSplitter::new(MAX_LINE));
+                    self.lines.extend(rest.finish());
+                }
+            }
+        }
+    }
+}
+
+/// The record lines of a read; the first failure (a failure line, a broken or garbled body)
+/// is the last item.
+fn records(lines: Lines) -> RecordStream {
+    futures_util::stream::unfold(Some(lines), |lines| async move {
+        let mut lines = lines?;
+        loop {
+            match lines.next_line().await {
+                Ok(None) => return None,
+                Ok(Some(line)) => match record(&line) {
+                    Ok(None) => continue,
+                    Ok(Some(r)) => return Some((Ok(r), Some(lines))),
+                    Err(e) => return Some((Err(e), None)),
+                },
+                Err(e) => return Some((Err(e), None)),
+            }
+        }
+    })
+    .boxed()
 }
 
 /// Output records of a remote process; transport failures end it with an error item.

@@ -64,6 +64,30 @@ pub struct RemoteProvider {
 }
 
 impl RemoteProvider {
+    /// `worker.process_start` for `spec`; with `follow` the answer streams the records too.
+    fn start_call(&self, runtime_id: &str, spec: ProcessSpec, follow: bool) -> RpcCall {
+        let req = spec.exec;
+        RpcCall::ProcessStart(proto::ProcessStartParams {
+            exec: proto::ExecParams {
+                target: self.target(runtime_id),
+                command: req.command,
+                args: req.args,
+                mode: req.mode,
+                env: req.env,
+                workdir: req.workdir.unwrap_or_default(),
+                timeout: req.timeout.map(GoDuration::from_std),
+            },
+            tag: spec.tag,
+            stdin: spec.stdin,
+            pty: spec.pty,
+            output_buffer: spec.output_buffer,
+            retain_exited_ms: spec
+                .retain_exited
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            follow,
+        })
+    }
+
     fn target(&self, runtime_id: &str) -> Target {
         Target {
             sandbox_id: self.sandbox_id.clone(),
@@ -442,27 +466,34 @@ impl Provider for RemoteProvider {
         runtime_id: &str,
         spec: ProcessSpec,
     ) -> Result<ProcessInfo, ProviderError> {
-        let req = spec.exec;
-        let call = RpcCall::ProcessStart(proto::ProcessStartParams {
-            exec: proto::ExecParams {
-                target: self.target(runtime_id),
-                command: req.command,
-                args: req.args,
-                mode: req.mode,
-                env: req.env,
-                workdir: req.workdir.unwrap_or_default(),
-                timeout: req.timeout.map(GoDuration::from_std),
-            },
-            tag: spec.tag,
-            stdin: spec.stdin,
-            pty: spec.pty,
-            output_buffer: spec.output_buffer,
-            retain_exited_ms: spec
-                .retain_exited
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        });
+        let call = self.start_call(runtime_id, spec, false);
         let r: proto::ProcessResult = self.call_for(call, SLOW, "").await?;
         Ok(r.process)
+    }
+
+    /// One RPC: the worker starts the process and streams its records in the same answer.
+    async fn process_start_follow(
+        &self,
+        runtime_id: &str,
+        spec: ProcessSpec,
+    ) -> Result<(ProcessInfo, RecordStream), ProviderError> {
+        let rpc = self.request(self.start_call(runtime_id, spec, true), None);
+        let (first, records) = self
+            .client
+            .process_start_follow(&self.endpoint, &rpc)
+            .await
+            .map_err(|e| e.into_provider(""))?;
+        let r: proto::ProcessResult = serde_json::from_value(first)
+            .map_err(|_| ProviderError::internal("worker answered an unreadable process"))?;
+        let records = match records {
+            Some(records) => records.map_err(|e| e.into_provider("")).boxed(),
+            // A worker from before the one-call start: read separately.
+            None => {
+                self.process_output(runtime_id, r.process.pid, 0, true)
+                    .await?
+            }
+        };
+        Ok((r.process, records))
     }
 
     async fn process_list(&self, runtime_id: &str) -> Result<Vec<ProcessInfo>, ProviderError> {

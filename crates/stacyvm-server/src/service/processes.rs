@@ -175,10 +175,41 @@ impl Processes<'_> {
             .process_start(sb.runtime_id(), spec)
             .await
             .map_err(ServiceError::from)?;
+        self.started(id, provider, sb.runtime_id(), command_line, &info);
+        Ok(info)
+    }
+
+    /// [`Self::start`], and the output from 0 as [`Self::output`] follows it, in one provider
+    /// call (one worker RPC for a remote sandbox).
+    pub async fn start_following(
+        self,
+        id: &SandboxId,
+        p: ProcessParams,
+    ) -> ServiceResult<(ProcessInfo, RecordStream)> {
+        let spec = spec(&p, &self.svc.settings.processes)?;
+        let (sb, provider) = self.route(id).await?;
+        let command_line = spec.exec.argv().join(" ");
+        let (info, records) = provider
+            .process_start_follow(sb.runtime_id(), spec)
+            .await
+            .map_err(ServiceError::from)?;
+        self.started(id, provider, sb.runtime_id(), command_line, &info);
+        Ok((info, records))
+    }
+
+    /// What follows every start: the event, the audit row, the exit watch.
+    fn started(
+        self,
+        id: &SandboxId,
+        provider: Arc<dyn Provider>,
+        runtime_id: &str,
+        command_line: String,
+        info: &ProcessInfo,
+    ) {
         self.svc.events.publish(
             EventKind::ProcessStarted,
             Some(id),
-            Some(EventData::process(&info)),
+            Some(EventData::process(info)),
         );
         // Audit trail as for exec: the row records the start (the exit code is not known yet,
         // -1; the exit event carries it).
@@ -199,8 +230,7 @@ impl Processes<'_> {
                 tracing::warn!(sandbox_id = %log.sandbox_id, error = %e, "exec log of a process start not stored");
             }
         });
-        self.watch_exit(id, provider, sb.runtime_id().to_string(), &info);
-        Ok(info)
+        self.watch_exit(id, provider, runtime_id.to_string(), info);
     }
 
     /// Follows the process's output from its current end, discarding data, to publish its exit.
