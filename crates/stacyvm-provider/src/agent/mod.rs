@@ -5,6 +5,7 @@
 
 pub(crate) mod conn;
 pub(crate) mod exec;
+pub(crate) mod follow;
 pub(crate) mod procs;
 
 use std::path::{Path, PathBuf};

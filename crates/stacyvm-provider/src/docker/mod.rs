@@ -398,6 +398,14 @@ impl Provider for DockerProvider {
         self.proc_start(runtime_id, spec).await
     }
 
+    async fn process_start_follow(
+        &self,
+        runtime_id: &str,
+        spec: crate::ProcessSpec,
+    ) -> Result<(stacyvm_types::ProcessInfo, crate::RecordStream), ProviderError> {
+        self.proc_start_follow(runtime_id, spec).await
+    }
+
     async fn process_list(
         &self,
         runtime_id: &str,

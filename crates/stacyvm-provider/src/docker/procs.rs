@@ -250,6 +250,15 @@ impl DockerProvider {
         procs::start(&conn, msg).await
     }
 
+    pub(super) async fn proc_start_follow(
+        &self,
+        runtime_id: &str,
+        spec: ProcessSpec,
+    ) -> Result<(ProcessInfo, RecordStream), ProviderError> {
+        let msg = self.start_msg(&spec)?;
+        crate::agent::follow::start_follow(self.agent(runtime_id).await?, msg).await
+    }
+
     pub(super) async fn proc_list(
         &self,
         runtime_id: &str,

@@ -565,6 +565,15 @@ impl Provider for MicrovmProvider {
         procs::start(&self.vm(runtime_id)?.conn, msg).await
     }
 
+    async fn process_start_follow(
+        &self,
+        runtime_id: &str,
+        spec: crate::ProcessSpec,
+    ) -> Result<(stacyvm_types::ProcessInfo, crate::RecordStream), ProviderError> {
+        let msg = procs::start_msg(&spec)?;
+        crate::agent::follow::start_follow(self.vm(runtime_id)?, msg).await
+    }
+
     async fn process_list(
         &self,
         runtime_id: &str,

@@ -698,6 +698,21 @@ impl Provider for MockProvider {
         procs::start(&conn, msg).await
     }
 
+    async fn process_start_follow(
+        &self,
+        runtime_id: &str,
+        spec: ProcessSpec,
+    ) -> Result<(ProcessInfo, RecordStream), ProviderError> {
+        let mut msg = procs::start_msg(&spec)?;
+        let (conn, root) = self.agent("process_start", runtime_id).await?;
+        msg.workdir = exec::host_workdir(&root, spec.exec.workdir.as_deref())
+            .await?
+            .to_string_lossy()
+            .into_owned();
+        msg.env.extend(exec::sandbox_env(&root));
+        crate::agent::follow::start_follow(conn, msg).await
+    }
+
     async fn process_list(&self, runtime_id: &str) -> Result<Vec<ProcessInfo>, ProviderError> {
         let (conn, _) = self.agent("process_list", runtime_id).await?;
         procs::list(&conn).await
