@@ -50,6 +50,30 @@ impl Drop for Remote {
 }
 
 async fn remote() -> Remote {
+    remote_with(false).await
+}
+
+/// Starts whose `follow` the old-worker fixture took out.
+static FOLLOWS_FORGOTTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A worker from before `follow` on `worker.process_start`: the field is taken out of the
+/// request before the real router sees it.
+async fn forget_follow(req: axum::extract::Request) -> axum::extract::Request {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    if v["method"] == "worker.process_start" {
+        if let Some(params) = v.get_mut("params").and_then(|p| p.as_object_mut()) {
+            if params.remove("follow").is_some() {
+                FOLLOWS_FORGOTTEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+    let body = axum::body::Body::from(serde_json::to_vec(&v).unwrap());
+    axum::extract::Request::from_parts(parts, body)
+}
+
+async fn remote_with(old_worker: bool) -> Remote {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "worker:\n  id: {WORKER}\n  control_plane_url: \"http://127.0.0.1:9\"\n\
@@ -66,8 +90,12 @@ async fn remote() -> Remote {
     let state = WorkerState::new(&cfg, providers).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let rpc_url = format!("http://{}", listener.local_addr().unwrap());
+    let mut router = rpc_router(state);
+    if old_worker {
+        router = router.layer(axum::middleware::map_request(forget_follow));
+    }
     let worker = tokio::spawn(async move {
-        let _ = axum::serve(listener, rpc_router(state)).await;
+        let _ = axum::serve(listener, router).await;
     });
     let db = dir.path().join("stacyvm.db").display().to_string();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await.unwrap());
@@ -260,4 +288,41 @@ async fn a_dropped_remote_reader_releases_the_worker_read() {
         p.process_get(rt, proc_.pid).await.unwrap().state,
         ProcessState::Running
     );
+}
+
+/// Start+follow is one RPC; against a worker that predates it (a plain JSON answer) the
+/// control plane reads separately, and the caller sees the same process and records.
+#[tokio::test]
+async fn start_follow_is_one_rpc_and_falls_back_for_an_older_worker() {
+    for old_worker in [false, true] {
+        let r = remote_with(old_worker).await;
+        let (info, records) = r
+            .provider
+            .process_start_follow(&r.runtime, spec("cat", true, None))
+            .await
+            .unwrap();
+        assert!(info.pid > 0, "{info:?}");
+        // The fake's `cat` echoes its input and exits 0 once stdin closes.
+        r.provider
+            .process_stdin(&r.runtime, info.pid, Bytes::from_static(b"hello"), true)
+            .await
+            .unwrap();
+        let all: Vec<OutputRecord> = records.map(Result::unwrap).collect().await;
+        let out: Vec<u8> = all
+            .iter()
+            .filter_map(|rec| match rec {
+                OutputRecord::Data { data, .. } => Some(data.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(out, b"hello", "old worker: {old_worker}");
+        assert!(
+            matches!(all.last(), Some(OutputRecord::Exit { exit_code: 0, .. })),
+            "old worker {old_worker}: {all:?}"
+        );
+        // The fixture really played the old worker (and only when asked to).
+        let forgotten = FOLLOWS_FORGOTTEN.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(forgotten, usize::from(old_worker));
+    }
 }
