@@ -1,6 +1,7 @@
 //! The request loop: reads frames from the port (or one connection of the `--listen` socket),
-//! answers them, and resets whenever the host goes away. Replies go through one writer thread
-//! per transport so frames never interleave. Execs belong to their session and die with it;
+//! answers them, and resets whenever the host goes away. Replies to the port go through one
+//! writer thread so frames never interleave; a `--listen` connection's are written under a lock
+//! by the thread that has them (one thread hop less on every reply). Execs belong to their session and die with it;
 //! background processes (`procs`) belong to the agent and outlive every session.
 
 use std::collections::HashMap;
@@ -34,9 +35,26 @@ const ANY_SESSION: u64 = 0;
 /// to request ids it did not send.
 #[derive(Clone)]
 pub struct Out {
-    tx: SyncSender<(u64, Vec<u8>)>,
+    sink: Sink,
     current: Arc<AtomicU64>,
     session: u64,
+}
+
+/// Where encoded frames go.
+#[derive(Clone)]
+enum Sink {
+    /// To the writer thread: the virtio port's writes may stall or fail while no host is
+    /// attached, and the thread that replies must not wait for that.
+    Queue(SyncSender<(u64, Vec<u8>)>),
+    /// Written by the sending thread under the lock: a socket connection fails at once when its
+    /// host goes, and a slow host slows the sender, as the bounded queue did.
+    Direct(Arc<Mutex<Direct>>),
+}
+
+struct Direct {
+    stream: UnixStream,
+    /// Once the host is gone, later frames are dropped.
+    dead: bool,
 }
 
 impl Out {
@@ -59,15 +77,33 @@ impl Out {
     }
 
     pub fn send(&self, id: u64, msg: GuestMsg) {
-        if self.session != ANY_SESSION && self.session != self.current.load(Ordering::SeqCst) {
+        self.send_all(id, [msg]);
+    }
+
+    /// Sends `msgs` in order; to a socket in one write (a read's last records and its end
+    /// reach the host together).
+    pub fn send_all<const N: usize>(&self, id: u64, msgs: [GuestMsg; N]) {
+        if !self.is_current() {
             return;
         }
-        match encode_frame(&GuestFrame { id, msg }) {
-            Ok(b) => {
-                // The writer only stops when the process does.
-                let _ = self.tx.send((self.session, b));
+        let mut frames = Vec::new();
+        for msg in msgs {
+            match encode_frame(&GuestFrame { id, msg }) {
+                Ok(b) => match &self.sink {
+                    // The writer only stops when the process does.
+                    Sink::Queue(tx) => {
+                        let _ = tx.send((self.session, b));
+                    }
+                    Sink::Direct(_) => frames.extend_from_slice(&b),
+                },
+                Err(e) => eprintln!("stacyvm-agent: encoding a reply failed: {e}"),
             }
-            Err(e) => eprintln!("stacyvm-agent: encoding a reply failed: {e}"),
+        }
+        if let Sink::Direct(d) = &self.sink {
+            let mut d = lock(d);
+            if !frames.is_empty() && !d.dead && self.is_current() {
+                d.dead = d.stream.write_all(&frames).is_err();
+            }
         }
     }
 
@@ -157,7 +193,7 @@ pub fn serve(port_file: File) -> io::Result<()> {
         })
     })?;
     let out = Out {
-        tx,
+        sink: Sink::Queue(tx),
         current,
         session: ANY_SESSION,
     };
@@ -197,23 +233,13 @@ pub fn serve(port_file: File) -> io::Result<()> {
 /// Serves one connection of the `--listen` socket until the host closes it (or breaks the
 /// protocol); the connection is one session.
 pub fn serve_stream(stream: UnixStream) -> io::Result<()> {
-    let (tx, rx) = sync_channel(OUT_QUEUE);
-    let mut ws = stream.try_clone()?;
-    let current = Arc::new(AtomicU64::new(ANY_SESSION + 1));
-    let wcurrent = current.clone();
-    std::thread::Builder::new().spawn(move || {
-        let mut dead = false;
-        writer(rx, wcurrent, |frame| {
-            // Once the host is gone, frames still queued are dropped.
-            if !dead {
-                dead = ws.write_all(frame).is_err();
-            }
-            Ok(())
-        })
-    })?;
+    let direct = Direct {
+        stream: stream.try_clone()?,
+        dead: false,
+    };
     let out = Out {
-        tx,
-        current,
+        sink: Sink::Direct(Arc::new(Mutex::new(direct))),
+        current: Arc::new(AtomicU64::new(ANY_SESSION + 1)),
         session: ANY_SESSION,
     };
     let running: Running = Arc::new(Mutex::new(HashMap::new()));

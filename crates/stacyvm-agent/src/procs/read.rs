@@ -174,7 +174,9 @@ fn run(
                         signal: exit.signal.map(str::to_string),
                         ..Default::default()
                     };
-                    out.send(id, GuestMsg::Records { records: vec![rec] });
+                    let records = GuestMsg::Records { records: vec![rec] };
+                    out.send_all(id, [records, GuestMsg::ReadEnd]);
+                    return;
                 }
                 out.send(id, GuestMsg::ReadEnd);
                 return;

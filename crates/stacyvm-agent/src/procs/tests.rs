@@ -219,7 +219,8 @@ fn error_code(m: &GuestMsg) -> Option<ErrorCode> {
 fn output_is_recorded_by_stream_with_byte_offsets_and_an_exit_record() {
     let mut c = Conn::open();
     let p = c.start(sh("printf hi; printf err >&2"));
-    assert_eq!(p.state, "running");
+    // So short a command may be over before the start is answered.
+    assert!(["running", "exited"].contains(&p.state.as_str()), "{p:?}");
     let recs = c.read(p.pid, 0, true);
     let (streams, dropped, exit) = split(&recs);
     assert_eq!(streams["stdout"], b"hi");

@@ -73,11 +73,11 @@ struct Running {
 
 impl Running {
     fn alive(&mut self) -> bool {
-        let waited = match self.child.as_mut() {
+        match self.child.as_mut() {
+            // Our child: a zombie would have been reaped by the wait.
             Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => Path::new(&format!("/proc/{}", self.pid)).exists(),
-        };
-        waited && !is_zombie(self.pid)
+            None => Path::new(&format!("/proc/{}", self.pid)).exists() && !is_zombie(self.pid),
+        }
     }
 
     async fn reap(&mut self) {

@@ -15,7 +15,7 @@ mod stream;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -84,6 +84,9 @@ pub struct MockProvider {
     buffered_streams: AtomicBool,
     /// The agent binary as configured; `None` = [`crate::agent::locate`]'s search.
     agent_path: Option<PathBuf>,
+    /// The agent binary once found: the search resolves links and stats every candidate,
+    /// too much to repeat on every exec.
+    located: OnceLock<PathBuf>,
     /// Sandboxes outlive the provider ([`MockProvider::persistent`]).
     persistent: bool,
 }
@@ -114,6 +117,7 @@ impl MockProvider {
             calls: Mutex::default(),
             buffered_streams: AtomicBool::new(false),
             agent_path: None,
+            located: OnceLock::new(),
             persistent: false,
         }
     }
@@ -161,9 +165,20 @@ impl MockProvider {
         method: &'static str,
         runtime_id: &str,
     ) -> Result<(Arc<AgentConn>, PathBuf), ProviderError> {
-        let bin = crate::agent::locate(self.agent_path.as_deref())
+        let bin = self
+            .agent_bin()
             .ok_or_else(|| crate::agent::missing("mock"))?;
         self.agent_at(method, runtime_id, &bin).await
+    }
+
+    /// [`crate::agent::locate`], remembered once it finds a binary (one built later is still
+    /// found).
+    fn agent_bin(&self) -> Option<PathBuf> {
+        if let Some(p) = self.located.get() {
+            return Some(p.clone());
+        }
+        let p = crate::agent::locate(self.agent_path.as_deref())?;
+        Some(self.located.get_or_init(|| p).clone())
     }
 
     /// [`Self::agent`] with the agent binary already located.
@@ -469,7 +484,7 @@ impl Provider for MockProvider {
     ) -> Result<i32, ProviderError> {
         // Through the sandbox's agent when there is one (exec on the process model); spawned
         // here without one, or with an agent too old for it.
-        if let Some(bin) = crate::agent::locate(self.agent_path.as_deref()) {
+        if let Some(bin) = self.agent_bin() {
             let (conn, root) = self.agent_at("exec", runtime_id, &bin).await?;
             if crate::agent::exec::supported(&conn) {
                 let workdir = exec::host_workdir(&root, req.workdir.as_deref()).await?;
