@@ -68,10 +68,22 @@ impl ImageError {
         move |source| ImageError::Io { context, source }
     }
 
+    /// `reason` often quotes the bad input (tar errors echo header bytes): keep it short and
+    /// printable.
     pub(crate) fn corrupt(what: impl Into<String>, reason: impl Into<String>) -> ImageError {
+        const MAX: usize = 160;
+        let reason: String = reason.into();
+        let mut clean: String = reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(MAX)
+            .collect();
+        if reason.chars().count() > MAX {
+            clean.push('…');
+        }
         ImageError::Corrupt {
             what: what.into(),
-            reason: reason.into(),
+            reason: clean,
         }
     }
 
@@ -113,6 +125,9 @@ mod tests {
             ImageError::io("x")(io::Error::other("y")),
         ];
         let mut codes: Vec<_> = all.iter().map(ImageError::code).collect();
+        let long = ImageError::corrupt("x", "\u{1b}[31m".to_string() + &"a".repeat(500));
+        let shown = long.to_string();
+        assert!(shown.len() < 200 && !shown.contains('\u{1b}'), "{shown}");
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes.len(), all.len());

@@ -138,7 +138,7 @@ impl Staging {
             .iter()
             .zip(&image.config.rootfs.diff_ids)
         {
-            let what = format!("layer {} of {name}", layer.digest.short());
+            let what = format!("layer {} of {name}", layer.digest);
             if layer.media_type.contains(FOREIGN_LAYER) {
                 return Err(ImageError::unsupported(format!("foreign {what}")));
             }

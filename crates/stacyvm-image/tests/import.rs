@@ -299,6 +299,41 @@ async fn a_tampered_blob_in_an_oci_layout_is_refused() {
     assert_store_empty(s.root());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_root_import_and_build_concurrently_without_clashing() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (store(&t), store(&t));
+    let img = image(&two_layer_tars(), false, "amd64");
+    let p1 = write(t.path(), "one.tar", &legacy_archive(&img, &["c/one:1"]));
+    let p2 = write(t.path(), "two.tar", &legacy_archive(&img, &["c/two:1"]));
+    let (one, two) = (r("c/one:1"), r("c/two:1"));
+    for _ in 0..5 {
+        let (x, y) = tokio::join!(a.import(&p1, None), b.import(&p2, None));
+        assert_eq!(
+            x.expect("import one")[0].manifest_digest,
+            y.expect("import two")[0].manifest_digest
+        );
+        let (x, y) = tokio::join!(a.rootfs(&one), b.rootfs(&two));
+        let (x, y) = (x.expect("rootfs one"), y.expect("rootfs two"));
+        assert_eq!(x.path, y.path);
+        assert_two_layer_rootfs(&x.path);
+    }
+    assert_eq!(count(a.root(), "layers/sha256"), 2);
+    assert_eq!(count(a.root(), "rootfs"), 1);
+    assert_eq!(count(a.root(), "tmp"), 0);
+    let names: Vec<_> = a.list().await.expect("list").remove(0).names;
+    assert_eq!(names, ["docker.io/c/one:1", "docker.io/c/two:1"]);
+    // gc waits for the others and then finds nothing unreachable.
+    let (g, imported) = tokio::join!(a.gc(), b.import(&p1, None));
+    imported.expect("import during gc");
+    let g = g.expect("gc");
+    assert_eq!(
+        g.blobs_removed + g.layers_removed + g.rootfs_removed,
+        0,
+        "{g:?}"
+    );
+}
+
 /// Needs a Docker daemon with the project's test image (selected by the `docker` nextest
 /// profile; fails, never skips, when Docker is missing).
 mod needs_docker {
