@@ -17,7 +17,9 @@ const MAX_TAG_LEN: usize = 128;
 /// A parsed image reference: `registry/repository[:tag][@digest]`, always fully qualified
 /// (`busybox` is `docker.io/library/busybox:latest`). When both a tag and a digest are given,
 /// the digest decides what is pulled and the tag is kept for display, as Docker does.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// In serde it is the reference text, parsed (and so validated) on the way in.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct ImageRef {
     registry: String,
     repository: String,
@@ -136,6 +138,20 @@ impl FromStr for ImageRef {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         ImageRef::parse(s)
+    }
+}
+
+impl TryFrom<String> for ImageRef {
+    type Error = ImageError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        ImageRef::parse(&s)
+    }
+}
+
+impl From<ImageRef> for String {
+    fn from(r: ImageRef) -> String {
+        r.to_string()
     }
 }
 
@@ -324,6 +340,16 @@ mod tests {
         let long = format!("x/{}", "a".repeat(300));
         assert!(ImageRef::parse(&long).is_err());
         assert!(ImageRef::parse(&format!("a:{}", "t".repeat(129))).is_err());
+    }
+
+    #[test]
+    fn serde_round_trips_the_canonical_text_and_validates() {
+        let r: ImageRef = serde_json::from_str("\"busybox\"").expect("deserialize");
+        assert_eq!(
+            serde_json::to_string(&r).expect("serialize"),
+            "\"docker.io/library/busybox:latest\""
+        );
+        assert!(serde_json::from_str::<ImageRef>("\"Bad Ref\"").is_err());
     }
 
     #[test]

@@ -157,7 +157,10 @@ impl ImageStore {
     /// Every stored image, one entry per manifest, sorted by first name.
     pub async fn list(&self) -> Result<Vec<ImageSummary>, ImageError> {
         let layout = self.inner.layout.clone();
+        // Shared, so a gc running after a concurrent remove cannot pull blobs from under it.
+        let lock = self.lock(false).await?;
         blocking(move || {
+            let _lock = lock;
             let index = refs::load(&layout)?;
             let manifests: BTreeMap<&Digest, ()> =
                 index.refs.values().map(|e| (&e.manifest, ())).collect();
