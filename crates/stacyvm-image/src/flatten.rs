@@ -1,0 +1,251 @@
+//! Building a root filesystem from unpacked layers, lowest first, with OCI whiteouts: a
+//! `.wh.<name>` file deletes `<name>` from the layers below, and `.wh..wh..opq` in a directory
+//! hides everything the layers below put in it.
+//!
+//! Files are hard links to the layer directories (one copy on disk however many images share a
+//! layer), so the result must be treated as read-only; providers mount it read-only.
+
+use std::fs::{self, Permissions};
+use std::io;
+use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::fsutil::{remove_any, resolve_nofollow, sorted_entries};
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+/// ext4's per-inode link limit; past it a file is copied instead.
+const EMLINK: i32 = 31;
+
+/// Applies each layer directory in order onto `dest` (an empty directory).
+pub(crate) fn flatten(layers: &[&Path], dest: &Path) -> io::Result<()> {
+    for layer in layers {
+        // Whiteouts of a layer only hide what is below it, so they all go before its files.
+        apply_whiteouts(layer, dest, Path::new(""))?;
+        copy_layer(layer, dest, Path::new(""))?;
+    }
+    Ok(())
+}
+
+fn apply_whiteouts(layer: &Path, dest: &Path, rel: &Path) -> io::Result<()> {
+    for entry in sorted_entries(&layer.join(rel))? {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            if entry.file_type()?.is_dir() {
+                apply_whiteouts(layer, dest, &rel.join(entry.file_name()))?;
+            }
+            continue;
+        };
+        if name == OPAQUE {
+            if let Some(dir) = real_dir(dest, rel)? {
+                for child in sorted_entries(&dir)? {
+                    remove_any(&child.path())?;
+                }
+            }
+        } else if let Some(victim) = name.strip_prefix(WHITEOUT_PREFIX) {
+            if !victim.is_empty() && victim != "." && victim != ".." {
+                if let Some(p) = resolve_nofollow(dest, &rel.join(victim))? {
+                    remove_any(&p)?;
+                }
+            }
+        } else if entry.file_type()?.is_dir() {
+            apply_whiteouts(layer, dest, &rel.join(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// `dest/rel` if it and every parent is a real directory (no symlink on the way).
+fn real_dir(dest: &Path, rel: &Path) -> io::Result<Option<std::path::PathBuf>> {
+    if rel.as_os_str().is_empty() {
+        return Ok(Some(dest.to_path_buf()));
+    }
+    match resolve_nofollow(dest, rel)? {
+        Some(p) if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) => Ok(Some(p)),
+        _ => Ok(None),
+    }
+}
+
+fn copy_layer(layer: &Path, dest: &Path, rel: &Path) -> io::Result<()> {
+    for entry in sorted_entries(&layer.join(rel))? {
+        let name = entry.file_name();
+        if name
+            .to_str()
+            .is_some_and(|n| n.starts_with(WHITEOUT_PREFIX))
+        {
+            continue;
+        }
+        let child = rel.join(&name);
+        let src = layer.join(&child);
+        // The parent of `target` is a real directory: it was made by this walk.
+        let target = dest.join(&child);
+        if entry.file_type()?.is_dir() {
+            match fs::symlink_metadata(&target) {
+                Ok(m) if m.is_dir() => {}
+                _ => {
+                    // An upper directory replaces a lower file or symlink of the same name.
+                    remove_any(&target)?;
+                    fs::create_dir(&target)?;
+                }
+            }
+            copy_layer(layer, dest, &child)?;
+            let m = fs::symlink_metadata(&src)?;
+            set_owner(&target, m.uid(), m.gid());
+            fs::set_permissions(&target, Permissions::from_mode(m.mode() & 0o7777))?;
+        } else {
+            remove_any(&target)?;
+            match fs::hard_link(&src, &target) {
+                Err(e) if e.raw_os_error() == Some(EMLINK) && entry.file_type()?.is_file() => {
+                    fs::copy(&src, &target)?;
+                    let m = fs::symlink_metadata(&src)?;
+                    set_owner(&target, m.uid(), m.gid());
+                    fs::set_permissions(&target, Permissions::from_mode(m.mode() & 0o7777))?;
+                }
+                other => other?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Best effort: without root the owner stays the store's user, as in the layer dirs.
+fn set_owner(path: &Path, uid: u32, gid: u32) {
+    let _ = lchown(path, Some(uid), Some(gid));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn layer(root: &Path, name: &str, files: &[(&str, Option<&str>)]) -> PathBuf {
+        let dir = root.join(name);
+        fs::create_dir_all(&dir).expect("mkdir");
+        for (path, content) in files {
+            let p = dir.join(path);
+            match content {
+                Some(c) => {
+                    fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+                    fs::write(&p, c).expect("write");
+                }
+                None => fs::create_dir_all(&p).expect("mkdir"),
+            }
+        }
+        dir
+    }
+
+    fn tree(root: &Path) -> Vec<String> {
+        fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) {
+            for e in sorted_entries(&root.join(rel)).expect("ls") {
+                let child = rel.join(e.file_name());
+                let ft = e.file_type().expect("type");
+                if ft.is_dir() {
+                    out.push(format!("{}/", child.display()));
+                    walk(root, &child, out);
+                } else if ft.is_symlink() {
+                    let t = fs::read_link(e.path()).expect("link");
+                    out.push(format!("{} -> {}", child.display(), t.display()));
+                } else {
+                    let c = fs::read_to_string(e.path()).expect("read");
+                    out.push(format!("{}={c}", child.display()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(root, Path::new(""), &mut out);
+        out
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_dirs_apply_in_layer_order() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let l1 = layer(
+            t.path(),
+            "l1",
+            &[
+                ("etc/a", Some("1")),
+                ("etc/b", Some("1")),
+                ("var/cache/x", Some("1")),
+                ("var/cache/y", Some("1")),
+                ("gone/deep/file", Some("1")),
+                ("keep", Some("1")),
+            ],
+        );
+        let l2 = layer(
+            t.path(),
+            "l2",
+            &[
+                ("etc/.wh.a", Some("")),
+                ("etc/b", Some("2")),
+                ("var/cache/.wh..wh..opq", Some("")),
+                ("var/cache/z", Some("2")),
+                (".wh.gone", Some("")),
+                ("new", Some("2")),
+            ],
+        );
+        // Layer 3 brings back a path layer 2 deleted: order matters.
+        let l3 = layer(t.path(), "l3", &[("etc/a", Some("3")), ("gone", None)]);
+        let dest = t.path().join("rootfs");
+        fs::create_dir(&dest).expect("mkdir");
+        flatten(&[&l1, &l2, &l3], &dest).expect("flatten");
+        assert_eq!(
+            tree(&dest),
+            [
+                "etc/",
+                "etc/a=3",
+                "etc/b=2",
+                "gone/",
+                "keep=1",
+                "new=2",
+                "var/",
+                "var/cache/",
+                "var/cache/z=2",
+            ]
+        );
+        // Layers are left as they were; the rootfs shares their inodes.
+        assert!(l1.join("etc/a").exists());
+        let a = fs::metadata(l3.join("etc/a")).expect("meta").ino();
+        assert_eq!(fs::metadata(dest.join("etc/a")).expect("meta").ino(), a);
+    }
+
+    #[test]
+    fn opaque_dir_keeps_its_own_layer_entries_and_whiteouts_never_follow_symlinks() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let outside = t.path().join("outside");
+        fs::create_dir(&outside).expect("mkdir");
+        fs::write(outside.join("victim"), "host").expect("write");
+        let l1 = layer(t.path(), "l1", &[("d/old", Some("1"))]);
+        symlink(&outside, l1.join("link")).expect("symlink");
+        let l2 = layer(
+            t.path(),
+            "l2",
+            &[
+                ("d/.wh..wh..opq", Some("")),
+                ("d/fresh", Some("2")),
+                ("link/.wh.victim", Some("")),
+            ],
+        );
+        let dest = t.path().join("rootfs");
+        fs::create_dir(&dest).expect("mkdir");
+        flatten(&[&l1, &l2], &dest).expect("flatten");
+        assert_eq!(
+            fs::read_to_string(outside.join("victim")).expect("read"),
+            "host"
+        );
+        // l2's real directory `link` replaces l1's symlink.
+        assert_eq!(tree(&dest), ["d/", "d/fresh=2", "link/"]);
+    }
+
+    #[test]
+    fn a_file_replaces_a_lower_directory_and_the_reverse() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let l1 = layer(t.path(), "l1", &[("x/inner", Some("1")), ("y", Some("1"))]);
+        let l2 = layer(t.path(), "l2", &[("x", Some("2")), ("y/inner", Some("2"))]);
+        let dest = t.path().join("rootfs");
+        fs::create_dir(&dest).expect("mkdir");
+        flatten(&[&l1, &l2], &dest).expect("flatten");
+        assert_eq!(tree(&dest), ["x=2", "y/", "y/inner=2"]);
+    }
+}

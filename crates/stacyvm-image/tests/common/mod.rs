@@ -1,0 +1,425 @@
+//! Shared fixtures: a real `docker-registry` on loopback, plain-HTTP pushes into it, test
+//! images built from tars, a connection-dropping proxy, and checks on what the store holds.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[path = "../../src/testutil.rs"]
+pub mod testutil;
+
+pub use testutil::{gzip, sha256, LayerBuilder};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// The `docker-registry` binary, or `None` (with the reason printed) when it is missing on a
+/// developer machine. Under `CI=true` a missing registry fails the test: a green CI run means
+/// the registry tests ran.
+pub fn registry_binary() -> Option<PathBuf> {
+    let bin = std::env::var_os("DOCKER_REGISTRY_BIN")
+        .map_or_else(|| PathBuf::from("/usr/bin/docker-registry"), PathBuf::from);
+    if bin.is_file() {
+        return Some(bin);
+    }
+    let why = format!(
+        "{} not found (apt-get install docker-registry, or set DOCKER_REGISTRY_BIN)",
+        bin.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true and the registry tests cannot run: {why}");
+    }
+    eprintln!("skipping registry test: {why}");
+    None
+}
+
+/// A `docker-registry` serving plain HTTP on a free loopback port; killed on drop.
+pub struct Registry {
+    child: Child,
+    pub addr: SocketAddr,
+    /// The registry's storage root, for tests that tamper with what it serves.
+    pub storage: PathBuf,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Registry {
+    pub async fn start() -> Option<Registry> {
+        let bin = registry_binary()?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = dir.path().join("storage");
+        std::fs::create_dir(&storage).expect("mkdir");
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            ),
+        )
+        .expect("write config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
+        let child = Command::new(&bin)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn docker-registry");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let mut reg = Registry {
+            child,
+            addr,
+            storage,
+            _dir: dir,
+            http: reqwest::Client::new(),
+        };
+        reg.wait_ready().await;
+        Some(reg)
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("http://{}/v2/", self.addr);
+        loop {
+            if let Ok(r) = self.http.get(&url).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self._dir.path().join("registry.log"))
+                    .unwrap_or_default();
+                panic!("docker-registry exited with {status}: {log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry not ready after 30s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `127.0.0.1:<port>`, the registry part of image references.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Monolithic upload: POST to open an upload, PUT the bytes with their digest.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let digest = sha256(bytes);
+        let url = format!("http://{}/v2/{repo}/blobs/uploads/", self.addr);
+        let r = self.http.post(&url).send().await.expect("open upload");
+        assert_eq!(
+            r.status().as_u16(),
+            202,
+            "open upload: {:?}",
+            r.text().await
+        );
+        let loc = r
+            .headers()
+            .get("location")
+            .expect("location")
+            .to_str()
+            .expect("location text")
+            .to_string();
+        let loc = if loc.starts_with("http") {
+            loc
+        } else {
+            format!("http://{}{loc}", self.addr)
+        };
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let r = self
+            .http
+            .put(format!("{loc}{sep}digest={digest}"))
+            .header("content-type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(r.status().as_u16(), 201, "upload: {:?}", r.text().await);
+        digest
+    }
+
+    pub async fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) {
+        let url = format!("http://{}/v2/{repo}/manifests/{reference}", self.addr);
+        let r = self
+            .http
+            .put(&url)
+            .header("content-type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("put manifest");
+        assert_eq!(
+            r.status().as_u16(),
+            201,
+            "put manifest: {:?}",
+            r.text().await
+        );
+    }
+
+    /// Pushes every blob of `img` and its manifest as `repo:tag`.
+    pub async fn push_image(&self, repo: &str, tag: &str, img: &TestImage) {
+        self.push_blob(repo, &img.config).await;
+        for l in &img.blobs {
+            self.push_blob(repo, l).await;
+        }
+        self.push_manifest(repo, tag, OCI_MANIFEST, &img.manifest)
+            .await;
+    }
+
+    /// Where the registry keeps a blob's bytes (distribution's filesystem driver layout).
+    pub fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("sha256");
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// An image as the test built it: layer blobs as served, and the documents naming them.
+pub struct TestImage {
+    pub config: Vec<u8>,
+    pub blobs: Vec<Vec<u8>>,
+    pub diff_ids: Vec<String>,
+    pub manifest: Vec<u8>,
+    pub manifest_digest: String,
+}
+
+fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
+    serde_json::json!({"mediaType": media_type, "digest": sha256(bytes), "size": bytes.len()})
+}
+
+/// Builds an image from uncompressed layer tars (gzip-compressed when `compress`).
+pub fn image(tars: &[Vec<u8>], compress: bool, arch: &str) -> TestImage {
+    let blobs: Vec<Vec<u8>> = tars
+        .iter()
+        .map(|t| if compress { gzip(t) } else { t.clone() })
+        .collect();
+    image_from_blobs(tars, blobs, arch)
+}
+
+/// Like [`image`] but with the layer blobs given as served (to serve broken ones).
+pub fn image_from_blobs(tars: &[Vec<u8>], blobs: Vec<Vec<u8>>, arch: &str) -> TestImage {
+    let diff_ids: Vec<String> = tars.iter().map(|t| sha256(t)).collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "created": "2024-01-02T03:04:05Z",
+        "config": {
+            "Env": ["PATH=/bin", "GREETING=hi"],
+            "Cmd": ["/bin/sh", "-c", "echo hi"],
+            "Entrypoint": null,
+            "WorkingDir": "/work",
+            "User": "1000:1000",
+        },
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .expect("config json");
+    let layers: Vec<_> = blobs
+        .iter()
+        .map(|b| {
+            let mt = if b.starts_with(&[0x1f, 0x8b]) {
+                OCI_LAYER_GZIP
+            } else {
+                OCI_LAYER_TAR
+            };
+            descriptor(mt, b)
+        })
+        .collect();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(OCI_CONFIG, &config),
+        "layers": layers,
+    }))
+    .expect("manifest json");
+    TestImage {
+        manifest_digest: sha256(&manifest),
+        config,
+        blobs,
+        diff_ids,
+        manifest,
+    }
+}
+
+/// Two layers: the second changes a file, deletes one with a whiteout, and makes `var/cache`
+/// opaque.
+pub fn two_layer_tars() -> Vec<Vec<u8>> {
+    let base = LayerBuilder::new()
+        .dir("etc", 0o755)
+        .file("etc/hostname", b"base\n", 0o644)
+        .file("etc/motd", b"welcome\n", 0o644)
+        .file("bin/sh", b"#!fake shell\n", 0o755)
+        .symlink("bin/ash", "/bin/sh")
+        .dir("var/cache", 0o755)
+        .file("var/cache/a", b"a", 0o644)
+        .file("var/cache/b", b"b", 0o644)
+        .build();
+    let top = LayerBuilder::new()
+        .file("etc/hostname", b"top\n", 0o644)
+        .whiteout("etc/motd")
+        .opaque("var/cache")
+        .file("var/cache/c", b"c", 0o644)
+        .dir("work", 0o755)
+        .build();
+    vec![base, top]
+}
+
+/// Checks a rootfs built from [`two_layer_tars`].
+pub fn assert_two_layer_rootfs(root: &Path) {
+    let read = |p: &str| std::fs::read(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert_eq!(read("etc/hostname"), b"top\n");
+    assert!(!root.join("etc/motd").exists(), "whiteout not applied");
+    assert_eq!(read("bin/sh"), b"#!fake shell\n");
+    assert_eq!(
+        std::fs::read_link(root.join("bin/ash")).expect("symlink"),
+        Path::new("/bin/sh")
+    );
+    let mut cache: Vec<_> = std::fs::read_dir(root.join("var/cache"))
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf8"))
+        .collect();
+    cache.sort();
+    assert_eq!(cache, ["c"], "opaque dir not applied");
+    assert!(root.join("work").is_dir());
+    let leftover_markers = walk(root)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".wh."))
+        })
+        .count();
+    assert_eq!(leftover_markers, 0, "whiteout markers in the rootfs");
+}
+
+/// Every path under `root` (not following symlinks).
+pub fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Entries directly in `root/rel`, or 0 when it does not exist.
+pub fn count(root: &Path, rel: &str) -> usize {
+    std::fs::read_dir(root.join(rel)).map_or(0, |rd| rd.count())
+}
+
+/// The store holds nothing: no blob, layer, rootfs, name or temp file. What a failed first
+/// pull or import must leave.
+pub fn assert_store_empty(root: &Path) {
+    for rel in ["blobs/sha256", "layers/sha256", "rootfs", "tmp"] {
+        let left: Vec<_> = std::fs::read_dir(root.join(rel))
+            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{rel} holds {left:?}");
+    }
+    let index = root.join("refs/index.json");
+    if index.exists() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&index).expect("read")).expect("json");
+        assert_eq!(v["refs"], serde_json::json!({}), "names left: {v}");
+    }
+}
+
+/// A TCP proxy to `upstream` that passes at most `limit` bytes of each response stream and then
+/// closes the connection: a registry dropping mid-transfer. Stops when the handle is dropped.
+pub struct DroppingProxy {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DroppingProxy {
+    pub async fn start(upstream: SocketAddr, limit: usize) -> DroppingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    });
+                    let mut sent = 0;
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while sent < limit {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n.min(limit - sent),
+                        };
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        sent += n;
+                    }
+                    up.abort();
+                    // Dropping both halves closes the client's connection mid-response.
+                });
+            }
+        });
+        DroppingProxy { addr, task }
+    }
+}
+
+impl Drop for DroppingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Deterministic incompressible bytes (xorshift), so gzip cannot shrink a "big" layer.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
