@@ -12,6 +12,7 @@ mod read;
 pub mod ring;
 mod spawn;
 mod stdin;
+mod timers;
 
 pub(crate) use crate::sys::thread;
 use std::collections::BTreeMap;

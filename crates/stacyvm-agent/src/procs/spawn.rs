@@ -18,7 +18,7 @@ use stacyvm_protocol::agent::DEFAULT_RETAIN_EXITED_MS;
 use stacyvm_protocol::agent::{ErrorCode, ProcStart, DEFAULT_OUTPUT_BUFFER, OUTPUT_CHUNK};
 
 use super::ring::{Ring, Stream};
-use super::{now_ms, pspawn, pty, registry, settings, stdin, thread, Exit, Proc, State};
+use super::{now_ms, pspawn, pty, registry, settings, stdin, thread, timers, Exit, Proc, State};
 use crate::reaper;
 use crate::session::lock;
 
@@ -203,10 +203,12 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
             })
         });
     }
+    let mut deadline = None;
     if let Some(ms) = req.timeout_ms {
-        let pt = p.clone();
-        started = started
-            .and_then(|()| thread("proc-timer", move || timer(&pt, Duration::from_millis(ms))));
+        started = started.and_then(|()| {
+            deadline = Some(timers::add(&p, Duration::from_millis(ms))?);
+            Ok(())
+        });
     }
     // The waiter gets its work only once every thread runs: without them nothing would reap
     // or time the process (out of pids, e.g. a fork bomb), so it is killed and reaped here.
@@ -216,8 +218,14 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
         if let Ok(w) = work_rx.recv() {
             wait(&pw, w, readers, &done_rx);
         }
+        if let Some(key) = deadline {
+            timers::cancel(key);
+        }
     });
     if let Err(message) = started.and(waiting) {
+        if let Some(key) = deadline {
+            timers::cancel(key);
+        }
         return Err(abandon(&p, waiter, message));
     }
     let _ = work_tx.send(waiter);
@@ -378,19 +386,6 @@ fn sweep(marker: &str) {
             return;
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn timer(p: &Arc<Proc>, after: Duration) {
-    let st = lock(&p.state);
-    let (st, _) = p
-        .changed
-        .wait_timeout_while(st, after, |s| s.exit.is_none())
-        .unwrap_or_else(|e| e.into_inner());
-    if st.exit.is_none() {
-        drop(st);
-        p.timed_out.store(true, Ordering::SeqCst);
-        let _ = pty::signal_group(p.pgid, libc::SIGKILL);
     }
 }
 

@@ -396,6 +396,31 @@ fn timeout_kills_the_group_with_124() {
 }
 
 #[test]
+fn an_earlier_deadline_added_later_still_fires_first_and_an_ended_one_never_fires() {
+    let mut c = Conn::open();
+    let mut late = sh("sleep 30");
+    late.timeout_ms = Some(20_000);
+    let late = c.start(late);
+    let mut quick = sh("exit 3");
+    quick.timeout_ms = Some(200);
+    let quick = c.start(quick);
+    let mut early = sh("sleep 30");
+    early.timeout_ms = Some(300);
+    let t = Instant::now();
+    let early = c.start(early);
+    let early = c.wait_exit(early.pid);
+    assert_eq!(early.exit_code, Some(124), "{early:?}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // Its deadline passed after it ended: the exit stays its own.
+    assert_eq!(c.wait_exit(quick.pid).exit_code, Some(3));
+    assert_eq!(c.get(late.pid).state, "running", "the later deadline fired early");
+    let _ = c.call(HostMsg::ProcSignal {
+        pid: late.pid,
+        signal: "KILL".into(),
+    });
+}
+
+#[test]
 fn processes_outlive_their_connection_and_readers_agree() {
     let pid = {
         let mut c = Conn::open();
