@@ -36,6 +36,10 @@ test-gvisor ARGS="":
 test-vm ARGS="":
     cargo nextest run --workspace --profile vm {{ARGS}}
 
+# The image store against a real OCI registry on loopback (Debian docker-registry).
+test-registry ARGS="":
+    cargo nextest run --workspace --profile registry {{ARGS}}
+
 # end-to-end suite against the built binary; ARGS go to pytest, e.g. just e2e "-k exec"
 e2e ARGS="":
     PYTEST_ARGS="{{ARGS}}" bash scripts/test.sh build e2e

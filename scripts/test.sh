@@ -52,6 +52,7 @@ step_setup() {
     setup_docker || backend_unavailable docker
     setup_postgres || backend_unavailable postgres
     setup_qemu || backend_unavailable qemu
+    setup_registry || backend_unavailable docker-registry
 }
 
 step_fmt() {

@@ -127,6 +127,15 @@ setup_qemu() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# HOOK setup_registry: Debian's `docker-registry` (an OCI distribution registry); the image
+# store's tests (crates/stacyvm-image, profile registry) start their own on loopback.
+# ---------------------------------------------------------------------------------------------
+setup_registry() {
+    [ -x /usr/bin/docker-registry ] || apt_install docker-registry || return 1
+    [ -x /usr/bin/docker-registry ]
+}
+
+# ---------------------------------------------------------------------------------------------
 # HOOK setup_agent: the static in-sandbox agent (crates/stacyvm-agent, its own workspace) built
 # from this checkout and exported as STACYVM_AGENT: the mock runs it on the host and docker
 # bind-mounts it into containers (docs/processes.md); tests and the e2e binary find it there.
@@ -160,6 +169,11 @@ ready_backends() {
         info "docker: no daemon or no image $TEST_IMAGE; profiles docker and gvisor not run" >&2
     fi
     local vm_dir="${STACYVM_MICROVM_DIR:-/var/lib/stacyvm/microvm}"
+    if [ -x /usr/bin/docker-registry ]; then
+        echo registry
+    else
+        info "registry: /usr/bin/docker-registry is missing; profile registry not run" >&2
+    fi
     if have qemu-system-x86_64 && [ -f "$vm_dir/vmlinux" ] && [ -f "$vm_dir/initramfs.cpio.gz" ]; then
         echo vm
     else

@@ -17,6 +17,7 @@ mod env;
 mod error;
 mod factory;
 mod formats;
+mod images;
 mod load;
 mod providers;
 mod secrets;
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 pub use certs::{cert_facts, CertFacts};
 pub use error::ConfigError;
 pub use factory::build_providers;
+pub use images::{ImagesSection, DEFAULT_IMAGES_ROOT};
 use load::defaults_tree;
 pub use load::Sources;
 pub use providers::{
@@ -67,6 +69,8 @@ pub struct Config {
     pub logging: LoggingSection,
     pub pool: PoolSection,
     pub processes: ProcessesSection,
+    /// Ours: the OCI image store (docs/images.md).
+    pub images: ImagesSection,
     /// The file this config was read from; `None` = built-in defaults (plus env).
     #[serde(skip)]
     pub source: Option<PathBuf>,

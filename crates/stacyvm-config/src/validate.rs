@@ -43,6 +43,7 @@ pub(crate) fn validate_all(mut c: Config) -> std::result::Result<ValidConfig, In
     check_worker(&c, e);
     check_rpc_tls_certs(&c, e);
     check_processes(&c, e);
+    crate::images::check(&c.images, e);
     let provider = check_providers(&c, e);
     let docker_memory_bytes = keep(
         e,

@@ -217,7 +217,9 @@ fn extract(staging: &mut Staging, path: &Path, shown: &str) -> Result<Source, Im
                 let mut out =
                     File::create(&dest).map_err(ImageError::io(format!("unpacking {shown}")))?;
                 let mut hashing = HashingReader::new(&mut entry);
-                copy_checked(&mut hashing, &mut out, shown)?;
+                crate::unpack::copy_entry(&mut hashing, &mut out, shown, &|| {
+                    format!("unpacking {shown}")
+                })?;
                 let (digest, len) = hashing.finish().map_err(corrupt)?;
                 files.insert(rel, (dest, digest, len));
             }
@@ -230,21 +232,6 @@ fn extract(staging: &mut Staging, path: &Path, shown: &str) -> Result<Source, Im
         }
     }
     Ok(Source::Archive { files, links })
-}
-
-fn copy_checked(r: &mut impl Read, w: &mut File, shown: &str) -> Result<(), ImageError> {
-    use std::io::Write;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ImageError::corrupt(shown, e.to_string())),
-        };
-        w.write_all(&buf[..n])
-            .map_err(ImageError::io(format!("unpacking {shown}")))?;
-    }
 }
 
 /// `blobs/sha256/<hex>` for a digest.

@@ -274,9 +274,10 @@ fn link_name<R: Read>(e: &tar::Entry<'_, R>, what: &str) -> Result<PathBuf, Imag
     }
 }
 
-/// Copies entry data: a failed read is a corrupt layer, a failed write a local i/o error.
-fn copy_entry<R: Read>(
-    e: &mut tar::Entry<'_, R>,
+/// Copies entry data: a failed read is a corrupt layer (or archive), a failed write a local
+/// i/o error.
+pub(crate) fn copy_entry(
+    e: &mut impl Read,
     out: &mut File,
     what: &str,
     io_ctx: &dyn Fn() -> String,

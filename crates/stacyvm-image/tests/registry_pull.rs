@@ -19,9 +19,7 @@ fn store() -> (tempfile::TempDir, ImageStore) {
 
 #[tokio::test]
 async fn pull_by_tag_and_digest_builds_the_flattened_rootfs_once() {
-    let Some(reg) = Registry::start().await else {
-        return;
-    };
+    let reg = Registry::start().await;
     let img = image(&two_layer_tars(), true, "amd64");
     reg.push_image("test/app", "v1", &img).await;
     let (_t, store) = store();
@@ -78,9 +76,7 @@ async fn pull_by_tag_and_digest_builds_the_flattened_rootfs_once() {
 
 #[tokio::test]
 async fn pull_of_an_index_picks_linux_amd64_and_plain_tar_layers_work() {
-    let Some(reg) = Registry::start().await else {
-        return;
-    };
+    let reg = Registry::start().await;
     let amd = image(&two_layer_tars(), false, "amd64");
     let arm_tar = LayerBuilder::new().file("arch", b"arm64", 0o644).build();
     let arm = image(&[arm_tar], true, "arm64");
@@ -116,9 +112,7 @@ async fn pull_of_an_index_picks_linux_amd64_and_plain_tar_layers_work() {
 
 #[tokio::test]
 async fn missing_tag_and_unknown_digest_are_not_found_and_leave_nothing() {
-    let Some(reg) = Registry::start().await else {
-        return;
-    };
+    let reg = Registry::start().await;
     let img = image(&two_layer_tars(), true, "amd64");
     reg.push_image("test/app", "v1", &img).await;
     let (_t, store) = store();
@@ -144,9 +138,7 @@ async fn missing_tag_and_unknown_digest_are_not_found_and_leave_nothing() {
 
 #[tokio::test]
 async fn a_layer_whose_content_differs_from_its_digest_is_refused() {
-    let Some(reg) = Registry::start().await else {
-        return;
-    };
+    let reg = Registry::start().await;
     let img = image(&two_layer_tars(), true, "amd64");
     reg.push_image("test/bad", "v1", &img).await;
     // The registry now serves other bytes (same length) under the second layer's digest.
@@ -178,9 +170,7 @@ async fn a_layer_whose_content_differs_from_its_digest_is_refused() {
 
 #[tokio::test]
 async fn corrupt_layers_are_refused_without_leaving_anything() {
-    let Some(reg) = Registry::start().await else {
-        return;
-    };
+    let reg = Registry::start().await;
     let tars = two_layer_tars();
     let good = gzip(&tars[1]);
     // Served intact (so their digests check out) but not a readable layer.
@@ -205,9 +195,7 @@ async fn corrupt_layers_are_refused_without_leaving_anything() {
 
 #[tokio::test]
 async fn a_connection_dropped_mid_layer_is_a_network_error_and_a_retry_succeeds() {
-    let Some(reg) = Registry::start().await else {
-        return;
-    };
+    let reg = Registry::start().await;
     let big = noise(2 * 1024 * 1024, 7);
     let tar = LayerBuilder::new().file("big.bin", &big, 0o644).build();
     let img = image(std::slice::from_ref(&tar), true, "amd64");
@@ -242,9 +230,7 @@ async fn a_connection_dropped_mid_layer_is_a_network_error_and_a_retry_succeeds(
 
 #[tokio::test]
 async fn remove_then_gc_frees_everything_a_pull_wrote() {
-    let Some(reg) = Registry::start().await else {
-        return;
-    };
+    let reg = Registry::start().await;
     let img = image(&two_layer_tars(), true, "amd64");
     reg.push_image("test/app", "v1", &img).await;
     let (_t, store) = store();

@@ -79,6 +79,8 @@ pub enum Command {
     Db(crate::commands::db::DbArgs),
     /// microvm provider upkeep: `microvm prepare [--check] [--force]` (docs/microvm.md).
     Microvm(crate::commands::microvm::MicrovmArgs),
+    /// The local OCI image store: `image pull|import|ls|rm|gc` (docs/images.md).
+    Image(crate::commands::image::ImageArgs),
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod client;
 pub(crate) mod config;
 mod cp;
 pub(crate) mod db;
+pub(crate) mod image;
 pub(crate) mod microvm;
 mod procs;
 mod serve;
@@ -32,6 +33,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(a) => config::run(a),
         Command::Db(a) => db::run(a).await,
         Command::Microvm(a) => microvm::run(a),
+        Command::Image(a) => image::run(a).await,
         Command::Worker(w) => match w.command {
             Some(WorkerCommand::Token(t)) => token::run(*t),
             Some(WorkerCommand::Certs(c)) => certs::run(*c),

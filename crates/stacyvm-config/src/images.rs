@@ -1,0 +1,89 @@
+//! `images.*`: the OCI image store (crates/stacyvm-image, docs/images.md) that the `bwrap` and
+//! `microvm` providers and `stacyvm image` read root filesystems from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secrets::RedactedMap;
+
+/// Where the store lives when `images.root` is empty.
+pub const DEFAULT_IMAGES_ROOT: &str = "/var/lib/stacyvm/images";
+
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesSection {
+    /// The store's directory (blobs, unpacked layers, root filesystems); empty =
+    /// [`DEFAULT_IMAGES_ROOT`].
+    pub root: String,
+    /// Registries (`host` or `host:port`) reached over plain HTTP. Loopback registries always
+    /// are.
+    pub insecure_registries: Vec<String>,
+    /// PEM bundle of the CAs registries are checked against; empty = the system's.
+    pub ca_file: String,
+    /// Registry logins, `host: "user:password"` (a map of strings so that
+    /// `STACYVM_IMAGES_REGISTRY_AUTH` can set it too).
+    pub registry_auth: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for ImagesSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImagesSection")
+            .field("root", &self.root)
+            .field("insecure_registries", &self.insecure_registries)
+            .field("ca_file", &self.ca_file)
+            .field("registry_auth", &RedactedMap(&self.registry_auth))
+            .finish()
+    }
+}
+
+impl ImagesSection {
+    /// The store's directory.
+    pub fn root_dir(&self) -> std::path::PathBuf {
+        if self.root.trim().is_empty() {
+            DEFAULT_IMAGES_ROOT.into()
+        } else {
+            self.root.trim().into()
+        }
+    }
+
+    /// The login for `host`, split at the first `:`.
+    pub fn login(&self, host: &str) -> Option<(&str, &str)> {
+        self.registry_auth.get(host)?.split_once(':')
+    }
+}
+
+/// `images.*` rules: an absolute root, logins of the form `user:password`.
+pub(crate) fn check(s: &ImagesSection, errors: &mut Vec<crate::ConfigError>) {
+    use crate::ConfigError;
+    if !s.root.trim().is_empty() && !std::path::Path::new(s.root.trim()).is_absolute() {
+        errors.push(ConfigError::invalid(
+            "images.root",
+            format!("{:?} is not an absolute path", s.root),
+        ));
+    }
+    if !s.ca_file.is_empty() && !std::path::Path::new(&s.ca_file).is_absolute() {
+        errors.push(ConfigError::invalid(
+            "images.ca_file",
+            format!("{:?} is not an absolute path", s.ca_file),
+        ));
+    }
+    for (host, login) in &s.registry_auth {
+        if !login.contains(':') {
+            // The value is a secret: name the host only.
+            errors.push(ConfigError::invalid(
+                format!("images.registry_auth.{host}"),
+                "must be \"user:password\"",
+            ));
+        }
+    }
+    for (i, host) in s.insecure_registries.iter().enumerate() {
+        if host.is_empty() || host.contains('/') || host.chars().any(char::is_whitespace) {
+            errors.push(ConfigError::invalid(
+                format!("images.insecure_registries[{i}]"),
+                format!("{host:?} is not a host or host:port"),
+            ));
+        }
+    }
+}
