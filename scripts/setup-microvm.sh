@@ -55,7 +55,11 @@ install_packages() {
     apt_update
     log "installing ${missing[*]}"
     if DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >>"$APT_LOG" 2>&1; then
-        return 0
+        # apt may have removed a newer (backports) qemu-utils to install the distribution's
+        # qemu-system-x86: only done when everything is there.
+        missing=()
+        for p in "${want[@]}"; do installed "$p" || missing+=("$p"); done
+        [ "${#missing[@]}" -eq 0 ] && return 0
     fi
     # A newer qemu-utils (backports) breaks the distribution's qemu-system-x86: align them.
     local v rest=()

@@ -43,6 +43,7 @@ async fn docker_provider(
 fn microvm_provider(cfg: &ValidConfig, cluster: Option<&str>) -> Result<Arc<dyn Provider>, String> {
     let mut mc = cfg.providers.microvm.clone();
     mc.cluster = cluster.map(str::to_string);
+    mc.image_store = Some(cfg.images.root_dir());
     // `validate()` lets an empty qemu_path through while microvm is not enabled; `auto` may
     // still pick it, with the default binary.
     if mc.qemu_path.is_empty() {

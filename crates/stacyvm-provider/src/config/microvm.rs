@@ -52,6 +52,10 @@ pub struct MicrovmConfig {
     /// those with it (or none) are listed. `None` on a worker. Not a file key.
     #[serde(skip)]
     pub cluster: Option<String>,
+    /// The OCI image store (`images.root`, docs/images.md) base disks are built from before
+    /// Docker or a prebuilt disk is asked. `None` = not used. Not a file key: the factory sets it.
+    #[serde(skip)]
+    pub image_store: Option<std::path::PathBuf>,
 }
 
 impl Default for MicrovmConfig {
@@ -72,6 +76,7 @@ impl Default for MicrovmConfig {
             default_memory_mb: 256,
             default_vcpus: 1,
             cluster: None,
+            image_store: None,
         }
     }
 }

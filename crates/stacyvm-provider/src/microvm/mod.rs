@@ -90,7 +90,7 @@ impl MicrovmProvider {
         templates.remove_stale();
         pool::Pool::remove_stale(&settings.data_dir);
         let core = Core {
-            rootfs: rootfs::Rootfs::new(&settings.data_dir),
+            rootfs: rootfs::Rootfs::new(&settings.data_dir, config.image_store.clone()),
             pool: pool::Pool::new(&settings.data_dir, settings.warm_pool),
             templates,
             tsc_khz,

@@ -1,9 +1,11 @@
 //! Root filesystems: a read-only ext4 base per image, built once and cached, and a qcow2
 //! overlay per sandbox on top of it.
 //!
-//! Lookup order for an image: when the local Docker knows it, `images/by-digest/<id>.ext4`
-//! (built on first use from `docker export` with `mkfs.ext4 -d`: no loop mount, no root
-//! needed); otherwise a prebuilt `images/<name>.ext4` (what `scripts/setup-microvm.sh` writes).
+//! Lookup order for an image: when the OCI image store (docs/images.md) has it,
+//! `images/by-manifest/<digest>.ext4`, built on first use from the store's root filesystem with
+//! `mkfs.ext4 -d` (no loop mount, no root, no Docker daemon needed); else, when the local
+//! Docker knows it, `images/by-digest/<id>.ext4` (the same, from `docker export`); otherwise a
+//! prebuilt `images/<name>.ext4` (what `scripts/setup-microvm.sh` writes).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,8 @@ const RESOLVED_TTL: Duration = Duration::from_secs(10);
 
 pub(crate) struct Rootfs {
     images: PathBuf,
+    /// The OCI image store's directory, when one is configured.
+    store: Option<PathBuf>,
     /// One build at a time: two spawns of a new image must not both build it.
     build: tokio::sync::Mutex<()>,
     resolved: Mutex<HashMap<String, (PathBuf, Instant)>>,
@@ -45,9 +49,10 @@ async fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>, ProviderError> {
 }
 
 impl Rootfs {
-    pub fn new(data_dir: &Path) -> Self {
+    pub fn new(data_dir: &Path, store: Option<PathBuf>) -> Self {
         Rootfs {
             images: data_dir.join("images"),
+            store,
             build: tokio::sync::Mutex::new(()),
             resolved: Mutex::new(HashMap::new()),
         }
@@ -75,6 +80,9 @@ impl Rootfs {
     }
 
     async fn resolve(&self, image: &str) -> Result<PathBuf, ProviderError> {
+        if let Some(path) = self.store_disk(image).await? {
+            return Ok(path);
+        }
         if let Some(digest) = docker_image_id(image).await {
             let hex: String = digest
                 .trim_start_matches("sha256:")
@@ -96,6 +104,69 @@ impl Rootfs {
         }
         Err(ProviderError::ImageNotFound(image.to_string()))
     }
+
+    /// The base disk of `image` built from the image store's root filesystem; `None` when no
+    /// store is configured or it does not have the image (the other sources are asked then).
+    async fn store_disk(&self, image: &str) -> Result<Option<PathBuf>, ProviderError> {
+        let Some(root) = &self.store else {
+            return Ok(None);
+        };
+        let Ok(r) = stacyvm_image::ImageRef::parse(image) else {
+            return Ok(None);
+        };
+        // A store that cannot be opened (no such directory, no permission) is one that does
+        // not have the image.
+        let Ok(store) = stacyvm_image::ImageStore::open(root.clone()) else {
+            return Ok(None);
+        };
+        let fs = match store.rootfs(&r).await {
+            Ok(fs) => fs,
+            Err(stacyvm_image::ImageError::NotFound { .. }) => return Ok(None),
+            Err(e) => {
+                return Err(ProviderError::internal(format!(
+                    "image {image} in the image store: {e}"
+                )))
+            }
+        };
+        let hex: String = fs
+            .manifest_digest
+            .to_string()
+            .trim_start_matches("sha256:")
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .collect();
+        let path = self.images.join("by-manifest").join(format!("{hex}.ext4"));
+        let _guard = self.build.lock().await;
+        if !path.exists() {
+            tracing::info!(image, "building a microvm base disk from the image store");
+            let src = fs.path.clone();
+            build_disk(&path, |tree: PathBuf| async move {
+                copy_tree(&src, &tree).await
+            })
+            .await?;
+        }
+        Ok(Some(path))
+    }
+}
+
+/// `from` copied to `to` as hard links (the store's files are never written: mkfs only reads
+/// them), or as a plain copy across filesystems.
+async fn copy_tree(from: &Path, to: &Path) -> Result<(), ProviderError> {
+    let linked = run(
+        Command::new("cp").arg("-al").arg(from).arg(to),
+        "linking the image tree",
+    )
+    .await;
+    if linked.is_ok() {
+        return Ok(());
+    }
+    let _ = tokio::fs::remove_dir_all(to).await;
+    run(
+        Command::new("cp").arg("-a").arg(from).arg(to),
+        "copying the image tree",
+    )
+    .await
+    .map(drop)
 }
 
 /// The local Docker's image id, if docker is installed and has the image.
@@ -109,6 +180,55 @@ async fn docker_image_id(image: &str) -> Option<String> {
 }
 
 async fn build_from_docker(image: &str, out: &Path) -> Result<(), ProviderError> {
+    tracing::info!(image, "building a microvm base disk from docker export");
+    let image = image.to_string();
+    build_disk(out, |tree: PathBuf| async move {
+        let work = tree
+            .parent()
+            .ok_or_else(|| ProviderError::internal("build directory has no parent"))?;
+        let tar = work.join("rootfs.tar");
+        let cid = run(
+            Command::new("docker").args(["create", "--", &image, "/bin/true"]),
+            "docker create",
+        )
+        .await?;
+        let cid = String::from_utf8_lossy(&cid).trim().to_string();
+        let exported = run(
+            Command::new("docker")
+                .arg("export")
+                .arg("-o")
+                .arg(&tar)
+                .arg(&cid),
+            "docker export",
+        )
+        .await;
+        let _ = run(Command::new("docker").args(["rm", "-f", &cid]), "docker rm").await;
+        exported?;
+        tokio::fs::create_dir_all(&tree)
+            .await
+            .map_err(|e| ProviderError::internal_with("creating a build directory failed", e))?;
+        run(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&tree)
+                .arg("-xf")
+                .arg(&tar),
+            "unpacking the image",
+        )
+        .await
+        .map(drop)
+    })
+    .await
+}
+
+/// Builds the base disk `out` from the tree `fill` writes at the path it is given (which does
+/// not exist yet): in a temporary directory beside `out`, renamed into place once whole, so a
+/// crash leaves no half-built disk under its final name.
+async fn build_disk<F, Fut>(out: &Path, fill: F) -> Result<(), ProviderError>
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ProviderError>>,
+{
     let dir = out
         .parent()
         .ok_or_else(|| ProviderError::internal("image cache has no parent directory"))?;
@@ -120,37 +240,7 @@ async fn build_from_docker(image: &str, out: &Path) -> Result<(), ProviderError>
         .tempdir_in(dir)
         .map_err(|e| ProviderError::internal_with("creating a build directory failed", e))?;
     let tree = work.path().join("tree");
-    let tar = work.path().join("rootfs.tar");
-    tracing::info!(image, "building a microvm base disk from docker export");
-    let cid = run(
-        Command::new("docker").args(["create", "--", image, "/bin/true"]),
-        "docker create",
-    )
-    .await?;
-    let cid = String::from_utf8_lossy(&cid).trim().to_string();
-    let exported = run(
-        Command::new("docker")
-            .arg("export")
-            .arg("-o")
-            .arg(&tar)
-            .arg(&cid),
-        "docker export",
-    )
-    .await;
-    let _ = run(Command::new("docker").args(["rm", "-f", &cid]), "docker rm").await;
-    exported?;
-    tokio::fs::create_dir_all(&tree)
-        .await
-        .map_err(|e| ProviderError::internal_with("creating a build directory failed", e))?;
-    run(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&tree)
-            .arg("-xf")
-            .arg(&tar),
-        "unpacking the image",
-    )
-    .await?;
+    fill(tree.clone()).await?;
     for d in ["proc", "sys", "dev", "tmp", "workspace"] {
         tokio::fs::create_dir_all(tree.join(d))
             .await

@@ -622,7 +622,7 @@ mod tests {
         .validate(false)
         .unwrap();
         Core {
-            rootfs: rootfs::Rootfs::new(dir),
+            rootfs: rootfs::Rootfs::new(dir, None),
             templates: Templates::new(dir),
             pool: super::super::pool::Pool::new(dir, 0),
             tsc_khz: Some(1),
