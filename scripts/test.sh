@@ -52,6 +52,7 @@ step_setup() {
     setup_docker || backend_unavailable docker
     setup_postgres || backend_unavailable postgres
     setup_qemu || backend_unavailable qemu
+    setup_bwrap || backend_unavailable bwrap
 }
 
 step_fmt() {
