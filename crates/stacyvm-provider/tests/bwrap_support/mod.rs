@@ -169,11 +169,17 @@ pub fn config(dir: &Path) -> BwrapConfig {
 /// A provider on a fresh directory whose store holds [`IMAGE`]; panics when the host cannot
 /// run bwrap sandboxes (this binary is selected only where it should).
 pub async fn fixture() -> Fixture {
+    fixture_with(|_| {}).await
+}
+
+/// [`fixture`] with `change` applied to the provider's config.
+pub async fn fixture_with(change: impl FnOnce(&mut BwrapConfig)) -> Fixture {
     let dir = tempfile::Builder::new()
         .prefix("stacyvm-bwrap-test-")
         .tempdir()
         .unwrap();
-    let config = config(dir.path());
+    let mut config = config(dir.path());
+    change(&mut config);
     let p = BwrapProvider::new(config.clone()).unwrap();
     p.health().await.expect("bwrap provider unhealthy");
     let layout = busybox_layout(dir.path());
