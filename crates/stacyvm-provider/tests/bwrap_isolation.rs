@@ -267,8 +267,16 @@ async fn destroy_leaves_no_process_mount_cgroup_or_directory() {
     assert!(mounts().contains(&dir.join("merged").to_string_lossy().into_owned()));
     let groups = cgroup_dirs(&id);
     assert!(groups.iter().all(|g| g.is_dir()), "{groups:?}");
-    let members = std::fs::read_to_string(groups[0].join("cgroup.procs")).unwrap();
-    assert!(members.lines().count() >= 4, "{members}");
+    // bwrap, the agent and three sleeps (sh execs the last), once they all started.
+    let mut members = String::new();
+    for _ in 0..100 {
+        members = std::fs::read_to_string(groups[0].join("cgroup.procs")).unwrap();
+        if members.lines().count() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(members.lines().count() >= 5, "{members}");
     p.destroy(&id).await.unwrap();
     assert!(!dir.exists(), "sandbox directory left");
     assert!(!mounts().contains(&*id), "mount left: {}", mounts());

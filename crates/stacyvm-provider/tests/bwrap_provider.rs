@@ -148,3 +148,16 @@ async fn ids_identity_and_summary() {
     assert_eq!(p.status(&id).await.unwrap(), SandboxState::Running);
     p.destroy(&id).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_spawn_is_cleaned_up_at_start() {
+    let f = fixture().await;
+    // What a provider killed between making the directory and recording it leaves.
+    let dir = std::path::Path::new(&f.config.data_dir).join("sandboxes/sb-unfinished");
+    for d in ["upper/workspace", "work", "merged", "run"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let p2 = BwrapProvider::new(f.config.clone()).unwrap();
+    assert!(!dir.exists(), "left {}", dir.display());
+    assert!(p2.list_runtimes().await.unwrap().unwrap().is_empty());
+}

@@ -89,6 +89,18 @@ pub(super) fn detect() -> Result<Layout, ProviderError> {
     )))
 }
 
+/// The groups of sandbox `id`: v2 one, v1 memory, pids and cpu (in that order).
+pub(super) fn paths(layout: Layout, parent: &str, id: &str) -> Vec<PathBuf> {
+    let root = Path::new(CGROUP_ROOT);
+    match layout {
+        Layout::V2 => vec![root.join(parent).join(id)],
+        Layout::V1 => ["memory", "pids", "cpu"]
+            .iter()
+            .map(|c| root.join(c).join(parent).join(id))
+            .collect(),
+    }
+}
+
 /// Creates `<parent>/<id>` with `limits` (removing what it made if a step fails).
 pub(super) fn create(
     layout: Layout,
@@ -97,14 +109,10 @@ pub(super) fn create(
     limits: Limits,
 ) -> Result<Cgroups, ProviderError> {
     let root = Path::new(CGROUP_ROOT);
-    let dirs = match layout {
-        Layout::V2 => vec![root.join(parent).join(id)],
-        Layout::V1 => ["memory", "pids", "cpu"]
-            .iter()
-            .map(|c| root.join(c).join(parent).join(id))
-            .collect(),
+    let groups = Cgroups {
+        layout,
+        dirs: paths(layout, parent, id),
     };
-    let groups = Cgroups { layout, dirs };
     let made = match layout {
         Layout::V2 => create_v2(root, parent, &groups.dirs[0], limits),
         Layout::V1 => create_v1(&groups.dirs, limits),

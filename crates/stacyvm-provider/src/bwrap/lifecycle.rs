@@ -131,11 +131,30 @@ impl BwrapProvider {
     }
 
     /// The sandbox recorded in `id`'s directory, as a restarted provider finds it (its agent
-    /// connection is made on first use).
+    /// connection is made on first use). A directory without a record is what a spawn left
+    /// when the provider died before writing it: its mount, groups and files are removed.
     pub(super) fn adopt(&self, id: &str) -> Option<Arc<Sandbox>> {
         let paths = Paths::new(&self.settings.data_dir, id);
-        let meta = paths.read_meta().filter(|m| m.id == id)?;
-        Some(Arc::new(Sandbox::new(meta, paths, None, None)))
+        match paths.read_meta().filter(|m| m.id == id) {
+            Some(meta) => Some(Arc::new(Sandbox::new(meta, paths, None, None))),
+            None => {
+                tracing::warn!(sandbox = id, "bwrap: removing an unfinished sandbox");
+                let groups = self.layout().ok().map(|l| Cgroups {
+                    layout: l,
+                    dirs: cgroup::paths(l, &self.settings.cgroup_parent, id),
+                });
+                let undo = Undo {
+                    paths,
+                    dir: true,
+                    mounted: true,
+                    groups,
+                };
+                if let Err(e) = undo.run() {
+                    tracing::warn!(sandbox = id, error = %e, "bwrap: cleanup failed");
+                }
+                None
+            }
+        }
     }
 
     /// Ends everything of `sb`: processes, cgroups, mount, directory.

@@ -161,6 +161,16 @@ impl BwrapProvider {
     /// The agent connection of a live sandbox, reconnecting when it broke.
     async fn agent(&self, id: &str) -> Result<Arc<AgentConn>, ProviderError> {
         let sb = self.sandbox(id)?;
+        let stopped = || {
+            ProviderError::Unavailable(format!(
+                "sandbox {id} is not running (its processes ended); destroy it"
+            ))
+        };
+        // Asked first (a wait4 or two /proc reads): a dead agent's connection may not have
+        // noticed its end yet.
+        if !sb.alive() {
+            return Err(stopped());
+        }
         if let Some(c) = lock(&sb.conn).as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
@@ -169,9 +179,7 @@ impl BwrapProvider {
             return Ok(c.clone());
         }
         if !sb.alive() {
-            return Err(ProviderError::Unavailable(format!(
-                "sandbox {id} is not running (its processes ended); destroy it"
-            )));
+            return Err(stopped());
         }
         let deadline = Instant::now() + launch::CONNECT_TIMEOUT;
         let conn = Arc::new(launch::connect(&sb.paths, id, deadline, || sb.alive()).await?);
