@@ -133,6 +133,7 @@ setup_qemu() {
 setup_bwrap() {
     [ "$(id -u)" = 0 ] || { info "bwrap: the provider needs root"; return 1; }
     have bwrap || apt_install bubblewrap || return 1
+    have pasta || apt_install passt || return 1
     dpkg -s busybox-static >/dev/null 2>&1 || apt_install busybox-static || return 1
     grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || {
         info "bwrap: overlayfs is not available"

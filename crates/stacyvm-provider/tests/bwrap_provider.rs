@@ -140,6 +140,11 @@ async fn ids_identity_and_summary() {
     };
     let r = p.spawn(&dup).await;
     assert!(matches!(r, Err(ProviderError::InvalidInput(_))), "{r:?}");
+    assert_eq!(
+        p.preview_target(&id, 3000).await.unwrap(),
+        None,
+        "none: no preview"
+    );
     let logs = p.logs(&id, 10).await.unwrap();
     assert!(logs[0].contains(&id), "{logs:?}");
     p.destroy(&id).await.unwrap();
@@ -160,4 +165,55 @@ async fn an_unfinished_spawn_is_cleaned_up_at_start() {
     let p2 = BwrapProvider::new(f.config.clone()).unwrap();
     assert!(!dir.exists(), "left {}", dir.display());
     assert!(p2.list_runtimes().await.unwrap().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_network_forwards_the_preview_port_through_pasta() {
+    let f = bwrap_support::fixture_with(|c| c.network_mode = "user".into()).await;
+    let p = &*f.p;
+    assert_eq!(p.config_summary()["network_mode"], "user");
+    let id = spawn(p).await;
+    let (_, dev) = sh_out(p, &id, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '").await;
+    let ifaces: Vec<&str> = dev.lines().collect();
+    assert!(ifaces.contains(&"lo") && ifaces.len() == 2, "{dev}");
+    assert_eq!(p.preview_target(&id, 8080).await.unwrap(), None);
+    let addr = p
+        .preview_target(&id, 3000)
+        .await
+        .unwrap()
+        .expect("port 3000 forwarded");
+    assert!(addr.ip().is_loopback(), "{addr}");
+    p.process_start(
+        &id,
+        ProcessSpec {
+            exec: sh("echo preview-ok | nc -l -p 3000"),
+            ..ProcessSpec::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut got = String::new();
+    for _ in 0..100 {
+        use tokio::io::AsyncReadExt;
+        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+            got.clear();
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut got)).await;
+            if got.contains("preview-ok") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(got.trim(), "preview-ok");
+    p.destroy(&id).await.unwrap();
+    // pasta went with the sandbox: nothing listens on the forward any more.
+    let mut closed = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "the preview port still answers after destroy");
 }

@@ -13,8 +13,9 @@ use tokio::time::Instant;
 
 use super::cgroup::{self, Cgroups, Limits};
 use super::launch::{self, START_TIMEOUT};
+use super::settings::NetworkMode;
 use super::state::{self, Meta, Paths};
-use super::{sys, BwrapProvider, Sandbox};
+use super::{net, sys, BwrapProvider, Sandbox};
 use crate::{ProviderError, SandboxSpec};
 
 impl BwrapProvider {
@@ -104,6 +105,7 @@ impl BwrapProvider {
             cgroups: groups.clone(),
             pid: None,
             cluster: self.settings.cluster.clone(),
+            preview_port: None,
         };
         paths.write_meta(&meta)?;
         let _ = std::fs::write(
@@ -126,6 +128,12 @@ impl BwrapProvider {
             matches!(child.try_wait(), Ok(None))
         })
         .await?;
+        if self.settings.network == NetworkMode::User {
+            let bwrap = meta.pid.unwrap_or_default();
+            let port = net::attach(&self.settings, bwrap, &groups, &paths.console()).await?;
+            meta.preview_port = Some(port);
+            paths.write_meta(&meta)?;
+        }
         undo.disarm();
         Ok(Arc::new(Sandbox::new(meta, paths, Some(child), Some(conn))))
     }

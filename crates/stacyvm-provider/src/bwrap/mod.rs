@@ -15,6 +15,7 @@
 mod cgroup;
 mod launch;
 mod lifecycle;
+mod net;
 mod seccomp;
 mod settings;
 mod state;
@@ -274,6 +275,12 @@ impl Provider for BwrapProvider {
         if self.settings.agent.as_os_str().is_empty() {
             return Err(crate::agent::missing("bwrap"));
         }
+        if self.settings.network == settings::NetworkMode::User && !self.settings.pasta.is_file() {
+            return Err(ProviderError::Unavailable(format!(
+                "pasta binary {:?} not found (apt-get install passt) for network_mode: user",
+                self.config.pasta_path
+            )));
+        }
         self.layout().map(|_| ())
     }
 
@@ -446,6 +453,21 @@ impl Provider for BwrapProvider {
             mem_bytes: used,
             mem_limit_bytes: limit,
         }))
+    }
+
+    /// Sandbox port 3000 only, through its loopback forward (`network_mode: user`; with
+    /// `none` there is no network and so no preview).
+    async fn preview_target(
+        &self,
+        runtime_id: &str,
+        port: u16,
+    ) -> Result<Option<std::net::SocketAddr>, ProviderError> {
+        let sb = self.sandbox(runtime_id)?;
+        Ok(sb
+            .meta
+            .preview_port
+            .filter(|_| port == net::PREVIEW_PORT)
+            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p))))
     }
 
     async fn list_runtimes(&self) -> Result<Option<Vec<RuntimeInfo>>, ProviderError> {

@@ -9,12 +9,16 @@ use crate::{BwrapConfig, ProviderError, BWRAP_DEFAULT_DATA_DIR, DEFAULT_IMAGES_D
 pub enum NetworkMode {
     /// Only `lo`.
     None,
+    /// A tap interface served by pasta: outbound connections, and port 3000 forwarded from a
+    /// loopback port of the host.
+    User,
 }
 
 impl NetworkMode {
     pub fn as_str(self) -> &'static str {
         match self {
             NetworkMode::None => "none",
+            NetworkMode::User => "user",
         }
     }
 }
@@ -29,6 +33,7 @@ pub(crate) struct Settings {
     /// found: spawns then answer `Unavailable` saying how to get one.
     pub agent: PathBuf,
     pub network: NetworkMode,
+    pub pasta: PathBuf,
     pub pids_limit: Option<u64>,
     pub cgroup_parent: String,
     pub default_memory_mb: i64,
@@ -79,13 +84,13 @@ impl BwrapConfig {
         let images_dir = dir(&self.images_dir, DEFAULT_IMAGES_DIR, "images_dir")?;
         let network = match self.network_mode.trim() {
             "" | "none" => NetworkMode::None,
-            "user" => {
+            "user" => NetworkMode::User,
+            m => {
                 return Err(invalid(
                     "network_mode",
-                    "user (pasta) is not implemented yet; use none",
+                    format!("{m:?} is not none or user"),
                 ))
             }
-            m => return Err(invalid("network_mode", format!("{m:?} is not none"))),
         };
         let parent = self.cgroup_parent.trim();
         let parent_ok = !parent.is_empty()
@@ -115,6 +120,10 @@ impl BwrapConfig {
             bwrap,
             agent,
             network,
+            pasta: match self.pasta_path.trim() {
+                "" => find_program("pasta"),
+                p => find_program(p),
+            },
             pids_limit: u64::try_from(self.pids_limit).ok().filter(|p| *p > 0),
             cgroup_parent: parent.to_string(),
             default_memory_mb: self.default_memory_mb,

@@ -27,8 +27,11 @@ pub struct BwrapConfig {
     /// The static `stacyvm-agent` run as each sandbox's PID 1; empty = searched for
     /// (`stacyvm_provider::agent::locate`).
     pub agent_path: String,
-    /// `none`: only `lo` in the sandbox. (`user`, outbound through pasta, is not built yet.)
+    /// `none`: only `lo` in the sandbox. `user`: outbound through `pasta` (Debian `passt`),
+    /// and sandbox port 3000 forwarded to a loopback port for previews.
     pub network_mode: String,
+    /// The `pasta` binary for `network_mode: user` (a name looked up in `PATH`, or a path).
+    pub pasta_path: String,
     /// Maximum processes (and threads) per sandbox; ≤ 0 = no limit.
     pub pids_limit: i64,
     /// Parent of the per-sandbox cgroups, relative to each hierarchy's root
@@ -54,6 +57,7 @@ impl Default for BwrapConfig {
             bwrap_path: "bwrap".into(),
             agent_path: String::new(),
             network_mode: "none".into(),
+            pasta_path: "pasta".into(),
             pids_limit: 256,
             cgroup_parent: "stacyvm".into(),
             default_memory_mb: 512,
