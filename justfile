@@ -40,6 +40,10 @@ test-vm ARGS="":
 test-registry ARGS="":
     cargo nextest run --workspace --profile registry {{ARGS}}
 
+# bwrap sandboxes (root, bubblewrap, busybox-static; docs/bwrap.md)
+test-bwrap ARGS="":
+    cargo nextest run --workspace --profile bwrap {{ARGS}}
+
 # end-to-end suite against the built binary; ARGS go to pytest, e.g. just e2e "-k exec"
 e2e ARGS="":
     PYTEST_ARGS="{{ARGS}}" bash scripts/test.sh build e2e

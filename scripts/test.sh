@@ -53,6 +53,7 @@ step_setup() {
     setup_postgres || backend_unavailable postgres
     setup_qemu || backend_unavailable qemu
     setup_registry || backend_unavailable docker-registry
+    setup_bwrap || backend_unavailable bwrap
 }
 
 step_fmt() {

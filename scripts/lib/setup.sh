@@ -136,6 +136,21 @@ setup_registry() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# HOOK setup_bwrap: bubblewrap and busybox-static (the bwrap tests build their image from it),
+# on a root machine with overlayfs and cgroups (docs/bwrap.md).
+# ---------------------------------------------------------------------------------------------
+setup_bwrap() {
+    [ "$(id -u)" = 0 ] || { info "bwrap: the provider needs root"; return 1; }
+    have bwrap || apt_install bubblewrap || return 1
+    have pasta || apt_install passt || return 1
+    dpkg -s busybox-static >/dev/null 2>&1 || apt_install busybox-static || return 1
+    grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || {
+        info "bwrap: overlayfs is not available"
+        return 1
+    }
+}
+
+# ---------------------------------------------------------------------------------------------
 # HOOK setup_agent: the static in-sandbox agent (crates/stacyvm-agent, its own workspace) built
 # from this checkout and exported as STACYVM_AGENT: the mock runs it on the host and docker
 # bind-mounts it into containers (docs/processes.md); tests and the e2e binary find it there.
@@ -178,5 +193,10 @@ ready_backends() {
         echo vm
     else
         info "vm: qemu-system-x86_64 or the assets in $vm_dir are missing; profile vm not run" >&2
+    fi
+    if [ "$(id -u)" = 0 ] && have bwrap && [ -x /bin/busybox ]; then
+        echo bwrap
+    else
+        info "bwrap: not root, or bubblewrap or busybox-static missing; profile bwrap not run" >&2
     fi
 }

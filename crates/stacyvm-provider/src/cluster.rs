@@ -12,6 +12,7 @@
 //!   without a cluster (a remote worker, which has no store) have none either.
 
 /// Docker label (and microvm metadata field) naming the cluster a runtime belongs to.
+#[cfg(feature = "docker")]
 pub(crate) const CLUSTER_LABEL: &str = "stacyvm.cluster";
 
 /// Whether a runtime whose cluster label is `label` belongs to a provider of cluster `mine`.

@@ -1,7 +1,9 @@
 //! Isolation backends. Every backend implements [`Provider`] and passes `conformance`.
 
 pub mod agent;
-#[cfg(any(feature = "docker", feature = "microvm"))]
+#[cfg(feature = "bwrap")]
+mod bwrap;
+#[cfg(any(feature = "docker", feature = "microvm", feature = "bwrap"))]
 mod cluster;
 mod config;
 #[cfg(any(test, feature = "conformance"))]
@@ -15,7 +17,7 @@ mod mock;
 mod process;
 mod registry;
 mod stream;
-#[cfg(any(feature = "docker", feature = "microvm"))]
+#[cfg(any(feature = "docker", feature = "microvm", feature = "bwrap"))]
 mod tombstones;
 mod walk;
 mod wire;
@@ -24,8 +26,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+#[cfg(feature = "bwrap")]
+pub use bwrap::BwrapProvider;
 use bytes::Bytes;
-pub use config::{DockerConfig, DockerPoolSecurity, MicrovmConfig};
+pub use config::{
+    BwrapConfig, DockerConfig, DockerPoolSecurity, MicrovmConfig, BWRAP_DEFAULT_DATA_DIR,
+    DEFAULT_IMAGES_DIR,
+};
 #[cfg(feature = "docker")]
 pub use docker::DockerProvider;
 pub use error::ProviderError;

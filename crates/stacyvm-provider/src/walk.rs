@@ -170,7 +170,7 @@ pub(crate) fn component(comp: &str) -> Result<glob::Pattern, ProviderError> {
 
 /// Cleans a sandbox path into an absolute one. Relative paths are relative to `/` (as in the
 /// mock); `..` above the root is refused rather than clamped.
-#[cfg(any(feature = "docker", feature = "microvm"))]
+#[cfg(any(feature = "docker", feature = "microvm", feature = "bwrap"))]
 pub(crate) fn clean_path(path: &str) -> Result<String, ProviderError> {
     if path.contains('\0') {
         return Err(ProviderError::InvalidInput(
@@ -195,7 +195,7 @@ pub(crate) fn clean_path(path: &str) -> Result<String, ProviderError> {
 }
 
 /// [`clean_path`] for a file to write: the root is a directory.
-#[cfg(any(feature = "docker", feature = "microvm"))]
+#[cfg(any(feature = "docker", feature = "microvm", feature = "bwrap"))]
 pub(crate) fn clean_file_path(given: &str) -> Result<String, ProviderError> {
     let path = clean_path(given)?;
     if path == "/" {

@@ -5,8 +5,13 @@
 
 pub(crate) mod conn;
 pub(crate) mod exec;
+// The files API over the agent, for the providers whose agent sees the sandbox's own root.
+#[cfg(any(feature = "microvm", feature = "bwrap"))]
+pub(crate) mod files;
 pub(crate) mod follow;
 pub(crate) mod procs;
+#[cfg(any(feature = "microvm", feature = "bwrap"))]
+pub(crate) mod transfer;
 
 use std::path::{Path, PathBuf};
 

@@ -16,9 +16,9 @@
 // Shared with the other providers; the submodules keep their `super::agent_conn` paths.
 use crate::agent::conn as agent_conn;
 use crate::agent::procs;
+use crate::agent::{files, transfer as stream};
 mod boot;
 mod exec;
-mod files;
 mod net;
 mod pool;
 mod qmp;
@@ -26,7 +26,6 @@ mod rootfs;
 mod sealed;
 mod settings;
 mod snapshot;
-mod stream;
 mod vmm;
 
 use std::collections::{HashMap, HashSet};

@@ -11,7 +11,7 @@ use stacyvm_protocol::agent::{AgentFileInfo, ErrorCode, GuestMsg, HostMsg, FILE_
 use stacyvm_protocol::base64;
 use stacyvm_types::{format_rfc3339_secs, FileInfo};
 
-use super::agent_conn::{AbortOnDrop, AgentConn, ConnError};
+use super::conn::{AbortOnDrop, AgentConn, ConnError};
 use crate::walk::{clean_file_path, clean_path};
 use crate::{parse_mode, ProviderError};
 

@@ -10,7 +10,7 @@ use futures_util::{stream, StreamExt};
 use stacyvm_protocol::agent::{GuestMsg, HostMsg, FILE_CHUNK};
 use stacyvm_protocol::base64;
 
-use super::agent_conn::{AbortOnDrop, AgentConn};
+use super::conn::{AbortOnDrop, AgentConn};
 use super::files::{call, expect_ok, unexpected, write_mode};
 use crate::walk::{clean_file_path, clean_path};
 use crate::{ByteStream, FileStream, ProviderError};

@@ -1,0 +1,188 @@
+//! A sandbox on disk: `<data_dir>/sandboxes/<id>/` holds everything the provider needs to find,
+//! reach and remove it after a restart:
+//!
+//! ```text
+//! sandbox.json   Meta: id, image, lower dir, cgroups, bwrap's pid, cluster
+//! upper/ work/   the overlay's private writable layer and its work dir
+//! merged/        the overlay mount point, bwrap's new root
+//! run/           bind-mounted at /.stacyvm/run: the agent's socket
+//! console.log    bwrap's and the agent's stdout and stderr
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::cgroup::Cgroups;
+use crate::ProviderError;
+
+/// What `sandbox.json` records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Meta {
+    pub id: String,
+    pub image: String,
+    /// The image store's root filesystem the overlay reads (hard links; never written).
+    pub lower: PathBuf,
+    pub cgroups: Cgroups,
+    /// bwrap's host pid once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// `network_mode: user`: the host loopback port forwarded to the sandbox's port 3000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_port: Option<u16>,
+}
+
+/// The paths of one sandbox.
+#[derive(Debug, Clone)]
+pub(super) struct Paths {
+    pub dir: PathBuf,
+}
+
+impl Paths {
+    pub(super) fn new(data_dir: &Path, id: &str) -> Self {
+        Paths {
+            dir: data_dir.join("sandboxes").join(id),
+        }
+    }
+
+    pub(super) fn meta(&self) -> PathBuf {
+        self.dir.join("sandbox.json")
+    }
+    pub(super) fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+    pub(super) fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+    pub(super) fn merged(&self) -> PathBuf {
+        self.dir.join("merged")
+    }
+    pub(super) fn run(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+    pub(super) fn socket(&self) -> PathBuf {
+        self.run().join("agent.sock")
+    }
+    pub(super) fn console(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+
+    /// Makes the directory (private: it holds the sandbox's whole file system) and its parts.
+    pub(super) fn create(&self) -> Result<(), ProviderError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let fail = |e| ProviderError::internal_with("creating the sandbox directory failed", e);
+        if let Some(parent) = self.dir.parent() {
+            std::fs::create_dir_all(parent).map_err(fail)?;
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => {
+                    ProviderError::InvalidInput("sandbox already exists".into())
+                }
+                _ => fail(e),
+            })?;
+        for d in [self.upper(), self.work(), self.merged(), self.run()] {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(d)
+                .map_err(fail)?;
+        }
+        // The writable layer starts with /workspace (the default working directory), so an
+        // image without one still works and nothing is ever written to the shared root fs.
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(self.upper().join("workspace"))
+            .map_err(fail)?;
+        std::fs::set_permissions(
+            self.upper(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .map_err(fail)
+    }
+
+    /// Writes `meta` atomically (a crash leaves the old or the new record, never half of one).
+    pub(super) fn write_meta(&self, meta: &Meta) -> Result<(), ProviderError> {
+        let fail = |e| ProviderError::internal_with("recording the sandbox failed", e);
+        let json = serde_json::to_vec_pretty(meta)
+            .map_err(|e| ProviderError::internal_with("recording the sandbox failed", e))?;
+        let tmp = self.dir.join(".sandbox.json.tmp");
+        std::fs::write(&tmp, json).map_err(fail)?;
+        std::fs::rename(&tmp, self.meta()).map_err(fail)
+    }
+
+    pub(super) fn read_meta(&self) -> Option<Meta> {
+        let b = std::fs::read(self.meta()).ok()?;
+        serde_json::from_slice(&b).ok()
+    }
+}
+
+/// The ids of the sandboxes recorded under `data_dir`, sorted.
+pub(super) fn scan(data_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("sandboxes")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|id| super::valid_id(id))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Whether `pid` is the bwrap of the sandbox in `dir`: alive, not a zombie, and its command
+/// line names the sandbox's mount point (a recycled pid does not).
+pub(super) fn is_our_bwrap(pid: u32, paths: &Paths) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let zombie = stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    if zombie {
+        return false;
+    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let merged = paths.merged();
+    let want = merged.as_os_str().as_encoded_bytes();
+    cmdline.split(|b| *b == 0).any(|arg| arg == want)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::bwrap::cgroup::Layout;
+
+    #[test]
+    fn meta_round_trips_and_scan_finds_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Paths::new(d.path(), "sb-1");
+        p.create().unwrap();
+        assert!(p.upper().join("workspace").is_dir());
+        assert!(matches!(p.create(), Err(ProviderError::InvalidInput(_))));
+        let meta = Meta {
+            id: "sb-1".into(),
+            image: "busybox".into(),
+            lower: "/images/rootfs/x".into(),
+            cgroups: Cgroups {
+                layout: Layout::V1,
+                dirs: vec!["/sys/fs/cgroup/memory/stacyvm/sb-1".into()],
+            },
+            pid: Some(42),
+            cluster: None,
+            preview_port: None,
+        };
+        p.write_meta(&meta).unwrap();
+        assert_eq!(p.read_meta(), Some(meta));
+        std::fs::create_dir_all(d.path().join("sandboxes/.hidden")).unwrap();
+        assert_eq!(scan(d.path()), ["sb-1"]);
+        assert!(!is_our_bwrap(std::process::id(), &p));
+    }
+}

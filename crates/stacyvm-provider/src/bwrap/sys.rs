@@ -1,0 +1,193 @@
+//! The few system calls std does not wrap: the overlay mount, signals to pids we did not spawn,
+//! and what bwrap's child does between fork and exec.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use tokio::process::Command;
+
+fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// `kill(pid, sig)` for a pid > 1; errors (already gone) are moot.
+#[expect(
+    unsafe_code,
+    reason = "std has no safe way to signal a pid it did not spawn"
+)]
+pub(super) fn kill(pid: i32, sig: i32) {
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) only takes integers and touches no memory of this process.
+    let _ = unsafe { libc::kill(pid, sig) };
+}
+
+/// Characters the overlay option string cannot carry (`,` splits options, `:` lower dirs).
+pub(super) fn overlay_safe(p: &Path) -> bool {
+    !p.as_os_str()
+        .as_bytes()
+        .iter()
+        .any(|b| matches!(b, b',' | b':' | b'\\' | b'\n' | 0))
+}
+
+/// Mounts `lower` (read-only) under `upper`'s writes at `merged`, `nosuid,nodev`: the image's
+/// set-uid files and device nodes mean nothing in the sandbox.
+#[expect(unsafe_code, reason = "std has no mount(2)")]
+pub(super) fn mount_overlay(
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> io::Result<()> {
+    for p in [lower, upper, work] {
+        if !overlay_safe(p) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} holds a character overlayfs options cannot carry",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let opts = CString::new(opts).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let target = cstr(merged)?;
+    let kind = c"overlay";
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+    let r = unsafe {
+        libc::mount(
+            kind.as_ptr(),
+            target.as_ptr(),
+            kind.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            opts.as_ptr().cast(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Unmounts `path`; lazily if it is still busy. Not mounted is fine.
+#[expect(unsafe_code, reason = "std has no umount2(2)")]
+pub(super) fn unmount(path: &Path) -> io::Result<()> {
+    let target = cstr(path)?;
+    for flags in [0, libc::MNT_DETACH] {
+        // SAFETY: `target` is a NUL-terminated string that outlives the call.
+        if unsafe { libc::umount2(target.as_ptr(), flags) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            // Not a mount point (never mounted, or already gone).
+            Some(libc::EINVAL) | Some(libc::ENOENT) => return Ok(()),
+            Some(libc::EBUSY) if flags == 0 => continue,
+            _ => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` is a mount point in this process's mount namespace.
+pub(super) fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.as_os_str().as_bytes();
+    // Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| unescape_mountinfo(m).as_slice() == want)
+}
+
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        if b[i] == b'\\' {
+            if let Some(v) =
+                octal.and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok())
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Makes bwrap's child, between fork and exec: the leader of a new session (a signal to the
+/// control plane's process group or terminal must not reach the sandbox), a member of the
+/// sandbox's cgroups (so nothing it starts runs outside them, not even for an instant), and
+/// the owner of `keep` past exec (the seccomp programs bwrap reads).
+#[expect(unsafe_code, reason = "pre_exec runs code in the forked child")]
+pub(super) fn prepare_child(cmd: &mut Command, cgroup_procs: Vec<CString>, keep: Vec<RawFd>) {
+    // SAFETY: the closure only makes async-signal-safe system calls (setsid, open, write,
+    // close, fcntl) on memory prepared before the fork, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            for path in &cgroup_procs {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // "0" moves the writing process itself.
+                let n = libc::write(fd, c"0".as_ptr().cast(), 1);
+                let err = io::Error::last_os_error();
+                libc::close(fd);
+                if n != 1 {
+                    return Err(err);
+                }
+            }
+            for fd in &keep {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo(r"/a\040b"), b"/a b");
+        assert_eq!(unescape_mountinfo("/plain"), b"/plain");
+        assert_eq!(unescape_mountinfo(r"/x\"), b"/x\\");
+        assert!(is_mounted(Path::new("/")) || !Path::new("/proc/self/mountinfo").exists());
+    }
+
+    #[test]
+    fn overlay_option_characters() {
+        assert!(overlay_safe(Path::new("/var/lib/stacyvm/x")));
+        assert!(!overlay_safe(Path::new("/a,b")));
+        assert!(!overlay_safe(Path::new("/a:b")));
+    }
+}

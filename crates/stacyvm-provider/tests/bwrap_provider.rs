@@ -1,0 +1,219 @@
+//! The bwrap provider's own behaviour beyond the shared suite: restarts (a new provider adopts
+//! the sandboxes and reattaches to their agents and processes), a sandbox whose processes died,
+//! ids, identity. Selected by the `bwrap` nextest profile.
+#![cfg(feature = "bwrap")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bwrap_support;
+
+use std::time::Duration;
+
+use bwrap_support::{fixture, sh_out, spawn};
+use bytes::Bytes;
+use stacyvm_provider::conformance::{self, exec_collect, sh};
+use stacyvm_provider::{BwrapProvider, ProcessSpec, Provider, ProviderError, SandboxSpec};
+use stacyvm_types::{ProcessState, SandboxState};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_provider_adopts_sandboxes_and_their_processes() {
+    let f = fixture().await;
+    let id = spawn(&*f.p).await;
+    let info =
+        f.p.process_start(
+            &id,
+            ProcessSpec {
+                exec: sh("echo started; sleep 300"),
+                tag: "survivor".into(),
+                ..ProcessSpec::default()
+            },
+        )
+        .await
+        .unwrap();
+    f.p.write_file(
+        &id,
+        "/workspace/kept.txt",
+        Bytes::from_static(b"kept"),
+        None,
+    )
+    .await
+    .unwrap();
+    // A second provider on the same directory, as after a restart (the first one never
+    // destroys anything: sandboxes outlive it by design).
+    let p2 = BwrapProvider::new(f.config.clone()).unwrap();
+    let listed = p2.list_runtimes().await.unwrap().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].runtime_id, id);
+    assert_eq!(listed[0].sandbox_id.as_deref(), Some(id.as_str()));
+    assert_eq!(listed[0].image, bwrap_support::IMAGE);
+    assert!(listed[0].running);
+    assert_eq!(p2.status(&id).await.unwrap(), SandboxState::Running);
+    let procs = p2.process_list(&id).await.unwrap();
+    let same = procs
+        .iter()
+        .find(|p| p.pid == info.pid)
+        .expect("process kept");
+    assert_eq!(same.state, ProcessState::Running);
+    assert_eq!(same.tag, "survivor");
+    let got = p2.read_file(&id, "/workspace/kept.txt").await.unwrap();
+    assert_eq!(got.as_ref(), b"kept");
+    assert_eq!(sh_out(&p2, &id, "echo again").await.1, "again\n");
+    p2.destroy(&id).await.unwrap();
+    assert!(p2.list_runtimes().await.unwrap().unwrap().is_empty());
+    // The first provider learns it is gone as soon as it looks.
+    let c = exec_collect(&*f.p, &id, sh("true")).await;
+    assert!(c.result.is_err(), "{:?}", c.result);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_whose_processes_died_is_unhealthy_and_still_destroyable() {
+    let f = fixture().await;
+    let p = &*f.p;
+    let id = spawn(p).await;
+    // Kill everything from the host, as an OOM or an admin might.
+    let procs = format!(
+        "/sys/fs/cgroup/pids/{}/{id}/cgroup.procs",
+        bwrap_support::CGROUP_PARENT
+    );
+    let procs = if std::path::Path::new(&procs).exists() {
+        procs
+    } else {
+        format!(
+            "/sys/fs/cgroup/{}/{id}/cgroup.procs",
+            bwrap_support::CGROUP_PARENT
+        )
+    };
+    for pid in std::fs::read_to_string(&procs).unwrap().lines() {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid])
+            .status();
+    }
+    let mut state = SandboxState::Running;
+    for _ in 0..100 {
+        state = p.status(&id).await.unwrap();
+        if state != SandboxState::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, SandboxState::Unhealthy);
+    let listed = p.list_runtimes().await.unwrap().unwrap();
+    assert!(!listed[0].running, "{listed:?}");
+    let c = exec_collect(p, &id, sh("true")).await;
+    assert!(
+        matches!(&c.result, Err(ProviderError::Unavailable(m)) if m.contains("not running")),
+        "{:?}",
+        c.result
+    );
+    p.destroy(&id).await.unwrap();
+    assert_eq!(p.status(&id).await.unwrap(), SandboxState::Destroyed);
+    p.destroy(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_identity_and_summary() {
+    let f = fixture().await;
+    let p = &*f.p;
+    assert_eq!(p.name(), "bwrap");
+    assert!(p.isolated());
+    let summary = p.config_summary();
+    assert_eq!(summary["type"], "bwrap");
+    assert_eq!(summary["network_mode"], "none");
+    assert!(
+        ["v1", "v2"].contains(&summary["cgroups"].as_str().unwrap()),
+        "{summary}"
+    );
+    for bad in ["../x", "", ".hidden", "a/b"] {
+        let spec = SandboxSpec {
+            id: bad.into(),
+            ..bwrap_support::spec()
+        };
+        let r = p.spawn(&spec).await;
+        assert!(
+            matches!(r, Err(ProviderError::InvalidInput(_))),
+            "{bad}: {r:?}"
+        );
+    }
+    let id = spawn(p).await;
+    let dup = SandboxSpec {
+        id: id.clone(),
+        ..conformance::spec(bwrap_support::IMAGE)
+    };
+    let r = p.spawn(&dup).await;
+    assert!(matches!(r, Err(ProviderError::InvalidInput(_))), "{r:?}");
+    assert_eq!(
+        p.preview_target(&id, 3000).await.unwrap(),
+        None,
+        "none: no preview"
+    );
+    let logs = p.logs(&id, 10).await.unwrap();
+    assert!(logs[0].contains(&id), "{logs:?}");
+    p.destroy(&id).await.unwrap();
+    // An id may be used again after its sandbox is gone.
+    p.spawn(&dup).await.unwrap();
+    assert_eq!(p.status(&id).await.unwrap(), SandboxState::Running);
+    p.destroy(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_spawn_is_cleaned_up_at_start() {
+    let f = fixture().await;
+    // What a provider killed between making the directory and recording it leaves.
+    let dir = std::path::Path::new(&f.config.data_dir).join("sandboxes/sb-unfinished");
+    for d in ["upper/workspace", "work", "merged", "run"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let p2 = BwrapProvider::new(f.config.clone()).unwrap();
+    assert!(!dir.exists(), "left {}", dir.display());
+    assert!(p2.list_runtimes().await.unwrap().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_network_forwards_the_preview_port_through_pasta() {
+    let f = bwrap_support::fixture_with(|c| c.network_mode = "user".into()).await;
+    let p = &*f.p;
+    assert_eq!(p.config_summary()["network_mode"], "user");
+    let id = spawn(p).await;
+    let (_, dev) = sh_out(p, &id, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '").await;
+    let ifaces: Vec<&str> = dev.lines().collect();
+    assert!(ifaces.contains(&"lo") && ifaces.len() == 2, "{dev}");
+    assert_eq!(p.preview_target(&id, 8080).await.unwrap(), None);
+    let addr = p
+        .preview_target(&id, 3000)
+        .await
+        .unwrap()
+        .expect("port 3000 forwarded");
+    assert!(addr.ip().is_loopback(), "{addr}");
+    p.process_start(
+        &id,
+        ProcessSpec {
+            exec: sh("echo preview-ok | nc -l -p 3000"),
+            ..ProcessSpec::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut got = String::new();
+    for _ in 0..100 {
+        use tokio::io::AsyncReadExt;
+        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+            got.clear();
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut got)).await;
+            if got.contains("preview-ok") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(got.trim(), "preview-ok");
+    p.destroy(&id).await.unwrap();
+    // pasta went with the sandbox: nothing listens on the forward any more.
+    let mut closed = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "the preview port still answers after destroy");
+}
