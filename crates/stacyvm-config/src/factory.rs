@@ -61,6 +61,46 @@ fn microvm_provider(
     Err("this build does not include the microvm provider".into())
 }
 
+#[cfg(feature = "bwrap")]
+fn bwrap_provider(cfg: &ValidConfig, cluster: Option<&str>) -> Result<Arc<dyn Provider>, String> {
+    let mut bc = cfg.providers.bwrap.clone();
+    bc.cluster = cluster.map(str::to_string);
+    // One image store for `stacyvm image`, microvm and bwrap unless the section names another.
+    if bc.images_dir.is_empty() {
+        bc.images_dir = cfg.images.root_dir().to_string_lossy().into_owned();
+    }
+    if bc.agent_path.is_empty() {
+        bc.agent_path = cfg.process_agent().unwrap_or_default().to_string();
+    }
+    let p = stacyvm_provider::BwrapProvider::new(bc).map_err(|e| e.to_string())?;
+    Ok(Arc::new(p))
+}
+
+#[cfg(not(feature = "bwrap"))]
+fn bwrap_provider(_cfg: &ValidConfig, _cluster: Option<&str>) -> Result<Arc<dyn Provider>, String> {
+    Err("this build does not include the bwrap provider".into())
+}
+
+/// Whether the image store has `defaults.image`: `auto` takes bwrap only when a spawn with the
+/// defaults would find its root filesystem.
+async fn store_has_default_image(cfg: &ValidConfig) -> bool {
+    let Ok(r) = stacyvm_image::ImageRef::parse(&cfg.defaults.image) else {
+        return false;
+    };
+    let root = match cfg.providers.bwrap.images_dir.as_str() {
+        "" => cfg.images.root_dir(),
+        d => d.into(),
+    };
+    let Ok(store) = stacyvm_image::ImageStore::open(root) else {
+        return false;
+    };
+    let want = r.to_string();
+    store
+        .list()
+        .await
+        .is_ok_and(|l| l.iter().any(|i| i.names.contains(&want)))
+}
+
 /// Whether hardware virtualisation is usable (a stock guest kernel runs under KVM only with
 /// VT-x/AMD-V; the PVM-only /dev/kvm of some hosts does not count).
 fn hardware_kvm() -> bool {
@@ -71,7 +111,8 @@ fn hardware_kvm() -> bool {
 }
 
 /// Registers the providers the config asks for and resolves `auto`: docker when its daemon
-/// answers, else mock with a loud warning (commands then run unisolated).
+/// answers, else microvm with hardware KVM, else bwrap when it works here and the image store
+/// has `defaults.image`, else mock with a loud warning (commands then run unisolated).
 ///
 /// `cluster` is the installation's cluster id (the control plane's store has it; a worker has
 /// none): the providers label what they make with it and list only what carries it or no
@@ -135,7 +176,33 @@ pub async fn build_providers(
             Err(e) => tracing::info!(reason = %e, "auto: microvm not available"),
         }
     }
-    let auto_mock = choice == ProviderChoice::Auto && !docker_ok && !microvm_ok;
+    let want_bwrap = cfg.wants_provider(ProviderChoice::Bwrap);
+    let mut bwrap_ok = false;
+    // `auto` takes bwrap (isolation without a daemon) when no docker or KVM answered and the
+    // store can serve the default image.
+    let auto_bwrap = choice == ProviderChoice::Auto && !docker_ok && !microvm_ok;
+    if want_bwrap || (auto_bwrap && store_has_default_image(cfg).await) {
+        match bwrap_provider(cfg, cluster) {
+            Ok(p) => {
+                let healthy = p.health().await.is_ok();
+                if healthy || want_bwrap {
+                    reg.register(p);
+                    bwrap_ok = healthy;
+                }
+                if !healthy {
+                    tracing::warn!("bwrap provider: not usable here (see /ready)");
+                }
+            }
+            Err(e) if want_bwrap => {
+                return Err(ConfigError::ProviderUnavailable {
+                    name: "bwrap",
+                    message: e,
+                });
+            }
+            Err(e) => tracing::info!(reason = %e, "auto: bwrap not available"),
+        }
+    }
+    let auto_mock = choice == ProviderChoice::Auto && !docker_ok && !microvm_ok && !bwrap_ok;
     if cfg.wants_provider(ProviderChoice::Mock) || auto_mock {
         let mock = match cfg.process_agent() {
             Some(agent) => MockProvider::new().with_agent(agent),
@@ -152,6 +219,10 @@ pub async fn build_providers(
             tracing::info!("providers.default is auto: using microvm (KVM)");
             "microvm"
         }
+        ProviderChoice::Auto if bwrap_ok => {
+            tracing::info!("providers.default is auto: using bwrap (no docker or KVM here)");
+            "bwrap"
+        }
         ProviderChoice::Auto => {
             tracing::warn!(
                 "providers.default is auto and no isolating provider is available: using the mock \
@@ -162,6 +233,7 @@ pub async fn build_providers(
         ProviderChoice::Mock => "mock",
         ProviderChoice::Docker => "docker",
         ProviderChoice::Microvm => "microvm",
+        ProviderChoice::Bwrap => "bwrap",
     };
     if !reg.set_default(default) {
         tracing::warn!(provider = default, "default provider is not registered");
@@ -201,5 +273,43 @@ mod tests {
             err.to_string(),
             "provider docker: this build does not include the docker provider"
         );
+    }
+
+    #[test]
+    fn bwrap_network_mode_is_checked() {
+        let bad = Config::from_yaml_str("providers:\n  bwrap:\n    network_mode: bridge\n")
+            .unwrap()
+            .validate()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(bad.contains("providers.bwrap.network_mode"), "{bad}");
+        let ok = valid("providers:\n  default: bwrap\n  bwrap:\n    network_mode: user\n");
+        assert_eq!(ok.provider_default(), ProviderChoice::Bwrap);
+        assert!(ok.wants_provider(ProviderChoice::Bwrap));
+    }
+
+    /// An empty store cannot serve `defaults.image`, so `auto` never picks bwrap over it.
+    #[tokio::test]
+    async fn auto_asks_the_store_for_the_default_image() {
+        let t = tempfile::tempdir().unwrap();
+        let yaml = format!("images:\n  root: {}\n", t.path().display());
+        assert!(!store_has_default_image(&valid(&yaml)).await);
+    }
+
+    /// With bwrap asked for by name, a machine where it cannot work still registers it (its
+    /// health says why) and never falls back to the mock.
+    #[cfg(feature = "bwrap")]
+    #[tokio::test]
+    async fn bwrap_by_name_is_registered_and_is_the_default() {
+        let t = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "providers:\n  default: bwrap\n  bwrap:\n    data_dir: {}\n    images_dir: {}\n",
+            t.path().join("data").display(),
+            t.path().join("images").display()
+        );
+        let reg = build_providers(&valid(&yaml), None).await.unwrap();
+        assert_eq!(reg.names(), ["bwrap"]);
+        assert_eq!(reg.default_name(), Some("bwrap"));
     }
 }

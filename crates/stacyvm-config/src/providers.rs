@@ -6,7 +6,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use stacyvm_provider::{DockerConfig, MicrovmConfig};
+use stacyvm_provider::{BwrapConfig, DockerConfig, MicrovmConfig};
 use stacyvm_types::GoDuration;
 
 use crate::de;
@@ -15,7 +15,7 @@ use crate::secrets::Redacted;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProvidersSection {
-    /// `auto` (or empty), `mock`, `docker` or `microvm`. Ours defaults to `auto`.
+    /// `auto` (or empty), `mock`, `docker`, `microvm` or `bwrap`. Ours defaults to `auto`.
     pub default: String,
     pub mock: MockSection,
     pub firecracker: FirecrackerSection,
@@ -24,6 +24,8 @@ pub struct ProvidersSection {
     pub custom: CustomSection,
     pub proot: ProotSection,
     pub microvm: MicrovmConfig,
+    /// Ours: Linux namespaces made with bubblewrap, no daemon (docs/bwrap.md).
+    pub bwrap: BwrapConfig,
 }
 
 impl Default for ProvidersSection {
@@ -37,6 +39,7 @@ impl Default for ProvidersSection {
             custom: CustomSection::default(),
             proot: ProotSection::default(),
             microvm: MicrovmConfig::default(),
+            bwrap: BwrapConfig::default(),
         }
     }
 }

@@ -45,7 +45,7 @@ macro_rules! str_enum {
 
 str_enum!(
     /// `providers.default` (empty = auto).
-    ProviderChoice { Auto => "auto", Mock => "mock", Docker => "docker", Microvm => "microvm" }
+    ProviderChoice { Auto => "auto", Mock => "mock", Docker => "docker", Microvm => "microvm", Bwrap => "bwrap" }
 );
 str_enum!(LogLevel { Trace => "trace", Debug => "debug", Info => "info", Warn => "warn", Error => "error" });
 str_enum!(
@@ -242,6 +242,7 @@ impl ValidConfig {
             ProviderChoice::Mock => p.mock.enabled,
             ProviderChoice::Docker => p.docker.enabled,
             ProviderChoice::Microvm => p.microvm.enabled,
+            ProviderChoice::Bwrap => p.bwrap.enabled,
         };
         enabled || self.provider == provider
     }

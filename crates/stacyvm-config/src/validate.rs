@@ -496,6 +496,12 @@ fn check_providers(c: &Config, errors: &mut Vec<ConfigError>) -> Option<Provider
             "required when the microvm provider is enabled",
         ));
     }
+    if !["none", "user"].contains(&p.bwrap.network_mode.trim()) {
+        errors.push(ConfigError::invalid(
+            "providers.bwrap.network_mode",
+            format!("{:?} is not none or user", p.bwrap.network_mode),
+        ));
+    }
     let cpus = p.docker.cpus;
     if !cpus.is_finite() || cpus < 0.0 {
         errors.push(ConfigError::invalid(
