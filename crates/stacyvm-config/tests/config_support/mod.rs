@@ -90,6 +90,10 @@ providers:
     {enabled: true, qemu_path: /usr/bin/qemu-system-x86_64, kernel_path: /vm/vmlinux,
      initrd_path: /vm/initrd.img, data_dir: /vm/data, accel: tcg, warm_pool: 2,
      network_mode: user}
+  bwrap:
+    {enabled: true, data_dir: /srv/bwrap, images_dir: /srv/images, bwrap_path: /usr/local/bin/bwrap,
+     agent_path: /opt/agent, network_mode: user, pasta_path: /usr/local/bin/pasta, pids_limit: 64,
+     cgroup_parent: sandboxes}
 defaults:
   {ttl: 1h, image: "python:3.12", memory_mb: 2048, vcpus: 2, disk_size_mb: 4096, pool_size: 3,
    pool_template: py, max_ttl: 48h, default_exec_timeout: 30s, max_exec_timeout: 20m,
@@ -115,4 +119,7 @@ pool:
   {enabled: true, max_vms: 20, max_users_per_vm: 8, image: "debian:12", memory_mb: 4096,
    vcpus: 4, overflow: queue}
 processes: {output_buffer: 2097152, retain_exited: 1h, agent: /opt/stacyvm/stacyvm-agent}
+images:
+  {root: /srv/images, insecure_registries: ["registry.lan:5000"], ca_file: /etc/ca.pem,
+   registry_auth: {"ghcr.io": "user:token"}}
 "#;
