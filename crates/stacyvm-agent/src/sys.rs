@@ -42,6 +42,32 @@ pub fn poll(fd: BorrowedFd<'_>, events: libc::c_short, timeout: Duration) -> io:
     })
 }
 
+/// Waits until at least one of `fds` can be read without blocking (data, end of file or an
+/// error); which ones can. An interrupted wait answers none.
+#[expect(unsafe_code, reason = "poll(2) has no std wrapper")]
+pub fn poll_readable(fds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let len = libc::nfds_t::try_from(p.len()).unwrap_or(libc::nfds_t::MAX);
+    // SAFETY: `p` is a valid, exclusively borrowed pollfd array of `len` entries for the whole
+    // call, and every fd is kept open by its BorrowedFd lifetime.
+    let n = unsafe { libc::poll(p.as_mut_ptr(), len, -1) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; p.len()]);
+        }
+        return Err(e);
+    }
+    Ok(p.iter().map(|p| p.revents != 0).collect())
+}
+
 /// SIGKILL to a whole process group. Refuses group ids that would hit everything (0, 1, <0).
 #[expect(unsafe_code, reason = "std cannot signal a process group")]
 pub fn kill_group(pgid: i32) {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -190,11 +191,7 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
     });
     let (done_tx, done_rx) = channel::<()>();
     let readers = pipes.len();
-    let mut started: Result<(), String> = Ok(());
-    for (stream, r) in pipes {
-        started = started.and_then(|()| pump(&p, stream, Box::new(r), done_tx.clone()));
-    }
-    drop(done_tx);
+    let mut started = pump(&p, pipes, done_tx);
     if let Some((sink, rx)) = stdin_sink {
         let (pw, is_pty, pgid) = (Arc::downgrade(&p), p.is_pty, p.pgid);
         started = started.and_then(|()| {
@@ -242,50 +239,69 @@ fn abandon(p: &Proc, waiter: Waiter, message: String) -> Failure {
     (ErrorCode::Busy, message)
 }
 
-fn pump(
-    p: &Arc<Proc>,
-    stream: Stream,
-    mut r: Box<dyn Read + Send>,
-    done: Sender<()>,
-) -> Result<(), String> {
+/// One thread copies every output pipe of the process into its ring (stdout and stderr are
+/// polled together: one thread and one wake-up less per process than a reader each). Each
+/// pipe's end is reported on `done`.
+fn pump(p: &Arc<Proc>, pipes: Vec<(Stream, File)>, done: Sender<()>) -> Result<(), String> {
     let p = p.clone();
     thread("proc-output", move || {
+        let mut open = pipes;
         let mut buf = vec![0u8; OUTPUT_CHUNK];
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let mut st = lock(&p.state);
-                    // An exec's output waits for its reader (the process then blocks
-                    // writing) instead of pushing unsent bytes out of the ring.
-                    let must_hold = |st: &State| {
-                        p.exec && st.must_hold(n, now_ms() - p.started_at_ms < FIRST_READER_MS)
-                    };
-                    if must_hold(&st) {
-                        p.held.fetch_add(1, Ordering::SeqCst);
-                        while must_hold(&st) {
-                            st = p
-                                .changed
-                                .wait_timeout(st, HOLD_POLL)
-                                .map_or_else(|e| e.into_inner().0, |(g, _)| g);
-                        }
-                        p.held.fetch_sub(1, Ordering::SeqCst);
-                    }
-                    // After the exit record nothing more is recorded (seq order), but the
-                    // pipe is still drained so a leftover writer does not block.
-                    if st.exit.is_none() {
-                        st.ring.push(stream, &buf[..n]);
-                        drop(st);
-                        p.changed.notify_all();
-                    }
+        while !open.is_empty() {
+            let ready = if open.len() == 1 {
+                vec![true] // A blocking read waits as well as poll would.
+            } else {
+                let fds: Vec<_> = open.iter().map(|(_, f)| f.as_fd()).collect();
+                match crate::sys::poll_readable(&fds) {
+                    Ok(r) => r,
+                    Err(_) => vec![true; open.len()],
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // A PTY master reads EIO once every slave is closed.
-                Err(_) => break,
+            };
+            let mut ended = Vec::new();
+            for (i, (stream, f)) in open.iter_mut().enumerate() {
+                if !ready[i] {
+                    continue;
+                }
+                match f.read(&mut buf) {
+                    Ok(0) => ended.push(i),
+                    Ok(n) => record(&p, *stream, &buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // A PTY master reads EIO once every slave is closed.
+                    Err(_) => ended.push(i),
+                }
+            }
+            for i in ended.into_iter().rev() {
+                open.remove(i);
+                let _ = done.send(());
             }
         }
-        let _ = done.send(());
     })
+}
+
+/// Puts output into the ring. An exec's output waits for its reader (the process then blocks
+/// writing) instead of pushing unsent bytes out of the ring.
+fn record(p: &Proc, stream: Stream, data: &[u8]) {
+    let mut st = lock(&p.state);
+    let must_hold = |st: &State| {
+        p.exec && st.must_hold(data.len(), now_ms() - p.started_at_ms < FIRST_READER_MS)
+    };
+    if must_hold(&st) {
+        p.held.fetch_add(1, Ordering::SeqCst);
+        while must_hold(&st) {
+            st = p
+                .changed
+                .wait_timeout(st, HOLD_POLL)
+                .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+        }
+        p.held.fetch_sub(1, Ordering::SeqCst);
+    }
+    // After the exit record nothing more is recorded (seq order), but the pipe is still
+    // drained so a leftover writer does not block.
+    if st.exit.is_none() {
+        st.ring.push(stream, data);
+        drop(st);
+        p.changed.notify_all();
+    }
 }
 
 /// Blocks until the child ended.

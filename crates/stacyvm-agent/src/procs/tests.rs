@@ -413,7 +413,11 @@ fn an_earlier_deadline_added_later_still_fires_first_and_an_ended_one_never_fire
     assert!(t.elapsed() < Duration::from_secs(5));
     // Its deadline passed after it ended: the exit stays its own.
     assert_eq!(c.wait_exit(quick.pid).exit_code, Some(3));
-    assert_eq!(c.get(late.pid).state, "running", "the later deadline fired early");
+    assert_eq!(
+        c.get(late.pid).state,
+        "running",
+        "the later deadline fired early"
+    );
     let _ = c.call(HostMsg::ProcSignal {
         pid: late.pid,
         signal: "KILL".into(),
