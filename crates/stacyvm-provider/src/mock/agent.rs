@@ -73,11 +73,13 @@ struct Running {
 
 impl Running {
     fn alive(&mut self) -> bool {
-        match self.child.as_mut() {
-            // Our child: a zombie would have been reaped by the wait.
+        let waited = match self.child.as_mut() {
             Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => Path::new(&format!("/proc/{}", self.pid)).exists() && !is_zombie(self.pid),
-        }
+            None => Path::new(&format!("/proc/{}", self.pid)).exists(),
+        };
+        // Even for our own child: right after a kill the wait can still answer "running"
+        // while /proc already shows the zombie (tests/mock_processes.rs caught that race).
+        waited && !is_zombie(self.pid)
     }
 
     async fn reap(&mut self) {
