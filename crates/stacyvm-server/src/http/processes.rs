@@ -142,7 +142,9 @@ struct StartQuery {
 #[utoipa::path(post, path = "/sandboxes/{id}/processes", operation_id = "startProcess",
     tag = "processes", params(super::openapi::SandboxIdParam, StartQuery),
     request_body(content = StartBody,
-        example = json!({"command": "python3 -m http.server 8000", "tag": "web"})),
+        // A command that ends: the schema fuzzer starts the example with `follow=true` too,
+        // and a server that never exits would stream until its read times out.
+        example = json!({"command": "for i in 1 2 3; do echo tick $i; sleep 1; done", "tag": "ticker"})),
     responses(
         (status = 201, description = "Started: the Process; with `follow=true` NDJSON, the \
             Process then its output records",
