@@ -22,6 +22,28 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Stdin goes out in pieces of at most this many bytes, so a frame stays below the limit.
 const STDIN_CHUNK: usize = 512 * 1024;
 
+/// [`start_msg`] for an agent that runs at the sandbox's own root (docker, bwrap): the
+/// environment checked (it goes to the kernel as given), the workdir cleaned to an absolute
+/// path in the sandbox, `workspace` when none is asked.
+pub(crate) fn start_msg_rooted(
+    spec: &ProcessSpec,
+    workspace: &str,
+) -> Result<ProcStart, ProviderError> {
+    let mut msg = start_msg(spec)?;
+    for (k, v) in &msg.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(ProviderError::InvalidInput(format!(
+                "invalid environment variable {k:?}"
+            )));
+        }
+    }
+    msg.workdir = match spec.exec.workdir.as_deref().map(str::trim) {
+        None | Some("") => workspace.to_string(),
+        Some(w) => crate::walk::clean_path(w)?,
+    };
+    Ok(msg)
+}
+
 /// The `ProcStart` for `spec`, before the provider sets its workdir and environment.
 pub(crate) fn start_msg(spec: &ProcessSpec) -> Result<ProcStart, ProviderError> {
     let argv = spec.exec.argv();

@@ -38,7 +38,6 @@ use self::state::{Meta, Paths};
 use crate::agent::conn::AgentConn;
 use crate::agent::{files, procs, transfer};
 use crate::tombstones::Tombstones;
-use crate::walk::clean_path;
 use crate::{
     BwrapConfig, ByteStream, ChunkSender, ExecRequest, FileStream, ProcessSpec, Provider,
     ProviderError, RecordStream, RuntimeInfo, SandboxSpec, Spawned, Stats,
@@ -192,19 +191,7 @@ impl BwrapProvider {
 
     /// The `ProcStart` of `spec`: the environment checked, the workdir cleaned.
     fn start_msg(spec: &ProcessSpec) -> Result<ProcStart, ProviderError> {
-        let mut msg = procs::start_msg(spec)?;
-        for (k, v) in &msg.env {
-            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return Err(ProviderError::InvalidInput(format!(
-                    "invalid environment variable {k:?}"
-                )));
-            }
-        }
-        msg.workdir = match spec.exec.workdir.as_deref().map(str::trim) {
-            None | Some("") => launch::WORKSPACE.to_string(),
-            Some(w) => clean_path(w)?,
-        };
-        Ok(msg)
+        procs::start_msg_rooted(spec, launch::WORKSPACE)
     }
 
     /// An agent error of a sandbox destroyed meanwhile is its absence.

@@ -26,7 +26,6 @@ use super::container::WORKSPACE;
 use super::{api_err, lock, DockerProvider};
 use crate::agent::conn::AgentConn;
 use crate::agent::procs;
-use crate::walk::clean_path;
 use crate::{ChunkSender, ExecRequest, ProcessSpec, ProviderError, RecordStream};
 
 /// Where the agent binary is mounted in every container.
@@ -225,19 +224,7 @@ impl DockerProvider {
 
     /// The `ProcStart` of `spec`: the environment checked, the workdir cleaned.
     fn start_msg(&self, spec: &ProcessSpec) -> Result<ProcStart, ProviderError> {
-        let mut msg = procs::start_msg(spec)?;
-        for (k, v) in &msg.env {
-            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return Err(ProviderError::InvalidInput(format!(
-                    "invalid environment variable {k:?}"
-                )));
-            }
-        }
-        msg.workdir = match spec.exec.workdir.as_deref().map(str::trim) {
-            None | Some("") => WORKSPACE.to_string(),
-            Some(w) => clean_path(w)?,
-        };
-        Ok(msg)
+        procs::start_msg_rooted(spec, WORKSPACE)
     }
 
     pub(super) async fn proc_start(
