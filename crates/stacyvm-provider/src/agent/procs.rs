@@ -25,6 +25,7 @@ const STDIN_CHUNK: usize = 512 * 1024;
 /// [`start_msg`] for an agent that runs at the sandbox's own root (docker, bwrap): the
 /// environment checked (it goes to the kernel as given), the workdir cleaned to an absolute
 /// path in the sandbox, `workspace` when none is asked.
+#[cfg(any(feature = "docker", feature = "bwrap"))]
 pub(crate) fn start_msg_rooted(
     spec: &ProcessSpec,
     workspace: &str,

@@ -3,25 +3,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+pub(crate) use crate::config::NetworkMode;
 use crate::{BwrapConfig, ProviderError, BWRAP_DEFAULT_DATA_DIR, DEFAULT_IMAGES_DIR};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NetworkMode {
-    /// Only `lo`.
-    None,
-    /// A tap interface served by pasta: outbound connections, and port 3000 forwarded from a
-    /// loopback port of the host.
-    User,
-}
-
-impl NetworkMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NetworkMode::None => "none",
-            NetworkMode::User => "user",
-        }
-    }
-}
 
 /// `BwrapConfig` checked, with defaults resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,16 +65,12 @@ impl BwrapConfig {
     pub(crate) fn validate(&self) -> Result<Settings, ProviderError> {
         let data_dir = dir(&self.data_dir, BWRAP_DEFAULT_DATA_DIR, "data_dir")?;
         let images_dir = dir(&self.images_dir, DEFAULT_IMAGES_DIR, "images_dir")?;
-        let network = match self.network_mode.trim() {
-            "" | "none" => NetworkMode::None,
-            "user" => NetworkMode::User,
-            m => {
-                return Err(invalid(
-                    "network_mode",
-                    format!("{m:?} is not none or user"),
-                ))
-            }
-        };
+        let network = NetworkMode::parse(&self.network_mode).ok_or_else(|| {
+            invalid(
+                "network_mode",
+                format!("{:?} is not none or user", self.network_mode.trim()),
+            )
+        })?;
         let parent = self.cgroup_parent.trim();
         let parent_ok = !parent.is_empty()
             && Path::new(parent)

@@ -14,3 +14,40 @@ mod microvm;
 pub use bwrap::{BwrapConfig, BWRAP_DEFAULT_DATA_DIR, DEFAULT_IMAGES_DIR};
 pub use docker::{DockerConfig, DockerPoolSecurity};
 pub use microvm::MicrovmConfig;
+
+/// `network_mode` of the microvm and bwrap sections.
+#[cfg_attr(
+    not(any(feature = "microvm", feature = "bwrap")),
+    allow(dead_code, reason = "used by the microvm and bwrap backends")
+)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NetworkMode {
+    /// Only `lo`.
+    None,
+    /// Outbound connections (QEMU user networking, or pasta for bwrap), and sandbox port 3000
+    /// forwarded from a loopback port of the host.
+    User,
+}
+
+#[cfg_attr(
+    not(any(feature = "microvm", feature = "bwrap")),
+    allow(dead_code, reason = "used by the microvm and bwrap backends")
+)]
+impl NetworkMode {
+    /// `none` (or empty) and `user`; `None` for anything else.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "" | "none" => Some(NetworkMode::None),
+            "user" => Some(NetworkMode::User),
+            _ => None,
+        }
+    }
+
+    #[cfg_attr(not(feature = "bwrap"), allow(dead_code, reason = "bwrap reports it"))]
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::User => "user",
+        }
+    }
+}

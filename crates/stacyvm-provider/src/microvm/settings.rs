@@ -21,12 +21,7 @@ impl Accel {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NetworkMode {
-    None,
-    /// QEMU user-mode networking (outbound only, port 3000 forwarded to a host port).
-    User,
-}
+pub(crate) use crate::config::NetworkMode;
 
 /// `MicrovmConfig` checked, with defaults resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,16 +65,12 @@ impl MicrovmConfig {
             "kvm" => Accel::Kvm,
             a => return Err(invalid("accel", format!("{a:?} is not auto, kvm or tcg"))),
         };
-        let network = match self.network_mode.trim() {
-            "" | "none" => NetworkMode::None,
-            "user" => NetworkMode::User,
-            m => {
-                return Err(invalid(
-                    "network_mode",
-                    format!("{m:?} is not none or user"),
-                ))
-            }
-        };
+        let network = NetworkMode::parse(&self.network_mode).ok_or_else(|| {
+            invalid(
+                "network_mode",
+                format!("{:?} is not none or user", self.network_mode.trim()),
+            )
+        })?;
         if !(0..=MAX_WARM_POOL).contains(&self.warm_pool) {
             return Err(invalid(
                 "warm_pool",
