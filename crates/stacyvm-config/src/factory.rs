@@ -65,10 +65,7 @@ fn microvm_provider(
 fn bwrap_provider(cfg: &ValidConfig, cluster: Option<&str>) -> Result<Arc<dyn Provider>, String> {
     let mut bc = cfg.providers.bwrap.clone();
     bc.cluster = cluster.map(str::to_string);
-    // One image store for `stacyvm image`, microvm and bwrap unless the section names another.
-    if bc.images_dir.is_empty() {
-        bc.images_dir = cfg.images.root_dir().to_string_lossy().into_owned();
-    }
+    bc.images_dir = bwrap_images_dir(cfg).to_string_lossy().into_owned();
     if bc.agent_path.is_empty() {
         bc.agent_path = cfg.process_agent().unwrap_or_default().to_string();
     }
@@ -81,17 +78,22 @@ fn bwrap_provider(_cfg: &ValidConfig, _cluster: Option<&str>) -> Result<Arc<dyn 
     Err("this build does not include the bwrap provider".into())
 }
 
+/// The store bwrap spawns from: its section's `images_dir`, else `images.root` (one store for
+/// `stacyvm image`, microvm and bwrap).
+fn bwrap_images_dir(cfg: &ValidConfig) -> std::path::PathBuf {
+    match cfg.providers.bwrap.images_dir.as_str() {
+        "" => cfg.images.root_dir(),
+        d => d.into(),
+    }
+}
+
 /// Whether the image store has `defaults.image`: `auto` takes bwrap only when a spawn with the
 /// defaults would find its root filesystem.
 async fn store_has_default_image(cfg: &ValidConfig) -> bool {
     let Ok(r) = stacyvm_image::ImageRef::parse(&cfg.defaults.image) else {
         return false;
     };
-    let root = match cfg.providers.bwrap.images_dir.as_str() {
-        "" => cfg.images.root_dir(),
-        d => d.into(),
-    };
-    let Ok(store) = stacyvm_image::ImageStore::open(root) else {
+    let Ok(store) = stacyvm_image::ImageStore::open(bwrap_images_dir(cfg)) else {
         return false;
     };
     let want = r.to_string();

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::secrets::RedactedMap;
 
-/// Where the store lives when `images.root` is empty.
-pub const DEFAULT_IMAGES_ROOT: &str = "/var/lib/stacyvm/images";
+/// Where the store lives when `images.root` is empty: the providers' own default, so a
+/// provider section that names no store and `images.root` mean the same directory.
+pub const DEFAULT_IMAGES_ROOT: &str = stacyvm_provider::DEFAULT_IMAGES_DIR;
 
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
