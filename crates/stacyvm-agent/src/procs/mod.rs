@@ -13,6 +13,7 @@ pub mod ring;
 mod spawn;
 mod stdin;
 mod timers;
+mod watch;
 
 pub(crate) use crate::sys::thread;
 use std::collections::BTreeMap;
