@@ -19,7 +19,9 @@ use stacyvm_protocol::agent::DEFAULT_RETAIN_EXITED_MS;
 use stacyvm_protocol::agent::{ErrorCode, ProcStart, DEFAULT_OUTPUT_BUFFER, OUTPUT_CHUNK};
 
 use super::ring::{Ring, Stream};
-use super::{now_ms, pspawn, pty, registry, settings, stdin, thread, timers, Exit, Proc, State};
+use super::{
+    inline, now_ms, pspawn, pty, registry, settings, stdin, thread, timers, Exit, Proc, State,
+};
 use crate::reaper;
 use crate::session::lock;
 
@@ -155,10 +157,14 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
                 Box::new(move || pspawn::wait(pid)),
             )
         };
-    let capacity = req
+    let mut capacity = req
         .output_buffer
         .unwrap_or(DEFAULT_OUTPUT_BUFFER)
         .min(MAX_OUTPUT_BUFFER);
+    if req.exec {
+        // An exec loses no output: its ring must hold at least one read of the pipe.
+        capacity = capacity.max(OUTPUT_CHUNK as u64);
+    }
     let (stdin_tx, stdin_sink) = if has_stdin {
         let sink: Option<File> = match &master {
             Some(m) => m.try_clone().ok(),
@@ -196,6 +202,7 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
         exec: req.exec,
         marker,
         held: std::sync::atomic::AtomicUsize::new(0),
+        inline: Mutex::new(None),
     });
     let (done_tx, done_rx) = channel::<()>();
     let readers = pipes.len();
@@ -315,6 +322,8 @@ pub(super) fn record(p: &Proc, stream: Stream, data: &[u8]) -> bool {
     let must_hold = |st: &State| {
         p.exec && st.must_hold(data.len(), now_ms() - p.started_at_ms < FIRST_READER_MS)
     };
+    // An inline read already sent what it could after the last record; credit for more sends
+    // it from the session thread, which wakes this wait.
     let held = must_hold(&st);
     if held {
         p.held.fetch_add(1, Ordering::SeqCst);
@@ -332,6 +341,7 @@ pub(super) fn record(p: &Proc, stream: Stream, data: &[u8]) -> bool {
         st.ring.push(stream, data);
         drop(st);
         p.changed.notify_all();
+        inline::pump(p);
     }
     held
 }
@@ -377,6 +387,7 @@ pub(super) fn finish(p: &Proc, status: io::Result<ExitStatus>) {
         ended_at_ms: now_ms(),
     });
     p.changed.notify_all();
+    inline::pump(p);
     // Wake the stdin writer so it ends (its queue sender lives in `p`), and free the terminal.
     lock(&p.stdin).take();
     lock(&p.master).take();

@@ -32,7 +32,7 @@ fn socket() -> PathBuf {
 
 pub struct Conn {
     s: UnixStream,
-    next: u64,
+    pub next: u64,
 }
 
 impl Conn {
@@ -580,7 +580,7 @@ fn processes_start_clean() {
 }
 
 /// `seq 1 N` as the bytes it prints.
-fn seq_output(n: u32) -> Vec<u8> {
+pub fn seq_output(n: u32) -> Vec<u8> {
     (1..=n)
         .flat_map(|i| format!("{i}\n").into_bytes())
         .collect()
