@@ -53,6 +53,42 @@ impl ImagesSection {
     pub fn login(&self, host: &str) -> Option<(&str, &str)> {
         self.registry_auth.get(host)?.split_once(':')
     }
+
+    /// Every `registry_auth` login.
+    pub fn credentials(&self) -> stacyvm_image::Credentials {
+        self.registry_auth
+            .keys()
+            .filter_map(|host| self.login(host).map(|(u, p)| (host, u, p)))
+            .fold(
+                stacyvm_image::Credentials::anonymous(),
+                |c, (host, u, p)| c.with_login(host, u, p),
+            )
+    }
+
+    /// The store at `root` as these settings reach registries: the insecure hosts, the CA file
+    /// and the logins (which [`stacyvm_image::ImageStore::rootfs_or_pull`] uses). One place for
+    /// `stacyvm image`, the providers that pull on spawn, and any other caller.
+    pub fn open_store(
+        &self,
+        root: std::path::PathBuf,
+    ) -> Result<stacyvm_image::ImageStore, crate::ConfigError> {
+        use crate::ConfigError;
+        let store = stacyvm_image::ImageStore::open(&root).map_err(|e| ConfigError::Key {
+            key: "images.root".into(),
+            message: format!("{}: {e}", root.display()),
+        })?;
+        let mut store = store
+            .with_insecure_registries(self.insecure_registries.clone())
+            .with_credentials(self.credentials());
+        if !self.ca_file.is_empty() {
+            let pem = std::fs::read(&self.ca_file).map_err(|e| ConfigError::Key {
+                key: "images.ca_file".into(),
+                message: format!("cannot read {}: {e}", self.ca_file),
+            })?;
+            store = store.with_ca_certificates(pem);
+        }
+        Ok(store)
+    }
 }
 
 /// `images.*` rules: an absolute root, logins of the form `user:password`.
