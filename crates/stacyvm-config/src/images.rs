@@ -124,3 +124,36 @@ pub(crate) fn check(s: &ImagesSection, errors: &mut Vec<crate::ConfigError>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store `stacyvm image` and the providers open: an unreadable CA file is named by its
+    /// key; the logins are split at the first `:` (a password may contain more).
+    #[test]
+    fn open_store_reads_the_ca_file_and_the_logins() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mut s = ImagesSection {
+            ca_file: t.path().join("missing.pem").display().to_string(),
+            ..ImagesSection::default()
+        };
+        s.registry_auth
+            .insert("reg.example:5000".into(), "me:pa:ss".into());
+        let err = s
+            .open_store(t.path().join("store"))
+            .expect_err("missing CA file");
+        assert!(
+            err.to_string().starts_with("images.ca_file: cannot read "),
+            "{err}"
+        );
+        assert_eq!(s.login("reg.example:5000"), Some(("me", "pa:ss")));
+        assert!(format!("{:?}", s.credentials()).contains("reg.example:5000"));
+        assert!(!format!("{:?}", s.credentials()).contains("pa:ss"));
+
+        std::fs::write(t.path().join("ca.pem"), "").expect("ca");
+        s.ca_file = t.path().join("ca.pem").display().to_string();
+        let store = s.open_store(t.path().join("store")).expect("open");
+        assert_eq!(store.root(), t.path().join("store"));
+    }
+}
