@@ -128,10 +128,12 @@ setup_qemu() {
 
 # ---------------------------------------------------------------------------------------------
 # HOOK setup_registry: Debian's `docker-registry` (an OCI distribution registry); the image
-# store's tests (crates/stacyvm-image, profile registry) start their own on loopback.
+# store's tests (crates/stacyvm-image, profile registry) start their own on loopback, some with
+# a login whose bcrypt htpasswd file `htpasswd -B` (apache2-utils) writes.
 # ---------------------------------------------------------------------------------------------
 setup_registry() {
     [ -x /usr/bin/docker-registry ] || apt_install docker-registry || return 1
+    have htpasswd || apt_install apache2-utils || return 1
     [ -x /usr/bin/docker-registry ]
 }
 
@@ -184,10 +186,10 @@ ready_backends() {
         info "docker: no daemon or no image $TEST_IMAGE; profiles docker and gvisor not run" >&2
     fi
     local vm_dir="${STACYVM_MICROVM_DIR:-/var/lib/stacyvm/microvm}"
-    if [ -x /usr/bin/docker-registry ]; then
+    if [ -x /usr/bin/docker-registry ] && have htpasswd; then
         echo registry
     else
-        info "registry: /usr/bin/docker-registry is missing; profile registry not run" >&2
+        info "registry: /usr/bin/docker-registry or htpasswd (apache2-utils) is missing; profile registry not run" >&2
     fi
     if have qemu-system-x86_64 && [ -f "$vm_dir/vmlinux" ] && [ -f "$vm_dir/initramfs.cpio.gz" ]; then
         echo vm

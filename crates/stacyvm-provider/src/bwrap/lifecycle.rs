@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use stacyvm_image::{ImageError, ImageRef};
+use stacyvm_image::ImageRef;
 use tokio::time::Instant;
 
 use super::cgroup::{self, Cgroups, Limits};
@@ -19,18 +19,15 @@ use super::{net, sys, BwrapProvider, Sandbox};
 use crate::{ProviderError, SandboxSpec};
 
 impl BwrapProvider {
-    /// The image's root filesystem from the store; a missing image names the commands that
-    /// put one there.
+    /// The image's root filesystem from the store, pulled first when the store does not have
+    /// it (once for concurrent spawns; `ImageStore::rootfs_or_pull`).
     async fn rootfs(&self, image: &str) -> Result<stacyvm_image::RootFs, ProviderError> {
         let r = ImageRef::parse(image)
             .map_err(|e| ProviderError::InvalidInput(format!("image {image:?}: {e}")))?;
-        self.store.rootfs(&r).await.map_err(|e| match e {
-            ImageError::NotFound { .. } => ProviderError::ImageNotFound(format!(
-                "{image} is not in the image store; add it with `stacyvm image pull {image}` \
-                 or `stacyvm image import <archive> --tag {image}`"
-            )),
-            e => ProviderError::internal_with(format!("preparing image {image} failed"), e),
-        })
+        self.store
+            .rootfs_or_pull(&r)
+            .await
+            .map_err(|e| crate::images::pull_error(image, e))
     }
 
     fn limits(&self, spec: &SandboxSpec) -> Limits {

@@ -142,6 +142,14 @@ impl BwrapProvider {
         Ok(p)
     }
 
+    /// Spawns take root filesystems from `store` instead of the one `images_dir` opened: the
+    /// factory passes the store with the `images.*` registry settings and logins, with which a
+    /// spawn pulls an image the store does not have.
+    pub fn with_image_store(mut self, store: ImageStore) -> Self {
+        self.store = store;
+        self
+    }
+
     /// The image store sandboxes are made from (the CLI's `stacyvm image` and tests fill it).
     pub fn image_store(&self) -> &ImageStore {
         &self.store
