@@ -41,8 +41,9 @@ pub fn registry_binary() -> PathBuf {
 pub struct Access {
     /// A login (htpasswd, bcrypt): every request without it is answered 401.
     pub login: Option<(String, String)>,
-    /// HTTPS with a certificate from a CA made for the test, on an address of this host that
-    /// is not loopback (the store talks plain HTTP to loopback registries).
+    /// HTTPS with a certificate from a CA made for the test, in a network namespace the test
+    /// makes (the store talks plain HTTP to loopback registries, and tests use no address of
+    /// the host but loopback).
     pub tls: bool,
 }
 
@@ -50,6 +51,8 @@ pub struct Access {
 /// [`Access`] says otherwise.
 pub struct Registry {
     child: Child,
+    /// The namespace a TLS registry serves in (dropped after the registry).
+    netns: Option<Netns>,
     pub addr: SocketAddr,
     /// The registry's storage root, for tests that tamper with what it serves.
     pub storage: PathBuf,
@@ -71,12 +74,13 @@ impl Registry {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = dir.path().join("storage");
         std::fs::create_dir(&storage).expect("mkdir");
-        let ip: std::net::IpAddr = if access.tls {
-            non_loopback_address()
-        } else {
-            [127, 0, 0, 1].into()
+        let netns = access.tls.then(Netns::create);
+        let addr = match &netns {
+            // Nothing else listens in a namespace made just now.
+            Some(ns) => SocketAddr::new(ns.inside, 5000),
+            None => SocketAddr::new([127, 0, 0, 1].into(), free_port([127, 0, 0, 1].into())),
         };
-        let addr = SocketAddr::new(ip, free_port(ip));
+        let ip = addr.ip();
         let mut config = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
              http:\n  addr: {addr}\n",
@@ -113,7 +117,16 @@ impl Registry {
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("write config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
-        let child = Command::new(&bin)
+        let mut cmd = match &netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                // `ip netns exec` execs the registry: the child is the registry itself.
+                c.args(["netns", "exec", &ns.name]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .arg("serve")
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -123,6 +136,7 @@ impl Registry {
             .expect("spawn docker-registry");
         let mut reg = Registry {
             child,
+            netns,
             addr,
             storage,
             ca_pem,
@@ -263,20 +277,60 @@ fn free_port(ip: std::net::IpAddr) -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-/// An IPv4 address of this host outside 127.0.0.0/8 (`hostname -I`): a TLS registry must not
-/// be on loopback, which the store always reaches over plain HTTP. Connections to it still
-/// never leave the host.
-fn non_loopback_address() -> std::net::IpAddr {
-    let out = Command::new("hostname")
-        .arg("-I")
-        .output()
-        .expect("hostname -I");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|a| a.parse::<std::net::Ipv4Addr>().ok())
-        .find(|a| !a.is_loopback())
-        .map(Into::into)
-        .expect("the TLS registry test needs an IPv4 address besides loopback (hostname -I)")
+/// A network namespace joined to this one by a veth pair on a private /30, removed on drop.
+struct Netns {
+    name: String,
+    /// The namespace's end of the pair.
+    inside: std::net::IpAddr,
+}
+
+impl Netns {
+    fn create() -> Netns {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = (std::process::id() % 60) * 4 + n % 4;
+        let name = format!("svmreg{}-{n}", std::process::id() % 100_000);
+        let (host_if, ns_if) = (format!("svr{id}h"), format!("svr{id}n"));
+        let (a, b) = ((id * 4) / 256, (id * 4) % 256);
+        let host_ip = format!("10.231.{a}.{}", b + 1);
+        let inside = format!("10.231.{a}.{}", b + 2);
+        let ns = Netns {
+            name: name.clone(),
+            inside: inside.parse().expect("ip"),
+        };
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .expect("ip (iproute2)");
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        };
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        ip(&["link", "set", &ns_if, "netns", &name]);
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        let inner = ["netns", "exec", &name, "ip"];
+        ip(&[
+            &inner[..],
+            &["addr", "add", &format!("{inside}/30"), "dev", &ns_if],
+        ]
+        .concat());
+        ip(&[&inner[..], &["link", "set", &ns_if, "up"]].concat());
+        ip(&[&inner[..], &["link", "set", "lo", "up"]].concat());
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the pair with it.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
 }
 
 /// A CA made for the test and a server certificate it signed for `ip`: (CA PEM, certificate
