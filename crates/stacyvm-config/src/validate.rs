@@ -605,7 +605,7 @@ fn warnings(c: &Config) -> Vec<String> {
             }
         } else if matches!(
             key.as_str(),
-            "defaults.disk_size_mb" | "defaults.pool_size" | "defaults.pool_template"
+            "defaults.pool_size" | "defaults.pool_template"
         ) {
             "this key is not used by StacyVM"
         } else {

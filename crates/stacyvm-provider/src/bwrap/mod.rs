@@ -14,6 +14,7 @@
 
 mod cgroup;
 mod launch;
+mod layer;
 mod lifecycle;
 mod net;
 mod seccomp;
@@ -247,6 +248,7 @@ impl Provider for BwrapProvider {
             "network_mode": self.settings.network.as_str(),
             "cgroups": self.layout.as_ref().map(|l| l.as_str()).unwrap_or("unavailable"),
             "pids_limit": self.config.pids_limit,
+            "disk_mb": self.settings.disk_mb,
             "seccomp": "default",
             "agent_protocol_version": stacyvm_protocol::agent::AGENT_PROTOCOL_VERSION,
         })
