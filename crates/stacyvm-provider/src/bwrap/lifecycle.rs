@@ -72,14 +72,16 @@ impl BwrapProvider {
         undo.dir = true;
         // From here on a failure unmounts whatever is mounted (not mounted is fine).
         undo.mounted = true;
-        let (disk_mb, user_dns) = (
+        let (data_dir, mkfs, disk_mb, user_dns) = (
+            self.settings.data_dir.clone(),
+            self.settings.mkfs.clone(),
             self.settings.disk_mb,
             (self.settings.network == NetworkMode::User).then(|| self.settings.dns.clone()),
         );
         blocking({
             let paths = paths.clone();
             move || {
-                layer::create(&paths, disk_mb)?;
+                layer::create(&paths, &data_dir, &mkfs, disk_mb)?;
                 match user_dns {
                     Some(dns) => net::configure_dns(&paths.upper(), &dns),
                     None => Ok(()),

@@ -270,6 +270,13 @@ impl Provider for BwrapProvider {
                 self.config.pasta_path
             )));
         }
+        if let Some(why) = self
+            .settings
+            .disk_mb
+            .and_then(|_| layer::unavailable(&self.settings.mkfs))
+        {
+            return Err(ProviderError::Unavailable(why));
+        }
         self.layout().map(|_| ())
     }
 

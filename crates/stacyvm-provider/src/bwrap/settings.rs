@@ -18,6 +18,9 @@ pub(crate) struct Settings {
     pub agent: PathBuf,
     pub network: NetworkMode,
     pub pasta: PathBuf,
+    /// `mkfs.ext4` for the writable layer's disk (Debian keeps it in `/usr/sbin`, which a
+    /// service's `PATH` may lack).
+    pub mkfs: PathBuf,
     /// `providers.bwrap.dns`, parsed.
     pub dns: Vec<IpAddr>,
     pub pids_limit: Option<u64>,
@@ -118,6 +121,9 @@ impl BwrapConfig {
                 p => find_program(p),
             },
             dns,
+            mkfs: Some(find_program("mkfs.ext4"))
+                .filter(|p| p.is_file())
+                .unwrap_or_else(|| PathBuf::from("/usr/sbin/mkfs.ext4")),
             pids_limit: u64::try_from(self.pids_limit).ok().filter(|p| *p > 0),
             cgroup_parent: parent.to_string(),
             default_memory_mb: self.default_memory_mb,
