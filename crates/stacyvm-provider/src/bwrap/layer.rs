@@ -54,11 +54,16 @@ fn run(cmd: &mut Command, what: &str, hint: &str) -> Result<(), ProviderError> {
     if out.status.success() {
         return Ok(());
     }
-    Err(ProviderError::internal(format!(
-        "{what} failed ({}): {}",
+    // Its output names host paths: the source is logged, never shown to callers.
+    let detail = format!(
+        "{}: {}",
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
-    )))
+    );
+    Err(ProviderError::internal_with(
+        format!("{what} failed"),
+        std::io::Error::other(detail),
+    ))
 }
 
 /// Makes the writable layer of the sandbox at `paths`: with a quota, its image (a sparse copy
