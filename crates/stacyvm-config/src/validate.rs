@@ -502,6 +502,17 @@ fn check_providers(c: &Config, errors: &mut Vec<ConfigError>) -> Option<Provider
             format!("{:?} is not none or user", p.bwrap.network_mode),
         ));
     }
+    if let Some(bad) = p
+        .bwrap
+        .dns
+        .iter()
+        .find(|a| a.trim().parse::<std::net::IpAddr>().is_err())
+    {
+        errors.push(ConfigError::invalid(
+            "providers.bwrap.dns",
+            format!("{bad:?} is not an IP address"),
+        ));
+    }
     let cpus = p.docker.cpus;
     if !cpus.is_finite() || cpus < 0.0 {
         errors.push(ConfigError::invalid(
