@@ -138,7 +138,7 @@ setup_registry() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# HOOK setup_bwrap: bubblewrap and busybox-static (the bwrap tests build their image from it),
+# HOOK setup_bwrap: bubblewrap, passt, e2fsprogs and busybox-static (the bwrap tests build their image from it),
 # on a root machine with overlayfs and cgroups (docs/bwrap.md).
 # ---------------------------------------------------------------------------------------------
 setup_bwrap() {
@@ -146,6 +146,9 @@ setup_bwrap() {
     have bwrap || apt_install bubblewrap || return 1
     have pasta || apt_install passt || return 1
     dpkg -s busybox-static >/dev/null 2>&1 || apt_install busybox-static || return 1
+    # The writable layer's disk quota (mkfs.ext4, loop devices) and the network tests' netns.
+    have mkfs.ext4 || apt_install e2fsprogs || return 1
+    have ip || apt_install iproute2 || return 1
     grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || {
         info "bwrap: overlayfs is not available"
         return 1

@@ -65,6 +65,8 @@ fn microvm_provider(
 fn bwrap_provider(cfg: &ValidConfig, cluster: Option<&str>) -> Result<Arc<dyn Provider>, String> {
     let mut bc = cfg.providers.bwrap.clone();
     bc.cluster = cluster.map(str::to_string);
+    // The writable layer's quota (docs/bwrap.md); validate() kept it within limits.max_disk_mb.
+    bc.default_disk_mb = cfg.defaults.disk_size_mb;
     let dir = bwrap_images_dir(cfg);
     bc.images_dir = dir.to_string_lossy().into_owned();
     if bc.agent_path.is_empty() {

@@ -15,7 +15,7 @@ use super::cgroup::{self, Cgroups, Limits};
 use super::launch::{self, START_TIMEOUT};
 use super::settings::NetworkMode;
 use super::state::{self, Meta, Paths};
-use super::{net, sys, BwrapProvider, Sandbox};
+use super::{layer, net, sys, BwrapProvider, Sandbox};
 use crate::{ProviderError, SandboxSpec};
 
 impl BwrapProvider {
@@ -67,6 +67,25 @@ impl BwrapProvider {
         })
         .await?;
         undo.dir = true;
+        // From here on a failure unmounts whatever is mounted (not mounted is fine).
+        undo.mounted = true;
+        let (data_dir, mkfs, disk_mb, user_dns) = (
+            self.settings.data_dir.clone(),
+            self.settings.mkfs.clone(),
+            self.settings.disk_mb,
+            (self.settings.network == NetworkMode::User).then(|| self.settings.dns.clone()),
+        );
+        blocking({
+            let paths = paths.clone();
+            move || {
+                layer::create(&paths, &data_dir, &mkfs, disk_mb)?;
+                match user_dns {
+                    Some(dns) => net::configure_dns(&paths.upper(), &dns),
+                    None => Ok(()),
+                }
+            }
+        })
+        .await?;
         let (lower, upper, work, merged) = (
             rootfs.path.clone(),
             paths.upper(),
@@ -87,7 +106,6 @@ impl BwrapProvider {
             })
         })
         .await?;
-        undo.mounted = true;
         let (parent, id, limits) = (
             self.settings.cgroup_parent.clone(),
             spec.id.clone(),
@@ -227,11 +245,15 @@ impl Undo {
             let r = sys::unmount(&self.paths.merged()).map_err(|e| {
                 ProviderError::internal_with("unmounting the sandbox's root file system failed", e)
             });
-            first = first.and(r);
+            // The layer's disk only once the overlay on it is gone (else it is busy).
+            first = first.and(r.and_then(|()| layer::remove(&self.paths)));
         }
-        // Never remove a directory whose overlay is still mounted: that would delete through
-        // it... into the upper layer only, but keep the rule simple.
-        if std::mem::take(&mut self.dir) && !sys::is_mounted(&self.paths.merged()) {
+        // Never remove a directory with a mount still in it: that would delete through it...
+        // into the sandbox's own layer only, but keep the rule simple.
+        let mounted = [self.paths.merged(), self.paths.layer()]
+            .iter()
+            .any(|m| sys::is_mounted(m));
+        if std::mem::take(&mut self.dir) && !mounted {
             let r = match std::fs::remove_dir_all(&self.paths.dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(
                     ProviderError::internal_with("removing the sandbox directory failed", e),

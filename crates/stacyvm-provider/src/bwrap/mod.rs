@@ -14,6 +14,7 @@
 
 mod cgroup;
 mod launch;
+mod layer;
 mod lifecycle;
 mod net;
 mod seccomp;
@@ -255,6 +256,7 @@ impl Provider for BwrapProvider {
             "network_mode": self.settings.network.as_str(),
             "cgroups": self.layout.as_ref().map(|l| l.as_str()).unwrap_or("unavailable"),
             "pids_limit": self.config.pids_limit,
+            "disk_mb": self.settings.disk_mb,
             "seccomp": "default",
             "agent_protocol_version": stacyvm_protocol::agent::AGENT_PROTOCOL_VERSION,
         })
@@ -275,6 +277,13 @@ impl Provider for BwrapProvider {
                 "pasta binary {:?} not found (apt-get install passt) for network_mode: user",
                 self.config.pasta_path
             )));
+        }
+        if let Some(why) = self
+            .settings
+            .disk_mb
+            .and_then(|_| layer::unavailable(&self.settings.mkfs))
+        {
+            return Err(ProviderError::Unavailable(why));
         }
         self.layout().map(|_| ())
     }
