@@ -16,7 +16,7 @@ use serde_json::json;
 use super::{comm, smaps_rollup, Env};
 use crate::pg::Db;
 use crate::server::Server;
-use crate::stats::mib;
+use crate::stats::{mib, ms, Summary};
 use crate::{api, BenchError};
 
 const SETTLE: Duration = Duration::from_secs(2);
@@ -36,6 +36,11 @@ fn mem_available() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Entries in this process's mount table (`/proc/self/mountinfo`).
+fn mount_count() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo").map_or(0, |t| t.lines().count())
 }
 
 /// What the sandboxes' processes hold, summed over all sandboxes (KiB).
@@ -115,6 +120,11 @@ where
 struct Figures {
     n: usize,
     spawn_took: Duration,
+    /// Spawn request p50 of the first and the last tenth (in start order).
+    spawn_first: Duration,
+    spawn_last: Duration,
+    mounts_before: usize,
+    mounts_live: usize,
     destroy_took: Duration,
     cp_start: u64,
     cp_live: u64,
@@ -140,21 +150,39 @@ async fn measure(
     let cp_start = server.rss_kib(false)?;
     let avail_before = mem_available();
 
+    let mounts_before = mount_count();
     let t = Instant::now();
-    let (list, b, body2) = (ids.clone(), base.clone(), body.clone());
-    let spawned = fan_out(o.sandboxes, o.clients, move |c, _| {
-        let (list, b, body) = (list.clone(), b.clone(), body2.clone());
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(o.sandboxes)));
+    let (list, b, body2, lat) = (ids.clone(), base.clone(), body.clone(), latencies.clone());
+    let spawned = fan_out(o.sandboxes, o.clients, move |c, i| {
+        let (list, b, body, lat) = (list.clone(), b.clone(), body2.clone(), lat.clone());
         async move {
-            let (id, _) = api::spawn_json(&c, &b, &body).await?;
+            let (id, took) = api::spawn_json(&c, &b, &body).await?;
             list.lock()
                 .map_err(|_| BenchError::Unexpected("id list poisoned".into()))?
                 .push(id);
+            lat.lock()
+                .map_err(|_| BenchError::Unexpected("latency list poisoned".into()))?
+                .push((i, took));
             Ok(())
         }
     })
     .await;
     let spawn_took = t.elapsed();
     spawned?;
+    let mounts_live = mount_count();
+    let mut by_order = latencies
+        .lock()
+        .map_err(|_| BenchError::Unexpected("latency list poisoned".into()))?
+        .clone();
+    by_order.sort_unstable();
+    let tenth = (by_order.len() / 10).max(1);
+    let p50 = |v: &[(usize, Duration)]| {
+        let d: Vec<Duration> = v.iter().map(|(_, d)| *d).collect();
+        Summary::of(&d).map_or(Duration::ZERO, |s| s.p50)
+    };
+    let spawn_first = p50(&by_order[..tenth.min(by_order.len())]);
+    let spawn_last = p50(&by_order[by_order.len().saturating_sub(tenth)..]);
     tokio::time::sleep(SETTLE).await;
     let cp_live = server.rss_kib(false)?;
     let live: Vec<String> = ids
@@ -180,6 +208,10 @@ async fn measure(
     Ok(Figures {
         n: o.sandboxes,
         spawn_took,
+        spawn_first,
+        spawn_last,
+        mounts_before,
+        mounts_live,
         destroy_took,
         cp_start,
         cp_live,
@@ -197,6 +229,14 @@ fn report(f: &Figures) {
         "   spawned in {:.1} s ({:.0}/s)",
         f.spawn_took.as_secs_f64(),
         f.n as f64 / f.spawn_took.as_secs_f64()
+    );
+    println!(
+        "   spawn request p50: first tenth {} ms, last tenth {} ms; host mount table {} → {} \
+         entries",
+        ms(f.spawn_first),
+        ms(f.spawn_last),
+        f.mounts_before,
+        f.mounts_live
     );
     println!(
         "   destroyed in {:.1} s ({:.0}/s)",
