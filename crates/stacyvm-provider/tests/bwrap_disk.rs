@@ -98,6 +98,9 @@ async fn destroy_and_restart_cleanup_leave_no_mount_loop_device_or_file() {
         "the sandbox's disk is a loop device"
     );
     assert_eq!(mounts_under(&dir).len(), 2, "{:?}", mounts_under(&dir));
+    // Attached by LOOP_CONFIGURE (noted before attaching), not by mount(8).
+    let noted = std::fs::read_to_string(dir.join("loop")).unwrap();
+    assert_eq!(loops_under(&dir), [format!("loop{}", noted.trim())]);
     // Destroyed by a restarted provider (adopted from its directory).
     let p2 = BwrapProvider::new(f.config.clone()).unwrap();
     p2.destroy(&id).await.unwrap();
@@ -121,9 +124,26 @@ async fn destroy_and_restart_cleanup_leave_no_mount_loop_device_or_file() {
         .arg(&image)
         .arg(dir.join("layer")));
     assert_eq!(loops_under(&dir).len(), 1);
+    // And one killed between attaching its loop device (noted in `loop`) and mounting it.
+    let dir2 = sandbox_dir(&f.config.data_dir, "sb-attached");
+    std::fs::create_dir_all(dir2.join("layer")).unwrap();
+    let image2 = dir2.join("disk.ext4");
+    std::fs::copy(&image, &image2).unwrap();
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&image2)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let dev = String::from_utf8(out.stdout).unwrap();
+    let n = dev.trim().trim_start_matches("/dev/loop");
+    std::fs::write(dir2.join("loop"), n).unwrap();
+    assert_eq!(loops_under(&dir2).len(), 1);
     let p3 = BwrapProvider::new(f.config.clone()).unwrap();
     assert!(p3.list_runtimes().await.unwrap().unwrap().is_empty());
     assert!(mounts_under(&dir).is_empty(), "{:?}", mounts_under(&dir));
     assert!(loops_under(&dir).is_empty(), "{:?}", loops_under(&dir));
     assert!(!dir.exists());
+    assert!(loops_under(&dir2).is_empty(), "{:?}", loops_under(&dir2));
+    assert!(!dir2.exists());
 }
