@@ -262,6 +262,9 @@ mod tests {
             created_at: t,
             expires_at: t,
             updated_at: t,
+            lifecycle: Default::default(),
+            paused_at: None,
+            last_active_at: None,
         }
     }
 

@@ -260,6 +260,9 @@ impl Sandboxes<'_> {
             created_at: now,
             expires_at: now + r.ttl.to_chrono(),
             updated_at: now,
+            lifecycle: r.lifecycle,
+            paused_at: None,
+            last_active_at: None,
         };
         let mut max_worker = 0;
         let remote_rp: Option<RemoteProvider> = match &placement {
