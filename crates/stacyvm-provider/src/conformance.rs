@@ -468,11 +468,13 @@ pub async fn exec_slow_reader(p: &dyn Provider, image: &str) -> Result<(), Check
 // File operations live in their own module (after the macros it uses).
 mod files;
 mod links;
+mod pause;
 mod process;
 mod stream;
 mod suite;
 pub use files::*;
 pub use links::*;
+pub use pause::*;
 pub use process::*;
 pub use stream::*;
 pub use suite::{checks, run_all, Check, CheckFuture, Fixture};
