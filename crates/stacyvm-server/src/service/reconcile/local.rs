@@ -92,6 +92,7 @@ impl Reconciler<'_> {
                 // it (a runtime still running after a crash mid-pause is thawed by resume).
                 Ok(st)
                     if st != sb.state
+                        && st != SandboxState::Paused
                         && !matches!(sb.state, SandboxState::Running | SandboxState::Paused) =>
                 {
                     self.mark(&sb.id, st, "runtime_state", &sb.provider).await;

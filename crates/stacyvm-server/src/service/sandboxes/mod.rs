@@ -56,7 +56,12 @@ impl Sandboxes<'_> {
             return Ok(sb);
         };
         match p.status(sb.runtime_id()).await {
-            Ok(st) if st != sb.state && sb.state.valid_transition(st).is_ok() => {
+            // `paused` is only ever set by pause (with its `paused_at`), never adopted.
+            Ok(st)
+                if st != sb.state
+                    && st != SandboxState::Paused
+                    && sb.state.valid_transition(st).is_ok() =>
+            {
                 match self.svc.store.set_sandbox_state(id, st).await {
                     Ok(updated) => Ok(updated),
                     Err(_) => Ok(sb),
