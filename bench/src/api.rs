@@ -140,3 +140,57 @@ pub async fn list_count(c: &Client, base: &str) -> Result<(usize, Duration), Ben
         _ => Err(unexpected("list (not an array)", status, &b)),
     }
 }
+
+/// `POST /sandboxes` with any JSON body (image and provider chosen by the caller); the id and
+/// the wall time of the request.
+pub async fn spawn_json(
+    c: &Client,
+    base: &str,
+    body: &serde_json::Value,
+) -> Result<(String, Duration), BenchError> {
+    let t = Instant::now();
+    let r = c
+        .post(format!("{base}/sandboxes"))
+        .json(body)
+        .send()
+        .await?;
+    let status = r.status();
+    let b = r.bytes().await?;
+    let took = t.elapsed();
+    if status != StatusCode::CREATED {
+        return Err(unexpected("spawn", status, &b));
+    }
+    match json_field(&b, "id") {
+        Some(serde_json::Value::String(id)) => Ok((id, took)),
+        _ => Err(unexpected("spawn (no id)", status, &b)),
+    }
+}
+
+/// Synchronous exec of a shell command; its stdout and the wall time. A non-zero exit code is
+/// an error.
+pub async fn exec_stdout(
+    c: &Client,
+    base: &str,
+    id: &str,
+    command: &str,
+) -> Result<(String, Duration), BenchError> {
+    let t = Instant::now();
+    let r = c
+        .post(format!("{base}/sandboxes/{id}/exec"))
+        .json(&serde_json::json!({ "command": command }))
+        .send()
+        .await?;
+    let status = r.status();
+    let b = r.bytes().await?;
+    let took = t.elapsed();
+    if status != StatusCode::OK {
+        return Err(unexpected("exec", status, &b));
+    }
+    let stdout = json_field(&b, "stdout")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    match json_field(&b, "exit_code").and_then(|v| v.as_i64()) {
+        Some(0) => Ok((stdout, took)),
+        _ => Err(unexpected("exec (exit code not 0)", status, &b)),
+    }
+}

@@ -459,9 +459,14 @@ fn report(s: &Samples, o: &Opts) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// How many containers carry the docker provider's sandbox label (any control plane's).
+pub async fn managed_count(docker: &Docker) -> Result<usize, BenchError> {
+    Ok(labelled(docker, MANAGED_LABEL).await?.len())
+}
+
 /// Waits (bounded) until no container labelled as a StacyVM sandbox exists, so our server's
 /// startup reconciliation does not destroy someone else's.
-async fn wait_quiet(docker: &Docker) -> Result<(), BenchError> {
+pub async fn wait_quiet(docker: &Docker) -> Result<(), BenchError> {
     let start = Instant::now();
     let mut noted = false;
     loop {

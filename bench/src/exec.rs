@@ -1,4 +1,6 @@
-//! Benchmark 2: sync exec of `true` through HTTP versus forking `sh -c true` here.
+//! Benchmark 2: sync exec of `true` through HTTP versus forking `sh -c true` here. The
+//! interleaved measurement and its report are shared with the bwrap exec benchmark
+//! (`bwrap/exec.rs`), which runs the same loop against a bwrap sandbox.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -12,103 +14,87 @@ use crate::stats::{ms, ms_diff, Summary, Table};
 use crate::BenchError;
 
 /// Allowed p50 cost of the control plane on top of the fork itself.
-const TARGET_OVERHEAD: Duration = Duration::from_millis(1);
+pub const TARGET_OVERHEAD: Duration = Duration::from_millis(1);
 
 pub struct Opts {
     pub n: usize,
     pub warmup: usize,
 }
 
-/// What the mock does for a shell-mode command, minus the control plane: fork `sh -c`,
-/// collect both pipes, wait.
-async fn direct_true() -> Result<Duration, BenchError> {
+/// What the provider does for a shell-mode command, minus the control plane: fork `argv`
+/// (`sh -c true` for the mock), collect both pipes, wait.
+async fn direct(argv: &[&str]) -> Result<Duration, BenchError> {
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| BenchError::Unexpected("empty direct command".into()))?;
     let t = Instant::now();
-    let out = Command::new("sh")
-        .args(["-c", "true"])
+    let out = Command::new(prog)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
         .await
         .map_err(|source| BenchError::Io {
-            context: "forking sh -c true".into(),
+            context: format!("forking {}", argv.join(" ")),
             source,
         })?;
     let took = t.elapsed();
     if !out.status.success() {
         return Err(BenchError::Unexpected(format!(
-            "sh -c true exited with {}",
+            "{} exited with {}",
+            argv.join(" "),
             out.status
         )));
     }
     Ok(took)
 }
 
-struct Samples {
-    http: Vec<Duration>,
-    direct: Vec<Duration>,
-    health: Vec<Duration>,
+/// The three interleaved series of [`interleaved`].
+pub struct Samples {
+    pub http: Vec<Duration>,
+    pub direct: Vec<Duration>,
+    pub health: Vec<Duration>,
 }
 
-async fn measure(server: &Server, o: &Opts) -> Result<Samples, BenchError> {
+/// `o.warmup + o.n` rounds on one keep-alive connection, each a sync `POST …/exec
+/// {"command":"true"}` on sandbox `id` and a direct fork of `argv` (order alternating), then a
+/// `GET /health` to split the overhead. Warm-up rounds are not kept.
+pub async fn interleaved(
+    base: &str,
+    id: &str,
+    argv: &[&str],
+    o: &Opts,
+) -> Result<Samples, BenchError> {
     let client = api::http_client()?;
-    let base = &server.base;
-    let (id, _) = api::spawn(&client, base, api::SPAWN_BODY).await?;
-    let mut http = Vec::with_capacity(o.n);
-    let mut direct = Vec::with_capacity(o.n);
-    let mut health = Vec::with_capacity(o.n);
-    let mut result = Ok(());
+    let mut s = Samples {
+        http: Vec::with_capacity(o.n),
+        direct: Vec::with_capacity(o.n),
+        health: Vec::with_capacity(o.n),
+    };
     for i in 0..o.warmup + o.n {
         // Alternate which goes first so neither always runs on a cache warmed by the other.
-        let pair = if i % 2 == 0 {
-            match api::exec_true(&client, base, &id).await {
-                Ok(h) => direct_true().await.map(|d| (h, d)),
-                Err(e) => Err(e),
-            }
+        let (h, d) = if i % 2 == 0 {
+            let h = api::exec_true(&client, base, id).await?;
+            (h, direct(argv).await?)
         } else {
-            match direct_true().await {
-                Ok(d) => api::exec_true(&client, base, &id).await.map(|h| (h, d)),
-                Err(e) => Err(e),
-            }
+            let d = direct(argv).await?;
+            (api::exec_true(&client, base, id).await?, d)
         };
         // The bare HTTP round trip on the same connection, to split the overhead.
-        let pair = match pair {
-            Ok((h, d)) => api::health(&client, base).await.map(|g| (h, d, g)),
-            Err(e) => Err(e),
-        };
-        match pair {
-            Ok((h, d, g)) if i >= o.warmup => {
-                http.push(h);
-                direct.push(d);
-                health.push(g);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
+        let g = api::health(&client, base).await?;
+        if i >= o.warmup {
+            s.http.push(h);
+            s.direct.push(d);
+            s.health.push(g);
         }
     }
-    let destroyed = api::destroy(&client, base, &id).await;
-    result?;
-    destroyed?;
-    Ok(Samples {
-        http,
-        direct,
-        health,
-    })
+    Ok(s)
 }
 
-pub async fn run(bin: &Path, o: &Opts) -> Result<(), BenchError> {
-    println!("\n## 2. Exec of `true`: HTTP sync exec vs direct fork (interleaved)");
-    println!(
-        "   one mock sandbox, one keep-alive connection, {} warm-up + {} measured of each",
-        o.warmup, o.n
-    );
-    let server = Server::start(bin).await?;
-    let measured = measure(&server, o).await;
-    server.stop().await?;
-    let m = measured?;
+/// Prints the table of [`interleaved`]'s samples, the overhead split and the verdict against
+/// [`TARGET_OVERHEAD`]; `http_label`/`direct_label` name the two paths.
+pub fn report(m: &Samples, http_label: &str, direct_label: &str) -> Result<(), BenchError> {
     let (Some(h), Some(d), Some(g)) = (
         Summary::of(&m.http),
         Summary::of(&m.direct),
@@ -118,8 +104,8 @@ pub async fn run(bin: &Path, o: &Opts) -> Result<(), BenchError> {
     };
     let mut t = Table::new(["path", "n", "min", "p50", "p90", "p99", "max", "mean"]);
     for (name, s) in [
-        ("HTTP exec (mock, sh -c true)", &h),
-        ("direct sh -c true", &d),
+        (http_label, &h),
+        (direct_label, &d),
         ("GET /health (HTTP round trip)", &g),
     ] {
         t.row([
@@ -145,7 +131,7 @@ pub async fn run(bin: &Path, o: &Opts) -> Result<(), BenchError> {
     ]);
     println!("   (ms)\n{}", t.render());
     println!(
-        "   p50 overhead split: HTTP round trip {} ms, service + mock beyond the fork {} ms",
+        "   p50 overhead split: HTTP round trip {} ms, service + provider beyond the fork {} ms",
         ms(g.p50),
         ms_diff(h.p50.saturating_sub(g.p50), d.p50)
     );
@@ -161,4 +147,29 @@ pub async fn run(bin: &Path, o: &Opts) -> Result<(), BenchError> {
         ms_diff(h.p50, d.p50)
     );
     Ok(())
+}
+
+pub async fn run(bin: &Path, o: &Opts) -> Result<(), BenchError> {
+    println!("\n## 2. Exec of `true`: HTTP sync exec vs direct fork (interleaved)");
+    println!(
+        "   one mock sandbox, one keep-alive connection, {} warm-up + {} measured of each",
+        o.warmup, o.n
+    );
+    let server = Server::start(bin).await?;
+    let measured = async {
+        let client = api::http_client()?;
+        let (id, _) = api::spawn(&client, &server.base, api::SPAWN_BODY).await?;
+        let m = interleaved(&server.base, &id, &["sh", "-c", "true"], o).await;
+        let destroyed = api::destroy(&client, &server.base, &id).await;
+        let m = m?;
+        destroyed?;
+        Ok::<_, BenchError>(m)
+    }
+    .await;
+    server.stop().await?;
+    report(
+        &measured?,
+        "HTTP exec (mock, sh -c true)",
+        "direct sh -c true",
+    )
 }

@@ -2,12 +2,14 @@
 //! throughput, exec overhead, memory and background-process figures. Prints numbers; asserts nothing about timing.
 
 mod api;
+mod bwrap;
 mod docker;
 mod exec;
 mod memory;
 mod pg;
 mod probe;
 mod processes;
+mod pull;
 mod server;
 mod stats;
 mod throughput;
@@ -102,6 +104,22 @@ struct Cli {
     /// Process benchmarks on local mock sandboxes only: no worker, no docker.
     #[arg(long, global = true)]
     local_only: bool,
+    /// Measured rounds of the bwrap spawn-to-first-output benchmark (default 20; 3 with --quick).
+    #[arg(long, global = true)]
+    first_n: Option<usize>,
+    /// Idle sandboxes of the bwrap memory benchmark (default 1000; 10 with --quick).
+    #[arg(long, global = true)]
+    idle_sandboxes: Option<usize>,
+    /// Clients spawning and destroying the idle bwrap sandboxes.
+    #[arg(long, global = true, default_value_t = 8)]
+    idle_clients: usize,
+    /// Size of the pulled image, MiB (default 100; 10 with --quick).
+    #[arg(long, global = true)]
+    pull_mib: Option<u64>,
+    /// Pull rounds, each one `stacyvm image pull` and one `docker pull` (default 3; 1 with
+    /// --quick).
+    #[arg(long, global = true)]
+    pull_rounds: Option<usize>,
     /// Also run the restart benchmark on docker under --quick (always tried otherwise; skipped
     /// with a note without a daemon or the image).
     #[arg(long, global = true)]
@@ -130,6 +148,18 @@ enum Cmd {
     Processes,
     /// Docker provider vs the bare Engine API (needs dockerd and the local image; not in `all`).
     Docker,
+    /// Issue 15: spawn to first exec output on bwrap vs docker vs a bare bwrap (root, bwrap,
+    /// dockerd and the image; not in `all`).
+    BwrapSpawn,
+    /// Issue 15: exec overhead on bwrap vs a direct fork (root, bwrap, dockerd for the image;
+    /// not in `all`).
+    BwrapExec,
+    /// Issue 15: control-plane and per-sandbox memory of many idle bwrap sandboxes (not in
+    /// `all`).
+    BwrapIdle,
+    /// Issue 15: `stacyvm image pull` vs `docker pull` from a loopback registry (dockerd and
+    /// docker-registry; not in `all`).
+    Pull,
 }
 
 /// Where `cd crates/stacyvm-agent && cargo build --release` puts the static agent.
@@ -244,20 +274,8 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
         let pick = |v: Option<usize>, quick: usize, full: usize| {
             v.unwrap_or(if cli.quick { quick } else { full }).max(1)
         };
-        let agent = match &cli.agent {
-            Some(a) => Some(a.canonicalize().map_err(|source| BenchError::Io {
-                context: format!("agent {}", a.display()),
-                source,
-            })?),
-            // The checkout's build, as `scripts/test.sh setup` makes it; else the servers search.
-            None => Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join(AGENT_BUILD)
-                .canonicalize()
-                .ok(),
-        };
         let o = processes::Opts {
-            agent,
+            agent: agent(&cli)?,
             n: pick(cli.proc_n, 20, 200),
             pty_n: pick(cli.pty_n, 50, 500),
             restarts: pick(cli.restarts, 1, 5),
@@ -281,7 +299,76 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
         };
         docker::run(&bin, &o).await?;
     }
+    if matches!(
+        cmd,
+        Cmd::BwrapSpawn | Cmd::BwrapExec | Cmd::BwrapIdle | Cmd::Pull
+    ) {
+        first_run(&bin, &cli, cmd).await?;
+    }
     Ok(())
+}
+
+/// `--agent`, else the checkout's build (as `scripts/test.sh setup` makes it); `None` lets the
+/// servers search.
+fn agent(cli: &Cli) -> Result<Option<PathBuf>, BenchError> {
+    match &cli.agent {
+        Some(a) => Ok(Some(a.canonicalize().map_err(|source| BenchError::Io {
+            context: format!("agent {}", a.display()),
+            source,
+        })?)),
+        None => Ok(Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(AGENT_BUILD)
+            .canonicalize()
+            .ok()),
+    }
+}
+
+/// The issue-15 benchmarks (bwrap and pull); none is part of `all`.
+async fn first_run(bin: &Path, cli: &Cli, cmd: Cmd) -> Result<(), BenchError> {
+    let pick = |v: Option<usize>, quick: usize, full: usize| {
+        v.unwrap_or(if cli.quick { quick } else { full }).max(1)
+    };
+    let env = bwrap::Opts {
+        image: cli.image.clone(),
+        agent: agent(cli)?,
+    };
+    match cmd {
+        Cmd::BwrapSpawn => {
+            let n = pick(cli.first_n, 3, 20);
+            let o = bwrap::first_output::Opts {
+                n,
+                warmup: (n / 10).clamp(1, 3),
+            };
+            bwrap::first_output::run(bin, &env, &o).await
+        }
+        Cmd::BwrapExec => {
+            let n = pick(cli.exec_n, 50, 500);
+            let o = exec::Opts {
+                n,
+                warmup: (n / 10).clamp(1, 50),
+            };
+            bwrap::exec::run(bin, &env, &o).await
+        }
+        Cmd::BwrapIdle => {
+            let o = bwrap::idle::Opts {
+                sandboxes: pick(cli.idle_sandboxes, 10, 1000),
+                clients: cli.idle_clients.max(1),
+            };
+            bwrap::idle::run(bin, &env, &o).await
+        }
+        Cmd::Pull => {
+            let o = pull::Opts {
+                mib: cli
+                    .pull_mib
+                    .unwrap_or(if cli.quick { 10 } else { 100 })
+                    .max(1),
+                rounds: pick(cli.pull_rounds, 1, 3),
+            };
+            pull::run(bin, &o).await
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The spawn benchmark on each chosen store, then the comparison at 32 clients.

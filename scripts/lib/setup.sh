@@ -128,15 +128,17 @@ setup_qemu() {
 
 # ---------------------------------------------------------------------------------------------
 # HOOK setup_registry: Debian's `docker-registry` (an OCI distribution registry); the image
-# store's tests (crates/stacyvm-image, profile registry) start their own on loopback.
+# store's tests (crates/stacyvm-image, profile registry) start their own on loopback, some with
+# a login whose bcrypt htpasswd file `htpasswd -B` (apache2-utils) writes.
 # ---------------------------------------------------------------------------------------------
 setup_registry() {
     [ -x /usr/bin/docker-registry ] || apt_install docker-registry || return 1
+    have htpasswd || apt_install apache2-utils || return 1
     [ -x /usr/bin/docker-registry ]
 }
 
 # ---------------------------------------------------------------------------------------------
-# HOOK setup_bwrap: bubblewrap and busybox-static (the bwrap tests build their image from it),
+# HOOK setup_bwrap: bubblewrap, passt, e2fsprogs and busybox-static (the bwrap tests build their image from it),
 # on a root machine with overlayfs and cgroups (docs/bwrap.md).
 # ---------------------------------------------------------------------------------------------
 setup_bwrap() {
@@ -144,6 +146,9 @@ setup_bwrap() {
     have bwrap || apt_install bubblewrap || return 1
     have pasta || apt_install passt || return 1
     dpkg -s busybox-static >/dev/null 2>&1 || apt_install busybox-static || return 1
+    # The writable layer's disk quota (mkfs.ext4, loop devices) and the network tests' netns.
+    have mkfs.ext4 || apt_install e2fsprogs || return 1
+    have ip || apt_install iproute2 || return 1
     grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || {
         info "bwrap: overlayfs is not available"
         return 1
@@ -184,10 +189,10 @@ ready_backends() {
         info "docker: no daemon or no image $TEST_IMAGE; profiles docker and gvisor not run" >&2
     fi
     local vm_dir="${STACYVM_MICROVM_DIR:-/var/lib/stacyvm/microvm}"
-    if [ -x /usr/bin/docker-registry ]; then
+    if [ -x /usr/bin/docker-registry ] && have htpasswd; then
         echo registry
     else
-        info "registry: /usr/bin/docker-registry is missing; profile registry not run" >&2
+        info "registry: /usr/bin/docker-registry or htpasswd (apache2-utils) is missing; profile registry not run" >&2
     fi
     if have qemu-system-x86_64 && [ -f "$vm_dir/vmlinux" ] && [ -f "$vm_dir/initramfs.cpio.gz" ]; then
         echo vm

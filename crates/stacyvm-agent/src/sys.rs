@@ -1,7 +1,7 @@
 //! The few system calls std does not wrap.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 /// What `poll` saw on the port.
@@ -44,8 +44,16 @@ pub fn poll(fd: BorrowedFd<'_>, events: libc::c_short, timeout: Duration) -> io:
 
 /// Waits until at least one of `fds` can be read without blocking (data, end of file or an
 /// error); which ones can. An interrupted wait answers none.
-#[expect(unsafe_code, reason = "poll(2) has no std wrapper")]
 pub fn poll_readable(fds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
+    poll_readable_for(fds, None)
+}
+
+/// [`poll_readable`], giving up after `timeout` (none ready).
+#[expect(unsafe_code, reason = "poll(2) has no std wrapper")]
+pub fn poll_readable_for(
+    fds: &[BorrowedFd<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<bool>> {
     let mut p: Vec<libc::pollfd> = fds
         .iter()
         .map(|fd| libc::pollfd {
@@ -55,9 +63,13 @@ pub fn poll_readable(fds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
         })
         .collect();
     let len = libc::nfds_t::try_from(p.len()).unwrap_or(libc::nfds_t::MAX);
+    // Rounded up: a wait for 0.4 ms must not become a busy loop of zero-length polls.
+    let ms = timeout.map_or(-1, |t| {
+        libc::c_int::try_from(t.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
+    });
     // SAFETY: `p` is a valid, exclusively borrowed pollfd array of `len` entries for the whole
     // call, and every fd is kept open by its BorrowedFd lifetime.
-    let n = unsafe { libc::poll(p.as_mut_ptr(), len, -1) };
+    let n = unsafe { libc::poll(p.as_mut_ptr(), len, ms) };
     if n < 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::Interrupted {
@@ -66,6 +78,21 @@ pub fn poll_readable(fds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
         return Err(e);
     }
     Ok(p.iter().map(|p| p.revents != 0).collect())
+}
+
+/// A pidfd for our child `pid` (Linux 5.3+): readable once the child has exited, so one
+/// `poll` waits for its output and its end together.
+#[expect(unsafe_code, reason = "pidfd_open(2) has no std or libc wrapper")]
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: pidfd_open takes plain integers; a non-negative answer is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = libc::c_int::try_from(fd).map_err(|_| io::ErrorKind::InvalidData)?;
+    // SAFETY: the kernel just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// SIGKILL to a whole process group. Refuses group ids that would hit everything (0, 1, <0).

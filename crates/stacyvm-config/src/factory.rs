@@ -65,11 +65,18 @@ fn microvm_provider(
 fn bwrap_provider(cfg: &ValidConfig, cluster: Option<&str>) -> Result<Arc<dyn Provider>, String> {
     let mut bc = cfg.providers.bwrap.clone();
     bc.cluster = cluster.map(str::to_string);
-    bc.images_dir = bwrap_images_dir(cfg).to_string_lossy().into_owned();
+    // The writable layer's quota (docs/bwrap.md); validate() kept it within limits.max_disk_mb.
+    bc.default_disk_mb = cfg.defaults.disk_size_mb;
+    let dir = bwrap_images_dir(cfg);
+    bc.images_dir = dir.to_string_lossy().into_owned();
     if bc.agent_path.is_empty() {
         bc.agent_path = cfg.process_agent().unwrap_or_default().to_string();
     }
-    let p = stacyvm_provider::BwrapProvider::new(bc).map_err(|e| e.to_string())?;
+    // With the registries' settings and logins: a spawn pulls an image the store lacks.
+    let store = cfg.images.open_store(dir).map_err(|e| e.to_string())?;
+    let p = stacyvm_provider::BwrapProvider::new(bc)
+        .map_err(|e| e.to_string())?
+        .with_image_store(store);
     Ok(Arc::new(p))
 }
 

@@ -514,6 +514,17 @@ fn check_providers(c: &Config, errors: &mut Vec<ConfigError>) -> Option<Provider
             format!("{:?} is not none or user", p.bwrap.network_mode),
         ));
     }
+    if let Some(bad) = p
+        .bwrap
+        .dns
+        .iter()
+        .find(|a| a.trim().parse::<std::net::IpAddr>().is_err())
+    {
+        errors.push(ConfigError::invalid(
+            "providers.bwrap.dns",
+            format!("{bad:?} is not an IP address"),
+        ));
+    }
     let cpus = p.docker.cpus;
     if !cpus.is_finite() || cpus < 0.0 {
         errors.push(ConfigError::invalid(
@@ -617,7 +628,7 @@ fn warnings(c: &Config) -> Vec<String> {
             }
         } else if matches!(
             key.as_str(),
-            "defaults.disk_size_mb" | "defaults.pool_size" | "defaults.pool_template"
+            "defaults.pool_size" | "defaults.pool_template"
         ) {
             "this key is not used by StacyVM"
         } else {

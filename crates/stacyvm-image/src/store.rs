@@ -2,10 +2,10 @@
 //! pull, import and rootfs, which only add; exclusive for gc, which removes) and does its file
 //! work on tokio's blocking pool.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::credentials::Credentials;
 use crate::digest::Digest;
@@ -31,6 +31,10 @@ pub struct ImageStore {
 struct Inner {
     layout: Layout,
     registry: RegistryOptions,
+    /// The logins [`ImageStore::rootfs_or_pull`] pulls with.
+    credentials: Credentials,
+    /// One turn per name being pulled on demand, so concurrent callers share one pull.
+    pulls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// One stored image, as `stacyvm image ls` shows it.
@@ -69,6 +73,8 @@ impl ImageStore {
             inner: Arc::new(Inner {
                 layout,
                 registry: RegistryOptions::default(),
+                credentials: Credentials::anonymous(),
+                pulls: Mutex::default(),
             }),
         })
     }
@@ -92,11 +98,26 @@ impl ImageStore {
         self.with_registry(registry)
     }
 
+    /// The registry logins [`ImageStore::rootfs_or_pull`] uses ([`ImageStore::pull`] takes
+    /// its own).
+    pub fn with_credentials(self, credentials: Credentials) -> Self {
+        ImageStore {
+            inner: Arc::new(Inner {
+                layout: self.inner.layout.clone(),
+                registry: self.inner.registry.clone(),
+                credentials,
+                pulls: Mutex::default(),
+            }),
+        }
+    }
+
     fn with_registry(self, registry: RegistryOptions) -> Self {
         ImageStore {
             inner: Arc::new(Inner {
                 layout: self.inner.layout.clone(),
                 registry,
+                credentials: self.inner.credentials.clone(),
+                pulls: Mutex::default(),
             }),
         }
     }
@@ -231,6 +252,43 @@ impl ImageStore {
             })
         })
         .await
+    }
+
+    /// Like [`ImageStore::rootfs`], but an image the store does not have is pulled first, with
+    /// the store's credentials ([`ImageStore::with_credentials`]). Concurrent calls for one name
+    /// (through this store or its clones) share a single pull: the first caller pulls, the
+    /// others wait for it and then find the image. A failed pull leaves nothing behind, as
+    /// [`ImageStore::pull`] does, and the next call tries again.
+    pub async fn rootfs_or_pull(&self, reference: &ImageRef) -> Result<RootFs, ImageError> {
+        match self.rootfs(reference).await {
+            Err(ImageError::NotFound { .. }) => {}
+            done => return done,
+        }
+        let name = reference.to_string();
+        let turn = {
+            let mut pulls = self.inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
+            pulls.entry(name.clone()).or_default().clone()
+        };
+        let result = {
+            let _turn = turn.lock().await;
+            match self.rootfs(reference).await {
+                Err(ImageError::NotFound { .. }) => {
+                    tracing::info!(image = %reference, "image not in the store: pulling it");
+                    match self.pull(reference, &self.inner.credentials).await {
+                        Ok(_) => self.rootfs(reference).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                done => done,
+            }
+        };
+        // The last caller of a name out removes its turn (clones are only made under this lock,
+        // so the count cannot grow meanwhile).
+        let mut pulls = self.inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&turn) == 2 {
+            pulls.remove(&name);
+        }
+        result
     }
 
     async fn lock(&self, exclusive: bool) -> Result<FileLock, ImageError> {

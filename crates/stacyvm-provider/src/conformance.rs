@@ -466,18 +466,20 @@ pub async fn exec_slow_reader(p: &dyn Provider, image: &str) -> Result<(), Check
 }
 
 // File operations live in their own module (after the macros it uses).
+mod containment;
 mod files;
 mod links;
 mod pause;
 mod process;
 mod stream;
 mod suite;
+pub use containment::*;
 pub use files::*;
 pub use links::*;
 pub use pause::*;
 pub use process::*;
 pub use stream::*;
-pub use suite::{checks, run_all, Check, CheckFuture, Fixture};
+pub use suite::{checks, containment_checks, run_all, Check, CheckFuture, Fixture};
 
 /// Console logs are available and respect the line limit.
 pub async fn logs(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {

@@ -11,6 +11,9 @@ pub mod conformance;
 #[cfg(feature = "docker")]
 mod docker;
 mod error;
+// Only bwrap pulls on spawn so far; microvm takes what the store has (docs/images.md).
+#[cfg(feature = "bwrap")]
+mod images;
 #[cfg(feature = "microvm")]
 mod microvm;
 mod mock;

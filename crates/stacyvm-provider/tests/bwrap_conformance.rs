@@ -1,5 +1,6 @@
-//! The shared provider suite against bwrap sandboxes (selected by the `bwrap` nextest profile:
-//! needs root, bubblewrap, busybox-static and the agent; fails without them).
+//! The shared provider suite and the shared containment list (`conformance::containment`, also
+//! run on docker) against bwrap sandboxes (selected by the `bwrap` nextest profile: needs root,
+//! bubblewrap, busybox-static, `cc` and the agent; fails without them).
 #![cfg(feature = "bwrap")]
 #![allow(clippy::unwrap_used)]
 
@@ -11,4 +12,8 @@ async fn fresh() -> bwrap_support::Fixture {
 
 mod shared {
     stacyvm_provider::provider_conformance_tests!(super::fresh, super::bwrap_support::IMAGE);
+}
+
+mod containment {
+    stacyvm_provider::provider_containment_tests!(super::fresh, super::bwrap_support::IMAGE);
 }

@@ -299,14 +299,17 @@ async fn destroy_leaves_no_process_mount_cgroup_or_directory() {
 async fn a_missing_image_names_the_commands_that_add_it() {
     let f = fixture().await;
     let spec = stacyvm_provider::SandboxSpec {
-        image: "nope/missing:1".into(),
+        // A registry that is not there: the pull on spawn fails at once, without a network.
+        image: "127.0.0.1:1/nope/missing:1".into(),
         ..bwrap_support::spec()
     };
     let e = f.p.spawn(&spec).await.unwrap_err();
     match &e {
-        ProviderError::ImageNotFound(m) => {
+        ProviderError::Unavailable(m) => {
             assert!(
-                m.contains("stacyvm image pull") && m.contains("import"),
+                m.contains("pulling it failed")
+                    && m.contains("stacyvm image pull")
+                    && m.contains("import"),
                 "{m}"
             )
         }

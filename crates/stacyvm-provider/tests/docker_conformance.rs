@@ -1,7 +1,8 @@
 //! The shared provider suite (`stacyvm_provider::conformance`) against Docker: once on the
 //! default runtime (runc, module `runc`), once on gVisor (module `needs_gvisor`, which the
 //! nextest profiles `gvisor` and `ci` select; it fails without a `runsc` runtime registered by
-//! `scripts/setup-docker.sh --runsc`).
+//! `scripts/setup-docker.sh --runsc`). Module `containment`: the shared escape and containment
+//! list (`conformance::containment`, also run on bwrap) on runc, with the default limits.
 #![cfg(feature = "docker")]
 #![allow(clippy::unwrap_used)]
 
@@ -29,4 +30,8 @@ mod runc {
 
 mod needs_gvisor {
     stacyvm_provider::provider_conformance_tests!(super::runsc, super::IMAGE);
+}
+
+mod containment {
+    stacyvm_provider::provider_containment_tests!(super::runc, super::IMAGE);
 }

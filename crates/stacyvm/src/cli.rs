@@ -167,7 +167,8 @@ pub struct SpawnArgs {
     /// Print only the new sandbox's id (for `id=$(stacyvm spawn -q)`).
     #[arg(short, long)]
     pub quiet: bool,
-    #[arg(long, default_value = "alpine:latest")]
+    /// The image; default: the server's `defaults.image` (which `auto` checked its store for).
+    #[arg(long, default_value = "")]
     pub image: String,
     #[arg(long, default_value = "")]
     pub provider: String,

@@ -5,7 +5,7 @@ use stacyvm_protocol::base64;
 
 use super::read::{self, Reads};
 use super::spawn::{self, parse_signal, Failure};
-use super::{pty, registry, stdin, Proc};
+use super::{inline, pty, registry, stdin, Proc};
 use crate::session::{lock, Out};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ pub fn handle(id: u64, msg: HostMsg, out: &Out, reads: &Reads) {
                 Ok(p) => {
                     out.send(id, proc_msg(&p));
                     if let Some(w) = window {
-                        read::start(id, p.pid, 0, true, Some(w), out.clone(), reads);
+                        inline::attach(id, &p, w, out.clone(), reads);
                     }
                     return;
                 }

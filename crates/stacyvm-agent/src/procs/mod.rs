@@ -6,6 +6,7 @@
 //! which it is told about with a gap record. See docs/processes.md.
 
 mod api;
+mod inline;
 mod pspawn;
 pub mod pty;
 mod read;
@@ -13,6 +14,7 @@ pub mod ring;
 mod spawn;
 mod stdin;
 mod timers;
+mod watch;
 
 pub(crate) use crate::sys::thread;
 use std::collections::BTreeMap;
@@ -116,6 +118,8 @@ pub struct Proc {
     marker: Option<String>,
     /// Output pumps waiting for a reader right now.
     held: std::sync::atomic::AtomicUsize,
+    /// The read its start asked for, served by whoever records output (`inline.rs`).
+    inline: Mutex<Option<inline::Reader>>,
 }
 
 impl Proc {

@@ -12,12 +12,12 @@ use stacyvm_protocol::agent::{AgentRecord, ErrorCode, GuestMsg, MAX_RECORDS_PER_
 use stacyvm_protocol::base64;
 
 use super::ring::Item;
-use super::{registry, thread, Proc};
+use super::{inline, registry, thread, Exit, Proc};
 use crate::session::{lock, Out};
 
 /// Raw output bytes per `Records` frame at most (about 350 KiB encoded): frames stay far below
 /// `MAX_FRAME_LEN` and the session's queue stays small.
-const FRAME_BYTES: usize = 256 * 1024;
+pub(super) const FRAME_BYTES: usize = 256 * 1024;
 /// How often a waiting follow read looks at its cancel flag and its session.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -27,6 +27,8 @@ struct InFlight {
     proc: Arc<Proc>,
     /// Frames it may still send; `None` = unlimited.
     credit: Option<Arc<AtomicU64>>,
+    /// Served by whoever records the process's output (`inline`), not by a thread.
+    inline: bool,
 }
 
 /// Reads of one session in flight, by request id, for `Cancel` and `ReadCredit`.
@@ -36,10 +38,29 @@ pub struct Reads(Arc<Mutex<HashMap<u64, InFlight>>>);
 impl Reads {
     /// Ends the read with request id `target`, if there is one; it answers `ReadEnd`.
     pub fn cancel(&self, target: u64) {
-        if let Some(r) = lock(&self.0).remove(&target) {
+        let Some(r) = lock(&self.0).remove(&target) else {
+            return;
+        };
+        if r.inline {
+            inline::cancel(&r.proc);
+        } else {
             r.cancelled.store(true, Ordering::SeqCst);
             wake(&r.proc);
         }
+    }
+
+    pub(super) fn insert_inline(&self, id: u64, proc: Arc<Proc>) {
+        let r = InFlight {
+            cancelled: Arc::new(AtomicBool::new(false)),
+            proc,
+            credit: None,
+            inline: true,
+        };
+        lock(&self.0).insert(id, r);
+    }
+
+    pub(super) fn remove(&self, id: u64) {
+        lock(&self.0).remove(&id);
     }
 
     pub fn cancel_all(&self) {
@@ -53,11 +74,17 @@ impl Reads {
     /// may just have ended).
     pub fn credit(&self, target: u64, frames: u32) {
         let map = lock(&self.0);
-        if let Some(r) = map.get(&target) {
-            if let Some(c) = &r.credit {
-                c.fetch_add(u64::from(frames), Ordering::SeqCst);
-                wake(&r.proc);
-            }
+        let Some(r) = map.get(&target) else {
+            return;
+        };
+        if r.inline {
+            // Sent from here, without the map's lock (the read leaves the map when it ends).
+            let p = r.proc.clone();
+            drop(map);
+            inline::credit(&p, frames);
+        } else if let Some(c) = &r.credit {
+            c.fetch_add(u64::from(frames), Ordering::SeqCst);
+            wake(&r.proc);
         }
     }
 }
@@ -91,6 +118,7 @@ pub fn start(
                 cancelled: cancelled.clone(),
                 proc: p.clone(),
                 credit: credit.clone(),
+                inline: false,
             },
         );
     }
@@ -167,14 +195,9 @@ fn run(
                         out.send(id, GuestMsg::ReadEnd);
                         return;
                     }
-                    let rec = AgentRecord {
-                        seq: total,
-                        stream: "exit".into(),
-                        exit_code: Some(exit.code),
-                        signal: exit.signal.map(str::to_string),
-                        ..Default::default()
+                    let records = GuestMsg::Records {
+                        records: vec![exit_record(total, &exit)],
                     };
-                    let records = GuestMsg::Records { records: vec![rec] };
                     out.send_all(id, [records, GuestMsg::ReadEnd]);
                     return;
                 }
@@ -193,29 +216,7 @@ fn run(
             continue;
         }
         drop(st);
-        let mut records = Vec::with_capacity(items.len());
-        for item in items {
-            match item {
-                Item::Gap { seq, dropped } => {
-                    cursor = seq + dropped;
-                    records.push(AgentRecord {
-                        seq,
-                        stream: "gap".into(),
-                        dropped_bytes: Some(dropped),
-                        ..Default::default()
-                    });
-                }
-                Item::Data { seq, stream, data } => {
-                    cursor = seq + data.len() as u64;
-                    records.push(AgentRecord {
-                        seq,
-                        stream: stream.as_str().into(),
-                        data: base64::encode(&data),
-                        ..Default::default()
-                    });
-                }
-            }
-        }
+        let records = encode(items, &mut cursor);
         if !may_send(p, credit, out, cancelled) {
             out.send(id, GuestMsg::ReadEnd);
             return;
@@ -232,5 +233,44 @@ fn run(
             out.send(id, GuestMsg::ReadEnd);
             return;
         }
+    }
+}
+
+/// The records of `items`, moving `cursor` past them.
+pub(super) fn encode(items: Vec<Item>, cursor: &mut u64) -> Vec<AgentRecord> {
+    let mut records = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Item::Gap { seq, dropped } => {
+                *cursor = seq + dropped;
+                records.push(AgentRecord {
+                    seq,
+                    stream: "gap".into(),
+                    dropped_bytes: Some(dropped),
+                    ..Default::default()
+                });
+            }
+            Item::Data { seq, stream, data } => {
+                *cursor = seq + data.len() as u64;
+                records.push(AgentRecord {
+                    seq,
+                    stream: stream.as_str().into(),
+                    data: base64::encode(&data),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    records
+}
+
+/// The exit record, at offset `total` (after every output byte).
+pub(super) fn exit_record(total: u64, exit: &Exit) -> AgentRecord {
+    AgentRecord {
+        seq: total,
+        stream: "exit".into(),
+        exit_code: Some(exit.code),
+        signal: exit.signal.map(str::to_string),
+        ..Default::default()
     }
 }

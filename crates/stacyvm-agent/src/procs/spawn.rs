@@ -1,6 +1,6 @@
-//! Starting a process and the threads that serve it: one reader per output pipe (or one for
-//! the PTY master), a waiter that records the exit, a timer for the timeout, and a stdin
-//! writer.
+//! Starting a process and the threads that serve it: one thread that reads its output pipes
+//! (or PTY master) and sees it exit through a pidfd (`watch`; on kernels without pidfds, a
+//! reader and a waiter), the agent-wide timer for its timeout, and a stdin writer.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -19,16 +19,18 @@ use stacyvm_protocol::agent::DEFAULT_RETAIN_EXITED_MS;
 use stacyvm_protocol::agent::{ErrorCode, ProcStart, DEFAULT_OUTPUT_BUFFER, OUTPUT_CHUNK};
 
 use super::ring::{Ring, Stream};
-use super::{now_ms, pspawn, pty, registry, settings, stdin, thread, timers, Exit, Proc, State};
+use super::{
+    inline, now_ms, pspawn, pty, registry, settings, stdin, thread, timers, Exit, Proc, State,
+};
 use crate::reaper;
 use crate::session::lock;
 
 /// How long output may keep flowing after the process exited (a background child holding the
 /// pipes must not keep the process "running" forever); later output is not recorded.
-const DRAIN_GRACE: Duration = Duration::from_millis(500);
+pub(super) const DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// How long an exec's pipes may stay open after its main process exited before the leftovers
 /// still in its group are killed.
-const LEFTOVER_GRACE: Duration = Duration::from_millis(100);
+pub(super) const LEFTOVER_GRACE: Duration = Duration::from_millis(100);
 /// How long an exec's output waits for its first reader (the host reads right after the
 /// start; a host that died in between must not leave the process blocked for ever).
 const FIRST_READER_MS: i64 = 30_000;
@@ -49,6 +51,14 @@ const BASE_ENV: [(&str, &str); 4] = [
 ];
 
 pub type Failure = (ErrorCode, String);
+
+/// Serve processes as on a kernel without pidfds (tests of that path).
+static NO_PIDFDS: AtomicBool = AtomicBool::new(false);
+
+#[cfg(test)]
+pub fn use_pidfds(on: bool) {
+    NO_PIDFDS.store(!on, Ordering::Relaxed);
+}
 
 fn invalid(msg: impl Into<String>) -> Failure {
     (ErrorCode::InvalidInput, msg.into())
@@ -147,10 +157,14 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
                 Box::new(move || pspawn::wait(pid)),
             )
         };
-    let capacity = req
+    let mut capacity = req
         .output_buffer
         .unwrap_or(DEFAULT_OUTPUT_BUFFER)
         .min(MAX_OUTPUT_BUFFER);
+    if req.exec {
+        // An exec loses no output: its ring must hold at least one read of the pipe.
+        capacity = capacity.max(OUTPUT_CHUNK as u64);
+    }
     let (stdin_tx, stdin_sink) = if has_stdin {
         let sink: Option<File> = match &master {
             Some(m) => m.try_clone().ok(),
@@ -188,10 +202,21 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
         exec: req.exec,
         marker,
         held: std::sync::atomic::AtomicUsize::new(0),
+        inline: Mutex::new(None),
     });
     let (done_tx, done_rx) = channel::<()>();
     let readers = pipes.len();
-    let mut started = pump(&p, pipes, done_tx);
+    // With a pidfd one thread reads the output and sees the exit (no hand-off between a reader
+    // and a waiter on every exec); without one (Linux before 5.3) a pump reads, a waiter waits.
+    let pidfd = if NO_PIDFDS.load(Ordering::Relaxed) {
+        None
+    } else {
+        crate::sys::pidfd_open(pid).ok()
+    };
+    let (mut started, watched) = match pidfd {
+        Some(_) => (Ok(()), pipes),
+        None => (pump(&p, pipes, done_tx), Vec::new()),
+    };
     if let Some((sink, rx)) = stdin_sink {
         let (pw, is_pty, pgid) = (Arc::downgrade(&p), p.is_pty, p.pgid);
         started = started.and_then(|()| {
@@ -209,23 +234,33 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
     }
     // The waiter gets its work only once every thread runs: without them nothing would reap
     // or time the process (out of pids, e.g. a fork bomb), so it is killed and reaped here.
-    let (work_tx, work_rx) = channel::<Waiter>();
+    let (work_tx, work_rx) = channel::<(Waiter, Vec<(Stream, File)>)>();
     let pw = p.clone();
-    let waiting = thread("proc-wait", move || {
-        if let Ok(w) = work_rx.recv() {
-            wait(&pw, w, readers, &done_rx);
-        }
-        if let Some(key) = deadline {
-            timers::cancel(key);
-        }
-    });
+    let waiting = match pidfd {
+        Some(fd) => thread("proc-output", move || {
+            if let Ok((w, pipes)) = work_rx.recv() {
+                super::watch::run(&pw, pipes, &fd, w);
+            }
+            if let Some(key) = deadline {
+                timers::cancel(key);
+            }
+        }),
+        None => thread("proc-wait", move || {
+            if let Ok((w, _)) = work_rx.recv() {
+                wait(&pw, w, readers, &done_rx);
+            }
+            if let Some(key) = deadline {
+                timers::cancel(key);
+            }
+        }),
+    };
     if let Err(message) = started.and(waiting) {
         if let Some(key) = deadline {
             timers::cancel(key);
         }
         return Err(abandon(&p, waiter, message));
     }
-    let _ = work_tx.send(waiter);
+    let _ = work_tx.send((waiter, watched));
     // Listed only once it is fully started, so an abandoned one is never seen.
     registry().insert(p.clone());
     Ok(p)
@@ -264,7 +299,9 @@ fn pump(p: &Arc<Proc>, pipes: Vec<(Stream, File)>, done: Sender<()>) -> Result<(
                 }
                 match f.read(&mut buf) {
                     Ok(0) => ended.push(i),
-                    Ok(n) => record(&p, *stream, &buf[..n]),
+                    Ok(n) => {
+                        record(&p, *stream, &buf[..n]);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     // A PTY master reads EIO once every slave is closed.
                     Err(_) => ended.push(i),
@@ -279,13 +316,16 @@ fn pump(p: &Arc<Proc>, pipes: Vec<(Stream, File)>, done: Sender<()>) -> Result<(
 }
 
 /// Puts output into the ring. An exec's output waits for its reader (the process then blocks
-/// writing) instead of pushing unsent bytes out of the ring.
-fn record(p: &Proc, stream: Stream, data: &[u8]) {
+/// writing) instead of pushing unsent bytes out of the ring; whether it had to wait.
+pub(super) fn record(p: &Proc, stream: Stream, data: &[u8]) -> bool {
     let mut st = lock(&p.state);
     let must_hold = |st: &State| {
         p.exec && st.must_hold(data.len(), now_ms() - p.started_at_ms < FIRST_READER_MS)
     };
-    if must_hold(&st) {
+    // An inline read already sent what it could after the last record; credit for more sends
+    // it from the session thread, which wakes this wait.
+    let held = must_hold(&st);
+    if held {
         p.held.fetch_add(1, Ordering::SeqCst);
         while must_hold(&st) {
             st = p
@@ -301,11 +341,13 @@ fn record(p: &Proc, stream: Stream, data: &[u8]) {
         st.ring.push(stream, data);
         drop(st);
         p.changed.notify_all();
+        inline::pump(p);
     }
+    held
 }
 
 /// Blocks until the child ended.
-type Waiter = Box<dyn FnOnce() -> io::Result<ExitStatus> + Send>;
+pub(super) type Waiter = Box<dyn FnOnce() -> io::Result<ExitStatus> + Send>;
 
 fn wait(p: &Arc<Proc>, waiter: Waiter, readers: usize, done: &std::sync::mpsc::Receiver<()>) {
     let status = waiter();
@@ -325,6 +367,12 @@ fn wait(p: &Arc<Proc>, waiter: Waiter, readers: usize, done: &std::sync::mpsc::R
         let _ = pty::signal_group(p.pgid, libc::SIGKILL);
     }
     drain(p, done, left, DRAIN_GRACE);
+    finish(p, status);
+}
+
+/// Records the exit (readers see it after every output record), and lets go of the stdin
+/// writer and the terminal.
+pub(super) fn finish(p: &Proc, status: io::Result<ExitStatus>) {
     let (code, signal) = match status {
         _ if p.timed_out.load(Ordering::SeqCst) => (124, None),
         Ok(s) => exit_code(s),
@@ -339,6 +387,7 @@ fn wait(p: &Arc<Proc>, waiter: Waiter, readers: usize, done: &std::sync::mpsc::R
         ended_at_ms: now_ms(),
     });
     p.changed.notify_all();
+    inline::pump(p);
     // Wake the stdin writer so it ends (its queue sender lives in `p`), and free the terminal.
     lock(&p.stdin).take();
     lock(&p.master).take();

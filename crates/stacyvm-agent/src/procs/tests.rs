@@ -32,7 +32,7 @@ fn socket() -> PathBuf {
 
 pub struct Conn {
     s: UnixStream,
-    next: u64,
+    pub next: u64,
 }
 
 impl Conn {
@@ -580,7 +580,7 @@ fn processes_start_clean() {
 }
 
 /// `seq 1 N` as the bytes it prints.
-fn seq_output(n: u32) -> Vec<u8> {
+pub fn seq_output(n: u32) -> Vec<u8> {
     (1..=n)
         .flat_map(|i| format!("{i}\n").into_bytes())
         .collect()
@@ -613,6 +613,27 @@ fn exec_output_is_held_for_a_slow_reader() {
 /// As exec always did, background leftovers die with the command.
 #[test]
 fn exec_kills_its_leftovers() {
+    check_exec_kills_its_leftovers();
+}
+
+/// Kernels before 5.3 have no pidfds: a reader and a waiter thread serve each process instead
+/// of one thread (the switch is global, so other tests may run either way meanwhile).
+#[test]
+fn without_pidfds_a_reader_and_a_waiter_serve_the_process() {
+    super::spawn::use_pidfds(false);
+    let mut c = Conn::open();
+    let p = c.start(sh("printf hi; printf err >&2; exit 3"));
+    let (streams, _, exit) = split(&c.read(p.pid, 0, true));
+    check_exec_kills_its_leftovers();
+    super::spawn::use_pidfds(true);
+    assert_eq!(
+        (&streams["stdout"][..], &streams["stderr"][..]),
+        (&b"hi"[..], &b"err"[..])
+    );
+    assert_eq!(exit.and_then(|e| e.exit_code), Some(3));
+}
+
+fn check_exec_kills_its_leftovers() {
     let mut c = Conn::open();
     let mut req = sh("sleep 100 & echo $!");
     req.exec = true;

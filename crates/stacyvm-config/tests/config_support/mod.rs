@@ -93,7 +93,7 @@ providers:
   bwrap:
     {enabled: true, data_dir: /srv/bwrap, images_dir: /srv/images, bwrap_path: /usr/local/bin/bwrap,
      agent_path: /opt/agent, network_mode: user, pasta_path: /usr/local/bin/pasta, pids_limit: 64,
-     cgroup_parent: sandboxes}
+     cgroup_parent: sandboxes, dns: [192.0.2.53]}
 defaults:
   {ttl: 1h, image: "python:3.12", memory_mb: 2048, vcpus: 2, disk_size_mb: 4096, pool_size: 3,
    pool_template: py, max_ttl: 48h, default_exec_timeout: 30s, max_exec_timeout: 20m,

@@ -6,6 +6,8 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,59 +36,136 @@ pub fn registry_binary() -> PathBuf {
     bin
 }
 
-/// A `docker-registry` serving plain HTTP on a free loopback port; killed on drop.
+/// What a test registry asks of its clients beyond plain HTTP on loopback.
+#[derive(Default)]
+pub struct Access {
+    /// A login (htpasswd, bcrypt): every request without it is answered 401.
+    pub login: Option<(String, String)>,
+    /// HTTPS with a certificate from a CA made for the test, in a network namespace the test
+    /// makes (the store talks plain HTTP to loopback registries, and tests use no address of
+    /// the host but loopback).
+    pub tls: bool,
+}
+
+/// A `docker-registry` on a free port; killed on drop. Plain HTTP on loopback unless
+/// [`Access`] says otherwise.
 pub struct Registry {
     child: Child,
+    /// The namespace a TLS registry serves in (dropped after the registry).
+    netns: Option<Netns>,
     pub addr: SocketAddr,
     /// The registry's storage root, for tests that tamper with what it serves.
     pub storage: PathBuf,
+    /// PEM of the CA that signed the registry's certificate (with `tls`).
+    pub ca_pem: Option<Vec<u8>>,
+    scheme: &'static str,
+    login: Option<(String, String)>,
     _dir: tempfile::TempDir,
     http: reqwest::Client,
 }
 
 impl Registry {
     pub async fn start() -> Registry {
+        Registry::start_with(Access::default()).await
+    }
+
+    pub async fn start_with(access: Access) -> Registry {
         let bin = registry_binary();
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = dir.path().join("storage");
         std::fs::create_dir(&storage).expect("mkdir");
-        let port = free_port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
-            ),
-        )
-        .expect("write config");
+        let netns = access.tls.then(Netns::create);
+        let addr = match &netns {
+            // Nothing else listens in a namespace made just now.
+            Some(ns) => SocketAddr::new(ns.inside, 5000),
+            None => SocketAddr::new([127, 0, 0, 1].into(), free_port([127, 0, 0, 1].into())),
+        };
+        let ip = addr.ip();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: {addr}\n",
+            storage.display()
+        );
+        let mut http = reqwest::Client::builder();
+        let mut ca_pem = None;
+        if access.tls {
+            let (ca, cert, key) = test_certificates(ip);
+            std::fs::write(dir.path().join("server.pem"), cert).expect("write cert");
+            std::fs::write(dir.path().join("server.key"), key).expect("write key");
+            config.push_str(&format!(
+                "  tls:\n    certificate: {0}/server.pem\n    key: {0}/server.key\n",
+                dir.path().display()
+            ));
+            let root = reqwest::Certificate::from_pem(ca.as_bytes()).expect("ca");
+            http = http.add_root_certificate(root);
+            ca_pem = Some(ca.into_bytes());
+        }
+        if let Some((user, password)) = &access.login {
+            let htpasswd = dir.path().join("htpasswd");
+            // bcrypt is the only scheme the registry's htpasswd auth accepts.
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("htpasswd (apt-get install apache2-utils)");
+            assert!(out.status.success(), "htpasswd: {out:?}");
+            std::fs::write(&htpasswd, &out.stdout).expect("write htpasswd");
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: stacyvm-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("write config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
-        let child = Command::new(&bin)
+        let mut cmd = match &netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                // `ip netns exec` execs the registry: the child is the registry itself.
+                c.args(["netns", "exec", &ns.name]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .arg("serve")
-            .arg(&config)
+            .arg(&config_path)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("spawn docker-registry");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let mut reg = Registry {
             child,
+            netns,
             addr,
             storage,
+            ca_pem,
+            scheme: if access.tls { "https" } else { "http" },
+            login: access.login,
             _dir: dir,
-            http: reqwest::Client::new(),
+            http: http.build().expect("client"),
         };
         reg.wait_ready().await;
         reg
     }
 
+    /// `builder` with the registry's login, when it has one.
+    fn authed(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.login {
+            Some((u, p)) => builder.basic_auth(u, Some(p)),
+            None => builder,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, self.addr)
+    }
+
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("http://{}/v2/", self.addr);
+        let url = self.url("/v2/");
         loop {
-            if let Ok(r) = self.http.get(&url).send().await {
+            if let Ok(r) = self.authed(self.http.get(&url)).send().await {
                 if r.status().is_success() {
                     return;
                 }
@@ -112,8 +191,12 @@ impl Registry {
     /// Monolithic upload: POST to open an upload, PUT the bytes with their digest.
     pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
         let digest = sha256(bytes);
-        let url = format!("http://{}/v2/{repo}/blobs/uploads/", self.addr);
-        let r = self.http.post(&url).send().await.expect("open upload");
+        let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
+        let r = self
+            .authed(self.http.post(&url))
+            .send()
+            .await
+            .expect("open upload");
         assert_eq!(
             r.status().as_u16(),
             202,
@@ -130,12 +213,11 @@ impl Registry {
         let loc = if loc.starts_with("http") {
             loc
         } else {
-            format!("http://{}{loc}", self.addr)
+            self.url(&loc)
         };
         let sep = if loc.contains('?') { '&' } else { '?' };
         let r = self
-            .http
-            .put(format!("{loc}{sep}digest={digest}"))
+            .authed(self.http.put(format!("{loc}{sep}digest={digest}")))
             .header("content-type", "application/octet-stream")
             .body(bytes.to_vec())
             .send()
@@ -146,10 +228,9 @@ impl Registry {
     }
 
     pub async fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) {
-        let url = format!("http://{}/v2/{repo}/manifests/{reference}", self.addr);
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let r = self
-            .http
-            .put(&url)
+            .authed(self.http.put(&url))
             .header("content-type", media_type)
             .body(body.to_vec())
             .send()
@@ -191,9 +272,80 @@ impl Drop for Registry {
     }
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+fn free_port(ip: std::net::IpAddr) -> u16 {
+    let l = TcpListener::bind((ip, 0)).expect("bind");
     l.local_addr().expect("addr").port()
+}
+
+/// A network namespace joined to this one by a veth pair on a private /30, removed on drop.
+struct Netns {
+    name: String,
+    /// The namespace's end of the pair.
+    inside: std::net::IpAddr,
+}
+
+impl Netns {
+    fn create() -> Netns {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = (std::process::id() % 60) * 4 + n % 4;
+        let name = format!("svmreg{}-{n}", std::process::id() % 100_000);
+        let (host_if, ns_if) = (format!("svr{id}h"), format!("svr{id}n"));
+        let (a, b) = ((id * 4) / 256, (id * 4) % 256);
+        let host_ip = format!("10.231.{a}.{}", b + 1);
+        let inside = format!("10.231.{a}.{}", b + 2);
+        let ns = Netns {
+            name: name.clone(),
+            inside: inside.parse().expect("ip"),
+        };
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .expect("ip (iproute2)");
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        };
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        ip(&["link", "set", &ns_if, "netns", &name]);
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        let inner = ["netns", "exec", &name, "ip"];
+        ip(&[
+            &inner[..],
+            &["addr", "add", &format!("{inside}/30"), "dev", &ns_if],
+        ]
+        .concat());
+        ip(&[&inner[..], &["link", "set", &ns_if, "up"]].concat());
+        ip(&[&inner[..], &["link", "set", "lo", "up"]].concat());
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the pair with it.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A CA made for the test and a server certificate it signed for `ip`: (CA PEM, certificate
+/// PEM, key PEM).
+fn test_certificates(ip: std::net::IpAddr) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let key = KeyPair::generate().expect("key");
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).expect("params");
+    leaf.subject_alt_names = vec![SanType::IpAddress(ip)];
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).expect("cert");
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
 /// An image as the test built it: layer blobs as served, and the documents naming them.
@@ -354,20 +506,31 @@ pub fn assert_store_empty(root: &Path) {
 }
 
 /// A TCP proxy to `upstream` that passes at most `limit` bytes of each response stream and then
-/// closes the connection: a registry dropping mid-transfer. Stops when the handle is dropped.
+/// closes the connection: a registry dropping mid-transfer. It counts the response bytes it
+/// passed. Stops when the handle is dropped.
 pub struct DroppingProxy {
     pub addr: SocketAddr,
+    /// Response bytes passed to clients so far.
+    pub served: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl DroppingProxy {
+    /// A proxy that drops nothing, to count what clients download.
+    pub async fn counting(upstream: SocketAddr) -> DroppingProxy {
+        DroppingProxy::start(upstream, usize::MAX).await
+    }
+
     pub async fn start(upstream: SocketAddr, limit: usize) -> DroppingProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind proxy");
         let addr = listener.local_addr().expect("addr");
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = served.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                let counter = counter.clone();
                 tokio::spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
@@ -388,13 +551,14 @@ impl DroppingProxy {
                             break;
                         }
                         sent += n;
+                        counter.fetch_add(n, Ordering::Relaxed);
                     }
                     up.abort();
                     // Dropping both halves closes the client's connection mid-response.
                 });
             }
         });
-        DroppingProxy { addr, task }
+        DroppingProxy { addr, served, task }
     }
 }
 

@@ -1,9 +1,9 @@
 //! A 0.1 exec run as a process of the agent (protocol version 4; docs/processes.md, "exec on
 //! the process model"). The process is started with `exec`: its output is held for the reader
 //! instead of dropped, and its group dies with it, as exec always did. The read is windowed:
-//! the agent sends a frame only against credit, and the host returns one credit per frame it
-//! has handed to the caller's sender, so a slow caller slows the command (exec's contract)
-//! and nothing queues without bound on either side.
+//! the agent sends a frame only against credit, and the host returns the credit of the frames
+//! it has handed to the caller's sender (two at a time), so a slow caller slows the command
+//! (exec's contract) and nothing queues without bound on either side.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +23,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames the agent may send ahead of the caller.
 const WINDOW: u32 = 4;
+/// Frames handed to the caller before their credit goes back together.
+const CREDIT_BATCH: u32 = WINDOW / 2;
 /// How long past its timeout the host waits for the agent to end an exec.
 const HOST_GRACE: Duration = Duration::from_secs(5);
 /// How soon a read refused for want of threads is tried again.
@@ -114,6 +116,7 @@ pub(crate) async fn run<T: AsRef<AgentConn> + Send + Sync + 'static>(
         };
         let read_guard =
             AbortOnDrop::new(owner.clone(), HostMsg::Cancel { target: id }).forgetting(id);
+        let mut owed = 0u32;
         loop {
             let next_msg = tokio::select! {
                 m = rx.recv() => m,
@@ -183,11 +186,17 @@ pub(crate) async fn run<T: AsRef<AgentConn> + Send + Sync + 'static>(
                     }
                 }
             }
-            conn.notify(HostMsg::ReadCredit {
-                target: id,
-                frames: 1,
-            })
-            .await;
+            // Credit goes back in batches of half the window: a short command's output and exit
+            // then cost the agent no wake-up for a credit it will never use.
+            owed += 1;
+            if owed >= CREDIT_BATCH {
+                conn.notify(HostMsg::ReadCredit {
+                    target: id,
+                    frames: owed,
+                })
+                .await;
+                owed = 0;
+            }
         }
     }
 }

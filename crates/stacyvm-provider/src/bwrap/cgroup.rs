@@ -72,7 +72,12 @@ fn fail(what: &str) -> impl Fn(io::Error) -> ProviderError + '_ {
 
 /// The layout of this host, or `Unavailable` saying what is missing.
 pub(super) fn detect() -> Result<Layout, ProviderError> {
-    let root = Path::new(CGROUP_ROOT);
+    detect_in(Path::new(CGROUP_ROOT))
+}
+
+/// [`detect`] on the cgroup mount `root` (the tests' fake cgroupfs; the provider uses
+/// [`CGROUP_ROOT`]).
+fn detect_in(root: &Path) -> Result<Layout, ProviderError> {
     if root.join("cgroup.controllers").is_file() {
         return Ok(Layout::V2);
     }
@@ -84,14 +89,18 @@ pub(super) fn detect() -> Result<Layout, ProviderError> {
         return Ok(Layout::V1);
     }
     Err(ProviderError::Unavailable(format!(
-        "bwrap needs cgroups: neither a cgroup v2 mount at {CGROUP_ROOT} nor v1 hierarchies for {}",
+        "bwrap needs cgroups: neither a cgroup v2 mount at {} nor v1 hierarchies for {}",
+        root.display(),
         missing.join(", ")
     )))
 }
 
 /// The groups of sandbox `id`: v2 one, v1 memory, pids and cpu (in that order).
 pub(super) fn paths(layout: Layout, parent: &str, id: &str) -> Vec<PathBuf> {
-    let root = Path::new(CGROUP_ROOT);
+    paths_in(Path::new(CGROUP_ROOT), layout, parent, id)
+}
+
+fn paths_in(root: &Path, layout: Layout, parent: &str, id: &str) -> Vec<PathBuf> {
     match layout {
         Layout::V2 => vec![root.join(parent).join(id)],
         Layout::V1 => ["memory", "pids", "cpu"]
@@ -108,10 +117,19 @@ pub(super) fn create(
     id: &str,
     limits: Limits,
 ) -> Result<Cgroups, ProviderError> {
-    let root = Path::new(CGROUP_ROOT);
+    create_in(Path::new(CGROUP_ROOT), layout, parent, id, limits)
+}
+
+fn create_in(
+    root: &Path,
+    layout: Layout,
+    parent: &str,
+    id: &str,
+    limits: Limits,
+) -> Result<Cgroups, ProviderError> {
     let groups = Cgroups {
         layout,
-        dirs: paths(layout, parent, id),
+        dirs: paths_in(root, layout, parent, id),
     };
     let made = match layout {
         Layout::V2 => create_v2(root, parent, &groups.dirs[0], limits),
@@ -313,3 +331,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "cgroup_tests.rs"]
+mod fake_fs_tests;

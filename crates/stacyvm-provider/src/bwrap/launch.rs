@@ -28,6 +28,8 @@ const AGENT_SOCK: &str = "/.stacyvm/run/agent.sock";
 pub(super) const WORKSPACE: &str = "/workspace";
 /// How long a new sandbox's agent may take to listen and answer.
 pub(super) const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a new sandbox's agent socket is polled every millisecond before every 10 ms.
+const FAST_POLL: Duration = Duration::from_millis(200);
 /// How long one connection attempt to a running agent may take.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -178,6 +180,9 @@ pub(super) async fn connect(
     deadline: Instant,
     mut alive: impl FnMut() -> bool,
 ) -> Result<AgentConn, ProviderError> {
+    // The agent listens a few ms after bwrap starts: poll every millisecond at first (a
+    // fixed 10 ms cost a spawn 5 ms on average, docs/benchmarks.md "Issue 15"), then less often.
+    let fast_until = Instant::now() + FAST_POLL;
     loop {
         let err = match connect_once(paths, id, deadline).await {
             Ok(c) => return Ok(c),
@@ -195,7 +200,12 @@ pub(super) async fn connect(
                 "sandbox agent unreachable: {err}"
             )));
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let pause = if Instant::now() < fast_until {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(10)
+        };
+        tokio::time::sleep(pause).await;
     }
 }
 

@@ -8,29 +8,26 @@
 
 use std::sync::Arc;
 
-use stacyvm_image::{ImageError, ImageRef};
+use stacyvm_image::ImageRef;
 use tokio::time::Instant;
 
 use super::cgroup::{self, Cgroups, Limits};
 use super::launch::{self, START_TIMEOUT};
 use super::settings::NetworkMode;
 use super::state::{self, Meta, Paths};
-use super::{net, sys, BwrapProvider, Sandbox};
+use super::{layer, net, sys, BwrapProvider, Sandbox};
 use crate::{ProviderError, SandboxSpec};
 
 impl BwrapProvider {
-    /// The image's root filesystem from the store; a missing image names the commands that
-    /// put one there.
+    /// The image's root filesystem from the store, pulled first when the store does not have
+    /// it (once for concurrent spawns; `ImageStore::rootfs_or_pull`).
     async fn rootfs(&self, image: &str) -> Result<stacyvm_image::RootFs, ProviderError> {
         let r = ImageRef::parse(image)
             .map_err(|e| ProviderError::InvalidInput(format!("image {image:?}: {e}")))?;
-        self.store.rootfs(&r).await.map_err(|e| match e {
-            ImageError::NotFound { .. } => ProviderError::ImageNotFound(format!(
-                "{image} is not in the image store; add it with `stacyvm image pull {image}` \
-                 or `stacyvm image import <archive> --tag {image}`"
-            )),
-            e => ProviderError::internal_with(format!("preparing image {image} failed"), e),
-        })
+        self.store
+            .rootfs_or_pull(&r)
+            .await
+            .map_err(|e| crate::images::pull_error(image, e))
     }
 
     fn limits(&self, spec: &SandboxSpec) -> Limits {
@@ -70,6 +67,25 @@ impl BwrapProvider {
         })
         .await?;
         undo.dir = true;
+        // From here on a failure unmounts whatever is mounted (not mounted is fine).
+        undo.mounted = true;
+        let (data_dir, mkfs, disk_mb, user_dns) = (
+            self.settings.data_dir.clone(),
+            self.settings.mkfs.clone(),
+            self.settings.disk_mb,
+            (self.settings.network == NetworkMode::User).then(|| self.settings.dns.clone()),
+        );
+        blocking({
+            let paths = paths.clone();
+            move || {
+                layer::create(&paths, &data_dir, &mkfs, disk_mb)?;
+                match user_dns {
+                    Some(dns) => net::configure_dns(&paths.upper(), &dns),
+                    None => Ok(()),
+                }
+            }
+        })
+        .await?;
         let (lower, upper, work, merged) = (
             rootfs.path.clone(),
             paths.upper(),
@@ -90,7 +106,6 @@ impl BwrapProvider {
             })
         })
         .await?;
-        undo.mounted = true;
         let (parent, id, limits) = (
             self.settings.cgroup_parent.clone(),
             spec.id.clone(),
@@ -233,11 +248,15 @@ impl Undo {
             let r = sys::unmount(&self.paths.merged()).map_err(|e| {
                 ProviderError::internal_with("unmounting the sandbox's root file system failed", e)
             });
-            first = first.and(r);
+            // The layer's disk only once the overlay on it is gone (else it is busy).
+            first = first.and(r.and_then(|()| layer::remove(&self.paths)));
         }
-        // Never remove a directory whose overlay is still mounted: that would delete through
-        // it... into the upper layer only, but keep the rule simple.
-        if std::mem::take(&mut self.dir) && !sys::is_mounted(&self.paths.merged()) {
+        // Never remove a directory with a mount still in it: that would delete through it...
+        // into the sandbox's own layer only, but keep the rule simple.
+        let mounted = [self.paths.merged(), self.paths.layer()]
+            .iter()
+            .any(|m| sys::is_mounted(m));
+        if std::mem::take(&mut self.dir) && !mounted {
             let r = match std::fs::remove_dir_all(&self.paths.dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(
                     ProviderError::internal_with("removing the sandbox directory failed", e),

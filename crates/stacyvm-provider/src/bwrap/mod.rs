@@ -15,6 +15,7 @@
 mod cgroup;
 mod freeze;
 mod launch;
+mod layer;
 mod lifecycle;
 mod net;
 mod seccomp;
@@ -143,6 +144,14 @@ impl BwrapProvider {
         Ok(p)
     }
 
+    /// Spawns take root filesystems from `store` instead of the one `images_dir` opened: the
+    /// factory passes the store with the `images.*` registry settings and logins, with which a
+    /// spawn pulls an image the store does not have.
+    pub fn with_image_store(mut self, store: ImageStore) -> Self {
+        self.store = store;
+        self
+    }
+
     /// The image store sandboxes are made from (the CLI's `stacyvm image` and tests fill it).
     pub fn image_store(&self) -> &ImageStore {
         &self.store
@@ -248,6 +257,7 @@ impl Provider for BwrapProvider {
             "network_mode": self.settings.network.as_str(),
             "cgroups": self.layout.as_ref().map(|l| l.as_str()).unwrap_or("unavailable"),
             "pids_limit": self.config.pids_limit,
+            "disk_mb": self.settings.disk_mb,
             "seccomp": "default",
             "agent_protocol_version": stacyvm_protocol::agent::AGENT_PROTOCOL_VERSION,
         })
@@ -268,6 +278,13 @@ impl Provider for BwrapProvider {
                 "pasta binary {:?} not found (apt-get install passt) for network_mode: user",
                 self.config.pasta_path
             )));
+        }
+        if let Some(why) = self
+            .settings
+            .disk_mb
+            .and_then(|_| layer::unavailable(&self.settings.mkfs))
+        {
+            return Err(ProviderError::Unavailable(why));
         }
         self.layout().map(|_| ())
     }

@@ -8,10 +8,19 @@
 //! - `--no-map-gw`: by default pasta maps the gateway address to the host's loopback, which
 //!   would let the sandbox reach services listening on the host's `127.0.0.1` (the control
 //!   plane's API, a database). Outbound connections go where the host's would.
+//! - `-T none -U none`: pasta's default (`auto`) forwards the sandbox's connections to its own
+//!   loopback ports to the same ports on the host's loopback, the other way in.
 //! - pasta joins the sandbox's cgroups (destroy kills it with the rest; it counts against the
 //!   sandbox's limits) and runs as root: this pasta version drops to `nobody` before it opens
 //!   the namespace, which then fails.
+//! - DNS: the sandbox's `/etc/resolv.conf` (written into its writable layer before it starts)
+//!   names `providers.bwrap.dns`, else the host's non-loopback resolvers; queries are ordinary
+//!   outbound UDP/TCP through pasta. pasta's own `--dns-forward` is not used: in this version
+//!   its upstream is only the host's first `/etc/resolv.conf` entry (`-D` does not change it),
+//!   so it could not honour the configured resolvers, and with `--no-map-gw` it drops a
+//!   loopback resolver (systemd-resolved's `127.0.0.53`) just as we do.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -41,6 +50,61 @@ fn free_port() -> std::io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// pasta's arguments: see the module comment for why each forward is closed.
+fn pasta_args(port: u16, pid: u32) -> Vec<String> {
+    let mut a: Vec<String> = ["--config-net", "--quiet", "--runas", "0", "-t"]
+        .map(String::from)
+        .to_vec();
+    a.push(format!("127.0.0.1/{port}:{PREVIEW_PORT}"));
+    a.extend(["-u", "none", "-T", "none", "-U", "none", "--no-map-gw"].map(String::from));
+    a.push(pid.to_string());
+    a
+}
+
+/// The resolvers a `user` sandbox is given: `configured`, else the `nameserver`s of the host's
+/// `resolv_conf` that the sandbox can reach (a loopback address is the sandbox's own loopback,
+/// and the host's is closed to it on purpose).
+pub(super) fn resolvers(configured: &[IpAddr], resolv_conf: &str) -> Vec<IpAddr> {
+    if !configured.is_empty() {
+        return configured.to_vec();
+    }
+    resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .filter(|a| !a.is_loopback() && !a.is_unspecified())
+        .collect()
+}
+
+/// Writes `etc/resolv.conf` naming `servers` into the sandbox's writable layer `upper` (fresh,
+/// not yet mounted, so nothing in it can be a link the sandbox planted). The file hides the
+/// image's own, whatever it is (a link into `/run` included).
+fn write_resolv_conf(upper: &Path, servers: &[IpAddr]) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let etc = upper.join("etc");
+    std::fs::DirBuilder::new().mode(0o755).create(&etc)?;
+    let text: String = servers
+        .iter()
+        .map(|s| format!("nameserver {s}\n"))
+        .collect();
+    std::fs::write(etc.join("resolv.conf"), text)
+}
+
+/// Gives a `user` sandbox its resolvers: [`resolvers`] of `configured` and the host's
+/// `/etc/resolv.conf`, written into its fresh layer `upper`.
+pub(super) fn configure_dns(upper: &Path, configured: &[IpAddr]) -> Result<(), ProviderError> {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let servers = resolvers(configured, &host);
+    if servers.is_empty() {
+        tracing::warn!(
+            "bwrap: no resolver a sandbox can reach (the host's are loopback or none); \
+             set providers.bwrap.dns"
+        );
+    }
+    write_resolv_conf(upper, &servers)
+        .map_err(|e| ProviderError::internal_with("writing the sandbox's resolv.conf failed", e))
+}
+
 /// Starts pasta on the network namespace of the sandbox whose bwrap is `bwrap`; the host
 /// port forwarded to [`PREVIEW_PORT`].
 pub(super) async fn attach(
@@ -58,10 +122,7 @@ pub(super) async fn attach(
         .open(console)
         .map_err(fail)?;
     let mut cmd = Command::new(&settings.pasta);
-    cmd.args(["--config-net", "--quiet", "--runas", "0", "-t"])
-        .arg(format!("127.0.0.1/{port}:{PREVIEW_PORT}"))
-        .args(["-u", "none", "-T", "none", "-U", "none", "--no-map-gw"])
-        .arg(pid.to_string())
+    cmd.args(pasta_args(port, pid))
         .env_clear()
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(fail)?)
@@ -81,4 +142,40 @@ pub(super) async fn attach(
         )));
     }
     Ok(port)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pasta_opens_only_the_preview_port_and_keeps_the_host_loopback_closed() {
+        let a = pasta_args(41000, 77).join(" ");
+        assert!(a.contains("-t 127.0.0.1/41000:3000"), "{a}");
+        for closed in ["-u none", "-T none", "-U none", "--no-map-gw"] {
+            assert!(a.contains(closed), "{closed} missing: {a}");
+        }
+        assert!(a.ends_with(" 77"), "{a}");
+    }
+
+    #[test]
+    fn resolvers_are_configured_or_the_hosts_reachable_ones() {
+        let host = "# comment\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\n\
+                    nameserver fd00::53\nsearch example\nnameserver junk\n";
+        let want: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap(), "fd00::53".parse().unwrap()];
+        assert_eq!(resolvers(&[], host), want);
+        let set: Vec<IpAddr> = vec!["192.0.2.53".parse().unwrap()];
+        assert_eq!(resolvers(&set, host), set);
+        assert!(resolvers(&[], "nameserver 127.0.0.53\n").is_empty());
+    }
+
+    #[test]
+    fn resolv_conf_goes_into_the_writable_layer() {
+        let d = tempfile::tempdir().unwrap();
+        let servers: Vec<IpAddr> = vec!["10.1.2.3".parse().unwrap()];
+        write_resolv_conf(d.path(), &servers).unwrap();
+        let text = std::fs::read_to_string(d.path().join("etc/resolv.conf")).unwrap();
+        assert_eq!(text, "nameserver 10.1.2.3\n");
+    }
 }

@@ -1,6 +1,7 @@
 //! `providers.bwrap.*` ([`BwrapConfig`], the section as written) checked, with empty values
 //! resolved.
 
+use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
 pub(crate) use crate::config::NetworkMode;
@@ -17,10 +18,17 @@ pub(crate) struct Settings {
     pub agent: PathBuf,
     pub network: NetworkMode,
     pub pasta: PathBuf,
+    /// `mkfs.ext4` for the writable layer's disk (Debian keeps it in `/usr/sbin`, which a
+    /// service's `PATH` may lack).
+    pub mkfs: PathBuf,
+    /// `providers.bwrap.dns`, parsed.
+    pub dns: Vec<IpAddr>,
     pub pids_limit: Option<u64>,
     pub cgroup_parent: String,
     pub default_memory_mb: i64,
     pub default_vcpus: i64,
+    /// The writable layer's size in MiB; `None` = no quota.
+    pub disk_mb: Option<u64>,
     pub cluster: Option<String>,
 }
 
@@ -93,6 +101,15 @@ impl BwrapConfig {
         if !agent.as_os_str().is_empty() && !super::sys::overlay_safe(&agent) {
             return Err(invalid("agent_path", "must not contain ',', ':' or '\\'"));
         }
+        let dns = self
+            .dns
+            .iter()
+            .map(|a| {
+                a.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| invalid("dns", format!("{a:?} is not an IP address")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Settings {
             data_dir,
             images_dir,
@@ -103,10 +120,15 @@ impl BwrapConfig {
                 "" => find_program("pasta"),
                 p => find_program(p),
             },
+            dns,
+            mkfs: Some(find_program("mkfs.ext4"))
+                .filter(|p| p.is_file())
+                .unwrap_or_else(|| PathBuf::from("/usr/sbin/mkfs.ext4")),
             pids_limit: u64::try_from(self.pids_limit).ok().filter(|p| *p > 0),
             cgroup_parent: parent.to_string(),
             default_memory_mb: self.default_memory_mb,
             default_vcpus: self.default_vcpus,
+            disk_mb: u64::try_from(self.default_disk_mb).ok().filter(|m| *m > 0),
             cluster: self.cluster.clone(),
         })
     }
@@ -144,6 +166,13 @@ mod tests {
                     ..Default::default()
                 },
                 "cgroup_parent",
+            ),
+            (
+                BwrapConfig {
+                    dns: vec!["10.0.0.1".into(), "resolver.example".into()],
+                    ..Default::default()
+                },
+                "dns",
             ),
             (
                 BwrapConfig {

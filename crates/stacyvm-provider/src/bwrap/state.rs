@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! sandbox.json   Meta: id, image, lower dir, cgroups, bwrap's pid, cluster
-//! upper/ work/   the overlay's private writable layer and its work dir
+//! disk.ext4      the writable layer's file system when it has a quota (layer.rs)
+//! layer/         where that file system is mounted (a plain directory without a quota),
+//!   upper/ work/ the overlay's private writable layer and its work dir
 //! merged/        the overlay mount point, bwrap's new root
 //! run/           bind-mounted at /.stacyvm/run: the agent's socket
 //! console.log    bwrap's and the agent's stdout and stderr
@@ -50,11 +52,17 @@ impl Paths {
     pub(super) fn meta(&self) -> PathBuf {
         self.dir.join("sandbox.json")
     }
+    pub(super) fn disk_image(&self) -> PathBuf {
+        self.dir.join("disk.ext4")
+    }
+    pub(super) fn layer(&self) -> PathBuf {
+        self.dir.join("layer")
+    }
     pub(super) fn upper(&self) -> PathBuf {
-        self.dir.join("upper")
+        self.layer().join("upper")
     }
     pub(super) fn work(&self) -> PathBuf {
-        self.dir.join("work")
+        self.layer().join("work")
     }
     pub(super) fn merged(&self) -> PathBuf {
         self.dir.join("merged")
@@ -69,7 +77,8 @@ impl Paths {
         self.dir.join("console.log")
     }
 
-    /// Makes the directory (private: it holds the sandbox's whole file system) and its parts.
+    /// Makes the directory (private: it holds the sandbox's whole file system) and its mount
+    /// points; the layer's contents come with [`Paths::create_layer_dirs`].
     pub(super) fn create(&self) -> Result<(), ProviderError> {
         use std::os::unix::fs::DirBuilderExt;
         let fail = |e| ProviderError::internal_with("creating the sandbox directory failed", e);
@@ -85,7 +94,20 @@ impl Paths {
                 }
                 _ => fail(e),
             })?;
-        for d in [self.upper(), self.work(), self.merged(), self.run()] {
+        for d in [self.layer(), self.merged(), self.run()] {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(d)
+                .map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `upper/` and `work/` in the layer (mounted by then when it has a quota).
+    pub(super) fn create_layer_dirs(&self) -> Result<(), ProviderError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let fail = |e| ProviderError::internal_with("creating the sandbox directory failed", e);
+        for d in [self.upper(), self.work()] {
             std::fs::DirBuilder::new()
                 .mode(0o700)
                 .create(d)
@@ -165,6 +187,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = Paths::new(d.path(), "sb-1");
         p.create().unwrap();
+        p.create_layer_dirs().unwrap();
         assert!(p.upper().join("workspace").is_dir());
         assert!(matches!(p.create(), Err(ProviderError::InvalidInput(_))));
         let meta = Meta {

@@ -32,6 +32,10 @@ pub struct BwrapConfig {
     pub network_mode: String,
     /// The `pasta` binary for `network_mode: user` (a name looked up in `PATH`, or a path).
     pub pasta_path: String,
+    /// DNS resolvers (IP addresses) written into a `user` sandbox's `/etc/resolv.conf`; empty =
+    /// the host's `/etc/resolv.conf` nameservers minus loopback ones (the host's loopback is
+    /// closed to sandboxes).
+    pub dns: Vec<String>,
     /// Maximum processes (and threads) per sandbox; ≤ 0 = no limit.
     pub pids_limit: i64,
     /// Parent of the per-sandbox cgroups, relative to each hierarchy's root
@@ -42,6 +46,11 @@ pub struct BwrapConfig {
     pub default_memory_mb: i64,
     #[serde(skip)]
     pub default_vcpus: i64,
+    /// Size of each sandbox's writable layer (a sparse ext4 image of its own, docs/bwrap.md);
+    /// ≤ 0 = no quota (the layer shares `data_dir`'s file system). Not a file key:
+    /// `defaults.disk_size_mb` sets it.
+    #[serde(skip)]
+    pub default_disk_mb: i64,
     /// The installation's cluster id (`crate::cluster`): sandbox directories record it and only
     /// those with it (or none) are listed. `None` on a worker. Not a file key.
     #[serde(skip)]
@@ -58,10 +67,12 @@ impl Default for BwrapConfig {
             agent_path: String::new(),
             network_mode: "none".into(),
             pasta_path: "pasta".into(),
+            dns: Vec::new(),
             pids_limit: 256,
             cgroup_parent: "stacyvm".into(),
             default_memory_mb: 512,
             default_vcpus: 1,
+            default_disk_mb: 1024,
             cluster: None,
         }
     }

@@ -125,6 +125,47 @@ macro_rules! provider_conformance_tests {
     };
 }
 
+/// Calls `$crate::$callback!` with `$args` followed by the name of every containment check
+/// (`conformance::containment`): the one list for providers that isolate.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __provider_containment_checks {
+    ($callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback! {$($args)*
+            contain_host_processes,
+            contain_host_files,
+            contain_devices,
+            contain_kernel_interfaces,
+            contain_network,
+            contain_fork_bomb,
+            contain_memory_hog,
+            contain_other_sandboxes,
+        }
+    };
+}
+
+/// [`provider_conformance_tests!`](crate::provider_conformance_tests) for the containment
+/// list: one `#[tokio::test]` per check, for a provider that isolates (docker, bwrap).
+///
+/// ```ignore
+/// mod containment {
+///     stacyvm_provider::provider_containment_tests!(super::fresh, super::IMAGE);
+/// }
+/// ```
+#[macro_export]
+macro_rules! provider_containment_tests {
+    ($fresh:path, $image:expr $(,)?) => {
+        $crate::__provider_containment_checks!(
+            provider_conformance_tests!(@tests $fresh, $image;)
+        );
+    };
+}
+
+/// Every containment check, in list order.
+pub fn containment_checks() -> Vec<Check> {
+    crate::__provider_containment_checks!(__provider_conformance_table!())
+}
+
 /// Every check, in suite order.
 pub fn checks() -> Vec<Check> {
     crate::__provider_conformance_checks!(__provider_conformance_table!())

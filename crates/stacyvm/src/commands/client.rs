@@ -81,7 +81,10 @@ fn print(v: &Value) {
 }
 
 pub async fn spawn(c: &ClientArgs, a: SpawnArgs) -> anyhow::Result<ExitCode> {
-    let mut body = json!({"image": a.image});
+    let mut body = json!({});
+    if !a.image.is_empty() {
+        body["image"] = json!(a.image);
+    }
     if !a.provider.is_empty() {
         body["provider"] = json!(a.provider);
     }

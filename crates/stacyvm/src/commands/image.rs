@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use stacyvm_config::{Config, ImagesSection};
-use stacyvm_image::{Credentials, ImageRef, ImageStore, ImageSummary};
+use stacyvm_image::{ImageRef, ImageSummary};
 
 #[derive(Debug, Args)]
 pub struct ImageArgs {
@@ -45,11 +45,11 @@ pub enum ImageCommand {
 pub async fn run(a: ImageArgs) -> anyhow::Result<ExitCode> {
     let section = settings()?;
     let root = a.root.clone().unwrap_or_else(|| section.root_dir());
-    let store = open(&section, root)?;
+    let store = section.open_store(root)?;
     match a.command {
         ImageCommand::Pull { reference } => {
             let r = parse(&reference)?;
-            let s = store.pull(&r, &credentials(&section)).await?;
+            let s = store.pull(&r, &section.credentials()).await?;
             println!("{}", line(&s));
         }
         ImageCommand::Import { path, tag } => {
@@ -89,25 +89,6 @@ fn settings() -> anyhow::Result<ImagesSection> {
         .validate()
         .context("invalid configuration")?;
     Ok(cfg.images.clone())
-}
-
-/// The store at `root` with the configured registries' settings.
-pub fn open(s: &ImagesSection, root: PathBuf) -> anyhow::Result<ImageStore> {
-    let mut store = ImageStore::open(root)?.with_insecure_registries(s.insecure_registries.clone());
-    if !s.ca_file.is_empty() {
-        let pem = std::fs::read(&s.ca_file).with_context(|| format!("reading {}", s.ca_file))?;
-        store = store.with_ca_certificates(pem);
-    }
-    Ok(store)
-}
-
-fn credentials(s: &ImagesSection) -> Credentials {
-    s.registry_auth
-        .keys()
-        .filter_map(|host| s.login(host).map(|(u, p)| (host, u, p)))
-        .fold(Credentials::anonymous(), |c, (host, u, p)| {
-            c.with_login(host, u, p)
-        })
 }
 
 fn parse(reference: &str) -> anyhow::Result<ImageRef> {
