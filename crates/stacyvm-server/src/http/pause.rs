@@ -21,10 +21,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Pause a sandbox
 ///
-/// Freezes the sandbox: its record, files and (where the provider can: mock, docker, bwrap,
-/// microvm) memory and running processes are kept; its TTL clock stops. While paused, exec,
-/// files and process starts answer 409 `SANDBOX_PAUSED`; `GET` of the sandbox and of its
-/// process list still work. Idempotent: a paused sandbox is answered as it is. Counts against
+/// Freezes the sandbox: its record, files and (where the provider can: mock, docker, bwrap)
+/// memory and running processes are kept; its TTL clock stops. A provider that cannot pause
+/// (microvm) answers 409 `NOT_SUPPORTED`. While paused, exec, files and process calls answer
+/// 409 `SANDBOX_PAUSED`; `GET` of the sandbox and of its process list still work. Idempotent: a paused sandbox is answered as it is. Counts against
 /// `max_paused_sandboxes` (429), not `max_sandboxes`.
 #[utoipa::path(post, path = "/sandboxes/{id}/pause", operation_id = "pauseSandbox",
     tag = "sandboxes", params(SandboxIdParam),
