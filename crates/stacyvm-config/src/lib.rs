@@ -39,8 +39,8 @@ pub use providers::{
     CustomSection, E2bSection, FirecrackerSection, MockSection, ProotSection, ProvidersSection,
 };
 pub use sections::{
-    AuthSection, DatabaseSection, DefaultsSection, LimitsSection, LoggingSection, PoolSection,
-    ProcessesSection, RateLimitSection, RpcTlsSection, ServerSection, WorkerSection,
+    AuthSection, DatabaseSection, DefaultsSection, LifecycleSection, LimitsSection, LoggingSection,
+    PoolSection, ProcessesSection, RateLimitSection, RpcTlsSection, ServerSection, WorkerSection,
 };
 pub use stacyvm_provider::{DockerConfig, DockerPoolSecurity, MicrovmConfig};
 pub use valid::{
@@ -69,6 +69,8 @@ pub struct Config {
     pub logging: LoggingSection,
     pub pool: PoolSection,
     pub processes: ProcessesSection,
+    /// Ours: pause retention (docs/state.md).
+    pub lifecycle: LifecycleSection,
     /// Ours: the OCI image store (docs/images.md).
     pub images: ImagesSection,
     /// The file this config was read from; `None` = built-in defaults (plus env).

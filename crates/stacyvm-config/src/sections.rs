@@ -167,6 +167,8 @@ pub struct DefaultsSection {
     pub max_sandboxes: i64,
     /// 0 = unlimited.
     pub max_sandboxes_per_owner: i64,
+    /// Paused sandboxes allowed at once, counted apart from `max_sandboxes` (0 = unlimited).
+    pub max_paused_sandboxes: i64,
     pub spawn_overflow: String,
     #[serde(deserialize_with = "de::duration")]
     pub spawn_queue_timeout: GoDuration,
@@ -188,6 +190,7 @@ impl Default for DefaultsSection {
             max_exec_timeout: GoDuration::from_secs(10 * 60),
             max_sandboxes: 0,
             max_sandboxes_per_owner: 0,
+            max_paused_sandboxes: 0,
             spawn_overflow: "reject".into(),
             spawn_queue_timeout: GoDuration::from_secs(30),
             max_spawn_queue: 100,
@@ -420,6 +423,23 @@ impl Default for ProcessesSection {
             output_buffer: 1 << 20,
             retain_exited: GoDuration::from_std(std::time::Duration::from_secs(600)),
             agent: String::new(),
+        }
+    }
+}
+
+/// `lifecycle.*`: what happens to paused sandboxes (docs/state.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleSection {
+    /// A sandbox paused this long is destroyed; 0 = kept until destroyed.
+    #[serde(deserialize_with = "de::duration")]
+    pub paused_retention: GoDuration,
+}
+
+impl Default for LifecycleSection {
+    fn default() -> Self {
+        LifecycleSection {
+            paused_retention: GoDuration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -328,6 +328,18 @@ fn check_processes(c: &Config, errors: &mut Vec<ConfigError>) {
             "must not be negative",
         ));
     }
+    if c.lifecycle.paused_retention.is_negative() {
+        errors.push(ConfigError::invalid(
+            "lifecycle.paused_retention",
+            "must not be negative",
+        ));
+    }
+    if c.defaults.max_paused_sandboxes < 0 {
+        errors.push(ConfigError::invalid(
+            "defaults.max_paused_sandboxes",
+            "must not be negative",
+        ));
+    }
     if !p.agent.is_empty() && !std::path::Path::new(&p.agent).is_absolute() {
         errors.push(ConfigError::invalid(
             "processes.agent",

@@ -298,6 +298,14 @@ fn goldens() -> Vec<(RpcRequest, String)> {
             ),
             r#"{"id":"process-resize-sb-1","method":"worker.process_resize","worker_id":"w","params":{"cols":100,"pid":7,"provider":"mock","rows":30,"sandbox_id":"sb-1"}}"#.into(),
         ),
+        (
+            req(RpcCall::Pause(target("rt-1")), None),
+            r#"{"id":"pause-sb-1","method":"worker.pause","worker_id":"w","params":{"provider":"mock","runtime_id":"rt-1","sandbox_id":"sb-1"}}"#.into(),
+        ),
+        (
+            req(RpcCall::Resume(target("")), None),
+            r#"{"id":"resume-sb-1","method":"worker.resume","worker_id":"w","params":{"provider":"mock","sandbox_id":"sb-1"}}"#.into(),
+        ),
     ]
 }
 

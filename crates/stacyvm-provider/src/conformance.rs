@@ -469,12 +469,14 @@ pub async fn exec_slow_reader(p: &dyn Provider, image: &str) -> Result<(), Check
 mod containment;
 mod files;
 mod links;
+mod pause;
 mod process;
 mod stream;
 mod suite;
 pub use containment::*;
 pub use files::*;
 pub use links::*;
+pub use pause::*;
 pub use process::*;
 pub use stream::*;
 pub use suite::{checks, containment_checks, run_all, Check, CheckFuture, Fixture};

@@ -29,6 +29,10 @@ pub enum ProviderError {
     /// Resize of a process without a terminal.
     #[error("process {0} has no terminal")]
     NotAPty(Pid),
+    /// The backend cannot do this (pause on a provider without a freezer); the message says
+    /// why. Answered 409 `NOT_SUPPORTED`.
+    #[error("not supported: {0}")]
+    NotSupported(String),
     /// The message is safe to show callers; the source (with host detail) is only logged.
     #[error("{message}")]
     Internal {

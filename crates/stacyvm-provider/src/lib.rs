@@ -235,6 +235,26 @@ pub trait Provider: Send + Sync + 'static {
         Ok(None)
     }
 
+    // Pause and resume (sandbox-model.md §2, docs/state.md). A paused runtime keeps its files
+    // and, where the backend can, its memory and processes, frozen; `status` then answers
+    // `Paused`. Both are idempotent. The defaults answer `NotSupported` for backends that
+    // cannot freeze a sandbox.
+
+    /// Freezes every process of the sandbox.
+    async fn pause(&self, _runtime_id: &str) -> Result<(), ProviderError> {
+        Err(ProviderError::NotSupported(format!(
+            "the {} provider cannot pause sandboxes",
+            self.name()
+        )))
+    }
+    /// Thaws a paused sandbox: its processes continue where they were.
+    async fn resume(&self, _runtime_id: &str) -> Result<(), ProviderError> {
+        Err(ProviderError::NotSupported(format!(
+            "the {} provider cannot pause sandboxes",
+            self.name()
+        )))
+    }
+
     // Background processes (sandbox-model.md §1). The defaults answer `Unavailable` for
     // backends without them; `ProcessNotFound`, `StdinClosed`, `ProcessExited` and `NotAPty`
     // are the process errors, `SandboxNotFound` as elsewhere.

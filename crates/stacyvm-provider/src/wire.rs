@@ -57,6 +57,9 @@ impl ProviderError {
                 format!("process exited: {pid}"),
             ),
             ProviderError::NotAPty(pid) => (409, ErrorCode::NotAPty, format!("not a pty: {pid}")),
+            ProviderError::NotSupported(m) => {
+                (409, ErrorCode::NotSupported, format!("not supported: {m}"))
+            }
             ProviderError::Internal { message, .. } => (500, ErrorCode::Internal, message.clone()),
         };
         RpcFailure::new(status, Some(code), message)
@@ -87,6 +90,7 @@ impl ProviderError {
             (Some(C::StdinClosed), _) => ProviderError::StdinClosed(pid()),
             (Some(C::ProcessExited), _) => ProviderError::ProcessExited(pid()),
             (Some(C::NotAPty), _) => ProviderError::NotAPty(pid()),
+            (Some(C::NotSupported), _) => ProviderError::NotSupported(subject("not supported: ")),
             (Some(C::SandboxNotFound), _) => {
                 ProviderError::SandboxNotFound(subject("sandbox not found: "))
             }
@@ -199,6 +203,12 @@ mod tests {
                 409,
                 C::NotAPty,
                 ProviderError::NotAPty(10),
+            ),
+            (
+                ProviderError::NotSupported("no freezer".into()),
+                409,
+                C::NotSupported,
+                ProviderError::NotSupported("no freezer".into()),
             ),
             (
                 ProviderError::internal("boom"),
@@ -380,6 +390,12 @@ mod tests {
                 Some(C::NotAPty),
                 "not a pty: 12",
                 ProviderError::NotAPty(12),
+            ),
+            (
+                409,
+                Some(C::NotSupported),
+                "not supported: the bwrap provider has no cgroup freezer",
+                ProviderError::NotSupported("the bwrap provider has no cgroup freezer".into()),
             ),
             (
                 501,

@@ -1,11 +1,13 @@
 //! The bwrap provider's own behaviour beyond the shared suite: restarts (a new provider adopts
 //! the sandboxes and reattaches to their agents and processes), a sandbox whose processes died,
-//! ids, identity. Selected by the `bwrap` nextest profile.
+//! paused sandboxes (the cgroup freezer's leftovers, a restart while paused), ids, identity.
+//! Selected by the `bwrap` nextest profile.
 #![cfg(feature = "bwrap")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bwrap_support;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bwrap_support::{fixture, sh_out, spawn};
@@ -107,6 +109,119 @@ async fn a_sandbox_whose_processes_died_is_unhealthy_and_still_destroyable() {
     p.destroy(&id).await.unwrap();
     assert_eq!(p.status(&id).await.unwrap(), SandboxState::Destroyed);
     p.destroy(&id).await.unwrap();
+}
+
+/// The sandbox's groups on this host: the pids group (v1) or its one group (v2), and the v1
+/// freezer group pause makes (`None` on v2, where the group freezes itself).
+fn groups_of(id: &str) -> (PathBuf, Option<PathBuf>) {
+    let parent = bwrap_support::CGROUP_PARENT;
+    let v1 = Path::new("/sys/fs/cgroup/pids/cgroup.procs").is_file()
+        && !Path::new("/sys/fs/cgroup/cgroup.controllers").is_file();
+    if v1 {
+        (
+            PathBuf::from(format!("/sys/fs/cgroup/pids/{parent}/{id}")),
+            Some(PathBuf::from(format!(
+                "/sys/fs/cgroup/freezer/{parent}/{id}"
+            ))),
+        )
+    } else {
+        (PathBuf::from(format!("/sys/fs/cgroup/{parent}/{id}")), None)
+    }
+}
+
+fn procs(group: &Path) -> Vec<i32> {
+    std::fs::read_to_string(group.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Whether `pid` is gone (or a zombie waiting for a parent outside the sandbox to reap it).
+fn dead(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn sleeper() -> ProcessSpec {
+    ProcessSpec {
+        exec: sh("sleep 600"),
+        ..ProcessSpec::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_sandbox_is_destroyed_without_leftovers() {
+    let f = fixture().await;
+    let p = &*f.p;
+    let id = spawn(p).await;
+    p.process_start(&id, sleeper()).await.unwrap();
+    let (group, freezer) = groups_of(&id);
+    let members = procs(&group);
+    assert!(
+        members.len() >= 3,
+        "bwrap, the agent and sleep: {members:?}"
+    );
+    p.pause(&id).await.unwrap();
+    assert_eq!(p.status(&id).await.unwrap(), SandboxState::Paused);
+    if let Some(freezer) = &freezer {
+        let state = std::fs::read_to_string(freezer.join("freezer.state")).unwrap();
+        assert_eq!(state.trim(), "FROZEN");
+        let frozen = procs(freezer);
+        for pid in &members {
+            assert!(frozen.contains(pid), "{pid} not frozen: {frozen:?}");
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(30), p.destroy(&id))
+        .await
+        .expect("destroy of a paused sandbox hung")
+        .unwrap();
+    assert_eq!(p.status(&id).await.unwrap(), SandboxState::Destroyed);
+    assert!(!group.exists(), "left {}", group.display());
+    if let Some(freezer) = &freezer {
+        assert!(!freezer.exists(), "left {}", freezer.display());
+    }
+    for pid in members {
+        assert!(
+            dead(pid),
+            "process {pid} of the destroyed sandbox still runs"
+        );
+    }
+    assert!(p.list_runtimes().await.unwrap().unwrap().is_empty());
+    // Nothing of it is left for a pause to find.
+    let r = p.pause(&id).await;
+    assert!(matches!(r, Err(ProviderError::SandboxNotFound(_))), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_provider_resumes_a_paused_sandbox() {
+    let f = fixture().await;
+    let id = spawn(&*f.p).await;
+    let info = f.p.process_start(&id, sleeper()).await.unwrap();
+    f.p.pause(&id).await.unwrap();
+    // The freezer's state is the record: a new provider reads it, nothing else is kept.
+    let p2 = BwrapProvider::new(f.config.clone()).unwrap();
+    assert_eq!(p2.status(&id).await.unwrap(), SandboxState::Paused);
+    p2.resume(&id).await.unwrap();
+    assert_eq!(p2.status(&id).await.unwrap(), SandboxState::Running);
+    assert_eq!(sh_out(&p2, &id, "echo thawed").await.1, "thawed\n");
+    let same = p2.process_get(&id, info.pid).await.unwrap();
+    assert_eq!(same.state, ProcessState::Running, "{same:?}");
+    // Paused again and destroyed by the new provider: no freezer group is left either.
+    p2.pause(&id).await.unwrap();
+    let (group, freezer) = groups_of(&id);
+    tokio::time::timeout(Duration::from_secs(30), p2.destroy(&id))
+        .await
+        .expect("destroy of a paused sandbox hung")
+        .unwrap();
+    assert!(!group.exists(), "left {}", group.display());
+    if let Some(freezer) = freezer {
+        assert!(!freezer.exists(), "left {}", freezer.display());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -210,11 +210,17 @@ async fn suite_on_one_vm() {
     };
     let mut failures: Vec<CheckFailure> = Vec::new();
     // `lifecycle` boots its own VM (its own test); `unknown_sandbox` and `process_destroy` run
-    // on the provider itself, since the shared VM's destroy only forgets it.
+    // on the provider itself, since the shared VM's destroy only forgets it. The microvm cannot
+    // pause yet (docs/state.md): the pause checks are replaced by the refusal checked below.
     for check in conformance::checks() {
         if matches!(
             check.name,
-            "lifecycle" | "unknown_sandbox" | "files_stream_large" | "process_destroy"
+            "lifecycle"
+                | "unknown_sandbox"
+                | "files_stream_large"
+                | "process_destroy"
+                | "pause_keeps_processes"
+                | "pause_then_destroy"
         ) {
             continue;
         }
@@ -241,6 +247,15 @@ async fn suite_on_one_vm() {
         }),
     }
     let unknown = conformance::unknown_sandbox(&*p, &image()).await;
+    // What the API answers 409 NOT_SUPPORTED for, and the VM keeps running.
+    for r in [p.pause(&id).await, p.resume(&id).await] {
+        if !matches!(r, Err(ProviderError::NotSupported(_))) {
+            failures.push(CheckFailure {
+                check: "pause_not_supported",
+                message: format!("want NotSupported, got {r:?}"),
+            });
+        }
+    }
     let t = Instant::now();
     match timeout(BOOT_BOUND, conformance::process_destroy(&*p, &image())).await {
         Ok(Ok(())) => eprintln!("ok   process_destroy ({:?})", t.elapsed()),

@@ -49,6 +49,12 @@ pub enum ServiceError {
     ProcessExited(stacyvm_types::Pid),
     #[error("process {0} has no terminal")]
     NotAPty(stacyvm_types::Pid),
+    /// Exec, files and process starts on a paused sandbox (resume it first).
+    #[error("sandbox is paused: {0}")]
+    SandboxPaused(String),
+    /// The sandbox's backend cannot do this (pause without a freezer); says why.
+    #[error("not supported: {0}")]
+    NotSupported(String),
     /// Safe message for callers; `source` carries detail that is only logged.
     #[error("{message}")]
     Internal {
@@ -103,6 +109,7 @@ impl From<ProviderError> for ServiceError {
             ProviderError::StdinClosed(pid) => ServiceError::StdinClosed(pid),
             ProviderError::ProcessExited(pid) => ServiceError::ProcessExited(pid),
             ProviderError::NotAPty(pid) => ServiceError::NotAPty(pid),
+            ProviderError::NotSupported(m) => ServiceError::NotSupported(m),
             ProviderError::Internal { message, source } => {
                 ServiceError::Internal { message, source }
             }

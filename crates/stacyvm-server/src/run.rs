@@ -52,6 +52,7 @@ pub fn settings_from(cfg: &ValidConfig) -> Settings {
         max_sandboxes_per_owner: cfg
             .max_sandboxes_per_owner()
             .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+        max_paused_sandboxes: c.defaults.max_paused_sandboxes.max(0),
         spawn_overflow: match cfg.spawn_overflow() {
             Overflow::Queue => SpawnOverflow::Queue,
             Overflow::Reject => SpawnOverflow::Reject,
@@ -107,6 +108,11 @@ pub fn settings_from(cfg: &ValidConfig) -> Settings {
             output_buffer: Some(cfg.process_output_buffer()),
             retain_exited: Some(cfg.process_retain_exited()),
         },
+        paused_retention: c
+            .lifecycle
+            .paused_retention
+            .to_std()
+            .filter(|d| !d.is_zero()),
     }
 }
 

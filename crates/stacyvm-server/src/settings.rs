@@ -38,6 +38,8 @@ pub struct Limits {
     /// 0 = unlimited.
     pub max_sandboxes: i64,
     pub max_sandboxes_per_owner: i64,
+    /// Paused sandboxes at once, apart from `max_sandboxes`; 0 = unlimited.
+    pub max_paused_sandboxes: i64,
     pub spawn_overflow: SpawnOverflow,
     pub spawn_queue_timeout: GoDuration,
     pub max_spawn_queue: i64,
@@ -57,6 +59,7 @@ impl Default for Limits {
             max_exec_timeout: GoDuration::from_secs(600),
             max_sandboxes: 0,
             max_sandboxes_per_owner: 0,
+            max_paused_sandboxes: 0,
             spawn_overflow: SpawnOverflow::Reject,
             spawn_queue_timeout: GoDuration::from_secs(30),
             max_spawn_queue: 100,
@@ -135,6 +138,8 @@ pub struct Settings {
     pub admin_audit_retention: GoDuration,
     pub hostname: String,
     pub processes: ProcessSettings,
+    /// Paused this long, a sandbox is destroyed (`lifecycle.paused_retention`); `None` = kept.
+    pub paused_retention: Option<Duration>,
 }
 
 /// `processes.*`: what providers are asked to retain per process. `None` = the agent's own
@@ -169,6 +174,7 @@ impl Default for Settings {
             admin_audit_retention: GoDuration::ZERO,
             hostname: "localhost".into(),
             processes: ProcessSettings::default(),
+            paused_retention: Some(Duration::from_secs(7 * 24 * 3600)),
         }
     }
 }

@@ -217,6 +217,9 @@ async fn remote_sandboxes_are_not_proxied_yet() {
         created_at: now,
         expires_at: now + chrono::Duration::minutes(30),
         updated_at: now,
+        lifecycle: Default::default(),
+        paused_at: None,
+        last_active_at: None,
     };
     app.store.insert_sandbox(&sb).await.unwrap();
     app.store.set_sandbox_running(&sb.id, None).await.unwrap();

@@ -41,6 +41,9 @@ fn creating(id: &str, worker: &str, age: chrono::Duration) -> Sandbox {
         created_at: at,
         expires_at: chrono::Utc::now() + chrono::Duration::minutes(30),
         updated_at: at,
+        lifecycle: Default::default(),
+        paused_at: None,
+        last_active_at: None,
     }
 }
 

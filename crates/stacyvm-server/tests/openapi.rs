@@ -89,6 +89,8 @@ async fn document_is_served_and_well_formed() {
         ("POST", "/api/v1/sandboxes/{id}/processes/{pid}/signal"),
         ("POST", "/api/v1/sandboxes/{id}/processes/{pid}/resize"),
         ("GET", "/api/v1/sandboxes/{id}/processes/{pid}/attach"),
+        ("POST", "/api/v1/sandboxes/{id}/pause"),
+        ("POST", "/api/v1/sandboxes/{id}/resume"),
     ] {
         assert!(
             all.contains(&(m.into(), p.into())),
@@ -98,7 +100,7 @@ async fn document_is_served_and_well_formed() {
     }
     assert!(!all.contains(&("DELETE".into(), "/api/v1/workers/{id}".into())));
     assert!(!all.contains(&("GET".into(), "/api/v1/admin/health".into())));
-    assert_eq!(all.len(), 78, "operations:\n{}", show(&all));
+    assert_eq!(all.len(), 80, "operations:\n{}", show(&all));
 
     let mut ids = BTreeSet::new();
     for (path, item) in d["paths"].as_object().unwrap() {

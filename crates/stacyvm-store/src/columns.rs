@@ -1,7 +1,9 @@
 //! How the typed sandbox fields map to their text columns, the same for both backends (the
 //! schema predates the types: `vm_id` is `''` for none, `worker_id` is `local` or a worker id).
 
-use stacyvm_types::{Placement, Sandbox};
+use stacyvm_types::{GoDuration, Placement, Sandbox, Timestamp};
+
+use crate::rows::ts;
 
 /// The `vm_id` column: empty when the runtime id is the sandbox id.
 pub(crate) fn vm_id(sb: &Sandbox) -> &str {
@@ -19,4 +21,18 @@ pub(crate) fn worker_id(sb: &Sandbox) -> &str {
 
 pub(crate) fn placement_from(column: &str) -> Placement {
     Placement::from_worker_id(column)
+}
+
+/// The `idle_timeout` column: nanoseconds, 0 for none.
+pub(crate) fn idle_timeout(sb: &Sandbox) -> i64 {
+    sb.lifecycle.idle_timeout.map_or(0, GoDuration::nanos)
+}
+
+pub(crate) fn idle_timeout_from(column: i64) -> Option<GoDuration> {
+    (column > 0).then_some(GoDuration(column))
+}
+
+/// An optional time column (`paused_at`, `last_active_at`): `''` for none.
+pub(crate) fn opt_ts(t: Option<&Timestamp>) -> String {
+    t.map(ts).unwrap_or_default()
 }

@@ -39,6 +39,9 @@ macro_rules! store_conformance_tests {
             sandbox_count_active,
             sandbox_insert_limited,
             sandbox_list_creating,
+            sandbox_lifecycle_round_trip,
+            sandbox_pause_resume,
+            sandbox_touch,
             exec_logs_newest_first,
             exec_log_needs_sandbox,
             templates_crud,
@@ -103,11 +106,13 @@ macro_rules! store_conformance_tests {
 
 mod admission;
 mod leases;
+mod lifecycle;
 mod records;
 mod sandboxes;
 
 pub use admission::*;
 pub use leases::*;
+pub use lifecycle::*;
 pub use records::*;
 pub use sandboxes::*;
 
@@ -143,6 +148,9 @@ fn sandbox(id: &str, owner: &str, state: SandboxState, created_at: Timestamp) ->
         created_at,
         expires_at: created_at + secs(1800),
         updated_at: created_at,
+        lifecycle: Default::default(),
+        paused_at: None,
+        last_active_at: None,
     }
 }
 

@@ -90,6 +90,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Records still `creating`, oldest first, with the control plane that inserted them.
     async fn list_creating_sandboxes(&self) -> Result<Vec<CreatingSandbox>, StoreError>;
+    /// `running` → `paused`, recording `paused_at = at`. A paused record is returned as it is
+    /// (idempotent); other states give `InvalidTransition` or `Conflict`.
+    async fn pause_sandbox(&self, id: &SandboxId, at: Timestamp) -> Result<Sandbox, StoreError>;
+    /// `paused` → `running` with a new `expires_at` (`paused_at` cleared). A running record is
+    /// returned as it is (idempotent); other states give `InvalidTransition` or `Conflict`.
+    async fn resume_sandbox(
+        &self,
+        id: &SandboxId,
+        expires_at: Timestamp,
+    ) -> Result<Sandbox, StoreError>;
+    /// Records activity: `last_active_at = at` on a live record when `at` is later than the
+    /// stored value (an absent or destroyed record is left alone, without error).
+    async fn touch_sandbox(&self, id: &SandboxId, at: Timestamp) -> Result<(), StoreError>;
+    /// How many records are `paused` (`max_paused_sandboxes`).
+    async fn count_paused_sandboxes(&self) -> Result<i64, StoreError>;
 
     // --- exec logs -------------------------------------------------------------------------
     async fn insert_exec_log(&self, log: &ExecLog) -> Result<(), StoreError>;

@@ -178,6 +178,9 @@ mod tests {
             created_at: now,
             expires_at: now,
             updated_at: now,
+            lifecycle: Default::default(),
+            paused_at: None,
+            last_active_at: None,
         }
     }
 

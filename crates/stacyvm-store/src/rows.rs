@@ -6,7 +6,7 @@
 use chrono::NaiveDateTime;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use stacyvm_types::{Sandbox, Timestamp};
+use stacyvm_types::{Lifecycle, OnExpire, Sandbox, Timestamp};
 
 use crate::{
     columns, AdminAuditRecord, ExecLog, Lease, OwnerQuota, StoreError, Template, WorkerRecord,
@@ -42,6 +42,17 @@ pub(crate) trait ReadRow {
     fn time(&self, name: &'static str) -> Result<Timestamp, StoreError> {
         NaiveDateTime::parse_from_str(&self.text(name)?, TS_FORMAT)
             .map(|n| n.and_utc())
+            .map_err(|_| StoreError::Corrupt { what: name })
+    }
+
+    /// A time column that is `''` for none.
+    fn opt_time(&self, name: &'static str) -> Result<Option<Timestamp>, StoreError> {
+        let t = self.text(name)?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        NaiveDateTime::parse_from_str(&t, TS_FORMAT)
+            .map(|n| Some(n.and_utc()))
             .map_err(|_| StoreError::Corrupt { what: name })
     }
 
@@ -86,6 +97,13 @@ pub(crate) fn sandbox(row: &impl ReadRow) -> Result<Sandbox, StoreError> {
         created_at: row.time("created_at")?,
         expires_at: row.time("expires_at")?,
         updated_at: row.time("updated_at")?,
+        lifecycle: Lifecycle {
+            on_expire: OnExpire::parse(&row.text("on_expire")?)
+                .ok_or(StoreError::Corrupt { what: "on_expire" })?,
+            idle_timeout: columns::idle_timeout_from(row.int("idle_timeout")?),
+        },
+        paused_at: row.opt_time("paused_at")?,
+        last_active_at: row.opt_time("last_active_at")?,
     })
 }
 

@@ -56,6 +56,8 @@ event_kinds! {
     QuotaDeleted => "quota.deleted",
     ProcessStarted => "process.started",
     ProcessExited => "process.exited",
+    SandboxPaused => "sandbox.paused",
+    SandboxResumed => "sandbox.resumed",
 }
 
 impl fmt::Display for EventKind {

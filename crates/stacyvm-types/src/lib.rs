@@ -18,6 +18,8 @@ pub use ids::{Placement, SandboxId, WorkerId};
 pub use process::{
     OutputRecord, OutputStream, Pid, ProcessInfo, ProcessState, PtySize, Signal, MAX_PTY_DIM,
 };
-pub use sandbox::{ExecMode, FileInfo, Sandbox, StreamChunk, StreamKind, TIMEOUT_EXIT_CODE};
+pub use sandbox::{
+    ExecMode, FileInfo, Lifecycle, OnExpire, Sandbox, StreamChunk, StreamKind, TIMEOUT_EXIT_CODE,
+};
 pub use state::{InvalidTransition, SandboxState, UnknownState};
 pub use time::{format_rfc3339_go, format_rfc3339_secs, parse_rfc3339, serde_go, Timestamp};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Placement, SandboxId, SandboxState, Timestamp};
+use crate::{GoDuration, Placement, SandboxId, SandboxState, Timestamp};
 
 /// One sandbox as the control plane records it.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,12 +28,69 @@ pub struct Sandbox {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub updated_at: Timestamp,
+    /// What happens at the TTL and when idle (`on_expire`, `idle_timeout` of the spawn).
+    pub lifecycle: Lifecycle,
+    /// When it was paused; `None` unless `state` is `paused`. `expires_at - paused_at` is the
+    /// TTL left when it was frozen.
+    pub paused_at: Option<Timestamp>,
+    /// The last exec, file, process or preview activity the control plane recorded (written
+    /// at a coarse interval, docs/state.md); `None` = none since it started.
+    pub last_active_at: Option<Timestamp>,
+}
+
+/// What the lifecycle does at a sandbox's TTL or idle deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum OnExpire {
+    #[default]
+    Destroy,
+    Pause,
+}
+
+impl OnExpire {
+    pub const ALL: [OnExpire; 2] = [OnExpire::Destroy, OnExpire::Pause];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnExpire::Destroy => "destroy",
+            OnExpire::Pause => "pause",
+        }
+    }
+
+    /// `""` is the default (`destroy`), as the spawn body may omit it.
+    pub fn parse(s: &str) -> Option<OnExpire> {
+        match s.trim() {
+            "" => Some(OnExpire::Destroy),
+            t => OnExpire::ALL.into_iter().find(|o| o.as_str() == t),
+        }
+    }
+}
+
+/// A sandbox's lifecycle policy, fixed at spawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lifecycle {
+    pub on_expire: OnExpire,
+    /// Pause (or destroy, per `on_expire`) after this long without activity; `None` = never.
+    pub idle_timeout: Option<GoDuration>,
 }
 
 impl Sandbox {
     /// The id the provider knows this sandbox by.
     pub fn runtime_id(&self) -> &str {
         self.vm_id.as_deref().unwrap_or(&self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OnExpire;
+
+    #[test]
+    fn on_expire_round_trip() {
+        for o in OnExpire::ALL {
+            assert_eq!(OnExpire::parse(o.as_str()), Some(o));
+        }
+        assert_eq!(OnExpire::parse(""), Some(OnExpire::Destroy));
+        assert_eq!(OnExpire::parse("hibernate"), None);
     }
 }
 

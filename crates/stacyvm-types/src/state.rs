@@ -14,6 +14,9 @@ pub enum SandboxState {
     Unhealthy,
     /// Past `expires_at` while its owner could not be reached; lease released.
     Expired,
+    /// Frozen by `POST /sandboxes/{id}/pause` (or by its lifecycle): the runtime and its files
+    /// are kept, its TTL clock stops, exec/files/process starts are refused (docs/state.md).
+    Paused,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,13 +31,14 @@ pub struct InvalidTransition {
 }
 
 impl SandboxState {
-    pub const ALL: [SandboxState; 6] = [
+    pub const ALL: [SandboxState; 7] = [
         Self::Creating,
         Self::Running,
         Self::Destroyed,
         Self::Error,
         Self::Unhealthy,
         Self::Expired,
+        Self::Paused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +49,7 @@ impl SandboxState {
             Self::Error => "error",
             Self::Unhealthy => "unhealthy",
             Self::Expired => "expired",
+            Self::Paused => "paused",
         }
     }
 
@@ -53,8 +58,17 @@ impl SandboxState {
         !matches!(self, Self::Destroyed | Self::Expired)
     }
 
+    /// Whether it counts against `max_sandboxes` and owner limits: active and not paused (paused
+    /// sandboxes have their own limit, `max_paused_sandboxes`).
+    pub fn counts_as_running(self) -> bool {
+        self.is_active() && self != Self::Paused
+    }
+
     /// `destroyed` is terminal. Every live state may be destroyed; health states move freely
-    /// among each other because a returning worker's answer wins.
+    /// among each other because a returning worker's answer wins. Only a running sandbox is
+    /// paused by the service (an unhealthy one may turn paused when its returning worker says
+    /// so); a paused one resumes to running, or loses its worker (unhealthy) or its runtime
+    /// (error). It never expires directly: its retention is the lifecycle's, not the TTL's.
     pub fn valid_transition(self, to: SandboxState) -> Result<(), InvalidTransition> {
         use SandboxState::*;
         let ok = match (self, to) {
@@ -65,6 +79,9 @@ impl SandboxState {
             (Creating, _) => false,
             (Expired, Running | Unhealthy) => true,
             (Expired, _) => false,
+            (Paused, Running | Unhealthy | Error) => true,
+            (Paused, _) => false,
+            (Error, Paused) => false,
             (Running | Error | Unhealthy, _) => true,
         };
         if ok {
@@ -125,5 +142,12 @@ mod tests {
         assert!(Unhealthy.valid_transition(Running).is_ok());
         assert!(Expired.valid_transition(Error).is_err());
         assert!(Creating.valid_transition(Running).is_ok());
+        assert!(Running.valid_transition(Paused).is_ok());
+        assert!(Paused.valid_transition(Running).is_ok());
+        assert!(Paused.valid_transition(Destroyed).is_ok());
+        assert!(Paused.valid_transition(Expired).is_err());
+        assert!(Creating.valid_transition(Paused).is_err());
+        assert!(Expired.valid_transition(Paused).is_err());
+        assert!(!Paused.counts_as_running() && Paused.is_active());
     }
 }

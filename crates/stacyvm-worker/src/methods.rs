@@ -57,6 +57,8 @@ pub(crate) async fn dispatch(
         RpcCall::ProcessStdin(p) => processes::stdin(state, p).await,
         RpcCall::ProcessSignal(p) => processes::signal(state, p).await,
         RpcCall::ProcessResize(p) => processes::resize(state, p).await,
+        RpcCall::Pause(t) => freeze(state, t, true).await,
+        RpcCall::Resume(t) => freeze(state, t, false).await,
         RpcCall::RenewLease(p) => renew_lease(state, p, lease).await,
         RpcCall::Shutdown => {
             state.inner.drain.start();
@@ -176,6 +178,19 @@ async fn status(state: &WorkerState, t: Target) -> Result<Reply, RpcFailure> {
         worker_id: state.inner.id.clone(),
         error: String::new(),
     })
+}
+
+/// `worker.pause` (`freeze`) and `worker.resume`: the provider's pause or resume, no result.
+async fn freeze(state: &WorkerState, t: Target, freeze: bool) -> Result<Reply, RpcFailure> {
+    let provider = provider_for(state, &t)?;
+    let done = if freeze {
+        provider.pause(t.runtime()).await
+    } else {
+        provider.resume(t.runtime()).await
+    };
+    done.map_err(|e| provider_failure(e, &t.sandbox_id))?;
+    tracing::info!(sandbox_id = %t.sandbox_id, paused = freeze, "sandbox pause state changed");
+    Reply::void()
 }
 
 async fn logs(state: &WorkerState, p: LogsParams) -> Result<Reply, RpcFailure> {

@@ -47,6 +47,14 @@ pub enum Command {
         /// Sandbox id.
         id: String,
     },
+    /// Pause a sandbox: its processes freeze where they are and its TTL clock stops until
+    /// `resume` (docs/state.md).
+    Pause {
+        /// Sandbox id.
+        id: String,
+    },
+    /// Resume a paused sandbox: its processes continue.
+    Resume(ResumeArgs),
     /// Copy a file into or out of a sandbox: `stacyvm cp ./a <id>:/workspace/a`,
     /// `stacyvm cp <id>:/workspace/a -` (`-` = stdin / stdout).
     Cp(CpArgs),
@@ -180,6 +188,15 @@ pub struct SpawnArgs {
     pub memory: i64,
     #[arg(long, default_value_t = 0)]
     pub vcpus: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Sandbox id.
+    pub id: String,
+    /// New TTL from now (Go duration, e.g. 30m); default: the TTL it had left when paused.
+    #[arg(long, default_value = "")]
+    pub ttl: String,
 }
 
 #[derive(Debug, Args)]

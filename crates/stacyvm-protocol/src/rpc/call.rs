@@ -104,6 +104,12 @@ pub enum RpcCall {
     /// No result.
     #[serde(rename = "worker.process_resize")]
     ProcessResize(ProcessResizeParams),
+    /// No result.
+    #[serde(rename = "worker.pause")]
+    Pause(Target),
+    /// No result.
+    #[serde(rename = "worker.resume")]
+    Resume(Target),
 }
 
 impl RpcCall {
@@ -136,6 +142,8 @@ impl RpcCall {
             RpcCall::ProcessStdin(_) => method::PROCESS_STDIN,
             RpcCall::ProcessSignal(_) => method::PROCESS_SIGNAL,
             RpcCall::ProcessResize(_) => method::PROCESS_RESIZE,
+            RpcCall::Pause(_) => method::PAUSE,
+            RpcCall::Resume(_) => method::RESUME,
         }
     }
 
@@ -198,7 +206,9 @@ impl RpcCall {
     /// The runtime the call targets, for the methods that name one.
     pub fn target(&self) -> Option<&Target> {
         match self {
-            RpcCall::Destroy(t) | RpcCall::Status(t) => Some(t),
+            RpcCall::Destroy(t) | RpcCall::Status(t) | RpcCall::Pause(t) | RpcCall::Resume(t) => {
+                Some(t)
+            }
             RpcCall::Exec(p) | RpcCall::ExecStream(p) => Some(&p.target),
             RpcCall::FileWrite(p) => Some(&p.target),
             RpcCall::FileRead(p)

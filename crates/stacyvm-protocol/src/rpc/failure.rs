@@ -24,11 +24,13 @@ pub enum ErrorCode {
     StdinClosed,
     ProcessExited,
     NotAPty,
+    /// The worker's provider cannot do this (pause without a freezer); 409.
+    NotSupported,
 }
 
 impl ErrorCode {
     /// Every code, append-only.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::SandboxNotFound,
         ErrorCode::FileNotFound,
         ErrorCode::ProviderNotFound,
@@ -42,6 +44,7 @@ impl ErrorCode {
         ErrorCode::StdinClosed,
         ErrorCode::ProcessExited,
         ErrorCode::NotAPty,
+        ErrorCode::NotSupported,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl ErrorCode {
             ErrorCode::StdinClosed => "STDIN_CLOSED",
             ErrorCode::ProcessExited => "PROCESS_EXITED",
             ErrorCode::NotAPty => "NOT_A_PTY",
+            ErrorCode::NotSupported => "NOT_SUPPORTED",
         }
     }
 

@@ -58,9 +58,13 @@ pub mod method {
     pub const PROCESS_STDIN: &str = "worker.process_stdin";
     pub const PROCESS_SIGNAL: &str = "worker.process_signal";
     pub const PROCESS_RESIZE: &str = "worker.process_resize";
+    /// Freeze and thaw a sandbox (docs/state.md); no result. `NOT_SUPPORTED` (409) when the
+    /// worker's provider cannot.
+    pub const PAUSE: &str = "worker.pause";
+    pub const RESUME: &str = "worker.resume";
 
     /// Every method a worker dispatches, in a stable order (append-only).
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 28] = [
         SPAWN,
         DESTROY,
         STATUS,
@@ -87,6 +91,8 @@ pub mod method {
         PROCESS_STDIN,
         PROCESS_SIGNAL,
         PROCESS_RESIZE,
+        PAUSE,
+        RESUME,
     ];
 
     /// Methods that must carry a lease.

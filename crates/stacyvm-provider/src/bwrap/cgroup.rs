@@ -222,7 +222,7 @@ impl Cgroups {
     }
 
     /// The group whose `cgroup.procs` lists every process of the sandbox.
-    fn members_dir(&self) -> &Path {
+    pub(super) fn members_dir(&self) -> &Path {
         match self.layout {
             Layout::V2 => &self.dirs[0],
             Layout::V1 => &self.dirs[1],
@@ -291,20 +291,25 @@ pub(super) async fn kill(groups: &Cgroups) -> Result<(), ProviderError> {
 /// Removes the groups (after [`kill`]); a group already gone is fine.
 pub(super) fn remove(groups: &Cgroups) -> Result<(), ProviderError> {
     for d in &groups.dirs {
-        // A dying member may keep the group busy for a moment after it left `cgroup.procs`.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            match std::fs::remove_dir(d) {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                Err(e) if Instant::now() < deadline && e.raw_os_error() == Some(libc::EBUSY) => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(fail("removing the group")(e)),
-            }
-        }
+        remove_dir(d)?;
     }
     Ok(())
+}
+
+/// Removes one emptied group; blocking, for up to 2 s while it is busy. Absent is fine.
+pub(super) fn remove_dir(d: &Path) -> Result<(), ProviderError> {
+    // A dying member may keep the group busy for a moment after it left `cgroup.procs`.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match std::fs::remove_dir(d) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if Instant::now() < deadline && e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(fail("removing the group")(e)),
+        }
+    }
 }
 
 #[cfg(test)]

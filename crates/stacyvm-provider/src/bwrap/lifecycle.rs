@@ -183,6 +183,7 @@ impl BwrapProvider {
     /// Ends everything of `sb`: processes, cgroups, mount, directory.
     pub(super) async fn teardown(&self, sb: &Sandbox) -> Result<(), ProviderError> {
         sb.close();
+        super::freeze::thaw_for_kill(&sb.meta.cgroups);
         cgroup::kill(&sb.meta.cgroups).await?;
         // bwrap's outer process is in the groups too; reap it if it is our child.
         if let Some(mut c) = sb.take_child() {
@@ -229,6 +230,7 @@ impl Undo {
         let mut first = Ok(());
         if let Some(g) = self.groups.take() {
             // A spawn that failed after bwrap started: its processes go first.
+            super::freeze::thaw_for_kill(&g);
             for pid in g.pids() {
                 sys::kill(pid, libc::SIGKILL);
             }
@@ -240,6 +242,7 @@ impl Undo {
                 }
             }
             first = first.and(cgroup::remove(&g));
+            first = first.and(super::freeze::remove(&g));
         }
         if std::mem::take(&mut self.mounted) {
             let r = sys::unmount(&self.paths.merged()).map_err(|e| {

@@ -13,6 +13,7 @@
 //! recorded there and reconnects to its agent.
 
 mod cgroup;
+mod freeze;
 mod launch;
 mod layer;
 mod lifecycle;
@@ -335,16 +336,28 @@ impl Provider for BwrapProvider {
 
     async fn status(&self, runtime_id: &str) -> Result<SandboxState, ProviderError> {
         if let Ok(sb) = self.sandbox(runtime_id) {
-            return Ok(if sb.alive() {
-                SandboxState::Running
-            } else {
+            return Ok(if !sb.alive() {
                 SandboxState::Unhealthy
+            } else if freeze::frozen(&sb.meta.cgroups) {
+                SandboxState::Paused
+            } else {
+                SandboxState::Running
             });
         }
         if self.destroyed.contains(runtime_id) {
             return Ok(SandboxState::Destroyed);
         }
         Err(ProviderError::SandboxNotFound(runtime_id.to_string()))
+    }
+
+    async fn pause(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        let groups = self.sandbox(runtime_id)?.meta.cgroups.clone();
+        lifecycle::blocking(move || freeze::set(&groups, true)).await
+    }
+
+    async fn resume(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        let groups = self.sandbox(runtime_id)?.meta.cgroups.clone();
+        lifecycle::blocking(move || freeze::set(&groups, false)).await
     }
 
     async fn exec(

@@ -77,6 +77,8 @@ macro_rules! __provider_conformance_checks {
             process_reattach,
             process_large_and_gap,
             process_destroy,
+            pause_keeps_processes,
+            pause_then_destroy,
             logs,
         }
     };

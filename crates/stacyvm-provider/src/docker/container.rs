@@ -259,6 +259,38 @@ impl DockerProvider {
         Ok(())
     }
 
+    /// `docker pause` (`freeze`) or `docker unpause` of a sandbox's container: the cgroup
+    /// freezer, so processes stop where they are and memory stays. Idempotent: the daemon
+    /// refuses to pause a paused container or unpause a running one (409 or 500 by version),
+    /// so a refusal is checked against the container's state before it counts as a failure.
+    pub(super) async fn freeze(&self, runtime_id: &str, freeze: bool) -> Result<(), ProviderError> {
+        let cid = self.container(runtime_id).await?;
+        let done = if freeze {
+            self.docker.pause_container(&cid).await
+        } else {
+            self.docker.unpause_container(&cid).await
+        };
+        let Err(e) = done else {
+            return Ok(());
+        };
+        if is_status(&e, 404) {
+            return Err(ProviderError::SandboxNotFound(runtime_id.into()));
+        }
+        let want = if freeze {
+            SandboxState::Paused
+        } else {
+            SandboxState::Running
+        };
+        if self.container_status(runtime_id).await.ok() == Some(want) {
+            return Ok(());
+        }
+        Err(if freeze {
+            api_err("pausing the sandbox container failed", e)
+        } else {
+            api_err("unpausing the sandbox container failed", e)
+        })
+    }
+
     pub(super) async fn container_status(
         &self,
         runtime_id: &str,
@@ -277,10 +309,10 @@ impl DockerProvider {
             .map_err(|e| self.not_found_or(runtime_id, e, "inspecting the sandbox failed"))?;
         let status = info.state.and_then(|s| s.status);
         Ok(match status {
-            // Paused only while an exec's processes are being killed.
-            Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::PAUSED) => {
-                SandboxState::Running
-            }
+            Some(ContainerStateStatusEnum::RUNNING) => SandboxState::Running,
+            // Paused by `pause` (or, for a moment, while an exec's processes are killed: the
+            // control plane never adopts `paused` from a status answer, only pause sets it).
+            Some(ContainerStateStatusEnum::PAUSED) => SandboxState::Paused,
             Some(ContainerStateStatusEnum::CREATED | ContainerStateStatusEnum::RESTARTING) => {
                 SandboxState::Creating
             }

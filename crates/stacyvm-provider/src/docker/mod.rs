@@ -263,6 +263,14 @@ impl Provider for DockerProvider {
         self.container_status(runtime_id).await
     }
 
+    async fn pause(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        self.freeze(runtime_id, true).await
+    }
+
+    async fn resume(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        self.freeze(runtime_id, false).await
+    }
+
     async fn exec(
         &self,
         runtime_id: &str,

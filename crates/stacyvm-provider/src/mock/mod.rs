@@ -6,6 +6,7 @@
 mod agent;
 mod exec;
 mod files;
+mod freeze;
 mod paths;
 #[cfg(test)]
 mod paths_prop;
@@ -52,6 +53,8 @@ struct Sandbox {
     cancel: CancellationToken,
     /// The background-process agent, started by the first process call.
     agent: Arc<AgentSlot>,
+    /// Paused: its agent and processes are stopped (`freeze.rs`).
+    paused: bool,
 }
 
 /// Who removes a sandbox's directory.
@@ -132,6 +135,8 @@ impl MockProvider {
         let mut map = lock(&p.sandboxes);
         for (meta, root) in persist::scan(&p.base_dir) {
             let state = persist::state(&p.base_dir, &meta.id);
+            let agent = Arc::new(AgentSlot::adopted(&state));
+            let paused = agent.pid().is_some_and(freeze::stopped);
             map.insert(
                 meta.id,
                 Sandbox {
@@ -139,7 +144,8 @@ impl MockProvider {
                     dir: Some((Root::Kept, root)),
                     image: meta.image,
                     cancel: CancellationToken::new(),
-                    agent: Arc::new(AgentSlot::adopted(&state)),
+                    agent,
+                    paused,
                 },
             );
         }
@@ -331,16 +337,6 @@ impl MockProvider {
     }
 }
 
-/// Ids become part of a host directory name, so keep them to a safe alphabet.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && !id.starts_with('.')
-}
-
 #[async_trait::async_trait]
 impl Provider for MockProvider {
     fn name(&self) -> &str {
@@ -393,7 +389,7 @@ impl Provider for MockProvider {
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
-        if !valid_id(&spec.id) {
+        if !paths::valid_id(&spec.id) {
             return Err(ProviderError::InvalidInput(format!(
                 "invalid sandbox id {:?}",
                 spec.id
@@ -426,6 +422,7 @@ impl Provider for MockProvider {
                 image: spec.image.clone(),
                 cancel: CancellationToken::new(),
                 agent: Arc::default(),
+                paused: false,
             },
         );
         Ok(Spawned {
@@ -441,6 +438,12 @@ impl Provider for MockProvider {
                 .get_mut(runtime_id)
                 .filter(|s| s.alive)
                 .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
+            if std::mem::take(&mut sb.paused) {
+                // A stopped agent cannot list its processes for the kill below.
+                if let Some(pid) = sb.agent.pid() {
+                    freeze::signal_tree(pid, false);
+                }
+            }
             sb.alive = false;
             sb.cancel.cancel();
             (sb.dir.take(), std::mem::take(&mut sb.agent))
@@ -470,10 +473,19 @@ impl Provider for MockProvider {
     async fn status(&self, runtime_id: &str) -> Result<SandboxState, ProviderError> {
         self.enter("status", runtime_id)?;
         match lock(&self.sandboxes).get(runtime_id) {
+            Some(s) if s.alive && s.paused => Ok(SandboxState::Paused),
             Some(s) if s.alive => Ok(SandboxState::Running),
             Some(_) => Ok(SandboxState::Destroyed),
             None => Err(ProviderError::SandboxNotFound(runtime_id.to_string())),
         }
+    }
+
+    async fn pause(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        self.freeze("pause", runtime_id, true)
+    }
+
+    async fn resume(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        self.freeze("resume", runtime_id, false)
     }
 
     async fn exec(

@@ -121,6 +121,16 @@ fn join(root: &Path, rel: &[OsString]) -> PathBuf {
     p
 }
 
+/// Ids become part of a host directory name, so keep them to a safe alphabet.
+pub(super) fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !id.starts_with('.')
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

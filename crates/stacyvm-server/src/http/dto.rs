@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use stacyvm_store::{OwnerQuota, Template, TemplateSecret};
-use stacyvm_types::{format_rfc3339_go, GoDuration, Sandbox};
+use stacyvm_types::{format_rfc3339_go, GoDuration, OnExpire, Sandbox};
 use utoipa::ToSchema;
 
 use super::openapi::OwnerIdString;
@@ -24,12 +24,24 @@ pub struct SandboxView<'a> {
     expires_at: String,
     #[schema(pattern = r"^sb-[0-9a-f]{8}$")]
     id: &'a str,
+    /// The spawn's `idle_timeout`, when set
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<GoDuration>)]
+    idle_timeout: Option<String>,
     image: &'a str,
     memory_mb: i64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     metadata: &'a BTreeMap<String, String>,
+    /// `pause` when the TTL pauses instead of destroying (absent = `destroy`)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    on_expire: Option<&'static str>,
     #[serde(skip_serializing_if = "str::is_empty")]
     owner_id: &'a str,
+    /// When it was paused (only while `state` is `paused`)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    paused_at: Option<String>,
     #[serde(skip_serializing_if = "str::is_empty")]
     preview_domain: &'a str,
     provider: &'a str,
@@ -50,10 +62,14 @@ pub fn sandbox(sb: &Sandbox) -> SandboxView<'_> {
         created_at: format_rfc3339_go(&sb.created_at),
         expires_at: format_rfc3339_go(&sb.expires_at),
         id: sb.id.as_str(),
+        idle_timeout: sb.lifecycle.idle_timeout.map(|d| d.to_string()),
         image: &sb.image,
         memory_mb: sb.memory_mb,
         metadata: &sb.metadata,
+        on_expire: (sb.lifecycle.on_expire != OnExpire::Destroy)
+            .then(|| sb.lifecycle.on_expire.as_str()),
         owner_id: &sb.owner_id,
+        paused_at: sb.paused_at.as_ref().map(format_rfc3339_go),
         preview_domain: &sb.preview_domain,
         provider: &sb.provider,
         state: sb.state.as_str(),
@@ -262,6 +278,9 @@ mod tests {
             created_at: t,
             expires_at: t,
             updated_at: t,
+            lifecycle: Default::default(),
+            paused_at: None,
+            last_active_at: None,
         }
     }
 

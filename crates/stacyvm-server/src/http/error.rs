@@ -40,6 +40,8 @@ pub const ERROR_CODES: &[&str] = &[
     "STDIN_CLOSED",
     "PROCESS_EXITED",
     "NOT_A_PTY",
+    "SANDBOX_PAUSED",
+    "NOT_SUPPORTED",
 ];
 
 fn code_schema() -> utoipa::openapi::Object {
@@ -125,6 +127,8 @@ pub fn service_status(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::StdinClosed(_) => (StatusCode::CONFLICT, "STDIN_CLOSED"),
         ServiceError::ProcessExited(_) => (StatusCode::CONFLICT, "PROCESS_EXITED"),
         ServiceError::NotAPty(_) => (StatusCode::CONFLICT, "NOT_A_PTY"),
+        ServiceError::SandboxPaused(_) => (StatusCode::CONFLICT, "SANDBOX_PAUSED"),
+        ServiceError::NotSupported(_) => (StatusCode::CONFLICT, "NOT_SUPPORTED"),
         ServiceError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }
 }
@@ -172,6 +176,12 @@ mod tests {
             (ServiceError::StdinClosed(3), 409, "STDIN_CLOSED"),
             (ServiceError::ProcessExited(3), 409, "PROCESS_EXITED"),
             (ServiceError::NotAPty(3), 409, "NOT_A_PTY"),
+            (
+                ServiceError::SandboxPaused("sb".into()),
+                409,
+                "SANDBOX_PAUSED",
+            ),
+            (ServiceError::NotSupported("p".into()), 409, "NOT_SUPPORTED"),
             (ServiceError::Timeout("sb".into()), 408, "TIMEOUT"),
             (
                 ServiceError::ResourceLimit("r".into()),

@@ -18,7 +18,9 @@ use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::{parse_json, JsonBody};
-use super::openapi::{NotFound, ResourceLimit, SandboxIdParam, Timeout, Unavailable};
+use super::openapi::{
+    NotFound, ResourceLimit, SandboxIdParam, SandboxPaused, Timeout, Unavailable,
+};
 use super::{ok, AppState};
 use crate::service::{ExecParams, ExecStream, StreamItem};
 
@@ -151,6 +153,7 @@ struct ExecResultView<'a> {
     params(SandboxIdParam),
     request_body(content = ExecBody, example = json!({"command": "echo hi"})),
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 200,
             description = "With `stream: false`: the collected result. With `stream: true`: \
                 NDJSON, one `ExecStreamLine` per line, ending with exactly one \
@@ -204,6 +207,7 @@ fn ndjson(stream: ExecStream) -> Response {
 #[utoipa::path(get, path = "/sandboxes/{id}/exec/ws", operation_id = "execWebSocket",
     tag = "exec", params(SandboxIdParam),
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 101, description = "Switching protocols. Client sends one text message (an \
             `ExecRequest`); the server sends `ExecStreamLine` messages (chunks, then the exit \
             line), then `{\"type\":\"done\"}` and closes (1000). Unreadable request → close \

@@ -30,6 +30,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Like [`JsonBody`], but an empty body is `T::default()` (a bodiless `POST …/resume`);
+/// anything else must be a valid JSON object, as for [`JsonBody`].
+pub struct EmptyOrJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for EmptyOrJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::bad_request("invalid request body"))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(EmptyOrJson(T::default()));
+        }
+        parse_json(&bytes).map(EmptyOrJson)
+    }
+}
+
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Every request body is an object; serde would otherwise accept `[]` for a struct.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::JsonBody;
-use super::openapi::{FileNotFound, SandboxIdParam, Unavailable};
+use super::openapi::{FileNotFound, SandboxIdParam, SandboxPaused, Unavailable};
 use super::views::Status;
 use super::{ok, AppState};
 
@@ -58,6 +58,7 @@ struct WriteBody {
     request_body(content = WriteBody,
         example = json!({"path": "/workspace/hello.txt", "content": "hello"})),
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 200, description = "`written`", body = Status),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]
@@ -103,6 +104,7 @@ struct Written {
             description = "Octal mode text (`0644`, `0755`) or `executable`, as in the JSON write.")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 200, description = "OK", body = inline(Written)),
         (status = 400, response = super::openapi::BadRequest),
         (status = 404, response = FileNotFound),
@@ -136,6 +138,7 @@ async fn upload(
     params(SandboxIdParam,
         ("path" = String, Query, description = "Path inside the sandbox; may not escape it.")),
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 200, description = "File content", body = Vec<u8>,
             content_type = "application/octet-stream"),
         (status = 400, response = super::openapi::BadRequest),
@@ -171,6 +174,7 @@ async fn read(
         ("path" = String, Query, description = "Path inside the sandbox; may not escape it."),
         ("recursive" = Option<bool>, Query, description = "`true` deletes a directory with its contents.")),
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 200, description = "`deleted`", body = Status),
         (status = 400, response = super::openapi::BadRequest),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
@@ -191,6 +195,7 @@ async fn delete(
     params(SandboxIdParam,
         ("path" = Option<String>, Query, description = "Directory (default `/`).")),
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 200, description = "OK", body = Vec<FileInfo>),
         (status = 400, response = super::openapi::BadRequest),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
@@ -208,6 +213,7 @@ async fn list(
 #[utoipa::path(get, path = "/sandboxes/{id}/files/stat", operation_id = "statFile", tag = "files",
     params(SandboxIdParam, ("path" = String, Query, description = "Path inside the sandbox.")),
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 200, description = "OK", body = FileInfo),
         (status = 400, response = super::openapi::BadRequest),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
@@ -225,6 +231,7 @@ async fn stat(
 #[utoipa::path(get, path = "/sandboxes/{id}/files/glob", operation_id = "globFiles", tag = "files",
     params(SandboxIdParam, ("pattern" = String, Query, description = "Glob, e.g. `/workspace/*.py`.")),
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 200, description = "Matching paths", body = Vec<String>),
         (status = 400, response = super::openapi::BadRequest),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
@@ -252,6 +259,7 @@ struct MoveBody {
 #[utoipa::path(post, path = "/sandboxes/{id}/files/move", operation_id = "moveFile", tag = "files",
     params(SandboxIdParam), request_body = MoveBody,
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 200, description = "`moved`", body = Status),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]
@@ -279,6 +287,7 @@ struct ChmodBody {
 #[utoipa::path(post, path = "/sandboxes/{id}/files/chmod", operation_id = "chmodFile", tag = "files",
     params(SandboxIdParam), request_body = ChmodBody,
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 200, description = "`chmod applied`", body = Status),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]

@@ -9,6 +9,7 @@ mod files;
 mod middleware;
 mod openapi;
 mod output;
+mod pause;
 mod preview;
 mod processes;
 mod prometheus;
@@ -116,6 +117,7 @@ pub fn router(svc: Service) -> Router {
 
     let api = OpenApiRouter::new()
         .merge(sandboxes::routes())
+        .merge(pause::routes())
         .merge(exec::routes())
         .merge(files::routes())
         .merge(processes::routes())

@@ -20,7 +20,9 @@ use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::JsonBody;
-use super::openapi::{BadRequest, NotFound, ProcessConflict, ProcessNotFound, Unavailable};
+use super::openapi::{
+    BadRequest, NotFound, ProcessConflict, ProcessNotFound, SandboxPaused, Unavailable,
+};
 use super::output::{record_line, Encoding, TextDecoder};
 use super::views::Status;
 use super::{json_response, ok, AppState};
@@ -146,6 +148,7 @@ struct StartQuery {
         // and a server that never exits would stream until its read times out.
         example = json!({"command": "for i in 1 2 3; do echo tick $i; sleep 1; done", "tag": "ticker"})),
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 201, description = "Started: the Process; with `follow=true` NDJSON, the \
             Process then its output records",
             content(
@@ -192,6 +195,7 @@ async fn start(
 #[utoipa::path(get, path = "/sandboxes/{id}/processes", operation_id = "listProcesses",
     tag = "processes", params(super::openapi::SandboxIdParam),
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 200, description = "Processes", body = [ProcessView]),
         (status = 404, response = NotFound), (status = 503, response = Unavailable),
     ))]
@@ -205,6 +209,7 @@ async fn list(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Result<R
 #[utoipa::path(get, path = "/sandboxes/{id}/processes/{pid}", operation_id = "getProcess",
     tag = "processes", params(ProcessPath),
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 200, description = "The process", body = ProcessView),
         (status = 400, response = BadRequest), (status = 404, response = ProcessNotFound),
     ))]
@@ -241,6 +246,7 @@ struct OutputQuery {
 #[utoipa::path(get, path = "/sandboxes/{id}/processes/{pid}/output",
     operation_id = "processOutput", tag = "processes", params(ProcessPath, OutputQuery),
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 200, description = "NDJSON output records",
             content_type = "application/x-ndjson", body = String,
             example = "{\"seq\":0,\"stream\":\"stdout\",\"data\":\"hi\\n\"}\n{\"seq\":3,\"stream\":\"exit\",\"exit_code\":0,\"signal\":null}\n"),
@@ -465,6 +471,7 @@ struct AttachQuery {
 #[utoipa::path(get, path = "/sandboxes/{id}/processes/{pid}/attach",
     operation_id = "attachProcess", tag = "processes", params(ProcessPath, AttachQuery),
     responses(
+        (status = 409, response = SandboxPaused),
         (status = 101, description = "Switching protocols"),
         (status = 400, response = BadRequest),
         (status = 404, response = ProcessNotFound),

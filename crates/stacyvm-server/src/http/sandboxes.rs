@@ -53,6 +53,13 @@ pub struct SpawnBody {
     owner_id: String,
     template: String,
     metadata: BTreeMap<String, String>,
+    /// What the TTL (and `idle_timeout`) does: `destroy` (default) or `pause` (docs/state.md)
+    #[schema(schema_with = super::openapi::on_expire_values)]
+    on_expire: String,
+    /// Pause (or destroy, per `on_expire`) after this long with no running process, exec,
+    /// file or preview traffic; empty or `0s` = never
+    #[schema(value_type = GoDuration)]
+    idle_timeout: String,
 }
 
 impl From<SpawnBody> for SpawnParams {
@@ -66,6 +73,8 @@ impl From<SpawnBody> for SpawnParams {
             owner_id: b.owner_id,
             template: b.template,
             metadata: b.metadata,
+            on_expire: b.on_expire,
+            idle_timeout: b.idle_timeout,
         }
     }
 }
@@ -75,7 +84,7 @@ impl From<SpawnBody> for SpawnParams {
 /// Admission runs first: global `max_sandboxes`, per-owner limits (owner = `X-User-ID`, else
 /// body `owner_id`) and max TTL. Denied → 429 `RESOURCE_LIMIT`, or, with `spawn_overflow:
 /// queue`, the request waits up to `spawn_queue_timeout` for capacity. Unknown provider → 404.
-/// Invalid `ttl`, `memory_mb`, `vcpus`, `owner_id` or image → 400.
+/// Invalid `ttl`, `memory_mb`, `vcpus`, `owner_id`, image, `on_expire` or `idle_timeout` → 400.
 #[utoipa::path(post, path = "/sandboxes", operation_id = "spawnSandbox", tag = "sandboxes",
     params(UserIdHeader),
     request_body(content = SpawnBody,

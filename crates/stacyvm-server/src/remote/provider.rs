@@ -266,6 +266,18 @@ impl Provider for RemoteProvider {
         })
     }
 
+    async fn pause(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        self.call::<Value>(RpcCall::Pause(self.target(runtime_id)), None, TEARDOWN, "")
+            .await
+            .map(|_| ())
+    }
+
+    async fn resume(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        self.call::<Value>(RpcCall::Resume(self.target(runtime_id)), None, TEARDOWN, "")
+            .await
+            .map(|_| ())
+    }
+
     async fn exec(
         &self,
         runtime_id: &str,

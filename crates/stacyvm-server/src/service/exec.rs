@@ -112,7 +112,8 @@ impl Exec<'_> {
     }
 
     pub async fn run(self, id: &SandboxId, p: ExecParams) -> ServiceResult<ExecResult> {
-        let sb = self.svc.sandboxes().get(id).await?;
+        let sb = self.svc.sandboxes().get_unpaused(id).await?;
+        self.svc.activity.touch(id);
         let provider = self.svc.provider_for(&sb).await?;
         let req = self.request(&sb, &p).await?;
         let _slot = self
@@ -196,7 +197,8 @@ impl Exec<'_> {
     /// Starts a command and returns its live output. Validation and lookup errors come back
     /// before anything is streamed.
     pub async fn stream(self, id: &SandboxId, p: ExecParams) -> ServiceResult<ExecStream> {
-        let sb = self.svc.sandboxes().get(id).await?;
+        let sb = self.svc.sandboxes().get_unpaused(id).await?;
+        self.svc.activity.touch(id);
         let provider = self.svc.provider_for(&sb).await?;
         let req = self.request(&sb, &p).await?;
         let (out_tx, out_rx) = mpsc::channel::<StreamItem>(64);

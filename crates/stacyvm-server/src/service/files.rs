@@ -59,7 +59,8 @@ impl Files<'_> {
         F: FnOnce(std::sync::Arc<dyn stacyvm_provider::Provider>, String) -> Fut,
         Fut: std::future::Future<Output = Result<T, stacyvm_provider::ProviderError>>,
     {
-        let sb = self.svc.sandboxes().get(id).await?;
+        let sb = self.svc.sandboxes().get_unpaused(id).await?;
+        self.svc.activity.touch(id);
         let provider = self.svc.provider_for(&sb).await?;
         let started = Instant::now();
         let res = f(provider, sb.runtime_id().to_string()).await;

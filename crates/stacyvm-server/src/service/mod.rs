@@ -9,6 +9,7 @@
 //! per spawn attempt), placement, routing to a sandbox's provider, and reconciliation (called by
 //! the background loops in `tasks/`). Results are typed; `http/` writes the JSON.
 
+mod activity;
 mod admin;
 mod admission;
 mod bounds;
@@ -42,7 +43,7 @@ pub use preview::PreviewHost;
 pub use processes::{ProcessParams, Processes};
 
 pub use quotas::{OwnerUsage, QuotaInput, QuotaSummary, Quotas};
-pub use sandboxes::{Sandboxes, SpawnParams};
+pub use sandboxes::{LifecycleReport, Sandboxes, SpawnParams};
 use stacyvm_provider::ProviderRegistry;
 use stacyvm_store::Store;
 pub use system::{
@@ -107,6 +108,8 @@ pub struct Inner {
     sync_execs: exec::SyncExecs,
     /// Which processes this control plane watches for their exit events.
     exit_watch: processes::ExitWatch,
+    /// Recent activity per sandbox (idle timeouts) and the process lists of paused sandboxes.
+    activity: activity::Activity,
     /// Owns background work started on behalf of requests (streams); joined on shutdown.
     tasks: tokio_util::task::TaskTracker,
     shutdown: tokio_util::sync::CancellationToken,
@@ -192,6 +195,7 @@ impl Service {
             local_removed: AtomicBool::new(false),
             sync_execs: exec::SyncExecs::default(),
             exit_watch: processes::ExitWatch::default(),
+            activity: activity::Activity::default(),
             tasks: tokio_util::task::TaskTracker::new(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             version: env!("CARGO_PKG_VERSION"),

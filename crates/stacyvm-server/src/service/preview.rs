@@ -99,7 +99,10 @@ impl Service {
             )));
         }
         match provider.preview_target(sb.runtime_id(), host.port).await {
-            Ok(Some(addr)) => Ok(Some(addr)),
+            Ok(Some(addr)) => {
+                self.activity.touch(&id);
+                Ok(Some(addr))
+            }
             Ok(None) => Err(ServiceError::PreviewUnavailable(format!(
                 "the {} provider exposes no port {} of sandbox {id}",
                 sb.provider, host.port

@@ -121,8 +121,10 @@ fn spec(
 
 impl Processes<'_> {
     /// The sandbox and the provider that runs it; the same lookups (and errors) as exec.
+    /// Refuses a paused sandboxes (409 `SANDBOX_PAUSED`): its agent is frozen.
     async fn route(self, id: &SandboxId) -> ServiceResult<(Sandbox, Arc<dyn Provider>)> {
-        let sb = self.svc.sandboxes().get(id).await?;
+        let sb = self.svc.sandboxes().get_unpaused(id).await?;
+        self.svc.activity.touch(id);
         let provider = self.svc.provider_for(&sb).await?;
         self.resume_watchers(&sb, &provider);
         Ok((sb, provider))
@@ -296,15 +298,53 @@ impl Processes<'_> {
         });
     }
 
-    /// Running and retained exited processes, newest first.
+    /// Running and retained exited processes, newest first. A paused sandbox answers the list
+    /// taken when it was paused (`activity.rs`).
     pub async fn list(self, id: &SandboxId) -> ServiceResult<Vec<ProcessInfo>> {
+        if let Some(kept) = self.paused_list(id).await? {
+            return Ok(kept);
+        }
         let (sb, provider) = self.route(id).await?;
         Ok(provider.process_list(sb.runtime_id()).await?)
     }
 
     pub async fn get(self, id: &SandboxId, pid: Pid) -> ServiceResult<ProcessInfo> {
+        if let Some(kept) = self.paused_list(id).await? {
+            return kept
+                .into_iter()
+                .find(|p| p.pid == pid)
+                .ok_or(ServiceError::ProcessNotFound(pid));
+        }
         let (sb, provider) = self.route(id).await?;
         Ok(provider.process_get(sb.runtime_id(), pid).await?)
+    }
+
+    /// For a paused sandbox, its process list as kept at pause; after a control-plane restart
+    /// the provider is asked (briefly: a frozen agent may not answer). `None` when not paused.
+    async fn paused_list(self, id: &SandboxId) -> ServiceResult<Option<Vec<ProcessInfo>>> {
+        let sb = self.svc.sandboxes().get(id).await?;
+        if sb.state != stacyvm_types::SandboxState::Paused {
+            return Ok(None);
+        }
+        if let Some(kept) = self.svc.activity.processes(id) {
+            return Ok(Some(kept));
+        }
+        let provider = self.svc.provider_for(&sb).await?;
+        let asked = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            provider.process_list(sb.runtime_id()),
+        )
+        .await;
+        match asked {
+            Ok(Ok(list)) => {
+                self.svc.activity.keep_processes(id, list.clone());
+                Ok(Some(list))
+            }
+            _ => Err(ServiceError::SandboxPaused(format!(
+                "sandbox {id} is paused and its process list was not kept (control plane \
+                 restarted); resume it to list its processes"
+            ))),
+        }
     }
 
     /// Output records with `seq >= since`, in order; with `follow` the stream stays open until

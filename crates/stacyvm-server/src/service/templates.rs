@@ -166,6 +166,7 @@ impl Templates<'_> {
             owner_id: String::new(),
             template: t.name.clone(),
             metadata,
+            ..SpawnParams::default()
         };
         self.svc.sandboxes().spawn(p, caller).await
     }

@@ -25,17 +25,25 @@ async fn next_tick(tick: &mut Interval, cancel: &CancellationToken) -> bool {
     }
 }
 
-/// Destroys expired sandboxes every `reaper_interval`.
+/// Ends expired sandboxes (destroy, or pause with `on_expire: pause`) and applies the
+/// lifecycle (idle timeouts, paused retention) every `reaper_interval`. Every control plane
+/// writes its activity stamps first, leader or not (docs/state.md).
 pub async fn reaper(svc: Service, cancel: CancellationToken) {
     let mut tick = interval(svc.tick());
     while next_tick(&mut tick, &cancel).await {
+        svc.sandboxes().flush_activity().await;
         if !svc.ensure_leadership().await {
             continue;
         }
         match svc.sandboxes().prune().await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(destroyed = n, "reaper destroyed expired sandboxes"),
+            Ok(n) => tracing::info!(ended = n, "reaper ended expired sandboxes"),
             Err(e) => tracing::warn!(error = %e, "reaper pass failed"),
+        }
+        match svc.sandboxes().lifecycle().await {
+            Ok(r) if r == Default::default() => {}
+            Ok(r) => tracing::info!(paused = r.paused, destroyed = r.destroyed, "lifecycle pass"),
+            Err(e) => tracing::warn!(error = %e, "lifecycle pass failed"),
         }
     }
 }

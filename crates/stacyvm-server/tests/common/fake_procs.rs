@@ -190,6 +190,12 @@ impl Provider for FakeProcs {
     async fn status(&self, runtime_id: &str) -> Result<SandboxState, ProviderError> {
         self.mock.status(runtime_id).await
     }
+    async fn pause(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        self.mock.pause(runtime_id).await
+    }
+    async fn resume(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        self.mock.resume(runtime_id).await
+    }
     async fn exec(
         &self,
         runtime_id: &str,

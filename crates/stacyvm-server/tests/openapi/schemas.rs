@@ -160,6 +160,40 @@ async fn answers_match_their_schemas() {
         .send()
         .await;
     check(d, "post", "/sandboxes/{id}/extend", &r, e);
+    // Pause and resume, with the lifecycle keys, and the paused refusal.
+    let r = app
+        .post("/api/v1/sandboxes")
+        .json(&json!({"on_expire": "pause", "idle_timeout": "10m"}))
+        .send()
+        .await;
+    let paused = check(d, "post", "/sandboxes", &r, e)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .post(&format!("/api/v1/sandboxes/{paused}/pause"))
+        .send()
+        .await;
+    check(d, "post", "/sandboxes/{id}/pause", &r, e);
+    check(
+        d,
+        "get",
+        "/sandboxes/{id}",
+        &app.get(&format!("/api/v1/sandboxes/{paused}")).send().await,
+        e,
+    );
+    let r = app
+        .post(&format!("/api/v1/sandboxes/{paused}/exec"))
+        .json(&json!({"command": "true"}))
+        .send()
+        .await;
+    check(d, "post", "/sandboxes/{id}/exec", &r, e);
+    let r = app
+        .post(&format!("/api/v1/sandboxes/{paused}/resume"))
+        .json(&json!({"ttl": "5m"}))
+        .send()
+        .await;
+    check(d, "post", "/sandboxes/{id}/resume", &r, e);
     check(
         d,
         "get",

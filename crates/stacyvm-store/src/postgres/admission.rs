@@ -17,21 +17,23 @@ use crate::{CreatingSandbox, InsertLimits, StoreError};
 /// The advisory lock key serialising limited admissions ("stacyvm" + 1).
 const ADMISSION_LOCK: i64 = 0x7374_6163_7976_6d01;
 
-/// `$18..$20` are the limits (0 = none). Returns the counts seen and whether it inserted.
+/// `$22..$24` are the limits (0 = none). Paused sandboxes count for their worker only. Returns the counts seen and whether it inserted.
 static INSERT_LIMITED: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH c AS (SELECT \
-           (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired')) AS total, \
            (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') \
-              AND owner_id = $9 AND $9 <> '') AS by_owner, \
+              AND state <> 'paused') AS total, \
+           (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') \
+              AND state <> 'paused' AND owner_id = $9 AND $9 <> '') AS by_owner, \
            (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') \
               AND worker_id = $11) AS by_worker), \
          ins AS (INSERT INTO sandboxes ({COLUMNS}, created_by) \
-           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 \
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+                  $18, $19, $20, $21 \
            FROM c \
-           WHERE ($18 = 0 OR c.total < $18) \
-             AND ($19 = 0 OR $9 = '' OR c.by_owner < $19) \
-             AND ($20 = 0 OR c.by_worker < $20) \
+           WHERE ($22 = 0 OR c.total < $22) \
+             AND ($23 = 0 OR $9 = '' OR c.by_owner < $23) \
+             AND ($24 = 0 OR c.by_worker < $24) \
            RETURNING 1) \
          SELECT c.total, c.by_owner, c.by_worker, (SELECT COUNT(*) FROM ins) AS inserted FROM c"
     )
@@ -40,7 +42,8 @@ static INSERT_LIMITED: LazyLock<String> = LazyLock::new(|| {
 static INSERT_PLAIN: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO sandboxes ({COLUMNS}, created_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+                 $18, $19, $20, $21)"
     )
 });
 
@@ -51,7 +54,7 @@ static LIST_CREATING: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Binds the 17 column values of a limited or plain insert.
+/// Binds the 21 column values of a limited or plain insert.
 fn bind_record<'q>(
     q: Query<'q>,
     sb: &'q Sandbox,

@@ -41,6 +41,7 @@ mod admission;
 mod audit;
 mod exec_logs;
 mod leases;
+mod lifecycle;
 mod notify;
 mod quotas;
 mod sandboxes;
@@ -429,6 +430,26 @@ impl Store for PgStore {
 
     async fn list_creating_sandboxes(&self) -> Result<Vec<crate::CreatingSandbox>, StoreError> {
         admission::list_creating(self).await
+    }
+
+    async fn pause_sandbox(&self, id: &SandboxId, at: Timestamp) -> Result<Sandbox, StoreError> {
+        lifecycle::pause(self, id, at).await
+    }
+
+    async fn resume_sandbox(
+        &self,
+        id: &SandboxId,
+        expires_at: Timestamp,
+    ) -> Result<Sandbox, StoreError> {
+        lifecycle::resume(self, id, expires_at).await
+    }
+
+    async fn touch_sandbox(&self, id: &SandboxId, at: Timestamp) -> Result<(), StoreError> {
+        lifecycle::touch(self, id, at).await
+    }
+
+    async fn count_paused_sandboxes(&self) -> Result<i64, StoreError> {
+        lifecycle::count_paused(self).await
     }
 
     async fn insert_exec_log(&self, log: &ExecLog) -> Result<(), StoreError> {

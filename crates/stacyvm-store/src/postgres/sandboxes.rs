@@ -9,7 +9,8 @@ use crate::{columns, ActiveCounts, StoreError};
 macro_rules! columns {
     () => {
         "id, state, provider, image, memory_mb, vcpus, metadata, template, owner_id, vm_id, \
-         worker_id, tenant_id, preview_domain, created_at, expires_at, updated_at"
+         worker_id, tenant_id, preview_domain, created_at, expires_at, updated_at, on_expire, \
+         idle_timeout, paused_at, last_active_at"
     };
 }
 
@@ -19,7 +20,7 @@ pub(super) const COLUMNS: &str = columns!();
 const INSERT: &str = concat!(
     "INSERT INTO sandboxes (",
     columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
 );
 const GET: &str = concat!("SELECT ", columns!(), " FROM sandboxes WHERE id = $1");
 // The state predicates below repeat the partial indexes' WHERE clauses with literal strings.
@@ -37,19 +38,21 @@ const SET_EXPIRY: &str = concat!(
 pub(super) const LIST_EXPIRED: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') AND expires_at < $1 \
+    " FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused' \
+     AND expires_at < $1 \
      ORDER BY expires_at, id"
 );
 /// Both counts read only the partial index of active rows; the owner one seeks into it.
 pub(super) const COUNT_ACTIVE: &str = "SELECT \
-       (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired')), \
        (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired') AND owner_id = $1 AND $1 <> '')";
+          WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused'), \
+       (SELECT COUNT(*) FROM sandboxes \
+          WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused' AND owner_id = $1 AND $1 <> '')";
 
 /// Retries of the compare-and-set in `set_state` when other writers keep moving the record.
 const STATE_CAS_ATTEMPTS: usize = 8;
 
-/// Binds `$1`…`$16`: every column in [`COLUMNS`] order (`metadata` as JSON text).
+/// Binds `$1`…`$20`: every column in [`COLUMNS`] order (`metadata` as JSON text).
 pub(super) fn bind_sandbox<'q>(q: Query<'q>, sb: &'q Sandbox, metadata: String) -> Query<'q> {
     q.bind(sb.id.as_str())
         .bind(sb.state.as_str())
@@ -67,6 +70,10 @@ pub(super) fn bind_sandbox<'q>(q: Query<'q>, sb: &'q Sandbox, metadata: String) 
         .bind(ts(&sb.created_at))
         .bind(ts(&sb.expires_at))
         .bind(ts(&sb.updated_at))
+        .bind(sb.lifecycle.on_expire.as_str())
+        .bind(columns::idle_timeout(sb))
+        .bind(columns::opt_ts(sb.paused_at.as_ref()))
+        .bind(columns::opt_ts(sb.last_active_at.as_ref()))
 }
 
 pub(super) async fn insert(db: &PgStore, sb: &Sandbox) -> Result<(), StoreError> {
@@ -80,7 +87,7 @@ pub(super) async fn insert(db: &PgStore, sb: &Sandbox) -> Result<(), StoreError>
 
 /// Runs an `UPDATE .. WHERE id = $1 .. RETURNING` whose other parameter is `$2 = value`;
 /// `None` when its WHERE clause matched nothing.
-async fn update_returning(
+pub(super) async fn update_returning(
     db: &PgStore,
     sql: &str,
     id: &str,
@@ -218,7 +225,7 @@ mod tests {
         assert_eq!(sources_of(SandboxState::Creating), "");
         assert_eq!(
             sources_of(SandboxState::Running),
-            "'creating', 'error', 'unhealthy', 'expired'"
+            "'creating', 'error', 'unhealthy', 'expired', 'paused'"
         );
         assert!(!sources_of(SandboxState::Destroyed).contains("'destroyed'"));
     }

@@ -31,6 +31,9 @@ fn sandbox(id: &str) -> Sandbox {
         created_at: t,
         expires_at: t,
         updated_at: t,
+        lifecycle: Default::default(),
+        paused_at: None,
+        last_active_at: None,
     }
 }
 
@@ -190,7 +193,7 @@ mod needs_pg {
         store.close().await;
         match PgStore::open_with(db.options()).await {
             Err(StoreError::SchemaTooNew { found, supported }) => {
-                assert_eq!((found, supported), (9999, 3));
+                assert_eq!((found, supported), (9999, 4));
             }
             Err(e) => panic!("expected SchemaTooNew, got {e:?}"),
             Ok(_) => panic!("expected SchemaTooNew, got a store"),

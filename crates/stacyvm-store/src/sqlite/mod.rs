@@ -8,6 +8,7 @@ mod checkpoint;
 mod db;
 mod exec_logs;
 mod leases;
+mod lifecycle;
 mod migrate;
 mod quotas;
 mod sandboxes;
@@ -156,6 +157,26 @@ impl Store for SqliteStore {
 
     async fn list_creating_sandboxes(&self) -> Result<Vec<crate::CreatingSandbox>, StoreError> {
         admission::list_creating(&self.db)
+    }
+
+    async fn pause_sandbox(&self, id: &SandboxId, at: Timestamp) -> Result<Sandbox, StoreError> {
+        lifecycle::pause(&self.db, id, at).await
+    }
+
+    async fn resume_sandbox(
+        &self,
+        id: &SandboxId,
+        expires_at: Timestamp,
+    ) -> Result<Sandbox, StoreError> {
+        lifecycle::resume(&self.db, id, expires_at).await
+    }
+
+    async fn touch_sandbox(&self, id: &SandboxId, at: Timestamp) -> Result<(), StoreError> {
+        lifecycle::touch(&self.db, id, at).await
+    }
+
+    async fn count_paused_sandboxes(&self) -> Result<i64, StoreError> {
+        lifecycle::count_paused(&self.db)
     }
 
     async fn insert_exec_log(&self, log: &ExecLog) -> Result<(), StoreError> {
@@ -324,6 +345,9 @@ mod tests {
             created_at: t,
             expires_at: t,
             updated_at: t,
+            lifecycle: Default::default(),
+            paused_at: None,
+            last_active_at: None,
         }
     }
 
@@ -415,7 +439,7 @@ mod tests {
             again.get_sandbox(&"sb-1".into()).await.unwrap().owner_id,
             "alice"
         );
-        assert_eq!(again.schema_version().await.unwrap(), 3);
+        assert_eq!(again.schema_version().await.unwrap(), 4);
         again
             .db
             .writer()
@@ -430,7 +454,7 @@ mod tests {
         drop(again);
         match SqliteStore::open(&t.path).await {
             Err(StoreError::SchemaTooNew { found, supported }) => {
-                assert_eq!((found, supported), (9999, 3));
+                assert_eq!((found, supported), (9999, 4));
             }
             Err(e) => panic!("expected SchemaTooNew, got {e:?}"),
             Ok(_) => panic!("expected SchemaTooNew, got a store"),
@@ -454,7 +478,7 @@ mod tests {
             .fetch_one(&mut conn)
             .await
             .unwrap();
-        assert_eq!(edited, 3);
+        assert_eq!(edited, 4);
         // An edited migration is refused, as sqlx would.
         sqlx::query("UPDATE _sqlx_migrations SET checksum = x'01' WHERE version = 1")
             .execute(&mut conn)

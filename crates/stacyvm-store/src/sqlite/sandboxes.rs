@@ -13,7 +13,8 @@ use crate::{columns, ActiveCounts, StoreError};
 macro_rules! columns {
     () => {
         "id, state, provider, image, memory_mb, vcpus, metadata, template, owner_id, vm_id, \
-         worker_id, tenant_id, preview_domain, created_at, expires_at, updated_at"
+         worker_id, tenant_id, preview_domain, created_at, expires_at, updated_at, on_expire, \
+         idle_timeout, paused_at, last_active_at"
     };
 }
 
@@ -23,7 +24,7 @@ pub(super) const COLUMNS: &str = columns!();
 const INSERT: &str = concat!(
     "INSERT INTO sandboxes (",
     columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
 );
 const GET: &str = concat!("SELECT ", columns!(), " FROM sandboxes WHERE id = ?1");
 // The state predicates below repeat the partial indexes' WHERE clauses word for word.
@@ -40,41 +41,49 @@ const SET_EXPIRY: &str = concat!(
 pub(super) const LIST_EXPIRED: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') AND expires_at < ?1 \
+    " FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused' \
+     AND expires_at < ?1 \
      ORDER BY expires_at, id"
 );
 /// Both counts read only the partial index of active rows; the owner one seeks into it.
 pub(super) const COUNT_ACTIVE: &str = "SELECT \
-       (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired')), \
        (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired') AND owner_id = ?1 AND ?1 <> '')";
+          WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused'), \
+       (SELECT COUNT(*) FROM sandboxes \
+          WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused' AND owner_id = ?1 AND ?1 <> '')";
 
 /// The text forms of a sandbox's typed, JSON and time columns, made before the write lock is
 /// taken.
 pub(super) struct RowText<'a> {
     state: &'static str,
+    on_expire: &'static str,
     ids: [&'a str; 3],
-    text: [String; 4],
+    text: [String; 6],
+    idle_timeout: i64,
 }
 
 impl<'a> RowText<'a> {
     pub(super) fn of(sb: &'a Sandbox) -> Result<Self, StoreError> {
         Ok(RowText {
             state: sb.state.as_str(),
+            on_expire: sb.lifecycle.on_expire.as_str(),
             ids: [sb.id.as_str(), columns::vm_id(sb), columns::worker_id(sb)],
             text: [
                 to_json(&sb.metadata, "metadata")?,
                 ts(&sb.created_at),
                 ts(&sb.expires_at),
                 ts(&sb.updated_at),
+                columns::opt_ts(sb.paused_at.as_ref()),
+                columns::opt_ts(sb.last_active_at.as_ref()),
             ],
+            idle_timeout: columns::idle_timeout(sb),
         })
     }
 }
 
-/// A sandbox's values in `COLUMNS` order, for `?1..?16`.
+/// A sandbox's values in `COLUMNS` order, for `?1..?20`.
 pub(super) fn values<'a>(sb: &'a Sandbox, text: &'a RowText<'a>) -> Vec<&'a dyn ToSql> {
-    let [metadata, created, expires, updated] = &text.text;
+    let [metadata, created, expires, updated, paused, active] = &text.text;
     let [id, vm_id, worker_id] = &text.ids;
     vec![
         id,
@@ -93,6 +102,10 @@ pub(super) fn values<'a>(sb: &'a Sandbox, text: &'a RowText<'a>) -> Vec<&'a dyn 
         created,
         expires,
         updated,
+        &text.on_expire,
+        &text.idle_timeout,
+        paused,
+        active,
     ]
 }
 
@@ -104,7 +117,7 @@ pub(super) async fn insert(db: &Db, sb: &Sandbox) -> Result<(), StoreError> {
     .await
 }
 
-fn get_on(c: &Connection, id: &str) -> Result<Sandbox, StoreError> {
+pub(super) fn get_on(c: &Connection, id: &str) -> Result<Sandbox, StoreError> {
     found(
         first(c, "sandbox", GET, [id], |r| rows::sandbox(r))?,
         "sandbox",
@@ -263,7 +276,7 @@ mod tests {
         assert_eq!(sources_of(SandboxState::Creating), "");
         assert_eq!(
             sources_of(SandboxState::Running),
-            "'creating', 'error', 'unhealthy', 'expired'"
+            "'creating', 'error', 'unhealthy', 'expired', 'paused'"
         );
         assert!(!sources_of(SandboxState::Destroyed).contains("'destroyed'"));
     }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use crate::cli::{ClientArgs, ExecArgs, SpawnArgs};
+use crate::cli::{ClientArgs, ExecArgs, ResumeArgs, SpawnArgs};
 
 pub(super) struct Client {
     base: String,
@@ -158,5 +158,33 @@ pub async fn kill(c: &ClientArgs, id: &str) -> anyhow::Result<ExitCode> {
         .call(reqwest::Method::DELETE, &format!("/sandboxes/{id}"), None)
         .await?;
     println!("{id} destroyed");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn pause(c: &ClientArgs, id: &str) -> anyhow::Result<ExitCode> {
+    Client::new(c)
+        .call(
+            reqwest::Method::POST,
+            &format!("/sandboxes/{id}/pause"),
+            None,
+        )
+        .await?;
+    println!("{id} paused");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn resume(c: &ClientArgs, a: ResumeArgs) -> anyhow::Result<ExitCode> {
+    let body = (!a.ttl.is_empty()).then(|| json!({"ttl": a.ttl}));
+    let v = Client::new(c)
+        .call(
+            reqwest::Method::POST,
+            &format!("/sandboxes/{}/resume", a.id),
+            body,
+        )
+        .await?;
+    match v["expires_at"].as_str().filter(|e| !e.is_empty()) {
+        Some(at) => println!("{} running, expires {at}", a.id),
+        None => println!("{} running", a.id),
+    }
     Ok(ExitCode::SUCCESS)
 }

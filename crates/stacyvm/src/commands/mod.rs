@@ -26,6 +26,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(a) => client::exec(&cli.client, a).await,
         Command::List => client::list(&cli.client).await,
         Command::Kill { id } => client::kill(&cli.client, &id).await,
+        Command::Pause { id } => client::pause(&cli.client, &id).await,
+        Command::Resume(a) => client::resume(&cli.client, a).await,
         Command::Cp(a) => cp::cp(&cli.client, a).await,
         Command::Ps { id } => procs::ps(&cli.client, &id).await,
         Command::Attach { id, pid } => procs::attach(&cli.client, &id, pid).await,

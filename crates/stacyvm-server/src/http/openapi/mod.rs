@@ -37,7 +37,7 @@ pub use responses::*;
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, FileNotFound, Conflict, Timeout,
             PayloadTooLarge, ResourceLimit, InternalError, Unavailable, ProcessNotFound,
-            ProcessConflict, WorkerUnauthorized,
+            ProcessConflict, SandboxPaused, PauseConflict, WorkerUnauthorized,
             WorkerForbidden, WorkerAuthUnavailable,
         ),
     ),

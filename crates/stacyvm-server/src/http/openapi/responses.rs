@@ -66,10 +66,17 @@ error_responses! {
         ("process", "PROCESS_NOT_FOUND", "process not found: 4242"),
         ("sandbox", "NOT_FOUND", "sandbox not found: sb-0123abcd"),
     ];
-    ProcessConflict: "The process's state refuses the call: stdin closed or never opened (`STDIN_CLOSED`), the process exited (`PROCESS_EXITED`), or it has no terminal (`NOT_A_PTY`, resize)", [
+    ProcessConflict: "The process's state refuses the call: stdin closed or never opened (`STDIN_CLOSED`), the process exited (`PROCESS_EXITED`), or it has no terminal (`NOT_A_PTY`, resize); or the sandbox is paused (`SANDBOX_PAUSED`)", [
         ("stdin_closed", "STDIN_CLOSED", "stdin of process 7 is closed"),
         ("exited", "PROCESS_EXITED", "process 7 has exited"),
         ("not_a_pty", "NOT_A_PTY", "process 7 has no terminal"),
+        ("paused", "SANDBOX_PAUSED", "sandbox is paused: sandbox sb-0123abcd is paused; resume it first (POST /sandboxes/sb-0123abcd/resume)"),
+    ];
+    SandboxPaused: "The sandbox is paused (`SANDBOX_PAUSED`): resume it first",
+        [("", "SANDBOX_PAUSED", "sandbox is paused: sandbox sb-0123abcd is paused; resume it first (POST /sandboxes/sb-0123abcd/resume)")];
+    PauseConflict: "The sandbox's state cannot move that way (`CONFLICT`), or its provider cannot pause (`NOT_SUPPORTED`)", [
+        ("state", "CONFLICT", "conflict: sandbox sb-0123abcd is error; only a running sandbox can be paused"),
+        ("not_supported", "NOT_SUPPORTED", "not supported: the bwrap provider has no cgroup freezer here"),
     ];
     WorkerUnauthorized: "Missing or wrong worker credentials",
         [("", "UNAUTHORIZED", "invalid or missing worker credentials")];
@@ -189,6 +196,7 @@ string_enums! {
     empty: [""];
     health_states: ["ok", "alive"];
     ready_states: ["ready", "not_ready"];
-    sandbox_states: ["creating", "running", "error", "unhealthy", "expired", "destroyed"];
+    sandbox_states: ["creating", "running", "error", "unhealthy", "expired", "destroyed", "paused"];
     token_audiences: ["worker:control-plane", "worker:rpc"];
+    on_expire_values: ["", "destroy", "pause"];
 }

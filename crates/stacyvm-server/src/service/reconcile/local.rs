@@ -88,7 +88,13 @@ impl Reconciler<'_> {
                     )
                     .await;
                 }
-                Ok(st) if st != sb.state && sb.state != SandboxState::Running => {
+                // A paused record keeps its state whatever the runtime says: only resume moves
+                // it (a runtime still running after a crash mid-pause is thawed by resume).
+                Ok(st)
+                    if st != sb.state
+                        && st != SandboxState::Paused
+                        && !matches!(sb.state, SandboxState::Running | SandboxState::Paused) =>
+                {
                     self.mark(&sb.id, st, "runtime_state", &sb.provider).await;
                 }
                 Ok(_) => {}

@@ -103,7 +103,8 @@ impl Reconciler<'_> {
                                         "status timed out".into(),
                                     )));
                             match status {
-                                Ok(st) if st != sb.state => {
+                                // `paused` is set by pause only, never adopted.
+                                Ok(st) if st != sb.state && st != SandboxState::Paused => {
                                     let marked =
                                         self.svc.store.set_sandbox_state(&sb.id, st).await.is_ok();
                                     if marked {

@@ -1,10 +1,14 @@
 //! Sandboxes: spawn (`spawn.rs`), get, list, destroy, prune, extend, logs, stats.
 
+mod lifecycle;
+mod pause;
 mod spawn;
 
 use std::time::Instant;
 
 use futures_util::StreamExt;
+pub use lifecycle::LifecycleReport;
+pub(crate) use pause::PauseCause;
 use spawn::parse_ttl;
 pub use spawn::SpawnParams;
 use stacyvm_types::{EventKind, GoDuration, Sandbox, SandboxId, SandboxState};
@@ -42,14 +46,22 @@ impl Sandboxes<'_> {
     /// (`worker.status`); if the worker cannot answer, the stored record is returned.
     pub async fn get_refreshed(self, id: &SandboxId) -> ServiceResult<Sandbox> {
         let sb = self.get(id).await?;
-        if !sb.placement.is_remote() || sb.state == SandboxState::Creating {
+        // Only pause and resume move a paused record (docs/state.md, crash safety).
+        if !sb.placement.is_remote()
+            || matches!(sb.state, SandboxState::Creating | SandboxState::Paused)
+        {
             return Ok(sb);
         }
         let Ok(p) = self.svc.provider_for(&sb).await else {
             return Ok(sb);
         };
         match p.status(sb.runtime_id()).await {
-            Ok(st) if st != sb.state && sb.state.valid_transition(st).is_ok() => {
+            // `paused` is only ever set by pause (with its `paused_at`), never adopted.
+            Ok(st)
+                if st != sb.state
+                    && st != SandboxState::Paused
+                    && sb.state.valid_transition(st).is_ok() =>
+            {
                 match self.svc.store.set_sandbox_state(id, st).await {
                     Ok(updated) => Ok(updated),
                     Err(_) => Ok(sb),
@@ -106,13 +118,15 @@ impl Sandboxes<'_> {
         self.svc
             .events
             .publish(EventKind::SandboxDestroyed, Some(id), None);
+        self.svc.activity.forget(id);
         self.svc.admission().wake();
         Ok(())
     }
 
-    /// Destroys every live sandbox past its expiry; returns how many were destroyed. Remote
-    /// sandboxes whose worker is stale or gone are left to reconciliation (they turn `expired`
-    /// and are destroyed when the worker returns), so one dead worker cannot stall the reaper.
+    /// Ends every live sandbox past its expiry (destroys it, or pauses it with `on_expire:
+    /// pause`); returns how many. Remote sandboxes whose worker is stale or gone are left to
+    /// reconciliation (they turn `expired` and are destroyed when the worker returns), so one
+    /// dead worker cannot stall the reaper.
     pub async fn prune(self) -> ServiceResult<usize> {
         let expired = self
             .svc
@@ -127,17 +141,11 @@ impl Sandboxes<'_> {
                     _ => continue,
                 }
             }
-            todo.push(sb.id);
+            todo.push((sb.id, sb.lifecycle.on_expire));
         }
         // A few at a time: bounded work, and one slow runtime does not hold up the rest.
         let results = futures_util::stream::iter(todo)
-            .map(|id| async move {
-                let r = self.destroy(&id).await;
-                if let Err(e) = &r {
-                    tracing::warn!(sandbox_id = %id, error = %e, "prune: destroy failed");
-                }
-                r.is_ok()
-            })
+            .map(|(id, on_expire)| async move { self.expire(&id, on_expire).await })
             .buffer_unordered(8)
             .collect::<Vec<bool>>()
             .await;

@@ -7,8 +7,8 @@ use std::time::Instant;
 use stacyvm_provider::{Provider, ProviderError, SandboxSpec};
 use stacyvm_store::LimitHit;
 use stacyvm_types::{
-    parse_go_duration, validate_owner_id, EventKind, GoDuration, Placement, Sandbox, SandboxId,
-    SandboxState,
+    parse_go_duration, validate_owner_id, EventKind, GoDuration, Lifecycle, OnExpire, Placement,
+    Sandbox, SandboxId, SandboxState,
 };
 
 use super::Sandboxes;
@@ -53,6 +53,10 @@ pub struct SpawnParams {
     pub owner_id: String,
     pub template: String,
     pub metadata: BTreeMap<String, String>,
+    /// `destroy` (default, also `""`) or `pause`: what the TTL and the idle timeout do.
+    pub on_expire: String,
+    /// Go duration; `""` or `"0s"` = none.
+    pub idle_timeout: String,
 }
 
 /// Spawn parameters after defaults and validation.
@@ -64,6 +68,34 @@ struct ResolvedSpawn {
     pub vcpus: i64,
     pub ttl: GoDuration,
     pub owner: String,
+    pub lifecycle: Lifecycle,
+}
+
+/// `on_expire` and `idle_timeout` of a spawn.
+fn parse_lifecycle(p: &SpawnParams) -> ServiceResult<Lifecycle> {
+    let on_expire = OnExpire::parse(&p.on_expire).ok_or_else(|| {
+        ServiceError::bad_request(format!(
+            "on_expire must be \"destroy\" or \"pause\", not {:?}",
+            p.on_expire
+        ))
+    })?;
+    let idle_timeout = match p.idle_timeout.trim() {
+        "" => None,
+        t => {
+            let d = parse_go_duration(t)
+                .map_err(|e| ServiceError::bad_request(format!("invalid idle_timeout: {e}")))?;
+            if d.is_negative() {
+                return Err(ServiceError::bad_request(
+                    "idle_timeout must not be negative",
+                ));
+            }
+            Some(d).filter(|d| !d.is_zero())
+        }
+    };
+    Ok(Lifecycle {
+        on_expire,
+        idle_timeout,
+    })
 }
 
 pub(super) fn parse_ttl(raw: &str, default: GoDuration) -> ServiceResult<GoDuration> {
@@ -146,7 +178,9 @@ impl Sandboxes<'_> {
         };
         validate_image(&image)?;
         bounds::check_map("metadata", &p.metadata)?;
+        let lifecycle = parse_lifecycle(p)?;
         Ok(ResolvedSpawn {
+            lifecycle,
             provider,
             provider_name,
             image,
@@ -260,6 +294,9 @@ impl Sandboxes<'_> {
             created_at: now,
             expires_at: now + r.ttl.to_chrono(),
             updated_at: now,
+            lifecycle: r.lifecycle,
+            paused_at: None,
+            last_active_at: None,
         };
         let mut max_worker = 0;
         let remote_rp: Option<RemoteProvider> = match &placement {
