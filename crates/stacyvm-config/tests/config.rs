@@ -188,7 +188,7 @@ fn every_key_parses() {
     let keys = Config::keys();
     assert_eq!(
         keys.len(),
-        157,
+        159,
         "schema size changed: update this test and docs"
     );
     for (key, _) in &keys {

@@ -98,7 +98,8 @@ defaults:
   {ttl: 1h, image: "python:3.12", memory_mb: 2048, vcpus: 2, disk_size_mb: 4096, pool_size: 3,
    pool_template: py, max_ttl: 48h, default_exec_timeout: 30s, max_exec_timeout: 20m,
    max_sandboxes: 50, max_sandboxes_per_owner: 5, spawn_overflow: queue,
-   spawn_queue_timeout: 1m, max_spawn_queue: 10}
+   spawn_queue_timeout: 1m, max_spawn_queue: 10, max_paused_sandboxes: 7}
+lifecycle: {paused_retention: 48h}
 auth:
   {api_key: api-secret, admin_api_key: admin-secret, admin_fallback_enabled: false,
    worker_token: shared-secret, worker_token_file: /secrets/worker-token,
