@@ -256,6 +256,12 @@ async fn suite_on_one_vm() {
             });
         }
     }
+    if p.capabilities().contains(&"pause") {
+        failures.push(CheckFailure {
+            check: "pause_not_supported",
+            message: "capabilities() lists pause".into(),
+        });
+    }
     let t = Instant::now();
     match timeout(BOOT_BOUND, conformance::process_destroy(&*p, &image())).await {
         Ok(Ok(())) => eprintln!("ok   process_destroy ({:?})", t.elapsed()),

@@ -248,6 +248,7 @@ impl Provider for BwrapProvider {
             "console",
             "health",
             "stats",
+            "pause",
         ]
     }
 

@@ -60,6 +60,10 @@ pub async fn pause_keeps_processes(p: &dyn Provider, image: &str) -> Result<(), 
         let before = counter(p, &id).await?;
         ok!(p.pause(&id).await);
         ok!(p.pause(&id).await);
+        ensure!(
+            p.capabilities().contains(&"pause"),
+            "pause works but capabilities() does not list it"
+        );
         let st = ok!(p.status(&id).await);
         ensure!(st == SandboxState::Paused, "status while paused is {st}");
         tokio::time::sleep(PAUSED_FOR).await;

@@ -209,6 +209,7 @@ impl Provider for DockerProvider {
             "console",
             "health",
             "stats",
+            "pause",
         ]
     }
 

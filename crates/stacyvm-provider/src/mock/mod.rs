@@ -352,6 +352,7 @@ impl Provider for MockProvider {
             "console",
             "health",
             "test_provider",
+            "pause",
         ]
     }
 

@@ -188,6 +188,7 @@ impl Provider for RemoteProvider {
             "files",
             "console",
             "remote_worker",
+            "pause",
         ]
     }
 
