@@ -90,23 +90,25 @@ pub(super) fn create(
             "copying the sandbox's disk",
             "coreutils",
         )?;
-        let record = |n: u32| std::fs::write(loop_record(paths), n.to_string());
+        let record = |n: u32| std::fs::write(paths.loop_record(), n.to_string());
         let mounted =
             sys::mount_loop_ext4(&paths.disk_image(), &paths.layer(), "noinit_itable", record)
                 .map_err(|e| {
                     ProviderError::internal_with("mounting the sandbox's disk failed", e)
                 })?;
-        if mounted {
-            return paths.create_layer_dirs();
+        if !mounted {
+            // A record left by a refused LOOP_CONFIGURE would hide mount(8)'s device from
+            // `remove`'s scan.
+            let _ = std::fs::remove_file(paths.loop_record());
+            run(
+                Command::new("mount")
+                    .args(["-t", "ext4", "-o", "loop,nosuid,nodev,noinit_itable"])
+                    .arg(paths.disk_image())
+                    .arg(paths.layer()),
+                "mounting the sandbox's disk",
+                "loop devices are needed for the disk quota; defaults.disk_size_mb: 0 turns it off",
+            )?;
         }
-        run(
-            Command::new("mount")
-                .args(["-t", "ext4", "-o", "loop,nosuid,nodev,noinit_itable"])
-                .arg(paths.disk_image())
-                .arg(paths.layer()),
-            "mounting the sandbox's disk",
-            "loop devices are needed for the disk quota; defaults.disk_size_mb: 0 turns it off",
-        )?;
     }
     paths.create_layer_dirs()
 }
@@ -142,18 +144,13 @@ fn template(data_dir: &Path, mkfs: &Path, mb: u64) -> Result<PathBuf, ProviderEr
     Ok(path)
 }
 
-/// Where spawn notes the loop device it attaches (`<dir>/loop`), before attaching it.
-fn loop_record(paths: &Paths) -> PathBuf {
-    paths.dir.join("loop")
-}
-
 /// Unmounts the layer's file system (not mounted is fine) and detaches any loop device still
 /// backed by a file of the sandbox: the one its record names (one look, however many
 /// sandboxes there are), else, for a disk mounted by mount(8), any found by a scan.
 pub(super) fn remove(paths: &Paths) -> Result<(), ProviderError> {
     sys::unmount(&paths.layer())
         .map_err(|e| ProviderError::internal_with("unmounting the sandbox's disk failed", e))?;
-    match std::fs::read_to_string(loop_record(paths)) {
+    match std::fs::read_to_string(paths.loop_record()) {
         Ok(n) => {
             if let Ok(n) = n.trim().parse::<u32>() {
                 if backed_by(&format!("loop{n}"), &paths.dir) {

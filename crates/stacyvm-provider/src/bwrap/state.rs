@@ -55,6 +55,10 @@ impl Paths {
     pub(super) fn disk_image(&self) -> PathBuf {
         self.dir.join("disk.ext4")
     }
+    /// The loop device spawn attaches the disk to, noted before attaching it.
+    pub(super) fn loop_record(&self) -> PathBuf {
+        self.dir.join("loop")
+    }
     pub(super) fn layer(&self) -> PathBuf {
         self.dir.join("layer")
     }
