@@ -3,7 +3,7 @@
 # (nextest, profile ci) and the end-to-end suite (official Python SDK against the built binary).
 #
 #   bash scripts/test.sh              # every step, in order, stopping at the first failure
-#   bash scripts/test.sh e2e          # only the named steps: setup fmt clippy nextest build e2e e2e_pg smoke bench
+#   bash scripts/test.sh e2e          # only the named steps: setup fmt clippy nextest build e2e e2e_pg e2b_latest smoke bench
 #
 # Env: CI=true runs every Rust test (nextest profile ci): a missing backend fails the run.
 #      Locally, tests whose backend is missing are not selected (the reason is printed).
@@ -20,7 +20,7 @@ cd "$REPO_ROOT"
 # shellcheck source=scripts/lib/setup.sh
 . "$REPO_ROOT/scripts/lib/setup.sh"
 
-ALL_STEPS=(setup fmt clippy nextest build e2e e2e_pg smoke bench)
+ALL_STEPS=(setup fmt clippy nextest build e2e e2e_pg e2b_latest smoke bench)
 if [ "$#" -gt 0 ]; then
     STEPS=("$@")
 else
@@ -48,12 +48,14 @@ step_setup() {
     have cargo || die "cargo not found (the Rust toolchain is expected on the machine)"
     cargo nextest --version >/dev/null 2>&1 || die "cargo-nextest not found"
     setup_python
+    setup_node || backend_unavailable node
     setup_agent || die "building the agent (crates/stacyvm-agent) failed"
     setup_docker || backend_unavailable docker
     setup_postgres || backend_unavailable postgres
     setup_qemu || backend_unavailable qemu
     setup_registry || backend_unavailable docker-registry
     setup_bwrap || backend_unavailable bwrap
+    setup_chromium || backend_unavailable chromium
 }
 
 step_fmt() {
@@ -100,6 +102,8 @@ step_build() {
 step_e2e() {
     need_agent
     [ -x "$VENV_DIR/bin/python" ] || setup_python
+    # test_e2b_js.py: the JS SDK's packages, when this step runs without step setup.
+    [ -f "$E2B_JS_DIR/node_modules/e2b/package.json" ] || setup_node || backend_unavailable node
     [ -x "$STACYVM_BIN" ] || die "binary $STACYVM_BIN missing; run the build step first"
     local rc=0
     # shellcheck disable=SC2086
@@ -127,6 +131,28 @@ step_e2e_pg() {
     STACYVM_E2E_DATABASE=postgres "$VENV_DIR/bin/python" -m pytest "${files[@]}" -ra ${PYTEST_ARGS:-} \
         || rc=$?
     [ "$rc" -eq 0 ] || die "pytest (e2e on postgres) exited with $rc"
+}
+
+# The E2B canary: the E2B SDK suite against the newest `e2b` on PyPI (step e2e runs the pinned
+# one). E2B releases weekly, so a failure here is reported, not fatal, unless
+# STACYVM_E2B_CANARY_STRICT=1: CI stays reproducible and a wire change is still seen at once.
+step_e2b_latest() {
+    need_agent
+    [ -x "$STACYVM_BIN" ] || die "binary $STACYVM_BIN missing; run the build step first"
+    local version rc=0
+    if ! version="$(setup_e2b_latest)"; then
+        info "warning: could not install the newest e2b from PyPI; canary not run"
+        [ "${STACYVM_E2B_CANARY_STRICT:-0}" = "1" ] && die "e2b canary could not be installed"
+        return 0
+    fi
+    info "e2b canary: e2b==$version"
+    # shellcheck disable=SC2086
+    "$E2B_LATEST_VENV/bin/python" -m pytest "$REPO_ROOT/tests/e2e/test_e2b_sdk.py" -ra \
+        ${PYTEST_ARGS:-} || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        [ "${STACYVM_E2B_CANARY_STRICT:-0}" = "1" ] && die "e2b canary (e2b==$version) failed"
+        info "WARNING: the E2B suite FAILED against the newest e2b==$version (pinned: $(grep '^e2b==' "$REPO_ROOT/tests/e2e/requirements.txt")); see above"
+    fi
 }
 
 # The staging guide's flow, in its three credential modes (shared, signed, mTLS).

@@ -33,6 +33,56 @@ setup_python() {
         || die "e2e Python requirements are not importable"
 }
 
+# The newest `e2b` from PyPI beside the pinned one (the E2B canary, step e2b_latest): the
+# e2e requirements without the pin, upgraded on every run.
+E2B_LATEST_VENV="$REPO_ROOT/.venv-e2b-latest"
+
+setup_e2b_latest() {
+    if ! "$E2B_LATEST_VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        rm -rf "$E2B_LATEST_VENV"
+        python3 -m venv "$E2B_LATEST_VENV" || return 1
+    fi
+    grep -v '^e2b==' "$REPO_ROOT/tests/e2e/requirements.txt" | grep -v '^schemathesis' \
+        >"$E2B_LATEST_VENV/requirements.txt"
+    "$E2B_LATEST_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        -r "$E2B_LATEST_VENV/requirements.txt" --upgrade e2b || return 1
+    "$E2B_LATEST_VENV/bin/python" -c 'import e2b, importlib.metadata as m; print(m.version("e2b"))'
+}
+
+# ---------------------------------------------------------------------------------------------
+# HOOK setup_node: node and npm (Debian's nodejs, node 20) and the E2B JS SDK pinned in
+# tests/e2e/e2b_js/package-lock.json, installed with `npm ci` into its node_modules (gitignored)
+# for tests/e2e/test_e2b_js.py. `npm ci` runs again only when the lock file changes.
+# ---------------------------------------------------------------------------------------------
+E2B_JS_DIR="$REPO_ROOT/tests/e2e/e2b_js"
+
+# Called as `setup_node || ...`, so errexit is off in here: every step checks explicitly.
+setup_node() {
+    if ! have node || ! have npm; then
+        apt_install nodejs npm || return 1
+    fi
+    if ! have node || ! have npm; then
+        info "node: node or npm is still missing after apt-get install nodejs npm"
+        return 1
+    fi
+    local lock="$E2B_JS_DIR/package-lock.json" stamp="$E2B_JS_DIR/node_modules/.package-lock.sha256" sum
+    [ -f "$lock" ] || { info "node: $lock is missing"; return 1; }
+    sum="$(sha256sum "$lock" | cut -d' ' -f1)" || return 1
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ] || [ ! -f "$E2B_JS_DIR/node_modules/e2b/package.json" ]; then
+        info "npm ci in tests/e2e/e2b_js ($(node --version))"
+        if ! (cd "$E2B_JS_DIR" && npm ci --no-audit --no-fund --loglevel=error) \
+            >"$WORK_DIR/npm-ci.log" 2>&1; then
+            tail -30 "$WORK_DIR/npm-ci.log" >&2
+            return 1
+        fi
+        echo "$sum" >"$stamp" || return 1
+    fi
+    (cd "$E2B_JS_DIR" && node --input-type=module -e "await import('e2b')") || {
+        info "node: the e2b package in $E2B_JS_DIR does not load"
+        return 1
+    }
+}
+
 # ---------------------------------------------------------------------------------------------
 # HOOK setup_docker: Docker Engine answering on the default socket, plus the local test image
 # $TEST_IMAGE (no registry is reachable, so it is imported from a busybox rootfs).
@@ -153,6 +203,15 @@ setup_bwrap() {
         info "bwrap: overlayfs is not available"
         return 1
     }
+}
+
+# ---------------------------------------------------------------------------------------------
+# HOOK setup_chromium: Debian's chromium, which the console's browser tests
+# (tests/e2e/test_console.py) run headless and drive over the DevTools protocol.
+# ---------------------------------------------------------------------------------------------
+setup_chromium() {
+    have chromium || apt_install chromium || return 1
+    have chromium
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -225,3 +225,56 @@ def test_dead_worker_is_noticed_within_its_stale_window(server_factory):
             assert took <= 7, f"unhealthy after {took:.1f}s"
     finally:
         w.stop()
+
+
+def test_destroy_while_worker_is_dead_answers_202_and_finishes_when_it_returns(cluster):
+    """sandbox-model.md §2: never a 5xx; `destroying` stops counting at once; the returning
+    worker's runtime is destroyed by reconciliation."""
+    cp, w = cluster
+    with cp.http(timeout=60) as c:
+        sid = spawn_remote(c)
+        assert c.post(f"/api/v1/sandboxes/{sid}/exec", json={"command": "true"}).status_code == 200
+        held = c.get("/api/v1/diagnostics").json()["leases"]["by_holder"].get("worker-a", 0)
+        assert held >= 1
+        w.kill9()
+        r = c.delete(f"/api/v1/sandboxes/{sid}")
+        assert r.status_code == 202, r.text
+        assert r.json()["state"] == "destroying" and r.json()["id"] == sid
+        assert state(c, sid) == "destroying"
+        # Counted nowhere: not running, lease released; a second destroy answers the same.
+        counts = c.get("/api/v1/diagnostics").json()
+        assert counts["leases"]["by_holder"].get("worker-a", 0) == 0, counts["leases"]
+        assert c.delete(f"/api/v1/sandboxes/{sid}").status_code == 202
+        r = c.post(f"/api/v1/sandboxes/{sid}/exec", json={"command": "true"})
+        assert r.status_code < 500 or r.json()["code"] == "UNAVAILABLE", r.text
+        w.start()
+        wait_for(lambda: state(c, sid) is None, 30, "deferred destroy finished after the worker returned")
+        assert c.get(f"/api/v1/sandboxes/{sid}").status_code == 404
+        # (The mock's runtimes live in the killed worker's memory; the partitioned case below
+        # checks that the runtime itself is removed.)
+
+
+def test_destroy_during_partition_answers_202_and_removes_the_runtime_after_heal(cluster):
+    cp, w = cluster
+    with cp.http(timeout=60) as c:
+        sid = spawn_remote(c)
+        r = c.post(f"/api/v1/sandboxes/{sid}/files",
+                   json={"path": "/workspace/x", "content": "x"})
+        assert r.status_code < 300, r.text
+        # The mock's runtime on the worker: a directory in its TMPDIR named after the runtime
+        # id (which differs from the sandbox id on a worker); this test's is the only one.
+        runtime = lambda: list(w.dir.glob("stacyvm-*"))  # noqa: E731
+        assert len(runtime()) == 1, list(w.dir.iterdir())
+        w.freeze()
+        try:
+            wait_for(lambda: state(c, sid) == "unhealthy", 15, "sandbox unhealthy during partition")
+            t0 = time.monotonic()
+            r = c.delete(f"/api/v1/sandboxes/{sid}")
+            # A silent owner is not waited for.
+            assert r.status_code == 202 and time.monotonic() - t0 < 5, (r.status_code, r.text)
+            assert state(c, sid) == "destroying"
+            assert runtime()
+        finally:
+            w.thaw()
+        wait_for(lambda: state(c, sid) is None, 30, "deferred destroy finished after heal")
+        wait_for(lambda: not runtime(), 15, "the worker's runtime removed")

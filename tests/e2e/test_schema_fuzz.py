@@ -67,9 +67,9 @@ PROVIDERS = {
 BACKEND = {"docker": "docker", "microvm": "qemu"}
 FEWER_EXAMPLES = {"microvm": max(2, EXAMPLES // 4)}
 
-# /events is a server-sent event stream that stays open by design: a generated request to it
-# would only ever end at the timeout.
-EXCLUDED_PATHS = ["/events"]
+# /events (server-sent events) and a directory watch (NDJSON until the directory goes) stay
+# open by design: a generated request to them would only ever end at the timeout.
+EXCLUDED_PATHS = ["/events", "/sandboxes/{id}/files/watch"]
 
 
 def _docker_ok() -> bool:

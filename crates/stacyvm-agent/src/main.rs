@@ -24,6 +24,7 @@ mod reaper;
 mod session;
 mod sys;
 mod threads;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

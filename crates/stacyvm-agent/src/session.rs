@@ -1,8 +1,9 @@
 //! The request loop: reads frames from the port (or one connection of the `--listen` socket),
 //! answers them, and resets whenever the host goes away. Replies to the port go through one
 //! writer thread so frames never interleave; a `--listen` connection's are written under a lock
-//! by the thread that has them (one thread hop less on every reply). Execs belong to their session and die with it;
-//! background processes (`procs`) belong to the agent and outlive every session.
+//! by the thread that has them (one thread hop less on every reply). Execs and directory
+//! watches belong to their session and die with it; background processes (`procs`) belong to
+//! the agent and outlive every session.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,6 +23,7 @@ use crate::exec::{self, Running};
 use crate::files::{self, Writes};
 use crate::glob::Globs;
 use crate::procs::{self, Reads};
+use crate::watch::Watches;
 use crate::{identity, port, sys};
 
 /// Frames queued for the writer; bounded so a slow host slows exec output down.
@@ -152,6 +154,8 @@ struct Session {
     globs: Globs,
     /// Follow reads of processes in flight, for `Cancel`.
     reads: Reads,
+    /// Directory watches, for `Cancel`; they end with the session.
+    watches: Watches,
     out: Out,
 }
 
@@ -162,6 +166,7 @@ impl Session {
             writes: Writes::default(),
             globs: Globs::default(),
             reads: Reads::default(),
+            watches: Watches::default(),
             out: out.bound(),
         }
     }
@@ -174,6 +179,7 @@ impl Session {
         self.out.next_session();
         // After the session switch, so their `ReadEnd`s never reach a new host.
         self.reads.cancel_all();
+        self.watches.cancel_all();
         for pgid in lock(running).values() {
             sys::kill_group(*pgid);
         }
@@ -351,6 +357,7 @@ fn handle(frame: HostFrame, session: &mut Session, running: &Running) {
             // Answered before the read's `ReadEnd`, which follows once the read noticed.
             out.send(id, GuestMsg::Ok);
             session.reads.cancel(target);
+            session.watches.cancel(target);
         }
         msg @ (HostMsg::ProcStart(_)
         | HostMsg::ProcList
@@ -361,6 +368,7 @@ fn handle(frame: HostFrame, session: &mut Session, running: &Running) {
         | HostMsg::ProcSignal { .. }
         | HostMsg::ProcResize { .. }) => procs::handle(id, msg, &out, &session.reads),
         HostMsg::Glob { pattern } => session.globs.start(id, pattern, out),
+        HostMsg::Watch { path, recursive } => session.watches.start(id, path, recursive, out),
         other => {
             let reply = files::handle(other, &mut session.writes);
             out.send(id, reply);

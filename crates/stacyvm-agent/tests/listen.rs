@@ -1,6 +1,6 @@
 //! The agent binary in `--listen` mode, reached through `--bridge` as the docker provider does:
-//! processes outlive the connection, and the agent takes its process groups with it when its
-//! `--exit-with` path disappears or on SIGTERM.
+//! processes outlive the connection, watches do not, and the agent takes its process groups with
+//! it when its `--exit-with` path disappears or on SIGTERM.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use stacyvm_protocol::agent::{
     encode_frame, read_frame, GuestFrame, GuestMsg, HostFrame, HostMsg, ProcStart,
+    AGENT_WATCH_VERSION,
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_stacyvm-agent");
@@ -53,6 +54,11 @@ struct Bridge {
 
 impl Bridge {
     fn open(sock: &Path) -> Bridge {
+        Bridge::open_at(sock, 3)
+    }
+
+    /// A connection speaking protocol `version`.
+    fn open_at(sock: &Path, version: u32) -> Bridge {
         let mut child = Command::new(AGENT)
             .arg("--bridge")
             .arg(sock)
@@ -64,13 +70,14 @@ impl Bridge {
         let mut b = Bridge { child, w, r };
         let hello = HostMsg::Hello {
             min_version: 1,
-            max_version: 3,
+            max_version: version,
             hostname: String::new(),
         };
-        assert!(matches!(
-            b.call(1, hello),
-            GuestMsg::HelloAck { version: 3, .. }
-        ));
+        let ack = b.call(1, hello);
+        assert!(
+            matches!(ack, GuestMsg::HelloAck { version: v, .. } if v == version),
+            "{ack:?}"
+        );
         b
     }
 
@@ -192,5 +199,79 @@ fn sigterm_kills_the_process_groups() {
     Bridge::open(&sock).close();
     again.kill().unwrap();
     let _ = again.wait();
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// inotify instances the process `pid` holds open.
+fn inotify_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().contains("inotify"))
+        })
+        .count()
+}
+
+fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+/// Kills the agent when a test ends, also when it fails (the agent would wait for its
+/// `--exit-with` path for ever, holding the test harness's output pipe).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn watches_end_with_their_connection() {
+    let d = dir("watch");
+    std::fs::create_dir_all(d.join("tree/a/b")).unwrap();
+    let (agent, sock) = start_agent(&d);
+    let agent = Killed(agent);
+    let pid = agent.0.id();
+    let before = threads(pid);
+    for round in 0..3 {
+        let mut b = Bridge::open_at(&sock, AGENT_WATCH_VERSION);
+        for id in 2..5 {
+            let watch = HostMsg::Watch {
+                path: d.join("tree").to_string_lossy().into_owned(),
+                recursive: id % 2 == 0,
+            };
+            assert_eq!(b.call(id, watch), GuestMsg::Watching, "round {round}");
+        }
+        assert_eq!(inotify_fds(pid), 3);
+        b.close();
+        // The host is gone: every instance is closed at once, and the watches' threads are
+        // back in the pool (whose idle helpers exit after 10 s).
+        let t = Instant::now();
+        while inotify_fds(pid) > 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "inotify fds left open"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let t = Instant::now();
+    while threads(pid) > before {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{} threads, {before} before the watches",
+            threads(pid)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(agent);
     std::fs::remove_dir_all(&d).unwrap();
 }

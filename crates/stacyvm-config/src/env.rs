@@ -219,6 +219,9 @@ pub(crate) fn normalize(file: &mut Value, defaults: &Value) {
 /// Applies every `STACYVM_<PATH>` variable that names a leaf key; empty values count as unset
 /// (as in the original). Returns dotted key → variable for each override applied, so a later
 /// type error can name the variable rather than the key.
+/// Keys whose values cannot be written as one environment variable.
+const FILE_ONLY: [&str; 1] = ["e2b.templates"];
+
 pub(crate) fn apply_env(
     tree: &mut Value,
     defaults: &Value,
@@ -231,6 +234,14 @@ pub(crate) fn apply_env(
             continue;
         };
         let key = leaf.dotted();
+        // A map of structured entries has no `k=v` form: it is set in the file only.
+        if FILE_ONLY.contains(&key.as_str()) {
+            return Err(ConfigError::Env {
+                var,
+                key,
+                message: "this key is structured: set it in the config file".into(),
+            });
+        }
         let value = env_value(leaf.kind, raw).map_err(|message| ConfigError::Env {
             var: var.clone(),
             key: key.clone(),

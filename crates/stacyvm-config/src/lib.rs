@@ -39,8 +39,9 @@ pub use providers::{
     CustomSection, E2bSection, FirecrackerSection, MockSection, ProotSection, ProvidersSection,
 };
 pub use sections::{
-    AuthSection, DatabaseSection, DefaultsSection, LifecycleSection, LimitsSection, LoggingSection,
-    PoolSection, ProcessesSection, RateLimitSection, RpcTlsSection, ServerSection, WorkerSection,
+    AuthSection, DatabaseSection, DefaultsSection, E2bApiSection, E2bTemplate, LifecycleSection,
+    LimitsSection, LoggingSection, PoolSection, ProcessesSection, RateLimitSection, RpcTlsSection,
+    ServerSection, WorkerSection,
 };
 pub use stacyvm_provider::{DockerConfig, DockerPoolSecurity, MicrovmConfig};
 pub use valid::{
@@ -73,6 +74,8 @@ pub struct Config {
     pub lifecycle: LifecycleSection,
     /// Ours: the OCI image store (docs/images.md).
     pub images: ImagesSection,
+    /// Ours: the E2B-compatible API (docs/e2b.md).
+    pub e2b: E2bApiSection,
     /// The file this config was read from; `None` = built-in defaults (plus env).
     #[serde(skip)]
     pub source: Option<PathBuf>,

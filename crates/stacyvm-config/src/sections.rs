@@ -52,6 +52,9 @@ pub struct ServerSection {
     /// Ours: how long graceful shutdown waits for in-flight requests.
     #[serde(deserialize_with = "de::duration")]
     pub shutdown_timeout: GoDuration,
+    /// Ours: serve the operator console at `/ui/` (docs/console.md); `false` removes its
+    /// routes.
+    pub ui: bool,
 }
 
 impl Default for ServerSection {
@@ -70,6 +73,7 @@ impl Default for ServerSection {
             max_exec_output: 16 * MIB,
             max_sync_execs: 16,
             shutdown_timeout: GoDuration::from_secs(30),
+            ui: true,
         }
     }
 }
@@ -442,4 +446,42 @@ impl Default for LifecycleSection {
             paused_retention: GoDuration::from_secs(7 * 24 * 3600),
         }
     }
+}
+
+/// `e2b.*`: the E2B-compatible API (docs/e2b.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct E2bApiSection {
+    /// Serve the E2B API (control plane and data plane) on the main listener.
+    pub enabled: bool,
+    /// Also serve it on this address (`host:port`); empty = the main listener only.
+    pub listen: String,
+    /// The `domain` answered to the SDK: previews are `{port}-{id}.{domain}`. Empty =
+    /// `server.preview_domain`.
+    pub domain: String,
+    /// `templateID` → what to spawn. `base` defaults to `defaults.image` when not listed.
+    pub templates: std::collections::BTreeMap<String, E2bTemplate>,
+}
+
+impl Default for E2bApiSection {
+    fn default() -> Self {
+        E2bApiSection {
+            enabled: true,
+            listen: String::new(),
+            domain: String::new(),
+            templates: Default::default(),
+        }
+    }
+}
+
+/// One entry of `e2b.templates`. Empty or 0 fields take the server's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct E2bTemplate {
+    pub image: String,
+    pub provider: String,
+    pub memory_mb: i64,
+    pub vcpus: i64,
+    /// The working directory of processes started without one.
+    pub workdir: String,
 }

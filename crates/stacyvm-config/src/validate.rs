@@ -334,6 +334,26 @@ fn check_processes(c: &Config, errors: &mut Vec<ConfigError>) {
             "must not be negative",
         ));
     }
+    let e = &c.e2b;
+    if !e.listen.trim().is_empty() {
+        if let Err(r) = check_host_port(e.listen.trim()) {
+            errors.push(ConfigError::invalid("e2b.listen", r));
+        }
+    }
+    for (name, t) in &e.templates {
+        if name.trim().is_empty() || name.len() > 128 {
+            errors.push(ConfigError::invalid(
+                "e2b.templates",
+                "template ids must be 1..=128 characters",
+            ));
+        }
+        if t.memory_mb < 0 || t.vcpus < 0 {
+            errors.push(ConfigError::invalid(
+                format!("e2b.templates.{name}"),
+                "memory_mb and vcpus must not be negative",
+            ));
+        }
+    }
     if c.defaults.max_paused_sandboxes < 0 {
         errors.push(ConfigError::invalid(
             "defaults.max_paused_sandboxes",

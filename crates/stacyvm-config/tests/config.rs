@@ -104,6 +104,7 @@ fn defaults_match_the_reference_with_our_changes() {
     assert_eq!(c.listen_addr(), "127.0.0.1:7423");
     assert!(!c.server.allow_unauthenticated);
     assert!(!c.server.preview_unisolated);
+    assert!(c.server.ui, "the console is on by default");
     assert_eq!(c.server.preview_domain, "localhost");
     assert_eq!(c.cors(), &CorsOrigins::Any);
     assert_eq!(c.provider_default(), ProviderChoice::Auto);
@@ -188,7 +189,7 @@ fn every_key_parses() {
     let keys = Config::keys();
     assert_eq!(
         keys.len(),
-        159,
+        164,
         "schema size changed: update this test and docs"
     );
     for (key, _) in &keys {
@@ -224,7 +225,7 @@ fn key_list_covers_reference_section_11() {
         pool.max_users_per_vm pool.overflow providers.microvm.initrd_path
         worker.stale_after_intervals server.reconcile_interval server.max_body_bytes
         server.shutdown_timeout server.allow_unauthenticated server.preview_unisolated
-        server.max_exec_output server.max_sync_execs
+        server.max_exec_output server.max_sync_execs server.ui
         limits.max_memory_mb limits.max_vcpus limits.max_disk_mb
     ";
     for key in wanted.split_whitespace() {

@@ -15,23 +15,29 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod process;
+mod watch;
 pub use process::{
     AgentProc, AgentPty, AgentRecord, ProcStart, DEFAULT_OUTPUT_BUFFER, DEFAULT_RETAIN_EXITED_MS,
     MAX_RECORDS_PER_FRAME,
 };
+pub use watch::{watch_kind, AgentWatchEvent, MAX_WATCH_EVENTS_PER_FRAME};
 
 /// The newest agent protocol version this crate speaks. Version 2 added [`HostMsg::Identity`];
 /// version 3 the background processes ([`process`], `Proc*` messages) and several host
 /// connections at once (the agent's `--listen` socket); version 4 exec as a process
 /// (`ProcStart.exec`, windowed reads and [`HostMsg::ReadCredit`]); version 5 the read started
-/// with the process (`ProcStart.read_window`).
-pub const AGENT_PROTOCOL_VERSION: u32 = 5;
+/// with the process (`ProcStart.read_window`); version 6 directory watches ([`watch`],
+/// [`HostMsg::Watch`]).
+pub const AGENT_PROTOCOL_VERSION: u32 = 6;
 /// The first version with background processes.
 pub const AGENT_PROCESS_VERSION: u32 = 3;
 /// The first version that runs an exec as a process without losing output.
 pub const AGENT_EXEC_VERSION: u32 = 4;
 /// The first version that starts a process and its read in one request.
 pub const AGENT_START_READ_VERSION: u32 = 5;
+/// The first version with directory watches. An older agent answers an unknown request with an
+/// `Error` under [`EVENT_ID`], not under the request's id, so the host must not send it one.
+pub const AGENT_WATCH_VERSION: u32 = 6;
 /// The oldest version this crate still speaks.
 pub const AGENT_PROTOCOL_MIN_VERSION: u32 = 1;
 /// Name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).
@@ -78,9 +84,9 @@ pub enum HostMsg {
     Ping,
     /// Runs a process; answered by `Output`* then `Exit` or `TimedOut` (or `Error`).
     Exec(ExecStart),
-    /// Kills the process group of the exec with request id `target`, or stops the glob with
-    /// that id (agents older than this comment ignore a glob's id: their glob runs to its end).
-    /// Answered by `Ok` whether or not `target` was running.
+    /// Kills the process group of the exec with request id `target`, or stops the glob, read
+    /// or watch with that id (agents older than this comment ignore a glob's id: their glob
+    /// runs to its end). Answered by `Ok` whether or not `target` was running.
     Cancel { target: u64 },
     /// Starts a file write (parents created, mode applied at commit); answered by `Opened`.
     WriteOpen {
@@ -148,6 +154,14 @@ pub enum HostMsg {
     ProcSignal { pid: u32, signal: String },
     /// Resizes a PTY process's terminal; answered by `Ok`.
     ProcResize { pid: u32, cols: u16, rows: u16 },
+    /// Version 6. Watches the directory `path` (and, with `recursive`, every directory below
+    /// it, including ones created later); answered by `Watching`, then `WatchEvents`* until
+    /// `Cancel` names this request (then `WatchEnd`). See [`watch`].
+    Watch {
+        path: String,
+        #[serde(default)]
+        recursive: bool,
+    },
 }
 
 /// New identity of a restored VM ([`HostMsg::Identity`]).
@@ -266,6 +280,14 @@ pub enum GuestMsg {
     Written {
         n: u64,
     },
+    /// Version 6: the watch is in place; changes from now on are reported.
+    Watching,
+    /// Version 6: changes seen by a `Watch`, in the order the kernel reported them.
+    WatchEvents {
+        events: Vec<AgentWatchEvent>,
+    },
+    /// Version 6: a `Watch` is over (cancelled, or its directory was removed).
+    WatchEnd,
 }
 
 /// A file as the agent sees it. `mode` is the full `st_mode`; `mtime` is Unix seconds.
@@ -440,6 +462,47 @@ mod tests {
         assert_eq!(negotiate(0, 0), None);
         assert_eq!(negotiate(1, 2), Some(2));
         assert_eq!(negotiate(1, 3), Some(3));
+        assert_eq!(negotiate(1, AGENT_WATCH_VERSION), Some(AGENT_WATCH_VERSION));
+    }
+
+    #[test]
+    fn watch_messages_round_trip() {
+        let host = HostFrame {
+            id: 4,
+            msg: HostMsg::Watch {
+                path: "/workspace".into(),
+                recursive: true,
+            },
+        };
+        let json = serde_json::to_string(&host).expect("encode");
+        assert_eq!(
+            json,
+            r#"{"id":4,"op":"watch","path":"/workspace","recursive":true}"#
+        );
+        let short: HostFrame =
+            serde_json::from_str(r#"{"id":4,"op":"watch","path":"/w"}"#).expect("decode");
+        assert_eq!(
+            short.msg,
+            HostMsg::Watch {
+                path: "/w".into(),
+                recursive: false
+            }
+        );
+        for msg in [
+            GuestMsg::Watching,
+            GuestMsg::WatchEvents {
+                events: vec![AgentWatchEvent {
+                    name: "sub/a.txt".into(),
+                    kind: watch_kind::CREATE.into(),
+                }],
+            },
+            GuestMsg::WatchEnd,
+        ] {
+            let f = GuestFrame { id: 4, msg };
+            let bytes = encode_frame(&f).expect("encode");
+            let back: Option<GuestFrame> = read_frame(&mut &bytes[..]).expect("decode");
+            assert_eq!(back.as_ref(), Some(&f));
+        }
     }
 
     #[test]

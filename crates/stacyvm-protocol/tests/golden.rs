@@ -306,6 +306,17 @@ fn goldens() -> Vec<(RpcRequest, String)> {
             req(RpcCall::Resume(target("")), None),
             r#"{"id":"resume-sb-1","method":"worker.resume","worker_id":"w","params":{"provider":"mock","sandbox_id":"sb-1"}}"#.into(),
         ),
+        (
+            req(
+                RpcCall::WatchDir(WatchDirParams {
+                    target: target(""),
+                    path: "/workspace".into(),
+                    recursive: true,
+                }),
+                None,
+            ),
+            r#"{"id":"watch-dir-sb-1","method":"worker.watch_dir","worker_id":"w","params":{"path":"/workspace","provider":"mock","recursive":true,"sandbox_id":"sb-1"}}"#.into(),
+        ),
     ]
 }
 

@@ -169,6 +169,14 @@ fn samples() -> BTreeMap<&'static str, Value> {
     );
     m.insert("envelope_header", json!(ENVELOPE_HEADER));
     m.insert("capability_file_stream", json!(capability::FILE_STREAM));
+    m.insert("capability_preview", json!(capability::PREVIEW));
+    m.insert(
+        "preview_route",
+        json!({
+            "path": preview_path("sb-0000abcd", 8080),
+            "path_header": PREVIEW_PATH_HEADER,
+        }),
+    );
     m.insert(
         "file_list_result",
         v(&FileListResult {
@@ -243,6 +251,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
     );
     added_samples(&mut m, &target);
     process_samples(&mut m, &target);
+    watch_samples(&mut m, &target);
     agent_samples(&mut m);
     m
 }
@@ -361,6 +370,28 @@ fn process_samples(m: &mut BTreeMap<&'static str, Value>, target: &Target) {
     .map(RecordLine::from)
     .collect();
     m.insert("process_output_lines", v(&lines));
+}
+
+/// `worker.watch_dir`'s params and answer lines, keyed `watch_*`.
+fn watch_samples(m: &mut BTreeMap<&'static str, Value>, target: &Target) {
+    use stacyvm_types::{WatchEvent, WatchKind};
+    let v = |x: &dyn Erased| x.value();
+    m.insert(
+        "watch_dir_params",
+        v(&WatchDirParams {
+            target: target.clone(),
+            path: "/workspace".into(),
+            recursive: true,
+        }),
+    );
+    let lines: Vec<WatchEvent> = WatchKind::ALL
+        .into_iter()
+        .map(|kind| WatchEvent {
+            name: "sub/a.txt".into(),
+            kind,
+        })
+        .collect();
+    m.insert("watch_dir_lines", v(&lines));
 }
 
 /// Shapes added with the typed contract (all already on the wire before, untyped).
@@ -550,6 +581,13 @@ fn agent_samples(m: &mut BTreeMap<&'static str, Value>) {
                 unix_time_ms: Some(1_778_236_200_123),
             }),
         ),
+        (
+            "watch",
+            HostMsg::Watch {
+                path: "/workspace".into(),
+                recursive: true,
+            },
+        ),
     ];
     for (i, (name, msg)) in hosts.into_iter().enumerate() {
         let key: &'static str = Box::leak(format!("agent_host_{name}").into_boxed_str());
@@ -603,6 +641,17 @@ fn agent_samples(m: &mut BTreeMap<&'static str, Value>) {
                 line: "agent ready".into(),
             },
         ),
+        ("watching", GuestMsg::Watching),
+        (
+            "watch_events",
+            GuestMsg::WatchEvents {
+                events: vec![AgentWatchEvent {
+                    name: "sub/a.txt".into(),
+                    kind: watch_kind::WRITE.into(),
+                }],
+            },
+        ),
+        ("watch_end", GuestMsg::WatchEnd),
     ];
     for (i, (name, msg)) in guests.into_iter().enumerate() {
         let key: &'static str = Box::leak(format!("agent_guest_{name}").into_boxed_str());

@@ -201,6 +201,8 @@ pub async fn unknown_sandbox(p: &dyn Provider, _image: &str) -> Result<(), Check
             ensure!(is_not_found(&r), "list_files: {r:?}");
             let r = p.logs(id, 10).await;
             ensure!(is_not_found(&r), "logs: {r:?}");
+            let r = p.watch_dir(id, "/workspace", false).await;
+            ensure!(is_not_found(&r), "watch_dir: {:?}", r.err());
             Ok(())
         }
         .await,
@@ -473,6 +475,7 @@ mod pause;
 mod process;
 mod stream;
 mod suite;
+mod watch;
 pub use containment::*;
 pub use files::*;
 pub use links::*;
@@ -480,6 +483,7 @@ pub use pause::*;
 pub use process::*;
 pub use stream::*;
 pub use suite::{checks, containment_checks, run_all, Check, CheckFuture, Fixture};
+pub use watch::*;
 
 /// Console logs are available and respect the line limit.
 pub async fn logs(p: &dyn Provider, image: &str) -> Result<(), CheckFailure> {
@@ -505,7 +509,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mock_passes_everything() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let p = MockProvider::with_base_dir(dir.path());
+        // This checkout's agent: an installed one may predate what the suite checks (watches).
+        let agent = crate::agent::built().expect(
+            "no stacyvm-agent: cd crates/stacyvm-agent && cargo build --release (or set STACYVM_AGENT)",
+        );
+        let p = MockProvider::with_base_dir(dir.path()).with_agent(agent);
         if let Err(e) = run_all(&p, "mock").await {
             panic!("{e}");
         }

@@ -17,12 +17,14 @@ mod images;
 #[cfg(feature = "microvm")]
 mod microvm;
 mod mock;
+mod preview;
 mod process;
 mod registry;
 mod stream;
 #[cfg(any(feature = "docker", feature = "microvm", feature = "bwrap"))]
 mod tombstones;
 mod walk;
+mod watch;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -42,6 +44,7 @@ pub use error::ProviderError;
 #[cfg(feature = "microvm")]
 pub use microvm::MicrovmProvider;
 pub use mock::{MockCall, MockProvider};
+pub use preview::{connect_addr, PreviewConn, PREVIEW_CONNECT_TIMEOUT};
 pub use process::{ProcessSpec, RecordStream};
 pub use registry::ProviderRegistry;
 use stacyvm_types::{
@@ -49,6 +52,7 @@ use stacyvm_types::{
 };
 pub use stream::{chunked, collect, limited, ByteStream, FileStream, CHUNK_SIZE};
 use tokio::sync::mpsc;
+pub use watch::WatchStream;
 
 /// Where the microvm provider's assets live unless configured otherwise. Not behind the
 /// feature: `stacyvm microvm prepare` writes them whether or not the provider is built in.
@@ -213,6 +217,17 @@ pub trait Provider: Send + Sync + 'static {
     ) -> Result<(), ProviderError>;
     async fn move_file(&self, runtime_id: &str, old: &str, new: &str) -> Result<(), ProviderError>;
     async fn chmod(&self, runtime_id: &str, path: &str, mode: &str) -> Result<(), ProviderError>;
+    /// Watches the directory `path` (and with `recursive` every directory below it, including
+    /// ones made later): see [`WatchStream`]. A missing path is `FileNotFound`, a file
+    /// `InvalidInput`. The default answers `NotSupported`.
+    async fn watch_dir(
+        &self,
+        _runtime_id: &str,
+        _path: &str,
+        _recursive: bool,
+    ) -> Result<WatchStream, ProviderError> {
+        Err(watch::unsupported(self.name()))
+    }
 
     /// The last `lines` console lines.
     async fn logs(&self, runtime_id: &str, lines: usize) -> Result<Vec<String>, ProviderError>;
@@ -233,6 +248,20 @@ pub trait Provider: Send + Sync + 'static {
         _port: u16,
     ) -> Result<Option<SocketAddr>, ProviderError> {
         Ok(None)
+    }
+    /// A connection to `port` inside the sandbox, for its preview URL: what the preview proxy
+    /// of the control plane (local sandboxes) and of the worker (its sandboxes) forwards to.
+    /// The default connects to [`Provider::preview_target`]; a backend that reaches its ports
+    /// another way (bwrap: inside the sandbox's network namespace) overrides it.
+    async fn preview_connect(
+        &self,
+        runtime_id: &str,
+        port: u16,
+    ) -> Result<PreviewConn, ProviderError> {
+        Ok(match self.preview_target(runtime_id, port).await? {
+            Some(addr) => connect_addr(addr).await,
+            None => PreviewConn::NotExposed,
+        })
     }
 
     // Pause and resume (sandbox-model.md §2, docs/state.md). A paused runtime keeps its files

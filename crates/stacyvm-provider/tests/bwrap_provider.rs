@@ -282,8 +282,13 @@ async fn an_unfinished_spawn_is_cleaned_up_at_start() {
     assert!(p2.list_runtimes().await.unwrap().unwrap().is_empty());
 }
 
+/// With `user` networking pasta forwards nothing to the host: previews still reach the
+/// sandbox's ports from inside its namespace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_network_forwards_the_preview_port_through_pasta() {
+async fn user_network_forwards_no_port_to_the_host() {
+    use stacyvm_provider::PreviewConn;
+    use tokio::io::AsyncReadExt;
+
     let f = bwrap_support::fixture_with(|c| c.network_mode = "user".into()).await;
     let p = &*f.p;
     assert_eq!(p.config_summary()["network_mode"], "user");
@@ -291,13 +296,9 @@ async fn user_network_forwards_the_preview_port_through_pasta() {
     let (_, dev) = sh_out(p, &id, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '").await;
     let ifaces: Vec<&str> = dev.lines().collect();
     assert!(ifaces.contains(&"lo") && ifaces.len() == 2, "{dev}");
-    assert_eq!(p.preview_target(&id, 8080).await.unwrap(), None);
-    let addr = p
-        .preview_target(&id, 3000)
-        .await
-        .unwrap()
-        .expect("port 3000 forwarded");
-    assert!(addr.ip().is_loopback(), "{addr}");
+    for port in [3000, 8080] {
+        assert_eq!(p.preview_target(&id, port).await.unwrap(), None);
+    }
     p.process_start(
         &id,
         ProcessSpec {
@@ -309,8 +310,7 @@ async fn user_network_forwards_the_preview_port_through_pasta() {
     .unwrap();
     let mut got = String::new();
     for _ in 0..100 {
-        use tokio::io::AsyncReadExt;
-        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+        if let PreviewConn::Open(mut s) = p.preview_connect(&id, 3000).await.unwrap() {
             got.clear();
             let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut got)).await;
             if got.contains("preview-ok") {
@@ -321,14 +321,49 @@ async fn user_network_forwards_the_preview_port_through_pasta() {
     }
     assert_eq!(got.trim(), "preview-ok");
     p.destroy(&id).await.unwrap();
-    // pasta went with the sandbox: nothing listens on the forward any more.
-    let mut closed = false;
-    for _ in 0..50 {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            closed = true;
-            break;
+}
+
+/// Previews reach any port from inside the sandbox's network namespace, also without a
+/// network (`none`: only `lo`), and never through the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previews_connect_to_any_port_inside_the_namespace() {
+    use stacyvm_provider::PreviewConn;
+    use tokio::io::AsyncReadExt;
+
+    let f = fixture().await;
+    let p = &*f.p;
+    let id = spawn(p).await;
+    match p.preview_connect(&id, 8080).await.unwrap() {
+        PreviewConn::Unreachable(_) => {}
+        other => panic!("nothing listens yet: {other:?}"),
+    }
+    p.process_start(
+        &id,
+        ProcessSpec {
+            exec: sh("echo preview-ok | nc -l -p 8080"),
+            ..ProcessSpec::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut got = String::new();
+    for _ in 0..100 {
+        if let PreviewConn::Open(mut s) = p.preview_connect(&id, 8080).await.unwrap() {
+            assert!(s.peer_addr().unwrap().ip().is_loopback());
+            got.clear();
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut got)).await;
+            if got.contains("preview-ok") {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(closed, "the preview port still answers after destroy");
+    assert_eq!(got.trim(), "preview-ok");
+    // The host's own loopback port 8080 was never involved: nothing of the sandbox listens
+    // there.
+    p.destroy(&id).await.unwrap();
+    assert!(matches!(
+        p.preview_connect(&id, 8080).await,
+        Err(ProviderError::SandboxNotFound(_))
+    ));
 }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use stacyvm_provider::conformance::{self, exec_collect, sh, spec, CheckFailure};
 use stacyvm_provider::{
     ByteStream, ChunkSender, ExecRequest, FileStream, MicrovmProvider, ProcessSpec, Provider,
-    ProviderError, RecordStream, RuntimeInfo, SandboxSpec, Spawned,
+    ProviderError, RecordStream, RuntimeInfo, SandboxSpec, Spawned, WatchStream,
 };
 use stacyvm_types::{FileInfo, Pid, ProcessInfo, PtySize, SandboxState, Signal};
 use tokio::time::timeout;
@@ -137,6 +137,14 @@ impl Provider for SharedVm {
     }
     async fn chmod(&self, id: &str, path: &str, mode: &str) -> Result<(), ProviderError> {
         self.inner.chmod(id, path, mode).await
+    }
+    async fn watch_dir(
+        &self,
+        id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<WatchStream, ProviderError> {
+        self.inner.watch_dir(id, path, recursive).await
     }
     async fn logs(&self, id: &str, lines: usize) -> Result<Vec<String>, ProviderError> {
         self.inner.logs(id, lines).await

@@ -80,12 +80,37 @@ async fn check_preview(p: &MicrovmProvider, id: &str) {
     .unwrap_or_else(|_| panic!("guest port 3000 of {id} not reachable on 127.0.0.1:{port}"));
     assert!(body.starts_with("HTTP/1."), "{body}");
     assert!(body.ends_with(&format!("{id}\n")), "{body}");
-    // The preview proxy's target is that forward, for guest port 3000 only.
+    // The preview proxy's target for guest port 3000 is that forward.
     assert_eq!(
         p.preview_target(id, 3000).await.unwrap(),
         Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     );
-    assert_eq!(p.preview_target(id, 8080).await.unwrap(), None);
+    // Any other port is forwarded the first time it is asked for (through QEMU's monitor),
+    // once: asking again answers the same forward.
+    let other = p
+        .preview_target(id, 8080)
+        .await
+        .unwrap()
+        .expect("guest port 8080 forwarded on demand");
+    assert!(other.ip().is_loopback() && other.port() != port, "{other}");
+    assert_eq!(p.preview_target(id, 8080).await.unwrap(), Some(other));
+    run(
+        p,
+        id,
+        "mkdir -p /tmp/w8 && echo on-8080 > /tmp/w8/index.html && httpd -p 8080 -h /tmp/w8",
+    )
+    .await;
+    let body = timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(r) = http_get(other.port()).await {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("guest port 8080 of {id} not reachable on {other}"));
+    assert!(body.ends_with("on-8080\n"), "{body}");
 }
 
 /// The guest fetches from a server on the host's loopback through the gateway 10.0.2.2.
@@ -133,7 +158,7 @@ impl Drop for HostServer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_networking_forwards_port_3000_and_reaches_the_host() {
+async fn user_networking_forwards_preview_ports_and_reaches_the_host() {
     let cfg = config();
     let _serial = SERIAL.lock().await;
     let host = HostServer::start().await;

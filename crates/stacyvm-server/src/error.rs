@@ -38,9 +38,20 @@ pub enum ServiceError {
     /// forwarded by its backend).
     #[error("preview not available: {0}")]
     PreviewUnavailable(String),
-    /// Previews of sandboxes on remote workers are not proxied (yet).
+    /// The sandbox runs on a worker that does not proxy previews (it does not advertise the
+    /// `preview` capability: an older build or the original worker).
     #[error("preview not supported: {0}")]
     PreviewRemote(String),
+    /// A preview request without the sandbox's preview token (docs/preview.md).
+    #[error("{0}")]
+    PreviewTokenRequired(String),
+    /// A preview request with a token that is not the sandbox's.
+    #[error("{0}")]
+    PreviewTokenInvalid(String),
+    /// Nothing answered on the sandbox's port (refused, unreachable, connect timeout); the
+    /// message names no address.
+    #[error("{0}")]
+    PreviewUpstream(String),
     #[error("process not found: {0}")]
     ProcessNotFound(stacyvm_types::Pid),
     #[error("stdin of process {0} is closed")]

@@ -41,6 +41,17 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
+    serve_with_e2b(listener, None, svc, shutdown, grace).await
+}
+
+/// [`serve`], plus the E2B API alone on `e2b` (`e2b.listen`) when given.
+pub async fn serve_with_e2b(
+    listener: TcpListener,
+    e2b: Option<TcpListener>,
+    svc: Service,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
     svc.start().await;
     let tracker = TaskTracker::new();
     let bg = svc.background_token();
@@ -52,11 +63,20 @@ pub async fn serve(
     tracker.spawn(tasks::worker_deadlines(svc.clone(), bg.clone()));
     tracker.close();
 
-    let app = router(svc.clone()).layer(axum::middleware::from_fn(listener::body_guard_layer));
+    let (app, e2b_app) = http::routers(svc.clone());
+    let guard = || axum::middleware::from_fn(listener::body_guard_layer);
     let nofile = listener::raise_nofile_limit();
     let cap = listener::connection_cap(nofile);
     tracing::debug!(nofile, connection_cap = cap, "listener limits");
-    let server = listener::serve(listener, app, shutdown.clone(), cap);
+    let main = listener::serve(listener, app.layer(guard()), shutdown.clone(), cap);
+    let side = async {
+        if let Some(l) = e2b {
+            listener::serve(l, e2b_app.layer(guard()), shutdown.clone(), cap).await;
+        }
+    };
+    let server = async {
+        tokio::join!(main, side);
+    };
     let result = tokio::select! {
         () = server => Ok(()),
         () = async {

@@ -67,6 +67,11 @@ pub fn settings_from(cfg: &ValidConfig) -> Settings {
         .unwrap_or_else(|| "localhost".into());
     Settings {
         limits,
+        e2b: crate::settings::E2bSettings {
+            enabled: c.e2b.enabled,
+            domain: c.e2b.domain.trim().to_string(),
+            templates: c.e2b.templates.clone(),
+        },
         auth: AuthSettings {
             api_key: c.auth.api_key.clone(),
             admin_api_key: c.auth.admin_api_key.clone(),
@@ -90,6 +95,7 @@ pub fn settings_from(cfg: &ValidConfig) -> Settings {
         },
         preview_proxy: c.server.preview_proxy,
         preview_unisolated: c.server.preview_unisolated,
+        ui: c.server.ui,
         cors_allowed_origins: match cfg.cors() {
             CorsOrigins::Any => vec!["*".into()],
             CorsOrigins::List(l) => l.clone(),
@@ -225,7 +231,27 @@ pub async fn run(cfg: ValidConfig, shutdown: CancellationToken) -> Result<(), Ru
              set auth.api_key (STACYVM_AUTH_API_KEY) to serve other machines"
         );
     }
-    crate::serve(listener, svc, shutdown, cfg.server_shutdown_timeout())
-        .await
-        .map_err(RunError::Serve)
+    let e2b = &cfg.config().e2b;
+    let e2b_listener = if e2b.enabled && !e2b.listen.trim().is_empty() {
+        let addr = e2b.listen.trim().to_string();
+        let l = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| RunError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        tracing::info!(%addr, "E2B API listening");
+        Some(l)
+    } else {
+        None
+    };
+    crate::serve_with_e2b(
+        listener,
+        e2b_listener,
+        svc,
+        shutdown,
+        cfg.server_shutdown_timeout(),
+    )
+    .await
+    .map_err(RunError::Serve)
 }

@@ -111,6 +111,8 @@ pub struct RateLimitSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub limits: Limits,
+    /// The E2B-compatible API (`e2b.*`, docs/e2b.md).
+    pub e2b: E2bSettings,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub preview_domain: String,
@@ -119,6 +121,8 @@ pub struct Settings {
     /// Whether previews of sandboxes on providers without isolation (mock) are proxied: their
     /// ports are the host's own (`server.preview_unisolated`).
     pub preview_unisolated: bool,
+    /// Whether the operator console is served at `/ui/` (`server.ui`).
+    pub ui: bool,
     /// Empty or containing `*` = any origin.
     pub cors_allowed_origins: Vec<String>,
     /// Peers whose `X-Forwarded-For` / `X-Real-IP` name the client (`server.trusted_proxies`).
@@ -154,6 +158,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             limits: Limits::default(),
+            e2b: E2bSettings::default(),
             auth: AuthSettings {
                 admin_fallback_enabled: true,
                 ..Default::default()
@@ -162,6 +167,7 @@ impl Default for Settings {
             preview_domain: "localhost".into(),
             preview_proxy: true,
             preview_unisolated: false,
+            ui: true,
             cors_allowed_origins: vec!["*".into()],
             trusted_proxies: Vec::new(),
             max_body_bytes: 64 << 20,
@@ -175,6 +181,25 @@ impl Default for Settings {
             hostname: "localhost".into(),
             processes: ProcessSettings::default(),
             paused_retention: Some(Duration::from_secs(7 * 24 * 3600)),
+        }
+    }
+}
+
+/// `e2b.*` as the service reads it.
+#[derive(Debug, Clone)]
+pub struct E2bSettings {
+    pub enabled: bool,
+    /// The `domain` answered to the SDK; empty = the preview domain.
+    pub domain: String,
+    pub templates: std::collections::BTreeMap<String, stacyvm_config::E2bTemplate>,
+}
+
+impl Default for E2bSettings {
+    fn default() -> Self {
+        E2bSettings {
+            enabled: true,
+            domain: String::new(),
+            templates: Default::default(),
         }
     }
 }

@@ -1,7 +1,8 @@
-//! The preview proxy through the router: `Host: {port}-{id}.{preview_domain}` reaches a server
-//! "inside" a mock sandbox (mock commands run on the host, so a server on the host's loopback
-//! stands in for it), before API routing and API-key auth; its errors; and that other hosts
-//! still reach the API.
+//! The preview proxy through the router: `Host: {port}-{id}.{preview_domain}` with the
+//! sandbox's preview token reaches a server "inside" a mock sandbox (mock commands run on the
+//! host, so a server on the host's loopback stands in for it), before API routing and API-key
+//! auth; its errors; and that other hosts still reach the API. The token checks and the
+//! cookie flow are in `http_preview_token.rs`, remote sandboxes in `remote_preview.rs`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -49,6 +50,13 @@ async fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// Spawns a sandbox; its id and preview token (answered by the spawn).
+async fn spawn(app: &TestApp) -> (String, String) {
+    let v = app.spawn(json!({})).await;
+    let token = v["preview_token"].as_str().unwrap().to_string();
+    (v["id"].as_str().unwrap().to_string(), token)
+}
+
 /// The mock does not isolate: its previews are proxied only when enabled explicitly.
 fn mock_previews(s: &mut Settings) {
     s.preview_unisolated = true;
@@ -57,7 +65,7 @@ fn mock_previews(s: &mut Settings) {
 #[tokio::test]
 async fn proxies_to_the_server_in_a_mock_sandbox() {
     let app = TestApp::new().with_settings(mock_previews).build().await;
-    let id = app.spawn_id().await;
+    let (id, token) = spawn(&app).await;
     let port = echo_server().await;
     let host = format!("{port}-{id}.localhost:7423");
 
@@ -65,7 +73,8 @@ async fn proxies_to_the_server_in_a_mock_sandbox() {
         .post("/some/path/?q=1&b=two")
         .header("Host", &host)
         .header("X-API-Key", "must-not-leak")
-        .header("Cookie", "session=abc")
+        .header("X-Preview-Token", &token)
+        .header("Cookie", "session=abc; stacyvm_preview_token=also-not")
         .raw_json(r#"{"hello":"sandbox"}"#)
         .send()
         .await;
@@ -82,11 +91,13 @@ async fn proxies_to_the_server_in_a_mock_sandbox() {
     assert_eq!(h["via"], "1.1 stacyvm-preview");
     assert_eq!(h["x-forwarded-host"], format!("{port}-{id}.localhost"));
     assert!(h.get("x-api-key").is_none(), "API key forwarded: {h}");
+    assert!(h.get("x-preview-token").is_none(), "token forwarded: {h}");
 
     // Upper-case hosts (as some clients send them) and a GET without a body.
     let r = app
         .get("/")
         .header("Host", &format!("{port}-{}.LOCALHOST", id.to_uppercase()))
+        .header("e2b-traffic-access-token", &token)
         .send()
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
@@ -108,11 +119,13 @@ async fn previews_need_no_api_key_but_the_api_still_does() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_string();
+    let token = r.json()["preview_token"].as_str().unwrap().to_string();
     let port = echo_server().await;
 
     let r = app
         .get("/api/v1/health")
         .header("Host", &format!("{port}-{id}.localhost"))
+        .header("X-Preview-Token", &token)
         .send()
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
@@ -140,7 +153,7 @@ async fn previews_need_no_api_key_but_the_api_still_does() {
 #[tokio::test]
 async fn preview_errors() {
     let app = TestApp::new().with_settings(mock_previews).build().await;
-    let id = app.spawn_id().await;
+    let (id, token) = spawn(&app).await;
 
     // Unknown sandbox under the server's preview domain.
     let r = app
@@ -156,6 +169,7 @@ async fn preview_errors() {
     let r = app
         .get("/")
         .header("Host", &format!("{port}-{id}.localhost"))
+        .header("X-Preview-Token", &token)
         .send()
         .await;
     let msg = r.assert_error(StatusCode::BAD_GATEWAY, "PREVIEW_UPSTREAM_UNREACHABLE");
@@ -166,6 +180,7 @@ async fn preview_errors() {
     let r = app
         .get("/")
         .header("Host", &format!("{live}-{id}.localhost"))
+        .header("X-Preview-Token", &token)
         .header("Via", "1.1 stacyvm-preview")
         .send()
         .await;
@@ -179,27 +194,32 @@ async fn preview_errors() {
     let r = app
         .get("/")
         .header("Host", &format!("{live}-{id}.localhost"))
+        .header("X-Preview-Token", &token)
         .send()
         .await;
     let msg = r.assert_error(StatusCode::NOT_FOUND, "PREVIEW_NOT_AVAILABLE");
     assert!(msg.contains("unhealthy"), "{msg}");
 
     // Destroyed.
-    let id2 = app.spawn_id().await;
+    let (id2, token2) = spawn(&app).await;
     let r = app.delete(&format!("/api/v1/sandboxes/{id2}")).send().await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let r = app
         .get("/")
         .header("Host", &format!("{live}-{id2}.localhost"))
+        .header("X-Preview-Token", &token2)
         .send()
         .await;
     r.assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
 }
 
+/// A remote sandbox whose worker is gone from the registry, and one whose worker does not
+/// proxy previews (no `preview` capability: an older build or the original worker).
 #[tokio::test]
-async fn remote_sandboxes_are_not_proxied_yet() {
+async fn remote_sandboxes_without_a_proxying_worker() {
     let app = TestApp::new().with_settings(mock_previews).build().await;
     let now = chrono::Utc::now();
+    let token = stacyvm_types::PreviewToken::random();
     let sb = Sandbox {
         id: "sb-0000beef".into(),
         state: SandboxState::Creating,
@@ -220,18 +240,41 @@ async fn remote_sandboxes_are_not_proxied_yet() {
         lifecycle: Default::default(),
         paused_at: None,
         last_active_at: None,
+        preview_token: token.clone(),
+        public_preview: false,
     };
     app.store.insert_sandbox(&sb).await.unwrap();
     app.store.set_sandbox_running(&sb.id, None).await.unwrap();
-    for domain in ["w1.example.com", "localhost"] {
-        let r = app
-            .get("/")
+    let get = |domain: &'static str| {
+        app.get("/")
             .header("Host", &format!("3000-sb-0000beef.{domain}"))
+            .header("X-Preview-Token", token.as_str())
             .send()
-            .await;
-        let msg = r.assert_error(StatusCode::NOT_IMPLEMENTED, "PREVIEW_REMOTE_UNSUPPORTED");
-        assert!(msg.contains("remote worker"), "{msg}");
+    };
+    for domain in ["w1.example.com", "localhost"] {
+        let msg = get(domain)
+            .await
+            .assert_error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE");
+        assert!(msg.contains("not registered"), "{msg}");
     }
+    let mut capacity = serde_json::Map::new();
+    capacity.insert("rpc_url".into(), json!("http://127.0.0.1:9"));
+    let worker = stacyvm_store::WorkerRecord {
+        id: "worker-a".into(),
+        hostname: "w1".into(),
+        status: "online".into(),
+        providers: None,
+        capabilities: Some(vec!["remote_worker".into(), "heartbeat".into()]),
+        capacity,
+        last_heartbeat: now,
+        created_at: now,
+        updated_at: now,
+    };
+    app.store.upsert_worker(&worker).await.unwrap();
+    let msg = get("localhost")
+        .await
+        .assert_error(StatusCode::NOT_IMPLEMENTED, "PREVIEW_REMOTE_UNSUPPORTED");
+    assert!(msg.contains("does not proxy previews"), "{msg}");
 }
 
 #[tokio::test]
@@ -243,11 +286,12 @@ async fn custom_domain_and_switch_off() {
         })
         .build()
         .await;
-    let id = app.spawn_id().await;
+    let (id, token) = spawn(&app).await;
     let port = echo_server().await;
     let r = app
         .get("/x")
         .header("Host", &format!("{port}-{id}.preview.example.com"))
+        .header("X-Preview-Token", &token)
         .send()
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
@@ -255,6 +299,7 @@ async fn custom_domain_and_switch_off() {
     let r = app
         .get("/x")
         .header("Host", &format!("{port}-{id}.localhost"))
+        .header("X-Preview-Token", &token)
         .send()
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -291,11 +336,12 @@ async fn bodies_stream_both_ways() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let app = TestApp::new().with_settings(mock_previews).build().await;
-    let id = app.spawn_id().await;
+    let (id, token) = spawn(&app).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let body = axum::body::Body::from_stream(tokio_stream_from(rx));
     let req = axum::http::Request::post("/upload")
         .header("Host", format!("{port}-{id}.localhost"))
+        .header("X-Preview-Token", &token)
         .body(body)
         .unwrap();
     let resp = tower::ServiceExt::oneshot(app.router.clone(), req)
@@ -364,7 +410,7 @@ async fn upgrades_pass_through() {
 
     // The control plane on a real port (upgrades need a real connection).
     let app = TestApp::new().with_settings(mock_previews).build().await;
-    let id = app.spawn_id().await;
+    let (id, token) = spawn(&app).await;
     let cp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let cp_port = cp.local_addr().unwrap().port();
     let router = app.router.clone();
@@ -374,7 +420,8 @@ async fn upgrades_pass_through() {
         .await
         .unwrap();
     let req = format!(
-        "GET /socket HTTP/1.1\r\nHost: {port}-{id}.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+        "GET /socket HTTP/1.1\r\nHost: {port}-{id}.localhost\r\nX-Preview-Token: {token}\r\n\
+         Connection: Upgrade\r\nUpgrade: echo\r\n\r\n"
     );
     c.write_all(req.as_bytes()).await.unwrap();
     let head = tokio::time::timeout(std::time::Duration::from_secs(10), read_head(&mut c))
@@ -397,11 +444,12 @@ async fn upgrades_pass_through() {
 #[tokio::test]
 async fn unisolated_previews_are_off_by_default() {
     let app = TestApp::default_app().await;
-    let id = app.spawn_id().await;
+    let (id, token) = spawn(&app).await;
     let port = echo_server().await;
     let r = app
         .get("/x")
         .header("Host", &format!("{port}-{id}.localhost"))
+        .header("X-Preview-Token", &token)
         .send()
         .await;
     let msg = r.assert_error(StatusCode::NOT_FOUND, "PREVIEW_NOT_AVAILABLE");

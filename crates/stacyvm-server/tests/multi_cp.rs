@@ -44,6 +44,8 @@ fn creating(id: &str, worker: &str, age: chrono::Duration) -> Sandbox {
         lifecycle: Default::default(),
         paused_at: None,
         last_active_at: None,
+        preview_token: stacyvm_types::PreviewToken::random(),
+        public_preview: false,
     }
 }
 

@@ -57,7 +57,11 @@ async fn remote(file_stream: bool) -> Remote {
     let valid = Config::from_yaml_str(&yaml).unwrap().validate().unwrap();
     let cfg = WorkerConfig::from_config(&valid, WorkerOverrides::default()).unwrap();
     let mut providers = ProviderRegistry::new();
-    let mock = MockProvider::with_base_dir(dir.path().join("mock"));
+    // This checkout's agent: an installed one may predate what the suite checks (watches).
+    let agent = stacyvm_provider::agent::built().expect(
+        "no stacyvm-agent: cd crates/stacyvm-agent && cargo build --release (or set STACYVM_AGENT)",
+    );
+    let mock = MockProvider::with_base_dir(dir.path().join("mock")).with_agent(agent);
     providers.register(Arc::new(mock) as Arc<dyn Provider>);
     providers.set_default("mock");
     let state = WorkerState::new(&cfg, providers).unwrap();
@@ -83,6 +87,8 @@ async fn remote(file_stream: bool) -> Remote {
         lease_ttl: Duration::from_secs(300),
         ttl: GoDuration::from_secs(300),
         file_stream,
+        // The buffered variant stands for the Go worker's file methods only; watches are ours.
+        watch: true,
     };
     Remote {
         provider,
@@ -105,4 +111,18 @@ mod remote_streamed {
 
 mod remote_buffered {
     stacyvm_provider::provider_conformance_tests!(super::buffered, "mock");
+}
+
+/// A worker that does not advertise `watch` (one from before watches) is not asked: the
+/// method would be refused as unknown (a 400), while the caller should learn it is missing.
+#[tokio::test]
+async fn a_worker_without_watches_answers_not_supported() {
+    let mut r = remote(true).await;
+    r.provider.watch = false;
+    let got = r.provider.watch_dir("sb-1", "/workspace", false).await;
+    assert!(
+        matches!(got, Err(stacyvm_provider::ProviderError::NotSupported(_))),
+        "{:?}",
+        got.err()
+    );
 }

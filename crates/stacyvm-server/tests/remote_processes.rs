@@ -113,6 +113,7 @@ async fn remote_with(old_worker: bool) -> Remote {
         lease_ttl: Duration::from_secs(300),
         ttl: GoDuration::from_secs(300),
         file_stream: true,
+        watch: true,
     };
     let spawned = provider
         .spawn(&SandboxSpec {

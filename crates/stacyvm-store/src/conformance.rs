@@ -29,6 +29,7 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@each $fresh;
             ping,
             sandbox_round_trip,
+            sandbox_preview_access,
             sandbox_insert_conflicts,
             sandbox_get_missing,
             sandbox_list_live_newest_first,
@@ -55,6 +56,7 @@ macro_rules! store_conformance_tests {
             lease_prune,
             audit_filter_and_order,
             audit_prune,
+            e2b_sandbox_round_trip,
         );
 
         /// Several handles (separate connections) on one database racing for leases.
@@ -105,12 +107,14 @@ macro_rules! store_conformance_tests {
 }
 
 mod admission;
+mod e2b;
 mod leases;
 mod lifecycle;
 mod records;
 mod sandboxes;
 
 pub use admission::*;
+pub use e2b::*;
 pub use leases::*;
 pub use lifecycle::*;
 pub use records::*;
@@ -151,6 +155,8 @@ fn sandbox(id: &str, owner: &str, state: SandboxState, created_at: Timestamp) ->
         lifecycle: Default::default(),
         paused_at: None,
         last_active_at: None,
+        preview_token: stacyvm_types::PreviewToken::from_stored(format!("token-of-{id}")),
+        public_preview: false,
     }
 }
 

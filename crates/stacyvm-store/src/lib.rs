@@ -25,7 +25,7 @@ pub use maintenance::{backup_sqlite, migrate, BackupReport, MigrationReport};
 pub use postgres::test_db as pg_test_db;
 pub use postgres::PgStore;
 pub use records::{
-    AdminAuditRecord, AuditFilter, ExecLog, Lease, NewAdminAudit, OwnerQuota, Template,
+    AdminAuditRecord, AuditFilter, E2bSandbox, ExecLog, Lease, NewAdminAudit, OwnerQuota, Template,
     TemplateSecret, WorkerRecord,
 };
 pub use sqlite::SqliteStore;
@@ -184,6 +184,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<AdminAuditRecord>, StoreError>;
     /// Deletes rows older than `before`; returns how many.
     async fn prune_admin_audit(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    // --- the E2B-compatible API -------------------------------------------------------------
+    /// Records what the E2B API keeps of a sandbox it created (docs/e2b.md). `Conflict` when
+    /// the sandbox already has one.
+    async fn insert_e2b_sandbox(&self, r: &E2bSandbox) -> Result<(), StoreError>;
+    /// `NotFound` (kind `e2b sandbox`) for a sandbox the E2B API did not create.
+    async fn get_e2b_sandbox(&self, id: &SandboxId) -> Result<E2bSandbox, StoreError>;
 
     // --- several control planes ------------------------------------------------------------
     /// The event bridge between control planes sharing this database, when the backend has

@@ -181,6 +181,8 @@ mod tests {
             lifecycle: Default::default(),
             paused_at: None,
             last_active_at: None,
+            preview_token: stacyvm_types::PreviewToken::from_stored(format!("token-of-{id}")),
+            public_preview: false,
         }
     }
 

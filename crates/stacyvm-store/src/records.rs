@@ -119,3 +119,18 @@ pub struct AuditFilter {
     pub path: String,
     pub status: Option<i64>,
 }
+
+/// What the E2B-compatible API keeps of a sandbox it created, besides the sandbox record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct E2bSandbox {
+    pub sandbox_id: SandboxId,
+    /// The `templateID` the client asked for (answered back as given).
+    pub template_id: String,
+    /// `envVars` of the create request: the environment of every process started through
+    /// the E2B API in this sandbox.
+    pub env_vars: BTreeMap<String, String>,
+    /// The per-sandbox `X-Access-Token` (`envdAccessToken`); empty when the client asked for
+    /// `secure: false`.
+    pub access_token: String,
+    pub created_at: Timestamp,
+}

@@ -6,10 +6,11 @@
 use chrono::NaiveDateTime;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use stacyvm_types::{Lifecycle, OnExpire, Sandbox, Timestamp};
+use stacyvm_types::{Lifecycle, OnExpire, PreviewToken, Sandbox, Timestamp};
 
 use crate::{
-    columns, AdminAuditRecord, ExecLog, Lease, OwnerQuota, StoreError, Template, WorkerRecord,
+    columns, AdminAuditRecord, E2bSandbox, ExecLog, Lease, OwnerQuota, StoreError, Template,
+    WorkerRecord,
 };
 
 /// The one text shape of every stored timestamp: exact to the nanosecond, sortable as a string.
@@ -104,6 +105,8 @@ pub(crate) fn sandbox(row: &impl ReadRow) -> Result<Sandbox, StoreError> {
         },
         paused_at: row.opt_time("paused_at")?,
         last_active_at: row.opt_time("last_active_at")?,
+        preview_token: PreviewToken::from_stored(row.text("preview_token")?),
+        public_preview: row.int("public_preview")? != 0,
     })
 }
 
@@ -187,6 +190,16 @@ pub(crate) fn admin_audit(row: &impl ReadRow) -> Result<AdminAuditRecord, StoreE
         remote_addr: row.text("remote_addr")?,
         user_agent: row.text("user_agent")?,
         tenant_id: row.text("tenant_id")?,
+        created_at: row.time("created_at")?,
+    })
+}
+
+pub(crate) fn e2b_sandbox(row: &impl ReadRow) -> Result<E2bSandbox, StoreError> {
+    Ok(E2bSandbox {
+        sandbox_id: row.text("sandbox_id")?.into(),
+        template_id: row.text("template_id")?,
+        env_vars: row.json("env_vars")?,
+        access_token: row.text("access_token")?,
         created_at: row.time("created_at")?,
     })
 }

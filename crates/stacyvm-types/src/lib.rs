@@ -5,16 +5,19 @@ mod duration;
 mod event;
 mod id;
 mod ids;
+mod preview;
 mod process;
 mod sandbox;
 mod state;
 mod time;
+mod watch;
 
 pub use capped::{json_len, CappedOutput, Collected, DEFAULT_MAX_EXEC_OUTPUT};
 pub use duration::{format_go_duration, parse_go_duration, DurationError, GoDuration};
 pub use event::{EventKind, UnknownEventKind};
 pub use id::{new_sandbox_id, validate_owner_id, OwnerIdError};
 pub use ids::{Placement, SandboxId, WorkerId};
+pub use preview::PreviewToken;
 pub use process::{
     OutputRecord, OutputStream, Pid, ProcessInfo, ProcessState, PtySize, Signal, MAX_PTY_DIM,
 };
@@ -23,3 +26,4 @@ pub use sandbox::{
 };
 pub use state::{InvalidTransition, SandboxState, UnknownState};
 pub use time::{format_rfc3339_go, format_rfc3339_secs, parse_rfc3339, serde_go, Timestamp};
+pub use watch::{WatchEvent, WatchKind};

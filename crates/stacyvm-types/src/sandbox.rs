@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{GoDuration, Placement, SandboxId, SandboxState, Timestamp};
+use crate::{GoDuration, Placement, PreviewToken, SandboxId, SandboxState, Timestamp};
 
 /// One sandbox as the control plane records it.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +36,10 @@ pub struct Sandbox {
     /// The last exec, file, process or preview activity the control plane recorded (written
     /// at a coarse interval, docs/state.md); `None` = none since it started.
     pub last_active_at: Option<Timestamp>,
+    /// The capability its preview URLs ask for (docs/preview.md); drawn at spawn.
+    pub preview_token: PreviewToken,
+    /// The spawn's `public_preview`: its preview URLs need no token.
+    pub public_preview: bool,
 }
 
 /// What the lifecycle does at a sandbox's TTL or idle deadline.

@@ -17,6 +17,10 @@ pub enum SandboxState {
     /// Frozen by `POST /sandboxes/{id}/pause` (or by its lifecycle): the runtime and its files
     /// are kept, its TTL clock stops, exec/files/process starts are refused (docs/state.md).
     Paused,
+    /// Destroy was asked while its worker could not be reached: it no longer counts against
+    /// limits, its lease is released, and reconciliation finishes the destroy when the worker
+    /// returns (sandbox-model.md §2).
+    Destroying,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,7 +35,7 @@ pub struct InvalidTransition {
 }
 
 impl SandboxState {
-    pub const ALL: [SandboxState; 7] = [
+    pub const ALL: [SandboxState; 8] = [
         Self::Creating,
         Self::Running,
         Self::Destroyed,
@@ -39,6 +43,7 @@ impl SandboxState {
         Self::Unhealthy,
         Self::Expired,
         Self::Paused,
+        Self::Destroying,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,12 +55,13 @@ impl SandboxState {
             Self::Unhealthy => "unhealthy",
             Self::Expired => "expired",
             Self::Paused => "paused",
+            Self::Destroying => "destroying",
         }
     }
 
     /// Whether the sandbox still holds (or may hold) a runtime and counts against limits.
     pub fn is_active(self) -> bool {
-        !matches!(self, Self::Destroyed | Self::Expired)
+        !matches!(self, Self::Destroyed | Self::Expired | Self::Destroying)
     }
 
     /// Whether it counts against `max_sandboxes` and owner limits: active and not paused (paused
@@ -74,9 +80,12 @@ impl SandboxState {
         let ok = match (self, to) {
             (Destroyed, _) => false,
             (_, Destroyed) => true,
+            // Only a destroy ends it.
+            (Destroying, _) => false,
             (_, Creating) => false,
             (Creating, Running | Error) => true,
             (Creating, _) => false,
+            (_, Destroying) => true,
             (Expired, Running | Unhealthy) => true,
             (Expired, _) => false,
             (Paused, Running | Unhealthy | Error) => true,
@@ -149,5 +158,12 @@ mod tests {
         assert!(Creating.valid_transition(Paused).is_err());
         assert!(Expired.valid_transition(Paused).is_err());
         assert!(!Paused.counts_as_running() && Paused.is_active());
+        for from in [Running, Error, Unhealthy, Expired, Paused] {
+            assert!(from.valid_transition(Destroying).is_ok(), "{from}");
+        }
+        assert!(Creating.valid_transition(Destroying).is_err());
+        assert!(Destroying.valid_transition(Running).is_err());
+        assert!(Destroying.valid_transition(Destroyed).is_ok());
+        assert!(!Destroying.is_active());
     }
 }

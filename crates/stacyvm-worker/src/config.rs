@@ -150,6 +150,9 @@ pub struct WorkerConfig {
     pub(crate) max_sandboxes_per_owner: i64,
     /// `server.max_exec_output`: the same cap on collected output as the control plane's.
     pub(crate) max_exec_output: usize,
+    /// `server.preview_unisolated`: previews of sandboxes on providers without isolation
+    /// (mock), whose ports are this host's own.
+    pub(crate) preview_unisolated: bool,
     /// Built from the config by `run` unless injected with [`WorkerConfig::with_providers`].
     pub(crate) source: ValidConfig,
     pub(crate) providers: Option<ProviderRegistry>,
@@ -328,6 +331,7 @@ impl WorkerConfig {
             max_sandboxes: cfg.defaults.max_sandboxes,
             max_sandboxes_per_owner: cfg.defaults.max_sandboxes_per_owner,
             max_exec_output: cfg.max_exec_output(),
+            preview_unisolated: cfg.server.preview_unisolated,
             source: cfg.clone(),
             providers: None,
         })

@@ -120,6 +120,11 @@ impl Leases {
         self.lock().held.remove(sandbox_id);
     }
 
+    /// The runtime of sandbox `sandbox_id`, when this worker runs it.
+    pub(crate) fn held(&self, sandbox_id: &str) -> Option<Held> {
+        self.lock().held.get(sandbox_id).cloned()
+    }
+
     /// Control-plane ids of the sandboxes this worker runs, sorted.
     pub(crate) fn held_ids(&self) -> Vec<String> {
         self.lock().held.keys().cloned().collect()
@@ -200,7 +205,9 @@ mod tests {
         l.hold("sb-b", h("mock"));
         l.hold("sb-a", h("mock"));
         assert_eq!(l.held_ids(), vec!["sb-a", "sb-b"]);
+        assert_eq!(l.held("sb-b"), Some(h("mock")));
         l.release("sb-b");
+        assert_eq!(l.held("sb-b"), None);
         assert_eq!(l.held_ids(), vec!["sb-a"]);
     }
 }

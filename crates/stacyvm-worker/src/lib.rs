@@ -12,6 +12,7 @@ mod files_stream;
 mod heartbeat;
 mod lease;
 mod methods;
+mod preview;
 mod processes;
 mod rpc;
 mod run;
@@ -19,6 +20,7 @@ mod serve;
 mod state;
 mod stream;
 mod tls;
+mod watch;
 
 pub use config::{WorkerConfig, WorkerConfigError, WorkerOverrides};
 pub use cp::ControlPlaneError;

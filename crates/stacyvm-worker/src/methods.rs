@@ -16,7 +16,7 @@ use crate::error::{draining, lease_rejected, provider_failure};
 use crate::lease::Held;
 use crate::rpc::Reply;
 use crate::state::WorkerState;
-use crate::{files, files_stream, processes, stream};
+use crate::{files, files_stream, processes, stream, watch};
 
 /// Default and ceiling for `worker.logs` `lines` (the control plane's own bounds).
 const DEFAULT_LOG_LINES: usize = 100;
@@ -59,6 +59,7 @@ pub(crate) async fn dispatch(
         RpcCall::ProcessResize(p) => processes::resize(state, p).await,
         RpcCall::Pause(t) => freeze(state, t, true).await,
         RpcCall::Resume(t) => freeze(state, t, false).await,
+        RpcCall::WatchDir(p) => watch::watch_dir(state, &req.id, p).await,
         RpcCall::RenewLease(p) => renew_lease(state, p, lease).await,
         RpcCall::Shutdown => {
             state.inner.drain.start();

@@ -183,6 +183,22 @@ fn stream_records(
     first: Option<RpcResponse>,
     records: stacyvm_provider::RecordStream,
 ) -> Reply {
+    ndjson_results(state, id, t, first, records, |r| {
+        serde_json::to_value(RecordLine::from(r)).ok()
+    })
+}
+
+/// A live NDJSON answer: `first`, then one `{"id","worker_id","result"}` line per item
+/// (`encode` gives the result); a failure ends it with an error line, a stopping worker ends it
+/// (what it streams lives on with the sandbox).
+pub(crate) fn ndjson_results<T: Send + 'static>(
+    state: &WorkerState,
+    id: &str,
+    t: &Target,
+    first: Option<RpcResponse>,
+    items: futures_util::stream::BoxStream<'static, Result<T, ProviderError>>,
+    encode: fn(&T) -> Option<serde_json::Value>,
+) -> Reply {
     let (id, worker_id, sandbox_id) = (
         id.to_string(),
         state.inner.id.clone(),
@@ -196,18 +212,14 @@ fn stream_records(
     // A stopping worker ends the reads it serves (the processes stay with their sandboxes).
     let stop = state.inner.stop.clone();
     let head = futures_util::stream::iter(first.as_ref().map(line));
-    let body = records
+    let body = items
         .take_until(async move { stop.cancelled().await })
-        .scan(false, move |failed, rec| {
+        .scan(false, move |failed, item| {
             if *failed {
                 return std::future::ready(None);
             }
-            let r = match rec {
-                Ok(rec) => RpcResponse::ok(
-                    id.clone(),
-                    worker_id.clone(),
-                    serde_json::to_value(RecordLine::from(&rec)).ok(),
-                ),
+            let r = match item {
+                Ok(item) => RpcResponse::ok(id.clone(), worker_id.clone(), encode(&item)),
                 Err(e) => {
                     *failed = true;
                     let mut f = provider_failure(e, &sandbox_id);

@@ -1,4 +1,5 @@
-//! The RPC transport: `POST /rpc` and `/health` (wire-reference §9.1–9.2).
+//! The RPC transport: `POST /rpc` and `/health` (wire-reference §9.1–9.2), and the preview
+//! route (`preview.rs`).
 //!
 //! Order of checks on `/rpc`, each failing in the REST error shape `{code, message}`:
 //! method (405), credentials (401), JSON (400), envelope `worker_id` (403). After that every
@@ -15,7 +16,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use stacyvm_protocol::{
     method, ErrorCode, RpcCall, RpcEnvelope, RpcFailure, RpcRequest, RpcResponse, ENVELOPE_HEADER,
-    PROTOCOL_HEADER, PROTOCOL_VERSION,
+    PREVIEW_ROUTE, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 
 use crate::state::WorkerState;
@@ -31,6 +32,10 @@ pub fn rpc_router(state: WorkerState) -> Router {
     Router::new()
         .route("/rpc", post(rpc).fallback(method_not_allowed))
         .route("/health", any(health))
+        .route(
+            &format!("{PREVIEW_ROUTE}/{{sandbox}}/{{port}}"),
+            any(crate::preview::serve),
+        )
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
         .with_state(state)
 }
@@ -47,7 +52,7 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-fn rest_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn rest_error(status: StatusCode, code: &str, message: &str) -> Response {
     let mut r = (status, Json(json!({"code": code, "message": message}))).into_response();
     r.headers_mut()
         .insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));

@@ -33,6 +33,8 @@ pub(crate) struct Inner {
     pub stop: CancellationToken,
     /// Encoded bytes of collected output at most (`server.max_exec_output`).
     pub max_exec_output: usize,
+    /// Previews of sandboxes on providers without isolation (`server.preview_unisolated`).
+    pub preview_unisolated: bool,
 }
 
 impl WorkerState {
@@ -62,6 +64,7 @@ impl WorkerState {
                 tasks: TaskTracker::new(),
                 stop: CancellationToken::new(),
                 max_exec_output: cfg.max_exec_output,
+                preview_unisolated: cfg.preview_unisolated,
             }),
         })
     }

@@ -354,3 +354,96 @@ async fn https_control_plane_trusted_through_ca_file() {
         .unwrap();
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
+
+/// The preview route over mTLS: the credential check, a sandbox the worker holds, and an
+/// upgrade spliced through the TLS connection to the sandbox's server (the mock's ports are
+/// the host's loopback, so a server there stands in for it).
+#[tokio::test]
+async fn previews_pass_over_mtls_with_upgrades() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = upstream.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).await.unwrap(), 1);
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /socket?x=1 "), "{head}");
+        assert!(head.contains("host: 8080-sb-tls.localhost"), "{head}");
+        assert!(!head.contains("x-worker-token"), "{head}");
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut buf = [0u8; 64];
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).await.unwrap();
+        }
+    });
+
+    let pki = Pki::new();
+    let (cp_url, cp) = fake_cp().await;
+    let (_, reg) = mock_registry();
+    let cfg = common::config_full(
+        &cp_url,
+        &pki.tls_yaml(true),
+        "server:\n  preview_unisolated: true\n",
+        WorkerOverrides::default(),
+    )
+    .with_providers(reg);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(run(cfg, shutdown.clone()));
+    let hb = cp.wait_heartbeat(10, |_| true).await;
+    let url = hb.body["capacity"]["rpc_url"].as_str().unwrap().to_string();
+    assert!(hb.body["capabilities"]
+        .as_array()
+        .unwrap()
+        .contains(&"preview".into()));
+
+    let client = pki.client(Some("client"));
+    let rpc = Rpc {
+        http: client.clone(),
+        url: format!("{url}/rpc"),
+        worker: WORKER.into(),
+        token: TOKEN.into(),
+    };
+    rpc.spawn("sb-tls").await;
+    let preview = |token: &str| {
+        client
+            .get(format!("{url}/rpc/v1/preview/sb-tls/{port}"))
+            .version(reqwest::Version::HTTP_11)
+            .header("X-Worker-ID", WORKER)
+            .header("X-Worker-Token", token)
+            .header("X-StacyVM-Preview-Path", "/socket?x=1")
+            .header("X-Forwarded-Host", "8080-sb-tls.localhost")
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "echo")
+    };
+    let refused = preview("wrong-token").send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    assert!(refused.headers().contains_key("x-stacyvm-protocol"));
+
+    let resp = preview(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 101);
+    let mut tunnel = resp.upgrade().await.unwrap();
+    for msg in [&b"ping"[..], b"pong pong"] {
+        tunnel.write_all(msg).await.unwrap();
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(10), tunnel.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, msg);
+    }
+    shutdown.cancel();
+}

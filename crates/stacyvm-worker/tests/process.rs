@@ -73,7 +73,14 @@ async fn registers_with_a_complete_heartbeat() {
     assert_eq!(b["providers"], json!(["mock"]));
     assert_eq!(
         b["capabilities"],
-        json!(["remote_worker", "heartbeat", "file_stream", "processes"])
+        json!([
+            "remote_worker",
+            "heartbeat",
+            "file_stream",
+            "processes",
+            "watch",
+            "preview"
+        ])
     );
     let cap = &b["capacity"];
     assert!(w.rpc_url.starts_with("http://127.0.0.1:"), "{}", w.rpc_url);

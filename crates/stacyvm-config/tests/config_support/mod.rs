@@ -55,7 +55,7 @@ server:
    cors_allowed_origins: ["https://app.example.com", "http://localhost:3000"],
    trusted_proxies: [10.0.0.0/8],
    max_body_bytes: 1048576, max_exec_output: 2097152, max_sync_execs: 4,
-   shutdown_timeout: 5s}
+   shutdown_timeout: 5s, ui: false}
 limits: {max_memory_mb: 2048, max_vcpus: 4, max_disk_mb: 4096}
 worker:
   {id: w1, control_plane_url: https://cp.example.com, listen_addr: 0.0.0.0:7430,
@@ -100,6 +100,10 @@ defaults:
    max_sandboxes: 50, max_sandboxes_per_owner: 5, spawn_overflow: queue,
    spawn_queue_timeout: 1m, max_spawn_queue: 10, max_paused_sandboxes: 7}
 lifecycle: {paused_retention: 48h}
+e2b:
+  {enabled: false, listen: "127.0.0.1:7424", domain: e2b.example.com,
+   templates: {base: {image: "debian:12", provider: docker, memory_mb: 512, vcpus: 1,
+                      workdir: /home/user}}}
 auth:
   {api_key: api-secret, admin_api_key: admin-secret, admin_fallback_enabled: false,
    worker_token: shared-secret, worker_token_file: /secrets/worker-token,

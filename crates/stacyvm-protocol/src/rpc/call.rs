@@ -19,6 +19,7 @@ use super::process::{
     ProcessOutputParams, ProcessParams, ProcessResizeParams, ProcessSignalParams,
     ProcessStartParams, ProcessStdinParams,
 };
+use super::watch::WatchDirParams;
 use super::{method, RpcFailure};
 
 /// One worker method with its params. On the wire it is the envelope's `method` and `params`
@@ -110,6 +111,9 @@ pub enum RpcCall {
     /// No result.
     #[serde(rename = "worker.resume")]
     Resume(Target),
+    /// Live NDJSON of `WatchEvent` results.
+    #[serde(rename = "worker.watch_dir")]
+    WatchDir(WatchDirParams),
 }
 
 impl RpcCall {
@@ -144,6 +148,7 @@ impl RpcCall {
             RpcCall::ProcessResize(_) => method::PROCESS_RESIZE,
             RpcCall::Pause(_) => method::PAUSE,
             RpcCall::Resume(_) => method::RESUME,
+            RpcCall::WatchDir(_) => method::WATCH_DIR,
         }
     }
 
@@ -183,7 +188,8 @@ impl RpcCall {
             | RpcCall::FileStat(FilePathParams { path, .. })
             | RpcCall::FileReadStream(FilePathParams { path, .. })
             | RpcCall::FileDelete(FileDeleteParams { path, .. })
-            | RpcCall::FileWriteStream(FileUploadParams { path, .. }) => required(path, "path"),
+            | RpcCall::FileWriteStream(FileUploadParams { path, .. })
+            | RpcCall::WatchDir(WatchDirParams { path, .. }) => required(path, "path"),
             RpcCall::FileMove(p) => {
                 required(&p.old_path, "old_path")?;
                 required(&p.new_path, "new_path")
@@ -228,6 +234,7 @@ impl RpcCall {
             RpcCall::ProcessStdin(p) => Some(&p.target),
             RpcCall::ProcessSignal(p) => Some(&p.target),
             RpcCall::ProcessResize(p) => Some(&p.target),
+            RpcCall::WatchDir(p) => Some(&p.target),
             RpcCall::Spawn(_)
             | RpcCall::RenewLease(_)
             | RpcCall::Shutdown

@@ -8,11 +8,13 @@ mod failure;
 mod messages;
 pub mod ndjson;
 mod process;
+mod watch;
 
 pub use call::{RpcCall, RpcEnvelope, RpcRequest};
 pub use failure::{ErrorCode, RpcFailure, RpcResponse};
 pub use messages::*;
 pub use process::*;
+pub use watch::*;
 
 /// Bumped only for additions that a peer may want to detect; see VERSIONING.md.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -62,9 +64,12 @@ pub mod method {
     /// worker's provider cannot.
     pub const PAUSE: &str = "worker.pause";
     pub const RESUME: &str = "worker.resume";
+    /// A directory watch (docs/files.md): live NDJSON of `WatchEvent` results until the
+    /// connection closes; failures before the first line are JSON answers.
+    pub const WATCH_DIR: &str = "worker.watch_dir";
 
     /// Every method a worker dispatches, in a stable order (append-only).
-    pub const ALL: [&str; 28] = [
+    pub const ALL: [&str; 29] = [
         SPAWN,
         DESTROY,
         STATUS,
@@ -93,6 +98,7 @@ pub mod method {
         PROCESS_RESIZE,
         PAUSE,
         RESUME,
+        WATCH_DIR,
     ];
 
     /// Methods that must carry a lease.
@@ -123,6 +129,39 @@ pub mod capability {
     pub const FILE_STREAM: &str = "file_stream";
     /// Serves the `worker.process_*` methods.
     pub const PROCESSES: &str = "processes";
+    /// Serves `worker.watch_dir`; the control plane answers `NOT_SUPPORTED` for sandboxes on
+    /// workers that do not say so (they would refuse the method as unknown).
+    pub const WATCH: &str = "watch";
+    /// Proxies preview requests to its sandboxes' ports ([`super::PREVIEW_ROUTE`]); the
+    /// control plane answers 501 for sandboxes on workers that do not say so.
+    pub const PREVIEW: &str = "preview";
+}
+
+/// The worker's preview route: `{PREVIEW_ROUTE}/{sandbox_id}/{port}`, any method, the raw
+/// HTTP request (body streamed, upgrades passed through) with the same credentials as `/rpc`
+/// (docs/worker.md, "Previews"). The original request's path and query travel in
+/// [`PREVIEW_PATH_HEADER`], never in the URL: a client's `..` segments must not be able to
+/// turn a preview into another route of the worker.
+pub const PREVIEW_ROUTE: &str = "/rpc/v1/preview";
+
+/// The original path and query (origin form, from `/`) of a request on the preview route.
+pub const PREVIEW_PATH_HEADER: &str = "x-stacyvm-preview-path";
+
+/// The worker protocol's own headers (names, any case). A preview request carries only the
+/// control plane's: a client's copies are dropped before the worker, and the worker drops them
+/// all before the sandbox's server.
+pub const WORKER_PROTOCOL_HEADERS: [&str; 6] = [
+    "x-worker-id",
+    "x-worker-token",
+    PREVIEW_PATH_HEADER,
+    PROTOCOL_HEADER,
+    ENVELOPE_HEADER,
+    STREAM_HEADER,
+];
+
+/// The worker path of a preview request for `port` of `sandbox_id`.
+pub fn preview_path(sandbox_id: &str, port: u16) -> String {
+    format!("{PREVIEW_ROUTE}/{sandbox_id}/{port}")
 }
 
 /// Keys our workers put in heartbeat `capacity` besides the original's `max_sandboxes`,

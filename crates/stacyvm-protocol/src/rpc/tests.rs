@@ -158,6 +158,7 @@ fn remaining_rules() {
             "mode is required",
         ),
         (method::FILE_GLOB, target(), "pattern is required"),
+        (method::WATCH_DIR, target(), "path is required"),
     ];
     for (m, p, want) in cases {
         let msg = refused(env(m, Some(p.clone()), false));

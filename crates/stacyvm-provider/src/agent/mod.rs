@@ -12,6 +12,7 @@ pub(crate) mod follow;
 pub(crate) mod procs;
 #[cfg(any(feature = "microvm", feature = "bwrap"))]
 pub(crate) mod transfer;
+pub(crate) mod watch;
 
 use std::path::{Path, PathBuf};
 

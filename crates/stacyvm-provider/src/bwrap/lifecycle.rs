@@ -120,7 +120,6 @@ impl BwrapProvider {
             cgroups: groups.clone(),
             pid: None,
             cluster: self.settings.cluster.clone(),
-            preview_port: None,
         };
         paths.write_meta(&meta)?;
         let _ = std::fs::write(
@@ -145,9 +144,7 @@ impl BwrapProvider {
         .await?;
         if self.settings.network == NetworkMode::User {
             let bwrap = meta.pid.unwrap_or_default();
-            let port = net::attach(&self.settings, bwrap, &groups, &paths.console()).await?;
-            meta.preview_port = Some(port);
-            paths.write_meta(&meta)?;
+            net::attach(&self.settings, bwrap, &groups, &paths.console()).await?;
         }
         undo.disarm();
         Ok(Arc::new(Sandbox::new(meta, paths, Some(child), Some(conn))))

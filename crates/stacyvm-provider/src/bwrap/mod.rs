@@ -42,7 +42,7 @@ use crate::agent::{files, procs, transfer};
 use crate::tombstones::Tombstones;
 use crate::{
     BwrapConfig, ByteStream, ChunkSender, ExecRequest, FileStream, ProcessSpec, Provider,
-    ProviderError, RecordStream, RuntimeInfo, SandboxSpec, Spawned, Stats,
+    ProviderError, RecordStream, RuntimeInfo, SandboxSpec, Spawned, Stats, WatchStream,
 };
 
 /// Largest console tail read for `logs`.
@@ -452,6 +452,16 @@ impl Provider for BwrapProvider {
         files::chmod(&*self.agent(runtime_id).await?, path, mode).await
     }
 
+    async fn watch_dir(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<WatchStream, ProviderError> {
+        let clean = crate::walk::clean_path(path)?;
+        crate::agent::watch::watch(self.agent(runtime_id).await?, clean, path, recursive).await
+    }
+
     async fn logs(&self, runtime_id: &str, lines: usize) -> Result<Vec<String>, ProviderError> {
         let sb = self.sandbox(runtime_id)?;
         match tail_lines(&sb.paths.console(), lines).await {
@@ -473,19 +483,21 @@ impl Provider for BwrapProvider {
         }))
     }
 
-    /// Sandbox port 3000 only, through its loopback forward (`network_mode: user`; with
-    /// `none` there is no network and so no preview).
-    async fn preview_target(
+    /// Any port, in either network mode: connected from inside the sandbox's network
+    /// namespace (`net::connect_inside`). No port is forwarded to the host, so there is no
+    /// `preview_target`.
+    async fn preview_connect(
         &self,
         runtime_id: &str,
         port: u16,
-    ) -> Result<Option<std::net::SocketAddr>, ProviderError> {
+    ) -> Result<crate::PreviewConn, ProviderError> {
         let sb = self.sandbox(runtime_id)?;
-        Ok(sb
+        let pid = sb
             .meta
-            .preview_port
-            .filter(|_| port == net::PREVIEW_PORT)
-            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p))))
+            .pid
+            .filter(|_| sb.alive())
+            .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
+        net::connect_inside(pid, port).await
     }
 
     async fn list_runtimes(&self) -> Result<Option<Vec<RuntimeInfo>>, ProviderError> {

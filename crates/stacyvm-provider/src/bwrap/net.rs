@@ -2,9 +2,9 @@
 //! interface with the host's addressing and carries its connections through ordinary host
 //! sockets, without privileges in the namespace and without a bridge or iptables.
 //!
-//! - Only the preview port is forwarded into the sandbox (`-t 127.0.0.1/<host port>:3000`,
-//!   bound on the host's loopback only); pasta's defaults would forward every port the
-//!   sandbox binds, and every host port into the sandbox (`-T auto`), so both are `none`.
+//! - No port is forwarded into the sandbox (`-t none -u none`): pasta's defaults would forward
+//!   every port the sandbox binds to the host. Previews connect from inside the sandbox's
+//!   namespace instead ([`connect_inside`]), in both network modes.
 //! - `--no-map-gw`: by default pasta maps the gateway address to the host's loopback, which
 //!   would let the sandbox reach services listening on the host's `127.0.0.1` (the control
 //!   plane's API, a database). Outbound connections go where the host's would.
@@ -20,7 +20,7 @@
 //!   so it could not honour the configured resolvers, and with `--no-map-gw` it drops a
 //!   loopback resolver (systemd-resolved's `127.0.0.53`) just as we do.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
 
@@ -28,10 +28,7 @@ use tokio::process::Command;
 
 use super::cgroup::Cgroups;
 use super::{sys, Settings};
-use crate::ProviderError;
-
-/// The sandbox port a preview reaches (as on the microvm).
-pub(super) const PREVIEW_PORT: u16 = 3000;
+use crate::{PreviewConn, ProviderError, PREVIEW_CONNECT_TIMEOUT};
 
 /// The host pid of the sandbox's PID 1 (the agent): bwrap's only child.
 fn agent_pid(bwrap: u32) -> Option<u32> {
@@ -43,20 +40,25 @@ fn agent_pid(bwrap: u32) -> Option<u32> {
         .ok()
 }
 
-/// A loopback port nobody listens on now (a moment later someone might: pasta then fails and
-/// so does the spawn, which the caller may retry).
-fn free_port() -> std::io::Result<u16> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(l.local_addr()?.port())
-}
-
 /// pasta's arguments: see the module comment for why each forward is closed.
-fn pasta_args(port: u16, pid: u32) -> Vec<String> {
-    let mut a: Vec<String> = ["--config-net", "--quiet", "--runas", "0", "-t"]
-        .map(String::from)
-        .to_vec();
-    a.push(format!("127.0.0.1/{port}:{PREVIEW_PORT}"));
-    a.extend(["-u", "none", "-T", "none", "-U", "none", "--no-map-gw"].map(String::from));
+fn pasta_args(pid: u32) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--config-net",
+        "--quiet",
+        "--runas",
+        "0",
+        "-t",
+        "none",
+        "-u",
+        "none",
+        "-T",
+        "none",
+        "-U",
+        "none",
+        "--no-map-gw",
+    ]
+    .map(String::from)
+    .to_vec();
     a.push(pid.to_string());
     a
 }
@@ -105,24 +107,22 @@ pub(super) fn configure_dns(upper: &Path, configured: &[IpAddr]) -> Result<(), P
         .map_err(|e| ProviderError::internal_with("writing the sandbox's resolv.conf failed", e))
 }
 
-/// Starts pasta on the network namespace of the sandbox whose bwrap is `bwrap`; the host
-/// port forwarded to [`PREVIEW_PORT`].
+/// Starts pasta on the network namespace of the sandbox whose bwrap is `bwrap`.
 pub(super) async fn attach(
     settings: &Settings,
     bwrap: u32,
     groups: &Cgroups,
     console: &Path,
-) -> Result<u16, ProviderError> {
+) -> Result<(), ProviderError> {
     let fail = |e| ProviderError::internal_with("starting the sandbox's network failed", e);
     let pid = agent_pid(bwrap)
         .ok_or_else(|| ProviderError::internal("the sandbox's first process is gone"))?;
-    let port = free_port().map_err(fail)?;
     let log = std::fs::OpenOptions::new()
         .append(true)
         .open(console)
         .map_err(fail)?;
     let mut cmd = Command::new(&settings.pasta);
-    cmd.args(pasta_args(port, pid))
+    cmd.args(pasta_args(pid))
         .env_clear()
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(fail)?)
@@ -141,7 +141,47 @@ pub(super) async fn attach(
             "pasta could not set up the sandbox's network ({status})"
         )));
     }
-    Ok(port)
+    Ok(())
+}
+
+/// A connection to `port` on the sandbox's own loopback (`127.0.0.1`, then `::1`), for its
+/// preview: the socket is made inside the sandbox's network namespace by a short-lived thread
+/// that joins it (`setns(2)`), so every port is reachable in both network modes (`none` has
+/// only `lo`) and nothing is forwarded or bound on the host. The connection then belongs to
+/// the sandbox's namespace; it reaches nothing the sandbox itself could not.
+pub(super) async fn connect_inside(bwrap: u32, port: u16) -> Result<PreviewConn, ProviderError> {
+    let fail = |e| ProviderError::internal_with("entering the sandbox's network failed", e);
+    let pid = agent_pid(bwrap)
+        .ok_or_else(|| ProviderError::internal("the sandbox's first process is gone"))?;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(fail)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("stacyvm-preview-netns".into())
+        .spawn(move || {
+            let joined = sys::enter_netns(&ns).map(|()| {
+                let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+                let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+                std::net::TcpStream::connect_timeout(&v4, PREVIEW_CONNECT_TIMEOUT).or_else(|e4| {
+                    std::net::TcpStream::connect_timeout(&v6, PREVIEW_CONNECT_TIMEOUT)
+                        .map_err(|_| e4)
+                })
+            });
+            let _ = tx.send(joined);
+        })
+        .map_err(fail)?;
+    let joined = rx
+        .await
+        .map_err(|_| ProviderError::internal("the preview connect thread died"))?;
+    match joined.map_err(fail)? {
+        Ok(s) => {
+            let _ = s.set_nodelay(true);
+            s.set_nonblocking(true).map_err(fail)?;
+            tokio::net::TcpStream::from_std(s)
+                .map(PreviewConn::Open)
+                .map_err(fail)
+        }
+        Err(e) => Ok(PreviewConn::Unreachable(e)),
+    }
 }
 
 #[cfg(test)]
@@ -150,10 +190,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pasta_opens_only_the_preview_port_and_keeps_the_host_loopback_closed() {
-        let a = pasta_args(41000, 77).join(" ");
-        assert!(a.contains("-t 127.0.0.1/41000:3000"), "{a}");
-        for closed in ["-u none", "-T none", "-U none", "--no-map-gw"] {
+    fn pasta_forwards_nothing_and_keeps_the_host_loopback_closed() {
+        let a = pasta_args(77).join(" ");
+        for closed in ["-t none", "-u none", "-T none", "-U none", "--no-map-gw"] {
             assert!(a.contains(closed), "{closed} missing: {a}");
         }
         assert!(a.ends_with(" 77"), "{a}");

@@ -31,9 +31,8 @@ pub(super) struct Meta {
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    /// `network_mode: user`: the host loopback port forwarded to the sandbox's port 3000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preview_port: Option<u16>,
+    // Sandboxes from before previews connected inside the namespace also have `preview_port`
+    // (pasta's forward of port 3000): read and ignored.
 }
 
 /// The paths of one sandbox.
@@ -204,7 +203,6 @@ mod tests {
             },
             pid: Some(42),
             cluster: None,
-            preview_port: None,
         };
         p.write_meta(&meta).unwrap();
         assert_eq!(p.read_meta(), Some(meta));

@@ -27,6 +27,19 @@ pub(super) fn kill(pid: i32, sig: i32) {
     let _ = unsafe { libc::kill(pid, sig) };
 }
 
+/// Moves the calling thread into the network namespace `ns` (an open `/proc/<pid>/ns/net`).
+/// Only this thread changes namespace; callers use a thread of their own that ends afterwards.
+#[expect(unsafe_code, reason = "std has no setns(2)")]
+pub(super) fn enter_netns(ns: &std::fs::File) -> io::Result<()> {
+    // SAFETY: setns(2) only reads the descriptor, which `ns` keeps open during the call.
+    let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Characters the overlay option string cannot carry (`,` splits options, `:` lower dirs).
 pub(super) fn overlay_safe(p: &Path) -> bool {
     !p.as_os_str()

@@ -69,6 +69,7 @@ macro_rules! __provider_conformance_checks {
             files_stream_roundtrip,
             files_stream_errors,
             files_stream_large,
+            watch_dir,
             process_output_streams,
             process_stdin,
             process_signal_timeout,

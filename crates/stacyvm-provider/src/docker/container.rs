@@ -247,11 +247,20 @@ impl DockerProvider {
             .force(true)
             .v(true)
             .build();
-        match self.docker.remove_container(&cid, Some(rm)).await {
-            Ok(()) => {}
-            // Already gone (removed concurrently): the outcome the caller asked for.
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => return Err(api_err("removing the sandbox container failed", e)),
+        // gVisor's runsc may leave the killed init a zombie for a moment (seen after a pause:
+        // "PID … is zombie and can not be killed"), so a refused removal is tried again.
+        let mut attempt = 0u64;
+        loop {
+            match self.docker.remove_container(&cid, Some(rm.clone())).await {
+                Ok(()) => break,
+                // Already gone (removed concurrently): the outcome the caller asked for.
+                Err(e) if is_status(&e, 404) => break,
+                Err(_) if attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => return Err(api_err("removing the sandbox container failed", e)),
+            }
         }
         lock(&self.known).remove(runtime_id);
         self.forget_agent(runtime_id).await;

@@ -399,6 +399,15 @@ impl Provider for DockerProvider {
             .map(|ip| std::net::SocketAddr::new(ip, port)))
     }
 
+    async fn watch_dir(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<crate::WatchStream, ProviderError> {
+        self.watch(runtime_id, path, recursive).await
+    }
+
     async fn process_start(
         &self,
         runtime_id: &str,

@@ -1,13 +1,13 @@
-//! Background processes on docker (runc and runsc alike): the static agent is bind-mounted
-//! read-only into every new container at [`AGENT_BIN`]. The first process call of a container
-//! starts it detached (`docker exec -d … --listen` on a tmpfs socket, as the container's user,
-//! so processes run as exec's commands do) and reaches it through a `docker exec -i … --bridge`
-//! whose demultiplexed stdio carries the agent protocol. No network and no host socket is
-//! involved, so `network_mode: none` and gVisor work unchanged. One connection per container,
-//! re-established when it breaks; a restarted provider finds the agent still listening (the
-//! bridge is tried before anything is started, since a second `--listen` would replace the
-//! first one's socket). Containers from builds before the agent mount answer `Unavailable`:
-//! they are recreated, not patched.
+//! Background processes and directory watches on docker (runc and runsc alike): the static
+//! agent is bind-mounted read-only into every new container at [`AGENT_BIN`]. The first
+//! process call of a container starts it detached (`docker exec -d … --listen` on a tmpfs
+//! socket, as the container's user, so processes run as exec's commands do) and reaches it
+//! through a `docker exec -i … --bridge` whose demultiplexed stdio carries the agent protocol.
+//! No network and no host socket is involved, so `network_mode: none` and gVisor work
+//! unchanged. One connection per container, re-established when it breaks; a restarted
+//! provider finds the agent still listening (the bridge is tried before anything is started,
+//! since a second `--listen` would replace the first one's socket). Containers from builds
+//! before the agent mount answer `Unavailable`: they are recreated, not patched.
 
 use std::collections::HashMap;
 use std::io;
@@ -244,6 +244,19 @@ impl DockerProvider {
     ) -> Result<(ProcessInfo, RecordStream), ProviderError> {
         let msg = self.start_msg(&spec)?;
         crate::agent::follow::start_follow(self.agent(runtime_id).await?, msg).await
+    }
+
+    /// A directory watch, by the agent inside the container (it sees the container's paths;
+    /// the archive API cannot watch).
+    pub(super) async fn watch(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<crate::WatchStream, ProviderError> {
+        let clean = crate::walk::clean_path(path)?;
+        let conn = self.agent(runtime_id).await?;
+        crate::agent::watch::watch(conn, clean, path, recursive).await
     }
 
     pub(super) async fn proc_list(

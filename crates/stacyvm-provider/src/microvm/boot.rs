@@ -79,6 +79,8 @@ pub(crate) struct Vm {
     pub qmp: Option<tokio::sync::Mutex<Qmp>>,
     pub booted_in: Duration,
     pub kind: BootKind,
+    /// Guest ports forwarded for previews after boot (`network_mode: user`).
+    pub forwards: super::net::Forwards,
 }
 
 impl AsRef<AgentConn> for Vm {
@@ -241,6 +243,7 @@ impl Core {
             qmp: None,
             booted_in,
             kind: BootKind::Cold,
+            forwards: Default::default(),
         })
     }
 }

@@ -39,6 +39,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::boot::{Core, Vm, VmMeta};
+use self::qmp::Qmp;
 use self::snapshot::{TemplateKey, Templates};
 use self::vmm::VmPaths;
 use crate::tombstones::Tombstones;
@@ -492,6 +493,17 @@ impl Provider for MicrovmProvider {
         files::chmod(&self.vm(runtime_id)?.conn, path, mode).await
     }
 
+    /// Needs a guest agent of protocol 6: VMs booted from older assets answer `Unavailable`.
+    async fn watch_dir(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<crate::WatchStream, ProviderError> {
+        let clean = crate::walk::clean_path(path)?;
+        crate::agent::watch::watch(self.vm(runtime_id)?, clean, path, recursive).await
+    }
+
     async fn logs(&self, runtime_id: &str, lines: usize) -> Result<Vec<String>, ProviderError> {
         let vm = self.vm(runtime_id)?;
         match tail_lines(&vm.paths.console, lines).await {
@@ -504,19 +516,45 @@ impl Provider for MicrovmProvider {
         }
     }
 
-    /// Guest port 3000 only, through its loopback forward (`network_mode: user`; with `none`
-    /// there is no forward and so no preview).
+    /// Any guest port with `network_mode: user`, through a loopback forward of QEMU's: port
+    /// 3000's is made at boot, any other's the first time it is asked for (`net::Forwards`,
+    /// at most `net::MAX_FORWARDS` per VM). With `none` the guest has no NIC and no preview.
     async fn preview_target(
         &self,
         runtime_id: &str,
         port: u16,
     ) -> Result<Option<std::net::SocketAddr>, ProviderError> {
         let vm = self.vm(runtime_id)?;
-        Ok(vm
-            .meta
-            .preview_port
-            .filter(|_| port == net::PREVIEW_GUEST_PORT)
-            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p))))
+        // Only a `user` NIC has a boot-time forward.
+        let Some(boot_port) = vm.meta.preview_port else {
+            return Ok(None);
+        };
+        let loopback = |p| Some(std::net::SocketAddr::from(([127, 0, 0, 1], p)));
+        if port == net::PREVIEW_GUEST_PORT {
+            return Ok(loopback(boot_port));
+        }
+        let qmp = async {
+            match &vm.qmp {
+                Some(kept) => Ok(net::QmpLease::Kept(kept.lock().await)),
+                None => {
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                    Qmp::connect(&vm.paths.qmp_sock, deadline)
+                        .await
+                        .map(net::QmpLease::Fresh)
+                }
+            }
+        };
+        match vm.forwards.get_or_add(port, qmp).await {
+            Ok(host) => Ok(loopback(host)),
+            Err(e @ net::ForwardError::Full) => {
+                tracing::info!(sandbox_id = runtime_id, port, error = %e, "preview forward refused");
+                Ok(None)
+            }
+            Err(e) => Err(ProviderError::internal_with(
+                "forwarding the guest port failed",
+                e,
+            )),
+        }
     }
 
     async fn list_runtimes(&self) -> Result<Option<Vec<RuntimeInfo>>, ProviderError> {

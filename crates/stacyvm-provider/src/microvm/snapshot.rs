@@ -571,6 +571,7 @@ pub(crate) async fn restore(
         qmp: Some(tokio::sync::Mutex::new(qmp)),
         booted_in,
         kind: BootKind::Restored,
+        forwards: Default::default(),
     })
 }
 

@@ -5,6 +5,7 @@
 
 mod agent;
 mod exec;
+mod faults;
 mod files;
 mod freeze;
 mod paths;
@@ -17,7 +18,6 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
 
 use bytes::Bytes;
 use stacyvm_types::{FileInfo, Pid, ProcessInfo, PtySize, SandboxState, Signal};
@@ -25,11 +25,12 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 use self::agent::AgentSlot;
+use self::faults::Faults;
 use crate::agent::conn::AgentConn;
 use crate::agent::procs;
 use crate::{
     ByteStream, ChunkSender, ExecRequest, FileStream, ProcessSpec, Provider, ProviderError,
-    RecordStream, RuntimeInfo, SandboxSpec, Spawned,
+    RecordStream, RuntimeInfo, SandboxSpec, Spawned, WatchStream,
 };
 
 /// One recorded provider call.
@@ -64,18 +65,6 @@ enum Root {
     /// A persistent sandbox's: removed by destroy only.
     Kept,
 }
-
-#[derive(Default)]
-struct Faults {
-    /// Method name → how many upcoming calls fail.
-    fail_next: HashMap<String, usize>,
-    /// Spawns left before every further spawn fails; `None` = no limit.
-    spawns_left: Option<usize>,
-    spawn_delay: Option<Duration>,
-}
-
-/// Calls kept for `calls()`/`call_count()`; far more than any test makes.
-const CALL_LOG: usize = 10_000;
 
 pub struct MockProvider {
     base_dir: PathBuf,
@@ -210,82 +199,9 @@ impl MockProvider {
         Ok((conn, root))
     }
 
-    /// The calls made so far (the newest 10,000), oldest first.
-    pub fn calls(&self) -> Vec<MockCall> {
-        lock(&self.calls).iter().cloned().collect()
-    }
-
-    /// How many times `method` was called.
-    pub fn call_count(&self, method: &str) -> usize {
-        lock(&self.calls)
-            .iter()
-            .filter(|c| c.method == method)
-            .count()
-    }
-
-    pub fn clear_calls(&self) {
-        lock(&self.calls).clear();
-    }
-
-    /// The next `n` calls of `method` (a trait method name, e.g. `"exec"`) fail with
-    /// `ProviderError::Internal` before doing anything.
-    pub fn fail_next(&self, method: &str, n: usize) {
-        lock(&self.faults).fail_next.insert(method.to_string(), n);
-    }
-
-    /// The next `n` spawns succeed; every spawn after them fails with `Internal`.
-    pub fn fail_spawn_after(&self, n: usize) {
-        lock(&self.faults).spawns_left = Some(n);
-    }
-
-    /// Every spawn sleeps this long first (`None` to stop).
-    pub fn set_spawn_delay(&self, delay: Option<Duration>) {
-        lock(&self.faults).spawn_delay = delay;
-    }
-
-    /// With `true`, streamed file transfers go through the buffered methods and
-    /// `streams_files()` is false, as with a backend that has no streaming path.
-    pub fn set_buffered_streams(&self, on: bool) {
-        self.buffered_streams.store(on, Ordering::SeqCst);
-    }
-
-    /// Drops all pending failures and the spawn delay.
-    pub fn clear_faults(&self) {
-        *lock(&self.faults) = Faults::default();
-    }
-
     /// The host directory of a live sandbox (for tests; never put it in an error).
     pub fn host_root(&self, runtime_id: &str) -> Option<PathBuf> {
         self.live(runtime_id).ok().map(|(root, _)| root)
-    }
-
-    /// Records the call and applies an injected failure, if one is pending.
-    fn enter(&self, method: &'static str, runtime_id: &str) -> Result<(), ProviderError> {
-        {
-            let mut calls = lock(&self.calls);
-            if calls.len() >= CALL_LOG {
-                calls.pop_front();
-            }
-            calls.push_back(MockCall {
-                method,
-                runtime_id: runtime_id.to_string(),
-            });
-        }
-        let mut f = lock(&self.faults);
-        if let Some(n) = f.fail_next.get_mut(method).filter(|n| **n > 0) {
-            *n -= 1;
-            return Err(ProviderError::internal(format!(
-                "injected {method} failure"
-            )));
-        }
-        if method == "spawn" {
-            match f.spawns_left {
-                Some(0) => return Err(ProviderError::internal("injected spawn failure")),
-                Some(ref mut n) => *n -= 1,
-                None => {}
-            }
-        }
-        Ok(())
     }
 
     /// Root (made now if this is the first use) and cancel token of a live sandbox.
@@ -660,6 +576,24 @@ impl Provider for MockProvider {
             files::chmod(root, &path, &mode)
         })
         .await
+    }
+
+    /// Through the agent, which runs on the host: it gets the host path, confined like every
+    /// file operation, and never follows a symlink below it.
+    async fn watch_dir(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<WatchStream, ProviderError> {
+        let (conn, root) = self.agent("watch_dir", runtime_id).await?;
+        let given = path.to_string();
+        let host = tokio::task::spawn_blocking(move || paths::resolve(&root, &given, true))
+            .await
+            .map_err(|e| ProviderError::internal_with("file task failed", e))??
+            .host;
+        let host = host.to_string_lossy().into_owned();
+        crate::agent::watch::watch(conn, host, path, recursive).await
     }
 
     /// Three synthetic console lines; kept after destroy, like the status entry.

@@ -44,7 +44,17 @@ pub struct SandboxView<'a> {
     paused_at: Option<String>,
     #[serde(skip_serializing_if = "str::is_empty")]
     preview_domain: &'a str,
+    /// What a preview request must carry (header `X-Preview-Token` or
+    /// `e2b-traffic-access-token`, or once as `?stacyvm_preview_token=`, which sets a cookie;
+    /// docs/preview.md). Answered for one sandbox (spawn, get, extend, pause, resume), never
+    /// in lists
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[0-9a-f]{32}$")]
+    preview_token: Option<&'a str>,
     provider: &'a str,
+    /// Its previews need no token (present only when `true`)
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    public_preview: bool,
     #[schema(schema_with = super::openapi::sandbox_states)]
     state: &'static str,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -57,6 +67,7 @@ pub struct SandboxView<'a> {
     worker_id: &'a str,
 }
 
+/// A sandbox for a list: without its preview token.
 pub fn sandbox(sb: &Sandbox) -> SandboxView<'_> {
     SandboxView {
         created_at: format_rfc3339_go(&sb.created_at),
@@ -71,12 +82,23 @@ pub fn sandbox(sb: &Sandbox) -> SandboxView<'_> {
         owner_id: &sb.owner_id,
         paused_at: sb.paused_at.as_ref().map(format_rfc3339_go),
         preview_domain: &sb.preview_domain,
+        preview_token: None,
         provider: &sb.provider,
+        public_preview: sb.public_preview,
         state: sb.state.as_str(),
         tenant_id: &sb.tenant_id,
         vcpus: sb.vcpus,
         vm_id: sb.vm_id.as_deref().unwrap_or(""),
         worker_id: sb.placement.worker_id(),
+    }
+}
+
+/// One sandbox answered to its (authenticated) caller: with its preview token, when one was
+/// issued.
+pub fn sandbox_with_token(sb: &Sandbox) -> SandboxView<'_> {
+    SandboxView {
+        preview_token: Some(sb.preview_token.as_str()).filter(|t| !t.is_empty()),
+        ..sandbox(sb)
     }
 }
 
@@ -281,6 +303,8 @@ mod tests {
             lifecycle: Default::default(),
             paused_at: None,
             last_active_at: None,
+            preview_token: stacyvm_types::PreviewToken::default(),
+            public_preview: false,
         }
     }
 

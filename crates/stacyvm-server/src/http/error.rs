@@ -36,6 +36,8 @@ pub const ERROR_CODES: &[&str] = &[
     "PREVIEW_REMOTE_UNSUPPORTED",
     "PREVIEW_UPSTREAM_UNREACHABLE",
     "PREVIEW_LOOP",
+    "PREVIEW_TOKEN_REQUIRED",
+    "PREVIEW_TOKEN_INVALID",
     "PROCESS_NOT_FOUND",
     "STDIN_CLOSED",
     "PROCESS_EXITED",
@@ -123,6 +125,13 @@ pub fn service_status(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::PreviewRemote(_) => {
             (StatusCode::NOT_IMPLEMENTED, "PREVIEW_REMOTE_UNSUPPORTED")
         }
+        ServiceError::PreviewTokenRequired(_) => {
+            (StatusCode::UNAUTHORIZED, "PREVIEW_TOKEN_REQUIRED")
+        }
+        ServiceError::PreviewTokenInvalid(_) => (StatusCode::FORBIDDEN, "PREVIEW_TOKEN_INVALID"),
+        ServiceError::PreviewUpstream(_) => {
+            (StatusCode::BAD_GATEWAY, "PREVIEW_UPSTREAM_UNREACHABLE")
+        }
         ServiceError::ProcessNotFound(_) => (StatusCode::NOT_FOUND, "PROCESS_NOT_FOUND"),
         ServiceError::StdinClosed(_) => (StatusCode::CONFLICT, "STDIN_CLOSED"),
         ServiceError::ProcessExited(_) => (StatusCode::CONFLICT, "PROCESS_EXITED"),
@@ -206,6 +215,21 @@ mod tests {
                 ServiceError::PreviewRemote("r".into()),
                 501,
                 "PREVIEW_REMOTE_UNSUPPORTED",
+            ),
+            (
+                ServiceError::PreviewTokenRequired("t".into()),
+                401,
+                "PREVIEW_TOKEN_REQUIRED",
+            ),
+            (
+                ServiceError::PreviewTokenInvalid("t".into()),
+                403,
+                "PREVIEW_TOKEN_INVALID",
+            ),
+            (
+                ServiceError::PreviewUpstream("u".into()),
+                502,
+                "PREVIEW_UPSTREAM_UNREACHABLE",
             ),
             (ServiceError::internal("boom"), 500, "INTERNAL_ERROR"),
         ];

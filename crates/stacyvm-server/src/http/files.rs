@@ -1,22 +1,23 @@
-//! The file operations: the original's eight, plus the streamed raw-body upload (`PUT`).
+//! The file operations: the original's eight, plus the streamed raw-body upload (`PUT`) and
+//! the directory watch (NDJSON).
 
 use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use stacyvm_provider::ProviderError;
-use stacyvm_types::{FileInfo, SandboxId};
+use stacyvm_types::{FileInfo, SandboxId, WatchKind};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::JsonBody;
-use super::openapi::{FileNotFound, SandboxIdParam, SandboxPaused, Unavailable};
+use super::openapi::{FileNotFound, SandboxIdParam, SandboxPaused, Unavailable, WatchConflict};
 use super::views::Status;
 use super::{ok, AppState};
 
@@ -28,6 +29,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(glob))
         .routes(routes!(move_file))
         .routes(routes!(chmod))
+        .routes(routes!(watch))
 }
 
 type Q = Query<HashMap<String, String>>;
@@ -151,6 +153,11 @@ async fn read(
 ) -> Result<Response, ApiError> {
     let path = required(&q, "path")?;
     let file = st.svc.files().read(&id, path).await?;
+    Ok(download(file))
+}
+
+/// A file's bytes as a streamed 200 (the native and the E2B download).
+pub(super) fn download(file: stacyvm_provider::FileStream) -> Response {
     let body = file.body.map(|r| {
         // Headers are gone by now: cutting the body short is how the client learns.
         r.inspect_err(|e| tracing::warn!(error = %e, "file download failed mid-stream"))
@@ -164,8 +171,7 @@ async fn read(
         resp.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
-    *resp.status_mut() = StatusCode::OK;
-    Ok(resp)
+    resp
 }
 
 /// Delete a file or directory
@@ -300,4 +306,84 @@ async fn chmod(
     Ok(ok(&Status {
         status: "chmod applied",
     }))
+}
+
+/// One line of `…/files/watch`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = WatchEvent)]
+#[serde(deny_unknown_fields)]
+struct WatchLine<'a> {
+    /// What happened: `rename` is the old name of a rename (the new one is a `create`);
+    /// `chmod` is any metadata change.
+    kind: WatchKind,
+    /// Path relative to the watched directory (`a.txt`, `sub/b.txt`).
+    name: &'a str,
+}
+
+/// Watch a directory (NDJSON)
+///
+/// Streams the changes below a directory as they happen, one JSON object per line:
+/// `{"kind","name"}`. The answer starts once the watch is in place, so a change made after the
+/// headers arrived is reported. With `recursive=true` directories below it are watched too,
+/// including ones created later (their entries made before their watch was in place are
+/// reported as `create`); symlinks are never followed. The stream ends when the directory is
+/// removed or the server shuts down, and is cut short when the watch breaks (the sandbox went
+/// away, the kernel dropped events); closing the connection ends the watch.
+#[utoipa::path(get, path = "/sandboxes/{id}/files/watch", operation_id = "watchFiles", tag = "files",
+    params(SandboxIdParam,
+        ("path" = String, Query, description = "Directory inside the sandbox; may not escape it."),
+        ("recursive" = Option<bool>, Query,
+            description = "`true` watches every directory below it too (default `false`).")),
+    responses(
+        (status = 200, description = "NDJSON of changes, one `WatchEvent` per line",
+            content_type = "application/x-ndjson", body = WatchLine,
+            example = "{\"kind\":\"create\",\"name\":\"a.txt\"}\n{\"kind\":\"write\",\"name\":\"a.txt\"}\n"),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 404, response = FileNotFound),
+        (status = 409, response = WatchConflict),
+        (status = 503, response = Unavailable),
+    ))]
+async fn watch(
+    State(st): State<AppState>,
+    Path(id): Path<SandboxId>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let path = required(&q, "path")?;
+    let recursive = match q.get("recursive").map(String::as_str) {
+        None | Some("") | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "recursive must be true or false, not {other:?}"
+            )))
+        }
+    };
+    let events = st.svc.files().watch(&id, path, recursive).await?;
+    // The headers go now: the client knows the watch is in place before any change happens.
+    let body = events.scan((), |(), item| {
+        std::future::ready(match item {
+            Ok(e) => {
+                let line = WatchLine {
+                    kind: e.kind,
+                    name: &e.name,
+                };
+                let mut out = serde_json::to_vec(&line).unwrap_or_default();
+                out.push(b'\n');
+                Some(Ok::<_, std::convert::Infallible>(out))
+            }
+            Err(e) => {
+                // Headers are gone: ending the body is how the client learns.
+                tracing::debug!(error = %e, "directory watch ended with an error");
+                None
+            }
+        })
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
 }

@@ -34,6 +34,11 @@ struct RequestId(String);
 /// other requests get their trailing slash removed (`/api/v1/sandboxes/` is
 /// `/api/v1/sandboxes`, as in the original), a request id, and a log line.
 pub async fn front(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    // The E2B data plane (`E2b-Sandbox-Id`, or the envd port's preview host) before previews.
+    let req = match super::e2b::intercept(&st, req).await {
+        Ok(answered) => return answered,
+        Err(req) => req,
+    };
     let mut req = match super::preview::intercept(&st, req).await {
         Ok(proxied) => return proxied,
         Err(req) => strip_trailing_slash(req),
@@ -56,6 +61,14 @@ pub async fn front(State(st): State<AppState>, req: Request, next: Next) -> Resp
     tracing::info!(request_id = %id, %method, %path, status = resp.status().as_u16(),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0, "request");
     resp
+}
+
+/// `front` of the `e2b.listen` listener: the E2B data plane, else the E2B control plane.
+pub async fn e2b_front(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    match super::e2b::intercept(&st, req).await {
+        Ok(answered) => answered,
+        Err(req) => next.run(strip_trailing_slash(req)).await,
+    }
 }
 
 fn strip_trailing_slash(mut req: Request) -> Request {
@@ -213,6 +226,49 @@ fn is_write(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// The subprotocol prefix that carries a key on a WebSocket upgrade: `stacyvm.key.` and the
+/// key's UTF-8 bytes in hex. A browser cannot set headers on a WebSocket, and the console's
+/// terminal attaches over one (docs/threat-model.md, "The console").
+const WS_KEY_PROTOCOL: &str = "stacyvm.key.";
+
+/// The keys a request presents, each with the header that carried it, in the order they are
+/// tried: `X-Admin-API-Key`, `X-API-Key`, and on a WebSocket upgrade only, a
+/// `Sec-WebSocket-Protocol` entry [`WS_KEY_PROTOCOL`]`<hex>`.
+fn presented_keys(h: &HeaderMap) -> Vec<(&'static str, String)> {
+    let mut keys: Vec<(&'static str, String)> = ["X-Admin-API-Key", "X-API-Key"]
+        .into_iter()
+        .filter_map(|name| header_str(h, name).map(|v| (name, v.to_string())))
+        .collect();
+    let upgrade = h
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if upgrade {
+        let protocols = h
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|p| p.trim().strip_prefix(WS_KEY_PROTOCOL))
+            .filter_map(unhex);
+        keys.extend(protocols.map(|k| ("Sec-WebSocket-Protocol", k)));
+    }
+    keys
+}
+
+/// Lower- or upper-case hex of UTF-8 text, decoded; `None` when it is not.
+fn unhex(s: &str) -> Option<String> {
+    // `from_str_radix` alone would take a sign (`+9`).
+    if s.is_empty() || s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let bytes = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
 /// The caller's key, checked: the request with its [`Caller`], or the refusal.
 async fn authenticate(st: &AppState, mut req: Request) -> Result<Request, Response> {
     let auth = &st.svc.settings().auth;
@@ -224,27 +280,16 @@ async fn authenticate(st: &AppState, mut req: Request) -> Result<Request, Respon
     };
     if auth.enabled() {
         let mut matched = false;
-        for hname in ["X-Admin-API-Key", "X-API-Key"] {
-            let Some(v) = header_str(req.headers(), hname) else {
-                continue;
-            };
-            if !auth.admin_api_key.is_empty() && ct_eq(v, &auth.admin_api_key) {
+        for (hname, v) in presented_keys(req.headers()) {
+            if !auth.admin_api_key.is_empty() && ct_eq(&v, &auth.admin_api_key) {
                 caller.role = Some(CallerRole::Admin);
-                caller.key_header = if hname == "X-API-Key" {
-                    "X-API-Key"
-                } else {
-                    "X-Admin-API-Key"
-                };
+                caller.key_header = hname;
                 matched = true;
                 break;
             }
-            if !auth.api_key.is_empty() && ct_eq(v, &auth.api_key) && !matched {
+            if !auth.api_key.is_empty() && ct_eq(&v, &auth.api_key) && !matched {
                 caller.role = Some(CallerRole::Api);
-                caller.key_header = if hname == "X-API-Key" {
-                    "X-API-Key"
-                } else {
-                    "X-Admin-API-Key"
-                };
+                caller.key_header = hname;
                 matched = true;
             }
         }
@@ -442,7 +487,32 @@ async fn rate_limit(st: &AppState, req: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::ct_eq;
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    use super::{ct_eq, presented_keys, unhex};
+
+    #[test]
+    fn websocket_key_protocol() {
+        assert_eq!(unhex("6b6579").as_deref(), Some("key"));
+        assert_eq!(unhex("6B6579").as_deref(), Some("key"));
+        for bad in ["", "6", "zz", "ff", "6b65+9"] {
+            assert_eq!(unhex(bad), None, "{bad}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("stacyvm.attach, stacyvm.key.6b6579"),
+        );
+        // Only on an upgrade: a plain request cannot authenticate this way.
+        assert!(presented_keys(&h).is_empty());
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(
+            presented_keys(&h),
+            vec![("Sec-WebSocket-Protocol", "key".to_string())]
+        );
+        h.insert("x-api-key", HeaderValue::from_static("k2"));
+        assert_eq!(presented_keys(&h)[0], ("X-API-Key", "k2".to_string()));
+    }
 
     #[test]
     fn constant_time_eq() {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod dto;
+mod e2b;
 pub mod error;
 mod exec;
 mod extract;
@@ -11,6 +12,7 @@ mod openapi;
 mod output;
 mod pause;
 mod preview;
+mod preview_token;
 mod processes;
 mod prometheus;
 mod quotas;
@@ -19,6 +21,7 @@ mod request_metrics;
 mod sandboxes;
 mod system;
 mod templates;
+mod ui;
 mod views;
 mod worker_api;
 mod workers;
@@ -49,6 +52,8 @@ pub struct Shared {
     pub unauthenticated_audit: crate::log_throttle::LogThrottle,
     /// The OpenAPI document, set once the routes that describe it are assembled.
     pub openapi: std::sync::OnceLock<openapi::Document>,
+    /// The E2B API's polling file watchers.
+    pub e2b_watchers: e2b::Watchers,
 }
 
 impl std::ops::Deref for AppState {
@@ -77,6 +82,18 @@ pub fn ok<T: Serialize + ?Sized>(value: &T) -> Response {
     json_response(StatusCode::OK, value)
 }
 
+/// Unknown routes: E2B's paths get E2B's JSON 404 (its SDK parses every error body), the
+/// rest Go's plain text.
+async fn fallback(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+) -> Response {
+    if st.svc.settings().e2b.enabled && e2b::is_e2b_path(req.uri().path()) {
+        return e2b::unknown(req).await;
+    }
+    not_found().await
+}
+
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -90,6 +107,11 @@ async fn not_found() -> Response {
 /// adds its `#[utoipa::path]` documentation to the OpenAPI document served at
 /// `/api/v1/openapi.json` (see `openapi.rs`).
 pub fn router(svc: Service) -> Router {
+    routers(svc).0
+}
+
+/// The main router, and the E2B API alone for `e2b.listen`; one state (one rate limiter).
+pub fn routers(svc: Service) -> (Router, Router) {
     let limiter = rate_limit::RateLimiter::new(
         svc.settings().rate_limit.clone(),
         svc.settings().trusted_proxies.clone(),
@@ -102,7 +124,23 @@ pub fn router(svc: Service) -> Router {
             std::time::Duration::from_secs(60),
         ),
         openapi: std::sync::OnceLock::new(),
+        e2b_watchers: e2b::Watchers::default(),
     }));
+    (main_router(state.clone()), e2b_router(state))
+}
+
+/// The E2B API on its own listener: its control plane, its data plane, JSON 404s elsewhere.
+fn e2b_router(state: AppState) -> Router {
+    let max_body = state.svc.settings().max_body_bytes;
+    Router::new()
+        .merge(e2b::routes(state.clone()))
+        .fallback(e2b::unknown)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state.clone())
+        .layer(from_fn_with_state(state, middleware::e2b_front))
+}
+
+fn main_router(state: AppState) -> Router {
     let max_body = state.svc.settings().max_body_bytes;
 
     let admin = OpenApiRouter::new()
@@ -140,13 +178,22 @@ pub fn router(svc: Service) -> Router {
         .merge(api)
         .split_for_parts();
     let _ = state.openapi.set(openapi::Document::new(doc));
-    let inner = Router::new()
-        .nest("/api/v1", v1)
+    let mut inner = Router::new().nest("/api/v1", v1);
+    if state.svc.settings().e2b.enabled {
+        // E2B's control plane lives at the root, where no native route is.
+        inner = inner.merge(e2b::routes(state.clone()));
+    }
+    if state.svc.settings().ui {
+        // The operator console's static files (docs/console.md); no key, CORS or rate limit:
+        // they hold no data, and every API call the page makes passes the API's gate.
+        inner = inner.merge(ui::routes());
+    }
+    let inner = inner
         // Every matched route, so latency is labelled by its template (docs/metrics.md).
         .route_layer(request_metrics::RequestMetricsLayer::new(
             state.svc.system().request_metrics(),
         ))
-        .fallback(not_found)
+        .fallback(fallback)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state.clone());
     // Preview proxying, the trailing-slash rule and request ids wrap the whole router

@@ -38,7 +38,7 @@ async fn pause(
     Path(id): Path<SandboxId>,
 ) -> Result<Response, ApiError> {
     let sb = st.svc.sandboxes().pause(&id).await?;
-    Ok(ok(&dto::sandbox(&sb)))
+    Ok(ok(&dto::sandbox_with_token(&sb)))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -70,5 +70,5 @@ async fn resume(
     EmptyOrJson(body): EmptyOrJson<ResumeBody>,
 ) -> Result<Response, ApiError> {
     let sb = st.svc.sandboxes().resume(&id, &body.ttl).await?;
-    Ok(ok(&dto::sandbox(&sb)))
+    Ok(ok(&dto::sandbox_with_token(&sb)))
 }

@@ -468,6 +468,10 @@ struct AttachQuery {
 /// process's output (stdout and stderr, or the terminal) from `since` on; the last server frame
 /// is the text `{"type":"exit","exit_code":N}`, then close 1000. Closing the socket detaches;
 /// the process keeps running. An unknown pid answers 404 before the upgrade.
+///
+/// Browsers, which cannot set `X-API-Key` on a WebSocket, offer the subprotocols
+/// `stacyvm.attach` and `stacyvm.key.<the key's UTF-8 bytes in hex>`; the answer selects
+/// `stacyvm.attach`.
 #[utoipa::path(get, path = "/sandboxes/{id}/processes/{pid}/attach",
     operation_id = "attachProcess", tag = "processes", params(ProcessPath, AttachQuery),
     responses(
@@ -492,8 +496,16 @@ async fn attach(
             r.body_text()
         ))
     })?;
-    Ok(ws.on_upgrade(move |socket| attach_session(st, id, pid, stream, socket)))
+    // A browser that sent its key as a subprotocol (`stacyvm.key.<hex>`, see
+    // `middleware::presented_keys`) also offers `stacyvm.attach` and needs it chosen, or it
+    // fails the connection; other clients offer none and get none.
+    Ok(ws
+        .protocols([ATTACH_PROTOCOL])
+        .on_upgrade(move |socket| attach_session(st, id, pid, stream, socket)))
 }
+
+/// The subprotocol the attach WebSocket answers when the client offers it.
+const ATTACH_PROTOCOL: &str = "stacyvm.attach";
 
 #[derive(Deserialize)]
 struct ControlFrame {

@@ -20,7 +20,7 @@ use super::openapi::{
 };
 use super::views::{self, Status};
 use super::{dto, json_response, ok, AppState};
-use crate::service::{Caller, SpawnParams};
+use crate::service::{Caller, DestroyOutcome, SpawnParams};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -60,6 +60,10 @@ pub struct SpawnBody {
     /// file or preview traffic; empty or `0s` = never
     #[schema(value_type = GoDuration)]
     idle_timeout: String,
+    /// Its preview URLs need no token: anyone who can reach the control plane can open them
+    /// (docs/preview.md). Default `false`: a preview request must carry the sandbox's
+    /// `preview_token`
+    public_preview: bool,
 }
 
 impl From<SpawnBody> for SpawnParams {
@@ -75,6 +79,7 @@ impl From<SpawnBody> for SpawnParams {
             metadata: b.metadata,
             on_expire: b.on_expire,
             idle_timeout: b.idle_timeout,
+            public_preview: b.public_preview,
         }
     }
 }
@@ -100,7 +105,10 @@ async fn spawn(
     JsonBody(body): JsonBody<SpawnBody>,
 ) -> Result<Response, ApiError> {
     let sb = st.svc.sandboxes().spawn(body.into(), &caller).await?;
-    Ok(json_response(StatusCode::CREATED, &dto::sandbox(&sb)))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &dto::sandbox_with_token(&sb),
+    ))
 }
 
 /// Would a spawn be admitted now?
@@ -159,7 +167,7 @@ async fn get_one(
     Path(id): Path<SandboxId>,
 ) -> Result<Response, ApiError> {
     let sb = st.svc.sandboxes().get_refreshed(&id).await?;
-    Ok(ok(&dto::sandbox(&sb)))
+    Ok(ok(&dto::sandbox_with_token(&sb)))
 }
 
 /// Destroy a sandbox
@@ -169,6 +177,7 @@ async fn get_one(
     tag = "sandboxes", params(SandboxIdParam),
     responses(
         (status = 200, description = "`destroyed`", body = Status),
+        (status = 202, description = "The owning worker is unreachable: `destroying`, finished when it returns; no longer counted against limits", body = Deferred),
         (status = 404, response = NotFound), (status = 409, response = Conflict),
         (status = 503, response = Unavailable),
     ))]
@@ -176,10 +185,31 @@ async fn destroy(
     State(st): State<AppState>,
     Path(id): Path<SandboxId>,
 ) -> Result<Response, ApiError> {
-    st.svc.sandboxes().destroy(&id).await?;
-    Ok(ok(&Status {
-        status: "destroyed",
-    }))
+    match st.svc.sandboxes().destroy(&id).await? {
+        DestroyOutcome::Destroyed => Ok(ok(&Status {
+            status: "destroyed",
+        })),
+        // The owner is unreachable: finished by reconciliation when it returns.
+        DestroyOutcome::Deferred => Ok(super::json_response(
+            StatusCode::ACCEPTED,
+            &Deferred {
+                id: id.as_str(),
+                status: "destroying",
+                state: "destroying",
+            },
+        )),
+    }
+}
+
+/// A destroy that waits for its worker.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DestroyDeferred)]
+struct Deferred<'a> {
+    id: &'a str,
+    /// `destroying`
+    status: &'static str,
+    /// `destroying`
+    state: &'static str,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -207,7 +237,7 @@ async fn extend(
     JsonBody(body): JsonBody<ExtendBody>,
 ) -> Result<Response, ApiError> {
     let sb = st.svc.sandboxes().extend(&id, &body.ttl).await?;
-    Ok(ok(&dto::sandbox(&sb)))
+    Ok(ok(&dto::sandbox_with_token(&sb)))
 }
 
 /// Console log lines

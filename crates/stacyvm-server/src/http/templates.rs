@@ -127,5 +127,8 @@ async fn spawn(
         .templates()
         .spawn(&name, b.provider, b.ttl, &caller)
         .await?;
-    Ok(json_response(StatusCode::CREATED, &dto::sandbox(&sb)))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &dto::sandbox_with_token(&sb),
+    ))
 }

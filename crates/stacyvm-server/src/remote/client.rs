@@ -151,9 +151,10 @@ impl WorkerClient {
         b.build().map_err(|e| RemoteError::Tls(e.to_string()))
     }
 
-    /// The request URL and client for a worker (server-name override applied).
-    fn target(&self, ep: &Endpoint) -> Result<(reqwest::Client, String), RemoteError> {
-        let mut url = format!("{}/rpc", ep.rpc_url.trim_end_matches('/'));
+    /// The request URL of `path` (from `/`) on a worker and the client for it (server-name
+    /// override applied).
+    fn target(&self, ep: &Endpoint, path: &str) -> Result<(reqwest::Client, String), RemoteError> {
+        let mut url = format!("{}{path}", ep.rpc_url.trim_end_matches('/'));
         if let Some(name) = self.tls.as_ref().and_then(|t| t.server_name.clone()) {
             if let Ok(mut u) = reqwest::Url::parse(&url) {
                 if u.set_host(Some(&name)).is_ok() {
@@ -184,14 +185,24 @@ impl WorkerClient {
 
     /// `POST /rpc` with credentials, before a body is chosen.
     fn post(&self, ep: &Endpoint) -> Result<reqwest::RequestBuilder, RemoteError> {
+        self.authenticated(ep, reqwest::Method::POST, "/rpc")
+    }
+
+    /// A request to `path` on the worker with the RPC's credentials and protocol header.
+    pub(super) fn authenticated(
+        &self,
+        ep: &Endpoint,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, RemoteError> {
         let token = self
             .creds
             .credential_for(&ep.worker_id)
             .map_err(|_| RemoteError::NoCredential(ep.worker_id.to_string()))?
             .ok_or_else(|| RemoteError::NoCredential(ep.worker_id.to_string()))?;
-        let (client, url) = self.target(ep)?;
+        let (client, url) = self.target(ep, path)?;
         Ok(client
-            .post(url)
+            .request(method, url)
             .header("X-Worker-ID", ep.worker_id.as_str())
             .header("X-Worker-Token", token)
             .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string()))
@@ -394,6 +405,23 @@ impl WorkerClient {
         timer.finish(&first);
         Ok((first?, Some(records(lines))))
     }
+
+    /// `worker.watch_dir`: the changes as they arrive, once the worker has the watch in place
+    /// (failures before are JSON answers). A failure line or a broken connection ends the
+    /// stream with an error item; dropping it closes the connection, which ends the watch.
+    pub async fn watch_dir(
+        &self,
+        ep: &Endpoint,
+        req: &RpcRequest,
+    ) -> Result<WatchEvents, RemoteError> {
+        let rb = self
+            .request(ep, req)?
+            .header("Accept", "application/x-ndjson");
+        let resp = self.start_stream(req, rb).await?;
+        Ok(results(Lines::new(resp), |v| {
+            serde_json::from_value(v).ok()
+        }))
+    }
 }
 
 /// The non-empty lines of an NDJSON body, as they arrive.
@@ -451,14 +479,30 @@ impl Lines {
 /// The record lines of a read; the first failure (a failure line, a broken or garbled body)
 /// is the last item.
 fn records(lines: Lines) -> RecordStream {
-    futures_util::stream::unfold(Some(lines), |lines| async move {
+    results(lines, |v| {
+        serde_json::from_value::<stacyvm_protocol::RecordLine>(v)
+            .ok()?
+            .into_record()
+    })
+}
+
+/// The `result`s of a live NDJSON answer, each read by `decode` (`None`: not a valid one); the
+/// first failure (a failure line, a broken or garbled body) is the last item.
+fn results<T: Send + 'static>(
+    lines: Lines,
+    decode: fn(Value) -> Option<T>,
+) -> futures_util::stream::BoxStream<'static, Result<T, RemoteError>> {
+    futures_util::stream::unfold(Some(lines), move |lines| async move {
         let mut lines = lines?;
         loop {
             match lines.next_line().await {
                 Ok(None) => return None,
-                Ok(Some(line)) => match record(&line) {
+                Ok(Some(line)) => match result(&line) {
                     Ok(None) => continue,
-                    Ok(Some(r)) => return Some((Ok(r), Some(lines))),
+                    Ok(Some(v)) => match decode(v) {
+                        Some(item) => return Some((Ok(item), Some(lines))),
+                        None => return Some((Err(RemoteError::Decode), None)),
+                    },
                     Err(e) => return Some((Err(e), None)),
                 },
                 Err(e) => return Some((Err(e), None)),
@@ -472,8 +516,13 @@ fn records(lines: Lines) -> RecordStream {
 pub type RecordStream =
     futures_util::stream::BoxStream<'static, Result<stacyvm_types::OutputRecord, RemoteError>>;
 
-/// One line of `worker.process_output`: a record, nothing (blank), or the failure it reports.
-fn record(line: &[u8]) -> Result<Option<stacyvm_types::OutputRecord>, RemoteError> {
+/// Changes seen by a remote watch; transport failures end it with an error item.
+pub type WatchEvents =
+    futures_util::stream::BoxStream<'static, Result<stacyvm_types::WatchEvent, RemoteError>>;
+
+/// One line of a live NDJSON answer: its `result`, nothing (blank, or no result), or the
+/// failure it reports.
+fn result(line: &[u8]) -> Result<Option<Value>, RemoteError> {
     let text = line.trim_ascii();
     if text.is_empty() {
         return Ok(None);
@@ -482,12 +531,7 @@ fn record(line: &[u8]) -> Result<Option<stacyvm_types::OutputRecord>, RemoteErro
     if let Some(f) = r.failure(200) {
         return Err(RemoteError::Rejected(f));
     }
-    let Some(result) = r.result else {
-        return Ok(None);
-    };
-    let line: stacyvm_protocol::RecordLine =
-        serde_json::from_value(result).map_err(|_| RemoteError::Decode)?;
-    line.into_record().map(Some).ok_or(RemoteError::Decode)
+    Ok(r.result)
 }
 
 /// A worker's content stream; transport failures end it with an error item.

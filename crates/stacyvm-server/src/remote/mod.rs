@@ -3,7 +3,9 @@
 //! and remote sandboxes alike.
 
 mod client;
+mod preview;
 mod provider;
 
 pub use client::{Endpoint, RemoteError, RpcCredentials, RpcTlsClient, WorkerClient};
+pub use preview::{RemotePreview, RemotePreviewError};
 pub use provider::RemoteProvider;

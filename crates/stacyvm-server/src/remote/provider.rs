@@ -18,7 +18,7 @@ use stacyvm_protocol::{
 };
 use stacyvm_provider::{
     ByteStream, ChunkSender, ExecRequest, FileStream, ProcessSpec, Provider, ProviderError,
-    RecordStream, SandboxSpec, Spawned,
+    RecordStream, SandboxSpec, Spawned, WatchStream,
 };
 use stacyvm_store::{Lease, Store};
 use stacyvm_types::{
@@ -61,6 +61,9 @@ pub struct RemoteProvider {
     /// The worker serves the streaming file methods (heartbeat capability `file_stream`);
     /// without it file transfers use the buffered methods.
     pub file_stream: bool,
+    /// The worker serves `worker.watch_dir` (heartbeat capability `watch`); without it a watch
+    /// answers `NotSupported` (the worker would refuse the method as unknown, a 400).
+    pub watch: bool,
 }
 
 impl RemoteProvider {
@@ -463,6 +466,35 @@ impl Provider for RemoteProvider {
             mode: mode.to_string(),
         });
         self.call_void(call, QUICK, path).await
+    }
+
+    /// One streamed RPC: the worker answers once its sandbox's agent has the watch in place, and
+    /// dropping the stream closes the connection, which ends the watch there.
+    async fn watch_dir(
+        &self,
+        runtime_id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<WatchStream, ProviderError> {
+        if !self.watch {
+            return Err(ProviderError::NotSupported(format!(
+                "worker {} predates directory watches; upgrade it",
+                self.endpoint.worker_id
+            )));
+        }
+        let call = RpcCall::WatchDir(proto::WatchDirParams {
+            target: self.target(runtime_id),
+            path: path.to_string(),
+            recursive,
+        });
+        let rpc = self.request(call, None);
+        let events = self
+            .client
+            .watch_dir(&self.endpoint, &rpc)
+            .await
+            .map_err(|e| e.into_provider(path))?;
+        let given = path.to_string();
+        Ok(events.map_err(move |e| e.into_provider(&given)).boxed())
     }
 
     async fn logs(&self, runtime_id: &str, lines: usize) -> Result<Vec<String>, ProviderError> {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use stacyvm_provider::{ByteStream, FileStream};
+use futures_util::StreamExt;
+use stacyvm_provider::{ByteStream, FileStream, WatchStream};
 use stacyvm_types::{EventKind, FileInfo, SandboxId};
 
 use super::Service;
@@ -205,6 +206,30 @@ impl Files<'_> {
             p.move_file(&rid, old, new).await
         })
         .await
+    }
+
+    /// Watches the directory `path` (with `recursive`, every directory below it too, including
+    /// ones made later) and returns its changes as they happen, names relative to `path`. The
+    /// watch is in place when this returns. Like every file operation it needs a running
+    /// sandbox (a paused one is `SandboxPaused`) and counts as activity once, at the start; a
+    /// missing path is `FileNotFound`, a file `BadRequest`, a provider without watches
+    /// `NotSupported`. The stream ends when the directory is removed or the control plane shuts
+    /// down, with an error item when the watch breaks (the sandbox went away, events were
+    /// lost); dropping it ends the watch in the sandbox.
+    pub async fn watch(
+        self,
+        id: &SandboxId,
+        path: &str,
+        recursive: bool,
+    ) -> ServiceResult<WatchStream> {
+        let path = check_path(path)?;
+        let events = self
+            .op(id, "file_watch", |p, rid| async move {
+                p.watch_dir(&rid, path, recursive).await
+            })
+            .await?;
+        let stop = self.svc.shutdown.clone().cancelled_owned();
+        Ok(events.take_until(stop).boxed())
     }
 
     pub async fn chmod(self, id: &SandboxId, path: &str, mode: &str) -> ServiceResult<()> {

@@ -13,6 +13,7 @@ mod activity;
 mod admin;
 mod admission;
 mod bounds;
+mod e2b;
 mod exec;
 mod files;
 mod leases;
@@ -35,15 +36,16 @@ use std::time::Instant;
 
 pub use admin::{Admin, AuditQuery};
 pub use admission::{AdmissionDecision, QueueStats};
+pub use e2b::{E2bCreate, ENVD_VERSION};
 pub use exec::{Exec, ExecParams, ExecResult, ExecStream, StreamItem};
 pub use files::Files;
 pub(crate) use leases::lease_ttl;
 pub use lifecycle::EventSubscription;
-pub use preview::PreviewHost;
+pub use preview::{PreviewGrant, PreviewHost, PreviewUpstream};
 pub use processes::{ProcessParams, Processes};
 
 pub use quotas::{OwnerUsage, QuotaInput, QuotaSummary, Quotas};
-pub use sandboxes::{LifecycleReport, Sandboxes, SpawnParams};
+pub use sandboxes::{DestroyOutcome, LifecycleReport, Sandboxes, SpawnParams};
 use stacyvm_provider::ProviderRegistry;
 use stacyvm_store::Store;
 pub use system::{
@@ -110,6 +112,8 @@ pub struct Inner {
     exit_watch: processes::ExitWatch,
     /// Recent activity per sandbox (idle timeouts) and the process lists of paused sandboxes.
     activity: activity::Activity,
+    /// E2B records read or written (they never change).
+    e2b_records: e2b::RecordCache,
     /// Owns background work started on behalf of requests (streams); joined on shutdown.
     tasks: tokio_util::task::TaskTracker,
     shutdown: tokio_util::sync::CancellationToken,
@@ -196,6 +200,7 @@ impl Service {
             sync_execs: exec::SyncExecs::default(),
             exit_watch: processes::ExitWatch::default(),
             activity: activity::Activity::default(),
+            e2b_records: e2b::RecordCache::default(),
             tasks: tokio_util::task::TaskTracker::new(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             version: env!("CARGO_PKG_VERSION"),

@@ -1,15 +1,16 @@
 //! Preview URLs (`http://{port}-{id}.{preview_domain}`, built by the SDKs): which sandbox and
-//! port a request's host names, and where the server behind that port can be reached. The HTTP
-//! transport (`http/preview.rs`) does the proxying.
+//! port a request's host names, whether the request may pass (the sandbox's preview token,
+//! docs/preview.md), and where the server behind that port is: a connection to a local
+//! sandbox's port, or the worker that runs it. The HTTP transport (`http/preview.rs`) does the
+//! proxying.
 
-use std::net::SocketAddr;
-
-use stacyvm_provider::ProviderError;
-use stacyvm_types::{Placement, SandboxId, SandboxState};
+use stacyvm_provider::{PreviewConn, ProviderError};
+use stacyvm_types::{Placement, Sandbox, SandboxId, SandboxState};
+use tokio::net::TcpStream;
 
 use super::Service;
 use crate::error::{ServiceError, ServiceResult};
-
+use crate::remote::RemotePreview;
 /// What a preview host names: `{port}-{sandbox_id}.{domain}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PreviewHost<'a> {
@@ -48,18 +49,52 @@ impl<'a> PreviewHost<'a> {
     }
 }
 
+/// A preview request the service let through (its token checked, or the sandbox's previews
+/// public): the sandbox and the port.
+#[derive(Debug)]
+pub struct PreviewGrant {
+    sandbox: Sandbox,
+    port: u16,
+}
+
+impl PreviewGrant {
+    pub fn sandbox_id(&self) -> &SandboxId {
+        &self.sandbox.id
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its previews need no token.
+    pub fn public(&self) -> bool {
+        self.sandbox.public_preview
+    }
+}
+
+/// Where an authorised preview request goes.
+pub enum PreviewUpstream {
+    /// An open connection to the port of a sandbox this control plane runs.
+    Local(TcpStream),
+    /// The worker that runs the sandbox, which proxies the request itself.
+    Remote(RemotePreview),
+}
+
 impl Service {
-    /// Where a preview request for `host` goes. `Ok(None)`: previews are off, or the host is not
-    /// a preview host of this control plane (its domain is neither `server.preview_domain` nor
-    /// the named sandbox's own), so the request is routed as API.
+    /// Whether a preview request for `host` may pass, given the tokens it `presented` (from its
+    /// headers or cookies; several when a browser sends more than one cookie of that name).
+    /// `Ok(None)`: previews are off, or the host is not a preview host of this control plane
+    /// (its domain is neither `server.preview_domain` nor the named sandbox's own), so the
+    /// request is routed as API.
     ///
     /// Errors: an unknown or destroyed sandbox under the server's preview domain is
-    /// `SandboxNotFound`; a sandbox that is not running, or whose backend offers no preview of
-    /// that port, is `PreviewUnavailable`; one on a remote worker is `PreviewRemote`.
-    pub async fn preview_target(
+    /// `SandboxNotFound`; no token is `PreviewTokenRequired`, a wrong one `PreviewTokenInvalid`
+    /// (unless the sandbox's previews are public).
+    pub async fn preview_authorize(
         &self,
         host: &PreviewHost<'_>,
-    ) -> ServiceResult<Option<SocketAddr>> {
+        presented: &[&str],
+    ) -> ServiceResult<Option<PreviewGrant>> {
         if !self.settings.preview_proxy {
             return Ok(None);
         }
@@ -77,6 +112,35 @@ impl Service {
         if !server_domain && !own_domain {
             return Ok(None);
         }
+        if !sb.public_preview {
+            if presented.is_empty() {
+                return Err(ServiceError::PreviewTokenRequired(format!(
+                    "previews of sandbox {id} need its preview_token: send it in the \
+                     X-Preview-Token (or e2b-traffic-access-token) header, or open the URL once \
+                     with ?stacyvm_preview_token=<token> to get a cookie"
+                )));
+            }
+            if !presented.iter().any(|t| sb.preview_token.matches(t)) {
+                return Err(ServiceError::PreviewTokenInvalid(format!(
+                    "the preview token is not sandbox {id}'s"
+                )));
+            }
+        }
+        Ok(Some(PreviewGrant {
+            sandbox: sb,
+            port: host.port,
+        }))
+    }
+
+    /// Where the granted request goes: a connection to the port of a local sandbox, or the
+    /// worker that runs it.
+    ///
+    /// Errors: a sandbox that is not running, or whose backend offers no way to that port, is
+    /// `PreviewUnavailable`; nothing listening there is `PreviewUpstream`; a worker that does
+    /// not proxy previews is `PreviewRemote`, one that cannot be called `Unavailable`.
+    pub async fn preview_open(&self, grant: &PreviewGrant) -> ServiceResult<PreviewUpstream> {
+        let (sb, port) = (&grant.sandbox, grant.port);
+        let id = &sb.id;
         if sb.state != SandboxState::Running {
             return Err(ServiceError::PreviewUnavailable(format!(
                 "sandbox {id} is {}",
@@ -84,8 +148,24 @@ impl Service {
             )));
         }
         if let Placement::Remote(worker) = &sb.placement {
-            return Err(ServiceError::PreviewRemote(format!(
-                "sandbox {id} runs on remote worker {worker}; previews through remote workers are not proxied yet",
+            let w = self.registered_worker(worker).await?;
+            let proxies = w
+                .capabilities
+                .as_ref()
+                .is_some_and(|c| c.iter().any(|c| c == stacyvm_protocol::capability::PREVIEW));
+            if !proxies {
+                return Err(ServiceError::PreviewRemote(format!(
+                    "sandbox {id} runs on worker {worker}, which does not proxy previews \
+                     (upgrade the worker)"
+                )));
+            }
+            let (client, endpoint) = self.remote_endpoint(&w)?;
+            self.activity.touch(id);
+            return Ok(PreviewUpstream::Remote(RemotePreview::new(
+                client,
+                endpoint,
+                id.clone(),
+                port,
             )));
         }
         let provider = self.providers.get(&sb.provider)?;
@@ -98,15 +178,21 @@ impl Service {
                 sb.provider
             )));
         }
-        match provider.preview_target(sb.runtime_id(), host.port).await {
-            Ok(Some(addr)) => {
-                self.activity.touch(&id);
-                Ok(Some(addr))
+        match provider.preview_connect(sb.runtime_id(), port).await {
+            Ok(PreviewConn::Open(stream)) => {
+                self.activity.touch(id);
+                Ok(PreviewUpstream::Local(stream))
             }
-            Ok(None) => Err(ServiceError::PreviewUnavailable(format!(
-                "the {} provider exposes no port {} of sandbox {id}",
-                sb.provider, host.port
+            Ok(PreviewConn::NotExposed) => Err(ServiceError::PreviewUnavailable(format!(
+                "the {} provider exposes no port {port} of sandbox {id}",
+                sb.provider
             ))),
+            Ok(PreviewConn::Unreachable(e)) => {
+                tracing::debug!(sandbox_id = %id, port, error = %e, "preview upstream refused");
+                Err(ServiceError::PreviewUpstream(format!(
+                    "nothing answered on port {port} of the sandbox"
+                )))
+            }
             Err(ProviderError::SandboxNotFound(_)) => Err(ServiceError::SandboxNotFound(id.into())),
             Err(e) => Err(e.into()),
         }

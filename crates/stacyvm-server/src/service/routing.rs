@@ -84,6 +84,11 @@ impl Service {
         expires_at: Timestamp,
     ) -> ServiceResult<RemoteProvider> {
         let (client, endpoint) = self.remote_endpoint(w)?;
+        let has = |cap: &str| {
+            w.capabilities
+                .as_ref()
+                .is_some_and(|c| c.iter().any(|c| c == cap))
+        };
         let remaining = (expires_at - chrono::Utc::now())
             .to_std()
             .unwrap_or_default();
@@ -95,10 +100,8 @@ impl Service {
             sandbox_id: sandbox_id.clone(),
             lease_ttl: lease_ttl(remaining),
             ttl: GoDuration::from_std(remaining),
-            file_stream: w.capabilities.as_ref().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c == stacyvm_protocol::capability::FILE_STREAM)
-            }),
+            file_stream: has(stacyvm_protocol::capability::FILE_STREAM),
+            watch: has(stacyvm_protocol::capability::WATCH),
         })
     }
 }

@@ -21,6 +21,8 @@ use tower::ServiceExt;
 /// Builder for a [`TestApp`]; start with [`TestApp::new`].
 pub struct TestAppBuilder {
     settings: Settings,
+    /// The mock's agent binary; `None` = its own search.
+    agent: Option<std::path::PathBuf>,
 }
 
 /// One control plane: router, its service, the store and the mock provider behind it.
@@ -38,6 +40,7 @@ impl TestApp {
     pub fn new() -> TestAppBuilder {
         TestAppBuilder {
             settings: Settings::default(),
+            agent: None,
         }
     }
 
@@ -115,6 +118,15 @@ impl TestAppBuilder {
         self
     }
 
+    /// The mock runs this checkout's agent (`STACYVM_AGENT` or the release build), not an
+    /// installed one that may predate what the test needs.
+    pub fn with_built_agent(mut self) -> Self {
+        self.agent = Some(stacyvm_provider::agent::built().expect(
+            "no stacyvm-agent: cd crates/stacyvm-agent && cargo build --release (or set STACYVM_AGENT)",
+        ));
+        self
+    }
+
     /// Edits any other setting.
     pub fn with_settings(mut self, f: impl FnOnce(&mut Settings)) -> Self {
         f(&mut self.settings);
@@ -153,7 +165,11 @@ impl TestAppBuilder {
         let db = dir.path().join("stacyvm.db");
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(db.to_str().unwrap()).await.unwrap());
-        let mock = Arc::new(MockProvider::with_base_dir(dir.path().join("sandboxes")));
+        let mut mock = MockProvider::with_base_dir(dir.path().join("sandboxes"));
+        if let Some(agent) = self.agent {
+            mock = mock.with_agent(agent);
+        }
+        let mock = Arc::new(mock);
         let mut providers = ProviderRegistry::new();
         providers.register(mock.clone());
         assert!(providers.set_default("mock"));

@@ -402,6 +402,60 @@ async fn answers_match_their_schemas() {
     );
 }
 
+/// The watch's NDJSON lines against `WatchEvent` (a separate app: the mock needs this
+/// checkout's agent). The stream ends once its directory is removed, so the body can be read
+/// whole.
+#[tokio::test]
+async fn watch_lines_match_their_schema() {
+    let app = TestApp::new().with_built_agent().build().await;
+    let doc = document(&app).await;
+    let id = app.spawn_id().await;
+    let write = |path: &str| {
+        app.post(&format!("/api/v1/sandboxes/{id}/files"))
+            .json(&json!({"path": path, "content": "x"}))
+    };
+    assert_eq!(write("/workspace/w/seed").send().await.status.as_u16(), 200);
+    let resp = app
+        .get(&format!(
+            "/api/v1/sandboxes/{id}/files/watch?path=/workspace/w&recursive=true"
+        ))
+        .send_streaming()
+        .await;
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    assert_eq!(
+        write("/workspace/w/sub/a.txt").send().await.status.as_u16(),
+        200
+    );
+    let r = app
+        .delete(&format!(
+            "/api/v1/sandboxes/{id}/files?path=/workspace/w&recursive=true"
+        ))
+        .send()
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let body = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        axum::body::to_bytes(resp.into_body(), usize::MAX),
+    )
+    .await
+    .expect("the watch ends with its directory")
+    .unwrap()
+    .to_vec();
+    let r = Resp {
+        status,
+        headers,
+        body,
+    };
+    assert!(r.text().lines().count() >= 3, "{}", r.text());
+    let mut errs = Vec::new();
+    check(&doc, "get", "/sandboxes/{id}/files/watch", &r, &mut errs);
+    assert!(
+        errs.is_empty(),
+        "lines off their schema:\n{}",
+        errs.join("\n")
+    );
+}
+
 #[test]
 fn validator_catches_a_renamed_field() {
     let doc = json!({"components": {"schemas": {"S": {"type": "object",

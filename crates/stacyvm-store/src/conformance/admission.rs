@@ -39,8 +39,12 @@ pub async fn sandbox_insert_limited(store: &dyn Store) {
         .insert_sandbox_limited(&next("alice", "local"), &limits(0, 0, 0))
         .await
         .expect("unlimited");
-    // Destroyed and expired records do not count.
-    for state in [SandboxState::Destroyed, SandboxState::Expired] {
+    // Destroyed, expired and destroying records do not count.
+    for state in [
+        SandboxState::Destroyed,
+        SandboxState::Expired,
+        SandboxState::Destroying,
+    ] {
         insert(store, &{
             let mut sb = next("alice", "w1");
             sb.state = state;

@@ -3,12 +3,12 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::Utc;
-use stacyvm_types::{Placement, SandboxId, SandboxState, Timestamp, WorkerId};
+use stacyvm_types::{Placement, PreviewToken, SandboxId, SandboxState, Timestamp, WorkerId};
 
 use super::{
     assert_between, assert_conflict, assert_not_found, err, ids, insert, sandbox, secs, t0,
 };
-use crate::{ActiveCounts, ExecLog, Store, StoreError};
+use crate::{ActiveCounts, ExecLog, InsertLimits, Store, StoreError};
 
 pub async fn sandbox_round_trip(store: &dyn Store) {
     let mut sb = sandbox("sb-00000001", "alice", SandboxState::Running, t0());
@@ -35,6 +35,58 @@ pub async fn sandbox_round_trip(store: &dyn Store) {
         store.get_sandbox(&gone.id).await.expect("get destroyed"),
         gone
     );
+}
+
+/// The preview token and `public_preview` (migration 0006) through every way a record is
+/// written and read: plain and limited inserts, get, list, and the updates that answer the
+/// record.
+pub async fn sandbox_preview_access(store: &dyn Store) {
+    let token = PreviewToken::random();
+    let mut public = sandbox("sb-00000001", "alice", SandboxState::Creating, t0());
+    public.preview_token = token.clone();
+    public.public_preview = true;
+    insert(store, &public).await;
+    let got = store.get_sandbox(&public.id).await.expect("get");
+    assert_eq!(got, public);
+    assert!(got.preview_token.matches(token.as_str()) && got.public_preview);
+
+    let mut limited = sandbox("sb-00000002", "bob", SandboxState::Creating, t0() + secs(1));
+    limited.preview_token = PreviewToken::random();
+    let limits = InsertLimits {
+        created_by: "cp-1",
+        max_total: 10,
+        max_owner: 10,
+        max_worker: 10,
+    };
+    store
+        .insert_sandbox_limited(&limited, &limits)
+        .await
+        .expect("limited insert");
+    assert_eq!(store.get_sandbox(&limited.id).await.expect("get"), limited);
+    let running = store
+        .set_sandbox_running(&limited.id, Some("vm-1"))
+        .await
+        .expect("running");
+    assert_eq!(running.preview_token, limited.preview_token);
+    assert!(!running.public_preview);
+    let listed = store.list_sandboxes().await.expect("list");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| (s.id.as_str(), s.preview_token.as_str(), s.public_preview))
+            .collect::<Vec<_>>(),
+        [
+            ("sb-00000002", limited.preview_token.as_str(), false),
+            ("sb-00000001", token.as_str(), true),
+        ]
+    );
+
+    // A record without a token (what the migration leaves on destroyed rows) stays without.
+    let mut none = sandbox("sb-00000003", "", SandboxState::Destroyed, t0());
+    none.preview_token = PreviewToken::default();
+    insert(store, &none).await;
+    let got = store.get_sandbox(&none.id).await.expect("get");
+    assert!(got.preview_token.is_empty() && !got.preview_token.matches(""));
 }
 
 pub async fn sandbox_insert_conflicts(store: &dyn Store) {

@@ -17,23 +17,23 @@ use crate::{CreatingSandbox, InsertLimits, StoreError};
 /// The advisory lock key serialising limited admissions ("stacyvm" + 1).
 const ADMISSION_LOCK: i64 = 0x7374_6163_7976_6d01;
 
-/// `$22..$24` are the limits (0 = none). Paused sandboxes count for their worker only. Returns the counts seen and whether it inserted.
+/// `$24..$26` are the limits (0 = none). Paused sandboxes count for their worker only. Returns the counts seen and whether it inserted.
 static INSERT_LIMITED: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH c AS (SELECT \
-           (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') \
+           (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired', 'destroying') \
               AND state <> 'paused') AS total, \
-           (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') \
+           (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired', 'destroying') \
               AND state <> 'paused' AND owner_id = $9 AND $9 <> '') AS by_owner, \
-           (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') \
+           (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired', 'destroying') \
               AND worker_id = $11) AS by_worker), \
          ins AS (INSERT INTO sandboxes ({COLUMNS}, created_by) \
            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                  $18, $19, $20, $21 \
+                  $18, $19, $20, $21, $22, $23 \
            FROM c \
-           WHERE ($22 = 0 OR c.total < $22) \
-             AND ($23 = 0 OR $9 = '' OR c.by_owner < $23) \
-             AND ($24 = 0 OR c.by_worker < $24) \
+           WHERE ($24 = 0 OR c.total < $24) \
+             AND ($25 = 0 OR $9 = '' OR c.by_owner < $25) \
+             AND ($26 = 0 OR c.by_worker < $26) \
            RETURNING 1) \
          SELECT c.total, c.by_owner, c.by_worker, (SELECT COUNT(*) FROM ins) AS inserted FROM c"
     )
@@ -43,7 +43,7 @@ static INSERT_PLAIN: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO sandboxes ({COLUMNS}, created_by) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                 $18, $19, $20, $21)"
+                 $18, $19, $20, $21, $22, $23)"
     )
 });
 
@@ -54,7 +54,7 @@ static LIST_CREATING: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Binds the 21 column values of a limited or plain insert.
+/// Binds the 23 values of a limited or plain insert.
 fn bind_record<'q>(
     q: Query<'q>,
     sb: &'q Sandbox,

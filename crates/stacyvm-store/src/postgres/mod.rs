@@ -39,6 +39,7 @@ macro_rules! deadline_ts {
 
 mod admission;
 mod audit;
+mod e2b_sandboxes;
 mod exec_logs;
 mod leases;
 mod lifecycle;
@@ -59,8 +60,8 @@ use stacyvm_types::{Sandbox, SandboxId, SandboxState, Timestamp, WorkerId};
 
 use crate::rows::ReadRow;
 use crate::{
-    ActiveCounts, AdminAuditRecord, AuditFilter, ExecLog, Lease, NewAdminAudit, OwnerQuota, Store,
-    StoreError, Template, WorkerRecord,
+    ActiveCounts, AdminAuditRecord, AuditFilter, E2bSandbox, ExecLog, Lease, NewAdminAudit,
+    OwnerQuota, Store, StoreError, Template, WorkerRecord,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -568,6 +569,14 @@ impl Store for PgStore {
 
     async fn prune_admin_audit(&self, before: Timestamp) -> Result<u64, StoreError> {
         audit::prune(self, before).await
+    }
+
+    async fn insert_e2b_sandbox(&self, r: &E2bSandbox) -> Result<(), StoreError> {
+        e2b_sandboxes::insert(self, r).await
+    }
+
+    async fn get_e2b_sandbox(&self, id: &SandboxId) -> Result<E2bSandbox, StoreError> {
+        e2b_sandboxes::get(self, id).await
     }
 
     fn event_bridge(&self) -> Option<std::sync::Arc<dyn crate::EventBridge>> {

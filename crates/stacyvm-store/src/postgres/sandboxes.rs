@@ -10,7 +10,7 @@ macro_rules! columns {
     () => {
         "id, state, provider, image, memory_mb, vcpus, metadata, template, owner_id, vm_id, \
          worker_id, tenant_id, preview_domain, created_at, expires_at, updated_at, on_expire, \
-         idle_timeout, paused_at, last_active_at"
+         idle_timeout, paused_at, last_active_at, preview_token, public_preview"
     };
 }
 
@@ -20,7 +20,7 @@ pub(super) const COLUMNS: &str = columns!();
 const INSERT: &str = concat!(
     "INSERT INTO sandboxes (",
     columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
 );
 const GET: &str = concat!("SELECT ", columns!(), " FROM sandboxes WHERE id = $1");
 // The state predicates below repeat the partial indexes' WHERE clauses with literal strings.
@@ -38,21 +38,21 @@ const SET_EXPIRY: &str = concat!(
 pub(super) const LIST_EXPIRED: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused' \
+    " FROM sandboxes WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' \
      AND expires_at < $1 \
      ORDER BY expires_at, id"
 );
 /// Both counts read only the partial index of active rows; the owner one seeks into it.
 pub(super) const COUNT_ACTIVE: &str = "SELECT \
        (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused'), \
+          WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused'), \
        (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused' AND owner_id = $1 AND $1 <> '')";
+          WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' AND owner_id = $1 AND $1 <> '')";
 
 /// Retries of the compare-and-set in `set_state` when other writers keep moving the record.
 const STATE_CAS_ATTEMPTS: usize = 8;
 
-/// Binds `$1`…`$20`: every column in [`COLUMNS`] order (`metadata` as JSON text).
+/// Binds `$1`…`$22`: every column in [`COLUMNS`] order (`metadata` as JSON text).
 pub(super) fn bind_sandbox<'q>(q: Query<'q>, sb: &'q Sandbox, metadata: String) -> Query<'q> {
     q.bind(sb.id.as_str())
         .bind(sb.state.as_str())
@@ -74,6 +74,8 @@ pub(super) fn bind_sandbox<'q>(q: Query<'q>, sb: &'q Sandbox, metadata: String) 
         .bind(columns::idle_timeout(sb))
         .bind(columns::opt_ts(sb.paused_at.as_ref()))
         .bind(columns::opt_ts(sb.last_active_at.as_ref()))
+        .bind(sb.preview_token.as_str())
+        .bind(i64::from(sb.public_preview))
 }
 
 pub(super) async fn insert(db: &PgStore, sb: &Sandbox) -> Result<(), StoreError> {

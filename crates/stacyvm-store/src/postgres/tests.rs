@@ -34,6 +34,8 @@ fn sandbox(id: &str) -> Sandbox {
         lifecycle: Default::default(),
         paused_at: None,
         last_active_at: None,
+        preview_token: stacyvm_types::PreviewToken::from_stored(format!("token-of-{id}")),
+        public_preview: false,
     }
 }
 
@@ -193,7 +195,7 @@ mod needs_pg {
         store.close().await;
         match PgStore::open_with(db.options()).await {
             Err(StoreError::SchemaTooNew { found, supported }) => {
-                assert_eq!((found, supported), (9999, 4));
+                assert_eq!((found, supported), (9999, 7));
             }
             Err(e) => panic!("expected SchemaTooNew, got {e:?}"),
             Ok(_) => panic!("expected SchemaTooNew, got a store"),

@@ -13,32 +13,32 @@ use crate::admission::first_hit;
 use crate::rows;
 use crate::{CreatingSandbox, InsertLimits, StoreError};
 
-/// `?22..?24` are the limits (0 = none); the counts repeat the active-row index predicate.
+/// `?24..?26` are the limits (0 = none); the counts repeat the active-row index predicate.
 /// Paused sandboxes count for their worker (they hold its resources) but not for the total
 /// or the owner (`max_paused_sandboxes` limits them).
 static INSERT_LIMITED: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO sandboxes ({COLUMNS}, created_by) \
          SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-                ?18, ?19, ?20, ?21 \
-         WHERE (?22 = 0 OR (SELECT COUNT(*) FROM sandboxes \
-                  WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused') < ?22) \
-           AND (?23 = 0 OR ?9 = '' OR (SELECT COUNT(*) FROM sandboxes \
-                  WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused' \
-                  AND owner_id = ?9) < ?23) \
-           AND (?24 = 0 OR (SELECT COUNT(*) FROM sandboxes \
-                  WHERE state NOT IN ('destroyed', 'expired') AND worker_id = ?11) < ?24)"
+                ?18, ?19, ?20, ?21, ?22, ?23 \
+         WHERE (?24 = 0 OR (SELECT COUNT(*) FROM sandboxes \
+                  WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused') < ?24) \
+           AND (?25 = 0 OR ?9 = '' OR (SELECT COUNT(*) FROM sandboxes \
+                  WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' \
+                  AND owner_id = ?9) < ?25) \
+           AND (?26 = 0 OR (SELECT COUNT(*) FROM sandboxes \
+                  WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND worker_id = ?11) < ?26)"
     )
 });
 
 const COUNTS: &str = "SELECT \
        (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused'), \
+          WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused'), \
        (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused' \
+          WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' \
           AND owner_id = ?1 AND ?1 <> ''), \
        (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired') AND worker_id = ?2)";
+          WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND worker_id = ?2)";
 
 static LIST_CREATING: LazyLock<String> = LazyLock::new(|| {
     format!(

@@ -114,3 +114,70 @@ pub(super) fn version(c: &Connection) -> Result<i64, StoreError> {
         .map_err(sql_err("schema version"))?;
     Ok(v.unwrap_or(0))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::SqliteStore;
+
+    /// 0006 gives every sandbox that is not destroyed a fresh preview token and leaves
+    /// destroyed rows without one.
+    #[tokio::test]
+    async fn migration_6_issues_preview_tokens_to_existing_sandboxes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(CREATE_TABLE).unwrap();
+            for m in MIGRATOR.iter().filter(|m| m.version <= 5) {
+                c.execute_batch(&m.sql).unwrap();
+                c.execute(
+                    "INSERT INTO _sqlx_migrations \
+                       (version, description, success, checksum, execution_time) \
+                     VALUES (?1, ?2, TRUE, ?3, 0)",
+                    rusqlite::params![m.version, &*m.description, &*m.checksum],
+                )
+                .unwrap();
+            }
+            for (id, state) in [
+                ("sb-1", "running"),
+                ("sb-2", "paused"),
+                ("sb-3", "destroyed"),
+            ] {
+                c.execute(
+                    "INSERT INTO sandboxes (id, state, created_at, expires_at, updated_at) \
+                     VALUES (?1, ?2, '2026-01-01T00:00:00.000000000Z', \
+                       '2026-01-01T00:30:00.000000000Z', '2026-01-01T00:00:00.000000000Z')",
+                    [id, state],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path.display().to_string())
+            .await
+            .unwrap();
+        // Migrated to the newest (6 issued the tokens; later ones leave them alone).
+        assert_eq!(
+            store.schema_version().await.unwrap(),
+            i64::try_from(MIGRATOR.iter().count()).unwrap()
+        );
+        let token = |id: &'static str| {
+            let store = &store;
+            async move {
+                let sb = crate::Store::get_sandbox(store, &id.into()).await.unwrap();
+                assert!(!sb.public_preview);
+                sb.preview_token.as_str().to_string()
+            }
+        };
+        let (a, b) = (token("sb-1").await, token("sb-2").await);
+        for t in [&a, &b] {
+            assert_eq!(t.len(), 32, "{t}");
+            assert!(t
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        }
+        assert_ne!(a, b);
+        assert_eq!(token("sb-3").await, "");
+    }
+}

@@ -6,6 +6,7 @@ mod admission;
 mod audit;
 mod checkpoint;
 mod db;
+mod e2b_sandboxes;
 mod exec_logs;
 mod leases;
 mod lifecycle;
@@ -21,8 +22,8 @@ use chrono::{Datelike, NaiveDate, Utc};
 use stacyvm_types::{Sandbox, SandboxId, SandboxState, Timestamp, WorkerId};
 
 use crate::{
-    ActiveCounts, AdminAuditRecord, AuditFilter, ExecLog, Lease, NewAdminAudit, OwnerQuota, Store,
-    StoreError, Template, WorkerRecord,
+    ActiveCounts, AdminAuditRecord, AuditFilter, E2bSandbox, ExecLog, Lease, NewAdminAudit,
+    OwnerQuota, Store, StoreError, Template, WorkerRecord,
 };
 use db::Db;
 pub(crate) use migrate::latest_version;
@@ -296,6 +297,14 @@ impl Store for SqliteStore {
     async fn prune_admin_audit(&self, before: Timestamp) -> Result<u64, StoreError> {
         audit::prune(&self.db, before).await
     }
+
+    async fn insert_e2b_sandbox(&self, r: &E2bSandbox) -> Result<(), StoreError> {
+        e2b_sandboxes::insert(&self.db, r).await
+    }
+
+    async fn get_e2b_sandbox(&self, id: &SandboxId) -> Result<E2bSandbox, StoreError> {
+        e2b_sandboxes::get(&self.db, id)
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +357,8 @@ mod tests {
             lifecycle: Default::default(),
             paused_at: None,
             last_active_at: None,
+            preview_token: stacyvm_types::PreviewToken::from_stored(format!("token-of-{id}")),
+            public_preview: false,
         }
     }
 
@@ -439,7 +450,7 @@ mod tests {
             again.get_sandbox(&"sb-1".into()).await.unwrap().owner_id,
             "alice"
         );
-        assert_eq!(again.schema_version().await.unwrap(), 4);
+        assert_eq!(again.schema_version().await.unwrap(), 7);
         again
             .db
             .writer()
@@ -454,7 +465,7 @@ mod tests {
         drop(again);
         match SqliteStore::open(&t.path).await {
             Err(StoreError::SchemaTooNew { found, supported }) => {
-                assert_eq!((found, supported), (9999, 4));
+                assert_eq!((found, supported), (9999, 7));
             }
             Err(e) => panic!("expected SchemaTooNew, got {e:?}"),
             Ok(_) => panic!("expected SchemaTooNew, got a store"),
@@ -478,7 +489,7 @@ mod tests {
             .fetch_one(&mut conn)
             .await
             .unwrap();
-        assert_eq!(edited, 4);
+        assert_eq!(edited, 7);
         // An edited migration is refused, as sqlx would.
         sqlx::query("UPDATE _sqlx_migrations SET checksum = x'01' WHERE version = 1")
             .execute(&mut conn)

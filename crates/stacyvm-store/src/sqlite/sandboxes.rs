@@ -14,7 +14,7 @@ macro_rules! columns {
     () => {
         "id, state, provider, image, memory_mb, vcpus, metadata, template, owner_id, vm_id, \
          worker_id, tenant_id, preview_domain, created_at, expires_at, updated_at, on_expire, \
-         idle_timeout, paused_at, last_active_at"
+         idle_timeout, paused_at, last_active_at, preview_token, public_preview"
     };
 }
 
@@ -24,7 +24,7 @@ pub(super) const COLUMNS: &str = columns!();
 const INSERT: &str = concat!(
     "INSERT INTO sandboxes (",
     columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
 );
 const GET: &str = concat!("SELECT ", columns!(), " FROM sandboxes WHERE id = ?1");
 // The state predicates below repeat the partial indexes' WHERE clauses word for word.
@@ -41,25 +41,26 @@ const SET_EXPIRY: &str = concat!(
 pub(super) const LIST_EXPIRED: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM sandboxes WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused' \
+    " FROM sandboxes WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' \
      AND expires_at < ?1 \
      ORDER BY expires_at, id"
 );
 /// Both counts read only the partial index of active rows; the owner one seeks into it.
 pub(super) const COUNT_ACTIVE: &str = "SELECT \
        (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused'), \
+          WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused'), \
        (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired') AND state <> 'paused' AND owner_id = ?1 AND ?1 <> '')";
+          WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' AND owner_id = ?1 AND ?1 <> '')";
 
 /// The text forms of a sandbox's typed, JSON and time columns, made before the write lock is
 /// taken.
 pub(super) struct RowText<'a> {
     state: &'static str,
     on_expire: &'static str,
-    ids: [&'a str; 3],
+    ids: [&'a str; 4],
     text: [String; 6],
     idle_timeout: i64,
+    public_preview: i64,
 }
 
 impl<'a> RowText<'a> {
@@ -67,7 +68,12 @@ impl<'a> RowText<'a> {
         Ok(RowText {
             state: sb.state.as_str(),
             on_expire: sb.lifecycle.on_expire.as_str(),
-            ids: [sb.id.as_str(), columns::vm_id(sb), columns::worker_id(sb)],
+            ids: [
+                sb.id.as_str(),
+                columns::vm_id(sb),
+                columns::worker_id(sb),
+                sb.preview_token.as_str(),
+            ],
             text: [
                 to_json(&sb.metadata, "metadata")?,
                 ts(&sb.created_at),
@@ -77,14 +83,15 @@ impl<'a> RowText<'a> {
                 columns::opt_ts(sb.last_active_at.as_ref()),
             ],
             idle_timeout: columns::idle_timeout(sb),
+            public_preview: i64::from(sb.public_preview),
         })
     }
 }
 
-/// A sandbox's values in `COLUMNS` order, for `?1..?20`.
+/// A sandbox's values in `COLUMNS` order, for `?1..?22`.
 pub(super) fn values<'a>(sb: &'a Sandbox, text: &'a RowText<'a>) -> Vec<&'a dyn ToSql> {
     let [metadata, created, expires, updated, paused, active] = &text.text;
-    let [id, vm_id, worker_id] = &text.ids;
+    let [id, vm_id, worker_id, preview_token] = &text.ids;
     vec![
         id,
         &text.state,
@@ -106,6 +113,8 @@ pub(super) fn values<'a>(sb: &'a Sandbox, text: &'a RowText<'a>) -> Vec<&'a dyn 
         &text.idle_timeout,
         paused,
         active,
+        preview_token,
+        &text.public_preview,
     ]
 }
 

@@ -154,10 +154,15 @@ pub async fn list(c: &ClientArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn kill(c: &ClientArgs, id: &str) -> anyhow::Result<ExitCode> {
-    Client::new(c)
+    let v = Client::new(c)
         .call(reqwest::Method::DELETE, &format!("/sandboxes/{id}"), None)
         .await?;
-    println!("{id} destroyed");
+    if v["state"] == "destroying" {
+        // 202: its worker is unreachable; reconciliation finishes when it returns.
+        println!("{id} destroying (its worker is unreachable; finished when it returns)");
+    } else {
+        println!("{id} destroyed");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

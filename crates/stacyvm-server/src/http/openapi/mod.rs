@@ -37,7 +37,7 @@ pub use responses::*;
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, FileNotFound, Conflict, Timeout,
             PayloadTooLarge, ResourceLimit, InternalError, Unavailable, ProcessNotFound,
-            ProcessConflict, SandboxPaused, PauseConflict, WorkerUnauthorized,
+            ProcessConflict, SandboxPaused, WatchConflict, PauseConflict, WorkerUnauthorized,
             WorkerForbidden, WorkerAuthUnavailable,
         ),
     ),

@@ -74,6 +74,10 @@ error_responses! {
     ];
     SandboxPaused: "The sandbox is paused (`SANDBOX_PAUSED`): resume it first",
         [("", "SANDBOX_PAUSED", "sandbox is paused: sandbox sb-0123abcd is paused; resume it first (POST /sandboxes/sb-0123abcd/resume)")];
+    WatchConflict: "The sandbox is paused (`SANDBOX_PAUSED`), or its provider or worker cannot watch directories (`NOT_SUPPORTED`)", [
+        ("paused", "SANDBOX_PAUSED", "sandbox is paused: sandbox sb-0123abcd is paused; resume it first (POST /sandboxes/sb-0123abcd/resume)"),
+        ("not_supported", "NOT_SUPPORTED", "not supported: worker worker-a predates directory watches; upgrade it"),
+    ];
     PauseConflict: "The sandbox's state cannot move that way (`CONFLICT`), or its provider cannot pause (`NOT_SUPPORTED`)", [
         ("state", "CONFLICT", "conflict: sandbox sb-0123abcd is error; only a running sandbox can be paused"),
         ("not_supported", "NOT_SUPPORTED", "not supported: the bwrap provider has no cgroup freezer here"),
@@ -196,7 +200,7 @@ string_enums! {
     empty: [""];
     health_states: ["ok", "alive"];
     ready_states: ["ready", "not_ready"];
-    sandbox_states: ["creating", "running", "error", "unhealthy", "expired", "destroyed", "paused"];
+    sandbox_states: ["creating", "running", "error", "unhealthy", "expired", "destroyed", "paused", "destroying"];
     token_audiences: ["worker:control-plane", "worker:rpc"];
     on_expire_values: ["", "destroy", "pause"];
 }

@@ -39,6 +39,8 @@ impl Reconciler<'_> {
                 Some(w) => Some(format!("worker_{}", w.status.to_lowercase())),
             };
             match reason {
+                // Waits for its owner, whatever its TTL says.
+                Some(_) if sb.state == SandboxState::Destroying => {}
                 Some(reason) => {
                     if sb.expires_at <= now && sb.state != SandboxState::Expired {
                         if self
@@ -83,9 +85,10 @@ impl Reconciler<'_> {
                     }
                 }
                 None => {
-                    if sb.state == SandboxState::Expired {
-                        // It expired while the owner was away and the owner answers again: finish the
-                        // destroy. (Live sandboxes past their TTL are the reaper's.)
+                    if matches!(sb.state, SandboxState::Expired | SandboxState::Destroying) {
+                        // It expired, or its destroy was asked, while the owner was away, and
+                        // the owner answers again: finish the destroy. (Live sandboxes past
+                        // their TTL are the reaper's.)
                         let r =
                             tokio::time::timeout(RPC_BUDGET, self.svc.sandboxes().destroy(&sb.id))
                                 .await;
@@ -179,7 +182,10 @@ impl Reconciler<'_> {
             let record = self.svc.store.get_sandbox(&id).await.ok();
             let wanted = record.as_ref().is_some_and(|r| {
                 r.placement.remote() == Some(worker_id)
-                    && !matches!(r.state, SandboxState::Destroyed | SandboxState::Expired)
+                    && !matches!(
+                        r.state,
+                        SandboxState::Destroyed | SandboxState::Expired | SandboxState::Destroying
+                    )
             });
             if wanted {
                 continue;

@@ -23,6 +23,16 @@ pub struct Sandboxes<'a> {
     svc: &'a Service,
 }
 
+/// What a destroy did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestroyOutcome {
+    /// The runtime is gone and the record is `destroyed`.
+    Destroyed,
+    /// The owning worker is unreachable: the record is `destroying` and reconciliation
+    /// finishes when the worker returns (202).
+    Deferred,
+}
+
 impl Service {
     pub fn sandboxes(&self) -> Sandboxes<'_> {
         Sandboxes { svc: self }
@@ -79,19 +89,36 @@ impl Sandboxes<'_> {
 
     /// Destroys a sandbox. Unknown ids are `SandboxNotFound`; an already destroyed sandbox
     /// succeeds again (idempotent).
-    pub async fn destroy(self, id: &SandboxId) -> ServiceResult<()> {
+    pub async fn destroy(self, id: &SandboxId) -> ServiceResult<DestroyOutcome> {
         let sb = match self.svc.store.get_sandbox(id).await {
             Ok(sb) => sb,
             Err(e) if e.is_not_found() => return Err(ServiceError::SandboxNotFound(id.into())),
             Err(e) => return Err(e.into()),
         };
         if sb.state == SandboxState::Destroyed {
-            return Ok(());
+            return Ok(DestroyOutcome::Destroyed);
         }
         let started = Instant::now();
-        let provider = self.svc.provider_for(&sb).await?;
+        let remote = sb.placement.is_remote();
+        // An owner known to be silent is not called (the RPC would wait out its timeout).
+        if let Some(owner) = sb.placement.remote() {
+            if let Ok(w) = self.svc.store.get_worker(owner).await {
+                if self.svc.is_stale(&w) {
+                    return self.defer_destroy(&sb).await;
+                }
+            }
+        }
+        let provider = match self.svc.provider_for(&sb).await {
+            Ok(p) => p,
+            // The owner is not registered any more: finish when it registers again.
+            Err(ServiceError::Unavailable(_)) if remote => return self.defer_destroy(&sb).await,
+            Err(e) => return Err(e),
+        };
         match provider.destroy(sb.runtime_id()).await {
             Ok(()) | Err(stacyvm_provider::ProviderError::SandboxNotFound(_)) => {}
+            Err(stacyvm_provider::ProviderError::Unavailable(_)) if remote => {
+                return self.defer_destroy(&sb).await;
+            }
             Err(e) => {
                 let err = ServiceError::from(e);
                 self.svc.ops.observe(
@@ -120,7 +147,35 @@ impl Sandboxes<'_> {
             .publish(EventKind::SandboxDestroyed, Some(id), None);
         self.svc.activity.forget(id);
         self.svc.admission().wake();
-        Ok(())
+        Ok(DestroyOutcome::Destroyed)
+    }
+
+    /// The owning worker cannot be reached: the record turns `destroying` (no longer counted
+    /// against limits), the lease is released so no control plane keeps the runtime alive, and
+    /// reconciliation destroys the runtime when the worker answers again.
+    async fn defer_destroy(self, sb: &Sandbox) -> ServiceResult<DestroyOutcome> {
+        if sb.state != SandboxState::Destroying {
+            self.svc
+                .store
+                .set_sandbox_state(&sb.id, SandboxState::Destroying)
+                .await?;
+            if let Some(owner) = sb.placement.remote() {
+                let _ = self.svc.store.release_lease(&sb.id, owner.as_str()).await;
+            }
+            tracing::warn!(sandbox_id = %sb.id, "owner unreachable: destroy deferred until it returns");
+            self.svc.events.publish(
+                EventKind::ReconcileAction,
+                Some(&sb.id),
+                Some(
+                    crate::events::ReconcileAction::new("marked_destroying")
+                        .reason("worker_unreachable")
+                        .into(),
+                ),
+            );
+            self.svc.activity.forget(&sb.id);
+            self.svc.admission().wake();
+        }
+        Ok(DestroyOutcome::Deferred)
     }
 
     /// Ends every live sandbox past its expiry (destroys it, or pauses it with `on_expire:

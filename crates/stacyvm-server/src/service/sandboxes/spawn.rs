@@ -8,7 +8,7 @@ use stacyvm_provider::{Provider, ProviderError, SandboxSpec};
 use stacyvm_store::LimitHit;
 use stacyvm_types::{
     parse_go_duration, validate_owner_id, EventKind, GoDuration, Lifecycle, OnExpire, Placement,
-    Sandbox, SandboxId, SandboxState,
+    PreviewToken, Sandbox, SandboxId, SandboxState,
 };
 
 use super::Sandboxes;
@@ -57,6 +57,8 @@ pub struct SpawnParams {
     pub on_expire: String,
     /// Go duration; `""` or `"0s"` = none.
     pub idle_timeout: String,
+    /// Preview URLs need no token (docs/preview.md).
+    pub public_preview: bool,
 }
 
 /// Spawn parameters after defaults and validation.
@@ -297,6 +299,8 @@ impl Sandboxes<'_> {
             lifecycle: r.lifecycle,
             paused_at: None,
             last_active_at: None,
+            preview_token: PreviewToken::random(),
+            public_preview: p.public_preview,
         };
         let mut max_worker = 0;
         let remote_rp: Option<RemoteProvider> = match &placement {
