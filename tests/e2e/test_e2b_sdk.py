@@ -25,6 +25,7 @@ from e2b import (  # noqa: E402
     AuthenticationException,
     CommandExitException,
     NotFoundException,
+    RateLimitException,
     Sandbox,
     SandboxQuery,
 )
@@ -359,6 +360,35 @@ def test_data_plane_needs_the_access_token(sbx, esrv):
     assert httpx.get(esrv.base_url + "/health", headers=gone).status_code == 502
 
 
+def test_data_plane_is_rate_limited(server_factory, monkeypatch):
+    """The data plane counts against the same limiter as the native API: calls with the
+    sandbox's token in that sandbox's bucket, wrong tokens as failed authentications."""
+    srv = server_factory({"auth": {"api_key": E2B_KEY},
+                          "rate_limit": {"enabled": True, "requests_per_minute": 60, "burst": 5}},
+                         name="e2b-rate")
+    for k, v in sdk_env(srv).items():
+        monkeypatch.setenv(k, v)
+    s = Sandbox.create(timeout=120)
+    url = srv.base_url + "/filesystem.Filesystem/ListDir"
+    base = {"E2b-Sandbox-Id": s.sandbox_id, "Content-Type": "application/json"}
+    ok = dict(base, **{"X-Access-Token": s._envd_access_token})
+    codes = [httpx.post(url, headers=ok, json={"path": "/"}).status_code for _ in range(12)]
+    assert codes[0] == 200 and 429 in codes, codes
+    limited = httpx.post(url, headers=ok, json={"path": "/"})
+    assert limited.status_code == 429
+    assert limited.json()["code"] == "resource_exhausted"
+    assert int(limited.headers["retry-after"]) >= 1
+    with pytest.raises(RateLimitException):
+        s.files.list("/")
+    # Guessing tokens is throttled per address, separately.
+    wrong = dict(base, **{"X-Access-Token": "0" * 40})
+    codes = [httpx.post(url, headers=wrong, json={"path": "/"}).status_code for _ in range(12)]
+    assert codes[0] == 401 and codes[-1] == 429, codes
+    # The key's own bucket was not spent by the sandbox's calls: the control plane answers.
+    assert native(srv, "GET", f"/sandboxes/{s.sandbox_id}").status_code == 200
+    assert s.kill() is True
+
+
 def test_watch_dir_polling_sync(sbx):
     """The sync SDK's polling watchers, backed by inotify in the sandbox's agent."""
     sbx.files.make_dir("w")
@@ -434,12 +464,15 @@ def test_async_sdk_core_flow(esrv):
 
 # -- docker: a real container, absolute paths -----------------------------------------------------
 
-BASH_IMAGE = "stacyvm-test/e2b-bash:latest"
+# The tag names the image's content: a change to the build below needs a new tag, or a
+# machine that built the old image keeps it.
+BASH_IMAGE = "stacyvm-test/e2b-bash:user-1"
 
 
 def _bash_image() -> tuple[bool, str]:
-    """busybox with the host's /bin/bash and its libraries: every E2B command is
-    `/bin/bash -l -c …`, and no registry is reachable to pull an image that has one."""
+    """busybox with the host's /bin/bash and its libraries (every E2B command is
+    `/bin/bash -l -c …`, and no registry is reachable to pull an image that has one), and
+    E2B's account `user` (uid 1000, home /home/user)."""
     if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         return False, "docker is not running"
     if subprocess.run(["docker", "image", "inspect", BASH_IMAGE], capture_output=True).returncode == 0:
@@ -456,6 +489,10 @@ cp -L /bin/bash "$ctx/root/bin/bash"
 for lib in $(ldd /bin/bash | grep -o '/[^ ]*'); do
     mkdir -p "$ctx/root$(dirname "$lib")"; cp -L "$lib" "$ctx/root$lib"
 done
+echo 'user:x:1000:1000:user:/home/user:/bin/bash' >>"$ctx/root/etc/passwd"
+echo 'user:x:1000:' >>"$ctx/root/etc/group"
+mkdir -p "$ctx/root/home/user"
+chown 1000:1000 "$ctx/root/home/user"
 tar -C "$ctx/root" -cf - . | docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - "$1" >/dev/null
 rm -rf "$ctx"
@@ -470,8 +507,12 @@ def dsrv(_clean_work_root) -> Iterator[Server]:
     require_backend("docker", ok, why)
     srv = Server({
         "auth": {"api_key": E2B_KEY},
-        "providers": {"default": "docker", "docker": {"enabled": True}},
-        "e2b": {"templates": {"base": {"image": BASH_IMAGE, "workdir": "/workspace"}}},
+        # Switching users and giving files away needs these back (docs/e2b.md, "Users").
+        "providers": {"default": "docker", "docker": {
+            "enabled": True,
+            "added_caps": ["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER"]}},
+        "e2b": {"templates": {"base": {"image": BASH_IMAGE, "workdir": "/workspace"},
+                              "as-user": {"image": BASH_IMAGE, "user": "user"}}},
     }, "e2b-docker").start()
     yield srv
     srv.stop()
@@ -504,6 +545,43 @@ def test_docker_sandbox_through_the_sdk(dsrv, monkeypatch):
         gone = subprocess.run(["docker", "ps", "-aq", "--filter", f"id={cid}"],
                               capture_output=True, text=True).stdout.strip()
         assert gone == ""
+
+
+@pytest.mark.backend("docker")
+def test_docker_template_user_owns_commands_and_files(dsrv, monkeypatch):
+    """A template's `user`: commands run as it in its home, files the SDK writes are its,
+    and `user="root"` picks root for one call, as on E2B."""
+    for k, v in sdk_env(dsrv).items():
+        monkeypatch.setenv(k, v)
+    s = Sandbox.create("as-user", timeout=120)
+    try:
+        r = s.commands.run("id -un; id -u; echo $HOME; pwd")
+        assert r.stdout == "user\n1000\n/home/user\n/home/user\n", r
+        assert s.commands.run("id -un", user="root").stdout == "root\n"
+        h = s.commands.run("id -un; sleep 30", background=True)
+        pid = h.pid
+        procs = native(dsrv, "GET", f"/sandboxes/{s.sandbox_id}/processes").json()
+        assert pid in [p["pid"] for p in procs], procs
+        assert h.kill() is True
+        # A relative write lands in the home, its new parent included, and is the user's:
+        # the user can append to it and create files next to it.
+        s.files.write("notes/a.txt", "one\n")
+        r = s.commands.run("echo two >> notes/a.txt && touch notes/b && cat notes/a.txt && "
+                           "stat -c '%U %G' /home/user/notes /home/user/notes/a.txt")
+        assert r.stdout == "one\ntwo\nuser user\nuser user\n", r
+        assert s.files.make_dir("d1/d2") is True
+        assert s.commands.run("touch d1/d2/x && stat -c %U d1 d1/d2").stdout == "user\nuser\n"
+        # As root for one call: root's file, which the user cannot change.
+        s.files.write("/home/user/root.txt", "r", user="root")
+        assert s.commands.run("stat -c %U root.txt").stdout == "root\n"
+        with pytest.raises(CommandExitException):
+            s.commands.run("echo x >> root.txt")
+        # An account the image lacks is the caller's mistake, not a crash.
+        with pytest.raises(Exception) as ei:
+            s.commands.run("true", user="nobody-here")
+        assert "nobody-here" in str(ei.value)
+    finally:
+        assert s.kill() is True
 
 
 # -- a sandbox on a remote worker ---------------------------------------------------------------

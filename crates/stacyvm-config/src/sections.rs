@@ -482,6 +482,10 @@ pub struct E2bTemplate {
     pub provider: String,
     pub memory_mb: i64,
     pub vcpus: i64,
-    /// The working directory of processes started without one.
+    /// The working directory of processes started without one; empty = the user's home
+    /// (`/home/{user}`, `/root` for root) when `user` is set, else `/workspace`.
     pub workdir: String,
+    /// The account commands run as by default (E2B's `user`; the image must have it); the
+    /// SDK's `user=` then picks another. Empty = the agent's user (root), `user=` ignored.
+    pub user: String,
 }

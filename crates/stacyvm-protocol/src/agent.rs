@@ -27,8 +27,8 @@ pub use watch::{watch_kind, AgentWatchEvent, MAX_WATCH_EVENTS_PER_FRAME};
 /// connections at once (the agent's `--listen` socket); version 4 exec as a process
 /// (`ProcStart.exec`, windowed reads and [`HostMsg::ReadCredit`]); version 5 the read started
 /// with the process (`ProcStart.read_window`); version 6 directory watches ([`watch`],
-/// [`HostMsg::Watch`]).
-pub const AGENT_PROTOCOL_VERSION: u32 = 6;
+/// [`HostMsg::Watch`]); version 7 processes run as another user (`ProcStart.user`).
+pub const AGENT_PROTOCOL_VERSION: u32 = 7;
 /// The first version with background processes.
 pub const AGENT_PROCESS_VERSION: u32 = 3;
 /// The first version that runs an exec as a process without losing output.
@@ -38,6 +38,8 @@ pub const AGENT_START_READ_VERSION: u32 = 5;
 /// The first version with directory watches. An older agent answers an unknown request with an
 /// `Error` under [`EVENT_ID`], not under the request's id, so the host must not send it one.
 pub const AGENT_WATCH_VERSION: u32 = 6;
+/// The first version that runs a process as another user (`ProcStart.user`).
+pub const AGENT_USER_VERSION: u32 = 7;
 /// The oldest version this crate still speaks.
 pub const AGENT_PROTOCOL_MIN_VERSION: u32 = 1;
 /// Name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).

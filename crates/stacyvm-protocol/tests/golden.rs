@@ -38,6 +38,7 @@ fn exec(command: &str) -> ExecParams {
         env: BTreeMap::new(),
         workdir: String::new(),
         timeout: None,
+        user: String::new(),
     }
 }
 
@@ -59,8 +60,9 @@ fn goldens() -> Vec<(RpcRequest, String)> {
         env: BTreeMap::from([("A".to_string(), "1".to_string())]),
         workdir: "/w".into(),
         timeout: Some(GoDuration(1_500_000_000)),
+        user: "u".into(),
     };
-    let exec_params = r#""params":{"args":["a b"],"command":"echo","env":{"A":"1"},"mode":"argv","provider":"mock","sandbox_id":"sb-1","timeout":"1.5s","workdir":"/w"}"#;
+    let exec_params = r#""params":{"args":["a b"],"command":"echo","env":{"A":"1"},"mode":"argv","provider":"mock","sandbox_id":"sb-1","timeout":"1.5s","user":"u","workdir":"/w"}"#;
     vec![
         (
             req(

@@ -69,8 +69,9 @@ fn exec_call() -> impl Strategy<Value = RpcCall> {
         any::<bool>(),
         prop::collection::btree_map("[A-Z_]{1,8}", "\\PC{0,16}", 0..3),
         proptest::option::of(1i64..=3_600_000_000_000),
+        proptest::option::of("[a-z_][a-z0-9_.-]{0,31}"),
     )
-        .prop_map(|(id, command, args, argv, env, timeout)| {
+        .prop_map(|(id, command, args, argv, env, timeout, user)| {
             RpcCall::Exec(ExecParams {
                 target: Target {
                     sandbox_id: SandboxId::from(id.as_str()),
@@ -87,6 +88,7 @@ fn exec_call() -> impl Strategy<Value = RpcCall> {
                 env: env.into_iter().collect::<BTreeMap<_, _>>(),
                 workdir: String::new(),
                 timeout: timeout.map(GoDuration),
+                user: user.unwrap_or_default(),
             })
         })
 }

@@ -108,6 +108,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
             env: BTreeMap::new(),
             workdir: String::new(),
             timeout: Some(GoDuration::from_secs(5)),
+            user: "user".into(),
         }),
     );
     m.insert(
@@ -285,6 +286,7 @@ fn process_samples(m: &mut BTreeMap<&'static str, Value>, target: &Target) {
                 env: BTreeMap::new(),
                 workdir: String::new(),
                 timeout: Some(GoDuration::from_secs(60)),
+                user: String::new(),
             },
             tag: "web".into(),
             stdin: true,

@@ -87,6 +87,9 @@ pub struct ExecRequest {
     /// `None` = no limit. On expiry the command's whole process group is killed and
     /// `ProviderError::Timeout` is returned; the sandbox stays up.
     pub timeout: Option<Duration>,
+    /// Run as this account of the sandbox (a name or a numeric uid); `None` = the sandbox's
+    /// default user. A backend that cannot switch users refuses it rather than ignore it.
+    pub user: Option<String>,
 }
 
 impl ExecRequest {

@@ -89,6 +89,7 @@ async fn remote(file_stream: bool) -> Remote {
         file_stream,
         // The buffered variant stands for the Go worker's file methods only; watches are ours.
         watch: true,
+        user: true,
     };
     Remote {
         provider,

@@ -108,6 +108,7 @@ async fn remote() -> Remote {
         ttl: GoDuration::from_secs(300),
         file_stream: true,
         watch: true,
+        user: true,
     };
     provider
         .spawn(&SandboxSpec {

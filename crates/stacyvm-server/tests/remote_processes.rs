@@ -114,6 +114,7 @@ async fn remote_with(old_worker: bool) -> Remote {
         ttl: GoDuration::from_secs(300),
         file_stream: true,
         watch: true,
+        user: true,
     };
     let spawned = provider
         .spawn(&SandboxSpec {
@@ -147,6 +148,31 @@ fn spec(command: &str, stdin: bool, pty: Option<PtySize>) -> ProcessSpec {
         output_buffer: Some(4096),
         retain_exited: Some(Duration::from_secs(60)),
     }
+}
+
+#[tokio::test]
+async fn the_user_travels_to_workers_that_honour_it() {
+    let mut r = remote().await;
+    let rt = r.runtime.clone();
+    let mut as_user = spec("id -u", false, None);
+    as_user.exec.user = Some("user".into());
+    r.provider
+        .process_start(&rt, as_user.clone())
+        .await
+        .unwrap();
+    r.provider
+        .process_start(&rt, spec("id -u", false, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        *r.fake.users.lock().unwrap(),
+        [Some("user".to_string()), None]
+    );
+    // A worker without the capability would drop the field: refused before any RPC.
+    r.provider.user = false;
+    let e = r.provider.process_start(&rt, as_user).await.unwrap_err();
+    assert!(matches!(e, ProviderError::NotSupported(_)), "{e:?}");
+    assert_eq!(r.fake.users.lock().unwrap().len(), 2);
 }
 
 #[tokio::test]

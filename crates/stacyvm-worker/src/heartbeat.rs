@@ -14,13 +14,14 @@ use crate::state::WorkerState;
 /// First retry after a failure; doubles per consecutive failure, capped at the interval.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 
-pub(crate) const CAPABILITIES: [&str; 6] = [
+pub(crate) const CAPABILITIES: [&str; 7] = [
     "remote_worker",
     "heartbeat",
     stacyvm_protocol::capability::FILE_STREAM,
     stacyvm_protocol::capability::PROCESSES,
     stacyvm_protocol::capability::WATCH,
     stacyvm_protocol::capability::PREVIEW,
+    stacyvm_protocol::capability::USER,
 ];
 
 /// What every heartbeat carries besides live state.

@@ -32,7 +32,9 @@ fn fail(t: &Target) -> impl Fn(ProviderError) -> RpcFailure + '_ {
     move |e| provider_failure(e, &t.sandbox_id)
 }
 
-fn exec_request(p: ExecParams) -> ExecRequest {
+/// The provider's request for `p` (an empty field means "not given"; zero means no limit,
+/// as the control plane's default does; decoding refused negative ones).
+pub(crate) fn exec_request(p: ExecParams) -> ExecRequest {
     ExecRequest {
         command: p.command,
         args: p.args,
@@ -40,6 +42,7 @@ fn exec_request(p: ExecParams) -> ExecRequest {
         env: p.env,
         workdir: Some(p.workdir).filter(|w| !w.trim().is_empty()),
         timeout: p.timeout.and_then(|t| t.to_std()).filter(|d| !d.is_zero()),
+        user: Some(p.user).filter(|u| !u.trim().is_empty()),
     }
 }
 

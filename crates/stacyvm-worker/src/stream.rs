@@ -43,17 +43,8 @@ fn prepare(state: &WorkerState, p: ExecParams) -> Result<Prepared, RpcFailure> {
     Ok(Prepared {
         provider,
         runtime_id: p.target.runtime().to_string(),
-        sandbox_id: p.target.sandbox_id.into_string(),
-        req: ExecRequest {
-            command: p.command,
-            args: p.args,
-            mode: p.mode,
-            env: p.env,
-            workdir: Some(p.workdir).filter(|w| !w.trim().is_empty()),
-            // Zero means no limit, as the control plane's default does (decoding refused
-            // negative ones).
-            timeout: p.timeout.and_then(|t| t.to_std()).filter(|d| !d.is_zero()),
-        },
+        sandbox_id: p.target.sandbox_id.clone().into_string(),
+        req: crate::processes::exec_request(p),
     })
 }
 

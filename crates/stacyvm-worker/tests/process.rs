@@ -79,7 +79,8 @@ async fn registers_with_a_complete_heartbeat() {
             "file_stream",
             "processes",
             "watch",
-            "preview"
+            "preview",
+            "user"
         ])
     );
     let cap = &b["capacity"];

@@ -5,6 +5,7 @@
 //! ended. The pipe readers never wait on a host: a slow reader only loses the oldest output,
 //! which it is told about with a gap record. See docs/processes.md.
 
+mod account;
 mod api;
 mod inline;
 mod pspawn;
@@ -217,5 +218,7 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod account_tests;
 #[cfg(test)]
 mod pty_tests;

@@ -78,7 +78,7 @@ pub fn spawn(
 }
 
 /// Like `execvp`, with the child's `PATH`: a name without a slash is looked up there.
-fn resolve(prog: &str, env: &[(OsString, OsString)], cwd: &Path) -> io::Result<PathBuf> {
+pub(super) fn resolve(prog: &str, env: &[(OsString, OsString)], cwd: &Path) -> io::Result<PathBuf> {
     if prog.contains('/') {
         return Ok(cwd.join(prog));
     }

@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +20,8 @@ use stacyvm_protocol::agent::{ErrorCode, ProcStart, DEFAULT_OUTPUT_BUFFER, OUTPU
 
 use super::ring::{Ring, Stream};
 use super::{
-    inline, now_ms, pspawn, pty, registry, settings, stdin, thread, timers, Exit, Proc, State,
+    account, inline, now_ms, pspawn, pty, registry, settings, stdin, thread, timers, Exit, Proc,
+    State,
 };
 use crate::reaper;
 use crate::session::lock;
@@ -88,6 +89,15 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
     for (k, v) in BASE_ENV {
         env.entry(k.into()).or_insert_with(|| v.into());
     }
+    let account = if req.user.trim().is_empty() {
+        None
+    } else {
+        let a = account::find(&req.user).map_err(|e| (ErrorCode::InvalidInput, e))?;
+        for (k, v) in [("HOME", &a.home), ("USER", &a.name), ("LOGNAME", &a.name)] {
+            env.insert(k.into(), v.into());
+        }
+        Some(a)
+    };
     env.extend(req.env.iter().map(|(k, v)| (k.into(), v.into())));
     // An exec's processes are found by this mark when it ends, even those that left its
     // group (`setsid`), as the docker provider's exec always found them.
@@ -131,7 +141,15 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
                 .stdout(io(&p.slave)?)
                 .stderr(Stdio::from(p.slave));
             pty::controlling_terminal(&mut cmd);
-            let mut child = reaper::spawn_tracked(&mut cmd).map_err(fail)?;
+            if let Some(a) = &account {
+                account::drop_to(&mut cmd, a);
+            }
+            let mut child = reaper::spawn_tracked(&mut cmd)
+                .map_err(|e| match &account {
+                    Some(a) => account::refused(e, a),
+                    None => e,
+                })
+                .map_err(fail)?;
             // The slave copies in `cmd` must close here, or the master never sees the hang-up.
             drop(cmd);
             let reader = p.master.try_clone().map_err(fail)?;
@@ -145,9 +163,13 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
             )
         } else {
             let env: Vec<(OsString, OsString)> = env.into_iter().collect();
-            let c = reaper::track(|| {
-                pspawn::spawn(&req.argv, &env, &workdir, req.stdin).map(|c| (c.pid, c))
-            })
+            let c = match &account {
+                // posix_spawn cannot change the user: fork for these (rare) starts.
+                Some(a) => spawn_as(a, &req.argv, &env, &workdir, req.stdin),
+                None => reaper::track(|| {
+                    pspawn::spawn(&req.argv, &env, &workdir, req.stdin).map(|c| (c.pid, c))
+                }),
+            }
             .map_err(fail)?;
             let pid = c.pid;
             (
@@ -267,6 +289,51 @@ pub fn start(req: ProcStart) -> Result<Arc<Proc>, Failure> {
 }
 
 /// Kills and reaps a process whose helper threads could not start, and forgets it.
+/// [`pspawn::spawn`] through a fork that drops to `a` before the exec.
+fn spawn_as(
+    a: &account::Account,
+    argv: &[String],
+    env: &[(OsString, OsString)],
+    cwd: &std::path::Path,
+    stdin: bool,
+) -> io::Result<pspawn::Spawned> {
+    let prog = argv
+        .first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
+    let path = pspawn::resolve(prog, env, cwd)?;
+    let mut cmd = std::process::Command::new(path);
+    cmd.arg0(prog)
+        .args(&argv[1..])
+        .current_dir(cwd)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    #[allow(unsafe_code)]
+    // SAFETY: `default_dispositions` only calls sigaction.
+    unsafe {
+        cmd.pre_exec(|| {
+            pty::default_dispositions();
+            Ok(())
+        });
+    }
+    account::drop_to(&mut cmd, a);
+    let mut child = reaper::spawn_tracked(&mut cmd).map_err(|e| account::refused(e, a))?;
+    let file = |fd: Option<std::os::fd::OwnedFd>| fd.map(File::from);
+    let spawned = pspawn::Spawned {
+        pid: child.id(),
+        stdin: file(child.stdin.take().map(Into::into)),
+        stdout: file(child.stdout.take().map(Into::into)).ok_or(io::ErrorKind::BrokenPipe)?,
+        stderr: file(child.stderr.take().map(Into::into)).ok_or(io::ErrorKind::BrokenPipe)?,
+    };
+    // The pid is waited for by `pspawn::wait`, as for a posix_spawn child; dropping a
+    // `Child` neither kills nor reaps it.
+    drop(child);
+    Ok(spawned)
+}
+
 fn abandon(p: &Proc, waiter: Waiter, message: String) -> Failure {
     crate::sys::kill_group(p.pgid);
     let _ = waiter();

@@ -69,6 +69,11 @@ pub struct ProcStart {
     /// alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_window: Option<u32>,
+    /// Version 7: run as this account of the sandbox (a name in its `/etc/passwd`, or a
+    /// numeric uid), with its groups, `HOME`, `USER` and `LOGNAME`; empty = the agent's own
+    /// user. The host must not send it to an older agent, which would ignore it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -103,6 +103,11 @@ pub struct ExecParams {
         deserialize_with = "optional_duration"
     )]
     pub timeout: Option<GoDuration>,
+    /// Ours: the sandbox account to run as (absent = the default user). A worker older than
+    /// this field ignores it; the control plane sends it only to workers that announce the
+    /// `user` capability.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -135,6 +135,9 @@ pub mod capability {
     /// Proxies preview requests to its sandboxes' ports ([`super::PREVIEW_ROUTE`]); the
     /// control plane answers 501 for sandboxes on workers that do not say so.
     pub const PREVIEW: &str = "preview";
+    /// Honours `ExecParams.user`; the control plane refuses a user for sandboxes on workers
+    /// that do not say so (they would ignore the field and run the command as the default).
+    pub const USER: &str = "user";
 }
 
 /// The worker's preview route: `{PREVIEW_ROUTE}/{sandbox_id}/{port}`, any method, the raw

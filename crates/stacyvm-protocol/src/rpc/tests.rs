@@ -198,6 +198,7 @@ fn request_ids_follow_the_method() {
             env: Default::default(),
             workdir: String::new(),
             timeout: None,
+            user: String::new(),
         }),
         "w",
         "sb-1",

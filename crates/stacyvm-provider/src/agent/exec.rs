@@ -48,6 +48,7 @@ pub(crate) async fn run<T: AsRef<AgentConn> + Send + Sync + 'static>(
     max_chunk: usize,
 ) -> Result<i32, ProviderError> {
     let conn = (*owner).as_ref();
+    super::procs::check_user(conn, &msg)?;
     msg.exec = true;
     msg.stdin = false;
     msg.pty = None;

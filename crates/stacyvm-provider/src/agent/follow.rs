@@ -30,6 +30,7 @@ pub(crate) async fn start_follow<T: AsRef<AgentConn> + Send + Sync + 'static>(
         let records = procs::output(owner, info.pid, 0, true).await?;
         return Ok((info, records));
     }
+    procs::check_user(conn, &msg)?;
     msg.read_window = Some(WINDOW);
     let (id, mut rx) = conn
         .start(HostMsg::ProcStart(msg))

@@ -66,6 +66,15 @@ pub fn built() -> Option<PathBuf> {
 }
 
 /// The answer of a process call when no agent binary was found.
+/// The refusal of a `user` by a provider running a command without an agent that can switch.
+pub(crate) fn no_user_switch(provider: &str) -> ProviderError {
+    ProviderError::NotSupported(format!(
+        "provider {provider} runs this command without an agent of protocol \
+         {}, so it cannot run it as another user; {HOW_TO_BUILD}",
+        stacyvm_protocol::agent::AGENT_USER_VERSION
+    ))
+}
+
 pub(crate) fn missing(provider: &str) -> ProviderError {
     ProviderError::Unavailable(format!(
         "provider {provider} has no stacyvm-agent for background processes: {HOW_TO_BUILD}"

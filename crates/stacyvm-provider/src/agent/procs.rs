@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use stacyvm_protocol::agent::{
     AgentProc, AgentPty, AgentRecord, ErrorCode, GuestMsg, HostMsg, ProcStart,
-    AGENT_PROCESS_VERSION,
+    AGENT_PROCESS_VERSION, AGENT_USER_VERSION,
 };
 use stacyvm_protocol::base64;
 use stacyvm_types::{OutputRecord, OutputStream, Pid, ProcessInfo, ProcessState, PtySize, Signal};
@@ -74,7 +74,22 @@ pub(crate) fn start_msg(spec: &ProcessSpec) -> Result<ProcStart, ProviderError> 
         retain_exited_ms: spec.retain_exited.map(millis),
         exec: false,
         read_window: None,
+        user: spec.exec.user.clone().unwrap_or_default(),
     })
+}
+
+/// A start as another user needs protocol 7: an older agent would ignore the field and run
+/// the process as its own user.
+pub(crate) fn check_user(conn: &AgentConn, msg: &ProcStart) -> Result<(), ProviderError> {
+    if msg.user.is_empty() || conn.version >= AGENT_USER_VERSION {
+        return Ok(());
+    }
+    Err(ProviderError::NotSupported(format!(
+        "the sandbox's agent cannot run a process as another user (protocol {} < \
+         {AGENT_USER_VERSION}); {}",
+        conn.version,
+        super::HOW_TO_BUILD
+    )))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -189,6 +204,7 @@ pub(crate) fn to_record(r: AgentRecord) -> Result<OutputRecord, ProviderError> {
 }
 
 pub(crate) async fn start(conn: &AgentConn, msg: ProcStart) -> Result<ProcessInfo, ProviderError> {
+    check_user(conn, &msg)?;
     call_proc(conn, HostMsg::ProcStart(msg), 0).await
 }
 

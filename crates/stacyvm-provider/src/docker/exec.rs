@@ -189,7 +189,8 @@ impl DockerProvider {
             argv,
             env,
             workdir,
-            user: None,
+            // Docker's exec switches users itself (name or uid, as `docker exec --user`).
+            user: req.user.clone().filter(|u| !u.trim().is_empty()),
             timeout: req.timeout,
             sweep: true,
         };

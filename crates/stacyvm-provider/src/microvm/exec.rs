@@ -36,6 +36,9 @@ pub(crate) async fn run(
             "command must not be empty".into(),
         ));
     }
+    if req.user.is_some() {
+        return Err(crate::agent::no_user_switch("microvm"));
+    }
     let start = start_of(&req);
     let (id, mut rx) = conn
         .start(HostMsg::Exec(start))

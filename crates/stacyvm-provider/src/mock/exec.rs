@@ -36,6 +36,9 @@ pub(super) async fn run(
     out: ChunkSender,
     cancel: CancellationToken,
 ) -> Result<i32, ProviderError> {
+    if req.user.is_some() {
+        return Err(crate::agent::no_user_switch("mock"));
+    }
     let cwd = host_workdir(root, req.workdir.as_deref()).await?;
     let argv = req.argv();
     let Some((prog, args)) = argv.split_first().filter(|(p, _)| !p.trim().is_empty()) else {

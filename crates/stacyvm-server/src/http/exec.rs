@@ -50,6 +50,10 @@ pub struct ExecBody {
     /// true → NDJSON response
     #[schema(default = false)]
     stream: bool,
+    /// Ours: the sandbox account to run as (a user name or a uid); default: the sandbox's
+    /// default user. 400 for an account the sandbox does not have; 409 `NOT_SUPPORTED` where
+    /// the provider cannot switch users.
+    user: String,
 }
 
 impl ExecBody {
@@ -61,6 +65,7 @@ impl ExecBody {
             env: self.env,
             workdir: self.workdir,
             timeout: self.timeout,
+            user: self.user,
         }
     }
 }

@@ -195,7 +195,7 @@ async fn refuse(req: Request, mut resp: Response) -> Response {
     resp
 }
 
-fn peer_ip(req: &Request) -> Option<std::net::IpAddr> {
+pub(super) fn peer_ip(req: &Request) -> Option<std::net::IpAddr> {
     req.extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())
@@ -269,6 +269,21 @@ fn unhex(s: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// The role `key` authenticates as, if it is one of the configured keys (compared in
+/// constant time). The one place keys are matched: the native API and the E2B data plane.
+pub(super) fn key_role(auth: &crate::settings::AuthSettings, key: &str) -> Option<CallerRole> {
+    if key.is_empty() {
+        return None;
+    }
+    if !auth.admin_api_key.is_empty() && ct_eq(key, &auth.admin_api_key) {
+        Some(CallerRole::Admin)
+    } else if !auth.api_key.is_empty() && ct_eq(key, &auth.api_key) {
+        Some(CallerRole::Api)
+    } else {
+        None
+    }
+}
+
 /// The caller's key, checked: the request with its [`Caller`], or the refusal.
 async fn authenticate(st: &AppState, mut req: Request) -> Result<Request, Response> {
     let auth = &st.svc.settings().auth;
@@ -279,21 +294,22 @@ async fn authenticate(st: &AppState, mut req: Request) -> Result<Request, Respon
         key_header: "",
     };
     if auth.enabled() {
-        let mut matched = false;
+        // The admin key wins wherever it is presented.
         for (hname, v) in presented_keys(req.headers()) {
-            if !auth.admin_api_key.is_empty() && ct_eq(&v, &auth.admin_api_key) {
-                caller.role = Some(CallerRole::Admin);
-                caller.key_header = hname;
-                matched = true;
-                break;
-            }
-            if !auth.api_key.is_empty() && ct_eq(&v, &auth.api_key) && !matched {
-                caller.role = Some(CallerRole::Api);
-                caller.key_header = hname;
-                matched = true;
+            match key_role(auth, &v) {
+                Some(CallerRole::Admin) => {
+                    caller.role = Some(CallerRole::Admin);
+                    caller.key_header = hname;
+                    break;
+                }
+                Some(role) if caller.role.is_none() => {
+                    caller.role = Some(role);
+                    caller.key_header = hname;
+                }
+                _ => {}
             }
         }
-        if !matched {
+        if caller.role.is_none() {
             // Wrong keys are throttled per address (when rate limiting is on), so guessing
             // keys costs the same as any other request; past the limit nothing is audited.
             let client = st.limiter.client_ip(peer_ip(&req), req.headers());

@@ -73,6 +73,10 @@ pub struct StartBody {
     stdin: bool,
     /// Run in a terminal of this size
     pty: Option<PtySize>,
+    /// Ours: the sandbox account to run as (a user name or a uid); default: the sandbox's
+    /// default user. 400 for an account the sandbox does not have; 409 `NOT_SUPPORTED` where
+    /// the provider cannot switch users.
+    user: String,
 }
 
 /// The Process object.
@@ -178,6 +182,7 @@ async fn start(
         tag: b.tag,
         stdin: b.stdin,
         pty: b.pty,
+        user: b.user,
     };
     if !follow {
         let p = st.svc.processes().start(&id, params).await?;

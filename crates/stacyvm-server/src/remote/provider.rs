@@ -64,13 +64,21 @@ pub struct RemoteProvider {
     /// The worker serves `worker.watch_dir` (heartbeat capability `watch`); without it a watch
     /// answers `NotSupported` (the worker would refuse the method as unknown, a 400).
     pub watch: bool,
+    /// The worker honours `ExecParams.user` (heartbeat capability `user`).
+    pub user: bool,
 }
 
 impl RemoteProvider {
     /// `worker.process_start` for `spec`; with `follow` the answer streams the records too.
-    fn start_call(&self, runtime_id: &str, spec: ProcessSpec, follow: bool) -> RpcCall {
+    fn start_call(
+        &self,
+        runtime_id: &str,
+        spec: ProcessSpec,
+        follow: bool,
+    ) -> Result<RpcCall, ProviderError> {
+        self.check_user(spec.exec.user.as_deref())?;
         let req = spec.exec;
-        RpcCall::ProcessStart(proto::ProcessStartParams {
+        Ok(RpcCall::ProcessStart(proto::ProcessStartParams {
             exec: proto::ExecParams {
                 target: self.target(runtime_id),
                 command: req.command,
@@ -79,6 +87,7 @@ impl RemoteProvider {
                 env: req.env,
                 workdir: req.workdir.unwrap_or_default(),
                 timeout: req.timeout.map(GoDuration::from_std),
+                user: req.user.unwrap_or_default(),
             },
             tag: spec.tag,
             stdin: spec.stdin,
@@ -88,7 +97,17 @@ impl RemoteProvider {
                 .retain_exited
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             follow,
-        })
+        }))
+    }
+
+    /// A worker without the `user` capability would ignore the field: refuse instead.
+    fn check_user(&self, user: Option<&str>) -> Result<(), ProviderError> {
+        if user.is_none() || self.user {
+            return Ok(());
+        }
+        Err(ProviderError::NotSupported(
+            "the sandbox's worker is too old to run a command as another user; upgrade it".into(),
+        ))
     }
 
     fn target(&self, runtime_id: &str) -> Target {
@@ -288,6 +307,7 @@ impl Provider for RemoteProvider {
         req: ExecRequest,
         out: ChunkSender,
     ) -> Result<i32, ProviderError> {
+        self.check_user(req.user.as_deref())?;
         let timeout = req.timeout;
         let call = RpcCall::ExecStream(proto::ExecParams {
             target: self.target(runtime_id),
@@ -297,6 +317,7 @@ impl Provider for RemoteProvider {
             env: req.env,
             workdir: req.workdir.unwrap_or_default(),
             timeout: timeout.map(GoDuration::from_std),
+            user: req.user.unwrap_or_default(),
         });
         let rpc = self.request(call, None);
         let call = self.client.exec_stream(&self.endpoint, &rpc, out);
@@ -511,7 +532,7 @@ impl Provider for RemoteProvider {
         runtime_id: &str,
         spec: ProcessSpec,
     ) -> Result<ProcessInfo, ProviderError> {
-        let call = self.start_call(runtime_id, spec, false);
+        let call = self.start_call(runtime_id, spec, false)?;
         let r: proto::ProcessResult = self.call_for(call, SLOW, "").await?;
         Ok(r.process)
     }
@@ -522,7 +543,7 @@ impl Provider for RemoteProvider {
         runtime_id: &str,
         spec: ProcessSpec,
     ) -> Result<(ProcessInfo, RecordStream), ProviderError> {
-        let rpc = self.request(self.start_call(runtime_id, spec, true), None);
+        let rpc = self.request(self.start_call(runtime_id, spec, true)?, None);
         let (first, records) = self
             .client
             .process_start_follow(&self.endpoint, &rpc)

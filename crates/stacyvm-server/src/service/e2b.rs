@@ -67,8 +67,22 @@ pub struct E2bTemplateSpec {
     pub memory_mb: i64,
     pub vcpus: i64,
     /// Working directory of processes started without one, and the base of relative paths;
-    /// empty = the agent's (`/workspace`).
+    /// empty = the user's home when there is a user, else the agent's (`/workspace`).
     pub workdir: String,
+    /// The default account of commands; empty = the agent's (and the SDK's `user=` ignored).
+    pub user: String,
+}
+
+impl E2bTemplateSpec {
+    /// The base of relative paths and the default working directory.
+    pub fn effective_workdir(&self) -> String {
+        match (self.workdir.trim(), self.user.trim()) {
+            (w, _) if w.starts_with('/') => w.to_string(),
+            (_, "") => "/workspace".into(),
+            (_, "root" | "0") => "/root".into(),
+            (_, u) => format!("/home/{u}"),
+        }
+    }
 }
 
 /// The E2B API's calls.
@@ -107,6 +121,7 @@ impl<'a> E2b<'a> {
                 memory_mb: t.memory_mb,
                 vcpus: t.vcpus,
                 workdir: t.workdir.clone(),
+                user: t.user.clone(),
             }),
             None if id == "base" => Ok(E2bTemplateSpec {
                 image: String::new(),
@@ -114,6 +129,7 @@ impl<'a> E2b<'a> {
                 memory_mb: 0,
                 vcpus: 0,
                 workdir: String::new(),
+                user: String::new(),
             }),
             None => Err(ServiceError::NotFound(format!(
                 "template {id:?} was not found (e2b.templates lists the templates this server \
@@ -188,6 +204,60 @@ impl<'a> E2b<'a> {
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// What a write of `path` creates: the topmost of it and its missing ancestors (`path`
+    /// itself when its parent exists).
+    pub async fn first_missing(self, id: &SandboxId, path: &str) -> ServiceResult<String> {
+        let files = self.svc.files();
+        let mut top = path.trim_end_matches('/').to_string();
+        while let Some((parent, _)) = top.rsplit_once('/') {
+            if parent.is_empty() {
+                break;
+            }
+            match files.stat(id, parent).await {
+                Err(ServiceError::FileNotFound(_)) => top = parent.to_string(),
+                Ok(_) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(top)
+    }
+
+    /// Gives `path` (recursively) to `user` and its primary group: the API writes as the
+    /// agent's user (root), and envd's files belong to the caller's user. A `user` of root is
+    /// a no-op.
+    pub async fn give_to(self, id: &SandboxId, user: &str, path: &str) -> ServiceResult<()> {
+        if matches!(user, "" | "root" | "0") {
+            return Ok(());
+        }
+        let script = r#"chown -R "$1" "$2" && chgrp -R "$(id -g "$1")" "$2""#;
+        let res = self
+            .svc
+            .exec()
+            .run(
+                id,
+                super::ExecParams {
+                    command: "sh".into(),
+                    args: vec![
+                        "-c".into(),
+                        script.into(),
+                        "chown".into(),
+                        user.into(),
+                        path.into(),
+                    ],
+                    mode: "argv".into(),
+                    ..super::ExecParams::default()
+                },
+            )
+            .await?;
+        if res.exit_code != 0 {
+            return Err(ServiceError::bad_request(format!(
+                "cannot give {path:?} to user {user:?}: {}",
+                res.stderr.trim()
+            )));
+        }
+        Ok(())
     }
 
     /// A sandbox that exists for the E2B API: destroyed ones are not found.

@@ -28,6 +28,8 @@ pub struct ExecParams {
     pub env: BTreeMap<String, String>,
     pub workdir: String,
     pub timeout: String,
+    /// Account of the sandbox to run as (a name or uid); empty = the default user.
+    pub user: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +110,7 @@ impl Exec<'_> {
             env: p.env.clone(),
             workdir: Some(p.workdir.trim().to_string()).filter(|w| !w.is_empty()),
             timeout: effective.to_std().filter(|d| !d.is_zero()),
+            user: check_user(&p.user)?,
         })
     }
 
@@ -352,6 +355,26 @@ const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
 /// Bound on the command, arguments and environment together. The kernel allows about a
 /// quarter of the stack limit (2 MiB by default) including the sandbox's own environment.
 const MAX_EXEC_BYTES: usize = 1024 * 1024;
+
+/// The account to run as: a POSIX user name (at most 32 bytes: letters, digits, `_`, `-`,
+/// `.`, not starting with `-`) or a uid; empty = none. Anything else is a 400 here rather
+/// than a lookup of odd text in the sandbox's `/etc/passwd`.
+pub(super) fn check_user(user: &str) -> ServiceResult<Option<String>> {
+    let u = user.trim();
+    if u.is_empty() {
+        return Ok(None);
+    }
+    let ok = u.len() <= 32
+        && !u.starts_with('-')
+        && u.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'));
+    if !ok || u.parse::<u64>().is_ok_and(|n| n > u64::from(u32::MAX - 1)) {
+        return Err(ServiceError::bad_request(format!(
+            "invalid user {u:?}: a user name (letters, digits, '_', '-', '.'; at most 32) or a uid"
+        )));
+    }
+    Ok(Some(u.to_string()))
+}
 
 /// Refuses a command the kernel would refuse (`E2BIG`), with a 400 instead of a failed start.
 pub(super) fn check_exec_size(p: &ExecParams) -> ServiceResult<()> {

@@ -34,6 +34,8 @@ pub struct ProcessParams {
     pub tag: String,
     pub stdin: bool,
     pub pty: Option<PtySize>,
+    /// Account of the sandbox to run as (a name or uid); empty = the default user.
+    pub user: String,
 }
 
 /// Sandboxes whose running processes this control plane has looked for (once per sandbox, so
@@ -110,6 +112,7 @@ fn spec(
             env: p.env.clone(),
             workdir: Some(p.workdir.trim().to_string()).filter(|w| !w.is_empty()),
             timeout,
+            user: super::exec::check_user(&p.user)?,
         },
         tag: p.tag.clone(),
         stdin: p.stdin,
@@ -418,6 +421,32 @@ mod tests {
         ProcessParams {
             command: command.into(),
             ..ProcessParams::default()
+        }
+    }
+
+    #[test]
+    fn users_are_names_or_uids() {
+        let s = ProcessSettings {
+            output_buffer: None,
+            retain_exited: None,
+        };
+        let user = |u: &str| {
+            let p = ProcessParams {
+                user: u.into(),
+                ..params("id")
+            };
+            spec(&p, &s).map(|s| s.exec.user)
+        };
+        assert_eq!(user("").unwrap(), None);
+        assert_eq!(user(" user ").unwrap().as_deref(), Some("user"));
+        assert_eq!(user("1000").unwrap().as_deref(), Some("1000"));
+        assert_eq!(user("www-data").unwrap().as_deref(), Some("www-data"));
+        let long = "x".repeat(33);
+        for bad in ["-x", "a b", "../etc", "a:b", "4294967295", long.as_str()] {
+            assert!(
+                matches!(user(bad), Err(ServiceError::BadRequest(_))),
+                "{bad:?}"
+            );
         }
     }
 

@@ -102,6 +102,7 @@ impl Service {
             ttl: GoDuration::from_std(remaining),
             file_stream: has(stacyvm_protocol::capability::FILE_STREAM),
             watch: has(stacyvm_protocol::capability::WATCH),
+            user: has(stacyvm_protocol::capability::USER),
         })
     }
 }

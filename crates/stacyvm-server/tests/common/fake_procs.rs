@@ -39,6 +39,8 @@ struct Table {
 pub struct FakeProcs {
     pub mock: Arc<MockProvider>,
     table: Arc<Mutex<Table>>,
+    /// The `user` of every start, in order.
+    pub users: Mutex<Vec<Option<String>>>,
 }
 
 fn now_ms() -> i64 {
@@ -79,6 +81,7 @@ impl FakeProcs {
         FakeProcs {
             mock,
             table: Arc::default(),
+            users: Mutex::default(),
         }
     }
 
@@ -278,6 +281,7 @@ impl Provider for FakeProcs {
         spec: ProcessSpec,
     ) -> Result<ProcessInfo, ProviderError> {
         self.mock.status(runtime_id).await?;
+        self.users.lock().unwrap().push(spec.exec.user.clone());
         let mut t = self.table.lock().unwrap();
         t.next_pid += 1;
         let pid = 100 + t.next_pid;

@@ -216,6 +216,7 @@ async fn make_dir(c: &Call<'_>) -> Result<Response, ConnectError> {
         Err(ServiceError::FileNotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
+    let created = to_hand_over(c.st, c.t, &path).await?;
     let marker = format!(
         "{}/.stacyvm-mkdir-{}",
         path.trim_end_matches('/'),
@@ -229,7 +230,35 @@ async fn make_dir(c: &Call<'_>) -> Result<Response, ConnectError> {
         .delete(&c.t.id, &marker, false)
         .await
         .map_err(fs_error(&path))?;
+    hand_over(c.st, c.t, created).await?;
     entry_response(c, &path).await
+}
+
+/// For a call with a (non-root) user: the user and what writing `path` creates, to give to
+/// that user once written ([`hand_over`]).
+async fn to_hand_over(
+    st: &AppState,
+    t: &Target,
+    path: &str,
+) -> Result<Option<(String, String)>, ServiceError> {
+    match t.user.as_deref() {
+        None | Some("root" | "0") => Ok(None),
+        Some(u) => {
+            let top = st.svc.e2b().first_missing(&t.id, path).await?;
+            Ok(Some((u.to_string(), top)))
+        }
+    }
+}
+
+async fn hand_over(
+    st: &AppState,
+    t: &Target,
+    created: Option<(String, String)>,
+) -> Result<(), ServiceError> {
+    match created {
+        Some((user, top)) => st.svc.e2b().give_to(&t.id, &user, &top).await,
+        None => Ok(()),
+    }
 }
 
 async fn move_entry(c: &Call<'_>) -> Result<Response, ConnectError> {
@@ -260,6 +289,8 @@ async fn remove(c: &Call<'_>) -> Result<Response, ConnectError> {
 #[serde(default)]
 pub struct FilesQuery {
     path: Option<String>,
+    /// The SDK's `user=` for `/files` (the Connect calls send it as Basic auth).
+    pub(super) username: Option<String>,
 }
 
 fn file_error(e: ServiceError, path: &str) -> Response {
@@ -362,7 +393,14 @@ pub async fn upload(st: &AppState, t: &Target, q: FilesQuery, req: Request) -> R
             } else {
                 data
             };
-            if let Err(e) = st.svc.files().write(&t.id, &path, data, None).await {
+            let res = match to_hand_over(st, t, &path).await {
+                Ok(created) => match st.svc.files().write(&t.id, &path, data, None).await {
+                    Ok(()) => hand_over(st, t, created).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(e) = res {
                 return file_error(e, &path);
             }
             out.push(written(path));
@@ -371,6 +409,10 @@ pub async fn upload(st: &AppState, t: &Target, q: FilesQuery, req: Request) -> R
     }
     let Some(path) = query_path else {
         return rest_error(StatusCode::BAD_REQUEST, "path is required");
+    };
+    let created = match to_hand_over(st, t, &path).await {
+        Ok(c) => c,
+        Err(e) => return file_error(e, &path),
     };
     let res = if gzip {
         let data = match read_limited(req.into_body().into_data_stream(), max).await {
@@ -399,6 +441,10 @@ pub async fn upload(st: &AppState, t: &Target, q: FilesQuery, req: Request) -> R
             .write_stream(&t.id, &path, body, None)
             .await
             .map(|_| ())
+    };
+    let res = match res {
+        Ok(()) => hand_over(st, t, created).await,
+        Err(e) => Err(e),
     };
     match res {
         Ok(()) => super::json(StatusCode::OK, &[written(path)]),

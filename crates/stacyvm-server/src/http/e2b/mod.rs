@@ -27,7 +27,7 @@ use stacyvm_store::E2bSandbox;
 use stacyvm_types::{SandboxId, SandboxState};
 
 use super::AppState;
-use crate::service::PreviewHost;
+use crate::service::{CallerRole, PreviewHost};
 
 pub use control::{is_e2b_path, routes, unknown};
 
@@ -71,6 +71,9 @@ pub struct Target {
     record: Option<Arc<E2bSandbox>>,
     /// The template's working directory, or the agent's.
     workdir: String,
+    /// Who the call's commands run as and its files belong to: the SDK's `user=` (Basic
+    /// auth) where the template has a user, else the template's; `None` = the agent's.
+    user: Option<String>,
 }
 
 impl Target {
@@ -198,25 +201,71 @@ async fn data_plane(st: &AppState, raw_id: String, req: Request) -> Response {
             return rest_error(c.code.http_status(), &c.message);
         }
     };
-    if let Err(refused) = authorize(st, record.as_deref(), req.headers()) {
-        return if path.starts_with("/process.") || path.starts_with("/filesystem.") {
+    let who = authorize(st, record.as_deref(), req.headers());
+    let connect_call = path.starts_with("/process.") || path.starts_with("/filesystem.");
+    if let Err(retry_after) = throttle(st, &req, &id, who) {
+        let message = format!("rate limit exceeded; retry after {retry_after}s");
+        let mut resp = if connect_call {
+            connect::ConnectError::new(connect::Code::ResourceExhausted, message).unary()
+        } else {
+            rest_error(StatusCode::TOO_MANY_REQUESTS, &message)
+        };
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        return resp;
+    }
+    if let Err(refused) = who {
+        return if connect_call {
             connect::ConnectError::new(connect::Code::Unauthenticated, refused).unary()
         } else {
             rest_error(StatusCode::UNAUTHORIZED, refused)
         };
     }
-    let workdir = record
+    let template = record
         .as_ref()
-        .and_then(|r| st.svc.e2b().template(&r.template_id).ok())
-        .map(|t| t.workdir)
-        .filter(|w| w.starts_with('/'))
-        .unwrap_or_else(|| "/workspace".to_string());
+        .and_then(|r| st.svc.e2b().template(&r.template_id).ok());
+    let workdir = template.as_ref().map_or_else(
+        || "/workspace".to_string(),
+        crate::service::E2bTemplateSpec::effective_workdir,
+    );
+    let user = template
+        .map(|t| t.user.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .map(|default| asked_user(&req).unwrap_or(default));
     let t = Target {
         id,
         record,
         workdir,
+        user,
     };
     route(st, &t, method, &path, req).await
+}
+
+/// The SDK's `user=`: Basic auth on Connect calls, `?username=` on `/files`.
+fn asked_user(req: &Request) -> Option<String> {
+    basic_user(req.headers()).or_else(|| {
+        Query::<filesystem::FilesQuery>::try_from_uri(req.uri())
+            .ok()
+            .and_then(|q| q.0.username)
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+    })
+}
+
+/// The user of `Authorization: Basic base64("<user>:")`.
+fn basic_user(h: &HeaderMap) -> Option<String> {
+    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, cred) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = stacyvm_protocol::base64::decode(cred.trim())?;
+    let text = String::from_utf8(raw).ok()?;
+    let user = text
+        .split_once(':')
+        .map_or(text.as_str(), |(u, _)| u)
+        .trim();
+    (!user.is_empty()).then(|| user.to_string())
 }
 
 /// The data plane's routes.
@@ -266,33 +315,60 @@ async fn route(st: &AppState, t: &Target, method: Method, path: &str, req: Reque
 }
 
 /// The data plane's guard: the sandbox's access token (`X-Access-Token`), or one of our API
-/// keys. A sandbox created with `secure: false` has no token and is open, as in E2B; one the
-/// native API created needs a key.
+/// keys (then the key's role, which picks the rate-limit bucket). A sandbox created with
+/// `secure: false` has no token and is open, as in E2B; one the native API created needs a
+/// key.
 fn authorize(
     st: &AppState,
     record: Option<&E2bSandbox>,
     h: &HeaderMap,
-) -> Result<(), &'static str> {
+) -> Result<Option<CallerRole>, &'static str> {
     let header = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
     let auth = &st.svc.settings().auth;
-    let key = header("x-api-key");
-    let key_ok = !key.is_empty()
-        && ((!auth.api_key.is_empty() && super::middleware::ct_eq(key, &auth.api_key))
-            || (!auth.admin_api_key.is_empty()
-                && super::middleware::ct_eq(key, &auth.admin_api_key)));
+    let role = super::middleware::key_role(auth, header("x-api-key"));
     match record {
-        Some(r) if r.access_token.is_empty() => Ok(()),
+        _ if role.is_some() => Ok(role),
+        Some(r) if r.access_token.is_empty() => Ok(None),
         Some(r) => {
             let token = header("x-access-token");
-            if (!token.is_empty() && super::middleware::ct_eq(token, &r.access_token)) || key_ok {
-                Ok(())
+            if !token.is_empty() && super::middleware::ct_eq(token, &r.access_token) {
+                Ok(None)
             } else {
                 Err("missing or wrong X-Access-Token for this sandbox")
             }
         }
-        None if !auth.enabled() || key_ok => Ok(()),
+        None if !auth.enabled() => Ok(None),
         None => Err("this sandbox was not created through the E2B API: send X-API-Key"),
     }
+}
+
+/// The rate limit of the data plane, as the native API's: a request with a key counts in
+/// that key's bucket; one with the sandbox's token in the sandbox's own (the token holder is
+/// not the key holder); a wrong token as a failed authentication of its address.
+fn throttle(
+    st: &AppState,
+    req: &Request,
+    id: &SandboxId,
+    who: Result<Option<CallerRole>, &str>,
+) -> Result<(), u64> {
+    if !st.limiter.enabled() {
+        return Ok(());
+    }
+    let client = st
+        .limiter
+        .client_ip(super::middleware::peer_ip(req), req.headers());
+    let key = match who {
+        Err(_) => return st.limiter.check_failed_auth(client),
+        Ok(role @ Some(_)) => {
+            let caller = crate::service::Caller {
+                role,
+                ..Default::default()
+            };
+            st.limiter.key_for(&caller, client)
+        }
+        Ok(None) => format!("e2b-sandbox:{id}"),
+    };
+    st.limiter.check(&key).map(|_| ())
 }
 
 #[cfg(test)]
@@ -305,7 +381,45 @@ mod tests {
             id: SandboxId::from("sb-1"),
             record: None,
             workdir: workdir.into(),
+            user: None,
         }
+    }
+
+    #[test]
+    fn the_sdks_user_comes_from_basic_auth() {
+        let mut h = HeaderMap::new();
+        assert_eq!(basic_user(&h), None);
+        // base64("root:") and base64("user") (no colon).
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic cm9vdDo="),
+        );
+        assert_eq!(basic_user(&h).as_deref(), Some("root"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("basic dXNlcg=="),
+        );
+        assert_eq!(basic_user(&h).as_deref(), Some("user"));
+        for bad in ["Bearer cm9vdDo=", "Basic !!", "Basic Og=="] {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(bad));
+            assert_eq!(basic_user(&h), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_templates_user_gives_its_home_as_workdir() {
+        let t = |workdir: &str, user: &str| crate::service::E2bTemplateSpec {
+            image: String::new(),
+            provider: String::new(),
+            memory_mb: 0,
+            vcpus: 0,
+            workdir: workdir.into(),
+            user: user.into(),
+        };
+        assert_eq!(t("", "").effective_workdir(), "/workspace");
+        assert_eq!(t("", "user").effective_workdir(), "/home/user");
+        assert_eq!(t("", "root").effective_workdir(), "/root");
+        assert_eq!(t("/srv", "user").effective_workdir(), "/srv");
     }
 
     #[test]

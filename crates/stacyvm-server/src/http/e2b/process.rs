@@ -153,6 +153,7 @@ async fn start(c: &Call<'_>) -> Result<Response, ConnectError> {
         tag: req.tag.unwrap_or_default(),
         stdin: req.stdin.unwrap_or(false) || pty.is_some(),
         pty,
+        user: c.t.user.clone().unwrap_or_default(),
     };
     let (info, records) =
         c.st.svc
