@@ -174,12 +174,14 @@ impl App {
             Update::Sandboxes(Err(e)) => self.errors[0] = Some(e),
             Update::Workers(Err(e)) => self.errors[1] = Some(e),
             Update::Event(ev) => {
+                // Keep a selected event where it is while new ones arrive on top (those the
+                // filter hides do not move it).
+                let shown = self.matches(&[&ev.kind, &ev.sandbox, &ev.data]);
+                if shown && self.selected[Tab::Events.index()] > 0 {
+                    self.selected[Tab::Events.index()] += 1;
+                }
                 self.events.push_front(ev);
                 self.events.truncate(EVENT_HISTORY);
-                // Keep the selected event where it is while new ones arrive on top.
-                if self.tab == Tab::Events && self.selected[2] > 0 {
-                    self.selected[2] += 1;
-                }
             }
             Update::Stream(s) => self.stream = s,
             Update::Notice(n) => self.notice = Some(n),

@@ -170,6 +170,20 @@ fn events_are_newest_first_and_capped() {
     }
     assert_eq!(app.events.len(), EVENT_HISTORY);
     assert_eq!(app.events[0].sandbox, format!("sb-{}", EVENT_HISTORY + 4));
+    // A selected event stays selected as newer ones arrive; one the filter hides moves nothing.
+    app.tab = Tab::Events;
+    app.selected[2] = 3;
+    let picked = app.visible_events()[3].sandbox.clone();
+    app.apply(Update::Event(event_from(
+        &json!({"type": "exec.started", "sandbox_id": "sb-x"}),
+    )));
+    assert_eq!(app.visible_events()[app.selected[2]].sandbox, picked);
+    app.filter = "sandbox.".into();
+    let picked = app.visible_events()[app.selected[2]].sandbox.clone();
+    app.apply(Update::Event(event_from(
+        &json!({"type": "exec.started", "sandbox_id": "sb-y"}),
+    )));
+    assert_eq!(app.visible_events()[app.selected[2]].sandbox, picked);
 }
 
 #[test]
