@@ -13,6 +13,7 @@ mod render;
 
 use std::io::{IsTerminal, Stdout};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -130,13 +131,22 @@ impl Drop for Screen {
     }
 }
 
+/// Whether `setup` has taken the terminal and `restore` not yet given it back: restoring twice
+/// (the panic hook, then `Screen`'s drop while unwinding) would leave the alternate screen
+/// twice, and the second restores the cursor to above the panic message and overwrites it.
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
 fn setup() -> std::io::Result<()> {
+    TAKEN.store(true, Ordering::SeqCst);
     enable_raw_mode()?;
     execute!(std::io::stdout(), EnterAlternateScreen, Hide)
 }
 
-/// Both steps run even if the first fails.
+/// Gives the terminal back once per `setup`; both steps run even if the first fails.
 fn restore() -> std::io::Result<()> {
+    if !TAKEN.swap(false, Ordering::SeqCst) {
+        return Ok(());
+    }
     let raw = disable_raw_mode();
     let screen = execute!(std::io::stdout(), LeaveAlternateScreen, Show);
     raw.and(screen)
