@@ -56,6 +56,7 @@ step_setup() {
     setup_registry || backend_unavailable docker-registry
     setup_bwrap || backend_unavailable bwrap
     setup_chromium || backend_unavailable chromium
+    setup_tmux || backend_unavailable tmux
 }
 
 step_fmt() {

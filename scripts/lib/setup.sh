@@ -215,6 +215,15 @@ setup_chromium() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# HOOK setup_tmux: the real terminal the terminal tests run the binary in (`stacyvm shell` in
+# tests/e2e/test_processes.py, `stacyvm top` in tests/e2e/test_top.py).
+# ---------------------------------------------------------------------------------------------
+setup_tmux() {
+    have tmux || apt_install tmux || return 1
+    have tmux
+}
+
+# ---------------------------------------------------------------------------------------------
 # HOOK setup_agent: the static in-sandbox agent (crates/stacyvm-agent, its own workspace) built
 # from this checkout and exported as STACYVM_AGENT: the mock runs it on the host and docker
 # bind-mounts it into containers (docs/processes.md); tests and the e2e binary find it there.

@@ -77,6 +77,9 @@ pub enum Command {
         /// Sandbox id.
         id: String,
     },
+    /// A live terminal view of sandboxes, workers and events (1/2/3 switch views, enter opens
+    /// a shell in the selected sandbox, d destroys it, q quits; docs/console.md).
+    Top,
     /// Print the version.
     Version,
     /// Run a remote worker (docs/worker.md), or manage tokens: `stacyvm worker token ...`.

@@ -67,13 +67,37 @@ impl Client {
         let status = resp.status();
         let text = resp.text().await.context("reading response")?;
         if !status.is_success() {
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let msg = v["message"].as_str().unwrap_or(text.trim());
-            let code = v["code"].as_str().unwrap_or("ERROR");
-            bail!("{} {code}: {msg}", status.as_u16());
+            bail!(failure(status, &text));
         }
         Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
+
+    /// GET of a streamed answer (`/events`): the response once its status is a success, its
+    /// body still unread; errors as [`Self::call`].
+    pub(super) async fn get_stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let mut req = self.http.get(format!("{}/api/v1{path}", self.base));
+        if !self.key.is_empty() {
+            req = req.header("X-API-Key", &self.key);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("contacting {}", self.base))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            bail!(failure(status, &text));
+        }
+        Ok(resp)
+    }
+}
+
+/// `401 UNAUTHORIZED: <message>` from an error answer's `{"code","message"}` body.
+fn failure(status: reqwest::StatusCode, text: &str) -> String {
+    let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let msg = v["message"].as_str().unwrap_or(text.trim());
+    let code = v["code"].as_str().unwrap_or("ERROR");
+    format!("{} {code}: {msg}", status.as_u16())
 }
 
 fn print(v: &Value) {

@@ -13,6 +13,7 @@ mod procs;
 mod serve;
 mod term;
 mod token;
+mod top;
 mod worker;
 
 use std::process::ExitCode;
@@ -32,6 +33,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ps { id } => procs::ps(&cli.client, &id).await,
         Command::Attach { id, pid } => procs::attach(&cli.client, &id, pid).await,
         Command::Shell { id } => procs::shell(&cli.client, &id).await,
+        Command::Top => top::run(&cli.client).await,
         Command::Config(a) => config::run(a),
         Command::Db(a) => db::run(a).await,
         Command::Microvm(a) => microvm::run(a),

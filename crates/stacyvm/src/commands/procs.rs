@@ -4,9 +4,10 @@
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -61,6 +62,13 @@ pub async fn attach(c: &ClientArgs, id: &str, pid: u32) -> anyhow::Result<ExitCo
 /// `stacyvm shell <id>`: a login shell on a terminal sized like this one, in raw mode, resized
 /// on SIGWINCH; exits with the shell's exit code.
 pub async fn shell(c: &ClientArgs, id: &str) -> anyhow::Result<ExitCode> {
+    let code = open_shell(c, id).await?;
+    finish(code)
+}
+
+/// The interactive shell of `stacyvm shell` (and `enter` in `stacyvm top`): returns the
+/// shell's exit code once the terminal is back as it was, leaving nothing reading stdin.
+pub(super) async fn open_shell(c: &ClientArgs, id: &str) -> anyhow::Result<i32> {
     let (cols, rows) = term::size().unwrap_or((80, 24));
     let term_name = std::env::var("TERM")
         .ok()
@@ -86,7 +94,7 @@ pub async fn shell(c: &ClientArgs, id: &str) -> anyhow::Result<ExitCode> {
     let raw = term::RawMode::enter();
     let code = session(c, id, pid, true).await;
     drop(raw);
-    finish(code?)
+    code
 }
 
 /// Ends the process with `code` once the terminal is restored and output flushed (the stdin
@@ -133,8 +141,8 @@ async fn session(c: &ClientArgs, id: &str, pid: u32, tty: bool) -> anyhow::Resul
         }
         Err(e) => return Err(e).with_context(|| format!("attaching through {}", c.server)),
     };
-    let (mut tx, mut rx) = ws.split();
-    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Message>(16);
+    let (tx, rx) = ws.split();
+    let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Message>(16);
     // Local input. A terminal's keystrokes go as binary frames (low latency); piped input goes
     // through `…/stdin`, each piece answered before the next, so its EOF (`close=true`) cannot
     // overtake bytes still in flight on the socket.
@@ -142,11 +150,26 @@ async fn session(c: &ClientArgs, id: &str, pid: u32, tty: bool) -> anyhow::Resul
     let client = Client::new(c);
     let stdin_path = format!("/sandboxes/{id}/processes/{pid}/stdin");
     let rt = tokio::runtime::Handle::current();
+    // Closed when the reader thread ends.
+    let (reader_alive, reader_done) = tokio::sync::oneshot::channel::<()>();
     // A plain thread: a blocking read of stdin never holds up the runtime.
     std::thread::spawn(move || {
+        let _alive = reader_alive;
         let mut stdin = std::io::stdin();
         let mut buf = vec![0u8; 8192];
         loop {
+            // A terminal is waited on in short polls, so the thread ends with the session
+            // rather than taking the next keystroke meant for whoever reads stdin after it
+            // (`stacyvm top`, back from a shell).
+            if tty {
+                let ready = term::stdin_ready(100);
+                if input.is_closed() {
+                    return; // a ready key stays for the next reader
+                }
+                if !ready {
+                    continue;
+                }
+            }
             match stdin.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) if tty => {
@@ -177,7 +200,12 @@ async fn session(c: &ClientArgs, id: &str, pid: u32, tty: bool) -> anyhow::Resul
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
         {
             tokio::spawn(async move {
-                while winch.recv().await.is_some() {
+                loop {
+                    // Ends with the session (the receiver dropped), not at the next SIGWINCH.
+                    tokio::select! {
+                        s = winch.recv() => if s.is_none() { return },
+                        () = resize.closed() => return,
+                    }
                     if let Some((cols, rows)) = term::size() {
                         let m = json!({"type": "resize", "cols": cols, "rows": rows});
                         if resize
@@ -193,6 +221,26 @@ async fn session(c: &ClientArgs, id: &str, pid: u32, tty: bool) -> anyhow::Resul
         }
     }
     drop(in_tx);
+    let code = pump(rx, tx, in_rx).await;
+    if tty {
+        // The input channel is gone with `pump`: the reader sees it within one poll. Waiting
+        // for it means whoever reads the terminal next gets every key.
+        let _ = tokio::time::timeout(Duration::from_secs(1), reader_done).await;
+    }
+    code
+}
+
+/// Output to stdout and input to the socket until the process's exit frame; `in_rx` is
+/// dropped on return, which tells the stdin reader to stop.
+async fn pump<R, T>(
+    mut rx: R,
+    mut tx: T,
+    mut in_rx: tokio::sync::mpsc::Receiver<Message>,
+) -> anyhow::Result<i32>
+where
+    R: Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    T: Sink<Message> + Unpin,
+{
     let mut out = std::io::stdout();
     loop {
         tokio::select! {

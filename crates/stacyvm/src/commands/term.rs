@@ -1,4 +1,5 @@
-//! The local terminal for `stacyvm shell`: raw mode (restored on drop) and the window size.
+//! The local terminal for `stacyvm shell`: raw mode (restored on drop), the window size and
+//! waiting for input.
 
 use std::io::IsTerminal;
 
@@ -48,6 +49,21 @@ fn make_raw(t: &mut libc::termios) {
     // SAFETY: cfmakeraw only rewrites the flag fields of the struct it is given, which is a
     // valid, exclusively borrowed termios.
     unsafe { libc::cfmakeraw(t) }
+}
+
+/// Whether stdin has something to read (or has failed, so a read returns at once) within
+/// `timeout_ms`; `false` on timeout or when a signal interrupted the wait.
+#[allow(unsafe_code)]
+pub fn stdin_ready(timeout_ms: i32) -> bool {
+    let mut fds = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid, exclusively borrowed pollfd and a count of 1; poll only writes its
+    // `revents`.
+    let rc = unsafe { libc::poll(&mut fds, 1, timeout_ms) };
+    rc > 0 || (rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
 }
 
 /// The terminal's `(cols, rows)` on stdout, else stdin; `None` when neither is a terminal.
