@@ -70,7 +70,11 @@ async fn fork_bomb_is_contained() {
         ..Default::default()
     };
     let r = exec_req(&p, &id, req).await;
-    assert!(matches!(r, Err(ProviderError::Timeout)), "{r:?}");
+    // On a loaded machine the bomb may fill the pid limit before the agent started the
+    // exec's reader thread: then the exec is refused as busy (and its group killed), which
+    // is as contained as the timeout.
+    let busy = matches!(&r, Err(ProviderError::Unavailable(m)) if m.contains("thread"));
+    assert!(matches!(r, Err(ProviderError::Timeout)) || busy, "{r:?}");
     assert!(p.health().await.is_ok());
     assert_eq!(p.status(&id).await.unwrap(), SandboxState::Running);
     // The sandbox recovers: the bomb's processes are gone.
