@@ -303,3 +303,65 @@ async fn concurrent_sync_execs_per_sandbox_are_bounded() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["stdout"], "again\n");
 }
+
+#[tokio::test]
+async fn the_exec_history_lists_what_ran_newest_first() {
+    let app = TestApp::default_app().await;
+    let id = app.spawn_id().await;
+    assert_eq!(
+        exec(&app, &id, json!({"command": "echo one"})).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        exec(&app, &id, json!({"command": "echo two >&2; exit 3"}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = app
+        .get(&format!("/api/v1/sandboxes/{id}/execs"))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let rows = r.json();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        keys(&rows[0]),
+        [
+            "command",
+            "created_at",
+            "duration",
+            "duration_ms",
+            "exit_code",
+            "stderr",
+            "stdout"
+        ]
+    );
+    assert_eq!(rows[0]["command"], "sh -c echo two >&2; exit 3");
+    assert_eq!(rows[0]["exit_code"], 3);
+    assert_eq!(rows[0]["stderr"], "two\n");
+    assert_eq!(rows[1]["stdout"], "one\n");
+    assert!(rows[0]["duration"]
+        .as_str()
+        .unwrap()
+        .parse::<stacyvm_types::GoDuration>()
+        .is_ok());
+    // limit, and its errors.
+    let r = app
+        .get(&format!("/api/v1/sandboxes/{id}/execs?limit=1"))
+        .send()
+        .await;
+    assert_eq!(r.json().as_array().unwrap().len(), 1);
+    for bad in ["0", "501", "x", "-1"] {
+        let r = app
+            .get(&format!("/api/v1/sandboxes/{id}/execs?limit={bad}"))
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text());
+        assert_eq!(r.json()["code"], "BAD_REQUEST");
+    }
+    let r = app.get("/api/v1/sandboxes/sb-00000000/execs").send().await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.json()["code"], "NOT_FOUND");
+}

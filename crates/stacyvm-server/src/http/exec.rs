@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use stacyvm_types::{GoDuration, SandboxId, StreamKind};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -22,12 +22,14 @@ use super::openapi::{
     NotFound, ResourceLimit, SandboxIdParam, SandboxPaused, Timeout, Unavailable,
 };
 use super::{ok, AppState};
+use crate::error::ServiceError;
 use crate::service::{ExecParams, ExecStream, StreamItem};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(exec))
         .routes(routes!(exec_ws))
+        .routes(routes!(history))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -188,6 +190,73 @@ async fn exec(
         stdout: &r.stdout,
         truncated: r.truncated,
     }))
+}
+
+/// One row of a sandbox's exec log.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ExecLogEntry)]
+pub struct ExecLogView<'a> {
+    /// The argv as run, joined with spaces (`sh -c …` in shell mode)
+    command: &'a str,
+    /// `-1` for a process start (the process's own record has its end)
+    exit_code: i64,
+    /// At most 64 KiB each
+    stdout: &'a str,
+    stderr: &'a str,
+    #[schema(value_type = GoDuration)]
+    duration: String,
+    duration_ms: i64,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the query; parsed by hand for our 400
+struct HistoryQuery {
+    /// Rows, newest first: 1..=500, default 50
+    limit: Option<usize>,
+}
+
+/// A sandbox's exec history
+///
+/// Ours: the exec log the server keeps (sync execs with their exit code, duration and
+/// output; process starts with exit code -1), newest first. Kept for destroyed sandboxes
+/// until their record is purged.
+#[utoipa::path(get, path = "/sandboxes/{id}/execs", operation_id = "listExecs", tag = "exec",
+    params(SandboxIdParam, HistoryQuery),
+    responses(
+        (status = 200, description = "Newest first", body = [ExecLogView]),
+        (status = 400, response = super::openapi::BadRequest), (status = 404, response = NotFound),
+    ))]
+async fn history(
+    State(st): State<AppState>,
+    Path(id): Path<SandboxId>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let limit = match q.get("limit").map(|v| v.trim()) {
+        None | Some("") => 50,
+        Some(v) => v.parse::<usize>().map_err(|_| {
+            ApiError::from(ServiceError::bad_request(format!("invalid limit {v:?}")))
+        })?,
+    };
+    let rows = st.svc.exec().history(&id, limit).await?;
+    let views: Vec<_> = rows
+        .iter()
+        .map(|r| ExecLogView {
+            command: &r.command,
+            exit_code: r.exit_code,
+            stdout: &r.stdout,
+            stderr: &r.stderr,
+            duration: GoDuration::from_std(std::time::Duration::from_millis(
+                u64::try_from(r.duration_ms).unwrap_or(0),
+            ))
+            .to_string(),
+            duration_ms: r.duration_ms,
+            created_at: stacyvm_types::format_rfc3339_go(&r.created_at),
+        })
+        .collect();
+    Ok(ok(&views))
 }
 
 fn ndjson(stream: ExecStream) -> Response {

@@ -76,7 +76,24 @@ impl Service {
     }
 }
 
+/// Most exec log rows one history call answers.
+pub const MAX_HISTORY: usize = 500;
+
 impl Exec<'_> {
+    /// The sandbox's exec log, newest first: every sync exec with its exit code, duration and
+    /// output (each capped at 64 KiB), and every process start (exit code -1: its end is in
+    /// the process's own record). A destroyed sandbox keeps its history until it is purged.
+    pub async fn history(self, id: &SandboxId, limit: usize) -> ServiceResult<Vec<ExecLog>> {
+        if limit == 0 || limit > MAX_HISTORY {
+            return Err(ServiceError::bad_request(format!(
+                "limit must be 1..={MAX_HISTORY}"
+            )));
+        }
+        self.svc.sandboxes().get(id).await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(self.svc.store.list_exec_logs(id, limit).await?)
+    }
+
     async fn request(self, sb: &Sandbox, p: &ExecParams) -> ServiceResult<ExecRequest> {
         let mode = ExecMode::parse(&p.mode).ok_or_else(|| {
             ServiceError::bad_request(format!("unsupported exec mode {:?}", p.mode))

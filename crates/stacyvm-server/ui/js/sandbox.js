@@ -1,4 +1,5 @@
-// One sandbox: details and actions, its processes, its terminal, its files, its console log.
+// One sandbox: details and actions, its processes, its terminal, its files, its exec history,
+// its console log.
 
 import { enc, get } from "./api.js";
 import { badge, busy, coalesce, fmtTime, h, replace, showError, when } from "./dom.js";
@@ -41,6 +42,20 @@ function processTable(list) {
       h("td", { class: "mono" }, [p.command, ...(p.args || [])].join(" ")))))));
 }
 
+function execTable(list) {
+  if (!list.length) return h("p", { class: "empty" }, "Nothing has run yet.");
+  return h("div", { class: "scroll" }, h("table", { class: "list", "aria-label": "Exec history" },
+    h("thead", {}, h("tr", {}, ["When", "Exit", "Duration", "Command", "Output"]
+      .map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, list.map((x) => h("tr", {},
+      h("td", {}, when(x.created_at)),
+      // -1: a process start, whose end is in the process list.
+      h("td", {}, x.exit_code === -1 ? "process" : String(x.exit_code)),
+      h("td", {}, x.exit_code === -1 ? "" : x.duration),
+      h("td", { class: "mono" }, x.command),
+      h("td", { class: "mono" }, `${x.stdout}${x.stderr}`.slice(0, 200)))))));
+}
+
 /** A titled part of the page: <section aria-labelledby><h2>…</h2>…</section>. */
 function section(title, ...body) {
   const id = `sec-${title.toLowerCase().replace(/\W+/g, "-")}`;
@@ -55,6 +70,7 @@ export function render(main, [id]) {
   const procSlot = h("div");
   const termSlot = h("div", { class: "term" });
   const fileSlot = h("div");
+  const execSlot = h("div");
   const logSlot = h("pre", { class: "log", tabindex: "0", "aria-label": "Console log" });
   const openBtn = h("button", { type: "button", id: "open-terminal" }, "Open terminal");
   const logBtn = h("button", { type: "button" }, "Refresh log");
@@ -66,6 +82,7 @@ export function render(main, [id]) {
     section("Terminal", termSlot),
     section("Processes", procSlot),
     section("Files", fileSlot),
+    section("Exec history", execSlot),
     section("Console log", h("div", { class: "row" }, logBtn), logSlot));
 
   function openTerminal() {
@@ -105,6 +122,15 @@ export function render(main, [id]) {
     }
   }
 
+  async function refreshExecs() {
+    try {
+      const list = await get(`/sandboxes/${enc(id)}/execs?limit=50`);
+      if (!disposed) replace(execSlot, execTable(list));
+    } catch (e) {
+      if (!disposed) replace(execSlot, h("p", { class: "error" }, e.message));
+    }
+  }
+
   async function refreshLog() {
     try {
       const lines = await get(`/sandboxes/${enc(id)}/logs?lines=200`);
@@ -119,11 +145,13 @@ export function render(main, [id]) {
 
   const all = coalesce(() => refresh().then(refreshProcs));
   const procs = coalesce(refreshProcs);
-  stops.push(all.cancel, procs.cancel);
+  const execs = coalesce(refreshExecs);
+  stops.push(all.cancel, procs.cancel, execs.cancel);
   stops.push(subscribe((ev) => {
     if (ev.sandbox_id !== id) return;
     if (ev.type.startsWith("sandbox.")) all();
     else if (ev.type.startsWith("process.")) procs();
+    if (ev.type.startsWith("exec.") || ev.type === "process.started") execs();
   }));
   let watching = false;
   stops.push(onStreamState((s) => {
@@ -135,6 +163,7 @@ export function render(main, [id]) {
   refresh().then(() => {
     if (disposed) return;
     refreshProcs();
+    refreshExecs();
     refreshLog();
     if (current && current.state === "running") {
       mountFiles(fileSlot, id);
