@@ -59,29 +59,17 @@ pub struct E2bCreate {
     pub public_preview: bool,
 }
 
-/// A template resolved against the server's defaults.
-#[derive(Debug, Clone)]
-pub struct E2bTemplateSpec {
-    pub image: String,
-    pub provider: String,
-    pub memory_mb: i64,
-    pub vcpus: i64,
-    /// Working directory of processes started without one, and the base of relative paths;
-    /// empty = the user's home when there is a user, else the agent's (`/workspace`).
-    pub workdir: String,
-    /// The default account of commands; empty = the agent's (and the SDK's `user=` ignored).
-    pub user: String,
-}
+/// A template as configured (`e2b.templates`); empty fields take the server's defaults.
+pub use stacyvm_config::E2bTemplate;
 
-impl E2bTemplateSpec {
-    /// The base of relative paths and the default working directory.
-    pub fn effective_workdir(&self) -> String {
-        match (self.workdir.trim(), self.user.trim()) {
-            (w, _) if w.starts_with('/') => w.to_string(),
-            (_, "") => "/workspace".into(),
-            (_, "root" | "0") => "/root".into(),
-            (_, u) => format!("/home/{u}"),
-        }
+/// The base of relative paths and the default working directory of `t`'s sandboxes: its
+/// `workdir`, else the user's home when it has a user, else the agent's (`/workspace`).
+pub fn effective_workdir(t: &E2bTemplate) -> String {
+    match (t.workdir.trim(), t.user.trim()) {
+        (w, _) if w.starts_with('/') => w.to_string(),
+        (_, "") => "/workspace".into(),
+        (_, "root" | "0") => "/root".into(),
+        (_, u) => format!("/home/{u}"),
     }
 }
 
@@ -112,25 +100,11 @@ impl<'a> E2b<'a> {
     }
 
     /// `templateID` → what to spawn. `base` is the server's default image unless configured.
-    pub fn template(self, id: &str) -> ServiceResult<E2bTemplateSpec> {
+    pub fn template(self, id: &str) -> ServiceResult<E2bTemplate> {
         let s = self.svc.settings();
         match s.e2b.templates.get(id) {
-            Some(t) => Ok(E2bTemplateSpec {
-                image: t.image.clone(),
-                provider: t.provider.clone(),
-                memory_mb: t.memory_mb,
-                vcpus: t.vcpus,
-                workdir: t.workdir.clone(),
-                user: t.user.clone(),
-            }),
-            None if id == "base" => Ok(E2bTemplateSpec {
-                image: String::new(),
-                provider: String::new(),
-                memory_mb: 0,
-                vcpus: 0,
-                workdir: String::new(),
-                user: String::new(),
-            }),
+            Some(t) => Ok(t.clone()),
+            None if id == "base" => Ok(E2bTemplate::default()),
             None => Err(ServiceError::NotFound(format!(
                 "template {id:?} was not found (e2b.templates lists the templates this server \
                  offers)"
@@ -267,6 +241,18 @@ impl<'a> E2b<'a> {
             return Err(ServiceError::SandboxNotFound(id.to_string()));
         }
         Ok(sb)
+    }
+
+    /// `timeout`: the sandbox now expires `secs` from now (a positive number of seconds).
+    pub async fn set_timeout(self, id: &SandboxId, secs: i64) -> ServiceResult<()> {
+        if secs <= 0 {
+            return Err(ServiceError::bad_request(
+                "timeout must be a positive number of seconds",
+            ));
+        }
+        self.live(id).await?;
+        self.svc.sandboxes().extend(id, &format!("{secs}s")).await?;
+        Ok(())
     }
 
     /// `connect`: resumes a paused sandbox with the new timeout (true = resumed), or moves a

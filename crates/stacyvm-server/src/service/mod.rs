@@ -36,7 +36,7 @@ use std::time::Instant;
 
 pub use admin::{Admin, AuditQuery};
 pub use admission::{AdmissionDecision, QueueStats};
-pub use e2b::{E2bCreate, E2bTemplateSpec, ENVD_VERSION};
+pub use e2b::{effective_workdir, E2bCreate, ENVD_VERSION};
 pub use exec::{Exec, ExecParams, ExecResult, ExecStream, StreamItem};
 pub use files::Files;
 pub(crate) use leases::lease_ttl;

@@ -337,11 +337,7 @@ async fn set_timeout(
     let secs = b
         .timeout
         .ok_or_else(|| bad_request("timeout is required"))?;
-    if secs <= 0 {
-        return Err(bad_request("timeout must be a positive number of seconds"));
-    }
-    st.svc.e2b().live(&id).await?;
-    st.svc.sandboxes().extend(&id, &format!("{secs}s")).await?;
+    st.svc.e2b().set_timeout(&id, secs).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

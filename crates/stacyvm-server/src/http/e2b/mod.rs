@@ -226,7 +226,7 @@ async fn data_plane(st: &AppState, raw_id: String, req: Request) -> Response {
         .and_then(|r| st.svc.e2b().template(&r.template_id).ok());
     let workdir = template.as_ref().map_or_else(
         || "/workspace".to_string(),
-        crate::service::E2bTemplateSpec::effective_workdir,
+        crate::service::effective_workdir,
     );
     let user = template
         .map(|t| t.user.trim().to_string())
@@ -408,18 +408,17 @@ mod tests {
 
     #[test]
     fn a_templates_user_gives_its_home_as_workdir() {
-        let t = |workdir: &str, user: &str| crate::service::E2bTemplateSpec {
-            image: String::new(),
-            provider: String::new(),
-            memory_mb: 0,
-            vcpus: 0,
-            workdir: workdir.into(),
-            user: user.into(),
+        let w = |workdir: &str, user: &str| {
+            crate::service::effective_workdir(&stacyvm_config::E2bTemplate {
+                workdir: workdir.into(),
+                user: user.into(),
+                ..Default::default()
+            })
         };
-        assert_eq!(t("", "").effective_workdir(), "/workspace");
-        assert_eq!(t("", "user").effective_workdir(), "/home/user");
-        assert_eq!(t("", "root").effective_workdir(), "/root");
-        assert_eq!(t("/srv", "user").effective_workdir(), "/srv");
+        assert_eq!(w("", ""), "/workspace");
+        assert_eq!(w("", "user"), "/home/user");
+        assert_eq!(w("", "root"), "/root");
+        assert_eq!(w("/srv", "user"), "/srv");
     }
 
     #[test]
