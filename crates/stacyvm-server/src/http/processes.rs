@@ -26,7 +26,7 @@ use super::openapi::{
 use super::output::{record_line, Encoding, TextDecoder};
 use super::views::Status;
 use super::{json_response, ok, AppState};
-use crate::service::ProcessParams;
+use crate::service::{ExecParams, ProcessParams};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -173,16 +173,18 @@ async fn start(
     let follow = parse_follow(&q, false)?;
     let encoding = parse_encoding(&q)?;
     let params = ProcessParams {
-        command: b.command,
-        args: b.args,
-        mode: b.mode,
-        env: b.env,
-        workdir: b.workdir,
-        timeout: b.timeout,
+        exec: ExecParams {
+            command: b.command,
+            args: b.args,
+            mode: b.mode,
+            env: b.env,
+            workdir: b.workdir,
+            timeout: b.timeout,
+            user: b.user,
+        },
         tag: b.tag,
         stdin: b.stdin,
         pty: b.pty,
-        user: b.user,
     };
     if !follow {
         let p = st.svc.processes().start(&id, params).await?;

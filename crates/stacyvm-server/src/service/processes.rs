@@ -3,7 +3,6 @@
 //! at the edge, routes, and publishes events. It keeps no per-process state of its own, so a
 //! restarted control plane sees every process again.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,21 +20,14 @@ use super::Service;
 use crate::error::{ServiceError, ServiceResult};
 use crate::events::EventData;
 
-/// What a client asks to start (the body of `POST /sandboxes/{id}/processes`).
+/// What a client asks to start (the body of `POST /sandboxes/{id}/processes`): what an exec
+/// takes (its `timeout` `""` or `"0s"` = none), and the process's own fields.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessParams {
-    pub command: String,
-    pub args: Vec<String>,
-    pub mode: String,
-    pub env: BTreeMap<String, String>,
-    pub workdir: String,
-    /// Go duration; `""` or `"0s"` = none.
-    pub timeout: String,
+    pub exec: ExecParams,
     pub tag: String,
     pub stdin: bool,
     pub pty: Option<PtySize>,
-    /// Account of the sandbox to run as (a name or uid); empty = the default user.
-    pub user: String,
 }
 
 /// Sandboxes whose running processes this control plane has looked for (once per sandbox, so
@@ -71,19 +63,15 @@ fn spec(
     p: &ProcessParams,
     settings: &crate::settings::ProcessSettings,
 ) -> ServiceResult<ProcessSpec> {
-    let mode = ExecMode::parse(&p.mode)
-        .ok_or_else(|| ServiceError::bad_request(format!("unsupported exec mode {:?}", p.mode)))?;
-    if p.command.trim().is_empty() {
+    let mode = ExecMode::parse(&p.exec.mode).ok_or_else(|| {
+        ServiceError::bad_request(format!("unsupported exec mode {:?}", p.exec.mode))
+    })?;
+    if p.exec.command.trim().is_empty() {
         return Err(ServiceError::bad_request("command is required"));
     }
-    check_exec_size(&ExecParams {
-        command: p.command.clone(),
-        args: p.args.clone(),
-        env: p.env.clone(),
-        ..ExecParams::default()
-    })?;
+    check_exec_size(&p.exec)?;
     check_len("tag", &p.tag, MAX_NAME)?;
-    let timeout = match p.timeout.trim() {
+    let timeout = match p.exec.timeout.trim() {
         "" => None,
         t => {
             let d = parse_go_duration(t)
@@ -106,13 +94,13 @@ fn spec(
     }
     Ok(ProcessSpec {
         exec: ExecRequest {
-            command: p.command.clone(),
-            args: p.args.clone(),
+            command: p.exec.command.clone(),
+            args: p.exec.args.clone(),
             mode,
-            env: p.env.clone(),
-            workdir: Some(p.workdir.trim().to_string()).filter(|w| !w.is_empty()),
+            env: p.exec.env.clone(),
+            workdir: Some(p.exec.workdir.trim().to_string()).filter(|w| !w.is_empty()),
             timeout,
-            user: super::exec::check_user(&p.user)?,
+            user: super::exec::check_user(&p.exec.user)?,
         },
         tag: p.tag.clone(),
         stdin: p.stdin,
@@ -418,8 +406,16 @@ mod tests {
     use crate::settings::ProcessSettings;
 
     fn params(command: &str) -> ProcessParams {
+        with(command, ExecParams::default())
+    }
+
+    /// A start of `command` with these exec fields.
+    fn with(command: &str, exec: ExecParams) -> ProcessParams {
         ProcessParams {
-            command: command.into(),
+            exec: ExecParams {
+                command: command.into(),
+                ..exec
+            },
             ..ProcessParams::default()
         }
     }
@@ -431,10 +427,13 @@ mod tests {
             retain_exited: None,
         };
         let user = |u: &str| {
-            let p = ProcessParams {
-                user: u.into(),
-                ..params("id")
-            };
+            let p = with(
+                "id",
+                ExecParams {
+                    user: u.into(),
+                    ..ExecParams::default()
+                },
+            );
             spec(&p, &s).map(|s| s.exec.user)
         };
         assert_eq!(user("").unwrap(), None);
@@ -460,34 +459,49 @@ mod tests {
         assert_eq!(ok.exec.timeout, None);
         assert_eq!(ok.output_buffer, Some(4096));
         for t in ["", "0s", " 0s "] {
-            let p = ProcessParams {
-                timeout: t.into(),
-                ..params("x")
-            };
+            let p = with(
+                "x",
+                ExecParams {
+                    timeout: t.into(),
+                    ..ExecParams::default()
+                },
+            );
             assert_eq!(spec(&p, &s).unwrap().exec.timeout, None, "{t:?}");
         }
-        let p = ProcessParams {
-            timeout: "1m30s".into(),
-            ..params("x")
-        };
+        let p = with(
+            "x",
+            ExecParams {
+                timeout: "1m30s".into(),
+                ..ExecParams::default()
+            },
+        );
         assert_eq!(
             spec(&p, &s).unwrap().exec.timeout,
             Some(std::time::Duration::from_secs(90))
         );
         let bad = [
             params(" "),
-            ProcessParams {
-                mode: "python".into(),
-                ..params("x")
-            },
-            ProcessParams {
-                timeout: "-1s".into(),
-                ..params("x")
-            },
-            ProcessParams {
-                timeout: "soon".into(),
-                ..params("x")
-            },
+            with(
+                "x",
+                ExecParams {
+                    mode: "python".into(),
+                    ..ExecParams::default()
+                },
+            ),
+            with(
+                "x",
+                ExecParams {
+                    timeout: "-1s".into(),
+                    ..ExecParams::default()
+                },
+            ),
+            with(
+                "x",
+                ExecParams {
+                    timeout: "soon".into(),
+                    ..ExecParams::default()
+                },
+            ),
             ProcessParams {
                 tag: "t".repeat(MAX_NAME + 1),
                 ..params("x")
@@ -496,10 +510,13 @@ mod tests {
                 pty: Some(PtySize { cols: 0, rows: 24 }),
                 ..params("x")
             },
-            ProcessParams {
-                args: vec!["a".repeat(200 * 1024)],
-                ..params("x")
-            },
+            with(
+                "x",
+                ExecParams {
+                    args: vec!["a".repeat(200 * 1024)],
+                    ..ExecParams::default()
+                },
+            ),
         ];
         for p in bad {
             assert!(

@@ -15,7 +15,7 @@ use stacyvm_types::{OutputRecord, OutputStream, Pid, ProcessState, PtySize, Sign
 
 use super::connect::{self, Code, ConnectError};
 use super::Call;
-use crate::service::ProcessParams;
+use crate::service::{ExecParams, ProcessParams};
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -143,17 +143,19 @@ async fn start(c: &Call<'_>) -> Result<Response, ConnectError> {
     let mut env = c.t.env();
     env.extend(req.process.envs);
     let params = ProcessParams {
-        command: req.process.cmd,
-        args: req.process.args,
-        mode: "argv".into(),
-        env,
-        workdir: c.t.resolve(req.process.cwd.as_deref().unwrap_or("")),
-        // envd runs the process for as long as the call's deadline (e2b-wire.md §2.1).
-        timeout: connect::timeout_ms(c.h).map_or_else(String::new, |ms| format!("{ms}ms")),
+        exec: ExecParams {
+            command: req.process.cmd,
+            args: req.process.args,
+            mode: "argv".into(),
+            env,
+            workdir: c.t.resolve(req.process.cwd.as_deref().unwrap_or("")),
+            // envd runs the process for as long as the call's deadline (e2b-wire.md §2.1).
+            timeout: connect::timeout_ms(c.h).map_or_else(String::new, |ms| format!("{ms}ms")),
+            user: c.t.user.clone().unwrap_or_default(),
+        },
         tag: req.tag.unwrap_or_default(),
         stdin: req.stdin.unwrap_or(false) || pty.is_some(),
         pty,
-        user: c.t.user.clone().unwrap_or_default(),
     };
     let (info, records) =
         c.st.svc
