@@ -23,7 +23,7 @@ pub type Running = Arc<Mutex<HashMap<u64, i32>>>;
 /// them must not keep the exec open forever).
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// Environment every command starts from; the request's env is layered on top.
-const BASE_ENV: [(&str, &str); 4] = [
+pub const BASE_ENV: [(&str, &str); 4] = [
     (
         "PATH",
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

@@ -23,6 +23,9 @@ use super::{
     account, inline, now_ms, pspawn, pty, registry, settings, stdin, thread, timers, Exit, Proc,
     State,
 };
+// Environment defaults for what the agent's own environment lacks (the microvm `/init` starts
+// it with almost none): the same as an exec's.
+use crate::exec::BASE_ENV;
 use crate::reaper;
 use crate::session::lock;
 
@@ -39,17 +42,6 @@ const FIRST_READER_MS: i64 = 30_000;
 const HOLD_POLL: Duration = Duration::from_millis(250);
 /// Largest output buffer a host may ask for.
 const MAX_OUTPUT_BUFFER: u64 = 256 << 20;
-/// Environment defaults for what the agent's own environment lacks (the microvm `/init` starts
-/// it with almost none).
-const BASE_ENV: [(&str, &str); 4] = [
-    (
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    ),
-    ("HOME", "/root"),
-    ("TERM", "xterm"),
-    ("LANG", "C.UTF-8"),
-];
 
 pub type Failure = (ErrorCode, String);
 
