@@ -366,6 +366,7 @@ async fn answers_match_their_schemas() {
         "/snapshots",
         "/system/stats",
         "/metrics",
+        "/metrics/history",
         "/diagnostics",
     ] {
         let r = app.get(&format!("/api/v1{path}")).send().await;
