@@ -51,8 +51,8 @@ export const quotas = {
         for (const sb of sandboxes) inUse[sb.owner_id || ""] = (inUse[sb.owner_id || ""] || 0) + 1;
         for (const q of list) q.in_use = inUse[q.owner_id] || 0;
         sum.textContent = `${summary.total} owner${summary.total === 1 ? "" : "s"} with a quota: `
-          + `${summary.with_max_sandboxes} limit sandboxes, `
-          + `${summary.with_max_ttl} the TTL, ${summary.with_max_exec_timeout} the exec timeout.`;
+          + `max sandboxes set for ${summary.with_max_sandboxes}, max TTL for ${summary.with_max_ttl}, `
+          + `max exec timeout for ${summary.with_max_exec_timeout}.`;
         return list;
       },
       columns: [
@@ -86,12 +86,17 @@ export const snapshots = {
   },
 };
 
+/** Text with `backticked` parts as <code>. */
+function withCode(text) {
+  return text.split("`").map((part, i) => (i % 2 ? h("code", {}, part) : part));
+}
+
 function noRoute(title, what, detail) {
   return {
     render(main) {
       replace(main, h("h1", {}, title),
         h("div", { class: "card", role: "note", dataset: { noRoute: "true" } },
-          h("p", {}, h("strong", {}, `No API route lists ${what} yet.`), " ", detail),
+          h("p", {}, h("strong", {}, `No API route lists ${what} yet.`), " ", withCode(detail)),
           h("p", { class: "hint" }, "The console only shows what the public API offers "
             + "(docs/console.md, \"Not built yet\").")));
       return null;
@@ -100,7 +105,7 @@ function noRoute(title, what, detail) {
 }
 
 export const volumes = noRoute("Volumes", "volumes",
-  "The server has no volumes: there is no /api/v1/volumes (the E2B API's /volumes answers 404 too).");
+  "The server has no volumes: there is no `/api/v1/volumes` (the E2B API's `/volumes` answers 404 too).");
 
 export const images = noRoute("Images", "images",
   "The image store of the bwrap and microvm providers (docs/images.md) is managed on the host with "
