@@ -4,9 +4,12 @@ headless, driven over the DevTools protocol (tests/e2e/cdp.py).
 Scenario (issue 14): log in (a wrong key shows an error), see a sandbox spawned through the
 API appear, open its page and its terminal, type `echo hi` and see `hi`, follow a window
 resize, reload and find the same terminal (same pid, earlier output), visit the workers and
-events pages, destroy the sandbox through the API and see it go. Every page is written as a
-screenshot into $STACYVM_WORK_DIR/e2e/console/ (default .test-work/e2e/console/), with
-asset-budget.txt: the bytes the first load transferred.
+events pages, destroy the sandbox through the API and see it go. Then the charts (a spawn
+through the API shows in the spawns chart), the read-only pages (templates, quotas,
+snapshots, volumes, images, admin audit: a 403 with the API key, rows with the admin key),
+and 1,000 live sandboxes in the virtualised list. Every page is written as a screenshot into
+$STACYVM_WORK_DIR/e2e/console/ (default .test-work/e2e/console/), with asset-budget.txt: the
+bytes the first load transferred.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import httpx
@@ -43,9 +47,26 @@ A11Y_PROBLEMS = """(() => {
   for (const el of document.querySelectorAll('[onclick], div[tabindex], span[tabindex], [role=button]')) {
     if (!el.closest('.xterm')) bad.push('clickable non-button: ' + el.outerHTML.slice(0, 100));
   }
+  // Every button and link can be reached with Tab: in the tab order, not inside something
+  // hidden from assistive technology or inert.
+  for (const el of document.querySelectorAll('button, a[href], input, select')) {
+    if (el.closest('.xterm')) continue;
+    if (el.tabIndex < 0) bad.push('out of the tab order: ' + el.outerHTML.slice(0, 100));
+    if (el.closest('[aria-hidden=true], [inert]')) bad.push('unreachable: ' + el.outerHTML.slice(0, 100));
+  }
+  // Every chart is an image with a name (its <title>) and a description.
+  for (const svg of document.querySelectorAll('svg.chart')) {
+    const ids = (svg.getAttribute('aria-labelledby') || '').split(' ').filter(Boolean);
+    const texts = ids.map(id => (document.getElementById(id) || {}).textContent || '');
+    if (svg.getAttribute('role') !== 'img' || ids.length < 2 || texts.some(t => !t.trim()))
+      bad.push('unnamed chart: ' + svg.outerHTML.slice(0, 100));
+  }
   if (!document.querySelector('h1')) bad.push('no h1');
   return bad;
 })()"""
+
+NAV = ["Sandboxes", "Workers", "Events", "Charts", "Templates", "Quotas", "Snapshots", "Volumes",
+       "Images", "Audit"]
 
 TERMINAL_TEXT = ("(document.querySelector('#terminal .xterm-rows') || {innerText: ''})"
                  ".innerText.replace(/\\u00a0/g, ' ')")
@@ -171,10 +192,10 @@ def test_console_scenario(console_server: Server, page: Page) -> None:
     # Keyboard: from the skip link, Tab walks the main navigation in order.
     page.eval("document.getElementById('skip').focus()")
     walked = []
-    for _ in range(4):
+    for _ in range(len(NAV) + 1):
         page.tab()
         walked.append(page.eval("document.activeElement.textContent.trim()"))
-    assert walked == ["Sandboxes", "Workers", "Events", "Log out"], walked
+    assert walked == NAV + ["Log out"], walked
 
     # A sandbox spawned through the API appears within a few seconds (the event stream; the
     # fallback refetch is every 15 s).
@@ -305,3 +326,147 @@ def test_ui_off_removes_the_routes() -> None:
         assert httpx.get(f"{srv.base_url}/ui/js/main.js", timeout=10).status_code == 404
     finally:
         srv.stop()
+
+
+def goto(page: Page, hash_: str, ready: str, what: str) -> None:
+    page.eval(f"location.hash = '{hash_}'")
+    page.wait_for(ready, what=what)
+
+
+SPAWNS_IN_CHART = ("[...document.querySelectorAll('#chart-spawns rect[data-series=spawns]')]"
+                   ".reduce((a, r) => a + Number(r.dataset.value), 0)")
+
+
+@pytest.mark.timeout(180)
+def test_charts_and_read_only_pages(console_server: Server, page: Page) -> None:
+    srv = console_server
+    http = srv.http()
+    login_page(page, srv)
+    log_in(page, API_KEY)
+    page.wait_for("document.querySelector('form.spawn')", what="the sandboxes page")
+    page.wait_for("document.getElementById('stream').dataset.state === 'open'", what="the live event stream")
+
+    # Charts: what the chart shows before, then a spawn through the API shows up (the page
+    # refetches on the sandbox events; the 15 s poll is the fallback).
+    goto(page, "#/charts", "document.querySelector('#chart-spawns svg.chart')", "the spawns chart")
+    before = page.eval(SPAWNS_IN_CHART)
+    assert page.eval("Number(document.getElementById('charts-total').dataset.spawns)") == before
+    r = http.post("/api/v1/sandboxes", json={"image": "alpine:latest", "metadata": {"who": "charts-e2e"}})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    page.wait_for(f"{SPAWNS_IN_CHART} >= {before + 1}", timeout=20, what="the spawn in the spawns chart")
+    assert page.eval("Number(document.getElementById('charts-total').dataset.spawns)") >= before + 1
+    # The latency chart has the mock's p50 and p99 lines, the summary table its row.
+    assert page.eval("document.querySelectorAll('#chart-latency circle[data-series=\"mock:p50\"]').length") >= 1
+    assert page.eval("!!document.querySelector('#chart-latency path.line.dashed')")
+    assert page.eval("!!document.querySelector('tr[data-provider=mock]')")
+    # The server samples running sandboxes once a minute: the active chart is drawn either way.
+    assert page.eval("!!document.querySelector('#chart-active svg.chart')")
+    # The server's own document agrees with the chart.
+    hist = http.get("/api/v1/metrics/history").json()
+    assert sum(m["spawns"] for m in hist["minutes"]) >= before + 1
+    check_page(page, "charts")
+
+    # Templates: one made through the API is listed and searchable.
+    r = http.post("/api/v1/templates", json={"name": "console-e2e", "image": "alpine:latest",
+                                             "memory_mb": 256, "description": "made by the console test"})
+    assert r.status_code in (200, 201), r.text
+    goto(page, "#/templates", "document.querySelector('tr[data-id=\"console-e2e\"]')", "the template row")
+    page.eval("(() => { const i = document.querySelector('input[name=q]'); i.value = 'made by the console';"
+              " i.dispatchEvent(new Event('input')); })()")
+    assert page.eval("document.querySelectorAll('tbody tr[data-id]').length") == 1
+    check_page(page, "templates")
+
+    # Quotas: written with the admin key, listed with the API key.
+    admin = srv.http(api_key=ADMIN_KEY)
+    r = admin.put("/api/v1/quotas/console-owner", json={"max_sandboxes": 3, "max_ttl": "1h"})
+    assert r.status_code == 200, r.text
+    goto(page, "#/quotas", "document.querySelector('tr[data-id=\"console-owner\"]')", "the quota row")
+    assert "3" in page.eval("document.querySelector('tr[data-id=\"console-owner\"]').textContent")
+    assert "with a quota" in page.eval("document.getElementById('quota-summary').textContent")
+    check_page(page, "quotas")
+
+    # Snapshots: the route exists and answers an empty list; volumes and images have none.
+    goto(page, "#/snapshots", "document.querySelector('td.empty')", "the empty snapshots list")
+    check_page(page, "snapshots")
+    for name in ("volumes", "images"):
+        goto(page, f"#/{name}", "document.querySelector('[data-no-route=true]')", f"the {name} note")
+        assert "No API route lists" in page.eval("document.querySelector('main').textContent")
+        check_page(page, name)
+
+    # Admin audit with the API key: the 403 is shown where the list would be.
+    goto(page, "#/audit", "document.querySelector('.failure[role=alert]')", "the audit page's 403")
+    assert page.eval("document.querySelector('.failure').dataset.status") == "403"
+    assert "admin key" in page.eval("document.querySelector('.failure').textContent")
+    check_page(page, "audit-forbidden")
+    no_script_errors(page)
+
+    # With the admin key: rows (the quota write above was audited), searchable, filterable.
+    page.eval("document.getElementById('logout').click()")
+    page.wait_for("document.querySelector('input[name=key]')", what="the login form")
+    log_in(page, ADMIN_KEY)
+    page.wait_for("document.querySelector('form.spawn')", what="the sandboxes page")
+    goto(page, "#/audit", "document.querySelector('tbody tr[data-id]')", "an audit row")
+    assert page.eval("document.querySelector('tbody').textContent.includes('/api/v1/quotas/console-owner')")
+    page.eval("(() => { const i = document.querySelector('input[name=q]'); i.value = 'quotas/console-owner';"
+              " i.dispatchEvent(new Event('input')); })()")
+    assert page.eval("[...document.querySelectorAll('tbody tr[data-id]')].every("
+                     "r => r.textContent.includes('/api/v1/quotas/console-owner'))")
+    # The server-side filter: method PUT only.
+    page.eval("(() => { const s = document.querySelector('select[name=method]'); s.value = 'PUT';"
+              " s.form.requestSubmit(); })()")
+    page.wait_for("[...document.querySelectorAll('tbody tr[data-id]')].length > 0 && "
+                  "[...document.querySelectorAll('tbody tr[data-id] td:nth-child(3)')].every(t => t.textContent === 'PUT')",
+                  what="only PUT rows")
+    check_page(page, "audit")
+
+    assert http.delete(f"/api/v1/sandboxes/{sid}").status_code == 200
+    no_script_errors(page)
+
+
+@pytest.fixture(scope="module")
+def big_server() -> Iterator[Server]:
+    srv = Server({"auth": {"api_key": API_KEY}, "logging": {"level": "warn"}}, name="console-1k").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.timeout(300)
+def test_a_thousand_sandboxes_scroll_virtualised(big_server: Server, page: Page) -> None:
+    srv = big_server
+    n = 1000
+
+    def spawn(i: int) -> str:
+        with srv.http() as c:
+            r = c.post("/api/v1/sandboxes", json={"image": "alpine:latest", "ttl": "1h",
+                                                  "metadata": {"n": str(i)}})
+            assert r.status_code == 201, r.text
+            return r.json()["id"]
+
+    with ThreadPoolExecutor(8) as ex:
+        ids = list(ex.map(spawn, range(n)))
+    login_page(page, srv)
+    log_in(page, API_KEY)
+    page.wait_for(f"document.querySelector('p.count') && document.querySelector('p.count').dataset.total === '{n}'",
+                  timeout=20, what=f"{n} sandboxes counted")
+    rows = page.eval("document.querySelectorAll('tbody tr[data-id]').length")
+    assert 0 < rows < 100, f"{rows} rows in the DOM for {n} sandboxes"
+    assert page.eval("document.querySelector('table.vt').getAttribute('aria-rowcount')") == str(n + 1)
+    newest = page.eval("document.querySelector('tbody tr[data-id]').dataset.id")
+    assert newest in ids
+    check_page(page, "sandboxes-1000")
+    # Scrolled to the end: the oldest rows are drawn, still only a window of them.
+    page.eval("(() => { const v = document.querySelector('.vscroll'); v.scrollTop = v.scrollHeight; })()")
+    page.wait_for("(() => { const r = [...document.querySelectorAll('tbody tr[data-id]')];"
+                  f" return r.length && r[r.length - 1].getAttribute('aria-rowindex') === '{n + 1}'; }})()",
+                  what="the last row drawn after scrolling")
+    assert page.eval("document.querySelectorAll('tbody tr[data-id]').length") < 100
+    last = page.eval("[...document.querySelectorAll('tbody tr[data-id]')].pop().dataset.id")
+    assert last in ids
+    # A filter narrows the 1,000 to one, found without scrolling.
+    page.eval("(() => { const i = document.querySelector('input[name=text]'); i.value = 'n=417';"
+              " i.dispatchEvent(new Event('input')); })()")
+    page.wait_for("document.querySelectorAll('tbody tr[data-id]').length === 1", what="the one match")
+    assert page.eval("document.querySelector('tbody tr[data-id]').dataset.id") == ids[417]
+    check_page(page, "sandboxes-1000-scrolled")
+    no_script_errors(page)

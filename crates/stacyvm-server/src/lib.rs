@@ -61,6 +61,7 @@ pub async fn serve_with_e2b(
     tracker.spawn(tasks::local_heartbeat(svc.clone(), bg.clone()));
     tracker.spawn(tasks::reconciler(svc.clone(), bg.clone()));
     tracker.spawn(tasks::worker_deadlines(svc.clone(), bg.clone()));
+    tracker.spawn(tasks::history_sampler(svc.clone(), bg.clone()));
     tracker.close();
 
     let (app, e2b_app) = http::routers(svc.clone());

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::metrics::{OperationFamily, OperationSeries};
+use crate::metrics::{History, OperationFamily, OperationSeries};
+
+/// The operation name of a sandbox spawn (its provider call).
+pub const SPAWN: &str = "spawn";
 
 #[derive(Debug, Clone, Default)]
 pub struct OpStats {
@@ -25,6 +28,8 @@ pub struct OpMetrics {
     /// Each operation's figures and its histogram series (resolved on its first observation).
     inner: Mutex<BTreeMap<(String, String), (OpStats, OperationSeries)>>,
     durations: OperationFamily,
+    /// The last hour of spawns per minute, for the console's charts (fed from `observe`).
+    history: History,
 }
 
 impl OpMetrics {
@@ -33,7 +38,13 @@ impl OpMetrics {
         OpMetrics {
             inner: Mutex::default(),
             durations,
+            history: History::default(),
         }
+    }
+
+    /// The per-minute history spawns are recorded into.
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     pub fn observe(&self, op: &str, provider: &str, elapsed: Duration, error: Option<&str>) {
@@ -64,6 +75,11 @@ impl OpMetrics {
         s.latency_total_ms += ms;
         s.last_observed_unix = chrono::Utc::now().timestamp();
         series.observe(elapsed, error.is_some());
+        drop(map);
+        if op == SPAWN {
+            self.history
+                .spawn_finished(provider, elapsed, error.is_some());
+        }
     }
 
     pub fn snapshot(&self) -> Vec<(String, String, OpStats)> {

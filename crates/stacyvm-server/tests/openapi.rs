@@ -93,6 +93,7 @@ async fn document_is_served_and_well_formed() {
         ("POST", "/api/v1/sandboxes/{id}/resume"),
         ("GET", "/api/v1/sandboxes/{id}/files/watch"),
         ("GET", "/api/v1/sandboxes/{id}/execs"),
+        ("GET", "/api/v1/metrics/history"),
     ] {
         assert!(
             all.contains(&(m.into(), p.into())),
@@ -102,7 +103,7 @@ async fn document_is_served_and_well_formed() {
     }
     assert!(!all.contains(&("DELETE".into(), "/api/v1/workers/{id}".into())));
     assert!(!all.contains(&("GET".into(), "/api/v1/admin/health".into())));
-    assert_eq!(all.len(), 82, "operations:\n{}", show(&all));
+    assert_eq!(all.len(), 83, "operations:\n{}", show(&all));
 
     let mut ids = BTreeSet::new();
     for (path, item) in d["paths"].as_object().unwrap() {

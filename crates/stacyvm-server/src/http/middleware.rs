@@ -160,6 +160,14 @@ impl Cors {
         if !self.any {
             h.insert(header::VARY, HeaderValue::from_static("Origin"));
         }
+        // A paged list's headers (`GET /sandboxes?limit=`), readable by a page on another
+        // origin too.
+        if h.contains_key("x-total-count") {
+            h.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("X-Next-Cursor, X-Total-Count"),
+            );
+        }
         if let Some(o) = self.allowed_origin {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
         }

@@ -7,6 +7,7 @@ pub mod error;
 mod exec;
 mod extract;
 mod files;
+mod metrics_history;
 mod middleware;
 mod openapi;
 mod output;
@@ -165,6 +166,7 @@ fn main_router(state: AppState) -> Router {
             middleware::quota_writes_need_admin,
         )))
         .merge(system::routes())
+        .merge(metrics_history::routes())
         .merge(workers::routes())
         .nest("/admin", admin)
         .fallback(not_found)

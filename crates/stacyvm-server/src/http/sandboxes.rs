@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Extension;
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use super::openapi::{
 };
 use super::views::{self, Status};
 use super::{dto, json_response, ok, AppState};
-use crate::service::{Caller, DestroyOutcome, SpawnParams};
+use crate::service::{Caller, DestroyOutcome, PageCursor, SpawnParams, MAX_PAGE};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -131,13 +131,64 @@ async fn admission(
 }
 
 /// List live sandboxes (newest first)
+///
+/// Without `limit` or `cursor`, every live sandbox in one array. With them, one page of at
+/// most `limit` (default 1000 with only a cursor): the answer is still an array, and
+/// `X-Next-Cursor` carries the `cursor` of the next page (absent on the last one). Pages are
+/// ordered by creation time then id, both descending, so sandboxes created or destroyed
+/// between two calls neither shift nor repeat the others.
 #[utoipa::path(get, path = "/sandboxes", operation_id = "listSandboxes", tag = "sandboxes",
-    responses((status = 200, description = "OK", body = Vec<dto::SandboxView>)))]
-async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let all = st.svc.sandboxes().list().await?;
-    let v: Vec<_> = all.iter().map(dto::sandbox).collect();
-    Ok(ok(&v))
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000,
+            description = "Page size; pages the list when given"),
+        ("cursor" = Option<String>, Query,
+            description = "Where the page starts: the previous page's `X-Next-Cursor` (opaque)"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = Vec<dto::SandboxView>, headers(
+            ("X-Next-Cursor" = String,
+                description = "Paged calls only: the next page's `cursor`; absent on the last page"),
+            ("X-Total-Count" = i64,
+                description = "Paged calls only: live sandboxes in the whole list"),
+        )),
+        (status = 400, response = super::openapi::BadRequest),
+    ))]
+async fn list(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let limit = q.get("limit").filter(|s| !s.is_empty());
+    let cursor = q.get("cursor").filter(|s| !s.is_empty());
+    if limit.is_none() && cursor.is_none() {
+        let all = st.svc.sandboxes().list().await?;
+        let v: Vec<_> = all.iter().map(dto::sandbox).collect();
+        return Ok(ok(&v));
+    }
+    let limit = match limit {
+        None => MAX_PAGE,
+        Some(l) => l.parse::<usize>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid input: limit must be between 1 and {MAX_PAGE}"
+            ))
+        })?,
+    };
+    let cursor = cursor.map(|c| c.parse::<PageCursor>()).transpose()?;
+    let page = st.svc.sandboxes().list_page(limit, cursor.as_ref()).await?;
+    let v: Vec<_> = page.items.iter().map(dto::sandbox).collect();
+    let mut resp = ok(&v);
+    let h = resp.headers_mut();
+    h.insert(TOTAL_COUNT, HeaderValue::from(page.total));
+    if let Some(next) = page.next {
+        // The cursor is digits, a dot and an id: always a valid header value.
+        if let Ok(v) = HeaderValue::from_str(&next.to_string()) {
+            h.insert(NEXT_CURSOR, v);
+        }
+    }
+    Ok(resp)
 }
+
+const NEXT_CURSOR: HeaderName = HeaderName::from_static("x-next-cursor");
+const TOTAL_COUNT: HeaderName = HeaderName::from_static("x-total-count");
 
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

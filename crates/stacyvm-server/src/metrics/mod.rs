@@ -7,6 +7,7 @@
 
 mod gauges;
 mod histogram;
+mod history;
 mod http;
 mod rpc;
 
@@ -21,6 +22,7 @@ use stacyvm_types::ExecMode;
 
 pub use gauges::{Gauges, Labels};
 pub use histogram::LatencyHistogram;
+pub use history::{History, HistorySnapshot, LatencyFigures, MinuteFigures};
 pub use http::{RequestMetrics, RouteSeries};
 pub use rpc::RpcMetrics;
 

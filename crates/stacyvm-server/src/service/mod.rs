@@ -45,7 +45,9 @@ pub use preview::{PreviewGrant, PreviewHost, PreviewUpstream};
 pub use processes::{ProcessParams, Processes};
 
 pub use quotas::{OwnerUsage, QuotaInput, QuotaSummary, Quotas};
-pub use sandboxes::{DestroyOutcome, LifecycleReport, Sandboxes, SpawnParams};
+pub use sandboxes::{
+    DestroyOutcome, LifecycleReport, PageCursor, Sandboxes, SpawnParams, MAX_PAGE,
+};
 use stacyvm_provider::ProviderRegistry;
 use stacyvm_store::Store;
 pub use system::{

@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use stacyvm_types::SandboxState;
 
 use super::{QueueStats, QuotaSummary, Service, WorkerCounts};
 use crate::error::{ServiceError, ServiceResult};
-use crate::metrics::{Gauges, RequestMetrics};
+use crate::metrics::{Gauges, HistorySnapshot, RequestMetrics};
 use crate::ops::OpStats;
 
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -269,6 +270,34 @@ impl System<'_> {
             uptime: self.svc.uptime(),
             tasks: self.svc.tasks.len(),
         }
+    }
+
+    /// The last hour of spawns, spawn latency and running sandboxes by worker, per minute
+    /// (this control plane's own spawns; the console's charts).
+    pub fn metrics_history(self) -> HistorySnapshot {
+        self.svc.ops.history().snapshot(chrono::Utc::now())
+    }
+
+    /// Records the running sandboxes by worker into this minute of the history (the
+    /// `history_sampler` task, once a minute). A store failure skips the minute.
+    pub async fn sample_active(self) {
+        let list = match self.svc.store.list_sandboxes().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "metrics history: sandboxes not sampled");
+                return;
+            }
+        };
+        let mut by_worker = BTreeMap::<String, i64>::new();
+        for s in list.iter().filter(|s| s.state == SandboxState::Running) {
+            *by_worker
+                .entry(s.placement.worker_id().to_string())
+                .or_default() += 1;
+        }
+        self.svc
+            .ops
+            .history()
+            .sample_active_at(chrono::Utc::now(), by_worker);
     }
 
     /// Where the HTTP layer records request latency (this service's registry).

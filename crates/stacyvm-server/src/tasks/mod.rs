@@ -157,6 +157,23 @@ pub async fn worker_deadlines(svc: Service, cancel: CancellationToken) {
     }
 }
 
+/// Samples running sandboxes by worker into the metrics history (the console's charts): now,
+/// then just after each wall-clock minute starts, so every minute gets exactly one sample.
+pub async fn history_sampler(svc: Service, cancel: CancellationToken) {
+    loop {
+        svc.system().sample_active().await;
+        let now = chrono::Utc::now();
+        let into_minute = u64::try_from(now.timestamp().rem_euclid(60)).unwrap_or(0) * 1000
+            + u64::from(now.timestamp_subsec_millis());
+        // 100 ms past the boundary, so a slow clock tick cannot land in the minute before.
+        let wait = Duration::from_millis(60_000 - into_minute.min(59_999) + 100);
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
 /// Shares events with the other control planes on the database (a no-op without a bridge).
 pub async fn event_bridge(svc: Service, cancel: CancellationToken) {
     svc.run_event_bridge(cancel).await;

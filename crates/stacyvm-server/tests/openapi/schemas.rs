@@ -150,6 +150,13 @@ async fn answers_match_their_schemas() {
     check(
         d,
         "get",
+        "/sandboxes",
+        &app.get("/api/v1/sandboxes?limit=1").send().await,
+        e,
+    );
+    check(
+        d,
+        "get",
         "/sandboxes/{id}",
         &app.get(&p("")).send().await,
         e,
@@ -366,6 +373,7 @@ async fn answers_match_their_schemas() {
         "/snapshots",
         "/system/stats",
         "/metrics",
+        "/metrics/history",
         "/diagnostics",
     ] {
         let r = app.get(&format!("/api/v1{path}")).send().await;

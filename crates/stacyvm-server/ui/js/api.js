@@ -89,6 +89,24 @@ export const get = (path, opts) => api("GET", path, opts);
 export const post = (path, json, opts = {}) => api("POST", path, { ...opts, json });
 export const del = (path, opts) => api("DELETE", path, opts);
 
+/**
+ * Every item of a paged list (`GET /sandboxes?limit=N&cursor=C`): fetches page after page,
+ * following `X-Next-Cursor` until the last. `onPage(itemsSoFar, total)` after each page.
+ */
+export async function getAll(path, { limit = 500, signal, onPage } = {}) {
+  const out = [];
+  let cursor = "";
+  const sep = path.includes("?") ? "&" : "?";
+  for (;;) {
+    const resp = await api("GET", `${path}${sep}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
+      { raw: true, signal });
+    out.push(...(await resp.json()));
+    if (onPage) onPage(out, Number(resp.headers.get("X-Total-Count") || out.length));
+    cursor = resp.headers.get("X-Next-Cursor") || "";
+    if (!cursor) return out;
+  }
+}
+
 /** `encodeURIComponent` for a path segment or query value. */
 export const enc = encodeURIComponent;
 

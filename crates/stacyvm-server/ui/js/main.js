@@ -8,12 +8,23 @@ import * as sandboxes from "./sandboxes.js";
 import * as sandbox from "./sandbox.js";
 import * as workers from "./workers.js";
 import * as eventlog from "./eventlog.js";
+import * as charts from "./charts.js";
+import * as audit from "./audit.js";
+import { images, quotas, snapshots, templates, volumes } from "./catalog.js";
 
+// [hash pattern, page, nav section, title]
 const routes = [
-  [/^#\/sandboxes\/(sb-[0-9a-f]+)$/, sandbox, "sandboxes"],
-  [/^#\/sandboxes$/, sandboxes, "sandboxes"],
-  [/^#\/workers$/, workers, "workers"],
-  [/^#\/events$/, eventlog, "events"],
+  [/^#\/sandboxes\/(sb-[0-9a-f]+)$/, sandbox, "sandboxes", "Sandbox"],
+  [/^#\/sandboxes$/, sandboxes, "sandboxes", "Sandboxes"],
+  [/^#\/workers$/, workers, "workers", "Workers"],
+  [/^#\/events$/, eventlog, "events", "Events"],
+  [/^#\/charts$/, charts, "charts", "Charts"],
+  [/^#\/templates$/, templates, "templates", "Templates"],
+  [/^#\/quotas$/, quotas, "quotas", "Quotas"],
+  [/^#\/snapshots$/, snapshots, "snapshots", "Snapshots"],
+  [/^#\/volumes$/, volumes, "volumes", "Volumes"],
+  [/^#\/images$/, images, "images", "Images"],
+  [/^#\/audit$/, audit, "audit", "Admin audit"],
 ];
 
 const main = document.getElementById("main");
@@ -39,11 +50,11 @@ function route() {
     return;
   }
   const hash = location.hash || "#/sandboxes";
-  for (const [re, page, section] of routes) {
+  for (const [re, page, section, title] of routes) {
     const m = hash.match(re);
     if (!m) continue;
     markNav(section);
-    document.title = `${section[0].toUpperCase()}${section.slice(1)} · StacyVM console`;
+    document.title = `${title} · StacyVM console`;
     cleanup = page.render(main, m.slice(1)) || null;
     return;
   }

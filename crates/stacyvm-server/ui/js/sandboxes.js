@@ -1,13 +1,15 @@
 // The Sandboxes page: spawn form, filters, and the live table (event stream + a periodic
-// refetch as the fallback).
+// refetch as the fallback). The list is fetched in pages of 500 and drawn virtualised
+// (vlist.js): only the rows in view are in the DOM, so 1,000 sandboxes scroll like 10.
 
-import { del, enc, get, post } from "./api.js";
-import { badge, busy, coalesce, confirmButton, field, h, notice, replace, select, showError, when } from "./dom.js";
+import { del, enc, get, getAll, post } from "./api.js";
+import { badge, busy, coalesce, confirmButton, field, h, notice, relTime, replace, select, showError, when } from "./dom.js";
 import { onStreamState, subscribe } from "./events.js";
+import { virtualTable } from "./vlist.js";
 
 const REFETCH_MS = 15000;
-// Rows drawn at most; the rest are counted (the list is not virtualised yet).
-const MAX_ROWS = 500;
+const PAGE = 500;
+const COLUMNS = ["ID", "State", "Provider", "Worker", "Image", "Created", "Expires", "Actions"];
 
 // Kept across visits of the page, like a filter in the URL would be.
 const filters = { state: "", provider: "", worker: "", text: "" };
@@ -99,15 +101,29 @@ export function render(main) {
   let disposed = false;
 
   const count = h("p", { class: "count", "aria-live": "polite" });
-  const tbody = h("tbody");
   const filterBox = h("div", { class: "filters row", role: "search" });
   const formSlot = h("div");
-  const table = h("table", { class: "list", "aria-label": "Sandboxes" },
-    h("thead", {}, h("tr", {},
-      ["ID", "State", "Provider", "Worker", "Image", "Created", "Expires", "Actions"]
-        .map((c) => h("th", { scope: "col" }, c)))),
-    tbody);
-  replace(main, h("h1", {}, "Sandboxes"), formSlot, filterBox, count, h("div", { class: "scroll" }, table));
+  const list = virtualTable({
+    label: "Sandboxes",
+    columns: COLUMNS,
+    key: (sb) => sb.id,
+    // What a row shows; relative times change it every few seconds at most.
+    sig: (sb) => [sb.state, sb.provider, sb.worker_id, sb.image, sb.expires_at, relTime(sb.created_at),
+      sb.state === "paused" ? "" : relTime(sb.expires_at)].join("|"),
+    row: (sb) => h("tr", { dataset: { id: sb.id, state: sb.state } },
+      h("td", {}, h("a", { href: `#/sandboxes/${sb.id}`, class: "mono" }, sb.id)),
+      h("td", {}, badge(sb.state)),
+      h("td", {}, sb.provider),
+      h("td", {}, sb.worker_id || ""),
+      h("td", { class: "mono" }, sb.image),
+      h("td", {}, when(sb.created_at)),
+      h("td", {}, sb.state === "paused" ? "paused" : when(sb.expires_at)),
+      h("td", {}, sandboxActions(sb, refresh))),
+    empty: () => h("tr", {}, h("td", { colspan: String(COLUMNS.length), class: "empty" },
+      byId.size ? "No sandbox matches the filters." : "No sandboxes.")),
+  });
+  stops.push(list.dispose);
+  replace(main, h("h1", {}, "Sandboxes"), formSlot, filterBox, count, list.el);
 
   function options(key, current) {
     const seen = new Set([...byId.values()].map((s) => (key === "worker_id" ? s.worker_id || "" : s[key])));
@@ -148,25 +164,16 @@ export function render(main) {
   }
 
   function drawRows() {
-    const all = [...byId.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+    const all = [...byId.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1
+      : a.id < b.id ? 1 : -1));
     const shown = all.filter(matches);
-    const rows = shown.slice(0, MAX_ROWS).map((sb) => h("tr", { dataset: { id: sb.id, state: sb.state } },
-      h("td", {}, h("a", { href: `#/sandboxes/${sb.id}`, class: "mono" }, sb.id)),
-      h("td", {}, badge(sb.state)),
-      h("td", {}, sb.provider),
-      h("td", {}, sb.worker_id || ""),
-      h("td", { class: "mono" }, sb.image),
-      h("td", {}, when(sb.created_at)),
-      h("td", {}, sb.state === "paused" ? "paused" : when(sb.expires_at)),
-      h("td", {}, sandboxActions(sb, refresh))));
-    replace(tbody, rows.length ? rows
-      : h("tr", {}, h("td", { colspan: "8", class: "empty" }, all.length ? "No sandbox matches the filters." : "No sandboxes.")));
+    list.setItems(shown);
     const states = {};
     for (const sb of all) states[sb.state] = (states[sb.state] || 0) + 1;
     const summary = Object.entries(states).map(([k, v]) => `${v} ${k}`).join(", ");
     count.textContent = `${all.length} sandbox${all.length === 1 ? "" : "es"}${summary ? ` (${summary})` : ""}`
-      + (shown.length !== all.length ? `; ${shown.length} match` : "")
-      + (shown.length > MAX_ROWS ? `; the first ${MAX_ROWS} are shown` : "");
+      + (shown.length !== all.length ? `; ${shown.length} match` : "");
+    count.dataset.total = String(all.length);
   }
 
   function draw() {
@@ -176,10 +183,10 @@ export function render(main) {
 
   async function refresh() {
     try {
-      const list = await get("/sandboxes");
+      const got = await getAll("/sandboxes", { limit: PAGE });
       if (disposed) return;
       byId.clear();
-      for (const sb of list) byId.set(sb.id, sb);
+      for (const sb of got) byId.set(sb.id, sb);
       draw();
     } catch (e) {
       if (!disposed) showError(e);

@@ -1,6 +1,7 @@
-//! Sandboxes: spawn (`spawn.rs`), get, list, destroy, prune, extend, logs, stats.
+//! Sandboxes: spawn (`spawn.rs`), get, list (one page: `page.rs`), destroy, prune, extend, logs, stats.
 
 mod lifecycle;
+mod page;
 mod pause;
 mod spawn;
 
@@ -8,6 +9,7 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 pub use lifecycle::LifecycleReport;
+pub use page::{PageCursor, MAX_PAGE};
 pub(crate) use pause::PauseCause;
 use spawn::parse_ttl;
 pub use spawn::SpawnParams;

@@ -355,7 +355,7 @@ impl Sandboxes<'_> {
             Err(e) => {
                 let err = ServiceError::from(e);
                 self.svc.ops.observe(
-                    "spawn",
+                    crate::ops::SPAWN,
                     &r.provider_name,
                     started.elapsed(),
                     Some(&err.to_string()),
@@ -396,7 +396,7 @@ impl Sandboxes<'_> {
             Ok(s) => {
                 self.svc
                     .ops
-                    .observe("spawn", &r.provider_name, started.elapsed(), None);
+                    .observe(crate::ops::SPAWN, &r.provider_name, started.elapsed(), None);
                 self.svc
                     .events
                     .publish(EventKind::SandboxCreated, Some(&s.id), None);
