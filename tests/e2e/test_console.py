@@ -253,6 +253,14 @@ def test_console_scenario(console_server: Server, page: Page) -> None:
     page.wait_for(f"document.querySelector('tr[data-pid=\"{pid}\"]')", what="the terminal in the process list")
     check_page(page, "sandbox-reloaded")
 
+    # Exec history: an exec through the API shows up on the page, live (exec.completed).
+    r = http.post(f"/api/v1/sandboxes/{sid}/exec", json={"command": "echo from-the-history; exit 7"})
+    assert r.status_code == 200 and r.json()["exit_code"] == 7, r.text
+    page.wait_for("(() => { const t = document.querySelector('table[aria-label=\"Exec history\"]');"
+                  " return t && [...t.querySelectorAll('tbody tr')].some(r => "
+                  "r.textContent.includes('from-the-history') && r.cells[1].textContent === '7'); })()",
+                  what="the exec in the exec history")
+
     # Files: upload through the file input, see it listed, read it back, download it.
     upload = SHOTS / "upload-me.txt"
     upload.write_text("from the browser\n")
