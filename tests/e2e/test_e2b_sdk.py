@@ -364,7 +364,9 @@ def test_data_plane_is_rate_limited(server_factory, monkeypatch):
     """The data plane counts against the same limiter as the native API: calls with the
     sandbox's token in that sandbox's bucket, wrong tokens as failed authentications."""
     srv = server_factory({"auth": {"api_key": E2B_KEY},
-                          "rate_limit": {"enabled": True, "requests_per_minute": 60, "burst": 5}},
+                          # One token a minute: none comes back while the test runs, however
+                          # slow the machine (the key's bucket needs 3: create, get, kill).
+                          "rate_limit": {"enabled": True, "requests_per_minute": 1, "burst": 5}},
                          name="e2b-rate")
     for k, v in sdk_env(srv).items():
         monkeypatch.setenv(k, v)
