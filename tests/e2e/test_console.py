@@ -394,13 +394,24 @@ def test_charts_and_read_only_pages(console_server: Server, page: Page) -> None:
     assert "with a quota" in page.eval("document.getElementById('quota-summary').textContent")
     check_page(page, "quotas")
 
-    # Snapshots: the route exists and answers an empty list; volumes and images have none.
-    goto(page, "#/snapshots", "document.querySelector('td.empty')", "the empty snapshots list")
+    # Snapshots: one taken through the API is listed.
+    r = http.post(f"/api/v1/sandboxes/{sid}/snapshots", json={"name": "console-snap"})
+    assert r.status_code == 201, r.text
+    snap = r.json()["id"]
+    goto(page, "#/snapshots", f"document.querySelector('tr[data-id=\"{snap}\"]')", "the snapshot row")
+    assert "console-snap" in page.eval(f"document.querySelector('tr[data-id=\"{snap}\"]').textContent")
     check_page(page, "snapshots")
-    for name in ("volumes", "images"):
-        goto(page, f"#/{name}", "document.querySelector('[data-no-route=true]')", f"the {name} note")
-        assert "No API route lists" in page.eval("document.querySelector('main').textContent")
-        check_page(page, name)
+    # Volumes: made with the page's form, then listed (the server has it too).
+    goto(page, "#/volumes", "document.querySelector('form[aria-label=\"Create a volume\"]')", "the volumes page")
+    page.eval("(() => { document.querySelector('input[name=volume-name]').value = 'console-vol';"
+              " document.querySelector('form[aria-label=\"Create a volume\"] button').click(); })()")
+    page.wait_for("document.querySelector('tr[data-id=\"console-vol\"]')", what="the new volume's row")
+    assert http.get("/api/v1/volumes/console-vol").status_code == 200
+    check_page(page, "volumes")
+    # Images: no route lists them.
+    goto(page, "#/images", "document.querySelector('[data-no-route=true]')", "the images note")
+    assert "No API route lists" in page.eval("document.querySelector('main').textContent")
+    check_page(page, "images")
 
     # Admin audit with the API key: the 403 is shown where the list would be.
     goto(page, "#/audit", "document.querySelector('.failure[role=alert]')", "the audit page's 403")

@@ -1,8 +1,9 @@
-// Read-only pages over the API's other lists: templates, quotas, snapshots; and the volumes
-// and images pages, which say that no API route lists them yet instead of inventing one.
+// Pages over the API's other lists: templates, quotas, snapshots (spawn from one, delete),
+// volumes (create, delete); and the images page, which says that no API route lists them
+// instead of inventing one.
 
-import { get } from "./api.js";
-import { h, replace, when } from "./dom.js";
+import { del, enc, get, post } from "./api.js";
+import { busy, confirmButton, h, notice, replace, showError, when } from "./dom.js";
 import { listPage } from "./lists.js";
 
 const mono = (s) => h("span", { class: "mono" }, s);
@@ -68,21 +69,106 @@ export const quotas = {
   },
 };
 
+const bytes = (n) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${Math.round(n / 1024)} KiB`);
+
+/** A delete button that asks twice, then refreshes the page. */
+function deleteButton(label, path, done) {
+  return confirmButton("Delete", "Really delete?", async () => {
+    try {
+      await del(path);
+      notice(`${label} deleted`);
+      done();
+    } catch (e) {
+      showError(e);
+    }
+  }, { class: "danger", "aria-label": `Delete ${label}` });
+}
+
 export const snapshots = {
   render(main) {
-    return listPage(main, {
+    let page = null;
+    const again = () => page && page.refresh && page.refresh();
+    page = listPage(main, {
       title: "Snapshots",
-      intro: "GET /api/v1/snapshots. This server does not take snapshots yet: the route answers an "
-        + "empty list, kept for compatibility. There is no snapshot or fork button for the same reason.",
+      intro: "GET /api/v1/snapshots: taken with a sandbox's Snapshot button (or POST "
+        + "/api/v1/sandboxes/{id}/snapshots). `filesystem` snapshots bring back files; spawning from "
+        + "one starts a new sandbox with them.",
       noun: ["snapshot", "snapshots"],
-      empty: "No snapshots (the server does not take any yet).",
-      key: (s) => s.id || s.name || JSON.stringify(s),
+      empty: "No snapshots. Take one from a running sandbox's page.",
+      key: (s) => s.id,
+      events: ["snapshot.", "sandbox."],
       load: () => get("/snapshots"),
       columns: [
-        { name: "ID", cell: (s) => mono(s.id || s.name || "") },
-        { name: "Details", cell: (s) => JSON.stringify(s), cls: "data" },
+        { name: "ID", cell: (s) => mono(s.id) },
+        { name: "Name", cell: (s) => s.name || "" },
+        { name: "Kind", cell: (s) => s.kind },
+        { name: "From", cell: (s) => h("a", { href: `#/sandboxes/${enc(s.sandbox_id)}`, class: "mono" }, s.sandbox_id) },
+        { name: "Provider", cell: (s) => s.provider },
+        { name: "Image", cell: (s) => mono(s.image) },
+        { name: "Size", cell: (s) => bytes(s.size_bytes || 0) },
+        { name: "Created", cell: (s) => when(s.created_at), text: (s) => s.created_at },
+        {
+          name: "Actions",
+          cell: (s) => h("div", { class: "actions" },
+            h("button", {
+              type: "button",
+              "aria-label": `Spawn from ${s.id}`,
+              onclick: (e) => busy(e.currentTarget, async () => {
+                const sb = await post("/sandboxes", { snapshot: s.id });
+                notice(`${sb.id} spawned from ${s.id}`);
+                location.hash = `#/sandboxes/${enc(sb.id)}`;
+              }),
+            }, "Spawn"),
+            deleteButton(s.id, `/snapshots/${enc(s.id)}`, again)),
+          text: () => "",
+        },
       ],
-    }).cleanup;
+    });
+    return page.cleanup;
+  },
+};
+
+export const volumes = {
+  render(main) {
+    let page = null;
+    const again = () => page && page.refresh && page.refresh();
+    const name = h("input", { type: "text", name: "volume-name", spellcheck: "false", required: "" });
+    const size = h("input", { type: "number", name: "volume-size", min: "1", placeholder: "default" });
+    const form = h("form", { class: "row", "aria-label": "Create a volume" },
+      h("label", {}, "Name ", name), h("label", {}, "Size (MiB) ", size),
+      h("button", { type: "submit" }, "Create volume"));
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      busy(form.querySelector("button"), async () => {
+        const body = { name: name.value.trim() };
+        if (size.value) body.size_mb = Number(size.value);
+        const v = await post("/volumes", body);
+        notice(`volume ${v.name} created`);
+        name.value = "";
+        again();
+      });
+    });
+    page = listPage(main, {
+      title: "Volumes",
+      intro: "GET /api/v1/volumes: storage that outlives sandboxes; mount one at spawn with "
+        + "\"volumes\": [{\"name\", \"mount_path\", \"read_only\"?}]. A volume in use cannot be deleted.",
+      noun: ["volume", "volumes"],
+      empty: "No volumes.",
+      controls: form,
+      key: (v) => v.name,
+      events: ["volume.", "sandbox."],
+      load: () => get("/volumes"),
+      columns: [
+        { name: "Name", cell: (v) => mono(v.name) },
+        { name: "Size", cell: (v) => (v.size_mb ? `${v.size_mb} MiB` : "unbounded") },
+        { name: "Provider", cell: (v) => v.provider },
+        { name: "Worker", cell: (v) => v.worker_id || "" },
+        { name: "In use by", cell: (v) => (v.in_use_by || []).map((id) => h("a", { href: `#/sandboxes/${enc(id)}`, class: "mono" }, id, " ")) , text: (v) => (v.in_use_by || []).join(" ") },
+        { name: "Created", cell: (v) => when(v.created_at), text: (v) => v.created_at },
+        { name: "Actions", cell: (v) => deleteButton(v.name, `/volumes/${enc(v.name)}`, again), text: () => "" },
+      ],
+    });
+    return page.cleanup;
   },
 };
 
@@ -103,9 +189,6 @@ function noRoute(title, what, detail) {
     },
   };
 }
-
-export const volumes = noRoute("Volumes", "volumes",
-  "The server has no volumes: there is no `/api/v1/volumes` (the E2B API's `/volumes` answers 404 too).");
 
 export const images = noRoute("Images", "images",
   "The image store of the bwrap and microvm providers (docs/images.md) is managed on the host with "

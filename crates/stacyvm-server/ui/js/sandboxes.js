@@ -33,6 +33,16 @@ export function sandboxActions(sb, after) {
     }));
   }
   if (sb.state === "running") out.push(act("Pause", () => post(`/sandboxes/${enc(id)}/pause`)));
+  if (sb.state === "running") {
+    out.push(act("Snapshot", async () => {
+      const s = await post(`/sandboxes/${enc(id)}/snapshots`, {});
+      notice(`${s.id} taken from ${id} (${s.kind})`);
+    }));
+    out.push(act("Fork", async () => {
+      const list = await post(`/sandboxes/${enc(id)}/fork`, { count: 1 });
+      notice(`${id} forked: ${list.map((s) => s.id).join(", ")}`);
+    }));
+  }
   if (sb.state === "paused") out.push(act("Resume", () => post(`/sandboxes/${enc(id)}/resume`, {})));
   out.push(confirmButton("Destroy", "Really destroy?", async () => {
     try {
