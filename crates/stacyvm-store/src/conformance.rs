@@ -57,6 +57,8 @@ macro_rules! store_conformance_tests {
             audit_filter_and_order,
             audit_prune,
             e2b_sandbox_round_trip,
+            volumes_crud,
+            volume_mount_rules,
         );
 
         /// Several handles (separate connections) on one database racing for leases.
@@ -112,6 +114,7 @@ mod leases;
 mod lifecycle;
 mod records;
 mod sandboxes;
+mod volumes;
 
 pub use admission::*;
 pub use e2b::*;
@@ -119,6 +122,7 @@ pub use leases::*;
 pub use lifecycle::*;
 pub use records::*;
 pub use sandboxes::*;
+pub use volumes::*;
 
 // --- helpers -------------------------------------------------------------------------------
 
