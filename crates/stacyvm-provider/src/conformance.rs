@@ -475,6 +475,7 @@ mod pause;
 mod process;
 mod stream;
 mod suite;
+mod volumes;
 mod watch;
 pub use containment::*;
 pub use files::*;
@@ -483,6 +484,7 @@ pub use pause::*;
 pub use process::*;
 pub use stream::*;
 pub use suite::{checks, containment_checks, run_all, Check, CheckFuture, Fixture};
+pub use volumes::*;
 pub use watch::*;
 
 /// Console logs are available and respect the line limit.

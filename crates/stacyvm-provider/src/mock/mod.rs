@@ -13,6 +13,7 @@ mod paths;
 mod paths_prop;
 mod persist;
 mod stream;
+mod volumes;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -30,7 +31,7 @@ use crate::agent::conn::AgentConn;
 use crate::agent::procs;
 use crate::{
     ByteStream, ChunkSender, ExecRequest, FileStream, ProcessSpec, Provider, ProviderError,
-    RecordStream, RuntimeInfo, SandboxSpec, Spawned, WatchStream,
+    RecordStream, RuntimeInfo, SandboxSpec, Spawned, VolumeMountSpec, WatchStream,
 };
 
 /// One recorded provider call.
@@ -269,6 +270,7 @@ impl Provider for MockProvider {
             "health",
             "test_provider",
             "pause",
+            "volumes",
         ]
     }
 
@@ -367,6 +369,9 @@ impl Provider for MockProvider {
         };
         // Processes first: they may hold files of the root open.
         agent.stop().await;
+        if let Some((_, root)) = &dir {
+            volumes::detach_all(root);
+        }
         let remove =
             match dir {
                 Some((Root::Temp(dir), _)) => Some(Box::new(move || dir.close())
@@ -385,6 +390,40 @@ impl Provider for MockProvider {
                 .map_err(|e| ProviderError::internal_with("removing the sandbox failed", e))?;
         }
         Ok(())
+    }
+
+    async fn create_volume(&self, name: &str, _size_mb: i64) -> Result<(), ProviderError> {
+        self.enter("create_volume", name)?;
+        volumes::create(&self.base_dir, name)
+    }
+
+    async fn delete_volume(&self, name: &str) -> Result<(), ProviderError> {
+        self.enter("delete_volume", name)?;
+        volumes::delete(&self.base_dir, name)
+    }
+
+    async fn list_volumes(&self) -> Result<Option<Vec<String>>, ProviderError> {
+        Ok(Some(volumes::list(&self.base_dir)))
+    }
+
+    async fn spawn_with_volumes(
+        &self,
+        spec: &SandboxSpec,
+        mounts: &[VolumeMountSpec],
+    ) -> Result<Spawned, ProviderError> {
+        let spawned = self.spawn(spec).await?;
+        if mounts.is_empty() {
+            return Ok(spawned);
+        }
+        // The root is made now (not on first use) so the links are there from the start.
+        let attached = self
+            .live(&spec.id)
+            .and_then(|(root, _)| volumes::attach(&root, mounts));
+        if let Err(e) = attached {
+            let _ = self.destroy(&spec.id).await;
+            return Err(e);
+        }
+        Ok(spawned)
     }
 
     async fn status(&self, runtime_id: &str) -> Result<SandboxState, ProviderError> {
