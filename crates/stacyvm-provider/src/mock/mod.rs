@@ -82,6 +82,9 @@ pub struct MockProvider {
     located: OnceLock<PathBuf>,
     /// Sandboxes outlive the provider ([`MockProvider::persistent`]).
     persistent: bool,
+    /// Where volumes live (`volumes.rs`): `<base>/volumes` when persistent, else a directory
+    /// of this provider's own under `<base>`, made on first use and removed with it.
+    volumes_dir: OnceLock<(Option<TempDir>, PathBuf)>,
 }
 
 impl Default for MockProvider {
@@ -112,6 +115,7 @@ impl MockProvider {
             agent_path: None,
             located: OnceLock::new(),
             persistent: false,
+            volumes_dir: OnceLock::new(),
         }
     }
 
@@ -239,6 +243,29 @@ impl MockProvider {
         tokio::task::spawn_blocking(move || f(&root))
             .await
             .map_err(|e| ProviderError::internal_with("file task failed", e))?
+    }
+
+    /// The canonical volumes directory (made on first use).
+    fn volumes_dir(&self) -> Result<PathBuf, ProviderError> {
+        if let Some((_, p)) = self.volumes_dir.get() {
+            return Ok(p.clone());
+        }
+        let fail = |e| ProviderError::internal_with("creating the volumes directory failed", e);
+        std::fs::create_dir_all(&self.base_dir).map_err(fail)?;
+        let made = if self.persistent {
+            let p = self.base_dir.join("volumes");
+            std::fs::create_dir_all(&p).map_err(fail)?;
+            (None, p.canonicalize().map_err(fail)?)
+        } else {
+            let d = tempfile::Builder::new()
+                .prefix("stacyvm-volumes-")
+                .tempdir_in(&self.base_dir)
+                .map_err(fail)?;
+            let p = d.path().canonicalize().map_err(fail)?;
+            (Some(d), p)
+        };
+        // A racing first call may have won; its directory is the one kept.
+        Ok(self.volumes_dir.get_or_init(|| made).1.clone())
     }
 
     fn create_root(&self, id: &str) -> Result<(TempDir, PathBuf), ProviderError> {
@@ -369,8 +396,15 @@ impl Provider for MockProvider {
         };
         // Processes first: they may hold files of the root open.
         agent.stop().await;
-        if let Some((_, root)) = &dir {
-            volumes::detach_all(root);
+        // A persistent mock's volumes may predate this provider object; a temporary one has
+        // none until it made its directory.
+        let vols = match self.volumes_dir.get() {
+            Some((_, p)) => Some(p.clone()),
+            None if self.persistent => self.volumes_dir().ok(),
+            None => None,
+        };
+        if let (Some((_, root)), Some(vols)) = (&dir, vols) {
+            volumes::detach_all(root, &vols);
         }
         let remove =
             match dir {
@@ -394,16 +428,16 @@ impl Provider for MockProvider {
 
     async fn create_volume(&self, name: &str, _size_mb: i64) -> Result<(), ProviderError> {
         self.enter("create_volume", name)?;
-        volumes::create(&self.base_dir, name)
+        volumes::create(&self.volumes_dir()?, name)
     }
 
     async fn delete_volume(&self, name: &str) -> Result<(), ProviderError> {
         self.enter("delete_volume", name)?;
-        volumes::delete(&self.base_dir, name)
+        volumes::delete(&self.volumes_dir()?, name)
     }
 
     async fn list_volumes(&self) -> Result<Option<Vec<String>>, ProviderError> {
-        Ok(Some(volumes::list(&self.base_dir)))
+        Ok(Some(volumes::list(&self.volumes_dir()?)))
     }
 
     async fn spawn_with_volumes(
@@ -416,9 +450,10 @@ impl Provider for MockProvider {
             return Ok(spawned);
         }
         // The root is made now (not on first use) so the links are there from the start.
-        let attached = self
-            .live(&spec.id)
-            .and_then(|(root, _)| volumes::attach(&root, mounts));
+        let attached = self.volumes_dir().and_then(|vols| {
+            let (root, _) = self.live(&spec.id)?;
+            volumes::attach(&root, &vols, mounts)
+        });
         if let Err(e) = attached {
             let _ = self.destroy(&spec.id).await;
             return Err(e);

@@ -1,12 +1,15 @@
-//! Volumes of the mock: a directory `<base>/volumes/<name>/data` that outlives sandboxes, seen
-//! inside a sandbox through a symlink at `<root>/<mount_path>`. The files API's path walk
-//! (`paths.rs`) follows such a link only when the volume records the sandbox as mounting it
-//! (`<base>/volumes/<name>/mounts/<root dir name>`), so no other link can lead out of the root;
+//! Volumes of the mock: a directory `<vols>/<name>/data` that outlives sandboxes, seen inside a
+//! sandbox through a symlink at `<root>/<mount_path>`. `<vols>` is `<base>/volumes` for a
+//! persistent mock and a directory of the provider's own under `<base>` otherwise (removed
+//! with it, like its sandboxes). The files API's path walk (`paths.rs`) follows such a link
+//! only when it leads to `<base>/*/<name>/data` and that volume records the sandbox as
+//! mounting it (`<vols>/<name>/mounts/<root dir name>`), so no other link can lead out of the
+//! root;
 //! commands run unconfined on the host anyway. Read-only is recorded but not enforced (the
 //! mock gives no isolation).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use super::paths;
 use crate::{ProviderError, VolumeMountSpec};
@@ -15,8 +18,8 @@ fn fail(e: std::io::Error) -> ProviderError {
     ProviderError::internal_with("preparing the volume failed", e)
 }
 
-fn dir(base: &Path, name: &str) -> PathBuf {
-    base.join("volumes").join(name)
+fn dir(vols: &Path, name: &str) -> PathBuf {
+    vols.join(name)
 }
 
 fn check_name(name: &str) -> Result<(), ProviderError> {
@@ -29,16 +32,16 @@ fn check_name(name: &str) -> Result<(), ProviderError> {
     }
 }
 
-pub(super) fn create(base: &Path, name: &str) -> Result<(), ProviderError> {
+pub(super) fn create(vols: &Path, name: &str) -> Result<(), ProviderError> {
     check_name(name)?;
-    let d = dir(base, name);
+    let d = dir(vols, name);
     fs::create_dir_all(d.join("data")).map_err(fail)?;
     fs::create_dir_all(d.join("mounts")).map_err(fail)
 }
 
-pub(super) fn delete(base: &Path, name: &str) -> Result<(), ProviderError> {
+pub(super) fn delete(vols: &Path, name: &str) -> Result<(), ProviderError> {
     check_name(name)?;
-    match fs::remove_dir_all(dir(base, name)) {
+    match fs::remove_dir_all(dir(vols, name)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ProviderError::internal_with(
             "removing the volume failed",
             e,
@@ -47,8 +50,8 @@ pub(super) fn delete(base: &Path, name: &str) -> Result<(), ProviderError> {
     }
 }
 
-pub(super) fn list(base: &Path) -> Vec<String> {
-    let Ok(rd) = fs::read_dir(base.join("volumes")) else {
+pub(super) fn list(vols: &Path) -> Vec<String> {
+    let Ok(rd) = fs::read_dir(vols) else {
         return Vec::new();
     };
     let mut v: Vec<String> = rd
@@ -64,14 +67,16 @@ fn registration(volume_dir: &Path, root: &Path) -> Option<PathBuf> {
     Some(volume_dir.join("mounts").join(root.file_name()?))
 }
 
-/// Links every volume into the sandbox at `root` (canonical, under the provider's base).
-pub(super) fn attach(root: &Path, mounts: &[VolumeMountSpec]) -> Result<(), ProviderError> {
-    let base = root
-        .parent()
-        .ok_or_else(|| ProviderError::internal("sandbox root has no parent"))?;
+/// Links every volume into the sandbox at `root` (canonical, under the provider's base; `vols`
+/// canonical beside it).
+pub(super) fn attach(
+    root: &Path,
+    vols: &Path,
+    mounts: &[VolumeMountSpec],
+) -> Result<(), ProviderError> {
     for m in mounts {
         check_name(&m.volume)?;
-        let vdir = dir(base, &m.volume);
+        let vdir = dir(vols, &m.volume);
         let data = vdir.join("data");
         if !data.is_dir() {
             return Err(ProviderError::InvalidInput(format!(
@@ -105,31 +110,29 @@ pub(super) fn attach(root: &Path, mounts: &[VolumeMountSpec]) -> Result<(), Prov
 
 /// Drops the registrations of the sandbox at `root` in every volume (its links go with the
 /// root).
-pub(super) fn detach_all(root: &Path) {
-    let Some(base) = root.parent() else { return };
-    for name in list(base) {
-        if let Some(reg) = registration(&dir(base, &name), root) {
+pub(super) fn detach_all(root: &Path, vols: &Path) {
+    for name in list(vols) {
+        if let Some(reg) = registration(&dir(vols, &name), root) {
             let _ = fs::remove_file(reg);
         }
     }
 }
 
 /// Whether the symlink at `link` (inside the sandbox at `root`) is a volume mount of that
-/// sandbox: its target is `<base>/volumes/<name>/data` and the volume records the sandbox.
+/// sandbox: its target is `<base>/<dir>/<name>/data` and that volume records the sandbox.
 pub(super) fn is_mount(root: &Path, link: &Path) -> bool {
     let (Some(base), Ok(target)) = (root.parent(), fs::read_link(link)) else {
         return false;
     };
-    let Ok(rest) = target.strip_prefix(base.join("volumes")) else {
+    let Ok(rest) = target.strip_prefix(base) else {
         return false;
     };
     let parts: Vec<_> = rest.components().collect();
-    let [std::path::Component::Normal(name), std::path::Component::Normal(data)] = parts[..] else {
+    let [Component::Normal(_), Component::Normal(_), Component::Normal(data)] = parts[..] else {
         return false;
     };
-    if data != "data" {
+    let Some(vdir) = target.parent().filter(|_| data == "data") else {
         return false;
-    }
-    let vdir = base.join("volumes").join(name);
-    registration(&vdir, root).is_some_and(|r| r.is_file())
+    };
+    registration(vdir, root).is_some_and(|r| r.is_file())
 }
