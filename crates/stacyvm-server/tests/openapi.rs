@@ -92,6 +92,10 @@ async fn document_is_served_and_well_formed() {
         ("POST", "/api/v1/sandboxes/{id}/pause"),
         ("POST", "/api/v1/sandboxes/{id}/resume"),
         ("GET", "/api/v1/sandboxes/{id}/files/watch"),
+        ("POST", "/api/v1/volumes"),
+        ("GET", "/api/v1/volumes"),
+        ("GET", "/api/v1/volumes/{name}"),
+        ("DELETE", "/api/v1/volumes/{name}"),
     ] {
         assert!(
             all.contains(&(m.into(), p.into())),
@@ -101,7 +105,7 @@ async fn document_is_served_and_well_formed() {
     }
     assert!(!all.contains(&("DELETE".into(), "/api/v1/workers/{id}".into())));
     assert!(!all.contains(&("GET".into(), "/api/v1/admin/health".into())));
-    assert_eq!(all.len(), 81, "operations:\n{}", show(&all));
+    assert_eq!(all.len(), 85, "operations:\n{}", show(&all));
 
     let mut ids = BTreeSet::new();
     for (path, item) in d["paths"].as_object().unwrap() {

@@ -44,6 +44,8 @@ pub const ERROR_CODES: &[&str] = &[
     "NOT_A_PTY",
     "SANDBOX_PAUSED",
     "NOT_SUPPORTED",
+    "VOLUME_IN_USE",
+    "WORKER_UNAVAILABLE",
 ];
 
 fn code_schema() -> utoipa::openapi::Object {
@@ -138,6 +140,8 @@ pub fn service_status(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::NotAPty(_) => (StatusCode::CONFLICT, "NOT_A_PTY"),
         ServiceError::SandboxPaused(_) => (StatusCode::CONFLICT, "SANDBOX_PAUSED"),
         ServiceError::NotSupported(_) => (StatusCode::CONFLICT, "NOT_SUPPORTED"),
+        ServiceError::VolumeInUse(_) => (StatusCode::CONFLICT, "VOLUME_IN_USE"),
+        ServiceError::WorkerUnavailable(_) => (StatusCode::CONFLICT, "WORKER_UNAVAILABLE"),
         ServiceError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }
 }
@@ -191,6 +195,12 @@ mod tests {
                 "SANDBOX_PAUSED",
             ),
             (ServiceError::NotSupported("p".into()), 409, "NOT_SUPPORTED"),
+            (ServiceError::VolumeInUse("v".into()), 409, "VOLUME_IN_USE"),
+            (
+                ServiceError::WorkerUnavailable("w".into()),
+                409,
+                "WORKER_UNAVAILABLE",
+            ),
             (ServiceError::Timeout("sb".into()), 408, "TIMEOUT"),
             (
                 ServiceError::ResourceLimit("r".into()),

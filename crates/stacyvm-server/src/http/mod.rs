@@ -23,6 +23,7 @@ mod system;
 mod templates;
 mod ui;
 mod views;
+mod volumes;
 mod worker_api;
 mod workers;
 
@@ -160,6 +161,7 @@ fn main_router(state: AppState) -> Router {
         .merge(files::routes())
         .merge(processes::routes())
         .merge(templates::routes())
+        .merge(volumes::routes())
         .merge(quotas::routes().layer(from_fn_with_state(
             state.clone(),
             middleware::quota_writes_need_admin,

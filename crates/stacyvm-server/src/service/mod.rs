@@ -27,6 +27,7 @@ mod routing;
 mod sandboxes;
 mod system;
 mod templates;
+mod volumes;
 mod worker_auth;
 mod workers;
 
@@ -53,6 +54,7 @@ pub use system::{
     SandboxCounts, StoreHealth, System,
 };
 pub use templates::{TemplateInput, Templates};
+pub use volumes::{MountParams, VolumeInfo, VolumeParams, Volumes};
 pub use worker_auth::{IssuedToken, TokenRequest};
 pub use workers::{HeartbeatInput, WorkerCounts, WorkerInfo, Workers};
 

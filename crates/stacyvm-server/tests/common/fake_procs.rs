@@ -168,8 +168,11 @@ impl Provider for FakeProcs {
     fn name(&self) -> &str {
         self.mock.name()
     }
+    /// The mock's, less `volumes`: the fake forwards no volume calls.
     fn capabilities(&self) -> Vec<&'static str> {
-        self.mock.capabilities()
+        let mut c = self.mock.capabilities();
+        c.retain(|c| *c != "volumes");
+        c
     }
     fn config_summary(&self) -> serde_json::Value {
         self.mock.config_summary()

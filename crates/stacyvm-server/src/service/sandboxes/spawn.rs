@@ -18,6 +18,7 @@ use crate::remote::RemoteProvider;
 use crate::service::admission::{AdmissionDecision, Raced, Slot};
 use crate::service::bounds;
 use crate::service::templates::validate_name as validate_template_name;
+use crate::service::volumes::PlannedMounts;
 use crate::service::Caller;
 use crate::settings::SpawnOverflow;
 
@@ -59,6 +60,8 @@ pub struct SpawnParams {
     pub idle_timeout: String,
     /// Preview URLs need no token (docs/preview.md).
     pub public_preview: bool,
+    /// Volumes to mount (docs/state.md).
+    pub volumes: Vec<crate::service::MountParams>,
 }
 
 /// Spawn parameters after defaults and validation.
@@ -71,6 +74,8 @@ struct ResolvedSpawn {
     pub ttl: GoDuration,
     pub owner: String,
     pub lifecycle: Lifecycle,
+    /// The spawn's volumes, checked.
+    pub mounts: PlannedMounts,
 }
 
 /// `on_expire` and `idle_timeout` of a spawn.
@@ -182,6 +187,7 @@ impl Sandboxes<'_> {
         bounds::check_map("metadata", &p.metadata)?;
         let lifecycle = parse_lifecycle(p)?;
         Ok(ResolvedSpawn {
+            mounts: PlannedMounts::default(),
             lifecycle,
             provider,
             provider_name,
@@ -227,8 +233,16 @@ impl Sandboxes<'_> {
     /// Admits, records and creates a sandbox (`POST /sandboxes`). Refusals by admission are
     /// `ResourceLimit`; a provider failure leaves no live record.
     pub async fn spawn(self, p: SpawnParams, caller: &Caller) -> ServiceResult<Sandbox> {
-        let r = self.resolve(&p, caller)?;
+        let mut r = self.resolve(&p, caller)?;
         self.check_template(&p.template).await?;
+        r.mounts = self
+            .svc
+            .volumes()
+            .plan(&p.volumes, &r.provider_name)
+            .await?;
+        if !r.mounts.mounts.is_empty() && !r.provider.capabilities().contains(&"volumes") {
+            return Err(stacyvm_provider::volumes_unsupported(&r.provider_name).into());
+        }
         let mut races = 0;
         loop {
             let slot = self
@@ -334,6 +348,10 @@ impl Sandboxes<'_> {
         if let Err(raced) = slot.record(&mut sb, max_worker).await? {
             return Err(SpawnFail::Raced(raced));
         }
+        if let Err(e) = self.mount_volumes(r, &sb).await {
+            self.drop_record(&sb.id).await;
+            return Err(e.into());
+        }
         let provider: std::sync::Arc<dyn Provider> = match remote_rp {
             None => r.provider.clone(),
             Some(mut rp) => {
@@ -350,7 +368,7 @@ impl Sandboxes<'_> {
             owner_id: sb.owner_id.clone(),
             metadata: sb.metadata.clone(),
         };
-        let spawned = match provider.spawn(&spec).await {
+        let spawned = match provider.spawn_with_volumes(&spec, &r.mounts.mounts).await {
             Ok(s) => s,
             Err(e) => {
                 let err = ServiceError::from(e);
@@ -412,6 +430,47 @@ impl Sandboxes<'_> {
                 }
                 Err(ServiceError::from(e).into())
             }
+        }
+    }
+
+    /// Records the spawn's volume mounts (404 for a volume deleted since, 409 for one another
+    /// live sandbox writes). Volumes live on the worker that made them: a sandbox placed
+    /// elsewhere cannot mount them (409 `WORKER_UNAVAILABLE` naming that worker).
+    async fn mount_volumes(self, r: &ResolvedSpawn, sb: &Sandbox) -> ServiceResult<()> {
+        let Some(worker) = &r.mounts.worker else {
+            return Ok(());
+        };
+        let placed = match &sb.placement {
+            Placement::Local => stacyvm_types::WorkerId::LOCAL.to_string(),
+            Placement::Remote(w) => w.to_string(),
+        };
+        if *worker != placed {
+            return Err(ServiceError::WorkerUnavailable(format!(
+                "the sandbox's volumes live on worker {worker}, which cannot take it now \
+                 (placed on {placed})"
+            )));
+        }
+        match self
+            .svc
+            .store
+            .mount_volumes(&sb.id, &r.mounts.records(&sb.id))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Err(ServiceError::NotFound(e.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Marks the record of a spawn that stopped before its provider call `destroyed`.
+    async fn drop_record(self, id: &SandboxId) {
+        if let Err(e) = self
+            .svc
+            .store
+            .set_sandbox_state(id, SandboxState::Destroyed)
+            .await
+        {
+            tracing::warn!(sandbox_id = %id, error = %e, "could not drop the record of a refused spawn");
         }
     }
 }
