@@ -89,6 +89,8 @@ pub enum Command {
     Microvm(crate::commands::microvm::MicrovmArgs),
     /// The local OCI image store: `image pull|import|ls|rm|gc` (docs/images.md).
     Image(crate::commands::image::ImageArgs),
+    /// Volumes, disks that outlive sandboxes: `volume create|ls|rm` (docs/state.md).
+    Volume(crate::commands::volume::VolumeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -188,6 +190,9 @@ pub struct SpawnArgs {
     pub memory: i64,
     #[arg(long, default_value_t = 0)]
     pub vcpus: i64,
+    /// Mount a volume: `NAME:/path` or `NAME:/path:ro` (repeatable).
+    #[arg(long = "volume", value_name = "NAME:/PATH[:ro]")]
+    pub volumes: Vec<String>,
 }
 
 #[derive(Debug, Args)]

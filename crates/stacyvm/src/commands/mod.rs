@@ -13,6 +13,7 @@ mod procs;
 mod serve;
 mod term;
 mod token;
+pub(crate) mod volume;
 mod worker;
 
 use std::process::ExitCode;
@@ -36,6 +37,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db(a) => db::run(a).await,
         Command::Microvm(a) => microvm::run(a),
         Command::Image(a) => image::run(a).await,
+        Command::Volume(a) => volume::run(&cli.client, a).await,
         Command::Worker(w) => match w.command {
             Some(WorkerCommand::Token(t)) => token::run(*t),
             Some(WorkerCommand::Certs(c)) => certs::run(*c),
