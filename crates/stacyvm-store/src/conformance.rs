@@ -59,6 +59,7 @@ macro_rules! store_conformance_tests {
             e2b_sandbox_round_trip,
             volumes_crud,
             volume_mount_rules,
+            snapshots_crud,
         );
 
         /// Several handles (separate connections) on one database racing for leases.
@@ -114,6 +115,7 @@ mod leases;
 mod lifecycle;
 mod records;
 mod sandboxes;
+mod snapshots;
 mod volumes;
 
 pub use admission::*;
@@ -122,6 +124,7 @@ pub use leases::*;
 pub use lifecycle::*;
 pub use records::*;
 pub use sandboxes::*;
+pub use snapshots::*;
 pub use volumes::*;
 
 // --- helpers -------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ pub use maintenance::{backup_sqlite, migrate, BackupReport, MigrationReport};
 pub use postgres::test_db as pg_test_db;
 pub use postgres::PgStore;
 pub use records::{
-    AdminAuditRecord, AuditFilter, E2bSandbox, ExecLog, Lease, NewAdminAudit, OwnerQuota, Template,
-    TemplateSecret, Volume, VolumeMount, WorkerRecord,
+    AdminAuditRecord, AuditFilter, E2bSandbox, ExecLog, Lease, NewAdminAudit, OwnerQuota, Snapshot,
+    Template, TemplateSecret, Volume, VolumeMount, WorkerRecord,
 };
 pub use sqlite::SqliteStore;
 use stacyvm_types::{Sandbox, SandboxId, SandboxState, Timestamp, WorkerId};
@@ -213,6 +213,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// The mounts of every sandbox that is not destroyed, ordered by volume, sandbox, path.
     async fn list_volume_mounts(&self) -> Result<Vec<VolumeMount>, StoreError>;
+
+    // --- snapshots -------------------------------------------------------------------------
+    /// `Conflict` when the id exists.
+    async fn insert_snapshot(&self, s: &Snapshot) -> Result<(), StoreError>;
+    /// `NotFound` (kind `snapshot`) when absent.
+    async fn get_snapshot(&self, id: &str) -> Result<Snapshot, StoreError>;
+    /// Newest `created_at` first.
+    async fn list_snapshots(&self) -> Result<Vec<Snapshot>, StoreError>;
+    /// `NotFound` when absent.
+    async fn delete_snapshot(&self, id: &str) -> Result<(), StoreError>;
 
     // --- several control planes ------------------------------------------------------------
     /// The event bridge between control planes sharing this database, when the backend has

@@ -157,3 +157,20 @@ pub struct VolumeMount {
     pub mount_path: String,
     pub read_only: bool,
 }
+
+/// A snapshot (sandbox-model.md §2): a sandbox's files (or memory too) as they were.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// `snap-<8 hex>`.
+    pub id: String,
+    pub name: String,
+    pub sandbox_id: SandboxId,
+    pub provider: String,
+    /// The image of the sandbox it was taken of.
+    pub image: String,
+    /// `filesystem` or `memory`.
+    pub kind: String,
+    pub size_bytes: i64,
+    pub worker_id: String,
+    pub created_at: Timestamp,
+}

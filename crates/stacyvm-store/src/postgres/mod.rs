@@ -46,6 +46,7 @@ mod lifecycle;
 mod notify;
 mod quotas;
 mod sandboxes;
+mod snapshots;
 mod templates;
 #[cfg(any(test, feature = "conformance"))]
 pub mod test_db;
@@ -62,7 +63,7 @@ use stacyvm_types::{Sandbox, SandboxId, SandboxState, Timestamp, WorkerId};
 use crate::rows::ReadRow;
 use crate::{
     ActiveCounts, AdminAuditRecord, AuditFilter, E2bSandbox, ExecLog, Lease, NewAdminAudit,
-    OwnerQuota, Store, StoreError, Template, Volume, VolumeMount, WorkerRecord,
+    OwnerQuota, Snapshot, Store, StoreError, Template, Volume, VolumeMount, WorkerRecord,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -606,6 +607,22 @@ impl Store for PgStore {
 
     async fn list_volume_mounts(&self) -> Result<Vec<VolumeMount>, StoreError> {
         volumes::list_mounts(self).await
+    }
+
+    async fn insert_snapshot(&self, s: &Snapshot) -> Result<(), StoreError> {
+        snapshots::insert(self, s).await
+    }
+
+    async fn get_snapshot(&self, id: &str) -> Result<Snapshot, StoreError> {
+        snapshots::get(self, id).await
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<Snapshot>, StoreError> {
+        snapshots::list(self).await
+    }
+
+    async fn delete_snapshot(&self, id: &str) -> Result<(), StoreError> {
+        snapshots::delete(self, id).await
     }
 
     fn event_bridge(&self) -> Option<std::sync::Arc<dyn crate::EventBridge>> {
