@@ -80,6 +80,14 @@ pub struct VolumeMountSpec {
     pub read_only: bool,
 }
 
+/// What a provider's snapshot holds (sandbox-model.md §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotMade {
+    /// `filesystem` (files only) or `memory` (processes and memory too).
+    pub kind: &'static str,
+    pub size_bytes: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spawned {
     /// The id the provider knows the sandbox by; often equal to `SandboxSpec::id`.
@@ -322,6 +330,33 @@ pub trait Provider: Send + Sync + 'static {
         Err(volumes_unsupported(self.name()))
     }
 
+    // Snapshots (sandbox-model.md §2, docs/state.md). A snapshot is complete when `snapshot`
+    // returns (made under a temporary name and renamed), and independent of its sandbox.
+    // The defaults answer `NotSupported`.
+
+    /// Takes snapshot `snapshot_id` of the sandbox, which keeps running.
+    async fn snapshot(
+        &self,
+        _runtime_id: &str,
+        _snapshot_id: &str,
+    ) -> Result<SnapshotMade, ProviderError> {
+        Err(snapshots_unsupported(self.name()))
+    }
+    /// Removes a snapshot; a missing one is success.
+    async fn delete_snapshot(&self, _snapshot_id: &str) -> Result<(), ProviderError> {
+        Err(snapshots_unsupported(self.name()))
+    }
+    /// [`Provider::spawn_with_volumes`] starting from a snapshot's files (and memory, for
+    /// `memory` snapshots). `InvalidInput` for a snapshot this provider does not hold.
+    async fn spawn_from_snapshot(
+        &self,
+        _spec: &SandboxSpec,
+        _mounts: &[VolumeMountSpec],
+        _snapshot_id: &str,
+    ) -> Result<Spawned, ProviderError> {
+        Err(snapshots_unsupported(self.name()))
+    }
+
     // Background processes (sandbox-model.md §1). The defaults answer `Unavailable` for
     // backends without them; `ProcessNotFound`, `StdinClosed`, `ProcessExited` and `NotAPty`
     // are the process errors, `SandboxNotFound` as elsewhere.
@@ -399,6 +434,11 @@ pub trait Provider: Send + Sync + 'static {
 /// The answer of a backend that cannot keep volumes.
 pub fn volumes_unsupported(provider: &str) -> ProviderError {
     ProviderError::NotSupported(format!("the {provider} provider cannot mount volumes"))
+}
+
+/// The answer of a backend that cannot snapshot sandboxes.
+pub fn snapshots_unsupported(provider: &str) -> ProviderError {
+    ProviderError::NotSupported(format!("the {provider} provider cannot snapshot sandboxes"))
 }
 
 /// Parses octal mode text (`"755"`, `"0755"`); `"executable"` means 0755.

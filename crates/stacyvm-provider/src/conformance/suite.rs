@@ -81,6 +81,7 @@ macro_rules! __provider_conformance_checks {
             pause_keeps_processes,
             pause_then_destroy,
             volume_outlives_sandbox,
+            snapshot_restores_files,
             logs,
         }
     };

@@ -4,6 +4,7 @@
 //! told to fail, and can slow spawns down.
 
 mod agent;
+mod dirs;
 mod exec;
 mod faults;
 mod files;
@@ -12,6 +13,7 @@ mod paths;
 #[cfg(test)]
 mod paths_prop;
 mod persist;
+mod snapshots;
 mod stream;
 mod volumes;
 
@@ -31,7 +33,7 @@ use crate::agent::conn::AgentConn;
 use crate::agent::procs;
 use crate::{
     ByteStream, ChunkSender, ExecRequest, FileStream, ProcessSpec, Provider, ProviderError,
-    RecordStream, RuntimeInfo, SandboxSpec, Spawned, VolumeMountSpec, WatchStream,
+    RecordStream, RuntimeInfo, SandboxSpec, SnapshotMade, Spawned, VolumeMountSpec, WatchStream,
 };
 
 /// One recorded provider call.
@@ -85,6 +87,8 @@ pub struct MockProvider {
     /// Where volumes live (`volumes.rs`): `<base>/volumes` when persistent, else a directory
     /// of this provider's own under `<base>`, made on first use and removed with it.
     volumes_dir: OnceLock<(Option<TempDir>, PathBuf)>,
+    /// Where snapshots live (`snapshots.rs`), chosen like `volumes_dir`.
+    snapshots_dir: OnceLock<(Option<TempDir>, PathBuf)>,
 }
 
 impl Default for MockProvider {
@@ -116,6 +120,7 @@ impl MockProvider {
             located: OnceLock::new(),
             persistent: false,
             volumes_dir: OnceLock::new(),
+            snapshots_dir: OnceLock::new(),
         }
     }
 
@@ -245,29 +250,6 @@ impl MockProvider {
             .map_err(|e| ProviderError::internal_with("file task failed", e))?
     }
 
-    /// The canonical volumes directory (made on first use).
-    fn volumes_dir(&self) -> Result<PathBuf, ProviderError> {
-        if let Some((_, p)) = self.volumes_dir.get() {
-            return Ok(p.clone());
-        }
-        let fail = |e| ProviderError::internal_with("creating the volumes directory failed", e);
-        std::fs::create_dir_all(&self.base_dir).map_err(fail)?;
-        let made = if self.persistent {
-            let p = self.base_dir.join("volumes");
-            std::fs::create_dir_all(&p).map_err(fail)?;
-            (None, p.canonicalize().map_err(fail)?)
-        } else {
-            let d = tempfile::Builder::new()
-                .prefix("stacyvm-volumes-")
-                .tempdir_in(&self.base_dir)
-                .map_err(fail)?;
-            let p = d.path().canonicalize().map_err(fail)?;
-            (Some(d), p)
-        };
-        // A racing first call may have won; its directory is the one kept.
-        Ok(self.volumes_dir.get_or_init(|| made).1.clone())
-    }
-
     fn create_root(&self, id: &str) -> Result<(TempDir, PathBuf), ProviderError> {
         let fail = |e| ProviderError::internal_with("creating the sandbox directory failed", e);
         std::fs::create_dir_all(&self.base_dir).map_err(fail)?;
@@ -298,6 +280,7 @@ impl Provider for MockProvider {
             "test_provider",
             "pause",
             "volumes",
+            "snapshots",
         ]
     }
 
@@ -445,20 +428,29 @@ impl Provider for MockProvider {
         spec: &SandboxSpec,
         mounts: &[VolumeMountSpec],
     ) -> Result<Spawned, ProviderError> {
-        let spawned = self.spawn(spec).await?;
-        if mounts.is_empty() {
-            return Ok(spawned);
-        }
-        // The root is made now (not on first use) so the links are there from the start.
-        let attached = self.volumes_dir().and_then(|vols| {
-            let (root, _) = self.live(&spec.id)?;
-            volumes::attach(&root, &vols, mounts)
-        });
-        if let Err(e) = attached {
-            let _ = self.destroy(&spec.id).await;
-            return Err(e);
-        }
-        Ok(spawned)
+        self.spawn_mounted(spec, mounts, None).await
+    }
+
+    async fn snapshot(
+        &self,
+        runtime_id: &str,
+        snapshot_id: &str,
+    ) -> Result<SnapshotMade, ProviderError> {
+        self.take_snapshot(runtime_id, snapshot_id).await
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), ProviderError> {
+        self.enter("delete_snapshot", snapshot_id)?;
+        snapshots::delete(&self.snapshots_dir()?, snapshot_id)
+    }
+
+    async fn spawn_from_snapshot(
+        &self,
+        spec: &SandboxSpec,
+        mounts: &[VolumeMountSpec],
+        snapshot_id: &str,
+    ) -> Result<Spawned, ProviderError> {
+        self.spawn_mounted(spec, mounts, Some(snapshot_id)).await
     }
 
     async fn status(&self, runtime_id: &str) -> Result<SandboxState, ProviderError> {
