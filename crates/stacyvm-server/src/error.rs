@@ -66,6 +66,8 @@ pub enum ServiceError {
     /// The sandbox's backend cannot do this (pause without a freezer); says why.
     #[error("not supported: {0}")]
     NotSupported(String),
+    #[error("snapshot not found: {0}")]
+    SnapshotNotFound(String),
     /// Deleting a volume that a sandbox not yet destroyed mounts.
     #[error("volume in use: {0}")]
     VolumeInUse(String),

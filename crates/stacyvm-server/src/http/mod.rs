@@ -19,6 +19,7 @@ mod quotas;
 mod rate_limit;
 mod request_metrics;
 mod sandboxes;
+mod snapshots;
 mod system;
 mod templates;
 mod ui;
@@ -162,6 +163,7 @@ fn main_router(state: AppState) -> Router {
         .merge(processes::routes())
         .merge(templates::routes())
         .merge(volumes::routes())
+        .merge(snapshots::routes())
         .merge(quotas::routes().layer(from_fn_with_state(
             state.clone(),
             middleware::quota_writes_need_admin,

@@ -66,6 +66,10 @@ pub struct SpawnBody {
     public_preview: bool,
     /// Volumes to mount (`POST /volumes` makes them; docs/state.md)
     volumes: Vec<VolumeMountBody>,
+    /// Start from this snapshot's files; `image` and `provider` may then be omitted (given,
+    /// they must be the snapshot's: 400). Unknown: 404 `SNAPSHOT_NOT_FOUND`
+    #[schema(pattern = r"^snap-[0-9a-f]{8}$")]
+    snapshot: String,
 }
 
 /// One volume of a spawn.
@@ -106,6 +110,7 @@ impl From<SpawnBody> for SpawnParams {
                     read_only: v.read_only,
                 })
                 .collect(),
+            snapshot: b.snapshot,
         }
     }
 }

@@ -150,6 +150,7 @@ impl<'a> E2b<'a> {
             idle_timeout: String::new(),
             public_preview: req.public_preview,
             volumes: Vec::new(),
+            snapshot: String::new(),
         };
         let sb = self.svc.sandboxes().spawn(params, caller).await?;
         let record = E2bSandbox {

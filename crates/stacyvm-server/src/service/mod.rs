@@ -25,6 +25,7 @@ mod quotas;
 mod reconcile;
 mod routing;
 mod sandboxes;
+mod snapshots;
 mod system;
 mod templates;
 mod volumes;
@@ -47,6 +48,7 @@ pub use processes::{ProcessParams, Processes};
 
 pub use quotas::{OwnerUsage, QuotaInput, QuotaSummary, Quotas};
 pub use sandboxes::{DestroyOutcome, LifecycleReport, Sandboxes, SpawnParams};
+pub use snapshots::Snapshots;
 use stacyvm_provider::ProviderRegistry;
 use stacyvm_store::Store;
 pub use system::{

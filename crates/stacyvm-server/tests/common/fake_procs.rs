@@ -168,10 +168,10 @@ impl Provider for FakeProcs {
     fn name(&self) -> &str {
         self.mock.name()
     }
-    /// The mock's, less `volumes`: the fake forwards no volume calls.
+    /// The mock's, less `volumes` and `snapshots`: the fake forwards neither.
     fn capabilities(&self) -> Vec<&'static str> {
         let mut c = self.mock.capabilities();
-        c.retain(|c| *c != "volumes");
+        c.retain(|c| !["volumes", "snapshots"].contains(c));
         c
     }
     fn config_summary(&self) -> serde_json::Value {

@@ -326,6 +326,41 @@ async fn answers_match_their_schemas() {
     let r = app.get("/api/v1/volumes/v1").send().await;
     check(d, "get", "/volumes/{name}", &r, e);
 
+    // Snapshots and fork.
+    let src = app.post("/api/v1/sandboxes").json(&json!({})).send().await;
+    let src = src.json()["id"].as_str().unwrap_or_default().to_string();
+    let r = app
+        .post(&format!("/api/v1/sandboxes/{src}/snapshots"))
+        .json(&json!({"name": "s"}))
+        .send()
+        .await;
+    let sid = r.json()["id"].as_str().unwrap_or_default().to_string();
+    check(d, "post", "/sandboxes/{id}/snapshots", &r, e);
+    check(
+        d,
+        "get",
+        "/snapshots",
+        &app.get("/api/v1/snapshots").send().await,
+        e,
+    );
+    let r = app.get(&format!("/api/v1/snapshots/{sid}")).send().await;
+    check(d, "get", "/snapshots/{sid}", &r, e);
+    let r = app
+        .post("/api/v1/sandboxes")
+        .json(&json!({"snapshot": sid}))
+        .send()
+        .await;
+    check(d, "post", "/sandboxes", &r, e);
+    let r = app
+        .post(&format!("/api/v1/sandboxes/{src}/fork"))
+        .send()
+        .await;
+    check(d, "post", "/sandboxes/{id}/fork", &r, e);
+    let r = app.delete(&format!("/api/v1/snapshots/{sid}")).send().await;
+    check(d, "delete", "/snapshots/{sid}", &r, e);
+    let r = app.get(&format!("/api/v1/snapshots/{sid}")).send().await;
+    check(d, "get", "/snapshots/{sid}", &r, e);
+
     // Quotas.
     let q = json!({"max_sandboxes": 2, "max_ttl": "1h", "max_exec_timeout": "30s"});
     let r = app.put("/api/v1/quotas/alice").json(&q).send().await;

@@ -86,9 +86,11 @@ error_responses! {
         ("taken", "CONFLICT", "conflict: volume \"data\" already exists"),
         ("not_supported", "NOT_SUPPORTED", "not supported: the microvm provider cannot mount volumes"),
     ];
+    SnapshotNotFound: "Unknown snapshot (`SNAPSHOT_NOT_FOUND`)",
+        [("", "SNAPSHOT_NOT_FOUND", "snapshot not found: snap-0123abcd")];
     VolumeInUse: "A sandbox that is not destroyed mounts the volume (`VOLUME_IN_USE`)",
         [("", "VOLUME_IN_USE", "volume in use: volume \"data\" is in use by sandbox sb-0123abcd")];
-    SpawnConflict: "A volume is mounted read-write by another live sandbox (`CONFLICT`), the provider cannot mount volumes (`NOT_SUPPORTED`), or the worker holding the volumes cannot take the sandbox (`WORKER_UNAVAILABLE`)", [
+    SpawnConflict: "A volume is mounted read-write by another live sandbox (`CONFLICT`), the provider cannot mount volumes or snapshots (`NOT_SUPPORTED`), or the worker holding the volumes or snapshot cannot take the sandbox (`WORKER_UNAVAILABLE`)", [
         ("volume_taken", "CONFLICT", "conflict: volume \"data\" is mounted read-write by sandbox sb-0123abcd"),
         ("not_supported", "NOT_SUPPORTED", "not supported: the microvm provider cannot mount volumes"),
         ("worker", "WORKER_UNAVAILABLE", "worker unavailable: the sandbox's volumes live on worker local, which cannot take it now (placed on worker-a)"),

@@ -62,6 +62,9 @@ pub struct SpawnParams {
     pub public_preview: bool,
     /// Volumes to mount (docs/state.md).
     pub volumes: Vec<crate::service::MountParams>,
+    /// Start from this snapshot (`snap-…`); empty = none. `image` and `provider` may then be
+    /// empty; given, they must be the snapshot's.
+    pub snapshot: String,
 }
 
 /// Spawn parameters after defaults and validation.
@@ -76,6 +79,8 @@ struct ResolvedSpawn {
     pub lifecycle: Lifecycle,
     /// The spawn's volumes, checked.
     pub mounts: PlannedMounts,
+    /// The snapshot it starts from.
+    pub snapshot: Option<stacyvm_store::Snapshot>,
 }
 
 /// `on_expire` and `idle_timeout` of a spawn.
@@ -188,6 +193,7 @@ impl Sandboxes<'_> {
         let lifecycle = parse_lifecycle(p)?;
         Ok(ResolvedSpawn {
             mounts: PlannedMounts::default(),
+            snapshot: None,
             lifecycle,
             provider,
             provider_name,
@@ -232,8 +238,10 @@ impl Sandboxes<'_> {
 
     /// Admits, records and creates a sandbox (`POST /sandboxes`). Refusals by admission are
     /// `ResourceLimit`; a provider failure leaves no live record.
-    pub async fn spawn(self, p: SpawnParams, caller: &Caller) -> ServiceResult<Sandbox> {
+    pub async fn spawn(self, mut p: SpawnParams, caller: &Caller) -> ServiceResult<Sandbox> {
+        let snapshot = self.from_snapshot(&mut p).await?;
         let mut r = self.resolve(&p, caller)?;
+        r.snapshot = snapshot;
         self.check_template(&p.template).await?;
         r.mounts = self
             .svc
@@ -368,7 +376,15 @@ impl Sandboxes<'_> {
             owner_id: sb.owner_id.clone(),
             metadata: sb.metadata.clone(),
         };
-        let spawned = match provider.spawn_with_volumes(&spec, &r.mounts.mounts).await {
+        let made = match &r.snapshot {
+            Some(snap) => {
+                provider
+                    .spawn_from_snapshot(&spec, &r.mounts.mounts, &snap.id)
+                    .await
+            }
+            None => provider.spawn_with_volumes(&spec, &r.mounts.mounts).await,
+        };
+        let spawned = match made {
             Ok(s) => s,
             Err(e) => {
                 let err = ServiceError::from(e);
@@ -437,18 +453,27 @@ impl Sandboxes<'_> {
     /// live sandbox writes). Volumes live on the worker that made them: a sandbox placed
     /// elsewhere cannot mount them (409 `WORKER_UNAVAILABLE` naming that worker).
     async fn mount_volumes(self, r: &ResolvedSpawn, sb: &Sandbox) -> ServiceResult<()> {
-        let Some(worker) = &r.mounts.worker else {
-            return Ok(());
-        };
         let placed = match &sb.placement {
             Placement::Local => stacyvm_types::WorkerId::LOCAL.to_string(),
             Placement::Remote(w) => w.to_string(),
         };
-        if *worker != placed {
-            return Err(ServiceError::WorkerUnavailable(format!(
-                "the sandbox's volumes live on worker {worker}, which cannot take it now \
-                 (placed on {placed})"
-            )));
+        let needs = [
+            ("volumes", r.mounts.worker.as_deref()),
+            (
+                "snapshot",
+                r.snapshot.as_ref().map(|s| s.worker_id.as_str()),
+            ),
+        ];
+        for (what, worker) in needs {
+            if let Some(worker) = worker.filter(|w| *w != placed) {
+                return Err(ServiceError::WorkerUnavailable(format!(
+                    "the sandbox's {what} live on worker {worker}, which cannot take it now \
+                     (placed on {placed})"
+                )));
+            }
+        }
+        if r.mounts.mounts.is_empty() {
+            return Ok(());
         }
         match self
             .svc
@@ -472,5 +497,29 @@ impl Sandboxes<'_> {
         {
             tracing::warn!(sandbox_id = %id, error = %e, "could not drop the record of a refused spawn");
         }
+    }
+
+    /// A spawn from a snapshot takes its image and provider (given ones must match: 400);
+    /// 404 `SNAPSHOT_NOT_FOUND` for an unknown one.
+    async fn from_snapshot(
+        self,
+        p: &mut SpawnParams,
+    ) -> ServiceResult<Option<stacyvm_store::Snapshot>> {
+        let sid = p.snapshot.trim();
+        if sid.is_empty() {
+            return Ok(None);
+        }
+        let snap = self.svc.snapshots().get(sid).await?;
+        let differs = |given: &str, have: &str| !given.trim().is_empty() && given.trim() != have;
+        if differs(&p.image, &snap.image) || differs(&p.provider, &snap.provider) {
+            return Err(ServiceError::bad_request(format!(
+                "snapshot {} is of image {:?} on provider {}; omit image and provider or give \
+                 those",
+                snap.id, snap.image, snap.provider
+            )));
+        }
+        p.image = snap.image.clone();
+        p.provider = snap.provider.clone();
+        Ok(Some(snap))
     }
 }
