@@ -97,6 +97,9 @@ pub async fn spawn(c: &ClientArgs, a: SpawnArgs) -> anyhow::Result<ExitCode> {
     if a.vcpus > 0 {
         body["vcpus"] = json!(a.vcpus);
     }
+    if !a.snapshot.is_empty() {
+        body["snapshot"] = json!(a.snapshot);
+    }
     if !a.volumes.is_empty() {
         let mounts = a
             .volumes
