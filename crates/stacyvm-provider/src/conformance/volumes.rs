@@ -128,7 +128,7 @@ pub async fn volume_outlives_sandbox(p: &dyn Provider, image: &str) -> Result<()
             ok!(removed);
             ok!(p.delete_volume(&name).await); // a missing one is success
             let listed = ok!(p.list_volumes().await).unwrap_or_default();
-            ensure!(!listed.iter().any(|v| *v == name), "{name} still listed");
+            ensure!(!listed.contains(&name), "{name} still listed");
             Ok(())
         }
         .await,

@@ -239,7 +239,7 @@ impl Sandboxes<'_> {
     /// Admits, records and creates a sandbox (`POST /sandboxes`). Refusals by admission are
     /// `ResourceLimit`; a provider failure leaves no live record.
     pub async fn spawn(self, mut p: SpawnParams, caller: &Caller) -> ServiceResult<Sandbox> {
-        let snapshot = self.from_snapshot(&mut p).await?;
+        let snapshot = self.snapshot_of(&mut p).await?;
         let mut r = self.resolve(&p, caller)?;
         r.snapshot = snapshot;
         self.check_template(&p.template).await?;
@@ -501,7 +501,7 @@ impl Sandboxes<'_> {
 
     /// A spawn from a snapshot takes its image and provider (given ones must match: 400);
     /// 404 `SNAPSHOT_NOT_FOUND` for an unknown one.
-    async fn from_snapshot(
+    async fn snapshot_of(
         self,
         p: &mut SpawnParams,
     ) -> ServiceResult<Option<stacyvm_store::Snapshot>> {
