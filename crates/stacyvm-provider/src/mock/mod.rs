@@ -383,7 +383,8 @@ impl Provider for MockProvider {
         // none until it made its directory.
         let vols = match self.volumes_dir.get() {
             Some((_, p)) => Some(p.clone()),
-            None if self.persistent => self.volumes_dir().ok(),
+            // Not made here: a persistent mock without volumes leaves no directory behind.
+            None if self.persistent => self.base_dir.join("volumes").canonicalize().ok(),
             None => None,
         };
         if let (Some((_, root)), Some(vols)) = (&dir, vols) {
