@@ -473,16 +473,20 @@ mod files;
 mod links;
 mod pause;
 mod process;
+mod snapshots;
 mod stream;
 mod suite;
+mod volumes;
 mod watch;
 pub use containment::*;
 pub use files::*;
 pub use links::*;
 pub use pause::*;
 pub use process::*;
+pub use snapshots::*;
 pub use stream::*;
 pub use suite::{checks, containment_checks, run_all, Check, CheckFuture, Fixture};
+pub use volumes::*;
 pub use watch::*;
 
 /// Console logs are available and respect the line limit.

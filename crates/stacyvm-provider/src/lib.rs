@@ -70,6 +70,24 @@ pub struct SandboxSpec {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// A volume to mount into a sandbox at spawn (sandbox-model.md §2). The control plane has
+/// checked `mount_path` (absolute, clean, not over a system directory) and that the volume
+/// exists on this provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMountSpec {
+    pub volume: String,
+    pub mount_path: String,
+    pub read_only: bool,
+}
+
+/// What a provider's snapshot holds (sandbox-model.md §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotMade {
+    /// `filesystem` (files only) or `memory` (processes and memory too).
+    pub kind: &'static str,
+    pub size_bytes: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spawned {
     /// The id the provider knows the sandbox by; often equal to `SandboxSpec::id`.
@@ -287,6 +305,61 @@ pub trait Provider: Send + Sync + 'static {
         )))
     }
 
+    // Volumes (sandbox-model.md §2, docs/state.md): named disks kept by the provider apart
+    // from any sandbox. The defaults answer `NotSupported` for backends that cannot mount them.
+
+    /// Creates the volume `name`; an existing one of ours is kept (idempotent).
+    async fn create_volume(&self, _name: &str, _size_mb: i64) -> Result<(), ProviderError> {
+        Err(volumes_unsupported(self.name()))
+    }
+    /// Removes the volume and its data; a missing one is success.
+    async fn delete_volume(&self, _name: &str) -> Result<(), ProviderError> {
+        Err(volumes_unsupported(self.name()))
+    }
+    /// The volumes this provider holds for this installation; `None` when it has none.
+    async fn list_volumes(&self) -> Result<Option<Vec<String>>, ProviderError> {
+        Ok(None)
+    }
+    /// [`Provider::spawn`] with volumes mounted. The default spawns when there are none and
+    /// answers `NotSupported` otherwise.
+    async fn spawn_with_volumes(
+        &self,
+        spec: &SandboxSpec,
+        mounts: &[VolumeMountSpec],
+    ) -> Result<Spawned, ProviderError> {
+        if mounts.is_empty() {
+            return self.spawn(spec).await;
+        }
+        Err(volumes_unsupported(self.name()))
+    }
+
+    // Snapshots (sandbox-model.md §2, docs/state.md). A snapshot is complete when `snapshot`
+    // returns (made under a temporary name and renamed), and independent of its sandbox.
+    // The defaults answer `NotSupported`.
+
+    /// Takes snapshot `snapshot_id` of the sandbox, which keeps running.
+    async fn snapshot(
+        &self,
+        _runtime_id: &str,
+        _snapshot_id: &str,
+    ) -> Result<SnapshotMade, ProviderError> {
+        Err(snapshots_unsupported(self.name()))
+    }
+    /// Removes a snapshot; a missing one is success.
+    async fn delete_snapshot(&self, _snapshot_id: &str) -> Result<(), ProviderError> {
+        Err(snapshots_unsupported(self.name()))
+    }
+    /// [`Provider::spawn_with_volumes`] starting from a snapshot's files (and memory, for
+    /// `memory` snapshots). `InvalidInput` for a snapshot this provider does not hold.
+    async fn spawn_from_snapshot(
+        &self,
+        _spec: &SandboxSpec,
+        _mounts: &[VolumeMountSpec],
+        _snapshot_id: &str,
+    ) -> Result<Spawned, ProviderError> {
+        Err(snapshots_unsupported(self.name()))
+    }
+
     // Background processes (sandbox-model.md §1). The defaults answer `Unavailable` for
     // backends without them; `ProcessNotFound`, `StdinClosed`, `ProcessExited` and `NotAPty`
     // are the process errors, `SandboxNotFound` as elsewhere.
@@ -359,6 +432,16 @@ pub trait Provider: Send + Sync + 'static {
     ) -> Result<(), ProviderError> {
         Err(process::unsupported(self.name()))
     }
+}
+
+/// The answer of a backend that cannot keep volumes.
+pub fn volumes_unsupported(provider: &str) -> ProviderError {
+    ProviderError::NotSupported(format!("the {provider} provider cannot mount volumes"))
+}
+
+/// The answer of a backend that cannot snapshot sandboxes.
+pub fn snapshots_unsupported(provider: &str) -> ProviderError {
+    ProviderError::NotSupported(format!("the {provider} provider cannot snapshot sandboxes"))
 }
 
 /// Parses octal mode text (`"755"`, `"0755"`); `"executable"` means 0755.

@@ -66,6 +66,15 @@ pub enum ServiceError {
     /// The sandbox's backend cannot do this (pause without a freezer); says why.
     #[error("not supported: {0}")]
     NotSupported(String),
+    #[error("snapshot not found: {0}")]
+    SnapshotNotFound(String),
+    /// Deleting a volume that a sandbox not yet destroyed mounts.
+    #[error("volume in use: {0}")]
+    VolumeInUse(String),
+    /// A spawn needs a worker (the one holding its volume or snapshot) that cannot take it;
+    /// names the worker.
+    #[error("worker unavailable: {0}")]
+    WorkerUnavailable(String),
     /// Safe message for callers; `source` carries detail that is only logged.
     #[error("{message}")]
     Internal {

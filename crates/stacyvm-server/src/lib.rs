@@ -21,10 +21,10 @@ pub use http::router;
 pub use run::{run, settings_from, worker_rpc, RunError};
 pub use service::{
     Admin, AdmissionDecision, AuditQuery, Caller, CallerRole, Diagnostics, EventSubscription, Exec,
-    ExecParams, ExecResult, ExecStream, Files, IssuedToken, LifecycleReport, OwnerUsage,
-    PreviewHost, ProcessParams, Processes, ProviderHealth, QuotaInput, QuotaSummary, Quotas,
-    ReadyReport, Sandboxes, Service, SpawnParams, StoreHealth, StreamItem, System, Templates,
-    TokenRequest, Workers,
+    ExecParams, ExecResult, ExecStream, Files, IssuedToken, LifecycleReport, MountParams,
+    OwnerUsage, PreviewHost, ProcessParams, Processes, ProviderHealth, QuotaInput, QuotaSummary,
+    Quotas, ReadyReport, Sandboxes, Service, Snapshots, SpawnParams, StoreHealth, StreamItem,
+    System, Templates, TokenRequest, VolumeInfo, VolumeParams, Volumes, Workers,
 };
 pub use settings::{
     AuthSettings, Limits, ProcessSettings, RateKeyBy, RateLimitSettings, Settings, SpawnOverflow,

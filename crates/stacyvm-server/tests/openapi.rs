@@ -94,6 +94,15 @@ async fn document_is_served_and_well_formed() {
         ("GET", "/api/v1/sandboxes/{id}/files/watch"),
         ("GET", "/api/v1/sandboxes/{id}/execs"),
         ("GET", "/api/v1/metrics/history"),
+        ("POST", "/api/v1/volumes"),
+        ("GET", "/api/v1/volumes"),
+        ("GET", "/api/v1/volumes/{name}"),
+        ("DELETE", "/api/v1/volumes/{name}"),
+        ("POST", "/api/v1/sandboxes/{id}/snapshots"),
+        ("GET", "/api/v1/snapshots"),
+        ("GET", "/api/v1/snapshots/{sid}"),
+        ("DELETE", "/api/v1/snapshots/{sid}"),
+        ("POST", "/api/v1/sandboxes/{id}/fork"),
     ] {
         assert!(
             all.contains(&(m.into(), p.into())),
@@ -103,7 +112,7 @@ async fn document_is_served_and_well_formed() {
     }
     assert!(!all.contains(&("DELETE".into(), "/api/v1/workers/{id}".into())));
     assert!(!all.contains(&("GET".into(), "/api/v1/admin/health".into())));
-    assert_eq!(all.len(), 83, "operations:\n{}", show(&all));
+    assert_eq!(all.len(), 91, "operations:\n{}", show(&all));
 
     let mut ids = BTreeSet::new();
     for (path, item) in d["paths"].as_object().unwrap() {

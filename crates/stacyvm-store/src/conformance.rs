@@ -57,6 +57,9 @@ macro_rules! store_conformance_tests {
             audit_filter_and_order,
             audit_prune,
             e2b_sandbox_round_trip,
+            volumes_crud,
+            volume_mount_rules,
+            snapshots_crud,
         );
 
         /// Several handles (separate connections) on one database racing for leases.
@@ -112,6 +115,8 @@ mod leases;
 mod lifecycle;
 mod records;
 mod sandboxes;
+mod snapshots;
+mod volumes;
 
 pub use admission::*;
 pub use e2b::*;
@@ -119,6 +124,8 @@ pub use leases::*;
 pub use lifecycle::*;
 pub use records::*;
 pub use sandboxes::*;
+pub use snapshots::*;
+pub use volumes::*;
 
 // --- helpers -------------------------------------------------------------------------------
 

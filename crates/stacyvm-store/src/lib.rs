@@ -25,8 +25,8 @@ pub use maintenance::{backup_sqlite, migrate, BackupReport, MigrationReport};
 pub use postgres::test_db as pg_test_db;
 pub use postgres::PgStore;
 pub use records::{
-    AdminAuditRecord, AuditFilter, E2bSandbox, ExecLog, Lease, NewAdminAudit, OwnerQuota, Template,
-    TemplateSecret, WorkerRecord,
+    AdminAuditRecord, AuditFilter, E2bSandbox, ExecLog, Lease, NewAdminAudit, OwnerQuota, Snapshot,
+    Template, TemplateSecret, Volume, VolumeMount, WorkerRecord,
 };
 pub use sqlite::SqliteStore;
 use stacyvm_types::{Sandbox, SandboxId, SandboxState, Timestamp, WorkerId};
@@ -191,6 +191,38 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_e2b_sandbox(&self, r: &E2bSandbox) -> Result<(), StoreError>;
     /// `NotFound` (kind `e2b sandbox`) for a sandbox the E2B API did not create.
     async fn get_e2b_sandbox(&self, id: &SandboxId) -> Result<E2bSandbox, StoreError>;
+
+    // --- volumes ---------------------------------------------------------------------------
+    /// `Conflict` when the name is taken.
+    async fn insert_volume(&self, v: &Volume) -> Result<(), StoreError>;
+    /// `NotFound` (kind `volume`) when absent.
+    async fn get_volume(&self, name: &str) -> Result<Volume, StoreError>;
+    /// Ordered by name.
+    async fn list_volumes(&self) -> Result<Vec<Volume>, StoreError>;
+    /// Deletes the volume and its mount history. `NotFound` when absent, `Conflict` while a
+    /// sandbox that is not destroyed mounts it; the check and the delete are one atomic step.
+    async fn delete_volume(&self, name: &str) -> Result<(), StoreError>;
+    /// Records the mounts of one sandbox (its record exists), atomically: `NotFound` (kind
+    /// `volume`) when a volume is absent, `Conflict` when a read-write mount meets another
+    /// sandbox, not destroyed, that mounts the same volume read-write. Nothing is recorded on
+    /// an error.
+    async fn mount_volumes(
+        &self,
+        sandbox_id: &SandboxId,
+        mounts: &[VolumeMount],
+    ) -> Result<(), StoreError>;
+    /// The mounts of every sandbox that is not destroyed, ordered by volume, sandbox, path.
+    async fn list_volume_mounts(&self) -> Result<Vec<VolumeMount>, StoreError>;
+
+    // --- snapshots -------------------------------------------------------------------------
+    /// `Conflict` when the id exists.
+    async fn insert_snapshot(&self, s: &Snapshot) -> Result<(), StoreError>;
+    /// `NotFound` (kind `snapshot`) when absent.
+    async fn get_snapshot(&self, id: &str) -> Result<Snapshot, StoreError>;
+    /// Newest `created_at` first.
+    async fn list_snapshots(&self) -> Result<Vec<Snapshot>, StoreError>;
+    /// `NotFound` when absent.
+    async fn delete_snapshot(&self, id: &str) -> Result<(), StoreError>;
 
     // --- several control planes ------------------------------------------------------------
     /// The event bridge between control planes sharing this database, when the backend has

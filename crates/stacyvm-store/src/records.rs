@@ -134,3 +134,43 @@ pub struct E2bSandbox {
     pub access_token: String,
     pub created_at: Timestamp,
 }
+
+/// A named volume (sandbox-model.md §2): a disk that outlives the sandboxes mounting it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub name: String,
+    /// 0 = no size asked for (the backend's default).
+    pub size_mb: i64,
+    /// The provider that holds the data.
+    pub provider: String,
+    /// The worker whose provider holds it (`local` = the control plane's own).
+    pub worker_id: String,
+    pub created_at: Timestamp,
+}
+
+/// One volume mounted into one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    pub sandbox_id: SandboxId,
+    pub volume: String,
+    /// Absolute path inside the sandbox.
+    pub mount_path: String,
+    pub read_only: bool,
+}
+
+/// A snapshot (sandbox-model.md §2): a sandbox's files (or memory too) as they were.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// `snap-<8 hex>`.
+    pub id: String,
+    pub name: String,
+    pub sandbox_id: SandboxId,
+    pub provider: String,
+    /// The image of the sandbox it was taken of.
+    pub image: String,
+    /// `filesystem` or `memory`.
+    pub kind: String,
+    pub size_bytes: i64,
+    pub worker_id: String,
+    pub created_at: Timestamp,
+}

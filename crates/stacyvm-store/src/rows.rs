@@ -9,8 +9,8 @@ use serde::Serialize;
 use stacyvm_types::{Lifecycle, OnExpire, PreviewToken, Sandbox, Timestamp};
 
 use crate::{
-    columns, AdminAuditRecord, E2bSandbox, ExecLog, Lease, OwnerQuota, StoreError, Template,
-    WorkerRecord,
+    columns, AdminAuditRecord, E2bSandbox, ExecLog, Lease, OwnerQuota, Snapshot, StoreError,
+    Template, Volume, VolumeMount, WorkerRecord,
 };
 
 /// The one text shape of every stored timestamp: exact to the nanosecond, sortable as a string.
@@ -200,6 +200,39 @@ pub(crate) fn e2b_sandbox(row: &impl ReadRow) -> Result<E2bSandbox, StoreError> 
         template_id: row.text("template_id")?,
         env_vars: row.json("env_vars")?,
         access_token: row.text("access_token")?,
+        created_at: row.time("created_at")?,
+    })
+}
+
+pub(crate) fn volume(row: &impl ReadRow) -> Result<Volume, StoreError> {
+    Ok(Volume {
+        name: row.text("name")?,
+        size_mb: row.int("size_mb")?,
+        provider: row.text("provider")?,
+        worker_id: row.text("worker_id")?,
+        created_at: row.time("created_at")?,
+    })
+}
+
+pub(crate) fn volume_mount(row: &impl ReadRow) -> Result<VolumeMount, StoreError> {
+    Ok(VolumeMount {
+        sandbox_id: row.text("sandbox_id")?.into(),
+        volume: row.text("volume")?,
+        mount_path: row.text("mount_path")?,
+        read_only: row.int("read_only")? != 0,
+    })
+}
+
+pub(crate) fn snapshot(row: &impl ReadRow) -> Result<Snapshot, StoreError> {
+    Ok(Snapshot {
+        id: row.text("id")?,
+        name: row.text("name")?,
+        sandbox_id: row.text("sandbox_id")?.into(),
+        provider: row.text("provider")?,
+        image: row.text("image")?,
+        kind: row.text("kind")?,
+        size_bytes: row.int("size_bytes")?,
+        worker_id: row.text("worker_id")?,
         created_at: row.time("created_at")?,
     })
 }

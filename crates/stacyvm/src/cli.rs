@@ -92,6 +92,12 @@ pub enum Command {
     Microvm(crate::commands::microvm::MicrovmArgs),
     /// The local OCI image store: `image pull|import|ls|rm|gc` (docs/images.md).
     Image(crate::commands::image::ImageArgs),
+    /// Volumes, disks that outlive sandboxes: `volume create|ls|rm` (docs/state.md).
+    Volume(crate::commands::volume::VolumeArgs),
+    /// Snapshots of a sandbox's files: `snapshot create|ls|rm` (docs/state.md).
+    Snapshot(crate::commands::snapshot::SnapshotArgs),
+    /// Independent copies of a sandbox as it is now; prints their ids.
+    Fork(crate::commands::snapshot::ForkArgs),
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +197,12 @@ pub struct SpawnArgs {
     pub memory: i64,
     #[arg(long, default_value_t = 0)]
     pub vcpus: i64,
+    /// Start from a snapshot (`stacyvm snapshot create`); image and provider come from it.
+    #[arg(long, default_value = "")]
+    pub snapshot: String,
+    /// Mount a volume: `NAME:/path` or `NAME:/path:ro` (repeatable).
+    #[arg(long = "volume", value_name = "NAME:/PATH[:ro]")]
+    pub volumes: Vec<String>,
 }
 
 #[derive(Debug, Args)]

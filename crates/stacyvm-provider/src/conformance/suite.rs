@@ -80,6 +80,8 @@ macro_rules! __provider_conformance_checks {
             process_destroy,
             pause_keeps_processes,
             pause_then_destroy,
+            volume_outlives_sandbox,
+            snapshot_restores_files,
             logs,
         }
     };

@@ -20,7 +20,7 @@ use super::{
     LABEL_OWNER_ID, LABEL_SANDBOX_ID,
 };
 use crate::cluster::{self, CLUSTER_LABEL};
-use crate::{ProviderError, RuntimeInfo, SandboxSpec, Spawned, Stats};
+use crate::{ProviderError, RuntimeInfo, SandboxSpec, Spawned, Stats, VolumeMountSpec};
 
 /// Where commands start and the files API's writable home.
 pub(crate) const WORKSPACE: &str = "/workspace";
@@ -34,6 +34,7 @@ pub(crate) fn container_body(
     image: &str,
     keepalive: Vec<String>,
     init: bool,
+    named: &[VolumeMountSpec],
 ) -> ContainerCreateBody {
     let id = &spec.id;
     let mut labels = HashMap::from([
@@ -75,7 +76,7 @@ pub(crate) fn container_body(
         volumes.push("/tmp".to_string());
     }
     let mut tmpfs = s.tmpfs.clone();
-    let mut mounts = Vec::new();
+    let mut mounts = super::volumes::mounts(named);
     if let Some(agent) = &s.agent {
         mounts.push(Mount {
             target: Some(super::procs::AGENT_BIN.to_string()),
@@ -129,6 +130,7 @@ impl DockerProvider {
     pub(super) async fn spawn_container(
         &self,
         spec: &SandboxSpec,
+        volumes: &[VolumeMountSpec],
     ) -> Result<Spawned, ProviderError> {
         if !valid_runtime_id(&spec.id) {
             return Err(ProviderError::InvalidInput(format!(
@@ -148,23 +150,27 @@ impl DockerProvider {
         self.ensure_image(&image).await?;
         let keepalive = self.keepalive(&image).await?;
         match self
-            .create_and_start(spec, &image, keepalive.clone(), true)
+            .create_and_start(spec, &image, keepalive.clone(), true, volumes)
             .await
         {
             Ok(()) => {}
             // Some engines ship without docker-init; zombies then linger until destroy.
             Err(StartError::Init(msg)) => {
                 tracing::warn!(%msg, "starting with init failed; retrying without init");
-                self.create_and_start(spec, &image, keepalive, false)
+                self.create_and_start(spec, &image, keepalive, false, volumes)
                     .await
                     .map_err(StartError::into_provider)?;
             }
             Err(StartError::Other(e)) => return Err(e),
         }
-        self.finish_spawn(spec).await
+        self.finish_spawn(spec, volumes).await
     }
 
-    async fn finish_spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
+    async fn finish_spawn(
+        &self,
+        spec: &SandboxSpec,
+        volumes: &[VolumeMountSpec],
+    ) -> Result<Spawned, ProviderError> {
         self.destroyed.forget(&spec.id);
         let cid = lock(&self.known)
             .get(&spec.id)
@@ -191,6 +197,13 @@ impl DockerProvider {
             if self.settings.read_only_rootfs {
                 argv.push("/tmp".into());
             }
+            // Fresh named volumes belong to root too.
+            argv.extend(
+                volumes
+                    .iter()
+                    .filter(|m| !m.read_only)
+                    .map(|m| m.mount_path.clone()),
+            );
             match self.exec_capture(&cid, argv, Some("0")).await {
                 Ok(o) if o.code == 0 => {}
                 Ok(o) => tracing::warn!(
@@ -213,8 +226,9 @@ impl DockerProvider {
         image: &str,
         keepalive: Vec<String>,
         init: bool,
+        volumes: &[VolumeMountSpec],
     ) -> Result<(), StartError> {
-        let body = container_body(&self.settings, spec, image, keepalive, init);
+        let body = container_body(&self.settings, spec, image, keepalive, init, volumes);
         let opts = CreateContainerOptionsBuilder::default()
             .name(&spec.id)
             .build();
@@ -543,6 +557,7 @@ mod tests {
             "img",
             vec!["/bin/sleep".into(), "1".into()],
             true,
+            &[],
         );
         let h = b.host_config.unwrap();
         assert_eq!(h.cap_drop.unwrap(), ["ALL"]);
@@ -580,7 +595,7 @@ mod tests {
             cluster: Some("0123456789abcdef".into()),
             ..DockerConfig::default()
         };
-        let b = container_body(&c.validate().unwrap(), &spec(), "img", vec![], true);
+        let b = container_body(&c.validate().unwrap(), &spec(), "img", vec![], true, &[]);
         assert_eq!(b.labels.unwrap()["stacyvm.cluster"], "0123456789abcdef");
     }
 
@@ -601,7 +616,7 @@ mod tests {
         let mut sp = spec();
         sp.memory_mb = 0;
         sp.vcpus = 0;
-        let b = container_body(&s, &sp, "img", vec![], false);
+        let b = container_body(&s, &sp, "img", vec![], false, &[]);
         let h = b.host_config.unwrap();
         assert_eq!(h.runtime.as_deref(), Some("runsc"));
         assert_eq!(h.readonly_rootfs, Some(true));

@@ -16,6 +16,7 @@ mod kill;
 mod procs;
 mod settings;
 mod stream;
+mod volumes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +32,7 @@ use stacyvm_types::{FileInfo, SandboxState};
 use crate::tombstones::Tombstones;
 use crate::{
     ByteStream, ChunkSender, DockerConfig, ExecRequest, FileStream, Provider, ProviderError,
-    RuntimeInfo, SandboxSpec, Spawned, Stats,
+    RuntimeInfo, SandboxSpec, Spawned, Stats, VolumeMountSpec,
 };
 
 /// Label every sandbox container carries; the provider manages nothing else.
@@ -210,6 +211,7 @@ impl Provider for DockerProvider {
             "health",
             "stats",
             "pause",
+            "volumes",
         ]
     }
 
@@ -253,7 +255,27 @@ impl Provider for DockerProvider {
     }
 
     async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
-        self.spawn_container(spec).await
+        self.spawn_container(spec, &[]).await
+    }
+
+    async fn spawn_with_volumes(
+        &self,
+        spec: &SandboxSpec,
+        mounts: &[VolumeMountSpec],
+    ) -> Result<Spawned, ProviderError> {
+        self.spawn_container(spec, mounts).await
+    }
+
+    async fn create_volume(&self, name: &str, size_mb: i64) -> Result<(), ProviderError> {
+        self.create_named_volume(name, size_mb).await
+    }
+
+    async fn delete_volume(&self, name: &str) -> Result<(), ProviderError> {
+        self.remove_named_volume(name).await
+    }
+
+    async fn list_volumes(&self) -> Result<Option<Vec<String>>, ProviderError> {
+        self.named_volumes().await.map(Some)
     }
 
     async fn destroy(&self, runtime_id: &str) -> Result<(), ProviderError> {

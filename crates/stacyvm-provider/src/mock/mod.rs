@@ -4,6 +4,7 @@
 //! told to fail, and can slow spawns down.
 
 mod agent;
+mod dirs;
 mod exec;
 mod faults;
 mod files;
@@ -12,7 +13,9 @@ mod paths;
 #[cfg(test)]
 mod paths_prop;
 mod persist;
+mod snapshots;
 mod stream;
+mod volumes;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -30,7 +33,7 @@ use crate::agent::conn::AgentConn;
 use crate::agent::procs;
 use crate::{
     ByteStream, ChunkSender, ExecRequest, FileStream, ProcessSpec, Provider, ProviderError,
-    RecordStream, RuntimeInfo, SandboxSpec, Spawned, WatchStream,
+    RecordStream, RuntimeInfo, SandboxSpec, SnapshotMade, Spawned, VolumeMountSpec, WatchStream,
 };
 
 /// One recorded provider call.
@@ -81,6 +84,11 @@ pub struct MockProvider {
     located: OnceLock<PathBuf>,
     /// Sandboxes outlive the provider ([`MockProvider::persistent`]).
     persistent: bool,
+    /// Where volumes live (`volumes.rs`): `<base>/volumes` when persistent, else a directory
+    /// of this provider's own under `<base>`, made on first use and removed with it.
+    volumes_dir: OnceLock<(Option<TempDir>, PathBuf)>,
+    /// Where snapshots live (`snapshots.rs`), chosen like `volumes_dir`.
+    snapshots_dir: OnceLock<(Option<TempDir>, PathBuf)>,
 }
 
 impl Default for MockProvider {
@@ -111,6 +119,8 @@ impl MockProvider {
             agent_path: None,
             located: OnceLock::new(),
             persistent: false,
+            volumes_dir: OnceLock::new(),
+            snapshots_dir: OnceLock::new(),
         }
     }
 
@@ -269,6 +279,8 @@ impl Provider for MockProvider {
             "health",
             "test_provider",
             "pause",
+            "volumes",
+            "snapshots",
         ]
     }
 
@@ -367,6 +379,17 @@ impl Provider for MockProvider {
         };
         // Processes first: they may hold files of the root open.
         agent.stop().await;
+        // A persistent mock's volumes may predate this provider object; a temporary one has
+        // none until it made its directory.
+        let vols = match self.volumes_dir.get() {
+            Some((_, p)) => Some(p.clone()),
+            // Not made here: a persistent mock without volumes leaves no directory behind.
+            None if self.persistent => self.base_dir.join("volumes").canonicalize().ok(),
+            None => None,
+        };
+        if let (Some((_, root)), Some(vols)) = (&dir, vols) {
+            volumes::detach_all(root, &vols);
+        }
         let remove =
             match dir {
                 Some((Root::Temp(dir), _)) => Some(Box::new(move || dir.close())
@@ -385,6 +408,50 @@ impl Provider for MockProvider {
                 .map_err(|e| ProviderError::internal_with("removing the sandbox failed", e))?;
         }
         Ok(())
+    }
+
+    async fn create_volume(&self, name: &str, _size_mb: i64) -> Result<(), ProviderError> {
+        self.enter("create_volume", name)?;
+        volumes::create(&self.volumes_dir()?, name)
+    }
+
+    async fn delete_volume(&self, name: &str) -> Result<(), ProviderError> {
+        self.enter("delete_volume", name)?;
+        volumes::delete(&self.volumes_dir()?, name)
+    }
+
+    async fn list_volumes(&self) -> Result<Option<Vec<String>>, ProviderError> {
+        Ok(Some(volumes::list(&self.volumes_dir()?)))
+    }
+
+    async fn spawn_with_volumes(
+        &self,
+        spec: &SandboxSpec,
+        mounts: &[VolumeMountSpec],
+    ) -> Result<Spawned, ProviderError> {
+        self.spawn_mounted(spec, mounts, None).await
+    }
+
+    async fn snapshot(
+        &self,
+        runtime_id: &str,
+        snapshot_id: &str,
+    ) -> Result<SnapshotMade, ProviderError> {
+        self.take_snapshot(runtime_id, snapshot_id).await
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), ProviderError> {
+        self.enter("delete_snapshot", snapshot_id)?;
+        snapshots::delete(&self.snapshots_dir()?, snapshot_id)
+    }
+
+    async fn spawn_from_snapshot(
+        &self,
+        spec: &SandboxSpec,
+        mounts: &[VolumeMountSpec],
+        snapshot_id: &str,
+    ) -> Result<Spawned, ProviderError> {
+        self.spawn_mounted(spec, mounts, Some(snapshot_id)).await
     }
 
     async fn status(&self, runtime_id: &str) -> Result<SandboxState, ProviderError> {

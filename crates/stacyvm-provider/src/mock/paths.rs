@@ -80,7 +80,9 @@ pub(super) fn resolve(
         let is_link = fs::symlink_metadata(&host).is_ok_and(|m| m.file_type().is_symlink());
         // Splices never add to the back of the queue, so an empty queue means this is the
         // caller's own final component.
-        if !is_link || (queue.is_empty() && !follow_final) {
+        // A volume mount (`volumes.rs`) is walked through like a directory.
+        if !is_link || (queue.is_empty() && !follow_final) || super::volumes::is_mount(root, &host)
+        {
             rel.push(comp);
             continue;
         }

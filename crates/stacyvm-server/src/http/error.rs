@@ -44,6 +44,9 @@ pub const ERROR_CODES: &[&str] = &[
     "NOT_A_PTY",
     "SANDBOX_PAUSED",
     "NOT_SUPPORTED",
+    "SNAPSHOT_NOT_FOUND",
+    "VOLUME_IN_USE",
+    "WORKER_UNAVAILABLE",
 ];
 
 fn code_schema() -> utoipa::openapi::Object {
@@ -138,6 +141,9 @@ pub fn service_status(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::NotAPty(_) => (StatusCode::CONFLICT, "NOT_A_PTY"),
         ServiceError::SandboxPaused(_) => (StatusCode::CONFLICT, "SANDBOX_PAUSED"),
         ServiceError::NotSupported(_) => (StatusCode::CONFLICT, "NOT_SUPPORTED"),
+        ServiceError::SnapshotNotFound(_) => (StatusCode::NOT_FOUND, "SNAPSHOT_NOT_FOUND"),
+        ServiceError::VolumeInUse(_) => (StatusCode::CONFLICT, "VOLUME_IN_USE"),
+        ServiceError::WorkerUnavailable(_) => (StatusCode::CONFLICT, "WORKER_UNAVAILABLE"),
         ServiceError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }
 }
@@ -191,6 +197,17 @@ mod tests {
                 "SANDBOX_PAUSED",
             ),
             (ServiceError::NotSupported("p".into()), 409, "NOT_SUPPORTED"),
+            (ServiceError::VolumeInUse("v".into()), 409, "VOLUME_IN_USE"),
+            (
+                ServiceError::SnapshotNotFound("s".into()),
+                404,
+                "SNAPSHOT_NOT_FOUND",
+            ),
+            (
+                ServiceError::WorkerUnavailable("w".into()),
+                409,
+                "WORKER_UNAVAILABLE",
+            ),
             (ServiceError::Timeout("sb".into()), 408, "TIMEOUT"),
             (
                 ServiceError::ResourceLimit("r".into()),

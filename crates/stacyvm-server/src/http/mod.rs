@@ -20,10 +20,12 @@ mod quotas;
 mod rate_limit;
 mod request_metrics;
 mod sandboxes;
+mod snapshots;
 mod system;
 mod templates;
 mod ui;
 mod views;
+mod volumes;
 mod worker_api;
 mod workers;
 
@@ -161,6 +163,8 @@ fn main_router(state: AppState) -> Router {
         .merge(files::routes())
         .merge(processes::routes())
         .merge(templates::routes())
+        .merge(volumes::routes())
+        .merge(snapshots::routes())
         .merge(quotas::routes().layer(from_fn_with_state(
             state.clone(),
             middleware::quota_writes_need_admin,

@@ -15,12 +15,12 @@ use utoipa_axum::routes;
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::openapi::{
-    Conflict, Forbidden, NotFound, OwnerIdString, ResourceLimit, SandboxIdParam, Unavailable,
-    UserIdHeader,
+    Conflict, Forbidden, NotFound, OwnerIdString, ResourceLimit, SandboxIdParam, SpawnConflict,
+    Unavailable, UserIdHeader,
 };
 use super::views::{self, Status};
 use super::{dto, json_response, ok, AppState};
-use crate::service::{Caller, DestroyOutcome, PageCursor, SpawnParams, MAX_PAGE};
+use crate::service::{Caller, DestroyOutcome, MountParams, PageCursor, SpawnParams, MAX_PAGE};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -64,6 +64,27 @@ pub struct SpawnBody {
     /// (docs/preview.md). Default `false`: a preview request must carry the sandbox's
     /// `preview_token`
     public_preview: bool,
+    /// Volumes to mount (`POST /volumes` makes them; docs/state.md)
+    volumes: Vec<VolumeMountBody>,
+    /// Start from this snapshot's files; `image` and `provider` may then be omitted (given,
+    /// they must be the snapshot's: 400). Unknown: 404 `SNAPSHOT_NOT_FOUND`
+    #[schema(pattern = r"^snap-[0-9a-f]{8}$")]
+    snapshot: String,
+}
+
+/// One volume of a spawn.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[schema(as = VolumeMount)]
+#[serde(default, deny_unknown_fields)]
+struct VolumeMountBody {
+    /// The volume's name
+    name: String,
+    /// Absolute path inside the sandbox; not `/`, a system directory (`/proc`, `/sys`,
+    /// `/dev`, `/etc`, `/bin`, `/usr`, `/lib`, `/sbin`, `/run`, ...) or below one, nor
+    /// `/workspace` or `/tmp` themselves (mount below them)
+    mount_path: String,
+    /// Mounted read-only (several sandboxes may; only one at a time read-write)
+    read_only: bool,
 }
 
 impl From<SpawnBody> for SpawnParams {
@@ -80,6 +101,16 @@ impl From<SpawnBody> for SpawnParams {
             on_expire: b.on_expire,
             idle_timeout: b.idle_timeout,
             public_preview: b.public_preview,
+            volumes: b
+                .volumes
+                .into_iter()
+                .map(|v| MountParams {
+                    name: v.name,
+                    mount_path: v.mount_path,
+                    read_only: v.read_only,
+                })
+                .collect(),
+            snapshot: b.snapshot,
         }
     }
 }
@@ -90,6 +121,10 @@ impl From<SpawnBody> for SpawnParams {
 /// body `owner_id`) and max TTL. Denied → 429 `RESOURCE_LIMIT`, or, with `spawn_overflow:
 /// queue`, the request waits up to `spawn_queue_timeout` for capacity. Unknown provider → 404.
 /// Invalid `ttl`, `memory_mb`, `vcpus`, `owner_id`, image, `on_expire` or `idle_timeout` → 400.
+/// `volumes`: an unknown volume → 404; a mount path that is not absolute and clean, or over
+/// a system directory → 400; a volume another live sandbox mounts read-write, mounted
+/// read-write → 409 `CONFLICT`; a provider without volumes → 409 `NOT_SUPPORTED`; a sandbox
+/// placed away from the worker holding its volumes → 409 `WORKER_UNAVAILABLE`.
 #[utoipa::path(post, path = "/sandboxes", operation_id = "spawnSandbox", tag = "sandboxes",
     params(UserIdHeader),
     request_body(content = SpawnBody,
@@ -97,6 +132,7 @@ impl From<SpawnBody> for SpawnParams {
     responses(
         (status = 201, description = "Created", body = dto::SandboxView),
         (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 409, response = SpawnConflict),
         (status = 429, response = ResourceLimit), (status = 503, response = Unavailable),
     ))]
 async fn spawn(

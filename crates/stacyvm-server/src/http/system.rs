@@ -25,7 +25,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ready))
         .routes(routes!(events))
         .routes(routes!(system_stats))
-        .routes(routes!(snapshots))
         .routes(routes!(pool_status))
         .routes(routes!(openapi::serve))
         .merge(admin_routes())
@@ -153,15 +152,6 @@ async fn provider_detail(
 ) -> Result<Response, ApiError> {
     let d = st.svc.system().provider_detail(&name).await?;
     Ok(ok(&views::provider_detail(&d)))
-}
-
-/// Image snapshots
-///
-/// Not supported: always empty.
-#[utoipa::path(get, path = "/snapshots", operation_id = "listSnapshots", tag = "system",
-    responses((status = 200, description = "OK", body = Vec<Object>)))]
-async fn snapshots() -> Response {
-    ok(&json!([]))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -139,6 +139,8 @@ impl<'a> E2b<'a> {
             on_expire: if req.auto_pause { "pause" } else { "destroy" }.into(),
             idle_timeout: String::new(),
             public_preview: req.public_preview,
+            volumes: Vec::new(),
+            snapshot: String::new(),
         };
         let sb = self.svc.sandboxes().spawn(params, caller).await?;
         let record = E2bSandbox {

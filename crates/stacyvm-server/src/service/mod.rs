@@ -25,8 +25,10 @@ mod quotas;
 mod reconcile;
 mod routing;
 mod sandboxes;
+mod snapshots;
 mod system;
 mod templates;
+mod volumes;
 mod worker_auth;
 mod workers;
 
@@ -48,6 +50,7 @@ pub use quotas::{OwnerUsage, QuotaInput, QuotaSummary, Quotas};
 pub use sandboxes::{
     DestroyOutcome, LifecycleReport, PageCursor, Sandboxes, SpawnParams, MAX_PAGE,
 };
+pub use snapshots::Snapshots;
 use stacyvm_provider::ProviderRegistry;
 use stacyvm_store::Store;
 pub use system::{
@@ -55,6 +58,7 @@ pub use system::{
     SandboxCounts, StoreHealth, System,
 };
 pub use templates::{TemplateInput, Templates};
+pub use volumes::{MountParams, VolumeInfo, VolumeParams, Volumes};
 pub use worker_auth::{IssuedToken, TokenRequest};
 pub use workers::{HeartbeatInput, WorkerCounts, WorkerInfo, Workers};
 

@@ -171,8 +171,11 @@ impl Provider for FakeProcs {
     fn name(&self) -> &str {
         self.mock.name()
     }
+    /// The mock's, less `volumes` and `snapshots`: the fake forwards neither.
     fn capabilities(&self) -> Vec<&'static str> {
-        self.mock.capabilities()
+        let mut c = self.mock.capabilities();
+        c.retain(|c| !["volumes", "snapshots"].contains(c));
+        c
     }
     fn config_summary(&self) -> serde_json::Value {
         self.mock.config_summary()

@@ -297,6 +297,77 @@ async fn answers_match_their_schemas() {
     let r = app.delete("/api/v1/templates/t1").send().await;
     check(d, "delete", "/templates/{name}", &r, e);
 
+    // Volumes, and a spawn that mounts one (and its refusals).
+    let r = app
+        .post("/api/v1/volumes")
+        .json(&json!({"name": "v1", "size_mb": 8}))
+        .send()
+        .await;
+    check(d, "post", "/volumes", &r, e);
+    let r = app
+        .post("/api/v1/volumes")
+        .json(&json!({"name": "v1"}))
+        .send()
+        .await;
+    check(d, "post", "/volumes", &r, e);
+    check(
+        d,
+        "get",
+        "/volumes",
+        &app.get("/api/v1/volumes").send().await,
+        e,
+    );
+    let mount = json!({"volumes": [{"name": "v1", "mount_path": "/data"}]});
+    let r = app.post("/api/v1/sandboxes").json(&mount).send().await;
+    let vsb = r.json()["id"].as_str().unwrap_or_default().to_string();
+    check(d, "post", "/sandboxes", &r, e);
+    let r = app.post("/api/v1/sandboxes").json(&mount).send().await;
+    check(d, "post", "/sandboxes", &r, e);
+    let r = app.get("/api/v1/volumes/v1").send().await;
+    check(d, "get", "/volumes/{name}", &r, e);
+    let r = app.delete("/api/v1/volumes/v1").send().await;
+    check(d, "delete", "/volumes/{name}", &r, e);
+    app.delete(&format!("/api/v1/sandboxes/{vsb}")).send().await;
+    let r = app.delete("/api/v1/volumes/v1").send().await;
+    check(d, "delete", "/volumes/{name}", &r, e);
+    let r = app.get("/api/v1/volumes/v1").send().await;
+    check(d, "get", "/volumes/{name}", &r, e);
+
+    // Snapshots and fork.
+    let src = app.post("/api/v1/sandboxes").json(&json!({})).send().await;
+    let src = src.json()["id"].as_str().unwrap_or_default().to_string();
+    let r = app
+        .post(&format!("/api/v1/sandboxes/{src}/snapshots"))
+        .json(&json!({"name": "s"}))
+        .send()
+        .await;
+    let sid = r.json()["id"].as_str().unwrap_or_default().to_string();
+    check(d, "post", "/sandboxes/{id}/snapshots", &r, e);
+    check(
+        d,
+        "get",
+        "/snapshots",
+        &app.get("/api/v1/snapshots").send().await,
+        e,
+    );
+    let r = app.get(&format!("/api/v1/snapshots/{sid}")).send().await;
+    check(d, "get", "/snapshots/{sid}", &r, e);
+    let r = app
+        .post("/api/v1/sandboxes")
+        .json(&json!({"snapshot": sid}))
+        .send()
+        .await;
+    check(d, "post", "/sandboxes", &r, e);
+    let r = app
+        .post(&format!("/api/v1/sandboxes/{src}/fork"))
+        .send()
+        .await;
+    check(d, "post", "/sandboxes/{id}/fork", &r, e);
+    let r = app.delete(&format!("/api/v1/snapshots/{sid}")).send().await;
+    check(d, "delete", "/snapshots/{sid}", &r, e);
+    let r = app.get(&format!("/api/v1/snapshots/{sid}")).send().await;
+    check(d, "get", "/snapshots/{sid}", &r, e);
+
     // Quotas.
     let q = json!({"max_sandboxes": 2, "max_ttl": "1h", "max_exec_timeout": "30s"});
     let r = app.put("/api/v1/quotas/alice").json(&q).send().await;

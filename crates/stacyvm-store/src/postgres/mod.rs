@@ -46,9 +46,11 @@ mod lifecycle;
 mod notify;
 mod quotas;
 mod sandboxes;
+mod snapshots;
 mod templates;
 #[cfg(any(test, feature = "conformance"))]
 pub mod test_db;
+mod volumes;
 mod workers;
 
 use std::time::Duration;
@@ -61,7 +63,7 @@ use stacyvm_types::{Sandbox, SandboxId, SandboxState, Timestamp, WorkerId};
 use crate::rows::ReadRow;
 use crate::{
     ActiveCounts, AdminAuditRecord, AuditFilter, E2bSandbox, ExecLog, Lease, NewAdminAudit,
-    OwnerQuota, Store, StoreError, Template, WorkerRecord,
+    OwnerQuota, Snapshot, Store, StoreError, Template, Volume, VolumeMount, WorkerRecord,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -577,6 +579,50 @@ impl Store for PgStore {
 
     async fn get_e2b_sandbox(&self, id: &SandboxId) -> Result<E2bSandbox, StoreError> {
         e2b_sandboxes::get(self, id).await
+    }
+
+    async fn insert_volume(&self, v: &Volume) -> Result<(), StoreError> {
+        volumes::insert(self, v).await
+    }
+
+    async fn get_volume(&self, name: &str) -> Result<Volume, StoreError> {
+        volumes::get(self, name).await
+    }
+
+    async fn list_volumes(&self) -> Result<Vec<Volume>, StoreError> {
+        volumes::list(self).await
+    }
+
+    async fn delete_volume(&self, name: &str) -> Result<(), StoreError> {
+        volumes::delete(self, name).await
+    }
+
+    async fn mount_volumes(
+        &self,
+        sandbox_id: &SandboxId,
+        mounts: &[VolumeMount],
+    ) -> Result<(), StoreError> {
+        volumes::mount(self, sandbox_id, mounts).await
+    }
+
+    async fn list_volume_mounts(&self) -> Result<Vec<VolumeMount>, StoreError> {
+        volumes::list_mounts(self).await
+    }
+
+    async fn insert_snapshot(&self, s: &Snapshot) -> Result<(), StoreError> {
+        snapshots::insert(self, s).await
+    }
+
+    async fn get_snapshot(&self, id: &str) -> Result<Snapshot, StoreError> {
+        snapshots::get(self, id).await
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<Snapshot>, StoreError> {
+        snapshots::list(self).await
+    }
+
+    async fn delete_snapshot(&self, id: &str) -> Result<(), StoreError> {
+        snapshots::delete(self, id).await
     }
 
     fn event_bridge(&self) -> Option<std::sync::Arc<dyn crate::EventBridge>> {

@@ -13,7 +13,9 @@ mod lifecycle;
 mod migrate;
 mod quotas;
 mod sandboxes;
+mod snapshots;
 mod templates;
+mod volumes;
 mod workers;
 
 use std::time::Duration;
@@ -23,7 +25,7 @@ use stacyvm_types::{Sandbox, SandboxId, SandboxState, Timestamp, WorkerId};
 
 use crate::{
     ActiveCounts, AdminAuditRecord, AuditFilter, E2bSandbox, ExecLog, Lease, NewAdminAudit,
-    OwnerQuota, Store, StoreError, Template, WorkerRecord,
+    OwnerQuota, Snapshot, Store, StoreError, Template, Volume, VolumeMount, WorkerRecord,
 };
 use db::Db;
 pub(crate) use migrate::latest_version;
@@ -305,6 +307,50 @@ impl Store for SqliteStore {
     async fn get_e2b_sandbox(&self, id: &SandboxId) -> Result<E2bSandbox, StoreError> {
         e2b_sandboxes::get(&self.db, id)
     }
+
+    async fn insert_volume(&self, v: &Volume) -> Result<(), StoreError> {
+        volumes::insert(&self.db, v).await
+    }
+
+    async fn get_volume(&self, name: &str) -> Result<Volume, StoreError> {
+        volumes::get(&self.db, name)
+    }
+
+    async fn list_volumes(&self) -> Result<Vec<Volume>, StoreError> {
+        volumes::list(&self.db)
+    }
+
+    async fn delete_volume(&self, name: &str) -> Result<(), StoreError> {
+        volumes::delete(&self.db, name).await
+    }
+
+    async fn mount_volumes(
+        &self,
+        sandbox_id: &SandboxId,
+        mounts: &[VolumeMount],
+    ) -> Result<(), StoreError> {
+        volumes::mount(&self.db, sandbox_id, mounts).await
+    }
+
+    async fn list_volume_mounts(&self) -> Result<Vec<VolumeMount>, StoreError> {
+        volumes::list_mounts(&self.db)
+    }
+
+    async fn insert_snapshot(&self, s: &Snapshot) -> Result<(), StoreError> {
+        snapshots::insert(&self.db, s).await
+    }
+
+    async fn get_snapshot(&self, id: &str) -> Result<Snapshot, StoreError> {
+        snapshots::get(&self.db, id)
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<Snapshot>, StoreError> {
+        snapshots::list(&self.db)
+    }
+
+    async fn delete_snapshot(&self, id: &str) -> Result<(), StoreError> {
+        snapshots::delete(&self.db, id).await
+    }
 }
 
 #[cfg(test)]
@@ -450,7 +496,7 @@ mod tests {
             again.get_sandbox(&"sb-1".into()).await.unwrap().owner_id,
             "alice"
         );
-        assert_eq!(again.schema_version().await.unwrap(), 7);
+        assert_eq!(again.schema_version().await.unwrap(), 9);
         again
             .db
             .writer()
@@ -465,7 +511,7 @@ mod tests {
         drop(again);
         match SqliteStore::open(&t.path).await {
             Err(StoreError::SchemaTooNew { found, supported }) => {
-                assert_eq!((found, supported), (9999, 7));
+                assert_eq!((found, supported), (9999, 9));
             }
             Err(e) => panic!("expected SchemaTooNew, got {e:?}"),
             Ok(_) => panic!("expected SchemaTooNew, got a store"),
@@ -489,7 +535,7 @@ mod tests {
             .fetch_one(&mut conn)
             .await
             .unwrap();
-        assert_eq!(edited, 7);
+        assert_eq!(edited, 9);
         // An edited migration is refused, as sqlx would.
         sqlx::query("UPDATE _sqlx_migrations SET checksum = x'01' WHERE version = 1")
             .execute(&mut conn)

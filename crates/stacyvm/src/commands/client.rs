@@ -121,6 +121,17 @@ pub async fn spawn(c: &ClientArgs, a: SpawnArgs) -> anyhow::Result<ExitCode> {
     if a.vcpus > 0 {
         body["vcpus"] = json!(a.vcpus);
     }
+    if !a.snapshot.is_empty() {
+        body["snapshot"] = json!(a.snapshot);
+    }
+    if !a.volumes.is_empty() {
+        let mounts = a
+            .volumes
+            .iter()
+            .map(|s| super::volume::mount_arg(s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        body["volumes"] = json!(mounts);
+    }
     let v = Client::new(c)
         .call(reqwest::Method::POST, "/sandboxes", Some(body))
         .await?;

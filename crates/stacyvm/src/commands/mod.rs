@@ -11,9 +11,11 @@ pub(crate) mod image;
 pub(crate) mod microvm;
 mod procs;
 mod serve;
+pub(crate) mod snapshot;
 mod term;
 mod token;
 mod top;
+pub(crate) mod volume;
 mod worker;
 
 use std::process::ExitCode;
@@ -38,6 +40,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db(a) => db::run(a).await,
         Command::Microvm(a) => microvm::run(a),
         Command::Image(a) => image::run(a).await,
+        Command::Volume(a) => volume::run(&cli.client, a).await,
+        Command::Snapshot(a) => snapshot::run(&cli.client, a).await,
+        Command::Fork(a) => snapshot::fork(&cli.client, a).await,
         Command::Worker(w) => match w.command {
             Some(WorkerCommand::Token(t)) => token::run(*t),
             Some(WorkerCommand::Certs(c)) => certs::run(*c),

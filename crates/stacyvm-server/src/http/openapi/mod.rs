@@ -28,6 +28,7 @@ pub use responses::*;
     servers((url = "/api/v1")),
     tags(
         (name = "sandboxes"), (name = "exec"), (name = "processes"), (name = "files"), (name = "templates"),
+        (name = "volumes"), (name = "snapshots"),
         (name = "quotas"), (name = "workers"), (name = "system"), (name = "admin"),
         (name = "worker"),
     ),
@@ -38,7 +39,7 @@ pub use responses::*;
             BadRequest, Unauthorized, Forbidden, NotFound, FileNotFound, Conflict, Timeout,
             PayloadTooLarge, ResourceLimit, InternalError, Unavailable, ProcessNotFound,
             ProcessConflict, SandboxPaused, WatchConflict, PauseConflict, WorkerUnauthorized,
-            WorkerForbidden, WorkerAuthUnavailable,
+            WorkerForbidden, WorkerAuthUnavailable, VolumeConflict, VolumeInUse, SpawnConflict, SnapshotNotFound,
         ),
     ),
     modifiers(&SecuritySchemes),

@@ -82,6 +82,19 @@ error_responses! {
         ("state", "CONFLICT", "conflict: sandbox sb-0123abcd is error; only a running sandbox can be paused"),
         ("not_supported", "NOT_SUPPORTED", "not supported: the bwrap provider has no cgroup freezer here"),
     ];
+    VolumeConflict: "The name is taken (`CONFLICT`), or the volume's provider cannot keep volumes (`NOT_SUPPORTED`)", [
+        ("taken", "CONFLICT", "conflict: volume \"data\" already exists"),
+        ("not_supported", "NOT_SUPPORTED", "not supported: the microvm provider cannot mount volumes"),
+    ];
+    SnapshotNotFound: "Unknown snapshot (`SNAPSHOT_NOT_FOUND`)",
+        [("", "SNAPSHOT_NOT_FOUND", "snapshot not found: snap-0123abcd")];
+    VolumeInUse: "A sandbox that is not destroyed mounts the volume (`VOLUME_IN_USE`)",
+        [("", "VOLUME_IN_USE", "volume in use: volume \"data\" is in use by sandbox sb-0123abcd")];
+    SpawnConflict: "A volume is mounted read-write by another live sandbox (`CONFLICT`), the provider cannot mount volumes or snapshots (`NOT_SUPPORTED`), or the worker holding the volumes or snapshot cannot take the sandbox (`WORKER_UNAVAILABLE`)", [
+        ("volume_taken", "CONFLICT", "conflict: volume \"data\" is mounted read-write by sandbox sb-0123abcd"),
+        ("not_supported", "NOT_SUPPORTED", "not supported: the microvm provider cannot mount volumes"),
+        ("worker", "WORKER_UNAVAILABLE", "worker unavailable: the sandbox's volumes live on worker local, which cannot take it now (placed on worker-a)"),
+    ];
     WorkerUnauthorized: "Missing or wrong worker credentials",
         [("", "UNAUTHORIZED", "invalid or missing worker credentials")];
     WorkerForbidden: "Credential for another worker (code `UNAUTHORIZED`) or scope missing (code `FORBIDDEN`)", [
@@ -125,6 +138,15 @@ pub struct SandboxIdParam {
 #[into_params(parameter_in = Path)]
 pub struct TemplateNameParam {
     #[param(max_length = 128)]
+    #[expect(dead_code, reason = "a parameter description, never built")]
+    name: String,
+}
+
+/// `{name}`: a volume.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct VolumeNameParam {
+    #[param(max_length = 64)]
     #[expect(dead_code, reason = "a parameter description, never built")]
     name: String,
 }

@@ -109,6 +109,10 @@ impl Reconciler<'_> {
         if !shared {
             self.destroy_local_orphans(runtimes, &known).await;
         }
+        // Volumes of ours that no record names (volumes are recorded before they are made).
+        if let Err(e) = self.svc.volumes().remove_orphans().await {
+            tracing::warn!(error = %e, "reconcile: orphan volumes");
+        }
     }
 
     /// Only the orphan part of [`Self::local`]: runtimes labelled ours that no live local

@@ -18,6 +18,7 @@ use crate::remote::RemoteProvider;
 use crate::service::admission::{AdmissionDecision, Raced, Slot};
 use crate::service::bounds;
 use crate::service::templates::validate_name as validate_template_name;
+use crate::service::volumes::PlannedMounts;
 use crate::service::Caller;
 use crate::settings::SpawnOverflow;
 
@@ -59,6 +60,11 @@ pub struct SpawnParams {
     pub idle_timeout: String,
     /// Preview URLs need no token (docs/preview.md).
     pub public_preview: bool,
+    /// Volumes to mount (docs/state.md).
+    pub volumes: Vec<crate::service::MountParams>,
+    /// Start from this snapshot (`snap-…`); empty = none. `image` and `provider` may then be
+    /// empty; given, they must be the snapshot's.
+    pub snapshot: String,
 }
 
 /// Spawn parameters after defaults and validation.
@@ -71,6 +77,10 @@ struct ResolvedSpawn {
     pub ttl: GoDuration,
     pub owner: String,
     pub lifecycle: Lifecycle,
+    /// The spawn's volumes, checked.
+    pub mounts: PlannedMounts,
+    /// The snapshot it starts from.
+    pub snapshot: Option<stacyvm_store::Snapshot>,
 }
 
 /// `on_expire` and `idle_timeout` of a spawn.
@@ -182,6 +192,8 @@ impl Sandboxes<'_> {
         bounds::check_map("metadata", &p.metadata)?;
         let lifecycle = parse_lifecycle(p)?;
         Ok(ResolvedSpawn {
+            mounts: PlannedMounts::default(),
+            snapshot: None,
             lifecycle,
             provider,
             provider_name,
@@ -226,9 +238,19 @@ impl Sandboxes<'_> {
 
     /// Admits, records and creates a sandbox (`POST /sandboxes`). Refusals by admission are
     /// `ResourceLimit`; a provider failure leaves no live record.
-    pub async fn spawn(self, p: SpawnParams, caller: &Caller) -> ServiceResult<Sandbox> {
-        let r = self.resolve(&p, caller)?;
+    pub async fn spawn(self, mut p: SpawnParams, caller: &Caller) -> ServiceResult<Sandbox> {
+        let snapshot = self.snapshot_of(&mut p).await?;
+        let mut r = self.resolve(&p, caller)?;
+        r.snapshot = snapshot;
         self.check_template(&p.template).await?;
+        r.mounts = self
+            .svc
+            .volumes()
+            .plan(&p.volumes, &r.provider_name)
+            .await?;
+        if !r.mounts.mounts.is_empty() && !r.provider.capabilities().contains(&"volumes") {
+            return Err(stacyvm_provider::volumes_unsupported(&r.provider_name).into());
+        }
         let mut races = 0;
         loop {
             let slot = self
@@ -334,6 +356,10 @@ impl Sandboxes<'_> {
         if let Err(raced) = slot.record(&mut sb, max_worker).await? {
             return Err(SpawnFail::Raced(raced));
         }
+        if let Err(e) = self.mount_volumes(r, &sb).await {
+            self.drop_record(&sb.id).await;
+            return Err(e.into());
+        }
         let provider: std::sync::Arc<dyn Provider> = match remote_rp {
             None => r.provider.clone(),
             Some(mut rp) => {
@@ -350,7 +376,15 @@ impl Sandboxes<'_> {
             owner_id: sb.owner_id.clone(),
             metadata: sb.metadata.clone(),
         };
-        let spawned = match provider.spawn(&spec).await {
+        let made = match &r.snapshot {
+            Some(snap) => {
+                provider
+                    .spawn_from_snapshot(&spec, &r.mounts.mounts, &snap.id)
+                    .await
+            }
+            None => provider.spawn_with_volumes(&spec, &r.mounts.mounts).await,
+        };
+        let spawned = match made {
             Ok(s) => s,
             Err(e) => {
                 let err = ServiceError::from(e);
@@ -413,5 +447,79 @@ impl Sandboxes<'_> {
                 Err(ServiceError::from(e).into())
             }
         }
+    }
+
+    /// Records the spawn's volume mounts (404 for a volume deleted since, 409 for one another
+    /// live sandbox writes). Volumes live on the worker that made them: a sandbox placed
+    /// elsewhere cannot mount them (409 `WORKER_UNAVAILABLE` naming that worker).
+    async fn mount_volumes(self, r: &ResolvedSpawn, sb: &Sandbox) -> ServiceResult<()> {
+        let placed = match &sb.placement {
+            Placement::Local => stacyvm_types::WorkerId::LOCAL.to_string(),
+            Placement::Remote(w) => w.to_string(),
+        };
+        let needs = [
+            ("volumes", r.mounts.worker.as_deref()),
+            (
+                "snapshot",
+                r.snapshot.as_ref().map(|s| s.worker_id.as_str()),
+            ),
+        ];
+        for (what, worker) in needs {
+            if let Some(worker) = worker.filter(|w| *w != placed) {
+                return Err(ServiceError::WorkerUnavailable(format!(
+                    "the sandbox's {what} live on worker {worker}, which cannot take it now \
+                     (placed on {placed})"
+                )));
+            }
+        }
+        if r.mounts.mounts.is_empty() {
+            return Ok(());
+        }
+        match self
+            .svc
+            .store
+            .mount_volumes(&sb.id, &r.mounts.records(&sb.id))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Err(ServiceError::NotFound(e.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Marks the record of a spawn that stopped before its provider call `destroyed`.
+    async fn drop_record(self, id: &SandboxId) {
+        if let Err(e) = self
+            .svc
+            .store
+            .set_sandbox_state(id, SandboxState::Destroyed)
+            .await
+        {
+            tracing::warn!(sandbox_id = %id, error = %e, "could not drop the record of a refused spawn");
+        }
+    }
+
+    /// A spawn from a snapshot takes its image and provider (given ones must match: 400);
+    /// 404 `SNAPSHOT_NOT_FOUND` for an unknown one.
+    async fn snapshot_of(
+        self,
+        p: &mut SpawnParams,
+    ) -> ServiceResult<Option<stacyvm_store::Snapshot>> {
+        let sid = p.snapshot.trim();
+        if sid.is_empty() {
+            return Ok(None);
+        }
+        let snap = self.svc.snapshots().get(sid).await?;
+        let differs = |given: &str, have: &str| !given.trim().is_empty() && given.trim() != have;
+        if differs(&p.image, &snap.image) || differs(&p.provider, &snap.provider) {
+            return Err(ServiceError::bad_request(format!(
+                "snapshot {} is of image {:?} on provider {}; omit image and provider or give \
+                 those",
+                snap.id, snap.image, snap.provider
+            )));
+        }
+        p.image = snap.image.clone();
+        p.provider = snap.provider.clone();
+        Ok(Some(snap))
     }
 }

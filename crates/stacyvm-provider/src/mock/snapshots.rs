@@ -1,0 +1,96 @@
+//! Snapshots of the mock (`kind: filesystem`): a copy of the sandbox's root directory in
+//! `<snaps>/<id>`, made under `<snaps>/.tmp-<id>` and renamed when complete, so a half-made
+//! snapshot is never found. Volume mounts (`volumes.rs`) are left out: a volume is not part of
+//! its sandbox. Restoring copies the tree into the new sandbox's root.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use super::{paths, volumes};
+use crate::ProviderError;
+
+fn fail(what: &'static str) -> impl Fn(io::Error) -> ProviderError {
+    move |e| ProviderError::internal_with(what, e)
+}
+
+fn check_id(id: &str) -> Result<(), ProviderError> {
+    if paths::valid_id(id) {
+        Ok(())
+    } else {
+        Err(ProviderError::InvalidInput(format!(
+            "invalid snapshot id {id:?}"
+        )))
+    }
+}
+
+/// Copies the tree at `from` into `to` (made if missing); returns the bytes of regular files.
+/// `skip` says which symlinks to leave out.
+fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) -> io::Result<u64> {
+    fs::create_dir_all(to)?;
+    let mut bytes = 0;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let ft = entry.file_type()?;
+        if ft.is_symlink() {
+            if !skip(&src) {
+                std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
+            }
+        } else if ft.is_dir() {
+            bytes += copy_tree(&src, &dst, skip)?;
+            fs::set_permissions(&dst, entry.metadata()?.permissions())?;
+        } else if ft.is_file() {
+            bytes += fs::copy(&src, &dst)?;
+        }
+        // Sockets and fifos (the agent's) are not files to keep.
+    }
+    Ok(bytes)
+}
+
+/// Snapshots the sandbox at `root` into `<snaps>/<id>`; returns its size in bytes.
+pub(super) fn take(root: &Path, snaps: &Path, id: &str) -> Result<u64, ProviderError> {
+    check_id(id)?;
+    let done = snaps.join(id);
+    if done.exists() {
+        return Err(ProviderError::InvalidInput(format!(
+            "snapshot {id} already exists"
+        )));
+    }
+    let tmp = snaps.join(format!(".tmp-{id}"));
+    let _ = fs::remove_dir_all(&tmp);
+    let copied = copy_tree(root, &tmp, &|p| volumes::is_mount(root, p));
+    let bytes = match copied {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(fail("copying the sandbox failed")(e));
+        }
+    };
+    fs::rename(&tmp, &done).map_err(fail("completing the snapshot failed"))?;
+    Ok(bytes)
+}
+
+pub(super) fn delete(snaps: &Path, id: &str) -> Result<(), ProviderError> {
+    check_id(id)?;
+    match fs::remove_dir_all(snaps.join(id)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(fail("removing the snapshot failed")(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Copies snapshot `id` into the (new, empty but for `workspace`) root.
+pub(super) fn restore(snaps: &Path, id: &str, root: &Path) -> Result<(), ProviderError> {
+    check_id(id)?;
+    let from = snaps.join(id);
+    if !from.is_dir() {
+        return Err(ProviderError::InvalidInput(format!(
+            "snapshot {id} is not held by this provider"
+        )));
+    }
+    copy_tree(&from, root, &|_| false)
+        .map(|_| ())
+        .map_err(fail("restoring the snapshot failed"))
+}
