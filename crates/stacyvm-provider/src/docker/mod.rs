@@ -15,6 +15,7 @@ mod image;
 mod kill;
 mod procs;
 mod settings;
+mod snapshots;
 mod stream;
 mod volumes;
 
@@ -32,7 +33,7 @@ use stacyvm_types::{FileInfo, SandboxState};
 use crate::tombstones::Tombstones;
 use crate::{
     ByteStream, ChunkSender, DockerConfig, ExecRequest, FileStream, Provider, ProviderError,
-    RuntimeInfo, SandboxSpec, Spawned, Stats, VolumeMountSpec,
+    RuntimeInfo, SandboxSpec, SnapshotMade, Spawned, Stats, VolumeMountSpec,
 };
 
 /// Label every sandbox container carries; the provider manages nothing else.
@@ -212,6 +213,7 @@ impl Provider for DockerProvider {
             "stats",
             "pause",
             "volumes",
+            "snapshots",
         ]
     }
 
@@ -276,6 +278,27 @@ impl Provider for DockerProvider {
 
     async fn list_volumes(&self) -> Result<Option<Vec<String>>, ProviderError> {
         self.named_volumes().await.map(Some)
+    }
+
+    async fn snapshot(
+        &self,
+        runtime_id: &str,
+        snapshot_id: &str,
+    ) -> Result<SnapshotMade, ProviderError> {
+        self.take_snapshot(runtime_id, snapshot_id).await
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), ProviderError> {
+        self.remove_snapshot(snapshot_id).await
+    }
+
+    async fn spawn_from_snapshot(
+        &self,
+        spec: &SandboxSpec,
+        mounts: &[VolumeMountSpec],
+        snapshot_id: &str,
+    ) -> Result<Spawned, ProviderError> {
+        self.spawn_snapshot(spec, mounts, snapshot_id).await
     }
 
     async fn destroy(&self, runtime_id: &str) -> Result<(), ProviderError> {

@@ -83,8 +83,8 @@ struct CreateBody {
 /// Snapshot a sandbox
 ///
 /// Its files as they are now (`kind: filesystem`); the sandbox keeps running. A running or
-/// paused sandbox only (409 `CONFLICT`); a provider that cannot snapshot (docker and microvm
-/// so far) or a sandbox on a remote worker answers 409 `NOT_SUPPORTED`.
+/// paused sandbox only (409 `CONFLICT`); a provider that cannot snapshot (microvm, bwrap) or a
+/// sandbox on a remote worker answers 409 `NOT_SUPPORTED`.
 #[utoipa::path(post, path = "/sandboxes/{id}/snapshots", operation_id = "snapshotSandbox",
     tag = "snapshots", params(SandboxIdParam),
     request_body(content = Option<CreateBody>, example = json!({"name": "before-upgrade"})),

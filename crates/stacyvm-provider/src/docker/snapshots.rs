@@ -1,0 +1,230 @@
+//! Snapshots as images (`kind: filesystem`): `docker commit` of the container, tagged
+//! `stacyvm-snap:<sid>` and labelled like the containers (`stacyvm.managed=true`,
+//! `stacyvm.snapshot=<sid>`, `stacyvm.cluster`). `/workspace` is an anonymous volume, which a
+//! commit leaves out, so its files ride in the image under `/.stacyvm-snapshot/workspace`:
+//! the commit is first tagged `stacyvm-snap:tmp-<sid>`, a container made from it (never
+//! started) receives the workspace through the archive API, and that container's commit is
+//! the snapshot; the temporary tag and container go. So the snapshot's tag exists only once it
+//! is complete. A restore spawns from the image and copies the workspace back in.
+
+use std::collections::HashMap;
+
+use bollard::body_full;
+use bollard::models::{ContainerConfig, ContainerCreateBody};
+use bollard::query_parameters::{
+    CommitContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use super::container::WORKSPACE;
+use super::{api_err, is_status, valid_runtime_id, DockerProvider, LABEL_MANAGED};
+use crate::cluster::CLUSTER_LABEL;
+use crate::{ProviderError, SandboxSpec, SnapshotMade, Spawned, VolumeMountSpec};
+
+const REPO: &str = "stacyvm-snap";
+/// Where the workspace is kept inside a snapshot image.
+const KEPT: &str = "/.stacyvm-snapshot";
+pub(crate) const LABEL_SNAPSHOT: &str = "stacyvm.snapshot";
+
+fn image_ref(sid: &str) -> String {
+    format!("{REPO}:{sid}")
+}
+
+fn check_id(sid: &str) -> Result<(), ProviderError> {
+    if valid_runtime_id(sid) && sid.len() <= 100 {
+        Ok(())
+    } else {
+        Err(ProviderError::InvalidInput(format!(
+            "invalid snapshot id {sid:?}"
+        )))
+    }
+}
+
+/// A tar holding one directory entry `name/`.
+fn dir_tar(name: &str) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_data(&mut h, format!("{name}/"), std::io::empty())?;
+    b.into_inner()
+}
+
+impl DockerProvider {
+    /// The whole tar of `path` in a container.
+    async fn tar_of(&self, cid: &str, path: &str) -> Result<Bytes, ProviderError> {
+        let opts = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut body = self.docker.download_from_container(cid, Some(opts));
+        let mut out = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk.map_err(|e| api_err("reading the workspace failed", e))?);
+        }
+        Ok(out.freeze())
+    }
+
+    async fn put_tar(&self, cid: &str, dir: &str, tar: Bytes) -> Result<(), ProviderError> {
+        let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+            .path(dir)
+            .build();
+        self.docker
+            .upload_to_container(cid, Some(opts), body_full(tar))
+            .await
+            .map_err(|e| api_err("copying the workspace failed", e))
+    }
+
+    fn snapshot_labels(&self, sid: &str) -> HashMap<String, String> {
+        let mut labels = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_SNAPSHOT.to_string(), sid.to_string()),
+        ]);
+        if let Some(c) = &self.settings.cluster {
+            labels.insert(CLUSTER_LABEL.to_string(), c.clone());
+        }
+        labels
+    }
+
+    async fn commit(&self, cid: &str, tag: &str, sid: &str) -> Result<(), ProviderError> {
+        let opts = CommitContainerOptionsBuilder::new()
+            .container(cid)
+            .repo(REPO)
+            .tag(tag)
+            .pause(true)
+            .build();
+        let config = ContainerConfig {
+            labels: Some(self.snapshot_labels(sid)),
+            ..Default::default()
+        };
+        self.docker
+            .commit_container(opts, config)
+            .await
+            .map(|_| ())
+            .map_err(|e| api_err("committing the sandbox failed", e))
+    }
+
+    async fn remove_tag(&self, image: &str) {
+        let opts = RemoveImageOptionsBuilder::new().force(true).build();
+        match self.docker.remove_image(image, Some(opts), None).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => tracing::warn!(image, error = %e, "removing a snapshot image failed"),
+        }
+    }
+
+    pub(super) async fn take_snapshot(
+        &self,
+        runtime_id: &str,
+        sid: &str,
+    ) -> Result<SnapshotMade, ProviderError> {
+        check_id(sid)?;
+        let cid = self.container(runtime_id).await?;
+        let workspace = self.tar_of(&cid, WORKSPACE).await?;
+        let tmp_tag = format!("tmp-{sid}");
+        self.commit(&cid, &tmp_tag, sid).await?;
+        let tmp_image = format!("{REPO}:{tmp_tag}");
+        let mut helper: Option<String> = None;
+        let made = async {
+            let body = ContainerCreateBody {
+                image: Some(tmp_image.clone()),
+                entrypoint: Some(vec!["true".into()]),
+                cmd: Some(Vec::new()),
+                network_disabled: Some(true),
+                ..Default::default()
+            };
+            let created = self
+                .docker
+                .create_container(
+                    None::<bollard::query_parameters::CreateContainerOptions>,
+                    body,
+                )
+                .await
+                .map_err(|e| api_err("preparing the snapshot failed", e))?;
+            helper = Some(created.id.clone());
+            let dir = dir_tar(KEPT.trim_start_matches('/'))
+                .map_err(|e| ProviderError::internal_with("building a tar failed", e))?;
+            self.put_tar(&created.id, "/", Bytes::from(dir)).await?;
+            self.put_tar(&created.id, KEPT, workspace).await?;
+            self.commit(&created.id, sid, sid).await?;
+            let size = self
+                .docker
+                .inspect_image(&image_ref(sid))
+                .await
+                .ok()
+                .and_then(|i| i.size)
+                .unwrap_or(0);
+            Ok::<_, ProviderError>(SnapshotMade {
+                kind: "filesystem",
+                size_bytes: u64::try_from(size).unwrap_or(0),
+            })
+        }
+        .await;
+        if let Some(h) = helper {
+            let rm = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
+            if let Err(e) = self.docker.remove_container(&h, Some(rm)).await {
+                tracing::warn!(error = %e, "removing the snapshot helper container failed");
+            }
+        }
+        self.remove_tag(&tmp_image).await;
+        made
+    }
+
+    pub(super) async fn remove_snapshot(&self, sid: &str) -> Result<(), ProviderError> {
+        check_id(sid)?;
+        let image = image_ref(sid);
+        match self.docker.inspect_image(&image).await {
+            Ok(i) => {
+                let labels = i.config.and_then(|c| c.labels).unwrap_or_default();
+                if labels.get(LABEL_SNAPSHOT).map(String::as_str) != Some(sid) {
+                    return Ok(());
+                }
+            }
+            Err(e) if is_status(&e, 404) => return Ok(()),
+            Err(e) => return Err(api_err("inspecting the snapshot failed", e)),
+        }
+        // Forced: sandboxes made from it keep running (their layers stay while they use them).
+        self.remove_tag(&image).await;
+        Ok(())
+    }
+
+    pub(super) async fn spawn_snapshot(
+        &self,
+        spec: &SandboxSpec,
+        mounts: &[VolumeMountSpec],
+        sid: &str,
+    ) -> Result<Spawned, ProviderError> {
+        check_id(sid)?;
+        let image = image_ref(sid);
+        match self.docker.inspect_image(&image).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {
+                return Err(ProviderError::InvalidInput(format!(
+                    "snapshot {sid} is not held by this provider"
+                )))
+            }
+            Err(e) => return Err(api_err("inspecting the snapshot failed", e)),
+        }
+        let mut from = spec.clone();
+        from.image = image;
+        let spawned = self.spawn_container(&from, mounts).await?;
+        let restored = async {
+            let cid = self.container(&spawned.runtime_id).await?;
+            // `/.` gives the directory's contents (`./…`), extracted into the workspace volume,
+            // which is writable even over a read-only root.
+            let tar = self.tar_of(&cid, &format!("{KEPT}/workspace/.")).await?;
+            self.put_tar(&cid, WORKSPACE, tar).await
+        }
+        .await;
+        if let Err(e) = restored {
+            let _ = self.destroy_container(&spawned.runtime_id).await;
+            return Err(e);
+        }
+        Ok(spawned)
+    }
+}
