@@ -349,6 +349,17 @@ pub trait Provider: Send + Sync + 'static {
     async fn delete_snapshot(&self, _snapshot_id: &str) -> Result<(), ProviderError> {
         Err(snapshots_unsupported(self.name()))
     }
+    /// Removes what this provider holds of snapshots `known` does not name (ids of recorded
+    /// snapshots), and the parts of snapshots never finished, once older than `grace`: a
+    /// snapshot in the making exists before its record is written. The ids or parts removed.
+    /// Reconciliation calls it; a provider without snapshots has nothing to sweep.
+    async fn sweep_snapshots(
+        &self,
+        _known: &std::collections::HashSet<String>,
+        _grace: Duration,
+    ) -> Result<Vec<String>, ProviderError> {
+        Ok(Vec::new())
+    }
     /// [`Provider::spawn_with_volumes`] starting from a snapshot's files (and memory, for
     /// `memory` snapshots). `InvalidInput` for a snapshot this provider does not hold.
     async fn spawn_from_snapshot(

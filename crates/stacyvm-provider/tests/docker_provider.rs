@@ -368,3 +368,57 @@ async fn logs_and_stats() {
         Err(ProviderError::SandboxNotFound(_))
     ));
 }
+
+/// A snapshot image whose record was never written (a crash between the two) is removed by
+/// the sweep once past the grace, and a recorded one is kept.
+#[tokio::test]
+async fn stray_snapshot_images_are_swept() {
+    let p = provider(DockerConfig::default()).await;
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    let (kept, stray) = (
+        format!("snap-k{}", &new_id()[3..]),
+        format!("snap-s{}", &new_id()[3..]),
+    );
+    p.snapshot(&id, &kept).await.unwrap();
+    p.snapshot(&id, &stray).await.unwrap();
+    let exists = |sid: String| async move {
+        client()
+            .inspect_image(&format!("stacyvm-snap:{sid}"))
+            .await
+            .is_ok()
+    };
+    assert!(exists(kept.clone()).await && exists(stray.clone()).await);
+    // Within the grace nothing goes: a snapshot is made before its record.
+    let only_kept = std::collections::HashSet::from([kept.clone()]);
+    let none = p
+        .sweep_snapshots(&only_kept, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    assert!(exists(stray.clone()).await);
+    // Other tests take snapshots at the same time: every tag there now but ours is "known",
+    // and the grace protects any made from here on.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut known: std::collections::HashSet<String> = client()
+        .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|i| i.repo_tags)
+        .filter_map(|t| t.strip_prefix("stacyvm-snap:").map(str::to_string))
+        .collect();
+    known.remove(&stray);
+    let removed = p
+        .sweep_snapshots(&known, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(removed.contains(&stray), "{removed:?}");
+    assert!(!removed.contains(&kept), "{removed:?}");
+    assert!(
+        !exists(stray).await,
+        "the stray snapshot image is still there"
+    );
+    assert!(exists(kept.clone()).await, "the recorded snapshot went too");
+    p.delete_snapshot(&kept).await.unwrap();
+    assert!(!exists(kept).await);
+}

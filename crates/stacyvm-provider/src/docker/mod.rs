@@ -292,6 +292,14 @@ impl Provider for DockerProvider {
         self.remove_snapshot(snapshot_id).await
     }
 
+    async fn sweep_snapshots(
+        &self,
+        known: &std::collections::HashSet<String>,
+        grace: std::time::Duration,
+    ) -> Result<Vec<String>, ProviderError> {
+        self.sweep_snapshot_images(known, grace).await
+    }
+
     async fn spawn_from_snapshot(
         &self,
         spec: &SandboxSpec,

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use bollard::body_full;
 use bollard::models::{ContainerConfig, ContainerCreateBody};
 use bollard::query_parameters::{
-    CommitContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    CommitContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListImagesOptionsBuilder,
     RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use bytes::{Bytes, BytesMut};
@@ -173,6 +173,46 @@ impl DockerProvider {
         }
         self.remove_tag(&tmp_image).await;
         made
+    }
+
+    /// Our snapshot images (label `stacyvm.snapshot`, this cluster's) older than `grace`:
+    /// final tags no record names and every leftover `tmp-` tag are removed.
+    pub(super) async fn sweep_snapshot_images(
+        &self,
+        known: &std::collections::HashSet<String>,
+        grace: std::time::Duration,
+    ) -> Result<Vec<String>, ProviderError> {
+        let filters = HashMap::from([("label", vec![LABEL_SNAPSHOT.to_string()])]);
+        let opts = ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let images = self
+            .docker
+            .list_images(Some(opts))
+            .await
+            .map_err(|e| api_err("listing snapshot images failed", e))?;
+        let now = chrono::Utc::now().timestamp();
+        let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+        let mut removed = Vec::new();
+        for img in images {
+            let label = img.labels.get(CLUSTER_LABEL).map(String::as_str);
+            if !crate::cluster::ours(label, self.settings.cluster.as_deref())
+                || now.saturating_sub(img.created) < grace
+            {
+                continue;
+            }
+            for tag in &img.repo_tags {
+                let Some(name) = tag.strip_prefix(&format!("{REPO}:")) else {
+                    continue;
+                };
+                // `tmp-` tags (a snapshot never finished) are never a record's id.
+                if !known.contains(name) {
+                    self.remove_tag(tag).await;
+                    removed.push(name.to_string());
+                }
+            }
+        }
+        Ok(removed)
     }
 
     pub(super) async fn remove_snapshot(&self, sid: &str) -> Result<(), ProviderError> {

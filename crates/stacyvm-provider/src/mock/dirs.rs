@@ -10,6 +10,16 @@ use super::{snapshots, volumes, MockProvider};
 use crate::{Provider, ProviderError, SandboxSpec, SnapshotMade, Spawned, VolumeMountSpec};
 
 impl MockProvider {
+    /// The host pid of a sandbox's process agent, if one is running (for tests).
+    pub fn agent_pid(&self, runtime_id: &str) -> Option<u32> {
+        super::lock(&self.sandboxes).get(runtime_id)?.agent.pid()
+    }
+
+    /// The host directory of a live sandbox (for tests; never put it in an error).
+    pub fn host_root(&self, runtime_id: &str) -> Option<PathBuf> {
+        self.live(runtime_id).ok().map(|(root, _)| root)
+    }
+
     /// The canonical volumes directory (made on first use).
     pub(super) fn volumes_dir(&self) -> Result<PathBuf, ProviderError> {
         self.own_dir(&self.volumes_dir, "volumes")

@@ -159,11 +159,6 @@ impl MockProvider {
         self
     }
 
-    /// The host pid of a sandbox's process agent, if one is running (for tests).
-    pub fn agent_pid(&self, runtime_id: &str) -> Option<u32> {
-        lock(&self.sandboxes).get(runtime_id)?.agent.pid()
-    }
-
     /// The agent connection of a live sandbox (starting its agent on first use) and its root.
     async fn agent(
         &self,
@@ -207,11 +202,6 @@ impl MockProvider {
         };
         let conn = slot.conn(bin, &root, place, runtime_id).await?;
         Ok((conn, root))
-    }
-
-    /// The host directory of a live sandbox (for tests; never put it in an error).
-    pub fn host_root(&self, runtime_id: &str) -> Option<PathBuf> {
-        self.live(runtime_id).ok().map(|(root, _)| root)
     }
 
     /// Root (made now if this is the first use) and cancel token of a live sandbox.
@@ -443,6 +433,14 @@ impl Provider for MockProvider {
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), ProviderError> {
         self.enter("delete_snapshot", snapshot_id)?;
         snapshots::delete(&self.snapshots_dir()?, snapshot_id)
+    }
+
+    async fn sweep_snapshots(
+        &self,
+        known: &std::collections::HashSet<String>,
+        grace: std::time::Duration,
+    ) -> Result<Vec<String>, ProviderError> {
+        snapshots::sweep(&self.snapshots_dir()?, known, grace)
     }
 
     async fn spawn_from_snapshot(

@@ -94,3 +94,67 @@ pub(super) fn restore(snaps: &Path, id: &str, root: &Path) -> Result<(), Provide
         .map(|_| ())
         .map_err(fail("restoring the snapshot failed"))
 }
+
+/// The snapshot directories (and unfinished `.tmp-` ones) under `snaps` older than `grace`
+/// that `known` does not name, removed; their names.
+pub(super) fn sweep(
+    snaps: &Path,
+    known: &std::collections::HashSet<String>,
+    grace: std::time::Duration,
+) -> Result<Vec<String>, ProviderError> {
+    let entries = match fs::read_dir(snaps) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(fail("listing snapshots failed")(e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // `.tmp-` directories (a snapshot never finished) are never a record's id.
+        if known.contains(&name) {
+            continue;
+        }
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if age < grace {
+            continue;
+        }
+        match fs::remove_dir_all(entry.path()) {
+            Ok(()) => removed.push(name),
+            Err(e) => {
+                tracing::warn!(snapshot = %name, error = %e, "removing a stray snapshot failed")
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    #[test]
+    fn the_sweep_removes_unrecorded_and_unfinished_snapshots_past_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["snap-kept", "snap-stray", ".tmp-snap-half"] {
+            std::fs::create_dir_all(dir.path().join(d).join("workspace")).unwrap();
+        }
+        let known = HashSet::from(["snap-kept".to_string()]);
+        let young = super::sweep(dir.path(), &known, Duration::from_secs(3600)).unwrap();
+        assert!(young.is_empty(), "{young:?}");
+        let mut gone = super::sweep(dir.path(), &known, Duration::ZERO).unwrap();
+        gone.sort();
+        assert_eq!(gone, [".tmp-snap-half", "snap-stray"]);
+        assert!(dir.path().join("snap-kept").is_dir());
+        assert!(!dir.path().join("snap-stray").exists());
+        // A directory that is not there yet has nothing to sweep.
+        let none = super::sweep(&dir.path().join("nope"), &known, Duration::ZERO).unwrap();
+        assert!(none.is_empty());
+    }
+}

@@ -76,6 +76,38 @@ impl Snapshots<'_> {
         Ok(snap)
     }
 
+    /// What providers hold of snapshots no record names, and parts of unfinished ones, older
+    /// than `grace` (a snapshot is made before its record is written): a crash between the
+    /// two leaves no image or directory behind for good. The names removed.
+    pub(crate) async fn remove_orphans(
+        self,
+        grace: std::time::Duration,
+    ) -> ServiceResult<Vec<String>> {
+        let known: std::collections::HashSet<String> = self
+            .svc
+            .store
+            .list_snapshots()
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        let mut removed = Vec::new();
+        for p in self.svc.providers.all() {
+            match p.sweep_snapshots(&known, grace).await {
+                Ok(names) => {
+                    for n in &names {
+                        tracing::info!(snapshot = %n, provider = p.name(), "removed a snapshot no record names");
+                    }
+                    removed.extend(names);
+                }
+                Err(e) => {
+                    tracing::warn!(provider = p.name(), error = %e, "reconcile: stray snapshots")
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     pub async fn list(self) -> ServiceResult<Vec<Snapshot>> {
         Ok(self.svc.store.list_snapshots().await?)
     }

@@ -12,6 +12,10 @@ use stacyvm_types::{EventKind, SandboxId, SandboxState};
 use super::Reconciler;
 use crate::events::ReconcileAction;
 
+/// How old a snapshot no record names must be before reconciliation removes it: far longer
+/// than taking one lasts, so a snapshot whose record is still being written is never taken.
+pub(crate) const SNAPSHOT_GRACE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 impl Reconciler<'_> {
     pub(crate) async fn startup(self) {
         self.local(None).await;
@@ -112,6 +116,10 @@ impl Reconciler<'_> {
         // Volumes of ours that no record names (volumes are recorded before they are made).
         if let Err(e) = self.svc.volumes().remove_orphans().await {
             tracing::warn!(error = %e, "reconcile: orphan volumes");
+        }
+        // Snapshots: recorded after they are made, so only those older than a snapshot takes.
+        if let Err(e) = self.svc.snapshots().remove_orphans(SNAPSHOT_GRACE).await {
+            tracing::warn!(error = %e, "reconcile: orphan snapshots");
         }
     }
 
