@@ -396,9 +396,35 @@ async fn stray_snapshot_images_are_swept() {
         .unwrap();
     assert!(none.is_empty(), "{none:?}");
     assert!(exists(stray.clone()).await);
-    // Other tests take snapshots at the same time: every tag there now but ours is "known",
-    // and the grace protects any made from here on.
+    // A crash mid-snapshot leaves its helper container: one made as the provider makes them.
+    let half = format!("snap-h{}", &new_id()[3..]);
+    let helper = client()
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            bollard::models::ContainerCreateBody {
+                image: Some(IMAGE.into()),
+                cmd: Some(vec!["true".into()]),
+                labels: Some(std::collections::HashMap::from([(
+                    "stacyvm.snapshot-helper".to_string(),
+                    half.clone(),
+                )])),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    // Other tests take snapshots at the same time: every tag and helper there now but ours
+    // is "known", and the grace protects any made from here on.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let helpers = client()
+        .list_containers(Some(
+            bollard::query_parameters::ListContainersOptionsBuilder::default()
+                .all(true)
+                .build(),
+        ))
+        .await
+        .unwrap();
     let mut known: std::collections::HashSet<String> = client()
         .list_images(None::<bollard::query_parameters::ListImagesOptions>)
         .await
@@ -407,11 +433,22 @@ async fn stray_snapshot_images_are_swept() {
         .flat_map(|i| i.repo_tags)
         .filter_map(|t| t.strip_prefix("stacyvm-snap:").map(str::to_string))
         .collect();
+    known.extend(
+        helpers
+            .into_iter()
+            .filter_map(|c| c.labels?.get("stacyvm.snapshot-helper").cloned()),
+    );
     known.remove(&stray);
+    known.remove(&half);
     let removed = p
         .sweep_snapshots(&known, Duration::from_secs(2))
         .await
         .unwrap();
+    assert!(removed.contains(&format!("helper-{half}")), "{removed:?}");
+    assert!(
+        client().inspect_container(&helper, None).await.is_err(),
+        "the helper container is still there"
+    );
     assert!(removed.contains(&stray), "{removed:?}");
     assert!(!removed.contains(&kept), "{removed:?}");
     assert!(

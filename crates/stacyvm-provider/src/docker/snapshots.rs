@@ -27,6 +27,16 @@ const REPO: &str = "stacyvm-snap";
 /// Where the workspace is kept inside a snapshot image.
 const KEPT: &str = "/.stacyvm-snapshot";
 pub(crate) const LABEL_SNAPSHOT: &str = "stacyvm.snapshot";
+/// On the helper container of a snapshot in the making: the snapshot's id.
+const LABEL_HELPER: &str = "stacyvm.snapshot-helper";
+
+fn helper_labels(sid: &str, cluster: Option<&str>) -> HashMap<String, String> {
+    let mut labels = HashMap::from([(LABEL_HELPER.to_string(), sid.to_string())]);
+    if let Some(c) = cluster {
+        labels.insert(CLUSTER_LABEL.to_string(), c.to_string());
+    }
+    labels
+}
 
 fn image_ref(sid: &str) -> String {
     format!("{REPO}:{sid}")
@@ -128,11 +138,14 @@ impl DockerProvider {
         let tmp_image = format!("{REPO}:{tmp_tag}");
         let mut helper: Option<String> = None;
         let made = async {
+            // Labelled with the snapshot (not as a sandbox: the runtime sweep must not take
+            // it), so a crash mid-snapshot leaves nothing the snapshot sweep cannot find.
             let body = ContainerCreateBody {
                 image: Some(tmp_image.clone()),
                 entrypoint: Some(vec!["true".into()]),
                 cmd: Some(Vec::new()),
                 network_disabled: Some(true),
+                labels: Some(helper_labels(sid, self.settings.cluster.as_deref())),
                 ..Default::default()
             };
             let created = self
@@ -193,7 +206,7 @@ impl DockerProvider {
             .map_err(|e| api_err("listing snapshot images failed", e))?;
         let now = chrono::Utc::now().timestamp();
         let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-        let mut removed = Vec::new();
+        let mut removed = self.sweep_helpers(known, grace).await?;
         for img in images {
             let label = img.labels.get(CLUSTER_LABEL).map(String::as_str);
             if !crate::cluster::ours(label, self.settings.cluster.as_deref())
@@ -210,6 +223,49 @@ impl DockerProvider {
                     self.remove_tag(tag).await;
                     removed.push(name.to_string());
                 }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Snapshot helper containers (label `stacyvm.snapshot-helper`) of snapshots `known`
+    /// does not name, older than `grace` seconds: left by a crash mid-snapshot.
+    async fn sweep_helpers(
+        &self,
+        known: &std::collections::HashSet<String>,
+        grace: i64,
+    ) -> Result<Vec<String>, ProviderError> {
+        let filters = HashMap::from([("label", vec![LABEL_HELPER.to_string()])]);
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| api_err("listing snapshot helpers failed", e))?;
+        let now = chrono::Utc::now().timestamp();
+        let mut removed = Vec::new();
+        for c in list {
+            let labels = c.labels.unwrap_or_default();
+            let sid = labels.get(LABEL_HELPER).cloned().unwrap_or_default();
+            let ours = crate::cluster::ours(
+                labels.get(CLUSTER_LABEL).map(String::as_str),
+                self.settings.cluster.as_deref(),
+            );
+            let old = now.saturating_sub(c.created.unwrap_or(now)) >= grace;
+            let (Some(id), true, true, false) = (c.id, ours, old, known.contains(&sid)) else {
+                continue;
+            };
+            let rm = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
+            match self.docker.remove_container(&id, Some(rm)).await {
+                Ok(()) => removed.push(format!("helper-{sid}")),
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => tracing::warn!(error = %e, "removing a snapshot helper failed"),
             }
         }
         Ok(removed)
