@@ -16,8 +16,9 @@ use stacyvm_protocol::agent::{
 };
 use stacyvm_protocol::base64;
 
-/// One agent socket for the whole test binary (the registry is global anyway).
-fn socket() -> PathBuf {
+/// One agent socket for the whole test binary (the registry is global anyway); the watch
+/// tests use it too.
+pub(crate) fn socket() -> PathBuf {
     static S: OnceLock<PathBuf> = OnceLock::new();
     S.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("agent-procs-{}", std::process::id()));

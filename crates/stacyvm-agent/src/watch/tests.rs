@@ -7,26 +7,12 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use stacyvm_protocol::agent::{
     encode_frame, read_frame, ErrorCode, GuestFrame, GuestMsg, HostFrame, HostMsg,
     AGENT_WATCH_VERSION,
 };
-
-fn socket() -> PathBuf {
-    static S: OnceLock<PathBuf> = OnceLock::new();
-    S.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("agent-watch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("agent.sock");
-        let l = crate::listen::bind(&path).unwrap();
-        std::thread::spawn(move || crate::listen::serve(l));
-        path
-    })
-    .clone()
-}
 
 /// A fresh directory for one test.
 fn dir(name: &str) -> PathBuf {
@@ -44,7 +30,7 @@ type Seen = BTreeSet<(String, String)>;
 
 impl Conn {
     fn open() -> Conn {
-        let s = UnixStream::connect(socket()).unwrap();
+        let s = UnixStream::connect(crate::procs::tests::socket()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut c = Conn { s };
         c.send(
