@@ -6,17 +6,7 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{keys, TestApp};
-use serde_json::{json, Value};
-
-async fn exec(app: &TestApp, id: &str, cmd: &str) -> Value {
-    let r = app
-        .post(&format!("/api/v1/sandboxes/{id}/exec"))
-        .json(&json!({"command": cmd}))
-        .send()
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    r.json()
-}
+use serde_json::json;
 
 async fn write(app: &TestApp, id: &str, path: &str, content: &str) {
     let w = app
@@ -87,7 +77,7 @@ async fn snapshot_routes_spawn_from_one_and_errors() {
     assert!(snap["size_bytes"].as_i64().unwrap() >= 6);
     // The source keeps running; later changes stay out of the snapshot.
     write(&app, &id, "/workspace/a.txt", "after").await;
-    assert_eq!(exec(&app, &id, "cat a.txt").await["stdout"], "after");
+    assert_eq!(app.sh(&id, "cat a.txt").await["stdout"], "after");
 
     // Unnamed: named after its id. Listed newest first.
     let r = app

@@ -24,16 +24,6 @@ async fn spawn_with(app: &TestApp, volumes: Value) -> common::Resp {
         .await
 }
 
-async fn exec(app: &TestApp, id: &str, cmd: &str) -> Value {
-    let r = app
-        .post(&format!("/api/v1/sandboxes/{id}/exec"))
-        .json(&json!({"command": cmd}))
-        .send()
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    r.json()
-}
-
 async fn destroy(app: &TestApp, id: &str) {
     let r = app.delete(&format!("/api/v1/sandboxes/{id}")).send().await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -233,12 +223,9 @@ async fn a_volume_outlives_its_sandbox() {
         .send()
         .await;
     assert_eq!(w.status, StatusCode::OK, "{}", w.text());
-    let e = exec(
-        &app,
-        &a,
-        "echo exec > ../data/exec.txt && mkdir -p ../data/sub",
-    )
-    .await;
+    let e = app
+        .sh(&a, "echo exec > ../data/exec.txt && mkdir -p ../data/sub")
+        .await;
     assert_eq!(e["exit_code"], 0, "{e}");
     let p = app
         .post(&format!("/api/v1/sandboxes/{a}/processes"))
@@ -277,12 +264,12 @@ async fn a_volume_outlives_its_sandbox() {
             .await;
         assert_eq!((r.status, r.text()), (StatusCode::OK, want.to_string()));
     }
-    let e = exec(
-        &app,
-        &b,
-        "cat ../mnt/data/files.txt ../mnt/data/exec.txt ../mnt/data/sub/proc.txt",
-    )
-    .await;
+    let e = app
+        .sh(
+            &b,
+            "cat ../mnt/data/files.txt ../mnt/data/exec.txt ../mnt/data/sub/proc.txt",
+        )
+        .await;
     assert_eq!(e["stdout"], "files\nexec\nprocess\n", "{e}");
     let listed = app
         .get(&format!("/api/v1/sandboxes/{b}/files/list?path=/mnt/data"))

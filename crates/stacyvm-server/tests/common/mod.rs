@@ -88,6 +88,17 @@ impl TestApp {
             .to_string()
     }
 
+    /// Runs `cmd` in sandbox `id` (shell mode) and returns the exec result, asserting 200.
+    pub async fn sh(&self, id: &str, cmd: &str) -> Value {
+        let r = self
+            .post(&format!("/api/v1/sandboxes/{id}/exec"))
+            .json(&serde_json::json!({"command": cmd}))
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        r.json()
+    }
+
     /// `GET /sandboxes` as a vector.
     pub async fn list(&self) -> Vec<Value> {
         let r = self.get("/api/v1/sandboxes").send().await;
