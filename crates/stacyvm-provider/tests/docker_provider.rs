@@ -414,6 +414,27 @@ async fn stray_snapshot_images_are_swept() {
         .await
         .unwrap()
         .id;
+    // A sandbox spawned from the stray snapshot (a fork whose snapshot is gone): it must
+    // not inherit the helper label in a form the sweep takes for a helper.
+    let fork = new_id();
+    let _fork_guard = Cleanup(fork.clone());
+    p.spawn_from_snapshot(&spec(&fork, IMAGE), &[], &stray)
+        .await
+        .unwrap();
+    let fork_labels = client()
+        .inspect_container(&fork, None)
+        .await
+        .unwrap()
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        fork_labels
+            .get("stacyvm.snapshot-helper")
+            .map(String::as_str),
+        Some("")
+    );
+    assert_eq!(fork_labels.get("stacyvm.sandbox_id"), Some(&fork));
     // Other tests take snapshots at the same time: every tag and helper there now but ours
     // is "known", and the grace protects any made from here on.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -452,10 +473,15 @@ async fn stray_snapshot_images_are_swept() {
     assert!(removed.contains(&stray), "{removed:?}");
     assert!(!removed.contains(&kept), "{removed:?}");
     assert!(
-        !exists(stray).await,
+        !exists(stray.clone()).await,
         "the stray snapshot image is still there"
     );
     assert!(exists(kept.clone()).await, "the recorded snapshot went too");
+    assert!(
+        client().inspect_container(&fork, None).await.is_ok(),
+        "the sweep removed a sandbox spawned from a snapshot"
+    );
+    assert!(!removed.contains(&format!("helper-{stray}")), "{removed:?}");
     p.delete_snapshot(&kept).await.unwrap();
     assert!(!exists(kept).await);
 }

@@ -19,7 +19,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::container::WORKSPACE;
-use super::{api_err, is_status, valid_runtime_id, DockerProvider, LABEL_MANAGED};
+use super::{
+    api_err, is_status, valid_runtime_id, DockerProvider, LABEL_MANAGED, LABEL_SANDBOX_ID,
+};
 use crate::cluster::CLUSTER_LABEL;
 use crate::{ProviderError, SandboxSpec, SnapshotMade, Spawned, VolumeMountSpec};
 
@@ -30,8 +32,17 @@ pub(crate) const LABEL_SNAPSHOT: &str = "stacyvm.snapshot";
 /// On the helper container of a snapshot in the making: the snapshot's id.
 const LABEL_HELPER: &str = "stacyvm.snapshot-helper";
 
+/// A container inherits its image's labels and a commit keeps the container's, so these are
+/// overridden, never dropped: the helper (made from a commit of the sandbox) must not pass for
+/// that sandbox's runtime (`managed`, `sandbox_id`), and the snapshot image must not pass its
+/// helper label on to every sandbox spawned from it, or the helper sweep would take those.
 fn helper_labels(sid: &str, cluster: Option<&str>) -> HashMap<String, String> {
-    let mut labels = HashMap::from([(LABEL_HELPER.to_string(), sid.to_string())]);
+    let mut labels = HashMap::from([
+        (LABEL_HELPER.to_string(), sid.to_string()),
+        (LABEL_MANAGED.to_string(), "false".to_string()),
+        (LABEL_SANDBOX_ID.to_string(), String::new()),
+        ("traefik.enable".to_string(), "false".to_string()),
+    ]);
     if let Some(c) = cluster {
         labels.insert(CLUSTER_LABEL.to_string(), c.to_string());
     }
@@ -91,6 +102,8 @@ impl DockerProvider {
         let mut labels = HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_SNAPSHOT.to_string(), sid.to_string()),
+            // Blanked, not inherited from the helper (see `helper_labels`).
+            (LABEL_HELPER.to_string(), String::new()),
         ]);
         if let Some(c) = &self.settings.cluster {
             labels.insert(CLUSTER_LABEL.to_string(), c.clone());
@@ -255,7 +268,14 @@ impl DockerProvider {
                 self.settings.cluster.as_deref(),
             );
             let old = now.saturating_sub(c.created.unwrap_or(now)) >= grace;
-            let (Some(id), true, true, false) = (c.id, ours, old, known.contains(&sid)) else {
+            // A helper is never started and never a sandbox: anything else carrying the label
+            // (a sandbox spawned from a snapshot made before the label was blanked) is kept.
+            let helper = !sid.is_empty()
+                && c.state == Some(bollard::models::ContainerSummaryStateEnum::CREATED)
+                && labels.get(LABEL_MANAGED).is_none_or(|v| v != "true");
+            let (Some(id), true, true, true, false) =
+                (c.id, helper, ours, old, known.contains(&sid))
+            else {
                 continue;
             };
             let rm = RemoveContainerOptionsBuilder::default()
