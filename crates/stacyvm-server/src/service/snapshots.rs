@@ -74,10 +74,12 @@ impl Snapshots<'_> {
 
     /// What providers hold of snapshots no record names, and parts of unfinished ones, older
     /// than `grace` (a snapshot is made before its record is written): a crash between the
-    /// two leaves no image or directory behind for good. The names removed.
+    /// two leaves no image or directory behind for good. `remote` asks the workers holding
+    /// snapshots too. The names removed.
     pub(crate) async fn remove_orphans(
         self,
         grace: std::time::Duration,
+        remote: bool,
     ) -> ServiceResult<Vec<String>> {
         let known: std::collections::HashSet<String> = self
             .svc
@@ -88,7 +90,12 @@ impl Snapshots<'_> {
             .map(|s| s.id)
             .collect();
         let mut removed = Vec::new();
-        for p in self.svc.state_holders().await? {
+        let holders = if remote {
+            self.svc.state_holders().await?
+        } else {
+            self.svc.providers.all().cloned().collect()
+        };
+        for p in holders {
             match p.sweep_snapshots(&known, grace).await {
                 Ok(names) => {
                     for n in &names {
