@@ -5,9 +5,13 @@ answers again. Control plane + one real `stacyvm worker` on loopback, mock provi
 
 from __future__ import annotations
 
-import httpx
+import subprocess
+import threading
 
-from conftest import assert_error
+import httpx
+import pytest
+
+from conftest import assert_error, require_backend
 from test_remote_faults import TOKEN, Worker, wait_for
 
 
@@ -108,5 +112,78 @@ def test_volumes_and_snapshots_live_on_their_worker(server_factory):
             assert r.status_code == 201, r.text
             fresh = _spawn(c, volumes=[{"name": "rv", "mount_path": "/workspace/vol"}])
             assert _sh(c, fresh["id"], "ls vol | wc -l")["stdout"].strip() == "0"
+    finally:
+        w.stop()
+
+
+IMAGE = "stacyvm-test/busybox:latest"
+
+
+def _docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True).stdout
+
+
+@pytest.mark.backend("docker")
+def test_worker_killed_mid_snapshot_leaves_nothing_once_it_returns(server_factory):
+    """kill -9 of a docker worker while it takes a snapshot: no record is written, and once
+    the worker is back the control plane's sweep (`worker.snapshot_sweep`) removes the
+    temporary image and the helper container it left; the sandbox runs on."""
+    docker_ok = subprocess.run(["docker", "image", "inspect", IMAGE],
+                               capture_output=True).returncode == 0
+    require_backend("docker", docker_ok, f"docker daemon with image {IMAGE}")
+    docker = {"default": "docker", "docker": {"enabled": True, "default_image": IMAGE}}
+    cp = server_factory({
+        "auth": {"worker_token": TOKEN},
+        "server": {"reconcile_interval": "500ms"},
+        "worker": {"stale_after_intervals": 3},
+        "providers": docker,
+        "lifecycle": {"snapshot_grace": "2s"},
+    }, name="remote-state-crash")
+    w = Worker(cp, config_extra={"providers": docker}).start()
+    try:
+        with cp.http(timeout=120) as c:
+            assert c.delete("/api/v1/admin/workers/local").status_code == 200
+            sb = _spawn(c, image=IMAGE, provider="docker")
+            assert sb["worker_id"] == "worker-a", sb
+            sid = sb["id"]
+            assert _sh(c, sid, "dd if=/dev/urandom of=big bs=1M count=80 2>/dev/null; echo ok")[
+                "stdout"] == "ok\n"
+            answer: dict = {}
+
+            def snap() -> None:
+                try:
+                    answer["r"] = cp.http(timeout=120).post(
+                        f"/api/v1/sandboxes/{sid}/snapshots", json={})
+                except Exception as e:  # noqa: BLE001 - only recorded
+                    answer["e"] = repr(e)
+
+            t = threading.Thread(target=snap, daemon=True)
+            t.start()
+
+            def tmp_tags() -> list[str]:
+                out = _docker("images", "--filter", f"label=stacyvm.sandbox_id={sid}",
+                              "--format", "{{.Repository}}:{{.Tag}}")
+                return [x for x in out.split() if x.startswith("stacyvm-snap:tmp-")]
+
+            wait_for(lambda: tmp_tags() or "r" in answer, 60, "the snapshot to start")
+            assert "r" not in answer, f"the snapshot finished before the kill: {answer}"
+            w.kill9()
+            t.join(timeout=30)
+            snap_id = tmp_tags()[0].split(":tmp-", 1)[1]
+            assert "r" in answer and answer["r"].status_code >= 400, answer
+            assert c.get("/api/v1/snapshots").json() == [], "a snapshot was recorded"
+            w.start()
+            wait_for(lambda: c.get(f"/api/v1/sandboxes/{sid}").json()["state"] == "running",
+                     30, "the sandbox to run again")
+
+            def helpers() -> str:
+                return _docker("ps", "-a", "-q", "--filter",
+                               f"label=stacyvm.snapshot-helper={snap_id}")
+
+            # The control plane's periodic pass (every 60 s) asks the worker to sweep.
+            wait_for(lambda: not tmp_tags() and not helpers().strip(), 100,
+                     f"the sweep of {tmp_tags()} and helper {helpers()}")
+            assert _sh(c, sid, "ls big")["stdout"] == "big\n"
+            assert c.delete(f"/api/v1/sandboxes/{sid}").status_code == 200
     finally:
         w.stop()

@@ -62,6 +62,9 @@ def _start(server_factory, name: str) -> tuple[Server, str]:
 
 def _cleanup(cluster: str) -> None:
     _remove_cluster_containers(cluster)
+    helpers = _helpers(cluster)
+    if helpers:
+        _docker("rm", "-f", *helpers)
     for t in _snap_tags(cluster):
         _docker("rmi", "-f", t)
 
