@@ -45,6 +45,13 @@ def _helpers(cluster: str) -> list[str]:
     return [line.split()[0] for line in out.splitlines() if len(line.split()) == 2]
 
 
+def _ws_volumes(cluster: str) -> list[str]:
+    """Workspaces of snapshots in the making or made (docker/host_copy.rs)."""
+    out = _docker("volume", "ls", "--filter", "label=stacyvm.snapshot",
+                  "--filter", f"label=stacyvm.cluster={cluster}", "--format", "{{.Name}}")
+    return out.split()
+
+
 def _wait(cond, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,6 +74,8 @@ def _cleanup(cluster: str) -> None:
         _docker("rm", "-f", *helpers)
     for t in _snap_tags(cluster):
         _docker("rmi", "-f", t)
+    for v in _ws_volumes(cluster):
+        _docker("volume", "rm", "-f", v)
 
 
 def _in_background(fn) -> tuple[threading.Thread, dict]:
@@ -101,25 +110,28 @@ def test_kill9_mid_snapshot_leaves_no_half_made_snapshot(server_factory):
     try:
         with srv.http(timeout=120) as c:
             sid = c.post("/api/v1/sandboxes", json={"ttl": "10m"}).json()["id"]
-            # Enough data that the workspace copy takes a while.
+            # Enough data that the workspace copy takes a while (zeros: quick to write).
             r = c.post(f"/api/v1/sandboxes/{sid}/exec", json={
-                "command": "dd if=/dev/urandom of=big bs=1M count=80 2>/dev/null && echo ok"})
+                "command": "dd if=/dev/zero of=big bs=1M count=600 2>/dev/null && echo ok"})
             assert r.json()["stdout"] == "ok\n", r.text
             t, out = _in_background(lambda: srv.http(timeout=120).post(
                 f"/api/v1/sandboxes/{sid}/snapshots", json={}))
-            # Kill once the snapshot is visibly in the making (its temporary tag or helper).
-            _wait(lambda: any(":tmp-" in x for x in _snap_tags(cluster)) or _helpers(cluster)
-                  or "resp" in out, 60, "the snapshot to start")
+            # Kill once the snapshot is visibly in the making (its workspace volume, temporary
+            # tag or helper).
+            _wait(lambda: _ws_volumes(cluster) or any(":tmp-" in x for x in _snap_tags(cluster))
+                  or _helpers(cluster) or "resp" in out, 60, "the snapshot to start")
             assert "resp" not in out, f"the snapshot finished before the kill: {out}"
             _kill9(srv)
             t.join(timeout=10)
-            half = [x for x in _snap_tags(cluster) if ":tmp-" in x] + _helpers(cluster)
+            half = ([x for x in _snap_tags(cluster) if ":tmp-" in x] + _helpers(cluster)
+                    + _ws_volumes(cluster))
             assert half, "nothing half-made was there to clean up: the kill missed"
         srv.start()
         with srv.http(timeout=60) as c:
             assert c.get("/api/v1/snapshots").json() == [], "a half-made snapshot was recorded"
-            _wait(lambda: not _snap_tags(cluster) and not _helpers(cluster), 30,
-                  f"the sweep of {_snap_tags(cluster)} {_helpers(cluster)}")
+            _wait(lambda: not _snap_tags(cluster) and not _helpers(cluster)
+                  and not _ws_volumes(cluster), 30,
+                  f"the sweep of {_snap_tags(cluster)} {_helpers(cluster)} {_ws_volumes(cluster)}")
             # The sandbox is untouched and can be snapshotted now.
             r = c.post(f"/api/v1/sandboxes/{sid}/exec", json={"command": "ls -s big"})
             assert r.status_code == 200 and "big" in r.json()["stdout"], r.text
@@ -164,8 +176,9 @@ def test_kill9_mid_fork_leaves_no_orphan(server_factory):
             # The fork's snapshot, if recorded, is whole; delete it and nothing of it stays.
             for snap in c.get("/api/v1/snapshots").json():
                 assert c.delete(f"/api/v1/snapshots/{snap['id']}").status_code == 200
-            _wait(lambda: not _snap_tags(cluster) and not _helpers(cluster), 30,
-                  f"snapshot images to go: {_snap_tags(cluster)} {_helpers(cluster)}")
+            _wait(lambda: not _snap_tags(cluster) and not _helpers(cluster)
+                  and not _ws_volumes(cluster), 30,
+                  f"snapshot data to go: {_snap_tags(cluster)} {_helpers(cluster)}")
     finally:
         _cleanup(cluster)
 
