@@ -16,7 +16,7 @@ use bollard::query_parameters::{
 };
 
 use super::container::WORKSPACE;
-use super::snapshots::{image_ref, LABEL_SNAPSHOT, REPO};
+use super::snapshots::{LABEL_SNAPSHOT, REPO};
 use super::{api_err, is_status, DockerProvider};
 use crate::cluster::CLUSTER_LABEL;
 use crate::{ProviderError, SnapshotMade};
@@ -154,19 +154,13 @@ impl DockerProvider {
             self.remove_workspace_volume(sid).await;
             return Err(e);
         }
-        let image = self
-            .docker
-            .inspect_image(&image_ref(sid))
-            .await
-            .ok()
-            .and_then(|i| i.size)
-            .unwrap_or(0);
+        let image = self.image_size(sid).await;
         let files = tokio::task::spawn_blocking(move || tree_bytes(&dst))
             .await
             .unwrap_or(0);
         Ok(Some(SnapshotMade {
             kind: "filesystem",
-            size_bytes: u64::try_from(image).unwrap_or(0).saturating_add(files),
+            size_bytes: image.saturating_add(files),
         }))
     }
 

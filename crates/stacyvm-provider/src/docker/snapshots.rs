@@ -152,6 +152,48 @@ impl DockerProvider {
         }
     }
 
+    /// A never-started container of `image` that moves a snapshot's files through the archive
+    /// API, `bind` mounted. Labelled with the snapshot (not as a sandbox: the runtime sweep must
+    /// not take it), so a crash leaves nothing the snapshot sweep cannot find.
+    async fn create_helper(
+        &self,
+        image: &str,
+        sid: &str,
+        bind: Option<String>,
+    ) -> Result<String, ProviderError> {
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            entrypoint: Some(vec!["true".into()]),
+            cmd: Some(Vec::new()),
+            network_disabled: Some(true),
+            labels: Some(helper_labels(sid, self.settings.cluster.as_deref())),
+            host_config: bind.map(|b| bollard::models::HostConfig {
+                binds: Some(vec![b]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
+            .await
+            .map(|c| c.id)
+            .map_err(|e| api_err("preparing a snapshot helper failed", e))
+    }
+
+    /// The snapshot image's size (its base image included); 0 if unknown.
+    pub(super) async fn image_size(&self, sid: &str) -> u64 {
+        self.docker
+            .inspect_image(&image_ref(sid))
+            .await
+            .ok()
+            .and_then(|i| i.size)
+            .and_then(|s| u64::try_from(s).ok())
+            .unwrap_or(0)
+    }
+
     pub(super) async fn take_snapshot(
         &self,
         runtime_id: &str,
@@ -168,40 +210,16 @@ impl DockerProvider {
         let tmp_image = format!("{REPO}:{tmp_tag}");
         let mut helper: Option<String> = None;
         let made = async {
-            // Labelled with the snapshot (not as a sandbox: the runtime sweep must not take
-            // it), so a crash mid-snapshot leaves nothing the snapshot sweep cannot find.
-            let body = ContainerCreateBody {
-                image: Some(tmp_image.clone()),
-                entrypoint: Some(vec!["true".into()]),
-                cmd: Some(Vec::new()),
-                network_disabled: Some(true),
-                labels: Some(helper_labels(sid, self.settings.cluster.as_deref())),
-                ..Default::default()
-            };
-            let created = self
-                .docker
-                .create_container(
-                    None::<bollard::query_parameters::CreateContainerOptions>,
-                    body,
-                )
-                .await
-                .map_err(|e| api_err("preparing the snapshot failed", e))?;
-            helper = Some(created.id.clone());
+            let created = self.create_helper(&tmp_image, sid, None).await?;
+            helper = Some(created.clone());
             let dir = dir_tar(KEPT.trim_start_matches('/'))
                 .map_err(|e| ProviderError::internal_with("building a tar failed", e))?;
-            self.put_tar(&created.id, "/", Bytes::from(dir)).await?;
-            self.put_tar(&created.id, KEPT, workspace).await?;
-            self.commit(&created.id, sid, sid).await?;
-            let size = self
-                .docker
-                .inspect_image(&image_ref(sid))
-                .await
-                .ok()
-                .and_then(|i| i.size)
-                .unwrap_or(0);
+            self.put_tar(&created, "/", Bytes::from(dir)).await?;
+            self.put_tar(&created, KEPT, workspace).await?;
+            self.commit(&created, sid, sid).await?;
             Ok::<_, ProviderError>(SnapshotMade {
                 kind: "filesystem",
-                size_bytes: u64::try_from(size).unwrap_or(0),
+                size_bytes: self.image_size(sid).await,
             })
         }
         .await;
@@ -337,27 +355,8 @@ impl DockerProvider {
         volume: &str,
     ) -> Result<(), ProviderError> {
         const AT: &str = "/.stacyvm-snapws";
-        let body = ContainerCreateBody {
-            image: Some(image_ref(sid)),
-            entrypoint: Some(vec!["true".into()]),
-            cmd: Some(Vec::new()),
-            network_disabled: Some(true),
-            labels: Some(helper_labels(sid, self.settings.cluster.as_deref())),
-            host_config: Some(bollard::models::HostConfig {
-                binds: Some(vec![format!("{volume}:{AT}:ro")]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let helper = self
-            .docker
-            .create_container(
-                None::<bollard::query_parameters::CreateContainerOptions>,
-                body,
-            )
-            .await
-            .map_err(|e| api_err("preparing the restore failed", e))?
-            .id;
+        let bind = format!("{volume}:{AT}:ro");
+        let helper = self.create_helper(&image_ref(sid), sid, Some(bind)).await?;
         let copied = async {
             let tar = self.tar_of(&helper, &format!("{AT}/.")).await?;
             self.put_tar(cid, WORKSPACE, tar).await
