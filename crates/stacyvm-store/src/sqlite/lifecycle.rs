@@ -45,15 +45,7 @@ async fn moved(
         })? {
             return Ok(sb);
         }
-        let current = get_on(c, id)?;
-        if current.state != to {
-            current.state.valid_transition(to)?;
-            return Err(StoreError::Conflict(format!(
-                "sandbox {id} is {} and cannot be {to}",
-                current.state
-            )));
-        }
-        Ok(current)
+        StoreError::unmoved(get_on(c, id)?, to)
     })
     .await
 }
