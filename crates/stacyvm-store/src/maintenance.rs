@@ -157,34 +157,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::conformance::running;
     use crate::Store;
-
-    fn sandbox(id: &str) -> stacyvm_types::Sandbox {
-        let now = chrono::Utc::now();
-        stacyvm_types::Sandbox {
-            id: id.into(),
-            state: stacyvm_types::SandboxState::Running,
-            provider: "mock".into(),
-            image: "alpine".into(),
-            memory_mb: 64,
-            vcpus: 1,
-            metadata: Default::default(),
-            template: String::new(),
-            owner_id: "alice".into(),
-            vm_id: None,
-            placement: stacyvm_types::Placement::Local,
-            tenant_id: String::new(),
-            preview_domain: "localhost".into(),
-            created_at: now,
-            expires_at: now,
-            updated_at: now,
-            lifecycle: Default::default(),
-            paused_at: None,
-            last_active_at: None,
-            preview_token: stacyvm_types::PreviewToken::from_stored(format!("token-of-{id}")),
-            public_preview: false,
-        }
-    }
 
     #[tokio::test]
     async fn migrate_reports_versions_and_is_idempotent() {
@@ -210,7 +184,7 @@ mod tests {
         let store = crate::SqliteStore::open(src.to_str().unwrap())
             .await
             .unwrap();
-        store.insert_sandbox(&sandbox("sb-00000001")).await.unwrap();
+        store.insert_sandbox(&running("sb-00000001")).await.unwrap();
         let dest = dir.path().join("copy.db");
         // The server keeps its connections open (WAL) while the copy is taken.
         let report = backup_sqlite(&src, &dest, false).await.unwrap();
@@ -228,7 +202,7 @@ mod tests {
         );
         copy.close().await;
 
-        store.insert_sandbox(&sandbox("sb-00000002")).await.unwrap();
+        store.insert_sandbox(&running("sb-00000002")).await.unwrap();
         let refused = backup_sqlite(&src, &dest, false).await.unwrap_err();
         assert!(matches!(refused, StoreError::Conflict(_)), "{refused:?}");
         backup_sqlite(&src, &dest, true).await.unwrap();
