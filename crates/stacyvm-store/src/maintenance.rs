@@ -36,7 +36,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Applies pending migrations to the database `open` would use (`sqlite` path or `postgres`
 /// DSN) and reports the versions. A newer schema is refused (`SchemaTooNew`), as at startup.
 pub async fn migrate(driver: &str, target: &str) -> Result<MigrationReport, StoreError> {
-    match driver {
+    let (before, after, latest) = match driver {
         "" | "sqlite" => {
             let before = if Path::new(target).exists() {
                 crate::sqlite::schema_version_at(target).await?
@@ -46,27 +46,26 @@ pub async fn migrate(driver: &str, target: &str) -> Result<MigrationReport, Stor
             let store = crate::SqliteStore::open(target).await?;
             let after = store.schema_version().await?;
             store.close().await;
-            Ok(MigrationReport {
-                before,
-                after,
-                latest: crate::sqlite::latest_version(),
-            })
+            (before, after, crate::sqlite::latest_version())
         }
         "postgres" | "postgresql" => {
             let before = crate::postgres::schema_version_at(target).await?;
             let store = crate::PgStore::open(target).await?;
             let after = store.schema_version().await?;
             store.close().await;
-            Ok(MigrationReport {
-                before,
-                after,
-                latest: crate::postgres::latest_version(),
-            })
+            (before, after, crate::postgres::latest_version())
         }
-        other => Err(StoreError::Unsupported(format!(
-            "database driver {other:?} is not supported by this build"
-        ))),
-    }
+        other => {
+            return Err(StoreError::Unsupported(format!(
+                "database driver {other:?} is not supported by this build"
+            )))
+        }
+    };
+    Ok(MigrationReport {
+        before,
+        after,
+        latest,
+    })
 }
 
 /// Copies the SQLite database at `source` to `dest` with `VACUUM INTO`: one read transaction,

@@ -123,6 +123,16 @@ pub(super) async fn insert(db: &Db, sb: &Sandbox) -> Result<(), StoreError> {
     .await
 }
 
+/// Runs an update `RETURNING` the sandbox columns; `None` when its WHERE clause matched
+/// nothing.
+pub(super) fn returning(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Option<Sandbox>, StoreError> {
+    first(c, "sandbox", sql, params, |r| rows::sandbox(r))
+}
+
 pub(super) fn get_on(c: &Connection, id: &str) -> Result<Sandbox, StoreError> {
     found(
         first(c, "sandbox", GET, [id], |r| rows::sandbox(r))?,
@@ -174,9 +184,7 @@ pub(super) async fn set_state(db: &Db, id: &str, to: SandboxState) -> Result<San
     let stamp = ts(&now());
     db.write("sandbox", |c| {
         if let Some(sql) = sql {
-            if let Some(sb) = first(c, "sandbox", sql, params![id, to.as_str(), stamp], |r| {
-                rows::sandbox(r)
-            })? {
+            if let Some(sb) = returning(c, sql, params![id, to.as_str(), stamp])? {
                 return Ok(sb);
             }
         }
@@ -197,13 +205,7 @@ pub(super) async fn set_expiry(
 ) -> Result<Sandbox, StoreError> {
     let row = db
         .write("sandbox", |c| {
-            first(
-                c,
-                "sandbox",
-                SET_EXPIRY,
-                params![id, ts(&expires_at), ts(&now())],
-                |r| rows::sandbox(r),
-            )
+            returning(c, SET_EXPIRY, params![id, ts(&expires_at), ts(&now())])
         })
         .await?;
     found(row, "sandbox", id)
@@ -244,9 +246,7 @@ pub(super) async fn set_running(
     let stamp = ts(&now());
     let column = vm_id.unwrap_or("");
     db.write("sandbox", |c| {
-        if let Some(sb) = first(c, "sandbox", SET_RUNNING, params![id, column, stamp], |r| {
-            rows::sandbox(r)
-        })? {
+        if let Some(sb) = returning(c, SET_RUNNING, params![id, column, stamp])? {
             return Ok(sb);
         }
         StoreError::not_marked_running(get_on(c, id)?, vm_id)
