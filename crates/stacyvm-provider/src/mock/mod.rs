@@ -343,12 +343,7 @@ impl Provider for MockProvider {
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
-        if !paths::valid_id(&spec.id) {
-            return Err(ProviderError::InvalidInput(format!(
-                "invalid sandbox id {:?}",
-                spec.id
-            )));
-        }
+        paths::check_id("sandbox id", &spec.id)?;
         // The base directory must be usable now, so a broken one fails the spawn, not a
         // later command.
         std::fs::create_dir_all(&self.base_dir).map_err(|e| {
