@@ -26,13 +26,7 @@ impl Visitor<'_> for DurationVisitor {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<GoDuration, E> {
-        if v == 0 {
-            Ok(GoDuration::ZERO)
-        } else {
-            Err(E::custom(format!(
-                "duration {v} has no unit; write it like \"{v}s\""
-            )))
-        }
+        unitless(v, v == 0)
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<GoDuration, E> {
@@ -43,12 +37,17 @@ impl Visitor<'_> for DurationVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<GoDuration, E> {
-        if v == 0.0 {
-            Ok(GoDuration::ZERO)
-        } else {
-            Err(E::custom(format!(
-                "duration {v} has no unit; write it like \"{v}s\""
-            )))
-        }
+        unitless(v, v == 0.0)
+    }
+}
+
+/// A bare number where a duration belongs: zero needs no unit, anything else is refused.
+fn unitless<E: de::Error>(v: impl fmt::Display, zero: bool) -> Result<GoDuration, E> {
+    if zero {
+        Ok(GoDuration::ZERO)
+    } else {
+        Err(E::custom(format!(
+            "duration {v} has no unit; write it like \"{v}s\""
+        )))
     }
 }

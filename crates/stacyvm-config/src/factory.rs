@@ -119,6 +119,41 @@ fn hardware_kvm() -> bool {
             .any(|p| std::path::Path::new(p).exists())
 }
 
+/// Registers the provider `built` as `name` when it answers its health check (within `wait`,
+/// if given), or even when it does not if it is `wanted` by name: `/ready` then reports it
+/// until it answers. Returns whether it is healthy. A wanted provider that could not be built
+/// fails the start; one `auto` only tried is skipped.
+async fn offer(
+    reg: &mut ProviderRegistry,
+    name: &'static str,
+    wanted: bool,
+    built: Result<Arc<dyn Provider>, String>,
+    wait: Option<Duration>,
+    unhealthy: &str,
+) -> Result<bool, ConfigError> {
+    let p = match built {
+        Ok(p) => p,
+        Err(message) if wanted => return Err(ConfigError::ProviderUnavailable { name, message }),
+        Err(e) => {
+            tracing::info!(reason = %e, "auto: {name} not available");
+            return Ok(false);
+        }
+    };
+    let healthy = match wait {
+        Some(wait) => tokio::time::timeout(wait, p.health())
+            .await
+            .is_ok_and(|r| r.is_ok()),
+        None => p.health().await.is_ok(),
+    };
+    if healthy || wanted {
+        reg.register(p);
+    }
+    if !healthy {
+        tracing::warn!("{unhealthy}");
+    }
+    Ok(healthy)
+}
+
 /// Registers the providers the config asks for and resolves `auto`: docker when its daemon
 /// answers, else microvm with hardware KVM, else bwrap when it works here and the image store
 /// has `defaults.image`, else mock with a loud warning (commands then run unisolated).
@@ -135,55 +170,18 @@ pub async fn build_providers(
     let want_docker = cfg.wants_provider(ProviderChoice::Docker);
     let mut docker_ok = false;
     if want_docker || choice == ProviderChoice::Auto {
-        match docker_provider(cfg, cluster).await {
-            Ok(p) => {
-                let healthy = tokio::time::timeout(Duration::from_secs(5), p.health())
-                    .await
-                    .is_ok_and(|r| r.is_ok());
-                if healthy || want_docker {
-                    // An explicitly enabled docker provider is registered even when the daemon is
-                    // down: `/ready` reports it until it answers.
-                    reg.register(p);
-                    docker_ok = healthy;
-                }
-                if !healthy {
-                    tracing::warn!("docker provider: daemon not answering");
-                }
-            }
-            Err(e) if want_docker => {
-                return Err(ConfigError::ProviderUnavailable {
-                    name: "docker",
-                    message: e,
-                });
-            }
-            Err(e) => tracing::info!(reason = %e, "auto: docker not available"),
-        }
+        let built = docker_provider(cfg, cluster).await;
+        let wait = Some(Duration::from_secs(5));
+        let down = "docker provider: daemon not answering";
+        docker_ok = offer(&mut reg, "docker", want_docker, built, wait, down).await?;
     }
     let want_microvm = cfg.wants_provider(ProviderChoice::Microvm);
     let mut microvm_ok = false;
     // `auto` takes microvm only with hardware virtualisation; TCG is no isolation boundary.
     if want_microvm || (choice == ProviderChoice::Auto && !docker_ok && hardware_kvm()) {
-        match microvm_provider(cfg, cluster) {
-            Ok(p) => {
-                let healthy = p.health().await.is_ok();
-                if healthy || want_microvm {
-                    reg.register(p);
-                    microvm_ok = healthy;
-                }
-                if !healthy {
-                    tracing::warn!(
-                        "microvm provider: assets missing (run scripts/setup-microvm.sh)"
-                    );
-                }
-            }
-            Err(e) if want_microvm => {
-                return Err(ConfigError::ProviderUnavailable {
-                    name: "microvm",
-                    message: e,
-                });
-            }
-            Err(e) => tracing::info!(reason = %e, "auto: microvm not available"),
-        }
+        let built = microvm_provider(cfg, cluster);
+        let down = "microvm provider: assets missing (run scripts/setup-microvm.sh)";
+        microvm_ok = offer(&mut reg, "microvm", want_microvm, built, None, down).await?;
     }
     let want_bwrap = cfg.wants_provider(ProviderChoice::Bwrap);
     let mut bwrap_ok = false;
@@ -191,25 +189,9 @@ pub async fn build_providers(
     // store can serve the default image.
     let auto_bwrap = choice == ProviderChoice::Auto && !docker_ok && !microvm_ok;
     if want_bwrap || (auto_bwrap && store_has_default_image(cfg).await) {
-        match bwrap_provider(cfg, cluster) {
-            Ok(p) => {
-                let healthy = p.health().await.is_ok();
-                if healthy || want_bwrap {
-                    reg.register(p);
-                    bwrap_ok = healthy;
-                }
-                if !healthy {
-                    tracing::warn!("bwrap provider: not usable here (see /ready)");
-                }
-            }
-            Err(e) if want_bwrap => {
-                return Err(ConfigError::ProviderUnavailable {
-                    name: "bwrap",
-                    message: e,
-                });
-            }
-            Err(e) => tracing::info!(reason = %e, "auto: bwrap not available"),
-        }
+        let built = bwrap_provider(cfg, cluster);
+        let down = "bwrap provider: not usable here (see /ready)";
+        bwrap_ok = offer(&mut reg, "bwrap", want_bwrap, built, None, down).await?;
     }
     let auto_mock = choice == ProviderChoice::Auto && !docker_ok && !microvm_ok && !bwrap_ok;
     if cfg.wants_provider(ProviderChoice::Mock) || auto_mock {

@@ -65,12 +65,7 @@ pub(crate) fn check_origin(origin: &str) -> Result<(), String> {
             "{origin:?} {HINT} (no path, trailing slash, query, wildcard or credentials)"
         ));
     }
-    let (host, port) = split_authority(rest).map_err(|r| format!("{origin:?}: {r}"))?;
-    check_host(host).map_err(|r| format!("{origin:?}: {r}"))?;
-    if let Some(port) = port {
-        check_port(port).map_err(|r| format!("{origin:?}: {r}"))?;
-    }
-    Ok(())
+    check_authority(origin, rest)
 }
 
 /// An `http(s)://host[:port][/path]` URL.
@@ -81,10 +76,15 @@ pub(crate) fn check_http_url(url: &str) -> Result<(), String> {
     if auth.contains('@') {
         return Err(format!("{url:?} must not carry credentials"));
     }
-    let (host, port) = split_authority(auth).map_err(|r| format!("{url:?}: {r}"))?;
-    check_host(host).map_err(|r| format!("{url:?}: {r}"))?;
+    check_authority(url, auth)
+}
+
+/// `host[:port]` of the value `whole`, which a refusal quotes.
+fn check_authority(whole: &str, auth: &str) -> Result<(), String> {
+    let (host, port) = split_authority(auth).map_err(|r| format!("{whole:?}: {r}"))?;
+    check_host(host).map_err(|r| format!("{whole:?}: {r}"))?;
     if let Some(port) = port {
-        check_port(port).map_err(|r| format!("{url:?}: {r}"))?;
+        check_port(port).map_err(|r| format!("{whole:?}: {r}"))?;
     }
     Ok(())
 }

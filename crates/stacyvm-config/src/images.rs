@@ -2,11 +2,10 @@
 //! `microvm` providers and `stacyvm image` read root filesystems from.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::secrets::RedactedMap;
+use crate::secrets::debug_redacted;
 
 /// Where the store lives when `images.root` is empty: the providers' own default, so a
 /// provider section that names no store and `images.root` mean the same directory.
@@ -28,16 +27,12 @@ pub struct ImagesSection {
     pub registry_auth: BTreeMap<String, String>,
 }
 
-impl fmt::Debug for ImagesSection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ImagesSection")
-            .field("root", &self.root)
-            .field("insecure_registries", &self.insecure_registries)
-            .field("ca_file", &self.ca_file)
-            .field("registry_auth", &RedactedMap(&self.registry_auth))
-            .finish()
-    }
-}
+debug_redacted!(ImagesSection {
+    root,
+    insecure_registries,
+    ca_file,
+    registry_auth: secret_map,
+});
 
 impl ImagesSection {
     /// The store's directory.

@@ -3,14 +3,12 @@
 //! `validate()` refuses to enable them. `docker` and `microvm` are the provider crate's own
 //! types ([`DockerConfig`], [`MicrovmConfig`]): the section is the provider's settings.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 use stacyvm_provider::{BwrapConfig, DockerConfig, MicrovmConfig};
 use stacyvm_types::GoDuration;
 
 use crate::de;
-use crate::secrets::Redacted;
+use crate::secrets::debug_redacted;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -95,15 +93,11 @@ impl Default for E2bSection {
     }
 }
 
-impl fmt::Debug for E2bSection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("E2bSection")
-            .field("enabled", &self.enabled)
-            .field("api_key", &Redacted(&self.api_key))
-            .field("base_url", &self.base_url)
-            .finish()
-    }
-}
+debug_redacted!(E2bSection {
+    enabled,
+    api_key: secret,
+    base_url,
+});
 
 /// Not shipped. `Debug` redacts the API key.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -129,17 +123,13 @@ impl Default for CustomSection {
     }
 }
 
-impl fmt::Debug for CustomSection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CustomSection")
-            .field("enabled", &self.enabled)
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("api_key", &Redacted(&self.api_key))
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
+debug_redacted!(CustomSection {
+    enabled,
+    name,
+    base_url,
+    api_key: secret,
+    timeout,
+});
 
 /// Not shipped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

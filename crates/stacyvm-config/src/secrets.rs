@@ -20,6 +20,31 @@ impl fmt::Debug for Redacted<'_> {
     }
 }
 
+/// A list of secrets (signing keys), each shown as [`Redacted`].
+pub(crate) fn secret_list(keys: &[String]) -> Vec<Redacted<'_>> {
+    keys.iter().map(|k| Redacted(k)).collect()
+}
+
+/// `impl Debug` for a section: the fields listed, in order, the ones marked `secret` (a
+/// string), `secret_map` (a map of them) or `secret_list` (a list of them) redacted. Each
+/// name is written once, not once as text and once as the field.
+macro_rules! debug_redacted {
+    ($ty:ident { $($field:ident $(: $how:ident)?),* $(,)? }) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &debug_redacted!(@show $($how)? self.$field)))*
+                    .finish()
+            }
+        }
+    };
+    (@show $v:expr) => { $v };
+    (@show secret $v:expr) => { $crate::secrets::Redacted(&$v) };
+    (@show secret_map $v:expr) => { $crate::secrets::RedactedMap(&$v) };
+    (@show secret_list $v:expr) => { $crate::secrets::secret_list(&$v) };
+}
+pub(crate) use debug_redacted;
+
 /// A map whose keys are public (worker ids) and whose values are secrets (tokens).
 pub(crate) struct RedactedMap<'a>(pub &'a BTreeMap<String, String>);
 

@@ -3,13 +3,12 @@
 //! so negative values reach `validate()` and get a message naming the key.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use stacyvm_types::GoDuration;
 
 use crate::de;
-use crate::secrets::{Redacted, RedactedMap};
+use crate::secrets::debug_redacted;
 
 const MIB: i64 = 1024 * 1024;
 
@@ -265,42 +264,31 @@ impl Default for AuthSection {
     }
 }
 
-impl fmt::Debug for AuthSection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthSection")
-            .field("api_key", &Redacted(&self.api_key))
-            .field("admin_api_key", &Redacted(&self.admin_api_key))
-            .field("admin_fallback_enabled", &self.admin_fallback_enabled)
-            .field("worker_token", &Redacted(&self.worker_token))
-            .field("worker_token_file", &self.worker_token_file)
-            .field("worker_tokens", &RedactedMap(&self.worker_tokens))
-            .field("worker_signing_key", &Redacted(&self.worker_signing_key))
-            .field("worker_signing_key_file", &self.worker_signing_key_file)
-            .field(
-                "worker_signing_keys",
-                &self
-                    .worker_signing_keys
-                    .iter()
-                    .map(|k| Redacted(k))
-                    .collect::<Vec<_>>(),
-            )
-            .field("worker_revoked_token_ids", &self.worker_revoked_token_ids)
-            .field("admin_audit_retention", &self.admin_audit_retention)
-            .field("oidc_issuer", &self.oidc_issuer)
-            .field("oidc_audience", &self.oidc_audience)
-            .field("oidc_jwks_url", &self.oidc_jwks_url)
-            .field("oidc_public_key", &Redacted(&self.oidc_public_key))
-            .field("oidc_public_key_file", &self.oidc_public_key_file)
-            .field("oidc_groups_claim", &self.oidc_groups_claim)
-            .field("oidc_tenant_claim", &self.oidc_tenant_claim)
-            .field("oidc_admin_groups", &self.oidc_admin_groups)
-            .field("oidc_operator_groups", &self.oidc_operator_groups)
-            .field("oidc_viewer_groups", &self.oidc_viewer_groups)
-            .field("enabled", &self.enabled)
-            .field("oidc_enabled", &self.oidc_enabled)
-            .finish()
-    }
-}
+debug_redacted!(AuthSection {
+    api_key: secret,
+    admin_api_key: secret,
+    admin_fallback_enabled,
+    worker_token: secret,
+    worker_token_file,
+    worker_tokens: secret_map,
+    worker_signing_key: secret,
+    worker_signing_key_file,
+    worker_signing_keys: secret_list,
+    worker_revoked_token_ids,
+    admin_audit_retention,
+    oidc_issuer,
+    oidc_audience,
+    oidc_jwks_url,
+    oidc_public_key: secret,
+    oidc_public_key_file,
+    oidc_groups_claim,
+    oidc_tenant_claim,
+    oidc_admin_groups,
+    oidc_operator_groups,
+    oidc_viewer_groups,
+    enabled,
+    oidc_enabled,
+});
 
 /// `rate_limit.*`: token buckets on the public API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -348,15 +336,11 @@ impl Default for DatabaseSection {
     }
 }
 
-impl fmt::Debug for DatabaseSection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatabaseSection")
-            .field("driver", &self.driver)
-            .field("path", &self.path)
-            .field("dsn", &Redacted(&self.dsn))
-            .finish()
-    }
-}
+debug_redacted!(DatabaseSection {
+    driver,
+    path,
+    dsn: secret,
+});
 
 /// `logging.*`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

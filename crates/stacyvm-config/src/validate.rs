@@ -359,15 +359,10 @@ fn check_processes(c: &Config, errors: &mut Vec<ConfigError>) {
                 "memory_mb and vcpus must not be negative",
             ));
         }
-        let user_ok = t.user.len() <= 32
-            && !t.user.starts_with('-')
-            && t.user
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-        if !user_ok {
+        if let Err(e) = stacyvm_types::validate_user(&t.user) {
             errors.push(ConfigError::invalid(
                 format!("e2b.templates.{name}.user"),
-                "must be a user name (letters, digits, '_', '-', '.'; at most 32) or a uid",
+                format!("must be {e}"),
             ));
         }
     }

@@ -195,6 +195,15 @@ pub fn worker_rpc(
 }
 
 /// Opens the store, builds providers, binds, and serves until `shutdown`.
+async fn bind(addr: &str) -> Result<tokio::net::TcpListener, RunError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
 pub async fn run(cfg: ValidConfig, shutdown: CancellationToken) -> Result<(), RunError> {
     for w in cfg.warnings() {
         tracing::warn!("{w}");
@@ -222,12 +231,7 @@ pub async fn run(cfg: ValidConfig, shutdown: CancellationToken) -> Result<(), Ru
         cfg.worker_signing_keys().into_iter().next(),
     );
     let addr = cfg.listen_addr();
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|source| RunError::Bind {
-            addr: addr.clone(),
-            source,
-        })?;
+    let listener = bind(&addr).await?;
     tracing::info!(%addr, version = svc.version(), "stacyvm control plane listening");
     if !cfg.api_auth_enabled() {
         tracing::warn!(
@@ -239,12 +243,7 @@ pub async fn run(cfg: ValidConfig, shutdown: CancellationToken) -> Result<(), Ru
     let e2b = &cfg.config().e2b;
     let e2b_listener = if e2b.enabled && !e2b.listen.trim().is_empty() {
         let addr = e2b.listen.trim().to_string();
-        let l = tokio::net::TcpListener::bind(&addr)
-            .await
-            .map_err(|source| RunError::Bind {
-                addr: addr.clone(),
-                source,
-            })?;
+        let l = bind(&addr).await?;
         tracing::info!(%addr, "E2B API listening");
         Some(l)
     } else {

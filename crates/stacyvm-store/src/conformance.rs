@@ -141,7 +141,9 @@ fn secs(n: i64) -> chrono::Duration {
     chrono::Duration::seconds(n)
 }
 
-fn sandbox(id: &str, owner: &str, state: SandboxState, created_at: Timestamp) -> Sandbox {
+/// A sandbox record of `owner` in `state`, created at `created_at` with a 30-minute TTL: the
+/// record the checks insert, and a fixture for other crates' tests.
+pub fn sandbox(id: &str, owner: &str, state: SandboxState, created_at: Timestamp) -> Sandbox {
     Sandbox {
         id: id.into(),
         state,
@@ -165,6 +167,12 @@ fn sandbox(id: &str, owner: &str, state: SandboxState, created_at: Timestamp) ->
         preview_token: stacyvm_types::PreviewToken::from_stored(format!("token-of-{id}")),
         public_preview: false,
     }
+}
+
+/// A running sandbox of `alice`, created now: the record the backends' own tests insert.
+#[cfg(test)]
+pub(crate) fn running(id: &str) -> Sandbox {
+    sandbox(id, "alice", SandboxState::Running, Utc::now())
 }
 
 async fn insert(store: &dyn Store, sb: &Sandbox) {

@@ -1,4 +1,4 @@
-use stacyvm_types::InvalidTransition;
+use stacyvm_types::{InvalidTransition, Sandbox, SandboxState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -43,6 +43,35 @@ impl StoreError {
     /// survive.
     pub(crate) fn no_lease_prefix() -> Self {
         StoreError::Unsupported("pruning leases needs a resource-id prefix".into())
+    }
+
+    /// Why a state-moving update matched no row, from the record read afterwards: already in
+    /// `to` is success (the moves are idempotent), anything else an invalid transition.
+    pub(crate) fn unmoved(current: Sandbox, to: SandboxState) -> Result<Sandbox, StoreError> {
+        if current.state != to {
+            current.state.valid_transition(to)?;
+            return Err(StoreError::Conflict(format!(
+                "sandbox {} is {} and cannot be {to}",
+                current.id, current.state
+            )));
+        }
+        Ok(current)
+    }
+
+    /// Why marking a creating sandbox running matched no row: already running on `vm_id` is
+    /// success (a retried report), anything else an invalid transition.
+    pub(crate) fn not_marked_running(
+        current: Sandbox,
+        vm_id: Option<&str>,
+    ) -> Result<Sandbox, StoreError> {
+        if current.state == SandboxState::Running && current.vm_id.as_deref() == vm_id {
+            return Ok(current);
+        }
+        current.state.valid_transition(SandboxState::Running)?;
+        Err(StoreError::Conflict(format!(
+            "sandbox {} is {} and cannot be marked running",
+            current.id, current.state
+        )))
     }
 
     pub fn is_not_found(&self) -> bool {

@@ -36,7 +36,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Applies pending migrations to the database `open` would use (`sqlite` path or `postgres`
 /// DSN) and reports the versions. A newer schema is refused (`SchemaTooNew`), as at startup.
 pub async fn migrate(driver: &str, target: &str) -> Result<MigrationReport, StoreError> {
-    match driver {
+    let (before, after, latest) = match driver {
         "" | "sqlite" => {
             let before = if Path::new(target).exists() {
                 crate::sqlite::schema_version_at(target).await?
@@ -46,27 +46,26 @@ pub async fn migrate(driver: &str, target: &str) -> Result<MigrationReport, Stor
             let store = crate::SqliteStore::open(target).await?;
             let after = store.schema_version().await?;
             store.close().await;
-            Ok(MigrationReport {
-                before,
-                after,
-                latest: crate::sqlite::latest_version(),
-            })
+            (before, after, crate::sqlite::latest_version())
         }
         "postgres" | "postgresql" => {
             let before = crate::postgres::schema_version_at(target).await?;
             let store = crate::PgStore::open(target).await?;
             let after = store.schema_version().await?;
             store.close().await;
-            Ok(MigrationReport {
-                before,
-                after,
-                latest: crate::postgres::latest_version(),
-            })
+            (before, after, crate::postgres::latest_version())
         }
-        other => Err(StoreError::Unsupported(format!(
-            "database driver {other:?} is not supported by this build"
-        ))),
-    }
+        other => {
+            return Err(StoreError::Unsupported(format!(
+                "database driver {other:?} is not supported by this build"
+            )))
+        }
+    };
+    Ok(MigrationReport {
+        before,
+        after,
+        latest,
+    })
 }
 
 /// Copies the SQLite database at `source` to `dest` with `VACUUM INTO`: one read transaction,
@@ -157,34 +156,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::conformance::running;
     use crate::Store;
-
-    fn sandbox(id: &str) -> stacyvm_types::Sandbox {
-        let now = chrono::Utc::now();
-        stacyvm_types::Sandbox {
-            id: id.into(),
-            state: stacyvm_types::SandboxState::Running,
-            provider: "mock".into(),
-            image: "alpine".into(),
-            memory_mb: 64,
-            vcpus: 1,
-            metadata: Default::default(),
-            template: String::new(),
-            owner_id: "alice".into(),
-            vm_id: None,
-            placement: stacyvm_types::Placement::Local,
-            tenant_id: String::new(),
-            preview_domain: "localhost".into(),
-            created_at: now,
-            expires_at: now,
-            updated_at: now,
-            lifecycle: Default::default(),
-            paused_at: None,
-            last_active_at: None,
-            preview_token: stacyvm_types::PreviewToken::from_stored(format!("token-of-{id}")),
-            public_preview: false,
-        }
-    }
 
     #[tokio::test]
     async fn migrate_reports_versions_and_is_idempotent() {
@@ -210,7 +183,7 @@ mod tests {
         let store = crate::SqliteStore::open(src.to_str().unwrap())
             .await
             .unwrap();
-        store.insert_sandbox(&sandbox("sb-00000001")).await.unwrap();
+        store.insert_sandbox(&running("sb-00000001")).await.unwrap();
         let dest = dir.path().join("copy.db");
         // The server keeps its connections open (WAL) while the copy is taken.
         let report = backup_sqlite(&src, &dest, false).await.unwrap();
@@ -228,7 +201,7 @@ mod tests {
         );
         copy.close().await;
 
-        store.insert_sandbox(&sandbox("sb-00000002")).await.unwrap();
+        store.insert_sandbox(&running("sb-00000002")).await.unwrap();
         let refused = backup_sqlite(&src, &dest, false).await.unwrap_err();
         assert!(matches!(refused, StoreError::Conflict(_)), "{refused:?}");
         backup_sqlite(&src, &dest, true).await.unwrap();

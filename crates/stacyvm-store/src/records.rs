@@ -95,18 +95,11 @@ pub struct NewAdminAudit {
     pub tenant_id: String,
 }
 
+/// A stored audit entry: what was inserted, numbered and stamped by the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminAuditRecord {
     pub id: i64,
-    pub actor: String,
-    pub method: String,
-    pub path: String,
-    pub status: i64,
-    pub duration_ms: i64,
-    pub request_id: String,
-    pub remote_addr: String,
-    pub user_agent: String,
-    pub tenant_id: String,
+    pub entry: NewAdminAudit,
     pub created_at: Timestamp,
 }
 

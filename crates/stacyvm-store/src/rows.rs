@@ -9,8 +9,8 @@ use serde::Serialize;
 use stacyvm_types::{Lifecycle, OnExpire, PreviewToken, Sandbox, Timestamp};
 
 use crate::{
-    columns, AdminAuditRecord, E2bSandbox, ExecLog, Lease, OwnerQuota, Snapshot, StoreError,
-    Template, Volume, VolumeMount, WorkerRecord,
+    columns, AdminAuditRecord, E2bSandbox, ExecLog, Lease, NewAdminAudit, OwnerQuota, Snapshot,
+    StoreError, Template, Volume, VolumeMount, WorkerRecord,
 };
 
 /// The one text shape of every stored timestamp: exact to the nanosecond, sortable as a string.
@@ -181,15 +181,17 @@ pub(crate) fn lease(row: &impl ReadRow) -> Result<Lease, StoreError> {
 pub(crate) fn admin_audit(row: &impl ReadRow) -> Result<AdminAuditRecord, StoreError> {
     Ok(AdminAuditRecord {
         id: row.int("id")?,
-        actor: row.text("actor")?,
-        method: row.text("method")?,
-        path: row.text("path")?,
-        status: row.int("status")?,
-        duration_ms: row.int("duration_ms")?,
-        request_id: row.text("request_id")?,
-        remote_addr: row.text("remote_addr")?,
-        user_agent: row.text("user_agent")?,
-        tenant_id: row.text("tenant_id")?,
+        entry: NewAdminAudit {
+            actor: row.text("actor")?,
+            method: row.text("method")?,
+            path: row.text("path")?,
+            status: row.int("status")?,
+            duration_ms: row.int("duration_ms")?,
+            request_id: row.text("request_id")?,
+            remote_addr: row.text("remote_addr")?,
+            user_agent: row.text("user_agent")?,
+            tenant_id: row.text("tenant_id")?,
+        },
         created_at: row.time("created_at")?,
     })
 }

@@ -2,6 +2,17 @@
 //! and in which clock stamps a row, so the clauses that carry a rule and name no parameter are
 //! written once here and spliced into each backend's statements with `concat!`.
 
+use stacyvm_types::SandboxState;
+
+/// The `sandboxes` columns, in `rows::sandbox`'s order.
+macro_rules! sandbox_columns {
+    () => {
+        "id, state, provider, image, memory_mb, vcpus, metadata, template, owner_id, vm_id, \
+         worker_id, tenant_id, preview_domain, created_at, expires_at, updated_at, on_expire, \
+         idle_timeout, paused_at, last_active_at, preview_token, public_preview"
+    };
+}
+
 /// The `leases` columns, in insert order.
 macro_rules! lease_columns {
     () => {
@@ -49,4 +60,32 @@ macro_rules! quota_upsert_rule {
     };
 }
 
-pub(crate) use {lease_columns, lease_grant_rule, quota_columns, quota_upsert_rule};
+pub(crate) use {
+    lease_columns, lease_grant_rule, quota_columns, quota_upsert_rule, sandbox_columns,
+};
+
+/// The states `to` may be reached from, as an SQL list of literals (all from a closed enum).
+/// `to` itself is left out: re-setting the current state is answered without a write.
+pub(crate) fn sources_of(to: SandboxState) -> String {
+    SandboxState::ALL
+        .into_iter()
+        .filter(|&from| from != to && from.valid_transition(to).is_ok())
+        .map(|from| format!("'{}'", from.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_follow_the_transition_table() {
+        assert_eq!(sources_of(SandboxState::Creating), "");
+        assert_eq!(
+            sources_of(SandboxState::Running),
+            "'creating', 'error', 'unhealthy', 'expired', 'paused'"
+        );
+        assert!(!sources_of(SandboxState::Destroyed).contains("'destroyed'"));
+    }
+}

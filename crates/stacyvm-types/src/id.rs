@@ -39,6 +39,32 @@ pub fn validate_owner_id(raw: &str) -> Result<String, OwnerIdError> {
     Ok(id.to_string())
 }
 
+/// An account name [`validate_user`] refuses. The text completes "must be …" and "invalid
+/// user: …" alike.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a user name (letters, digits, '_', '-', '.'; at most 32) or a uid")]
+pub struct InvalidUser;
+
+/// The account to run a command as, trimmed; `None` when empty (the sandbox's default user).
+/// A POSIX user name (at most 32 bytes: letters, digits, `_`, `-`, `.`, a `$` as Samba's
+/// machine accounts end in, not starting with `-`) or a uid below `u32::MAX` (which is
+/// `(uid_t)-1`, "no change"). Anything else is refused where it enters (a spawn, a config file)
+/// rather than looked up as odd text in a sandbox's `/etc/passwd`.
+pub fn validate_user(user: &str) -> Result<Option<&str>, InvalidUser> {
+    let u = user.trim();
+    if u.is_empty() {
+        return Ok(None);
+    }
+    let name = u.len() <= 32
+        && !u.starts_with('-')
+        && u.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'));
+    if !name || u.parse::<u64>().is_ok_and(|n| n > u64::from(u32::MAX - 1)) {
+        return Err(InvalidUser);
+    }
+    Ok(Some(u))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +77,36 @@ mod tests {
         assert!(id[3..]
             .chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn user_rules() {
+        assert_eq!(validate_user(""), Ok(None));
+        assert_eq!(validate_user("  "), Ok(None));
+        assert_eq!(validate_user(" bob "), Ok(Some("bob")));
+        for ok in [
+            "root",
+            "www-data",
+            "a.b_c",
+            "host$",
+            "0",
+            "1000",
+            "4294967294",
+        ] {
+            assert_eq!(validate_user(ok), Ok(Some(ok)), "{ok}");
+        }
+        let long = "a".repeat(33);
+        for bad in [
+            "-x",
+            "a b",
+            "a/b",
+            "ü",
+            "4294967295",
+            "99999999999",
+            long.as_str(),
+        ] {
+            assert_eq!(validate_user(bad), Err(InvalidUser), "{bad}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod watch;
 pub use capped::{json_len, CappedOutput, Collected, DEFAULT_MAX_EXEC_OUTPUT};
 pub use duration::{format_go_duration, parse_go_duration, DurationError, GoDuration};
 pub use event::{EventKind, UnknownEventKind};
-pub use id::{new_sandbox_id, validate_owner_id, OwnerIdError};
+pub use id::{new_sandbox_id, validate_owner_id, validate_user, InvalidUser, OwnerIdError};
 pub use ids::{Placement, SandboxId, WorkerId};
 pub use preview::PreviewToken;
 pub use process::{

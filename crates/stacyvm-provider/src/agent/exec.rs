@@ -14,7 +14,8 @@ use stacyvm_protocol::agent::{
 use stacyvm_types::{OutputRecord, OutputStream, StreamChunk, StreamKind, TIMEOUT_EXIT_CODE};
 
 use super::conn::{AbortOnDrop, AgentConn, ConnError};
-use super::procs::{map_err, to_record, unexpected};
+use super::procs::{map_err, to_record};
+use super::unexpected;
 use crate::{ChunkSender, ProviderError};
 
 /// How long the agent may take to start the command.

@@ -12,6 +12,7 @@ use stacyvm_protocol::base64;
 use stacyvm_types::{format_rfc3339_secs, FileInfo};
 
 use super::conn::{AbortOnDrop, AgentConn, ConnError};
+use super::unexpected;
 use crate::walk::{clean_file_path, clean_path};
 use crate::{parse_mode, ProviderError};
 
@@ -30,16 +31,8 @@ pub(crate) fn map_err(e: ConnError, given: &str) -> ProviderError {
             message,
         } => ProviderError::InvalidInput(message),
         ConnError::Agent { message, .. } => ProviderError::internal(message),
-        ConnError::Closed | ConnError::Io(_) => {
-            ProviderError::Unavailable("sandbox agent unreachable".into())
-        }
-        ConnError::Timeout => ProviderError::Unavailable("sandbox agent did not answer".into()),
-        e => ProviderError::internal_with("sandbox agent protocol error", e),
+        e => super::call_failed(e),
     }
-}
-
-pub(super) fn unexpected(m: GuestMsg) -> ProviderError {
-    ProviderError::internal(format!("unexpected agent answer {m:?}"))
 }
 
 fn to_info(f: AgentFileInfo) -> FileInfo {

@@ -12,7 +12,8 @@ use stacyvm_protocol::agent::{GuestMsg, HostMsg, ProcStart, AGENT_START_READ_VER
 use stacyvm_types::{OutputRecord, ProcessInfo};
 
 use super::conn::{AbortOnDrop, AgentConn, ConnError};
-use super::procs::{self, map_err, to_info, to_record, unexpected};
+use super::procs::{self, map_err, to_info, to_record};
+use super::unexpected;
 use crate::{ProviderError, RecordStream};
 
 /// Deadline of the start's answer (the read after it may last as long as the process).

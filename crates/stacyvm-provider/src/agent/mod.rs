@@ -16,7 +16,28 @@ pub(crate) mod watch;
 
 use std::path::{Path, PathBuf};
 
+use stacyvm_protocol::agent::GuestMsg;
+
+use self::conn::ConnError;
 use crate::{ProviderError, MICROVM_DEFAULT_DATA_DIR};
+
+/// A failed agent call other than the agent's own refusal (`ConnError::Agent`, which each API
+/// maps itself: only it knows what the codes name): the connection lost or silent, or a
+/// frame that could not be read.
+pub(crate) fn call_failed(e: ConnError) -> ProviderError {
+    match e {
+        ConnError::Closed | ConnError::Io(_) => {
+            ProviderError::Unavailable("sandbox agent unreachable".into())
+        }
+        ConnError::Timeout => ProviderError::Unavailable("sandbox agent did not answer".into()),
+        e => ProviderError::internal_with("sandbox agent protocol error", e),
+    }
+}
+
+/// An answer that is not one the request can get.
+pub(crate) fn unexpected(m: GuestMsg) -> ProviderError {
+    ProviderError::internal(format!("unexpected agent answer {m:?}"))
+}
 
 /// Environment variable naming the agent binary (tests, CI, development).
 pub const AGENT_ENV: &str = "STACYVM_AGENT";

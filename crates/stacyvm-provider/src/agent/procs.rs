@@ -15,6 +15,7 @@ use stacyvm_protocol::base64;
 use stacyvm_types::{OutputRecord, OutputStream, Pid, ProcessInfo, ProcessState, PtySize, Signal};
 
 use super::conn::{AbortOnDrop, AgentConn, BoundedRx, ConnError};
+use super::unexpected;
 use crate::{ProcessSpec, ProviderError, RecordStream};
 
 /// Deadline of one process request (not of a read, which may follow for as long as it likes).
@@ -123,16 +124,8 @@ pub(crate) fn map_err(e: ConnError, pid: Pid) -> ProviderError {
             ErrorCode::Version => ProviderError::Unavailable(message),
             ErrorCode::Unknown | ErrorCode::Io => ProviderError::internal(message),
         },
-        ConnError::Closed | ConnError::Io(_) => {
-            ProviderError::Unavailable("sandbox agent unreachable".into())
-        }
-        ConnError::Timeout => ProviderError::Unavailable("sandbox agent did not answer".into()),
-        e => ProviderError::internal_with("sandbox agent protocol error", e),
+        e => super::call_failed(e),
     }
-}
-
-pub(crate) fn unexpected(m: GuestMsg) -> ProviderError {
-    ProviderError::internal(format!("unexpected agent answer {m:?}"))
 }
 
 async fn call(conn: &AgentConn, msg: HostMsg, pid: Pid) -> Result<GuestMsg, ProviderError> {

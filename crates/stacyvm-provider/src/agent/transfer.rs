@@ -11,7 +11,8 @@ use stacyvm_protocol::agent::{GuestMsg, HostMsg, FILE_CHUNK};
 use stacyvm_protocol::base64;
 
 use super::conn::{AbortOnDrop, AgentConn};
-use super::files::{call, expect_ok, unexpected, write_mode};
+use super::files::{call, expect_ok, write_mode};
+use super::unexpected;
 use crate::walk::{clean_file_path, clean_path};
 use crate::{ByteStream, FileStream, ProviderError};
 

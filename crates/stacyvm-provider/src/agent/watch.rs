@@ -30,11 +30,7 @@ fn map_err(e: ConnError, given: &str) -> ProviderError {
             ErrorCode::Busy | ErrorCode::Version => ProviderError::Unavailable(message),
             _ => ProviderError::internal(format!("watching {given} failed: {message}")),
         },
-        ConnError::Closed | ConnError::Io(_) => {
-            ProviderError::Unavailable("sandbox agent unreachable".into())
-        }
-        ConnError::Timeout => ProviderError::Unavailable("sandbox agent did not answer".into()),
-        e => ProviderError::internal_with("sandbox agent protocol error", e),
+        e => super::call_failed(e),
     }
 }
 
@@ -84,7 +80,7 @@ impl<T: AsRef<AgentConn> + Send + Sync + 'static> Open<T> {
             }
             Some(m) => {
                 self.finish();
-                (vec![Err(super::procs::unexpected(m))], false)
+                (vec![Err(super::unexpected(m))], false)
             }
             // The guard still cancels the agent's watch when the stream goes.
             None if self.rx.overran() => (
@@ -132,7 +128,7 @@ pub(crate) async fn watch<T: AsRef<AgentConn> + Send + Sync + 'static>(
             open.finish();
             return Err(map_err(ConnError::Agent { code, message }, given));
         }
-        Ok(Some(m)) => return Err(super::procs::unexpected(m)),
+        Ok(Some(m)) => return Err(super::unexpected(m)),
         Ok(None) => return Err(map_err(ConnError::Closed, given)),
         Err(_) => return Err(map_err(ConnError::Timeout, given)),
     }

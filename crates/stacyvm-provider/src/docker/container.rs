@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use bollard::container::LogOutput;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, ContainerStatsResponse,
+    ContainerCreateBody, ContainerStateStatusEnum, ContainerStatsResponse, ContainerSummary,
     ContainerSummaryStateEnum, HostConfig, Mount, MountType,
 };
 use bollard::query_parameters::{
@@ -343,17 +343,27 @@ impl DockerProvider {
         })
     }
 
-    pub(super) async fn managed_containers(&self) -> Result<Vec<RuntimeInfo>, ProviderError> {
-        let filters = HashMap::from([("label", vec![format!("{LABEL_MANAGED}=true")])]);
+    /// Every container (running or not) carrying `label` (`key` or `key=value`).
+    pub(super) async fn containers_labelled(
+        &self,
+        label: String,
+        what: &'static str,
+    ) -> Result<Vec<ContainerSummary>, ProviderError> {
+        let filters = HashMap::from([("label", vec![label])]);
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
             .build();
-        let list = self
-            .docker
+        self.docker
             .list_containers(Some(opts))
             .await
-            .map_err(|e| api_err("listing containers failed", e))?;
+            .map_err(|e| api_err(what, e))
+    }
+
+    pub(super) async fn managed_containers(&self) -> Result<Vec<RuntimeInfo>, ProviderError> {
+        let list = self
+            .containers_labelled(format!("{LABEL_MANAGED}=true"), "listing containers failed")
+            .await?;
         let mut out: Vec<RuntimeInfo> = list
             .into_iter()
             .filter(|c| {

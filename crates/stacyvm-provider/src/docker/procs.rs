@@ -33,6 +33,12 @@ pub(crate) const AGENT_BIN: &str = "/.stacyvm/agent";
 /// A tmpfs of its own, so the socket works with a read-only root filesystem.
 pub(crate) const AGENT_RUN_DIR: &str = "/run/stacyvm";
 const AGENT_SOCK: &str = "/run/stacyvm/agent.sock";
+
+/// The agent's command line in the container: `--listen` to serve, `--bridge` to connect a
+/// stdio bridge to the serving one.
+fn agent_command(mode: &str) -> Vec<String> {
+    vec![AGENT_BIN.to_string(), mode.into(), AGENT_SOCK.into()]
+}
 /// How long a freshly started agent may take to listen and answer (gVisor execs are slower).
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long one bridge attempt may take to answer the handshake.
@@ -114,11 +120,7 @@ impl DockerProvider {
             ));
         }
         let opts = CreateExecOptions {
-            cmd: Some(vec![
-                AGENT_BIN.to_string(),
-                "--listen".into(),
-                AGENT_SOCK.into(),
-            ]),
+            cmd: Some(agent_command("--listen")),
             working_dir: Some("/".into()),
             ..Default::default()
         };
@@ -152,11 +154,7 @@ impl DockerProvider {
             attach_stdin: Some(true),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
-            cmd: Some(vec![
-                AGENT_BIN.to_string(),
-                "--bridge".into(),
-                AGENT_SOCK.into(),
-            ]),
+            cmd: Some(agent_command("--bridge")),
             working_dir: Some("/".into()),
             ..Default::default()
         };

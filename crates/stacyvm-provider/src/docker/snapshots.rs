@@ -284,16 +284,9 @@ impl DockerProvider {
         known: &std::collections::HashSet<String>,
         grace: i64,
     ) -> Result<Vec<String>, ProviderError> {
-        let filters = HashMap::from([("label", vec![LABEL_HELPER.to_string()])]);
-        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
         let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| api_err("listing snapshot helpers failed", e))?;
+            .containers_labelled(LABEL_HELPER.to_string(), "listing snapshot helpers failed")
+            .await?;
         let now = chrono::Utc::now().timestamp();
         let mut removed = Vec::new();
         for c in list {

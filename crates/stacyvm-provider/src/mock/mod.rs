@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
+use stacyvm_protocol::agent::ProcStart;
 use stacyvm_types::{FileInfo, Pid, ProcessInfo, PtySize, SandboxState, Signal};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -240,6 +241,40 @@ impl MockProvider {
             .map_err(|e| ProviderError::internal_with("file task failed", e))?
     }
 
+    /// [`Self::on_root`] for an operation on one path of the sandbox.
+    async fn on_path<T, F>(
+        &self,
+        method: &'static str,
+        runtime_id: &str,
+        path: &str,
+        f: F,
+    ) -> Result<T, ProviderError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path, &str) -> Result<T, ProviderError> + Send + 'static,
+    {
+        let path = path.to_string();
+        self.on_root(method, runtime_id, move |root| f(root, &path))
+            .await
+    }
+
+    /// The agent and the start message of `spec`. The agent runs on the host: it gets host
+    /// paths and the sandbox's environment, translated as exec does.
+    async fn start_on_host(
+        &self,
+        runtime_id: &str,
+        spec: &ProcessSpec,
+    ) -> Result<(Arc<AgentConn>, ProcStart), ProviderError> {
+        let mut msg = procs::start_msg(spec)?;
+        let (conn, root) = self.agent("process_start", runtime_id).await?;
+        msg.workdir = exec::host_workdir(&root, spec.exec.workdir.as_deref())
+            .await?
+            .to_string_lossy()
+            .into_owned();
+        msg.env.extend(exec::sandbox_env(&root));
+        Ok((conn, msg))
+    }
+
     fn create_root(&self, id: &str) -> Result<(TempDir, PathBuf), ProviderError> {
         let fail = |e| ProviderError::internal_with("creating the sandbox directory failed", e);
         std::fs::create_dir_all(&self.base_dir).map_err(fail)?;
@@ -308,12 +343,7 @@ impl Provider for MockProvider {
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
-        if !paths::valid_id(&spec.id) {
-            return Err(ProviderError::InvalidInput(format!(
-                "invalid sandbox id {:?}",
-                spec.id
-            )));
-        }
+        paths::check_id("sandbox id", &spec.id)?;
         // The base directory must be usable now, so a broken one fails the spawn, not a
         // later command.
         std::fs::create_dir_all(&self.base_dir).map_err(|e| {
@@ -522,20 +552,17 @@ impl Provider for MockProvider {
         content: Bytes,
         mode: Option<&str>,
     ) -> Result<(), ProviderError> {
-        let (path, mode) = (path.to_string(), mode.map(str::to_string));
-        self.on_root("write_file", runtime_id, move |root| {
-            files::write(root, &path, &content, mode.as_deref())
+        let mode = mode.map(str::to_string);
+        self.on_path("write_file", runtime_id, path, move |root, path| {
+            files::write(root, path, &content, mode.as_deref())
         })
         .await
     }
 
     async fn read_file(&self, runtime_id: &str, path: &str) -> Result<Bytes, ProviderError> {
-        let path = path.to_string();
-        self.on_root("read_file", runtime_id, move |root| {
-            files::read(root, &path)
-        })
-        .await
-        .map(Bytes::from)
+        self.on_path("read_file", runtime_id, path, files::read)
+            .await
+            .map(Bytes::from)
     }
 
     fn streams_files(&self) -> bool {
@@ -554,11 +581,8 @@ impl Provider for MockProvider {
                 self.read_file(runtime_id, path).await?,
             ));
         }
-        let owned = path.to_string();
         let (f, size) = self
-            .on_root("read_file", runtime_id, move |root| {
-                stream::open(root, &owned)
-            })
+            .on_path("read_file", runtime_id, path, stream::open)
             .await?;
         Ok(stream::body(f, size, path.to_string()))
     }
@@ -573,11 +597,8 @@ impl Provider for MockProvider {
         if !self.streams_files() {
             return crate::write_buffered(self, runtime_id, path, body, mode).await;
         }
-        let owned = path.to_string();
         let (file, tmp, target) = self
-            .on_root("write_file", runtime_id, move |root| {
-                stream::create_temp(root, &owned)
-            })
+            .on_path("write_file", runtime_id, path, stream::create_temp)
             .await?;
         let n = stream::fill(file, body, path).await?;
         let (path, mode) = (path.to_string(), mode.map(str::to_string));
@@ -592,19 +613,13 @@ impl Provider for MockProvider {
         runtime_id: &str,
         path: &str,
     ) -> Result<Vec<FileInfo>, ProviderError> {
-        let path = path.to_string();
-        self.on_root("list_files", runtime_id, move |root| {
-            files::list(root, &path)
-        })
-        .await
+        self.on_path("list_files", runtime_id, path, files::list)
+            .await
     }
 
     async fn stat_file(&self, runtime_id: &str, path: &str) -> Result<FileInfo, ProviderError> {
-        let path = path.to_string();
-        self.on_root("stat_file", runtime_id, move |root| {
-            files::stat(root, &path)
-        })
-        .await
+        self.on_path("stat_file", runtime_id, path, files::stat)
+            .await
     }
 
     async fn glob(&self, runtime_id: &str, pattern: &str) -> Result<Vec<String>, ProviderError> {
@@ -620,9 +635,8 @@ impl Provider for MockProvider {
         path: &str,
         recursive: bool,
     ) -> Result<(), ProviderError> {
-        let path = path.to_string();
-        self.on_root("delete_file", runtime_id, move |root| {
-            files::delete(root, &path, recursive)
+        self.on_path("delete_file", runtime_id, path, move |root, path| {
+            files::delete(root, path, recursive)
         })
         .await
     }
@@ -636,9 +650,9 @@ impl Provider for MockProvider {
     }
 
     async fn chmod(&self, runtime_id: &str, path: &str, mode: &str) -> Result<(), ProviderError> {
-        let (path, mode) = (path.to_string(), mode.to_string());
-        self.on_root("chmod", runtime_id, move |root| {
-            files::chmod(root, &path, &mode)
+        let mode = mode.to_string();
+        self.on_path("chmod", runtime_id, path, move |root, path| {
+            files::chmod(root, path, &mode)
         })
         .await
     }
@@ -714,14 +728,7 @@ impl Provider for MockProvider {
         runtime_id: &str,
         spec: ProcessSpec,
     ) -> Result<ProcessInfo, ProviderError> {
-        let mut msg = procs::start_msg(&spec)?;
-        let (conn, root) = self.agent("process_start", runtime_id).await?;
-        // The agent runs on the host: it gets host paths, translated as exec does.
-        msg.workdir = exec::host_workdir(&root, spec.exec.workdir.as_deref())
-            .await?
-            .to_string_lossy()
-            .into_owned();
-        msg.env.extend(exec::sandbox_env(&root));
+        let (conn, msg) = self.start_on_host(runtime_id, &spec).await?;
         procs::start(&conn, msg).await
     }
 
@@ -730,13 +737,7 @@ impl Provider for MockProvider {
         runtime_id: &str,
         spec: ProcessSpec,
     ) -> Result<(ProcessInfo, RecordStream), ProviderError> {
-        let mut msg = procs::start_msg(&spec)?;
-        let (conn, root) = self.agent("process_start", runtime_id).await?;
-        msg.workdir = exec::host_workdir(&root, spec.exec.workdir.as_deref())
-            .await?
-            .to_string_lossy()
-            .into_owned();
-        msg.env.extend(exec::sandbox_env(&root));
+        let (conn, msg) = self.start_on_host(runtime_id, &spec).await?;
         crate::agent::follow::start_follow(conn, msg).await
     }
 

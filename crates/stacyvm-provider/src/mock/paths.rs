@@ -123,6 +123,17 @@ fn join(root: &Path, rel: &[OsString]) -> PathBuf {
     p
 }
 
+/// [`valid_id`], or `InvalidInput` naming `what` the id is (`sandbox id`, `volume name`).
+pub(super) fn check_id(what: &str, id: &str) -> Result<(), ProviderError> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(ProviderError::InvalidInput(format!(
+            "invalid {what} {id:?}"
+        )))
+    }
+}
+
 /// Ids become part of a host directory name, so keep them to a safe alphabet.
 pub(super) fn valid_id(id: &str) -> bool {
     !id.is_empty()

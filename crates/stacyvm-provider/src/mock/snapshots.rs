@@ -14,16 +14,6 @@ fn fail(what: &'static str) -> impl Fn(io::Error) -> ProviderError {
     move |e| ProviderError::internal_with(what, e)
 }
 
-fn check_id(id: &str) -> Result<(), ProviderError> {
-    if paths::valid_id(id) {
-        Ok(())
-    } else {
-        Err(ProviderError::InvalidInput(format!(
-            "invalid snapshot id {id:?}"
-        )))
-    }
-}
-
 /// Copies the tree at `from` into `to` (made if missing); returns the bytes of regular files.
 /// `skip` says which symlinks to leave out.
 fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) -> io::Result<u64> {
@@ -50,7 +40,7 @@ fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) -> io::Result
 
 /// Snapshots the sandbox at `root` into `<snaps>/<id>`; returns its size in bytes.
 pub(super) fn take(root: &Path, snaps: &Path, id: &str) -> Result<u64, ProviderError> {
-    check_id(id)?;
+    paths::check_id("snapshot id", id)?;
     let done = snaps.join(id);
     if done.exists() {
         return Err(ProviderError::InvalidInput(format!(
@@ -72,7 +62,7 @@ pub(super) fn take(root: &Path, snaps: &Path, id: &str) -> Result<u64, ProviderE
 }
 
 pub(super) fn delete(snaps: &Path, id: &str) -> Result<(), ProviderError> {
-    check_id(id)?;
+    paths::check_id("snapshot id", id)?;
     match fs::remove_dir_all(snaps.join(id)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
             Err(fail("removing the snapshot failed")(e))
@@ -83,7 +73,7 @@ pub(super) fn delete(snaps: &Path, id: &str) -> Result<(), ProviderError> {
 
 /// Copies snapshot `id` into the (new, empty but for `workspace`) root.
 pub(super) fn restore(snaps: &Path, id: &str, root: &Path) -> Result<(), ProviderError> {
-    check_id(id)?;
+    paths::check_id("snapshot id", id)?;
     let from = snaps.join(id);
     if !from.is_dir() {
         return Err(ProviderError::InvalidInput(format!(

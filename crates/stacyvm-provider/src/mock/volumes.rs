@@ -22,25 +22,15 @@ fn dir(vols: &Path, name: &str) -> PathBuf {
     vols.join(name)
 }
 
-fn check_name(name: &str) -> Result<(), ProviderError> {
-    if paths::valid_id(name) {
-        Ok(())
-    } else {
-        Err(ProviderError::InvalidInput(format!(
-            "invalid volume name {name:?}"
-        )))
-    }
-}
-
 pub(super) fn create(vols: &Path, name: &str) -> Result<(), ProviderError> {
-    check_name(name)?;
+    paths::check_id("volume name", name)?;
     let d = dir(vols, name);
     fs::create_dir_all(d.join("data")).map_err(fail)?;
     fs::create_dir_all(d.join("mounts")).map_err(fail)
 }
 
 pub(super) fn delete(vols: &Path, name: &str) -> Result<(), ProviderError> {
-    check_name(name)?;
+    paths::check_id("volume name", name)?;
     match fs::remove_dir_all(dir(vols, name)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ProviderError::internal_with(
             "removing the volume failed",
@@ -75,7 +65,7 @@ pub(super) fn attach(
     mounts: &[VolumeMountSpec],
 ) -> Result<(), ProviderError> {
     for m in mounts {
-        check_name(&m.volume)?;
+        paths::check_id("volume name", &m.volume)?;
         let vdir = dir(vols, &m.volume);
         let data = vdir.join("data");
         if !data.is_dir() {

@@ -66,18 +66,19 @@ struct AuditView<'a> {
 }
 
 fn audit_view(r: &AdminAuditRecord) -> AuditView<'_> {
+    let e = &r.entry;
     AuditView {
-        actor: &r.actor,
+        actor: &e.actor,
         created_at: format_rfc3339_go(&r.created_at),
-        duration_ms: r.duration_ms,
+        duration_ms: e.duration_ms,
         id: r.id,
-        method: &r.method,
-        path: &r.path,
-        remote_addr: &r.remote_addr,
-        request_id: &r.request_id,
-        status: r.status,
-        tenant_id: &r.tenant_id,
-        user_agent: &r.user_agent,
+        method: &e.method,
+        path: &e.path,
+        remote_addr: &e.remote_addr,
+        request_id: &e.request_id,
+        status: e.status,
+        tenant_id: &e.tenant_id,
+        user_agent: &e.user_agent,
     }
 }
 
@@ -119,17 +120,18 @@ fn csv(rows: &[AdminAuditRecord]) -> Response {
         "id,created_at,actor,method,path,status,duration_ms,request_id,remote_addr,user_agent\n",
     );
     for r in rows {
+        let e = &r.entry;
         let fields = [
             r.id.to_string(),
             format_rfc3339_go(&r.created_at),
-            csv_field(&r.actor),
-            csv_field(&r.method),
-            csv_field(&r.path),
-            r.status.to_string(),
-            r.duration_ms.to_string(),
-            csv_field(&r.request_id),
-            csv_field(&r.remote_addr),
-            csv_field(&r.user_agent),
+            csv_field(&e.actor),
+            csv_field(&e.method),
+            csv_field(&e.path),
+            e.status.to_string(),
+            e.duration_ms.to_string(),
+            csv_field(&e.request_id),
+            csv_field(&e.remote_addr),
+            csv_field(&e.user_agent),
         ];
         out.push_str(&fields.join(","));
         out.push('\n');

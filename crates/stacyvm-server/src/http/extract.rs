@@ -15,6 +15,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// The whole body as bytes, with [`JsonBody`]'s answers for a body that cannot be read (413
+/// when oversized, else 400).
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::plain(
@@ -26,8 +39,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 ApiError::bad_request("invalid request body")
             }
         })?;
-        parse_json(&bytes).map(JsonBody)
+        Ok(RawBody(bytes))
     }
+}
+
+/// The body of [`EmptyOrJson`] and [`OptionalJson`]: `None` when it is empty or white space.
+/// Any read failure (an oversized body too) is 400, as those extractors have always answered.
+async fn unless_blank<S: Send + Sync>(req: Request, state: &S) -> Result<Option<Bytes>, ApiError> {
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(|_| ApiError::bad_request("invalid request body"))?;
+    Ok((!bytes.iter().all(u8::is_ascii_whitespace)).then_some(bytes))
 }
 
 /// Like [`JsonBody`], but an empty body is `T::default()` (a bodiless `POST …/resume`);
@@ -38,13 +60,10 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for EmptyOrJs
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|_| ApiError::bad_request("invalid request body"))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(EmptyOrJson(T::default()));
+        match unless_blank(req, state).await? {
+            Some(bytes) => parse_json(&bytes).map(EmptyOrJson),
+            None => Ok(EmptyOrJson(T::default())),
         }
-        parse_json(&bytes).map(EmptyOrJson)
     }
 }
 
@@ -69,14 +88,11 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|_| ApiError::bad_request("invalid request body"))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(OptionalJson(T::default()));
-        }
+        let bytes = unless_blank(req, state).await?;
         Ok(OptionalJson(
-            serde_json::from_slice(&bytes).unwrap_or_default(),
+            bytes
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
         ))
     }
 }

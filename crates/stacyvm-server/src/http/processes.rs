@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -19,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, RawBody};
 use super::openapi::{
     BadRequest, NotFound, ProcessConflict, ProcessNotFound, SandboxPaused, Unavailable,
 };
@@ -395,17 +395,8 @@ async fn stdin(
             )))
         }
     };
-    let data = Bytes::from_request(req, &st).await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-                "request body too large",
-            )
-        } else {
-            ApiError::bad_request("invalid request body")
-        }
-    })?;
+    // Read after the pid and flag are checked, so a bad one is 400 before any body is read.
+    let RawBody(data) = RawBody::from_request(req, &st).await?;
     let written = st.svc.processes().stdin(&id, pid, data, close).await?;
     Ok(ok(&Written { written }))
 }

@@ -373,24 +373,12 @@ const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
 /// quarter of the stack limit (2 MiB by default) including the sandbox's own environment.
 const MAX_EXEC_BYTES: usize = 1024 * 1024;
 
-/// The account to run as: a POSIX user name (at most 32 bytes: letters, digits, `_`, `-`,
-/// `.`, not starting with `-`) or a uid; empty = none. Anything else is a 400 here rather
-/// than a lookup of odd text in the sandbox's `/etc/passwd`.
+/// The account to run as ([`stacyvm_types::validate_user`]): a 400 for anything that is no
+/// user name or uid; empty = none.
 pub(super) fn check_user(user: &str) -> ServiceResult<Option<String>> {
-    let u = user.trim();
-    if u.is_empty() {
-        return Ok(None);
-    }
-    let ok = u.len() <= 32
-        && !u.starts_with('-')
-        && u.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'));
-    if !ok || u.parse::<u64>().is_ok_and(|n| n > u64::from(u32::MAX - 1)) {
-        return Err(ServiceError::bad_request(format!(
-            "invalid user {u:?}: a user name (letters, digits, '_', '-', '.'; at most 32) or a uid"
-        )));
-    }
-    Ok(Some(u.to_string()))
+    stacyvm_types::validate_user(user)
+        .map(|u| u.map(str::to_string))
+        .map_err(|e| ServiceError::bad_request(format!("invalid user {:?}: {e}", user.trim())))
 }
 
 /// Refuses a command the kernel would refuse (`E2BIG`), with a 400 instead of a failed start.

@@ -4,8 +4,8 @@
 // events.
 
 import { get } from "./api.js";
-import { coalesce, h, replace, showError } from "./dom.js";
-import { subscribe } from "./events.js";
+import { h, replace, showError } from "./dom.js";
+import { keepFresh } from "./events.js";
 import { chart, fmtNum } from "./svg.js";
 
 const REFETCH_MS = 15000;
@@ -122,16 +122,10 @@ export function render(main) {
     }
   }
 
-  const soon = coalesce(refresh, 1000);
-  const stop = subscribe((ev) => {
-    if (ev.type && (ev.type.startsWith("sandbox.") || ev.type === "provider.failed")) soon();
-  });
-  const timer = setInterval(refresh, REFETCH_MS);
-  refresh();
+  const stop = keepFresh(refresh, REFETCH_MS, (ev) =>
+    ev.type && (ev.type.startsWith("sandbox.") || ev.type === "provider.failed"));
   return () => {
     disposed = true;
-    clearInterval(timer);
-    soon.cancel();
     stop();
   };
 }

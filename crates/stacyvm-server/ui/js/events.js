@@ -3,6 +3,7 @@
 // on a timer, so a lost stream never leaves them stale for long.
 
 import { readEvents } from "./api.js";
+import { coalesce } from "./dom.js";
 
 const HISTORY = 1000;
 
@@ -15,6 +16,24 @@ let state = "closed";
 export function subscribe(fn) {
   subscribers.add(fn);
   return () => subscribers.delete(fn);
+}
+
+/**
+ * Keeps a page fresh: runs `refresh` now, every `everyMs`, and (at most once a second) after
+ * each event `wanted(ev)` accepts. The returned function stops all three.
+ */
+export function keepFresh(refresh, everyMs, wanted) {
+  const soon = coalesce(refresh, 1000);
+  const stop = subscribe((ev) => {
+    if (wanted(ev)) soon();
+  });
+  const timer = setInterval(refresh, everyMs);
+  refresh();
+  return () => {
+    clearInterval(timer);
+    soon.cancel();
+    stop();
+  };
 }
 
 /** fn(state) on every change ("connecting", "open", "closed"), and once now. */

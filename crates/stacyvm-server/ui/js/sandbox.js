@@ -114,20 +114,20 @@ export function render(main, [id]) {
         current ? `The sandbox is ${current.state}: no process calls.` : "No processes."));
       return;
     }
-    try {
-      const list = await get(`/sandboxes/${enc(id)}/processes`);
-      if (!disposed) replace(procSlot, processTable(list));
-    } catch (e) {
-      if (!disposed) replace(procSlot, h("p", { class: "error" }, e.message));
-    }
+    await fill(procSlot, `/sandboxes/${enc(id)}/processes`, processTable);
   }
 
   async function refreshExecs() {
+    await fill(execSlot, `/sandboxes/${enc(id)}/execs?limit=50`, execTable);
+  }
+
+  /** `slot` shows `render(answer)` of GET `path`, or the error's message. */
+  async function fill(slot, path, render) {
     try {
-      const list = await get(`/sandboxes/${enc(id)}/execs?limit=50`);
-      if (!disposed) replace(execSlot, execTable(list));
+      const list = await get(path);
+      if (!disposed) replace(slot, render(list));
     } catch (e) {
-      if (!disposed) replace(execSlot, h("p", { class: "error" }, e.message));
+      if (!disposed) replace(slot, h("p", { class: "error" }, e.message));
     }
   }
 

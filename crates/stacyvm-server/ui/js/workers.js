@@ -2,8 +2,8 @@
 // and delete for admins (the admin key; anything else answers 403, shown as an error).
 
 import { del, enc, get, post } from "./api.js";
-import { badge, busy, coalesce, confirmButton, h, notice, replace, showError, when } from "./dom.js";
-import { subscribe } from "./events.js";
+import { badge, busy, confirmButton, h, notice, replace, showError, when } from "./dom.js";
+import { keepFresh } from "./events.js";
 
 // Workers send no events of their own (heartbeats are not events): poll.
 const REFETCH_MS = 10000;
@@ -78,16 +78,10 @@ export function render(main) {
     }
   }
 
-  const soon = coalesce(refresh, 1000);
-  const stop = subscribe((ev) => {
-    if (ev.type === "reconcile.action" || ev.type === "sandbox.created" || ev.type === "sandbox.destroyed") soon();
-  });
-  const timer = setInterval(refresh, REFETCH_MS);
-  refresh();
+  const stop = keepFresh(refresh, REFETCH_MS, (ev) =>
+    ev.type === "reconcile.action" || ev.type === "sandbox.created" || ev.type === "sandbox.destroyed");
   return () => {
     disposed = true;
-    clearInterval(timer);
-    soon.cancel();
     stop();
   };
 }

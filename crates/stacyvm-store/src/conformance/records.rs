@@ -269,36 +269,7 @@ pub async fn audit_filter_and_order(store: &dyn Store) {
         .expect("list");
     assert_eq!(all.len(), recs.len());
     for (got, want) in all.iter().zip(recs.iter().rev()) {
-        assert_eq!(
-            (
-                &got.actor,
-                &got.method,
-                &got.path,
-                got.status,
-                got.duration_ms
-            ),
-            (
-                &want.actor,
-                &want.method,
-                &want.path,
-                want.status,
-                want.duration_ms
-            )
-        );
-        assert_eq!(
-            (
-                &got.request_id,
-                &got.remote_addr,
-                &got.user_agent,
-                &got.tenant_id
-            ),
-            (
-                &want.request_id,
-                &want.remote_addr,
-                &want.user_agent,
-                &want.tenant_id
-            )
-        );
+        assert_eq!(&got.entry, want);
         assert_between(got.created_at, before, after, "created_at");
     }
     assert!(all
@@ -392,6 +363,6 @@ pub async fn audit_prune(store: &dyn Store) {
         .await
         .expect("list");
     assert_eq!(left.len(), 1);
-    assert_eq!(left[0].actor, "new");
+    assert_eq!(left[0].entry.actor, "new");
     assert_eq!(store.prune_admin_audit(cut).await.expect("prune again"), 0);
 }

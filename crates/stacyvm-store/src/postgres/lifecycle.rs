@@ -42,15 +42,7 @@ async fn moved(
     if let Some(sb) = update_returning(db, sql, id, &ts(&at)).await? {
         return Ok(sb);
     }
-    let current = get(db, id).await?;
-    if current.state != to {
-        current.state.valid_transition(to)?;
-        return Err(StoreError::Conflict(format!(
-            "sandbox {id} is {} and cannot be {to}",
-            current.state
-        )));
-    }
-    Ok(current)
+    StoreError::unmoved(get(db, id).await?, to)
 }
 
 pub(super) async fn pause(db: &PgStore, id: &str, at: Timestamp) -> Result<Sandbox, StoreError> {

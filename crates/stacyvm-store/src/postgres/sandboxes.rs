@@ -4,40 +4,37 @@ use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 
 use super::{db_err, get_all, get_keyed, PgStore, Query};
 use crate::rows::{self, to_json, ts};
+use crate::statements::{sandbox_columns, sources_of};
 use crate::{columns, ActiveCounts, StoreError};
 
-macro_rules! columns {
-    () => {
-        "id, state, provider, image, memory_mb, vcpus, metadata, template, owner_id, vm_id, \
-         worker_id, tenant_id, preview_domain, created_at, expires_at, updated_at, on_expire, \
-         idle_timeout, paused_at, last_active_at, preview_token, public_preview"
-    };
-}
-
 /// The sandbox columns, in `rows::sandbox`'s order, for statements built elsewhere.
-pub(super) const COLUMNS: &str = columns!();
+pub(super) const COLUMNS: &str = sandbox_columns!();
 
 const INSERT: &str = concat!(
     "INSERT INTO sandboxes (",
-    columns!(),
+    sandbox_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
 );
-const GET: &str = concat!("SELECT ", columns!(), " FROM sandboxes WHERE id = $1");
+const GET: &str = concat!(
+    "SELECT ",
+    sandbox_columns!(),
+    " FROM sandboxes WHERE id = $1"
+);
 // The state predicates below repeat the partial indexes' WHERE clauses with literal strings.
 pub(super) const LIST: &str = concat!(
     "SELECT ",
-    columns!(),
+    sandbox_columns!(),
     " FROM sandboxes WHERE state <> 'destroyed' ORDER BY created_at DESC, id DESC"
 );
 const SET_EXPIRY: &str = concat!(
     "UPDATE sandboxes SET expires_at = $2, updated_at = ",
     now_ts!(),
     " WHERE id = $1 AND state <> 'destroyed' RETURNING ",
-    columns!()
+    sandbox_columns!()
 );
 pub(super) const LIST_EXPIRED: &str = concat!(
     "SELECT ",
-    columns!(),
+    sandbox_columns!(),
     " FROM sandboxes WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' \
      AND expires_at < $1 \
      ORDER BY expires_at, id"
@@ -112,17 +109,6 @@ pub(super) async fn list(db: &PgStore) -> Result<Vec<Sandbox>, StoreError> {
     get_all(db, LIST, "sandbox", rows::sandbox).await
 }
 
-/// The states `to` may be reached from, as an SQL list of literals (all from a closed enum).
-/// `to` itself is left out: re-setting the current state is answered without a write.
-fn sources_of(to: SandboxState) -> String {
-    SandboxState::ALL
-        .into_iter()
-        .filter(|&from| from != to && from.valid_transition(to).is_ok())
-        .map(|from| format!("'{}'", from.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// A compare-and-set: the update applies only while the stored state is one `to` may follow.
 /// Under READ COMMITTED a concurrent writer's row lock makes this statement wait and then
 /// re-check the WHERE clause on the new row version, so no invalid transition slips through.
@@ -139,7 +125,7 @@ pub(super) async fn set_state(
             "UPDATE sandboxes SET state = $2, updated_at = {} \
              WHERE id = $1 AND state IN ({sources}) RETURNING {}",
             now_ts!(),
-            columns!()
+            sandbox_columns!()
         ))
     };
     for _ in 0..STATE_CAS_ATTEMPTS {
@@ -202,33 +188,10 @@ pub(super) async fn set_running(
         "UPDATE sandboxes SET state = 'running', vm_id = $2, updated_at = {} \
          WHERE id = $1 AND state = 'creating' RETURNING {}",
         now_ts!(),
-        columns!()
+        sandbox_columns!()
     );
     if let Some(sb) = update_returning(db, &sql, id, vm_id.unwrap_or("")).await? {
         return Ok(sb);
     }
-    let current = get(db, id).await?;
-    if current.state == SandboxState::Running && current.vm_id.as_deref() == vm_id {
-        return Ok(current);
-    }
-    current.state.valid_transition(SandboxState::Running)?;
-    Err(StoreError::Conflict(format!(
-        "sandbox {id} is {} and cannot be marked running",
-        current.state
-    )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sources_follow_the_transition_table() {
-        assert_eq!(sources_of(SandboxState::Creating), "");
-        assert_eq!(
-            sources_of(SandboxState::Running),
-            "'creating', 'error', 'unhealthy', 'expired', 'paused'"
-        );
-        assert!(!sources_of(SandboxState::Destroyed).contains("'destroyed'"));
-    }
+    StoreError::not_marked_running(get(db, id).await?, vm_id)
 }

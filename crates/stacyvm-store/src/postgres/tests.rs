@@ -3,41 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::test_db::TestDb;
 use super::*;
+use crate::conformance::running;
 use crate::rows::{ts, TS_FORMAT};
-
-fn sandbox(id: &str) -> Sandbox {
-    let t = Utc::now();
-    Sandbox {
-        id: id.into(),
-        state: SandboxState::Running,
-        provider: "mock".into(),
-        image: "alpine".into(),
-        memory_mb: 64,
-        vcpus: 1,
-        metadata: BTreeMap::new(),
-        template: String::new(),
-        owner_id: "alice".into(),
-        vm_id: None,
-        placement: stacyvm_types::Placement::Local,
-        tenant_id: String::new(),
-        preview_domain: String::new(),
-        created_at: t,
-        expires_at: t,
-        updated_at: t,
-        lifecycle: Default::default(),
-        paused_at: None,
-        last_active_at: None,
-        preview_token: stacyvm_types::PreviewToken::from_stored(format!("token-of-{id}")),
-        public_preview: false,
-    }
-}
 
 async fn db_now(store: &PgStore) -> DateTime<Utc> {
     let text: String = sqlx::query_scalar(concat!("SELECT ", now_ts!()))
@@ -148,7 +121,7 @@ mod needs_pg {
             store.ping().await.unwrap();
         }
         let store = crate::open("postgres", &db.dsn()).await.unwrap();
-        store.insert_sandbox(&sandbox("sb-1")).await.unwrap();
+        store.insert_sandbox(&running("sb-1")).await.unwrap();
         drop(store);
         let again = db.open().await;
         assert_eq!(
@@ -211,7 +184,7 @@ mod needs_pg {
             ("sb-time", "created_at", "yesterday"),
             ("sb-meta", "metadata", "{not json"),
         ] {
-            store.insert_sandbox(&sandbox(id)).await.unwrap();
+            store.insert_sandbox(&running(id)).await.unwrap();
             let sql = format!("UPDATE sandboxes SET {column} = $1 WHERE id = $2");
             sqlx::query(&sql)
                 .bind(value)
@@ -224,7 +197,7 @@ mod needs_pg {
                 other => panic!("{column}: expected Corrupt, got {other:?}"),
             }
         }
-        store.insert_sandbox(&sandbox("sb-log")).await.unwrap();
+        store.insert_sandbox(&running("sb-log")).await.unwrap();
         sqlx::query(
             "INSERT INTO exec_logs (sandbox_id, command, exit_code, stdout, stderr, duration_ms, \
                created_at) VALUES ('sb-log', 'x', 0, '\\xff', '', 1, '2026-01-01T00:00:00.000000000Z')",
@@ -243,7 +216,7 @@ mod needs_pg {
     async fn exec_output_with_nul_round_trips() {
         let db = TestDb::create().await;
         let store = db.open().await;
-        store.insert_sandbox(&sandbox("sb-1")).await.unwrap();
+        store.insert_sandbox(&running("sb-1")).await.unwrap();
         let log = ExecLog {
             sandbox_id: "sb-1".into(),
             command: "printf 'a\\0b'".into(),

@@ -8,8 +8,8 @@ use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 
 use super::db::{exec, first, Db};
 use super::now;
-use super::sandboxes::{get_on, COLUMNS};
-use crate::rows::{self, ts};
+use super::sandboxes::{get_on, returning, COLUMNS};
+use crate::rows::ts;
 use crate::StoreError;
 
 static PAUSE: LazyLock<String> = LazyLock::new(|| {
@@ -40,20 +40,10 @@ async fn moved(
 ) -> Result<Sandbox, StoreError> {
     let stamp = ts(&now());
     db.write("sandbox", |c| {
-        if let Some(sb) = first(c, "sandbox", sql, params![id, at, stamp], |r| {
-            rows::sandbox(r)
-        })? {
+        if let Some(sb) = returning(c, sql, params![id, at, stamp])? {
             return Ok(sb);
         }
-        let current = get_on(c, id)?;
-        if current.state != to {
-            current.state.valid_transition(to)?;
-            return Err(StoreError::Conflict(format!(
-                "sandbox {id} is {} and cannot be {to}",
-                current.state
-            )));
-        }
-        Ok(current)
+        StoreError::unmoved(get_on(c, id)?, to)
     })
     .await
 }

@@ -356,12 +356,11 @@ impl Store for SqliteStore {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use chrono::{NaiveDateTime, TimeZone};
 
     use super::db::col;
     use super::*;
+    use crate::conformance::running;
     use crate::rows::{ts, TS_FORMAT};
 
     struct TempStore {
@@ -378,33 +377,6 @@ mod tests {
             _dir: dir,
             path,
             store,
-        }
-    }
-
-    fn sandbox(id: &str) -> Sandbox {
-        let t = Utc::now();
-        Sandbox {
-            id: id.into(),
-            state: SandboxState::Running,
-            provider: "mock".into(),
-            image: "alpine".into(),
-            memory_mb: 64,
-            vcpus: 1,
-            metadata: BTreeMap::new(),
-            template: String::new(),
-            owner_id: "alice".into(),
-            vm_id: None,
-            placement: stacyvm_types::Placement::Local,
-            tenant_id: String::new(),
-            preview_domain: String::new(),
-            created_at: t,
-            expires_at: t,
-            updated_at: t,
-            lifecycle: Default::default(),
-            paused_at: None,
-            last_active_at: None,
-            preview_token: stacyvm_types::PreviewToken::from_stored(format!("token-of-{id}")),
-            public_preview: false,
         }
     }
 
@@ -438,8 +410,8 @@ mod tests {
     #[tokio::test]
     async fn typed_fields_keep_their_column_text() {
         let t = temp_store().await;
-        let local = sandbox("sb-0000000a");
-        let mut remote = sandbox("sb-0000000b");
+        let local = running("sb-0000000a");
+        let mut remote = running("sb-0000000b");
         remote.placement = stacyvm_types::Placement::Remote("w-1".into());
         remote.vm_id = Some("rt-1".into());
         t.store.insert_sandbox(&local).await.unwrap();
@@ -489,7 +461,7 @@ mod tests {
     #[tokio::test]
     async fn reopen_keeps_data_and_refuses_a_newer_schema() {
         let t = temp_store().await;
-        t.store.insert_sandbox(&sandbox("sb-1")).await.unwrap();
+        t.store.insert_sandbox(&running("sb-1")).await.unwrap();
         t.store.close().await;
         let again = SqliteStore::open(&t.path).await.unwrap();
         assert_eq!(
@@ -573,7 +545,7 @@ mod tests {
                 .await
         });
         assert!(task.await.unwrap_err().is_panic());
-        store.insert_sandbox(&sandbox("sb-after")).await.unwrap();
+        store.insert_sandbox(&running("sb-after")).await.unwrap();
         assert_eq!(
             store.get_sandbox(&"sb-after".into()).await.unwrap().id,
             "sb-after"
@@ -602,7 +574,7 @@ mod tests {
         let before = size();
         for n in 0..300 {
             t.store
-                .insert_sandbox(&sandbox(&format!("sb-{n:04}")))
+                .insert_sandbox(&running(&format!("sb-{n:04}")))
                 .await
                 .unwrap();
         }
@@ -621,7 +593,7 @@ mod tests {
             ("sb-time", "created_at", "yesterday"),
             ("sb-meta", "metadata", "{not json"),
         ] {
-            t.store.insert_sandbox(&sandbox(id)).await.unwrap();
+            t.store.insert_sandbox(&running(id)).await.unwrap();
             let sql = format!("UPDATE sandboxes SET {column} = ?1 WHERE id = ?2");
             t.store
                 .db
@@ -698,7 +670,7 @@ mod tests {
     #[tokio::test]
     async fn memory_database_works_on_one_connection() {
         let store = SqliteStore::open(":memory:").await.unwrap();
-        store.insert_sandbox(&sandbox("sb-1")).await.unwrap();
+        store.insert_sandbox(&running("sb-1")).await.unwrap();
         assert_eq!(store.list_sandboxes().await.unwrap().len(), 1);
         let empty = SqliteStore::open("").await;
         assert!(matches!(empty, Err(StoreError::Unsupported(_))));

@@ -8,39 +8,36 @@ use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 use super::db::{all, exec, first, found, Db};
 use super::now;
 use crate::rows::{self, to_json, ts};
+use crate::statements::{sandbox_columns, sources_of};
 use crate::{columns, ActiveCounts, StoreError};
 
-macro_rules! columns {
-    () => {
-        "id, state, provider, image, memory_mb, vcpus, metadata, template, owner_id, vm_id, \
-         worker_id, tenant_id, preview_domain, created_at, expires_at, updated_at, on_expire, \
-         idle_timeout, paused_at, last_active_at, preview_token, public_preview"
-    };
-}
-
 /// The sandbox columns, in `rows::sandbox`'s order, for statements built elsewhere.
-pub(super) const COLUMNS: &str = columns!();
+pub(super) const COLUMNS: &str = sandbox_columns!();
 
 const INSERT: &str = concat!(
     "INSERT INTO sandboxes (",
-    columns!(),
+    sandbox_columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
 );
-const GET: &str = concat!("SELECT ", columns!(), " FROM sandboxes WHERE id = ?1");
+const GET: &str = concat!(
+    "SELECT ",
+    sandbox_columns!(),
+    " FROM sandboxes WHERE id = ?1"
+);
 // The state predicates below repeat the partial indexes' WHERE clauses word for word.
 pub(super) const LIST: &str = concat!(
     "SELECT ",
-    columns!(),
+    sandbox_columns!(),
     " FROM sandboxes WHERE state <> 'destroyed' ORDER BY created_at DESC, id DESC"
 );
 const SET_EXPIRY: &str = concat!(
     "UPDATE sandboxes SET expires_at = ?2, updated_at = ?3 \
      WHERE id = ?1 AND state <> 'destroyed' RETURNING ",
-    columns!()
+    sandbox_columns!()
 );
 pub(super) const LIST_EXPIRED: &str = concat!(
     "SELECT ",
-    columns!(),
+    sandbox_columns!(),
     " FROM sandboxes WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' \
      AND expires_at < ?1 \
      ORDER BY expires_at, id"
@@ -126,6 +123,16 @@ pub(super) async fn insert(db: &Db, sb: &Sandbox) -> Result<(), StoreError> {
     .await
 }
 
+/// Runs an update `RETURNING` the sandbox columns; `None` when its WHERE clause matched
+/// nothing.
+pub(super) fn returning(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Option<Sandbox>, StoreError> {
+    first(c, "sandbox", sql, params, |r| rows::sandbox(r))
+}
+
 pub(super) fn get_on(c: &Connection, id: &str) -> Result<Sandbox, StoreError> {
     found(
         first(c, "sandbox", GET, [id], |r| rows::sandbox(r))?,
@@ -142,17 +149,6 @@ pub(super) fn list(db: &Db) -> Result<Vec<Sandbox>, StoreError> {
     db.read(|c| all(c, "sandbox", LIST, [], |r| rows::sandbox(r)))
 }
 
-/// The states `to` may be reached from, as an SQL list of literals (all from a closed enum).
-/// `to` itself is left out: re-setting the current state is answered without a write.
-fn sources_of(to: SandboxState) -> String {
-    SandboxState::ALL
-        .into_iter()
-        .filter(|&from| from != to && from.valid_transition(to).is_ok())
-        .map(|from| format!("'{}'", from.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Per target state, the compare-and-set of `set_state` (`None`: no state may move there).
 static SET_STATE: LazyLock<Vec<(SandboxState, Option<String>)>> = LazyLock::new(|| {
     SandboxState::ALL
@@ -163,7 +159,7 @@ static SET_STATE: LazyLock<Vec<(SandboxState, Option<String>)>> = LazyLock::new(
                 format!(
                     "UPDATE sandboxes SET state = ?2, updated_at = ?3 \
                      WHERE id = ?1 AND state IN ({sources}) RETURNING {}",
-                    columns!()
+                    sandbox_columns!()
                 )
             });
             (to, sql)
@@ -174,7 +170,7 @@ static SET_STATE: LazyLock<Vec<(SandboxState, Option<String>)>> = LazyLock::new(
 const SET_RUNNING: &str = concat!(
     "UPDATE sandboxes SET state = 'running', vm_id = ?2, updated_at = ?3 \
      WHERE id = ?1 AND state = 'creating' RETURNING ",
-    columns!()
+    sandbox_columns!()
 );
 
 /// A compare-and-set: the update applies only while the stored state is one `to` may follow.
@@ -188,9 +184,7 @@ pub(super) async fn set_state(db: &Db, id: &str, to: SandboxState) -> Result<San
     let stamp = ts(&now());
     db.write("sandbox", |c| {
         if let Some(sql) = sql {
-            if let Some(sb) = first(c, "sandbox", sql, params![id, to.as_str(), stamp], |r| {
-                rows::sandbox(r)
-            })? {
+            if let Some(sb) = returning(c, sql, params![id, to.as_str(), stamp])? {
                 return Ok(sb);
             }
         }
@@ -211,13 +205,7 @@ pub(super) async fn set_expiry(
 ) -> Result<Sandbox, StoreError> {
     let row = db
         .write("sandbox", |c| {
-            first(
-                c,
-                "sandbox",
-                SET_EXPIRY,
-                params![id, ts(&expires_at), ts(&now())],
-                |r| rows::sandbox(r),
-            )
+            returning(c, SET_EXPIRY, params![id, ts(&expires_at), ts(&now())])
         })
         .await?;
     found(row, "sandbox", id)
@@ -258,35 +246,10 @@ pub(super) async fn set_running(
     let stamp = ts(&now());
     let column = vm_id.unwrap_or("");
     db.write("sandbox", |c| {
-        if let Some(sb) = first(c, "sandbox", SET_RUNNING, params![id, column, stamp], |r| {
-            rows::sandbox(r)
-        })? {
+        if let Some(sb) = returning(c, SET_RUNNING, params![id, column, stamp])? {
             return Ok(sb);
         }
-        let current = get_on(c, id)?;
-        if current.state == SandboxState::Running && current.vm_id.as_deref() == vm_id {
-            return Ok(current);
-        }
-        current.state.valid_transition(SandboxState::Running)?;
-        Err(StoreError::Conflict(format!(
-            "sandbox {id} is {} and cannot be marked running",
-            current.state
-        )))
+        StoreError::not_marked_running(get_on(c, id)?, vm_id)
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sources_follow_the_transition_table() {
-        assert_eq!(sources_of(SandboxState::Creating), "");
-        assert_eq!(
-            sources_of(SandboxState::Running),
-            "'creating', 'error', 'unhealthy', 'expired', 'paused'"
-        );
-        assert!(!sources_of(SandboxState::Destroyed).contains("'destroyed'"));
-    }
 }

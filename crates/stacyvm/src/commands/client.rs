@@ -22,20 +22,32 @@ impl Client {
         }
     }
 
+    /// A request to `/api/v1{path}`, with the API key when there is one.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base));
+        if self.key.is_empty() {
+            req
+        } else {
+            req.header("X-API-Key", &self.key)
+        }
+    }
+
+    /// Sends `req`; a failure to reach the server names it.
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        req.send()
+            .await
+            .with_context(|| format!("contacting {}", self.base))
+    }
+
     /// POST of a raw body (process stdin); errors as [`Self::call`].
     pub(super) async fn post_raw(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .post(format!("{}/api/v1{path}", self.base))
+        let req = self
+            .request(reqwest::Method::POST, path)
             .header("Content-Type", "application/octet-stream")
             .body(body);
-        if !self.key.is_empty() {
-            req = req.header("X-API-Key", &self.key);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("contacting {}", self.base))?;
+        let resp = self.send(req).await?;
         let status = resp.status();
         let text = resp.text().await.context("reading response")?;
         if !status.is_success() {
@@ -51,19 +63,12 @@ impl Client {
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
         let mut req = self
-            .http
-            .request(method, format!("{}/api/v1{path}", self.base))
+            .request(method, path)
             .header("Content-Type", "application/json");
-        if !self.key.is_empty() {
-            req = req.header("X-API-Key", &self.key);
-        }
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("contacting {}", self.base))?;
+        let resp = self.send(req).await?;
         let status = resp.status();
         let text = resp.text().await.context("reading response")?;
         if !status.is_success() {
@@ -75,14 +80,7 @@ impl Client {
     /// GET of a streamed answer (`/events`): the response once its status is a success, its
     /// body still unread; errors as [`Self::call`].
     pub(super) async fn get_stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
-        let mut req = self.http.get(format!("{}/api/v1{path}", self.base));
-        if !self.key.is_empty() {
-            req = req.header("X-API-Key", &self.key);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("contacting {}", self.base))?;
+        let resp = self.send(self.request(reqwest::Method::GET, path)).await?;
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();

@@ -116,35 +116,13 @@ fn page(all: &mut Vec<Sandbox>, limit: usize, cursor: Option<&PageCursor>) -> Sa
 #[allow(clippy::unwrap_used)]
 mod tests {
     use chrono::{TimeZone, Utc};
-    use stacyvm_types::{Placement, PreviewToken, SandboxState};
+    use stacyvm_types::SandboxState;
 
     use super::*;
 
     fn sb(id: &str, secs: i64) -> Sandbox {
         let t = Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap();
-        Sandbox {
-            id: id.into(),
-            state: SandboxState::Running,
-            provider: "mock".into(),
-            image: "alpine".into(),
-            memory_mb: 512,
-            vcpus: 1,
-            metadata: Default::default(),
-            template: String::new(),
-            owner_id: String::new(),
-            vm_id: None,
-            placement: Placement::Local,
-            tenant_id: String::new(),
-            preview_domain: String::new(),
-            created_at: t,
-            expires_at: t,
-            updated_at: t,
-            lifecycle: Default::default(),
-            paused_at: None,
-            last_active_at: None,
-            preview_token: PreviewToken::default(),
-            public_preview: false,
-        }
+        stacyvm_store::conformance::sandbox(id, "", SandboxState::Running, t)
     }
 
     fn ids(p: &SandboxPage) -> Vec<String> {

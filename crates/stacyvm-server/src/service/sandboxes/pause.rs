@@ -60,14 +60,8 @@ impl Sandboxes<'_> {
         cause: PauseCause,
     ) -> ServiceResult<Sandbox> {
         let sb = self.get(id).await?;
-        match sb.state {
-            SandboxState::Paused => return Ok(sb),
-            SandboxState::Running => {}
-            other => {
-                return Err(ServiceError::Conflict(format!(
-                    "sandbox {id} is {other}; only a running sandbox can be paused"
-                )))
-            }
+        if already(&sb, SandboxState::Paused, SandboxState::Running, "paused")? {
+            return Ok(sb);
         }
         let max = self.svc.settings.limits.max_paused_sandboxes;
         if max > 0 && self.svc.store.count_paused_sandboxes().await? >= max {
@@ -125,14 +119,8 @@ impl Sandboxes<'_> {
             Some(d)
         };
         let sb = self.get(id).await?;
-        match sb.state {
-            SandboxState::Running => return Ok(sb),
-            SandboxState::Paused => {}
-            other => {
-                return Err(ServiceError::Conflict(format!(
-                    "sandbox {id} is {other}; only a paused sandbox can be resumed"
-                )))
-            }
+        if already(&sb, SandboxState::Running, SandboxState::Paused, "resumed")? {
+            return Ok(sb);
         }
         let limits = self.svc.quotas().limits_for(&sb.owner_id).await?;
         if let Some(d) = asked {
@@ -183,5 +171,23 @@ impl Sandboxes<'_> {
             )));
         }
         Ok(())
+    }
+}
+
+/// Whether `sb` is `done` already (pause and resume answer it as it is); `false` when it is
+/// `from` and the call goes on; a conflict in any other state.
+fn already(
+    sb: &Sandbox,
+    done: SandboxState,
+    from: SandboxState,
+    verb: &str,
+) -> ServiceResult<bool> {
+    match sb.state {
+        s if s == done => Ok(true),
+        s if s == from => Ok(false),
+        other => Err(ServiceError::Conflict(format!(
+            "sandbox {} is {other}; only a {from} sandbox can be {verb}",
+            sb.id
+        ))),
     }
 }
