@@ -19,7 +19,10 @@ use crate::agent::procs;
 use crate::agent::{files, transfer as stream};
 mod boot;
 mod exec;
+mod memsnap;
+mod migrate;
 mod net;
+mod paused;
 mod pool;
 mod qmp;
 mod rootfs;
@@ -39,7 +42,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::boot::{Core, Vm, VmMeta};
-use self::qmp::Qmp;
 use self::snapshot::{TemplateKey, Templates};
 use self::vmm::VmPaths;
 use crate::tombstones::Tombstones;
@@ -67,10 +69,14 @@ pub struct MicrovmProvider {
     destroyed: Tombstones,
     /// The pool's refill task, started by the first spawn that can use the pool.
     refill: Mutex<Option<(JoinHandle<()>, CancellationToken)>>,
+    /// Memory snapshots (`<data_dir>/snapshots/`).
+    snaps: memsnap::Snapshots,
+    /// One pause, resume or snapshot at a time: each moves a whole VM through files.
+    state_ops: tokio::sync::Mutex<()>,
 }
 
 /// Ids double as directory names: keep them to a safe alphabet.
-fn valid_runtime_id(id: &str) -> bool {
+pub(crate) fn valid_runtime_id(id: &str) -> bool {
     let mut bytes = id.bytes();
     bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
         && id.len() <= 64
@@ -89,6 +95,7 @@ impl MicrovmProvider {
         let templates = Templates::new(&settings.data_dir);
         templates.remove_stale();
         pool::Pool::remove_stale(&settings.data_dir);
+        let snaps = memsnap::Snapshots::new(&settings.data_dir);
         let core = Core {
             rootfs: rootfs::Rootfs::new(&settings.data_dir, config.image_store.clone()),
             pool: pool::Pool::new(&settings.data_dir, settings.warm_pool),
@@ -103,6 +110,8 @@ impl MicrovmProvider {
             starting: Mutex::new(HashSet::new()),
             destroyed: Tombstones::default(),
             refill: Mutex::new(None),
+            snaps,
+            state_ops: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -212,6 +221,50 @@ impl MicrovmProvider {
         }
     }
 
+    /// Checks `spec` and its id, starts its VM with `start` and records it.
+    async fn spawn_as<F>(
+        &self,
+        spec: &SandboxSpec,
+        start: impl FnOnce(VmPaths) -> F,
+    ) -> Result<Spawned, ProviderError>
+    where
+        F: std::future::Future<Output = Result<Vm, ProviderError>>,
+    {
+        let id = spec.id.clone();
+        if !valid_runtime_id(&id) {
+            return Err(ProviderError::InvalidInput(format!(
+                "invalid sandbox id {id:?}"
+            )));
+        }
+        if spec.image.trim().is_empty() {
+            return Err(ProviderError::ImageNotFound(String::new()));
+        }
+        let paths = VmPaths::new(&self.vms_dir(), &id);
+        if lock(&self.vms).contains_key(&id)
+            || paths.dir.exists()
+            || !lock(&self.starting).insert(id.clone())
+        {
+            return Err(ProviderError::InvalidInput(format!(
+                "sandbox {id} already exists"
+            )));
+        }
+        let r = start(paths).await;
+        lock(&self.starting).remove(&id);
+        let vm = r?;
+        self.destroyed.forget(&id);
+        lock(&self.vms).insert(id.clone(), Arc::new(vm));
+        Ok(Spawned { runtime_id: id })
+    }
+
+    /// The directory of a VM not running in this process, if it is paused to disk.
+    fn paused_paths(&self, id: &str) -> Option<VmPaths> {
+        if !valid_runtime_id(id) || self.destroyed.contains(id) {
+            return None;
+        }
+        let paths = VmPaths::new(&self.vms_dir(), id);
+        paused::is_paused(&paths).then_some(paths)
+    }
+
     /// Destroys a VM known only from its directory (left by an earlier process).
     async fn destroy_orphan(&self, id: &str) -> Result<(), ProviderError> {
         let paths = VmPaths::new(&self.vms_dir(), id);
@@ -272,7 +325,13 @@ impl Provider for MicrovmProvider {
     }
 
     fn capabilities(&self) -> Vec<&'static str> {
-        vec!["spawn", "exec", "exec_stream", "files", "console", "health"]
+        let mut caps = vec!["spawn", "exec", "exec_stream", "files", "console", "health"];
+        caps.push("pause");
+        // Memory snapshots clone like templates: only VMs restored from one can be taken.
+        if self.core.settings.snapshots {
+            caps.push("snapshots");
+        }
+        caps
     }
 
     fn config_summary(&self) -> serde_json::Value {
@@ -334,30 +393,7 @@ impl Provider for MicrovmProvider {
     }
 
     async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
-        let id = spec.id.clone();
-        if !valid_runtime_id(&id) {
-            return Err(ProviderError::InvalidInput(format!(
-                "invalid sandbox id {id:?}"
-            )));
-        }
-        if spec.image.trim().is_empty() {
-            return Err(ProviderError::ImageNotFound(String::new()));
-        }
-        let paths = VmPaths::new(&self.vms_dir(), &id);
-        if lock(&self.vms).contains_key(&id)
-            || paths.dir.exists()
-            || !lock(&self.starting).insert(id.clone())
-        {
-            return Err(ProviderError::InvalidInput(format!(
-                "sandbox {id} already exists"
-            )));
-        }
-        let r = self.start(spec, paths).await;
-        lock(&self.starting).remove(&id);
-        let vm = r?;
-        self.destroyed.forget(&id);
-        lock(&self.vms).insert(id.clone(), Arc::new(vm));
-        Ok(Spawned { runtime_id: id })
+        self.spawn_as(spec, |paths| self.start(spec, paths)).await
     }
 
     async fn destroy(&self, runtime_id: &str) -> Result<(), ProviderError> {
@@ -388,7 +424,95 @@ impl Provider for MicrovmProvider {
         if self.destroyed.contains(runtime_id) {
             return Ok(SandboxState::Destroyed);
         }
+        if self.paused_paths(runtime_id).is_some() {
+            return Ok(SandboxState::Paused);
+        }
         Err(ProviderError::SandboxNotFound(runtime_id.to_string()))
+    }
+
+    /// Saves the VM's memory and devices into its directory and ends its QEMU (docs/state.md).
+    async fn pause(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        let _one = self.state_ops.lock().await;
+        let Some(vm) = lock(&self.vms).get(runtime_id).cloned() else {
+            return match self.paused_paths(runtime_id) {
+                Some(_) => Ok(()),
+                None => Err(ProviderError::SandboxNotFound(runtime_id.to_string())),
+            };
+        };
+        paused::pause(&vm).await?;
+        lock(&self.vms).remove(runtime_id);
+        Ok(())
+    }
+
+    /// Starts a paused VM again from its saved state; its processes go on.
+    async fn resume(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        let _one = self.state_ops.lock().await;
+        if lock(&self.vms).contains_key(runtime_id) {
+            return Ok(());
+        }
+        let Some(paths) = self.paused_paths(runtime_id) else {
+            return Err(ProviderError::SandboxNotFound(runtime_id.to_string()));
+        };
+        if !lock(&self.starting).insert(runtime_id.to_string()) {
+            return Err(ProviderError::InvalidInput(format!(
+                "sandbox {runtime_id} is being started"
+            )));
+        }
+        let r = paused::resume(&self.core, paths).await;
+        lock(&self.starting).remove(runtime_id);
+        lock(&self.vms).insert(runtime_id.to_string(), Arc::new(r?));
+        Ok(())
+    }
+
+    /// A `memory` snapshot of a running or paused VM (the running one keeps running).
+    async fn snapshot(
+        &self,
+        runtime_id: &str,
+        snapshot_id: &str,
+    ) -> Result<crate::SnapshotMade, ProviderError> {
+        let _one = self.state_ops.lock().await;
+        let running = lock(&self.vms).get(runtime_id).cloned();
+        let source = match &running {
+            Some(vm) => memsnap::Source::Running(vm),
+            None => match self.paused_paths(runtime_id) {
+                Some(paths) => paused::as_source(paths).await?,
+                None => return Err(ProviderError::SandboxNotFound(runtime_id.to_string())),
+            },
+        };
+        self.snaps.take(&self.core, source, snapshot_id).await
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), ProviderError> {
+        self.snaps.delete(snapshot_id).await
+    }
+
+    async fn sweep_snapshots(
+        &self,
+        known: &HashSet<String>,
+        grace: Duration,
+    ) -> Result<Vec<String>, ProviderError> {
+        Ok(self.snaps.sweep(known, grace))
+    }
+
+    /// A clone of the snapshot: its processes and memory, a new identity, its own disk copy.
+    /// The snapshot's memory and vCPUs win over the spec's.
+    async fn spawn_from_snapshot(
+        &self,
+        spec: &SandboxSpec,
+        mounts: &[crate::VolumeMountSpec],
+        snapshot_id: &str,
+    ) -> Result<Spawned, ProviderError> {
+        if !mounts.is_empty() {
+            return Err(crate::volumes_unsupported(self.name()));
+        }
+        let (tpl, mut shape) = self.snaps.template(snapshot_id)?;
+        shape.preview_port = self.core.preview_port();
+        let meta = VmMeta::of(spec, self.config.cluster.as_deref());
+        self.spawn_as(spec, |paths| async move {
+            let core = &self.core;
+            snapshot::restore(core, &tpl, meta, paths, &shape, &spec.id, false).await
+        })
+        .await
     }
 
     async fn exec(
@@ -533,17 +657,7 @@ impl Provider for MicrovmProvider {
         if port == net::PREVIEW_GUEST_PORT {
             return Ok(loopback(boot_port));
         }
-        let qmp = async {
-            match &vm.qmp {
-                Some(kept) => Ok(net::QmpLease::Kept(kept.lock().await)),
-                None => {
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                    Qmp::connect(&vm.paths.qmp_sock, deadline)
-                        .await
-                        .map(net::QmpLease::Fresh)
-                }
-            }
-        };
+        let qmp = net::QmpLease::of(&vm);
         match vm.forwards.get_or_add(port, qmp).await {
             Ok(host) => Ok(loopback(host)),
             Err(e @ net::ForwardError::Full) => {
