@@ -207,7 +207,11 @@ pub(crate) fn qemu_args(
         "-serial".into(),
         "chardev:con".into(),
         "-drive".into(),
-        format!("id=root,file={disk},format=qcow2,if=none,cache=unsafe,discard=unmap"),
+        // No image locking: each VM has its own overlay, and the lock QEMU takes back when
+        // `cont` follows a completed migration (a memory snapshot) fails on its fd set.
+        format!(
+            "id=root,file={disk},format=qcow2,if=none,cache=unsafe,discard=unmap,file.locking=off"
+        ),
         "-device".into(),
         "virtio-blk-device,drive=root".into(),
         "-device".into(),
