@@ -113,6 +113,7 @@ async fn pause_to_disk_and_resume_after_a_restart() {
     counter_reaches(&p, &id, 3).await;
     let qemu = p.qemu_pid(&id).expect("qemu pid");
     assert!(qemu_alive(qemu));
+    sh_out(&p, &id, "echo console-mark-7 > /dev/console").await;
 
     let t = Instant::now();
     timeout(BOOT_BOUND, p.pause(&id))
@@ -131,6 +132,11 @@ async fn pause_to_disk_and_resume_after_a_restart() {
     p.pause(&id).await.expect("pause is idempotent");
     let r = p.read_file(&id, "/tmp/c").await;
     assert!(r.is_err(), "read from a paused VM: {r:?}");
+    let console = p.logs(&id, 100).await.expect("logs while paused");
+    assert!(
+        console.iter().any(|l| l.contains("console-mark-7")),
+        "{console:?}"
+    );
 
     // A restarted provider adopts it.
     drop(p);
@@ -150,6 +156,11 @@ async fn pause_to_disk_and_resume_after_a_restart() {
     p.resume(&id).await.expect("resume is idempotent");
     assert_eq!(p.status(&id).await.unwrap(), SandboxState::Running);
     assert!(!vm_dir.join("paused.state").exists(), "state file kept");
+    let console = p.logs(&id, 100).await.unwrap();
+    assert!(
+        console.iter().any(|l| l.contains("console-mark-7")),
+        "console log lost on resume: {console:?}"
+    );
     let at_resume = counter(&p, &id).await;
     assert!(at_resume >= 3, "the counter restarted: {at_resume}");
     let later = counter_reaches(&p, &id, at_resume + 3).await;

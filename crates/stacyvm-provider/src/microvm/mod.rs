@@ -628,9 +628,13 @@ impl Provider for MicrovmProvider {
         crate::agent::watch::watch(self.vm(runtime_id)?, clean, path, recursive).await
     }
 
+    /// The console log; kept (and readable) while the VM is paused to disk.
     async fn logs(&self, runtime_id: &str, lines: usize) -> Result<Vec<String>, ProviderError> {
-        let vm = self.vm(runtime_id)?;
-        match tail_lines(&vm.paths.console, lines).await {
+        let console = match self.vm(runtime_id) {
+            Ok(vm) => vm.paths.console.clone(),
+            Err(e) => self.paused_paths(runtime_id).ok_or(e)?.console,
+        };
+        match tail_lines(&console, lines).await {
             Ok(l) => Ok(l),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(ProviderError::internal_with(

@@ -203,7 +203,8 @@ pub(crate) fn qemu_args(
         "-append".into(),
         cmdline,
         "-chardev".into(),
-        format!("file,id=con,path={}", opt_path(&p.console)),
+        // Appended: a VM resumed from disk keeps its console log.
+        format!("file,id=con,path={},append=on", opt_path(&p.console)),
         "-serial".into(),
         "chardev:con".into(),
         "-drive".into(),
