@@ -12,6 +12,10 @@
 //! A spawn takes, in order: a clone from the warm pool ([`pool`]), a clone restored from its
 //! image's template snapshot ([`snapshot`], built by the first spawn of the image), or a cold
 //! boot ([`boot`]) when snapshots are off or unusable.
+//!
+//! Pause saves the whole VM into its directory and ends QEMU ([`paused`]); memory snapshots
+//! are stored like templates and cloned the same way ([`memsnap`]); both go through QEMU
+//! migration to files ([`migrate`]).
 
 // Shared with the other providers; the submodules keep their `super::agent_conn` paths.
 use crate::agent::conn as agent_conn;
@@ -29,6 +33,7 @@ mod rootfs;
 mod sealed;
 mod settings;
 mod snapshot;
+mod state_ops;
 mod vmm;
 
 use std::collections::{HashMap, HashSet};
@@ -221,50 +226,6 @@ impl MicrovmProvider {
         }
     }
 
-    /// Checks `spec` and its id, starts its VM with `start` and records it.
-    async fn spawn_as<F>(
-        &self,
-        spec: &SandboxSpec,
-        start: impl FnOnce(VmPaths) -> F,
-    ) -> Result<Spawned, ProviderError>
-    where
-        F: std::future::Future<Output = Result<Vm, ProviderError>>,
-    {
-        let id = spec.id.clone();
-        if !valid_runtime_id(&id) {
-            return Err(ProviderError::InvalidInput(format!(
-                "invalid sandbox id {id:?}"
-            )));
-        }
-        if spec.image.trim().is_empty() {
-            return Err(ProviderError::ImageNotFound(String::new()));
-        }
-        let paths = VmPaths::new(&self.vms_dir(), &id);
-        if lock(&self.vms).contains_key(&id)
-            || paths.dir.exists()
-            || !lock(&self.starting).insert(id.clone())
-        {
-            return Err(ProviderError::InvalidInput(format!(
-                "sandbox {id} already exists"
-            )));
-        }
-        let r = start(paths).await;
-        lock(&self.starting).remove(&id);
-        let vm = r?;
-        self.destroyed.forget(&id);
-        lock(&self.vms).insert(id.clone(), Arc::new(vm));
-        Ok(Spawned { runtime_id: id })
-    }
-
-    /// The directory of a VM not running in this process, if it is paused to disk.
-    fn paused_paths(&self, id: &str) -> Option<VmPaths> {
-        if !valid_runtime_id(id) || self.destroyed.contains(id) {
-            return None;
-        }
-        let paths = VmPaths::new(&self.vms_dir(), id);
-        paused::is_paused(&paths).then_some(paths)
-    }
-
     /// Destroys a VM known only from its directory (left by an earlier process).
     async fn destroy_orphan(&self, id: &str) -> Result<(), ProviderError> {
         let paths = VmPaths::new(&self.vms_dir(), id);
@@ -432,36 +393,12 @@ impl Provider for MicrovmProvider {
 
     /// Saves the VM's memory and devices into its directory and ends its QEMU (docs/state.md).
     async fn pause(&self, runtime_id: &str) -> Result<(), ProviderError> {
-        let _one = self.state_ops.lock().await;
-        let Some(vm) = lock(&self.vms).get(runtime_id).cloned() else {
-            return match self.paused_paths(runtime_id) {
-                Some(_) => Ok(()),
-                None => Err(ProviderError::SandboxNotFound(runtime_id.to_string())),
-            };
-        };
-        paused::pause(&vm).await?;
-        lock(&self.vms).remove(runtime_id);
-        Ok(())
+        self.pause_to_disk(runtime_id).await
     }
 
     /// Starts a paused VM again from its saved state; its processes go on.
     async fn resume(&self, runtime_id: &str) -> Result<(), ProviderError> {
-        let _one = self.state_ops.lock().await;
-        if lock(&self.vms).contains_key(runtime_id) {
-            return Ok(());
-        }
-        let Some(paths) = self.paused_paths(runtime_id) else {
-            return Err(ProviderError::SandboxNotFound(runtime_id.to_string()));
-        };
-        if !lock(&self.starting).insert(runtime_id.to_string()) {
-            return Err(ProviderError::InvalidInput(format!(
-                "sandbox {runtime_id} is being started"
-            )));
-        }
-        let r = paused::resume(&self.core, paths).await;
-        lock(&self.starting).remove(runtime_id);
-        lock(&self.vms).insert(runtime_id.to_string(), Arc::new(r?));
-        Ok(())
+        self.resume_from_disk(runtime_id).await
     }
 
     /// A `memory` snapshot of a running or paused VM (the running one keeps running).
@@ -470,16 +407,7 @@ impl Provider for MicrovmProvider {
         runtime_id: &str,
         snapshot_id: &str,
     ) -> Result<crate::SnapshotMade, ProviderError> {
-        let _one = self.state_ops.lock().await;
-        let running = lock(&self.vms).get(runtime_id).cloned();
-        let source = match &running {
-            Some(vm) => memsnap::Source::Running(vm),
-            None => match self.paused_paths(runtime_id) {
-                Some(paths) => paused::as_source(paths).await?,
-                None => return Err(ProviderError::SandboxNotFound(runtime_id.to_string())),
-            },
-        };
-        self.snaps.take(&self.core, source, snapshot_id).await
+        self.memory_snapshot(runtime_id, snapshot_id).await
     }
 
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), ProviderError> {
@@ -502,17 +430,7 @@ impl Provider for MicrovmProvider {
         mounts: &[crate::VolumeMountSpec],
         snapshot_id: &str,
     ) -> Result<Spawned, ProviderError> {
-        if !mounts.is_empty() {
-            return Err(crate::volumes_unsupported(self.name()));
-        }
-        let (tpl, mut shape) = self.snaps.template(snapshot_id)?;
-        shape.preview_port = self.core.preview_port();
-        let meta = VmMeta::of(spec, self.config.cluster.as_deref());
-        self.spawn_as(spec, |paths| async move {
-            let core = &self.core;
-            snapshot::restore(core, &tpl, meta, paths, &shape, &spec.id, false).await
-        })
-        .await
+        self.spawn_snapshot_clone(spec, mounts, snapshot_id).await
     }
 
     async fn exec(
