@@ -337,3 +337,46 @@ async fn memory_snapshot_clones_keep_processes_with_a_new_identity() {
         .collect();
     assert!(left.is_empty(), "left in snapshots/: {left:?}");
 }
+
+/// With snapshots off VMs boot cold, with QEMU's default RAM: they pause and resume too (a
+/// resume starts QEMU with that RAM layout), but cannot be snapshotted, and the provider does
+/// not list `snapshots`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_booted_vms_pause_but_do_not_snapshot() {
+    let _serial = SERIAL.lock().await;
+    let p = MicrovmProvider::new(stacyvm_provider::MicrovmConfig {
+        snapshots: false,
+        ..config()
+    })
+    .unwrap();
+    let caps = p.capabilities();
+    assert!(
+        caps.contains(&"pause") && !caps.contains(&"snapshots"),
+        "{caps:?}"
+    );
+    let id = spawn(&p).await;
+    p.process_start(&id, proc_sh(COUNTER)).await.unwrap();
+    let n = counter_reaches(&p, &id, 3).await;
+    timeout(BOOT_BOUND, p.pause(&id))
+        .await
+        .unwrap()
+        .expect("pause");
+    assert_eq!(p.status(&id).await.unwrap(), SandboxState::Paused);
+    timeout(BOOT_BOUND, p.resume(&id))
+        .await
+        .unwrap()
+        .expect("resume");
+    let at_resume = counter(&p, &id).await;
+    assert!(
+        at_resume >= n,
+        "the counter started over: {at_resume} < {n}"
+    );
+    counter_reaches(&p, &id, at_resume + 2).await;
+    let r = p.snapshot(&id, &new_snapshot_id()).await;
+    assert!(matches!(r, Err(ProviderError::NotSupported(_))), "{r:?}");
+    timeout(Duration::from_secs(30), p.destroy(&id))
+        .await
+        .unwrap()
+        .expect("destroy");
+    assert!(!data_dir().join("vms").join(&id).exists());
+}
