@@ -239,7 +239,7 @@ impl Snapshots {
 }
 
 /// Stops `vm`, migrates it whole into `<work>/stream`, copies its overlay (consistent: the
-/// migration flushed it) and continues it. Returns the stream's path.
+/// migration flushed QEMU's caches) and continues it. Returns the stream's path.
 async fn save_running(vm: &Vm, work: &VmPaths) -> Result<PathBuf, ProviderError> {
     const WHAT: &str = "saving the snapshot";
     let stream = work.dir.join(STREAM);
@@ -248,8 +248,9 @@ async fn save_running(vm: &Vm, work: &VmPaths) -> Result<PathBuf, ProviderError>
     qmp.execute("stop", None).await.map_err(unavailable(WHAT))?;
     let saved = async {
         migrate::ignore_shared(qmp, false, WHAT).await?;
-        let tmp = work.dir.join(".stream.tmp");
-        migrate::save_file(qmp, &tmp, &stream, WHAT).await?;
+        // Not flushed: the stream lives only until the conversion, inside a directory that
+        // is complete only once renamed (and what is kept is flushed then).
+        migrate::save(qmp, &migrate::create(&stream)?, WHAT).await?;
         copy_disk(&vm.paths.overlay, &work.overlay).await
     }
     .await;

@@ -84,7 +84,14 @@ impl MicrovmProvider {
         }
         let r = paused::resume(&self.core, paths).await;
         lock(&self.starting).remove(runtime_id);
-        lock(&self.vms).insert(runtime_id.to_string(), Arc::new(r?));
+        let vm = r?;
+        // Destroyed while it was being resumed: what the destroy found to remove is gone, so
+        // finish the job on what the resume made.
+        if self.destroyed.contains(runtime_id) {
+            super::boot::teardown(&vm).await;
+            return Err(ProviderError::SandboxNotFound(runtime_id.to_string()));
+        }
+        lock(&self.vms).insert(runtime_id.to_string(), Arc::new(vm));
         Ok(())
     }
 
