@@ -97,7 +97,10 @@ pub(crate) async fn pause(vm: &Vm) -> Result<(), ProviderError> {
     end_qemu(vm).await;
     let mut m = vm.meta.clone();
     m.pid = 0;
-    boot::write_meta(&vm.paths, &m).await?;
+    // Not fatal: the VM is saved, and resume checks that a recorded pid still is QEMU.
+    if let Err(e) = boot::write_meta(&vm.paths, &m).await {
+        tracing::warn!(sandbox_id = %vm.meta.sandbox_id, error = %e, "clearing the pid of a paused VM failed");
+    }
     for p in [&vm.paths.agent_sock, &vm.paths.qmp_sock] {
         let _ = std::fs::remove_file(p);
     }
