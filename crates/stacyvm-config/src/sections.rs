@@ -438,12 +438,18 @@ pub struct LifecycleSection {
     /// A sandbox paused this long is destroyed; 0 = kept until destroyed.
     #[serde(deserialize_with = "de::duration")]
     pub paused_retention: GoDuration,
+    /// A snapshot's data that no record names is removed by the reconcile pass once this old
+    /// (a snapshot is made before its record is written, so this must outlast the longest
+    /// snapshot).
+    #[serde(deserialize_with = "de::duration")]
+    pub snapshot_grace: GoDuration,
 }
 
 impl Default for LifecycleSection {
     fn default() -> Self {
         LifecycleSection {
             paused_retention: GoDuration::from_secs(7 * 24 * 3600),
+            snapshot_grace: GoDuration::from_secs(15 * 60),
         }
     }
 }

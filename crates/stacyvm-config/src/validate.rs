@@ -334,6 +334,12 @@ fn check_processes(c: &Config, errors: &mut Vec<ConfigError>) {
             "must not be negative",
         ));
     }
+    if c.lifecycle.snapshot_grace.nanos() < 1_000_000_000 {
+        errors.push(ConfigError::invalid(
+            "lifecycle.snapshot_grace",
+            "must be at least 1s (a snapshot being recorded must not be swept)",
+        ));
+    }
     let e = &c.e2b;
     if !e.listen.trim().is_empty() {
         if let Err(r) = check_host_port(e.listen.trim()) {

@@ -189,7 +189,7 @@ fn every_key_parses() {
     let keys = Config::keys();
     assert_eq!(
         keys.len(),
-        164,
+        165,
         "schema size changed: update this test and docs"
     );
     for (key, _) in &keys {

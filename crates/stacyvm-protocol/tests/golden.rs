@@ -75,6 +75,8 @@ fn goldens() -> Vec<(RpcRequest, String)> {
                     owner_id: "o".into(),
                     ttl: GoDuration::from_secs(300),
                     metadata: BTreeMap::from([("k".to_string(), "v".to_string())]),
+                    volumes: Vec::new(),
+                    snapshot: String::new(),
                 }),
                 Some(lease()),
             ),
@@ -318,6 +320,99 @@ fn goldens() -> Vec<(RpcRequest, String)> {
                 None,
             ),
             r#"{"id":"watch-dir-sb-1","method":"worker.watch_dir","worker_id":"w","params":{"path":"/workspace","provider":"mock","recursive":true,"sandbox_id":"sb-1"}}"#.into(),
+        ),
+    ]
+    .into_iter()
+    .chain(state_goldens())
+    .collect()
+}
+
+/// Volumes and snapshots (capability `state`); the subject is the volume or snapshot.
+fn state_goldens() -> Vec<(RpcRequest, String)> {
+    let vol = |name: &str, size_mb| VolumeParams {
+        provider: "docker".into(),
+        name: name.into(),
+        size_mb,
+    };
+    let sid = "snap-1";
+    let spawn = SpawnParams {
+        sandbox_id: "sb-1".into(),
+        image: "alpine".into(),
+        provider: "docker".into(),
+        memory_mb: 64,
+        vcpus: 1,
+        owner_id: String::new(),
+        ttl: GoDuration::from_secs(300),
+        metadata: BTreeMap::new(),
+        volumes: vec![VolumeMount {
+            name: "data".into(),
+            mount_path: "/data".into(),
+            read_only: true,
+        }],
+        snapshot: sid.into(),
+    };
+    vec![
+        (
+            RpcRequest::new(RpcCall::Spawn(spawn), "w", "sb-1", Some(lease())),
+            format!(
+                r#"{{"id":"spawn-sb-1","method":"worker.spawn","worker_id":"w",{LEASE},"params":{{"image":"alpine","memory_mb":64,"provider":"docker","sandbox_id":"sb-1","snapshot":"snap-1","ttl":"5m0s","vcpus":1,"volumes":[{{"mount_path":"/data","name":"data","read_only":true}}]}}}}"#
+            ),
+        ),
+        (
+            RpcRequest::new(RpcCall::VolumeCreate(vol("data", 512)), "w", "data", None),
+            r#"{"id":"volume-create-data","method":"worker.volume_create","worker_id":"w","params":{"name":"data","provider":"docker","size_mb":512}}"#.into(),
+        ),
+        (
+            RpcRequest::new(RpcCall::VolumeDelete(vol("data", 0)), "w", "data", None),
+            r#"{"id":"volume-delete-data","method":"worker.volume_delete","worker_id":"w","params":{"name":"data","provider":"docker"}}"#.into(),
+        ),
+        (
+            RpcRequest::new(
+                RpcCall::VolumeList(ProviderParams {
+                    provider: "docker".into(),
+                }),
+                "w",
+                "w",
+                None,
+            ),
+            r#"{"id":"volume-list-w","method":"worker.volume_list","worker_id":"w","params":{"provider":"docker"}}"#.into(),
+        ),
+        (
+            RpcRequest::new(
+                RpcCall::Snapshot(SnapshotParams {
+                    target: target(""),
+                    snapshot_id: sid.into(),
+                }),
+                "w",
+                "sb-1",
+                None,
+            ),
+            r#"{"id":"snapshot-sb-1","method":"worker.snapshot","worker_id":"w","params":{"provider":"mock","sandbox_id":"sb-1","snapshot_id":"snap-1"}}"#.into(),
+        ),
+        (
+            RpcRequest::new(
+                RpcCall::SnapshotDelete(SnapshotRefParams {
+                    provider: "mock".into(),
+                    snapshot_id: sid.into(),
+                }),
+                "w",
+                sid,
+                None,
+            ),
+            r#"{"id":"snapshot-delete-snap-1","method":"worker.snapshot_delete","worker_id":"w","params":{"provider":"mock","snapshot_id":"snap-1"}}"#.into(),
+        ),
+        (
+            RpcRequest::new(
+                RpcCall::SnapshotSweep(SnapshotSweepParams {
+                    provider: "mock".into(),
+                    known: vec![sid.into()],
+                    grace_ms: 900_000,
+                }),
+                "w",
+                "w",
+                None,
+            ),
+            r#"{"id":"snapshot-sweep-w","method":"worker.snapshot_sweep","worker_id":"w","params":{"grace_ms":900000,"known":["snap-1"],"provider":"mock"}}"#.into(),
         ),
     ]
 }

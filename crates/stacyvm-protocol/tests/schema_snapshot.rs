@@ -21,7 +21,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
     let mut m = BTreeMap::new();
     let v = |x: &dyn Erased| x.value();
     m.insert("protocol_version", json!(PROTOCOL_VERSION));
-    m.insert("methods", json!(method::ALL));
+    m.insert("methods", json!(method::ALL.as_slice()));
     m.insert("lease", v(&lease));
     m.insert(
         "request",
@@ -74,6 +74,12 @@ fn samples() -> BTreeMap<&'static str, Value> {
             owner_id: String::new(),
             ttl: GoDuration::from_secs(300),
             metadata: BTreeMap::new(),
+            volumes: vec![VolumeMount {
+                name: "data".into(),
+                mount_path: "/data".into(),
+                read_only: false,
+            }],
+            snapshot: "snap-0000abcd".into(),
         }),
     );
     m.insert(
@@ -253,6 +259,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
     added_samples(&mut m, &target);
     process_samples(&mut m, &target);
     watch_samples(&mut m, &target);
+    state_samples(&mut m, &target);
     agent_samples(&mut m);
     m
 }
@@ -394,6 +401,52 @@ fn watch_samples(m: &mut BTreeMap<&'static str, Value>, target: &Target) {
         })
         .collect();
     m.insert("watch_dir_lines", v(&lines));
+}
+
+/// Volumes and snapshots held by workers (capability `state`).
+fn state_samples(m: &mut BTreeMap<&'static str, Value>, target: &Target) {
+    let v = |x: &dyn Erased| x.value();
+    m.insert(
+        "volume_params",
+        v(&VolumeParams {
+            provider: "docker".into(),
+            name: "data".into(),
+            size_mb: 1024,
+        }),
+    );
+    m.insert(
+        "volume_list_result",
+        v(&VolumeListResult {
+            names: Some(vec!["data".into()]),
+        }),
+    );
+    m.insert(
+        "snapshot_params",
+        v(&SnapshotParams {
+            target: target.clone(),
+            snapshot_id: "snap-0000abcd".into(),
+        }),
+    );
+    m.insert(
+        "snapshot_result",
+        v(&SnapshotResult {
+            kind: "filesystem".into(),
+            size_bytes: 4096,
+        }),
+    );
+    m.insert(
+        "snapshot_sweep",
+        json!([
+            v(&SnapshotSweepParams {
+                provider: "docker".into(),
+                known: vec!["snap-0000abcd".into()],
+                grace_ms: 900_000,
+            }),
+            v(&SweepResult {
+                removed: vec!["snap-0000ffff".into()],
+            }),
+        ]),
+    );
 }
 
 /// Shapes added with the typed contract (all already on the wire before, untyped).

@@ -8,8 +8,11 @@
 //! - labelled with our cluster: ours;
 //! - labelled with another cluster: never ours (another installation with its own database);
 //! - no cluster label: ours, as before. Runtimes made by builds older than the label have
-//!   none, and treating them as foreign would leak them on upgrade. Runtimes of a provider
-//!   without a cluster (a remote worker, which has no store) have none either.
+//!   none, and treating them as foreign would leak them on upgrade.
+//!
+//! A remote worker has no store: its providers use `worker:<id>` as their cluster, so a
+//! control plane on the same host (a Docker daemon both use) never destroys a worker's
+//! sandboxes as orphans, nor the worker the control plane's.
 
 /// Docker label (and microvm metadata field) naming the cluster a runtime belongs to.
 #[cfg(feature = "docker")]

@@ -414,6 +414,27 @@ async fn stray_snapshot_images_are_swept() {
         .await
         .unwrap()
         .id;
+    // A sandbox spawned from the stray snapshot (a fork whose snapshot is gone): it must
+    // not inherit the helper label in a form the sweep takes for a helper.
+    let fork = new_id();
+    let _fork_guard = Cleanup(fork.clone());
+    p.spawn_from_snapshot(&spec(&fork, IMAGE), &[], &stray)
+        .await
+        .unwrap();
+    let fork_labels = client()
+        .inspect_container(&fork, None)
+        .await
+        .unwrap()
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        fork_labels
+            .get("stacyvm.snapshot-helper")
+            .map(String::as_str),
+        Some("")
+    );
+    assert_eq!(fork_labels.get("stacyvm.sandbox_id"), Some(&fork));
     // Other tests take snapshots at the same time: every tag and helper there now but ours
     // is "known", and the grace protects any made from here on.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -452,10 +473,78 @@ async fn stray_snapshot_images_are_swept() {
     assert!(removed.contains(&stray), "{removed:?}");
     assert!(!removed.contains(&kept), "{removed:?}");
     assert!(
-        !exists(stray).await,
+        !exists(stray.clone()).await,
         "the stray snapshot image is still there"
     );
+    // Its workspace, kept in a volume of its own (the host-copy path this test runs on).
+    assert!(
+        client()
+            .inspect_volume(&format!("stacyvm-snapws-{stray}"))
+            .await
+            .is_err(),
+        "the stray snapshot's workspace volume is still there"
+    );
+    assert!(client()
+        .inspect_volume(&format!("stacyvm-snapws-{kept}"))
+        .await
+        .is_ok());
     assert!(exists(kept.clone()).await, "the recorded snapshot went too");
+    assert!(
+        client().inspect_container(&fork, None).await.is_ok(),
+        "the sweep removed a sandbox spawned from a snapshot"
+    );
+    assert!(!removed.contains(&format!("helper-{stray}")), "{removed:?}");
     p.delete_snapshot(&kept).await.unwrap();
-    assert!(!exists(kept).await);
+    assert!(!exists(kept.clone()).await);
+    assert!(client()
+        .inspect_volume(&format!("stacyvm-snapws-{kept}"))
+        .await
+        .is_err());
+}
+
+/// Snapshots where the Docker host's files are not visible (a remote daemon, a server in a
+/// container) go through the archive API and a helper image: the same conformance check, and
+/// no workspace volume is made.
+#[tokio::test]
+async fn snapshots_by_archive_restore_files() {
+    let p = provider(DockerConfig {
+        snapshot_by_archive: true,
+        ..DockerConfig::default()
+    })
+    .await;
+    stacyvm_provider::conformance::snapshot_restores_files(&p, IMAGE)
+        .await
+        .unwrap();
+    let (id, _guard) = spawn(&p, IMAGE).await;
+    let sid = format!("snap-a{}", &new_id()[3..]);
+    p.snapshot(&id, &sid).await.unwrap();
+    let labels = client()
+        .inspect_image(&format!("stacyvm-snap:{sid}"))
+        .await
+        .unwrap()
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default();
+    assert!(
+        !labels.contains_key("stacyvm.snapshot-workspace"),
+        "{labels:?}"
+    );
+    assert!(client()
+        .inspect_volume(&format!("stacyvm-snapws-{sid}"))
+        .await
+        .is_err());
+    p.delete_snapshot(&sid).await.unwrap();
+    // A snapshot kept in a volume (made on the host) restored without the host's files: the
+    // archive API reads the volume through a never-started container.
+    let host = provider(DockerConfig::default()).await;
+    sh(&host, &id, "echo kept > /workspace/k.txt").await;
+    let sid = format!("snap-v{}", &new_id()[3..]);
+    host.snapshot(&id, &sid).await.unwrap();
+    let copy = new_id();
+    let _copy_guard = Cleanup(copy.clone());
+    p.spawn_from_snapshot(&spec(&copy, IMAGE), &[], &sid)
+        .await
+        .unwrap();
+    assert_eq!(sh(&p, &copy, "cat /workspace/k.txt").await.stdout, "kept\n");
+    host.delete_snapshot(&sid).await.unwrap();
 }

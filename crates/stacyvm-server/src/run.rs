@@ -119,6 +119,11 @@ pub fn settings_from(cfg: &ValidConfig) -> Settings {
             .paused_retention
             .to_std()
             .filter(|d| !d.is_zero()),
+        snapshot_grace: c
+            .lifecycle
+            .snapshot_grace
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(15 * 60)),
     }
 }
 

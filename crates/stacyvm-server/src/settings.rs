@@ -144,6 +144,8 @@ pub struct Settings {
     pub processes: ProcessSettings,
     /// Paused this long, a sandbox is destroyed (`lifecycle.paused_retention`); `None` = kept.
     pub paused_retention: Option<Duration>,
+    /// Unrecorded snapshot data older than this is swept (`lifecycle.snapshot_grace`).
+    pub snapshot_grace: Duration,
 }
 
 /// `processes.*`: what providers are asked to retain per process. `None` = the agent's own
@@ -181,6 +183,7 @@ impl Default for Settings {
             hostname: "localhost".into(),
             processes: ProcessSettings::default(),
             paused_retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            snapshot_grace: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -90,6 +90,7 @@ async fn remote(file_stream: bool) -> Remote {
         // The buffered variant stands for the Go worker's file methods only; watches are ours.
         watch: true,
         user: true,
+        state: true,
     };
     Remote {
         provider,

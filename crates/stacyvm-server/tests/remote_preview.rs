@@ -109,6 +109,7 @@ async fn remote() -> Remote {
         file_stream: true,
         watch: true,
         user: true,
+        state: true,
     };
     provider
         .spawn(&SandboxSpec {

@@ -115,6 +115,7 @@ async fn remote_with(old_worker: bool) -> Remote {
         file_stream: true,
         watch: true,
         user: true,
+        state: true,
     };
     let spawned = provider
         .spawn(&SandboxSpec {

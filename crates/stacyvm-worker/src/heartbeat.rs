@@ -14,7 +14,7 @@ use crate::state::WorkerState;
 /// First retry after a failure; doubles per consecutive failure, capped at the interval.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 
-pub(crate) const CAPABILITIES: [&str; 7] = [
+pub(crate) const CAPABILITIES: [&str; 8] = [
     "remote_worker",
     "heartbeat",
     stacyvm_protocol::capability::FILE_STREAM,
@@ -22,6 +22,7 @@ pub(crate) const CAPABILITIES: [&str; 7] = [
     stacyvm_protocol::capability::WATCH,
     stacyvm_protocol::capability::PREVIEW,
     stacyvm_protocol::capability::USER,
+    stacyvm_protocol::capability::STATE,
 ];
 
 /// What every heartbeat carries besides live state.

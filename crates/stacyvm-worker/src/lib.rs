@@ -18,6 +18,7 @@ mod rpc;
 mod run;
 mod serve;
 mod state;
+mod state_rpc;
 mod stream;
 mod tls;
 mod watch;

@@ -9,14 +9,14 @@ use stacyvm_protocol::{
     ErrorCode, LeaseToken, LogsParams, LogsResult, RenewLeaseParams, RenewLeaseResult, RpcCall,
     RpcFailure, RpcRequest, SpawnParams, SpawnResult, StatusResult, Target, ENVELOPE_HEADER,
 };
-use stacyvm_provider::{Provider, ProviderError, SandboxSpec};
+use stacyvm_provider::{Provider, ProviderError, SandboxSpec, VolumeMountSpec};
 use stacyvm_types::SandboxState;
 
 use crate::error::{draining, lease_rejected, provider_failure};
 use crate::lease::Held;
 use crate::rpc::Reply;
 use crate::state::WorkerState;
-use crate::{files, files_stream, processes, stream, watch};
+use crate::{files, files_stream, processes, state_rpc, stream, watch};
 
 /// Default and ceiling for `worker.logs` `lines` (the control plane's own bounds).
 const DEFAULT_LOG_LINES: usize = 100;
@@ -60,6 +60,12 @@ pub(crate) async fn dispatch(
         RpcCall::Pause(t) => freeze(state, t, true).await,
         RpcCall::Resume(t) => freeze(state, t, false).await,
         RpcCall::WatchDir(p) => watch::watch_dir(state, &req.id, p).await,
+        RpcCall::VolumeCreate(p) => state_rpc::volume_create(state, p).await,
+        RpcCall::VolumeDelete(p) => state_rpc::volume_delete(state, p).await,
+        RpcCall::VolumeList(p) => state_rpc::volume_list(state, p).await,
+        RpcCall::Snapshot(p) => state_rpc::snapshot(state, p).await,
+        RpcCall::SnapshotDelete(p) => state_rpc::snapshot_delete(state, p).await,
+        RpcCall::SnapshotSweep(p) => state_rpc::snapshot_sweep(state, p).await,
         RpcCall::RenewLease(p) => renew_lease(state, p, lease).await,
         RpcCall::Shutdown => {
             state.inner.drain.start();
@@ -127,10 +133,23 @@ async fn spawn(
         owner_id: p.owner_id,
         metadata: p.metadata.clone(),
     };
-    let spawned = provider
-        .spawn(&spec)
-        .await
-        .map_err(|e| provider_failure(e, &p.sandbox_id))?;
+    let mounts: Vec<VolumeMountSpec> = p
+        .volumes
+        .iter()
+        .map(|v| VolumeMountSpec {
+            volume: v.name.clone(),
+            mount_path: v.mount_path.clone(),
+            read_only: v.read_only,
+        })
+        .collect();
+    let spawned = if p.snapshot.is_empty() {
+        provider.spawn_with_volumes(&spec, &mounts).await
+    } else {
+        provider
+            .spawn_from_snapshot(&spec, &mounts, &p.snapshot)
+            .await
+    }
+    .map_err(|e| provider_failure(e, &p.sandbox_id))?;
     state.inner.leases.hold(
         &p.sandbox_id,
         Held {

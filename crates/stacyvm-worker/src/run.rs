@@ -29,11 +29,16 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> Result<(), W
     }
     let providers = match cfg.providers.clone() {
         Some(p) => p,
-        // A worker has no cluster id (no store): its runtimes carry no cluster label, and it
-        // lists only runtimes without one (never a control plane's local ones on a shared host).
-        None => stacyvm_config::build_providers(&cfg.source, None)
-            .await
-            .map_err(|e| WorkerError::Providers(error_chain(&e)))?,
+        // A worker has no store, so no cluster id; its runtimes, volumes and snapshots are
+        // labelled `worker:<id>` instead. A control plane sharing the host (its own cluster
+        // label) then never takes them for its orphans, and the worker never lists the
+        // control plane's. Unlabelled ones (made before this) stay the worker's.
+        None => {
+            let cluster = format!("worker:{}", cfg.id());
+            stacyvm_config::build_providers(&cfg.source, Some(&cluster))
+                .await
+                .map_err(|e| WorkerError::Providers(error_chain(&e)))?
+        }
     };
     let state = WorkerState::new(&cfg, providers)?;
     state.adopt_runtimes().await;

@@ -80,7 +80,8 @@ async fn registers_with_a_complete_heartbeat() {
             "processes",
             "watch",
             "preview",
-            "user"
+            "user",
+            "state"
         ])
     );
     let cap = &b["capacity"];

@@ -137,3 +137,88 @@ fn pause_and_resume() {
         assert!(text(&o).contains("404"), "{verb}: {}", text(&o));
     }
 }
+
+/// Runs `args`, expects success and returns stdout.
+fn ok(server: &Server, args: &[&str]) -> String {
+    let o = stacyvm(server, args);
+    assert!(o.status.success(), "{args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn volumes_snapshots_and_fork() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path());
+    let out = ok(&server, &["volume", "create", "data", "--size-mb", "64"]);
+    assert_eq!(out, "data created on mock (local)\n");
+    let o = stacyvm(
+        &server,
+        &["volume", "create", "x", "--worker", "worker-nope"],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("409 WORKER_UNAVAILABLE"), "{}", text(&o));
+
+    let id = ok(
+        &server,
+        &[
+            "spawn",
+            "-q",
+            "--volume",
+            "data:/workspace/vol",
+            "--ttl",
+            "1h",
+        ],
+    )
+    .trim()
+    .to_string();
+    ok(
+        &server,
+        &[
+            "exec",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            "echo v > vol/f; echo s > s.txt",
+        ],
+    );
+    let ls = ok(&server, &["volume", "ls"]);
+    let row = ls
+        .lines()
+        .find(|l| l.starts_with("data "))
+        .unwrap_or_default();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols, ["data", "mock", "local", "64", id.as_str()], "{ls}");
+
+    let sid = ok(&server, &["snapshot", "create", &id, "--name", "cli"])
+        .trim()
+        .to_string();
+    assert!(sid.starts_with("snap-"), "{sid}");
+    assert!(ok(&server, &["snapshot", "ls"]).contains(&sid));
+    ok(
+        &server,
+        &["exec", &id, "--", "sh", "-c", "echo later > s.txt"],
+    );
+    let copy = ok(&server, &["spawn", "-q", "--snapshot", &sid])
+        .trim()
+        .to_string();
+    assert_eq!(ok(&server, &["exec", &copy, "--", "cat", "s.txt"]), "s\n");
+    let forks = ok(&server, &["fork", &id, "--count", "2"]);
+    let forks: Vec<&str> = forks.split_whitespace().collect();
+    assert_eq!(forks.len(), 2, "{forks:?}");
+    for f in &forks {
+        assert_eq!(ok(&server, &["exec", f, "--", "cat", "s.txt"]), "later\n");
+    }
+    // In use: refused; free: gone with its data.
+    let o = stacyvm(&server, &["volume", "rm", "data"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("409 VOLUME_IN_USE"), "{}", text(&o));
+    ok(&server, &["kill", &id]);
+    ok(&server, &["volume", "rm", "data"]);
+    assert!(!ok(&server, &["volume", "ls"]).contains("data "));
+    ok(&server, &["snapshot", "rm", &sid]);
+    assert!(!ok(&server, &["snapshot", "ls"]).contains(&sid));
+    let o = stacyvm(&server, &["spawn", "-q", "--snapshot", &sid]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("404 SNAPSHOT_NOT_FOUND"), "{}", text(&o));
+}

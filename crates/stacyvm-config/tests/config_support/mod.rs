@@ -99,7 +99,7 @@ defaults:
    pool_template: py, max_ttl: 48h, default_exec_timeout: 30s, max_exec_timeout: 20m,
    max_sandboxes: 50, max_sandboxes_per_owner: 5, spawn_overflow: queue,
    spawn_queue_timeout: 1m, max_spawn_queue: 10, max_paused_sandboxes: 7}
-lifecycle: {paused_retention: 48h}
+lifecycle: {paused_retention: 48h, snapshot_grace: 1h}
 e2b:
   {enabled: false, listen: "127.0.0.1:7424", domain: e2b.example.com,
    templates: {base: {image: "debian:12", provider: docker, memory_mb: 512, vcpus: 1,

@@ -19,6 +19,9 @@ use super::process::{
     ProcessOutputParams, ProcessParams, ProcessResizeParams, ProcessSignalParams,
     ProcessStartParams, ProcessStdinParams,
 };
+use super::state::{
+    ProviderParams, SnapshotParams, SnapshotRefParams, SnapshotSweepParams, VolumeParams,
+};
 use super::watch::WatchDirParams;
 use super::{method, RpcFailure};
 
@@ -114,6 +117,24 @@ pub enum RpcCall {
     /// Live NDJSON of `WatchEvent` results.
     #[serde(rename = "worker.watch_dir")]
     WatchDir(WatchDirParams),
+    /// No result.
+    #[serde(rename = "worker.volume_create")]
+    VolumeCreate(VolumeParams),
+    /// No result; a volume that is gone counts as deleted.
+    #[serde(rename = "worker.volume_delete")]
+    VolumeDelete(VolumeParams),
+    /// Result: `VolumeListResult`.
+    #[serde(rename = "worker.volume_list")]
+    VolumeList(ProviderParams),
+    /// Result: `SnapshotResult`.
+    #[serde(rename = "worker.snapshot")]
+    Snapshot(SnapshotParams),
+    /// No result; a snapshot that is gone counts as deleted.
+    #[serde(rename = "worker.snapshot_delete")]
+    SnapshotDelete(SnapshotRefParams),
+    /// Result: `SweepResult`.
+    #[serde(rename = "worker.snapshot_sweep")]
+    SnapshotSweep(SnapshotSweepParams),
 }
 
 impl RpcCall {
@@ -149,6 +170,12 @@ impl RpcCall {
             RpcCall::Pause(_) => method::PAUSE,
             RpcCall::Resume(_) => method::RESUME,
             RpcCall::WatchDir(_) => method::WATCH_DIR,
+            RpcCall::VolumeCreate(_) => method::VOLUME_CREATE,
+            RpcCall::VolumeDelete(_) => method::VOLUME_DELETE,
+            RpcCall::VolumeList(_) => method::VOLUME_LIST,
+            RpcCall::Snapshot(_) => method::SNAPSHOT,
+            RpcCall::SnapshotDelete(_) => method::SNAPSHOT_DELETE,
+            RpcCall::SnapshotSweep(_) => method::SNAPSHOT_SWEEP,
         }
     }
 
@@ -199,6 +226,11 @@ impl RpcCall {
                 required(&p.mode, "mode")
             }
             RpcCall::FileGlob(p) => required(&p.pattern, "pattern"),
+            RpcCall::VolumeCreate(p) | RpcCall::VolumeDelete(p) => required(&p.name, "name"),
+            RpcCall::Snapshot(SnapshotParams { snapshot_id, .. })
+            | RpcCall::SnapshotDelete(SnapshotRefParams { snapshot_id, .. }) => {
+                required(snapshot_id, "snapshot_id")
+            }
             RpcCall::RenewLease(p) if p.resource_id.trim().is_empty() => {
                 Err("resource_id is required".into())
             }
@@ -235,7 +267,13 @@ impl RpcCall {
             RpcCall::ProcessSignal(p) => Some(&p.target),
             RpcCall::ProcessResize(p) => Some(&p.target),
             RpcCall::WatchDir(p) => Some(&p.target),
+            RpcCall::Snapshot(p) => Some(&p.target),
             RpcCall::Spawn(_)
+            | RpcCall::VolumeCreate(_)
+            | RpcCall::VolumeDelete(_)
+            | RpcCall::VolumeList(_)
+            | RpcCall::SnapshotDelete(_)
+            | RpcCall::SnapshotSweep(_)
             | RpcCall::RenewLease(_)
             | RpcCall::Shutdown
             | RpcCall::Heartbeat(_) => None,

@@ -57,6 +57,12 @@ pub struct SpawnParams {
     pub ttl: GoDuration,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// Volumes held by this worker to mount (capability `state`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<super::VolumeMount>,
+    /// Start from this snapshot held by this worker (capability `state`); blank = none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub snapshot: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -8,12 +8,14 @@ mod failure;
 mod messages;
 pub mod ndjson;
 mod process;
+mod state;
 mod watch;
 
 pub use call::{RpcCall, RpcEnvelope, RpcRequest};
 pub use failure::{ErrorCode, RpcFailure, RpcResponse};
 pub use messages::*;
 pub use process::*;
+pub use state::*;
 pub use watch::*;
 
 /// Bumped only for additions that a peer may want to detect; see VERSIONING.md.
@@ -67,9 +69,17 @@ pub mod method {
     /// A directory watch (docs/files.md): live NDJSON of `WatchEvent` results until the
     /// connection closes; failures before the first line are JSON answers.
     pub const WATCH_DIR: &str = "worker.watch_dir";
+    /// Volumes and snapshots held by the worker (docs/state.md); served by workers with the
+    /// [`super::capability::STATE`] capability.
+    pub const VOLUME_CREATE: &str = "worker.volume_create";
+    pub const VOLUME_DELETE: &str = "worker.volume_delete";
+    pub const VOLUME_LIST: &str = "worker.volume_list";
+    pub const SNAPSHOT: &str = "worker.snapshot";
+    pub const SNAPSHOT_DELETE: &str = "worker.snapshot_delete";
+    pub const SNAPSHOT_SWEEP: &str = "worker.snapshot_sweep";
 
     /// Every method a worker dispatches, in a stable order (append-only).
-    pub const ALL: [&str; 29] = [
+    pub const ALL: [&str; 35] = [
         SPAWN,
         DESTROY,
         STATUS,
@@ -99,6 +109,12 @@ pub mod method {
         PAUSE,
         RESUME,
         WATCH_DIR,
+        VOLUME_CREATE,
+        VOLUME_DELETE,
+        VOLUME_LIST,
+        SNAPSHOT,
+        SNAPSHOT_DELETE,
+        SNAPSHOT_SWEEP,
     ];
 
     /// Methods that must carry a lease.
@@ -138,6 +154,10 @@ pub mod capability {
     /// Honours `ExecParams.user`; the control plane refuses a user for sandboxes on workers
     /// that do not say so (they would ignore the field and run the command as the default).
     pub const USER: &str = "user";
+    /// Serves the `worker.volume_*` and `worker.snapshot*` methods and honours
+    /// `SpawnParams.volumes` and `.snapshot`; the control plane keeps volumes and snapshots
+    /// off workers that do not say so.
+    pub const STATE: &str = "state";
 }
 
 /// The worker's preview route: `{PREVIEW_ROUTE}/{sandbox_id}/{port}`, any method, the raw

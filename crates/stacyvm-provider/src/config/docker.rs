@@ -62,6 +62,10 @@ pub struct DockerConfig {
     /// factory copies the store's id here.
     #[serde(skip)]
     pub cluster: Option<String>,
+    /// Snapshots always take the archive API, even where the Docker host's files are visible
+    /// (docker/host_copy.rs). Not a file key: tests use it to check that path.
+    #[serde(skip)]
+    pub snapshot_by_archive: bool,
 }
 
 impl Default for DockerConfig {
@@ -86,6 +90,7 @@ impl Default for DockerConfig {
             preview_domain: "localhost".into(),
             pull_timeout: Duration::from_secs(120),
             cluster: None,
+            snapshot_by_archive: false,
         }
     }
 }

@@ -12,8 +12,10 @@ async fn round_trip(p: &dyn Provider, image: &str, a: &str, sid: &str) -> Outcom
     run_sh(p, a, "mkdir -p sub && echo exec > sub/exec.txt").await?;
     let made = ok!(p.snapshot(a, sid).await);
     ensure!(made.size_bytes >= 11, "snapshot size {}", made.size_bytes);
-    // The source keeps running, and later changes are not in the snapshot.
+    // The source keeps running, and later changes are not in the snapshot, which outlives
+    // it. (Destroyed first: a remote provider serves one sandbox at a time.)
     run_sh(p, a, "echo later > files.txt").await?;
+    ok!(p.destroy(a).await);
     let b = ok!(p.spawn_from_snapshot(&spec(image), &[], sid).await).runtime_id;
     let seen = run_sh(p, &b, "cat files.txt sub/exec.txt").await;
     let _ = p.destroy(&b).await;

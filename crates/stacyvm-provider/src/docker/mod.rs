@@ -11,6 +11,7 @@ mod archive_prop;
 mod container;
 mod exec;
 mod files;
+mod host_copy;
 mod image;
 mod kill;
 mod procs;

@@ -26,6 +26,8 @@ pub(crate) struct Settings {
     pub pull_timeout: Duration,
     /// Cluster label value for new containers and the listing filter (`crate::cluster`).
     pub cluster: Option<String>,
+    /// Skip the host-copy path of snapshots (`DockerConfig::snapshot_by_archive`).
+    pub snapshot_by_archive: bool,
     /// The agent binary to bind into new containers; set by `DockerProvider::connect` (a file
     /// lookup, so validation stays pure).
     pub agent: Option<std::path::PathBuf>,
@@ -126,6 +128,7 @@ impl DockerConfig {
             },
             pull_timeout: self.pull_timeout,
             cluster: self.cluster.clone().filter(|c| !c.is_empty()),
+            snapshot_by_archive: self.snapshot_by_archive,
             agent: None,
         })
     }

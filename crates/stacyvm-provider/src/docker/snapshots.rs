@@ -19,26 +19,38 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::container::WORKSPACE;
-use super::{api_err, is_status, valid_runtime_id, DockerProvider, LABEL_MANAGED};
+use super::host_copy::LABEL_WORKSPACE;
+use super::{
+    api_err, is_status, valid_runtime_id, DockerProvider, LABEL_MANAGED, LABEL_SANDBOX_ID,
+};
 use crate::cluster::CLUSTER_LABEL;
 use crate::{ProviderError, SandboxSpec, SnapshotMade, Spawned, VolumeMountSpec};
 
-const REPO: &str = "stacyvm-snap";
+pub(super) const REPO: &str = "stacyvm-snap";
 /// Where the workspace is kept inside a snapshot image.
 const KEPT: &str = "/.stacyvm-snapshot";
 pub(crate) const LABEL_SNAPSHOT: &str = "stacyvm.snapshot";
 /// On the helper container of a snapshot in the making: the snapshot's id.
 const LABEL_HELPER: &str = "stacyvm.snapshot-helper";
 
+/// A container inherits its image's labels and a commit keeps the container's, so these are
+/// overridden, never dropped: the helper (made from a commit of the sandbox) must not pass for
+/// that sandbox's runtime (`managed`, `sandbox_id`), and the snapshot image must not pass its
+/// helper label on to every sandbox spawned from it, or the helper sweep would take those.
 fn helper_labels(sid: &str, cluster: Option<&str>) -> HashMap<String, String> {
-    let mut labels = HashMap::from([(LABEL_HELPER.to_string(), sid.to_string())]);
+    let mut labels = HashMap::from([
+        (LABEL_HELPER.to_string(), sid.to_string()),
+        (LABEL_MANAGED.to_string(), "false".to_string()),
+        (LABEL_SANDBOX_ID.to_string(), String::new()),
+        ("traefik.enable".to_string(), "false".to_string()),
+    ]);
     if let Some(c) = cluster {
         labels.insert(CLUSTER_LABEL.to_string(), c.to_string());
     }
     labels
 }
 
-fn image_ref(sid: &str) -> String {
+pub(super) fn image_ref(sid: &str) -> String {
     format!("{REPO}:{sid}")
 }
 
@@ -91,6 +103,8 @@ impl DockerProvider {
         let mut labels = HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_SNAPSHOT.to_string(), sid.to_string()),
+            // Blanked, not inherited from the helper (see `helper_labels`).
+            (LABEL_HELPER.to_string(), String::new()),
         ]);
         if let Some(c) = &self.settings.cluster {
             labels.insert(CLUSTER_LABEL.to_string(), c.clone());
@@ -99,14 +113,27 @@ impl DockerProvider {
     }
 
     async fn commit(&self, cid: &str, tag: &str, sid: &str) -> Result<(), ProviderError> {
+        self.commit_with(cid, tag, sid, &[]).await
+    }
+
+    /// [`Self::commit`] with `extra` labels on the image.
+    pub(super) async fn commit_with(
+        &self,
+        cid: &str,
+        tag: &str,
+        sid: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(), ProviderError> {
         let opts = CommitContainerOptionsBuilder::new()
             .container(cid)
             .repo(REPO)
             .tag(tag)
             .pause(true)
             .build();
+        let mut labels = self.snapshot_labels(sid);
+        labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = ContainerConfig {
-            labels: Some(self.snapshot_labels(sid)),
+            labels: Some(labels),
             ..Default::default()
         };
         self.docker
@@ -116,7 +143,7 @@ impl DockerProvider {
             .map_err(|e| api_err("committing the sandbox failed", e))
     }
 
-    async fn remove_tag(&self, image: &str) {
+    pub(super) async fn remove_tag(&self, image: &str) {
         let opts = RemoveImageOptionsBuilder::new().force(true).build();
         match self.docker.remove_image(image, Some(opts), None).await {
             Ok(_) => {}
@@ -132,6 +159,9 @@ impl DockerProvider {
     ) -> Result<SnapshotMade, ProviderError> {
         check_id(sid)?;
         let cid = self.container(runtime_id).await?;
+        if let Some(made) = self.snapshot_on_host(&cid, sid).await? {
+            return Ok(made);
+        }
         let workspace = self.tar_of(&cid, WORKSPACE).await?;
         let tmp_tag = format!("tmp-{sid}");
         self.commit(&cid, &tmp_tag, sid).await?;
@@ -207,6 +237,7 @@ impl DockerProvider {
         let now = chrono::Utc::now().timestamp();
         let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
         let mut removed = self.sweep_helpers(known, grace).await?;
+        removed.extend(self.sweep_workspace_volumes(known, grace).await?);
         for img in images {
             let label = img.labels.get(CLUSTER_LABEL).map(String::as_str);
             if !crate::cluster::ours(label, self.settings.cluster.as_deref())
@@ -255,7 +286,14 @@ impl DockerProvider {
                 self.settings.cluster.as_deref(),
             );
             let old = now.saturating_sub(c.created.unwrap_or(now)) >= grace;
-            let (Some(id), true, true, false) = (c.id, ours, old, known.contains(&sid)) else {
+            // A helper is never started and never a sandbox: anything else carrying the label
+            // (a sandbox spawned from a snapshot made before the label was blanked) is kept.
+            let helper = !sid.is_empty()
+                && c.state == Some(bollard::models::ContainerSummaryStateEnum::CREATED)
+                && labels.get(LABEL_MANAGED).is_none_or(|v| v != "true");
+            let (Some(id), true, true, true, false) =
+                (c.id, helper, ours, old, known.contains(&sid))
+            else {
                 continue;
             };
             let rm = RemoveContainerOptionsBuilder::default()
@@ -273,6 +311,7 @@ impl DockerProvider {
 
     pub(super) async fn remove_snapshot(&self, sid: &str) -> Result<(), ProviderError> {
         check_id(sid)?;
+        self.remove_workspace_volume(sid).await;
         let image = image_ref(sid);
         match self.docker.inspect_image(&image).await {
             Ok(i) => {
@@ -289,6 +328,48 @@ impl DockerProvider {
         Ok(())
     }
 
+    /// The archive-API way of [`Self::restore_from_volume`]: a never-started container of the
+    /// snapshot's image with its workspace volume mounted gives the tar.
+    pub(super) async fn restore_volume_by_archive(
+        &self,
+        cid: &str,
+        sid: &str,
+        volume: &str,
+    ) -> Result<(), ProviderError> {
+        const AT: &str = "/.stacyvm-snapws";
+        let body = ContainerCreateBody {
+            image: Some(image_ref(sid)),
+            entrypoint: Some(vec!["true".into()]),
+            cmd: Some(Vec::new()),
+            network_disabled: Some(true),
+            labels: Some(helper_labels(sid, self.settings.cluster.as_deref())),
+            host_config: Some(bollard::models::HostConfig {
+                binds: Some(vec![format!("{volume}:{AT}:ro")]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let helper = self
+            .docker
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
+            .await
+            .map_err(|e| api_err("preparing the restore failed", e))?
+            .id;
+        let copied = async {
+            let tar = self.tar_of(&helper, &format!("{AT}/.")).await?;
+            self.put_tar(cid, WORKSPACE, tar).await
+        }
+        .await;
+        let rm = RemoveContainerOptionsBuilder::default().force(true).build();
+        if let Err(e) = self.docker.remove_container(&helper, Some(rm)).await {
+            tracing::warn!(error = %e, "removing the restore helper failed");
+        }
+        copied
+    }
+
     pub(super) async fn spawn_snapshot(
         &self,
         spec: &SandboxSpec,
@@ -297,20 +378,26 @@ impl DockerProvider {
     ) -> Result<Spawned, ProviderError> {
         check_id(sid)?;
         let image = image_ref(sid);
-        match self.docker.inspect_image(&image).await {
-            Ok(_) => {}
+        let in_volume = match self.docker.inspect_image(&image).await {
+            Ok(i) => i
+                .config
+                .and_then(|c| c.labels)
+                .is_some_and(|l| l.get(LABEL_WORKSPACE).map(String::as_str) == Some("volume")),
             Err(e) if is_status(&e, 404) => {
                 return Err(ProviderError::InvalidInput(format!(
                     "snapshot {sid} is not held by this provider"
                 )))
             }
             Err(e) => return Err(api_err("inspecting the snapshot failed", e)),
-        }
+        };
         let mut from = spec.clone();
         from.image = image;
         let spawned = self.spawn_container(&from, mounts).await?;
         let restored = async {
             let cid = self.container(&spawned.runtime_id).await?;
+            if in_volume {
+                return self.restore_from_volume(&cid, sid).await;
+            }
             // `/.` gives the directory's contents (`./…`), extracted into the workspace volume,
             // which is writable even over a read-only root.
             let tar = self.tar_of(&cid, &format!("{KEPT}/workspace/.")).await?;

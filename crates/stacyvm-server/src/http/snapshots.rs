@@ -82,9 +82,10 @@ struct CreateBody {
 
 /// Snapshot a sandbox
 ///
-/// Its files as they are now (`kind: filesystem`); the sandbox keeps running. A running or
-/// paused sandbox only (409 `CONFLICT`); a provider that cannot snapshot (microvm, bwrap) or a
-/// sandbox on a remote worker answers 409 `NOT_SUPPORTED`.
+/// Its files as they are now (`kind: filesystem`), or its memory too (`kind: memory`); the
+/// sandbox keeps running. A running or paused sandbox only (409 `CONFLICT`); a provider that
+/// cannot snapshot, or a remote worker too old to hold snapshots, answers 409 `NOT_SUPPORTED`.
+/// The snapshot lives on the sandbox's worker, and sandboxes spawned from it run there.
 #[utoipa::path(post, path = "/sandboxes/{id}/snapshots", operation_id = "snapshotSandbox",
     tag = "snapshots", params(SandboxIdParam),
     request_body(content = Option<CreateBody>, example = json!({"name": "before-upgrade"})),

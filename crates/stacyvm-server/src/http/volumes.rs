@@ -60,13 +60,18 @@ struct CreateBody {
     size_mb: i64,
     /// The provider holding it; empty = the default provider
     provider: String,
+    /// The worker to hold it (`local` = the control plane); empty = where a sandbox of the
+    /// provider would be placed now (`local` whenever it can take one). Sandboxes that mount
+    /// it run on that worker
+    worker_id: String,
 }
 
 /// Create a volume
 ///
-/// A named disk on the control plane's provider that outlives the sandboxes that mount it
-/// (`POST /sandboxes` with `volumes`). A provider that cannot keep volumes answers 409
-/// `NOT_SUPPORTED`.
+/// A named disk that outlives the sandboxes that mount it (`POST /sandboxes` with
+/// `volumes`), held by one worker (`worker_id`), where those sandboxes then run. A provider
+/// that cannot keep volumes answers 409 `NOT_SUPPORTED`; a worker that cannot take it now,
+/// 409 `WORKER_UNAVAILABLE`.
 #[utoipa::path(post, path = "/volumes", operation_id = "createVolume", tag = "volumes",
     request_body(content = CreateBody, example = json!({"name": "data", "size_mb": 1024})),
     responses(
@@ -85,6 +90,7 @@ async fn create(
             name: b.name,
             size_mb: b.size_mb,
             provider: b.provider,
+            worker_id: b.worker_id,
         })
         .await?;
     Ok(json_response(StatusCode::CREATED, &view(&v)))

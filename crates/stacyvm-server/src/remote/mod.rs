@@ -5,6 +5,7 @@
 mod client;
 mod preview;
 mod provider;
+mod state;
 
 pub use client::{Endpoint, RemoteError, RpcCredentials, RpcTlsClient, WorkerClient};
 pub use preview::{RemotePreview, RemotePreviewError};

@@ -18,7 +18,7 @@ use stacyvm_protocol::{
 };
 use stacyvm_provider::{
     ByteStream, ChunkSender, ExecRequest, FileStream, ProcessSpec, Provider, ProviderError,
-    RecordStream, SandboxSpec, Spawned, WatchStream,
+    RecordStream, SandboxSpec, SnapshotMade, Spawned, VolumeMountSpec, WatchStream,
 };
 use stacyvm_store::{Lease, Store};
 use stacyvm_types::{
@@ -29,9 +29,9 @@ use stacyvm_types::{
 use super::{Endpoint, RemoteError, WorkerClient};
 
 /// Non-streaming calls that only touch metadata.
-const QUICK: Duration = Duration::from_secs(30);
+pub(super) const QUICK: Duration = Duration::from_secs(30);
 /// Calls that move data or build runtimes (image pulls, large files).
-const SLOW: Duration = Duration::from_secs(600);
+pub(super) const SLOW: Duration = Duration::from_secs(600);
 /// Tearing a runtime down; bounded so a frozen worker cannot hold a caller for long.
 const TEARDOWN: Duration = Duration::from_secs(60);
 /// Added to a command's own timeout before the control plane gives up on the worker.
@@ -66,6 +66,8 @@ pub struct RemoteProvider {
     pub watch: bool,
     /// The worker honours `ExecParams.user` (heartbeat capability `user`).
     pub user: bool,
+    /// The worker holds volumes and snapshots (heartbeat capability `state`).
+    pub state: bool,
 }
 
 impl RemoteProvider {
@@ -110,7 +112,7 @@ impl RemoteProvider {
         ))
     }
 
-    fn target(&self, runtime_id: &str) -> Target {
+    pub(super) fn target(&self, runtime_id: &str) -> Target {
         Target {
             sandbox_id: self.sandbox_id.clone(),
             provider: self.provider.clone(),
@@ -140,7 +142,7 @@ impl RemoteProvider {
 
     /// One call and its typed result (`None` for void methods). `path` names the file the
     /// call is about, for file-not-found errors.
-    async fn call<R: DeserializeOwned>(
+    pub(super) async fn call<R: DeserializeOwned>(
         &self,
         call: RpcCall,
         lease: Option<LeaseToken>,
@@ -183,7 +185,7 @@ impl RemoteProvider {
             .map(|_| ())
     }
 
-    async fn acquire(&self) -> Result<Lease, ProviderError> {
+    pub(super) async fn acquire(&self) -> Result<Lease, ProviderError> {
         self.store
             .acquire_lease(
                 &self.sandbox_id,
@@ -203,7 +205,7 @@ impl Provider for RemoteProvider {
     }
 
     fn capabilities(&self) -> Vec<&'static str> {
-        vec![
+        let mut caps = vec![
             "spawn",
             "exec",
             "exec_stream",
@@ -211,7 +213,11 @@ impl Provider for RemoteProvider {
             "console",
             "remote_worker",
             "pause",
-        ]
+        ];
+        if self.state {
+            caps.extend(["volumes", "snapshots"]);
+        }
+        caps
     }
 
     fn config_summary(&self) -> Value {
@@ -223,36 +229,52 @@ impl Provider for RemoteProvider {
     }
 
     async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
-        let lease = self.acquire().await?;
-        let call = RpcCall::Spawn(proto::SpawnParams {
-            sandbox_id: self.sandbox_id.clone(),
-            image: spec.image.clone(),
-            provider: self.provider.clone(),
-            memory_mb: spec.memory_mb,
-            vcpus: spec.vcpus,
-            owner_id: spec.owner_id.clone(),
-            ttl: self.ttl,
-            metadata: spec.metadata.clone(),
-        });
-        let res: Result<Option<proto::SpawnResult>, _> =
-            self.call(call, Some(lease_token(&lease)), SLOW, "").await;
-        match res {
-            Ok(r) => {
-                let runtime_id = r
-                    .map(|r| r.runtime_id)
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| self.sandbox_id.to_string());
-                Ok(Spawned { runtime_id })
-            }
-            Err(e) => {
-                // The worker did not take the sandbox: free the lease for a retry elsewhere.
-                let _ = self
-                    .store
-                    .release_lease(&self.sandbox_id, &self.endpoint.worker_id)
-                    .await;
-                Err(e)
-            }
-        }
+        self.spawn_call(spec, &[], "").await
+    }
+
+    async fn spawn_with_volumes(
+        &self,
+        spec: &SandboxSpec,
+        mounts: &[VolumeMountSpec],
+    ) -> Result<Spawned, ProviderError> {
+        self.spawn_call(spec, mounts, "").await
+    }
+
+    async fn spawn_from_snapshot(
+        &self,
+        spec: &SandboxSpec,
+        mounts: &[VolumeMountSpec],
+        snapshot_id: &str,
+    ) -> Result<Spawned, ProviderError> {
+        self.spawn_call(spec, mounts, snapshot_id).await
+    }
+
+    async fn create_volume(&self, name: &str, size_mb: i64) -> Result<(), ProviderError> {
+        self.volume_create(name, size_mb).await
+    }
+
+    async fn delete_volume(&self, name: &str) -> Result<(), ProviderError> {
+        self.volume_delete(name).await
+    }
+
+    async fn list_volumes(&self) -> Result<Option<Vec<String>>, ProviderError> {
+        self.volume_list().await
+    }
+
+    async fn snapshot(&self, runtime_id: &str, sid: &str) -> Result<SnapshotMade, ProviderError> {
+        self.snapshot_make(runtime_id, sid).await
+    }
+
+    async fn delete_snapshot(&self, sid: &str) -> Result<(), ProviderError> {
+        self.snapshot_delete(sid).await
+    }
+
+    async fn sweep_snapshots(
+        &self,
+        known: &std::collections::HashSet<String>,
+        grace: Duration,
+    ) -> Result<Vec<String>, ProviderError> {
+        self.snapshot_sweep(known, grace).await
     }
 
     async fn destroy(&self, runtime_id: &str) -> Result<(), ProviderError> {

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use stacyvm_store::{InsertLimits, LimitHit, StoreError};
-use stacyvm_types::{EventKind, GoDuration, Sandbox};
+use stacyvm_types::{EventKind, GoDuration, Sandbox, WorkerId};
 use tokio::sync::Notify;
 
 use super::placement::Placement;
@@ -217,8 +217,8 @@ impl<'a> Admission<'a> {
         provider: &str,
         owner: &str,
         ttl: GoDuration,
-        pending_total: i64,
-        pending_owner: i64,
+        pin: Option<&WorkerId>,
+        (pending_total, pending_owner): (i64, i64),
         report_counts: bool,
     ) -> ServiceResult<AdmissionDecision> {
         let svc = self.svc;
@@ -256,7 +256,7 @@ impl<'a> Admission<'a> {
             d.reason = Some("max_ttl");
             return Ok(d);
         }
-        let placement = svc.place(provider).await?;
+        let placement = svc.place(provider, pin).await?;
         let placed_ok = placement.target.is_some();
         let rpc_missing = placement.rpc_unavailable;
         d.placement = Some(placement);
@@ -292,12 +292,14 @@ impl<'a> Admission<'a> {
         provider: &str,
         owner: &str,
         ttl: GoDuration,
+        pin: Option<&WorkerId>,
     ) -> ServiceResult<AdmissionDecision> {
         let pending = self.state().pending.lock().await;
         let po = pending.by_owner.get(owner).copied().unwrap_or(0);
         let total = pending.total;
         drop(pending);
-        self.evaluate(provider, owner, ttl, total, po, true).await
+        self.evaluate(provider, owner, ttl, pin, (total, po), true)
+            .await
     }
 
     /// Admits a spawn, waiting in the spawn queue when configured, and reserves its slot:
@@ -307,6 +309,7 @@ impl<'a> Admission<'a> {
         provider: &str,
         owner: &str,
         ttl: GoDuration,
+        pin: Option<&WorkerId>,
     ) -> ServiceResult<Slot<'a>> {
         let svc = self.svc;
         let mut queued_at: Option<Instant> = None;
@@ -325,7 +328,7 @@ impl<'a> Admission<'a> {
                 let mut pending = self.state().pending.lock().await;
                 let po = pending.by_owner.get(owner).copied().unwrap_or(0);
                 let d = self
-                    .evaluate(provider, owner, ttl, pending.total, po, false)
+                    .evaluate(provider, owner, ttl, pin, (pending.total, po), false)
                     .await?;
                 if d.allowed {
                     pending.reserve(owner);

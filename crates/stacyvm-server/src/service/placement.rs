@@ -36,6 +36,13 @@ impl Placement {
     }
 }
 
+/// Whether `w`'s heartbeat lists `cap`.
+pub(super) fn has_capability(w: &WorkerRecord, cap: &str) -> bool {
+    w.capabilities
+        .as_ref()
+        .is_some_and(|c| c.iter().any(|c| c == cap))
+}
+
 impl Service {
     /// How long `w` may stay silent: `stale_after_intervals` of its own heartbeat interval
     /// when it reports one, else the fixed window.
@@ -95,19 +102,55 @@ impl Service {
         }
     }
 
+    /// Whether `worker` can take a sandbox of `provider` that needs its volumes or snapshot:
+    /// 409 `WORKER_UNAVAILABLE` saying why not (they stay recorded, unavailable, until it can).
+    pub(super) async fn pinned_ready(
+        &self,
+        worker: &WorkerId,
+        provider: &str,
+    ) -> ServiceResult<()> {
+        let workers = self.cached_workers().await?;
+        let Some(w) = workers.iter().find(|w| &w.id == worker) else {
+            if worker.is_local() {
+                return Ok(());
+            }
+            return Err(ServiceError::WorkerUnavailable(format!(
+                "worker {worker}, which holds the sandbox's volumes or snapshot, is not registered"
+            )));
+        };
+        if !self.eligible(w, provider) {
+            return Err(ServiceError::WorkerUnavailable(format!(
+                "worker {worker}, which holds the sandbox's volumes or snapshot, is not taking \
+                 {provider} sandboxes now (offline, draining or silent)"
+            )));
+        }
+        if !w.id.is_local() && !has_capability(w, stacyvm_protocol::capability::STATE) {
+            return Err(ServiceError::WorkerUnavailable(format!(
+                "worker {worker} is too old to hold volumes or snapshots; upgrade it"
+            )));
+        }
+        Ok(())
+    }
+
     /// Placement per §9.6: `local` whenever eligible, else the eligible worker with the fewest
-    /// active sandboxes (ties by id); a remote choice needs an RPC endpoint.
-    pub(super) async fn place(&self, provider: &str) -> ServiceResult<Placement> {
+    /// active sandboxes (ties by id); a remote choice needs an RPC endpoint. With `pin`, only
+    /// that worker is eligible (it holds the spawn's volumes or snapshot).
+    pub(super) async fn place(
+        &self,
+        provider: &str,
+        pin: Option<&WorkerId>,
+    ) -> ServiceResult<Placement> {
         let workers = match self.cached_workers().await {
             Ok(w) => w,
-            Err(_) => return Ok(Placement::local()),
+            Err(_) if pin.is_none_or(WorkerId::is_local) => return Ok(Placement::local()),
+            Err(e) => return Err(e),
         };
-        if workers.is_empty() {
+        if workers.is_empty() && pin.is_none_or(WorkerId::is_local) {
             return Ok(Placement::local());
         }
         let eligible: Vec<&WorkerRecord> = workers
             .iter()
-            .filter(|w| self.eligible(w, provider))
+            .filter(|w| self.eligible(w, provider) && pin.is_none_or(|p| *p == w.id))
             .collect();
         let mut candidates: Vec<&WorkerRecord> = Vec::new();
         let needs_counts = eligible.iter().any(|w| {

@@ -61,6 +61,72 @@ impl Service {
         self.remote_provider_on(&w, sandbox_id, provider, expires_at)
     }
 
+    /// Provider `provider` on worker `worker` (a volume's or snapshot's `worker_id`): a local
+    /// backend, or the worker's through its RPC. 409 `WORKER_UNAVAILABLE` for a remote worker
+    /// that is not registered, silent or too old to hold them: its volumes and snapshots are
+    /// unavailable then, not lost.
+    pub(super) async fn provider_on_worker(
+        &self,
+        worker: &str,
+        provider: &str,
+    ) -> ServiceResult<Arc<dyn Provider>> {
+        let id = WorkerId::from(worker);
+        if id.is_local() {
+            return Ok(self.providers.get(provider)?);
+        }
+        let w = match self.store.get_worker(&id).await {
+            Ok(w) => w,
+            Err(e) if e.is_not_found() => {
+                return Err(ServiceError::WorkerUnavailable(format!(
+                    "worker {id} is not registered"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.state_provider_on(&w, provider)
+            .map(|p| Arc::new(p) as Arc<dyn Provider>)
+    }
+
+    /// A [`RemoteProvider`] for `w`'s volumes and snapshots (bound to no sandbox).
+    fn state_provider_on(&self, w: &WorkerRecord, provider: &str) -> ServiceResult<RemoteProvider> {
+        if self.is_stale(w) {
+            return Err(ServiceError::WorkerUnavailable(format!(
+                "worker {} is not answering its heartbeats",
+                w.id
+            )));
+        }
+        if !super::placement::has_capability(w, stacyvm_protocol::capability::STATE) {
+            return Err(ServiceError::WorkerUnavailable(format!(
+                "worker {} is too old to hold volumes or snapshots; upgrade it",
+                w.id
+            )));
+        }
+        // No sandbox: the calls name their volume or snapshot, and take no lease.
+        self.remote_provider_on(w, &SandboxId::random(), provider, chrono::Utc::now())
+    }
+
+    /// Every provider that may hold volumes or snapshots of this installation: the local ones,
+    /// and each provider of each answering remote worker with the `state` capability. For the
+    /// reconcile pass's sweeps.
+    pub(super) async fn state_holders(&self) -> ServiceResult<Vec<Arc<dyn Provider>>> {
+        let mut out: Vec<Arc<dyn Provider>> = self.providers.all().cloned().collect();
+        for w in self.store.list_workers().await? {
+            if w.id.is_local() || self.remote.is_none() {
+                continue;
+            }
+            let names = match w.providers.as_deref() {
+                Some(list) if !list.is_empty() => list.to_vec(),
+                _ => vec![String::new()],
+            };
+            for name in names {
+                if let Ok(p) = self.state_provider_on(&w, &name) {
+                    out.push(Arc::new(p));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// A worker record for routing; a missing one is `Unavailable` (the owner is gone).
     pub(super) async fn registered_worker(
         &self,
@@ -103,6 +169,7 @@ impl Service {
             file_stream: has(stacyvm_protocol::capability::FILE_STREAM),
             watch: has(stacyvm_protocol::capability::WATCH),
             user: has(stacyvm_protocol::capability::USER),
+            state: has(stacyvm_protocol::capability::STATE),
         })
     }
 }

@@ -1,8 +1,8 @@
 //! Snapshots and fork (sandbox-model.md §2, docs/state.md). The provider makes a snapshot
 //! completely (temporary name, then renamed) before its record is written, so a half-made
 //! snapshot is never recorded; a record whose write fails takes the provider's snapshot with
-//! it. Snapshots live on the worker that made them; only the control plane's own providers
-//! take them so far.
+//! it. Snapshots live on the worker that made them (`worker_id`), and spawns from one are
+//! placed there.
 
 use stacyvm_store::Snapshot;
 use stacyvm_types::{Sandbox, SandboxId, SandboxState, WorkerId};
@@ -48,12 +48,7 @@ impl Snapshots<'_> {
                 sb.state.as_str()
             )));
         }
-        if sb.placement.is_remote() {
-            return Err(ServiceError::NotSupported(
-                "snapshots of sandboxes on remote workers are not built yet".into(),
-            ));
-        }
-        let provider = self.svc.providers.get(&sb.provider)?;
+        let provider = self.svc.provider_for(&sb).await?;
         let sid = new_id();
         let made = provider.snapshot(sb.runtime_id(), &sid).await?;
         let snap = Snapshot {
@@ -64,7 +59,8 @@ impl Snapshots<'_> {
             image: sb.image.clone(),
             kind: made.kind.to_string(),
             size_bytes: i64::try_from(made.size_bytes).unwrap_or(i64::MAX),
-            worker_id: WorkerId::LOCAL.to_string(),
+            // It lives with the sandbox's worker, and spawns from it are placed there.
+            worker_id: WorkerId::from(sb.placement.clone()).to_string(),
             created_at: chrono::Utc::now(),
         };
         if let Err(e) = self.svc.store.insert_snapshot(&snap).await {
@@ -78,10 +74,12 @@ impl Snapshots<'_> {
 
     /// What providers hold of snapshots no record names, and parts of unfinished ones, older
     /// than `grace` (a snapshot is made before its record is written): a crash between the
-    /// two leaves no image or directory behind for good. The names removed.
+    /// two leaves no image or directory behind for good. `remote` asks the workers holding
+    /// snapshots too. The names removed.
     pub(crate) async fn remove_orphans(
         self,
         grace: std::time::Duration,
+        remote: bool,
     ) -> ServiceResult<Vec<String>> {
         let known: std::collections::HashSet<String> = self
             .svc
@@ -92,7 +90,12 @@ impl Snapshots<'_> {
             .map(|s| s.id)
             .collect();
         let mut removed = Vec::new();
-        for p in self.svc.providers.all() {
+        let holders = if remote {
+            self.svc.state_holders().await?
+        } else {
+            self.svc.providers.all().cloned().collect()
+        };
+        for p in holders {
             match p.sweep_snapshots(&known, grace).await {
                 Ok(names) => {
                     for n in &names {
@@ -132,14 +135,20 @@ impl Snapshots<'_> {
             }
             Err(e) => return Err(e.into()),
         }
-        match self.svc.providers.get(&snap.provider) {
+        // A failure now (its worker away included) leaves data no record names, which the
+        // reconcile pass's sweep removes once it can reach it.
+        match self
+            .svc
+            .provider_on_worker(&snap.worker_id, &snap.provider)
+            .await
+        {
             Ok(p) => {
                 if let Err(e) = p.delete_snapshot(sid).await {
                     tracing::warn!(snapshot = %sid, error = %e, "removing the snapshot's data failed");
                 }
             }
             Err(e) => {
-                tracing::warn!(snapshot = %sid, error = %e, "the snapshot's provider is gone")
+                tracing::warn!(snapshot = %sid, error = %e, "the snapshot's provider cannot be reached")
             }
         }
         Ok(())

@@ -31,6 +31,9 @@ pub struct VolumeParams {
     pub size_mb: i64,
     /// Empty = the default provider.
     pub provider: String,
+    /// The worker to hold it; empty = where placement would put a sandbox now (`local`
+    /// whenever it is eligible).
+    pub worker_id: String,
 }
 
 /// One entry of a spawn's `volumes`.
@@ -163,6 +166,25 @@ impl Volumes<'_> {
         ServiceError::NotFound(format!("not found: volume {name:?}"))
     }
 
+    /// The worker a new volume lives on: the one asked for (409 `WORKER_UNAVAILABLE` when it
+    /// cannot take it), else where placement would put a sandbox of `provider` now (`local`
+    /// whenever it is eligible).
+    async fn worker_for(self, asked: &str, provider: &str) -> ServiceResult<WorkerId> {
+        let asked = asked.trim();
+        if !asked.is_empty() {
+            let w = WorkerId::from(asked);
+            self.svc.pinned_ready(&w, provider).await?;
+            return Ok(w);
+        }
+        let placed = self.svc.place(provider, None).await?;
+        match placed.target {
+            Some(t) if !placed.rpc_unavailable => Ok(WorkerId::from(t)),
+            _ => Err(ServiceError::WorkerUnavailable(format!(
+                "no worker can take a {provider} volume now"
+            ))),
+        }
+    }
+
     /// `POST /volumes`: 409 `CONFLICT` for a taken name, 409 `NOT_SUPPORTED` when the provider
     /// cannot keep volumes.
     pub async fn create(self, p: VolumeParams) -> ServiceResult<VolumeInfo> {
@@ -172,16 +194,22 @@ impl Volumes<'_> {
                 "size_mb must be between 0 and {MAX_SIZE_MB}"
             )));
         }
-        let provider = self.svc.providers.get(p.provider.trim())?;
+        let name = self
+            .svc
+            .providers
+            .get(p.provider.trim())?
+            .name()
+            .to_string();
+        let worker = self.worker_for(&p.worker_id, &name).await?;
+        let provider = self.svc.provider_on_worker(worker.as_str(), &name).await?;
         if !provider.capabilities().contains(&"volumes") {
-            return Err(stacyvm_provider::volumes_unsupported(provider.name()).into());
+            return Err(stacyvm_provider::volumes_unsupported(&name).into());
         }
         let v = Volume {
             name: p.name.clone(),
             size_mb: p.size_mb,
-            provider: provider.name().to_string(),
-            // Volumes are made on the control plane's own providers (docs/state.md).
-            worker_id: WorkerId::LOCAL.to_string(),
+            provider: name,
+            worker_id: worker.to_string(),
             created_at: chrono::Utc::now(),
         };
         match self.svc.store.insert_volume(&v).await {
@@ -243,15 +271,17 @@ impl Volumes<'_> {
             Err(e) if e.is_not_found() => return Err(Self::not_found(name)),
             Err(e) => return Err(e.into()),
         }
-        // The record is gone: a provider failure now leaves data no record names, which the
-        // local reconciliation pass removes.
-        match self.svc.providers.get(&v.provider) {
+        // The record is gone: a provider failure now (its worker away included) leaves data
+        // no record names, which the reconcile pass removes once it can reach it.
+        match self.svc.provider_on_worker(&v.worker_id, &v.provider).await {
             Ok(p) => {
                 if let Err(e) = p.delete_volume(name).await {
                     tracing::warn!(volume = %name, error = %e, "removing the volume's data failed; reconciliation retries");
                 }
             }
-            Err(e) => tracing::warn!(volume = %name, error = %e, "the volume's provider is gone"),
+            Err(e) => {
+                tracing::warn!(volume = %name, error = %e, "the volume's provider cannot be reached; reconciliation retries")
+            }
         }
         Ok(())
     }
@@ -294,6 +324,13 @@ impl Volumes<'_> {
                     v.name, v.provider
                 )));
             }
+            if let Some(w) = out.worker.as_ref().filter(|w| **w != v.worker_id) {
+                return Err(ServiceError::Conflict(format!(
+                    "volume {:?} lives on worker {}, another of the spawn's on worker {w}; a \
+                     sandbox runs on one worker",
+                    v.name, v.worker_id
+                )));
+            }
             out.worker = Some(v.worker_id);
             out.mounts.push(VolumeMountSpec {
                 volume: v.name,
@@ -310,10 +347,7 @@ impl Volumes<'_> {
     /// finds its record. Returns how many were removed.
     pub(crate) async fn remove_orphans(self) -> ServiceResult<usize> {
         let mut found = Vec::new();
-        for name in self.svc.providers.names() {
-            let Ok(p) = self.svc.providers.get(&name) else {
-                continue;
-            };
+        for p in self.svc.state_holders().await? {
             if let Ok(Some(list)) = p.list_volumes().await {
                 found.extend(list.into_iter().map(|v| (p.clone(), v)));
             }

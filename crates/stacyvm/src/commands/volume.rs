@@ -26,6 +26,10 @@ pub enum VolumeCommand {
         /// Provider holding it (default: the server's default provider).
         #[arg(long, default_value = "")]
         provider: String,
+        /// Worker holding it (default: where a sandbox would be placed now, `local` when it
+        /// can); sandboxes mounting it run there.
+        #[arg(long, default_value = "")]
+        worker: String,
     },
     /// List volumes and the sandboxes using them.
     #[command(alias = "list")]
@@ -55,6 +59,7 @@ pub async fn run(c: &ClientArgs, a: VolumeArgs) -> anyhow::Result<ExitCode> {
             name,
             size_mb,
             provider,
+            worker,
         } => {
             let mut body = json!({"name": name});
             if size_mb > 0 {
@@ -62,6 +67,9 @@ pub async fn run(c: &ClientArgs, a: VolumeArgs) -> anyhow::Result<ExitCode> {
             }
             if !provider.is_empty() {
                 body["provider"] = json!(provider);
+            }
+            if !worker.is_empty() {
+                body["worker_id"] = json!(worker);
             }
             let v = client
                 .call(reqwest::Method::POST, "/volumes", Some(body))
@@ -76,8 +84,8 @@ pub async fn run(c: &ClientArgs, a: VolumeArgs) -> anyhow::Result<ExitCode> {
         VolumeCommand::Ls => {
             let v = client.call(reqwest::Method::GET, "/volumes", None).await?;
             println!(
-                "{:<24} {:<10} {:>8}  IN USE BY",
-                "NAME", "PROVIDER", "SIZE_MB"
+                "{:<24} {:<10} {:<12} {:>8}  IN USE BY",
+                "NAME", "PROVIDER", "WORKER", "SIZE_MB"
             );
             for vol in v.as_array().into_iter().flatten() {
                 let users: Vec<&str> = vol["in_use_by"]
@@ -87,9 +95,10 @@ pub async fn run(c: &ClientArgs, a: VolumeArgs) -> anyhow::Result<ExitCode> {
                     .filter_map(|s| s.as_str())
                     .collect();
                 println!(
-                    "{:<24} {:<10} {:>8}  {}",
+                    "{:<24} {:<10} {:<12} {:>8}  {}",
                     vol["name"].as_str().unwrap_or_default(),
                     vol["provider"].as_str().unwrap_or_default(),
+                    vol["worker_id"].as_str().unwrap_or_default(),
                     vol["size_mb"].as_i64().unwrap_or(0),
                     users.join(",")
                 );

@@ -82,9 +82,10 @@ error_responses! {
         ("state", "CONFLICT", "conflict: sandbox sb-0123abcd is error; only a running sandbox can be paused"),
         ("not_supported", "NOT_SUPPORTED", "not supported: the bwrap provider has no cgroup freezer here"),
     ];
-    VolumeConflict: "The name is taken (`CONFLICT`), or the volume's provider cannot keep volumes (`NOT_SUPPORTED`)", [
+    VolumeConflict: "The name is taken (`CONFLICT`), the volume's provider cannot keep volumes (`NOT_SUPPORTED`), or the worker asked for cannot take it now (`WORKER_UNAVAILABLE`)", [
         ("taken", "CONFLICT", "conflict: volume \"data\" already exists"),
         ("not_supported", "NOT_SUPPORTED", "not supported: the microvm provider cannot mount volumes"),
+        ("worker_unavailable", "WORKER_UNAVAILABLE", "worker unavailable: worker worker-a is not answering its heartbeats"),
     ];
     SnapshotNotFound: "Unknown snapshot (`SNAPSHOT_NOT_FOUND`)",
         [("", "SNAPSHOT_NOT_FOUND", "snapshot not found: snap-0123abcd")];

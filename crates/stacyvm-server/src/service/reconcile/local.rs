@@ -12,10 +12,6 @@ use stacyvm_types::{EventKind, SandboxId, SandboxState};
 use super::Reconciler;
 use crate::events::ReconcileAction;
 
-/// How old a snapshot no record names must be before reconciliation removes it: far longer
-/// than taking one lasts, so a snapshot whose record is still being written is never taken.
-pub(crate) const SNAPSHOT_GRACE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-
 impl Reconciler<'_> {
     pub(crate) async fn startup(self) {
         self.local(None).await;
@@ -118,7 +114,8 @@ impl Reconciler<'_> {
             tracing::warn!(error = %e, "reconcile: orphan volumes");
         }
         // Snapshots: recorded after they are made, so only those older than a snapshot takes.
-        if let Err(e) = self.svc.snapshots().remove_orphans(SNAPSHOT_GRACE).await {
+        let grace = self.svc.settings.snapshot_grace;
+        if let Err(e) = self.svc.snapshots().remove_orphans(grace, true).await {
             tracing::warn!(error = %e, "reconcile: orphan snapshots");
         }
     }
@@ -141,6 +138,12 @@ impl Reconciler<'_> {
             .map(|s| s.runtime_id().to_string())
             .collect();
         self.destroy_local_orphans(runtimes, &known).await;
+        // What a snapshot the dead process was taking left (its helper, its temporary image),
+        // once past the grace; only the local providers, as this runs every tick for a while.
+        let grace = self.svc.settings.snapshot_grace;
+        if let Err(e) = self.svc.snapshots().remove_orphans(grace, false).await {
+            tracing::warn!(error = %e, "reconcile: orphan snapshots");
+        }
     }
 
     /// Every provider's runtimes (labelled ours; providers that cannot list are left out).

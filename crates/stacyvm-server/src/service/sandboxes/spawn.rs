@@ -8,7 +8,7 @@ use stacyvm_provider::{Provider, ProviderError, SandboxSpec};
 use stacyvm_store::LimitHit;
 use stacyvm_types::{
     parse_go_duration, validate_owner_id, EventKind, GoDuration, Lifecycle, OnExpire, Placement,
-    PreviewToken, Sandbox, SandboxId, SandboxState,
+    PreviewToken, Sandbox, SandboxId, SandboxState, WorkerId,
 };
 
 use super::Sandboxes;
@@ -81,6 +81,22 @@ struct ResolvedSpawn {
     pub mounts: PlannedMounts,
     /// The snapshot it starts from.
     pub snapshot: Option<stacyvm_store::Snapshot>,
+}
+
+impl ResolvedSpawn {
+    /// The worker the spawn must run on: the one holding its volumes and snapshot (they
+    /// never move). 409 `CONFLICT` when those live on different workers.
+    fn pinned_worker(&self) -> ServiceResult<Option<WorkerId>> {
+        let snap = self.snapshot.as_ref().map(|s| s.worker_id.as_str());
+        match (self.mounts.worker.as_deref(), snap) {
+            (Some(v), Some(s)) if v != s => Err(ServiceError::Conflict(format!(
+                "the volumes live on worker {v} and the snapshot on worker {s}; a sandbox \
+                 runs on one worker"
+            ))),
+            (Some(w), _) | (None, Some(w)) => Ok(Some(WorkerId::from(w))),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// `on_expire` and `idle_timeout` of a spawn.
@@ -232,7 +248,7 @@ impl Sandboxes<'_> {
         let r = self.resolve(p, caller)?;
         self.svc
             .admission()
-            .check(&r.provider_name, &r.owner, r.ttl)
+            .check(&r.provider_name, &r.owner, r.ttl, None)
             .await
     }
 
@@ -251,12 +267,16 @@ impl Sandboxes<'_> {
         if !r.mounts.mounts.is_empty() && !r.provider.capabilities().contains(&"volumes") {
             return Err(stacyvm_provider::volumes_unsupported(&r.provider_name).into());
         }
+        let pin = r.pinned_worker()?;
+        if let Some(w) = &pin {
+            self.svc.pinned_ready(w, &r.provider_name).await?;
+        }
         let mut races = 0;
         loop {
             let slot = self
                 .svc
                 .admission()
-                .admit(&r.provider_name, &r.owner, r.ttl)
+                .admit(&r.provider_name, &r.owner, r.ttl, pin.as_ref())
                 .await?;
             match self.spawn_placed(&r, &p, slot).await {
                 Ok(sb) => return Ok(sb),
