@@ -13,7 +13,7 @@ import pytest
 from conftest import Server, assert_error, require_backend
 
 IMAGE = "stacyvm-test/busybox:latest"
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/c; sleep 0.2; done"
+COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/c.tmp; mv /tmp/c.tmp /tmp/c; sleep 0.2; done"
 
 pytestmark = pytest.mark.backend("qemu")
 

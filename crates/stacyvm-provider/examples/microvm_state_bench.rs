@@ -41,7 +41,7 @@ mod bench {
 
     const BOUND: Duration = Duration::from_secs(180);
     /// The guest's process: a counter in a shell variable.
-    const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/c; sleep 0.2; done";
+    const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/c.tmp; mv /tmp/c.tmp /tmp/c; sleep 0.2; done";
 
     fn env(name: &str, default: &str) -> String {
         std::env::var(name).unwrap_or_else(|_| default.to_string())

@@ -22,8 +22,9 @@ use microvm_support::{config, image, BOOT_BOUND};
 /// One VM test at a time in this process: they are CPU-bound under TCG.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Counts in a shell variable (memory), printing each value and keeping the last in a file.
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i; echo $i > /tmp/c; sleep 0.2; done";
+/// Counts in a shell variable (memory), printing each value and keeping the last in a file
+/// (replaced by a rename, so a pause or snapshot never catches it empty).
+const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i; echo $i > /tmp/c.tmp; mv /tmp/c.tmp /tmp/c; sleep 0.2; done";
 
 fn data_dir() -> PathBuf {
     PathBuf::from(config().data_dir)
