@@ -74,8 +74,38 @@ impl Provider for SharedVm {
             ))),
         }
     }
-    async fn destroy(&self, _id: &str) -> Result<(), ProviderError> {
-        Ok(())
+    /// Forgets the shared VM; others (spawned from a snapshot) are destroyed.
+    async fn destroy(&self, id: &str) -> Result<(), ProviderError> {
+        if id == self.id {
+            return Ok(());
+        }
+        self.inner.destroy(id).await
+    }
+    async fn pause(&self, id: &str) -> Result<(), ProviderError> {
+        self.inner.pause(id).await
+    }
+    async fn resume(&self, id: &str) -> Result<(), ProviderError> {
+        self.inner.resume(id).await
+    }
+    async fn snapshot(
+        &self,
+        id: &str,
+        snapshot_id: &str,
+    ) -> Result<stacyvm_provider::SnapshotMade, ProviderError> {
+        self.inner.snapshot(id, snapshot_id).await
+    }
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), ProviderError> {
+        self.inner.delete_snapshot(snapshot_id).await
+    }
+    async fn spawn_from_snapshot(
+        &self,
+        spec: &SandboxSpec,
+        mounts: &[stacyvm_provider::VolumeMountSpec],
+        snapshot_id: &str,
+    ) -> Result<Spawned, ProviderError> {
+        self.inner
+            .spawn_from_snapshot(spec, mounts, snapshot_id)
+            .await
     }
     async fn status(&self, id: &str) -> Result<SandboxState, ProviderError> {
         self.inner.status(id).await
@@ -217,9 +247,9 @@ async fn suite_on_one_vm() {
         id: id.clone(),
     };
     let mut failures: Vec<CheckFailure> = Vec::new();
-    // `lifecycle` boots its own VM (its own test); `unknown_sandbox` and `process_destroy` run
-    // on the provider itself, since the shared VM's destroy only forgets it. The microvm cannot
-    // pause yet (docs/state.md): the pause checks are replaced by the refusal checked below.
+    // `lifecycle` boots its own VM (its own test); `unknown_sandbox`, `process_destroy` and
+    // `pause_then_destroy` run on the provider itself, since the shared VM's destroy only
+    // forgets it. `pause_keeps_processes` pauses the shared VM to disk and resumes it.
     for check in conformance::checks() {
         if matches!(
             check.name,
@@ -227,7 +257,6 @@ async fn suite_on_one_vm() {
                 | "unknown_sandbox"
                 | "files_stream_large"
                 | "process_destroy"
-                | "pause_keeps_processes"
                 | "pause_then_destroy"
         ) {
             continue;
@@ -255,29 +284,19 @@ async fn suite_on_one_vm() {
         }),
     }
     let unknown = conformance::unknown_sandbox(&*p, &image()).await;
-    // What the API answers 409 NOT_SUPPORTED for, and the VM keeps running.
-    for r in [p.pause(&id).await, p.resume(&id).await] {
-        if !matches!(r, Err(ProviderError::NotSupported(_))) {
-            failures.push(CheckFailure {
-                check: "pause_not_supported",
-                message: format!("want NotSupported, got {r:?}"),
-            });
+    let own_vm = conformance::checks()
+        .into_iter()
+        .filter(|c| matches!(c.name, "process_destroy" | "pause_then_destroy"));
+    for check in own_vm {
+        let t = Instant::now();
+        match timeout(BOOT_BOUND, (check.run)(&*p, &image())).await {
+            Ok(Ok(())) => eprintln!("ok   {} ({:?})", check.name, t.elapsed()),
+            Ok(Err(f)) => failures.push(f),
+            Err(_) => failures.push(CheckFailure {
+                check: check.name,
+                message: "timed out".into(),
+            }),
         }
-    }
-    if p.capabilities().contains(&"pause") {
-        failures.push(CheckFailure {
-            check: "pause_not_supported",
-            message: "capabilities() lists pause".into(),
-        });
-    }
-    let t = Instant::now();
-    match timeout(BOOT_BOUND, conformance::process_destroy(&*p, &image())).await {
-        Ok(Ok(())) => eprintln!("ok   process_destroy ({:?})", t.elapsed()),
-        Ok(Err(f)) => failures.push(f),
-        Err(_) => failures.push(CheckFailure {
-            check: "process_destroy",
-            message: "timed out".into(),
-        }),
     }
     timeout(Duration::from_secs(30), p.destroy(&id))
         .await

@@ -2,7 +2,8 @@
 //! answers through the sandbox's forwarded loopback port, and the guest reaches a service on
 //! the host's loopback through QEMU's gateway 10.0.2.2 (the only outbound target reachable on
 //! these machines), for a restored clone and for a clone from the warm pool, each with its own
-//! port. The default (`none`): the guest has no interface but `lo`.
+//! port; a guest server outlives a pause to disk and goes on in a memory snapshot's clone. The
+//! default (`none`): the guest has no interface but `lo`.
 //!
 //! Needs `scripts/setup-microvm.sh`; without the assets the tests fail. The default nextest
 //! profile leaves this binary out (profiles `vm` and `ci` select it).
@@ -222,4 +223,72 @@ async fn no_network_interface_by_default() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// Fetches `GET /` on `port` until it answers (30 s), returning the body.
+async fn fetch(port: u16) -> String {
+    timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(r) = http_get(port).await {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("nothing answers on 127.0.0.1:{port}"))
+}
+
+/// With user networking, a guest server started before a pause to disk answers on the same
+/// preview port after resume (the resumed QEMU forwards it again), and a clone of a memory
+/// snapshot of that guest serves the same page, still running, on a forward of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_servers_survive_pause_and_memory_snapshots() {
+    let _serial = SERIAL.lock().await;
+    let p = MicrovmProvider::new(MicrovmConfig {
+        network_mode: "user".into(),
+        ..config()
+    })
+    .unwrap();
+    let id = spawn(&p).await;
+    check_preview(&p, &id).await;
+    let port = p.preview_port(&id).unwrap();
+    timeout(BOOT_BOUND, p.pause(&id))
+        .await
+        .unwrap()
+        .expect("pause");
+    assert!(http_get(port).await.is_none(), "a paused VM answered");
+    timeout(BOOT_BOUND, p.resume(&id))
+        .await
+        .unwrap()
+        .expect("resume");
+    assert_eq!(p.preview_port(&id), Some(port));
+    let body = fetch(port).await;
+    assert!(body.ends_with(&format!("{id}\n")), "{body}");
+
+    let sid = format!("snap-{}", &stacyvm_types::new_sandbox_id()[3..]);
+    timeout(BOOT_BOUND, p.snapshot(&id, &sid))
+        .await
+        .unwrap()
+        .expect("snapshot");
+    let clone = timeout(
+        BOOT_BOUND,
+        p.spawn_from_snapshot(&spec(&image()), &[], &sid),
+    )
+    .await
+    .unwrap()
+    .expect("spawn from snapshot")
+    .runtime_id;
+    let cport = p.preview_port(&clone).expect("the clone's forward");
+    assert_ne!(cport, port);
+    // The httpd of the snapshot serves the page the source wrote (its hostname).
+    let body = fetch(cport).await;
+    assert!(body.ends_with(&format!("{id}\n")), "{body}");
+    for s in [&clone, &id] {
+        timeout(Duration::from_secs(30), p.destroy(s))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    p.delete_snapshot(&sid).await.unwrap();
 }

@@ -79,6 +79,8 @@ pub(crate) struct Vm {
     pub qmp: Option<tokio::sync::Mutex<Qmp>>,
     pub booted_in: Duration,
     pub kind: BootKind,
+    /// Its memory and vCPUs (what a resume or a snapshot's clone starts with).
+    pub shape: VmShape,
     /// Guest ports forwarded for previews after boot (`network_mode: user`).
     pub forwards: super::net::Forwards,
 }
@@ -106,6 +108,8 @@ pub(crate) struct Cleanup {
     pub pid: i32,
     dir: PathBuf,
     armed: bool,
+    /// Whether the directory goes too (not when it held the VM before this start: a resume).
+    remove_dir: bool,
 }
 
 impl Cleanup {
@@ -116,11 +120,22 @@ impl Cleanup {
             pid: 0,
             dir: dir.to_path_buf(),
             armed: true,
+            remove_dir: true,
         };
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| ProviderError::internal_with(format!("creating the {what} failed"), e))?;
         Ok(cleanup)
+    }
+
+    /// Kills the QEMU started under it, but keeps `dir` and what was in it.
+    pub fn keep_dir(dir: &Path) -> Self {
+        Cleanup {
+            pid: 0,
+            dir: dir.to_path_buf(),
+            armed: true,
+            remove_dir: false,
+        }
     }
 
     pub fn disarm(mut self) {
@@ -132,7 +147,9 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         if self.armed {
             vmm::kill_group(self.pid);
-            let _ = std::fs::remove_dir_all(&self.dir);
+            if self.remove_dir {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
         }
     }
 }
@@ -243,6 +260,7 @@ impl Core {
             qmp: None,
             booted_in,
             kind: BootKind::Cold,
+            shape: shape.clone(),
             forwards: Default::default(),
         })
     }

@@ -12,6 +12,10 @@
 //! A spawn takes, in order: a clone from the warm pool ([`pool`]), a clone restored from its
 //! image's template snapshot ([`snapshot`], built by the first spawn of the image), or a cold
 //! boot ([`boot`]) when snapshots are off or unusable.
+//!
+//! Pause saves the whole VM into its directory and ends QEMU ([`paused`]); memory snapshots
+//! are stored like templates and cloned the same way ([`memsnap`]); both go through QEMU
+//! migration to files ([`migrate`]).
 
 // Shared with the other providers; the submodules keep their `super::agent_conn` paths.
 use crate::agent::conn as agent_conn;
@@ -19,13 +23,17 @@ use crate::agent::procs;
 use crate::agent::{files, transfer as stream};
 mod boot;
 mod exec;
+mod memsnap;
+mod migrate;
 mod net;
+mod paused;
 mod pool;
 mod qmp;
 mod rootfs;
 mod sealed;
 mod settings;
 mod snapshot;
+mod state_ops;
 mod vmm;
 
 use std::collections::{HashMap, HashSet};
@@ -39,7 +47,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::boot::{Core, Vm, VmMeta};
-use self::qmp::Qmp;
 use self::snapshot::{TemplateKey, Templates};
 use self::vmm::VmPaths;
 use crate::tombstones::Tombstones;
@@ -67,10 +74,14 @@ pub struct MicrovmProvider {
     destroyed: Tombstones,
     /// The pool's refill task, started by the first spawn that can use the pool.
     refill: Mutex<Option<(JoinHandle<()>, CancellationToken)>>,
+    /// Memory snapshots (`<data_dir>/snapshots/`).
+    snaps: memsnap::Snapshots,
+    /// One pause, resume or snapshot at a time: each moves a whole VM through files.
+    state_ops: tokio::sync::Mutex<()>,
 }
 
 /// Ids double as directory names: keep them to a safe alphabet.
-fn valid_runtime_id(id: &str) -> bool {
+pub(crate) fn valid_runtime_id(id: &str) -> bool {
     let mut bytes = id.bytes();
     bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
         && id.len() <= 64
@@ -89,6 +100,7 @@ impl MicrovmProvider {
         let templates = Templates::new(&settings.data_dir);
         templates.remove_stale();
         pool::Pool::remove_stale(&settings.data_dir);
+        let snaps = memsnap::Snapshots::new(&settings.data_dir);
         let core = Core {
             rootfs: rootfs::Rootfs::new(&settings.data_dir, config.image_store.clone()),
             pool: pool::Pool::new(&settings.data_dir, settings.warm_pool),
@@ -103,6 +115,8 @@ impl MicrovmProvider {
             starting: Mutex::new(HashSet::new()),
             destroyed: Tombstones::default(),
             refill: Mutex::new(None),
+            snaps,
+            state_ops: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -272,7 +286,13 @@ impl Provider for MicrovmProvider {
     }
 
     fn capabilities(&self) -> Vec<&'static str> {
-        vec!["spawn", "exec", "exec_stream", "files", "console", "health"]
+        let mut caps = vec!["spawn", "exec", "exec_stream", "files", "console", "health"];
+        caps.push("pause");
+        // Memory snapshots clone like templates: only VMs restored from one can be taken.
+        if self.core.settings.snapshots {
+            caps.push("snapshots");
+        }
+        caps
     }
 
     fn config_summary(&self) -> serde_json::Value {
@@ -334,30 +354,7 @@ impl Provider for MicrovmProvider {
     }
 
     async fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, ProviderError> {
-        let id = spec.id.clone();
-        if !valid_runtime_id(&id) {
-            return Err(ProviderError::InvalidInput(format!(
-                "invalid sandbox id {id:?}"
-            )));
-        }
-        if spec.image.trim().is_empty() {
-            return Err(ProviderError::ImageNotFound(String::new()));
-        }
-        let paths = VmPaths::new(&self.vms_dir(), &id);
-        if lock(&self.vms).contains_key(&id)
-            || paths.dir.exists()
-            || !lock(&self.starting).insert(id.clone())
-        {
-            return Err(ProviderError::InvalidInput(format!(
-                "sandbox {id} already exists"
-            )));
-        }
-        let r = self.start(spec, paths).await;
-        lock(&self.starting).remove(&id);
-        let vm = r?;
-        self.destroyed.forget(&id);
-        lock(&self.vms).insert(id.clone(), Arc::new(vm));
-        Ok(Spawned { runtime_id: id })
+        self.spawn_as(spec, |paths| self.start(spec, paths)).await
     }
 
     async fn destroy(&self, runtime_id: &str) -> Result<(), ProviderError> {
@@ -388,7 +385,52 @@ impl Provider for MicrovmProvider {
         if self.destroyed.contains(runtime_id) {
             return Ok(SandboxState::Destroyed);
         }
+        if self.paused_paths(runtime_id).is_some() {
+            return Ok(SandboxState::Paused);
+        }
         Err(ProviderError::SandboxNotFound(runtime_id.to_string()))
+    }
+
+    /// Saves the VM's memory and devices into its directory and ends its QEMU (docs/state.md).
+    async fn pause(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        self.pause_to_disk(runtime_id).await
+    }
+
+    /// Starts a paused VM again from its saved state; its processes go on.
+    async fn resume(&self, runtime_id: &str) -> Result<(), ProviderError> {
+        self.resume_from_disk(runtime_id).await
+    }
+
+    /// A `memory` snapshot of a running or paused VM (the running one keeps running).
+    async fn snapshot(
+        &self,
+        runtime_id: &str,
+        snapshot_id: &str,
+    ) -> Result<crate::SnapshotMade, ProviderError> {
+        self.memory_snapshot(runtime_id, snapshot_id).await
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), ProviderError> {
+        self.snaps.delete(snapshot_id).await
+    }
+
+    async fn sweep_snapshots(
+        &self,
+        known: &HashSet<String>,
+        grace: Duration,
+    ) -> Result<Vec<String>, ProviderError> {
+        Ok(self.snaps.sweep(known, grace))
+    }
+
+    /// A clone of the snapshot: its processes and memory, a new identity, its own disk copy.
+    /// The snapshot's memory and vCPUs win over the spec's.
+    async fn spawn_from_snapshot(
+        &self,
+        spec: &SandboxSpec,
+        mounts: &[crate::VolumeMountSpec],
+        snapshot_id: &str,
+    ) -> Result<Spawned, ProviderError> {
+        self.spawn_snapshot_clone(spec, mounts, snapshot_id).await
     }
 
     async fn exec(
@@ -504,9 +546,13 @@ impl Provider for MicrovmProvider {
         crate::agent::watch::watch(self.vm(runtime_id)?, clean, path, recursive).await
     }
 
+    /// The console log; kept (and readable) while the VM is paused to disk.
     async fn logs(&self, runtime_id: &str, lines: usize) -> Result<Vec<String>, ProviderError> {
-        let vm = self.vm(runtime_id)?;
-        match tail_lines(&vm.paths.console, lines).await {
+        let console = match self.vm(runtime_id) {
+            Ok(vm) => vm.paths.console.clone(),
+            Err(e) => self.paused_paths(runtime_id).ok_or(e)?.console,
+        };
+        match tail_lines(&console, lines).await {
             Ok(l) => Ok(l),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(ProviderError::internal_with(
@@ -533,17 +579,7 @@ impl Provider for MicrovmProvider {
         if port == net::PREVIEW_GUEST_PORT {
             return Ok(loopback(boot_port));
         }
-        let qmp = async {
-            match &vm.qmp {
-                Some(kept) => Ok(net::QmpLease::Kept(kept.lock().await)),
-                None => {
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                    Qmp::connect(&vm.paths.qmp_sock, deadline)
-                        .await
-                        .map(net::QmpLease::Fresh)
-                }
-            }
-        };
+        let qmp = net::QmpLease::of(&vm);
         match vm.forwards.get_or_add(port, qmp).await {
             Ok(host) => Ok(loopback(host)),
             Err(e @ net::ForwardError::Full) => {

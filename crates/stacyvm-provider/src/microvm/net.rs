@@ -111,7 +111,18 @@ pub(crate) enum QmpLease<'a> {
 }
 
 impl QmpLease<'_> {
-    fn get(&mut self) -> &mut Qmp {
+    /// The monitor of `vm`: the connection it keeps (clones), or a new one.
+    pub(crate) async fn of(vm: &super::boot::Vm) -> Result<QmpLease<'_>, QmpError> {
+        Ok(match &vm.qmp {
+            Some(kept) => QmpLease::Kept(kept.lock().await),
+            None => {
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+                QmpLease::Fresh(Qmp::connect(&vm.paths.qmp_sock, deadline).await?)
+            }
+        })
+    }
+
+    pub(crate) fn get(&mut self) -> &mut Qmp {
         match self {
             QmpLease::Kept(g) => g,
             QmpLease::Fresh(q) => q,

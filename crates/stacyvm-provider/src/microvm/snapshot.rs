@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -20,16 +20,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use stacyvm_protocol::agent::{ExecStart, GuestMsg, HostMsg, Identity};
 use stacyvm_protocol::base64;
 
 use super::agent_conn::{self, AgentConn};
 use super::boot::{self, until_exit, BootKind, Cleanup, Core, Vm, VmMeta};
 use super::qmp::Qmp;
-use super::sealed;
 use super::vmm::{self, Launch, VmPaths, VmShape};
 use super::{lock, rootfs};
+use super::{migrate, sealed};
 use crate::ProviderError;
 
 /// After a failed template build, spawns of that key boot cold for this long. An agent too old
@@ -37,8 +36,6 @@ use crate::ProviderError;
 const RETRY_BUILD_AFTER: Duration = Duration::from_secs(60);
 /// Consecutive failed restores after which a template is deleted and built again.
 const MAX_RESTORE_FAILURES: u32 = 2;
-/// Saving the device state takes milliseconds; this only bounds a wedged QEMU.
-const SAVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// One answer from a running agent (identity, warm-up).
 pub(crate) const AGENT_CALL: Duration = Duration::from_secs(30);
 
@@ -127,7 +124,8 @@ impl Template {
         self.dir.join("disk.qcow2")
     }
 
-    fn new(key: &str, dir: PathBuf) -> Self {
+    /// A template stored in `dir` (a memory snapshot is stored the same way).
+    pub(crate) fn new(key: &str, dir: PathBuf) -> Self {
         Template {
             key: key.to_string(),
             dir,
@@ -392,52 +390,15 @@ pub(crate) fn unavailable<E: std::fmt::Display>(what: &'static str) -> impl Fn(E
     move |e| ProviderError::Unavailable(format!("{what}: {e}"))
 }
 
-const IGNORE_SHARED: &str = "x-ignore-shared";
-
-fn ignore_shared() -> serde_json::Value {
-    json!({ "capabilities": [{ "capability": IGNORE_SHARED, "state": true }] })
-}
-
 /// Saves a paused VM's device state into `state`; its RAM, in the shared file, is skipped.
 async fn save_state(qmp: &mut Qmp, state: &Path) -> Result<(), ProviderError> {
-    let q = unavailable("saving the template");
-    qmp.execute("migrate-set-capabilities", Some(ignore_shared()))
-        .await
-        .map_err(&q)?;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(state)
-        .map_err(|e| ProviderError::internal_with("creating the state file failed", e))?;
-    qmp.send_fd("state", f.as_fd()).await.map_err(&q)?;
-    drop(f);
-    qmp.execute("migrate", Some(json!({ "uri": "fd:state" })))
-        .await
-        .map_err(&q)?;
-    let until = Instant::now() + SAVE_TIMEOUT;
-    loop {
-        let info = qmp.execute("query-migrate", None).await.map_err(&q)?;
-        match info["status"].as_str().unwrap_or_default() {
-            "completed" => return Ok(()),
-            s @ ("failed" | "cancelled") => {
-                let why = info["error-desc"].as_str().unwrap_or_default();
-                return Err(ProviderError::Unavailable(format!(
-                    "saving the template: migration {s} {why}"
-                )));
-            }
-            _ if Instant::now() > until => {
-                return Err(ProviderError::Unavailable(
-                    "saving the template timed out".into(),
-                ))
-            }
-            _ => tokio::time::sleep(Duration::from_millis(2)).await,
-        }
-    }
+    const WHAT: &str = "saving the template";
+    migrate::ignore_shared(qmp, true, WHAT).await?;
+    migrate::save(qmp, &migrate::create(state)?, WHAT).await
 }
 
 /// The overlay opened read-write and read-only, for QEMU's fd set.
-fn open_disk(overlay: &Path) -> Result<(std::fs::File, std::fs::File), ProviderError> {
+pub(crate) fn open_disk(overlay: &Path) -> Result<(std::fs::File, std::fs::File), ProviderError> {
     let open = |write: bool| {
         std::fs::OpenOptions::new()
             .read(true)
@@ -512,39 +473,14 @@ pub(crate) async fn restore(
     drop((rw, ro));
     let deadline = tokio::time::Instant::now() + core.settings.boot_timeout;
     let steps = async {
-        let q = unavailable("restoring the snapshot");
-        let mut qmp = Qmp::connect(&paths.qmp_sock, deadline).await.map_err(&q)?;
-        qmp.execute("migrate-set-capabilities", Some(ignore_shared()))
+        const WHAT: &str = "restoring the snapshot";
+        let mut qmp = Qmp::connect(&paths.qmp_sock, deadline)
             .await
-            .map_err(&q)?;
-        let state = std::fs::File::open(tpl.state())
-            .map_err(|e| ProviderError::Unavailable(format!("template state: {e}")))?;
-        qmp.send_fd("state", state.as_fd()).await.map_err(&q)?;
-        drop(state);
-        qmp.execute("migrate-incoming", Some(json!({ "uri": "fd:state" })))
-            .await
-            .map_err(&q)?;
-        loop {
-            match qmp.status().await.map_err(&q)?.as_str() {
-                "inmigrate" if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                "paused" => break,
-                other => {
-                    return Err(ProviderError::Unavailable(format!(
-                        "restoring the snapshot: VM is {other}"
-                    )))
-                }
-            }
-        }
-        // Connected before the guest runs, so it never sees the host side go away.
-        let stream = agent_conn::connect(&paths.agent_sock, deadline)
-            .await
-            .map_err(unavailable("clone agent"))?;
-        qmp.execute("cont", None).await.map_err(&q)?;
-        let conn = AgentConn::handshake(stream, hostname, deadline)
-            .await
-            .map_err(unavailable("clone agent"))?;
+            .map_err(unavailable(WHAT))?;
+        migrate::ignore_shared(&mut qmp, true, WHAT).await?;
+        migrate::load(&mut qmp, &tpl.state(), deadline, WHAT).await?;
+        let conn =
+            super::paused::reconnect(&paths.agent_sock, hostname, &mut qmp, deadline).await?;
         conn.identity(fresh_identity(hostname, true)?, AGENT_CALL)
             .await
             .map_err(unavailable("clone identity"))?;
@@ -571,6 +507,7 @@ pub(crate) async fn restore(
         qmp: Some(tokio::sync::Mutex::new(qmp)),
         booted_in,
         kind: BootKind::Restored,
+        shape: shape.clone(),
         forwards: Default::default(),
     })
 }

@@ -56,6 +56,32 @@ pub(crate) enum Launch {
     /// Restores a template: its RAM file mapped copy-on-write, paused until `cont`, the state
     /// arriving later over QMP.
     Clone { mem: PathBuf, disk_fds: [RawFd; 2] },
+    /// Resumes a VM paused to disk: anonymous RAM filled by the incoming migration stream,
+    /// named `mem` (`named_ram`, as in templates and clones) or the machine's default.
+    Resume {
+        named_ram: bool,
+        disk_fds: [RawFd; 2],
+    },
+    /// Loads a migration stream into guest RAM kept in the file `mem` (a shared mapping), to
+    /// save its device state as a template's: how a memory snapshot's RAM file is made.
+    Convert { mem: PathBuf, disk_fds: [RawFd; 2] },
+}
+
+impl Launch {
+    fn disk_fds(&self) -> Option<&[RawFd; 2]> {
+        match self {
+            Launch::Cold => None,
+            Launch::Template { disk_fds, .. }
+            | Launch::Clone { disk_fds, .. }
+            | Launch::Resume { disk_fds, .. }
+            | Launch::Convert { disk_fds, .. } => Some(disk_fds),
+        }
+    }
+
+    /// Whether QEMU starts paused, waiting for `migrate-incoming`.
+    fn incoming(&self) -> bool {
+        !matches!(self, Launch::Cold | Launch::Template { .. })
+    }
 }
 // Snapshots give the overlay as QEMU fd set 1 (`disk_fds`: inherited, one read-write and one
 // read-only): QEMU reopens the disk when a migration deactivates or activates it, by which time
@@ -122,14 +148,36 @@ pub(crate) fn qemu_args(
     // user after the filter is installed, so it needs setuid allowed (QEMU 7.2 kills itself
     // with `children`); once unprivileged it cannot regain anything.
     let elevate = if s.run_as.is_some() { "allow" } else { "deny" };
-    let (machine, ram) = match launch {
-        Launch::Cold => ("microvm", None),
-        Launch::Template { mem, .. } => ("microvm,memory-backend=mem", Some((mem, "on"))),
-        Launch::Clone { mem, .. } => ("microvm,memory-backend=mem", Some((mem, "off"))),
+    let named = "microvm,memory-backend=mem";
+    let file_ram = |mem: &Path, share: &str| {
+        format!(
+            "memory-backend-file,id=mem,size={}M,mem-path={},share={share}",
+            shape.memory_mb,
+            opt_path(mem)
+        )
     };
-    let disk = match launch {
-        Launch::Cold => opt_path(&p.overlay),
-        Launch::Template { .. } | Launch::Clone { .. } => "/dev/fdset/1".to_string(),
+    let (machine, ram) = match launch {
+        Launch::Cold
+        | Launch::Resume {
+            named_ram: false, ..
+        } => ("microvm", None),
+        Launch::Template { mem, .. } | Launch::Convert { mem, .. } => {
+            (named, Some(file_ram(mem, "on")))
+        }
+        Launch::Clone { mem, .. } => (named, Some(file_ram(mem, "off"))),
+        Launch::Resume {
+            named_ram: true, ..
+        } => (
+            named,
+            Some(format!(
+                "memory-backend-ram,id=mem,size={}M",
+                shape.memory_mb
+            )),
+        ),
+    };
+    let disk = match launch.disk_fds() {
+        None => opt_path(&p.overlay),
+        Some(_) => "/dev/fdset/1".to_string(),
     };
     let mut a: Vec<String> = vec![
         "-M".into(),
@@ -155,11 +203,16 @@ pub(crate) fn qemu_args(
         "-append".into(),
         cmdline,
         "-chardev".into(),
-        format!("file,id=con,path={}", opt_path(&p.console)),
+        // Appended: a VM resumed from disk keeps its console log.
+        format!("file,id=con,path={},append=on", opt_path(&p.console)),
         "-serial".into(),
         "chardev:con".into(),
         "-drive".into(),
-        format!("id=root,file={disk},format=qcow2,if=none,cache=unsafe,discard=unmap"),
+        // No image locking: each VM has its own overlay, and the lock QEMU takes back when
+        // `cont` follows a completed migration (a memory snapshot) fails on its fd set.
+        format!(
+            "id=root,file={disk},format=qcow2,if=none,cache=unsafe,discard=unmap,file.locking=off"
+        ),
         "-device".into(),
         "virtio-blk-device,drive=root".into(),
         "-device".into(),
@@ -179,22 +232,13 @@ pub(crate) fn qemu_args(
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", opt_path(&p.qmp_sock)),
     ]);
-    if let Some((mem, share)) = ram {
-        a.extend([
-            "-object".into(),
-            format!(
-                "memory-backend-file,id=mem,size={}M,mem-path={},share={share}",
-                shape.memory_mb,
-                opt_path(mem)
-            ),
-        ]);
+    if let Some(ram) = ram {
+        a.extend(["-object".into(), ram]);
     }
-    if let Launch::Template { disk_fds, .. } | Launch::Clone { disk_fds, .. } = launch {
-        for fd in disk_fds {
-            a.extend(["-add-fd".into(), format!("fd={fd},set=1")]);
-        }
+    for fd in launch.disk_fds().into_iter().flatten() {
+        a.extend(["-add-fd".into(), format!("fd={fd},set=1")]);
     }
-    if let Launch::Clone { .. } = launch {
+    if launch.incoming() {
         a.extend(["-incoming".into(), "defer".into(), "-S".into()]);
     }
     a.extend(super::net::args(s.network, shape.preview_port));
@@ -374,6 +418,41 @@ mod tests {
         ] {
             assert!(clone.contains(want), "{want} missing in {clone}");
         }
+    }
+
+    #[test]
+    fn resume_and_convert_command_lines() {
+        let (s, p, shape) = fixture("/d", "-", 256, 1);
+        let r = Launch::Resume {
+            named_ram: true,
+            disk_fds: [7, 8],
+        };
+        let named = qemu_args(&s, &p, &shape, None, &r).join(" ");
+        for want in [
+            "-M microvm,memory-backend=mem",
+            "memory-backend-ram,id=mem,size=256M",
+            "file=/dev/fdset/1,format=qcow2",
+            "-add-fd fd=7,set=1 -add-fd fd=8,set=1",
+            "-incoming defer -S",
+        ] {
+            assert!(named.contains(want), "{want} missing in {named}");
+        }
+        assert!(!named.contains("mem-path"), "{named}");
+        let r = Launch::Resume {
+            named_ram: false,
+            disk_fds: [7, 8],
+        };
+        let plain = qemu_args(&s, &p, &shape, None, &r).join(" ");
+        assert!(plain.contains("-M microvm -accel"), "{plain}");
+        assert!(!plain.contains("memory-backend"), "{plain}");
+        assert!(plain.contains("-incoming defer -S"), "{plain}");
+        let c = Launch::Convert {
+            mem: "/d/s/mem".into(),
+            disk_fds: [7, 8],
+        };
+        let conv = qemu_args(&s, &p, &shape, None, &c).join(" ");
+        assert!(conv.contains("mem-path=/d/s/mem,share=on"), "{conv}");
+        assert!(conv.contains("-incoming defer -S"), "{conv}");
     }
 
     #[test]
