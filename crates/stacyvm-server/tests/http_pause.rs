@@ -330,3 +330,36 @@ async fn bad_lifecycle_input_is_a_400_and_unknown_ids_404() {
     assert_eq!(d.status, StatusCode::OK);
     assert_eq!(pause(&app, id).await.status, StatusCode::NOT_FOUND);
 }
+
+/// A pause that gets no answer (the worker froze the sandbox and died before replying) leaves
+/// the record `paused`, never `running` over a frozen runtime; resume thaws it.
+#[tokio::test]
+async fn a_pause_without_an_answer_stays_paused_until_resumed() {
+    let (app, fake) = TestApp::new().build_with_processes().await;
+    let id = app.spawn_id().await;
+    fake.pause_then_vanish
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = pause(&app, &id).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(
+        fake.mock.status(&id).await.unwrap(),
+        stacyvm_types::SandboxState::Paused,
+        "the fixture did not freeze the sandbox"
+    );
+    let (_, v) = state(&app, &id).await;
+    assert_eq!(v["state"], "paused", "{v}");
+    fake.pause_then_vanish
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = resume(&app, &id, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        fake.mock.status(&id).await.unwrap(),
+        stacyvm_types::SandboxState::Running
+    );
+    let r = app
+        .post(&format!("/api/v1/sandboxes/{id}/exec"))
+        .json(&json!({"command": "echo up"}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}

@@ -41,6 +41,8 @@ pub struct FakeProcs {
     table: Arc<Mutex<Table>>,
     /// The `user` of every start, in order.
     pub users: Mutex<Vec<Option<String>>>,
+    /// Pause freezes, then answers `Unavailable`: a worker that died before it replied.
+    pub pause_then_vanish: std::sync::atomic::AtomicBool,
 }
 
 fn now_ms() -> i64 {
@@ -82,6 +84,7 @@ impl FakeProcs {
             mock,
             table: Arc::default(),
             users: Mutex::default(),
+            pause_then_vanish: Default::default(),
         }
     }
 
@@ -197,7 +200,14 @@ impl Provider for FakeProcs {
         self.mock.status(runtime_id).await
     }
     async fn pause(&self, runtime_id: &str) -> Result<(), ProviderError> {
-        self.mock.pause(runtime_id).await
+        self.mock.pause(runtime_id).await?;
+        if self
+            .pause_then_vanish
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(ProviderError::Unavailable("worker RPC failed".into()));
+        }
+        Ok(())
     }
     async fn resume(&self, runtime_id: &str) -> Result<(), ProviderError> {
         self.mock.resume(runtime_id).await

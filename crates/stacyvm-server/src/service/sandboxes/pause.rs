@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use stacyvm_provider::ProviderError;
 use stacyvm_types::{EventKind, GoDuration, Sandbox, SandboxId, SandboxState};
 
 use super::{parse_ttl, Sandboxes};
@@ -79,10 +80,17 @@ impl Sandboxes<'_> {
         self.svc.activity.keep_processes(id, procs);
         let paused = self.svc.store.pause_sandbox(id, chrono::Utc::now()).await?;
         if let Err(e) = provider.pause(sb.runtime_id()).await {
-            // Put the record back as it was; the runtime was not frozen.
-            self.svc.activity.drop_processes(id);
-            if let Err(se) = self.svc.store.resume_sandbox(id, sb.expires_at).await {
-                tracing::warn!(sandbox_id = %id, error = %se, "could not undo a failed pause");
+            if matches!(e, ProviderError::Unavailable(_) | ProviderError::Timeout) {
+                // No answer: the freeze may have happened (a worker that froze the sandbox and
+                // died before it replied). The record stays `paused`, never `running` over a
+                // frozen runtime; resume, which is idempotent, thaws it either way.
+                tracing::warn!(sandbox_id = %id, error = %e, "pause got no answer; the record stays paused until a resume");
+            } else {
+                // Put the record back as it was; the runtime was not frozen.
+                self.svc.activity.drop_processes(id);
+                if let Err(se) = self.svc.store.resume_sandbox(id, sb.expires_at).await {
+                    tracing::warn!(sandbox_id = %id, error = %se, "could not undo a failed pause");
+                }
             }
             let err = ServiceError::from(e);
             self.svc.events.publish(
