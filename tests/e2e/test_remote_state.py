@@ -187,3 +187,78 @@ def test_worker_killed_mid_snapshot_leaves_nothing_once_it_returns(server_factor
             assert c.delete(f"/api/v1/sandboxes/{sid}").status_code == 200
     finally:
         w.stop()
+
+
+@pytest.mark.backend("docker")
+def test_worker_killed_mid_fork_leaves_no_orphan_once_it_returns(server_factory):
+    """kill -9 of a docker worker while a fork of 4 spawns its copies there: the fork fails,
+    and once the worker is back every container of its sandboxes has a live record and every
+    live record its container; the fork's snapshot (deleted by the failed fork) is swept from
+    the worker."""
+    docker_ok = subprocess.run(["docker", "image", "inspect", IMAGE],
+                               capture_output=True).returncode == 0
+    require_backend("docker", docker_ok, f"docker daemon with image {IMAGE}")
+    docker = {"default": "docker", "docker": {"enabled": True, "default_image": IMAGE}}
+    cp = server_factory({
+        "auth": {"worker_token": TOKEN},
+        "server": {"reconcile_interval": "500ms"},
+        "worker": {"stale_after_intervals": 3},
+        "providers": docker,
+        "lifecycle": {"snapshot_grace": "2s"},
+    }, name="remote-fork-crash")
+    w = Worker(cp, wid="worker-f", config_extra={"providers": docker}).start()
+
+    def containers() -> set[str]:
+        out = _docker("ps", "-a", "--filter", "label=stacyvm.managed=true",
+                      "--filter", "label=stacyvm.cluster=worker:worker-f",
+                      "--format", '{{.Label "stacyvm.sandbox_id"}}')
+        return set(out.split())
+
+    def snapshot_leftovers() -> str:
+        return (_docker("images", "-q", "--filter", "label=stacyvm.snapshot",
+                        "--filter", "label=stacyvm.cluster=worker:worker-f")
+                + _docker("volume", "ls", "-q", "--filter", "label=stacyvm.snapshot",
+                          "--filter", "label=stacyvm.cluster=worker:worker-f")).strip()
+
+    try:
+        with cp.http(timeout=120) as c:
+            assert c.delete("/api/v1/admin/workers/local").status_code == 200
+            src = _spawn(c, image=IMAGE, provider="docker")["id"]
+            _sh(c, src, "echo forked > f.txt")
+            answer: dict = {}
+
+            def fork() -> None:
+                try:
+                    answer["r"] = cp.http(timeout=120).post(
+                        f"/api/v1/sandboxes/{src}/fork", json={"count": 4})
+                except Exception as e:  # noqa: BLE001 - only recorded
+                    answer["e"] = repr(e)
+
+            t = threading.Thread(target=fork, daemon=True)
+            t.start()
+            wait_for(lambda: len(containers()) >= 2 or "r" in answer, 90, "the first copy")
+            assert "r" not in answer, f"the fork finished before the kill: {answer}"
+            w.kill9()
+            t.join(timeout=60)
+            assert len(containers()) >= 2, "no copy existed at the kill"
+            assert "r" in answer and answer["r"].status_code >= 400, answer
+            w.start()
+
+            def agree() -> bool:
+                live = {s["id"] for s in c.get("/api/v1/sandboxes").json()
+                        if s["state"] in ("running", "paused")}
+                return live == containers()
+
+            wait_for(agree, 60, "records and containers to agree after the worker returned")
+            assert c.get(f"/api/v1/sandboxes/{src}").json()["state"] == "running"
+            assert _sh(c, src, "cat f.txt")["stdout"] == "forked\n"
+            assert c.get("/api/v1/snapshots").json() == []
+            # The control plane's periodic pass (every 60 s) asks the worker to sweep.
+            wait_for(lambda: not snapshot_leftovers(), 100, "the fork's snapshot data to go")
+            assert c.delete(f"/api/v1/sandboxes/{src}").status_code == 200
+            wait_for(lambda: not containers(), 30, "the source's container to go")
+    finally:
+        w.stop()
+        left = containers()
+        if left:
+            subprocess.run(["docker", "rm", "-f", "-v", *left], capture_output=True)
