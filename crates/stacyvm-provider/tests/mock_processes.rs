@@ -244,6 +244,25 @@ async fn persistent_sandboxes_and_processes_outlive_the_provider() {
         .await
         .unwrap();
     let agent_pid = a.agent_pid(&id).unwrap();
+    // The check below is that output recorded before the restart is still there after it, so
+    // wait until it is recorded (under load, `echo` may not have run yet).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = stacyvm_provider::conformance::drain(
+            a.process_output(&id, info.pid, 0, false).await.unwrap(),
+        )
+        .await
+        .unwrap();
+        if seen.stdout == b"one\n" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process never wrote its line: {:?}",
+            seen.stdout
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(a);
     assert!(
         alive(agent_pid) && alive(info.pid),
