@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use common::TestApp;
 use serde_json::{json, Value};
+use stacyvm_provider::Provider;
 
 async fn pause(app: &TestApp, id: &str) -> common::Resp {
     app.post(&format!("/api/v1/sandboxes/{id}/pause"))
