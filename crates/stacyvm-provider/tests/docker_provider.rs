@@ -416,6 +416,12 @@ async fn stray_snapshot_images_are_swept() {
         .id;
     // A sandbox spawned from the stray snapshot (a fork whose snapshot is gone): it must
     // not inherit the helper label in a form the sweep takes for a helper.
+    let stray_image = client()
+        .inspect_image(&format!("stacyvm-snap:{stray}"))
+        .await
+        .unwrap()
+        .id
+        .unwrap();
     let fork = new_id();
     let _fork_guard = Cleanup(fork.clone());
     p.spawn_from_snapshot(&spec(&fork, IMAGE), &[], &stray)
@@ -494,6 +500,19 @@ async fn stray_snapshot_images_are_swept() {
         "the sweep removed a sandbox spawned from a snapshot"
     );
     assert!(!removed.contains(&format!("helper-{stray}")), "{removed:?}");
+    // The stray's tag is gone but its image stays while the fork uses it; once the fork is
+    // gone, the next sweep removes the untagged image.
+    assert!(client().inspect_image(&stray_image).await.is_ok());
+    p.destroy(&fork).await.unwrap();
+    let again = p
+        .sweep_snapshots(&known, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(again.contains(&format!("untagged-{stray}")), "{again:?}");
+    assert!(
+        client().inspect_image(&stray_image).await.is_err(),
+        "the untagged snapshot image outlived its last user"
+    );
     p.delete_snapshot(&kept).await.unwrap();
     assert!(!exists(kept.clone()).await);
     assert!(client()

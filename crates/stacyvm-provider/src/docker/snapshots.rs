@@ -263,18 +263,43 @@ impl DockerProvider {
             {
                 continue;
             }
-            for tag in &img.repo_tags {
-                let Some(name) = tag.strip_prefix(&format!("{REPO}:")) else {
-                    continue;
-                };
+            let ours_tags: Vec<&String> = img
+                .repo_tags
+                .iter()
+                .filter(|t| t.starts_with(&format!("{REPO}:")))
+                .collect();
+            for tag in &ours_tags {
+                let name = &tag[REPO.len() + 1..];
                 // `tmp-` tags (a snapshot never finished) are never a record's id.
                 if !known.contains(name) {
                     self.remove_tag(tag).await;
                     removed.push(name.to_string());
                 }
             }
+            // Untagged: a snapshot deleted while sandboxes made from it ran (its tag went, its
+            // layers stayed). Once they are gone too, nothing else removes it.
+            let sid = img.labels.get(LABEL_SNAPSHOT).cloned().unwrap_or_default();
+            if ours_tags.is_empty() && !known.contains(&sid) {
+                if let Some(name) = self.remove_unused_image(&img.id, &sid).await {
+                    removed.push(name);
+                }
+            }
         }
         Ok(removed)
+    }
+
+    /// Removes an untagged snapshot image unless a container still uses it (409, kept for a
+    /// later sweep).
+    async fn remove_unused_image(&self, id: &str, sid: &str) -> Option<String> {
+        let opts = RemoveImageOptionsBuilder::new().force(false).build();
+        match self.docker.remove_image(id, Some(opts), None).await {
+            Ok(_) => Some(format!("untagged-{sid}")),
+            Err(e) if is_status(&e, 404) || is_status(&e, 409) => None,
+            Err(e) => {
+                tracing::warn!(image = id, error = %e, "removing an untagged snapshot image failed");
+                None
+            }
+        }
     }
 
     /// Snapshot helper containers (label `stacyvm.snapshot-helper`) of snapshots `known`

@@ -426,14 +426,37 @@ impl Sandboxes<'_> {
                 // Nothing was created, so the record must neither hold capacity nor be listed.
                 // Only if a partial runtime may remain is it kept as `error` for the reaper.
                 let state = match provider.destroy(&sb.id).await {
-                    Ok(()) | Err(ProviderError::SandboxNotFound(_)) => SandboxState::Destroyed,
+                    Ok(()) | Err(ProviderError::SandboxNotFound(_)) => {
+                        Some(SandboxState::Destroyed)
+                    }
+                    // A worker that went away may have made the runtime (its daemon finishes
+                    // a create): `destroying`, finished when it answers again. As `error`, the
+                    // worker's status answer would have revived it as `running`.
+                    Err(ProviderError::Unavailable(_)) if sb.placement.is_remote() => {
+                        // `creating` may only become `running` or `error` (then `destroying`).
+                        let marked = match self
+                            .svc
+                            .store
+                            .set_sandbox_state(&sb.id, SandboxState::Error)
+                            .await
+                        {
+                            Ok(_) => self.defer_destroy(&sb).await.map(|_| ()),
+                            Err(e) => Err(e.into()),
+                        };
+                        if let Err(se) = marked {
+                            tracing::warn!(sandbox_id = %sb.id, error = %se, "could not mark failed spawn");
+                        }
+                        None
+                    }
                     Err(de) => {
                         tracing::warn!(sandbox_id = %sb.id, error = %de, "cleanup after failed spawn failed");
-                        SandboxState::Error
+                        Some(SandboxState::Error)
                     }
                 };
-                if let Err(se) = self.svc.store.set_sandbox_state(&sb.id, state).await {
-                    tracing::warn!(sandbox_id = %sb.id, error = %se, "could not mark failed spawn");
+                if let Some(state) = state {
+                    if let Err(se) = self.svc.store.set_sandbox_state(&sb.id, state).await {
+                        tracing::warn!(sandbox_id = %sb.id, error = %se, "could not mark failed spawn");
+                    }
                 }
                 return Err(err.into());
             }
