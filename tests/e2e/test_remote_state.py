@@ -123,12 +123,9 @@ def _docker(*args: str) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True).stdout
 
 
-@pytest.mark.backend("docker")
-@pytest.mark.timeout(180)  # waits for the control plane's 60 s pass
-def test_worker_killed_mid_snapshot_leaves_nothing_once_it_returns(server_factory):
-    """kill -9 of a docker worker while it takes a snapshot: no record is written, and once
-    the worker is back the control plane's sweep (`worker.snapshot_sweep`) removes the
-    temporary image and the helper container it left; the sandbox runs on."""
+def _docker_cluster(server_factory, name: str, wid: str) -> tuple:
+    """A control plane and one worker `wid`, both on docker (fails without it under CI), with a
+    2 s snapshot grace so sweeps run within a test."""
     docker_ok = subprocess.run(["docker", "image", "inspect", IMAGE],
                                capture_output=True).returncode == 0
     require_backend("docker", docker_ok, f"docker daemon with image {IMAGE}")
@@ -139,8 +136,17 @@ def test_worker_killed_mid_snapshot_leaves_nothing_once_it_returns(server_factor
         "worker": {"stale_after_intervals": 3},
         "providers": docker,
         "lifecycle": {"snapshot_grace": "2s"},
-    }, name="remote-state-crash")
-    w = Worker(cp, config_extra={"providers": docker}).start()
+    }, name=name)
+    return cp, Worker(cp, wid=wid, config_extra={"providers": docker}).start()
+
+
+@pytest.mark.backend("docker")
+@pytest.mark.timeout(180)  # waits for the control plane's 60 s pass
+def test_worker_killed_mid_snapshot_leaves_nothing_once_it_returns(server_factory):
+    """kill -9 of a docker worker while it takes a snapshot: no record is written, and once
+    the worker is back the control plane's sweep (`worker.snapshot_sweep`) removes the
+    temporary image and the helper container it left; the sandbox runs on."""
+    cp, w = _docker_cluster(server_factory, "remote-state-crash", "worker-a")
     try:
         with cp.http(timeout=120) as c:
             assert c.delete("/api/v1/admin/workers/local").status_code == 200
@@ -206,18 +212,7 @@ def test_worker_killed_mid_fork_leaves_no_orphan_once_it_returns(server_factory)
     no snapshot stays recorded, and once the worker is back every container of its sandboxes
     has a live record and every live record its container. (The sweep of the fork's snapshot
     data on the worker is the mid-snapshot test's and `docker_provider`'s.)"""
-    docker_ok = subprocess.run(["docker", "image", "inspect", IMAGE],
-                               capture_output=True).returncode == 0
-    require_backend("docker", docker_ok, f"docker daemon with image {IMAGE}")
-    docker = {"default": "docker", "docker": {"enabled": True, "default_image": IMAGE}}
-    cp = server_factory({
-        "auth": {"worker_token": TOKEN},
-        "server": {"reconcile_interval": "500ms"},
-        "worker": {"stale_after_intervals": 3},
-        "providers": docker,
-        "lifecycle": {"snapshot_grace": "2s"},
-    }, name="remote-fork-crash")
-    w = Worker(cp, wid="worker-f", config_extra={"providers": docker}).start()
+    cp, w = _docker_cluster(server_factory, "remote-fork-crash", "worker-f")
 
     def containers() -> set[str]:
         out = _docker("ps", "-a", "--filter", "label=stacyvm.managed=true",

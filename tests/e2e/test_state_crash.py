@@ -15,6 +15,7 @@ import pytest
 from conftest import Server, require_backend
 from test_crash_recovery import (DOCKER_IMAGE, _cluster_containers, _cluster_id, _docker_ok,
                                  _kill9, _remove_cluster_containers)
+from test_remote_faults import wait_for
 
 pytestmark = pytest.mark.backend("docker")
 
@@ -50,15 +51,6 @@ def _ws_volumes(cluster: str) -> list[str]:
     out = _docker("volume", "ls", "--filter", "label=stacyvm.snapshot",
                   "--filter", f"label=stacyvm.cluster={cluster}", "--format", "{{.Name}}")
     return out.split()
-
-
-def _wait(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out: {what}")
 
 
 def _start(server_factory, name: str) -> tuple[Server, str]:
@@ -118,7 +110,7 @@ def test_kill9_mid_snapshot_leaves_no_half_made_snapshot(server_factory):
                 f"/api/v1/sandboxes/{sid}/snapshots", json={}))
             # Kill once the snapshot is visibly in the making (its workspace volume, temporary
             # tag or helper).
-            _wait(lambda: _ws_volumes(cluster) or any(":tmp-" in x for x in _snap_tags(cluster))
+            wait_for(lambda: _ws_volumes(cluster) or any(":tmp-" in x for x in _snap_tags(cluster))
                   or _helpers(cluster) or "resp" in out, 60, "the snapshot to start")
             assert "resp" not in out, f"the snapshot finished before the kill: {out}"
             _kill9(srv)
@@ -129,7 +121,7 @@ def test_kill9_mid_snapshot_leaves_no_half_made_snapshot(server_factory):
         srv.start()
         with srv.http(timeout=60) as c:
             assert c.get("/api/v1/snapshots").json() == [], "a half-made snapshot was recorded"
-            _wait(lambda: not _snap_tags(cluster) and not _helpers(cluster)
+            wait_for(lambda: not _snap_tags(cluster) and not _helpers(cluster)
                   and not _ws_volumes(cluster), 30,
                   f"the sweep of {_snap_tags(cluster)} {_helpers(cluster)} {_ws_volumes(cluster)}")
             # The sandbox is untouched and can be snapshotted now.
@@ -151,7 +143,7 @@ def test_kill9_mid_fork_leaves_no_orphan(server_factory):
             t, out = _in_background(lambda: srv.http(timeout=120).post(
                 f"/api/v1/sandboxes/{src}/fork", json={"count": 4}))
             # Kill once the first copy's container exists: the fork is between its spawns.
-            _wait(lambda: len(_cluster_containers(cluster)) >= 2 or "resp" in out, 90,
+            wait_for(lambda: len(_cluster_containers(cluster)) >= 2 or "resp" in out, 90,
                   "the fork's first copy")
             assert "resp" not in out, f"the fork finished before the kill: {out}"
             _kill9(srv)
@@ -165,7 +157,7 @@ def test_kill9_mid_fork_leaves_no_orphan(server_factory):
                     return True
                 except AssertionError:
                     return False
-            _wait(settled, 30, "records and containers to agree")
+            wait_for(settled, 30, "records and containers to agree")
             _records_match_docker(c, cluster)
             listed = {s["id"]: s["state"] for s in c.get("/api/v1/sandboxes").json()}
             assert listed.get(src) == "running", listed
@@ -176,7 +168,7 @@ def test_kill9_mid_fork_leaves_no_orphan(server_factory):
             # The fork's snapshot, if recorded, is whole; delete it and nothing of it stays.
             for snap in c.get("/api/v1/snapshots").json():
                 assert c.delete(f"/api/v1/snapshots/{snap['id']}").status_code == 200
-            _wait(lambda: not _snap_tags(cluster) and not _helpers(cluster)
+            wait_for(lambda: not _snap_tags(cluster) and not _helpers(cluster)
                   and not _ws_volumes(cluster), 30,
                   f"snapshot data to go: {_snap_tags(cluster)} {_helpers(cluster)}")
     finally:

@@ -150,11 +150,7 @@ impl Service {
         expires_at: Timestamp,
     ) -> ServiceResult<RemoteProvider> {
         let (client, endpoint) = self.remote_endpoint(w)?;
-        let has = |cap: &str| {
-            w.capabilities
-                .as_ref()
-                .is_some_and(|c| c.iter().any(|c| c == cap))
-        };
+        let has = |cap: &str| super::placement::has_capability(w, cap);
         let remaining = (expires_at - chrono::Utc::now())
             .to_std()
             .unwrap_or_default();
