@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ApiError;
-use super::{ok, AppState};
+use super::{ok, AppState, Reply};
 use crate::service::AuditQuery;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -96,10 +96,7 @@ fn audit_view(r: &AdminAuditRecord) -> AuditView<'_> {
             (Vec<AuditView> = "application/json"), (String = "text/csv"))),
         (status = 400, response = super::openapi::BadRequest),
     ))]
-async fn audit(
-    State(st): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
+async fn audit(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Reply {
     let get = |k: &str| q.get(k).cloned().unwrap_or_default();
     let query = AuditQuery {
         limit: number(&q, "limit", "limit must be a positive integer")?,

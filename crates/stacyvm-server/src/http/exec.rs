@@ -14,22 +14,18 @@ use serde_json::json;
 use stacyvm_types::{GoDuration, SandboxId, StreamKind};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::{parse_json, JsonBody};
 use super::openapi::{
     NotFound, ResourceLimit, SandboxIdParam, SandboxPaused, Timeout, Unavailable,
 };
-use super::{ok, AppState};
+use super::{ok, AppState, Reply};
 use crate::error::ServiceError;
 use crate::service::{ExecParams, ExecStream, StreamItem};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(exec))
-        .routes(routes!(exec_ws))
-        .routes(routes!(history))
+    api_routes![exec; exec_ws; history]
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -177,7 +173,7 @@ async fn exec(
     State(st): State<AppState>,
     Path(id): Path<SandboxId>,
     JsonBody(body): JsonBody<ExecBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     if body.stream {
         let stream = st.svc.exec().stream(&id, body.params()).await?;
         return Ok(ndjson(stream));
@@ -233,7 +229,7 @@ async fn history(
     State(st): State<AppState>,
     Path(id): Path<SandboxId>,
     Query(q): Query<std::collections::HashMap<String, String>>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let limit = match q.get("limit").map(|v| v.trim()) {
         None | Some("") => 50,
         Some(v) => v.parse::<usize>().map_err(|_| {
@@ -293,7 +289,7 @@ async fn exec_ws(
     State(st): State<AppState>,
     Path(id): Path<SandboxId>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     // Unknown sandboxes fail before the upgrade, with a normal JSON error.
     st.svc.sandboxes().get(&id).await?;
     // A plain request (no upgrade headers) gets the API's JSON error, not axum's text.

@@ -13,23 +13,15 @@ use stacyvm_provider::ProviderError;
 use stacyvm_types::{FileInfo, SandboxId, WatchKind};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::openapi::{FileNotFound, SandboxIdParam, SandboxPaused, Unavailable, WatchConflict};
 use super::views::Status;
-use super::{ok, AppState};
+use super::{ok, AppState, Reply};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(write, upload, read, delete))
-        .routes(routes!(list))
-        .routes(routes!(stat))
-        .routes(routes!(glob))
-        .routes(routes!(move_file))
-        .routes(routes!(chmod))
-        .routes(routes!(watch))
+    api_routes![write, upload, read, delete; list; stat; glob; move_file; chmod; watch]
 }
 
 type Q = Query<HashMap<String, String>>;
@@ -68,7 +60,7 @@ async fn write(
     State(st): State<AppState>,
     Path(id): Path<SandboxId>,
     JsonBody(b): JsonBody<WriteBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     st.svc
         .files()
         .write(
@@ -118,7 +110,7 @@ async fn upload(
     Path(id): Path<SandboxId>,
     Query(q): Q,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let path = required(&q, "path")?;
     let stream = body
         .into_data_stream()
@@ -146,11 +138,7 @@ async fn upload(
         (status = 400, response = super::openapi::BadRequest),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]
-async fn read(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-    Query(q): Q,
-) -> Result<Response, ApiError> {
+async fn read(State(st): State<AppState>, Path(id): Path<SandboxId>, Query(q): Q) -> Reply {
     let path = required(&q, "path")?;
     let file = st.svc.files().read(&id, path).await?;
     Ok(download(file))
@@ -185,11 +173,7 @@ pub(super) fn download(file: stacyvm_provider::FileStream) -> Response {
         (status = 400, response = super::openapi::BadRequest),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]
-async fn delete(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-    Query(q): Q,
-) -> Result<Response, ApiError> {
+async fn delete(State(st): State<AppState>, Path(id): Path<SandboxId>, Query(q): Q) -> Reply {
     let path = required(&q, "path")?;
     let recursive = q.get("recursive").map(String::as_str) == Some("true");
     st.svc.files().delete(&id, path, recursive).await?;
@@ -206,11 +190,7 @@ async fn delete(
         (status = 400, response = super::openapi::BadRequest),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]
-async fn list(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-    Query(q): Q,
-) -> Result<Response, ApiError> {
+async fn list(State(st): State<AppState>, Path(id): Path<SandboxId>, Query(q): Q) -> Reply {
     let path = q.get("path").map(String::as_str).unwrap_or("/");
     Ok(ok(&st.svc.files().list(&id, path).await?))
 }
@@ -224,11 +204,7 @@ async fn list(
         (status = 400, response = super::openapi::BadRequest),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]
-async fn stat(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-    Query(q): Q,
-) -> Result<Response, ApiError> {
+async fn stat(State(st): State<AppState>, Path(id): Path<SandboxId>, Query(q): Q) -> Reply {
     let path = required(&q, "path")?;
     Ok(ok(&st.svc.files().stat(&id, path).await?))
 }
@@ -242,11 +218,7 @@ async fn stat(
         (status = 400, response = super::openapi::BadRequest),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]
-async fn glob(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-    Query(q): Q,
-) -> Result<Response, ApiError> {
+async fn glob(State(st): State<AppState>, Path(id): Path<SandboxId>, Query(q): Q) -> Reply {
     let pattern = required(&q, "pattern")?;
     Ok(ok(&st.svc.files().glob(&id, pattern).await?))
 }
@@ -273,7 +245,7 @@ async fn move_file(
     State(st): State<AppState>,
     Path(id): Path<SandboxId>,
     JsonBody(b): JsonBody<MoveBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     st.svc.files().rename(&id, &b.old_path, &b.new_path).await?;
     Ok(ok(&Status { status: "moved" }))
 }
@@ -301,7 +273,7 @@ async fn chmod(
     State(st): State<AppState>,
     Path(id): Path<SandboxId>,
     JsonBody(b): JsonBody<ChmodBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     st.svc.files().chmod(&id, &b.path, &b.mode).await?;
     Ok(ok(&Status {
         status: "chmod applied",
@@ -343,11 +315,7 @@ struct WatchLine<'a> {
         (status = 409, response = WatchConflict),
         (status = 503, response = Unavailable),
     ))]
-async fn watch(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-    Query(q): Q,
-) -> Result<Response, ApiError> {
+async fn watch(State(st): State<AppState>, Path(id): Path<SandboxId>, Query(q): Q) -> Reply {
     let path = required(&q, "path")?;
     let recursive = match q.get("recursive").map(String::as_str) {
         None | Some("") | Some("false") | Some("0") => false,

@@ -1,5 +1,15 @@
 //! HTTP transport: routes, middleware, encoding. Handlers decode, call the service, encode.
 
+/// An `OpenApiRouter` from handler groups, one group per path:
+/// `api_routes![spawn, list; get_one, destroy]` is `.routes(routes!(spawn, list))` then
+/// `.routes(routes!(get_one, destroy))`.
+macro_rules! api_routes {
+    ($($($($h:ident)::+),+);+ $(;)?) => {
+        utoipa_axum::router::OpenApiRouter::new()
+            $(.routes(utoipa_axum::routes!($($($h)::+),+)))+
+    };
+}
+
 mod admin;
 mod dto;
 mod e2b;
@@ -80,6 +90,9 @@ pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Re
     )
         .into_response()
 }
+
+/// What a handler answers: a response, or an error mapped to its status and code.
+pub type Reply = Result<Response, error::ApiError>;
 
 pub fn ok<T: Serialize + ?Sized>(value: &T) -> Response {
     json_response(StatusCode::OK, value)

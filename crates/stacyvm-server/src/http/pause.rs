@@ -1,22 +1,17 @@
 //! `POST /sandboxes/{id}/pause` and `/resume` (sandbox-model.md §2, docs/state.md).
 
 use axum::extract::{Path, State};
-use axum::response::Response;
 use serde::Deserialize;
 use stacyvm_types::{GoDuration, SandboxId};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use super::error::ApiError;
 use super::extract::EmptyOrJson;
 use super::openapi::{NotFound, PauseConflict, ResourceLimit, SandboxIdParam, Unavailable};
-use super::{dto, ok, AppState};
+use super::{dto, ok, AppState, Reply};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(pause))
-        .routes(routes!(resume))
+    api_routes![pause; resume]
 }
 
 /// Pause a sandbox
@@ -33,10 +28,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 404, response = NotFound), (status = 409, response = PauseConflict),
         (status = 429, response = ResourceLimit), (status = 503, response = Unavailable),
     ))]
-async fn pause(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-) -> Result<Response, ApiError> {
+async fn pause(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Reply {
     let sb = st.svc.sandboxes().pause(&id).await?;
     Ok(ok(&dto::sandbox_with_token(&sb)))
 }
@@ -68,7 +60,7 @@ async fn resume(
     State(st): State<AppState>,
     Path(id): Path<SandboxId>,
     EmptyOrJson(body): EmptyOrJson<ResumeBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let sb = st.svc.sandboxes().resume(&id, &body.ttl).await?;
     Ok(ok(&dto::sandbox_with_token(&sb)))
 }

@@ -16,7 +16,6 @@ use stacyvm_provider::RecordStream;
 use stacyvm_types::{format_rfc3339_go, Pid, ProcessInfo, PtySize, SandboxId};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::{JsonBody, RawBody};
@@ -25,18 +24,11 @@ use super::openapi::{
 };
 use super::output::{record_line, Encoding, TextDecoder};
 use super::views::Status;
-use super::{json_response, ok, AppState};
+use super::{json_response, ok, AppState, Reply};
 use crate::service::{ExecParams, ProcessParams};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(start, list))
-        .routes(routes!(get))
-        .routes(routes!(output))
-        .routes(routes!(stdin))
-        .routes(routes!(signal))
-        .routes(routes!(resize))
-        .routes(routes!(attach))
+    api_routes![start, list; get; output; stdin; signal; resize; attach]
 }
 
 /// `{id}` and `{pid}`.
@@ -168,7 +160,7 @@ async fn start(
     Path(id): Path<SandboxId>,
     Query(q): Query<HashMap<String, String>>,
     JsonBody(b): JsonBody<StartBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     // Checked before anything starts.
     let follow = parse_follow(&q, false)?;
     let encoding = parse_encoding(&q)?;
@@ -206,7 +198,7 @@ async fn start(
         (status = 200, description = "Processes", body = [ProcessView]),
         (status = 404, response = NotFound), (status = 503, response = Unavailable),
     ))]
-async fn list(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Result<Response, ApiError> {
+async fn list(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Reply {
     let list = st.svc.processes().list(&id).await?;
     let views: Vec<_> = list.iter().map(process_view).collect();
     Ok(ok(&views))
@@ -220,10 +212,7 @@ async fn list(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Result<R
         (status = 200, description = "The process", body = ProcessView),
         (status = 400, response = BadRequest), (status = 404, response = ProcessNotFound),
     ))]
-async fn get(
-    State(st): State<AppState>,
-    Path((id, pid)): Path<(SandboxId, String)>,
-) -> Result<Response, ApiError> {
+async fn get(State(st): State<AppState>, Path((id, pid)): Path<(SandboxId, String)>) -> Reply {
     let pid = parse_pid(&pid)?;
     let p = st.svc.processes().get(&id, pid).await?;
     Ok(ok(&process_view(&p)))
@@ -264,7 +253,7 @@ async fn output(
     State(st): State<AppState>,
     Path((id, pid)): Path<(SandboxId, String)>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let pid = parse_pid(&pid)?;
     let since = parse_since(&q)?;
     let follow = parse_follow(&q, true)?;
@@ -384,7 +373,7 @@ async fn stdin(
     Path((id, pid)): Path<(SandboxId, String)>,
     Query(q): Query<HashMap<String, String>>,
     req: Request,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let pid = parse_pid(&pid)?;
     let close = match q.get("close").map(String::as_str) {
         None | Some("") | Some("false") | Some("0") => false,
@@ -425,7 +414,7 @@ async fn signal(
     State(st): State<AppState>,
     Path((id, pid)): Path<(SandboxId, String)>,
     JsonBody(b): JsonBody<SignalBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let pid = parse_pid(&pid)?;
     let p = st.svc.processes().signal(&id, pid, &b.signal).await?;
     Ok(ok(&process_view(&p)))
@@ -445,7 +434,7 @@ async fn resize(
     State(st): State<AppState>,
     Path((id, pid)): Path<(SandboxId, String)>,
     JsonBody(size): JsonBody<PtySize>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let pid = parse_pid(&pid)?;
     st.svc.processes().resize(&id, pid, size).await?;
     Ok(ok(&Status { status: "resized" }))
@@ -483,7 +472,7 @@ async fn attach(
     Path((id, pid)): Path<(SandboxId, String)>,
     Query(q): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let pid = parse_pid(&pid)?;
     let since = parse_since(&q)?;
     // Unknown sandboxes and pids fail here, with a normal JSON error.

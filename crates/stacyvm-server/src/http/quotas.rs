@@ -1,31 +1,24 @@
 //! `/quotas` (also mounted under `/admin/quotas`).
 
 use axum::extract::{Path, State};
-use axum::response::Response;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use super::error::ApiError;
 use super::extract::JsonBody;
 use super::openapi::{BadRequest, NotFound, OwnerParam};
 use super::views::{self, Status};
-use super::{dto, ok, AppState};
+use super::{dto, ok, AppState, Reply};
 use crate::service::QuotaInput;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(summary))
-        .routes(routes!(get_one, put, delete))
-        .routes(routes!(usage))
+    api_routes![list; summary; get_one, put, delete; usage]
 }
 
 /// List owner quotas
 #[utoipa::path(get, path = "/quotas", operation_id = "listQuotas", tag = "quotas",
     responses((status = 200, description = "OK", body = Vec<dto::QuotaView>)))]
-async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
+async fn list(State(st): State<AppState>) -> Reply {
     let all = st.svc.quotas().list().await?;
     Ok(ok(&all.iter().map(dto::quota).collect::<Vec<_>>()))
 }
@@ -33,7 +26,7 @@ async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
 /// Counts of configured quotas
 #[utoipa::path(get, path = "/quotas/summary", operation_id = "quotaSummary", tag = "quotas",
     responses((status = 200, description = "OK", body = views::QuotaSummaryView)))]
-async fn summary(State(st): State<AppState>) -> Result<Response, ApiError> {
+async fn summary(State(st): State<AppState>) -> Reply {
     let s = st.svc.quotas().summary().await?;
     Ok(ok(&views::quota_summary(Some(&s))))
 }
@@ -45,10 +38,7 @@ async fn summary(State(st): State<AppState>) -> Result<Response, ApiError> {
         (status = 200, description = "OK", body = dto::QuotaView),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
     ))]
-async fn get_one(
-    State(st): State<AppState>,
-    Path(owner): Path<String>,
-) -> Result<Response, ApiError> {
+async fn get_one(State(st): State<AppState>, Path(owner): Path<String>) -> Reply {
     Ok(ok(&dto::quota(&st.svc.quotas().get(&owner).await?)))
 }
 
@@ -72,7 +62,7 @@ async fn put(
     State(st): State<AppState>,
     Path(owner): Path<String>,
     JsonBody(b): JsonBody<QuotaBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let q = st
         .svc
         .quotas()
@@ -95,10 +85,7 @@ async fn put(
         (status = 200, description = "`deleted`", body = Status),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
     ))]
-async fn delete(
-    State(st): State<AppState>,
-    Path(owner): Path<String>,
-) -> Result<Response, ApiError> {
+async fn delete(State(st): State<AppState>, Path(owner): Path<String>) -> Reply {
     st.svc.quotas().delete(&owner).await?;
     Ok(ok(&Status { status: "deleted" }))
 }
@@ -110,9 +97,6 @@ async fn delete(
         (status = 200, description = "OK", body = dto::UsageView),
         (status = 400, response = BadRequest),
     ))]
-async fn usage(
-    State(st): State<AppState>,
-    Path(owner): Path<String>,
-) -> Result<Response, ApiError> {
+async fn usage(State(st): State<AppState>, Path(owner): Path<String>) -> Reply {
     Ok(ok(&dto::usage(&st.svc.quotas().usage(&owner).await?)))
 }

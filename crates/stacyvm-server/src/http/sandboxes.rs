@@ -4,13 +4,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::response::Response;
 use axum::Extension;
 use serde::{Deserialize, Serialize};
 use stacyvm_types::{GoDuration, SandboxId};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::JsonBody;
@@ -19,17 +17,11 @@ use super::openapi::{
     Unavailable, UserIdHeader,
 };
 use super::views::{self, Status};
-use super::{dto, json_response, ok, AppState};
+use super::{dto, json_response, ok, AppState, Reply};
 use crate::service::{Caller, DestroyOutcome, MountParams, PageCursor, SpawnParams, MAX_PAGE};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(spawn, list, prune))
-        .routes(routes!(admission))
-        .routes(routes!(get_one, destroy))
-        .routes(routes!(extend))
-        .routes(routes!(logs))
-        .routes(routes!(stats))
+    api_routes![spawn, list, prune; admission; get_one, destroy; extend; logs; stats]
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -139,7 +131,7 @@ async fn spawn(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<SpawnBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let sb = st.svc.sandboxes().spawn(body.into(), &caller).await?;
     Ok(json_response(
         StatusCode::CREATED,
@@ -160,7 +152,7 @@ async fn admission(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<SpawnBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let params: SpawnParams = body.into();
     let d = st.svc.sandboxes().check_admission(&params, &caller).await?;
     Ok(ok(&views::admission(&d)))
@@ -189,10 +181,7 @@ async fn admission(
         )),
         (status = 400, response = super::openapi::BadRequest),
     ))]
-async fn list(
-    State(st): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
+async fn list(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Reply {
     let limit = q.get("limit").filter(|s| !s.is_empty());
     let cursor = q.get("cursor").filter(|s| !s.is_empty());
     if limit.is_none() && cursor.is_none() {
@@ -235,7 +224,7 @@ struct Pruned {
 /// Destroy every sandbox past its expiry
 #[utoipa::path(delete, path = "/sandboxes", operation_id = "pruneSandboxes", tag = "sandboxes",
     responses((status = 200, description = "OK", body = inline(Pruned))))]
-async fn prune(State(st): State<AppState>) -> Result<Response, ApiError> {
+async fn prune(State(st): State<AppState>) -> Reply {
     let pruned = st.svc.sandboxes().prune().await?;
     Ok(ok(&Pruned { pruned }))
 }
@@ -249,10 +238,7 @@ async fn prune(State(st): State<AppState>) -> Result<Response, ApiError> {
         (status = 200, description = "OK", body = dto::SandboxView),
         (status = 404, response = NotFound),
     ))]
-async fn get_one(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-) -> Result<Response, ApiError> {
+async fn get_one(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Reply {
     let sb = st.svc.sandboxes().get_refreshed(&id).await?;
     Ok(ok(&dto::sandbox_with_token(&sb)))
 }
@@ -268,10 +254,7 @@ async fn get_one(
         (status = 404, response = NotFound), (status = 409, response = Conflict),
         (status = 503, response = Unavailable),
     ))]
-async fn destroy(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-) -> Result<Response, ApiError> {
+async fn destroy(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Reply {
     match st.svc.sandboxes().destroy(&id).await? {
         DestroyOutcome::Destroyed => Ok(ok(&Status {
             status: "destroyed",
@@ -322,7 +305,7 @@ async fn extend(
     State(st): State<AppState>,
     Path(id): Path<SandboxId>,
     JsonBody(body): JsonBody<ExtendBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let sb = st.svc.sandboxes().extend(&id, &body.ttl).await?;
     Ok(ok(&dto::sandbox_with_token(&sb)))
 }
@@ -341,7 +324,7 @@ async fn logs(
     State(st): State<AppState>,
     Path(id): Path<SandboxId>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let lines = q
         .get("lines")
         .and_then(|l| l.parse::<usize>().ok())
@@ -372,10 +355,7 @@ struct StatsView {
         (status = 200, description = "OK", body = StatsView),
         (status = 404, response = NotFound),
     ))]
-async fn stats(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-) -> Result<Response, ApiError> {
+async fn stats(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Reply {
     let s = st.svc.sandboxes().stats(&id).await?;
     Ok(ok(&StatsView {
         cpu_pct: s.as_ref().map(|s| s.cpu_pct),

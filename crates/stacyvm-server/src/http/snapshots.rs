@@ -3,30 +3,23 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
 use axum::Extension;
 use serde::{Deserialize, Serialize};
 use stacyvm_store::Snapshot;
 use stacyvm_types::{format_rfc3339_go, SandboxId};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use super::error::ApiError;
 use super::extract::EmptyOrJson;
 use super::openapi::{
     BadRequest, NotFound, PauseConflict, ResourceLimit, SandboxIdParam, SnapshotNotFound,
 };
 use super::views::Status;
-use super::{dto, json_response, ok, AppState};
+use super::{dto, json_response, ok, AppState, Reply};
 use crate::service::Caller;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create))
-        .routes(routes!(list))
-        .routes(routes!(get_one, delete))
-        .routes(routes!(fork))
+    api_routes![create; list; get_one, delete; fork]
 }
 
 /// `{sid}`: a snapshot.
@@ -98,7 +91,7 @@ async fn create(
     State(st): State<AppState>,
     Path(id): Path<SandboxId>,
     EmptyOrJson(b): EmptyOrJson<CreateBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let s = st.svc.snapshots().create(&id, b.name).await?;
     Ok(json_response(StatusCode::CREATED, &view(&s)))
 }
@@ -106,7 +99,7 @@ async fn create(
 /// List snapshots (newest first)
 #[utoipa::path(get, path = "/snapshots", operation_id = "listSnapshots", tag = "snapshots",
     responses((status = 200, description = "OK", body = Vec<SnapshotView>)))]
-async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
+async fn list(State(st): State<AppState>) -> Reply {
     let all = st.svc.snapshots().list().await?;
     Ok(ok(&all.iter().map(view).collect::<Vec<_>>()))
 }
@@ -118,10 +111,7 @@ async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
         (status = 200, description = "OK", body = SnapshotView),
         (status = 404, response = SnapshotNotFound),
     ))]
-async fn get_one(
-    State(st): State<AppState>,
-    Path(sid): Path<String>,
-) -> Result<Response, ApiError> {
+async fn get_one(State(st): State<AppState>, Path(sid): Path<String>) -> Reply {
     Ok(ok(&view(&st.svc.snapshots().get(&sid).await?)))
 }
 
@@ -134,7 +124,7 @@ async fn get_one(
         (status = 200, description = "`deleted`", body = Status),
         (status = 404, response = SnapshotNotFound),
     ))]
-async fn delete(State(st): State<AppState>, Path(sid): Path<String>) -> Result<Response, ApiError> {
+async fn delete(State(st): State<AppState>, Path(sid): Path<String>) -> Reply {
     st.svc.snapshots().delete(&sid).await?;
     Ok(ok(&Status { status: "deleted" }))
 }
@@ -165,7 +155,7 @@ async fn fork(
     Extension(caller): Extension<Caller>,
     Path(id): Path<SandboxId>,
     EmptyOrJson(b): EmptyOrJson<ForkBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let made = st.svc.snapshots().fork(&id, b.count, &caller).await?;
     Ok(json_response(
         StatusCode::CREATED,

@@ -11,34 +11,19 @@ use serde_json::{json, Map, Value};
 use stacyvm_types::GoDuration;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use super::error::ApiError;
 use super::openapi::{NotFound, ProviderNameParam};
-use super::{json_response, ok, openapi, views, AppState};
+use super::{json_response, ok, openapi, views, AppState, Reply};
 use crate::service::Overview;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(health))
-        .routes(routes!(live))
-        .routes(routes!(ready))
-        .routes(routes!(events))
-        .routes(routes!(system_stats))
-        .routes(routes!(pool_status))
-        .routes(routes!(openapi::serve))
+    api_routes![health; live; ready; events; system_stats; pool_status; openapi::serve]
         .merge(admin_routes())
 }
 
 /// Shared with `/admin` (the document names the admin copies `…Admin`).
 pub fn admin_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(diagnostics))
-        .routes(routes!(metrics))
-        .routes(routes!(prometheus))
-        .routes(routes!(providers))
-        .routes(routes!(providers_test))
-        .routes(routes!(provider_detail))
+    api_routes![diagnostics; metrics; prometheus; providers; providers_test; provider_detail]
 }
 
 #[derive(Serialize, ToSchema)]
@@ -146,10 +131,7 @@ async fn providers_test(State(st): State<AppState>) -> Response {
         (status = 200, description = "OK", body = views::ProviderDetailView),
         (status = 404, response = NotFound),
     ))]
-async fn provider_detail(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+async fn provider_detail(State(st): State<AppState>, Path(name): Path<String>) -> Reply {
     let d = st.svc.system().provider_detail(&name).await?;
     Ok(ok(&views::provider_detail(&d)))
 }

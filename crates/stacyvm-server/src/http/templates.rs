@@ -2,27 +2,21 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
 use axum::Extension;
 use serde::Deserialize;
 use stacyvm_types::GoDuration;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use super::dto::{self, TemplateBody};
-use super::error::ApiError;
 use super::extract::{JsonBody, OptionalJson};
 use super::openapi::{Conflict, NotFound, ResourceLimit, TemplateNameParam, Unavailable};
 use super::views::Status;
-use super::{json_response, ok, AppState};
+use super::{json_response, ok, AppState, Reply};
 use crate::service::Caller;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create, list))
-        .routes(routes!(get_one, replace, delete))
-        .routes(routes!(spawn))
+    api_routes![create, list; get_one, replace, delete; spawn]
 }
 
 /// Create a template
@@ -32,10 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 201, description = "Created", body = dto::TemplateView),
         (status = 409, response = Conflict),
     ))]
-async fn create(
-    State(st): State<AppState>,
-    JsonBody(b): JsonBody<TemplateBody>,
-) -> Result<Response, ApiError> {
+async fn create(State(st): State<AppState>, JsonBody(b): JsonBody<TemplateBody>) -> Reply {
     let t = st.svc.templates().create(b.into()).await?;
     Ok(json_response(StatusCode::CREATED, &dto::template(&t)))
 }
@@ -43,7 +34,7 @@ async fn create(
 /// List templates (by name)
 #[utoipa::path(get, path = "/templates", operation_id = "listTemplates", tag = "templates",
     responses((status = 200, description = "OK", body = Vec<dto::TemplateView>)))]
-async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
+async fn list(State(st): State<AppState>) -> Reply {
     let all = st.svc.templates().list().await?;
     Ok(ok(&all.iter().map(dto::template).collect::<Vec<_>>()))
 }
@@ -55,10 +46,7 @@ async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
         (status = 200, description = "OK", body = dto::TemplateView),
         (status = 404, response = NotFound),
     ))]
-async fn get_one(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+async fn get_one(State(st): State<AppState>, Path(name): Path<String>) -> Reply {
     Ok(ok(&dto::template(&st.svc.templates().get(&name).await?)))
 }
 
@@ -75,7 +63,7 @@ async fn replace(
     State(st): State<AppState>,
     Path(name): Path<String>,
     JsonBody(b): JsonBody<TemplateBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     Ok(ok(&dto::template(
         &st.svc.templates().replace(&name, b.into()).await?,
     )))
@@ -88,10 +76,7 @@ async fn replace(
         (status = 200, description = "`deleted`", body = Status),
         (status = 404, response = NotFound),
     ))]
-async fn delete(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> Reply {
     st.svc.templates().delete(&name).await?;
     Ok(ok(&Status { status: "deleted" }))
 }
@@ -121,7 +106,7 @@ async fn spawn(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     OptionalJson(b): OptionalJson<SpawnOverrides>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let sb = st
         .svc
         .templates()

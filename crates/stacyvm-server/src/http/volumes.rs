@@ -2,24 +2,19 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use stacyvm_types::format_rfc3339_go;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use super::error::ApiError;
 use super::extract::JsonBody;
 use super::openapi::{BadRequest, NotFound, VolumeConflict, VolumeInUse, VolumeNameParam};
 use super::views::Status;
-use super::{json_response, ok, AppState};
+use super::{json_response, ok, AppState, Reply};
 use crate::service::{VolumeInfo, VolumeParams};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create, list))
-        .routes(routes!(get_one, delete))
+    api_routes![create, list; get_one, delete]
 }
 
 /// A volume as the API shows it (fields in alphabetical order).
@@ -79,10 +74,7 @@ struct CreateBody {
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
         (status = 409, response = VolumeConflict),
     ))]
-async fn create(
-    State(st): State<AppState>,
-    JsonBody(b): JsonBody<CreateBody>,
-) -> Result<Response, ApiError> {
+async fn create(State(st): State<AppState>, JsonBody(b): JsonBody<CreateBody>) -> Reply {
     let v = st
         .svc
         .volumes()
@@ -99,7 +91,7 @@ async fn create(
 /// List volumes (by name)
 #[utoipa::path(get, path = "/volumes", operation_id = "listVolumes", tag = "volumes",
     responses((status = 200, description = "OK", body = Vec<VolumeView>)))]
-async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
+async fn list(State(st): State<AppState>) -> Reply {
     let all = st.svc.volumes().list().await?;
     Ok(ok(&all.iter().map(view).collect::<Vec<_>>()))
 }
@@ -111,10 +103,7 @@ async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
         (status = 200, description = "OK", body = VolumeView),
         (status = 404, response = NotFound),
     ))]
-async fn get_one(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+async fn get_one(State(st): State<AppState>, Path(name): Path<String>) -> Reply {
     Ok(ok(&view(&st.svc.volumes().get(&name).await?)))
 }
 
@@ -127,10 +116,7 @@ async fn get_one(
         (status = 200, description = "`deleted`", body = Status),
         (status = 404, response = NotFound), (status = 409, response = VolumeInUse),
     ))]
-async fn delete(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> Reply {
     st.svc.volumes().delete(&name).await?;
     Ok(ok(&Status { status: "deleted" }))
 }

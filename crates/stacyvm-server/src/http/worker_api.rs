@@ -11,13 +11,12 @@ use stacyvm_auth::{Scope, Scopes};
 use stacyvm_types::{format_rfc3339_go, GoDuration, SandboxId, WorkerId};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::openapi::{Conflict, LeaseParams, NotFound, Unavailable, WorkerIdParam};
 use super::workers::HeartbeatBody;
-use super::{ok, views, AppState};
+use super::{ok, views, AppState, Reply};
 use crate::service::TokenRequest;
 
 /// Scopes the authenticated worker holds, and its id.
@@ -28,16 +27,11 @@ pub struct WorkerIdentity {
 }
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(heartbeat))
-        .routes(routes!(renew))
+    api_routes![heartbeat; renew]
 }
 
 pub fn admin_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(admin_renew))
-        .routes(routes!(drain))
-        .routes(routes!(issue_token))
+    api_routes![admin_renew; drain; issue_token]
 }
 
 fn token_from(h: &HeaderMap) -> Option<String> {
@@ -110,7 +104,7 @@ async fn heartbeat(
     Extension(identity): Extension<WorkerIdentity>,
     Path(id): Path<WorkerId>,
     JsonBody(body): JsonBody<HeartbeatBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     check(&identity, &id, Scope::Heartbeat)?;
     let w = st.svc.workers().report(&id, body.into()).await?;
     Ok(ok(&views::worker(&w)))
@@ -142,12 +136,7 @@ struct LeaseFields<'a> {
     resource_id: &'a str,
 }
 
-async fn renew_lease(
-    st: &AppState,
-    worker: &WorkerId,
-    resource: &SandboxId,
-    ttl: &str,
-) -> Result<Response, ApiError> {
+async fn renew_lease(st: &AppState, worker: &WorkerId, resource: &SandboxId, ttl: &str) -> Reply {
     let lease = st.svc.workers().renew_lease(worker, resource, ttl).await?;
     Ok(ok(&LeaseView {
         lease: LeaseFields {
@@ -174,7 +163,7 @@ async fn renew(
     Extension(identity): Extension<WorkerIdentity>,
     Path((id, resource)): Path<(WorkerId, SandboxId)>,
     JsonBody(body): JsonBody<RenewBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     check(&identity, &id, Scope::Lease)?;
     renew_lease(&st, &id, &resource, &body.ttl).await
 }
@@ -191,7 +180,7 @@ async fn admin_renew(
     State(st): State<AppState>,
     Path((id, resource)): Path<(WorkerId, SandboxId)>,
     JsonBody(body): JsonBody<RenewBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     renew_lease(&st, &id, &resource, &body.ttl).await
 }
 
@@ -213,7 +202,7 @@ struct DrainView<'a> {
         (status = 400, response = super::openapi::BadRequest), (status = 404, response = NotFound),
         (status = 409, response = Conflict), (status = 503, response = Unavailable),
     ))]
-async fn drain(State(st): State<AppState>, Path(id): Path<WorkerId>) -> Result<Response, ApiError> {
+async fn drain(State(st): State<AppState>, Path(id): Path<WorkerId>) -> Reply {
     st.svc.workers().drain(&id).await?;
     Ok(ok(&DrainView {
         status: "draining",
@@ -255,10 +244,7 @@ struct TokenView<'a> {
         (status = 200, description = "OK", body = TokenView),
         (status = 503, response = Unavailable),
     ))]
-async fn issue_token(
-    State(st): State<AppState>,
-    JsonBody(b): JsonBody<TokenBody>,
-) -> Result<Response, ApiError> {
+async fn issue_token(State(st): State<AppState>, JsonBody(b): JsonBody<TokenBody>) -> Reply {
     let t = st.svc.workers().issue_token(TokenRequest {
         worker_id: b.worker_id,
         ttl: b.ttl,

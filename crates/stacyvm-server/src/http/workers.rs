@@ -1,38 +1,30 @@
 //! Worker registry routes: public list/get, admin delete and heartbeat.
 
 use axum::extract::{Path, State};
-use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use stacyvm_types::WorkerId;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use super::error::ApiError;
 use super::extract::JsonBody;
 use super::openapi::{NotFound, WorkerIdParam};
 use super::views::{self, Status};
-use super::{ok, AppState};
+use super::{ok, AppState, Reply};
 use crate::service::HeartbeatInput;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(get_one))
+    api_routes![list; get_one]
 }
 
 pub fn admin_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(get_one, delete))
-        .routes(routes!(admin_heartbeat))
+    api_routes![list; get_one, delete; admin_heartbeat]
 }
 
 /// List workers (by id)
 #[utoipa::path(get, path = "/workers", operation_id = "listWorkers", tag = "workers",
     responses((status = 200, description = "OK", body = Vec<views::WorkerView>)))]
-async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
+async fn list(State(st): State<AppState>) -> Reply {
     let list = st.svc.workers().list().await?;
     Ok(ok(&list.iter().map(views::worker).collect::<Vec<_>>()))
 }
@@ -44,10 +36,7 @@ async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
         (status = 200, description = "OK", body = views::WorkerView),
         (status = 404, response = NotFound),
     ))]
-async fn get_one(
-    State(st): State<AppState>,
-    Path(id): Path<WorkerId>,
-) -> Result<Response, ApiError> {
+async fn get_one(State(st): State<AppState>, Path(id): Path<WorkerId>) -> Reply {
     let w = st.svc.workers().get(&id).await?;
     Ok(ok(&views::worker(&w)))
 }
@@ -61,10 +50,7 @@ async fn get_one(
         (status = 200, description = "`deleted`", body = Status),
         (status = 404, response = NotFound),
     ))]
-async fn delete(
-    State(st): State<AppState>,
-    Path(id): Path<WorkerId>,
-) -> Result<Response, ApiError> {
+async fn delete(State(st): State<AppState>, Path(id): Path<WorkerId>) -> Reply {
     st.svc.workers().delete(&id).await?;
     Ok(ok(&Status { status: "deleted" }))
 }
@@ -104,7 +90,7 @@ async fn admin_heartbeat(
     State(st): State<AppState>,
     Path(id): Path<WorkerId>,
     JsonBody(b): JsonBody<HeartbeatBody>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let w = st.svc.workers().heartbeat(&id, b.into()).await?;
     Ok(ok(&views::worker(&w)))
 }
