@@ -1,5 +1,6 @@
 //! Admin-only extras: the audit log.
 
+use super::St;
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
@@ -96,7 +97,7 @@ fn audit_view(r: &AdminAuditRecord) -> AuditView<'_> {
             (Vec<AuditView> = "application/json"), (String = "text/csv"))),
         (status = 400, response = super::openapi::BadRequest),
     ))]
-async fn audit(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Reply {
+async fn audit(State(st): St, Query(q): Query<HashMap<String, String>>) -> Reply {
     let get = |k: &str| q.get(k).cloned().unwrap_or_default();
     let query = AuditQuery {
         limit: number(&q, "limit", "limit must be a positive integer")?,

@@ -1,5 +1,6 @@
 //! Exec: JSON result, NDJSON stream (ending with an exit line), and WebSocket.
 
+use super::{SbId, St};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -169,11 +170,7 @@ struct ExecResultView<'a> {
         (status = 404, response = NotFound), (status = 408, response = Timeout),
         (status = 429, response = ResourceLimit), (status = 503, response = Unavailable),
     ))]
-async fn exec(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-    JsonBody(body): JsonBody<ExecBody>,
-) -> Reply {
+async fn exec(State(st): St, Path(id): SbId, JsonBody(body): JsonBody<ExecBody>) -> Reply {
     if body.stream {
         let stream = st.svc.exec().stream(&id, body.params()).await?;
         return Ok(ndjson(stream));
@@ -226,8 +223,8 @@ struct HistoryQuery {
         (status = 400, response = super::openapi::BadRequest), (status = 404, response = NotFound),
     ))]
 async fn history(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
+    State(st): St,
+    Path(id): SbId,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Reply {
     let limit = match q.get("limit").map(|v| v.trim()) {
@@ -286,8 +283,8 @@ fn ndjson(stream: ExecStream) -> Response {
         (status = 404, response = NotFound),
     ))]
 async fn exec_ws(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
+    State(st): St,
+    Path(id): SbId,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Reply {
     // Unknown sandboxes fail before the upgrade, with a normal JSON error.

@@ -1,6 +1,7 @@
 //! The file operations: the original's eight, plus the streamed raw-body upload (`PUT`) and
 //! the directory watch (NDJSON).
 
+use super::{SbId, St};
 use std::collections::HashMap;
 
 use axum::body::Body;
@@ -10,7 +11,7 @@ use axum::response::Response;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use stacyvm_provider::ProviderError;
-use stacyvm_types::{FileInfo, SandboxId, WatchKind};
+use stacyvm_types::{FileInfo, WatchKind};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -56,11 +57,7 @@ struct WriteBody {
         (status = 200, description = "`written`", body = Status),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]
-async fn write(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-    JsonBody(b): JsonBody<WriteBody>,
-) -> Reply {
+async fn write(State(st): St, Path(id): SbId, JsonBody(b): JsonBody<WriteBody>) -> Reply {
     st.svc
         .files()
         .write(
@@ -105,12 +102,7 @@ struct Written {
         (status = 413, response = super::openapi::PayloadTooLarge),
         (status = 503, response = Unavailable),
     ))]
-async fn upload(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-    Query(q): Q,
-    body: Body,
-) -> Reply {
+async fn upload(State(st): St, Path(id): SbId, Query(q): Q, body: Body) -> Reply {
     let path = required(&q, "path")?;
     let stream = body
         .into_data_stream()
@@ -138,7 +130,7 @@ async fn upload(
         (status = 400, response = super::openapi::BadRequest),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]
-async fn read(State(st): State<AppState>, Path(id): Path<SandboxId>, Query(q): Q) -> Reply {
+async fn read(State(st): St, Path(id): SbId, Query(q): Q) -> Reply {
     let path = required(&q, "path")?;
     let file = st.svc.files().read(&id, path).await?;
     Ok(download(file))
@@ -173,7 +165,7 @@ pub(super) fn download(file: stacyvm_provider::FileStream) -> Response {
         (status = 400, response = super::openapi::BadRequest),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]
-async fn delete(State(st): State<AppState>, Path(id): Path<SandboxId>, Query(q): Q) -> Reply {
+async fn delete(State(st): St, Path(id): SbId, Query(q): Q) -> Reply {
     let path = required(&q, "path")?;
     let recursive = q.get("recursive").map(String::as_str) == Some("true");
     st.svc.files().delete(&id, path, recursive).await?;
@@ -190,7 +182,7 @@ async fn delete(State(st): State<AppState>, Path(id): Path<SandboxId>, Query(q):
         (status = 400, response = super::openapi::BadRequest),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]
-async fn list(State(st): State<AppState>, Path(id): Path<SandboxId>, Query(q): Q) -> Reply {
+async fn list(State(st): St, Path(id): SbId, Query(q): Q) -> Reply {
     let path = q.get("path").map(String::as_str).unwrap_or("/");
     Ok(ok(&st.svc.files().list(&id, path).await?))
 }
@@ -204,7 +196,7 @@ async fn list(State(st): State<AppState>, Path(id): Path<SandboxId>, Query(q): Q
         (status = 400, response = super::openapi::BadRequest),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]
-async fn stat(State(st): State<AppState>, Path(id): Path<SandboxId>, Query(q): Q) -> Reply {
+async fn stat(State(st): St, Path(id): SbId, Query(q): Q) -> Reply {
     let path = required(&q, "path")?;
     Ok(ok(&st.svc.files().stat(&id, path).await?))
 }
@@ -218,7 +210,7 @@ async fn stat(State(st): State<AppState>, Path(id): Path<SandboxId>, Query(q): Q
         (status = 400, response = super::openapi::BadRequest),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]
-async fn glob(State(st): State<AppState>, Path(id): Path<SandboxId>, Query(q): Q) -> Reply {
+async fn glob(State(st): St, Path(id): SbId, Query(q): Q) -> Reply {
     let pattern = required(&q, "pattern")?;
     Ok(ok(&st.svc.files().glob(&id, pattern).await?))
 }
@@ -241,11 +233,7 @@ struct MoveBody {
         (status = 200, description = "`moved`", body = Status),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]
-async fn move_file(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-    JsonBody(b): JsonBody<MoveBody>,
-) -> Reply {
+async fn move_file(State(st): St, Path(id): SbId, JsonBody(b): JsonBody<MoveBody>) -> Reply {
     st.svc.files().rename(&id, &b.old_path, &b.new_path).await?;
     Ok(ok(&Status { status: "moved" }))
 }
@@ -269,11 +257,7 @@ struct ChmodBody {
         (status = 200, description = "`chmod applied`", body = Status),
         (status = 404, response = FileNotFound), (status = 503, response = Unavailable),
     ))]
-async fn chmod(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-    JsonBody(b): JsonBody<ChmodBody>,
-) -> Reply {
+async fn chmod(State(st): St, Path(id): SbId, JsonBody(b): JsonBody<ChmodBody>) -> Reply {
     st.svc.files().chmod(&id, &b.path, &b.mode).await?;
     Ok(ok(&Status {
         status: "chmod applied",
@@ -315,7 +299,7 @@ struct WatchLine<'a> {
         (status = 409, response = WatchConflict),
         (status = 503, response = Unavailable),
     ))]
-async fn watch(State(st): State<AppState>, Path(id): Path<SandboxId>, Query(q): Q) -> Reply {
+async fn watch(State(st): St, Path(id): SbId, Query(q): Q) -> Reply {
     let path = required(&q, "path")?;
     let recursive = match q.get("recursive").map(String::as_str) {
         None | Some("") | Some("false") | Some("0") => false,

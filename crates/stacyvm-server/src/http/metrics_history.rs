@@ -1,6 +1,7 @@
 //! `GET /metrics/history`: the last hour of this control plane's spawns, spawn latency and
 //! running sandboxes by worker, per minute (the console's charts; docs/console.md).
 
+use super::St;
 use std::collections::BTreeMap;
 
 use axum::extract::State;
@@ -101,6 +102,6 @@ fn view(s: &HistorySnapshot) -> HistoryView {
 /// provider) per minute, and running sandboxes by worker sampled once a minute.
 #[utoipa::path(get, path = "/metrics/history", operation_id = "metricsHistory", tag = "system",
     responses((status = 200, description = "OK", body = HistoryView)))]
-async fn history(State(st): State<AppState>) -> Response {
+async fn history(State(st): St) -> Response {
     ok(&view(&st.svc.system().metrics_history()))
 }

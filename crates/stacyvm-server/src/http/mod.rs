@@ -91,6 +91,13 @@ pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Re
         .into_response()
 }
 
+/// The state every handler extracts.
+pub type St = axum::extract::State<AppState>;
+/// The `{id}` of a sandbox's routes.
+pub type SbId = axum::extract::Path<stacyvm_types::SandboxId>;
+/// The `{id}` and `{pid}` of a process's routes.
+pub type SbPid = axum::extract::Path<(stacyvm_types::SandboxId, String)>;
+
 /// What a handler answers: a response, or an error mapped to its status and code.
 pub type Reply = Result<Response, error::ApiError>;
 

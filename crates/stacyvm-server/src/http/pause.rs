@@ -1,8 +1,9 @@
 //! `POST /sandboxes/{id}/pause` and `/resume` (sandbox-model.md §2, docs/state.md).
 
+use super::{SbId, St};
 use axum::extract::{Path, State};
 use serde::Deserialize;
-use stacyvm_types::{GoDuration, SandboxId};
+use stacyvm_types::GoDuration;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -28,7 +29,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 404, response = NotFound), (status = 409, response = PauseConflict),
         (status = 429, response = ResourceLimit), (status = 503, response = Unavailable),
     ))]
-async fn pause(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Reply {
+async fn pause(State(st): St, Path(id): SbId) -> Reply {
     let sb = st.svc.sandboxes().pause(&id).await?;
     Ok(ok(&dto::sandbox_with_token(&sb)))
 }
@@ -57,8 +58,8 @@ struct ResumeBody {
         (status = 429, response = ResourceLimit), (status = 503, response = Unavailable),
     ))]
 async fn resume(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
+    State(st): St,
+    Path(id): SbId,
     EmptyOrJson(body): EmptyOrJson<ResumeBody>,
 ) -> Reply {
     let sb = st.svc.sandboxes().resume(&id, &body.ttl).await?;

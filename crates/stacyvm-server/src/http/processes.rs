@@ -1,6 +1,7 @@
 //! Background processes (sandbox-model.md §1): start, list, get, output (NDJSON), stdin,
 //! signal, resize, and the attach WebSocket.
 
+use super::{SbId, SbPid, St};
 use std::collections::{BTreeMap, HashMap};
 
 use axum::body::Body;
@@ -156,8 +157,8 @@ struct StartQuery {
         (status = 503, response = Unavailable),
     ))]
 async fn start(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
+    State(st): St,
+    Path(id): SbId,
     Query(q): Query<HashMap<String, String>>,
     JsonBody(b): JsonBody<StartBody>,
 ) -> Reply {
@@ -198,7 +199,7 @@ async fn start(
         (status = 200, description = "Processes", body = [ProcessView]),
         (status = 404, response = NotFound), (status = 503, response = Unavailable),
     ))]
-async fn list(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Reply {
+async fn list(State(st): St, Path(id): SbId) -> Reply {
     let list = st.svc.processes().list(&id).await?;
     let views: Vec<_> = list.iter().map(process_view).collect();
     Ok(ok(&views))
@@ -212,7 +213,7 @@ async fn list(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Reply {
         (status = 200, description = "The process", body = ProcessView),
         (status = 400, response = BadRequest), (status = 404, response = ProcessNotFound),
     ))]
-async fn get(State(st): State<AppState>, Path((id, pid)): Path<(SandboxId, String)>) -> Reply {
+async fn get(State(st): St, Path((id, pid)): SbPid) -> Reply {
     let pid = parse_pid(&pid)?;
     let p = st.svc.processes().get(&id, pid).await?;
     Ok(ok(&process_view(&p)))
@@ -250,8 +251,8 @@ struct OutputQuery {
         (status = 404, response = ProcessNotFound),
     ))]
 async fn output(
-    State(st): State<AppState>,
-    Path((id, pid)): Path<(SandboxId, String)>,
+    State(st): St,
+    Path((id, pid)): SbPid,
     Query(q): Query<HashMap<String, String>>,
 ) -> Reply {
     let pid = parse_pid(&pid)?;
@@ -369,8 +370,8 @@ struct StdinQuery {
         (status = 413, response = super::openapi::PayloadTooLarge),
     ))]
 async fn stdin(
-    State(st): State<AppState>,
-    Path((id, pid)): Path<(SandboxId, String)>,
+    State(st): St,
+    Path((id, pid)): SbPid,
     Query(q): Query<HashMap<String, String>>,
     req: Request,
 ) -> Reply {
@@ -410,11 +411,7 @@ struct SignalBody {
         (status = 404, response = ProcessNotFound),
         (status = 409, response = ProcessConflict),
     ))]
-async fn signal(
-    State(st): State<AppState>,
-    Path((id, pid)): Path<(SandboxId, String)>,
-    JsonBody(b): JsonBody<SignalBody>,
-) -> Reply {
+async fn signal(State(st): St, Path((id, pid)): SbPid, JsonBody(b): JsonBody<SignalBody>) -> Reply {
     let pid = parse_pid(&pid)?;
     let p = st.svc.processes().signal(&id, pid, &b.signal).await?;
     Ok(ok(&process_view(&p)))
@@ -430,11 +427,7 @@ async fn signal(
         (status = 404, response = ProcessNotFound),
         (status = 409, response = ProcessConflict),
     ))]
-async fn resize(
-    State(st): State<AppState>,
-    Path((id, pid)): Path<(SandboxId, String)>,
-    JsonBody(size): JsonBody<PtySize>,
-) -> Reply {
+async fn resize(State(st): St, Path((id, pid)): SbPid, JsonBody(size): JsonBody<PtySize>) -> Reply {
     let pid = parse_pid(&pid)?;
     st.svc.processes().resize(&id, pid, size).await?;
     Ok(ok(&Status { status: "resized" }))
@@ -468,8 +461,8 @@ struct AttachQuery {
         (status = 404, response = ProcessNotFound),
     ))]
 async fn attach(
-    State(st): State<AppState>,
-    Path((id, pid)): Path<(SandboxId, String)>,
+    State(st): St,
+    Path((id, pid)): SbPid,
     Query(q): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Reply {

@@ -1,5 +1,6 @@
 //! `/quotas` (also mounted under `/admin/quotas`).
 
+use super::St;
 use axum::extract::{Path, State};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -18,7 +19,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// List owner quotas
 #[utoipa::path(get, path = "/quotas", operation_id = "listQuotas", tag = "quotas",
     responses((status = 200, description = "OK", body = Vec<dto::QuotaView>)))]
-async fn list(State(st): State<AppState>) -> Reply {
+async fn list(State(st): St) -> Reply {
     let all = st.svc.quotas().list().await?;
     Ok(ok(&all.iter().map(dto::quota).collect::<Vec<_>>()))
 }
@@ -26,7 +27,7 @@ async fn list(State(st): State<AppState>) -> Reply {
 /// Counts of configured quotas
 #[utoipa::path(get, path = "/quotas/summary", operation_id = "quotaSummary", tag = "quotas",
     responses((status = 200, description = "OK", body = views::QuotaSummaryView)))]
-async fn summary(State(st): State<AppState>) -> Reply {
+async fn summary(State(st): St) -> Reply {
     let s = st.svc.quotas().summary().await?;
     Ok(ok(&views::quota_summary(Some(&s))))
 }
@@ -38,7 +39,7 @@ async fn summary(State(st): State<AppState>) -> Reply {
         (status = 200, description = "OK", body = dto::QuotaView),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
     ))]
-async fn get_one(State(st): State<AppState>, Path(owner): Path<String>) -> Reply {
+async fn get_one(State(st): St, Path(owner): Path<String>) -> Reply {
     Ok(ok(&dto::quota(&st.svc.quotas().get(&owner).await?)))
 }
 
@@ -58,11 +59,7 @@ struct QuotaBody {
 #[utoipa::path(put, path = "/quotas/{owner}", operation_id = "putQuota", tag = "quotas",
     params(OwnerParam), request_body = QuotaBody,
     responses((status = 200, description = "OK", body = dto::QuotaView)))]
-async fn put(
-    State(st): State<AppState>,
-    Path(owner): Path<String>,
-    JsonBody(b): JsonBody<QuotaBody>,
-) -> Reply {
+async fn put(State(st): St, Path(owner): Path<String>, JsonBody(b): JsonBody<QuotaBody>) -> Reply {
     let q = st
         .svc
         .quotas()
@@ -85,7 +82,7 @@ async fn put(
         (status = 200, description = "`deleted`", body = Status),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
     ))]
-async fn delete(State(st): State<AppState>, Path(owner): Path<String>) -> Reply {
+async fn delete(State(st): St, Path(owner): Path<String>) -> Reply {
     st.svc.quotas().delete(&owner).await?;
     Ok(ok(&Status { status: "deleted" }))
 }
@@ -97,6 +94,6 @@ async fn delete(State(st): State<AppState>, Path(owner): Path<String>) -> Reply 
         (status = 200, description = "OK", body = dto::UsageView),
         (status = 400, response = BadRequest),
     ))]
-async fn usage(State(st): State<AppState>, Path(owner): Path<String>) -> Reply {
+async fn usage(State(st): St, Path(owner): Path<String>) -> Reply {
     Ok(ok(&dto::usage(&st.svc.quotas().usage(&owner).await?)))
 }

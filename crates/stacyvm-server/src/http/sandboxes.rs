@@ -1,12 +1,13 @@
 //! `/sandboxes`: spawn, admission, list, prune, get, destroy, extend, logs, stats.
 
+use super::{SbId, St};
 use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::Extension;
 use serde::{Deserialize, Serialize};
-use stacyvm_types::{GoDuration, SandboxId};
+use stacyvm_types::GoDuration;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -128,7 +129,7 @@ impl From<SpawnBody> for SpawnParams {
         (status = 429, response = ResourceLimit), (status = 503, response = Unavailable),
     ))]
 async fn spawn(
-    State(st): State<AppState>,
+    State(st): St,
     Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<SpawnBody>,
 ) -> Reply {
@@ -149,7 +150,7 @@ async fn spawn(
         (status = 404, response = NotFound),
     ))]
 async fn admission(
-    State(st): State<AppState>,
+    State(st): St,
     Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<SpawnBody>,
 ) -> Reply {
@@ -181,7 +182,7 @@ async fn admission(
         )),
         (status = 400, response = super::openapi::BadRequest),
     ))]
-async fn list(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Reply {
+async fn list(State(st): St, Query(q): Query<HashMap<String, String>>) -> Reply {
     let limit = q.get("limit").filter(|s| !s.is_empty());
     let cursor = q.get("cursor").filter(|s| !s.is_empty());
     if limit.is_none() && cursor.is_none() {
@@ -224,7 +225,7 @@ struct Pruned {
 /// Destroy every sandbox past its expiry
 #[utoipa::path(delete, path = "/sandboxes", operation_id = "pruneSandboxes", tag = "sandboxes",
     responses((status = 200, description = "OK", body = inline(Pruned))))]
-async fn prune(State(st): State<AppState>) -> Reply {
+async fn prune(State(st): St) -> Reply {
     let pruned = st.svc.sandboxes().prune().await?;
     Ok(ok(&Pruned { pruned }))
 }
@@ -238,7 +239,7 @@ async fn prune(State(st): State<AppState>) -> Reply {
         (status = 200, description = "OK", body = dto::SandboxView),
         (status = 404, response = NotFound),
     ))]
-async fn get_one(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Reply {
+async fn get_one(State(st): St, Path(id): SbId) -> Reply {
     let sb = st.svc.sandboxes().get_refreshed(&id).await?;
     Ok(ok(&dto::sandbox_with_token(&sb)))
 }
@@ -254,7 +255,7 @@ async fn get_one(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Reply
         (status = 404, response = NotFound), (status = 409, response = Conflict),
         (status = 503, response = Unavailable),
     ))]
-async fn destroy(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Reply {
+async fn destroy(State(st): St, Path(id): SbId) -> Reply {
     match st.svc.sandboxes().destroy(&id).await? {
         DestroyOutcome::Destroyed => Ok(ok(&Status {
             status: "destroyed",
@@ -301,11 +302,7 @@ struct ExtendBody {
         (status = 404, response = NotFound), (status = 429, response = ResourceLimit),
     ))]
 
-async fn extend(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-    JsonBody(body): JsonBody<ExtendBody>,
-) -> Reply {
+async fn extend(State(st): St, Path(id): SbId, JsonBody(body): JsonBody<ExtendBody>) -> Reply {
     let sb = st.svc.sandboxes().extend(&id, &body.ttl).await?;
     Ok(ok(&dto::sandbox_with_token(&sb)))
 }
@@ -320,11 +317,7 @@ async fn extend(
         (status = 200, description = "OK", body = Vec<String>),
         (status = 404, response = NotFound),
     ))]
-async fn logs(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Reply {
+async fn logs(State(st): St, Path(id): SbId, Query(q): Query<HashMap<String, String>>) -> Reply {
     let lines = q
         .get("lines")
         .and_then(|l| l.parse::<usize>().ok())
@@ -355,7 +348,7 @@ struct StatsView {
         (status = 200, description = "OK", body = StatsView),
         (status = 404, response = NotFound),
     ))]
-async fn stats(State(st): State<AppState>, Path(id): Path<SandboxId>) -> Reply {
+async fn stats(State(st): St, Path(id): SbId) -> Reply {
     let s = st.svc.sandboxes().stats(&id).await?;
     Ok(ok(&StatsView {
         cpu_pct: s.as_ref().map(|s| s.cpu_pct),

@@ -1,12 +1,13 @@
 //! Snapshots and fork (sandbox-model.md §2, docs/state.md): `POST /sandboxes/{id}/snapshots`,
 //! `/snapshots`, `POST /sandboxes/{id}/fork`.
 
+use super::{SbId, St};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Extension;
 use serde::{Deserialize, Serialize};
 use stacyvm_store::Snapshot;
-use stacyvm_types::{format_rfc3339_go, SandboxId};
+use stacyvm_types::format_rfc3339_go;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -87,11 +88,7 @@ struct CreateBody {
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
         (status = 409, response = PauseConflict),
     ))]
-async fn create(
-    State(st): State<AppState>,
-    Path(id): Path<SandboxId>,
-    EmptyOrJson(b): EmptyOrJson<CreateBody>,
-) -> Reply {
+async fn create(State(st): St, Path(id): SbId, EmptyOrJson(b): EmptyOrJson<CreateBody>) -> Reply {
     let s = st.svc.snapshots().create(&id, b.name).await?;
     Ok(json_response(StatusCode::CREATED, &view(&s)))
 }
@@ -99,7 +96,7 @@ async fn create(
 /// List snapshots (newest first)
 #[utoipa::path(get, path = "/snapshots", operation_id = "listSnapshots", tag = "snapshots",
     responses((status = 200, description = "OK", body = Vec<SnapshotView>)))]
-async fn list(State(st): State<AppState>) -> Reply {
+async fn list(State(st): St) -> Reply {
     let all = st.svc.snapshots().list().await?;
     Ok(ok(&all.iter().map(view).collect::<Vec<_>>()))
 }
@@ -111,7 +108,7 @@ async fn list(State(st): State<AppState>) -> Reply {
         (status = 200, description = "OK", body = SnapshotView),
         (status = 404, response = SnapshotNotFound),
     ))]
-async fn get_one(State(st): State<AppState>, Path(sid): Path<String>) -> Reply {
+async fn get_one(State(st): St, Path(sid): Path<String>) -> Reply {
     Ok(ok(&view(&st.svc.snapshots().get(&sid).await?)))
 }
 
@@ -124,7 +121,7 @@ async fn get_one(State(st): State<AppState>, Path(sid): Path<String>) -> Reply {
         (status = 200, description = "`deleted`", body = Status),
         (status = 404, response = SnapshotNotFound),
     ))]
-async fn delete(State(st): State<AppState>, Path(sid): Path<String>) -> Reply {
+async fn delete(State(st): St, Path(sid): Path<String>) -> Reply {
     st.svc.snapshots().delete(&sid).await?;
     Ok(ok(&Status { status: "deleted" }))
 }
@@ -151,9 +148,9 @@ struct ForkBody {
         (status = 409, response = PauseConflict), (status = 429, response = ResourceLimit),
     ))]
 async fn fork(
-    State(st): State<AppState>,
+    State(st): St,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<SandboxId>,
+    Path(id): SbId,
     EmptyOrJson(b): EmptyOrJson<ForkBody>,
 ) -> Reply {
     let made = st.svc.snapshots().fork(&id, b.count, &caller).await?;

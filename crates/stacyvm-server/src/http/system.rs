@@ -1,5 +1,6 @@
 //! System routes: health, readiness, providers, metrics, diagnostics, events, openapi.
 
+use super::St;
 use std::convert::Infallible;
 
 use axum::body::Body;
@@ -47,14 +48,14 @@ fn health_view(st: &AppState, status: &'static str) -> Response {
 /// Liveness with version
 #[utoipa::path(get, path = "/health", operation_id = "health", tag = "system",
     responses((status = 200, description = "OK", body = HealthView)))]
-async fn health(State(st): State<AppState>) -> Response {
+async fn health(State(st): St) -> Response {
     health_view(&st, "ok")
 }
 
 /// Liveness
 #[utoipa::path(get, path = "/live", operation_id = "live", tag = "system",
     responses((status = 200, description = "OK", body = HealthView)))]
-async fn live(State(st): State<AppState>) -> Response {
+async fn live(State(st): St) -> Response {
     health_view(&st, "alive")
 }
 
@@ -79,7 +80,7 @@ struct ReadyView<'a> {
         (status = 200, description = "Ready", body = ReadyView),
         (status = 503, description = "Not ready", body = ReadyView),
     ))]
-async fn ready(State(st): State<AppState>) -> Response {
+async fn ready(State(st): St) -> Response {
     let r = st.svc.system().ready().await;
     let body = ReadyView {
         providers: r.providers.iter().map(views::provider_health).collect(),
@@ -100,7 +101,7 @@ async fn ready(State(st): State<AppState>) -> Response {
 /// Providers with health
 #[utoipa::path(get, path = "/providers", operation_id = "listProviders", tag = "system",
     responses((status = 200, description = "OK", body = Vec<views::ProviderHealthView>)))]
-async fn providers(State(st): State<AppState>) -> Response {
+async fn providers(State(st): St) -> Response {
     let health = st.svc.system().provider_health().await;
     ok(&health
         .iter()
@@ -112,7 +113,7 @@ async fn providers(State(st): State<AppState>) -> Response {
 #[utoipa::path(post, path = "/providers/test", operation_id = "testProviders", tag = "system",
     responses((status = 200, description = "OK", body = BTreeMap<String, bool>,
         example = json!({"mock": true}))))]
-async fn providers_test(State(st): State<AppState>) -> Response {
+async fn providers_test(State(st): St) -> Response {
     let m: Map<String, Value> = st
         .svc
         .system()
@@ -131,7 +132,7 @@ async fn providers_test(State(st): State<AppState>) -> Response {
         (status = 200, description = "OK", body = views::ProviderDetailView),
         (status = 404, response = NotFound),
     ))]
-async fn provider_detail(State(st): State<AppState>, Path(name): Path<String>) -> Reply {
+async fn provider_detail(State(st): St, Path(name): Path<String>) -> Reply {
     let d = st.svc.system().provider_detail(&name).await?;
     Ok(ok(&views::provider_detail(&d)))
 }
@@ -196,7 +197,7 @@ fn uptime(d: std::time::Duration) -> String {
 /// Metrics as JSON
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "system",
     responses((status = 200, description = "OK", body = Object)))]
-async fn metrics(State(st): State<AppState>) -> Response {
+async fn metrics(State(st): St) -> Response {
     let o = st.svc.system().overview().await;
     let mut m = common(&st, &o);
     let (rss, vsz) = memory();
@@ -219,7 +220,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
 /// Diagnostics bundle (secrets redacted)
 #[utoipa::path(get, path = "/diagnostics", operation_id = "diagnostics", tag = "system",
     responses((status = 200, description = "OK", body = Object)))]
-async fn diagnostics(State(st): State<AppState>) -> Response {
+async fn diagnostics(State(st): St) -> Response {
     let d = st.svc.system().diagnostics().await;
     let o = &d.overview;
     let mut m = common(&st, o);
@@ -286,7 +287,7 @@ async fn diagnostics(State(st): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics/prometheus", operation_id = "prometheus", tag = "system",
     responses((status = 200, description = "text/plain; version=0.0.4", body = String,
         content_type = "text/plain")))]
-async fn prometheus(State(st): State<AppState>) -> Response {
+async fn prometheus(State(st): St) -> Response {
     let o = st.svc.system().overview().await;
     let gauges = super::prometheus::gauges(&o, common(&st, &o), memory());
     let text = st.svc.system().prometheus(gauges);
@@ -340,7 +341,7 @@ async fn system_stats() -> Response {
     responses((status = 200,
         description = "`text/event-stream`; each event is `data: <Event JSON>\\n\\n`. Live only, no replay.",
         body = String, content_type = "text/event-stream")))]
-async fn events(State(st): State<AppState>) -> Response {
+async fn events(State(st): St) -> Response {
     let sub = st.svc.subscribe_events();
     let stream = futures_util::stream::unfold(sub, |mut sub| async move {
         let ev = sub.next().await?;

@@ -1,5 +1,6 @@
 //! `/templates`.
 
+use super::St;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Extension;
@@ -26,7 +27,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 201, description = "Created", body = dto::TemplateView),
         (status = 409, response = Conflict),
     ))]
-async fn create(State(st): State<AppState>, JsonBody(b): JsonBody<TemplateBody>) -> Reply {
+async fn create(State(st): St, JsonBody(b): JsonBody<TemplateBody>) -> Reply {
     let t = st.svc.templates().create(b.into()).await?;
     Ok(json_response(StatusCode::CREATED, &dto::template(&t)))
 }
@@ -34,7 +35,7 @@ async fn create(State(st): State<AppState>, JsonBody(b): JsonBody<TemplateBody>)
 /// List templates (by name)
 #[utoipa::path(get, path = "/templates", operation_id = "listTemplates", tag = "templates",
     responses((status = 200, description = "OK", body = Vec<dto::TemplateView>)))]
-async fn list(State(st): State<AppState>) -> Reply {
+async fn list(State(st): St) -> Reply {
     let all = st.svc.templates().list().await?;
     Ok(ok(&all.iter().map(dto::template).collect::<Vec<_>>()))
 }
@@ -46,7 +47,7 @@ async fn list(State(st): State<AppState>) -> Reply {
         (status = 200, description = "OK", body = dto::TemplateView),
         (status = 404, response = NotFound),
     ))]
-async fn get_one(State(st): State<AppState>, Path(name): Path<String>) -> Reply {
+async fn get_one(State(st): St, Path(name): Path<String>) -> Reply {
     Ok(ok(&dto::template(&st.svc.templates().get(&name).await?)))
 }
 
@@ -60,7 +61,7 @@ async fn get_one(State(st): State<AppState>, Path(name): Path<String>) -> Reply 
         (status = 404, response = NotFound),
     ))]
 async fn replace(
-    State(st): State<AppState>,
+    State(st): St,
     Path(name): Path<String>,
     JsonBody(b): JsonBody<TemplateBody>,
 ) -> Reply {
@@ -76,7 +77,7 @@ async fn replace(
         (status = 200, description = "`deleted`", body = Status),
         (status = 404, response = NotFound),
     ))]
-async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> Reply {
+async fn delete(State(st): St, Path(name): Path<String>) -> Reply {
     st.svc.templates().delete(&name).await?;
     Ok(ok(&Status { status: "deleted" }))
 }
@@ -102,7 +103,7 @@ struct SpawnOverrides {
         (status = 503, response = Unavailable),
     ))]
 async fn spawn(
-    State(st): State<AppState>,
+    State(st): St,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     OptionalJson(b): OptionalJson<SpawnOverrides>,

@@ -1,5 +1,6 @@
 //! `/volumes` (sandbox-model.md §2, docs/state.md).
 
+use super::St;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -74,7 +75,7 @@ struct CreateBody {
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
         (status = 409, response = VolumeConflict),
     ))]
-async fn create(State(st): State<AppState>, JsonBody(b): JsonBody<CreateBody>) -> Reply {
+async fn create(State(st): St, JsonBody(b): JsonBody<CreateBody>) -> Reply {
     let v = st
         .svc
         .volumes()
@@ -91,7 +92,7 @@ async fn create(State(st): State<AppState>, JsonBody(b): JsonBody<CreateBody>) -
 /// List volumes (by name)
 #[utoipa::path(get, path = "/volumes", operation_id = "listVolumes", tag = "volumes",
     responses((status = 200, description = "OK", body = Vec<VolumeView>)))]
-async fn list(State(st): State<AppState>) -> Reply {
+async fn list(State(st): St) -> Reply {
     let all = st.svc.volumes().list().await?;
     Ok(ok(&all.iter().map(view).collect::<Vec<_>>()))
 }
@@ -103,7 +104,7 @@ async fn list(State(st): State<AppState>) -> Reply {
         (status = 200, description = "OK", body = VolumeView),
         (status = 404, response = NotFound),
     ))]
-async fn get_one(State(st): State<AppState>, Path(name): Path<String>) -> Reply {
+async fn get_one(State(st): St, Path(name): Path<String>) -> Reply {
     Ok(ok(&view(&st.svc.volumes().get(&name).await?)))
 }
 
@@ -116,7 +117,7 @@ async fn get_one(State(st): State<AppState>, Path(name): Path<String>) -> Reply 
         (status = 200, description = "`deleted`", body = Status),
         (status = 404, response = NotFound), (status = 409, response = VolumeInUse),
     ))]
-async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> Reply {
+async fn delete(State(st): St, Path(name): Path<String>) -> Reply {
     st.svc.volumes().delete(&name).await?;
     Ok(ok(&Status { status: "deleted" }))
 }

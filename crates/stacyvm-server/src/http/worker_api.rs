@@ -1,6 +1,7 @@
 //! Routes workers call (`/api/v1/worker/{id}/...`, worker credentials, no API key) and the
 //! admin routes that act on workers (drain, token issuing, lease renew).
 
+use super::St;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -52,7 +53,7 @@ fn token_from(h: &HeaderMap) -> Option<String> {
 }
 
 /// Worker credentials (wire §8.1): never API keys.
-pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn authenticate(State(st): St, mut req: Request, next: Next) -> Response {
     let id: WorkerId = req
         .headers()
         .get("x-worker-id")
@@ -100,7 +101,7 @@ fn check(identity: &WorkerIdentity, path_id: &WorkerId, scope: Scope) -> Result<
         "capacity": {"max_sandboxes": 10, "rpc_url": "http://10.0.0.5:7424"}})),
     responses((status = 200, description = "OK", body = views::WorkerView)))]
 async fn heartbeat(
-    State(st): State<AppState>,
+    State(st): St,
     Extension(identity): Extension<WorkerIdentity>,
     Path(id): Path<WorkerId>,
     JsonBody(body): JsonBody<HeartbeatBody>,
@@ -159,7 +160,7 @@ async fn renew_lease(st: &AppState, worker: &WorkerId, resource: &SandboxId, ttl
         (status = 409, response = Conflict),
     ))]
 async fn renew(
-    State(st): State<AppState>,
+    State(st): St,
     Extension(identity): Extension<WorkerIdentity>,
     Path((id, resource)): Path<(WorkerId, SandboxId)>,
     JsonBody(body): JsonBody<RenewBody>,
@@ -177,7 +178,7 @@ async fn renew(
         (status = 409, response = Conflict),
     ))]
 async fn admin_renew(
-    State(st): State<AppState>,
+    State(st): St,
     Path((id, resource)): Path<(WorkerId, SandboxId)>,
     JsonBody(body): JsonBody<RenewBody>,
 ) -> Reply {
@@ -202,7 +203,7 @@ struct DrainView<'a> {
         (status = 400, response = super::openapi::BadRequest), (status = 404, response = NotFound),
         (status = 409, response = Conflict), (status = 503, response = Unavailable),
     ))]
-async fn drain(State(st): State<AppState>, Path(id): Path<WorkerId>) -> Reply {
+async fn drain(State(st): St, Path(id): Path<WorkerId>) -> Reply {
     st.svc.workers().drain(&id).await?;
     Ok(ok(&DrainView {
         status: "draining",
@@ -244,7 +245,7 @@ struct TokenView<'a> {
         (status = 200, description = "OK", body = TokenView),
         (status = 503, response = Unavailable),
     ))]
-async fn issue_token(State(st): State<AppState>, JsonBody(b): JsonBody<TokenBody>) -> Reply {
+async fn issue_token(State(st): St, JsonBody(b): JsonBody<TokenBody>) -> Reply {
     let t = st.svc.workers().issue_token(TokenRequest {
         worker_id: b.worker_id,
         ttl: b.ttl,

@@ -1,5 +1,6 @@
 //! Worker registry routes: public list/get, admin delete and heartbeat.
 
+use super::St;
 use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -24,7 +25,7 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
 /// List workers (by id)
 #[utoipa::path(get, path = "/workers", operation_id = "listWorkers", tag = "workers",
     responses((status = 200, description = "OK", body = Vec<views::WorkerView>)))]
-async fn list(State(st): State<AppState>) -> Reply {
+async fn list(State(st): St) -> Reply {
     let list = st.svc.workers().list().await?;
     Ok(ok(&list.iter().map(views::worker).collect::<Vec<_>>()))
 }
@@ -36,7 +37,7 @@ async fn list(State(st): State<AppState>) -> Reply {
         (status = 200, description = "OK", body = views::WorkerView),
         (status = 404, response = NotFound),
     ))]
-async fn get_one(State(st): State<AppState>, Path(id): Path<WorkerId>) -> Reply {
+async fn get_one(State(st): St, Path(id): Path<WorkerId>) -> Reply {
     let w = st.svc.workers().get(&id).await?;
     Ok(ok(&views::worker(&w)))
 }
@@ -50,7 +51,7 @@ async fn get_one(State(st): State<AppState>, Path(id): Path<WorkerId>) -> Reply 
         (status = 200, description = "`deleted`", body = Status),
         (status = 404, response = NotFound),
     ))]
-async fn delete(State(st): State<AppState>, Path(id): Path<WorkerId>) -> Reply {
+async fn delete(State(st): St, Path(id): Path<WorkerId>) -> Reply {
     st.svc.workers().delete(&id).await?;
     Ok(ok(&Status { status: "deleted" }))
 }
@@ -87,7 +88,7 @@ impl From<HeartbeatBody> for HeartbeatInput {
     tag = "admin", params(WorkerIdParam), request_body = HeartbeatBody,
     responses((status = 200, description = "OK", body = views::WorkerView)))]
 async fn admin_heartbeat(
-    State(st): State<AppState>,
+    State(st): St,
     Path(id): Path<WorkerId>,
     JsonBody(b): JsonBody<HeartbeatBody>,
 ) -> Reply {

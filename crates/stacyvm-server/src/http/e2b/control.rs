@@ -2,6 +2,7 @@
 //! connect/resume, pause and metrics, on the native sandbox service. Paths of every SDK from
 //! 2.7.0 on; every error is JSON, unknown routes and methods included.
 
+use super::super::St;
 use std::collections::BTreeMap;
 
 use axum::body::Body;
@@ -272,7 +273,7 @@ fn body<T: for<'de> Deserialize<'de> + Default>(raw: &[u8]) -> Result<T> {
 }
 
 async fn create(
-    State(st): State<AppState>,
+    State(st): St,
     Extension(caller): Extension<Caller>,
     raw: axum::body::Bytes,
 ) -> Result<Response> {
@@ -307,14 +308,14 @@ fn parse_id(raw: &str) -> Result<SandboxId> {
     Ok(SandboxId::from(raw))
 }
 
-async fn detail(State(st): State<AppState>, Path(raw): Path<String>) -> Result<Response> {
+async fn detail(State(st): St, Path(raw): Path<String>) -> Result<Response> {
     let id = parse_id(&raw)?;
     let sb = st.svc.e2b().live(&id).await?;
     let r = st.svc.e2b().record(&id).await?;
     Ok(json(StatusCode::OK, &detail_view(&st, &sb, r.as_deref())))
 }
 
-async fn kill(State(st): State<AppState>, Path(raw): Path<String>) -> Result<Response> {
+async fn kill(State(st): St, Path(raw): Path<String>) -> Result<Response> {
     let id = parse_id(&raw)?;
     st.svc.e2b().live(&id).await?;
     st.svc.sandboxes().destroy(&id).await?;
@@ -328,7 +329,7 @@ struct TimeoutBody {
 }
 
 async fn set_timeout(
-    State(st): State<AppState>,
+    State(st): St,
     Path(raw): Path<String>,
     raw_body: axum::body::Bytes,
 ) -> Result<Response> {
@@ -342,7 +343,7 @@ async fn set_timeout(
 }
 
 async fn connect(
-    State(st): State<AppState>,
+    State(st): St,
     Path(raw): Path<String>,
     raw_body: axum::body::Bytes,
 ) -> Result<Response> {
@@ -360,7 +361,7 @@ async fn connect(
 
 /// The 2.0–2.5 SDKs' connect: 409 when the sandbox is not paused.
 async fn resume(
-    State(st): State<AppState>,
+    State(st): St,
     Path(raw): Path<String>,
     raw_body: axum::body::Bytes,
 ) -> Result<Response> {
@@ -375,7 +376,7 @@ async fn resume(
     connect(State(st), Path(raw), raw_body).await
 }
 
-async fn pause(State(st): State<AppState>, Path(raw): Path<String>) -> Result<Response> {
+async fn pause(State(st): St, Path(raw): Path<String>) -> Result<Response> {
     let id = parse_id(&raw)?;
     let sb = st.svc.e2b().live(&id).await?;
     if sb.state == SandboxState::Paused {
@@ -401,7 +402,7 @@ struct Metric {
 }
 
 /// One sample, now, where the provider measures (an empty list where it does not).
-async fn metrics(State(st): State<AppState>, Path(raw): Path<String>) -> Result<Response> {
+async fn metrics(State(st): St, Path(raw): Path<String>) -> Result<Response> {
     let id = parse_id(&raw)?;
     let sb = st.svc.e2b().live(&id).await?;
     let stats = st.svc.sandboxes().stats(&id).await.ok().flatten();
@@ -515,7 +516,7 @@ async fn views(st: &AppState, page: &[Sandbox]) -> Result<Vec<serde_json::Value>
     Ok(out)
 }
 
-async fn list_v1(State(st): State<AppState>, Query(q): Query<ListQuery>) -> Result<Response> {
+async fn list_v1(State(st): St, Query(q): Query<ListQuery>) -> Result<Response> {
     let all = listed(&st, &q).await?;
     Ok(json(StatusCode::OK, &views(&st, &all).await?))
 }
@@ -525,7 +526,7 @@ const MAX_PAGE: usize = 1000;
 
 /// Paged: `limit` (default 100) per page, `nextToken` = the last id of the previous page;
 /// `X-Next-Token` when more follow, `X-Total-Running`.
-async fn list_v2(State(st): State<AppState>, Query(q): Query<ListQuery>) -> Result<Response> {
+async fn list_v2(State(st): St, Query(q): Query<ListQuery>) -> Result<Response> {
     let all = listed(&st, &q).await?;
     let running = all
         .iter()
