@@ -105,6 +105,11 @@ pub fn ok<T: Serialize + ?Sized>(value: &T) -> Response {
     json_response(StatusCode::OK, value)
 }
 
+/// A 200 with a JSON array: each of `items` through its `view`.
+pub fn ok_each<'a, T, V: Serialize>(items: &'a [T], view: impl Fn(&'a T) -> V) -> Response {
+    ok(&items.iter().map(view).collect::<Vec<_>>())
+}
+
 /// Unknown routes: E2B's paths get E2B's JSON 404 (its SDK parses every error body), the
 /// rest Go's plain text.
 async fn fallback(

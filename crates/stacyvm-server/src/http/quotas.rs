@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::extract::JsonBody;
 use super::openapi::{BadRequest, NotFound, OwnerParam};
 use super::views::{self, Status};
-use super::{dto, ok, AppState, Reply};
+use super::{dto, ok, ok_each, AppState, Reply};
 use crate::service::QuotaInput;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -20,8 +20,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/quotas", operation_id = "listQuotas", tag = "quotas",
     responses((status = 200, description = "OK", body = Vec<dto::QuotaView>)))]
 async fn list(State(st): St) -> Reply {
-    let all = st.svc.quotas().list().await?;
-    Ok(ok(&all.iter().map(dto::quota).collect::<Vec<_>>()))
+    Ok(ok_each(&st.svc.quotas().list().await?, dto::quota))
 }
 
 /// Counts of configured quotas

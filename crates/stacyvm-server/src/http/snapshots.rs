@@ -16,7 +16,7 @@ use super::openapi::{
     BadRequest, NotFound, PauseConflict, ResourceLimit, SandboxIdParam, SnapshotNotFound,
 };
 use super::views::Status;
-use super::{dto, json_response, ok, AppState, Reply};
+use super::{dto, json_response, ok, ok_each, AppState, Reply};
 use crate::service::Caller;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -97,8 +97,7 @@ async fn create(State(st): St, Path(id): SbId, EmptyOrJson(b): EmptyOrJson<Creat
 #[utoipa::path(get, path = "/snapshots", operation_id = "listSnapshots", tag = "snapshots",
     responses((status = 200, description = "OK", body = Vec<SnapshotView>)))]
 async fn list(State(st): St) -> Reply {
-    let all = st.svc.snapshots().list().await?;
-    Ok(ok(&all.iter().map(view).collect::<Vec<_>>()))
+    Ok(ok_each(&st.svc.snapshots().list().await?, view))
 }
 
 /// Get a snapshot

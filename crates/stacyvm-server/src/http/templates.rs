@@ -13,7 +13,7 @@ use super::dto::{self, TemplateBody};
 use super::extract::{JsonBody, OptionalJson};
 use super::openapi::{Conflict, NotFound, ResourceLimit, TemplateNameParam, Unavailable};
 use super::views::Status;
-use super::{json_response, ok, AppState, Reply};
+use super::{json_response, ok, ok_each, AppState, Reply};
 use crate::service::Caller;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -36,8 +36,7 @@ async fn create(State(st): St, JsonBody(b): JsonBody<TemplateBody>) -> Reply {
 #[utoipa::path(get, path = "/templates", operation_id = "listTemplates", tag = "templates",
     responses((status = 200, description = "OK", body = Vec<dto::TemplateView>)))]
 async fn list(State(st): St) -> Reply {
-    let all = st.svc.templates().list().await?;
-    Ok(ok(&all.iter().map(dto::template).collect::<Vec<_>>()))
+    Ok(ok_each(&st.svc.templates().list().await?, dto::template))
 }
 
 /// Get a template

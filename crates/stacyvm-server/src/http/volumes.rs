@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::extract::JsonBody;
 use super::openapi::{BadRequest, NotFound, VolumeConflict, VolumeInUse, VolumeNameParam};
 use super::views::Status;
-use super::{json_response, ok, AppState, Reply};
+use super::{json_response, ok, ok_each, AppState, Reply};
 use crate::service::{VolumeInfo, VolumeParams};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -93,8 +93,7 @@ async fn create(State(st): St, JsonBody(b): JsonBody<CreateBody>) -> Reply {
 #[utoipa::path(get, path = "/volumes", operation_id = "listVolumes", tag = "volumes",
     responses((status = 200, description = "OK", body = Vec<VolumeView>)))]
 async fn list(State(st): St) -> Reply {
-    let all = st.svc.volumes().list().await?;
-    Ok(ok(&all.iter().map(view).collect::<Vec<_>>()))
+    Ok(ok_each(&st.svc.volumes().list().await?, view))
 }
 
 /// Get a volume

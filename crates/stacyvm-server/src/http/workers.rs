@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::extract::JsonBody;
 use super::openapi::{NotFound, WorkerIdParam};
 use super::views::{self, Status};
-use super::{ok, AppState, Reply};
+use super::{ok, ok_each, AppState, Reply};
 use crate::service::HeartbeatInput;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -26,8 +26,7 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/workers", operation_id = "listWorkers", tag = "workers",
     responses((status = 200, description = "OK", body = Vec<views::WorkerView>)))]
 async fn list(State(st): St) -> Reply {
-    let list = st.svc.workers().list().await?;
-    Ok(ok(&list.iter().map(views::worker).collect::<Vec<_>>()))
+    Ok(ok_each(&st.svc.workers().list().await?, views::worker))
 }
 
 /// Get a worker
