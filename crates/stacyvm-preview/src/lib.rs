@@ -8,6 +8,8 @@
 //! keys are dropped, `Via` and `X-Forwarded-*` are added, and a request that already carries
 //! our `Via` is a loop ([`looped`]).
 
+pub mod conn;
+
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;

@@ -10,24 +10,20 @@
 //!   once (and a throttled WARN says so), leaving descriptors for the store and providers;
 //! - `RLIMIT_NOFILE` is raised to its hard limit at start ([`raise_nofile_limit`]).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::Router;
 use futures_util::StreamExt;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
+
+use stacyvm_preview::conn::{accept, serve_http1};
 
 use crate::log_throttle::LogThrottle;
 
@@ -35,8 +31,6 @@ use crate::log_throttle::LogThrottle;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest pause between two pieces of a request body.
 pub const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Pause after a failed accept (out of descriptors): retrying at once would spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 static REFUSED_LOG: LogThrottle = LogThrottle::new(5, Duration::from_secs(60));
 
@@ -78,19 +72,7 @@ pub fn connection_cap(nofile: u64) -> usize {
 pub async fn serve(listener: TcpListener, app: Router, graceful: CancellationToken, cap: usize) {
     let conns = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(cap));
-    loop {
-        let accepted = tokio::select! {
-            () = graceful.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a connection failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
+    while let Some((tcp, peer)) = accept(&listener, &graceful).await {
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             if let Some(held_back) = REFUSED_LOG.admit() {
                 tracing::warn!(%peer, cap, held_back, "connection cap reached; connection closed");
@@ -98,47 +80,17 @@ pub async fn serve(listener: TcpListener, app: Router, graceful: CancellationTok
             drop(tcp);
             continue;
         };
-        // Streams flush small chunks: without TCP_NODELAY the first one waits for a delayed ACK.
-        let _ = tcp.set_nodelay(true);
         let (app, graceful) = (app.clone(), graceful.clone());
         conns.spawn(async move {
             let _slot = slot;
-            serve_conn(tcp, peer, app, graceful).await;
+            // No hard stop here: the server waits for every connection to finish.
+            let hard = CancellationToken::new();
+            serve_http1(tcp, app, Some(peer), HEADER_READ_TIMEOUT, graceful, hard).await;
         });
     }
     drop(listener);
     conns.close();
     conns.wait().await;
-}
-
-async fn serve_conn(
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    app: Router,
-    graceful: CancellationToken,
-) {
-    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(req.map(Body::new))
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(tcp), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            return;
-        }
-        () = graceful.cancelled() => conn.as_mut().graceful_shutdown(),
-    }
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "connection ended with an error");
-    }
 }
 
 /// Guards request bodies:

@@ -6,22 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::Router;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use stacyvm_preview::conn::{accept, serve_http1};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause after a failed accept (e.g. out of file descriptors) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A running listener. Dropping it leaves it running; call [`Server::shutdown`].
 pub(crate) struct Server {
@@ -73,32 +66,22 @@ async fn accept_loop(
     hard: CancellationToken,
     conns: TaskTracker,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            () = graceful.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting an RPC connection failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer)) = accept(&listener, &graceful).await {
         let (router, graceful, hard, tls) =
             (router.clone(), graceful.clone(), hard.clone(), tls.clone());
         conns.spawn(async move {
             match tls {
-                None => serve_conn(tcp, router, graceful, hard).await,
+                None => serve_http1(tcp, router, None, HEADER_READ_TIMEOUT, graceful, hard).await,
                 Some(acceptor) => {
                     let hs = tokio::select! {
                         () = hard.cancelled() => return,
                         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => r,
                     };
                     match hs {
-                        Ok(Ok(stream)) => serve_conn(stream, router, graceful, hard).await,
+                        Ok(Ok(stream)) => {
+                            serve_http1(stream, router, None, HEADER_READ_TIMEOUT, graceful, hard)
+                                .await
+                        }
                         Ok(Err(e)) => {
                             let hint = crate::tls::handshake_hint(&e.to_string());
                             tracing::info!(%peer, error = %e, hint, "RPC TLS handshake failed");
@@ -108,39 +91,5 @@ async fn accept_loop(
                 }
             }
         });
-    }
-}
-
-async fn serve_conn<I>(io: I, router: Router, graceful: CancellationToken, hard: CancellationToken)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        router.clone().oneshot(req.map(Body::new))
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(io), svc)
-        // Previews pass WebSocket and other upgrades through.
-        .with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "RPC connection ended with an error");
-            }
-            return;
-        }
-        () = graceful.cancelled() => conn.as_mut().graceful_shutdown(),
-        () = hard.cancelled() => return,
-    }
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "RPC connection ended with an error");
-            }
-        }
-        () = hard.cancelled() => {}
     }
 }
