@@ -51,6 +51,11 @@ pub(crate) fn draining() -> RpcFailure {
 
 /// A provider failure of a call about sandbox `sandbox_id`, as the answer
 /// (`ProviderError::to_wire`, the one mapping). Internal detail is logged, never returned.
+/// [`provider_failure`] for `sandbox_id`, shaped for `map_err`.
+pub(crate) fn failed_for(sandbox_id: &str) -> impl FnOnce(ProviderError) -> RpcFailure + '_ {
+    move |e| provider_failure(e, sandbox_id)
+}
+
 pub(crate) fn provider_failure(e: ProviderError, sandbox_id: &str) -> RpcFailure {
     if matches!(e, ProviderError::Internal { .. }) {
         tracing::warn!(sandbox_id, error = ?e, "provider operation failed");

@@ -7,7 +7,7 @@ use stacyvm_protocol::{
     FileMoveParams, FilePathParams, FileReadResult, FileStatResult, FileWriteParams, RpcFailure,
 };
 
-use crate::error::provider_failure;
+use crate::error::failed_for;
 use crate::methods::provider_for;
 use crate::rpc::Reply;
 use crate::state::WorkerState;
@@ -18,7 +18,7 @@ pub(crate) async fn write(state: &WorkerState, p: FileWriteParams) -> Result<Rep
     provider
         .write_file(p.target.runtime(), &p.path, Bytes::from(p.content), mode)
         .await
-        .map_err(|e| provider_failure(e, &p.target.sandbox_id))?;
+        .map_err(failed_for(&p.target.sandbox_id))?;
     Reply::void()
 }
 
@@ -27,7 +27,7 @@ pub(crate) async fn read(state: &WorkerState, p: FilePathParams) -> Result<Reply
     let data = provider
         .read_file(p.target.runtime(), &p.path)
         .await
-        .map_err(|e| provider_failure(e, &p.target.sandbox_id))?;
+        .map_err(failed_for(&p.target.sandbox_id))?;
     Reply::json(FileReadResult {
         sandbox_id: p.target.sandbox_id.into_string(),
         content: base64::encode(&data),
@@ -45,7 +45,7 @@ pub(crate) async fn list(state: &WorkerState, p: FilePathParams) -> Result<Reply
     let files = provider
         .list_files(p.target.runtime(), path)
         .await
-        .map_err(|e| provider_failure(e, &p.target.sandbox_id))?;
+        .map_err(failed_for(&p.target.sandbox_id))?;
     Reply::json(FileListResult {
         sandbox_id: p.target.sandbox_id.into_string(),
         files,
@@ -57,7 +57,7 @@ pub(crate) async fn delete(state: &WorkerState, p: FileDeleteParams) -> Result<R
     provider
         .delete_file(p.target.runtime(), &p.path, p.recursive)
         .await
-        .map_err(|e| provider_failure(e, &p.target.sandbox_id))?;
+        .map_err(failed_for(&p.target.sandbox_id))?;
     Reply::void()
 }
 
@@ -66,7 +66,7 @@ pub(crate) async fn move_file(state: &WorkerState, p: FileMoveParams) -> Result<
     provider
         .move_file(p.target.runtime(), &p.old_path, &p.new_path)
         .await
-        .map_err(|e| provider_failure(e, &p.target.sandbox_id))?;
+        .map_err(failed_for(&p.target.sandbox_id))?;
     Reply::void()
 }
 
@@ -75,7 +75,7 @@ pub(crate) async fn chmod(state: &WorkerState, p: FileChmodParams) -> Result<Rep
     provider
         .chmod(p.target.runtime(), &p.path, &p.mode)
         .await
-        .map_err(|e| provider_failure(e, &p.target.sandbox_id))?;
+        .map_err(failed_for(&p.target.sandbox_id))?;
     Reply::void()
 }
 
@@ -84,7 +84,7 @@ pub(crate) async fn stat(state: &WorkerState, p: FilePathParams) -> Result<Reply
     let file = provider
         .stat_file(p.target.runtime(), &p.path)
         .await
-        .map_err(|e| provider_failure(e, &p.target.sandbox_id))?;
+        .map_err(failed_for(&p.target.sandbox_id))?;
     Reply::json(FileStatResult {
         sandbox_id: p.target.sandbox_id.into_string(),
         file,
@@ -96,7 +96,7 @@ pub(crate) async fn glob(state: &WorkerState, p: FileGlobParams) -> Result<Reply
     let matches = provider
         .glob(p.target.runtime(), &p.pattern)
         .await
-        .map_err(|e| provider_failure(e, &p.target.sandbox_id))?;
+        .map_err(failed_for(&p.target.sandbox_id))?;
     Reply::json(FileGlobResult {
         sandbox_id: p.target.sandbox_id.into_string(),
         matches,

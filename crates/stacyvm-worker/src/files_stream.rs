@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use stacyvm_protocol::{ErrorCode, FilePathParams, FileUploadParams, FileWriteResult, RpcFailure};
 use stacyvm_provider::{limited, ProviderError};
 
-use crate::error::provider_failure;
+use crate::error::failed_for;
 use crate::methods::provider_for;
 use crate::rpc::{Reply, MAX_RPC_BODY};
 use crate::state::WorkerState;
@@ -31,7 +31,7 @@ pub(crate) async fn read(state: &WorkerState, p: FilePathParams) -> Result<Reply
     let file = provider
         .read_file_stream(p.target.runtime(), &p.path)
         .await
-        .map_err(|e| provider_failure(e, &sb))?;
+        .map_err(failed_for(&sb))?;
     let body = file.body.map(move |r| {
         r.inspect_err(|e| tracing::warn!(sandbox_id = %sb, error = %e, "file stream failed"))
     });
@@ -79,7 +79,7 @@ pub(crate) async fn write(
             ),
         ));
     }
-    let size = res.map_err(|e| provider_failure(e, sb))?;
+    let size = res.map_err(failed_for(sb))?;
     Reply::json(FileWriteResult {
         sandbox_id: sb.to_string(),
         size,

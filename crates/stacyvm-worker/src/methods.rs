@@ -12,7 +12,7 @@ use stacyvm_protocol::{
 use stacyvm_provider::{Provider, ProviderError, SandboxSpec, VolumeMountSpec};
 use stacyvm_types::SandboxState;
 
-use crate::error::{draining, lease_rejected, provider_failure};
+use crate::error::{draining, failed_for, lease_rejected, provider_failure};
 use crate::lease::Held;
 use crate::rpc::Reply;
 use crate::state::WorkerState;
@@ -88,7 +88,7 @@ pub(crate) fn provider_for(
         .inner
         .providers
         .get(&target.provider)
-        .map_err(|e| provider_failure(e, &target.sandbox_id))
+        .map_err(failed_for(&target.sandbox_id))
 }
 
 /// Checks the call's lease against `resource`; decoding made sure lease methods carry one.
@@ -149,7 +149,7 @@ async fn spawn(
             .spawn_from_snapshot(&spec, &mounts, &p.snapshot)
             .await
     }
-    .map_err(|e| provider_failure(e, &p.sandbox_id))?;
+    .map_err(failed_for(&p.sandbox_id))?;
     state.inner.leases.hold(
         &p.sandbox_id,
         Held {
@@ -190,7 +190,7 @@ async fn status(state: &WorkerState, t: Target) -> Result<Reply, RpcFailure> {
     let st = provider
         .status(t.runtime())
         .await
-        .map_err(|e| provider_failure(e, &t.sandbox_id))?;
+        .map_err(failed_for(&t.sandbox_id))?;
     Reply::json(StatusResult {
         sandbox_id: t.sandbox_id.into_string(),
         state: st.as_str().into(),
@@ -208,7 +208,7 @@ async fn freeze(state: &WorkerState, t: Target, freeze: bool) -> Result<Reply, R
     } else {
         provider.resume(t.runtime()).await
     };
-    done.map_err(|e| provider_failure(e, &t.sandbox_id))?;
+    done.map_err(failed_for(&t.sandbox_id))?;
     tracing::info!(sandbox_id = %t.sandbox_id, paused = freeze, "sandbox pause state changed");
     Reply::void()
 }
@@ -223,7 +223,7 @@ async fn logs(state: &WorkerState, p: LogsParams) -> Result<Reply, RpcFailure> {
     let out = provider
         .logs(p.target.runtime(), lines)
         .await
-        .map_err(|e| provider_failure(e, &p.target.sandbox_id))?;
+        .map_err(failed_for(&p.target.sandbox_id))?;
     Reply::json(LogsResult {
         sandbox_id: p.target.sandbox_id.into_string(),
         lines: out,

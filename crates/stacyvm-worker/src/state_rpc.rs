@@ -12,7 +12,7 @@ use stacyvm_protocol::{
 };
 use stacyvm_provider::{Provider, ProviderError};
 
-use crate::error::provider_failure;
+use crate::error::{failed_for, provider_failure};
 use crate::rpc::Reply;
 use crate::state::WorkerState;
 
@@ -22,11 +22,7 @@ fn provider(
     name: &str,
     subject: &str,
 ) -> Result<Arc<dyn Provider>, RpcFailure> {
-    state
-        .inner
-        .providers
-        .get(name)
-        .map_err(|e| provider_failure(e, subject))
+    state.inner.providers.get(name).map_err(failed_for(subject))
 }
 
 pub(crate) async fn volume_create(
@@ -36,7 +32,7 @@ pub(crate) async fn volume_create(
     let prov = provider(state, &p.provider, &p.name)?;
     prov.create_volume(&p.name, p.size_mb)
         .await
-        .map_err(|e| provider_failure(e, &p.name))?;
+        .map_err(failed_for(&p.name))?;
     tracing::info!(volume = %p.name, provider = prov.name(), "volume created");
     Reply::void()
 }
@@ -48,7 +44,7 @@ pub(crate) async fn volume_delete(
     let prov = provider(state, &p.provider, &p.name)?;
     prov.delete_volume(&p.name)
         .await
-        .map_err(|e| provider_failure(e, &p.name))?;
+        .map_err(failed_for(&p.name))?;
     tracing::info!(volume = %p.name, provider = prov.name(), "volume deleted");
     Reply::void()
 }
@@ -58,10 +54,7 @@ pub(crate) async fn volume_list(
     p: ProviderParams,
 ) -> Result<Reply, RpcFailure> {
     let prov = provider(state, &p.provider, "volumes")?;
-    let names = prov
-        .list_volumes()
-        .await
-        .map_err(|e| provider_failure(e, "volumes"))?;
+    let names = prov.list_volumes().await.map_err(failed_for("volumes"))?;
     Reply::json(VolumeListResult { names })
 }
 
@@ -70,7 +63,7 @@ pub(crate) async fn snapshot(state: &WorkerState, p: SnapshotParams) -> Result<R
     let made = prov
         .snapshot(p.target.runtime(), &p.snapshot_id)
         .await
-        .map_err(|e| provider_failure(e, &p.target.sandbox_id))?;
+        .map_err(failed_for(&p.target.sandbox_id))?;
     tracing::info!(sandbox_id = %p.target.sandbox_id, snapshot = %p.snapshot_id, "snapshot made");
     Reply::json(SnapshotResult {
         kind: made.kind.to_string(),
@@ -100,7 +93,7 @@ pub(crate) async fn snapshot_sweep(
     let removed = prov
         .sweep_snapshots(&known, Duration::from_millis(p.grace_ms))
         .await
-        .map_err(|e| provider_failure(e, "snapshots"))?;
+        .map_err(failed_for("snapshots"))?;
     for s in &removed {
         tracing::info!(snapshot = %s, "removed a snapshot no record names");
     }

@@ -23,7 +23,7 @@ use stacyvm_provider::{ExecRequest, Provider, ProviderError};
 use stacyvm_types::{CappedOutput, SandboxState, StreamKind};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::provider_failure;
+use crate::error::{failed_for, provider_failure};
 use crate::methods::provider_for;
 use crate::rpc::Reply;
 use crate::state::WorkerState;
@@ -87,7 +87,7 @@ pub(crate) async fn exec(state: &WorkerState, p: ExecParams) -> Result<Reply, Rp
     let p = prepare(state, p)?;
     let cap = state.inner.max_exec_output;
     let (r, chunks, truncated, sb) = collect(p, cap).await;
-    let code = r.map_err(|e| provider_failure(e, &sb))?;
+    let code = r.map_err(failed_for(&sb))?;
     let mut output = CappedOutput::new(cap);
     for c in chunks {
         output.push(c.stream, &c.data);
@@ -115,7 +115,7 @@ pub(crate) async fn exec_stream(
     }
     let cap = state.inner.max_exec_output;
     let (r, chunks, mut truncated, sb) = collect(p, cap).await;
-    let code = r.map_err(|e| provider_failure(e, &sb))?;
+    let code = r.map_err(failed_for(&sb))?;
     let mut text = Decoder::default();
     let mut list: Vec<StreamChunk> = chunks
         .into_iter()

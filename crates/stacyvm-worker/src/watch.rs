@@ -6,7 +6,7 @@
 
 use stacyvm_protocol::{RpcFailure, WatchDirParams};
 
-use crate::error::provider_failure;
+use crate::error::failed_for;
 use crate::methods::provider_for;
 use crate::processes::ndjson_results;
 use crate::rpc::Reply;
@@ -22,7 +22,7 @@ pub(crate) async fn watch_dir(
     let events = provider
         .watch_dir(t.runtime(), &p.path, p.recursive)
         .await
-        .map_err(|e| provider_failure(e, &t.sandbox_id))?;
+        .map_err(failed_for(&t.sandbox_id))?;
     Ok(ndjson_results(state, id, &t, None, events, |e| {
         serde_json::to_value(e).ok()
     }))
