@@ -75,6 +75,7 @@ pub(crate) fn validate_all(mut c: Config) -> std::result::Result<ValidConfig, In
         parse_enum::<LogFormat>("logging.format", &c.logging.format),
     );
     let warnings = warnings(&c);
+    // Every section parsed (each `None` left an error) and nothing else was wrong.
     let all = (
         provider,
         log_level,
@@ -85,6 +86,7 @@ pub(crate) fn validate_all(mut c: Config) -> std::result::Result<ValidConfig, In
         microvm_network,
         database,
         docker_memory_bytes,
+        errs.is_empty(),
     );
     let (
         Some(provider),
@@ -96,6 +98,7 @@ pub(crate) fn validate_all(mut c: Config) -> std::result::Result<ValidConfig, In
         Some(microvm_network),
         Some(database),
         Some(docker_memory_bytes),
+        true,
     ) = all
     else {
         return Err(Invalid {
@@ -103,12 +106,6 @@ pub(crate) fn validate_all(mut c: Config) -> std::result::Result<ValidConfig, In
             warnings,
         });
     };
-    if !errs.is_empty() {
-        return Err(Invalid {
-            errors: errs,
-            warnings,
-        });
-    }
     Ok(ValidConfig {
         secret_files,
         inner: c,

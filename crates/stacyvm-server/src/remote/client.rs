@@ -227,6 +227,15 @@ impl WorkerClient {
         result
     }
 
+    /// [`Self::request`] for a call answered as NDJSON lines.
+    fn ndjson_request(
+        &self,
+        ep: &Endpoint,
+        req: &RpcRequest,
+    ) -> Result<reqwest::RequestBuilder, RemoteError> {
+        Ok(self.request(ep, req)?.header("Accept", "application/x-ndjson"))
+    }
+
     /// Sends a streamed call and returns its answer once the content starts. Only the start is
     /// bounded ([`STREAM_START_TIMEOUT`]) and timed: the body then flows at the reader's pace.
     /// Failures, and anything that is not raw content, are JSON envelopes, decoded here.
@@ -236,15 +245,7 @@ impl WorkerClient {
         rb: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RemoteError> {
         let mut timer = self.metrics.start(req.call.method());
-        let resp = tokio::time::timeout(STREAM_START_TIMEOUT, rb.send())
-            .await
-            .map_err(|_| RemoteError::Stalled(STREAM_START_TIMEOUT))?
-            .map_err(RemoteError::Transport)?;
-        let is_json = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
+        let (resp, is_json) = send_stream(rb).await?;
         if !resp.status().is_success() || is_json {
             let failure = json_result(resp)
                 .await
@@ -356,9 +357,7 @@ impl WorkerClient {
         ep: &Endpoint,
         req: &RpcRequest,
     ) -> Result<RecordStream, RemoteError> {
-        let rb = self
-            .request(ep, req)?
-            .header("Accept", "application/x-ndjson");
+        let rb = self.ndjson_request(ep, req)?;
         let resp = self.start_stream(req, rb).await?;
         Ok(records(Lines::new(resp)))
     }
@@ -371,19 +370,9 @@ impl WorkerClient {
         ep: &Endpoint,
         req: &RpcRequest,
     ) -> Result<(Value, Option<RecordStream>), RemoteError> {
-        let rb = self
-            .request(ep, req)?
-            .header("Accept", "application/x-ndjson");
+        let rb = self.ndjson_request(ep, req)?;
         let mut timer = self.metrics.start(req.call.method());
-        let resp = tokio::time::timeout(STREAM_START_TIMEOUT, rb.send())
-            .await
-            .map_err(|_| RemoteError::Stalled(STREAM_START_TIMEOUT))?
-            .map_err(RemoteError::Transport)?;
-        let is_json = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
+        let (resp, is_json) = send_stream(rb).await?;
         if !resp.status().is_success() || is_json {
             let r = json_result(resp).await;
             timer.finish(&r);
@@ -414,9 +403,7 @@ impl WorkerClient {
         ep: &Endpoint,
         req: &RpcRequest,
     ) -> Result<WatchEvents, RemoteError> {
-        let rb = self
-            .request(ep, req)?
-            .header("Accept", "application/x-ndjson");
+        let rb = self.ndjson_request(ep, req)?;
         let resp = self.start_stream(req, rb).await?;
         Ok(results(Lines::new(resp), |v| {
             serde_json::from_value(v).ok()
@@ -614,4 +601,19 @@ impl RpcCredentials for stacyvm_auth::WorkerAuthenticator {
         self.rpc_credential_for(worker_id, chrono::Utc::now().timestamp())
             .map_err(|e| e.to_string())
     }
+}
+
+/// Sends a streamed call, waiting at most [`STREAM_START_TIMEOUT`] for the answer's head;
+/// also says whether the answer is a JSON envelope rather than the stream.
+async fn send_stream(rb: reqwest::RequestBuilder) -> Result<(reqwest::Response, bool), RemoteError> {
+    let resp = tokio::time::timeout(STREAM_START_TIMEOUT, rb.send())
+        .await
+        .map_err(|_| RemoteError::Stalled(STREAM_START_TIMEOUT))?
+        .map_err(RemoteError::Transport)?;
+    let is_json = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    Ok((resp, is_json))
 }
