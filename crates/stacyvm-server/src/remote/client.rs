@@ -233,7 +233,9 @@ impl WorkerClient {
         ep: &Endpoint,
         req: &RpcRequest,
     ) -> Result<reqwest::RequestBuilder, RemoteError> {
-        Ok(self.request(ep, req)?.header("Accept", "application/x-ndjson"))
+        Ok(self
+            .request(ep, req)?
+            .header("Accept", "application/x-ndjson"))
     }
 
     /// Sends a streamed call and returns its answer once the content starts. Only the start is
@@ -605,7 +607,9 @@ impl RpcCredentials for stacyvm_auth::WorkerAuthenticator {
 
 /// Sends a streamed call, waiting at most [`STREAM_START_TIMEOUT`] for the answer's head;
 /// also says whether the answer is a JSON envelope rather than the stream.
-async fn send_stream(rb: reqwest::RequestBuilder) -> Result<(reqwest::Response, bool), RemoteError> {
+async fn send_stream(
+    rb: reqwest::RequestBuilder,
+) -> Result<(reqwest::Response, bool), RemoteError> {
     let resp = tokio::time::timeout(STREAM_START_TIMEOUT, rb.send())
         .await
         .map_err(|_| RemoteError::Stalled(STREAM_START_TIMEOUT))?

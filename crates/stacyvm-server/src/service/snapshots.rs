@@ -137,19 +137,10 @@ impl Snapshots<'_> {
         }
         // A failure now (its worker away included) leaves data no record names, which the
         // reconcile pass's sweep removes once it can reach it.
-        match self
-            .svc
-            .provider_on_worker(&snap.worker_id, &snap.provider)
-            .await
+        let on = self.svc.provider_on_worker(&snap.worker_id, &snap.provider);
+        if let Err(e) = async { Ok::<_, ServiceError>(on.await?.delete_snapshot(sid).await?) }.await
         {
-            Ok(p) => {
-                if let Err(e) = p.delete_snapshot(sid).await {
-                    tracing::warn!(snapshot = %sid, error = %e, "removing the snapshot's data failed");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(snapshot = %sid, error = %e, "the snapshot's provider cannot be reached")
-            }
+            tracing::warn!(snapshot = %sid, error = %e, "removing the snapshot's data failed");
         }
         Ok(())
     }

@@ -273,15 +273,10 @@ impl Volumes<'_> {
         }
         // The record is gone: a provider failure now (its worker away included) leaves data
         // no record names, which the reconcile pass removes once it can reach it.
-        match self.svc.provider_on_worker(&v.worker_id, &v.provider).await {
-            Ok(p) => {
-                if let Err(e) = p.delete_volume(name).await {
-                    tracing::warn!(volume = %name, error = %e, "removing the volume's data failed; reconciliation retries");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(volume = %name, error = %e, "the volume's provider cannot be reached; reconciliation retries")
-            }
+        let on = self.svc.provider_on_worker(&v.worker_id, &v.provider);
+        if let Err(e) = async { Ok::<_, ServiceError>(on.await?.delete_volume(name).await?) }.await
+        {
+            tracing::warn!(volume = %name, error = %e, "removing the volume's data failed; reconciliation retries");
         }
         Ok(())
     }

@@ -201,11 +201,7 @@ fn identity(checks: &mut Checks, c: &Config) {
                 format!("{key_len} bytes; use at least {MIN_SIGNING_KEY} random bytes"),
             );
         }
-        let previous = a
-            .worker_signing_keys
-            .iter()
-            .filter(|k| !k.trim().is_empty())
-            .count();
+        let previous = non_blank(&a.worker_signing_keys);
         checks.add(
             "key rotation",
             Status::Pass,
@@ -215,16 +211,17 @@ fn identity(checks: &mut Checks, c: &Config) {
             },
         );
     }
-    let revoked = a
-        .worker_revoked_token_ids
-        .iter()
-        .filter(|k| !k.trim().is_empty())
-        .count();
+    let revoked = non_blank(&a.worker_revoked_token_ids);
     checks.add(
         "revocation",
         Status::Pass,
         format!("{revoked} revoked token id(s) in auth.worker_revoked_token_ids"),
     );
+}
+
+/// How many of `v` are not blank.
+fn non_blank(v: &[String]) -> usize {
+    v.iter().filter(|k| !k.trim().is_empty()).count()
 }
 
 /// Secret files: present, non-empty, readable by the owner only. Inline secrets are flagged.

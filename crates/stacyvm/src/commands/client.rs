@@ -56,6 +56,11 @@ impl Client {
         Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// `DELETE path`; the answer's JSON.
+    pub(super) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
     pub(super) async fn call(
         &self,
         method: reqwest::Method,
@@ -187,9 +192,7 @@ pub async fn list(c: &ClientArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn kill(c: &ClientArgs, id: &str) -> anyhow::Result<ExitCode> {
-    let v = Client::new(c)
-        .call(reqwest::Method::DELETE, &format!("/sandboxes/{id}"), None)
-        .await?;
+    let v = Client::new(c).delete(&format!("/sandboxes/{id}")).await?;
     if v["state"] == "destroying" {
         // 202: its worker is unreachable; reconciliation finishes when it returns.
         println!("{id} destroying (its worker is unreachable; finished when it returns)");

@@ -77,9 +77,7 @@ pub async fn run(c: &ClientArgs, a: SnapshotArgs) -> anyhow::Result<ExitCode> {
             }
         }
         SnapshotCommand::Rm { sid } => {
-            client
-                .call(reqwest::Method::DELETE, &format!("/snapshots/{sid}"), None)
-                .await?;
+            client.delete(&format!("/snapshots/{sid}")).await?;
             println!("{sid} deleted");
         }
     }

@@ -105,9 +105,7 @@ pub async fn run(c: &ClientArgs, a: VolumeArgs) -> anyhow::Result<ExitCode> {
             }
         }
         VolumeCommand::Rm { name } => {
-            client
-                .call(reqwest::Method::DELETE, &format!("/volumes/{name}"), None)
-                .await?;
+            client.delete(&format!("/volumes/{name}")).await?;
             println!("{name} deleted");
         }
     }

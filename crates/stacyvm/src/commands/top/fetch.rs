@@ -69,7 +69,7 @@ impl Fetcher {
         );
         let task = async move {
             let path = format!("/sandboxes/{id}");
-            let call = client.call(reqwest::Method::DELETE, &path, None);
+            let call = client.delete(&path);
             let notice = match tokio::time::timeout(CALL_TIMEOUT, call).await {
                 Ok(Ok(v)) if v["state"] == "destroying" => Ok(format!(
                     "{id} destroying (its worker is unreachable; finished when it returns)"
