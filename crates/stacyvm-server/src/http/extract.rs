@@ -96,3 +96,20 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
         ))
     }
 }
+
+/// A boolean query parameter: `true`/`1` or `false`/`0`; absent or empty is `default`;
+/// anything else is a 400 naming the parameter.
+pub fn query_flag(
+    q: &std::collections::HashMap<String, String>,
+    key: &str,
+    default: bool,
+) -> Result<bool, ApiError> {
+    match q.get(key).map(String::as_str) {
+        None | Some("") => Ok(default),
+        Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{key} must be true or false, not {other:?}"
+        ))),
+    }
+}

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{query_flag, JsonBody};
 use super::openapi::{FileNotFound, SandboxIdParam, SandboxPaused, Unavailable, WatchConflict};
 use super::views::Status;
 use super::{ok, AppState, Reply};
@@ -301,15 +301,7 @@ struct WatchLine<'a> {
     ))]
 async fn watch(State(st): St, Path(id): SbId, Query(q): Q) -> Reply {
     let path = required(&q, "path")?;
-    let recursive = match q.get("recursive").map(String::as_str) {
-        None | Some("") | Some("false") | Some("0") => false,
-        Some("true") | Some("1") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "recursive must be true or false, not {other:?}"
-            )))
-        }
-    };
+    let recursive = query_flag(&q, "recursive", false)?;
     let events = st.svc.files().watch(&id, path, recursive).await?;
     // The headers go now: the client knows the watch is in place before any change happens.
     let body = events.scan((), |(), item| {

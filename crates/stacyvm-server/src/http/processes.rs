@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
 use super::error::ApiError;
-use super::extract::{JsonBody, RawBody};
+use super::extract::{query_flag, JsonBody, RawBody};
 use super::openapi::{
     BadRequest, NotFound, ProcessConflict, ProcessNotFound, SandboxPaused, Unavailable,
 };
@@ -163,7 +163,7 @@ async fn start(
     JsonBody(b): JsonBody<StartBody>,
 ) -> Reply {
     // Checked before anything starts.
-    let follow = parse_follow(&q, false)?;
+    let follow = query_flag(&q, "follow", false)?;
     let encoding = parse_encoding(&q)?;
     let params = ProcessParams {
         exec: ExecParams {
@@ -257,21 +257,10 @@ async fn output(
 ) -> Reply {
     let pid = parse_pid(&pid)?;
     let since = parse_since(&q)?;
-    let follow = parse_follow(&q, true)?;
+    let follow = query_flag(&q, "follow", true)?;
     let encoding = parse_encoding(&q)?;
     let stream = st.svc.processes().output(&id, pid, since, follow).await?;
     Ok(ndjson(StatusCode::OK, Vec::new(), stream, encoding))
-}
-
-fn parse_follow(q: &HashMap<String, String>, default: bool) -> Result<bool, ApiError> {
-    match q.get("follow").map(String::as_str) {
-        None | Some("") => Ok(default),
-        Some("true") | Some("1") => Ok(true),
-        Some("false") | Some("0") => Ok(false),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "follow must be true or false, not {other:?}"
-        ))),
-    }
 }
 
 fn parse_encoding(q: &HashMap<String, String>) -> Result<Encoding, ApiError> {
@@ -376,15 +365,7 @@ async fn stdin(
     req: Request,
 ) -> Reply {
     let pid = parse_pid(&pid)?;
-    let close = match q.get("close").map(String::as_str) {
-        None | Some("") | Some("false") | Some("0") => false,
-        Some("true") | Some("1") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "close must be true or false, not {other:?}"
-            )))
-        }
-    };
+    let close = query_flag(&q, "close", false)?;
     // Read after the pid and flag are checked, so a bad one is 400 before any body is read.
     let RawBody(data) = RawBody::from_request(req, &st).await?;
     let written = st.svc.processes().stdin(&id, pid, data, close).await?;
