@@ -1,6 +1,5 @@
 //! Admin-only extras: the audit log.
 
-use super::St;
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
@@ -14,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ApiError;
-use super::{ok, AppState, Reply};
+use super::{ok, AppState, Reply, St};
 use crate::service::AuditQuery;
 
 pub fn routes() -> OpenApiRouter<AppState> {

@@ -1,6 +1,5 @@
 //! Exec: JSON result, NDJSON stream (ending with an exit line), and WebSocket.
 
-use super::{SbId, St};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -21,7 +20,7 @@ use super::extract::{parse_json, JsonBody};
 use super::openapi::{
     NotFound, ResourceLimit, SandboxIdParam, SandboxPaused, Timeout, Unavailable,
 };
-use super::{ok, AppState, Reply};
+use super::{ok, AppState, Reply, SbId, St};
 use crate::error::ServiceError;
 use crate::service::{ExecParams, ExecStream, StreamItem};
 

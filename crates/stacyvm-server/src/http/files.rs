@@ -1,7 +1,6 @@
 //! The file operations: the original's eight, plus the streamed raw-body upload (`PUT`) and
 //! the directory watch (NDJSON).
 
-use super::{SbId, St};
 use std::collections::HashMap;
 
 use axum::body::Body;
@@ -19,7 +18,7 @@ use super::error::ApiError;
 use super::extract::{query_flag, JsonBody};
 use super::openapi::{FileNotFound, SandboxIdParam, SandboxPaused, Unavailable, WatchConflict};
 use super::views::Status;
-use super::{ok, AppState, Reply};
+use super::{ok, AppState, Reply, SbId, St};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     api_routes![write, upload, read, delete; list; stat; glob; move_file; chmod; watch]

@@ -1,7 +1,6 @@
 //! `GET /metrics/history`: the last hour of this control plane's spawns, spawn latency and
 //! running sandboxes by worker, per minute (the console's charts; docs/console.md).
 
-use super::St;
 use std::collections::BTreeMap;
 
 use axum::extract::State;
@@ -12,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ok, AppState};
+use super::{ok, AppState, St};
 use crate::metrics::{HistorySnapshot, LatencyFigures, MinuteFigures};
 
 pub fn routes() -> OpenApiRouter<AppState> {

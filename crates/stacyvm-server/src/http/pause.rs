@@ -1,6 +1,5 @@
 //! `POST /sandboxes/{id}/pause` and `/resume` (sandbox-model.md §2, docs/state.md).
 
-use super::{SbId, St};
 use axum::extract::{Path, State};
 use serde::Deserialize;
 use stacyvm_types::GoDuration;
@@ -9,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use super::extract::EmptyOrJson;
 use super::openapi::{NotFound, PauseConflict, ResourceLimit, SandboxIdParam, Unavailable};
-use super::{dto, ok, AppState, Reply};
+use super::{dto, ok, AppState, Reply, SbId, St};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     api_routes![pause; resume]

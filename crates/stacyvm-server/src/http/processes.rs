@@ -1,7 +1,6 @@
 //! Background processes (sandbox-model.md §1): start, list, get, output (NDJSON), stdin,
 //! signal, resize, and the attach WebSocket.
 
-use super::{SbId, SbPid, St};
 use std::collections::{BTreeMap, HashMap};
 
 use axum::body::Body;
@@ -25,7 +24,7 @@ use super::openapi::{
 };
 use super::output::{record_line, Encoding, TextDecoder};
 use super::views::Status;
-use super::{json_response, ok, AppState, Reply};
+use super::{json_response, ok, AppState, Reply, SbId, SbPid, St};
 use crate::service::{ExecParams, ProcessParams};
 
 pub fn routes() -> OpenApiRouter<AppState> {

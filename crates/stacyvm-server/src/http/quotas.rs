@@ -1,6 +1,5 @@
 //! `/quotas` (also mounted under `/admin/quotas`).
 
-use super::St;
 use axum::extract::{Path, State};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -9,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::extract::JsonBody;
 use super::openapi::{BadRequest, NotFound, OwnerParam};
 use super::views::{self, Status};
-use super::{dto, ok, ok_each, AppState, Reply};
+use super::{dto, ok, ok_each, AppState, Reply, St};
 use crate::service::QuotaInput;
 
 pub fn routes() -> OpenApiRouter<AppState> {

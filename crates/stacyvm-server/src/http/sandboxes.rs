@@ -1,6 +1,5 @@
 //! `/sandboxes`: spawn, admission, list, prune, get, destroy, extend, logs, stats.
 
-use super::{SbId, St};
 use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, Query, State};
@@ -18,7 +17,7 @@ use super::openapi::{
     Unavailable, UserIdHeader,
 };
 use super::views::{self, Status};
-use super::{dto, json_response, ok, AppState, Reply};
+use super::{dto, json_response, ok, AppState, Reply, SbId, St};
 use crate::service::{Caller, DestroyOutcome, MountParams, PageCursor, SpawnParams, MAX_PAGE};
 
 pub fn routes() -> OpenApiRouter<AppState> {

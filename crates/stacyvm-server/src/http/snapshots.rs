@@ -1,7 +1,6 @@
 //! Snapshots and fork (sandbox-model.md §2, docs/state.md): `POST /sandboxes/{id}/snapshots`,
 //! `/snapshots`, `POST /sandboxes/{id}/fork`.
 
-use super::{SbId, St};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Extension;
@@ -16,7 +15,7 @@ use super::openapi::{
     BadRequest, NotFound, PauseConflict, ResourceLimit, SandboxIdParam, SnapshotNotFound,
 };
 use super::views::Status;
-use super::{dto, json_response, ok, ok_each, AppState, Reply};
+use super::{dto, json_response, ok, ok_each, AppState, Reply, SbId, St};
 use crate::service::Caller;
 
 pub fn routes() -> OpenApiRouter<AppState> {

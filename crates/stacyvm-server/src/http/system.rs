@@ -1,6 +1,5 @@
 //! System routes: health, readiness, providers, metrics, diagnostics, events, openapi.
 
-use super::St;
 use std::convert::Infallible;
 
 use axum::body::Body;
@@ -14,7 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 
 use super::openapi::{NotFound, ProviderNameParam};
-use super::{json_response, ok, openapi, views, AppState, Reply};
+use super::{json_response, ok, openapi, views, AppState, Reply, St};
 use crate::service::Overview;
 
 pub fn routes() -> OpenApiRouter<AppState> {

@@ -1,6 +1,5 @@
 //! `/templates`.
 
-use super::St;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Extension;
@@ -13,7 +12,7 @@ use super::dto::{self, TemplateBody};
 use super::extract::{JsonBody, OptionalJson};
 use super::openapi::{Conflict, NotFound, ResourceLimit, TemplateNameParam, Unavailable};
 use super::views::Status;
-use super::{json_response, ok, ok_each, AppState, Reply};
+use super::{json_response, ok, ok_each, AppState, Reply, St};
 use crate::service::Caller;
 
 pub fn routes() -> OpenApiRouter<AppState> {

@@ -1,6 +1,5 @@
 //! `/volumes` (sandbox-model.md §2, docs/state.md).
 
-use super::St;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -11,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::extract::JsonBody;
 use super::openapi::{BadRequest, NotFound, VolumeConflict, VolumeInUse, VolumeNameParam};
 use super::views::Status;
-use super::{json_response, ok, ok_each, AppState, Reply};
+use super::{json_response, ok, ok_each, AppState, Reply, St};
 use crate::service::{VolumeInfo, VolumeParams};
 
 pub fn routes() -> OpenApiRouter<AppState> {

@@ -1,7 +1,6 @@
 //! Routes workers call (`/api/v1/worker/{id}/...`, worker credentials, no API key) and the
 //! admin routes that act on workers (drain, token issuing, lease renew).
 
-use super::St;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -17,7 +16,7 @@ use super::error::ApiError;
 use super::extract::JsonBody;
 use super::openapi::{Conflict, LeaseParams, NotFound, Unavailable, WorkerIdParam};
 use super::workers::HeartbeatBody;
-use super::{ok, views, AppState, Reply};
+use super::{ok, views, AppState, Reply, St};
 use crate::service::TokenRequest;
 
 /// Scopes the authenticated worker holds, and its id.

@@ -1,6 +1,5 @@
 //! Worker registry routes: public list/get, admin delete and heartbeat.
 
-use super::St;
 use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -11,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::extract::JsonBody;
 use super::openapi::{NotFound, WorkerIdParam};
 use super::views::{self, Status};
-use super::{ok, ok_each, AppState, Reply};
+use super::{ok, ok_each, AppState, Reply, St};
 use crate::service::HeartbeatInput;
 
 pub fn routes() -> OpenApiRouter<AppState> {

@@ -96,6 +96,14 @@ impl ConnectError {
         Self::new(Code::InvalidArgument, message)
     }
 
+    /// A method of `service` that we do not serve.
+    pub fn unimplemented(service: &str, method: &str) -> Self {
+        Self::new(
+            Code::Unimplemented,
+            format!("{service}/{method} is not implemented"),
+        )
+    }
+
     fn json(&self) -> Vec<u8> {
         serde_json::to_vec(&ErrorJson {
             code: self.code.as_str(),

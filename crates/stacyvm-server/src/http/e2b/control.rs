@@ -2,7 +2,6 @@
 //! connect/resume, pause and metrics, on the native sandbox service. Paths of every SDK from
 //! 2.7.0 on; every error is JSON, unknown routes and methods included.
 
-use super::super::St;
 use std::collections::BTreeMap;
 
 use axum::body::Body;
@@ -19,7 +18,7 @@ use stacyvm_types::{Sandbox, SandboxId, SandboxState};
 use super::{json, rest_error};
 use crate::error::ServiceError;
 use crate::http::error::ApiError;
-use crate::http::{middleware, AppState};
+use crate::http::{middleware, AppState, St};
 use crate::service::{Caller, E2bCreate, ENVD_VERSION};
 
 /// The routes, merged at the root of the main router (and of `e2b.listen`'s).
@@ -298,25 +297,36 @@ async fn create(
     ))
 }
 
-fn parse_id(raw: &str) -> Result<SandboxId> {
-    if raw.is_empty() || raw.len() > 128 {
-        return Err(E2bError(Box::new(rest_error(
-            StatusCode::NOT_FOUND,
-            &format!("sandbox {raw:?} was not found"),
-        ))));
+/// An E2B sandbox id from the path. Anything that cannot be one of ours is E2B's 404.
+struct E2bId(SandboxId);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for E2bId {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> std::result::Result<Self, Response> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if raw.is_empty() || raw.len() > 128 {
+            return Err(rest_error(
+                StatusCode::NOT_FOUND,
+                &format!("sandbox {raw:?} was not found"),
+            ));
+        }
+        Ok(E2bId(SandboxId::from(raw)))
     }
-    Ok(SandboxId::from(raw))
 }
 
-async fn detail(State(st): St, Path(raw): Path<String>) -> Result<Response> {
-    let id = parse_id(&raw)?;
+async fn detail(State(st): St, E2bId(id): E2bId) -> Result<Response> {
     let sb = st.svc.e2b().live(&id).await?;
     let r = st.svc.e2b().record(&id).await?;
     Ok(json(StatusCode::OK, &detail_view(&st, &sb, r.as_deref())))
 }
 
-async fn kill(State(st): St, Path(raw): Path<String>) -> Result<Response> {
-    let id = parse_id(&raw)?;
+async fn kill(State(st): St, E2bId(id): E2bId) -> Result<Response> {
     st.svc.e2b().live(&id).await?;
     st.svc.sandboxes().destroy(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -330,10 +340,9 @@ struct TimeoutBody {
 
 async fn set_timeout(
     State(st): St,
-    Path(raw): Path<String>,
+    E2bId(id): E2bId,
     raw_body: axum::body::Bytes,
 ) -> Result<Response> {
-    let id = parse_id(&raw)?;
     let b: TimeoutBody = body(&raw_body)?;
     let secs = b
         .timeout
@@ -342,12 +351,7 @@ async fn set_timeout(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn connect(
-    State(st): St,
-    Path(raw): Path<String>,
-    raw_body: axum::body::Bytes,
-) -> Result<Response> {
-    let id = parse_id(&raw)?;
+async fn connect(State(st): St, E2bId(id): E2bId, raw_body: axum::body::Bytes) -> Result<Response> {
     let b: TimeoutBody = body(&raw_body)?;
     let (sb, resumed) = st.svc.e2b().connect(&id, b.timeout.unwrap_or(300)).await?;
     let r = st.svc.e2b().record(&id).await?;
@@ -360,29 +364,23 @@ async fn connect(
 }
 
 /// The 2.0–2.5 SDKs' connect: 409 when the sandbox is not paused.
-async fn resume(
-    State(st): St,
-    Path(raw): Path<String>,
-    raw_body: axum::body::Bytes,
-) -> Result<Response> {
-    let id = parse_id(&raw)?;
+async fn resume(State(st): St, E2bId(id): E2bId, raw_body: axum::body::Bytes) -> Result<Response> {
     let sb = st.svc.e2b().live(&id).await?;
     if sb.state != SandboxState::Paused {
         return Err(E2bError(Box::new(rest_error(
             StatusCode::CONFLICT,
-            &format!("sandbox {raw:?} is already running"),
+            &format!("sandbox {:?} is already running", id.as_str()),
         ))));
     }
-    connect(State(st), Path(raw), raw_body).await
+    connect(State(st), E2bId(id), raw_body).await
 }
 
-async fn pause(State(st): St, Path(raw): Path<String>) -> Result<Response> {
-    let id = parse_id(&raw)?;
+async fn pause(State(st): St, E2bId(id): E2bId) -> Result<Response> {
     let sb = st.svc.e2b().live(&id).await?;
     if sb.state == SandboxState::Paused {
         return Err(E2bError(Box::new(rest_error(
             StatusCode::CONFLICT,
-            &format!("sandbox {raw:?} is already paused"),
+            &format!("sandbox {:?} is already paused", id.as_str()),
         ))));
     }
     st.svc.sandboxes().pause(&id).await?;
@@ -402,8 +400,7 @@ struct Metric {
 }
 
 /// One sample, now, where the provider measures (an empty list where it does not).
-async fn metrics(State(st): St, Path(raw): Path<String>) -> Result<Response> {
-    let id = parse_id(&raw)?;
+async fn metrics(State(st): St, E2bId(id): E2bId) -> Result<Response> {
     let sb = st.svc.e2b().live(&id).await?;
     let stats = st.svc.sandboxes().stats(&id).await.ok().flatten();
     let out: Vec<Metric> = stats

@@ -131,10 +131,7 @@ pub async fn call(c: &Call<'_>, method: &str) -> Response {
         "MakeDir" => make_dir(c).await,
         "Move" => move_entry(c).await,
         "Remove" => remove(c).await,
-        _ => Err(ConnectError::new(
-            Code::Unimplemented,
-            format!("filesystem.Filesystem/{method} is not implemented"),
-        )),
+        _ => Err(ConnectError::unimplemented("filesystem.Filesystem", method)),
     };
     c.answer(res)
 }

@@ -111,10 +111,7 @@ pub async fn call(c: &Call<'_>, method: &str) -> Response {
         "SendSignal" => send_signal(c).await,
         "CloseStdin" => close_stdin(c).await,
         "Update" => update(c).await,
-        _ => Err(ConnectError::new(
-            Code::Unimplemented,
-            format!("process.Process/{method} is not implemented"),
-        )),
+        _ => Err(ConnectError::unimplemented("process.Process", method)),
     };
     c.answer(res)
 }
