@@ -95,11 +95,7 @@ impl PgStore {
                 "postgres dsn must be a URL starting with postgres:// or postgresql://".into(),
             ));
         }
-        // sqlx's parse errors never echo the DSN, which may carry a password.
-        let options: PgConnectOptions = dsn
-            .parse()
-            .map_err(|e| StoreError::Unsupported(format!("invalid postgres dsn: {e}")))?;
-        Self::open_with(options).await
+        Self::open_with(parse_dsn(dsn)?).await
     }
 
     /// As [`PgStore::open`], from parsed options.
@@ -109,26 +105,7 @@ impl PgStore {
         } else {
             options
         };
-        // One direct connection first: its error says why (refused, bad password, no such
-        // database), where the pool would only report a timeout after retrying.
-        let target = describe(&options);
-        let mut conn =
-            match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await
-            {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    return Err(StoreError::Unreachable {
-                        target,
-                        reason: e.to_string(),
-                    })
-                }
-                Err(_) => {
-                    return Err(StoreError::Unreachable {
-                        target,
-                        reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-                    })
-                }
-            };
+        let mut conn = connect(&options).await?;
         let checked = refuse_newer_schema(&mut conn).await;
         // Best effort: the server drops the session anyway when the socket closes.
         let _ = conn.close().await;
@@ -173,37 +150,43 @@ pub(crate) fn latest_version() -> i64 {
 
 /// The schema version of the database at `dsn` (0 when never migrated), changing nothing.
 pub(crate) async fn schema_version_at(dsn: &str) -> Result<i64, StoreError> {
-    let options: PgConnectOptions = dsn
-        .parse()
-        .map_err(|e| StoreError::Unsupported(format!("invalid postgres dsn: {e}")))?;
-    let target = describe(&options);
-    let mut conn =
-        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                return Err(StoreError::Unreachable {
-                    target,
-                    reason: e.to_string(),
-                })
-            }
-            Err(_) => {
-                return Err(StoreError::Unreachable {
-                    target,
-                    reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-                })
-            }
-        };
+    let mut conn = connect(&parse_dsn(dsn)?).await?;
     let v = tracked_version(&mut conn).await;
     let _ = conn.close().await;
     v
 }
 
-async fn tracked_version(conn: &mut PgConnection) -> Result<i64, StoreError> {
-    let tracked: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+/// The options a DSN names. sqlx's parse errors never echo the DSN, which may carry a password.
+fn parse_dsn(dsn: &str) -> Result<PgConnectOptions, StoreError> {
+    dsn.parse()
+        .map_err(|e| StoreError::Unsupported(format!("invalid postgres dsn: {e}")))
+}
+
+/// One direct connection, bounded by `CONNECT_TIMEOUT`. Its error says why (refused, bad
+/// password, no such database), where a pool would only report a timeout after retrying.
+async fn connect(options: &PgConnectOptions) -> Result<PgConnection, StoreError> {
+    let connecting = PgConnection::connect_with(options);
+    let reason = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(conn)) => return Ok(conn),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+    };
+    Err(StoreError::Unreachable {
+        target: describe(options),
+        reason,
+    })
+}
+
+/// Whether the database has sqlx's migration table (false: never migrated).
+async fn tracked(conn: &mut PgConnection) -> Result<bool, StoreError> {
+    sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
         .fetch_one(&mut *conn)
         .await
-        .map_err(db_err("schema version"))?;
-    if !tracked {
+        .map_err(db_err("schema version"))
+}
+
+async fn tracked_version(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    if !tracked(conn).await? {
         return Ok(0);
     }
     let v: Option<i64> =
@@ -225,12 +208,8 @@ fn describe(o: &PgConnectOptions) -> String {
 
 /// `SchemaTooNew` when the database was migrated by a newer binary; changes nothing.
 async fn refuse_newer_schema(conn: &mut PgConnection) -> Result<(), StoreError> {
-    let supported = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let tracked: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db_err("schema version"))?;
-    if tracked {
+    let supported = latest_version();
+    if tracked(conn).await? {
         let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
             .fetch_one(&mut *conn)
             .await
