@@ -69,6 +69,15 @@ pub(crate) async fn schema_version_at(path: &str) -> Result<i64, StoreError> {
     migrate::version(&conn)
 }
 
+/// A path for a new database file `name` in a fresh temporary directory, which lasts as long as
+/// the returned guard (tests).
+#[cfg(test)]
+pub(crate) fn temp_path(name: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join(name).display().to_string();
+    (dir, path)
+}
+
 fn now() -> Timestamp {
     Utc::now()
 }
@@ -121,8 +130,7 @@ mod tests {
     }
 
     async fn temp_store() -> TempStore {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nested.db").display().to_string();
+        let (dir, path) = temp_path("nested.db");
         let store = SqliteStore::open(&path).await.unwrap();
         TempStore {
             _dir: dir,
@@ -406,8 +414,7 @@ mod tests {
 
     #[tokio::test]
     async fn open_by_driver_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("by-name.db").display().to_string();
+        let (_dir, path) = temp_path("by-name.db");
         for driver in ["", "sqlite"] {
             let store = crate::open(driver, &path).await.unwrap();
             store.ping().await.unwrap();
