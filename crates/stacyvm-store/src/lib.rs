@@ -232,6 +232,304 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// The `Store` impl of a backend, written once so the two cannot drift apart. `$own` are the
+/// methods the backend writes itself. Keyed reads, lists and deletes run the shared statements
+/// of `statements` through the backend's `get_keyed`, `get_all` and `delete_keyed` (the same
+/// names and arguments on `PgStore` and the SQLite `Db`); every other method hands over to the
+/// function of the same name in the backend's per-table module (the backends mirror module and
+/// function names). Both are reached through `self.$db`, or the store itself when no field is
+/// named.
+macro_rules! impl_store {
+    ($store:ty $(, $db:ident)?; $($own:tt)*) => {
+        #[async_trait::async_trait]
+        impl $crate::Store for $store {
+            $($own)*
+
+            async fn insert_sandbox(&self, sb: &Sandbox) -> Result<(), StoreError> {
+                sandboxes::insert(&self$(.$db)?, sb).await
+            }
+
+            async fn get_sandbox(&self, id: &SandboxId) -> Result<Sandbox, StoreError> {
+                sandboxes::get(&self$(.$db)?, id).await
+            }
+
+            async fn list_sandboxes(&self) -> Result<Vec<Sandbox>, StoreError> {
+                sandboxes::list(&self$(.$db)?).await
+            }
+
+            async fn set_sandbox_state(
+                &self,
+                id: &SandboxId,
+                state: SandboxState,
+            ) -> Result<Sandbox, StoreError> {
+                sandboxes::set_state(&self$(.$db)?, id, state).await
+            }
+
+            async fn set_sandbox_running(
+                &self,
+                id: &SandboxId,
+                vm_id: Option<&str>,
+            ) -> Result<Sandbox, StoreError> {
+                sandboxes::set_running(&self$(.$db)?, id, vm_id).await
+            }
+
+            async fn set_sandbox_expiry(
+                &self,
+                id: &SandboxId,
+                expires_at: Timestamp,
+            ) -> Result<Sandbox, StoreError> {
+                sandboxes::set_expiry(&self$(.$db)?, id, expires_at).await
+            }
+
+            async fn list_expired_sandboxes(
+                &self,
+                now: Timestamp,
+            ) -> Result<Vec<Sandbox>, StoreError> {
+                sandboxes::list_expired(&self$(.$db)?, now).await
+            }
+
+            async fn count_active_sandboxes(
+                &self,
+                owner: Option<&str>,
+            ) -> Result<$crate::ActiveCounts, StoreError> {
+                sandboxes::count_active(&self$(.$db)?, owner).await
+            }
+
+            async fn insert_sandbox_limited(
+                &self,
+                sb: &Sandbox,
+                limits: &$crate::InsertLimits<'_>,
+            ) -> Result<(), StoreError> {
+                admission::insert_limited(&self$(.$db)?, sb, limits).await
+            }
+
+            async fn list_creating_sandboxes(
+                &self,
+            ) -> Result<Vec<$crate::CreatingSandbox>, StoreError> {
+                let sql = $crate::statements::sandboxes::LIST_CREATING;
+                self$(.$db)?.get_all("sandbox", sql, |r| $crate::rows::creating_sandbox(r)).await
+            }
+
+            async fn pause_sandbox(
+                &self,
+                id: &SandboxId,
+                at: Timestamp,
+            ) -> Result<Sandbox, StoreError> {
+                lifecycle::pause(&self$(.$db)?, id, at).await
+            }
+
+            async fn resume_sandbox(
+                &self,
+                id: &SandboxId,
+                expires_at: Timestamp,
+            ) -> Result<Sandbox, StoreError> {
+                lifecycle::resume(&self$(.$db)?, id, expires_at).await
+            }
+
+            async fn touch_sandbox(&self, id: &SandboxId, at: Timestamp) -> Result<(), StoreError> {
+                lifecycle::touch(&self$(.$db)?, id, at).await
+            }
+
+            async fn count_paused_sandboxes(&self) -> Result<i64, StoreError> {
+                lifecycle::count_paused(&self$(.$db)?).await
+            }
+
+            async fn insert_exec_log(&self, log: &ExecLog) -> Result<(), StoreError> {
+                exec_logs::insert(&self$(.$db)?, log).await
+            }
+
+            async fn list_exec_logs(
+                &self,
+                sandbox_id: &SandboxId,
+                limit: i64,
+            ) -> Result<Vec<ExecLog>, StoreError> {
+                // "At most `limit`": nothing for `limit <= 0`.
+                if limit <= 0 {
+                    return Ok(Vec::new());
+                }
+                exec_logs::list(&self$(.$db)?, sandbox_id, limit).await
+            }
+
+            async fn create_template(&self, t: &Template) -> Result<(), StoreError> {
+                templates::create(&self$(.$db)?, t).await
+            }
+
+            async fn get_template(&self, name: &str) -> Result<Template, StoreError> {
+                let sql = $crate::statements::templates::GET;
+                self$(.$db)?.get_keyed("template", sql, name, |r| $crate::rows::template(r)).await
+            }
+
+            async fn list_templates(&self) -> Result<Vec<Template>, StoreError> {
+                let sql = $crate::statements::templates::LIST;
+                self$(.$db)?.get_all("template", sql, |r| $crate::rows::template(r)).await
+            }
+
+            async fn replace_template(&self, t: &Template) -> Result<(), StoreError> {
+                templates::replace(&self$(.$db)?, t).await
+            }
+
+            async fn delete_template(&self, name: &str) -> Result<(), StoreError> {
+                let sql = $crate::statements::templates::DELETE;
+                self$(.$db)?.delete_keyed("template", sql, name).await
+            }
+
+            async fn upsert_quota(&self, q: &OwnerQuota) -> Result<OwnerQuota, StoreError> {
+                quotas::upsert(&self$(.$db)?, q).await
+            }
+
+            async fn get_quota(&self, owner_id: &str) -> Result<OwnerQuota, StoreError> {
+                let sql = $crate::statements::quotas::GET;
+                self$(.$db)?.get_keyed("owner_quota", sql, owner_id, |r| $crate::rows::quota(r)).await
+            }
+
+            async fn list_quotas(&self) -> Result<Vec<OwnerQuota>, StoreError> {
+                let sql = $crate::statements::quotas::LIST;
+                self$(.$db)?.get_all("owner_quota", sql, |r| $crate::rows::quota(r)).await
+            }
+
+            async fn delete_quota(&self, owner_id: &str) -> Result<(), StoreError> {
+                let sql = $crate::statements::quotas::DELETE;
+                self$(.$db)?.delete_keyed("owner_quota", sql, owner_id).await
+            }
+
+            async fn upsert_worker(&self, w: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
+                workers::upsert(&self$(.$db)?, w).await
+            }
+
+            async fn get_worker(&self, id: &WorkerId) -> Result<WorkerRecord, StoreError> {
+                let sql = $crate::statements::workers::GET;
+                self$(.$db)?.get_keyed("worker", sql, id, |r| $crate::rows::worker(r)).await
+            }
+
+            async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+                let sql = $crate::statements::workers::LIST;
+                self$(.$db)?.get_all("worker", sql, |r| $crate::rows::worker(r)).await
+            }
+
+            async fn delete_worker(&self, id: &WorkerId) -> Result<(), StoreError> {
+                let sql = $crate::statements::workers::DELETE;
+                self$(.$db)?.delete_keyed("worker", sql, id).await
+            }
+
+            async fn acquire_lease(
+                &self,
+                resource_id: &str,
+                resource_type: &str,
+                holder_id: &str,
+                ttl: std::time::Duration,
+            ) -> Result<Lease, StoreError> {
+                leases::acquire(&self$(.$db)?, resource_id, resource_type, holder_id, ttl).await
+            }
+
+            async fn renew_lease(
+                &self,
+                resource_id: &str,
+                holder_id: &str,
+                ttl: std::time::Duration,
+            ) -> Result<Lease, StoreError> {
+                leases::renew(&self$(.$db)?, resource_id, holder_id, ttl).await
+            }
+
+            async fn release_lease(&self, resource_id: &str, holder_id: &str) -> Result<(), StoreError> {
+                leases::release(&self$(.$db)?, resource_id, holder_id).await
+            }
+
+            async fn get_lease(&self, resource_id: &str) -> Result<Lease, StoreError> {
+                let sql = $crate::statements::leases::GET;
+                self$(.$db)?.get_keyed("lease", sql, resource_id, |r| $crate::rows::lease(r)).await
+            }
+
+            async fn list_leases(&self) -> Result<Vec<Lease>, StoreError> {
+                let sql = $crate::statements::leases::LIST;
+                self$(.$db)?.get_all("lease", sql, |r| $crate::rows::lease(r)).await
+            }
+
+            async fn prune_leases(
+                &self,
+                prefix: &str,
+                expired_for: std::time::Duration,
+            ) -> Result<u64, StoreError> {
+                leases::prune(&self$(.$db)?, prefix, expired_for).await
+            }
+
+            async fn insert_admin_audit(&self, rec: &NewAdminAudit) -> Result<(), StoreError> {
+                audit::insert(&self$(.$db)?, rec).await
+            }
+
+            async fn list_admin_audit(
+                &self,
+                filter: &AuditFilter,
+            ) -> Result<Vec<AdminAuditRecord>, StoreError> {
+                audit::list(&self$(.$db)?, filter).await
+            }
+
+            async fn prune_admin_audit(&self, before: Timestamp) -> Result<u64, StoreError> {
+                audit::prune(&self$(.$db)?, before).await
+            }
+
+            async fn insert_e2b_sandbox(&self, r: &E2bSandbox) -> Result<(), StoreError> {
+                e2b_sandboxes::insert(&self$(.$db)?, r).await
+            }
+
+            async fn get_e2b_sandbox(&self, id: &SandboxId) -> Result<E2bSandbox, StoreError> {
+                let sql = $crate::statements::e2b_sandboxes::GET;
+                self$(.$db)?.get_keyed("e2b sandbox", sql, id, |r| $crate::rows::e2b_sandbox(r)).await
+            }
+
+            async fn insert_volume(&self, v: &Volume) -> Result<(), StoreError> {
+                volumes::insert(&self$(.$db)?, v).await
+            }
+
+            async fn get_volume(&self, name: &str) -> Result<Volume, StoreError> {
+                let sql = $crate::statements::volumes::GET;
+                self$(.$db)?.get_keyed("volume", sql, name, |r| $crate::rows::volume(r)).await
+            }
+
+            async fn list_volumes(&self) -> Result<Vec<Volume>, StoreError> {
+                let sql = $crate::statements::volumes::LIST;
+                self$(.$db)?.get_all("volume", sql, |r| $crate::rows::volume(r)).await
+            }
+
+            async fn delete_volume(&self, name: &str) -> Result<(), StoreError> {
+                volumes::delete(&self$(.$db)?, name).await
+            }
+
+            async fn mount_volumes(
+                &self,
+                sandbox_id: &SandboxId,
+                mounts: &[VolumeMount],
+            ) -> Result<(), StoreError> {
+                volumes::mount(&self$(.$db)?, sandbox_id, mounts).await
+            }
+
+            async fn list_volume_mounts(&self) -> Result<Vec<VolumeMount>, StoreError> {
+                let sql = $crate::statements::volumes::LIST_MOUNTS;
+                self$(.$db)?.get_all("volume", sql, |r| $crate::rows::volume_mount(r)).await
+            }
+
+            async fn insert_snapshot(&self, s: &Snapshot) -> Result<(), StoreError> {
+                snapshots::insert(&self$(.$db)?, s).await
+            }
+
+            async fn get_snapshot(&self, id: &str) -> Result<Snapshot, StoreError> {
+                let sql = $crate::statements::snapshots::GET;
+                self$(.$db)?.get_keyed("snapshot", sql, id, |r| $crate::rows::snapshot(r)).await
+            }
+
+            async fn list_snapshots(&self) -> Result<Vec<Snapshot>, StoreError> {
+                let sql = $crate::statements::snapshots::LIST;
+                self$(.$db)?.get_all("snapshot", sql, |r| $crate::rows::snapshot(r)).await
+            }
+
+            async fn delete_snapshot(&self, id: &str) -> Result<(), StoreError> {
+                let sql = $crate::statements::snapshots::DELETE;
+                self$(.$db)?.delete_keyed("snapshot", sql, id).await
+            }
+        }
+    };
+}
+pub(crate) use impl_store;
+
 /// Opens the backend named by `driver` (`sqlite` with a path, `postgres` with a DSN). Runs
 /// migrations.
 pub async fn open(driver: &str, path_or_dsn: &str) -> Result<Arc<dyn Store>, StoreError> {

@@ -161,9 +161,8 @@ mod tests {
 
     #[tokio::test]
     async fn migrate_reports_versions_and_is_idempotent() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.db");
-        let path = path.to_str().unwrap();
+        let (_dir, path) = crate::sqlite::temp_path("m.db");
+        let path = path.as_str();
         let first = migrate("sqlite", path).await.unwrap();
         assert_eq!(first.before, 0);
         assert_eq!(first.after, first.latest);

@@ -9,8 +9,8 @@ use serde::Serialize;
 use stacyvm_types::{Lifecycle, OnExpire, PreviewToken, Sandbox, Timestamp};
 
 use crate::{
-    columns, AdminAuditRecord, E2bSandbox, ExecLog, Lease, NewAdminAudit, OwnerQuota, Snapshot,
-    StoreError, Template, Volume, VolumeMount, WorkerRecord,
+    columns, AdminAuditRecord, CreatingSandbox, E2bSandbox, ExecLog, Lease, NewAdminAudit,
+    OwnerQuota, Snapshot, StoreError, Template, Volume, VolumeMount, WorkerRecord,
 };
 
 /// The one text shape of every stored timestamp: exact to the nanosecond, sortable as a string.
@@ -107,6 +107,14 @@ pub(crate) fn sandbox(row: &impl ReadRow) -> Result<Sandbox, StoreError> {
         last_active_at: row.opt_time("last_active_at")?,
         preview_token: PreviewToken::from_stored(row.text("preview_token")?),
         public_preview: row.int("public_preview")? != 0,
+    })
+}
+
+/// A `creating` record with the control plane that inserted it.
+pub(crate) fn creating_sandbox(row: &impl ReadRow) -> Result<CreatingSandbox, StoreError> {
+    Ok(CreatingSandbox {
+        sandbox: sandbox(row)?,
+        created_by: row.text("created_by")?,
     })
 }
 

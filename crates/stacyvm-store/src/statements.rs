@@ -1,6 +1,11 @@
-//! Statement text both backends share. The dialects differ only in placeholders (`$1`, `?1`)
-//! and in which clock stamps a row, so the clauses that carry a rule and name no parameter are
-//! written once here and spliced into each backend's statements with `concat!`.
+//! Statement text both backends share. The dialects differ in placeholders (`$1`, `?1`) and in
+//! which clock stamps a row, so the clauses that carry a rule and name no parameter are written
+//! once here and spliced into each backend's statements with `concat!`.
+//!
+//! Whole statements are shared too where the placeholders allow: SQLite reads `$1` as a
+//! parameter as well and numbers `$N` parameters in the order they first appear, so a statement
+//! whose parameters first appear as `$1`, `$2`, … in that order binds the same in both dialects
+//! (the keyed reads and deletes, the inserts of records written whole).
 
 use stacyvm_types::SandboxState;
 
@@ -60,9 +65,220 @@ macro_rules! quota_upsert_rule {
     };
 }
 
+/// The `workers` columns, in insert order.
+macro_rules! worker_columns {
+    () => {
+        "id, hostname, status, providers, capabilities, capacity, last_heartbeat, created_at, \
+         updated_at"
+    };
+}
+
+/// The `templates` columns, in `rows`' order.
+macro_rules! template_columns {
+    () => {
+        "name, version, image, description, setup, allowed_hosts, memory_mb, cpu_cores, \
+         ttl_seconds, env, secrets, pool_size, created_at, updated_at"
+    };
+}
+
+/// The `e2b_sandboxes` columns, in `rows`' order.
+macro_rules! e2b_columns {
+    () => {
+        "sandbox_id, template_id, env_vars, access_token, created_at"
+    };
+}
+
+/// The `volumes` columns, in `rows`' order.
+macro_rules! volume_columns {
+    () => {
+        "name, size_mb, provider, worker_id, created_at"
+    };
+}
+
+/// The `snapshots` columns, in `rows`' order.
+macro_rules! snapshot_columns {
+    () => {
+        "id, name, sandbox_id, provider, image, kind, size_bytes, worker_id, created_at"
+    };
+}
+
+/// The conflict arm of a heartbeat: updates everything but `created_at`.
+macro_rules! worker_heartbeat_rule {
+    () => {
+        "ON CONFLICT (id) DO UPDATE SET \
+           hostname = excluded.hostname, status = excluded.status, \
+           providers = excluded.providers, capabilities = excluded.capabilities, \
+           capacity = excluded.capacity, last_heartbeat = excluded.last_heartbeat, \
+           updated_at = excluded.updated_at"
+    };
+}
+
 pub(crate) use {
     lease_columns, lease_grant_rule, quota_columns, quota_upsert_rule, sandbox_columns,
+    worker_columns, worker_heartbeat_rule,
 };
+
+/// `sandboxes`, keyed by `id`. The state predicates repeat the partial indexes' WHERE clauses
+/// word for word (SQLite uses a partial index only then).
+pub(crate) mod sandboxes {
+    pub(crate) const INSERT: &str = concat!(
+        "INSERT INTO sandboxes (",
+        sandbox_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+           $18, $19, $20, $21, $22)"
+    );
+    pub(crate) const GET: &str = concat!(
+        "SELECT ",
+        sandbox_columns!(),
+        " FROM sandboxes WHERE id = $1"
+    );
+    pub(crate) const LIST: &str = concat!(
+        "SELECT ",
+        sandbox_columns!(),
+        " FROM sandboxes WHERE state <> 'destroyed' ORDER BY created_at DESC, id DESC"
+    );
+    pub(crate) const LIST_EXPIRED: &str = concat!(
+        "SELECT ",
+        sandbox_columns!(),
+        " FROM sandboxes WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' \
+         AND expires_at < $1 \
+         ORDER BY expires_at, id"
+    );
+    /// Both counts read only the partial index of active rows; the owner one seeks into it.
+    pub(crate) const COUNT_ACTIVE: &str = "SELECT \
+           (SELECT COUNT(*) FROM sandboxes \
+              WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused'), \
+           (SELECT COUNT(*) FROM sandboxes \
+              WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' AND owner_id = $1 AND $1 <> '')";
+    /// Records still `creating`, oldest first, with the control plane that inserted them.
+    pub(crate) const LIST_CREATING: &str = concat!(
+        "SELECT ",
+        sandbox_columns!(),
+        ", created_by FROM sandboxes WHERE state = 'creating' ORDER BY created_at, id"
+    );
+}
+
+/// `templates`, keyed by `name`.
+pub(crate) mod templates {
+    pub(crate) const INSERT: &str = concat!(
+        "INSERT INTO templates (",
+        template_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    );
+    pub(crate) const GET: &str = concat!(
+        "SELECT ",
+        template_columns!(),
+        " FROM templates WHERE name = $1"
+    );
+    pub(crate) const LIST: &str = concat!(
+        "SELECT ",
+        template_columns!(),
+        " FROM templates ORDER BY name"
+    );
+    pub(crate) const DELETE: &str = "DELETE FROM templates WHERE name = $1";
+}
+
+/// `owner_quotas`, keyed by `owner_id`.
+pub(crate) mod quotas {
+    pub(crate) const GET: &str = concat!(
+        "SELECT ",
+        quota_columns!(),
+        " FROM owner_quotas WHERE owner_id = $1"
+    );
+    pub(crate) const LIST: &str = concat!(
+        "SELECT ",
+        quota_columns!(),
+        " FROM owner_quotas ORDER BY owner_id"
+    );
+    pub(crate) const DELETE: &str = "DELETE FROM owner_quotas WHERE owner_id = $1";
+}
+
+/// `workers`, keyed by `id`.
+pub(crate) mod workers {
+    pub(crate) const GET: &str =
+        concat!("SELECT ", worker_columns!(), " FROM workers WHERE id = $1");
+    pub(crate) const LIST: &str =
+        concat!("SELECT ", worker_columns!(), " FROM workers ORDER BY id");
+    pub(crate) const DELETE: &str = "DELETE FROM workers WHERE id = $1";
+}
+
+/// `leases`, keyed by `resource_id`; a released lease (no holder) is not answered.
+pub(crate) mod leases {
+    pub(crate) const GET: &str = concat!(
+        "SELECT ",
+        lease_columns!(),
+        " FROM leases WHERE resource_id = $1 AND holder_id IS NOT NULL"
+    );
+    pub(crate) const LIST: &str = concat!(
+        "SELECT ",
+        lease_columns!(),
+        " FROM leases WHERE holder_id IS NOT NULL ORDER BY resource_id"
+    );
+}
+
+/// `e2b_sandboxes`, keyed by `sandbox_id`, written once.
+pub(crate) mod e2b_sandboxes {
+    pub(crate) const INSERT: &str = concat!(
+        "INSERT INTO e2b_sandboxes (",
+        e2b_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5)"
+    );
+    pub(crate) const GET: &str = concat!(
+        "SELECT ",
+        e2b_columns!(),
+        " FROM e2b_sandboxes WHERE sandbox_id = $1"
+    );
+}
+
+/// `volumes`, keyed by `name`, and the mounts of sandboxes that are not destroyed.
+pub(crate) mod volumes {
+    pub(crate) const INSERT: &str = concat!(
+        "INSERT INTO volumes (",
+        volume_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5)"
+    );
+    pub(crate) const GET: &str = concat!(
+        "SELECT ",
+        volume_columns!(),
+        " FROM volumes WHERE name = $1"
+    );
+    pub(crate) const LIST: &str =
+        concat!("SELECT ", volume_columns!(), " FROM volumes ORDER BY name");
+    pub(crate) const LIST_MOUNTS: &str =
+        "SELECT m.sandbox_id, m.volume, m.mount_path, m.read_only FROM volume_mounts m \
+         JOIN sandboxes s ON s.id = m.sandbox_id WHERE s.state <> 'destroyed' \
+         ORDER BY m.volume, m.sandbox_id, m.mount_path";
+}
+
+/// `snapshots`, keyed by `id`, written once each.
+pub(crate) mod snapshots {
+    pub(crate) const INSERT: &str = concat!(
+        "INSERT INTO snapshots (",
+        snapshot_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    );
+    pub(crate) const GET: &str = concat!(
+        "SELECT ",
+        snapshot_columns!(),
+        " FROM snapshots WHERE id = $1"
+    );
+    pub(crate) const LIST: &str = concat!(
+        "SELECT ",
+        snapshot_columns!(),
+        " FROM snapshots ORDER BY created_at DESC, id DESC"
+    );
+    pub(crate) const DELETE: &str = "DELETE FROM snapshots WHERE id = $1";
+}
+
+/// `exec_logs`: appended, read newest first (`$2` = how many).
+pub(crate) mod exec_logs {
+    pub(crate) const INSERT: &str = "INSERT INTO exec_logs \
+           (sandbox_id, command, exit_code, stdout, stderr, duration_ms, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    pub(crate) const LIST: &str =
+        "SELECT sandbox_id, command, exit_code, stdout, stderr, duration_ms, created_at \
+         FROM exec_logs WHERE sandbox_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2";
+}
 
 /// The states `to` may be reached from, as an SQL list of literals (all from a closed enum).
 /// `to` itself is left out: re-setting the current state is answered without a write.

@@ -11,8 +11,8 @@ use stacyvm_types::Sandbox;
 use super::sandboxes::{bind_sandbox, COLUMNS};
 use super::{col, db_err, PgStore, Query};
 use crate::admission::first_hit;
-use crate::rows::{self, to_json};
-use crate::{CreatingSandbox, InsertLimits, StoreError};
+use crate::rows::to_json;
+use crate::{InsertLimits, StoreError};
 
 /// The advisory lock key serialising limited admissions ("stacyvm" + 1).
 const ADMISSION_LOCK: i64 = 0x7374_6163_7976_6d01;
@@ -47,13 +47,6 @@ static INSERT_PLAIN: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-static LIST_CREATING: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {COLUMNS}, created_by FROM sandboxes WHERE state = 'creating' \
-         ORDER BY created_at, id"
-    )
-});
-
 /// Binds the 23 values of a limited or plain insert.
 fn bind_record<'q>(
     q: Query<'q>,
@@ -71,11 +64,8 @@ pub(super) async fn insert_limited(
 ) -> Result<(), StoreError> {
     let metadata = to_json(&sb.metadata, "metadata")?;
     if !limits.any() {
-        bind_record(sqlx::query(&INSERT_PLAIN), sb, metadata, limits.created_by)
-            .execute(&db.pool)
-            .await
-            .map_err(db_err("sandbox"))?;
-        return Ok(());
+        let q = bind_record(sqlx::query(&INSERT_PLAIN), sb, metadata, limits.created_by);
+        return db.execute("sandbox", q).await.map(drop);
     }
     let err = db_err("sandbox");
     let mut tx = db.pool.begin().await.map_err(&err)?;
@@ -111,19 +101,4 @@ pub(super) async fn insert_limited(
         &sb.owner_id,
         counts,
     )))
-}
-
-pub(super) async fn list_creating(db: &PgStore) -> Result<Vec<CreatingSandbox>, StoreError> {
-    let rows = sqlx::query(&LIST_CREATING)
-        .fetch_all(&db.pool)
-        .await
-        .map_err(db_err("sandbox"))?;
-    rows.iter()
-        .map(|r| {
-            Ok(CreatingSandbox {
-                sandbox: rows::sandbox(r)?,
-                created_by: col(r, "created_by")?,
-            })
-        })
-        .collect()
 }

@@ -2,13 +2,15 @@
 
 use stacyvm_types::Timestamp;
 
-use super::{db_err, PgStore};
+use super::PgStore;
 use crate::rows::{self, ts};
 use crate::{AdminAuditRecord, AuditFilter, NewAdminAudit, StoreError};
 
+const WHAT: &str = "admin audit record";
+
 /// `created_at` is the database clock at insert.
 pub(super) async fn insert(db: &PgStore, rec: &NewAdminAudit) -> Result<(), StoreError> {
-    sqlx::query(concat!(
+    let q = sqlx::query(concat!(
         "INSERT INTO admin_audit_logs (actor, method, path, status, duration_ms, request_id, \
            remote_addr, user_agent, tenant_id, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ",
@@ -23,11 +25,8 @@ pub(super) async fn insert(db: &PgStore, rec: &NewAdminAudit) -> Result<(), Stor
     .bind(&rec.request_id)
     .bind(&rec.remote_addr)
     .bind(&rec.user_agent)
-    .bind(&rec.tenant_id)
-    .execute(&db.pool)
-    .await
-    .map_err(db_err("admin audit record"))?;
-    Ok(())
+    .bind(&rec.tenant_id);
+    db.execute(WHAT, q).await.map(drop)
 }
 
 /// Newest first. Empty strings and `None` match everything; `limit <= 0` means no limit
@@ -36,7 +35,7 @@ pub(super) async fn list(
     db: &PgStore,
     f: &AuditFilter,
 ) -> Result<Vec<AdminAuditRecord>, StoreError> {
-    let rows = sqlx::query(
+    let q = sqlx::query(
         "SELECT id, actor, method, path, status, duration_ms, request_id, remote_addr, \
            user_agent, tenant_id, created_at \
          FROM admin_audit_logs \
@@ -48,18 +47,11 @@ pub(super) async fn list(
     .bind(&f.method)
     .bind(&f.path)
     .bind(f.status)
-    .bind((f.limit > 0).then_some(f.limit))
-    .fetch_all(&db.pool)
-    .await
-    .map_err(db_err("admin audit record"))?;
-    rows.iter().map(rows::admin_audit).collect()
+    .bind((f.limit > 0).then_some(f.limit));
+    db.fetch_all(WHAT, q, rows::admin_audit).await
 }
 
 pub(super) async fn prune(db: &PgStore, before: Timestamp) -> Result<u64, StoreError> {
-    let done = sqlx::query("DELETE FROM admin_audit_logs WHERE created_at < $1")
-        .bind(ts(&before))
-        .execute(&db.pool)
-        .await
-        .map_err(db_err("admin audit record"))?;
-    Ok(done.rows_affected())
+    let q = sqlx::query("DELETE FROM admin_audit_logs WHERE created_at < $1").bind(ts(&before));
+    db.execute(WHAT, q).await
 }

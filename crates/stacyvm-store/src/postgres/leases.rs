@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use super::{db_err, get_all, get_keyed, touched, ttl_interval, PgStore, Query};
+use super::{touched, ttl_interval, PgStore, Query};
 use crate::rows;
 use crate::statements::{lease_columns, lease_grant_rule};
 use crate::{Lease, StoreError};
@@ -50,10 +50,18 @@ const RELEASE: &str = concat!(
     " WHERE resource_id = $1 AND holder_id = $2"
 );
 
-/// Runs a conditional grant: the lease it returned, or `Conflict` when its condition refused it.
-async fn granted(db: &PgStore, q: Query<'_>, refused: &str) -> Result<Lease, StoreError> {
-    let row = q.fetch_optional(&db.pool).await.map_err(db_err("lease"))?;
-    match row {
+/// Runs a conditional grant whose last parameter is the TTL: the lease it returned, or
+/// `Conflict` when its condition refused it.
+async fn granted(
+    db: &PgStore,
+    q: Query<'_>,
+    ttl: Duration,
+    refused: &str,
+) -> Result<Lease, StoreError> {
+    match db
+        .fetch_optional("lease", q.bind(ttl_interval(ttl)))
+        .await?
+    {
         Some(row) => rows::lease(&row),
         None => Err(StoreError::Conflict(refused.into())),
     }
@@ -69,9 +77,8 @@ pub(super) async fn acquire(
     let q = sqlx::query(ACQUIRE)
         .bind(resource_id)
         .bind(resource_type)
-        .bind(holder_id)
-        .bind(ttl_interval(ttl));
-    granted(db, q, "lease is held by another worker").await
+        .bind(holder_id);
+    granted(db, q, ttl, "lease is held by another worker").await
 }
 
 pub(super) async fn renew(
@@ -80,11 +87,14 @@ pub(super) async fn renew(
     holder_id: &str,
     ttl: Duration,
 ) -> Result<Lease, StoreError> {
-    let q = sqlx::query(RENEW)
-        .bind(resource_id)
-        .bind(holder_id)
-        .bind(ttl_interval(ttl));
-    granted(db, q, "lease is not held by this holder or has expired").await
+    let q = sqlx::query(RENEW).bind(resource_id).bind(holder_id);
+    granted(
+        db,
+        q,
+        ttl,
+        "lease is not held by this holder or has expired",
+    )
+    .await
 }
 
 pub(super) async fn release(
@@ -92,33 +102,8 @@ pub(super) async fn release(
     resource_id: &str,
     holder_id: &str,
 ) -> Result<(), StoreError> {
-    let done = sqlx::query(RELEASE)
-        .bind(resource_id)
-        .bind(holder_id)
-        .execute(&db.pool)
-        .await
-        .map_err(db_err("lease"))?;
-    touched(done, "lease", resource_id)
-}
-
-/// The held lease, expired or not; `NotFound` when absent or released.
-pub(super) async fn get(db: &PgStore, resource_id: &str) -> Result<Lease, StoreError> {
-    let sql = concat!(
-        "SELECT ",
-        lease_columns!(),
-        " FROM leases WHERE resource_id = $1 AND holder_id IS NOT NULL"
-    );
-    get_keyed(db, sql, "lease", resource_id, rows::lease).await
-}
-
-/// Held leases (expired ones included) ordered by resource id.
-pub(super) async fn list(db: &PgStore) -> Result<Vec<Lease>, StoreError> {
-    let sql = concat!(
-        "SELECT ",
-        lease_columns!(),
-        " FROM leases WHERE holder_id IS NOT NULL ORDER BY resource_id"
-    );
-    get_all(db, sql, "lease", rows::lease).await
+    let q = sqlx::query(RELEASE).bind(resource_id).bind(holder_id);
+    touched(db.execute("lease", q).await?, "lease", resource_id)
 }
 
 /// Deletes released or long-expired leases under `prefix` (see `Store::prune_leases`).
@@ -131,16 +116,12 @@ pub(super) async fn prune(
         return Err(StoreError::no_lease_prefix());
     }
     // `left(..) = $1` rather than LIKE: the prefix is literal, `_` and `%` included.
-    let done = sqlx::query(concat!(
+    let q = sqlx::query(concat!(
         "DELETE FROM leases WHERE left(resource_id, length($1)) = $1 \
          AND (holder_id IS NULL OR expires_at <= ",
         pg_ts!("now() - $2"),
         ")"
-    ))
-    .bind(prefix)
-    .bind(ttl_interval(expired_for))
-    .execute(&db.pool)
-    .await
-    .map_err(db_err("lease"))?;
-    Ok(done.rows_affected())
+    ));
+    db.execute("lease", q.bind(prefix).bind(ttl_interval(expired_for)))
+        .await
 }

@@ -58,13 +58,8 @@ pub(super) async fn resume(
 }
 
 pub(super) async fn touch(db: &PgStore, id: &str, at: Timestamp) -> Result<(), StoreError> {
-    sqlx::query(TOUCH)
-        .bind(id)
-        .bind(ts(&at))
-        .execute(&db.pool)
-        .await
-        .map_err(db_err("sandbox"))?;
-    Ok(())
+    let q = sqlx::query(TOUCH).bind(id).bind(ts(&at));
+    db.execute("sandbox", q).await.map(drop)
 }
 
 pub(super) async fn count_paused(db: &PgStore) -> Result<i64, StoreError> {

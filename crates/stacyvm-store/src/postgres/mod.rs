@@ -56,14 +56,14 @@ mod workers;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgQueryResult, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 use stacyvm_types::{Sandbox, SandboxId, SandboxState, Timestamp, WorkerId};
 
 use crate::rows::ReadRow;
 use crate::{
-    ActiveCounts, AdminAuditRecord, AuditFilter, E2bSandbox, ExecLog, Lease, NewAdminAudit,
-    OwnerQuota, Snapshot, Store, StoreError, Template, Volume, VolumeMount, WorkerRecord,
+    AdminAuditRecord, AuditFilter, E2bSandbox, ExecLog, Lease, NewAdminAudit, OwnerQuota, Snapshot,
+    StoreError, Template, Volume, VolumeMount, WorkerRecord,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -95,11 +95,7 @@ impl PgStore {
                 "postgres dsn must be a URL starting with postgres:// or postgresql://".into(),
             ));
         }
-        // sqlx's parse errors never echo the DSN, which may carry a password.
-        let options: PgConnectOptions = dsn
-            .parse()
-            .map_err(|e| StoreError::Unsupported(format!("invalid postgres dsn: {e}")))?;
-        Self::open_with(options).await
+        Self::open_with(parse_dsn(dsn)?).await
     }
 
     /// As [`PgStore::open`], from parsed options.
@@ -109,26 +105,7 @@ impl PgStore {
         } else {
             options
         };
-        // One direct connection first: its error says why (refused, bad password, no such
-        // database), where the pool would only report a timeout after retrying.
-        let target = describe(&options);
-        let mut conn =
-            match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await
-            {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    return Err(StoreError::Unreachable {
-                        target,
-                        reason: e.to_string(),
-                    })
-                }
-                Err(_) => {
-                    return Err(StoreError::Unreachable {
-                        target,
-                        reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-                    })
-                }
-            };
+        let mut conn = connect(&options).await?;
         let checked = refuse_newer_schema(&mut conn).await;
         // Best effort: the server drops the session anyway when the socket closes.
         let _ = conn.close().await;
@@ -173,37 +150,43 @@ pub(crate) fn latest_version() -> i64 {
 
 /// The schema version of the database at `dsn` (0 when never migrated), changing nothing.
 pub(crate) async fn schema_version_at(dsn: &str) -> Result<i64, StoreError> {
-    let options: PgConnectOptions = dsn
-        .parse()
-        .map_err(|e| StoreError::Unsupported(format!("invalid postgres dsn: {e}")))?;
-    let target = describe(&options);
-    let mut conn =
-        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                return Err(StoreError::Unreachable {
-                    target,
-                    reason: e.to_string(),
-                })
-            }
-            Err(_) => {
-                return Err(StoreError::Unreachable {
-                    target,
-                    reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-                })
-            }
-        };
+    let mut conn = connect(&parse_dsn(dsn)?).await?;
     let v = tracked_version(&mut conn).await;
     let _ = conn.close().await;
     v
 }
 
-async fn tracked_version(conn: &mut PgConnection) -> Result<i64, StoreError> {
-    let tracked: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+/// The options a DSN names. sqlx's parse errors never echo the DSN, which may carry a password.
+fn parse_dsn(dsn: &str) -> Result<PgConnectOptions, StoreError> {
+    dsn.parse()
+        .map_err(|e| StoreError::Unsupported(format!("invalid postgres dsn: {e}")))
+}
+
+/// One direct connection, bounded by `CONNECT_TIMEOUT`. Its error says why (refused, bad
+/// password, no such database), where a pool would only report a timeout after retrying.
+async fn connect(options: &PgConnectOptions) -> Result<PgConnection, StoreError> {
+    let connecting = PgConnection::connect_with(options);
+    let reason = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(conn)) => return Ok(conn),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+    };
+    Err(StoreError::Unreachable {
+        target: describe(options),
+        reason,
+    })
+}
+
+/// Whether the database has sqlx's migration table (false: never migrated).
+async fn tracked(conn: &mut PgConnection) -> Result<bool, StoreError> {
+    sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
         .fetch_one(&mut *conn)
         .await
-        .map_err(db_err("schema version"))?;
-    if !tracked {
+        .map_err(db_err("schema version"))
+}
+
+async fn tracked_version(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    if !tracked(conn).await? {
         return Ok(0);
     }
     let v: Option<i64> =
@@ -225,12 +208,8 @@ fn describe(o: &PgConnectOptions) -> String {
 
 /// `SchemaTooNew` when the database was migrated by a newer binary; changes nothing.
 async fn refuse_newer_schema(conn: &mut PgConnection) -> Result<(), StoreError> {
-    let supported = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let tracked: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db_err("schema version"))?;
-    if tracked {
+    let supported = latest_version();
+    if tracked(conn).await? {
         let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
             .fetch_one(&mut *conn)
             .await
@@ -268,67 +247,82 @@ fn ttl_interval(ttl: Duration) -> sqlx::postgres::types::PgInterval {
     }
 }
 
-/// Decodes the row a keyed statement returned, or reports the key as `NotFound`.
-fn one<T>(
-    row: Option<PgRow>,
-    kind: &'static str,
-    key: &str,
-    decode: fn(&PgRow) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    row.map_or_else(|| Err(StoreError::not_found(kind, key)), |r| decode(&r))
-}
-
 /// A statement with its parameters bound so far.
 type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-/// The record a statement keyed by `$1 = key` returns, or `NotFound` naming the key.
-async fn get_keyed<T>(
-    db: &PgStore,
-    sql: &str,
-    kind: &'static str,
-    key: &str,
-    decode: fn(&PgRow) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let row = sqlx::query(sql)
-        .bind(key)
-        .fetch_optional(&db.pool)
-        .await
-        .map_err(db_err(kind))?;
-    one(row, kind, key, decode)
-}
+/// The keyed-statement idioms, with the same names and arguments as the SQLite backend's `Db`
+/// (the shared `Store` methods call them on either).
+impl PgStore {
+    /// The record a statement keyed by `$1 = key` returns, or `NotFound` naming the key.
+    async fn get_keyed<T>(
+        &self,
+        kind: &'static str,
+        sql: &str,
+        key: &str,
+        decode: impl FnOnce(&PgRow) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let row = self
+            .fetch_optional(kind, sqlx::query(sql).bind(key))
+            .await?;
+        row.map_or_else(|| Err(StoreError::not_found(kind, key)), |r| decode(&r))
+    }
 
-/// Every record a statement without parameters returns.
-async fn get_all<T>(
-    db: &PgStore,
-    sql: &str,
-    kind: &'static str,
-    decode: fn(&PgRow) -> Result<T, StoreError>,
-) -> Result<Vec<T>, StoreError> {
-    let rows = sqlx::query(sql)
-        .fetch_all(&db.pool)
-        .await
-        .map_err(db_err(kind))?;
-    rows.iter().map(decode).collect()
-}
+    /// Every record a statement without parameters returns.
+    async fn get_all<T>(
+        &self,
+        kind: &'static str,
+        sql: &str,
+        decode: impl Fn(&PgRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.fetch_all(kind, sqlx::query(sql), decode).await
+    }
 
-/// Runs a delete keyed by `$1 = key`; `NotFound` when it touched no row.
-async fn delete_keyed(
-    db: &PgStore,
-    sql: &str,
-    kind: &'static str,
-    key: &str,
-) -> Result<(), StoreError> {
-    let done = sqlx::query(sql)
-        .bind(key)
-        .execute(&db.pool)
-        .await
-        .map_err(db_err(kind))?;
-    touched(done, kind, key)
+    /// Runs a delete keyed by `$1 = key`; `NotFound` when it touched no row.
+    async fn delete_keyed(
+        &self,
+        kind: &'static str,
+        sql: &str,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        let n = self.execute(kind, sqlx::query(sql).bind(key)).await?;
+        touched(n, kind, key)
+    }
+
+    /// Runs a statement on the pool; how many rows it changed.
+    async fn execute(&self, kind: &'static str, q: Query<'_>) -> Result<u64, StoreError> {
+        let done = q.execute(&self.pool).await.map_err(db_err(kind))?;
+        Ok(done.rows_affected())
+    }
+
+    /// The one row a statement returns.
+    async fn fetch_one(&self, kind: &'static str, q: Query<'_>) -> Result<PgRow, StoreError> {
+        q.fetch_one(&self.pool).await.map_err(db_err(kind))
+    }
+
+    /// The row a statement returns, if any.
+    async fn fetch_optional(
+        &self,
+        kind: &'static str,
+        q: Query<'_>,
+    ) -> Result<Option<PgRow>, StoreError> {
+        q.fetch_optional(&self.pool).await.map_err(db_err(kind))
+    }
+
+    /// Every row a statement returns, decoded.
+    async fn fetch_all<T>(
+        &self,
+        kind: &'static str,
+        q: Query<'_>,
+        decode: impl Fn(&PgRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = q.fetch_all(&self.pool).await.map_err(db_err(kind))?;
+        rows.iter().map(decode).collect()
+    }
 }
 
 /// `NotFound` when a keyed update or delete touched no row.
-fn touched(done: PgQueryResult, kind: &'static str, key: &str) -> Result<(), StoreError> {
-    if done.rows_affected() == 0 {
+fn touched(n: u64, kind: &'static str, key: &str) -> Result<(), StoreError> {
+    if n == 0 {
         return Err(StoreError::not_found(kind, key));
     }
     Ok(())
@@ -358,8 +352,7 @@ impl ReadRow for PgRow {
     }
 }
 
-#[async_trait::async_trait]
-impl Store for PgStore {
+crate::impl_store! { PgStore;
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
@@ -374,255 +367,6 @@ impl Store for PgStore {
             .await
             .map_err(db_err("cluster id"))?
             .ok_or_else(|| StoreError::not_found("cluster", "id"))
-    }
-
-    async fn insert_sandbox(&self, sb: &Sandbox) -> Result<(), StoreError> {
-        sandboxes::insert(self, sb).await
-    }
-
-    async fn get_sandbox(&self, id: &SandboxId) -> Result<Sandbox, StoreError> {
-        sandboxes::get(self, id).await
-    }
-
-    async fn list_sandboxes(&self) -> Result<Vec<Sandbox>, StoreError> {
-        sandboxes::list(self).await
-    }
-
-    async fn set_sandbox_state(
-        &self,
-        id: &SandboxId,
-        state: SandboxState,
-    ) -> Result<Sandbox, StoreError> {
-        sandboxes::set_state(self, id, state).await
-    }
-
-    async fn set_sandbox_running(
-        &self,
-        id: &SandboxId,
-        vm_id: Option<&str>,
-    ) -> Result<Sandbox, StoreError> {
-        sandboxes::set_running(self, id, vm_id).await
-    }
-
-    async fn set_sandbox_expiry(
-        &self,
-        id: &SandboxId,
-        expires_at: Timestamp,
-    ) -> Result<Sandbox, StoreError> {
-        sandboxes::set_expiry(self, id, expires_at).await
-    }
-
-    async fn list_expired_sandboxes(&self, now: Timestamp) -> Result<Vec<Sandbox>, StoreError> {
-        sandboxes::list_expired(self, now).await
-    }
-
-    async fn count_active_sandboxes(
-        &self,
-        owner: Option<&str>,
-    ) -> Result<ActiveCounts, StoreError> {
-        sandboxes::count_active(self, owner).await
-    }
-
-    async fn insert_sandbox_limited(
-        &self,
-        sb: &Sandbox,
-        limits: &crate::InsertLimits<'_>,
-    ) -> Result<(), StoreError> {
-        admission::insert_limited(self, sb, limits).await
-    }
-
-    async fn list_creating_sandboxes(&self) -> Result<Vec<crate::CreatingSandbox>, StoreError> {
-        admission::list_creating(self).await
-    }
-
-    async fn pause_sandbox(&self, id: &SandboxId, at: Timestamp) -> Result<Sandbox, StoreError> {
-        lifecycle::pause(self, id, at).await
-    }
-
-    async fn resume_sandbox(
-        &self,
-        id: &SandboxId,
-        expires_at: Timestamp,
-    ) -> Result<Sandbox, StoreError> {
-        lifecycle::resume(self, id, expires_at).await
-    }
-
-    async fn touch_sandbox(&self, id: &SandboxId, at: Timestamp) -> Result<(), StoreError> {
-        lifecycle::touch(self, id, at).await
-    }
-
-    async fn count_paused_sandboxes(&self) -> Result<i64, StoreError> {
-        lifecycle::count_paused(self).await
-    }
-
-    async fn insert_exec_log(&self, log: &ExecLog) -> Result<(), StoreError> {
-        exec_logs::insert(self, log).await
-    }
-
-    async fn list_exec_logs(
-        &self,
-        sandbox_id: &SandboxId,
-        limit: i64,
-    ) -> Result<Vec<ExecLog>, StoreError> {
-        exec_logs::list(self, sandbox_id, limit).await
-    }
-
-    async fn create_template(&self, t: &Template) -> Result<(), StoreError> {
-        templates::create(self, t).await
-    }
-
-    async fn get_template(&self, name: &str) -> Result<Template, StoreError> {
-        templates::get(self, name).await
-    }
-
-    async fn list_templates(&self) -> Result<Vec<Template>, StoreError> {
-        templates::list(self).await
-    }
-
-    async fn replace_template(&self, t: &Template) -> Result<(), StoreError> {
-        templates::replace(self, t).await
-    }
-
-    async fn delete_template(&self, name: &str) -> Result<(), StoreError> {
-        templates::delete(self, name).await
-    }
-
-    async fn upsert_quota(&self, q: &OwnerQuota) -> Result<OwnerQuota, StoreError> {
-        quotas::upsert(self, q).await
-    }
-
-    async fn get_quota(&self, owner_id: &str) -> Result<OwnerQuota, StoreError> {
-        quotas::get(self, owner_id).await
-    }
-
-    async fn list_quotas(&self) -> Result<Vec<OwnerQuota>, StoreError> {
-        quotas::list(self).await
-    }
-
-    async fn delete_quota(&self, owner_id: &str) -> Result<(), StoreError> {
-        quotas::delete(self, owner_id).await
-    }
-
-    async fn upsert_worker(&self, w: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
-        workers::upsert(self, w).await
-    }
-
-    async fn get_worker(&self, id: &WorkerId) -> Result<WorkerRecord, StoreError> {
-        workers::get(self, id).await
-    }
-
-    async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
-        workers::list(self).await
-    }
-
-    async fn delete_worker(&self, id: &WorkerId) -> Result<(), StoreError> {
-        workers::delete(self, id).await
-    }
-
-    async fn acquire_lease(
-        &self,
-        resource_id: &str,
-        resource_type: &str,
-        holder_id: &str,
-        ttl: Duration,
-    ) -> Result<Lease, StoreError> {
-        leases::acquire(self, resource_id, resource_type, holder_id, ttl).await
-    }
-
-    async fn renew_lease(
-        &self,
-        resource_id: &str,
-        holder_id: &str,
-        ttl: Duration,
-    ) -> Result<Lease, StoreError> {
-        leases::renew(self, resource_id, holder_id, ttl).await
-    }
-
-    async fn release_lease(&self, resource_id: &str, holder_id: &str) -> Result<(), StoreError> {
-        leases::release(self, resource_id, holder_id).await
-    }
-
-    async fn get_lease(&self, resource_id: &str) -> Result<Lease, StoreError> {
-        leases::get(self, resource_id).await
-    }
-
-    async fn list_leases(&self) -> Result<Vec<Lease>, StoreError> {
-        leases::list(self).await
-    }
-
-    async fn prune_leases(
-        &self,
-        prefix: &str,
-        expired_for: std::time::Duration,
-    ) -> Result<u64, StoreError> {
-        leases::prune(self, prefix, expired_for).await
-    }
-
-    async fn insert_admin_audit(&self, rec: &NewAdminAudit) -> Result<(), StoreError> {
-        audit::insert(self, rec).await
-    }
-
-    async fn list_admin_audit(
-        &self,
-        filter: &AuditFilter,
-    ) -> Result<Vec<AdminAuditRecord>, StoreError> {
-        audit::list(self, filter).await
-    }
-
-    async fn prune_admin_audit(&self, before: Timestamp) -> Result<u64, StoreError> {
-        audit::prune(self, before).await
-    }
-
-    async fn insert_e2b_sandbox(&self, r: &E2bSandbox) -> Result<(), StoreError> {
-        e2b_sandboxes::insert(self, r).await
-    }
-
-    async fn get_e2b_sandbox(&self, id: &SandboxId) -> Result<E2bSandbox, StoreError> {
-        e2b_sandboxes::get(self, id).await
-    }
-
-    async fn insert_volume(&self, v: &Volume) -> Result<(), StoreError> {
-        volumes::insert(self, v).await
-    }
-
-    async fn get_volume(&self, name: &str) -> Result<Volume, StoreError> {
-        volumes::get(self, name).await
-    }
-
-    async fn list_volumes(&self) -> Result<Vec<Volume>, StoreError> {
-        volumes::list(self).await
-    }
-
-    async fn delete_volume(&self, name: &str) -> Result<(), StoreError> {
-        volumes::delete(self, name).await
-    }
-
-    async fn mount_volumes(
-        &self,
-        sandbox_id: &SandboxId,
-        mounts: &[VolumeMount],
-    ) -> Result<(), StoreError> {
-        volumes::mount(self, sandbox_id, mounts).await
-    }
-
-    async fn list_volume_mounts(&self) -> Result<Vec<VolumeMount>, StoreError> {
-        volumes::list_mounts(self).await
-    }
-
-    async fn insert_snapshot(&self, s: &Snapshot) -> Result<(), StoreError> {
-        snapshots::insert(self, s).await
-    }
-
-    async fn get_snapshot(&self, id: &str) -> Result<Snapshot, StoreError> {
-        snapshots::get(self, id).await
-    }
-
-    async fn list_snapshots(&self) -> Result<Vec<Snapshot>, StoreError> {
-        snapshots::list(self).await
-    }
-
-    async fn delete_snapshot(&self, id: &str) -> Result<(), StoreError> {
-        snapshots::delete(self, id).await
     }
 
     fn event_bridge(&self) -> Option<std::sync::Arc<dyn crate::EventBridge>> {

@@ -2,49 +2,22 @@
 
 use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 
-use super::{db_err, get_all, get_keyed, PgStore, Query};
+use super::{db_err, PgStore, Query};
 use crate::rows::{self, to_json, ts};
+pub(super) use crate::statements::sandboxes::{COUNT_ACTIVE, LIST, LIST_EXPIRED};
+use crate::statements::sandboxes::{GET, INSERT};
 use crate::statements::{sandbox_columns, sources_of};
 use crate::{columns, ActiveCounts, StoreError};
 
 /// The sandbox columns, in `rows::sandbox`'s order, for statements built elsewhere.
 pub(super) const COLUMNS: &str = sandbox_columns!();
 
-const INSERT: &str = concat!(
-    "INSERT INTO sandboxes (",
-    sandbox_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
-);
-const GET: &str = concat!(
-    "SELECT ",
-    sandbox_columns!(),
-    " FROM sandboxes WHERE id = $1"
-);
-// The state predicates below repeat the partial indexes' WHERE clauses with literal strings.
-pub(super) const LIST: &str = concat!(
-    "SELECT ",
-    sandbox_columns!(),
-    " FROM sandboxes WHERE state <> 'destroyed' ORDER BY created_at DESC, id DESC"
-);
 const SET_EXPIRY: &str = concat!(
     "UPDATE sandboxes SET expires_at = $2, updated_at = ",
     now_ts!(),
     " WHERE id = $1 AND state <> 'destroyed' RETURNING ",
     sandbox_columns!()
 );
-pub(super) const LIST_EXPIRED: &str = concat!(
-    "SELECT ",
-    sandbox_columns!(),
-    " FROM sandboxes WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' \
-     AND expires_at < $1 \
-     ORDER BY expires_at, id"
-);
-/// Both counts read only the partial index of active rows; the owner one seeks into it.
-pub(super) const COUNT_ACTIVE: &str = "SELECT \
-       (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused'), \
-       (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' AND owner_id = $1 AND $1 <> '')";
 
 /// Retries of the compare-and-set in `set_state` when other writers keep moving the record.
 const STATE_CAS_ATTEMPTS: usize = 8;
@@ -77,11 +50,8 @@ pub(super) fn bind_sandbox<'q>(q: Query<'q>, sb: &'q Sandbox, metadata: String) 
 
 pub(super) async fn insert(db: &PgStore, sb: &Sandbox) -> Result<(), StoreError> {
     let metadata = to_json(&sb.metadata, "metadata")?;
-    bind_sandbox(sqlx::query(INSERT), sb, metadata)
-        .execute(&db.pool)
-        .await
-        .map_err(db_err("sandbox"))?;
-    Ok(())
+    let q = bind_sandbox(sqlx::query(INSERT), sb, metadata);
+    db.execute("sandbox", q).await.map(drop)
 }
 
 /// Runs an `UPDATE .. WHERE id = $1 .. RETURNING` whose other parameter is `$2 = value`;
@@ -92,21 +62,16 @@ pub(super) async fn update_returning(
     id: &str,
     value: &str,
 ) -> Result<Option<Sandbox>, StoreError> {
-    let row = sqlx::query(sql)
-        .bind(id)
-        .bind(value)
-        .fetch_optional(&db.pool)
-        .await
-        .map_err(db_err("sandbox"))?;
-    row.as_ref().map(rows::sandbox).transpose()
+    let row = db.fetch_optional("sandbox", sqlx::query(sql).bind(id).bind(value));
+    row.await?.as_ref().map(rows::sandbox).transpose()
 }
 
 pub(super) async fn get(db: &PgStore, id: &str) -> Result<Sandbox, StoreError> {
-    get_keyed(db, GET, "sandbox", id, rows::sandbox).await
+    db.get_keyed("sandbox", GET, id, rows::sandbox).await
 }
 
 pub(super) async fn list(db: &PgStore) -> Result<Vec<Sandbox>, StoreError> {
-    get_all(db, LIST, "sandbox", rows::sandbox).await
+    db.get_all("sandbox", LIST, rows::sandbox).await
 }
 
 /// A compare-and-set: the update applies only while the stored state is one `to` may follow.
@@ -158,12 +123,8 @@ pub(super) async fn set_expiry(
 }
 
 pub(super) async fn list_expired(db: &PgStore, now: Timestamp) -> Result<Vec<Sandbox>, StoreError> {
-    let rows = sqlx::query(LIST_EXPIRED)
-        .bind(ts(&now))
-        .fetch_all(&db.pool)
-        .await
-        .map_err(db_err("sandbox"))?;
-    rows.iter().map(rows::sandbox).collect()
+    let q = sqlx::query(LIST_EXPIRED).bind(ts(&now));
+    db.fetch_all("sandbox", q, rows::sandbox).await
 }
 
 pub(super) async fn count_active(

@@ -11,6 +11,7 @@ use super::test_db::TestDb;
 use super::*;
 use crate::conformance::running;
 use crate::rows::{ts, TS_FORMAT};
+use crate::Store;
 
 async fn db_now(store: &PgStore) -> DateTime<Utc> {
     let text: String = sqlx::query_scalar(concat!("SELECT ", now_ts!()))

@@ -6,13 +6,12 @@
 use sqlx::{PgConnection, Row};
 use stacyvm_types::SandboxId;
 
-use super::{db_err, get_all, get_keyed, PgStore};
-use crate::rows::{self, ts};
+use super::{db_err, PgStore};
+use crate::rows::ts;
+use crate::statements::volumes::INSERT;
 use crate::{StoreError, Volume, VolumeMount};
 
 const KIND: &str = "volume";
-
-const COLUMNS: &str = "name, size_mb, provider, worker_id, created_at";
 
 /// A live sandbox (not destroyed) that mounts `$1`, other than `$2`, read-write unless `$3`.
 const LIVE_MOUNT: &str = "SELECT m.sandbox_id FROM volume_mounts m \
@@ -22,27 +21,13 @@ const LIVE_MOUNT: &str = "SELECT m.sandbox_id FROM volume_mounts m \
      ORDER BY m.sandbox_id LIMIT 1";
 
 pub(super) async fn insert(db: &PgStore, v: &Volume) -> Result<(), StoreError> {
-    let sql = format!("INSERT INTO volumes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5)");
-    sqlx::query(&sql)
+    let q = sqlx::query(INSERT)
         .bind(&v.name)
         .bind(v.size_mb)
         .bind(&v.provider)
         .bind(&v.worker_id)
-        .bind(ts(&v.created_at))
-        .execute(&db.pool)
-        .await
-        .map_err(db_err(KIND))?;
-    Ok(())
-}
-
-pub(super) async fn get(db: &PgStore, name: &str) -> Result<Volume, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM volumes WHERE name = $1");
-    get_keyed(db, &sql, KIND, name, rows::volume).await
-}
-
-pub(super) async fn list(db: &PgStore) -> Result<Vec<Volume>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM volumes ORDER BY name");
-    get_all(db, &sql, KIND, rows::volume).await
+        .bind(ts(&v.created_at));
+    db.execute(KIND, q).await.map(drop)
 }
 
 /// Locks the volume's row for the transaction; false when there is none.
@@ -133,11 +118,4 @@ pub(super) async fn mount(
         .map_err(db_err(KIND))?;
     }
     tx.commit().await.map_err(db_err(KIND))
-}
-
-pub(super) async fn list_mounts(db: &PgStore) -> Result<Vec<VolumeMount>, StoreError> {
-    let sql = "SELECT m.sandbox_id, m.volume, m.mount_path, m.read_only FROM volume_mounts m \
-               JOIN sandboxes s ON s.id = m.sandbox_id WHERE s.state <> 'destroyed' \
-               ORDER BY m.volume, m.sandbox_id, m.mount_path";
-    get_all(db, sql, KIND, rows::volume_mount).await
 }

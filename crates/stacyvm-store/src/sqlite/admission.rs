@@ -7,11 +7,10 @@ use std::sync::LazyLock;
 use rusqlite::params;
 use stacyvm_types::Sandbox;
 
-use super::db::{all, col, exec, first, Db};
+use super::db::{exec, first, Db};
 use super::sandboxes::{values, RowText, COLUMNS};
 use crate::admission::first_hit;
-use crate::rows;
-use crate::{CreatingSandbox, InsertLimits, StoreError};
+use crate::{InsertLimits, StoreError};
 
 /// `?24..?26` are the limits (0 = none); the counts repeat the active-row index predicate.
 /// Paused sandboxes count for their worker (they hold its resources) but not for the total
@@ -39,13 +38,6 @@ const COUNTS: &str = "SELECT \
           AND owner_id = ?1 AND ?1 <> ''), \
        (SELECT COUNT(*) FROM sandboxes \
           WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND worker_id = ?2)";
-
-static LIST_CREATING: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {COLUMNS}, created_by FROM sandboxes WHERE state = 'creating' \
-         ORDER BY created_at, id"
-    )
-});
 
 pub(super) async fn insert_limited(
     db: &Db,
@@ -93,15 +85,4 @@ pub(super) async fn insert_limited(
         )))
     })
     .await
-}
-
-pub(super) fn list_creating(db: &Db) -> Result<Vec<CreatingSandbox>, StoreError> {
-    db.read(|c| {
-        all(c, "sandbox", &LIST_CREATING, [], |r| {
-            Ok(CreatingSandbox {
-                sandbox: rows::sandbox(r)?,
-                created_by: col(r, "created_by")?,
-            })
-        })
-    })
 }

@@ -12,34 +12,30 @@ const WHAT: &str = "admin audit record";
 
 /// `created_at` is the store's clock at insert.
 pub(super) async fn insert(db: &Db, rec: &NewAdminAudit) -> Result<(), StoreError> {
+    let sql = "INSERT INTO admin_audit_logs (actor, method, path, status, duration_ms, \
+                 request_id, remote_addr, user_agent, tenant_id, created_at) \
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
     db.write(WHAT, |c| {
-        exec(
-            c,
-            WHAT,
-            "INSERT INTO admin_audit_logs (actor, method, path, status, duration_ms, request_id, \
-               remote_addr, user_agent, tenant_id, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                rec.actor,
-                rec.method,
-                rec.path,
-                rec.status,
-                rec.duration_ms,
-                rec.request_id,
-                rec.remote_addr,
-                rec.user_agent,
-                rec.tenant_id,
-                ts(&now()),
-            ],
-        )
-        .map(|_| ())
+        let params = (
+            &rec.actor,
+            &rec.method,
+            &rec.path,
+            rec.status,
+            rec.duration_ms,
+            &rec.request_id,
+            &rec.remote_addr,
+            &rec.user_agent,
+            &rec.tenant_id,
+            ts(&now()),
+        );
+        exec(c, WHAT, sql, params).map(drop)
     })
     .await
 }
 
 /// Newest first. Empty strings and `None` match everything; `limit <= 0` means no limit (the
 /// API layer applies its own default and cap).
-pub(super) fn list(db: &Db, f: &AuditFilter) -> Result<Vec<AdminAuditRecord>, StoreError> {
+pub(super) async fn list(db: &Db, f: &AuditFilter) -> Result<Vec<AdminAuditRecord>, StoreError> {
     db.read(|c| {
         all(
             c,
@@ -63,15 +59,7 @@ pub(super) fn list(db: &Db, f: &AuditFilter) -> Result<Vec<AdminAuditRecord>, St
 }
 
 pub(super) async fn prune(db: &Db, before: Timestamp) -> Result<u64, StoreError> {
-    let n = db
-        .write(WHAT, |c| {
-            exec(
-                c,
-                WHAT,
-                "DELETE FROM admin_audit_logs WHERE created_at < ?1",
-                [ts(&before)],
-            )
-        })
-        .await?;
+    let sql = "DELETE FROM admin_audit_logs WHERE created_at < ?1";
+    let n = db.execute(WHAT, sql, [ts(&before)]).await?;
     Ok(n as u64)
 }

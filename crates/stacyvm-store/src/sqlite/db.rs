@@ -173,8 +173,8 @@ impl Db {
         f(&lock(&self.readers[start % self.readers.len()]))
     }
 
-    /// The record a statement keyed by `?1 = key` returns, or `NotFound` naming the key.
-    pub(super) fn get_keyed<T>(
+    /// The record a statement keyed by `$1 = key` returns, or `NotFound` naming the key.
+    pub(super) async fn get_keyed<T>(
         &self,
         kind: &'static str,
         sql: &str,
@@ -188,15 +188,36 @@ impl Db {
         )
     }
 
-    /// Runs a delete keyed by `?1 = key`; `NotFound` when it touched no row.
+    /// Every record a statement without parameters returns.
+    pub(super) async fn get_all<T>(
+        &self,
+        kind: &'static str,
+        sql: &str,
+        decode: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.read(|c| all(c, kind, sql, [], decode))
+    }
+
+    /// Runs a delete keyed by `$1 = key`; `NotFound` when it touched no row.
     pub(super) async fn delete_keyed(
         &self,
         kind: &'static str,
         sql: &str,
         key: &str,
     ) -> Result<(), StoreError> {
-        let n = self.write(kind, |c| exec(c, kind, sql, [key])).await?;
+        let n = self.execute(kind, sql, [key]).await?;
         touched(n, kind, key)
+    }
+
+    /// Runs one statement that changes rows in a write transaction of its own; returns how
+    /// many it changed.
+    pub(super) async fn execute(
+        &self,
+        kind: &'static str,
+        sql: &str,
+        params: impl Params + Send,
+    ) -> Result<usize, StoreError> {
+        self.write(kind, |c| exec(c, kind, sql, params)).await
     }
 
     /// Runs `f` on every connection (tests check their settings).

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use rusqlite::params;
+use rusqlite::params_from_iter;
 
-use super::db::{all, exec, first, touched, Db};
+use super::db::{exec, first, touched, Db};
 use super::{deadline, now};
 use crate::rows::{self, ts};
 use crate::statements::{lease_columns, lease_grant_rule};
@@ -29,24 +29,23 @@ const RENEW: &str = concat!(
     lease_columns!()
 );
 
-const GET: &str = concat!(
-    "SELECT ",
-    lease_columns!(),
-    " FROM leases WHERE resource_id = ?1 AND holder_id IS NOT NULL"
-);
-
-const LIST: &str = concat!(
-    "SELECT ",
-    lease_columns!(),
-    " FROM leases WHERE holder_id IS NOT NULL ORDER BY resource_id"
-);
-
-/// Runs a conditional grant: the lease it returned, or `Conflict` when its condition refused it.
-async fn granted(db: &Db, sql: &str, params: &[&str], refused: &str) -> Result<Lease, StoreError> {
+/// Runs a conditional grant whose parameters are `ids` then the deadline `now + ttl` and now:
+/// the lease it returned, or `Conflict` when its condition refused it.
+async fn granted(
+    db: &Db,
+    sql: &str,
+    ids: &[&str],
+    ttl: Duration,
+    refused: &str,
+) -> Result<Lease, StoreError> {
+    let now = now();
+    let (expires, now) = (ts(&deadline(now, ttl)), ts(&now));
     let row = db
         .write("lease", |c| {
-            let params = rusqlite::params_from_iter(params);
-            first(c, "lease", sql, params, |r| rows::lease(r))
+            let params = ids.iter().copied().chain([expires.as_str(), now.as_str()]);
+            first(c, "lease", sql, params_from_iter(params), |r| {
+                rows::lease(r)
+            })
         })
         .await?;
     row.ok_or_else(|| StoreError::Conflict(refused.into()))
@@ -62,10 +61,8 @@ pub(super) async fn acquire(
     holder_id: &str,
     ttl: Duration,
 ) -> Result<Lease, StoreError> {
-    let now = now();
-    let (expires, now) = (ts(&deadline(now, ttl)), ts(&now));
-    let params = [resource_id, resource_type, holder_id, &expires, &now];
-    granted(db, ACQUIRE, &params, "lease is held by another worker").await
+    let ids = [resource_id, resource_type, holder_id];
+    granted(db, ACQUIRE, &ids, ttl, "lease is held by another worker").await
 }
 
 /// Only the holder of a live lease may renew it.
@@ -75,42 +72,21 @@ pub(super) async fn renew(
     holder_id: &str,
     ttl: Duration,
 ) -> Result<Lease, StoreError> {
-    let now = now();
-    let (expires, now) = (ts(&deadline(now, ttl)), ts(&now));
-    let params = [resource_id, holder_id, &expires, &now];
-    granted(
-        db,
-        RENEW,
-        &params,
-        "lease is not held by this holder or has expired",
-    )
-    .await
+    let ids = [resource_id, holder_id];
+    let refused = "lease is not held by this holder or has expired";
+    granted(db, RENEW, &ids, ttl, refused).await
 }
 
 /// Frees the lease if `holder_id` holds it (even past expiry, as long as nobody took it over).
 pub(super) async fn release(db: &Db, resource_id: &str, holder_id: &str) -> Result<(), StoreError> {
+    let sql = "UPDATE leases SET holder_id = NULL, updated_at = ?3 \
+               WHERE resource_id = ?1 AND holder_id = ?2";
     let n = db
         .write("lease", |c| {
-            exec(
-                c,
-                "lease",
-                "UPDATE leases SET holder_id = NULL, updated_at = ?3 \
-             WHERE resource_id = ?1 AND holder_id = ?2",
-                params![resource_id, holder_id, ts(&now())],
-            )
+            exec(c, "lease", sql, (resource_id, holder_id, ts(&now())))
         })
         .await?;
     touched(n, "lease", resource_id)
-}
-
-/// The held lease, expired or not; `NotFound` when absent or released.
-pub(super) fn get(db: &Db, resource_id: &str) -> Result<Lease, StoreError> {
-    db.get_keyed("lease", GET, resource_id, |r| rows::lease(r))
-}
-
-/// Held leases (expired ones included) ordered by resource id.
-pub(super) fn list(db: &Db) -> Result<Vec<Lease>, StoreError> {
-    db.read(|c| all(c, "lease", LIST, [], |r| rows::lease(r)))
 }
 
 /// Deletes released or long-expired leases under `prefix` (see `Store::prune_leases`).
@@ -122,17 +98,9 @@ pub(super) async fn prune(db: &Db, prefix: &str, expired_for: Duration) -> Resul
         .ok()
         .and_then(|d| now().checked_sub_signed(d))
         .map_or_else(String::new, |t| ts(&t));
-    let n = db
-        .write("lease", |c| {
-            // `substr(..) = ?1` rather than LIKE: the prefix is literal, `_` and `%` included.
-            exec(
-                c,
-                "lease",
-                "DELETE FROM leases WHERE substr(resource_id, 1, length(?1)) = ?1 \
-                 AND (holder_id IS NULL OR expires_at <= ?2)",
-                params![prefix, cutoff],
-            )
-        })
-        .await?;
+    // `substr(..) = ?1` rather than LIKE: the prefix is literal, `_` and `%` included.
+    let sql = "DELETE FROM leases WHERE substr(resource_id, 1, length(?1)) = ?1 \
+               AND (holder_id IS NULL OR expires_at <= ?2)";
+    let n = db.execute("lease", sql, (prefix, cutoff)).await?;
     Ok(n as u64)
 }

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use rusqlite::params;
 use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 
-use super::db::{exec, first, Db};
+use super::db::{first, Db};
 use super::now;
 use super::sandboxes::{get_on, returning, COLUMNS};
 use crate::rows::ts;
@@ -61,14 +61,10 @@ pub(super) async fn resume(
 }
 
 pub(super) async fn touch(db: &Db, id: &str, at: Timestamp) -> Result<(), StoreError> {
-    let at = ts(&at);
-    db.write("sandbox", |c| {
-        exec(c, "sandbox", TOUCH, params![id, at]).map(|_| ())
-    })
-    .await
+    db.execute("sandbox", TOUCH, (id, ts(&at))).await.map(drop)
 }
 
-pub(super) fn count_paused(db: &Db) -> Result<i64, StoreError> {
+pub(super) async fn count_paused(db: &Db) -> Result<i64, StoreError> {
     let n = db.read(|c| {
         first(c, "sandbox count", COUNT_PAUSED, [], |r| {
             r.get(0).map_err(|_| StoreError::Corrupt { what: "count" })

@@ -125,8 +125,7 @@ mod tests {
     /// destroyed rows without one.
     #[tokio::test]
     async fn migration_6_issues_preview_tokens_to_existing_sandboxes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.db");
+        let (_dir, path) = super::super::temp_path("old.db");
         {
             let c = Connection::open(&path).unwrap();
             c.execute_batch(CREATE_TABLE).unwrap();
@@ -154,9 +153,7 @@ mod tests {
                 .unwrap();
             }
         }
-        let store = SqliteStore::open(&path.display().to_string())
-            .await
-            .unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
         // Migrated to the newest (6 issued the tokens; later ones leave them alone).
         assert_eq!(
             store.schema_version().await.unwrap(),

@@ -24,8 +24,8 @@ use chrono::{Datelike, NaiveDate, Utc};
 use stacyvm_types::{Sandbox, SandboxId, SandboxState, Timestamp, WorkerId};
 
 use crate::{
-    ActiveCounts, AdminAuditRecord, AuditFilter, E2bSandbox, ExecLog, Lease, NewAdminAudit,
-    OwnerQuota, Snapshot, Store, StoreError, Template, Volume, VolumeMount, WorkerRecord,
+    AdminAuditRecord, AuditFilter, E2bSandbox, ExecLog, Lease, NewAdminAudit, OwnerQuota, Snapshot,
+    StoreError, Template, Volume, VolumeMount, WorkerRecord,
 };
 use db::Db;
 pub(crate) use migrate::latest_version;
@@ -69,6 +69,15 @@ pub(crate) async fn schema_version_at(path: &str) -> Result<i64, StoreError> {
     migrate::version(&conn)
 }
 
+/// A path for a new database file `name` in a fresh temporary directory, which lasts as long as
+/// the returned guard (tests).
+#[cfg(test)]
+pub(crate) fn temp_path(name: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join(name).display().to_string();
+    (dir, path)
+}
+
 fn now() -> Timestamp {
     Utc::now()
 }
@@ -87,8 +96,7 @@ fn deadline(now: Timestamp, ttl: Duration) -> Timestamp {
         .unwrap_or(now)
 }
 
-#[async_trait::async_trait]
-impl Store for SqliteStore {
+crate::impl_store! { SqliteStore, db;
     async fn ping(&self) -> Result<(), StoreError> {
         self.db
             .read(|c| db::first(c, "ping", "SELECT 1", [], |_| Ok(())).map(|_| ()))
@@ -102,255 +110,6 @@ impl Store for SqliteStore {
         })?;
         id.ok_or_else(|| StoreError::not_found("cluster", "id"))
     }
-
-    async fn insert_sandbox(&self, sb: &Sandbox) -> Result<(), StoreError> {
-        sandboxes::insert(&self.db, sb).await
-    }
-
-    async fn get_sandbox(&self, id: &SandboxId) -> Result<Sandbox, StoreError> {
-        sandboxes::get(&self.db, id)
-    }
-
-    async fn list_sandboxes(&self) -> Result<Vec<Sandbox>, StoreError> {
-        sandboxes::list(&self.db)
-    }
-
-    async fn set_sandbox_state(
-        &self,
-        id: &SandboxId,
-        state: SandboxState,
-    ) -> Result<Sandbox, StoreError> {
-        sandboxes::set_state(&self.db, id, state).await
-    }
-
-    async fn set_sandbox_running(
-        &self,
-        id: &SandboxId,
-        vm_id: Option<&str>,
-    ) -> Result<Sandbox, StoreError> {
-        sandboxes::set_running(&self.db, id, vm_id).await
-    }
-
-    async fn set_sandbox_expiry(
-        &self,
-        id: &SandboxId,
-        expires_at: Timestamp,
-    ) -> Result<Sandbox, StoreError> {
-        sandboxes::set_expiry(&self.db, id, expires_at).await
-    }
-
-    async fn list_expired_sandboxes(&self, now: Timestamp) -> Result<Vec<Sandbox>, StoreError> {
-        sandboxes::list_expired(&self.db, now)
-    }
-
-    async fn count_active_sandboxes(
-        &self,
-        owner: Option<&str>,
-    ) -> Result<ActiveCounts, StoreError> {
-        sandboxes::count_active(&self.db, owner)
-    }
-
-    async fn insert_sandbox_limited(
-        &self,
-        sb: &Sandbox,
-        limits: &crate::InsertLimits<'_>,
-    ) -> Result<(), StoreError> {
-        admission::insert_limited(&self.db, sb, limits).await
-    }
-
-    async fn list_creating_sandboxes(&self) -> Result<Vec<crate::CreatingSandbox>, StoreError> {
-        admission::list_creating(&self.db)
-    }
-
-    async fn pause_sandbox(&self, id: &SandboxId, at: Timestamp) -> Result<Sandbox, StoreError> {
-        lifecycle::pause(&self.db, id, at).await
-    }
-
-    async fn resume_sandbox(
-        &self,
-        id: &SandboxId,
-        expires_at: Timestamp,
-    ) -> Result<Sandbox, StoreError> {
-        lifecycle::resume(&self.db, id, expires_at).await
-    }
-
-    async fn touch_sandbox(&self, id: &SandboxId, at: Timestamp) -> Result<(), StoreError> {
-        lifecycle::touch(&self.db, id, at).await
-    }
-
-    async fn count_paused_sandboxes(&self) -> Result<i64, StoreError> {
-        lifecycle::count_paused(&self.db)
-    }
-
-    async fn insert_exec_log(&self, log: &ExecLog) -> Result<(), StoreError> {
-        exec_logs::insert(&self.db, log).await
-    }
-
-    async fn list_exec_logs(
-        &self,
-        sandbox_id: &SandboxId,
-        limit: i64,
-    ) -> Result<Vec<ExecLog>, StoreError> {
-        exec_logs::list(&self.db, sandbox_id, limit)
-    }
-
-    async fn create_template(&self, t: &Template) -> Result<(), StoreError> {
-        templates::create(&self.db, t).await
-    }
-
-    async fn get_template(&self, name: &str) -> Result<Template, StoreError> {
-        templates::get(&self.db, name)
-    }
-
-    async fn list_templates(&self) -> Result<Vec<Template>, StoreError> {
-        templates::list(&self.db)
-    }
-
-    async fn replace_template(&self, t: &Template) -> Result<(), StoreError> {
-        templates::replace(&self.db, t).await
-    }
-
-    async fn delete_template(&self, name: &str) -> Result<(), StoreError> {
-        templates::delete(&self.db, name).await
-    }
-
-    async fn upsert_quota(&self, q: &OwnerQuota) -> Result<OwnerQuota, StoreError> {
-        quotas::upsert(&self.db, q).await
-    }
-
-    async fn get_quota(&self, owner_id: &str) -> Result<OwnerQuota, StoreError> {
-        quotas::get(&self.db, owner_id)
-    }
-
-    async fn list_quotas(&self) -> Result<Vec<OwnerQuota>, StoreError> {
-        quotas::list(&self.db)
-    }
-
-    async fn delete_quota(&self, owner_id: &str) -> Result<(), StoreError> {
-        quotas::delete(&self.db, owner_id).await
-    }
-
-    async fn upsert_worker(&self, w: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
-        workers::upsert(&self.db, w).await
-    }
-
-    async fn get_worker(&self, id: &WorkerId) -> Result<WorkerRecord, StoreError> {
-        workers::get(&self.db, id)
-    }
-
-    async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
-        workers::list(&self.db)
-    }
-
-    async fn delete_worker(&self, id: &WorkerId) -> Result<(), StoreError> {
-        workers::delete(&self.db, id).await
-    }
-
-    async fn acquire_lease(
-        &self,
-        resource_id: &str,
-        resource_type: &str,
-        holder_id: &str,
-        ttl: Duration,
-    ) -> Result<Lease, StoreError> {
-        leases::acquire(&self.db, resource_id, resource_type, holder_id, ttl).await
-    }
-
-    async fn renew_lease(
-        &self,
-        resource_id: &str,
-        holder_id: &str,
-        ttl: Duration,
-    ) -> Result<Lease, StoreError> {
-        leases::renew(&self.db, resource_id, holder_id, ttl).await
-    }
-
-    async fn release_lease(&self, resource_id: &str, holder_id: &str) -> Result<(), StoreError> {
-        leases::release(&self.db, resource_id, holder_id).await
-    }
-
-    async fn get_lease(&self, resource_id: &str) -> Result<Lease, StoreError> {
-        leases::get(&self.db, resource_id)
-    }
-
-    async fn list_leases(&self) -> Result<Vec<Lease>, StoreError> {
-        leases::list(&self.db)
-    }
-
-    async fn prune_leases(
-        &self,
-        prefix: &str,
-        expired_for: std::time::Duration,
-    ) -> Result<u64, StoreError> {
-        leases::prune(&self.db, prefix, expired_for).await
-    }
-
-    async fn insert_admin_audit(&self, rec: &NewAdminAudit) -> Result<(), StoreError> {
-        audit::insert(&self.db, rec).await
-    }
-
-    async fn list_admin_audit(
-        &self,
-        filter: &AuditFilter,
-    ) -> Result<Vec<AdminAuditRecord>, StoreError> {
-        audit::list(&self.db, filter)
-    }
-
-    async fn prune_admin_audit(&self, before: Timestamp) -> Result<u64, StoreError> {
-        audit::prune(&self.db, before).await
-    }
-
-    async fn insert_e2b_sandbox(&self, r: &E2bSandbox) -> Result<(), StoreError> {
-        e2b_sandboxes::insert(&self.db, r).await
-    }
-
-    async fn get_e2b_sandbox(&self, id: &SandboxId) -> Result<E2bSandbox, StoreError> {
-        e2b_sandboxes::get(&self.db, id)
-    }
-
-    async fn insert_volume(&self, v: &Volume) -> Result<(), StoreError> {
-        volumes::insert(&self.db, v).await
-    }
-
-    async fn get_volume(&self, name: &str) -> Result<Volume, StoreError> {
-        volumes::get(&self.db, name)
-    }
-
-    async fn list_volumes(&self) -> Result<Vec<Volume>, StoreError> {
-        volumes::list(&self.db)
-    }
-
-    async fn delete_volume(&self, name: &str) -> Result<(), StoreError> {
-        volumes::delete(&self.db, name).await
-    }
-
-    async fn mount_volumes(
-        &self,
-        sandbox_id: &SandboxId,
-        mounts: &[VolumeMount],
-    ) -> Result<(), StoreError> {
-        volumes::mount(&self.db, sandbox_id, mounts).await
-    }
-
-    async fn list_volume_mounts(&self) -> Result<Vec<VolumeMount>, StoreError> {
-        volumes::list_mounts(&self.db)
-    }
-
-    async fn insert_snapshot(&self, s: &Snapshot) -> Result<(), StoreError> {
-        snapshots::insert(&self.db, s).await
-    }
-
-    async fn get_snapshot(&self, id: &str) -> Result<Snapshot, StoreError> {
-        snapshots::get(&self.db, id)
-    }
-
-    async fn list_snapshots(&self) -> Result<Vec<Snapshot>, StoreError> {
-        snapshots::list(&self.db)
-    }
-
-    async fn delete_snapshot(&self, id: &str) -> Result<(), StoreError> {
-        snapshots::delete(&self.db, id).await
-    }
 }
 
 #[cfg(test)]
@@ -362,6 +121,7 @@ mod tests {
     use super::*;
     use crate::conformance::running;
     use crate::rows::{ts, TS_FORMAT};
+    use crate::Store;
 
     struct TempStore {
         _dir: tempfile::TempDir,
@@ -370,8 +130,7 @@ mod tests {
     }
 
     async fn temp_store() -> TempStore {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nested.db").display().to_string();
+        let (dir, path) = temp_path("nested.db");
         let store = SqliteStore::open(&path).await.unwrap();
         TempStore {
             _dir: dir,
@@ -655,8 +414,7 @@ mod tests {
 
     #[tokio::test]
     async fn open_by_driver_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("by-name.db").display().to_string();
+        let (_dir, path) = temp_path("by-name.db");
         for driver in ["", "sqlite"] {
             let store = crate::open(driver, &path).await.unwrap();
             store.ping().await.unwrap();

@@ -1,15 +1,11 @@
 //! Per-owner quotas (0 = limit not set).
 
-use std::sync::LazyLock;
-
 use rusqlite::params;
 
-use super::db::{all, first, found, Db};
+use super::db::{first, found, Db};
 use crate::rows::{self, ts};
 use crate::statements::{quota_columns, quota_upsert_rule};
 use crate::{OwnerQuota, StoreError};
-
-const COLUMNS: &str = quota_columns!();
 
 /// One statement: inserts, or updates everything but `created_at`.
 const UPSERT: &str = concat!(
@@ -20,11 +16,6 @@ const UPSERT: &str = concat!(
     " RETURNING ",
     quota_columns!()
 );
-static GET: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {COLUMNS} FROM owner_quotas WHERE owner_id = ?1"));
-static LIST: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {COLUMNS} FROM owner_quotas ORDER BY owner_id"));
-
 pub(super) async fn upsert(db: &Db, q: &OwnerQuota) -> Result<OwnerQuota, StoreError> {
     let row = db
         .write("owner_quota", |c| {
@@ -45,21 +36,4 @@ pub(super) async fn upsert(db: &Db, q: &OwnerQuota) -> Result<OwnerQuota, StoreE
         })
         .await?;
     found(row, "owner_quota", &q.owner_id)
-}
-
-pub(super) fn get(db: &Db, owner_id: &str) -> Result<OwnerQuota, StoreError> {
-    db.get_keyed("owner_quota", &GET, owner_id, |r| rows::quota(r))
-}
-
-pub(super) fn list(db: &Db) -> Result<Vec<OwnerQuota>, StoreError> {
-    db.read(|c| all(c, "owner_quota", &LIST, [], |r| rows::quota(r)))
-}
-
-pub(super) async fn delete(db: &Db, owner_id: &str) -> Result<(), StoreError> {
-    db.delete_keyed(
-        "owner_quota",
-        "DELETE FROM owner_quotas WHERE owner_id = ?1",
-        owner_id,
-    )
-    .await
 }

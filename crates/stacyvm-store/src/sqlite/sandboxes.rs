@@ -8,46 +8,19 @@ use stacyvm_types::{Sandbox, SandboxState, Timestamp};
 use super::db::{all, exec, first, found, Db};
 use super::now;
 use crate::rows::{self, to_json, ts};
+pub(super) use crate::statements::sandboxes::{COUNT_ACTIVE, LIST, LIST_EXPIRED};
+use crate::statements::sandboxes::{GET, INSERT};
 use crate::statements::{sandbox_columns, sources_of};
 use crate::{columns, ActiveCounts, StoreError};
 
 /// The sandbox columns, in `rows::sandbox`'s order, for statements built elsewhere.
 pub(super) const COLUMNS: &str = sandbox_columns!();
 
-const INSERT: &str = concat!(
-    "INSERT INTO sandboxes (",
-    sandbox_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
-);
-const GET: &str = concat!(
-    "SELECT ",
-    sandbox_columns!(),
-    " FROM sandboxes WHERE id = ?1"
-);
-// The state predicates below repeat the partial indexes' WHERE clauses word for word.
-pub(super) const LIST: &str = concat!(
-    "SELECT ",
-    sandbox_columns!(),
-    " FROM sandboxes WHERE state <> 'destroyed' ORDER BY created_at DESC, id DESC"
-);
 const SET_EXPIRY: &str = concat!(
     "UPDATE sandboxes SET expires_at = ?2, updated_at = ?3 \
      WHERE id = ?1 AND state <> 'destroyed' RETURNING ",
     sandbox_columns!()
 );
-pub(super) const LIST_EXPIRED: &str = concat!(
-    "SELECT ",
-    sandbox_columns!(),
-    " FROM sandboxes WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' \
-     AND expires_at < ?1 \
-     ORDER BY expires_at, id"
-);
-/// Both counts read only the partial index of active rows; the owner one seeks into it.
-pub(super) const COUNT_ACTIVE: &str = "SELECT \
-       (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused'), \
-       (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' AND owner_id = ?1 AND ?1 <> '')";
 
 /// The text forms of a sandbox's typed, JSON and time columns, made before the write lock is
 /// taken.
@@ -141,12 +114,12 @@ pub(super) fn get_on(c: &Connection, id: &str) -> Result<Sandbox, StoreError> {
     )
 }
 
-pub(super) fn get(db: &Db, id: &str) -> Result<Sandbox, StoreError> {
-    db.read(|c| get_on(c, id))
+pub(super) async fn get(db: &Db, id: &str) -> Result<Sandbox, StoreError> {
+    db.get_keyed("sandbox", GET, id, |r| rows::sandbox(r)).await
 }
 
-pub(super) fn list(db: &Db) -> Result<Vec<Sandbox>, StoreError> {
-    db.read(|c| all(c, "sandbox", LIST, [], |r| rows::sandbox(r)))
+pub(super) async fn list(db: &Db) -> Result<Vec<Sandbox>, StoreError> {
+    db.get_all("sandbox", LIST, |r| rows::sandbox(r)).await
 }
 
 /// Per target state, the compare-and-set of `set_state` (`None`: no state may move there).
@@ -211,11 +184,11 @@ pub(super) async fn set_expiry(
     found(row, "sandbox", id)
 }
 
-pub(super) fn list_expired(db: &Db, now: Timestamp) -> Result<Vec<Sandbox>, StoreError> {
+pub(super) async fn list_expired(db: &Db, now: Timestamp) -> Result<Vec<Sandbox>, StoreError> {
     db.read(|c| all(c, "sandbox", LIST_EXPIRED, [ts(&now)], |r| rows::sandbox(r)))
 }
 
-pub(super) fn count_active(db: &Db, owner: Option<&str>) -> Result<ActiveCounts, StoreError> {
+pub(super) async fn count_active(db: &Db, owner: Option<&str>) -> Result<ActiveCounts, StoreError> {
     let counts = db.read(|c| {
         first(
             c,

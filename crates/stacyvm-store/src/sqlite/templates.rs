@@ -1,26 +1,11 @@
 //! Sandbox templates, keyed by name. List fields and maps are stored as JSON text.
 
-use std::sync::LazyLock;
-
 use rusqlite::ToSql;
 
-use super::db::{all, exec, touched, Db};
-use crate::rows::{self, to_json, ts};
+use super::db::{exec, touched, Db};
+use crate::rows::{to_json, ts};
+use crate::statements::templates::INSERT;
 use crate::{StoreError, Template};
-
-const COLUMNS: &str = "name, version, image, description, setup, allowed_hosts, memory_mb, \
-     cpu_cores, ttl_seconds, env, secrets, pool_size, created_at, updated_at";
-
-static INSERT: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "INSERT INTO templates ({COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-    )
-});
-static GET: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {COLUMNS} FROM templates WHERE name = ?1"));
-static LIST: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {COLUMNS} FROM templates ORDER BY name"));
 
 /// The JSON text of a template's list and map fields, in column order.
 fn json_fields(t: &Template) -> Result<[String; 4], StoreError> {
@@ -32,7 +17,7 @@ fn json_fields(t: &Template) -> Result<[String; 4], StoreError> {
     ])
 }
 
-/// `?1`…`?12`: every field from `name` to `pool_size`, in [`COLUMNS`] order (`json` from
+/// `?1`…`?12`: every field from `name` to `pool_size`, in column order (`json` from
 /// [`json_fields`]).
 fn field_params<'a>(t: &'a Template, json: &'a [String; 4]) -> Vec<&'a dyn ToSql> {
     let [setup, hosts, env, secrets] = json;
@@ -58,17 +43,9 @@ pub(super) async fn create(db: &Db, t: &Template) -> Result<(), StoreError> {
     db.write("template", |c| {
         let mut p = field_params(t, &json);
         p.extend([&created as &dyn ToSql, &updated]);
-        exec(c, "template", &INSERT, p.as_slice()).map(|_| ())
+        exec(c, "template", INSERT, p.as_slice()).map(|_| ())
     })
     .await
-}
-
-pub(super) fn get(db: &Db, name: &str) -> Result<Template, StoreError> {
-    db.get_keyed("template", &GET, name, |r| rows::template(r))
-}
-
-pub(super) fn list(db: &Db) -> Result<Vec<Template>, StoreError> {
-    db.read(|c| all(c, "template", &LIST, [], |r| rows::template(r)))
 }
 
 /// Replaces every field but `name` and `created_at`.
@@ -91,9 +68,4 @@ pub(super) async fn replace(db: &Db, t: &Template) -> Result<(), StoreError> {
         })
         .await?;
     touched(n, "template", &t.name)
-}
-
-pub(super) async fn delete(db: &Db, name: &str) -> Result<(), StoreError> {
-    db.delete_keyed("template", "DELETE FROM templates WHERE name = ?1", name)
-        .await
 }

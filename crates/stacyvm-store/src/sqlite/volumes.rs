@@ -4,14 +4,13 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::db::{all, exec, sql_err, Db};
-use crate::rows::{self, ts};
+use super::db::{exec, sql_err, Db};
+use crate::rows::ts;
+use crate::statements::volumes::INSERT;
 use crate::{StoreError, Volume, VolumeMount};
 use stacyvm_types::SandboxId;
 
 const KIND: &str = "volume";
-
-const COLUMNS: &str = "name, size_mb, provider, worker_id, created_at";
 
 /// A live sandbox (not destroyed) that mounts `?1`, other than `?2`, read-write when `?3` = 0.
 const LIVE_MOUNT: &str = "SELECT m.sandbox_id FROM volume_mounts m \
@@ -21,28 +20,14 @@ const LIVE_MOUNT: &str = "SELECT m.sandbox_id FROM volume_mounts m \
      ORDER BY m.sandbox_id LIMIT 1";
 
 pub(super) async fn insert(db: &Db, v: &Volume) -> Result<(), StoreError> {
-    let created = ts(&v.created_at);
-    let sql = format!("INSERT INTO volumes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)");
-    db.write(KIND, |c| {
-        exec(
-            c,
-            KIND,
-            &sql,
-            params![v.name, v.size_mb, v.provider, v.worker_id, created],
-        )
-        .map(|_| ())
-    })
-    .await
-}
-
-pub(super) fn get(db: &Db, name: &str) -> Result<Volume, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM volumes WHERE name = ?1");
-    db.get_keyed(KIND, &sql, name, |r| rows::volume(r))
-}
-
-pub(super) fn list(db: &Db) -> Result<Vec<Volume>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM volumes ORDER BY name");
-    db.read(|c| all(c, KIND, &sql, [], |r| rows::volume(r)))
+    let params = (
+        &v.name,
+        v.size_mb,
+        &v.provider,
+        &v.worker_id,
+        ts(&v.created_at),
+    );
+    db.execute(KIND, INSERT, params).await.map(drop)
 }
 
 fn exists(c: &Connection, name: &str) -> Result<bool, StoreError> {
@@ -122,11 +107,4 @@ pub(super) async fn mount(
         Ok(())
     })
     .await
-}
-
-pub(super) fn list_mounts(db: &Db) -> Result<Vec<VolumeMount>, StoreError> {
-    let sql = "SELECT m.sandbox_id, m.volume, m.mount_path, m.read_only FROM volume_mounts m \
-               JOIN sandboxes s ON s.id = m.sandbox_id WHERE s.state <> 'destroyed' \
-               ORDER BY m.volume, m.sandbox_id, m.mount_path";
-    db.read(|c| all(c, KIND, sql, [], |r| rows::volume_mount(r)))
 }
