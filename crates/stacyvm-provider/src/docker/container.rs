@@ -325,11 +325,7 @@ impl DockerProvider {
             }
             Err(e) => return Err(e),
         };
-        let info = self
-            .docker
-            .inspect_container(&cid, None)
-            .await
-            .map_err(|e| self.not_found_or(runtime_id, e, "inspecting the sandbox failed"))?;
+        let info = self.inspect(&cid, runtime_id).await?;
         let status = info.state.and_then(|s| s.status);
         Ok(match status {
             Some(ContainerStateStatusEnum::RUNNING) => SandboxState::Running,

@@ -118,18 +118,29 @@ impl DockerProvider {
         }
     }
 
-    /// The names (ours, not Docker's) of this installation's volumes.
-    pub(super) async fn named_volumes(&self) -> Result<Vec<String>, ProviderError> {
-        let filters = HashMap::from([("label", vec![format!("{LABEL_MANAGED}=true")])]);
+    /// The daemon's volumes carrying the label filter `label` (`key` or `key=value`); `what`
+    /// names them in errors.
+    pub(super) async fn labelled_volumes(
+        &self,
+        label: String,
+        what: &str,
+    ) -> Result<Vec<bollard::models::Volume>, ProviderError> {
+        let filters = HashMap::from([("label", vec![label])]);
         let opts = ListVolumesOptionsBuilder::new().filters(&filters).build();
         let list = self
             .docker
             .list_volumes(Some(opts))
             .await
-            .map_err(|e| api_err("listing volumes failed", e))?;
-        let mut names: Vec<String> = list
-            .volumes
-            .unwrap_or_default()
+            .map_err(|e| api_err(&format!("listing {what} failed"), e))?;
+        Ok(list.volumes.unwrap_or_default())
+    }
+
+    /// The names (ours, not Docker's) of this installation's volumes.
+    pub(super) async fn named_volumes(&self) -> Result<Vec<String>, ProviderError> {
+        let volumes = self
+            .labelled_volumes(format!("{LABEL_MANAGED}=true"), "volumes")
+            .await?;
+        let mut names: Vec<String> = volumes
             .into_iter()
             .filter(|v| self.ours(&v.labels))
             .filter_map(|v| v.labels.get(LABEL_VOLUME).cloned())
