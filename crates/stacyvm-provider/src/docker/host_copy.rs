@@ -210,10 +210,7 @@ impl DockerProvider {
             let Some(sid) = v.labels.get(LABEL_SNAPSHOT).cloned() else {
                 continue;
             };
-            let ours = crate::cluster::ours(
-                v.labels.get(CLUSTER_LABEL).map(String::as_str),
-                self.settings.cluster.as_deref(),
-            );
+            let ours = self.in_cluster(&v.labels);
             let age = v
                 .created_at
                 .as_deref()

@@ -105,6 +105,13 @@ impl DockerProvider {
         }
     }
 
+    /// Whether a container, image or volume with `labels` is this installation's
+    /// (`crate::cluster`).
+    fn in_cluster(&self, labels: &HashMap<String, String>) -> bool {
+        let label = labels.get(crate::cluster::CLUSTER_LABEL);
+        crate::cluster::ours(label.map(String::as_str), self.settings.cluster.as_deref())
+    }
+
     /// `docker inspect` of `id` (the container's full id or name), errors as `runtime_id`'s.
     async fn inspect(
         &self,

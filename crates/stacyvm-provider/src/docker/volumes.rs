@@ -9,7 +9,7 @@ use bollard::models::{Mount, MountType, VolumeCreateRequest};
 use bollard::query_parameters::{ListVolumesOptionsBuilder, RemoveVolumeOptionsBuilder};
 
 use super::{api_err, is_status, DockerProvider, LABEL_MANAGED};
-use crate::cluster::{self, CLUSTER_LABEL};
+use crate::cluster::CLUSTER_LABEL;
 use crate::{ProviderError, VolumeMountSpec};
 
 /// The label naming the control plane's volume.
@@ -53,11 +53,7 @@ pub(crate) fn mounts(mounts: &[VolumeMountSpec]) -> Vec<Mount> {
 
 impl DockerProvider {
     fn ours(&self, labels: &HashMap<String, String>) -> bool {
-        labels.get(LABEL_MANAGED).is_some_and(|v| v == "true")
-            && cluster::ours(
-                labels.get(CLUSTER_LABEL).map(String::as_str),
-                self.settings.cluster.as_deref(),
-            )
+        labels.get(LABEL_MANAGED).is_some_and(|v| v == "true") && self.in_cluster(labels)
     }
 
     pub(super) async fn create_named_volume(
