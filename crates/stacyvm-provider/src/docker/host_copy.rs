@@ -202,7 +202,10 @@ impl DockerProvider {
         grace: i64,
     ) -> Result<Vec<String>, ProviderError> {
         let volumes = self
-            .labelled_volumes(LABEL_SNAPSHOT.to_string(), "snapshot volumes")
+            .labelled_volumes(
+                LABEL_SNAPSHOT.to_string(),
+                "listing snapshot volumes failed",
+            )
             .await?;
         let now = chrono::Utc::now();
         let mut removed = Vec::new();

@@ -114,12 +114,12 @@ impl DockerProvider {
         }
     }
 
-    /// The daemon's volumes carrying the label filter `label` (`key` or `key=value`); `what`
-    /// names them in errors.
+    /// The daemon's volumes matching the label filter `label` (`key` or `key=value`), as
+    /// `containers_labelled` lists containers; `what` is the error's message.
     pub(super) async fn labelled_volumes(
         &self,
         label: String,
-        what: &str,
+        what: &'static str,
     ) -> Result<Vec<bollard::models::Volume>, ProviderError> {
         let filters = HashMap::from([("label", vec![label])]);
         let opts = ListVolumesOptionsBuilder::new().filters(&filters).build();
@@ -127,16 +127,15 @@ impl DockerProvider {
             .docker
             .list_volumes(Some(opts))
             .await
-            .map_err(|e| api_err(&format!("listing {what} failed"), e))?;
+            .map_err(|e| api_err(what, e))?;
         Ok(list.volumes.unwrap_or_default())
     }
 
     /// The names (ours, not Docker's) of this installation's volumes.
     pub(super) async fn named_volumes(&self) -> Result<Vec<String>, ProviderError> {
-        let volumes = self
-            .labelled_volumes(format!("{LABEL_MANAGED}=true"), "volumes")
-            .await?;
-        let mut names: Vec<String> = volumes
+        let mut names: Vec<String> = self
+            .labelled_volumes(format!("{LABEL_MANAGED}=true"), "listing volumes failed")
+            .await?
             .into_iter()
             .filter(|v| self.ours(&v.labels))
             .filter_map(|v| v.labels.get(LABEL_VOLUME).cloned())
