@@ -8,6 +8,8 @@ mod cluster;
 mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+#[cfg(any(feature = "microvm", feature = "bwrap"))]
+mod console;
 #[cfg(feature = "docker")]
 mod docker;
 mod error;
@@ -155,6 +157,14 @@ pub struct RuntimeInfo {
     pub sandbox_id: Option<String>,
     pub image: String,
     pub running: bool,
+}
+
+/// What every backend can do; [`Provider::capabilities`] lists these first, then its own.
+pub const BASE_CAPABILITIES: [&str; 5] = ["spawn", "exec", "exec_stream", "files", "console"];
+
+/// [`BASE_CAPABILITIES`] followed by a backend's own `extra` ones.
+pub fn capabilities_with(extra: &[&'static str]) -> Vec<&'static str> {
+    BASE_CAPABILITIES.iter().chain(extra).copied().collect()
 }
 
 #[async_trait::async_trait]
@@ -455,7 +465,32 @@ pub fn snapshots_unsupported(provider: &str) -> ProviderError {
     ProviderError::NotSupported(format!("the {provider} provider cannot snapshot sandboxes"))
 }
 
-/// Parses octal mode text (`"755"`, `"0755"`); `"executable"` means 0755.
+/// The entries of a provider's snapshot directory `dir` that [`Provider::sweep_snapshots`] may
+/// remove: not named by `known` and last modified at least `grace` ago. Names and paths.
+pub(crate) fn sweepable(
+    dir: &std::path::Path,
+    known: &std::collections::HashSet<String>,
+    grace: Duration,
+) -> std::io::Result<Vec<(String, std::path::PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if known.contains(&name) {
+            continue;
+        }
+        let age = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if age >= grace {
+            out.push((name, e.path()));
+        }
+    }
+    Ok(out)
+}
+
 /// The buffered path of [`Provider::write_file_stream`]: gathers the stream and calls
 /// `write_file`. The trait's default, and the fallback of backends that stream only sometimes.
 pub async fn write_buffered<P: Provider + ?Sized>(
@@ -471,6 +506,7 @@ pub async fn write_buffered<P: Provider + ?Sized>(
     Ok(n)
 }
 
+/// Parses octal mode text (`"755"`, `"0755"`); `"executable"` means 0755.
 pub fn parse_mode(s: &str) -> Option<u32> {
     let s = s.trim();
     if s == "executable" {
@@ -480,6 +516,21 @@ pub fn parse_mode(s: &str) -> Option<u32> {
         return None;
     }
     u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+/// [`parse_mode`] of a files API argument: text that is no mode is `InvalidInput`.
+pub(crate) fn mode_arg(mode: &str) -> Result<u32, ProviderError> {
+    parse_mode(mode)
+        .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {mode:?}")))
+}
+
+/// A write's mode: octal text or `executable`; `None` when none (or blank text) was given.
+#[cfg(any(feature = "docker", feature = "microvm", feature = "bwrap"))]
+pub(crate) fn write_mode(mode: Option<&str>) -> Result<Option<u32>, ProviderError> {
+    mode.map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(mode_arg)
+        .transpose()
 }
 
 #[cfg(test)]

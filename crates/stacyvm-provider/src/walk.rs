@@ -168,6 +168,11 @@ pub(crate) fn component(comp: &str) -> Result<glob::Pattern, ProviderError> {
         .map_err(|e| ProviderError::InvalidInput(format!("invalid glob pattern: {}", e.msg)))
 }
 
+/// The refusal to `what` (delete, move) the sandbox root, which `given` names.
+pub(crate) fn refuse_root(given: &str, what: &str) -> ProviderError {
+    ProviderError::InvalidInput(format!("cannot {what} the sandbox root: {given:?}"))
+}
+
 /// Cleans a sandbox path into an absolute one. Relative paths are relative to `/` (as in the
 /// mock); `..` above the root is refused rather than clamped.
 #[cfg(any(feature = "docker", feature = "microvm", feature = "bwrap"))]

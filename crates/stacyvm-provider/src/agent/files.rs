@@ -14,7 +14,7 @@ use stacyvm_types::{format_rfc3339_secs, FileInfo};
 use super::conn::{AbortOnDrop, AgentConn, ConnError};
 use super::unexpected;
 use crate::walk::{clean_file_path, clean_path};
-use crate::{parse_mode, ProviderError};
+use crate::ProviderError;
 
 /// Per-request deadline for file operations (one chunk, one listing).
 const FILE_OP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -67,16 +67,6 @@ pub(super) async fn expect_ok(
     }
 }
 
-/// A write's mode: octal text or `executable`; `None` lets the agent pick 0644.
-pub(super) fn write_mode(mode: Option<&str>) -> Result<Option<u32>, ProviderError> {
-    match mode.map(str::trim).filter(|m| !m.is_empty()) {
-        None => Ok(None),
-        Some(m) => parse_mode(m)
-            .map(Some)
-            .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {m:?}"))),
-    }
-}
-
 pub(crate) async fn write(
     conn: &AgentConn,
     given: &str,
@@ -84,7 +74,7 @@ pub(crate) async fn write(
     mode: Option<&str>,
 ) -> Result<(), ProviderError> {
     let path = clean_file_path(given)?;
-    let mode = write_mode(mode)?;
+    let mode = crate::write_mode(mode)?; // `None`: the agent picks 0644
     let handle = match call(conn, HostMsg::WriteOpen { path, mode }, given).await? {
         GuestMsg::Opened { handle } => handle,
         m => return Err(unexpected(m)),
@@ -182,9 +172,7 @@ pub(crate) async fn delete(
 ) -> Result<(), ProviderError> {
     let path = clean_path(given)?;
     if path == "/" {
-        return Err(ProviderError::InvalidInput(format!(
-            "cannot delete the sandbox root: {given:?}"
-        )));
+        return Err(crate::walk::refuse_root(given, "delete"));
     }
     expect_ok(conn, HostMsg::Delete { path, recursive }, given).await
 }
@@ -202,8 +190,7 @@ pub(crate) async fn rename(conn: &AgentConn, old: &str, new: &str) -> Result<(),
 
 pub(crate) async fn chmod(conn: &AgentConn, given: &str, mode: &str) -> Result<(), ProviderError> {
     let path = clean_path(given)?;
-    let mode = parse_mode(mode)
-        .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {mode:?}")))?;
+    let mode = crate::mode_arg(mode)?;
     expect_ok(conn, HostMsg::Chmod { path, mode }, given).await
 }
 

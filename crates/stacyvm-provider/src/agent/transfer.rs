@@ -11,7 +11,7 @@ use stacyvm_protocol::agent::{GuestMsg, HostMsg, FILE_CHUNK};
 use stacyvm_protocol::base64;
 
 use super::conn::{AbortOnDrop, AgentConn};
-use super::files::{call, expect_ok, write_mode};
+use super::files::{call, expect_ok};
 use super::unexpected;
 use crate::walk::{clean_file_path, clean_path};
 use crate::{ByteStream, FileStream, ProviderError};
@@ -131,7 +131,7 @@ pub(crate) async fn write<T: AsRef<AgentConn> + Send + Sync + 'static>(
     mode: Option<&str>,
 ) -> Result<u64, ProviderError> {
     let path = clean_file_path(given)?;
-    let mode = write_mode(mode)?;
+    let mode = crate::write_mode(mode)?;
     let conn = (*owner).as_ref();
     let handle = match call(conn, HostMsg::WriteOpen { path, mode }, given).await? {
         GuestMsg::Opened { handle } => handle,

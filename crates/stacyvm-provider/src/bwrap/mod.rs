@@ -24,7 +24,6 @@ mod state;
 mod sys;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -44,9 +43,6 @@ use crate::{
     BwrapConfig, ByteStream, ChunkSender, ExecRequest, FileStream, ProcessSpec, Provider,
     ProviderError, RecordStream, RuntimeInfo, SandboxSpec, Spawned, Stats, WatchStream,
 };
-
-/// Largest console tail read for `logs`.
-const LOG_TAIL_BYTES: u64 = 256 * 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -215,24 +211,6 @@ impl BwrapProvider {
     }
 }
 
-/// The last `n` lines of a file, reading at most [`LOG_TAIL_BYTES`].
-async fn tail_lines(path: &Path, n: usize) -> std::io::Result<Vec<String>> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut f = tokio::fs::File::open(path).await?;
-    let len = f.metadata().await?.len();
-    let start = len.saturating_sub(LOG_TAIL_BYTES);
-    f.seek(std::io::SeekFrom::Start(start)).await?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let mut lines: Vec<&str> = text.lines().collect();
-    if start > 0 && !lines.is_empty() {
-        lines.remove(0); // probably cut in the middle
-    }
-    let from = lines.len().saturating_sub(n);
-    Ok(lines[from..].iter().map(|l| l.to_string()).collect())
-}
-
 #[async_trait::async_trait]
 impl Provider for BwrapProvider {
     fn name(&self) -> &str {
@@ -240,16 +218,7 @@ impl Provider for BwrapProvider {
     }
 
     fn capabilities(&self) -> Vec<&'static str> {
-        vec![
-            "spawn",
-            "exec",
-            "exec_stream",
-            "files",
-            "console",
-            "health",
-            "stats",
-            "pause",
-        ]
+        crate::capabilities_with(&["health", "stats", "pause"])
     }
 
     fn config_summary(&self) -> serde_json::Value {
@@ -464,14 +433,7 @@ impl Provider for BwrapProvider {
 
     async fn logs(&self, runtime_id: &str, lines: usize) -> Result<Vec<String>, ProviderError> {
         let sb = self.sandbox(runtime_id)?;
-        match tail_lines(&sb.paths.console(), lines).await {
-            Ok(l) => Ok(l),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(ProviderError::internal_with(
-                "reading the console log failed",
-                e,
-            )),
-        }
+        crate::console::logs(&sb.paths.console(), lines).await
     }
 
     async fn stats(&self, runtime_id: &str) -> Result<Option<Stats>, ProviderError> {

@@ -32,7 +32,11 @@ pub(super) fn kill(pid: i32, sig: i32) {
 #[expect(unsafe_code, reason = "std has no setns(2)")]
 pub(super) fn enter_netns(ns: &std::fs::File) -> io::Result<()> {
     // SAFETY: setns(2) only reads the descriptor, which `ns` keeps open during the call.
-    let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    zero_or_errno(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })
+}
+
+/// A libc call's `0` as `Ok`, anything else as the `errno` it left.
+fn zero_or_errno(r: libc::c_int) -> io::Result<()> {
     if r == 0 {
         Ok(())
     } else {
@@ -78,7 +82,7 @@ pub(super) fn mount_overlay(
     let target = cstr(merged)?;
     let kind = c"overlay";
     // SAFETY: every pointer is a NUL-terminated string that outlives the call.
-    let r = unsafe {
+    zero_or_errno(unsafe {
         libc::mount(
             kind.as_ptr(),
             target.as_ptr(),
@@ -86,12 +90,7 @@ pub(super) fn mount_overlay(
             libc::MS_NOSUID | libc::MS_NODEV,
             opts.as_ptr().cast(),
         )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    })
 }
 
 // linux/loop.h: the ioctls and the configuration LOOP_CONFIGURE (Linux 5.8) takes.

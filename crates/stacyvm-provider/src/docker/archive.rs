@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::{api_err, is_status, server_message, DockerProvider};
+use super::{api_err, is_status, server_message, DockerError, DockerProvider};
 use crate::walk::WalkBudget;
 use crate::ProviderError;
 
@@ -73,12 +73,12 @@ pub(super) type TarReader =
     SyncIoBridge<StreamReader<stream::BoxStream<'static, io::Result<Bytes>>, Bytes>>;
 
 impl DockerProvider {
-    /// Stat of `path` in the container; `None` when it does not exist.
-    pub(super) async fn path_stat(
+    /// The archive API's stat of `path` in container `cid`; `None` when it does not exist.
+    pub(super) async fn archive_info(
         &self,
         cid: &str,
         path: &str,
-    ) -> Result<Option<PathStat>, ProviderError> {
+    ) -> Result<Option<bollard::container::PathStatResponse>, DockerError> {
         let opts = ContainerArchiveInfoOptionsBuilder::default()
             .path(path)
             .build();
@@ -87,15 +87,28 @@ impl DockerProvider {
             .get_container_archive_info(cid, Some(opts))
             .await
         {
-            Ok(s) => Ok(Some(PathStat {
-                size: s.size,
-                go_mode: s.file_mode,
-                mtime: s.modification_time,
-                link_target: s.link_target,
-            })),
+            Ok(s) => Ok(Some(s)),
             Err(e) if is_status(&e, 404) => Ok(None),
-            Err(e) => Err(api_err("reading file information failed", e)),
+            Err(e) => Err(e),
         }
+    }
+
+    /// Stat of `path` in the container; `None` when it does not exist.
+    pub(super) async fn path_stat(
+        &self,
+        cid: &str,
+        path: &str,
+    ) -> Result<Option<PathStat>, ProviderError> {
+        let info = self
+            .archive_info(cid, path)
+            .await
+            .map_err(|e| api_err("reading file information failed", e))?;
+        Ok(info.map(|s| PathStat {
+            size: s.size,
+            go_mode: s.file_mode,
+            mtime: s.modification_time,
+            link_target: s.link_target,
+        }))
     }
 
     /// Starts downloading `path` as a tar stream; `given` names it in errors.

@@ -19,7 +19,7 @@ use super::{
     api_err, is_status, lock, server_message, valid_runtime_id, DockerProvider, LABEL_MANAGED,
     LABEL_OWNER_ID, LABEL_SANDBOX_ID,
 };
-use crate::cluster::{self, CLUSTER_LABEL};
+use crate::cluster::CLUSTER_LABEL;
 use crate::{ProviderError, RuntimeInfo, SandboxSpec, Spawned, Stats, VolumeMountSpec};
 
 /// Where commands start and the files API's writable home.
@@ -325,11 +325,7 @@ impl DockerProvider {
             }
             Err(e) => return Err(e),
         };
-        let info = self
-            .docker
-            .inspect_container(&cid, None)
-            .await
-            .map_err(|e| self.not_found_or(runtime_id, e, "inspecting the sandbox failed"))?;
+        let info = self.inspect(&cid, runtime_id).await?;
         let status = info.state.and_then(|s| s.status);
         Ok(match status {
             Some(ContainerStateStatusEnum::RUNNING) => SandboxState::Running,
@@ -366,10 +362,8 @@ impl DockerProvider {
             .await?;
         let mut out: Vec<RuntimeInfo> = list
             .into_iter()
-            .filter(|c| {
-                let label = c.labels.as_ref().and_then(|l| l.get(CLUSTER_LABEL));
-                cluster::ours(label.map(String::as_str), self.settings.cluster.as_deref())
-            })
+            // No labels is no cluster label: ours, as `cluster::ours` answers.
+            .filter(|c| c.labels.as_ref().is_none_or(|l| self.in_cluster(l)))
             .filter_map(|c| {
                 let name = c
                     .names

@@ -9,8 +9,8 @@ use stacyvm_types::{format_rfc3339_secs, parse_rfc3339, FileInfo};
 
 use super::archive::{blocking, entries, entries_within, file_tar, first_file, PathStat};
 use super::DockerProvider;
-use crate::walk::{self, clean_file_path, clean_path, component, has_wildcard, MATCH};
-use crate::{parse_mode, ProviderError};
+use crate::walk::{self, clean_file_path, clean_path, component, has_wildcard, refuse_root, MATCH};
+use crate::ProviderError;
 
 /// Symlinks followed when reading a file.
 const MAX_LINKS: usize = 16;
@@ -55,15 +55,7 @@ fn info_from_stat(path: &str, st: &PathStat) -> FileInfo {
 
 /// A write's mode: octal text or `executable`; none is 0644.
 pub(super) fn file_mode(mode: Option<&str>) -> Result<u32, ProviderError> {
-    match mode.map(str::trim).filter(|m| !m.is_empty()) {
-        None => Ok(0o644),
-        Some(m) => parse_mode(m)
-            .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {m:?}"))),
-    }
-}
-
-fn refuse_root(given: &str, what: &str) -> ProviderError {
-    ProviderError::InvalidInput(format!("cannot {what} the sandbox root: {given:?}"))
+    Ok(crate::write_mode(mode)?.unwrap_or(0o644))
 }
 
 impl DockerProvider {
@@ -78,15 +70,15 @@ impl DockerProvider {
             .ok_or_else(|| ProviderError::FileNotFound(given.to_string()))
     }
 
+    /// Writes `content` to `given` in one upload; `bits` as [`file_mode`] parsed them.
     pub(super) async fn write(
         &self,
         cid: &str,
         given: &str,
         content: Bytes,
-        mode: Option<&str>,
+        bits: u32,
     ) -> Result<(), ProviderError> {
         let path = clean_file_path(given)?;
-        let mode = file_mode(mode)?;
         if self
             .path_stat(cid, &path)
             .await?
@@ -94,7 +86,7 @@ impl DockerProvider {
         {
             return Err(ProviderError::is_a_directory(given));
         }
-        self.put_file(cid, &path, given, content, mode).await
+        self.put_file(cid, &path, given, content, bits).await
     }
 
     /// Uploads `content` as the clean absolute `path` (not a directory: checked by the caller),
@@ -316,8 +308,7 @@ impl DockerProvider {
         given: &str,
         mode: &str,
     ) -> Result<(), ProviderError> {
-        let bits = parse_mode(mode)
-            .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {mode:?}")))?;
+        let bits = crate::mode_arg(mode)?;
         let path = clean_path(given)?;
         self.must_stat(cid, &path, given).await?;
         let bits = format!("{bits:o}");

@@ -11,9 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bollard::models::VolumeCreateRequest;
-use bollard::query_parameters::{
-    ListVolumesOptionsBuilder, RemoveVolumeOptionsBuilder, TagImageOptionsBuilder,
-};
+use bollard::query_parameters::{RemoveVolumeOptionsBuilder, TagImageOptionsBuilder};
 
 use super::container::WORKSPACE;
 use super::snapshots::{LABEL_SNAPSHOT, REPO};
@@ -203,23 +201,19 @@ impl DockerProvider {
         known: &std::collections::HashSet<String>,
         grace: i64,
     ) -> Result<Vec<String>, ProviderError> {
-        let filters = HashMap::from([("label", vec![LABEL_SNAPSHOT.to_string()])]);
-        let opts = ListVolumesOptionsBuilder::new().filters(&filters).build();
-        let list = self
-            .docker
-            .list_volumes(Some(opts))
-            .await
-            .map_err(|e| api_err("listing snapshot volumes failed", e))?;
+        let volumes = self
+            .labelled_volumes(
+                LABEL_SNAPSHOT.to_string(),
+                "listing snapshot volumes failed",
+            )
+            .await?;
         let now = chrono::Utc::now();
         let mut removed = Vec::new();
-        for v in list.volumes.unwrap_or_default() {
+        for v in volumes {
             let Some(sid) = v.labels.get(LABEL_SNAPSHOT).cloned() else {
                 continue;
             };
-            let ours = crate::cluster::ours(
-                v.labels.get(CLUSTER_LABEL).map(String::as_str),
-                self.settings.cluster.as_deref(),
-            );
+            let ours = self.in_cluster(&v.labels);
             let age = v
                 .created_at
                 .as_deref()

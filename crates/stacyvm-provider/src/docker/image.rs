@@ -3,8 +3,7 @@
 
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -124,17 +123,12 @@ impl DockerProvider {
         paths: &[&str],
     ) -> Result<Option<String>, ProviderError> {
         for p in paths {
-            let opts = ContainerArchiveInfoOptionsBuilder::default()
-                .path(p)
-                .build();
-            match self
-                .docker
-                .get_container_archive_info(container, Some(opts))
+            let info = self
+                .archive_info(container, p)
                 .await
-            {
-                Ok(_) => return Ok(Some((*p).to_string())),
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(api_err("inspecting the image's files failed", e)),
+                .map_err(|e| api_err("inspecting the image's files failed", e))?;
+            if info.is_some() {
+                return Ok(Some((*p).to_string()));
             }
         }
         Ok(None)

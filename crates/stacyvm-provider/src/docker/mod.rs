@@ -29,12 +29,14 @@ use bollard::errors::Error as DockerError;
 use bollard::Docker;
 use bytes::Bytes;
 use settings::Settings;
-use stacyvm_types::{FileInfo, SandboxState};
+use stacyvm_types::{FileInfo, Pid, ProcessInfo, PtySize, SandboxState, Signal};
 
+use crate::agent::procs as agent_procs;
 use crate::tombstones::Tombstones;
 use crate::{
-    ByteStream, ChunkSender, DockerConfig, ExecRequest, FileStream, Provider, ProviderError,
-    RuntimeInfo, SandboxSpec, SnapshotMade, Spawned, Stats, VolumeMountSpec,
+    ByteStream, ChunkSender, DockerConfig, ExecRequest, FileStream, ProcessSpec, Provider,
+    ProviderError, RecordStream, RuntimeInfo, SandboxSpec, SnapshotMade, Spawned, Stats,
+    VolumeMountSpec,
 };
 
 /// Label every sandbox container carries; the provider manages nothing else.
@@ -103,6 +105,25 @@ impl DockerProvider {
         }
     }
 
+    /// Whether a container, image or volume with `labels` is this installation's
+    /// (`crate::cluster`).
+    fn in_cluster(&self, labels: &HashMap<String, String>) -> bool {
+        let label = labels.get(crate::cluster::CLUSTER_LABEL);
+        crate::cluster::ours(label.map(String::as_str), self.settings.cluster.as_deref())
+    }
+
+    /// `docker inspect` of `id` (the container's full id or name), errors as `runtime_id`'s.
+    async fn inspect(
+        &self,
+        id: &str,
+        runtime_id: &str,
+    ) -> Result<bollard::models::ContainerInspectResponse, ProviderError> {
+        self.docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| self.not_found_or(runtime_id, e, "inspecting the sandbox failed"))
+    }
+
     /// The full id of the container for `runtime_id`, after checking it is one of ours.
     async fn container(&self, runtime_id: &str) -> Result<String, ProviderError> {
         if !valid_runtime_id(runtime_id) {
@@ -111,11 +132,7 @@ impl DockerProvider {
         if let Some(id) = lock(&self.known).get(runtime_id) {
             return Ok(id.clone());
         }
-        let info = self
-            .docker
-            .inspect_container(runtime_id, None)
-            .await
-            .map_err(|e| self.not_found_or(runtime_id, e, "inspecting the sandbox failed"))?;
+        let info = self.inspect(runtime_id, runtime_id).await?;
         let ours = info
             .config
             .as_ref()
@@ -204,18 +221,7 @@ impl Provider for DockerProvider {
     }
 
     fn capabilities(&self) -> Vec<&'static str> {
-        vec![
-            "spawn",
-            "exec",
-            "exec_stream",
-            "files",
-            "console",
-            "health",
-            "stats",
-            "pause",
-            "volumes",
-            "snapshots",
-        ]
+        crate::capabilities_with(&["health", "stats", "pause", "volumes", "snapshots"])
     }
 
     fn config_summary(&self) -> serde_json::Value {
@@ -347,7 +353,8 @@ impl Provider for DockerProvider {
         mode: Option<&str>,
     ) -> Result<(), ProviderError> {
         let cid = self.container(runtime_id).await?;
-        self.write(&cid, path, content, mode).await
+        self.write(&cid, path, content, files::file_mode(mode)?)
+            .await
     }
 
     async fn read_file(&self, runtime_id: &str, path: &str) -> Result<Bytes, ProviderError> {
@@ -443,92 +450,89 @@ impl Provider for DockerProvider {
         if self.settings.network_mode == "none" {
             return Ok(None);
         }
-        let info = self
-            .docker
-            .inspect_container(&cid, None)
-            .await
-            .map_err(|e| self.not_found_or(runtime_id, e, "inspecting the sandbox failed"))?;
+        let info = self.inspect(&cid, runtime_id).await?;
         let networks = info.network_settings.and_then(|n| n.networks);
         Ok(container_ip(networks.as_ref(), &self.settings.network_mode)
             .map(|ip| std::net::SocketAddr::new(ip, port)))
     }
 
+    /// A directory watch, by the agent inside the container (it sees the container's paths;
+    /// the archive API cannot watch).
     async fn watch_dir(
         &self,
         runtime_id: &str,
         path: &str,
         recursive: bool,
     ) -> Result<crate::WatchStream, ProviderError> {
-        self.watch(runtime_id, path, recursive).await
+        let clean = crate::walk::clean_path(path)?;
+        let conn = self.agent(runtime_id).await?;
+        crate::agent::watch::watch(conn, clean, path, recursive).await
     }
+
+    // Background processes live in the container agent's registry (docs/processes.md).
 
     async fn process_start(
         &self,
         runtime_id: &str,
-        spec: crate::ProcessSpec,
-    ) -> Result<stacyvm_types::ProcessInfo, ProviderError> {
-        self.proc_start(runtime_id, spec).await
+        spec: ProcessSpec,
+    ) -> Result<ProcessInfo, ProviderError> {
+        let msg = self.start_msg(&spec)?;
+        agent_procs::start(&*self.agent(runtime_id).await?, msg).await
     }
 
     async fn process_start_follow(
         &self,
         runtime_id: &str,
-        spec: crate::ProcessSpec,
-    ) -> Result<(stacyvm_types::ProcessInfo, crate::RecordStream), ProviderError> {
-        self.proc_start_follow(runtime_id, spec).await
+        spec: ProcessSpec,
+    ) -> Result<(ProcessInfo, RecordStream), ProviderError> {
+        let msg = self.start_msg(&spec)?;
+        crate::agent::follow::start_follow(self.agent(runtime_id).await?, msg).await
     }
 
-    async fn process_list(
-        &self,
-        runtime_id: &str,
-    ) -> Result<Vec<stacyvm_types::ProcessInfo>, ProviderError> {
-        self.proc_list(runtime_id).await
+    async fn process_list(&self, runtime_id: &str) -> Result<Vec<ProcessInfo>, ProviderError> {
+        agent_procs::list(&*self.agent(runtime_id).await?).await
     }
 
-    async fn process_get(
-        &self,
-        runtime_id: &str,
-        pid: stacyvm_types::Pid,
-    ) -> Result<stacyvm_types::ProcessInfo, ProviderError> {
-        self.proc_get(runtime_id, pid).await
+    async fn process_get(&self, runtime_id: &str, pid: Pid) -> Result<ProcessInfo, ProviderError> {
+        agent_procs::get(&*self.agent(runtime_id).await?, pid).await
     }
 
     async fn process_output(
         &self,
         runtime_id: &str,
-        pid: stacyvm_types::Pid,
+        pid: Pid,
         since: u64,
         follow: bool,
-    ) -> Result<crate::RecordStream, ProviderError> {
-        self.proc_output(runtime_id, pid, since, follow).await
+    ) -> Result<RecordStream, ProviderError> {
+        agent_procs::output(self.agent(runtime_id).await?, pid, since, follow).await
     }
 
     async fn process_stdin(
         &self,
         runtime_id: &str,
-        pid: stacyvm_types::Pid,
+        pid: Pid,
         data: Bytes,
         close: bool,
     ) -> Result<u64, ProviderError> {
-        self.proc_stdin(runtime_id, pid, data, close).await
+        agent_procs::stdin(&*self.agent(runtime_id).await?, pid, &data, close).await
     }
 
     async fn process_signal(
         &self,
         runtime_id: &str,
-        pid: stacyvm_types::Pid,
-        signal: stacyvm_types::Signal,
-    ) -> Result<stacyvm_types::ProcessInfo, ProviderError> {
-        self.proc_signal(runtime_id, pid, signal).await
+        pid: Pid,
+        signal: Signal,
+    ) -> Result<ProcessInfo, ProviderError> {
+        agent_procs::signal(&*self.agent(runtime_id).await?, pid, signal).await
     }
 
     async fn process_resize(
         &self,
         runtime_id: &str,
-        pid: stacyvm_types::Pid,
-        size: stacyvm_types::PtySize,
+        pid: Pid,
+        size: PtySize,
     ) -> Result<(), ProviderError> {
-        self.proc_resize(runtime_id, pid, size).await
+        agent_procs::resize(&*self.agent(runtime_id).await?, pid, size).await
     }
 }
 

@@ -19,14 +19,13 @@ use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use stacyvm_protocol::agent::ProcStart;
-use stacyvm_types::{Pid, ProcessInfo, PtySize, Signal};
 use tokio::time::Instant;
 
 use super::container::WORKSPACE;
 use super::{api_err, lock, DockerProvider};
 use crate::agent::conn::AgentConn;
 use crate::agent::procs;
-use crate::{ChunkSender, ExecRequest, ProcessSpec, ProviderError, RecordStream};
+use crate::{ChunkSender, ExecRequest, ProcessSpec, ProviderError};
 
 /// Where the agent binary is mounted in every container.
 pub(crate) const AGENT_BIN: &str = "/.stacyvm/agent";
@@ -67,7 +66,7 @@ impl DockerProvider {
 
     /// The connection to the agent of `runtime_id`'s container, starting the agent if none
     /// listens yet.
-    async fn agent(&self, runtime_id: &str) -> Result<Arc<AgentConn>, ProviderError> {
+    pub(super) async fn agent(&self, runtime_id: &str) -> Result<Arc<AgentConn>, ProviderError> {
         let cid = self.container(runtime_id).await?;
         if self.settings.agent.is_none() {
             return Err(crate::agent::missing("docker"));
@@ -102,11 +101,7 @@ impl DockerProvider {
 
     /// `docker exec -d <agent> --listen <sock>`, after checking the container has the agent.
     async fn start_agent(&self, cid: &str, runtime_id: &str) -> Result<(), ProviderError> {
-        let info = self
-            .docker
-            .inspect_container(cid, None)
-            .await
-            .map_err(|e| self.not_found_or(runtime_id, e, "inspecting the sandbox failed"))?;
+        let info = self.inspect(cid, runtime_id).await?;
         let mounted = info
             .mounts
             .unwrap_or_default()
@@ -221,92 +216,7 @@ impl DockerProvider {
     }
 
     /// The `ProcStart` of `spec`: the environment checked, the workdir cleaned.
-    fn start_msg(&self, spec: &ProcessSpec) -> Result<ProcStart, ProviderError> {
+    pub(super) fn start_msg(&self, spec: &ProcessSpec) -> Result<ProcStart, ProviderError> {
         procs::start_msg_rooted(spec, WORKSPACE)
-    }
-
-    pub(super) async fn proc_start(
-        &self,
-        runtime_id: &str,
-        spec: ProcessSpec,
-    ) -> Result<ProcessInfo, ProviderError> {
-        let msg = self.start_msg(&spec)?;
-        let conn = self.agent(runtime_id).await?;
-        procs::start(&conn, msg).await
-    }
-
-    pub(super) async fn proc_start_follow(
-        &self,
-        runtime_id: &str,
-        spec: ProcessSpec,
-    ) -> Result<(ProcessInfo, RecordStream), ProviderError> {
-        let msg = self.start_msg(&spec)?;
-        crate::agent::follow::start_follow(self.agent(runtime_id).await?, msg).await
-    }
-
-    /// A directory watch, by the agent inside the container (it sees the container's paths;
-    /// the archive API cannot watch).
-    pub(super) async fn watch(
-        &self,
-        runtime_id: &str,
-        path: &str,
-        recursive: bool,
-    ) -> Result<crate::WatchStream, ProviderError> {
-        let clean = crate::walk::clean_path(path)?;
-        let conn = self.agent(runtime_id).await?;
-        crate::agent::watch::watch(conn, clean, path, recursive).await
-    }
-
-    pub(super) async fn proc_list(
-        &self,
-        runtime_id: &str,
-    ) -> Result<Vec<ProcessInfo>, ProviderError> {
-        procs::list(&*self.agent(runtime_id).await?).await
-    }
-
-    pub(super) async fn proc_get(
-        &self,
-        runtime_id: &str,
-        pid: Pid,
-    ) -> Result<ProcessInfo, ProviderError> {
-        procs::get(&*self.agent(runtime_id).await?, pid).await
-    }
-
-    pub(super) async fn proc_output(
-        &self,
-        runtime_id: &str,
-        pid: Pid,
-        since: u64,
-        follow: bool,
-    ) -> Result<RecordStream, ProviderError> {
-        procs::output(self.agent(runtime_id).await?, pid, since, follow).await
-    }
-
-    pub(super) async fn proc_stdin(
-        &self,
-        runtime_id: &str,
-        pid: Pid,
-        data: Bytes,
-        close: bool,
-    ) -> Result<u64, ProviderError> {
-        procs::stdin(&*self.agent(runtime_id).await?, pid, &data, close).await
-    }
-
-    pub(super) async fn proc_signal(
-        &self,
-        runtime_id: &str,
-        pid: Pid,
-        signal: Signal,
-    ) -> Result<ProcessInfo, ProviderError> {
-        procs::signal(&*self.agent(runtime_id).await?, pid, signal).await
-    }
-
-    pub(super) async fn proc_resize(
-        &self,
-        runtime_id: &str,
-        pid: Pid,
-        size: PtySize,
-    ) -> Result<(), ProviderError> {
-        procs::resize(&*self.agent(runtime_id).await?, pid, size).await
     }
 }

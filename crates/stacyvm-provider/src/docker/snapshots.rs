@@ -257,10 +257,7 @@ impl DockerProvider {
         let mut removed = self.sweep_helpers(known, grace).await?;
         removed.extend(self.sweep_workspace_volumes(known, grace).await?);
         for img in images {
-            let label = img.labels.get(CLUSTER_LABEL).map(String::as_str);
-            if !crate::cluster::ours(label, self.settings.cluster.as_deref())
-                || now.saturating_sub(img.created) < grace
-            {
+            if !self.in_cluster(&img.labels) || now.saturating_sub(img.created) < grace {
                 continue;
             }
             let ours_tags: Vec<&String> = img
@@ -317,10 +314,7 @@ impl DockerProvider {
         for c in list {
             let labels = c.labels.unwrap_or_default();
             let sid = labels.get(LABEL_HELPER).cloned().unwrap_or_default();
-            let ours = crate::cluster::ours(
-                labels.get(CLUSTER_LABEL).map(String::as_str),
-                self.settings.cluster.as_deref(),
-            );
+            let ours = self.in_cluster(&labels);
             let old = now.saturating_sub(c.created.unwrap_or(now)) >= grace;
             // A helper is never started and never a sandbox: anything else carrying the label
             // (a sandbox spawned from a snapshot made before the label was blanked) is kept.

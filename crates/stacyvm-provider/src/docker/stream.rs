@@ -83,7 +83,7 @@ impl DockerProvider {
                 Some(chunk) => head.extend_from_slice(&chunk?),
                 None => {
                     let n = head.len() as u64;
-                    self.write(cid, given, head.freeze(), mode).await?;
+                    self.write(cid, given, head.freeze(), bits).await?;
                     return Ok(n);
                 }
             }

@@ -9,7 +9,7 @@ use bollard::models::{Mount, MountType, VolumeCreateRequest};
 use bollard::query_parameters::{ListVolumesOptionsBuilder, RemoveVolumeOptionsBuilder};
 
 use super::{api_err, is_status, DockerProvider, LABEL_MANAGED};
-use crate::cluster::{self, CLUSTER_LABEL};
+use crate::cluster::CLUSTER_LABEL;
 use crate::{ProviderError, VolumeMountSpec};
 
 /// The label naming the control plane's volume.
@@ -53,11 +53,7 @@ pub(crate) fn mounts(mounts: &[VolumeMountSpec]) -> Vec<Mount> {
 
 impl DockerProvider {
     fn ours(&self, labels: &HashMap<String, String>) -> bool {
-        labels.get(LABEL_MANAGED).is_some_and(|v| v == "true")
-            && cluster::ours(
-                labels.get(CLUSTER_LABEL).map(String::as_str),
-                self.settings.cluster.as_deref(),
-            )
+        labels.get(LABEL_MANAGED).is_some_and(|v| v == "true") && self.in_cluster(labels)
     }
 
     pub(super) async fn create_named_volume(
@@ -118,18 +114,28 @@ impl DockerProvider {
         }
     }
 
-    /// The names (ours, not Docker's) of this installation's volumes.
-    pub(super) async fn named_volumes(&self) -> Result<Vec<String>, ProviderError> {
-        let filters = HashMap::from([("label", vec![format!("{LABEL_MANAGED}=true")])]);
+    /// The daemon's volumes matching the label filter `label` (`key` or `key=value`), as
+    /// `containers_labelled` lists containers; `what` is the error's message.
+    pub(super) async fn labelled_volumes(
+        &self,
+        label: String,
+        what: &'static str,
+    ) -> Result<Vec<bollard::models::Volume>, ProviderError> {
+        let filters = HashMap::from([("label", vec![label])]);
         let opts = ListVolumesOptionsBuilder::new().filters(&filters).build();
         let list = self
             .docker
             .list_volumes(Some(opts))
             .await
-            .map_err(|e| api_err("listing volumes failed", e))?;
-        let mut names: Vec<String> = list
-            .volumes
-            .unwrap_or_default()
+            .map_err(|e| api_err(what, e))?;
+        Ok(list.volumes.unwrap_or_default())
+    }
+
+    /// The names (ours, not Docker's) of this installation's volumes.
+    pub(super) async fn named_volumes(&self) -> Result<Vec<String>, ProviderError> {
+        let mut names: Vec<String> = self
+            .labelled_volumes(format!("{LABEL_MANAGED}=true"), "listing volumes failed")
+            .await?
             .into_iter()
             .filter(|v| self.ours(&v.labels))
             .filter_map(|v| v.labels.get(LABEL_VOLUME).cloned())

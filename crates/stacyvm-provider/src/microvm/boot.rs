@@ -16,7 +16,8 @@ use super::qmp::Qmp;
 use super::settings::{NetworkMode, Settings};
 use super::snapshot::Templates;
 use super::vmm::{self, Launch, VmPaths, VmShape};
-use super::{lock, rootfs, tail_lines};
+use super::{lock, rootfs};
+use crate::console::tail_lines;
 use crate::{ProviderError, SandboxSpec};
 
 /// What `vm.json` records about a VM.

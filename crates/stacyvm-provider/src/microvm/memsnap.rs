@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -105,13 +105,7 @@ impl Snapshots {
                 "a cold-booted microvm cannot be snapshotted (snapshots need templates on)".into(),
             ));
         }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|e| {
-                ProviderError::internal_with("creating the snapshot directory failed", e)
-            })?;
+        snapshot::private_dir(&self.dir, "snapshot")?;
         let dest = self.dir.join(sid);
         if dest.exists() {
             return Err(ProviderError::InvalidInput(format!(
@@ -212,26 +206,13 @@ impl Snapshots {
     /// Removes snapshots `known` does not name and unfinished ones (killing their helper
     /// QEMU), once older than `grace`.
     pub fn sweep(&self, known: &HashSet<String>, grace: Duration) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+        let Ok(stale) = crate::sweepable(&self.dir, known, grace) else {
             return Vec::new();
         };
         let mut removed = Vec::new();
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if known.contains(&name) {
-                continue;
-            }
-            let age = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .unwrap_or_default();
-            if age < grace {
-                continue;
-            }
+        for (name, path) in stale {
             lock(&self.loaded).remove(&name);
-            boot::remove_leftover(&e.path());
+            boot::remove_leftover(&path);
             removed.push(name);
         }
         removed

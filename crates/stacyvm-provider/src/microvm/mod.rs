@@ -55,9 +55,6 @@ use crate::{
     RuntimeInfo, SandboxSpec, Spawned,
 };
 
-/// Largest console tail read for `logs`.
-const LOG_TAIL_BYTES: u64 = 256 * 1024;
-
 const TCG_WARNING: &str =
     "microvm runs under TCG (software emulation): each sandbox has its own kernel, but TCG is not a hardware isolation boundary";
 
@@ -245,27 +242,6 @@ impl MicrovmProvider {
     }
 }
 
-/// The last `n` lines of a file, reading at most [`LOG_TAIL_BYTES`].
-pub(crate) async fn tail_lines(path: &std::path::Path, n: usize) -> std::io::Result<Vec<String>> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut f = tokio::fs::File::open(path).await?;
-    let len = f.metadata().await?.len();
-    let start = len.saturating_sub(LOG_TAIL_BYTES);
-    f.seek(std::io::SeekFrom::Start(start)).await?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let mut lines: Vec<&str> = text.lines().collect();
-    if start > 0 && !lines.is_empty() {
-        lines.remove(0); // probably cut in the middle
-    }
-    let from = lines.len().saturating_sub(n);
-    Ok(lines[from..]
-        .iter()
-        .map(|l| l.trim_end_matches('\r').to_string())
-        .collect())
-}
-
 impl Drop for MicrovmProvider {
     fn drop(&mut self) {
         if let Some((handle, cancel)) = lock(&self.refill).take() {
@@ -286,8 +262,7 @@ impl Provider for MicrovmProvider {
     }
 
     fn capabilities(&self) -> Vec<&'static str> {
-        let mut caps = vec!["spawn", "exec", "exec_stream", "files", "console", "health"];
-        caps.push("pause");
+        let mut caps = crate::capabilities_with(&["health", "pause"]);
         // Memory snapshots clone like templates: only VMs restored from one can be taken.
         if self.core.settings.snapshots {
             caps.push("snapshots");
@@ -552,14 +527,7 @@ impl Provider for MicrovmProvider {
             Ok(vm) => vm.paths.console.clone(),
             Err(e) => self.paused_paths(runtime_id).ok_or(e)?.console,
         };
-        match tail_lines(&console, lines).await {
-            Ok(l) => Ok(l),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(ProviderError::internal_with(
-                "reading the console log failed",
-                e,
-            )),
-        }
+        crate::console::logs(&console, lines).await
     }
 
     /// Any guest port with `network_mode: user`, through a loopback forward of QEMU's: port
@@ -703,95 +671,4 @@ impl Provider for MicrovmProvider {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runtime_ids() {
-        assert!(valid_runtime_id("sb-0123abcd"));
-        for bad in ["", "-x", ".x", "a/b", "../x", "a b"] {
-            assert!(!valid_runtime_id(bad), "{bad}");
-        }
-    }
-
-    #[tokio::test]
-    async fn health_names_missing_assets_and_unknown_ids_are_not_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = MicrovmProvider::new(MicrovmConfig {
-            data_dir: dir.path().to_string_lossy().into_owned(),
-            qemu_path: "/bin/sh".into(),
-            ..Default::default()
-        })
-        .unwrap();
-        let e = p.health().await.unwrap_err();
-        assert!(
-            matches!(&e, ProviderError::Unavailable(m) if m.contains("guest kernel")),
-            "{e:?}"
-        );
-        assert!(
-            !e.to_string().contains(&*dir.path().to_string_lossy()),
-            "host path leaked: {e}"
-        );
-        assert!(matches!(
-            p.status("sb-00000000").await,
-            Err(ProviderError::SandboxNotFound(_))
-        ));
-        assert!(matches!(
-            p.destroy("sb-00000000").await,
-            Err(ProviderError::SandboxNotFound(_))
-        ));
-        assert_eq!(p.list_runtimes().await.unwrap(), Some(Vec::new()));
-    }
-
-    /// VM directories of another installation sharing the state directory are not listed (so
-    /// never reconciled away); those without a cluster (older builds, workers) are (hardening
-    /// finding 12).
-    #[tokio::test]
-    async fn lists_only_its_own_and_unlabelled_vm_directories() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = MicrovmProvider::new(MicrovmConfig {
-            data_dir: dir.path().to_string_lossy().into_owned(),
-            qemu_path: "/bin/sh".into(),
-            cluster: Some("aaaaaaaaaaaaaaaa".into()),
-            ..Default::default()
-        })
-        .unwrap();
-        let spec = |id: &str| SandboxSpec {
-            id: id.into(),
-            image: "img".into(),
-            memory_mb: 0,
-            vcpus: 0,
-            owner_id: String::new(),
-            metadata: Default::default(),
-        };
-        for (id, cluster) in [
-            ("sb-0000000a", Some("aaaaaaaaaaaaaaaa")),
-            ("sb-0000000b", Some("bbbbbbbbbbbbbbbb")),
-            ("sb-00000000", None),
-        ] {
-            let paths = VmPaths::new(&p.vms_dir(), id);
-            std::fs::create_dir_all(&paths.dir).unwrap();
-            boot::write_meta(&paths, &VmMeta::of(&spec(id), cluster))
-                .await
-                .unwrap();
-        }
-        let listed: Vec<String> = p
-            .list_runtimes()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_iter()
-            .map(|r| r.runtime_id)
-            .collect();
-        assert_eq!(listed, ["sb-00000000", "sb-0000000a"]);
-    }
-
-    #[tokio::test]
-    async fn tail_reads_last_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("c.log");
-        std::fs::write(&f, "a\r\nb\nc\n").unwrap();
-        assert_eq!(tail_lines(&f, 2).await.unwrap(), ["b", "c"]);
-        assert_eq!(tail_lines(&f, 10).await.unwrap(), ["a", "b", "c"]);
-    }
-}
+mod tests;

@@ -282,13 +282,7 @@ impl Templates {
         shape: &VmShape,
     ) -> Result<Template, BuildError> {
         let started = Instant::now();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|e| {
-                ProviderError::internal_with("creating the template directory failed", e)
-            })?;
+        private_dir(&self.dir, "template")?;
         let work = format!(".build-{}-{}", std::process::id(), key.hash);
         let paths = VmPaths::new(&self.dir, &work);
         let _ = std::fs::remove_dir_all(&paths.dir);
@@ -510,6 +504,17 @@ pub(crate) async fn restore(
         shape: shape.clone(),
         forwards: Default::default(),
     })
+}
+
+/// Creates `dir` (and its parents) readable by this user only; `what` names it in errors.
+pub(crate) fn private_dir(dir: &Path, what: &str) -> Result<(), ProviderError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            ProviderError::internal_with(format!("creating the {what} directory failed"), e)
+        })
 }
 
 /// Runs `true` in the guest and waits for its exit.

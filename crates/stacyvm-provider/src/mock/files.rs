@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use stacyvm_types::{format_rfc3339_secs, FileInfo};
 
 use super::paths::{clean, resolve};
-use crate::walk::{component, has_wildcard, WalkBudget, MATCH};
-use crate::{parse_mode, ProviderError};
+use crate::walk::{component, has_wildcard, refuse_root, WalkBudget, MATCH};
+use crate::ProviderError;
 
 // Go's `io/fs.FileMode` type bits; the wire shows modes the way Go prints them.
 const GO_DIR: u32 = 1 << 31;
@@ -100,10 +100,6 @@ pub(super) fn io_err(e: io::Error, given: &str) -> ProviderError {
         K::AlreadyExists => bad("already exists"),
         _ => ProviderError::internal_with(format!("file operation failed: {given}"), e),
     }
-}
-
-fn refuse_root(given: &str, what: &str) -> ProviderError {
-    ProviderError::InvalidInput(format!("cannot {what} the sandbox root: {given:?}"))
 }
 
 pub(super) fn write(
@@ -296,8 +292,7 @@ pub(super) fn rename(root: &Path, old: &str, new: &str) -> Result<(), ProviderEr
 }
 
 pub(super) fn chmod(root: &Path, path: &str, mode: &str) -> Result<(), ProviderError> {
-    let bits = parse_mode(mode)
-        .ok_or_else(|| ProviderError::InvalidInput(format!("invalid file mode {mode:?}")))?;
+    let bits = crate::mode_arg(mode)?;
     let r = resolve(root, path, true)?;
     fs::set_permissions(&r.host, Permissions::from_mode(bits)).map_err(|e| io_err(e, path))
 }

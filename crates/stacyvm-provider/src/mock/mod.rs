@@ -295,18 +295,7 @@ impl Provider for MockProvider {
     }
 
     fn capabilities(&self) -> Vec<&'static str> {
-        vec![
-            "spawn",
-            "exec",
-            "exec_stream",
-            "files",
-            "console",
-            "health",
-            "test_provider",
-            "pause",
-            "volumes",
-            "snapshots",
-        ]
+        crate::capabilities_with(&["health", "test_provider", "pause", "volumes", "snapshots"])
     }
 
     fn config_summary(&self) -> serde_json::Value {

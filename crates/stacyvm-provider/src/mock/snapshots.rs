@@ -92,28 +92,15 @@ pub(super) fn sweep(
     known: &std::collections::HashSet<String>,
     grace: std::time::Duration,
 ) -> Result<Vec<String>, ProviderError> {
-    let entries = match fs::read_dir(snaps) {
+    // `.tmp-` directories (a snapshot never finished) are never a record's id.
+    let stale = match crate::sweepable(snaps, known, grace) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(fail("listing snapshots failed")(e)),
     };
     let mut removed = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        // `.tmp-` directories (a snapshot never finished) are never a record's id.
-        if known.contains(&name) {
-            continue;
-        }
-        let age = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .unwrap_or_default();
-        if age < grace {
-            continue;
-        }
-        match fs::remove_dir_all(entry.path()) {
+    for (name, path) in stale {
+        match fs::remove_dir_all(path) {
             Ok(()) => removed.push(name),
             Err(e) => {
                 tracing::warn!(snapshot = %name, error = %e, "removing a stray snapshot failed")

@@ -205,15 +205,7 @@ impl Provider for RemoteProvider {
     }
 
     fn capabilities(&self) -> Vec<&'static str> {
-        let mut caps = vec![
-            "spawn",
-            "exec",
-            "exec_stream",
-            "files",
-            "console",
-            "remote_worker",
-            "pause",
-        ];
+        let mut caps = stacyvm_provider::capabilities_with(&["remote_worker", "pause"]);
         if self.state {
             caps.extend(["volumes", "snapshots"]);
         }
