@@ -44,15 +44,26 @@ impl Recorder {
             .status()
             .expect("mkfifo");
         assert!(made.success(), "mkfifo {}", path.display());
-        let p = path.clone();
+        // Opened for reading and writing, so the FIFO always has a reader and never reaches
+        // end-of-file: a writer that opened it between two reads of a reopening reader could
+        // otherwise have its write fail (EPIPE) and the code drop that token (seen in CI). Writes
+        // run together, hence tokens, not lines.
+        let mut fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open fifo");
         let reader = std::thread::spawn(move || {
-            let mut seen = String::new();
-            // Each open waits for a writer; a read ends when the writers close. Writes that
-            // follow each other while the FIFO is open run together, hence tokens, not lines.
-            while !seen.ends_with(Recorder::END) {
-                seen.push_str(&std::fs::read_to_string(&p).expect("read fifo"));
+            use std::io::Read;
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 256];
+            while !seen.ends_with(Recorder::END.as_bytes()) {
+                let n = fifo.read(&mut buf).expect("read fifo");
+                seen.extend_from_slice(&buf[..n]);
             }
-            seen.trim_end_matches(Recorder::END).to_string()
+            String::from_utf8_lossy(&seen)
+                .trim_end_matches(Recorder::END)
+                .to_string()
         });
         Recorder {
             path,
