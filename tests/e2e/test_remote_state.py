@@ -13,6 +13,7 @@ import pytest
 
 from conftest import assert_error, require_backend
 from test_remote_faults import TOKEN, Worker, wait_for
+from test_state_crash import MANY_FILES
 
 
 def _spawn(c: httpx.Client, **body) -> dict:
@@ -153,9 +154,8 @@ def test_worker_killed_mid_snapshot_leaves_nothing_once_it_returns(server_factor
             sb = _spawn(c, image=IMAGE, provider="docker")
             assert sb["worker_id"] == "worker-a", sb
             sid = sb["id"]
-            # Enough that the copy takes a while (zeros: quick to write).
-            assert _sh(c, sid, "dd if=/dev/zero of=big bs=1M count=600 2>/dev/null; echo ok")[
-                "stdout"] == "ok\n"
+            # Enough that the copy takes a while (see test_state_crash.MANY_FILES).
+            assert _sh(c, sid, MANY_FILES)["stdout"] == "ok\n"
             answer: dict = {}
 
             def snap() -> None:

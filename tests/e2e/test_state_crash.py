@@ -28,6 +28,11 @@ CFG = {
 }
 
 
+# Data whose workspace copy takes seconds, not a fraction of one (zeros are quick to write).
+MANY_FILES = ("dd if=/dev/zero of=big bs=1M count=600 2>/dev/null && mkdir many && cd many && "
+              "i=0 && while [ $i -lt 20000 ]; do : > f$i; i=$((i+1)); done && echo ok")
+
+
 def _docker(*args: str) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True).stdout
 
@@ -102,9 +107,10 @@ def test_kill9_mid_snapshot_leaves_no_half_made_snapshot(server_factory):
     try:
         with srv.http(timeout=120) as c:
             sid = c.post("/api/v1/sandboxes", json={"ttl": "10m"}).json()["id"]
-            # Enough data that the workspace copy takes a while (zeros: quick to write).
-            r = c.post(f"/api/v1/sandboxes/{sid}/exec", json={
-                "command": "dd if=/dev/zero of=big bs=1M count=600 2>/dev/null && echo ok"})
+            # Enough that the workspace copy takes a while: 600 MB, and 20,000 small files (each
+            # costs the copy its own syscalls; with the zeros alone a snapshot once finished
+            # between two polls, in CI).
+            r = c.post(f"/api/v1/sandboxes/{sid}/exec", json={"command": MANY_FILES})
             assert r.json()["stdout"] == "ok\n", r.text
             t, out = _in_background(lambda: srv.http(timeout=120).post(
                 f"/api/v1/sandboxes/{sid}/snapshots", json={}))
