@@ -22,7 +22,7 @@ mod volumes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
@@ -61,6 +61,19 @@ pub struct DockerProvider {
     keepalive_cache: Mutex<HashMap<String, Vec<String>>>,
     /// runtime id → the connection to its in-container agent (docs/processes.md).
     agents: procs::Agents,
+    /// Snapshots this provider is taking now: the sweep never takes their pieces, however long
+    /// the copy runs past the grace period (they have no record until they are made).
+    snapshots_in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// Takes its snapshot id out of the in-flight set when the snapshot ends, also when the call
+/// is dropped midway.
+struct InFlight(Arc<Mutex<std::collections::HashSet<String>>>, String);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.0).remove(&self.1);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,6 +102,7 @@ impl DockerProvider {
             known: Mutex::new(HashMap::new()),
             destroyed: Tombstones::default(),
             keepalive_cache: Mutex::new(HashMap::new()),
+            snapshots_in_flight: Arc::default(),
             agents: procs::Agents::default(),
         };
         p.negotiate().await;
@@ -292,6 +306,8 @@ impl Provider for DockerProvider {
         runtime_id: &str,
         snapshot_id: &str,
     ) -> Result<SnapshotMade, ProviderError> {
+        lock(&self.snapshots_in_flight).insert(snapshot_id.to_string());
+        let _in_flight = InFlight(self.snapshots_in_flight.clone(), snapshot_id.to_string());
         self.take_snapshot(runtime_id, snapshot_id).await
     }
 
@@ -304,7 +320,9 @@ impl Provider for DockerProvider {
         known: &std::collections::HashSet<String>,
         grace: std::time::Duration,
     ) -> Result<Vec<String>, ProviderError> {
-        self.sweep_snapshot_images(known, grace).await
+        let mut known = known.clone();
+        known.extend(lock(&self.snapshots_in_flight).iter().cloned());
+        self.sweep_snapshot_images(&known, grace).await
     }
 
     async fn spawn_from_snapshot(
