@@ -66,9 +66,16 @@ pub struct DockerProvider {
     snapshots_in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
-/// Takes its snapshot id out of the in-flight set when the snapshot ends, also when the call
-/// is dropped midway.
+/// A snapshot id in the in-flight set from [`InFlight::enter`] until the snapshot ends, also
+/// when the call is dropped midway.
 struct InFlight(Arc<Mutex<std::collections::HashSet<String>>>, String);
+
+impl InFlight {
+    fn enter(set: &Arc<Mutex<std::collections::HashSet<String>>>, id: &str) -> InFlight {
+        lock(set).insert(id.to_string());
+        InFlight(set.clone(), id.to_string())
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -306,8 +313,7 @@ impl Provider for DockerProvider {
         runtime_id: &str,
         snapshot_id: &str,
     ) -> Result<SnapshotMade, ProviderError> {
-        lock(&self.snapshots_in_flight).insert(snapshot_id.to_string());
-        let _in_flight = InFlight(self.snapshots_in_flight.clone(), snapshot_id.to_string());
+        let _in_flight = InFlight::enter(&self.snapshots_in_flight, snapshot_id);
         self.take_snapshot(runtime_id, snapshot_id).await
     }
 
