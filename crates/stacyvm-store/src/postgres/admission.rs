@@ -11,21 +11,25 @@ use stacyvm_types::Sandbox;
 use super::sandboxes::{bind_sandbox, COLUMNS};
 use super::{col, db_err, PgStore, Query};
 use crate::admission::first_hit;
+use crate::statements::active_sandbox;
 use crate::rows::to_json;
 use crate::{InsertLimits, StoreError};
 
 /// The advisory lock key serialising limited admissions ("stacyvm" + 1).
 const ADMISSION_LOCK: i64 = 0x7374_6163_7976_6d01;
 
+/// The active-row predicate, repeated from the partial indexes.
+const ACTIVE: &str = active_sandbox!();
+
 /// `$24..$26` are the limits (0 = none). Paused sandboxes count for their worker only. Returns the counts seen and whether it inserted.
 static INSERT_LIMITED: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH c AS (SELECT \
-           (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired', 'destroying') \
+           (SELECT COUNT(*) FROM sandboxes WHERE {ACTIVE} \
               AND state <> 'paused') AS total, \
-           (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired', 'destroying') \
+           (SELECT COUNT(*) FROM sandboxes WHERE {ACTIVE} \
               AND state <> 'paused' AND owner_id = $9 AND $9 <> '') AS by_owner, \
-           (SELECT COUNT(*) FROM sandboxes WHERE state NOT IN ('destroyed', 'expired', 'destroying') \
+           (SELECT COUNT(*) FROM sandboxes WHERE {ACTIVE} \
               AND worker_id = $11) AS by_worker), \
          ins AS (INSERT INTO sandboxes ({COLUMNS}, created_by) \
            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \

@@ -88,7 +88,7 @@ pub(super) async fn set_state(
     } else {
         Some(format!(
             "UPDATE sandboxes SET state = $2, updated_at = {} \
-             WHERE id = $1 AND state IN ({sources}) RETURNING {}",
+             WHERE id = $1 AND {sources} RETURNING {}",
             now_ts!(),
             sandbox_columns!()
         ))

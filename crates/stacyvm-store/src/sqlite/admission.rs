@@ -10,34 +10,40 @@ use stacyvm_types::Sandbox;
 use super::db::{exec, first, Db};
 use super::sandboxes::{values, RowText, COLUMNS};
 use crate::admission::first_hit;
+use crate::statements::active_sandbox;
 use crate::{InsertLimits, StoreError};
+
+/// The active-row predicate, repeated from the partial indexes.
+const ACTIVE: &str = active_sandbox!();
 
 /// `?24..?26` are the limits (0 = none); the counts repeat the active-row index predicate.
 /// Paused sandboxes count for their worker (they hold its resources) but not for the total
 /// or the owner (`max_paused_sandboxes` limits them).
-static INSERT_LIMITED: LazyLock<String> = LazyLock::new(|| {
+pub(super) static INSERT_LIMITED: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO sandboxes ({COLUMNS}, created_by) \
          SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
                 ?18, ?19, ?20, ?21, ?22, ?23 \
          WHERE (?24 = 0 OR (SELECT COUNT(*) FROM sandboxes \
-                  WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused') < ?24) \
+                  WHERE {ACTIVE} AND state <> 'paused') < ?24) \
            AND (?25 = 0 OR ?9 = '' OR (SELECT COUNT(*) FROM sandboxes \
-                  WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' \
+                  WHERE {ACTIVE} AND state <> 'paused' \
                   AND owner_id = ?9) < ?25) \
            AND (?26 = 0 OR (SELECT COUNT(*) FROM sandboxes \
-                  WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND worker_id = ?11) < ?26)"
+                  WHERE {ACTIVE} AND worker_id = ?11) < ?26)"
     )
 });
 
-const COUNTS: &str = "SELECT \
-       (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused'), \
-       (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND state <> 'paused' \
-          AND owner_id = ?1 AND ?1 <> ''), \
-       (SELECT COUNT(*) FROM sandboxes \
-          WHERE state NOT IN ('destroyed', 'expired', 'destroying') AND worker_id = ?2)";
+const COUNTS: &str = concat!(
+    "SELECT (SELECT COUNT(*) FROM sandboxes WHERE ",
+    active_sandbox!(),
+    " AND state <> 'paused'), (SELECT COUNT(*) FROM sandboxes WHERE ",
+    active_sandbox!(),
+    " AND state <> 'paused' AND owner_id = ?1 AND ?1 <> ''), \
+     (SELECT COUNT(*) FROM sandboxes WHERE ",
+    active_sandbox!(),
+    " AND worker_id = ?2)"
+);
 
 pub(super) async fn insert_limited(
     db: &Db,

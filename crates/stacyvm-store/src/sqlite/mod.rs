@@ -227,7 +227,7 @@ mod tests {
             again.get_sandbox(&"sb-1".into()).await.unwrap().owner_id,
             "alice"
         );
-        assert_eq!(again.schema_version().await.unwrap(), 9);
+        assert_eq!(again.schema_version().await.unwrap(), 10);
         again
             .db
             .writer()
@@ -242,7 +242,7 @@ mod tests {
         drop(again);
         match SqliteStore::open(&t.path).await {
             Err(StoreError::SchemaTooNew { found, supported }) => {
-                assert_eq!((found, supported), (9999, 9));
+                assert_eq!((found, supported), (9999, latest_version()));
             }
             Err(e) => panic!("expected SchemaTooNew, got {e:?}"),
             Ok(_) => panic!("expected SchemaTooNew, got a store"),
@@ -266,7 +266,7 @@ mod tests {
             .fetch_one(&mut conn)
             .await
             .unwrap();
-        assert_eq!(edited, 9);
+        assert_eq!(edited, latest_version());
         // An edited migration is refused, as sqlx would.
         sqlx::query("UPDATE _sqlx_migrations SET checksum = x'01' WHERE version = 1")
             .execute(&mut conn)
@@ -408,6 +408,39 @@ mod tests {
                     partial.iter().any(|i| read.contains(i)),
                     "{sql}\nreads the table without a partial index: {plan:?}"
                 );
+            }
+        }
+    }
+
+    /// The sandbox writes of every spawn and destroy build no ephemeral table beyond the one
+    /// `RETURNING` needs: a partial-index predicate or a state test with `IN (…)` of more than
+    /// two values would build one per index per row written (migration 0010).
+    #[tokio::test]
+    async fn sandbox_writes_build_no_ephemeral_tables() {
+        let t = temp_store().await;
+        let ephemeral = |sql: &str| -> usize {
+            let sql = sql.to_string();
+            t.store
+                .db
+                .read(move |c| {
+                    let mut st = c.prepare(&format!("EXPLAIN {sql}")).unwrap();
+                    let n = st.parameter_count();
+                    let ops: Vec<String> = st
+                        .query_map(rusqlite::params_from_iter(vec![0; n]), |r| r.get(1))
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect();
+                    Ok(ops.iter().filter(|op| *op == "OpenEphemeral").count())
+                })
+                .unwrap()
+        };
+        assert_eq!(ephemeral(crate::statements::sandboxes::INSERT), 0);
+        // `INSERT .. SELECT` from its own table buffers the selected row once.
+        assert_eq!(ephemeral(&admission::INSERT_LIMITED), 1);
+        assert_eq!(ephemeral(sandboxes::SET_RUNNING), 1, "RETURNING");
+        for (to, sql) in sandboxes::SET_STATE.iter() {
+            if let Some(sql) = sql {
+                assert_eq!(ephemeral(sql), 1, "to {to}: RETURNING only\n{sql}");
             }
         }
     }

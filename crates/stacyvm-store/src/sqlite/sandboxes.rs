@@ -123,7 +123,7 @@ pub(super) async fn list(db: &Db) -> Result<Vec<Sandbox>, StoreError> {
 }
 
 /// Per target state, the compare-and-set of `set_state` (`None`: no state may move there).
-static SET_STATE: LazyLock<Vec<(SandboxState, Option<String>)>> = LazyLock::new(|| {
+pub(super) static SET_STATE: LazyLock<Vec<(SandboxState, Option<String>)>> = LazyLock::new(|| {
     SandboxState::ALL
         .into_iter()
         .map(|to| {
@@ -131,7 +131,7 @@ static SET_STATE: LazyLock<Vec<(SandboxState, Option<String>)>> = LazyLock::new(
             let sql = (!sources.is_empty()).then(|| {
                 format!(
                     "UPDATE sandboxes SET state = ?2, updated_at = ?3 \
-                     WHERE id = ?1 AND state IN ({sources}) RETURNING {}",
+                     WHERE id = ?1 AND {sources} RETURNING {}",
                     sandbox_columns!()
                 )
             });
@@ -140,7 +140,7 @@ static SET_STATE: LazyLock<Vec<(SandboxState, Option<String>)>> = LazyLock::new(
         .collect()
 });
 
-const SET_RUNNING: &str = concat!(
+pub(super) const SET_RUNNING: &str = concat!(
     "UPDATE sandboxes SET state = 'running', vm_id = ?2, updated_at = ?3 \
      WHERE id = ?1 AND state = 'creating' RETURNING ",
     sandbox_columns!()
