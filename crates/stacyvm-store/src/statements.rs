@@ -139,6 +139,13 @@ pub(crate) mod sandboxes {
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
            $18, $19, $20, $21, $22)"
     );
+    /// A whole record and the control plane that inserts it: an admission without limits.
+    pub(crate) const INSERT_BY: &str = concat!(
+        "INSERT INTO sandboxes (",
+        sandbox_columns!(),
+        ", created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+           $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+    );
     pub(crate) const GET: &str = concat!(
         "SELECT ",
         sandbox_columns!(),

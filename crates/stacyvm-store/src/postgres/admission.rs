@@ -11,8 +11,9 @@ use stacyvm_types::Sandbox;
 use super::sandboxes::{bind_sandbox, COLUMNS};
 use super::{col, db_err, PgStore, Query};
 use crate::admission::first_hit;
-use crate::statements::active_sandbox;
 use crate::rows::to_json;
+use crate::statements::active_sandbox;
+use crate::statements::sandboxes::INSERT_BY;
 use crate::{InsertLimits, StoreError};
 
 /// The advisory lock key serialising limited admissions ("stacyvm" + 1).
@@ -43,14 +44,6 @@ static INSERT_LIMITED: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-static INSERT_PLAIN: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "INSERT INTO sandboxes ({COLUMNS}, created_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                 $18, $19, $20, $21, $22, $23)"
-    )
-});
-
 /// Binds the 23 values of a limited or plain insert.
 fn bind_record<'q>(
     q: Query<'q>,
@@ -68,7 +61,7 @@ pub(super) async fn insert_limited(
 ) -> Result<(), StoreError> {
     let metadata = to_json(&sb.metadata, "metadata")?;
     if !limits.any() {
-        let q = bind_record(sqlx::query(&INSERT_PLAIN), sb, metadata, limits.created_by);
+        let q = bind_record(sqlx::query(INSERT_BY), sb, metadata, limits.created_by);
         return db.execute("sandbox", q).await.map(drop);
     }
     let err = db_err("sandbox");

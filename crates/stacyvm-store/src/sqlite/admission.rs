@@ -11,6 +11,7 @@ use super::db::{exec, first, Db};
 use super::sandboxes::{values, RowText, COLUMNS};
 use crate::admission::first_hit;
 use crate::statements::active_sandbox;
+use crate::statements::sandboxes::INSERT_BY;
 use crate::{InsertLimits, StoreError};
 
 /// The active-row predicate, repeated from the partial indexes.
@@ -65,6 +66,11 @@ pub(super) async fn insert_limited(
             &max_owner,
             &max_worker,
         ]);
+        if !limits.any() {
+            // No count to take: a plain insert, without `INSERT .. SELECT`'s row buffer.
+            exec(c, "sandbox", INSERT_BY, &args[..args.len() - 3])?;
+            return Ok(());
+        }
         let inserted = exec(c, "sandbox", &INSERT_LIMITED, args.as_slice())?;
         if inserted == 1 {
             return Ok(());

@@ -435,6 +435,7 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(ephemeral(crate::statements::sandboxes::INSERT), 0);
+        assert_eq!(ephemeral(crate::statements::sandboxes::INSERT_BY), 0);
         // `INSERT .. SELECT` from its own table buffers the selected row once.
         assert_eq!(ephemeral(&admission::INSERT_LIMITED), 1);
         assert_eq!(ephemeral(sandboxes::SET_RUNNING), 1, "RETURNING");
