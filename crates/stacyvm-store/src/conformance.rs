@@ -33,6 +33,7 @@ macro_rules! store_conformance_tests {
             sandbox_insert_conflicts,
             sandbox_get_missing,
             sandbox_list_live_newest_first,
+            sandbox_local_runtime_ids,
             sandbox_state_transitions,
             sandbox_set_running,
             sandbox_set_expiry,

@@ -55,6 +55,10 @@ pub trait Store: Send + Sync + 'static {
     async fn get_sandbox(&self, id: &SandboxId) -> Result<Sandbox, StoreError>;
     /// Every record not destroyed, newest `created_at` first.
     async fn list_sandboxes(&self) -> Result<Vec<Sandbox>, StoreError>;
+    /// The runtime id (`vm_id`, else the id) of every record not destroyed that runs on this
+    /// control plane's own providers, in no order: what the orphan sweep must keep, without
+    /// decoding whole records (it runs every second after a start, with any number of them).
+    async fn list_local_runtime_ids(&self) -> Result<Vec<String>, StoreError>;
     /// Moves a record to `state` if the transition is valid (`InvalidTransition` otherwise) and
     /// returns the updated record. Setting the current state again is a no-op success.
     async fn set_sandbox_state(
@@ -255,6 +259,14 @@ macro_rules! impl_store {
 
             async fn list_sandboxes(&self) -> Result<Vec<Sandbox>, StoreError> {
                 sandboxes::list(&self$(.$db)?).await
+            }
+
+            async fn list_local_runtime_ids(&self) -> Result<Vec<String>, StoreError> {
+                let sql = $crate::statements::sandboxes::LOCAL_RUNTIME_IDS;
+                self$(.$db)?.get_all("sandbox", sql, |r| {
+                    use $crate::rows::ReadRow;
+                    r.text("runtime_id")
+                }).await
             }
 
             async fn set_sandbox_state(

@@ -156,6 +156,10 @@ pub(crate) mod sandboxes {
         sandbox_columns!(),
         " FROM sandboxes WHERE state <> 'destroyed' ORDER BY created_at DESC, id DESC"
     );
+    /// Local placements are stored as `local` (and `''` by older rows, `columns::placement_from`).
+    pub(crate) const LOCAL_RUNTIME_IDS: &str =
+        "SELECT CASE WHEN vm_id <> '' THEN vm_id ELSE id END AS runtime_id FROM sandboxes \
+         WHERE state <> 'destroyed' AND (worker_id = 'local' OR worker_id = '')";
     pub(crate) const LIST_EXPIRED: &str = concat!(
         "SELECT ",
         sandbox_columns!(),

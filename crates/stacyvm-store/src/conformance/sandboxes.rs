@@ -430,3 +430,28 @@ pub async fn exec_log_needs_sandbox(store: &dyn Store) {
         "log for missing sandbox",
     );
 }
+
+/// The runtime ids of live local records only: `vm_id` when set, else the id.
+pub async fn sandbox_local_runtime_ids(store: &dyn Store) {
+    assert!(store
+        .list_local_runtime_ids()
+        .await
+        .expect("list")
+        .is_empty());
+    let mut with_vm = sandbox("sb-vm", "", SandboxState::Running, t0());
+    with_vm.vm_id = Some("ctr-1".into());
+    let mut remote = sandbox("sb-remote", "", SandboxState::Running, t0());
+    remote.placement = stacyvm_types::Placement::Remote("w-1".into());
+    remote.vm_id = Some("ctr-remote".into());
+    for sb in [
+        with_vm,
+        sandbox("sb-plain", "", SandboxState::Paused, t0()),
+        sandbox("sb-gone", "", SandboxState::Destroyed, t0()),
+        remote,
+    ] {
+        insert(store, &sb).await;
+    }
+    let mut ids = store.list_local_runtime_ids().await.expect("list");
+    ids.sort();
+    assert_eq!(ids, ["ctr-1", "sb-plain"]);
+}

@@ -129,14 +129,12 @@ impl Reconciler<'_> {
             return;
         }
         let runtimes = self.list_runtimes().await;
-        let Ok(records) = self.svc.store.list_sandboxes().await else {
+        // Only the ids: this runs every lease tick, and whole records of every live sandbox
+        // held that long cost megabytes (session 13, docs/benchmarks.md).
+        let Ok(ids) = self.svc.store.list_local_runtime_ids().await else {
             return;
         };
-        let known = records
-            .iter()
-            .filter(|s| !s.placement.is_remote())
-            .map(|s| s.runtime_id().to_string())
-            .collect();
+        let known = ids.into_iter().collect();
         self.destroy_local_orphans(runtimes, &known).await;
         // What a snapshot the dead process was taking left (its helper, its temporary image),
         // once past the grace; only the local providers, as this runs every tick for a while.
