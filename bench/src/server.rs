@@ -234,8 +234,17 @@ impl Server {
     }
 
     /// Number of directories the mock still holds (sanity check that destroys cleaned up).
+    /// Sandbox directories the mock left: not its volume and snapshot stores, which it makes
+    /// once for the provider (`stacyvm-volumes-*`, `stacyvm-snapshots-*`).
     pub fn sandbox_dirs(&self) -> usize {
-        std::fs::read_dir(self.dir.path().join("sandboxes")).map_or(0, |d| d.count())
+        let shared = |name: &str| {
+            name.starts_with("stacyvm-volumes-") || name.starts_with("stacyvm-snapshots-")
+        };
+        std::fs::read_dir(self.dir.path().join("sandboxes")).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| !shared(&e.file_name().to_string_lossy()))
+                .count()
+        })
     }
 
     pub fn log_tail(&self) -> String {

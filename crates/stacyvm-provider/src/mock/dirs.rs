@@ -12,7 +12,11 @@ use crate::{Provider, ProviderError, SandboxSpec, SnapshotMade, Spawned, VolumeM
 impl MockProvider {
     /// The host pid of a sandbox's process agent, if one is running (for tests).
     pub fn agent_pid(&self, runtime_id: &str) -> Option<u32> {
-        super::lock(&self.sandboxes).get(runtime_id)?.agent.pid()
+        super::lock(&self.sandboxes)
+            .get(runtime_id)?
+            .agent
+            .as_ref()?
+            .pid()
     }
 
     /// The host directory of a live sandbox (for tests; never put it in an error).

@@ -90,7 +90,7 @@ impl MockProvider {
                 .filter(|s| s.alive)
                 .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
             sb.paused = freeze;
-            sb.agent.pid()
+            sb.agent.as_ref().and_then(|a| a.pid())
         };
         // A sandbox that never ran a process has nothing to stop.
         if let Some(agent) = agent {

@@ -56,8 +56,9 @@ struct Sandbox {
     image: String,
     /// Cancels running execs when the sandbox is destroyed.
     cancel: CancellationToken,
-    /// The background-process agent, started by the first process call.
-    agent: Arc<AgentSlot>,
+    /// The background-process agent's slot, made by the first process call: most sandboxes
+    /// never run one, and an empty slot at every spawn cost ~350 bytes per live sandbox.
+    agent: Option<Arc<AgentSlot>>,
     /// Paused: its agent and processes are stopped (`freeze.rs`).
     paused: bool,
 }
@@ -144,7 +145,7 @@ impl MockProvider {
                     dir: Some((Root::Kept, root)),
                     image: meta.image,
                     cancel: CancellationToken::new(),
-                    agent,
+                    agent: Some(agent),
                     paused,
                 },
             );
@@ -192,8 +193,9 @@ impl MockProvider {
         self.enter(method, runtime_id)?;
         let (root, _) = self.live(runtime_id)?;
         let slot = lock(&self.sandboxes)
-            .get(runtime_id)
-            .map(|s| s.agent.clone())
+            .get_mut(runtime_id)
+            .filter(|s| s.alive)
+            .map(|s| s.agent.get_or_insert_with(Arc::default).clone())
             .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
         let state = persist::state(&self.base_dir, runtime_id);
         let place = if self.persistent {
@@ -319,7 +321,7 @@ impl Provider for MockProvider {
         }
         let slots: Vec<Arc<AgentSlot>> = lock(&self.sandboxes)
             .values()
-            .map(|s| s.agent.clone())
+            .filter_map(|s| s.agent.clone())
             .collect();
         for s in slots {
             s.stop().await;
@@ -359,7 +361,7 @@ impl Provider for MockProvider {
                 dir,
                 image: spec.image.clone(),
                 cancel: CancellationToken::new(),
-                agent: Arc::default(),
+                agent: None,
                 paused: false,
             },
         );
@@ -378,16 +380,18 @@ impl Provider for MockProvider {
                 .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
             if std::mem::take(&mut sb.paused) {
                 // A stopped agent cannot list its processes for the kill below.
-                if let Some(pid) = sb.agent.pid() {
+                if let Some(pid) = sb.agent.as_ref().and_then(|a| a.pid()) {
                     freeze::signal_tree(pid, false);
                 }
             }
             sb.alive = false;
             sb.cancel.cancel();
-            (sb.dir.take(), std::mem::take(&mut sb.agent))
+            (sb.dir.take(), sb.agent.take())
         };
         // Processes first: they may hold files of the root open.
-        agent.stop().await;
+        if let Some(agent) = agent {
+            agent.stop().await;
+        }
         // A persistent mock's volumes may predate this provider object; a temporary one has
         // none until it made its directory.
         let vols = match self.volumes_dir.get() {

@@ -173,6 +173,14 @@ impl Reconciler<'_> {
         // A few at a time, as the abandoned-spawn cleanup.
         futures_util::stream::iter(orphans)
             .for_each_concurrent(super::abandoned::CONCURRENCY, |(p, rt)| async move {
+                // Listed before its record's destroy finished (the runtimes are listed first,
+                // so that a spawn after the listing of records is never taken): already gone.
+                if matches!(
+                    p.status(&rt.runtime_id).await,
+                    Ok(SandboxState::Destroyed) | Err(ProviderError::SandboxNotFound(_))
+                ) {
+                    return;
+                }
                 tracing::warn!(runtime_id = %rt.runtime_id, provider = p.name(), "reconcile: destroying orphaned runtime");
                 match p.destroy(&rt.runtime_id).await {
                     Ok(()) | Err(ProviderError::SandboxNotFound(_)) => {}
