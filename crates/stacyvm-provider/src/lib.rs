@@ -16,6 +16,7 @@ mod error;
 // Only bwrap pulls on spawn so far; microvm takes what the store has (docs/images.md).
 #[cfg(feature = "bwrap")]
 mod images;
+mod in_flight;
 #[cfg(feature = "microvm")]
 mod microvm;
 mod mock;

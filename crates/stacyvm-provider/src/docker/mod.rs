@@ -22,7 +22,7 @@ mod volumes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
@@ -63,24 +63,7 @@ pub struct DockerProvider {
     agents: procs::Agents,
     /// Snapshots this provider is taking now: the sweep never takes their pieces, however long
     /// the copy runs past the grace period (they have no record until they are made).
-    snapshots_in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
-}
-
-/// A snapshot id in the in-flight set from [`InFlight::enter`] until the snapshot ends, also
-/// when the call is dropped midway.
-struct InFlight(Arc<Mutex<std::collections::HashSet<String>>>, String);
-
-impl InFlight {
-    fn enter(set: &Arc<Mutex<std::collections::HashSet<String>>>, id: &str) -> InFlight {
-        lock(set).insert(id.to_string());
-        InFlight(set.clone(), id.to_string())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        lock(&self.0).remove(&self.1);
-    }
+    snapshots_in_flight: crate::in_flight::SnapshotsInFlight,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -109,7 +92,7 @@ impl DockerProvider {
             known: Mutex::new(HashMap::new()),
             destroyed: Tombstones::default(),
             keepalive_cache: Mutex::new(HashMap::new()),
-            snapshots_in_flight: Arc::default(),
+            snapshots_in_flight: Default::default(),
             agents: procs::Agents::default(),
         };
         p.negotiate().await;
@@ -313,7 +296,7 @@ impl Provider for DockerProvider {
         runtime_id: &str,
         snapshot_id: &str,
     ) -> Result<SnapshotMade, ProviderError> {
-        let _in_flight = InFlight::enter(&self.snapshots_in_flight, snapshot_id);
+        let _in_flight = self.snapshots_in_flight.enter(snapshot_id);
         self.take_snapshot(runtime_id, snapshot_id).await
     }
 
@@ -326,8 +309,7 @@ impl Provider for DockerProvider {
         known: &std::collections::HashSet<String>,
         grace: std::time::Duration,
     ) -> Result<Vec<String>, ProviderError> {
-        let mut known = known.clone();
-        known.extend(lock(&self.snapshots_in_flight).iter().cloned());
+        let known = self.snapshots_in_flight.with_known(known);
         self.sweep_snapshot_images(&known, grace).await
     }
 

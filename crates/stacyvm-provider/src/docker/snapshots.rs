@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use super::container::WORKSPACE;
 use super::host_copy::LABEL_WORKSPACE;
 use super::{
-    api_err, is_status, lock, valid_runtime_id, DockerProvider, LABEL_MANAGED, LABEL_SANDBOX_ID,
+    api_err, is_status, valid_runtime_id, DockerProvider, LABEL_MANAGED, LABEL_SANDBOX_ID,
 };
 use crate::cluster::CLUSTER_LABEL;
 use crate::{ProviderError, SandboxSpec, SnapshotMade, Spawned, VolumeMountSpec};
@@ -271,7 +271,7 @@ impl DockerProvider {
                 // this provider is still making it.
                 let making = name
                     .strip_prefix("tmp-")
-                    .is_some_and(|sid| lock(&self.snapshots_in_flight).contains(sid));
+                    .is_some_and(|sid| self.snapshots_in_flight.contains(sid));
                 if !known.contains(name) && !making {
                     self.remove_tag(tag).await;
                     removed.push(name.to_string());

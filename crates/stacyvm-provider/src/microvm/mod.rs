@@ -73,6 +73,8 @@ pub struct MicrovmProvider {
     refill: Mutex<Option<(JoinHandle<()>, CancellationToken)>>,
     /// Memory snapshots (`<data_dir>/snapshots/`).
     snaps: memsnap::Snapshots,
+    /// Snapshots being saved now: the sweep never takes their `.tmp-` directories.
+    snapshots_in_flight: crate::in_flight::SnapshotsInFlight,
     /// One pause, resume or snapshot at a time: each moves a whole VM through files.
     state_ops: tokio::sync::Mutex<()>,
 }
@@ -113,6 +115,7 @@ impl MicrovmProvider {
             destroyed: Tombstones::default(),
             refill: Mutex::new(None),
             snaps,
+            snapshots_in_flight: Default::default(),
             state_ops: tokio::sync::Mutex::new(()),
         })
     }
@@ -382,6 +385,7 @@ impl Provider for MicrovmProvider {
         runtime_id: &str,
         snapshot_id: &str,
     ) -> Result<crate::SnapshotMade, ProviderError> {
+        let _in_flight = self.snapshots_in_flight.enter(snapshot_id);
         self.memory_snapshot(runtime_id, snapshot_id).await
     }
 
@@ -394,7 +398,9 @@ impl Provider for MicrovmProvider {
         known: &HashSet<String>,
         grace: Duration,
     ) -> Result<Vec<String>, ProviderError> {
-        Ok(self.snaps.sweep(known, grace))
+        Ok(self
+            .snaps
+            .sweep(&self.snapshots_in_flight.with_known(known), grace))
     }
 
     /// A clone of the snapshot: its processes and memory, a new identity, its own disk copy.

@@ -91,6 +91,8 @@ pub struct MockProvider {
     volumes_dir: OnceLock<(Option<TempDir>, PathBuf)>,
     /// Where snapshots live (`snapshots.rs`), chosen like `volumes_dir`.
     snapshots_dir: OnceLock<(Option<TempDir>, PathBuf)>,
+    /// Snapshots being copied now: the sweep never takes them.
+    snapshots_in_flight: crate::in_flight::SnapshotsInFlight,
 }
 
 impl Default for MockProvider {
@@ -123,6 +125,7 @@ impl MockProvider {
             persistent: false,
             volumes_dir: OnceLock::new(),
             snapshots_dir: OnceLock::new(),
+            snapshots_in_flight: Default::default(),
         }
     }
 
@@ -450,6 +453,7 @@ impl Provider for MockProvider {
         runtime_id: &str,
         snapshot_id: &str,
     ) -> Result<SnapshotMade, ProviderError> {
+        let _in_flight = self.snapshots_in_flight.enter(snapshot_id);
         self.take_snapshot(runtime_id, snapshot_id).await
     }
 
@@ -463,7 +467,8 @@ impl Provider for MockProvider {
         known: &std::collections::HashSet<String>,
         grace: std::time::Duration,
     ) -> Result<Vec<String>, ProviderError> {
-        snapshots::sweep(&self.snapshots_dir()?, known, grace)
+        let known = self.snapshots_in_flight.with_known(known);
+        snapshots::sweep(&self.snapshots_dir()?, &known, grace)
     }
 
     async fn spawn_from_snapshot(

@@ -134,4 +134,25 @@ mod tests {
         let none = super::sweep(&dir.path().join("nope"), &known, Duration::ZERO).unwrap();
         assert!(none.is_empty());
     }
+
+    /// A snapshot still being copied has no record yet; the sweep leaves its working
+    /// directory alone however old it is, and takes it once the snapshot call has ended.
+    #[tokio::test]
+    async fn the_sweep_leaves_a_snapshot_in_flight() {
+        use crate::Provider;
+        let base = tempfile::tempdir().unwrap();
+        let p = super::super::MockProvider::with_base_dir(base.path());
+        let work = p.snapshots_dir().unwrap().join(".tmp-snap-busy");
+        std::fs::create_dir_all(work.join("workspace")).unwrap();
+        let none = HashSet::new();
+        {
+            let _copying = p.snapshots_in_flight.enter("snap-busy");
+            let gone = p.sweep_snapshots(&none, Duration::ZERO).await.unwrap();
+            assert!(gone.is_empty(), "{gone:?}");
+            assert!(work.is_dir());
+        }
+        let gone = p.sweep_snapshots(&none, Duration::ZERO).await.unwrap();
+        assert_eq!(gone, [".tmp-snap-busy"]);
+        assert!(!work.exists());
+    }
 }
