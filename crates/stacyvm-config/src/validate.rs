@@ -665,6 +665,20 @@ fn warnings(c: &Config) -> Vec<String> {
         };
         out.push(format!("{key} is set but ignored: {why}"));
     }
+    // The key the other driver reads: easy to set by mistake and otherwise silent.
+    let db = &c.database;
+    let sqlite = matches!(
+        db.driver.trim().to_ascii_lowercase().as_str(),
+        "" | "sqlite"
+    );
+    if sqlite && !db.dsn.trim().is_empty() {
+        out.push("database.dsn is set but ignored: the sqlite driver opens database.path".into());
+    }
+    if !sqlite && changed_keys(c).iter().any(|k| k == "database.path") {
+        out.push(
+            "database.path is set but ignored: the postgres driver connects to database.dsn".into(),
+        );
+    }
     if c.worker.rpc_tls.insecure_skip_verify {
         out.push(
             "worker.rpc_tls.insecure_skip_verify is true: worker RPC certificates are not verified; use only for testing"

@@ -309,6 +309,28 @@ fn warnings_for_settings_we_do_not_act_on() {
     assert!(valid(STAGING_WORKER).warnings().is_empty());
 }
 
+/// The key the chosen driver does not read is named, not silently dropped.
+#[test]
+fn the_other_drivers_database_key_is_a_warning() {
+    let c = valid("database: {driver: sqlite, dsn: /tmp/x.db}");
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("database.dsn") && w[0].contains("database.path"),
+        "{w:?}"
+    );
+    let c = valid("database: {driver: postgres, dsn: \"postgres://h/db\", path: /tmp/x.db}");
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("database.path is set but ignored"),
+        "{w:?}"
+    );
+    let c = valid("database: {driver: postgres, dsn: \"postgres://h/db\"}");
+    assert!(c.warnings().is_empty());
+    assert!(valid("database: {path: /tmp/x.db}").warnings().is_empty());
+}
+
 #[test]
 fn validate_all_collects_every_error_and_validate_keeps_the_first() {
     let yaml = "database: {driver: oracle}\nlogging: {level: loud}\ndefaults: {ttl: -5s, max_sandboxes: -1}\nserver: {port: 70000}\nauth: {worker_tokens: {w1: \"\"}}\npool: {enabled: true}\n";

@@ -268,11 +268,8 @@ impl DockerProvider {
             for tag in &ours_tags {
                 let name = &tag[REPO.len() + 1..];
                 // `tmp-` tags are never a record's id: a snapshot that never finished, unless
-                // this provider is still making it.
-                let making = name
-                    .strip_prefix("tmp-")
-                    .is_some_and(|sid| self.snapshots_in_flight.contains(sid));
-                if !known.contains(name) && !making {
+                // this provider is still making it (`known` then names its tag too).
+                if !known.contains(name) {
                     self.remove_tag(tag).await;
                     removed.push(name.to_string());
                 }
