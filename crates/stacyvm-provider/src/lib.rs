@@ -24,7 +24,6 @@ mod preview;
 mod process;
 mod registry;
 mod stream;
-#[cfg(any(feature = "docker", feature = "microvm", feature = "bwrap"))]
 mod tombstones;
 mod walk;
 mod watch;

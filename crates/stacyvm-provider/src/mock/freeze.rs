@@ -87,7 +87,6 @@ impl MockProvider {
             let mut map = lock(&self.sandboxes);
             let sb = map
                 .get_mut(runtime_id)
-                .filter(|s| s.alive)
                 .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
             sb.paused = freeze;
             sb.agent.as_ref().and_then(|a| a.pid())

@@ -9,6 +9,8 @@ mod exec;
 mod faults;
 mod files;
 mod freeze;
+#[cfg(test)]
+mod lifecycle_tests;
 mod paths;
 #[cfg(test)]
 mod paths_prop;
@@ -47,8 +49,6 @@ pub struct MockCall {
 }
 
 struct Sandbox {
-    /// False once destroyed.
-    alive: bool,
     /// The host directory and its canonical path (so symlink checks compare like with like),
     /// made on first use: a sandbox that is spawned and destroyed without being touched never
     /// costs a directory. Dropping the `TempDir` removes it.
@@ -93,6 +93,8 @@ pub struct MockProvider {
     snapshots_dir: OnceLock<(Option<TempDir>, PathBuf)>,
     /// Snapshots being copied now: the sweep never takes them.
     snapshots_in_flight: crate::in_flight::SnapshotsInFlight,
+    /// Recently destroyed ids (bounded), for `status` and `logs` after a destroy.
+    destroyed: crate::tombstones::Tombstones,
 }
 
 impl Default for MockProvider {
@@ -126,6 +128,7 @@ impl MockProvider {
             volumes_dir: OnceLock::new(),
             snapshots_dir: OnceLock::new(),
             snapshots_in_flight: Default::default(),
+            destroyed: Default::default(),
         }
     }
 
@@ -144,7 +147,6 @@ impl MockProvider {
             map.insert(
                 meta.id,
                 Sandbox {
-                    alive: true,
                     dir: Some((Root::Kept, root)),
                     image: meta.image,
                     cancel: CancellationToken::new(),
@@ -197,7 +199,6 @@ impl MockProvider {
         let (root, _) = self.live(runtime_id)?;
         let slot = lock(&self.sandboxes)
             .get_mut(runtime_id)
-            .filter(|s| s.alive)
             .map(|s| s.agent.get_or_insert_with(Arc::default).clone())
             .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
         let state = persist::state(&self.base_dir, runtime_id);
@@ -215,7 +216,6 @@ impl MockProvider {
         let mut map = lock(&self.sandboxes);
         let sb = map
             .get_mut(runtime_id)
-            .filter(|s| s.alive)
             .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
         let root = match &sb.dir {
             Some((_, root)) => root.clone(),
@@ -344,7 +344,7 @@ impl Provider for MockProvider {
             ProviderError::internal_with("creating the sandbox directory failed", e)
         })?;
         let mut map = lock(&self.sandboxes);
-        if map.get(&spec.id).is_some_and(|s| s.alive) {
+        if map.contains_key(&spec.id) {
             return Err(ProviderError::InvalidInput(format!(
                 "sandbox {} already exists",
                 spec.id
@@ -360,7 +360,6 @@ impl Provider for MockProvider {
         map.insert(
             spec.id.clone(),
             Sandbox {
-                alive: true,
                 dir,
                 image: spec.image.clone(),
                 cancel: CancellationToken::new(),
@@ -368,6 +367,7 @@ impl Provider for MockProvider {
                 paused: false,
             },
         );
+        self.destroyed.forget(&spec.id);
         Ok(Spawned {
             runtime_id: spec.id.clone(),
         })
@@ -378,18 +378,18 @@ impl Provider for MockProvider {
         let (dir, agent) = {
             let mut map = lock(&self.sandboxes);
             let sb = map
-                .get_mut(runtime_id)
-                .filter(|s| s.alive)
+                .remove(runtime_id)
                 .ok_or_else(|| ProviderError::SandboxNotFound(runtime_id.to_string()))?;
-            if std::mem::take(&mut sb.paused) {
+            // Remembered (bounded) so `status` and `logs` still answer for it.
+            self.destroyed.remember(runtime_id);
+            if sb.paused {
                 // A stopped agent cannot list its processes for the kill below.
                 if let Some(pid) = sb.agent.as_ref().and_then(|a| a.pid()) {
                     freeze::signal_tree(pid, false);
                 }
             }
-            sb.alive = false;
             sb.cancel.cancel();
-            (sb.dir.take(), sb.agent.take())
+            (sb.dir, sb.agent)
         };
         // Processes first: they may hold files of the root open.
         if let Some(agent) = agent {
@@ -483,9 +483,9 @@ impl Provider for MockProvider {
     async fn status(&self, runtime_id: &str) -> Result<SandboxState, ProviderError> {
         self.enter("status", runtime_id)?;
         match lock(&self.sandboxes).get(runtime_id) {
-            Some(s) if s.alive && s.paused => Ok(SandboxState::Paused),
-            Some(s) if s.alive => Ok(SandboxState::Running),
-            Some(_) => Ok(SandboxState::Destroyed),
+            Some(s) if s.paused => Ok(SandboxState::Paused),
+            Some(_) => Ok(SandboxState::Running),
+            None if self.destroyed.contains(runtime_id) => Ok(SandboxState::Destroyed),
             None => Err(ProviderError::SandboxNotFound(runtime_id.to_string())),
         }
     }
@@ -676,7 +676,7 @@ impl Provider for MockProvider {
     /// Three synthetic console lines; kept after destroy, like the status entry.
     async fn logs(&self, runtime_id: &str, lines: usize) -> Result<Vec<String>, ProviderError> {
         self.enter("logs", runtime_id)?;
-        if !lock(&self.sandboxes).contains_key(runtime_id) {
+        if !lock(&self.sandboxes).contains_key(runtime_id) && !self.destroyed.contains(runtime_id) {
             return Err(ProviderError::SandboxNotFound(runtime_id.to_string()));
         }
         let all = [
@@ -695,10 +695,7 @@ impl Provider for MockProvider {
         port: u16,
     ) -> Result<Option<std::net::SocketAddr>, ProviderError> {
         self.enter("preview_target", runtime_id)?;
-        let alive = lock(&self.sandboxes)
-            .get(runtime_id)
-            .is_some_and(|s| s.alive);
-        if !alive {
+        if !lock(&self.sandboxes).contains_key(runtime_id) {
             return Err(ProviderError::SandboxNotFound(runtime_id.to_string()));
         }
         Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))))
@@ -709,7 +706,6 @@ impl Provider for MockProvider {
         self.enter("list_runtimes", "")?;
         let mut out: Vec<RuntimeInfo> = lock(&self.sandboxes)
             .iter()
-            .filter(|(_, s)| s.alive)
             .map(|(id, s)| RuntimeInfo {
                 runtime_id: id.clone(),
                 sandbox_id: Some(id.clone()),
