@@ -638,7 +638,8 @@ fn changed_keys(c: &Config) -> Vec<String> {
 
 fn warnings(c: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    for key in changed_keys(c) {
+    let changed = changed_keys(c);
+    for key in &changed {
         let why = if key.starts_with("pool.") || key.starts_with("providers.docker.pool_security.")
         {
             "pool mode is not implemented"
@@ -674,7 +675,7 @@ fn warnings(c: &Config) -> Vec<String> {
     if sqlite && !db.dsn.trim().is_empty() {
         out.push("database.dsn is set but ignored: the sqlite driver opens database.path".into());
     }
-    if !sqlite && changed_keys(c).iter().any(|k| k == "database.path") {
+    if !sqlite && changed.iter().any(|k| k == "database.path") {
         out.push(
             "database.path is set but ignored: the postgres driver connects to database.dsn".into(),
         );

@@ -60,17 +60,13 @@ pub(super) async fn insert_limited(
     db.write("sandbox", |c| {
         // Built inside: `&dyn ToSql` is not `Send`, so it must not live across the lock's await.
         let mut args = values(sb, &text);
-        args.extend([
-            &limits.created_by as &dyn rusqlite::ToSql,
-            &max_total,
-            &max_owner,
-            &max_worker,
-        ]);
+        args.push(&limits.created_by);
         if !limits.any() {
             // No count to take: a plain insert, without `INSERT .. SELECT`'s row buffer.
-            exec(c, "sandbox", INSERT_BY, &args[..args.len() - 3])?;
+            exec(c, "sandbox", INSERT_BY, args.as_slice())?;
             return Ok(());
         }
+        args.extend([&max_total as &dyn rusqlite::ToSql, &max_owner, &max_worker]);
         let inserted = exec(c, "sandbox", &INSERT_LIMITED, args.as_slice())?;
         if inserted == 1 {
             return Ok(());
